@@ -1,0 +1,223 @@
+//! The Source and Sink contracts and the payload that travels between them.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::{Error, ErrorKind, Item, Result};
+
+/// A stream of listed items; errors end the listing.
+pub type ItemStream<'a> = BoxStream<'a, Result<Item>>;
+
+/// A stream of byte chunks.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// Which part of a Source or Sink to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Only keys starting with this (logical) prefix; empty for everything.
+    pub prefix: String,
+}
+
+impl Scope {
+    /// Everything.
+    pub fn all() -> Self {
+        Scope::default()
+    }
+
+    /// Only keys starting with `prefix`.
+    pub fn with_prefix(prefix: impl Into<String>) -> Self {
+        Scope {
+            prefix: prefix.into(),
+        }
+    }
+}
+
+/// A reference to data that the sink can copy without the bytes passing
+/// through this process (S3 CopyObject, EC2 CopySnapshot...).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSideRef {
+    /// The service that understands the reference, e.g. `"s3"`.
+    pub service: String,
+    /// The container (bucket, region...).
+    pub container: String,
+    /// The key (object key, snapshot id...) inside the container.
+    pub key: String,
+    /// The fingerprint the data must still have for the copy to be valid
+    /// (for S3, the ETag used as `CopySourceIfMatch`).
+    pub fingerprint: String,
+    /// The account that owns the container, when known.
+    pub owner: Option<String>,
+    /// Extra attributes the sink must set explicitly (for S3: the object tags).
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl ServerSideRef {
+    /// A reference to `key` in `container` of `service`.
+    pub fn new(
+        service: impl Into<String>,
+        container: impl Into<String>,
+        key: impl Into<String>,
+        fingerprint: impl Into<String>,
+    ) -> Self {
+        ServerSideRef {
+            service: service.into(),
+            container: container.into(),
+            key: key.into(),
+            fingerprint: fingerprint.into(),
+            owner: None,
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the owning account.
+    pub fn with_owner(mut self, owner: Option<String>) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// Sets the attributes.
+    pub fn with_attributes(mut self, attributes: BTreeMap<String, String>) -> Self {
+        self.attributes = attributes;
+        self
+    }
+}
+
+/// What a [`Source`] hands to a [`Sink`] for one item.
+#[non_exhaustive]
+pub enum Payload {
+    /// The bytes themselves, as a stream of `len` bytes in total, with the
+    /// item's attributes (metadata, tags: sink-specific names).
+    Bytes {
+        /// Total length.
+        len: u64,
+        /// The data.
+        stream: ByteStream,
+        /// Attributes to keep with the copy.
+        attributes: BTreeMap<String, String>,
+    },
+    /// A server-side reference: copy without moving bytes through the client.
+    Reference(ServerSideRef),
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Payload::Bytes {
+                len, attributes, ..
+            } => f
+                .debug_struct("Bytes")
+                .field("len", len)
+                .field("attributes", attributes)
+                .finish_non_exhaustive(),
+            Payload::Reference(r) => f.debug_tuple("Reference").field(r).finish(),
+        }
+    }
+}
+
+impl Payload {
+    /// A byte payload from one in-memory buffer.
+    pub fn from_bytes(data: Bytes, attributes: BTreeMap<String, String>) -> Self {
+        let len = data.len() as u64;
+        Payload::Bytes {
+            len,
+            stream: Box::pin(futures::stream::once(async move { Ok(data) })),
+            attributes,
+        }
+    }
+
+    /// Collects a byte payload into memory (tests and small objects only).
+    pub async fn collect(self) -> Result<(Bytes, BTreeMap<String, String>)> {
+        use futures::TryStreamExt;
+        match self {
+            Payload::Bytes {
+                stream,
+                attributes,
+                len,
+            } => {
+                let chunks: Vec<Bytes> = stream.try_collect().await?;
+                let mut buf = Vec::with_capacity(len as usize);
+                for c in chunks {
+                    buf.extend_from_slice(&c);
+                }
+                Ok((Bytes::from(buf), attributes))
+            }
+            Payload::Reference(r) => Err(Error::new(
+                ErrorKind::Unsupported,
+                "collect",
+                format!("{}://{}/{}", r.service, r.container, r.key),
+                "a server-side reference has no bytes to collect",
+            )),
+        }
+    }
+}
+
+/// What a sink reports after writing one item.
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// Bytes copied (server-side copies count the object size).
+    pub bytes: u64,
+    /// The fingerprint of the copy as the sink sees it, when known.
+    pub fingerprint: Option<String>,
+}
+
+impl Receipt {
+    /// A receipt for `bytes` copied.
+    pub fn new(bytes: u64, fingerprint: Option<String>) -> Self {
+        Receipt { bytes, fingerprint }
+    }
+}
+
+/// Where data comes from (the primary account).
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// A human-readable location, e.g. `s3://prod-assets/data/`.
+    fn describe(&self) -> String;
+
+    /// Whether [`Source::list`] yields keys in ascending byte order.
+    /// When both sides are sorted the planner streams instead of buffering.
+    fn sorted(&self) -> bool {
+        false
+    }
+
+    /// Lists the items in `scope`.
+    fn list(&self, scope: &Scope) -> ItemStream<'_>;
+
+    /// Produces the payload for one listed item.
+    async fn read(&self, item: &Item) -> Result<Payload>;
+}
+
+/// Where data goes (the escrow account).
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// A human-readable location, e.g. `s3://escrow-assets/`.
+    fn describe(&self) -> String;
+
+    /// Whether [`Sink::list`] yields keys in ascending byte order.
+    fn sorted(&self) -> bool {
+        false
+    }
+
+    /// Lists what escrow already holds in `scope`, keys in the source's key space.
+    fn list(&self, scope: &Scope) -> ItemStream<'_>;
+
+    /// Writes one item. Must be idempotent: writing the same item twice
+    /// leaves one copy. Must not leave a partial copy that a later listing
+    /// would take for complete.
+    async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt>;
+
+    /// Deletes one item. Only called when the policy explicitly allows it;
+    /// escrow sinks refuse by default.
+    async fn delete(&self, key: &str) -> Result<()> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "delete",
+            format!("{}{}", self.describe(), key),
+            "escrow is append-only: this sink never deletes",
+        ))
+    }
+}

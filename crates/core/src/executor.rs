@@ -1,0 +1,534 @@
+//! Runs a plan: bounded concurrency, retries with backoff and full jitter,
+//! cancellation and progress events.
+//!
+//! # The retry budget
+//!
+//! There is one budget per item: [`RetryPolicy::max_attempts`] attempts of the
+//! whole read-and-write, with exponential backoff and full jitter between
+//! them, and only for retryable errors ([`Error::is_retryable`]: throttling
+//! and transient failures). Service crates turn the SDK's own retries off for
+//! the calls an item makes, so the two do not multiply; listing calls keep the
+//! SDK's standard retries because the executor does not retry a listing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::{BoxStream, FuturesUnordered};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Action, CopyPlan, CopyReason, Difference, Error, ErrorKind, Failure, Item, Mode, Policy,
+    Report, Result, Scope, Sink, Source, plan_stream,
+};
+
+/// How often and how patiently to retry one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (at least 1).
+    pub max_attempts: u32,
+    /// The backoff cap before the first retry; doubles with each attempt.
+    pub initial_backoff: Duration,
+    /// The largest backoff cap.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The backoff cap before retry number `retry` (1 for the first retry):
+    /// `min(max_backoff, initial_backoff * 2^(retry-1))`.
+    pub fn cap(&self, retry: u32) -> Duration {
+        let factor = 2u32.saturating_pow(retry.saturating_sub(1).min(30));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+
+    /// A full-jitter delay: uniform in `[0, cap(retry)]`.
+    pub fn delay(&self, retry: u32) -> Duration {
+        let cap = self.cap(retry);
+        if cap.is_zero() {
+            return cap;
+        }
+        let nanos = rand::rng().random_range(0..=cap.as_nanos().min(u64::MAX as u128) as u64);
+        Duration::from_nanos(nanos)
+    }
+}
+
+/// Options for an [`Executor`].
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    concurrency: usize,
+    retry: RetryPolicy,
+    policy: Policy,
+    difference_limit: usize,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        ExecutorOptions {
+            concurrency: 16,
+            retry: RetryPolicy::default(),
+            policy: Policy::default(),
+            difference_limit: 1000,
+        }
+    }
+}
+
+impl ExecutorOptions {
+    /// Default options: 16 items at once, 5 attempts, the never-delete policy.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many items are copied at once (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// The retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = RetryPolicy {
+            max_attempts: retry.max_attempts.max(1),
+            ..retry
+        };
+        self
+    }
+
+    /// The planning policy.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How many differences a plan report lists by key (verify lists all).
+    pub fn with_difference_limit(mut self, n: usize) -> Self {
+        self.difference_limit = n;
+        self
+    }
+
+    /// The concurrency.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+}
+
+/// Something that happened while a job ran.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProgressEvent {
+    /// An item is about to be copied.
+    Started {
+        /// The key.
+        key: String,
+        /// Its size.
+        size: u64,
+    },
+    /// An item is in escrow already.
+    Skipped {
+        /// The key.
+        key: String,
+        /// Its size.
+        size: u64,
+    },
+    /// An attempt failed and will be retried after `delay`.
+    Retrying {
+        /// The key.
+        key: String,
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// The error, on one line.
+        error: String,
+        /// The wait before the next attempt.
+        delay: Duration,
+    },
+    /// An item was copied.
+    Copied {
+        /// The key.
+        key: String,
+        /// Bytes copied.
+        bytes: u64,
+    },
+    /// An item failed for good (in this run).
+    Failed {
+        /// The key.
+        key: String,
+        /// The error, on one line.
+        error: String,
+    },
+    /// Cancellation was requested: no new items will start.
+    Cancelling,
+}
+
+/// Receives progress events; must be cheap and must not block.
+pub type ProgressFn = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
+
+/// Runs plans. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    options: ExecutorOptions,
+    progress: Option<ProgressFn>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("options", &self.options)
+            .field("cancelled", &self.cancel.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Work that a run performs for one action.
+enum Work {
+    Copy(Item),
+    Delete(Item),
+}
+
+enum Outcome {
+    Copied {
+        bytes: u64,
+    },
+    Deleted,
+    Failed {
+        key: String,
+        error: Error,
+        attempts: u32,
+    },
+}
+
+impl Executor {
+    /// An executor with these options.
+    pub fn new(options: ExecutorOptions) -> Self {
+        Executor {
+            options,
+            progress: None,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Sends progress events to `f`.
+    pub fn with_progress(mut self, f: ProgressFn) -> Self {
+        self.progress = Some(f);
+        self
+    }
+
+    /// Uses `token` for cancellation: once cancelled, no new item starts,
+    /// items in flight finish (or fail cleanly), and the report says so.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// The cancellation token.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ExecutorOptions {
+        &self.options
+    }
+
+    fn emit(&self, event: ProgressEvent) {
+        if let Some(f) = &self.progress {
+            f(&event);
+        }
+    }
+
+    /// The plan as a stream of actions: a streaming merge when both sides
+    /// list in key order, otherwise both listings are read and planned in
+    /// memory.
+    pub async fn plan<'a>(
+        &self,
+        source: &'a dyn Source,
+        sink: &'a dyn Sink,
+        scope: &Scope,
+    ) -> Result<BoxStream<'a, Result<Action>>> {
+        if source.sorted() && sink.sorted() {
+            return Ok(plan_stream(
+                source.list(scope),
+                sink.list(scope),
+                &self.options.policy,
+            ));
+        }
+        let (src, dst) = futures::future::join(
+            source.list(scope).collect::<Vec<_>>(),
+            sink.list(scope).collect::<Vec<_>>(),
+        )
+        .await;
+        let src = src.into_iter().collect::<Result<Vec<_>>>()?;
+        let dst = dst.into_iter().collect::<Result<Vec<_>>>()?;
+        let plan = CopyPlan::compute(src, dst, &self.options.policy)?;
+        Ok(futures::stream::iter(plan.into_actions().into_iter().map(Ok)).boxed())
+    }
+
+    /// Runs one job in `mode`. `Plan` and `Verify` change nothing; `Run`
+    /// copies. A listing failure is returned as `Err` (after items in flight
+    /// have finished); item failures are in the report.
+    pub async fn execute(
+        &self,
+        mode: Mode,
+        source: &dyn Source,
+        sink: &dyn Sink,
+        scope: &Scope,
+    ) -> Result<Report> {
+        let started = Instant::now();
+        let mut report = Report::new(mode, source.describe(), sink.describe());
+        let mut plan = self.plan(source, sink, scope).await?;
+        let mut inflight = FuturesUnordered::new();
+        let mut stop = false;
+        let mut fatal: Option<Error> = None;
+        let limit = match mode {
+            Mode::Verify => usize::MAX,
+            _ => self.options.difference_limit,
+        };
+        loop {
+            let can_schedule = !stop && inflight.len() < self.options.concurrency;
+            if !can_schedule && inflight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled(), if !stop => {
+                    stop = true;
+                    report.cancelled = true;
+                    self.emit(ProgressEvent::Cancelling);
+                }
+                Some(outcome) = inflight.next(), if !inflight.is_empty() => {
+                    self.record(&mut report, outcome);
+                }
+                next = plan.next(), if can_schedule => match next {
+                    None => stop = true,
+                    Some(Err(e)) => {
+                        stop = true;
+                        fatal = Some(e);
+                    }
+                    Some(Ok(action)) => {
+                        if let Some(fut) = self.account(&mut report, mode, action, limit) {
+                            inflight.push(self.perform(source, sink, fut));
+                        }
+                    }
+                },
+            }
+        }
+        report.elapsed = started.elapsed();
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Counts `action` in the report; returns the work to do in a run.
+    fn account(
+        &self,
+        report: &mut Report,
+        mode: Mode,
+        action: Action,
+        limit: usize,
+    ) -> Option<Work> {
+        match action {
+            Action::Skip { item } => {
+                report.skipped += 1;
+                self.emit(ProgressEvent::Skipped {
+                    key: item.key,
+                    size: item.size,
+                });
+                None
+            }
+            Action::Retain { .. } => {
+                report.retained += 1;
+                None
+            }
+            Action::Copy { item, reason } => {
+                if mode != Mode::Run {
+                    match reason {
+                        CopyReason::Missing => report.missing += 1,
+                        CopyReason::Changed => report.different += 1,
+                    }
+                    if report.differences.len() < limit {
+                        report.differences.push(Difference {
+                            key: item.key.clone(),
+                            reason,
+                            size: item.size,
+                        });
+                    } else {
+                        report.differences_truncated += 1;
+                    }
+                }
+                match mode {
+                    Mode::Plan => {
+                        report.copied += 1;
+                        report.bytes_copied += item.size;
+                        None
+                    }
+                    Mode::Verify => None,
+                    Mode::Run => Some(Work::Copy(item)),
+                }
+            }
+            Action::Delete { item } => match mode {
+                Mode::Plan => {
+                    report.deleted += 1;
+                    None
+                }
+                Mode::Verify => None,
+                Mode::Run => Some(Work::Delete(item)),
+            },
+        }
+    }
+
+    fn record(&self, report: &mut Report, outcome: Outcome) {
+        match outcome {
+            Outcome::Copied { bytes } => {
+                report.copied += 1;
+                report.bytes_copied += bytes;
+            }
+            Outcome::Deleted => report.deleted += 1,
+            Outcome::Failed {
+                key,
+                error,
+                attempts,
+            } => {
+                report.failed += 1;
+                self.emit(ProgressEvent::Failed {
+                    key: key.clone(),
+                    error: error.chain(),
+                });
+                report.failures.push(Failure::new(key, &error, attempts));
+            }
+        }
+    }
+
+    async fn perform(&self, source: &dyn Source, sink: &dyn Sink, work: Work) -> Outcome {
+        match work {
+            Work::Copy(item) => self.copy_item(source, sink, item).await,
+            Work::Delete(item) => {
+                match self
+                    .with_retries(&item.key, || sink.delete(&item.key))
+                    .await
+                {
+                    (Ok(()), _) => Outcome::Deleted,
+                    (Err(error), attempts) => Outcome::Failed {
+                        key: item.key,
+                        error,
+                        attempts,
+                    },
+                }
+            }
+        }
+    }
+
+    async fn copy_item(&self, source: &dyn Source, sink: &dyn Sink, item: Item) -> Outcome {
+        self.emit(ProgressEvent::Started {
+            key: item.key.clone(),
+            size: item.size,
+        });
+        let res = self
+            .with_retries(&item.key, || async {
+                let payload = source.read(&item).await?;
+                sink.write(&item, payload).await
+            })
+            .await;
+        match res {
+            (Ok(receipt), _) => {
+                self.emit(ProgressEvent::Copied {
+                    key: item.key.clone(),
+                    bytes: receipt.bytes,
+                });
+                Outcome::Copied {
+                    bytes: receipt.bytes,
+                }
+            }
+            (Err(error), attempts) => Outcome::Failed {
+                key: item.key,
+                error,
+                attempts,
+            },
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails for good, runs out of attempts or
+    /// is cancelled during a backoff. Returns the result and the attempts made.
+    async fn with_retries<T, F, Fut>(&self, key: &str, mut op: F) -> (Result<T>, u32)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let retry = self.options.retry;
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return (Ok(v), attempt),
+                Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
+                    let delay = retry.delay(attempt);
+                    self.emit(ProgressEvent::Retrying {
+                        key: key.to_string(),
+                        attempt,
+                        error: e.chain(),
+                        delay,
+                    });
+                    tracing::debug!(key, attempt, ?delay, error = %e.chain(), "retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.cancel.cancelled() => {
+                            let err = Error::new(ErrorKind::Cancelled, "copy", key, "")
+                                .with_source(e);
+                            return (Err(err), attempt);
+                        }
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return (Err(e), attempt),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_caps_grow_exponentially_and_stop_at_max() {
+        let r = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        };
+        assert_eq!(r.cap(1), Duration::from_millis(100));
+        assert_eq!(r.cap(2), Duration::from_millis(200));
+        assert_eq!(r.cap(4), Duration::from_millis(800));
+        assert_eq!(r.cap(5), Duration::from_secs(1));
+        assert_eq!(r.cap(60), Duration::from_secs(1));
+        for n in 1..8 {
+            assert!(r.delay(n) <= r.cap(n));
+        }
+    }
+
+    #[test]
+    fn jitter_spreads_delays() {
+        let r = RetryPolicy::default();
+        let delays: std::collections::BTreeSet<_> = (0..50).map(|_| r.delay(3)).collect();
+        assert!(
+            delays.len() > 10,
+            "full jitter should rarely repeat: {delays:?}"
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! Core contracts of escrow-sync: the item model, the [`Source`] and [`Sink`]
+//! traits, the pure [`CopyPlan`] planner (batch and streaming merge), the
+//! [`Executor`], the [`Report`] and the one public [`Error`] type.
+//!
+//! Nothing here talks to AWS: everything is testable in memory.
+//!
+//! ```
+//! use escrow_sync_core::{CopyPlan, Item, ItemKind, Policy, Action};
+//!
+//! let primary = vec![
+//!     Item::new("a.txt", ItemKind::Object, 5, "\"etag-a\""),
+//!     Item::new("b.txt", ItemKind::Object, 7, "\"etag-b2\""),
+//! ];
+//! let escrow = vec![
+//!     Item::new("b.txt", ItemKind::Object, 7, "\"etag-b1\""),
+//!     Item::new("gone.txt", ItemKind::Object, 1, "\"etag-g\""),
+//! ];
+//! let plan = CopyPlan::compute(primary, escrow, &Policy::new()).unwrap();
+//! let s = plan.summary();
+//! assert_eq!((s.missing, s.changed, s.retain, s.delete), (1, 1, 1, 0));
+//! assert!(plan.actions().iter().all(|a| !matches!(a, Action::Delete { .. })));
+//! ```
+#![deny(missing_docs)]
+
+mod contract;
+mod error;
+mod executor;
+mod item;
+mod plan;
+mod report;
+
+pub use contract::{ByteStream, ItemStream, Payload, Receipt, Scope, ServerSideRef, Sink, Source};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use executor::{Executor, ExecutorOptions, ProgressEvent, ProgressFn, RetryPolicy};
+pub use item::{Item, ItemKind};
+pub use plan::{Action, CopyPlan, CopyReason, PlanSummary, Policy, plan_stream};
+pub use report::{Difference, Failure, Mode, Report};
+
+pub use tokio_util::sync::CancellationToken;

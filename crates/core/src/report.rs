@@ -1,0 +1,132 @@
+//! Per-job reports: what was copied, skipped, missing, different or failed.
+
+use std::time::Duration;
+
+use crate::{CopyReason, Error, ErrorKind};
+
+/// What a report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A dry run: counts say what a run would do.
+    Plan,
+    /// A real run: counts say what was done.
+    Run,
+    /// A comparison of primary and escrow.
+    Verify,
+}
+
+/// One item that failed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Failure {
+    /// The item's key.
+    pub key: String,
+    /// The error, with its causes, on one line.
+    pub error: String,
+    /// The error's kind.
+    pub kind: ErrorKind,
+    /// How many attempts were made.
+    pub attempts: u32,
+}
+
+impl Failure {
+    /// A failure of `key` with `error` after `attempts` attempts.
+    pub fn new(key: impl Into<String>, error: &Error, attempts: u32) -> Self {
+        Failure {
+            key: key.into(),
+            error: error.chain(),
+            kind: error.kind(),
+            attempts,
+        }
+    }
+}
+
+/// One key where escrow does not match the primary (plan and verify).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Difference {
+    /// The key.
+    pub key: String,
+    /// `missing` (escrow lacks it) or `changed` (escrow holds other content).
+    pub reason: CopyReason,
+    /// Size in the primary.
+    pub size: u64,
+}
+
+/// The outcome of one job in one mode.
+#[non_exhaustive]
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// Plan, run or verify.
+    pub mode: Mode,
+    /// Where the data comes from.
+    pub source: String,
+    /// Where it goes.
+    pub destination: String,
+    /// Items copied (plan: items that would be copied).
+    pub copied: u64,
+    /// Items already in escrow.
+    pub skipped: u64,
+    /// Items that failed.
+    pub failed: u64,
+    /// Bytes copied (plan: bytes that would be copied).
+    pub bytes_copied: u64,
+    /// Items escrow lacks (plan and verify).
+    pub missing: u64,
+    /// Items escrow holds with different content (plan and verify).
+    pub different: u64,
+    /// Escrow-only items, kept because escrow is append-only.
+    pub retained: u64,
+    /// Escrow-only items deleted (only with a policy that allows it).
+    pub deleted: u64,
+    /// Every failed item.
+    pub failures: Vec<Failure>,
+    /// Missing or different items: every one for verify; for plan, up to
+    /// the executor's listing limit (see `differences_truncated`).
+    pub differences: Vec<Difference>,
+    /// Differences counted but not listed.
+    pub differences_truncated: u64,
+    /// Whether the run was cancelled before it finished.
+    pub cancelled: bool,
+    /// Warnings the operator must see (e.g. a same-account "escrow").
+    pub warnings: Vec<String>,
+    /// Wall-clock time.
+    #[serde(serialize_with = "secs")]
+    pub elapsed: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Report {
+    /// An empty report.
+    pub fn new(mode: Mode, source: impl Into<String>, destination: impl Into<String>) -> Self {
+        Report {
+            mode,
+            source: source.into(),
+            destination: destination.into(),
+            copied: 0,
+            skipped: 0,
+            failed: 0,
+            bytes_copied: 0,
+            missing: 0,
+            different: 0,
+            retained: 0,
+            deleted: 0,
+            failures: Vec::new(),
+            differences: Vec::new(),
+            differences_truncated: 0,
+            cancelled: false,
+            warnings: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// Whether the job fully succeeded: nothing failed, nothing was
+    /// cancelled, and (for verify) escrow matches.
+    pub fn is_clean(&self) -> bool {
+        self.failed == 0
+            && !self.cancelled
+            && (self.mode != Mode::Verify || (self.missing == 0 && self.different == 0))
+    }
+}

@@ -1,0 +1,334 @@
+//! Executor behaviour: concurrency bound, retries, cancellation, progress.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use escrow_sync_core::{
+    CancellationToken, Error, ErrorKind, Executor, ExecutorOptions, Item, ItemStream, Mode,
+    Payload, ProgressEvent, Receipt, Result, RetryPolicy, Scope, Sink, Source,
+};
+use escrow_sync_testkit::{FaultLayer, MemBucket, MemSink, MemSource};
+
+fn fast_retry(attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: attempts,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(4),
+    }
+}
+
+fn primary(n: usize) -> MemBucket {
+    let b = MemBucket::new("primary");
+    for i in 0..n {
+        b.put(format!("k{i:04}"), vec![i as u8; i % 17 + 1]);
+    }
+    b
+}
+
+/// A sink that records the most writes it ever saw at once.
+struct SlowSink {
+    inner: MemSink,
+    now: AtomicUsize,
+    peak: AtomicUsize,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Sink for SlowSink {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn sorted(&self) -> bool {
+        true
+    }
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        self.inner.list(scope)
+    }
+    async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        let r = self.inner.write(item, payload).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+}
+
+#[tokio::test]
+async fn concurrency_is_bounded_and_used() {
+    let src = MemSource::new(primary(40));
+    let sink = SlowSink {
+        inner: MemSink::new(MemBucket::new("escrow")),
+        now: AtomicUsize::new(0),
+        peak: AtomicUsize::new(0),
+        delay: Duration::from_millis(5),
+    };
+    let ex = Executor::new(ExecutorOptions::new().with_concurrency(6));
+    let r = ex
+        .execute(Mode::Run, &src, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!(r.copied, 40);
+    assert_eq!(sink.peak.load(Ordering::SeqCst), 6);
+}
+
+#[tokio::test]
+async fn transient_and_throttle_errors_are_retried_until_success() {
+    let src = MemSource::new(primary(60));
+    let escrow = MemBucket::new("escrow");
+    let sink = FaultLayer::new()
+        .with_transient_rate(0.2)
+        .with_throttle_rate(0.2)
+        .with_seed(11)
+        .wrap(MemSink::new(escrow.clone()));
+    let ex = Executor::new(ExecutorOptions::new().with_retry(fast_retry(20)));
+    let r = ex
+        .execute(Mode::Run, &src, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((r.copied, r.failed), (60, 0), "{:?}", r.failures);
+    assert!(
+        sink.injected() > 5,
+        "faults were injected: {}",
+        sink.injected()
+    );
+    assert_eq!(escrow.len(), 60);
+    assert_eq!(sink.inner().writes(), 60, "each item written once");
+}
+
+#[tokio::test]
+async fn permanent_errors_are_not_retried() {
+    let src = MemSource::new(primary(10));
+    let sink = FaultLayer::new()
+        .with_failing_keys(["k0003", "k0007"])
+        .wrap(MemSink::new(MemBucket::new("escrow")));
+    let ex = Executor::new(ExecutorOptions::new().with_retry(fast_retry(5)));
+    let r = ex
+        .execute(Mode::Run, &src, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((r.copied, r.failed), (8, 2));
+    let mut keys: Vec<_> = r
+        .failures
+        .iter()
+        .map(|f| (f.key.as_str(), f.attempts))
+        .collect();
+    keys.sort();
+    assert_eq!(keys, [("k0003", 1), ("k0007", 1)]);
+    assert!(
+        r.failures
+            .iter()
+            .all(|f| f.kind == ErrorKind::Failed && f.error.contains(&f.key))
+    );
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_budget() {
+    let src = MemSource::new(primary(3));
+    let sink = FaultLayer::new()
+        .with_transient_rate(1.0)
+        .wrap(MemSink::new(MemBucket::new("e")));
+    let ex = Executor::new(ExecutorOptions::new().with_retry(fast_retry(4)));
+    let r = ex
+        .execute(Mode::Run, &src, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!(r.failed, 3);
+    assert!(
+        r.failures
+            .iter()
+            .all(|f| f.attempts == 4 && f.kind == ErrorKind::Transient)
+    );
+    assert_eq!(sink.injected(), 12);
+}
+
+#[tokio::test]
+async fn cancellation_stops_scheduling_and_lets_in_flight_items_finish() {
+    let src = MemSource::new(primary(50));
+    let sink = SlowSink {
+        inner: MemSink::new(MemBucket::new("escrow")),
+        now: AtomicUsize::new(0),
+        peak: AtomicUsize::new(0),
+        delay: Duration::from_millis(20),
+    };
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let started = Arc::new(AtomicU64::new(0));
+    let s2 = started.clone();
+    let ex = Executor::new(ExecutorOptions::new().with_concurrency(4))
+        .with_cancellation(token)
+        .with_progress(Arc::new(move |e: &ProgressEvent| {
+            if matches!(e, ProgressEvent::Started { .. }) && s2.fetch_add(1, Ordering::SeqCst) == 5
+            {
+                t.cancel();
+            }
+        }));
+    let r = ex
+        .execute(Mode::Run, &src, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert!(r.cancelled);
+    assert_eq!(r.failed, 0, "in-flight items finished: {:?}", r.failures);
+    let started = started.load(Ordering::SeqCst);
+    assert_eq!(r.copied, started, "every started item finished");
+    assert!(r.copied < 50);
+    assert_eq!(sink.inner.writes(), r.copied);
+}
+
+#[tokio::test]
+async fn cancellation_during_backoff_fails_the_item_cleanly() {
+    let src = MemSource::new(primary(1));
+    let sink = FaultLayer::new()
+        .with_transient_rate(1.0)
+        .wrap(MemSink::new(MemBucket::new("e")));
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let ex = Executor::new(ExecutorOptions::new().with_retry(RetryPolicy {
+        max_attempts: 10,
+        initial_backoff: Duration::from_secs(3600),
+        max_backoff: Duration::from_secs(3600),
+    }))
+    .with_cancellation(token)
+    .with_progress(Arc::new(move |e: &ProgressEvent| {
+        if matches!(e, ProgressEvent::Retrying { .. }) {
+            t.cancel();
+        }
+    }));
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        ex.execute(Mode::Run, &src, &sink, &Scope::all()),
+    )
+    .await
+    .expect("cancellation interrupts the backoff")
+    .unwrap();
+    assert!(r.cancelled);
+    assert_eq!(r.failures.len(), 1);
+    assert_eq!(r.failures[0].kind, ErrorKind::Cancelled);
+}
+
+#[tokio::test]
+async fn progress_events_account_for_every_item() {
+    let bucket = primary(20);
+    let escrow = MemBucket::new("escrow");
+    for k in bucket.keys().into_iter().take(5) {
+        escrow.put(k.clone(), bucket.get(&k).unwrap().data);
+    }
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let c = counts.clone();
+    let ex = Executor::new(ExecutorOptions::new()).with_progress(Arc::new(move |e| match e {
+        ProgressEvent::Started { .. } => {
+            c[0].fetch_add(1, Ordering::SeqCst);
+        }
+        ProgressEvent::Copied { .. } => {
+            c[1].fetch_add(1, Ordering::SeqCst);
+        }
+        ProgressEvent::Skipped { .. } => {
+            c[2].fetch_add(1, Ordering::SeqCst);
+        }
+        _ => {}
+    }));
+    let r = ex
+        .execute(
+            Mode::Run,
+            &MemSource::new(bucket),
+            &MemSink::new(escrow),
+            &Scope::all(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.copied, r.skipped), (15, 5));
+    let got: Vec<u64> = counts.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+    assert_eq!(got, [15, 15, 5]);
+}
+
+#[tokio::test]
+async fn unsorted_listings_plan_in_memory_with_the_same_result() {
+    let escrow_a = MemBucket::new("a");
+    let escrow_b = MemBucket::new("b");
+    let ex = Executor::new(ExecutorOptions::new());
+    let sorted = ex
+        .execute(
+            Mode::Run,
+            &MemSource::new(primary(30)),
+            &MemSink::new(escrow_a.clone()),
+            &Scope::all(),
+        )
+        .await
+        .unwrap();
+    let unsorted = ex
+        .execute(
+            Mode::Run,
+            &MemSource::new(primary(30)).with_unsorted_listing(),
+            &MemSink::new(escrow_b.clone()).with_unsorted_listing(),
+            &Scope::all(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((sorted.copied, unsorted.copied), (30, 30));
+    assert_eq!(escrow_a.keys(), escrow_b.keys());
+}
+
+#[tokio::test]
+async fn plan_and_verify_change_nothing() {
+    let src = MemSource::new(primary(10));
+    let escrow = MemBucket::new("escrow");
+    escrow.put("k0001", "stale");
+    let sink = MemSink::new(escrow.clone());
+    let ex = Executor::new(ExecutorOptions::new());
+    let plan = ex
+        .execute(Mode::Plan, &src, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((plan.copied, plan.missing, plan.different), (10, 9, 1));
+    let verify = ex
+        .execute(Mode::Verify, &src, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        (verify.missing, verify.different, verify.differences.len()),
+        (9, 1, 10)
+    );
+    assert!(!verify.is_clean());
+    assert_eq!(sink.writes(), 0);
+    assert_eq!(src.reads(), 0);
+    assert_eq!(escrow.len(), 1);
+}
+
+struct BrokenListing;
+
+#[async_trait]
+impl Source for BrokenListing {
+    fn describe(&self) -> String {
+        "broken://".into()
+    }
+    fn sorted(&self) -> bool {
+        true
+    }
+    fn list(&self, _: &Scope) -> ItemStream<'_> {
+        futures::stream::iter(vec![Err(Error::new(
+            ErrorKind::AccessDenied,
+            "s3:ListObjectsV2",
+            "prod-bucket",
+            "",
+        ))])
+        .boxed()
+    }
+    async fn read(&self, _: &Item) -> Result<Payload> {
+        unreachable!("nothing listed")
+    }
+}
+
+#[tokio::test]
+async fn a_listing_failure_fails_the_job() {
+    let sink = MemSink::new(MemBucket::new("escrow"));
+    let err = Executor::new(ExecutorOptions::new())
+        .execute(Mode::Run, &BrokenListing, &sink, &Scope::all())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AccessDenied);
+    assert!(err.to_string().contains("prod-bucket"));
+}
