@@ -1,1 +1,119 @@
-fn main() {}
+//! `cargo xtask`: project automation for escrow-sync.
+//!
+//! - `cargo xtask emulator start|stop|status|env`: the moto emulator (DESIGN.md §4).
+//! - `cargo xtask test [-- ARGS]`: one clippy+test build, fmt, cargo-deny, every test suite on a
+//!   fresh emulator (DESIGN.md §5).
+//! - `cargo xtask demo`: two accounts on the emulator, then `escrow-sync plan/run/verify`.
+//! - `cargo xtask bench [-- ARGS]`: the criterion benchmarks.
+//!
+//! Only std and anyhow: this crate has to build fast and before anything else.
+
+#![warn(clippy::missing_docs_in_private_items)]
+
+mod ci;
+mod demo;
+mod emulator;
+mod paths;
+mod process;
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+use crate::paths::Paths;
+
+/// Usage text printed by `cargo xtask help` and on a usage error.
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  emulator start     install moto[server] into target/emulator/venv (first run) and start it
+                     on a free 127.0.0.1 port; the endpoint goes to target/emulator/endpoint
+  emulator stop      stop the emulator started by `emulator start`
+  emulator status    print the endpoint and whether the emulator is alive (exit 1 if not)
+  emulator env       print `export ...` lines for the running emulator (for `eval`)
+  test [-- ARGS]     clippy + test build in one pass, fmt check, cargo deny, then every test
+                     (unit, property, conformance, two-account suites) on the emulator, and
+                     doc tests; ARGS go to the test runner (nextest or cargo test)
+  demo               seed two accounts on the emulator, then escrow-sync plan/run/verify
+  bench [-- ARGS]    cargo bench -p escrow-sync-benches ARGS
+  help               this text
+";
+
+/// Parses the command line and dispatches; errors print as `xtask: error: ...` with exit 2.
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the command named by `args` (the arguments after `cargo xtask`).
+fn run(args: Vec<String>) -> Result<ExitCode> {
+    let paths = Paths::discover()?;
+    let (command, rest) = match args.split_first() {
+        Some((command, rest)) => (command.as_str(), rest),
+        None => {
+            eprint!("{USAGE}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    match command {
+        "emulator" => emulator::command(&paths, rest),
+        "test" => ci::test(&paths, passthrough(rest)),
+        "demo" => {
+            if !rest.is_empty() {
+                bail!("`demo` takes no arguments (got {rest:?})");
+            }
+            demo::demo(&paths)
+        }
+        "bench" => bench(&paths, passthrough(rest)),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            eprint!("{USAGE}");
+            bail!("unknown command `{other}`")
+        }
+    }
+}
+
+/// Arguments meant for an underlying tool: everything after an optional leading `--`.
+fn passthrough(rest: &[String]) -> Vec<String> {
+    match rest.split_first() {
+        Some((first, tail)) if first == "--" => tail.to_vec(),
+        _ => rest.to_vec(),
+    }
+}
+
+/// `cargo xtask bench`: runs the criterion benchmarks with `extra` passed through.
+fn bench(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
+    let mut cmd = process::cargo(paths);
+    cmd.args(["bench", "-p", "escrow-sync-benches"]).args(extra);
+    let status = process::run_status(&mut cmd)?;
+    Ok(process::exit_code(status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passthrough;
+
+    /// Strings from string slices, for terse test inputs.
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn passthrough_drops_one_leading_separator_only() {
+        assert_eq!(
+            passthrough(&strings(&["--", "a", "--", "b"])),
+            strings(&["a", "--", "b"])
+        );
+        assert_eq!(passthrough(&strings(&["a", "b"])), strings(&["a", "b"]));
+        assert!(passthrough(&[]).is_empty());
+    }
+}

@@ -1,0 +1,103 @@
+//! The S3 Source: lists with ListObjectsV2 and hands the sink a server-side
+//! reference carrying the object's tags.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+
+use escrow_sync_aws::sdk_error;
+use escrow_sync_core::{Item, ItemStream, Payload, Result, Scope, ServerSideRef, Source};
+
+use crate::list::list_objects;
+use crate::util::{TAG_PREFIX, url};
+
+/// Reads a bucket in the primary account (through the reader role).
+#[derive(Debug, Clone)]
+pub struct S3Source {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    owner: Option<String>,
+}
+
+impl S3Source {
+    /// A source over `bucket`, using `client` (primary credentials).
+    pub fn from_client(client: Client, bucket: impl Into<String>) -> Self {
+        S3Source {
+            client,
+            bucket: bucket.into(),
+            prefix: String::new(),
+            owner: None,
+        }
+    }
+
+    /// Only keys under `prefix`.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The account that must own the bucket (sent as `ExpectedBucketOwner`,
+    /// and as `ExpectedSourceBucketOwner` on copies).
+    pub fn with_expected_owner(mut self, account_id: Option<String>) -> Self {
+        self.owner = account_id;
+        self
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+}
+
+#[async_trait]
+impl Source for S3Source {
+    fn describe(&self) -> String {
+        url(&self.bucket, &self.prefix)
+    }
+
+    fn sorted(&self) -> bool {
+        // ListObjectsV2 returns keys in UTF-8 binary order.
+        true
+    }
+
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        let prefix = if scope.prefix.starts_with(&self.prefix) {
+            scope.prefix.clone()
+        } else {
+            format!("{}{}", self.prefix, scope.prefix)
+        };
+        list_objects(
+            self.client.clone(),
+            self.bucket.clone(),
+            prefix,
+            0,
+            self.owner.clone(),
+        )
+    }
+
+    async fn read(&self, item: &Item) -> Result<Payload> {
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(&self.bucket)
+            .key(&item.key)
+            .set_expected_bucket_owner(self.owner.clone())
+            .customize()
+            .config_override(crate::no_sdk_retries())
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "s3:GetObjectTagging", url(&self.bucket, &item.key)))?;
+        let tags: BTreeMap<String, String> = out
+            .tag_set()
+            .iter()
+            .map(|t| (format!("{TAG_PREFIX}{}", t.key()), t.value().to_string()))
+            .collect();
+        Ok(Payload::Reference(
+            ServerSideRef::new("s3", &self.bucket, &item.key, &item.fingerprint)
+                .with_owner(self.owner.clone())
+                .with_attributes(tags),
+        ))
+    }
+}

@@ -1,0 +1,342 @@
+//! Request shapes, paging and error paths of the S3 Source and Sink, with
+//! aws-smithy-mocks. The emulator does not enforce `CopySourceIfMatch` nor
+//! `ExpectedBucketOwner` (DESIGN.md §4), so those paths are covered here.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::operation::copy_object::CopyObjectOutput;
+use aws_sdk_s3::operation::get_object_tagging::GetObjectTaggingOutput;
+use aws_sdk_s3::operation::head_bucket::HeadBucketOutput;
+use aws_sdk_s3::operation::list_buckets::ListBucketsOutput;
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+use aws_sdk_s3::types::{
+    Bucket, CopyObjectResult, MetadataDirective, Object, Tag, TaggingDirective,
+};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use futures::TryStreamExt;
+
+use escrow_sync_core::{
+    ErrorKind, Executor, ExecutorOptions, Item, ItemKind, Mode, RetryPolicy, Scope, Sink, Source,
+};
+use escrow_sync_s3::{S3Sink, S3Source, check_dest_bucket};
+
+fn object(key: &str, size: i64, etag: &str) -> Object {
+    Object::builder().key(key).size(size).e_tag(etag).build()
+}
+
+fn client(rules: &[&Rule]) -> Client {
+    mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules, |c| c.retry_config(
+        RetryConfig::standard().with_initial_backoff(Duration::from_millis(1))
+    ))
+}
+
+fn fast_executor() -> Executor {
+    Executor::new(ExecutorOptions::new().with_retry(RetryPolicy {
+        max_attempts: 5,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(2),
+    }))
+}
+
+fn slow_down() -> String {
+    "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".into()
+}
+
+#[tokio::test]
+async fn listing_follows_continuation_tokens_and_strips_the_dest_prefix() {
+    let page1 = mock!(Client::list_objects_v2)
+        .match_requests(|r| r.continuation_token().is_none() && r.prefix() == Some("escrow/data/"))
+        .then_output(|| {
+            ListObjectsV2Output::builder()
+                .contents(object("escrow/data/a", 1, "\"a\""))
+                .contents(object("escrow/data/b", 2, "\"b\""))
+                .is_truncated(true)
+                .next_continuation_token("t2")
+                .build()
+        });
+    let page2 = mock!(Client::list_objects_v2)
+        .match_requests(|r| r.continuation_token() == Some("t2"))
+        .then_output(|| {
+            ListObjectsV2Output::builder()
+                .contents(object("escrow/data/c", 3, "\"c\""))
+                .is_truncated(false)
+                .build()
+        });
+    let sink = S3Sink::from_client(client(&[&page1, &page2]), "escrow-bucket")
+        .with_dest_prefix("escrow/")
+        .with_expected_owner(Some("222222222222".into()));
+    let items: Vec<Item> = sink
+        .list(&Scope::with_prefix("data/"))
+        .try_collect()
+        .await
+        .unwrap();
+    let keys: Vec<_> = items.iter().map(|i| (i.key.as_str(), i.size)).collect();
+    assert_eq!(keys, [("data/a", 1), ("data/b", 2), ("data/c", 3)]);
+    assert_eq!((page1.num_calls(), page2.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_listing_error_names_the_bucket() {
+    let denied = mock!(Client::list_objects_v2)
+        .sequence()
+        .http_status(
+            403,
+            Some("<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>".into()),
+        )
+        .build();
+    let source = S3Source::from_client(client(&[&denied]), "prod-assets");
+    let err = source
+        .list(&Scope::all())
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AccessDenied);
+    assert!(err.to_string().contains("s3://prod-assets/"), "{err}");
+}
+
+#[tokio::test]
+async fn copy_sends_tags_directives_preconditions_and_owners() {
+    let tagging = mock!(Client::get_object_tagging)
+        .match_requests(|r| {
+            r.bucket() == Some("prod-assets")
+                && r.key() == Some("dir/ü a+b.txt")
+                && r.expected_bucket_owner() == Some("111111111111")
+        })
+        .then_output(|| {
+            GetObjectTaggingOutput::builder()
+                .tag_set(
+                    Tag::builder()
+                        .key("team")
+                        .value("data eng")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        });
+    let copy = mock!(Client::copy_object)
+        .match_requests(|r| {
+            r.bucket() == Some("escrow-assets")
+                && r.key() == Some("pfx/dir/ü a+b.txt")
+                && r.copy_source() == Some("prod-assets/dir/%C3%BC%20a%2Bb.txt")
+                && r.copy_source_if_match() == Some("\"etag1\"")
+                && r.metadata_directive() == Some(&MetadataDirective::Copy)
+                && r.tagging_directive() == Some(&TaggingDirective::Replace)
+                && r.tagging() == Some("team=data%20eng")
+                && r.expected_bucket_owner() == Some("222222222222")
+                && r.expected_source_bucket_owner() == Some("111111111111")
+        })
+        .then_output(|| {
+            CopyObjectOutput::builder()
+                .copy_object_result(CopyObjectResult::builder().e_tag("\"etag1\"").build())
+                .build()
+        });
+    let source = S3Source::from_client(client(&[&tagging]), "prod-assets")
+        .with_expected_owner(Some("111111111111".into()));
+    let sink = S3Sink::from_client(client(&[&copy]), "escrow-assets")
+        .with_dest_prefix("pfx/")
+        .with_expected_owner(Some("222222222222".into()));
+    let item = Item::new("dir/ü a+b.txt", ItemKind::Object, 42, "\"etag1\"");
+    let payload = source.read(&item).await.unwrap();
+    let receipt = sink.write(&item, payload).await.unwrap();
+    assert_eq!(receipt.bytes, 42);
+    assert_eq!(receipt.fingerprint.as_deref(), Some("\"etag1\""));
+    assert_eq!((tagging.num_calls(), copy.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_source_changed_mid_run_is_a_precondition_failure_not_retried() {
+    let list = mock!(Client::list_objects_v2).then_output(|| {
+        ListObjectsV2Output::builder()
+            .contents(object("k", 5, "\"old\""))
+            .build()
+    });
+    let empty =
+        mock!(Client::list_objects_v2).then_output(|| ListObjectsV2Output::builder().build());
+    let tagging = mock!(Client::get_object_tagging).then_output(|| {
+        GetObjectTaggingOutput::builder()
+            .set_tag_set(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let copy = mock!(Client::copy_object).sequence().http_status(412, Some(
+        "<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>".into(),
+    )).build();
+    let source = S3Source::from_client(client(&[&list, &tagging]), "src");
+    let sink = S3Sink::from_client(client(&[&empty, &copy]), "dst");
+    let report = fast_executor()
+        .execute(Mode::Run, &source, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!(report.failed, 1);
+    let f = &report.failures[0];
+    assert_eq!(
+        (f.key.as_str(), f.kind, f.attempts),
+        ("k", ErrorKind::PreconditionFailed, 1)
+    );
+    assert!(
+        f.error.contains("changed after it was listed"),
+        "{}",
+        f.error
+    );
+    assert!(f.error.contains("s3://dst/k"), "{}", f.error);
+    assert_eq!(copy.num_calls(), 1, "not retried");
+}
+
+#[tokio::test]
+async fn slow_down_is_retried_by_the_executor_not_stacked_on_sdk_retries() {
+    let list = mock!(Client::list_objects_v2).then_output(|| {
+        ListObjectsV2Output::builder()
+            .contents(object("k", 5, "\"e\""))
+            .build()
+    });
+    let empty =
+        mock!(Client::list_objects_v2).then_output(|| ListObjectsV2Output::builder().build());
+    let tagging = mock!(Client::get_object_tagging).then_output(|| {
+        GetObjectTaggingOutput::builder()
+            .set_tag_set(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let copy = mock!(Client::copy_object)
+        .sequence()
+        .http_status(503, Some(slow_down()))
+        .times(2)
+        .output(|| CopyObjectOutput::builder().build())
+        .build();
+    let source = S3Source::from_client(client(&[&list, &tagging]), "src");
+    let sink = S3Sink::from_client(client(&[&empty, &copy]), "dst");
+    let report = fast_executor()
+        .execute(Mode::Run, &source, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.copied, report.failed),
+        (1, 0),
+        "{:?}",
+        report.failures
+    );
+    // Three calls in all: the SDK did not retry on its own (its standard mode
+    // would have made three attempts per executor attempt).
+    assert_eq!(copy.num_calls(), 3);
+    assert_eq!(tagging.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn access_denied_on_one_key_fails_that_key_only() {
+    let list = mock!(Client::list_objects_v2).then_output(|| {
+        ListObjectsV2Output::builder()
+            .contents(object("private", 5, "\"p\""))
+            .contents(object("public", 5, "\"q\""))
+            .build()
+    });
+    let empty =
+        mock!(Client::list_objects_v2).then_output(|| ListObjectsV2Output::builder().build());
+    let denied = mock!(Client::get_object_tagging)
+        .match_requests(|r| r.key() == Some("private"))
+        .sequence()
+        .http_status(
+            403,
+            Some("<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>".into()),
+        )
+        .build();
+    let tagging = mock!(Client::get_object_tagging).then_output(|| {
+        GetObjectTaggingOutput::builder()
+            .set_tag_set(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let copy = mock!(Client::copy_object).then_output(|| CopyObjectOutput::builder().build());
+    let source = S3Source::from_client(client(&[&list, &denied, &tagging]), "src");
+    let sink = S3Sink::from_client(client(&[&empty, &copy]), "dst");
+    let report = fast_executor()
+        .execute(Mode::Run, &source, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((report.copied, report.failed), (1, 1));
+    let f = &report.failures[0];
+    assert_eq!(
+        (f.key.as_str(), f.kind),
+        ("private", ErrorKind::AccessDenied)
+    );
+    assert!(f.error.contains("s3://src/private"), "{}", f.error);
+    assert_eq!(copy.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn objects_over_5_gib_fail_clearly_without_a_copy_call() {
+    let copy = mock!(Client::copy_object).then_output(|| CopyObjectOutput::builder().build());
+    let tagging = mock!(Client::get_object_tagging).then_output(|| {
+        GetObjectTaggingOutput::builder()
+            .set_tag_set(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let source = S3Source::from_client(client(&[&tagging]), "src");
+    let sink = S3Sink::from_client(client(&[&copy]), "dst");
+    let item = Item::new(
+        "huge.bin",
+        ItemKind::Object,
+        6 * 1024 * 1024 * 1024,
+        "\"x-600\"",
+    );
+    let err = sink
+        .write(&item, source.read(&item).await.unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("not yet supported"), "{err}");
+    assert!(err.to_string().contains("huge.bin"), "{err}");
+    assert_eq!(copy.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_destination_owned_by_another_account_is_refused() {
+    // Real S3 answers 403 to HeadBucket when ExpectedBucketOwner does not match.
+    let head = mock!(Client::head_bucket)
+        .match_requests(|r| r.expected_bucket_owner() == Some("222222222222"))
+        .sequence()
+        .http_status(403, None)
+        .build();
+    let err = check_dest_bucket(&client(&[&head]), "someone-elses", "222222222222")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(
+        err.to_string()
+            .contains("someone-elses is not owned by the escrow account 222222222222")
+    );
+
+    // Where HeadBucket passes (the emulator ignores ExpectedBucketOwner), the
+    // escrow's own bucket list decides.
+    let head_ok = mock!(Client::head_bucket).then_output(|| HeadBucketOutput::builder().build());
+    let list = mock!(Client::list_buckets).then_output(|| {
+        ListBucketsOutput::builder()
+            .buckets(Bucket::builder().name("mine").build())
+            .build()
+    });
+    let c = client(&[&head_ok, &list]);
+    check_dest_bucket(&c, "mine", "222222222222").await.unwrap();
+    let err = check_dest_bucket(&c, "theirs", "222222222222")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("theirs is not owned"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_bucket_is_named_with_its_account() {
+    let head = mock!(Client::head_bucket)
+        .sequence()
+        .http_status(404, None)
+        .build();
+    let err = escrow_sync_s3::check_source_bucket(&client(&[&head]), "nope", "111111111111")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert_eq!(
+        err.to_string(),
+        "invalid config: source bucket nope does not exist in the primary account 111111111111: create it or fix the bucket name"
+    );
+}

@@ -1,0 +1,228 @@
+//! `cargo xtask test`: the whole check, as `.ci/run` and the README run it.
+//!
+//! One compile serves clippy and the tests (DESIGN.md §5): the test build runs with
+//! `RUSTC_WORKSPACE_WRAPPER=clippy-driver` and `CLIPPY_ARGS` (what `cargo clippy -- -D warnings`
+//! sets), and every later cargo step gets exactly the same variables, so nothing is rebuilt
+//! between the build, the test run and the doc tests.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, ExitStatus};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::emulator;
+use crate::paths::Paths;
+use crate::process::{self, describe, failure_code, probe, run_status, secs};
+
+/// Separator `cargo clippy` puts after each argument in `CLIPPY_ARGS`.
+const CLIPPY_ARG_SEPARATOR: &str = "__CLIPPY_HACKERY__";
+/// The arguments `cargo clippy -- ...` would pass to clippy-driver.
+const CLIPPY_ARGS: &[&str] = &["-D", "warnings"];
+
+/// The build environment shared by every cargo step of a test run.
+#[derive(Debug, Clone)]
+pub struct ClippyBuild {
+    /// Path of `clippy-driver`.
+    driver: PathBuf,
+    /// `CLIPPY_ARGS` in cargo-clippy's encoding.
+    clippy_args: String,
+}
+
+impl ClippyBuild {
+    /// Finds `clippy-driver` next to the running cargo (`$CARGO`), else through
+    /// `rustup which clippy-driver`, else on `PATH`.
+    pub fn discover() -> Result<Self> {
+        let beside_cargo = env::var_os("CARGO").and_then(|cargo| {
+            let dir = PathBuf::from(cargo).parent()?.to_path_buf();
+            Some(dir.join(format!("clippy-driver{}", env::consts::EXE_SUFFIX)))
+        });
+        let from_rustup = || {
+            let output = Command::new("rustup")
+                .args(["which", "clippy-driver"])
+                .output()
+                .ok()?;
+            let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+            (output.status.success() && path.is_file()).then_some(path)
+        };
+        let driver = beside_cargo
+            .filter(|path| path.is_file())
+            .or_else(from_rustup)
+            .or_else(|| process::which("clippy-driver"))
+            .context("clippy-driver not found: install it with `rustup component add clippy`")?;
+        Ok(Self {
+            driver,
+            clippy_args: encode_clippy_args(CLIPPY_ARGS),
+        })
+    }
+
+    /// Sets the wrapper variables on `cmd`. Every cargo step of the run must get them: they
+    /// are part of the build fingerprint, and a step without them would rebuild the workspace.
+    pub fn apply(&self, cmd: &mut Command) {
+        cmd.env("RUSTC_WORKSPACE_WRAPPER", &self.driver)
+            .env("CLIPPY_ARGS", &self.clippy_args);
+    }
+}
+
+/// Encodes arguments the way `cargo clippy` does: each followed by [`CLIPPY_ARG_SEPARATOR`].
+fn encode_clippy_args(args: &[&str]) -> String {
+    args.iter()
+        .map(|arg| format!("{arg}{CLIPPY_ARG_SEPARATOR}"))
+        .collect()
+}
+
+/// The outcome of one step, for the summary.
+#[derive(Debug)]
+struct Step {
+    /// What ran.
+    name: String,
+    /// `None` when skipped, else whether it passed.
+    passed: Option<bool>,
+    /// Why it was skipped, or how long it took.
+    note: String,
+}
+
+/// The steps run so far.
+#[derive(Debug, Default)]
+struct Steps(Vec<Step>);
+
+impl Steps {
+    /// Prints a header, runs `cmd` with inherited stdio, records and returns its status.
+    fn run(&mut self, name: &str, cmd: &mut Command) -> Result<ExitStatus> {
+        println!("\n==> {name}: {}", describe(cmd));
+        let started = Instant::now();
+        let status = run_status(cmd)?;
+        self.0.push(Step {
+            name: name.to_owned(),
+            passed: Some(status.success()),
+            note: if status.success() {
+                secs(started.elapsed())
+            } else {
+                format!("{} after {}", status, secs(started.elapsed()))
+            },
+        });
+        Ok(status)
+    }
+
+    /// Records a skipped step and prints why.
+    fn skip(&mut self, name: &str, why: &str) {
+        println!("\n==> {name}: skipped ({why})");
+        self.0.push(Step {
+            name: name.to_owned(),
+            passed: None,
+            note: format!("skipped: {why}"),
+        });
+    }
+
+    /// Prints one line per step.
+    fn summary(&self, total: std::time::Duration) {
+        println!("\n==> summary ({})", secs(total));
+        for step in &self.0 {
+            let mark = match step.passed {
+                Some(true) => "ok     ",
+                Some(false) => "FAILED ",
+                None => "skipped",
+            };
+            println!("  {mark} {:<14} {}", step.name, step.note);
+        }
+    }
+
+    /// True when no recorded step failed.
+    fn all_passed(&self) -> bool {
+        self.0.iter().all(|step| step.passed != Some(false))
+    }
+}
+
+/// `cargo xtask test [-- ARGS]`: build once (with clippy), check formatting, cargo-deny, start
+/// the emulator, run every test with `ARGS`, run the doc tests, stop the emulator.
+///
+/// Exits with the test runner's status if the tests failed, 1 if another step failed, else 0.
+/// A failed build stops the run (there is nothing to test).
+pub fn test(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
+    let started = Instant::now();
+    let clippy = ClippyBuild::discover()?;
+    let mut steps = Steps::default();
+    // Every cargo step that compiles gets the same wrapper environment.
+    let cargo = || {
+        let mut cmd = process::cargo(paths);
+        clippy.apply(&mut cmd);
+        cmd
+    };
+
+    let build = steps.run(
+        "build+clippy",
+        cargo().args(["test", "--workspace", "--all-targets", "--no-run"]),
+    )?;
+    if !build.success() {
+        steps.summary(started.elapsed());
+        eprintln!("xtask: the build (or clippy) failed; no tests were run");
+        return Ok(ExitCode::from(failure_code(build)));
+    }
+
+    steps.run(
+        "fmt",
+        process::cargo(paths).args(["fmt", "--all", "--", "--check"]),
+    )?;
+
+    if probe(process::cargo(paths).args(["deny", "--version"])) {
+        steps.run(
+            "deny",
+            process::cargo(paths).args(["deny", "check", "licenses", "bans", "sources"]),
+        )?;
+    } else {
+        steps.skip(
+            "deny",
+            "cargo-deny is not installed; `cargo install --locked cargo-deny`",
+        );
+    }
+
+    let tests_status = {
+        let guard = emulator::Guard::start(paths)?;
+        let endpoint = guard.emulator().endpoint.clone();
+        let with_emulator = |mut cmd: Command| {
+            emulator::apply_client_env(&mut cmd, paths, &endpoint);
+            cmd
+        };
+
+        let mut runner = cargo();
+        if probe(cargo().args(["nextest", "--version"])) {
+            runner.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        } else {
+            println!("\nxtask: cargo-nextest not found; running the tests with cargo test");
+            runner.args(["test", "--workspace", "--no-fail-fast"]);
+        }
+        runner.args(&extra);
+        let tests = steps.run("tests", &mut with_emulator(runner))?;
+
+        let mut doc = cargo();
+        doc.args(["test", "--workspace", "--doc"]);
+        steps.run("doc tests", &mut with_emulator(doc))?;
+        tests
+        // The guard stops the emulator here, also when a step above returned an error or
+        // panicked.
+    };
+
+    steps.summary(started.elapsed());
+    if !tests_status.success() {
+        return Ok(ExitCode::from(failure_code(tests_status)));
+    }
+    if !steps.all_passed() {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clippy_args_use_cargo_clippy_encoding() {
+        assert_eq!(
+            encode_clippy_args(&["-D", "warnings"]),
+            "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+        );
+        assert_eq!(encode_clippy_args(&[]), "");
+    }
+}

@@ -1,0 +1,163 @@
+//! `cargo xtask demo`: a primary and an escrow account on the emulator, then the
+//! `escrow-sync` binary's plan, run, verify and a second run with nothing to do.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::emulator::{self, Files};
+use crate::paths::Paths;
+use crate::process::{self, describe, run_status, secs};
+
+/// Seeds both accounts (see the file for what it creates).
+const SEED_SCRIPT: &str = include_str!("demo_seed.py");
+
+/// The demo's escrow-sync configuration; must agree with [`SEED_SCRIPT`].
+const DEMO_CONFIG: &str = r#"[escrow]
+region = "us-east-1"
+role_arn = "arn:aws:iam::222222222222:role/escrow-operator"
+account_id = "222222222222"
+
+[primary]
+account_id = "111111111111"
+role_arn = "arn:aws:iam::111111111111:role/escrow-reader"
+external_id = "demo-external-id"
+
+[[s3]]
+name = "assets"
+source_bucket = "prod-assets"
+dest_bucket = "escrow-prod-assets"
+"#;
+
+/// What an `escrow-sync` exit code means (issue 2, item 7).
+fn exit_meaning(code: Option<i32>) -> &'static str {
+    match code {
+        Some(1) => "some items failed",
+        Some(2) => "invalid config or usage, or a fatal error",
+        Some(3) => "verify found differences",
+        Some(_) => "unexpected exit code",
+        None => "killed by a signal",
+    }
+}
+
+/// Runs the demo end to end; any failed step fails the demo with a message naming it.
+pub fn demo(paths: &Paths) -> Result<ExitCode> {
+    let started = Instant::now();
+
+    println!("==> building the escrow-sync binary: cargo build -p escrow-sync-cli");
+    let build = run_status(process::cargo(paths).args(["build", "-p", "escrow-sync-cli"]))?;
+    if !build.success() {
+        bail!("building escrow-sync-cli failed ({build}); the demo needs the escrow-sync binary");
+    }
+    let bin = paths.escrow_sync_bin();
+    if !bin.is_file() {
+        bail!(
+            "the escrow-sync binary is missing at {} after `cargo build -p escrow-sync-cli`: \
+             the cli crate must define `[[bin]] name = \"escrow-sync\"`",
+            bin.display()
+        );
+    }
+
+    let guard = emulator::Guard::start(paths)?;
+    let endpoint = guard.emulator().endpoint.clone();
+    if !guard.emulator().started_here {
+        println!("emulator: resetting its state so the demo starts from empty accounts");
+        emulator::reset(&endpoint)?;
+    }
+
+    let files = Files::new(paths);
+    let seed = files.dir.join("demo_seed.py");
+    fs::write(&seed, SEED_SCRIPT).with_context(|| format!("writing {}", seed.display()))?;
+    let mut seed_cmd = Command::new(files.python());
+    seed_cmd.arg(&seed).arg(&endpoint);
+    emulator::apply_client_env(&mut seed_cmd, paths, &endpoint);
+    println!(
+        "\n==> seeding the primary and escrow accounts: {}",
+        paths.display(&seed)
+    );
+    let seeded = Instant::now();
+    let status = run_status(&mut seed_cmd)?;
+    if !status.success() {
+        bail!("seeding the demo accounts failed ({status})");
+    }
+    println!("seeded in {}", secs(seeded.elapsed()));
+
+    let demo_dir = files.dir.join("demo");
+    fs::create_dir_all(&demo_dir).with_context(|| format!("creating {}", demo_dir.display()))?;
+    let config = demo_dir.join("escrow.toml");
+    fs::write(&config, DEMO_CONFIG).with_context(|| format!("writing {}", config.display()))?;
+    println!("\n==> config {}:\n{DEMO_CONFIG}", config.display());
+
+    let steps: [&[&str]; 5] = [
+        &["plan"],
+        &["run"],
+        &["verify"],
+        &["run"],
+        &["verify", "--output", "json"],
+    ];
+    for (n, args) in steps.iter().enumerate() {
+        let (command, rest) = args.split_first().expect("a command");
+        let mut cmd = Command::new(&bin);
+        cmd.arg(command)
+            .arg("--config")
+            .arg(&config)
+            .args(rest)
+            .current_dir(&demo_dir);
+        emulator::apply_client_env(&mut cmd, paths, &endpoint);
+        run_step(paths, &bin, n + 1, steps.len(), &mut cmd)?;
+    }
+
+    drop(guard);
+    println!(
+        "\n==> demo finished in {} (including the build)",
+        secs(started.elapsed())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one escrow-sync command with its output on the terminal; fails unless it exits 0.
+fn run_step(paths: &Paths, bin: &Path, n: usize, of: usize, cmd: &mut Command) -> Result<()> {
+    let shown = describe(cmd).replace(&bin.display().to_string(), "escrow-sync");
+    let shown = shown.replace(&format!("{}/", paths.root.display()), "");
+    println!("\n==> [{n}/{of}] {shown}");
+    let step_started = Instant::now();
+    let status = run_status(cmd)?;
+    if !status.success() {
+        bail!(
+            "`{shown}` exited with {status}: {}",
+            exit_meaning(status.code())
+        );
+    }
+    println!("({})", secs(step_started.elapsed()));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_and_seed_script_name_the_same_accounts_and_buckets() {
+        for needle in [
+            "222222222222",
+            "111111111111",
+            "escrow-operator",
+            "escrow-reader",
+            "demo-external-id",
+            "\"prod-assets\"",
+            "\"escrow-prod-assets\"",
+        ] {
+            assert!(DEMO_CONFIG.contains(needle), "config lacks {needle}");
+            assert!(SEED_SCRIPT.contains(needle), "seed script lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_have_meanings() {
+        assert_eq!(exit_meaning(Some(3)), "verify found differences");
+        assert_eq!(exit_meaning(None), "killed by a signal");
+    }
+}

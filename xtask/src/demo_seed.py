@@ -1,0 +1,178 @@
+"""Seed the two demo accounts on the moto emulator.
+
+Written to target/emulator/demo_seed.py and run with the emulator venv's Python by
+`cargo xtask demo` (source: xtask/src/demo_seed.py). Usage: demo_seed.py ENDPOINT
+
+The escrow account is reached by assuming its operator role with the base credentials
+(testing/testing); the primary account by assuming its reader role *with the escrow
+credentials*, as escrow-sync itself does. MOTO_ACCOUNT_ID is never used.
+"""
+
+import concurrent.futures
+import random
+import sys
+import urllib.parse
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+REGION = "us-east-1"
+ESCROW_ACCOUNT = "222222222222"
+PRIMARY_ACCOUNT = "111111111111"
+ESCROW_ROLE = f"arn:aws:iam::{ESCROW_ACCOUNT}:role/escrow-operator"
+PRIMARY_ROLE = f"arn:aws:iam::{PRIMARY_ACCOUNT}:role/escrow-reader"
+EXTERNAL_ID = "demo-external-id"
+SOURCE_BUCKET = "prod-assets"
+DEST_BUCKET = "escrow-prod-assets"
+OBJECT_COUNT = 300
+KIB = 1024
+MIB = 1024 * KIB
+
+PREFIXES = [
+    "",
+    "images/",
+    "images/2024/06/",
+    "logs/app/2024-06-17/",
+    "data/exports/",
+    "data/exports/nested/deep/",
+    "reports/",
+]
+EXTENSIONS = {
+    ".json": "application/json",
+    ".png": "image/png",
+    ".log": "text/plain; charset=utf-8",
+    ".csv": "text/csv",
+    ".bin": "application/octet-stream",
+}
+# Keys that need percent-encoding in a CopySource header.
+SPECIAL_KEYS = [
+    "reports/Q1 summary (final).pdf",
+    "unicode/café-ünïcødé.txt",
+    "data/a+b=c&d.txt",
+]
+
+
+def fail(message):
+    print(f"demo_seed: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def session(access_key, secret_key, token=None):
+    return boto3.session.Session(
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        aws_session_token=token,
+        region_name=REGION,
+    )
+
+
+def assume(endpoint, base, role_arn, expected_account, **extra):
+    sts = base.client("sts", endpoint_url=endpoint)
+    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="escrow-sync-demo", **extra)[
+        "Credentials"
+    ]
+    assumed = session(creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+    account = assumed.client("sts", endpoint_url=endpoint).get_caller_identity()["Account"]
+    if account != expected_account:
+        fail(
+            f"assuming {role_arn} gave account {account}, expected {expected_account} "
+            "(is MOTO_ACCOUNT_ID set in the emulator's environment?)"
+        )
+    return assumed
+
+
+def s3_client(endpoint, sess):
+    return sess.client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(s3={"addressing_style": "path"}, max_pool_connections=16),
+    )
+
+
+def create_bucket(s3, bucket):
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+            raise
+
+
+def object_specs():
+    """Deterministic keys, sizes and headers: the same every run."""
+    rng = random.Random(20140617)
+    specs = []
+    plain = OBJECT_COUNT - len(SPECIAL_KEYS)
+    for i in range(plain):
+        ext = rng.choice(list(EXTENSIONS))
+        key = f"{rng.choice(PREFIXES)}object-{i:04d}{ext}"
+        roll = rng.random()
+        if i == 0:
+            size = 0
+        elif i == 1:
+            size = 2 * MIB
+        elif roll < 0.05:
+            size = 0
+        elif roll < 0.60:
+            size = rng.randint(1, 16 * KIB)
+        elif roll < 0.90:
+            size = rng.randint(16 * KIB, 256 * KIB)
+        else:
+            size = rng.randint(256 * KIB, 2 * MIB)
+        specs.append((i, key, size, EXTENSIONS[ext]))
+    for j, key in enumerate(SPECIAL_KEYS):
+        specs.append((plain + j, key, 1000 + j, "application/octet-stream"))
+    return specs
+
+
+def put(s3, spec):
+    i, key, size, content_type = spec
+    args = {
+        "Bucket": SOURCE_BUCKET,
+        "Key": key,
+        "Body": random.Random(i).randbytes(size),
+        "ContentType": content_type,
+    }
+    if i % 3 == 0:
+        args["Metadata"] = {"owner": f"team-{i % 4}", "origin": "escrow-sync-demo"}
+    if i % 4 == 0:
+        args["Tagging"] = urllib.parse.urlencode(
+            {"classification": "internal", "batch": str(i % 7)}
+        )
+    if i % 10 == 0:
+        args["CacheControl"] = "max-age=3600"
+    s3.put_object(**args)
+    return size, "Metadata" in args, "Tagging" in args
+
+
+def main():
+    if len(sys.argv) != 2:
+        fail("usage: demo_seed.py ENDPOINT")
+    endpoint = sys.argv[1]
+    base = session("testing", "testing")
+    escrow = assume(endpoint, base, ESCROW_ROLE, ESCROW_ACCOUNT)
+    primary = assume(endpoint, escrow, PRIMARY_ROLE, PRIMARY_ACCOUNT, ExternalId=EXTERNAL_ID)
+
+    source = s3_client(endpoint, primary)
+    create_bucket(source, SOURCE_BUCKET)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda spec: put(source, spec), object_specs()))
+    total = sum(size for size, _, _ in results)
+    with_metadata = sum(1 for _, meta, _ in results if meta)
+    with_tags = sum(1 for _, _, tags in results if tags)
+
+    dest = s3_client(endpoint, escrow)
+    create_bucket(dest, DEST_BUCKET)
+    dest.put_bucket_versioning(
+        Bucket=DEST_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+    )
+
+    print(
+        f"primary {PRIMARY_ACCOUNT}: s3://{SOURCE_BUCKET}: {len(results)} objects, "
+        f"{total / MIB:.1f} MiB ({with_metadata} with user metadata, {with_tags} with tags)"
+    )
+    print(f"escrow  {ESCROW_ACCOUNT}: s3://{DEST_BUCKET}: versioning enabled, empty")
+
+
+if __name__ == "__main__":
+    main()
