@@ -1,1 +1,401 @@
+//! The `escrow-sync` binary end to end across two accounts on the emulator:
+//! plan / run / verify, JSON reports, exit codes, and refused configs.
 
+use bytes::Bytes;
+use serde_json::Value;
+
+use escrow_sync_e2e::{
+    BucketPair, ESCROW_ROLE, PRIMARY, READER_ROLE, admin, cli, cli_in, config_for, create_bucket,
+    keys, s3, unique, write_config,
+};
+
+fn content(i: usize) -> Bytes {
+    Bytes::from(vec![(i % 251) as u8; (i * 397) % 5000])
+}
+
+async fn seeded(name: &str, n: usize) -> BucketPair {
+    let pair = BucketPair::new(name).await;
+    for i in 0..n {
+        pair.put(&format!("obj/{i:03}"), content(i)).await;
+    }
+    pair
+}
+
+fn job(doc: &Value) -> &Value {
+    let jobs = doc["jobs"].as_array().expect("jobs array");
+    assert_eq!(jobs.len(), 1, "{doc}");
+    &jobs[0]
+}
+
+fn n(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is a number in {v}"))
+}
+
+#[tokio::test]
+async fn plan_run_verify_rerun_with_json_reports() {
+    let pair = seeded("full", 40).await;
+    let cfg = config_for(&pair.source_bucket, &pair.dest_bucket, "");
+    let cfg = cfg.to_str().unwrap();
+    let total: u64 = (0..40).map(|i| content(i).len() as u64).sum();
+
+    let plan = cli(&["plan", "--config", cfg, "--output", "json"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let doc = plan.json();
+    assert_eq!(doc["ok"], Value::Bool(true));
+    let j = job(&doc);
+    for field in [
+        "name",
+        "kind",
+        "copied",
+        "skipped",
+        "failed",
+        "bytes_copied",
+        "missing",
+        "different",
+        "failures",
+    ] {
+        assert!(j.get(field).is_some(), "field {field} in {j}");
+    }
+    assert_eq!(
+        (j["name"].as_str(), j["kind"].as_str()),
+        (Some("job"), Some("s3"))
+    );
+    assert_eq!(
+        (n(j, "copied"), n(j, "missing"), n(j, "bytes_copied")),
+        (40, 40, total)
+    );
+    assert!(pair.escrow_keys().await.is_empty(), "plan changes nothing");
+
+    let run = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let doc = run.json();
+    let j = job(&doc);
+    assert_eq!(
+        (n(j, "copied"), n(j, "failed"), n(j, "bytes_copied")),
+        (40, 0, total)
+    );
+    assert_eq!(j["failures"].as_array().unwrap().len(), 0);
+    assert_eq!(pair.escrow_keys().await.len(), 40);
+    assert_eq!(pair.escrow_get("obj/007").await.unwrap(), content(7));
+
+    let verify = cli(&["verify", "--config", cfg, "--output", "json"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    let doc = verify.json();
+    let j = job(&doc);
+    assert_eq!(
+        (n(j, "missing"), n(j, "different"), n(j, "skipped")),
+        (0, 0, 40)
+    );
+
+    let again = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(again.code, 0);
+    let doc = again.json();
+    let j = job(&doc);
+    assert_eq!(
+        (n(j, "copied"), n(j, "skipped"), n(j, "bytes_copied")),
+        (0, 40, 0)
+    );
+
+    let text = cli(&["run", "--config", cfg]);
+    assert_eq!(text.code, 0);
+    assert!(
+        text.stdout
+            .contains("run: copied 0 (0 B), skipped 40, failed 0"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[tokio::test]
+async fn changed_objects_are_copied_again_and_deleted_ones_stay_in_escrow() {
+    let pair = seeded("change", 10).await;
+    let cfg = config_for(&pair.source_bucket, &pair.dest_bucket, "");
+    let cfg = cfg.to_str().unwrap();
+    assert_eq!(cli(&["run", "--config", cfg]).code, 0);
+
+    pair.put("obj/003", Bytes::from_static(b"a new version"))
+        .await;
+    pair.primary
+        .delete_object()
+        .bucket(&pair.source_bucket)
+        .key("obj/005")
+        .send()
+        .await
+        .unwrap();
+    pair.put("obj/new", Bytes::from_static(b"fresh")).await;
+
+    let verify = cli(&["verify", "--config", cfg]);
+    assert_eq!(verify.code, 3, "{verify:?}");
+    assert!(
+        verify.stdout.contains("changed obj/003"),
+        "{}",
+        verify.stdout
+    );
+    assert!(
+        verify.stdout.contains("missing obj/new"),
+        "{}",
+        verify.stdout
+    );
+    let doc = cli(&["verify", "--config", cfg, "--output", "json"]).json();
+    let j = job(&doc);
+    assert_eq!((n(j, "missing"), n(j, "different")), (1, 1));
+    assert_eq!(doc["ok"], Value::Bool(false));
+
+    let run = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 0);
+    let doc = run.json();
+    let j = job(&doc);
+    assert_eq!((n(j, "copied"), n(j, "retained")), (2, 1));
+    assert_eq!(pair.escrow_get("obj/003").await.unwrap(), "a new version");
+    assert_eq!(
+        pair.escrow_get("obj/005").await.unwrap(),
+        content(5),
+        "deleted in the primary, kept in escrow"
+    );
+    assert_eq!(cli(&["verify", "--config", cfg]).code, 0);
+}
+
+#[tokio::test]
+async fn an_object_that_cannot_be_copied_fails_alone_with_exit_1() {
+    let pair = seeded("cold", 3).await;
+    pair.primary
+        .put_object()
+        .bucket(&pair.source_bucket)
+        .key("archive/cold.bin")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"frozen"))
+        .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+        .send()
+        .await
+        .unwrap();
+    let cfg = config_for(&pair.source_bucket, &pair.dest_bucket, "");
+    let out = cli(&["run", "--config", cfg.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let doc = out.json();
+    let j = job(&doc);
+    assert_eq!((n(j, "copied"), n(j, "failed")), (3, 1));
+    let f = &j["failures"][0];
+    assert_eq!(f["key"], "archive/cold.bin");
+    let err = f["error"].as_str().unwrap();
+    assert!(
+        err.contains("archive/cold.bin") && err.contains("restore it"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn same_account_configs_are_refused_unless_allowed() {
+    // A role in the primary used as the escrow identity: refused before any call.
+    let pair = seeded("same", 1).await;
+    let text = format!(
+        "[escrow]\nregion = \"us-east-1\"\nrole_arn = \"arn:aws:iam::{PRIMARY}:role/admin\"\n\n\
+         [primary]\naccount_id = \"{PRIMARY}\"\nrole_arn = \"{READER_ROLE}\"\n\n\
+         [[s3]]\nsource_bucket = \"{}\"\ndest_bucket = \"{}\"\n",
+        pair.source_bucket, pair.dest_bucket
+    );
+    let out = cli(&["run", "--config", write_config(&text).to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("role in the primary account"),
+        "{}",
+        out.stderr
+    );
+    assert!(pair.escrow_keys().await.is_empty());
+
+    // The base credentials act as 123456789012 on the emulator; naming that
+    // account as the primary makes both sides one account, found through STS.
+    let lab = "123456789012";
+    let base = s3(&admin(lab).await);
+    let (src, dst) = (unique("lab-src"), unique("lab-dst"));
+    create_bucket(&base, &src, false).await;
+    create_bucket(&base, &dst, true).await;
+    base.put_object()
+        .bucket(&src)
+        .key("k")
+        .body(Bytes::from_static(b"v").into())
+        .send()
+        .await
+        .unwrap();
+    let config = |allow: bool| {
+        format!(
+            "[escrow]\nregion = \"us-east-1\"\nallow_same_account = {allow}\n\n\
+             [primary]\naccount_id = \"{lab}\"\nrole_arn = \"arn:aws:iam::{lab}:role/reader\"\n\n\
+             [[s3]]\nsource_bucket = \"{src}\"\ndest_bucket = \"{dst}\"\n"
+        )
+    };
+    let out = cli(&[
+        "run",
+        "--config",
+        write_config(&config(false)).to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("same account 123456789012"),
+        "{}",
+        out.stderr
+    );
+    assert!(keys(&base, &dst).await.is_empty(), "nothing copied");
+
+    let out = cli(&[
+        "run",
+        "--config",
+        write_config(&config(true)).to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let doc = out.json();
+    let j = job(&doc);
+    assert_eq!(n(j, "copied"), 1);
+    let warnings = j["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("same account")),
+        "{j}"
+    );
+}
+
+#[tokio::test]
+async fn missing_and_foreign_buckets_are_refused_with_exit_2_and_nothing_changes() {
+    let pair = seeded("refuse", 2).await;
+
+    let missing_src = unique("no-src");
+    let cfg = config_for(&missing_src, &pair.dest_bucket, "");
+    let out = cli(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "source bucket {missing_src} does not exist in the primary account {PRIMARY}"
+        )),
+        "{}",
+        out.stderr
+    );
+
+    let missing_dst = unique("no-dst");
+    let cfg = config_for(&pair.source_bucket, &missing_dst, "");
+    let out = cli(&["run", "--config", cfg.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let doc = out.json();
+    assert_eq!(doc["ok"], Value::Bool(false));
+    let err = doc["error"].as_str().unwrap();
+    assert!(
+        err.contains(&format!(
+            "destination bucket {missing_dst} does not exist in the escrow account"
+        )),
+        "{err}"
+    );
+
+    // A destination in the primary account is not escrow.
+    let foreign = unique("primary-owned");
+    create_bucket(&pair.primary, &foreign, true).await;
+    let cfg = config_for(&pair.source_bucket, &foreign, "");
+    let out = cli(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("{foreign} is not owned by the escrow account")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        keys(&pair.primary, &foreign).await.is_empty(),
+        "nothing written"
+    );
+
+    // Checks run for every job before any job runs: a bad second job stops the first.
+    let text = std::fs::read_to_string(config_for(&pair.source_bucket, &pair.dest_bucket, ""))
+        .unwrap()
+        + &format!(
+            "\n[[s3]]\nname = \"bad\"\nsource_bucket = \"{missing_src}\"\ndest_bucket = \"{}\"\n",
+            pair.dest_bucket
+        );
+    let out = cli(&["run", "--config", write_config(&text).to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        pair.escrow_keys().await.is_empty(),
+        "the good job did not run either"
+    );
+}
+
+#[tokio::test]
+async fn bad_config_and_usage_exit_2() {
+    let pair = seeded("badcfg", 1).await;
+    let cfg = config_for(&pair.source_bucket, &pair.dest_bucket, "concurency = 4");
+    let out = cli(&["plan", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("unknown field `concurency`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("line 15"), "{}", out.stderr);
+
+    let out = cli(&["plan", "--config", "/nonexistent/escrow.toml"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("config file /nonexistent/escrow.toml not found"),
+        "{}",
+        out.stderr
+    );
+
+    let out = cli(&["plan", "--output", "yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let out = cli(&["frobnicate"]);
+    assert_eq!(out.code, 2, "{out:?}");
+
+    let cfg = config_for(&pair.source_bucket, &pair.dest_bucket, "");
+    let out = cli(&["run", "--config", cfg.to_str().unwrap(), "--job", "nope"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("no job named \"nope\""),
+        "{}",
+        out.stderr
+    );
+    assert!(pair.escrow_keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn config_defaults_to_escrow_toml_and_job_selects_one() {
+    let a = seeded("jobs-a", 2).await;
+    let b = seeded("jobs-b", 3).await;
+    let text = std::fs::read_to_string(config_for(&a.source_bucket, &a.dest_bucket, "")).unwrap()
+        + &format!(
+            "\n[[s3]]\nsource_bucket = \"{}\"\ndest_bucket = \"{}\"\ndest_prefix = \"b/\"\n",
+            b.source_bucket, b.dest_bucket
+        );
+    let path = write_config(&text);
+    let dir = path.parent().unwrap();
+    let second = format!("s3:{}", b.source_bucket);
+
+    let out = cli_in(dir, &["run", "--job", &second, "--output", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let doc = out.json();
+    let j = job(&doc);
+    assert_eq!(
+        (j["name"].as_str().unwrap(), n(j, "copied")),
+        (second.as_str(), 3)
+    );
+    assert!(
+        a.escrow_keys().await.is_empty(),
+        "the other job did not run"
+    );
+    assert_eq!(
+        b.escrow_keys().await,
+        ["b/obj/000", "b/obj/001", "b/obj/002"]
+    );
+
+    let out = cli_in(dir, &["run", "--output", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let doc = out.json();
+    let copied: Vec<u64> = doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| n(j, "copied"))
+        .collect();
+    assert_eq!(copied, [2, 0]);
+    let _ = ESCROW_ROLE;
+}

@@ -1,1 +1,357 @@
-//! stub
+//! Shared harness for the two-account suites on the emulator.
+//!
+//! The emulator (moto) is started by `cargo xtask test` (or
+//! `cargo xtask emulator start`); its endpoint comes from
+//! `ESCROW_SYNC_EMULATOR`, `AWS_ENDPOINT_URL` or `target/emulator/endpoint`.
+//! Accounts are modelled by STS AssumeRole: credentials for a role in
+//! `111111111111` act as the primary, in `222222222222` as the escrow.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aws_config::BehaviorVersion;
+use aws_config::SdkConfig;
+use aws_credential_types::Credentials;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+
+use escrow_sync_aws::{Connector, EscrowAccount, PrimaryAccount, Session, Sessions};
+
+/// The primary account.
+pub const PRIMARY: &str = "111111111111";
+/// The escrow account.
+pub const ESCROW: &str = "222222222222";
+/// The escrow operator role.
+pub const ESCROW_ROLE: &str = "arn:aws:iam::222222222222:role/escrow-operator";
+/// The primary's reader role.
+pub const READER_ROLE: &str = "arn:aws:iam::111111111111:role/escrow-reader";
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The emulator's endpoint. Panics with the fix when no emulator is running:
+/// these suites never skip silently.
+pub fn endpoint() -> String {
+    for var in ["ESCROW_SYNC_EMULATOR", "AWS_ENDPOINT_URL"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.is_empty() {
+                return v;
+            }
+        }
+    }
+    let file = target_dir().join("emulator").join("endpoint");
+    std::fs::read_to_string(&file)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| {
+            panic!(
+                "no emulator: run the suites with `cargo xtask test`, or start one with \
+             `cargo xtask emulator start` ({} not found)",
+                file.display()
+            )
+        })
+}
+
+/// The base configuration: static test credentials against the emulator.
+pub async fn base_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint())
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "escrow-sync-tests",
+        ))
+        .load()
+        .await
+}
+
+/// A session acting as `account` (an administrator there, for test setup).
+pub async fn admin(account: &str) -> Session {
+    let provider = aws_config::sts::AssumeRoleProvider::builder(format!(
+        "arn:aws:iam::{account}:role/test-admin"
+    ))
+    .session_name("escrow-sync-tests")
+    .configure(&base_config().await)
+    .build()
+    .await;
+    let conf = base_config()
+        .await
+        .to_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
+        .build();
+    let s = Session::identify(conf, "test admin")
+        .await
+        .expect("assume a test admin role");
+    assert_eq!(s.account_id(), account);
+    s
+}
+
+/// Sessions as escrow-sync builds them: the escrow operator role, then the
+/// primary reader role assumed with the escrow credentials.
+pub async fn sessions() -> Sessions {
+    Connector::new()
+        .with_base_config(base_config().await)
+        .connect(
+            &EscrowAccount::new("us-east-1")
+                .with_role_arn(Some(ESCROW_ROLE.into()))
+                .with_account_id(Some(ESCROW.into())),
+            &PrimaryAccount::new(PRIMARY)
+                .with_role_arn(Some(READER_ROLE.into()))
+                .with_external_id(Some("test-external-id".into())),
+        )
+        .await
+        .expect("connect to both accounts")
+}
+
+/// An S3 client for `session` (path-style, as escrow-sync builds it).
+pub fn s3(session: &Session) -> Client {
+    escrow_sync_s3::client(session)
+}
+
+/// A bucket name no other test uses.
+pub fn unique(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{name}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+    .chars()
+    .take(63)
+    .collect()
+}
+
+/// Creates `bucket` with `client`; versioned when asked.
+pub async fn create_bucket(client: &Client, bucket: &str, versioned: bool) {
+    client
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("create bucket");
+    if versioned {
+        client
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("enable versioning");
+    }
+}
+
+/// A primary bucket and an escrow bucket, with admin clients for both.
+pub struct BucketPair {
+    /// Admin client in the primary.
+    pub primary: Client,
+    /// Admin client in the escrow.
+    pub escrow: Client,
+    /// The primary bucket.
+    pub source_bucket: String,
+    /// The escrow bucket (versioned).
+    pub dest_bucket: String,
+}
+
+impl BucketPair {
+    /// Creates both buckets.
+    pub async fn new(name: &str) -> Self {
+        let primary = s3(&admin(PRIMARY).await);
+        let escrow = s3(&admin(ESCROW).await);
+        let source_bucket = unique(&format!("{name}-src"));
+        let dest_bucket = unique(&format!("{name}-esc"));
+        create_bucket(&primary, &source_bucket, false).await;
+        create_bucket(&escrow, &dest_bucket, true).await;
+        BucketPair {
+            primary,
+            escrow,
+            source_bucket,
+            dest_bucket,
+        }
+    }
+
+    /// Puts `data` at `key` in the primary bucket.
+    pub async fn put(&self, key: &str, data: impl Into<bytes::Bytes>) {
+        self.primary
+            .put_object()
+            .bucket(&self.source_bucket)
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(data.into()))
+            .send()
+            .await
+            .expect("put a primary object");
+    }
+
+    /// The escrow bucket's content at `key`, if any.
+    pub async fn escrow_get(&self, key: &str) -> Option<bytes::Bytes> {
+        get(&self.escrow, &self.dest_bucket, key).await
+    }
+
+    /// The keys in the escrow bucket.
+    pub async fn escrow_keys(&self) -> Vec<String> {
+        keys(&self.escrow, &self.dest_bucket).await
+    }
+}
+
+/// The content of `bucket`/`key`, or `None` when there is no such key.
+pub async fn get(client: &Client, bucket: &str, key: &str) -> Option<bytes::Bytes> {
+    match client.get_object().bucket(bucket).key(key).send().await {
+        Ok(o) => Some(o.body.collect().await.expect("read body").into_bytes()),
+        Err(e) => {
+            let svc = e.into_service_error();
+            assert!(
+                svc.is_no_such_key(),
+                "unexpected error reading {bucket}/{key}: {svc:?}"
+            );
+            None
+        }
+    }
+}
+
+/// Every key in `bucket`.
+pub async fn keys(client: &Client, bucket: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .expect("list");
+        out.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The `escrow-sync` binary built alongside the tests.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/<test> -> target/debug/escrow-sync
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(format!("escrow-sync{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p escrow-sync-cli` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// What one invocation of the binary did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Standard output parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs `escrow-sync ARGS` against the emulator with base test credentials.
+pub fn cli(args: &[&str]) -> Outcome {
+    cli_in(&std::env::temp_dir(), args)
+}
+
+/// Runs `escrow-sync ARGS` in directory `dir`.
+pub fn cli_in(dir: &Path, args: &[&str]) -> Outcome {
+    let out = Command::new(binary())
+        .current_dir(dir)
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/escrow-sync-test-config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/escrow-sync-test-credentials",
+        )
+        .output()
+        .expect("run escrow-sync");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A config file for one S3 job between `pair`'s buckets, with `extra`
+/// lines appended to the job; returns its path (in a fresh temp dir).
+pub fn config_for(source_bucket: &str, dest_bucket: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"[escrow]
+region = "us-east-1"
+role_arn = "{ESCROW_ROLE}"
+account_id = "{ESCROW}"
+
+[primary]
+account_id = "{PRIMARY}"
+role_arn = "{READER_ROLE}"
+external_id = "test-external-id"
+
+[[s3]]
+name = "job"
+source_bucket = "{source_bucket}"
+dest_bucket = "{dest_bucket}"
+{extra}
+"#
+    );
+    write_config(&text)
+}
+
+/// Writes `text` to a fresh config file; returns its path.
+pub fn write_config(text: &str) -> PathBuf {
+    let dir = target_dir().join("e2e-configs").join(unique("cfg"));
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let path = dir.join("escrow.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}

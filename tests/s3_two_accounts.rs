@@ -1,1 +1,254 @@
+//! The S3 Source/Sink pair across two accounts on the emulator: the
+//! conformance suite, metadata and tag fidelity, prefixes, and the checks
+//! made before a job runs.
 
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use escrow_sync_core::{ErrorKind, Executor, ExecutorOptions, Mode, Result, Scope, Sink, Source};
+use escrow_sync_e2e::{BucketPair, ESCROW, PRIMARY, create_bucket, get, s3, sessions, unique};
+use escrow_sync_s3::{S3Sink, S3Source, check_dest_bucket, check_source_bucket};
+use escrow_sync_testkit::conformance::{self, Fixture};
+
+struct S3Fixture {
+    pair: BucketPair,
+    source: S3Source,
+    sink: S3Sink,
+}
+
+impl S3Fixture {
+    async fn new() -> Self {
+        let pair = BucketPair::new("conf").await;
+        let s = sessions().await;
+        let source = S3Source::from_client(s3(&s.primary), &pair.source_bucket)
+            .with_expected_owner(Some(PRIMARY.into()));
+        let sink = S3Sink::from_client(s3(&s.escrow), &pair.dest_bucket)
+            .with_dest_prefix("escrow/")
+            .with_expected_owner(Some(ESCROW.into()));
+        S3Fixture { pair, source, sink }
+    }
+}
+
+#[async_trait]
+impl Fixture for S3Fixture {
+    fn source(&self) -> &dyn Source {
+        &self.source
+    }
+    fn sink(&self) -> &dyn Sink {
+        &self.sink
+    }
+    async fn put_source(&self, key: &str, data: Bytes) -> Result<()> {
+        self.pair.put(key, data).await;
+        Ok(())
+    }
+    async fn delete_source(&self, key: &str) -> Result<()> {
+        self.pair
+            .primary
+            .delete_object()
+            .bucket(&self.pair.source_bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("delete a primary object");
+        Ok(())
+    }
+    async fn escrow_content(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.pair.escrow_get(&format!("escrow/{key}")).await)
+    }
+}
+
+#[tokio::test]
+async fn sessions_resolve_to_the_two_accounts() {
+    let s = sessions().await;
+    assert_eq!(s.escrow.account_id(), ESCROW);
+    assert_eq!(s.primary.account_id(), PRIMARY);
+    assert!(s.warnings.is_empty());
+}
+
+#[tokio::test]
+async fn s3_pair_conforms() {
+    conformance::run_all(S3Fixture::new).await;
+}
+
+#[tokio::test]
+async fn metadata_content_headers_and_tags_survive_the_cross_account_copy() {
+    let pair = BucketPair::new("meta").await;
+    pair.primary
+        .put_object()
+        .bucket(&pair.source_bucket)
+        .key("reports/q3.csv")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"a,b\n1,2\n",
+        ))
+        .content_type("text/csv")
+        .cache_control("max-age=60")
+        .content_disposition("attachment; filename=\"q3.csv\"")
+        .content_encoding("identity")
+        .metadata("owner", "finance")
+        .metadata("classification", "internal")
+        .tagging("team=finance&retention=7 years")
+        .send()
+        .await
+        .unwrap();
+    let s = sessions().await;
+    let source = S3Source::from_client(s3(&s.primary), &pair.source_bucket);
+    let sink = S3Sink::from_client(s3(&s.escrow), &pair.dest_bucket);
+    let r = Executor::new(ExecutorOptions::new())
+        .execute(Mode::Run, &source, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((r.copied, r.failed), (1, 0), "{:?}", r.failures);
+
+    let head = pair
+        .escrow
+        .head_object()
+        .bucket(&pair.dest_bucket)
+        .key("reports/q3.csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("text/csv"));
+    assert_eq!(head.cache_control(), Some("max-age=60"));
+    assert_eq!(
+        head.content_disposition(),
+        Some("attachment; filename=\"q3.csv\"")
+    );
+    assert_eq!(head.content_encoding(), Some("identity"));
+    let meta = head.metadata().unwrap();
+    assert_eq!(meta.get("owner").map(String::as_str), Some("finance"));
+    assert_eq!(
+        meta.get("classification").map(String::as_str),
+        Some("internal")
+    );
+
+    let tags = pair
+        .escrow
+        .get_object_tagging()
+        .bucket(&pair.dest_bucket)
+        .key("reports/q3.csv")
+        .send()
+        .await
+        .unwrap();
+    let mut tags: Vec<_> = tags
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    tags.sort();
+    assert_eq!(
+        tags,
+        [
+            ("retention".to_string(), "7 years".to_string()),
+            ("team".to_string(), "finance".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn prefix_and_dest_prefix_select_and_place_keys() {
+    let pair = BucketPair::new("pfx").await;
+    for k in ["data/a", "data/sub/b", "other/c"] {
+        pair.put(k, Bytes::from(k.to_string())).await;
+    }
+    let s = sessions().await;
+    let source = S3Source::from_client(s3(&s.primary), &pair.source_bucket).with_prefix("data/");
+    let sink = S3Sink::from_client(s3(&s.escrow), &pair.dest_bucket).with_dest_prefix("backup/");
+    let ex = Executor::new(ExecutorOptions::new());
+    let r = ex
+        .execute(Mode::Run, &source, &sink, &Scope::with_prefix("data/"))
+        .await
+        .unwrap();
+    assert_eq!(r.copied, 2);
+    assert_eq!(
+        pair.escrow_keys().await,
+        ["backup/data/a", "backup/data/sub/b"]
+    );
+    assert_eq!(
+        get(&pair.escrow, &pair.dest_bucket, "backup/data/sub/b")
+            .await
+            .unwrap(),
+        "data/sub/b"
+    );
+    let again = ex
+        .execute(Mode::Run, &source, &sink, &Scope::with_prefix("data/"))
+        .await
+        .unwrap();
+    assert_eq!((again.copied, again.skipped), (0, 2));
+}
+
+#[tokio::test]
+async fn listing_pages_through_more_than_a_thousand_keys() {
+    let pair = BucketPair::new("many").await;
+    let keys: Vec<String> = (0..1105).map(|i| format!("k/{i:05}")).collect();
+    let pair_ref = &pair;
+    futures::future::join_all(keys.chunks(100).map(|chunk| async move {
+        for k in chunk {
+            pair_ref.put(k, Bytes::from_static(b"x")).await;
+        }
+    }))
+    .await;
+    let s = sessions().await;
+    let source = S3Source::from_client(s3(&s.primary), &pair.source_bucket);
+    let sink = S3Sink::from_client(s3(&s.escrow), &pair.dest_bucket);
+    let ex = Executor::new(ExecutorOptions::new().with_concurrency(32));
+    let r = ex
+        .execute(Mode::Run, &source, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((r.copied, r.failed), (1105, 0));
+    let v = ex
+        .execute(Mode::Verify, &source, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert!(v.is_clean() && v.skipped == 1105, "{v:?}");
+}
+
+#[tokio::test]
+async fn preflight_names_missing_and_foreign_buckets() {
+    let s = sessions().await;
+    let (primary, escrow) = (s3(&s.primary), s3(&s.escrow));
+    let err = check_source_bucket(&primary, "no-such-bucket-xyz", PRIMARY)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(
+        err.to_string().contains(
+            "source bucket no-such-bucket-xyz does not exist in the primary account 111111111111"
+        ),
+        "{err}"
+    );
+
+    let pair = BucketPair::new("own").await;
+    check_source_bucket(&primary, &pair.source_bucket, PRIMARY)
+        .await
+        .unwrap();
+    check_dest_bucket(&escrow, &pair.dest_bucket, ESCROW)
+        .await
+        .unwrap();
+    // A bucket that belongs to the primary is not an escrow destination.
+    let err = check_dest_bucket(&escrow, &pair.source_bucket, ESCROW)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is not owned by the escrow account 222222222222"),
+        "{err}"
+    );
+
+    let missing = unique("gone");
+    let err = check_dest_bucket(&escrow, &missing, ESCROW)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "destination bucket {missing} does not exist in the escrow account"
+        )),
+        "{err}"
+    );
+
+    // A third account's bucket is not the escrow's either.
+    let other = s3(&escrow_sync_e2e::admin("333333333333").await);
+    let third = unique("third");
+    create_bucket(&other, &third, true).await;
+    assert!(check_dest_bucket(&escrow, &third, ESCROW).await.is_err());
+}

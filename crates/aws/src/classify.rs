@@ -59,11 +59,10 @@ const NOT_FOUND_CODES: &[&str] = &[
     "NoSuchEntity",
 ];
 
-const PRECONDITION_CODES: &[&str] = &[
-    "PreconditionFailed",
-    "ConditionalCheckFailedException",
-    "InvalidObjectState",
-];
+const PRECONDITION_CODES: &[&str] = &["PreconditionFailed", "ConditionalCheckFailedException"];
+
+/// Codes that are permanent whatever their HTTP status says.
+const PERMANENT_CODES: &[&str] = &["InvalidObjectState", "ObjectNotInActiveTierError"];
 
 /// Classifies a service error code and HTTP status.
 pub fn classify_code(code: Option<&str>, status: Option<u16>) -> ErrorKind {
@@ -83,6 +82,9 @@ pub fn classify_code(code: Option<&str>, status: Option<u16>) -> ErrorKind {
         }
         if is(PRECONDITION_CODES) {
             return ErrorKind::PreconditionFailed;
+        }
+        if is(PERMANENT_CODES) {
+            return ErrorKind::Failed;
         }
     }
     match status {

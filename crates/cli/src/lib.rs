@@ -1,1 +1,196 @@
-//! stub
+//! The `escrow-sync` command line: config file, `plan` / `run` / `verify`,
+//! progress bars on a terminal, text or JSON reports, and exit codes
+//! (0 all good, 1 some items failed, 2 invalid config or fatal error,
+//! 3 verify found differences).
+//!
+//! ```
+//! use clap::Parser;
+//! let cli = escrow_sync_cli::Cli::try_parse_from(["escrow-sync", "plan", "--output", "json"]).unwrap();
+//! assert!(matches!(cli.command, escrow_sync_cli::Command::Plan(_)));
+//! ```
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod output;
+mod progress;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use escrow_sync_aws::{Connector, Sessions};
+use escrow_sync_core::{CancellationToken, Error, Executor, ExecutorOptions, Mode, Scope};
+use escrow_sync_s3::{S3Sink, S3Source, check_dest_bucket, check_source_bucket};
+
+use config::Config;
+use output::{JobOutcome, exit};
+
+/// Keeps an offsite copy of an AWS account in a separate escrow account.
+#[derive(Debug, Parser)]
+#[command(name = "escrow-sync", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what a run would copy; changes nothing.
+    Plan(JobArgs),
+    /// Copy what is missing or changed into escrow.
+    Run(JobArgs),
+    /// Compare primary and escrow; list every missing or differing item.
+    Verify(JobArgs),
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// Arguments shared by the commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobArgs {
+    /// The config file.
+    #[arg(long, default_value = "escrow.toml")]
+    pub config: PathBuf,
+    /// Only this job.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> u8 {
+    let (mode, args) = match cli.command {
+        Command::Plan(a) => (Mode::Plan, a),
+        Command::Run(a) => (Mode::Run, a),
+        Command::Verify(a) => (Mode::Verify, a),
+    };
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: no new copies start; waiting for copies in flight");
+            c.cancel();
+        }
+    });
+    let result = execute(mode, &args, cancel).await;
+    let (jobs, fatal) = match result {
+        Ok(jobs) => (jobs, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let code = if fatal.is_some() {
+        exit::FATAL
+    } else {
+        output::exit_code(mode, &jobs)
+    };
+    let mut stdout = std::io::stdout().lock();
+    match args.output {
+        OutputFormat::Json => {
+            let _ = writeln!(
+                stdout,
+                "{}",
+                output::json(mode, &jobs, fatal.as_ref(), code)
+            );
+        }
+        OutputFormat::Text => {
+            let _ = write!(stdout, "{}", output::text(mode, &jobs));
+        }
+    }
+    if let Some(e) = &fatal {
+        eprintln!("error: {}", e.chain());
+    }
+    for j in &jobs {
+        if let Some(e) = &j.error {
+            eprintln!("error: job {}: {}", j.name, e.chain());
+        }
+    }
+    code
+}
+
+/// Loads the config, connects, checks every selected job, then runs them.
+/// An `Err` means nothing was changed.
+pub async fn execute(
+    mode: Mode,
+    args: &JobArgs,
+    cancel: CancellationToken,
+) -> Result<Vec<JobOutcome>, Error> {
+    let config = Config::load(&args.config)?;
+    let jobs = config.select(args.job.as_deref())?;
+    let sessions: Sessions = Connector::new()
+        .connect(&config.escrow_account(), &config.primary_account())
+        .await?;
+    let primary = escrow_sync_s3::client(&sessions.primary);
+    let escrow = escrow_sync_s3::client(&sessions.escrow);
+    let (primary_id, escrow_id) = (
+        sessions.primary.account_id().to_string(),
+        sessions.escrow.account_id().to_string(),
+    );
+    for job in &jobs {
+        check_source_bucket(&primary, &job.source_bucket, &primary_id).await?;
+        check_dest_bucket(&escrow, &job.dest_bucket, &escrow_id).await?;
+    }
+    let mut warnings = sessions.warnings.clone();
+    if let Some(key) = &config.escrow.kms_key_id {
+        warnings.push(format!(
+            "kms_key_id {key} is not applied to S3 copies yet: copies get the escrow bucket's \
+             default encryption"
+        ));
+    }
+    let progress = progress::Progress::new();
+    let mut outcomes = Vec::new();
+    for job in jobs {
+        let name = job.name();
+        if cancel.is_cancelled() {
+            break;
+        }
+        let source = S3Source::from_client(primary.clone(), &job.source_bucket)
+            .with_prefix(&job.prefix)
+            .with_expected_owner(Some(primary_id.clone()));
+        let sink = S3Sink::from_client(escrow.clone(), &job.dest_bucket)
+            .with_dest_prefix(&job.dest_prefix)
+            .with_expected_owner(Some(escrow_id.clone()));
+        let mut executor = Executor::new(ExecutorOptions::new().with_concurrency(job.concurrency))
+            .with_cancellation(cancel.clone());
+        let bar = progress.job(&name, mode);
+        if let Some(bar) = &bar {
+            executor = executor.with_progress(Arc::new(bar.callback()));
+        }
+        let result = executor
+            .execute(mode, &source, &sink, &Scope::with_prefix(&job.prefix))
+            .await;
+        if let Some(bar) = bar {
+            bar.finish();
+        }
+        let outcome = match result {
+            Ok(mut report) => {
+                report.warnings.extend(warnings.iter().cloned());
+                JobOutcome {
+                    name,
+                    kind: "s3",
+                    report: Some(report),
+                    error: None,
+                }
+            }
+            Err(e) => JobOutcome {
+                name,
+                kind: "s3",
+                report: None,
+                error: Some(e),
+            },
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}

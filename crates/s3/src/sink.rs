@@ -12,7 +12,9 @@ use escrow_sync_core::{
 };
 
 use crate::list::list_objects;
-use crate::util::{CONTENT_TYPE, MAX_COPY_OBJECT_SIZE, copy_source, metadata, tagging_header, url};
+use crate::util::{
+    CONTENT_TYPE, MAX_COPY_OBJECT_SIZE, copy_source, metadata, s3_error, tagging_header, url,
+};
 
 /// Writes into a bucket in the escrow account.
 #[derive(Debug, Clone)]
@@ -100,7 +102,7 @@ impl S3Sink {
             .send()
             .await
             .map_err(|e| {
-                let err = sdk_error(e, "s3:CopyObject", resource.clone());
+                let err = s3_error(e, "s3:CopyObject", resource.clone());
                 if err.kind() == ErrorKind::PreconditionFailed {
                     Error::new(
                         ErrorKind::PreconditionFailed,

@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 
-use escrow_sync_aws::sdk_error;
 use escrow_sync_core::{Item, ItemStream, Payload, Result, Scope, ServerSideRef, Source};
 
 use crate::list::list_objects;
-use crate::util::{TAG_PREFIX, url};
+use crate::util::{TAG_PREFIX, s3_error, url};
 
 /// Reads a bucket in the primary account (through the reader role).
 #[derive(Debug, Clone)]
@@ -88,7 +87,7 @@ impl Source for S3Source {
             .config_override(crate::no_sdk_retries())
             .send()
             .await
-            .map_err(|e| sdk_error(e, "s3:GetObjectTagging", url(&self.bucket, &item.key)))?;
+            .map_err(|e| s3_error(e, "s3:GetObjectTagging", url(&self.bucket, &item.key)))?;
         let tags: BTreeMap<String, String> = out
             .tag_set()
             .iter()

@@ -2,6 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use escrow_sync_aws::sdk_error;
+use escrow_sync_core::{Error, ErrorKind};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Everything but RFC 3986 unreserved characters.
@@ -59,6 +63,34 @@ pub fn metadata(
                 .map(|k| (k.to_string(), v.clone()))
         })
         .collect()
+}
+
+/// Converts an S3 SDK error, explaining archived (Glacier) source objects.
+pub(crate) fn s3_error<E>(
+    err: SdkError<E, HttpResponse>,
+    operation: &str,
+    resource: String,
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let archived = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "InvalidObjectState" || c == "ObjectNotInActiveTierError");
+    let converted = sdk_error(err, operation, resource.clone());
+    if archived {
+        Error::new(
+            ErrorKind::Failed,
+            operation,
+            resource,
+            "the source object is in an archive storage class (Glacier / Deep Archive): restore \
+             it in the primary first; the next run copies it",
+        )
+        .with_source(converted)
+    } else {
+        converted
+    }
 }
 
 /// `s3://bucket/key` for messages.

@@ -1,0 +1,291 @@
+//! The TOML config file.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use escrow_sync_aws::{EscrowAccount, PrimaryAccount};
+use escrow_sync_core::{Error, Result};
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The escrow account.
+    pub escrow: EscrowSection,
+    /// The primary account.
+    pub primary: PrimarySection,
+    /// S3 jobs.
+    #[serde(default)]
+    pub s3: Vec<S3Job>,
+}
+
+/// `[escrow]`: the account that runs escrow-sync and owns every copy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscrowSection {
+    /// Region.
+    pub region: String,
+    /// Named profile; default: the standard credential chain.
+    pub profile: Option<String>,
+    /// Escrow role assumed first, if given.
+    pub role_arn: Option<String>,
+    /// Checked against STS GetCallerIdentity.
+    pub account_id: Option<String>,
+    /// The escrow-owned KMS key (used by later versions).
+    pub kms_key_id: Option<String>,
+    /// Labs and single-account S3-compatible stores only.
+    #[serde(default)]
+    pub allow_same_account: bool,
+    /// Endpoint override (default: `AWS_ENDPOINT_URL`).
+    pub endpoint_url: Option<String>,
+}
+
+/// `[primary]`: the account being backed up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrimarySection {
+    /// The primary's account id.
+    pub account_id: String,
+    /// The reader role, assumed with the escrow credentials.
+    pub role_arn: Option<String>,
+    /// Instead of `role_arn`: a named profile.
+    pub profile: Option<String>,
+    /// External id for the reader role.
+    pub external_id: Option<String>,
+    /// Region; default: the escrow region.
+    pub region: Option<String>,
+    /// Endpoint override; default: the escrow's.
+    pub endpoint_url: Option<String>,
+}
+
+fn default_concurrency() -> usize {
+    64
+}
+
+/// `[[s3]]`: one bucket to escrow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Job {
+    /// The bucket in the primary.
+    pub source_bucket: String,
+    /// The bucket in the escrow.
+    pub dest_bucket: String,
+    /// Job name; default `s3:<source_bucket>`.
+    pub name: Option<String>,
+    /// Only keys under this prefix.
+    #[serde(default)]
+    pub prefix: String,
+    /// Prepended to keys in escrow.
+    #[serde(default)]
+    pub dest_prefix: String,
+    /// Objects copied at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl S3Job {
+    /// The job's name.
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("s3:{}", self.source_bucket))
+    }
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::invalid_config(format!(
+                    "config file {} not found: create it (see the README's config reference) or \
+                     pass --config FILE",
+                    path.display()
+                ))
+            } else {
+                Error::invalid_config(format!("cannot read config file {}: {e}", path.display()))
+            }
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            Error::invalid_config(format!("{origin}: {}", e.to_string().trim_end()))
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        if self.s3.is_empty() {
+            return Err(Error::invalid_config(format!(
+                "{origin}: no jobs: add an [[s3]] section with source_bucket and dest_bucket"
+            )));
+        }
+        let mut names = BTreeSet::new();
+        for (i, job) in self.s3.iter().enumerate() {
+            let at = format!("{origin}: [[s3]] #{} ({})", i + 1, job.name());
+            if job.source_bucket.trim().is_empty() || job.dest_bucket.trim().is_empty() {
+                return Err(Error::invalid_config(format!(
+                    "{at}: source_bucket and dest_bucket must both be set"
+                )));
+            }
+            if job.source_bucket == job.dest_bucket {
+                return Err(Error::invalid_config(format!(
+                    "{at}: source_bucket and dest_bucket are both {}: escrow copies go to a bucket \
+                     in the escrow account, never into the source",
+                    job.source_bucket
+                )));
+            }
+            if job.concurrency == 0 {
+                return Err(Error::invalid_config(format!(
+                    "{at}: concurrency must be at least 1"
+                )));
+            }
+            if !names.insert(job.name()) {
+                return Err(Error::invalid_config(format!(
+                    "{at}: the job name {} is used twice: give each job its own name",
+                    job.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The escrow account settings.
+    pub fn escrow_account(&self) -> EscrowAccount {
+        let e = &self.escrow;
+        EscrowAccount::new(e.region.clone())
+            .with_profile(e.profile.clone())
+            .with_role_arn(e.role_arn.clone())
+            .with_account_id(e.account_id.clone())
+            .with_endpoint_url(e.endpoint_url.clone())
+            .with_allow_same_account(e.allow_same_account)
+    }
+
+    /// The primary account settings.
+    pub fn primary_account(&self) -> PrimaryAccount {
+        let p = &self.primary;
+        PrimaryAccount::new(p.account_id.clone())
+            .with_role_arn(p.role_arn.clone())
+            .with_profile(p.profile.clone())
+            .with_external_id(p.external_id.clone())
+            .with_region(p.region.clone())
+            .with_endpoint_url(p.endpoint_url.clone())
+    }
+
+    /// The jobs to run: all, or the one named `job`.
+    pub fn select(&self, job: Option<&str>) -> Result<Vec<&S3Job>> {
+        match job {
+            None => Ok(self.s3.iter().collect()),
+            Some(name) => {
+                let found: Vec<_> = self.s3.iter().filter(|j| j.name() == name).collect();
+                if found.is_empty() {
+                    let known: Vec<_> = self.s3.iter().map(S3Job::name).collect();
+                    return Err(Error::invalid_config(format!(
+                        "no job named {name:?}: the config has {}",
+                        known.join(", ")
+                    )));
+                }
+                Ok(found)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[escrow]
+region = "us-east-1"
+role_arn = "arn:aws:iam::222222222222:role/escrow-operator"
+
+[primary]
+account_id = "111111111111"
+role_arn = "arn:aws:iam::111111111111:role/escrow-reader"
+
+[[s3]]
+source_bucket = "prod-assets"
+dest_bucket = "escrow-prod-assets"
+
+[[s3]]
+name = "logs"
+source_bucket = "prod-logs"
+dest_bucket = "escrow-logs"
+prefix = "2026/"
+dest_prefix = "logs/"
+concurrency = 8
+"#;
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let c = Config::parse(GOOD, "escrow.toml").unwrap();
+        assert_eq!(c.s3.len(), 2);
+        assert_eq!(c.s3[0].name(), "s3:prod-assets");
+        assert_eq!(c.s3[0].concurrency, 64);
+        assert_eq!(c.s3[1].dest_prefix, "logs/");
+        assert_eq!(c.select(Some("logs")).unwrap().len(), 1);
+        let err = c.select(Some("nope")).unwrap_err().to_string();
+        assert!(
+            err.contains("no job named \"nope\": the config has s3:prod-assets, logs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_line() {
+        let text = GOOD.replace("concurrency = 8", "concurency = 8");
+        let err = Config::parse(&text, "escrow.toml").unwrap_err().to_string();
+        assert!(err.contains("unknown field `concurency`"), "{err}");
+        assert!(err.contains("line 19"), "{err}");
+        assert!(err.starts_with("invalid config: escrow.toml"), "{err}");
+
+        let text = GOOD.replace("[escrow]", "[escrow]\nregoin = \"x\"");
+        let err = Config::parse(&text, "escrow.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("unknown field `regoin`") && err.contains("line 3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_jobs_are_refused() {
+        let same = GOOD.replace("escrow-logs", "prod-logs");
+        assert!(
+            Config::parse(&same, "c")
+                .unwrap_err()
+                .to_string()
+                .contains("both prod-logs")
+        );
+        let dup = GOOD.replace("name = \"logs\"", "name = \"s3:prod-assets\"");
+        assert!(
+            Config::parse(&dup, "c")
+                .unwrap_err()
+                .to_string()
+                .contains("used twice")
+        );
+        let none = GOOD.split("[[s3]]").next().unwrap().to_string();
+        assert!(
+            Config::parse(&none, "c")
+                .unwrap_err()
+                .to_string()
+                .contains("no jobs")
+        );
+        let zero = GOOD.replace("concurrency = 8", "concurrency = 0");
+        assert!(
+            Config::parse(&zero, "c")
+                .unwrap_err()
+                .to_string()
+                .contains("at least 1")
+        );
+        let missing = GOOD.replace("dest_bucket = \"escrow-logs\"", "");
+        let err = Config::parse(&missing, "c").unwrap_err().to_string();
+        assert!(err.contains("missing field `dest_bucket`"), "{err}");
+    }
+}

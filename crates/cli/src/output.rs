@@ -1,0 +1,258 @@
+//! Rendering reports as text or JSON, and the exit code.
+
+use serde::Serialize;
+
+use escrow_sync_core::{CopyReason, Error, Mode, Report};
+
+/// The outcome of one job.
+#[derive(Debug)]
+pub struct JobOutcome {
+    /// The job's name.
+    pub name: String,
+    /// The job's kind (`s3`).
+    pub kind: &'static str,
+    /// The report, when the job got that far.
+    pub report: Option<Report>,
+    /// A fatal error that stopped the job.
+    pub error: Option<Error>,
+}
+
+/// Process exit codes.
+pub mod exit {
+    /// All good.
+    pub const OK: u8 = 0;
+    /// Some items failed (or the run was cancelled).
+    pub const ITEMS_FAILED: u8 = 1;
+    /// Invalid config or usage, or a fatal error.
+    pub const FATAL: u8 = 2;
+    /// Verify found differences.
+    pub const DIFFERENCES: u8 = 3;
+}
+
+/// The exit code for a set of outcomes.
+pub fn exit_code(mode: Mode, jobs: &[JobOutcome]) -> u8 {
+    if jobs.iter().any(|j| j.error.is_some() || j.report.is_none()) {
+        return exit::FATAL;
+    }
+    let reports = jobs.iter().filter_map(|j| j.report.as_ref());
+    if reports.clone().any(|r| r.failed > 0 || r.cancelled) {
+        return exit::ITEMS_FAILED;
+    }
+    if mode == Mode::Verify && reports.clone().any(|r| r.missing > 0 || r.different > 0) {
+        return exit::DIFFERENCES;
+    }
+    exit::OK
+}
+
+#[derive(Serialize)]
+struct JsonFailure<'a> {
+    key: &'a str,
+    error: &'a str,
+    kind: escrow_sync_core::ErrorKind,
+    attempts: u32,
+}
+
+#[derive(Serialize)]
+struct JsonJob<'a> {
+    name: &'a str,
+    kind: &'a str,
+    copied: u64,
+    skipped: u64,
+    failed: u64,
+    bytes_copied: u64,
+    missing: u64,
+    different: u64,
+    failures: Vec<JsonFailure<'a>>,
+    retained: u64,
+    cancelled: bool,
+    source: Option<&'a str>,
+    destination: Option<&'a str>,
+    differences: Vec<&'a escrow_sync_core::Difference>,
+    differences_truncated: u64,
+    warnings: Vec<&'a str>,
+    elapsed_seconds: f64,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JsonDoc<'a> {
+    ok: bool,
+    command: &'a str,
+    jobs: Vec<JsonJob<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    exit_code: u8,
+}
+
+fn command_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Plan => "plan",
+        Mode::Run => "run",
+        Mode::Verify => "verify",
+    }
+}
+
+/// The JSON document for `--output json`.
+pub fn json(mode: Mode, jobs: &[JobOutcome], fatal: Option<&Error>, code: u8) -> String {
+    let jobs = jobs
+        .iter()
+        .map(|j| {
+            let r = j.report.as_ref();
+            let n = |f: fn(&Report) -> u64| r.map(f).unwrap_or(0);
+            JsonJob {
+                name: &j.name,
+                kind: j.kind,
+                copied: n(|r| r.copied),
+                skipped: n(|r| r.skipped),
+                failed: n(|r| r.failed),
+                bytes_copied: n(|r| r.bytes_copied),
+                missing: n(|r| r.missing),
+                different: n(|r| r.different),
+                failures: r
+                    .map(|r| {
+                        r.failures
+                            .iter()
+                            .map(|f| JsonFailure {
+                                key: &f.key,
+                                error: &f.error,
+                                kind: f.kind,
+                                attempts: f.attempts,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                retained: n(|r| r.retained),
+                cancelled: r.is_some_and(|r| r.cancelled),
+                source: r.map(|r| r.source.as_str()),
+                destination: r.map(|r| r.destination.as_str()),
+                differences: r
+                    .map(|r| r.differences.iter().collect())
+                    .unwrap_or_default(),
+                differences_truncated: n(|r| r.differences_truncated),
+                warnings: r
+                    .map(|r| r.warnings.iter().map(String::as_str).collect())
+                    .unwrap_or_default(),
+                elapsed_seconds: r.map(|r| r.elapsed.as_secs_f64()).unwrap_or(0.0),
+                error: j.error.as_ref().map(Error::chain),
+            }
+        })
+        .collect();
+    let doc = JsonDoc {
+        ok: code == exit::OK,
+        command: command_name(mode),
+        jobs,
+        error: fatal.map(Error::chain),
+        exit_code: code,
+    };
+    serde_json::to_string_pretty(&doc).expect("reports serialise")
+}
+
+/// Human-readable byte counts.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn reason(r: CopyReason) -> &'static str {
+    match r {
+        CopyReason::Missing => "missing",
+        CopyReason::Changed => "changed",
+    }
+}
+
+/// The text rendering.
+pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for j in jobs {
+        match &j.report {
+            Some(r) => {
+                let _ = writeln!(s, "job {} ({} -> {})", j.name, r.source, r.destination);
+                for w in &r.warnings {
+                    let _ = writeln!(s, "  warning: {w}");
+                }
+                match mode {
+                    Mode::Plan => {
+                        let _ = writeln!(
+                            s,
+                            "  plan: {} to copy ({} missing, {} changed, {}), {} up to date, {} escrow-only kept",
+                            r.copied,
+                            r.missing,
+                            r.different,
+                            bytes(r.bytes_copied),
+                            r.skipped,
+                            r.retained
+                        );
+                        for d in &r.differences {
+                            let _ = writeln!(
+                                s,
+                                "    copy {} ({}, {})",
+                                d.key,
+                                reason(d.reason),
+                                bytes(d.size)
+                            );
+                        }
+                        if r.differences_truncated > 0 {
+                            let _ = writeln!(s, "    ... and {} more", r.differences_truncated);
+                        }
+                    }
+                    Mode::Run => {
+                        let _ = writeln!(
+                            s,
+                            "  run: copied {} ({}), skipped {}, failed {}, escrow-only kept {}, in {:.1}s{}",
+                            r.copied,
+                            bytes(r.bytes_copied),
+                            r.skipped,
+                            r.failed,
+                            r.retained,
+                            r.elapsed.as_secs_f64(),
+                            if r.cancelled {
+                                " (cancelled: run again to finish)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    Mode::Verify => {
+                        if r.missing == 0 && r.different == 0 {
+                            let _ = writeln!(
+                                s,
+                                "  verify: escrow matches the primary ({} objects; {} escrow-only kept)",
+                                r.skipped, r.retained
+                            );
+                        } else {
+                            let _ = writeln!(
+                                s,
+                                "  verify: {} missing, {} different, {} matching",
+                                r.missing, r.different, r.skipped
+                            );
+                            for d in &r.differences {
+                                let _ = writeln!(s, "    {} {}", reason(d.reason), d.key);
+                            }
+                        }
+                    }
+                }
+                for f in &r.failures {
+                    let _ = writeln!(s, "  failed {}: {}", f.key, f.error);
+                }
+            }
+            None => {
+                let _ = writeln!(s, "job {}", j.name);
+            }
+        }
+        if let Some(e) = &j.error {
+            let _ = writeln!(s, "  error: {}", e.chain());
+        }
+    }
+    s
+}
