@@ -45,10 +45,10 @@ fn target_dir() -> PathBuf {
 /// these suites never skip silently.
 pub fn endpoint() -> String {
     for var in ["ESCROW_SYNC_EMULATOR", "AWS_ENDPOINT_URL"] {
-        if let Ok(v) = std::env::var(var) {
-            if !v.is_empty() {
-                return v;
-            }
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+        {
+            return v;
         }
     }
     let file = target_dir().join("emulator").join("endpoint");

@@ -238,12 +238,12 @@ pub fn check_accounts(escrow: &EscrowAccount, primary: &PrimaryAccount) -> Resul
                  role in the escrow account"
             )));
         }
-        if let Some(id) = &escrow.account_id {
-            if acct != id {
-                return Err(Error::invalid_config(format!(
-                    "[escrow] role_arn {arn} is in account {acct}, but account_id says {id}: make them agree"
-                )));
-            }
+        if let Some(id) = &escrow.account_id
+            && acct != id
+        {
+            return Err(Error::invalid_config(format!(
+                "[escrow] role_arn {arn} is in account {acct}, but account_id says {id}: make them agree"
+            )));
         }
     }
     match (&primary.role_arn, &primary.profile) {
@@ -353,14 +353,14 @@ impl Connector {
             None => "escrow identity".to_string(),
         };
         let escrow_session = Session::identify(escrow_conf.clone(), &escrow_label).await?;
-        if let Some(id) = &escrow.account_id {
-            if escrow_session.account_id() != id {
-                return Err(Error::invalid_config(format!(
-                    "[escrow] account_id is {id}, but the escrow credentials belong to account {}: \
-                     fix account_id or the credentials",
-                    escrow_session.account_id()
-                )));
-            }
+        if let Some(id) = &escrow.account_id
+            && escrow_session.account_id() != id
+        {
+            return Err(Error::invalid_config(format!(
+                "[escrow] account_id is {id}, but the escrow credentials belong to account {}: \
+                 fix account_id or the credentials",
+                escrow_session.account_id()
+            )));
         }
 
         let region = Region::new(

@@ -267,10 +267,10 @@ struct Merge<'a> {
 impl Merge<'_> {
     /// Pops and returns the head of `stream` if it is an error.
     async fn raise(stream: &mut Peekable<ItemStream<'_>>) -> Result<()> {
-        if matches!(Pin::new(&mut *stream).peek().await, Some(Err(_))) {
-            if let Some(Err(e)) = stream.next().await {
-                return Err(e);
-            }
+        if matches!(Pin::new(&mut *stream).peek().await, Some(Err(_)))
+            && let Some(Err(e)) = stream.next().await
+        {
+            return Err(e);
         }
         Ok(())
     }
@@ -288,10 +288,10 @@ impl Merge<'_> {
     }
 
     fn check(last: &mut Option<String>, side: &str, key: &str) -> Result<()> {
-        if let Some(prev) = last.as_deref() {
-            if prev.as_bytes() >= key.as_bytes() {
-                return Err(out_of_order(side, prev, key));
-            }
+        if let Some(prev) = last.as_deref()
+            && prev.as_bytes() >= key.as_bytes()
+        {
+            return Err(out_of_order(side, prev, key));
         }
         *last = Some(key.to_string());
         Ok(())
