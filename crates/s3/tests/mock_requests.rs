@@ -340,3 +340,47 @@ async fn a_missing_bucket_is_named_with_its_account() {
         "invalid config: source bucket nope does not exist in the primary account 111111111111: create it or fix the bucket name"
     );
 }
+
+#[tokio::test]
+async fn a_rerun_with_nothing_new_makes_no_mutating_call() {
+    let src_list = mock!(Client::list_objects_v2)
+        .match_requests(|r| r.bucket() == Some("src"))
+        .then_output(|| {
+            ListObjectsV2Output::builder()
+                .contents(object("a", 1, "\"1\""))
+                .contents(object("b", 2, "\"2\""))
+                .build()
+        });
+    let dst_list = mock!(Client::list_objects_v2)
+        .match_requests(|r| r.bucket() == Some("dst"))
+        .then_output(|| {
+            ListObjectsV2Output::builder()
+                .contents(object("a", 1, "\"1\""))
+                .contents(object("b", 2, "\"2\""))
+                .contents(object("deleted-in-primary", 3, "\"3\""))
+                .build()
+        });
+    let tagging = mock!(Client::get_object_tagging).then_output(|| {
+        GetObjectTaggingOutput::builder()
+            .set_tag_set(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let copy = mock!(Client::copy_object).then_output(|| CopyObjectOutput::builder().build());
+    let put = mock!(Client::put_object)
+        .then_output(|| aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build());
+    let delete = mock!(Client::delete_object).then_output(|| {
+        aws_sdk_s3::operation::delete_object::DeleteObjectOutput::builder().build()
+    });
+    let c = client(&[&src_list, &dst_list, &tagging, &copy, &put, &delete]);
+    let source = S3Source::from_client(c.clone(), "src");
+    let sink = S3Sink::from_client(c, "dst");
+    let r = fast_executor()
+        .execute(Mode::Run, &source, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((r.copied, r.skipped, r.retained, r.deleted), (0, 2, 1, 0));
+    assert_eq!((src_list.num_calls(), dst_list.num_calls()), (1, 1));
+    let mutating = copy.num_calls() + put.num_calls() + delete.num_calls() + tagging.num_calls();
+    assert_eq!(mutating, 0, "only listings were called");
+}
