@@ -1,9 +1,9 @@
 //! `cargo xtask test`: the whole check, as `.ci/run` and the README run it.
 //!
-//! One compile serves clippy and the tests (DESIGN.md §5): the test build runs with
-//! `RUSTC_WORKSPACE_WRAPPER=clippy-driver` and `CLIPPY_ARGS` (what `cargo clippy -- -D warnings`
-//! sets), and every later cargo step gets exactly the same variables, so nothing is rebuilt
-//! between the build, the test run and the doc tests.
+//! One compile serves clippy, the tests and the `escrow-sync` binary (DESIGN.md §5): the build
+//! runs with `RUSTC_WORKSPACE_WRAPPER=clippy-driver` and `CLIPPY_ARGS` (what
+//! `cargo clippy -- -D warnings` sets), and every later cargo step gets exactly the same
+//! variables, so nothing is rebuilt between the build, the test run and the doc tests.
 
 use std::env;
 use std::path::PathBuf;
@@ -65,6 +65,19 @@ impl ClippyBuild {
     }
 }
 
+/// The one workspace build every task shares: `cargo build --workspace --all-targets` with the
+/// clippy wrapper. `cargo build --all-targets` compiles exactly the test units `cargo test
+/// --no-run` would (same profile, same feature unification: dev-dependencies included) *and*
+/// the normal binaries, which the two-account suites and the demo run
+/// (`target/debug/escrow-sync`). So `cargo xtask demo` followed by `cargo xtask test` compiles
+/// the workspace once.
+pub fn workspace_build(paths: &Paths, clippy: &ClippyBuild) -> Command {
+    let mut cmd = process::cargo(paths);
+    clippy.apply(&mut cmd);
+    cmd.args(["build", "--workspace", "--all-targets"]);
+    cmd
+}
+
 /// Encodes arguments the way `cargo clippy` does: each followed by [`CLIPPY_ARG_SEPARATOR`].
 fn encode_clippy_args(args: &[&str]) -> String {
     args.iter()
@@ -93,6 +106,44 @@ impl Steps {
         println!("\n==> {name}: {}", describe(cmd));
         let started = Instant::now();
         let status = run_status(cmd)?;
+        self.record(name, status, started);
+        Ok(status)
+    }
+
+    /// Like [`Steps::run`], but keeps the output unless the step fails; on success prints only
+    /// the last line and how many warnings it had. For chatty tools (cargo-deny prints a whole
+    /// inclusion graph per duplicate-version warning).
+    fn run_quiet(&mut self, name: &str, cmd: &mut Command) -> Result<ExitStatus> {
+        println!("\n==> {name}: {}", describe(cmd));
+        let started = Instant::now();
+        let output = cmd
+            .output()
+            .with_context(|| format!("could not run `{}`", describe(cmd)))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let text = format!("{stdout}{stderr}");
+        if output.status.success() {
+            let warnings = text.lines().filter(|l| l.starts_with("warning")).count();
+            let last_line = |s: &str| {
+                s.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+            };
+            let last = last_line(&stdout).or_else(|| last_line(&stderr));
+            println!("{}", last.as_deref().unwrap_or("(no output)"));
+            if warnings > 0 {
+                println!("({warnings} warnings hidden; run the command above to see them)");
+            }
+        } else {
+            print!("{text}");
+        }
+        self.record(name, output.status, started);
+        Ok(output.status)
+    }
+
+    /// Records the outcome of a step that started at `started`.
+    fn record(&mut self, name: &str, status: ExitStatus, started: Instant) {
         self.0.push(Step {
             name: name.to_owned(),
             passed: Some(status.success()),
@@ -102,7 +153,6 @@ impl Steps {
                 format!("{} after {}", status, secs(started.elapsed()))
             },
         });
-        Ok(status)
     }
 
     /// Records a skipped step and prints why.
@@ -150,10 +200,8 @@ pub fn test(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
         cmd
     };
 
-    let build = steps.run(
-        "build+clippy",
-        cargo().args(["test", "--workspace", "--all-targets", "--no-run"]),
-    )?;
+    // One compile serves clippy, the tests and the binary (see `workspace_build`).
+    let build = steps.run("build+clippy", &mut workspace_build(paths, &clippy))?;
     if !build.success() {
         steps.summary(started.elapsed());
         eprintln!("xtask: the build (or clippy) failed; no tests were run");
@@ -166,7 +214,7 @@ pub fn test(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
     )?;
 
     if probe(process::cargo(paths).args(["deny", "--version"])) {
-        steps.run(
+        steps.run_quiet(
             "deny",
             process::cargo(paths).args(["deny", "check", "licenses", "bans", "sources"]),
         )?;
@@ -178,7 +226,14 @@ pub fn test(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
     }
 
     let tests_status = {
+        println!("\n==> emulator");
+        let emulator_started = Instant::now();
         let guard = emulator::Guard::start(paths)?;
+        steps.0.push(Step {
+            name: "emulator".to_owned(),
+            passed: Some(true),
+            note: secs(emulator_started.elapsed()),
+        });
         let endpoint = guard.emulator().endpoint.clone();
         let with_emulator = |mut cmd: Command| {
             emulator::apply_client_env(&mut cmd, paths, &endpoint);

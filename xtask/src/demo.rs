@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::emulator::{self, Files};
 use crate::paths::Paths;
-use crate::process::{self, describe, run_status, secs};
+use crate::process::{describe, run_status, secs};
 
 /// Seeds both accounts (see the file for what it creates).
 const SEED_SCRIPT: &str = include_str!("demo_seed.py");
@@ -47,15 +47,17 @@ fn exit_meaning(code: Option<i32>) -> &'static str {
 pub fn demo(paths: &Paths) -> Result<ExitCode> {
     let started = Instant::now();
 
-    println!("==> building the escrow-sync binary: cargo build -p escrow-sync-cli");
-    let build = run_status(process::cargo(paths).args(["build", "-p", "escrow-sync-cli"]))?;
+    // The same build as `cargo xtask test`, so running both compiles the workspace once.
+    println!("==> building the workspace: cargo build --workspace --all-targets (clippy on)");
+    let clippy = crate::ci::ClippyBuild::discover()?;
+    let build = run_status(&mut crate::ci::workspace_build(paths, &clippy))?;
     if !build.success() {
-        bail!("building escrow-sync-cli failed ({build}); the demo needs the escrow-sync binary");
+        bail!("building the workspace failed ({build}); the demo needs the escrow-sync binary");
     }
     let bin = paths.escrow_sync_bin();
     if !bin.is_file() {
         bail!(
-            "the escrow-sync binary is missing at {} after `cargo build -p escrow-sync-cli`: \
+            "the escrow-sync binary is missing at {} after the workspace build: \
              the cli crate must define `[[bin]] name = \"escrow-sync\"`",
             bin.display()
         );

@@ -449,14 +449,17 @@ fn ensure_installed(paths: &Paths, files: &Files) -> Result<()> {
 }
 
 /// The environment a client of the emulator gets: endpoint, dummy credentials, region, no
-/// instance metadata, and isolation from the developer's own AWS config files.
+/// instance metadata, and isolation from the developer's own AWS config files (the SDKs read
+/// empty ones under `target/emulator/` instead).
 pub fn client_env(paths: &Paths, endpoint: &str) -> Vec<(&'static str, String)> {
-    let no_file = |name: &str| {
-        paths
-            .emulator_dir()
-            .join(name)
-            .to_string_lossy()
-            .into_owned()
+    let empty_file = |name: &str| {
+        let path = paths.emulator_dir().join(name);
+        if !path.is_file() {
+            // Best effort: a missing file only makes the SDK log a warning.
+            let _ = fs::create_dir_all(paths.emulator_dir());
+            let _ = fs::write(&path, "");
+        }
+        path.to_string_lossy().into_owned()
     };
     vec![
         ("AWS_ENDPOINT_URL", endpoint.to_owned()),
@@ -466,10 +469,10 @@ pub fn client_env(paths: &Paths, endpoint: &str) -> Vec<(&'static str, String)> 
         ("AWS_REGION", "us-east-1".to_owned()),
         ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-        // Files that do not exist: the SDK reads them as empty, so a developer's profiles,
-        // credentials or per-service endpoints never leak into a run against the emulator.
-        ("AWS_CONFIG_FILE", no_file("no-aws-config")),
-        ("AWS_SHARED_CREDENTIALS_FILE", no_file("no-aws-credentials")),
+        // Empty files, so a developer's profiles, credentials or per-service endpoints never
+        // leak into a run against the emulator.
+        ("AWS_CONFIG_FILE", empty_file("aws-config")),
+        ("AWS_SHARED_CREDENTIALS_FILE", empty_file("aws-credentials")),
     ]
 }
 

@@ -18,8 +18,20 @@ impl Paths {
     /// Finds the workspace root from this crate's manifest directory and the target directory
     /// from `CARGO_TARGET_DIR` (relative values are taken from the current directory, as cargo
     /// does).
+    ///
+    /// The manifest directory is the one `cargo run` passes at run time, else the one this
+    /// binary was compiled in: cargo may reuse a binary built in a copy of the workspace.
     pub fn discover() -> Result<Self> {
-        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let compiled = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let at_run_time = env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+        let is_xtask_dir = |dir: &PathBuf| {
+            dir.file_name().is_some_and(|name| name == "xtask")
+                && dir.join("Cargo.toml").is_file()
+                && dir
+                    .parent()
+                    .is_some_and(|root| root.join("Cargo.toml").is_file())
+        };
+        let manifest_dir = at_run_time.filter(is_xtask_dir).unwrap_or(compiled);
         let root = manifest_dir
             .parent()
             .with_context(|| format!("{} has no parent directory", manifest_dir.display()))?

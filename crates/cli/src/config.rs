@@ -243,7 +243,7 @@ concurrency = 8
         let text = GOOD.replace("concurrency = 8", "concurency = 8");
         let err = Config::parse(&text, "escrow.toml").unwrap_err().to_string();
         assert!(err.contains("unknown field `concurency`"), "{err}");
-        assert!(err.contains("line 19"), "{err}");
+        assert!(err.contains("line 20"), "{err}");
         assert!(err.starts_with("invalid config: escrow.toml"), "{err}");
 
         let text = GOOD.replace("[escrow]", "[escrow]\nregoin = \"x\"");

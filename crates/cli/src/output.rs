@@ -170,6 +170,9 @@ fn reason(r: CopyReason) -> &'static str {
     }
 }
 
+/// How many planned copies the text output lists by key.
+const PLAN_TEXT_LIMIT: usize = 50;
+
 /// The text rendering.
 pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
     use std::fmt::Write;
@@ -193,7 +196,7 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
                             r.skipped,
                             r.retained
                         );
-                        for d in &r.differences {
+                        for d in r.differences.iter().take(PLAN_TEXT_LIMIT) {
                             let _ = writeln!(
                                 s,
                                 "    copy {} ({}, {})",
@@ -202,8 +205,14 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
                                 bytes(d.size)
                             );
                         }
-                        if r.differences_truncated > 0 {
-                            let _ = writeln!(s, "    ... and {} more", r.differences_truncated);
+                        let more = r.differences.len().saturating_sub(PLAN_TEXT_LIMIT) as u64
+                            + r.differences_truncated;
+                        if more > 0 {
+                            let _ = writeln!(
+                                s,
+                                "    ... and {more} more (--output json lists up to {} by key)",
+                                r.differences.len().max(PLAN_TEXT_LIMIT)
+                            );
                         }
                     }
                     Mode::Run => {
