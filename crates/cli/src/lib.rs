@@ -81,8 +81,15 @@ pub async fn run(cli: Cli) -> u8 {
     let c = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: no new copies start; waiting for copies in flight");
+            eprintln!(
+                "interrupted: no new copies start; waiting for copies in flight (Ctrl-C again to \
+                 stop at once; nothing half-written is ever taken as done)"
+            );
             c.cancel();
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted again: stopping now");
+            std::process::exit(130);
         }
     });
     let result = execute(mode, &args, cancel).await;
