@@ -287,14 +287,21 @@ impl Merge<'_> {
         }
     }
 
+    /// Checks that `key` comes strictly after the previous key of this side,
+    /// then remembers it (reusing the buffer: no allocation per key).
     fn check(last: &mut Option<String>, side: &str, key: &str) -> Result<()> {
-        if let Some(prev) = last.as_deref()
-            && prev.as_bytes() >= key.as_bytes()
-        {
-            return Err(out_of_order(side, prev, key));
+        match last {
+            Some(prev) if prev.as_bytes() >= key.as_bytes() => Err(out_of_order(side, prev, key)),
+            Some(prev) => {
+                prev.clear();
+                prev.push_str(key);
+                Ok(())
+            }
+            None => {
+                *last = Some(key.to_string());
+                Ok(())
+            }
         }
-        *last = Some(key.to_string());
-        Ok(())
     }
 
     async fn next_action(&mut self) -> Result<Option<Action>> {
