@@ -40,6 +40,30 @@ fn fast_executor() -> Executor {
     }))
 }
 
+/// A listing of any bucket that is empty.
+fn empty_listing() -> Rule {
+    mock!(Client::list_objects_v2).then_output(|| ListObjectsV2Output::builder().build())
+}
+
+/// A listing of any bucket holding one object.
+fn one_object(key: &'static str, size: i64, etag: &'static str) -> Rule {
+    mock!(Client::list_objects_v2).then_output(move || {
+        ListObjectsV2Output::builder()
+            .contents(object(key, size, etag))
+            .build()
+    })
+}
+
+/// GetObjectTagging of any object: no tags.
+fn no_tags() -> Rule {
+    mock!(Client::get_object_tagging).then_output(|| {
+        GetObjectTaggingOutput::builder()
+            .set_tag_set(Some(vec![]))
+            .build()
+            .unwrap()
+    })
+}
+
 fn slow_down() -> String {
     "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".into()
 }
@@ -148,19 +172,9 @@ async fn copy_sends_tags_directives_preconditions_and_owners() {
 
 #[tokio::test]
 async fn a_source_changed_mid_run_is_a_precondition_failure_not_retried() {
-    let list = mock!(Client::list_objects_v2).then_output(|| {
-        ListObjectsV2Output::builder()
-            .contents(object("k", 5, "\"old\""))
-            .build()
-    });
-    let empty =
-        mock!(Client::list_objects_v2).then_output(|| ListObjectsV2Output::builder().build());
-    let tagging = mock!(Client::get_object_tagging).then_output(|| {
-        GetObjectTaggingOutput::builder()
-            .set_tag_set(Some(vec![]))
-            .build()
-            .unwrap()
-    });
+    let list = one_object("k", 5, "\"old\"");
+    let empty = empty_listing();
+    let tagging = no_tags();
     let copy = mock!(Client::copy_object).sequence().http_status(412, Some(
         "<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>".into(),
     )).build();
@@ -187,19 +201,9 @@ async fn a_source_changed_mid_run_is_a_precondition_failure_not_retried() {
 
 #[tokio::test]
 async fn slow_down_is_retried_by_the_executor_not_stacked_on_sdk_retries() {
-    let list = mock!(Client::list_objects_v2).then_output(|| {
-        ListObjectsV2Output::builder()
-            .contents(object("k", 5, "\"e\""))
-            .build()
-    });
-    let empty =
-        mock!(Client::list_objects_v2).then_output(|| ListObjectsV2Output::builder().build());
-    let tagging = mock!(Client::get_object_tagging).then_output(|| {
-        GetObjectTaggingOutput::builder()
-            .set_tag_set(Some(vec![]))
-            .build()
-            .unwrap()
-    });
+    let list = one_object("k", 5, "\"e\"");
+    let empty = empty_listing();
+    let tagging = no_tags();
     let copy = mock!(Client::copy_object)
         .sequence()
         .http_status(503, Some(slow_down()))
@@ -232,8 +236,7 @@ async fn access_denied_on_one_key_fails_that_key_only() {
             .contents(object("public", 5, "\"q\""))
             .build()
     });
-    let empty =
-        mock!(Client::list_objects_v2).then_output(|| ListObjectsV2Output::builder().build());
+    let empty = empty_listing();
     let denied = mock!(Client::get_object_tagging)
         .match_requests(|r| r.key() == Some("private"))
         .sequence()
@@ -242,12 +245,7 @@ async fn access_denied_on_one_key_fails_that_key_only() {
             Some("<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>".into()),
         )
         .build();
-    let tagging = mock!(Client::get_object_tagging).then_output(|| {
-        GetObjectTaggingOutput::builder()
-            .set_tag_set(Some(vec![]))
-            .build()
-            .unwrap()
-    });
+    let tagging = no_tags();
     let copy = mock!(Client::copy_object).then_output(|| CopyObjectOutput::builder().build());
     let source = S3Source::from_client(client(&[&list, &denied, &tagging]), "src");
     let sink = S3Sink::from_client(client(&[&empty, &copy]), "dst");
@@ -268,12 +266,7 @@ async fn access_denied_on_one_key_fails_that_key_only() {
 #[tokio::test]
 async fn objects_over_5_gib_fail_clearly_without_a_copy_call() {
     let copy = mock!(Client::copy_object).then_output(|| CopyObjectOutput::builder().build());
-    let tagging = mock!(Client::get_object_tagging).then_output(|| {
-        GetObjectTaggingOutput::builder()
-            .set_tag_set(Some(vec![]))
-            .build()
-            .unwrap()
-    });
+    let tagging = no_tags();
     let source = S3Source::from_client(client(&[&tagging]), "src");
     let sink = S3Sink::from_client(client(&[&copy]), "dst");
     let item = Item::new(
@@ -360,12 +353,7 @@ async fn a_rerun_with_nothing_new_makes_no_mutating_call() {
                 .contents(object("deleted-in-primary", 3, "\"3\""))
                 .build()
         });
-    let tagging = mock!(Client::get_object_tagging).then_output(|| {
-        GetObjectTaggingOutput::builder()
-            .set_tag_set(Some(vec![]))
-            .build()
-            .unwrap()
-    });
+    let tagging = no_tags();
     let copy = mock!(Client::copy_object).then_output(|| CopyObjectOutput::builder().build());
     let put = mock!(Client::put_object)
         .then_output(|| aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build());

@@ -114,6 +114,16 @@ impl MemBucket {
     }
 }
 
+impl MemBucket {
+    fn stream(&self, scope: &Scope, sorted: bool) -> ItemStream<'static> {
+        let mut items = self.listing(scope);
+        if !sorted {
+            shuffle_deterministic(&mut items);
+        }
+        futures::stream::iter(items.into_iter().map(Ok)).boxed()
+    }
+}
+
 fn shuffle_deterministic(items: &mut [Item]) {
     // Reverse-interleave: deterministic and clearly not sorted.
     items.reverse();
@@ -166,11 +176,7 @@ impl Source for MemSource {
     }
 
     fn list(&self, scope: &Scope) -> ItemStream<'_> {
-        let mut items = self.bucket.listing(scope);
-        if !self.sorted {
-            shuffle_deterministic(&mut items);
-        }
-        futures::stream::iter(items.into_iter().map(Ok)).boxed()
+        self.bucket.stream(scope, self.sorted)
     }
 
     async fn read(&self, item: &Item) -> Result<Payload> {
@@ -250,11 +256,7 @@ impl Sink for MemSink {
     }
 
     fn list(&self, scope: &Scope) -> ItemStream<'_> {
-        let mut items = self.bucket.listing(scope);
-        if !self.sorted {
-            shuffle_deterministic(&mut items);
-        }
-        futures::stream::iter(items.into_iter().map(Ok)).boxed()
+        self.bucket.stream(scope, self.sorted)
     }
 
     async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
