@@ -210,6 +210,15 @@ pub trait Sink: Send + Sync {
     /// would take for complete.
     async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt>;
 
+    /// Whether the escrow item `escrow` holds the same content as the source
+    /// `item` although their listings differ (a multipart copy's ETag, for
+    /// example). Called for changed items before copying them and when
+    /// planning or verifying; must not change anything. Default: no.
+    async fn confirm_same(&self, item: &Item, escrow: &Item) -> Result<bool> {
+        let _ = (item, escrow);
+        Ok(false)
+    }
+
     /// Deletes one item. Only called when the policy explicitly allows it;
     /// escrow sinks refuse by default.
     async fn delete(&self, key: &str) -> Result<()> {

@@ -196,15 +196,25 @@ impl std::fmt::Debug for Executor {
     }
 }
 
-/// Work that a run performs for one action.
+/// Work that needs the services for one action.
 enum Work {
-    Copy(Item),
+    /// Copy (run), unless the sink confirms the escrow item is the same.
+    Copy(Item, Option<Item>),
+    /// Ask the sink whether a changed item is the same after all (plan, verify).
+    Check(Item, Item),
     Delete(Item),
 }
 
 enum Outcome {
     Copied {
         bytes: u64,
+    },
+    Same {
+        key: String,
+        size: u64,
+    },
+    Differs {
+        item: Item,
     },
     Deleted,
     Failed {
@@ -313,7 +323,7 @@ impl Executor {
                     self.emit(ProgressEvent::Cancelling);
                 }
                 Some(outcome) = inflight.next(), if !inflight.is_empty() => {
-                    self.record(&mut report, outcome);
+                    self.record(&mut report, mode, outcome, limit);
                 }
                 next = plan.next(), if can_schedule => match next {
                     None => stop = true,
@@ -357,32 +367,18 @@ impl Executor {
                 report.retained += 1;
                 None
             }
-            Action::Copy { item, reason } => {
-                if mode != Mode::Run {
-                    match reason {
-                        CopyReason::Missing => report.missing += 1,
-                        CopyReason::Changed => report.different += 1,
-                    }
-                    if report.differences.len() < limit {
-                        report.differences.push(Difference {
-                            key: item.key.clone(),
-                            reason,
-                            size: item.size,
-                        });
-                    } else {
-                        report.differences_truncated += 1;
-                    }
+            Action::Copy {
+                item,
+                reason,
+                escrow,
+            } => match (mode, escrow) {
+                (Mode::Run, escrow) => Some(Work::Copy(item, escrow)),
+                (_, Some(escrow)) => Some(Work::Check(item, escrow)),
+                (_, None) => {
+                    Self::count_difference(report, mode, item, reason, limit);
+                    None
                 }
-                match mode {
-                    Mode::Plan => {
-                        report.copied += 1;
-                        report.bytes_copied += item.size;
-                        None
-                    }
-                    Mode::Verify => None,
-                    Mode::Run => Some(Work::Copy(item)),
-                }
-            }
+            },
             Action::Delete { item } => match mode {
                 Mode::Plan => {
                     report.deleted += 1;
@@ -394,11 +390,45 @@ impl Executor {
         }
     }
 
-    fn record(&self, report: &mut Report, outcome: Outcome) {
+    /// Counts an item escrow lacks or holds differently (plan and verify).
+    fn count_difference(
+        report: &mut Report,
+        mode: Mode,
+        item: Item,
+        reason: CopyReason,
+        limit: usize,
+    ) {
+        match reason {
+            CopyReason::Missing => report.missing += 1,
+            CopyReason::Changed => report.different += 1,
+        }
+        if mode == Mode::Plan {
+            report.copied += 1;
+            report.bytes_copied += item.size;
+        }
+        if report.differences.len() < limit {
+            report.differences.push(Difference {
+                key: item.key,
+                reason,
+                size: item.size,
+            });
+        } else {
+            report.differences_truncated += 1;
+        }
+    }
+
+    fn record(&self, report: &mut Report, mode: Mode, outcome: Outcome, limit: usize) {
         match outcome {
             Outcome::Copied { bytes } => {
                 report.copied += 1;
                 report.bytes_copied += bytes;
+            }
+            Outcome::Same { key, size } => {
+                report.skipped += 1;
+                self.emit(ProgressEvent::Skipped { key, size });
+            }
+            Outcome::Differs { item } => {
+                Self::count_difference(report, mode, item, CopyReason::Changed, limit);
             }
             Outcome::Deleted => report.deleted += 1,
             Outcome::Failed {
@@ -418,7 +448,27 @@ impl Executor {
 
     async fn perform(&self, source: &dyn Source, sink: &dyn Sink, work: Work) -> Outcome {
         match work {
-            Work::Copy(item) => self.copy_item(source, sink, item).await,
+            Work::Copy(item, escrow) => {
+                if let Some(escrow) = escrow
+                    && self.confirmed_same(sink, &item, &escrow).await
+                {
+                    return Outcome::Same {
+                        key: item.key,
+                        size: item.size,
+                    };
+                }
+                self.copy_item(source, sink, item).await
+            }
+            Work::Check(item, escrow) => {
+                if self.confirmed_same(sink, &item, &escrow).await {
+                    Outcome::Same {
+                        key: item.key,
+                        size: item.size,
+                    }
+                } else {
+                    Outcome::Differs { item }
+                }
+            }
             Work::Delete(item) => {
                 match self
                     .with_retries(&item.key, || sink.delete(&item.key))
@@ -431,6 +481,21 @@ impl Executor {
                         attempts,
                     },
                 }
+            }
+        }
+    }
+
+    /// Asks the sink whether a changed item is the same after all. A failed
+    /// check counts as "differs": copying again is always safe.
+    async fn confirmed_same(&self, sink: &dyn Sink, item: &Item, escrow: &Item) -> bool {
+        match self
+            .with_retries(&item.key, || sink.confirm_same(item, escrow))
+            .await
+        {
+            (Ok(same), _) => same,
+            (Err(e), _) => {
+                tracing::debug!(key = %item.key, error = %e.chain(), "could not confirm; treating as changed");
+                false
             }
         }
     }

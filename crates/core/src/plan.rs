@@ -32,6 +32,10 @@ pub enum Action {
         item: Item,
         /// Why.
         reason: CopyReason,
+        /// The escrow item under the same key, for a changed item. The sink
+        /// may still find it holds the same content
+        /// ([`Sink::confirm_same`](crate::Sink::confirm_same)).
+        escrow: Option<Item>,
     },
     /// Escrow already holds the same content.
     Skip {
@@ -119,6 +123,7 @@ fn source_only(item: Item) -> Action {
     Action::Copy {
         item,
         reason: CopyReason::Missing,
+        escrow: None,
     }
 }
 
@@ -130,13 +135,14 @@ fn dest_only(item: Item, policy: &Policy) -> Action {
     }
 }
 
-fn both(src: Item, dst: &Item) -> Action {
-    if src.same_content(dst) {
+fn both(src: Item, dst: Item) -> Action {
+    if src.same_content(&dst) {
         Action::Skip { item: src }
     } else {
         Action::Copy {
             item: src,
             reason: CopyReason::Changed,
+            escrow: Some(dst),
         }
     }
 }
@@ -186,7 +192,7 @@ impl PlanSummary {
     /// Adds one action to the counts.
     pub fn add(&mut self, action: &Action) {
         match action {
-            Action::Copy { item, reason } => {
+            Action::Copy { item, reason, .. } => {
                 self.copy += 1;
                 self.copy_bytes += item.size;
                 match reason {
@@ -229,7 +235,7 @@ impl CopyPlan {
                 Step::Dest => dest_only(dst.next().expect("peeked"), policy),
                 Step::Both => {
                     let d = dst.next().expect("peeked");
-                    both(src.next().expect("peeked"), &d)
+                    both(src.next().expect("peeked"), d)
                 }
             };
             actions.push(action);
@@ -335,7 +341,7 @@ impl Merge<'_> {
                 let di = Self::pop(&mut self.dst).await?;
                 Self::check(&mut self.last_src, "source", &si.key)?;
                 Self::check(&mut self.last_dst, "escrow", &di.key)?;
-                both(si, &di)
+                both(si, di)
             }
         };
         Ok(Some(action))

@@ -332,3 +332,65 @@ async fn a_listing_failure_fails_the_job() {
     assert_eq!(err.kind(), ErrorKind::AccessDenied);
     assert!(err.to_string().contains("prod-bucket"));
 }
+
+/// A sink that vouches for escrow items whose listing differs (as S3 does
+/// for multipart copies, whose ETag is not the source's).
+struct VouchingSink {
+    inner: MemSink,
+    vouch_for: &'static str,
+}
+
+#[async_trait]
+impl Sink for VouchingSink {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn sorted(&self) -> bool {
+        true
+    }
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        self.inner.list(scope)
+    }
+    async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
+        self.inner.write(item, payload).await
+    }
+    async fn confirm_same(&self, item: &Item, escrow: &Item) -> Result<bool> {
+        Ok(item.key == self.vouch_for && escrow.key == item.key)
+    }
+}
+
+#[tokio::test]
+async fn a_sink_can_confirm_a_changed_listing_is_the_same_content() {
+    let primary = MemBucket::new("primary");
+    primary.put("same-content", "a");
+    primary.put("really-changed", "b");
+    let escrow = MemBucket::new("escrow");
+    escrow.put("same-content", "different listing");
+    escrow.put("really-changed", "old");
+    let sink = VouchingSink {
+        inner: MemSink::new(escrow.clone()),
+        vouch_for: "same-content",
+    };
+    let src = MemSource::new(primary);
+    let ex = Executor::new(ExecutorOptions::new());
+
+    let verify = ex
+        .execute(Mode::Verify, &src, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((verify.skipped, verify.different), (1, 1));
+    assert_eq!(verify.differences[0].key, "really-changed");
+    let plan = ex
+        .execute(Mode::Plan, &src, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((plan.copied, plan.skipped), (1, 1));
+
+    let run = ex
+        .execute(Mode::Run, &src, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((run.copied, run.skipped), (1, 1));
+    assert_eq!(sink.inner.writes_of("same-content"), 0);
+    assert_eq!(sink.inner.writes_of("really-changed"), 1);
+}
