@@ -43,12 +43,7 @@ fn executor(c: &mut Criterion) {
             b.to_async(&rt).iter(|| async {
                 let sink = LatencySink(MemSink::new(MemBucket::new("escrow")));
                 let r = Executor::new(ExecutorOptions::new().with_concurrency(conc))
-                    .execute(
-                        Mode::Run,
-                        &MemSource::new(primary.clone()),
-                        &sink,
-                        &Scope::all(),
-                    )
+                    .execute(Mode::Run, &MemSource::new(primary.clone()), &sink, &Scope::all())
                     .await
                     .unwrap();
                 assert_eq!(r.copied, 400);

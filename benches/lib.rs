@@ -8,11 +8,7 @@ use escrow_sync_core::{Item, ItemKind};
 pub fn listing(n: usize, salt: usize) -> Vec<Item> {
     (0..n)
         .map(|i| {
-            let fp = if i % 3 == 0 {
-                format!("\"{}\"", i + salt)
-            } else {
-                format!("\"{i}\"")
-            };
+            let fp = if i % 3 == 0 { format!("\"{}\"", i + salt) } else { format!("\"{i}\"") };
             Item::new(format!("objects/{i:09}"), ItemKind::Object, i as u64, fp)
         })
         .collect()

@@ -14,9 +14,7 @@ fn planner(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("batch", n), &n, |b, _| {
             b.iter(|| {
-                CopyPlan::compute(src.clone(), dst.clone(), &Policy::new())
-                    .unwrap()
-                    .summary()
+                CopyPlan::compute(src.clone(), dst.clone(), &Policy::new()).unwrap().summary()
             })
         });
         g.bench_with_input(BenchmarkId::new("streaming", n), &n, |b, _| {

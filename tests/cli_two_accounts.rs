@@ -28,9 +28,7 @@ fn job(doc: &Value) -> &Value {
 }
 
 fn n(v: &Value, field: &str) -> u64 {
-    v[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} is a number in {v}"))
+    v[field].as_u64().unwrap_or_else(|| panic!("{field} is a number in {v}"))
 }
 
 #[tokio::test]
@@ -58,24 +56,15 @@ async fn plan_run_verify_rerun_with_json_reports() {
     ] {
         assert!(j.get(field).is_some(), "field {field} in {j}");
     }
-    assert_eq!(
-        (j["name"].as_str(), j["kind"].as_str()),
-        (Some("job"), Some("s3"))
-    );
-    assert_eq!(
-        (n(j, "copied"), n(j, "missing"), n(j, "bytes_copied")),
-        (40, 40, total)
-    );
+    assert_eq!((j["name"].as_str(), j["kind"].as_str()), (Some("job"), Some("s3")));
+    assert_eq!((n(j, "copied"), n(j, "missing"), n(j, "bytes_copied")), (40, 40, total));
     assert!(pair.escrow_keys().await.is_empty(), "plan changes nothing");
 
     let run = cli(&["run", "--config", cfg, "--output", "json"]);
     assert_eq!(run.code, 0, "{run:?}");
     let doc = run.json();
     let j = job(&doc);
-    assert_eq!(
-        (n(j, "copied"), n(j, "failed"), n(j, "bytes_copied")),
-        (40, 0, total)
-    );
+    assert_eq!((n(j, "copied"), n(j, "failed"), n(j, "bytes_copied")), (40, 0, total));
     assert_eq!(j["failures"].as_array().unwrap().len(), 0);
     assert_eq!(pair.escrow_keys().await.len(), 40);
     assert_eq!(pair.escrow_get("obj/007").await.unwrap(), content(7));
@@ -84,28 +73,17 @@ async fn plan_run_verify_rerun_with_json_reports() {
     assert_eq!(verify.code, 0, "{verify:?}");
     let doc = verify.json();
     let j = job(&doc);
-    assert_eq!(
-        (n(j, "missing"), n(j, "different"), n(j, "skipped")),
-        (0, 0, 40)
-    );
+    assert_eq!((n(j, "missing"), n(j, "different"), n(j, "skipped")), (0, 0, 40));
 
     let again = cli(&["run", "--config", cfg, "--output", "json"]);
     assert_eq!(again.code, 0);
     let doc = again.json();
     let j = job(&doc);
-    assert_eq!(
-        (n(j, "copied"), n(j, "skipped"), n(j, "bytes_copied")),
-        (0, 40, 0)
-    );
+    assert_eq!((n(j, "copied"), n(j, "skipped"), n(j, "bytes_copied")), (0, 40, 0));
 
     let text = cli(&["run", "--config", cfg]);
     assert_eq!(text.code, 0);
-    assert!(
-        text.stdout
-            .contains("run: copied 0 (0 B), skipped 40, failed 0"),
-        "{}",
-        text.stdout
-    );
+    assert!(text.stdout.contains("run: copied 0 (0 B), skipped 40, failed 0"), "{}", text.stdout);
 }
 
 #[tokio::test]
@@ -115,29 +93,14 @@ async fn changed_objects_are_copied_again_and_deleted_ones_stay_in_escrow() {
     let cfg = cfg.to_str().unwrap();
     assert_eq!(cli(&["run", "--config", cfg]).code, 0);
 
-    pair.put("obj/003", Bytes::from_static(b"a new version"))
-        .await;
-    pair.primary
-        .delete_object()
-        .bucket(&pair.source_bucket)
-        .key("obj/005")
-        .send()
-        .await
-        .unwrap();
+    pair.put("obj/003", Bytes::from_static(b"a new version")).await;
+    pair.primary.delete_object().bucket(&pair.source_bucket).key("obj/005").send().await.unwrap();
     pair.put("obj/new", Bytes::from_static(b"fresh")).await;
 
     let verify = cli(&["verify", "--config", cfg]);
     assert_eq!(verify.code, 3, "{verify:?}");
-    assert!(
-        verify.stdout.contains("changed obj/003"),
-        "{}",
-        verify.stdout
-    );
-    assert!(
-        verify.stdout.contains("missing obj/new"),
-        "{}",
-        verify.stdout
-    );
+    assert!(verify.stdout.contains("changed obj/003"), "{}", verify.stdout);
+    assert!(verify.stdout.contains("missing obj/new"), "{}", verify.stdout);
     let doc = cli(&["verify", "--config", cfg, "--output", "json"]).json();
     let j = job(&doc);
     assert_eq!((n(j, "missing"), n(j, "different")), (1, 1));
@@ -178,10 +141,7 @@ async fn an_object_that_cannot_be_copied_fails_alone_with_exit_1() {
     let f = &j["failures"][0];
     assert_eq!(f["key"], "archive/cold.bin");
     let err = f["error"].as_str().unwrap();
-    assert!(
-        err.contains("archive/cold.bin") && err.contains("restore it"),
-        "{err}"
-    );
+    assert!(err.contains("archive/cold.bin") && err.contains("restore it"), "{err}");
 }
 
 #[tokio::test]
@@ -196,11 +156,7 @@ async fn same_account_configs_are_refused_unless_allowed() {
     );
     let out = cli(&["run", "--config", write_config(&text).to_str().unwrap()]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr.contains("role in the primary account"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("role in the primary account"), "{}", out.stderr);
     assert!(pair.escrow_keys().await.is_empty());
 
     // The base credentials act as 123456789012 on the emulator; naming that
@@ -224,17 +180,9 @@ async fn same_account_configs_are_refused_unless_allowed() {
              [[s3]]\nsource_bucket = \"{src}\"\ndest_bucket = \"{dst}\"\n"
         )
     };
-    let out = cli(&[
-        "run",
-        "--config",
-        write_config(&config(false)).to_str().unwrap(),
-    ]);
+    let out = cli(&["run", "--config", write_config(&config(false)).to_str().unwrap()]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr.contains("same account 123456789012"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("same account 123456789012"), "{}", out.stderr);
     assert!(keys(&base, &dst).await.is_empty(), "nothing copied");
 
     let out = cli(&[
@@ -249,12 +197,7 @@ async fn same_account_configs_are_refused_unless_allowed() {
     let j = job(&doc);
     assert_eq!(n(j, "copied"), 1);
     let warnings = j["warnings"].as_array().unwrap();
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.as_str().unwrap().contains("same account")),
-        "{j}"
-    );
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("same account")), "{j}");
 }
 
 #[tokio::test]
@@ -294,15 +237,11 @@ async fn missing_and_foreign_buckets_are_refused_with_exit_2_and_nothing_changes
     let out = cli(&["run", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
-        out.stderr
-            .contains(&format!("{foreign} is not owned by the escrow account")),
+        out.stderr.contains(&format!("{foreign} is not owned by the escrow account")),
         "{}",
         out.stderr
     );
-    assert!(
-        keys(&pair.primary, &foreign).await.is_empty(),
-        "nothing written"
-    );
+    assert!(keys(&pair.primary, &foreign).await.is_empty(), "nothing written");
 
     // Checks run for every job before any job runs: a bad second job stops the first.
     let text = std::fs::read_to_string(config_for(&pair.source_bucket, &pair.dest_bucket, ""))
@@ -313,10 +252,7 @@ async fn missing_and_foreign_buckets_are_refused_with_exit_2_and_nothing_changes
         );
     let out = cli(&["run", "--config", write_config(&text).to_str().unwrap()]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        pair.escrow_keys().await.is_empty(),
-        "the good job did not run either"
-    );
+    assert!(pair.escrow_keys().await.is_empty(), "the good job did not run either");
 }
 
 #[tokio::test]
@@ -325,18 +261,13 @@ async fn bad_config_and_usage_exit_2() {
     let cfg = config_for(&pair.source_bucket, &pair.dest_bucket, "concurency = 4");
     let out = cli(&["plan", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr.contains("unknown field `concurency`"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("unknown field `concurency`"), "{}", out.stderr);
     assert!(out.stderr.contains("line 15"), "{}", out.stderr);
 
     let out = cli(&["plan", "--config", "/nonexistent/escrow.toml"]);
     assert_eq!(out.code, 2);
     assert!(
-        out.stderr
-            .contains("config file /nonexistent/escrow.toml not found"),
+        out.stderr.contains("config file /nonexistent/escrow.toml not found"),
         "{}",
         out.stderr
     );
@@ -349,11 +280,7 @@ async fn bad_config_and_usage_exit_2() {
     let cfg = config_for(&pair.source_bucket, &pair.dest_bucket, "");
     let out = cli(&["run", "--config", cfg.to_str().unwrap(), "--job", "nope"]);
     assert_eq!(out.code, 2);
-    assert!(
-        out.stderr.contains("no job named \"nope\""),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("no job named \"nope\""), "{}", out.stderr);
     assert!(pair.escrow_keys().await.is_empty());
 }
 
@@ -374,28 +301,78 @@ async fn config_defaults_to_escrow_toml_and_job_selects_one() {
     assert_eq!(out.code, 0, "{out:?}");
     let doc = out.json();
     let j = job(&doc);
-    assert_eq!(
-        (j["name"].as_str().unwrap(), n(j, "copied")),
-        (second.as_str(), 3)
-    );
-    assert!(
-        a.escrow_keys().await.is_empty(),
-        "the other job did not run"
-    );
-    assert_eq!(
-        b.escrow_keys().await,
-        ["b/obj/000", "b/obj/001", "b/obj/002"]
-    );
+    assert_eq!((j["name"].as_str().unwrap(), n(j, "copied")), (second.as_str(), 3));
+    assert!(a.escrow_keys().await.is_empty(), "the other job did not run");
+    assert_eq!(b.escrow_keys().await, ["b/obj/000", "b/obj/001", "b/obj/002"]);
 
     let out = cli_in(dir, &["run", "--output", "json"]);
     assert_eq!(out.code, 0, "{out:?}");
     let doc = out.json();
-    let copied: Vec<u64> = doc["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| n(j, "copied"))
-        .collect();
+    let copied: Vec<u64> = doc["jobs"].as_array().unwrap().iter().map(|j| n(j, "copied")).collect();
     assert_eq!(copied, [2, 0]);
     let _ = ESCROW_ROLE;
+}
+
+#[tokio::test]
+async fn large_objects_are_copied_in_parts_and_recognised_on_the_next_run() {
+    let pair = seeded("multipart", 2).await;
+    let big: Bytes = (0..12 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect::<Vec<_>>().into();
+    pair.primary
+        .put_object()
+        .bucket(&pair.source_bucket)
+        .key("big/video.bin")
+        .body(big.clone().into())
+        .content_type("video/mp4")
+        .metadata("camera", "north")
+        .tagging("kind=footage")
+        .send()
+        .await
+        .unwrap();
+    let cfg = config_for(
+        &pair.source_bucket,
+        &pair.dest_bucket,
+        "multipart_threshold = \"5MiB\"\npart_size = \"5MiB\"\npart_concurrency = 2",
+    );
+    let cfg = cfg.to_str().unwrap();
+
+    let out = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let doc = out.json();
+    assert_eq!(n(job(&doc), "copied"), 3);
+
+    let head = pair
+        .escrow
+        .head_object()
+        .bucket(&pair.dest_bucket)
+        .key("big/video.bin")
+        .send()
+        .await
+        .unwrap();
+    assert!(head.e_tag().unwrap().ends_with("-3\""), "three parts: {:?}", head.e_tag());
+    assert_eq!(head.content_type(), Some("video/mp4"));
+    assert_eq!(head.metadata().unwrap().get("camera").map(String::as_str), Some("north"));
+    let tags = pair
+        .escrow
+        .get_object_tagging()
+        .bucket(&pair.dest_bucket)
+        .key("big/video.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.tag_set().len(), 1);
+    assert_eq!(pair.escrow_get("big/video.bin").await.unwrap(), big);
+    let uploads =
+        pair.escrow.list_multipart_uploads().bucket(&pair.dest_bucket).send().await.unwrap();
+    assert!(uploads.uploads().is_empty(), "no upload left behind");
+
+    // The part-copied object's ETag differs from the source's; the recorded
+    // source ETag keeps the next run from copying it again.
+    let again = cli(&["run", "--config", cfg, "--output", "json"]).json();
+    assert_eq!((n(job(&again), "copied"), n(job(&again), "skipped")), (0, 3));
+    assert_eq!(cli(&["verify", "--config", cfg]).code, 0);
+
+    pair.put("big/video.bin", big.slice(1..)).await;
+    let verify = cli(&["verify", "--config", cfg]);
+    assert_eq!(verify.code, 3, "{verify:?}");
+    assert!(verify.stdout.contains("changed big/video.bin"), "{}", verify.stdout);
 }

@@ -29,10 +29,7 @@ pub const READER_ROLE: &str = "arn:aws:iam::111111111111:role/escrow-reader";
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
@@ -52,15 +49,13 @@ pub fn endpoint() -> String {
         }
     }
     let file = target_dir().join("emulator").join("endpoint");
-    std::fs::read_to_string(&file)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| {
-            panic!(
-                "no emulator: run the suites with `cargo xtask test`, or start one with \
+    std::fs::read_to_string(&file).map(|s| s.trim().to_string()).unwrap_or_else(|_| {
+        panic!(
+            "no emulator: run the suites with `cargo xtask test`, or start one with \
              `cargo xtask emulator start` ({} not found)",
-                file.display()
-            )
-        })
+            file.display()
+        )
+    })
 }
 
 /// The base configuration: static test credentials against the emulator.
@@ -91,13 +86,11 @@ pub async fn admin(account: &str) -> Session {
     let conf = base_config()
         .await
         .to_builder()
-        .credentials_provider(
-            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-        )
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+            provider,
+        ))
         .build();
-    let s = Session::identify(conf, "test admin")
-        .await
-        .expect("assume a test admin role");
+    let s = Session::identify(conf, "test admin").await.expect("assume a test admin role");
     assert_eq!(s.account_id(), account);
     s
 }
@@ -131,32 +124,21 @@ pub fn unique(name: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!(
-        "{name}-{}-{}-{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-    .chars()
-    .take(63)
-    .collect()
+    format!("{name}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+        .chars()
+        .take(63)
+        .collect()
 }
 
 /// Creates `bucket` with `client`; versioned when asked.
 pub async fn create_bucket(client: &Client, bucket: &str, versioned: bool) {
-    client
-        .create_bucket()
-        .bucket(bucket)
-        .send()
-        .await
-        .expect("create bucket");
+    client.create_bucket().bucket(bucket).send().await.expect("create bucket");
     if versioned {
         client
             .put_bucket_versioning()
             .bucket(bucket)
             .versioning_configuration(
-                VersioningConfiguration::builder()
-                    .status(BucketVersioningStatus::Enabled)
-                    .build(),
+                VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build(),
             )
             .send()
             .await
@@ -185,12 +167,7 @@ impl BucketPair {
         let dest_bucket = unique(&format!("{name}-esc"));
         create_bucket(&primary, &source_bucket, false).await;
         create_bucket(&escrow, &dest_bucket, true).await;
-        BucketPair {
-            primary,
-            escrow,
-            source_bucket,
-            dest_bucket,
-        }
+        BucketPair { primary, escrow, source_bucket, dest_bucket }
     }
 
     /// Puts `data` at `key` in the primary bucket.
@@ -222,10 +199,7 @@ pub async fn get(client: &Client, bucket: &str, key: &str) -> Option<bytes::Byte
         Ok(o) => Some(o.body.collect().await.expect("read body").into_bytes()),
         Err(e) => {
             let svc = e.into_service_error();
-            assert!(
-                svc.is_no_such_key(),
-                "unexpected error reading {bucket}/{key}: {svc:?}"
-            );
+            assert!(svc.is_no_such_key(), "unexpected error reading {bucket}/{key}: {svc:?}");
             None
         }
     }
@@ -243,11 +217,7 @@ pub async fn keys(client: &Client, bucket: &str) -> Vec<String> {
             .send()
             .await
             .expect("list");
-        out.extend(
-            page.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_string)),
-        );
+        out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
         match page.next_continuation_token() {
             Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
             _ => break,
@@ -285,10 +255,7 @@ impl Outcome {
     /// Standard output parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {}\nstderr: {}",
-                self.stdout, self.stderr
-            )
+            panic!("stdout is not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr)
         })
     }
 }
@@ -310,10 +277,7 @@ pub fn cli_in(dir: &Path, args: &[&str]) -> Outcome {
         .env_remove("AWS_PROFILE")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/nonexistent/escrow-sync-test-config")
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/escrow-sync-test-credentials",
-        )
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/escrow-sync-test-credentials")
         .output()
         .expect("run escrow-sync");
     Outcome {

@@ -77,9 +77,7 @@ async fn metadata_content_headers_and_tags_survive_the_cross_account_copy() {
         .put_object()
         .bucket(&pair.source_bucket)
         .key("reports/q3.csv")
-        .body(aws_sdk_s3::primitives::ByteStream::from_static(
-            b"a,b\n1,2\n",
-        ))
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"a,b\n1,2\n"))
         .content_type("text/csv")
         .cache_control("max-age=60")
         .content_disposition("attachment; filename=\"q3.csv\"")
@@ -109,17 +107,11 @@ async fn metadata_content_headers_and_tags_survive_the_cross_account_copy() {
         .unwrap();
     assert_eq!(head.content_type(), Some("text/csv"));
     assert_eq!(head.cache_control(), Some("max-age=60"));
-    assert_eq!(
-        head.content_disposition(),
-        Some("attachment; filename=\"q3.csv\"")
-    );
+    assert_eq!(head.content_disposition(), Some("attachment; filename=\"q3.csv\""));
     assert_eq!(head.content_encoding(), Some("identity"));
     let meta = head.metadata().unwrap();
     assert_eq!(meta.get("owner").map(String::as_str), Some("finance"));
-    assert_eq!(
-        meta.get("classification").map(String::as_str),
-        Some("internal")
-    );
+    assert_eq!(meta.get("classification").map(String::as_str), Some("internal"));
 
     let tags = pair
         .escrow
@@ -129,11 +121,8 @@ async fn metadata_content_headers_and_tags_survive_the_cross_account_copy() {
         .send()
         .await
         .unwrap();
-    let mut tags: Vec<_> = tags
-        .tag_set()
-        .iter()
-        .map(|t| (t.key().to_string(), t.value().to_string()))
-        .collect();
+    let mut tags: Vec<_> =
+        tags.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
     tags.sort();
     assert_eq!(
         tags,
@@ -154,25 +143,14 @@ async fn prefix_and_dest_prefix_select_and_place_keys() {
     let source = S3Source::from_client(s3(&s.primary), &pair.source_bucket).with_prefix("data/");
     let sink = S3Sink::from_client(s3(&s.escrow), &pair.dest_bucket).with_dest_prefix("backup/");
     let ex = Executor::new(ExecutorOptions::new());
-    let r = ex
-        .execute(Mode::Run, &source, &sink, &Scope::with_prefix("data/"))
-        .await
-        .unwrap();
+    let r = ex.execute(Mode::Run, &source, &sink, &Scope::with_prefix("data/")).await.unwrap();
     assert_eq!(r.copied, 2);
+    assert_eq!(pair.escrow_keys().await, ["backup/data/a", "backup/data/sub/b"]);
     assert_eq!(
-        pair.escrow_keys().await,
-        ["backup/data/a", "backup/data/sub/b"]
-    );
-    assert_eq!(
-        get(&pair.escrow, &pair.dest_bucket, "backup/data/sub/b")
-            .await
-            .unwrap(),
+        get(&pair.escrow, &pair.dest_bucket, "backup/data/sub/b").await.unwrap(),
         "data/sub/b"
     );
-    let again = ex
-        .execute(Mode::Run, &source, &sink, &Scope::with_prefix("data/"))
-        .await
-        .unwrap();
+    let again = ex.execute(Mode::Run, &source, &sink, &Scope::with_prefix("data/")).await.unwrap();
     assert_eq!((again.copied, again.skipped), (0, 2));
 }
 
@@ -191,15 +169,9 @@ async fn listing_pages_through_more_than_a_thousand_keys() {
     let source = S3Source::from_client(s3(&s.primary), &pair.source_bucket);
     let sink = S3Sink::from_client(s3(&s.escrow), &pair.dest_bucket);
     let ex = Executor::new(ExecutorOptions::new().with_concurrency(32));
-    let r = ex
-        .execute(Mode::Run, &source, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let r = ex.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
     assert_eq!((r.copied, r.failed), (1105, 0));
-    let v = ex
-        .execute(Mode::Verify, &source, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let v = ex.execute(Mode::Verify, &source, &sink, &Scope::all()).await.unwrap();
     assert!(v.is_clean() && v.skipped == 1105, "{v:?}");
 }
 
@@ -207,9 +179,7 @@ async fn listing_pages_through_more_than_a_thousand_keys() {
 async fn preflight_names_missing_and_foreign_buckets() {
     let s = sessions().await;
     let (primary, escrow) = (s3(&s.primary), s3(&s.escrow));
-    let err = check_source_bucket(&primary, "no-such-bucket-xyz", PRIMARY)
-        .await
-        .unwrap_err();
+    let err = check_source_bucket(&primary, "no-such-bucket-xyz", PRIMARY).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     assert!(
         err.to_string().contains(
@@ -219,26 +189,14 @@ async fn preflight_names_missing_and_foreign_buckets() {
     );
 
     let pair = BucketPair::new("own").await;
-    check_source_bucket(&primary, &pair.source_bucket, PRIMARY)
-        .await
-        .unwrap();
-    check_dest_bucket(&escrow, &pair.dest_bucket, ESCROW)
-        .await
-        .unwrap();
+    check_source_bucket(&primary, &pair.source_bucket, PRIMARY).await.unwrap();
+    check_dest_bucket(&escrow, &pair.dest_bucket, ESCROW).await.unwrap();
     // A bucket that belongs to the primary is not an escrow destination.
-    let err = check_dest_bucket(&escrow, &pair.source_bucket, ESCROW)
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("is not owned by the escrow account 222222222222"),
-        "{err}"
-    );
+    let err = check_dest_bucket(&escrow, &pair.source_bucket, ESCROW).await.unwrap_err();
+    assert!(err.to_string().contains("is not owned by the escrow account 222222222222"), "{err}");
 
     let missing = unique("gone");
-    let err = check_dest_bucket(&escrow, &missing, ESCROW)
-        .await
-        .unwrap_err();
+    let err = check_dest_bucket(&escrow, &missing, ESCROW).await.unwrap_err();
     assert!(
         err.to_string().contains(&format!(
             "destination bucket {missing} does not exist in the escrow account"

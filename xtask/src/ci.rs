@@ -39,10 +39,7 @@ impl ClippyBuild {
             Some(dir.join(format!("clippy-driver{}", env::consts::EXE_SUFFIX)))
         });
         let from_rustup = || {
-            let output = Command::new("rustup")
-                .args(["which", "clippy-driver"])
-                .output()
-                .ok()?;
+            let output = Command::new("rustup").args(["which", "clippy-driver"]).output().ok()?;
             let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
             (output.status.success() && path.is_file()).then_some(path)
         };
@@ -51,17 +48,13 @@ impl ClippyBuild {
             .or_else(from_rustup)
             .or_else(|| process::which("clippy-driver"))
             .context("clippy-driver not found: install it with `rustup component add clippy`")?;
-        Ok(Self {
-            driver,
-            clippy_args: encode_clippy_args(CLIPPY_ARGS),
-        })
+        Ok(Self { driver, clippy_args: encode_clippy_args(CLIPPY_ARGS) })
     }
 
     /// Sets the wrapper variables on `cmd`. Every cargo step of the run must get them: they
     /// are part of the build fingerprint, and a step without them would rebuild the workspace.
     pub fn apply(&self, cmd: &mut Command) {
-        cmd.env("RUSTC_WORKSPACE_WRAPPER", &self.driver)
-            .env("CLIPPY_ARGS", &self.clippy_args);
+        cmd.env("RUSTC_WORKSPACE_WRAPPER", &self.driver).env("CLIPPY_ARGS", &self.clippy_args);
     }
 }
 
@@ -80,9 +73,7 @@ pub fn workspace_build(paths: &Paths, clippy: &ClippyBuild) -> Command {
 
 /// Encodes arguments the way `cargo clippy` does: each followed by [`CLIPPY_ARG_SEPARATOR`].
 fn encode_clippy_args(args: &[&str]) -> String {
-    args.iter()
-        .map(|arg| format!("{arg}{CLIPPY_ARG_SEPARATOR}"))
-        .collect()
+    args.iter().map(|arg| format!("{arg}{CLIPPY_ARG_SEPARATOR}")).collect()
 }
 
 /// The outcome of one step, for the summary.
@@ -116,20 +107,14 @@ impl Steps {
     fn run_quiet(&mut self, name: &str, cmd: &mut Command) -> Result<ExitStatus> {
         println!("\n==> {name}: {}", describe(cmd));
         let started = Instant::now();
-        let output = cmd
-            .output()
-            .with_context(|| format!("could not run `{}`", describe(cmd)))?;
+        let output = cmd.output().with_context(|| format!("could not run `{}`", describe(cmd)))?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         let text = format!("{stdout}{stderr}");
         if output.status.success() {
             let warnings = text.lines().filter(|l| l.starts_with("warning")).count();
-            let last_line = |s: &str| {
-                s.lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .map(str::to_owned)
-            };
+            let last_line =
+                |s: &str| s.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_owned);
             let last = last_line(&stdout).or_else(|| last_line(&stderr));
             println!("{}", last.as_deref().unwrap_or("(no output)"));
             if warnings > 0 {
@@ -158,11 +143,7 @@ impl Steps {
     /// Records a skipped step and prints why.
     fn skip(&mut self, name: &str, why: &str) {
         println!("\n==> {name}: skipped ({why})");
-        self.0.push(Step {
-            name: name.to_owned(),
-            passed: None,
-            note: format!("skipped: {why}"),
-        });
+        self.0.push(Step { name: name.to_owned(), passed: None, note: format!("skipped: {why}") });
     }
 
     /// Prints one line per step.
@@ -208,10 +189,7 @@ pub fn test(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
         return Ok(ExitCode::from(failure_code(build)));
     }
 
-    steps.run(
-        "fmt",
-        process::cargo(paths).args(["fmt", "--all", "--", "--check"]),
-    )?;
+    steps.run("fmt", process::cargo(paths).args(["fmt", "--all", "--", "--check"]))?;
 
     if probe(process::cargo(paths).args(["deny", "--version"])) {
         steps.run_quiet(
@@ -219,10 +197,7 @@ pub fn test(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
             process::cargo(paths).args(["deny", "check", "licenses", "bans", "sources"]),
         )?;
     } else {
-        steps.skip(
-            "deny",
-            "cargo-deny is not installed; `cargo install --locked cargo-deny`",
-        );
+        steps.skip("deny", "cargo-deny is not installed; `cargo install --locked cargo-deny`");
     }
 
     let tests_status = {

@@ -76,10 +76,7 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
     let mut seed_cmd = Command::new(files.python());
     seed_cmd.arg(&seed).arg(&endpoint);
     emulator::apply_client_env(&mut seed_cmd, paths, &endpoint);
-    println!(
-        "\n==> seeding the primary and escrow accounts: {}",
-        paths.display(&seed)
-    );
+    println!("\n==> seeding the primary and escrow accounts: {}", paths.display(&seed));
     let seeded = Instant::now();
     let status = run_status(&mut seed_cmd)?;
     if !status.success() {
@@ -93,30 +90,18 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
     fs::write(&config, DEMO_CONFIG).with_context(|| format!("writing {}", config.display()))?;
     println!("\n==> config {}:\n{DEMO_CONFIG}", config.display());
 
-    let steps: [&[&str]; 5] = [
-        &["plan"],
-        &["run"],
-        &["verify"],
-        &["run"],
-        &["verify", "--output", "json"],
-    ];
+    let steps: [&[&str]; 5] =
+        [&["plan"], &["run"], &["verify"], &["run"], &["verify", "--output", "json"]];
     for (n, args) in steps.iter().enumerate() {
         let (command, rest) = args.split_first().expect("a command");
         let mut cmd = Command::new(&bin);
-        cmd.arg(command)
-            .arg("--config")
-            .arg(&config)
-            .args(rest)
-            .current_dir(&demo_dir);
+        cmd.arg(command).arg("--config").arg(&config).args(rest).current_dir(&demo_dir);
         emulator::apply_client_env(&mut cmd, paths, &endpoint);
         run_step(paths, &bin, n + 1, steps.len(), &mut cmd)?;
     }
 
     drop(guard);
-    println!(
-        "\n==> demo finished in {} (including the build)",
-        secs(started.elapsed())
-    );
+    println!("\n==> demo finished in {} (including the build)", secs(started.elapsed()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -128,10 +113,7 @@ fn run_step(paths: &Paths, bin: &Path, n: usize, of: usize, cmd: &mut Command) -
     let step_started = Instant::now();
     let status = run_status(cmd)?;
     if !status.success() {
-        bail!(
-            "`{shown}` exited with {status}: {}",
-            exit_meaning(status.code())
-        );
+        bail!("`{shown}` exited with {status}: {}", exit_meaning(status.code()));
     }
     println!("({})", secs(step_started.elapsed()));
     Ok(())

@@ -160,26 +160,19 @@ impl Guard {
     pub fn start(paths: &Paths) -> Result<Self> {
         let emulator = start(paths, false)?;
         if emulator.started_here {
-            println!(
-                "emulator: started at {} (pid {})",
-                emulator.endpoint, emulator.pid
-            );
+            println!("emulator: started at {} (pid {})", emulator.endpoint, emulator.pid);
         } else {
             println!(
                 "emulator: using the one already running at {} (pid {}); it stays running",
                 emulator.endpoint, emulator.pid
             );
         }
-        Ok(Self {
-            emulator: Some(emulator),
-        })
+        Ok(Self { emulator: Some(emulator) })
     }
 
     /// The running emulator.
     pub fn emulator(&self) -> &Emulator {
-        self.emulator
-            .as_ref()
-            .expect("the guard holds its emulator until dropped")
+        self.emulator.as_ref().expect("the guard holds its emulator until dropped")
     }
 }
 
@@ -206,11 +199,7 @@ pub fn command(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     match args.as_slice() {
         ["start"] => {
             let emulator = start(paths, true)?;
-            let how = if emulator.started_here {
-                "started"
-            } else {
-                "already running"
-            };
+            let how = if emulator.started_here { "started" } else { "already running" };
             println!(
                 "emulator: {how} at {} (pid {}, log {})",
                 emulator.endpoint,
@@ -266,11 +255,7 @@ fn status(files: &Files) -> ExitCode {
                 "emulator: running at {endpoint} (pid {pid} alive, answering HTTP: {})",
                 if answers { "yes" } else { "no" }
             );
-            if answers {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            if answers { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         PidState::Gone | PidState::Other => {
             println!("emulator: not running (recorded endpoint {endpoint}, pid {pid} not alive)");
@@ -281,9 +266,7 @@ fn status(files: &Files) -> ExitCode {
 
 /// The recorded emulator if its PID is a live moto server.
 fn running(files: &Files) -> Option<(u32, String)> {
-    files
-        .recorded()
-        .filter(|(pid, _)| pid_state(*pid) == PidState::Moto)
+    files.recorded().filter(|(pid, _)| pid_state(*pid) == PidState::Moto)
 }
 
 /// Returns the running emulator, or installs (if needed) and starts one.
@@ -293,13 +276,7 @@ fn running(files: &Files) -> Option<(u32, String)> {
 pub fn start(paths: &Paths, detach: bool) -> Result<Emulator> {
     let files = Files::new(paths);
     if let Some((pid, endpoint)) = running(&files) {
-        return Ok(Emulator {
-            endpoint,
-            pid,
-            child: None,
-            started_here: false,
-            files,
-        });
+        return Ok(Emulator { endpoint, pid, child: None, started_here: false, files });
     }
     files.forget();
     ensure_installed(paths, &files)?;
@@ -341,10 +318,7 @@ fn spawn(files: &Files, detach: bool) -> Result<(Child, String), SpawnError> {
     let log = File::create(&files.log)
         .with_context(|| format!("creating {}", files.log.display()))
         .map_err(fatal)?;
-    let log_err = log
-        .try_clone()
-        .context("duplicating the log file handle")
-        .map_err(fatal)?;
+    let log_err = log.try_clone().context("duplicating the log file handle").map_err(fatal)?;
     let mut cmd = Command::new(files.moto_server());
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .current_dir(&files.dir)
@@ -396,12 +370,8 @@ fn ensure_installed(paths: &Paths, files: &Files) -> Result<()> {
     fs::create_dir_all(&files.dir).with_context(|| format!("creating {}", files.dir.display()))?;
     if !files.python().is_file() {
         println!("emulator: creating {}", paths.display(&files.venv));
-        let status = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&files.venv)
-            .status()
-            .context(
+        let status =
+            Command::new("python3").arg("-m").arg("venv").arg(&files.venv).status().context(
                 "could not run `python3`: the emulator needs Python 3 with the venv module on PATH",
             )?;
         if !status.success() {
@@ -420,13 +390,7 @@ fn ensure_installed(paths: &Paths, files: &Files) -> Result<()> {
     let log = File::create(&files.pip_log)
         .with_context(|| format!("creating {}", files.pip_log.display()))?;
     let status = Command::new(files.python())
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            MOTO_REQUIREMENT,
-        ])
+        .args(["-m", "pip", "install", "--disable-pip-version-check", MOTO_REQUIREMENT])
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the pip log handle")?)
         .stderr(log)
@@ -441,10 +405,7 @@ fn ensure_installed(paths: &Paths, files: &Files) -> Result<()> {
     }
     fs::write(&files.marker, format!("{MOTO_REQUIREMENT}\n"))
         .with_context(|| format!("writing {}", files.marker.display()))?;
-    println!(
-        "emulator: installed {MOTO_REQUIREMENT} in {}",
-        process::secs(started.elapsed())
-    );
+    println!("emulator: installed {MOTO_REQUIREMENT} in {}", process::secs(started.elapsed()));
     Ok(())
 }
 
@@ -511,12 +472,7 @@ fn free_port() -> Result<u16> {
 
 /// The port of `http://127.0.0.1:PORT`.
 fn port_of(endpoint: &str) -> Option<u16> {
-    endpoint
-        .rsplit_once(':')?
-        .1
-        .trim_end_matches('/')
-        .parse()
-        .ok()
+    endpoint.rsplit_once(':')?.1.trim_end_matches('/').parse().ok()
 }
 
 /// True when something answers HTTP on 127.0.0.1:`port`.
@@ -531,10 +487,7 @@ fn http_status_line(port: u16, request: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "{request} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
-    )?;
+    write!(stream, "{request} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n")?;
     let mut response = Vec::new();
     let mut chunk = [0_u8; 256];
     while !response.contains(&b'\n') && response.len() < 4096 {
@@ -554,11 +507,7 @@ fn log_tail(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(LOG_TAIL_LINES);
     let tail = lines[start..].join("\n");
-    if tail.is_empty() {
-        "(empty)".to_owned()
-    } else {
-        tail
-    }
+    if tail.is_empty() { "(empty)".to_owned() } else { tail }
 }
 
 /// What a recorded PID currently is.
@@ -588,15 +537,12 @@ fn pid_state(pid: u32) -> PidState {
             return PidState::Gone;
         };
         // "PID (COMM) STATE ...": COMM may contain spaces and parentheses.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
         let cmdline = fs::read(proc_dir.join("cmdline")).unwrap_or_default();
         return classify(state, &String::from_utf8_lossy(&cmdline));
     }
-    let Ok(output) = Command::new("ps")
-        .args(["-o", "stat=", "-o", "args=", "-p", &pid.to_string()])
-        .output()
+    let Ok(output) =
+        Command::new("ps").args(["-o", "stat=", "-o", "args=", "-p", &pid.to_string()]).output()
     else {
         return PidState::Gone;
     };

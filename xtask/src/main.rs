@@ -109,10 +109,7 @@ mod tests {
 
     #[test]
     fn passthrough_drops_one_leading_separator_only() {
-        assert_eq!(
-            passthrough(&strings(&["--", "a", "--", "b"])),
-            strings(&["a", "--", "b"])
-        );
+        assert_eq!(passthrough(&strings(&["--", "a", "--", "b"])), strings(&["a", "--", "b"]));
         assert_eq!(passthrough(&strings(&["a", "b"])), strings(&["a", "b"]));
         assert!(passthrough(&[]).is_empty());
     }

@@ -27,9 +27,7 @@ impl Paths {
         let is_xtask_dir = |dir: &PathBuf| {
             dir.file_name().is_some_and(|name| name == "xtask")
                 && dir.join("Cargo.toml").is_file()
-                && dir
-                    .parent()
-                    .is_some_and(|root| root.join("Cargo.toml").is_file())
+                && dir.parent().is_some_and(|root| root.join("Cargo.toml").is_file())
         };
         let manifest_dir = at_run_time.filter(is_xtask_dir).unwrap_or(compiled);
         let root = manifest_dir
@@ -42,9 +40,7 @@ impl Paths {
                 if dir.is_absolute() {
                     dir
                 } else {
-                    env::current_dir()
-                        .context("reading the current directory")?
-                        .join(dir)
+                    env::current_dir().context("reading the current directory")?.join(dir)
                 }
             }
             None => root.join("target"),
@@ -59,16 +55,11 @@ impl Paths {
 
     /// The `escrow-sync` binary of a debug build.
     pub fn escrow_sync_bin(&self) -> PathBuf {
-        self.target
-            .join("debug")
-            .join(format!("escrow-sync{}", env::consts::EXE_SUFFIX))
+        self.target.join("debug").join(format!("escrow-sync{}", env::consts::EXE_SUFFIX))
     }
 
     /// `path` shown relative to the workspace root when it is inside it, for shorter messages.
     pub fn display(&self, path: &Path) -> String {
-        path.strip_prefix(&self.root)
-            .unwrap_or(path)
-            .display()
-            .to_string()
+        path.strip_prefix(&self.root).unwrap_or(path).display().to_string()
     }
 }

@@ -22,8 +22,7 @@ pub fn cargo(paths: &Paths) -> Command {
 
 /// Runs `cmd` with inherited stdio and returns its status; an error only if it cannot start.
 pub fn run_status(cmd: &mut Command) -> Result<ExitStatus> {
-    cmd.status()
-        .with_context(|| format!("could not run `{}`", describe(cmd)))
+    cmd.status().with_context(|| format!("could not run `{}`", describe(cmd)))
 }
 
 /// True when `cmd` runs and exits 0; its output is discarded. Used to probe for tools.
@@ -37,20 +36,12 @@ pub fn probe(cmd: &mut Command) -> bool {
 
 /// The exit code to report for a child's status: its own code, or 1 if it died by a signal.
 pub fn exit_code(status: ExitStatus) -> ExitCode {
-    if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(failure_code(status))
-    }
+    if status.success() { ExitCode::SUCCESS } else { ExitCode::from(failure_code(status)) }
 }
 
 /// A non-zero exit code for a failed child status (1 when killed by a signal or out of range).
 pub fn failure_code(status: ExitStatus) -> u8 {
-    status
-        .code()
-        .and_then(|c| u8::try_from(c).ok())
-        .filter(|c| *c != 0)
-        .unwrap_or(1)
+    status.code().and_then(|c| u8::try_from(c).ok()).filter(|c| *c != 0).unwrap_or(1)
 }
 
 /// `cmd` as a shell-like string, for messages.

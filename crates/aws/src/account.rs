@@ -34,10 +34,7 @@ pub struct EscrowAccount {
 impl EscrowAccount {
     /// The escrow account in `region`, from the standard credential chain.
     pub fn new(region: impl Into<String>) -> Self {
-        EscrowAccount {
-            region: region.into(),
-            ..Default::default()
-        }
+        EscrowAccount { region: region.into(), ..Default::default() }
     }
     /// Uses a named profile.
     pub fn with_profile(mut self, profile: Option<String>) -> Self {
@@ -87,10 +84,7 @@ pub struct PrimaryAccount {
 impl PrimaryAccount {
     /// The primary account `account_id`.
     pub fn new(account_id: impl Into<String>) -> Self {
-        PrimaryAccount {
-            account_id: account_id.into(),
-            ..Default::default()
-        }
+        PrimaryAccount { account_id: account_id.into(), ..Default::default() }
     }
     /// Assumes this reader role with the escrow credentials.
     pub fn with_role_arn(mut self, arn: Option<String>) -> Self {
@@ -130,10 +124,7 @@ impl Session {
     /// A session from an SDK configuration whose account id is already known
     /// (embedders and tests; nothing is checked).
     pub fn from_parts(config: SdkConfig, account_id: impl Into<String>) -> Self {
-        Session {
-            config,
-            account_id: account_id.into(),
-        }
+        Session { config, account_id: account_id.into() }
     }
 
     /// A session from an SDK configuration; the account id is read with STS
@@ -180,14 +171,8 @@ pub struct Sessions {
 /// The account id in an IAM role ARN (`arn:aws:iam::123456789012:role/name`).
 pub fn role_account(arn: &str) -> Option<&str> {
     let mut parts = arn.splitn(6, ':');
-    let (arn_, partition, service, _region, account, resource) = (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-    );
+    let (arn_, partition, service, _region, account, resource) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let ok = arn_ == "arn"
         && partition.starts_with("aws")
         && service == "iam"
@@ -363,12 +348,7 @@ impl Connector {
             )));
         }
 
-        let region = Region::new(
-            primary
-                .region
-                .clone()
-                .unwrap_or_else(|| escrow.region.clone()),
-        );
+        let region = Region::new(primary.region.clone().unwrap_or_else(|| escrow.region.clone()));
         let primary_conf = match (&primary.role_arn, &primary.profile) {
             (Some(arn), _) => {
                 let mut b = AssumeRoleProvider::builder(arn)
@@ -391,11 +371,7 @@ impl Connector {
                 let mut loader = aws_config::defaults(BehaviorVersion::latest())
                     .region(region)
                     .profile_name(profile);
-                if let Some(url) = primary
-                    .endpoint_url
-                    .as_ref()
-                    .or(escrow.endpoint_url.as_ref())
-                {
+                if let Some(url) = primary.endpoint_url.as_ref().or(escrow.endpoint_url.as_ref()) {
                     loader = loader.endpoint_url(url);
                 }
                 loader.load().await
@@ -433,11 +409,7 @@ impl Connector {
                 escrow_session.account_id()
             ));
         }
-        Ok(Sessions {
-            escrow: escrow_session,
-            primary: primary_session,
-            warnings,
-        })
+        Ok(Sessions { escrow: escrow_session, primary: primary_session, warnings })
     }
 }
 
@@ -452,14 +424,8 @@ mod tests {
 
     #[test]
     fn role_arns_parse() {
-        assert_eq!(
-            role_account("arn:aws:iam::111111111111:role/r"),
-            Some("111111111111")
-        );
-        assert_eq!(
-            role_account("arn:aws-us-gov:iam::111111111111:role/a/b"),
-            Some("111111111111")
-        );
+        assert_eq!(role_account("arn:aws:iam::111111111111:role/r"), Some("111111111111"));
+        assert_eq!(role_account("arn:aws-us-gov:iam::111111111111:role/a/b"), Some("111111111111"));
         assert_eq!(role_account("arn:aws:iam::11111111111:role/r"), None);
         assert_eq!(role_account("arn:aws:s3:::bucket"), None);
         assert_eq!(role_account("arn:aws:iam::111111111111:user/u"), None);
@@ -468,9 +434,7 @@ mod tests {
     #[test]
     fn valid_config_passes() {
         let escrow = EscrowAccount::new("us-east-1")
-            .with_role_arn(Some(
-                "arn:aws:iam::222222222222:role/escrow-operator".into(),
-            ))
+            .with_role_arn(Some("arn:aws:iam::222222222222:role/escrow-operator".into()))
             .with_account_id(Some("222222222222".into()));
         check_accounts(&escrow, &primary()).unwrap();
     }
@@ -479,10 +443,7 @@ mod tests {
     fn same_account_is_refused_unless_allowed() {
         let escrow = EscrowAccount::new("us-east-1").with_account_id(Some("111111111111".into()));
         let err = check_accounts(&escrow, &primary()).unwrap_err();
-        assert!(
-            err.to_string().contains("same account 111111111111"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("same account 111111111111"), "{err}");
         check_accounts(&escrow.with_allow_same_account(true), &primary()).unwrap();
     }
 
@@ -491,10 +452,7 @@ mod tests {
         let escrow = EscrowAccount::new("us-east-1")
             .with_role_arn(Some("arn:aws:iam::111111111111:role/admin".into()));
         let err = check_accounts(&escrow, &primary()).unwrap_err();
-        assert!(
-            err.to_string().contains("role in the primary account"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("role in the primary account"), "{err}");
     }
 
     #[test]
@@ -507,11 +465,6 @@ mod tests {
         let err = check_accounts(&escrow, &wrong).unwrap_err();
         assert!(err.to_string().contains("not the primary account"), "{err}");
         let bad = PrimaryAccount::new("1234");
-        assert!(
-            check_accounts(&escrow, &bad)
-                .unwrap_err()
-                .to_string()
-                .contains("12-digit")
-        );
+        assert!(check_accounts(&escrow, &bad).unwrap_err().to_string().contains("12-digit"));
     }
 }

@@ -148,36 +148,18 @@ mod tests {
 
     #[test]
     fn codes_and_statuses() {
-        assert_eq!(
-            classify_code(Some("SlowDown"), Some(503)),
-            ErrorKind::Throttled
-        );
-        assert_eq!(
-            classify_code(Some("AccessDenied"), Some(403)),
-            ErrorKind::AccessDenied
-        );
-        assert_eq!(
-            classify_code(Some("NoSuchBucket"), Some(404)),
-            ErrorKind::NotFound
-        );
+        assert_eq!(classify_code(Some("SlowDown"), Some(503)), ErrorKind::Throttled);
+        assert_eq!(classify_code(Some("AccessDenied"), Some(403)), ErrorKind::AccessDenied);
+        assert_eq!(classify_code(Some("NoSuchBucket"), Some(404)), ErrorKind::NotFound);
         assert_eq!(
             classify_code(Some("PreconditionFailed"), Some(412)),
             ErrorKind::PreconditionFailed
         );
-        assert_eq!(
-            classify_code(Some("InternalError"), Some(500)),
-            ErrorKind::Transient
-        );
+        assert_eq!(classify_code(Some("InternalError"), Some(500)), ErrorKind::Transient);
         assert_eq!(classify_code(None, Some(502)), ErrorKind::Transient);
         assert_eq!(classify_code(None, Some(429)), ErrorKind::Throttled);
-        assert_eq!(
-            classify_code(Some("InvalidArgument"), Some(400)),
-            ErrorKind::Failed
-        );
-        assert_eq!(
-            classify_code(Some("Whatever"), Some(403)),
-            ErrorKind::AccessDenied
-        );
+        assert_eq!(classify_code(Some("InvalidArgument"), Some(400)), ErrorKind::Failed);
+        assert_eq!(classify_code(Some("Whatever"), Some(403)), ErrorKind::AccessDenied);
     }
 
     async fn status_error(status: u16, body: &str) -> Error {
@@ -202,15 +184,11 @@ mod tests {
         let e = status_error(403, &sts_error("AccessDenied", "not allowed")).await;
         assert_eq!(e.kind(), ErrorKind::AccessDenied);
         assert!(
-            e.to_string()
-                .contains("sts:GetCallerIdentity escrow account: access denied"),
+            e.to_string().contains("sts:GetCallerIdentity escrow account: access denied"),
             "{e}"
         );
         assert!(e.to_string().contains("not allowed"), "{e}");
-        assert!(
-            std::error::Error::source(&e).is_some(),
-            "SDK error kept as source"
-        );
+        assert!(std::error::Error::source(&e).is_some(), "SDK error kept as source");
 
         let e = status_error(400, &sts_error("Throttling", "Rate exceeded")).await;
         assert!(e.is_retryable() && e.is_throttle(), "{e}");

@@ -83,14 +83,84 @@ pub struct S3Job {
     /// Objects copied at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Objects larger than this are copied in parts (default 256 MiB; objects
+    /// over 5 GiB always are). Bytes, or a string such as "512MiB".
+    pub multipart_threshold: Option<ByteSize>,
+    /// Preferred part size (default 64 MiB; raised to keep within max_parts).
+    pub part_size: Option<ByteSize>,
+    /// Most parts per object (default and maximum 10000).
+    pub max_parts: Option<u32>,
+    /// Part copies in flight at once across all objects of the job (default 64).
+    pub part_concurrency: Option<usize>,
+}
+
+/// A size in bytes: an integer, or a string with a unit (B, KiB, MiB, GiB,
+/// TiB, or KB, MB, GB, TB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => parse_size(&t).map(ByteSize).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses "64MiB", "5 GiB", "100MB", "1024".
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a size such as \"64MiB\""))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {text:?}: use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
+            ));
+        }
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 impl S3Job {
+    /// The multipart settings of this job.
+    pub fn multipart(&self) -> escrow_sync_s3::MultipartOptions {
+        let mut m = escrow_sync_s3::MultipartOptions::new();
+        if let Some(ByteSize(t)) = self.multipart_threshold {
+            m = m.with_threshold(t);
+        }
+        if let Some(ByteSize(p)) = self.part_size {
+            m = m.with_part_size(p);
+        }
+        if let Some(p) = self.max_parts {
+            m = m.with_max_parts(p);
+        }
+        if let Some(c) = self.part_concurrency {
+            m = m.with_part_concurrency(c);
+        }
+        m
+    }
+
     /// The job's name.
     pub fn name(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| format!("s3:{}", self.source_bucket))
+        self.name.clone().unwrap_or_else(|| format!("s3:{}", self.source_bucket))
     }
 }
 
@@ -141,9 +211,23 @@ impl Config {
                     job.source_bucket
                 )));
             }
-            if job.concurrency == 0 {
+            if job.concurrency == 0 || job.part_concurrency == Some(0) {
                 return Err(Error::invalid_config(format!(
-                    "{at}: concurrency must be at least 1"
+                    "{at}: concurrency and part_concurrency must be at least 1"
+                )));
+            }
+            if let Some(p) = job.max_parts
+                && !(1..=10_000).contains(&p)
+            {
+                return Err(Error::invalid_config(format!(
+                    "{at}: max_parts is {p}; S3 allows 1 to 10000"
+                )));
+            }
+            if let Some(ByteSize(p)) = job.part_size
+                && !(5 << 20..=5 << 30).contains(&p)
+            {
+                return Err(Error::invalid_config(format!(
+                    "{at}: part_size is {p} bytes; S3 parts are 5 MiB to 5 GiB"
                 )));
             }
             if !names.insert(job.name()) {
@@ -248,42 +332,41 @@ concurrency = 8
 
         let text = GOOD.replace("[escrow]", "[escrow]\nregoin = \"x\"");
         let err = Config::parse(&text, "escrow.toml").unwrap_err().to_string();
-        assert!(
-            err.contains("unknown field `regoin`") && err.contains("line 3"),
-            "{err}"
+        assert!(err.contains("unknown field `regoin`") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("5 GiB"), Ok(5 << 30));
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("64mb").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("lots").is_err());
+        let text = GOOD.replace(
+            "concurrency = 8",
+            "multipart_threshold = \"8MiB\"\npart_size = 6291456\nmax_parts = 500",
         );
+        let c = Config::parse(&text, "c").unwrap();
+        assert_eq!(c.s3[1].multipart_threshold, Some(ByteSize(8 << 20)));
+        assert_eq!(c.s3[1].part_size, Some(ByteSize(6 << 20)));
+        let bad = GOOD.replace("concurrency = 8", "part_size = \"1MiB\"");
+        assert!(Config::parse(&bad, "c").unwrap_err().to_string().contains("5 MiB to 5 GiB"));
+        let bad = GOOD.replace("concurrency = 8", "multipart_threshold = \"8 parsecs\"");
+        let err = Config::parse(&bad, "c").unwrap_err().to_string();
+        assert!(err.contains("unknown size unit") && err.contains("line 20"), "{err}");
     }
 
     #[test]
     fn bad_jobs_are_refused() {
         let same = GOOD.replace("escrow-logs", "prod-logs");
-        assert!(
-            Config::parse(&same, "c")
-                .unwrap_err()
-                .to_string()
-                .contains("both prod-logs")
-        );
+        assert!(Config::parse(&same, "c").unwrap_err().to_string().contains("both prod-logs"));
         let dup = GOOD.replace("name = \"logs\"", "name = \"s3:prod-assets\"");
-        assert!(
-            Config::parse(&dup, "c")
-                .unwrap_err()
-                .to_string()
-                .contains("used twice")
-        );
+        assert!(Config::parse(&dup, "c").unwrap_err().to_string().contains("used twice"));
         let none = GOOD.split("[[s3]]").next().unwrap().to_string();
-        assert!(
-            Config::parse(&none, "c")
-                .unwrap_err()
-                .to_string()
-                .contains("no jobs")
-        );
+        assert!(Config::parse(&none, "c").unwrap_err().to_string().contains("no jobs"));
         let zero = GOOD.replace("concurrency = 8", "concurrency = 0");
-        assert!(
-            Config::parse(&zero, "c")
-                .unwrap_err()
-                .to_string()
-                .contains("at least 1")
-        );
+        assert!(Config::parse(&zero, "c").unwrap_err().to_string().contains("at least 1"));
         let missing = GOOD.replace("dest_bucket = \"escrow-logs\"", "");
         let err = Config::parse(&missing, "c").unwrap_err().to_string();
         assert!(err.contains("missing field `dest_bucket`"), "{err}");

@@ -97,19 +97,11 @@ pub async fn run(cli: Cli) -> u8 {
         Ok(jobs) => (jobs, None),
         Err(e) => (Vec::new(), Some(e)),
     };
-    let code = if fatal.is_some() {
-        exit::FATAL
-    } else {
-        output::exit_code(mode, &jobs)
-    };
+    let code = if fatal.is_some() { exit::FATAL } else { output::exit_code(mode, &jobs) };
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
-            let _ = writeln!(
-                stdout,
-                "{}",
-                output::json(mode, &jobs, fatal.as_ref(), code)
-            );
+            let _ = writeln!(stdout, "{}", output::json(mode, &jobs, fatal.as_ref(), code));
         }
         OutputFormat::Text => {
             let _ = write!(stdout, "{}", output::text(mode, &jobs));
@@ -135,15 +127,12 @@ pub async fn execute(
 ) -> Result<Vec<JobOutcome>, Error> {
     let config = Config::load(&args.config)?;
     let jobs = config.select(args.job.as_deref())?;
-    let sessions: Sessions = Connector::new()
-        .connect(&config.escrow_account(), &config.primary_account())
-        .await?;
+    let sessions: Sessions =
+        Connector::new().connect(&config.escrow_account(), &config.primary_account()).await?;
     let primary = escrow_sync_s3::client(&sessions.primary);
     let escrow = escrow_sync_s3::client(&sessions.escrow);
-    let (primary_id, escrow_id) = (
-        sessions.primary.account_id().to_string(),
-        sessions.escrow.account_id().to_string(),
-    );
+    let (primary_id, escrow_id) =
+        (sessions.primary.account_id().to_string(), sessions.escrow.account_id().to_string());
     for job in &jobs {
         check_source_bucket(&primary, &job.source_bucket, &primary_id).await?;
         check_dest_bucket(&escrow, &job.dest_bucket, &escrow_id).await?;
@@ -167,35 +156,24 @@ pub async fn execute(
             .with_expected_owner(Some(primary_id.clone()));
         let sink = S3Sink::from_client(escrow.clone(), &job.dest_bucket)
             .with_dest_prefix(&job.dest_prefix)
-            .with_expected_owner(Some(escrow_id.clone()));
+            .with_expected_owner(Some(escrow_id.clone()))
+            .with_multipart(job.multipart());
         let mut executor = Executor::new(ExecutorOptions::new().with_concurrency(job.concurrency))
             .with_cancellation(cancel.clone());
         let bar = progress.job(&name, mode);
         if let Some(bar) = &bar {
             executor = executor.with_progress(Arc::new(bar.callback()));
         }
-        let result = executor
-            .execute(mode, &source, &sink, &Scope::with_prefix(&job.prefix))
-            .await;
+        let result = executor.execute(mode, &source, &sink, &Scope::with_prefix(&job.prefix)).await;
         if let Some(bar) = bar {
             bar.finish();
         }
         let outcome = match result {
             Ok(mut report) => {
                 report.warnings.extend(warnings.iter().cloned());
-                JobOutcome {
-                    name,
-                    kind: "s3",
-                    report: Some(report),
-                    error: None,
-                }
+                JobOutcome { name, kind: "s3", report: Some(report), error: None }
             }
-            Err(e) => JobOutcome {
-                name,
-                kind: "s3",
-                report: None,
-                error: Some(e),
-            },
+            Err(e) => JobOutcome { name, kind: "s3", report: None, error: Some(e) },
         };
         outcomes.push(outcome);
     }

@@ -125,9 +125,7 @@ pub fn json(mode: Mode, jobs: &[JobOutcome], fatal: Option<&Error>, code: u8) ->
                 cancelled: r.is_some_and(|r| r.cancelled),
                 source: r.map(|r| r.source.as_str()),
                 destination: r.map(|r| r.destination.as_str()),
-                differences: r
-                    .map(|r| r.differences.iter().collect())
-                    .unwrap_or_default(),
+                differences: r.map(|r| r.differences.iter().collect()).unwrap_or_default(),
                 differences_truncated: n(|r| r.differences_truncated),
                 warnings: r
                     .map(|r| r.warnings.iter().map(String::as_str).collect())
@@ -156,11 +154,7 @@ pub fn bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 fn reason(r: CopyReason) -> &'static str {
@@ -225,11 +219,7 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
                             r.failed,
                             r.retained,
                             r.elapsed.as_secs_f64(),
-                            if r.cancelled {
-                                " (cancelled: run again to finish)"
-                            } else {
-                                ""
-                            }
+                            if r.cancelled { " (cancelled: run again to finish)" } else { "" }
                         );
                     }
                     Mode::Verify => {

@@ -15,9 +15,7 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub(crate) fn new() -> Self {
-        Progress {
-            enabled: std::io::stderr().is_terminal(),
-        }
+        Progress { enabled: std::io::stderr().is_terminal() }
     }
 
     pub(crate) fn job(&self, name: &str, mode: Mode) -> Option<JobBar> {
@@ -31,10 +29,7 @@ impl Progress {
         );
         bar.set_prefix(name.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
-        Some(JobBar {
-            bar,
-            counts: Arc::new(Counts::default()),
-        })
+        Some(JobBar { bar, counts: Arc::new(Counts::default()) })
     }
 }
 

@@ -29,9 +29,7 @@ impl Scope {
 
     /// Only keys starting with `prefix`.
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
-        Scope {
-            prefix: prefix.into(),
-        }
+        Scope { prefix: prefix.into() }
     }
 }
 
@@ -106,9 +104,7 @@ pub enum Payload {
 impl std::fmt::Debug for Payload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Payload::Bytes {
-                len, attributes, ..
-            } => f
+            Payload::Bytes { len, attributes, .. } => f
                 .debug_struct("Bytes")
                 .field("len", len)
                 .field("attributes", attributes)
@@ -133,11 +129,7 @@ impl Payload {
     pub async fn collect(self) -> Result<(Bytes, BTreeMap<String, String>)> {
         use futures::TryStreamExt;
         match self {
-            Payload::Bytes {
-                stream,
-                attributes,
-                len,
-            } => {
+            Payload::Bytes { stream, attributes, len } => {
                 let chunks: Vec<Bytes> = stream.try_collect().await?;
                 let mut buf = Vec::with_capacity(len as usize);
                 for c in chunks {

@@ -123,11 +123,7 @@ pub enum Error {
 }
 
 fn detail(message: &str) -> String {
-    if message.is_empty() {
-        String::new()
-    } else {
-        format!(": {message}")
-    }
+    if message.is_empty() { String::new() } else { format!(": {message}") }
 }
 
 /// The kind of an [`Error`], without its payload: handy for matching,
@@ -185,41 +181,16 @@ impl Error {
     ) -> Self {
         let (operation, resource, message) = (operation.into(), resource.into(), message.into());
         match kind {
-            ErrorKind::NotFound => Error::NotFound {
-                operation,
-                resource,
-                message,
-                source: None,
-            },
-            ErrorKind::AccessDenied => Error::AccessDenied {
-                operation,
-                resource,
-                message,
-                source: None,
-            },
-            ErrorKind::PreconditionFailed => Error::PreconditionFailed {
-                operation,
-                resource,
-                message,
-                source: None,
-            },
-            ErrorKind::Throttled => Error::Throttled {
-                operation,
-                resource,
-                message,
-                source: None,
-            },
-            ErrorKind::Transient => Error::Transient {
-                operation,
-                resource,
-                message,
-                source: None,
-            },
-            ErrorKind::Unsupported => Error::Unsupported {
-                operation,
-                resource,
-                message,
-            },
+            ErrorKind::NotFound => Error::NotFound { operation, resource, message, source: None },
+            ErrorKind::AccessDenied => {
+                Error::AccessDenied { operation, resource, message, source: None }
+            }
+            ErrorKind::PreconditionFailed => {
+                Error::PreconditionFailed { operation, resource, message, source: None }
+            }
+            ErrorKind::Throttled => Error::Throttled { operation, resource, message, source: None },
+            ErrorKind::Transient => Error::Transient { operation, resource, message, source: None },
+            ErrorKind::Unsupported => Error::Unsupported { operation, resource, message },
             ErrorKind::InvalidConfig => Error::InvalidConfig {
                 message: [operation, resource, message]
                     .into_iter()
@@ -227,24 +198,14 @@ impl Error {
                     .collect::<Vec<_>>()
                     .join(" "),
             },
-            ErrorKind::Cancelled => Error::Cancelled {
-                operation,
-                resource,
-            },
-            ErrorKind::Failed => Error::Failed {
-                operation,
-                resource,
-                message,
-                source: None,
-            },
+            ErrorKind::Cancelled => Error::Cancelled { operation, resource },
+            ErrorKind::Failed => Error::Failed { operation, resource, message, source: None },
         }
     }
 
     /// An invalid configuration or input; `message` names what is wrong and the fix.
     pub fn invalid_config(message: impl Into<String>) -> Self {
-        Error::InvalidConfig {
-            message: message.into(),
-        }
+        Error::InvalidConfig { message: message.into() }
     }
 
     /// Attaches the underlying error (kept reachable through `source()`).
@@ -339,9 +300,6 @@ mod tests {
     fn chain_includes_source() {
         let io = std::io::Error::other("connection reset");
         let e = Error::new(ErrorKind::Transient, "s3:GetObject", "b/k", "").with_source(io);
-        assert_eq!(
-            e.chain(),
-            "s3:GetObject b/k: transient failure: connection reset"
-        );
+        assert_eq!(e.chain(), "s3:GetObject b/k: transient failure: connection reset");
     }
 }

@@ -49,9 +49,7 @@ impl RetryPolicy {
     /// `min(max_backoff, initial_backoff * 2^(retry-1))`.
     pub fn cap(&self, retry: u32) -> Duration {
         let factor = 2u32.saturating_pow(retry.saturating_sub(1).min(30));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
     }
 
     /// A full-jitter delay: uniform in `[0, cap(retry)]`.
@@ -99,10 +97,7 @@ impl ExecutorOptions {
 
     /// The retry policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = RetryPolicy {
-            max_attempts: retry.max_attempts.max(1),
-            ..retry
-        };
+        self.retry = RetryPolicy { max_attempts: retry.max_attempts.max(1), ..retry };
         self
     }
 
@@ -206,32 +201,17 @@ enum Work {
 }
 
 enum Outcome {
-    Copied {
-        bytes: u64,
-    },
-    Same {
-        key: String,
-        size: u64,
-    },
-    Differs {
-        item: Item,
-    },
+    Copied { bytes: u64 },
+    Same { key: String, size: u64 },
+    Differs { item: Item },
     Deleted,
-    Failed {
-        key: String,
-        error: Error,
-        attempts: u32,
-    },
+    Failed { key: String, error: Error, attempts: u32 },
 }
 
 impl Executor {
     /// An executor with these options.
     pub fn new(options: ExecutorOptions) -> Self {
-        Executor {
-            options,
-            progress: None,
-            cancel: CancellationToken::new(),
-        }
+        Executor { options, progress: None, cancel: CancellationToken::new() }
     }
 
     /// Sends progress events to `f`.
@@ -273,11 +253,7 @@ impl Executor {
         scope: &Scope,
     ) -> Result<BoxStream<'a, Result<Action>>> {
         if source.sorted() && sink.sorted() {
-            return Ok(plan_stream(
-                source.list(scope),
-                sink.list(scope),
-                &self.options.policy,
-            ));
+            return Ok(plan_stream(source.list(scope), sink.list(scope), &self.options.policy));
         }
         let (src, dst) = futures::future::join(
             source.list(scope).collect::<Vec<_>>(),
@@ -357,21 +333,14 @@ impl Executor {
         match action {
             Action::Skip { item } => {
                 report.skipped += 1;
-                self.emit(ProgressEvent::Skipped {
-                    key: item.key,
-                    size: item.size,
-                });
+                self.emit(ProgressEvent::Skipped { key: item.key, size: item.size });
                 None
             }
             Action::Retain { .. } => {
                 report.retained += 1;
                 None
             }
-            Action::Copy {
-                item,
-                reason,
-                escrow,
-            } => match (mode, escrow) {
+            Action::Copy { item, reason, escrow } => match (mode, escrow) {
                 (Mode::Run, escrow) => Some(Work::Copy(item, escrow)),
                 (_, Some(escrow)) => Some(Work::Check(item, escrow)),
                 (_, None) => {
@@ -407,11 +376,7 @@ impl Executor {
             report.bytes_copied += item.size;
         }
         if report.differences.len() < limit {
-            report.differences.push(Difference {
-                key: item.key,
-                reason,
-                size: item.size,
-            });
+            report.differences.push(Difference { key: item.key, reason, size: item.size });
         } else {
             report.differences_truncated += 1;
         }
@@ -431,16 +396,9 @@ impl Executor {
                 Self::count_difference(report, mode, item, CopyReason::Changed, limit);
             }
             Outcome::Deleted => report.deleted += 1,
-            Outcome::Failed {
-                key,
-                error,
-                attempts,
-            } => {
+            Outcome::Failed { key, error, attempts } => {
                 report.failed += 1;
-                self.emit(ProgressEvent::Failed {
-                    key: key.clone(),
-                    error: error.chain(),
-                });
+                self.emit(ProgressEvent::Failed { key: key.clone(), error: error.chain() });
                 report.failures.push(Failure::new(key, &error, attempts));
             }
         }
@@ -452,34 +410,21 @@ impl Executor {
                 if let Some(escrow) = escrow
                     && self.confirmed_same(sink, &item, &escrow).await
                 {
-                    return Outcome::Same {
-                        key: item.key,
-                        size: item.size,
-                    };
+                    return Outcome::Same { key: item.key, size: item.size };
                 }
                 self.copy_item(source, sink, item).await
             }
             Work::Check(item, escrow) => {
                 if self.confirmed_same(sink, &item, &escrow).await {
-                    Outcome::Same {
-                        key: item.key,
-                        size: item.size,
-                    }
+                    Outcome::Same { key: item.key, size: item.size }
                 } else {
                     Outcome::Differs { item }
                 }
             }
             Work::Delete(item) => {
-                match self
-                    .with_retries(&item.key, || sink.delete(&item.key))
-                    .await
-                {
+                match self.with_retries(&item.key, || sink.delete(&item.key)).await {
                     (Ok(()), _) => Outcome::Deleted,
-                    (Err(error), attempts) => Outcome::Failed {
-                        key: item.key,
-                        error,
-                        attempts,
-                    },
+                    (Err(error), attempts) => Outcome::Failed { key: item.key, error, attempts },
                 }
             }
         }
@@ -488,10 +433,7 @@ impl Executor {
     /// Asks the sink whether a changed item is the same after all. A failed
     /// check counts as "differs": copying again is always safe.
     async fn confirmed_same(&self, sink: &dyn Sink, item: &Item, escrow: &Item) -> bool {
-        match self
-            .with_retries(&item.key, || sink.confirm_same(item, escrow))
-            .await
-        {
+        match self.with_retries(&item.key, || sink.confirm_same(item, escrow)).await {
             (Ok(same), _) => same,
             (Err(e), _) => {
                 tracing::debug!(key = %item.key, error = %e.chain(), "could not confirm; treating as changed");
@@ -501,10 +443,7 @@ impl Executor {
     }
 
     async fn copy_item(&self, source: &dyn Source, sink: &dyn Sink, item: Item) -> Outcome {
-        self.emit(ProgressEvent::Started {
-            key: item.key.clone(),
-            size: item.size,
-        });
+        self.emit(ProgressEvent::Started { key: item.key.clone(), size: item.size });
         let res = self
             .with_retries(&item.key, || async {
                 let payload = source.read(&item).await?;
@@ -513,19 +452,10 @@ impl Executor {
             .await;
         match res {
             (Ok(receipt), _) => {
-                self.emit(ProgressEvent::Copied {
-                    key: item.key.clone(),
-                    bytes: receipt.bytes,
-                });
-                Outcome::Copied {
-                    bytes: receipt.bytes,
-                }
+                self.emit(ProgressEvent::Copied { key: item.key.clone(), bytes: receipt.bytes });
+                Outcome::Copied { bytes: receipt.bytes }
             }
-            (Err(error), attempts) => Outcome::Failed {
-                key: item.key,
-                error,
-                attempts,
-            },
+            (Err(error), attempts) => Outcome::Failed { key: item.key, error, attempts },
         }
     }
 
@@ -591,9 +521,6 @@ mod tests {
     fn jitter_spreads_delays() {
         let r = RetryPolicy::default();
         let delays: std::collections::BTreeSet<_> = (0..50).map(|_| r.delay(3)).collect();
-        assert!(
-            delays.len() > 10,
-            "full jitter should rarely repeat: {delays:?}"
-        );
+        assert!(delays.len() > 10, "full jitter should rarely repeat: {delays:?}");
     }
 }

@@ -39,13 +39,7 @@ impl Item {
         size: u64,
         fingerprint: impl Into<String>,
     ) -> Self {
-        Item {
-            key: key.into(),
-            kind,
-            size,
-            fingerprint: fingerprint.into(),
-            modified: None,
-        }
+        Item { key: key.into(), kind, size, fingerprint: fingerprint.into(), modified: None }
     }
 
     /// Sets the last-modified time.

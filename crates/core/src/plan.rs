@@ -120,39 +120,23 @@ fn step(src: Option<&Item>, dst: Option<&Item>) -> Step {
 }
 
 fn source_only(item: Item) -> Action {
-    Action::Copy {
-        item,
-        reason: CopyReason::Missing,
-        escrow: None,
-    }
+    Action::Copy { item, reason: CopyReason::Missing, escrow: None }
 }
 
 fn dest_only(item: Item, policy: &Policy) -> Action {
-    if policy.delete_missing {
-        Action::Delete { item }
-    } else {
-        Action::Retain { item }
-    }
+    if policy.delete_missing { Action::Delete { item } } else { Action::Retain { item } }
 }
 
 fn both(src: Item, dst: Item) -> Action {
     if src.same_content(&dst) {
         Action::Skip { item: src }
     } else {
-        Action::Copy {
-            item: src,
-            reason: CopyReason::Changed,
-            escrow: Some(dst),
-        }
+        Action::Copy { item: src, reason: CopyReason::Changed, escrow: Some(dst) }
     }
 }
 
 fn out_of_order(side: &str, prev: &str, key: &str) -> Error {
-    let what = if prev == key {
-        "lists a key twice"
-    } else {
-        "is not sorted by key"
-    };
+    let what = if prev == key { "lists a key twice" } else { "is not sorted by key" };
     Error::new(
         ErrorKind::Failed,
         "plan",
@@ -284,12 +268,7 @@ impl Merge<'_> {
     async fn pop(stream: &mut Peekable<ItemStream<'_>>) -> Result<Item> {
         match stream.next().await {
             Some(r) => r,
-            None => Err(Error::new(
-                ErrorKind::Failed,
-                "plan",
-                "listing",
-                "listing ended early",
-            )),
+            None => Err(Error::new(ErrorKind::Failed, "plan", "listing", "listing ended early")),
         }
     }
 
@@ -314,14 +293,8 @@ impl Merge<'_> {
         Self::raise(&mut self.src).await?;
         Self::raise(&mut self.dst).await?;
         let which = {
-            let s = Pin::new(&mut self.src)
-                .peek()
-                .await
-                .and_then(|r| r.as_ref().ok());
-            let d = Pin::new(&mut self.dst)
-                .peek()
-                .await
-                .and_then(|r| r.as_ref().ok());
+            let s = Pin::new(&mut self.src).peek().await.and_then(|r| r.as_ref().ok());
+            let d = Pin::new(&mut self.dst).peek().await.and_then(|r| r.as_ref().ok());
             step(s, d)
         };
         let action = match which {
@@ -397,20 +370,8 @@ mod tests {
         let keys: Vec<_> = plan.actions().iter().map(|a| a.key().to_string()).collect();
         assert_eq!(keys, ["a", "b", "c", "z"]);
         assert!(matches!(plan.actions()[0], Action::Skip { .. }));
-        assert!(matches!(
-            plan.actions()[1],
-            Action::Copy {
-                reason: CopyReason::Missing,
-                ..
-            }
-        ));
-        assert!(matches!(
-            plan.actions()[2],
-            Action::Copy {
-                reason: CopyReason::Changed,
-                ..
-            }
-        ));
+        assert!(matches!(plan.actions()[1], Action::Copy { reason: CopyReason::Missing, .. }));
+        assert!(matches!(plan.actions()[2], Action::Copy { reason: CopyReason::Changed, .. }));
         assert!(matches!(plan.actions()[3], Action::Retain { .. }));
         let s = plan.summary();
         assert_eq!((s.copy, s.skip, s.retain, s.delete), (2, 1, 1, 0));
@@ -439,12 +400,7 @@ mod tests {
     async fn streaming_passes_listing_errors_through() {
         let src: ItemStream<'static> = futures::stream::iter(vec![
             Ok(it("a", "1")),
-            Err(Error::new(
-                ErrorKind::AccessDenied,
-                "s3:ListObjectsV2",
-                "bucket",
-                "",
-            )),
+            Err(Error::new(ErrorKind::AccessDenied, "s3:ListObjectsV2", "bucket", "")),
             Ok(it("c", "1")),
         ])
         .boxed();

@@ -32,12 +32,7 @@ pub struct Failure {
 impl Failure {
     /// A failure of `key` with `error` after `attempts` attempts.
     pub fn new(key: impl Into<String>, error: &Error, attempts: u32) -> Self {
-        Failure {
-            key: key.into(),
-            error: error.chain(),
-            kind: error.kind(),
-            attempts,
-        }
+        Failure { key: key.into(), error: error.chain(), kind: error.kind(), attempts }
     }
 }
 

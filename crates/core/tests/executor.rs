@@ -68,10 +68,7 @@ async fn concurrency_is_bounded_and_used() {
         delay: Duration::from_millis(5),
     };
     let ex = Executor::new(ExecutorOptions::new().with_concurrency(6));
-    let r = ex
-        .execute(Mode::Run, &src, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let r = ex.execute(Mode::Run, &src, &sink, &Scope::all()).await.unwrap();
     assert_eq!(r.copied, 40);
     assert_eq!(sink.peak.load(Ordering::SeqCst), 6);
 }
@@ -86,16 +83,9 @@ async fn transient_and_throttle_errors_are_retried_until_success() {
         .with_seed(11)
         .wrap(MemSink::new(escrow.clone()));
     let ex = Executor::new(ExecutorOptions::new().with_retry(fast_retry(20)));
-    let r = ex
-        .execute(Mode::Run, &src, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let r = ex.execute(Mode::Run, &src, &sink, &Scope::all()).await.unwrap();
     assert_eq!((r.copied, r.failed), (60, 0), "{:?}", r.failures);
-    assert!(
-        sink.injected() > 5,
-        "faults were injected: {}",
-        sink.injected()
-    );
+    assert!(sink.injected() > 5, "faults were injected: {}", sink.injected());
     assert_eq!(escrow.len(), 60);
     assert_eq!(sink.inner().writes(), 60, "each item written once");
 }
@@ -107,42 +97,22 @@ async fn permanent_errors_are_not_retried() {
         .with_failing_keys(["k0003", "k0007"])
         .wrap(MemSink::new(MemBucket::new("escrow")));
     let ex = Executor::new(ExecutorOptions::new().with_retry(fast_retry(5)));
-    let r = ex
-        .execute(Mode::Run, &src, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let r = ex.execute(Mode::Run, &src, &sink, &Scope::all()).await.unwrap();
     assert_eq!((r.copied, r.failed), (8, 2));
-    let mut keys: Vec<_> = r
-        .failures
-        .iter()
-        .map(|f| (f.key.as_str(), f.attempts))
-        .collect();
+    let mut keys: Vec<_> = r.failures.iter().map(|f| (f.key.as_str(), f.attempts)).collect();
     keys.sort();
     assert_eq!(keys, [("k0003", 1), ("k0007", 1)]);
-    assert!(
-        r.failures
-            .iter()
-            .all(|f| f.kind == ErrorKind::Failed && f.error.contains(&f.key))
-    );
+    assert!(r.failures.iter().all(|f| f.kind == ErrorKind::Failed && f.error.contains(&f.key)));
 }
 
 #[tokio::test]
 async fn retries_stop_at_the_budget() {
     let src = MemSource::new(primary(3));
-    let sink = FaultLayer::new()
-        .with_transient_rate(1.0)
-        .wrap(MemSink::new(MemBucket::new("e")));
+    let sink = FaultLayer::new().with_transient_rate(1.0).wrap(MemSink::new(MemBucket::new("e")));
     let ex = Executor::new(ExecutorOptions::new().with_retry(fast_retry(4)));
-    let r = ex
-        .execute(Mode::Run, &src, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let r = ex.execute(Mode::Run, &src, &sink, &Scope::all()).await.unwrap();
     assert_eq!(r.failed, 3);
-    assert!(
-        r.failures
-            .iter()
-            .all(|f| f.attempts == 4 && f.kind == ErrorKind::Transient)
-    );
+    assert!(r.failures.iter().all(|f| f.attempts == 4 && f.kind == ErrorKind::Transient));
     assert_eq!(sink.injected(), 12);
 }
 
@@ -167,10 +137,7 @@ async fn cancellation_stops_scheduling_and_lets_in_flight_items_finish() {
                 t.cancel();
             }
         }));
-    let r = ex
-        .execute(Mode::Run, &src, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let r = ex.execute(Mode::Run, &src, &sink, &Scope::all()).await.unwrap();
     assert!(r.cancelled);
     assert_eq!(r.failed, 0, "in-flight items finished: {:?}", r.failures);
     let started = started.load(Ordering::SeqCst);
@@ -182,9 +149,7 @@ async fn cancellation_stops_scheduling_and_lets_in_flight_items_finish() {
 #[tokio::test]
 async fn cancellation_during_backoff_fails_the_item_cleanly() {
     let src = MemSource::new(primary(1));
-    let sink = FaultLayer::new()
-        .with_transient_rate(1.0)
-        .wrap(MemSink::new(MemBucket::new("e")));
+    let sink = FaultLayer::new().with_transient_rate(1.0).wrap(MemSink::new(MemBucket::new("e")));
     let token = CancellationToken::new();
     let t = token.clone();
     let ex = Executor::new(ExecutorOptions::new().with_retry(RetryPolicy {
@@ -232,12 +197,7 @@ async fn progress_events_account_for_every_item() {
         _ => {}
     }));
     let r = ex
-        .execute(
-            Mode::Run,
-            &MemSource::new(bucket),
-            &MemSink::new(escrow),
-            &Scope::all(),
-        )
+        .execute(Mode::Run, &MemSource::new(bucket), &MemSink::new(escrow), &Scope::all())
         .await
         .unwrap();
     assert_eq!((r.copied, r.skipped), (15, 5));
@@ -279,19 +239,10 @@ async fn plan_and_verify_change_nothing() {
     escrow.put("k0001", "stale");
     let sink = MemSink::new(escrow.clone());
     let ex = Executor::new(ExecutorOptions::new());
-    let plan = ex
-        .execute(Mode::Plan, &src, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let plan = ex.execute(Mode::Plan, &src, &sink, &Scope::all()).await.unwrap();
     assert_eq!((plan.copied, plan.missing, plan.different), (10, 9, 1));
-    let verify = ex
-        .execute(Mode::Verify, &src, &sink, &Scope::all())
-        .await
-        .unwrap();
-    assert_eq!(
-        (verify.missing, verify.different, verify.differences.len()),
-        (9, 1, 10)
-    );
+    let verify = ex.execute(Mode::Verify, &src, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((verify.missing, verify.different, verify.differences.len()), (9, 1, 10));
     assert!(!verify.is_clean());
     assert_eq!(sink.writes(), 0);
     assert_eq!(src.reads(), 0);
@@ -367,29 +318,17 @@ async fn a_sink_can_confirm_a_changed_listing_is_the_same_content() {
     let escrow = MemBucket::new("escrow");
     escrow.put("same-content", "different listing");
     escrow.put("really-changed", "old");
-    let sink = VouchingSink {
-        inner: MemSink::new(escrow.clone()),
-        vouch_for: "same-content",
-    };
+    let sink = VouchingSink { inner: MemSink::new(escrow.clone()), vouch_for: "same-content" };
     let src = MemSource::new(primary);
     let ex = Executor::new(ExecutorOptions::new());
 
-    let verify = ex
-        .execute(Mode::Verify, &src, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let verify = ex.execute(Mode::Verify, &src, &sink, &Scope::all()).await.unwrap();
     assert_eq!((verify.skipped, verify.different), (1, 1));
     assert_eq!(verify.differences[0].key, "really-changed");
-    let plan = ex
-        .execute(Mode::Plan, &src, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let plan = ex.execute(Mode::Plan, &src, &sink, &Scope::all()).await.unwrap();
     assert_eq!((plan.copied, plan.skipped), (1, 1));
 
-    let run = ex
-        .execute(Mode::Run, &src, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let run = ex.execute(Mode::Run, &src, &sink, &Scope::all()).await.unwrap();
     assert_eq!((run.copied, run.skipped), (1, 1));
     assert_eq!(sink.inner.writes_of("same-content"), 0);
     assert_eq!(sink.inner.writes_of("really-changed"), 1);

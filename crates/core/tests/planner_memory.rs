@@ -14,11 +14,7 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 /// `n` items generated lazily, in key order; every third one differs.
 fn listing(n: usize, salt: usize) -> impl Iterator<Item = Item> {
     (0..n).map(move |i| {
-        let fp = if i % 3 == 0 {
-            format!("\"{}\"", i + salt)
-        } else {
-            format!("\"{i}\"")
-        };
+        let fp = if i % 3 == 0 { format!("\"{}\"", i + salt) } else { format!("\"{i}\"") };
         Item::new(format!("objects/{i:09}"), ItemKind::Object, i as u64, fp)
     })
 }
@@ -41,10 +37,7 @@ fn streaming_peak(n: usize) -> (u64, u64) {
         }
     });
     let after = dhat::HeapStats::get();
-    (
-        after.max_bytes.saturating_sub(before.curr_bytes) as u64,
-        copies,
-    )
+    (after.max_bytes.saturating_sub(before.curr_bytes) as u64, copies)
 }
 
 fn main() {
@@ -82,9 +75,7 @@ fn main() {
     // The batch planner holds both listings: the measurement can see growth.
     let before = dhat::HeapStats::get();
     let plan = CopyPlan::compute(listing(100_000, 0), listing(100_000, 1), &Policy::new()).unwrap();
-    let batch = dhat::HeapStats::get()
-        .max_bytes
-        .saturating_sub(before.curr_bytes) as u64;
+    let batch = dhat::HeapStats::get().max_bytes.saturating_sub(before.curr_bytes) as u64;
     check(
         "batch_plan_memory_grows_and_is_measured",
         plan.summary().copy == 33_334 && batch > 100 * large.max(1),

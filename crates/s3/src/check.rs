@@ -19,12 +19,7 @@ pub async fn check_dest_bucket(client: &Client, bucket: &str, account_id: &str) 
     // Where ListBuckets is allowed, the bucket must be among the escrow's own.
     let mut token = None;
     loop {
-        let out = match client
-            .list_buckets()
-            .set_continuation_token(token)
-            .send()
-            .await
-        {
+        let out = match client.list_buckets().set_continuation_token(token).send().await {
             Ok(out) => out,
             Err(e) => {
                 let err = sdk_error(e, "s3:ListBuckets", "escrow account");
@@ -62,13 +57,7 @@ async fn head_bucket(
     role: &str,
     side: &str,
 ) -> Result<()> {
-    match client
-        .head_bucket()
-        .bucket(bucket)
-        .expected_bucket_owner(account_id)
-        .send()
-        .await
-    {
+    match client.head_bucket().bucket(bucket).expected_bucket_owner(account_id).send().await {
         Ok(_) => Ok(()),
         Err(e) => {
             let err = sdk_error(e, "s3:HeadBucket", format!("s3://{bucket}"));

@@ -9,8 +9,13 @@
 //! listed ETag so an object that changes mid-run is never half-copied, and
 //! `ExpectedBucketOwner` / `ExpectedSourceBucketOwner` from the account ids.
 //!
-//! An object is up to date when its size and ETag match. Objects over 5 GiB
-//! fail with a clear "not yet supported" error.
+//! Objects above a threshold (default 256 MiB, never above 5 GiB) are copied
+//! in parts with UploadPartCopy, all objects' parts drawing on one budget,
+//! then CompleteMultipartUpload; any failure aborts the upload. A multipart
+//! copy records the source ETag in its metadata ([`SOURCE_ETAG_META`]).
+//!
+//! An object is up to date when its size and ETag match, or, for a
+//! multipart copy, when its recorded source ETag matches.
 //!
 //! Item calls (tagging, copy, put) run with the SDK's retries off: the
 //! executor's one retry budget covers them. Listings keep the SDK's standard
@@ -35,11 +40,13 @@
 
 mod check;
 mod list;
+mod multipart;
 mod sink;
 mod source;
 mod util;
 
 pub use check::{check_dest_bucket, check_source_bucket};
+pub use multipart::{MAX_PARTS, MIN_PART_SIZE, MultipartOptions, SOURCE_ETAG_META, part_ranges};
 pub use sink::S3Sink;
 pub use source::S3Source;
 pub use util::{MAX_COPY_OBJECT_SIZE, META_PREFIX, TAG_PREFIX, copy_source, tagging_header};

@@ -22,64 +22,50 @@ pub(crate) fn list_objects(
     strip: usize,
     expected_owner: Option<String>,
 ) -> ItemStream<'static> {
-    futures::stream::try_unfold(
-        Page {
-            token: None,
-            done: false,
-        },
-        move |page| {
-            let (client, bucket, prefix, owner) = (
-                client.clone(),
-                bucket.clone(),
-                prefix.clone(),
-                expected_owner.clone(),
-            );
-            async move {
-                if page.done {
-                    return Ok(None);
-                }
-                let out = client
-                    .list_objects_v2()
-                    .bucket(&bucket)
-                    .prefix(&prefix)
-                    .set_continuation_token(page.token)
-                    .set_expected_bucket_owner(owner)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        sdk_error(e, "s3:ListObjectsV2", format!("s3://{bucket}/{prefix}"))
-                    })?;
-                let items: Vec<Item> = out
-                    .contents()
-                    .iter()
-                    .filter_map(|o| {
-                        let key = o.key()?;
-                        let logical = key.get(strip..)?.to_string();
-                        let modified = o
-                            .last_modified()
-                            .and_then(|d| SystemTime::try_from(*d).ok());
-                        Some(
-                            Item::new(
-                                logical,
-                                ItemKind::Object,
-                                o.size().unwrap_or(0).max(0) as u64,
-                                o.e_tag().unwrap_or_default(),
-                            )
-                            .with_modified(modified),
-                        )
-                    })
-                    .collect();
-                let next = match out.next_continuation_token() {
-                    Some(t) if out.is_truncated().unwrap_or(false) && !t.is_empty() => {
-                        Some(t.to_string())
-                    }
-                    _ => None,
-                };
-                let done = next.is_none();
-                Ok(Some((items, Page { token: next, done })))
+    futures::stream::try_unfold(Page { token: None, done: false }, move |page| {
+        let (client, bucket, prefix, owner) =
+            (client.clone(), bucket.clone(), prefix.clone(), expected_owner.clone());
+        async move {
+            if page.done {
+                return Ok(None);
             }
-        },
-    )
+            let out = client
+                .list_objects_v2()
+                .bucket(&bucket)
+                .prefix(&prefix)
+                .set_continuation_token(page.token)
+                .set_expected_bucket_owner(owner)
+                .send()
+                .await
+                .map_err(|e| sdk_error(e, "s3:ListObjectsV2", format!("s3://{bucket}/{prefix}")))?;
+            let items: Vec<Item> = out
+                .contents()
+                .iter()
+                .filter_map(|o| {
+                    let key = o.key()?;
+                    let logical = key.get(strip..)?.to_string();
+                    let modified = o.last_modified().and_then(|d| SystemTime::try_from(*d).ok());
+                    Some(
+                        Item::new(
+                            logical,
+                            ItemKind::Object,
+                            o.size().unwrap_or(0).max(0) as u64,
+                            o.e_tag().unwrap_or_default(),
+                        )
+                        .with_modified(modified),
+                    )
+                })
+                .collect();
+            let next = match out.next_continuation_token() {
+                Some(t) if out.is_truncated().unwrap_or(false) && !t.is_empty() => {
+                    Some(t.to_string())
+                }
+                _ => None,
+            };
+            let done = next.is_none();
+            Ok(Some((items, Page { token: next, done })))
+        }
+    })
     .map_ok(|items| futures::stream::iter(items.into_iter().map(Ok)))
     .try_flatten()
     .boxed()

@@ -12,6 +12,7 @@ use escrow_sync_core::{
 };
 
 use crate::list::list_objects;
+use crate::multipart::{MultipartOptions, PartBudget, SOURCE_ETAG_META};
 use crate::util::{
     CONTENT_TYPE, MAX_COPY_OBJECT_SIZE, copy_source, metadata, s3_error, tagging_header, url,
 };
@@ -23,17 +24,46 @@ pub struct S3Sink {
     bucket: String,
     dest_prefix: String,
     owner: Option<String>,
+    multipart: MultipartOptions,
+    budget: PartBudget,
 }
 
 impl S3Sink {
     /// A sink into `bucket`, using `client` (escrow credentials).
     pub fn from_client(client: Client, bucket: impl Into<String>) -> Self {
+        let multipart = MultipartOptions::default();
+        let budget = PartBudget::new(multipart.part_concurrency());
         S3Sink {
             client,
             bucket: bucket.into(),
             dest_prefix: String::new(),
             owner: None,
+            multipart,
+            budget,
         }
+    }
+
+    /// When and how objects are copied in parts (UploadPartCopy).
+    pub fn with_multipart(mut self, options: MultipartOptions) -> Self {
+        self.budget = PartBudget::new(options.part_concurrency());
+        self.multipart = options;
+        self
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+
+    pub(crate) fn multipart(&self) -> &MultipartOptions {
+        &self.multipart
+    }
+
+    pub(crate) fn part_budget(&self) -> &PartBudget {
+        &self.budget
     }
 
     /// Prepends `prefix` to every key in escrow.
@@ -59,11 +89,8 @@ impl S3Sink {
 
     async fn copy(&self, item: &Item, src: ServerSideRef) -> Result<Receipt> {
         let dest_key = self.dest_key(&item.key);
-        let resource = format!(
-            "{} -> {}",
-            url(&src.container, &src.key),
-            url(&self.bucket, &dest_key)
-        );
+        let resource =
+            format!("{} -> {}", url(&src.container, &src.key), url(&self.bucket, &dest_key));
         if src.service != "s3" {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -72,18 +99,10 @@ impl S3Sink {
                 format!("cannot copy a {} reference into S3", src.service),
             ));
         }
-        if item.size > MAX_COPY_OBJECT_SIZE {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "s3:CopyObject",
-                resource,
-                format!(
-                    "objects over 5 GiB ({} bytes here) need a multipart copy, which is not yet \
-                     supported; this object is not in escrow",
-                    item.size
-                ),
-            ));
+        if item.size > self.multipart.threshold() {
+            return self.multipart_copy(item, &src, &dest_key).await;
         }
+        debug_assert!(item.size <= MAX_COPY_OBJECT_SIZE);
         let tagging = tagging_header(&src.attributes);
         let out = self
             .client
@@ -115,10 +134,7 @@ impl S3Sink {
                     err
                 }
             })?;
-        let etag = out
-            .copy_object_result()
-            .and_then(|r| r.e_tag())
-            .map(str::to_string);
+        let etag = out.copy_object_result().and_then(|r| r.e_tag()).map(str::to_string);
         Ok(Receipt::new(item.size, etag))
     }
 
@@ -130,11 +146,7 @@ impl S3Sink {
                 ErrorKind::Failed,
                 "s3:PutObject",
                 url(&self.bucket, &dest_key),
-                format!(
-                    "the source gave {} bytes, the listing said {}",
-                    data.len(),
-                    item.size
-                ),
+                format!("the source gave {} bytes, the listing said {}", data.len(), item.size),
             ));
         }
         let tagging = tagging_header(&attributes);
@@ -177,6 +189,27 @@ impl Sink for S3Sink {
             self.dest_prefix.len(),
             self.owner.clone(),
         )
+    }
+
+    async fn confirm_same(&self, item: &Item, escrow: &Item) -> Result<bool> {
+        // Only multipart copies (ETag "…-N") can hold the same bytes under
+        // another ETag; they record the source ETag in their metadata.
+        if item.size != escrow.size || !escrow.fingerprint.contains('-') {
+            return Ok(false);
+        }
+        let key = self.dest_key(&item.key);
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .set_expected_bucket_owner(self.owner.clone())
+            .send()
+            .await
+            .map_err(|e| s3_error(e, "s3:HeadObject", url(&self.bucket, &key)))?;
+        let recorded = out.metadata().and_then(|m| m.get(SOURCE_ETAG_META));
+        Ok(out.e_tag() == Some(escrow.fingerprint.as_str())
+            && recorded.map(String::as_str) == Some(item.fingerprint.as_str()))
     }
 
     async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {

@@ -23,12 +23,7 @@ pub struct S3Source {
 impl S3Source {
     /// A source over `bucket`, using `client` (primary credentials).
     pub fn from_client(client: Client, bucket: impl Into<String>) -> Self {
-        S3Source {
-            client,
-            bucket: bucket.into(),
-            prefix: String::new(),
-            owner: None,
-        }
+        S3Source { client, bucket: bucket.into(), prefix: String::new(), owner: None }
     }
 
     /// Only keys under `prefix`.
@@ -67,13 +62,7 @@ impl Source for S3Source {
         } else {
             format!("{}{}", self.prefix, scope.prefix)
         };
-        list_objects(
-            self.client.clone(),
-            self.bucket.clone(),
-            prefix,
-            0,
-            self.owner.clone(),
-        )
+        list_objects(self.client.clone(), self.bucket.clone(), prefix, 0, self.owner.clone())
     }
 
     async fn read(&self, item: &Item) -> Result<Payload> {

@@ -9,11 +9,7 @@ use escrow_sync_core::{Error, ErrorKind};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Everything but RFC 3986 unreserved characters.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 /// Like [`COMPONENT`], but `/` stays (for `x-amz-copy-source`).
 const PATH: &AsciiSet = &COMPONENT.remove(b'/');
 
@@ -29,11 +25,7 @@ pub const CONTENT_TYPE: &str = "content-type";
 
 /// The `x-amz-copy-source` value for `bucket`/`key`, URL-encoded.
 pub fn copy_source(bucket: &str, key: &str) -> String {
-    format!(
-        "{}/{}",
-        utf8_percent_encode(bucket, PATH),
-        utf8_percent_encode(key, PATH)
-    )
+    format!("{}/{}", utf8_percent_encode(bucket, PATH), utf8_percent_encode(key, PATH))
 }
 
 /// The `x-amz-tagging` value for the `tag:` attributes, URL-encoded.
@@ -42,11 +34,7 @@ pub fn tagging_header(attributes: &BTreeMap<String, String>) -> String {
         .iter()
         .filter_map(|(k, v)| k.strip_prefix(TAG_PREFIX).map(|k| (k, v)))
         .map(|(k, v)| {
-            format!(
-                "{}={}",
-                utf8_percent_encode(k, COMPONENT),
-                utf8_percent_encode(v, COMPONENT)
-            )
+            format!("{}={}", utf8_percent_encode(k, COMPONENT), utf8_percent_encode(v, COMPONENT))
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -58,10 +46,7 @@ pub fn metadata(
 ) -> std::collections::HashMap<String, String> {
     attributes
         .iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix(META_PREFIX)
-                .map(|k| (k.to_string(), v.clone()))
-        })
+        .filter_map(|(k, v)| k.strip_prefix(META_PREFIX).map(|k| (k.to_string(), v.clone())))
         .collect()
 }
 
@@ -104,10 +89,7 @@ mod tests {
 
     #[test]
     fn copy_source_encodes_all_but_slashes() {
-        assert_eq!(
-            copy_source("b", "a/b c+d%é.txt"),
-            "b/a/b%20c%2Bd%25%C3%A9.txt"
-        );
+        assert_eq!(copy_source("b", "a/b c+d%é.txt"), "b/a/b%20c%2Bd%25%C3%A9.txt");
     }
 
     #[test]

@@ -6,30 +6,35 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadOutput;
+use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput;
 use aws_sdk_s3::operation::copy_object::CopyObjectOutput;
+use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
 use aws_sdk_s3::operation::get_object_tagging::GetObjectTaggingOutput;
 use aws_sdk_s3::operation::head_bucket::HeadBucketOutput;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::operation::list_buckets::ListBucketsOutput;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+use aws_sdk_s3::operation::upload_part_copy::UploadPartCopyOutput;
 use aws_sdk_s3::types::{
-    Bucket, CopyObjectResult, MetadataDirective, Object, Tag, TaggingDirective,
+    Bucket, CopyObjectResult, CopyPartResult, MetadataDirective, Object, Tag, TaggingDirective,
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use futures::TryStreamExt;
 
 use escrow_sync_core::{
-    ErrorKind, Executor, ExecutorOptions, Item, ItemKind, Mode, RetryPolicy, Scope, Sink, Source,
+    ErrorKind, Executor, ExecutorOptions, Item, ItemKind, Mode, Payload, RetryPolicy, Scope,
+    ServerSideRef, Sink, Source,
 };
-use escrow_sync_s3::{S3Sink, S3Source, check_dest_bucket};
+use escrow_sync_s3::{MultipartOptions, S3Sink, S3Source, SOURCE_ETAG_META, check_dest_bucket};
 
 fn object(key: &str, size: i64, etag: &str) -> Object {
     Object::builder().key(key).size(size).e_tag(etag).build()
 }
 
 fn client(rules: &[&Rule]) -> Client {
-    mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules, |c| c.retry_config(
-        RetryConfig::standard().with_initial_backoff(Duration::from_millis(1))
-    ))
+    mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules, |c| c
+        .retry_config(RetryConfig::standard().with_initial_backoff(Duration::from_millis(1))))
 }
 
 fn fast_executor() -> Executor {
@@ -48,19 +53,14 @@ fn empty_listing() -> Rule {
 /// A listing of any bucket holding one object.
 fn one_object(key: &'static str, size: i64, etag: &'static str) -> Rule {
     mock!(Client::list_objects_v2).then_output(move || {
-        ListObjectsV2Output::builder()
-            .contents(object(key, size, etag))
-            .build()
+        ListObjectsV2Output::builder().contents(object(key, size, etag)).build()
     })
 }
 
 /// GetObjectTagging of any object: no tags.
 fn no_tags() -> Rule {
     mock!(Client::get_object_tagging).then_output(|| {
-        GetObjectTaggingOutput::builder()
-            .set_tag_set(Some(vec![]))
-            .build()
-            .unwrap()
+        GetObjectTaggingOutput::builder().set_tag_set(Some(vec![])).build().unwrap()
     })
 }
 
@@ -91,11 +91,7 @@ async fn listing_follows_continuation_tokens_and_strips_the_dest_prefix() {
     let sink = S3Sink::from_client(client(&[&page1, &page2]), "escrow-bucket")
         .with_dest_prefix("escrow/")
         .with_expected_owner(Some("222222222222".into()));
-    let items: Vec<Item> = sink
-        .list(&Scope::with_prefix("data/"))
-        .try_collect()
-        .await
-        .unwrap();
+    let items: Vec<Item> = sink.list(&Scope::with_prefix("data/")).try_collect().await.unwrap();
     let keys: Vec<_> = items.iter().map(|i| (i.key.as_str(), i.size)).collect();
     assert_eq!(keys, [("data/a", 1), ("data/b", 2), ("data/c", 3)]);
     assert_eq!((page1.num_calls(), page2.num_calls()), (1, 1));
@@ -111,11 +107,7 @@ async fn a_listing_error_names_the_bucket() {
         )
         .build();
     let source = S3Source::from_client(client(&[&denied]), "prod-assets");
-    let err = source
-        .list(&Scope::all())
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap_err();
+    let err = source.list(&Scope::all()).try_collect::<Vec<_>>().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AccessDenied);
     assert!(err.to_string().contains("s3://prod-assets/"), "{err}");
 }
@@ -130,13 +122,7 @@ async fn copy_sends_tags_directives_preconditions_and_owners() {
         })
         .then_output(|| {
             GetObjectTaggingOutput::builder()
-                .tag_set(
-                    Tag::builder()
-                        .key("team")
-                        .value("data eng")
-                        .build()
-                        .unwrap(),
-                )
+                .tag_set(Tag::builder().key("team").value("data eng").build().unwrap())
                 .build()
                 .unwrap()
         });
@@ -180,21 +166,11 @@ async fn a_source_changed_mid_run_is_a_precondition_failure_not_retried() {
     )).build();
     let source = S3Source::from_client(client(&[&list, &tagging]), "src");
     let sink = S3Sink::from_client(client(&[&empty, &copy]), "dst");
-    let report = fast_executor()
-        .execute(Mode::Run, &source, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let report = fast_executor().execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
     assert_eq!(report.failed, 1);
     let f = &report.failures[0];
-    assert_eq!(
-        (f.key.as_str(), f.kind, f.attempts),
-        ("k", ErrorKind::PreconditionFailed, 1)
-    );
-    assert!(
-        f.error.contains("changed after it was listed"),
-        "{}",
-        f.error
-    );
+    assert_eq!((f.key.as_str(), f.kind, f.attempts), ("k", ErrorKind::PreconditionFailed, 1));
+    assert!(f.error.contains("changed after it was listed"), "{}", f.error);
     assert!(f.error.contains("s3://dst/k"), "{}", f.error);
     assert_eq!(copy.num_calls(), 1, "not retried");
 }
@@ -212,16 +188,8 @@ async fn slow_down_is_retried_by_the_executor_not_stacked_on_sdk_retries() {
         .build();
     let source = S3Source::from_client(client(&[&list, &tagging]), "src");
     let sink = S3Sink::from_client(client(&[&empty, &copy]), "dst");
-    let report = fast_executor()
-        .execute(Mode::Run, &source, &sink, &Scope::all())
-        .await
-        .unwrap();
-    assert_eq!(
-        (report.copied, report.failed),
-        (1, 0),
-        "{:?}",
-        report.failures
-    );
+    let report = fast_executor().execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((report.copied, report.failed), (1, 0), "{:?}", report.failures);
     // Three calls in all: the SDK did not retry on its own (its standard mode
     // would have made three attempts per executor attempt).
     assert_eq!(copy.num_calls(), 3);
@@ -249,40 +217,12 @@ async fn access_denied_on_one_key_fails_that_key_only() {
     let copy = mock!(Client::copy_object).then_output(|| CopyObjectOutput::builder().build());
     let source = S3Source::from_client(client(&[&list, &denied, &tagging]), "src");
     let sink = S3Sink::from_client(client(&[&empty, &copy]), "dst");
-    let report = fast_executor()
-        .execute(Mode::Run, &source, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let report = fast_executor().execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
     assert_eq!((report.copied, report.failed), (1, 1));
     let f = &report.failures[0];
-    assert_eq!(
-        (f.key.as_str(), f.kind),
-        ("private", ErrorKind::AccessDenied)
-    );
+    assert_eq!((f.key.as_str(), f.kind), ("private", ErrorKind::AccessDenied));
     assert!(f.error.contains("s3://src/private"), "{}", f.error);
     assert_eq!(copy.num_calls(), 1);
-}
-
-#[tokio::test]
-async fn objects_over_5_gib_fail_clearly_without_a_copy_call() {
-    let copy = mock!(Client::copy_object).then_output(|| CopyObjectOutput::builder().build());
-    let tagging = no_tags();
-    let source = S3Source::from_client(client(&[&tagging]), "src");
-    let sink = S3Sink::from_client(client(&[&copy]), "dst");
-    let item = Item::new(
-        "huge.bin",
-        ItemKind::Object,
-        6 * 1024 * 1024 * 1024,
-        "\"x-600\"",
-    );
-    let err = sink
-        .write(&item, source.read(&item).await.unwrap())
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported);
-    assert!(err.to_string().contains("not yet supported"), "{err}");
-    assert!(err.to_string().contains("huge.bin"), "{err}");
-    assert_eq!(copy.num_calls(), 0);
 }
 
 #[tokio::test]
@@ -293,37 +233,28 @@ async fn a_destination_owned_by_another_account_is_refused() {
         .sequence()
         .http_status(403, None)
         .build();
-    let err = check_dest_bucket(&client(&[&head]), "someone-elses", "222222222222")
-        .await
-        .unwrap_err();
+    let err =
+        check_dest_bucket(&client(&[&head]), "someone-elses", "222222222222").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     assert!(
-        err.to_string()
-            .contains("someone-elses is not owned by the escrow account 222222222222")
+        err.to_string().contains("someone-elses is not owned by the escrow account 222222222222")
     );
 
     // Where HeadBucket passes (the emulator ignores ExpectedBucketOwner), the
     // escrow's own bucket list decides.
     let head_ok = mock!(Client::head_bucket).then_output(|| HeadBucketOutput::builder().build());
     let list = mock!(Client::list_buckets).then_output(|| {
-        ListBucketsOutput::builder()
-            .buckets(Bucket::builder().name("mine").build())
-            .build()
+        ListBucketsOutput::builder().buckets(Bucket::builder().name("mine").build()).build()
     });
     let c = client(&[&head_ok, &list]);
     check_dest_bucket(&c, "mine", "222222222222").await.unwrap();
-    let err = check_dest_bucket(&c, "theirs", "222222222222")
-        .await
-        .unwrap_err();
+    let err = check_dest_bucket(&c, "theirs", "222222222222").await.unwrap_err();
     assert!(err.to_string().contains("theirs is not owned"), "{err}");
 }
 
 #[tokio::test]
 async fn a_missing_bucket_is_named_with_its_account() {
-    let head = mock!(Client::head_bucket)
-        .sequence()
-        .http_status(404, None)
-        .build();
+    let head = mock!(Client::head_bucket).sequence().http_status(404, None).build();
     let err = escrow_sync_s3::check_source_bucket(&client(&[&head]), "nope", "111111111111")
         .await
         .unwrap_err();
@@ -363,12 +294,249 @@ async fn a_rerun_with_nothing_new_makes_no_mutating_call() {
     let c = client(&[&src_list, &dst_list, &tagging, &copy, &put, &delete]);
     let source = S3Source::from_client(c.clone(), "src");
     let sink = S3Sink::from_client(c, "dst");
-    let r = fast_executor()
-        .execute(Mode::Run, &source, &sink, &Scope::all())
-        .await
-        .unwrap();
+    let r = fast_executor().execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
     assert_eq!((r.copied, r.skipped, r.retained, r.deleted), (0, 2, 1, 0));
     assert_eq!((src_list.num_calls(), dst_list.num_calls()), (1, 1));
     let mutating = copy.num_calls() + put.num_calls() + delete.num_calls() + tagging.num_calls();
     assert_eq!(mutating, 0, "only listings were called");
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn multipart_sink(c: Client) -> S3Sink {
+    S3Sink::from_client(c, "dst").with_expected_owner(Some("222222222222".into())).with_multipart(
+        MultipartOptions::new()
+            .with_threshold(5 * MIB)
+            .with_part_size(5 * MIB)
+            .with_part_concurrency(2)
+            .with_part_retry(RetryPolicy {
+                max_attempts: 3,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(2),
+            }),
+    )
+}
+
+fn big_ref(size: u64) -> (Item, ServerSideRef) {
+    let item = Item::new("big.bin", ItemKind::Object, size, "\"src-etag\"");
+    let mut tags = std::collections::BTreeMap::new();
+    tags.insert("tag:team".to_string(), "ops".to_string());
+    let src = ServerSideRef::new("s3", "src", "big.bin", "\"src-etag\"")
+        .with_owner(Some("111111111111".into()))
+        .with_attributes(tags);
+    (item, src)
+}
+
+fn source_head() -> Rule {
+    mock!(Client::head_object)
+        .match_requests(|r| r.bucket() == Some("src") && r.if_match() == Some("\"src-etag\""))
+        .then_output(|| {
+            HeadObjectOutput::builder()
+                .content_type("application/octet-stream")
+                .cache_control("no-cache")
+                .metadata("owner", "ops")
+                .build()
+        })
+}
+
+fn create_upload() -> Rule {
+    mock!(Client::create_multipart_upload)
+        .match_requests(|r| {
+            let m = r.metadata().unwrap();
+            r.bucket() == Some("dst")
+                && r.key() == Some("big.bin")
+                && m.get("owner").map(String::as_str) == Some("ops")
+                && m.get(SOURCE_ETAG_META).map(String::as_str) == Some("\"src-etag\"")
+                && r.content_type() == Some("application/octet-stream")
+                && r.cache_control() == Some("no-cache")
+                && r.tagging() == Some("team=ops")
+                && r.expected_bucket_owner() == Some("222222222222")
+        })
+        .then_output(|| CreateMultipartUploadOutput::builder().upload_id("up-1").build())
+}
+
+fn part_ok() -> Rule {
+    mock!(Client::upload_part_copy)
+        .match_requests(|r| {
+            r.upload_id() == Some("up-1")
+                && r.copy_source() == Some("src/big.bin")
+                && r.copy_source_if_match() == Some("\"src-etag\"")
+                && r.expected_source_bucket_owner() == Some("111111111111")
+        })
+        .then_compute_output(|r| {
+            UploadPartCopyOutput::builder()
+                .copy_part_result(
+                    CopyPartResult::builder()
+                        .e_tag(format!("\"p{}\"", r.part_number().unwrap()))
+                        .build(),
+                )
+                .build()
+        })
+}
+
+fn complete_ok() -> Rule {
+    mock!(Client::complete_multipart_upload)
+        .match_requests(|r| {
+            let parts = r.multipart_upload().map(|m| m.parts()).unwrap_or_default();
+            let numbers: Vec<_> = parts.iter().map(|p| (p.part_number(), p.e_tag())).collect();
+            r.upload_id() == Some("up-1")
+                && numbers
+                    == [
+                        (Some(1), Some("\"p1\"")),
+                        (Some(2), Some("\"p2\"")),
+                        (Some(3), Some("\"p3\"")),
+                    ]
+        })
+        .then_output(|| CompleteMultipartUploadOutput::builder().e_tag("\"mp-3\"").build())
+}
+
+fn abort() -> Rule {
+    mock!(Client::abort_multipart_upload)
+        .match_requests(|r| r.upload_id() == Some("up-1") && r.key() == Some("big.bin"))
+        .then_output(|| AbortMultipartUploadOutput::builder().build())
+}
+
+#[tokio::test]
+async fn large_objects_are_copied_in_ranged_parts_then_completed() {
+    let ranges = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ranges.clone();
+    let part = mock!(Client::upload_part_copy).then_compute_output(move |r| {
+        seen.lock()
+            .unwrap()
+            .push((r.part_number().unwrap(), r.copy_source_range().unwrap().to_string()));
+        UploadPartCopyOutput::builder()
+            .copy_part_result(
+                CopyPartResult::builder()
+                    .e_tag(format!("\"p{}\"", r.part_number().unwrap()))
+                    .build(),
+            )
+            .build()
+    });
+    let (head, create, complete, abort, copy) = (
+        source_head(),
+        create_upload(),
+        complete_ok(),
+        abort(),
+        mock!(Client::copy_object).then_output(|| CopyObjectOutput::builder().build()),
+    );
+    let sink = multipart_sink(client(&[&head, &create, &part, &complete, &abort, &copy]));
+    let (item, src) = big_ref(12 * MIB);
+    let receipt = sink.write(&item, Payload::Reference(src)).await.unwrap();
+    assert_eq!(receipt.bytes, 12 * MIB);
+    assert_eq!(receipt.fingerprint.as_deref(), Some("\"mp-3\""));
+    let mut got = ranges.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (1, "bytes=0-5242879".to_string()),
+            (2, "bytes=5242880-10485759".to_string()),
+            (3, "bytes=10485760-12582911".to_string())
+        ]
+    );
+    assert_eq!((head.num_calls(), create.num_calls(), complete.num_calls()), (1, 1, 1));
+    assert_eq!((abort.num_calls(), copy.num_calls()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_failed_part_aborts_the_upload_and_never_completes_it() {
+    let part = mock!(Client::upload_part_copy)
+        .match_requests(|r| r.part_number() == Some(2))
+        .sequence()
+        .http_status(
+            403,
+            Some("<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>".into()),
+        )
+        .build();
+    let (head, create, ok, complete, abort) =
+        (source_head(), create_upload(), part_ok(), complete_ok(), abort());
+    let sink = multipart_sink(client(&[&head, &create, &part, &ok, &complete, &abort]));
+    let (item, src) = big_ref(12 * MIB);
+    let err = sink.write(&item, Payload::Reference(src)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AccessDenied);
+    assert!(err.to_string().contains("s3://dst/big.bin part 2"), "{err}");
+    assert_eq!((abort.num_calls(), complete.num_calls()), (1, 0));
+}
+
+#[tokio::test]
+async fn a_throttled_part_is_retried_alone() {
+    let part = mock!(Client::upload_part_copy)
+        .match_requests(|r| r.part_number() == Some(3))
+        .sequence()
+        .http_status(503, Some(slow_down()))
+        .times(2)
+        .output(|| {
+            UploadPartCopyOutput::builder()
+                .copy_part_result(CopyPartResult::builder().e_tag("\"p3\"").build())
+                .build()
+        })
+        .build();
+    let (head, create, ok, complete, abort) =
+        (source_head(), create_upload(), part_ok(), complete_ok(), abort());
+    let sink = multipart_sink(client(&[&head, &create, &part, &ok, &complete, &abort]));
+    let (item, src) = big_ref(12 * MIB);
+    sink.write(&item, Payload::Reference(src)).await.unwrap();
+    assert_eq!(part.num_calls(), 3);
+    assert_eq!(ok.num_calls(), 2, "parts 1 and 2 once each");
+    assert_eq!((complete.num_calls(), abort.num_calls()), (1, 0));
+}
+
+#[tokio::test]
+async fn a_200_response_with_an_error_body_fails_and_aborts() {
+    // S3 can answer CompleteMultipartUpload with 200 and an <Error> body.
+    let complete = mock!(Client::complete_multipart_upload)
+        .sequence()
+        .http_status(
+            200,
+            Some("<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>".into()),
+        )
+        .build();
+    let (head, create, ok, abort) = (source_head(), create_upload(), part_ok(), abort());
+    let sink = multipart_sink(client(&[&head, &create, &ok, &complete, &abort]));
+    let (item, src) = big_ref(12 * MIB);
+    let err = sink.write(&item, Payload::Reference(src)).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(abort.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn objects_over_5_gib_are_copied_in_parts_whatever_the_threshold() {
+    let part = mock!(Client::upload_part_copy).then_output(|| {
+        UploadPartCopyOutput::builder()
+            .copy_part_result(CopyPartResult::builder().e_tag("\"p\"").build())
+            .build()
+    });
+    let complete = mock!(Client::complete_multipart_upload)
+        .then_output(|| CompleteMultipartUploadOutput::builder().e_tag("\"mp-96\"").build());
+    let copy = mock!(Client::copy_object).then_output(|| CopyObjectOutput::builder().build());
+    let (head, create) = (source_head(), create_upload());
+    let sink = S3Sink::from_client(client(&[&head, &create, &part, &complete, &copy]), "dst")
+        .with_expected_owner(Some("222222222222".into()))
+        .with_multipart(MultipartOptions::new().with_threshold(u64::MAX));
+    let (item, src) = big_ref(6 * 1024 * MIB);
+    sink.write(&item, Payload::Reference(src)).await.unwrap();
+    assert_eq!(part.num_calls(), 96, "6 GiB in 64 MiB parts");
+    assert_eq!((complete.num_calls(), copy.num_calls()), (1, 0));
+}
+
+#[tokio::test]
+async fn a_multipart_copy_is_confirmed_by_its_recorded_source_etag() {
+    let head = mock!(Client::head_object)
+        .match_requests(|r| r.key() == Some("big.bin"))
+        .then_output(|| {
+            HeadObjectOutput::builder()
+                .e_tag("\"mp-3\"")
+                .metadata(SOURCE_ETAG_META, "\"src-etag\"")
+                .build()
+        });
+    let sink = multipart_sink(client(&[&head]));
+    let (item, _) = big_ref(12 * MIB);
+    let escrow = Item::new("big.bin", ItemKind::Object, 12 * MIB, "\"mp-3\"");
+    assert!(sink.confirm_same(&item, &escrow).await.unwrap());
+    let changed = Item::new("big.bin", ItemKind::Object, 12 * MIB, "\"new-etag\"");
+    assert!(!sink.confirm_same(&changed, &escrow).await.unwrap());
+    // A single-part escrow ETag is compared by the listing alone: no call.
+    let single = Item::new("big.bin", ItemKind::Object, 12 * MIB, "\"plain\"");
+    assert!(!sink.confirm_same(&item, &single).await.unwrap());
+    assert_eq!(head.num_calls(), 2);
 }

@@ -56,50 +56,32 @@ pub fn sample_content(key: &str, variant: u8) -> Bytes {
         return Bytes::new();
     }
     let len = 16 + (key.len() * 37 + variant as usize * 11) % 2000;
-    let seed = key.bytes().fold(variant as u32, |h, b| {
-        h.wrapping_mul(31).wrapping_add(b as u32)
-    });
-    Bytes::from(
-        (0..len)
-            .map(|i| (seed.wrapping_add(i as u32 * 7) % 251) as u8)
-            .collect::<Vec<_>>(),
-    )
+    let seed = key.bytes().fold(variant as u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+    Bytes::from((0..len).map(|i| (seed.wrapping_add(i as u32 * 7) % 251) as u8).collect::<Vec<_>>())
 }
 
 fn executor() -> Executor {
-    Executor::new(
-        ExecutorOptions::new()
-            .with_concurrency(4)
-            .with_retry(RetryPolicy {
-                max_attempts: 3,
-                initial_backoff: Duration::from_millis(1),
-                max_backoff: Duration::from_millis(5),
-            }),
-    )
+    Executor::new(ExecutorOptions::new().with_concurrency(4).with_retry(RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+    }))
 }
 
 async fn run(ex: &Executor, f: &dyn Fixture) -> Report {
-    ex.execute(Mode::Run, f.source(), f.sink(), &Scope::all())
-        .await
-        .expect("run lists both sides")
+    ex.execute(Mode::Run, f.source(), f.sink(), &Scope::all()).await.expect("run lists both sides")
 }
 
 async fn seed(f: &dyn Fixture, keys: &[String], variant: u8) {
     for k in keys {
-        f.put_source(k, sample_content(k, variant))
-            .await
-            .expect("seed the primary");
+        f.put_source(k, sample_content(k, variant)).await.expect("seed the primary");
     }
 }
 
 async fn assert_escrow_holds(f: &dyn Fixture, keys: &[String], variant: u8) {
     for k in keys {
         let got = f.escrow_content(k).await.expect("read escrow");
-        assert_eq!(
-            got,
-            Some(sample_content(k, variant)),
-            "escrow content of {k:?}"
-        );
+        assert_eq!(got, Some(sample_content(k, variant)), "escrow content of {k:?}");
     }
 }
 
@@ -121,28 +103,13 @@ pub async fn idempotent_rerun(f: &dyn Fixture) {
     seed(f, &keys, 0).await;
     let ex = executor();
     let first = run(&ex, f).await;
-    assert_eq!(
-        first.copied,
-        keys.len() as u64,
-        "failures: {:?}",
-        first.failures
-    );
+    assert_eq!(first.copied, keys.len() as u64, "failures: {:?}", first.failures);
     let second = run(&ex, f).await;
-    assert_eq!(
-        (second.copied, second.failed),
-        (0, 0),
-        "second run: {second:?}"
-    );
+    assert_eq!((second.copied, second.failed), (0, 0), "second run: {second:?}");
     assert_eq!(second.skipped, keys.len() as u64);
-    let plan = ex
-        .execute(Mode::Plan, f.source(), f.sink(), &Scope::all())
-        .await
-        .unwrap();
+    let plan = ex.execute(Mode::Plan, f.source(), f.sink(), &Scope::all()).await.unwrap();
     assert_eq!(plan.copied, 0);
-    let verify = ex
-        .execute(Mode::Verify, f.source(), f.sink(), &Scope::all())
-        .await
-        .unwrap();
+    let verify = ex.execute(Mode::Verify, f.source(), f.sink(), &Scope::all()).await.unwrap();
     assert!(verify.is_clean(), "verify after run: {verify:?}");
 }
 
@@ -164,18 +131,11 @@ pub async fn resume_after_partial(f: &dyn Fixture) {
         }));
     let first = run(&ex, f).await;
     assert!(first.cancelled, "the first run was cancelled");
-    assert!(
-        first.copied >= 3 && first.copied < keys.len() as u64,
-        "partial: {first:?}"
-    );
+    assert!(first.copied >= 3 && first.copied < keys.len() as u64, "partial: {first:?}");
     assert_eq!(first.failed, 0);
     let second = run(&executor(), f).await;
     assert_eq!(second.failed, 0, "failures: {:?}", second.failures);
-    assert_eq!(
-        second.copied + first.copied,
-        keys.len() as u64,
-        "no item copied twice"
-    );
+    assert_eq!(second.copied + first.copied, keys.len() as u64, "no item copied twice");
     assert_eq!(second.skipped, first.copied);
     assert_escrow_holds(f, &keys, 0).await;
 }
@@ -186,28 +146,14 @@ pub async fn errors_surface_with_key(f: &dyn Fixture) {
     let keys = sample_keys();
     seed(f, &keys, 0).await;
     let victim = "dir/sub/c.json";
-    let hooked = DeleteBeforeRead {
-        fixture: f,
-        victim: victim.to_string(),
-    };
-    let r = executor()
-        .execute(Mode::Run, &hooked, f.sink(), &Scope::all())
-        .await
-        .unwrap();
+    let hooked = DeleteBeforeRead { fixture: f, victim: victim.to_string() };
+    let r = executor().execute(Mode::Run, &hooked, f.sink(), &Scope::all()).await.unwrap();
     assert_eq!(r.failed, 1, "{r:?}");
     assert_eq!(r.copied, keys.len() as u64 - 1);
     let failure = &r.failures[0];
     assert_eq!(failure.key, victim);
-    assert!(
-        failure.error.contains(victim),
-        "error names the key: {}",
-        failure.error
-    );
-    assert_eq!(
-        f.escrow_content(victim).await.unwrap(),
-        None,
-        "nothing half-written"
-    );
+    assert!(failure.error.contains(victim), "error names the key: {}", failure.error);
+    assert_eq!(f.escrow_content(victim).await.unwrap(), None, "nothing half-written");
 }
 
 /// A changed source item is copied again, and only that one.
@@ -216,15 +162,10 @@ pub async fn changed_item_recopied(f: &dyn Fixture) {
     seed(f, &keys, 0).await;
     let ex = executor();
     run(&ex, f).await;
-    f.put_source("a.txt", sample_content("a.txt", 1))
-        .await
-        .unwrap();
+    f.put_source("a.txt", sample_content("a.txt", 1)).await.unwrap();
     let r = run(&ex, f).await;
     assert_eq!((r.copied, r.failed), (1, 0), "{r:?}");
-    assert_eq!(
-        f.escrow_content("a.txt").await.unwrap(),
-        Some(sample_content("a.txt", 1))
-    );
+    assert_eq!(f.escrow_content("a.txt").await.unwrap(), Some(sample_content("a.txt", 1)));
 }
 
 /// An item deleted in the primary stays in escrow.
@@ -235,15 +176,8 @@ pub async fn deleted_item_retained(f: &dyn Fixture) {
     run(&ex, f).await;
     f.delete_source("z-last").await.unwrap();
     let r = run(&ex, f).await;
-    assert_eq!(
-        (r.copied, r.failed, r.retained, r.deleted),
-        (0, 0, 1, 0),
-        "{r:?}"
-    );
-    assert_eq!(
-        f.escrow_content("z-last").await.unwrap(),
-        Some(sample_content("z-last", 0))
-    );
+    assert_eq!((r.copied, r.failed, r.retained, r.deleted), (0, 0, 1, 0), "{r:?}");
+    assert_eq!(f.escrow_content("z-last").await.unwrap(), Some(sample_content("z-last", 0)));
 }
 
 /// Runs every check, each on a fresh fixture from `make`.

@@ -41,10 +41,7 @@ pub struct MemBucket {
 impl MemBucket {
     /// An empty bucket called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        MemBucket {
-            name: name.into(),
-            objects: Arc::default(),
-        }
+        MemBucket { name: name.into(), objects: Arc::default() }
     }
 
     /// The bucket's name.
@@ -64,10 +61,7 @@ impl MemBucket {
         data: impl Into<Bytes>,
         attributes: BTreeMap<String, String>,
     ) {
-        let obj = MemObject {
-            data: data.into(),
-            attributes,
-        };
+        let obj = MemObject { data: data.into(), attributes };
         self.objects.lock().expect("lock").insert(key.into(), obj);
     }
 
@@ -103,12 +97,7 @@ impl MemBucket {
             .iter()
             .filter(|(k, _)| k.starts_with(&scope.prefix))
             .map(|(k, o)| {
-                Item::new(
-                    k.clone(),
-                    ItemKind::Object,
-                    o.data.len() as u64,
-                    fingerprint(&o.data),
-                )
+                Item::new(k.clone(), ItemKind::Object, o.data.len() as u64, fingerprint(&o.data))
             })
             .collect()
     }
@@ -146,11 +135,7 @@ pub struct MemSource {
 impl MemSource {
     /// A source over `bucket`, listing in key order.
     pub fn new(bucket: MemBucket) -> Self {
-        MemSource {
-            bucket,
-            sorted: true,
-            reads: Arc::default(),
-        }
+        MemSource { bucket, sorted: true, reads: Arc::default() }
     }
 
     /// Lists in a scrambled order instead (exercises the batch planner).
@@ -210,12 +195,7 @@ pub struct MemSink {
 impl MemSink {
     /// A sink over `bucket`, listing in key order.
     pub fn new(bucket: MemBucket) -> Self {
-        MemSink {
-            bucket,
-            sorted: true,
-            writes: Arc::default(),
-            per_key: Arc::default(),
-        }
+        MemSink { bucket, sorted: true, writes: Arc::default(), per_key: Arc::default() }
     }
 
     /// Lists in a scrambled order instead.
@@ -231,12 +211,7 @@ impl MemSink {
 
     /// How many times `key` was written.
     pub fn writes_of(&self, key: &str) -> u64 {
-        self.per_key
-            .lock()
-            .expect("lock")
-            .get(key)
-            .copied()
-            .unwrap_or(0)
+        self.per_key.lock().expect("lock").get(key).copied().unwrap_or(0)
     }
 
     /// The bucket.
@@ -270,12 +245,7 @@ impl Sink for MemSink {
             ));
         }
         self.writes.fetch_add(1, Ordering::SeqCst);
-        *self
-            .per_key
-            .lock()
-            .expect("lock")
-            .entry(item.key.clone())
-            .or_default() += 1;
+        *self.per_key.lock().expect("lock").entry(item.key.clone()).or_default() += 1;
         let fp = fingerprint(&data);
         let len = data.len() as u64;
         self.bucket.put_with(item.key.clone(), data, attributes);

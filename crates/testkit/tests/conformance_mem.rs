@@ -19,20 +19,13 @@ impl MemFixture {
     fn new(sorted: bool, faults: FaultLayer) -> Self {
         let primary = MemBucket::new("primary");
         let escrow = MemBucket::new("escrow");
-        let (mut source, mut sink) = (
-            MemSource::new(primary.clone()),
-            MemSink::new(escrow.clone()),
-        );
+        let (mut source, mut sink) =
+            (MemSource::new(primary.clone()), MemSink::new(escrow.clone()));
         if !sorted {
             source = source.with_unsorted_listing();
             sink = sink.with_unsorted_listing();
         }
-        MemFixture {
-            primary,
-            escrow,
-            source: faults.wrap(source),
-            sink: faults.wrap(sink),
-        }
+        MemFixture { primary, escrow, source: faults.wrap(source), sink: faults.wrap(sink) }
     }
 }
 
@@ -72,10 +65,7 @@ async fn mem_pair_conforms_with_rare_transient_faults() {
     // The conformance executor allows 3 attempts; a 5% fault rate with a
     // fixed seed is absorbed by retries.
     conformance::run_all(|| async {
-        MemFixture::new(
-            true,
-            FaultLayer::new().with_transient_rate(0.05).with_seed(3),
-        )
+        MemFixture::new(true, FaultLayer::new().with_transient_rate(0.05).with_seed(3))
     })
     .await;
 }

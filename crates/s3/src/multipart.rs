@@ -1,0 +1,400 @@
+//! Server-side multipart copy: CreateMultipartUpload, parallel
+//! UploadPartCopy drawing on one shared budget, CompleteMultipartUpload, and
+//! AbortMultipartUpload on any failure so no upload is left behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use tokio::sync::Semaphore;
+
+use escrow_sync_core::{Error, ErrorKind, Item, Receipt, Result, RetryPolicy, ServerSideRef};
+
+use crate::sink::S3Sink;
+use crate::util::{copy_source, s3_error, tagging_header, url};
+
+const MIB: u64 = 1024 * 1024;
+/// The smallest part S3 accepts (except the last).
+pub const MIN_PART_SIZE: u64 = 5 * MIB;
+/// The largest part S3 accepts.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
+/// The most parts S3 accepts in one upload.
+pub const MAX_PARTS: u32 = 10_000;
+/// Metadata key (`x-amz-meta-…`) recording the source ETag on multipart copies,
+/// whose own ETag differs from the source's.
+pub const SOURCE_ETAG_META: &str = "escrow-sync-source-etag";
+
+/// When and how objects are copied in parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartOptions {
+    threshold: u64,
+    part_size: u64,
+    max_parts: u32,
+    part_concurrency: usize,
+    part_retry: RetryPolicy,
+}
+
+impl Default for MultipartOptions {
+    fn default() -> Self {
+        MultipartOptions {
+            threshold: 256 * MIB,
+            part_size: 64 * MIB,
+            max_parts: MAX_PARTS,
+            part_concurrency: 64,
+            part_retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl MultipartOptions {
+    /// Defaults: objects over 256 MiB in 64 MiB parts, at most 10,000 parts,
+    /// 64 part copies at once across all objects.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Objects larger than this are copied in parts. Objects over 5 GiB
+    /// always are (CopyObject cannot copy them).
+    pub fn with_threshold(mut self, bytes: u64) -> Self {
+        self.threshold = bytes;
+        self
+    }
+
+    /// The preferred part size (raised when an object would need more than
+    /// `max_parts` parts; at least 5 MiB).
+    pub fn with_part_size(mut self, bytes: u64) -> Self {
+        self.part_size = bytes;
+        self
+    }
+
+    /// The most parts per object (1..=10,000).
+    pub fn with_max_parts(mut self, parts: u32) -> Self {
+        self.max_parts = parts.clamp(1, MAX_PARTS);
+        self
+    }
+
+    /// Part copies in flight at once, across all objects of a sink.
+    pub fn with_part_concurrency(mut self, n: usize) -> Self {
+        self.part_concurrency = n.max(1);
+        self
+    }
+
+    /// Retries of one part (same rules as the executor's item retries).
+    pub fn with_part_retry(mut self, retry: RetryPolicy) -> Self {
+        self.part_retry = retry;
+        self
+    }
+
+    /// The effective threshold: never above 5 GiB.
+    pub fn threshold(&self) -> u64 {
+        self.threshold.min(MAX_PART_SIZE)
+    }
+
+    /// The part concurrency.
+    pub fn part_concurrency(&self) -> usize {
+        self.part_concurrency
+    }
+
+    /// The part size for an object of `size` bytes: the preferred size, raised
+    /// so that there are at most `max_parts` parts, rounded up to a whole MiB,
+    /// at least 5 MiB. Fails when even 5 GiB parts are not enough.
+    pub fn part_size_for(&self, size: u64) -> Result<u64> {
+        let needed = size.div_ceil(u64::from(self.max_parts));
+        let part = self.part_size.max(needed).max(MIN_PART_SIZE).div_ceil(MIB) * MIB;
+        if part > MAX_PART_SIZE {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "s3:UploadPartCopy",
+                format!("{size} bytes"),
+                format!(
+                    "an object this large needs parts over 5 GiB with max_parts = {}; raise max_parts",
+                    self.max_parts
+                ),
+            ));
+        }
+        Ok(part)
+    }
+}
+
+/// The inclusive byte ranges of the parts of an object of `size` bytes.
+pub fn part_ranges(size: u64, part_size: u64) -> Vec<(u64, u64)> {
+    (0..size.div_ceil(part_size))
+        .map(|i| {
+            let start = i * part_size;
+            (start, (start + part_size).min(size) - 1)
+        })
+        .collect()
+}
+
+/// The shared part budget of one sink.
+#[derive(Debug, Clone)]
+pub(crate) struct PartBudget(pub(crate) Arc<Semaphore>);
+
+impl PartBudget {
+    pub(crate) fn new(n: usize) -> Self {
+        PartBudget(Arc::new(Semaphore::new(n)))
+    }
+}
+
+/// The source object's headers a multipart upload must set explicitly.
+struct SourceHead {
+    metadata: HashMap<String, String>,
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+}
+
+impl S3Sink {
+    async fn head_source(&self, src: &ServerSideRef) -> Result<SourceHead> {
+        let out = self
+            .client()
+            .head_object()
+            .bucket(&src.container)
+            .key(&src.key)
+            .if_match(&src.fingerprint)
+            .set_expected_bucket_owner(src.owner.clone())
+            .customize()
+            .config_override(crate::no_sdk_retries())
+            .send()
+            .await
+            .map_err(|e| s3_error(e, "s3:HeadObject", url(&src.container, &src.key)))?;
+        Ok(SourceHead {
+            metadata: out.metadata().cloned().unwrap_or_default(),
+            content_type: out.content_type().map(str::to_string),
+            cache_control: out.cache_control().map(str::to_string),
+            content_disposition: out.content_disposition().map(str::to_string),
+            content_encoding: out.content_encoding().map(str::to_string),
+            content_language: out.content_language().map(str::to_string),
+        })
+    }
+
+    /// Copies `src` in parts into `dest_key`; aborts the upload on any failure.
+    pub(crate) async fn multipart_copy(
+        &self,
+        item: &Item,
+        src: &ServerSideRef,
+        dest_key: &str,
+    ) -> Result<Receipt> {
+        let opts = self.multipart();
+        let part_size = opts.part_size_for(item.size)?;
+        let head = self.head_source(src).await?;
+        let mut metadata = head.metadata;
+        metadata.insert(SOURCE_ETAG_META.to_string(), src.fingerprint.clone());
+        let dest = url(self.bucket(), dest_key);
+        let tagging = tagging_header(&src.attributes);
+        let created = self
+            .client()
+            .create_multipart_upload()
+            .bucket(self.bucket())
+            .key(dest_key)
+            .set_metadata(Some(metadata))
+            .set_content_type(head.content_type)
+            .set_cache_control(head.cache_control)
+            .set_content_disposition(head.content_disposition)
+            .set_content_encoding(head.content_encoding)
+            .set_content_language(head.content_language)
+            .set_tagging((!tagging.is_empty()).then_some(tagging))
+            .set_expected_bucket_owner(self.owner().map(str::to_string))
+            .customize()
+            .config_override(crate::no_sdk_retries())
+            .send()
+            .await
+            .map_err(|e| s3_error(e, "s3:CreateMultipartUpload", dest.clone()))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        tracing::debug!(%dest, %upload_id, part_size, "multipart copy started");
+        match self.copy_parts_and_complete(item, src, dest_key, &upload_id, part_size).await {
+            Ok(etag) => Ok(Receipt::new(item.size, etag)),
+            Err(e) => {
+                self.abort(dest_key, &upload_id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn copy_parts_and_complete(
+        &self,
+        item: &Item,
+        src: &ServerSideRef,
+        dest_key: &str,
+        upload_id: &str,
+        part_size: u64,
+    ) -> Result<Option<String>> {
+        let failed = AtomicBool::new(false);
+        let source = copy_source(&src.container, &src.key);
+        let parts = part_ranges(item.size, part_size).into_iter().enumerate().map(|(i, (a, b))| {
+            let (failed, source) = (&failed, &source);
+            async move {
+                let _permit = self.part_budget().0.acquire().await.map_err(|_| {
+                    Error::new(ErrorKind::Cancelled, "s3:UploadPartCopy", dest_key, "")
+                })?;
+                if failed.load(Ordering::SeqCst) {
+                    return Err(Error::new(
+                        ErrorKind::Cancelled,
+                        "s3:UploadPartCopy",
+                        url(self.bucket(), dest_key),
+                        "another part failed",
+                    ));
+                }
+                let number = i as i32 + 1;
+                let res = self.copy_part(src, source, dest_key, upload_id, number, a, b).await;
+                if res.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                res
+            }
+        });
+        // Every started part finishes before the upload is completed or
+        // aborted: nothing is left running against an aborted upload.
+        let results = futures::future::join_all(parts).await;
+        let (ok, errors): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+        let mut errors: Vec<Error> = errors.into_iter().filter_map(Result::err).collect();
+        // Report the part that failed, not the parts skipped because of it.
+        errors.sort_by_key(|e| e.kind() == ErrorKind::Cancelled);
+        if let Some(e) = errors.into_iter().next() {
+            return Err(e);
+        }
+        let mut completed: Vec<CompletedPart> = ok.into_iter().filter_map(Result::ok).collect();
+        completed.sort_by_key(|p| p.part_number());
+        let dest = url(self.bucket(), dest_key);
+        let out = self
+            .client()
+            .complete_multipart_upload()
+            .bucket(self.bucket())
+            .key(dest_key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder().set_parts(Some(completed)).build(),
+            )
+            .set_expected_bucket_owner(self.owner().map(str::to_string))
+            .customize()
+            .config_override(crate::no_sdk_retries())
+            .send()
+            .await
+            .map_err(|e| s3_error(e, "s3:CompleteMultipartUpload", dest.clone()))?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_part(
+        &self,
+        src: &ServerSideRef,
+        source: &str,
+        dest_key: &str,
+        upload_id: &str,
+        number: i32,
+        first: u64,
+        last: u64,
+    ) -> Result<CompletedPart> {
+        let retry = self.multipart().part_retry;
+        let resource = format!("{} part {number}", url(self.bucket(), dest_key));
+        let mut attempt = 1;
+        loop {
+            let res = self
+                .client()
+                .upload_part_copy()
+                .bucket(self.bucket())
+                .key(dest_key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .copy_source(source)
+                .copy_source_range(format!("bytes={first}-{last}"))
+                .copy_source_if_match(&src.fingerprint)
+                .set_expected_bucket_owner(self.owner().map(str::to_string))
+                .set_expected_source_bucket_owner(src.owner.clone())
+                .customize()
+                .config_override(crate::no_sdk_retries())
+                .send()
+                .await
+                .map_err(|e| s3_error(e, "s3:UploadPartCopy", resource.clone()));
+            match res {
+                Ok(out) => {
+                    let etag = out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string);
+                    return Ok(CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(etag)
+                        .build());
+                }
+                Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
+                    let delay = retry.delay(attempt);
+                    tracing::debug!(%resource, attempt, ?delay, error = %e.chain(), "retrying part");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Aborts an upload, retrying a little: an upload left behind costs
+    /// storage and is invisible in listings.
+    async fn abort(&self, dest_key: &str, upload_id: &str) {
+        for attempt in 1..=3u32 {
+            let res = self
+                .client()
+                .abort_multipart_upload()
+                .bucket(self.bucket())
+                .key(dest_key)
+                .upload_id(upload_id)
+                .set_expected_bucket_owner(self.owner().map(str::to_string))
+                .send()
+                .await;
+            match res {
+                Ok(_) => return,
+                Err(e) => {
+                    let err = s3_error(e, "s3:AbortMultipartUpload", url(self.bucket(), dest_key));
+                    if err.kind() == ErrorKind::NotFound {
+                        return;
+                    }
+                    tracing::warn!(upload_id, attempt, error = %err.chain(), "abort failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_respect_the_part_limit_and_the_minimum() {
+        let o = MultipartOptions::new();
+        assert_eq!(o.part_size_for(300 * MIB).unwrap(), 64 * MIB);
+        // Exactly 10,000 parts of 64 MiB.
+        let edge = 10_000 * 64 * MIB;
+        assert_eq!(o.part_size_for(edge).unwrap(), 64 * MIB);
+        assert_eq!(part_ranges(edge, 64 * MIB).len(), 10_000);
+        // One byte more needs bigger parts, still at most 10,000.
+        let p = o.part_size_for(edge + 1).unwrap();
+        assert_eq!(p, 65 * MIB);
+        assert!(part_ranges(edge + 1, p).len() <= 10_000);
+        // 5 TiB, the largest S3 object.
+        let huge = 5 * 1024 * 1024 * MIB;
+        let p = o.part_size_for(huge).unwrap();
+        assert!(part_ranges(huge, p).len() <= 10_000 && p.is_multiple_of(MIB), "{p}");
+        // A small preferred size is raised to 5 MiB.
+        let small = MultipartOptions::new().with_part_size(1);
+        assert_eq!(small.part_size_for(12 * MIB).unwrap(), 5 * MIB);
+        // A tight max_parts raises the part size, and can make it impossible.
+        let few = MultipartOptions::new().with_max_parts(2);
+        assert_eq!(few.part_size_for(300 * MIB).unwrap(), 150 * MIB);
+        assert!(few.part_size_for(11 * 1024 * MIB).is_err());
+    }
+
+    #[test]
+    fn ranges_cover_the_object_exactly() {
+        assert_eq!(part_ranges(12, 5), [(0, 4), (5, 9), (10, 11)]);
+        assert_eq!(part_ranges(10, 5), [(0, 4), (5, 9)]);
+        assert_eq!(part_ranges(1, 5), [(0, 0)]);
+        assert!(part_ranges(0, 5).is_empty());
+    }
+
+    #[test]
+    fn the_threshold_never_exceeds_5_gib() {
+        let o = MultipartOptions::new().with_threshold(u64::MAX);
+        assert_eq!(o.threshold(), MAX_PART_SIZE);
+    }
+}
