@@ -376,3 +376,93 @@ async fn large_objects_are_copied_in_parts_and_recognised_on_the_next_run() {
     assert_eq!(verify.code, 3, "{verify:?}");
     assert!(verify.stdout.contains("changed big/video.bin"), "{}", verify.stdout);
 }
+
+#[tokio::test]
+async fn destinations_must_be_versioned_unless_the_job_allows_otherwise() {
+    let pair = seeded("unversioned", 2).await;
+    let plain = unique("plain-dst");
+    create_bucket(&pair.escrow, &plain, false).await;
+    let cfg = config_for(&pair.source_bucket, &plain, "");
+    let out = cli(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("destination bucket {plain} does not have versioning enabled")),
+        "{}",
+        out.stderr
+    );
+    assert!(keys(&pair.escrow, &plain).await.is_empty());
+    let cfg = config_for(&pair.source_bucket, &plain, "allow_unversioned_dest = true");
+    assert_eq!(cli(&["run", "--config", cfg.to_str().unwrap()]).code, 0);
+    assert_eq!(keys(&pair.escrow, &plain).await.len(), 2);
+}
+
+#[tokio::test]
+async fn object_lock_retention_is_set_on_every_copy_small_and_multipart() {
+    let pair = seeded("locked", 2).await;
+    let big: Bytes = vec![7u8; 11 * 1024 * 1024].into();
+    pair.put("big.bin", big.clone()).await;
+    let lock = "object_lock = { mode = \"GOVERNANCE\", days = 3 }\nmultipart_threshold = \"5MiB\"\npart_size = \"5MiB\"";
+
+    // The versioned escrow bucket has no Object Lock: refused, nothing copied.
+    let cfg = config_for(&pair.source_bucket, &pair.dest_bucket, lock);
+    let out = cli(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("does not have Object Lock enabled"), "{}", out.stderr);
+    assert!(pair.escrow_keys().await.is_empty());
+
+    let locked = unique("locked-dst");
+    escrow_sync_e2e::create_locked_bucket(&pair.escrow, &locked).await;
+    let cfg = config_for(&pair.source_bucket, &locked, lock);
+    let out = cli(&["run", "--config", cfg.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(n(job(&out.json()), "copied"), 3);
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(2 * 86_400);
+    for key in ["obj/000", "obj/001", "big.bin"] {
+        let head = pair.escrow.head_object().bucket(&locked).key(key).send().await.unwrap();
+        assert_eq!(head.object_lock_mode().map(|m| m.as_str()), Some("GOVERNANCE"), "{key}");
+        let until = std::time::SystemTime::try_from(*head.object_lock_retain_until_date().unwrap())
+            .unwrap();
+        assert!(until > soon, "{key} retained for about 3 days");
+    }
+    assert_eq!(escrow_sync_e2e::get(&pair.escrow, &locked, "big.bin").await.unwrap(), big);
+}
+
+#[tokio::test]
+async fn copies_are_encrypted_with_the_escrow_key_and_a_primary_key_is_refused() {
+    let pair = seeded("kms", 2).await;
+    let escrow_key = escrow_sync_e2e::create_kms_key(&admin(escrow_sync_e2e::ESCROW).await).await;
+    let primary_key = escrow_sync_e2e::create_kms_key(&admin(PRIMARY).await).await;
+    let with_key = |key: &str| {
+        let text = std::fs::read_to_string(config_for(&pair.source_bucket, &pair.dest_bucket, ""))
+            .unwrap();
+        write_config(&text.replace(
+            "account_id = \"222222222222\"",
+            &format!("account_id = \"222222222222\"\nkms_key_id = \"{key}\""),
+        ))
+    };
+
+    let out = cli(&["run", "--config", with_key(&primary_key).to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("belongs to account 111111111111, not the escrow account"),
+        "{}",
+        out.stderr
+    );
+    assert!(pair.escrow_keys().await.is_empty());
+
+    let cfg = with_key(&escrow_key);
+    let out = cli(&["run", "--config", cfg.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(n(job(&out.json()), "copied"), 2);
+    let head =
+        pair.escrow.head_object().bucket(&pair.dest_bucket).key("obj/001").send().await.unwrap();
+    assert_eq!(head.server_side_encryption().map(|s| s.as_str()), Some("aws:kms"));
+    assert_eq!(head.ssekms_key_id(), Some(escrow_key.as_str()));
+    let recorded = head.metadata().unwrap().get(escrow_sync_s3::SOURCE_ETAG_META).cloned();
+    let source_etag =
+        pair.primary.head_object().bucket(&pair.source_bucket).key("obj/001").send().await.unwrap();
+    assert_eq!(recorded.as_deref(), source_etag.e_tag(), "the source ETag is recorded");
+    let again = cli(&["run", "--config", cfg.to_str().unwrap(), "--output", "json"]).json();
+    assert_eq!(n(job(&again), "copied"), 0);
+}

@@ -146,6 +146,25 @@ pub async fn create_bucket(client: &Client, bucket: &str, versioned: bool) {
     }
 }
 
+/// Creates `bucket` with Object Lock enabled (which also turns versioning on).
+pub async fn create_locked_bucket(client: &Client, bucket: &str) {
+    client
+        .create_bucket()
+        .bucket(bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .expect("create a bucket with Object Lock");
+}
+
+/// A new KMS key in `session`'s account; returns its ARN.
+pub async fn create_kms_key(session: &Session) -> String {
+    let kms = aws_sdk_kms::Client::new(session.sdk_config());
+    let key =
+        kms.create_key().description("escrow-sync test key").send().await.expect("create key");
+    key.key_metadata().expect("key metadata").arn().expect("key arn").to_string()
+}
+
 /// A primary bucket and an escrow bucket, with admin clients for both.
 pub struct BucketPair {
     /// Admin client in the primary.

@@ -33,7 +33,7 @@ pub struct EscrowSection {
     pub role_arn: Option<String>,
     /// Checked against STS GetCallerIdentity.
     pub account_id: Option<String>,
-    /// The escrow-owned KMS key (used by later versions).
+    /// The escrow-owned KMS key: every copy is SSE-KMS with it.
     pub kms_key_id: Option<String>,
     /// Labs and single-account S3-compatible stores only.
     #[serde(default)]
@@ -92,6 +92,21 @@ pub struct S3Job {
     pub max_parts: Option<u32>,
     /// Part copies in flight at once across all objects of the job (default 64).
     pub part_concurrency: Option<usize>,
+    /// Object Lock retention set on every copy.
+    pub object_lock: Option<ObjectLockConfig>,
+    /// Allow a destination bucket without versioning.
+    #[serde(default)]
+    pub allow_unversioned_dest: bool,
+}
+
+/// `object_lock = { mode = "COMPLIANCE" | "GOVERNANCE", days = N }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLockConfig {
+    /// `COMPLIANCE` or `GOVERNANCE`.
+    pub mode: String,
+    /// Days of retention from each copy.
+    pub days: u32,
 }
 
 /// A size in bytes: an integer, or a string with a unit (B, KiB, MiB, GiB,
@@ -158,6 +173,15 @@ impl S3Job {
         m
     }
 
+    /// The protection every copy of this job gets.
+    pub fn protection(&self, kms_key_id: Option<String>) -> escrow_sync_s3::Protection {
+        let lock = self.object_lock.as_ref().and_then(|l| {
+            escrow_sync_s3::LockMode::parse(&l.mode)
+                .map(|mode| escrow_sync_s3::ObjectLock { mode, days: l.days })
+        });
+        escrow_sync_s3::Protection::new().with_kms_key_id(kms_key_id).with_object_lock(lock)
+    }
+
     /// The job's name.
     pub fn name(&self) -> String {
         self.name.clone().unwrap_or_else(|| format!("s3:{}", self.source_bucket))
@@ -215,6 +239,19 @@ impl Config {
                 return Err(Error::invalid_config(format!(
                     "{at}: concurrency and part_concurrency must be at least 1"
                 )));
+            }
+            if let Some(lock) = &job.object_lock {
+                if escrow_sync_s3::LockMode::parse(&lock.mode).is_none() {
+                    return Err(Error::invalid_config(format!(
+                        "{at}: object_lock mode {:?} is not COMPLIANCE or GOVERNANCE",
+                        lock.mode
+                    )));
+                }
+                if lock.days == 0 {
+                    return Err(Error::invalid_config(format!(
+                        "{at}: object_lock days must be at least 1"
+                    )));
+                }
             }
             if let Some(p) = job.max_parts
                 && !(1..=10_000).contains(&p)

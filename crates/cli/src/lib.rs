@@ -22,7 +22,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use escrow_sync_aws::{Connector, Sessions};
 use escrow_sync_core::{CancellationToken, Error, Executor, ExecutorOptions, Mode, Scope};
-use escrow_sync_s3::{S3Sink, S3Source, check_dest_bucket, check_source_bucket};
+use escrow_sync_s3::{
+    S3Sink, S3Source, check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket,
+};
 
 use config::Config;
 use output::{JobOutcome, exit};
@@ -133,17 +135,21 @@ pub async fn execute(
     let escrow = escrow_sync_s3::client(&sessions.escrow);
     let (primary_id, escrow_id) =
         (sessions.primary.account_id().to_string(), sessions.escrow.account_id().to_string());
+    if let Some(key) = &config.escrow.kms_key_id {
+        check_kms_key(key, &escrow_id)?;
+    }
     for job in &jobs {
         check_source_bucket(&primary, &job.source_bucket, &primary_id).await?;
         check_dest_bucket(&escrow, &job.dest_bucket, &escrow_id).await?;
+        check_dest_protection(
+            &escrow,
+            &job.dest_bucket,
+            job.allow_unversioned_dest,
+            job.object_lock.is_some(),
+        )
+        .await?;
     }
-    let mut warnings = sessions.warnings.clone();
-    if let Some(key) = &config.escrow.kms_key_id {
-        warnings.push(format!(
-            "kms_key_id {key} is not applied to S3 copies yet: copies get the escrow bucket's \
-             default encryption"
-        ));
-    }
+    let warnings = sessions.warnings.clone();
     let progress = progress::Progress::new();
     let mut outcomes = Vec::new();
     for job in jobs {
@@ -157,7 +163,8 @@ pub async fn execute(
         let sink = S3Sink::from_client(escrow.clone(), &job.dest_bucket)
             .with_dest_prefix(&job.dest_prefix)
             .with_expected_owner(Some(escrow_id.clone()))
-            .with_multipart(job.multipart());
+            .with_multipart(job.multipart())
+            .with_protection(job.protection(config.escrow.kms_key_id.clone()));
         let mut executor = Executor::new(ExecutorOptions::new().with_concurrency(job.concurrency))
             .with_cancellation(cancel.clone());
         let bar = progress.job(&name, mode);

@@ -84,3 +84,96 @@ async fn head_bucket(
         }
     }
 }
+
+/// Checks the destination bucket can hold protected escrow copies: versioning
+/// on (unless `allow_unversioned`), and Object Lock enabled when retention is
+/// asked for.
+pub async fn check_dest_protection(
+    client: &Client,
+    bucket: &str,
+    allow_unversioned: bool,
+    object_lock: bool,
+) -> Result<()> {
+    if !allow_unversioned {
+        let enabled = match client.get_bucket_versioning().bucket(bucket).send().await {
+            Ok(out) => out.status() == Some(&aws_sdk_s3::types::BucketVersioningStatus::Enabled),
+            // Some S3 implementations (moto) wrap the answer in an element the
+            // SDK does not expect; a 200 answer's Status element still tells.
+            Err(e) if raw_200_body(&e).is_some() => {
+                raw_200_body(&e).is_some_and(|body| body.contains("<Status>Enabled</Status>"))
+            }
+            Err(e) => return Err(sdk_error(e, "s3:GetBucketVersioning", format!("s3://{bucket}"))),
+        };
+        if !enabled {
+            return Err(Error::invalid_config(format!(
+                "destination bucket {bucket} does not have versioning enabled: an escrow bucket \
+                 keeps every version so an overwrite can never destroy a copy; enable versioning \
+                 on it, or set allow_unversioned_dest = true in the job"
+            )));
+        }
+    }
+    if object_lock {
+        let enabled = match client.get_object_lock_configuration().bucket(bucket).send().await {
+            Ok(out) => out
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some_and(|e| *e == aws_sdk_s3::types::ObjectLockEnabled::Enabled),
+            Err(e) => {
+                let not_configured = e
+                    .as_service_error()
+                    .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
+                    .is_some_and(|c| c == "ObjectLockConfigurationNotFoundError");
+                if !not_configured {
+                    return Err(sdk_error(
+                        e,
+                        "s3:GetObjectLockConfiguration",
+                        format!("s3://{bucket}"),
+                    ));
+                }
+                false
+            }
+        };
+        if !enabled {
+            return Err(Error::invalid_config(format!(
+                "destination bucket {bucket} does not have Object Lock enabled, but the job sets \
+                 object_lock: create the escrow bucket with Object Lock enabled, or remove \
+                 object_lock from the job"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `key` (id, alias or ARN) is not a key of another account:
+/// escrow copies are encrypted with a key the escrow account owns.
+pub fn check_kms_key(key: &str, escrow_account: &str) -> Result<()> {
+    if let Some(rest) = key.strip_prefix("arn:") {
+        let account = rest.split(':').nth(3).unwrap_or_default();
+        if account != escrow_account {
+            return Err(Error::invalid_config(format!(
+                "[escrow] kms_key_id {key} belongs to account {account}, not the escrow account \
+                 {escrow_account}: escrow copies must be encrypted with a key the escrow owns"
+            )));
+        }
+    }
+    if key.trim().is_empty() {
+        return Err(Error::invalid_config(
+            "[escrow] kms_key_id is empty: give a key id, alias/NAME or key ARN in the escrow account",
+        ));
+    }
+    Ok(())
+}
+
+/// The body of a 200 response the SDK could not parse, if that is what `err` is.
+fn raw_200_body<E>(
+    err: &aws_sdk_s3::error::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> Option<String> {
+    let raw = err.raw_response()?;
+    if raw.status().as_u16() != 200 {
+        return None;
+    }
+    raw.body().bytes().map(|b| String::from_utf8_lossy(b).into_owned())
+}

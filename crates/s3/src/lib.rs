@@ -41,12 +41,14 @@
 mod check;
 mod list;
 mod multipart;
+mod protect;
 mod sink;
 mod source;
 mod util;
 
-pub use check::{check_dest_bucket, check_source_bucket};
+pub use check::{check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket};
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, MultipartOptions, SOURCE_ETAG_META, part_ranges};
+pub use protect::{LockMode, ObjectLock, Protection};
 pub use sink::S3Sink;
 pub use source::S3Source;
 pub use util::{MAX_COPY_OBJECT_SIZE, META_PREFIX, TAG_PREFIX, copy_source, tagging_header};

@@ -138,17 +138,19 @@ impl PartBudget {
 }
 
 /// The source object's headers a multipart upload must set explicitly.
-struct SourceHead {
-    metadata: HashMap<String, String>,
-    content_type: Option<String>,
-    cache_control: Option<String>,
-    content_disposition: Option<String>,
-    content_encoding: Option<String>,
-    content_language: Option<String>,
+pub(crate) struct SourceHead {
+    pub(crate) metadata: HashMap<String, String>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) cache_control: Option<String>,
+    pub(crate) content_disposition: Option<String>,
+    pub(crate) content_encoding: Option<String>,
+    pub(crate) content_language: Option<String>,
 }
 
 impl S3Sink {
-    async fn head_source(&self, src: &ServerSideRef) -> Result<SourceHead> {
+    /// The source object's metadata and content headers (escrow credentials,
+    /// `If-Match` the listed ETag).
+    pub(crate) async fn head_source(&self, src: &ServerSideRef) -> Result<SourceHead> {
         let out = self
             .client()
             .head_object()
@@ -197,7 +199,8 @@ impl S3Sink {
             .set_content_encoding(head.content_encoding)
             .set_content_language(head.content_language)
             .set_tagging((!tagging.is_empty()).then_some(tagging))
-            .set_expected_bucket_owner(self.owner().map(str::to_string))
+            .set_expected_bucket_owner(self.owner().map(str::to_string));
+        let created = crate::protect::protect!(created, self.protection())
             .customize()
             .config_override(crate::no_sdk_retries())
             .send()
@@ -274,6 +277,7 @@ impl S3Sink {
             .send()
             .await
             .map_err(|e| s3_error(e, "s3:CompleteMultipartUpload", dest.clone()))?;
+        self.ensure_retention(dest_key, out.version_id()).await?;
         Ok(out.e_tag().map(str::to_string))
     }
 
@@ -326,6 +330,49 @@ impl S3Sink {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Makes sure a completed multipart copy carries the configured
+    /// retention: S3 applies the lock headers of CreateMultipartUpload, but
+    /// not every S3 implementation does (moto does not), and an escrow copy
+    /// without its retention is not protected.
+    async fn ensure_retention(&self, dest_key: &str, version: Option<&str>) -> Result<()> {
+        let Some(lock) = self.protection().object_lock else { return Ok(()) };
+        let dest = url(self.bucket(), dest_key);
+        let head = self
+            .client()
+            .head_object()
+            .bucket(self.bucket())
+            .key(dest_key)
+            .set_version_id(version.map(str::to_string))
+            .set_expected_bucket_owner(self.owner().map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| s3_error(e, "s3:HeadObject", dest.clone()))?;
+        if head.object_lock_mode().is_some() && head.object_lock_retain_until_date().is_some() {
+            return Ok(());
+        }
+        tracing::debug!(%dest, "setting retention after the multipart copy");
+        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+            .set_mode(self.protection().lock_mode().map(|m| match m {
+                aws_sdk_s3::types::ObjectLockMode::Governance => {
+                    aws_sdk_s3::types::ObjectLockRetentionMode::Governance
+                }
+                _ => aws_sdk_s3::types::ObjectLockRetentionMode::Compliance,
+            }))
+            .retain_until_date(aws_smithy_types::DateTime::from(lock.retain_until()))
+            .build();
+        self.client()
+            .put_object_retention()
+            .bucket(self.bucket())
+            .key(dest_key)
+            .set_version_id(version.map(str::to_string))
+            .retention(retention)
+            .set_expected_bucket_owner(self.owner().map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| s3_error(e, "s3:PutObjectRetention", dest))?;
+        Ok(())
     }
 
     /// Aborts an upload, retrying a little: an upload left behind costs

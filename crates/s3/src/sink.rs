@@ -13,6 +13,7 @@ use escrow_sync_core::{
 
 use crate::list::list_objects;
 use crate::multipart::{MultipartOptions, PartBudget, SOURCE_ETAG_META};
+use crate::protect::{EMPTY_BODY_MD5, Protection, protect};
 use crate::util::{
     CONTENT_TYPE, MAX_COPY_OBJECT_SIZE, copy_source, metadata, s3_error, tagging_header, url,
 };
@@ -26,6 +27,7 @@ pub struct S3Sink {
     owner: Option<String>,
     multipart: MultipartOptions,
     budget: PartBudget,
+    protection: Protection,
 }
 
 impl S3Sink {
@@ -40,6 +42,7 @@ impl S3Sink {
             owner: None,
             multipart,
             budget,
+            protection: Protection::default(),
         }
     }
 
@@ -56,6 +59,16 @@ impl S3Sink {
 
     pub(crate) fn owner(&self) -> Option<&str> {
         self.owner.as_deref()
+    }
+
+    /// Protects every copy: SSE-KMS with the escrow key, Object Lock retention.
+    pub fn with_protection(mut self, protection: Protection) -> Self {
+        self.protection = protection;
+        self
+    }
+
+    pub(crate) fn protection(&self) -> &Protection {
+        &self.protection
     }
 
     pub(crate) fn multipart(&self) -> &MultipartOptions {
@@ -104,20 +117,42 @@ impl S3Sink {
         }
         debug_assert!(item.size <= MAX_COPY_OBJECT_SIZE);
         let tagging = tagging_header(&src.attributes);
-        let out = self
+        let mut req = self
             .client
             .copy_object()
             .bucket(&self.bucket)
             .key(&dest_key)
             .copy_source(copy_source(&src.container, &src.key))
             .copy_source_if_match(&src.fingerprint)
-            .metadata_directive(MetadataDirective::Copy)
             .tagging_directive(TaggingDirective::Replace)
             .tagging(tagging)
             .set_expected_bucket_owner(self.owner.clone())
-            .set_expected_source_bucket_owner(src.owner.clone())
+            .set_expected_source_bucket_owner(src.owner.clone());
+        req = if self.protection.kms_key_id.is_some() {
+            // An SSE-KMS copy gets an ETag unlike the source's: record the
+            // source ETag so later runs can confirm the copy (confirm_same).
+            let head = self.head_source(&src).await?;
+            let mut meta = head.metadata;
+            meta.insert(SOURCE_ETAG_META.to_string(), src.fingerprint.clone());
+            req.metadata_directive(MetadataDirective::Replace)
+                .set_metadata(Some(meta))
+                .set_content_type(head.content_type)
+                .set_cache_control(head.cache_control)
+                .set_content_disposition(head.content_disposition)
+                .set_content_encoding(head.content_encoding)
+                .set_content_language(head.content_language)
+        } else {
+            req.metadata_directive(MetadataDirective::Copy)
+        };
+        let locked = self.protection.object_lock.is_some();
+        let out = protect!(req, &self.protection)
             .customize()
             .config_override(crate::no_sdk_retries())
+            .mutate_request(move |r| {
+                if locked {
+                    r.headers_mut().insert("Content-MD5", EMPTY_BODY_MD5);
+                }
+            })
             .send()
             .await
             .map_err(|e| {
@@ -150,7 +185,7 @@ impl S3Sink {
             ));
         }
         let tagging = tagging_header(&attributes);
-        let out = self
+        let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
@@ -159,7 +194,8 @@ impl S3Sink {
             .set_metadata(Some(metadata(&attributes)))
             .set_content_type(attributes.get(CONTENT_TYPE).cloned())
             .set_tagging((!tagging.is_empty()).then_some(tagging))
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner.clone());
+        let out = protect!(req, &self.protection)
             .customize()
             .config_override(crate::no_sdk_retries())
             .send()
@@ -192,9 +228,11 @@ impl Sink for S3Sink {
     }
 
     async fn confirm_same(&self, item: &Item, escrow: &Item) -> Result<bool> {
-        // Only multipart copies (ETag "…-N") can hold the same bytes under
-        // another ETag; they record the source ETag in their metadata.
-        if item.size != escrow.size || !escrow.fingerprint.contains('-') {
+        // Multipart copies (ETag "…-N") and SSE-KMS copies hold the same
+        // bytes under another ETag; they record the source ETag in metadata.
+        let other_etag_possible =
+            escrow.fingerprint.contains('-') || self.protection.kms_key_id.is_some();
+        if item.size != escrow.size || !other_etag_possible {
             return Ok(false);
         }
         let key = self.dest_key(&item.key);

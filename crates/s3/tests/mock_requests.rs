@@ -540,3 +540,64 @@ async fn a_multipart_copy_is_confirmed_by_its_recorded_source_etag() {
     assert!(!sink.confirm_same(&item, &single).await.unwrap());
     assert_eq!(head.num_calls(), 2);
 }
+
+#[tokio::test]
+async fn protected_copies_carry_the_escrow_key_retention_and_the_source_etag() {
+    let head = source_head();
+    let copy = mock!(Client::copy_object)
+        .match_requests(|r| {
+            let meta = r.metadata().cloned().unwrap_or_default();
+            r.metadata_directive() == Some(&MetadataDirective::Replace)
+                && meta.get("owner").map(String::as_str) == Some("ops")
+                && meta.get(SOURCE_ETAG_META).map(String::as_str) == Some("\"src-etag\"")
+                && r.content_type() == Some("application/octet-stream")
+                && r.server_side_encryption().map(|s| s.as_str()) == Some("aws:kms")
+                && r.ssekms_key_id() == Some("alias/escrow")
+                && r.object_lock_mode().map(|m| m.as_str()) == Some("COMPLIANCE")
+                && r.object_lock_retain_until_date().is_some()
+        })
+        .then_output(|| {
+            CopyObjectOutput::builder()
+                .copy_object_result(CopyObjectResult::builder().e_tag("\"kms-etag\"").build())
+                .build()
+        });
+    let sink = S3Sink::from_client(client(&[&head, &copy]), "dst").with_protection(
+        escrow_sync_s3::Protection::new()
+            .with_kms_key_id(Some("alias/escrow".into()))
+            .with_object_lock(Some(escrow_sync_s3::ObjectLock {
+                mode: escrow_sync_s3::LockMode::Compliance,
+                days: 30,
+            })),
+    );
+    let (item, src) = big_ref(1024);
+    let receipt = sink.write(&item, Payload::Reference(src)).await.unwrap();
+    assert_eq!(receipt.fingerprint.as_deref(), Some("\"kms-etag\""));
+    assert_eq!((head.num_calls(), copy.num_calls()), (1, 1));
+
+    // The next run sees another ETag in escrow; the recorded source ETag
+    // confirms the copy without copying again.
+    let escrow_head = mock!(Client::head_object)
+        .match_requests(|r| r.bucket() == Some("dst"))
+        .then_output(|| {
+            HeadObjectOutput::builder()
+                .e_tag("\"kms-etag\"")
+                .metadata(SOURCE_ETAG_META, "\"src-etag\"")
+                .build()
+        });
+    let sink = S3Sink::from_client(client(&[&escrow_head]), "dst").with_protection(
+        escrow_sync_s3::Protection::new().with_kms_key_id(Some("alias/escrow".into())),
+    );
+    let escrow = Item::new("big.bin", ItemKind::Object, 1024, "\"kms-etag\"");
+    assert!(sink.confirm_same(&item, &escrow).await.unwrap());
+}
+
+#[test]
+fn kms_keys_of_other_accounts_are_refused() {
+    use escrow_sync_s3::check_kms_key;
+    check_kms_key("alias/escrow", "222222222222").unwrap();
+    check_kms_key("1234abcd-12ab-34cd-56ef-1234567890ab", "222222222222").unwrap();
+    check_kms_key("arn:aws:kms:us-east-1:222222222222:key/k", "222222222222").unwrap();
+    let err =
+        check_kms_key("arn:aws:kms:us-east-1:111111111111:key/k", "222222222222").unwrap_err();
+    assert!(err.to_string().contains("belongs to account 111111111111"), "{err}");
+}
