@@ -59,23 +59,54 @@ pub(crate) fn s3_error<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let archived = err
+    let (code, message) = err
         .as_service_error()
-        .and_then(|e| e.code())
-        .is_some_and(|c| c == "InvalidObjectState" || c == "ObjectNotInActiveTierError");
+        .map(|e| {
+            (e.code().unwrap_or_default().to_string(), e.message().unwrap_or_default().to_string())
+        })
+        .unwrap_or_default();
     let converted = sdk_error(err, operation, resource.clone());
-    if archived {
-        Error::new(
+    match unpullable(&code, &message) {
+        Some((kind, why)) => Error::new(kind, operation, resource, why).with_source(converted),
+        None => converted,
+    }
+}
+
+/// Explains the source objects escrow-sync cannot pull, by S3's error code
+/// and message.
+fn unpullable(code: &str, message: &str) -> Option<(ErrorKind, &'static str)> {
+    let lower = message.to_ascii_lowercase();
+    if code == "InvalidObjectState" || code == "ObjectNotInActiveTierError" {
+        return Some((
             ErrorKind::Failed,
-            operation,
-            resource,
             "the source object is in an archive storage class (Glacier / Deep Archive): restore \
              it in the primary first; the next run copies it",
-        )
-        .with_source(converted)
-    } else {
-        converted
+        ));
     }
+    if code == "InvalidRequest"
+        && (lower.contains("customer") || lower.contains("server side encryption"))
+    {
+        return Some((
+            ErrorKind::Failed,
+            "the source object is encrypted with a customer-provided key (SSE-C): S3 cannot copy \
+             it without that key, and escrow-sync never handles customer keys; re-encrypt it in \
+             the primary with SSE-S3 or a customer-managed KMS key",
+        ));
+    }
+    if (code == "AccessDenied"
+        || code == "KMS.AccessDeniedException"
+        || code == "KMS.NotFoundException")
+        && (lower.contains("kms") || lower.contains("ciphertext") || lower.contains("key"))
+    {
+        return Some((
+            ErrorKind::AccessDenied,
+            "the source object is encrypted with a KMS key the escrow may not use: objects under \
+             the primary's AWS-managed aws/s3 key can never be read from another account; \
+             re-encrypt them with a customer-managed key whose policy grants kms:Decrypt to the \
+             escrow operator",
+        ));
+    }
+    None
 }
 
 /// `s3://bucket/key` for messages.
@@ -86,6 +117,18 @@ pub fn url(bucket: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unpullable_objects_are_explained() {
+        let (k, why) = unpullable("InvalidRequest", "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.").unwrap();
+        assert_eq!(k, ErrorKind::Failed);
+        assert!(why.contains("SSE-C"));
+        let (k, why) = unpullable("AccessDenied", "The ciphertext refers to a customer master key that does not exist, does not exist in this region, or you are not allowed to access.").unwrap();
+        assert_eq!(k, ErrorKind::AccessDenied);
+        assert!(why.contains("aws/s3"));
+        assert!(unpullable("AccessDenied", "Access Denied").is_none());
+        assert!(unpullable("ObjectNotInActiveTierError", "").unwrap().1.contains("restore"));
+    }
 
     #[test]
     fn copy_source_encodes_all_but_slashes() {

@@ -601,3 +601,34 @@ fn kms_keys_of_other_accounts_are_refused() {
         check_kms_key("arn:aws:kms:us-east-1:111111111111:key/k", "222222222222").unwrap_err();
     assert!(err.to_string().contains("belongs to account 111111111111"), "{err}");
 }
+
+#[tokio::test]
+async fn sse_c_and_aws_managed_key_objects_fail_alone_with_the_fix() {
+    let list = mock!(Client::list_objects_v2)
+        .match_requests(|r| r.bucket() == Some("src"))
+        .then_output(|| {
+            ListObjectsV2Output::builder()
+                .contents(object("aws-managed-key", 5, "\"m\""))
+                .contents(object("customer-key", 5, "\"c\""))
+                .contents(object("fine", 5, "\"f\""))
+                .build()
+        });
+    let empty = empty_listing();
+    let tags = no_tags();
+    let sse_c = mock!(Client::copy_object).match_requests(|r| r.key() == Some("customer-key")).sequence().http_status(400, Some(
+        "<Error><Code>InvalidRequest</Code><Message>The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.</Message></Error>".into(),
+    )).build();
+    let kms = mock!(Client::copy_object).match_requests(|r| r.key() == Some("aws-managed-key")).sequence().http_status(403, Some(
+        "<Error><Code>AccessDenied</Code><Message>The ciphertext refers to a customer master key that does not exist, does not exist in this region, or you are not allowed to access.</Message></Error>".into(),
+    )).build();
+    let ok = mock!(Client::copy_object).then_output(|| CopyObjectOutput::builder().build());
+    let c = client(&[&list, &empty, &tags, &sse_c, &kms, &ok]);
+    let source = S3Source::from_client(c.clone(), "src");
+    let sink = S3Sink::from_client(c, "dst");
+    let r = fast_executor().execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((r.copied, r.failed), (1, 2), "{:?}", r.failures);
+    let why = |key: &str| r.failures.iter().find(|f| f.key == key).unwrap().error.clone();
+    assert!(why("customer-key").contains("SSE-C"), "{}", why("customer-key"));
+    assert!(why("aws-managed-key").contains("aws/s3"), "{}", why("aws-managed-key"));
+    assert_eq!((sse_c.num_calls(), kms.num_calls()), (1, 1), "permanent: not retried");
+}
