@@ -94,6 +94,8 @@ pub struct S3Job {
     pub part_concurrency: Option<usize>,
     /// Object Lock retention set on every copy.
     pub object_lock: Option<ObjectLockConfig>,
+    /// At most this many requests per second to S3 (both sides together).
+    pub max_requests_per_second: Option<u32>,
     /// Allow a destination bucket without versioning.
     #[serde(default)]
     pub allow_unversioned_dest: bool,
@@ -252,6 +254,11 @@ impl Config {
                         "{at}: object_lock days must be at least 1"
                     )));
                 }
+            }
+            if job.max_requests_per_second == Some(0) {
+                return Err(Error::invalid_config(format!(
+                    "{at}: max_requests_per_second must be at least 1"
+                )));
             }
             if let Some(p) = job.max_parts
                 && !(1..=10_000).contains(&p)

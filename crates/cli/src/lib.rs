@@ -157,14 +157,17 @@ pub async fn execute(
         if cancel.is_cancelled() {
             break;
         }
+        let pacer = job.max_requests_per_second.map(escrow_sync_core::RequestPacer::per_second);
         let source = S3Source::from_client(primary.clone(), &job.source_bucket)
+            .with_pacer(pacer.clone())
             .with_prefix(&job.prefix)
             .with_expected_owner(Some(primary_id.clone()));
         let sink = S3Sink::from_client(escrow.clone(), &job.dest_bucket)
             .with_dest_prefix(&job.dest_prefix)
             .with_expected_owner(Some(escrow_id.clone()))
             .with_multipart(job.multipart())
-            .with_protection(job.protection(config.escrow.kms_key_id.clone()));
+            .with_protection(job.protection(config.escrow.kms_key_id.clone()))
+            .with_pacer(pacer);
         let mut executor = Executor::new(ExecutorOptions::new().with_concurrency(job.concurrency))
             .with_cancellation(cancel.clone());
         let bar = progress.job(&name, mode);

@@ -19,8 +19,8 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Action, CopyPlan, CopyReason, Difference, Error, ErrorKind, Failure, Item, Mode, Policy,
-    Report, Result, Scope, Sink, Source, plan_stream,
+    Action, AdaptiveLimit, CopyPlan, CopyReason, Difference, Error, ErrorKind, Failure, Item, Mode,
+    Policy, Report, Result, Scope, Sink, Source, plan_stream,
 };
 
 /// How often and how patiently to retry one item.
@@ -169,6 +169,11 @@ pub enum ProgressEvent {
     },
     /// Cancellation was requested: no new items will start.
     Cancelling,
+    /// The concurrency limit changed (halved on throttling, grown back).
+    Concurrency {
+        /// The new limit.
+        limit: usize,
+    },
 }
 
 /// Receives progress events; must be cheap and must not block.
@@ -279,6 +284,8 @@ impl Executor {
         let started = Instant::now();
         let mut report = Report::new(mode, source.describe(), sink.describe());
         let mut plan = self.plan(source, sink, scope).await?;
+        // Halves on throttling, grows back slowly; never above the option.
+        let adaptive = AdaptiveLimit::new(self.options.concurrency);
         let mut inflight = FuturesUnordered::new();
         let mut stop = false;
         let mut fatal: Option<Error> = None;
@@ -287,7 +294,7 @@ impl Executor {
             _ => self.options.difference_limit,
         };
         loop {
-            let can_schedule = !stop && inflight.len() < self.options.concurrency;
+            let can_schedule = !stop && inflight.len() < adaptive.current();
             if !can_schedule && inflight.is_empty() {
                 break;
             }
@@ -309,13 +316,14 @@ impl Executor {
                     }
                     Some(Ok(action)) => {
                         if let Some(fut) = self.account(&mut report, mode, action, limit) {
-                            inflight.push(self.perform(source, sink, fut));
+                            inflight.push(self.perform(source, sink, &adaptive, fut));
                         }
                     }
                 },
             }
         }
         report.elapsed = started.elapsed();
+        report.throttled = adaptive.throttles();
         match fatal {
             Some(e) => Err(e),
             None => Ok(report),
@@ -404,25 +412,31 @@ impl Executor {
         }
     }
 
-    async fn perform(&self, source: &dyn Source, sink: &dyn Sink, work: Work) -> Outcome {
+    async fn perform(
+        &self,
+        source: &dyn Source,
+        sink: &dyn Sink,
+        limit: &AdaptiveLimit,
+        work: Work,
+    ) -> Outcome {
         match work {
             Work::Copy(item, escrow) => {
                 if let Some(escrow) = escrow
-                    && self.confirmed_same(sink, &item, &escrow).await
+                    && self.confirmed_same(sink, limit, &item, &escrow).await
                 {
                     return Outcome::Same { key: item.key, size: item.size };
                 }
-                self.copy_item(source, sink, item).await
+                self.copy_item(source, sink, limit, item).await
             }
             Work::Check(item, escrow) => {
-                if self.confirmed_same(sink, &item, &escrow).await {
+                if self.confirmed_same(sink, limit, &item, &escrow).await {
                     Outcome::Same { key: item.key, size: item.size }
                 } else {
                     Outcome::Differs { item }
                 }
             }
             Work::Delete(item) => {
-                match self.with_retries(&item.key, || sink.delete(&item.key)).await {
+                match self.with_retries(limit, &item.key, || sink.delete(&item.key)).await {
                     (Ok(()), _) => Outcome::Deleted,
                     (Err(error), attempts) => Outcome::Failed { key: item.key, error, attempts },
                 }
@@ -432,8 +446,14 @@ impl Executor {
 
     /// Asks the sink whether a changed item is the same after all. A failed
     /// check counts as "differs": copying again is always safe.
-    async fn confirmed_same(&self, sink: &dyn Sink, item: &Item, escrow: &Item) -> bool {
-        match self.with_retries(&item.key, || sink.confirm_same(item, escrow)).await {
+    async fn confirmed_same(
+        &self,
+        sink: &dyn Sink,
+        limit: &AdaptiveLimit,
+        item: &Item,
+        escrow: &Item,
+    ) -> bool {
+        match self.with_retries(limit, &item.key, || sink.confirm_same(item, escrow)).await {
             (Ok(same), _) => same,
             (Err(e), _) => {
                 tracing::debug!(key = %item.key, error = %e.chain(), "could not confirm; treating as changed");
@@ -442,10 +462,16 @@ impl Executor {
         }
     }
 
-    async fn copy_item(&self, source: &dyn Source, sink: &dyn Sink, item: Item) -> Outcome {
+    async fn copy_item(
+        &self,
+        source: &dyn Source,
+        sink: &dyn Sink,
+        limit: &AdaptiveLimit,
+        item: Item,
+    ) -> Outcome {
         self.emit(ProgressEvent::Started { key: item.key.clone(), size: item.size });
         let res = self
-            .with_retries(&item.key, || async {
+            .with_retries(limit, &item.key, || async {
                 let payload = source.read(&item).await?;
                 sink.write(&item, payload).await
             })
@@ -461,7 +487,12 @@ impl Executor {
 
     /// Runs `op` until it succeeds, fails for good, runs out of attempts or
     /// is cancelled during a backoff. Returns the result and the attempts made.
-    async fn with_retries<T, F, Fut>(&self, key: &str, mut op: F) -> (Result<T>, u32)
+    async fn with_retries<T, F, Fut>(
+        &self,
+        limit: &AdaptiveLimit,
+        key: &str,
+        mut op: F,
+    ) -> (Result<T>, u32)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -469,7 +500,21 @@ impl Executor {
         let retry = self.options.retry;
         let mut attempt = 1;
         loop {
-            match op().await {
+            let res = op().await;
+            match &res {
+                Ok(_) => {
+                    if let Some(n) = limit.on_success() {
+                        self.emit(ProgressEvent::Concurrency { limit: n });
+                    }
+                }
+                Err(e) if e.is_throttle() => {
+                    let n = limit.on_throttle();
+                    tracing::debug!(key, limit = n, "throttled: concurrency lowered");
+                    self.emit(ProgressEvent::Concurrency { limit: n });
+                }
+                Err(_) => {}
+            }
+            match res {
                 Ok(v) => return (Ok(v), attempt),
                 Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
                     let delay = retry.delay(attempt);

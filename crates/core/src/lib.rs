@@ -26,6 +26,7 @@ mod contract;
 mod error;
 mod executor;
 mod item;
+mod pace;
 mod plan;
 mod report;
 
@@ -33,6 +34,7 @@ pub use contract::{ByteStream, ItemStream, Payload, Receipt, Scope, ServerSideRe
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use executor::{Executor, ExecutorOptions, ProgressEvent, ProgressFn, RetryPolicy};
 pub use item::{Item, ItemKind};
+pub use pace::{AdaptiveLimit, RequestPacer, paced};
 pub use plan::{Action, CopyPlan, CopyReason, PlanSummary, Policy, plan_stream};
 pub use report::{Difference, Failure, Mode, Report};
 

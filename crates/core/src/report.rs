@@ -80,6 +80,8 @@ pub struct Report {
     pub differences: Vec<Difference>,
     /// Differences counted but not listed.
     pub differences_truncated: u64,
+    /// Throttling errors seen (each halved the concurrency).
+    pub throttled: u64,
     /// Whether the run was cancelled before it finished.
     pub cancelled: bool,
     /// Warnings the operator must see (e.g. a same-account "escrow").
@@ -111,6 +113,7 @@ impl Report {
             failures: Vec::new(),
             differences: Vec::new(),
             differences_truncated: 0,
+            throttled: 0,
             cancelled: false,
             warnings: Vec::new(),
             elapsed: Duration::ZERO,

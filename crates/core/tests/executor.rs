@@ -333,3 +333,50 @@ async fn a_sink_can_confirm_a_changed_listing_is_the_same_content() {
     assert_eq!(sink.inner.writes_of("same-content"), 0);
     assert_eq!(sink.inner.writes_of("really-changed"), 1);
 }
+
+/// A sink that throttles its first `n` writes.
+struct ThrottleFirst {
+    inner: MemSink,
+    left: AtomicU64,
+}
+
+#[async_trait]
+impl Sink for ThrottleFirst {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn sorted(&self) -> bool {
+        true
+    }
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        self.inner.list(scope)
+    }
+    async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
+        if self.left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        {
+            return Err(Error::new(ErrorKind::Throttled, "write", &item.key, "SlowDown"));
+        }
+        self.inner.write(item, payload).await
+    }
+}
+
+#[tokio::test]
+async fn throttling_halves_the_concurrency_and_success_grows_it_back() {
+    let sink =
+        ThrottleFirst { inner: MemSink::new(MemBucket::new("escrow")), left: AtomicU64::new(3) };
+    let limits = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = limits.clone();
+    let ex = Executor::new(ExecutorOptions::new().with_concurrency(8).with_retry(fast_retry(10)))
+        .with_progress(Arc::new(move |e| {
+            if let ProgressEvent::Concurrency { limit } = e {
+                l.lock().unwrap().push(*limit);
+            }
+        }));
+    let r =
+        ex.execute(Mode::Run, &MemSource::new(primary(200)), &sink, &Scope::all()).await.unwrap();
+    assert_eq!((r.copied, r.failed, r.throttled), (200, 0, 3));
+    let limits = limits.lock().unwrap().clone();
+    assert_eq!(&limits[..3], [4, 2, 1], "halved on each throttle: {limits:?}");
+    assert_eq!(*limits.last().unwrap(), 8, "grew back to the maximum: {limits:?}");
+    assert!(limits.windows(2).skip(3).all(|w| w[1] == w[0] + 1), "one step at a time: {limits:?}");
+}

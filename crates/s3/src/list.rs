@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use aws_sdk_s3::Client;
 use futures::{StreamExt, TryStreamExt};
 
+use crate::util::PaceExt;
 use escrow_sync_aws::sdk_error;
 use escrow_sync_core::{Item, ItemKind, ItemStream};
 
@@ -16,6 +17,7 @@ struct Page {
 /// Lists `bucket` under `prefix`, page by page, yielding items whose keys
 /// have the first `strip` bytes removed (a sink's destination prefix).
 pub(crate) fn list_objects(
+    pacer: Option<escrow_sync_core::RequestPacer>,
     client: Client,
     bucket: String,
     prefix: String,
@@ -23,8 +25,8 @@ pub(crate) fn list_objects(
     expected_owner: Option<String>,
 ) -> ItemStream<'static> {
     futures::stream::try_unfold(Page { token: None, done: false }, move |page| {
-        let (client, bucket, prefix, owner) =
-            (client.clone(), bucket.clone(), prefix.clone(), expected_owner.clone());
+        let (client, bucket, prefix, owner, pacer) =
+            (client.clone(), bucket.clone(), prefix.clone(), expected_owner.clone(), pacer.clone());
         async move {
             if page.done {
                 return Ok(None);
@@ -36,6 +38,7 @@ pub(crate) fn list_objects(
                 .set_continuation_token(page.token)
                 .set_expected_bucket_owner(owner)
                 .send()
+                .paced(pacer.as_ref())
                 .await
                 .map_err(|e| sdk_error(e, "s3:ListObjectsV2", format!("s3://{bucket}/{prefix}")))?;
             let items: Vec<Item> = out

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::sync::Semaphore;
 
+use crate::util::PaceExt;
 use escrow_sync_core::{Error, ErrorKind, Item, Receipt, Result, RetryPolicy, ServerSideRef};
 
 use crate::sink::S3Sink;
@@ -161,6 +162,7 @@ impl S3Sink {
             .customize()
             .config_override(crate::no_sdk_retries())
             .send()
+            .paced(self.pacer())
             .await
             .map_err(|e| s3_error(e, "s3:HeadObject", url(&src.container, &src.key)))?;
         Ok(SourceHead {
@@ -204,6 +206,7 @@ impl S3Sink {
             .customize()
             .config_override(crate::no_sdk_retries())
             .send()
+            .paced(self.pacer())
             .await
             .map_err(|e| s3_error(e, "s3:CreateMultipartUpload", dest.clone()))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
@@ -275,6 +278,7 @@ impl S3Sink {
             .customize()
             .config_override(crate::no_sdk_retries())
             .send()
+            .paced(self.pacer())
             .await
             .map_err(|e| s3_error(e, "s3:CompleteMultipartUpload", dest.clone()))?;
         self.ensure_retention(dest_key, out.version_id()).await?;
@@ -311,6 +315,7 @@ impl S3Sink {
                 .customize()
                 .config_override(crate::no_sdk_retries())
                 .send()
+                .paced(self.pacer())
                 .await
                 .map_err(|e| s3_error(e, "s3:UploadPartCopy", resource.clone()));
             match res {
@@ -347,6 +352,7 @@ impl S3Sink {
             .set_version_id(version.map(str::to_string))
             .set_expected_bucket_owner(self.owner().map(str::to_string))
             .send()
+            .paced(self.pacer())
             .await
             .map_err(|e| s3_error(e, "s3:HeadObject", dest.clone()))?;
         if head.object_lock_mode().is_some() && head.object_lock_retain_until_date().is_some() {
@@ -370,6 +376,7 @@ impl S3Sink {
             .retention(retention)
             .set_expected_bucket_owner(self.owner().map(str::to_string))
             .send()
+            .paced(self.pacer())
             .await
             .map_err(|e| s3_error(e, "s3:PutObjectRetention", dest))?;
         Ok(())
@@ -387,6 +394,7 @@ impl S3Sink {
                 .upload_id(upload_id)
                 .set_expected_bucket_owner(self.owner().map(str::to_string))
                 .send()
+                .paced(self.pacer())
                 .await;
             match res {
                 Ok(_) => return,

@@ -6,9 +6,11 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{MetadataDirective, TaggingDirective};
 
+use crate::util::PaceExt;
 use escrow_sync_aws::sdk_error;
 use escrow_sync_core::{
-    Error, ErrorKind, Item, ItemStream, Payload, Receipt, Result, Scope, ServerSideRef, Sink,
+    Error, ErrorKind, Item, ItemStream, Payload, Receipt, RequestPacer, Result, Scope,
+    ServerSideRef, Sink,
 };
 
 use crate::list::list_objects;
@@ -28,6 +30,7 @@ pub struct S3Sink {
     multipart: MultipartOptions,
     budget: PartBudget,
     protection: Protection,
+    pacer: Option<RequestPacer>,
 }
 
 impl S3Sink {
@@ -43,6 +46,7 @@ impl S3Sink {
             multipart,
             budget,
             protection: Protection::default(),
+            pacer: None,
         }
     }
 
@@ -65,6 +69,17 @@ impl S3Sink {
     pub fn with_protection(mut self, protection: Protection) -> Self {
         self.protection = protection;
         self
+    }
+
+    /// Paces every request of this sink (`max_requests_per_second`; share
+    /// one pacer between a job's source and sink).
+    pub fn with_pacer(mut self, pacer: Option<RequestPacer>) -> Self {
+        self.pacer = pacer;
+        self
+    }
+
+    pub(crate) fn pacer(&self) -> Option<&RequestPacer> {
+        self.pacer.as_ref()
     }
 
     pub(crate) fn protection(&self) -> &Protection {
@@ -154,6 +169,7 @@ impl S3Sink {
                 }
             })
             .send()
+            .paced(self.pacer())
             .await
             .map_err(|e| {
                 let err = s3_error(e, "s3:CopyObject", resource.clone());
@@ -199,6 +215,7 @@ impl S3Sink {
             .customize()
             .config_override(crate::no_sdk_retries())
             .send()
+            .paced(self.pacer())
             .await
             .map_err(|e| sdk_error(e, "s3:PutObject", url(&self.bucket, &dest_key)))?;
         Ok(Receipt::new(item.size, out.e_tag().map(str::to_string)))
@@ -219,6 +236,7 @@ impl Sink for S3Sink {
     fn list(&self, scope: &Scope) -> ItemStream<'_> {
         let prefix = self.dest_key(&scope.prefix);
         list_objects(
+            self.pacer.clone(),
             self.client.clone(),
             self.bucket.clone(),
             prefix,
@@ -243,6 +261,7 @@ impl Sink for S3Sink {
             .key(&key)
             .set_expected_bucket_owner(self.owner.clone())
             .send()
+            .paced(self.pacer())
             .await
             .map_err(|e| s3_error(e, "s3:HeadObject", url(&self.bucket, &key)))?;
         let recorded = out.metadata().and_then(|m| m.get(SOURCE_ETAG_META));

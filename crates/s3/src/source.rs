@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 
-use escrow_sync_core::{Item, ItemStream, Payload, Result, Scope, ServerSideRef, Source};
+use crate::util::PaceExt;
+use escrow_sync_core::{
+    Item, ItemStream, Payload, RequestPacer, Result, Scope, ServerSideRef, Source,
+};
 
 use crate::list::list_objects;
 use crate::util::{TAG_PREFIX, s3_error, url};
@@ -18,12 +21,13 @@ pub struct S3Source {
     bucket: String,
     prefix: String,
     owner: Option<String>,
+    pacer: Option<RequestPacer>,
 }
 
 impl S3Source {
     /// A source over `bucket`, using `client` (primary credentials).
     pub fn from_client(client: Client, bucket: impl Into<String>) -> Self {
-        S3Source { client, bucket: bucket.into(), prefix: String::new(), owner: None }
+        S3Source { client, bucket: bucket.into(), prefix: String::new(), owner: None, pacer: None }
     }
 
     /// Only keys under `prefix`.
@@ -36,6 +40,12 @@ impl S3Source {
     /// and as `ExpectedSourceBucketOwner` on copies).
     pub fn with_expected_owner(mut self, account_id: Option<String>) -> Self {
         self.owner = account_id;
+        self
+    }
+
+    /// Paces every request of this source (`max_requests_per_second`).
+    pub fn with_pacer(mut self, pacer: Option<RequestPacer>) -> Self {
+        self.pacer = pacer;
         self
     }
 
@@ -62,7 +72,14 @@ impl Source for S3Source {
         } else {
             format!("{}{}", self.prefix, scope.prefix)
         };
-        list_objects(self.client.clone(), self.bucket.clone(), prefix, 0, self.owner.clone())
+        list_objects(
+            self.pacer.clone(),
+            self.client.clone(),
+            self.bucket.clone(),
+            prefix,
+            0,
+            self.owner.clone(),
+        )
     }
 
     async fn read(&self, item: &Item) -> Result<Payload> {
@@ -75,6 +92,7 @@ impl Source for S3Source {
             .customize()
             .config_override(crate::no_sdk_retries())
             .send()
+            .paced(self.pacer.as_ref())
             .await
             .map_err(|e| s3_error(e, "s3:GetObjectTagging", url(&self.bucket, &item.key)))?;
         let tags: BTreeMap<String, String> = out

@@ -114,6 +114,22 @@ pub fn url(bucket: &str, key: &str) -> String {
     format!("s3://{bucket}/{key}")
 }
 
+/// Waits for the job's request pacer before a request future runs.
+pub(crate) trait PaceExt: std::future::Future + Sized {
+    /// Runs `self` once `pacer` (if any) allows one more request.
+    fn paced(
+        self,
+        pacer: Option<&escrow_sync_core::RequestPacer>,
+    ) -> impl std::future::Future<Output = Self::Output> {
+        async move {
+            escrow_sync_core::paced(pacer).await;
+            self.await
+        }
+    }
+}
+
+impl<F: std::future::Future> PaceExt for F {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -632,3 +632,13 @@ async fn sse_c_and_aws_managed_key_objects_fail_alone_with_the_fix() {
     assert!(why("aws-managed-key").contains("aws/s3"), "{}", why("aws-managed-key"));
     assert_eq!((sse_c.num_calls(), kms.num_calls()), (1, 1), "permanent: not retried");
 }
+
+#[tokio::test]
+async fn every_request_draws_on_the_jobs_pacer() {
+    let pacer = escrow_sync_core::RequestPacer::per_second(1);
+    let list = one_object("k", 5, "\"e\"");
+    let sink = S3Sink::from_client(client(&[&list]), "dst").with_pacer(Some(pacer.clone()));
+    let items: Vec<Item> = sink.list(&Scope::all()).try_collect().await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert!(!pacer.try_now(), "the listing took this second's only request");
+}
