@@ -338,3 +338,70 @@ pub fn write_config(text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write config");
     path
 }
+
+/// An HTTP client that answers a share of requests with 503 SlowDown before
+/// they reach the server, the rest passing through: transient faults at a
+/// chosen rate, seeded.
+pub mod faults {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use aws_smithy_runtime_api::client::http::{
+        HttpConnector, HttpConnectorFuture, SharedHttpClient, SharedHttpConnector, http_client_fn,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// Counts of requests seen and faults injected.
+    #[derive(Debug, Default)]
+    pub struct Counts {
+        /// Requests seen.
+        pub seen: AtomicU64,
+        /// Requests answered with a fault.
+        pub injected: AtomicU64,
+    }
+
+    #[derive(Debug)]
+    struct Faulty {
+        inner: SharedHttpConnector,
+        rate: f64,
+        rng: Arc<Mutex<StdRng>>,
+        counts: Arc<Counts>,
+    }
+
+    impl HttpConnector for Faulty {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            self.counts.seen.fetch_add(1, Ordering::SeqCst);
+            if self.rng.lock().expect("lock").random::<f64>() < self.rate {
+                self.counts.injected.fetch_add(1, Ordering::SeqCst);
+                let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                let response = HttpResponse::new(
+                    StatusCode::try_from(503u16).expect("status"),
+                    SdkBody::from(body),
+                );
+                return HttpConnectorFuture::ready(Ok(response));
+            }
+            self.inner.call(request)
+        }
+    }
+
+    /// Wraps `base` so that `rate` of requests fail with 503 SlowDown.
+    pub fn client(base: SharedHttpClient, rate: f64, seed: u64) -> (SharedHttpClient, Arc<Counts>) {
+        let counts = Arc::new(Counts::default());
+        let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
+        let c = counts.clone();
+        let client = http_client_fn(move |settings, components| {
+            use aws_smithy_runtime_api::client::http::HttpClient;
+            SharedHttpConnector::new(Faulty {
+                inner: base.http_connector(settings, components),
+                rate,
+                rng: rng.clone(),
+                counts: c.clone(),
+            })
+        });
+        (client, counts)
+    }
+}

@@ -210,3 +210,78 @@ async fn preflight_names_missing_and_foreign_buckets() {
     create_bucket(&other, &third, true).await;
     assert!(check_dest_bucket(&escrow, &third, ESCROW).await.is_err());
 }
+
+#[tokio::test]
+async fn a_run_with_transient_faults_on_a_fifth_of_requests_copies_everything_and_leaves_no_upload()
+{
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use escrow_sync_core::RetryPolicy;
+    use escrow_sync_e2e::faults;
+    use escrow_sync_s3::MultipartOptions;
+
+    let pair = BucketPair::new("faults").await;
+    for i in 0..40 {
+        pair.put(&format!("small/{i:02}"), Bytes::from(vec![i as u8; 1000 + i])).await;
+    }
+    let big: Bytes = (0..11 * 1024 * 1024u32).map(|i| (i % 241) as u8).collect::<Vec<_>>().into();
+    pair.put("big/a.bin", big.clone()).await;
+    pair.put("big/b.bin", big.slice(7..)).await;
+
+    let s = sessions().await;
+    let faulty = |session: &escrow_sync_aws::Session, seed| {
+        // The emulator speaks plain HTTP on loopback.
+        let base = aws_smithy_http_client::Builder::new().build_http();
+        let (http, counts) = faults::client(base, 0.2, seed);
+        let conf = aws_sdk_s3::config::Builder::from(session.sdk_config())
+            .force_path_style(true)
+            .http_client(http)
+            // Listings keep SDK retries (item calls turn them off): enough
+            // attempts that a 20 % fault rate cannot fail a listing.
+            .retry_config(
+                aws_sdk_s3::config::retry::RetryConfig::standard()
+                    .with_max_attempts(12)
+                    .with_initial_backoff(Duration::from_millis(2)),
+            )
+            .build();
+        (aws_sdk_s3::Client::from_conf(conf), counts)
+    };
+    let (primary, primary_counts) = faulty(&s.primary, 7);
+    let (escrow, escrow_counts) = faulty(&s.escrow, 8);
+    let fast = RetryPolicy {
+        max_attempts: 12,
+        initial_backoff: Duration::from_millis(2),
+        max_backoff: Duration::from_millis(20),
+    };
+    let source = S3Source::from_client(primary, &pair.source_bucket);
+    let sink = S3Sink::from_client(escrow, &pair.dest_bucket).with_multipart(
+        MultipartOptions::new()
+            .with_threshold(5 * 1024 * 1024)
+            .with_part_size(5 * 1024 * 1024)
+            .with_part_retry(fast),
+    );
+    let r = Executor::new(ExecutorOptions::new().with_concurrency(8).with_retry(fast))
+        .execute(Mode::Run, &source, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((r.copied, r.failed), (42, 0), "{:?}", r.failures);
+    let seen =
+        primary_counts.seen.load(Ordering::SeqCst) + escrow_counts.seen.load(Ordering::SeqCst);
+    let injected = primary_counts.injected.load(Ordering::SeqCst)
+        + escrow_counts.injected.load(Ordering::SeqCst);
+    assert!(injected * 100 >= seen * 15, "about a fifth of {seen} requests faulted: {injected}");
+
+    // Checked with clients without faults.
+    let clean_source = S3Source::from_client(s3(&s.primary), &pair.source_bucket);
+    let clean_sink = S3Sink::from_client(s3(&s.escrow), &pair.dest_bucket);
+    let v = Executor::new(ExecutorOptions::new())
+        .execute(Mode::Verify, &clean_source, &clean_sink, &Scope::all())
+        .await
+        .unwrap();
+    assert!(v.is_clean() && v.skipped == 42, "{v:?}");
+    assert_eq!(pair.escrow_get("big/b.bin").await.unwrap(), big.slice(7..));
+    let uploads =
+        pair.escrow.list_multipart_uploads().bucket(&pair.dest_bucket).send().await.unwrap();
+    assert!(uploads.uploads().is_empty(), "orphaned uploads: {:?}", uploads.uploads());
+}

@@ -385,7 +385,9 @@ impl S3Sink {
     /// Aborts an upload, retrying a little: an upload left behind costs
     /// storage and is invisible in listings.
     async fn abort(&self, dest_key: &str, upload_id: &str) {
-        for attempt in 1..=3u32 {
+        let retry = self.multipart().part_retry;
+        let attempts = retry.max_attempts.max(5);
+        for attempt in 1..=attempts {
             let res = self
                 .client()
                 .abort_multipart_upload()
@@ -393,19 +395,28 @@ impl S3Sink {
                 .key(dest_key)
                 .upload_id(upload_id)
                 .set_expected_bucket_owner(self.owner().map(str::to_string))
+                .customize()
+                .config_override(crate::no_sdk_retries())
                 .send()
                 .paced(self.pacer())
                 .await;
-            match res {
+            let err = match res {
                 Ok(_) => return,
-                Err(e) => {
-                    let err = s3_error(e, "s3:AbortMultipartUpload", url(self.bucket(), dest_key));
-                    if err.kind() == ErrorKind::NotFound {
-                        return;
-                    }
-                    tracing::warn!(upload_id, attempt, error = %err.chain(), "abort failed");
-                }
+                Err(e) => s3_error(e, "s3:AbortMultipartUpload", url(self.bucket(), dest_key)),
+            };
+            if err.kind() == ErrorKind::NotFound {
+                return;
             }
+            if attempt == attempts {
+                tracing::error!(
+                    upload_id,
+                    error = %err.chain(),
+                    "could not abort a failed multipart copy; the upload is left behind"
+                );
+                return;
+            }
+            tracing::warn!(upload_id, attempt, error = %err.chain(), "abort failed; retrying");
+            tokio::time::sleep(retry.delay(attempt)).await;
         }
     }
 }
