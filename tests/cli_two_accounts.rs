@@ -466,3 +466,45 @@ async fn copies_are_encrypted_with_the_escrow_key_and_a_primary_key_is_refused()
     let again = cli(&["run", "--config", cfg.to_str().unwrap(), "--output", "json"]).json();
     assert_eq!(n(job(&again), "copied"), 0);
 }
+
+#[tokio::test]
+async fn verify_reports_escrow_copies_without_the_configured_retention() {
+    let pair = seeded("audit", 3).await;
+    let locked = unique("audit-dst");
+    escrow_sync_e2e::create_locked_bucket(&pair.escrow, &locked).await;
+    let cfg = config_for(
+        &pair.source_bucket,
+        &locked,
+        "object_lock = { mode = \"GOVERNANCE\", days = 2 }",
+    );
+    let cfg = cfg.to_str().unwrap();
+    assert_eq!(cli(&["run", "--config", cfg]).code, 0);
+    assert_eq!(cli(&["verify", "--config", cfg]).code, 0);
+
+    // Someone writes the same bytes into escrow without retention: the
+    // listing matches, the protection does not.
+    pair.put("obj/new", content(99)).await;
+    pair.escrow
+        .put_object()
+        .bucket(&locked)
+        .key("obj/new")
+        .body(content(99).into())
+        .send()
+        .await
+        .unwrap();
+    let out = cli(&["verify", "--config", cfg, "--output", "json"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    let doc = out.json();
+    let j = job(&doc);
+    assert_eq!((n(j, "missing"), n(j, "different"), n(j, "unprotected")), (0, 0, 1));
+    assert_eq!(j["findings"][0]["key"], "obj/new");
+    assert!(
+        j["findings"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("no GOVERNANCE Object Lock retention"),
+        "{j}"
+    );
+    let text = cli(&["verify", "--config", cfg]);
+    assert!(text.stdout.contains("unprotected obj/new"), "{}", text.stdout);
+}

@@ -38,7 +38,9 @@ pub fn exit_code(mode: Mode, jobs: &[JobOutcome]) -> u8 {
     if reports.clone().any(|r| r.failed > 0 || r.cancelled) {
         return exit::ITEMS_FAILED;
     }
-    if mode == Mode::Verify && reports.clone().any(|r| r.missing > 0 || r.different > 0) {
+    if mode == Mode::Verify
+        && reports.clone().any(|r| r.missing > 0 || r.different > 0 || r.unprotected > 0)
+    {
         return exit::DIFFERENCES;
     }
     exit::OK
@@ -64,6 +66,9 @@ struct JsonJob<'a> {
     different: u64,
     failures: Vec<JsonFailure<'a>>,
     retained: u64,
+    unprotected: u64,
+    findings: Vec<&'a escrow_sync_core::Finding>,
+    throttled: u64,
     cancelled: bool,
     source: Option<&'a str>,
     destination: Option<&'a str>,
@@ -122,6 +127,9 @@ pub fn json(mode: Mode, jobs: &[JobOutcome], fatal: Option<&Error>, code: u8) ->
                     })
                     .unwrap_or_default(),
                 retained: n(|r| r.retained),
+                unprotected: n(|r| r.unprotected),
+                findings: r.map(|r| r.findings.iter().collect()).unwrap_or_default(),
+                throttled: n(|r| r.throttled),
                 cancelled: r.is_some_and(|r| r.cancelled),
                 source: r.map(|r| r.source.as_str()),
                 destination: r.map(|r| r.destination.as_str()),
@@ -237,6 +245,16 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
                             );
                             for d in &r.differences {
                                 let _ = writeln!(s, "    {} {}", reason(d.reason), d.key);
+                            }
+                        }
+                        if r.unprotected > 0 {
+                            let _ = writeln!(
+                                s,
+                                "  verify: {} escrow copies lack the configured protection",
+                                r.unprotected
+                            );
+                            for f in &r.findings {
+                                let _ = writeln!(s, "    unprotected {}: {}", f.key, f.problem);
                             }
                         }
                     }

@@ -211,6 +211,20 @@ pub trait Sink: Send + Sync {
         Ok(false)
     }
 
+    /// Whether [`Sink::audit`] checks anything (protection is configured).
+    fn audits(&self) -> bool {
+        false
+    }
+
+    /// The protection problems of the escrow copy of `item` (missing
+    /// encryption with the escrow key, missing retention...), each a short
+    /// sentence; empty when the copy is as protected as configured. Called by
+    /// `verify` for items escrow holds, when [`Sink::audits`] says so.
+    async fn audit(&self, item: &Item) -> Result<Vec<String>> {
+        let _ = item;
+        Ok(Vec::new())
+    }
+
     /// Deletes one item. Only called when the policy explicitly allows it;
     /// escrow sinks refuse by default.
     async fn delete(&self, key: &str) -> Result<()> {

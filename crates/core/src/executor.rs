@@ -19,8 +19,8 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Action, AdaptiveLimit, CopyPlan, CopyReason, Difference, Error, ErrorKind, Failure, Item, Mode,
-    Policy, Report, Result, Scope, Sink, Source, plan_stream,
+    Action, AdaptiveLimit, CopyPlan, CopyReason, Difference, Error, ErrorKind, Failure, Finding,
+    Item, Mode, Policy, Report, Result, Scope, Sink, Source, plan_stream,
 };
 
 /// How often and how patiently to retry one item.
@@ -200,14 +200,17 @@ impl std::fmt::Debug for Executor {
 enum Work {
     /// Copy (run), unless the sink confirms the escrow item is the same.
     Copy(Item, Option<Item>),
-    /// Ask the sink whether a changed item is the same after all (plan, verify).
-    Check(Item, Item),
+    /// Ask the sink whether a changed item is the same after all (plan,
+    /// verify); audit it too when the flag says so.
+    Check(Item, Item, bool),
+    /// Audit the protection of an item escrow holds (verify).
+    Audit(Item),
     Delete(Item),
 }
 
 enum Outcome {
     Copied { bytes: u64 },
-    Same { key: String, size: u64 },
+    Same { key: String, size: u64, problems: Vec<String> },
     Differs { item: Item },
     Deleted,
     Failed { key: String, error: Error, attempts: u32 },
@@ -289,6 +292,7 @@ impl Executor {
         let mut inflight = FuturesUnordered::new();
         let mut stop = false;
         let mut fatal: Option<Error> = None;
+        let audit = mode == Mode::Verify && sink.audits();
         let limit = match mode {
             Mode::Verify => usize::MAX,
             _ => self.options.difference_limit,
@@ -315,7 +319,7 @@ impl Executor {
                         fatal = Some(e);
                     }
                     Some(Ok(action)) => {
-                        if let Some(fut) = self.account(&mut report, mode, action, limit) {
+                        if let Some(fut) = self.account(&mut report, mode, action, limit, audit) {
                             inflight.push(self.perform(source, sink, &adaptive, fut));
                         }
                     }
@@ -337,8 +341,10 @@ impl Executor {
         mode: Mode,
         action: Action,
         limit: usize,
+        audit: bool,
     ) -> Option<Work> {
         match action {
+            Action::Skip { item } if audit => Some(Work::Audit(item)),
             Action::Skip { item } => {
                 report.skipped += 1;
                 self.emit(ProgressEvent::Skipped { key: item.key, size: item.size });
@@ -350,7 +356,7 @@ impl Executor {
             }
             Action::Copy { item, reason, escrow } => match (mode, escrow) {
                 (Mode::Run, escrow) => Some(Work::Copy(item, escrow)),
-                (_, Some(escrow)) => Some(Work::Check(item, escrow)),
+                (_, Some(escrow)) => Some(Work::Check(item, escrow, audit)),
                 (_, None) => {
                     Self::count_difference(report, mode, item, reason, limit);
                     None
@@ -396,8 +402,14 @@ impl Executor {
                 report.copied += 1;
                 report.bytes_copied += bytes;
             }
-            Outcome::Same { key, size } => {
+            Outcome::Same { key, size, problems } => {
                 report.skipped += 1;
+                if !problems.is_empty() {
+                    report.unprotected += 1;
+                    report.findings.extend(
+                        problems.into_iter().map(|problem| Finding { key: key.clone(), problem }),
+                    );
+                }
                 self.emit(ProgressEvent::Skipped { key, size });
             }
             Outcome::Differs { item } => {
@@ -424,23 +436,35 @@ impl Executor {
                 if let Some(escrow) = escrow
                     && self.confirmed_same(sink, limit, &item, &escrow).await
                 {
-                    return Outcome::Same { key: item.key, size: item.size };
+                    return Outcome::Same { key: item.key, size: item.size, problems: Vec::new() };
                 }
                 self.copy_item(source, sink, limit, item).await
             }
-            Work::Check(item, escrow) => {
-                if self.confirmed_same(sink, limit, &item, &escrow).await {
-                    Outcome::Same { key: item.key, size: item.size }
+            Work::Check(item, escrow, audit) => {
+                if !self.confirmed_same(sink, limit, &item, &escrow).await {
+                    return Outcome::Differs { item };
+                }
+                if audit {
+                    self.audit(sink, limit, item).await
                 } else {
-                    Outcome::Differs { item }
+                    Outcome::Same { key: item.key, size: item.size, problems: Vec::new() }
                 }
             }
+            Work::Audit(item) => self.audit(sink, limit, item).await,
             Work::Delete(item) => {
                 match self.with_retries(limit, &item.key, || sink.delete(&item.key)).await {
                     (Ok(()), _) => Outcome::Deleted,
                     (Err(error), attempts) => Outcome::Failed { key: item.key, error, attempts },
                 }
             }
+        }
+    }
+
+    /// Audits the protection of an escrow item; a failed audit is a failure.
+    async fn audit(&self, sink: &dyn Sink, limit: &AdaptiveLimit, item: Item) -> Outcome {
+        match self.with_retries(limit, &item.key, || sink.audit(&item)).await {
+            (Ok(problems), _) => Outcome::Same { key: item.key, size: item.size, problems },
+            (Err(error), attempts) => Outcome::Failed { key: item.key, error, attempts },
         }
     }
 

@@ -47,6 +47,15 @@ pub struct Difference {
     pub size: u64,
 }
 
+/// An escrow copy that lacks configured protection (verify).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// The key.
+    pub key: String,
+    /// What is missing.
+    pub problem: String,
+}
+
 /// The outcome of one job in one mode.
 #[non_exhaustive]
 #[derive(Debug, Clone, serde::Serialize)]
@@ -80,6 +89,10 @@ pub struct Report {
     pub differences: Vec<Difference>,
     /// Differences counted but not listed.
     pub differences_truncated: u64,
+    /// Escrow copies lacking configured protection (verify).
+    pub unprotected: u64,
+    /// Each protection problem found (verify).
+    pub findings: Vec<Finding>,
     /// Throttling errors seen (each halved the concurrency).
     pub throttled: u64,
     /// Whether the run was cancelled before it finished.
@@ -113,6 +126,8 @@ impl Report {
             failures: Vec::new(),
             differences: Vec::new(),
             differences_truncated: 0,
+            unprotected: 0,
+            findings: Vec::new(),
             throttled: 0,
             cancelled: false,
             warnings: Vec::new(),
@@ -121,10 +136,11 @@ impl Report {
     }
 
     /// Whether the job fully succeeded: nothing failed, nothing was
-    /// cancelled, and (for verify) escrow matches.
+    /// cancelled, and (for verify) escrow matches and is protected.
     pub fn is_clean(&self) -> bool {
         self.failed == 0
             && !self.cancelled
-            && (self.mode != Mode::Verify || (self.missing == 0 && self.different == 0))
+            && (self.mode != Mode::Verify
+                || (self.missing == 0 && self.different == 0 && self.unprotected == 0))
     }
 }

@@ -92,6 +92,19 @@ impl Protection {
     }
 }
 
+/// Whether the key S3 reports (`got`, an ARN) is the configured key `want`
+/// (an ARN, a key id, or an alias, which only KMS can resolve: any key is
+/// accepted for an alias).
+pub(crate) fn same_key(want: &str, got: &str) -> bool {
+    if want.starts_with("arn:") {
+        return want == got;
+    }
+    if want.starts_with("alias/") {
+        return !got.is_empty();
+    }
+    got == want || got.ends_with(&format!("key/{want}"))
+}
+
 /// Applies a [`Protection`] to a CopyObject, PutObject or
 /// CreateMultipartUpload request builder.
 macro_rules! protect {

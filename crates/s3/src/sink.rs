@@ -245,6 +245,53 @@ impl Sink for S3Sink {
         )
     }
 
+    fn audits(&self) -> bool {
+        self.protection.kms_key_id.is_some() || self.protection.object_lock.is_some()
+    }
+
+    async fn audit(&self, item: &Item) -> Result<Vec<String>> {
+        let key = self.dest_key(&item.key);
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .set_expected_bucket_owner(self.owner.clone())
+            .send()
+            .paced(self.pacer())
+            .await
+            .map_err(|e| s3_error(e, "s3:HeadObject", url(&self.bucket, &key)))?;
+        let mut problems = Vec::new();
+        if let Some(want) = &self.protection.kms_key_id {
+            let sse = head.server_side_encryption().map(|s| s.as_str().to_string());
+            let got = head.ssekms_key_id().unwrap_or_default();
+            if sse.as_deref() != Some("aws:kms") {
+                problems.push(format!(
+                    "not encrypted with the escrow KMS key {want} (server-side encryption: {})",
+                    sse.as_deref().unwrap_or("none")
+                ));
+            } else if !crate::protect::same_key(want, got) {
+                problems.push(format!("encrypted with {got}, not the escrow KMS key {want}"));
+            }
+        }
+        if let Some(lock) = &self.protection.object_lock {
+            let mode = head.object_lock_mode().map(|m| m.as_str().to_string());
+            let until = head
+                .object_lock_retain_until_date()
+                .and_then(|d| std::time::SystemTime::try_from(*d).ok());
+            if mode.as_deref() != Some(lock.mode.as_str()) {
+                problems.push(format!(
+                    "no {} Object Lock retention (mode: {})",
+                    lock.mode.as_str(),
+                    mode.as_deref().unwrap_or("none")
+                ));
+            } else if until.is_none_or(|u| u <= std::time::SystemTime::now()) {
+                problems.push("its Object Lock retention has expired".to_string());
+            }
+        }
+        Ok(problems)
+    }
+
     async fn confirm_same(&self, item: &Item, escrow: &Item) -> Result<bool> {
         // Multipart copies (ETag "…-N") and SSE-KMS copies hold the same
         // bytes under another ETag; they record the source ETag in metadata.
