@@ -508,3 +508,97 @@ async fn verify_reports_escrow_copies_without_the_configured_retention() {
     let text = cli(&["verify", "--config", cfg]);
     assert!(text.stdout.contains("unprotected obj/new"), "{}", text.stdout);
 }
+
+#[tokio::test]
+async fn stream_mode_copies_through_this_process_in_parts() {
+    let pair = seeded("stream", 3).await;
+    let big: Bytes = (0..11 * 1024 * 1024u32).map(|i| (i % 239) as u8).collect::<Vec<_>>().into();
+    pair.primary
+        .put_object()
+        .bucket(&pair.source_bucket)
+        .key("big.bin")
+        .body(big.clone().into())
+        .content_type("application/x-test")
+        .metadata("origin", "stream")
+        .tagging("lane=slow")
+        .send()
+        .await
+        .unwrap();
+    let cfg = config_for(
+        &pair.source_bucket,
+        &pair.dest_bucket,
+        "mode = \"stream\"\npart_size = \"5MiB\"\npart_concurrency = 2",
+    );
+    let cfg = cfg.to_str().unwrap();
+    let out = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(n(job(&out.json()), "copied"), 4);
+    assert_eq!(pair.escrow_get("big.bin").await.unwrap(), big);
+    assert_eq!(pair.escrow_get("obj/002").await.unwrap(), content(2));
+    let head =
+        pair.escrow.head_object().bucket(&pair.dest_bucket).key("big.bin").send().await.unwrap();
+    assert!(head.e_tag().unwrap().ends_with("-3\""), "{:?}", head.e_tag());
+    assert_eq!(head.content_type(), Some("application/x-test"));
+    assert_eq!(head.metadata().unwrap().get("origin").map(String::as_str), Some("stream"));
+    let tags = pair
+        .escrow
+        .get_object_tagging()
+        .bucket(&pair.dest_bucket)
+        .key("big.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.tag_set()[0].key(), "lane");
+    let again = cli(&["run", "--config", cfg, "--output", "json"]).json();
+    assert_eq!((n(job(&again), "copied"), n(job(&again), "skipped")), (0, 4));
+    assert_eq!(cli(&["verify", "--config", cfg]).code, 0);
+    let uploads =
+        pair.escrow.list_multipart_uploads().bucket(&pair.dest_bucket).send().await.unwrap();
+    assert!(uploads.uploads().is_empty());
+}
+
+#[tokio::test]
+async fn an_escrow_on_another_s3_compatible_endpoint_is_streamed_automatically() {
+    let store = escrow_sync_e2e::SecondEmulator::start();
+    let remote = store.s3().await;
+    // The primary: a bucket on the main emulator, read with a profile's keys.
+    let primary = s3(&admin("123456789012").await);
+    let (src, dst) = (unique("compat-src"), unique("compat-dst"));
+    create_bucket(&primary, &src, false).await;
+    create_bucket(&remote, &dst, true).await;
+    let big: Bytes = vec![3u8; 6 * 1024 * 1024 + 5].into();
+    for (k, v) in [("a.txt", Bytes::from_static(b"alpha")), ("big.bin", big.clone())] {
+        primary.put_object().bucket(&src).key(k).body(v.into()).send().await.unwrap();
+    }
+    let main = escrow_sync_e2e::endpoint();
+    let text = format!(
+        "[escrow]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\naccount_id = \"222222222222\"\n\n\
+         [primary]\naccount_id = \"111111111111\"\nprofile = \"primary-store\"\nendpoint_url = \"{main}\"\n\n\
+         [[s3]]\nsource_bucket = \"{src}\"\ndest_bucket = \"{dst}\"\npart_size = \"5MiB\"\n",
+        store.endpoint
+    );
+    let cfg = write_config(&text);
+    let creds = cfg.parent().unwrap().join("credentials");
+    std::fs::write(
+        &creds,
+        "[primary-store]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let env = [("AWS_SHARED_CREDENTIALS_FILE", creds.to_str().unwrap())];
+    let out = escrow_sync_e2e::cli_env(
+        &["run", "--config", cfg.to_str().unwrap(), "--output", "json"],
+        &env,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(n(job(&out.json()), "copied"), 2);
+    assert_eq!(escrow_sync_e2e::get(&remote, &dst, "big.bin").await.unwrap(), big);
+    assert_eq!(escrow_sync_e2e::get(&remote, &dst, "a.txt").await.unwrap(), "alpha");
+    let verify = escrow_sync_e2e::cli_env(&["verify", "--config", cfg.to_str().unwrap()], &env);
+    assert_eq!(verify.code, 0, "{verify:?}");
+
+    // Server-side copies cannot cross endpoints: asking for one is refused.
+    let forced = write_config(&text.replace("part_size", "mode = \"server-side\"\npart_size"));
+    let out = escrow_sync_e2e::cli_env(&["run", "--config", forced.to_str().unwrap()], &env);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("needs both buckets behind one endpoint"), "{}", out.stderr);
+}

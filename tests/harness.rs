@@ -405,3 +405,87 @@ pub mod faults {
         (client, counts)
     }
 }
+
+/// A second emulator, started by a test on a free 127.0.0.1 port from the
+/// virtual environment `cargo xtask` installed, and stopped (by PID) when
+/// dropped. Stands for an S3-compatible store outside AWS.
+pub struct SecondEmulator {
+    child: std::process::Child,
+    /// Its endpoint.
+    pub endpoint: String,
+}
+
+impl SecondEmulator {
+    /// Starts one and waits until it answers.
+    pub fn start() -> Self {
+        let server = target_dir().join("emulator").join("venv").join("bin").join("moto_server");
+        assert!(
+            server.exists(),
+            "{} is missing: run the suites with `cargo xtask test` (it installs the emulator)",
+            server.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log =
+            std::fs::File::create(target_dir().join("emulator").join(format!("second-{port}.log")))
+                .expect("log file");
+        let child = Command::new(server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env_remove("MOTO_ACCOUNT_ID")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start a second emulator");
+        let emulator = SecondEmulator { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the second emulator did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        emulator
+    }
+
+    /// An S3 client on it with the static test keys.
+    pub async fn s3(&self) -> Client {
+        let conf = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+            .load()
+            .await;
+        Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build())
+    }
+}
+
+impl Drop for SecondEmulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `escrow-sync ARGS` with extra environment variables.
+pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(std::env::temp_dir())
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/escrow-sync-test-config")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/escrow-sync-test-credentials");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run escrow-sync");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -25,7 +25,9 @@ pub struct EscrowAccount {
     pub role_arn: Option<String>,
     /// The expected account id, checked against STS GetCallerIdentity.
     pub account_id: Option<String>,
-    /// An endpoint override (default: `AWS_ENDPOINT_URL` if set).
+    /// An endpoint override (default: `AWS_ENDPOINT_URL` if set). With an
+    /// endpoint and no role, the side is taken for an S3-compatible store
+    /// without STS: no identity check, `account_id` taken as stated.
     pub endpoint_url: Option<String>,
     /// Allow escrow and primary to be the same account (labs only).
     pub allow_same_account: bool,
@@ -337,7 +339,13 @@ impl Connector {
             Some(arn) => format!("escrow identity (role {arn})"),
             None => "escrow identity".to_string(),
         };
-        let escrow_session = Session::identify(escrow_conf.clone(), &escrow_label).await?;
+        // A side on its own endpoint without a role is an S3-compatible
+        // store: it has no STS, so its account id is taken as stated.
+        let escrow_session = if escrow.endpoint_url.is_some() && escrow.role_arn.is_none() {
+            Session::from_parts(escrow_conf.clone(), escrow.account_id.clone().unwrap_or_default())
+        } else {
+            Session::identify(escrow_conf.clone(), &escrow_label).await?
+        };
         if let Some(id) = &escrow.account_id
             && escrow_session.account_id() != id
         {
@@ -389,7 +397,11 @@ impl Connector {
             (None, Some(p)) => format!("primary profile {p}"),
             (None, None) => "primary".to_string(),
         };
-        let primary_session = Session::identify(primary_conf, &primary_label).await?;
+        let primary_session = if primary.endpoint_url.is_some() && primary.role_arn.is_none() {
+            Session::from_parts(primary_conf, primary.account_id.clone())
+        } else {
+            Session::identify(primary_conf, &primary_label).await?
+        };
         if primary_session.account_id() != primary.account_id {
             return Err(Error::invalid_config(format!(
                 "[primary] account_id is {}, but the primary credentials belong to account {}: \
@@ -399,7 +411,9 @@ impl Connector {
             )));
         }
         let mut warnings = Vec::new();
-        if escrow_session.account_id() == primary_session.account_id() {
+        if !escrow_session.account_id().is_empty()
+            && escrow_session.account_id() == primary_session.account_id()
+        {
             if !escrow.allow_same_account {
                 return Err(same_account(escrow_session.account_id()));
             }

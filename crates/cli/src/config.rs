@@ -94,6 +94,10 @@ pub struct S3Job {
     pub part_concurrency: Option<usize>,
     /// Object Lock retention set on every copy.
     pub object_lock: Option<ObjectLockConfig>,
+    /// `server-side` (CopyObject, the default on one endpoint) or `stream`
+    /// (bytes through this process; the default when the two sides have
+    /// different endpoints).
+    pub mode: Option<String>,
     /// At most this many requests per second to S3 (both sides together).
     pub max_requests_per_second: Option<u32>,
     /// Allow a destination bucket without versioning.
@@ -255,6 +259,21 @@ impl Config {
                     )));
                 }
             }
+            if let Some(m) = &job.mode
+                && m != "server-side"
+                && m != "stream"
+            {
+                return Err(Error::invalid_config(format!(
+                    "{at}: mode {m:?} is not \"server-side\" or \"stream\""
+                )));
+            }
+            if job.mode.as_deref() == Some("server-side") && self.endpoints_differ() {
+                return Err(Error::invalid_config(format!(
+                    "{at}: mode = \"server-side\" needs both buckets behind one endpoint, but \
+                     [primary] and [escrow] have different endpoint_url: use mode = \"stream\" \
+                     (or leave mode out)"
+                )));
+            }
             if job.max_requests_per_second == Some(0) {
                 return Err(Error::invalid_config(format!(
                     "{at}: max_requests_per_second must be at least 1"
@@ -282,6 +301,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Whether the primary and the escrow are on different endpoints (an
+    /// escrow outside AWS): server-side copies are then impossible.
+    pub fn endpoints_differ(&self) -> bool {
+        match (&self.primary.endpoint_url, &self.escrow.endpoint_url) {
+            (Some(p), e) => Some(p) != e.as_ref(),
+            (None, _) => false,
+        }
+    }
+
+    /// Whether `job` streams bytes instead of copying server-side.
+    pub fn streams(&self, job: &S3Job) -> bool {
+        job.mode.as_deref() == Some("stream") || self.endpoints_differ()
     }
 
     /// The escrow account settings.

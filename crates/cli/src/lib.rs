@@ -120,6 +120,11 @@ pub async fn run(cli: Cli) -> u8 {
     code
 }
 
+/// An account id, unless unknown (an S3-compatible store stated none).
+fn known(id: &str) -> Option<String> {
+    (!id.is_empty()).then(|| id.to_string())
+}
+
 /// Loads the config, connects, checks every selected job, then runs them.
 /// An `Err` means nothing was changed.
 pub async fn execute(
@@ -159,12 +164,13 @@ pub async fn execute(
         }
         let pacer = job.max_requests_per_second.map(escrow_sync_core::RequestPacer::per_second);
         let source = S3Source::from_client(primary.clone(), &job.source_bucket)
+            .with_streaming(config.streams(job))
             .with_pacer(pacer.clone())
             .with_prefix(&job.prefix)
-            .with_expected_owner(Some(primary_id.clone()));
+            .with_expected_owner(known(&primary_id));
         let sink = S3Sink::from_client(escrow.clone(), &job.dest_bucket)
             .with_dest_prefix(&job.dest_prefix)
-            .with_expected_owner(Some(escrow_id.clone()))
+            .with_expected_owner(known(&escrow_id))
             .with_multipart(job.multipart())
             .with_protection(job.protection(config.escrow.kms_key_id.clone()))
             .with_pacer(pacer);

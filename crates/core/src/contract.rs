@@ -99,6 +99,28 @@ pub enum Payload {
     },
     /// A server-side reference: copy without moving bytes through the client.
     Reference(ServerSideRef),
+    /// Bytes the sink reads range by range, as it needs them (streamed copies
+    /// in bounded memory: the sink holds only the ranges in flight).
+    Ranged(std::sync::Arc<dyn RangeRead>),
+}
+
+/// Random access to one item's bytes, for streamed copies.
+#[async_trait]
+pub trait RangeRead: Send + Sync {
+    /// Total length in bytes.
+    fn len(&self) -> u64;
+
+    /// Whether the item is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Attributes to keep with the copy (metadata, content headers, tags:
+    /// sink-specific names).
+    fn attributes(&self) -> &BTreeMap<String, String>;
+
+    /// Bytes `first..=last`. Fails if the item changed since it was listed.
+    async fn read_range(&self, first: u64, last: u64) -> Result<Bytes>;
 }
 
 impl std::fmt::Debug for Payload {
@@ -110,6 +132,11 @@ impl std::fmt::Debug for Payload {
                 .field("attributes", attributes)
                 .finish_non_exhaustive(),
             Payload::Reference(r) => f.debug_tuple("Reference").field(r).finish(),
+            Payload::Ranged(r) => f
+                .debug_struct("Ranged")
+                .field("len", &r.len())
+                .field("attributes", r.attributes())
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -136,6 +163,11 @@ impl Payload {
                     buf.extend_from_slice(&c);
                 }
                 Ok((Bytes::from(buf), attributes))
+            }
+            Payload::Ranged(r) => {
+                let data =
+                    if r.is_empty() { Bytes::new() } else { r.read_range(0, r.len() - 1).await? };
+                Ok((data, r.attributes().clone()))
             }
             Payload::Reference(r) => Err(Error::new(
                 ErrorKind::Unsupported,

@@ -30,7 +30,9 @@ mod pace;
 mod plan;
 mod report;
 
-pub use contract::{ByteStream, ItemStream, Payload, Receipt, Scope, ServerSideRef, Sink, Source};
+pub use contract::{
+    ByteStream, ItemStream, Payload, RangeRead, Receipt, Scope, ServerSideRef, Sink, Source,
+};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use executor::{Executor, ExecutorOptions, ProgressEvent, ProgressFn, RetryPolicy};
 pub use item::{Item, ItemKind};

@@ -57,7 +57,8 @@ async fn head_bucket(
     role: &str,
     side: &str,
 ) -> Result<()> {
-    match client.head_bucket().bucket(bucket).expected_bucket_owner(account_id).send().await {
+    let owner = (!account_id.is_empty()).then(|| account_id.to_string());
+    match client.head_bucket().bucket(bucket).set_expected_bucket_owner(owner).send().await {
         Ok(_) => Ok(()),
         Err(e) => {
             let err = sdk_error(e, "s3:HeadBucket", format!("s3://{bucket}"));
@@ -149,7 +150,7 @@ pub async fn check_dest_protection(
 pub fn check_kms_key(key: &str, escrow_account: &str) -> Result<()> {
     if let Some(rest) = key.strip_prefix("arn:") {
         let account = rest.split(':').nth(3).unwrap_or_default();
-        if account != escrow_account {
+        if !escrow_account.is_empty() && account != escrow_account {
             return Err(Error::invalid_config(format!(
                 "[escrow] kms_key_id {key} belongs to account {account}, not the escrow account \
                  {escrow_account}: escrow copies must be encrypted with a key the escrow owns"

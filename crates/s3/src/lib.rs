@@ -42,6 +42,7 @@ mod check;
 mod list;
 mod multipart;
 mod protect;
+mod range;
 mod sink;
 mod source;
 mod util;

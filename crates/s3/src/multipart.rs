@@ -1,8 +1,9 @@
-//! Server-side multipart copy: CreateMultipartUpload, parallel
-//! UploadPartCopy drawing on one shared budget, CompleteMultipartUpload, and
+//! Multipart copies: CreateMultipartUpload, parallel parts drawing on one
+//! shared budget (UploadPartCopy server-side, or a ranged read and
+//! UploadPart when streaming), CompleteMultipartUpload, and
 //! AbortMultipartUpload on any failure so no upload is left behind.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,7 +11,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::sync::Semaphore;
 
 use crate::util::PaceExt;
-use escrow_sync_core::{Error, ErrorKind, Item, Receipt, Result, RetryPolicy, ServerSideRef};
+use escrow_sync_core::{
+    Error, ErrorKind, Item, RangeRead, Receipt, Result, RetryPolicy, ServerSideRef,
+};
 
 use crate::sink::S3Sink;
 use crate::util::{copy_source, s3_error, tagging_header, url};
@@ -148,6 +151,38 @@ pub(crate) struct SourceHead {
     pub(crate) content_language: Option<String>,
 }
 
+/// Where the parts of an upload get their bytes.
+enum PartSource<'a> {
+    /// Server-side: UploadPartCopy from the source object.
+    Copy { src: &'a ServerSideRef, source: String },
+    /// Streamed: a ranged read, then UploadPart.
+    Read(&'a dyn RangeRead),
+}
+
+impl PartSource<'_> {
+    fn operation(&self) -> &'static str {
+        match self {
+            PartSource::Copy { .. } => "s3:UploadPartCopy",
+            PartSource::Read(_) => "s3:UploadPart",
+        }
+    }
+}
+
+impl SourceHead {
+    /// The headers a streamed source handed over as attributes.
+    pub(crate) fn from_attributes(attributes: &BTreeMap<String, String>) -> Self {
+        let get = |k: &str| attributes.get(k).cloned();
+        SourceHead {
+            metadata: crate::util::metadata(attributes),
+            content_type: get(crate::util::CONTENT_TYPE),
+            cache_control: get("cache-control"),
+            content_disposition: get("content-disposition"),
+            content_encoding: get("content-encoding"),
+            content_language: get("content-language"),
+        }
+    }
+}
+
 impl S3Sink {
     /// The source object's metadata and content headers (escrow credentials,
     /// `If-Match` the listed ETag).
@@ -182,13 +217,39 @@ impl S3Sink {
         src: &ServerSideRef,
         dest_key: &str,
     ) -> Result<Receipt> {
-        let opts = self.multipart();
-        let part_size = opts.part_size_for(item.size)?;
         let head = self.head_source(src).await?;
+        let from = PartSource::Copy { src, source: copy_source(&src.container, &src.key) };
+        self.multipart_upload(item, head, &src.fingerprint, &src.attributes, from, dest_key).await
+    }
+
+    /// Uploads `data` in parts into `dest_key`, reading each part's range as
+    /// it is uploaded; aborts the upload on any failure.
+    pub(crate) async fn multipart_stream(
+        &self,
+        item: &Item,
+        data: &dyn RangeRead,
+        dest_key: &str,
+    ) -> Result<Receipt> {
+        let head = SourceHead::from_attributes(data.attributes());
+        let from = PartSource::Read(data);
+        self.multipart_upload(item, head, &item.fingerprint, data.attributes(), from, dest_key)
+            .await
+    }
+
+    async fn multipart_upload(
+        &self,
+        item: &Item,
+        head: SourceHead,
+        source_etag: &str,
+        attributes: &BTreeMap<String, String>,
+        from: PartSource<'_>,
+        dest_key: &str,
+    ) -> Result<Receipt> {
+        let part_size = self.multipart().part_size_for(item.size)?;
         let mut metadata = head.metadata;
-        metadata.insert(SOURCE_ETAG_META.to_string(), src.fingerprint.clone());
+        metadata.insert(SOURCE_ETAG_META.to_string(), source_etag.to_string());
         let dest = url(self.bucket(), dest_key);
-        let tagging = tagging_header(&src.attributes);
+        let tagging = tagging_header(attributes);
         let created = self
             .client()
             .create_multipart_upload()
@@ -210,8 +271,8 @@ impl S3Sink {
             .await
             .map_err(|e| s3_error(e, "s3:CreateMultipartUpload", dest.clone()))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
-        tracing::debug!(%dest, %upload_id, part_size, "multipart copy started");
-        match self.copy_parts_and_complete(item, src, dest_key, &upload_id, part_size).await {
+        tracing::debug!(%dest, %upload_id, part_size, "multipart upload started");
+        match self.parts_and_complete(item, &from, dest_key, &upload_id, part_size).await {
             Ok(etag) => Ok(Receipt::new(item.size, etag)),
             Err(e) => {
                 self.abort(dest_key, &upload_id).await;
@@ -220,32 +281,37 @@ impl S3Sink {
         }
     }
 
-    async fn copy_parts_and_complete(
+    async fn parts_and_complete(
         &self,
         item: &Item,
-        src: &ServerSideRef,
+        from: &PartSource<'_>,
         dest_key: &str,
         upload_id: &str,
         part_size: u64,
     ) -> Result<Option<String>> {
         let failed = AtomicBool::new(false);
-        let source = copy_source(&src.container, &src.key);
+        let op = from.operation();
         let parts = part_ranges(item.size, part_size).into_iter().enumerate().map(|(i, (a, b))| {
-            let (failed, source) = (&failed, &source);
+            let failed = &failed;
             async move {
-                let _permit = self.part_budget().0.acquire().await.map_err(|_| {
-                    Error::new(ErrorKind::Cancelled, "s3:UploadPartCopy", dest_key, "")
-                })?;
+                // The permit bounds the parts in flight across all objects,
+                // and so the bytes a streamed copy holds in memory.
+                let _permit = self
+                    .part_budget()
+                    .0
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::new(ErrorKind::Cancelled, op, dest_key, ""))?;
                 if failed.load(Ordering::SeqCst) {
                     return Err(Error::new(
                         ErrorKind::Cancelled,
-                        "s3:UploadPartCopy",
+                        op,
                         url(self.bucket(), dest_key),
                         "another part failed",
                     ));
                 }
                 let number = i as i32 + 1;
-                let res = self.copy_part(src, source, dest_key, upload_id, number, a, b).await;
+                let res = self.part(from, dest_key, upload_id, number, a, b).await;
                 if res.is_err() {
                     failed.store(true, Ordering::SeqCst);
                 }
@@ -285,11 +351,11 @@ impl S3Sink {
         Ok(out.e_tag().map(str::to_string))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn copy_part(
+    /// One part, retried on its own: UploadPartCopy, or a ranged read and
+    /// UploadPart.
+    async fn part(
         &self,
-        src: &ServerSideRef,
-        source: &str,
+        from: &PartSource<'_>,
         dest_key: &str,
         upload_id: &str,
         number: i32,
@@ -300,27 +366,18 @@ impl S3Sink {
         let resource = format!("{} part {number}", url(self.bucket(), dest_key));
         let mut attempt = 1;
         loop {
-            let res = self
-                .client()
-                .upload_part_copy()
-                .bucket(self.bucket())
-                .key(dest_key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .copy_source(source)
-                .copy_source_range(format!("bytes={first}-{last}"))
-                .copy_source_if_match(&src.fingerprint)
-                .set_expected_bucket_owner(self.owner().map(str::to_string))
-                .set_expected_source_bucket_owner(src.owner.clone())
-                .customize()
-                .config_override(crate::no_sdk_retries())
-                .send()
-                .paced(self.pacer())
-                .await
-                .map_err(|e| s3_error(e, "s3:UploadPartCopy", resource.clone()));
+            let res = match from {
+                PartSource::Copy { src, source } => {
+                    self.copy_part(src, source, dest_key, upload_id, number, first, last, &resource)
+                        .await
+                }
+                PartSource::Read(data) => {
+                    self.upload_part(*data, dest_key, upload_id, number, first, last, &resource)
+                        .await
+                }
+            };
             match res {
-                Ok(out) => {
-                    let etag = out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string);
+                Ok(etag) => {
                     return Ok(CompletedPart::builder()
                         .part_number(number)
                         .set_e_tag(etag)
@@ -335,6 +392,71 @@ impl S3Sink {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_part(
+        &self,
+        src: &ServerSideRef,
+        source: &str,
+        dest_key: &str,
+        upload_id: &str,
+        number: i32,
+        first: u64,
+        last: u64,
+        resource: &str,
+    ) -> Result<Option<String>> {
+        let out = self
+            .client()
+            .upload_part_copy()
+            .bucket(self.bucket())
+            .key(dest_key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .copy_source(source)
+            .copy_source_range(format!("bytes={first}-{last}"))
+            .copy_source_if_match(&src.fingerprint)
+            .set_expected_bucket_owner(self.owner().map(str::to_string))
+            .set_expected_source_bucket_owner(src.owner.clone())
+            .customize()
+            .config_override(crate::no_sdk_retries())
+            .send()
+            .paced(self.pacer())
+            .await
+            .map_err(|e| s3_error(e, "s3:UploadPartCopy", resource.to_string()))?;
+        Ok(out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_part(
+        &self,
+        data: &dyn RangeRead,
+        dest_key: &str,
+        upload_id: &str,
+        number: i32,
+        first: u64,
+        last: u64,
+        resource: &str,
+    ) -> Result<Option<String>> {
+        let bytes = data.read_range(first, last).await?;
+        let len = bytes.len() as i64;
+        let out = self
+            .client()
+            .upload_part()
+            .bucket(self.bucket())
+            .key(dest_key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(len)
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+            .set_expected_bucket_owner(self.owner().map(str::to_string))
+            .customize()
+            .config_override(crate::no_sdk_retries())
+            .send()
+            .paced(self.pacer())
+            .await
+            .map_err(|e| s3_error(e, "s3:UploadPart", resource.to_string()))?;
+        Ok(out.e_tag().map(str::to_string))
     }
 
     /// Makes sure a completed multipart copy carries the configured

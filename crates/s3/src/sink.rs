@@ -9,16 +9,16 @@ use aws_sdk_s3::types::{MetadataDirective, TaggingDirective};
 use crate::util::PaceExt;
 use escrow_sync_aws::sdk_error;
 use escrow_sync_core::{
-    Error, ErrorKind, Item, ItemStream, Payload, Receipt, RequestPacer, Result, Scope,
+    Error, ErrorKind, Item, ItemStream, Payload, RangeRead, Receipt, RequestPacer, Result, Scope,
     ServerSideRef, Sink,
 };
 
 use crate::list::list_objects;
-use crate::multipart::{MultipartOptions, PartBudget, SOURCE_ETAG_META};
+use std::sync::Arc;
+
+use crate::multipart::{MultipartOptions, PartBudget, SOURCE_ETAG_META, SourceHead};
 use crate::protect::{EMPTY_BODY_MD5, Protection, protect};
-use crate::util::{
-    CONTENT_TYPE, MAX_COPY_OBJECT_SIZE, copy_source, metadata, s3_error, tagging_header, url,
-};
+use crate::util::{MAX_COPY_OBJECT_SIZE, copy_source, s3_error, tagging_header, url};
 
 /// Writes into a bucket in the escrow account.
 #[derive(Debug, Clone)]
@@ -189,6 +189,34 @@ impl S3Sink {
         Ok(Receipt::new(item.size, etag))
     }
 
+    /// A streamed copy: one PutObject up to a part's size, parts beyond;
+    /// every read draws on the part budget, so memory stays under
+    /// `part_concurrency × part size` plus a small constant.
+    async fn stream_in(&self, item: &Item, data: Arc<dyn RangeRead>) -> Result<Receipt> {
+        let dest_key = self.dest_key(&item.key);
+        if data.len() != item.size {
+            return Err(Error::new(
+                ErrorKind::PreconditionFailed,
+                "s3:GetObject",
+                url(&self.bucket, &dest_key),
+                format!(
+                    "the source object is {} bytes, the listing said {}: it changed after it was \
+                     listed; the next run copies the new version",
+                    data.len(),
+                    item.size
+                ),
+            ));
+        }
+        let part_size = self.multipart.part_size_for(item.size)?;
+        if item.size > part_size {
+            return self.multipart_stream(item, data.as_ref(), &dest_key).await;
+        }
+        let _permit = self.budget.0.acquire().await.map_err(|_| {
+            Error::new(ErrorKind::Cancelled, "s3:PutObject", url(&self.bucket, &dest_key), "")
+        })?;
+        self.put(item, Payload::Ranged(data)).await
+    }
+
     async fn put(&self, item: &Item, payload: Payload) -> Result<Receipt> {
         let dest_key = self.dest_key(&item.key);
         let (data, attributes) = payload.collect().await?;
@@ -201,14 +229,24 @@ impl S3Sink {
             ));
         }
         let tagging = tagging_header(&attributes);
+        let head = SourceHead::from_attributes(&attributes);
+        let mut meta = head.metadata;
+        if self.protection.kms_key_id.is_some() {
+            meta.insert(SOURCE_ETAG_META.to_string(), item.fingerprint.clone());
+        }
         let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(&dest_key)
+            .content_length(data.len() as i64)
             .body(ByteStream::from(data))
-            .set_metadata(Some(metadata(&attributes)))
-            .set_content_type(attributes.get(CONTENT_TYPE).cloned())
+            .set_metadata(Some(meta))
+            .set_content_type(head.content_type)
+            .set_cache_control(head.cache_control)
+            .set_content_disposition(head.content_disposition)
+            .set_content_encoding(head.content_encoding)
+            .set_content_language(head.content_language)
             .set_tagging((!tagging.is_empty()).then_some(tagging))
             .set_expected_bucket_owner(self.owner.clone());
         let out = protect!(req, &self.protection)
@@ -319,6 +357,7 @@ impl Sink for S3Sink {
     async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
         match payload {
             Payload::Reference(r) => self.copy(item, r).await,
+            Payload::Ranged(r) => self.stream_in(item, r).await,
             bytes => self.put(item, bytes).await,
         }
     }

@@ -12,7 +12,8 @@ use escrow_sync_core::{
 };
 
 use crate::list::list_objects;
-use crate::util::{TAG_PREFIX, s3_error, url};
+use crate::range::S3Range;
+use crate::util::{CONTENT_TYPE, META_PREFIX, TAG_PREFIX, s3_error, url};
 
 /// Reads a bucket in the primary account (through the reader role).
 #[derive(Debug, Clone)]
@@ -22,12 +23,20 @@ pub struct S3Source {
     prefix: String,
     owner: Option<String>,
     pacer: Option<RequestPacer>,
+    streaming: bool,
 }
 
 impl S3Source {
     /// A source over `bucket`, using `client` (primary credentials).
     pub fn from_client(client: Client, bucket: impl Into<String>) -> Self {
-        S3Source { client, bucket: bucket.into(), prefix: String::new(), owner: None, pacer: None }
+        S3Source {
+            client,
+            bucket: bucket.into(),
+            prefix: String::new(),
+            owner: None,
+            pacer: None,
+            streaming: false,
+        }
     }
 
     /// Only keys under `prefix`.
@@ -40,6 +49,14 @@ impl S3Source {
     /// and as `ExpectedSourceBucketOwner` on copies).
     pub fn with_expected_owner(mut self, account_id: Option<String>) -> Self {
         self.owner = account_id;
+        self
+    }
+
+    /// Streams the bytes instead of handing the sink a server-side
+    /// reference: for an escrow on another endpoint (any S3-compatible
+    /// store), or when asked (`mode = "stream"`).
+    pub fn with_streaming(mut self, streaming: bool) -> Self {
+        self.streaming = streaming;
         self
     }
 
@@ -100,10 +117,50 @@ impl Source for S3Source {
             .iter()
             .map(|t| (format!("{TAG_PREFIX}{}", t.key()), t.value().to_string()))
             .collect();
-        Ok(Payload::Reference(
-            ServerSideRef::new("s3", &self.bucket, &item.key, &item.fingerprint)
-                .with_owner(self.owner.clone())
-                .with_attributes(tags),
-        ))
+        if !self.streaming {
+            return Ok(Payload::Reference(
+                ServerSideRef::new("s3", &self.bucket, &item.key, &item.fingerprint)
+                    .with_owner(self.owner.clone())
+                    .with_attributes(tags),
+            ));
+        }
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&item.key)
+            .if_match(&item.fingerprint)
+            .set_expected_bucket_owner(self.owner.clone())
+            .customize()
+            .config_override(crate::no_sdk_retries())
+            .send()
+            .paced(self.pacer.as_ref())
+            .await
+            .map_err(|e| s3_error(e, "s3:HeadObject", url(&self.bucket, &item.key)))?;
+        let mut attributes = tags;
+        for (k, v) in head.metadata().into_iter().flatten() {
+            attributes.insert(format!("{META_PREFIX}{k}"), v.clone());
+        }
+        for (k, v) in [
+            (CONTENT_TYPE, head.content_type()),
+            ("cache-control", head.cache_control()),
+            ("content-disposition", head.content_disposition()),
+            ("content-encoding", head.content_encoding()),
+            ("content-language", head.content_language()),
+        ] {
+            if let Some(v) = v {
+                attributes.insert(k.to_string(), v.to_string());
+            }
+        }
+        Ok(Payload::Ranged(std::sync::Arc::new(S3Range {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: item.key.clone(),
+            etag: item.fingerprint.clone(),
+            owner: self.owner.clone(),
+            len: head.content_length().unwrap_or(0).max(0) as u64,
+            attributes,
+            pacer: self.pacer.clone(),
+        })))
     }
 }

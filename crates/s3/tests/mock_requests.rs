@@ -642,3 +642,96 @@ async fn every_request_draws_on_the_jobs_pacer() {
     assert_eq!(items.len(), 1);
     assert!(!pacer.try_now(), "the listing took this second's only request");
 }
+
+/// A source object in memory that counts the part buffers alive at once
+/// (a buffer lives from its read until the sink drops it).
+struct CountingRange {
+    data: Vec<u8>,
+    attributes: std::collections::BTreeMap<String, String>,
+    live: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct LiveBuffer {
+    data: Vec<u8>,
+    live: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AsRef<[u8]> for LiveBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for LiveBuffer {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl escrow_sync_core::RangeRead for CountingRange {
+    fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+    fn attributes(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.attributes
+    }
+    async fn read_range(&self, first: u64, last: u64) -> escrow_sync_core::Result<bytes::Bytes> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.live.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(n, SeqCst);
+        tokio::task::yield_now().await;
+        let data = self.data[first as usize..=last as usize].to_vec();
+        Ok(bytes::Bytes::from_owner(LiveBuffer { data, live: self.live.clone() }))
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_copy_holds_at_most_part_concurrency_parts_in_memory() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let create = mock!(Client::create_multipart_upload)
+        .match_requests(|r| {
+            r.content_type() == Some("text/csv")
+                && r.metadata().and_then(|m| m.get("owner")).map(String::as_str) == Some("ops")
+                && r.tagging() == Some("team=ops")
+        })
+        .then_output(|| CreateMultipartUploadOutput::builder().upload_id("up-1").build());
+    let part = mock!(Client::upload_part).then_compute_output(move |r| {
+        s2.lock().unwrap().push((r.part_number().unwrap(), r.content_length().unwrap()));
+        aws_sdk_s3::operation::upload_part::UploadPartOutput::builder()
+            .e_tag(format!("\"p{}\"", r.part_number().unwrap()))
+            .build()
+    });
+    let complete = mock!(Client::complete_multipart_upload).then_compute_output(|r| {
+        let n = r.multipart_upload().map(|m| m.parts().len()).unwrap_or(0);
+        CompleteMultipartUploadOutput::builder().e_tag(format!("\"mp-{n}\"")).build()
+    });
+    let sink = S3Sink::from_client(client(&[&create, &part, &complete]), "dst")
+        .with_multipart(MultipartOptions::new().with_part_size(5 * MIB).with_part_concurrency(3));
+    let size = 48 * MIB + 123;
+    let live = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut attributes = std::collections::BTreeMap::new();
+    attributes.insert("content-type".to_string(), "text/csv".to_string());
+    attributes.insert("meta:owner".to_string(), "ops".to_string());
+    attributes.insert("tag:team".to_string(), "ops".to_string());
+    let data = CountingRange {
+        data: (0..size).map(|i| (i % 251) as u8).collect(),
+        attributes,
+        live: live.clone(),
+        peak: peak.clone(),
+    };
+    let item = Item::new("big.csv", ItemKind::Object, size, "\"src\"");
+    let receipt = sink.write(&item, Payload::Ranged(std::sync::Arc::new(data))).await.unwrap();
+    assert_eq!(receipt.fingerprint.as_deref(), Some("\"mp-10\""));
+    let mut parts = seen.lock().unwrap().clone();
+    parts.sort();
+    assert_eq!(parts.len(), 10);
+    assert!(parts[..9].iter().all(|(_, len)| *len == (5 * MIB) as i64));
+    assert_eq!(parts[9].1, (3 * MIB + 123) as i64);
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=3).contains(&peak), "at most part_concurrency buffers alive: {peak}");
+    assert_eq!(live.load(std::sync::atomic::Ordering::SeqCst), 0, "every buffer released");
+}

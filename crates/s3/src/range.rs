@@ -1,0 +1,85 @@
+//! Ranged reads of a source object, for streamed copies.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+
+use escrow_sync_core::{Error, ErrorKind, RangeRead, RequestPacer, Result};
+
+use crate::util::{PaceExt, s3_error, url};
+
+/// One source object, read range by range with `If-Match` its listed ETag.
+#[derive(Debug)]
+pub(crate) struct S3Range {
+    pub(crate) client: Client,
+    pub(crate) bucket: String,
+    pub(crate) key: String,
+    pub(crate) etag: String,
+    pub(crate) owner: Option<String>,
+    pub(crate) len: u64,
+    pub(crate) attributes: BTreeMap<String, String>,
+    pub(crate) pacer: Option<RequestPacer>,
+}
+
+#[async_trait]
+impl RangeRead for S3Range {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn attributes(&self) -> &BTreeMap<String, String> {
+        &self.attributes
+    }
+
+    async fn read_range(&self, first: u64, last: u64) -> Result<Bytes> {
+        let resource = format!("{} bytes {first}-{last}", url(&self.bucket, &self.key));
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .range(format!("bytes={first}-{last}"))
+            .if_match(&self.etag)
+            .set_expected_bucket_owner(self.owner.clone())
+            .customize()
+            .config_override(crate::no_sdk_retries())
+            .send()
+            .paced(self.pacer.as_ref())
+            .await
+            .map_err(|e| {
+                let err = s3_error(e, "s3:GetObject", resource.clone());
+                if err.kind() == ErrorKind::PreconditionFailed {
+                    Error::new(
+                        ErrorKind::PreconditionFailed,
+                        "s3:GetObject",
+                        resource.clone(),
+                        "the source object changed after it was listed; the next run copies the new version",
+                    )
+                    .with_source(err)
+                } else {
+                    err
+                }
+            })?;
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| {
+                Error::new(ErrorKind::Transient, "s3:GetObject", resource.clone(), "")
+                    .with_source(e)
+            })?
+            .into_bytes();
+        let want = last - first + 1;
+        if data.len() as u64 != want {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                "s3:GetObject",
+                resource,
+                format!("got {} bytes, asked for {want}", data.len()),
+            ));
+        }
+        Ok(data)
+    }
+}
