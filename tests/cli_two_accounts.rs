@@ -532,7 +532,9 @@ async fn stream_mode_copies_through_this_process_in_parts() {
     let cfg = cfg.to_str().unwrap();
     let out = cli(&["run", "--config", cfg, "--output", "json"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(n(job(&out.json()), "copied"), 4);
+    let doc = out.json();
+    assert_eq!((n(job(&doc), "copied"), n(job(&doc), "copied_in_parts")), (4, 1));
+    assert_eq!(job(&doc)["streamed"], Value::Bool(true));
     assert_eq!(pair.escrow_get("big.bin").await.unwrap(), big);
     assert_eq!(pair.escrow_get("obj/002").await.unwrap(), content(2));
     let head =

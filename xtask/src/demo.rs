@@ -30,6 +30,19 @@ external_id = "demo-external-id"
 name = "assets"
 source_bucket = "prod-assets"
 dest_bucket = "escrow-prod-assets"
+# Objects over 8 MiB are copied server-side in 8 MiB parts (UploadPartCopy).
+multipart_threshold = "8MiB"
+part_size = "8MiB"
+
+[[s3]]
+name = "logs"
+source_bucket = "prod-logs"
+dest_bucket = "escrow-prod-logs"
+# Bytes pass through escrow-sync (as for an escrow on another S3-compatible
+# store), 5 MiB parts, at most 4 in memory.
+mode = "stream"
+part_size = "5MiB"
+part_concurrency = 4
 "#;
 
 /// What an `escrow-sync` exit code means (issue 2, item 7).
@@ -133,6 +146,8 @@ mod tests {
             "demo-external-id",
             "\"prod-assets\"",
             "\"escrow-prod-assets\"",
+            "\"prod-logs\"",
+            "\"escrow-prod-logs\"",
         ] {
             assert!(DEMO_CONFIG.contains(needle), "config lacks {needle}");
             assert!(SEED_SCRIPT.contains(needle), "seed script lacks {needle}");

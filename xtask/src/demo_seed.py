@@ -25,6 +25,12 @@ PRIMARY_ROLE = f"arn:aws:iam::{PRIMARY_ACCOUNT}:role/escrow-reader"
 EXTERNAL_ID = "demo-external-id"
 SOURCE_BUCKET = "prod-assets"
 DEST_BUCKET = "escrow-prod-assets"
+LOGS_BUCKET = "prod-logs"
+LOGS_DEST_BUCKET = "escrow-prod-logs"
+# Copied in parts: above the demo config's multipart_threshold (8 MiB).
+LARGE_KEY = "media/raw-footage.bin"
+LARGE_SIZE = 24 * 1024 * 1024
+LOG_COUNT = 40
 OBJECT_COUNT = 300
 KIB = 1024
 MIB = 1024 * KIB
@@ -157,7 +163,32 @@ def main():
     create_bucket(source, SOURCE_BUCKET)
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda spec: put(source, spec), object_specs()))
+    source.put_object(
+        Bucket=SOURCE_BUCKET,
+        Key=LARGE_KEY,
+        Body=random.Random(LARGE_SIZE).randbytes(LARGE_SIZE),
+        ContentType="video/mp4",
+        Metadata={"camera": "north-gate"},
+        Tagging="classification=internal",
+    )
+    results.append((LARGE_SIZE, True, True))
     total = sum(size for size, _, _ in results)
+
+    # A second bucket, escrowed by a streamed job (bytes through escrow-sync).
+    create_bucket(source, LOGS_BUCKET)
+    for i in range(LOG_COUNT):
+        source.put_object(
+            Bucket=LOGS_BUCKET,
+            Key=f"app/2024-06-17/part-{i:03d}.log",
+            Body=random.Random(1000 + i).randbytes(1 + i * 997),
+            ContentType="text/plain",
+        )
+    source.put_object(
+        Bucket=LOGS_BUCKET,
+        Key="app/2024-06-17/full-dump.log",
+        Body=random.Random(7).randbytes(12 * MIB),
+        ContentType="text/plain",
+    )
     with_metadata = sum(1 for _, meta, _ in results if meta)
     with_tags = sum(1 for _, _, tags in results if tags)
 
@@ -167,11 +198,22 @@ def main():
         Bucket=DEST_BUCKET, VersioningConfiguration={"Status": "Enabled"}
     )
 
+    create_bucket(dest, LOGS_DEST_BUCKET)
+    dest.put_bucket_versioning(
+        Bucket=LOGS_DEST_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+    )
+
+    print(
+        f"primary {PRIMARY_ACCOUNT}: s3://{LOGS_BUCKET}: {LOG_COUNT + 1} objects (one of 12 MiB)"
+    )
     print(
         f"primary {PRIMARY_ACCOUNT}: s3://{SOURCE_BUCKET}: {len(results)} objects, "
         f"{total / MIB:.1f} MiB ({with_metadata} with user metadata, {with_tags} with tags)"
     )
-    print(f"escrow  {ESCROW_ACCOUNT}: s3://{DEST_BUCKET}: versioning enabled, empty")
+    print(
+        f"escrow  {ESCROW_ACCOUNT}: s3://{DEST_BUCKET}, s3://{LOGS_DEST_BUCKET}: "
+        "versioning enabled, empty"
+    )
 
 
 if __name__ == "__main__":

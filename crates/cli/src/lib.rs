@@ -162,9 +162,10 @@ pub async fn execute(
         if cancel.is_cancelled() {
             break;
         }
+        let streamed = config.streams(job);
         let pacer = job.max_requests_per_second.map(escrow_sync_core::RequestPacer::per_second);
         let source = S3Source::from_client(primary.clone(), &job.source_bucket)
-            .with_streaming(config.streams(job))
+            .with_streaming(streamed)
             .with_pacer(pacer.clone())
             .with_prefix(&job.prefix)
             .with_expected_owner(known(&primary_id));
@@ -187,9 +188,9 @@ pub async fn execute(
         let outcome = match result {
             Ok(mut report) => {
                 report.warnings.extend(warnings.iter().cloned());
-                JobOutcome { name, kind: "s3", report: Some(report), error: None }
+                JobOutcome { name, kind: "s3", report: Some(report), error: None, streamed }
             }
-            Err(e) => JobOutcome { name, kind: "s3", report: None, error: Some(e) },
+            Err(e) => JobOutcome { name, kind: "s3", report: None, error: Some(e), streamed },
         };
         outcomes.push(outcome);
     }

@@ -15,6 +15,8 @@ pub struct JobOutcome {
     pub report: Option<Report>,
     /// A fatal error that stopped the job.
     pub error: Option<Error>,
+    /// Whether the job streams bytes through this process.
+    pub streamed: bool,
 }
 
 /// Process exit codes.
@@ -62,6 +64,8 @@ struct JsonJob<'a> {
     skipped: u64,
     failed: u64,
     bytes_copied: u64,
+    copied_in_parts: u64,
+    streamed: bool,
     missing: u64,
     different: u64,
     failures: Vec<JsonFailure<'a>>,
@@ -111,6 +115,8 @@ pub fn json(mode: Mode, jobs: &[JobOutcome], fatal: Option<&Error>, code: u8) ->
                 skipped: n(|r| r.skipped),
                 failed: n(|r| r.failed),
                 bytes_copied: n(|r| r.bytes_copied),
+                copied_in_parts: n(|r| r.copied_in_parts),
+                streamed: j.streamed,
                 missing: n(|r| r.missing),
                 different: n(|r| r.different),
                 failures: r
@@ -182,7 +188,8 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
     for j in jobs {
         match &j.report {
             Some(r) => {
-                let _ = writeln!(s, "job {} ({} -> {})", j.name, r.source, r.destination);
+                let how = if j.streamed { ", streamed" } else { "" };
+                let _ = writeln!(s, "job {} ({} -> {}{how})", j.name, r.source, r.destination);
                 for w in &r.warnings {
                     let _ = writeln!(s, "  warning: {w}");
                 }
@@ -220,9 +227,14 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
                     Mode::Run => {
                         let _ = writeln!(
                             s,
-                            "  run: copied {} ({}), skipped {}, failed {}, escrow-only kept {}, in {:.1}s{}",
+                            "  run: copied {} ({}{}), skipped {}, failed {}, escrow-only kept {}, in {:.1}s{}",
                             r.copied,
                             bytes(r.bytes_copied),
+                            if r.copied_in_parts > 0 {
+                                format!("; {} in parts", r.copied_in_parts)
+                            } else {
+                                String::new()
+                            },
                             r.skipped,
                             r.failed,
                             r.retained,

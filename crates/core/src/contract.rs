@@ -187,12 +187,20 @@ pub struct Receipt {
     pub bytes: u64,
     /// The fingerprint of the copy as the sink sees it, when known.
     pub fingerprint: Option<String>,
+    /// How many parts the copy was made of (0 or 1: a single request).
+    pub parts: u32,
 }
 
 impl Receipt {
     /// A receipt for `bytes` copied.
     pub fn new(bytes: u64, fingerprint: Option<String>) -> Self {
-        Receipt { bytes, fingerprint }
+        Receipt { bytes, fingerprint, parts: 1 }
+    }
+
+    /// Records that the copy was made of `parts` parts.
+    pub fn with_parts(mut self, parts: u32) -> Self {
+        self.parts = parts;
+        self
     }
 }
 

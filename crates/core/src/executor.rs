@@ -209,7 +209,7 @@ enum Work {
 }
 
 enum Outcome {
-    Copied { bytes: u64 },
+    Copied { bytes: u64, parts: u32 },
     Same { key: String, size: u64, problems: Vec<String> },
     Differs { item: Item },
     Deleted,
@@ -398,9 +398,12 @@ impl Executor {
 
     fn record(&self, report: &mut Report, mode: Mode, outcome: Outcome, limit: usize) {
         match outcome {
-            Outcome::Copied { bytes } => {
+            Outcome::Copied { bytes, parts } => {
                 report.copied += 1;
                 report.bytes_copied += bytes;
+                if parts > 1 {
+                    report.copied_in_parts += 1;
+                }
             }
             Outcome::Same { key, size, problems } => {
                 report.skipped += 1;
@@ -503,7 +506,7 @@ impl Executor {
         match res {
             (Ok(receipt), _) => {
                 self.emit(ProgressEvent::Copied { key: item.key.clone(), bytes: receipt.bytes });
-                Outcome::Copied { bytes: receipt.bytes }
+                Outcome::Copied { bytes: receipt.bytes, parts: receipt.parts }
             }
             (Err(error), attempts) => Outcome::Failed { key: item.key, error, attempts },
         }

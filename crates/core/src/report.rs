@@ -74,6 +74,8 @@ pub struct Report {
     pub failed: u64,
     /// Bytes copied (plan: bytes that would be copied).
     pub bytes_copied: u64,
+    /// Of the items copied, those copied in parts (multipart).
+    pub copied_in_parts: u64,
     /// Items escrow lacks (plan and verify).
     pub missing: u64,
     /// Items escrow holds with different content (plan and verify).
@@ -119,6 +121,7 @@ impl Report {
             skipped: 0,
             failed: 0,
             bytes_copied: 0,
+            copied_in_parts: 0,
             missing: 0,
             different: 0,
             retained: 0,

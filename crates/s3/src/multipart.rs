@@ -273,7 +273,8 @@ impl S3Sink {
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         tracing::debug!(%dest, %upload_id, part_size, "multipart upload started");
         match self.parts_and_complete(item, &from, dest_key, &upload_id, part_size).await {
-            Ok(etag) => Ok(Receipt::new(item.size, etag)),
+            Ok(etag) => Ok(Receipt::new(item.size, etag)
+                .with_parts(part_ranges(item.size, part_size).len() as u32)),
             Err(e) => {
                 self.abort(dest_key, &upload_id).await;
                 Err(e)
