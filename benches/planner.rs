@@ -9,7 +9,7 @@ use escrow_sync_core::{CopyPlan, Policy, plan_stream};
 
 fn planner(c: &mut Criterion) {
     let mut g = c.benchmark_group("plan");
-    for n in [10_000usize, 100_000] {
+    for n in [10_000usize, 100_000, 1_000_000] {
         let (src, dst) = (listing(n, 0), listing(n, 1));
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("batch", n), &n, |b, _| {

@@ -36,7 +36,8 @@ commands:
                      (unit, property, conformance, two-account suites) on the emulator, and
                      doc tests; ARGS go to the test runner (nextest or cargo test)
   demo               seed two accounts on the emulator, then escrow-sync plan/run/verify
-  bench [-- ARGS]    cargo bench -p escrow-sync-benches ARGS
+  bench [-- ARGS]    cargo bench -p escrow-sync-benches ARGS (criterion: planner, executor)
+  bench s3           S3 objects/s and MiB/s on the emulator against baselines, peak RSS
   help               this text
 ";
 
@@ -90,10 +91,26 @@ fn passthrough(rest: &[String]) -> Vec<String> {
     }
 }
 
-/// `cargo xtask bench`: runs the criterion benchmarks with `extra` passed through.
+/// `cargo xtask bench`: runs the criterion benchmarks with `extra` passed through;
+/// `cargo xtask bench s3`: the S3 benchmark against the emulator (built with the dev profile
+/// the tests share: the emulator, not the code, bounds those figures).
 fn bench(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
+    if extra.first().map(String::as_str) == Some("s3") {
+        let guard = emulator::Guard::start(paths)?;
+        let endpoint = guard.emulator().endpoint.clone();
+        let mut cmd = process::cargo(paths);
+        cmd.args(["bench", "-p", "escrow-sync-benches", "--profile", "dev", "--bench", "s3"]);
+        cmd.args(&extra[1..]);
+        emulator::apply_client_env(&mut cmd, paths, &endpoint);
+        let status = process::run_status(&mut cmd)?;
+        return Ok(process::exit_code(status));
+    }
     let mut cmd = process::cargo(paths);
-    cmd.args(["bench", "-p", "escrow-sync-benches"]).args(extra);
+    cmd.args(["bench", "-p", "escrow-sync-benches"]);
+    if extra.is_empty() {
+        cmd.args(["--bench", "planner", "--bench", "executor"]);
+    }
+    cmd.args(extra);
     let status = process::run_status(&mut cmd)?;
     Ok(process::exit_code(status))
 }
