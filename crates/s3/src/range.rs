@@ -62,16 +62,17 @@ impl RangeRead for S3Range {
                     err
                 }
             })?;
-        let data = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| {
-                Error::new(ErrorKind::Transient, "s3:GetObject", resource.clone(), "")
-                    .with_source(e)
-            })?
-            .into_bytes();
+        // Read chunk by chunk into one buffer of the part's size: collecting
+        // and then concatenating would hold the part twice.
         let want = last - first + 1;
+        let mut buf = bytes::BytesMut::with_capacity(want as usize);
+        let mut body = out.body;
+        while let Some(chunk) = body.try_next().await.map_err(|e| {
+            Error::new(ErrorKind::Transient, "s3:GetObject", resource.clone(), "").with_source(e)
+        })? {
+            buf.extend_from_slice(&chunk);
+        }
+        let data = buf.freeze();
         if data.len() as u64 != want {
             return Err(Error::new(
                 ErrorKind::Transient,
