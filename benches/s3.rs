@@ -51,13 +51,48 @@ fn listing(n: usize, salt: usize) -> impl Iterator<Item = Item> {
     })
 }
 
+/// A static-key S3 endpoint to measure instead of the emulator's two
+/// accounts (`ESCROW_SYNC_BENCH_S3_ENDPOINT`, set by `cargo xtask bench s3
+/// --store s3s-fs`): one account, no STS, no tagging or versioning.
+fn store_endpoint() -> Option<String> {
+    std::env::var("ESCROW_SYNC_BENCH_S3_ENDPOINT").ok().filter(|v| !v.is_empty())
+}
+
+/// Primary and escrow clients: the emulator's two accounts, or one
+/// static-key client on a plain S3 store.
+async fn clients() -> (aws_sdk_s3::Client, aws_sdk_s3::Client) {
+    match store_endpoint() {
+        Some(ep) => {
+            let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-east-1"))
+                .endpoint_url(ep)
+                .credentials_provider(aws_credential_types::Credentials::new(
+                    "bench",
+                    "bench-secret",
+                    None,
+                    None,
+                    "bench",
+                ))
+                .load()
+                .await;
+            let c = aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build(),
+            );
+            (c.clone(), c)
+        }
+        None => {
+            let s = sessions().await;
+            (s3(&s.primary), s3(&s.escrow))
+        }
+    }
+}
+
 async fn child(args: &[String]) {
     match args[0].as_str() {
         "naive" => {
             // The baseline: one CopyObject after another, with escrow credentials.
             let (src, dst) = (&args[1], &args[2]);
-            let s = sessions().await;
-            let (primary, escrow) = (s3(&s.primary), s3(&s.escrow));
+            let (primary, escrow) = clients().await;
             let keys = escrow_sync_e2e::keys(&primary, src).await;
             let start = Instant::now();
             for k in &keys {
@@ -74,9 +109,9 @@ async fn child(args: &[String]) {
         }
         "sync" => {
             let (src, dst, stream) = (&args[1], &args[2], args[3] == "stream");
-            let s = sessions().await;
-            let source = S3Source::from_client(s3(&s.primary), src).with_streaming(stream);
-            let sink = S3Sink::from_client(s3(&s.escrow), dst).with_multipart(
+            let (primary, escrow) = clients().await;
+            let source = S3Source::from_client(primary, src).with_streaming(stream);
+            let sink = S3Sink::from_client(escrow, dst).with_multipart(
                 MultipartOptions::new()
                     .with_threshold(8 * MIB)
                     .with_part_size(8 * MIB)
@@ -130,7 +165,10 @@ fn measure(args: &[&str]) -> (f64, u64, u64) {
 }
 
 async fn seed(objects: usize, large: usize, large_mib: u64) -> (String, String) {
-    let primary = s3(&admin(escrow_sync_e2e::PRIMARY).await);
+    let primary = match store_endpoint() {
+        Some(_) => clients().await.0,
+        None => s3(&admin(escrow_sync_e2e::PRIMARY).await),
+    };
     let small = unique("bench-small");
     let big = unique("bench-large");
     create_bucket(&primary, &small, false).await;
@@ -167,9 +205,11 @@ async fn seed(objects: usize, large: usize, large_mib: u64) -> (String, String) 
 }
 
 async fn dest_bucket(name: &str) -> String {
-    let escrow = s3(&admin(ESCROW).await);
     let b = unique(name);
-    create_bucket(&escrow, &b, true).await;
+    match store_endpoint() {
+        Some(_) => create_bucket(&clients().await.1, &b, false).await,
+        None => create_bucket(&s3(&admin(ESCROW).await), &b, true).await,
+    }
     b
 }
 
@@ -186,10 +226,11 @@ fn main() {
     let objects = env_usize("ESCROW_SYNC_BENCH_OBJECTS", 10_000);
     let large = env_usize("ESCROW_SYNC_BENCH_LARGE", 2);
     let large_mib = env_usize("ESCROW_SYNC_BENCH_LARGE_MIB", 64) as u64;
-    println!(
-        "seeding {objects} x 4 KiB objects and {large} x {large_mib} MiB objects on {}",
-        escrow_sync_e2e::endpoint()
+    let target = store_endpoint().map_or_else(
+        || format!("the emulator at {} (two accounts)", escrow_sync_e2e::endpoint()),
+        |ep| format!("the S3 store at {ep} (one account, static keys)"),
     );
+    println!("seeding {objects} x 4 KiB objects and {large} x {large_mib} MiB objects on {target}");
     let started = Instant::now();
     let (small, big) = rt.block_on(seed(objects, large, large_mib));
     println!("seeded in {:.1}s\n", started.elapsed().as_secs_f64());

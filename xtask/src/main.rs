@@ -15,6 +15,7 @@ mod demo;
 mod emulator;
 mod paths;
 mod process;
+mod store;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,7 @@ commands:
   demo               seed two accounts on the emulator, then escrow-sync plan/run/verify
   bench [-- ARGS]    cargo bench -p escrow-sync-benches ARGS (criterion: planner, executor)
   bench s3           S3 objects/s and MiB/s on the emulator against baselines, peak RSS
+  bench s3 --store s3s-fs   the same on a local s3s-fs server (installed pinned under target/)
   help               this text
 ";
 
@@ -96,11 +98,24 @@ fn passthrough(rest: &[String]) -> Vec<String> {
 /// the tests share: the emulator, not the code, bounds those figures).
 fn bench(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
     if extra.first().map(String::as_str) == Some("s3") {
-        let guard = emulator::Guard::start(paths)?;
-        let endpoint = guard.emulator().endpoint.clone();
+        let rest = &extra[1..];
         let mut cmd = process::cargo(paths);
         cmd.args(["bench", "-p", "escrow-sync-benches", "--profile", "dev", "--bench", "s3"]);
-        cmd.args(&extra[1..]);
+        if rest.first().map(String::as_str) == Some("--store") {
+            match rest.get(1).map(String::as_str) {
+                Some("s3s-fs") => {}
+                other => bail!("unknown --store {other:?}: the one supported is s3s-fs"),
+            }
+            let store = store::S3sFs::start(paths)?;
+            cmd.env("ESCROW_SYNC_BENCH_S3_ENDPOINT", &store.endpoint);
+            cmd.args(&rest[2..]);
+            let status = process::run_status(&mut cmd)?;
+            drop(store);
+            return Ok(process::exit_code(status));
+        }
+        let guard = emulator::Guard::start(paths)?;
+        let endpoint = guard.emulator().endpoint.clone();
+        cmd.args(rest);
         emulator::apply_client_env(&mut cmd, paths, &endpoint);
         let status = process::run_status(&mut cmd)?;
         return Ok(process::exit_code(status));

@@ -100,7 +100,7 @@ impl Source for S3Source {
     }
 
     async fn read(&self, item: &Item) -> Result<Payload> {
-        let out = self
+        let res = self
             .client
             .get_object_tagging()
             .bucket(&self.bucket)
@@ -110,13 +110,23 @@ impl Source for S3Source {
             .config_override(crate::no_sdk_retries())
             .send()
             .paced(self.pacer.as_ref())
-            .await
-            .map_err(|e| s3_error(e, "s3:GetObjectTagging", url(&self.bucket, &item.key)))?;
-        let tags: BTreeMap<String, String> = out
-            .tag_set()
-            .iter()
-            .map(|t| (format!("{TAG_PREFIX}{}", t.key()), t.value().to_string()))
-            .collect();
+            .await;
+        let tags: BTreeMap<String, String> = match res {
+            Ok(out) => out
+                .tag_set()
+                .iter()
+                .map(|t| (format!("{TAG_PREFIX}{}", t.key()), t.value().to_string()))
+                .collect(),
+            // S3-compatible stores without tagging have no tags to keep.
+            Err(e)
+                if e.as_service_error().and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
+                    == Some("NotImplemented") =>
+            {
+                tracing::debug!(bucket = %self.bucket, "the source store has no object tagging");
+                BTreeMap::new()
+            }
+            Err(e) => return Err(s3_error(e, "s3:GetObjectTagging", url(&self.bucket, &item.key))),
+        };
         if !self.streaming {
             return Ok(Payload::Reference(
                 ServerSideRef::new("s3", &self.bucket, &item.key, &item.fingerprint)

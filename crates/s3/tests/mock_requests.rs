@@ -735,3 +735,16 @@ async fn a_streamed_copy_holds_at_most_part_concurrency_parts_in_memory() {
     assert!((1..=3).contains(&peak), "at most part_concurrency buffers alive: {peak}");
     assert_eq!(live.load(std::sync::atomic::Ordering::SeqCst), 0, "every buffer released");
 }
+
+#[tokio::test]
+async fn a_store_without_object_tagging_is_read_as_having_no_tags() {
+    let tagging = mock!(Client::get_object_tagging).sequence().http_status(501, Some(
+        "<Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented</Message></Error>".into(),
+    )).build();
+    let source = S3Source::from_client(client(&[&tagging]), "src");
+    let item = Item::new("k", ItemKind::Object, 1, "\"e\"");
+    match source.read(&item).await.unwrap() {
+        Payload::Reference(r) => assert!(r.attributes.is_empty()),
+        other => panic!("expected a reference, got {other:?}"),
+    }
+}
