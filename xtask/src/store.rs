@@ -17,7 +17,9 @@ const VERSION: &str = "0.14.1";
 
 /// A running s3s-fs server.
 pub struct S3sFs {
+    /// The server process.
     child: Child,
+    /// Its data directory, removed when it stops.
     data: PathBuf,
     /// Its endpoint, `http://127.0.0.1:PORT`.
     pub endpoint: String,
