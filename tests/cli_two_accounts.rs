@@ -604,3 +604,104 @@ async fn an_escrow_on_another_s3_compatible_endpoint_is_streamed_automatically()
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("needs both buckets behind one endpoint"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn versions_are_copied_oldest_first_and_only_once() {
+    let pair = BucketPair::new("versions").await;
+    pair.primary
+        .put_bucket_versioning()
+        .bucket(&pair.source_bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for body in ["v1", "v2 longer", "v3"] {
+        pair.put("doc.txt", Bytes::from(body)).await;
+    }
+    pair.put("single.txt", Bytes::from_static(b"only")).await;
+    pair.put("gone.txt", Bytes::from_static(b"was here")).await;
+    pair.primary.delete_object().bucket(&pair.source_bucket).key("gone.txt").send().await.unwrap();
+    let source_ids: Vec<String> = {
+        let out = pair
+            .primary
+            .list_object_versions()
+            .bucket(&pair.source_bucket)
+            .prefix("doc.txt")
+            .send()
+            .await
+            .unwrap();
+        let mut v: Vec<_> =
+            out.versions().iter().map(|v| v.version_id().unwrap().to_string()).collect();
+        v.reverse();
+        v
+    };
+    let cfg = config_for(&pair.source_bucket, &pair.dest_bucket, "versions = true");
+    let cfg = cfg.to_str().unwrap();
+
+    let out = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(n(job(&out.json()), "copied"), 3, "three keys (gone.txt's version too)");
+
+    // Escrow holds the three versions of doc.txt, oldest first, each naming its source version.
+    let listed = pair
+        .escrow
+        .list_object_versions()
+        .bucket(&pair.dest_bucket)
+        .prefix("doc.txt")
+        .send()
+        .await
+        .unwrap();
+    let mut escrow_versions: Vec<_> =
+        listed.versions().iter().map(|v| v.version_id().unwrap().to_string()).collect();
+    escrow_versions.reverse();
+    assert_eq!(escrow_versions.len(), 3);
+    let mut recorded = Vec::new();
+    for id in &escrow_versions {
+        let head = pair
+            .escrow
+            .head_object()
+            .bucket(&pair.dest_bucket)
+            .key("doc.txt")
+            .version_id(id)
+            .send()
+            .await
+            .unwrap();
+        let meta = head.metadata().unwrap();
+        recorded.push(meta.get(escrow_sync_s3::SOURCE_VERSION_META).cloned().unwrap());
+        assert!(meta.contains_key(escrow_sync_s3::SOURCE_MODIFIED_META));
+    }
+    assert_eq!(recorded, source_ids, "oldest first, each recording its source version");
+    assert_eq!(
+        pair.escrow_get("doc.txt").await.unwrap(),
+        "v3",
+        "the current version is the newest"
+    );
+    assert_eq!(
+        pair.escrow_get("gone.txt").await.unwrap(),
+        "was here",
+        "a delete marker is not copied"
+    );
+
+    let again = cli(&["run", "--config", cfg, "--output", "json"]).json();
+    assert_eq!((n(job(&again), "copied"), n(job(&again), "skipped")), (0, 3));
+    assert_eq!(cli(&["verify", "--config", cfg]).code, 0);
+
+    pair.put("doc.txt", Bytes::from_static(b"v4")).await;
+    assert_eq!(cli(&["verify", "--config", cfg]).code, 3);
+    let third = cli(&["run", "--config", cfg, "--output", "json"]).json();
+    assert_eq!(n(job(&third), "copied"), 1);
+    let listed = pair
+        .escrow
+        .list_object_versions()
+        .bucket(&pair.dest_bucket)
+        .prefix("doc.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.versions().len(), 4, "only the new version was added");
+    assert_eq!(pair.escrow_get("doc.txt").await.unwrap(), "v4");
+}

@@ -94,6 +94,9 @@ pub struct S3Job {
     pub part_concurrency: Option<usize>,
     /// Object Lock retention set on every copy.
     pub object_lock: Option<ObjectLockConfig>,
+    /// Copy every version of every key, oldest first.
+    #[serde(default)]
+    pub versions: bool,
     /// `server-side` (CopyObject, the default on one endpoint) or `stream`
     /// (bytes through this process; the default when the two sides have
     /// different endpoints).
@@ -272,6 +275,12 @@ impl Config {
                     "{at}: mode = \"server-side\" needs both buckets behind one endpoint, but \
                      [primary] and [escrow] have different endpoint_url: use mode = \"stream\" \
                      (or leave mode out)"
+                )));
+            }
+            if job.versions && (job.mode.as_deref() == Some("stream") || self.endpoints_differ()) {
+                return Err(Error::invalid_config(format!(
+                    "{at}: versions = true copies server-side only, but this job streams (mode = \
+                     \"stream\" or different endpoint_url); drop one of them"
                 )));
             }
             if job.max_requests_per_second == Some(0) {

@@ -166,6 +166,7 @@ pub async fn execute(
         let pacer = job.max_requests_per_second.map(escrow_sync_core::RequestPacer::per_second);
         let source = S3Source::from_client(primary.clone(), &job.source_bucket)
             .with_streaming(streamed)
+            .with_versions(job.versions)
             .with_pacer(pacer.clone())
             .with_prefix(&job.prefix)
             .with_expected_owner(known(&primary_id));
@@ -174,7 +175,8 @@ pub async fn execute(
             .with_expected_owner(known(&escrow_id))
             .with_multipart(job.multipart())
             .with_protection(job.protection(config.escrow.kms_key_id.clone()))
-            .with_pacer(pacer);
+            .with_pacer(pacer)
+            .with_versions(job.versions);
         let mut executor = Executor::new(ExecutorOptions::new().with_concurrency(job.concurrency))
             .with_cancellation(cancel.clone());
         let bar = progress.job(&name, mode);

@@ -49,6 +49,8 @@ pub struct ServerSideRef {
     pub fingerprint: String,
     /// The account that owns the container, when known.
     pub owner: Option<String>,
+    /// A specific version of the key, when the container keeps versions.
+    pub version: Option<String>,
     /// Extra attributes the sink must set explicitly (for S3: the object tags).
     pub attributes: BTreeMap<String, String>,
 }
@@ -67,8 +69,15 @@ impl ServerSideRef {
             key: key.into(),
             fingerprint: fingerprint.into(),
             owner: None,
+            version: None,
             attributes: BTreeMap::new(),
         }
+    }
+
+    /// Refers to one version of the key.
+    pub fn with_version(mut self, version: Option<String>) -> Self {
+        self.version = version;
+        self
     }
 
     /// Sets the owning account.
@@ -189,12 +198,19 @@ pub struct Receipt {
     pub fingerprint: Option<String>,
     /// How many parts the copy was made of (0 or 1: a single request).
     pub parts: u32,
+    /// The sink found escrow already held the item: nothing was written.
+    pub unchanged: bool,
 }
 
 impl Receipt {
     /// A receipt for `bytes` copied.
     pub fn new(bytes: u64, fingerprint: Option<String>) -> Self {
-        Receipt { bytes, fingerprint, parts: 1 }
+        Receipt { bytes, fingerprint, parts: 1, unchanged: false }
+    }
+
+    /// Nothing was written: escrow already held the item.
+    pub fn unchanged() -> Self {
+        Receipt { bytes: 0, fingerprint: None, parts: 0, unchanged: true }
     }
 
     /// Records that the copy was made of `parts` parts.

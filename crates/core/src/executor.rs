@@ -506,6 +506,9 @@ impl Executor {
         match res {
             (Ok(receipt), _) => {
                 self.emit(ProgressEvent::Copied { key: item.key.clone(), bytes: receipt.bytes });
+                if receipt.unchanged {
+                    return Outcome::Same { key: item.key, size: item.size, problems: Vec::new() };
+                }
                 Outcome::Copied { bytes: receipt.bytes, parts: receipt.parts }
             }
             (Err(error), attempts) => Outcome::Failed { key: item.key, error, attempts },

@@ -46,6 +46,7 @@ mod range;
 mod sink;
 mod source;
 mod util;
+mod versions;
 
 pub use check::{check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket};
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, MultipartOptions, SOURCE_ETAG_META, part_ranges};
@@ -53,6 +54,7 @@ pub use protect::{LockMode, ObjectLock, Protection};
 pub use sink::S3Sink;
 pub use source::S3Source;
 pub use util::{MAX_COPY_OBJECT_SIZE, META_PREFIX, TAG_PREFIX, copy_source, tagging_header};
+pub use versions::{SOURCE_MODIFIED_META, SOURCE_VERSION_META};
 
 use escrow_sync_aws::Session;
 

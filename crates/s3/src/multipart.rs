@@ -16,7 +16,7 @@ use escrow_sync_core::{
 };
 
 use crate::sink::S3Sink;
-use crate::util::{copy_source, s3_error, tagging_header, url};
+use crate::util::{copy_source_version, s3_error, tagging_header, url};
 
 const MIB: u64 = 1024 * 1024;
 /// The smallest part S3 accepts (except the last).
@@ -192,6 +192,7 @@ impl S3Sink {
             .head_object()
             .bucket(&src.container)
             .key(&src.key)
+            .set_version_id(src.version.clone())
             .if_match(&src.fingerprint)
             .set_expected_bucket_owner(src.owner.clone())
             .customize()
@@ -218,7 +219,8 @@ impl S3Sink {
         dest_key: &str,
     ) -> Result<Receipt> {
         let head = self.head_source(src).await?;
-        let from = PartSource::Copy { src, source: copy_source(&src.container, &src.key) };
+        let source = copy_source_version(&src.container, &src.key, src.version.as_deref());
+        let from = PartSource::Copy { src, source };
         self.multipart_upload(item, head, &src.fingerprint, &src.attributes, from, dest_key).await
     }
 
@@ -247,6 +249,7 @@ impl S3Sink {
     ) -> Result<Receipt> {
         let part_size = self.multipart().part_size_for(item.size)?;
         let mut metadata = head.metadata;
+        metadata.extend(crate::util::metadata(attributes));
         metadata.insert(SOURCE_ETAG_META.to_string(), source_etag.to_string());
         let dest = url(self.bucket(), dest_key);
         let tagging = tagging_header(attributes);

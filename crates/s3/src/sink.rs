@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::multipart::{MultipartOptions, PartBudget, SOURCE_ETAG_META, SourceHead};
 use crate::protect::{EMPTY_BODY_MD5, Protection, protect};
-use crate::util::{MAX_COPY_OBJECT_SIZE, copy_source, s3_error, tagging_header, url};
+use crate::util::{MAX_COPY_OBJECT_SIZE, copy_source_version, s3_error, tagging_header, url};
 
 /// Writes into a bucket in the escrow account.
 #[derive(Debug, Clone)]
@@ -31,6 +31,7 @@ pub struct S3Sink {
     budget: PartBudget,
     protection: Protection,
     pacer: Option<RequestPacer>,
+    versions: bool,
 }
 
 impl S3Sink {
@@ -47,6 +48,7 @@ impl S3Sink {
             budget,
             protection: Protection::default(),
             pacer: None,
+            versions: false,
         }
     }
 
@@ -68,6 +70,13 @@ impl S3Sink {
     /// Protects every copy: SSE-KMS with the escrow key, Object Lock retention.
     pub fn with_protection(mut self, protection: Protection) -> Self {
         self.protection = protection;
+        self
+    }
+
+    /// Keeps every source version as a version of the escrow object, oldest
+    /// first, each recording its source version id (`versions = true`).
+    pub fn with_versions(mut self, versions: bool) -> Self {
+        self.versions = versions;
         self
     }
 
@@ -137,17 +146,20 @@ impl S3Sink {
             .copy_object()
             .bucket(&self.bucket)
             .key(&dest_key)
-            .copy_source(copy_source(&src.container, &src.key))
+            .copy_source(copy_source_version(&src.container, &src.key, src.version.as_deref()))
             .copy_source_if_match(&src.fingerprint)
             .tagging_directive(TaggingDirective::Replace)
             .tagging(tagging)
             .set_expected_bucket_owner(self.owner.clone())
             .set_expected_source_bucket_owner(src.owner.clone());
-        req = if self.protection.kms_key_id.is_some() {
+        let extra_meta = crate::util::metadata(&src.attributes);
+        req = if self.protection.kms_key_id.is_some() || !extra_meta.is_empty() {
             // An SSE-KMS copy gets an ETag unlike the source's: record the
             // source ETag so later runs can confirm the copy (confirm_same).
+            // Version copies record the source version id and time.
             let head = self.head_source(&src).await?;
             let mut meta = head.metadata;
+            meta.extend(extra_meta);
             meta.insert(SOURCE_ETAG_META.to_string(), src.fingerprint.clone());
             req.metadata_directive(MetadataDirective::Replace)
                 .set_metadata(Some(meta))
@@ -187,6 +199,52 @@ impl S3Sink {
             })?;
         let etag = out.copy_object_result().and_then(|r| r.e_tag()).map(str::to_string);
         Ok(Receipt::new(item.size, etag))
+    }
+
+    /// Copies the source versions escrow lacks, oldest first.
+    async fn write_versions(&self, item: &Item, src: ServerSideRef) -> Result<Receipt> {
+        use crate::versions::{Version, decode, missing, receipt, version_ref, versions_of};
+        let source = decode(&src);
+        let dest_key = self.dest_key(&item.key);
+        let escrow: Vec<Version> = versions_of(
+            &self.client,
+            &self.bucket,
+            &dest_key,
+            self.owner.clone(),
+            self.pacer.clone(),
+        )
+        .await?;
+        // Escrow versions whose ETag matches no source version (SSE-KMS,
+        // multipart) say which source version they copied in their metadata.
+        let contents: std::collections::HashSet<String> =
+            source.iter().map(|(v, _)| format!("{}/{}", v.etag, v.size)).collect();
+        let mut recorded = std::collections::HashSet::new();
+        for e in escrow.iter().filter(|e| !contents.contains(&format!("{}/{}", e.etag, e.size))) {
+            let head = self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&dest_key)
+                .version_id(&e.id)
+                .set_expected_bucket_owner(self.owner.clone())
+                .send()
+                .paced(self.pacer())
+                .await
+                .map_err(|err| s3_error(err, "s3:HeadObject", url(&self.bucket, &dest_key)))?;
+            if let Some(id) =
+                head.metadata().and_then(|m| m.get(crate::versions::SOURCE_VERSION_META))
+            {
+                recorded.insert(id.clone());
+            }
+        }
+        let (mut bytes, mut copied) = (0, 0);
+        for (v, tags) in missing(&source, &escrow, &recorded) {
+            let one = Item::new(item.key.clone(), item.kind, v.size, v.etag.clone());
+            self.copy(&one, version_ref(&src, v, tags.clone())).await?;
+            bytes += v.size;
+            copied += 1;
+        }
+        Ok(receipt(bytes, copied))
     }
 
     /// A streamed copy: one PutObject up to a part's size, parts beyond;
@@ -273,6 +331,16 @@ impl Sink for S3Sink {
 
     fn list(&self, scope: &Scope) -> ItemStream<'_> {
         let prefix = self.dest_key(&scope.prefix);
+        if self.versions {
+            return crate::versions::list_versions(
+                self.pacer.clone(),
+                self.client.clone(),
+                self.bucket.clone(),
+                prefix,
+                self.dest_prefix.len(),
+                self.owner.clone(),
+            );
+        }
         list_objects(
             self.pacer.clone(),
             self.client.clone(),
@@ -331,6 +399,12 @@ impl Sink for S3Sink {
     }
 
     async fn confirm_same(&self, item: &Item, escrow: &Item) -> Result<bool> {
+        if self.versions {
+            // Escrow keeps every version it ever copied: it is up to date
+            // when it holds each source version (by ETag and size). Copies
+            // with another ETag are sorted out by write, without copying.
+            return Ok(crate::versions::contains_all(&escrow.fingerprint, &item.fingerprint));
+        }
         // Multipart copies (ETag "…-N") and SSE-KMS copies hold the same
         // bytes under another ETag; they record the source ETag in metadata.
         let other_etag_possible =
@@ -356,6 +430,7 @@ impl Sink for S3Sink {
 
     async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
         match payload {
+            Payload::Reference(r) if self.versions => self.write_versions(item, r).await,
             Payload::Reference(r) => self.copy(item, r).await,
             Payload::Ranged(r) => self.stream_in(item, r).await,
             bytes => self.put(item, bytes).await,

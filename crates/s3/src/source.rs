@@ -24,6 +24,7 @@ pub struct S3Source {
     owner: Option<String>,
     pacer: Option<RequestPacer>,
     streaming: bool,
+    versions: bool,
 }
 
 impl S3Source {
@@ -36,6 +37,7 @@ impl S3Source {
             owner: None,
             pacer: None,
             streaming: false,
+            versions: false,
         }
     }
 
@@ -60,6 +62,13 @@ impl S3Source {
         self
     }
 
+    /// Copies every version of every key, oldest first (`versions = true`);
+    /// server-side copies only.
+    pub fn with_versions(mut self, versions: bool) -> Self {
+        self.versions = versions;
+        self
+    }
+
     /// Paces every request of this source (`max_requests_per_second`).
     pub fn with_pacer(mut self, pacer: Option<RequestPacer>) -> Self {
         self.pacer = pacer;
@@ -69,6 +78,65 @@ impl S3Source {
     /// The bucket.
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+}
+
+impl S3Source {
+    /// The tags of `key` (of one version, if given); none where the store
+    /// has no object tagging (S3-compatible stores without it have no tags
+    /// to keep).
+    async fn tags(&self, key: &str, version: Option<&str>) -> Result<BTreeMap<String, String>> {
+        let res = self
+            .client
+            .get_object_tagging()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .set_expected_bucket_owner(self.owner.clone())
+            .customize()
+            .config_override(crate::no_sdk_retries())
+            .send()
+            .paced(self.pacer.as_ref())
+            .await;
+        match res {
+            Ok(out) => Ok(out
+                .tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect()),
+            Err(e)
+                if e.as_service_error().and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
+                    == Some("NotImplemented") =>
+            {
+                Ok(BTreeMap::new())
+            }
+            Err(e) => Err(s3_error(e, "s3:GetObjectTagging", url(&self.bucket, key))),
+        }
+    }
+
+    /// Every version of a key, oldest first, with each version's tags.
+    async fn read_versions(&self, item: &Item) -> Result<Payload> {
+        let list = crate::versions::versions_of(
+            &self.client,
+            &self.bucket,
+            &item.key,
+            self.owner.clone(),
+            self.pacer.clone(),
+        )
+        .await?;
+        if crate::versions::fingerprint(&list) != item.fingerprint {
+            return Err(crate::versions::changed(&self.bucket, &item.key));
+        }
+        let mut attributes = BTreeMap::new();
+        for (i, v) in list.iter().enumerate() {
+            let tags = self.tags(&item.key, Some(&v.id)).await?;
+            crate::versions::encode(&mut attributes, i, v, &tags);
+        }
+        Ok(Payload::Reference(
+            ServerSideRef::new("s3", &self.bucket, &item.key, &item.fingerprint)
+                .with_owner(self.owner.clone())
+                .with_attributes(attributes),
+        ))
     }
 }
 
@@ -89,6 +157,16 @@ impl Source for S3Source {
         } else {
             format!("{}{}", self.prefix, scope.prefix)
         };
+        if self.versions {
+            return crate::versions::list_versions(
+                self.pacer.clone(),
+                self.client.clone(),
+                self.bucket.clone(),
+                prefix,
+                0,
+                self.owner.clone(),
+            );
+        }
         list_objects(
             self.pacer.clone(),
             self.client.clone(),
@@ -100,33 +178,15 @@ impl Source for S3Source {
     }
 
     async fn read(&self, item: &Item) -> Result<Payload> {
-        let res = self
-            .client
-            .get_object_tagging()
-            .bucket(&self.bucket)
-            .key(&item.key)
-            .set_expected_bucket_owner(self.owner.clone())
-            .customize()
-            .config_override(crate::no_sdk_retries())
-            .send()
-            .paced(self.pacer.as_ref())
-            .await;
-        let tags: BTreeMap<String, String> = match res {
-            Ok(out) => out
-                .tag_set()
-                .iter()
-                .map(|t| (format!("{TAG_PREFIX}{}", t.key()), t.value().to_string()))
-                .collect(),
-            // S3-compatible stores without tagging have no tags to keep.
-            Err(e)
-                if e.as_service_error().and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
-                    == Some("NotImplemented") =>
-            {
-                tracing::debug!(bucket = %self.bucket, "the source store has no object tagging");
-                BTreeMap::new()
-            }
-            Err(e) => return Err(s3_error(e, "s3:GetObjectTagging", url(&self.bucket, &item.key))),
-        };
+        if self.versions {
+            return self.read_versions(item).await;
+        }
+        let tags: BTreeMap<String, String> = self
+            .tags(&item.key, None)
+            .await?
+            .into_iter()
+            .map(|(k, v)| (format!("{TAG_PREFIX}{k}"), v))
+            .collect();
         if !self.streaming {
             return Ok(Payload::Reference(
                 ServerSideRef::new("s3", &self.bucket, &item.key, &item.fingerprint)

@@ -28,6 +28,16 @@ pub fn copy_source(bucket: &str, key: &str) -> String {
     format!("{}/{}", utf8_percent_encode(bucket, PATH), utf8_percent_encode(key, PATH))
 }
 
+/// The `x-amz-copy-source` value for one version of `bucket`/`key`.
+pub fn copy_source_version(bucket: &str, key: &str, version: Option<&str>) -> String {
+    match version {
+        Some(v) => {
+            format!("{}?versionId={}", copy_source(bucket, key), utf8_percent_encode(v, COMPONENT))
+        }
+        None => copy_source(bucket, key),
+    }
+}
+
 /// The `x-amz-tagging` value for the `tag:` attributes, URL-encoded.
 pub fn tagging_header(attributes: &BTreeMap<String, String>) -> String {
     attributes

@@ -748,3 +748,38 @@ async fn a_store_without_object_tagging_is_read_as_having_no_tags() {
         other => panic!("expected a reference, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn version_listings_group_a_keys_versions_across_pages_oldest_first() {
+    use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
+    use aws_sdk_s3::types::{DeleteMarkerEntry, ObjectVersion};
+    let version = |key: &str, id: &str, etag: &str, size: i64| {
+        ObjectVersion::builder().key(key).version_id(id).e_tag(etag).size(size).build()
+    };
+    let page1 = mock!(Client::list_object_versions)
+        .match_requests(|r| r.key_marker().is_none())
+        .then_output(move || {
+            ListObjectVersionsOutput::builder()
+                .versions(version("a", "a3", "\"e3\"", 3))
+                .versions(version("a", "a2", "\"e2\"", 2))
+                .delete_markers(DeleteMarkerEntry::builder().key("b").version_id("dm").build())
+                .is_truncated(true)
+                .next_key_marker("a")
+                .next_version_id_marker("a2")
+                .build()
+        });
+    let page2 = mock!(Client::list_object_versions)
+        .match_requests(|r| r.key_marker() == Some("a") && r.version_id_marker() == Some("a2"))
+        .then_output(move || {
+            ListObjectVersionsOutput::builder()
+                .versions(version("a", "a1", "\"e1\"", 1))
+                .versions(version("b", "b1", "\"f1\"", 9))
+                .is_truncated(false)
+                .build()
+        });
+    let source = S3Source::from_client(client(&[&page1, &page2]), "src").with_versions(true);
+    let items: Vec<Item> = source.list(&Scope::all()).try_collect().await.unwrap();
+    let got: Vec<_> =
+        items.iter().map(|i| (i.key.as_str(), i.size, i.fingerprint.as_str())).collect();
+    assert_eq!(got, [("a", 6, "\"e1\"/1|\"e2\"/2|\"e3\"/3"), ("b", 9, "\"f1\"/9")]);
+}
