@@ -55,10 +55,14 @@ impl S3sFs {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let data = root.join(format!("data-{port}"));
         std::fs::create_dir_all(&data).context("creating the s3s-fs data directory")?;
+        let log = std::fs::File::create(root.join(format!("s3s-fs-{port}.log")))
+            .context("creating the s3s-fs log")?;
         let child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", "bench", "--secret-key", "bench-secret"])
             .arg(&data)
+            .stdout(log.try_clone().context("log")?)
+            .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         let server = S3sFs { child, data, endpoint: format!("http://127.0.0.1:{port}") };
