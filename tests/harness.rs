@@ -286,8 +286,19 @@ pub fn cli(args: &[&str]) -> Outcome {
 
 /// Runs `escrow-sync ARGS` in directory `dir`.
 pub fn cli_in(dir: &Path, args: &[&str]) -> Outcome {
-    let out = Command::new(binary())
-        .current_dir(dir)
+    run_cli(dir, args, &[])
+}
+
+/// Runs `escrow-sync ARGS` with extra environment variables.
+pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    run_cli(&std::env::temp_dir(), args, env)
+}
+
+/// Runs the binary in `dir` against the emulator with the base test keys,
+/// no profile or config file of the developer's, and `env` on top.
+fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(dir)
         .args(args)
         .env("AWS_ENDPOINT_URL", endpoint())
         .env("AWS_ACCESS_KEY_ID", "testing")
@@ -296,9 +307,11 @@ pub fn cli_in(dir: &Path, args: &[&str]) -> Outcome {
         .env_remove("AWS_PROFILE")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/nonexistent/escrow-sync-test-config")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/escrow-sync-test-credentials")
-        .output()
-        .expect("run escrow-sync");
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/escrow-sync-test-credentials");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run escrow-sync");
     Outcome {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -463,29 +476,5 @@ impl Drop for SecondEmulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Runs `escrow-sync ARGS` with extra environment variables.
-pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> Outcome {
-    let mut cmd = Command::new(binary());
-    cmd.current_dir(std::env::temp_dir())
-        .args(args)
-        .env("AWS_ENDPOINT_URL", endpoint())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/nonexistent/escrow-sync-test-config")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/escrow-sync-test-credentials");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run escrow-sync");
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }

@@ -48,20 +48,7 @@ impl RangeRead for S3Range {
             .send()
             .paced(self.pacer.as_ref())
             .await
-            .map_err(|e| {
-                let err = s3_error(e, "s3:GetObject", resource.clone());
-                if err.kind() == ErrorKind::PreconditionFailed {
-                    Error::new(
-                        ErrorKind::PreconditionFailed,
-                        "s3:GetObject",
-                        resource.clone(),
-                        "the source object changed after it was listed; the next run copies the new version",
-                    )
-                    .with_source(err)
-                } else {
-                    err
-                }
-            })?;
+            .map_err(|e| s3_error(e, "s3:GetObject", resource.clone()))?;
         // Read chunk by chunk into one buffer of the part's size: collecting
         // and then concatenating would hold the part twice.
         let want = last - first + 1;

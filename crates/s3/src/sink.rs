@@ -183,20 +183,7 @@ impl S3Sink {
             .send()
             .paced(self.pacer())
             .await
-            .map_err(|e| {
-                let err = s3_error(e, "s3:CopyObject", resource.clone());
-                if err.kind() == ErrorKind::PreconditionFailed {
-                    Error::new(
-                        ErrorKind::PreconditionFailed,
-                        "s3:CopyObject",
-                        resource.clone(),
-                        "the source object changed after it was listed; the next run copies the new version",
-                    )
-                    .with_source(err)
-                } else {
-                    err
-                }
-            })?;
+            .map_err(|e| s3_error(e, "s3:CopyObject", resource.clone()))?;
         let etag = out.copy_object_result().and_then(|r| r.e_tag()).map(str::to_string);
         Ok(Receipt::new(item.size, etag))
     }

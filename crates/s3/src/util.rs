@@ -76,10 +76,20 @@ where
         })
         .unwrap_or_default();
     let converted = sdk_error(err, operation, resource.clone());
-    match unpullable(&code, &message) {
-        Some((kind, why)) => Error::new(kind, operation, resource, why).with_source(converted),
-        None => converted,
+    if let Some((kind, why)) = unpullable(&code, &message) {
+        return Error::new(kind, operation, resource, why).with_source(converted);
     }
+    if converted.kind() == ErrorKind::PreconditionFailed {
+        // Only source reads carry If-Match (the listed ETag).
+        return Error::new(
+            ErrorKind::PreconditionFailed,
+            operation,
+            resource,
+            "the source object changed after it was listed; the next run copies the new version",
+        )
+        .with_source(converted);
+    }
+    converted
 }
 
 /// Explains the source objects escrow-sync cannot pull, by S3's error code
