@@ -46,7 +46,7 @@ pub enum Command {
     /// Copy what is missing or changed into escrow.
     Run(JobArgs),
     /// Compare primary and escrow; list every missing or differing item.
-    Verify(JobArgs),
+    Verify(VerifyArgs),
 }
 
 /// Output formats.
@@ -72,12 +72,24 @@ pub struct JobArgs {
     pub output: OutputFormat,
 }
 
+/// Arguments of `verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    /// The shared arguments.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Also compare full-object checksums of items whose listings match (one
+    /// HeadObject per item on each side); a mismatch counts as different.
+    #[arg(long)]
+    pub checksums: bool,
+}
+
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
-    let (mode, args) = match cli.command {
-        Command::Plan(a) => (Mode::Plan, a),
-        Command::Run(a) => (Mode::Run, a),
-        Command::Verify(a) => (Mode::Verify, a),
+    let (mode, args, checksums) = match cli.command {
+        Command::Plan(a) => (Mode::Plan, a, false),
+        Command::Run(a) => (Mode::Run, a, false),
+        Command::Verify(a) => (Mode::Verify, a.job, a.checksums),
     };
     let cancel = CancellationToken::new();
     let c = cancel.clone();
@@ -94,7 +106,7 @@ pub async fn run(cli: Cli) -> u8 {
             std::process::exit(130);
         }
     });
-    let result = execute(mode, &args, cancel).await;
+    let result = execute(mode, &args, checksums, cancel).await;
     let (jobs, fatal) = match result {
         Ok(jobs) => (jobs, None),
         Err(e) => (Vec::new(), Some(e)),
@@ -130,6 +142,7 @@ fn known(id: &str) -> Option<String> {
 pub async fn execute(
     mode: Mode,
     args: &JobArgs,
+    checksums: bool,
     cancel: CancellationToken,
 ) -> Result<Vec<JobOutcome>, Error> {
     let config = Config::load(&args.config)?;
@@ -177,8 +190,10 @@ pub async fn execute(
             .with_protection(job.protection(config.escrow.kms_key_id.clone()))
             .with_pacer(pacer)
             .with_versions(job.versions);
-        let mut executor = Executor::new(ExecutorOptions::new().with_concurrency(job.concurrency))
-            .with_cancellation(cancel.clone());
+        let options = ExecutorOptions::new()
+            .with_concurrency(job.concurrency)
+            .with_verify_checksums(checksums);
+        let mut executor = Executor::new(options).with_cancellation(cancel.clone());
         let bar = progress.job(&name, mode);
         if let Some(bar) = &bar {
             executor = executor.with_progress(Arc::new(bar.callback()));

@@ -237,6 +237,13 @@ pub trait Source: Send + Sync {
 
     /// Produces the payload for one listed item.
     async fn read(&self, item: &Item) -> Result<Payload>;
+
+    /// The item's full-content checksum (`ALGORITHM:value`), if the source
+    /// keeps one; used by verify to compare content beyond the listing.
+    async fn checksum(&self, item: &Item) -> Result<Option<String>> {
+        let _ = item;
+        Ok(None)
+    }
 }
 
 /// Where data goes (the escrow account).
@@ -265,6 +272,12 @@ pub trait Sink: Send + Sync {
     async fn confirm_same(&self, item: &Item, escrow: &Item) -> Result<bool> {
         let _ = (item, escrow);
         Ok(false)
+    }
+
+    /// The escrow copy's full-content checksum (`ALGORITHM:value`), if kept.
+    async fn checksum(&self, item: &Item) -> Result<Option<String>> {
+        let _ = item;
+        Ok(None)
     }
 
     /// Whether [`Sink::audit`] checks anything (protection is configured).

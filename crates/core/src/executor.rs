@@ -70,6 +70,7 @@ pub struct ExecutorOptions {
     retry: RetryPolicy,
     policy: Policy,
     difference_limit: usize,
+    verify_checksums: bool,
 }
 
 impl Default for ExecutorOptions {
@@ -79,6 +80,7 @@ impl Default for ExecutorOptions {
             retry: RetryPolicy::default(),
             policy: Policy::default(),
             difference_limit: 1000,
+            verify_checksums: false,
         }
     }
 }
@@ -110,6 +112,14 @@ impl ExecutorOptions {
     /// How many differences a plan report lists by key (verify lists all).
     pub fn with_difference_limit(mut self, n: usize) -> Self {
         self.difference_limit = n;
+        self
+    }
+
+    /// Whether verify also compares the checksums of items whose listings
+    /// match (one request per item on each side), counting mismatches as
+    /// different.
+    pub fn with_verify_checksums(mut self, on: bool) -> Self {
+        self.verify_checksums = on;
         self
     }
 
@@ -212,6 +222,7 @@ enum Outcome {
     Copied { bytes: u64, parts: u32 },
     Same { key: String, size: u64, problems: Vec<String> },
     Differs { item: Item },
+    Mismatch { item: Item, primary: String, escrow: String },
     Deleted,
     Failed { key: String, error: Error, attempts: u32 },
 }
@@ -292,7 +303,7 @@ impl Executor {
         let mut inflight = FuturesUnordered::new();
         let mut stop = false;
         let mut fatal: Option<Error> = None;
-        let audit = mode == Mode::Verify && sink.audits();
+        let audit = mode == Mode::Verify && (sink.audits() || self.options.verify_checksums);
         let limit = match mode {
             Mode::Verify => usize::MAX,
             _ => self.options.difference_limit,
@@ -418,6 +429,13 @@ impl Executor {
             Outcome::Differs { item } => {
                 Self::count_difference(report, mode, item, CopyReason::Changed, limit);
             }
+            Outcome::Mismatch { item, primary, escrow } => {
+                report.findings.push(Finding {
+                    key: item.key.clone(),
+                    problem: format!("checksum mismatch: primary {primary}, escrow {escrow}"),
+                });
+                Self::count_difference(report, mode, item, CopyReason::Changed, limit);
+            }
             Outcome::Deleted => report.deleted += 1,
             Outcome::Failed { key, error, attempts } => {
                 report.failed += 1;
@@ -448,12 +466,12 @@ impl Executor {
                     return Outcome::Differs { item };
                 }
                 if audit {
-                    self.audit(sink, limit, item).await
+                    self.audit(source, sink, limit, item).await
                 } else {
                     Outcome::Same { key: item.key, size: item.size, problems: Vec::new() }
                 }
             }
-            Work::Audit(item) => self.audit(sink, limit, item).await,
+            Work::Audit(item) => self.audit(source, sink, limit, item).await,
             Work::Delete(item) => {
                 match self.with_retries(limit, &item.key, || sink.delete(&item.key)).await {
                     (Ok(()), _) => Outcome::Deleted,
@@ -464,11 +482,41 @@ impl Executor {
     }
 
     /// Audits the protection of an escrow item; a failed audit is a failure.
-    async fn audit(&self, sink: &dyn Sink, limit: &AdaptiveLimit, item: Item) -> Outcome {
-        match self.with_retries(limit, &item.key, || sink.audit(&item)).await {
-            (Ok(problems), _) => Outcome::Same { key: item.key, size: item.size, problems },
-            (Err(error), attempts) => Outcome::Failed { key: item.key, error, attempts },
+    /// With `verify_checksums`, also compares the two sides' checksums.
+    async fn audit(
+        &self,
+        source: &dyn Source,
+        sink: &dyn Sink,
+        limit: &AdaptiveLimit,
+        item: Item,
+    ) -> Outcome {
+        let problems = if sink.audits() {
+            match self.with_retries(limit, &item.key, || sink.audit(&item)).await {
+                (Ok(problems), _) => problems,
+                (Err(error), attempts) => {
+                    return Outcome::Failed { key: item.key, error, attempts };
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        if self.options.verify_checksums {
+            let sums = self
+                .with_retries(limit, &item.key, || async {
+                    Ok((source.checksum(&item).await?, sink.checksum(&item).await?))
+                })
+                .await;
+            match sums {
+                (Ok((Some(a), Some(b))), _) if a != b => {
+                    return Outcome::Mismatch { item, primary: a, escrow: b };
+                }
+                (Ok(_), _) => {}
+                (Err(error), attempts) => {
+                    return Outcome::Failed { key: item.key, error, attempts };
+                }
+            }
         }
+        Outcome::Same { key: item.key, size: item.size, problems }
     }
 
     /// Asks the sink whether a changed item is the same after all. A failed

@@ -29,6 +29,9 @@ pub struct Item {
     pub fingerprint: String,
     /// When the item was last modified, where known.
     pub modified: Option<SystemTime>,
+    /// The checksum algorithm the item carries, as listed (for S3:
+    /// `CRC64NVME`, `CRC32C`...), so a copy can carry the same.
+    pub checksum_algorithm: Option<String>,
 }
 
 impl Item {
@@ -39,12 +42,25 @@ impl Item {
         size: u64,
         fingerprint: impl Into<String>,
     ) -> Self {
-        Item { key: key.into(), kind, size, fingerprint: fingerprint.into(), modified: None }
+        Item {
+            key: key.into(),
+            kind,
+            size,
+            fingerprint: fingerprint.into(),
+            modified: None,
+            checksum_algorithm: None,
+        }
     }
 
     /// Sets the last-modified time.
     pub fn with_modified(mut self, modified: Option<SystemTime>) -> Self {
         self.modified = modified;
+        self
+    }
+
+    /// Sets the checksum algorithm.
+    pub fn with_checksum_algorithm(mut self, algorithm: Option<String>) -> Self {
+        self.checksum_algorithm = algorithm;
         self
     }
 

@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod check;
+mod checksum;
 mod list;
 mod multipart;
 mod protect;

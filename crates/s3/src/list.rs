@@ -55,7 +55,10 @@ pub(crate) fn list_objects(
                             o.size().unwrap_or(0).max(0) as u64,
                             o.e_tag().unwrap_or_default(),
                         )
-                        .with_modified(modified),
+                        .with_modified(modified)
+                        .with_checksum_algorithm(
+                            o.checksum_algorithm().first().map(|a| a.as_str().to_string()),
+                        ),
                     )
                 })
                 .collect();

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
+
+use crate::checksum::{self, Checksum, with_checksum};
 use tokio::sync::Semaphore;
 
 use crate::util::PaceExt;
@@ -149,6 +151,14 @@ pub(crate) struct SourceHead {
     pub(crate) content_disposition: Option<String>,
     pub(crate) content_encoding: Option<String>,
     pub(crate) content_language: Option<String>,
+    pub(crate) checksum: Option<Checksum>,
+}
+
+/// The checksum an upload keeps: its algorithm (CRC family, full-object),
+/// and the source's full-object value S3 checks on completion, if known.
+struct Sums {
+    algorithm: Option<ChecksumAlgorithm>,
+    full: Option<Checksum>,
 }
 
 /// Where the parts of an upload get their bytes.
@@ -179,6 +189,7 @@ impl SourceHead {
             content_disposition: get("content-disposition"),
             content_encoding: get("content-encoding"),
             content_language: get("content-language"),
+            checksum: Checksum::from_attributes(attributes),
         }
     }
 }
@@ -194,6 +205,7 @@ impl S3Sink {
             .key(&src.key)
             .set_version_id(src.version.clone())
             .if_match(&src.fingerprint)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
             .set_expected_bucket_owner(src.owner.clone())
             .customize()
             .config_override(crate::no_sdk_retries())
@@ -208,6 +220,7 @@ impl S3Sink {
             content_disposition: out.content_disposition().map(str::to_string),
             content_encoding: out.content_encoding().map(str::to_string),
             content_language: out.content_language().map(str::to_string),
+            checksum: Checksum::from_head(&out),
         })
     }
 
@@ -248,6 +261,15 @@ impl S3Sink {
         dest_key: &str,
     ) -> Result<Receipt> {
         let part_size = self.multipart().part_size_for(item.size)?;
+        // The copy keeps the source's full-object CRC; where its value is
+        // known, S3 checks the assembled copy against it on completion.
+        let algorithm = head
+            .checksum
+            .as_ref()
+            .map(|c| c.algorithm.clone())
+            .or_else(|| checksum::algorithm(item.checksum_algorithm.as_deref()))
+            .filter(checksum::full_object);
+        let full = head.checksum.clone().filter(|c| Some(&c.algorithm) == algorithm.as_ref());
         let mut metadata = head.metadata;
         metadata.extend(crate::util::metadata(attributes));
         metadata.insert(SOURCE_ETAG_META.to_string(), source_etag.to_string());
@@ -265,6 +287,8 @@ impl S3Sink {
             .set_content_encoding(head.content_encoding)
             .set_content_language(head.content_language)
             .set_tagging((!tagging.is_empty()).then_some(tagging))
+            .set_checksum_algorithm(algorithm.clone())
+            .set_checksum_type(algorithm.as_ref().map(|_| ChecksumType::FullObject))
             .set_expected_bucket_owner(self.owner().map(str::to_string));
         let created = crate::protect::protect!(created, self.protection())
             .customize()
@@ -275,7 +299,8 @@ impl S3Sink {
             .map_err(|e| s3_error(e, "s3:CreateMultipartUpload", dest.clone()))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         tracing::debug!(%dest, %upload_id, part_size, "multipart upload started");
-        match self.parts_and_complete(item, &from, dest_key, &upload_id, part_size).await {
+        let sums = Sums { algorithm, full };
+        match self.parts_and_complete(item, &from, &sums, dest_key, &upload_id, part_size).await {
             Ok(etag) => Ok(Receipt::new(item.size, etag)
                 .with_parts(part_ranges(item.size, part_size).len() as u32)),
             Err(e) => {
@@ -289,6 +314,7 @@ impl S3Sink {
         &self,
         item: &Item,
         from: &PartSource<'_>,
+        sums: &Sums,
         dest_key: &str,
         upload_id: &str,
         part_size: u64,
@@ -315,7 +341,7 @@ impl S3Sink {
                     ));
                 }
                 let number = i as i32 + 1;
-                let res = self.part(from, dest_key, upload_id, number, a, b).await;
+                let res = self.part(from, sums, dest_key, upload_id, number, a, b).await;
                 if res.is_err() {
                     failed.store(true, Ordering::SeqCst);
                 }
@@ -335,7 +361,7 @@ impl S3Sink {
         let mut completed: Vec<CompletedPart> = ok.into_iter().filter_map(Result::ok).collect();
         completed.sort_by_key(|p| p.part_number());
         let dest = url(self.bucket(), dest_key);
-        let out = self
+        let complete = self
             .client()
             .complete_multipart_upload()
             .bucket(self.bucket())
@@ -344,7 +370,9 @@ impl S3Sink {
             .multipart_upload(
                 CompletedMultipartUpload::builder().set_parts(Some(completed)).build(),
             )
-            .set_expected_bucket_owner(self.owner().map(str::to_string))
+            .set_checksum_type(sums.algorithm.as_ref().map(|_| ChecksumType::FullObject))
+            .set_expected_bucket_owner(self.owner().map(str::to_string));
+        let out = with_checksum!(complete, sums.full.as_ref())
             .customize()
             .config_override(crate::no_sdk_retries())
             .send()
@@ -357,9 +385,11 @@ impl S3Sink {
 
     /// One part, retried on its own: UploadPartCopy, or a ranged read and
     /// UploadPart.
+    #[allow(clippy::too_many_arguments)]
     async fn part(
         &self,
         from: &PartSource<'_>,
+        sums: &Sums,
         dest_key: &str,
         upload_id: &str,
         number: i32,
@@ -376,16 +406,19 @@ impl S3Sink {
                         .await
                 }
                 PartSource::Read(data) => {
-                    self.upload_part(*data, dest_key, upload_id, number, first, last, &resource)
-                        .await
+                    self.upload_part(
+                        *data, sums, dest_key, upload_id, number, first, last, &resource,
+                    )
+                    .await
                 }
             };
             match res {
-                Ok(etag) => {
-                    return Ok(CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(etag)
-                        .build());
+                Ok((etag, part_sum)) => {
+                    let part = CompletedPart::builder().part_number(number).set_e_tag(etag);
+                    let part_sum = part_sum.and_then(|value| {
+                        sums.algorithm.clone().map(|algorithm| Checksum { algorithm, value })
+                    });
+                    return Ok(with_checksum!(part, part_sum.as_ref()).build());
                 }
                 Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
                     let delay = retry.delay(attempt);
@@ -409,7 +442,7 @@ impl S3Sink {
         first: u64,
         last: u64,
         resource: &str,
-    ) -> Result<Option<String>> {
+    ) -> Result<(Option<String>, Option<String>)> {
         let out = self
             .client()
             .upload_part_copy()
@@ -428,20 +461,28 @@ impl S3Sink {
             .paced(self.pacer())
             .await
             .map_err(|e| s3_error(e, "s3:UploadPartCopy", resource.to_string()))?;
-        Ok(out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string))
+        let r = out.copy_part_result();
+        let sum = r.and_then(|r| {
+            r.checksum_crc64_nvme()
+                .or(r.checksum_crc32_c())
+                .or(r.checksum_crc32())
+                .map(str::to_string)
+        });
+        Ok((r.and_then(|r| r.e_tag()).map(str::to_string), sum))
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn upload_part(
         &self,
         data: &dyn RangeRead,
+        sums: &Sums,
         dest_key: &str,
         upload_id: &str,
         number: i32,
         first: u64,
         last: u64,
         resource: &str,
-    ) -> Result<Option<String>> {
+    ) -> Result<(Option<String>, Option<String>)> {
         let bytes = data.read_range(first, last).await?;
         let len = bytes.len() as i64;
         let out = self
@@ -453,6 +494,7 @@ impl S3Sink {
             .part_number(number)
             .content_length(len)
             .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+            .set_checksum_algorithm(sums.algorithm.clone())
             .set_expected_bucket_owner(self.owner().map(str::to_string))
             .customize()
             .config_override(crate::no_sdk_retries())
@@ -460,7 +502,12 @@ impl S3Sink {
             .paced(self.pacer())
             .await
             .map_err(|e| s3_error(e, "s3:UploadPart", resource.to_string()))?;
-        Ok(out.e_tag().map(str::to_string))
+        let sum = out
+            .checksum_crc64_nvme()
+            .or(out.checksum_crc32_c())
+            .or(out.checksum_crc32())
+            .map(str::to_string);
+        Ok((out.e_tag().map(str::to_string), sum))
     }
 
     /// Makes sure a completed multipart copy carries the configured

@@ -150,6 +150,8 @@ impl S3Sink {
             .copy_source_if_match(&src.fingerprint)
             .tagging_directive(TaggingDirective::Replace)
             .tagging(tagging)
+            // S3 computes the copy's checksum with the source's algorithm.
+            .set_checksum_algorithm(crate::checksum::algorithm(item.checksum_algorithm.as_deref()))
             .set_expected_bucket_owner(self.owner.clone())
             .set_expected_source_bucket_owner(src.owner.clone());
         let extra_meta = crate::util::metadata(&src.attributes);
@@ -275,6 +277,9 @@ impl S3Sink {
         }
         let tagging = tagging_header(&attributes);
         let head = SourceHead::from_attributes(&attributes);
+        // A streamed copy sends the source's checksum: S3 checks the bytes
+        // it stores against it (else the SDK's own checksum of the body).
+        let sum = head.checksum.clone();
         let mut meta = head.metadata;
         if self.protection.kms_key_id.is_some() {
             meta.insert(SOURCE_ETAG_META.to_string(), item.fingerprint.clone());
@@ -293,7 +298,9 @@ impl S3Sink {
             .set_content_encoding(head.content_encoding)
             .set_content_language(head.content_language)
             .set_tagging((!tagging.is_empty()).then_some(tagging))
+            .set_checksum_algorithm(sum.as_ref().map(|c| c.algorithm.clone()))
             .set_expected_bucket_owner(self.owner.clone());
+        let req = crate::checksum::with_checksum!(req, sum.as_ref());
         let out = protect!(req, &self.protection)
             .customize()
             .config_override(crate::no_sdk_retries())
@@ -336,6 +343,21 @@ impl Sink for S3Sink {
             self.dest_prefix.len(),
             self.owner.clone(),
         )
+    }
+
+    async fn checksum(&self, item: &Item) -> Result<Option<String>> {
+        if self.versions {
+            return Ok(None);
+        }
+        let key = self.dest_key(&item.key);
+        crate::checksum::of_object(
+            &self.client,
+            &self.bucket,
+            &key,
+            self.owner.clone(),
+            self.pacer(),
+        )
+        .await
     }
 
     fn audits(&self) -> bool {

@@ -177,6 +177,20 @@ impl Source for S3Source {
         )
     }
 
+    async fn checksum(&self, item: &Item) -> Result<Option<String>> {
+        if self.versions {
+            return Ok(None);
+        }
+        crate::checksum::of_object(
+            &self.client,
+            &self.bucket,
+            &item.key,
+            self.owner.clone(),
+            self.pacer.as_ref(),
+        )
+        .await
+    }
+
     async fn read(&self, item: &Item) -> Result<Payload> {
         if self.versions {
             return self.read_versions(item).await;
@@ -200,6 +214,7 @@ impl Source for S3Source {
             .bucket(&self.bucket)
             .key(&item.key)
             .if_match(&item.fingerprint)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
             .set_expected_bucket_owner(self.owner.clone())
             .customize()
             .config_override(crate::no_sdk_retries())
@@ -208,6 +223,9 @@ impl Source for S3Source {
             .await
             .map_err(|e| s3_error(e, "s3:HeadObject", url(&self.bucket, &item.key)))?;
         let mut attributes = tags;
+        if let Some(sum) = crate::checksum::Checksum::from_head(&head) {
+            sum.to_attributes(&mut attributes);
+        }
         for (k, v) in head.metadata().into_iter().flatten() {
             attributes.insert(format!("{META_PREFIX}{k}"), v.clone());
         }

@@ -783,3 +783,66 @@ async fn version_listings_group_a_keys_versions_across_pages_oldest_first() {
         items.iter().map(|i| (i.key.as_str(), i.size, i.fingerprint.as_str())).collect();
     assert_eq!(got, [("a", 6, "\"e1\"/1|\"e2\"/2|\"e3\"/3"), ("b", 9, "\"f1\"/9")]);
 }
+
+#[tokio::test]
+async fn copies_carry_the_sources_checksum_and_completions_check_it() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
+    // Single CopyObject: S3 computes the copy's checksum with the source's algorithm.
+    let copy = mock!(Client::copy_object)
+        .match_requests(|r| r.checksum_algorithm() == Some(&ChecksumAlgorithm::Crc64Nvme))
+        .then_output(|| CopyObjectOutput::builder().build());
+    let sink = S3Sink::from_client(client(&[&copy]), "dst");
+    let item = Item::new("k", ItemKind::Object, 10, "\"e\"")
+        .with_checksum_algorithm(Some("CRC64NVME".into()));
+    sink.write(&item, Payload::Reference(ServerSideRef::new("s3", "src", "k", "\"e\"")))
+        .await
+        .unwrap();
+    assert_eq!(copy.num_calls(), 1);
+
+    // Multipart: a full-object CRC64NVME upload, parts with their checksums,
+    // and the source's full-object value for S3 to check on completion.
+    let head = mock!(Client::head_object)
+        .match_requests(|r| r.checksum_mode().is_some())
+        .then_output(|| {
+            HeadObjectOutput::builder()
+                .checksum_crc64_nvme("SOURCECRC64=")
+                .checksum_type(ChecksumType::FullObject)
+                .build()
+        });
+    let create = mock!(Client::create_multipart_upload)
+        .match_requests(|r| {
+            r.checksum_algorithm() == Some(&ChecksumAlgorithm::Crc64Nvme)
+                && r.checksum_type() == Some(&ChecksumType::FullObject)
+        })
+        .then_output(|| CreateMultipartUploadOutput::builder().upload_id("up-1").build());
+    let part = mock!(Client::upload_part_copy).then_compute_output(|r| {
+        UploadPartCopyOutput::builder()
+            .copy_part_result(
+                CopyPartResult::builder()
+                    .e_tag(format!("\"p{}\"", r.part_number().unwrap()))
+                    .checksum_crc64_nvme(format!("PART{}=", r.part_number().unwrap()))
+                    .build(),
+            )
+            .build()
+    });
+    let complete = mock!(Client::complete_multipart_upload)
+        .match_requests(|r| {
+            let parts = r.multipart_upload().map(|m| m.parts()).unwrap_or_default();
+            r.checksum_crc64_nvme() == Some("SOURCECRC64=")
+                && r.checksum_type() == Some(&ChecksumType::FullObject)
+                && parts.len() == 3
+                && parts.iter().all(|p| {
+                    p.checksum_crc64_nvme() == Some(&format!("PART{}=", p.part_number().unwrap()))
+                })
+        })
+        .then_output(|| CompleteMultipartUploadOutput::builder().e_tag("\"mp-3\"").build());
+    let abort = abort();
+    let sink = multipart_sink(client(&[&head, &create, &part, &complete, &abort]));
+    let (item, src) = big_ref(12 * MIB);
+    let item = item.with_checksum_algorithm(Some("CRC64NVME".into()));
+    sink.write(&item, Payload::Reference(src)).await.unwrap();
+    assert_eq!(
+        (create.num_calls(), part.num_calls(), complete.num_calls(), abort.num_calls()),
+        (1, 3, 1, 0)
+    );
+}
