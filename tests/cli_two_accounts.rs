@@ -778,3 +778,59 @@ async fn verify_with_checksums_finds_an_escrow_copy_whose_content_differs() {
     let problem = j["findings"][0]["problem"].as_str().unwrap();
     assert!(problem.contains("checksum mismatch") && problem.contains("AAAAAA=="), "{problem}");
 }
+
+#[tokio::test]
+async fn a_run_aborts_the_uploads_an_interrupted_run_left_and_no_others() {
+    let pair = seeded("stale", 2).await;
+    let escrow = &pair.escrow;
+    let bucket = &pair.dest_bucket;
+    // An upload escrow-sync started and never finished: it carries its journal entry.
+    let ours = escrow.create_multipart_upload().bucket(bucket).key("obj/000").send().await.unwrap();
+    let ours_id = ours.upload_id().unwrap().to_string();
+    escrow
+        .put_object()
+        .bucket(bucket)
+        .key(format!("{}{ours_id}", escrow_sync_s3::JOURNAL_DIR))
+        .body(Bytes::from_static(b"obj/000").into())
+        .send()
+        .await
+        .unwrap();
+    // Someone else's upload in the same bucket: no journal entry.
+    let theirs = escrow
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key("manual/upload.bin")
+        .send()
+        .await
+        .unwrap();
+    let theirs_id = theirs.upload_id().unwrap().to_string();
+
+    let uploads = || async {
+        let out = escrow.list_multipart_uploads().bucket(bucket).send().await.unwrap();
+        let mut ids: Vec<String> =
+            out.uploads().iter().filter_map(|u| u.upload_id().map(str::to_string)).collect();
+        ids.sort();
+        ids
+    };
+    // Young uploads may belong to a run in progress: left alone by default.
+    let cfg = config_for(&pair.source_bucket, bucket, "");
+    assert_eq!(cli(&["run", "--config", cfg.to_str().unwrap()]).code, 0);
+    assert_eq!(uploads().await.len(), 2);
+
+    let cfg = config_for(&pair.source_bucket, bucket, "abort_stale_uploads_after_hours = 0");
+    let out = cli(&["run", "--config", cfg.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let doc = out.json();
+    let warnings = job(&doc)["warnings"].as_array().unwrap().clone();
+    assert!(
+        warnings.iter().any(|w| w.as_str().unwrap().contains("aborted 1 multipart upload")),
+        "{warnings:?}"
+    );
+    assert_eq!(uploads().await, [theirs_id], "only escrow-sync's own upload was aborted");
+    assert!(!uploads().await.contains(&ours_id));
+    assert!(
+        !pair.escrow_keys().await.iter().any(|k| k.starts_with(escrow_sync_s3::JOURNAL_DIR)),
+        "the journal entry is gone"
+    );
+    assert_eq!(cli(&["verify", "--config", cfg.to_str().unwrap()]).code, 0);
+}

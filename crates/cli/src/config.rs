@@ -64,6 +64,10 @@ fn default_concurrency() -> usize {
     64
 }
 
+fn default_stale_hours() -> u64 {
+    24
+}
+
 /// `[[s3]]`: one bucket to escrow.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +107,10 @@ pub struct S3Job {
     pub mode: Option<String>,
     /// At most this many requests per second to S3 (both sides together).
     pub max_requests_per_second: Option<u32>,
+    /// A run first aborts multipart uploads escrow-sync left behind under the
+    /// destination prefix (interrupted runs) this many hours ago or more.
+    #[serde(default = "default_stale_hours")]
+    pub abort_stale_uploads_after_hours: u64,
     /// Allow a destination bucket without versioning.
     #[serde(default)]
     pub allow_unversioned_dest: bool,

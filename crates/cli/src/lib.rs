@@ -190,6 +190,21 @@ pub async fn execute(
             .with_protection(job.protection(config.escrow.kms_key_id.clone()))
             .with_pacer(pacer)
             .with_versions(job.versions);
+        let mut job_warnings = Vec::new();
+        if mode == Mode::Run {
+            let age = std::time::Duration::from_secs(job.abort_stale_uploads_after_hours * 3600);
+            match sink.abort_stale_uploads(age).await {
+                Ok(0) => {}
+                Ok(n) => job_warnings.push(format!(
+                    "aborted {n} multipart upload(s) that an interrupted run left in s3://{}",
+                    job.dest_bucket
+                )),
+                Err(e) => job_warnings.push(format!(
+                    "could not look for multipart uploads left by interrupted runs: {}",
+                    e.chain()
+                )),
+            }
+        }
         let options = ExecutorOptions::new()
             .with_concurrency(job.concurrency)
             .with_verify_checksums(checksums);
@@ -205,6 +220,7 @@ pub async fn execute(
         let outcome = match result {
             Ok(mut report) => {
                 report.warnings.extend(warnings.iter().cloned());
+                report.warnings.extend(job_warnings);
                 JobOutcome { name, kind: "s3", report: Some(report), error: None, streamed }
             }
             Err(e) => JobOutcome { name, kind: "s3", report: None, error: Some(e), streamed },

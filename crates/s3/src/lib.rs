@@ -40,6 +40,7 @@
 
 mod check;
 mod checksum;
+mod journal;
 mod list;
 mod multipart;
 mod protect;
@@ -50,6 +51,7 @@ mod util;
 mod versions;
 
 pub use check::{check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket};
+pub use journal::JOURNAL_DIR;
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, MultipartOptions, SOURCE_ETAG_META, part_ranges};
 pub use protect::{LockMode, ObjectLock, Protection};
 pub use sink::S3Sink;

@@ -299,15 +299,22 @@ impl S3Sink {
             .map_err(|e| s3_error(e, "s3:CreateMultipartUpload", dest.clone()))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         tracing::debug!(%dest, %upload_id, part_size, "multipart upload started");
-        let sums = Sums { algorithm, full };
-        match self.parts_and_complete(item, &from, &sums, dest_key, &upload_id, part_size).await {
-            Ok(etag) => Ok(Receipt::new(item.size, etag)
-                .with_parts(part_ranges(item.size, part_size).len() as u32)),
-            Err(e) => {
-                self.abort(dest_key, &upload_id).await;
-                Err(e)
-            }
+        // Mark the upload as ours, so a later run can abort it if this one
+        // is interrupted; no mark, no upload.
+        if let Err(e) = self.journal_open(dest_key, &upload_id).await {
+            self.abort(dest_key, &upload_id).await;
+            return Err(e);
         }
+        let sums = Sums { algorithm, full };
+        let res =
+            self.parts_and_complete(item, &from, &sums, dest_key, &upload_id, part_size).await;
+        if res.is_err() {
+            self.abort(dest_key, &upload_id).await;
+        }
+        self.journal_close(&upload_id).await;
+        res.map(|etag| {
+            Receipt::new(item.size, etag).with_parts(part_ranges(item.size, part_size).len() as u32)
+        })
     }
 
     async fn parts_and_complete(

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{MetadataDirective, TaggingDirective};
+use futures::{StreamExt, TryStreamExt};
 
 use crate::util::PaceExt;
 use escrow_sync_aws::sdk_error;
@@ -61,6 +62,10 @@ impl S3Sink {
 
     pub(crate) fn client(&self) -> &Client {
         &self.client
+    }
+
+    pub(crate) fn dest_prefix(&self) -> &str {
+        &self.dest_prefix
     }
 
     pub(crate) fn owner(&self) -> Option<&str> {
@@ -333,8 +338,13 @@ impl Sink for S3Sink {
                 prefix,
                 self.dest_prefix.len(),
                 self.owner.clone(),
-            );
+            )
+            .try_filter(|item| {
+                futures::future::ready(!item.key.starts_with(crate::journal::JOURNAL_DIR))
+            })
+            .boxed();
         }
+        // escrow-sync's own upload journal is not escrow data.
         list_objects(
             self.pacer.clone(),
             self.client.clone(),
@@ -343,6 +353,10 @@ impl Sink for S3Sink {
             self.dest_prefix.len(),
             self.owner.clone(),
         )
+        .try_filter(|item| {
+            futures::future::ready(!item.key.starts_with(crate::journal::JOURNAL_DIR))
+        })
+        .boxed()
     }
 
     async fn checksum(&self, item: &Item) -> Result<Option<String>> {

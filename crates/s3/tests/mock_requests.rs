@@ -33,7 +33,19 @@ fn object(key: &str, size: i64, etag: &str) -> Object {
 }
 
 fn client(rules: &[&Rule]) -> Client {
-    mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules, |c| c
+    // escrow-sync journals its multipart uploads; tests that care count these.
+    let journal_put = mock!(Client::put_object)
+        .match_requests(|r| r.key().is_some_and(|k| k.contains(escrow_sync_s3::JOURNAL_DIR)))
+        .then_output(|| aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build());
+    let journal_delete = mock!(Client::delete_object)
+        .match_requests(|r| r.key().is_some_and(|k| k.contains(escrow_sync_s3::JOURNAL_DIR)))
+        .then_output(|| {
+            aws_sdk_s3::operation::delete_object::DeleteObjectOutput::builder().build()
+        });
+    let mut all: Vec<&Rule> = rules.to_vec();
+    all.push(&journal_put);
+    all.push(&journal_delete);
+    mock_client!(aws_sdk_s3, RuleMode::MatchAny, all, |c| c
         .retry_config(RetryConfig::standard().with_initial_backoff(Duration::from_millis(1))))
 }
 

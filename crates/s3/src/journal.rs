@@ -1,0 +1,136 @@
+//! The marker of escrow-sync's own multipart uploads: a small journal object
+//! per upload in progress, `<dest_prefix>.escrow-sync-uploads/<upload id>`,
+//! whose body is the upload's key. It is written right after
+//! CreateMultipartUpload and removed once the upload is completed or
+//! aborted, so an upload whose journal entry outlives it was left by an
+//! interrupted run. A later run aborts those uploads, and only those: an
+//! upload without a journal entry is someone else's and is never touched.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::primitives::ByteStream;
+use futures::TryStreamExt;
+
+use escrow_sync_core::{ErrorKind, Result};
+
+use crate::sink::S3Sink;
+use crate::util::{PaceExt, s3_error, url};
+
+/// The folder of journal entries, under the job's destination prefix. Keys
+/// under it are never listed as escrow items.
+pub const JOURNAL_DIR: &str = ".escrow-sync-uploads/";
+
+impl S3Sink {
+    fn journal_key(&self, upload_id: &str) -> String {
+        format!("{}{JOURNAL_DIR}{upload_id}", self.dest_prefix())
+    }
+
+    /// Records an upload in progress.
+    pub(crate) async fn journal_open(&self, dest_key: &str, upload_id: &str) -> Result<()> {
+        let key = self.journal_key(upload_id);
+        self.client()
+            .put_object()
+            .bucket(self.bucket())
+            .key(&key)
+            .body(ByteStream::from(dest_key.as_bytes().to_vec()))
+            .content_type("text/plain")
+            .set_expected_bucket_owner(self.owner().map(str::to_string))
+            .send()
+            .paced(self.pacer())
+            .await
+            .map_err(|e| s3_error(e, "s3:PutObject", url(self.bucket(), &key)))?;
+        Ok(())
+    }
+
+    /// Forgets an upload that was completed or aborted (best effort: a
+    /// leftover entry only makes a later run look for the upload again).
+    pub(crate) async fn journal_close(&self, upload_id: &str) {
+        let key = self.journal_key(upload_id);
+        let res = self
+            .client()
+            .delete_object()
+            .bucket(self.bucket())
+            .key(&key)
+            .set_expected_bucket_owner(self.owner().map(str::to_string))
+            .send()
+            .paced(self.pacer())
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(key, error = %s3_error(e, "s3:DeleteObject", key.clone()).chain(), "journal entry left behind");
+        }
+    }
+
+    /// Aborts the multipart uploads escrow-sync started under this sink's
+    /// destination prefix and left behind more than `older_than` ago (an
+    /// interrupted run), and only those. Returns how many were aborted.
+    pub async fn abort_stale_uploads(&self, older_than: Duration) -> Result<u64> {
+        let prefix = format!("{}{JOURNAL_DIR}", self.dest_prefix());
+        let entries: Vec<(String, Option<SystemTime>)> = crate::list::list_objects(
+            self.pacer().cloned(),
+            self.client().clone(),
+            self.bucket().to_string(),
+            prefix.clone(),
+            prefix.len(),
+            self.owner().map(str::to_string),
+        )
+        .map_ok(|item| (item.key, item.modified))
+        .try_collect()
+        .await?;
+        let cutoff = SystemTime::now().checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut aborted = 0;
+        for (upload_id, modified) in entries {
+            if modified.is_some_and(|m| m > cutoff) {
+                continue; // possibly a run in progress right now
+            }
+            let journal = self.journal_key(&upload_id);
+            let body = self
+                .client()
+                .get_object()
+                .bucket(self.bucket())
+                .key(&journal)
+                .set_expected_bucket_owner(self.owner().map(str::to_string))
+                .send()
+                .paced(self.pacer())
+                .await
+                .map_err(|e| s3_error(e, "s3:GetObject", url(self.bucket(), &journal)))?
+                .body
+                .collect()
+                .await
+                .map_err(|e| {
+                    escrow_sync_core::Error::new(
+                        ErrorKind::Transient,
+                        "s3:GetObject",
+                        journal.clone(),
+                        "",
+                    )
+                    .with_source(e)
+                })?
+                .into_bytes();
+            let dest_key = String::from_utf8_lossy(&body).into_owned();
+            let res = self
+                .client()
+                .abort_multipart_upload()
+                .bucket(self.bucket())
+                .key(&dest_key)
+                .upload_id(&upload_id)
+                .set_expected_bucket_owner(self.owner().map(str::to_string))
+                .send()
+                .paced(self.pacer())
+                .await;
+            match res {
+                Ok(_) => {
+                    tracing::info!(upload_id, dest_key, "aborted a stale multipart upload");
+                    aborted += 1;
+                }
+                Err(e) => {
+                    let err = s3_error(e, "s3:AbortMultipartUpload", url(self.bucket(), &dest_key));
+                    if err.kind() != ErrorKind::NotFound {
+                        return Err(err);
+                    }
+                }
+            }
+            self.journal_close(&upload_id).await;
+        }
+        Ok(aborted)
+    }
+}
