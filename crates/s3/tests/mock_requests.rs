@@ -858,3 +858,30 @@ async fn copies_carry_the_sources_checksum_and_completions_check_it() {
         (1, 3, 1, 0)
     );
 }
+
+#[tokio::test]
+async fn a_200_response_with_an_error_body_to_a_copy_or_a_part_copy_is_retryable() {
+    let error_body = || {
+        Some("<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>".to_string())
+    };
+    let copy = mock!(Client::copy_object).sequence().http_status(200, error_body()).build();
+    let sink = S3Sink::from_client(client(&[&copy]), "dst");
+    let item = Item::new("k", ItemKind::Object, 10, "\"e\"");
+    let err = sink
+        .write(&item, Payload::Reference(ServerSideRef::new("s3", "src", "k", "\"e\"")))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "CopyObject: {err}");
+
+    let part = mock!(Client::upload_part_copy)
+        .sequence()
+        .http_status(200, error_body())
+        .repeatedly()
+        .build();
+    let (head, create, abort) = (source_head(), create_upload(), abort());
+    let sink = multipart_sink(client(&[&head, &create, &part, &abort]));
+    let (item, src) = big_ref(12 * MIB);
+    let err = sink.write(&item, Payload::Reference(src)).await.unwrap_err();
+    assert!(err.is_retryable(), "UploadPartCopy: {err}");
+    assert_eq!(abort.num_calls(), 1);
+}
