@@ -206,6 +206,13 @@ impl std::fmt::Debug for Executor {
     }
 }
 
+/// Whether a checksum (`ALGORITHM:value`) is strong enough to prove two
+/// items hold the same bytes: 32-bit CRCs are not (verify still compares
+/// them to find corruption).
+fn strong(checksum: &str) -> bool {
+    !(checksum.starts_with("CRC32:") || checksum.starts_with("CRC32C:"))
+}
+
 /// Work that needs the services for one action.
 enum Work {
     /// Copy (run), unless the sink confirms the escrow item is the same.
@@ -455,14 +462,14 @@ impl Executor {
         match work {
             Work::Copy(item, escrow) => {
                 if let Some(escrow) = escrow
-                    && self.confirmed_same(sink, limit, &item, &escrow).await
+                    && self.confirmed_same(source, sink, limit, &item, &escrow).await
                 {
                     return Outcome::Same { key: item.key, size: item.size, problems: Vec::new() };
                 }
                 self.copy_item(source, sink, limit, item).await
             }
             Work::Check(item, escrow, audit) => {
-                if !self.confirmed_same(sink, limit, &item, &escrow).await {
+                if !self.confirmed_same(source, sink, limit, &item, &escrow).await {
                     return Outcome::Differs { item };
                 }
                 if audit {
@@ -523,12 +530,25 @@ impl Executor {
     /// check counts as "differs": copying again is always safe.
     async fn confirmed_same(
         &self,
+        source: &dyn Source,
         sink: &dyn Sink,
         limit: &AdaptiveLimit,
         item: &Item,
         escrow: &Item,
     ) -> bool {
-        match self.with_retries(limit, &item.key, || sink.confirm_same(item, escrow)).await {
+        // First the sink's own evidence (for S3: the source ETag a copy
+        // records), then full-content checksums where both sides keep one:
+        // the same bytes re-uploaded with another part layout are the same.
+        let check = || async {
+            if sink.confirm_same(item, escrow).await? {
+                return Ok(true);
+            }
+            Ok(match (source.checksum(item).await?, sink.checksum(item).await?) {
+                (Some(a), Some(b)) => a == b && strong(&a),
+                _ => false,
+            })
+        };
+        match self.with_retries(limit, &item.key, check).await {
             (Ok(same), _) => same,
             (Err(e), _) => {
                 tracing::debug!(key = %item.key, error = %e.chain(), "could not confirm; treating as changed");

@@ -380,3 +380,81 @@ async fn throttling_halves_the_concurrency_and_success_grows_it_back() {
     assert_eq!(*limits.last().unwrap(), 8, "grew back to the maximum: {limits:?}");
     assert!(limits.windows(2).skip(3).all(|w| w[1] == w[0] + 1), "one step at a time: {limits:?}");
 }
+
+/// A source and sink that keep a checksum per key, independent of the
+/// listed fingerprint (as S3 keeps a full-object CRC64NVME whatever the ETag).
+struct Summed<T> {
+    inner: T,
+    sums: std::collections::HashMap<String, String>,
+}
+
+#[async_trait]
+impl Source for Summed<MemSource> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn sorted(&self) -> bool {
+        true
+    }
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        self.inner.list(scope)
+    }
+    async fn read(&self, item: &Item) -> Result<Payload> {
+        self.inner.read(item).await
+    }
+    async fn checksum(&self, item: &Item) -> Result<Option<String>> {
+        Ok(self.sums.get(&item.key).cloned())
+    }
+}
+
+#[async_trait]
+impl Sink for Summed<MemSink> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn sorted(&self) -> bool {
+        true
+    }
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        self.inner.list(scope)
+    }
+    async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
+        self.inner.write(item, payload).await
+    }
+    async fn checksum(&self, item: &Item) -> Result<Option<String>> {
+        Ok(self.sums.get(&item.key).cloned())
+    }
+}
+
+#[tokio::test]
+async fn equal_strong_checksums_prove_sameness_when_listings_differ() {
+    let primary = MemBucket::new("primary");
+    let escrow = MemBucket::new("escrow");
+    for k in ["same-crc64", "same-crc32", "different"] {
+        primary.put(k, "new layout");
+        escrow.put(k, "old layout");
+    }
+    let sums = |escrow_side: bool| -> std::collections::HashMap<String, String> {
+        [
+            ("same-crc64", "CRC64NVME:AAAA".to_string()),
+            ("same-crc32", "CRC32C:BBBB".to_string()),
+            (
+                "different",
+                if escrow_side { "CRC64NVME:CCCC" } else { "CRC64NVME:DDDD" }.to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    };
+    let src = Summed { inner: MemSource::new(primary), sums: sums(false) };
+    let sink = Summed { inner: MemSink::new(escrow), sums: sums(true) };
+    let r = Executor::new(ExecutorOptions::new())
+        .execute(Mode::Run, &src, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((r.copied, r.skipped), (2, 1), "{r:?}");
+    assert_eq!(sink.inner.writes_of("same-crc64"), 0, "a CRC64NVME match proves sameness");
+    assert_eq!(sink.inner.writes_of("same-crc32"), 1, "a 32-bit CRC match does not");
+    assert_eq!(sink.inner.writes_of("different"), 1);
+}
