@@ -543,6 +543,10 @@ impl Executor {
             if sink.confirm_same(item, escrow).await? {
                 return Ok(true);
             }
+            // Only where both listings say a checksum is kept.
+            if item.checksum_algorithm.is_none() || escrow.checksum_algorithm.is_none() {
+                return Ok(false);
+            }
             Ok(match (source.checksum(item).await?, sink.checksum(item).await?) {
                 (Some(a), Some(b)) => a == b && strong(&a),
                 _ => false,
