@@ -524,17 +524,7 @@ impl S3Sink {
     async fn ensure_retention(&self, dest_key: &str, version: Option<&str>) -> Result<()> {
         let Some(lock) = self.protection().object_lock else { return Ok(()) };
         let dest = url(self.bucket(), dest_key);
-        let head = self
-            .client()
-            .head_object()
-            .bucket(self.bucket())
-            .key(dest_key)
-            .set_version_id(version.map(str::to_string))
-            .set_expected_bucket_owner(self.owner().map(str::to_string))
-            .send()
-            .paced(self.pacer())
-            .await
-            .map_err(|e| s3_error(e, "s3:HeadObject", dest.clone()))?;
+        let head = self.head_escrow(dest_key, version).await?;
         if head.object_lock_mode().is_some() && head.object_lock_retain_until_date().is_some() {
             return Ok(());
         }

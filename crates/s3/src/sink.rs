@@ -64,6 +64,24 @@ impl S3Sink {
         &self.client
     }
 
+    /// HeadObject of an escrow key (one version, if given).
+    pub(crate) async fn head_escrow(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput> {
+        self.client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .set_expected_bucket_owner(self.owner.clone())
+            .send()
+            .paced(self.pacer())
+            .await
+            .map_err(|e| s3_error(e, "s3:HeadObject", url(&self.bucket, key)))
+    }
+
     pub(crate) fn dest_prefix(&self) -> &str {
         &self.dest_prefix
     }
@@ -214,17 +232,7 @@ impl S3Sink {
             source.iter().map(|(v, _)| format!("{}/{}", v.etag, v.size)).collect();
         let mut recorded = std::collections::HashSet::new();
         for e in escrow.iter().filter(|e| !contents.contains(&format!("{}/{}", e.etag, e.size))) {
-            let head = self
-                .client
-                .head_object()
-                .bucket(&self.bucket)
-                .key(&dest_key)
-                .version_id(&e.id)
-                .set_expected_bucket_owner(self.owner.clone())
-                .send()
-                .paced(self.pacer())
-                .await
-                .map_err(|err| s3_error(err, "s3:HeadObject", url(&self.bucket, &dest_key)))?;
+            let head = self.head_escrow(&dest_key, Some(&e.id)).await?;
             if let Some(id) =
                 head.metadata().and_then(|m| m.get(crate::versions::SOURCE_VERSION_META))
             {
@@ -380,16 +388,7 @@ impl Sink for S3Sink {
 
     async fn audit(&self, item: &Item) -> Result<Vec<String>> {
         let key = self.dest_key(&item.key);
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .set_expected_bucket_owner(self.owner.clone())
-            .send()
-            .paced(self.pacer())
-            .await
-            .map_err(|e| s3_error(e, "s3:HeadObject", url(&self.bucket, &key)))?;
+        let head = self.head_escrow(&key, None).await?;
         let mut problems = Vec::new();
         if let Some(want) = &self.protection.kms_key_id {
             let sse = head.server_side_encryption().map(|s| s.as_str().to_string());
@@ -436,16 +435,7 @@ impl Sink for S3Sink {
             return Ok(false);
         }
         let key = self.dest_key(&item.key);
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .set_expected_bucket_owner(self.owner.clone())
-            .send()
-            .paced(self.pacer())
-            .await
-            .map_err(|e| s3_error(e, "s3:HeadObject", url(&self.bucket, &key)))?;
+        let out = self.head_escrow(&key, None).await?;
         let recorded = out.metadata().and_then(|m| m.get(SOURCE_ETAG_META));
         Ok(out.e_tag() == Some(escrow.fingerprint.as_str())
             && recorded.map(String::as_str) == Some(item.fingerprint.as_str()))
