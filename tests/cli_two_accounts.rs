@@ -777,6 +777,8 @@ async fn verify_with_checksums_finds_an_escrow_copy_whose_content_differs() {
     assert_eq!(j["differences"][0]["key"], "b.txt");
     let problem = j["findings"][0]["problem"].as_str().unwrap();
     assert!(problem.contains("checksum mismatch") && problem.contains("AAAAAA=="), "{problem}");
+    let text = cli(&["verify", "--config", cfg, "--checksums"]);
+    assert!(text.stdout.contains("mismatch b.txt: checksum mismatch"), "{}", text.stdout);
 }
 
 #[tokio::test]

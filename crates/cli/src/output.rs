@@ -265,9 +265,14 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
                                 "  verify: {} escrow copies lack the configured protection",
                                 r.unprotected
                             );
-                            for f in &r.findings {
-                                let _ = writeln!(s, "    unprotected {}: {}", f.key, f.problem);
-                            }
+                        }
+                        for f in &r.findings {
+                            let what = if f.problem.starts_with("checksum mismatch") {
+                                "mismatch"
+                            } else {
+                                "unprotected"
+                            };
+                            let _ = writeln!(s, "    {what} {}: {}", f.key, f.problem);
                         }
                     }
                 }
