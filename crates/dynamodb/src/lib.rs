@@ -1,6 +1,7 @@
-//! DynamoDB for escrow-sync. This first part is the item format: DynamoDB
-//! JSON lines as DynamoDB ImportTable reads them, exact for every attribute
-//! type. The scan source, table sink and export generations build on it.
+//! DynamoDB for escrow-sync. So far: the item format (DynamoDB JSON lines as
+//! DynamoDB ImportTable reads them, exact for every attribute type), the
+//! read budget, and the segmented parallel scan with per-segment
+//! checkpoints. The table sink and export generations build on them.
 //!
 //! ```
 //! use std::collections::HashMap;
@@ -16,4 +17,6 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod json;
+pub mod scan;

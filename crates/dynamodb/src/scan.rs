@@ -1,0 +1,209 @@
+//! Segmented parallel Scan under a read budget, with a checkpoint per
+//! segment so an interrupted scan resumes where it stopped.
+
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use escrow_sync_aws::sdk_error;
+use escrow_sync_core::{Result, RetryPolicy};
+
+use crate::budget::ReadBudget;
+use crate::json::Record;
+
+/// Where one segment of a scan stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The segment.
+    pub segment: u32,
+    /// The key to start after (`LastEvaluatedKey`), if any page was read.
+    pub last_key: Option<Record>,
+    /// Whether the segment has been read to its end.
+    pub done: bool,
+}
+
+/// One page of one segment, with the checkpoint after it.
+#[derive(Debug, Clone)]
+pub struct ScanPage {
+    /// The items.
+    pub items: Vec<Record>,
+    /// Where the segment stands after this page.
+    pub checkpoint: Checkpoint,
+}
+
+/// How to scan.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    segments: u32,
+    consistent_read: bool,
+    page_limit: Option<i32>,
+    retry: RetryPolicy,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            segments: 4,
+            consistent_read: false,
+            page_limit: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl ScanOptions {
+    /// Four segments, eventually consistent reads, 1 MB pages.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Segments scanned in parallel (1..=1,000,000).
+    pub fn with_segments(mut self, n: u32) -> Self {
+        self.segments = n.clamp(1, 1_000_000);
+        self
+    }
+
+    /// Strongly consistent reads (twice the read capacity).
+    pub fn with_consistent_read(mut self, on: bool) -> Self {
+        self.consistent_read = on;
+        self
+    }
+
+    /// At most this many items a page.
+    pub fn with_page_limit(mut self, limit: Option<i32>) -> Self {
+        self.page_limit = limit;
+        self
+    }
+
+    /// Retries of one page (throttling and transient errors only).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The number of segments.
+    pub fn segments(&self) -> u32 {
+        self.segments
+    }
+}
+
+/// Scans one table of the primary.
+#[derive(Debug, Clone)]
+pub struct TableScanner {
+    client: Client,
+    table: String,
+    options: ScanOptions,
+    budget: Arc<ReadBudget>,
+}
+
+struct Cursor {
+    checkpoint: Checkpoint,
+}
+
+impl TableScanner {
+    /// A scanner of `table` with `client` (primary credentials), under a
+    /// budget of `read_units_per_second`.
+    pub fn from_client(
+        client: Client,
+        table: impl Into<String>,
+        read_units_per_second: f64,
+    ) -> Self {
+        TableScanner {
+            client,
+            table: table.into(),
+            options: ScanOptions::default(),
+            budget: Arc::new(ReadBudget::new(read_units_per_second)),
+        }
+    }
+
+    /// Sets the options.
+    pub fn with_options(mut self, options: ScanOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The read budget (shared by all segments).
+    pub fn budget(&self) -> &ReadBudget {
+        &self.budget
+    }
+
+    /// Pages of every segment, segments in parallel, resuming from
+    /// `resume` (checkpoints of an earlier, interrupted scan with the same
+    /// number of segments). A page's checkpoint is safe to persist once its
+    /// items are written.
+    pub fn pages(&self, resume: &[Checkpoint]) -> BoxStream<'_, Result<ScanPage>> {
+        let segments = (0..self.options.segments).filter_map(|segment| {
+            let checkpoint = resume
+                .iter()
+                .find(|c| c.segment == segment)
+                .cloned()
+                .unwrap_or(Checkpoint { segment, last_key: None, done: false });
+            if checkpoint.done {
+                return None;
+            }
+            let cursor = Cursor { checkpoint };
+            Some(
+                futures::stream::try_unfold(Some(cursor), move |cursor| async move {
+                    let Some(cursor) = cursor else { return Ok(None) };
+                    let page = self.page(&cursor.checkpoint).await?;
+                    let next = (!page.checkpoint.done)
+                        .then(|| Cursor { checkpoint: page.checkpoint.clone() });
+                    Ok(Some((page, next)))
+                })
+                .boxed(),
+            )
+        });
+        futures::stream::select_all(segments).boxed()
+    }
+
+    async fn page(&self, at: &Checkpoint) -> Result<ScanPage> {
+        let retry = self.options.retry;
+        let resource = format!("table {} segment {}", self.table, at.segment);
+        let mut attempt = 1;
+        loop {
+            self.budget.ready().await;
+            let res = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .segment(at.segment as i32)
+                .total_segments(self.options.segments as i32)
+                .set_exclusive_start_key(at.last_key.clone())
+                .consistent_read(self.options.consistent_read)
+                .set_limit(self.options.page_limit)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .customize()
+                .config_override(
+                    aws_sdk_dynamodb::config::Builder::default()
+                        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error(e, "dynamodb:Scan", resource.clone()));
+            match res {
+                Ok(out) => {
+                    let units =
+                        out.consumed_capacity().and_then(|c| c.capacity_units()).unwrap_or(0.0);
+                    self.budget.charge(units);
+                    let last_key = out.last_evaluated_key().filter(|k| !k.is_empty()).cloned();
+                    let done = last_key.is_none();
+                    return Ok(ScanPage {
+                        items: out.items().to_vec(),
+                        checkpoint: Checkpoint { segment: at.segment, last_key, done },
+                    });
+                }
+                Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
+                    if e.is_throttle() {
+                        self.budget.throttled();
+                    }
+                    tokio::time::sleep(retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
