@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use escrow_sync_core::{CopyPlan, Executor, ExecutorOptions, Item, ItemKind, Mode, Policy, Scope};
-use escrow_sync_e2e::{BucketPair, ESCROW, admin, create_bucket, s3, sessions, unique};
+use escrow_sync_e2e::{ESCROW, admin, create_bucket, s3, sessions, unique};
 use escrow_sync_s3::{MultipartOptions, S3Sink, S3Source};
 
 const MIB: u64 = 1024 * 1024;
@@ -234,7 +234,6 @@ fn main() {
     let started = Instant::now();
     let (small, big) = rt.block_on(seed(objects, large, large_mib));
     println!("seeded in {:.1}s\n", started.elapsed().as_secs_f64());
-    let _ = BucketPair::new; // the harness is shared with the e2e suites
 
     let d = |n: &str| rt.block_on(dest_bucket(n));
     let naive = measure(&["naive", &small, &d("bench-naive")]);

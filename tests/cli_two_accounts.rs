@@ -5,8 +5,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use escrow_sync_e2e::{
-    BucketPair, ESCROW_ROLE, PRIMARY, READER_ROLE, admin, cli, cli_in, config_for, create_bucket,
-    keys, s3, unique, write_config,
+    BucketPair, PRIMARY, READER_ROLE, admin, cli, cli_in, config_for, create_bucket, keys, s3,
+    unique, write_config,
 };
 
 fn content(i: usize) -> Bytes {
@@ -310,7 +310,6 @@ async fn config_defaults_to_escrow_toml_and_job_selects_one() {
     let doc = out.json();
     let copied: Vec<u64> = doc["jobs"].as_array().unwrap().iter().map(|j| n(j, "copied")).collect();
     assert_eq!(copied, [2, 0]);
-    let _ = ESCROW_ROLE;
 }
 
 #[tokio::test]

@@ -76,3 +76,21 @@ pub(crate) fn list_objects(
     .try_flatten()
     .boxed()
 }
+
+/// Lists `bucket` under `prefix`: every version of every key (one item per
+/// key) when `versions`, else the current objects.
+pub(crate) fn list_keys(
+    versions: bool,
+    pacer: Option<escrow_sync_core::RequestPacer>,
+    client: Client,
+    bucket: String,
+    prefix: String,
+    strip: usize,
+    owner: Option<String>,
+) -> ItemStream<'static> {
+    if versions {
+        crate::versions::list_versions(pacer, client, bucket, prefix, strip, owner)
+    } else {
+        list_objects(pacer, client, bucket, prefix, strip, owner)
+    }
+}

@@ -14,7 +14,7 @@ use escrow_sync_core::{
     ServerSideRef, Sink,
 };
 
-use crate::list::list_objects;
+use crate::list::list_keys;
 use std::sync::Arc;
 
 use crate::multipart::{MultipartOptions, PartBudget, SOURCE_ETAG_META, SourceHead};
@@ -338,22 +338,9 @@ impl Sink for S3Sink {
 
     fn list(&self, scope: &Scope) -> ItemStream<'_> {
         let prefix = self.dest_key(&scope.prefix);
-        if self.versions {
-            return crate::versions::list_versions(
-                self.pacer.clone(),
-                self.client.clone(),
-                self.bucket.clone(),
-                prefix,
-                self.dest_prefix.len(),
-                self.owner.clone(),
-            )
-            .try_filter(|item| {
-                futures::future::ready(!item.key.starts_with(crate::journal::JOURNAL_DIR))
-            })
-            .boxed();
-        }
         // escrow-sync's own upload journal is not escrow data.
-        list_objects(
+        list_keys(
+            self.versions,
             self.pacer.clone(),
             self.client.clone(),
             self.bucket.clone(),

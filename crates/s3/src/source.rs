@@ -11,7 +11,7 @@ use escrow_sync_core::{
     Item, ItemStream, Payload, RequestPacer, Result, Scope, ServerSideRef, Source,
 };
 
-use crate::list::list_objects;
+use crate::list::list_keys;
 use crate::range::S3Range;
 use crate::util::{CONTENT_TYPE, META_PREFIX, TAG_PREFIX, s3_error, url};
 
@@ -157,17 +157,8 @@ impl Source for S3Source {
         } else {
             format!("{}{}", self.prefix, scope.prefix)
         };
-        if self.versions {
-            return crate::versions::list_versions(
-                self.pacer.clone(),
-                self.client.clone(),
-                self.bucket.clone(),
-                prefix,
-                0,
-                self.owner.clone(),
-            );
-        }
-        list_objects(
+        list_keys(
+            self.versions,
             self.pacer.clone(),
             self.client.clone(),
             self.bucket.clone(),
