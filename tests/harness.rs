@@ -401,6 +401,40 @@ pub mod faults {
         }
     }
 
+    #[derive(Debug)]
+    struct Recording {
+        inner: SharedHttpConnector,
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl HttpConnector for Recording {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let target = request
+                .headers()
+                .get("x-amz-target")
+                .map(|t| t.rsplit('.').next().unwrap_or(t).to_string())
+                .unwrap_or_else(|| format!("{} {}", request.method(), request.uri()));
+            self.seen.lock().expect("lock").push(target);
+            self.inner.call(request)
+        }
+    }
+
+    /// Wraps `base` so that every request's operation is recorded: the
+    /// `X-Amz-Target` operation name (DynamoDB: `BatchWriteItem`...), else
+    /// the method and URI.
+    pub fn recording(base: SharedHttpClient) -> (SharedHttpClient, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let client = http_client_fn(move |settings, components| {
+            use aws_smithy_runtime_api::client::http::HttpClient;
+            SharedHttpConnector::new(Recording {
+                inner: base.http_connector(settings, components),
+                seen: s.clone(),
+            })
+        });
+        (client, seen)
+    }
+
     /// Wraps `base` so that `rate` of requests fail with 503 SlowDown.
     pub fn client(base: SharedHttpClient, rate: f64, seed: u64) -> (SharedHttpClient, Arc<Counts>) {
         let counts = Arc::new(Counts::default());

@@ -31,3 +31,11 @@ pub use account::{
     Connector, EscrowAccount, PrimaryAccount, Session, Sessions, check_accounts, role_account,
 };
 pub use classify::{classify, classify_code, sdk_error};
+
+/// The current time in RFC 3339 (UTC, seconds), as provenance tags and
+/// run records carry it.
+pub fn now_rfc3339() -> String {
+    aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+}

@@ -19,6 +19,82 @@ pub struct Config {
     /// S3 jobs.
     #[serde(default)]
     pub s3: Vec<S3Job>,
+    /// DynamoDB jobs.
+    #[serde(default)]
+    pub dynamodb: Vec<DynamoDbJob>,
+}
+
+fn default_read_capacity_percent() -> u32 {
+    25
+}
+
+fn default_workers() -> usize {
+    8
+}
+
+/// `[[dynamodb]]`: one table to escrow, into an escrow table or as export
+/// generations in an escrow bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoDbJob {
+    /// The table in the primary.
+    pub source_table: String,
+    /// The escrow table (created as a clone of the source if missing).
+    pub dest_table: Option<String>,
+    /// Instead of `dest_table`: the escrow bucket for export generations.
+    pub dest_bucket: Option<String>,
+    /// With `dest_bucket`: the key prefix of the generations.
+    pub dest_prefix: Option<String>,
+    /// Job name; default `dynamodb:<source_table>`.
+    pub name: Option<String>,
+    /// `scan` (the default) or `native-export`.
+    pub mode: Option<String>,
+    /// Scan segments; default one per GiB of table, at least `workers`.
+    pub segments: Option<u32>,
+    /// Segments scanned at once (default 8).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Share of the source's read capacity the scan may use (1-100, default 25).
+    #[serde(default = "default_read_capacity_percent")]
+    pub read_capacity_percent: u32,
+    /// Strongly consistent scan reads (twice the read capacity).
+    #[serde(default)]
+    pub consistent_read: bool,
+    /// `on-demand` (the default) or `provisioned` (the source's capacity)
+    /// for an escrow table escrow-sync creates.
+    pub billing_mode: Option<String>,
+    /// The escrow table that holds scan checkpoints (default
+    /// `escrow-sync-checkpoints`).
+    pub checkpoint_table: Option<String>,
+    /// Where a file of items that could not be written goes (default: the
+    /// current directory).
+    pub dead_letter_dir: Option<String>,
+}
+
+impl DynamoDbJob {
+    /// The job's name.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| format!("dynamodb:{}", self.source_table))
+    }
+}
+
+/// One configured job of any kind.
+#[derive(Debug, Clone, Copy)]
+pub enum JobRef<'a> {
+    /// An `[[s3]]` job.
+    S3(&'a S3Job),
+    /// A `[[dynamodb]]` job.
+    DynamoDb(&'a DynamoDbJob),
+}
+
+impl JobRef<'_> {
+    /// The job's name.
+    pub fn name(&self) -> String {
+        match self {
+            JobRef::S3(j) => j.name(),
+            JobRef::DynamoDb(j) => j.name(),
+        }
+    }
 }
 
 /// `[escrow]`: the account that runs escrow-sync and owns every copy.
@@ -232,12 +308,23 @@ impl Config {
     }
 
     fn validate(&self, origin: &str) -> Result<()> {
-        if self.s3.is_empty() {
+        if self.s3.is_empty() && self.dynamodb.is_empty() {
             return Err(Error::invalid_config(format!(
-                "{origin}: no jobs: add an [[s3]] section with source_bucket and dest_bucket"
+                "{origin}: no jobs: add an [[s3]] section with source_bucket and dest_bucket, or \
+                 a [[dynamodb]] section with source_table and dest_table"
             )));
         }
         let mut names = BTreeSet::new();
+        for (i, job) in self.dynamodb.iter().enumerate() {
+            let at = format!("{origin}: [[dynamodb]] #{} ({})", i + 1, job.name());
+            validate_dynamodb(job, &at)?;
+            if !names.insert(job.name()) {
+                return Err(Error::invalid_config(format!(
+                    "{at}: the job name {} is used twice: give each job its own name",
+                    job.name()
+                )));
+            }
+        }
         for (i, job) in self.s3.iter().enumerate() {
             let at = format!("{origin}: [[s3]] #{} ({})", i + 1, job.name());
             if job.source_bucket.trim().is_empty() || job.dest_bucket.trim().is_empty() {
@@ -356,14 +443,19 @@ impl Config {
             .with_endpoint_url(p.endpoint_url.clone())
     }
 
+    /// Every job, S3 first, in config order.
+    pub fn jobs(&self) -> Vec<JobRef<'_>> {
+        self.s3.iter().map(JobRef::S3).chain(self.dynamodb.iter().map(JobRef::DynamoDb)).collect()
+    }
+
     /// The jobs to run: all, or the one named `job`.
-    pub fn select(&self, job: Option<&str>) -> Result<Vec<&S3Job>> {
+    pub fn select(&self, job: Option<&str>) -> Result<Vec<JobRef<'_>>> {
         match job {
-            None => Ok(self.s3.iter().collect()),
+            None => Ok(self.jobs()),
             Some(name) => {
-                let found: Vec<_> = self.s3.iter().filter(|j| j.name() == name).collect();
+                let found: Vec<_> = self.jobs().into_iter().filter(|j| j.name() == name).collect();
                 if found.is_empty() {
-                    let known: Vec<_> = self.s3.iter().map(S3Job::name).collect();
+                    let known: Vec<_> = self.jobs().iter().map(JobRef::name).collect();
                     return Err(Error::invalid_config(format!(
                         "no job named {name:?}: the config has {}",
                         known.join(", ")
@@ -373,6 +465,70 @@ impl Config {
             }
         }
     }
+}
+
+fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
+    let bad = |m: String| Err(Error::invalid_config(format!("{at}: {m}")));
+    if job.source_table.trim().is_empty() {
+        return bad("source_table must be set".into());
+    }
+    match (&job.dest_table, &job.dest_bucket) {
+        (Some(_), Some(_)) => {
+            return bad(
+                "dest_table and dest_bucket are both set: choose an escrow table (dest_table) \
+                 or export generations in an escrow bucket (dest_bucket)"
+                    .into(),
+            );
+        }
+        (None, None) => {
+            return bad(
+                "set dest_table (an escrow table) or dest_bucket (export generations)".into()
+            );
+        }
+        (Some(t), None) if t.trim().is_empty() => return bad("dest_table is empty".into()),
+        (None, Some(b)) if b.trim().is_empty() => return bad("dest_bucket is empty".into()),
+        _ => {}
+    }
+    if job.dest_prefix.is_some() && job.dest_bucket.is_none() {
+        return bad("dest_prefix goes with dest_bucket; an escrow table has no prefix".into());
+    }
+    match job.mode.as_deref() {
+        None | Some("scan") => {}
+        Some("native-export") if job.dest_bucket.is_some() => {}
+        Some("native-export") => {
+            return bad("mode = \"native-export\" writes into an escrow bucket: set dest_bucket \
+                        and dest_prefix instead of dest_table"
+                .into());
+        }
+        Some(m) => return bad(format!("mode {m:?} is not \"scan\" or \"native-export\"")),
+    }
+    if job.dest_bucket.is_some() {
+        return bad(
+            "export generations (dest_bucket) are not built yet in this version: use dest_table"
+                .into(),
+        );
+    }
+    if !(1..=100).contains(&job.read_capacity_percent) {
+        return bad(format!(
+            "read_capacity_percent is {}; use 1 to 100 (percent of the table's read capacity)",
+            job.read_capacity_percent
+        ));
+    }
+    if let Some(n) = job.segments
+        && !(1..=1_000_000).contains(&n)
+    {
+        return bad(format!("segments is {n}; DynamoDB allows 1 to 1000000"));
+    }
+    if job.workers == 0 {
+        return bad("workers must be at least 1".into());
+    }
+    if let Some(b) = &job.billing_mode
+        && b != "on-demand"
+        && b != "provisioned"
+    {
+        return bad(format!("billing_mode {b:?} is not \"on-demand\" or \"provisioned\""));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

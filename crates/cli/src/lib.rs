@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+mod dynamo;
 pub mod output;
 mod progress;
 
@@ -26,7 +27,7 @@ use escrow_sync_s3::{
     S3Sink, S3Source, check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket,
 };
 
-use config::Config;
+use config::{Config, JobRef, S3Job};
 use output::{JobOutcome, exit};
 
 /// Keeps an offsite copy of an AWS account in a separate escrow account.
@@ -156,76 +157,134 @@ pub async fn execute(
     if let Some(key) = &config.escrow.kms_key_id {
         check_kms_key(key, &escrow_id)?;
     }
+    let mut ready = Vec::new();
     for job in &jobs {
-        check_source_bucket(&primary, &job.source_bucket, &primary_id).await?;
-        check_dest_bucket(&escrow, &job.dest_bucket, &escrow_id).await?;
-        check_dest_protection(
-            &escrow,
-            &job.dest_bucket,
-            job.allow_unversioned_dest,
-            job.object_lock.is_some(),
-        )
-        .await?;
+        ready.push(match *job {
+            JobRef::S3(job) => {
+                check_source_bucket(&primary, &job.source_bucket, &primary_id).await?;
+                check_dest_bucket(&escrow, &job.dest_bucket, &escrow_id).await?;
+                check_dest_protection(
+                    &escrow,
+                    &job.dest_bucket,
+                    job.allow_unversioned_dest,
+                    job.object_lock.is_some(),
+                )
+                .await?;
+                Ready::S3(job)
+            }
+            JobRef::DynamoDb(job) => {
+                Ready::DynamoDb(job, Box::new(dynamo::check(&config, job, &sessions).await?))
+            }
+        });
     }
     let warnings = sessions.warnings.clone();
     let progress = progress::Progress::new();
     let mut outcomes = Vec::new();
-    for job in jobs {
-        let name = job.name();
+    for job in ready {
         if cancel.is_cancelled() {
             break;
         }
-        let streamed = config.streams(job);
-        let pacer = job.max_requests_per_second.map(escrow_sync_core::RequestPacer::per_second);
-        let source = S3Source::from_client(primary.clone(), &job.source_bucket)
-            .with_streaming(streamed)
-            .with_versions(job.versions)
-            .with_pacer(pacer.clone())
-            .with_prefix(&job.prefix)
-            .with_expected_owner(known(&primary_id));
-        let sink = S3Sink::from_client(escrow.clone(), &job.dest_bucket)
-            .with_dest_prefix(&job.dest_prefix)
-            .with_expected_owner(known(&escrow_id))
-            .with_multipart(job.multipart())
-            .with_protection(job.protection(config.escrow.kms_key_id.clone()))
-            .with_pacer(pacer)
-            .with_versions(job.versions);
-        let mut job_warnings = Vec::new();
-        if mode == Mode::Run {
-            let age = std::time::Duration::from_secs(job.abort_stale_uploads_after_hours * 3600);
-            match sink.abort_stale_uploads(age).await {
-                Ok(0) => {}
-                Ok(n) => job_warnings.push(format!(
-                    "aborted {n} multipart upload(s) that an interrupted run left in s3://{}",
-                    job.dest_bucket
-                )),
-                Err(e) => job_warnings.push(format!(
-                    "could not look for multipart uploads left by interrupted runs: {}",
-                    e.chain()
-                )),
-            }
-        }
-        let options = ExecutorOptions::new()
-            .with_concurrency(job.concurrency)
-            .with_verify_checksums(checksums);
-        let mut executor = Executor::new(options).with_cancellation(cancel.clone());
+        let name = job.name();
         let bar = progress.job(&name, mode);
-        if let Some(bar) = &bar {
-            executor = executor.with_progress(Arc::new(bar.callback()));
-        }
-        let result = executor.execute(mode, &source, &sink, &Scope::with_prefix(&job.prefix)).await;
+        let callback: Option<escrow_sync_core::ProgressFn> =
+            bar.as_ref().map(|b| Arc::new(b.callback()) as _);
+        let (kind, streamed, result) = match job {
+            Ready::S3(job) => {
+                let streamed = config.streams(job);
+                let result =
+                    run_s3(&config, job, &sessions, mode, checksums, cancel.clone(), callback)
+                        .await;
+                ("s3", streamed, result)
+            }
+            Ready::DynamoDb(job, checked) => {
+                let result =
+                    dynamo::run(&config, job, *checked, &sessions, mode, cancel.clone(), callback)
+                        .await;
+                ("dynamodb", false, result)
+            }
+        };
         if let Some(bar) = bar {
             bar.finish();
         }
         let outcome = match result {
             Ok(mut report) => {
                 report.warnings.extend(warnings.iter().cloned());
-                report.warnings.extend(job_warnings);
-                JobOutcome { name, kind: "s3", report: Some(report), error: None, streamed }
+                JobOutcome { name, kind, report: Some(report), error: None, streamed }
             }
-            Err(e) => JobOutcome { name, kind: "s3", report: None, error: Some(e), streamed },
+            Err(e) => JobOutcome { name, kind, report: None, error: Some(e), streamed },
         };
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// A job that passed its checks.
+enum Ready<'a> {
+    S3(&'a S3Job),
+    DynamoDb(&'a config::DynamoDbJob, Box<dynamo::Checked>),
+}
+
+impl Ready<'_> {
+    fn name(&self) -> String {
+        match self {
+            Ready::S3(j) => j.name(),
+            Ready::DynamoDb(j, _) => j.name(),
+        }
+    }
+}
+
+/// Runs one `[[s3]]` job.
+async fn run_s3(
+    config: &Config,
+    job: &S3Job,
+    sessions: &Sessions,
+    mode: Mode,
+    checksums: bool,
+    cancel: CancellationToken,
+    progress: Option<escrow_sync_core::ProgressFn>,
+) -> Result<escrow_sync_core::Report, Error> {
+    let primary = escrow_sync_s3::client(&sessions.primary);
+    let escrow = escrow_sync_s3::client(&sessions.escrow);
+    let (primary_id, escrow_id) =
+        (sessions.primary.account_id().to_string(), sessions.escrow.account_id().to_string());
+    let streamed = config.streams(job);
+    let pacer = job.max_requests_per_second.map(escrow_sync_core::RequestPacer::per_second);
+    let source = S3Source::from_client(primary, &job.source_bucket)
+        .with_streaming(streamed)
+        .with_versions(job.versions)
+        .with_pacer(pacer.clone())
+        .with_prefix(&job.prefix)
+        .with_expected_owner(known(&primary_id));
+    let sink = S3Sink::from_client(escrow, &job.dest_bucket)
+        .with_dest_prefix(&job.dest_prefix)
+        .with_expected_owner(known(&escrow_id))
+        .with_multipart(job.multipart())
+        .with_protection(job.protection(config.escrow.kms_key_id.clone()))
+        .with_pacer(pacer)
+        .with_versions(job.versions);
+    let mut job_warnings = Vec::new();
+    if mode == Mode::Run {
+        let age = std::time::Duration::from_secs(job.abort_stale_uploads_after_hours * 3600);
+        match sink.abort_stale_uploads(age).await {
+            Ok(0) => {}
+            Ok(n) => job_warnings.push(format!(
+                "aborted {n} multipart upload(s) that an interrupted run left in s3://{}",
+                job.dest_bucket
+            )),
+            Err(e) => job_warnings.push(format!(
+                "could not look for multipart uploads left by interrupted runs: {}",
+                e.chain()
+            )),
+        }
+    }
+    let options =
+        ExecutorOptions::new().with_concurrency(job.concurrency).with_verify_checksums(checksums);
+    let mut executor = Executor::new(options).with_cancellation(cancel);
+    if let Some(p) = progress {
+        executor = executor.with_progress(p);
+    }
+    let mut report =
+        executor.execute(mode, &source, &sink, &Scope::with_prefix(&job.prefix)).await?;
+    report.warnings.extend(job_warnings);
+    Ok(report)
 }

@@ -78,6 +78,8 @@ struct JsonJob<'a> {
     destination: Option<&'a str>,
     differences: Vec<&'a escrow_sync_core::Difference>,
     differences_truncated: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    key_digests: Vec<&'a escrow_sync_core::KeyDigest>,
     warnings: Vec<&'a str>,
     elapsed_seconds: f64,
     error: Option<String>,
@@ -141,6 +143,7 @@ pub fn json(mode: Mode, jobs: &[JobOutcome], fatal: Option<&Error>, code: u8) ->
                 destination: r.map(|r| r.destination.as_str()),
                 differences: r.map(|r| r.differences.iter().collect()).unwrap_or_default(),
                 differences_truncated: n(|r| r.differences_truncated),
+                key_digests: r.map(|r| r.key_digests.iter().collect()).unwrap_or_default(),
                 warnings: r
                     .map(|r| r.warnings.iter().map(String::as_str).collect())
                     .unwrap_or_default(),

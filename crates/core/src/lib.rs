@@ -38,6 +38,6 @@ pub use executor::{Executor, ExecutorOptions, ProgressEvent, ProgressFn, RetryPo
 pub use item::{Item, ItemKind};
 pub use pace::{AdaptiveLimit, RequestPacer, paced};
 pub use plan::{Action, CopyPlan, CopyReason, PlanSummary, Policy, plan_stream};
-pub use report::{Difference, Failure, Finding, Mode, Report};
+pub use report::{Difference, Failure, Finding, KeyDigest, Mode, Report};
 
 pub use tokio_util::sync::CancellationToken;

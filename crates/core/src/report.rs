@@ -56,6 +56,23 @@ pub struct Finding {
     pub problem: String,
 }
 
+/// An order-independent digest of the keys in one part of a job (a
+/// DynamoDB scan segment): the primary's keys, and those of them escrow
+/// holds. They agree exactly when escrow holds every key of that part.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyDigest {
+    /// The part, e.g. `segment 3`.
+    pub scope: String,
+    /// Keys read in the primary.
+    pub primary_items: u64,
+    /// Of those, keys escrow holds.
+    pub escrow_items: u64,
+    /// Digest of the primary's keys (hex).
+    pub primary_digest: String,
+    /// Digest of the keys escrow holds (hex).
+    pub escrow_digest: String,
+}
+
 /// The outcome of one job in one mode.
 #[non_exhaustive]
 #[derive(Debug, Clone, serde::Serialize)]
@@ -95,6 +112,8 @@ pub struct Report {
     pub unprotected: u64,
     /// Each protection problem found (verify).
     pub findings: Vec<Finding>,
+    /// Per-part key digests (DynamoDB plan and verify).
+    pub key_digests: Vec<KeyDigest>,
     /// Throttling errors seen (each halved the concurrency).
     pub throttled: u64,
     /// Whether the run was cancelled before it finished.
@@ -131,6 +150,7 @@ impl Report {
             differences_truncated: 0,
             unprotected: 0,
             findings: Vec::new(),
+            key_digests: Vec::new(),
             throttled: 0,
             cancelled: false,
             warnings: Vec::new(),

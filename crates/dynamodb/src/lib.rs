@@ -1,7 +1,9 @@
-//! DynamoDB for escrow-sync. So far: the item format (DynamoDB JSON lines as
+//! DynamoDB for escrow-sync: the item format (DynamoDB JSON lines as
 //! DynamoDB ImportTable reads them, exact for every attribute type), the
-//! read budget, and the segmented parallel scan with per-segment
-//! checkpoints. The table sink and export generations build on them.
+//! read budget, the segmented parallel scan with per-segment checkpoints
+//! kept in escrow, the escrow table (a clone of the source's schema with
+//! point-in-time recovery and deletion protection, never TTL) written with
+//! BatchWriteItem, and the [`TableJob`] that ties them together.
 //!
 //! ```
 //! use std::collections::HashMap;
@@ -18,5 +20,20 @@
 #![deny(missing_docs)]
 
 pub mod budget;
+pub mod checkpoint;
+pub mod job;
 pub mod json;
+pub mod keys;
 pub mod scan;
+pub mod table;
+
+pub use checkpoint::CheckpointStore;
+pub use job::TableJob;
+pub use keys::KeySchema;
+pub use scan::{ScanOptions, TableScanner};
+pub use table::{EscrowBilling, EscrowTable, TableInfo};
+
+/// A DynamoDB client for `session`.
+pub fn client(session: &escrow_sync_aws::Session) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(session.sdk_config())
+}

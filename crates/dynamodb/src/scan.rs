@@ -141,22 +141,33 @@ impl TableScanner {
                 .find(|c| c.segment == segment)
                 .cloned()
                 .unwrap_or(Checkpoint { segment, last_key: None, done: false });
-            if checkpoint.done {
-                return None;
-            }
-            let cursor = Cursor { checkpoint };
-            Some(
-                futures::stream::try_unfold(Some(cursor), move |cursor| async move {
-                    let Some(cursor) = cursor else { return Ok(None) };
-                    let page = self.page(&cursor.checkpoint).await?;
-                    let next = (!page.checkpoint.done)
-                        .then(|| Cursor { checkpoint: page.checkpoint.clone() });
-                    Ok(Some((page, next)))
-                })
-                .boxed(),
-            )
+            (!checkpoint.done).then(|| self.segment(checkpoint))
         });
         futures::stream::select_all(segments).boxed()
+    }
+
+    /// The pages of one segment, in order, from `checkpoint` on (nothing if
+    /// the segment is done).
+    pub fn segment(&self, checkpoint: Checkpoint) -> BoxStream<'_, Result<ScanPage>> {
+        let start = (!checkpoint.done).then_some(Cursor { checkpoint });
+        futures::stream::try_unfold(start, move |cursor| async move {
+            let Some(cursor) = cursor else { return Ok(None) };
+            let page = self.page(&cursor.checkpoint).await?;
+            let next =
+                (!page.checkpoint.done).then(|| Cursor { checkpoint: page.checkpoint.clone() });
+            Ok(Some((page, next)))
+        })
+        .boxed()
+    }
+
+    /// The table scanned.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ScanOptions {
+        &self.options
     }
 
     async fn page(&self, at: &Checkpoint) -> Result<ScanPage> {

@@ -1,0 +1,592 @@
+//! One DynamoDB table job: the primary's table scanned segment by segment
+//! under the read budget, each page compared with what escrow holds (a
+//! BatchGetItem on the escrow side, which costs the primary nothing), and
+//! only missing or changed items written. A re-run against an unchanged
+//! table makes no mutating call; items deleted in the primary stay in
+//! escrow; an interrupted run resumes from the checkpoints it saved.
+//!
+//! DynamoDB does not fit the per-item [`escrow_sync_core::Source`] /
+//! [`escrow_sync_core::Sink`] pair that S3 uses: a Scan returns whole items
+//! in no useful order, so listing keys and then reading each item would
+//! cost the primary twice the read capacity. The job streams pages of
+//! records instead and reports through the same
+//! [`escrow_sync_core::Report`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use futures::{StreamExt, TryStreamExt};
+
+use escrow_sync_core::{
+    CancellationToken, CopyReason, Difference, Error, ErrorKind, Failure, Finding, KeyDigest, Mode,
+    ProgressEvent, ProgressFn, Report, Result,
+};
+
+use crate::checkpoint::{CheckpointStore, SavedScan};
+use crate::json::{Record, to_line};
+use crate::keys::{KeySchema, KeySetDigest, content_digest};
+use crate::scan::{Checkpoint, ScanOptions, TableScanner};
+use crate::table::{EscrowTable, TableInfo};
+
+/// Items that could not be written, as DynamoDB JSON lines (the format
+/// ImportTable reads), in one file per run created on the first such item.
+#[derive(Debug)]
+pub struct DeadLetter {
+    path: PathBuf,
+    file: Mutex<Option<std::fs::File>>,
+}
+
+impl DeadLetter {
+    /// A dead-letter file for `job` in `dir`, named after the job and the
+    /// run's start time.
+    pub fn new(dir: impl Into<PathBuf>, job: &str, started: &str) -> Self {
+        let safe: String = job
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .collect();
+        let stamp: String = started.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        DeadLetter {
+            path: dir.into().join(format!("escrow-sync-dead-letter-{safe}-{stamp}.json")),
+            file: Mutex::new(None),
+        }
+    }
+
+    /// Where the file is (or would be).
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Appends `records`, creating the file first if needed.
+    pub fn append(&self, records: &[Record]) -> Result<()> {
+        use std::io::Write;
+        let fail = |e: std::io::Error| {
+            Error::new(
+                ErrorKind::Failed,
+                "write dead-letter file",
+                self.path.display().to_string(),
+                e.to_string(),
+            )
+        };
+        let mut guard = self.file.lock().expect("dead-letter lock");
+        if guard.is_none() {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(fail)?;
+            }
+            *guard = Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .map_err(fail)?,
+            );
+        }
+        let file = guard.as_mut().expect("opened");
+        for r in records {
+            writeln!(file, "{}", to_line(r)).map_err(fail)?;
+        }
+        file.sync_data().map_err(fail)
+    }
+}
+
+/// A DynamoDB table-to-table job.
+pub struct TableJob {
+    name: String,
+    primary: Client,
+    source: TableInfo,
+    source_account: String,
+    keys: KeySchema,
+    sink: EscrowTable,
+    options: ScanOptions,
+    read_units: f64,
+    workers: usize,
+    checkpoints: Option<CheckpointStore>,
+    checkpoint_interval: Duration,
+    dead_letter_dir: PathBuf,
+    dead_letter: std::sync::OnceLock<DeadLetter>,
+    started: String,
+    cancel: CancellationToken,
+    progress: Option<ProgressFn>,
+    difference_limit: usize,
+}
+
+#[derive(Default)]
+struct Shared {
+    report: Option<Report>,
+    checkpoints: BTreeMap<u32, Checkpoint>,
+    digests: BTreeMap<u32, (KeySetDigest, KeySetDigest)>,
+    wrote_since_save: bool,
+    last_save: Option<Instant>,
+    saved: bool,
+}
+
+impl TableJob {
+    /// A job named `name` copying `source` (described in the primary, read
+    /// with `primary`, the reader role's client) into `sink`. `started` is
+    /// the run's start time (RFC 3339), used in provenance tags and file
+    /// names.
+    pub fn new(
+        name: impl Into<String>,
+        primary: Client,
+        source: TableInfo,
+        source_account: impl Into<String>,
+        sink: EscrowTable,
+        started: impl Into<String>,
+    ) -> Result<Self> {
+        let keys = source.key_schema()?;
+        Ok(TableJob {
+            name: name.into(),
+            primary,
+            read_units: source.read_budget(25),
+            source,
+            source_account: source_account.into(),
+            keys,
+            sink,
+            options: ScanOptions::new(),
+            workers: 8,
+            checkpoints: None,
+            checkpoint_interval: Duration::from_secs(30),
+            dead_letter_dir: PathBuf::from("."),
+            dead_letter: std::sync::OnceLock::new(),
+            started: started.into(),
+            cancel: CancellationToken::new(),
+            progress: None,
+            difference_limit: 1000,
+        })
+    }
+
+    /// Scan options (segments, consistency, page size, retries).
+    pub fn with_scan_options(mut self, options: ScanOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The read budget as a percentage of the source's read capacity.
+    pub fn with_read_capacity_percent(mut self, percent: u32) -> Self {
+        self.read_units = self.source.read_budget(percent.clamp(1, 100));
+        self
+    }
+
+    /// The read budget in read units per second.
+    pub fn with_read_units(mut self, units: f64) -> Self {
+        self.read_units = units.max(1.0);
+        self
+    }
+
+    /// Segments processed at once.
+    pub fn with_workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Where checkpoints are kept (none: an interrupted run starts over).
+    pub fn with_checkpoints(mut self, store: Option<CheckpointStore>) -> Self {
+        self.checkpoints = store;
+        self
+    }
+
+    /// How often a run that is writing saves its checkpoints (besides on
+    /// interruption and failure).
+    pub fn with_checkpoint_interval(mut self, every: Duration) -> Self {
+        self.checkpoint_interval = every;
+        self
+    }
+
+    /// The dead-letter file (created only when an item could not be written).
+    pub fn dead_letter_path(&self) -> PathBuf {
+        self.dead_letter().path().to_path_buf()
+    }
+
+    /// The directory of the dead-letter file.
+    pub fn with_dead_letter_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dead_letter_dir = dir.into();
+        self
+    }
+
+    /// Stops scheduling new pages when `token` is cancelled.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Receives per-item progress events.
+    pub fn with_progress(mut self, f: Option<ProgressFn>) -> Self {
+        self.progress = f;
+        self
+    }
+
+    /// Plan: at most this many differences listed.
+    pub fn with_difference_limit(mut self, n: usize) -> Self {
+        self.difference_limit = n;
+        self
+    }
+
+    /// The read budget, read units per second.
+    pub fn read_units(&self) -> f64 {
+        self.read_units
+    }
+
+    /// A segment count for a table of `size_bytes` scanned by `workers`:
+    /// one segment per GiB, at least one per worker, at most 1,000,000.
+    pub fn default_segments(size_bytes: u64, workers: usize) -> u32 {
+        let by_size = size_bytes.div_ceil(1 << 30);
+        by_size.max(workers as u64).clamp(1, 1_000_000) as u32
+    }
+
+    fn emit(&self, e: ProgressEvent) {
+        if let Some(p) = &self.progress {
+            p(&e);
+        }
+    }
+
+    /// Runs the job in `mode`: plan (compare, write nothing), run (create
+    /// or fix the escrow table, write what is missing or changed) or
+    /// verify (compare, count, check the escrow table's protection).
+    pub async fn execute(&self, mode: Mode) -> Result<Report> {
+        let began = Instant::now();
+        let mut report = Report::new(
+            mode,
+            format!("dynamodb://{}", self.source.name()),
+            format!("dynamodb://{}", self.sink.name()),
+        );
+        let escrow = match mode {
+            Mode::Run => {
+                let ensured =
+                    self.sink.ensure(&self.source, &self.source_account, &self.started).await?;
+                if ensured.created {
+                    report.warnings.push(format!(
+                        "created escrow table {} (key schema, indexes, tags of {}; point-in-time \
+                         recovery and deletion protection on)",
+                        self.sink.name(),
+                        self.source.name()
+                    ));
+                }
+                for f in ensured.fixed {
+                    report
+                        .warnings
+                        .push(format!("turned on {f} on escrow table {}", self.sink.name()));
+                }
+                true
+            }
+            _ => match self.sink.check(&self.source).await? {
+                Some(existing) => {
+                    if mode == Mode::Verify {
+                        self.protection_findings(&existing, &mut report);
+                    }
+                    true
+                }
+                None => {
+                    report.warnings.push(format!(
+                        "escrow table {} does not exist yet: a run creates it",
+                        self.sink.name()
+                    ));
+                    false
+                }
+            },
+        };
+
+        let saved = match (&self.checkpoints, mode) {
+            (Some(store), Mode::Run) => match store.load(&self.name).await? {
+                Some(s) if s.source_arn == self.source.arn() => Some(s),
+                Some(_) => {
+                    report.warnings.push(format!(
+                        "ignored a checkpoint of job {} saved for another source table",
+                        self.name
+                    ));
+                    None
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        let mut options = self.options.clone();
+        let mut resume = Vec::new();
+        if let Some(s) = &saved {
+            options = options.with_segments(s.segments);
+            resume = s.checkpoints.clone();
+            report.warnings.push(format!(
+                "resumed an interrupted scan of {} from its checkpoints ({} of {} segments done)",
+                self.source.name(),
+                resume.iter().filter(|c| c.done).count(),
+                s.segments
+            ));
+        }
+        let scanner =
+            TableScanner::from_client(self.primary.clone(), self.source.name(), self.read_units)
+                .with_options(options.clone());
+        let segments = options.segments();
+        let mut shared =
+            Shared { report: Some(report), saved: saved.is_some(), ..Shared::default() };
+        for segment in 0..segments {
+            let c = resume.iter().find(|c| c.segment == segment).cloned().unwrap_or(Checkpoint {
+                segment,
+                last_key: None,
+                done: false,
+            });
+            shared.checkpoints.insert(segment, c);
+        }
+        let shared = Arc::new(Mutex::new(shared));
+        let save_lock = tokio::sync::Mutex::new(());
+        let stop = self.cancel.child_token();
+
+        let starts: Vec<Checkpoint> = shared
+            .lock()
+            .expect("job lock")
+            .checkpoints
+            .values()
+            .filter(|c| !c.done)
+            .cloned()
+            .collect();
+        let results: Vec<Result<()>> = futures::stream::iter(starts)
+            .map(|start| self.segment(mode, escrow, &scanner, start, &shared, &save_lock, &stop))
+            .buffer_unordered(self.workers)
+            .collect()
+            .await;
+        let first_error = results.into_iter().find_map(|r| r.err());
+
+        let (mut report, all_done, checkpoints, digests, was_saved) = {
+            let mut s = shared.lock().expect("job lock");
+            let all_done = s.checkpoints.values().all(|c| c.done);
+            (
+                s.report.take().expect("report"),
+                all_done,
+                s.checkpoints.values().cloned().collect::<Vec<_>>(),
+                std::mem::take(&mut s.digests),
+                s.saved,
+            )
+        };
+        report.throttled += scanner.budget().throttles();
+        if mode != Mode::Run {
+            report.key_digests = digests
+                .into_iter()
+                .map(|(segment, (p, e))| KeyDigest {
+                    scope: format!("segment {segment}"),
+                    primary_items: p.count,
+                    escrow_items: e.count,
+                    primary_digest: p.hex(),
+                    escrow_digest: e.hex(),
+                })
+                .collect();
+        }
+        if let (Some(store), Mode::Run) = (&self.checkpoints, mode) {
+            if all_done && first_error.is_none() {
+                if was_saved {
+                    store.clear(&self.name).await?;
+                }
+            } else {
+                let scan = SavedScan {
+                    source_arn: self.source.arn().to_string(),
+                    segments,
+                    checkpoints,
+                    sink_state: String::new(),
+                };
+                store.save(&self.name, &scan).await?;
+                report.warnings.push(format!(
+                    "saved the scan's checkpoints in escrow table {} (item {}): the next run \
+                     resumes there",
+                    store.table(),
+                    self.name
+                ));
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if mode == Mode::Verify && escrow {
+            let total = self.sink.count().await?;
+            let present: u64 = report.key_digests.iter().map(|d| d.escrow_items).sum();
+            report.retained = total.saturating_sub(present);
+        }
+        report.cancelled = self.cancel.is_cancelled() && !all_done;
+        report.elapsed = began.elapsed();
+        Ok(report)
+    }
+
+    fn protection_findings(&self, existing: &TableInfo, report: &mut Report) {
+        let mut problem = |p: String| {
+            report.unprotected += 1;
+            report.findings.push(Finding { key: self.sink.name().to_string(), problem: p });
+        };
+        if !existing.pitr {
+            problem("point-in-time recovery is off: run escrow-sync run to turn it on".into());
+        }
+        if !existing.deletion_protection() {
+            problem("deletion protection is off: run escrow-sync run to turn it on".into());
+        }
+        if let Some(a) = &existing.ttl_attribute {
+            problem(format!(
+                "TTL is enabled on attribute {a:?}: it expires escrow data; disable it"
+            ));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn segment(
+        &self,
+        mode: Mode,
+        escrow: bool,
+        scanner: &TableScanner,
+        start: Checkpoint,
+        shared: &Arc<Mutex<Shared>>,
+        save_lock: &tokio::sync::Mutex<()>,
+        stop: &CancellationToken,
+    ) -> Result<()> {
+        let segment = start.segment;
+        let mut pages = scanner.segment(start);
+        loop {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            let page = match pages.try_next().await {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    stop.cancel();
+                    return Err(e);
+                }
+            };
+            if let Err(e) = self.page(mode, escrow, segment, page.items, shared).await {
+                stop.cancel();
+                return Err(e);
+            }
+            let snapshot = {
+                let mut s = shared.lock().expect("job lock");
+                s.checkpoints.insert(segment, page.checkpoint);
+                let due = s.last_save.is_none_or(|t| t.elapsed() >= self.checkpoint_interval);
+                (mode == Mode::Run && s.wrote_since_save && due && self.checkpoints.is_some())
+                    .then(|| s.checkpoints.values().cloned().collect::<Vec<_>>())
+            };
+            if let (Some(checkpoints), Some(store)) = (snapshot, &self.checkpoints)
+                && let Ok(_guard) = save_lock.try_lock()
+            {
+                let scan = SavedScan {
+                    source_arn: self.source.arn().to_string(),
+                    segments: scanner.options().segments(),
+                    checkpoints,
+                    sink_state: String::new(),
+                };
+                store.save(&self.name, &scan).await?;
+                let mut s = shared.lock().expect("job lock");
+                s.wrote_since_save = false;
+                s.last_save = Some(Instant::now());
+                s.saved = true;
+            }
+        }
+    }
+
+    async fn page(
+        &self,
+        mode: Mode,
+        escrow: bool,
+        segment: u32,
+        items: Vec<Record>,
+        shared: &Arc<Mutex<Shared>>,
+    ) -> Result<()> {
+        let mut keyed = Vec::with_capacity(items.len());
+        for item in items {
+            let key = self.keys.key_of(&item)?;
+            let text = crate::json::record_to_json(&key).to_string();
+            keyed.push((text, key, item));
+        }
+        let held = if escrow {
+            let keys: Vec<(String, Record)> =
+                keyed.iter().map(|(t, k, _)| (t.clone(), k.clone())).collect();
+            self.sink.lookup(&keys, &self.keys).await?
+        } else {
+            Default::default()
+        };
+        let mut to_write = Vec::new();
+        let mut differences = Vec::new();
+        let (mut pd, mut ed) = (KeySetDigest::default(), KeySetDigest::default());
+        let mut skipped = 0;
+        for (text, _, item) in keyed {
+            pd.add(&text);
+            let reason = match held.get(&text) {
+                Some(d) => {
+                    ed.add(&text);
+                    if *d == content_digest(&item) {
+                        skipped += 1;
+                        self.emit(ProgressEvent::Skipped { key: text, size: 0 });
+                        continue;
+                    }
+                    CopyReason::Changed
+                }
+                None => CopyReason::Missing,
+            };
+            differences.push(Difference { key: text, reason, size: to_line(&item).len() as u64 });
+            to_write.push(item);
+        }
+        let written = if mode == Mode::Run && !to_write.is_empty() {
+            Some(self.sink.write(to_write, &self.keys).await?)
+        } else {
+            None
+        };
+        let mut dead_records = Vec::new();
+        let mut failures = Vec::new();
+        if let Some(w) = &written {
+            for (record, error) in &w.dead {
+                let key = self.keys.key_text(record).unwrap_or_default();
+                self.emit(ProgressEvent::Failed { key: key.clone(), error: error.chain() });
+                failures.push(Failure::new(key, error, 0));
+                dead_records.push(record.clone());
+            }
+        }
+        if !dead_records.is_empty() {
+            self.dead_letter().append(&dead_records)?;
+        }
+        let mut s = shared.lock().expect("job lock");
+        let digests = s.digests.entry(segment).or_default();
+        digests.0.merge(&pd);
+        digests.1.merge(&ed);
+        let report = s.report.as_mut().expect("report");
+        report.skipped += skipped;
+        match written {
+            Some(w) => {
+                report.copied += w.written;
+                report.bytes_copied += w.bytes;
+                report.throttled += w.throttled;
+                report.failed += failures.len() as u64;
+                if report.failures.is_empty() && !failures.is_empty() {
+                    report.warnings.push(format!(
+                        "items that could not be written are in {} (DynamoDB JSON lines): fix \
+                         the cause and run again",
+                        self.dead_letter().path().display()
+                    ));
+                }
+                report.failures.extend(failures);
+                let bytes = w.bytes / w.written.max(1);
+                for d in differences.iter().take(w.written as usize) {
+                    self.emit(ProgressEvent::Copied { key: d.key.clone(), bytes });
+                }
+                if w.written > 0 {
+                    s.wrote_since_save = true;
+                }
+            }
+            None => {
+                for d in differences {
+                    match d.reason {
+                        CopyReason::Missing => report.missing += 1,
+                        _ => report.different += 1,
+                    }
+                    if mode == Mode::Plan {
+                        report.copied += 1;
+                        report.bytes_copied += d.size;
+                    }
+                    if mode == Mode::Verify || report.differences.len() < self.difference_limit {
+                        report.differences.push(d);
+                    } else {
+                        report.differences_truncated += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dead_letter(&self) -> &DeadLetter {
+        self.dead_letter
+            .get_or_init(|| DeadLetter::new(&self.dead_letter_dir, &self.name, &self.started))
+    }
+}

@@ -1,0 +1,471 @@
+//! DynamoDB table-to-table escrow on the emulator, across two accounts: a
+//! 10,000-item table with a GSI and an LSI cloned with its schema and
+//! settings, every item exact; a re-run that makes no mutating call;
+//! verify finding missing, changed and retained items; a resume after an
+//! interrupted run; and a key-schema mismatch refused with exit code 2.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, LocalSecondaryIndex, Projection, ProjectionType, PutRequest, ScalarAttributeType, Tag,
+    TimeToLiveSpecification, WriteRequest,
+};
+use serde_json::Value;
+
+use escrow_sync_core::{CancellationToken, Mode, ProgressEvent};
+use escrow_sync_dynamodb::keys::content_digest;
+use escrow_sync_dynamodb::{CheckpointStore, EscrowTable, ScanOptions, TableInfo, TableJob};
+use escrow_sync_e2e::{
+    ESCROW, ESCROW_ROLE, PRIMARY, READER_ROLE, admin, cli, faults, sessions, unique, write_config,
+};
+
+fn key(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder().attribute_name(name).key_type(kind).build().unwrap()
+}
+
+fn attr(name: &str, ty: ScalarAttributeType) -> AttributeDefinition {
+    AttributeDefinition::builder().attribute_name(name).attribute_type(ty).build().unwrap()
+}
+
+/// A table `orders` keyed (customer S, seq N) with a GSI on status and an
+/// LSI on amount, TTL on `expires`, and a tag.
+async fn create_source(ddb: &Client) -> String {
+    let table = unique("orders");
+    ddb.create_table()
+        .table_name(&table)
+        .key_schema(key("customer", KeyType::Hash))
+        .key_schema(key("seq", KeyType::Range))
+        .attribute_definitions(attr("customer", ScalarAttributeType::S))
+        .attribute_definitions(attr("seq", ScalarAttributeType::N))
+        .attribute_definitions(attr("status", ScalarAttributeType::S))
+        .attribute_definitions(attr("amount", ScalarAttributeType::N))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("by-status")
+                .key_schema(key("status", KeyType::Hash))
+                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+                .build()
+                .unwrap(),
+        )
+        .local_secondary_indexes(
+            LocalSecondaryIndex::builder()
+                .index_name("by-amount")
+                .key_schema(key("customer", KeyType::Hash))
+                .key_schema(key("amount", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .non_key_attributes("note")
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .tags(Tag::builder().key("team").value("payments").build().unwrap())
+        .send()
+        .await
+        .expect("create source table");
+    ddb.update_time_to_live()
+        .table_name(&table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("expires")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("enable TTL on the source");
+    table
+}
+
+fn item(i: usize) -> HashMap<String, AttributeValue> {
+    let mut m = HashMap::new();
+    m.insert("customer".into(), AttributeValue::S(format!("cust#{:03}", i % 400)));
+    m.insert("seq".into(), AttributeValue::N(i.to_string()));
+    m.insert("status".into(), AttributeValue::S(["new", "paid", "shipped"][i % 3].into()));
+    m.insert("amount".into(), AttributeValue::N(format!("{}.{:02}", i * 7 % 1000, i % 100)));
+    m.insert("expires".into(), AttributeValue::N("1700000000".into()));
+    if i.is_multiple_of(5) {
+        m.insert(
+            "big".into(),
+            AttributeValue::N(format!("1234567890123456789012345678901234567{}", i % 10)),
+        );
+        m.insert("blob".into(), AttributeValue::B(Blob::new(vec![(i % 256) as u8, 0, 255])));
+        m.insert("tags".into(), AttributeValue::Ss(vec![format!("t{i}"), "x".into()]));
+        m.insert("nums".into(), AttributeValue::Ns(vec!["1".into(), i.to_string()]));
+        m.insert(
+            "nested".into(),
+            AttributeValue::M(HashMap::from([
+                (
+                    "l".to_string(),
+                    AttributeValue::L(vec![
+                        AttributeValue::Null(true),
+                        AttributeValue::Bool(i.is_multiple_of(2)),
+                        AttributeValue::M(HashMap::new()),
+                        AttributeValue::L(vec![]),
+                    ]),
+                ),
+                ("s".to_string(), AttributeValue::S(String::new())),
+            ])),
+        );
+    }
+    if i.is_multiple_of(7) {
+        m.insert("note".into(), AttributeValue::S("x".repeat(i % 2000)));
+    }
+    m
+}
+
+async fn put_items(
+    ddb: &Client,
+    table: &str,
+    items: impl Iterator<Item = HashMap<String, AttributeValue>>,
+) {
+    let items: Vec<_> = items.collect();
+    for chunk in items.chunks(25) {
+        let mut pending: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|i| {
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(i.clone())).build().unwrap())
+                    .build()
+            })
+            .collect();
+        while !pending.is_empty() {
+            let out = ddb
+                .batch_write_item()
+                .request_items(table, pending)
+                .send()
+                .await
+                .expect("seed items");
+            pending = out.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
+        }
+    }
+}
+
+async fn all_items(ddb: &Client, table: &str) -> HashMap<String, [u8; 32]> {
+    let mut out = HashMap::new();
+    let mut start = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .expect("scan");
+        for i in page.items() {
+            let k = match (&i["customer"], &i["seq"]) {
+                (AttributeValue::S(c), AttributeValue::N(s)) => format!("{c}/{s}"),
+                other => panic!("{other:?}"),
+            };
+            out.insert(k, content_digest(i));
+        }
+        match page.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return out,
+        }
+    }
+}
+
+/// A job over `source` into a new escrow table, as the binary builds it.
+async fn job(source: &str, dest: &str, checkpoints: &str, escrow_client: Client) -> TableJob {
+    let s = sessions().await;
+    let primary = escrow_sync_dynamodb::client(&s.primary);
+    let info = TableInfo::describe(&primary, source).await.expect("describe source");
+    TableJob::new(
+        format!("dynamodb:{source}"),
+        primary,
+        info,
+        PRIMARY,
+        EscrowTable::from_client(escrow_client.clone(), dest),
+        escrow_sync_aws::now_rfc3339(),
+    )
+    .unwrap()
+    .with_scan_options(ScanOptions::new().with_segments(4).with_page_limit(Some(250)))
+    .with_read_units(100_000.0)
+    .with_workers(4)
+    .with_checkpoints(Some(CheckpointStore::from_client(escrow_client, checkpoints)))
+}
+
+const MUTATING: &[&str] = &[
+    "BatchWriteItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "CreateTable",
+    "UpdateTable",
+    "UpdateContinuousBackups",
+    "UpdateTimeToLive",
+    "TagResource",
+];
+
+#[tokio::test]
+async fn ten_thousand_items_with_indexes_are_cloned_exactly_and_a_rerun_writes_nothing() {
+    let primary_admin = escrow_sync_dynamodb::client(&admin(PRIMARY).await);
+    let escrow_admin = escrow_sync_dynamodb::client(&admin(ESCROW).await);
+    let source = create_source(&primary_admin).await;
+    put_items(&primary_admin, &source, (0..10_000).map(item)).await;
+    let dest = unique("escrow-orders");
+    let checkpoints = unique("checkpoints");
+    let s = sessions().await;
+    let escrow = escrow_sync_dynamodb::client(&s.escrow);
+
+    let report =
+        job(&source, &dest, &checkpoints, escrow.clone()).await.execute(Mode::Run).await.unwrap();
+    assert_eq!((report.copied, report.skipped, report.failed), (10_000, 0, 0), "{report:?}");
+    assert!(report.bytes_copied > 10_000 * 50, "{report:?}");
+    assert_eq!(all_items(&escrow_admin, &dest).await, all_items(&primary_admin, &source).await);
+
+    // Schema and settings.
+    let info = TableInfo::describe(&escrow_admin, &dest).await.unwrap();
+    let schema = info.schema_json();
+    assert_eq!(
+        schema["KeySchema"],
+        TableInfo::describe(&primary_admin, &source).await.unwrap().schema_json()["KeySchema"]
+    );
+    assert_eq!(info.global_indexes(), vec!["by-status".to_string()]);
+    assert_eq!(info.local_indexes(), vec!["by-amount".to_string()]);
+    assert_eq!(schema["GlobalSecondaryIndexes"][0]["Projection"]["ProjectionType"], "KEYS_ONLY");
+    assert_eq!(schema["LocalSecondaryIndexes"][0]["Projection"]["NonKeyAttributes"][0], "note");
+    assert!(info.on_demand(), "escrow tables are on-demand by default");
+    assert!(info.pitr, "point-in-time recovery on");
+    assert!(info.deletion_protection(), "deletion protection on");
+    assert_eq!(info.ttl_attribute, None, "TTL is never enabled in escrow");
+    assert_eq!(info.tags.get("team").map(String::as_str), Some("payments"));
+    assert_eq!(
+        info.tags.get("escrow-sync:source-table-arn").map(String::as_str),
+        Some(format!("arn:aws:dynamodb:us-east-1:{PRIMARY}:table/{source}").as_str())
+    );
+    assert_eq!(
+        info.tags.get("escrow-sync:source-ttl-attribute").map(String::as_str),
+        Some("expires")
+    );
+    assert_eq!(info.tags.get("escrow-sync:source-account").map(String::as_str), Some(PRIMARY));
+    let by_status = escrow_admin
+        .query()
+        .table_name(&dest)
+        .index_name("by-status")
+        .key_condition_expression("#s = :s")
+        .expression_attribute_names("#s", "status")
+        .expression_attribute_values(":s", AttributeValue::S("paid".into()))
+        .select(aws_sdk_dynamodb::types::Select::Count)
+        .send()
+        .await
+        .expect("query the escrow GSI");
+    assert!(by_status.count > 0, "the cloned GSI answers queries");
+
+    // A re-run against the unchanged table: no mutating call in escrow.
+    let base = aws_smithy_http_client::Builder::new().build_http();
+    let (http, seen) = faults::recording(base);
+    let recorded = Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(s.escrow.sdk_config()).http_client(http).build(),
+    );
+    let report =
+        job(&source, &dest, &checkpoints, recorded).await.execute(Mode::Run).await.unwrap();
+    assert_eq!((report.copied, report.skipped, report.failed), (0, 10_000, 0), "{report:?}");
+    let ops = seen.lock().unwrap().clone();
+    assert!(ops.iter().any(|o| o == "BatchGetItem"), "{ops:?}");
+    let mutating: Vec<_> = ops.iter().filter(|o| MUTATING.contains(&o.as_str())).collect();
+    assert!(mutating.is_empty(), "a re-run made mutating calls: {mutating:?}");
+
+    // Changes in the primary: one item changed, one deleted, one new.
+    primary_admin
+        .put_item()
+        .table_name(&source)
+        .set_item(Some({
+            let mut i = item(17);
+            i.insert("status".into(), AttributeValue::S("refunded".into()));
+            i
+        }))
+        .send()
+        .await
+        .unwrap();
+    primary_admin
+        .delete_item()
+        .table_name(&source)
+        .key("customer", AttributeValue::S("cust#018".to_string()))
+        .key("seq", AttributeValue::N("18".into()))
+        .send()
+        .await
+        .unwrap();
+    put_items(&primary_admin, &source, std::iter::once(item(10_000))).await;
+    // And one item lost from escrow.
+    escrow_admin
+        .delete_item()
+        .table_name(&dest)
+        .key("customer", AttributeValue::S("cust#019".to_string()))
+        .key("seq", AttributeValue::N("19".into()))
+        .send()
+        .await
+        .unwrap();
+
+    let verify = job(&source, &dest, &checkpoints, escrow.clone())
+        .await
+        .execute(Mode::Verify)
+        .await
+        .unwrap();
+    assert_eq!((verify.missing, verify.different, verify.retained), (2, 1, 1), "{verify:?}");
+    let listed: Vec<&str> = verify.differences.iter().map(|d| d.key.as_str()).collect();
+    assert!(listed.contains(&r#"{"customer":{"S":"cust#019"},"seq":{"N":"19"}}"#), "{listed:?}");
+    assert_eq!(verify.key_digests.len(), 4, "one digest per segment");
+    let mismatched =
+        verify.key_digests.iter().filter(|d| d.primary_digest != d.escrow_digest).count();
+    assert!((1..=2).contains(&mismatched), "{:?}", verify.key_digests);
+    assert_eq!(verify.unprotected, 0, "{:?}", verify.findings);
+
+    let report =
+        job(&source, &dest, &checkpoints, escrow.clone()).await.execute(Mode::Run).await.unwrap();
+    assert_eq!((report.copied, report.failed), (3, 0), "{report:?}");
+    let verify =
+        job(&source, &dest, &checkpoints, escrow).await.execute(Mode::Verify).await.unwrap();
+    assert_eq!((verify.missing, verify.different, verify.retained), (0, 0, 1), "{verify:?}");
+    assert!(verify.key_digests.iter().all(|d| d.primary_digest == d.escrow_digest));
+    let escrow_items = all_items(&escrow_admin, &dest).await;
+    assert!(escrow_items.contains_key("cust#018/18"), "deleted in the primary, kept in escrow");
+}
+
+#[tokio::test]
+async fn an_interrupted_run_resumes_from_its_checkpoints_in_escrow() {
+    let primary_admin = escrow_sync_dynamodb::client(&admin(PRIMARY).await);
+    let escrow_admin = escrow_sync_dynamodb::client(&admin(ESCROW).await);
+    let source = create_source(&primary_admin).await;
+    put_items(&primary_admin, &source, (0..2_000).map(item)).await;
+    let dest = unique("escrow-orders");
+    let checkpoints = unique("checkpoints");
+    let escrow = escrow_sync_dynamodb::client(&sessions().await.escrow);
+
+    // Cancel once 500 items are written: pages in flight finish, then the
+    // checkpoints are saved in escrow.
+    let cancel = CancellationToken::new();
+    let copied = Arc::new(AtomicU64::new(0));
+    let (c, n) = (cancel.clone(), copied.clone());
+    let first = job(&source, &dest, &checkpoints, escrow.clone())
+        .await
+        .with_cancellation(cancel)
+        .with_progress(Some(Arc::new(move |e: &ProgressEvent| {
+            if matches!(e, ProgressEvent::Copied { .. })
+                && n.fetch_add(1, Ordering::SeqCst) + 1 >= 500
+            {
+                c.cancel();
+            }
+        })))
+        .execute(Mode::Run)
+        .await
+        .unwrap();
+    assert!(first.cancelled, "{first:?}");
+    assert!(first.copied >= 500 && first.copied < 2_000, "{first:?}");
+    let store = CheckpointStore::from_client(escrow_admin.clone(), &checkpoints);
+    let saved =
+        store.load(&format!("dynamodb:{source}")).await.unwrap().expect("a checkpoint in escrow");
+    assert_eq!(saved.segments, 4);
+    assert!(saved.checkpoints.iter().any(|c| c.last_key.is_some() || c.done));
+
+    let second = job(&source, &dest, &checkpoints, escrow).await.execute(Mode::Run).await.unwrap();
+    assert!(!second.cancelled);
+    assert_eq!(second.skipped, 0, "the resumed run reads nothing it already wrote: {second:?}");
+    assert_eq!(first.copied + second.copied, 2_000, "{first:?} {second:?}");
+    assert!(second.warnings.iter().any(|w| w.contains("resumed")), "{:?}", second.warnings);
+    assert_eq!(all_items(&escrow_admin, &dest).await.len(), 2_000);
+    assert!(
+        store.load(&format!("dynamodb:{source}")).await.unwrap().is_none(),
+        "a finished scan clears its checkpoint"
+    );
+}
+
+fn config(source: &str, dest: &str, extra: &str) -> std::path::PathBuf {
+    write_config(&format!(
+        r#"[escrow]
+region = "us-east-1"
+role_arn = "{ESCROW_ROLE}"
+account_id = "{ESCROW}"
+
+[primary]
+account_id = "{PRIMARY}"
+role_arn = "{READER_ROLE}"
+external_id = "test-external-id"
+
+[[dynamodb]]
+name = "orders"
+source_table = "{source}"
+dest_table = "{dest}"
+segments = 2
+{extra}
+"#
+    ))
+}
+
+#[tokio::test]
+async fn the_binary_runs_plans_and_verifies_a_table_job_and_refuses_a_key_schema_mismatch() {
+    let primary_admin = escrow_sync_dynamodb::client(&admin(PRIMARY).await);
+    let escrow_admin = escrow_sync_dynamodb::client(&admin(ESCROW).await);
+    let source = create_source(&primary_admin).await;
+    put_items(&primary_admin, &source, (0..300).map(item)).await;
+    let dest = unique("escrow-orders");
+    let cfg = config(&source, &dest, &format!("checkpoint_table = \"{}\"", unique("cp")));
+    let cfg = cfg.to_str().unwrap();
+
+    let plan = cli(&["plan", "--config", cfg, "--output", "json"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let j = &plan.json()["jobs"][0];
+    assert_eq!(
+        (j["kind"].as_str(), j["copied"].as_u64(), j["missing"].as_u64()),
+        (Some("dynamodb"), Some(300), Some(300)),
+        "{j}"
+    );
+    assert!(
+        escrow_admin.describe_table().table_name(&dest).send().await.is_err(),
+        "plan creates nothing"
+    );
+
+    let run = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let j = &run.json()["jobs"][0];
+    assert_eq!((j["copied"].as_u64(), j["failed"].as_u64()), (Some(300), Some(0)), "{j}");
+
+    let verify = cli(&["verify", "--config", cfg, "--output", "json"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    let j = &verify.json()["jobs"][0];
+    assert_eq!(j["key_digests"].as_array().map(Vec::len), Some(2), "{j}");
+    assert_eq!(j["missing"].as_u64(), Some(0));
+
+    // An escrow table keyed differently: refused before anything runs.
+    let other = unique("escrow-other");
+    escrow_admin
+        .create_table()
+        .table_name(&other)
+        .key_schema(key("id", KeyType::Hash))
+        .attribute_definitions(attr("id", ScalarAttributeType::S))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let cfg = config(&source, &other, "");
+    let out = cli(&["run", "--config", cfg.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let doc: Value = out.json();
+    let err = doc["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(&other) && err.contains("key schema") && err.contains("dest_table"),
+        "{err}"
+    );
+    let count = escrow_admin.scan().table_name(&other).send().await.unwrap().count;
+    assert_eq!(count, 0, "nothing written");
+
+    // A source table that does not exist: exit 2, naming it.
+    let cfg = config("no-such-table", &unique("escrow-x"), "");
+    let out = cli(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("no-such-table") && out.stderr.contains("source_table"),
+        "{}",
+        out.stderr
+    );
+}
