@@ -4,176 +4,19 @@
 //! verify finding missing, changed and retained items; a resume after an
 //! interrupted run; and a key-schema mismatch refused with exit code 2.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, LocalSecondaryIndex, Projection, ProjectionType, PutRequest, ScalarAttributeType, Tag,
-    TimeToLiveSpecification, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, BillingMode, KeyType, ScalarAttributeType};
 use serde_json::Value;
 
 use escrow_sync_core::{CancellationToken, Mode, ProgressEvent};
-use escrow_sync_dynamodb::keys::content_digest;
 use escrow_sync_dynamodb::{CheckpointStore, EscrowTable, ScanOptions, TableInfo, TableJob};
+use escrow_sync_e2e::ddb::{all_items, attr, create_source, item, key, put_items};
 use escrow_sync_e2e::{
     ESCROW, ESCROW_ROLE, PRIMARY, READER_ROLE, admin, cli, faults, sessions, unique, write_config,
 };
-
-fn key(name: &str, kind: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder().attribute_name(name).key_type(kind).build().unwrap()
-}
-
-fn attr(name: &str, ty: ScalarAttributeType) -> AttributeDefinition {
-    AttributeDefinition::builder().attribute_name(name).attribute_type(ty).build().unwrap()
-}
-
-/// A table `orders` keyed (customer S, seq N) with a GSI on status and an
-/// LSI on amount, TTL on `expires`, and a tag.
-async fn create_source(ddb: &Client) -> String {
-    let table = unique("orders");
-    ddb.create_table()
-        .table_name(&table)
-        .key_schema(key("customer", KeyType::Hash))
-        .key_schema(key("seq", KeyType::Range))
-        .attribute_definitions(attr("customer", ScalarAttributeType::S))
-        .attribute_definitions(attr("seq", ScalarAttributeType::N))
-        .attribute_definitions(attr("status", ScalarAttributeType::S))
-        .attribute_definitions(attr("amount", ScalarAttributeType::N))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name("by-status")
-                .key_schema(key("status", KeyType::Hash))
-                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
-                .build()
-                .unwrap(),
-        )
-        .local_secondary_indexes(
-            LocalSecondaryIndex::builder()
-                .index_name("by-amount")
-                .key_schema(key("customer", KeyType::Hash))
-                .key_schema(key("amount", KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::Include)
-                        .non_key_attributes("note")
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .tags(Tag::builder().key("team").value("payments").build().unwrap())
-        .send()
-        .await
-        .expect("create source table");
-    ddb.update_time_to_live()
-        .table_name(&table)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name("expires")
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("enable TTL on the source");
-    table
-}
-
-fn item(i: usize) -> HashMap<String, AttributeValue> {
-    let mut m = HashMap::new();
-    m.insert("customer".into(), AttributeValue::S(format!("cust#{:03}", i % 400)));
-    m.insert("seq".into(), AttributeValue::N(i.to_string()));
-    m.insert("status".into(), AttributeValue::S(["new", "paid", "shipped"][i % 3].into()));
-    m.insert("amount".into(), AttributeValue::N(format!("{}.{:02}", i * 7 % 1000, i % 100)));
-    m.insert("expires".into(), AttributeValue::N("1700000000".into()));
-    if i.is_multiple_of(5) {
-        m.insert(
-            "big".into(),
-            AttributeValue::N(format!("1234567890123456789012345678901234567{}", i % 10)),
-        );
-        m.insert("blob".into(), AttributeValue::B(Blob::new(vec![(i % 256) as u8, 0, 255])));
-        m.insert("tags".into(), AttributeValue::Ss(vec![format!("t{i}"), "x".into()]));
-        m.insert("nums".into(), AttributeValue::Ns(vec!["1".into(), i.to_string()]));
-        m.insert(
-            "nested".into(),
-            AttributeValue::M(HashMap::from([
-                (
-                    "l".to_string(),
-                    AttributeValue::L(vec![
-                        AttributeValue::Null(true),
-                        AttributeValue::Bool(i.is_multiple_of(2)),
-                        AttributeValue::M(HashMap::new()),
-                        AttributeValue::L(vec![]),
-                    ]),
-                ),
-                ("s".to_string(), AttributeValue::S(String::new())),
-            ])),
-        );
-    }
-    if i.is_multiple_of(7) {
-        m.insert("note".into(), AttributeValue::S("x".repeat(i % 2000)));
-    }
-    m
-}
-
-async fn put_items(
-    ddb: &Client,
-    table: &str,
-    items: impl Iterator<Item = HashMap<String, AttributeValue>>,
-) {
-    let items: Vec<_> = items.collect();
-    for chunk in items.chunks(25) {
-        let mut pending: Vec<WriteRequest> = chunk
-            .iter()
-            .map(|i| {
-                WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(i.clone())).build().unwrap())
-                    .build()
-            })
-            .collect();
-        while !pending.is_empty() {
-            let out = ddb
-                .batch_write_item()
-                .request_items(table, pending)
-                .send()
-                .await
-                .expect("seed items");
-            pending = out.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
-        }
-    }
-}
-
-async fn all_items(ddb: &Client, table: &str) -> HashMap<String, [u8; 32]> {
-    let mut out = HashMap::new();
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .expect("scan");
-        for i in page.items() {
-            let k = match (&i["customer"], &i["seq"]) {
-                (AttributeValue::S(c), AttributeValue::N(s)) => format!("{c}/{s}"),
-                other => panic!("{other:?}"),
-            };
-            out.insert(k, content_digest(i));
-        }
-        match page.last_evaluated_key {
-            Some(k) if !k.is_empty() => start = Some(k),
-            _ => return out,
-        }
-    }
-}
 
 /// A job over `source` into a new escrow table, as the binary builds it.
 async fn job(source: &str, dest: &str, checkpoints: &str, escrow_client: Client) -> TableJob {

@@ -69,9 +69,21 @@ pub struct DynamoDbJob {
     /// Where a file of items that could not be written goes (default: the
     /// current directory).
     pub dead_letter_dir: Option<String>,
+    /// Export generations: uncompressed bytes per data file (default 64 MiB).
+    pub file_size: Option<ByteSize>,
+    /// Export generations: Object Lock retention set on every file.
+    pub object_lock: Option<ObjectLockConfig>,
+    /// Export generations: allow a destination bucket without versioning.
+    #[serde(default)]
+    pub allow_unversioned_dest: bool,
 }
 
 impl DynamoDbJob {
+    /// The protection every export file of this job gets.
+    pub fn protection(&self, kms_key_id: Option<String>) -> escrow_sync_s3::Protection {
+        protection(self.object_lock.as_ref(), kms_key_id)
+    }
+
     /// The job's name.
     pub fn name(&self) -> String {
         self.name.clone().unwrap_or_else(|| format!("dynamodb:{}", self.source_table))
@@ -202,6 +214,31 @@ pub struct ObjectLockConfig {
     pub days: u32,
 }
 
+/// Protection with the escrow key and, when configured, Object Lock.
+fn protection(
+    lock: Option<&ObjectLockConfig>,
+    kms_key_id: Option<String>,
+) -> escrow_sync_s3::Protection {
+    let lock = lock.and_then(|l| {
+        escrow_sync_s3::LockMode::parse(&l.mode)
+            .map(|mode| escrow_sync_s3::ObjectLock { mode, days: l.days })
+    });
+    escrow_sync_s3::Protection::new().with_kms_key_id(kms_key_id).with_object_lock(lock)
+}
+
+impl ObjectLockConfig {
+    /// Why this setting is invalid, if it is.
+    fn problem(&self) -> Option<String> {
+        if escrow_sync_s3::LockMode::parse(&self.mode).is_none() {
+            return Some(format!(
+                "object_lock mode {:?} is not COMPLIANCE or GOVERNANCE",
+                self.mode
+            ));
+        }
+        (self.days == 0).then(|| "object_lock days must be at least 1".to_string())
+    }
+}
+
 /// A size in bytes: an integer, or a string with a unit (B, KiB, MiB, GiB,
 /// TiB, or KB, MB, GB, TB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,11 +305,7 @@ impl S3Job {
 
     /// The protection every copy of this job gets.
     pub fn protection(&self, kms_key_id: Option<String>) -> escrow_sync_s3::Protection {
-        let lock = self.object_lock.as_ref().and_then(|l| {
-            escrow_sync_s3::LockMode::parse(&l.mode)
-                .map(|mode| escrow_sync_s3::ObjectLock { mode, days: l.days })
-        });
-        escrow_sync_s3::Protection::new().with_kms_key_id(kms_key_id).with_object_lock(lock)
+        protection(self.object_lock.as_ref(), kms_key_id)
     }
 
     /// The job's name.
@@ -344,18 +377,8 @@ impl Config {
                     "{at}: concurrency and part_concurrency must be at least 1"
                 )));
             }
-            if let Some(lock) = &job.object_lock {
-                if escrow_sync_s3::LockMode::parse(&lock.mode).is_none() {
-                    return Err(Error::invalid_config(format!(
-                        "{at}: object_lock mode {:?} is not COMPLIANCE or GOVERNANCE",
-                        lock.mode
-                    )));
-                }
-                if lock.days == 0 {
-                    return Err(Error::invalid_config(format!(
-                        "{at}: object_lock days must be at least 1"
-                    )));
-                }
+            if let Some(problem) = job.object_lock.as_ref().and_then(ObjectLockConfig::problem) {
+                return Err(Error::invalid_config(format!("{at}: {problem}")));
             }
             if let Some(m) = &job.mode
                 && m != "server-side"
@@ -502,11 +525,20 @@ fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
         }
         Some(m) => return bad(format!("mode {m:?} is not \"scan\" or \"native-export\"")),
     }
-    if job.dest_bucket.is_some() {
+    if job.dest_bucket.is_none()
+        && (job.file_size.is_some() || job.object_lock.is_some() || job.allow_unversioned_dest)
+    {
         return bad(
-            "export generations (dest_bucket) are not built yet in this version: use dest_table"
+            "file_size, object_lock and allow_unversioned_dest go with dest_bucket (export \
+             generations)"
                 .into(),
         );
+    }
+    if let Some(problem) = job.object_lock.as_ref().and_then(ObjectLockConfig::problem) {
+        return bad(problem);
+    }
+    if job.file_size == Some(ByteSize(0)) {
+        return bad("file_size must be at least 1 byte".into());
     }
     if !(1..=100).contains(&job.read_capacity_percent) {
         return bad(format!(

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use escrow_sync_aws::Sessions;
 use escrow_sync_core::{CancellationToken, Error, ErrorKind, Mode, ProgressFn, Report, Result};
 use escrow_sync_dynamodb::{
-    CheckpointStore, EscrowBilling, EscrowTable, ScanOptions, TableInfo, TableJob,
+    CheckpointStore, EscrowBilling, EscrowTable, ExportJob, ScanOptions, TableInfo, TableJob,
     checkpoint::DEFAULT_TABLE,
 };
+use escrow_sync_s3::{S3Sink, S3Source, check_dest_bucket, check_dest_protection};
 
 use crate::config::{Config, DynamoDbJob};
 
@@ -16,7 +17,7 @@ pub(crate) struct Checked {
     source: TableInfo,
 }
 
-fn sink(config: &Config, job: &DynamoDbJob, sessions: &Sessions) -> EscrowTable {
+fn table_sink(config: &Config, job: &DynamoDbJob, sessions: &Sessions) -> EscrowTable {
     let escrow = escrow_sync_dynamodb::client(&sessions.escrow);
     let billing = match job.billing_mode.as_deref() {
         Some("provisioned") => EscrowBilling::LikeSource,
@@ -29,7 +30,7 @@ fn sink(config: &Config, job: &DynamoDbJob, sessions: &Sessions) -> EscrowTable 
 
 /// Checks one job before any job runs: the source table exists and the
 /// reader role can describe it; an existing escrow table has the same key
-/// schema and no TTL.
+/// schema and no TTL; an export bucket is the escrow's and protected.
 pub(crate) async fn check(
     config: &Config,
     job: &DynamoDbJob,
@@ -50,7 +51,25 @@ pub(crate) async fn check(
             e
         }
     })?;
-    sink(config, job, sessions).check(&source).await?;
+    if job.mode.as_deref() == Some("native-export") {
+        escrow_sync_dynamodb::export::check_native_source(&job.name(), &source)?;
+    }
+    match &job.dest_bucket {
+        Some(bucket) => {
+            let escrow = escrow_sync_s3::client(&sessions.escrow);
+            check_dest_bucket(&escrow, bucket, sessions.escrow.account_id()).await?;
+            check_dest_protection(
+                &escrow,
+                bucket,
+                job.allow_unversioned_dest,
+                job.object_lock.is_some(),
+            )
+            .await?;
+        }
+        None => {
+            table_sink(config, job, sessions).check(&source).await?;
+        }
+    }
     Ok(Checked { source })
 }
 
@@ -75,13 +94,52 @@ pub(crate) async fn run(
         escrow,
         job.checkpoint_table.clone().unwrap_or_else(|| DEFAULT_TABLE.to_string()),
     );
+    let started = escrow_sync_aws::now_rfc3339();
+    let progress = progress.map(|p| p as Arc<_>);
+    if let Some(bucket) = &job.dest_bucket {
+        let s3 = escrow_sync_s3::client(&sessions.escrow);
+        let owner = Some(sessions.escrow.account_id().to_string()).filter(|o| !o.is_empty());
+        let files = S3Sink::from_client(s3.clone(), bucket)
+            .with_expected_owner(owner.clone())
+            .with_protection(job.protection(config.escrow.kms_key_id.clone()));
+        let reader =
+            S3Source::from_client(s3, bucket).with_streaming(true).with_expected_owner(owner);
+        let mut export = ExportJob::new(
+            job.name(),
+            primary,
+            checked.source,
+            sessions.primary.account_id(),
+            Arc::new(files),
+            Arc::new(reader),
+            format!("s3://{bucket}/"),
+            job.dest_prefix.as_deref().unwrap_or(""),
+            started,
+        )?
+        .with_scan_options(options)
+        .with_read_capacity_percent(job.read_capacity_percent)
+        .with_workers(job.workers)
+        .with_checkpoints(Some(store))
+        .with_cancellation(cancel)
+        .with_progress(progress);
+        if let Some(size) = job.file_size {
+            export = export.with_file_size(size.0 as usize);
+        }
+        if job.mode.as_deref() == Some("native-export") {
+            export = export.with_native_export(
+                bucket,
+                sessions.escrow.account_id(),
+                config.escrow.kms_key_id.clone(),
+            );
+        }
+        return export.execute(mode).await;
+    }
     let table = TableJob::new(
         job.name(),
         primary,
         checked.source,
         sessions.primary.account_id(),
-        sink(config, job, sessions),
-        escrow_sync_aws::now_rfc3339(),
+        table_sink(config, job, sessions),
+        started,
     )?
     .with_scan_options(options)
     .with_read_capacity_percent(job.read_capacity_percent)
@@ -89,6 +147,6 @@ pub(crate) async fn run(
     .with_checkpoints(Some(store))
     .with_dead_letter_dir(job.dead_letter_dir.clone().unwrap_or_else(|| ".".into()))
     .with_cancellation(cancel)
-    .with_progress(progress.map(|p| p as Arc<_>));
+    .with_progress(progress);
     table.execute(mode).await
 }

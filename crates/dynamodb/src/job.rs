@@ -21,13 +21,14 @@ use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, TryStreamExt};
 
 use escrow_sync_core::{
-    CancellationToken, CopyReason, Difference, Error, ErrorKind, Failure, Finding, KeyDigest, Mode,
-    ProgressEvent, ProgressFn, Report, Result,
+    CancellationToken, Error, ErrorKind, Failure, Finding, KeyDigest, Mode, ProgressEvent,
+    ProgressFn, Report, Result,
 };
 
 use crate::checkpoint::{CheckpointStore, SavedScan};
+use crate::compare::{Comparison, compare, tally};
 use crate::json::{Record, to_line};
-use crate::keys::{KeySchema, KeySetDigest, content_digest};
+use crate::keys::{KeySchema, KeySetDigest};
 use crate::scan::{Checkpoint, ScanOptions, TableScanner};
 use crate::table::{EscrowTable, TableInfo};
 
@@ -484,39 +485,21 @@ impl TableJob {
         items: Vec<Record>,
         shared: &Arc<Mutex<Shared>>,
     ) -> Result<()> {
-        let mut keyed = Vec::with_capacity(items.len());
-        for item in items {
-            let key = self.keys.key_of(&item)?;
-            let text = crate::json::record_to_json(&key).to_string();
-            keyed.push((text, key, item));
-        }
         let held = if escrow {
-            let keys: Vec<(String, Record)> =
-                keyed.iter().map(|(t, k, _)| (t.clone(), k.clone())).collect();
+            let mut keys = Vec::with_capacity(items.len());
+            for item in &items {
+                let key = self.keys.key_of(item)?;
+                keys.push((crate::json::record_to_json(&key).to_string(), key));
+            }
             self.sink.lookup(&keys, &self.keys).await?
         } else {
             Default::default()
         };
-        let mut to_write = Vec::new();
-        let mut differences = Vec::new();
-        let (mut pd, mut ed) = (KeySetDigest::default(), KeySetDigest::default());
-        let mut skipped = 0;
-        for (text, _, item) in keyed {
-            pd.add(&text);
-            let reason = match held.get(&text) {
-                Some(d) => {
-                    ed.add(&text);
-                    if *d == content_digest(&item) {
-                        skipped += 1;
-                        self.emit(ProgressEvent::Skipped { key: text, size: 0 });
-                        continue;
-                    }
-                    CopyReason::Changed
-                }
-                None => CopyReason::Missing,
-            };
-            differences.push(Difference { key: text, reason, size: to_line(&item).len() as u64 });
-            to_write.push(item);
+        let Comparison { to_write, differences, unchanged, primary: pd, escrow: ed } =
+            compare(&self.keys, items, |k| held.get(k).copied())?;
+        let skipped = unchanged.len() as u64;
+        for key in unchanged {
+            self.emit(ProgressEvent::Skipped { key, size: 0 });
         }
         let written = if mode == Mode::Run && !to_write.is_empty() {
             Some(self.sink.write(to_write, &self.keys).await?)
@@ -564,23 +547,7 @@ impl TableJob {
                     s.wrote_since_save = true;
                 }
             }
-            None => {
-                for d in differences {
-                    match d.reason {
-                        CopyReason::Missing => report.missing += 1,
-                        _ => report.different += 1,
-                    }
-                    if mode == Mode::Plan {
-                        report.copied += 1;
-                        report.bytes_copied += d.size;
-                    }
-                    if mode == Mode::Verify || report.differences.len() < self.difference_limit {
-                        report.differences.push(d);
-                    } else {
-                        report.differences_truncated += 1;
-                    }
-                }
-            }
+            None => tally(report, differences, mode, self.difference_limit),
         }
         Ok(())
     }

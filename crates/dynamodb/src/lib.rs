@@ -21,6 +21,8 @@
 
 pub mod budget;
 pub mod checkpoint;
+mod compare;
+pub mod export;
 pub mod job;
 pub mod json;
 pub mod keys;
@@ -28,6 +30,7 @@ pub mod scan;
 pub mod table;
 
 pub use checkpoint::CheckpointStore;
+pub use export::ExportJob;
 pub use job::TableJob;
 pub use keys::KeySchema;
 pub use scan::{ScanOptions, TableScanner};

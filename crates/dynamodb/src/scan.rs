@@ -88,6 +88,11 @@ impl ScanOptions {
     pub fn segments(&self) -> u32 {
         self.segments
     }
+
+    /// Whether reads are strongly consistent.
+    pub fn consistent_read(&self) -> bool {
+        self.consistent_read
+    }
 }
 
 /// Scans one table of the primary.

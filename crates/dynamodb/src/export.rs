@@ -1,0 +1,1033 @@
+//! Export generations: the primary's table written into an escrow bucket
+//! as a point-in-time generation,
+//!
+//! ```text
+//! <dest_prefix><table>/<generation>/data/<segment>-<part>.json.gz   DynamoDB JSON lines, gzip
+//! <dest_prefix><table>/<generation>/schema.json                     DescribeTable, TTL, PITR, tags
+//! <dest_prefix><table>/<generation>/manifest.json                   counts, bytes, per-file SHA-256
+//! ```
+//!
+//! the data files in the format DynamoDB ImportTable reads
+//! (`InputFormat=DYNAMODB_JSON`, `InputCompressionType=GZIP`). A generation
+//! is complete once its `manifest.json` exists, which is written last.
+//!
+//! Files go through any [`Sink`] (the escrow bucket's `S3Sink`, with the
+//! escrow key and Object Lock as configured), each with its SHA-256 for the
+//! store to check. A segment's checkpoint is saved after each of its files
+//! is written, so an interrupted generation resumes where it stopped: the
+//! next run continues the same generation, rewriting at most the one file
+//! that was written after the last checkpoint.
+//!
+//! Every run of an export job writes a new generation: that is its
+//! purpose (a table kept incrementally is the `dest_table` job).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use escrow_sync_core::{
+    CancellationToken, Error, ErrorKind, Finding, Item, ItemKind, KeyDigest, Mode, Payload,
+    ProgressEvent, ProgressFn, Report, Result, RetryPolicy, Scope, Sink, Source,
+};
+
+use crate::checkpoint::{CheckpointStore, SavedScan};
+use crate::compare::{compare, tally};
+use crate::json::{Record, from_line, to_line};
+use crate::keys::{KeySchema, KeySetDigest, content_digest};
+use crate::scan::{Checkpoint, ScanOptions, TableScanner};
+use crate::table::TableInfo;
+
+/// The manifest's format tag.
+pub const FORMAT: &str = "escrow-sync-dynamodb-export/1";
+
+/// The generation id for a run started at `started` (RFC 3339): the time
+/// without separators, e.g. `20261128T193500Z`, so ids sort by time.
+pub fn generation_id(started: &str) -> String {
+    started.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+}
+
+/// One data file of a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    /// The key relative to the generation, e.g. `data/00003-00000.json.gz`.
+    pub key: String,
+    /// Items in the file.
+    pub items: u64,
+    /// Bytes of DynamoDB JSON before compression.
+    pub bytes: u64,
+    /// Bytes stored.
+    pub compressed_bytes: u64,
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+}
+
+impl FileStat {
+    fn json(&self) -> Value {
+        json!({
+            "key": self.key,
+            "items": self.items,
+            "bytes": self.bytes,
+            "compressed_bytes": self.compressed_bytes,
+            "sha256": self.sha256,
+        })
+    }
+
+    fn from_json(v: &Value) -> Option<FileStat> {
+        Some(FileStat {
+            key: v["key"].as_str()?.to_string(),
+            items: v["items"].as_u64()?,
+            bytes: v["bytes"].as_u64()?,
+            compressed_bytes: v["compressed_bytes"].as_u64()?,
+            sha256: v["sha256"].as_str()?.to_string(),
+        })
+    }
+}
+
+fn data_key(segment: u32, part: u32) -> String {
+    format!("data/{segment:05}-{part:05}.json.gz")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Gunzips `data` and reads its DynamoDB JSON lines.
+pub fn read_data_file(data: &[u8], name: &str) -> Result<Vec<Record>> {
+    let mut text = String::new();
+    GzDecoder::new(data).read_to_string(&mut text).map_err(|e| {
+        Error::new(ErrorKind::Failed, "read export file", name, format!("not gzip text: {e}"))
+    })?;
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            from_line(l)
+                .map_err(|e| Error::new(ErrorKind::Failed, "read export file", name, e.to_string()))
+        })
+        .collect()
+}
+
+/// Refuses a native export of `source` (for job `job`) when point-in-time
+/// recovery is off: ExportTableToPointInTime needs it.
+pub fn check_native_source(job: &str, source: &TableInfo) -> Result<()> {
+    if source.pitr {
+        return Ok(());
+    }
+    Err(Error::invalid_config(format!(
+        "job {job}: mode = \"native-export\" needs point-in-time recovery on source table {}, and \
+         it is off: enable it in the primary (aws dynamodb update-continuous-backups --table-name \
+         {} --point-in-time-recovery-specification PointInTimeRecoveryEnabled=true) or use mode = \
+         \"scan\"",
+        source.name(),
+        source.name()
+    )))
+}
+
+/// The sink's state kept with the checkpoints: which generation is being
+/// written and each segment's next file number.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    generation: String,
+    next_part: BTreeMap<u32, u32>,
+}
+
+impl Progress {
+    fn to_text(&self) -> String {
+        json!({"generation": self.generation, "next_part": self.next_part}).to_string()
+    }
+
+    fn from_text(text: &str) -> Option<Progress> {
+        let v: Value = serde_json::from_str(text).ok()?;
+        let generation = v["generation"].as_str()?.to_string();
+        let next_part = v["next_part"]
+            .as_object()?
+            .iter()
+            .filter_map(|(k, n)| Some((k.parse().ok()?, n.as_u64()? as u32)))
+            .collect();
+        Some(Progress { generation, next_part })
+    }
+}
+
+struct State {
+    report: Report,
+    checkpoints: BTreeMap<u32, Checkpoint>,
+    progress: Progress,
+    written: BTreeMap<String, FileStat>,
+}
+
+/// A DynamoDB table-to-export-generation job.
+pub struct ExportJob {
+    name: String,
+    primary: Client,
+    source: TableInfo,
+    source_account: String,
+    keys: KeySchema,
+    files: Arc<dyn Sink>,
+    reader: Arc<dyn Source>,
+    location: String,
+    prefix: String,
+    options: ScanOptions,
+    read_units: f64,
+    workers: usize,
+    file_size: usize,
+    checkpoints: Option<CheckpointStore>,
+    started: String,
+    cancel: CancellationToken,
+    progress: Option<ProgressFn>,
+    retry: RetryPolicy,
+    difference_limit: usize,
+    native: Option<Native>,
+}
+
+/// How a native export is asked for and waited on.
+#[derive(Debug, Clone)]
+struct Native {
+    bucket: String,
+    bucket_owner: String,
+    kms_key_id: Option<String>,
+    timeout: Duration,
+    max_poll: Duration,
+}
+
+impl ExportJob {
+    /// A job named `name` exporting `source` (read with `primary`, the
+    /// reader role's client) through `files` (the escrow bucket) under
+    /// `dest_prefix`; `reader` reads the same bucket back (resumed
+    /// generations, verify). `location` names the bucket in reports, e.g.
+    /// `s3://escrow-exports/dynamodb/`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: impl Into<String>,
+        primary: Client,
+        source: TableInfo,
+        source_account: impl Into<String>,
+        files: Arc<dyn Sink>,
+        reader: Arc<dyn Source>,
+        location: impl Into<String>,
+        dest_prefix: &str,
+        started: impl Into<String>,
+    ) -> Result<Self> {
+        let keys = source.key_schema()?;
+        let prefix = format!("{dest_prefix}{}/", source.name());
+        Ok(ExportJob {
+            name: name.into(),
+            primary,
+            read_units: source.read_budget(25),
+            keys,
+            source,
+            source_account: source_account.into(),
+            files,
+            reader,
+            location: location.into(),
+            prefix,
+            options: ScanOptions::new(),
+            workers: 8,
+            file_size: 64 << 20,
+            checkpoints: None,
+            started: started.into(),
+            cancel: CancellationToken::new(),
+            progress: None,
+            retry: RetryPolicy::default(),
+            difference_limit: 1000,
+            native: None,
+        })
+    }
+
+    /// Native export: instead of scanning, ask the primary's DynamoDB
+    /// (ExportTableToPointInTime, through the reader role) to write the
+    /// generation's data into `bucket` (owned by `bucket_owner`, the escrow
+    /// account; encrypted with `kms_key_id` when given), wait for it, then
+    /// write `schema.json` and `manifest.json` beside it. Costs the source
+    /// no read capacity; needs point-in-time recovery on the source.
+    pub fn with_native_export(
+        mut self,
+        bucket: impl Into<String>,
+        bucket_owner: impl Into<String>,
+        kms_key_id: Option<String>,
+    ) -> Self {
+        self.native = Some(Native {
+            bucket: bucket.into(),
+            bucket_owner: bucket_owner.into(),
+            kms_key_id,
+            timeout: Duration::from_secs(6 * 3600),
+            max_poll: Duration::from_secs(30),
+        });
+        self
+    }
+
+    /// Native export: how long to wait for the export (default 6 hours; a
+    /// run that stops waiting leaves a checkpoint and the next run waits on).
+    pub fn with_export_timeout(mut self, timeout: Duration, max_poll: Duration) -> Self {
+        if let Some(n) = &mut self.native {
+            n.timeout = timeout;
+            n.max_poll = max_poll.max(Duration::from_millis(1));
+        }
+        self
+    }
+
+    /// Refuses a native export of a source without point-in-time recovery.
+    pub fn check(&self) -> Result<()> {
+        if self.native.is_some() {
+            check_native_source(&self.name, &self.source)?;
+        }
+        Ok(())
+    }
+
+    /// Scan options (segments, consistency, page size, retries).
+    pub fn with_scan_options(mut self, options: ScanOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The read budget as a percentage of the source's read capacity.
+    pub fn with_read_capacity_percent(mut self, percent: u32) -> Self {
+        self.read_units = self.source.read_budget(percent.clamp(1, 100));
+        self
+    }
+
+    /// The read budget in read units per second.
+    pub fn with_read_units(mut self, units: f64) -> Self {
+        self.read_units = units.max(1.0);
+        self
+    }
+
+    /// Segments scanned at once.
+    pub fn with_workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Uncompressed bytes per data file (default 64 MiB).
+    pub fn with_file_size(mut self, bytes: usize) -> Self {
+        self.file_size = bytes.max(1);
+        self
+    }
+
+    /// Where checkpoints are kept (none: an interrupted generation starts over).
+    pub fn with_checkpoints(mut self, store: Option<CheckpointStore>) -> Self {
+        self.checkpoints = store;
+        self
+    }
+
+    /// Stops scheduling new pages when `token` is cancelled.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Receives a progress event per file written.
+    pub fn with_progress(mut self, f: Option<ProgressFn>) -> Self {
+        self.progress = f;
+        self
+    }
+
+    /// Retries of one file write (retryable errors only).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The key prefix of this table's generations, e.g. `dynamodb/orders/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn emit(&self, e: ProgressEvent) {
+        if let Some(p) = &self.progress {
+            p(&e);
+        }
+    }
+
+    fn destination(&self) -> String {
+        format!("{}{}", self.location, self.prefix)
+    }
+
+    /// Runs the job: plan (what a generation would hold, from DynamoDB's
+    /// estimates; reads nothing), run (write or resume a generation) or
+    /// verify (the primary against the latest complete generation).
+    pub async fn execute(&self, mode: Mode) -> Result<Report> {
+        self.check()?;
+        match (mode, &self.native) {
+            (Mode::Plan, _) => Ok(self.plan()),
+            (Mode::Run, Some(native)) => self.run_native(native).await,
+            (Mode::Run, None) => self.run().await,
+            (Mode::Verify, _) => self.verify().await,
+        }
+    }
+
+    fn plan(&self) -> Report {
+        let mut report = Report::new(
+            Mode::Plan,
+            format!("dynamodb://{}", self.source.name()),
+            self.destination(),
+        );
+        report.copied = self.source.item_count();
+        report.bytes_copied = self.source.size_bytes();
+        report.warnings.push(format!(
+            "a run writes a new export generation of about {} items under {} (DynamoDB's \
+             estimate, updated about every six hours)",
+            self.source.item_count(),
+            self.destination()
+        ));
+        report
+    }
+
+    /// Starts (or, after an interrupted run, goes on waiting for) a native
+    /// export, then completes the generation.
+    async fn run_native(&self, native: &Native) -> Result<Report> {
+        let began = Instant::now();
+        let mut report = Report::new(
+            Mode::Run,
+            format!("dynamodb://{}", self.source.name()),
+            self.destination(),
+        );
+        let saved = match &self.checkpoints {
+            Some(store) => {
+                store.load(&self.name).await?.filter(|s| s.source_arn == self.source.arn())
+            }
+            None => None,
+        };
+        let resumed = saved.and_then(|s| {
+            let v: Value = serde_json::from_str(&s.sink_state).ok()?;
+            Some((v["generation"].as_str()?.to_string(), v["export_arn"].as_str()?.to_string()))
+        });
+        let (generation, arn) = match resumed {
+            Some((generation, arn)) => {
+                report.warnings.push(format!(
+                    "went on waiting for native export {arn} (generation {generation}) that an \
+                     earlier run started"
+                ));
+                (generation, arn)
+            }
+            None => {
+                let generation = generation_id(&self.started);
+                let mut req = self
+                    .primary
+                    .export_table_to_point_in_time()
+                    .table_arn(self.source.arn())
+                    .s3_bucket(&native.bucket)
+                    .s3_bucket_owner(&native.bucket_owner)
+                    .s3_prefix(format!("{}{generation}/native", self.prefix))
+                    .export_format(aws_sdk_dynamodb::types::ExportFormat::DynamodbJson)
+                    .client_token(format!("escrow-sync-{generation}"));
+                if let Some(key) = &native.kms_key_id {
+                    req = req
+                        .s3_sse_algorithm(aws_sdk_dynamodb::types::S3SseAlgorithm::Kms)
+                        .s3_sse_kms_key_id(key);
+                }
+                let out = req.send().await.map_err(|e| {
+                    escrow_sync_aws::sdk_error(
+                        e,
+                        "dynamodb:ExportTableToPointInTime",
+                        format!("table {}", self.source.arn()),
+                    )
+                })?;
+                let arn = out.export_description.and_then(|d| d.export_arn).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Failed,
+                        "dynamodb:ExportTableToPointInTime",
+                        self.source.arn(),
+                        "no export ARN in the answer",
+                    )
+                })?;
+                if let Some(store) = &self.checkpoints {
+                    let state = json!({"generation": generation, "export_arn": arn}).to_string();
+                    store
+                        .save(
+                            &self.name,
+                            &SavedScan {
+                                source_arn: self.source.arn().to_string(),
+                                segments: 0,
+                                checkpoints: Vec::new(),
+                                sink_state: state,
+                            },
+                        )
+                        .await?;
+                }
+                (generation, arn)
+            }
+        };
+        let Some(description) = self.wait_export(native, &arn).await? else {
+            report.cancelled = true;
+            report.warnings.push(format!(
+                "stopped waiting for native export {arn}: it goes on in DynamoDB, and the next \
+                 run waits for it and completes generation {generation}"
+            ));
+            report.elapsed = began.elapsed();
+            return Ok(report);
+        };
+        if let Some(store) = &self.checkpoints {
+            store.clear(&self.name).await?;
+        }
+        let status =
+            description.export_status().map(|s| s.as_str().to_string()).unwrap_or_default();
+        if status != "COMPLETED" {
+            return Err(Error::new(
+                ErrorKind::Failed,
+                "dynamodb:DescribeExport",
+                &arn,
+                format!(
+                    "the export ended {status}: {} {} (the next run starts a new export)",
+                    description.failure_code().unwrap_or_default(),
+                    description.failure_message().unwrap_or_default()
+                ),
+            ));
+        }
+        let dir = format!("{}{generation}/", self.prefix);
+        let mut keys = Vec::new();
+        let mut list = self.reader.list(&Scope::with_prefix(format!("{dir}native/")));
+        while let Some(item) = list.try_next().await? {
+            let Some(rel) = item.key.strip_prefix(&dir) else { continue };
+            if rel.contains("/data/") && (rel.ends_with(".json.gz") || rel.ends_with(".gz")) {
+                keys.push(rel.to_string());
+            }
+        }
+        let fmt = |t: Option<&aws_smithy_types::DateTime>| {
+            t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
+        };
+        let extra = json!({
+            "mode": "native-export",
+            "export_arn": arn,
+            "export_time": fmt(description.export_time()),
+            "export_item_count": description.item_count(),
+            "billed_size_bytes": description.billed_size_bytes(),
+            "export_manifest": description.export_manifest(),
+        });
+        let files = self.complete(&generation, keys, BTreeMap::new(), extra).await?;
+        report.copied = files.iter().map(|f| f.items).sum();
+        report.bytes_copied = files.iter().map(|f| f.compressed_bytes).sum();
+        report.warnings.push(format!(
+            "native export generation {generation} is complete: {} items in {} files under {}{dir}",
+            report.copied,
+            files.len(),
+            self.location
+        ));
+        report.elapsed = began.elapsed();
+        Ok(report)
+    }
+
+    /// Polls DescribeExport with capped exponential intervals until the
+    /// export ends (`Some`), or cancellation (`None`); fails on timeout.
+    async fn wait_export(
+        &self,
+        native: &Native,
+        arn: &str,
+    ) -> Result<Option<aws_sdk_dynamodb::types::ExportDescription>> {
+        let deadline = Instant::now() + native.timeout;
+        let mut delay = Duration::from_millis(200).min(native.max_poll);
+        loop {
+            let out = self
+                .primary
+                .describe_export()
+                .export_arn(arn)
+                .send()
+                .await
+                .map_err(|e| escrow_sync_aws::sdk_error(e, "dynamodb:DescribeExport", arn))?;
+            let d = out.export_description.ok_or_else(|| {
+                Error::new(ErrorKind::Failed, "dynamodb:DescribeExport", arn, "no description")
+            })?;
+            if d.export_status().is_some_and(|s| s.as_str() != "IN_PROGRESS") {
+                return Ok(Some(d));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Transient,
+                    "dynamodb:DescribeExport",
+                    arn,
+                    format!(
+                        "still in progress after {:?}; the next run goes on waiting for it",
+                        native.timeout
+                    ),
+                ));
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(native.max_poll);
+        }
+    }
+
+    /// Writes (or resumes) a generation.
+    async fn run(&self) -> Result<Report> {
+        let began = Instant::now();
+        let mut report = Report::new(
+            Mode::Run,
+            format!("dynamodb://{}", self.source.name()),
+            self.destination(),
+        );
+        let saved = match &self.checkpoints {
+            Some(store) => {
+                store.load(&self.name).await?.filter(|s| s.source_arn == self.source.arn())
+            }
+            None => None,
+        };
+        let resumed =
+            saved.as_ref().and_then(|s| Progress::from_text(&s.sink_state).map(|p| (s, p)));
+        let mut options = self.options.clone();
+        let (progress, resume) = match resumed {
+            Some((s, p)) => {
+                options = options.with_segments(s.segments);
+                report.warnings.push(format!(
+                    "resumed export generation {} of {} from its checkpoints",
+                    p.generation,
+                    self.source.name()
+                ));
+                (p, s.checkpoints.clone())
+            }
+            None => (
+                Progress { generation: generation_id(&self.started), ..Progress::default() },
+                vec![],
+            ),
+        };
+        let segments = options.segments();
+        let mut checkpoints = BTreeMap::new();
+        for segment in 0..segments {
+            let c = resume.iter().find(|c| c.segment == segment).cloned().unwrap_or(Checkpoint {
+                segment,
+                last_key: None,
+                done: false,
+            });
+            checkpoints.insert(segment, c);
+        }
+        let generation = progress.generation.clone();
+        let state =
+            Arc::new(Mutex::new(State { report, checkpoints, progress, written: BTreeMap::new() }));
+        let scanner =
+            TableScanner::from_client(self.primary.clone(), self.source.name(), self.read_units)
+                .with_options(options);
+        let save_lock = tokio::sync::Mutex::new(());
+        let stop = self.cancel.child_token();
+        let starts: Vec<Checkpoint> = state
+            .lock()
+            .expect("export lock")
+            .checkpoints
+            .values()
+            .filter(|c| !c.done)
+            .cloned()
+            .collect();
+        let results: Vec<Result<()>> = futures::stream::iter(starts)
+            .map(|start| self.segment(&scanner, start, &state, &save_lock, &stop))
+            .buffer_unordered(self.workers)
+            .collect()
+            .await;
+        let first_error = results.into_iter().find_map(|r| r.err());
+        let (mut report, all_done, progress, written) = {
+            let mut s = state.lock().expect("export lock");
+            let all_done = s.checkpoints.values().all(|c| c.done);
+            let report = std::mem::replace(&mut s.report, Report::new(Mode::Run, "", ""));
+            (report, all_done, s.progress.clone(), std::mem::take(&mut s.written))
+        };
+        report.throttled += scanner.budget().throttles();
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if !all_done {
+            report.cancelled = true;
+            report.warnings.push(format!(
+                "export generation {generation} is incomplete (no manifest.json): the next run \
+                 resumes it"
+            ));
+            report.elapsed = began.elapsed();
+            return Ok(report);
+        }
+        let keys = progress
+            .next_part
+            .iter()
+            .flat_map(|(&segment, &parts)| (0..parts).map(move |p| data_key(segment, p)))
+            .collect();
+        let extra = json!({
+            "mode": "scan",
+            "segments": progress.next_part.len(),
+            "consistent_read": self.options.consistent_read(),
+        });
+        let files = self.complete(&generation, keys, written, extra).await?;
+        let items: u64 = files.iter().map(|f| f.items).sum();
+        report.warnings.push(format!(
+            "export generation {generation} is complete: {items} items in {} files under {}{}/",
+            files.len(),
+            self.location,
+            format_args!("{}{generation}", self.prefix)
+        ));
+        if let Some(store) = &self.checkpoints {
+            store.clear(&self.name).await?;
+        }
+        report.elapsed = began.elapsed();
+        Ok(report)
+    }
+
+    async fn segment(
+        &self,
+        scanner: &TableScanner,
+        start: Checkpoint,
+        state: &Arc<Mutex<State>>,
+        save_lock: &tokio::sync::Mutex<()>,
+        stop: &CancellationToken,
+    ) -> Result<()> {
+        let segment = start.segment;
+        let mut pages = scanner.segment(start);
+        let mut file = GzEncoder::new(Vec::new(), Compression::default());
+        let (mut items, mut bytes) = (0u64, 0u64);
+        let mut pending: Option<Checkpoint> = None;
+        let mut wrote_one = false;
+        loop {
+            let page = if stop.is_cancelled() {
+                None
+            } else {
+                match pages.try_next().await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        stop.cancel();
+                        return Err(e);
+                    }
+                }
+            };
+            let Some(page) = page else { break };
+            for item in &page.items {
+                let line = to_line(item);
+                file.write_all(line.as_bytes()).and_then(|_| file.write_all(b"\n")).map_err(
+                    |e| Error::new(ErrorKind::Failed, "gzip", &self.name, e.to_string()),
+                )?;
+                items += 1;
+                bytes += line.len() as u64 + 1;
+            }
+            pending = Some(page.checkpoint);
+            if bytes as usize >= self.file_size {
+                let full = std::mem::replace(
+                    &mut file,
+                    GzEncoder::new(Vec::new(), Compression::default()),
+                );
+                self.flush(segment, full, items, bytes, pending.take(), state, save_lock).await?;
+                (items, bytes, wrote_one) = (0, 0, true);
+            }
+        }
+        // Nothing read in this run (cancelled at once): the checkpoint stands.
+        if stop.is_cancelled() && items == 0 && !wrote_one {
+            return Ok(());
+        }
+        // The segment's last file. The first file a run writes for a segment
+        // is written even when empty: it replaces the one file an interrupted
+        // run may have written after its last checkpoint.
+        if items > 0 || !wrote_one {
+            self.flush(segment, file, items, bytes, pending, state, save_lock).await?;
+        } else if let Some(c) = pending {
+            self.commit(segment, None, Some(c), state, save_lock).await?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn flush(
+        &self,
+        segment: u32,
+        file: GzEncoder<Vec<u8>>,
+        items: u64,
+        bytes: u64,
+        checkpoint: Option<Checkpoint>,
+        state: &Arc<Mutex<State>>,
+        save_lock: &tokio::sync::Mutex<()>,
+    ) -> Result<()> {
+        let data = Bytes::from(
+            file.finish()
+                .map_err(|e| Error::new(ErrorKind::Failed, "gzip", &self.name, e.to_string()))?,
+        );
+        let (generation, part) = {
+            let s = state.lock().expect("export lock");
+            (
+                s.progress.generation.clone(),
+                s.progress.next_part.get(&segment).copied().unwrap_or(0),
+            )
+        };
+        let key = data_key(segment, part);
+        let sha256 = self
+            .put(&format!("{}{generation}/{key}", self.prefix), data.clone(), "application/gzip")
+            .await?;
+        let stat = FileStat {
+            key: key.clone(),
+            items,
+            bytes,
+            compressed_bytes: data.len() as u64,
+            sha256,
+        };
+        self.emit(ProgressEvent::Copied { key, bytes: data.len() as u64 });
+        self.commit(segment, Some(stat), checkpoint, state, save_lock).await
+    }
+
+    /// Records a written file (the segment's next part) and the segment's
+    /// checkpoint after it, and saves the checkpoints.
+    async fn commit(
+        &self,
+        segment: u32,
+        file: Option<FileStat>,
+        checkpoint: Option<Checkpoint>,
+        state: &Arc<Mutex<State>>,
+        save_lock: &tokio::sync::Mutex<()>,
+    ) -> Result<()> {
+        let _guard = save_lock.lock().await;
+        let scan = {
+            let mut s = state.lock().expect("export lock");
+            if let Some(stat) = file {
+                let next = s.progress.next_part.get(&segment).copied().unwrap_or(0) + 1;
+                s.progress.next_part.insert(segment, next);
+                s.report.copied += stat.items;
+                s.report.bytes_copied += stat.compressed_bytes;
+                s.written.insert(stat.key.clone(), stat);
+            }
+            if let Some(c) = checkpoint {
+                s.checkpoints.insert(segment, c);
+            }
+            SavedScan {
+                source_arn: self.source.arn().to_string(),
+                segments: s.checkpoints.len() as u32,
+                checkpoints: s.checkpoints.values().cloned().collect(),
+                sink_state: s.progress.to_text(),
+            }
+        };
+        if let Some(store) = &self.checkpoints {
+            store.save(&self.name, &scan).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one object with its SHA-256 for the store to check; returns
+    /// the SHA-256 in hex.
+    async fn put(&self, key: &str, data: Bytes, content_type: &str) -> Result<String> {
+        let digest = Sha256::digest(&data);
+        let sha = hex(&digest);
+        let item = Item::new(key, ItemKind::Object, data.len() as u64, &sha);
+        let attributes = BTreeMap::from([
+            ("content-type".to_string(), content_type.to_string()),
+            ("checksum-algorithm".to_string(), "SHA256".to_string()),
+            ("checksum-value".to_string(), aws_smithy_types::base64::encode(digest.as_slice())),
+        ]);
+        let mut attempt = 1;
+        loop {
+            match self
+                .files
+                .write(&item, Payload::from_bytes(data.clone(), attributes.clone()))
+                .await
+            {
+                Ok(_) => return Ok(sha),
+                Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
+                    self.emit(ProgressEvent::Retrying {
+                        key: key.to_string(),
+                        attempt,
+                        error: e.chain(),
+                        delay: Duration::ZERO,
+                    });
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads one object of the escrow bucket, if it exists.
+    async fn fetch(&self, key: &str) -> Result<Option<Bytes>> {
+        let mut list = self.reader.list(&Scope::with_prefix(key));
+        while let Some(item) = list.try_next().await? {
+            if item.key == key {
+                let payload = self.reader.read(&item).await?;
+                return Ok(Some(payload.collect().await?.0));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Finishes a generation whose data files are all written: the stats
+    /// of files this run did not write are read back, then `schema.json`
+    /// and, last, `manifest.json` (with `extra` fields) are written.
+    async fn complete(
+        &self,
+        generation: &str,
+        keys: Vec<String>,
+        mut written: BTreeMap<String, FileStat>,
+        extra: Value,
+    ) -> Result<Vec<FileStat>> {
+        let dir = format!("{}{generation}/", self.prefix);
+        let mut files = Vec::new();
+        for key in keys {
+            let stat = match written.remove(&key) {
+                Some(s) => s,
+                None => {
+                    let data = self.fetch(&format!("{dir}{key}")).await?.ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::NotFound,
+                            "complete export generation",
+                            format!("{}{dir}{key}", self.location),
+                            "a data file of the generation is missing",
+                        )
+                    })?;
+                    let records = read_data_file(&data, &key)?;
+                    FileStat {
+                        key: key.clone(),
+                        items: records.len() as u64,
+                        bytes: records.iter().map(|r| to_line(r).len() as u64 + 1).sum(),
+                        compressed_bytes: data.len() as u64,
+                        sha256: hex(&Sha256::digest(&data)),
+                    }
+                }
+            };
+            files.push(stat);
+        }
+        let schema = self.source.schema_json();
+        self.put(
+            &format!("{dir}schema.json"),
+            Bytes::from(serde_json::to_vec_pretty(&schema).unwrap_or_default()),
+            "application/json",
+        )
+        .await?;
+        let mut manifest = json!({
+            "format": FORMAT,
+            "table": self.source.name(),
+            "table_arn": self.source.arn(),
+            "source_account": self.source_account,
+            "generation": generation,
+            "started_at": self.started,
+            "completed_at": escrow_sync_aws::now_rfc3339(),
+            "item_count": files.iter().map(|f| f.items).sum::<u64>(),
+            "bytes": files.iter().map(|f| f.bytes).sum::<u64>(),
+            "compressed_bytes": files.iter().map(|f| f.compressed_bytes).sum::<u64>(),
+            "data_format": "DYNAMODB_JSON",
+            "compression": "GZIP",
+            "schema": "schema.json",
+            "files": files.iter().map(FileStat::json).collect::<Vec<_>>(),
+        });
+        if let (Some(m), Value::Object(extra)) = (manifest.as_object_mut(), extra) {
+            m.extend(extra);
+        }
+        self.put(
+            &format!("{dir}manifest.json"),
+            Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap_or_default()),
+            "application/json",
+        )
+        .await?;
+        Ok(files)
+    }
+
+    /// The generations of this table that are complete (have a manifest),
+    /// oldest first.
+    pub async fn complete_generations(&self) -> Result<Vec<String>> {
+        let mut out = BTreeSet::new();
+        let mut list = self.reader.list(&Scope::with_prefix(&self.prefix));
+        while let Some(item) = list.try_next().await? {
+            if let Some(rest) = item.key.strip_prefix(&self.prefix)
+                && let Some(generation) = rest.strip_suffix("/manifest.json")
+                && !generation.contains('/')
+            {
+                out.insert(generation.to_string());
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// The manifest of `generation`.
+    pub async fn manifest(&self, generation: &str) -> Result<Value> {
+        let key = format!("{}{generation}/manifest.json", self.prefix);
+        let data = self.fetch(&key).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, "read manifest", format!("{}{key}", self.location), "")
+        })?;
+        serde_json::from_slice(&data).map_err(|e| {
+            Error::new(
+                ErrorKind::Failed,
+                "read manifest",
+                format!("{}{key}", self.location),
+                e.to_string(),
+            )
+        })
+    }
+
+    /// Compares the primary with the latest complete generation: every
+    /// data file checked against the manifest's SHA-256, then every
+    /// primary item looked up in the generation.
+    async fn verify(&self) -> Result<Report> {
+        let began = Instant::now();
+        let mut report = Report::new(
+            Mode::Verify,
+            format!("dynamodb://{}", self.source.name()),
+            self.destination(),
+        );
+        let mut held: HashMap<[u8; 32], [u8; 32]> = HashMap::new();
+        match self.complete_generations().await?.pop() {
+            None => report.warnings.push(format!(
+                "no complete export generation under {}: every item counts as missing",
+                self.destination()
+            )),
+            Some(generation) => {
+                let manifest = self.manifest(&generation).await?;
+                let dir = format!("{}{generation}/", self.prefix);
+                for file in manifest["files"].as_array().into_iter().flatten() {
+                    let Some(stat) = FileStat::from_json(file) else { continue };
+                    let url = format!("{}{dir}{}", self.location, stat.key);
+                    let Some(data) = self.fetch(&format!("{dir}{}", stat.key)).await? else {
+                        report.unprotected += 1;
+                        report.findings.push(Finding {
+                            key: url,
+                            problem: "listed in the manifest but missing".into(),
+                        });
+                        continue;
+                    };
+                    if hex(&Sha256::digest(&data)) != stat.sha256 {
+                        report.unprotected += 1;
+                        report.findings.push(Finding {
+                            key: url,
+                            problem:
+                                "its SHA-256 differs from the manifest's: the file was altered"
+                                    .into(),
+                        });
+                        continue;
+                    }
+                    for record in read_data_file(&data, &stat.key)? {
+                        let text = self.keys.key_text(&record)?;
+                        held.insert(
+                            Sha256::digest(text.as_bytes()).into(),
+                            content_digest(&record),
+                        );
+                    }
+                }
+                report.warnings.push(format!("compared with export generation {generation}"));
+            }
+        }
+        let scanner =
+            TableScanner::from_client(self.primary.clone(), self.source.name(), self.read_units)
+                .with_options(self.options.clone());
+        let mut pages = scanner.pages(&[]);
+        let mut digests: BTreeMap<u32, (KeySetDigest, KeySetDigest)> = BTreeMap::new();
+        while let Some(page) = pages.try_next().await? {
+            let segment = page.checkpoint.segment;
+            let c = compare(&self.keys, page.items, |k| {
+                held.get(&<[u8; 32]>::from(Sha256::digest(k.as_bytes()))).copied()
+            })?;
+            let d = digests.entry(segment).or_default();
+            d.0.merge(&c.primary);
+            d.1.merge(&c.escrow);
+            report.skipped += c.unchanged.len() as u64;
+            tally(&mut report, c.differences, Mode::Verify, self.difference_limit);
+        }
+        let present: u64 = digests.values().map(|d| d.1.count).sum();
+        report.retained = (held.len() as u64).saturating_sub(present);
+        report.key_digests = digests
+            .into_iter()
+            .map(|(segment, (p, e))| KeyDigest {
+                scope: format!("segment {segment}"),
+                primary_items: p.count,
+                escrow_items: e.count,
+                primary_digest: p.hex(),
+                escrow_digest: e.hex(),
+            })
+            .collect();
+        report.throttled += scanner.budget().throttles();
+        report.elapsed = began.elapsed();
+        Ok(report)
+    }
+}
