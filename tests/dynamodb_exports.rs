@@ -20,7 +20,9 @@ use serde_json::Value;
 
 use escrow_sync_core::{CancellationToken, Mode, ProgressEvent};
 use escrow_sync_dynamodb::export::read_data_file;
-use escrow_sync_dynamodb::{CheckpointStore, EscrowTable, ExportJob, ScanOptions, TableInfo};
+use escrow_sync_dynamodb::{
+    CheckpointStore, EscrowTable, ExportJob, ExportTarget, ScanOptions, TableInfo,
+};
 use escrow_sync_e2e::ddb::{all_items, create_source, item, put_items};
 use escrow_sync_e2e::{
     ESCROW, ESCROW_ROLE, PRIMARY, READER_ROLE, admin, cli, create_bucket, get, keys, s3, sessions,
@@ -292,10 +294,12 @@ async fn an_interrupted_generation_is_resumed_without_duplicates() {
                 primary,
                 info,
                 PRIMARY,
-                Arc::new(S3Sink::from_client(s3.clone(), &bucket)),
-                Arc::new(S3Source::from_client(s3, &bucket).with_streaming(true)),
-                format!("s3://{bucket}/"),
-                "x/",
+                ExportTarget {
+                    files: Arc::new(S3Sink::from_client(s3.clone(), &bucket)),
+                    reader: Arc::new(S3Source::from_client(s3, &bucket).with_streaming(true)),
+                    location: format!("s3://{bucket}/"),
+                    dest_prefix: "x/".into(),
+                },
                 started,
             )
             .unwrap()

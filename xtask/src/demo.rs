@@ -43,6 +43,24 @@ dest_bucket = "escrow-prod-logs"
 mode = "stream"
 part_size = "5MiB"
 part_concurrency = 4
+
+[[dynamodb]]
+# Table to table: the escrow table is created as a clone (key schema, GSI,
+# LSI, tags; PITR and deletion protection on, never TTL), then kept up to
+# date item by item.
+name = "orders"
+source_table = "orders"
+dest_table = "escrow-orders"
+segments = 4
+
+[[dynamodb]]
+# Point-in-time export generations in escrow S3 (gzip DynamoDB JSON lines,
+# schema.json, manifest.json): each run writes a new generation.
+name = "orders-export"
+source_table = "orders"
+dest_bucket = "escrow-exports"
+dest_prefix = "dynamodb/"
+segments = 4
 "#;
 
 /// What an `escrow-sync` exit code means (issue 2, item 7).
@@ -148,6 +166,8 @@ mod tests {
             "\"escrow-prod-assets\"",
             "\"prod-logs\"",
             "\"escrow-prod-logs\"",
+            "\"orders\"",
+            "\"escrow-exports\"",
         ] {
             assert!(DEMO_CONFIG.contains(needle), "config lacks {needle}");
             assert!(SEED_SCRIPT.contains(needle), "seed script lacks {needle}");

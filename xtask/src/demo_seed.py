@@ -31,6 +31,9 @@ LOGS_DEST_BUCKET = "escrow-prod-logs"
 LARGE_KEY = "media/raw-footage.bin"
 LARGE_SIZE = 24 * 1024 * 1024
 LOG_COUNT = 40
+TABLE = "orders"
+EXPORTS_BUCKET = "escrow-exports"
+ORDER_COUNT = 2000
 OBJECT_COUNT = 300
 KIB = 1024
 MIB = 1024 * KIB
@@ -151,6 +154,68 @@ def put(s3, spec):
     return size, "Metadata" in args, "Tagging" in args
 
 
+def seed_orders(endpoint, primary):
+    """A table with a GSI, an LSI, TTL and tags, items of every attribute type."""
+    ddb = primary.client("dynamodb", endpoint_url=endpoint)
+    ddb.create_table(
+        TableName=TABLE,
+        KeySchema=[
+            {"AttributeName": "customer", "KeyType": "HASH"},
+            {"AttributeName": "order", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "customer", "AttributeType": "S"},
+            {"AttributeName": "order", "AttributeType": "N"},
+            {"AttributeName": "status", "AttributeType": "S"},
+            {"AttributeName": "total", "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by-status",
+                "KeySchema": [{"AttributeName": "status", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+        LocalSecondaryIndexes=[
+            {
+                "IndexName": "by-total",
+                "KeySchema": [
+                    {"AttributeName": "customer", "KeyType": "HASH"},
+                    {"AttributeName": "total", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+        Tags=[{"Key": "team", "Value": "payments"}],
+    )
+    ddb.update_time_to_live(
+        TableName=TABLE,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"},
+    )
+    rng = random.Random(2014)
+    for start in range(0, ORDER_COUNT, 25):
+        requests = []
+        for i in range(start, min(start + 25, ORDER_COUNT)):
+            item = {
+                "customer": {"S": f"customer-{i % 150:03d}"},
+                "order": {"N": str(i)},
+                "status": {"S": rng.choice(["new", "paid", "shipped", "refunded"])},
+                "total": {"N": f"{rng.randint(1, 99999)}.{rng.randint(0, 99):02d}"},
+                "expires": {"N": "1900000000"},
+                "lines": {"L": [{"M": {"sku": {"S": f"sku-{j}"}, "qty": {"N": str(j + 1)}}}
+                                for j in range(i % 4)]},
+                "tags": {"SS": sorted({rng.choice(["gift", "express", "bulk"]), "web"})},
+                "receipt": {"B": random.Random(i).randbytes(16)},
+                "paid": {"BOOL": i % 3 != 0},
+                "coupon": {"NULL": True},
+            }
+            requests.append({"PutRequest": {"Item": item}})
+        while requests:
+            out = ddb.batch_write_item(RequestItems={TABLE: requests})
+            requests = out.get("UnprocessedItems", {}).get(TABLE, [])
+
+
 def main():
     if len(sys.argv) != 2:
         fail("usage: demo_seed.py ENDPOINT")
@@ -189,6 +254,7 @@ def main():
         Body=random.Random(7).randbytes(12 * MIB),
         ContentType="text/plain",
     )
+    seed_orders(endpoint, primary)
     with_metadata = sum(1 for _, meta, _ in results if meta)
     with_tags = sum(1 for _, _, tags in results if tags)
 
@@ -203,15 +269,25 @@ def main():
         Bucket=LOGS_DEST_BUCKET, VersioningConfiguration={"Status": "Enabled"}
     )
 
+    create_bucket(dest, EXPORTS_BUCKET)
+    dest.put_bucket_versioning(
+        Bucket=EXPORTS_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+    )
+
     print(
         f"primary {PRIMARY_ACCOUNT}: s3://{LOGS_BUCKET}: {LOG_COUNT + 1} objects (one of 12 MiB)"
+    )
+    print(
+        f"primary {PRIMARY_ACCOUNT}: dynamodb table {TABLE}: {ORDER_COUNT} items "
+        "(a GSI, an LSI, TTL on 'expires')"
     )
     print(
         f"primary {PRIMARY_ACCOUNT}: s3://{SOURCE_BUCKET}: {len(results)} objects, "
         f"{total / MIB:.1f} MiB ({with_metadata} with user metadata, {with_tags} with tags)"
     )
     print(
-        f"escrow  {ESCROW_ACCOUNT}: s3://{DEST_BUCKET}, s3://{LOGS_DEST_BUCKET}: "
+        f"escrow  {ESCROW_ACCOUNT}: s3://{DEST_BUCKET}, s3://{LOGS_DEST_BUCKET}, "
+        f"s3://{EXPORTS_BUCKET}: "
         "versioning enabled, empty"
     )
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use escrow_sync_aws::Sessions;
 use escrow_sync_core::{CancellationToken, Error, ErrorKind, Mode, ProgressFn, Report, Result};
 use escrow_sync_dynamodb::{
-    CheckpointStore, EscrowBilling, EscrowTable, ExportJob, ScanOptions, TableInfo, TableJob,
-    checkpoint::DEFAULT_TABLE,
+    CheckpointStore, EscrowBilling, EscrowTable, ExportJob, ExportTarget, ScanOptions, TableInfo,
+    TableJob, checkpoint::DEFAULT_TABLE,
 };
 use escrow_sync_s3::{S3Sink, S3Source, check_dest_bucket, check_dest_protection};
 
@@ -109,10 +109,12 @@ pub(crate) async fn run(
             primary,
             checked.source,
             sessions.primary.account_id(),
-            Arc::new(files),
-            Arc::new(reader),
-            format!("s3://{bucket}/"),
-            job.dest_prefix.as_deref().unwrap_or(""),
+            ExportTarget {
+                files: Arc::new(files),
+                reader: Arc::new(reader),
+                location: format!("s3://{bucket}/"),
+                dest_prefix: job.dest_prefix.clone().unwrap_or_default(),
+            },
             started,
         )?
         .with_scan_options(options)

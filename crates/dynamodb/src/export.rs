@@ -101,6 +101,58 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One data file being written: DynamoDB JSON lines, gzip-compressed as
+/// they come, with counts.
+pub struct DataFile {
+    encoder: GzEncoder<Vec<u8>>,
+    items: u64,
+    bytes: u64,
+}
+
+impl Default for DataFile {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DataFile {
+    /// An empty file.
+    pub fn new() -> Self {
+        DataFile { encoder: GzEncoder::new(Vec::new(), Compression::default()), items: 0, bytes: 0 }
+    }
+
+    /// Appends one item as one line.
+    pub fn push(&mut self, record: &Record) -> Result<()> {
+        let line = to_line(record);
+        self.encoder
+            .write_all(line.as_bytes())
+            .and_then(|_| self.encoder.write_all(b"\n"))
+            .map_err(|e| {
+                Error::new(ErrorKind::Failed, "gzip", "export data file", e.to_string())
+            })?;
+        self.items += 1;
+        self.bytes += line.len() as u64 + 1;
+        Ok(())
+    }
+
+    /// Items so far.
+    pub fn items(&self) -> u64 {
+        self.items
+    }
+
+    /// Uncompressed bytes so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The compressed file.
+    pub fn finish(self) -> Result<Vec<u8>> {
+        self.encoder
+            .finish()
+            .map_err(|e| Error::new(ErrorKind::Failed, "gzip", "export data file", e.to_string()))
+    }
+}
+
 /// Gunzips `data` and reads its DynamoDB JSON lines.
 pub fn read_data_file(data: &[u8], name: &str) -> Result<Vec<Record>> {
     let mut text = String::new();
@@ -198,25 +250,34 @@ struct Native {
     max_poll: Duration,
 }
 
+/// Where generations go: the escrow bucket, as a [`Sink`] to write files
+/// and a [`Source`] to read them back (resumed generations, verify).
+#[derive(Clone)]
+pub struct ExportTarget {
+    /// Writes files (the escrow bucket's `S3Sink`, with its protection).
+    pub files: Arc<dyn Sink>,
+    /// Reads the same bucket.
+    pub reader: Arc<dyn Source>,
+    /// The bucket as reports name it, e.g. `s3://escrow-exports/`.
+    pub location: String,
+    /// The key prefix of every table's generations, e.g. `dynamodb/`.
+    pub dest_prefix: String,
+}
+
 impl ExportJob {
     /// A job named `name` exporting `source` (read with `primary`, the
-    /// reader role's client) through `files` (the escrow bucket) under
-    /// `dest_prefix`; `reader` reads the same bucket back (resumed
-    /// generations, verify). `location` names the bucket in reports, e.g.
-    /// `s3://escrow-exports/dynamodb/`.
-    #[allow(clippy::too_many_arguments)]
+    /// reader role's client) into `target`; `started` is the run's start
+    /// time (RFC 3339), which names a new generation.
     pub fn new(
         name: impl Into<String>,
         primary: Client,
         source: TableInfo,
         source_account: impl Into<String>,
-        files: Arc<dyn Sink>,
-        reader: Arc<dyn Source>,
-        location: impl Into<String>,
-        dest_prefix: &str,
+        target: ExportTarget,
         started: impl Into<String>,
     ) -> Result<Self> {
         let keys = source.key_schema()?;
+        let ExportTarget { files, reader, location, dest_prefix } = target;
         let prefix = format!("{dest_prefix}{}/", source.name());
         Ok(ExportJob {
             name: name.into(),
@@ -227,7 +288,7 @@ impl ExportJob {
             source_account: source_account.into(),
             files,
             reader,
-            location: location.into(),
+            location,
             prefix,
             options: ScanOptions::new(),
             workers: 8,
@@ -675,8 +736,7 @@ impl ExportJob {
     ) -> Result<()> {
         let segment = start.segment;
         let mut pages = scanner.segment(start);
-        let mut file = GzEncoder::new(Vec::new(), Compression::default());
-        let (mut items, mut bytes) = (0u64, 0u64);
+        let mut file = DataFile::new();
         let mut pending: Option<Checkpoint> = None;
         let mut wrote_one = false;
         loop {
@@ -693,32 +753,24 @@ impl ExportJob {
             };
             let Some(page) = page else { break };
             for item in &page.items {
-                let line = to_line(item);
-                file.write_all(line.as_bytes()).and_then(|_| file.write_all(b"\n")).map_err(
-                    |e| Error::new(ErrorKind::Failed, "gzip", &self.name, e.to_string()),
-                )?;
-                items += 1;
-                bytes += line.len() as u64 + 1;
+                file.push(item)?;
             }
             pending = Some(page.checkpoint);
-            if bytes as usize >= self.file_size {
-                let full = std::mem::replace(
-                    &mut file,
-                    GzEncoder::new(Vec::new(), Compression::default()),
-                );
-                self.flush(segment, full, items, bytes, pending.take(), state, save_lock).await?;
-                (items, bytes, wrote_one) = (0, 0, true);
+            if file.bytes() as usize >= self.file_size {
+                let full = std::mem::take(&mut file);
+                self.flush(segment, full, pending.take(), state, save_lock).await?;
+                wrote_one = true;
             }
         }
         // Nothing read in this run (cancelled at once): the checkpoint stands.
-        if stop.is_cancelled() && items == 0 && !wrote_one {
+        if stop.is_cancelled() && file.items() == 0 && !wrote_one {
             return Ok(());
         }
         // The segment's last file. The first file a run writes for a segment
         // is written even when empty: it replaces the one file an interrupted
         // run may have written after its last checkpoint.
-        if items > 0 || !wrote_one {
-            self.flush(segment, file, items, bytes, pending, state, save_lock).await?;
+        if file.items() > 0 || !wrote_one {
+            self.flush(segment, file, pending, state, save_lock).await?;
         } else if let Some(c) = pending {
             self.commit(segment, None, Some(c), state, save_lock).await?;
         }
@@ -729,17 +781,13 @@ impl ExportJob {
     async fn flush(
         &self,
         segment: u32,
-        file: GzEncoder<Vec<u8>>,
-        items: u64,
-        bytes: u64,
+        file: DataFile,
         checkpoint: Option<Checkpoint>,
         state: &Arc<Mutex<State>>,
         save_lock: &tokio::sync::Mutex<()>,
     ) -> Result<()> {
-        let data = Bytes::from(
-            file.finish()
-                .map_err(|e| Error::new(ErrorKind::Failed, "gzip", &self.name, e.to_string()))?,
-        );
+        let (items, bytes) = (file.items(), file.bytes());
+        let data = Bytes::from(file.finish()?);
         let (generation, part) = {
             let s = state.lock().expect("export lock");
             (

@@ -27,10 +27,12 @@ pub mod job;
 pub mod json;
 pub mod keys;
 pub mod scan;
+#[cfg(feature = "strategies")]
+pub mod strategies;
 pub mod table;
 
 pub use checkpoint::CheckpointStore;
-pub use export::ExportJob;
+pub use export::{ExportJob, ExportTarget};
 pub use job::TableJob;
 pub use keys::KeySchema;
 pub use scan::{ScanOptions, TableScanner};

@@ -33,7 +33,7 @@ use serde_json::Value;
 use escrow_sync_core::{ErrorKind, Mode, RetryPolicy};
 use escrow_sync_dynamodb::export::read_data_file;
 use escrow_sync_dynamodb::json::{Record, to_line};
-use escrow_sync_dynamodb::{ExportJob, ScanOptions, TableInfo};
+use escrow_sync_dynamodb::{ExportJob, ExportTarget, ScanOptions, TableInfo};
 use escrow_sync_testkit::{FaultLayer, MemBucket, MemSink, MemSource};
 
 const ARN: &str = "arn:aws:dynamodb:us-east-1:111111111111:table/orders";
@@ -118,10 +118,12 @@ async fn job(client: Client, bucket: &MemBucket) -> ExportJob {
         client,
         info,
         "111111111111",
-        Arc::new(MemSink::new(bucket.clone())),
-        Arc::new(MemSource::new(bucket.clone())),
-        "mem://escrow/",
-        "dynamodb/",
+        ExportTarget {
+            files: Arc::new(MemSink::new(bucket.clone())),
+            reader: Arc::new(MemSource::new(bucket.clone())),
+            location: "mem://escrow/".into(),
+            dest_prefix: "dynamodb/".into(),
+        },
         "2026-11-28T00:00:00Z",
     )
     .unwrap()
@@ -246,10 +248,12 @@ async fn file_writes_that_meet_transient_faults_are_retried_and_nothing_is_writt
         info_client,
         info,
         "111111111111",
-        sink.clone(),
-        Arc::new(MemSource::new(bucket.clone())),
-        "mem://escrow/",
-        "",
+        ExportTarget {
+            files: sink.clone(),
+            reader: Arc::new(MemSource::new(bucket.clone())),
+            location: "mem://escrow/".into(),
+            dest_prefix: String::new(),
+        },
         "2026-11-28T00:00:00Z",
     )
     .unwrap()

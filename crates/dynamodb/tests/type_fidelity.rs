@@ -1,5 +1,7 @@
 //! Property tests: arbitrary items, every attribute type, nested, round-trip
-//! exactly through DynamoDB JSON lines.
+//! exactly through DynamoDB JSON lines and through an export generation's
+//! gzip data file. (Through the table sink: tests/dynamodb_tables.rs, on
+//! the emulator.)
 
 use std::collections::HashMap;
 
@@ -7,50 +9,9 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use proptest::prelude::*;
 
-use escrow_sync_dynamodb::json::{Record, from_line, to_line};
-
-/// Numbers as DynamoDB returns them: up to 38 significant digits, signs,
-/// fractions and exponents, kept as text.
-fn number() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "-?[1-9][0-9]{0,37}",
-        "-?0\\.[0-9]{1,20}",
-        "-?[1-9][0-9]{0,10}\\.[0-9]{1,20}",
-        "[1-9]\\.[0-9]{1,10}E[+-]?[1-9][0-9]?",
-    ]
-}
-
-fn blob() -> impl Strategy<Value = Blob> {
-    proptest::collection::vec(any::<u8>(), 1..64).prop_map(Blob::new)
-}
-
-fn leaf() -> impl Strategy<Value = AttributeValue> {
-    prop_oneof![
-        ".{0,40}".prop_map(AttributeValue::S),
-        number().prop_map(AttributeValue::N),
-        blob().prop_map(AttributeValue::B),
-        proptest::collection::btree_set(".{1,12}", 1..6)
-            .prop_map(|s| AttributeValue::Ss(s.into_iter().collect())),
-        proptest::collection::btree_set(number(), 1..6)
-            .prop_map(|s| AttributeValue::Ns(s.into_iter().collect())),
-        proptest::collection::vec(blob(), 1..4).prop_map(AttributeValue::Bs),
-        Just(AttributeValue::Null(true)),
-        any::<bool>().prop_map(AttributeValue::Bool),
-    ]
-}
-
-fn value() -> impl Strategy<Value = AttributeValue> {
-    leaf().prop_recursive(4, 64, 8, |inner| {
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..6).prop_map(AttributeValue::L),
-            proptest::collection::hash_map(".{1,10}", inner, 0..6).prop_map(AttributeValue::M),
-        ]
-    })
-}
-
-fn record() -> impl Strategy<Value = Record> {
-    proptest::collection::hash_map("[a-zA-Z_#.-][a-zA-Z0-9_#.:-]{0,20}", value(), 1..12)
-}
+use escrow_sync_dynamodb::export::{DataFile, read_data_file};
+use escrow_sync_dynamodb::json::{from_line, to_line};
+use escrow_sync_dynamodb::strategies::record;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
@@ -60,6 +21,19 @@ proptest! {
         let line = to_line(&item);
         prop_assert!(!line.contains('\n'), "one item, one line");
         prop_assert_eq!(from_line(&line).unwrap(), item);
+    }
+
+    #[test]
+    fn every_item_round_trips_through_an_export_data_file(
+        items in proptest::collection::vec(record(), 0..20)
+    ) {
+        let mut file = DataFile::new();
+        for i in &items {
+            file.push(i).unwrap();
+        }
+        prop_assert_eq!(file.items(), items.len() as u64);
+        let data = file.finish().unwrap();
+        prop_assert_eq!(read_data_file(&data, "f").unwrap(), items);
     }
 }
 
