@@ -327,7 +327,7 @@ async fn an_interrupted_generation_is_resumed_without_duplicates() {
         .unwrap();
     assert!(first.cancelled, "{first:?}");
     assert!(first.copied > 0 && first.copied < 1_500, "{first:?}");
-    let dir = format!("x/{source}/20261128T100000Z/");
+    let dir = format!("x/{source}/20261128T100000000Z/");
     let listed = keys(&es3, &bucket).await;
     assert!(listed.iter().any(|k| k.starts_with(&dir)), "{listed:?}");
     assert!(!listed.iter().any(|k| k.ends_with("manifest.json")), "no manifest: incomplete");

@@ -92,6 +92,7 @@ async fn ten_thousand_items_with_indexes_are_cloned_exactly_and_a_rerun_writes_n
         Some("expires")
     );
     assert_eq!(info.tags.get("escrow-sync:source-account").map(String::as_str), Some(PRIMARY));
+    assert!(info.tags.contains_key("escrow-sync:last-run-at"), "{:?}", info.tags);
     let by_status = escrow_admin
         .query()
         .table_name(&dest)
@@ -404,4 +405,148 @@ async fn an_item_near_400_kb_is_copied_whole() {
     put_items(&primary, &source, std::iter::once(big)).await;
     let dest = copy_table(&source).await;
     assert_eq!(by_pk(&escrow, &dest).await, by_pk(&primary, &source).await);
+}
+
+#[tokio::test]
+async fn checkpoints_larger_than_an_item_are_saved_in_chunks_and_replaced_whole() {
+    use escrow_sync_dynamodb::checkpoint::SavedScan;
+    use escrow_sync_dynamodb::scan::Checkpoint;
+
+    let escrow = escrow_sync_dynamodb::client(&sessions().await.escrow);
+    let table = unique("cp");
+    let store = CheckpointStore::from_client(escrow.clone(), &table);
+    let scan = |segments: u32, key_len: usize| SavedScan {
+        source_arn: "arn:aws:dynamodb:us-east-1:111111111111:table/orders".into(),
+        table_id: "id".into(),
+        destination: "dynamodb://escrow-orders".into(),
+        segments,
+        checkpoints: (0..segments)
+            .map(|segment| Checkpoint {
+                segment,
+                last_key: Some(std::collections::HashMap::from([(
+                    "pk".to_string(),
+                    AttributeValue::S(format!("{segment}-{}", "é".repeat(key_len))),
+                )])),
+                done: segment % 3 == 0,
+            })
+            .collect(),
+        sink_state: String::new(),
+    };
+    let parts = |escrow: Client, table: String| async move {
+        escrow
+            .query()
+            .table_name(&table)
+            .key_condition_expression("#j = :j")
+            .expression_attribute_names("#j", "job")
+            .expression_attribute_values(":j", AttributeValue::S("job".into()))
+            .send()
+            .await
+            .unwrap()
+            .count
+    };
+    // About 2 MB of state: well over DynamoDB's 400 KB item limit.
+    let big = scan(2_000, 500);
+    store.save("job", &big).await.unwrap();
+    assert_eq!(store.load("job").await.unwrap(), Some(big));
+    assert!(parts(escrow.clone(), table.clone()).await > 3, "a head and several chunks");
+    let small = scan(4, 10);
+    store.save("job", &small).await.unwrap();
+    assert_eq!(store.load("job").await.unwrap(), Some(small));
+    assert_eq!(parts(escrow.clone(), table.clone()).await, 2, "older chunks deleted");
+    store.clear("job").await.unwrap();
+    assert_eq!(store.load("job").await.unwrap(), None);
+    assert_eq!(parts(escrow, table).await, 0);
+}
+
+/// The DynamoDB Source/Sink pair under the conformance suite: items
+/// `{pk: key, data: B(content)}` in a primary table, copied by the core
+/// executor into an escrow table.
+struct DdbFixture {
+    primary: Client,
+    escrow: Client,
+    source_table: String,
+    dest_table: String,
+    source: escrow_sync_dynamodb::DynamoDbSource,
+    sink: escrow_sync_dynamodb::DynamoDbSink,
+}
+
+impl DdbFixture {
+    async fn new() -> Self {
+        let primary = escrow_sync_dynamodb::client(&admin(PRIMARY).await);
+        let escrow = escrow_sync_dynamodb::client(&admin(ESCROW).await);
+        let source_table = pk_table(&primary).await;
+        let dest_table = unique("escrow-conformance");
+        let s = sessions().await;
+        let reader = escrow_sync_dynamodb::client(&s.primary);
+        let operator = escrow_sync_dynamodb::client(&s.escrow);
+        let info = TableInfo::describe(&reader, &source_table).await.unwrap();
+        let keys = info.key_schema().unwrap();
+        let table = EscrowTable::from_client(operator.clone(), &dest_table);
+        table.ensure(&info, PRIMARY, "now").await.unwrap();
+        DdbFixture {
+            source: escrow_sync_dynamodb::DynamoDbSource::from_client(
+                reader,
+                &source_table,
+                keys.clone(),
+                ScanOptions::new().with_segments(2),
+                1e9,
+            ),
+            sink: escrow_sync_dynamodb::DynamoDbSink::new(operator, table, keys),
+            primary,
+            escrow,
+            source_table,
+            dest_table,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl escrow_sync_testkit::conformance::Fixture for DdbFixture {
+    fn source(&self) -> &dyn escrow_sync_core::Source {
+        &self.source
+    }
+    fn sink(&self) -> &dyn escrow_sync_core::Sink {
+        &self.sink
+    }
+    async fn put_source(&self, key: &str, data: bytes::Bytes) -> escrow_sync_core::Result<()> {
+        self.primary
+            .put_item()
+            .table_name(&self.source_table)
+            .item("pk", AttributeValue::S(key.into()))
+            .item("data", AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(data.to_vec())))
+            .send()
+            .await
+            .expect("put a primary item");
+        Ok(())
+    }
+    async fn delete_source(&self, key: &str) -> escrow_sync_core::Result<()> {
+        self.primary
+            .delete_item()
+            .table_name(&self.source_table)
+            .key("pk", AttributeValue::S(key.into()))
+            .send()
+            .await
+            .expect("delete a primary item");
+        Ok(())
+    }
+    async fn escrow_content(&self, key: &str) -> escrow_sync_core::Result<Option<bytes::Bytes>> {
+        let out = self
+            .escrow
+            .get_item()
+            .table_name(&self.dest_table)
+            .key("pk", AttributeValue::S(key.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get an escrow item");
+        Ok(out.item.and_then(|i| match i.get("data") {
+            Some(AttributeValue::B(b)) => Some(bytes::Bytes::from(b.clone().into_inner())),
+            _ => None,
+        }))
+    }
+}
+
+#[tokio::test]
+async fn the_dynamodb_source_and_sink_pass_the_conformance_suite() {
+    escrow_sync_testkit::conformance::run_all(DdbFixture::new).await;
 }

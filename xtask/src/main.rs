@@ -39,6 +39,7 @@ commands:
   demo               seed two accounts on the emulator, then escrow-sync plan/run/verify
   bench [-- ARGS]    cargo bench -p escrow-sync-benches ARGS (criterion: planner, executor)
   bench s3           S3 objects/s and MiB/s on the emulator against baselines, peak RSS
+  bench dynamodb     DynamoDB items/s (scan, table copy, re-run, export) on the emulator against baselines
   bench s3 --store s3s-fs   the same on a local s3s-fs server (installed pinned under target/)
   help               this text
 ";
@@ -97,6 +98,16 @@ fn passthrough(rest: &[String]) -> Vec<String> {
 /// `cargo xtask bench s3`: the S3 benchmark against the emulator (built with the dev profile
 /// the tests share: the emulator, not the code, bounds those figures).
 fn bench(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
+    if extra.first().map(String::as_str) == Some("dynamodb") {
+        let mut cmd = process::cargo(paths);
+        cmd.args(["bench", "-p", "escrow-sync-benches", "--profile", "dev", "--bench", "dynamodb"]);
+        cmd.args(&extra[1..]);
+        let guard = emulator::Guard::start(paths)?;
+        let endpoint = guard.emulator().endpoint.clone();
+        emulator::apply_client_env(&mut cmd, paths, &endpoint);
+        let status = process::run_status(&mut cmd)?;
+        return Ok(process::exit_code(status));
+    }
     if extra.first().map(String::as_str) == Some("s3") {
         let rest = &extra[1..];
         let mut cmd = process::cargo(paths);

@@ -348,9 +348,26 @@ impl Config {
             )));
         }
         let mut names = BTreeSet::new();
+        let mut targets = std::collections::BTreeMap::new();
         for (i, job) in self.dynamodb.iter().enumerate() {
             let at = format!("{origin}: [[dynamodb]] #{} ({})", i + 1, job.name());
             validate_dynamodb(job, &at)?;
+            let target = match (&job.dest_table, &job.dest_bucket) {
+                (Some(t), _) => format!("escrow table {t}"),
+                (None, b) => format!(
+                    "s3://{}/{}{}/",
+                    b.as_deref().unwrap_or_default(),
+                    job.dest_prefix.as_deref().unwrap_or_default(),
+                    job.source_table
+                ),
+            };
+            if let Some(other) = targets.insert(target.clone(), job.name()) {
+                return Err(Error::invalid_config(format!(
+                    "{at}: jobs {other} and {} both write {target}: each job needs its own \
+                     destination, or their items mix",
+                    job.name()
+                )));
+            }
             if !names.insert(job.name()) {
                 return Err(Error::invalid_config(format!(
                     "{at}: the job name {} is used twice: give each job its own name",
@@ -637,6 +654,54 @@ concurrency = 8
         let bad = GOOD.replace("concurrency = 8", "multipart_threshold = \"8 parsecs\"");
         let err = Config::parse(&bad, "c").unwrap_err().to_string();
         assert!(err.contains("unknown size unit") && err.contains("line 20"), "{err}");
+    }
+
+    #[test]
+    fn dynamodb_jobs_parse_and_bad_ones_are_refused() {
+        let base = GOOD.split("[[s3]]").next().unwrap().to_string();
+        let ok = format!(
+            "{base}[[dynamodb]]\nsource_table = \"orders\"\ndest_table = \"escrow-orders\"\n\n\
+             [[dynamodb]]\nname = \"exp\"\nsource_table = \"orders\"\ndest_bucket = \"b\"\n\
+             dest_prefix = \"dynamodb/\"\nmode = \"native-export\"\nfile_size = \"8MiB\"\n"
+        );
+        let c = Config::parse(&ok, "c").unwrap();
+        assert_eq!(c.dynamodb.len(), 2);
+        assert_eq!(c.dynamodb[0].name(), "dynamodb:orders");
+        assert_eq!(c.dynamodb[0].read_capacity_percent, 25);
+        assert_eq!(c.jobs().len(), 2);
+        let refused = |from: &str, to: &str, why: &str| {
+            let text = ok.replacen(from, to, 1);
+            let err = Config::parse(&text, "c").unwrap_err().to_string();
+            assert!(err.contains(why), "{from} -> {to}: {err}");
+        };
+        refused("dest_table = \"escrow-orders\"", "", "set dest_table");
+        refused(
+            "dest_table = \"escrow-orders\"",
+            "dest_table = \"t\"\ndest_bucket = \"b\"",
+            "both set",
+        );
+        refused("mode = \"native-export\"", "mode = \"dump\"", "is not \"scan\"");
+        refused(
+            "dest_bucket = \"b\"\n",
+            "dest_table = \"x\"\n",
+            "dest_prefix goes with dest_bucket",
+        );
+        refused(
+            "source_table = \"orders\"\ndest_table",
+            "read_capacity_percent = 0\nsource_table = \"orders\"\ndest_table",
+            "1 to 100",
+        );
+        refused("name = \"exp\"", "name = \"dynamodb:orders\"", "used twice");
+        refused(
+            "dest_bucket = \"b\"\ndest_prefix = \"dynamodb/\"\nmode = \"native-export\"\nfile_size = \"8MiB\"",
+            "dest_table = \"escrow-orders\"",
+            "both write escrow table escrow-orders",
+        );
+        refused(
+            "file_size = \"8MiB\"",
+            "file_size = \"8MiB\"\nsegmnts = 3",
+            "unknown field `segmnts`",
+        );
     }
 
     #[test]

@@ -28,6 +28,14 @@ fn table_sink(config: &Config, job: &DynamoDbJob, sessions: &Sessions) -> Escrow
         .with_billing(billing)
 }
 
+fn checkpoint_store(config: &Config, job: &DynamoDbJob, sessions: &Sessions) -> CheckpointStore {
+    CheckpointStore::from_client(
+        escrow_sync_dynamodb::client(&sessions.escrow),
+        job.checkpoint_table.clone().unwrap_or_else(|| DEFAULT_TABLE.to_string()),
+    )
+    .with_kms_key_id(config.escrow.kms_key_id.clone())
+}
+
 /// Checks one job before any job runs: the source table exists and the
 /// reader role can describe it; an existing escrow table has the same key
 /// schema and no TTL; an export bucket is the escrow's and protected.
@@ -51,6 +59,7 @@ pub(crate) async fn check(
             e
         }
     })?;
+    checkpoint_store(config, job, sessions).check().await?;
     if job.mode.as_deref() == Some("native-export") {
         escrow_sync_dynamodb::export::check_native_source(&job.name(), &source)?;
     }
@@ -84,16 +93,12 @@ pub(crate) async fn run(
     progress: Option<ProgressFn>,
 ) -> Result<Report> {
     let primary = escrow_sync_dynamodb::client(&sessions.primary);
-    let escrow = escrow_sync_dynamodb::client(&sessions.escrow);
     let segments = job
         .segments
         .unwrap_or_else(|| TableJob::default_segments(checked.source.size_bytes(), job.workers));
     let options =
         ScanOptions::new().with_segments(segments).with_consistent_read(job.consistent_read);
-    let store = CheckpointStore::from_client(
-        escrow,
-        job.checkpoint_table.clone().unwrap_or_else(|| DEFAULT_TABLE.to_string()),
-    );
+    let store = checkpoint_store(config, job, sessions);
     let started = escrow_sync_aws::now_rfc3339();
     let progress = progress.map(|p| p as Arc<_>);
     if let Some(bucket) = &job.dest_bucket {

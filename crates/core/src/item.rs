@@ -9,6 +9,8 @@ use std::time::SystemTime;
 pub enum ItemKind {
     /// An object in an object store (S3 and S3-compatible stores).
     Object,
+    /// An item of a table (DynamoDB), keyed by its primary key.
+    Record,
 }
 
 /// One entry of a listing: an object, a table generation, a snapshot...

@@ -1,9 +1,12 @@
 //! The read budget of a scan: a token bucket in read capacity units per
-//! second, charged after the fact with the ConsumedCapacity each Scan page
-//! reports (DynamoDB only says what a page cost once it is served, so the
-//! bucket may go into debt and the next page waits it off; governor's
-//! fixed-cost cells do not fit that). Throttling halves the rate; each page
-//! served without throttling grows it back by 5 %, up to the target.
+//! second. DynamoDB only says what a page cost once it is served
+//! (ConsumedCapacity), so each request first reserves what a page has been
+//! costing (a moving average; 128 units, a full 1 MB page, before the
+//! first), and settles the difference when the answer comes. Reservations
+//! keep parallel segments from all going at once; the bucket may go into
+//! debt and the next request waits it off (governor's fixed-cost cells do
+//! not fit that). Throttling halves the rate; each page served without
+//! throttling grows it back by 5 %, up to the target.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,6 +25,7 @@ struct State {
     last: Instant,
     consumed: f64,
     throttles: u64,
+    estimate: f64,
 }
 
 impl ReadBudget {
@@ -36,6 +40,7 @@ impl ReadBudget {
                 last: Instant::now(),
                 consumed: 0.0,
                 throttles: 0,
+                estimate: 128.0,
             }),
         }
     }
@@ -66,13 +71,38 @@ impl ReadBudget {
         }
     }
 
-    /// Charges what a served page consumed, and grows the rate back.
-    pub fn charge(&self, units: f64) {
+    /// Waits until a request may be sent, then reserves what a page is
+    /// expected to cost; returns the reservation, to settle or release.
+    pub async fn reserve(&self) -> f64 {
+        self.ready().await;
         let mut s = self.state.lock().expect("budget lock");
         Self::refill(&mut s);
+        let units = s.estimate;
         s.tokens -= units;
-        s.consumed += units;
+        units
+    }
+
+    /// A served page consumed `actual` units against `reserved`: settles
+    /// the difference, updates the estimate, and grows the rate back.
+    pub fn settle(&self, reserved: f64, actual: f64) {
+        let mut s = self.state.lock().expect("budget lock");
+        Self::refill(&mut s);
+        s.tokens += reserved - actual;
+        s.consumed += actual;
+        s.estimate = 0.8 * s.estimate + 0.2 * actual;
         s.rate = (s.rate * 1.05).min(self.target);
+    }
+
+    /// A request that was not served gives its reservation back.
+    pub fn release(&self, reserved: f64) {
+        let mut s = self.state.lock().expect("budget lock");
+        s.tokens += reserved;
+    }
+
+    /// Charges what a served page consumed without a reservation, and
+    /// grows the rate back.
+    pub fn charge(&self, units: f64) {
+        self.settle(0.0, units);
     }
 
     /// The service throttled: halve the rate (not below 1 unit/s).
@@ -112,6 +142,21 @@ mod tests {
         let w = b.wait_time();
         assert!(w > Duration::from_millis(400) && w <= Duration::from_millis(500), "{w:?}");
         assert_eq!(b.consumed(), 150.0);
+    }
+
+    #[tokio::test]
+    async fn reservations_make_parallel_requests_wait_their_turn() {
+        let b = ReadBudget::new(100.0);
+        let first = b.reserve().await; // 128 expected: 28 in debt
+        assert_eq!(first, 128.0);
+        assert!(b.wait_time() > Duration::from_millis(200), "{:?}", b.wait_time());
+        b.settle(first, 8.0); // it cost 8: the debt is gone
+        assert_eq!(b.wait_time(), Duration::ZERO);
+        assert_eq!(b.consumed(), 8.0);
+        let next = b.reserve().await;
+        assert!(next < 128.0, "the estimate follows what pages cost: {next}");
+        b.release(next);
+        assert_eq!(b.consumed(), 8.0);
     }
 
     #[test]

@@ -1,15 +1,24 @@
-//! Scan checkpoints, kept in the escrow account: one item per job in the
-//! escrow DynamoDB table `escrow-sync-checkpoints` (configurable), created
-//! on first use. The item holds the number of segments and each segment's
-//! `LastEvaluatedKey` (DynamoDB JSON), so an interrupted run resumes every
-//! segment where it stopped. A scan that finishes deletes its item.
+//! Scan checkpoints, kept in the escrow account: in the escrow DynamoDB
+//! table `escrow-sync-checkpoints` (configurable), created on first use
+//! (with the escrow KMS key when one is configured), keyed by job name
+//! (`job`) and part (`part`).
+//!
+//! A saved scan is the number of segments and each segment's
+//! `LastEvaluatedKey` (DynamoDB JSON), with what it belongs to: the source
+//! table's ARN and id (a table deleted and re-created under the same name
+//! has another id) and the destination. It is stored as chunks of at most
+//! 300 KB (`part` = `v<version>#<n>`) and a head item (`part` = `head`)
+//! naming the version; the head is written last, in one PutItem, so a save
+//! interrupted half-way leaves the previous save whole. Older chunks are
+//! deleted after the head moves on. A scan that finishes deletes its items.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TableStatus,
+    ScalarAttributeType, SseSpecification, SseType, TableStatus,
 };
 use serde_json::{Value, json};
 
@@ -22,11 +31,19 @@ use crate::scan::Checkpoint;
 /// The default name of the escrow table that holds checkpoints.
 pub const DEFAULT_TABLE: &str = "escrow-sync-checkpoints";
 
+/// Characters of saved state per chunk item (DynamoDB items are at most
+/// 400 KB).
+const CHUNK: usize = 300_000;
+
 /// A saved, unfinished scan.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SavedScan {
     /// The source table's ARN the checkpoints belong to.
     pub source_arn: String,
+    /// The source table's id (changes when the table is re-created).
+    pub table_id: String,
+    /// Where the scan writes (`dynamodb://<table>` or `s3://<bucket>/<prefix>`).
+    pub destination: String,
     /// The number of segments the scan runs with.
     pub segments: u32,
     /// Where each segment stands.
@@ -36,9 +53,17 @@ pub struct SavedScan {
 }
 
 impl SavedScan {
+    /// Whether this saved scan belongs to a scan of the table `arn` with
+    /// id `table_id` into `destination`.
+    pub fn belongs_to(&self, arn: &str, table_id: &str, destination: &str) -> bool {
+        self.source_arn == arn && self.table_id == table_id && self.destination == destination
+    }
+
     fn to_json(&self) -> Value {
         json!({
             "source_arn": self.source_arn,
+            "table_id": self.table_id,
+            "destination": self.destination,
             "segments": self.segments,
             "sink_state": self.sink_state,
             "checkpoints": self.checkpoints.iter().map(|c| json!({
@@ -53,6 +78,7 @@ impl SavedScan {
         let bad = |what: &str| {
             Error::new(ErrorKind::Failed, "read checkpoint", "escrow checkpoint item", what)
         };
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
         let checkpoints = v["checkpoints"]
             .as_array()
             .ok_or_else(|| bad("no checkpoints"))?
@@ -69,12 +95,30 @@ impl SavedScan {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(SavedScan {
-            source_arn: v["source_arn"].as_str().unwrap_or_default().to_string(),
+            source_arn: text("source_arn"),
+            table_id: text("table_id"),
+            destination: text("destination"),
             segments: v["segments"].as_u64().ok_or_else(|| bad("no segment count"))? as u32,
-            sink_state: v["sink_state"].as_str().unwrap_or_default().to_string(),
+            sink_state: text("sink_state"),
             checkpoints,
         })
     }
+}
+
+/// Splits `text` into pieces of at most `max` bytes on character boundaries.
+fn chunks(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (head, tail) = rest.split_at(end);
+        out.push(head);
+        rest = tail;
+    }
+    out
 }
 
 /// Checkpoints in an escrow DynamoDB table.
@@ -82,13 +126,25 @@ impl SavedScan {
 pub struct CheckpointStore {
     client: Client,
     table: String,
+    kms_key_id: Option<String>,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
 }
 
 impl CheckpointStore {
     /// The store in escrow table `table`, reached with `client` (escrow
     /// credentials).
     pub fn from_client(client: Client, table: impl Into<String>) -> Self {
-        CheckpointStore { client, table: table.into() }
+        CheckpointStore { client, table: table.into(), kms_key_id: None }
+    }
+
+    /// Encrypts the table, when this call creates it, with the escrow key
+    /// (checkpoints hold primary key values of the source).
+    pub fn with_kms_key_id(mut self, key: Option<String>) -> Self {
+        self.kms_key_id = key;
+        self
     }
 
     /// The table's name.
@@ -97,43 +153,132 @@ impl CheckpointStore {
     }
 
     fn resource(&self, job: &str) -> String {
-        format!("escrow dynamodb table {} item {job}", self.table)
+        format!("escrow dynamodb table {} job {job}", self.table)
     }
 
-    /// The saved scan of `job`, if there is one.
-    pub async fn load(&self, job: &str) -> Result<Option<SavedScan>> {
-        let res = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("job", AttributeValue::S(job.to_string()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error(e, "dynamodb:GetItem", self.resource(job)));
-        let out = match res {
-            Ok(out) => out,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+    /// Checks, before anything runs, that an existing checkpoint table has
+    /// the key escrow-sync gives it (`job` and `part`, both strings); a
+    /// missing one is created on first use.
+    pub async fn check(&self) -> Result<()> {
+        let res = self.client.describe_table().table_name(&self.table).send().await;
+        let table = match res.map_err(|e| sdk_error(e, "dynamodb:DescribeTable", &self.table)) {
+            Ok(out) => out.table,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        let Some(item) = out.item else { return Ok(None) };
-        let Some(AttributeValue::S(text)) = item.get("state") else { return Ok(None) };
-        let v: Value = serde_json::from_str(text).map_err(|e| {
+        let keys: Vec<(String, String)> = table
+            .iter()
+            .flat_map(|t| t.key_schema())
+            .map(|k| (k.attribute_name().to_string(), k.key_type().as_str().to_string()))
+            .collect();
+        let want =
+            [("job".to_string(), "HASH".to_string()), ("part".to_string(), "RANGE".to_string())];
+        if keys != want {
+            return Err(Error::invalid_config(format!(
+                "checkpoint table {} exists with key {keys:?}, not (job HASH, part RANGE): set \
+                 checkpoint_table to a new name (escrow-sync creates it) or to a table it created",
+                self.table
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every item of `job` (part → item); none when the table is missing.
+    async fn items(&self, job: &str) -> Result<HashMap<String, HashMap<String, AttributeValue>>> {
+        let pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#j = :j")
+            .expression_attribute_names("#j", "job")
+            .expression_attribute_values(":j", s(job))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let res: std::result::Result<Vec<_>, _> = pages.try_collect().await;
+        let pages = match res.map_err(|e| sdk_error(e, "dynamodb:Query", self.resource(job))) {
+            Ok(p) => p,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(pages
+            .into_iter()
+            .flat_map(|p| p.items.unwrap_or_default())
+            .filter_map(|i| match i.get("part") {
+                Some(AttributeValue::S(p)) => Some((p.clone(), i)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The saved scan of `job`, if there is a whole one.
+    pub async fn load(&self, job: &str) -> Result<Option<SavedScan>> {
+        let items = self.items(job).await?;
+        let Some(head) = items.get("head") else { return Ok(None) };
+        let (Some(AttributeValue::S(version)), Some(AttributeValue::N(count))) =
+            (head.get("version"), head.get("chunks"))
+        else {
+            return Ok(None);
+        };
+        let count: usize = count.parse().unwrap_or(0);
+        let mut text = String::new();
+        for n in 0..count {
+            match items.get(&format!("v{version}#{n:05}")).and_then(|i| i.get("data")) {
+                Some(AttributeValue::S(piece)) => text.push_str(piece),
+                _ => return Ok(None),
+            }
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| {
             Error::new(ErrorKind::Failed, "read checkpoint", self.resource(job), e.to_string())
         })?;
         SavedScan::from_json(&v).map(Some)
     }
 
-    /// Saves `scan` as `job`'s checkpoint, creating the table if needed.
+    /// Saves `scan` as `job`'s checkpoint, creating the table if needed:
+    /// chunks first, then the head, then older chunks are deleted.
     pub async fn save(&self, job: &str, scan: &SavedScan) -> Result<()> {
-        let put = || {
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .item("job", AttributeValue::S(job.to_string()))
-                .item("state", AttributeValue::S(scan.to_json().to_string()))
-                .send()
-        };
+        let version = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0)
+            .to_string();
+        let text = scan.to_json().to_string();
+        let pieces = chunks(&text, CHUNK);
+        for (n, piece) in pieces.iter().enumerate() {
+            self.put(
+                job,
+                HashMap::from([
+                    ("job".to_string(), s(job)),
+                    ("part".to_string(), s(format!("v{version}#{n:05}"))),
+                    ("data".to_string(), s(*piece)),
+                ]),
+            )
+            .await?;
+        }
+        self.put(
+            job,
+            HashMap::from([
+                ("job".to_string(), s(job)),
+                ("part".to_string(), s("head")),
+                ("version".to_string(), s(version.clone())),
+                ("chunks".to_string(), AttributeValue::N(pieces.len().to_string())),
+                ("source_arn".to_string(), s(scan.source_arn.clone())),
+                ("updated_at".to_string(), s(escrow_sync_aws::now_rfc3339())),
+            ]),
+        )
+        .await?;
+        let current = format!("v{version}#");
+        for part in self.items(job).await?.into_keys() {
+            if part != "head" && !part.starts_with(&current) {
+                self.delete(job, &part).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn put(&self, job: &str, item: HashMap<String, AttributeValue>) -> Result<()> {
+        let put =
+            || self.client.put_item().table_name(&self.table).set_item(Some(item.clone())).send();
         match put().await.map_err(|e| sdk_error(e, "dynamodb:PutItem", self.resource(job))) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -145,15 +290,28 @@ impl CheckpointStore {
         }
     }
 
-    /// Deletes `job`'s checkpoint (a finished scan).
-    pub async fn clear(&self, job: &str) -> Result<()> {
+    async fn delete(&self, job: &str, part: &str) -> Result<()> {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key("job", AttributeValue::S(job.to_string()))
+            .key("job", s(job))
+            .key("part", s(part))
             .send()
             .await
             .map_err(|e| sdk_error(e, "dynamodb:DeleteItem", self.resource(job)))?;
+        Ok(())
+    }
+
+    /// Deletes `job`'s checkpoint (a finished scan).
+    pub async fn clear(&self, job: &str) -> Result<()> {
+        let items = self.items(job).await?;
+        // The head first: a clear interrupted half-way leaves no whole save.
+        if items.contains_key("head") {
+            self.delete(job, "head").await?;
+        }
+        for part in items.into_keys().filter(|p| p != "head") {
+            self.delete(job, &part).await?;
+        }
         Ok(())
     }
 
@@ -162,28 +320,35 @@ impl CheckpointStore {
         let build = |e: aws_sdk_dynamodb::error::BuildError| {
             Error::new(ErrorKind::Failed, "dynamodb:CreateTable", &resource, e.to_string())
         };
-        let res = self
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(build)
+        };
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(build)
+        };
+        let mut req = self
             .client
             .create_table()
             .table_name(&self.table)
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("job")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(build)?,
-            )
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("job")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(build)?,
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await;
-        if let Err(e) = res {
+            .key_schema(key("job", KeyType::Hash)?)
+            .key_schema(key("part", KeyType::Range)?)
+            .attribute_definitions(attr("job")?)
+            .attribute_definitions(attr("part")?)
+            .billing_mode(BillingMode::PayPerRequest);
+        if let Some(k) = &self.kms_key_id {
+            req = req.sse_specification(
+                SseSpecification::builder()
+                    .enabled(true)
+                    .sse_type(SseType::Kms)
+                    .kms_master_key_id(k)
+                    .build(),
+            );
+        }
+        if let Err(e) = req.send().await {
             // Another run may have created it meanwhile.
             if e.as_service_error().is_none_or(|s| !s.is_resource_in_use_exception()) {
                 return Err(sdk_error(e, "dynamodb:CreateTable", resource));
@@ -216,6 +381,8 @@ mod tests {
     fn saved_scans_round_trip_through_json() {
         let scan = SavedScan {
             source_arn: "arn:aws:dynamodb:us-east-1:111111111111:table/orders".into(),
+            table_id: "id-1".into(),
+            destination: "dynamodb://escrow-orders".into(),
             segments: 2,
             sink_state: "gen".into(),
             checkpoints: vec![
@@ -230,5 +397,19 @@ mod tests {
             ],
         };
         assert_eq!(SavedScan::from_json(&scan.to_json()).unwrap(), scan);
+        assert!(scan.belongs_to(&scan.source_arn, "id-1", "dynamodb://escrow-orders"));
+        assert!(!scan.belongs_to(&scan.source_arn, "id-2", "dynamodb://escrow-orders"));
+        assert!(!scan.belongs_to(&scan.source_arn, "id-1", "dynamodb://elsewhere"));
+    }
+
+    #[test]
+    fn chunks_split_on_character_boundaries() {
+        let text = "ab\u{e9}cd\u{1F600}e";
+        for max in 4..12 {
+            let parts = chunks(text, max);
+            assert!(parts.iter().all(|p| p.len() <= max), "{parts:?}");
+            assert_eq!(parts.concat(), text);
+        }
+        assert!(chunks("", 10).is_empty());
     }
 }

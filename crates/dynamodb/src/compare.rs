@@ -3,7 +3,7 @@
 
 use escrow_sync_core::{CopyReason, Difference, Mode, Report, Result};
 
-use crate::json::{Record, record_to_json, to_line};
+use crate::json::{Record, to_line};
 use crate::keys::{KeySchema, KeySetDigest, content_digest};
 
 /// One page compared.
@@ -29,7 +29,7 @@ pub(crate) fn compare(
 ) -> Result<Comparison> {
     let mut c = Comparison::default();
     for item in items {
-        let text = record_to_json(&keys.key_of(&item)?).to_string();
+        let text = keys.key_text(&item)?;
         c.primary.add(&text);
         let reason = match held(&text) {
             Some(d) => {

@@ -51,9 +51,14 @@ use crate::table::TableInfo;
 pub const FORMAT: &str = "escrow-sync-dynamodb-export/1";
 
 /// The generation id for a run started at `started` (RFC 3339): the time
-/// without separators, e.g. `20261128T193500Z`, so ids sort by time.
+/// to the millisecond without separators, e.g. `20261128T193500123Z`, of
+/// fixed width so that ids sort by time.
 pub fn generation_id(started: &str) -> String {
-    started.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+    let body = started.trim_end_matches('Z');
+    let (whole, fraction) = body.split_once('.').unwrap_or((body, ""));
+    let millis: String = fraction.chars().chain(std::iter::repeat('0')).take(3).collect();
+    let whole: String = whole.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{whole}{millis}Z")
 }
 
 /// One data file of a generation.
@@ -412,6 +417,42 @@ impl ExportJob {
         format!("{}{}", self.location, self.prefix)
     }
 
+    fn saved(&self, segments: u32, checkpoints: Vec<Checkpoint>, sink_state: String) -> SavedScan {
+        SavedScan {
+            source_arn: self.source.arn().to_string(),
+            table_id: self.source.table_id().to_string(),
+            destination: self.destination(),
+            segments,
+            checkpoints,
+            sink_state,
+        }
+    }
+
+    /// This job's saved state, unless it belongs to another source table
+    /// or destination (then ignored, with a warning).
+    async fn load_saved(
+        &self,
+        store: &CheckpointStore,
+        report: &mut Report,
+    ) -> Result<Option<SavedScan>> {
+        Ok(match store.load(&self.name).await? {
+            Some(s)
+                if s.belongs_to(self.source.arn(), self.source.table_id(), &self.destination()) =>
+            {
+                Some(s)
+            }
+            Some(_) => {
+                report.warnings.push(format!(
+                    "ignored a checkpoint of job {} saved for another source table or \
+                     destination: a new generation starts",
+                    self.name
+                ));
+                None
+            }
+            None => None,
+        })
+    }
+
     /// Runs the job: plan (what a generation would hold, from DynamoDB's
     /// estimates; reads nothing), run (write or resume a generation) or
     /// verify (the primary against the latest complete generation).
@@ -452,9 +493,7 @@ impl ExportJob {
             self.destination(),
         );
         let saved = match &self.checkpoints {
-            Some(store) => {
-                store.load(&self.name).await?.filter(|s| s.source_arn == self.source.arn())
-            }
+            Some(store) => self.load_saved(store, &mut report).await?,
             None => None,
         };
         let resumed = saved.and_then(|s| {
@@ -502,17 +541,7 @@ impl ExportJob {
                 })?;
                 if let Some(store) = &self.checkpoints {
                     let state = json!({"generation": generation, "export_arn": arn}).to_string();
-                    store
-                        .save(
-                            &self.name,
-                            &SavedScan {
-                                source_arn: self.source.arn().to_string(),
-                                segments: 0,
-                                checkpoints: Vec::new(),
-                                sink_state: state,
-                            },
-                        )
-                        .await?;
+                    store.save(&self.name, &self.saved(0, Vec::new(), state)).await?;
                 }
                 (generation, arn)
             }
@@ -526,12 +555,13 @@ impl ExportJob {
             report.elapsed = began.elapsed();
             return Ok(report);
         };
-        if let Some(store) = &self.checkpoints {
-            store.clear(&self.name).await?;
-        }
         let status =
             description.export_status().map(|s| s.as_str().to_string()).unwrap_or_default();
         if status != "COMPLETED" {
+            // The next run starts a new export.
+            if let Some(store) = &self.checkpoints {
+                store.clear(&self.name).await?;
+            }
             return Err(Error::new(
                 ErrorKind::Failed,
                 "dynamodb:DescribeExport",
@@ -544,14 +574,7 @@ impl ExportJob {
             ));
         }
         let dir = format!("{}{generation}/", self.prefix);
-        let mut keys = Vec::new();
-        let mut list = self.reader.list(&Scope::with_prefix(format!("{dir}native/")));
-        while let Some(item) = list.try_next().await? {
-            let Some(rel) = item.key.strip_prefix(&dir) else { continue };
-            if rel.contains("/data/") && (rel.ends_with(".json.gz") || rel.ends_with(".gz")) {
-                keys.push(rel.to_string());
-            }
-        }
+        let keys = self.native_files(&dir, &description, &mut report).await?;
         let fmt = |t: Option<&aws_smithy_types::DateTime>| {
             t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
         };
@@ -563,7 +586,23 @@ impl ExportJob {
             "billed_size_bytes": description.billed_size_bytes(),
             "export_manifest": description.export_manifest(),
         });
-        let files = self.complete(&generation, keys, BTreeMap::new(), extra).await?;
+        let expected = description.item_count().map(|n| n.max(0) as u64);
+        let files = match self.complete(&generation, keys, BTreeMap::new(), extra, expected).await {
+            Ok(files) => files,
+            Err(e) => {
+                // Files that do not add up: the next run asks for a new export
+                // rather than trusting these (a retryable error keeps waiting).
+                if !e.is_retryable()
+                    && let Some(store) = &self.checkpoints
+                {
+                    store.clear(&self.name).await?;
+                }
+                return Err(e);
+            }
+        };
+        if let Some(store) = &self.checkpoints {
+            store.clear(&self.name).await?;
+        }
         report.copied = files.iter().map(|f| f.items).sum();
         report.bytes_copied = files.iter().map(|f| f.compressed_bytes).sum();
         report.warnings.push(format!(
@@ -574,6 +613,64 @@ impl ExportJob {
         ));
         report.elapsed = began.elapsed();
         Ok(report)
+    }
+
+    /// The data files of a finished native export, relative to `dir`: those
+    /// DynamoDB's own manifest (manifest-summary.json, then
+    /// manifest-files.json) lists, when the export has one; otherwise the
+    /// `.gz` files under `native/…/data/` (the emulator writes no manifest).
+    async fn native_files(
+        &self,
+        dir: &str,
+        description: &aws_sdk_dynamodb::types::ExportDescription,
+        report: &mut Report,
+    ) -> Result<Vec<String>> {
+        let relative = |key: &str| key.strip_prefix(dir).map(str::to_string);
+        if let Some(summary_key) = description.export_manifest()
+            && let Some(summary) = self.fetch(summary_key).await?
+        {
+            let summary: Value = serde_json::from_slice(&summary).unwrap_or(Value::Null);
+            let files_key = summary["manifestFilesS3Key"].as_str().unwrap_or_default();
+            let listing = self.fetch(files_key).await?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    "read native export manifest",
+                    format!("{}{files_key}", self.location),
+                    "manifest-summary.json names a manifest-files.json that is missing",
+                )
+            })?;
+            let text = String::from_utf8_lossy(&listing);
+            let mut keys = Vec::new();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                let key = v["dataFileS3Key"].as_str().and_then(relative).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Failed,
+                        "read native export manifest",
+                        format!("{}{files_key}", self.location),
+                        format!("a line names no data file under {dir}: {line}"),
+                    )
+                })?;
+                keys.push(key);
+            }
+            return Ok(keys);
+        }
+        report.warnings.push(format!(
+            "the native export has no DynamoDB manifest: took the data files listed under \
+             {}{dir}native/",
+            self.location
+        ));
+        let mut keys = Vec::new();
+        let mut list = self.reader.list(&Scope::with_prefix(format!("{dir}native/")));
+        while let Some(item) = list.try_next().await? {
+            if let Some(rel) = relative(&item.key)
+                && rel.contains("/data/")
+                && rel.ends_with(".gz")
+            {
+                keys.push(rel);
+            }
+        }
+        Ok(keys)
     }
 
     /// Polls DescribeExport with capped exponential intervals until the
@@ -627,9 +724,7 @@ impl ExportJob {
             self.destination(),
         );
         let saved = match &self.checkpoints {
-            Some(store) => {
-                store.load(&self.name).await?.filter(|s| s.source_arn == self.source.arn())
-            }
+            Some(store) => self.load_saved(store, &mut report).await?,
             None => None,
         };
         let resumed =
@@ -711,7 +806,7 @@ impl ExportJob {
             "segments": progress.next_part.len(),
             "consistent_read": self.options.consistent_read(),
         });
-        let files = self.complete(&generation, keys, written, extra).await?;
+        let files = self.complete(&generation, keys, written, extra, None).await?;
         let items: u64 = files.iter().map(|f| f.items).sum();
         report.warnings.push(format!(
             "export generation {generation} is complete: {items} items in {} files under {}{}/",
@@ -833,12 +928,11 @@ impl ExportJob {
             if let Some(c) = checkpoint {
                 s.checkpoints.insert(segment, c);
             }
-            SavedScan {
-                source_arn: self.source.arn().to_string(),
-                segments: s.checkpoints.len() as u32,
-                checkpoints: s.checkpoints.values().cloned().collect(),
-                sink_state: s.progress.to_text(),
-            }
+            self.saved(
+                s.checkpoints.len() as u32,
+                s.checkpoints.values().cloned().collect(),
+                s.progress.to_text(),
+            )
         };
         if let Some(store) = &self.checkpoints {
             store.save(&self.name, &scan).await?;
@@ -894,13 +988,16 @@ impl ExportJob {
 
     /// Finishes a generation whose data files are all written: the stats
     /// of files this run did not write are read back, then `schema.json`
-    /// and, last, `manifest.json` (with `extra` fields) are written.
+    /// and, last, `manifest.json` (with `extra` fields) are written. With
+    /// `expected`, the files must hold exactly that many items, or no
+    /// manifest is written.
     async fn complete(
         &self,
         generation: &str,
         keys: Vec<String>,
         mut written: BTreeMap<String, FileStat>,
         extra: Value,
+        expected: Option<u64>,
     ) -> Result<Vec<FileStat>> {
         let dir = format!("{}{generation}/", self.prefix);
         let mut files = Vec::new();
@@ -927,6 +1024,20 @@ impl ExportJob {
                 }
             };
             files.push(stat);
+        }
+        let items: u64 = files.iter().map(|f| f.items).sum();
+        if let Some(expected) = expected
+            && expected != items
+        {
+            return Err(Error::new(
+                ErrorKind::Failed,
+                "complete export generation",
+                format!("{}{dir}", self.location),
+                format!(
+                    "DynamoDB reports {expected} items exported but the data files hold {items}: \
+                     no manifest is written"
+                ),
+            ));
         }
         let schema = self.source.schema_json();
         self.put(
@@ -1049,7 +1160,7 @@ impl ExportJob {
         let scanner =
             TableScanner::from_client(self.primary.clone(), self.source.name(), self.read_units)
                 .with_options(self.options.clone());
-        let mut pages = scanner.pages(&[]);
+        let mut pages = scanner.pages_limited(&[], self.workers);
         let mut digests: BTreeMap<u32, (KeySetDigest, KeySetDigest)> = BTreeMap::new();
         while let Some(page) = pages.try_next().await? {
             let segment = page.checkpoint.segment;
@@ -1077,5 +1188,18 @@ impl ExportJob {
         report.throttled += scanner.budget().throttles();
         report.elapsed = began.elapsed();
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_ids_have_one_width_and_sort_by_time() {
+        assert_eq!(generation_id("2026-11-28T19:37:23Z"), "20261128T193723000Z");
+        assert_eq!(generation_id("2026-11-28T19:37:23.5Z"), "20261128T193723500Z");
+        assert_eq!(generation_id("2026-11-28T19:37:23.778876Z"), "20261128T193723778Z");
+        assert!(generation_id("2026-11-28T19:37:23Z") < generation_id("2026-11-28T19:37:23.001Z"));
     }
 }

@@ -5,12 +5,12 @@
 //! table makes no mutating call; items deleted in the primary stay in
 //! escrow; an interrupted run resumes from the checkpoints it saved.
 //!
-//! DynamoDB does not fit the per-item [`escrow_sync_core::Source`] /
-//! [`escrow_sync_core::Sink`] pair that S3 uses: a Scan returns whole items
-//! in no useful order, so listing keys and then reading each item would
-//! cost the primary twice the read capacity. The job streams pages of
-//! records instead and reports through the same
-//! [`escrow_sync_core::Report`].
+//! The per-item [`escrow_sync_core::Source`] / [`escrow_sync_core::Sink`]
+//! pair ([`crate::DynamoDbSource`], [`crate::DynamoDbSink`]) runs under the
+//! core executor and the conformance suite, but a Scan returns whole items
+//! in no useful order, so listing and then reading each item costs the
+//! primary twice the read capacity. This job streams pages of records
+//! instead and reports through the same [`escrow_sync_core::Report`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -247,11 +247,8 @@ impl TableJob {
     /// verify (compare, count, check the escrow table's protection).
     pub async fn execute(&self, mode: Mode) -> Result<Report> {
         let began = Instant::now();
-        let mut report = Report::new(
-            mode,
-            format!("dynamodb://{}", self.source.name()),
-            format!("dynamodb://{}", self.sink.name()),
-        );
+        let mut report =
+            Report::new(mode, format!("dynamodb://{}", self.source.name()), self.destination());
         let escrow = match mode {
             Mode::Run => {
                 let ensured =
@@ -290,10 +287,19 @@ impl TableJob {
 
         let saved = match (&self.checkpoints, mode) {
             (Some(store), Mode::Run) => match store.load(&self.name).await? {
-                Some(s) if s.source_arn == self.source.arn() => Some(s),
+                Some(s)
+                    if s.belongs_to(
+                        self.source.arn(),
+                        self.source.table_id(),
+                        &self.destination(),
+                    ) =>
+                {
+                    Some(s)
+                }
                 Some(_) => {
                     report.warnings.push(format!(
-                        "ignored a checkpoint of job {} saved for another source table",
+                        "ignored a checkpoint of job {} saved for another source table or \
+                         destination: the scan starts from the beginning",
                         self.name
                     ));
                     None
@@ -377,13 +383,15 @@ impl TableJob {
                     store.clear(&self.name).await?;
                 }
             } else {
-                let scan = SavedScan {
-                    source_arn: self.source.arn().to_string(),
-                    segments,
-                    checkpoints,
-                    sink_state: String::new(),
-                };
-                store.save(&self.name, &scan).await?;
+                let scan = self.saved(segments, checkpoints);
+                let saved = store.save(&self.name, &scan).await;
+                if let (Err(save), Some(e)) = (&saved, &first_error) {
+                    // The job's own error is the one to report.
+                    tracing::warn!(job = %self.name, error = %save.chain(), "could not save checkpoints after: {}", e.chain());
+                }
+                if first_error.is_none() {
+                    saved?;
+                }
                 report.warnings.push(format!(
                     "saved the scan's checkpoints in escrow table {} (item {}): the next run \
                      resumes there",
@@ -395,6 +403,9 @@ impl TableJob {
         if let Some(e) = first_error {
             return Err(e);
         }
+        if mode == Mode::Run && report.copied > 0 {
+            self.sink.record_run(&self.started).await?;
+        }
         if mode == Mode::Verify && escrow {
             let total = self.sink.count().await?;
             let present: u64 = report.key_digests.iter().map(|d| d.escrow_items).sum();
@@ -403,6 +414,21 @@ impl TableJob {
         report.cancelled = self.cancel.is_cancelled() && !all_done;
         report.elapsed = began.elapsed();
         Ok(report)
+    }
+
+    fn destination(&self) -> String {
+        format!("dynamodb://{}", self.sink.name())
+    }
+
+    fn saved(&self, segments: u32, checkpoints: Vec<Checkpoint>) -> SavedScan {
+        SavedScan {
+            source_arn: self.source.arn().to_string(),
+            table_id: self.source.table_id().to_string(),
+            destination: self.destination(),
+            segments,
+            checkpoints,
+            sink_state: String::new(),
+        }
     }
 
     fn protection_findings(&self, existing: &TableInfo, report: &mut Report) {
@@ -462,12 +488,7 @@ impl TableJob {
             if let (Some(checkpoints), Some(store)) = (snapshot, &self.checkpoints)
                 && let Ok(_guard) = save_lock.try_lock()
             {
-                let scan = SavedScan {
-                    source_arn: self.source.arn().to_string(),
-                    segments: scanner.options().segments(),
-                    checkpoints,
-                    sink_state: String::new(),
-                };
+                let scan = self.saved(scanner.options().segments(), checkpoints);
                 store.save(&self.name, &scan).await?;
                 let mut s = shared.lock().expect("job lock");
                 s.wrote_since_save = false;
@@ -488,8 +509,7 @@ impl TableJob {
         let held = if escrow {
             let mut keys = Vec::with_capacity(items.len());
             for item in &items {
-                let key = self.keys.key_of(item)?;
-                keys.push((crate::json::record_to_json(&key).to_string(), key));
+                keys.push((self.keys.key_text(item)?, self.keys.key_of(item)?));
             }
             self.sink.lookup(&keys, &self.keys).await?
         } else {

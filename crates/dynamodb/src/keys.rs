@@ -48,10 +48,42 @@ impl KeySchema {
             .collect()
     }
 
-    /// The canonical text of `record`'s key, e.g. `{"pk":{"S":"order#1"}}`:
-    /// attribute names sorted, values in DynamoDB JSON.
+    /// The text that names `record`'s key in listings and reports: for a
+    /// table keyed by one string attribute, the string itself (unless it
+    /// starts with `{`); otherwise the key in canonical DynamoDB JSON, e.g.
+    /// `{"customer":{"S":"c1"},"order":{"N":"7"}}` (names sorted).
     pub fn key_text(&self, record: &Record) -> Result<String> {
-        Ok(record_to_json(&self.key_of(record)?).to_string())
+        let key = self.key_of(record)?;
+        if self.range.is_none()
+            && let Some(AttributeValue::S(s)) = key.get(&self.hash)
+            && !s.starts_with('{')
+        {
+            return Ok(s.clone());
+        }
+        Ok(record_to_json(&key).to_string())
+    }
+
+    /// The key a [`KeySchema::key_text`] names.
+    pub fn parse_key(&self, text: &str) -> Result<Record> {
+        if !text.starts_with('{') {
+            return Ok(Record::from([(self.hash.clone(), AttributeValue::S(text.to_string()))]));
+        }
+        let json: Value = serde_json::from_str(text).map_err(|e| {
+            Error::new(ErrorKind::Failed, "parse key", text, format!("not a key: {e}"))
+        })?;
+        let key = crate::json::record_from_json(&json, "key")?;
+        if key.len() != self.names().count() || self.names().any(|n| !key.contains_key(n)) {
+            return Err(Error::new(
+                ErrorKind::Failed,
+                "parse key",
+                text,
+                format!(
+                    "not a key of this table (attributes {:?})",
+                    self.names().collect::<Vec<_>>()
+                ),
+            ));
+        }
+        Ok(key)
     }
 }
 
@@ -143,6 +175,22 @@ mod tests {
         r.insert("pk".into(), AttributeValue::S("a".into()));
         r.insert("x".into(), AttributeValue::Bool(true));
         assert_eq!(keys.key_text(&r).unwrap(), r#"{"pk":{"S":"a"},"sk":{"N":"7"}}"#);
+        let text = keys.key_text(&r).unwrap();
+        assert_eq!(keys.parse_key(&text).unwrap(), keys.key_of(&r).unwrap());
+        // One string key: the string itself, unless it looks like JSON.
+        let simple = KeySchema::new("pk", None);
+        assert_eq!(simple.key_text(&r).unwrap(), "a");
+        assert_eq!(
+            simple.parse_key("a").unwrap(),
+            Record::from([("pk".into(), AttributeValue::S("a".into()))])
+        );
+        let tricky = Record::from([("pk".into(), AttributeValue::S("{x".into()))]);
+        let text = simple.key_text(&tricky).unwrap();
+        assert_eq!(text, r#"{"pk":{"S":"{x"}}"#);
+        assert_eq!(simple.parse_key(&text).unwrap(), tricky);
+        let number = Record::from([("pk".into(), AttributeValue::N("5".into()))]);
+        assert_eq!(simple.key_text(&number).unwrap(), r#"{"pk":{"N":"5"}}"#);
+        assert!(simple.parse_key(r#"{"other":{"S":"x"}}"#).is_err());
         r.remove("sk");
         let err = keys.key_text(&r).unwrap_err().to_string();
         assert!(err.contains("no key attribute \"sk\""), "{err}");

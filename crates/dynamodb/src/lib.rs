@@ -26,6 +26,7 @@ pub mod export;
 pub mod job;
 pub mod json;
 pub mod keys;
+pub mod pair;
 pub mod scan;
 #[cfg(feature = "strategies")]
 pub mod strategies;
@@ -35,6 +36,7 @@ pub use checkpoint::CheckpointStore;
 pub use export::{ExportJob, ExportTarget};
 pub use job::TableJob;
 pub use keys::KeySchema;
+pub use pair::{DynamoDbSink, DynamoDbSource};
 pub use scan::{ScanOptions, TableScanner};
 pub use table::{EscrowBilling, EscrowTable, TableInfo};
 

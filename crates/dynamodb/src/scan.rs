@@ -140,15 +140,27 @@ impl TableScanner {
     /// number of segments). A page's checkpoint is safe to persist once its
     /// items are written.
     pub fn pages(&self, resume: &[Checkpoint]) -> BoxStream<'_, Result<ScanPage>> {
-        let segments = (0..self.options.segments).filter_map(|segment| {
-            let checkpoint = resume
-                .iter()
-                .find(|c| c.segment == segment)
-                .cloned()
-                .unwrap_or(Checkpoint { segment, last_key: None, done: false });
-            (!checkpoint.done).then(|| self.segment(checkpoint))
-        });
-        futures::stream::select_all(segments).boxed()
+        self.pages_limited(resume, self.options.segments as usize)
+    }
+
+    /// Like [`TableScanner::pages`], with at most `workers` segments read
+    /// at once.
+    pub fn pages_limited(
+        &self,
+        resume: &[Checkpoint],
+        workers: usize,
+    ) -> BoxStream<'_, Result<ScanPage>> {
+        let segments: Vec<_> = (0..self.options.segments)
+            .filter_map(|segment| {
+                let checkpoint = resume
+                    .iter()
+                    .find(|c| c.segment == segment)
+                    .cloned()
+                    .unwrap_or(Checkpoint { segment, last_key: None, done: false });
+                (!checkpoint.done).then(|| self.segment(checkpoint))
+            })
+            .collect();
+        futures::stream::iter(segments).flatten_unordered(workers.max(1)).boxed()
     }
 
     /// The pages of one segment, in order, from `checkpoint` on (nothing if
@@ -180,7 +192,7 @@ impl TableScanner {
         let resource = format!("table {} segment {}", self.table, at.segment);
         let mut attempt = 1;
         loop {
-            self.budget.ready().await;
+            let reserved = self.budget.reserve().await;
             let res = self
                 .client
                 .scan()
@@ -203,7 +215,7 @@ impl TableScanner {
                 Ok(out) => {
                     let units =
                         out.consumed_capacity().and_then(|c| c.capacity_units()).unwrap_or(0.0);
-                    self.budget.charge(units);
+                    self.budget.settle(reserved, units);
                     let last_key = out.last_evaluated_key().filter(|k| !k.is_empty()).cloned();
                     let done = last_key.is_none();
                     return Ok(ScanPage {
@@ -212,13 +224,17 @@ impl TableScanner {
                     });
                 }
                 Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
+                    self.budget.release(reserved);
                     if e.is_throttle() {
                         self.budget.throttled();
                     }
                     tokio::time::sleep(retry.delay(attempt)).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.budget.release(reserved);
+                    return Err(e);
+                }
             }
         }
     }

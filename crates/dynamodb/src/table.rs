@@ -33,6 +33,8 @@ pub const TAG_SOURCE_ARN: &str = "escrow-sync:source-table-arn";
 pub const TAG_SOURCE_ACCOUNT: &str = "escrow-sync:source-account";
 /// The tag that records when escrow-sync created the escrow table.
 pub const TAG_CREATED: &str = "escrow-sync:created-at";
+/// The tag that records the start of the latest run that wrote items.
+pub const TAG_LAST_RUN: &str = "escrow-sync:last-run-at";
 /// The tag that records the source's TTL attribute (never applied in escrow).
 pub const TAG_SOURCE_TTL: &str = "escrow-sync:source-ttl-attribute";
 
@@ -55,9 +57,20 @@ pub struct TableInfo {
 }
 
 impl TableInfo {
-    /// Describes `table` with `client`. Tags, TTL and PITR that the
-    /// credentials may not read are left empty/off rather than failing.
+    /// Describes `table` with `client` (a source table). Tags, TTL and
+    /// PITR that the credentials may not read are left empty/off rather
+    /// than failing: they are recorded, not relied on.
     pub async fn describe(client: &Client, table: &str) -> Result<TableInfo> {
+        Self::describe_with(client, table, false).await
+    }
+
+    /// Describes `table` with `client`, failing when TTL, PITR or tags
+    /// cannot be read (an escrow table: its TTL and PITR are checked).
+    pub async fn describe_strict(client: &Client, table: &str) -> Result<TableInfo> {
+        Self::describe_with(client, table, true).await
+    }
+
+    async fn describe_with(client: &Client, table: &str, strict: bool) -> Result<TableInfo> {
         let resource = format!("dynamodb table {table}");
         let description = client
             .describe_table()
@@ -70,6 +83,9 @@ impl TableInfo {
                 Error::new(ErrorKind::Failed, "dynamodb:DescribeTable", &resource, "no description")
             })?;
         let ttl_attribute = match client.describe_time_to_live().table_name(table).send().await {
+            Err(e) if strict => {
+                return Err(sdk_error(e, "dynamodb:DescribeTimeToLive", resource));
+            }
             Ok(out) => out.time_to_live_description.and_then(|d| {
                 matches!(
                     d.time_to_live_status(),
@@ -81,6 +97,9 @@ impl TableInfo {
             Err(_) => None,
         };
         let pitr = match client.describe_continuous_backups().table_name(table).send().await {
+            Err(e) if strict => {
+                return Err(sdk_error(e, "dynamodb:DescribeContinuousBackups", resource));
+            }
             Ok(out) => out
                 .continuous_backups_description
                 .and_then(|d| d.point_in_time_recovery_description)
@@ -92,14 +111,18 @@ impl TableInfo {
         if let Some(arn) = description.table_arn() {
             let mut next: Option<String> = None;
             loop {
-                let Ok(out) = client
+                let out = match client
                     .list_tags_of_resource()
                     .resource_arn(arn)
                     .set_next_token(next.take())
                     .send()
                     .await
-                else {
-                    break;
+                {
+                    Ok(out) => out,
+                    Err(e) if strict => {
+                        return Err(sdk_error(e, "dynamodb:ListTagsOfResource", resource));
+                    }
+                    Err(_) => break,
                 };
                 for t in out.tags() {
                     tags.insert(t.key().to_string(), t.value().to_string());
@@ -121,6 +144,12 @@ impl TableInfo {
     /// The table's ARN.
     pub fn arn(&self) -> &str {
         self.description.table_arn().unwrap_or_default()
+    }
+
+    /// The table's id (a table deleted and re-created under the same name
+    /// gets a new one).
+    pub fn table_id(&self) -> &str {
+        self.description.table_id().unwrap_or_default()
     }
 
     /// The primary key.
@@ -384,7 +413,7 @@ impl EscrowTable {
 
     /// The escrow table's description, or `None` when it does not exist.
     pub async fn describe(&self) -> Result<Option<TableInfo>> {
-        match TableInfo::describe(&self.client, &self.table).await {
+        match TableInfo::describe_strict(&self.client, &self.table).await {
             Ok(t) => Ok(Some(t)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -405,6 +434,16 @@ impl EscrowTable {
                  table with the same key schema",
                 self.table,
                 source.name()
+            )));
+        }
+        if let Some(recorded) = existing.tags.get(TAG_SOURCE_ARN)
+            && recorded != source.arn()
+        {
+            return Err(Error::invalid_config(format!(
+                "escrow dynamodb table {} holds the escrow of {recorded} (its {TAG_SOURCE_ARN} \
+                 tag), not of {}: give this job its own dest_table",
+                self.table,
+                source.arn()
             )));
         }
         if let Some(attr) = &existing.ttl_attribute {
@@ -438,20 +477,7 @@ impl EscrowTable {
             }
         };
         if !existing.pitr {
-            self.client
-                .update_continuous_backups()
-                .table_name(&self.table)
-                .point_in_time_recovery_specification(
-                    PointInTimeRecoverySpecification::builder()
-                        .point_in_time_recovery_enabled(true)
-                        .build()
-                        .map_err(|e| {
-                            Error::new(ErrorKind::Failed, "build", self.resource(), e.to_string())
-                        })?,
-                )
-                .send()
-                .await
-                .map_err(|e| sdk_error(e, "dynamodb:UpdateContinuousBackups", self.resource()))?;
+            self.enable_pitr().await?;
             if !ensured.created {
                 ensured.fixed.push("point-in-time recovery".into());
             }
@@ -469,6 +495,41 @@ impl EscrowTable {
             }
         }
         Ok(ensured)
+    }
+
+    /// Turns on point-in-time recovery. A table that has just become
+    /// active may answer ContinuousBackupsUnavailableException for a while:
+    /// that is waited out (up to the wait timeout).
+    async fn enable_pitr(&self) -> Result<()> {
+        let spec = PointInTimeRecoverySpecification::builder()
+            .point_in_time_recovery_enabled(true)
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Failed, "build", self.resource(), e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + self.wait_timeout;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let res = self
+                .client
+                .update_continuous_backups()
+                .table_name(&self.table)
+                .point_in_time_recovery_specification(spec.clone())
+                .send()
+                .await;
+            match res {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_continuous_backups_unavailable_exception())
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    return Err(sdk_error(e, "dynamodb:UpdateContinuousBackups", self.resource()));
+                }
+            }
+        }
     }
 
     async fn create(&self, source: &TableInfo, source_account: &str, now: &str) -> Result<()> {
@@ -730,11 +791,18 @@ impl EscrowTable {
         }
     }
 
+    /// Writes `items` one PutItem at a time, to find the items a batch
+    /// error is about. An error every item meets alike (the first three
+    /// fail the same way, none succeeds: a disabled key, a schema problem)
+    /// is the table's, not the items': it fails the write instead of
+    /// filling the dead-letter file.
     async fn write_singly(
         &self,
         items: Vec<Record>,
         mut out: WriteOutcome,
     ) -> Result<WriteOutcome> {
+        let mut succeeded = 0u64;
+        let mut alike: Vec<String> = Vec::new();
         for item in items {
             let mut attempt = 1;
             loop {
@@ -750,6 +818,7 @@ impl EscrowTable {
                     .map_err(|e| sdk_error(e, "dynamodb:PutItem", self.resource()));
                 match res {
                     Ok(_) => {
+                        succeeded += 1;
                         out.written += 1;
                         out.bytes += to_line(&item).len() as u64;
                         break;
@@ -762,6 +831,13 @@ impl EscrowTable {
                         attempt += 1;
                     }
                     Err(e) => {
+                        alike.push(e.to_string());
+                        if succeeded == 0
+                            && alike.len() >= 3
+                            && alike.iter().all(|m| *m == alike[0])
+                        {
+                            return Err(e);
+                        }
                         out.dead.push((item, e));
                         break;
                     }
@@ -769,6 +845,26 @@ impl EscrowTable {
             }
         }
         Ok(out)
+    }
+
+    /// Tags the table with the start of a run that wrote items
+    /// ([`TAG_LAST_RUN`]); a run that wrote nothing does not call this, so
+    /// an unchanged source costs no mutating call.
+    pub async fn record_run(&self, started: &str) -> Result<()> {
+        let arn = self.describe().await?.map(|t| t.arn().to_string()).ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, "dynamodb:DescribeTable", self.resource(), "")
+        })?;
+        let tag = Tag::builder().key(TAG_LAST_RUN).value(started).build().map_err(|e| {
+            Error::new(ErrorKind::Failed, "dynamodb:TagResource", self.resource(), e.to_string())
+        })?;
+        self.client
+            .tag_resource()
+            .resource_arn(arn)
+            .tags(tag)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "dynamodb:TagResource", self.resource()))?;
+        Ok(())
     }
 
     /// Counts the items escrow holds (a Scan with `Select=COUNT`, which

@@ -150,8 +150,8 @@ async fn a_native_export_is_asked_for_the_escrow_bucket_polled_and_completed() {
             r.table_arn() == Some(ARN)
                 && r.s3_bucket() == Some("escrow")
                 && r.s3_bucket_owner() == Some("222222222222")
-                && r.s3_prefix() == Some("dynamodb/orders/20261128T000000Z/native")
-                && r.client_token() == Some("escrow-sync-20261128T000000Z")
+                && r.s3_prefix() == Some("dynamodb/orders/20261128T000000000Z/native")
+                && r.client_token() == Some("escrow-sync-20261128T000000000Z")
                 && r.s3_sse_algorithm() == Some(&S3SseAlgorithm::Kms)
                 && r.s3_sse_kms_key_id() == Some("arn:aws:kms:us-east-1:222222222222:key/k")
         })
@@ -174,7 +174,7 @@ async fn a_native_export_is_asked_for_the_escrow_bucket_polled_and_completed() {
         .build();
     let bucket = MemBucket::new("escrow");
     // What DynamoDB writes.
-    let dir = "dynamodb/orders/20261128T000000Z/";
+    let dir = "dynamodb/orders/20261128T000000000Z/";
     bucket.put(format!("{dir}native/AWSDynamoDB/01/data/a.json.gz"), gz(&[item("a"), item("b")]));
     bucket.put(format!("{dir}native/AWSDynamoDB/01/manifest-summary.json"), "{}");
     let job = job(client(&source_rules(true), &[&started, &polled]), &bucket)
@@ -267,13 +267,13 @@ async fn file_writes_that_meet_transient_faults_are_retried_and_nothing_is_writt
     // Both segments get the same mocked page: 80 items in two files.
     assert_eq!(report.copied, 80, "{report:?}");
     let manifest: Value = serde_json::from_slice(
-        &bucket.get("orders/20261128T000000Z/manifest.json").expect("manifest").data,
+        &bucket.get("orders/20261128T000000000Z/manifest.json").expect("manifest").data,
     )
     .unwrap();
     assert_eq!(manifest["item_count"], 80);
     let mut total = 0;
     for f in manifest["files"].as_array().unwrap() {
-        let key = format!("orders/20261128T000000Z/{}", f["key"].as_str().unwrap());
+        let key = format!("orders/20261128T000000000Z/{}", f["key"].as_str().unwrap());
         total += read_data_file(&bucket.get(&key).unwrap().data, &key).unwrap().len();
     }
     assert_eq!(total, 80);

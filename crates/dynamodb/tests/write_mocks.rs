@@ -297,6 +297,14 @@ async fn a_run_puts_items_it_cannot_write_in_the_dead_letter_file_and_reports_th
         let mut r = describe_rules("escrow-orders");
         r.push(mock!(Client::batch_get_item).then_output(|| BatchGetItemOutput::builder().build()));
         r.push(mock!(Client::batch_write_item).then_output(|| unprocessed(vec![item("stuck")])));
+        // A run that wrote items records when (escrow-sync:last-run-at).
+        r.push(
+            mock!(Client::tag_resource)
+                .match_requests(|r| r.tags().iter().any(|t| t.key() == "escrow-sync:last-run-at"))
+                .then_output(|| {
+                    aws_sdk_dynamodb::operation::tag_resource::TagResourceOutput::builder().build()
+                }),
+        );
         r
     };
     let escrow =
@@ -311,7 +319,8 @@ async fn a_run_puts_items_it_cannot_write_in_the_dead_letter_file_and_reports_th
             .with_dead_letter_dir(&dir);
     let report = job.execute(Mode::Run).await.unwrap();
     assert_eq!((report.copied, report.failed), (1, 1), "{report:?}");
-    assert_eq!(report.failures[0].key, r#"{"pk":{"S":"stuck"}}"#);
+    assert_eq!(escrow_rules.last().unwrap().num_calls(), 1, "the run was recorded");
+    assert_eq!(report.failures[0].key, "stuck");
     let path = job.dead_letter_path();
     assert!(
         report.warnings.iter().any(|w| w.contains(&path.display().to_string())),
@@ -322,4 +331,115 @@ async fn a_run_puts_items_it_cannot_write_in_the_dead_letter_file_and_reports_th
     let lines: Vec<Record> = text.lines().map(|l| from_line(l).unwrap()).collect();
     assert_eq!(lines, vec![item("stuck")], "the item, whole, in DynamoDB JSON");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn an_error_every_item_meets_alike_fails_the_write_instead_of_dead_lettering_the_table() {
+    let batch = mock!(Client::batch_write_item)
+        .sequence()
+        .http_status(400, Some(KMS_DISABLED.into()))
+        .build();
+    let single = mock!(Client::put_item)
+        .sequence()
+        .http_status(400, Some(KMS_DISABLED.into()))
+        .times(3)
+        .build();
+    let err = sink(&[&batch, &single])
+        .write((0..10).map(|i| item(&format!("k{i}"))).collect(), &keys())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("KMS key"), "{err}");
+    assert_eq!(single.num_calls(), 3, "stopped after three alike failures");
+}
+
+const KMS_DISABLED: &str = r#"{"__type":"com.amazon.coral.validation#ValidationException","message":"The KMS key is disabled"}"#;
+
+fn escrow_description(tags: Vec<(&'static str, &'static str)>, pitr: bool) -> Vec<Rule> {
+    let mut rules = describe_rules("escrow-orders");
+    rules[3] = mock!(Client::list_tags_of_resource).then_output(move || {
+        ListTagsOfResourceOutput::builder()
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| {
+                        aws_sdk_dynamodb::types::Tag::builder().key(*k).value(*v).build().unwrap()
+                    })
+                    .collect(),
+            ))
+            .build()
+    });
+    if !pitr {
+        rules[2] = mock!(Client::describe_continuous_backups).then_output(|| {
+            DescribeContinuousBackupsOutput::builder()
+                .continuous_backups_description(
+                    ContinuousBackupsDescription::builder()
+                        .continuous_backups_status(ContinuousBackupsStatus::Enabled)
+                        .point_in_time_recovery_description(
+                            PointInTimeRecoveryDescription::builder()
+                                .point_in_time_recovery_status(PointInTimeRecoveryStatus::Disabled)
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        });
+    }
+    rules
+}
+
+async fn source_info() -> TableInfo {
+    let rules = describe_rules("orders");
+    TableInfo::describe(&client(&rules.iter().collect::<Vec<_>>()), "orders").await.unwrap()
+}
+
+#[tokio::test]
+async fn an_escrow_table_of_another_source_is_refused() {
+    let rules = escrow_description(
+        vec![(
+            "escrow-sync:source-table-arn",
+            "arn:aws:dynamodb:us-east-1:111111111111:table/other",
+        )],
+        true,
+    );
+    let sink = EscrowTable::from_client(client(&rules.iter().collect::<Vec<_>>()), "escrow-orders");
+    let err = sink.check(&source_info().await).await.unwrap_err();
+    assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+    assert!(
+        err.to_string().contains("table/other") && err.to_string().contains("dest_table"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_escrow_table_whose_ttl_cannot_be_read_is_not_taken_for_safe() {
+    let mut rules = escrow_description(vec![], true);
+    rules[1] = mock!(Client::describe_time_to_live).sequence().http_status(
+        400,
+        Some(r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"not authorized to perform dynamodb:DescribeTimeToLive"}"#.into()),
+    ).build();
+    let sink = EscrowTable::from_client(client(&rules.iter().collect::<Vec<_>>()), "escrow-orders");
+    let err = sink.check(&source_info().await).await.unwrap_err();
+    assert_eq!(err.kind(), escrow_sync_core::ErrorKind::AccessDenied, "{err}");
+    assert!(err.to_string().contains("DescribeTimeToLive"), "{err}");
+}
+
+#[tokio::test]
+async fn point_in_time_recovery_is_retried_while_backups_are_still_being_enabled() {
+    let mut rules = escrow_description(vec![], false);
+    rules.push(
+        mock!(Client::update_continuous_backups)
+            .sequence()
+            .http_status(
+                400,
+                Some(r#"{"__type":"com.amazonaws.dynamodb.v20120810#ContinuousBackupsUnavailableException","message":"Backups are being enabled for the table"}"#.into()),
+            )
+            .times(2)
+            .output(|| aws_sdk_dynamodb::operation::update_continuous_backups::UpdateContinuousBackupsOutput::builder().build())
+            .build(),
+    );
+    let sink = EscrowTable::from_client(client(&rules.iter().collect::<Vec<_>>()), "escrow-orders")
+        .with_wait_timeout(Duration::from_secs(30));
+    let ensured = sink.ensure(&source_info().await, "111111111111", "now").await.unwrap();
+    assert_eq!(ensured.fixed, vec!["point-in-time recovery".to_string()]);
+    assert_eq!(rules[4].num_calls(), 3);
 }
