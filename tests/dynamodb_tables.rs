@@ -216,7 +216,7 @@ async fn an_interrupted_run_resumes_from_its_checkpoints_in_escrow() {
     assert!(!second.cancelled);
     assert_eq!(second.skipped, 0, "the resumed run reads nothing it already wrote: {second:?}");
     assert_eq!(first.copied + second.copied, 2_000, "{first:?} {second:?}");
-    assert!(second.warnings.iter().any(|w| w.contains("resumed")), "{:?}", second.warnings);
+    assert!(second.notes.iter().any(|w| w.contains("resumed")), "{:?}", second.notes);
     assert_eq!(all_items(&escrow_admin, &dest).await.len(), 2_000);
     assert!(
         store.load(&format!("dynamodb:{source}")).await.unwrap().is_none(),

@@ -81,6 +81,7 @@ struct JsonJob<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     key_digests: Vec<&'a escrow_sync_core::KeyDigest>,
     warnings: Vec<&'a str>,
+    notes: Vec<&'a str>,
     elapsed_seconds: f64,
     error: Option<String>,
 }
@@ -147,6 +148,7 @@ pub fn json(mode: Mode, jobs: &[JobOutcome], fatal: Option<&Error>, code: u8) ->
                 warnings: r
                     .map(|r| r.warnings.iter().map(String::as_str).collect())
                     .unwrap_or_default(),
+                notes: r.map(|r| r.notes.iter().map(String::as_str).collect()).unwrap_or_default(),
                 elapsed_seconds: r.map(|r| r.elapsed.as_secs_f64()).unwrap_or(0.0),
                 error: j.error.as_ref().map(Error::chain),
             }
@@ -193,6 +195,9 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
             Some(r) => {
                 let how = if j.streamed { ", streamed" } else { "" };
                 let _ = writeln!(s, "job {} ({} -> {}{how})", j.name, r.source, r.destination);
+                for n in &r.notes {
+                    let _ = writeln!(s, "  note: {n}");
+                }
                 for w in &r.warnings {
                     let _ = writeln!(s, "  warning: {w}");
                 }

@@ -120,6 +120,9 @@ pub struct Report {
     pub cancelled: bool,
     /// Warnings the operator must see (e.g. a same-account "escrow").
     pub warnings: Vec<String>,
+    /// What the operator may want to know (a table created, a generation
+    /// completed, a run resumed).
+    pub notes: Vec<String>,
     /// Wall-clock time.
     #[serde(serialize_with = "secs")]
     pub elapsed: Duration,
@@ -154,6 +157,7 @@ impl Report {
             throttled: 0,
             cancelled: false,
             warnings: Vec::new(),
+            notes: Vec::new(),
             elapsed: Duration::ZERO,
         }
     }

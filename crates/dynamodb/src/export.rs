@@ -474,7 +474,7 @@ impl ExportJob {
         );
         report.copied = self.source.item_count();
         report.bytes_copied = self.source.size_bytes();
-        report.warnings.push(format!(
+        report.notes.push(format!(
             "a run writes a new export generation of about {} items under {} (DynamoDB's \
              estimate, updated about every six hours)",
             self.source.item_count(),
@@ -502,7 +502,7 @@ impl ExportJob {
         });
         let (generation, arn) = match resumed {
             Some((generation, arn)) => {
-                report.warnings.push(format!(
+                report.notes.push(format!(
                     "went on waiting for native export {arn} (generation {generation}) that an \
                      earlier run started"
                 ));
@@ -605,7 +605,7 @@ impl ExportJob {
         }
         report.copied = files.iter().map(|f| f.items).sum();
         report.bytes_copied = files.iter().map(|f| f.compressed_bytes).sum();
-        report.warnings.push(format!(
+        report.notes.push(format!(
             "native export generation {generation} is complete: {} items in {} files under {}{dir}",
             report.copied,
             files.len(),
@@ -733,7 +733,7 @@ impl ExportJob {
         let (progress, resume) = match resumed {
             Some((s, p)) => {
                 options = options.with_segments(s.segments);
-                report.warnings.push(format!(
+                report.notes.push(format!(
                     "resumed export generation {} of {} from its checkpoints",
                     p.generation,
                     self.source.name()
@@ -808,7 +808,7 @@ impl ExportJob {
         });
         let files = self.complete(&generation, keys, written, extra, None).await?;
         let items: u64 = files.iter().map(|f| f.items).sum();
-        report.warnings.push(format!(
+        report.notes.push(format!(
             "export generation {generation} is complete: {items} items in {} files under {}{}/",
             files.len(),
             self.location,
@@ -1154,7 +1154,7 @@ impl ExportJob {
                         );
                     }
                 }
-                report.warnings.push(format!("compared with export generation {generation}"));
+                report.notes.push(format!("compared with export generation {generation}"));
             }
         }
         let scanner =

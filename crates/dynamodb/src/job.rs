@@ -254,7 +254,7 @@ impl TableJob {
                 let ensured =
                     self.sink.ensure(&self.source, &self.source_account, &self.started).await?;
                 if ensured.created {
-                    report.warnings.push(format!(
+                    report.notes.push(format!(
                         "created escrow table {} (key schema, indexes, tags of {}; point-in-time \
                          recovery and deletion protection on)",
                         self.sink.name(),
@@ -276,7 +276,7 @@ impl TableJob {
                     true
                 }
                 None => {
-                    report.warnings.push(format!(
+                    report.notes.push(format!(
                         "escrow table {} does not exist yet: a run creates it",
                         self.sink.name()
                     ));
@@ -313,7 +313,7 @@ impl TableJob {
         if let Some(s) = &saved {
             options = options.with_segments(s.segments);
             resume = s.checkpoints.clone();
-            report.warnings.push(format!(
+            report.notes.push(format!(
                 "resumed an interrupted scan of {} from its checkpoints ({} of {} segments done)",
                 self.source.name(),
                 resume.iter().filter(|c| c.done).count(),
@@ -392,7 +392,7 @@ impl TableJob {
                 if first_error.is_none() {
                     saved?;
                 }
-                report.warnings.push(format!(
+                report.notes.push(format!(
                     "saved the scan's checkpoints in escrow table {} (item {}): the next run \
                      resumes there",
                     store.table(),
