@@ -56,6 +56,8 @@ const NOT_FOUND_CODES: &[&str] = &[
     "NoSuchTagSet",
     "NotFound",
     "ResourceNotFoundException",
+    "TableNotFoundException",
+    "ExportNotFoundException",
     "NoSuchEntity",
 ];
 

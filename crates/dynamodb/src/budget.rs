@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct ReadBudget {
     target: f64,
+    halving_window: Duration,
     state: Mutex<State>,
 }
 
@@ -26,6 +27,7 @@ struct State {
     consumed: f64,
     throttles: u64,
     estimate: f64,
+    last_halved: Option<Instant>,
 }
 
 impl ReadBudget {
@@ -34,6 +36,7 @@ impl ReadBudget {
         let target = units_per_second.max(1.0);
         ReadBudget {
             target,
+            halving_window: Duration::from_secs(1),
             state: Mutex::new(State {
                 rate: target,
                 tokens: target,
@@ -41,6 +44,7 @@ impl ReadBudget {
                 consumed: 0.0,
                 throttles: 0,
                 estimate: 128.0,
+                last_halved: None,
             }),
         }
     }
@@ -50,6 +54,13 @@ impl ReadBudget {
         let elapsed = now.duration_since(s.last).as_secs_f64();
         s.last = now;
         s.tokens = (s.tokens + elapsed * s.rate).min(s.rate);
+    }
+
+    /// Throttling answers within `window` of a halving do not halve again
+    /// (default 1 s).
+    pub fn with_halving_window(mut self, window: Duration) -> Self {
+        self.halving_window = window;
+        self
     }
 
     /// How long to wait before the next request (zero when the bucket is
@@ -74,12 +85,19 @@ impl ReadBudget {
     /// Waits until a request may be sent, then reserves what a page is
     /// expected to cost; returns the reservation, to settle or release.
     pub async fn reserve(&self) -> f64 {
-        self.ready().await;
-        let mut s = self.state.lock().expect("budget lock");
-        Self::refill(&mut s);
-        let units = s.estimate;
-        s.tokens -= units;
-        units
+        loop {
+            let wait = {
+                let mut s = self.state.lock().expect("budget lock");
+                Self::refill(&mut s);
+                if s.tokens >= 0.0 {
+                    let units = s.estimate;
+                    s.tokens -= units;
+                    return units;
+                }
+                Duration::from_secs_f64(-s.tokens / s.rate)
+            };
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// A served page consumed `actual` units against `reserved`: settles
@@ -105,11 +123,17 @@ impl ReadBudget {
         self.settle(0.0, units);
     }
 
-    /// The service throttled: halve the rate (not below 1 unit/s).
+    /// The service throttled: halve the rate (not below 1 unit/s), once
+    /// per second at most — parallel segments throttled by one burst halve
+    /// it once, not once each.
     pub fn throttled(&self) {
         let mut s = self.state.lock().expect("budget lock");
         Self::refill(&mut s);
-        s.rate = (s.rate / 2.0).max(1.0);
+        let now = Instant::now();
+        if s.last_halved.is_none_or(|t| now.duration_since(t) >= self.halving_window) {
+            s.rate = (s.rate / 2.0).max(1.0);
+            s.last_halved = Some(now);
+        }
         s.tokens = s.tokens.min(0.0);
         s.throttles += 1;
     }
@@ -164,8 +188,12 @@ mod tests {
         let b = ReadBudget::new(64.0);
         b.throttled();
         b.throttled();
-        assert_eq!(b.rate(), 16.0);
+        assert_eq!(b.rate(), 32.0, "one burst of throttling halves once");
         assert_eq!(b.throttles(), 2);
+        let b = ReadBudget::new(64.0).with_halving_window(Duration::ZERO);
+        b.throttled();
+        b.throttled();
+        assert_eq!(b.rate(), 16.0);
         for _ in 0..100 {
             b.charge(0.0);
         }

@@ -225,13 +225,24 @@ impl CheckpointStore {
         for n in 0..count {
             match items.get(&format!("v{version}#{n:05}")).and_then(|i| i.get("data")) {
                 Some(AttributeValue::S(piece)) => text.push_str(piece),
-                _ => return Ok(None),
+                _ => {
+                    // Another run of the same job saved over this one: its
+                    // scan starts over rather than resuming a torn state.
+                    tracing::warn!(job, table = %self.table, "checkpoint chunk {n} of version {version} is missing: not resuming");
+                    return Ok(None);
+                }
             }
         }
-        let v: Value = serde_json::from_str(&text).map_err(|e| {
-            Error::new(ErrorKind::Failed, "read checkpoint", self.resource(job), e.to_string())
-        })?;
-        SavedScan::from_json(&v).map(Some)
+        let parsed = serde_json::from_str::<Value>(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|v| SavedScan::from_json(&v).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(scan) => Ok(Some(scan)),
+            Err(e) => {
+                tracing::warn!(job, table = %self.table, error = %e, "unreadable checkpoint: not resuming");
+                Ok(None)
+            }
+        }
     }
 
     /// Saves `scan` as `job`'s checkpoint, creating the table if needed:
@@ -267,9 +278,15 @@ impl CheckpointStore {
             ]),
         )
         .await?;
-        let current = format!("v{version}#");
+        // Only older versions: a newer one is another run's, saved meanwhile.
+        let ours: u128 = version.parse().unwrap_or(0);
         for part in self.items(job).await?.into_keys() {
-            if part != "head" && !part.starts_with(&current) {
+            let older = part
+                .strip_prefix('v')
+                .and_then(|p| p.split('#').next())
+                .and_then(|v| v.parse::<u128>().ok())
+                .is_some_and(|v| v < ours);
+            if older {
                 self.delete(job, &part).await?;
             }
         }

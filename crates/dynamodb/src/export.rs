@@ -496,20 +496,40 @@ impl ExportJob {
             Some(store) => self.load_saved(store, &mut report).await?,
             None => None,
         };
+        // The generation (and, once DynamoDB answered, the export ARN) is
+        // saved before the export is asked for: a run that stops in between
+        // asks again with the same client token, which DynamoDB answers with
+        // the same export rather than starting a second one.
         let resumed = saved.and_then(|s| {
             let v: Value = serde_json::from_str(&s.sink_state).ok()?;
-            Some((v["generation"].as_str()?.to_string(), v["export_arn"].as_str()?.to_string()))
+            Some((
+                v["generation"].as_str()?.to_string(),
+                v["export_arn"].as_str().map(String::from),
+            ))
         });
-        let (generation, arn) = match resumed {
+        let (generation, known_arn) = match resumed {
             Some((generation, arn)) => {
                 report.notes.push(format!(
-                    "went on waiting for native export {arn} (generation {generation}) that an \
-                     earlier run started"
+                    "went on with native export generation {generation} that an earlier run started"
                 ));
                 (generation, arn)
             }
+            None => (generation_id(&self.started), None),
+        };
+        let save = |arn: Option<&str>| {
+            let state = json!({"generation": generation, "export_arn": arn}).to_string();
+            let scan = self.saved(0, Vec::new(), state);
+            async move {
+                match &self.checkpoints {
+                    Some(store) => store.save(&self.name, &scan).await,
+                    None => Ok(()),
+                }
+            }
+        };
+        let arn = match known_arn {
+            Some(arn) => arn,
             None => {
-                let generation = generation_id(&self.started);
+                save(None).await?;
                 let mut req = self
                     .primary
                     .export_table_to_point_in_time()
@@ -539,14 +559,18 @@ impl ExportJob {
                         "no export ARN in the answer",
                     )
                 })?;
-                if let Some(store) = &self.checkpoints {
-                    let state = json!({"generation": generation, "export_arn": arn}).to_string();
-                    store.save(&self.name, &self.saved(0, Vec::new(), state)).await?;
-                }
-                (generation, arn)
+                save(Some(&arn)).await?;
+                arn
             }
         };
-        let Some(description) = self.wait_export(native, &arn).await? else {
+        let waited = self.wait_export(native, &arn).await;
+        if let Err(e) = &waited
+            && e.kind() == ErrorKind::NotFound
+        {
+            // DynamoDB no longer knows the export: the next run starts anew.
+            self.forget().await;
+        }
+        let Some(description) = waited? else {
             report.cancelled = true;
             report.warnings.push(format!(
                 "stopped waiting for native export {arn}: it goes on in DynamoDB, and the next \
@@ -559,9 +583,7 @@ impl ExportJob {
             description.export_status().map(|s| s.as_str().to_string()).unwrap_or_default();
         if status != "COMPLETED" {
             // The next run starts a new export.
-            if let Some(store) = &self.checkpoints {
-                store.clear(&self.name).await?;
-            }
+            self.forget().await;
             return Err(Error::new(
                 ErrorKind::Failed,
                 "dynamodb:DescribeExport",
@@ -574,7 +596,6 @@ impl ExportJob {
             ));
         }
         let dir = format!("{}{generation}/", self.prefix);
-        let keys = self.native_files(&dir, &description, &mut report).await?;
         let fmt = |t: Option<&aws_smithy_types::DateTime>| {
             t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
         };
@@ -587,15 +608,19 @@ impl ExportJob {
             "export_manifest": description.export_manifest(),
         });
         let expected = description.item_count().map(|n| n.max(0) as u64);
-        let files = match self.complete(&generation, keys, BTreeMap::new(), extra, expected).await {
+        let completed = match self.native_files(&dir, &description, &mut report).await {
+            Ok(keys) => self.complete(&generation, keys, BTreeMap::new(), extra, expected).await,
+            Err(e) => Err(e),
+        };
+        let files = match completed {
             Ok(files) => files,
             Err(e) => {
-                // Files that do not add up: the next run asks for a new export
-                // rather than trusting these (a retryable error keeps waiting).
-                if !e.is_retryable()
-                    && let Some(store) = &self.checkpoints
-                {
-                    store.clear(&self.name).await?;
+                // Files that do not add up to DynamoDB's manifest or count: the
+                // next run asks for a new export rather than trusting these.
+                // Any other error keeps the checkpoint: the next run completes
+                // this one.
+                if e.kind() == ErrorKind::PreconditionFailed {
+                    self.forget().await;
                 }
                 return Err(e);
             }
@@ -629,8 +654,20 @@ impl ExportJob {
         if let Some(summary_key) = description.export_manifest()
             && let Some(summary) = self.fetch(summary_key).await?
         {
-            let summary: Value = serde_json::from_slice(&summary).unwrap_or(Value::Null);
-            let files_key = summary["manifestFilesS3Key"].as_str().unwrap_or_default();
+            let bad = |what: String| {
+                Error::new(
+                    ErrorKind::PreconditionFailed,
+                    "read native export manifest",
+                    format!("{}{summary_key}", self.location),
+                    what,
+                )
+            };
+            let summary: Value = serde_json::from_slice(&summary)
+                .map_err(|e| bad(format!("manifest-summary.json is not JSON: {e}")))?;
+            let files_key = summary["manifestFilesS3Key"]
+                .as_str()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| bad("manifest-summary.json names no manifestFilesS3Key".into()))?;
             let listing = self.fetch(files_key).await?.ok_or_else(|| {
                 Error::new(
                     ErrorKind::NotFound,
@@ -642,7 +679,9 @@ impl ExportJob {
             let text = String::from_utf8_lossy(&listing);
             let mut keys = Vec::new();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                let v: Value = serde_json::from_str(line).map_err(|e| {
+                    bad(format!("manifest-files.json has a line that is not JSON: {e}"))
+                })?;
                 let key = v["dataFileS3Key"].as_str().and_then(relative).ok_or_else(|| {
                     Error::new(
                         ErrorKind::Failed,
@@ -671,6 +710,17 @@ impl ExportJob {
             }
         }
         Ok(keys)
+    }
+
+    /// Deletes this job's checkpoint after a failure that the next run must
+    /// not resume; a failure to delete it is logged, not returned (the
+    /// failure that led here is the one to report).
+    async fn forget(&self) {
+        if let Some(store) = &self.checkpoints
+            && let Err(e) = store.clear(&self.name).await
+        {
+            tracing::warn!(job = %self.name, error = %e.chain(), "could not clear the checkpoint");
+        }
     }
 
     /// Polls DescribeExport with capped exponential intervals until the
@@ -1030,7 +1080,7 @@ impl ExportJob {
             && expected != items
         {
             return Err(Error::new(
-                ErrorKind::Failed,
+                ErrorKind::PreconditionFailed,
                 "complete export generation",
                 format!("{}{dir}", self.location),
                 format!(

@@ -61,7 +61,6 @@ pub struct DynamoDbSource {
     table: String,
     keys: KeySchema,
     scanner: TableScanner,
-    consistent_read: bool,
 }
 
 impl DynamoDbSource {
@@ -75,10 +74,9 @@ impl DynamoDbSource {
         read_units: f64,
     ) -> Self {
         let table = table.into();
-        let consistent_read = options.consistent_read();
         let scanner =
             TableScanner::from_client(client.clone(), &table, read_units).with_options(options);
-        DynamoDbSource { client, table, keys, scanner, consistent_read }
+        DynamoDbSource { client, table, keys, scanner }
     }
 }
 
@@ -99,7 +97,9 @@ impl Source for DynamoDbSource {
             .get_item()
             .table_name(&self.table)
             .set_key(Some(self.keys.parse_key(&item.key)?))
-            .consistent_read(self.consistent_read)
+            // Strongly consistent: an eventually consistent read may return
+            // an older version than the listing saw.
+            .consistent_read(true)
             .send()
             .await
             .map_err(|e| sdk_error(e, "dynamodb:GetItem", resource.clone()))?;

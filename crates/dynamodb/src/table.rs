@@ -436,15 +436,26 @@ impl EscrowTable {
                 source.name()
             )));
         }
-        if let Some(recorded) = existing.tags.get(TAG_SOURCE_ARN)
-            && recorded != source.arn()
-        {
-            return Err(Error::invalid_config(format!(
-                "escrow dynamodb table {} holds the escrow of {recorded} (its {TAG_SOURCE_ARN} \
-                 tag), not of {}: give this job its own dest_table",
-                self.table,
-                source.arn()
-            )));
+        match existing.tags.get(TAG_SOURCE_ARN) {
+            Some(recorded) if recorded == source.arn() => {}
+            Some(recorded) => {
+                return Err(Error::invalid_config(format!(
+                    "escrow dynamodb table {} holds the escrow of {recorded} (its {TAG_SOURCE_ARN} \
+                     tag), not of {}: give this job its own dest_table",
+                    self.table,
+                    source.arn()
+                )));
+            }
+            None => {
+                return Err(Error::invalid_config(format!(
+                    "escrow dynamodb table {} exists but escrow-sync did not create it for {} (it \
+                     has no {TAG_SOURCE_ARN} tag), and writing would overwrite its items: set \
+                     dest_table to a new name, or adopt the table by tagging it {TAG_SOURCE_ARN}={}",
+                    self.table,
+                    source.name(),
+                    source.arn()
+                )));
+            }
         }
         if let Some(attr) = &existing.ttl_attribute {
             return Err(Error::invalid_config(format!(
@@ -801,6 +812,7 @@ impl EscrowTable {
         items: Vec<Record>,
         mut out: WriteOutcome,
     ) -> Result<WriteOutcome> {
+        let total = items.len();
         let mut succeeded = 0u64;
         let mut alike: Vec<String> = Vec::new();
         for item in items {
@@ -843,6 +855,16 @@ impl EscrowTable {
                     }
                 }
             }
+        }
+        // Every item of the batch (two or more) failed the same way: that is
+        // the table's problem too.
+        if succeeded == 0
+            && total >= 2
+            && alike.len() == total
+            && alike.iter().all(|m| *m == alike[0])
+            && let Some((_, e)) = out.dead.pop()
+        {
+            return Err(e);
         }
         Ok(out)
     }

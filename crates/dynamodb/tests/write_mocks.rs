@@ -294,7 +294,7 @@ async fn a_run_puts_items_it_cannot_write_in_the_dead_letter_file_and_reports_th
         };
     let primary = client(&primary_rules.iter().collect::<Vec<_>>());
     let escrow_rules = {
-        let mut r = describe_rules("escrow-orders");
+        let mut r = escrow_description(vec![OWN_TAG], true);
         r.push(mock!(Client::batch_get_item).then_output(|| BatchGetItemOutput::builder().build()));
         r.push(mock!(Client::batch_write_item).then_output(|| unprocessed(vec![item("stuck")])));
         // A run that wrote items records when (escrow-sync:last-run-at).
@@ -354,6 +354,10 @@ async fn an_error_every_item_meets_alike_fails_the_write_instead_of_dead_letteri
 
 const KMS_DISABLED: &str = r#"{"__type":"com.amazon.coral.validation#ValidationException","message":"The KMS key is disabled"}"#;
 
+/// The provenance tag escrow-sync puts on the escrow table of `orders`.
+const OWN_TAG: (&str, &str) =
+    ("escrow-sync:source-table-arn", "arn:aws:dynamodb:us-east-1:111111111111:table/orders");
+
 fn escrow_description(tags: Vec<(&'static str, &'static str)>, pitr: bool) -> Vec<Rule> {
     let mut rules = describe_rules("escrow-orders");
     rules[3] = mock!(Client::list_tags_of_resource).then_output(move || {
@@ -411,8 +415,17 @@ async fn an_escrow_table_of_another_source_is_refused() {
 }
 
 #[tokio::test]
+async fn an_escrow_table_escrow_sync_did_not_create_is_not_written_into() {
+    let rules = escrow_description(vec![("team", "payments")], true);
+    let sink = EscrowTable::from_client(client(&rules.iter().collect::<Vec<_>>()), "escrow-orders");
+    let err = sink.check(&source_info().await).await.unwrap_err();
+    assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+    assert!(err.to_string().contains("adopt the table by tagging it"), "{err}");
+}
+
+#[tokio::test]
 async fn an_escrow_table_whose_ttl_cannot_be_read_is_not_taken_for_safe() {
-    let mut rules = escrow_description(vec![], true);
+    let mut rules = escrow_description(vec![OWN_TAG], true);
     rules[1] = mock!(Client::describe_time_to_live).sequence().http_status(
         400,
         Some(r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"not authorized to perform dynamodb:DescribeTimeToLive"}"#.into()),
@@ -425,7 +438,7 @@ async fn an_escrow_table_whose_ttl_cannot_be_read_is_not_taken_for_safe() {
 
 #[tokio::test]
 async fn point_in_time_recovery_is_retried_while_backups_are_still_being_enabled() {
-    let mut rules = escrow_description(vec![], false);
+    let mut rules = escrow_description(vec![OWN_TAG], false);
     rules.push(
         mock!(Client::update_continuous_backups)
             .sequence()
