@@ -473,6 +473,8 @@ impl ExportJob {
             self.destination(),
         );
         report.copied = self.source.item_count();
+        // A new generation holds every item: all of them are missing from it.
+        report.missing = report.copied;
         report.bytes_copied = self.source.size_bytes();
         report.notes.push(format!(
             "a run writes a new export generation of about {} items under {} (DynamoDB's \
