@@ -20,6 +20,11 @@ const THROTTLE_CODES: &[&str] = &[
     "SlowDown",
     "PriorRequestNotComplete",
     "EC2ThrottledException",
+    // Quotas on copies in flight: back off and try again (snapshot copies).
+    "ResourceLimitExceeded",
+    "SnapshotCreationPerVolumeRateExceeded",
+    "SnapshotQuotaExceeded",
+    "SnapshotQuotaExceededFault",
     "TransactionInProgressException",
 ];
 

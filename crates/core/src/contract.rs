@@ -244,6 +244,15 @@ pub trait Source: Send + Sync {
         let _ = item;
         Ok(None)
     }
+
+    /// Called once the item is safely in escrow, to undo what
+    /// [`Source::read`] had to do in the primary (for snapshots: remove the
+    /// share with the escrow account). Retried like a copy; a failure is
+    /// reported as a warning, the copy stands.
+    async fn finish(&self, item: &Item) -> Result<()> {
+        let _ = item;
+        Ok(())
+    }
 }
 
 /// Where data goes (the escrow account).

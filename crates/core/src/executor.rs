@@ -226,7 +226,7 @@ enum Work {
 }
 
 enum Outcome {
-    Copied { bytes: u64, parts: u32 },
+    Copied { bytes: u64, parts: u32, warning: Option<String> },
     Same { key: String, size: u64, problems: Vec<String> },
     Differs { item: Item },
     Mismatch { item: Item, primary: String, escrow: String },
@@ -416,8 +416,9 @@ impl Executor {
 
     fn record(&self, report: &mut Report, mode: Mode, outcome: Outcome, limit: usize) {
         match outcome {
-            Outcome::Copied { bytes, parts } => {
+            Outcome::Copied { bytes, parts, warning } => {
                 report.copied += 1;
+                report.warnings.extend(warning);
                 report.bytes_copied += bytes;
                 if parts > 1 {
                     report.copied_in_parts += 1;
@@ -578,10 +579,21 @@ impl Executor {
         match res {
             (Ok(receipt), _) => {
                 self.emit(ProgressEvent::Copied { key: item.key.clone(), bytes: receipt.bytes });
+                // The copy is safe in escrow: the source may now undo what
+                // reading needed (a share). A failure there is a warning.
+                let (finished, _) =
+                    self.with_retries(limit, &item.key, || source.finish(&item)).await;
+                let warning = finished.err().map(|e| {
+                    format!(
+                        "{} is in escrow, but finishing in the source failed: {}",
+                        item.key,
+                        e.chain()
+                    )
+                });
                 if receipt.unchanged {
                     return Outcome::Same { key: item.key, size: item.size, problems: Vec::new() };
                 }
-                Outcome::Copied { bytes: receipt.bytes, parts: receipt.parts }
+                Outcome::Copied { bytes: receipt.bytes, parts: receipt.parts, warning }
             }
             (Err(error), attempts) => Outcome::Failed { key: item.key, error, attempts },
         }

@@ -11,6 +11,8 @@ pub enum ItemKind {
     Object,
     /// An item of a table (DynamoDB), keyed by its primary key.
     Record,
+    /// A snapshot (EBS, RDS, Redshift), keyed by the source snapshot's id.
+    Snapshot,
 }
 
 /// One entry of a listing: an object, a table generation, a snapshot...

@@ -463,3 +463,55 @@ async fn equal_strong_checksums_prove_sameness_when_listings_differ() {
     assert_eq!(sink.inner.writes_of("same-crc32"), 1, "a 32-bit CRC match does not");
     assert_eq!(sink.inner.writes_of("different"), 1);
 }
+
+/// A source whose `finish` (undo a share, say) is counted, and fails for
+/// one key.
+struct Finishing {
+    inner: MemSource,
+    finished: std::sync::Mutex<Vec<String>>,
+    fails_for: &'static str,
+}
+
+#[async_trait]
+impl Source for Finishing {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn sorted(&self) -> bool {
+        true
+    }
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        self.inner.list(scope)
+    }
+    async fn read(&self, item: &Item) -> Result<Payload> {
+        self.inner.read(item).await
+    }
+    async fn finish(&self, item: &Item) -> Result<()> {
+        if item.key == self.fails_for {
+            return Err(Error::new(ErrorKind::AccessDenied, "unshare", &item.key, "denied"));
+        }
+        self.finished.lock().unwrap().push(item.key.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_source_finishes_each_copied_item_and_a_failure_is_a_warning() {
+    let src = Finishing {
+        inner: MemSource::new(primary(5)),
+        finished: Default::default(),
+        fails_for: "k0003",
+    };
+    let sink = MemSink::new(MemBucket::new("escrow"));
+    let ex = Executor::new(ExecutorOptions::new().with_retry(fast_retry(2)));
+    let plan = ex.execute(Mode::Plan, &src, &sink, &Scope::all()).await.unwrap();
+    assert_eq!(plan.copied, 5);
+    assert!(src.finished.lock().unwrap().is_empty(), "a plan finishes nothing");
+    let run = ex.execute(Mode::Run, &src, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((run.copied, run.failed), (5, 0), "{run:?}");
+    let mut finished = src.finished.lock().unwrap().clone();
+    finished.sort();
+    assert_eq!(finished, ["k0000", "k0001", "k0002", "k0004"]);
+    assert_eq!(run.warnings.len(), 1, "{:?}", run.warnings);
+    assert!(run.warnings[0].contains("k0003 is in escrow") && run.warnings[0].contains("denied"));
+}

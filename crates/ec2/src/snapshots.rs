@@ -1,0 +1,468 @@
+//! EBS snapshots: source (share, unshare) and sink (copy, wait, tag).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    CreateVolumePermission, CreateVolumePermissionModifications, Filter, ResourceType,
+    SnapshotAttributeName, SnapshotState, Tag, TagSpecification,
+};
+use futures::StreamExt;
+
+use escrow_sync_aws::sdk_error;
+use escrow_sync_core::{
+    Error, ErrorKind, Item, ItemKind, ItemStream, Payload, Receipt, Result, Scope, ServerSideRef,
+    Sink, Source,
+};
+
+/// The tag on an escrow copy naming the source snapshot.
+pub const SOURCE_SNAPSHOT_TAG: &str = "escrow-sync:source-snapshot-id";
+const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
+const SOURCE_ARN_TAG: &str = "escrow-sync:source-arn";
+const SOURCE_TIME_TAG: &str = "escrow-sync:source-start-time";
+const COPIED_TAG: &str = "escrow-sync:copied-at";
+
+const GIB: u64 = 1 << 30;
+
+/// The snapshots a DescribeSnapshots paginator yields, as a stream; errors
+/// name `resource`.
+fn paged(
+    items: aws_sdk_ec2::operation::describe_snapshots::paginator::DescribeSnapshotsPaginatorItems,
+    resource: String,
+) -> impl futures::Stream<Item = Result<aws_sdk_ec2::types::Snapshot>> {
+    futures::stream::unfold((items.send(), resource), |(mut p, resource)| async move {
+        let next = p.next().await?;
+        let item = next.map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", resource.clone()));
+        Some((item, (p, resource)))
+    })
+}
+
+fn fmt_time(t: Option<&aws_smithy_types::DateTime>) -> String {
+    t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()).unwrap_or_default()
+}
+
+/// The provenance tags of an escrow copy of `snapshot_id`.
+pub fn provenance_tags(
+    snapshot_id: &str,
+    source_account: &str,
+    region: &str,
+    source_start_time: &str,
+    copied_at: &str,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (SOURCE_SNAPSHOT_TAG.to_string(), snapshot_id.to_string()),
+        (SOURCE_ACCOUNT_TAG.to_string(), source_account.to_string()),
+        (SOURCE_ARN_TAG.to_string(), format!("arn:aws:ec2:{region}::snapshot/{snapshot_id}")),
+        (SOURCE_TIME_TAG.to_string(), source_start_time.to_string()),
+        (COPIED_TAG.to_string(), copied_at.to_string()),
+    ])
+}
+
+/// The primary's EBS snapshots, selected by tags or ids, shared with the
+/// escrow account as they are read and unshared once copied.
+#[derive(Debug, Clone)]
+pub struct EbsSnapshotSource {
+    ec2: aws_sdk_ec2::Client,
+    kms: aws_sdk_kms::Client,
+    region: String,
+    account: String,
+    escrow_account: String,
+    tags: BTreeMap<String, String>,
+    ids: Vec<String>,
+    unshare_after_copy: bool,
+}
+
+impl EbsSnapshotSource {
+    /// Snapshots owned by `account` in `region`, read with the reader
+    /// role's `ec2` and `kms` clients, shared with `escrow_account`.
+    pub fn from_client(
+        ec2: aws_sdk_ec2::Client,
+        kms: aws_sdk_kms::Client,
+        region: impl Into<String>,
+        account: impl Into<String>,
+        escrow_account: impl Into<String>,
+    ) -> Self {
+        EbsSnapshotSource {
+            ec2,
+            kms,
+            region: region.into(),
+            account: account.into(),
+            escrow_account: escrow_account.into(),
+            tags: BTreeMap::new(),
+            ids: Vec::new(),
+            unshare_after_copy: true,
+        }
+    }
+
+    /// Only snapshots carrying all these tags.
+    pub fn with_tags(mut self, tags: BTreeMap<String, String>) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Only these snapshot ids.
+    pub fn with_ids(mut self, ids: Vec<String>) -> Self {
+        self.ids = ids;
+        self
+    }
+
+    /// Remove the share once the escrow copy is complete (default true).
+    pub fn with_unshare_after_copy(mut self, on: bool) -> Self {
+        self.unshare_after_copy = on;
+        self
+    }
+
+    fn resource(&self, id: &str) -> String {
+        format!("ebs snapshot {id} (account {}, {})", self.account, self.region)
+    }
+
+    async fn snapshot(&self, id: &str) -> Result<aws_sdk_ec2::types::Snapshot> {
+        self.ec2
+            .describe_snapshots()
+            .snapshot_ids(id)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", self.resource(id)))?
+            .snapshots
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, "ec2:DescribeSnapshots", self.resource(id), "")
+            })
+    }
+
+    /// Fails when `key` is an AWS-managed key (aws/ebs), which cannot be
+    /// shared with another account.
+    async fn check_key(&self, id: &str, key: &str) -> Result<()> {
+        let out = self.kms.describe_key().key_id(key).send().await.map_err(|e| {
+            sdk_error(e, "kms:DescribeKey", format!("key {key} of {}", self.resource(id)))
+        })?;
+        let manager = out.key_metadata.and_then(|m| m.key_manager).map(|m| m.as_str().to_string());
+        if manager.as_deref() == Some("AWS") {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "share",
+                self.resource(id),
+                format!(
+                    "encrypted with the AWS-managed key {key} (aws/ebs), which cannot be shared \
+                     with another account: set reencrypt_key_id to a customer-managed key in the \
+                     primary whose policy grants kms:Decrypt and kms:CreateGrant to the escrow \
+                     account {}",
+                    self.escrow_account
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn share(&self, id: &str, add: bool) -> Result<()> {
+        let permission = CreateVolumePermission::builder().user_id(&self.escrow_account).build();
+        let change = if add {
+            CreateVolumePermissionModifications::builder().add(permission).build()
+        } else {
+            CreateVolumePermissionModifications::builder().remove(permission).build()
+        };
+        self.ec2
+            .modify_snapshot_attribute()
+            .snapshot_id(id)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .create_volume_permission(change)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:ModifySnapshotAttribute", self.resource(id)))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Source for EbsSnapshotSource {
+    fn describe(&self) -> String {
+        format!("ebs://{}/{}", self.account, self.region)
+    }
+
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        let mut req = self
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(Filter::builder().name("status").values("completed").build());
+        for (k, v) in &self.tags {
+            req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
+        }
+        for id in &self.ids {
+            req = req.snapshot_ids(id);
+        }
+        let prefix = scope.prefix.clone();
+        paged(req.into_paginator().items(), Source::describe(self))
+            .filter_map(move |r| {
+                let prefix = prefix.clone();
+                async move {
+                    match r {
+                        Ok(s) => {
+                            let id = s.snapshot_id()?.to_string();
+                            id.starts_with(&prefix).then(|| {
+                                Ok(Item::new(
+                                    &id,
+                                    ItemKind::Snapshot,
+                                    s.volume_size().unwrap_or(0).max(0) as u64 * GIB,
+                                    &id,
+                                ))
+                            })
+                        }
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+            })
+            .boxed()
+    }
+
+    async fn read(&self, item: &Item) -> Result<Payload> {
+        let snapshot = self.snapshot(&item.key).await?;
+        if snapshot.encrypted() == Some(true)
+            && let Some(key) = snapshot.kms_key_id()
+        {
+            self.check_key(&item.key, key).await?;
+        }
+        self.share(&item.key, true).await?;
+        let attributes = BTreeMap::from([
+            ("region".to_string(), self.region.clone()),
+            ("start-time".to_string(), fmt_time(snapshot.start_time())),
+            ("volume-size-gib".to_string(), snapshot.volume_size().unwrap_or(0).to_string()),
+        ]);
+        Ok(Payload::Reference(
+            ServerSideRef::new("ec2", &self.region, &item.key, &item.fingerprint)
+                .with_owner(Some(self.account.clone()))
+                .with_attributes(attributes),
+        ))
+    }
+
+    async fn finish(&self, item: &Item) -> Result<()> {
+        if self.unshare_after_copy {
+            self.share(&item.key, false).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The escrow account's copies of EBS snapshots, encrypted with the escrow
+/// key, found by their provenance tag.
+#[derive(Debug, Clone)]
+pub struct EbsSnapshotSink {
+    ec2: aws_sdk_ec2::Client,
+    region: String,
+    kms_key_id: Option<String>,
+    timeout: Duration,
+    max_poll: Duration,
+}
+
+impl EbsSnapshotSink {
+    /// Copies into the escrow account of `ec2` (escrow credentials) in
+    /// `region`.
+    pub fn from_client(ec2: aws_sdk_ec2::Client, region: impl Into<String>) -> Self {
+        EbsSnapshotSink {
+            ec2,
+            region: region.into(),
+            kms_key_id: None,
+            timeout: Duration::from_secs(12 * 3600),
+            max_poll: Duration::from_secs(60),
+        }
+    }
+
+    /// Encrypts every copy with this escrow key (else the escrow account's
+    /// default EBS key).
+    pub fn with_kms_key_id(mut self, key: Option<String>) -> Self {
+        self.kms_key_id = key;
+        self
+    }
+
+    /// How long to wait for one copy, and the longest pause between polls
+    /// (defaults 12 hours and 60 s; polls start at 1 s and double).
+    pub fn with_wait(mut self, timeout: Duration, max_poll: Duration) -> Self {
+        self.timeout = timeout;
+        self.max_poll = max_poll.max(Duration::from_millis(1));
+        self
+    }
+
+    fn resource(&self, source_id: &str) -> String {
+        format!("escrow copy of ebs snapshot {source_id} ({})", self.region)
+    }
+
+    /// The escrow copies of `source_id` (any state), newest first.
+    async fn copies_of(&self, source_id: &str) -> Result<Vec<aws_sdk_ec2::types::Snapshot>> {
+        let mut out: Vec<_> = self
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{SOURCE_SNAPSHOT_TAG}"))
+                    .values(source_id)
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", self.resource(source_id)))?;
+        out.sort_by_key(|s| std::cmp::Reverse(fmt_time(s.start_time())));
+        Ok(out)
+    }
+
+    async fn wait(&self, source_id: &str, copy_id: &str) -> Result<aws_sdk_ec2::types::Snapshot> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut delay = Duration::from_secs(1).min(self.max_poll);
+        loop {
+            let snapshot = self
+                .ec2
+                .describe_snapshots()
+                .snapshot_ids(copy_id)
+                .send()
+                .await
+                .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", self.resource(source_id)))?
+                .snapshots
+                .unwrap_or_default()
+                .into_iter()
+                .next();
+            match snapshot.as_ref().and_then(|s| s.state()) {
+                Some(SnapshotState::Completed) => return Ok(snapshot.expect("a snapshot")),
+                Some(SnapshotState::Error) => {
+                    return Err(Error::new(
+                        ErrorKind::Failed,
+                        "ec2:CopySnapshot",
+                        format!("{} ({copy_id})", self.resource(source_id)),
+                        format!(
+                            "the copy ended in state error: {}; the next run copies it again",
+                            snapshot
+                                .as_ref()
+                                .and_then(|s| s.state_message())
+                                .unwrap_or("no message")
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Transient,
+                    "ec2:CopySnapshot",
+                    format!("{} ({copy_id})", self.resource(source_id)),
+                    format!("not complete after {:?}; the next run waits for it", self.timeout),
+                ));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.max_poll);
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for EbsSnapshotSink {
+    fn describe(&self) -> String {
+        format!("ebs://escrow/{}", self.region)
+    }
+
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        let prefix = scope.prefix.clone();
+        let pages = self
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(Filter::builder().name("tag-key").values(SOURCE_SNAPSHOT_TAG).build())
+            .filters(Filter::builder().name("status").values("completed").build())
+            .into_paginator()
+            .items();
+        paged(pages, "escrow snapshots".to_string())
+            .filter_map(move |r| {
+                let prefix = prefix.clone();
+                async move {
+                    match r {
+                        Ok(s) => {
+                            let source = s
+                                .tags()
+                                .iter()
+                                .find(|t| t.key() == Some(SOURCE_SNAPSHOT_TAG))
+                                .and_then(|t| t.value())?
+                                .to_string();
+                            source.starts_with(&prefix).then(|| {
+                                Ok(Item::new(
+                                    &source,
+                                    ItemKind::Snapshot,
+                                    s.volume_size().unwrap_or(0).max(0) as u64 * GIB,
+                                    &source,
+                                ))
+                            })
+                        }
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+            })
+            .boxed()
+    }
+
+    async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
+        let Payload::Reference(source) = payload else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "ec2:CopySnapshot",
+                self.resource(&item.key),
+                "an EBS snapshot is copied by reference only",
+            ));
+        };
+        // A copy an interrupted run started: wait for it instead of copying
+        // again. Copies that ended in error are left and a new one starts.
+        let existing =
+            self.copies_of(&item.key).await?.into_iter().find(|s| {
+                matches!(s.state(), Some(SnapshotState::Pending | SnapshotState::Completed))
+            });
+        let copy_id = match existing.and_then(|s| s.snapshot_id().map(str::to_string)) {
+            Some(id) => id,
+            None => {
+                let tags = provenance_tags(
+                    &item.key,
+                    source.owner.as_deref().unwrap_or_default(),
+                    &source.container,
+                    source.attributes.get("start-time").map(String::as_str).unwrap_or_default(),
+                    &escrow_sync_aws::now_rfc3339(),
+                );
+                let spec = TagSpecification::builder()
+                    .resource_type(ResourceType::Snapshot)
+                    .set_tags(Some(
+                        tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect(),
+                    ))
+                    .build();
+                self.ec2
+                    .copy_snapshot()
+                    .source_snapshot_id(&item.key)
+                    .source_region(&source.container)
+                    .encrypted(true)
+                    .set_kms_key_id(self.kms_key_id.clone())
+                    .description(format!(
+                        "escrow-sync copy of {} from account {}",
+                        item.key,
+                        source.owner.as_deref().unwrap_or("?")
+                    ))
+                    .tag_specifications(spec)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(e, "ec2:CopySnapshot", self.resource(&item.key)))?
+                    .snapshot_id
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Failed,
+                            "ec2:CopySnapshot",
+                            self.resource(&item.key),
+                            "no snapshot id in the answer",
+                        )
+                    })?
+            }
+        };
+        let done = self.wait(&item.key, &copy_id).await?;
+        Ok(Receipt::new(
+            done.volume_size().unwrap_or(0).max(0) as u64 * GIB,
+            done.snapshot_id().map(str::to_string),
+        ))
+    }
+}
