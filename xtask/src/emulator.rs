@@ -48,6 +48,10 @@ const CLIENT_ENV_REMOVED: &[&str] = &[
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
 ];
 
+/// moto_server with the patches that let one account see and copy what
+/// another shared with it (see the file).
+const LAUNCHER: &str = include_str!("moto_server_escrow.py");
+
 /// The files of one emulator installation under `<target>/emulator`.
 #[derive(Debug, Clone)]
 pub struct Files {
@@ -88,9 +92,15 @@ impl Files {
         self.venv.join("bin").join("python")
     }
 
-    /// The venv's `moto_server` entry point.
+    /// The venv's `moto_server` entry point (the installation check).
     fn moto_server(&self) -> PathBuf {
         self.venv.join("bin").join("moto_server")
+    }
+
+    /// The launcher that starts moto_server with the cross-account sharing
+    /// patches (written from [`LAUNCHER`] before each start).
+    fn launcher(&self) -> PathBuf {
+        self.dir.join("moto_server_escrow.py")
     }
 
     /// The recorded `(pid, endpoint)`, if both files exist and parse.
@@ -319,8 +329,12 @@ fn spawn(files: &Files, detach: bool) -> Result<(Child, String), SpawnError> {
         .with_context(|| format!("creating {}", files.log.display()))
         .map_err(fatal)?;
     let log_err = log.try_clone().context("duplicating the log file handle").map_err(fatal)?;
-    let mut cmd = Command::new(files.moto_server());
-    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    fs::write(files.launcher(), LAUNCHER)
+        .with_context(|| format!("writing {}", files.launcher().display()))
+        .map_err(fatal)?;
+    let mut cmd = Command::new(files.python());
+    cmd.arg(files.launcher())
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .current_dir(&files.dir)
         .env_remove("MOTO_ACCOUNT_ID")
         .env("PYTHONUNBUFFERED", "1")
@@ -332,7 +346,7 @@ fn spawn(files: &Files, detach: bool) -> Result<(Child, String), SpawnError> {
     }
     let mut child = cmd
         .spawn()
-        .with_context(|| format!("starting {}", files.moto_server().display()))
+        .with_context(|| format!("starting {}", files.launcher().display()))
         .map_err(fatal)?;
 
     let deadline = Instant::now() + READY_TIMEOUT;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    CreateVolumePermission, CreateVolumePermissionModifications, Filter, ResourceType,
-    SnapshotAttributeName, SnapshotState, Tag, TagSpecification,
+    Filter, OperationType, ResourceType, SnapshotAttributeName, SnapshotState, Tag,
+    TagSpecification,
 };
 use futures::StreamExt;
 
@@ -157,18 +157,16 @@ impl EbsSnapshotSource {
         Ok(())
     }
 
+    /// Adds (or removes) the escrow account to the snapshot's
+    /// createVolumePermission, in the OperationType + UserIds form (both
+    /// forms are AWS's; this one every implementation honours).
     async fn share(&self, id: &str, add: bool) -> Result<()> {
-        let permission = CreateVolumePermission::builder().user_id(&self.escrow_account).build();
-        let change = if add {
-            CreateVolumePermissionModifications::builder().add(permission).build()
-        } else {
-            CreateVolumePermissionModifications::builder().remove(permission).build()
-        };
         self.ec2
             .modify_snapshot_attribute()
             .snapshot_id(id)
             .attribute(SnapshotAttributeName::CreateVolumePermission)
-            .create_volume_permission(change)
+            .operation_type(if add { OperationType::Add } else { OperationType::Remove })
+            .user_ids(&self.escrow_account)
             .send()
             .await
             .map_err(|e| sdk_error(e, "ec2:ModifySnapshotAttribute", self.resource(id)))?;

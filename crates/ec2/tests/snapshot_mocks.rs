@@ -7,9 +7,10 @@
 //! twice, and a whole run through the core executor followed by a re-run
 //! that makes no mutating call.
 //!
-//! The emulator (moto 5.2.5) does not let one account see or copy a
-//! snapshot shared by another, so these calls are covered here; issue 5
-//! adds an emulator patch for the two-account suites.
+//! The two-account suite (tests/ec2_two_accounts.rs) runs the same dance on
+//! the emulator, through xtask's launcher that patches moto's cross-account
+//! sharing; these pin the request shapes and the paths the emulator cannot
+//! produce (AWS-managed keys, copies in error or left in progress).
 
 use std::time::Duration;
 
@@ -70,9 +71,12 @@ fn kms(manager: KeyManagerType) -> aws_sdk_kms::Client {
 fn shares(add: bool) -> Rule {
     mock!(Client::modify_snapshot_attribute)
         .match_requests(move |r| {
-            let m = r.create_volume_permission().expect("a permission change");
-            let list = if add { m.add() } else { m.remove() };
-            list.iter().any(|p| p.user_id() == Some(ESCROW))
+            let op = if add {
+                aws_sdk_ec2::types::OperationType::Add
+            } else {
+                aws_sdk_ec2::types::OperationType::Remove
+            };
+            r.operation_type() == Some(&op) && r.user_ids() == [ESCROW]
         })
         .then_output(|| ModifySnapshotAttributeOutput::builder().build())
 }

@@ -1,0 +1,135 @@
+//! EBS snapshot escrow on the emulator, across two accounts (moto started
+//! through xtask's launcher, which lets an account see and copy a snapshot
+//! only while its owner shares it): a snapshot unshared stays invisible to
+//! the escrow; a run shares it, copies it into the escrow encrypted with the
+//! escrow key and tagged with its provenance, and removes the share; a
+//! re-run copies nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+
+use escrow_sync_core::{Executor, ExecutorOptions, Mode, Scope};
+use escrow_sync_e2e::{ESCROW, PRIMARY, admin, create_kms_key, sessions};
+use escrow_sync_ec2::{EbsSnapshotSink, EbsSnapshotSource, SOURCE_SNAPSHOT_TAG};
+
+async fn primary_snapshot(ec2: &aws_sdk_ec2::Client, backup: &str) -> String {
+    let volume = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .send()
+        .await
+        .expect("create a volume")
+        .volume_id
+        .expect("a volume id");
+    ec2.create_snapshot()
+        .volume_id(volume)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Snapshot)
+                .tags(Tag::builder().key("backup").value(backup).build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create a snapshot")
+        .snapshot_id
+        .expect("a snapshot id")
+}
+
+async fn visible_to_escrow(ec2: &aws_sdk_ec2::Client, id: &str) -> bool {
+    ec2.describe_snapshots().snapshot_ids(id).send().await.is_ok()
+}
+
+#[tokio::test]
+async fn a_snapshot_is_shared_copied_with_the_escrow_key_and_unshared() {
+    let primary_admin = escrow_sync_ec2::client(&admin(PRIMARY).await);
+    let escrow_admin_session = admin(ESCROW).await;
+    let escrow_admin = escrow_sync_ec2::client(&escrow_admin_session);
+    let tag = format!("run-{}", std::process::id());
+    let selected = primary_snapshot(&primary_admin, &tag).await;
+    let other = primary_snapshot(&primary_admin, "no").await;
+    assert!(!visible_to_escrow(&escrow_admin, &selected).await, "unshared: invisible");
+
+    let s = sessions().await;
+    let key = create_kms_key(&escrow_admin_session).await;
+    let source = EbsSnapshotSource::from_client(
+        escrow_sync_ec2::client(&s.primary),
+        escrow_sync_ec2::kms_client(&s.primary),
+        "us-east-1",
+        PRIMARY,
+        ESCROW,
+    )
+    .with_tags(BTreeMap::from([("backup".to_string(), tag.clone())]));
+    let sink = EbsSnapshotSink::from_client(escrow_sync_ec2::client(&s.escrow), "us-east-1")
+        .with_kms_key_id(Some(key.clone()))
+        .with_wait(Duration::from_secs(60), Duration::from_millis(100));
+    let ex = Executor::new(ExecutorOptions::new().with_concurrency(20));
+
+    let run = ex.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((run.copied, run.failed), (1, 0), "{run:?}");
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    assert!(!visible_to_escrow(&escrow_admin, &selected).await, "unshared after the copy");
+
+    let copies = escrow_admin
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{SOURCE_SNAPSHOT_TAG}"))
+                .values(&selected)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .snapshots
+        .unwrap_or_default();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let copy = &copies[0];
+    assert_eq!(copy.encrypted(), Some(true));
+    assert_eq!(copy.kms_key_id(), Some(key.as_str()));
+    assert_eq!(copy.owner_id(), Some(ESCROW));
+    let tags: BTreeMap<_, _> =
+        copy.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or(""))).collect();
+    assert_eq!(tags.get("escrow-sync:source-account"), Some(&PRIMARY));
+    assert!(tags.contains_key("escrow-sync:copied-at"), "{tags:?}");
+
+    let again = ex.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((again.copied, again.skipped), (0, 1), "{again:?}");
+    let verify = ex.execute(Mode::Verify, &source, &sink, &Scope::all()).await.unwrap();
+    assert_eq!(verify.missing, 0, "{verify:?}");
+    assert!(!visible_to_escrow(&escrow_admin, &other).await, "the unselected one never shared");
+}
+
+#[tokio::test]
+async fn the_emulator_shows_a_shared_snapshot_only_while_it_is_shared() {
+    let primary = escrow_sync_ec2::client(&admin(PRIMARY).await);
+    let escrow = escrow_sync_ec2::client(&admin(ESCROW).await);
+    let id = primary_snapshot(&primary, "x").await;
+    let share = |add: bool| {
+        let op = if add {
+            aws_sdk_ec2::types::OperationType::Add
+        } else {
+            aws_sdk_ec2::types::OperationType::Remove
+        };
+        primary
+            .modify_snapshot_attribute()
+            .snapshot_id(&id)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .operation_type(op)
+            .user_ids(ESCROW)
+            .send()
+    };
+    let copy = || escrow.copy_snapshot().source_snapshot_id(&id).source_region("us-east-1").send();
+    assert!(!visible_to_escrow(&escrow, &id).await);
+    assert!(copy().await.is_err(), "an unshared snapshot cannot be copied");
+    share(true).await.unwrap();
+    assert!(visible_to_escrow(&escrow, &id).await);
+    assert!(copy().await.is_ok(), "a shared one can");
+    share(false).await.unwrap();
+    assert!(!visible_to_escrow(&escrow, &id).await, "unsharing hides it again");
+    assert!(copy().await.is_err());
+}
