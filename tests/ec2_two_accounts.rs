@@ -133,3 +133,52 @@ async fn the_emulator_shows_a_shared_snapshot_only_while_it_is_shared() {
     assert!(!visible_to_escrow(&escrow, &id).await, "unsharing hides it again");
     assert!(copy().await.is_err());
 }
+
+#[tokio::test]
+async fn the_binary_escrows_tagged_snapshots_from_an_ec2_job() {
+    let primary_admin = escrow_sync_ec2::client(&admin(PRIMARY).await);
+    let tag = format!("cli-{}-{}", std::process::id(), escrow_sync_e2e::unique("t"));
+    let id = primary_snapshot(&primary_admin, &tag).await;
+    let config = escrow_sync_e2e::write_config(&format!(
+        r#"[escrow]
+region = "us-east-1"
+role_arn = "{}"
+account_id = "{ESCROW}"
+
+[primary]
+account_id = "{PRIMARY}"
+role_arn = "{}"
+external_id = "test-external-id"
+
+[[ec2]]
+name = "volumes"
+include = ["snapshots"]
+tags = {{ backup = "{tag}" }}
+"#,
+        escrow_sync_e2e::ESCROW_ROLE,
+        escrow_sync_e2e::READER_ROLE,
+    ));
+    let cfg = config.to_str().unwrap();
+    let plan = escrow_sync_e2e::cli(&["plan", "--config", cfg, "--output", "json"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let j = &plan.json()["jobs"][0];
+    assert_eq!((j["kind"].as_str(), j["copied"].as_u64()), (Some("ec2"), Some(1)), "{j}");
+    assert_eq!(j["differences"][0]["key"].as_str(), Some(id.as_str()));
+    let run = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["jobs"][0]["copied"].as_u64(), Some(1), "{}", run.stdout);
+    let verify = escrow_sync_e2e::cli(&["verify", "--config", cfg, "--output", "json"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    let again = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(again.json()["jobs"][0]["copied"].as_u64(), Some(0), "{}", again.stdout);
+
+    let images = config.to_str().unwrap().to_string();
+    std::fs::write(
+        &images,
+        std::fs::read_to_string(&images).unwrap().replace("[\"snapshots\"]", "[\"images\"]"),
+    )
+    .unwrap();
+    let refused = escrow_sync_e2e::cli(&["run", "--config", &images]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("EBS snapshots only"), "{}", refused.stderr);
+}

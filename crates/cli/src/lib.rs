@@ -175,6 +175,7 @@ pub async fn execute(
             JobRef::DynamoDb(job) => {
                 Ready::DynamoDb(job, Box::new(dynamo::check(&config, job, &sessions).await?))
             }
+            JobRef::Ec2(job) => Ready::Ec2(job),
         });
     }
     let warnings = sessions.warnings.clone();
@@ -195,6 +196,10 @@ pub async fn execute(
                     run_s3(&config, job, &sessions, mode, checksums, cancel.clone(), callback)
                         .await;
                 ("s3", streamed, result)
+            }
+            Ready::Ec2(job) => {
+                let result = run_ec2(&config, job, &sessions, mode, cancel.clone(), callback).await;
+                ("ec2", false, result)
             }
             Ready::DynamoDb(job, checked) => {
                 let result =
@@ -222,6 +227,7 @@ pub async fn execute(
 enum Ready<'a> {
     S3(&'a S3Job),
     DynamoDb(&'a config::DynamoDbJob, Box<dynamo::Checked>),
+    Ec2(&'a config::Ec2Job),
 }
 
 impl Ready<'_> {
@@ -229,8 +235,43 @@ impl Ready<'_> {
         match self {
             Ready::S3(j) => j.name(),
             Ready::DynamoDb(j, _) => j.name(),
+            Ready::Ec2(j) => j.name(),
         }
     }
+}
+
+/// Runs one `[[ec2]]` job: EBS snapshots, shared by the primary and
+/// copied into escrow with the escrow key.
+async fn run_ec2(
+    config: &Config,
+    job: &config::Ec2Job,
+    sessions: &Sessions,
+    mode: Mode,
+    cancel: CancellationToken,
+    progress: Option<escrow_sync_core::ProgressFn>,
+) -> Result<escrow_sync_core::Report, Error> {
+    let region = config.primary.region.clone().unwrap_or_else(|| config.escrow.region.clone());
+    let source = escrow_sync_ec2::EbsSnapshotSource::from_client(
+        escrow_sync_ec2::client(&sessions.primary),
+        escrow_sync_ec2::kms_client(&sessions.primary),
+        &region,
+        sessions.primary.account_id(),
+        sessions.escrow.account_id(),
+    )
+    .with_tags(job.tags.clone())
+    .with_ids(job.ids.clone())
+    .with_unshare_after_copy(job.unshare_after_copy);
+    let sink = escrow_sync_ec2::EbsSnapshotSink::from_client(
+        escrow_sync_ec2::client(&sessions.escrow),
+        &region,
+    )
+    .with_kms_key_id(config.escrow.kms_key_id.clone());
+    let options = ExecutorOptions::new().with_concurrency(job.max_in_flight.unwrap_or(20));
+    let mut executor = Executor::new(options).with_cancellation(cancel);
+    if let Some(p) = progress {
+        executor = executor.with_progress(p);
+    }
+    executor.execute(mode, &source, &sink, &Scope::all()).await
 }
 
 /// Runs one `[[s3]]` job.
