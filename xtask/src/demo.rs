@@ -61,6 +61,13 @@ source_table = "orders"
 dest_bucket = "escrow-exports"
 dest_prefix = "dynamodb/"
 segments = 4
+
+[[ec2]]
+# EBS snapshots tagged backup=true: shared by the primary, copied into the
+# escrow with escrow credentials, then unshared.
+name = "snapshots"
+include = ["snapshots"]
+tags = { backup = "true" }
 "#;
 
 /// What an `escrow-sync` exit code means (issue 2, item 7).
@@ -168,6 +175,7 @@ mod tests {
             "\"escrow-prod-logs\"",
             "\"orders\"",
             "\"escrow-exports\"",
+            "backup",
         ] {
             assert!(DEMO_CONFIG.contains(needle), "config lacks {needle}");
             assert!(SEED_SCRIPT.contains(needle), "seed script lacks {needle}");

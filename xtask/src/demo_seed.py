@@ -216,6 +216,24 @@ def seed_orders(endpoint, primary):
             requests = out.get("UnprocessedItems", {}).get(TABLE, [])
 
 
+def seed_snapshot(endpoint, primary):
+    """An 8 GiB volume and a snapshot of it tagged backup=true (escrowed), and
+    one tagged backup=false (left alone)."""
+    ec2 = primary.client("ec2", endpoint_url=endpoint)
+    volume = ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=8)["VolumeId"]
+    ids = []
+    for backup in ("true", "false"):
+        snapshot = ec2.create_snapshot(
+            VolumeId=volume,
+            Description=f"orders-db data volume (backup={backup})",
+            TagSpecifications=[
+                {"ResourceType": "snapshot", "Tags": [{"Key": "backup", "Value": backup}]}
+            ],
+        )
+        ids.append(snapshot["SnapshotId"])
+    return ids
+
+
 def main():
     if len(sys.argv) != 2:
         fail("usage: demo_seed.py ENDPOINT")
@@ -255,6 +273,7 @@ def main():
         ContentType="text/plain",
     )
     seed_orders(endpoint, primary)
+    snapshots = seed_snapshot(endpoint, primary)
     with_metadata = sum(1 for _, meta, _ in results if meta)
     with_tags = sum(1 for _, _, tags in results if tags)
 
@@ -280,6 +299,10 @@ def main():
     print(
         f"primary {PRIMARY_ACCOUNT}: dynamodb table {TABLE}: {ORDER_COUNT} items "
         "(a GSI, an LSI, TTL on 'expires')"
+    )
+    print(
+        f"primary {PRIMARY_ACCOUNT}: ebs snapshots {snapshots[0]} (backup=true) and "
+        f"{snapshots[1]} (backup=false)"
     )
     print(
         f"primary {PRIMARY_ACCOUNT}: s3://{SOURCE_BUCKET}: {len(results)} objects, "

@@ -254,7 +254,7 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
                         if r.missing == 0 && r.different == 0 {
                             let _ = writeln!(
                                 s,
-                                "  verify: escrow matches the primary ({} objects; {} escrow-only kept)",
+                                "  verify: escrow matches the primary ({} items; {} escrow-only kept)",
                                 r.skipped, r.retained
                             );
                         } else {
