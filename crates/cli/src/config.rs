@@ -51,8 +51,8 @@ pub struct Ec2Job {
     pub unshare_after_copy: bool,
     /// Copies in flight at once (default 20 for EBS snapshots).
     pub max_in_flight: Option<usize>,
-    /// A customer key in the primary to re-encrypt snapshots under the
-    /// AWS-managed key with (not in this version).
+    /// A customer key in the primary, shared with the escrow, to re-encrypt
+    /// snapshots under the AWS-managed key with before sharing them.
     pub reencrypt_key_id: Option<String>,
     /// Retention (applied by `prune`, not in this version).
     pub keep_last: Option<u32>,
@@ -581,10 +581,13 @@ fn validate_ec2(job: &Ec2Job, at: &str) -> Result<()> {
             other => return bad(format!("include {other:?} is not \"images\" or \"snapshots\"")),
         }
     }
-    if job.reencrypt_key_id.is_some() {
-        return bad("reencrypt_key_id is not supported by this version yet: snapshots under the \
-             AWS-managed key are reported as not copyable"
-            .into());
+    if let Some(key) = &job.reencrypt_key_id
+        && (key.trim().is_empty() || key.contains("alias/aws/"))
+    {
+        return bad(format!(
+            "reencrypt_key_id {key:?} must be a customer-managed key of the primary (an AWS-managed \
+             key cannot be shared)"
+        ));
     }
     if job.keep_last.is_some() {
         return bad("keep_last needs `escrow-sync prune`, which this version lacks".into());
@@ -815,7 +818,16 @@ concurrency = 8
         refused("max_in_flight = 5", "max_in_flight = 0", "at least 1");
         refused("\"snap-1\"", "\"ami-1\"", "not an EBS snapshot id");
         refused("max_in_flight = 5", "keep_last = 7", "prune");
-        refused("max_in_flight = 5", "reencrypt_key_id = \"k\"", "not supported by this version");
+        refused(
+            "max_in_flight = 5",
+            "reencrypt_key_id = \"alias/aws/ebs\"",
+            "customer-managed key",
+        );
+        let key = ok.replace(
+            "max_in_flight = 5",
+            "reencrypt_key_id = \"arn:aws:kms:us-east-1:111111111111:key/k\"",
+        );
+        assert!(Config::parse(&key, "c").unwrap().ec2[0].reencrypt_key_id.is_some());
     }
 
     #[test]

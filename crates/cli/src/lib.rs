@@ -260,7 +260,8 @@ async fn run_ec2(
     )
     .with_tags(job.tags.clone())
     .with_ids(job.ids.clone())
-    .with_unshare_after_copy(job.unshare_after_copy);
+    .with_unshare_after_copy(job.unshare_after_copy)
+    .with_reencrypt_key_id(job.reencrypt_key_id.clone());
     let sink = escrow_sync_ec2::EbsSnapshotSink::from_client(
         escrow_sync_ec2::client(&sessions.escrow),
         &region,

@@ -71,7 +71,14 @@ pub struct EbsSnapshotSource {
     tags: BTreeMap<String, String>,
     ids: Vec<String>,
     unshare_after_copy: bool,
+    reencrypt_key_id: Option<String>,
+    wait: (Duration, Duration),
+    shared: std::sync::Arc<std::sync::Mutex<BTreeMap<String, String>>>,
 }
+
+/// The tag on a re-encrypted copy in the primary naming the snapshot it
+/// re-encrypts.
+pub const REENCRYPTED_FROM_TAG: &str = "escrow-sync:reencrypted-from";
 
 impl EbsSnapshotSource {
     /// Snapshots owned by `account` in `region`, read with the reader
@@ -92,7 +99,81 @@ impl EbsSnapshotSource {
             tags: BTreeMap::new(),
             ids: Vec::new(),
             unshare_after_copy: true,
+            reencrypt_key_id: None,
+            wait: (Duration::from_secs(12 * 3600), Duration::from_secs(60)),
+            shared: Default::default(),
         }
+    }
+
+    /// Re-encrypt a snapshot under the AWS-managed key (which cannot be
+    /// shared) with this customer key of the primary, whose policy grants
+    /// the escrow account kms:Decrypt and kms:CreateGrant: a CopySnapshot in
+    /// the primary, tagged [`REENCRYPTED_FROM_TAG`], reused by later runs,
+    /// is what gets shared.
+    pub fn with_reencrypt_key_id(mut self, key: Option<String>) -> Self {
+        self.reencrypt_key_id = key;
+        self
+    }
+
+    /// How long to wait for a re-encryption copy, and the longest pause
+    /// between polls (defaults 12 hours and 60 s).
+    pub fn with_wait(mut self, timeout: Duration, max_poll: Duration) -> Self {
+        self.wait = (timeout, max_poll.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// The primary's re-encrypted copy of `id` under `key`: an existing one
+    /// (completed or in progress), else a new CopySnapshot; waited for.
+    async fn reencrypted(&self, id: &str, key: &str) -> Result<String> {
+        let existing: Vec<aws_sdk_ec2::types::Snapshot> = self
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(
+                Filter::builder().name(format!("tag:{REENCRYPTED_FROM_TAG}")).values(id).build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", self.resource(id)))?;
+        let reusable = existing.into_iter().find(|s| {
+            s.kms_key_id() == Some(key)
+                && matches!(s.state(), Some(SnapshotState::Pending | SnapshotState::Completed))
+        });
+        let copy_id = match reusable.and_then(|s| s.snapshot_id().map(str::to_string)) {
+            Some(c) => c,
+            None => self
+                .ec2
+                .copy_snapshot()
+                .source_snapshot_id(id)
+                .source_region(&self.region)
+                .encrypted(true)
+                .kms_key_id(key)
+                .description(format!("escrow-sync re-encryption of {id} for the escrow account"))
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::Snapshot)
+                        .tags(Tag::builder().key(REENCRYPTED_FROM_TAG).value(id).build())
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error(e, "ec2:CopySnapshot", self.resource(id)))?
+                .snapshot_id
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Failed,
+                        "ec2:CopySnapshot",
+                        self.resource(id),
+                        "no snapshot id in the answer",
+                    )
+                })?,
+        };
+        let (timeout, max_poll) = self.wait;
+        wait_snapshot(&self.ec2, &copy_id, timeout, max_poll, &self.resource(id)).await?;
+        Ok(copy_id)
     }
 
     /// Only snapshots carrying all these tags.
@@ -218,19 +299,27 @@ impl Source for EbsSnapshotSource {
 
     async fn read(&self, item: &Item) -> Result<Payload> {
         let snapshot = self.snapshot(&item.key).await?;
+        let mut shared = item.key.clone();
         if snapshot.encrypted() == Some(true)
             && let Some(key) = snapshot.kms_key_id()
         {
-            self.check_key(&item.key, key).await?;
+            match (self.check_key(&item.key, key).await, &self.reencrypt_key_id) {
+                (Ok(()), _) => {}
+                (Err(e), Some(customer)) if e.kind() == ErrorKind::Unsupported => {
+                    shared = self.reencrypted(&item.key, customer).await?;
+                }
+                (Err(e), _) => return Err(e),
+            }
         }
-        self.share(&item.key, true).await?;
+        self.share(&shared, true).await?;
+        self.shared.lock().expect("shares").insert(item.key.clone(), shared.clone());
         let attributes = BTreeMap::from([
             ("region".to_string(), self.region.clone()),
             ("start-time".to_string(), fmt_time(snapshot.start_time())),
             ("volume-size-gib".to_string(), snapshot.volume_size().unwrap_or(0).to_string()),
         ]);
         Ok(Payload::Reference(
-            ServerSideRef::new("ec2", &self.region, &item.key, &item.fingerprint)
+            ServerSideRef::new("ec2", &self.region, &shared, &item.fingerprint)
                 .with_owner(Some(self.account.clone()))
                 .with_attributes(attributes),
         ))
@@ -238,7 +327,8 @@ impl Source for EbsSnapshotSource {
 
     async fn finish(&self, item: &Item) -> Result<()> {
         if self.unshare_after_copy {
-            self.share(&item.key, false).await?;
+            let shared = self.shared.lock().expect("shares").get(&item.key).cloned();
+            self.share(shared.as_deref().unwrap_or(&item.key), false).await?;
         }
         Ok(())
     }
@@ -310,49 +400,60 @@ impl EbsSnapshotSink {
     }
 
     async fn wait(&self, source_id: &str, copy_id: &str) -> Result<aws_sdk_ec2::types::Snapshot> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut delay = Duration::from_secs(1).min(self.max_poll);
-        loop {
-            let snapshot = self
-                .ec2
-                .describe_snapshots()
-                .snapshot_ids(copy_id)
-                .send()
-                .await
-                .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", self.resource(source_id)))?
-                .snapshots
-                .unwrap_or_default()
-                .into_iter()
-                .next();
-            match snapshot.as_ref().and_then(|s| s.state()) {
-                Some(SnapshotState::Completed) => return Ok(snapshot.expect("a snapshot")),
-                Some(SnapshotState::Error) => {
-                    return Err(Error::new(
-                        ErrorKind::Failed,
-                        "ec2:CopySnapshot",
-                        format!("{} ({copy_id})", self.resource(source_id)),
-                        format!(
-                            "the copy ended in state error: {}; the next run copies it again",
-                            snapshot
-                                .as_ref()
-                                .and_then(|s| s.state_message())
-                                .unwrap_or("no message")
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
+        wait_snapshot(&self.ec2, copy_id, self.timeout, self.max_poll, &self.resource(source_id))
+            .await
+    }
+}
+
+/// Polls `copy_id` (from 1 s, doubling to `max_poll`) until it completes;
+/// fails when it ends in error (with the service's message) or `timeout`
+/// passes. `resource` names it in errors.
+async fn wait_snapshot(
+    ec2: &aws_sdk_ec2::Client,
+    copy_id: &str,
+    timeout: Duration,
+    max_poll: Duration,
+    resource: &str,
+) -> Result<aws_sdk_ec2::types::Snapshot> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_secs(1).min(max_poll);
+    let named = format!("{resource} ({copy_id})");
+    loop {
+        let snapshot = ec2
+            .describe_snapshots()
+            .snapshot_ids(copy_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", &named))?
+            .snapshots
+            .unwrap_or_default()
+            .into_iter()
+            .next();
+        match snapshot {
+            Some(s) if s.state() == Some(&SnapshotState::Completed) => return Ok(s),
+            Some(s) if s.state() == Some(&SnapshotState::Error) => {
                 return Err(Error::new(
-                    ErrorKind::Transient,
+                    ErrorKind::Failed,
                     "ec2:CopySnapshot",
-                    format!("{} ({copy_id})", self.resource(source_id)),
-                    format!("not complete after {:?}; the next run waits for it", self.timeout),
+                    &named,
+                    format!(
+                        "the copy ended in state error: {}; the next run copies it again",
+                        s.state_message().unwrap_or("no message")
+                    ),
                 ));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(self.max_poll);
+            _ => {}
         }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                "ec2:CopySnapshot",
+                &named,
+                format!("not complete after {timeout:?}; the next run waits for it"),
+            ));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(max_poll);
     }
 }
 
@@ -433,7 +534,8 @@ impl Sink for EbsSnapshotSink {
                     .build();
                 self.ec2
                     .copy_snapshot()
-                    .source_snapshot_id(&item.key)
+                    // The snapshot shared: the source, or its re-encrypted copy.
+                    .source_snapshot_id(&source.key)
                     .source_region(&source.container)
                     .encrypted(true)
                     .set_kms_key_id(self.kms_key_id.clone())

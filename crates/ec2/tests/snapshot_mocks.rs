@@ -320,3 +320,68 @@ async fn a_run_copies_what_escrow_lacks_and_a_rerun_makes_no_mutating_call() {
         "no mutating call"
     );
 }
+
+#[tokio::test]
+async fn a_snapshot_under_the_aws_managed_key_is_reencrypted_with_the_configured_key_once() {
+    const CUSTOMER: &str = "arn:aws:kms:us-east-1:111111111111:key/shared-with-escrow";
+    let original = mock!(Client::describe_snapshots)
+        .match_requests(|r| r.snapshot_ids() == ["snap-1"])
+        .then_output(|| {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(snapshot("snap-1", SnapshotState::Completed, Some("alias/aws/ebs")))
+                .build()
+        });
+    // No re-encrypted copy the first time; the second time, the one made.
+    let lookup = mock!(Client::describe_snapshots)
+        .match_requests(|r| {
+            r.filters().iter().any(|f| f.name() == Some("tag:escrow-sync:reencrypted-from"))
+        })
+        .sequence()
+        .output(|| DescribeSnapshotsOutput::builder().build())
+        .output(|| {
+            let mut s = snapshot("snap-re", SnapshotState::Completed, Some(CUSTOMER));
+            s.tags = Some(vec![
+                Tag::builder().key("escrow-sync:reencrypted-from").value("snap-1").build(),
+            ]);
+            DescribeSnapshotsOutput::builder().snapshots(s).build()
+        })
+        .build();
+    let copy = mock!(Client::copy_snapshot)
+        .match_requests(|r| {
+            r.source_snapshot_id() == Some("snap-1")
+                && r.kms_key_id() == Some(CUSTOMER)
+                && r.encrypted() == Some(true)
+        })
+        .then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-re").build());
+    let poll = mock!(Client::describe_snapshots)
+        .match_requests(|r| r.snapshot_ids() == ["snap-re"])
+        .then_output(|| {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(snapshot("snap-re", SnapshotState::Completed, Some(CUSTOMER)))
+                .build()
+        });
+    let add = mock!(Client::modify_snapshot_attribute)
+        .match_requests(|r| {
+            r.snapshot_id() == Some("snap-re")
+                && r.operation_type() == Some(&aws_sdk_ec2::types::OperationType::Add)
+        })
+        .then_output(|| ModifySnapshotAttributeOutput::builder().build());
+    let remove = mock!(Client::modify_snapshot_attribute)
+        .match_requests(|r| {
+            r.snapshot_id() == Some("snap-re")
+                && r.operation_type() == Some(&aws_sdk_ec2::types::OperationType::Remove)
+        })
+        .then_output(|| ModifySnapshotAttributeOutput::builder().build());
+    let src = source(ec2(&[&original, &lookup, &copy, &poll, &add, &remove]), KeyManagerType::Aws)
+        .with_reencrypt_key_id(Some(CUSTOMER.into()))
+        .with_wait(Duration::from_secs(5), Duration::from_millis(1));
+    let item = Item::new("snap-1", ItemKind::Snapshot, 8 << 30, "snap-1");
+    let Payload::Reference(r) = src.read(&item).await.unwrap() else { panic!("a reference") };
+    assert_eq!(r.key, "snap-re", "the re-encrypted copy is what is shared");
+    assert_eq!((copy.num_calls(), add.num_calls()), (1, 1));
+    src.finish(&item).await.unwrap();
+    assert_eq!(remove.num_calls(), 1, "the re-encrypted copy is unshared");
+    // A later run reuses the re-encrypted copy.
+    src.read(&item).await.unwrap();
+    assert_eq!(copy.num_calls(), 1, "no second re-encryption");
+}
