@@ -13,19 +13,17 @@
 //! server, not DynamoDB's speed. Items: `ESCROW_SYNC_BENCH_DDB_ITEMS`
 //! (default 20,000).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 
 use escrow_sync_core::Mode;
 use escrow_sync_dynamodb::{
     CheckpointStore, EscrowTable, ExportJob, ExportTarget, ScanOptions, TableInfo, TableJob,
     TableScanner,
 };
-use escrow_sync_e2e::ddb::{create_source, item, put_items};
+use escrow_sync_e2e::ddb::{create_source, item, put_items, scan_all};
 use escrow_sync_e2e::{ESCROW, PRIMARY, admin, create_bucket, s3, sessions, unique};
 use escrow_sync_s3::{S3Sink, S3Source};
 
@@ -39,25 +37,6 @@ fn line(name: &str, n: u64, d: Duration, baseline: Option<f64>) {
     println!("{name:<66} {n:>7} items in {:>7.2} s  {r:>9.0} items/s{ratio}", d.as_secs_f64());
 }
 
-async fn naive_scan(ddb: &Client, table: &str) -> Vec<HashMap<String, AttributeValue>> {
-    let mut out = Vec::new();
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .unwrap();
-        out.extend(page.items.unwrap_or_default());
-        match page.last_evaluated_key {
-            Some(k) if !k.is_empty() => start = Some(k),
-            _ => return out,
-        }
-    }
-}
-
 async fn naive_copy(primary: &Client, escrow: &Client, source: &str, dest: &str) -> u64 {
     let mut start = None;
     let mut n = 0;
@@ -69,25 +48,9 @@ async fn naive_copy(primary: &Client, escrow: &Client, source: &str, dest: &str)
             .send()
             .await
             .unwrap();
-        for chunk in page.items().chunks(25) {
-            let mut pending: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|i| {
-                    WriteRequest::builder()
-                        .put_request(
-                            PutRequest::builder().set_item(Some(i.clone())).build().unwrap(),
-                        )
-                        .build()
-                })
-                .collect();
-            n += pending.len() as u64;
-            while !pending.is_empty() {
-                let out =
-                    escrow.batch_write_item().request_items(dest, pending).send().await.unwrap();
-                pending =
-                    out.unprocessed_items.and_then(|mut u| u.remove(dest)).unwrap_or_default();
-            }
-        }
+        let items = page.items.unwrap_or_default();
+        n += items.len() as u64;
+        put_items(escrow, dest, items.into_iter()).await;
         match page.last_evaluated_key {
             Some(k) if !k.is_empty() => start = Some(k),
             _ => return n,
@@ -129,7 +92,7 @@ fn main() {
         let info = TableInfo::describe(&primary, &source).await.unwrap();
 
         let t = Instant::now();
-        let all = naive_scan(&primary, &source).await;
+        let all = scan_all(&primary, &source).await;
         let base_scan = t.elapsed();
         line("scan: baseline, one-segment SDK Scan loop", all.len() as u64, base_scan, None);
         let b = rate(all.len() as u64, base_scan);

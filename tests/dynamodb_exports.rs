@@ -25,32 +25,30 @@ use escrow_sync_dynamodb::{
 };
 use escrow_sync_e2e::ddb::{all_items, create_source, item, put_items};
 use escrow_sync_e2e::{
-    ESCROW, ESCROW_ROLE, PRIMARY, READER_ROLE, admin, cli, create_bucket, get, keys, s3, sessions,
-    unique, write_config,
+    ESCROW, PRIMARY, admin, cli, config_with_jobs, create_bucket, get, keys, s3, sessions, unique,
 };
 use escrow_sync_s3::{S3Sink, S3Source};
 
+/// The one complete generation in `bucket`: its directory and manifest.
+async fn only_generation(es3: &aws_sdk_s3::Client, bucket: &str) -> (String, Value) {
+    let manifests: Vec<String> =
+        keys(es3, bucket).await.into_iter().filter(|k| k.ends_with("/manifest.json")).collect();
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    let manifest: Value =
+        serde_json::from_slice(&get(es3, bucket, &manifests[0]).await.unwrap()).unwrap();
+    (manifests[0].trim_end_matches("manifest.json").to_string(), manifest)
+}
+
 fn config(source: &str, bucket: &str, extra: &str) -> std::path::PathBuf {
-    write_config(&format!(
-        r#"[escrow]
-region = "us-east-1"
-role_arn = "{ESCROW_ROLE}"
-account_id = "{ESCROW}"
-
-[primary]
-account_id = "{PRIMARY}"
-role_arn = "{READER_ROLE}"
-external_id = "test-external-id"
-
-[[dynamodb]]
+    config_with_jobs(&format!(
+        r#"[[dynamodb]]
 name = "orders"
 source_table = "{source}"
 dest_bucket = "{bucket}"
 dest_prefix = "dynamodb/"
 segments = 3
 file_size = "64KiB"
-{extra}
-"#
+{extra}"#
     ))
 }
 
@@ -172,12 +170,8 @@ async fn a_generation_holds_every_item_and_reimports_into_an_equal_table() {
     let j = &run.json()["jobs"][0];
     assert_eq!((j["kind"].as_str(), j["copied"].as_u64()), (Some("dynamodb"), Some(1_000)), "{j}");
 
-    let all = keys(&es3, &bucket).await;
-    let manifest_key = all.iter().find(|k| k.ends_with("/manifest.json")).expect("a manifest");
-    let dir = manifest_key.trim_end_matches("manifest.json").to_string();
+    let (dir, manifest) = only_generation(&es3, &bucket).await;
     assert!(dir.starts_with(&format!("dynamodb/{source}/")), "{dir}");
-    let manifest: Value =
-        serde_json::from_slice(&get(&es3, &bucket, manifest_key).await.unwrap()).unwrap();
     assert_eq!(manifest["format"], "escrow-sync-dynamodb-export/1");
     assert_eq!(manifest["item_count"], 1_000);
     assert_eq!(
@@ -394,12 +388,7 @@ async fn dynamodb_import_table_reads_a_generation_into_an_equal_table() {
     let cfg = config(&source, &bucket, &format!("checkpoint_table = \"{}\"", unique("cp")));
     let run = cli(&["run", "--config", cfg.to_str().unwrap(), "--output", "json"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let manifest_key = keys(&es3, &bucket)
-        .await
-        .into_iter()
-        .find(|k| k.ends_with("/manifest.json"))
-        .expect("a manifest");
-    let dir = manifest_key.trim_end_matches("manifest.json").to_string();
+    let (dir, _) = only_generation(&es3, &bucket).await;
     let schema: Value =
         serde_json::from_slice(&get(&es3, &bucket, &format!("{dir}schema.json")).await.unwrap())
             .unwrap();
@@ -448,12 +437,9 @@ async fn a_native_export_lands_in_the_escrow_bucket_with_schema_and_manifest() {
     let out = cli(&["run", "--config", cfg, "--output", "json"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.json()["jobs"][0]["copied"].as_u64(), Some(200), "{}", out.stdout);
+    let (dir, manifest) = only_generation(&es3, &bucket).await;
     let all = keys(&es3, &bucket).await;
-    let manifest_key = all.iter().find(|k| k.ends_with("/manifest.json")).expect("a manifest");
-    let dir = manifest_key.trim_end_matches("manifest.json").to_string();
     assert!(all.contains(&format!("{dir}schema.json")), "{all:?}");
-    let manifest: Value =
-        serde_json::from_slice(&get(&es3, &bucket, manifest_key).await.unwrap()).unwrap();
     assert_eq!(manifest["mode"], "native-export");
     assert_eq!(manifest["item_count"], 200);
     assert!(manifest["export_arn"].as_str().is_some_and(|a| !a.is_empty()), "{manifest}");

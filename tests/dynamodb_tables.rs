@@ -13,10 +13,8 @@ use serde_json::Value;
 
 use escrow_sync_core::{CancellationToken, Mode, ProgressEvent};
 use escrow_sync_dynamodb::{CheckpointStore, EscrowTable, ScanOptions, TableInfo, TableJob};
-use escrow_sync_e2e::ddb::{all_items, attr, create_source, item, key, put_items};
-use escrow_sync_e2e::{
-    ESCROW, ESCROW_ROLE, PRIMARY, READER_ROLE, admin, cli, faults, sessions, unique, write_config,
-};
+use escrow_sync_e2e::ddb::{all_items, attr, create_source, item, key, put_items, scan_all};
+use escrow_sync_e2e::{ESCROW, PRIMARY, admin, cli, config_with_jobs, faults, sessions, unique};
 
 /// A job over `source` into a new escrow table, as the binary builds it.
 async fn job(source: &str, dest: &str, checkpoints: &str, escrow_client: Client) -> TableJob {
@@ -225,24 +223,13 @@ async fn an_interrupted_run_resumes_from_its_checkpoints_in_escrow() {
 }
 
 fn config(source: &str, dest: &str, extra: &str) -> std::path::PathBuf {
-    write_config(&format!(
-        r#"[escrow]
-region = "us-east-1"
-role_arn = "{ESCROW_ROLE}"
-account_id = "{ESCROW}"
-
-[primary]
-account_id = "{PRIMARY}"
-role_arn = "{READER_ROLE}"
-external_id = "test-external-id"
-
-[[dynamodb]]
+    config_with_jobs(&format!(
+        r#"[[dynamodb]]
 name = "orders"
 source_table = "{source}"
 dest_table = "{dest}"
 segments = 2
-{extra}
-"#
+{extra}"#
     ))
 }
 
@@ -316,25 +303,14 @@ async fn the_binary_runs_plans_and_verifies_a_table_job_and_refuses_a_key_schema
 
 /// Every item of a table keyed by `pk` (S), by key, as content digests.
 async fn by_pk(ddb: &Client, table: &str) -> std::collections::BTreeMap<String, [u8; 32]> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .unwrap();
-        for i in page.items() {
+    scan_all(ddb, table)
+        .await
+        .iter()
+        .map(|i| {
             let AttributeValue::S(k) = &i["pk"] else { panic!("{i:?}") };
-            out.insert(k.clone(), escrow_sync_dynamodb::keys::content_digest(i));
-        }
-        match page.last_evaluated_key {
-            Some(k) if !k.is_empty() => start = Some(k),
-            _ => return out,
-        }
-    }
+            (k.clone(), escrow_sync_dynamodb::keys::content_digest(i))
+        })
+        .collect()
 }
 
 async fn pk_table(ddb: &Client) -> String {

@@ -139,24 +139,11 @@ async fn the_binary_escrows_tagged_snapshots_from_an_ec2_job() {
     let primary_admin = escrow_sync_ec2::client(&admin(PRIMARY).await);
     let tag = format!("cli-{}-{}", std::process::id(), escrow_sync_e2e::unique("t"));
     let id = primary_snapshot(&primary_admin, &tag).await;
-    let config = escrow_sync_e2e::write_config(&format!(
-        r#"[escrow]
-region = "us-east-1"
-role_arn = "{}"
-account_id = "{ESCROW}"
-
-[primary]
-account_id = "{PRIMARY}"
-role_arn = "{}"
-external_id = "test-external-id"
-
-[[ec2]]
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        r#"[[ec2]]
 name = "volumes"
 include = ["snapshots"]
-tags = {{ backup = "{tag}" }}
-"#,
-        escrow_sync_e2e::ESCROW_ROLE,
-        escrow_sync_e2e::READER_ROLE,
+tags = {{ backup = "{tag}" }}"#
     ));
     let cfg = config.to_str().unwrap();
     let plan = escrow_sync_e2e::cli(&["plan", "--config", cfg, "--output", "json"]);

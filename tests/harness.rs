@@ -319,10 +319,11 @@ fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
     }
 }
 
-/// A config file for one S3 job between `pair`'s buckets, with `extra`
-/// lines appended to the job; returns its path (in a fresh temp dir).
-pub fn config_for(source_bucket: &str, dest_bucket: &str, extra: &str) -> PathBuf {
-    let text = format!(
+/// A config file of the two test accounts (escrow operator role, primary
+/// reader role with the test external id) followed by `jobs`; returns its
+/// path (in a fresh temp dir).
+pub fn config_with_jobs(jobs: &str) -> PathBuf {
+    write_config(&format!(
         r#"[escrow]
 region = "us-east-1"
 role_arn = "{ESCROW_ROLE}"
@@ -333,14 +334,21 @@ account_id = "{PRIMARY}"
 role_arn = "{READER_ROLE}"
 external_id = "test-external-id"
 
-[[s3]]
+{jobs}
+"#
+    ))
+}
+
+/// A config file for one S3 job between `pair`'s buckets, with `extra`
+/// lines appended to the job; returns its path (in a fresh temp dir).
+pub fn config_for(source_bucket: &str, dest_bucket: &str, extra: &str) -> PathBuf {
+    config_with_jobs(&format!(
+        r#"[[s3]]
 name = "job"
 source_bucket = "{source_bucket}"
 dest_bucket = "{dest_bucket}"
-{extra}
-"#
-    );
-    write_config(&text)
+{extra}"#
+    ))
 }
 
 /// Writes `text` to a fresh config file; returns its path.
@@ -662,7 +670,22 @@ pub mod ddb {
     }
 
     pub async fn all_items(ddb: &Client, table: &str) -> HashMap<String, [u8; 32]> {
-        let mut out = HashMap::new();
+        scan_all(ddb, table)
+            .await
+            .iter()
+            .map(|i| {
+                let k = match (&i["customer"], &i["seq"]) {
+                    (AttributeValue::S(c), AttributeValue::N(s)) => format!("{c}/{s}"),
+                    other => panic!("{other:?}"),
+                };
+                (k, content_digest(i))
+            })
+            .collect()
+    }
+
+    /// Every item of `table`: a plain one-segment Scan loop.
+    pub async fn scan_all(ddb: &Client, table: &str) -> Vec<HashMap<String, AttributeValue>> {
+        let mut out = Vec::new();
         let mut start = None;
         loop {
             let page = ddb
@@ -672,13 +695,7 @@ pub mod ddb {
                 .send()
                 .await
                 .expect("scan");
-            for i in page.items() {
-                let k = match (&i["customer"], &i["seq"]) {
-                    (AttributeValue::S(c), AttributeValue::N(s)) => format!("{c}/{s}"),
-                    other => panic!("{other:?}"),
-                };
-                out.insert(k, content_digest(i));
-            }
+            out.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => return out,

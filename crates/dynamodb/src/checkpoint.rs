@@ -18,7 +18,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, SseSpecification, SseType, TableStatus,
+    ScalarAttributeType, SseSpecification, SseType,
 };
 use serde_json::{Value, json};
 
@@ -245,6 +245,31 @@ impl CheckpointStore {
         }
     }
 
+    /// The saved scan of `job` if it belongs to a scan of `source` into
+    /// `destination`. One saved for another table (or for this name
+    /// re-created) or another destination is ignored: then a warning saying
+    /// so, ending in `then`, is pushed onto `warnings`.
+    pub async fn load_for(
+        &self,
+        job: &str,
+        source: &crate::table::TableInfo,
+        destination: &str,
+        warnings: &mut Vec<String>,
+        then: &str,
+    ) -> Result<Option<SavedScan>> {
+        Ok(match self.load(job).await? {
+            Some(s) if s.belongs_to(source.arn(), source.table_id(), destination) => Some(s),
+            Some(_) => {
+                warnings.push(format!(
+                    "ignored a checkpoint of job {job} saved for another source table or \
+                     destination: {then}"
+                ));
+                None
+            }
+            None => None,
+        })
+    }
+
     /// Saves `scan` as `job`'s checkpoint, creating the table if needed:
     /// chunks first, then the head, then older chunks are deleted.
     pub async fn save(&self, job: &str, scan: &SavedScan) -> Result<()> {
@@ -371,22 +396,13 @@ impl CheckpointStore {
                 return Err(sdk_error(e, "dynamodb:CreateTable", resource));
             }
         }
-        let mut delay = Duration::from_millis(100);
-        for _ in 0..60 {
-            let out = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| sdk_error(e, "dynamodb:DescribeTable", resource.clone()))?;
-            if out.table.and_then(|t| t.table_status) == Some(TableStatus::Active) {
-                return Ok(());
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-        Err(Error::new(ErrorKind::Transient, "dynamodb:DescribeTable", resource, "not active yet"))
+        crate::table::wait_table_active(
+            &self.client,
+            &self.table,
+            Duration::from_secs(300),
+            &resource,
+        )
+        .await
     }
 }
 

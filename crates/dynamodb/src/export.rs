@@ -44,7 +44,7 @@ use crate::checkpoint::{CheckpointStore, SavedScan};
 use crate::compare::{compare, tally};
 use crate::json::{Record, from_line, to_line};
 use crate::keys::{KeySchema, KeySetDigest, content_digest};
-use crate::scan::{Checkpoint, ScanOptions, TableScanner};
+use crate::scan::{Checkpoint, ScanOptions, TableScanner, starting_points};
 use crate::table::TableInfo;
 
 /// The manifest's format tag.
@@ -435,22 +435,15 @@ impl ExportJob {
         store: &CheckpointStore,
         report: &mut Report,
     ) -> Result<Option<SavedScan>> {
-        Ok(match store.load(&self.name).await? {
-            Some(s)
-                if s.belongs_to(self.source.arn(), self.source.table_id(), &self.destination()) =>
-            {
-                Some(s)
-            }
-            Some(_) => {
-                report.warnings.push(format!(
-                    "ignored a checkpoint of job {} saved for another source table or \
-                     destination: a new generation starts",
-                    self.name
-                ));
-                None
-            }
-            None => None,
-        })
+        store
+            .load_for(
+                &self.name,
+                &self.source,
+                &self.destination(),
+                &mut report.warnings,
+                "a new generation starts",
+            )
+            .await
     }
 
     /// Runs the job: plan (what a generation would hold, from DynamoDB's
@@ -798,15 +791,7 @@ impl ExportJob {
             ),
         };
         let segments = options.segments();
-        let mut checkpoints = BTreeMap::new();
-        for segment in 0..segments {
-            let c = resume.iter().find(|c| c.segment == segment).cloned().unwrap_or(Checkpoint {
-                segment,
-                last_key: None,
-                done: false,
-            });
-            checkpoints.insert(segment, c);
-        }
+        let checkpoints = starting_points(segments, &resume);
         let generation = progress.generation.clone();
         let state =
             Arc::new(Mutex::new(State { report, checkpoints, progress, written: BTreeMap::new() }));

@@ -29,7 +29,7 @@ use crate::checkpoint::{CheckpointStore, SavedScan};
 use crate::compare::{Comparison, compare, tally};
 use crate::json::{Record, to_line};
 use crate::keys::{KeySchema, KeySetDigest};
-use crate::scan::{Checkpoint, ScanOptions, TableScanner};
+use crate::scan::{Checkpoint, ScanOptions, TableScanner, starting_points};
 use crate::table::{EscrowTable, TableInfo};
 
 /// Items that could not be written, as DynamoDB JSON lines (the format
@@ -286,26 +286,17 @@ impl TableJob {
         };
 
         let saved = match (&self.checkpoints, mode) {
-            (Some(store), Mode::Run) => match store.load(&self.name).await? {
-                Some(s)
-                    if s.belongs_to(
-                        self.source.arn(),
-                        self.source.table_id(),
+            (Some(store), Mode::Run) => {
+                store
+                    .load_for(
+                        &self.name,
+                        &self.source,
                         &self.destination(),
-                    ) =>
-                {
-                    Some(s)
-                }
-                Some(_) => {
-                    report.warnings.push(format!(
-                        "ignored a checkpoint of job {} saved for another source table or \
-                         destination: the scan starts from the beginning",
-                        self.name
-                    ));
-                    None
-                }
-                None => None,
-            },
+                        &mut report.warnings,
+                        "the scan starts from the beginning",
+                    )
+                    .await?
+            }
             _ => None,
         };
         let mut options = self.options.clone();
@@ -326,14 +317,7 @@ impl TableJob {
         let segments = options.segments();
         let mut shared =
             Shared { report: Some(report), saved: saved.is_some(), ..Shared::default() };
-        for segment in 0..segments {
-            let c = resume.iter().find(|c| c.segment == segment).cloned().unwrap_or(Checkpoint {
-                segment,
-                last_key: None,
-                done: false,
-            });
-            shared.checkpoints.insert(segment, c);
-        }
+        shared.checkpoints = starting_points(segments, &resume);
         let shared = Arc::new(Mutex::new(shared));
         let save_lock = tokio::sync::Mutex::new(());
         let stop = self.cancel.child_token();

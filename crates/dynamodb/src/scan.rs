@@ -1,6 +1,7 @@
 //! Segmented parallel Scan under a read budget, with a checkpoint per
 //! segment so an interrupted scan resumes where it stopped.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
@@ -23,6 +24,21 @@ pub struct Checkpoint {
     pub last_key: Option<Record>,
     /// Whether the segment has been read to its end.
     pub done: bool,
+}
+
+/// Where each of `segments` segments stands: its checkpoint in `resume`
+/// (an interrupted scan's), else the beginning.
+pub fn starting_points(segments: u32, resume: &[Checkpoint]) -> BTreeMap<u32, Checkpoint> {
+    (0..segments)
+        .map(|segment| {
+            let c = resume.iter().find(|c| c.segment == segment).cloned().unwrap_or(Checkpoint {
+                segment,
+                last_key: None,
+                done: false,
+            });
+            (segment, c)
+        })
+        .collect()
 }
 
 /// One page of one segment, with the checkpoint after it.
@@ -150,15 +166,10 @@ impl TableScanner {
         resume: &[Checkpoint],
         workers: usize,
     ) -> BoxStream<'_, Result<ScanPage>> {
-        let segments: Vec<_> = (0..self.options.segments)
-            .filter_map(|segment| {
-                let checkpoint = resume
-                    .iter()
-                    .find(|c| c.segment == segment)
-                    .cloned()
-                    .unwrap_or(Checkpoint { segment, last_key: None, done: false });
-                (!checkpoint.done).then(|| self.segment(checkpoint))
-            })
+        let segments: Vec<_> = starting_points(self.options.segments, resume)
+            .into_values()
+            .filter(|c| !c.done)
+            .map(|c| self.segment(c))
             .collect();
         futures::stream::iter(segments).flatten_unordered(workers.max(1)).boxed()
     }

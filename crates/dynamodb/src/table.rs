@@ -295,6 +295,40 @@ fn key_schema_of(d: &TableDescription) -> Result<KeySchema> {
     Ok(KeySchema::new(hash, find(KeyType::Range)))
 }
 
+/// Polls DescribeTable (from 100 ms, doubling to 5 s) until `table` is
+/// active; fails after `timeout`. `resource` names it in errors.
+pub(crate) async fn wait_table_active(
+    client: &Client,
+    table: &str,
+    timeout: Duration,
+    resource: &str,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let out = client.describe_table().table_name(table).send().await;
+        match out.map_err(|e| sdk_error(e, "dynamodb:DescribeTable", resource)) {
+            Ok(o) if o.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) => {
+                return Ok(());
+            }
+            // Just created: DescribeTable may not see it yet.
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                "dynamodb:DescribeTable",
+                resource,
+                format!("not active after {timeout:?}; run again to continue"),
+            ));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// The key attributes with their types, e.g. `pk (S, HASH), sk (N, RANGE)`.
 fn key_signature(d: &TableDescription) -> String {
     d.key_schema()
@@ -517,7 +551,7 @@ impl EscrowTable {
             .build()
             .map_err(|e| Error::new(ErrorKind::Failed, "build", self.resource(), e.to_string()))?;
         let deadline = tokio::time::Instant::now() + self.wait_timeout;
-        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
         loop {
             let res = self
                 .client
@@ -533,8 +567,9 @@ impl EscrowTable {
                         .is_some_and(|s| s.is_continuous_backups_unavailable_exception())
                         && tokio::time::Instant::now() < deadline =>
                 {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
+                    // The table's retry backoff, until the deadline.
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    attempt += 1;
                 }
                 Err(e) => {
                     return Err(sdk_error(e, "dynamodb:UpdateContinuousBackups", self.resource()));
@@ -610,25 +645,10 @@ impl EscrowTable {
     }
 
     async fn wait_active(&self) -> Result<TableInfo> {
-        let deadline = tokio::time::Instant::now() + self.wait_timeout;
-        let mut delay = Duration::from_millis(100);
-        loop {
-            if let Some(t) = self.describe().await?
-                && t.description.table_status() == Some(&TableStatus::Active)
-            {
-                return Ok(t);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::new(
-                    ErrorKind::Transient,
-                    "dynamodb:DescribeTable",
-                    self.resource(),
-                    format!("not active after {:?}; run again to continue", self.wait_timeout),
-                ));
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        wait_table_active(&self.client, &self.table, self.wait_timeout, &self.resource()).await?;
+        self.describe().await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, "dynamodb:DescribeTable", self.resource(), "")
+        })
     }
 
     /// The digests of the items escrow holds for `keys` (key text → content

@@ -15,19 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::describe_continuous_backups::DescribeContinuousBackupsOutput;
 use aws_sdk_dynamodb::operation::describe_export::DescribeExportOutput;
-use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
-use aws_sdk_dynamodb::operation::describe_time_to_live::DescribeTimeToLiveOutput;
 use aws_sdk_dynamodb::operation::export_table_to_point_in_time::ExportTableToPointInTimeOutput;
-use aws_sdk_dynamodb::operation::list_tags_of_resource::ListTagsOfResourceOutput;
 use aws_sdk_dynamodb::operation::scan::ScanOutput;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, ContinuousBackupsDescription, ContinuousBackupsStatus,
-    ExportDescription, ExportStatus, KeySchemaElement, KeyType, PointInTimeRecoveryDescription,
-    PointInTimeRecoveryStatus, S3SseAlgorithm, ScalarAttributeType, TableDescription, TableStatus,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ExportDescription, ExportStatus, S3SseAlgorithm};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+mod common;
 use serde_json::Value;
 
 use escrow_sync_core::{ErrorKind, Mode, RetryPolicy};
@@ -44,58 +38,7 @@ fn item(pk: &str) -> Record {
 }
 
 fn source_rules(pitr: bool) -> Vec<Rule> {
-    vec![
-        mock!(Client::describe_table).then_output(|| {
-            DescribeTableOutput::builder()
-                .table(
-                    TableDescription::builder()
-                        .table_name("orders")
-                        .table_arn(ARN)
-                        .table_status(TableStatus::Active)
-                        .item_count(2)
-                        .key_schema(
-                            KeySchemaElement::builder()
-                                .attribute_name("pk")
-                                .key_type(KeyType::Hash)
-                                .build()
-                                .unwrap(),
-                        )
-                        .attribute_definitions(
-                            AttributeDefinition::builder()
-                                .attribute_name("pk")
-                                .attribute_type(ScalarAttributeType::S)
-                                .build()
-                                .unwrap(),
-                        )
-                        .build(),
-                )
-                .build()
-        }),
-        mock!(Client::describe_time_to_live)
-            .then_output(|| DescribeTimeToLiveOutput::builder().build()),
-        mock!(Client::list_tags_of_resource)
-            .then_output(|| ListTagsOfResourceOutput::builder().build()),
-        mock!(Client::describe_continuous_backups).then_output(move || {
-            let status = if pitr {
-                PointInTimeRecoveryStatus::Enabled
-            } else {
-                PointInTimeRecoveryStatus::Disabled
-            };
-            DescribeContinuousBackupsOutput::builder()
-                .continuous_backups_description(
-                    ContinuousBackupsDescription::builder()
-                        .continuous_backups_status(ContinuousBackupsStatus::Enabled)
-                        .point_in_time_recovery_description(
-                            PointInTimeRecoveryDescription::builder()
-                                .point_in_time_recovery_status(status)
-                                .build(),
-                        )
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-        }),
-    ]
+    common::table_rules("orders", pitr, vec![])
 }
 
 fn client(rules: &[Rule], more: &[&Rule]) -> Client {

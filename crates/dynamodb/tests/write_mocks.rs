@@ -10,19 +10,12 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput;
 use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
-use aws_sdk_dynamodb::operation::describe_continuous_backups::DescribeContinuousBackupsOutput;
-use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
-use aws_sdk_dynamodb::operation::describe_time_to_live::DescribeTimeToLiveOutput;
-use aws_sdk_dynamodb::operation::list_tags_of_resource::ListTagsOfResourceOutput;
 use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
 use aws_sdk_dynamodb::operation::scan::ScanOutput;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, ContinuousBackupsDescription, ContinuousBackupsStatus,
-    KeySchemaElement, KeyType, KeysAndAttributes, PointInTimeRecoveryDescription,
-    PointInTimeRecoveryStatus, PutRequest, ScalarAttributeType, TableDescription, TableStatus,
-    WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+mod common;
 
 use escrow_sync_core::{Mode, RetryPolicy};
 use escrow_sync_dynamodb::json::{Record, from_line};
@@ -232,54 +225,8 @@ async fn lookups_follow_unprocessed_keys() {
     assert_eq!(rule.num_calls(), 2);
 }
 
-fn table(name: &str) -> TableDescription {
-    TableDescription::builder()
-        .table_name(name)
-        .table_arn(format!("arn:aws:dynamodb:us-east-1:111111111111:table/{name}"))
-        .table_status(TableStatus::Active)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .deletion_protection_enabled(true)
-        .build()
-}
-
 fn describe_rules(name: &'static str) -> Vec<Rule> {
-    vec![
-        mock!(Client::describe_table)
-            .match_requests(move |r| r.table_name() == Some(name))
-            .then_output(move || DescribeTableOutput::builder().table(table(name)).build()),
-        mock!(Client::describe_time_to_live)
-            .then_output(|| DescribeTimeToLiveOutput::builder().build()),
-        mock!(Client::describe_continuous_backups).then_output(|| {
-            DescribeContinuousBackupsOutput::builder()
-                .continuous_backups_description(
-                    ContinuousBackupsDescription::builder()
-                        .continuous_backups_status(ContinuousBackupsStatus::Enabled)
-                        .point_in_time_recovery_description(
-                            PointInTimeRecoveryDescription::builder()
-                                .point_in_time_recovery_status(PointInTimeRecoveryStatus::Enabled)
-                                .build(),
-                        )
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-        }),
-        mock!(Client::list_tags_of_resource)
-            .then_output(|| ListTagsOfResourceOutput::builder().build()),
-    ]
+    common::table_rules(name, true, vec![])
 }
 
 #[tokio::test]
@@ -359,36 +306,7 @@ const OWN_TAG: (&str, &str) =
     ("escrow-sync:source-table-arn", "arn:aws:dynamodb:us-east-1:111111111111:table/orders");
 
 fn escrow_description(tags: Vec<(&'static str, &'static str)>, pitr: bool) -> Vec<Rule> {
-    let mut rules = describe_rules("escrow-orders");
-    rules[3] = mock!(Client::list_tags_of_resource).then_output(move || {
-        ListTagsOfResourceOutput::builder()
-            .set_tags(Some(
-                tags.iter()
-                    .map(|(k, v)| {
-                        aws_sdk_dynamodb::types::Tag::builder().key(*k).value(*v).build().unwrap()
-                    })
-                    .collect(),
-            ))
-            .build()
-    });
-    if !pitr {
-        rules[2] = mock!(Client::describe_continuous_backups).then_output(|| {
-            DescribeContinuousBackupsOutput::builder()
-                .continuous_backups_description(
-                    ContinuousBackupsDescription::builder()
-                        .continuous_backups_status(ContinuousBackupsStatus::Enabled)
-                        .point_in_time_recovery_description(
-                            PointInTimeRecoveryDescription::builder()
-                                .point_in_time_recovery_status(PointInTimeRecoveryStatus::Disabled)
-                                .build(),
-                        )
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-        });
-    }
-    rules
+    common::table_rules("escrow-orders", pitr, tags)
 }
 
 async fn source_info() -> TableInfo {
@@ -451,7 +369,8 @@ async fn point_in_time_recovery_is_retried_while_backups_are_still_being_enabled
             .build(),
     );
     let sink = EscrowTable::from_client(client(&rules.iter().collect::<Vec<_>>()), "escrow-orders")
-        .with_wait_timeout(Duration::from_secs(30));
+        .with_wait_timeout(Duration::from_secs(30))
+        .with_retry(fast());
     let ensured = sink.ensure(&source_info().await, "111111111111", "now").await.unwrap();
     assert_eq!(ensured.fixed, vec!["point-in-time recovery".to_string()]);
     assert_eq!(rules[4].num_calls(), 3);
