@@ -159,13 +159,126 @@ tags = {{ backup = "{tag}" }}"#
     let again = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
     assert_eq!(again.json()["jobs"][0]["copied"].as_u64(), Some(0), "{}", again.stdout);
 
-    let images = config.to_str().unwrap().to_string();
+    let volumes = config.to_str().unwrap().to_string();
     std::fs::write(
-        &images,
-        std::fs::read_to_string(&images).unwrap().replace("[\"snapshots\"]", "[\"images\"]"),
+        &volumes,
+        std::fs::read_to_string(&volumes).unwrap().replace("[\"snapshots\"]", "[\"volumes\"]"),
     )
     .unwrap();
-    let refused = escrow_sync_e2e::cli(&["run", "--config", &images]);
+    let refused = escrow_sync_e2e::cli(&["run", "--config", &volumes]);
     assert_eq!(refused.code, 2, "{refused:?}");
-    assert!(refused.stderr.contains("EBS snapshots only"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("include \"volumes\" is not one of"), "{}", refused.stderr);
+}
+
+/// A new 1 GiB volume in the primary.
+async fn new_volume(ec2: &aws_sdk_ec2::Client) -> String {
+    ec2.create_volume()
+        .availability_zone("us-east-1a")
+        .size(1)
+        .send()
+        .await
+        .expect("create a volume")
+        .volume_id
+        .expect("a volume id")
+}
+
+/// `n` snapshots of `volume`, tagged backup=`tag`, oldest first, a second
+/// apart (start times are kept to the second, so "newest" is clear).
+async fn snapshots_of(ec2: &aws_sdk_ec2::Client, volume: &str, tag: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        ids.push(
+            ec2.create_snapshot()
+                .volume_id(volume)
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::Snapshot)
+                        .tags(Tag::builder().key("backup").value(tag).build())
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("create a snapshot")
+                .snapshot_id
+                .expect("a snapshot id"),
+        );
+    }
+    ids
+}
+
+/// The escrow copies of `source`, by id.
+async fn escrow_copies(ec2: &aws_sdk_ec2::Client, source: &str) -> Vec<String> {
+    ec2.describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{SOURCE_SNAPSHOT_TAG}"))
+                .values(source)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .snapshots
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| s.snapshot_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn prune_keeps_the_newest_copies_deletes_only_with_apply_and_only_after_a_clean_verify() {
+    let primary_admin = escrow_sync_ec2::client(&admin(PRIMARY).await);
+    let escrow_admin = escrow_sync_ec2::client(&admin(ESCROW).await);
+    let tag = escrow_sync_e2e::unique("prune");
+    let volume = new_volume(&primary_admin).await;
+    let ids = snapshots_of(&primary_admin, &volume, &tag, 2).await;
+    let job = format!(
+        "[[ec2]]\nname = \"volumes\"\ninclude = [\"snapshots\"]\ntags = {{ backup = \"{tag}\" }}\n"
+    );
+    let key = create_kms_key(&admin(ESCROW).await).await;
+    let config = escrow_sync_e2e::config_with_jobs(&job);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replacen("[escrow]\n", &format!("[escrow]\nkms_key_id = \"{key}\"\n"), 1);
+    std::fs::write(&config, text).unwrap();
+    let cfg = config.to_str().unwrap();
+    let run = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.json()["jobs"][0]["copied"].as_u64(), Some(2), "{}", run.stdout);
+
+    // Retention set afterwards: the older copy may go, the newest stays.
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + "keep_last = 1\n").unwrap();
+    let dry = escrow_sync_e2e::cli(&["prune", "--config", cfg, "--output", "json"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    let j = &dry.json()["jobs"][0];
+    assert_eq!(dry.json()["apply"].as_bool(), Some(false));
+    let would: Vec<&str> =
+        j["deleted"].as_array().unwrap().iter().filter_map(|c| c["source"].as_str()).collect();
+    assert!(would.contains(&ids[0].as_str()), "{j}");
+    assert!(!would.contains(&ids[1].as_str()), "the newest copy stays: {j}");
+    assert_eq!(escrow_copies(&escrow_admin, &ids[0]).await.len(), 1, "a dry run deletes nothing");
+    let text = escrow_sync_e2e::cli(&["prune", "--config", cfg]);
+    assert!(text.stdout.contains("would delete"), "{}", text.stdout);
+
+    // The verify that prune runs first must be clean: a new snapshot not yet
+    // copied stops it, and nothing is deleted.
+    let newer = snapshots_of(&primary_admin, &volume, &tag, 1).await;
+    let blocked = escrow_sync_e2e::cli(&["prune", "--config", cfg, "--apply", "--output", "json"]);
+    assert_eq!(blocked.code, 3, "{blocked:?}");
+    assert!(blocked.json()["jobs"][0]["deleted"].as_array().unwrap().is_empty());
+    assert_eq!(escrow_copies(&escrow_admin, &ids[0]).await.len(), 1);
+
+    // A run copies the new one (the retention window leaves the older ones
+    // of their volume alone), then prune --apply deletes the older copies.
+    let run = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let applied = escrow_sync_e2e::cli(&["prune", "--config", cfg, "--apply", "--output", "json"]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert!(escrow_copies(&escrow_admin, &ids[0]).await.is_empty(), "{}", applied.stdout);
+    assert!(escrow_copies(&escrow_admin, &ids[1]).await.is_empty(), "{}", applied.stdout);
+    assert_eq!(escrow_copies(&escrow_admin, &newer[0]).await.len(), 1, "newest of its volume");
+    // Nothing the next run copies back, and verify stays clean.
+    let again = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(again.json()["jobs"][0]["copied"].as_u64(), Some(0), "{}", again.stdout);
+    assert_eq!(escrow_sync_e2e::cli(&["verify", "--config", cfg]).code, 0);
 }

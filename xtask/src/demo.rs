@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: a primary and an escrow account on the emulator, then the
-//! `escrow-sync` binary's plan, run, verify and a second run with nothing to do.
+//! `escrow-sync` binary's plan, run, verify, a second run with nothing to do, a
+//! verify in JSON and a prune dry run.
 
 use std::fs;
 use std::path::Path;
@@ -20,6 +21,8 @@ const DEMO_CONFIG: &str = r#"[escrow]
 region = "us-east-1"
 role_arn = "arn:aws:iam::222222222222:role/escrow-operator"
 account_id = "222222222222"
+# The escrow's own key: every copy is encrypted with it.
+kms_key_id = "alias/escrow-demo"
 
 [primary]
 account_id = "111111111111"
@@ -63,11 +66,27 @@ dest_prefix = "dynamodb/"
 segments = 4
 
 [[ec2]]
-# EBS snapshots tagged backup=true: shared by the primary, copied into the
-# escrow with escrow credentials, then unshared.
-name = "snapshots"
-include = ["snapshots"]
+# AMIs (with their backing snapshots) and EBS snapshots tagged backup=true:
+# shared by the primary, copied into the escrow with escrow credentials,
+# then unshared. `escrow-sync prune` keeps the newest copy per volume.
+name = "ec2"
+include = ["images", "snapshots"]
 tags = { backup = "true" }
+keep_last = 1
+
+[[rds]]
+# RDS DB snapshots and Aurora cluster snapshots tagged backup=true.
+name = "databases"
+include = ["db", "cluster"]
+tags = { backup = "true" }
+keep_last = 7
+
+[[redshift]]
+# Redshift snapshots can only be shared: restore each in escrow and snapshot
+# it there, so escrow owns a copy the primary cannot revoke.
+name = "warehouse"
+tags = { backup = "true" }
+independent_copy = true
 "#;
 
 /// What an `escrow-sync` exit code means (issue 2, item 7).
@@ -128,8 +147,8 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
     fs::write(&config, DEMO_CONFIG).with_context(|| format!("writing {}", config.display()))?;
     println!("\n==> config {}:\n{DEMO_CONFIG}", config.display());
 
-    let steps: [&[&str]; 5] =
-        [&["plan"], &["run"], &["verify"], &["run"], &["verify", "--output", "json"]];
+    let steps: [&[&str]; 6] =
+        [&["plan"], &["run"], &["verify"], &["run"], &["verify", "--output", "json"], &["prune"]];
     for (n, args) in steps.iter().enumerate() {
         let (command, rest) = args.split_first().expect("a command");
         let mut cmd = Command::new(&bin);
@@ -176,6 +195,7 @@ mod tests {
             "\"orders\"",
             "\"escrow-exports\"",
             "backup",
+            "alias/escrow-demo",
         ] {
             assert!(DEMO_CONFIG.contains(needle), "config lacks {needle}");
             assert!(SEED_SCRIPT.contains(needle), "seed script lacks {needle}");

@@ -23,6 +23,7 @@ PRIMARY_ACCOUNT = "111111111111"
 ESCROW_ROLE = f"arn:aws:iam::{ESCROW_ACCOUNT}:role/escrow-operator"
 PRIMARY_ROLE = f"arn:aws:iam::{PRIMARY_ACCOUNT}:role/escrow-reader"
 EXTERNAL_ID = "demo-external-id"
+ESCROW_KEY_ALIAS = "alias/escrow-demo"
 SOURCE_BUCKET = "prod-assets"
 DEST_BUCKET = "escrow-prod-assets"
 LOGS_BUCKET = "prod-logs"
@@ -216,13 +217,18 @@ def seed_orders(endpoint, primary):
             requests = out.get("UnprocessedItems", {}).get(TABLE, [])
 
 
+def backup_tag(value="true"):
+    return [{"Key": "backup", "Value": value}]
+
+
 def seed_snapshot(endpoint, primary):
-    """An 8 GiB volume and a snapshot of it tagged backup=true (escrowed), and
-    one tagged backup=false (left alone)."""
+    """An 8 GiB volume with two snapshots tagged backup=true (both escrowed;
+    the prune dry run would let the older copy go) and one tagged
+    backup=false (left alone)."""
     ec2 = primary.client("ec2", endpoint_url=endpoint)
     volume = ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=8)["VolumeId"]
     ids = []
-    for backup in ("true", "false"):
+    for backup in ("true", "true", "false"):
         snapshot = ec2.create_snapshot(
             VolumeId=volume,
             Description=f"orders-db data volume (backup={backup})",
@@ -232,6 +238,84 @@ def seed_snapshot(endpoint, primary):
         )
         ids.append(snapshot["SnapshotId"])
     return ids
+
+
+def seed_image(endpoint, primary):
+    """An instance from one of the emulator's stock AMIs and an AMI of it
+    tagged backup=true (escrowed with its backing snapshot)."""
+    ec2 = primary.client("ec2", endpoint_url=endpoint)
+    stock = next(
+        image["ImageId"]
+        for image in ec2.describe_images(Owners=["amazon"])["Images"]
+        # A Windows AMI carries a billing product: not copyable across accounts.
+        if image.get("Platform") != "windows" and not image.get("ProductCodes")
+    )
+    instance = ec2.run_instances(ImageId=stock, MinCount=1, MaxCount=1)["Instances"][0]
+    image = ec2.create_image(
+        InstanceId=instance["InstanceId"],
+        Name="orders-api-2026-11-28",
+        TagSpecifications=[{"ResourceType": "image", "Tags": backup_tag()}],
+    )
+    return image["ImageId"]
+
+
+def seed_databases(endpoint, primary):
+    """An RDS instance with a manual snapshot and an Aurora cluster with a
+    cluster snapshot, both tagged backup=true; a Redshift cluster with a
+    manual snapshot tagged backup=true."""
+    # A customer-managed key of the primary (its policy would grant the escrow
+    # account kms:Decrypt and kms:CreateGrant): encrypted snapshots under it
+    # can be shared; under the AWS-managed aws/rds key they could not.
+    kms = primary.client("kms", endpoint_url=endpoint)
+    key = kms.create_key(Description="orders databases")["KeyMetadata"]["Arn"]
+    rds = primary.client("rds", endpoint_url=endpoint)
+    rds.create_db_instance(
+        StorageEncrypted=True,
+        KmsKeyId=key,
+        DBInstanceIdentifier="orders-db",
+        DBInstanceClass="db.t3.micro",
+        Engine="postgres",
+        AllocatedStorage=20,
+        MasterUsername="orders",
+        MasterUserPassword="demo-password-1",
+    )
+    rds.create_db_snapshot(
+        DBInstanceIdentifier="orders-db",
+        DBSnapshotIdentifier="orders-db-2026-11-28",
+        Tags=backup_tag(),
+    )
+    rds.create_db_cluster(
+        StorageEncrypted=True,
+        KmsKeyId=key,
+        DBClusterIdentifier="ledger",
+        Engine="aurora-postgresql",
+        MasterUsername="ledger",
+        MasterUserPassword="demo-password-1",
+    )
+    rds.create_db_cluster_snapshot(
+        DBClusterIdentifier="ledger",
+        DBClusterSnapshotIdentifier="ledger-2026-11-28",
+        Tags=backup_tag(),
+    )
+    redshift = primary.client("redshift", endpoint_url=endpoint)
+    redshift.create_cluster(
+        Encrypted=True,
+        KmsKeyId=key,
+        ClusterIdentifier="analytics",
+        NodeType="ra3.xlplus",
+        MasterUsername="analytics",
+        MasterUserPassword="Demo-password-1",
+        ClusterType="single-node",
+    )
+    redshift.create_cluster_snapshot(
+        ClusterIdentifier="analytics",
+        SnapshotIdentifier="analytics-2026-11-28",
+        Tags=backup_tag(),
+    )
+    return (
+        "rds snapshot orders-db-2026-11-28, aurora cluster snapshot ledger-2026-11-28, "
+        "redshift snapshot analytics-2026-11-28 (all backup=true)"
+    )
 
 
 def main():
@@ -274,8 +358,16 @@ def main():
     )
     seed_orders(endpoint, primary)
     snapshots = seed_snapshot(endpoint, primary)
+    image = seed_image(endpoint, primary)
+    databases = seed_databases(endpoint, primary)
     with_metadata = sum(1 for _, meta, _ in results if meta)
     with_tags = sum(1 for _, _, tags in results if tags)
+
+    # The escrow's own key: every copy (objects, tables, snapshots) is
+    # encrypted with it.
+    kms = escrow.client("kms", endpoint_url=endpoint)
+    key = kms.create_key(Description="escrow-sync demo: escrow-owned key")["KeyMetadata"]
+    kms.create_alias(AliasName=ESCROW_KEY_ALIAS, TargetKeyId=key["KeyId"])
 
     dest = s3_client(endpoint, escrow)
     create_bucket(dest, DEST_BUCKET)
@@ -301,13 +393,16 @@ def main():
         "(a GSI, an LSI, TTL on 'expires')"
     )
     print(
-        f"primary {PRIMARY_ACCOUNT}: ebs snapshots {snapshots[0]} (backup=true) and "
-        f"{snapshots[1]} (backup=false)"
+        f"primary {PRIMARY_ACCOUNT}: ebs snapshots {snapshots[0]} and {snapshots[1]} "
+        f"(backup=true, one volume) and {snapshots[2]} (backup=false)"
     )
+    print(f"primary {PRIMARY_ACCOUNT}: ami {image} (backup=true) with its snapshot")
+    print(f"primary {PRIMARY_ACCOUNT}: {databases}")
     print(
         f"primary {PRIMARY_ACCOUNT}: s3://{SOURCE_BUCKET}: {len(results)} objects, "
         f"{total / MIB:.1f} MiB ({with_metadata} with user metadata, {with_tags} with tags)"
     )
+    print(f"escrow  {ESCROW_ACCOUNT}: kms key {key['KeyId']} ({ESCROW_KEY_ALIAS})")
     print(
         f"escrow  {ESCROW_ACCOUNT}: s3://{DEST_BUCKET}, s3://{LOGS_DEST_BUCKET}, "
         f"s3://{EXPORTS_BUCKET}: "

@@ -52,6 +52,13 @@ const CLIENT_ENV_REMOVED: &[&str] = &[
 /// another shared with it (see the file).
 const LAUNCHER: &str = include_str!("moto_server_escrow.py");
 
+/// The launcher's patch modules, one per service, written beside it.
+const PATCHES: [(&str, &str); 3] = [
+    ("moto_patch_ec2.py", include_str!("moto_patch_ec2.py")),
+    ("moto_patch_rds.py", include_str!("moto_patch_rds.py")),
+    ("moto_patch_redshift.py", include_str!("moto_patch_redshift.py")),
+];
+
 /// The files of one emulator installation under `<target>/emulator`.
 #[derive(Debug, Clone)]
 pub struct Files {
@@ -332,6 +339,12 @@ fn spawn(files: &Files, detach: bool) -> Result<(Child, String), SpawnError> {
     fs::write(files.launcher(), LAUNCHER)
         .with_context(|| format!("writing {}", files.launcher().display()))
         .map_err(fatal)?;
+    for (name, text) in PATCHES {
+        let path = files.dir.join(name);
+        fs::write(&path, text)
+            .with_context(|| format!("writing {}", path.display()))
+            .map_err(fatal)?;
+    }
     let mut cmd = Command::new(files.python());
     cmd.arg(files.launcher())
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])

@@ -1,6 +1,6 @@
 //! The TOML config file.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -22,46 +22,175 @@ pub struct Config {
     /// DynamoDB jobs.
     #[serde(default)]
     pub dynamodb: Vec<DynamoDbJob>,
-    /// EC2 jobs (EBS snapshots; AMIs to come).
+    /// EC2 jobs: AMIs with their backing snapshots, and EBS snapshots.
     #[serde(default)]
     pub ec2: Vec<Ec2Job>,
+    /// RDS jobs: DB snapshots and Aurora cluster snapshots.
+    #[serde(default)]
+    pub rds: Vec<RdsJob>,
+    /// Redshift jobs: cluster snapshots.
+    #[serde(default)]
+    pub redshift: Vec<RedshiftJob>,
 }
 
 fn default_unshare() -> bool {
     true
 }
 
-/// `[[ec2]]`: EBS snapshots of the primary (AMIs follow in a later
-/// version), shared with the escrow and copied with the escrow key.
+/// `[[ec2]]`: AMIs with their backing snapshots, and EBS snapshots, of the
+/// primary, shared with the escrow and copied with the escrow key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ec2Job {
     /// Job name; default `ec2`.
     pub name: Option<String>,
-    /// What to copy: `snapshots` (and, in a later version, `images`).
+    /// What to copy: `images` and/or `snapshots` (default both).
     pub include: Option<Vec<String>>,
     /// Only resources with all these tags.
     #[serde(default)]
-    pub tags: std::collections::BTreeMap<String, String>,
-    /// Only these ids.
+    pub tags: BTreeMap<String, String>,
+    /// Only these ids (`ami-...`, `snap-...`).
     #[serde(default)]
     pub ids: Vec<String>,
     /// Remove the share in the primary once the copy is complete.
     #[serde(default = "default_unshare")]
     pub unshare_after_copy: bool,
-    /// Copies in flight at once (default 20 for EBS snapshots).
+    /// Copies in flight at once per resource type (default 100 AMIs, 20
+    /// EBS snapshots).
     pub max_in_flight: Option<usize>,
     /// A customer key in the primary, shared with the escrow, to re-encrypt
     /// snapshots under the AWS-managed key with before sharing them.
     pub reencrypt_key_id: Option<String>,
-    /// Retention (applied by `prune`, not in this version).
+    /// Retention, applied only by `escrow-sync prune`.
     pub keep_last: Option<u32>,
+    /// Retention: the newest copy of each of the last N days.
+    pub keep_daily: Option<u32>,
+    /// Retention: the newest copy of each of the last N weeks.
+    pub keep_weekly: Option<u32>,
+    /// Retention: the newest copy of each of the last N months.
+    pub keep_monthly: Option<u32>,
 }
 
 impl Ec2Job {
     /// The job's name.
     pub fn name(&self) -> String {
         self.name.clone().unwrap_or_else(|| "ec2".to_string())
+    }
+
+    /// Whether the job copies `what` (`images` or `snapshots`).
+    pub fn includes(&self, what: &str) -> bool {
+        self.include.as_ref().is_none_or(|i| i.iter().any(|w| w == what))
+    }
+
+    /// Its retention rules.
+    pub fn retention(&self) -> escrow_sync_core::Retention {
+        retention(self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly)
+    }
+}
+
+fn retention(
+    keep_last: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+) -> escrow_sync_core::Retention {
+    escrow_sync_core::Retention { keep_last, keep_daily, keep_weekly, keep_monthly }
+}
+
+/// `[[rds]]`: DB snapshots and Aurora cluster snapshots of the primary,
+/// shared with the escrow and copied with the escrow key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RdsJob {
+    /// Job name; default `rds`.
+    pub name: Option<String>,
+    /// What to copy: `db` and/or `cluster` (default both).
+    pub include: Option<Vec<String>>,
+    /// Only snapshots with all these tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Only these snapshot identifiers.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Remove the share in the primary once the copy is complete.
+    #[serde(default = "default_unshare")]
+    pub unshare_after_copy: bool,
+    /// Copies in flight at once per type (default 20 DB snapshots, 5 Aurora
+    /// cluster snapshots).
+    pub max_in_flight: Option<usize>,
+    /// A customer key in the primary, shared with the escrow, to re-encrypt
+    /// snapshots under the AWS-managed key (aws/rds) with first.
+    pub reencrypt_key_id: Option<String>,
+    /// Retention, applied only by `escrow-sync prune`.
+    pub keep_last: Option<u32>,
+    /// Retention: the newest copy of each of the last N days.
+    pub keep_daily: Option<u32>,
+    /// Retention: the newest copy of each of the last N weeks.
+    pub keep_weekly: Option<u32>,
+    /// Retention: the newest copy of each of the last N months.
+    pub keep_monthly: Option<u32>,
+}
+
+impl RdsJob {
+    /// The job's name.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| "rds".to_string())
+    }
+
+    /// Whether the job copies `what` (`db` or `cluster`).
+    pub fn includes(&self, what: &str) -> bool {
+        self.include.as_ref().is_none_or(|i| i.iter().any(|w| w == what))
+    }
+
+    /// Its retention rules.
+    pub fn retention(&self) -> escrow_sync_core::Retention {
+        retention(self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly)
+    }
+}
+
+/// `[[redshift]]`: Redshift snapshots of the primary, shared with the
+/// escrow, and with `independent_copy` restored and snapshotted in escrow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedshiftJob {
+    /// Job name; default `redshift`.
+    pub name: Option<String>,
+    /// Only snapshots with all these tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Only these snapshot identifiers.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Restore each shared snapshot into a minimal cluster in escrow, take
+    /// a manual snapshot escrow owns, delete the cluster. Without it escrow
+    /// holds only a share the primary can revoke.
+    #[serde(default)]
+    pub independent_copy: bool,
+    /// With `independent_copy`: remove the share once escrow's snapshot is
+    /// complete.
+    #[serde(default = "default_unshare")]
+    pub unshare_after_copy: bool,
+    /// Copies in flight at once (default 5).
+    pub max_in_flight: Option<usize>,
+    /// Retention of independent copies, applied only by `escrow-sync prune`.
+    pub keep_last: Option<u32>,
+    /// Retention: the newest copy of each of the last N days.
+    pub keep_daily: Option<u32>,
+    /// Retention: the newest copy of each of the last N weeks.
+    pub keep_weekly: Option<u32>,
+    /// Retention: the newest copy of each of the last N months.
+    pub keep_monthly: Option<u32>,
+}
+
+impl RedshiftJob {
+    /// The job's name.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| "redshift".to_string())
+    }
+
+    /// Its retention rules.
+    pub fn retention(&self) -> escrow_sync_core::Retention {
+        retention(self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly)
     }
 }
 
@@ -140,6 +269,10 @@ pub enum JobRef<'a> {
     DynamoDb(&'a DynamoDbJob),
     /// An `[[ec2]]` job.
     Ec2(&'a Ec2Job),
+    /// An `[[rds]]` job.
+    Rds(&'a RdsJob),
+    /// A `[[redshift]]` job.
+    Redshift(&'a RedshiftJob),
 }
 
 impl JobRef<'_> {
@@ -149,6 +282,8 @@ impl JobRef<'_> {
             JobRef::S3(j) => j.name(),
             JobRef::DynamoDb(j) => j.name(),
             JobRef::Ec2(j) => j.name(),
+            JobRef::Rds(j) => j.name(),
+            JobRef::Redshift(j) => j.name(),
         }
     }
 }
@@ -385,20 +520,28 @@ impl Config {
     }
 
     fn validate(&self, origin: &str) -> Result<()> {
-        if self.s3.is_empty() && self.dynamodb.is_empty() && self.ec2.is_empty() {
+        if self.jobs().is_empty() {
             return Err(Error::invalid_config(format!(
-                "{origin}: no jobs: add an [[s3]] section with source_bucket and dest_bucket, or \
-                 a [[dynamodb]] section with source_table and dest_table"
+                "{origin}: no jobs: add an [[s3]] section with source_bucket and dest_bucket, \
+                 a [[dynamodb]] section with source_table and dest_table, or an [[ec2]], [[rds]] \
+                 or [[redshift]] section"
             )));
         }
         let mut names = BTreeSet::new();
-        for (i, job) in self.ec2.iter().enumerate() {
-            let at = format!("{origin}: [[ec2]] #{} ({})", i + 1, job.name());
-            validate_ec2(job, &at)?;
-            if !names.insert(job.name()) {
+        let snapshot_jobs = self
+            .ec2
+            .iter()
+            .map(|j| ("[[ec2]]", j.name(), validate_ec2(j)))
+            .chain(self.rds.iter().map(|j| ("[[rds]]", j.name(), validate_rds(j))))
+            .chain(self.redshift.iter().map(|j| ("[[redshift]]", j.name(), validate_redshift(j))));
+        for (section, name, problem) in snapshot_jobs {
+            let at = format!("{origin}: {section} ({name})");
+            if let Some(problem) = problem {
+                return Err(Error::invalid_config(format!("{at}: {problem}")));
+            }
+            if !names.insert(name.clone()) {
                 return Err(Error::invalid_config(format!(
-                    "{at}: the job name {} is used twice: give each job its own name",
-                    job.name()
+                    "{at}: the job name {name} is used twice: give each job its own name"
                 )));
             }
         }
@@ -544,6 +687,8 @@ impl Config {
             .map(JobRef::S3)
             .chain(self.dynamodb.iter().map(JobRef::DynamoDb))
             .chain(self.ec2.iter().map(JobRef::Ec2))
+            .chain(self.rds.iter().map(JobRef::Rds))
+            .chain(self.redshift.iter().map(JobRef::Redshift))
             .collect()
     }
 
@@ -566,39 +711,92 @@ impl Config {
     }
 }
 
-fn validate_ec2(job: &Ec2Job, at: &str) -> Result<()> {
-    let bad = |m: String| Err(Error::invalid_config(format!("{at}: {m}")));
-    for what in job.include.iter().flatten() {
-        match what.as_str() {
-            "snapshots" => {}
-            "images" => {
-                return bad(
-                    "include = [\"images\"]: this version copies EBS snapshots only (AMIs are \
-                     next); use include = [\"snapshots\"]"
-                        .into(),
-                );
-            }
-            other => return bad(format!("include {other:?} is not \"images\" or \"snapshots\"")),
+/// What is wrong with the keys every snapshot job shares, if anything.
+fn check_common(
+    include: Option<&Vec<String>>,
+    allowed: &[&str],
+    max_in_flight: Option<usize>,
+    reencrypt_key_id: Option<&String>,
+    retention: escrow_sync_core::Retention,
+) -> Option<String> {
+    if let Some(include) = include {
+        if include.is_empty() {
+            return Some(format!("include is empty: list some of {allowed:?}"));
+        }
+        if let Some(other) = include.iter().find(|w| !allowed.contains(&w.as_str())) {
+            return Some(format!("include {other:?} is not one of {allowed:?}"));
         }
     }
-    if let Some(key) = &job.reencrypt_key_id
+    if max_in_flight == Some(0) {
+        return Some("max_in_flight must be at least 1".into());
+    }
+    if let Some(key) = reencrypt_key_id
         && (key.trim().is_empty() || key.contains("alias/aws/"))
     {
-        return bad(format!(
-            "reencrypt_key_id {key:?} must be a customer-managed key of the primary (an AWS-managed \
-             key cannot be shared)"
+        return Some(format!(
+            "reencrypt_key_id {key:?} must be a customer-managed key of the primary (an \
+             AWS-managed key cannot be shared)"
         ));
     }
-    if job.keep_last.is_some() {
-        return bad("keep_last needs `escrow-sync prune`, which this version lacks".into());
+    let zero = [
+        ("keep_daily", retention.keep_daily),
+        ("keep_weekly", retention.keep_weekly),
+        ("keep_monthly", retention.keep_monthly),
+    ];
+    if let Some((key, _)) = zero.iter().find(|(_, v)| *v == Some(0)) {
+        return Some(format!("{key} = 0 keeps nothing by that rule: remove it or set 1 or more"));
     }
-    if job.max_in_flight == Some(0) {
-        return bad("max_in_flight must be at least 1".into());
+    None
+}
+
+fn validate_ec2(job: &Ec2Job) -> Option<String> {
+    if let Some(p) = check_common(
+        job.include.as_ref(),
+        &["images", "snapshots"],
+        job.max_in_flight,
+        job.reencrypt_key_id.as_ref(),
+        job.retention(),
+    ) {
+        return Some(p);
     }
-    if let Some(id) = job.ids.iter().find(|i| !i.starts_with("snap-")) {
-        return bad(format!("ids: {id:?} is not an EBS snapshot id (snap-...)"));
+    if let Some(id) = job.ids.iter().find(|i| !i.starts_with("snap-") && !i.starts_with("ami-")) {
+        return Some(format!("ids: {id:?} is not an AMI (ami-...) or EBS snapshot id (snap-...)"));
     }
-    Ok(())
+    let (images, snapshots) = (job.includes("images"), job.includes("snapshots"));
+    if let Some(id) = job
+        .ids
+        .iter()
+        .find(|i| (i.starts_with("ami-") && !images) || (i.starts_with("snap-") && !snapshots))
+    {
+        return Some(format!(
+            "ids: {id:?} is of a type include leaves out: add it to include or drop the id"
+        ));
+    }
+    None
+}
+
+fn validate_rds(job: &RdsJob) -> Option<String> {
+    check_common(
+        job.include.as_ref(),
+        &["db", "cluster"],
+        job.max_in_flight,
+        job.reencrypt_key_id.as_ref(),
+        job.retention(),
+    )
+}
+
+fn validate_redshift(job: &RedshiftJob) -> Option<String> {
+    if let Some(p) = check_common(None, &[], job.max_in_flight, None, job.retention()) {
+        return Some(p);
+    }
+    if !job.independent_copy && job.retention().is_set() {
+        return Some(
+            "keep_* needs independent_copy = true: without it escrow holds only shares, \
+             nothing of its own to prune"
+                .into(),
+        );
+    }
+    None
 }
 
 fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
@@ -813,11 +1011,11 @@ concurrency = 8
             let err = Config::parse(&ok.replacen(from, to, 1), "c").unwrap_err().to_string();
             assert!(err.contains(why), "{from} -> {to}: {err}");
         };
-        refused("[\"snapshots\"]", "[\"images\"]", "EBS snapshots only");
-        refused("[\"snapshots\"]", "[\"volumes\"]", "is not \"images\" or \"snapshots\"");
+        refused("[\"snapshots\"]", "[\"volumes\"]", "is not one of [\"images\", \"snapshots\"]");
         refused("max_in_flight = 5", "max_in_flight = 0", "at least 1");
-        refused("\"snap-1\"", "\"ami-1\"", "not an EBS snapshot id");
-        refused("max_in_flight = 5", "keep_last = 7", "prune");
+        refused("\"snap-1\"", "\"vol-1\"", "not an AMI (ami-...) or EBS snapshot id");
+        refused("\"snap-1\"", "\"ami-1\"", "include leaves out");
+        refused("max_in_flight = 5", "keep_daily = 0", "keeps nothing");
         refused(
             "max_in_flight = 5",
             "reencrypt_key_id = \"alias/aws/ebs\"",
@@ -828,6 +1026,33 @@ concurrency = 8
             "reencrypt_key_id = \"arn:aws:kms:us-east-1:111111111111:key/k\"",
         );
         assert!(Config::parse(&key, "c").unwrap().ec2[0].reencrypt_key_id.is_some());
+        let both = ok
+            .replace("include = [\"snapshots\"]\n", "")
+            .replace("max_in_flight = 5", "keep_last = 7");
+        let c = Config::parse(&both, "c").unwrap();
+        assert!(c.ec2[0].includes("images") && c.ec2[0].includes("snapshots"));
+        assert_eq!(c.ec2[0].retention().keep_last, Some(7));
+    }
+
+    #[test]
+    fn rds_and_redshift_jobs_parse_and_bad_keys_are_refused() {
+        let base = GOOD.split("[[s3]]").next().unwrap().to_string();
+        let ok = format!(
+            "{base}[[rds]]\ninclude = [\"db\", \"cluster\"]\ntags = {{ backup = \"true\" }}\n\
+             keep_last = 3\n[[redshift]]\nindependent_copy = true\nkeep_monthly = 12\n"
+        );
+        let c = Config::parse(&ok, "c").unwrap();
+        assert_eq!((c.rds[0].name(), c.redshift[0].name()), ("rds".into(), "redshift".into()));
+        assert!(c.rds[0].includes("cluster") && c.redshift[0].independent_copy);
+        let refused = |text: String, why: &str| {
+            let err = Config::parse(&text, "c").unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        };
+        refused(ok.replace("\"cluster\"", "\"aurora\""), "is not one of [\"db\", \"cluster\"]");
+        refused(ok.replace("independent_copy = true", ""), "needs independent_copy = true");
+        let more = format!("{ok}[[rds]]\nname = \"more\"\ninclude = [\"db\"]\nkeep_daily = 7\n");
+        assert_eq!(Config::parse(&more, "c").unwrap().rds.len(), 2);
+        refused(format!("{ok}[[rds]]\ninclude = [\"db\"]\n"), "used twice");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod config;
 mod dynamo;
 pub mod output;
 mod progress;
+mod snapshots;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,6 +49,21 @@ pub enum Command {
     Run(JobArgs),
     /// Compare primary and escrow; list every missing or differing item.
     Verify(VerifyArgs),
+    /// Apply the keep_* retention of snapshot jobs to their escrow copies:
+    /// a dry run unless --apply; never deletes the newest copy of a volume
+    /// or database, and nothing unless verify is clean.
+    Prune(PruneArgs),
+}
+
+/// Arguments of `prune`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PruneArgs {
+    /// The shared arguments.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Delete the copies the retention lets go (without it: a dry run).
+    #[arg(long)]
+    pub apply: bool,
 }
 
 /// Output formats.
@@ -87,26 +103,17 @@ pub struct VerifyArgs {
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
+    let cancel = CancellationToken::new();
     let (mode, args, checksums) = match cli.command {
         Command::Plan(a) => (Mode::Plan, a, false),
         Command::Run(a) => (Mode::Run, a, false),
         Command::Verify(a) => (Mode::Verify, a.job, a.checksums),
+        Command::Prune(a) => {
+            interrupt_on_ctrl_c(cancel.clone());
+            return prune(&a, cancel).await;
+        }
     };
-    let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "interrupted: no new copies start; waiting for copies in flight (Ctrl-C again to \
-                 stop at once; nothing half-written is ever taken as done)"
-            );
-            c.cancel();
-        }
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted again: stopping now");
-            std::process::exit(130);
-        }
-    });
+    interrupt_on_ctrl_c(cancel.clone());
     let result = execute(mode, &args, checksums, cancel).await;
     let (jobs, fatal) = match result {
         Ok(jobs) => (jobs, None),
@@ -129,6 +136,63 @@ pub async fn run(cli: Cli) -> u8 {
         if let Some(e) = &j.error {
             eprintln!("error: job {}: {}", j.name, e.chain());
         }
+    }
+    code
+}
+
+/// The first Ctrl-C cancels `cancel` (work in flight finishes); the
+/// second exits with 130.
+fn interrupt_on_ctrl_c(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "interrupted: nothing new starts; waiting for work in flight (Ctrl-C again to \
+                 stop at once; nothing half-written is ever taken as done)"
+            );
+            cancel.cancel();
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted again: stopping now");
+            std::process::exit(130);
+        }
+    });
+}
+
+/// `escrow-sync prune`: prints what it keeps and deletes; returns the exit
+/// code.
+async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
+    let result = async {
+        let config = Config::load(&args.job.config)?;
+        let jobs = snapshots::prunable(&config, args.job.job.as_deref())?;
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sessions: Sessions =
+            Connector::new().connect(&config.escrow_account(), &config.primary_account()).await?;
+        let mut outcomes = Vec::new();
+        for job in jobs {
+            outcomes.push(snapshots::prune(&config, job, &sessions, args.apply, &cancel).await);
+        }
+        Ok::<_, Error>(outcomes)
+    }
+    .await;
+    let (outcomes, fatal) = match result {
+        Ok(o) => (o, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let code = if fatal.is_some() { exit::FATAL } else { snapshots::prune_exit_code(&outcomes) };
+    let mut stdout = std::io::stdout().lock();
+    match args.job.output {
+        OutputFormat::Json => {
+            let doc = snapshots::prune_json(&outcomes, args.apply, fatal.as_ref(), code);
+            let _ = writeln!(stdout, "{doc}");
+        }
+        OutputFormat::Text => {
+            let _ = write!(stdout, "{}", snapshots::prune_text(&outcomes, args.apply));
+        }
+    }
+    if let Some(e) = &fatal {
+        eprintln!("error: {}", e.chain());
     }
     code
 }
@@ -175,7 +239,7 @@ pub async fn execute(
             JobRef::DynamoDb(job) => {
                 Ready::DynamoDb(job, Box::new(dynamo::check(&config, job, &sessions).await?))
             }
-            JobRef::Ec2(job) => Ready::Ec2(job),
+            JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => Ready::Snapshots(*job),
         });
     }
     let warnings = sessions.warnings.clone();
@@ -197,9 +261,15 @@ pub async fn execute(
                         .await;
                 ("s3", streamed, result)
             }
-            Ready::Ec2(job) => {
-                let result = run_ec2(&config, job, &sessions, mode, cancel.clone(), callback).await;
-                ("ec2", false, result)
+            Ready::Snapshots(job) => {
+                let kind = match job {
+                    JobRef::Rds(_) => "rds",
+                    JobRef::Redshift(_) => "redshift",
+                    _ => "ec2",
+                };
+                let result =
+                    snapshots::run(&config, job, &sessions, mode, cancel.clone(), callback).await;
+                (kind, false, result)
             }
             Ready::DynamoDb(job, checked) => {
                 let result =
@@ -227,7 +297,7 @@ pub async fn execute(
 enum Ready<'a> {
     S3(&'a S3Job),
     DynamoDb(&'a config::DynamoDbJob, Box<dynamo::Checked>),
-    Ec2(&'a config::Ec2Job),
+    Snapshots(JobRef<'a>),
 }
 
 impl Ready<'_> {
@@ -235,44 +305,9 @@ impl Ready<'_> {
         match self {
             Ready::S3(j) => j.name(),
             Ready::DynamoDb(j, _) => j.name(),
-            Ready::Ec2(j) => j.name(),
+            Ready::Snapshots(j) => j.name(),
         }
     }
-}
-
-/// Runs one `[[ec2]]` job: EBS snapshots, shared by the primary and
-/// copied into escrow with the escrow key.
-async fn run_ec2(
-    config: &Config,
-    job: &config::Ec2Job,
-    sessions: &Sessions,
-    mode: Mode,
-    cancel: CancellationToken,
-    progress: Option<escrow_sync_core::ProgressFn>,
-) -> Result<escrow_sync_core::Report, Error> {
-    let region = config.primary.region.clone().unwrap_or_else(|| config.escrow.region.clone());
-    let source = escrow_sync_ec2::EbsSnapshotSource::from_client(
-        escrow_sync_ec2::client(&sessions.primary),
-        escrow_sync_ec2::kms_client(&sessions.primary),
-        &region,
-        sessions.primary.account_id(),
-        sessions.escrow.account_id(),
-    )
-    .with_tags(job.tags.clone())
-    .with_ids(job.ids.clone())
-    .with_unshare_after_copy(job.unshare_after_copy)
-    .with_reencrypt_key_id(job.reencrypt_key_id.clone());
-    let sink = escrow_sync_ec2::EbsSnapshotSink::from_client(
-        escrow_sync_ec2::client(&sessions.escrow),
-        &region,
-    )
-    .with_kms_key_id(config.escrow.kms_key_id.clone());
-    let options = ExecutorOptions::new().with_concurrency(job.max_in_flight.unwrap_or(20));
-    let mut executor = Executor::new(options).with_cancellation(cancel);
-    if let Some(p) = progress {
-        executor = executor.with_progress(p);
-    }
-    executor.execute(mode, &source, &sink, &Scope::all()).await
 }
 
 /// Runs one `[[s3]]` job.

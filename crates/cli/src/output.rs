@@ -79,6 +79,8 @@ struct JsonJob<'a> {
     differences: Vec<&'a escrow_sync_core::Difference>,
     differences_truncated: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    in_escrow: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     key_digests: Vec<&'a escrow_sync_core::KeyDigest>,
     warnings: Vec<&'a str>,
     notes: Vec<&'a str>,
@@ -144,6 +146,9 @@ pub fn json(mode: Mode, jobs: &[JobOutcome], fatal: Option<&Error>, code: u8) ->
                 destination: r.map(|r| r.destination.as_str()),
                 differences: r.map(|r| r.differences.iter().collect()).unwrap_or_default(),
                 differences_truncated: n(|r| r.differences_truncated),
+                in_escrow: r
+                    .map(|r| r.in_escrow.iter().map(String::as_str).collect())
+                    .unwrap_or_default(),
                 key_digests: r.map(|r| r.key_digests.iter().collect()).unwrap_or_default(),
                 warnings: r
                     .map(|r| r.warnings.iter().map(String::as_str).collect())
@@ -214,13 +219,28 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
                             r.retained
                         );
                         for d in r.differences.iter().take(PLAN_TEXT_LIMIT) {
-                            let _ = writeln!(
-                                s,
-                                "    copy {} ({}, {})",
-                                d.key,
-                                reason(d.reason),
-                                bytes(d.size)
-                            );
+                            let _ = match d.status.as_deref() {
+                                Some(why) if why.starts_with("not copyable") => {
+                                    writeln!(s, "    {}: {why}", d.key)
+                                }
+                                Some(status) => writeln!(
+                                    s,
+                                    "    copy {} ({}, {}): {status}",
+                                    d.key,
+                                    reason(d.reason),
+                                    bytes(d.size)
+                                ),
+                                None => writeln!(
+                                    s,
+                                    "    copy {} ({}, {})",
+                                    d.key,
+                                    reason(d.reason),
+                                    bytes(d.size)
+                                ),
+                            };
+                        }
+                        for key in r.in_escrow.iter().take(PLAN_TEXT_LIMIT) {
+                            let _ = writeln!(s, "    already in escrow {key}");
                         }
                         let more = r.differences.len().saturating_sub(PLAN_TEXT_LIMIT) as u64
                             + r.differences_truncated;

@@ -253,6 +253,22 @@ pub trait Source: Send + Sync {
         let _ = item;
         Ok(())
     }
+
+    /// Whether [`Source::assess`] says anything (plan asks it per missing
+    /// item only then).
+    fn assesses(&self) -> bool {
+        false
+    }
+
+    /// For `plan`: what copying `item` would take beyond a plain copy, found
+    /// without changing anything. `Ok(None)` for a plain copy;
+    /// `Ok(Some(status))` for one that needs more (e.g. `"needs
+    /// re-encryption: ..."`); an error of kind [`ErrorKind::Unsupported`]
+    /// when it cannot be copied (its message says why).
+    async fn assess(&self, item: &Item) -> Result<Option<String>> {
+        let _ = item;
+        Ok(None)
+    }
 }
 
 /// Where data goes (the escrow account).

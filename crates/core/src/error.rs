@@ -237,6 +237,22 @@ impl Error {
         }
     }
 
+    /// The error's own message (why, and what to do), without the
+    /// operation and resource; empty for a cancellation.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::NotFound { message, .. }
+            | Error::AccessDenied { message, .. }
+            | Error::PreconditionFailed { message, .. }
+            | Error::Throttled { message, .. }
+            | Error::Transient { message, .. }
+            | Error::Unsupported { message, .. }
+            | Error::InvalidConfig { message }
+            | Error::Failed { message, .. } => message,
+            Error::Cancelled { .. } => "",
+        }
+    }
+
     /// Whether trying the same thing again later may succeed
     /// (throttling and transient failures only).
     pub fn is_retryable(&self) -> bool {

@@ -71,6 +71,7 @@ pub struct ExecutorOptions {
     policy: Policy,
     difference_limit: usize,
     verify_checksums: bool,
+    list_in_escrow: bool,
 }
 
 impl Default for ExecutorOptions {
@@ -81,6 +82,7 @@ impl Default for ExecutorOptions {
             policy: Policy::default(),
             difference_limit: 1000,
             verify_checksums: false,
+            list_in_escrow: false,
         }
     }
 }
@@ -120,6 +122,14 @@ impl ExecutorOptions {
     /// different.
     pub fn with_verify_checksums(mut self, on: bool) -> Self {
         self.verify_checksums = on;
+        self
+    }
+
+    /// Whether the report also lists, by key, the items escrow already
+    /// holds (`in_escrow`; up to the difference limit in plan). For jobs of
+    /// few, large items such as snapshots.
+    pub fn with_listed_in_escrow(mut self, on: bool) -> Self {
+        self.list_in_escrow = on;
         self
     }
 
@@ -222,6 +232,8 @@ enum Work {
     Check(Item, Item, bool),
     /// Audit the protection of an item escrow holds (verify).
     Audit(Item),
+    /// Ask the source what copying a missing item would take (plan).
+    Assess(Item, CopyReason),
     Delete(Item),
 }
 
@@ -229,6 +241,7 @@ enum Outcome {
     Copied { bytes: u64, parts: u32, warning: Option<String> },
     Same { key: String, size: u64, problems: Vec<String> },
     Differs { item: Item },
+    Assessed { item: Item, reason: CopyReason, status: Option<String>, copyable: bool },
     Mismatch { item: Item, primary: String, escrow: String },
     Deleted,
     Failed { key: String, error: Error, attempts: u32 },
@@ -311,6 +324,7 @@ impl Executor {
         let mut stop = false;
         let mut fatal: Option<Error> = None;
         let audit = mode == Mode::Verify && (sink.audits() || self.options.verify_checksums);
+        let assess = mode == Mode::Plan && source.assesses();
         let limit = match mode {
             Mode::Verify => usize::MAX,
             _ => self.options.difference_limit,
@@ -337,7 +351,8 @@ impl Executor {
                         fatal = Some(e);
                     }
                     Some(Ok(action)) => {
-                        if let Some(fut) = self.account(&mut report, mode, action, limit, audit) {
+                        let checks = (audit, assess);
+                        if let Some(fut) = self.account(&mut report, mode, action, limit, checks) {
                             inflight.push(self.perform(source, sink, &adaptive, fut));
                         }
                     }
@@ -359,12 +374,13 @@ impl Executor {
         mode: Mode,
         action: Action,
         limit: usize,
-        audit: bool,
+        (audit, assess): (bool, bool),
     ) -> Option<Work> {
         match action {
             Action::Skip { item } if audit => Some(Work::Audit(item)),
             Action::Skip { item } => {
                 report.skipped += 1;
+                self.list_in_escrow(report, &item.key, limit);
                 self.emit(ProgressEvent::Skipped { key: item.key, size: item.size });
                 None
             }
@@ -375,8 +391,9 @@ impl Executor {
             Action::Copy { item, reason, escrow } => match (mode, escrow) {
                 (Mode::Run, escrow) => Some(Work::Copy(item, escrow)),
                 (_, Some(escrow)) => Some(Work::Check(item, escrow, audit)),
+                (_, None) if assess => Some(Work::Assess(item, reason)),
                 (_, None) => {
-                    Self::count_difference(report, mode, item, reason, limit);
+                    Self::count_difference(report, mode, item, reason, None, limit);
                     None
                 }
             },
@@ -391,24 +408,34 @@ impl Executor {
         }
     }
 
+    /// Lists `key` among the items escrow holds, when asked to.
+    fn list_in_escrow(&self, report: &mut Report, key: &str, limit: usize) {
+        if self.options.list_in_escrow && report.in_escrow.len() < limit {
+            report.in_escrow.push(key.to_string());
+        }
+    }
+
     /// Counts an item escrow lacks or holds differently (plan and verify).
     fn count_difference(
         report: &mut Report,
         mode: Mode,
         item: Item,
         reason: CopyReason,
+        status: Option<(String, bool)>,
         limit: usize,
     ) {
         match reason {
             CopyReason::Missing => report.missing += 1,
             CopyReason::Changed => report.different += 1,
         }
-        if mode == Mode::Plan {
+        let copyable = status.as_ref().is_none_or(|(_, copyable)| *copyable);
+        if mode == Mode::Plan && copyable {
             report.copied += 1;
             report.bytes_copied += item.size;
         }
+        let status = status.map(|(status, _)| status);
         if report.differences.len() < limit {
-            report.differences.push(Difference { key: item.key, reason, size: item.size });
+            report.differences.push(Difference { key: item.key, reason, size: item.size, status });
         } else {
             report.differences_truncated += 1;
         }
@@ -426,6 +453,7 @@ impl Executor {
             }
             Outcome::Same { key, size, problems } => {
                 report.skipped += 1;
+                self.list_in_escrow(report, &key, limit);
                 if !problems.is_empty() {
                     report.unprotected += 1;
                     report.findings.extend(
@@ -435,14 +463,18 @@ impl Executor {
                 self.emit(ProgressEvent::Skipped { key, size });
             }
             Outcome::Differs { item } => {
-                Self::count_difference(report, mode, item, CopyReason::Changed, limit);
+                Self::count_difference(report, mode, item, CopyReason::Changed, None, limit);
+            }
+            Outcome::Assessed { item, reason, status, copyable } => {
+                let status = status.map(|s| (s, copyable));
+                Self::count_difference(report, mode, item, reason, status, limit);
             }
             Outcome::Mismatch { item, primary, escrow } => {
                 report.findings.push(Finding {
                     key: item.key.clone(),
                     problem: format!("checksum mismatch: primary {primary}, escrow {escrow}"),
                 });
-                Self::count_difference(report, mode, item, CopyReason::Changed, limit);
+                Self::count_difference(report, mode, item, CopyReason::Changed, None, limit);
             }
             Outcome::Deleted => report.deleted += 1,
             Outcome::Failed { key, error, attempts } => {
@@ -469,6 +501,22 @@ impl Executor {
                 }
                 self.copy_item(source, sink, limit, item).await
             }
+            Work::Assess(item, reason) => match source.assess(&item).await {
+                Ok(status) => Outcome::Assessed { item, reason, status, copyable: true },
+                Err(e) if e.kind() == ErrorKind::Unsupported => {
+                    let why = if e.message().is_empty() { e.chain() } else { e.message().into() };
+                    let status = Some(if why.starts_with("not copyable") {
+                        why
+                    } else {
+                        format!("not copyable: {why}")
+                    });
+                    Outcome::Assessed { item, reason, status, copyable: false }
+                }
+                Err(e) => {
+                    let status = Some(format!("could not assess: {}", e.chain()));
+                    Outcome::Assessed { item, reason, status, copyable: true }
+                }
+            },
             Work::Check(item, escrow, audit) => {
                 if !self.confirmed_same(source, sink, limit, &item, &escrow).await {
                     return Outcome::Differs { item };

@@ -36,6 +36,9 @@ pub struct Item {
     /// The checksum algorithm the item carries, as listed (for S3:
     /// `CRC64NVME`, `CRC32C`...), so a copy can carry the same.
     pub checksum_algorithm: Option<String>,
+    /// For snapshots: the lineage the item belongs to (source volume,
+    /// database, cluster), which retention counts copies by.
+    pub lineage: Option<String>,
 }
 
 impl Item {
@@ -53,12 +56,19 @@ impl Item {
             fingerprint: fingerprint.into(),
             modified: None,
             checksum_algorithm: None,
+            lineage: None,
         }
     }
 
     /// Sets the last-modified time.
     pub fn with_modified(mut self, modified: Option<SystemTime>) -> Self {
         self.modified = modified;
+        self
+    }
+
+    /// Sets the lineage (snapshots: source volume, database, cluster).
+    pub fn with_lineage(mut self, lineage: Option<String>) -> Self {
+        self.lineage = lineage;
         self
     }
 

@@ -29,6 +29,7 @@ mod item;
 mod pace;
 mod plan;
 mod report;
+mod retention;
 
 pub use contract::{
     ByteStream, ItemStream, Payload, RangeRead, Receipt, Scope, ServerSideRef, Sink, Source,
@@ -39,5 +40,9 @@ pub use item::{Item, ItemKind};
 pub use pace::{AdaptiveLimit, RequestPacer, paced};
 pub use plan::{Action, CopyPlan, CopyReason, PlanSummary, Policy, plan_stream};
 pub use report::{Difference, Failure, Finding, KeyDigest, Mode, Report};
+pub use retention::{
+    EscrowCopy, Kept, PrunePlan, Retained, Retention, rfc3339, select as select_retained,
+    within_retention,
+};
 
 pub use tokio_util::sync::CancellationToken;

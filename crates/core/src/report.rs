@@ -45,6 +45,10 @@ pub struct Difference {
     pub reason: CopyReason,
     /// Size in the primary.
     pub size: u64,
+    /// For `plan`, when copying takes more than a plain copy (the source's
+    /// `assess`): `needs re-encryption: ...`, `not copyable: ...`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// An escrow copy that lacks configured protection (verify).
@@ -108,6 +112,10 @@ pub struct Report {
     pub differences: Vec<Difference>,
     /// Differences counted but not listed.
     pub differences_truncated: u64,
+    /// Items escrow already holds, by key (only when the executor was asked
+    /// to list them: snapshot jobs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub in_escrow: Vec<String>,
     /// Escrow copies lacking configured protection (verify).
     pub unprotected: u64,
     /// Each protection problem found (verify).
@@ -158,6 +166,7 @@ impl Report {
             cancelled: false,
             warnings: Vec::new(),
             notes: Vec::new(),
+            in_escrow: Vec::new(),
             elapsed: Duration::ZERO,
         }
     }

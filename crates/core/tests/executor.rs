@@ -515,3 +515,51 @@ async fn the_source_finishes_each_copied_item_and_a_failure_is_a_warning() {
     assert_eq!(run.warnings.len(), 1, "{:?}", run.warnings);
     assert!(run.warnings[0].contains("k0003 is in escrow") && run.warnings[0].contains("denied"));
 }
+
+/// A source that says, for plan, that k0001 needs more than a plain copy
+/// and k0002 cannot be copied.
+struct Assessing(MemSource);
+
+#[async_trait]
+impl Source for Assessing {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn sorted(&self) -> bool {
+        true
+    }
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        self.0.list(scope)
+    }
+    async fn read(&self, item: &Item) -> Result<Payload> {
+        self.0.read(item).await
+    }
+    fn assesses(&self) -> bool {
+        true
+    }
+    async fn assess(&self, item: &Item) -> Result<Option<String>> {
+        match item.key.as_str() {
+            "k0001" => Ok(Some("needs re-encryption: aws/ebs".into())),
+            "k0002" => Err(Error::new(ErrorKind::Unsupported, "share", "k0002", "a billing code")),
+            _ => Ok(None),
+        }
+    }
+}
+
+#[tokio::test]
+async fn plan_shows_what_the_source_says_each_missing_item_needs() {
+    let src = Assessing(MemSource::new(primary(4)));
+    let sink = MemSink::new(MemBucket::new("escrow"));
+    let plan = Executor::new(ExecutorOptions::new())
+        .execute(Mode::Plan, &src, &sink, &Scope::all())
+        .await
+        .unwrap();
+    assert_eq!((plan.missing, plan.copied), (4, 3), "the uncopyable one is not counted");
+    let status =
+        |k: &str| plan.differences.iter().find(|d| d.key == k).and_then(|d| d.status.clone());
+    assert_eq!(status("k0000"), None);
+    assert_eq!(status("k0001").as_deref(), Some("needs re-encryption: aws/ebs"));
+    assert!(status("k0002").unwrap().starts_with("not copyable: "), "{:?}", status("k0002"));
+    assert!(status("k0002").unwrap().contains("a billing code"));
+    assert_eq!(sink.writes(), 0);
+}

@@ -42,7 +42,12 @@ pub(crate) fn compare(
             }
             None => CopyReason::Missing,
         };
-        c.differences.push(Difference { key: text, reason, size: to_line(&item).len() as u64 });
+        c.differences.push(Difference {
+            key: text,
+            reason,
+            size: to_line(&item).len() as u64,
+            status: None,
+        });
         c.to_write.push(item);
     }
     Ok(c)

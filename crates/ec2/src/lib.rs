@@ -19,9 +19,13 @@
 //! ```
 #![deny(missing_docs)]
 
+mod images;
 mod snapshots;
 
-pub use snapshots::{EbsSnapshotSink, EbsSnapshotSource, SOURCE_SNAPSHOT_TAG, provenance_tags};
+pub use images::{AmiSink, AmiSource, SOURCE_IMAGE_TAG};
+pub use snapshots::{
+    EbsSnapshotSink, EbsSnapshotSource, LINEAGE_TAG, SOURCE_SNAPSHOT_TAG, provenance_tags,
+};
 
 /// An EC2 client for `session`.
 pub fn client(session: &escrow_sync_aws::Session) -> aws_sdk_ec2::Client {

@@ -22,6 +22,9 @@ const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
 const SOURCE_ARN_TAG: &str = "escrow-sync:source-arn";
 const SOURCE_TIME_TAG: &str = "escrow-sync:source-start-time";
 const COPIED_TAG: &str = "escrow-sync:copied-at";
+/// The tag on an escrow copy naming its lineage (the source volume), which
+/// `prune` counts copies by.
+pub const LINEAGE_TAG: &str = "escrow-sync:lineage";
 
 const GIB: u64 = 1 << 30;
 
@@ -38,7 +41,12 @@ fn paged(
     })
 }
 
-fn fmt_time(t: Option<&aws_smithy_types::DateTime>) -> String {
+/// An SDK time as a `SystemTime` (None before 1970).
+pub(crate) fn system_time(t: &aws_smithy_types::DateTime) -> Option<std::time::SystemTime> {
+    std::time::SystemTime::try_from(*t).ok()
+}
+
+pub(crate) fn fmt_time(t: Option<&aws_smithy_types::DateTime>) -> String {
     t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()).unwrap_or_default()
 }
 
@@ -214,45 +222,66 @@ impl EbsSnapshotSource {
             })
     }
 
-    /// Fails when `key` is an AWS-managed key (aws/ebs), which cannot be
-    /// shared with another account.
     async fn check_key(&self, id: &str, key: &str) -> Result<()> {
-        let out = self.kms.describe_key().key_id(key).send().await.map_err(|e| {
-            sdk_error(e, "kms:DescribeKey", format!("key {key} of {}", self.resource(id)))
-        })?;
-        let manager = out.key_metadata.and_then(|m| m.key_manager).map(|m| m.as_str().to_string());
-        if manager.as_deref() == Some("AWS") {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "share",
-                self.resource(id),
-                format!(
-                    "encrypted with the AWS-managed key {key} (aws/ebs), which cannot be shared \
-                     with another account: set reencrypt_key_id to a customer-managed key in the \
-                     primary whose policy grants kms:Decrypt and kms:CreateGrant to the escrow \
-                     account {}",
-                    self.escrow_account
-                ),
-            ));
-        }
-        Ok(())
+        check_key(&self.kms, key, &self.resource(id), &self.escrow_account).await
     }
 
-    /// Adds (or removes) the escrow account to the snapshot's
-    /// createVolumePermission, in the OperationType + UserIds form (both
-    /// forms are AWS's; this one every implementation honours).
     async fn share(&self, id: &str, add: bool) -> Result<()> {
-        self.ec2
-            .modify_snapshot_attribute()
-            .snapshot_id(id)
-            .attribute(SnapshotAttributeName::CreateVolumePermission)
-            .operation_type(if add { OperationType::Add } else { OperationType::Remove })
-            .user_ids(&self.escrow_account)
-            .send()
-            .await
-            .map_err(|e| sdk_error(e, "ec2:ModifySnapshotAttribute", self.resource(id)))?;
-        Ok(())
+        share_snapshot(&self.ec2, id, &self.escrow_account, add, &self.resource(id)).await
     }
+}
+
+/// Fails when `key` is an AWS-managed key (aws/ebs), which cannot be shared
+/// with another account; the error (kind Unsupported) says what to
+/// configure. `resource` names what is encrypted with it.
+pub(crate) async fn check_key(
+    kms: &aws_sdk_kms::Client,
+    key: &str,
+    resource: &str,
+    escrow_account: &str,
+) -> Result<()> {
+    let out = kms
+        .describe_key()
+        .key_id(key)
+        .send()
+        .await
+        .map_err(|e| sdk_error(e, "kms:DescribeKey", format!("key {key} of {resource}")))?;
+    let manager = out.key_metadata.and_then(|m| m.key_manager).map(|m| m.as_str().to_string());
+    if manager.as_deref() == Some("AWS") {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "share",
+            resource,
+            format!(
+                "encrypted with the AWS-managed key {key} (aws/ebs), which cannot be shared \
+                 with another account: set reencrypt_key_id to a customer-managed key in the \
+                 primary whose policy grants kms:Decrypt and kms:CreateGrant to the escrow \
+                 account {escrow_account}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Adds (or removes) `escrow_account` to snapshot `id`'s
+/// createVolumePermission, in the OperationType + UserIds form (both forms
+/// are AWS's; this one every implementation honours).
+pub(crate) async fn share_snapshot(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    escrow_account: &str,
+    add: bool,
+    resource: &str,
+) -> Result<()> {
+    ec2.modify_snapshot_attribute()
+        .snapshot_id(id)
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .operation_type(if add { OperationType::Add } else { OperationType::Remove })
+        .user_ids(escrow_account)
+        .send()
+        .await
+        .map_err(|e| sdk_error(e, "ec2:ModifySnapshotAttribute", resource))?;
+    Ok(())
 }
 
 #[async_trait]
@@ -287,7 +316,9 @@ impl Source for EbsSnapshotSource {
                                     ItemKind::Snapshot,
                                     s.volume_size().unwrap_or(0).max(0) as u64 * GIB,
                                     &id,
-                                ))
+                                )
+                                .with_lineage(s.volume_id().map(str::to_string))
+                                .with_modified(s.start_time().and_then(system_time)))
                             })
                         }
                         Err(e) => Some(Err(e)),
@@ -317,12 +348,32 @@ impl Source for EbsSnapshotSource {
             ("region".to_string(), self.region.clone()),
             ("start-time".to_string(), fmt_time(snapshot.start_time())),
             ("volume-size-gib".to_string(), snapshot.volume_size().unwrap_or(0).to_string()),
+            ("lineage".to_string(), snapshot.volume_id().unwrap_or(&item.key).to_string()),
         ]);
         Ok(Payload::Reference(
             ServerSideRef::new("ec2", &self.region, &shared, &item.fingerprint)
                 .with_owner(Some(self.account.clone()))
                 .with_attributes(attributes),
         ))
+    }
+
+    fn assesses(&self) -> bool {
+        true
+    }
+
+    async fn assess(&self, item: &Item) -> Result<Option<String>> {
+        let snapshot = self.snapshot(&item.key).await?;
+        let Some(key) = snapshot.kms_key_id().filter(|_| snapshot.encrypted() == Some(true)) else {
+            return Ok(None);
+        };
+        match (self.check_key(&item.key, key).await, &self.reencrypt_key_id) {
+            (Ok(()), _) => Ok(None),
+            (Err(e), Some(customer)) if e.kind() == ErrorKind::Unsupported => Ok(Some(format!(
+                "needs re-encryption: under the AWS-managed key {key}, copied in the primary \
+                 under {customer} first"
+            ))),
+            (Err(e), _) => Err(e),
+        }
     }
 
     async fn finish(&self, item: &Item) -> Result<()> {
@@ -408,7 +459,7 @@ impl EbsSnapshotSink {
 /// Polls `copy_id` (from 1 s, doubling to `max_poll`) until it completes;
 /// fails when it ends in error (with the service's message) or `timeout`
 /// passes. `resource` names it in errors.
-async fn wait_snapshot(
+pub(crate) async fn wait_snapshot(
     ec2: &aws_sdk_ec2::Client,
     copy_id: &str,
     timeout: Duration,
@@ -519,13 +570,15 @@ impl Sink for EbsSnapshotSink {
         let copy_id = match existing.and_then(|s| s.snapshot_id().map(str::to_string)) {
             Some(id) => id,
             None => {
-                let tags = provenance_tags(
+                let mut tags = provenance_tags(
                     &item.key,
                     source.owner.as_deref().unwrap_or_default(),
                     &source.container,
                     source.attributes.get("start-time").map(String::as_str).unwrap_or_default(),
                     &escrow_sync_aws::now_rfc3339(),
                 );
+                let lineage = source.attributes.get("lineage").unwrap_or(&item.key);
+                tags.insert(LINEAGE_TAG.to_string(), lineage.clone());
                 let spec = TagSpecification::builder()
                     .resource_type(ResourceType::Snapshot)
                     .set_tags(Some(
@@ -564,5 +617,95 @@ impl Sink for EbsSnapshotSink {
             done.volume_size().unwrap_or(0).max(0) as u64 * GIB,
             done.snapshot_id().map(str::to_string),
         ))
+    }
+
+    fn audits(&self) -> bool {
+        true
+    }
+
+    async fn audit(&self, item: &Item) -> Result<Vec<String>> {
+        let copies = self.copies_of(&item.key).await?;
+        let Some(copy) = copies.iter().find(|s| s.state() == Some(&SnapshotState::Completed))
+        else {
+            return Ok(vec!["no completed escrow copy".to_string()]);
+        };
+        let id = copy.snapshot_id().unwrap_or("?");
+        Ok(key_problem(id, copy.encrypted(), copy.kms_key_id(), self.kms_key_id.as_deref())
+            .into_iter()
+            .collect())
+    }
+}
+
+/// What is wrong with a copy's encryption, given the escrow key configured:
+/// none when it is encrypted with that key (an ARN or a key id; an alias
+/// cannot be compared here and is taken as given).
+pub(crate) fn key_problem(
+    id: &str,
+    encrypted: Option<bool>,
+    actual: Option<&str>,
+    wanted: Option<&str>,
+) -> Option<String> {
+    if encrypted != Some(true) {
+        return Some(format!("escrow copy {id} is not encrypted"));
+    }
+    let wanted = wanted?;
+    if wanted.starts_with("alias/") || wanted.contains(":alias/") {
+        return None;
+    }
+    let id_of = |k: &str| k.rsplit('/').next().unwrap_or(k).to_string();
+    match actual {
+        Some(a) if a == wanted || id_of(a) == id_of(wanted) => None,
+        other => Some(format!(
+            "escrow copy {id} is encrypted with {}, not the escrow key {wanted}",
+            other.unwrap_or("an unknown key")
+        )),
+    }
+}
+
+fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
+    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+#[async_trait]
+impl escrow_sync_core::Retained for EbsSnapshotSink {
+    fn describe(&self) -> String {
+        Sink::describe(self)
+    }
+
+    async fn copies(&self) -> Result<Vec<escrow_sync_core::EscrowCopy>> {
+        let all: Vec<aws_sdk_ec2::types::Snapshot> = self
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(Filter::builder().name("tag-key").values(SOURCE_SNAPSHOT_TAG).build())
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", "escrow snapshots"))?;
+        Ok(all
+            .iter()
+            .filter_map(|s| {
+                let source = tag(s.tags(), SOURCE_SNAPSHOT_TAG)?.to_string();
+                Some(escrow_sync_core::EscrowCopy {
+                    id: s.snapshot_id()?.to_string(),
+                    lineage: tag(s.tags(), LINEAGE_TAG).unwrap_or(&source).to_string(),
+                    created: tag(s.tags(), SOURCE_TIME_TAG).unwrap_or_default().to_string(),
+                    complete: s.state() == Some(&SnapshotState::Completed),
+                    source,
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_copy(&self, copy: &escrow_sync_core::EscrowCopy) -> Result<()> {
+        self.ec2
+            .delete_snapshot()
+            .snapshot_id(&copy.id)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DeleteSnapshot", self.resource(&copy.source)))?;
+        Ok(())
     }
 }

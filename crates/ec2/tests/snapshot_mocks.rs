@@ -385,3 +385,82 @@ async fn a_snapshot_under_the_aws_managed_key_is_reencrypted_with_the_configured
     src.read(&item).await.unwrap();
     assert_eq!(copy.num_calls(), 1, "no second re-encryption");
 }
+
+#[tokio::test]
+async fn plan_assesses_the_key_without_changing_anything() {
+    let describe = mock!(Client::describe_snapshots).then_output(|| {
+        DescribeSnapshotsOutput::builder()
+            .snapshots(snapshot("snap-1", SnapshotState::Completed, Some("alias/aws/ebs")))
+            .build()
+    });
+    let add = shares(true);
+    let item = Item::new("snap-1", ItemKind::Snapshot, 1, "snap-1");
+    let refused = source(ec2(&[&describe, &add]), KeyManagerType::Aws);
+    assert!(refused.assesses());
+    let err = refused.assess(&item).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("reencrypt_key_id"), "{err}");
+    let reencrypting = source(ec2(&[&describe, &add]), KeyManagerType::Aws)
+        .with_reencrypt_key_id(Some("arn:aws:kms:us-east-1:111111111111:key/cmk".into()));
+    let status = reencrypting.assess(&item).await.unwrap().unwrap();
+    assert!(status.starts_with("needs re-encryption"), "{status}");
+    let plain = source(ec2(&[&describe, &add]), KeyManagerType::Customer);
+    assert_eq!(plain.assess(&item).await.unwrap(), None);
+    assert_eq!(add.num_calls(), 0, "assessing shares nothing");
+}
+
+#[tokio::test]
+async fn verify_audits_the_copy_key_and_prune_sees_every_copy_with_its_lineage() {
+    use escrow_sync_core::Retained;
+    let tagged = |id: &str, state: SnapshotState, key: &str, created: &str| {
+        let mut s = snapshot(id, state, Some(key));
+        s.tags = Some(vec![
+            Tag::builder().key(SOURCE_SNAPSHOT_TAG).value(format!("src-{id}")).build(),
+            Tag::builder().key(escrow_sync_ec2::LINEAGE_TAG).value("vol-1").build(),
+            Tag::builder().key("escrow-sync:source-start-time").value(created).build(),
+        ]);
+        s
+    };
+    let list = mock!(Client::describe_snapshots).then_output(move || {
+        DescribeSnapshotsOutput::builder()
+            .snapshots(tagged(
+                "snap-a",
+                SnapshotState::Completed,
+                ESCROW_KEY,
+                "2026-11-01T00:00:00Z",
+            ))
+            .snapshots(tagged("snap-b", SnapshotState::Pending, ESCROW_KEY, "2026-11-02T00:00:00Z"))
+            .build()
+    });
+    let delete = mock!(Client::delete_snapshot)
+        .match_requests(|r| r.snapshot_id() == Some("snap-a"))
+        .then_output(|| {
+            aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput::builder().build()
+        });
+    let store = sink(&[&list, &delete]);
+    let copies = store.copies().await.unwrap();
+    assert_eq!(copies.len(), 2);
+    assert_eq!(
+        (copies[0].source.as_str(), copies[0].lineage.as_str(), copies[0].complete),
+        ("src-snap-a", "vol-1", true)
+    );
+    assert!(!copies[1].complete, "a pending copy is not complete");
+    store.delete_copy(&copies[0]).await.unwrap();
+    assert_eq!(delete.num_calls(), 1);
+
+    let item = Item::new("src-snap-a", ItemKind::Snapshot, 1, "src-snap-a");
+    assert!(store.audits());
+    assert_eq!(store.audit(&item).await.unwrap(), Vec::<String>::new());
+    let other = mock!(Client::describe_snapshots).then_output(move || {
+        DescribeSnapshotsOutput::builder()
+            .snapshots(tagged(
+                "snap-a",
+                SnapshotState::Completed,
+                "arn:aws:kms:us-east-1:222222222222:key/other",
+                "x",
+            ))
+            .build()
+    });
+    let problems = sink(&[&other]).audit(&item).await.unwrap();
+    assert!(problems[0].contains("not the escrow key"), "{problems:?}");
+}

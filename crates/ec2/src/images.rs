@@ -1,0 +1,971 @@
+//! AMIs with their backing EBS snapshots: source (share the launch
+//! permission and every backing snapshot, unshare) and sink (CopyImage with
+//! a ClientToken and the escrow key, wait, tag the copy and its snapshots).
+//!
+//! An AMI copied from another account needs both its launch permission and
+//! every backing snapshot's createVolumePermission; AWS refuses to copy a
+//! shared AMI that carries a billing product (Windows, RHEL, SQL Server...)
+//! or Marketplace product codes, so those are reported as not copyable.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    Filter, Image, ImageState, LaunchPermission, LaunchPermissionModifications, ResourceType,
+    Snapshot, Tag, TagSpecification,
+};
+use futures::StreamExt;
+
+use escrow_sync_aws::sdk_error;
+use escrow_sync_core::{
+    Error, ErrorKind, EscrowCopy, Item, ItemKind, ItemStream, Payload, Receipt, Result, Retained,
+    Scope, ServerSideRef, Sink, Source,
+};
+
+use crate::LINEAGE_TAG;
+use crate::snapshots::{REENCRYPTED_FROM_TAG, check_key, fmt_time, key_problem, share_snapshot};
+
+/// The tag on an escrow copy naming the source image.
+pub const SOURCE_IMAGE_TAG: &str = "escrow-sync:source-image-id";
+const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
+const SOURCE_ARN_TAG: &str = "escrow-sync:source-arn";
+const SOURCE_TIME_TAG: &str = "escrow-sync:source-start-time";
+const COPIED_TAG: &str = "escrow-sync:copied-at";
+/// The prefix of every provenance tag (copied onto the copy's snapshots).
+const PROVENANCE_PREFIX: &str = "escrow-sync:";
+
+const GIB: u64 = 1 << 30;
+
+/// PlatformDetails naming licensed software AWS bills through a billing
+/// product (a shared AMI with one cannot be copied).
+const BILLED_PLATFORMS: &[&str] = &["Windows", "Red Hat", "SQL Server", "SUSE", "Ubuntu Pro"];
+
+/// The images a DescribeImages paginator yields, as a stream; errors name
+/// `resource`.
+fn paged(
+    items: aws_sdk_ec2::operation::describe_images::paginator::DescribeImagesPaginatorItems,
+    resource: String,
+) -> impl futures::Stream<Item = Result<Image>> {
+    futures::stream::unfold((items.send(), resource), |(mut p, resource)| async move {
+        let next = p.next().await?;
+        let item = next.map_err(|e| sdk_error(e, "ec2:DescribeImages", resource.clone()));
+        Some((item, (p, resource)))
+    })
+}
+
+/// The sum of an image's EBS volume sizes, in bytes.
+fn image_size(image: &Image) -> u64 {
+    image
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.ebs().and_then(|e| e.volume_size()))
+        .map(|gib| gib.max(0) as u64 * GIB)
+        .sum()
+}
+
+/// The ids of an image's backing EBS snapshots, in mapping order.
+fn backing_snapshots(image: &Image) -> Vec<String> {
+    image
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+        .collect()
+}
+
+fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
+    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+fn state_is(image: &Image, states: &[ImageState]) -> bool {
+    image.state().is_some_and(|s| states.contains(s))
+}
+
+/// An image's creation date in RFC 3339 UTC (as the snapshots' start times
+/// are written); the service's string as is when it cannot be read.
+fn creation_time(image: &Image) -> String {
+    let raw = image.creation_date().unwrap_or_default();
+    let parsed =
+        aws_smithy_types::DateTime::from_str(raw, aws_smithy_types::date_time::Format::DateTime);
+    match parsed {
+        Ok(t) => fmt_time(Some(&t)),
+        Err(_) => raw.to_string(),
+    }
+}
+
+/// An AMI name of at most 128 characters, from the characters AWS allows:
+/// `prefix-<name>-<id><suffix>`, the name shortened if need be and other
+/// characters replaced by `-`.
+fn image_name(prefix: &str, name: &str, id: &str, suffix: &str) -> String {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c);
+    let clean: String = name.chars().map(|c| if allowed(c) { c } else { '-' }).collect();
+    let room = 128usize.saturating_sub(prefix.len() + id.len() + suffix.len() + 2);
+    let clean: String = clean.chars().take(room).collect();
+    if clean.is_empty() {
+        format!("{prefix}-{id}{suffix}")
+    } else {
+        format!("{prefix}-{clean}-{id}{suffix}")
+    }
+}
+
+/// Why AWS refuses to copy `image` once it is shared with another account
+/// (a Marketplace product code or a billing product), if it does.
+fn billing_refusal(image: &Image) -> Option<String> {
+    let codes: Vec<&str> =
+        image.product_codes().iter().filter_map(|c| c.product_code_id()).collect();
+    if !codes.is_empty() {
+        return Some(format!("it carries the Marketplace product code(s) {}", codes.join(", ")));
+    }
+    if let Some(op) = image.usage_operation()
+        && op != "RunInstances"
+    {
+        return Some(format!(
+            "it carries a billing product (usage operation {op}, platform {})",
+            image.platform_details().unwrap_or("unknown")
+        ));
+    }
+    if let Some(details) = image.platform_details()
+        && BILLED_PLATFORMS.iter().any(|p| details.contains(p))
+    {
+        return Some(format!("it carries a billing product (platform {details})"));
+    }
+    // EC2 answers "windows" where the SDK's enum spells "Windows".
+    if image.platform().is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows")) {
+        return Some("it is a Windows AMI, which carries a billing product".to_string());
+    }
+    None
+}
+
+/// Polls image `id` (from 1 s, doubling to `max_poll`) until it is
+/// available; fails when it ends failed or in error (with the service's
+/// reason) or `timeout` passes. `operation` is the call that made it,
+/// `resource` names it in errors.
+async fn wait_image(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    timeout: Duration,
+    max_poll: Duration,
+    operation: &str,
+    resource: &str,
+) -> Result<Image> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_secs(1).min(max_poll);
+    let named = format!("{resource} ({id})");
+    loop {
+        let image = match ec2.describe_images().image_ids(id).send().await {
+            Ok(out) => out.images.unwrap_or_default().into_iter().next(),
+            // A new image may not be visible yet (eventual consistency).
+            Err(e) => match sdk_error(e, "ec2:DescribeImages", &named) {
+                e if e.kind() == ErrorKind::NotFound => None,
+                e => return Err(e),
+            },
+        };
+        if let Some(image) = image {
+            match image.state() {
+                Some(ImageState::Available) => return Ok(image),
+                Some(
+                    state @ (ImageState::Failed
+                    | ImageState::Error
+                    | ImageState::Invalid
+                    | ImageState::Deregistered),
+                ) => {
+                    return Err(Error::new(
+                        ErrorKind::Failed,
+                        operation,
+                        &named,
+                        format!(
+                            "the copy ended in state {}: {}; the next run copies it again",
+                            state.as_str(),
+                            image.state_reason().and_then(|r| r.message()).unwrap_or("no message")
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                operation,
+                &named,
+                format!("not available after {timeout:?}; the next run waits for it"),
+            ));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(max_poll);
+    }
+}
+
+/// DescribeSnapshots of `ids` (none asked, none returned: an empty id list
+/// would list every snapshot).
+async fn describe_snapshots(
+    ec2: &aws_sdk_ec2::Client,
+    ids: &[String],
+    resource: &str,
+) -> Result<Vec<Snapshot>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(ec2
+        .describe_snapshots()
+        .set_snapshot_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", resource))?
+        .snapshots
+        .unwrap_or_default())
+}
+
+/// What the primary shared for one item: the image and its snapshots.
+#[derive(Debug, Clone)]
+struct Shared {
+    image: String,
+    snapshots: Vec<String>,
+}
+
+/// The primary's AMIs, selected by tags or ids, shared with the escrow
+/// account (launch permission and every backing snapshot) as they are read
+/// and unshared once copied.
+#[derive(Debug, Clone)]
+pub struct AmiSource {
+    ec2: aws_sdk_ec2::Client,
+    kms: aws_sdk_kms::Client,
+    region: String,
+    account: String,
+    escrow_account: String,
+    tags: BTreeMap<String, String>,
+    ids: Vec<String>,
+    unshare_after_copy: bool,
+    reencrypt_key_id: Option<String>,
+    wait: (Duration, Duration),
+    shared: Arc<Mutex<BTreeMap<String, Shared>>>,
+}
+
+impl AmiSource {
+    /// AMIs owned by `account` in `region`, read with the reader role's
+    /// `ec2` and `kms` clients, shared with `escrow_account`.
+    pub fn from_client(
+        ec2: aws_sdk_ec2::Client,
+        kms: aws_sdk_kms::Client,
+        region: impl Into<String>,
+        account: impl Into<String>,
+        escrow_account: impl Into<String>,
+    ) -> Self {
+        AmiSource {
+            ec2,
+            kms,
+            region: region.into(),
+            account: account.into(),
+            escrow_account: escrow_account.into(),
+            tags: BTreeMap::new(),
+            ids: Vec::new(),
+            unshare_after_copy: true,
+            reencrypt_key_id: None,
+            wait: (Duration::from_secs(12 * 3600), Duration::from_secs(60)),
+            shared: Default::default(),
+        }
+    }
+
+    /// Only AMIs carrying all these tags.
+    pub fn with_tags(mut self, tags: BTreeMap<String, String>) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Only these image ids.
+    pub fn with_ids(mut self, ids: Vec<String>) -> Self {
+        self.ids = ids;
+        self
+    }
+
+    /// Remove the shares (launch permission and snapshots) once the escrow
+    /// copy is complete (default true).
+    pub fn with_unshare_after_copy(mut self, on: bool) -> Self {
+        self.unshare_after_copy = on;
+        self
+    }
+
+    /// Re-encrypt an AMI with a backing snapshot under the AWS-managed key
+    /// (which cannot be shared) with this customer key of the primary, whose
+    /// policy grants the escrow account kms:Decrypt and kms:CreateGrant: a
+    /// CopyImage in the primary, tagged `escrow-sync:reencrypted-from`,
+    /// reused by later runs, is what gets shared.
+    pub fn with_reencrypt_key_id(mut self, key: Option<String>) -> Self {
+        self.reencrypt_key_id = key;
+        self
+    }
+
+    /// How long to wait for a re-encryption copy, and the longest pause
+    /// between polls (defaults 12 hours and 60 s).
+    pub fn with_wait(mut self, timeout: Duration, max_poll: Duration) -> Self {
+        self.wait = (timeout, max_poll.max(Duration::from_millis(1)));
+        self
+    }
+
+    fn resource(&self, id: &str) -> String {
+        format!("ami {id} (account {}, {})", self.account, self.region)
+    }
+
+    async fn image(&self, id: &str) -> Result<Image> {
+        self.ec2
+            .describe_images()
+            .image_ids(id)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DescribeImages", self.resource(id)))?
+            .images
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, "ec2:DescribeImages", self.resource(id), "")
+            })
+    }
+
+    /// Fails (kind Unsupported) when AWS would refuse to copy `image` across
+    /// accounts whatever the keys.
+    fn check_copyable(&self, image: &Image, id: &str) -> Result<()> {
+        match billing_refusal(image) {
+            None => Ok(()),
+            Some(why) => Err(Error::new(
+                ErrorKind::Unsupported,
+                "ec2:CopyImage",
+                self.resource(id),
+                format!(
+                    "not copyable across accounts: {why}, and AWS refuses to copy a shared AMI \
+                     with a billing product or Marketplace code; leave it out of the job \
+                     (tags or ids)"
+                ),
+            )),
+        }
+    }
+
+    /// The image's backing snapshots, and the Unsupported error of the first
+    /// one under the AWS-managed key (which cannot be shared), if any.
+    async fn inspect_keys(
+        &self,
+        image: &Image,
+        id: &str,
+    ) -> Result<(Vec<Snapshot>, Option<Error>)> {
+        let resource = self.resource(id);
+        let snapshots = describe_snapshots(&self.ec2, &backing_snapshots(image), &resource).await?;
+        let mut checked = std::collections::BTreeSet::new();
+        for s in &snapshots {
+            let Some(key) = s.kms_key_id().filter(|_| s.encrypted() == Some(true)) else {
+                continue;
+            };
+            if !checked.insert(key.to_string()) {
+                continue;
+            }
+            let named = format!(
+                "backing snapshot {} of ami {id} (account {}, {})",
+                s.snapshot_id().unwrap_or("?"),
+                self.account,
+                self.region
+            );
+            match check_key(&self.kms, key, &named, &self.escrow_account).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Unsupported => return Ok((snapshots, Some(e))),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((snapshots, None))
+    }
+
+    /// The primary's re-encrypted copy of `image` under `key`: an existing
+    /// one (available or in progress, its snapshots under `key`), else a new
+    /// CopyImage; waited for.
+    async fn reencrypted(&self, image: &Image, id: &str, key: &str) -> Result<Image> {
+        let resource = self.resource(id);
+        let existing: Vec<Image> = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(
+                Filter::builder().name(format!("tag:{REENCRYPTED_FROM_TAG}")).values(id).build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DescribeImages", &resource))?;
+        let mut reusable = None;
+        for candidate in
+            existing.iter().filter(|i| state_is(i, &[ImageState::Pending, ImageState::Available]))
+        {
+            let snapshots =
+                describe_snapshots(&self.ec2, &backing_snapshots(candidate), &resource).await?;
+            if snapshots
+                .iter()
+                .all(|s| key_problem("", s.encrypted(), s.kms_key_id(), Some(key)).is_none())
+            {
+                reusable = candidate.image_id().map(str::to_string);
+                break;
+            }
+        }
+        let copy_id = match reusable {
+            Some(c) => c,
+            None => {
+                let tagged = |kind| {
+                    TagSpecification::builder()
+                        .resource_type(kind)
+                        .tags(Tag::builder().key(REENCRYPTED_FROM_TAG).value(id).build())
+                        .build()
+                };
+                let suffix = if existing.is_empty() {
+                    String::new()
+                } else {
+                    format!("-{}", existing.len())
+                };
+                self.ec2
+                    .copy_image()
+                    .source_image_id(id)
+                    .source_region(&self.region)
+                    .name(image_name(
+                        "escrow-sync-reencrypted",
+                        image.name().unwrap_or_default(),
+                        id,
+                        &suffix,
+                    ))
+                    .description(format!(
+                        "escrow-sync re-encryption of {id} for the escrow account"
+                    ))
+                    .encrypted(true)
+                    .kms_key_id(key)
+                    .client_token(format!("escrow-sync-reencrypt-{id}-{}", existing.len()))
+                    .tag_specifications(tagged(ResourceType::Image))
+                    .tag_specifications(tagged(ResourceType::Snapshot))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(e, "ec2:CopyImage", &resource))?
+                    .image_id
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Failed,
+                            "ec2:CopyImage",
+                            &resource,
+                            "no image id in the answer",
+                        )
+                    })?
+            }
+        };
+        let (timeout, max_poll) = self.wait;
+        let what = format!("re-encrypted copy of {resource}");
+        wait_image(&self.ec2, &copy_id, timeout, max_poll, "ec2:CopyImage", &what).await
+    }
+
+    /// Adds (or removes) the escrow account to image `id`'s launch
+    /// permission; `resource` names the item.
+    async fn share_image(&self, id: &str, add: bool, resource: &str) -> Result<()> {
+        let permission = LaunchPermission::builder().user_id(&self.escrow_account).build();
+        let change = if add {
+            LaunchPermissionModifications::builder().add(permission).build()
+        } else {
+            LaunchPermissionModifications::builder().remove(permission).build()
+        };
+        self.ec2
+            .modify_image_attribute()
+            .image_id(id)
+            .launch_permission(change)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:ModifyImageAttribute", resource))?;
+        Ok(())
+    }
+
+    /// Shares (or unshares) the image and each of its snapshots.
+    async fn share(&self, shared: &Shared, add: bool, resource: &str) -> Result<()> {
+        self.share_image(&shared.image, add, resource).await?;
+        for snapshot in &shared.snapshots {
+            let named = format!("backing snapshot {snapshot} of {resource}");
+            share_snapshot(&self.ec2, snapshot, &self.escrow_account, add, &named).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Source for AmiSource {
+    fn describe(&self) -> String {
+        format!("ami://{}/{}", self.account, self.region)
+    }
+
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        let mut req = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(Filter::builder().name("state").values("available").build());
+        for (k, v) in &self.tags {
+            req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
+        }
+        for id in &self.ids {
+            req = req.image_ids(id);
+        }
+        let prefix = scope.prefix.clone();
+        paged(req.into_paginator().items(), Source::describe(self))
+            .filter_map(move |r| {
+                let prefix = prefix.clone();
+                async move {
+                    match r {
+                        Ok(image) => {
+                            // The primary's own re-encrypted copies are not
+                            // items of their own.
+                            if tag(image.tags(), REENCRYPTED_FROM_TAG).is_some() {
+                                return None;
+                            }
+                            let id = image.image_id()?.to_string();
+                            id.starts_with(&prefix).then(|| {
+                                Ok(Item::new(&id, ItemKind::Snapshot, image_size(&image), &id))
+                            })
+                        }
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+            })
+            .boxed()
+    }
+
+    fn assesses(&self) -> bool {
+        true
+    }
+
+    async fn assess(&self, item: &Item) -> Result<Option<String>> {
+        let image = self.image(&item.key).await?;
+        self.check_copyable(&image, &item.key)?;
+        match (self.inspect_keys(&image, &item.key).await?, &self.reencrypt_key_id) {
+            ((_, None), _) => Ok(None),
+            ((_, Some(_)), Some(key)) => Ok(Some(format!(
+                "needs re-encryption: a backing snapshot is under the AWS-managed key, so the \
+                 image is first copied in the primary with {key}"
+            ))),
+            ((_, Some(e)), None) => Err(e),
+        }
+    }
+
+    async fn read(&self, item: &Item) -> Result<Payload> {
+        let resource = self.resource(&item.key);
+        let image = self.image(&item.key).await?;
+        self.check_copyable(&image, &item.key)?;
+        let (snapshots, managed) = self.inspect_keys(&image, &item.key).await?;
+        let shared_image = match (managed, &self.reencrypt_key_id) {
+            (None, _) => image.clone(),
+            (Some(_), Some(key)) => self.reencrypted(&image, &item.key, key).await?,
+            (Some(e), None) => return Err(e),
+        };
+        let shared = Shared {
+            image: shared_image.image_id().unwrap_or(&item.key).to_string(),
+            snapshots: backing_snapshots(&shared_image),
+        };
+        self.share(&shared, true, &resource).await?;
+        self.shared.lock().expect("shares").insert(item.key.clone(), shared.clone());
+        // The lineage retention groups copies by: the instance the image was
+        // made from, else the root volume, else the image itself.
+        let root = image
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name().is_some() && m.device_name() == image.root_device_name());
+        let root_snapshot = root.and_then(|m| m.ebs()).and_then(|e| e.snapshot_id());
+        let root_volume = snapshots
+            .iter()
+            .find(|s| s.snapshot_id().is_some() && s.snapshot_id() == root_snapshot)
+            .and_then(|s| s.volume_id());
+        let lineage = image.source_instance_id().or(root_volume).unwrap_or(&item.key);
+        let attributes = BTreeMap::from([
+            ("region".to_string(), self.region.clone()),
+            ("start-time".to_string(), creation_time(&image)),
+            ("name".to_string(), image.name().unwrap_or_default().to_string()),
+            ("lineage".to_string(), lineage.to_string()),
+        ]);
+        Ok(Payload::Reference(
+            ServerSideRef::new("ec2", &self.region, &shared.image, &item.fingerprint)
+                .with_owner(Some(self.account.clone()))
+                .with_attributes(attributes),
+        ))
+    }
+
+    async fn finish(&self, item: &Item) -> Result<()> {
+        if !self.unshare_after_copy {
+            return Ok(());
+        }
+        let resource = self.resource(&item.key);
+        let recorded = self.shared.lock().expect("shares").get(&item.key).cloned();
+        let shared = match recorded {
+            Some(s) => s,
+            None => {
+                let image = self.image(&item.key).await?;
+                Shared { image: item.key.clone(), snapshots: backing_snapshots(&image) }
+            }
+        };
+        self.share(&shared, false, &resource).await
+    }
+}
+
+/// The escrow account's copies of AMIs (with their snapshots), encrypted
+/// with the escrow key, found by their provenance tag.
+#[derive(Debug, Clone)]
+pub struct AmiSink {
+    ec2: aws_sdk_ec2::Client,
+    region: String,
+    kms_key_id: Option<String>,
+    timeout: Duration,
+    max_poll: Duration,
+}
+
+impl AmiSink {
+    /// Copies into the escrow account of `ec2` (escrow credentials) in
+    /// `region`.
+    pub fn from_client(ec2: aws_sdk_ec2::Client, region: impl Into<String>) -> Self {
+        AmiSink {
+            ec2,
+            region: region.into(),
+            kms_key_id: None,
+            timeout: Duration::from_secs(12 * 3600),
+            max_poll: Duration::from_secs(60),
+        }
+    }
+
+    /// Encrypts every copy's snapshots with this escrow key (else the escrow
+    /// account's default EBS key). Give its ARN or key id: verify compares
+    /// it with the snapshots' key ARNs (an alias is taken as given).
+    pub fn with_kms_key_id(mut self, key: Option<String>) -> Self {
+        self.kms_key_id = key;
+        self
+    }
+
+    /// How long to wait for one copy, and the longest pause between polls
+    /// (defaults 12 hours and 60 s; polls start at 1 s and double).
+    pub fn with_wait(mut self, timeout: Duration, max_poll: Duration) -> Self {
+        self.timeout = timeout;
+        self.max_poll = max_poll.max(Duration::from_millis(1));
+        self
+    }
+
+    fn resource(&self, source_id: &str) -> String {
+        format!("escrow copy of ami {source_id} ({})", self.region)
+    }
+
+    /// Every escrow image escrow-sync made (any state), or only the copies
+    /// of `source_id`; newest first.
+    async fn copies_of(&self, source_id: Option<&str>) -> Result<Vec<Image>> {
+        let filter = match source_id {
+            Some(id) => Filter::builder().name(format!("tag:{SOURCE_IMAGE_TAG}")).values(id),
+            None => Filter::builder().name("tag-key").values(SOURCE_IMAGE_TAG),
+        };
+        let resource = source_id.map_or_else(|| Retained::describe(self), |id| self.resource(id));
+        let mut out: Vec<Image> = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(filter.build())
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DescribeImages", resource))?;
+        out.sort_by_key(|i| std::cmp::Reverse(i.creation_date().unwrap_or_default().to_string()));
+        Ok(out)
+    }
+
+    /// The newest available copy of `source_id`.
+    async fn complete_copy(&self, source_id: &str) -> Result<Option<Image>> {
+        Ok(self
+            .copies_of(Some(source_id))
+            .await?
+            .into_iter()
+            .find(|i| state_is(i, &[ImageState::Available])))
+    }
+
+    /// Starts the copy of the shared image `source`: encrypted with the
+    /// escrow key, tagged with its provenance (image and snapshots) at
+    /// creation. `attempt` counts the earlier copies of this source (failed
+    /// ones): it makes the ClientToken, so a request retried or resumed
+    /// returns the copy it started, while a copy after a failed one is new
+    /// (the same token would return the failed image again).
+    async fn start_copy(
+        &self,
+        item: &Item,
+        source: &ServerSideRef,
+        attempt: usize,
+    ) -> Result<String> {
+        let attr = |k: &str| source.attributes.get(k).map(String::as_str).unwrap_or_default();
+        let lineage = Some(attr("lineage")).filter(|l| !l.is_empty()).unwrap_or(&item.key);
+        let tags = BTreeMap::from([
+            (SOURCE_IMAGE_TAG, item.key.clone()),
+            (SOURCE_ACCOUNT_TAG, source.owner.clone().unwrap_or_default()),
+            (SOURCE_ARN_TAG, format!("arn:aws:ec2:{}::image/{}", source.container, item.key)),
+            (SOURCE_TIME_TAG, attr("start-time").to_string()),
+            (COPIED_TAG, escrow_sync_aws::now_rfc3339()),
+            (LINEAGE_TAG, lineage.to_string()),
+        ]);
+        let spec = |kind| {
+            TagSpecification::builder()
+                .resource_type(kind)
+                .set_tags(Some(
+                    tags.iter().map(|(k, v)| Tag::builder().key(*k).value(v).build()).collect(),
+                ))
+                .build()
+        };
+        let suffix = if attempt == 0 { String::new() } else { format!("-retry{attempt}") };
+        self.ec2
+            .copy_image()
+            // The image shared: the source, or its re-encrypted copy.
+            .source_image_id(&source.key)
+            .source_region(&source.container)
+            .name(image_name("escrow", attr("name"), &item.key, &suffix))
+            .description(format!(
+                "escrow-sync copy of {} from account {}",
+                item.key,
+                source.owner.as_deref().unwrap_or("?")
+            ))
+            .encrypted(true)
+            .set_kms_key_id(self.kms_key_id.clone())
+            .client_token(format!("escrow-sync-{}-{attempt}", item.key))
+            .tag_specifications(spec(ResourceType::Image))
+            .tag_specifications(spec(ResourceType::Snapshot))
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:CopyImage", self.resource(&item.key)))?
+            .image_id
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Failed,
+                    "ec2:CopyImage",
+                    self.resource(&item.key),
+                    "no image id in the answer",
+                )
+            })
+    }
+
+    /// Makes sure each backing snapshot of the available copy `image`
+    /// carries the copy's provenance tags (CreateTags where missing).
+    async fn tag_snapshots(&self, image: &Image, source_id: &str) -> Result<()> {
+        let resource = self.resource(source_id);
+        let provenance: Vec<&Tag> = image
+            .tags()
+            .iter()
+            .filter(|t| t.key().is_some_and(|k| k.starts_with(PROVENANCE_PREFIX)))
+            .collect();
+        let snapshots = describe_snapshots(&self.ec2, &backing_snapshots(image), &resource).await?;
+        let missing: Vec<String> = snapshots
+            .iter()
+            .filter(|s| {
+                provenance.iter().any(|p| tag(s.tags(), p.key().unwrap_or_default()) != p.value())
+            })
+            .filter_map(|s| s.snapshot_id().map(str::to_string))
+            .collect();
+        if missing.is_empty() || provenance.is_empty() {
+            return Ok(());
+        }
+        self.ec2
+            .create_tags()
+            .set_resources(Some(missing))
+            .set_tags(Some(provenance.into_iter().cloned().collect()))
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:CreateTags", resource))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for AmiSink {
+    fn describe(&self) -> String {
+        format!("ami://escrow/{}", self.region)
+    }
+
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        let prefix = scope.prefix.clone();
+        let pages = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(Filter::builder().name("tag-key").values(SOURCE_IMAGE_TAG).build())
+            .filters(Filter::builder().name("state").values("available").build())
+            .into_paginator()
+            .items();
+        paged(pages, "escrow images".to_string())
+            .filter_map(move |r| {
+                let prefix = prefix.clone();
+                async move {
+                    match r {
+                        Ok(image) => {
+                            let source = tag(image.tags(), SOURCE_IMAGE_TAG)?.to_string();
+                            source.starts_with(&prefix).then(|| {
+                                Ok(Item::new(
+                                    &source,
+                                    ItemKind::Snapshot,
+                                    image_size(&image),
+                                    &source,
+                                ))
+                            })
+                        }
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+            })
+            .boxed()
+    }
+
+    async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
+        let Payload::Reference(source) = payload else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "ec2:CopyImage",
+                self.resource(&item.key),
+                "an AMI is copied by reference only",
+            ));
+        };
+        // A copy an interrupted run started: wait for it instead of copying
+        // again. Copies that failed are left and a new one starts.
+        let copies = self.copies_of(Some(&item.key)).await?;
+        let existing = copies
+            .iter()
+            .find(|i| state_is(i, &[ImageState::Pending, ImageState::Available]))
+            .and_then(|i| i.image_id().map(str::to_string));
+        let copy_id = match existing {
+            Some(id) => id,
+            None => self.start_copy(item, &source, copies.len()).await?,
+        };
+        let resource = self.resource(&item.key);
+        let done = wait_image(
+            &self.ec2,
+            &copy_id,
+            self.timeout,
+            self.max_poll,
+            "ec2:CopyImage",
+            &resource,
+        )
+        .await?;
+        self.tag_snapshots(&done, &item.key).await?;
+        Ok(Receipt::new(image_size(&done), done.image_id().map(str::to_string)))
+    }
+
+    /// An AMI never changes: an escrow copy made from the same image id
+    /// holds its content, whatever sizes the listings show.
+    async fn confirm_same(&self, item: &Item, escrow: &Item) -> Result<bool> {
+        Ok(item.fingerprint == escrow.fingerprint)
+    }
+
+    fn audits(&self) -> bool {
+        true
+    }
+
+    async fn audit(&self, item: &Item) -> Result<Vec<String>> {
+        let Some(copy) = self.complete_copy(&item.key).await? else {
+            return Ok(vec![format!("no available escrow copy of ami {}", item.key)]);
+        };
+        let id = copy.image_id().unwrap_or("?");
+        let ids = backing_snapshots(&copy);
+        if ids.is_empty() {
+            return Ok(vec![format!("escrow copy {id} has no backing EBS snapshot")]);
+        }
+        let snapshots = describe_snapshots(&self.ec2, &ids, &self.resource(&item.key)).await?;
+        let mut problems: Vec<String> = snapshots
+            .iter()
+            .filter_map(|s| {
+                let named = format!("{id} (backing snapshot {})", s.snapshot_id().unwrap_or("?"));
+                key_problem(&named, s.encrypted(), s.kms_key_id(), self.kms_key_id.as_deref())
+            })
+            .collect();
+        if snapshots.len() < ids.len() {
+            problems.push(format!(
+                "escrow copy {id} lacks {} of its backing snapshots",
+                ids.len() - snapshots.len()
+            ));
+        }
+        Ok(problems)
+    }
+}
+
+#[async_trait]
+impl Retained for AmiSink {
+    fn describe(&self) -> String {
+        format!("ami://escrow/{}", self.region)
+    }
+
+    async fn copies(&self) -> Result<Vec<EscrowCopy>> {
+        Ok(self
+            .copies_of(None)
+            .await?
+            .into_iter()
+            .filter_map(|image| {
+                let source = tag(image.tags(), SOURCE_IMAGE_TAG)?.to_string();
+                Some(EscrowCopy {
+                    id: image.image_id()?.to_string(),
+                    lineage: tag(image.tags(), LINEAGE_TAG).unwrap_or(&source).to_string(),
+                    created: tag(image.tags(), SOURCE_TIME_TAG).unwrap_or_default().to_string(),
+                    complete: state_is(&image, &[ImageState::Available]),
+                    source,
+                })
+            })
+            .collect())
+    }
+
+    /// Deregisters the copy, then deletes its backing snapshots (found
+    /// before deregistering). Refuses an image escrow-sync did not make.
+    async fn delete_copy(&self, copy: &EscrowCopy) -> Result<()> {
+        let resource = format!("escrow image {} ({})", copy.id, self.region);
+        let image = self
+            .ec2
+            .describe_images()
+            .image_ids(&copy.id)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DescribeImages", &resource))?
+            .images
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "ec2:DescribeImages", &resource, ""))?;
+        if tag(image.tags(), SOURCE_IMAGE_TAG).is_none() {
+            return Err(Error::new(
+                ErrorKind::PreconditionFailed,
+                "ec2:DeregisterImage",
+                &resource,
+                format!(
+                    "it has no {SOURCE_IMAGE_TAG} tag: escrow-sync did not make it, left alone"
+                ),
+            ));
+        }
+        let snapshots = backing_snapshots(&image);
+        self.ec2
+            .deregister_image()
+            .image_id(&copy.id)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DeregisterImage", &resource))?;
+        for snapshot in snapshots {
+            self.ec2.delete_snapshot().snapshot_id(&snapshot).send().await.map_err(|e| {
+                sdk_error(e, "ec2:DeleteSnapshot", format!("snapshot {snapshot} of {resource}"))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_bounded_and_use_allowed_characters() {
+        assert_eq!(image_name("escrow", "web server", "ami-1", ""), "escrow-web server-ami-1");
+        assert_eq!(image_name("escrow", "", "ami-1", "-retry1"), "escrow-ami-1-retry1");
+        assert_eq!(image_name("escrow", "a:b*c", "ami-1", ""), "escrow-a-b-c-ami-1");
+        let long = image_name("escrow", &"x".repeat(300), "ami-0123456789abcdef0", "-retry2");
+        assert_eq!(long.len(), 128);
+        assert!(long.ends_with("-ami-0123456789abcdef0-retry2"), "{long}");
+    }
+
+    #[test]
+    fn creation_dates_are_written_in_rfc3339_utc() {
+        let image = Image::builder().creation_date("2026-11-28T21:43:21.000Z").build();
+        assert_eq!(creation_time(&image), "2026-11-28T21:43:21Z");
+        let odd = Image::builder().creation_date("yesterday").build();
+        assert_eq!(creation_time(&odd), "yesterday");
+    }
+}

@@ -1,0 +1,654 @@
+//! RDS DB snapshots and Aurora cluster snapshots: source (share, unshare,
+//! manual copies of automated snapshots, re-encryption) and sink (copy by
+//! ARN, wait, provenance tags, audit, retention).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use escrow_sync_aws::sdk_error;
+use escrow_sync_core::{
+    Error, ErrorKind, EscrowCopy, Item, ItemKind, ItemStream, Payload, Receipt, Result, Retained,
+    Scope, ServerSideRef, Sink, Source,
+};
+
+use crate::api::{Rds, RdsKind, Snap, arn_account, identifier, same_key};
+
+/// The tag on an escrow copy naming the source snapshot's identifier.
+pub const SOURCE_SNAPSHOT_TAG: &str = "escrow-sync:source-snapshot-id";
+/// The tag on an escrow copy naming the source account.
+pub const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
+/// The tag on an escrow copy carrying the source snapshot's ARN.
+pub const SOURCE_ARN_TAG: &str = "escrow-sync:source-arn";
+/// The tag on an escrow copy carrying the source's creation time (RFC 3339).
+pub const SOURCE_TIME_TAG: &str = "escrow-sync:source-start-time";
+/// The tag on an escrow copy carrying when the copy was made (RFC 3339).
+pub const COPIED_TAG: &str = "escrow-sync:copied-at";
+/// The tag on an escrow copy naming the source DB instance or cluster: the
+/// lineage retention groups copies by.
+pub const LINEAGE_TAG: &str = "escrow-sync:lineage";
+/// The tag on a manual copy in the primary naming the automated snapshot it
+/// was copied from (automated snapshots cannot be shared).
+pub const COPIED_FROM_TAG: &str = "escrow-sync:copied-from";
+/// The tag on a copy in the primary naming the snapshot it re-encrypts with
+/// a customer key (snapshots under the AWS-managed key cannot be shared).
+pub const REENCRYPTED_FROM_TAG: &str = "escrow-sync:reencrypted-from";
+
+const GIB: u64 = 1 << 30;
+
+/// The provenance tags of an escrow copy of `snapshot_id`, set when the copy
+/// is made: source snapshot id, account, ARN, creation time, copy time, and
+/// the lineage (source DB instance or cluster identifier).
+pub fn provenance_tags(
+    snapshot_id: &str,
+    source_account: &str,
+    source_arn: &str,
+    source_start_time: &str,
+    copied_at: &str,
+    lineage: &str,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (SOURCE_SNAPSHOT_TAG.to_string(), snapshot_id.to_string()),
+        (SOURCE_ACCOUNT_TAG.to_string(), source_account.to_string()),
+        (SOURCE_ARN_TAG.to_string(), source_arn.to_string()),
+        (SOURCE_TIME_TAG.to_string(), source_start_time.to_string()),
+        (COPIED_TAG.to_string(), copied_at.to_string()),
+        (LINEAGE_TAG.to_string(), lineage.to_string()),
+    ])
+}
+
+/// The identifier of the escrow copy of source snapshot `snapshot_id`:
+/// `escrow-<id>`, made a valid RDS identifier (lowercase letters, digits,
+/// single hyphens, starts with a letter, at most 240 characters); when that
+/// changes anything but case (an automated snapshot's `rds:` prefix, a cut),
+/// an 8-hex-digit hash of the id is appended, so distinct sources never meet.
+/// After a copy that failed, the next one is named `<this>-retry-N`.
+pub fn escrow_identifier(snapshot_id: &str) -> String {
+    identifier("escrow-", snapshot_id)
+}
+
+/// The identifier of the copy made in the primary of `snapshot_id` (an
+/// automated snapshot, or one re-encrypted): `escrow-sync-<id>`, made valid
+/// the same way as [`escrow_identifier`].
+pub fn primary_copy_identifier(snapshot_id: &str) -> String {
+    identifier("escrow-sync-", snapshot_id)
+}
+
+/// The primary's DB snapshots or Aurora cluster snapshots, selected by tags,
+/// by identifiers, or all it owns (manual and automated), shared with the
+/// escrow account (the `restore` attribute) as they are read and unshared
+/// once copied.
+///
+/// Automated snapshots cannot be shared: each is first copied to a manual
+/// snapshot in the primary ([`primary_copy_identifier`], tagged
+/// [`COPIED_FROM_TAG`]), which later runs reuse and which is what gets
+/// shared; the item keeps the automated snapshot's identifier. A snapshot
+/// under the AWS-managed key (aws/rds) cannot be shared either: with
+/// [`RdsSnapshotSource::with_reencrypt_key_id`] it is copied in the primary
+/// under that customer key first (tagged [`REENCRYPTED_FROM_TAG`]), else the
+/// item fails saying what to configure. These copies in the primary are left
+/// there: the reader role has no right to delete, and keeping them lets later
+/// runs reuse them (delete them in the primary once escrow holds their copy,
+/// if they are not wanted). Listings never select them.
+#[derive(Debug, Clone)]
+pub struct RdsSnapshotSource {
+    rds: Rds,
+    kms: aws_sdk_kms::Client,
+    region: String,
+    account: String,
+    escrow_account: String,
+    tags: BTreeMap<String, String>,
+    ids: Vec<String>,
+    unshare_after_copy: bool,
+    reencrypt_key_id: Option<String>,
+    wait: (Duration, Duration),
+    shared: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl RdsSnapshotSource {
+    /// Snapshots of `kind` owned by `account` in `region`, read with the
+    /// reader role's `rds` and `kms` clients, shared with `escrow_account`.
+    pub fn from_client(
+        rds: aws_sdk_rds::Client,
+        kms: aws_sdk_kms::Client,
+        kind: RdsKind,
+        region: impl Into<String>,
+        account: impl Into<String>,
+        escrow_account: impl Into<String>,
+    ) -> Self {
+        RdsSnapshotSource {
+            rds: Rds::new(rds, kind),
+            kms,
+            region: region.into(),
+            account: account.into(),
+            escrow_account: escrow_account.into(),
+            tags: BTreeMap::new(),
+            ids: Vec::new(),
+            unshare_after_copy: true,
+            reencrypt_key_id: None,
+            wait: (Duration::from_secs(12 * 3600), Duration::from_secs(60)),
+            shared: Default::default(),
+        }
+    }
+
+    /// Only snapshots carrying all these tags.
+    pub fn with_tags(mut self, tags: BTreeMap<String, String>) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Only these snapshot identifiers (automated ones look like
+    /// `rds:mydb-2026-11-28-03-10`).
+    pub fn with_ids(mut self, ids: Vec<String>) -> Self {
+        self.ids = ids;
+        self
+    }
+
+    /// Remove the share once the escrow copy is complete (default true).
+    pub fn with_unshare_after_copy(mut self, on: bool) -> Self {
+        self.unshare_after_copy = on;
+        self
+    }
+
+    /// Re-encrypt a snapshot under the AWS-managed key (which cannot be
+    /// shared) with this customer key of the primary, whose policy grants
+    /// the escrow account kms:Decrypt, kms:DescribeKey and kms:CreateGrant:
+    /// a copy in the primary, tagged [`REENCRYPTED_FROM_TAG`], reused by
+    /// later runs, is what gets shared.
+    pub fn with_reencrypt_key_id(mut self, key: Option<String>) -> Self {
+        self.reencrypt_key_id = key;
+        self
+    }
+
+    /// How long to wait for a copy in the primary (of an automated
+    /// snapshot, or a re-encryption), and the longest pause between polls
+    /// (defaults 12 hours and 60 s; polls start at 1 s and double).
+    pub fn with_wait(mut self, timeout: Duration, max_poll: Duration) -> Self {
+        self.wait = (timeout, max_poll.max(Duration::from_millis(1)));
+        self
+    }
+
+    fn resource(&self, id: &str) -> String {
+        format!("{} {id} (account {}, {})", self.rds.kind.noun(), self.account, self.region)
+    }
+
+    async fn snapshot(&self, id: &str) -> Result<Snap> {
+        self.rds.get(id, &self.resource(id)).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                self.rds.kind.op("rds:DescribeDBSnapshots", "rds:DescribeDBClusterSnapshots"),
+                self.resource(id),
+                "it was listed but is gone; the next run lists again",
+            )
+        })
+    }
+
+    /// Fails (kind Unsupported) when `key` is an AWS-managed key (aws/rds),
+    /// which cannot be shared with another account.
+    async fn check_key(&self, id: &str, key: &str) -> Result<()> {
+        let out = self.kms.describe_key().key_id(key).send().await.map_err(|e| {
+            sdk_error(e, "kms:DescribeKey", format!("key {key} of {}", self.resource(id)))
+        })?;
+        let manager = out.key_metadata.and_then(|m| m.key_manager).map(|m| m.as_str().to_string());
+        if manager.as_deref() == Some("AWS") {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "share",
+                self.resource(id),
+                format!(
+                    "encrypted with the AWS-managed key {key} (aws/rds), which cannot be shared \
+                     with another account: set reencrypt_key_id to a customer-managed key in the \
+                     primary whose policy grants kms:Decrypt, kms:DescribeKey and \
+                     kms:CreateGrant to the escrow account {}",
+                    self.escrow_account
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The customer key to re-encrypt `snap` with first, if it is under the
+    /// AWS-managed key; fails when it is and none is configured.
+    async fn reencrypt_with(&self, snap: &Snap) -> Result<Option<String>> {
+        let Some(key) = snap.kms_key_id.as_deref().filter(|_| snap.encrypted) else {
+            return Ok(None);
+        };
+        match (self.check_key(&snap.id, key).await, &self.reencrypt_key_id) {
+            (Ok(()), _) => Ok(None),
+            (Err(e), Some(customer)) if e.kind() == ErrorKind::Unsupported => {
+                Ok(Some(customer.clone()))
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// What the primary's copy of `snap` must be tagged, and which tag finds
+    /// it again.
+    fn primary_copy_tags(
+        snap: &Snap,
+        reencrypt: Option<&str>,
+    ) -> (&'static str, BTreeMap<String, String>) {
+        let mut tags = BTreeMap::new();
+        if snap.is_automated() {
+            tags.insert(COPIED_FROM_TAG.to_string(), snap.id.clone());
+        }
+        if reencrypt.is_some() {
+            tags.insert(REENCRYPTED_FROM_TAG.to_string(), snap.id.clone());
+        }
+        let marker = if snap.is_automated() { COPIED_FROM_TAG } else { REENCRYPTED_FROM_TAG };
+        (marker, tags)
+    }
+
+    /// The snapshot to share for `snap`: itself, or (automated, or under the
+    /// AWS-managed key) its copy in the primary, existing or made now, and
+    /// waited for.
+    async fn to_share(&self, snap: &Snap) -> Result<Snap> {
+        let reencrypt = self.reencrypt_with(snap).await?;
+        if !snap.is_automated() && reencrypt.is_none() {
+            return Ok(snap.clone());
+        }
+        let (marker, tags) = Self::primary_copy_tags(snap, reencrypt.as_deref());
+        let key = reencrypt.clone();
+        let usable = move |s: &Snap| {
+            !s.is_failed() && key.as_deref().is_none_or(|k| same_key(s.kms_key_id.as_deref(), k))
+        };
+        let resource = self.resource(&snap.id);
+        let copy = self
+            .rds
+            .copy_once(
+                &primary_copy_identifier(&snap.id),
+                (marker, &snap.id),
+                usable,
+                &snap.id,
+                reencrypt.as_deref(),
+                &tags,
+                &resource,
+            )
+            .await?;
+        let (timeout, max_poll) = self.wait;
+        self.rds.wait(&copy.id, timeout, max_poll, &resource).await
+    }
+}
+
+#[async_trait]
+impl Source for RdsSnapshotSource {
+    fn describe(&self) -> String {
+        format!("{}://{}/{}", self.rds.kind.scheme(), self.account, self.region)
+    }
+
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        let prefix = scope.prefix.clone();
+        let ids: BTreeSet<String> = self.ids.iter().map(|i| i.to_ascii_lowercase()).collect();
+        let tags = self.tags.clone();
+        self.rds
+            .list(&self.ids, false, Source::describe(self))
+            .filter_map(move |r| {
+                let s = match r {
+                    Ok(s) => s,
+                    Err(e) => return futures::future::ready(Some(Err(e))),
+                };
+                let selected = s.is_available()
+                    && matches!(s.snapshot_type.as_str(), "manual" | "automated")
+                    // escrow-sync's own copies in the primary are means, not sources.
+                    && !s.tags.contains_key(COPIED_FROM_TAG)
+                    && !s.tags.contains_key(REENCRYPTED_FROM_TAG)
+                    && (ids.is_empty() || ids.contains(&s.id.to_ascii_lowercase()))
+                    && tags.iter().all(|(k, v)| s.tags.get(k) == Some(v))
+                    && s.id.starts_with(&prefix);
+                futures::future::ready(selected.then(|| {
+                    Ok(Item::new(&s.id, ItemKind::Snapshot, s.gib * GIB, &s.id)
+                        .with_lineage(Some(s.lineage.clone()))
+                        .with_modified(
+                            s.created.and_then(|t| std::time::SystemTime::try_from(t).ok()),
+                        ))
+                }))
+            })
+            .boxed()
+    }
+
+    async fn read(&self, item: &Item) -> Result<Payload> {
+        let snap = self.snapshot(&item.key).await?;
+        let shared = self.to_share(&snap).await?;
+        self.rds.share(&shared.id, &self.escrow_account, true, &self.resource(&item.key)).await?;
+        self.shared.lock().expect("shares").insert(item.key.clone(), shared.id.clone());
+        let attributes = BTreeMap::from([
+            ("kind".to_string(), self.rds.kind.as_str().to_string()),
+            ("region".to_string(), self.region.clone()),
+            ("arn".to_string(), snap.arn.clone()),
+            ("start-time".to_string(), snap.created_rfc3339()),
+            ("lineage".to_string(), snap.lineage.clone()),
+            ("allocated-gib".to_string(), snap.gib.to_string()),
+            ("shared-id".to_string(), shared.id.clone()),
+            ("encrypted".to_string(), shared.encrypted.to_string()),
+            ("kms-key-id".to_string(), shared.kms_key_id.clone().unwrap_or_default()),
+        ]);
+        // The sink copies by the ARN of what is shared: the snapshot, or its
+        // manual / re-encrypted copy.
+        let arn = if shared.arn.is_empty() {
+            let kind = self.rds.kind.op("snapshot", "cluster-snapshot");
+            format!("arn:aws:rds:{}:{}:{kind}:{}", self.region, self.account, shared.id)
+        } else {
+            shared.arn.clone()
+        };
+        Ok(Payload::Reference(
+            ServerSideRef::new("rds", &self.region, arn, &item.fingerprint)
+                .with_owner(Some(self.account.clone()))
+                .with_attributes(attributes),
+        ))
+    }
+
+    async fn finish(&self, item: &Item) -> Result<()> {
+        if !self.unshare_after_copy {
+            return Ok(());
+        }
+        let recorded = self.shared.lock().expect("shares").get(&item.key).cloned();
+        let shared = recorded.unwrap_or_else(|| {
+            if item.key.starts_with("rds:") {
+                primary_copy_identifier(&item.key)
+            } else {
+                item.key.clone()
+            }
+        });
+        self.rds.share(&shared, &self.escrow_account, false, &self.resource(&item.key)).await?;
+        self.shared.lock().expect("shares").remove(&item.key);
+        Ok(())
+    }
+
+    async fn assess(&self, item: &Item) -> Result<Option<String>> {
+        let snap = self.snapshot(&item.key).await?;
+        let mut notes = Vec::new();
+        let reencrypt = self.reencrypt_with(&snap).await?;
+        if let Some(customer) = &reencrypt {
+            notes.push(format!(
+                "needs re-encryption: under the AWS-managed key {}, which cannot be shared; \
+                 copied in the primary under {customer} first",
+                snap.kms_key_id.as_deref().unwrap_or("aws/rds")
+            ));
+        }
+        if snap.is_automated() {
+            let base = primary_copy_identifier(&snap.id);
+            let existing = self.rds.get(&base, &self.resource(&snap.id)).await?.filter(|s| {
+                s.tags.get(COPIED_FROM_TAG) == Some(&snap.id)
+                    && !s.is_failed()
+                    && reencrypt.as_deref().is_none_or(|k| same_key(s.kms_key_id.as_deref(), k))
+            });
+            notes.push(match existing {
+                Some(s) => format!("automated: its manual copy {} in the primary is shared", s.id),
+                None => "automated: copied to a manual snapshot in the primary first".to_string(),
+            });
+        }
+        if self.rds.kind == RdsKind::Cluster && !snap.encrypted {
+            notes.push(
+                "unencrypted: a copy of an unencrypted Aurora cluster snapshot cannot be \
+                 encrypted, so the escrow copy stays unencrypted and verify reports it"
+                    .to_string(),
+            );
+        }
+        Ok((!notes.is_empty()).then(|| notes.join("; ")))
+    }
+}
+
+/// The escrow account's copies of DB snapshots or Aurora cluster snapshots,
+/// made with CopyDBSnapshot / CopyDBClusterSnapshot from the shared
+/// snapshot's ARN, encrypted with the escrow key, tagged with their
+/// provenance at creation and found again by it.
+///
+/// A copy is named [`escrow_identifier`] of its source; one an interrupted
+/// run left in progress is waited on, not started again; one that failed is
+/// reported with RDS's message, and the next run copies again (as
+/// `<name>-retry-N`). An unencrypted Aurora cluster snapshot cannot be
+/// encrypted by a copy: it is copied unencrypted and [`Sink::audit`] reports
+/// it.
+#[derive(Debug, Clone)]
+pub struct RdsSnapshotSink {
+    rds: Rds,
+    region: String,
+    kms_key_id: Option<String>,
+    timeout: Duration,
+    max_poll: Duration,
+}
+
+impl RdsSnapshotSink {
+    /// Copies snapshots of `kind` into the escrow account of `rds` (escrow
+    /// credentials) in `region`.
+    pub fn from_client(rds: aws_sdk_rds::Client, kind: RdsKind, region: impl Into<String>) -> Self {
+        RdsSnapshotSink {
+            rds: Rds::new(rds, kind),
+            region: region.into(),
+            kms_key_id: None,
+            timeout: Duration::from_secs(12 * 3600),
+            max_poll: Duration::from_secs(60),
+        }
+    }
+
+    /// Encrypts every copy with this escrow key (its ARN, so that audits can
+    /// compare it). RDS needs one to copy an encrypted snapshot another
+    /// account shares.
+    pub fn with_kms_key_id(mut self, key: Option<String>) -> Self {
+        self.kms_key_id = key;
+        self
+    }
+
+    /// How long to wait for one copy, and the longest pause between polls
+    /// (defaults 12 hours and 60 s; polls start at 1 s and double).
+    pub fn with_wait(mut self, timeout: Duration, max_poll: Duration) -> Self {
+        self.timeout = timeout;
+        self.max_poll = max_poll.max(Duration::from_millis(1));
+        self
+    }
+
+    fn resource(&self, source_id: &str) -> String {
+        format!("escrow copy of {} {source_id} ({})", self.rds.kind.noun(), self.region)
+    }
+
+    fn describe_escrow(&self) -> String {
+        format!("{}://escrow/{}", self.rds.kind.scheme(), self.region)
+    }
+
+    /// The complete escrow copy of `source_id`, if any: the one named for it,
+    /// else (after failures) any other copy tagged with it.
+    async fn complete_copy(&self, source_id: &str) -> Result<Option<Snap>> {
+        let resource = self.resource(source_id);
+        let ours =
+            |s: &Snap| s.tags.get(SOURCE_SNAPSHOT_TAG).map(String::as_str) == Some(source_id);
+        if let Some(s) = self.rds.get(&escrow_identifier(source_id), &resource).await?
+            && ours(&s)
+            && s.is_available()
+        {
+            return Ok(Some(s));
+        }
+        let copies = self.rds.tagged(SOURCE_SNAPSHOT_TAG, source_id, &resource).await?;
+        Ok(copies.into_iter().find(Snap::is_available))
+    }
+}
+
+#[async_trait]
+impl Sink for RdsSnapshotSink {
+    fn describe(&self) -> String {
+        self.describe_escrow()
+    }
+
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        let prefix = scope.prefix.clone();
+        // After a failed copy and a retry, two copies may carry one source:
+        // it is listed once.
+        let seen = Arc::new(Mutex::new(BTreeSet::new()));
+        self.rds
+            .list(&[], true, format!("{} snapshots", self.describe_escrow()))
+            .filter_map(move |r| {
+                let out = match r {
+                    Ok(s) => s.tags.get(SOURCE_SNAPSHOT_TAG).cloned().and_then(|source| {
+                        let fresh = s.is_available()
+                            && source.starts_with(&prefix)
+                            && seen.lock().expect("seen").insert(source.clone());
+                        fresh.then(|| {
+                            Ok(Item::new(&source, ItemKind::Snapshot, s.gib * GIB, &source))
+                        })
+                    }),
+                    Err(e) => Some(Err(e)),
+                };
+                futures::future::ready(out)
+            })
+            .boxed()
+    }
+
+    async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
+        let op = self.rds.kind.op("rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot");
+        let Payload::Reference(source) = payload else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                op,
+                self.resource(&item.key),
+                "an RDS snapshot is copied by reference only",
+            ));
+        };
+        let attr = |k: &str| source.attributes.get(k).map(String::as_str).unwrap_or_default();
+        if source.container != self.region {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                op,
+                self.resource(&item.key),
+                format!(
+                    "the snapshot is in {}, the escrow copies into {}: cross-region copies are \
+                     not supported; run the job with the escrow in the snapshot's region",
+                    source.container, self.region
+                ),
+            ));
+        }
+        if self.kms_key_id.is_none() && attr("encrypted") != "false" {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                op,
+                self.resource(&item.key),
+                "an encrypted snapshot shared by another account is copied only with a key of \
+                 the escrow account: set the escrow kms_key_id",
+            ));
+        }
+        let tags = provenance_tags(
+            &item.key,
+            source.owner.as_deref().unwrap_or_default(),
+            if attr("arn").is_empty() { &source.key } else { attr("arn") },
+            attr("start-time"),
+            &escrow_sync_aws::now_rfc3339(),
+            attr("lineage"),
+        );
+        // RDS refuses a key for a copy of an unencrypted cluster snapshot
+        // (an Aurora copy cannot add encryption); DB snapshot copies can.
+        let kms = match self.rds.kind {
+            RdsKind::Cluster if attr("encrypted") == "false" => None,
+            _ => self.kms_key_id.as_deref(),
+        };
+        let resource = self.resource(&item.key);
+        let copy = self
+            .rds
+            .copy_once(
+                &escrow_identifier(&item.key),
+                (SOURCE_SNAPSHOT_TAG, &item.key),
+                |s| !s.is_failed(),
+                // The ARN of what the primary shares: the snapshot, or its
+                // manual / re-encrypted copy.
+                &source.key,
+                kms,
+                &tags,
+                &resource,
+            )
+            .await?;
+        let done = self.rds.wait(&copy.id, self.timeout, self.max_poll, &resource).await?;
+        Ok(Receipt::new(done.gib * GIB, Some(done.id)))
+    }
+
+    /// A snapshot never changes: the escrow copy of the same source
+    /// identifier is the same, whatever sizes the two listings report.
+    async fn confirm_same(&self, item: &Item, escrow: &Item) -> Result<bool> {
+        Ok(item.key == escrow.key && item.fingerprint == escrow.fingerprint)
+    }
+
+    fn audits(&self) -> bool {
+        true
+    }
+
+    async fn audit(&self, item: &Item) -> Result<Vec<String>> {
+        let Some(copy) = self.complete_copy(&item.key).await? else {
+            return Ok(vec![format!("escrow holds no available copy of {}", item.key)]);
+        };
+        let mut problems = Vec::new();
+        let key = copy.kms_key_id.as_deref().filter(|_| copy.encrypted);
+        match (key, &self.kms_key_id) {
+            (None, _) if self.rds.kind == RdsKind::Cluster => problems.push(format!(
+                "the escrow copy {} is not encrypted (an Aurora copy cannot encrypt an \
+                 unencrypted cluster snapshot: encrypt the source cluster, e.g. restore it into \
+                 an encrypted one)",
+                copy.id
+            )),
+            (None, _) => problems.push(format!("the escrow copy {} is not encrypted", copy.id)),
+            (Some(actual), Some(wanted)) if !same_key(Some(actual), wanted) => {
+                problems.push(format!(
+                    "the escrow copy {} is encrypted with {actual}, not the escrow key {wanted}",
+                    copy.id
+                ))
+            }
+            _ => {}
+        }
+        if let (Some(key_account), Some(own)) = (key.and_then(arn_account), arn_account(&copy.arn))
+            && key_account != own
+        {
+            problems.push(format!(
+                "the escrow copy {} is encrypted with a key of account {key_account}, not one of \
+                 the escrow account {own}",
+                copy.id
+            ));
+        }
+        Ok(problems)
+    }
+}
+
+#[async_trait]
+impl Retained for RdsSnapshotSink {
+    fn describe(&self) -> String {
+        self.describe_escrow()
+    }
+
+    async fn copies(&self) -> Result<Vec<EscrowCopy>> {
+        let all: Vec<Result<Snap>> = self
+            .rds
+            .list(&[], true, format!("{} snapshots", self.describe_escrow()))
+            .collect()
+            .await;
+        let mut out = Vec::new();
+        for s in all {
+            let s = s?;
+            let Some(source) = s.tags.get(SOURCE_SNAPSHOT_TAG) else { continue };
+            let tag = |k: &str| s.tags.get(k).filter(|v| !v.is_empty()).cloned();
+            out.push(EscrowCopy {
+                id: s.id.clone(),
+                source: source.clone(),
+                lineage: tag(LINEAGE_TAG).unwrap_or_else(|| s.lineage.clone()),
+                created: tag(SOURCE_TIME_TAG).unwrap_or_else(|| s.created_rfc3339()),
+                complete: s.is_available(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn delete_copy(&self, copy: &EscrowCopy) -> Result<()> {
+        let resource = format!("{} ({})", self.resource(&copy.source), copy.id);
+        let Some(found) = self.rds.get(&copy.id, &resource).await? else {
+            return Ok(());
+        };
+        if found.tags.get(SOURCE_SNAPSHOT_TAG) != Some(&copy.source) {
+            return Err(Error::new(
+                ErrorKind::PreconditionFailed,
+                self.rds.kind.op("rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot"),
+                resource,
+                format!(
+                    "{} is not tagged {SOURCE_SNAPSHOT_TAG}={}: not deleted; list the copies again",
+                    copy.id, copy.source
+                ),
+            ));
+        }
+        self.rds.delete(&copy.id, &resource).await
+    }
+}

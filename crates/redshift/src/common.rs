@@ -1,0 +1,232 @@
+//! What the Redshift source and sink share: provenance tag names, error
+//! classification of Redshift's own fault codes, snapshot accessors and the
+//! capped exponential poller.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_redshift::types::Snapshot;
+
+use escrow_sync_aws::sdk_error;
+use escrow_sync_core::{Error, ErrorKind, Result};
+
+/// The tag on an escrow snapshot naming the source snapshot.
+pub const SOURCE_SNAPSHOT_TAG: &str = "escrow-sync:source-snapshot-id";
+/// The tag on an escrow snapshot naming the account that owns the source.
+pub const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
+/// The tag on an escrow snapshot carrying the source snapshot's ARN.
+pub const SOURCE_ARN_TAG: &str = "escrow-sync:source-arn";
+/// The tag on an escrow snapshot carrying the source's creation time
+/// (RFC 3339, UTC).
+pub const SOURCE_TIME_TAG: &str = "escrow-sync:source-start-time";
+/// The tag on an escrow snapshot carrying when escrow-sync made it.
+pub const COPIED_TAG: &str = "escrow-sync:copied-at";
+/// The tag on an escrow snapshot naming the source cluster: what retention
+/// groups copies by.
+pub const LINEAGE_TAG: &str = "escrow-sync:lineage";
+/// The tag on a manual snapshot in the primary naming the automated snapshot
+/// it copies (automated snapshots cannot be shared).
+pub const COPIED_FROM_TAG: &str = "escrow-sync:copied-from";
+/// The tag on a temporary restore cluster in escrow naming the source
+/// snapshot it restores.
+pub const RESTORE_FOR_TAG: &str = "escrow-sync:restore-for";
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Redshift quota faults: back off and try again, like throttling (the
+/// shared classifier knows the EBS/RDS codes, not these).
+const QUOTA_CODES: &[&str] = &[
+    "ClusterSnapshotQuotaExceeded",
+    "ClusterQuotaExceeded",
+    "NumberOfNodesQuotaExceeded",
+    "InsufficientClusterCapacity",
+    "AuthorizationQuotaExceeded",
+    "LimitExceededFault",
+    "DependentServiceRequestThrottlingFault",
+];
+
+const NOT_FOUND_CODES: &[&str] = &["ClusterNotFound", "ClusterSnapshotNotFound"];
+
+/// The error code of an SDK error, when the service answered one.
+pub(crate) fn code<E: ProvideErrorMetadata>(err: &SdkError<E>) -> Option<String> {
+    err.as_service_error().and_then(|e| e.code()).map(str::to_string)
+}
+
+/// [`sdk_error`], with Redshift's quota faults classified as throttling
+/// (retried with back-off) and its not-found faults as not found.
+pub(crate) fn rs_error<E>(err: SdkError<E>, operation: &str, resource: impl Into<String>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let resource = resource.into();
+    let code = code(&err);
+    let e = sdk_error(err, operation, resource.clone());
+    let (kind, what) = match code.as_deref() {
+        Some(c) if QUOTA_CODES.contains(&c) => {
+            (ErrorKind::Throttled, "a Redshift quota is reached; retried with back-off")
+        }
+        Some(c) if NOT_FOUND_CODES.contains(&c) => (ErrorKind::NotFound, ""),
+        _ => return e,
+    };
+    if e.kind() == kind {
+        return e;
+    }
+    Error::new(kind, operation, resource, what).with_source(e)
+}
+
+/// The value of tag `key` on `snapshot`.
+pub(crate) fn tag<'a>(snapshot: &'a Snapshot, key: &str) -> Option<&'a str> {
+    snapshot.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+/// The snapshot's size in bytes, from its total backup size (0 if unknown).
+pub(crate) fn size_of(snapshot: &Snapshot) -> u64 {
+    snapshot.total_backup_size_in_mega_bytes().map(|mb| (mb.max(0.0) * MIB) as u64).unwrap_or(0)
+}
+
+/// A time in RFC 3339 (UTC), or empty.
+pub(crate) fn fmt_time(t: Option<&aws_smithy_types::DateTime>) -> String {
+    t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()).unwrap_or_default()
+}
+
+/// The snapshot's ARN: as answered, else built from its parts.
+pub(crate) fn snapshot_arn(snapshot: &Snapshot, region: &str, account: &str) -> String {
+    match snapshot.snapshot_arn() {
+        Some(arn) => arn.to_string(),
+        None => format!(
+            "arn:aws:redshift:{region}:{}:snapshot:{}/{}",
+            snapshot.owner_account().unwrap_or(account),
+            snapshot.cluster_identifier().unwrap_or_default(),
+            snapshot.snapshot_identifier().unwrap_or_default()
+        ),
+    }
+}
+
+/// A short, stable digest of `s` (FNV-1a, 64 bits, as 16 hex digits): part
+/// of the deterministic names of restore clusters and escrow snapshots.
+pub(crate) fn short_hash(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The identifier of the manual copy, in the primary, of the automated
+/// snapshot `id` (`rs:cluster-2024-...` becomes
+/// `escrow-sync-rs-cluster-2024-...`): deterministic, so later runs reuse it.
+pub(crate) fn manual_copy_id(id: &str) -> String {
+    let mut out = String::from("escrow-sync-");
+    for c in id.chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_alphanumeric() { c } else { '-' };
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    let mut out: String = out.chars().take(255).collect();
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+/// The source key of a snapshot the primary shares with escrow: the
+/// automated snapshot a manual copy was made from (its tag, else its
+/// name), else the snapshot itself.
+pub(crate) fn shared_source_key(snapshot: &Snapshot) -> Option<String> {
+    let id = snapshot.snapshot_identifier()?;
+    if let Some(from) = tag(snapshot, COPIED_FROM_TAG) {
+        return Some(from.to_string());
+    }
+    match id.strip_prefix("escrow-sync-rs-") {
+        Some(rest) => Some(format!("rs:{rest}")),
+        None => Some(id.to_string()),
+    }
+}
+
+/// Provenance tags of an escrow snapshot.
+pub(crate) fn provenance_tags(
+    source_id: &str,
+    source_account: &str,
+    source_arn: &str,
+    source_start_time: &str,
+    lineage: &str,
+    copied_at: &str,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (SOURCE_SNAPSHOT_TAG.to_string(), source_id.to_string()),
+        (SOURCE_ACCOUNT_TAG.to_string(), source_account.to_string()),
+        (SOURCE_ARN_TAG.to_string(), source_arn.to_string()),
+        (SOURCE_TIME_TAG.to_string(), source_start_time.to_string()),
+        (LINEAGE_TAG.to_string(), lineage.to_string()),
+        (COPIED_TAG.to_string(), copied_at.to_string()),
+    ])
+}
+
+/// Capped exponential polling with an overall timeout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Waiter {
+    pub(crate) timeout: Duration,
+    pub(crate) max_poll: Duration,
+}
+
+impl Waiter {
+    /// Calls `check` (from 1 s apart, doubling to `max_poll`) until it
+    /// answers `Some` or fails; past the timeout, a transient error says
+    /// that the next run waits for `what`.
+    pub(crate) async fn until<T, F, Fut>(
+        &self,
+        operation: &str,
+        resource: &str,
+        what: &str,
+        mut check: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut delay = Duration::from_secs(1).min(self.max_poll);
+        loop {
+            if let Some(done) = check().await? {
+                return Ok(done);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Transient,
+                    operation,
+                    resource,
+                    format!("{what} not done after {:?}; the next run waits for it", self.timeout),
+                ));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.max_poll);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_copy_names_are_valid_identifiers_and_map_back() {
+        let id = manual_copy_id("rs:sales-2024-05-01-03-10");
+        assert_eq!(id, "escrow-sync-rs-sales-2024-05-01-03-10");
+        let s = Snapshot::builder().snapshot_identifier(&id).build();
+        assert_eq!(shared_source_key(&s).as_deref(), Some("rs:sales-2024-05-01-03-10"));
+        assert_eq!(manual_copy_id("rs:A--b:"), "escrow-sync-rs-a-b");
+        let plain = Snapshot::builder().snapshot_identifier("weekly").build();
+        assert_eq!(shared_source_key(&plain).as_deref(), Some("weekly"));
+    }
+
+    #[test]
+    fn hashes_are_stable() {
+        assert_eq!(short_hash(""), "cbf29ce484222325");
+        assert_eq!(short_hash("a"), "af63dc4c8601ec8c");
+        assert_ne!(short_hash("111111111111/s1"), short_hash("333333333333/s1"));
+    }
+}

@@ -1,0 +1,258 @@
+"""EC2 gaps of moto 5.2.5 (imported by moto_server_escrow.py): another
+account's shared snapshots (and, below, images) are visible and copyable
+only while the owner's permission attribute names the caller."""
+
+from moto.ec2.exceptions import InvalidSnapshotIdError  # noqa: E402
+from moto.ec2.models import ec2_backends  # noqa: E402
+from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot  # noqa: E402
+from moto.ec2.utils import random_snapshot_id  # noqa: E402
+
+
+def shared_snapshot(account_id, region, snapshot_id):
+    """Another account's snapshot `snapshot_id` in `region`, if its
+    createVolumePermission names `account_id` or the group "all"."""
+    for owner in list(ec2_backends.keys()):
+        if owner == account_id:
+            continue
+        snapshot = ec2_backends[owner][region].snapshots.get(snapshot_id)
+        if snapshot is not None and (
+            account_id in snapshot.create_volume_permission_userids
+            or "all" in snapshot.create_volume_permission_groups
+        ):
+            return snapshot
+    return None
+
+
+# Gap 1: CopySnapshot of a snapshot another account shared (moto looks in
+# the caller's own account only). The copy belongs to the caller, encrypted
+# with the KmsKeyId it asked for (AWS accepts KmsKeyId only with
+# Encrypted=true; moto's backend never sees Encrypted, so a copy is encrypted
+# when the source is or a key was asked for).
+_copy_snapshot = EBSBackend.copy_snapshot
+
+
+def copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_id):
+    try:
+        return _copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_id)
+    except InvalidSnapshotIdError:
+        source = shared_snapshot(self.account_id, source_region, source_snapshot_id)
+        if source is None:
+            raise
+        snapshot = Snapshot(
+            self,
+            random_snapshot_id(),
+            volume=source.volume,
+            description=description,
+            encrypted=source.encrypted or kms_key_id is not None,
+            kms_key_id=kms_key_id,
+        )
+        self.snapshots[snapshot.id] = snapshot
+        return snapshot
+
+
+EBSBackend.copy_snapshot = copy_snapshot
+
+# Gap 1b: CopySnapshot with Encrypted=true and no KmsKeyId: AWS encrypts the
+# copy with the caller's default EBS key; moto's handler drops Encrypted and
+# leaves the copy unencrypted.
+from moto.ec2.responses.elastic_block_store import ElasticBlockStore  # noqa: E402
+
+_copy_snapshot_response = ElasticBlockStore.copy_snapshot
+
+
+def copy_snapshot_response(self):
+    result = _copy_snapshot_response(self)
+    if self._get_bool_param("Encrypted", False) and not self._get_param("KmsKeyId"):
+        snapshot = self.ec2_backend.snapshots[result.result["SnapshotId"]]
+        if not snapshot.kms_key_id:
+            snapshot.encrypted = True
+            snapshot.kms_key_id = (
+                self.ec2_backend.default_kms_key_id
+                or self.ec2_backend._create_default_encryption_key()
+            )
+    return result
+
+
+ElasticBlockStore.copy_snapshot = copy_snapshot_response
+
+# Gap 2: DescribeSnapshots by id of a snapshot another account shared with
+# the caller (moto answers InvalidSnapshot.NotFound).
+_describe_snapshots = EBSBackend.describe_snapshots
+
+
+def describe_snapshots(self, snapshot_ids=None, filters=None):
+    if not snapshot_ids:
+        return _describe_snapshots(self, snapshot_ids, filters)
+    own = [i for i in snapshot_ids if i in self.snapshots]
+    shared = []
+    for snapshot_id in snapshot_ids:
+        if snapshot_id in self.snapshots:
+            continue
+        snapshot = shared_snapshot(self.account_id, self.region_name, snapshot_id)
+        if snapshot is None:
+            raise InvalidSnapshotIdError()
+        shared.append(snapshot)
+    matches = _describe_snapshots(self, own, filters) if own else []
+    if filters:
+        from moto.ec2.utils import generic_filter
+
+        shared = generic_filter(filters, shared)
+    return matches + shared
+
+
+EBSBackend.describe_snapshots = describe_snapshots
+
+
+# --- Images (AMIs) -----------------------------------------------------------
+# An AMI is shared with launchPermission (ModifyImageAttribute); copying it
+# from another account also needs createVolumePermission on every backing
+# snapshot (moto models one: Ami.ebs_snapshot). The gaps below only ever
+# widen what another account may see or copy of an image while its owner's
+# attributes name that account; an account's own images behave as before.
+
+from moto.core.responses import ActionResult  # noqa: E402
+from moto.ec2.exceptions import (  # noqa: E402
+    EC2ClientError,
+    InvalidAMIIdError,
+    InvalidParameterDependency,
+    InvalidTaggableResourceType,
+)
+from moto.ec2.models.amis import Ami, AmiBackend  # noqa: E402
+from moto.ec2.responses.amis import AmisResponse  # noqa: E402
+from moto.ec2.utils import random_ami_id  # noqa: E402
+
+
+def shared_image(account_id, region, image_id):
+    """Another account's image `image_id` in `region`, if its launch
+    permissions name `account_id` or the group "all"."""
+    for owner in list(ec2_backends.keys()):
+        if owner == account_id:
+            continue
+        image = ec2_backends[owner][region].amis.get(image_id)
+        if image is not None and (
+            {"UserId": account_id} in image.launch_permissions or image.is_public
+        ):
+            return image
+    return None
+
+
+# Gap 3: DescribeImages by ImageIds of an image another account shares with
+# the caller (moto looks in the caller's own account only and answers
+# InvalidAMIID.NotFound). Patched in the handler rather than the backend, so
+# that ModifyImageAttribute, CreateTags or RunInstances (which look images up
+# through the backend) stay as they were.
+_describe_images_response = AmisResponse.describe_images
+
+
+def describe_images_response(self):
+    ami_ids = self._get_param("ImageIds", [])
+    backend = self.ec2_backend
+    shared = {}
+    for ami_id in ami_ids:
+        if ami_id not in backend.amis and ami_id not in backend.deleted_amis:
+            image = shared_image(backend.account_id, backend.region_name, ami_id)
+            if image is not None:
+                shared[ami_id] = image
+    if not shared:
+        return _describe_images_response(self)
+    self.error_on_dryrun()
+    own = [i for i in ami_ids if i not in shared]
+    images = backend.describe_images(ami_ids=own) if own else []
+    return ActionResult({"Images": images + list(shared.values())})
+
+
+AmisResponse.describe_images = describe_images_response
+
+# Gap 4: CopyImage of an image another account shares (moto looks in the
+# caller's own account only), allowed as AWS allows it: only while the launch
+# permission names the caller AND the backing snapshot's
+# createVolumePermission does too.
+# Gap 5: CopyImage's Encrypted/KmsKeyId (the new image's snapshot is
+# encrypted with that key, or the account's default EBS key), ClientToken
+# (the same token returns the same image instead of a second one) and
+# TagSpecifications for "image" and "snapshot": moto's handler parses none
+# of them.
+_copy_image = AmiBackend.copy_image
+
+
+def copy_image(
+    self,
+    source_image_id,
+    source_region,
+    name=None,
+    description=None,
+    encrypted=False,
+    kms_key_id=None,
+    client_token=None,
+    tag_specifications=(),
+):
+    tokens = self.__dict__.setdefault("copy_image_client_tokens", {})
+    if client_token and client_token in tokens:
+        source, image = tokens[client_token]
+        if source != (source_image_id, source_region):
+            raise EC2ClientError(
+                "IdempotentParameterMismatch",
+                f"client token {client_token} was used with different parameters",
+            )
+        return image
+    if kms_key_id and not encrypted:
+        raise InvalidParameterDependency("KmsKeyId", "Encrypted")
+    tags = {"image": [], "snapshot": []}
+    for spec in tag_specifications:
+        if spec["ResourceType"] not in tags:
+            raise InvalidTaggableResourceType(spec["ResourceType"])
+        tags[spec["ResourceType"]] += spec.get("Tags", [])
+
+    source_backend = ec2_backends[self.account_id][source_region]
+    source = source_backend.amis.get(source_image_id)
+    if source is not None:
+        image = _copy_image(self, source_image_id, source_region, name, description)
+    else:
+        source = shared_image(self.account_id, source_region, source_image_id)
+        if source is None:
+            raise InvalidAMIIdError(source_image_id)
+        storage = source.ebs_snapshot
+        if (
+            self.account_id not in storage.create_volume_permission_userids
+            and "all" not in storage.create_volume_permission_groups
+        ):
+            raise EC2ClientError(
+                "InvalidRequest",
+                "You do not have permission to access the storage of this ami",
+            )
+        image = Ami(self, random_ami_id(), source_ami=source, name=name, description=description)
+        self.amis[image.id] = image
+
+    if encrypted or source.ebs_snapshot.encrypted:
+        image.ebs_snapshot.encrypted = True
+        image.ebs_snapshot.kms_key_id = (
+            kms_key_id or self.default_kms_key_id or self._create_default_encryption_key()
+        )
+    for tag in tags["image"]:
+        image.add_tag(tag["Key"], tag["Value"])
+    for tag in tags["snapshot"]:
+        image.ebs_snapshot.add_tag(tag["Key"], tag["Value"])
+    if client_token:
+        tokens[client_token] = ((source_image_id, source_region), image)
+    return image
+
+
+AmiBackend.copy_image = copy_image
+
+
+def copy_image_response(self):
+    self.error_on_dryrun()
+    image = self.ec2_backend.copy_image(
+        self._get_param("SourceImageId"),
+        self._get_param("SourceRegion"),
+        self._get_param("Name"),
+        self._get_param("Description"),
+        encrypted=self._get_bool_param("Encrypted", False),
+        kms_key_id=self._get_param("KmsKeyId"),
+        client_token=self._get_param("ClientToken"),
+        tag_specifications=self._get_param("TagSpecifications", []),
+    )
+    return ActionResult({"ImageId": image.id})
+
+
+AmisResponse.copy_image = copy_image_response
