@@ -835,3 +835,19 @@ async fn a_run_aborts_the_uploads_an_interrupted_run_left_and_no_others() {
     );
     assert_eq!(cli(&["verify", "--config", cfg.to_str().unwrap()]).code, 0);
 }
+
+#[tokio::test]
+async fn a_snapshot_id_the_primary_does_not_have_fails_by_name() {
+    let missing = escrow_sync_e2e::unique("no-such-snapshot");
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        "[[rds]]\nname = \"databases\"\nids = [\"{missing}\"]\n"
+    ));
+    let cfg = config.to_str().unwrap();
+    let run = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let j = job(&run.json()).clone();
+    assert_eq!((n(&j, "copied"), n(&j, "failed")), (0, 1), "{j}");
+    let failure = &j["failures"][0];
+    assert_eq!(failure["key"].as_str(), Some(missing.as_str()));
+    assert!(failure["error"].as_str().unwrap().contains("fix or remove the id"), "{failure}");
+}

@@ -99,6 +99,22 @@ async fn a_snapshot_is_shared_copied_with_the_escrow_key_and_unshared() {
 
     let again = ex.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
     assert_eq!((again.copied, again.skipped), (0, 1), "{again:?}");
+
+    // A run interrupted between the completed copy and the unshare leaves
+    // the share: the next run, finding the copy in escrow, removes it.
+    primary_admin
+        .modify_snapshot_attribute()
+        .snapshot_id(&selected)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .operation_type(aws_sdk_ec2::types::OperationType::Add)
+        .user_ids(ESCROW)
+        .send()
+        .await
+        .unwrap();
+    assert!(visible_to_escrow(&escrow_admin, &selected).await);
+    let tidy = ex.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((tidy.copied, tidy.skipped), (0, 1), "{tidy:?}");
+    assert!(!visible_to_escrow(&escrow_admin, &selected).await, "the leftover share is gone");
     let verify = ex.execute(Mode::Verify, &source, &sink, &Scope::all()).await.unwrap();
     assert_eq!(verify.missing, 0, "{verify:?}");
     assert!(!visible_to_escrow(&escrow_admin, &other).await, "the unselected one never shared");

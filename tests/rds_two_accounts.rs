@@ -5,7 +5,9 @@
 //! attribute names it. A DB snapshot and an Aurora cluster snapshot, selected
 //! by tag, are shared during the run, copied into the escrow under the escrow
 //! key with their provenance tags, and unshared after; a re-run copies
-//! nothing and verify is clean. Unshared snapshots stay invisible and
+//! nothing and verify is clean; a share an interrupted run left is removed
+//! by the next run, which copies nothing, and the run after makes no mutating
+//! call. Unshared snapshots stay invisible and
 //! uncopyable to the escrow, and unsharing hides them again. An automated
 //! snapshot (moto makes one with each instance) goes through a manual copy in
 //! the primary.
@@ -16,11 +18,17 @@
 //! crates/rds/tests/snapshot_mocks.rs.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_rds::types::Tag;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 
 use escrow_sync_core::{
     Executor, ExecutorOptions, Item, ItemStream, Mode, Payload, Result, Retained, Scope, Sink,
@@ -210,6 +218,81 @@ async fn escrow_copies(
         .collect()
 }
 
+/// Records the name of every operation a client sends.
+#[derive(Debug, Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "Recorder"
+    }
+
+    fn read_before_serialization(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        if let Some(m) = cfg.load::<Metadata>() {
+            self.0.lock().unwrap().push(m.name().to_string());
+        }
+        Ok(())
+    }
+}
+
+impl Recorder {
+    /// The calls that change something sent since the last call.
+    fn take_mutating(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+            .into_iter()
+            .filter(|o| !["Describe", "List", "Get"].iter().any(|p| o.starts_with(p)))
+            .collect()
+    }
+}
+
+/// An RDS client of `session` whose operations `recorder` records.
+fn recorded(session: &escrow_sync_aws::Session, recorder: &Recorder) -> aws_sdk_rds::Client {
+    aws_sdk_rds::Client::from_conf(
+        aws_sdk_rds::config::Builder::from(session.sdk_config())
+            .interceptor(recorder.clone())
+            .build(),
+    )
+}
+
+/// Adds the escrow account to (or removes it from) snapshot `id`'s
+/// `restore` attribute, by hand (as a run does).
+async fn share_by_hand(primary: &aws_sdk_rds::Client, kind: RdsKind, id: &str, add: bool) {
+    let (to_add, to_remove) = if add {
+        (Some(vec![ESCROW.to_string()]), None)
+    } else {
+        (None, Some(vec![ESCROW.to_string()]))
+    };
+    match kind {
+        RdsKind::Db => {
+            primary
+                .modify_db_snapshot_attribute()
+                .db_snapshot_identifier(id)
+                .attribute_name("restore")
+                .set_values_to_add(to_add)
+                .set_values_to_remove(to_remove)
+                .send()
+                .await
+                .expect("share the DB snapshot");
+        }
+        RdsKind::Cluster => {
+            primary
+                .modify_db_cluster_snapshot_attribute()
+                .db_cluster_snapshot_identifier(id)
+                .attribute_name("restore")
+                .set_values_to_add(to_add)
+                .set_values_to_remove(to_remove)
+                .send()
+                .await
+                .expect("share the cluster snapshot");
+        }
+    }
+}
+
 /// A source that records, as each item is read, whether the escrow then
 /// sees what the read shared.
 struct Watched {
@@ -242,6 +325,10 @@ impl Source for Watched {
         self.inner.finish(item).await
     }
 
+    fn finishes_skipped(&self) -> bool {
+        self.inner.finishes_skipped()
+    }
+
     async fn assess(&self, item: &Item) -> Result<Option<String>> {
         self.inner.assess(item).await
     }
@@ -259,9 +346,10 @@ async fn escrow_one(kind: RdsKind, snapshot_id: &str, arn: &str, lineage: &str, 
     let escrow_admin_session = admin(ESCROW).await;
     let escrow_admin = escrow_sync_rds::client(&escrow_admin_session);
     let key = create_kms_key(&escrow_admin_session).await;
+    let (calls, escrow_calls) = (Recorder::default(), Recorder::default());
     let source = Watched {
         inner: RdsSnapshotSource::from_client(
-            escrow_sync_rds::client(&s.primary),
+            recorded(&s.primary, &calls),
             escrow_sync_rds::kms_client(&s.primary),
             kind,
             "us-east-1",
@@ -273,7 +361,7 @@ async fn escrow_one(kind: RdsKind, snapshot_id: &str, arn: &str, lineage: &str, 
         kind,
         shared_while_read: Mutex::new(Vec::new()),
     };
-    let sink = RdsSnapshotSink::from_client(escrow_sync_rds::client(&s.escrow), kind, "us-east-1")
+    let sink = RdsSnapshotSink::from_client(recorded(&s.escrow, &escrow_calls), kind, "us-east-1")
         .with_kms_key_id(Some(key.clone()))
         .with_wait(Duration::from_secs(60), Duration::from_millis(100));
     let ex = executor();
@@ -315,6 +403,29 @@ async fn escrow_one(kind: RdsKind, snapshot_id: &str, arn: &str, lineage: &str, 
     let verify = ex.execute(Mode::Verify, &source, &sink, &Scope::all()).await.unwrap();
     assert_eq!((verify.missing, verify.unprotected, verify.failed), (0, 0, 0), "{verify:?}");
 
+    // A run stopped between the copy and the unshare left the share: the
+    // next run removes it and copies nothing; the one after changes nothing.
+    let primary_admin = escrow_sync_rds::client(&admin(PRIMARY).await);
+    share_by_hand(&primary_admin, kind, snapshot_id, true).await;
+    assert!(shared_with_escrow(&escrow_admin, kind, arn).await, "shared again");
+    calls.take_mutating();
+    escrow_calls.take_mutating();
+    let again = ex.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((again.copied, again.skipped, again.failed), (0, 1, 0), "{again:?}");
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+    assert!(!shared_with_escrow(&escrow_admin, kind, arn).await, "the leftover share removed");
+    let unshare = match kind {
+        RdsKind::Db => "ModifyDBSnapshotAttribute",
+        RdsKind::Cluster => "ModifyDBClusterSnapshotAttribute",
+    };
+    assert_eq!(calls.take_mutating(), [unshare], "the unshare, nothing else");
+    assert!(escrow_calls.take_mutating().is_empty(), "nothing copied");
+    assert_eq!(escrow_copies(&escrow_admin, kind, snapshot_id).await.len(), 1);
+    let again = ex.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((again.copied, again.skipped, again.failed), (0, 1, 0), "{again:?}");
+    let (ops, escrow_ops) = (calls.take_mutating(), escrow_calls.take_mutating());
+    assert!(ops.is_empty() && escrow_ops.is_empty(), "no mutating call: {ops:?} {escrow_ops:?}");
+
     let retained = sink.copies().await.unwrap();
     let mine: Vec<_> = retained.iter().filter(|c| c.source == snapshot_id).collect();
     assert_eq!(mine.len(), 1, "{retained:?}");
@@ -354,41 +465,7 @@ async fn an_aurora_cluster_snapshot_is_shared_copied_with_the_escrow_key_and_uns
 async fn visible_only_while_shared(kind: RdsKind, id: &str, arn: &str) {
     let primary = escrow_sync_rds::client(&admin(PRIMARY).await);
     let escrow = escrow_sync_rds::client(&admin(ESCROW).await);
-    let share = |add: bool| {
-        let (to_add, to_remove) = if add {
-            (Some(vec![ESCROW.to_string()]), None)
-        } else {
-            (None, Some(vec![ESCROW.to_string()]))
-        };
-        let primary = primary.clone();
-        let id = id.to_string();
-        async move {
-            match kind {
-                RdsKind::Db => {
-                    primary
-                        .modify_db_snapshot_attribute()
-                        .db_snapshot_identifier(id)
-                        .attribute_name("restore")
-                        .set_values_to_add(to_add)
-                        .set_values_to_remove(to_remove)
-                        .send()
-                        .await
-                        .expect("share the DB snapshot");
-                }
-                RdsKind::Cluster => {
-                    primary
-                        .modify_db_cluster_snapshot_attribute()
-                        .db_cluster_snapshot_identifier(id)
-                        .attribute_name("restore")
-                        .set_values_to_add(to_add)
-                        .set_values_to_remove(to_remove)
-                        .send()
-                        .await
-                        .expect("share the cluster snapshot");
-                }
-            }
-        }
-    };
+    let share = |add: bool| share_by_hand(&primary, kind, id, add);
     assert!(!shared_with_escrow(&escrow, kind, arn).await, "unshared: invisible");
     assert!(!escrow_can_copy(&escrow, kind, arn, &unique("try")).await, "unshared: uncopyable");
     share(true).await;
@@ -448,8 +525,9 @@ async fn an_automated_snapshot_goes_through_a_manual_copy_in_the_primary() {
 
     let s = sessions().await;
     let key = create_kms_key(&escrow_admin_session).await;
+    let calls = Recorder::default();
     let source = RdsSnapshotSource::from_client(
-        escrow_sync_rds::client(&s.primary),
+        recorded(&s.primary, &calls),
         escrow_sync_rds::kms_client(&s.primary),
         RdsKind::Db,
         "us-east-1",
@@ -517,6 +595,20 @@ async fn an_automated_snapshot_goes_through_a_manual_copy_in_the_primary() {
     );
     let verify = ex.execute(Mode::Verify, &source, &sink, &Scope::all()).await.unwrap();
     assert_eq!((verify.missing, verify.unprotected, verify.failed), (0, 0, 0), "{verify:?}");
+
+    // A run stopped before the unshare left the manual copy shared: the
+    // next run removes that share (the listing by tags does not show the
+    // copy, whose tags are escrow-sync's own, so its name is looked at).
+    share_by_hand(&primary, RdsKind::Db, &manual_id, true).await;
+    assert!(shared_with_escrow(&escrow_admin, RdsKind::Db, &manual_arn).await);
+    calls.take_mutating();
+    let again = ex.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((again.copied, again.skipped, again.failed), (0, 1, 0), "{again:?}");
+    assert!(!shared_with_escrow(&escrow_admin, RdsKind::Db, &manual_arn).await, "unshared");
+    assert_eq!(calls.take_mutating(), ["ModifyDBSnapshotAttribute"]);
+    let again = ex.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((again.copied, again.skipped, again.failed), (0, 1, 0), "{again:?}");
+    assert!(calls.take_mutating().is_empty(), "nothing left: no mutating call");
 
     // Prune's store deletes that copy, and a later listing no longer has it.
     let retained = sink.copies().await.unwrap();

@@ -13,7 +13,8 @@
 //! - independent mode: a run restores a temporary cluster in escrow with the
 //!   escrow key, takes a manual snapshot with indefinite retention and the
 //!   provenance tags, deletes the cluster and unshares; a re-run makes no
-//!   mutating call, verify is clean, retention sees the copy;
+//!   mutating call, verify is clean, retention sees the copy; a share an
+//!   interrupted run left is revoked by the next run, which copies nothing;
 //! - an automated snapshot: copied to a manual snapshot in the primary
 //!   first, which is what is shared.
 //!
@@ -343,6 +344,29 @@ async fn an_independent_copy_is_restored_snapshotted_with_the_escrow_key_and_uns
     let again = ex.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
     assert_eq!((again.copied, again.skipped), (0, 1), "{again:?}");
     assert_eq!(primary_calls.mutating().len(), before, "no mutating call in the primary");
+    assert_eq!(escrow_calls.mutating().len(), escrow_before, "none in escrow");
+
+    // A run stopped between the copy and the revoke left the share: the
+    // next run revokes it and copies nothing; the one after changes nothing.
+    primary_admin
+        .authorize_snapshot_access()
+        .snapshot_identifier(&selected)
+        .snapshot_cluster_identifier(&cluster)
+        .account_with_restore_access(ESCROW)
+        .send()
+        .await
+        .expect("share by hand");
+    assert!(visible_to_escrow(&escrow_admin, &selected).await, "shared again");
+    let again = ex.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((again.copied, again.skipped, again.failed), (0, 1, 0), "{again:?}");
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+    assert!(!visible_to_escrow(&escrow_admin, &selected).await, "the leftover share revoked");
+    assert_eq!(primary_calls.mutating()[before..], ["RevokeSnapshotAccess"], "nothing else");
+    assert_eq!(escrow_calls.mutating().len(), escrow_before, "nothing copied");
+    let before = primary_calls.mutating().len();
+    let again = ex.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((again.copied, again.skipped, again.failed), (0, 1, 0), "{again:?}");
+    assert_eq!(primary_calls.mutating().len(), before, "nothing left: no mutating call");
     assert_eq!(escrow_calls.mutating().len(), escrow_before, "none in escrow");
 
     let verify = ex.execute(Mode::Verify, &source, &sink, &Scope::all()).await.unwrap();

@@ -40,6 +40,7 @@ commands:
   bench [-- ARGS]    cargo bench -p escrow-sync-benches ARGS (criterion: planner, executor)
   bench s3           S3 objects/s and MiB/s on the emulator against baselines, peak RSS
   bench dynamodb     DynamoDB items/s (scan, table copy, re-run, export) on the emulator against baselines
+  bench snapshots    EBS snapshots escrowed per second on the emulator against an SDK loop
   bench s3 --store s3s-fs   the same on a local s3s-fs server (installed pinned under target/)
   help               this text
 ";
@@ -98,9 +99,9 @@ fn passthrough(rest: &[String]) -> Vec<String> {
 /// `cargo xtask bench s3`: the S3 benchmark against the emulator (built with the dev profile
 /// the tests share: the emulator, not the code, bounds those figures).
 fn bench(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
-    if extra.first().map(String::as_str) == Some("dynamodb") {
+    if let Some(name @ ("dynamodb" | "snapshots")) = extra.first().map(String::as_str) {
         let mut cmd = process::cargo(paths);
-        cmd.args(["bench", "-p", "escrow-sync-benches", "--profile", "dev", "--bench", "dynamodb"]);
+        cmd.args(["bench", "-p", "escrow-sync-benches", "--profile", "dev", "--bench", name]);
         cmd.args(&extra[1..]);
         let guard = emulator::Guard::start(paths)?;
         let endpoint = guard.emulator().endpoint.clone();

@@ -2,6 +2,7 @@
 account's shared snapshots (and, below, images) are visible and copyable
 only while the owner's permission attribute names the caller."""
 
+from moto.core.responses import ActionResult  # noqa: E402
 from moto.ec2.exceptions import InvalidSnapshotIdError  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot  # noqa: E402
@@ -102,6 +103,32 @@ def describe_snapshots(self, snapshot_ids=None, filters=None):
 
 EBSBackend.describe_snapshots = describe_snapshots
 
+# Gap 2b: DescribeSnapshots with RestorableByUserIds (the owner asking which
+# of its snapshots an account may create volumes from: those whose
+# createVolumePermission names it or the group "all"); moto's handler drops
+# the parameter and answers every snapshot.
+_describe_snapshots_response = ElasticBlockStore.describe_snapshots
+
+
+def describe_snapshots_response(self):
+    users = self._get_param("RestorableByUserIds", [])
+    if not users:
+        return _describe_snapshots_response(self)
+    snapshots = self.ec2_backend.describe_snapshots(
+        snapshot_ids=self._get_param("SnapshotIds", []),
+        filters=self._filters_from_querystring(),
+    )
+    restorable = [
+        s
+        for s in snapshots
+        if "all" in s.create_volume_permission_groups
+        or any(u in s.create_volume_permission_userids for u in users)
+    ]
+    return ActionResult({"Snapshots": restorable})
+
+
+ElasticBlockStore.describe_snapshots = describe_snapshots_response
+
 
 # --- Images (AMIs) -----------------------------------------------------------
 # An AMI is shared with launchPermission (ModifyImageAttribute); copying it
@@ -110,7 +137,6 @@ EBSBackend.describe_snapshots = describe_snapshots
 # widen what another account may see or copy of an image while its owner's
 # attributes name that account; an account's own images behave as before.
 
-from moto.core.responses import ActionResult  # noqa: E402
 from moto.ec2.exceptions import (  # noqa: E402
     EC2ClientError,
     InvalidAMIIdError,
@@ -140,7 +166,8 @@ def shared_image(account_id, region, image_id):
 # the caller (moto looks in the caller's own account only and answers
 # InvalidAMIID.NotFound). Patched in the handler rather than the backend, so
 # that ModifyImageAttribute, CreateTags or RunInstances (which look images up
-# through the backend) stay as they were.
+# through the backend) stay as they were. Owners and Filters apply to the
+# shared images as AWS applies them (Owners=self leaves them out).
 _describe_images_response = AmisResponse.describe_images
 
 
@@ -158,7 +185,16 @@ def describe_images_response(self):
     self.error_on_dryrun()
     own = [i for i in ami_ids if i not in shared]
     images = backend.describe_images(ami_ids=own) if own else []
-    return ActionResult({"Images": images + list(shared.values())})
+    found = list(shared.values())
+    owners = self._get_param("Owners", [])
+    if owners:
+        found = [i for i in found if i.owner_id in owners or i.owner_alias in owners]
+    filters = self._filters_from_querystring()
+    if filters:
+        from moto.ec2.utils import generic_filter
+
+        found = generic_filter(filters, found)
+    return ActionResult({"Images": images + found})
 
 
 AmisResponse.describe_images = describe_images_response
@@ -166,7 +202,8 @@ AmisResponse.describe_images = describe_images_response
 # Gap 4: CopyImage of an image another account shares (moto looks in the
 # caller's own account only), allowed as AWS allows it: only while the launch
 # permission names the caller AND the backing snapshot's
-# createVolumePermission does too.
+# createVolumePermission does too, and never for an image with a billing
+# product (a Windows platform, in moto's model) or Marketplace product codes.
 # Gap 5: CopyImage's Encrypted/KmsKeyId (the new image's snapshot is
 # encrypted with that key, or the account's default EBS key), ClientToken
 # (the same token returns the same image instead of a second one) and
@@ -211,6 +248,11 @@ def copy_image(
         source = shared_image(self.account_id, source_region, source_image_id)
         if source is None:
             raise InvalidAMIIdError(source_image_id)
+        if source.product_codes or (source.platform or "").lower() == "windows":
+            raise EC2ClientError(
+                "InvalidRequest",
+                "Images with EC2 BillingProduct codes cannot be copied to another AWS account",
+            )
         storage = source.ebs_snapshot
         if (
             self.account_id not in storage.create_volume_permission_userids

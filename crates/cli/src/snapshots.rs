@@ -37,6 +37,9 @@ struct Windowed {
     inner: Box<dyn Source>,
     retention: Retention,
     left_out: std::sync::atomic::AtomicU64,
+    /// Every key the source listed (before the window), to find configured
+    /// ids the primary does not have.
+    listed: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 #[async_trait::async_trait]
@@ -49,6 +52,7 @@ impl Source for Windowed {
         let listing = self.inner.list(scope);
         futures::stream::once(async move {
             let items: Vec<Item> = listing.try_collect().await?;
+            self.listed.lock().expect("listed").extend(items.iter().map(|i| i.key.clone()));
             let (kept, gone) = escrow_sync_core::within_retention(items, &self.retention);
             self.left_out.fetch_add(gone.len() as u64, std::sync::atomic::Ordering::Relaxed);
             Ok::<_, Error>(futures::stream::iter(kept.into_iter().map(Ok)))
@@ -79,11 +83,24 @@ fn region(config: &Config) -> String {
     config.primary.region.clone().unwrap_or_else(|| config.escrow.region.clone())
 }
 
+/// The ids an `[[ec2]]` job selects of one type (`ami-` or `snap-`): `None`
+/// when the type is left out, an empty list for "everything (by tags)".
+/// A job that lists ids selects by id only: a type none of its ids names
+/// has nothing selected (an empty id list would select every resource).
+fn ec2_ids(job: &crate::config::Ec2Job, what: &str, prefix: &str) -> Option<Vec<String>> {
+    let ids: Vec<String> = job.ids.iter().filter(|i| i.starts_with(prefix)).cloned().collect();
+    (job.includes(what) && (job.ids.is_empty() || !ids.is_empty())).then_some(ids)
+}
+
 /// The parts of a snapshot job; empty for other jobs.
 fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
     let retention = retention_of(job).unwrap_or_default();
-    let windowed =
-        |inner: Box<dyn Source>| Windowed { inner, retention, left_out: Default::default() };
+    let windowed = |inner: Box<dyn Source>| Windowed {
+        inner,
+        retention,
+        left_out: Default::default(),
+        listed: Default::default(),
+    };
     let region = region(config);
     let (primary, escrow) =
         (sessions.primary.account_id().to_string(), sessions.escrow.account_id().to_string());
@@ -94,7 +111,7 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
             let ec2 = escrow_sync_ec2::client(&sessions.primary);
             let kms = escrow_sync_ec2::kms_client(&sessions.primary);
             let escrow_ec2 = escrow_sync_ec2::client(&sessions.escrow);
-            if job.includes("images") {
+            if let Some(ids) = ec2_ids(job, "images", "ami-") {
                 let source = escrow_sync_ec2::AmiSource::from_client(
                     ec2.clone(),
                     kms.clone(),
@@ -103,7 +120,7 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
                     &escrow,
                 )
                 .with_tags(job.tags.clone())
-                .with_ids(job.ids.iter().filter(|i| i.starts_with("ami-")).cloned().collect())
+                .with_ids(ids)
                 .with_unshare_after_copy(job.unshare_after_copy)
                 .with_reencrypt_key_id(job.reencrypt_key_id.clone());
                 let store = escrow_sync_ec2::AmiSink::from_client(escrow_ec2.clone(), &region)
@@ -116,12 +133,12 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
                     in_flight,
                 });
             }
-            if job.includes("snapshots") {
+            if let Some(ids) = ec2_ids(job, "snapshots", "snap-") {
                 let source = escrow_sync_ec2::EbsSnapshotSource::from_client(
                     ec2, kms, &region, &primary, &escrow,
                 )
                 .with_tags(job.tags.clone())
-                .with_ids(job.ids.iter().filter(|i| i.starts_with("snap-")).cloned().collect())
+                .with_ids(ids)
                 .with_unshare_after_copy(job.unshare_after_copy)
                 .with_reencrypt_key_id(job.reencrypt_key_id.clone());
                 let store = escrow_sync_ec2::EbsSnapshotSink::from_client(escrow_ec2, &region)
@@ -161,7 +178,8 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
                     kind,
                     &region,
                 )
-                .with_kms_key_id(key.clone());
+                .with_kms_key_id(key.clone())
+                .with_source_account(Some(primary.clone()));
                 let in_flight = job.max_in_flight.unwrap_or(default_in_flight);
                 parts.push(Part {
                     what,
@@ -277,6 +295,20 @@ pub(crate) async fn run(
 ) -> Result<Report, Error> {
     let parts = parts(config, job, sessions);
     let mut report = execute_parts(&parts, mode, &cancel, progress).await?;
+    let listed: std::collections::BTreeSet<String> =
+        parts.iter().flat_map(|p| p.source.listed.lock().expect("listed").clone()).collect();
+    let cancelled = report.cancelled;
+    for id in ids_of(job).iter().filter(|id| !cancelled && !listed.contains(*id)) {
+        let error = Error::new(
+            escrow_sync_core::ErrorKind::NotFound,
+            "list",
+            format!("{id} in the primary ({})", report.source),
+            "no such snapshot or image is selectable (deleted, not available yet, or a typo): \
+             fix or remove the id in ids",
+        );
+        report.failed += 1;
+        report.failures.push(escrow_sync_core::Failure::new(id.clone(), &error, 0));
+    }
     if let JobRef::Redshift(job) = job
         && !job.independent_copy
         && mode == Mode::Run
@@ -322,6 +354,16 @@ pub struct PruneFailure {
     pub id: String,
     /// The error.
     pub error: String,
+}
+
+/// The ids a snapshot job names.
+fn ids_of(job: JobRef<'_>) -> &[String] {
+    match job {
+        JobRef::Ec2(j) => &j.ids,
+        JobRef::Rds(j) => &j.ids,
+        JobRef::Redshift(j) => &j.ids,
+        JobRef::S3(_) | JobRef::DynamoDb(_) => &[],
+    }
 }
 
 fn kind_of(job: JobRef<'_>) -> &'static str {
@@ -582,6 +624,28 @@ keep_last = 2
         assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
         assert!(err.to_string().contains("prune applies to [[ec2]]"), "{err}");
         assert!(prunable(&config, Some("nope")).is_err());
+    }
+
+    #[test]
+    fn an_ec2_id_list_selects_by_id_only() {
+        let job = |extra: &str| {
+            let text = CONFIG.replace("[[ec2]]\nkeep_last = 2\n", &format!("[[ec2]]\n{extra}\n"));
+            let config = Config::parse(&text, "c").unwrap();
+            config.ec2.into_iter().next().unwrap()
+        };
+        let both = |j: &crate::config::Ec2Job| {
+            (ec2_ids(j, "images", "ami-"), ec2_ids(j, "snapshots", "snap-"))
+        };
+        // Snapshot ids only: no AMI is selected (an empty list would be all).
+        let j = job("ids = [\"snap-1\"]");
+        assert_eq!(both(&j), (None, Some(vec!["snap-1".to_string()])));
+        let j = job("ids = [\"ami-1\"]");
+        assert_eq!(both(&j), (Some(vec!["ami-1".to_string()]), None));
+        let j = job("ids = [\"ami-1\", \"snap-1\"]");
+        assert_eq!(both(&j), (Some(vec!["ami-1".into()]), Some(vec!["snap-1".into()])));
+        // No ids: everything (by tags) of each type included.
+        assert_eq!(both(&job("")), (Some(vec![]), Some(vec![])));
+        assert_eq!(both(&job("include = [\"snapshots\"]")), (None, Some(vec![])));
     }
 
     #[test]

@@ -254,6 +254,15 @@ pub trait Source: Send + Sync {
         Ok(())
     }
 
+    /// Whether a run also calls [`Source::finish`] for items escrow already
+    /// holds, so the source can undo what an interrupted run left behind (a
+    /// share never removed because the run stopped between the copy and
+    /// `finish`). `finish` must then change nothing when there is nothing to
+    /// undo, or a re-run would no longer be free of mutating calls.
+    fn finishes_skipped(&self) -> bool {
+        false
+    }
+
     /// Whether [`Source::assess`] says anything (plan asks it per missing
     /// item only then).
     fn assesses(&self) -> bool {

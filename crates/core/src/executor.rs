@@ -234,6 +234,9 @@ enum Work {
     Audit(Item),
     /// Ask the source what copying a missing item would take (plan).
     Assess(Item, CopyReason),
+    /// Let the source undo what an interrupted run left for an item escrow
+    /// already holds (run).
+    Finish(Item),
     Delete(Item),
 }
 
@@ -242,6 +245,7 @@ enum Outcome {
     Same { key: String, size: u64, problems: Vec<String> },
     Differs { item: Item },
     Assessed { item: Item, reason: CopyReason, status: Option<String>, copyable: bool },
+    Finished { key: String, size: u64, warning: Option<String> },
     Mismatch { item: Item, primary: String, escrow: String },
     Deleted,
     Failed { key: String, error: Error, attempts: u32 },
@@ -325,6 +329,7 @@ impl Executor {
         let mut fatal: Option<Error> = None;
         let audit = mode == Mode::Verify && (sink.audits() || self.options.verify_checksums);
         let assess = mode == Mode::Plan && source.assesses();
+        let finish = mode == Mode::Run && source.finishes_skipped();
         let limit = match mode {
             Mode::Verify => usize::MAX,
             _ => self.options.difference_limit,
@@ -351,7 +356,7 @@ impl Executor {
                         fatal = Some(e);
                     }
                     Some(Ok(action)) => {
-                        let checks = (audit, assess);
+                        let checks = (audit, assess, finish);
                         if let Some(fut) = self.account(&mut report, mode, action, limit, checks) {
                             inflight.push(self.perform(source, sink, &adaptive, fut));
                         }
@@ -374,10 +379,11 @@ impl Executor {
         mode: Mode,
         action: Action,
         limit: usize,
-        (audit, assess): (bool, bool),
+        (audit, assess, finish): (bool, bool, bool),
     ) -> Option<Work> {
         match action {
             Action::Skip { item } if audit => Some(Work::Audit(item)),
+            Action::Skip { item } if finish => Some(Work::Finish(item)),
             Action::Skip { item } => {
                 report.skipped += 1;
                 self.list_in_escrow(report, &item.key, limit);
@@ -465,6 +471,12 @@ impl Executor {
             Outcome::Differs { item } => {
                 Self::count_difference(report, mode, item, CopyReason::Changed, None, limit);
             }
+            Outcome::Finished { key, size, warning } => {
+                report.skipped += 1;
+                report.warnings.extend(warning);
+                self.list_in_escrow(report, &key, limit);
+                self.emit(ProgressEvent::Skipped { key, size });
+            }
             Outcome::Assessed { item, reason, status, copyable } => {
                 let status = status.map(|s| (s, copyable));
                 Self::count_difference(report, mode, item, reason, status, limit);
@@ -500,6 +512,10 @@ impl Executor {
                     return Outcome::Same { key: item.key, size: item.size, problems: Vec::new() };
                 }
                 self.copy_item(source, sink, limit, item).await
+            }
+            Work::Finish(item) => {
+                let warning = self.finish_item(source, limit, &item).await;
+                Outcome::Finished { key: item.key, size: item.size, warning }
             }
             Work::Assess(item, reason) => match source.assess(&item).await {
                 Ok(status) => Outcome::Assessed { item, reason, status, copyable: true },
@@ -629,15 +645,7 @@ impl Executor {
                 self.emit(ProgressEvent::Copied { key: item.key.clone(), bytes: receipt.bytes });
                 // The copy is safe in escrow: the source may now undo what
                 // reading needed (a share). A failure there is a warning.
-                let (finished, _) =
-                    self.with_retries(limit, &item.key, || source.finish(&item)).await;
-                let warning = finished.err().map(|e| {
-                    format!(
-                        "{} is in escrow, but finishing in the source failed: {}",
-                        item.key,
-                        e.chain()
-                    )
-                });
+                let warning = self.finish_item(source, limit, &item).await;
                 if receipt.unchanged {
                     return Outcome::Same { key: item.key, size: item.size, problems: Vec::new() };
                 }
@@ -645,6 +653,20 @@ impl Executor {
             }
             (Err(error), attempts) => Outcome::Failed { key: item.key, error, attempts },
         }
+    }
+
+    /// [`Source::finish`] for an item safe in escrow, with retries; a
+    /// failure is returned as a warning.
+    async fn finish_item(
+        &self,
+        source: &dyn Source,
+        limit: &AdaptiveLimit,
+        item: &Item,
+    ) -> Option<String> {
+        let (finished, _) = self.with_retries(limit, &item.key, || source.finish(item)).await;
+        finished.err().map(|e| {
+            format!("{} is in escrow, but finishing in the source failed: {}", item.key, e.chain())
+        })
     }
 
     /// Runs `op` until it succeeds, fails for good, runs out of attempts or

@@ -563,3 +563,50 @@ async fn plan_shows_what_the_source_says_each_missing_item_needs() {
     assert!(status("k0002").unwrap().contains("a billing code"));
     assert_eq!(sink.writes(), 0);
 }
+
+/// A source that counts `finish` calls, and asks for them on skipped items.
+struct FinishingSkipped {
+    inner: MemSource,
+    finished: AtomicUsize,
+}
+
+#[async_trait]
+impl Source for FinishingSkipped {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn sorted(&self) -> bool {
+        true
+    }
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        self.inner.list(scope)
+    }
+    async fn read(&self, item: &Item) -> Result<Payload> {
+        self.inner.read(item).await
+    }
+    fn finishes_skipped(&self) -> bool {
+        true
+    }
+    async fn finish(&self, _: &Item) -> Result<()> {
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_run_finishes_items_escrow_already_holds_when_the_source_asks() {
+    let src = FinishingSkipped { inner: MemSource::new(primary(5)), finished: AtomicUsize::new(0) };
+    let sink = MemSink::new(MemBucket::new("escrow"));
+    let ex = Executor::new(ExecutorOptions::new().with_listed_in_escrow(true));
+    let first = ex.execute(Mode::Run, &src, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((first.copied, src.finished.load(Ordering::SeqCst)), (5, 5));
+    for mode in [Mode::Plan, Mode::Verify] {
+        ex.execute(mode, &src, &sink, &Scope::all()).await.unwrap();
+    }
+    assert_eq!(src.finished.load(Ordering::SeqCst), 5, "plan and verify finish nothing");
+    let again = ex.execute(Mode::Run, &src, &sink, &Scope::all()).await.unwrap();
+    assert_eq!((again.copied, again.skipped), (0, 5));
+    assert_eq!(again.in_escrow.len(), 5);
+    assert_eq!(src.finished.load(Ordering::SeqCst), 10, "each skipped item finished once");
+    assert_eq!(sink.writes(), 5);
+}

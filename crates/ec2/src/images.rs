@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     Filter, Image, ImageState, LaunchPermission, LaunchPermissionModifications, ResourceType,
     Snapshot, Tag, TagSpecification,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use escrow_sync_aws::sdk_error;
 use escrow_sync_core::{
@@ -25,7 +26,10 @@ use escrow_sync_core::{
 };
 
 use crate::LINEAGE_TAG;
-use crate::snapshots::{REENCRYPTED_FROM_TAG, check_key, fmt_time, key_problem, share_snapshot};
+use crate::snapshots::{
+    NOT_FOUND_GRACE, REENCRYPTED_FROM_TAG, check_key, ec2_missing, fmt_time, key_problem,
+    share_snapshot, system_time,
+};
 
 /// The tag on an escrow copy naming the source image.
 pub const SOURCE_IMAGE_TAG: &str = "escrow-sync:source-image-id";
@@ -82,16 +86,45 @@ fn state_is(image: &Image, states: &[ImageState]) -> bool {
     image.state().is_some_and(|s| states.contains(s))
 }
 
+/// An image's creation date, when the service's string can be read.
+fn created(image: &Image) -> Option<aws_smithy_types::DateTime> {
+    aws_smithy_types::DateTime::from_str(
+        image.creation_date()?,
+        aws_smithy_types::date_time::Format::DateTime,
+    )
+    .ok()
+}
+
 /// An image's creation date in RFC 3339 UTC (as the snapshots' start times
 /// are written); the service's string as is when it cannot be read.
 fn creation_time(image: &Image) -> String {
-    let raw = image.creation_date().unwrap_or_default();
-    let parsed =
-        aws_smithy_types::DateTime::from_str(raw, aws_smithy_types::date_time::Format::DateTime);
-    match parsed {
-        Ok(t) => fmt_time(Some(&t)),
-        Err(_) => raw.to_string(),
+    match created(image) {
+        Some(t) => fmt_time(Some(&t)),
+        None => image.creation_date().unwrap_or_default().to_string(),
     }
+}
+
+/// The id of the snapshot behind an image's root device.
+fn root_snapshot(image: &Image) -> Option<&str> {
+    image
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name().is_some() && m.device_name() == image.root_device_name())
+        .and_then(|m| m.ebs())
+        .and_then(|e| e.snapshot_id())
+}
+
+/// The lineage retention groups an image's copies by: the instance it was
+/// made from, else its root snapshot's volume (`volume_of` looks it up),
+/// else the image itself. The listing and the copy's tag use this one rule,
+/// so `prune` finds the copies of what a job selects.
+fn lineage<'a>(image: &'a Image, volume_of: impl Fn(&str) -> Option<&'a str>) -> String {
+    image
+        .source_instance_id()
+        .or_else(|| root_snapshot(image).and_then(volume_of))
+        .or(image.image_id())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// An AMI name of at most 128 characters, from the characters AWS allows:
@@ -139,8 +172,9 @@ fn billing_refusal(image: &Image) -> Option<String> {
 
 /// Polls image `id` (from 1 s, doubling to `max_poll`) until it is
 /// available; fails when it ends failed or in error (with the service's
-/// reason) or `timeout` passes. `operation` is the call that made it,
-/// `resource` names it in errors.
+/// reason), `timeout` passes, or it stays unknown longer than
+/// [`NOT_FOUND_GRACE`] (kind NotFound: deregistered). `operation` is the
+/// call that made it, `resource` names it in errors.
 async fn wait_image(
     ec2: &aws_sdk_ec2::Client,
     id: &str,
@@ -149,18 +183,29 @@ async fn wait_image(
     operation: &str,
     resource: &str,
 ) -> Result<Image> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
+    let grace = timeout.min(NOT_FOUND_GRACE);
     let mut delay = Duration::from_secs(1).min(max_poll);
     let named = format!("{resource} ({id})");
     loop {
         let image = match ec2.describe_images().image_ids(id).send().await {
             Ok(out) => out.images.unwrap_or_default().into_iter().next(),
             // A new image may not be visible yet (eventual consistency).
-            Err(e) => match sdk_error(e, "ec2:DescribeImages", &named) {
-                e if e.kind() == ErrorKind::NotFound => None,
-                e => return Err(e),
-            },
+            Err(e) if ec2_missing(e.code()) => None,
+            Err(e) => return Err(sdk_error(e, "ec2:DescribeImages", &named)),
         };
+        if image.is_none() && start.elapsed() >= grace {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                operation,
+                &named,
+                format!(
+                    "the image is not found after {grace:?}: it was deregistered; the next run \
+                     copies it again"
+                ),
+            ));
+        }
         if let Some(image) = image {
             match image.state() {
                 Some(ImageState::Available) => return Ok(image),
@@ -186,7 +231,7 @@ async fn wait_image(
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(Error::new(
-                ErrorKind::Transient,
+                ErrorKind::Failed,
                 operation,
                 &named,
                 format!("not available after {timeout:?}; the next run waits for it"),
@@ -224,6 +269,11 @@ struct Shared {
     snapshots: Vec<String>,
 }
 
+/// What the primary shares with the escrow account now, by the item it
+/// stands for: images with a launch permission for it, and snapshots it may
+/// create volumes from (the item's own, or its re-encrypted copy's).
+type LeftShared = BTreeMap<String, (Vec<String>, Vec<String>)>;
+
 /// The primary's AMIs, selected by tags or ids, shared with the escrow
 /// account (launch permission and every backing snapshot) as they are read
 /// and unshared once copied.
@@ -240,6 +290,11 @@ pub struct AmiSource {
     reencrypt_key_id: Option<String>,
     wait: (Duration, Duration),
     shared: Arc<Mutex<BTreeMap<String, Shared>>>,
+    /// The backing snapshots of the images the last listing yielded.
+    listed: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
+    /// What an interrupted run left shared, asked once per listing when an
+    /// item escrow already holds is finished (see `AmiSource::left_shared`).
+    left_shared: Arc<tokio::sync::Mutex<Option<LeftShared>>>,
 }
 
 impl AmiSource {
@@ -264,6 +319,8 @@ impl AmiSource {
             reencrypt_key_id: None,
             wait: (Duration::from_secs(12 * 3600), Duration::from_secs(60)),
             shared: Default::default(),
+            listed: Default::default(),
+            left_shared: Default::default(),
         }
     }
 
@@ -456,6 +513,103 @@ impl AmiSource {
         wait_image(&self.ec2, &copy_id, timeout, max_poll, "ec2:CopyImage", &what).await
     }
 
+    /// The volumes of the root snapshots of `images` made by no instance
+    /// that the listing names (snapshot id -> volume id), for their lineage.
+    async fn root_volumes(&self, images: &[Image]) -> Result<BTreeMap<String, String>> {
+        let roots: Vec<String> = images
+            .iter()
+            .filter(|i| i.source_instance_id().is_none())
+            .filter_map(|i| root_snapshot(i).map(str::to_string))
+            .collect();
+        let mut volumes = BTreeMap::new();
+        // By filter, not SnapshotIds: a snapshot gone meanwhile is left out
+        // (its image keeps its own id as lineage) instead of failing the
+        // listing. In chunks: EC2 bounds the values of one filter.
+        for chunk in roots.chunks(200) {
+            let found: Vec<Snapshot> = self
+                .ec2
+                .describe_snapshots()
+                .filters(
+                    Filter::builder().name("snapshot-id").set_values(Some(chunk.to_vec())).build(),
+                )
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", Source::describe(self)))?;
+            for s in found {
+                if let (Some(id), Some(volume)) = (s.snapshot_id(), s.volume_id()) {
+                    volumes.insert(id.to_string(), volume.to_string());
+                }
+            }
+        }
+        Ok(volumes)
+    }
+
+    /// What the primary shares with the escrow account now, by item: one
+    /// paginated DescribeImages (Owners=self, ExecutableUsers=escrow) and one
+    /// paginated DescribeSnapshots (OwnerIds=self, RestorableByUserIds=escrow),
+    /// asked at the first call after a listing. An image counts for the item
+    /// it is (or, tagged [`REENCRYPTED_FROM_TAG`], re-encrypts); a snapshot
+    /// for the item whose image (listed, or shared) it backs, or whose
+    /// re-encryption made it (the tag, which CopyImage puts on the new
+    /// snapshots too): so the snapshots of an interrupted unshare, whose
+    /// launch permission is already gone, are found as well. Other shared
+    /// snapshots (an EBS job's) are no item's here.
+    async fn left_shared(&self) -> Result<tokio::sync::MutexGuard<'_, Option<LeftShared>>> {
+        let mut cache = self.left_shared.lock().await;
+        if cache.is_some() {
+            return Ok(cache);
+        }
+        let images: Vec<Image> = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .executable_users(&self.escrow_account)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DescribeImages", Source::describe(self)))?;
+        let snapshots: Vec<Snapshot> = self
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .restorable_by_user_ids(&self.escrow_account)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", Source::describe(self)))?;
+        let mut owner_of: BTreeMap<String, String> = BTreeMap::new();
+        for (image, backing) in self.listed.lock().expect("listing").iter() {
+            for s in backing {
+                owner_of.insert(s.clone(), image.clone());
+            }
+        }
+        let mut left = LeftShared::new();
+        for image in &images {
+            let Some(id) = image.image_id() else { continue };
+            let item = tag(image.tags(), REENCRYPTED_FROM_TAG).unwrap_or(id).to_string();
+            for s in backing_snapshots(image) {
+                owner_of.insert(s, item.clone());
+            }
+            left.entry(item).or_default().0.push(id.to_string());
+        }
+        for s in &snapshots {
+            let Some(id) = s.snapshot_id() else { continue };
+            let item = tag(s.tags(), REENCRYPTED_FROM_TAG).or(owner_of.get(id).map(String::as_str));
+            if let Some(item) = item {
+                left.entry(item.to_string()).or_default().1.push(id.to_string());
+            }
+        }
+        *cache = Some(left);
+        Ok(cache)
+    }
+
     /// Adds (or removes) the escrow account to image `id`'s launch
     /// permission; `resource` names the item.
     async fn share_image(&self, id: &str, add: bool, resource: &str) -> Result<()> {
@@ -505,27 +659,36 @@ impl Source for AmiSource {
             req = req.image_ids(id);
         }
         let prefix = scope.prefix.clone();
-        paged(req.into_paginator().items(), Source::describe(self))
-            .filter_map(move |r| {
-                let prefix = prefix.clone();
-                async move {
-                    match r {
-                        Ok(image) => {
-                            // The primary's own re-encrypted copies are not
-                            // items of their own.
-                            if tag(image.tags(), REENCRYPTED_FROM_TAG).is_some() {
-                                return None;
-                            }
-                            let id = image.image_id()?.to_string();
-                            id.starts_with(&prefix).then(|| {
-                                Ok(Item::new(&id, ItemKind::Snapshot, image_size(&image), &id))
-                            })
-                        }
-                        Err(e) => Some(Err(e)),
-                    }
-                }
-            })
-            .boxed()
+        let images = paged(req.into_paginator().items(), Source::describe(self));
+        futures::stream::once(async move {
+            let images: Vec<Image> = images
+                .try_filter(|image| {
+                    // The primary's own re-encrypted copies are not items of
+                    // their own.
+                    let keep = tag(image.tags(), REENCRYPTED_FROM_TAG).is_none()
+                        && image.image_id().is_some_and(|id| id.starts_with(&prefix));
+                    futures::future::ready(keep)
+                })
+                .try_collect()
+                .await?;
+            // A new listing: what is left shared is asked again when needed.
+            *self.left_shared.lock().await = None;
+            *self.listed.lock().expect("listing") = images
+                .iter()
+                .filter_map(|i| Some((i.image_id()?.to_string(), backing_snapshots(i))))
+                .collect();
+            let volumes = self.root_volumes(&images).await?;
+            let items = images.into_iter().map(move |image| {
+                let id = image.image_id().unwrap_or_default();
+                let lineage = lineage(&image, |s| volumes.get(s).map(String::as_str));
+                Ok(Item::new(id, ItemKind::Snapshot, image_size(&image), id)
+                    .with_lineage(Some(lineage))
+                    .with_modified(created(&image).as_ref().and_then(system_time)))
+            });
+            Ok::<_, Error>(futures::stream::iter(items.collect::<Vec<_>>()))
+        })
+        .try_flatten()
+        .boxed()
     }
 
     fn assesses(&self) -> bool {
@@ -561,23 +724,15 @@ impl Source for AmiSource {
         };
         self.share(&shared, true, &resource).await?;
         self.shared.lock().expect("shares").insert(item.key.clone(), shared.clone());
-        // The lineage retention groups copies by: the instance the image was
-        // made from, else the root volume, else the image itself.
-        let root = image
-            .block_device_mappings()
-            .iter()
-            .find(|m| m.device_name().is_some() && m.device_name() == image.root_device_name());
-        let root_snapshot = root.and_then(|m| m.ebs()).and_then(|e| e.snapshot_id());
-        let root_volume = snapshots
-            .iter()
-            .find(|s| s.snapshot_id().is_some() && s.snapshot_id() == root_snapshot)
-            .and_then(|s| s.volume_id());
-        let lineage = image.source_instance_id().or(root_volume).unwrap_or(&item.key);
+        // The lineage retention groups copies by, as the listing has it.
+        let lineage = lineage(&image, |root| {
+            snapshots.iter().find(|s| s.snapshot_id() == Some(root)).and_then(|s| s.volume_id())
+        });
         let attributes = BTreeMap::from([
             ("region".to_string(), self.region.clone()),
             ("start-time".to_string(), creation_time(&image)),
             ("name".to_string(), image.name().unwrap_or_default().to_string()),
-            ("lineage".to_string(), lineage.to_string()),
+            ("lineage".to_string(), lineage),
         ]);
         Ok(Payload::Reference(
             ServerSideRef::new("ec2", &self.region, &shared.image, &item.fingerprint)
@@ -586,20 +741,40 @@ impl Source for AmiSource {
         ))
     }
 
+    fn finishes_skipped(&self) -> bool {
+        self.unshare_after_copy
+    }
+
+    /// Removes the shares once the copy is complete: those this run made,
+    /// or, for an item escrow already held, those an interrupted run left
+    /// (the launch permission and the snapshots still shared, found in
+    /// `AmiSource::left_shared`; nothing is changed when none is left).
     async fn finish(&self, item: &Item) -> Result<()> {
         if !self.unshare_after_copy {
             return Ok(());
         }
         let resource = self.resource(&item.key);
-        let recorded = self.shared.lock().expect("shares").get(&item.key).cloned();
-        let shared = match recorded {
-            Some(s) => s,
-            None => {
-                let image = self.image(&item.key).await?;
-                Shared { image: item.key.clone(), snapshots: backing_snapshots(&image) }
-            }
-        };
-        self.share(&shared, false, &resource).await
+        let read_now = self.shared.lock().expect("shares").get(&item.key).cloned();
+        if let Some(shared) = read_now {
+            self.share(&shared, false, &resource).await?;
+            // Undone: a later run that finds the item in escrow asks again.
+            self.shared.lock().expect("shares").remove(&item.key);
+            return Ok(());
+        }
+        let left = self.left_shared().await?.as_ref().and_then(|l| l.get(&item.key).cloned());
+        let Some((images, snapshots)) = left else { return Ok(()) };
+        for image in &images {
+            self.share_image(image, false, &resource).await?;
+        }
+        for snapshot in &snapshots {
+            let named = format!("backing snapshot {snapshot} of {resource}");
+            share_snapshot(&self.ec2, snapshot, &self.escrow_account, false, &named).await?;
+        }
+        // Undone: a retry of this item, or a later finish, finds nothing.
+        if let Some(left) = self.left_shared().await?.as_mut() {
+            left.remove(&item.key);
+        }
+        Ok(())
     }
 }
 
@@ -740,6 +915,33 @@ impl AmiSink {
             })
     }
 
+    /// The escrow snapshots a deregistered copy of `source_id` left: tagged
+    /// with that source, completed, and backing none of its images.
+    async fn left_snapshots(&self, source_id: &str, resource: &str) -> Result<Vec<String>> {
+        let in_use: std::collections::BTreeSet<String> =
+            self.copies_of(Some(source_id)).await?.iter().flat_map(backing_snapshots).collect();
+        let tagged: Vec<Snapshot> = self
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(
+                Filter::builder().name(format!("tag:{SOURCE_IMAGE_TAG}")).values(source_id).build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", resource))?;
+        Ok(tagged
+            .iter()
+            .filter(|s| s.state() == Some(&aws_sdk_ec2::types::SnapshotState::Completed))
+            .filter_map(|s| s.snapshot_id())
+            .filter(|id| !in_use.contains(*id))
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Makes sure each backing snapshot of the available copy `image`
     /// carries the copy's provenance tags (CreateTags where missing).
     async fn tag_snapshots(&self, image: &Image, source_id: &str) -> Result<()> {
@@ -826,20 +1028,45 @@ impl Sink for AmiSink {
             .iter()
             .find(|i| state_is(i, &[ImageState::Pending, ImageState::Available]))
             .and_then(|i| i.image_id().map(str::to_string));
-        let copy_id = match existing {
-            Some(id) => id,
-            None => self.start_copy(item, &source, copies.len()).await?,
-        };
         let resource = self.resource(&item.key);
-        let done = wait_image(
-            &self.ec2,
-            &copy_id,
-            self.timeout,
-            self.max_poll,
-            "ec2:CopyImage",
-            &resource,
-        )
-        .await?;
+        let wait = |id: String| {
+            let resource = resource.clone();
+            async move {
+                let (timeout, max_poll) = (self.timeout, self.max_poll);
+                wait_image(&self.ec2, &id, timeout, max_poll, "ec2:CopyImage", &resource).await
+            }
+        };
+        let done = match existing {
+            Some(id) => wait(id).await?,
+            None => {
+                // A token answers with the copy it first made. When that copy
+                // failed or was deregistered since (by hand, or a prune) while
+                // the count of copies moved back, take the next token, a few
+                // times at most.
+                let first = copies.len();
+                let mut attempt = first;
+                loop {
+                    let id = self.start_copy(item, &source, attempt).await?;
+                    let outcome = if copies.iter().any(|c| c.image_id() == Some(id.as_str())) {
+                        Err(Error::new(
+                            ErrorKind::NotFound,
+                            "ec2:CopyImage",
+                            &resource,
+                            format!("the ClientToken answered with the earlier copy {id}"),
+                        ))
+                    } else {
+                        wait(id).await
+                    };
+                    match outcome {
+                        Err(e) if e.kind() == ErrorKind::NotFound && attempt < first + 3 => {
+                            tracing::debug!(error = %e.chain(), "taking the next ClientToken");
+                            attempt += 1;
+                        }
+                        done => break done?,
+                    }
+                }
+            }
+        };
         self.tag_snapshots(&done, &item.key).await?;
         Ok(Receipt::new(image_size(&done), done.image_id().map(str::to_string)))
     }
@@ -907,41 +1134,50 @@ impl Retained for AmiSink {
 
     /// Deregisters the copy, then deletes its backing snapshots (found
     /// before deregistering). Refuses an image escrow-sync did not make.
+    /// Resumable: when the image is already deregistered (an attempt
+    /// interrupted after DeregisterImage), the snapshots it left (tagged
+    /// with its source, completed, backing no image) are deleted.
     async fn delete_copy(&self, copy: &EscrowCopy) -> Result<()> {
         let resource = format!("escrow image {} ({})", copy.id, self.region);
-        let image = self
-            .ec2
-            .describe_images()
-            .image_ids(&copy.id)
-            .send()
-            .await
-            .map_err(|e| sdk_error(e, "ec2:DescribeImages", &resource))?
-            .images
-            .unwrap_or_default()
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, "ec2:DescribeImages", &resource, ""))?;
-        if tag(image.tags(), SOURCE_IMAGE_TAG).is_none() {
-            return Err(Error::new(
-                ErrorKind::PreconditionFailed,
-                "ec2:DeregisterImage",
-                &resource,
-                format!(
-                    "it has no {SOURCE_IMAGE_TAG} tag: escrow-sync did not make it, left alone"
-                ),
-            ));
-        }
-        let snapshots = backing_snapshots(&image);
-        self.ec2
-            .deregister_image()
-            .image_id(&copy.id)
-            .send()
-            .await
-            .map_err(|e| sdk_error(e, "ec2:DeregisterImage", &resource))?;
+        let image = match self.ec2.describe_images().image_ids(&copy.id).send().await {
+            Ok(out) => out.images.unwrap_or_default().into_iter().next(),
+            Err(e) if ec2_missing(e.code()) => None,
+            Err(e) => return Err(sdk_error(e, "ec2:DescribeImages", &resource)),
+        };
+        let snapshots = match image {
+            Some(image) => {
+                if tag(image.tags(), SOURCE_IMAGE_TAG).is_none() {
+                    return Err(Error::new(
+                        ErrorKind::PreconditionFailed,
+                        "ec2:DeregisterImage",
+                        &resource,
+                        format!(
+                            "it has no {SOURCE_IMAGE_TAG} tag: escrow-sync did not make it, \
+                             left alone"
+                        ),
+                    ));
+                }
+                let snapshots = backing_snapshots(&image);
+                self.ec2
+                    .deregister_image()
+                    .image_id(&copy.id)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(e, "ec2:DeregisterImage", &resource))?;
+                snapshots
+            }
+            None => self.left_snapshots(&copy.source, &resource).await?,
+        };
         for snapshot in snapshots {
-            self.ec2.delete_snapshot().snapshot_id(&snapshot).send().await.map_err(|e| {
-                sdk_error(e, "ec2:DeleteSnapshot", format!("snapshot {snapshot} of {resource}"))
-            })?;
+            match self.ec2.delete_snapshot().snapshot_id(&snapshot).send().await {
+                Ok(_) => {}
+                // Deleted by an earlier, interrupted attempt.
+                Err(e) if ec2_missing(e.code()) => {}
+                Err(e) => {
+                    let named = format!("snapshot {snapshot} of {resource}");
+                    return Err(sdk_error(e, "ec2:DeleteSnapshot", named));
+                }
+            }
         }
         Ok(())
     }

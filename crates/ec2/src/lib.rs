@@ -10,7 +10,8 @@
 //! lists its copies by their `escrow-sync:source-snapshot-id` tag, so a
 //! re-run after a complete run makes no mutating call, and a copy still in
 //! progress (an interrupted run's) is waited on rather than started twice.
-//! AMIs, RDS and Redshift follow the same shape.
+//! [`AmiSource`] and [`AmiSink`] do the same for AMIs with their backing
+//! snapshots (`crates/rds` and `crates/redshift` follow the same shape).
 //!
 //! ```
 //! use escrow_sync_ec2::provenance_tags;
@@ -24,7 +25,8 @@ mod snapshots;
 
 pub use images::{AmiSink, AmiSource, SOURCE_IMAGE_TAG};
 pub use snapshots::{
-    EbsSnapshotSink, EbsSnapshotSource, LINEAGE_TAG, SOURCE_SNAPSHOT_TAG, provenance_tags,
+    EbsSnapshotSink, EbsSnapshotSource, LINEAGE_TAG, REENCRYPTED_FROM_TAG, SOURCE_SNAPSHOT_TAG,
+    provenance_tags,
 };
 
 /// An EC2 client for `session`.

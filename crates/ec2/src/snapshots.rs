@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     Filter, OperationType, ResourceType, SnapshotAttributeName, SnapshotState, Tag,
     TagSpecification,
@@ -39,6 +40,19 @@ fn paged(
         let item = next.map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", resource.clone()));
         Some((item, (p, resource)))
     })
+}
+
+/// How long a copy just made may stay invisible before a wait takes it for
+/// gone: EC2 is eventually consistent, and DescribeSnapshots /
+/// DescribeImages may answer `InvalidSnapshot.NotFound` /
+/// `InvalidAMIID.NotFound` for a moment after the create call.
+pub(crate) const NOT_FOUND_GRACE: Duration = Duration::from_secs(120);
+
+/// Whether an EC2 error code says the resource does not exist. EC2 answers
+/// these with HTTP 400 and codes ending in `.NotFound`, which the shared
+/// classification takes for a permanent failure.
+pub(crate) fn ec2_missing(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.ends_with(".NotFound") || c == "InvalidAMIID.Unavailable")
 }
 
 /// An SDK time as a `SystemTime` (None before 1970).
@@ -82,7 +96,12 @@ pub struct EbsSnapshotSource {
     reencrypt_key_id: Option<String>,
     wait: (Duration, Duration),
     shared: std::sync::Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+    /// What an earlier run left shared, asked once after each listing.
+    left_shared: std::sync::Arc<tokio::sync::Mutex<Option<std::sync::Arc<SharedByItem>>>>,
 }
+
+/// Snapshots shared with the escrow account, by the item they stand for.
+type SharedByItem = BTreeMap<String, Vec<String>>;
 
 /// The tag on a re-encrypted copy in the primary naming the snapshot it
 /// re-encrypts.
@@ -110,7 +129,43 @@ impl EbsSnapshotSource {
             reencrypt_key_id: None,
             wait: (Duration::from_secs(12 * 3600), Duration::from_secs(60)),
             shared: Default::default(),
+            left_shared: Default::default(),
         }
+    }
+
+    /// The primary's snapshots shared with the escrow account now, by the
+    /// item they stand for (a re-encrypted copy stands for its original):
+    /// one paginated DescribeSnapshots (RestorableByUserIds), asked once.
+    async fn left_shared(&self) -> Result<std::sync::Arc<SharedByItem>> {
+        let mut left = self.left_shared.lock().await;
+        if let Some(l) = left.as_ref() {
+            return Ok(l.clone());
+        }
+        let fresh = std::sync::Arc::new(
+            async {
+                let shared: Vec<aws_sdk_ec2::types::Snapshot> = self
+                    .ec2
+                    .describe_snapshots()
+                    .owner_ids("self")
+                    .restorable_by_user_ids(&self.escrow_account)
+                    .into_paginator()
+                    .items()
+                    .send()
+                    .try_collect()
+                    .await
+                    .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", Source::describe(self)))?;
+                let mut by_item: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for s in &shared {
+                    let Some(id) = s.snapshot_id() else { continue };
+                    let item = tag(s.tags(), REENCRYPTED_FROM_TAG).unwrap_or(id);
+                    by_item.entry(item.to_string()).or_default().push(id.to_string());
+                }
+                Ok::<_, Error>(by_item)
+            }
+            .await?,
+        );
+        *left = Some(fresh.clone());
+        Ok(fresh)
     }
 
     /// Re-encrypt a snapshot under the AWS-managed key (which cannot be
@@ -291,6 +346,10 @@ impl Source for EbsSnapshotSource {
     }
 
     fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        // A new run: what is left shared is asked afresh.
+        if let Ok(mut left) = self.left_shared.try_lock() {
+            *left = None;
+        }
         let mut req = self
             .ec2
             .describe_snapshots()
@@ -308,6 +367,10 @@ impl Source for EbsSnapshotSource {
                 let prefix = prefix.clone();
                 async move {
                     match r {
+                        // The primary's own re-encrypted copies (made for
+                        // this job's snapshots or AMIs) are no items of their
+                        // own: escrow would hold the same data twice.
+                        Ok(s) if tag(s.tags(), REENCRYPTED_FROM_TAG).is_some() => None,
                         Ok(s) => {
                             let id = s.snapshot_id()?.to_string();
                             id.starts_with(&prefix).then(|| {
@@ -376,14 +439,31 @@ impl Source for EbsSnapshotSource {
         }
     }
 
+    fn finishes_skipped(&self) -> bool {
+        self.unshare_after_copy
+    }
+
+    /// Removes the share once the copy is complete: the one this run made,
+    /// or, for an item escrow already held, one an interrupted run left
+    /// (nothing is changed when none is left).
     async fn finish(&self, item: &Item) -> Result<()> {
-        if self.unshare_after_copy {
-            let shared = self.shared.lock().expect("shares").get(&item.key).cloned();
-            self.share(shared.as_deref().unwrap_or(&item.key), false).await?;
+        if !self.unshare_after_copy {
+            return Ok(());
+        }
+        let read_now = self.shared.lock().expect("shares").remove(&item.key);
+        let ids = match read_now {
+            Some(shared) => vec![shared],
+            None => self.left_shared().await?.get(&item.key).cloned().unwrap_or_default(),
+        };
+        for id in ids {
+            self.share(&id, false).await?;
         }
         Ok(())
     }
 }
+
+/// Escrow copies by the source snapshot they copy, newest first.
+type CopiesBySource = BTreeMap<String, Vec<aws_sdk_ec2::types::Snapshot>>;
 
 /// The escrow account's copies of EBS snapshots, encrypted with the escrow
 /// key, found by their provenance tag.
@@ -394,6 +474,13 @@ pub struct EbsSnapshotSink {
     kms_key_id: Option<String>,
     timeout: Duration,
     max_poll: Duration,
+    /// Every escrow-sync copy escrow held when first asked after the last
+    /// [`Sink::list`] (any state), by source: one listing per run instead of
+    /// one query per item.
+    known: std::sync::Arc<tokio::sync::Mutex<Option<std::sync::Arc<CopiesBySource>>>>,
+    /// Sources this sink has tried to copy in this run: a retry asks EC2
+    /// afresh, as the listing cannot know the copy the first try started.
+    tried: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl EbsSnapshotSink {
@@ -406,7 +493,57 @@ impl EbsSnapshotSink {
             kms_key_id: None,
             timeout: Duration::from_secs(12 * 3600),
             max_poll: Duration::from_secs(60),
+            known: Default::default(),
+            tried: Default::default(),
         }
+    }
+
+    /// Every escrow-sync copy escrow holds (any state), by source, listed
+    /// once after each [`Sink::list`] (that is, once per run).
+    async fn known(&self) -> Result<std::sync::Arc<CopiesBySource>> {
+        let mut known = self.known.lock().await;
+        if let Some(k) = known.as_ref() {
+            return Ok(k.clone());
+        }
+        let fresh = std::sync::Arc::new(
+            async {
+                let all: Vec<aws_sdk_ec2::types::Snapshot> = self
+                    .ec2
+                    .describe_snapshots()
+                    .owner_ids("self")
+                    .filters(Filter::builder().name("tag-key").values(SOURCE_SNAPSHOT_TAG).build())
+                    .into_paginator()
+                    .items()
+                    .send()
+                    .try_collect()
+                    .await
+                    .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", "escrow snapshots"))?;
+                let mut by_source: BTreeMap<String, Vec<aws_sdk_ec2::types::Snapshot>> =
+                    BTreeMap::new();
+                for s in all {
+                    if let Some(source) = tag(s.tags(), SOURCE_SNAPSHOT_TAG) {
+                        by_source.entry(source.to_string()).or_default().push(s);
+                    }
+                }
+                for copies in by_source.values_mut() {
+                    copies.sort_by_key(|s| std::cmp::Reverse(fmt_time(s.start_time())));
+                }
+                Ok::<_, Error>(by_source)
+            }
+            .await?,
+        );
+        *known = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// The escrow copies of `source_id` (any state), newest first: from the
+    /// one listing, unless this run already tried to copy it.
+    async fn copies_known(&self, source_id: &str) -> Result<Vec<aws_sdk_ec2::types::Snapshot>> {
+        let retry = !self.tried.lock().expect("tried").insert(source_id.to_string());
+        if retry {
+            return self.copies_of(source_id).await;
+        }
+        Ok(self.known().await?.get(source_id).cloned().unwrap_or_default())
     }
 
     /// Encrypts every copy with this escrow key (else the escrow account's
@@ -457,8 +594,9 @@ impl EbsSnapshotSink {
 }
 
 /// Polls `copy_id` (from 1 s, doubling to `max_poll`) until it completes;
-/// fails when it ends in error (with the service's message) or `timeout`
-/// passes. `resource` names it in errors.
+/// fails when it ends in error (with the service's message), `timeout`
+/// passes, or it stays unknown longer than [`NOT_FOUND_GRACE`] (kind
+/// NotFound: deleted meanwhile). `resource` names it in errors.
 pub(crate) async fn wait_snapshot(
     ec2: &aws_sdk_ec2::Client,
     copy_id: &str,
@@ -466,20 +604,29 @@ pub(crate) async fn wait_snapshot(
     max_poll: Duration,
     resource: &str,
 ) -> Result<aws_sdk_ec2::types::Snapshot> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
+    let grace = timeout.min(NOT_FOUND_GRACE);
     let mut delay = Duration::from_secs(1).min(max_poll);
     let named = format!("{resource} ({copy_id})");
     loop {
-        let snapshot = ec2
-            .describe_snapshots()
-            .snapshot_ids(copy_id)
-            .send()
-            .await
-            .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", &named))?
-            .snapshots
-            .unwrap_or_default()
-            .into_iter()
-            .next();
+        let snapshot = match ec2.describe_snapshots().snapshot_ids(copy_id).send().await {
+            Ok(out) => out.snapshots.unwrap_or_default().into_iter().next(),
+            // A new snapshot may not be visible yet (eventual consistency).
+            Err(e) if ec2_missing(e.code()) => None,
+            Err(e) => return Err(sdk_error(e, "ec2:DescribeSnapshots", &named)),
+        };
+        if snapshot.is_none() && start.elapsed() >= grace {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                "ec2:CopySnapshot",
+                &named,
+                format!(
+                    "the copy is not found after {grace:?}: it was deleted; the next run \
+                     copies it again"
+                ),
+            ));
+        }
         match snapshot {
             Some(s) if s.state() == Some(&SnapshotState::Completed) => return Ok(s),
             Some(s) if s.state() == Some(&SnapshotState::Error) => {
@@ -497,7 +644,7 @@ pub(crate) async fn wait_snapshot(
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(Error::new(
-                ErrorKind::Transient,
+                ErrorKind::Failed,
                 "ec2:CopySnapshot",
                 &named,
                 format!("not complete after {timeout:?}; the next run waits for it"),
@@ -515,6 +662,11 @@ impl Sink for EbsSnapshotSink {
     }
 
     fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        // A new run: what escrow holds is listed afresh.
+        if let Ok(mut known) = self.known.try_lock() {
+            *known = None;
+        }
+        self.tried.lock().expect("tried").clear();
         let prefix = scope.prefix.clone();
         let pages = self
             .ec2
@@ -564,7 +716,7 @@ impl Sink for EbsSnapshotSink {
         // A copy an interrupted run started: wait for it instead of copying
         // again. Copies that ended in error are left and a new one starts.
         let existing =
-            self.copies_of(&item.key).await?.into_iter().find(|s| {
+            self.copies_known(&item.key).await?.into_iter().find(|s| {
                 matches!(s.state(), Some(SnapshotState::Pending | SnapshotState::Completed))
             });
         let copy_id = match existing.and_then(|s| s.snapshot_id().map(str::to_string)) {
@@ -624,7 +776,7 @@ impl Sink for EbsSnapshotSink {
     }
 
     async fn audit(&self, item: &Item) -> Result<Vec<String>> {
-        let copies = self.copies_of(&item.key).await?;
+        let copies = self.known().await?.get(&item.key).cloned().unwrap_or_default();
         let Some(copy) = copies.iter().find(|s| s.state() == Some(&SnapshotState::Completed))
         else {
             return Ok(vec!["no completed escrow copy".to_string()]);

@@ -8,7 +8,10 @@
 //! retries, provenance tags on the image and its snapshots at creation);
 //! polling to availability, a copy that fails reported with its StateReason,
 //! a copy left in progress waited on, a quota error retried by the executor,
-//! a whole run followed by a re-run that makes no mutating call; the audit
+//! a whole run followed by a re-run that makes no mutating call; the shares
+//! an interrupted run left (launch permission, snapshots, a re-encrypted
+//! copy's) removed for images escrow already holds, found in one
+//! DescribeImages and one DescribeSnapshots per run; the audit
 //! of the copy's keys, and retention's listing and deletion of copies.
 //!
 //! The two-account suite (tests/ec2_images.rs) runs the dance on the
@@ -640,7 +643,7 @@ async fn a_copy_left_in_progress_is_waited_on_not_started_again() {
 }
 
 #[tokio::test]
-async fn a_copy_not_available_in_time_is_transient() {
+async fn a_copy_not_available_in_time_fails_the_item_for_the_next_run() {
     let copies = lookup(vec![vec![copy_of("ami-1", "ami-p", ImageState::Pending, &["snap-p"])]]);
     let poll = mock!(Client::describe_images)
         .match_requests(|r| r.image_ids() == ["ami-p"])
@@ -648,7 +651,8 @@ async fn a_copy_not_available_in_time_is_transient() {
     let dest = AmiSink::from_client(ec2(&[&copies, &poll]), "us-east-1")
         .with_wait(Duration::from_millis(20), Duration::from_millis(1));
     let err = dest.write(&item("ami-1"), reference("ami-1")).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    // Not retryable: the executor would otherwise wait the whole timeout again.
+    assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
     assert!(err.to_string().contains("next run waits"), "{err}");
 }
 
@@ -656,7 +660,9 @@ async fn a_copy_not_available_in_time_is_transient() {
 /// unencrypted snapshot.
 fn primary_rules(calls: &Calls) -> Vec<Rule> {
     let list = mock!(Client::describe_images)
-        .match_requests(|r| r.owners() == ["self"] && r.image_ids().is_empty())
+        .match_requests(|r| {
+            r.owners() == ["self"] && r.image_ids().is_empty() && r.executable_users().is_empty()
+        })
         .then_output(|| {
             images(vec![
                 image("ami-1", ImageState::Available, &["snap-1"]),
@@ -672,7 +678,29 @@ fn primary_rules(calls: &Calls) -> Vec<Rule> {
         describe_snaps(&["snap-2"], vec![snapshot("snap-2", None, vec![])]),
         share_image,
         share_snapshot,
+        left_images(vec![]),
+        left_snapshots(vec![]),
     ]
+}
+
+/// The primary's images shared with the escrow account:
+/// DescribeImages Owners=self, ExecutableUsers=escrow.
+fn left_images(answer: Vec<Image>) -> Rule {
+    mock!(Client::describe_images)
+        .match_requests(|r| r.owners() == ["self"] && r.executable_users() == [ESCROW])
+        .then_output(move || images(answer.clone()))
+}
+
+/// The primary's snapshots shared with the escrow account:
+/// DescribeSnapshots OwnerIds=self, RestorableByUserIds=escrow.
+fn left_snapshots(answer: Vec<Snapshot>) -> Rule {
+    mock!(Client::describe_snapshots)
+        .match_requests(|r| {
+            r.owner_ids() == ["self"]
+                && r.restorable_by_user_ids() == [ESCROW]
+                && r.snapshot_ids().is_empty()
+        })
+        .then_output(move || snapshots(answer.clone()))
 }
 
 fn executor() -> Executor {
@@ -773,6 +801,106 @@ async fn a_run_copies_what_escrow_lacks_and_a_rerun_makes_no_mutating_call() {
     assert_eq!((again.copied, again.skipped), (0, 2), "{again:?}");
     assert_eq!((copy.num_calls(), tags.num_calls()), (1, 1), "no mutating call");
     assert!(taken(&calls).is_empty(), "no share, no unshare");
+}
+
+/// A run over ami-1, ami-2 and ami-3, all already in escrow, after runs
+/// interrupted before their shares were removed: ami-1's launch permission
+/// and snapshot, ami-2's snapshot only (an unshare stopped halfway), ami-3's
+/// re-encrypted copy ami-r (its launch permission and snapshot, tagged with
+/// ami-3), plus snap-x, an EBS job's share that is no AMI's.
+#[tokio::test]
+async fn an_interrupted_runs_shares_are_removed_for_items_escrow_holds_and_only_those() {
+    let calls = Calls::default();
+    let list = mock!(Client::describe_images)
+        .match_requests(|r| {
+            r.owners() == ["self"] && r.image_ids().is_empty() && r.executable_users().is_empty()
+        })
+        .then_output(|| {
+            images(vec![
+                image("ami-1", ImageState::Available, &["snap-1"]),
+                image("ami-2", ImageState::Available, &["snap-2"]),
+                image("ami-3", ImageState::Available, &["snap-3"]),
+            ])
+        });
+    let mut reencrypted = image("ami-r", ImageState::Available, &["snap-r"]);
+    reencrypted.tags = Some(vec![Tag::builder().key(REENCRYPTED_FROM).value("ami-3").build()]);
+    let by_ami = |id: &str| vec![Tag::builder().key(REENCRYPTED_FROM).value(id).build()];
+    // What is left shared the first time; nothing once it is undone.
+    let left_images = mock!(Client::describe_images)
+        .match_requests(|r| r.owners() == ["self"] && r.executable_users() == [ESCROW])
+        .sequence()
+        .output(move || {
+            images(vec![image("ami-1", ImageState::Available, &["snap-1"]), reencrypted.clone()])
+        })
+        .output(|| images(vec![]))
+        .repeatedly()
+        .build();
+    let left_snapshots = mock!(Client::describe_snapshots)
+        .match_requests(|r| {
+            r.owner_ids() == ["self"]
+                && r.restorable_by_user_ids() == [ESCROW]
+                && r.snapshot_ids().is_empty()
+        })
+        .sequence()
+        .output(move || {
+            snapshots(vec![
+                snapshot("snap-1", None, vec![]),
+                snapshot("snap-2", None, vec![]),
+                snapshot("snap-r", Some(CUSTOMER), by_ami("ami-3")),
+                snapshot("snap-x", None, vec![]),
+            ])
+        })
+        .output(|| snapshots(vec![]))
+        .repeatedly()
+        .build();
+    let [share_image, share_snapshot] = share_rules(&calls);
+    let src = source(ec2(&[&list, &left_images, &left_snapshots, &share_image, &share_snapshot]));
+    assert!(src.finishes_skipped());
+    let escrow_list = mock!(Client::describe_images)
+        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("tag-key")))
+        .then_output(|| {
+            images(vec![
+                copy_of("ami-1", "ami-c1", ImageState::Available, &["snap-c1"]),
+                copy_of("ami-2", "ami-c2", ImageState::Available, &["snap-c2"]),
+                copy_of("ami-3", "ami-c3", ImageState::Available, &["snap-c3"]),
+            ])
+        });
+    let copy = mock!(Client::copy_image)
+        .then_output(|| CopyImageOutput::builder().image_id("ami-c9").build());
+    let dest = sink(&[&escrow_list, &copy]);
+
+    let ex = executor();
+    let run = ex.execute(Mode::Run, &src, &dest, &Scope::all()).await.unwrap();
+    assert_eq!((run.copied, run.skipped, run.failed), (0, 3, 0), "{run:?}");
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    let mut undone = taken(&calls);
+    undone.sort();
+    assert_eq!(
+        undone,
+        ["remove ami-1", "remove ami-r", "remove snap-1", "remove snap-2", "remove snap-r"],
+        "each leftover share once; snap-x is no AMI's"
+    );
+    assert_eq!(
+        (left_images.num_calls(), left_snapshots.num_calls()),
+        (1, 1),
+        "asked once for the whole run"
+    );
+    assert_eq!(copy.num_calls(), 0, "nothing copied");
+
+    let again = ex.execute(Mode::Run, &src, &dest, &Scope::all()).await.unwrap();
+    assert_eq!((again.copied, again.skipped), (0, 3), "{again:?}");
+    assert!(taken(&calls).is_empty(), "nothing left shared: no mutating call");
+    assert_eq!((left_images.num_calls(), left_snapshots.num_calls()), (2, 2), "asked anew");
+
+    // Without unshare_after_copy, skipped items are not finished at all.
+    let keep = source(ec2(&[&list, &left_images, &left_snapshots, &share_image, &share_snapshot]))
+        .with_unshare_after_copy(false);
+    assert!(!keep.finishes_skipped());
+    let kept = ex.execute(Mode::Run, &keep, &dest, &Scope::all()).await.unwrap();
+    assert_eq!(kept.skipped, 3, "{kept:?}");
+    keep.finish(&item("ami-1")).await.unwrap();
+    assert!(taken(&calls).is_empty(), "unshare_after_copy = false never unshares");
+    assert_eq!((left_images.num_calls(), left_snapshots.num_calls()), (2, 2), "not even asked");
 }
 
 #[tokio::test]
@@ -903,4 +1031,174 @@ async fn the_escrow_listing_yields_source_ids_of_available_copies() {
     // An AMI never changes: a copy of the same image id is the same content.
     let differently_sized = Item::new("ami-1", ItemKind::Snapshot, 1, "ami-1");
     assert!(dest.confirm_same(&differently_sized, &items[0]).await.unwrap());
+}
+
+#[tokio::test]
+async fn the_listing_carries_the_lineage_the_copy_is_tagged_with_and_the_creation_time() {
+    let mut registered = image("ami-2", ImageState::Available, &["snap-r", "snap-d"]);
+    registered.source_instance_id = None;
+    let mut orphan = image("ami-3", ImageState::Available, &["snap-gone"]);
+    orphan.source_instance_id = None;
+    let list = mock!(Client::describe_images)
+        .match_requests(|r| r.owners() == ["self"] && r.image_ids().is_empty())
+        .then_output(move || {
+            images(vec![
+                image("ami-1", ImageState::Available, &["snap-a"]),
+                registered.clone(),
+                orphan.clone(),
+            ])
+        });
+    // Only the root snapshots of images made by no instance are looked up,
+    // by filter (a snapshot gone does not fail the listing).
+    let roots = mock!(Client::describe_snapshots)
+        .match_requests(|r| {
+            r.snapshot_ids().is_empty()
+                && r.filters().len() == 1
+                && r.filters()[0].name() == Some("snapshot-id")
+                && r.filters()[0].values() == ["snap-r", "snap-gone"]
+        })
+        .then_output(|| snapshots(vec![snapshot("snap-r", None, vec![])]));
+    let src = source(ec2(&[&list, &roots]));
+    let items: Vec<Item> = src.list(&Scope::all()).try_collect().await.unwrap();
+    let lineages: Vec<(&str, Option<&str>)> =
+        items.iter().map(|i| (i.key.as_str(), i.lineage.as_deref())).collect();
+    assert_eq!(
+        lineages,
+        [("ami-1", Some("i-1")), ("ami-2", Some("vol-of-snap-r")), ("ami-3", Some("ami-3"))]
+    );
+    let created = std::time::UNIX_EPOCH + Duration::from_secs(1_795_902_201);
+    assert!(items.iter().all(|i| i.modified == Some(created)), "{items:?}");
+    assert_eq!(roots.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_copy_not_visible_yet_is_waited_for() {
+    let copy = mock!(Client::copy_image)
+        .then_output(|| CopyImageOutput::builder().image_id("ami-c").build());
+    let poll = mock!(Client::describe_images)
+        .match_requests(|r| r.image_ids() == ["ami-c"])
+        .sequence()
+        .http_status(
+            400,
+            Some(error_xml("InvalidAMIID.NotFound", "The image id '[ami-c]' does not exist")),
+        )
+        .output(|| images(vec![copy_of("ami-1", "ami-c", ImageState::Available, &["snap-c"])]))
+        .build();
+    let snaps = describe_snaps(&["snap-c"], vec![snapshot("snap-c", None, provenance("ami-1"))]);
+    let dest = sink(&[&lookup(vec![vec![]]), &copy, &poll, &snaps]);
+    let receipt = dest.write(&item("ami-1"), reference("ami-1")).await.unwrap();
+    assert_eq!(receipt.fingerprint.as_deref(), Some("ami-c"));
+    assert_eq!((copy.num_calls(), poll.num_calls()), (1, 2));
+}
+
+#[tokio::test]
+async fn a_token_answering_with_a_copy_gone_or_failed_moves_to_the_next_token() {
+    // Escrow lists one failed copy (ami-f); an earlier one was deregistered
+    // by hand. Token -1 answers with the deregistered copy (never found
+    // again), token -2 with the failed one, token -3 makes a new copy.
+    let failed = copy_of("ami-1", "ami-f", ImageState::Failed, &["snap-f"]);
+    let copies = lookup(vec![vec![failed.clone()]]);
+    let tokens = Calls::default();
+    let seen = tokens.clone();
+    let copy = mock!(Client::copy_image)
+        .match_requests(move |r| {
+            seen.lock().unwrap().push(format!(
+                "{} {}",
+                r.client_token().unwrap(),
+                r.name().unwrap()
+            ));
+            true
+        })
+        .sequence()
+        .output(|| CopyImageOutput::builder().image_id("ami-gone").build())
+        .output(|| CopyImageOutput::builder().image_id("ami-f").build())
+        .output(|| CopyImageOutput::builder().image_id("ami-new").build())
+        .build();
+    let gone = mock!(Client::describe_images)
+        .match_requests(|r| r.image_ids() == ["ami-gone"])
+        .then_output(|| images(vec![]));
+    let poll = mock!(Client::describe_images)
+        .match_requests(|r| r.image_ids() == ["ami-new"])
+        .then_output(|| {
+            images(vec![copy_of("ami-1", "ami-new", ImageState::Available, &["snap-n"])])
+        });
+    let snaps = describe_snaps(&["snap-n"], vec![snapshot("snap-n", None, provenance("ami-1"))]);
+    let dest = AmiSink::from_client(ec2(&[&copies, &copy, &gone, &poll, &snaps]), "us-east-1")
+        .with_wait(Duration::from_millis(30), Duration::from_millis(1));
+    let receipt = dest.write(&item("ami-1"), reference("ami-1")).await.unwrap();
+    assert_eq!(receipt.fingerprint.as_deref(), Some("ami-new"));
+    assert_eq!(
+        *tokens.lock().unwrap(),
+        [
+            "escrow-sync-ami-1-1 escrow-web 1-ami-1-retry1",
+            "escrow-sync-ami-1-2 escrow-web 1-ami-1-retry2",
+            "escrow-sync-ami-1-3 escrow-web 1-ami-1-retry3",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_copy_already_deregistered_removes_the_snapshots_it_left() {
+    let copy = EscrowCopy {
+        id: "ami-c1".into(),
+        source: "ami-1".into(),
+        lineage: "i-1".into(),
+        created: CREATED_RFC3339.into(),
+        complete: true,
+    };
+    // The image is gone (a prune interrupted after DeregisterImage); another
+    // copy of the same source still holds snap-keep, snap-p is in progress.
+    let gone = mock!(Client::describe_images)
+        .match_requests(|r| r.image_ids() == ["ami-c1"])
+        .sequence()
+        .http_status(
+            400,
+            Some(error_xml("InvalidAMIID.NotFound", "The image id '[ami-c1]' does not exist")),
+        )
+        .repeatedly()
+        .build();
+    let others =
+        lookup(vec![vec![copy_of("ami-1", "ami-c2", ImageState::Available, &["snap-keep"])]]);
+    let tagged = mock!(Client::describe_snapshots)
+        .match_requests(|r| {
+            r.owner_ids() == ["self"]
+                && r.filters().iter().any(|f| {
+                    f.name() == Some(&format!("tag:{SOURCE_IMAGE_TAG}")[..])
+                        && f.values() == ["ami-1"]
+                })
+        })
+        .then_output(|| {
+            let mut pending = snapshot("snap-p", None, provenance("ami-1"));
+            pending.state = Some(SnapshotState::Pending);
+            snapshots(vec![
+                snapshot("snap-left1", None, provenance("ami-1")),
+                snapshot("snap-keep", None, provenance("ami-1")),
+                pending,
+                snapshot("snap-left2", None, provenance("ami-1")),
+            ])
+        });
+    let deleted = Calls::default();
+    let seen = deleted.clone();
+    // snap-left1 was deleted by the interrupted attempt already.
+    let delete = mock!(Client::delete_snapshot)
+        .match_requests(move |r| {
+            seen.lock().unwrap().push(r.snapshot_id().unwrap().to_string());
+            true
+        })
+        .sequence()
+        .http_status(
+            400,
+            Some(error_xml(
+                "InvalidSnapshot.NotFound",
+                "The snapshot 'snap-left1' does not exist.",
+            )),
+        )
+        .output(|| DeleteSnapshotOutput::builder().build())
+        .build();
+    let deregister =
+        mock!(Client::deregister_image).then_output(|| DeregisterImageOutput::builder().build());
+    let dest = sink(&[&gone, &others, &tagged, &delete, &deregister]);
+    dest.delete_copy(&copy).await.unwrap();
+    assert_eq!(*deleted.lock().unwrap(), ["snap-left1", "snap-left2"]);
+    assert_eq!(deregister.num_calls(), 0);
 }

@@ -256,13 +256,21 @@ async fn a_copy_left_in_progress_is_waited_on_not_started_again() {
 async fn a_run_copies_what_escrow_lacks_and_a_rerun_makes_no_mutating_call() {
     // Primary: two snapshots. Escrow: a completed copy of snap-2 already.
     let primary_list = mock!(Client::describe_snapshots)
-        .match_requests(|r| r.owner_ids() == ["self"] && r.snapshot_ids().is_empty())
+        .match_requests(|r| {
+            r.owner_ids() == ["self"]
+                && r.snapshot_ids().is_empty()
+                && r.restorable_by_user_ids().is_empty()
+        })
         .then_output(|| {
             DescribeSnapshotsOutput::builder()
                 .snapshots(snapshot("snap-1", SnapshotState::Completed, None))
                 .snapshots(snapshot("snap-2", SnapshotState::Completed, None))
                 .build()
         });
+    // Nothing left shared by an earlier run.
+    let left_shared = mock!(Client::describe_snapshots)
+        .match_requests(|r| r.restorable_by_user_ids() == [ESCROW])
+        .then_output(|| DescribeSnapshotsOutput::builder().build());
     let primary_one = mock!(Client::describe_snapshots)
         .match_requests(|r| r.snapshot_ids() == ["snap-1"])
         .then_output(|| {
@@ -271,10 +279,18 @@ async fn a_run_copies_what_escrow_lacks_and_a_rerun_makes_no_mutating_call() {
                 .build()
         });
     let (add, remove) = (shares(true), shares(false));
-    let src = source(ec2(&[&primary_list, &primary_one, &add, &remove]), KeyManagerType::Customer);
+    let src = source(
+        ec2(&[&primary_list, &left_shared, &primary_one, &add, &remove]),
+        KeyManagerType::Customer,
+    );
 
+    // The listing of completed copies (planning), then of every copy (the
+    // sink's one lookup per run).
     let escrow_list = mock!(Client::describe_snapshots)
-        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("tag-key")))
+        .match_requests(|r| {
+            r.filters().iter().any(|f| f.name() == Some("tag-key"))
+                && r.filters().iter().any(|f| f.name() == Some("status"))
+        })
         .sequence()
         .output(|| {
             DescribeSnapshotsOutput::builder()
@@ -290,9 +306,14 @@ async fn a_run_copies_what_escrow_lacks_and_a_rerun_makes_no_mutating_call() {
         .build();
     let escrow_lookup = mock!(Client::describe_snapshots)
         .match_requests(|r| {
-            r.filters().iter().any(|f| f.name() == Some(&format!("tag:{SOURCE_SNAPSHOT_TAG}")[..]))
+            r.filters().iter().any(|f| f.name() == Some("tag-key"))
+                && !r.filters().iter().any(|f| f.name() == Some("status"))
         })
-        .then_output(|| DescribeSnapshotsOutput::builder().build());
+        .then_output(|| {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(copy_of("snap-2", "snap-c2", SnapshotState::Completed))
+                .build()
+        });
     let copy = mock!(Client::copy_snapshot)
         .then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-c1").build());
     let poll = mock!(Client::describe_snapshots)
@@ -463,4 +484,181 @@ async fn verify_audits_the_copy_key_and_prune_sees_every_copy_with_its_lineage()
     });
     let problems = sink(&[&other]).audit(&item).await.unwrap();
     assert!(problems[0].contains("not the escrow key"), "{problems:?}");
+}
+
+fn error_xml(code: &str, message: &str) -> String {
+    format!(
+        "<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error>\
+         </Errors><RequestID>r</RequestID></Response>"
+    )
+}
+
+#[tokio::test]
+async fn the_primarys_reencrypted_copies_are_not_listed_as_items() {
+    let list = mock!(Client::describe_snapshots).then_output(|| {
+        let mut reencrypted = snapshot("snap-re", SnapshotState::Completed, None);
+        reencrypted.tags =
+            Some(vec![Tag::builder().key("escrow-sync:reencrypted-from").value("snap-1").build()]);
+        DescribeSnapshotsOutput::builder()
+            .snapshots(snapshot("snap-1", SnapshotState::Completed, None))
+            .snapshots(reencrypted)
+            .build()
+    });
+    // Everything the primary owns: the re-encrypted copy made for snap-1
+    // (or for an AMI) would otherwise be escrowed a second time.
+    let src = source(ec2(&[&list]), KeyManagerType::Customer);
+    use futures::TryStreamExt;
+    let items: Vec<Item> = src.list(&Scope::all()).try_collect().await.unwrap();
+    let keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, ["snap-1"]);
+}
+
+#[tokio::test]
+async fn a_copy_not_visible_yet_is_waited_for_and_one_deleted_meanwhile_is_not_found() {
+    // EC2 is eventually consistent: right after CopySnapshot, describing the
+    // new id may answer InvalidSnapshot.NotFound (HTTP 400).
+    let copy = mock!(Client::copy_snapshot)
+        .then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-copy").build());
+    let poll = mock!(Client::describe_snapshots)
+        .match_requests(|r| r.snapshot_ids() == ["snap-copy"])
+        .sequence()
+        .http_status(
+            400,
+            Some(error_xml("InvalidSnapshot.NotFound", "The snapshot 'snap-copy' does not exist.")),
+        )
+        .output(|| {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(copy_of("snap-1", "snap-copy", SnapshotState::Completed))
+                .build()
+        })
+        .build();
+    let none = no_copies();
+    let receipt = sink(&[&copy, &poll, &none])
+        .write(&Item::new("snap-1", ItemKind::Snapshot, 8 << 30, "snap-1"), reference())
+        .await
+        .unwrap();
+    assert_eq!(receipt.fingerprint.as_deref(), Some("snap-copy"));
+
+    // Never found again within the grace (here the timeout): NotFound, not a
+    // wait until the timeout's "next run waits for it".
+    let copy = mock!(Client::copy_snapshot)
+        .then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-gone").build());
+    let poll = mock!(Client::describe_snapshots)
+        .match_requests(|r| r.snapshot_ids() == ["snap-gone"])
+        .sequence()
+        .http_status(
+            400,
+            Some(error_xml("InvalidSnapshot.NotFound", "The snapshot 'snap-gone' does not exist.")),
+        )
+        .repeatedly()
+        .build();
+    let none = no_copies();
+    let err = EbsSnapshotSink::from_client(ec2(&[&copy, &poll, &none]), "us-east-1")
+        .with_wait(Duration::from_millis(30), Duration::from_millis(1))
+        .write(&Item::new("snap-1", ItemKind::Snapshot, 1, "snap-1"), reference())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("snap-gone") && err.to_string().contains("next run"), "{err}");
+}
+
+#[tokio::test]
+async fn a_share_an_interrupted_run_left_is_removed_when_escrow_already_holds_the_copy() {
+    use aws_sdk_ec2::types::Tag;
+    // Shared with escrow now: snap-1 itself, and the re-encrypted copy of snap-3.
+    let left = mock!(Client::describe_snapshots)
+        .match_requests(|r| r.owner_ids() == ["self"] && r.restorable_by_user_ids() == [ESCROW])
+        .then_output(|| {
+            let mut reencrypted = snapshot("snap-3r", SnapshotState::Completed, None);
+            reencrypted.tags = Some(vec![
+                Tag::builder().key("escrow-sync:reencrypted-from").value("snap-3").build(),
+            ]);
+            DescribeSnapshotsOutput::builder()
+                .snapshots(snapshot("snap-1", SnapshotState::Completed, None))
+                .snapshots(reencrypted)
+                .build()
+        });
+    let removed = |id: &'static str| {
+        mock!(Client::modify_snapshot_attribute)
+            .match_requests(move |r| {
+                r.snapshot_id() == Some(id)
+                    && r.operation_type() == Some(&aws_sdk_ec2::types::OperationType::Remove)
+                    && r.user_ids() == [ESCROW]
+            })
+            .then_output(|| ModifySnapshotAttributeOutput::builder().build())
+    };
+    let (one, three) = (removed("snap-1"), removed("snap-3r"));
+    let src = source(ec2(&[&left, &one, &three]), KeyManagerType::Customer);
+    assert!(src.finishes_skipped());
+    for key in ["snap-1", "snap-2", "snap-3"] {
+        src.finish(&Item::new(key, ItemKind::Snapshot, 1, key)).await.unwrap();
+    }
+    assert_eq!((one.num_calls(), three.num_calls()), (1, 1), "snap-2 was not shared: untouched");
+    assert_eq!(left.num_calls(), 1, "one listing of what is shared");
+
+    // With unshare_after_copy off, nothing is asked or changed.
+    let keep = source(ec2(&[&left, &one, &three]), KeyManagerType::Customer)
+        .with_unshare_after_copy(false);
+    assert!(!keep.finishes_skipped());
+    keep.finish(&Item::new("snap-1", ItemKind::Snapshot, 1, "snap-1")).await.unwrap();
+    assert_eq!((left.num_calls(), one.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn the_sink_lists_escrow_once_per_run_and_asks_afresh_on_a_retry() {
+    let all = mock!(Client::describe_snapshots)
+        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("tag-key")))
+        .then_output(|| DescribeSnapshotsOutput::builder().build());
+    let lookup = mock!(Client::describe_snapshots)
+        .match_requests(|r| {
+            r.filters().iter().any(|f| f.name() == Some(&format!("tag:{SOURCE_SNAPSHOT_TAG}")[..]))
+        })
+        .then_output(|| {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(copy_of("snap-1", "snap-c1", SnapshotState::Completed))
+                .build()
+        });
+    let copy = mock!(Client::copy_snapshot)
+        .then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-new").build());
+    let poll = mock!(Client::describe_snapshots)
+        .match_requests(|r| !r.snapshot_ids().is_empty())
+        .then_output(|| {
+            let id = "snap-new";
+            DescribeSnapshotsOutput::builder()
+                .snapshots(copy_of("any", id, SnapshotState::Completed))
+                .build()
+        });
+    let dest = sink(&[&all, &lookup, &copy, &poll]);
+    for key in ["snap-2", "snap-3", "snap-4"] {
+        dest.write(&Item::new(key, ItemKind::Snapshot, 1, key), reference()).await.unwrap();
+    }
+    assert_eq!((all.num_calls(), lookup.num_calls(), copy.num_calls()), (1, 0, 3));
+    // The same source again in this run (the executor's retry): EC2 is asked
+    // afresh and finds the copy the first try made: no second copy.
+    dest.write(&Item::new("snap-1", ItemKind::Snapshot, 1, "snap-1"), reference()).await.unwrap();
+    assert_eq!(copy.num_calls(), 4);
+    dest.write(&Item::new("snap-1", ItemKind::Snapshot, 1, "snap-1"), reference()).await.unwrap();
+    assert_eq!((lookup.num_calls(), copy.num_calls()), (1, 4), "found, not copied again");
+}
+
+#[tokio::test]
+async fn a_copy_not_complete_in_time_fails_the_item_for_the_next_run_without_retrying() {
+    let none = no_copies();
+    let copy = mock!(Client::copy_snapshot)
+        .then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-slow").build());
+    let poll = mock!(Client::describe_snapshots)
+        .match_requests(|r| r.snapshot_ids() == ["snap-slow"])
+        .then_output(|| {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(copy_of("snap-1", "snap-slow", SnapshotState::Pending))
+                .build()
+        });
+    let dest = EbsSnapshotSink::from_client(ec2(&[&none, &copy, &poll]), "us-east-1")
+        .with_wait(Duration::from_millis(20), Duration::from_millis(1));
+    let err = dest
+        .write(&Item::new("snap-1", ItemKind::Snapshot, 1, "snap-1"), reference())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
+    assert!(!err.is_retryable() && err.to_string().contains("next run waits"), "{err}");
 }

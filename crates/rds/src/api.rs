@@ -430,6 +430,62 @@ impl Rds {
         Ok(())
     }
 
+    /// Whether snapshot `id`'s `restore` attribute names `account` (the
+    /// share), read with DescribeDBSnapshotAttributes /
+    /// DescribeDBClusterSnapshotAttributes; `None` when there is no such
+    /// snapshot.
+    pub async fn shared_with(
+        &self,
+        id: &str,
+        account: &str,
+        resource: &str,
+    ) -> Result<Option<bool>> {
+        let names = |name: Option<&str>, values: &[String]| {
+            name == Some("restore") && values.iter().any(|v| v == account)
+        };
+        let shared = match self.kind {
+            RdsKind::Db => {
+                let op = "rds:DescribeDBSnapshotAttributes";
+                match self
+                    .client
+                    .describe_db_snapshot_attributes()
+                    .db_snapshot_identifier(id)
+                    .send()
+                    .await
+                {
+                    Ok(out) => out
+                        .db_snapshot_attributes_result()
+                        .map(|r| r.db_snapshot_attributes())
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|a| names(a.attribute_name(), a.attribute_values())),
+                    Err(e) if is_not_found(&e) => return Ok(None),
+                    Err(e) => return Err(sdk_error(e, op, resource)),
+                }
+            }
+            RdsKind::Cluster => {
+                let op = "rds:DescribeDBClusterSnapshotAttributes";
+                match self
+                    .client
+                    .describe_db_cluster_snapshot_attributes()
+                    .db_cluster_snapshot_identifier(id)
+                    .send()
+                    .await
+                {
+                    Ok(out) => out
+                        .db_cluster_snapshot_attributes_result()
+                        .map(|r| r.db_cluster_snapshot_attributes())
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|a| names(a.attribute_name(), a.attribute_values())),
+                    Err(e) if is_not_found(&e) => return Ok(None),
+                    Err(e) => return Err(sdk_error(e, op, resource)),
+                }
+            }
+        };
+        Ok(Some(shared))
+    }
+
     /// Deletes snapshot `id`.
     pub async fn delete(&self, id: &str, resource: &str) -> Result<()> {
         match self.kind {
@@ -513,7 +569,7 @@ impl Rds {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::new(
-                    ErrorKind::Transient,
+                    ErrorKind::Failed,
                     op,
                     &named,
                     format!("not available after {timeout:?}; the next run waits for it"),

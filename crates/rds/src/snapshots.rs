@@ -106,6 +106,21 @@ pub struct RdsSnapshotSource {
     reencrypt_key_id: Option<String>,
     wait: (Duration, Duration),
     shared: Arc<Mutex<BTreeMap<String, String>>>,
+    listed: Arc<Mutex<Listed>>,
+}
+
+/// What the last listing of a [`RdsSnapshotSource`] showed, for finishing
+/// items escrow already holds without asking RDS per candidate.
+#[derive(Debug, Default)]
+struct Listed {
+    /// The listing saw every snapshot the primary owns (no `ids`), so its
+    /// copies in the primary too.
+    complete: bool,
+    /// The automated snapshots listed (they cannot be shared themselves).
+    automated: BTreeSet<String>,
+    /// escrow-sync's available copies in the primary (of an automated
+    /// snapshot, or re-encrypted), by the snapshot they stand for.
+    copies: BTreeMap<String, Vec<String>>,
 }
 
 impl RdsSnapshotSource {
@@ -131,6 +146,7 @@ impl RdsSnapshotSource {
             reencrypt_key_id: None,
             wait: (Duration::from_secs(12 * 3600), Duration::from_secs(60)),
             shared: Default::default(),
+            listed: Default::default(),
         }
     }
 
@@ -273,6 +289,41 @@ impl RdsSnapshotSource {
     }
 }
 
+impl RdsSnapshotSource {
+    /// The snapshots that may carry a share for `key`, an item escrow
+    /// already holds, which this run did not read: what a read would have
+    /// shared. With a complete listing, escrow-sync's copies of it in the
+    /// primary when there are (its own share is impossible then: automated,
+    /// or under the AWS-managed key), else the snapshot itself unless it is
+    /// automated. A listing by ids does not see the copies: then the
+    /// snapshot (unless automated) and its copy's deterministic name
+    /// ([`primary_copy_identifier`]; a `-retry-N` one is not looked for).
+    fn share_candidates(&self, key: &str) -> Vec<String> {
+        let listed = self.listed.lock().expect("listing");
+        let automated = listed.automated.contains(key) || key.starts_with("rds:");
+        let own = (!automated).then(|| key.to_string());
+        match listed.copies.get(key) {
+            Some(copies) if listed.complete => copies.clone(),
+            _ if listed.complete => own.into_iter().collect(),
+            _ => own.into_iter().chain([primary_copy_identifier(key)]).collect(),
+        }
+    }
+
+    /// Removes the shares an interrupted run left for `key`, an item escrow
+    /// already holds: each candidate's `restore` attribute is read, and the
+    /// escrow account removed only where it is named (no mutating call when
+    /// nothing is left shared).
+    async fn unshare_left(&self, key: &str) -> Result<()> {
+        let resource = self.resource(key);
+        for id in self.share_candidates(key) {
+            if self.rds.shared_with(&id, &self.escrow_account, &resource).await? == Some(true) {
+                self.rds.share(&id, &self.escrow_account, false, &resource).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Source for RdsSnapshotSource {
     fn describe(&self) -> String {
@@ -283,6 +334,9 @@ impl Source for RdsSnapshotSource {
         let prefix = scope.prefix.clone();
         let ids: BTreeSet<String> = self.ids.iter().map(|i| i.to_ascii_lowercase()).collect();
         let tags = self.tags.clone();
+        *self.listed.lock().expect("listing") =
+            Listed { complete: self.ids.is_empty(), ..Listed::default() };
+        let listed = self.listed.clone();
         self.rds
             .list(&self.ids, false, Source::describe(self))
             .filter_map(move |r| {
@@ -290,6 +344,16 @@ impl Source for RdsSnapshotSource {
                     Ok(s) => s,
                     Err(e) => return futures::future::ready(Some(Err(e))),
                 };
+                {
+                    let mut listed = listed.lock().expect("listing");
+                    if s.is_automated() {
+                        listed.automated.insert(s.id.clone());
+                    }
+                    let of = s.tags.get(COPIED_FROM_TAG).or(s.tags.get(REENCRYPTED_FROM_TAG));
+                    if let Some(of) = of.filter(|_| s.is_available()) {
+                        listed.copies.entry(of.clone()).or_default().push(s.id.clone());
+                    }
+                }
                 let selected = s.is_available()
                     && matches!(s.snapshot_type.as_str(), "manual" | "automated")
                     // escrow-sync's own copies in the primary are means, not sources.
@@ -340,18 +404,21 @@ impl Source for RdsSnapshotSource {
         ))
     }
 
+    fn finishes_skipped(&self) -> bool {
+        self.unshare_after_copy
+    }
+
+    /// Removes the share once the copy is complete: the one this run made,
+    /// or, for an item escrow already held, one an interrupted run left
+    /// (see `RdsSnapshotSource::unshare_left`).
     async fn finish(&self, item: &Item) -> Result<()> {
         if !self.unshare_after_copy {
             return Ok(());
         }
         let recorded = self.shared.lock().expect("shares").get(&item.key).cloned();
-        let shared = recorded.unwrap_or_else(|| {
-            if item.key.starts_with("rds:") {
-                primary_copy_identifier(&item.key)
-            } else {
-                item.key.clone()
-            }
-        });
+        let Some(shared) = recorded else {
+            return self.unshare_left(&item.key).await;
+        };
         self.rds.share(&shared, &self.escrow_account, false, &self.resource(&item.key)).await?;
         self.shared.lock().expect("shares").remove(&item.key);
         Ok(())
@@ -407,6 +474,7 @@ pub struct RdsSnapshotSink {
     rds: Rds,
     region: String,
     kms_key_id: Option<String>,
+    source_account: Option<String>,
     timeout: Duration,
     max_poll: Duration,
 }
@@ -419,6 +487,7 @@ impl RdsSnapshotSink {
             rds: Rds::new(rds, kind),
             region: region.into(),
             kms_key_id: None,
+            source_account: None,
             timeout: Duration::from_secs(12 * 3600),
             max_poll: Duration::from_secs(60),
         }
@@ -429,6 +498,16 @@ impl RdsSnapshotSink {
     /// account shares.
     pub fn with_kms_key_id(mut self, key: Option<String>) -> Self {
         self.kms_key_id = key;
+        self
+    }
+
+    /// Only copies of this primary account's snapshots are this sink's
+    /// (listing, audit, retention): RDS identifiers are chosen by people, so
+    /// two primaries backed up into one escrow may both have a `nightly-1`,
+    /// and without it a copy of one would count as the copy of the other.
+    /// Writes always tell copies apart by the account of the payload.
+    pub fn with_source_account(mut self, account: Option<String>) -> Self {
+        self.source_account = account;
         self
     }
 
@@ -448,12 +527,24 @@ impl RdsSnapshotSink {
         format!("{}://escrow/{}", self.rds.kind.scheme(), self.region)
     }
 
+    /// Whether copy `s` is of a snapshot of `account` (any, when unknown;
+    /// a copy without the tag is taken for one).
+    fn of_account(s: &Snap, account: Option<&str>) -> bool {
+        match (s.tags.get(SOURCE_ACCOUNT_TAG), account) {
+            (Some(a), Some(want)) => a == want,
+            _ => true,
+        }
+    }
+
     /// The complete escrow copy of `source_id`, if any: the one named for it,
     /// else (after failures) any other copy tagged with it.
     async fn complete_copy(&self, source_id: &str) -> Result<Option<Snap>> {
         let resource = self.resource(source_id);
-        let ours =
-            |s: &Snap| s.tags.get(SOURCE_SNAPSHOT_TAG).map(String::as_str) == Some(source_id);
+        let account = self.source_account.as_deref();
+        let ours = |s: &Snap| {
+            s.tags.get(SOURCE_SNAPSHOT_TAG).map(String::as_str) == Some(source_id)
+                && Self::of_account(s, account)
+        };
         if let Some(s) = self.rds.get(&escrow_identifier(source_id), &resource).await?
             && ours(&s)
             && s.is_available()
@@ -461,7 +552,7 @@ impl RdsSnapshotSink {
             return Ok(Some(s));
         }
         let copies = self.rds.tagged(SOURCE_SNAPSHOT_TAG, source_id, &resource).await?;
-        Ok(copies.into_iter().find(Snap::is_available))
+        Ok(copies.into_iter().find(|s| s.is_available() && ours(s)))
     }
 }
 
@@ -476,12 +567,14 @@ impl Sink for RdsSnapshotSink {
         // After a failed copy and a retry, two copies may carry one source:
         // it is listed once.
         let seen = Arc::new(Mutex::new(BTreeSet::new()));
+        let account = self.source_account.clone();
         self.rds
             .list(&[], true, format!("{} snapshots", self.describe_escrow()))
             .filter_map(move |r| {
                 let out = match r {
                     Ok(s) => s.tags.get(SOURCE_SNAPSHOT_TAG).cloned().and_then(|source| {
                         let fresh = s.is_available()
+                            && Self::of_account(&s, account.as_deref())
                             && source.starts_with(&prefix)
                             && seen.lock().expect("seen").insert(source.clone());
                         fresh.then(|| {
@@ -542,12 +635,16 @@ impl Sink for RdsSnapshotSink {
             _ => self.kms_key_id.as_deref(),
         };
         let resource = self.resource(&item.key);
+        // A copy named for this source id but of another account's
+        // snapshot of the same name is not this one's: it is left alone and
+        // this copy is made as `<name>-retry-N`.
+        let owner = source.owner.clone().or_else(|| self.source_account.clone());
         let copy = self
             .rds
             .copy_once(
                 &escrow_identifier(&item.key),
                 (SOURCE_SNAPSHOT_TAG, &item.key),
-                |s| !s.is_failed(),
+                |s| !s.is_failed() && Self::of_account(s, owner.as_deref()),
                 // The ARN of what the primary shares: the snapshot, or its
                 // manual / re-encrypted copy.
                 &source.key,
@@ -621,6 +718,9 @@ impl Retained for RdsSnapshotSink {
         for s in all {
             let s = s?;
             let Some(source) = s.tags.get(SOURCE_SNAPSHOT_TAG) else { continue };
+            if !Self::of_account(&s, self.source_account.as_deref()) {
+                continue;
+            }
             let tag = |k: &str| s.tags.get(k).filter(|v| !v.is_empty()).cloned();
             out.push(EscrowCopy {
                 id: s.id.clone(),

@@ -8,7 +8,9 @@
 //! provenance tags at creation, quota errors and throttling retried, a copy
 //! that fails reported with RDS's message and retried under a new name, a
 //! copy left in progress waited on, a whole run followed by a re-run that
-//! makes no mutating call and a clean verify, `plan`'s assessments, audits,
+//! makes no mutating call and a clean verify, the shares an interrupted run
+//! left (read from the `restore` attribute) removed for items escrow holds,
+//! `plan`'s assessments, audits,
 //! and the retention store.
 //!
 //! The two-account suite (tests/rds_two_accounts.rs) runs the dance on the
@@ -27,12 +29,17 @@ use aws_sdk_rds::config::retry::RetryConfig;
 use aws_sdk_rds::operation::copy_db_cluster_snapshot::CopyDbClusterSnapshotOutput;
 use aws_sdk_rds::operation::copy_db_snapshot::CopyDbSnapshotOutput;
 use aws_sdk_rds::operation::delete_db_snapshot::DeleteDbSnapshotOutput;
+use aws_sdk_rds::operation::describe_db_cluster_snapshot_attributes::DescribeDbClusterSnapshotAttributesOutput;
 use aws_sdk_rds::operation::describe_db_cluster_snapshots::DescribeDbClusterSnapshotsOutput;
+use aws_sdk_rds::operation::describe_db_snapshot_attributes::DescribeDbSnapshotAttributesOutput;
 use aws_sdk_rds::operation::describe_db_snapshots::DescribeDbSnapshotsOutput;
 use aws_sdk_rds::operation::describe_events::DescribeEventsOutput;
 use aws_sdk_rds::operation::modify_db_cluster_snapshot_attribute::ModifyDbClusterSnapshotAttributeOutput;
 use aws_sdk_rds::operation::modify_db_snapshot_attribute::ModifyDbSnapshotAttributeOutput;
-use aws_sdk_rds::types::{DbClusterSnapshot, DbSnapshot, Event, Tag};
+use aws_sdk_rds::types::{
+    DbClusterSnapshot, DbClusterSnapshotAttribute, DbClusterSnapshotAttributesResult, DbSnapshot,
+    DbSnapshotAttribute, DbSnapshotAttributesResult, Event, Tag,
+};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use futures::TryStreamExt;
 
@@ -192,6 +199,35 @@ fn share_db(id: &'static str, add: bool) -> Rule {
                 && others.is_empty()
         })
         .then_output(|| ModifyDbSnapshotAttributeOutput::builder().build())
+}
+
+/// DescribeDBSnapshotAttributes of `id`: its `restore` attribute names
+/// `answers` in order (the last repeated).
+fn restore_db(id: &'static str, answers: Vec<Vec<&'static str>>) -> Rule {
+    let mut seq = mock!(Client::describe_db_snapshot_attributes)
+        .match_requests(move |r| r.db_snapshot_identifier() == Some(id))
+        .sequence();
+    let last = answers.len() - 1;
+    for (i, accounts) in answers.into_iter().enumerate() {
+        seq = seq.output(move || {
+            let restore = DbSnapshotAttribute::builder()
+                .attribute_name("restore")
+                .set_attribute_values(Some(accounts.iter().map(|a| a.to_string()).collect()))
+                .build();
+            DescribeDbSnapshotAttributesOutput::builder()
+                .db_snapshot_attributes_result(
+                    DbSnapshotAttributesResult::builder()
+                        .db_snapshot_identifier(id)
+                        .db_snapshot_attributes(restore)
+                        .build(),
+                )
+                .build()
+        });
+        if i == last {
+            return seq.repeatedly().build();
+        }
+    }
+    unreachable!()
 }
 
 fn source(rules: &[&Rule], manager: KeyManagerType) -> RdsSnapshotSource {
@@ -620,6 +656,44 @@ async fn a_snapshot_of_another_source_under_the_copy_name_is_not_taken_for_the_c
 }
 
 #[tokio::test]
+async fn a_copy_of_another_primarys_snapshot_of_the_same_name_is_not_this_ones() {
+    // One escrow, two primaries: 333333333333 also has a `nightly-1`.
+    let theirs = db(
+        ESCROW,
+        "escrow-nightly-1",
+        "available",
+        Some(ESCROW_KEY),
+        &[(SOURCE_SNAPSHOT_TAG, "nightly-1"), ("escrow-sync:source-account", "333333333333")],
+    );
+    let all = {
+        let theirs = theirs.clone();
+        mock!(Client::describe_db_snapshots)
+            .match_requests(|r| r.db_snapshot_identifier().is_none())
+            .then_output(move || dbs([theirs.clone()]))
+    };
+    let named = get_db("escrow-nightly-1", vec![Some(theirs.clone())]);
+    let retry = get_db(
+        "escrow-nightly-1-retry-2",
+        vec![Some(escrow_copy("nightly-1", "escrow-nightly-1-retry-2", "available", None))],
+    );
+    let copy = escrow_copy_rule("escrow-nightly-1-retry-2", Some(ESCROW_KEY));
+    let ours = sink(&[&all, &named, &retry, &copy]).with_source_account(Some(PRIMARY.into()));
+    let listed: Vec<Item> = ours.list(&Scope::all()).try_collect().await.unwrap();
+    assert!(listed.is_empty(), "their copy is not ours: {listed:?}");
+    assert!(ours.copies().await.unwrap().is_empty(), "nor is it ours to prune");
+    let audit = ours.audit(&item("nightly-1")).await.unwrap();
+    assert!(audit.iter().any(|p| p.contains("no available copy")), "{audit:?}");
+
+    // The write tells them apart by the payload's owner, even unconfigured.
+    let receipt = sink(&[&all, &named, &retry, &copy])
+        .write(&item("nightly-1"), reference("nightly-1", "nightly-1", false))
+        .await
+        .unwrap();
+    assert_eq!(receipt.fingerprint.as_deref(), Some("escrow-nightly-1-retry-2"));
+    assert_eq!(copy.num_calls(), 1, "copied, not taken for theirs");
+}
+
+#[tokio::test]
 async fn a_run_copies_what_escrow_lacks_a_rerun_makes_no_mutating_call_and_verify_is_clean() {
     // Primary: two snapshots. Escrow: a complete copy of nightly-2 already.
     let primary_list = mock!(Client::describe_db_snapshots)
@@ -633,7 +707,14 @@ async fn a_run_copies_what_escrow_lacks_a_rerun_makes_no_mutating_call_and_verif
     let primary_one =
         get_db("nightly-1", vec![Some(db(PRIMARY, "nightly-1", "available", None, &[]))]);
     let (add, remove) = (share_db("nightly-1", true), share_db("nightly-1", false));
-    let src = source(&[&primary_list, &primary_one, &add, &remove], KeyManagerType::Customer);
+    // Items escrow already holds are looked at, not unshared: nothing is
+    // left shared.
+    let (restore_1, restore_2) =
+        (restore_db("nightly-1", vec![vec![]]), restore_db("nightly-2", vec![vec![]]));
+    let src = source(
+        &[&primary_list, &primary_one, &add, &remove, &restore_1, &restore_2],
+        KeyManagerType::Customer,
+    );
 
     let escrow_list = mock!(Client::describe_db_snapshots)
         .match_requests(|r| {
@@ -683,9 +764,167 @@ async fn a_run_copies_what_escrow_lacks_a_rerun_makes_no_mutating_call_and_verif
         (1, 1, 1),
         "no mutating call"
     );
+    assert_eq!((restore_1.num_calls(), restore_2.num_calls()), (1, 2), "each skip looked");
     let verify = ex.execute(Mode::Verify, &src, &dest, &Scope::all()).await.unwrap();
     assert_eq!((verify.missing, verify.unprotected, verify.failed), (0, 0, 0), "{verify:?}");
     assert_eq!(copy.num_calls(), 1);
+}
+
+/// After runs interrupted before their unshare, escrow holds copies of
+/// nightly-1 (left shared), the automated snapshot (its manual copy in the
+/// primary left shared), nightly-3 (under the AWS-managed key: its
+/// re-encrypted copy left shared) and nightly-4 (shared with another
+/// account only): a run removes exactly the escrow account's leftover
+/// shares, copies nothing, and a re-run makes no mutating call.
+#[tokio::test]
+async fn a_share_an_interrupted_run_left_is_removed_for_items_escrow_holds() {
+    let manual_copy = primary_copy_identifier(AUTOMATED);
+    let reencrypted = primary_copy_identifier("nightly-3");
+    let (manual_id, reencrypted_id): (&'static str, &'static str) =
+        (Box::leak(manual_copy.clone().into_boxed_str()), Box::leak(reencrypted.into_boxed_str()));
+    let primary_list = mock!(Client::describe_db_snapshots)
+        .match_requests(|r| r.db_snapshot_identifier().is_none())
+        .then_output(move || {
+            dbs([
+                db(PRIMARY, "nightly-1", "available", None, &[]),
+                db(PRIMARY, AUTOMATED, "available", None, &[]),
+                db(PRIMARY, manual_id, "available", None, &[(COPIED_FROM_TAG, AUTOMATED)]),
+                db(PRIMARY, "nightly-3", "available", Some(AWS_KEY), &[]),
+                db(
+                    PRIMARY,
+                    reencrypted_id,
+                    "available",
+                    Some(CUSTOMER),
+                    &[(REENCRYPTED_FROM_TAG, "nightly-3")],
+                ),
+                db(PRIMARY, "nightly-4", "available", None, &[]),
+            ])
+        });
+    // Shared the first time asked; no longer once unshared.
+    let restores = [
+        restore_db("nightly-1", vec![vec![ESCROW], vec![]]),
+        restore_db(manual_id, vec![vec![ESCROW, "333333333333"], vec!["333333333333"]]),
+        restore_db(reencrypted_id, vec![vec![ESCROW], vec![]]),
+        restore_db("nightly-4", vec![vec!["333333333333"]]),
+    ];
+    let removes =
+        [share_db("nightly-1", false), share_db(manual_id, false), share_db(reencrypted_id, false)];
+    let others = mock!(Client::modify_db_snapshot_attribute)
+        .then_output(|| ModifyDbSnapshotAttributeOutput::builder().build());
+    let mut rules: Vec<&Rule> = vec![&primary_list];
+    rules.extend(restores.iter());
+    rules.extend(removes.iter());
+    rules.push(&others);
+    let src = source(&rules, KeyManagerType::Customer);
+    assert!(src.finishes_skipped());
+
+    let escrow_list = mock!(Client::describe_db_snapshots)
+        .match_requests(|r| r.snapshot_type() == Some("manual"))
+        .then_output(|| {
+            dbs(["nightly-1", AUTOMATED, "nightly-3", "nightly-4"]
+                .map(|id| escrow_copy(id, &escrow_identifier(id), "available", Some(ESCROW_KEY))))
+        });
+    let copy =
+        mock!(Client::copy_db_snapshot).then_output(|| CopyDbSnapshotOutput::builder().build());
+    let dest = sink(&[&escrow_list, &copy]);
+    let ex = Executor::new(ExecutorOptions::new().with_concurrency(20));
+    let run = ex.execute(Mode::Run, &src, &dest, &Scope::all()).await.unwrap();
+    assert_eq!((run.copied, run.skipped, run.failed), (0, 4, 0), "{run:?}");
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    assert_eq!(removes.each_ref().map(|r| r.num_calls()), [1, 1, 1], "each leftover share removed");
+    assert_eq!(others.num_calls(), 0, "nothing else: not nightly-3 itself, not nightly-4");
+    assert_eq!(restores.each_ref().map(|r| r.num_calls()), [1, 1, 1, 1], "one look each");
+    assert_eq!(copy.num_calls(), 0, "nothing copied");
+
+    let again = ex.execute(Mode::Run, &src, &dest, &Scope::all()).await.unwrap();
+    assert_eq!((again.copied, again.skipped, again.failed), (0, 4, 0), "{again:?}");
+    assert_eq!(removes.each_ref().map(|r| r.num_calls()), [1, 1, 1], "no mutating call");
+    assert_eq!((others.num_calls(), copy.num_calls()), (0, 0));
+
+    // Without unshare_after_copy, nothing is looked at or removed.
+    let keep = source(&rules, KeyManagerType::Customer).with_unshare_after_copy(false);
+    assert!(!keep.finishes_skipped());
+    let kept = ex.execute(Mode::Run, &keep, &dest, &Scope::all()).await.unwrap();
+    assert_eq!(kept.skipped, 4, "{kept:?}");
+    keep.finish(&item("nightly-1")).await.unwrap();
+    assert_eq!(restores.each_ref().map(|r| r.num_calls()), [2, 2, 2, 2], "not asked");
+    assert_eq!(removes.each_ref().map(|r| r.num_calls()), [1, 1, 1]);
+    assert_eq!(others.num_calls(), 0);
+}
+
+/// The same for an Aurora cluster snapshot listed by id: the listing does
+/// not show copies in the primary, so the snapshot and its copy's name are
+/// looked at (the copy does not exist: not an error), with the cluster calls.
+#[tokio::test]
+async fn an_aurora_share_left_is_removed_with_the_cluster_calls_when_listed_by_id() {
+    let list = mock!(Client::describe_db_cluster_snapshots)
+        .match_requests(|r| r.db_cluster_snapshot_identifier().is_none())
+        .then_output(|| {
+            clusters([cluster(PRIMARY, "weekly-1", "available", Some(PRIMARY_KEY), &[])])
+        });
+    let restore = |accounts: Vec<&'static str>| {
+        DescribeDbClusterSnapshotAttributesOutput::builder()
+            .db_cluster_snapshot_attributes_result(
+                DbClusterSnapshotAttributesResult::builder()
+                    .db_cluster_snapshot_identifier("weekly-1")
+                    .db_cluster_snapshot_attributes(
+                        DbClusterSnapshotAttribute::builder()
+                            .attribute_name("restore")
+                            .set_attribute_values(Some(
+                                accounts.iter().map(|a| a.to_string()).collect(),
+                            ))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    };
+    let attributes = mock!(Client::describe_db_cluster_snapshot_attributes)
+        .match_requests(|r| r.db_cluster_snapshot_identifier() == Some("weekly-1"))
+        .sequence()
+        .output(move || restore(vec![ESCROW]))
+        .output(move || restore(vec![]))
+        .repeatedly()
+        .build();
+    let copy_name = primary_copy_identifier("weekly-1");
+    let no_copy = mock!(Client::describe_db_cluster_snapshot_attributes)
+        .match_requests(move |r| r.db_cluster_snapshot_identifier() == Some(copy_name.as_str()))
+        .sequence()
+        .http_status(404, Some(error_xml("DBClusterSnapshotNotFoundFault", "not found")))
+        .repeatedly()
+        .build();
+    let remove = mock!(Client::modify_db_cluster_snapshot_attribute)
+        .match_requests(|r| {
+            r.db_cluster_snapshot_identifier() == Some("weekly-1")
+                && r.attribute_name() == Some("restore")
+                && r.values_to_remove() == [ESCROW]
+                && r.values_to_add().is_empty()
+        })
+        .then_output(|| ModifyDbClusterSnapshotAttributeOutput::builder().build());
+    let src = RdsSnapshotSource::from_client(
+        rds(&[&list, &attributes, &no_copy, &remove]),
+        kms(KeyManagerType::Customer),
+        RdsKind::Cluster,
+        "us-east-1",
+        PRIMARY,
+        ESCROW,
+    )
+    .with_ids(vec!["weekly-1".into()]);
+    let escrow_tags = [(SOURCE_SNAPSHOT_TAG, "weekly-1")];
+    let escrow_list = mock!(Client::describe_db_cluster_snapshots).then_output(move || {
+        clusters([cluster(ESCROW, "escrow-weekly-1", "available", Some(ESCROW_KEY), &escrow_tags)])
+    });
+    let dest = RdsSnapshotSink::from_client(rds(&[&escrow_list]), RdsKind::Cluster, "us-east-1")
+        .with_kms_key_id(Some(ESCROW_KEY.into()));
+    let ex = Executor::new(ExecutorOptions::new().with_concurrency(4));
+    let run = ex.execute(Mode::Run, &src, &dest, &Scope::all()).await.unwrap();
+    assert_eq!((run.skipped, run.failed), (1, 0), "{run:?}");
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    assert_eq!((attributes.num_calls(), no_copy.num_calls(), remove.num_calls()), (1, 1, 1));
+    let again = ex.execute(Mode::Run, &src, &dest, &Scope::all()).await.unwrap();
+    assert_eq!((again.skipped, again.failed), (1, 0), "{again:?}");
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+    assert_eq!(remove.num_calls(), 1, "nothing left: no mutating call");
 }
 
 #[tokio::test]

@@ -114,11 +114,17 @@ pub(crate) fn short_hash(s: &str) -> String {
     format!("{h:016x}")
 }
 
+/// What [`manual_copy_id`] prefixes an identifier with.
+const MANUAL_COPY_BASE: &str = "escrow-sync-";
+
+/// How the manual copies of automated snapshots (`rs:...`) are named.
+pub(crate) const MANUAL_COPY_PREFIX: &str = "escrow-sync-rs-";
+
 /// The identifier of the manual copy, in the primary, of the automated
 /// snapshot `id` (`rs:cluster-2024-...` becomes
 /// `escrow-sync-rs-cluster-2024-...`): deterministic, so later runs reuse it.
 pub(crate) fn manual_copy_id(id: &str) -> String {
-    let mut out = String::from("escrow-sync-");
+    let mut out = String::from(MANUAL_COPY_BASE);
     for c in id.chars() {
         let c = c.to_ascii_lowercase();
         let c = if c.is_ascii_alphanumeric() { c } else { '-' };
@@ -141,7 +147,7 @@ pub(crate) fn shared_source_key(snapshot: &Snapshot) -> Option<String> {
     if let Some(from) = tag(snapshot, COPIED_FROM_TAG) {
         return Some(from.to_string());
     }
-    match id.strip_prefix("escrow-sync-rs-") {
+    match id.strip_prefix(MANUAL_COPY_PREFIX) {
         Some(rest) => Some(format!("rs:{rest}")),
         None => Some(id.to_string()),
     }
@@ -196,7 +202,7 @@ impl Waiter {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::new(
-                    ErrorKind::Transient,
+                    ErrorKind::Failed,
                     operation,
                     resource,
                     format!("{what} not done after {:?}; the next run waits for it", self.timeout),

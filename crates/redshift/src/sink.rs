@@ -81,9 +81,16 @@ impl RestoreOptions {
 }
 
 /// Whether `actual` (a key ARN, as Redshift answers it) is the configured
-/// key `configured` (an ARN or a bare key id; aliases are not resolved).
+/// key `configured` (an ARN or a bare key id). An alias (`alias/escrow`, or
+/// its ARN) cannot be told apart from its key without KMS and counts as a
+/// match, as for EBS and RDS copies: otherwise every verify would flag a
+/// copy made under the very alias configured.
 fn same_key(actual: &str, configured: &str) -> bool {
-    actual == configured || actual.ends_with(&format!("key/{configured}"))
+    if configured.starts_with("alias/") || configured.contains(":alias/") {
+        return true;
+    }
+    let id = |k: &str| k.rsplit_once("key/").map_or(k, |(_, id)| id).to_string();
+    actual == configured || id(actual) == id(configured)
 }
 
 /// The escrow account's Redshift snapshots.
@@ -192,7 +199,8 @@ impl RedshiftSnapshotSink {
         (h, cluster)
     }
 
-    /// Every manual snapshot escrow-sync made in escrow, in any state.
+    /// Every manual snapshot escrow-sync made in escrow, in any state (of
+    /// the primary's snapshots only, when the primary is known).
     async fn own_copies(&self) -> Result<Vec<Snapshot>> {
         let mut pages = self
             .redshift
@@ -207,13 +215,23 @@ impl RedshiftSnapshotSink {
             let s = s.map_err(|e| {
                 rs_error(e, "redshift:DescribeClusterSnapshots", "escrow redshift snapshots")
             })?;
-            let foreign = matches!(
-                (s.owner_account(), self.primary_account.as_deref()),
-                (Some(o), Some(p)) if o == p
-            );
+            // Without OwnerAccount, Redshift may also answer snapshots other
+            // accounts share with escrow: only escrow's own are copies. And
+            // when the primary is known, only copies of its snapshots: one
+            // escrow may serve several primaries whose snapshot names meet.
+            let owner = s.owner_account();
+            let foreign = owner.is_some_and(|o| {
+                self.primary_account.as_deref() == Some(o)
+                    || self.escrow_account.as_deref().is_some_and(|e| e != o)
+            });
+            let other_primary = match (tag(&s, SOURCE_ACCOUNT_TAG), &self.primary_account) {
+                (Some(a), Some(p)) => a != p,
+                _ => false,
+            };
             if tag(&s, SOURCE_SNAPSHOT_TAG).is_some()
                 && s.snapshot_type() == Some("manual")
                 && !foreign
+                && !other_primary
             {
                 out.push(s);
             }

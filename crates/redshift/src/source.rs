@@ -2,7 +2,8 @@
 //! account (AuthorizeSnapshotAccess) as they are read, unshared once escrow
 //! holds its copy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,17 +15,23 @@ use escrow_sync_core::{
 };
 
 use crate::common::{
-    COPIED_FROM_TAG, Waiter, code, fmt_time, manual_copy_id, rs_error, size_of, snapshot_arn, tag,
+    COPIED_FROM_TAG, MANUAL_COPY_PREFIX, Waiter, code, fmt_time, manual_copy_id, rs_error, size_of,
+    snapshot_arn, tag,
 };
 
 /// What [`RedshiftSnapshotSource::list`](Source::list) yields a snapshot
 /// for: available, manual or automated, and not one of escrow-sync's own
 /// manual copies of an automated snapshot (those stand for their original).
+/// A copy is known by its tag, and by its name too: CopyClusterSnapshot
+/// cannot tag, so a run interrupted between the copy and CreateTags leaves
+/// it untagged, and it must not become an item (a second escrow copy of the
+/// same data) before the next read of its original tags it.
 fn selectable(s: &Snapshot, account: &str) -> bool {
     s.status() == Some("available")
         && matches!(s.snapshot_type(), Some("manual" | "automated"))
         && s.owner_account().is_none_or(|o| o == account)
         && tag(s, COPIED_FROM_TAG).is_none()
+        && !s.snapshot_identifier().is_some_and(|id| id.starts_with(MANUAL_COPY_PREFIX))
 }
 
 /// The primary's Redshift cluster snapshots, selected by tags or ids (or
@@ -46,6 +53,36 @@ pub struct RedshiftSnapshotSource {
     ids: Vec<String>,
     unshare_after_copy: bool,
     wait: Waiter,
+    /// The items read (shared) in this run and not yet finished.
+    read: Arc<Mutex<BTreeSet<String>>>,
+    /// What the last listing showed of each snapshot it saw.
+    listed: Arc<Mutex<BTreeMap<String, Listed>>>,
+}
+
+/// What a listing showed of one snapshot, for finishing items escrow
+/// already holds without asking again.
+#[derive(Debug, Clone)]
+struct Listed {
+    automated: bool,
+    cluster: Option<String>,
+    /// escrow-sync's tag naming the automated snapshot it copies.
+    copied_from: Option<String>,
+    /// Its AccountsWithRestoreAccess names the escrow account.
+    shared: bool,
+}
+
+impl Listed {
+    fn of(s: &Snapshot, escrow_account: &str) -> Self {
+        Listed {
+            automated: s.snapshot_type() == Some("automated"),
+            cluster: s.cluster_identifier().map(str::to_string),
+            copied_from: tag(s, COPIED_FROM_TAG).map(str::to_string),
+            shared: s
+                .accounts_with_restore_access()
+                .iter()
+                .any(|a| a.account_id() == Some(escrow_account)),
+        }
+    }
 }
 
 impl RedshiftSnapshotSource {
@@ -71,6 +108,8 @@ impl RedshiftSnapshotSource {
                 timeout: Duration::from_secs(12 * 3600),
                 max_poll: Duration::from_secs(60),
             },
+            read: Default::default(),
+            listed: Default::default(),
         }
     }
 
@@ -167,6 +206,12 @@ impl RedshiftSnapshotSource {
             }
             out
         };
+        *self.listed.lock().expect("listing") = snapshots
+            .iter()
+            .filter_map(|s| {
+                Some((s.snapshot_identifier()?.to_string(), Listed::of(s, &self.escrow_account)))
+            })
+            .collect();
         Ok(snapshots
             .into_iter()
             .filter(|s| selectable(s, &self.account))
@@ -224,6 +269,19 @@ impl RedshiftSnapshotSource {
         let copy_id = manual_copy_id(id);
         let resource = format!("manual copy {copy_id} of {}", self.resource(id));
         let existing = self.find(&copy_id).await?;
+        if let Some(other) = existing.as_ref().and_then(|s| tag(s, COPIED_FROM_TAG))
+            && other != id
+        {
+            return Err(Error::new(
+                ErrorKind::Failed,
+                "redshift:CopyClusterSnapshot",
+                resource,
+                format!(
+                    "{copy_id} in the primary is escrow-sync's copy of {other}, not of {id}: \
+                     it is not shared for {id}; rename or delete it in the primary"
+                ),
+            ));
+        }
         if existing.is_none() {
             let copied = self
                 .redshift
@@ -314,6 +372,37 @@ impl RedshiftSnapshotSource {
         }
     }
 
+    /// Revokes the escrow account's access an interrupted run left on what
+    /// a read of `key` (an item escrow already holds, not read in this run)
+    /// shares: the snapshot, or the manual copy of an automated one (only
+    /// when tagged as escrow-sync's copy of `key`). Its
+    /// AccountsWithRestoreAccess comes from the listing, or (a copy the
+    /// listing did not show: selected by tags or ids) from one
+    /// DescribeClusterSnapshots; nothing is revoked unless it names the
+    /// escrow account.
+    async fn unshare_left(&self, key: &str) -> Result<()> {
+        let (shared_id, listed) = {
+            let listed = self.listed.lock().expect("listing");
+            let automated = listed.get(key).map_or(key.starts_with("rs:"), |l| l.automated);
+            let shared_id = if automated { manual_copy_id(key) } else { key.to_string() };
+            let seen = listed.get(&shared_id).cloned();
+            (shared_id, seen)
+        };
+        let shared = match listed {
+            Some(l) => Some(l),
+            None => self.find(&shared_id).await?.map(|s| Listed::of(&s, &self.escrow_account)),
+        };
+        let Some(shared) = shared else { return Ok(()) };
+        let ours = shared_id == key || shared.copied_from.as_deref() == Some(key);
+        if ours && shared.shared {
+            self.share(&shared_id, shared.cluster.as_deref(), false).await?;
+            if let Some(l) = self.listed.lock().expect("listing").get_mut(&shared_id) {
+                l.shared = false;
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a snapshot under an AWS-managed key.
     async fn check_encryption(&self, snapshot: &Snapshot) -> Result<()> {
         if snapshot.encrypted() == Some(true)
@@ -356,6 +445,7 @@ impl Source for RedshiftSnapshotSource {
         };
         let shared_id = shared.snapshot_identifier().unwrap_or(&item.key).to_string();
         self.share(&shared_id, shared.cluster_identifier(), true).await?;
+        self.read.lock().expect("reads").insert(item.key.clone());
         let cluster = snapshot.cluster_identifier().unwrap_or_default().to_string();
         let mut attributes = BTreeMap::from([
             ("region".to_string(), self.region.clone()),
@@ -377,9 +467,20 @@ impl Source for RedshiftSnapshotSource {
         ))
     }
 
+    fn finishes_skipped(&self) -> bool {
+        self.unshare_after_copy
+    }
+
+    /// Revokes the share once escrow holds the copy: the one this run made,
+    /// or, for an item escrow already held, one an interrupted run left
+    /// (see `RedshiftSnapshotSource::unshare_left`; nothing is changed
+    /// when none is left).
     async fn finish(&self, item: &Item) -> Result<()> {
         if !self.unshare_after_copy {
             return Ok(());
+        }
+        if !self.read.lock().expect("reads").contains(&item.key) {
+            return self.unshare_left(&item.key).await;
         }
         // What read shared: the snapshot, or the manual copy of an
         // automated one (deterministic name, so no state is needed).
@@ -391,7 +492,9 @@ impl Source for RedshiftSnapshotSource {
         };
         let shared = if automated { manual_copy_id(&item.key) } else { item.key.clone() };
         let cluster = snapshot.as_ref().and_then(|s| s.cluster_identifier());
-        self.share(&shared, cluster, false).await
+        self.share(&shared, cluster, false).await?;
+        self.read.lock().expect("reads").remove(&item.key);
+        Ok(())
     }
 
     async fn assess(&self, item: &Item) -> Result<Option<String>> {

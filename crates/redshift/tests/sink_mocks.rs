@@ -24,7 +24,7 @@ use futures::TryStreamExt;
 
 use escrow_sync_core::{
     ErrorKind, Executor, ExecutorOptions, Item, ItemKind, Mode, Payload, Retained, RetryPolicy,
-    Scope, ServerSideRef, Sink,
+    Scope, ServerSideRef, Sink, Source,
 };
 use escrow_sync_redshift::{
     LINEAGE_TAG, RESTORE_CLUSTER_PREFIX, RedshiftSnapshotSink, RedshiftSnapshotSource,
@@ -205,8 +205,9 @@ async fn a_run_resumes_from_the_restore_cluster_an_interrupted_run_left() {
         .write(&item("weekly"), reference("weekly"))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Transient, "timed out: {err}");
-    assert!(err.is_retryable() && err.to_string().contains("the next run waits"), "{err}");
+    // Not retryable: the executor would otherwise wait the whole timeout again.
+    assert_eq!(err.kind(), ErrorKind::Failed, "timed out: {err}");
+    assert!(!err.is_retryable() && err.to_string().contains("the next run waits"), "{err}");
     let cluster = restore_cluster(&first);
 
     // The next run finds the cluster (still restoring) and continues.
@@ -236,7 +237,7 @@ async fn a_snapshot_left_in_progress_is_waited_on_and_the_cluster_deleted() {
         .write(&item("weekly"), reference("weekly"))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
     let cluster = restore_cluster(&w);
     let snapshot_id = w.lock().unwrap().creates[0].snapshot_identifier().unwrap().to_string();
     assert_eq!(
@@ -353,6 +354,46 @@ async fn a_run_copies_unshares_and_a_rerun_makes_no_mutating_call() {
 }
 
 #[tokio::test]
+async fn a_share_an_interrupted_run_left_is_revoked_by_the_next_run_which_copies_nothing() {
+    let w = world();
+    shared(&w, "weekly");
+    w.lock().unwrap().primary.get_mut("weekly").unwrap().authorized.clear();
+    let (src, dst) = (source(&w, true), sink(&w));
+    assert!(src.finishes_skipped());
+    let ex = executor();
+    let run = ex.execute(Mode::Run, &src, &dst, &Scope::all()).await.unwrap();
+    assert_eq!((run.copied, run.failed), (1, 0), "{run:?}");
+
+    // The run stopped between the copy and the revoke: the share is left.
+    w.lock().unwrap().primary.get_mut("weekly").unwrap().authorized.insert(ESCROW.into());
+    let before = w.lock().unwrap().mutations().len();
+    let again = ex.execute(Mode::Run, &src, &dst, &Scope::all()).await.unwrap();
+    assert_eq!((again.copied, again.skipped, again.failed), (0, 1, 0), "{again:?}");
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+    assert_eq!(
+        w.lock().unwrap().mutations()[before..],
+        [format!("revoke weekly {ESCROW}")],
+        "the revoke, nothing else"
+    );
+    assert!(w.lock().unwrap().primary["weekly"].authorized.is_empty());
+
+    // Nothing left: no mutating call.
+    let before = w.lock().unwrap().mutations();
+    let again = ex.execute(Mode::Run, &src, &dst, &Scope::all()).await.unwrap();
+    assert_eq!((again.copied, again.skipped), (0, 1), "{again:?}");
+    assert_eq!(w.lock().unwrap().mutations(), before, "no mutating call");
+
+    // A share-only job (no independent copy) keeps its share.
+    w.lock().unwrap().primary.get_mut("weekly").unwrap().authorized.insert(ESCROW.into());
+    let keep = source(&w, false);
+    assert!(!keep.finishes_skipped());
+    let kept = ex.execute(Mode::Run, &keep, &dst, &Scope::all()).await.unwrap();
+    assert_eq!(kept.skipped, 1, "{kept:?}");
+    assert_eq!(w.lock().unwrap().mutations(), before, "never revoked");
+    assert!(w.lock().unwrap().primary["weekly"].authorized.contains(ESCROW));
+}
+
+#[tokio::test]
 async fn a_copy_whose_cluster_is_still_there_is_not_complete_and_the_next_run_deletes_it() {
     let w = world();
     shared(&w, "weekly");
@@ -396,6 +437,37 @@ async fn verify_flags_a_copy_under_another_key_or_with_a_retention_limit() {
         .await
         .unwrap();
     assert!(unkeyed.iter().any(|p| p.contains("the primary's key")), "{unkeyed:?}");
+}
+
+#[tokio::test]
+async fn verify_takes_a_key_alias_for_the_key_it_names() {
+    let w = world();
+    shared(&w, "weekly");
+    sink(&w).write(&item("weekly"), reference("weekly")).await.unwrap();
+    for alias in ["alias/escrow", "arn:aws:kms:us-east-1:222222222222:alias/escrow", "escrow"] {
+        let by_alias = sink(&w).with_kms_key_id(Some(alias.into()));
+        assert!(by_alias.audit(&item("weekly")).await.unwrap().is_empty(), "{alias}");
+    }
+    let other =
+        sink(&w).with_kms_key_id(Some("arn:aws:kms:us-east-1:222222222222:key/other".into()));
+    assert_eq!(other.audit(&item("weekly")).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn copies_of_another_primarys_snapshot_of_the_same_name_are_not_this_jobs() {
+    let w = world();
+    shared(&w, "weekly");
+    sink(&w).write(&item("weekly"), reference("weekly")).await.unwrap();
+    let other = RedshiftSnapshotSink::from_client(fake::escrow_client(&w), REGION)
+        .with_independent_copy(true)
+        .with_kms_key_id(Some(ESCROW_KEY.into()))
+        .with_accounts("333333333333", ESCROW);
+    let listed: Vec<Item> = other.list(&Scope::all()).try_collect().await.unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    assert!(other.copies().await.unwrap().is_empty());
+    assert_eq!(sink(&w).copies().await.unwrap().len(), 1);
+    let listed: Vec<Item> = sink(&w).list(&Scope::all()).try_collect().await.unwrap();
+    assert_eq!(listed.len(), 1);
 }
 
 fn share_only(w: &Shared) -> RedshiftSnapshotSink {

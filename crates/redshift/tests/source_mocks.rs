@@ -1,7 +1,8 @@
 //! The Redshift source against aws-smithy-mocks (an in-memory Redshift,
 //! `fake`): selection by tags (all of them), by ids and of everything the
 //! primary owns; the share (AuthorizeSnapshotAccess for the escrow account)
-//! as a snapshot is read and its removal when it is finished; an automated
+//! as a snapshot is read and its removal when it is finished, and for an item
+//! not read only when the listing shows a share left for the escrow; an automated
 //! snapshot copied once to a manual one in the primary, tagged, reused, and
 //! that copy shared; a snapshot under the AWS-managed key refused with what
 //! to do (Redshift has no re-encryption path); `assess` changing nothing.
@@ -216,4 +217,127 @@ async fn a_plain_manual_snapshot_assesses_as_a_plain_copy() {
 async fn describe_names_the_account_and_region() {
     let w = world();
     assert_eq!(source(&w).describe(), "redshift://111111111111/us-east-1");
+}
+
+#[tokio::test]
+async fn a_manual_copy_an_interrupted_run_left_untagged_is_not_an_item_of_its_own() {
+    let w = world();
+    let auto = "rs:sales-2026-11-28-00-00";
+    let copy = "escrow-sync-rs-sales-2026-11-28-00-00";
+    add(&w, snapshot(auto, "sales", "automated", PRIMARY));
+    // CopyClusterSnapshot cannot tag: the run stopped before CreateTags.
+    add(&w, snapshot(copy, "sales", "manual", PRIMARY));
+    let src = source(&w);
+    assert_eq!(keys(&src).await, [auto], "the untagged copy stands for its original");
+
+    let Payload::Reference(r) = src.read(&item(auto)).await.unwrap() else { panic!("a reference") };
+    assert_eq!(r.key, copy, "the copy is reused");
+    let w = w.lock().unwrap();
+    assert_eq!(w.mutations(), [format!("tag {copy}"), format!("authorize {copy} {ESCROW}")]);
+    assert_eq!(fake::tag_of(&w.primary[copy].snapshot, COPIED_FROM_TAG), Some(auto));
+}
+
+#[tokio::test]
+async fn a_manual_copy_name_held_by_the_copy_of_another_snapshot_is_not_shared() {
+    let w = world();
+    let auto = "rs:sales-2026-11-28-00-00";
+    let copy = "escrow-sync-rs-sales-2026-11-28-00-00";
+    add(&w, snapshot(auto, "sales", "automated", PRIMARY));
+    add(
+        &w,
+        with_tags(
+            snapshot(copy, "sales", "manual", PRIMARY),
+            &[(COPIED_FROM_TAG, "rs:other-2026-11-28-00-00")],
+        ),
+    );
+    let err = source(&w).read(&item(auto)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Failed);
+    assert!(err.to_string().contains("rs:other-2026-11-28-00-00"), "{err}");
+    assert!(w.lock().unwrap().calls.is_empty(), "nothing retagged or shared");
+}
+
+/// Items escrow already holds are finished without being read: only a
+/// share an interrupted run left (AccountsWithRestoreAccess naming the
+/// escrow, as the listing shows it) is revoked, on the snapshot or on the
+/// manual copy of an automated one; other accounts' access stays.
+#[tokio::test]
+async fn finishing_an_item_not_read_revokes_only_a_share_left_for_the_escrow() {
+    let w = world();
+    let auto = "rs:sales-2026-11-28-00-00";
+    let copy = "escrow-sync-rs-sales-2026-11-28-00-00";
+    let mut weekly = snap(snapshot("weekly", "sales", "manual", PRIMARY));
+    weekly.authorized.extend([ESCROW.to_string(), "333333333333".to_string()]);
+    let mut other = snap(snapshot("other", "sales", "manual", PRIMARY));
+    other.authorized.insert("333333333333".into());
+    let mut manual =
+        snap(with_tags(snapshot(copy, "sales", "manual", PRIMARY), &[(COPIED_FROM_TAG, auto)]));
+    manual.authorized.insert(ESCROW.into());
+    {
+        let mut w = w.lock().unwrap();
+        w.primary.insert("weekly".into(), weekly);
+        w.primary.insert("other".into(), other);
+        w.primary.insert("clean".into(), snap(snapshot("clean", "sales", "manual", PRIMARY)));
+        w.primary.insert(copy.into(), manual);
+    }
+    add(&w, snapshot(auto, "sales", "automated", PRIMARY));
+    let src = source(&w);
+    assert!(src.finishes_skipped());
+    assert_eq!(keys(&src).await.len(), 4, "the manual copy is no item");
+    for key in ["weekly", "other", "clean", auto] {
+        src.finish(&item(key)).await.unwrap();
+    }
+    assert_eq!(
+        w.lock().unwrap().mutations(),
+        [format!("revoke weekly {ESCROW}"), format!("revoke {copy} {ESCROW}")]
+    );
+    assert!(w.lock().unwrap().primary["weekly"].authorized.contains("333333333333"));
+    assert!(w.lock().unwrap().primary["other"].authorized.contains("333333333333"));
+    // Finished again (a retry), or after a new listing: nothing is left.
+    src.finish(&item("weekly")).await.unwrap();
+    keys(&src).await;
+    for key in ["weekly", "other", "clean", auto] {
+        src.finish(&item(key)).await.unwrap();
+    }
+    assert_eq!(w.lock().unwrap().count("revoke"), 2, "no further mutating call");
+
+    // A share-only source never revokes.
+    w.lock().unwrap().primary.get_mut("weekly").unwrap().authorized.insert(ESCROW.into());
+    let keep = source(&w).with_unshare_after_copy(false);
+    assert!(!keep.finishes_skipped());
+    keys(&keep).await;
+    keep.finish(&item("weekly")).await.unwrap();
+    assert_eq!(w.lock().unwrap().count("revoke"), 2);
+}
+
+/// Listed by ids (or tags), the manual copy of an automated snapshot is not
+/// in the listing: it is described by its name, and revoked only when it is
+/// escrow-sync's copy of that snapshot.
+#[tokio::test]
+async fn a_manual_copy_the_listing_did_not_show_is_looked_up_by_name() {
+    let w = world();
+    let auto = "rs:sales-2026-11-28-00-00";
+    let copy = "escrow-sync-rs-sales-2026-11-28-00-00";
+    add(&w, snapshot(auto, "sales", "automated", PRIMARY));
+    let mut manual =
+        snap(with_tags(snapshot(copy, "sales", "manual", PRIMARY), &[(COPIED_FROM_TAG, auto)]));
+    manual.authorized.insert(ESCROW.into());
+    w.lock().unwrap().primary.insert(copy.into(), manual);
+    let src = source(&w).with_ids(vec![auto.into()]);
+    assert_eq!(keys(&src).await, [auto]);
+    src.finish(&item(auto)).await.unwrap();
+    assert_eq!(w.lock().unwrap().mutations(), [format!("revoke {copy} {ESCROW}")]);
+
+    // The name held by another snapshot's copy: not this item's share.
+    let w = world();
+    add(&w, snapshot(auto, "sales", "automated", PRIMARY));
+    let mut theirs = snap(with_tags(
+        snapshot(copy, "sales", "manual", PRIMARY),
+        &[(COPIED_FROM_TAG, "rs:someone-else")],
+    ));
+    theirs.authorized.insert(ESCROW.into());
+    w.lock().unwrap().primary.insert(copy.into(), theirs);
+    let src = source(&w).with_ids(vec![auto.into()]);
+    keys(&src).await;
+    src.finish(&item(auto)).await.unwrap();
+    assert!(w.lock().unwrap().mutations().is_empty(), "left alone");
 }

@@ -40,7 +40,7 @@ use aws_sdk_redshift::operation::restore_from_cluster_snapshot::{
 use aws_sdk_redshift::operation::revoke_snapshot_access::{
     RevokeSnapshotAccessError, RevokeSnapshotAccessOutput,
 };
-use aws_sdk_redshift::types::{Cluster, RestoreStatus, Snapshot, Tag};
+use aws_sdk_redshift::types::{AccountWithRestoreAccess, Cluster, RestoreStatus, Snapshot, Tag};
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 
 pub const PRIMARY: &str = "111111111111";
@@ -135,9 +135,16 @@ fn meta(code: &str, message: &str) -> ErrorMetadata {
     ErrorMetadata::builder().code(code).message(message).build()
 }
 
-/// Returns the snapshot as it is now, then moves it to its next state.
+/// Returns the snapshot as it is now (with the accounts authorized to
+/// restore it), then moves it to its next state.
 fn observe(s: &mut Snap) -> Snapshot {
-    let now = s.snapshot.clone();
+    let mut now = s.snapshot.clone();
+    now.accounts_with_restore_access = (!s.authorized.is_empty()).then(|| {
+        s.authorized
+            .iter()
+            .map(|a| AccountWithRestoreAccess::builder().account_id(a).build())
+            .collect()
+    });
     if let Some(next) = s.next.pop_front() {
         s.snapshot.status = Some(next);
     }
