@@ -851,3 +851,53 @@ async fn a_snapshot_id_the_primary_does_not_have_fails_by_name() {
     assert_eq!(failure["key"].as_str(), Some(missing.as_str()));
     assert!(failure["error"].as_str().unwrap().contains("fix or remove the id"), "{failure}");
 }
+
+/// Issue 6, item 4: no credential, session token or external id is ever
+/// printed or logged, even with every log at trace level.
+#[tokio::test]
+async fn no_secret_is_printed_or_logged_even_at_trace_level() {
+    let pair = BucketPair::new("secrets").await;
+    pair.put("a.txt", "a").await;
+    let external_id = "external-id-that-must-never-be-printed-0c7f";
+    let secret = "escrow-secret-key-that-must-never-be-printed-9a1b";
+    let access = "AKIAESCROWACCESSKEY77";
+    let config = config_for(&pair.source_bucket, &pair.dest_bucket, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("test-external-id"));
+    // The emulator's reader role trusts any external id.
+    std::fs::write(&config, text.replace("test-external-id", external_id)).unwrap();
+    let cfg = config.to_str().unwrap();
+    let env = [
+        ("ESCROW_SYNC_LOG", "trace"),
+        ("AWS_ACCESS_KEY_ID", access),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+    ];
+    for args in [
+        &["plan", "--config", cfg][..],
+        &["run", "--config", cfg, "--output", "json"][..],
+        &["verify", "--config", cfg][..],
+        &["run", "--config", "/nonexistent/escrow.toml"][..],
+    ] {
+        let out = escrow_sync_e2e::cli_env(args, &env);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.len() > 1000 || args.contains(&"/nonexistent/escrow.toml"),
+            "trace logs on"
+        );
+        for needle in
+            [external_id, secret, access, "SessionToken", "session_token: Some", "SecretAccessKey"]
+        {
+            assert!(!all.contains(needle), "{args:?} printed {needle}");
+        }
+        // Temporary credentials the emulator hands out (moto's session
+        // tokens start with FQoGZXIvYXdzE) never show either, nor any access
+        // key id (AKIA/ASIA and 16 more letters or digits).
+        assert!(!all.contains("FQoGZXIvYXdzE"), "{args:?} printed a session token");
+        let b = all.as_bytes();
+        let key_id = (0..b.len().saturating_sub(20)).find(|&i| {
+            (b[i..].starts_with(b"AKIA") || b[i..].starts_with(b"ASIA"))
+                && b[i + 4..i + 20].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        });
+        assert_eq!(key_id.map(|i| &all[i..i + 20]), None, "{args:?} printed an access key id");
+    }
+}

@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: a primary and an escrow account on the emulator, then the
 //! `escrow-sync` binary's plan, run, verify, a second run with nothing to do, a
-//! verify in JSON and a prune dry run.
+//! verify in JSON, a verify against the run manifest alone and a prune dry run.
 
 use std::fs;
 use std::path::Path;
@@ -23,6 +23,8 @@ role_arn = "arn:aws:iam::222222222222:role/escrow-operator"
 account_id = "222222222222"
 # The escrow's own key: every copy is encrypted with it.
 kms_key_id = "alias/escrow-demo"
+# Every run writes its manifest here; `verify --offline` checks against it.
+manifest_bucket = "escrow-manifests"
 
 [primary]
 account_id = "111111111111"
@@ -147,8 +149,15 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
     fs::write(&config, DEMO_CONFIG).with_context(|| format!("writing {}", config.display()))?;
     println!("\n==> config {}:\n{DEMO_CONFIG}", config.display());
 
-    let steps: [&[&str]; 6] =
-        [&["plan"], &["run"], &["verify"], &["run"], &["verify", "--output", "json"], &["prune"]];
+    let steps: [&[&str]; 7] = [
+        &["plan"],
+        &["run"],
+        &["verify"],
+        &["run"],
+        &["verify", "--output", "json"],
+        &["verify", "--offline"],
+        &["prune"],
+    ];
     for (n, args) in steps.iter().enumerate() {
         let (command, rest) = args.split_first().expect("a command");
         let mut cmd = Command::new(&bin);
@@ -196,6 +205,7 @@ mod tests {
             "\"escrow-exports\"",
             "backup",
             "alias/escrow-demo",
+            "\"escrow-manifests\"",
         ] {
             assert!(DEMO_CONFIG.contains(needle), "config lacks {needle}");
             assert!(SEED_SCRIPT.contains(needle), "seed script lacks {needle}");

@@ -34,6 +34,8 @@ LARGE_SIZE = 24 * 1024 * 1024
 LOG_COUNT = 40
 TABLE = "orders"
 EXPORTS_BUCKET = "escrow-exports"
+MANIFEST_BUCKET = "escrow-manifests"
+TRAIL_BUCKET = "escrow-cloudtrail"
 ORDER_COUNT = 2000
 OBJECT_COUNT = 300
 KIB = 1024
@@ -385,6 +387,30 @@ def main():
         Bucket=EXPORTS_BUCKET, VersioningConfiguration={"Status": "Enabled"}
     )
 
+    # Every run's manifest goes here.
+    create_bucket(dest, MANIFEST_BUCKET)
+    dest.put_bucket_versioning(
+        Bucket=MANIFEST_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+    )
+
+    # What `escrow-sync audit` expects of an escrow: public access blocked on
+    # every escrow bucket, and a CloudTrail trail logging the escrow account.
+    create_bucket(dest, TRAIL_BUCKET)
+    dest.put_bucket_versioning(Bucket=TRAIL_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    for bucket in (DEST_BUCKET, LOGS_DEST_BUCKET, EXPORTS_BUCKET, MANIFEST_BUCKET, TRAIL_BUCKET):
+        dest.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+    trail = escrow.client("cloudtrail", endpoint_url=endpoint)
+    trail.create_trail(Name="escrow-audit-trail", S3BucketName=TRAIL_BUCKET, IsMultiRegionTrail=True)
+    trail.start_logging(Name="escrow-audit-trail")
+
     print(
         f"primary {PRIMARY_ACCOUNT}: s3://{LOGS_BUCKET}: {LOG_COUNT + 1} objects (one of 12 MiB)"
     )
@@ -405,7 +431,7 @@ def main():
     print(f"escrow  {ESCROW_ACCOUNT}: kms key {key['KeyId']} ({ESCROW_KEY_ALIAS})")
     print(
         f"escrow  {ESCROW_ACCOUNT}: s3://{DEST_BUCKET}, s3://{LOGS_DEST_BUCKET}, "
-        f"s3://{EXPORTS_BUCKET}: "
+        f"s3://{EXPORTS_BUCKET}, s3://{MANIFEST_BUCKET}: "
         "versioning enabled, empty"
     )
 

@@ -313,16 +313,14 @@ impl Connector {
         loader.load().await
     }
 
-    /// Resolves both identities: checks the config, assumes the escrow role
-    /// (if any), assumes the primary's reader role with the escrow
-    /// credentials (or loads the primary profile), and checks both account
-    /// ids with STS.
-    pub async fn connect(
-        &self,
-        escrow: &EscrowAccount,
-        primary: &PrimaryAccount,
-    ) -> Result<Sessions> {
-        check_accounts(escrow, primary)?;
+    /// The escrow identity alone (escrow role assumed, account id checked),
+    /// for commands that must work without the primary (`verify --offline`,
+    /// `audit` when the primary is unreachable).
+    pub async fn connect_escrow(&self, escrow: &EscrowAccount) -> Result<Session> {
+        Ok(self.escrow_session(escrow).await?.1)
+    }
+
+    async fn escrow_session(&self, escrow: &EscrowAccount) -> Result<(SdkConfig, Session)> {
         let mut escrow_conf = self.escrow_base(escrow).await;
         if let Some(arn) = &escrow.role_arn {
             let provider = AssumeRoleProvider::builder(arn)
@@ -355,6 +353,20 @@ impl Connector {
                 escrow_session.account_id()
             )));
         }
+        Ok((escrow_conf, escrow_session))
+    }
+
+    /// Resolves both identities: checks the config, assumes the escrow role
+    /// (if any), assumes the primary's reader role with the escrow
+    /// credentials (or loads the primary profile), and checks both account
+    /// ids with STS.
+    pub async fn connect(
+        &self,
+        escrow: &EscrowAccount,
+        primary: &PrimaryAccount,
+    ) -> Result<Sessions> {
+        check_accounts(escrow, primary)?;
+        let (escrow_conf, escrow_session) = self.escrow_session(escrow).await?;
 
         let region = Region::new(primary.region.clone().unwrap_or_else(|| escrow.region.clone()));
         let primary_conf = match (&primary.role_arn, &primary.profile) {

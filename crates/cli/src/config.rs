@@ -307,6 +307,12 @@ pub struct EscrowSection {
     pub allow_same_account: bool,
     /// Endpoint override (default: `AWS_ENDPOINT_URL`).
     pub endpoint_url: Option<String>,
+    /// The escrow bucket every `run` writes its manifest into.
+    pub manifest_bucket: Option<String>,
+    /// The key prefix of manifests (default `escrow-sync/manifests/`).
+    pub manifest_prefix: Option<String>,
+    /// Object Lock retention set on every manifest.
+    pub manifest_object_lock: Option<ObjectLockConfig>,
 }
 
 /// `[primary]`: the account being backed up.
@@ -516,6 +522,9 @@ impl Config {
             Error::invalid_config(format!("{origin}: {}", e.to_string().trim_end()))
         })?;
         config.validate(origin)?;
+        if let Some(id) = &config.primary.external_id {
+            crate::redact::register_secret(id);
+        }
         Ok(config)
     }
 

@@ -10,10 +10,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod audit_cmd;
 pub mod config;
 mod dynamo;
+mod governance;
+mod manifest_cmd;
 pub mod output;
+mod policy_cmd;
 mod progress;
+pub mod redact;
 mod snapshots;
 
 use std::io::Write;
@@ -53,6 +58,56 @@ pub enum Command {
     /// a dry run unless --apply; never deletes the newest copy of a volume
     /// or database, and nothing unless verify is clean.
     Prune(PruneArgs),
+    /// Print the least-privilege IAM policies (and bucket and key policy
+    /// statements) both accounts need for this config.
+    Policy(PolicyArgs),
+    /// Inspect the escrow account for the ways it can stop being an escrow.
+    Audit(AuditArgs),
+}
+
+/// Output formats of `policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyFormat {
+    /// One JSON document with every policy.
+    Json,
+    /// Two CloudFormation templates, one per account.
+    Cloudformation,
+}
+
+/// Arguments of `policy`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
+    /// The config file.
+    #[arg(long, default_value = "escrow.toml")]
+    pub config: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PolicyFormat::Json)]
+    pub format: PolicyFormat,
+}
+
+/// Severities of audit findings, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Severity {
+    /// Worth knowing.
+    Low,
+    /// Weakens the escrow.
+    Medium,
+    /// The escrow can stop being one.
+    High,
+}
+
+/// Arguments of `audit`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditArgs {
+    /// The config file.
+    #[arg(long, default_value = "escrow.toml")]
+    pub config: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Exit 3 when a finding at or above this severity is found.
+    #[arg(long, value_enum, default_value_t = Severity::High)]
+    pub fail_on: Severity,
 }
 
 /// Arguments of `prune`.
@@ -99,6 +154,10 @@ pub struct VerifyArgs {
     /// HeadObject per item on each side); a mismatch counts as different.
     #[arg(long)]
     pub checksums: bool,
+    /// Check escrow against the latest run manifest, without touching the
+    /// primary (for the day the primary is gone).
+    #[arg(long, conflicts_with = "checksums")]
+    pub offline: bool,
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -107,7 +166,10 @@ pub async fn run(cli: Cli) -> u8 {
     let (mode, args, checksums) = match cli.command {
         Command::Plan(a) => (Mode::Plan, a, false),
         Command::Run(a) => (Mode::Run, a, false),
+        Command::Verify(a) if a.offline => return manifest_cmd::verify_offline(&a.job).await,
         Command::Verify(a) => (Mode::Verify, a.job, a.checksums),
+        Command::Policy(a) => return policy_cmd::run(&a).await,
+        Command::Audit(a) => return audit_cmd::run(&a).await,
         Command::Prune(a) => {
             interrupt_on_ctrl_c(cancel.clone());
             return prune(&a, cancel).await;
@@ -221,6 +283,23 @@ pub async fn execute(
     if let Some(key) = &config.escrow.kms_key_id {
         check_kms_key(key, &escrow_id)?;
     }
+    let mut manifest = match (&config.escrow.manifest_bucket, mode) {
+        (Some(bucket), Mode::Run) => {
+            check_dest_bucket(&escrow, bucket, &escrow_id).await?;
+            let locked = config.escrow.manifest_object_lock.is_some();
+            check_dest_protection(&escrow, bucket, false, locked).await?;
+            let text = std::fs::read(&args.config).unwrap_or_default();
+            let header = escrow_sync_governance::manifest::Header::new(
+                escrow_sync_governance::manifest::run_id(),
+                env!("CARGO_PKG_VERSION"),
+                escrow_sync_governance::manifest::digest(&text),
+                &escrow_id,
+                &primary_id,
+            );
+            Some(escrow_sync_governance::manifest::ManifestWriter::create(header)?)
+        }
+        _ => None,
+    };
     let mut ready = Vec::new();
     for job in &jobs {
         ready.push(match *job {
@@ -253,12 +332,25 @@ pub async fn execute(
         let bar = progress.job(&name, mode);
         let callback: Option<escrow_sync_core::ProgressFn> =
             bar.as_ref().map(|b| Arc::new(b.callback()) as _);
+        let kind = job.kind();
+        let item_log = manifest.as_mut().map(|m| {
+            m.job(&name, kind);
+            m.item_log(&name)
+        });
         let (kind, streamed, result) = match job {
             Ready::S3(job) => {
                 let streamed = config.streams(job);
-                let result =
-                    run_s3(&config, job, &sessions, mode, checksums, cancel.clone(), callback)
-                        .await;
+                let result = run_s3(
+                    &config,
+                    job,
+                    &sessions,
+                    mode,
+                    checksums,
+                    cancel.clone(),
+                    callback,
+                    item_log,
+                )
+                .await;
                 ("s3", streamed, result)
             }
             Ready::Snapshots(job) => {
@@ -267,8 +359,16 @@ pub async fn execute(
                     JobRef::Redshift(_) => "redshift",
                     _ => "ec2",
                 };
-                let result =
-                    snapshots::run(&config, job, &sessions, mode, cancel.clone(), callback).await;
+                let result = snapshots::run(
+                    &config,
+                    job,
+                    &sessions,
+                    mode,
+                    cancel.clone(),
+                    callback,
+                    item_log,
+                )
+                .await;
                 (kind, false, result)
             }
             Ready::DynamoDb(job, checked) => {
@@ -281,6 +381,9 @@ pub async fn execute(
         if let Some(bar) = bar {
             bar.finish();
         }
+        if let Some(m) = manifest.as_mut() {
+            m.job_end(manifest_cmd::summary(&name, &result));
+        }
         let outcome = match result {
             Ok(mut report) => {
                 report.warnings.extend(warnings.iter().cloned());
@@ -289,6 +392,9 @@ pub async fn execute(
             Err(e) => JobOutcome { name, kind, report: None, error: Some(e), streamed },
         };
         outcomes.push(outcome);
+    }
+    if let Some(m) = manifest {
+        manifest_cmd::write(&config, &sessions.escrow, m, &mut outcomes).await;
     }
     Ok(outcomes)
 }
@@ -301,6 +407,16 @@ enum Ready<'a> {
 }
 
 impl Ready<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Ready::S3(_) => "s3",
+            Ready::DynamoDb(..) => "dynamodb",
+            Ready::Snapshots(JobRef::Rds(_)) => "rds",
+            Ready::Snapshots(JobRef::Redshift(_)) => "redshift",
+            Ready::Snapshots(_) => "ec2",
+        }
+    }
+
     fn name(&self) -> String {
         match self {
             Ready::S3(j) => j.name(),
@@ -310,7 +426,18 @@ impl Ready<'_> {
     }
 }
 
+/// The escrow side of an `[[s3]]` job, with escrow credentials.
+fn s3_sink(config: &Config, job: &S3Job, escrow: &escrow_sync_aws::Session) -> S3Sink {
+    S3Sink::from_client(escrow_sync_s3::client(escrow), &job.dest_bucket)
+        .with_dest_prefix(&job.dest_prefix)
+        .with_expected_owner(known(escrow.account_id()))
+        .with_multipart(job.multipart())
+        .with_protection(job.protection(config.escrow.kms_key_id.clone()))
+        .with_versions(job.versions)
+}
+
 /// Runs one `[[s3]]` job.
+#[allow(clippy::too_many_arguments)] // the job's context; a struct would only rename them
 async fn run_s3(
     config: &Config,
     job: &S3Job,
@@ -319,11 +446,10 @@ async fn run_s3(
     checksums: bool,
     cancel: CancellationToken,
     progress: Option<escrow_sync_core::ProgressFn>,
+    item_log: Option<escrow_sync_core::ItemLog>,
 ) -> Result<escrow_sync_core::Report, Error> {
     let primary = escrow_sync_s3::client(&sessions.primary);
-    let escrow = escrow_sync_s3::client(&sessions.escrow);
-    let (primary_id, escrow_id) =
-        (sessions.primary.account_id().to_string(), sessions.escrow.account_id().to_string());
+    let primary_id = sessions.primary.account_id().to_string();
     let streamed = config.streams(job);
     let pacer = job.max_requests_per_second.map(escrow_sync_core::RequestPacer::per_second);
     let source = S3Source::from_client(primary, &job.source_bucket)
@@ -332,13 +458,7 @@ async fn run_s3(
         .with_pacer(pacer.clone())
         .with_prefix(&job.prefix)
         .with_expected_owner(known(&primary_id));
-    let sink = S3Sink::from_client(escrow, &job.dest_bucket)
-        .with_dest_prefix(&job.dest_prefix)
-        .with_expected_owner(known(&escrow_id))
-        .with_multipart(job.multipart())
-        .with_protection(job.protection(config.escrow.kms_key_id.clone()))
-        .with_pacer(pacer)
-        .with_versions(job.versions);
+    let sink = s3_sink(config, job, &sessions.escrow).with_pacer(pacer);
     let mut job_warnings = Vec::new();
     if mode == Mode::Run {
         let age = std::time::Duration::from_secs(job.abort_stale_uploads_after_hours * 3600);
@@ -354,8 +474,11 @@ async fn run_s3(
             )),
         }
     }
-    let options =
+    let mut options =
         ExecutorOptions::new().with_concurrency(job.concurrency).with_verify_checksums(checksums);
+    if let Some(log) = item_log {
+        options = options.with_item_log(log);
+    }
     let mut executor = Executor::new(options).with_cancellation(cancel);
     if let Some(p) = progress {
         executor = executor.with_progress(p);

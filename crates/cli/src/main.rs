@@ -10,7 +10,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("ESCROW_SYNC_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(escrow_sync_cli::redact::Stderr)
         .init();
     let cli = escrow_sync_cli::Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

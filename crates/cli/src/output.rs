@@ -271,10 +271,17 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
                         );
                     }
                     Mode::Verify => {
+                        // `verify --offline` compares with a run manifest
+                        // (its reports name the manifest as their source).
+                        let against = if r.source.starts_with(crate::manifest_cmd::SOURCE) {
+                            "the run manifest"
+                        } else {
+                            "the primary"
+                        };
                         if r.missing == 0 && r.different == 0 {
                             let _ = writeln!(
                                 s,
-                                "  verify: escrow matches the primary ({} items; {} escrow-only kept)",
+                                "  verify: escrow matches {against} ({} items; {} escrow-only kept)",
                                 r.skipped, r.retained
                             );
                         } else {

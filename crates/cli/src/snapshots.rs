@@ -220,6 +220,63 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
     parts
 }
 
+/// The escrow stores of a snapshot job, built with escrow credentials only
+/// (for `verify --offline`): `(what, store)` per type.
+pub(crate) fn escrow_stores(
+    config: &Config,
+    job: JobRef<'_>,
+    escrow: &escrow_sync_aws::Session,
+) -> Vec<(&'static str, Box<dyn Sink>)> {
+    let region = region(config);
+    let key = config.escrow.kms_key_id.clone();
+    let primary = config.primary.account_id.clone();
+    let mut stores: Vec<(&'static str, Box<dyn Sink>)> = Vec::new();
+    match job {
+        JobRef::Ec2(job) => {
+            let ec2 = escrow_sync_ec2::client(escrow);
+            if job.includes("images") {
+                let sink = escrow_sync_ec2::AmiSink::from_client(ec2.clone(), &region)
+                    .with_kms_key_id(key.clone());
+                stores.push(("AMIs", Box::new(sink)));
+            }
+            if job.includes("snapshots") {
+                let sink = escrow_sync_ec2::EbsSnapshotSink::from_client(ec2, &region)
+                    .with_kms_key_id(key);
+                stores.push(("EBS snapshots", Box::new(sink)));
+            }
+        }
+        JobRef::Rds(job) => {
+            for (name, kind, what) in [
+                ("db", escrow_sync_rds::RdsKind::Db, "RDS DB snapshots"),
+                ("cluster", escrow_sync_rds::RdsKind::Cluster, "Aurora cluster snapshots"),
+            ] {
+                if job.includes(name) {
+                    let sink = escrow_sync_rds::RdsSnapshotSink::from_client(
+                        escrow_sync_rds::client(escrow),
+                        kind,
+                        &region,
+                    )
+                    .with_kms_key_id(key.clone())
+                    .with_source_account(Some(primary.clone()));
+                    stores.push((what, Box::new(sink)));
+                }
+            }
+        }
+        JobRef::Redshift(job) => {
+            let sink = escrow_sync_redshift::RedshiftSnapshotSink::from_client(
+                escrow_sync_redshift::client(escrow),
+                &region,
+            )
+            .with_accounts(&primary, escrow.account_id())
+            .with_independent_copy(job.independent_copy)
+            .with_kms_key_id(key);
+            stores.push(("Redshift snapshots", Box::new(sink)));
+        }
+        JobRef::S3(_) | JobRef::DynamoDb(_) => {}
+    }
+    stores
+}
+
 /// Adds `part`'s counts and lists to `total`.
 fn merge(total: &mut Option<Report>, part: Report) {
     let Some(t) = total else {
@@ -257,11 +314,15 @@ async fn execute_parts(
     mode: Mode,
     cancel: &CancellationToken,
     progress: Option<ProgressFn>,
+    item_log: Option<escrow_sync_core::ItemLog>,
 ) -> Result<Report, Error> {
     let mut total = None;
     for part in parts {
-        let options =
+        let mut options =
             ExecutorOptions::new().with_concurrency(part.in_flight).with_listed_in_escrow(true);
+        if let Some(log) = &item_log {
+            options = options.with_item_log(log.clone());
+        }
         let mut executor = Executor::new(options).with_cancellation(cancel.clone());
         if let Some(p) = &progress {
             executor = executor.with_progress(p.clone());
@@ -292,9 +353,10 @@ pub(crate) async fn run(
     mode: Mode,
     cancel: CancellationToken,
     progress: Option<ProgressFn>,
+    item_log: Option<escrow_sync_core::ItemLog>,
 ) -> Result<Report, Error> {
     let parts = parts(config, job, sessions);
-    let mut report = execute_parts(&parts, mode, &cancel, progress).await?;
+    let mut report = execute_parts(&parts, mode, &cancel, progress, item_log).await?;
     let listed: std::collections::BTreeSet<String> =
         parts.iter().flat_map(|p| p.source.listed.lock().expect("listed").clone()).collect();
     let cancelled = report.cancelled;
@@ -429,7 +491,7 @@ pub(crate) async fn prune(
         return outcome;
     }
     let parts = parts(config, job, sessions);
-    match execute_parts(&parts, Mode::Verify, cancel, None).await {
+    match execute_parts(&parts, Mode::Verify, cancel, None, None).await {
         Ok(report) if report.is_clean() => outcome.verified = true,
         Ok(report) => outcome.notes.push(format!(
             "nothing deleted: the latest run did not leave a verified copy of every selected \

@@ -64,7 +64,7 @@ impl RetryPolicy {
 }
 
 /// Options for an [`Executor`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExecutorOptions {
     concurrency: usize,
     retry: RetryPolicy,
@@ -72,6 +72,60 @@ pub struct ExecutorOptions {
     difference_limit: usize,
     verify_checksums: bool,
     list_in_escrow: bool,
+    item_log: Option<ItemLog>,
+}
+
+/// What became of one item in a run, for a record such as a run manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemOutcome {
+    /// Copied into escrow by this run.
+    Copied,
+    /// Escrow already held it.
+    InEscrow,
+    /// It failed (see the report's failures).
+    Failed,
+    /// Escrow holds it, the primary no longer does: kept.
+    Retained,
+}
+
+/// One item's outcome, with what identifies its content.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRecord {
+    /// The item as the source listed it (for `Retained`: as escrow lists it).
+    pub item: Item,
+    /// What became of it.
+    pub outcome: ItemOutcome,
+    /// The escrow copy's fingerprint, when the sink said (a copy's ETag,
+    /// snapshot id...).
+    pub escrow_fingerprint: Option<String>,
+    /// The error, for `Failed`.
+    pub error: Option<String>,
+}
+
+impl ItemRecord {
+    /// `item`'s `outcome`, with no escrow fingerprint or error.
+    pub fn new(item: Item, outcome: ItemOutcome) -> Self {
+        ItemRecord { item, outcome, escrow_fingerprint: None, error: None }
+    }
+}
+
+/// Receives every item's outcome (see [`ExecutorOptions::with_item_log`]).
+pub type ItemLog = Arc<dyn Fn(ItemRecord) + Send + Sync>;
+
+impl std::fmt::Debug for ExecutorOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorOptions")
+            .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .field("policy", &self.policy)
+            .field("difference_limit", &self.difference_limit)
+            .field("verify_checksums", &self.verify_checksums)
+            .field("list_in_escrow", &self.list_in_escrow)
+            .field("item_log", &self.item_log.is_some())
+            .finish()
+    }
 }
 
 impl Default for ExecutorOptions {
@@ -83,6 +137,7 @@ impl Default for ExecutorOptions {
             difference_limit: 1000,
             verify_checksums: false,
             list_in_escrow: false,
+            item_log: None,
         }
     }
 }
@@ -130,6 +185,13 @@ impl ExecutorOptions {
     /// few, large items such as snapshots.
     pub fn with_listed_in_escrow(mut self, on: bool) -> Self {
         self.list_in_escrow = on;
+        self
+    }
+
+    /// Sends every item's outcome to `log` (runs only: plan and verify
+    /// record nothing), e.g. to write a run manifest.
+    pub fn with_item_log(mut self, log: ItemLog) -> Self {
+        self.item_log = Some(log);
         self
     }
 
@@ -385,12 +447,14 @@ impl Executor {
             Action::Skip { item } if audit => Some(Work::Audit(item)),
             Action::Skip { item } if finish => Some(Work::Finish(item)),
             Action::Skip { item } => {
+                self.log_item(mode, &item, ItemOutcome::InEscrow, None, None);
                 report.skipped += 1;
                 self.list_in_escrow(report, &item.key, limit);
                 self.emit(ProgressEvent::Skipped { key: item.key, size: item.size });
                 None
             }
-            Action::Retain { .. } => {
+            Action::Retain { item } => {
+                self.log_item(mode, &item, ItemOutcome::Retained, None, None);
                 report.retained += 1;
                 None
             }
@@ -411,6 +475,23 @@ impl Executor {
                 Mode::Verify => None,
                 Mode::Run => Some(Work::Delete(item)),
             },
+        }
+    }
+
+    /// Sends one item's outcome to the item log, in a run.
+    fn log_item(
+        &self,
+        mode: Mode,
+        item: &Item,
+        outcome: ItemOutcome,
+        escrow_fingerprint: Option<String>,
+        error: Option<String>,
+    ) {
+        if mode != Mode::Run {
+            return;
+        }
+        if let Some(log) = &self.options.item_log {
+            log(ItemRecord { item: item.clone(), outcome, escrow_fingerprint, error });
         }
     }
 
@@ -509,11 +590,14 @@ impl Executor {
                 if let Some(escrow) = escrow
                     && self.confirmed_same(source, sink, limit, &item, &escrow).await
                 {
+                    let fingerprint = Some(escrow.fingerprint.clone());
+                    self.log_item(Mode::Run, &item, ItemOutcome::InEscrow, fingerprint, None);
                     return Outcome::Same { key: item.key, size: item.size, problems: Vec::new() };
                 }
                 self.copy_item(source, sink, limit, item).await
             }
             Work::Finish(item) => {
+                self.log_item(Mode::Run, &item, ItemOutcome::InEscrow, None, None);
                 let warning = self.finish_item(source, limit, &item).await;
                 Outcome::Finished { key: item.key, size: item.size, warning }
             }
@@ -547,7 +631,16 @@ impl Executor {
             Work::Delete(item) => {
                 match self.with_retries(limit, &item.key, || sink.delete(&item.key)).await {
                     (Ok(()), _) => Outcome::Deleted,
-                    (Err(error), attempts) => Outcome::Failed { key: item.key, error, attempts },
+                    (Err(error), attempts) => {
+                        self.log_item(
+                            Mode::Run,
+                            &item,
+                            ItemOutcome::Failed,
+                            None,
+                            Some(error.chain()),
+                        );
+                        Outcome::Failed { key: item.key, error, attempts }
+                    }
                 }
             }
         }
@@ -646,6 +739,9 @@ impl Executor {
                 // The copy is safe in escrow: the source may now undo what
                 // reading needed (a share). A failure there is a warning.
                 let warning = self.finish_item(source, limit, &item).await;
+                let outcome =
+                    if receipt.unchanged { ItemOutcome::InEscrow } else { ItemOutcome::Copied };
+                self.log_item(Mode::Run, &item, outcome, receipt.fingerprint.clone(), None);
                 if receipt.unchanged {
                     return Outcome::Same { key: item.key, size: item.size, problems: Vec::new() };
                 }

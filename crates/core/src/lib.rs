@@ -35,7 +35,10 @@ pub use contract::{
     ByteStream, ItemStream, Payload, RangeRead, Receipt, Scope, ServerSideRef, Sink, Source,
 };
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use executor::{Executor, ExecutorOptions, ProgressEvent, ProgressFn, RetryPolicy};
+pub use executor::{
+    Executor, ExecutorOptions, ItemLog, ItemOutcome, ItemRecord, ProgressEvent, ProgressFn,
+    RetryPolicy,
+};
 pub use item::{Item, ItemKind};
 pub use pace::{AdaptiveLimit, RequestPacer, paced};
 pub use plan::{Action, CopyPlan, CopyReason, PlanSummary, Policy, plan_stream};

@@ -610,3 +610,40 @@ async fn a_run_finishes_items_escrow_already_holds_when_the_source_asks() {
     assert_eq!(src.finished.load(Ordering::SeqCst), 10, "each skipped item finished once");
     assert_eq!(sink.writes(), 5);
 }
+
+#[tokio::test]
+async fn a_run_logs_every_items_outcome_and_plan_and_verify_log_nothing() {
+    use escrow_sync_core::{ItemOutcome, ItemRecord};
+    let bucket = primary(4);
+    let src = MemSource::new(bucket.clone());
+    let escrow = MemBucket::new("escrow");
+    escrow.put("k0000", bucket.get("k0000").unwrap().data);
+    escrow.put("gone", "only in escrow");
+    let sink = MemSink::new(escrow.clone());
+    let log: Arc<std::sync::Mutex<Vec<ItemRecord>>> = Default::default();
+    let l = log.clone();
+    let options = ExecutorOptions::new()
+        .with_item_log(Arc::new(move |r: ItemRecord| l.lock().unwrap().push(r)));
+    let ex = Executor::new(options);
+    for mode in [Mode::Plan, Mode::Verify] {
+        ex.execute(mode, &src, &sink, &Scope::all()).await.unwrap();
+    }
+    assert!(log.lock().unwrap().is_empty(), "plan and verify record nothing");
+    ex.execute(Mode::Run, &src, &sink, &Scope::all()).await.unwrap();
+    let mut seen: Vec<(String, ItemOutcome)> =
+        log.lock().unwrap().iter().map(|r| (r.item.key.clone(), r.outcome)).collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        [
+            ("gone".to_string(), ItemOutcome::Retained),
+            ("k0000".to_string(), ItemOutcome::InEscrow),
+            ("k0001".to_string(), ItemOutcome::Copied),
+            ("k0002".to_string(), ItemOutcome::Copied),
+            ("k0003".to_string(), ItemOutcome::Copied),
+        ]
+    );
+    let copied = log.lock().unwrap().iter().find(|r| r.item.key == "k0001").cloned().unwrap();
+    let data = bucket.get("k0001").unwrap().data;
+    assert_eq!(copied.item.fingerprint, escrow_sync_testkit::fingerprint(&data));
+}

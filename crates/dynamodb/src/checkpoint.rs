@@ -380,7 +380,10 @@ impl CheckpointStore {
             .key_schema(key("part", KeyType::Range)?)
             .attribute_definitions(attr("job")?)
             .attribute_definitions(attr("part")?)
-            .billing_mode(BillingMode::PayPerRequest);
+            .billing_mode(BillingMode::PayPerRequest)
+            // An escrow table like any other: it cannot be deleted by
+            // mistake, and its history is kept (the audit checks both).
+            .deletion_protection_enabled(true);
         if let Some(k) = &self.kms_key_id {
             req = req.sse_specification(
                 SseSpecification::builder()
@@ -401,6 +404,14 @@ impl CheckpointStore {
             &self.table,
             Duration::from_secs(300),
             &resource,
+        )
+        .await?;
+        crate::table::enable_pitr(
+            &self.client,
+            &self.table,
+            &resource,
+            Duration::from_secs(300),
+            &escrow_sync_core::RetryPolicy::default(),
         )
         .await
     }

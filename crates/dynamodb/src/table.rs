@@ -295,6 +295,46 @@ fn key_schema_of(d: &TableDescription) -> Result<KeySchema> {
     Ok(KeySchema::new(hash, find(KeyType::Range)))
 }
 
+/// Turns on point-in-time recovery of `table` (`resource` names it in
+/// errors). A table that has just become active may answer
+/// ContinuousBackupsUnavailableException for a while: that is waited out with
+/// `retry`'s backoff, up to `timeout`.
+pub(crate) async fn enable_pitr(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    resource: &str,
+    timeout: Duration,
+    retry: &escrow_sync_core::RetryPolicy,
+) -> Result<()> {
+    let spec = PointInTimeRecoverySpecification::builder()
+        .point_in_time_recovery_enabled(true)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Failed, "build", resource, e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut attempt = 1;
+    loop {
+        let res = client
+            .update_continuous_backups()
+            .table_name(table)
+            .point_in_time_recovery_specification(spec.clone())
+            .send()
+            .await;
+        match res {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_continuous_backups_unavailable_exception())
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                // The table's retry backoff, until the deadline.
+                tokio::time::sleep(retry.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(sdk_error(e, "dynamodb:UpdateContinuousBackups", resource)),
+        }
+    }
+}
+
 /// Polls DescribeTable (from 100 ms, doubling to 5 s) until `table` is
 /// active; fails after `timeout`. `resource` names it in errors.
 pub(crate) async fn wait_table_active(
@@ -546,36 +586,8 @@ impl EscrowTable {
     /// active may answer ContinuousBackupsUnavailableException for a while:
     /// that is waited out (up to the wait timeout).
     async fn enable_pitr(&self) -> Result<()> {
-        let spec = PointInTimeRecoverySpecification::builder()
-            .point_in_time_recovery_enabled(true)
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Failed, "build", self.resource(), e.to_string()))?;
-        let deadline = tokio::time::Instant::now() + self.wait_timeout;
-        let mut attempt = 1;
-        loop {
-            let res = self
-                .client
-                .update_continuous_backups()
-                .table_name(&self.table)
-                .point_in_time_recovery_specification(spec.clone())
-                .send()
-                .await;
-            match res {
-                Ok(_) => return Ok(()),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_continuous_backups_unavailable_exception())
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    // The table's retry backoff, until the deadline.
-                    tokio::time::sleep(self.retry.delay(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(sdk_error(e, "dynamodb:UpdateContinuousBackups", self.resource()));
-                }
-            }
-        }
+        enable_pitr(&self.client, &self.table, &self.resource(), self.wait_timeout, &self.retry)
+            .await
     }
 
     async fn create(&self, source: &TableInfo, source_account: &str, now: &str) -> Result<()> {

@@ -1,0 +1,105 @@
+//! The config as governance sees it: an [`Inventory`] of accounts and
+//! resources.
+
+use escrow_sync_core::{Error, Result};
+use escrow_sync_governance::Inventory;
+use escrow_sync_governance::inventory::{
+    Ec2Grant, ManifestLocation, RdsGrant, RedshiftGrant, S3Grant, TableGrant,
+};
+
+use crate::config::Config;
+
+/// The inventory of `config`. The escrow account is the config's
+/// `[escrow] account_id`, else `escrow_account` (from STS, when connected);
+/// without either, policies cannot name it and this fails (exit 2).
+pub(crate) fn inventory(config: &Config, escrow_account: Option<&str>) -> Result<Inventory> {
+    let escrow = config.escrow.account_id.as_deref().or(escrow_account).ok_or_else(|| {
+        Error::invalid_config(
+            "[escrow] account_id is not set: policies and the audit name the escrow account, \
+             so set account_id = \"<12 digits>\" in [escrow]",
+        )
+    })?;
+    let region = config.primary.region.clone().unwrap_or_else(|| config.escrow.region.clone());
+    Ok(Inventory {
+        region,
+        escrow_account: escrow.to_string(),
+        primary_account: config.primary.account_id.clone(),
+        reader_role_arn: config.primary.role_arn.clone(),
+        operator_role_arn: config.escrow.role_arn.clone(),
+        external_id: config.primary.external_id.clone(),
+        escrow_kms_key: config.escrow.kms_key_id.clone(),
+        manifest: config.escrow.manifest_bucket.as_ref().map(|bucket| ManifestLocation {
+            bucket: bucket.clone(),
+            prefix: config.escrow.manifest_prefix.clone().unwrap_or_default(),
+            object_lock: config.escrow.manifest_object_lock.is_some(),
+        }),
+        s3: config
+            .s3
+            .iter()
+            .map(|j| S3Grant {
+                name: j.name(),
+                source_bucket: j.source_bucket.clone(),
+                prefix: j.prefix.clone(),
+                dest_bucket: j.dest_bucket.clone(),
+                dest_prefix: j.dest_prefix.clone(),
+                object_lock: j.object_lock.is_some(),
+                versions: j.versions,
+                streamed: config.streams(j),
+            })
+            .collect(),
+        dynamodb: config
+            .dynamodb
+            .iter()
+            .map(|j| TableGrant {
+                name: j.name(),
+                source_table: j.source_table.clone(),
+                dest_table: j.dest_table.clone(),
+                dest_bucket: j.dest_bucket.clone(),
+                dest_prefix: j.dest_prefix.clone().unwrap_or_default(),
+                native_export: j.mode.as_deref() == Some("native-export"),
+                checkpoint_table: j
+                    .checkpoint_table
+                    .clone()
+                    .unwrap_or_else(|| escrow_sync_dynamodb::checkpoint::DEFAULT_TABLE.to_string()),
+                object_lock: j.object_lock.is_some(),
+            })
+            .collect(),
+        ec2: config
+            .ec2
+            .iter()
+            .map(|j| Ec2Grant {
+                name: j.name(),
+                images: j.includes("images"),
+                snapshots: j.includes("snapshots"),
+                tags: j.tags.clone(),
+                ids: j.ids.clone(),
+                reencrypt_key: j.reencrypt_key_id.clone(),
+                prunes: j.retention().is_set(),
+            })
+            .collect(),
+        rds: config
+            .rds
+            .iter()
+            .map(|j| RdsGrant {
+                name: j.name(),
+                db: j.includes("db"),
+                cluster: j.includes("cluster"),
+                tags: j.tags.clone(),
+                ids: j.ids.clone(),
+                reencrypt_key: j.reencrypt_key_id.clone(),
+                prunes: j.retention().is_set(),
+            })
+            .collect(),
+        redshift: config
+            .redshift
+            .iter()
+            .map(|j| RedshiftGrant {
+                name: j.name(),
+                tags: j.tags.clone(),
+                ids: j.ids.clone(),
+                independent_copy: j.independent_copy,
+                prunes: j.retention().is_set(),
+            })
+            .collect(),
+    })
+}

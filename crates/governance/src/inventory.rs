@@ -1,0 +1,140 @@
+//! The resources and accounts a config names.
+
+use std::collections::BTreeMap;
+
+/// Everything governance needs to know about one escrow setup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// The region the jobs run in.
+    pub region: String,
+    /// The escrow account id.
+    pub escrow_account: String,
+    /// The primary account id.
+    pub primary_account: String,
+    /// The role escrow-sync assumes in the primary (the reader role).
+    pub reader_role_arn: Option<String>,
+    /// The role escrow-sync runs as in escrow (the operator), when known.
+    pub operator_role_arn: Option<String>,
+    /// The external id the reader role's trust policy requires.
+    pub external_id: Option<String>,
+    /// The escrow KMS key every copy is encrypted with.
+    pub escrow_kms_key: Option<String>,
+    /// Where run manifests go, when configured.
+    pub manifest: Option<ManifestLocation>,
+    /// `[[s3]]` jobs.
+    pub s3: Vec<S3Grant>,
+    /// `[[dynamodb]]` jobs.
+    pub dynamodb: Vec<TableGrant>,
+    /// `[[ec2]]` jobs.
+    pub ec2: Vec<Ec2Grant>,
+    /// `[[rds]]` jobs.
+    pub rds: Vec<RdsGrant>,
+    /// `[[redshift]]` jobs.
+    pub redshift: Vec<RedshiftGrant>,
+}
+
+/// Where run manifests are written in escrow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManifestLocation {
+    /// The escrow bucket.
+    pub bucket: String,
+    /// The key prefix (may be empty).
+    pub prefix: String,
+    /// Whether the bucket must hold manifests under Object Lock.
+    pub object_lock: bool,
+}
+
+/// One `[[s3]]` job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Grant {
+    /// The job's name.
+    pub name: String,
+    /// The primary bucket.
+    pub source_bucket: String,
+    /// Only keys under this prefix (empty: all).
+    pub prefix: String,
+    /// The escrow bucket.
+    pub dest_bucket: String,
+    /// The prefix in escrow.
+    pub dest_prefix: String,
+    /// Whether the job sets Object Lock retention on copies.
+    pub object_lock: bool,
+    /// Whether every version is copied.
+    pub versions: bool,
+    /// Whether bytes pass through escrow-sync (no server-side copy).
+    pub streamed: bool,
+}
+
+/// One `[[dynamodb]]` job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableGrant {
+    /// The job's name.
+    pub name: String,
+    /// The primary table.
+    pub source_table: String,
+    /// The escrow table (table jobs).
+    pub dest_table: Option<String>,
+    /// The escrow bucket (export jobs).
+    pub dest_bucket: Option<String>,
+    /// The prefix of export generations.
+    pub dest_prefix: String,
+    /// Whether DynamoDB's native export writes the generation.
+    pub native_export: bool,
+    /// The escrow table holding scan checkpoints.
+    pub checkpoint_table: String,
+    /// Whether the job sets Object Lock retention on export files.
+    pub object_lock: bool,
+}
+
+/// One `[[ec2]]` job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ec2Grant {
+    /// The job's name.
+    pub name: String,
+    /// Whether AMIs are copied.
+    pub images: bool,
+    /// Whether EBS snapshots are copied.
+    pub snapshots: bool,
+    /// The tags that select (all must match).
+    pub tags: BTreeMap<String, String>,
+    /// The ids that select.
+    pub ids: Vec<String>,
+    /// The primary's customer key used to re-encrypt, if any.
+    pub reencrypt_key: Option<String>,
+    /// Whether prune may delete copies (retention is set).
+    pub prunes: bool,
+}
+
+/// One `[[rds]]` job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RdsGrant {
+    /// The job's name.
+    pub name: String,
+    /// Whether DB snapshots are copied.
+    pub db: bool,
+    /// Whether Aurora cluster snapshots are copied.
+    pub cluster: bool,
+    /// The tags that select.
+    pub tags: BTreeMap<String, String>,
+    /// The snapshot identifiers that select.
+    pub ids: Vec<String>,
+    /// The primary's customer key used to re-encrypt, if any.
+    pub reencrypt_key: Option<String>,
+    /// Whether prune may delete copies.
+    pub prunes: bool,
+}
+
+/// One `[[redshift]]` job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedshiftGrant {
+    /// The job's name.
+    pub name: String,
+    /// The tags that select.
+    pub tags: BTreeMap<String, String>,
+    /// The snapshot identifiers that select.
+    pub ids: Vec<String>,
+    /// Whether escrow restores and snapshots (an independent copy).
+    pub independent_copy: bool,
+    /// Whether prune may delete copies.
+    pub prunes: bool,
+}

@@ -1,0 +1,543 @@
+//! Run manifests in escrow, and reading them back for `verify --offline`.
+//!
+//! A manifest is JSON lines: a header (tool version, config digest, run id,
+//! accounts, start time), then per job a job line, one line per item (key,
+//! fingerprint, size, outcome, escrow fingerprint, provenance) and a summary
+//! line, and last an end line (finish time, counts). It is spooled to a local
+//! file while the run goes, then written into escrow in one PutObject after
+//! the run (with the escrow key and Object Lock when configured), so a
+//! manifest in escrow is never partial; a reader refuses one without its end
+//! line.
+//!
+//! ```
+//! use escrow_sync_governance::manifest::{Header, Manifest, ManifestWriter};
+//! let header = Header::new("run-1", "0.1.0", "sha256:00", "222222222222", "111111111111");
+//! let mut w = ManifestWriter::create(header).unwrap();
+//! w.job("assets", "s3");
+//! let text = String::from_utf8(w.finish().unwrap().1).unwrap();
+//! let m = Manifest::parse(&text).unwrap();
+//! assert_eq!(m.header.run_id, "run-1");
+//! assert_eq!(m.jobs["assets"].kind, "s3");
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use escrow_sync_aws::sdk_error;
+use escrow_sync_core::{Error, ErrorKind, ItemLog, ItemOutcome, ItemRecord, Result};
+
+/// The format tag of the header line.
+pub const FORMAT: &str = "escrow-sync-manifest/1";
+
+/// The default key prefix of manifests.
+pub const DEFAULT_PREFIX: &str = "escrow-sync/manifests/";
+
+/// The first line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The run's id (its start time, sortable, and the process id).
+    pub run_id: String,
+    /// escrow-sync's version.
+    pub tool_version: String,
+    /// `sha256:<hex>` of the config file's bytes.
+    pub config_digest: String,
+    /// The escrow account.
+    pub escrow_account: String,
+    /// The primary account.
+    pub primary_account: String,
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+}
+
+impl Header {
+    /// A header for run `run_id`, started now.
+    pub fn new(
+        run_id: impl Into<String>,
+        tool_version: impl Into<String>,
+        config_digest: impl Into<String>,
+        escrow_account: impl Into<String>,
+        primary_account: impl Into<String>,
+    ) -> Self {
+        Header {
+            format: FORMAT.to_string(),
+            run_id: run_id.into(),
+            tool_version: tool_version.into(),
+            config_digest: config_digest.into(),
+            escrow_account: escrow_account.into(),
+            primary_account: primary_account.into(),
+            started_at: escrow_sync_aws::now_rfc3339(),
+        }
+    }
+}
+
+/// `sha256:<hex>` of `bytes` (the config digest).
+pub fn digest(bytes: &[u8]) -> String {
+    let d = sha2::Sha256::digest(bytes);
+    format!("sha256:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// A run id: the start time (UTC, sortable) and the process id.
+pub fn run_id() -> String {
+    let now = escrow_sync_aws::now_rfc3339();
+    let compact: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{compact}-{}", std::process::id())
+}
+
+/// One item of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemLine {
+    /// The job.
+    pub job: String,
+    /// The item's key (object key, snapshot id...).
+    pub key: String,
+    /// What identifies its content in the primary (ETag, snapshot id...).
+    pub fingerprint: String,
+    /// Size in bytes as listed.
+    pub size: u64,
+    /// What became of it.
+    pub outcome: ItemOutcome,
+    /// The escrow copy's fingerprint, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow_fingerprint: Option<String>,
+    /// Provenance: when the source was last modified or created (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_time: Option<String>,
+    /// Provenance: the source volume, database or cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+    /// The error, for failed items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A job's start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLine {
+    /// The job's name.
+    pub job: String,
+    /// `s3`, `dynamodb`, `ec2`, `rds`, `redshift`.
+    pub kind: String,
+}
+
+/// A job's end: its counts as reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The job's name.
+    pub job: String,
+    /// Where the data came from.
+    pub source: String,
+    /// Where it went.
+    pub destination: String,
+    /// Items copied.
+    pub copied: u64,
+    /// Items escrow already held.
+    pub skipped: u64,
+    /// Items that failed.
+    pub failed: u64,
+    /// Escrow-only items kept.
+    pub retained: u64,
+    /// Bytes copied.
+    pub bytes_copied: u64,
+    /// Whether the job was interrupted.
+    pub cancelled: bool,
+    /// The job's fatal error, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Notes (generations written, per-part key digests...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// The last line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndLine {
+    /// When the run finished (RFC 3339).
+    pub finished_at: String,
+    /// Jobs recorded.
+    pub jobs: u64,
+    /// Item lines recorded.
+    pub items: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "line", rename_all = "snake_case")]
+enum Line {
+    Header(Header),
+    Job(JobLine),
+    Item(ItemLine),
+    JobEnd(JobSummary),
+    End(EndLine),
+}
+
+/// Spools a manifest while a run goes. Cloned item logs write concurrently.
+pub struct ManifestWriter {
+    out: Arc<Mutex<Spool>>,
+    jobs: u64,
+    run_id: String,
+}
+
+struct Spool {
+    file: std::io::BufWriter<std::fs::File>,
+    items: u64,
+    failed: Option<String>,
+}
+
+impl Spool {
+    fn write(&mut self, line: &Line) {
+        if self.failed.is_some() {
+            return;
+        }
+        let res = serde_json::to_writer(&mut self.file, line)
+            .map_err(std::io::Error::other)
+            .and_then(|()| self.file.write_all(b"\n"));
+        if let Err(e) = res {
+            self.failed = Some(e.to_string());
+        }
+    }
+}
+
+impl std::fmt::Debug for ManifestWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManifestWriter").field("jobs", &self.jobs).finish_non_exhaustive()
+    }
+}
+
+impl ManifestWriter {
+    /// Starts a manifest with `header`, spooled to an anonymous temporary
+    /// file (nothing is left behind if the process dies).
+    pub fn create(header: Header) -> Result<Self> {
+        let file = tempfile().map_err(|e| {
+            Error::new(ErrorKind::Failed, "manifest", "a temporary file", e.to_string())
+        })?;
+        let mut spool = Spool { file: std::io::BufWriter::new(file), items: 0, failed: None };
+        let run_id = header.run_id.clone();
+        spool.write(&Line::Header(header));
+        Ok(ManifestWriter { out: Arc::new(Mutex::new(spool)), jobs: 0, run_id })
+    }
+
+    /// The run's id, as the header gives it (name the manifest by it).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Starts job `job`'s section.
+    pub fn job(&mut self, job: &str, kind: &str) {
+        self.jobs += 1;
+        self.out
+            .lock()
+            .expect("manifest")
+            .write(&Line::Job(JobLine { job: job.to_string(), kind: kind.to_string() }));
+    }
+
+    /// An item log for job `job`: give it to the job's executor
+    /// ([`escrow_sync_core::ExecutorOptions::with_item_log`]).
+    pub fn item_log(&self, job: &str) -> ItemLog {
+        let out = self.out.clone();
+        let job = job.to_string();
+        Arc::new(move |r: ItemRecord| {
+            let line = Line::Item(ItemLine {
+                job: job.clone(),
+                key: r.item.key.clone(),
+                fingerprint: r.item.fingerprint.clone(),
+                size: r.item.size,
+                outcome: r.outcome,
+                escrow_fingerprint: r.escrow_fingerprint.clone(),
+                source_time: r.item.modified.map(escrow_sync_core::rfc3339),
+                lineage: r.item.lineage.clone(),
+                error: r.error.clone(),
+            });
+            let mut spool = out.lock().expect("manifest");
+            spool.items += 1;
+            spool.write(&line);
+        })
+    }
+
+    /// Ends a job's section with its summary.
+    pub fn job_end(&mut self, summary: JobSummary) {
+        self.out.lock().expect("manifest").write(&Line::JobEnd(summary));
+    }
+
+    /// Ends the manifest; returns the end line and the whole text.
+    pub fn finish(self) -> Result<(EndLine, Vec<u8>)> {
+        let mut spool = self.out.lock().expect("manifest");
+        let end = EndLine {
+            finished_at: escrow_sync_aws::now_rfc3339(),
+            jobs: self.jobs,
+            items: spool.items,
+        };
+        spool.write(&Line::End(end.clone()));
+        let fail = |e: String| Error::new(ErrorKind::Failed, "manifest", "the spool file", e);
+        if let Some(e) = spool.failed.take() {
+            return Err(fail(e));
+        }
+        spool.file.flush().map_err(|e| fail(e.to_string()))?;
+        let file = spool.file.get_mut();
+        use std::io::{Read, Seek};
+        file.seek(std::io::SeekFrom::Start(0)).map_err(|e| fail(e.to_string()))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| fail(e.to_string()))?;
+        Ok((end, bytes))
+    }
+}
+
+/// An anonymous temporary file (unlinked at once where the OS allows).
+fn tempfile() -> std::io::Result<std::fs::File> {
+    let path = std::env::temp_dir().join(format!(
+        "escrow-sync-manifest-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+    let _ = std::fs::remove_file(&path);
+    Ok(file)
+}
+
+/// One job of a manifest read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// `s3`, `dynamodb`, `ec2`, `rds`, `redshift`.
+    pub kind: String,
+    /// Its items.
+    pub items: Vec<ItemLine>,
+    /// Its summary.
+    pub summary: Option<JobSummary>,
+}
+
+/// A manifest read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The header.
+    pub header: Header,
+    /// The jobs, by name.
+    pub jobs: BTreeMap<String, JobRecord>,
+    /// The end line.
+    pub end: EndLine,
+}
+
+impl Manifest {
+    /// Parses a manifest; fails on an unknown format, a line that does not
+    /// parse, an item of an unknown job, or a missing end line (a partial
+    /// manifest is never taken for complete).
+    pub fn parse(text: &str) -> Result<Manifest> {
+        let bad = |m: String| Error::new(ErrorKind::Failed, "manifest", "parse", m);
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty()).enumerate();
+        let header = match lines.next().map(|(_, l)| serde_json::from_str::<Line>(l)) {
+            Some(Ok(Line::Header(h))) if h.format == FORMAT => h,
+            Some(Ok(Line::Header(h))) => {
+                return Err(bad(format!("format {} is not {FORMAT}", h.format)));
+            }
+            _ => return Err(bad("no header line: not an escrow-sync manifest".into())),
+        };
+        let mut jobs: BTreeMap<String, JobRecord> = BTreeMap::new();
+        let mut end = None;
+        for (n, l) in lines {
+            if end.is_some() {
+                return Err(bad(format!("line {}: text after the end line", n + 1)));
+            }
+            let line: Line =
+                serde_json::from_str(l).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
+            match line {
+                Line::Header(_) => return Err(bad(format!("line {}: a second header", n + 1))),
+                Line::Job(j) => {
+                    let record = JobRecord { kind: j.kind, items: Vec::new(), summary: None };
+                    jobs.insert(j.job, record);
+                }
+                Line::Item(i) => match jobs.get_mut(&i.job) {
+                    Some(j) => j.items.push(i),
+                    None => {
+                        return Err(bad(format!("line {}: item of unknown job {}", n + 1, i.job)));
+                    }
+                },
+                Line::JobEnd(s) => match jobs.get_mut(&s.job) {
+                    Some(j) => j.summary = Some(s),
+                    None => {
+                        return Err(bad(format!("line {}: end of unknown job {}", n + 1, s.job)));
+                    }
+                },
+                Line::End(e) => end = Some(e),
+            }
+        }
+        let end = end.ok_or_else(|| bad("no end line: the manifest is partial".into()))?;
+        Ok(Manifest { header, jobs, end })
+    }
+}
+
+/// Where manifests are kept, and how they are protected.
+#[derive(Debug, Clone)]
+pub struct ManifestStore {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    expected_owner: Option<String>,
+    kms_key_id: Option<String>,
+    object_lock: Option<(String, u32)>,
+}
+
+impl ManifestStore {
+    /// Manifests under `prefix` in escrow bucket `bucket` (escrow credentials).
+    pub fn new(
+        s3: aws_sdk_s3::Client,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> Self {
+        ManifestStore {
+            s3,
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            expected_owner: None,
+            kms_key_id: None,
+            object_lock: None,
+        }
+    }
+
+    /// The bucket must belong to this account (`ExpectedBucketOwner`).
+    pub fn with_expected_owner(mut self, account: Option<String>) -> Self {
+        self.expected_owner = account;
+        self
+    }
+
+    /// Encrypts manifests with this escrow key (SSE-KMS).
+    pub fn with_kms_key_id(mut self, key: Option<String>) -> Self {
+        self.kms_key_id = key;
+        self
+    }
+
+    /// Holds manifests under Object Lock: mode (`COMPLIANCE` or
+    /// `GOVERNANCE`) and days.
+    pub fn with_object_lock(mut self, lock: Option<(String, u32)>) -> Self {
+        self.object_lock = lock;
+        self
+    }
+
+    fn location(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    /// Writes one manifest (the whole text, in one PutObject: never partial)
+    /// as `<prefix><run_id>.jsonl`; returns its key.
+    pub async fn put(&self, run_id: &str, bytes: Vec<u8>) -> Result<String> {
+        use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode, ServerSideEncryption};
+        let key = format!("{}{run_id}.jsonl", self.prefix);
+        let mut req = self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/x-ndjson")
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .body(bytes.into());
+        if let Some(k) = &self.kms_key_id {
+            req = req.server_side_encryption(ServerSideEncryption::AwsKms).ssekms_key_id(k);
+        }
+        if let Some((mode, days)) = &self.object_lock {
+            let until = std::time::SystemTime::now()
+                + std::time::Duration::from_secs(u64::from(*days) * 86_400);
+            req = req
+                .object_lock_mode(ObjectLockMode::from(mode.as_str()))
+                .object_lock_retain_until_date(aws_smithy_types::DateTime::from(until));
+        }
+        req.send().await.map_err(|e| sdk_error(e, "s3:PutObject", self.location(&key)))?;
+        Ok(key)
+    }
+
+    /// The latest complete manifest (the greatest key under the prefix that
+    /// ends in `.jsonl`), with its key; `None` when there is none.
+    pub async fn latest(&self) -> Result<Option<(String, Manifest)>> {
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .into_paginator()
+            .send();
+        let mut latest: Option<String> = None;
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| sdk_error(e, "s3:ListObjectsV2", self.location(&self.prefix)))?;
+            for o in page.contents() {
+                if let Some(k) = o.key().filter(|k| k.ends_with(".jsonl"))
+                    && latest.as_deref().is_none_or(|l| k > l)
+                {
+                    latest = Some(k.to_string());
+                }
+            }
+        }
+        let Some(key) = latest else { return Ok(None) };
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "s3:GetObject", self.location(&key)))?;
+        let bytes = out.body.collect().await.map_err(|e| {
+            Error::new(ErrorKind::Transient, "s3:GetObject", self.location(&key), e.to_string())
+        })?;
+        let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
+            Error::new(ErrorKind::Failed, "manifest", self.location(&key), e.to_string())
+        })?;
+        let manifest = Manifest::parse(&text).map_err(|e| {
+            Error::new(ErrorKind::Failed, "manifest", self.location(&key), e.chain())
+        })?;
+        Ok(Some((key, manifest)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use escrow_sync_core::{Item, ItemKind};
+
+    #[test]
+    fn a_manifest_round_trips_and_a_partial_one_is_refused() {
+        let header = Header::new("r1", "0.1.0", digest(b"cfg"), "222222222222", "111111111111");
+        assert!(header.config_digest.starts_with("sha256:") && header.config_digest.len() == 71);
+        let mut w = ManifestWriter::create(header).unwrap();
+        w.job("assets", "s3");
+        let log = w.item_log("assets");
+        let item = |k: &str| Item::new(k, ItemKind::Object, 3, format!("\"etag-{k}\""));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        let mut r = escrow_sync_core::ItemRecord::new(
+                            item(&format!("k{t}-{i}")),
+                            ItemOutcome::Copied,
+                        );
+                        r.escrow_fingerprint = Some("\"x\"".into());
+                        log(r);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        w.job_end(JobSummary { job: "assets".into(), copied: 200, ..Default::default() });
+        let (end, bytes) = w.finish().unwrap();
+        assert_eq!((end.jobs, end.items), (1, 200));
+        let text = String::from_utf8(bytes).unwrap();
+        let m = Manifest::parse(&text).unwrap();
+        assert_eq!(m.jobs["assets"].items.len(), 200);
+        assert_eq!(m.jobs["assets"].summary.as_ref().unwrap().copied, 200);
+        let partial: String = text.lines().take(50).map(|l| format!("{l}\n")).collect();
+        let err = Manifest::parse(&partial).unwrap_err();
+        assert!(err.to_string().contains("partial"), "{err}");
+        assert!(Manifest::parse("{\"line\":\"end\"}").is_err());
+        assert!(Manifest::parse(&text.replace(FORMAT, "other/9")).is_err());
+    }
+}
