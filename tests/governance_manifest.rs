@@ -220,3 +220,25 @@ async fn snapshot_jobs_are_recorded_and_verified_offline_by_their_escrow_copies(
         Some(snapshot.as_str())
     );
 }
+
+#[test]
+fn a_config_error_quoting_the_external_id_never_prints_it() {
+    let config = escrow_sync_e2e::write_config(
+        "[escrow]\nregion = \"us-east-1\"\n\n[primary]\nregion = \"us-east-1\"\n\
+         external_id = \"ext-s3cr3t-77\" oops\n",
+    );
+    let cfg = config.to_str().unwrap();
+    for args in [
+        vec!["run", "--config", cfg],
+        vec!["run", "--config", cfg, "--output", "json"],
+        vec!["verify", "--offline", "--config", cfg, "--output", "json"],
+    ] {
+        let out = cli(&args);
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(!out.stderr.is_empty() || !out.stdout.is_empty(), "{out:?}");
+        assert!(
+            !out.stderr.contains("ext-s3cr3t-77") && !out.stdout.contains("ext-s3cr3t-77"),
+            "{args:?}: {out:?}"
+        );
+    }
+}

@@ -185,18 +185,19 @@ pub async fn run(cli: Cli) -> u8 {
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
-            let _ = writeln!(stdout, "{}", output::json(mode, &jobs, fatal.as_ref(), code));
+            let doc = output::json(mode, &jobs, fatal.as_ref(), code);
+            let _ = writeln!(stdout, "{}", crate::redact::redact(&doc));
         }
         OutputFormat::Text => {
-            let _ = write!(stdout, "{}", output::text(mode, &jobs));
+            let _ = write!(stdout, "{}", crate::redact::redact(&output::text(mode, &jobs)));
         }
     }
     if let Some(e) = &fatal {
-        eprintln!("error: {}", e.chain());
+        eprintln!("error: {}", crate::redact::redact(&e.chain()));
     }
     for j in &jobs {
         if let Some(e) = &j.error {
-            eprintln!("error: job {}: {}", j.name, e.chain());
+            eprintln!("error: job {}: {}", j.name, crate::redact::redact(&e.chain()));
         }
     }
     code
@@ -247,14 +248,15 @@ async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
     match args.job.output {
         OutputFormat::Json => {
             let doc = snapshots::prune_json(&outcomes, args.apply, fatal.as_ref(), code);
-            let _ = writeln!(stdout, "{doc}");
+            let _ = writeln!(stdout, "{}", redact::redact(&doc));
         }
         OutputFormat::Text => {
-            let _ = write!(stdout, "{}", snapshots::prune_text(&outcomes, args.apply));
+            let _ =
+                write!(stdout, "{}", redact::redact(&snapshots::prune_text(&outcomes, args.apply)));
         }
     }
     if let Some(e) = &fatal {
-        eprintln!("error: {}", e.chain());
+        eprintln!("error: {}", crate::redact::redact(&e.chain()));
     }
     code
 }

@@ -12,6 +12,10 @@ fn main() -> ExitCode {
         )
         .with_writer(escrow_sync_cli::redact::Stderr)
         .init();
+    // A panic's message goes through the same masking as every log line.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("{}", escrow_sync_cli::redact::redact(&info.to_string()));
+    }));
     let cli = escrow_sync_cli::Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -112,6 +112,18 @@ fn held_by_run(outcome: ItemOutcome) -> bool {
     matches!(outcome, ItemOutcome::Copied | ItemOutcome::InEscrow)
 }
 
+/// Why a job's record does not describe all of escrow, if it does not: the
+/// run was interrupted, or the job failed before its listing was done (its
+/// items are then a part, or none, of what escrow should hold).
+fn incomplete(record: &JobRecord) -> Option<String> {
+    match &record.summary {
+        None => Some("did not finish the job".into()),
+        Some(s) if s.cancelled => Some("was interrupted before the job was done".into()),
+        Some(JobSummary { error: Some(e), .. }) => Some(format!("failed the job: {e}")),
+        Some(_) => None,
+    }
+}
+
 /// Checks one job's escrow listing against its manifest record.
 async fn check(
     sink: &dyn Sink,
@@ -225,14 +237,15 @@ pub(crate) async fn verify_offline(args: &JobArgs) -> u8 {
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
-            let _ = writeln!(stdout, "{}", output::json(Mode::Verify, &jobs, fatal.as_ref(), code));
+            let doc = output::json(Mode::Verify, &jobs, fatal.as_ref(), code);
+            let _ = writeln!(stdout, "{}", crate::redact::redact(&doc));
         }
         OutputFormat::Text => {
-            let _ = write!(stdout, "{}", output::text(Mode::Verify, &jobs));
+            let _ = write!(stdout, "{}", crate::redact::redact(&output::text(Mode::Verify, &jobs)));
         }
     }
     if let Some(e) = &fatal {
-        eprintln!("error: {}", e.chain());
+        eprintln!("error: {}", crate::redact::redact(&e.chain()));
     }
     code
 }
@@ -272,6 +285,19 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
                     manifest.header.run_id
                 )));
             };
+            if let Some(why) = incomplete(record) {
+                return Err(Error::new(
+                    ErrorKind::Failed,
+                    "verify --offline",
+                    format!("job {name}"),
+                    format!(
+                        "the latest run (run {}) {why}: its manifest lists only {} items, so \
+                         escrow cannot be vouched for offline; run the job to completion first",
+                        manifest.header.run_id,
+                        record.items.len()
+                    ),
+                ));
+            }
             let mut report = match job {
                 JobRef::S3(j) => {
                     let sink = crate::s3_sink(&config, j, &escrow);
@@ -333,4 +359,21 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
         });
     }
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_interrupted_or_failed_in_the_last_run_is_not_taken_for_complete() {
+        let record = |summary| JobRecord { kind: "s3".into(), items: Vec::new(), summary };
+        let done = JobSummary { job: "a".into(), copied: 3, ..Default::default() };
+        assert_eq!(incomplete(&record(Some(done.clone()))), None);
+        assert!(incomplete(&record(None)).is_some());
+        let cancelled = JobSummary { cancelled: true, ..done.clone() };
+        assert!(incomplete(&record(Some(cancelled))).unwrap().contains("interrupted"));
+        let failed = JobSummary { error: Some("s3:ListObjectsV2: AccessDenied".into()), ..done };
+        assert!(incomplete(&record(Some(failed))).unwrap().contains("AccessDenied"));
+    }
 }

@@ -85,10 +85,10 @@ fn mask_field(line: &str, field: &str) -> String {
         out.push_str(head);
         // Skip separators and an optional `Some(`.
         let value_start =
-            tail.find(|c: char| !matches!(c, ':' | '=' | ' ' | '"')).unwrap_or(tail.len());
+            tail.find(|c: char| !matches!(c, ':' | '=' | ' ' | '"' | '\\')).unwrap_or(tail.len());
         let (sep, value) = tail.split_at(value_start);
-        let (sep, value) = match value.strip_prefix("Some(\"") {
-            Some(v) => (format!("{sep}Some(\""), v),
+        let (sep, value) = match value.strip_prefix("Some(\"").or(value.strip_prefix("Some(\\\"")) {
+            Some(v) => (tail[..tail.len() - v.len()].to_string(), v),
             None => (sep.to_string(), value),
         };
         if value.starts_with("None") || value.starts_with("** redacted") || value.is_empty() {
@@ -96,7 +96,8 @@ fn mask_field(line: &str, field: &str) -> String {
             rest = value;
             continue;
         }
-        let end = value.find(['"', ',', ' ', '&', '\n', ')', '}']).unwrap_or(value.len());
+        // A JSON-escaped quote (`\"`) ends the value too.
+        let end = value.find(['"', '\\', ',', ' ', '&', '\n', ')', '}']).unwrap_or(value.len());
         out.push_str(&sep);
         out.push_str("** redacted **");
         rest = &value[end..];
@@ -155,6 +156,14 @@ mod tests {
             redact("external_id: None, ASIA is a continent"),
             "external_id: None, ASIA is a continent"
         );
+        // Error messages and JSON output: a TOML error quoting the line,
+        // and the same inside a JSON string.
+        let toml = "5 | external_id = \"ext-9f3\" x\n";
+        assert!(!redact(toml).contains("ext-9f3"), "{}", redact(toml));
+        let json = serde_json::json!({ "error": toml, "b": "external_id: Some(\"ext-9f3\")" });
+        let out = redact(&json.to_string());
+        assert!(!out.contains("ext-9f3"), "{out}");
+        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{out}");
         register_secret("my-config-external-id");
         assert_eq!(redact("x my-config-external-id y"), "x ** redacted ** y");
     }

@@ -747,7 +747,10 @@ impl Executor {
                 }
                 Outcome::Copied { bytes: receipt.bytes, parts: receipt.parts, warning }
             }
-            (Err(error), attempts) => Outcome::Failed { key: item.key, error, attempts },
+            (Err(error), attempts) => {
+                self.log_item(Mode::Run, &item, ItemOutcome::Failed, None, Some(error.chain()));
+                Outcome::Failed { key: item.key, error, attempts }
+            }
         }
     }
 

@@ -82,11 +82,19 @@ pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-/// A run id: the start time (UTC, sortable) and the process id.
+/// A run id: the start time (UTC, to the nanosecond, fixed width so that
+/// ids sort as runs started: the latest manifest is the greatest key) and
+/// the process id (zero-padded).
 pub fn run_id() -> String {
-    let now = escrow_sync_aws::now_rfc3339();
-    let compact: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    format!("{compact}-{}", std::process::id())
+    run_id_at(std::time::SystemTime::now(), std::process::id())
+}
+
+fn run_id_at(at: std::time::SystemTime, pid: u32) -> String {
+    let t = aws_smithy_types::DateTime::from(at);
+    let secs = t.fmt(aws_smithy_types::date_time::Format::DateTime).unwrap_or_default();
+    // `2026-11-28T23:47:01[.5]Z`: keep the whole seconds, then nanos, fixed width.
+    let whole: String = secs.chars().take(19).filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{whole}{:09}Z-{pid:010}", t.subsec_nanos())
 }
 
 /// One item of a job.
@@ -500,6 +508,22 @@ impl ManifestStore {
 mod tests {
     use super::*;
     use escrow_sync_core::{Item, ItemKind};
+
+    #[test]
+    fn run_ids_sort_as_runs_started() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let ids = [
+            run_id_at(t, 999),
+            run_id_at(t, 1000),
+            run_id_at(t + Duration::from_millis(500), 5),
+            run_id_at(t + Duration::from_millis(520), 5),
+            run_id_at(t + Duration::from_secs(1), 1),
+        ];
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert!(ids.iter().all(|i| i.len() == ids[0].len()), "{ids:?}");
+        assert!(run_id().ends_with(&format!("-{:010}", std::process::id())));
+    }
 
     #[test]
     fn a_manifest_round_trips_and_a_partial_one_is_refused() {
