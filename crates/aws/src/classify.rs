@@ -26,6 +26,14 @@ const THROTTLE_CODES: &[&str] = &[
     "SnapshotQuotaExceeded",
     "SnapshotQuotaExceededFault",
     "TransactionInProgressException",
+    // Redshift's quota faults (snapshots, clusters, nodes, authorizations).
+    "ClusterSnapshotQuotaExceeded",
+    "ClusterQuotaExceeded",
+    "NumberOfNodesQuotaExceeded",
+    "InsufficientClusterCapacity",
+    "AuthorizationQuotaExceeded",
+    "LimitExceededFault",
+    "DependentServiceRequestThrottlingFault",
 ];
 
 const TRANSIENT_CODES: &[&str] = &[
@@ -64,6 +72,12 @@ const NOT_FOUND_CODES: &[&str] = &[
     "TableNotFoundException",
     "ExportNotFoundException",
     "NoSuchEntity",
+    // RDS and Redshift snapshots and clusters.
+    "DBSnapshotNotFound",
+    "DBSnapshotNotFoundFault",
+    "DBClusterSnapshotNotFoundFault",
+    "ClusterNotFound",
+    "ClusterSnapshotNotFound",
 ];
 
 const PRECONDITION_CODES: &[&str] = &["PreconditionFailed", "ConditionalCheckFailedException"];

@@ -166,12 +166,9 @@ pub(crate) fn arn_account(arn: &str) -> Option<&str> {
     arn.strip_prefix("arn:").and_then(|r| r.split(':').nth(3)).filter(|a| !a.is_empty())
 }
 
-const NOT_FOUND_CODES: &[&str] =
-    &["DBSnapshotNotFound", "DBSnapshotNotFoundFault", "DBClusterSnapshotNotFoundFault"];
-
+/// The shared classifier knows RDS's not-found faults.
 fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
-    err.as_service_error().and_then(|e| e.code()).is_some_and(|c| NOT_FOUND_CODES.contains(&c))
-        || escrow_sync_aws::classify(err) == ErrorKind::NotFound
+    escrow_sync_aws::classify(err) == ErrorKind::NotFound
 }
 
 /// A copy's SDK error; when a key is out of reach (the shared snapshot's key

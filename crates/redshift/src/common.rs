@@ -34,45 +34,18 @@ pub const RESTORE_FOR_TAG: &str = "escrow-sync:restore-for";
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Redshift quota faults: back off and try again, like throttling (the
-/// shared classifier knows the EBS/RDS codes, not these).
-const QUOTA_CODES: &[&str] = &[
-    "ClusterSnapshotQuotaExceeded",
-    "ClusterQuotaExceeded",
-    "NumberOfNodesQuotaExceeded",
-    "InsufficientClusterCapacity",
-    "AuthorizationQuotaExceeded",
-    "LimitExceededFault",
-    "DependentServiceRequestThrottlingFault",
-];
-
-const NOT_FOUND_CODES: &[&str] = &["ClusterNotFound", "ClusterSnapshotNotFound"];
-
 /// The error code of an SDK error, when the service answered one.
 pub(crate) fn code<E: ProvideErrorMetadata>(err: &SdkError<E>) -> Option<String> {
     err.as_service_error().and_then(|e| e.code()).map(str::to_string)
 }
 
-/// [`sdk_error`], with Redshift's quota faults classified as throttling
-/// (retried with back-off) and its not-found faults as not found.
+/// [`sdk_error`]: the shared classifier knows Redshift's quota faults
+/// (throttling, retried with back-off) and not-found faults.
 pub(crate) fn rs_error<E>(err: SdkError<E>, operation: &str, resource: impl Into<String>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let resource = resource.into();
-    let code = code(&err);
-    let e = sdk_error(err, operation, resource.clone());
-    let (kind, what) = match code.as_deref() {
-        Some(c) if QUOTA_CODES.contains(&c) => {
-            (ErrorKind::Throttled, "a Redshift quota is reached; retried with back-off")
-        }
-        Some(c) if NOT_FOUND_CODES.contains(&c) => (ErrorKind::NotFound, ""),
-        _ => return e,
-    };
-    if e.kind() == kind {
-        return e;
-    }
-    Error::new(kind, operation, resource, what).with_source(e)
+    sdk_error(err, operation, resource)
 }
 
 /// The value of tag `key` on `snapshot`.
