@@ -508,6 +508,18 @@ object_lock = {{ mode = "GOVERNANCE", days = 1 }}
     let f = finding(&doc, "s3.bucket-policy.foreign-principal", &format!("s3://{plain}"));
     assert!(f["problem"].as_str().unwrap().contains("333333333333"), "{f}");
 
+    // An ACL grant to everyone (the other ACL grantees are pinned by the
+    // mocks in crates/governance/tests/audit_mocks.rs).
+    s3.put_bucket_acl()
+        .bucket(plain)
+        .acl(aws_sdk_s3::types::BucketCannedAcl::PublicRead)
+        .send()
+        .await
+        .unwrap();
+    let doc = p.expect(&world, &config, "s3.bucket-acl.foreign-grantee", &format!("s3://{plain}"));
+    let f = finding(&doc, "s3.bucket-acl.foreign-grantee", &format!("s3://{plain}"));
+    assert!(f["problem"].as_str().unwrap().contains("everyone (AllUsers) (READ)"), "{f}");
+
     // A job asking for Object Lock on a bucket without it; a manifest
     // bucket that does not exist.
     clean_bucket(&s3, "escrow-unlocked", false).await;
@@ -534,6 +546,13 @@ object_lock = {{ mode = "GOVERNANCE", days = 1 }}
     p.repaired("s3.bucket.versioning", &format!("s3://{plain}"));
     s3.delete_bucket_policy().bucket(plain).send().await.unwrap();
     p.repaired("s3.bucket-policy.foreign-principal", &format!("s3://{plain}"));
+    s3.put_bucket_acl()
+        .bucket(plain)
+        .acl(aws_sdk_s3::types::BucketCannedAcl::Private)
+        .send()
+        .await
+        .unwrap();
+    p.repaired("s3.bucket-acl.foreign-grantee", &format!("s3://{plain}"));
     p.expect(&world, &config, "s3.bucket.missing", &format!("s3://{manifests}"));
 
     // The text output: one line per finding, then the summary.

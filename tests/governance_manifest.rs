@@ -111,6 +111,70 @@ async fn each_run_records_a_complete_manifest_and_verify_offline_needs_only_escr
     assert_eq!(j["differences"][0]["key"].as_str(), Some("data/3.txt"));
 }
 
+/// `run --job` writes a manifest of that job only: offline verify takes,
+/// per job, the newest run that finished it. And a copy overwritten in
+/// escrow since the run is caught by its fingerprint, at the same size.
+#[tokio::test]
+async fn offline_verify_takes_each_jobs_newest_finished_run_and_catches_a_replaced_copy() {
+    let a = BucketPair::new("mfa").await;
+    let b = BucketPair::new("mfb").await;
+    for i in 0..3 {
+        a.put(&format!("a/{i}.txt"), format!("alpha {i}")).await;
+        b.put(&format!("b/{i}.txt"), format!("bravo {i}")).await;
+    }
+    let escrow = s3(&admin(ESCROW).await);
+    let manifest_bucket = unique("manifests");
+    create_bucket(&escrow, &manifest_bucket, true).await;
+    let jobs = format!(
+        "[[s3]]\nname = \"a\"\nsource_bucket = \"{}\"\ndest_bucket = \"{}\"\n\n\
+         [[s3]]\nname = \"b\"\nsource_bucket = \"{}\"\ndest_bucket = \"{}\"\n",
+        a.source_bucket, a.dest_bucket, b.source_bucket, b.dest_bucket
+    );
+    let config = escrow_sync_e2e::config_with_jobs(&jobs);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[escrow]\n",
+        &format!("[escrow]\nmanifest_bucket = \"{manifest_bucket}\"\n"),
+        1,
+    );
+    std::fs::write(&config, &text).unwrap();
+    let cfg = config.to_str().unwrap();
+
+    assert_eq!(cli(&["run", "--config", cfg]).code, 0);
+    let first = manifests(&escrow, &manifest_bucket).await;
+    assert_eq!(cli(&["run", "--config", cfg, "--job", "a"]).code, 0);
+    let both = manifests(&escrow, &manifest_bucket).await;
+    assert_eq!(both.len(), 2, "{both:?}");
+    let store = ManifestStore::new(escrow.clone(), &manifest_bucket, "escrow-sync/manifests/");
+    let (_, latest) = store.latest().await.unwrap().unwrap();
+    assert!(!latest.jobs.contains_key("b"), "the latest run was of job a only");
+
+    let offline = cli(&["verify", "--offline", "--config", cfg, "--output", "json"]);
+    assert_eq!(offline.code, 0, "{offline:?}");
+    let doc = offline.json();
+    let job = |name: &str| {
+        doc["jobs"].as_array().unwrap().iter().find(|j| j["name"] == name).unwrap().clone()
+    };
+    assert_eq!(job("a")["skipped"].as_u64(), Some(3), "{doc}");
+    assert_eq!(job("b")["skipped"].as_u64(), Some(3), "{doc}");
+    let first_id = first[0].trim_start_matches("escrow-sync/manifests/").trim_end_matches(".jsonl");
+    assert!(job("b")["notes"].to_string().contains(first_id), "b from the first run: {doc}");
+
+    // Escrow's copy of b/1.txt replaced by other bytes of the same size.
+    escrow
+        .put_object()
+        .bucket(&b.dest_bucket)
+        .key("b/1.txt")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"BRAVO 1"))
+        .send()
+        .await
+        .unwrap();
+    let offline = cli(&["verify", "--offline", "--config", cfg, "--job", "b", "--output", "json"]);
+    assert_eq!(offline.code, 3, "{offline:?}");
+    let j = &offline.json()["jobs"][0];
+    assert_eq!(j["different"].as_u64(), Some(1), "{j}");
+    assert_eq!(j["differences"][0]["key"].as_str(), Some("b/1.txt"), "{j}");
+}
+
 #[tokio::test]
 async fn verify_offline_without_a_manifest_or_a_manifest_bucket_exits_2() {
     let pair = BucketPair::new("nomanifest").await;
@@ -147,6 +211,43 @@ fn a_manifest_cut_short_is_never_taken_for_complete() {
     assert!(Manifest::parse(&text).is_ok());
     let cut: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
     assert!(Manifest::parse(&cut).is_err());
+}
+
+/// A manifest larger than one part goes up as a multipart upload from the
+/// spool file, under the escrow key, and reads back whole; no upload is
+/// left open.
+#[tokio::test]
+async fn a_manifest_larger_than_a_part_is_written_in_parts_and_reads_back_whole() {
+    use escrow_sync_core::{Item, ItemKind, ItemRecord};
+    use escrow_sync_governance::manifest::{Header, ManifestWriter};
+    let session = admin(ESCROW).await;
+    let escrow = s3(&session);
+    let bucket = unique("manifests");
+    create_bucket(&escrow, &bucket, true).await;
+    let key = create_kms_key(&session).await;
+    let header = Header::new("run-big", "0.1.0", "sha256:00", ESCROW, "111111111111");
+    let mut w = ManifestWriter::create(header).unwrap();
+    w.job("assets", "s3");
+    let log = w.item_log("assets");
+    let items = 60_000;
+    for i in 0..items {
+        let item = Item::new(format!("data/{i:09}.bin"), ItemKind::Object, 42, format!("\"{i}\""));
+        log(ItemRecord::new(item, ItemOutcome::Copied));
+    }
+    let (_, spooled) = w.finish_spooled().unwrap();
+    assert!(spooled.len() > 5 * 1024 * 1024, "more than one 5 MiB part: {}", spooled.len());
+    let store = ManifestStore::new(escrow.clone(), &bucket, "runs/")
+        .with_kms_key_id(Some(key.clone()))
+        .with_part_size(5 * 1024 * 1024);
+    let written = store.put_spooled("run-big", spooled).await.unwrap();
+    let head = escrow.head_object().bucket(&bucket).key(&written).send().await.unwrap();
+    assert!(head.e_tag().unwrap_or_default().contains('-'), "a multipart object: {head:?}");
+    assert_eq!(head.ssekms_key_id(), Some(key.as_str()));
+    let (_, manifest) = store.latest().await.unwrap().unwrap();
+    assert_eq!(manifest.jobs["assets"].items.len(), items);
+    assert_eq!(manifest.end.items, items as u64);
+    let open = escrow.list_multipart_uploads().bucket(&bucket).send().await.unwrap();
+    assert!(open.uploads().is_empty(), "{open:?}");
 }
 
 #[tokio::test]

@@ -12,10 +12,10 @@
 //! `moto/iam/access_control.py`, and what the tests do about it:
 //! - identity policies of IAM users and assumed roles (inline and attached):
 //!   yes. S3 requests carry the bucket or object ARN as the resource;
-//!   other services carry `*`, so a statement scoped to a table would never
-//!   match: the launcher below patches moto's DynamoDB handler to name the
-//!   table (its ARN, from `TableName`, `TableArn`, `ResourceArn` or the one
-//!   table of a batch), so table scoping is evaluated too;
+//!   moto's DynamoDB and KMS handlers carry `*`, so a statement scoped to a
+//!   table or key would never match: xtask's launcher patches them to name
+//!   the table or key ARN (`xtask/src/moto_patch_iam.py`), so table and key
+//!   scoping is evaluated too;
 //! - conditions: only `StringEquals`, and only against values moto collects
 //!   (the external id of AssumeRole); every other condition passes. The
 //!   `s3:prefix` and `ec2:Add/userId` conditions are pinned by the unit
@@ -57,32 +57,6 @@ use escrow_sync_governance::policy::EXTERNAL_ID_PLACEHOLDER;
 const EXTERNAL_ID: &str = "policy-test-external-id";
 const REGION: &str = "us-east-1";
 
-/// moto's DynamoDB handler, made to name the table a request acts on (see
-/// the module docs), then moto_server itself.
-const LAUNCHER: &str = r#"
-import sys
-from moto.dynamodb.responses import DynamoHandler
-
-def _determine_resource(self):
-    body = getattr(self, "params", None) or {}
-    def arn(table):
-        return f"arn:aws:dynamodb:{self.region}:{self.current_account}:table/{table}"
-    for k in ("TableArn", "ResourceArn", "ExportArn"):
-        if isinstance(body.get(k), str):
-            return body[k]
-    if isinstance(body.get("TableName"), str):
-        return arn(body["TableName"])
-    items = body.get("RequestItems")
-    if isinstance(items, dict) and len(items) == 1:
-        return arn(next(iter(items)))
-    return "*"
-
-DynamoHandler._determine_resource = _determine_resource
-sys.argv = ["moto_server"] + sys.argv[1:]
-from moto.server import main
-sys.exit(main())
-"#;
-
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -98,11 +72,14 @@ struct Moto {
 
 impl Moto {
     fn start() -> Self {
-        let python = target_dir().join("emulator").join("venv").join("bin").join("python");
+        let dir = target_dir().join("emulator");
+        let python = dir.join("venv").join("bin").join("python");
+        let launcher = dir.join("moto_server_escrow.py");
         assert!(
-            python.exists(),
-            "{} is missing: run the suites with `cargo xtask test` (it installs the emulator)",
-            python.display()
+            python.exists() && launcher.exists(),
+            "{} or {} is missing: run the suites with `cargo xtask test` (it installs the emulator)",
+            python.display(),
+            launcher.display()
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -113,7 +90,8 @@ impl Moto {
         )
         .expect("log file");
         let child = Command::new(python)
-            .args(["-c", LAUNCHER, "-H", "127.0.0.1", "-p", &port.to_string()])
+            .arg(launcher)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env_remove("MOTO_ACCOUNT_ID")
             // Requests are free until enforce(): the bootstrap of the users.
             .env("INITIAL_NO_AUTH_ACTION_COUNT", "1000000")
@@ -442,6 +420,15 @@ checkpoint_table = "{checkpoints}"
                 .send()
                 .await
                 .expect("role policy");
+            if side == "operator" {
+                iam.put_role_policy()
+                    .role_name(name)
+                    .policy_name("escrow-sync-audit")
+                    .policy_document(doc["escrow"]["audit_policy"].to_string())
+                    .send()
+                    .await
+                    .expect("audit policy");
+            }
             iam.put_role_policy()
                 .role_name(name)
                 .policy_name("emulator-quirks")
@@ -520,6 +507,26 @@ async fn generated_roles_are_enough_for_a_run_and_each_statement_is_needed() {
         .moto
         .cli(&["verify", "--config", config.to_str().unwrap(), "--output", "json"], &world.runner);
     assert_eq!(verify.code, 0, "verify:\n{}\n{}", verify.stdout, verify.stderr);
+
+    // The audit under the generated audit policy: it can read everything it
+    // checks, and the reader role reaches nothing in escrow. (This escrow
+    // has other findings — no trail, no public access block — by design.)
+    let audit = world
+        .moto
+        .cli(&["audit", "--config", config.to_str().unwrap(), "--output", "json"], &world.runner);
+    let findings = audit.json()["findings"].as_array().expect("findings").clone();
+    for f in &findings {
+        let check = f["check"].as_str().unwrap();
+        assert!(
+            !["audit.access-denied", "isolation.primary-access", "isolation.primary-unreachable"]
+                .contains(&check),
+            "{f}"
+        );
+    }
+    assert!(
+        findings.iter().any(|f| f["check"] == "cloudtrail.not-logging"),
+        "the audit ran its checks: {findings:?}"
+    );
 
     // Without any one statement the run needs: AccessDenied.
     let mut checked = Vec::new();

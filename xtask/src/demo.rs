@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: a primary and an escrow account on the emulator, then the
 //! `escrow-sync` binary's plan, run, verify, a second run with nothing to do, a
-//! verify in JSON, a verify against the run manifest alone and a prune dry run.
+//! verify in JSON, a verify against the run manifest alone, a prune dry run,
+//! and the isolation audit of the escrow with both accounts set up from
+//! `escrow-sync policy` and IAM enforced.
 
 use std::fs;
 use std::path::Path;
@@ -15,6 +17,9 @@ use crate::process::{describe, run_status, secs};
 
 /// Seeds both accounts (see the file for what it creates).
 const SEED_SCRIPT: &str = include_str!("demo_seed.py");
+
+/// Creates the IAM identities from `escrow-sync policy` (see the file).
+const IAM_SCRIPT: &str = include_str!("demo_iam.py");
 
 /// The demo's escrow-sync configuration; must agree with [`SEED_SCRIPT`].
 const DEMO_CONFIG: &str = r#"[escrow]
@@ -158,17 +163,85 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
         &["verify", "--offline"],
         &["prune"],
     ];
+    // The last two: `policy`, then `audit` under the generated roles.
+    let of = steps.len() + 2;
     for (n, args) in steps.iter().enumerate() {
         let (command, rest) = args.split_first().expect("a command");
         let mut cmd = Command::new(&bin);
         cmd.arg(command).arg("--config").arg(&config).args(rest).current_dir(&demo_dir);
         emulator::apply_client_env(&mut cmd, paths, &endpoint);
-        run_step(paths, &bin, n + 1, steps.len(), &mut cmd)?;
+        run_step(paths, &bin, n + 1, of, &mut cmd)?;
     }
+    audit_under_iam(paths, &files, &bin, &config, &endpoint, (of - 1, of))?;
 
     drop(guard);
     println!("\n==> demo finished in {} (including the build)", secs(started.elapsed()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The closing audit. The emulator keeps the accounts apart only with IAM
+/// enforced (otherwise any identity reads any bucket, and the primary would
+/// always "reach" the escrow), so: `escrow-sync policy` (step `n.0`), the
+/// roles and the runner user created from it ([`IAM_SCRIPT`]), enforcement
+/// on, `escrow-sync audit` with the runner's keys (step `n.1`), which must
+/// find nothing at all, and enforcement off again.
+fn audit_under_iam(
+    paths: &Paths,
+    files: &Files,
+    bin: &Path,
+    config: &Path,
+    endpoint: &str,
+    n: (usize, usize),
+) -> Result<()> {
+    let demo_dir = config.parent().expect("the config is in the demo directory");
+    let mut policy = Command::new(bin);
+    policy.args(["policy", "--config"]).arg(config).current_dir(demo_dir);
+    emulator::apply_client_env(&mut policy, paths, endpoint);
+    let shown = describe(&policy).replace(&bin.display().to_string(), "escrow-sync");
+    println!(
+        "\n==> [{}/{}] {} > policies.json",
+        n.0,
+        n.1,
+        shown.replace(&format!("{}/", paths.root.display()), "")
+    );
+    let out = policy.output().with_context(|| format!("running {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{shown}` exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let policies = demo_dir.join("policies.json");
+    fs::write(&policies, &out.stdout).with_context(|| format!("writing {}", policies.display()))?;
+
+    let script = files.dir.join("demo_iam.py");
+    fs::write(&script, IAM_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+    let keys = demo_dir.join("runner-keys");
+    let mut iam = Command::new(files.python());
+    iam.arg(&script).arg(endpoint).arg(&policies).arg(&keys);
+    emulator::apply_client_env(&mut iam, paths, endpoint);
+    println!("creating both accounts' roles from {}:", paths.display(&policies));
+    let status = run_status(&mut iam)?;
+    if !status.success() {
+        bail!("creating the roles from the generated policies failed ({status})");
+    }
+    let keys = fs::read_to_string(&keys).with_context(|| format!("reading {}", keys.display()))?;
+    let (Some(key_id), Some(secret)) = (keys.lines().next(), keys.lines().nth(1)) else {
+        bail!("demo_iam.py wrote no access key for the runner");
+    };
+
+    let mut audit = Command::new(bin);
+    // Clean means no finding at all, not only none at the default level.
+    audit.args(["audit", "--fail-on", "low", "--config"]).arg(config).current_dir(demo_dir);
+    emulator::apply_client_env(&mut audit, paths, endpoint);
+    audit.env("AWS_ACCESS_KEY_ID", key_id).env("AWS_SECRET_ACCESS_KEY", secret);
+    println!("IAM enforcement on: each request is checked against the generated policies");
+    let enforced = emulator::IamEnforced::on(endpoint)?;
+    let result = run_step(paths, bin, n.1, n.1, &mut audit);
+    drop(enforced);
+    println!("IAM enforcement off");
+    result
 }
 
 /// Runs one escrow-sync command with its output on the terminal; fails unless it exits 0.

@@ -53,10 +53,11 @@ const CLIENT_ENV_REMOVED: &[&str] = &[
 const LAUNCHER: &str = include_str!("moto_server_escrow.py");
 
 /// The launcher's patch modules, one per service, written beside it.
-const PATCHES: [(&str, &str); 3] = [
+const PATCHES: [(&str, &str); 4] = [
     ("moto_patch_ec2.py", include_str!("moto_patch_ec2.py")),
     ("moto_patch_rds.py", include_str!("moto_patch_rds.py")),
     ("moto_patch_redshift.py", include_str!("moto_patch_redshift.py")),
+    ("moto_patch_iam.py", include_str!("moto_patch_iam.py")),
 ];
 
 /// The files of one emulator installation under `<target>/emulator`.
@@ -183,6 +184,8 @@ impl Guard {
                 "emulator: using the one already running at {} (pid {}); it stays running",
                 emulator.endpoint, emulator.pid
             );
+            // A demo killed during its audit could have left IAM enforcement on.
+            set_iam_enforced(&emulator.endpoint, false)?;
         }
         Ok(Self { emulator: Some(emulator) })
     }
@@ -490,6 +493,40 @@ pub fn reset(endpoint: &str) -> Result<()> {
     Ok(())
 }
 
+/// Turns moto's IAM enforcement on (every request then needs an identity
+/// whose policies allow it) or off (moto's default: anything goes), with
+/// `POST /moto-api/reset-auth`.
+pub fn set_iam_enforced(endpoint: &str, on: bool) -> Result<()> {
+    let port = port_of(endpoint).with_context(|| format!("no port in endpoint {endpoint}"))?;
+    let body = if on { "0" } else { "inf" };
+    let status = http_status_line_with(port, "POST /moto-api/reset-auth", body)
+        .with_context(|| format!("switching IAM enforcement at {endpoint}"))?;
+    if !status.contains(" 200") {
+        bail!("switching IAM enforcement at {endpoint}: {status}");
+    }
+    Ok(())
+}
+
+/// IAM enforcement on while it lives; off again when dropped, also when the
+/// step in between failed, so a shared emulator goes back to its default.
+pub struct IamEnforced(String);
+
+impl IamEnforced {
+    /// Turns enforcement on at `endpoint`.
+    pub fn on(endpoint: &str) -> Result<Self> {
+        set_iam_enforced(endpoint, true)?;
+        Ok(IamEnforced(endpoint.to_owned()))
+    }
+}
+
+impl Drop for IamEnforced {
+    fn drop(&mut self) {
+        if let Err(e) = set_iam_enforced(&self.0, false) {
+            eprintln!("xtask: warning: IAM enforcement may still be on at {}: {e:#}", self.0);
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -510,11 +547,21 @@ fn answers_http(port: u16) -> bool {
 /// Sends `request` (method and path) as an HTTP/1.0 request to 127.0.0.1:`port` and returns
 /// the response's status line.
 fn http_status_line(port: u16, request: &str) -> std::io::Result<String> {
+    http_status_line_with(port, request, "")
+}
+
+/// Sends `request` (a method and path) with `body`; returns the status line.
+fn http_status_line_with(port: u16, request: &str, body: &str) -> std::io::Result<String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "{request} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n")?;
+    write!(
+        stream,
+        "{request} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
     let mut response = Vec::new();
     let mut chunk = [0_u8; 256];
     while !response.contains(&b'\n') && response.len() < 4096 {

@@ -11,6 +11,10 @@ becomes visible and copyable to an account only while the owner's share
 attribute names that account (or "all"), and unsharing hides it again.
 Nothing else changes. Pinned to the moto version it was written against.
 
+One more module, moto_patch_iam.py, names the table or key a DynamoDB or
+KMS request acts on, so that IAM enforcement (off unless a suite or the demo
+turns it on) evaluates scoped policies as AWS does.
+
 The patches live beside this file, one module per service (moto_patch_*.py,
 written next to it by xtask).
 """
@@ -29,6 +33,7 @@ if moto.__version__ != PINNED:
 import moto_patch_ec2  # noqa: E402,F401
 import moto_patch_rds  # noqa: E402,F401
 import moto_patch_redshift  # noqa: E402,F401
+import moto_patch_iam  # noqa: E402,F401
 
 if __name__ == "__main__":
     from moto.server import main

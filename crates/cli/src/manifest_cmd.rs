@@ -75,32 +75,56 @@ pub(crate) async fn write(
     config: &Config,
     escrow: &Session,
     manifest: ManifestWriter,
-    outcomes: &mut [JobOutcome],
+    outcomes: &mut Vec<JobOutcome>,
 ) {
     let Some(store) = store(config, escrow) else { return };
     let run_id = manifest.run_id().to_string();
-    let written = match manifest.finish() {
-        Ok((_, bytes)) => store.put(&run_id, bytes).await,
+    let written = match manifest.finish_spooled() {
+        Ok((_, spooled)) => store.put_spooled(&run_id, spooled).await,
         Err(e) => Err(e),
     };
     let bucket = config.escrow.manifest_bucket.as_deref().unwrap_or_default();
+    record_written(bucket, written, outcomes);
+}
+
+/// Tells each job's report where the manifest went, or why it did not:
+/// then every report counts a failure, and when no job got as far as a
+/// report, the failure is a line of its own.
+fn record_written(bucket: &str, written: Result<String, Error>, outcomes: &mut Vec<JobOutcome>) {
+    let written = written.map_err(|e| {
+        Error::new(
+            ErrorKind::Failed,
+            "manifest",
+            format!("s3://{bucket}"),
+            format!("the run manifest was not written: {}", e.chain()),
+        )
+    });
+    let mut told = false;
     for o in outcomes.iter_mut() {
         let Some(report) = o.report.as_mut() else { continue };
         match &written {
             Ok(key) => {
                 report.notes.push(format!("recorded in the run manifest s3://{bucket}/{key}"))
             }
-            Err(e) => {
-                let error = Error::new(
-                    ErrorKind::Failed,
-                    "manifest",
-                    format!("s3://{bucket}"),
-                    format!("the run manifest was not written: {}", e.chain()),
-                );
+            Err(error) => {
                 report.failed += 1;
-                report.failures.push(Failure::new("(run manifest)", &error, 1));
+                report.failures.push(Failure::new("(run manifest)", error, 1));
+                told = true;
             }
         }
+    }
+    if let Err(error) = written
+        && !told
+    {
+        // Every job failed before it had a report: the manifest's failure
+        // gets a line of its own rather than none.
+        outcomes.push(JobOutcome {
+            name: "(run manifest)".into(),
+            kind: "manifest",
+            report: None,
+            error: Some(error),
+            streamed: false,
+        });
     }
 }
 
@@ -124,11 +148,20 @@ fn incomplete(record: &JobRecord) -> Option<String> {
     }
 }
 
+/// Whether the escrow copy listed now (`listed`) differs from the one the
+/// run recorded: only when both fingerprints are known.
+fn changed_copy(recorded: Option<&str>, listed: &str) -> bool {
+    match recorded {
+        Some(r) if !r.is_empty() && !listed.is_empty() => r != listed,
+        _ => false,
+    }
+}
+
 /// Checks one job's escrow listing against its manifest record.
 async fn check(
     sink: &dyn Sink,
     record: &JobRecord,
-    compare_sizes: bool,
+    compare: bool,
     report: &mut Report,
 ) -> Result<(), Error> {
     let held: BTreeMap<String, Item> =
@@ -136,7 +169,14 @@ async fn check(
     for item in record.items.iter().filter(|i| held_by_run(i.outcome)) {
         let reason = match held.get(&item.key) {
             None => Some(CopyReason::Missing),
-            Some(e) if compare_sizes && e.size != item.size => Some(CopyReason::Changed),
+            Some(e) if compare && e.size != item.size => Some(CopyReason::Changed),
+            // The escrow copy the run wrote or found, by its own fingerprint
+            // (ETag): a copy overwritten since is not the one recorded.
+            Some(e)
+                if compare && changed_copy(item.escrow_fingerprint.as_deref(), &e.fingerprint) =>
+            {
+                Some(CopyReason::Changed)
+            }
             Some(_) => None,
         };
         match reason {
@@ -225,8 +265,77 @@ async fn check_dynamodb(
     Ok(())
 }
 
-/// `verify --offline`: every selected job checked against the latest run
-/// manifest, with escrow credentials only. Returns the exit code.
+/// A job's record in the newest manifest that has it complete.
+struct CompleteRun {
+    key: String,
+    run_id: String,
+    finished_at: String,
+    record: JobRecord,
+}
+
+/// The newest run that had a job but did not finish it.
+struct UnfinishedRun {
+    run_id: String,
+    why: String,
+    items: usize,
+}
+
+/// What the manifests say of each job asked for.
+#[derive(Default)]
+struct Newest {
+    /// How many manifests the store holds.
+    manifests: usize,
+    /// Per job, the newest manifest in which it completed.
+    complete: BTreeMap<String, CompleteRun>,
+    /// Per job, the newest run that did not finish it, when that run is
+    /// newer than the one in `complete` (or there is none).
+    unfinished: BTreeMap<String, UnfinishedRun>,
+}
+
+/// Reads manifests newest first until each of `jobs` is found complete (a
+/// `run --job` writes a manifest of that job only, so each job has its own
+/// newest run), or none are left.
+async fn newest_complete(store: &ManifestStore, jobs: &[String]) -> Result<Newest, Error> {
+    let keys = store.keys().await?;
+    let mut newest = Newest { manifests: keys.len(), ..Newest::default() };
+    for key in keys.iter().rev() {
+        if jobs.iter().all(|j| newest.complete.contains_key(j)) {
+            break;
+        }
+        let mut manifest = store.read(key).await?;
+        for job in jobs {
+            if newest.complete.contains_key(job) {
+                continue;
+            }
+            let Some(record) = manifest.jobs.remove(job) else { continue };
+            match incomplete(&record) {
+                None => {
+                    newest.complete.insert(
+                        job.clone(),
+                        CompleteRun {
+                            key: key.clone(),
+                            run_id: manifest.header.run_id.clone(),
+                            finished_at: manifest.end.finished_at.clone(),
+                            record,
+                        },
+                    );
+                }
+                Some(why) => {
+                    newest.unfinished.entry(job.clone()).or_insert(UnfinishedRun {
+                        run_id: manifest.header.run_id.clone(),
+                        why,
+                        items: record.items.len(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(newest)
+}
+
+/// `verify --offline`: every selected job checked against the newest run
+/// manifest that finished it, with escrow credentials only. Returns the
+/// exit code.
 pub(crate) async fn verify_offline(args: &JobArgs) -> u8 {
     let result = offline(args).await;
     let (jobs, fatal) = match result {
@@ -262,11 +371,13 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
     let escrow = Connector::new().connect_escrow(&config.escrow_account()).await?;
     let store = store(&config, &escrow).expect("manifest_bucket is set");
     let bucket = config.escrow.manifest_bucket.clone().unwrap_or_default();
-    let Some((key, manifest)) = store.latest().await? else {
+    let names: Vec<String> = jobs.iter().map(JobRef::name).collect();
+    let mut found = newest_complete(&store, &names).await?;
+    if found.manifests == 0 {
         return Err(Error::invalid_config(format!(
             "no run manifest in s3://{bucket}: run `escrow-sync run` first"
         )));
-    };
+    }
     let mut outcomes = Vec::new();
     for job in jobs {
         let name = job.name();
@@ -277,32 +388,38 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
             JobRef::Rds(_) => ("rds", false),
             JobRef::Redshift(_) => ("redshift", false),
         };
-        let source = format!("{SOURCE}s3://{bucket}/{key}");
+        let complete = found.complete.remove(&name);
+        let unfinished = found.unfinished.remove(&name);
         let result = async {
-            let Some(record) = manifest.jobs.get(&name) else {
-                return Err(Error::invalid_config(format!(
-                    "job {name} is not in the latest run manifest (run {}): run it first",
-                    manifest.header.run_id
-                )));
-            };
-            if let Some(why) = incomplete(record) {
-                return Err(Error::new(
-                    ErrorKind::Failed,
-                    "verify --offline",
-                    format!("job {name}"),
-                    format!(
-                        "the latest run (run {}) {why}: its manifest lists only {} items, so \
-                         escrow cannot be vouched for offline; run the job to completion first",
-                        manifest.header.run_id,
-                        record.items.len()
+            let Some(run) = complete else {
+                return Err(match unfinished {
+                    None => Error::invalid_config(format!(
+                        "job {name} is in none of the {} run manifests in s3://{bucket}: run it \
+                         first",
+                        found.manifests
+                    )),
+                    Some(u) => Error::new(
+                        ErrorKind::Failed,
+                        "verify --offline",
+                        format!("job {name}"),
+                        format!(
+                            "no run finished this job: the latest (run {}) {}; its manifest \
+                             lists only {} items, so escrow cannot be vouched for offline; run \
+                             the job to completion first",
+                            u.run_id, u.why, u.items
+                        ),
                     ),
-                ));
-            }
+                });
+            };
+            let record = &run.record;
+            let source = format!("{SOURCE}s3://{bucket}/{}", run.key);
             let mut report = match job {
                 JobRef::S3(j) => {
                     let sink = crate::s3_sink(&config, j, &escrow);
                     let mut report = Report::new(Mode::Verify, &source, sink.describe());
-                    check(&sink, record, true, &mut report).await?;
+                    // A later unfinished run may have replaced a copy with a
+                    // newer one: then only presence is vouched for.
+                    check(&sink, record, unfinished.is_none(), &mut report).await?;
                     report
                 }
                 JobRef::DynamoDb(j) => {
@@ -347,9 +464,17 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
                 }
             };
             report.notes.push(format!(
-                "checked offline against run {} (finished {}), without the primary",
-                manifest.header.run_id, manifest.end.finished_at
+                "checked offline against run {} (finished {}), the latest to finish this job, \
+                 without the primary",
+                run.run_id, run.finished_at
             ));
+            if let Some(u) = unfinished {
+                report.notes.push(format!(
+                    "a later run (run {}) {}: what it copied is not checked offline, and \
+                     escrow copies are checked for presence only",
+                    u.run_id, u.why
+                ));
+            }
             Ok(report)
         }
         .await;
@@ -364,6 +489,48 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manifest_not_written_is_told_even_when_every_job_failed() {
+        let failed = |name: &str| JobOutcome {
+            name: name.into(),
+            kind: "s3",
+            report: None,
+            error: Some(Error::invalid_config("x")),
+            streamed: false,
+        };
+        let denied = || Error::new(ErrorKind::Failed, "s3:PutObject", "s3://m", "AccessDenied");
+        let mut outcomes = vec![failed("a"), failed("b")];
+        record_written("m", Err(denied()), &mut outcomes);
+        assert_eq!(outcomes.len(), 3);
+        let told = outcomes[2].error.as_ref().unwrap().chain();
+        assert!(told.contains("not written") && told.contains("AccessDenied"), "{told}");
+
+        let mut outcomes = vec![
+            failed("a"),
+            JobOutcome {
+                report: Some(Report::new(Mode::Run, "s", "d")),
+                error: None,
+                ..failed("b")
+            },
+        ];
+        record_written("m", Err(denied()), &mut outcomes);
+        assert_eq!(outcomes.len(), 2, "told in the report that exists");
+        assert_eq!(outcomes[1].report.as_ref().unwrap().failed, 1);
+
+        record_written("m", Ok("runs/1.jsonl".into()), &mut outcomes);
+        let notes = &outcomes[1].report.as_ref().unwrap().notes;
+        assert!(notes.iter().any(|n| n.contains("s3://m/runs/1.jsonl")), "{notes:?}");
+    }
+
+    #[test]
+    fn a_copy_is_changed_only_when_both_fingerprints_are_known_and_differ() {
+        assert!(changed_copy(Some("\"a\""), "\"b\""));
+        assert!(!changed_copy(Some("\"a\""), "\"a\""));
+        assert!(!changed_copy(None, "\"b\""));
+        assert!(!changed_copy(Some(""), "\"b\""));
+        assert!(!changed_copy(Some("\"a\""), ""));
+    }
 
     #[test]
     fn a_job_interrupted_or_failed_in_the_last_run_is_not_taken_for_complete() {

@@ -9,7 +9,9 @@
 //!   trust policy admits the primary account or any principal outside the
 //!   escrow account (ListRoles; AWS service principals are fine).
 //! - **Grants to other accounts**: the escrow bucket policies
-//!   (`s3.bucket-policy.foreign-principal`), the escrow key's policy and
+//!   (`s3.bucket-policy.foreign-principal`) and ACLs
+//!   (`s3.bucket-acl.foreign-grantee`: another canonical user, everyone,
+//!   any AWS account, an e-mail address), the escrow key's policy and
 //!   grants (`kms.key-policy.foreign-principal`, `kms.grant.foreign-principal`),
 //!   and escrow-owned EBS snapshots, AMIs, RDS DB / cluster snapshots and
 //!   Redshift snapshots shared with another account (`ec2.snapshot.shared`,

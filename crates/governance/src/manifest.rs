@@ -4,10 +4,12 @@
 //! accounts, start time), then per job a job line, one line per item (key,
 //! fingerprint, size, outcome, escrow fingerprint, provenance) and a summary
 //! line, and last an end line (finish time, counts). It is spooled to a local
-//! file while the run goes, then written into escrow in one PutObject after
-//! the run (with the escrow key and Object Lock when configured), so a
-//! manifest in escrow is never partial; a reader refuses one without its end
-//! line.
+//! file while the run goes, then written into escrow after the run (with the
+//! escrow key and Object Lock when configured) in one PutObject, or from the
+//! spool file in a multipart upload when it is larger than one part
+//! ([`ManifestStore::with_part_size`], 64 MiB): either way the object appears
+//! whole or not at all, so a manifest in escrow is never partial; a reader
+//! refuses one without its end line.
 //!
 //! ```
 //! use escrow_sync_governance::manifest::{Header, Manifest, ManifestWriter};
@@ -273,6 +275,14 @@ impl ManifestWriter {
 
     /// Ends the manifest; returns the end line and the whole text.
     pub fn finish(self) -> Result<(EndLine, Vec<u8>)> {
+        let (end, spooled) = self.finish_spooled()?;
+        Ok((end, spooled.into_bytes()?))
+    }
+
+    /// Ends the manifest; returns the end line and the spool file, to be
+    /// written with [`ManifestStore::put_spooled`] without holding the whole
+    /// text in memory.
+    pub fn finish_spooled(self) -> Result<(EndLine, Spooled)> {
         let mut spool = self.out.lock().expect("manifest");
         let end = EndLine {
             finished_at: escrow_sync_aws::now_rfc3339(),
@@ -280,17 +290,62 @@ impl ManifestWriter {
             items: spool.items,
         };
         spool.write(&Line::End(end.clone()));
-        let fail = |e: String| Error::new(ErrorKind::Failed, "manifest", "the spool file", e);
         if let Some(e) = spool.failed.take() {
-            return Err(fail(e));
+            return Err(spool_error(e));
         }
-        spool.file.flush().map_err(|e| fail(e.to_string()))?;
-        let file = spool.file.get_mut();
-        use std::io::{Read, Seek};
-        file.seek(std::io::SeekFrom::Start(0)).map_err(|e| fail(e.to_string()))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(|e| fail(e.to_string()))?;
-        Ok((end, bytes))
+        spool.file.flush().map_err(|e| spool_error(e.to_string()))?;
+        let file = spool.file.get_ref().try_clone().map_err(|e| spool_error(e.to_string()))?;
+        let len = file.metadata().map_err(|e| spool_error(e.to_string()))?.len();
+        Ok((end, Spooled { file, len }))
+    }
+}
+
+fn spool_error(e: String) -> Error {
+    Error::new(ErrorKind::Failed, "manifest", "the spool file", e)
+}
+
+/// A finished manifest in its local spool file.
+#[derive(Debug)]
+pub struct Spooled {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl Spooled {
+    /// Its size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty (never, for a finished manifest).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Up to `buf.len()` bytes from `offset`; fills `buf` unless the file
+    /// ends first, and returns how many it read.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        use std::io::{Read, Seek, SeekFrom};
+        self.file.seek(SeekFrom::Start(offset)).map_err(|e| spool_error(e.to_string()))?;
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(spool_error(e.to_string())),
+            }
+        }
+        Ok(filled)
+    }
+
+    /// The whole text.
+    pub fn into_bytes(mut self) -> Result<Vec<u8>> {
+        let len = usize::try_from(self.len).map_err(|e| spool_error(e.to_string()))?;
+        let mut bytes = vec![0; len];
+        let n = self.read_at(0, &mut bytes)?;
+        bytes.truncate(n);
+        Ok(bytes)
     }
 }
 
@@ -388,7 +443,15 @@ pub struct ManifestStore {
     expected_owner: Option<String>,
     kms_key_id: Option<String>,
     object_lock: Option<(String, u32)>,
+    part_size: u64,
 }
+
+/// The default part size of a manifest's multipart upload, and the largest
+/// manifest written in one PutObject.
+pub const DEFAULT_PART_SIZE: u64 = 64 * 1024 * 1024;
+
+/// S3's smallest part (but the last).
+const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
 impl ManifestStore {
     /// Manifests under `prefix` in escrow bucket `bucket` (escrow credentials).
@@ -404,7 +467,15 @@ impl ManifestStore {
             expected_owner: None,
             kms_key_id: None,
             object_lock: None,
+            part_size: DEFAULT_PART_SIZE,
         }
+    }
+
+    /// Manifests larger than `bytes` go up in parts of `bytes` (at least
+    /// S3's 5 MiB; default [`DEFAULT_PART_SIZE`]).
+    pub fn with_part_size(mut self, bytes: u64) -> Self {
+        self.part_size = bytes.max(MIN_PART_SIZE);
+        self
     }
 
     /// The bucket must belong to this account (`ExpectedBucketOwner`).
@@ -430,11 +501,25 @@ impl ManifestStore {
         format!("s3://{}/{key}", self.bucket)
     }
 
+    fn key(&self, run_id: &str) -> String {
+        format!("{}{run_id}.jsonl", self.prefix)
+    }
+
+    fn retain_until(
+        &self,
+    ) -> Option<(aws_sdk_s3::types::ObjectLockMode, aws_smithy_types::DateTime)> {
+        self.object_lock.as_ref().map(|(mode, days)| {
+            let until = std::time::SystemTime::now()
+                + std::time::Duration::from_secs(u64::from(*days) * 86_400);
+            (aws_sdk_s3::types::ObjectLockMode::from(mode.as_str()), until.into())
+        })
+    }
+
     /// Writes one manifest (the whole text, in one PutObject: never partial)
     /// as `<prefix><run_id>.jsonl`; returns its key.
     pub async fn put(&self, run_id: &str, bytes: Vec<u8>) -> Result<String> {
-        use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode, ServerSideEncryption};
-        let key = format!("{}{run_id}.jsonl", self.prefix);
+        use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption};
+        let key = self.key(run_id);
         let mut req = self
             .s3
             .put_object()
@@ -447,20 +532,118 @@ impl ManifestStore {
         if let Some(k) = &self.kms_key_id {
             req = req.server_side_encryption(ServerSideEncryption::AwsKms).ssekms_key_id(k);
         }
-        if let Some((mode, days)) = &self.object_lock {
-            let until = std::time::SystemTime::now()
-                + std::time::Duration::from_secs(u64::from(*days) * 86_400);
-            req = req
-                .object_lock_mode(ObjectLockMode::from(mode.as_str()))
-                .object_lock_retain_until_date(aws_smithy_types::DateTime::from(until));
+        if let Some((mode, until)) = self.retain_until() {
+            req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
         }
         req.send().await.map_err(|e| sdk_error(e, "s3:PutObject", self.location(&key)))?;
         Ok(key)
     }
 
-    /// The latest complete manifest (the greatest key under the prefix that
-    /// ends in `.jsonl`), with its key; `None` when there is none.
-    pub async fn latest(&self) -> Result<Option<(String, Manifest)>> {
+    /// Writes a spooled manifest as `<prefix><run_id>.jsonl`: in one
+    /// PutObject up to the part size, otherwise in a multipart upload read
+    /// part by part from the spool file (memory: one part), which S3 shows
+    /// only once it is complete; a failed upload is aborted. Returns its key.
+    pub async fn put_spooled(&self, run_id: &str, mut spooled: Spooled) -> Result<String> {
+        use aws_sdk_s3::types::{
+            ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
+        };
+        if spooled.len() <= self.part_size {
+            return self.put(run_id, spooled.into_bytes()?).await;
+        }
+        let key = self.key(run_id);
+        let mut create = self
+            .s3
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/x-ndjson")
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .set_expected_bucket_owner(self.expected_owner.clone());
+        if let Some(k) = &self.kms_key_id {
+            create = create.server_side_encryption(ServerSideEncryption::AwsKms).ssekms_key_id(k);
+        }
+        if let Some((mode, until)) = self.retain_until() {
+            create = create.object_lock_mode(mode).object_lock_retain_until_date(until);
+        }
+        let upload = create
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "s3:CreateMultipartUpload", self.location(&key)))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let parts = async {
+            let size = usize::try_from(self.part_size).map_err(|e| spool_error(e.to_string()))?;
+            let mut buf = vec![0; size];
+            let mut parts = Vec::new();
+            let mut offset = 0;
+            while offset < spooled.len() {
+                let n = spooled.read_at(offset, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                let number = i32::try_from(parts.len() + 1).unwrap_or(i32::MAX);
+                let out = self
+                    .s3
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .set_expected_bucket_owner(self.expected_owner.clone())
+                    .body(buf[..n].to_vec().into())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(e, "s3:UploadPart", self.location(&key)))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag)
+                        .set_checksum_sha256(out.checksum_sha256)
+                        .build(),
+                );
+                offset += n as u64;
+            }
+            self.s3
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .set_expected_bucket_owner(self.expected_owner.clone())
+                .multipart_upload(
+                    CompletedMultipartUpload::builder().set_parts(Some(parts)).build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error(e, "s3:CompleteMultipartUpload", self.location(&key)))?;
+            Ok::<(), Error>(())
+        }
+        .await;
+        if let Err(e) = parts {
+            let aborted = self
+                .s3
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .set_expected_bucket_owner(self.expected_owner.clone())
+                .send()
+                .await;
+            if let Err(a) = aborted {
+                tracing::warn!(
+                    upload_id = %upload_id,
+                    "the manifest's multipart upload to {} could not be aborted: {}",
+                    self.location(&key),
+                    sdk_error(a, "s3:AbortMultipartUpload", self.location(&key))
+                );
+            }
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    /// The keys of every manifest under the prefix (ending in `.jsonl`),
+    /// oldest first: run ids sort in the order runs started.
+    pub async fn keys(&self) -> Result<Vec<String>> {
         let mut pages = self
             .s3
             .list_objects_v2()
@@ -469,37 +652,48 @@ impl ManifestStore {
             .set_expected_bucket_owner(self.expected_owner.clone())
             .into_paginator()
             .send();
-        let mut latest: Option<String> = None;
+        let mut keys = Vec::new();
         while let Some(page) = pages.next().await {
             let page =
                 page.map_err(|e| sdk_error(e, "s3:ListObjectsV2", self.location(&self.prefix)))?;
-            for o in page.contents() {
-                if let Some(k) = o.key().filter(|k| k.ends_with(".jsonl"))
-                    && latest.as_deref().is_none_or(|l| k > l)
-                {
-                    latest = Some(k.to_string());
-                }
-            }
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .filter(|k| k.ends_with(".jsonl"))
+                    .map(str::to_string),
+            );
         }
-        let Some(key) = latest else { return Ok(None) };
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Reads and parses the manifest at `key` (a partial one is refused).
+    pub async fn read(&self, key: &str) -> Result<Manifest> {
         let out = self
             .s3
             .get_object()
             .bucket(&self.bucket)
-            .key(&key)
+            .key(key)
             .set_expected_bucket_owner(self.expected_owner.clone())
             .send()
             .await
-            .map_err(|e| sdk_error(e, "s3:GetObject", self.location(&key)))?;
+            .map_err(|e| sdk_error(e, "s3:GetObject", self.location(key)))?;
         let bytes = out.body.collect().await.map_err(|e| {
-            Error::new(ErrorKind::Transient, "s3:GetObject", self.location(&key), e.to_string())
+            Error::new(ErrorKind::Transient, "s3:GetObject", self.location(key), e.to_string())
         })?;
         let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
-            Error::new(ErrorKind::Failed, "manifest", self.location(&key), e.to_string())
+            Error::new(ErrorKind::Failed, "manifest", self.location(key), e.to_string())
         })?;
-        let manifest = Manifest::parse(&text).map_err(|e| {
-            Error::new(ErrorKind::Failed, "manifest", self.location(&key), e.chain())
-        })?;
+        Manifest::parse(&text)
+            .map_err(|e| Error::new(ErrorKind::Failed, "manifest", self.location(key), e.chain()))
+    }
+
+    /// The latest complete manifest (the greatest key under the prefix that
+    /// ends in `.jsonl`), with its key; `None` when there is none.
+    pub async fn latest(&self) -> Result<Option<(String, Manifest)>> {
+        let Some(key) = self.keys().await?.pop() else { return Ok(None) };
+        let manifest = self.read(&key).await?;
         Ok(Some((key, manifest)))
     }
 }

@@ -112,6 +112,11 @@ pub struct EscrowPolicies {
     pub operator: String,
     /// The operator's permission policy.
     pub operator_policy: Value,
+    /// What `escrow-sync audit` reads, for the identity that runs it (the
+    /// operator role, to which the escrow template attaches it): read-only
+    /// configuration of the escrow's roles, buckets, tables, key, trails and
+    /// snapshot shares; no data.
+    pub audit_policy: Value,
     /// The escrow KMS key's policy (escrow principals only), when the config
     /// names an escrow key.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,6 +206,7 @@ pub fn generate(inv: &Inventory) -> Policies {
     let escrow = EscrowPolicies {
         operator: ctx.operator.clone(),
         operator_policy: document(ctx.operator_statements()),
+        audit_policy: document(ctx.audit_statements()),
         kms_key_policy: ctx.escrow_key.as_ref().map(|_| document(ctx.escrow_key_statements())),
         buckets: ctx.escrow_buckets(),
     };
@@ -955,6 +961,103 @@ impl<'a> Ctx<'a> {
         out
     }
 
+    /// What the audit reads in the escrow account (see
+    /// [`crate::audit`]): scoped to the escrow's own buckets, tables and key
+    /// where the config names them; `*` for the listings that look at
+    /// everything the escrow holds (roles, trails, snapshots and their
+    /// shares), which is where a quiet change would hide.
+    fn audit_statements(&self) -> Vec<Value> {
+        let inv = self.inv;
+        let (region, escrow) = (self.region, self.escrow_acct);
+        // AWS's rule: ListRoles and the CloudTrail and EC2 Describe* take "*".
+        let mut out = vec![
+            allow("AuditRoleTrust", &["iam:ListRoles"], vec!["*".into()]),
+            allow(
+                "AuditTrails",
+                &["cloudtrail:DescribeTrails", "cloudtrail:GetTrailStatus"],
+                vec!["*".into()],
+            ),
+        ];
+        let mut buckets: BTreeSet<&str> = inv.s3.iter().map(|j| j.dest_bucket.as_str()).collect();
+        buckets.extend(inv.dynamodb.iter().filter_map(|j| j.dest_bucket.as_deref()));
+        if let Some(m) = &inv.manifest {
+            buckets.insert(&m.bucket);
+        }
+        if !buckets.is_empty() {
+            out.push(allow(
+                "AuditBuckets",
+                &[
+                    "s3:GetBucketVersioning",
+                    "s3:GetBucketPolicy",
+                    "s3:GetBucketAcl",
+                    "s3:GetBucketObjectLockConfiguration",
+                    "s3:GetBucketPublicAccessBlock",
+                ],
+                buckets.iter().map(|b| format!("arn:aws:s3:::{b}")).collect(),
+            ));
+        }
+        let mut tables: BTreeSet<&str> =
+            inv.dynamodb.iter().filter_map(|j| j.dest_table.as_deref()).collect();
+        tables.extend(inv.dynamodb.iter().map(|j| j.checkpoint_table.as_str()));
+        if !tables.is_empty() {
+            out.push(allow(
+                "AuditTables",
+                &[
+                    "dynamodb:DescribeTable",
+                    "dynamodb:DescribeContinuousBackups",
+                    "dynamodb:DescribeTimeToLive",
+                ],
+                tables.iter().map(|t| self.table_arn(escrow, t)).collect(),
+            ));
+        }
+        if let Some(key) = &self.escrow_key {
+            let (res, cond) = key.scope(region);
+            out.push(when(
+                allow(
+                    "AuditEscrowKey",
+                    &["kms:DescribeKey", "kms:GetKeyPolicy", "kms:ListGrants"],
+                    vec![res],
+                ),
+                cond,
+            ));
+        }
+        if !inv.ec2.is_empty() {
+            out.push(allow(
+                "AuditEc2Shares",
+                &[
+                    "ec2:DescribeSnapshots",
+                    "ec2:DescribeSnapshotAttribute",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeImageAttribute",
+                ],
+                vec!["*".into()],
+            ));
+        }
+        if !inv.rds.is_empty() {
+            out.push(allow(
+                "AuditRdsSnapshots",
+                &["rds:DescribeDBSnapshots", "rds:DescribeDBClusterSnapshots"],
+                vec!["*".into()],
+            ));
+            out.push(allow(
+                "AuditRdsShares",
+                &["rds:DescribeDBSnapshotAttributes", "rds:DescribeDBClusterSnapshotAttributes"],
+                vec![
+                    format!("arn:aws:rds:{region}:{escrow}:snapshot:*"),
+                    format!("arn:aws:rds:{region}:{escrow}:cluster-snapshot:*"),
+                ],
+            ));
+        }
+        if !inv.redshift.is_empty() {
+            out.push(allow(
+                "AuditRedshiftShares",
+                &["redshift:DescribeClusterSnapshots"],
+                vec!["*".into()],
+            ));
+        }
+        out
+    }
+
     fn operator_snapshots(&self) -> Vec<Value> {
         let inv = self.inv;
         let (region, escrow, primary) = (self.region, self.escrow_acct, self.primary_acct);
@@ -1296,6 +1399,9 @@ impl<'a> Ctx<'a> {
                     "Policies": [{
                         "PolicyName": "escrow-sync-operator",
                         "PolicyDocument": p.escrow.operator_policy,
+                    }, {
+                        "PolicyName": "escrow-sync-audit",
+                        "PolicyDocument": p.escrow.audit_policy,
                     }],
                 },
             }),

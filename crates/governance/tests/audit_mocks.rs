@@ -31,6 +31,7 @@ use aws_sdk_kms::operation::describe_key::{DescribeKeyError, DescribeKeyOutput};
 use aws_sdk_kms::operation::get_key_policy::GetKeyPolicyOutput;
 use aws_sdk_kms::operation::list_grants::ListGrantsOutput;
 use aws_sdk_kms::types::{GrantListEntry, KeyMetadata, KeyState};
+use aws_sdk_s3::operation::get_bucket_acl::GetBucketAclOutput;
 use aws_sdk_s3::operation::get_bucket_policy::{GetBucketPolicyError, GetBucketPolicyOutput};
 use aws_sdk_s3::operation::get_bucket_versioning::{
     GetBucketVersioningError, GetBucketVersioningOutput,
@@ -42,7 +43,9 @@ use aws_sdk_s3::operation::get_public_access_block::{
     GetPublicAccessBlockError, GetPublicAccessBlockOutput,
 };
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
-use aws_sdk_s3::types::{BucketVersioningStatus, PublicAccessBlockConfiguration};
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, Grant, Grantee, Owner, Permission, PublicAccessBlockConfiguration, Type,
+};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
 
@@ -230,6 +233,30 @@ fn all_blocked() -> PublicAccessBlockConfiguration {
         .build()
 }
 
+/// A grant of `permission` to the canonical user `id`.
+fn grant_to(id: &str, permission: Permission) -> Grant {
+    Grant::builder()
+        .grantee(Grantee::builder().r#type(Type::CanonicalUser).id(id).build().unwrap())
+        .permission(permission)
+        .build()
+}
+
+/// A grant of `permission` to the group `uri`.
+fn grant_to_group(uri: &str, permission: Permission) -> Grant {
+    Grant::builder()
+        .grantee(Grantee::builder().r#type(Type::Group).uri(uri).build().unwrap())
+        .permission(permission)
+        .build()
+}
+
+/// The bucket owner's ACL: full control to the owner only.
+fn owner_only_acl() -> GetBucketAclOutput {
+    GetBucketAclOutput::builder()
+        .owner(Owner::builder().id("escrow-owner").build())
+        .grants(grant_to("escrow-owner", Permission::FullControl))
+        .build()
+}
+
 #[tokio::test]
 async fn bucket_settings_and_policies_are_checked_per_escrow_bucket() {
     let versioning = [
@@ -307,12 +334,36 @@ async fn bucket_settings_and_policies_are_checked_per_escrow_bucket() {
                 )
             }),
     ];
-    let rules: Vec<&Rule> = versioning.iter().chain([&lock]).chain(&pab).chain(&policy).collect();
+    let acl = [
+        mock!(aws_sdk_s3::Client::get_bucket_acl)
+            .match_requests(|r| r.bucket() == Some("esc-assets"))
+            .then_output(|| {
+                GetBucketAclOutput::builder()
+                    .owner(Owner::builder().id("escrow-owner").build())
+                    .grants(grant_to("escrow-owner", Permission::FullControl))
+                    .grants(grant_to("primary-canonical-id", Permission::Read))
+                    .grants(grant_to_group(
+                        "http://acs.amazonaws.com/groups/global/AllUsers",
+                        Permission::Read,
+                    ))
+                    .grants(grant_to_group(
+                        "http://acs.amazonaws.com/groups/s3/LogDelivery",
+                        Permission::Write,
+                    ))
+                    .build()
+            }),
+        mock!(aws_sdk_s3::Client::get_bucket_acl)
+            .match_requests(|r| r.bucket() == Some("esc-locked"))
+            .then_output(owner_only_acl),
+    ];
+    let rules: Vec<&Rule> =
+        versioning.iter().chain([&lock]).chain(&pab).chain(&policy).chain(&acl).collect();
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules);
     let found = Auditor::new(s3_inventory()).with_s3_client(s3).run().await.unwrap();
     assert_eq!(
         checks(&found),
         [
+            (Severity::High, "s3.bucket-acl.foreign-grantee", "s3://esc-assets"),
             (Severity::High, "s3.bucket-policy.foreign-principal", "s3://esc-assets"),
             (Severity::High, "s3.bucket.missing", "s3://esc-gone"),
             (Severity::High, "s3.bucket.object-lock", "s3://esc-locked"),
@@ -344,6 +395,11 @@ async fn bucket_settings_and_policies_are_checked_per_escrow_bucket() {
     assert!(text("s3.bucket.versioning", "s3://esc-assets").contains("suspended"));
     assert!(text("s3.bucket.missing", "s3://esc-gone").contains("run manifests"));
     assert!(text("audit.access-denied", "s3://esc-locked").contains("s3:GetBucketPolicy"));
+    let acl_leak = text("s3.bucket-acl.foreign-grantee", "s3://esc-assets");
+    assert!(acl_leak.contains("canonical user primary-canonical-id (READ)"), "{acl_leak}");
+    assert!(acl_leak.contains("everyone (AllUsers) (READ)"), "{acl_leak}");
+    assert!(!acl_leak.contains("LogDelivery") && !acl_leak.contains("escrow-owner"), "{acl_leak}");
+    assert!(acl_leak.contains("BucketOwnerEnforced"), "{acl_leak}");
     // A missing bucket is not asked anything more.
     assert_eq!(versioning[2].num_calls(), 1);
     assert_eq!((lock.num_calls(), pab[0].num_calls(), pab[1].num_calls()), (1, 1, 1));
@@ -374,6 +430,7 @@ async fn a_clean_bucket_gives_no_finding() {
                 ErrorMetadata::builder().code("NoSuchBucketPolicy").build(),
             )
         }),
+        mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
     ];
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules.iter().collect::<Vec<_>>());
     let inv = Inventory {
@@ -387,7 +444,7 @@ async fn a_clean_bucket_gives_no_finding() {
     };
     let found = Auditor::new(inv).with_s3_client(s3).run().await.unwrap();
     assert!(found.is_empty(), "{found:?}");
-    assert_eq!(rules.iter().map(Rule::num_calls).collect::<Vec<_>>(), [1, 1, 1, 1]);
+    assert_eq!(rules.iter().map(Rule::num_calls).collect::<Vec<_>>(), [1, 1, 1, 1, 1]);
 }
 
 // ------------------------------------------------------------------ KMS

@@ -143,6 +143,13 @@ const UNSCOPABLE: &[&str] = &[
     "rds:DescribeDBClusterSnapshots",
     "redshift:DescribeClusterSnapshots",
     "redshift:DescribeClusters",
+    // The audit looks at every role, trail and snapshot share the escrow
+    // holds, not only those the config names.
+    "iam:ListRoles",
+    "cloudtrail:DescribeTrails",
+    "cloudtrail:GetTrailStatus",
+    "ec2:DescribeSnapshotAttribute",
+    "ec2:DescribeImageAttribute",
 ];
 
 #[test]
@@ -174,7 +181,11 @@ fn output_is_valid_json_and_round_trips() {
 #[test]
 fn every_identity_statement_is_scoped() {
     let p = policy::generate(&inventory());
-    let docs = [&p.primary.reader_role.permission_policy, &p.escrow.operator_policy];
+    let docs = [
+        &p.primary.reader_role.permission_policy,
+        &p.escrow.operator_policy,
+        &p.escrow.audit_policy,
+    ];
     for doc in docs {
         let all = statements(doc);
         // Sids are unique within a policy.
@@ -416,6 +427,49 @@ fn the_escrow_side_writes_its_own_resources_and_deletes_only_where_pruning() {
     let key = by_sid(&all, "UseEscrowKey");
     assert_eq!(key["Resource"], "arn:aws:kms:us-east-1:222222222222:key/*");
     assert_eq!(key["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"], "alias/escrow");
+}
+
+#[test]
+fn the_audit_policy_reads_escrow_configuration_only() {
+    let p = policy::generate(&inventory());
+    let all = statements(&p.escrow.audit_policy);
+    for s in &all {
+        for a in list(&s["Action"]) {
+            let verb = a.split(':').nth(1).unwrap();
+            assert!(
+                ["Describe", "Get", "List"].iter().any(|v| verb.starts_with(v)),
+                "{a} is not a read in {s}"
+            );
+            assert!(
+                !["s3:GetObject", "dynamodb:GetItem", "kms:Decrypt"].contains(&a.as_str()),
+                "{a} reads data in {s}"
+            );
+        }
+        for r in list(&s["Resource"]) {
+            assert!(
+                r == "*" || r.contains(":222222222222:") || r.starts_with("arn:aws:s3:::escrow-"),
+                "{r} is not an escrow resource in {s}"
+            );
+        }
+    }
+    let buckets = list(&by_sid(&all, "AuditBuckets")["Resource"]);
+    for b in
+        ["escrow-assets", "escrow-logs", "escrow-offsite", "escrow-exports", "escrow-manifests"]
+    {
+        assert!(buckets.contains(&format!("arn:aws:s3:::{b}")), "{b} not audited: {buckets:?}");
+    }
+    let tables = list(&by_sid(&all, "AuditTables")["Resource"]);
+    assert!(tables.iter().any(|t| t.ends_with("table/escrow-orders")), "{tables:?}");
+    assert!(tables.iter().any(|t| t.ends_with("table/escrow-sync-checkpoints")), "{tables:?}");
+    let key = by_sid(&all, "AuditEscrowKey");
+    assert_eq!(key["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"], "alias/escrow");
+    for sid in ["AuditRoleTrust", "AuditTrails", "AuditEc2Shares", "AuditRdsShares"] {
+        by_sid(&all, sid);
+    }
+    // The template attaches it to the operator role.
+    let (_, escrow) = policy::cloudformation(&inventory());
+    let policies = escrow["Resources"]["OperatorRole"]["Properties"]["Policies"].to_string();
+    assert!(policies.contains("escrow-sync-audit"), "{policies}");
 }
 
 #[test]

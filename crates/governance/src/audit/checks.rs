@@ -298,7 +298,70 @@ async fn bucket_check(
             f.could_not(err, &format!("the bucket policy of escrow bucket {bucket}"))?;
         }
     }
+    match s3.get_bucket_acl().bucket(bucket).send().await {
+        Ok(out) => {
+            let owner = out.owner().and_then(|o| o.id()).unwrap_or_default();
+            let found = acl_outsiders(out.grants(), owner);
+            if !found.is_empty() {
+                f.push(Finding::high(
+                    "s3.bucket-acl.foreign-grantee",
+                    &resource,
+                    format!(
+                        "the ACL of escrow bucket {bucket} grants access to {}",
+                        found.join(", ")
+                    ),
+                    format!(
+                        "aws s3api put-bucket-acl --bucket {bucket} --acl private, then \
+                         aws s3api put-bucket-ownership-controls --bucket {bucket} \
+                         --ownership-controls Rules=[{{ObjectOwnership=BucketOwnerEnforced}}] \
+                         so that ACLs no longer apply"
+                    ),
+                ));
+            }
+        }
+        Err(e) => {
+            let err = sdk_error(e, "s3:GetBucketAcl", &resource);
+            f.could_not(err, &format!("the ACL of escrow bucket {bucket}"))?;
+        }
+    }
     Ok(())
+}
+
+/// The grantees of a bucket ACL other than its owner, described: everyone,
+/// any AWS account, another canonical user or an e-mail address. S3's log
+/// delivery group is AWS's own service, like a service principal.
+fn acl_outsiders(grants: &[aws_sdk_s3::types::Grant], owner: &str) -> Vec<String> {
+    use aws_sdk_s3::types::Type;
+    let mut found: Vec<String> = grants
+        .iter()
+        .filter_map(|g| {
+            let grantee = g.grantee()?;
+            let permission = g.permission().map(|p| p.as_str()).unwrap_or("some access");
+            let who = match grantee.r#type() {
+                Type::CanonicalUser => match grantee.id() {
+                    Some(id) if id == owner => return None,
+                    Some(id) => format!("canonical user {id}"),
+                    None => "an unnamed canonical user".to_string(),
+                },
+                Type::Group => match grantee.uri().unwrap_or_default() {
+                    u if u.ends_with("/global/AllUsers") => "everyone (AllUsers)".to_string(),
+                    u if u.ends_with("/global/AuthenticatedUsers") => {
+                        "any AWS account (AuthenticatedUsers)".to_string()
+                    }
+                    u if u.ends_with("/s3/LogDelivery") => return None,
+                    u => format!("group {u}"),
+                },
+                Type::AmazonCustomerByEmail => {
+                    grantee.email_address().unwrap_or("an e-mail address").to_string()
+                }
+                other => format!("grantee {}", other.as_str()),
+            };
+            Some(format!("{who} ({permission})"))
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 fn object_lock_missing(bucket: &str, resource: &str, uses: &str) -> Finding {
