@@ -1,8 +1,9 @@
 //! `cargo xtask demo`: a primary and an escrow account on the emulator, then the
 //! `escrow-sync` binary's plan, run, verify, a second run with nothing to do, a
 //! verify in JSON, a verify against the run manifest alone, a prune dry run,
-//! and the isolation audit of the escrow with both accounts set up from
-//! `escrow-sync policy` and IAM enforced.
+//! the isolation audit of the escrow with both accounts set up from
+//! `escrow-sync policy` and IAM enforced, and a restore drill of the S3 job
+//! into a third account.
 
 use std::fs;
 use std::path::Path;
@@ -17,6 +18,9 @@ use crate::process::{describe, run_status, secs};
 
 /// Seeds both accounts (see the file for what it creates).
 const SEED_SCRIPT: &str = include_str!("demo_seed.py");
+
+/// The recovery account's role the demo's restore drill writes with.
+const RECOVERY_ROLE: &str = "arn:aws:iam::333333333333:role/recovery";
 
 /// Creates the IAM identities from `escrow-sync policy` (see the file).
 const IAM_SCRIPT: &str = include_str!("demo_iam.py");
@@ -163,8 +167,9 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
         &["verify", "--offline"],
         &["prune"],
     ];
-    // The last two: `policy`, then `audit` under the generated roles.
-    let of = steps.len() + 2;
+    // Then `policy` and `audit` under the generated roles, and last a
+    // restore drill into a third account.
+    let of = steps.len() + 3;
     for (n, args) in steps.iter().enumerate() {
         let (command, rest) = args.split_first().expect("a command");
         let mut cmd = Command::new(&bin);
@@ -172,7 +177,19 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
         emulator::apply_client_env(&mut cmd, paths, &endpoint);
         run_step(paths, &bin, n + 1, of, &mut cmd)?;
     }
-    audit_under_iam(paths, &files, &bin, &config, &endpoint, (of - 1, of))?;
+    audit_under_iam(paths, &files, &bin, &config, &endpoint, (of - 2, of - 1))?;
+
+    // A restore drill of the S3 job into a recovery account (333333333333):
+    // restored from escrow alone, compared byte for byte, then deleted.
+    let mut drill = Command::new(&bin);
+    drill
+        .args(["restore", "--config"])
+        .arg(&config)
+        .args(["--job", "assets", "--target-role-arn", RECOVERY_ROLE])
+        .args(["--target-bucket", "drill-prod-assets", "--drill"])
+        .current_dir(&demo_dir);
+    emulator::apply_client_env(&mut drill, paths, &endpoint);
+    run_step(paths, &bin, of, of, &mut drill)?;
 
     drop(guard);
     println!("\n==> demo finished in {} (including the build)", secs(started.elapsed()));

@@ -141,6 +141,36 @@ impl Session {
         Ok(Session { config, account_id })
     }
 
+    /// A session in another account through `role_arn`, assumed with this
+    /// session's credentials (a recovery account's target role, assumed with
+    /// the escrow credentials); its account id is read with STS and must be
+    /// the role's.
+    pub async fn assume(&self, role_arn: &str, session_name: &str) -> Result<Session> {
+        let Some(expected) = role_account(role_arn) else {
+            return Err(Error::invalid_config(format!(
+                "{role_arn} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"
+            )));
+        };
+        let provider = AssumeRoleProvider::builder(role_arn)
+            .session_name(session_name)
+            .configure(&self.config)
+            .build()
+            .await;
+        let config = self
+            .config
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .build();
+        let session = Session::identify(config, &format!("role {role_arn}")).await?;
+        if session.account_id != expected {
+            return Err(Error::invalid_config(format!(
+                "assuming {role_arn} gave account {}, not {expected}: check the role ARN",
+                session.account_id
+            )));
+        }
+        Ok(session)
+    }
+
     /// The SDK configuration to build service clients from.
     pub fn sdk_config(&self) -> &SdkConfig {
         &self.config

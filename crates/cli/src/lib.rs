@@ -19,6 +19,7 @@ pub mod output;
 mod policy_cmd;
 mod progress;
 pub mod redact;
+mod restore_cmd;
 mod snapshots;
 
 use std::io::Write;
@@ -63,6 +64,48 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Inspect the escrow account for the ways it can stop being an escrow.
     Audit(AuditArgs),
+    /// Bring one job's data from escrow back into a recovery account: a dry
+    /// run unless --apply; --drill restores into a bucket it creates,
+    /// compares every object with escrow byte for byte, and deletes what it
+    /// created.
+    Restore(RestoreArgs),
+}
+
+/// Arguments of `restore`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// The config file.
+    #[arg(long, default_value = "escrow.toml")]
+    pub config: PathBuf,
+    /// The job to restore.
+    #[arg(long)]
+    pub job: String,
+    /// The role in the recovery account to restore with (assumed with the
+    /// escrow credentials).
+    #[arg(long)]
+    pub target_role_arn: String,
+    /// The bucket to restore an S3 job into (default: the job's source
+    /// bucket name).
+    #[arg(long, conflicts_with = "target_table")]
+    pub target_bucket: Option<String>,
+    /// The table to restore a DynamoDB job into (default: the job's source
+    /// table name).
+    #[arg(long)]
+    pub target_table: Option<String>,
+    /// Restore the data as escrow held it at this time (RFC 3339; default:
+    /// the newest).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Restore (without it: a dry run that says what would be restored).
+    #[arg(long, conflicts_with = "drill")]
+    pub apply: bool,
+    /// Restore into a new bucket, verify it against escrow byte for byte,
+    /// report, then delete what the drill created.
+    #[arg(long)]
+    pub drill: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 /// Output formats of `policy`.
@@ -170,6 +213,10 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Verify(a) => (Mode::Verify, a.job, a.checksums),
         Command::Policy(a) => return policy_cmd::run(&a).await,
         Command::Audit(a) => return audit_cmd::run(&a).await,
+        Command::Restore(a) => {
+            interrupt_on_ctrl_c(cancel.clone());
+            return restore_cmd::run(&a, cancel).await;
+        }
         Command::Prune(a) => {
             interrupt_on_ctrl_c(cancel.clone());
             return prune(&a, cancel).await;

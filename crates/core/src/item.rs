@@ -39,6 +39,9 @@ pub struct Item {
     /// For snapshots: the lineage the item belongs to (source volume,
     /// database, cluster), which retention counts copies by.
     pub lineage: Option<String>,
+    /// The store version the item is read as, where a source reads one of
+    /// several (a restore from a versioned escrow bucket).
+    pub version: Option<String>,
 }
 
 impl Item {
@@ -57,6 +60,7 @@ impl Item {
             modified: None,
             checksum_algorithm: None,
             lineage: None,
+            version: None,
         }
     }
 
@@ -69,6 +73,12 @@ impl Item {
     /// Sets the lineage (snapshots: source volume, database, cluster).
     pub fn with_lineage(mut self, lineage: Option<String>) -> Self {
         self.lineage = lineage;
+        self
+    }
+
+    /// Sets the version the item is read as.
+    pub fn with_version(mut self, version: Option<String>) -> Self {
+        self.version = version;
         self
     }
 

@@ -45,6 +45,7 @@ mod list;
 mod multipart;
 mod protect;
 mod range;
+mod restore;
 mod sink;
 mod source;
 mod util;
@@ -54,6 +55,10 @@ pub use check::{check_dest_bucket, check_dest_protection, check_kms_key, check_s
 pub use journal::JOURNAL_DIR;
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, MultipartOptions, SOURCE_ETAG_META, part_ranges};
 pub use protect::{LockMode, ObjectLock, Protection};
+pub use restore::{
+    S3RestoreSource, bucket_exists, compare_with_target, create_bucket, delete_bucket_and_contents,
+    object_sha256,
+};
 pub use sink::S3Sink;
 pub use source::S3Source;
 pub use util::{MAX_COPY_OBJECT_SIZE, META_PREFIX, TAG_PREFIX, copy_source, tagging_header};

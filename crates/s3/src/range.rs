@@ -21,6 +21,8 @@ pub(crate) struct S3Range {
     pub(crate) len: u64,
     pub(crate) attributes: BTreeMap<String, String>,
     pub(crate) pacer: Option<RequestPacer>,
+    /// One version of the key (restores read escrow versions).
+    pub(crate) version: Option<String>,
 }
 
 #[async_trait]
@@ -40,6 +42,7 @@ impl RangeRead for S3Range {
             .get_object()
             .bucket(&self.bucket)
             .key(&self.key)
+            .set_version_id(self.version.clone())
             .range(format!("bytes={first}-{last}"))
             .if_match(&self.etag)
             .set_expected_bucket_owner(self.owner.clone())

@@ -240,6 +240,7 @@ impl Source for S3Source {
             len: head.content_length().unwrap_or(0).max(0) as u64,
             attributes,
             pacer: self.pacer.clone(),
+            version: None,
         })))
     }
 }

@@ -1,0 +1,349 @@
+//! `escrow-sync restore`: one job's data from escrow back into a recovery
+//! target — the primary after an incident, or a fresh account — through a
+//! target role assumed with the escrow credentials.
+//!
+//! - a dry run by default: what would be restored, and where;
+//! - `--apply`: restore (the target bucket is created when missing);
+//! - `--drill`: restore into a bucket the drill creates, compare every
+//!   object with its escrow version byte for byte (SHA-256 of both), report,
+//!   then delete everything the drill created, whatever happened.
+//!
+//! S3 jobs: every object as escrow held it at `--at` (default: the newest),
+//! read from the escrow bucket's versions ([`S3RestoreSource`]) and streamed
+//! into the target with the same executor as `run`.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use futures::TryStreamExt;
+use serde::Serialize;
+
+use escrow_sync_aws::{Connector, Session};
+use escrow_sync_core::{
+    CancellationToken, Error, Executor, ExecutorOptions, Item, Mode, Report, Scope, Source,
+};
+use escrow_sync_s3::{
+    S3RestoreSource, S3Sink, bucket_exists, compare_with_target, create_bucket,
+    delete_bucket_and_contents,
+};
+
+use crate::config::{Config, JobRef, S3Job};
+use crate::output::exit;
+use crate::{OutputFormat, RestoreArgs};
+
+/// How many objects a drill compares at once.
+const COMPARE_CONCURRENCY: usize = 8;
+
+/// What `restore` did.
+#[derive(Debug, Serialize)]
+struct Restored {
+    job: String,
+    kind: &'static str,
+    /// `dry-run`, `apply` or `drill`.
+    mode: &'static str,
+    source: String,
+    target: String,
+    target_account: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<String>,
+    /// Objects restored (a dry run: that would be).
+    restored: u64,
+    /// Bytes restored (a dry run: that would be).
+    bytes: u64,
+    /// Objects the target already held.
+    already_there: u64,
+    /// Objects that failed, with why.
+    failed: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drill: Option<Drill>,
+    notes: Vec<String>,
+}
+
+/// A drill's verification and clean-up.
+#[derive(Debug, Default, Serialize)]
+struct Drill {
+    /// Objects whose bytes match their escrow version.
+    verified: u64,
+    /// Objects whose bytes differ, or missing in the target.
+    mismatched: Vec<String>,
+    /// Object versions deleted from the target afterwards.
+    cleaned_objects: u64,
+    /// Whether the drill's bucket was deleted afterwards.
+    cleaned_bucket: bool,
+    /// What could not be cleaned up, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cleanup_error: Option<String>,
+}
+
+/// Parses `--at` (RFC 3339).
+fn parse_at(at: Option<&str>) -> Result<Option<SystemTime>, Error> {
+    let Some(text) = at else { return Ok(None) };
+    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
+        .ok()
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Error::invalid_config(format!(
+                "--at {text:?} is not an RFC 3339 time: write it like 2026-11-28T12:00:00Z"
+            ))
+        })
+}
+
+/// Runs `restore`; returns the exit code.
+pub(crate) async fn run(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
+    let result = restore(args, cancel).await;
+    let code = match &result {
+        Err(_) => exit::FATAL,
+        Ok(r) if !r.failed.is_empty() => exit::ITEMS_FAILED,
+        Ok(r) if r.drill.as_ref().is_some_and(|d| !d.mismatched.is_empty()) => exit::DIFFERENCES,
+        Ok(r) if r.drill.as_ref().is_some_and(|d| d.cleanup_error.is_some()) => exit::ITEMS_FAILED,
+        Ok(_) => exit::OK,
+    };
+    let mut stdout = std::io::stdout().lock();
+    match args.output {
+        OutputFormat::Json => {
+            let doc = serde_json::json!({
+                "ok": code == exit::OK,
+                "command": "restore",
+                "restore": result.as_ref().ok(),
+                "error": result.as_ref().err().map(Error::chain),
+                "exit_code": code,
+            });
+            let text = serde_json::to_string_pretty(&doc).expect("a report serialises");
+            let _ = writeln!(stdout, "{}", crate::redact::redact(&text));
+        }
+        OutputFormat::Text => {
+            if let Ok(r) = &result {
+                let _ = write!(stdout, "{}", crate::redact::redact(&text(r)));
+            }
+        }
+    }
+    if let Err(e) = &result {
+        eprintln!("error: {}", crate::redact::redact(&e.chain()));
+    }
+    code
+}
+
+fn text(r: &Restored) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "restore job {} ({}): {} -> {} (account {})",
+        r.job, r.kind, r.source, r.target, r.target_account
+    );
+    for n in &r.notes {
+        let _ = writeln!(s, "  note: {n}");
+    }
+    for f in &r.failed {
+        let _ = writeln!(s, "  failed: {f}");
+    }
+    let verb = if r.mode == "dry-run" { "would restore" } else { "restored" };
+    let _ = writeln!(
+        s,
+        "  {}: {verb} {} objects ({} bytes); {} already in the target",
+        r.mode, r.restored, r.bytes, r.already_there
+    );
+    if let Some(d) = &r.drill {
+        for m in &d.mismatched {
+            let _ = writeln!(s, "  drill: MISMATCH {m}");
+        }
+        let _ = writeln!(
+            s,
+            "  drill: {} objects identical to escrow byte for byte, {} not; cleaned up {} object \
+             versions{}",
+            d.verified,
+            d.mismatched.len(),
+            d.cleaned_objects,
+            if d.cleaned_bucket { " and the drill's bucket" } else { "" }
+        );
+        if let Some(e) = &d.cleanup_error {
+            let _ = writeln!(s, "  drill: CLEAN-UP INCOMPLETE: {e}");
+        }
+    }
+    s
+}
+
+async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restored, Error> {
+    let config = Config::load(&args.config)?;
+    let at = parse_at(args.at.as_deref())?;
+    let job = config.select(Some(&args.job))?.into_iter().next().expect("select names one job");
+    let JobRef::S3(s3_job) = job else {
+        return Err(Error::invalid_config(format!(
+            "job {}: restore takes [[s3]] jobs in this version; DynamoDB and snapshot jobs \
+             follow (issue 7)",
+            args.job
+        )));
+    };
+    if args.target_table.is_some() {
+        return Err(Error::invalid_config(format!(
+            "job {} is an [[s3]] job: give --target-bucket, not --target-table",
+            args.job
+        )));
+    }
+    let escrow = Connector::new().connect_escrow(&config.escrow_account()).await?;
+    let target = escrow.assume(&args.target_role_arn, "escrow-sync-restore").await?;
+    if target.account_id() == escrow.account_id() {
+        return Err(Error::invalid_config(format!(
+            "--target-role-arn {} is in the escrow account {}: a restore writes into a recovery \
+             account, never into the escrow itself",
+            args.target_role_arn,
+            escrow.account_id()
+        )));
+    }
+    restore_s3(args, s3_job, at, &escrow, &target, cancel).await
+}
+
+async fn restore_s3(
+    args: &RestoreArgs,
+    job: &S3Job,
+    at: Option<SystemTime>,
+    escrow: &Session,
+    target: &Session,
+    cancel: CancellationToken,
+) -> Result<Restored, Error> {
+    let escrow_s3 = escrow_sync_s3::client(escrow);
+    let target_s3 = escrow_sync_s3::client(target);
+    let account = target.account_id().to_string();
+    let bucket = args.target_bucket.clone().unwrap_or_else(|| job.source_bucket.clone());
+    let source = S3RestoreSource::from_client(escrow_s3, &job.dest_bucket)
+        .with_dest_prefix(&job.dest_prefix)
+        .with_prefix(&job.prefix)
+        .with_as_of(at)
+        .with_expected_owner(Some(escrow.account_id().to_string()).filter(|a| !a.is_empty()));
+    let sink =
+        S3Sink::from_client(target_s3.clone(), &bucket).with_expected_owner(Some(account.clone()));
+    let mode = if args.drill {
+        "drill"
+    } else if args.apply {
+        "apply"
+    } else {
+        "dry-run"
+    };
+    let mut restored = Restored {
+        job: args.job.clone(),
+        kind: "s3",
+        mode,
+        source: source.describe(),
+        target: format!("s3://{bucket}"),
+        target_account: account.clone(),
+        at: at.map(escrow_sync_core::rfc3339),
+        restored: 0,
+        bytes: 0,
+        already_there: 0,
+        failed: Vec::new(),
+        drill: None,
+        notes: Vec::new(),
+    };
+    let exists = bucket_exists(&target_s3, &bucket, &account).await.map_err(|e| {
+        Error::invalid_config(format!(
+            "target bucket {bucket} is not usable by the recovery account {account} ({}): bucket \
+             names are global, so pass --target-bucket with a bucket of that account or a free \
+             name",
+            e.chain()
+        ))
+    })?;
+    if args.drill && exists {
+        return Err(Error::invalid_config(format!(
+            "--drill restores into a bucket it creates and deletes afterwards, and s3://{bucket} \
+             already exists in account {account}: pass --target-bucket with a free name"
+        )));
+    }
+    let executor = Executor::new(ExecutorOptions::new().with_concurrency(job.concurrency))
+        .with_cancellation(cancel);
+    if !args.apply && !args.drill {
+        if exists {
+            let report = executor.execute(Mode::Plan, &source, &sink, &Scope::all()).await?;
+            take_counts(&mut restored, &report);
+        } else {
+            let items: Vec<Item> = source.list(&Scope::all()).try_collect().await?;
+            restored.restored = items.len() as u64;
+            restored.bytes = items.iter().map(|i| i.size).sum();
+            restored
+                .notes
+                .push(format!("s3://{bucket} does not exist yet: --apply would create it"));
+        }
+        return Ok(restored);
+    }
+    let region = target.sdk_config().region().map(|r| r.to_string()).unwrap_or_default();
+    if !exists {
+        create_bucket(&target_s3, &bucket, &region).await?;
+        restored.notes.push(format!("created s3://{bucket} in account {account}"));
+    }
+    let run = executor.execute(Mode::Run, &source, &sink, &Scope::all()).await;
+    if let Ok(report) = &run {
+        take_counts(&mut restored, report);
+    }
+    if !args.drill {
+        run?;
+        return Ok(restored);
+    }
+    // The drill: compare, then clean up whatever happened before.
+    let mut drill = Drill::default();
+    let compared = match &run {
+        Ok(_) => {
+            compare_with_target(&source, &target_s3, &bucket, &account, COMPARE_CONCURRENCY).await
+        }
+        Err(_) => Ok((0, Vec::new())),
+    };
+    let cleaned = delete_bucket_and_contents(&target_s3, &bucket, &account).await;
+    match cleaned {
+        Ok(n) => {
+            drill.cleaned_objects = n;
+            drill.cleaned_bucket = true;
+        }
+        Err((n, e)) => {
+            drill.cleaned_objects = n;
+            drill.cleanup_error = Some(format!(
+                "{}: delete what is left of s3://{bucket} in account {account} by hand",
+                e.chain()
+            ));
+        }
+    }
+    let (verified, mismatched) = match (run, compared) {
+        (Err(e), _) | (Ok(_), Err(e)) => {
+            if let Some(c) = &drill.cleanup_error {
+                return Err(Error::new(
+                    e.kind(),
+                    "restore --drill",
+                    format!("s3://{bucket}"),
+                    format!("{}; and the clean-up failed: {c}", e.chain()),
+                ));
+            }
+            return Err(e);
+        }
+        (Ok(_), Ok(c)) => c,
+    };
+    drill.verified = verified;
+    drill.mismatched = mismatched;
+    restored.drill = Some(drill);
+    Ok(restored)
+}
+
+fn take_counts(restored: &mut Restored, report: &Report) {
+    restored.restored = report.copied;
+    restored.bytes = report.bytes_copied;
+    restored.already_there = report.skipped;
+    restored.failed = report.failures.iter().map(|f| format!("{}: {}", f.key, f.error)).collect();
+    restored.notes.extend(report.notes.iter().cloned());
+    restored.notes.extend(report.warnings.iter().cloned());
+    if report.cancelled {
+        restored.failed.push("interrupted: not everything was restored".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use escrow_sync_core::ErrorKind;
+
+    #[test]
+    fn at_is_rfc3339_or_refused_naming_the_flag() {
+        assert_eq!(parse_at(None).unwrap(), None);
+        let t = parse_at(Some("2026-11-28T12:00:00Z")).unwrap().unwrap();
+        assert_eq!(escrow_sync_core::rfc3339(t), "2026-11-28T12:00:00Z");
+        let err = parse_at(Some("yesterday")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.to_string().contains("--at") && err.to_string().contains("RFC 3339"), "{err}");
+    }
+}
