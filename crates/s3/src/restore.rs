@@ -26,7 +26,7 @@ use escrow_sync_core::{
 };
 
 use crate::range::S3Range;
-use crate::util::{CONTENT_TYPE, META_PREFIX, TAG_PREFIX, s3_error, url};
+use crate::util::{TAG_PREFIX, s3_error, url};
 
 /// Metadata keys escrow-sync writes for itself, not restored.
 const OWN_METADATA: &str = "escrow-sync-";
@@ -259,22 +259,7 @@ impl Source for S3RestoreSource {
             .send()
             .await
             .map_err(|e| s3_error(e, "s3:HeadObject", url(&self.bucket, &key)))?;
-        for (k, v) in head.metadata().into_iter().flatten() {
-            if !k.starts_with(OWN_METADATA) {
-                attributes.insert(format!("{META_PREFIX}{k}"), v.clone());
-            }
-        }
-        for (k, v) in [
-            (CONTENT_TYPE, head.content_type()),
-            ("cache-control", head.cache_control()),
-            ("content-disposition", head.content_disposition()),
-            ("content-encoding", head.content_encoding()),
-            ("content-language", head.content_language()),
-        ] {
-            if let Some(v) = v {
-                attributes.insert(k.to_string(), v.to_string());
-            }
-        }
+        crate::util::head_attributes(&head, &mut attributes, |k| !k.starts_with(OWN_METADATA));
         Ok(Payload::Ranged(Arc::new(S3Range {
             client: self.client.clone(),
             bucket: self.bucket.clone(),

@@ -13,7 +13,7 @@ use escrow_sync_core::{
 
 use crate::list::list_keys;
 use crate::range::S3Range;
-use crate::util::{CONTENT_TYPE, META_PREFIX, TAG_PREFIX, s3_error, url};
+use crate::util::{TAG_PREFIX, s3_error, url};
 
 /// Reads a bucket in the primary account (through the reader role).
 #[derive(Debug, Clone)]
@@ -217,20 +217,7 @@ impl Source for S3Source {
         if let Some(sum) = crate::checksum::Checksum::from_head(&head) {
             sum.to_attributes(&mut attributes);
         }
-        for (k, v) in head.metadata().into_iter().flatten() {
-            attributes.insert(format!("{META_PREFIX}{k}"), v.clone());
-        }
-        for (k, v) in [
-            (CONTENT_TYPE, head.content_type()),
-            ("cache-control", head.cache_control()),
-            ("content-disposition", head.content_disposition()),
-            ("content-encoding", head.content_encoding()),
-            ("content-language", head.content_language()),
-        ] {
-            if let Some(v) = v {
-                attributes.insert(k.to_string(), v.to_string());
-            }
-        }
+        crate::util::head_attributes(&head, &mut attributes, |_| true);
         Ok(Payload::Ranged(std::sync::Arc::new(S3Range {
             client: self.client.clone(),
             bucket: self.bucket.clone(),

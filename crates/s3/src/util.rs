@@ -150,6 +150,31 @@ pub(crate) trait PaceExt: std::future::Future + Sized {
 
 impl<F: std::future::Future> PaceExt for F {}
 
+/// The user metadata (keys `keep` accepts) and content headers of a
+/// HeadObject answer, as payload attributes for a streamed copy.
+pub(crate) fn head_attributes(
+    head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+    attributes: &mut BTreeMap<String, String>,
+    keep: impl Fn(&str) -> bool,
+) {
+    for (k, v) in head.metadata().into_iter().flatten() {
+        if keep(k) {
+            attributes.insert(format!("{META_PREFIX}{k}"), v.clone());
+        }
+    }
+    for (k, v) in [
+        (CONTENT_TYPE, head.content_type()),
+        ("cache-control", head.cache_control()),
+        ("content-disposition", head.content_disposition()),
+        ("content-encoding", head.content_encoding()),
+        ("content-language", head.content_language()),
+    ] {
+        if let Some(v) = v {
+            attributes.insert(k.to_string(), v.to_string());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
