@@ -1,10 +1,10 @@
-//! `escrow-sync restore` of an S3 job on the emulator, into a third account
+//! `escrow-sync restore` on the emulator, into a third account
 //! (333333333333, the recovery account; its role is assumed with the escrow
 //! credentials): a dry run changes nothing; drills at two different times
 //! restore what escrow held then, compare it byte for byte and delete what
 //! they created; `--apply` restores into a bucket of the recovery account
 //! and a second one finds everything there; bad input exits 2 and changes
-//! nothing.
+//! nothing. The same for a DynamoDB table-to-table job.
 
 use std::time::{Duration, SystemTime};
 
@@ -79,8 +79,8 @@ async fn s3_drills_at_two_times_restore_what_escrow_held_then_and_clean_up() {
     assert_eq!(r["restored"].as_u64(), Some(2), "{r}");
     assert_eq!(r["drill"]["verified"].as_u64(), Some(2), "{r}");
     assert_eq!(r["drill"]["mismatched"], serde_json::json!([]), "{r}");
-    assert_eq!(r["drill"]["cleaned_bucket"], true, "{r}");
-    assert!(r["drill"]["cleaned_objects"].as_u64().unwrap() >= 2, "{r}");
+    assert_eq!(r["drill"]["cleaned_target"], true, "{r}");
+    assert!(r["drill"]["cleaned_items"].as_u64().unwrap() >= 2, "{r}");
     assert!(!exists(drill_bucket.clone()).await, "the drill deleted its bucket");
 
     // A drill of the newest state: a (second version), b (escrow keeps it),
@@ -143,4 +143,72 @@ async fn s3_drills_at_two_times_restore_what_escrow_held_then_and_clean_up() {
     ]);
     assert_eq!(unknown.code, 2);
     assert!(unknown.stderr.contains("nope"), "{}", unknown.stderr);
+}
+
+/// A table-to-table job: a drill restores the escrow table into a new table
+/// of the recovery account (keys and indexes of the escrow table), finds
+/// every item equal to escrow's and deletes the table; `--apply` restores
+/// into a table of the recovery account; `--at` is refused for a table copy
+/// (the escrow table holds its latest state only).
+#[tokio::test]
+async fn a_table_copy_is_drilled_and_restored_into_the_recovery_account() {
+    use escrow_sync_e2e::ddb::{all_items, create_source, item, put_items};
+    let primary = escrow_sync_dynamodb::client(&admin(escrow_sync_e2e::PRIMARY).await);
+    let recovery = escrow_sync_dynamodb::client(&admin(RECOVERY).await);
+    let source = create_source(&primary).await;
+    put_items(&primary, &source, (0..120).map(item)).await;
+    let dest = unique("escrow-orders");
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        "[[dynamodb]]\nname = \"orders\"\nsource_table = \"{source}\"\ndest_table = \"{dest}\"\n\
+         segments = 2\ncheckpoint_table = \"{}\"\n",
+        unique("cp")
+    ));
+    let cfg = config.to_str().unwrap();
+    assert_eq!(cli(&["run", "--config", cfg]).code, 0);
+    let table_restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--config",
+            cfg,
+            "--job",
+            "orders",
+            "--target-role-arn",
+            RECOVERY_ROLE,
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+
+    let drill_table = unique("drill-orders");
+    let drill = table_restore(&["--target-table", &drill_table, "--drill"]);
+    assert_eq!(drill.code, 0, "{drill:?}");
+    let r = &drill.json()["restore"];
+    assert_eq!((r["kind"].as_str(), r["restored"].as_u64()), (Some("dynamodb"), Some(120)), "{r}");
+    assert_eq!(r["drill"]["verified"].as_u64(), Some(120), "{r}");
+    assert_eq!(r["drill"]["mismatched"], serde_json::json!([]), "{r}");
+    assert_eq!(r["drill"]["cleaned_target"], true, "{r}");
+    assert!(
+        recovery.describe_table().table_name(&drill_table).send().await.is_err(),
+        "the drill deleted its table"
+    );
+
+    let target = unique("recovered-orders");
+    let applied = table_restore(&["--target-table", &target, "--apply"]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert_eq!(all_items(&recovery, &target).await, all_items(&primary, &source).await);
+    let described = recovery.describe_table().table_name(&target).send().await.unwrap();
+    let t = described.table().unwrap();
+    assert_eq!(t.global_secondary_indexes().len(), 1, "the GSI came along");
+    assert_eq!(t.local_secondary_indexes().len(), 1, "the LSI came along");
+    let again = table_restore(&["--target-table", &target, "--apply"]);
+    let r = &again.json()["restore"];
+    assert_eq!((r["restored"].as_u64(), r["already_there"].as_u64()), (Some(0), Some(120)), "{r}");
+
+    let at = table_restore(&["--target-table", &unique("x"), "--at", "2026-11-28T00:00:00Z"]);
+    assert_eq!(at.code, 2, "{at:?}");
+    assert!(at.stderr.contains("--at"), "{}", at.stderr);
+    let existing = table_restore(&["--target-table", &target, "--drill"]);
+    assert_eq!(existing.code, 2, "a drill never writes into an existing table: {existing:?}");
 }

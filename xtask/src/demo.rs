@@ -2,8 +2,8 @@
 //! `escrow-sync` binary's plan, run, verify, a second run with nothing to do, a
 //! verify in JSON, a verify against the run manifest alone, a prune dry run,
 //! the isolation audit of the escrow with both accounts set up from
-//! `escrow-sync policy` and IAM enforced, and a restore drill of the S3 job
-//! into a third account.
+//! `escrow-sync policy` and IAM enforced, and restore drills of an S3 job
+//! and a DynamoDB job into a third account.
 
 use std::fs;
 use std::path::Path;
@@ -167,9 +167,9 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
         &["verify", "--offline"],
         &["prune"],
     ];
-    // Then `policy` and `audit` under the generated roles, and last a
-    // restore drill into a third account.
-    let of = steps.len() + 3;
+    // Then `policy` and `audit` under the generated roles, and last restore
+    // drills of an S3 job and a DynamoDB job into a third account.
+    let of = steps.len() + 4;
     for (n, args) in steps.iter().enumerate() {
         let (command, rest) = args.split_first().expect("a command");
         let mut cmd = Command::new(&bin);
@@ -177,19 +177,29 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
         emulator::apply_client_env(&mut cmd, paths, &endpoint);
         run_step(paths, &bin, n + 1, of, &mut cmd)?;
     }
-    audit_under_iam(paths, &files, &bin, &config, &endpoint, (of - 2, of - 1))?;
+    audit_under_iam(paths, &files, &bin, &config, &endpoint, (of - 3, of - 2))?;
 
-    // A restore drill of the S3 job into a recovery account (333333333333):
-    // restored from escrow alone, compared byte for byte, then deleted.
-    let mut drill = Command::new(&bin);
-    drill
-        .args(["restore", "--config"])
-        .arg(&config)
-        .args(["--job", "assets", "--target-role-arn", RECOVERY_ROLE])
-        .args(["--target-bucket", "drill-prod-assets", "--drill"])
-        .current_dir(&demo_dir);
-    emulator::apply_client_env(&mut drill, paths, &endpoint);
-    run_step(paths, &bin, of, of, &mut drill)?;
+    // Restore drills into a recovery account (333333333333), from escrow
+    // alone: the S3 job compared byte for byte, the table item for item,
+    // then deleted.
+    for (n, (job, target)) in [
+        ("assets", ["--target-bucket", "drill-prod-assets"]),
+        ("orders", ["--target-table", "drill-orders"]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut drill = Command::new(&bin);
+        drill
+            .args(["restore", "--config"])
+            .arg(&config)
+            .args(["--job", job, "--target-role-arn", RECOVERY_ROLE])
+            .args(target)
+            .arg("--drill")
+            .current_dir(&demo_dir);
+        emulator::apply_client_env(&mut drill, paths, &endpoint);
+        run_step(paths, &bin, of - 1 + n, of, &mut drill)?;
+    }
 
     drop(guard);
     println!("\n==> demo finished in {} (including the build)", secs(started.elapsed()));

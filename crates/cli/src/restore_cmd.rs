@@ -22,12 +22,13 @@ use escrow_sync_aws::{Connector, Session};
 use escrow_sync_core::{
     CancellationToken, Error, Executor, ExecutorOptions, Item, Mode, Report, Scope, Source,
 };
+use escrow_sync_dynamodb::{DynamoDbSink, DynamoDbSource, EscrowTable, ScanOptions, TableInfo};
 use escrow_sync_s3::{
     S3RestoreSource, S3Sink, bucket_exists, compare_with_target, create_bucket,
     delete_bucket_and_contents,
 };
 
-use crate::config::{Config, JobRef, S3Job};
+use crate::config::{Config, DynamoDbJob, JobRef, S3Job};
 use crate::output::exit;
 use crate::{OutputFormat, RestoreArgs};
 
@@ -62,14 +63,15 @@ struct Restored {
 /// A drill's verification and clean-up.
 #[derive(Debug, Default, Serialize)]
 struct Drill {
-    /// Objects whose bytes match their escrow version.
+    /// Objects whose bytes match their escrow version; items equal to
+    /// escrow's.
     verified: u64,
-    /// Objects whose bytes differ, or missing in the target.
+    /// What differs from escrow, or is missing in the target.
     mismatched: Vec<String>,
-    /// Object versions deleted from the target afterwards.
-    cleaned_objects: u64,
-    /// Whether the drill's bucket was deleted afterwards.
-    cleaned_bucket: bool,
+    /// Object versions deleted from the target afterwards (S3).
+    cleaned_items: u64,
+    /// Whether the drill's bucket or table was deleted afterwards.
+    cleaned_target: bool,
     /// What could not be cleaned up, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     cleanup_error: Option<String>,
@@ -141,21 +143,33 @@ fn text(r: &Restored) -> String {
     let verb = if r.mode == "dry-run" { "would restore" } else { "restored" };
     let _ = writeln!(
         s,
-        "  {}: {verb} {} objects ({} bytes); {} already in the target",
-        r.mode, r.restored, r.bytes, r.already_there
+        "  {}: {verb} {} {} ({} bytes); {} already in the target",
+        r.mode,
+        r.restored,
+        if r.kind == "s3" { "objects" } else { "items" },
+        r.bytes,
+        r.already_there
     );
     if let Some(d) = &r.drill {
         for m in &d.mismatched {
             let _ = writeln!(s, "  drill: MISMATCH {m}");
         }
+        let what = if r.kind == "s3" {
+            "objects identical to escrow byte for byte"
+        } else {
+            "items identical to escrow's"
+        };
+        let cleaned = match (r.kind, d.cleaned_target) {
+            ("s3", true) => format!("{} object versions and the drill's bucket", d.cleaned_items),
+            ("s3", false) => format!("{} object versions", d.cleaned_items),
+            (_, true) => "the drill's table".to_string(),
+            (_, false) => "nothing".to_string(),
+        };
         let _ = writeln!(
             s,
-            "  drill: {} objects identical to escrow byte for byte, {} not; cleaned up {} object \
-             versions{}",
+            "  drill: {} {what}, {} not; cleaned up {cleaned}",
             d.verified,
             d.mismatched.len(),
-            d.cleaned_objects,
-            if d.cleaned_bucket { " and the drill's bucket" } else { "" }
         );
         if let Some(e) = &d.cleanup_error {
             let _ = writeln!(s, "  drill: CLEAN-UP INCOMPLETE: {e}");
@@ -168,18 +182,36 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
     let config = Config::load(&args.config)?;
     let at = parse_at(args.at.as_deref())?;
     let job = config.select(Some(&args.job))?.into_iter().next().expect("select names one job");
-    let JobRef::S3(s3_job) = job else {
-        return Err(Error::invalid_config(format!(
-            "job {}: restore takes [[s3]] jobs in this version; DynamoDB and snapshot jobs \
-             follow (issue 7)",
-            args.job
-        )));
-    };
-    if args.target_table.is_some() {
-        return Err(Error::invalid_config(format!(
-            "job {} is an [[s3]] job: give --target-bucket, not --target-table",
-            args.job
-        )));
+    match job {
+        JobRef::S3(_) if args.target_table.is_some() => {
+            return Err(Error::invalid_config(format!(
+                "job {} is an [[s3]] job: give --target-bucket, not --target-table",
+                args.job
+            )));
+        }
+        JobRef::S3(_) => {}
+        JobRef::DynamoDb(j) if j.dest_table.is_some() => {
+            if args.target_bucket.is_some() {
+                return Err(Error::invalid_config(format!(
+                    "job {} copies table to table: give --target-table, not --target-bucket",
+                    args.job
+                )));
+            }
+            if args.at.is_some() {
+                return Err(Error::invalid_config(format!(
+                    "job {} copies table to table, and the escrow table holds the latest state \
+                     only: drop --at (the history of a table is in export jobs' generations)",
+                    args.job
+                )));
+            }
+        }
+        _ => {
+            return Err(Error::invalid_config(format!(
+                "job {}: restore takes [[s3]] jobs and [[dynamodb]] table-to-table jobs in this \
+                 version; export generations and snapshots follow (issue 7)",
+                args.job
+            )));
+        }
     }
     let escrow = Connector::new().connect_escrow(&config.escrow_account()).await?;
     let target = escrow.assume(&args.target_role_arn, "escrow-sync-restore").await?;
@@ -191,7 +223,11 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
             escrow.account_id()
         )));
     }
-    restore_s3(args, s3_job, at, &escrow, &target, cancel).await
+    match job {
+        JobRef::S3(j) => restore_s3(args, j, at, &escrow, &target, cancel).await,
+        JobRef::DynamoDb(j) => restore_table(args, j, &escrow, &target, cancel).await,
+        _ => unreachable!("refused above"),
+    }
 }
 
 async fn restore_s3(
@@ -289,11 +325,11 @@ async fn restore_s3(
     let cleaned = delete_bucket_and_contents(&target_s3, &bucket, &account).await;
     match cleaned {
         Ok(n) => {
-            drill.cleaned_objects = n;
-            drill.cleaned_bucket = true;
+            drill.cleaned_items = n;
+            drill.cleaned_target = true;
         }
         Err((n, e)) => {
-            drill.cleaned_objects = n;
+            drill.cleaned_items = n;
             drill.cleanup_error = Some(format!(
                 "{}: delete what is left of s3://{bucket} in account {account} by hand",
                 e.chain()
@@ -316,6 +352,138 @@ async fn restore_s3(
     };
     drill.verified = verified;
     drill.mismatched = mismatched;
+    restored.drill = Some(drill);
+    Ok(restored)
+}
+
+/// A table-to-table job: the escrow table into a table of the recovery
+/// account, created as a clone of the escrow table's schema when missing.
+async fn restore_table(
+    args: &RestoreArgs,
+    job: &DynamoDbJob,
+    escrow: &Session,
+    target: &Session,
+    cancel: CancellationToken,
+) -> Result<Restored, Error> {
+    let escrow_ddb = escrow_sync_dynamodb::client(escrow);
+    let target_ddb = escrow_sync_dynamodb::client(target);
+    let account = target.account_id().to_string();
+    let escrow_name = job.dest_table.clone().unwrap_or_default();
+    let info = TableInfo::describe(&escrow_ddb, &escrow_name).await.map_err(|e| {
+        if e.kind() == escrow_sync_core::ErrorKind::NotFound {
+            Error::invalid_config(format!(
+                "job {}: escrow table {escrow_name} does not exist in account {}: has the job run?",
+                args.job,
+                escrow.account_id()
+            ))
+        } else {
+            e
+        }
+    })?;
+    let keys = info.key_schema()?;
+    let name = args.target_table.clone().unwrap_or_else(|| job.source_table.clone());
+    let table = || EscrowTable::from_client(target_ddb.clone(), &name);
+    let source = DynamoDbSource::from_client(
+        escrow_ddb,
+        &escrow_name,
+        keys.clone(),
+        ScanOptions::new().with_segments(4),
+        // Escrow's own capacity: no budget to keep.
+        1e12,
+    );
+    let sink = DynamoDbSink::new(target_ddb.clone(), table(), keys);
+    let mode = if args.drill {
+        "drill"
+    } else if args.apply {
+        "apply"
+    } else {
+        "dry-run"
+    };
+    let mut restored = Restored {
+        job: args.job.clone(),
+        kind: "dynamodb",
+        mode,
+        source: source.describe(),
+        target: format!("dynamodb://{name}"),
+        target_account: account.clone(),
+        at: None,
+        restored: 0,
+        bytes: 0,
+        already_there: 0,
+        failed: Vec::new(),
+        drill: None,
+        notes: Vec::new(),
+    };
+    let existing = table().describe().await?;
+    if args.drill && existing.is_some() {
+        return Err(Error::invalid_config(format!(
+            "--drill restores into a table it creates and deletes afterwards, and {name} already \
+             exists in account {account}: pass --target-table with a free name"
+        )));
+    }
+    let executor =
+        Executor::new(ExecutorOptions::new().with_concurrency(16)).with_cancellation(cancel);
+    if !args.apply && !args.drill {
+        if existing.is_some() {
+            table().check(&info).await?;
+            let report = executor.execute(Mode::Plan, &source, &sink, &Scope::all()).await?;
+            take_counts(&mut restored, &report);
+        } else {
+            let items: Vec<Item> = source.list(&Scope::all()).try_collect().await?;
+            restored.restored = items.len() as u64;
+            restored.bytes = items.iter().map(|i| i.size).sum();
+            restored.notes.push(format!(
+                "table {name} does not exist yet: --apply would create it with the escrow table's \
+                 keys and indexes"
+            ));
+        }
+        return Ok(restored);
+    }
+    if existing.is_some() {
+        table().check(&info).await?;
+    } else {
+        table().ensure(&info, escrow.account_id(), &escrow_sync_aws::now_rfc3339()).await?;
+        restored.notes.push(format!(
+            "created table {name} in account {account} (keys and indexes of the escrow table, \
+             point-in-time recovery and deletion protection on)"
+        ));
+    }
+    let run = executor.execute(Mode::Run, &source, &sink, &Scope::all()).await;
+    if let Ok(report) = &run {
+        take_counts(&mut restored, report);
+    }
+    if !args.drill {
+        run?;
+        return Ok(restored);
+    }
+    let mut drill = Drill::default();
+    let compared = match &run {
+        Ok(_) => executor.execute(Mode::Verify, &source, &sink, &Scope::all()).await.map(Some),
+        Err(_) => Ok(None),
+    };
+    match table().delete_restored().await {
+        Ok(()) => drill.cleaned_target = true,
+        Err(e) => {
+            drill.cleanup_error =
+                Some(format!("{}: delete table {name} in account {account} by hand", e.chain()))
+        }
+    }
+    let verified = match (run, compared) {
+        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+        (Ok(_), Ok(v)) => v.expect("compared after a run"),
+    };
+    drill.verified = verified.skipped;
+    drill.mismatched = verified
+        .differences
+        .iter()
+        .map(|d| match d.reason {
+            escrow_sync_core::CopyReason::Missing => format!("{}: missing in the target", d.key),
+            escrow_sync_core::CopyReason::Changed => format!("{}: differs from escrow", d.key),
+        })
+        .collect();
+    if verified.differences_truncated > 0 {
+        drill.mismatched.push(format!("and {} more", verified.differences_truncated));
+    }
     restored.drill = Some(drill);
     Ok(restored)
 }

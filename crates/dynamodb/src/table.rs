@@ -921,6 +921,26 @@ impl EscrowTable {
         Ok(())
     }
 
+    /// Deletes this table, turning its deletion protection off first: for a
+    /// restore drill's own table in a recovery account, never an escrow
+    /// table.
+    pub async fn delete_restored(&self) -> Result<()> {
+        self.client
+            .update_table()
+            .table_name(&self.table)
+            .deletion_protection_enabled(false)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "dynamodb:UpdateTable", self.resource()))?;
+        self.client
+            .delete_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "dynamodb:DeleteTable", self.resource()))?;
+        Ok(())
+    }
+
     /// Counts the items escrow holds (a Scan with `Select=COUNT`, which
     /// reads only escrow's capacity).
     pub async fn count(&self) -> Result<u64> {

@@ -9,8 +9,9 @@
 //! keys escrow did not hold yet. Keys come without the job's escrow prefix
 //! (`dest_prefix`), as they were in the primary; the bytes are streamed
 //! from that exact version (`GetObject` with `versionId` and `If-Match`), so
-//! any sink can take them. escrow-sync's own bookkeeping metadata
-//! (`escrow-sync-*`) is left behind.
+//! any sink can take them. escrow-sync's own bookkeeping (metadata
+//! `escrow-sync-*`, the multipart journal under [`crate::JOURNAL_DIR`]) is
+//! left behind.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -214,6 +215,8 @@ impl Source for S3RestoreSource {
                 }
                 let items: Vec<Result<Item>> = chosen
                     .into_iter()
+                    // escrow-sync's own multipart journal is not data.
+                    .filter(|e| !e.key.starts_with(crate::journal::JOURNAL_DIR))
                     .map(|e| {
                         let key = e.key.strip_prefix(strip.as_str()).unwrap_or(&e.key).to_string();
                         Ok(Item::new(key, ItemKind::Object, e.size, e.etag)
