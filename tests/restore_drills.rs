@@ -212,3 +212,214 @@ async fn a_table_copy_is_drilled_and_restored_into_the_recovery_account() {
     let existing = table_restore(&["--target-table", &target, "--drill"]);
     assert_eq!(existing.code, 2, "a drill never writes into an existing table: {existing:?}");
 }
+
+/// An export job: drills of the generation of each of two runs (chosen
+/// with `--at`) load the table as it was, from `schema.json` (keys and
+/// indexes) and the data files; a data file altered in escrow is caught
+/// by the manifest's SHA-256 and the drill still deletes its table.
+#[tokio::test]
+async fn export_generations_are_drilled_at_two_times_and_an_altered_file_is_refused() {
+    use escrow_sync_e2e::ddb::{create_source, item, put_items};
+    let primary = escrow_sync_dynamodb::client(&admin(escrow_sync_e2e::PRIMARY).await);
+    let recovery = escrow_sync_dynamodb::client(&admin(RECOVERY).await);
+    let escrow = s3(&admin(ESCROW).await);
+    let source = create_source(&primary).await;
+    put_items(&primary, &source, (0..50).map(item)).await;
+    let bucket = unique("exports");
+    escrow_sync_e2e::create_bucket(&escrow, &bucket, true).await;
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        "[[dynamodb]]\nname = \"orders\"\nsource_table = \"{source}\"\ndest_bucket = \"{bucket}\"\n\
+         dest_prefix = \"dynamodb/\"\nsegments = 2\ncheckpoint_table = \"{}\"\n",
+        unique("cp")
+    ));
+    let cfg = config.to_str().unwrap();
+    assert_eq!(cli(&["run", "--config", cfg]).code, 0);
+    // --at has whole seconds: one second after the first generation started.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let first = escrow_sync_core::rfc3339(SystemTime::now());
+    put_items(&primary, &source, (50..80).map(item)).await;
+    assert_eq!(cli(&["run", "--config", cfg]).code, 0);
+    let table_restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--config",
+            cfg,
+            "--job",
+            "orders",
+            "--target-role-arn",
+            RECOVERY_ROLE,
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+
+    for (at, items) in [(Some(first.as_str()), 50), (None, 80)] {
+        let drill_table = unique("drill-gen");
+        let mut extra = vec!["--target-table", drill_table.as_str(), "--drill"];
+        if let Some(at) = at {
+            extra.extend(["--at", at]);
+        }
+        let drill = table_restore(&extra);
+        assert_eq!(drill.code, 0, "{drill:?}");
+        let r = &drill.json()["restore"];
+        assert!(r["source"].as_str().unwrap().contains("export generation"), "{r}");
+        assert_eq!(r["restored"].as_u64(), Some(items), "{r}");
+        assert_eq!(r["drill"]["verified"].as_u64(), Some(items), "{r}");
+        assert_eq!(r["drill"]["mismatched"], serde_json::json!([]), "{r}");
+        assert_eq!(r["drill"]["cleaned_target"], true, "{r}");
+        assert!(recovery.describe_table().table_name(&drill_table).send().await.is_err());
+    }
+
+    // Apply the latest generation; the indexes come from schema.json.
+    let target = unique("recovered-gen");
+    let applied = table_restore(&["--target-table", &target, "--apply"]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    let t = recovery.describe_table().table_name(&target).send().await.unwrap();
+    let t = t.table().unwrap();
+    assert_eq!((t.global_secondary_indexes().len(), t.local_secondary_indexes().len()), (1, 1));
+    assert_eq!(
+        escrow_sync_e2e::ddb::all_items(&recovery, &target).await,
+        escrow_sync_e2e::ddb::all_items(&primary, &source).await
+    );
+
+    // A data file of the latest generation altered in escrow (a new
+    // version over it): refused by its SHA-256, and the drill cleans up.
+    let keys = escrow_sync_e2e::keys(&escrow, &bucket).await;
+    let file = keys.iter().filter(|k| k.contains("/data/")).max().unwrap().clone();
+    escrow
+        .put_object()
+        .bucket(&bucket)
+        .key(&file)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"not the data"))
+        .send()
+        .await
+        .unwrap();
+    let drill_table = unique("drill-gen");
+    let altered = table_restore(&["--target-table", &drill_table, "--drill"]);
+    assert_ne!(altered.code, 0, "{altered:?}");
+    assert!(altered.stderr.contains("altered"), "{}", altered.stderr);
+    assert!(recovery.describe_table().table_name(&drill_table).send().await.is_err());
+}
+
+/// The escrow copy of an EBS snapshot: a drill shares it with the recovery
+/// account, copies it there, checks the copy and deletes it, and the share
+/// is gone again; `--apply` alone shares it; `--apply --copy` leaves a copy
+/// in the recovery account, tagged with the escrow copy it came from.
+#[tokio::test]
+async fn an_ebs_snapshot_is_shared_copied_into_the_recovery_account_and_drilled() {
+    use aws_sdk_ec2::types::Filter;
+    let primary = escrow_sync_ec2::client(&admin(escrow_sync_e2e::PRIMARY).await);
+    let escrow = escrow_sync_ec2::client(&admin(ESCROW).await);
+    let recovery = escrow_sync_ec2::client(&admin(RECOVERY).await);
+    let volume = primary
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(2)
+        .send()
+        .await
+        .unwrap()
+        .volume_id
+        .unwrap();
+    let snapshot =
+        primary.create_snapshot().volume_id(volume).send().await.unwrap().snapshot_id.unwrap();
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        "[[ec2]]\nname = \"volumes\"\ninclude = [\"snapshots\"]\nids = [\"{snapshot}\"]\n"
+    ));
+    let cfg = config.to_str().unwrap();
+    assert_eq!(cli(&["run", "--config", cfg]).code, 0);
+    let escrow_copy = escrow
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            Filter::builder().name("tag:escrow-sync:source-snapshot-id").values(&snapshot).build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .snapshots()[0]
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    let shared_with = |id: String| {
+        let escrow = escrow.clone();
+        async move {
+            let out = escrow
+                .describe_snapshot_attribute()
+                .snapshot_id(id)
+                .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+                .send()
+                .await
+                .unwrap();
+            out.create_volume_permissions()
+                .iter()
+                .filter_map(|p| p.user_id().map(str::to_string))
+                .collect::<Vec<_>>()
+        }
+    };
+    let recovered = || {
+        let recovery = recovery.clone();
+        let escrow_copy = escrow_copy.clone();
+        async move {
+            recovery
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(
+                    Filter::builder()
+                        .name("tag:escrow-sync:restored-from")
+                        .values(escrow_copy)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .snapshots()
+                .to_vec()
+        }
+    };
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--config",
+            cfg,
+            "--job",
+            "volumes",
+            "--target-role-arn",
+            RECOVERY_ROLE,
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+
+    let dry = restore(&[]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert_eq!(dry.json()["restore"]["restored"].as_u64(), Some(1));
+    assert!(shared_with(escrow_copy.clone()).await.is_empty(), "a dry run shares nothing");
+
+    let drill = restore(&["--drill"]);
+    assert_eq!(drill.code, 0, "{drill:?}");
+    let r = &drill.json()["restore"];
+    assert_eq!((r["kind"].as_str(), r["restored"].as_u64()), (Some("ec2"), Some(1)), "{r}");
+    assert_eq!(r["drill"]["verified"].as_u64(), Some(1), "{r}");
+    assert_eq!(r["drill"]["cleaned_items"].as_u64(), Some(1), "{r}");
+    assert!(recovered().await.is_empty(), "the drill deleted its copy");
+    assert!(shared_with(escrow_copy.clone()).await.is_empty(), "the share is removed");
+
+    let shared = restore(&["--apply"]);
+    assert_eq!(shared.code, 0, "{shared:?}");
+    assert_eq!(shared_with(escrow_copy.clone()).await, [RECOVERY]);
+    assert!(recovered().await.is_empty(), "--apply alone only shares");
+
+    let copied = restore(&["--apply", "--copy"]);
+    assert_eq!(copied.code, 0, "{copied:?}");
+    let held = recovered().await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].volume_size(), Some(2));
+    assert!(shared_with(escrow_copy).await.is_empty(), "the share went once copied");
+
+    let refused = restore(&["--target-bucket", "x"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+}

@@ -103,6 +103,10 @@ pub struct RestoreArgs {
     /// report, then delete what the drill created.
     #[arg(long)]
     pub drill: bool,
+    /// Snapshot jobs with --apply: besides sharing each escrow copy with
+    /// the recovery account, copy it there (and then remove the share).
+    #[arg(long, requires = "apply")]
+    pub copy: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

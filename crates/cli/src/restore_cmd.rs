@@ -20,15 +20,16 @@ use serde::Serialize;
 
 use escrow_sync_aws::{Connector, Session};
 use escrow_sync_core::{
-    CancellationToken, Error, Executor, ExecutorOptions, Item, Mode, Report, Scope, Source,
+    CancellationToken, Error, ErrorKind, Executor, ExecutorOptions, Item, Mode, Report, Scope,
+    Source,
 };
 use escrow_sync_dynamodb::{DynamoDbSink, DynamoDbSource, EscrowTable, ScanOptions, TableInfo};
 use escrow_sync_s3::{
-    S3RestoreSource, S3Sink, bucket_exists, compare_with_target, create_bucket,
+    S3RestoreSource, S3Sink, S3Source, bucket_exists, compare_with_target, create_bucket,
     delete_bucket_and_contents,
 };
 
-use crate::config::{Config, DynamoDbJob, JobRef, S3Job};
+use crate::config::{Config, DynamoDbJob, Ec2Job, JobRef, S3Job};
 use crate::output::exit;
 use crate::{OutputFormat, RestoreArgs};
 
@@ -146,7 +147,11 @@ fn text(r: &Restored) -> String {
         "  {}: {verb} {} {} ({} bytes); {} already in the target",
         r.mode,
         r.restored,
-        if r.kind == "s3" { "objects" } else { "items" },
+        match r.kind {
+            "s3" => "objects",
+            "ec2" => "snapshots",
+            _ => "items",
+        },
         r.bytes,
         r.already_there
     );
@@ -154,14 +159,15 @@ fn text(r: &Restored) -> String {
         for m in &d.mismatched {
             let _ = writeln!(s, "  drill: MISMATCH {m}");
         }
-        let what = if r.kind == "s3" {
-            "objects identical to escrow byte for byte"
-        } else {
-            "items identical to escrow's"
+        let what = match r.kind {
+            "s3" => "objects identical to escrow byte for byte",
+            "ec2" => "snapshot copies completed at the escrow copy's size",
+            _ => "items identical to escrow's",
         };
         let cleaned = match (r.kind, d.cleaned_target) {
             ("s3", true) => format!("{} object versions and the drill's bucket", d.cleaned_items),
             ("s3", false) => format!("{} object versions", d.cleaned_items),
+            ("ec2", _) => format!("{} recovered snapshot copies", d.cleaned_items),
             (_, true) => "the drill's table".to_string(),
             (_, false) => "nothing".to_string(),
         };
@@ -205,10 +211,34 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
                 )));
             }
         }
+        JobRef::DynamoDb(_) => {
+            if args.target_bucket.is_some() {
+                return Err(Error::invalid_config(format!(
+                    "job {} exports generations: give --target-table, not --target-bucket",
+                    args.job
+                )));
+            }
+        }
+        JobRef::Ec2(j) => {
+            if args.target_bucket.is_some() || args.target_table.is_some() {
+                return Err(Error::invalid_config(format!(
+                    "job {} restores snapshots into the recovery account: drop --target-bucket \
+                     and --target-table",
+                    args.job
+                )));
+            }
+            if !j.include.as_ref().is_none_or(|i| i.iter().any(|x| x == "snapshots")) {
+                return Err(Error::invalid_config(format!(
+                    "job {}: restore takes the EBS snapshots of [[ec2]] jobs in this version; \
+                     AMIs follow (issue 7)",
+                    args.job
+                )));
+            }
+        }
         _ => {
             return Err(Error::invalid_config(format!(
-                "job {}: restore takes [[s3]] jobs and [[dynamodb]] table-to-table jobs in this \
-                 version; export generations and snapshots follow (issue 7)",
+                "job {}: restore takes [[s3]], [[dynamodb]] and [[ec2]] snapshot jobs in this \
+                 version; RDS and Redshift snapshots follow (issue 7)",
                 args.job
             )));
         }
@@ -225,7 +255,14 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
     }
     match job {
         JobRef::S3(j) => restore_s3(args, j, at, &escrow, &target, cancel).await,
-        JobRef::DynamoDb(j) => restore_table(args, j, &escrow, &target, cancel).await,
+        JobRef::DynamoDb(j) if j.dest_table.is_some() => {
+            restore_table(args, j, &escrow, &target, cancel).await
+        }
+        JobRef::DynamoDb(j) => restore_generation(args, j, at, &escrow, &target).await,
+        JobRef::Ec2(j) => {
+            let primary = config.primary_account().account_id.clone();
+            restore_snapshots(args, j, at, &config.escrow.region, &primary, &escrow, &target).await
+        }
         _ => unreachable!("refused above"),
     }
 }
@@ -370,7 +407,7 @@ async fn restore_table(
     let account = target.account_id().to_string();
     let escrow_name = job.dest_table.clone().unwrap_or_default();
     let info = TableInfo::describe(&escrow_ddb, &escrow_name).await.map_err(|e| {
-        if e.kind() == escrow_sync_core::ErrorKind::NotFound {
+        if e.kind() == ErrorKind::NotFound {
             Error::invalid_config(format!(
                 "job {}: escrow table {escrow_name} does not exist in account {}: has the job run?",
                 args.job,
@@ -488,6 +525,349 @@ async fn restore_table(
     Ok(restored)
 }
 
+/// The EBS snapshots of an `[[ec2]]` job: per source volume, the newest
+/// escrow copy (at or before `--at`) of the primary's snapshots (those the
+/// job names by id, if it does), shared with the recovery account; with
+/// `--copy` or `--drill`, copied there and the share removed again. A drill
+/// checks each copy completed at the escrow copy's size, then deletes it.
+async fn restore_snapshots(
+    args: &RestoreArgs,
+    job: &Ec2Job,
+    at: Option<SystemTime>,
+    region: &str,
+    primary: &str,
+    escrow: &Session,
+    target: &Session,
+) -> Result<Restored, Error> {
+    use escrow_sync_ec2::restore::{
+        as_of, copy_into, delete_snapshot, escrow_snapshots, set_shared,
+    };
+    let escrow_ec2 = escrow_sync_ec2::client(escrow);
+    let target_ec2 = escrow_sync_ec2::client(target);
+    let account = target.account_id().to_string();
+    let ids: Vec<&String> = job.ids.iter().filter(|i| i.starts_with("snap-")).collect();
+    let copies: Vec<_> = escrow_snapshots(&escrow_ec2)
+        .await?
+        .into_iter()
+        .filter(|c| c.source_account.as_deref().is_none_or(|a| a == primary))
+        .filter(|c| ids.is_empty() || ids.contains(&&c.source_id))
+        .collect();
+    let chosen = as_of(copies, at);
+    let mode = if args.drill {
+        "drill"
+    } else if args.apply {
+        "apply"
+    } else {
+        "dry-run"
+    };
+    let mut restored = Restored {
+        job: args.job.clone(),
+        kind: "ec2",
+        mode,
+        source: format!("ebs://escrow/{region}"),
+        target: format!("ebs://{account}/{region}"),
+        target_account: account.clone(),
+        at: at.map(escrow_sync_core::rfc3339),
+        restored: chosen.len() as u64,
+        bytes: chosen.iter().map(|c| c.size_gib.max(0) as u64 * (1 << 30)).sum(),
+        already_there: 0,
+        failed: Vec::new(),
+        drill: None,
+        notes: Vec::new(),
+    };
+    if ids.is_empty() {
+        restored.notes.push(format!(
+            "the job selects by tags: every escrow copy of a primary ({primary}) snapshot counts"
+        ));
+    }
+    if !args.apply && !args.drill {
+        restored.notes.extend(chosen.iter().map(|c| {
+            format!("would share escrow copy {} (of {}, {} GiB)", c.id, c.source_id, c.size_gib)
+        }));
+        return Ok(restored);
+    }
+    let copy = args.copy || args.drill;
+    let timeout = std::time::Duration::from_secs(12 * 3600);
+    let mut drill = Drill::default();
+    let mut recovered = Vec::new();
+    restored.restored = 0;
+    for c in &chosen {
+        let done = async {
+            set_shared(&escrow_ec2, &c.id, &account, true).await?;
+            if !copy {
+                return Ok::<_, Error>(format!("shared escrow copy {} (of {})", c.id, c.source_id));
+            }
+            let copied = copy_into(&target_ec2, &c.id, region, None, timeout).await;
+            // The share has served once the copy is done (or failed).
+            let unshared = set_shared(&escrow_ec2, &c.id, &account, false).await;
+            let (id, size) = copied?;
+            unshared?;
+            recovered.push(id.clone());
+            if size != c.size_gib {
+                drill.mismatched.push(format!(
+                    "{}: the copy {id} has {size} GiB, the escrow copy {} GiB",
+                    c.source_id, c.size_gib
+                ));
+            } else {
+                drill.verified += 1;
+            }
+            Ok(format!("copied escrow copy {} (of {}) to {id}", c.id, c.source_id))
+        }
+        .await;
+        match done {
+            Ok(note) => {
+                restored.restored += 1;
+                restored.notes.push(note);
+            }
+            Err(e) => restored.failed.push(format!("{}: {}", c.source_id, e.chain())),
+        }
+    }
+    if args.drill {
+        let mut left = Vec::new();
+        for id in &recovered {
+            match delete_snapshot(&target_ec2, id).await {
+                Ok(()) => drill.cleaned_items += 1,
+                Err(e) => left.push(format!("{id}: {}", e.chain())),
+            }
+        }
+        drill.cleaned_target = left.is_empty();
+        if !left.is_empty() {
+            drill.cleanup_error = Some(format!(
+                "delete these snapshots in account {account} by hand: {}",
+                left.join("; ")
+            ));
+        }
+        restored.drill = Some(drill);
+    }
+    Ok(restored)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An export job: one complete generation in the escrow bucket (the newest,
+/// or the newest started at or before `--at`) loaded into a table of the
+/// recovery account, created from the generation's `schema.json` (keys and
+/// indexes); every data file is checked against the manifest's SHA-256
+/// before any of its items is written.
+async fn restore_generation(
+    args: &RestoreArgs,
+    job: &DynamoDbJob,
+    at: Option<SystemTime>,
+    escrow: &Session,
+    target: &Session,
+) -> Result<Restored, Error> {
+    use escrow_sync_dynamodb::export::{generation_id, read_data_file};
+    use escrow_sync_dynamodb::keys::content_digest;
+    let bucket = job.dest_bucket.clone().unwrap_or_default();
+    let prefix = format!("{}{}/", job.dest_prefix.as_deref().unwrap_or_default(), job.source_table);
+    let location = format!("s3://{bucket}/{prefix}");
+    let reader = S3Source::from_client(escrow_sync_s3::client(escrow), &bucket)
+        .with_streaming(true)
+        .with_expected_owner(Some(escrow.account_id().to_string()).filter(|a| !a.is_empty()));
+    let listed: std::collections::HashMap<String, Item> = reader
+        .list(&Scope::with_prefix(&prefix))
+        .map_ok(|i| (i.key.clone(), i))
+        .try_collect()
+        .await?;
+    let mut generations: Vec<&str> = listed
+        .keys()
+        .filter_map(|k| k.strip_prefix(&prefix)?.strip_suffix("/manifest.json"))
+        .filter(|g| !g.contains('/'))
+        .collect();
+    generations.sort_unstable();
+    let bound = at.map(|t| generation_id(&escrow_sync_core::rfc3339(t)));
+    let Some(generation) = generations
+        .iter()
+        .rev()
+        .find(|g| bound.as_deref().is_none_or(|b| **g <= b))
+        .map(|g| g.to_string())
+    else {
+        return Err(Error::invalid_config(match &bound {
+            None => format!("job {}: no complete export generation under {location}", args.job),
+            Some(_) => format!(
+                "job {}: no complete export generation under {location} started at or before \
+                 --at {} (the oldest is {})",
+                args.job,
+                args.at.as_deref().unwrap_or_default(),
+                generations.first().copied().unwrap_or("none")
+            ),
+        }));
+    };
+    let fetch = |key: String| {
+        let item = listed.get(&key).cloned();
+        let reader = &reader;
+        let location = format!("s3://{bucket}/{key}");
+        async move {
+            let item = item.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    "restore",
+                    &location,
+                    "listed in the manifest, gone",
+                )
+            })?;
+            let (data, _) = reader.read(&item).await?.collect().await?;
+            Ok::<_, Error>(data)
+        }
+    };
+    let dir = format!("{prefix}{generation}/");
+    let bad = |what: String| {
+        Error::new(ErrorKind::Failed, "restore", format!("s3://{bucket}/{dir}"), what)
+    };
+    let schema: serde_json::Value =
+        serde_json::from_slice(&fetch(format!("{dir}schema.json")).await?)
+            .map_err(|e| bad(format!("schema.json: {e}")))?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fetch(format!("{dir}manifest.json")).await?)
+            .map_err(|e| bad(format!("manifest.json: {e}")))?;
+    let Some(files) = manifest["files"].as_array() else {
+        return Err(bad(
+            "manifest.json lists no files (a native export's generation): restore it \
+                        with DynamoDB ImportTable from its data/ files"
+                .into(),
+        ));
+    };
+    let info = TableInfo::from_schema_json(&schema)?;
+    let keys = info.key_schema()?;
+    let account = target.account_id().to_string();
+    let name = args.target_table.clone().unwrap_or_else(|| job.source_table.clone());
+    let target_ddb = escrow_sync_dynamodb::client(target);
+    let table = || EscrowTable::from_client(target_ddb.clone(), &name);
+    let mode = if args.drill {
+        "drill"
+    } else if args.apply {
+        "apply"
+    } else {
+        "dry-run"
+    };
+    let mut restored = Restored {
+        job: args.job.clone(),
+        kind: "dynamodb",
+        mode,
+        source: format!("s3://{bucket}/{dir} (export generation {generation})"),
+        target: format!("dynamodb://{name}"),
+        target_account: account.clone(),
+        at: at.map(escrow_sync_core::rfc3339),
+        restored: 0,
+        bytes: 0,
+        already_there: 0,
+        failed: Vec::new(),
+        drill: None,
+        notes: Vec::new(),
+    };
+    let existing = table().describe().await?;
+    if args.drill && existing.is_some() {
+        return Err(Error::invalid_config(format!(
+            "--drill restores into a table it creates and deletes afterwards, and {name} already \
+             exists in account {account}: pass --target-table with a free name"
+        )));
+    }
+    if existing.is_some() {
+        table().check(&info).await?;
+    }
+    if !args.apply && !args.drill {
+        restored.restored = files.iter().filter_map(|f| f["items"].as_u64()).sum();
+        restored.bytes = files.iter().filter_map(|f| f["bytes"].as_u64()).sum();
+        if existing.is_none() {
+            restored.notes.push(format!(
+                "table {name} does not exist yet: --apply would create it as schema.json describes"
+            ));
+        }
+        return Ok(restored);
+    }
+    if existing.is_none() {
+        table().ensure(&info, escrow.account_id(), &escrow_sync_aws::now_rfc3339()).await?;
+        restored
+            .notes
+            .push(format!("created table {name} in account {account} as schema.json describes"));
+    }
+    let loaded =
+        async {
+            let mut expected: std::collections::HashMap<String, String> = Default::default();
+            for f in files {
+                let key = f["key"].as_str().unwrap_or_default();
+                let data = fetch(format!("{dir}{key}")).await?;
+                let sum = {
+                    use sha2::Digest;
+                    hex(&sha2::Sha256::digest(&data))
+                };
+                if Some(sum.as_str()) != f["sha256"].as_str() {
+                    return Err(bad(format!(
+                        "{key}: SHA-256 {sum} is not the manifest's {}: the file was altered; \
+                     nothing more is loaded",
+                        f["sha256"].as_str().unwrap_or_default()
+                    )));
+                }
+                let records = read_data_file(&data, key)?;
+                if args.drill {
+                    for r in &records {
+                        expected.insert(keys.key_text(r)?, hex(&content_digest(r)));
+                    }
+                }
+                let out = table().write(records, &keys).await?;
+                restored.restored += out.written;
+                restored.bytes += out.bytes;
+                restored.failed.extend(out.dead.iter().map(|(r, e)| {
+                    format!("{}: {}", keys.key_text(r).unwrap_or_default(), e.chain())
+                }));
+            }
+            Ok(expected)
+        }
+        .await;
+    if !args.drill {
+        loaded?;
+        return Ok(restored);
+    }
+    let mut drill = Drill::default();
+    let compared = match &loaded {
+        Ok(expected) => {
+            let listing = DynamoDbSource::from_client(
+                target_ddb.clone(),
+                &name,
+                keys.clone(),
+                ScanOptions::new().with_segments(4),
+                1e12,
+            );
+            let held: Result<std::collections::HashMap<String, String>, Error> =
+                listing.list(&Scope::all()).map_ok(|i| (i.key, i.fingerprint)).try_collect().await;
+            held.map(|held| {
+                let mut mismatched = Vec::new();
+                let mut verified = 0;
+                for (k, digest) in expected {
+                    match held.get(k) {
+                        Some(d) if d == digest => verified += 1,
+                        Some(_) => mismatched.push(format!("{k}: differs from the generation")),
+                        None => mismatched.push(format!("{k}: missing in the target")),
+                    }
+                }
+                for k in held.keys().filter(|k| !expected.contains_key(*k)) {
+                    mismatched.push(format!("{k}: in the target, not in the generation"));
+                }
+                mismatched.sort();
+                (verified, mismatched)
+            })
+        }
+        Err(_) => Ok((0, Vec::new())),
+    };
+    match table().delete_restored().await {
+        Ok(()) => drill.cleaned_target = true,
+        Err(e) => {
+            drill.cleanup_error =
+                Some(format!("{}: delete table {name} in account {account} by hand", e.chain()))
+        }
+    }
+    let (verified, mismatched) = match (loaded, compared) {
+        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+        (Ok(_), Ok(c)) => c,
+    };
+    drill.verified = verified;
+    drill.mismatched = mismatched;
+    restored.drill = Some(drill);
+    Ok(restored)
+}
+
 fn take_counts(restored: &mut Restored, report: &Report) {
     restored.restored = report.copied;
     restored.bytes = report.bytes_copied;
@@ -503,7 +883,6 @@ fn take_counts(restored: &mut Restored, report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use escrow_sync_core::ErrorKind;
 
     #[test]
     fn at_is_rfc3339_or_refused_naming_the_flag() {

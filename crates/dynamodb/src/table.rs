@@ -228,6 +228,110 @@ impl TableInfo {
         (base as f64 * f64::from(percent) / 100.0).max(1.0)
     }
 
+    /// A table as an export generation's `schema.json` recorded it (see
+    /// [`TableInfo::schema_json`]): keys, attribute definitions, indexes,
+    /// billing, TTL, point-in-time recovery and tags, enough to create a
+    /// table like it ([`EscrowTable::ensure`]) when restoring a generation.
+    pub fn from_schema_json(schema: &Value) -> Result<TableInfo> {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingModeSummary, GlobalSecondaryIndexDescription,
+            KeySchemaElement, LocalSecondaryIndexDescription, Projection, ProjectionType,
+            ProvisionedThroughputDescription, ScalarAttributeType,
+        };
+        let name = schema["TableName"].as_str().unwrap_or_default().to_string();
+        let bad = |what: &str| {
+            Error::new(ErrorKind::Failed, "read schema.json", &name, format!("{what} is missing"))
+        };
+        let keys = |v: &Value| -> Result<Vec<KeySchemaElement>> {
+            v.as_array()
+                .ok_or_else(|| bad("KeySchema"))?
+                .iter()
+                .map(|k| {
+                    KeySchemaElement::builder()
+                        .attribute_name(k["AttributeName"].as_str().unwrap_or_default())
+                        .key_type(KeyType::from(k["KeyType"].as_str().unwrap_or_default()))
+                        .build()
+                        .map_err(|e| bad(&e.to_string()))
+                })
+                .collect()
+        };
+        let projection = |v: &Value| {
+            Projection::builder()
+                .set_projection_type(v["ProjectionType"].as_str().map(ProjectionType::from))
+                .set_non_key_attributes(
+                    v["NonKeyAttributes"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()),
+                )
+                .build()
+        };
+        let mut d = TableDescription::builder()
+            .table_name(&name)
+            .set_table_arn(schema["TableArn"].as_str().map(str::to_string))
+            .set_key_schema(Some(keys(&schema["KeySchema"])?));
+        for a in
+            schema["AttributeDefinitions"].as_array().ok_or_else(|| bad("AttributeDefinitions"))?
+        {
+            d = d.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(a["AttributeName"].as_str().unwrap_or_default())
+                    .attribute_type(ScalarAttributeType::from(
+                        a["AttributeType"].as_str().unwrap_or_default(),
+                    ))
+                    .build()
+                    .map_err(|e| bad(&e.to_string()))?,
+            );
+        }
+        for g in schema["GlobalSecondaryIndexes"].as_array().into_iter().flatten() {
+            d = d.global_secondary_indexes(
+                GlobalSecondaryIndexDescription::builder()
+                    .set_index_name(g["IndexName"].as_str().map(str::to_string))
+                    .set_key_schema(Some(keys(&g["KeySchema"])?))
+                    .projection(projection(&g["Projection"]))
+                    .build(),
+            );
+        }
+        for l in schema["LocalSecondaryIndexes"].as_array().into_iter().flatten() {
+            d = d.local_secondary_indexes(
+                LocalSecondaryIndexDescription::builder()
+                    .set_index_name(l["IndexName"].as_str().map(str::to_string))
+                    .set_key_schema(Some(keys(&l["KeySchema"])?))
+                    .projection(projection(&l["Projection"]))
+                    .build(),
+            );
+        }
+        if schema["BillingMode"].as_str() == Some("PAY_PER_REQUEST") {
+            d = d.billing_mode_summary(
+                BillingModeSummary::builder().billing_mode(BillingMode::PayPerRequest).build(),
+            );
+        }
+        if let Some(p) = schema["ProvisionedThroughput"].as_object() {
+            d = d.provisioned_throughput(
+                ProvisionedThroughputDescription::builder()
+                    .set_read_capacity_units(p.get("ReadCapacityUnits").and_then(Value::as_i64))
+                    .set_write_capacity_units(p.get("WriteCapacityUnits").and_then(Value::as_i64))
+                    .build(),
+            );
+        }
+        let tags = schema["Tags"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ttl = &schema["TimeToLive"];
+        Ok(TableInfo {
+            description: d.build(),
+            tags,
+            ttl_attribute: (ttl["Enabled"] == true)
+                .then(|| ttl["AttributeName"].as_str().map(str::to_string))
+                .flatten(),
+            pitr: schema["PointInTimeRecovery"]["Enabled"] == true,
+        })
+    }
+
     /// The table's description as `schema.json` records it: DescribeTable's
     /// key schema, attribute definitions, indexes and billing, plus TTL,
     /// point-in-time recovery and tags.

@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod images;
+pub mod restore;
 mod snapshots;
 
 pub use images::{AmiSink, AmiSource, SOURCE_IMAGE_TAG};
