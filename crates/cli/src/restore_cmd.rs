@@ -258,10 +258,11 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
         JobRef::DynamoDb(j) if j.dest_table.is_some() => {
             restore_table(args, j, &escrow, &target, cancel).await
         }
-        JobRef::DynamoDb(j) => restore_generation(args, j, at, &escrow, &target).await,
+        JobRef::DynamoDb(j) => restore_generation(args, j, at, &escrow, &target, &cancel).await,
         JobRef::Ec2(j) => {
             let primary = config.primary_account().account_id.clone();
-            restore_snapshots(args, j, at, &config.escrow.region, &primary, &escrow, &target).await
+            let region = config.escrow.region.clone();
+            restore_snapshots(args, j, at, &region, &primary, &escrow, &target, &cancel).await
         }
         _ => unreachable!("refused above"),
     }
@@ -354,10 +355,12 @@ async fn restore_s3(
     // The drill: compare, then clean up whatever happened before.
     let mut drill = Drill::default();
     let compared = match &run {
-        Ok(_) => {
+        // An interrupted restore is not compared: it would only list what
+        // it did not get to.
+        Ok(r) if !r.cancelled => {
             compare_with_target(&source, &target_s3, &bucket, &account, COMPARE_CONCURRENCY).await
         }
-        Err(_) => Ok((0, Vec::new())),
+        _ => Ok((0, Vec::new())),
     };
     let cleaned = delete_bucket_and_contents(&target_s3, &bucket, &account).await;
     match cleaned {
@@ -476,10 +479,19 @@ async fn restore_table(
         }
         return Ok(restored);
     }
+    let mut drill = Drill::default();
     if existing.is_some() {
         table().check(&info).await?;
     } else {
-        table().ensure(&info, escrow.account_id(), &escrow_sync_aws::now_rfc3339()).await?;
+        let ensured =
+            table().ensure(&info, escrow.account_id(), &escrow_sync_aws::now_rfc3339()).await;
+        if let Err(e) = ensured {
+            // The table may exist, half set up: a drill's is deleted.
+            if args.drill {
+                drop_drill_table(table(), &name, &account, &mut drill).await;
+            }
+            return Err(with_cleanup(e, drill.cleanup_error.as_ref()));
+        }
         restored.notes.push(format!(
             "created table {name} in account {account} (keys and indexes of the escrow table, \
              point-in-time recovery and deletion protection on)"
@@ -493,22 +505,28 @@ async fn restore_table(
         run?;
         return Ok(restored);
     }
-    let mut drill = Drill::default();
     let compared = match &run {
-        Ok(_) => executor.execute(Mode::Verify, &source, &sink, &Scope::all()).await.map(Some),
-        Err(_) => Ok(None),
-    };
-    match table().delete_restored().await {
-        Ok(()) => drill.cleaned_target = true,
-        Err(e) => {
-            drill.cleanup_error =
-                Some(format!("{}: delete table {name} in account {account} by hand", e.chain()))
+        // An interrupted restore is not compared: it would only list what
+        // it did not get to.
+        Ok(r) if !r.cancelled => {
+            executor.execute(Mode::Verify, &source, &sink, &Scope::all()).await.map(Some)
         }
-    }
-    let verified = match (run, compared) {
-        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
-        (Ok(_), Ok(v)) => v.expect("compared after a run"),
+        _ => Ok(None),
     };
+    drop_drill_table(table(), &name, &account, &mut drill).await;
+    let verified = match (run, compared) {
+        (Err(e), _) | (Ok(_), Err(e)) => {
+            return Err(with_cleanup(e, drill.cleanup_error.as_ref()));
+        }
+        (Ok(_), Ok(None)) => {
+            restored.drill = Some(drill);
+            return Ok(restored);
+        }
+        (Ok(_), Ok(Some(v))) => v,
+    };
+    if verified.cancelled {
+        restored.failed.push("interrupted: the comparison did not finish".into());
+    }
     drill.verified = verified.skipped;
     drill.mismatched = verified
         .differences
@@ -530,6 +548,7 @@ async fn restore_table(
 /// job names by id, if it does), shared with the recovery account; with
 /// `--copy` or `--drill`, copied there and the share removed again. A drill
 /// checks each copy completed at the escrow copy's size, then deletes it.
+#[allow(clippy::too_many_arguments)] // the job and both sessions; a struct would only rename them
 async fn restore_snapshots(
     args: &RestoreArgs,
     job: &Ec2Job,
@@ -538,9 +557,10 @@ async fn restore_snapshots(
     primary: &str,
     escrow: &Session,
     target: &Session,
+    cancel: &CancellationToken,
 ) -> Result<Restored, Error> {
     use escrow_sync_ec2::restore::{
-        as_of, copy_into, delete_snapshot, escrow_snapshots, set_shared,
+        as_of, delete_snapshot, escrow_snapshots, set_shared, start_copy, wait_completed,
     };
     let escrow_ec2 = escrow_sync_ec2::client(escrow);
     let target_ec2 = escrow_sync_ec2::client(target);
@@ -591,33 +611,54 @@ async fn restore_snapshots(
     let mut drill = Drill::default();
     let mut recovered = Vec::new();
     restored.restored = 0;
+    restored.bytes = 0;
     for c in &chosen {
-        let done = async {
-            set_shared(&escrow_ec2, &c.id, &account, true).await?;
-            if !copy {
-                return Ok::<_, Error>(format!("shared escrow copy {} (of {})", c.id, c.source_id));
-            }
-            let copied = copy_into(&target_ec2, &c.id, region, None, timeout).await;
-            // The share has served once the copy is done (or failed).
-            let unshared = set_shared(&escrow_ec2, &c.id, &account, false).await;
-            let (id, size) = copied?;
-            unshared?;
-            recovered.push(id.clone());
-            if size != c.size_gib {
-                drill.mismatched.push(format!(
-                    "{}: the copy {id} has {size} GiB, the escrow copy {} GiB",
-                    c.source_id, c.size_gib
-                ));
-            } else {
-                drill.verified += 1;
-            }
-            Ok(format!("copied escrow copy {} (of {}) to {id}", c.id, c.source_id))
+        if cancel.is_cancelled() {
+            restored.failed.push("interrupted: the remaining snapshots were not restored".into());
+            break;
         }
-        .await;
-        match done {
-            Ok(note) => {
+        if let Err(e) = set_shared(&escrow_ec2, &c.id, &account, true).await {
+            restored.failed.push(format!("{}: {}", c.source_id, e.chain()));
+            continue;
+        }
+        if !copy {
+            restored.restored += 1;
+            restored.bytes += c.size_gib.max(0) as u64 * (1 << 30);
+            restored.notes.push(format!("shared escrow copy {} (of {})", c.id, c.source_id));
+            continue;
+        }
+        let copied = match start_copy(&target_ec2, &c.id, region, None).await {
+            Ok(id) => {
+                // Known from now on, so a drill deletes it whatever follows.
+                recovered.push(id.clone());
+                wait_completed(&target_ec2, &id, timeout).await.map(|size| (id, size))
+            }
+            Err(e) => Err(e),
+        };
+        // The share has served once the copy is done (or failed).
+        if let Err(e) = set_shared(&escrow_ec2, &c.id, &account, false).await {
+            restored.failed.push(format!(
+                "{}: escrow copy {} is still shared with account {account}: {}",
+                c.source_id,
+                c.id,
+                e.chain()
+            ));
+        }
+        match copied {
+            Ok((id, size)) => {
                 restored.restored += 1;
-                restored.notes.push(note);
+                restored.bytes += size.max(0) as u64 * (1 << 30);
+                restored
+                    .notes
+                    .push(format!("copied escrow copy {} (of {}) to {id}", c.id, c.source_id));
+                if size == c.size_gib {
+                    drill.verified += 1;
+                } else {
+                    drill.mismatched.push(format!(
+                        "{}: the copy {id} has {size} GiB, the escrow copy {} GiB",
+                        c.source_id, c.size_gib
+                    ));
+                }
             }
             Err(e) => restored.failed.push(format!("{}: {}", c.source_id, e.chain())),
         }
@@ -657,6 +698,7 @@ async fn restore_generation(
     at: Option<SystemTime>,
     escrow: &Session,
     target: &Session,
+    cancel: &CancellationToken,
 ) -> Result<Restored, Error> {
     use escrow_sync_dynamodb::export::{generation_id, read_data_file};
     use escrow_sync_dynamodb::keys::content_digest;
@@ -777,16 +819,31 @@ async fn restore_generation(
         }
         return Ok(restored);
     }
+    let mut drill = Drill::default();
     if existing.is_none() {
-        table().ensure(&info, escrow.account_id(), &escrow_sync_aws::now_rfc3339()).await?;
+        let ensured =
+            table().ensure(&info, escrow.account_id(), &escrow_sync_aws::now_rfc3339()).await;
+        if let Err(e) = ensured {
+            // The table may exist, half set up: a drill's is deleted.
+            if args.drill {
+                drop_drill_table(table(), &name, &account, &mut drill).await;
+            }
+            return Err(with_cleanup(e, drill.cleanup_error.as_ref()));
+        }
         restored
             .notes
             .push(format!("created table {name} in account {account} as schema.json describes"));
     }
+    let mut interrupted = false;
     let loaded =
         async {
             let mut expected: std::collections::HashMap<String, String> = Default::default();
             for f in files {
+                if cancel.is_cancelled() {
+                    interrupted = true;
+                    restored.failed.push("interrupted: the remaining files were not loaded".into());
+                    break;
+                }
                 let key = f["key"].as_str().unwrap_or_default();
                 let data = fetch(format!("{dir}{key}")).await?;
                 let sum = {
@@ -820,9 +877,8 @@ async fn restore_generation(
         loaded?;
         return Ok(restored);
     }
-    let mut drill = Drill::default();
     let compared = match &loaded {
-        Ok(expected) => {
+        Ok(expected) if !interrupted => {
             let listing = DynamoDbSource::from_client(
                 target_ddb.clone(),
                 &name,
@@ -849,23 +905,43 @@ async fn restore_generation(
                 (verified, mismatched)
             })
         }
-        Err(_) => Ok((0, Vec::new())),
+        _ => Ok((0, Vec::new())),
     };
-    match table().delete_restored().await {
-        Ok(()) => drill.cleaned_target = true,
-        Err(e) => {
-            drill.cleanup_error =
-                Some(format!("{}: delete table {name} in account {account} by hand", e.chain()))
-        }
-    }
+    drop_drill_table(table(), &name, &account, &mut drill).await;
     let (verified, mismatched) = match (loaded, compared) {
-        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+        (Err(e), _) | (Ok(_), Err(e)) => {
+            return Err(with_cleanup(e, drill.cleanup_error.as_ref()));
+        }
         (Ok(_), Ok(c)) => c,
     };
     drill.verified = verified;
     drill.mismatched = mismatched;
     restored.drill = Some(drill);
     Ok(restored)
+}
+
+/// `e`, saying also that a drill's clean-up failed (`cleanup`), if it did.
+fn with_cleanup(e: Error, cleanup: Option<&String>) -> Error {
+    match cleanup {
+        None => e,
+        Some(c) => Error::new(
+            e.kind(),
+            "restore --drill",
+            "the drill's target",
+            format!("{}; and the clean-up failed: {c}", e.chain()),
+        ),
+    }
+}
+
+/// A drill's table deleted; the error, if any, recorded in `drill`.
+async fn drop_drill_table(table: EscrowTable, name: &str, account: &str, drill: &mut Drill) {
+    match table.delete_restored().await {
+        Ok(()) => drill.cleaned_target = true,
+        Err(e) => {
+            drill.cleanup_error =
+                Some(format!("{}: delete table {name} in account {account} by hand", e.chain()))
+        }
+    }
 }
 
 fn take_counts(restored: &mut Restored, report: &Report) {

@@ -96,17 +96,16 @@ pub async fn set_shared(ec2: &Client, id: &str, account: &str, add: bool) -> Res
     share_snapshot(ec2, id, account, add, &format!("escrow snapshot {id}")).await
 }
 
-/// Copies the shared escrow snapshot `id` (in `region`) into the account of
-/// `ec2` (the recovery account), encrypted with its default EBS key or
-/// `kms_key_id`, tagged with where it came from; waits until it is
-/// completed (at most `timeout`) and returns the new snapshot's id and size.
-pub async fn copy_into(
+/// Starts copying the shared escrow snapshot `id` (in `region`) into the
+/// account of `ec2` (the recovery account), encrypted with its default EBS
+/// key or `kms_key_id`, tagged with where it came from; returns the new
+/// snapshot's id (wait for it with [`wait_completed`]).
+pub async fn start_copy(
     ec2: &Client,
     id: &str,
     region: &str,
     kms_key_id: Option<String>,
-    timeout: Duration,
-) -> Result<(String, i32)> {
+) -> Result<String> {
     let tags = TagSpecification::builder()
         .resource_type(ResourceType::Snapshot)
         .tags(Tag::builder().key(RESTORED_FROM_TAG).value(id).build())
@@ -122,21 +121,24 @@ pub async fn copy_into(
         .send()
         .await
         .map_err(|e| sdk_error(e, "ec2:CopySnapshot", format!("snapshot {id}")))?;
-    let copy = out.snapshot_id().unwrap_or_default().to_string();
+    Ok(out.snapshot_id().unwrap_or_default().to_string())
+}
+
+/// Waits until snapshot `copy` of the account of `ec2` is completed (at
+/// most `timeout`); returns its volume size in GiB.
+pub async fn wait_completed(ec2: &Client, copy: &str, timeout: Duration) -> Result<i32> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(200);
     loop {
         let d = ec2
             .describe_snapshots()
-            .snapshot_ids(&copy)
+            .snapshot_ids(copy)
             .send()
             .await
             .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", format!("snapshot {copy}")))?;
         let s = d.snapshots().first();
         match s.and_then(|s| s.state()).map(|s| s.as_str()) {
-            Some("completed") => {
-                return Ok((copy, s.and_then(|s| s.volume_size()).unwrap_or(0)));
-            }
+            Some("completed") => return Ok(s.and_then(|s| s.volume_size()).unwrap_or(0)),
             Some("error") => {
                 return Err(Error::new(
                     ErrorKind::Failed,

@@ -215,8 +215,13 @@ impl Source for S3RestoreSource {
                 }
                 let items: Vec<Result<Item>> = chosen
                     .into_iter()
-                    // escrow-sync's own multipart journal is not data.
-                    .filter(|e| !e.key.starts_with(crate::journal::JOURNAL_DIR))
+                    // escrow-sync's own multipart journal (under the job's
+                    // escrow prefix) is not data.
+                    .filter(|e| {
+                        !e.key
+                            .strip_prefix(strip.as_str())
+                            .is_some_and(|k| k.starts_with(crate::journal::JOURNAL_DIR))
+                    })
                     .map(|e| {
                         let key = e.key.strip_prefix(strip.as_str()).unwrap_or(&e.key).to_string();
                         Ok(Item::new(key, ItemKind::Object, e.size, e.etag)
