@@ -13,13 +13,14 @@ use escrow_sync_e2e::{BucketPair, ESCROW, admin, cli, get, s3, unique};
 const RECOVERY: &str = "333333333333";
 const RECOVERY_ROLE: &str = "arn:aws:iam::333333333333:role/recovery";
 
-fn restore(config: &str, extra: &[&str]) -> escrow_sync_e2e::Outcome {
+/// `escrow-sync restore` of `job` into the recovery account, JSON out.
+fn restore_job(config: &str, job: &str, extra: &[&str]) -> escrow_sync_e2e::Outcome {
     let mut args = vec![
         "restore",
         "--config",
         config,
         "--job",
-        "assets",
+        job,
         "--target-role-arn",
         RECOVERY_ROLE,
         "--output",
@@ -27,6 +28,10 @@ fn restore(config: &str, extra: &[&str]) -> escrow_sync_e2e::Outcome {
     ];
     args.extend_from_slice(extra);
     cli(&args)
+}
+
+fn restore(config: &str, extra: &[&str]) -> escrow_sync_e2e::Outcome {
+    restore_job(config, "assets", extra)
 }
 
 #[tokio::test]
@@ -165,21 +170,7 @@ async fn a_table_copy_is_drilled_and_restored_into_the_recovery_account() {
     ));
     let cfg = config.to_str().unwrap();
     assert_eq!(cli(&["run", "--config", cfg]).code, 0);
-    let table_restore = |extra: &[&str]| {
-        let mut args = vec![
-            "restore",
-            "--config",
-            cfg,
-            "--job",
-            "orders",
-            "--target-role-arn",
-            RECOVERY_ROLE,
-            "--output",
-            "json",
-        ];
-        args.extend_from_slice(extra);
-        cli(&args)
-    };
+    let table_restore = |extra: &[&str]| restore_job(cfg, "orders", extra);
 
     let drill_table = unique("drill-orders");
     let drill = table_restore(&["--target-table", &drill_table, "--drill"]);
@@ -239,21 +230,7 @@ async fn export_generations_are_drilled_at_two_times_and_an_altered_file_is_refu
     let first = escrow_sync_core::rfc3339(SystemTime::now());
     put_items(&primary, &source, (50..80).map(item)).await;
     assert_eq!(cli(&["run", "--config", cfg]).code, 0);
-    let table_restore = |extra: &[&str]| {
-        let mut args = vec![
-            "restore",
-            "--config",
-            cfg,
-            "--job",
-            "orders",
-            "--target-role-arn",
-            RECOVERY_ROLE,
-            "--output",
-            "json",
-        ];
-        args.extend_from_slice(extra);
-        cli(&args)
-    };
+    let table_restore = |extra: &[&str]| restore_job(cfg, "orders", extra);
 
     for (at, items) in [(Some(first.as_str()), 50), (None, 80)] {
         let drill_table = unique("drill-gen");
@@ -378,21 +355,7 @@ async fn an_ebs_snapshot_is_shared_copied_into_the_recovery_account_and_drilled(
                 .to_vec()
         }
     };
-    let restore = |extra: &[&str]| {
-        let mut args = vec![
-            "restore",
-            "--config",
-            cfg,
-            "--job",
-            "volumes",
-            "--target-role-arn",
-            RECOVERY_ROLE,
-            "--output",
-            "json",
-        ];
-        args.extend_from_slice(extra);
-        cli(&args)
-    };
+    let restore = |extra: &[&str]| restore_job(cfg, "volumes", extra);
 
     let dry = restore(&[]);
     assert_eq!(dry.code, 0, "{dry:?}");

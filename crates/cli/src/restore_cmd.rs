@@ -78,6 +78,50 @@ struct Drill {
     cleanup_error: Option<String>,
 }
 
+impl Restored {
+    /// An empty report of restoring job `args.job` from `source` into
+    /// `target` (in `account`), in the mode the arguments ask for.
+    fn new(
+        args: &RestoreArgs,
+        kind: &'static str,
+        source: String,
+        target: String,
+        account: &str,
+        at: Option<String>,
+    ) -> Self {
+        let mode = if args.drill {
+            "drill"
+        } else if args.apply {
+            "apply"
+        } else {
+            "dry-run"
+        };
+        Restored {
+            job: args.job.clone(),
+            kind,
+            mode,
+            source,
+            target,
+            target_account: account.to_string(),
+            at,
+            restored: 0,
+            bytes: 0,
+            already_there: 0,
+            failed: Vec::new(),
+            drill: None,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// A drill's refusal of an existing target (`what`: bucket or table).
+fn drill_refuses(what: &str, name: &str, account: &str) -> Error {
+    Error::invalid_config(format!(
+        "--drill restores into a {what} it creates and deletes afterwards, and {name} already \
+         exists in account {account}: pass --target-{what} with a free name"
+    ))
+}
+
 /// Parses `--at` (RFC 3339).
 fn parse_at(at: Option<&str>) -> Result<Option<SystemTime>, Error> {
     let Some(text) = at else { return Ok(None) };
@@ -287,28 +331,14 @@ async fn restore_s3(
         .with_expected_owner(Some(escrow.account_id().to_string()).filter(|a| !a.is_empty()));
     let sink =
         S3Sink::from_client(target_s3.clone(), &bucket).with_expected_owner(Some(account.clone()));
-    let mode = if args.drill {
-        "drill"
-    } else if args.apply {
-        "apply"
-    } else {
-        "dry-run"
-    };
-    let mut restored = Restored {
-        job: args.job.clone(),
-        kind: "s3",
-        mode,
-        source: source.describe(),
-        target: format!("s3://{bucket}"),
-        target_account: account.clone(),
-        at: at.map(escrow_sync_core::rfc3339),
-        restored: 0,
-        bytes: 0,
-        already_there: 0,
-        failed: Vec::new(),
-        drill: None,
-        notes: Vec::new(),
-    };
+    let mut restored = Restored::new(
+        args,
+        "s3",
+        source.describe(),
+        format!("s3://{bucket}"),
+        &account,
+        at.map(escrow_sync_core::rfc3339),
+    );
     let exists = bucket_exists(&target_s3, &bucket, &account).await.map_err(|e| {
         Error::invalid_config(format!(
             "target bucket {bucket} is not usable by the recovery account {account} ({}): bucket \
@@ -318,10 +348,7 @@ async fn restore_s3(
         ))
     })?;
     if args.drill && exists {
-        return Err(Error::invalid_config(format!(
-            "--drill restores into a bucket it creates and deletes afterwards, and s3://{bucket} \
-             already exists in account {account}: pass --target-bucket with a free name"
-        )));
+        return Err(drill_refuses("bucket", &format!("s3://{bucket}"), &account));
     }
     let executor = Executor::new(ExecutorOptions::new().with_concurrency(job.concurrency))
         .with_cancellation(cancel);
@@ -432,34 +459,17 @@ async fn restore_table(
         1e12,
     );
     let sink = DynamoDbSink::new(target_ddb.clone(), table(), keys);
-    let mode = if args.drill {
-        "drill"
-    } else if args.apply {
-        "apply"
-    } else {
-        "dry-run"
-    };
-    let mut restored = Restored {
-        job: args.job.clone(),
-        kind: "dynamodb",
-        mode,
-        source: source.describe(),
-        target: format!("dynamodb://{name}"),
-        target_account: account.clone(),
-        at: None,
-        restored: 0,
-        bytes: 0,
-        already_there: 0,
-        failed: Vec::new(),
-        drill: None,
-        notes: Vec::new(),
-    };
+    let mut restored = Restored::new(
+        args,
+        "dynamodb",
+        source.describe(),
+        format!("dynamodb://{name}"),
+        &account,
+        None,
+    );
     let existing = table().describe().await?;
     if args.drill && existing.is_some() {
-        return Err(Error::invalid_config(format!(
-            "--drill restores into a table it creates and deletes afterwards, and {name} already \
-             exists in account {account}: pass --target-table with a free name"
-        )));
+        return Err(drill_refuses("table", &name, &account));
     }
     let executor =
         Executor::new(ExecutorOptions::new().with_concurrency(16)).with_cancellation(cancel);
@@ -573,28 +583,16 @@ async fn restore_snapshots(
         .filter(|c| ids.is_empty() || ids.contains(&&c.source_id))
         .collect();
     let chosen = as_of(copies, at);
-    let mode = if args.drill {
-        "drill"
-    } else if args.apply {
-        "apply"
-    } else {
-        "dry-run"
-    };
-    let mut restored = Restored {
-        job: args.job.clone(),
-        kind: "ec2",
-        mode,
-        source: format!("ebs://escrow/{region}"),
-        target: format!("ebs://{account}/{region}"),
-        target_account: account.clone(),
-        at: at.map(escrow_sync_core::rfc3339),
-        restored: chosen.len() as u64,
-        bytes: chosen.iter().map(|c| c.size_gib.max(0) as u64 * (1 << 30)).sum(),
-        already_there: 0,
-        failed: Vec::new(),
-        drill: None,
-        notes: Vec::new(),
-    };
+    let mut restored = Restored::new(
+        args,
+        "ec2",
+        format!("ebs://escrow/{region}"),
+        format!("ebs://{account}/{region}"),
+        &account,
+        at.map(escrow_sync_core::rfc3339),
+    );
+    restored.restored = chosen.len() as u64;
+    restored.bytes = chosen.iter().map(|c| c.size_gib.max(0) as u64 * (1 << 30)).sum();
     if ids.is_empty() {
         restored.notes.push(format!(
             "the job selects by tags: every escrow copy of a primary ({primary}) snapshot counts"
@@ -777,34 +775,17 @@ async fn restore_generation(
     let name = args.target_table.clone().unwrap_or_else(|| job.source_table.clone());
     let target_ddb = escrow_sync_dynamodb::client(target);
     let table = || EscrowTable::from_client(target_ddb.clone(), &name);
-    let mode = if args.drill {
-        "drill"
-    } else if args.apply {
-        "apply"
-    } else {
-        "dry-run"
-    };
-    let mut restored = Restored {
-        job: args.job.clone(),
-        kind: "dynamodb",
-        mode,
-        source: format!("s3://{bucket}/{dir} (export generation {generation})"),
-        target: format!("dynamodb://{name}"),
-        target_account: account.clone(),
-        at: at.map(escrow_sync_core::rfc3339),
-        restored: 0,
-        bytes: 0,
-        already_there: 0,
-        failed: Vec::new(),
-        drill: None,
-        notes: Vec::new(),
-    };
+    let mut restored = Restored::new(
+        args,
+        "dynamodb",
+        format!("s3://{bucket}/{dir} (export generation {generation})"),
+        format!("dynamodb://{name}"),
+        &account,
+        at.map(escrow_sync_core::rfc3339),
+    );
     let existing = table().describe().await?;
     if args.drill && existing.is_some() {
-        return Err(Error::invalid_config(format!(
-            "--drill restores into a table it creates and deletes afterwards, and {name} already \
-             exists in account {account}: pass --target-table with a free name"
-        )));
+        return Err(drill_refuses("table", &name, &account));
     }
     if existing.is_some() {
         table().check(&info).await?;
