@@ -33,6 +33,9 @@ use crate::config::{Config, DynamoDbJob, Ec2Job, JobRef, S3Job};
 use crate::output::exit;
 use crate::{OutputFormat, RestoreArgs};
 
+/// The longest pause between two looks at a snapshot copy in progress.
+const MAX_POLL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How many objects a drill compares at once.
 const COMPARE_CONCURRENCY: usize = 8;
 
@@ -629,7 +632,7 @@ async fn restore_snapshots(
             Ok(id) => {
                 // Known from now on, so a drill deletes it whatever follows.
                 recovered.push(id.clone());
-                wait_completed(&target_ec2, &id, timeout).await.map(|size| (id, size))
+                wait_completed(&target_ec2, &id, timeout, MAX_POLL).await.map(|size| (id, size))
             }
             Err(e) => Err(e),
         };

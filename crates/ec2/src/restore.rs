@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{ResourceType, SnapshotState, Tag, TagSpecification};
 
 use escrow_sync_aws::sdk_error;
-use escrow_sync_core::{Error, ErrorKind, Result};
+use escrow_sync_core::Result;
 
-use crate::snapshots::{LINEAGE_TAG, SOURCE_SNAPSHOT_TAG, share_snapshot, system_time};
+use crate::snapshots::{
+    LINEAGE_TAG, SOURCE_SNAPSHOT_TAG, escrow_copies, share_snapshot, system_time, wait_snapshot,
+};
 
 /// The tag on a recovered copy naming the escrow copy it came from.
 pub const RESTORED_FROM_TAG: &str = "escrow-sync:restored-from";
@@ -41,19 +43,10 @@ fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
 
 /// Every completed escrow-sync copy the escrow account holds.
 pub async fn escrow_snapshots(ec2: &Client) -> Result<Vec<EscrowSnapshot>> {
-    let all: Vec<aws_sdk_ec2::types::Snapshot> = ec2
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(Filter::builder().name("tag-key").values(SOURCE_SNAPSHOT_TAG).build())
-        .filters(Filter::builder().name("status").values("completed").build())
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", "escrow snapshots"))?;
+    let all = escrow_copies(ec2).await?;
     Ok(all
         .iter()
+        .filter(|s| s.state() == Some(&SnapshotState::Completed))
         .filter_map(|s| {
             Some(EscrowSnapshot {
                 id: s.snapshot_id()?.to_string(),
@@ -125,42 +118,16 @@ pub async fn start_copy(
 }
 
 /// Waits until snapshot `copy` of the account of `ec2` is completed (at
-/// most `timeout`); returns its volume size in GiB.
-pub async fn wait_completed(ec2: &Client, copy: &str, timeout: Duration) -> Result<i32> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(200);
-    loop {
-        let d = ec2
-            .describe_snapshots()
-            .snapshot_ids(copy)
-            .send()
-            .await
-            .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", format!("snapshot {copy}")))?;
-        let s = d.snapshots().first();
-        match s.and_then(|s| s.state()).map(|s| s.as_str()) {
-            Some("completed") => return Ok(s.and_then(|s| s.volume_size()).unwrap_or(0)),
-            Some("error") => {
-                return Err(Error::new(
-                    ErrorKind::Failed,
-                    "ec2:CopySnapshot",
-                    format!("snapshot {copy}"),
-                    s.and_then(|s| s.state_message()).unwrap_or("the copy failed").to_string(),
-                ));
-            }
-            _ if tokio::time::Instant::now() >= deadline => {
-                return Err(Error::new(
-                    ErrorKind::Failed,
-                    "ec2:CopySnapshot",
-                    format!("snapshot {copy}"),
-                    format!("not completed after {}s", timeout.as_secs()),
-                ));
-            }
-            _ => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
+/// most `timeout`, polling from 1 s up to every `max_poll`); returns its
+/// volume size in GiB.
+pub async fn wait_completed(
+    ec2: &Client,
+    copy: &str,
+    timeout: Duration,
+    max_poll: Duration,
+) -> Result<i32> {
+    let s = wait_snapshot(ec2, copy, timeout, max_poll, &format!("recovered copy {copy}")).await?;
+    Ok(s.volume_size().unwrap_or(0))
 }
 
 /// Deletes snapshot `id` of the account of `ec2` (a drill's own copy).

@@ -507,17 +507,7 @@ impl EbsSnapshotSink {
         }
         let fresh = std::sync::Arc::new(
             async {
-                let all: Vec<aws_sdk_ec2::types::Snapshot> = self
-                    .ec2
-                    .describe_snapshots()
-                    .owner_ids("self")
-                    .filters(Filter::builder().name("tag-key").values(SOURCE_SNAPSHOT_TAG).build())
-                    .into_paginator()
-                    .items()
-                    .send()
-                    .try_collect()
-                    .await
-                    .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", "escrow snapshots"))?;
+                let all = escrow_copies(&self.ec2).await?;
                 let mut by_source: BTreeMap<String, Vec<aws_sdk_ec2::types::Snapshot>> =
                     BTreeMap::new();
                 for s in all {
@@ -591,6 +581,22 @@ impl EbsSnapshotSink {
         wait_snapshot(&self.ec2, copy_id, self.timeout, self.max_poll, &self.resource(source_id))
             .await
     }
+}
+
+/// Every escrow-sync copy the account of `ec2` holds (any state): its own
+/// snapshots carrying [`SOURCE_SNAPSHOT_TAG`].
+pub(crate) async fn escrow_copies(
+    ec2: &aws_sdk_ec2::Client,
+) -> Result<Vec<aws_sdk_ec2::types::Snapshot>> {
+    ec2.describe_snapshots()
+        .owner_ids("self")
+        .filters(Filter::builder().name("tag-key").values(SOURCE_SNAPSHOT_TAG).build())
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| sdk_error(e, "ec2:DescribeSnapshots", "escrow snapshots"))
 }
 
 /// Polls `copy_id` (from 1 s, doubling to `max_poll`) until it completes;
