@@ -24,10 +24,8 @@
 //! to be refused in a clean escrow and to succeed once the reader role is
 //! given rights on escrow resources.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_credential_types::Credentials;
@@ -37,84 +35,13 @@ use aws_sdk_s3::types::{
 use serde_json::Value;
 
 use escrow_sync_aws::Session;
-use escrow_sync_e2e::{ESCROW, ESCROW_ROLE, Outcome, PRIMARY, READER_ROLE, workspace_root};
+use escrow_sync_e2e::{ESCROW, ESCROW_ROLE, Outcome, PRIMARY, READER_ROLE};
 
 const ALL: &str =
     r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
-/// A private emulator for one test.
-struct Server {
-    child: Child,
-    port: u16,
-    endpoint: String,
-}
-
-impl Server {
-    fn start() -> Self {
-        let dir = target_dir().join("emulator");
-        let python = dir.join("venv").join("bin").join("python");
-        let launcher = dir.join("moto_server_escrow.py");
-        assert!(
-            python.exists() && launcher.exists(),
-            "{} or {} is missing: run the suites with `cargo xtask test` (it installs the emulator)",
-            python.display(),
-            launcher.display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = std::fs::File::create(dir.join(format!("audit-{port}.log"))).expect("log file");
-        let child = Command::new(python)
-            .arg(launcher)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env_remove("MOTO_ACCOUNT_ID")
-            .env_remove("INITIAL_NO_AUTH_ACTION_COUNT")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start a private emulator");
-        let server = Server { child, port, endpoint: format!("http://127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the private emulator did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-
-    /// With `on`, every request needs an identity moto knows with a policy
-    /// that allows it (on this server only).
-    fn set_iam_enforced(&self, on: bool) {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        let body = if on { "0" } else { "inf" };
-        write!(
-            s,
-            "POST /moto-api/reset-auth HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: text/plain\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.port,
-            body.len()
-        )
-        .expect("send");
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).expect("read");
-        assert!(answer.starts_with("HTTP/1.1 200"), "reset-auth: {answer}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The private emulator of one test.
+type Server = escrow_sync_e2e::PrivateEmulator;
 
 async fn sdk_config(endpoint: &str, credentials: Credentials) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
@@ -201,7 +128,7 @@ struct World {
 
 impl World {
     async fn start() -> World {
-        let server = Server::start();
+        let server = Server::start("audit");
         let ep = server.endpoint.clone();
         let (boot_escrow, boot_primary) =
             (bootstrap(&ep, ESCROW).await, bootstrap(&ep, PRIMARY).await);

@@ -1,8 +1,8 @@
 //! Generated policies on the emulator: valid templates, and with IAM
 //! enforcement on, enough for a run and each statement needed.
 //!
-//! Each test starts its own moto (on a free 127.0.0.1 port, stopped by PID
-//! when dropped) with `INITIAL_NO_AUTH_ACTION_COUNT` in its environment:
+//! Each test starts its own moto (`escrow_sync_e2e::PrivateEmulator`: a
+//! free 127.0.0.1 port, stopped by PID when dropped), IAM enforcement off:
 //! requests are free until the test has bootstrapped an administrator user
 //! in each account and the user that runs escrow-sync, then the test turns
 //! enforcement on (`/moto-api/reset-auth`) and everything after is checked
@@ -33,10 +33,7 @@
 //!   either, and their sharing conditions are not evaluated: covered by the
 //!   unit tests only.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_credential_types::Credentials;
@@ -57,76 +54,22 @@ use escrow_sync_governance::policy::EXTERNAL_ID_PLACEHOLDER;
 const EXTERNAL_ID: &str = "policy-test-external-id";
 const REGION: &str = "us-east-1";
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| escrow_sync_e2e::workspace_root().join("target"))
-}
-
 /// This test's own moto, IAM enforcement off until [`Moto::enforce`].
 struct Moto {
-    child: Child,
-    port: u16,
+    server: escrow_sync_e2e::PrivateEmulator,
     endpoint: String,
 }
 
 impl Moto {
     fn start() -> Self {
-        let dir = target_dir().join("emulator");
-        let python = dir.join("venv").join("bin").join("python");
-        let launcher = dir.join("moto_server_escrow.py");
-        assert!(
-            python.exists() && launcher.exists(),
-            "{} or {} is missing: run the suites with `cargo xtask test` (it installs the emulator)",
-            python.display(),
-            launcher.display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = std::fs::File::create(
-            target_dir().join("emulator").join(format!("policy-iam-{port}.log")),
-        )
-        .expect("log file");
-        let child = Command::new(python)
-            .arg(launcher)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env_remove("MOTO_ACCOUNT_ID")
-            // Requests are free until enforce(): the bootstrap of the users.
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "1000000")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start moto");
-        let moto = Moto { child, port, endpoint: format!("http://127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not start (see policy-iam-{port}.log)");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        moto
+        let server = escrow_sync_e2e::PrivateEmulator::start("policy-iam");
+        let endpoint = server.endpoint.clone();
+        Moto { server, endpoint }
     }
 
     /// Every request from now on is checked against IAM.
     fn enforce(&self) {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        let body = "0";
-        write!(
-            s,
-            "POST /moto-api/reset-auth HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n{body}",
-            self.port,
-            body.len()
-        )
-        .expect("post reset-auth");
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        assert!(
-            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
-            "{answer}"
-        );
+        self.server.set_iam_enforced(true);
     }
 
     async fn config(&self, key: &str, secret: &str, token: Option<String>) -> SdkConfig {
@@ -176,13 +119,6 @@ impl Moto {
                 ("AWS_REGION", REGION),
             ],
         )
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -703,3 +703,85 @@ pub mod ddb {
         }
     }
 }
+
+/// A private emulator for one test (xtask's launcher on a free 127.0.0.1
+/// port, stopped by PID when dropped), for suites that switch IAM
+/// enforcement on: IAM roles and trails are account-wide, and enforcement
+/// is server-wide, so a shared server would mix tests. Enforcement is off
+/// until [`PrivateEmulator::set_iam_enforced`].
+pub struct PrivateEmulator {
+    child: std::process::Child,
+    /// The port it listens on.
+    pub port: u16,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+impl PrivateEmulator {
+    /// Starts one, logging to `target/emulator/<log>-<port>.log`.
+    pub fn start(log: &str) -> Self {
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"))
+            .join("emulator");
+        let python = dir.join("venv").join("bin").join("python");
+        let launcher = dir.join("moto_server_escrow.py");
+        assert!(
+            python.exists() && launcher.exists(),
+            "{} or {} is missing: run the suites with `cargo xtask test` (it installs the emulator)",
+            python.display(),
+            launcher.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log = std::fs::File::create(dir.join(format!("{log}-{port}.log"))).expect("log file");
+        let child = Command::new(python)
+            .arg(launcher)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env_remove("MOTO_ACCOUNT_ID")
+            .env_remove("INITIAL_NO_AUTH_ACTION_COUNT")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start a private emulator");
+        let server = PrivateEmulator { child, port, endpoint: format!("http://127.0.0.1:{port}") };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the private emulator did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// With `on`, every request needs an identity moto knows with a policy
+    /// that allows it (`POST /moto-api/reset-auth`, on this server only).
+    pub fn set_iam_enforced(&self, on: bool) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let body = if on { "0" } else { "inf" };
+        write!(
+            s,
+            "POST /moto-api/reset-auth HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.port,
+            body.len()
+        )
+        .expect("send");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "reset-auth: {answer}"
+        );
+    }
+}
+
+impl Drop for PrivateEmulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
