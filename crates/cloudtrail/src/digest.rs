@@ -1,0 +1,238 @@
+//! Digest files and the names CloudTrail gives its files.
+//!
+//! A digest file (`…/CloudTrail-Digest/<region>/…/<account>_CloudTrail-Digest_<region>_<trail>_<region>_<end>.json.gz`)
+//! lists the log files delivered in its hour with the SHA-256 of each
+//! (uncompressed), and the signature and SHA-256 of the previous digest.
+//! Its own signature is the `signature` user metadata of the object: hex
+//! SHA256withRSA over
+//!
+//! ```text
+//! <digestEndTime>\n<digestS3Bucket>/<digestS3Object>\n<hex SHA-256 of the uncompressed digest>\n<previousDigestSignature or "null">
+//! ```
+
+use std::io::Read;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// The user metadata key holding a digest's signature.
+pub const SIGNATURE_META: &str = "signature";
+/// The user metadata key holding a digest's signature algorithm.
+pub const SIGNATURE_ALGORITHM_META: &str = "signature-algorithm";
+
+/// A digest file's contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Digest {
+    /// The account whose logs it covers.
+    pub aws_account_id: String,
+    /// Start of the hour it covers (RFC 3339).
+    pub digest_start_time: String,
+    /// End of the hour it covers (RFC 3339); part of the signed string.
+    pub digest_end_time: String,
+    /// The bucket it was delivered to.
+    pub digest_s3_bucket: String,
+    /// The key it was delivered to.
+    pub digest_s3_object: String,
+    /// The fingerprint of the public key that verifies it.
+    #[serde(default)]
+    pub digest_public_key_fingerprint: String,
+    /// `SHA256withRSA`.
+    #[serde(default)]
+    pub digest_signature_algorithm: String,
+    /// Newest event in the log files it lists.
+    #[serde(default)]
+    pub newest_event_time: Option<String>,
+    /// Oldest event in the log files it lists.
+    #[serde(default)]
+    pub oldest_event_time: Option<String>,
+    /// The previous digest's bucket (absent at the start of a chain).
+    #[serde(default)]
+    pub previous_digest_s3_bucket: Option<String>,
+    /// The previous digest's key.
+    #[serde(default)]
+    pub previous_digest_s3_object: Option<String>,
+    /// Hex SHA-256 of the previous digest (uncompressed).
+    #[serde(default)]
+    pub previous_digest_hash_value: Option<String>,
+    /// `SHA-256`.
+    #[serde(default)]
+    pub previous_digest_hash_algorithm: Option<String>,
+    /// The previous digest's signature (hex).
+    #[serde(default)]
+    pub previous_digest_signature: Option<String>,
+    /// The log files delivered in the hour.
+    #[serde(default)]
+    pub log_files: Vec<LogFileEntry>,
+}
+
+/// One log file a digest lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogFileEntry {
+    /// Its bucket.
+    pub s3_bucket: String,
+    /// Its key.
+    pub s3_object: String,
+    /// Hex SHA-256 of its uncompressed content.
+    pub hash_value: String,
+    /// `SHA-256`.
+    #[serde(default)]
+    pub hash_algorithm: String,
+    /// Newest event in it.
+    #[serde(default)]
+    pub newest_event_time: Option<String>,
+    /// Oldest event in it.
+    #[serde(default)]
+    pub oldest_event_time: Option<String>,
+}
+
+impl Digest {
+    /// The string CloudTrail signs, given the hex SHA-256 of this digest's
+    /// uncompressed content.
+    pub fn signing_string(&self, content_sha256: &str) -> String {
+        format!(
+            "{}\n{}/{}\n{}\n{}",
+            self.digest_end_time,
+            self.digest_s3_bucket,
+            self.digest_s3_object,
+            content_sha256,
+            self.previous_digest_signature.as_deref().unwrap_or("null")
+        )
+    }
+}
+
+/// Gunzips a CloudTrail file (plain content is returned as is: S3 may
+/// have served it decoded).
+pub fn gunzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out)?;
+        Ok(out)
+    } else {
+        Ok(bytes.to_vec())
+    }
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// What a digest file's name says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestName {
+    /// The account.
+    pub account: String,
+    /// The region.
+    pub region: String,
+    /// The trail's name.
+    pub trail: String,
+    /// The end of the hour it covers (epoch seconds).
+    pub end: i64,
+    /// A backfill digest (delivered late, outside the chain).
+    pub backfill: bool,
+}
+
+impl DigestName {
+    /// Parses `<account>_CloudTrail-Digest_<region>_<trail>_<region>_<end>[_backfill].json.gz`
+    /// (the last path segment of `key`).
+    pub fn parse(key: &str) -> Option<DigestName> {
+        let file = key.rsplit('/').next()?;
+        let stem = file.strip_suffix(".json.gz")?;
+        let (stem, backfill) = match stem.strip_suffix("_backfill") {
+            Some(s) => (s, true),
+            None => (stem, false),
+        };
+        let (account, rest) = stem.split_once("_CloudTrail-Digest_")?;
+        let (rest, end) = rest.rsplit_once('_')?;
+        let end = crate::time::parse_compact(end)?;
+        let (region, rest) = rest.split_once('_')?;
+        let trail = rest.strip_suffix(region)?.strip_suffix('_')?;
+        if account.is_empty() || region.is_empty() || trail.is_empty() {
+            return None;
+        }
+        Some(DigestName {
+            account: account.to_string(),
+            region: region.to_string(),
+            trail: trail.to_string(),
+            end,
+            backfill,
+        })
+    }
+}
+
+/// What a log file's name says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogName {
+    /// The account.
+    pub account: String,
+    /// The region.
+    pub region: String,
+    /// When it was written (epoch seconds, to the minute).
+    pub time: i64,
+}
+
+impl LogName {
+    /// Parses `<account>_CloudTrail_<region>_<YYYYMMDDTHHmmZ>_<unique>.json.gz`.
+    pub fn parse(key: &str) -> Option<LogName> {
+        let file = key.rsplit('/').next()?;
+        let stem = file.strip_suffix(".json.gz")?;
+        let (account, rest) = stem.split_once("_CloudTrail_")?;
+        let (region, rest) = rest.split_once('_')?;
+        let (time, _unique) = rest.split_once('_')?;
+        Some(LogName {
+            account: account.to_string(),
+            region: region.to_string(),
+            time: crate::time::parse_compact(time)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse() {
+        let d = DigestName::parse(
+            "p/AWSLogs/111122223333/CloudTrail-Digest/us-east-2/2015/08/17/\
+             111122223333_CloudTrail-Digest_us-east-2_my_trail-1_us-east-2_20150817T150131Z.json.gz",
+        )
+        .unwrap();
+        assert_eq!(
+            (d.account.as_str(), d.region.as_str(), d.trail.as_str()),
+            ("111122223333", "us-east-2", "my_trail-1")
+        );
+        assert!(!d.backfill);
+        assert_eq!(Some(d.end), crate::time::parse_rfc3339("2015-08-17T15:01:31Z"));
+        let b = DigestName::parse(
+            "111122223333_CloudTrail-Digest_eu-west-1_t_eu-west-1_20150817T150131Z_backfill.json.gz",
+        )
+        .unwrap();
+        assert!(b.backfill && b.trail == "t");
+        assert_eq!(
+            DigestName::parse("111122223333_CloudTrail_us-east-1_20150817T1501Z_ab.json.gz"),
+            None
+        );
+        let l = LogName::parse(
+            "AWSLogs/111122223333/CloudTrail/us-east-1/2015/08/17/111122223333_CloudTrail_us-east-1_20150817T1501Z_Abc_def.json.gz",
+        )
+        .unwrap();
+        assert_eq!((l.account.as_str(), l.region.as_str()), ("111122223333", "us-east-1"));
+        assert_eq!(Some(l.time), crate::time::parse_rfc3339("2015-08-17T15:01:00Z"));
+    }
+
+    #[test]
+    fn the_signing_string_is_the_documented_one() {
+        let d: Digest = serde_json::from_str(
+            r#"{"awsAccountId":"1","digestStartTime":"2015-08-17T14:01:31Z",
+                "digestEndTime":"2015-08-17T15:01:31Z","digestS3Bucket":"b","digestS3Object":"k",
+                "previousDigestSignature":null,"logFiles":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(d.signing_string("ab"), "2015-08-17T15:01:31Z\nb/k\nab\nnull");
+        let json = serde_json::to_value(&d).unwrap();
+        assert!(json.get("digestS3Bucket").is_some() && json.get("awsAccountId").is_some());
+    }
+}

@@ -1,0 +1,176 @@
+//! Where a validation reads a trail's files: the escrow copy of the log
+//! bucket (an S3 bucket holding `<dest_prefix><source bucket>/<key>`), or
+//! anything else that can list and read by the names CloudTrail gave.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+
+use escrow_sync_core::Result;
+
+/// A file's bytes and user metadata.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    /// Its bytes as stored (gzip).
+    pub body: Vec<u8>,
+    /// Its user metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// An earlier version of a file (escrow keeps every version).
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    /// Its version id.
+    pub version_id: String,
+    /// When it was stored (RFC 3339), if known.
+    pub stored_at: Option<String>,
+    /// Its bytes.
+    pub body: Vec<u8>,
+}
+
+/// Read access to a trail's files by their CloudTrail names.
+#[async_trait]
+pub trait TrailStore: Send + Sync {
+    /// Every key under `prefix` of the log bucket `bucket`, in key order.
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>>;
+    /// The current content of `bucket`/`key`; `None` when it is not there.
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>>;
+    /// Earlier (noncurrent) versions of `bucket`/`key`, newest first.
+    async fn earlier_versions(&self, _bucket: &str, _key: &str) -> Result<Vec<StoredVersion>> {
+        Ok(Vec::new())
+    }
+    /// Where `bucket`/`key` is kept, for reports.
+    fn location(&self, bucket: &str, key: &str) -> String;
+}
+
+/// The escrow copy of log buckets: `bucket`/`key` is kept at
+/// `<escrow_bucket>/<prefix><bucket>/<key>`.
+#[derive(Debug, Clone)]
+pub struct EscrowTrailStore {
+    client: Client,
+    escrow_bucket: String,
+    prefix: String,
+}
+
+impl EscrowTrailStore {
+    /// The store in `escrow_bucket` under `prefix`.
+    pub fn from_client(client: Client, escrow_bucket: &str, prefix: &str) -> Self {
+        EscrowTrailStore { client, escrow_bucket: escrow_bucket.into(), prefix: prefix.into() }
+    }
+
+    /// The escrow key of `bucket`/`key`.
+    pub fn escrow_key(&self, bucket: &str, key: &str) -> String {
+        format!("{}{bucket}/{key}", self.prefix)
+    }
+
+    fn err<E>(
+        &self,
+        e: aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api_http::HttpResponse>,
+        op: &str,
+        key: &str,
+    ) -> escrow_sync_core::Error
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        escrow_sync_aws::sdk_error(e, op, format!("s3://{}/{key}", self.escrow_bucket))
+    }
+}
+
+/// The SDK's HTTP response type, named once.
+mod aws_smithy_runtime_api_http {
+    pub type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
+}
+
+async fn collect(body: aws_sdk_s3::primitives::ByteStream) -> std::io::Result<Vec<u8>> {
+    body.collect()
+        .await
+        .map(|b| b.into_bytes().to_vec())
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+#[async_trait]
+impl TrailStore for EscrowTrailStore {
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let full = self.escrow_key(bucket, prefix);
+        let strip = self.escrow_key(bucket, "");
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.escrow_bucket)
+            .prefix(&full)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err(e, "s3:ListObjectsV2", &full))?;
+            for o in page.contents() {
+                if let Some(k) = o.key().and_then(|k| k.strip_prefix(&strip)) {
+                    keys.push(k.to_string());
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>> {
+        let ekey = self.escrow_key(bucket, key);
+        let out = match self.client.get_object().bucket(&self.escrow_bucket).key(&ekey).send().await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(self.err(e, "s3:GetObject", &ekey)),
+        };
+        let metadata = out.metadata().cloned().unwrap_or_default().into_iter().collect();
+        let body = collect(out.body).await.map_err(|e| {
+            escrow_sync_core::Error::new(
+                escrow_sync_core::ErrorKind::Transient,
+                "s3:GetObject",
+                format!("s3://{}/{ekey}", self.escrow_bucket),
+                e.to_string(),
+            )
+        })?;
+        Ok(Some(StoredObject { body, metadata }))
+    }
+
+    async fn earlier_versions(&self, bucket: &str, key: &str) -> Result<Vec<StoredVersion>> {
+        let ekey = self.escrow_key(bucket, key);
+        let out = self
+            .client
+            .list_object_versions()
+            .bucket(&self.escrow_bucket)
+            .prefix(&ekey)
+            .send()
+            .await
+            .map_err(|e| self.err(e, "s3:ListObjectVersions", &ekey))?;
+        let mut versions = Vec::new();
+        for v in out.versions() {
+            if v.key() != Some(ekey.as_str()) || v.is_latest() == Some(true) {
+                continue;
+            }
+            let Some(id) = v.version_id() else { continue };
+            let got = self
+                .client
+                .get_object()
+                .bucket(&self.escrow_bucket)
+                .key(&ekey)
+                .version_id(id)
+                .send()
+                .await
+                .map_err(|e| self.err(e, "s3:GetObject", &ekey))?;
+            let Ok(body) = collect(got.body).await else { continue };
+            versions.push(StoredVersion {
+                version_id: id.to_string(),
+                stored_at: v
+                    .last_modified()
+                    .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+                body,
+            });
+        }
+        Ok(versions)
+    }
+
+    fn location(&self, bucket: &str, key: &str) -> String {
+        format!("s3://{}/{}", self.escrow_bucket, self.escrow_key(bucket, key))
+    }
+}

@@ -1,0 +1,324 @@
+//! Validation of synthetic trails (log files and hourly digests signed
+//! with a test RSA key, `escrow_sync_cloudtrail::synthetic`), with
+//! CloudTrail's public keys served through a mock of `ListPublicKeys`
+//! (the emulator has no CloudTrail public keys and writes no trail files).
+//! The store is in memory, with versions like the escrow bucket's; the
+//! emulator suite (tests/cloudtrail_escrow.rs) runs the same checks on a
+//! bucket copied by a run.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_cloudtrail::Client;
+use aws_sdk_cloudtrail::operation::list_public_keys::ListPublicKeysOutput;
+use aws_sdk_cloudtrail::types::PublicKey as SdkKey;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use aws_smithy_types::{Blob, DateTime};
+
+use escrow_sync_cloudtrail::synthetic::{SyntheticFile, SyntheticTrail, gzip};
+use escrow_sync_cloudtrail::{
+    Digest, FindingKind, Keyring, Location, Options, StoredObject, StoredVersion, TrailStore,
+    Validation, gunzip, time::parse_rfc3339, validate,
+};
+
+const BUCKET: &str = "primary-trail-logs";
+const START: &str = "2026-11-01T10:00:00Z";
+
+/// Versions of each (bucket, key), oldest first; `None` is a delete marker.
+type Versions = BTreeMap<(String, String), Vec<Option<StoredObject>>>;
+
+/// An in-memory versioned store.
+#[derive(Default, Clone)]
+struct Memory(Arc<Mutex<Versions>>);
+
+impl Memory {
+    fn put(&self, f: &SyntheticFile) {
+        let obj = StoredObject { body: f.body.clone(), metadata: f.metadata.clone() };
+        self.0.lock().unwrap().entry((BUCKET.into(), f.key.clone())).or_default().push(Some(obj));
+    }
+    fn delete(&self, key: &str) {
+        self.0.lock().unwrap().get_mut(&(BUCKET.into(), key.into())).unwrap().push(None);
+    }
+    fn current(&self, key: &str) -> StoredObject {
+        self.0.lock().unwrap()[&(BUCKET.to_string(), key.to_string())]
+            .last()
+            .cloned()
+            .flatten()
+            .unwrap()
+    }
+}
+
+#[async_trait]
+impl TrailStore for Memory {
+    async fn list(&self, bucket: &str, prefix: &str) -> escrow_sync_core::Result<Vec<String>> {
+        let m = self.0.lock().unwrap();
+        Ok(m.iter()
+            .filter(|((b, k), v)| {
+                b == bucket && k.starts_with(prefix) && v.last().unwrap().is_some()
+            })
+            .map(|((_, k), _)| k.clone())
+            .collect())
+    }
+    async fn get(&self, bucket: &str, key: &str) -> escrow_sync_core::Result<Option<StoredObject>> {
+        let m = self.0.lock().unwrap();
+        Ok(m.get(&(bucket.into(), key.into())).and_then(|v| v.last().cloned().flatten()))
+    }
+    async fn earlier_versions(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> escrow_sync_core::Result<Vec<StoredVersion>> {
+        let m = self.0.lock().unwrap();
+        let Some(v) = m.get(&(bucket.into(), key.into())) else { return Ok(Vec::new()) };
+        Ok(v[..v.len() - 1]
+            .iter()
+            .enumerate()
+            .rev()
+            .filter_map(|(i, o)| {
+                o.as_ref().map(|o| StoredVersion {
+                    version_id: format!("v{i}"),
+                    stored_at: None,
+                    body: o.body.clone(),
+                })
+            })
+            .collect())
+    }
+    fn location(&self, bucket: &str, key: &str) -> String {
+        format!("memory://{bucket}/{key}")
+    }
+}
+
+fn trail() -> &'static SyntheticTrail {
+    static T: std::sync::OnceLock<SyntheticTrail> = std::sync::OnceLock::new();
+    T.get_or_init(|| SyntheticTrail::new("111111111111", "us-east-1", "main", BUCKET, "audit/"))
+}
+
+/// Four hours, three log files an hour, stored.
+fn stored() -> (Memory, Vec<SyntheticFile>) {
+    let mem = Memory::default();
+    let files = trail().hours(parse_rfc3339(START).unwrap(), 4, 3);
+    for f in &files {
+        mem.put(f);
+    }
+    (mem, files)
+}
+
+fn location() -> Location {
+    Location {
+        bucket: BUCKET.into(),
+        key_prefix: "audit".into(),
+        trails: vec!["main".into()],
+        other_trails: vec![],
+    }
+}
+
+/// CloudTrail's keys as `ListPublicKeys` serves them: a decoy on the first
+/// page, the trail's key on the second.
+fn cloudtrail() -> Client {
+    let key = trail().public_key();
+    let first = mock!(Client::list_public_keys)
+        .match_requests(|r| {
+            r.next_token().is_none() && r.start_time().is_some() && r.end_time().is_some()
+        })
+        .then_output(|| {
+            ListPublicKeysOutput::builder()
+                .public_key_list(
+                    SdkKey::builder().fingerprint("decoy").value(Blob::new(vec![1, 2, 3])).build(),
+                )
+                .next_token("page-2")
+                .build()
+        });
+    let second = mock!(Client::list_public_keys)
+        .match_requests(|r| r.next_token() == Some("page-2"))
+        .then_output(move || {
+            ListPublicKeysOutput::builder()
+                .public_key_list(
+                    SdkKey::builder()
+                        .fingerprint(key.fingerprint.clone())
+                        .value(Blob::new(key.der.clone()))
+                        .validity_start_time(DateTime::from_secs(0))
+                        .validity_end_time(DateTime::from_secs(4_000_000_000))
+                        .build(),
+                )
+                .build()
+        });
+    mock_client!(aws_sdk_cloudtrail, RuleMode::MatchAny, [&first, &second])
+}
+
+async fn keyring() -> Keyring {
+    let start = UNIX_EPOCH + Duration::from_secs(parse_rfc3339(START).unwrap() as u64);
+    Keyring::fetch(&cloudtrail(), start, start + Duration::from_secs(86_400)).await.unwrap()
+}
+
+async fn check(mem: &Memory, options: Options) -> Validation {
+    let mut v = validate(mem, &keyring().await, &location(), options).await.unwrap();
+    assert_eq!(v.len(), 1);
+    v.remove(0)
+}
+
+fn kinds(v: &Validation) -> Vec<FindingKind> {
+    v.findings.iter().map(|f| f.kind).collect()
+}
+
+fn digest_of(f: &SyntheticFile) -> Digest {
+    serde_json::from_slice(&gunzip(&f.body).unwrap()).unwrap()
+}
+
+fn digests(files: &[SyntheticFile]) -> Vec<&SyntheticFile> {
+    files.iter().filter(|f| f.key.contains("CloudTrail-Digest")).collect()
+}
+
+#[tokio::test]
+async fn an_untouched_trail_validates() {
+    let (mem, _) = stored();
+    let v = check(&mem, Options::default()).await;
+    assert_eq!(v.findings, vec![], "{v:#?}");
+    assert_eq!((v.digests, v.log_files), (4, 12));
+    assert_eq!(v.covered_from.as_deref(), Some(START));
+    assert_eq!(v.covered_to.as_deref(), Some("2026-11-01T14:00:00Z"));
+    assert!(v.notes.iter().any(|n| n.contains("the chain starts at")), "{:?}", v.notes);
+}
+
+#[tokio::test]
+async fn a_modified_log_file_is_caught_with_its_time_range_and_the_original() {
+    let (mem, files) = stored();
+    let log = files.iter().find(|f| f.key.contains("/CloudTrail/")).unwrap();
+    let mut text = String::from_utf8(gunzip(&log.body).unwrap()).unwrap();
+    text = text.replace("PutObject", "GetObject");
+    mem.put(&SyntheticFile { body: gzip(text.as_bytes()), ..log.clone() });
+    let v = check(&mem, Options::default()).await;
+    assert_eq!(kinds(&v), vec![FindingKind::LogAltered], "{v:#?}");
+    let f = &v.findings[0];
+    assert_eq!(f.key, format!("s3://{BUCKET}/{}", log.key));
+    assert_eq!((f.from.as_str(), f.to.as_str()), ("2026-11-01T10:14:30Z", "2026-11-01T10:14:30Z"));
+    assert!(f.detail.contains("still holds the original as version v0"), "{}", f.detail);
+}
+
+#[tokio::test]
+async fn a_deleted_log_file_is_caught() {
+    let (mem, files) = stored();
+    let log = files.iter().filter(|f| f.key.contains("/CloudTrail/")).nth(4).unwrap();
+    mem.delete(&log.key);
+    let v = check(&mem, Options::default()).await;
+    assert_eq!(kinds(&v), vec![FindingKind::LogMissing], "{v:#?}");
+    assert!(v.findings[0].from.starts_with("2026-11-01T11:"), "{v:#?}");
+    assert!(v.findings[0].detail.contains("still holds the original"), "{v:#?}");
+}
+
+#[tokio::test]
+async fn a_forged_digest_is_caught() {
+    // Altered content under the old signature: a log entry dropped to hide it.
+    let (mem, files) = stored();
+    let d = digests(&files)[1];
+    let mut digest = digest_of(d);
+    let hidden = digest.log_files.remove(0);
+    let body = gzip(&serde_json::to_vec(&digest).unwrap());
+    mem.put(&SyntheticFile { body, ..d.clone() });
+    let v = check(&mem, Options::default()).await;
+    let k = kinds(&v);
+    assert!(k.contains(&FindingKind::DigestInvalidSignature), "{v:#?}");
+    // The next digest chains to the original's hash; the hidden log is unsigned.
+    assert!(k.contains(&FindingKind::ChainBroken), "{v:#?}");
+    let unsigned: Vec<_> =
+        v.findings.iter().filter(|f| f.kind == FindingKind::LogUnsigned).collect();
+    assert_eq!(unsigned.len(), 1, "{v:#?}");
+    assert!(unsigned[0].key.ends_with(&hidden.s3_object));
+    let forged = v.findings.iter().find(|f| f.kind == FindingKind::DigestInvalidSignature).unwrap();
+    assert_eq!(
+        (forged.from.as_str(), forged.to.as_str()),
+        ("2026-11-01T11:00:00Z", "2026-11-01T12:00:00Z")
+    );
+
+    // Signed by a key CloudTrail does not have.
+    let (mem, files) = stored();
+    let forger = SyntheticTrail::new("111111111111", "us-east-1", "main", BUCKET, "audit/");
+    let d = digests(&files)[2];
+    let mut digest = digest_of(d);
+    digest.digest_public_key_fingerprint = forger.fingerprint().to_string();
+    mem.put(&forger.digest_file(&digest));
+    let v = check(&mem, Options::default()).await;
+    assert!(kinds(&v).contains(&FindingKind::DigestUnsigned), "{v:#?}");
+
+    // No signature at all.
+    let (mem, files) = stored();
+    let d = digests(&files)[0];
+    mem.put(&SyntheticFile { metadata: BTreeMap::new(), ..d.clone() });
+    let v = check(&mem, Options::default()).await;
+    assert_eq!(kinds(&v), vec![FindingKind::DigestUnsigned], "{v:#?}");
+}
+
+#[tokio::test]
+async fn a_broken_chain_is_caught() {
+    // A digest deleted: a gap, and its hour's log files unsigned.
+    let (mem, files) = stored();
+    let d = digests(&files)[2];
+    mem.delete(&d.key);
+    let v = check(&mem, Options::default()).await;
+    let gap: Vec<_> = v.findings.iter().filter(|f| f.kind == FindingKind::DigestMissing).collect();
+    assert_eq!(gap.len(), 1, "{v:#?}");
+    assert_eq!(
+        (gap[0].from.as_str(), gap[0].to.as_str()),
+        ("2026-11-01T12:00:00Z", "2026-11-01T13:00:00Z")
+    );
+    assert_eq!(v.findings.iter().filter(|f| f.kind == FindingKind::LogUnsigned).count(), 3);
+    assert!(gap[0].detail.contains("escrow still holds"), "{}", gap[0].detail);
+
+    // A validly signed digest that chains to another predecessor: the
+    // chain breaks on both sides of it.
+    let (mem, files) = stored();
+    let d = digests(&files)[1];
+    let mut digest = digest_of(d);
+    digest.previous_digest_signature = Some("00".repeat(256));
+    mem.put(&trail().digest_file(&digest));
+    let v = check(&mem, Options::default()).await;
+    let broken: Vec<_> = v.findings.iter().filter(|f| f.kind == FindingKind::ChainBroken).collect();
+    assert_eq!(broken.len(), 2, "{v:#?}");
+    assert!(!kinds(&v).contains(&FindingKind::DigestInvalidSignature), "{v:#?}");
+}
+
+#[tokio::test]
+async fn a_log_file_added_after_delivery_is_unsigned() {
+    let (mem, _) = stored();
+    let t = parse_rfc3339("2026-11-01T11:30:00Z").unwrap();
+    mem.put(&SyntheticFile {
+        key: trail().log_key(t, "planted"),
+        body: gzip(b"{\"Records\":[]}"),
+        metadata: BTreeMap::new(),
+    });
+    // One written in the last hour is too recent to judge.
+    mem.put(&SyntheticFile {
+        key: trail().log_key(parse_rfc3339("2026-11-01T13:30:00Z").unwrap(), "recent"),
+        body: gzip(b"{\"Records\":[]}"),
+        metadata: BTreeMap::new(),
+    });
+    let v = check(&mem, Options::default()).await;
+    assert_eq!(kinds(&v), vec![FindingKind::LogUnsigned], "{v:#?}");
+    assert!(v.findings[0].key.contains("planted"));
+    assert_eq!(v.findings[0].from, "2026-11-01T11:30:00Z");
+    assert!(v.notes.iter().any(|n| n.contains("1 log file(s) are too recent")), "{:?}", v.notes);
+}
+
+#[tokio::test]
+async fn the_oldest_digest_gone_is_a_gap_only_after_since() {
+    let (mem, files) = stored();
+    mem.delete(&digests(&files)[0].key);
+    // Without `since`, the oldest digest escrow holds starts the chain; its
+    // hour's log files predate the chain and are not judged.
+    let v = check(&mem, Options::default()).await;
+    assert_eq!(v.findings, vec![], "{v:#?}");
+    assert!(
+        v.notes.iter().any(|n| n.contains("older than what escrow must hold")),
+        "{:?}",
+        v.notes
+    );
+    let since = parse_rfc3339(START).unwrap();
+    let v = check(&mem, Options { since: Some(since), now: None }).await;
+    assert_eq!(kinds(&v), vec![FindingKind::DigestMissing], "{v:#?}");
+    assert_eq!(v.findings[0].from, START);
+    // Untouched, `since` changes nothing.
+    let (mem, _) = stored();
+    assert_eq!(check(&mem, Options { since: Some(since), now: None }).await.findings, vec![]);
+    let _ = mem.current(&digests(&files)[0].key);
+}
