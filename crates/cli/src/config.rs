@@ -31,6 +31,121 @@ pub struct Config {
     /// Redshift jobs: cluster snapshots.
     #[serde(default)]
     pub redshift: Vec<RedshiftJob>,
+    /// CloudTrail jobs: the primary's trails' log buckets, validated.
+    #[serde(default)]
+    pub cloudtrail: Vec<CloudTrailJob>,
+}
+
+/// `[[cloudtrail]]`: the primary's trails (found with DescribeTrails through
+/// the reader role), their log buckets copied into escrow like an `[[s3]]`
+/// job (append-only), and `verify` validating the escrow copy's integrity
+/// chain: log file hashes, the digest chain, and digest signatures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudTrailJob {
+    /// Job name; default `cloudtrail`.
+    pub name: Option<String>,
+    /// Only these trails (names or ARNs); default: every trail.
+    #[serde(default)]
+    pub trails: Vec<String>,
+    /// The log bucket the trails deliver to, when known: only trails
+    /// delivering there are taken, and `policy` can name it.
+    pub source_bucket: Option<String>,
+    /// The escrow bucket; a log bucket's `key` is kept at
+    /// `<dest_prefix><log bucket>/<key>`.
+    pub dest_bucket: String,
+    /// Prepended to escrow keys (`""` or ending in `/`).
+    #[serde(default)]
+    pub dest_prefix: String,
+    /// Objects copied at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Object Lock retention set on every copy.
+    pub object_lock: Option<ObjectLockConfig>,
+    /// At most this many requests per second to S3 (both sides together).
+    pub max_requests_per_second: Option<u32>,
+    /// Allow a destination bucket without versioning.
+    #[serde(default)]
+    pub allow_unversioned_dest: bool,
+    /// CloudTrail's public keys saved from `aws cloudtrail list-public-keys
+    /// --output json`, used instead of asking ListPublicKeys (for a verify
+    /// where CloudTrail cannot be reached).
+    pub public_keys_file: Option<String>,
+    /// Digests ending before this time (RFC 3339) are not required: a chain
+    /// gap before it is a note. Without it the oldest digest escrow holds
+    /// starts the chain.
+    pub validate_from: Option<String>,
+}
+
+impl CloudTrailJob {
+    /// The job's name.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| "cloudtrail".to_string())
+    }
+
+    /// The `[[s3]]` job copying what trails deliver to `bucket` under
+    /// `key_prefix`.
+    pub fn s3_job(&self, bucket: &str, key_prefix: &str) -> S3Job {
+        S3Job {
+            source_bucket: bucket.to_string(),
+            dest_bucket: self.dest_bucket.clone(),
+            name: Some(self.name()),
+            prefix: escrow_sync_cloudtrail::root(key_prefix),
+            dest_prefix: format!("{}{bucket}/", self.dest_prefix),
+            concurrency: self.concurrency,
+            multipart_threshold: None,
+            part_size: None,
+            max_parts: None,
+            part_concurrency: None,
+            object_lock: self.object_lock.clone(),
+            versions: false,
+            mode: None,
+            max_requests_per_second: self.max_requests_per_second,
+            abort_stale_uploads_after_hours: default_stale_hours(),
+            allow_unversioned_dest: self.allow_unversioned_dest,
+        }
+    }
+
+    /// `validate_from` in epoch seconds.
+    pub fn since(&self) -> Option<i64> {
+        self.validate_from.as_deref().and_then(escrow_sync_cloudtrail::time::parse_rfc3339)
+    }
+
+    fn problem(&self) -> Option<String> {
+        if self.dest_bucket.trim().is_empty() {
+            return Some("dest_bucket must be set".into());
+        }
+        if self.source_bucket.as_deref() == Some(self.dest_bucket.as_str()) {
+            return Some(format!(
+                "source_bucket and dest_bucket are both {}: escrow copies go to a bucket in the \
+                 escrow account",
+                self.dest_bucket
+            ));
+        }
+        if !self.dest_prefix.is_empty() && !self.dest_prefix.ends_with('/') {
+            return Some(format!(
+                "dest_prefix {:?} must end in \"/\" (or be empty)",
+                self.dest_prefix
+            ));
+        }
+        if self.concurrency == 0 || self.max_requests_per_second == Some(0) {
+            return Some("concurrency and max_requests_per_second must be at least 1".into());
+        }
+        if let Some(problem) = self.object_lock.as_ref().and_then(ObjectLockConfig::problem) {
+            return Some(problem);
+        }
+        if let Some(t) = &self.validate_from
+            && self.since().is_none()
+        {
+            return Some(format!(
+                "validate_from {t:?} is not an RFC 3339 time: write it like 2026-01-01T00:00:00Z"
+            ));
+        }
+        if self.trails.iter().any(|t| t.trim().is_empty()) {
+            return Some("trails has an empty name: list trail names or ARNs".into());
+        }
+        None
+    }
 }
 
 fn default_unshare() -> bool {
@@ -273,6 +388,8 @@ pub enum JobRef<'a> {
     Rds(&'a RdsJob),
     /// A `[[redshift]]` job.
     Redshift(&'a RedshiftJob),
+    /// A `[[cloudtrail]]` job.
+    CloudTrail(&'a CloudTrailJob),
 }
 
 impl JobRef<'_> {
@@ -284,6 +401,7 @@ impl JobRef<'_> {
             JobRef::Ec2(j) => j.name(),
             JobRef::Rds(j) => j.name(),
             JobRef::Redshift(j) => j.name(),
+            JobRef::CloudTrail(j) => j.name(),
         }
     }
 }
@@ -532,8 +650,8 @@ impl Config {
         if self.jobs().is_empty() {
             return Err(Error::invalid_config(format!(
                 "{origin}: no jobs: add an [[s3]] section with source_bucket and dest_bucket, \
-                 a [[dynamodb]] section with source_table and dest_table, or an [[ec2]], [[rds]] \
-                 or [[redshift]] section"
+                 a [[dynamodb]] section with source_table and dest_table, or an [[ec2]], [[rds]], \
+                 [[redshift]] or [[cloudtrail]] section"
             )));
         }
         let mut names = BTreeSet::new();
@@ -542,7 +660,8 @@ impl Config {
             .iter()
             .map(|j| ("[[ec2]]", j.name(), validate_ec2(j)))
             .chain(self.rds.iter().map(|j| ("[[rds]]", j.name(), validate_rds(j))))
-            .chain(self.redshift.iter().map(|j| ("[[redshift]]", j.name(), validate_redshift(j))));
+            .chain(self.redshift.iter().map(|j| ("[[redshift]]", j.name(), validate_redshift(j))))
+            .chain(self.cloudtrail.iter().map(|j| ("[[cloudtrail]]", j.name(), j.problem())));
         for (section, name, problem) in snapshot_jobs {
             let at = format!("{origin}: {section} ({name})");
             if let Some(problem) = problem {
@@ -698,6 +817,7 @@ impl Config {
             .chain(self.ec2.iter().map(JobRef::Ec2))
             .chain(self.rds.iter().map(JobRef::Rds))
             .chain(self.redshift.iter().map(JobRef::Redshift))
+            .chain(self.cloudtrail.iter().map(JobRef::CloudTrail))
             .collect()
     }
 
@@ -1062,6 +1182,33 @@ concurrency = 8
         let more = format!("{ok}[[rds]]\nname = \"more\"\ninclude = [\"db\"]\nkeep_daily = 7\n");
         assert_eq!(Config::parse(&more, "c").unwrap().rds.len(), 2);
         refused(format!("{ok}[[rds]]\ninclude = [\"db\"]\n"), "used twice");
+    }
+
+    #[test]
+    fn cloudtrail_jobs_parse_into_s3_jobs_and_bad_ones_are_refused() {
+        let base = GOOD.split("[[s3]]").next().unwrap().to_string();
+        let ok = format!(
+            "{base}[[cloudtrail]]\ntrails = [\"main\"]\ndest_bucket = \"escrow-trails\"\n\
+             dest_prefix = \"ct/\"\nvalidate_from = \"2026-01-01T00:00:00Z\"\n"
+        );
+        let c = Config::parse(&ok, "c").unwrap();
+        let j = &c.cloudtrail[0];
+        assert_eq!((j.name(), j.since()), ("cloudtrail".to_string(), Some(1_767_225_600)));
+        let s3 = j.s3_job("prod-trail-logs", "audit");
+        assert_eq!(
+            (s3.prefix.as_str(), s3.dest_prefix.as_str()),
+            ("audit/AWSLogs/", "ct/prod-trail-logs/")
+        );
+        assert_eq!(s3.source_bucket, "prod-trail-logs");
+        assert!(!s3.versions && s3.mode.is_none());
+        let refused = |text: String, why: &str| {
+            let err = Config::parse(&text, "c").unwrap_err().to_string();
+            assert!(err.contains("[[cloudtrail]] (cloudtrail)") && err.contains(why), "{err}");
+        };
+        refused(ok.replace("\"ct/\"", "\"ct\""), "must end in \"/\"");
+        refused(ok.replace("2026-01-01T00:00:00Z", "yesterday"), "not an RFC 3339 time");
+        refused(ok.replace("\"main\"", "\"\""), "trails has an empty name");
+        refused(format!("{ok}source_bucket = \"escrow-trails\"\n"), "both escrow-trails");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use escrow_sync_core::{Error, Result};
 use escrow_sync_governance::Inventory;
 use escrow_sync_governance::inventory::{
-    Ec2Grant, ManifestLocation, RdsGrant, RedshiftGrant, S3Grant, TableGrant,
+    Ec2Grant, ManifestLocation, RdsGrant, RedshiftGrant, S3Grant, TableGrant, TrailGrant,
 };
 
 use crate::config::Config;
@@ -20,6 +20,28 @@ pub(crate) fn inventory(config: &Config, escrow_account: Option<&str>) -> Result
         )
     })?;
     let region = config.primary.region.clone().unwrap_or_else(|| config.escrow.region.clone());
+    let mut trail_buckets = Vec::new();
+    for j in &config.cloudtrail {
+        let bucket = j.source_bucket.as_ref().ok_or_else(|| {
+            Error::invalid_config(format!(
+                "[[cloudtrail]] ({}): policies name the log bucket, but the job finds it with \
+                 DescribeTrails: set source_bucket = \"<the trails' bucket>\" in the job",
+                j.name()
+            ))
+        })?;
+        // The trails' key prefix is found at run time: the whole log bucket.
+        let s3 = j.s3_job(bucket, "");
+        trail_buckets.push(S3Grant {
+            name: j.name(),
+            source_bucket: bucket.clone(),
+            prefix: String::new(),
+            dest_bucket: s3.dest_bucket.clone(),
+            dest_prefix: s3.dest_prefix.clone(),
+            object_lock: j.object_lock.is_some(),
+            versions: false,
+            streamed: config.streams(&s3),
+        });
+    }
     Ok(Inventory {
         region,
         escrow_account: escrow.to_string(),
@@ -46,6 +68,7 @@ pub(crate) fn inventory(config: &Config, escrow_account: Option<&str>) -> Result
                 versions: j.versions,
                 streamed: config.streams(j),
             })
+            .chain(trail_buckets)
             .collect(),
         dynamodb: config
             .dynamodb
@@ -99,6 +122,15 @@ pub(crate) fn inventory(config: &Config, escrow_account: Option<&str>) -> Result
                 ids: j.ids.clone(),
                 independent_copy: j.independent_copy,
                 prunes: j.retention().is_set(),
+            })
+            .collect(),
+        cloudtrail: config
+            .cloudtrail
+            .iter()
+            .map(|j| TrailGrant {
+                name: j.name(),
+                dest_bucket: j.dest_bucket.clone(),
+                dest_prefix: j.dest_prefix.clone(),
             })
             .collect(),
     })

@@ -21,6 +21,7 @@ mod progress;
 pub mod redact;
 mod restore_cmd;
 mod snapshots;
+mod trail_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -372,6 +373,9 @@ pub async fn execute(
                 Ready::DynamoDb(job, Box::new(dynamo::check(&config, job, &sessions).await?))
             }
             JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => Ready::Snapshots(*job),
+            JobRef::CloudTrail(job) => {
+                Ready::CloudTrail(job, Box::new(trail_cmd::check(job, &sessions).await?))
+            }
         });
     }
     let warnings = sessions.warnings.clone();
@@ -430,6 +434,21 @@ pub async fn execute(
                         .await;
                 ("dynamodb", false, result)
             }
+            Ready::CloudTrail(job, checked) => {
+                let result = trail_cmd::run(
+                    &config,
+                    job,
+                    *checked,
+                    &sessions,
+                    mode,
+                    checksums,
+                    cancel.clone(),
+                    callback,
+                    item_log,
+                )
+                .await;
+                ("cloudtrail", false, result)
+            }
         };
         if let Some(bar) = bar {
             bar.finish();
@@ -457,6 +476,7 @@ enum Ready<'a> {
     S3(&'a S3Job),
     DynamoDb(&'a config::DynamoDbJob, Box<dynamo::Checked>),
     Snapshots(JobRef<'a>),
+    CloudTrail(&'a config::CloudTrailJob, Box<trail_cmd::Checked>),
 }
 
 impl Ready<'_> {
@@ -467,6 +487,7 @@ impl Ready<'_> {
             Ready::Snapshots(JobRef::Rds(_)) => "rds",
             Ready::Snapshots(JobRef::Redshift(_)) => "redshift",
             Ready::Snapshots(_) => "ec2",
+            Ready::CloudTrail(..) => "cloudtrail",
         }
     }
 
@@ -475,6 +496,7 @@ impl Ready<'_> {
             Ready::S3(j) => j.name(),
             Ready::DynamoDb(j, _) => j.name(),
             Ready::Snapshots(j) => j.name(),
+            Ready::CloudTrail(j, _) => j.name(),
         }
     }
 }
@@ -491,7 +513,7 @@ fn s3_sink(config: &Config, job: &S3Job, escrow: &escrow_sync_aws::Session) -> S
 
 /// Runs one `[[s3]]` job.
 #[allow(clippy::too_many_arguments)] // the job's context; a struct would only rename them
-async fn run_s3(
+pub(crate) async fn run_s3(
     config: &Config,
     job: &S3Job,
     sessions: &Sessions,

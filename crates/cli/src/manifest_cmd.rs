@@ -387,6 +387,7 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
             JobRef::Ec2(_) => ("ec2", false),
             JobRef::Rds(_) => ("rds", false),
             JobRef::Redshift(_) => ("redshift", false),
+            JobRef::CloudTrail(_) => ("cloudtrail", false),
         };
         let complete = found.complete.remove(&name);
         let unfinished = found.unfinished.remove(&name);
@@ -425,6 +426,11 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
                 JobRef::DynamoDb(j) => {
                     let mut report = Report::new(Mode::Verify, &source, "escrow");
                     check_dynamodb(j, &escrow, &mut report).await?;
+                    report
+                }
+                JobRef::CloudTrail(j) => {
+                    let mut report = Report::new(Mode::Verify, &source, "escrow");
+                    crate::trail_cmd::verify_offline(j, &escrow, &mut report).await?;
                     report
                 }
                 JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => {

@@ -297,17 +297,21 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
                         if r.unprotected > 0 {
                             let _ = writeln!(
                                 s,
-                                "  verify: {} escrow copies lack the configured protection",
+                                "  verify: {} escrow copies lack the configured protection or a signature",
                                 r.unprotected
                             );
                         }
                         for f in &r.findings {
-                            let what = if f.problem.starts_with("checksum mismatch") {
-                                "mismatch"
-                            } else {
-                                "unprotected"
+                            let what = match &f.kind {
+                                Some(kind) => kind.as_str(),
+                                None if f.problem.starts_with("checksum mismatch") => "mismatch",
+                                None => "unprotected",
                             };
-                            let _ = writeln!(s, "    {what} {}: {}", f.key, f.problem);
+                            let range = match (&f.from, &f.to) {
+                                (Some(from), Some(to)) => format!(" [{from} .. {to}]"),
+                                _ => String::new(),
+                            };
+                            let _ = writeln!(s, "    {what} {}{range}: {}", f.key, f.problem);
                         }
                     }
                 }

@@ -215,7 +215,7 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
                 in_flight,
             });
         }
-        JobRef::S3(_) | JobRef::DynamoDb(_) => {}
+        JobRef::S3(_) | JobRef::DynamoDb(_) | JobRef::CloudTrail(_) => {}
     }
     parts
 }
@@ -272,7 +272,7 @@ pub(crate) fn escrow_stores(
             .with_kms_key_id(key);
             stores.push(("Redshift snapshots", Box::new(sink)));
         }
-        JobRef::S3(_) | JobRef::DynamoDb(_) => {}
+        JobRef::S3(_) | JobRef::DynamoDb(_) | JobRef::CloudTrail(_) => {}
     }
     stores
 }
@@ -424,7 +424,7 @@ fn ids_of(job: JobRef<'_>) -> &[String] {
         JobRef::Ec2(j) => &j.ids,
         JobRef::Rds(j) => &j.ids,
         JobRef::Redshift(j) => &j.ids,
-        JobRef::S3(_) | JobRef::DynamoDb(_) => &[],
+        JobRef::S3(_) | JobRef::DynamoDb(_) | JobRef::CloudTrail(_) => &[],
     }
 }
 
@@ -435,6 +435,7 @@ fn kind_of(job: JobRef<'_>) -> &'static str {
         JobRef::Redshift(_) => "redshift",
         JobRef::S3(_) => "s3",
         JobRef::DynamoDb(_) => "dynamodb",
+        JobRef::CloudTrail(_) => "cloudtrail",
     }
 }
 
@@ -443,7 +444,7 @@ fn retention_of(job: JobRef<'_>) -> Option<Retention> {
         JobRef::Ec2(j) => Some(j.retention()),
         JobRef::Rds(j) => Some(j.retention()),
         JobRef::Redshift(j) => Some(j.retention()),
-        JobRef::S3(_) | JobRef::DynamoDb(_) => None,
+        JobRef::S3(_) | JobRef::DynamoDb(_) | JobRef::CloudTrail(_) => None,
     }
 }
 

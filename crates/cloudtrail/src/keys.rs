@@ -2,7 +2,10 @@
 //! `ListPublicKeys` or from a file holding its output, and the
 //! SHA256withRSA check of a digest signature.
 
-use std::time::SystemTime;
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
 
 use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use aws_sdk_cloudtrail::Client;
@@ -180,6 +183,51 @@ impl Keyring {
             }
         }
         if known { SignatureCheck::Invalid } else { SignatureCheck::UnknownKey }
+    }
+}
+
+/// Where a validation gets the public keys of the regions whose digests
+/// it checks.
+#[async_trait]
+pub trait KeySource: Send + Sync {
+    /// The keys of `regions` valid at any time from `from` to `to` (epoch
+    /// seconds).
+    async fn keyring(&self, regions: &BTreeSet<String>, from: i64, to: i64) -> Result<Keyring>;
+}
+
+#[async_trait]
+impl KeySource for Keyring {
+    async fn keyring(&self, _: &BTreeSet<String>, _: i64, _: i64) -> Result<Keyring> {
+        Ok(self.clone())
+    }
+}
+
+/// `ListPublicKeys` in each region, with clients `client_for` makes (the
+/// escrow's credentials: validation does not depend on the primary).
+pub struct ListPublicKeys<F: Fn(&str) -> Client + Send + Sync> {
+    client_for: F,
+}
+
+impl<F: Fn(&str) -> Client + Send + Sync> ListPublicKeys<F> {
+    /// Keys from `ListPublicKeys`, through `client_for(region)`.
+    pub fn new(client_for: F) -> Self {
+        ListPublicKeys { client_for }
+    }
+}
+
+fn at(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
+}
+
+#[async_trait]
+impl<F: Fn(&str) -> Client + Send + Sync> KeySource for ListPublicKeys<F> {
+    async fn keyring(&self, regions: &BTreeSet<String>, from: i64, to: i64) -> Result<Keyring> {
+        let mut ring = Keyring::default();
+        for region in regions {
+            let client = (self.client_for)(region);
+            ring.extend(Keyring::fetch(&client, at(from), at(to)).await?);
+        }
+        Ok(ring)
     }
 }
 

@@ -33,7 +33,7 @@ pub use digest::{
     Digest, DigestName, LogFileEntry, LogName, SIGNATURE_ALGORITHM_META, SIGNATURE_META, gunzip,
     sha256_hex,
 };
-pub use keys::{Keyring, PublicKey, SignatureCheck};
+pub use keys::{KeySource, Keyring, ListPublicKeys, PublicKey, SignatureCheck};
 pub use store::{EscrowTrailStore, StoredObject, StoredVersion, TrailStore};
 pub use trails::{Trail, describe_trails};
 pub use validate::{FindingKind, IntegrityFinding, Location, Options, Validation, root, validate};

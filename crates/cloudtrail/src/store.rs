@@ -59,6 +59,47 @@ impl EscrowTrailStore {
         EscrowTrailStore { client, escrow_bucket: escrow_bucket.into(), prefix: prefix.into() }
     }
 
+    /// Every trail location escrow holds files of, found from the keys
+    /// alone (`<prefix><bucket>/<key prefix>AWSLogs/…`), with the trails
+    /// whose digests are there: what an offline verify validates.
+    pub async fn locations(&self) -> Result<Vec<crate::Location>> {
+        let mut found: BTreeMap<(String, String), std::collections::BTreeSet<String>> =
+            BTreeMap::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.escrow_bucket)
+            .prefix(&self.prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err(e, "s3:ListObjectsV2", &self.prefix))?;
+            for key in page.contents().iter().filter_map(|o| o.key()) {
+                let Some((bucket, rest)) =
+                    key.strip_prefix(&self.prefix).and_then(|r| r.split_once('/'))
+                else {
+                    continue;
+                };
+                let Some(at) = rest.find("AWSLogs/") else { continue };
+                let trails = found
+                    .entry((bucket.to_string(), rest[..at].trim_matches('/').to_string()))
+                    .or_default();
+                if let Some(name) = crate::DigestName::parse(rest) {
+                    trails.insert(name.trail);
+                }
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|((bucket, key_prefix), trails)| crate::Location {
+                bucket,
+                key_prefix,
+                trails: trails.into_iter().collect(),
+                other_trails: Vec::new(),
+            })
+            .collect())
+    }
+
     /// The escrow key of `bucket`/`key`.
     pub fn escrow_key(&self, bucket: &str, key: &str) -> String {
         format!("{}{bucket}/{key}", self.prefix)

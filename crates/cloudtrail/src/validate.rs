@@ -25,7 +25,7 @@ use escrow_sync_core::Result;
 use crate::digest::{
     Digest, DigestName, LogFileEntry, LogName, SIGNATURE_META, gunzip, sha256_hex,
 };
-use crate::keys::{Keyring, SignatureCheck};
+use crate::keys::{KeySource, Keyring, SignatureCheck};
 use crate::store::TrailStore;
 use crate::time::{parse_rfc3339, rfc3339};
 
@@ -159,16 +159,16 @@ struct Checked {
 /// Validates every trail of `location` from the files in `store`.
 pub async fn validate(
     store: &dyn TrailStore,
-    keyring: &Keyring,
+    keys: &dyn KeySource,
     location: &Location,
     options: Options,
 ) -> Result<Vec<Validation>> {
     let bucket = location.bucket.as_str();
-    let keys = store.list(bucket, &location.root()).await?;
+    let listed = store.list(bucket, &location.root()).await?;
     let mut digests: BTreeMap<(String, String, String), Vec<(String, DigestName)>> =
         BTreeMap::new();
     let mut logs: BTreeMap<String, LogName> = BTreeMap::new();
-    for key in keys {
+    for key in listed {
         if key.contains("/CloudTrail-Digest/") {
             if let Some(name) = DigestName::parse(&key) {
                 digests
@@ -182,6 +182,16 @@ pub async fn validate(
             logs.insert(key, name);
         }
     }
+    let wanted = digests.iter().filter(|((t, ..), _)| location.trails.contains(t));
+    let regions: BTreeSet<String> = wanted.clone().map(|((_, _, r), _)| r.clone()).collect();
+    let ends = wanted.flat_map(|(_, files)| files.iter().map(|(_, n)| n.end));
+    let (from, to) = ends.fold((i64::MAX, i64::MIN), |(f, t), e| (f.min(e - 3600), t.max(e)));
+    let keyring = if regions.is_empty() {
+        Keyring::default()
+    } else {
+        keys.keyring(&regions, from, to).await?
+    };
+    let keyring = &keyring;
     let mut signed: BTreeSet<String> = BTreeSet::new();
     // Newest digest end per (account, region), over every trail here.
     let mut newest_end: HashMap<(String, String), i64> = HashMap::new();

@@ -19,8 +19,8 @@ use aws_smithy_types::{Blob, DateTime};
 
 use escrow_sync_cloudtrail::synthetic::{SyntheticFile, SyntheticTrail, gzip};
 use escrow_sync_cloudtrail::{
-    Digest, FindingKind, Keyring, Location, Options, StoredObject, StoredVersion, TrailStore,
-    Validation, gunzip, time::parse_rfc3339, validate,
+    Digest, FindingKind, Keyring, ListPublicKeys, Location, Options, StoredObject, StoredVersion,
+    TrailStore, Validation, gunzip, time::parse_rfc3339, validate,
 };
 
 const BUCKET: &str = "primary-trail-logs";
@@ -147,13 +147,21 @@ fn cloudtrail() -> Client {
     mock_client!(aws_sdk_cloudtrail, RuleMode::MatchAny, [&first, &second])
 }
 
-async fn keyring() -> Keyring {
+#[tokio::test]
+async fn keys_are_fetched_page_by_page() {
     let start = UNIX_EPOCH + Duration::from_secs(parse_rfc3339(START).unwrap() as u64);
-    Keyring::fetch(&cloudtrail(), start, start + Duration::from_secs(86_400)).await.unwrap()
+    let ring = Keyring::fetch(&cloudtrail(), start, start + Duration::from_secs(86_400)).await;
+    let fps: Vec<_> = ring.unwrap().keys().iter().map(|k| k.fingerprint.clone()).collect();
+    assert_eq!(fps, vec!["decoy".to_string(), trail().fingerprint().to_string()]);
 }
 
 async fn check(mem: &Memory, options: Options) -> Validation {
-    let mut v = validate(mem, &keyring().await, &location(), options).await.unwrap();
+    // The keys of the digests' region, asked of ListPublicKeys.
+    let keys = ListPublicKeys::new(|region: &str| {
+        assert_eq!(region, "us-east-1");
+        cloudtrail()
+    });
+    let mut v = validate(mem, &keys, &location(), options).await.unwrap();
     assert_eq!(v.len(), 1);
     v.remove(0)
 }

@@ -544,7 +544,7 @@ impl Executor {
                 if !problems.is_empty() {
                     report.unprotected += 1;
                     report.findings.extend(
-                        problems.into_iter().map(|problem| Finding { key: key.clone(), problem }),
+                        problems.into_iter().map(|problem| Finding::new(key.clone(), problem)),
                     );
                 }
                 self.emit(ProgressEvent::Skipped { key, size });
@@ -563,10 +563,10 @@ impl Executor {
                 Self::count_difference(report, mode, item, reason, status, limit);
             }
             Outcome::Mismatch { item, primary, escrow } => {
-                report.findings.push(Finding {
-                    key: item.key.clone(),
-                    problem: format!("checksum mismatch: primary {primary}, escrow {escrow}"),
-                });
+                report.findings.push(Finding::new(
+                    item.key.clone(),
+                    format!("checksum mismatch: primary {primary}, escrow {escrow}"),
+                ));
                 Self::count_difference(report, mode, item, CopyReason::Changed, None, limit);
             }
             Outcome::Deleted => report.deleted += 1,

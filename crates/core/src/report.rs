@@ -51,13 +51,44 @@ pub struct Difference {
     pub status: Option<String>,
 }
 
-/// An escrow copy that lacks configured protection (verify).
+/// A problem verify found with an escrow copy: configured protection
+/// missing, a checksum mismatch, or (CloudTrail) a break in a log file
+/// integrity chain, with the time range it leaves unproven.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
     /// The key.
     pub key: String,
     /// What is missing.
     pub problem: String,
+    /// What kind of problem (e.g. `log-altered`), when the job names kinds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Start of the time range affected (RFC 3339), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// End of the time range affected (RFC 3339), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+impl Finding {
+    /// A finding about `key`.
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Finding { key: key.into(), problem: problem.into(), kind: None, from: None, to: None }
+    }
+
+    /// Names the kind of problem.
+    pub fn with_kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// The time range affected.
+    pub fn with_range(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
+        self.from = Some(from.into());
+        self.to = Some(to.into());
+        self
+    }
 }
 
 /// An order-independent digest of the keys in one part of a job (a
@@ -169,6 +200,32 @@ impl Report {
             in_escrow: Vec::new(),
             elapsed: Duration::ZERO,
         }
+    }
+
+    /// Adds another report of the same job (one part of it) to this one:
+    /// counts add up, lists are appended, `cancelled` sticks.
+    pub fn absorb(&mut self, other: Report) {
+        self.copied += other.copied;
+        self.skipped += other.skipped;
+        self.failed += other.failed;
+        self.bytes_copied += other.bytes_copied;
+        self.copied_in_parts += other.copied_in_parts;
+        self.missing += other.missing;
+        self.different += other.different;
+        self.retained += other.retained;
+        self.deleted += other.deleted;
+        self.failures.extend(other.failures);
+        self.differences.extend(other.differences);
+        self.differences_truncated += other.differences_truncated;
+        self.in_escrow.extend(other.in_escrow);
+        self.unprotected += other.unprotected;
+        self.findings.extend(other.findings);
+        self.key_digests.extend(other.key_digests);
+        self.throttled += other.throttled;
+        self.cancelled |= other.cancelled;
+        self.warnings.extend(other.warnings);
+        self.notes.extend(other.notes);
+        self.elapsed += other.elapsed;
     }
 
     /// Whether the job fully succeeded: nothing failed, nothing was

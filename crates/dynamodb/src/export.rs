@@ -1167,20 +1167,17 @@ impl ExportJob {
                     let url = format!("{}{dir}{}", self.location, stat.key);
                     let Some(data) = self.fetch(&format!("{dir}{}", stat.key)).await? else {
                         report.unprotected += 1;
-                        report.findings.push(Finding {
-                            key: url,
-                            problem: "listed in the manifest but missing".into(),
-                        });
+                        report
+                            .findings
+                            .push(Finding::new(url, "listed in the manifest but missing"));
                         continue;
                     };
                     if hex(&Sha256::digest(&data)) != stat.sha256 {
                         report.unprotected += 1;
-                        report.findings.push(Finding {
-                            key: url,
-                            problem:
-                                "its SHA-256 differs from the manifest's: the file was altered"
-                                    .into(),
-                        });
+                        report.findings.push(Finding::new(
+                            url,
+                            "its SHA-256 differs from the manifest's: the file was altered",
+                        ));
                         continue;
                     }
                     for record in read_data_file(&data, &stat.key)? {

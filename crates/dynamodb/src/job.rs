@@ -418,7 +418,7 @@ impl TableJob {
     fn protection_findings(&self, existing: &TableInfo, report: &mut Report) {
         let mut problem = |p: String| {
             report.unprotected += 1;
-            report.findings.push(Finding { key: self.sink.name().to_string(), problem: p });
+            report.findings.push(Finding::new(self.sink.name(), p));
         };
         if !existing.pitr {
             problem("point-in-time recovery is off: run escrow-sync run to turn it on".into());

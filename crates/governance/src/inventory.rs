@@ -31,6 +31,21 @@ pub struct Inventory {
     pub rds: Vec<RdsGrant>,
     /// `[[redshift]]` jobs.
     pub redshift: Vec<RedshiftGrant>,
+    /// `[[cloudtrail]]` jobs (their log buckets are also in `s3`).
+    pub cloudtrail: Vec<TrailGrant>,
+}
+
+/// One `[[cloudtrail]]` job: trails found with DescribeTrails, their log
+/// bucket copied like an `[[s3]]` job (listed in `Inventory::s3` too), the
+/// escrow copy validated with CloudTrail's public keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrailGrant {
+    /// The job's name.
+    pub name: String,
+    /// The escrow bucket.
+    pub dest_bucket: String,
+    /// Where the log bucket's copy is kept in it (`<dest_prefix><bucket>/`).
+    pub dest_prefix: String,
 }
 
 /// Where run manifests are written in escrow.

@@ -399,6 +399,10 @@ impl<'a> Ctx<'a> {
 
     fn reader_statements(&self, notes: &mut Vec<String>) -> Vec<Value> {
         let mut out = Vec::new();
+        if !self.inv.cloudtrail.is_empty() {
+            // DescribeTrails lists every trail: it takes no trail resource.
+            out.push(allow("FindTrails", &["cloudtrail:DescribeTrails"], vec!["*".into()]));
+        }
         for j in &self.inv.s3 {
             let bucket = format!("arn:aws:s3:::{}", j.source_bucket);
             let mut list = vec!["s3:ListBucket"];
@@ -854,6 +858,24 @@ impl<'a> Ctx<'a> {
                     u.journals.iter().map(|p| format!("arn:aws:s3:::{bucket}/{p}*")).collect();
                 out.push(allow(format!("EscrowJournal{name}"), &["s3:DeleteObject"], journals));
             }
+        }
+        for j in &inv.cloudtrail {
+            // Validation searches escrow's earlier versions of an altered or
+            // deleted log file for the original.
+            out.push(allow(
+                sid("TrailVersions", &j.name),
+                &["s3:ListBucketVersions"],
+                vec![format!("arn:aws:s3:::{}", j.dest_bucket)],
+            ));
+            out.push(allow(
+                sid("TrailOriginals", &j.name),
+                &["s3:GetObjectVersion"],
+                vec![format!("arn:aws:s3:::{}/{}*", j.dest_bucket, j.dest_prefix)],
+            ));
+        }
+        if !inv.cloudtrail.is_empty() {
+            // CloudTrail's public keys, per region: no resource.
+            out.push(allow("TrailPublicKeys", &["cloudtrail:ListPublicKeys"], vec!["*".into()]));
         }
         if !buckets.is_empty() {
             // AWS's rule: ListAllMyBuckets has no resource. Optional: it

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use escrow_sync_governance::inventory::{
-    Ec2Grant, Inventory, ManifestLocation, RdsGrant, RedshiftGrant, S3Grant, TableGrant,
+    Ec2Grant, Inventory, ManifestLocation, RdsGrant, RedshiftGrant, S3Grant, TableGrant, TrailGrant,
 };
 use escrow_sync_governance::policy::{self, EXTERNAL_ID_PLACEHOLDER};
 
@@ -39,6 +39,14 @@ fn inventory() -> Inventory {
             object_lock: true,
         }),
         s3: vec![
+            // The log bucket of the `trails` job.
+            S3Grant {
+                name: "trails".into(),
+                source_bucket: "prod-trail-logs".into(),
+                dest_bucket: "escrow-trails".into(),
+                dest_prefix: "ct/prod-trail-logs/".into(),
+                ..Default::default()
+            },
             S3Grant {
                 name: "assets".into(),
                 source_bucket: "prod-assets".into(),
@@ -111,7 +119,32 @@ fn inventory() -> Inventory {
             prunes: true,
             ..Default::default()
         }],
+        cloudtrail: vec![TrailGrant {
+            name: "trails".into(),
+            dest_bucket: "escrow-trails".into(),
+            dest_prefix: "ct/".into(),
+        }],
     }
+}
+
+#[test]
+fn cloudtrail_jobs_find_trails_read_their_bucket_and_validate_in_escrow() {
+    let p = policy::generate(&inventory());
+    let reader = statements(&p.primary.reader_role.permission_policy);
+    assert_eq!(list(&by_sid(&reader, "FindTrails")["Action"]), ["cloudtrail:DescribeTrails"]);
+    let read = by_sid(&reader, "ReadObjectsTrails");
+    assert_eq!(list(&read["Resource"]), ["arn:aws:s3:::prod-trail-logs/*"]);
+    let operator = statements(&p.escrow.operator_policy);
+    let keys = by_sid(&operator, "TrailPublicKeys");
+    assert_eq!(list(&keys["Action"]), ["cloudtrail:ListPublicKeys"]);
+    let originals = by_sid(&operator, "TrailOriginalsTrails");
+    assert_eq!(list(&originals["Resource"]), ["arn:aws:s3:::escrow-trails/ct/*"]);
+    let write = by_sid(&operator, "EscrowWriteEscrowTrails");
+    assert_eq!(list(&write["Resource"]), ["arn:aws:s3:::escrow-trails/ct/prod-trail-logs/*"]);
+    // Nothing of CloudTrail's in a config without [[cloudtrail]] jobs.
+    let none = policy::generate(&Inventory { cloudtrail: vec![], ..inventory() });
+    assert!(!none.escrow.operator_policy.to_string().contains("ListPublicKeys"));
+    assert!(!none.primary.reader_role.permission_policy.to_string().contains("DescribeTrails"));
 }
 
 fn statements(doc: &Value) -> Vec<Value> {
@@ -150,6 +183,8 @@ const UNSCOPABLE: &[&str] = &[
     "cloudtrail:GetTrailStatus",
     "ec2:DescribeSnapshotAttribute",
     "ec2:DescribeImageAttribute",
+    // CloudTrail's public keys belong to no account.
+    "cloudtrail:ListPublicKeys",
 ];
 
 #[test]
@@ -550,7 +585,7 @@ fn templates_create_everything_and_refer_only_to_what_they_hold() {
         .values()
         .filter(|r| r["Type"] == "AWS::S3::BucketPolicy")
         .collect();
-    assert_eq!(policies.len(), 2, "prod-assets and prod-logs");
+    assert_eq!(policies.len(), 3, "prod-trail-logs, prod-assets and prod-logs");
     assert!(primary["Metadata"]["EscrowSync"]["KmsKeyPolicyStatements"][PRIMARY_KEY].is_array());
 
     let r = escrow["Resources"].as_object().unwrap();
@@ -569,7 +604,7 @@ fn templates_create_everything_and_refer_only_to_what_they_hold() {
     );
     assert_eq!(r["EscrowKeyAlias"]["Properties"]["AliasName"], "alias/escrow");
     let buckets: Vec<&Value> = r.values().filter(|v| v["Type"] == "AWS::S3::Bucket").collect();
-    assert_eq!(buckets.len(), 5);
+    assert_eq!(buckets.len(), 6, "with escrow-trails");
     for b in &buckets {
         assert_eq!(b["DeletionPolicy"], "Retain");
         let props = &b["Properties"];
