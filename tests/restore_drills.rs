@@ -4,7 +4,18 @@
 //! restore what escrow held then, compare it byte for byte and delete what
 //! they created; `--apply` restores into a bucket of the recovery account
 //! and a second one finds everything there; bad input exits 2 and changes
-//! nothing. The same for a DynamoDB table-to-table job.
+//! nothing. The same for a DynamoDB table-to-table job, export generations,
+//! EBS snapshots, AMIs (launch permission and backing snapshots shared),
+//! RDS and Aurora snapshots (copied by ARN under the recovery account's own
+//! key), and Redshift snapshots (shared only: Redshift cannot copy across
+//! accounts, so `--copy` and share-only jobs are refused with exit 2).
+//!
+//! moto's patched launcher (xtask/src/moto_patch_*.py) lets the recovery
+//! account see and copy a shared AMI or RDS snapshot, and see a shared
+//! Redshift snapshot, only while the share names it. What it cannot do —
+//! enforce the escrow key's policy on the recovery account, copies that
+//! stay pending or fail, an AMI with more than one block device — is
+//! covered by the mocks in crates/{ec2,rds,redshift}/tests/restore_mocks.rs.
 
 use std::time::{Duration, SystemTime};
 
@@ -385,4 +396,487 @@ async fn an_ebs_snapshot_is_shared_copied_into_the_recovery_account_and_drilled(
 
     let refused = restore(&["--target-bucket", "x"]);
     assert_eq!(refused.code, 2, "{refused:?}");
+}
+
+/// One of moto's default (Amazon-owned) Linux AMIs.
+async fn default_linux_ami(ec2: &aws_sdk_ec2::Client) -> String {
+    let images =
+        ec2.describe_images().owners("amazon").send().await.unwrap().images.unwrap_or_default();
+    images
+        .into_iter()
+        .find(|i| {
+            !i.platform().is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows"))
+                && i.product_codes().is_empty()
+        })
+        .and_then(|i| i.image_id)
+        .expect("a default AMI")
+}
+
+/// The escrow copy of an AMI: a dry run shares nothing; a drill shares the
+/// escrow AMI and its backing snapshot with the recovery account, copies
+/// it there, checks the copy's block devices, deregisters it and deletes
+/// its snapshot, and removes both shares; `--apply` alone shares both;
+/// `--apply --copy` leaves an available copy in the recovery account,
+/// tagged with the escrow AMI it came from, and removes the shares.
+#[tokio::test]
+async fn an_ami_is_shared_with_its_snapshots_copied_into_the_recovery_account_and_drilled() {
+    use aws_sdk_ec2::types::{Filter, ImageAttributeName, SnapshotAttributeName};
+    let primary = escrow_sync_ec2::client(&admin(escrow_sync_e2e::PRIMARY).await);
+    let escrow = escrow_sync_ec2::client(&admin(ESCROW).await);
+    let recovery = escrow_sync_ec2::client(&admin(RECOVERY).await);
+    let base = default_linux_ami(&primary).await;
+    let instance = primary
+        .run_instances()
+        .image_id(base)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    let image = primary
+        .create_image()
+        .instance_id(&instance)
+        .name(unique("restore-image"))
+        .send()
+        .await
+        .unwrap()
+        .image_id
+        .unwrap();
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        "[[ec2]]\nname = \"images\"\ninclude = [\"images\"]\nids = [\"{image}\"]\n"
+    ));
+    let cfg = config.to_str().unwrap();
+    let run = cli(&["run", "--config", cfg]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let escrow_image = escrow
+        .describe_images()
+        .owners("self")
+        .filters(Filter::builder().name("tag:escrow-sync:source-image-id").values(&image).build())
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .clone();
+    let escrow_id = escrow_image.image_id().unwrap().to_string();
+    let escrow_snapshot = escrow_image.block_device_mappings()[0]
+        .ebs()
+        .and_then(|e| e.snapshot_id())
+        .unwrap()
+        .to_string();
+    let launchers = || {
+        let (escrow, id) = (escrow.clone(), escrow_id.clone());
+        async move {
+            let out = escrow
+                .describe_image_attribute()
+                .image_id(id)
+                .attribute(ImageAttributeName::LaunchPermission)
+                .send()
+                .await
+                .unwrap();
+            out.launch_permissions()
+                .iter()
+                .filter_map(|p| p.user_id().map(str::to_string))
+                .collect::<Vec<_>>()
+        }
+    };
+    let volume_users = || {
+        let (escrow, id) = (escrow.clone(), escrow_snapshot.clone());
+        async move {
+            let out = escrow
+                .describe_snapshot_attribute()
+                .snapshot_id(id)
+                .attribute(SnapshotAttributeName::CreateVolumePermission)
+                .send()
+                .await
+                .unwrap();
+            out.create_volume_permissions()
+                .iter()
+                .filter_map(|p| p.user_id().map(str::to_string))
+                .collect::<Vec<_>>()
+        }
+    };
+    let restored_from =
+        |name: &str| Filter::builder().name(format!("tag:{name}")).values(&escrow_id).build();
+    let recovered_images = || {
+        let (recovery, filter) = (recovery.clone(), restored_from("escrow-sync:restored-from"));
+        async move {
+            recovery
+                .describe_images()
+                .owners("self")
+                .filters(filter)
+                .send()
+                .await
+                .unwrap()
+                .images()
+                .to_vec()
+        }
+    };
+    let recovered_snapshots = || {
+        let (recovery, filter) = (recovery.clone(), restored_from("escrow-sync:restored-from"));
+        async move {
+            recovery
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(filter)
+                .send()
+                .await
+                .unwrap()
+                .snapshots()
+                .len()
+        }
+    };
+    let restore = |extra: &[&str]| restore_job(cfg, "images", extra);
+
+    let dry = restore(&[]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    let r = &dry.json()["restore"];
+    assert_eq!((r["mode"].as_str(), r["restored"].as_u64()), (Some("dry-run"), Some(1)), "{r}");
+    assert!(r["source"].as_str().unwrap().starts_with("ami://escrow/"), "{r}");
+    assert!(launchers().await.is_empty(), "a dry run shares nothing");
+
+    let drill = restore(&["--drill"]);
+    assert_eq!(drill.code, 0, "{drill:?}");
+    let r = &drill.json()["restore"];
+    assert_eq!((r["kind"].as_str(), r["restored"].as_u64()), (Some("ec2"), Some(1)), "{r}");
+    assert_eq!(r["drill"]["verified"].as_u64(), Some(1), "{r}");
+    assert_eq!(r["drill"]["mismatched"], serde_json::json!([]), "{r}");
+    assert_eq!(r["drill"]["cleaned_items"].as_u64(), Some(1), "{r}");
+    assert_eq!(r["drill"]["cleaned_target"], true, "{r}");
+    assert!(recovered_images().await.is_empty(), "the drill deregistered its copy");
+    assert_eq!(recovered_snapshots().await, 0, "and deleted the copy's snapshot");
+    assert!(launchers().await.is_empty(), "the launch permission is removed");
+    assert!(volume_users().await.is_empty(), "the snapshot's share is removed");
+
+    let shared = restore(&["--apply"]);
+    assert_eq!(shared.code, 0, "{shared:?}");
+    assert_eq!(launchers().await, [RECOVERY]);
+    assert_eq!(volume_users().await, [RECOVERY], "the backing snapshot is shared too");
+    assert!(recovered_images().await.is_empty(), "--apply alone only shares");
+
+    let copied = restore(&["--apply", "--copy"]);
+    assert_eq!(copied.code, 0, "{copied:?}");
+    let held = recovered_images().await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].state(), Some(&aws_sdk_ec2::types::ImageState::Available));
+    assert_eq!(held[0].block_device_mappings().len(), escrow_image.block_device_mappings().len());
+    assert_eq!(recovered_snapshots().await, 1, "the copy's snapshot is tagged too");
+    assert!(launchers().await.is_empty(), "the shares went once copied");
+    assert!(volume_users().await.is_empty());
+}
+
+/// The escrow copies of an RDS DB snapshot and an Aurora cluster snapshot
+/// (both encrypted with the escrow key): a dry run names them and the key
+/// grant the recovery account needs, and `--at` before the run finds
+/// none; a drill shares each (the `restore` attribute), copies it into the
+/// recovery account by its ARN, checks status, storage and engine, deletes
+/// the copies and removes the shares; `--apply` alone shares them;
+/// `--apply --copy` leaves tagged, encrypted copies and removes the shares.
+#[tokio::test]
+async fn rds_and_aurora_snapshots_are_shared_copied_into_the_recovery_account_and_drilled() {
+    let primary_session = admin(escrow_sync_e2e::PRIMARY).await;
+    let escrow_session = admin(ESCROW).await;
+    let primary = escrow_sync_rds::client(&primary_session);
+    let escrow = escrow_sync_rds::client(&escrow_session);
+    let recovery = escrow_sync_rds::client(&admin(RECOVERY).await);
+    let escrow_key = escrow_sync_e2e::create_kms_key(&escrow_session).await;
+    let primary_key = escrow_sync_e2e::create_kms_key(&primary_session).await;
+    let instance = unique("restoredb");
+    primary
+        .create_db_instance()
+        .db_instance_identifier(&instance)
+        .db_instance_class("db.t3.micro")
+        .engine("postgres")
+        .allocated_storage(20)
+        .master_username("admin1")
+        .master_user_password("not-a-secret-1")
+        .send()
+        .await
+        .unwrap();
+    let db_snapshot = unique("nightly");
+    primary
+        .create_db_snapshot()
+        .db_instance_identifier(&instance)
+        .db_snapshot_identifier(&db_snapshot)
+        .send()
+        .await
+        .unwrap();
+    let cluster = unique("restoreaurora");
+    primary
+        .create_db_cluster()
+        .db_cluster_identifier(&cluster)
+        .engine("aurora-postgresql")
+        .master_username("admin1")
+        .master_user_password("not-a-secret-1")
+        .storage_encrypted(true)
+        .kms_key_id(&primary_key)
+        .send()
+        .await
+        .unwrap();
+    let cluster_snapshot = unique("weekly");
+    primary
+        .create_db_cluster_snapshot()
+        .db_cluster_identifier(&cluster)
+        .db_cluster_snapshot_identifier(&cluster_snapshot)
+        .send()
+        .await
+        .unwrap();
+    let config = escrow_sync_e2e::write_config(&format!(
+        "[escrow]\nregion = \"us-east-1\"\nrole_arn = \"{}\"\naccount_id = \"{ESCROW}\"\n\
+         kms_key_id = \"{escrow_key}\"\n\n[primary]\naccount_id = \"{}\"\nrole_arn = \"{}\"\n\
+         external_id = \"test-external-id\"\n\n[[rds]]\nname = \"databases\"\n\
+         ids = [\"{db_snapshot}\", \"{cluster_snapshot}\"]\n",
+        escrow_sync_e2e::ESCROW_ROLE,
+        escrow_sync_e2e::PRIMARY,
+        escrow_sync_e2e::READER_ROLE,
+    ));
+    let cfg = config.to_str().unwrap();
+    let run = cli(&["run", "--config", cfg]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let escrow_db = escrow_sync_rds::escrow_identifier(&db_snapshot);
+    let escrow_cluster = escrow_sync_rds::escrow_identifier(&cluster_snapshot);
+    let shares = || {
+        let (escrow, db, cl) = (escrow.clone(), escrow_db.clone(), escrow_cluster.clone());
+        async move {
+            let db = escrow
+                .describe_db_snapshot_attributes()
+                .db_snapshot_identifier(db)
+                .send()
+                .await
+                .unwrap();
+            let cl = escrow
+                .describe_db_cluster_snapshot_attributes()
+                .db_cluster_snapshot_identifier(cl)
+                .send()
+                .await
+                .unwrap();
+            let restore_values = |values: Vec<(Option<String>, Vec<String>)>| {
+                values
+                    .into_iter()
+                    .filter(|(name, _)| name.as_deref() == Some("restore"))
+                    .flat_map(|(_, v)| v)
+                    .collect::<Vec<_>>()
+            };
+            let db = restore_values(
+                db.db_snapshot_attributes_result()
+                    .unwrap()
+                    .db_snapshot_attributes()
+                    .iter()
+                    .map(|a| {
+                        (a.attribute_name().map(str::to_string), a.attribute_values().to_vec())
+                    })
+                    .collect(),
+            );
+            let cl = restore_values(
+                cl.db_cluster_snapshot_attributes_result()
+                    .unwrap()
+                    .db_cluster_snapshot_attributes()
+                    .iter()
+                    .map(|a| {
+                        (a.attribute_name().map(str::to_string), a.attribute_values().to_vec())
+                    })
+                    .collect(),
+            );
+            (db, cl)
+        }
+    };
+    // The recovery account's copies, found by the tag naming the escrow
+    // copy's ARN.
+    let recovered = || {
+        let (recovery, escrow_db, escrow_cluster) =
+            (recovery.clone(), escrow_db.clone(), escrow_cluster.clone());
+        async move {
+            let db: Vec<_> = recovery
+                .describe_db_snapshots()
+                .snapshot_type("manual")
+                .send()
+                .await
+                .unwrap()
+                .db_snapshots()
+                .iter()
+                .filter(|s| {
+                    s.tag_list().iter().any(|t| {
+                        t.key() == Some("escrow-sync:restored-from")
+                            && t.value().is_some_and(|v| v.ends_with(&format!(":{escrow_db}")))
+                    })
+                })
+                .cloned()
+                .collect();
+            let cl: Vec<_> = recovery
+                .describe_db_cluster_snapshots()
+                .snapshot_type("manual")
+                .send()
+                .await
+                .unwrap()
+                .db_cluster_snapshots()
+                .iter()
+                .filter(|s| {
+                    s.tag_list().iter().any(|t| {
+                        t.key() == Some("escrow-sync:restored-from")
+                            && t.value().is_some_and(|v| v.ends_with(&format!(":{escrow_cluster}")))
+                    })
+                })
+                .cloned()
+                .collect();
+            (db, cl)
+        }
+    };
+    let restore = |extra: &[&str]| restore_job(cfg, "databases", extra);
+
+    let dry = restore(&[]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    let r = &dry.json()["restore"];
+    assert_eq!((r["kind"].as_str(), r["restored"].as_u64()), (Some("rds"), Some(2)), "{r}");
+    let notes = r["notes"].to_string();
+    assert!(notes.contains("kms:CreateGrant") && notes.contains(&escrow_key), "{notes}");
+    assert_eq!(shares().await, (vec![], vec![]), "a dry run shares nothing");
+    let before = restore(&["--at", "2000-01-01T00:00:00Z"]);
+    assert_eq!(before.json()["restore"]["restored"].as_u64(), Some(0), "{before:?}");
+
+    let drill = restore(&["--drill"]);
+    assert_eq!(drill.code, 0, "{drill:?}");
+    let r = &drill.json()["restore"];
+    assert_eq!(r["restored"].as_u64(), Some(2), "{r}");
+    assert_eq!(r["drill"]["verified"].as_u64(), Some(2), "{r}");
+    assert_eq!(r["drill"]["mismatched"], serde_json::json!([]), "{r}");
+    assert_eq!(r["drill"]["cleaned_items"].as_u64(), Some(2), "{r}");
+    assert_eq!(r["drill"]["cleaned_target"], true, "{r}");
+    let (db, cl) = recovered().await;
+    assert!(db.is_empty() && cl.is_empty(), "the drill deleted its copies: {db:?} {cl:?}");
+    assert_eq!(shares().await, (vec![], vec![]), "the shares are removed");
+
+    let shared = restore(&["--apply"]);
+    assert_eq!(shared.code, 0, "{shared:?}");
+    let recovery_account = vec![RECOVERY.to_string()];
+    assert_eq!(shares().await, (recovery_account.clone(), recovery_account));
+    let (db, cl) = recovered().await;
+    assert!(db.is_empty() && cl.is_empty(), "--apply alone only shares");
+
+    let copied = restore(&["--apply", "--copy"]);
+    assert_eq!(copied.code, 0, "{copied:?}");
+    let (db, cl) = recovered().await;
+    assert_eq!((db.len(), cl.len()), (1, 1), "{db:?} {cl:?}");
+    assert_eq!((db[0].engine(), db[0].allocated_storage()), (Some("postgres"), Some(20)));
+    assert_eq!(db[0].encrypted(), Some(true), "under the recovery account's own key");
+    assert_eq!(cl[0].engine(), Some("aurora-postgresql"));
+    assert_eq!(shares().await, (vec![], vec![]), "the shares went once copied");
+}
+
+/// An independent escrow copy of a Redshift snapshot: a dry run shares
+/// nothing; a drill shares it with the recovery account, which sees it
+/// (DescribeClusterSnapshots with OwnerAccount), then revokes the share;
+/// `--apply` shares it, and the recovery account restores a cluster from
+/// the share; `--copy` is refused (Redshift cannot copy across accounts),
+/// and so is a share-only job, whose escrow holds no snapshot of its own.
+#[tokio::test]
+async fn a_redshift_escrow_snapshot_is_shared_with_the_recovery_account_and_drilled() {
+    use aws_sdk_redshift::types::Tag;
+    let primary = escrow_sync_redshift::client(&admin(escrow_sync_e2e::PRIMARY).await);
+    let escrow = escrow_sync_redshift::client(&admin(ESCROW).await);
+    let recovery = escrow_sync_redshift::client(&admin(RECOVERY).await);
+    let cluster = unique("restoresales");
+    primary
+        .create_cluster()
+        .cluster_identifier(&cluster)
+        .node_type("ra3.xlplus")
+        .cluster_type("multi-node")
+        .number_of_nodes(2)
+        .master_username("admin")
+        .master_user_password("Passw0rd1")
+        .send()
+        .await
+        .unwrap();
+    let snapshot = format!("{cluster}-weekly");
+    primary
+        .create_cluster_snapshot()
+        .cluster_identifier(&cluster)
+        .snapshot_identifier(&snapshot)
+        .tags(Tag::builder().key("backup").value("true").build())
+        .send()
+        .await
+        .unwrap();
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        "[[redshift]]\nname = \"warehouse\"\nids = [\"{snapshot}\"]\nindependent_copy = true\n\n\
+         [[redshift]]\nname = \"shared\"\nids = [\"{snapshot}\"]\n"
+    ));
+    let cfg = config.to_str().unwrap();
+    let run = cli(&["run", "--config", cfg, "--job", "warehouse"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let escrow_snapshot = escrow
+        .describe_cluster_snapshots()
+        .snapshot_type("manual")
+        .tag_keys("escrow-sync:source-snapshot-id")
+        .send()
+        .await
+        .unwrap()
+        .snapshots()
+        .iter()
+        .find(|s| {
+            s.owner_account().is_none_or(|o| o == ESCROW)
+                && s.tags().iter().any(|t| {
+                    t.key() == Some("escrow-sync:source-snapshot-id")
+                        && t.value() == Some(snapshot.as_str())
+                })
+        })
+        .and_then(|s| s.snapshot_identifier())
+        .expect("the escrow copy")
+        .to_string();
+    let visible = || {
+        let (recovery, id) = (recovery.clone(), escrow_snapshot.clone());
+        async move {
+            recovery
+                .describe_cluster_snapshots()
+                .owner_account(ESCROW)
+                .snapshot_identifier(id)
+                .send()
+                .await
+                .is_ok()
+        }
+    };
+    let restore = |extra: &[&str]| restore_job(cfg, "warehouse", extra);
+
+    let dry = restore(&[]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    let r = &dry.json()["restore"];
+    assert_eq!((r["kind"].as_str(), r["restored"].as_u64()), (Some("redshift"), Some(1)), "{r}");
+    assert!(!visible().await, "a dry run shares nothing");
+
+    let drill = restore(&["--drill"]);
+    assert_eq!(drill.code, 0, "{drill:?}");
+    let r = &drill.json()["restore"];
+    assert_eq!(r["drill"]["verified"].as_u64(), Some(1), "{r}");
+    assert_eq!(r["drill"]["mismatched"], serde_json::json!([]), "{r}");
+    assert_eq!(r["drill"]["cleaned_items"].as_u64(), Some(1), "{r}");
+    assert_eq!(r["drill"]["cleaned_target"], true, "{r}");
+    assert!(!visible().await, "the drill revoked the share");
+
+    let shared = restore(&["--apply"]);
+    assert_eq!(shared.code, 0, "{shared:?}");
+    assert!(visible().await, "--apply shares the escrow snapshot");
+    let restored_cluster = unique("recovered");
+    recovery
+        .restore_from_cluster_snapshot()
+        .cluster_identifier(&restored_cluster)
+        .snapshot_identifier(&escrow_snapshot)
+        .owner_account(ESCROW)
+        .send()
+        .await
+        .expect("the recovery account restores a cluster from the share");
+    recovery
+        .delete_cluster()
+        .cluster_identifier(&restored_cluster)
+        .skip_final_cluster_snapshot(true)
+        .send()
+        .await
+        .unwrap();
+
+    let copy = restore(&["--apply", "--copy"]);
+    assert_eq!(copy.code, 2, "{copy:?}");
+    assert!(copy.stderr.contains("restores a cluster from the share"), "{}", copy.stderr);
+    let share_only = restore_job(cfg, "shared", &["--drill"]);
+    assert_eq!(share_only.code, 2, "{share_only:?}");
+    assert!(share_only.stderr.contains("share-only"), "{}", share_only.stderr);
 }

@@ -106,6 +106,7 @@ pub struct RestoreArgs {
     pub drill: bool,
     /// Snapshot jobs with --apply: besides sharing each escrow copy with
     /// the recovery account, copy it there (and then remove the share).
+    /// Not for Redshift, which cannot copy across accounts.
     #[arg(long, requires = "apply")]
     pub copy: bool,
     /// Output format.

@@ -11,6 +11,15 @@
 //! S3 jobs: every object as escrow held it at `--at` (default: the newest),
 //! read from the escrow bucket's versions ([`S3RestoreSource`]) and streamed
 //! into the target with the same executor as `run`.
+//!
+//! Snapshot jobs (EBS snapshots and AMIs, RDS and Aurora snapshots, Redshift
+//! snapshots): the newest escrow copy at or before `--at` is shared with the
+//! recovery account (`--apply`), and copied there with `--copy` (Redshift
+//! cannot copy across accounts: the recovery account restores from the
+//! share). A drill shares, copies, checks the copy against the escrow copy,
+//! then deletes the copy and removes the share (Redshift: checks the
+//! recovery account sees the share, then revokes it). The SDK calls are in
+//! the service crates' `restore` modules; this is the orchestration.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -29,7 +38,7 @@ use escrow_sync_s3::{
     delete_bucket_and_contents,
 };
 
-use crate::config::{Config, DynamoDbJob, Ec2Job, JobRef, S3Job};
+use crate::config::{Config, DynamoDbJob, Ec2Job, JobRef, RdsJob, RedshiftJob, S3Job};
 use crate::output::exit;
 use crate::{OutputFormat, RestoreArgs};
 
@@ -72,7 +81,9 @@ struct Drill {
     verified: u64,
     /// What differs from escrow, or is missing in the target.
     mismatched: Vec<String>,
-    /// Object versions deleted from the target afterwards (S3).
+    /// Object versions deleted from the target afterwards (S3); recovered
+    /// copies deleted (EBS snapshots, AMIs with their snapshots, RDS
+    /// snapshots); shares revoked (Redshift).
     cleaned_items: u64,
     /// Whether the drill's bucket or table was deleted afterwards.
     cleaned_target: bool,
@@ -196,7 +207,8 @@ fn text(r: &Restored) -> String {
         r.restored,
         match r.kind {
             "s3" => "objects",
-            "ec2" => "snapshots",
+            "ec2" => "snapshots and AMIs",
+            "rds" | "redshift" => "snapshots",
             _ => "items",
         },
         r.bytes,
@@ -208,13 +220,16 @@ fn text(r: &Restored) -> String {
         }
         let what = match r.kind {
             "s3" => "objects identical to escrow byte for byte",
-            "ec2" => "snapshot copies completed at the escrow copy's size",
+            "ec2" => "copies complete as the escrow copy (size; AMIs: block devices)",
+            "rds" => "snapshot copies available with the escrow copy's storage and engine",
+            "redshift" => "shares the recovery account sees, available",
             _ => "items identical to escrow's",
         };
         let cleaned = match (r.kind, d.cleaned_target) {
             ("s3", true) => format!("{} object versions and the drill's bucket", d.cleaned_items),
             ("s3", false) => format!("{} object versions", d.cleaned_items),
-            ("ec2", _) => format!("{} recovered snapshot copies", d.cleaned_items),
+            ("ec2" | "rds", _) => format!("{} recovered copies", d.cleaned_items),
+            ("redshift", _) => format!("{} shares (revoked)", d.cleaned_items),
             (_, true) => "the drill's table".to_string(),
             (_, false) => "nothing".to_string(),
         };
@@ -266,7 +281,7 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
                 )));
             }
         }
-        JobRef::Ec2(j) => {
+        JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => {
             if args.target_bucket.is_some() || args.target_table.is_some() {
                 return Err(Error::invalid_config(format!(
                     "job {} restores snapshots into the recovery account: drop --target-bucket \
@@ -274,18 +289,23 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
                     args.job
                 )));
             }
-            if !j.include.as_ref().is_none_or(|i| i.iter().any(|x| x == "snapshots")) {
-                return Err(Error::invalid_config(format!(
-                    "job {}: restore takes the EBS snapshots of [[ec2]] jobs in this version; \
-                     AMIs follow (issue 7)",
-                    args.job
-                )));
-            }
         }
-        _ => {
+    }
+    if let JobRef::Redshift(j) = job {
+        if !j.independent_copy {
             return Err(Error::invalid_config(format!(
-                "job {}: restore takes [[s3]], [[dynamodb]] and [[ec2]] snapshot jobs in this \
-                 version; RDS and Redshift snapshots follow (issue 7)",
+                "job {} is share-only: escrow holds no Redshift snapshot of its own, only the \
+                 primary's share, which it cannot pass on; restore from the primary's snapshots \
+                 there, and set independent_copy = true on the job so that escrow holds copies \
+                 it can restore",
+                args.job
+            )));
+        }
+        if args.copy {
+            return Err(Error::invalid_config(format!(
+                "job {}: Redshift cannot copy a snapshot into another account, so --copy does \
+                 not apply: the recovery account restores a cluster from the share (drop --copy; \
+                 --apply shares the escrow snapshot, --drill checks the recovery account sees it)",
                 args.job
             )));
         }
@@ -300,6 +320,8 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
             escrow.account_id()
         )));
     }
+    let primary = config.primary_account().account_id.clone();
+    let region = config.escrow.region.clone();
     match job {
         JobRef::S3(j) => restore_s3(args, j, at, &escrow, &target, cancel).await,
         JobRef::DynamoDb(j) if j.dest_table.is_some() => {
@@ -307,11 +329,14 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
         }
         JobRef::DynamoDb(j) => restore_generation(args, j, at, &escrow, &target, &cancel).await,
         JobRef::Ec2(j) => {
-            let primary = config.primary_account().account_id.clone();
-            let region = config.escrow.region.clone();
-            restore_snapshots(args, j, at, &region, &primary, &escrow, &target, &cancel).await
+            restore_ec2(args, j, at, &region, &primary, &escrow, &target, &cancel).await
         }
-        _ => unreachable!("refused above"),
+        JobRef::Rds(j) => {
+            restore_rds(args, j, at, &region, &primary, &escrow, &target, &cancel).await
+        }
+        JobRef::Redshift(j) => {
+            restore_redshift(args, j, at, &region, &primary, &escrow, &target, &cancel).await
+        }
     }
 }
 
@@ -556,13 +581,23 @@ async fn restore_table(
     Ok(restored)
 }
 
-/// The EBS snapshots of an `[[ec2]]` job: per source volume, the newest
-/// escrow copy (at or before `--at`) of the primary's snapshots (those the
-/// job names by id, if it does), shared with the recovery account; with
-/// `--copy` or `--drill`, copied there and the share removed again. A drill
-/// checks each copy completed at the escrow copy's size, then deletes it.
+/// What a drill could not delete, as the report says it.
+fn left_behind(account: &str, left: &[String]) -> Option<String> {
+    (!left.is_empty())
+        .then(|| format!("delete these in account {account} by hand: {}", left.join("; ")))
+}
+
+/// The snapshots and AMIs of an `[[ec2]]` job. EBS snapshots: per source
+/// volume, the newest escrow copy (at or before `--at`) of the primary's
+/// snapshots (those the job names by id, if it does), shared with the
+/// recovery account; with `--copy` or `--drill`, copied there and the share
+/// removed again. A drill checks each copy completed at the escrow copy's
+/// size, then deletes it. AMIs: per source image the same, the share being
+/// the launch permission and every backing snapshot's createVolumePermission;
+/// a drill checks the copy is available with the escrow image's block
+/// devices and sizes, then deregisters it and deletes its snapshots.
 #[allow(clippy::too_many_arguments)] // the job and both sessions; a struct would only rename them
-async fn restore_snapshots(
+async fn restore_ec2(
     args: &RestoreArgs,
     job: &Ec2Job,
     at: Option<SystemTime>,
@@ -573,37 +608,79 @@ async fn restore_snapshots(
     cancel: &CancellationToken,
 ) -> Result<Restored, Error> {
     use escrow_sync_ec2::restore::{
-        as_of, delete_snapshot, escrow_snapshots, set_shared, start_copy, wait_completed,
+        as_of, delete_image, delete_snapshot, escrow_images, escrow_snapshots, image_mismatch,
+        images_as_of, set_image_shared, set_shared, start_copy, start_image_copy, wait_completed,
+        wait_image_available,
     };
+    const GIB: u64 = 1 << 30;
     let escrow_ec2 = escrow_sync_ec2::client(escrow);
     let target_ec2 = escrow_sync_ec2::client(target);
     let account = target.account_id().to_string();
-    let ids: Vec<&String> = job.ids.iter().filter(|i| i.starts_with("snap-")).collect();
-    let copies: Vec<_> = escrow_snapshots(&escrow_ec2)
-        .await?
+    let of_primary = |a: &Option<String>| a.as_deref().is_none_or(|a| a == primary);
+    // What `run` selects: a job naming ids of one type only restores none
+    // of the other.
+    let snapshot_ids = crate::snapshots::ec2_ids(job, "snapshots", "snap-");
+    let image_ids = crate::snapshots::ec2_ids(job, "images", "ami-");
+    let chosen = match &snapshot_ids {
+        None => Vec::new(),
+        Some(ids) => {
+            let copies: Vec<_> = escrow_snapshots(&escrow_ec2)
+                .await?
+                .into_iter()
+                .filter(|c| of_primary(&c.source_account))
+                .filter(|c| ids.is_empty() || ids.contains(&c.source_id))
+                .collect();
+            as_of(copies, at)
+        }
+    };
+    let images = match &image_ids {
+        None => Vec::new(),
+        Some(ids) => {
+            let copies: Vec<_> = escrow_images(&escrow_ec2)
+                .await?
+                .into_iter()
+                .filter(|c| of_primary(&c.source_account))
+                .filter(|c| ids.is_empty() || ids.contains(&c.source_id))
+                .collect();
+            images_as_of(copies, at)
+        }
+    };
+    let schemes: Vec<&str> = [("ebs", snapshot_ids.is_some()), ("ami", image_ids.is_some())]
         .into_iter()
-        .filter(|c| c.source_account.as_deref().is_none_or(|a| a == primary))
-        .filter(|c| ids.is_empty() || ids.contains(&&c.source_id))
+        .filter_map(|(scheme, on)| on.then_some(scheme))
         .collect();
-    let chosen = as_of(copies, at);
+    let joined = |owner: &str| {
+        schemes.iter().map(|s| format!("{s}://{owner}/{region}")).collect::<Vec<_>>().join(", ")
+    };
     let mut restored = Restored::new(
         args,
         "ec2",
-        format!("ebs://escrow/{region}"),
-        format!("ebs://{account}/{region}"),
+        joined("escrow"),
+        joined(&account),
         &account,
         at.map(escrow_sync_core::rfc3339),
     );
-    restored.restored = chosen.len() as u64;
-    restored.bytes = chosen.iter().map(|c| c.size_gib.max(0) as u64 * (1 << 30)).sum();
-    if ids.is_empty() {
+    restored.restored = (chosen.len() + images.len()) as u64;
+    restored.bytes = chosen.iter().map(|c| c.size_gib.max(0) as u64 * GIB).sum::<u64>()
+        + images.iter().map(|i| i.size_gib() * GIB).sum::<u64>();
+    if job.ids.is_empty() {
         restored.notes.push(format!(
-            "the job selects by tags: every escrow copy of a primary ({primary}) snapshot counts"
+            "the job selects by tags: every escrow copy of a primary ({primary}) snapshot or AMI \
+             counts"
         ));
     }
     if !args.apply && !args.drill {
         restored.notes.extend(chosen.iter().map(|c| {
             format!("would share escrow copy {} (of {}, {} GiB)", c.id, c.source_id, c.size_gib)
+        }));
+        restored.notes.extend(images.iter().map(|i| {
+            format!(
+                "would share escrow AMI {} (of {}, {} GiB) and its {} backing snapshots",
+                i.id,
+                i.source_id,
+                i.size_gib(),
+                i.snapshots().len()
+            )
         }));
         return Ok(restored);
     }
@@ -611,6 +688,7 @@ async fn restore_snapshots(
     let timeout = std::time::Duration::from_secs(12 * 3600);
     let mut drill = Drill::default();
     let mut recovered = Vec::new();
+    let mut recovered_images = Vec::new();
     restored.restored = 0;
     restored.bytes = 0;
     for c in &chosen {
@@ -624,7 +702,7 @@ async fn restore_snapshots(
         }
         if !copy {
             restored.restored += 1;
-            restored.bytes += c.size_gib.max(0) as u64 * (1 << 30);
+            restored.bytes += c.size_gib.max(0) as u64 * GIB;
             restored.notes.push(format!("shared escrow copy {} (of {})", c.id, c.source_id));
             continue;
         }
@@ -648,7 +726,7 @@ async fn restore_snapshots(
         match copied {
             Ok((id, size)) => {
                 restored.restored += 1;
-                restored.bytes += size.max(0) as u64 * (1 << 30);
+                restored.bytes += size.max(0) as u64 * GIB;
                 restored
                     .notes
                     .push(format!("copied escrow copy {} (of {}) to {id}", c.id, c.source_id));
@@ -664,21 +742,397 @@ async fn restore_snapshots(
             Err(e) => restored.failed.push(format!("{}: {}", c.source_id, e.chain())),
         }
     }
+    for image in &images {
+        if cancel.is_cancelled() {
+            restored.failed.push("interrupted: the remaining AMIs were not restored".into());
+            break;
+        }
+        if let Err(e) = set_image_shared(&escrow_ec2, image, &account, true).await {
+            restored.failed.push(format!("{}: {}", image.source_id, e.chain()));
+            // A share half made (the launch permission, some snapshots) is
+            // taken back.
+            if let Err(e) = set_image_shared(&escrow_ec2, image, &account, false).await {
+                restored.failed.push(format!(
+                    "{}: escrow AMI {} may still be shared with account {account}: {}",
+                    image.source_id,
+                    image.id,
+                    e.chain()
+                ));
+            }
+            continue;
+        }
+        if !copy {
+            restored.restored += 1;
+            restored.bytes += image.size_gib() * GIB;
+            restored.notes.push(format!(
+                "shared escrow AMI {} (of {}) and its backing snapshots {}",
+                image.id,
+                image.source_id,
+                image.snapshots().join(", ")
+            ));
+            continue;
+        }
+        let copied = match start_image_copy(&target_ec2, &image.id, region).await {
+            Ok(id) => {
+                // Known from now on, so a drill deletes it whatever follows.
+                recovered_images.push(id.clone());
+                wait_image_available(&target_ec2, &id, timeout, MAX_POLL)
+                    .await
+                    .map(|devices| (id, devices))
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = set_image_shared(&escrow_ec2, image, &account, false).await {
+            restored.failed.push(format!(
+                "{}: escrow AMI {} is still shared with account {account}: {}",
+                image.source_id,
+                image.id,
+                e.chain()
+            ));
+        }
+        match copied {
+            Ok((id, devices)) => {
+                restored.restored += 1;
+                restored.bytes +=
+                    devices.iter().map(|d| d.size_gib.max(0) as u64 * GIB).sum::<u64>();
+                restored.notes.push(format!(
+                    "copied escrow AMI {} (of {}) to {id}",
+                    image.id, image.source_id
+                ));
+                match image_mismatch(&image.devices, &devices) {
+                    None => drill.verified += 1,
+                    Some(why) => drill
+                        .mismatched
+                        .push(format!("{}: the copy {id} has {why}", image.source_id)),
+                }
+            }
+            Err(e) => restored.failed.push(format!("{}: {}", image.source_id, e.chain())),
+        }
+    }
     if args.drill {
         let mut left = Vec::new();
         for id in &recovered {
             match delete_snapshot(&target_ec2, id).await {
                 Ok(()) => drill.cleaned_items += 1,
-                Err(e) => left.push(format!("{id}: {}", e.chain())),
+                Err(e) => left.push(format!("snapshot {id}: {}", e.chain())),
+            }
+        }
+        for id in &recovered_images {
+            match delete_image(&target_ec2, id).await {
+                Ok(()) => drill.cleaned_items += 1,
+                Err(e) => left.push(format!("AMI {id} and its snapshots: {}", e.chain())),
             }
         }
         drill.cleaned_target = left.is_empty();
-        if !left.is_empty() {
-            drill.cleanup_error = Some(format!(
-                "delete these snapshots in account {account} by hand: {}",
-                left.join("; ")
+        drill.cleanup_error = left_behind(&account, &left);
+        restored.drill = Some(drill);
+    }
+    Ok(restored)
+}
+
+/// The milliseconds since 1970, as digits: what makes the names of
+/// recovered copies unique per run.
+fn stamp() -> String {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The DB snapshots and Aurora cluster snapshots of an `[[rds]]` job: per
+/// source DB instance or cluster, the newest escrow copy (at or before
+/// `--at`) of the primary's snapshots (those the job names by id, if it
+/// does), shared with the recovery account (the `restore` attribute); with
+/// `--copy` or `--drill`, copied there by its ARN under the recovery
+/// account's own key and the share removed again. A drill checks each copy
+/// is available with the escrow copy's allocated storage and engine, then
+/// deletes it.
+#[allow(clippy::too_many_arguments)] // the job and both sessions; a struct would only rename them
+async fn restore_rds(
+    args: &RestoreArgs,
+    job: &RdsJob,
+    at: Option<SystemTime>,
+    region: &str,
+    primary: &str,
+    escrow: &Session,
+    target: &Session,
+    cancel: &CancellationToken,
+) -> Result<Restored, Error> {
+    use escrow_sync_rds::RdsKind;
+    use escrow_sync_rds::restore::{
+        RECOVERY_KEY, as_of, delete_snapshot, escrow_snapshots, mismatch, recovery_identifier,
+        set_shared, start_copy, wait_available,
+    };
+    const GIB: u64 = 1 << 30;
+    let escrow_rds = escrow_sync_rds::client(escrow);
+    let target_rds = escrow_sync_rds::client(target);
+    let account = target.account_id().to_string();
+    let ids: Vec<String> = job.ids.iter().map(|i| i.to_ascii_lowercase()).collect();
+    let kinds: Vec<(RdsKind, &str)> = [(RdsKind::Db, "rds"), (RdsKind::Cluster, "aurora")]
+        .into_iter()
+        .filter(|(kind, _)| job.includes(kind.as_str()))
+        .collect();
+    let mut chosen = Vec::new();
+    for (kind, _) in &kinds {
+        let copies: Vec<_> = escrow_snapshots(&escrow_rds, *kind)
+            .await?
+            .into_iter()
+            .filter(|c| c.source_account.as_deref().is_none_or(|a| a == primary))
+            .filter(|c| ids.is_empty() || ids.contains(&c.source_id.to_ascii_lowercase()))
+            .collect();
+        chosen.extend(as_of(copies, at));
+    }
+    let joined = |owner: &str| {
+        kinds.iter().map(|(_, s)| format!("{s}://{owner}/{region}")).collect::<Vec<_>>().join(", ")
+    };
+    let mut restored = Restored::new(
+        args,
+        "rds",
+        joined("escrow"),
+        joined(&account),
+        &account,
+        at.map(escrow_sync_core::rfc3339),
+    );
+    restored.restored = chosen.len() as u64;
+    restored.bytes = chosen.iter().map(|c| c.gib * GIB).sum();
+    if job.ids.is_empty() {
+        restored.notes.push(format!(
+            "the job selects by tags: every escrow copy of a primary ({primary}) snapshot counts"
+        ));
+    }
+    let mut keys: Vec<&str> =
+        chosen.iter().filter(|c| c.encrypted).filter_map(|c| c.kms_key_id.as_deref()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if !keys.is_empty() {
+        restored.notes.push(format!(
+            "the escrow copies are encrypted with {}: the key's policy must grant account \
+             {account} kms:Decrypt, kms:DescribeKey and kms:CreateGrant for it to copy or \
+             restore them; copies made in account {account} are encrypted with its own \
+             {RECOVERY_KEY} key",
+            keys.join(", ")
+        ));
+    }
+    if !args.apply && !args.drill {
+        restored.notes.extend(chosen.iter().map(|c| {
+            format!(
+                "would share escrow {} {} (of {}, {} GiB, {})",
+                c.kind.noun(),
+                c.id,
+                c.source_id,
+                c.gib,
+                c.engine
+            )
+        }));
+        return Ok(restored);
+    }
+    let copy = args.copy || args.drill;
+    let timeout = std::time::Duration::from_secs(12 * 3600);
+    let mut drill = Drill::default();
+    let mut recovered = Vec::new();
+    restored.restored = 0;
+    restored.bytes = 0;
+    for c in &chosen {
+        if cancel.is_cancelled() {
+            restored.failed.push("interrupted: the remaining snapshots were not restored".into());
+            break;
+        }
+        let noun = c.kind.noun();
+        let arn = if c.arn.is_empty() {
+            let what = match c.kind {
+                RdsKind::Db => "snapshot",
+                RdsKind::Cluster => "cluster-snapshot",
+            };
+            format!("arn:aws:rds:{region}:{}:{what}:{}", escrow.account_id(), c.id)
+        } else {
+            c.arn.clone()
+        };
+        if let Err(e) = set_shared(&escrow_rds, c.kind, &c.id, &account, true).await {
+            restored.failed.push(format!("{}: {}", c.source_id, e.chain()));
+            continue;
+        }
+        if !copy {
+            restored.restored += 1;
+            restored.bytes += c.gib * GIB;
+            restored.notes.push(format!(
+                "shared escrow {noun} {} (of {}): account {account} restores from {arn}, or \
+                 copies it with --copy",
+                c.id, c.source_id
+            ));
+            continue;
+        }
+        let key = c.encrypted.then_some(RECOVERY_KEY);
+        let name = recovery_identifier(&c.id, &stamp());
+        let copied = match start_copy(&target_rds, c.kind, &arn, &name, key).await {
+            Ok(id) => {
+                // Known from now on, so a drill deletes it whatever follows.
+                recovered.push((c.kind, id.clone()));
+                wait_available(&target_rds, c.kind, &id, timeout, MAX_POLL).await
+            }
+            Err(e) => Err(e),
+        };
+        // The share has served once the copy is done (or failed).
+        if let Err(e) = set_shared(&escrow_rds, c.kind, &c.id, &account, false).await {
+            restored.failed.push(format!(
+                "{}: escrow {noun} {} is still shared with account {account}: {}",
+                c.source_id,
+                c.id,
+                e.chain()
             ));
         }
+        match copied {
+            Ok(done) => {
+                restored.restored += 1;
+                restored.bytes += done.gib * GIB;
+                restored.notes.push(format!(
+                    "copied escrow {noun} {} (of {}) to {}",
+                    c.id, c.source_id, done.id
+                ));
+                match mismatch(c, &done) {
+                    None => drill.verified += 1,
+                    Some(why) => drill.mismatched.push(format!("{}: {why}", c.source_id)),
+                }
+            }
+            Err(e) => restored.failed.push(format!("{}: {}", c.source_id, e.chain())),
+        }
+    }
+    if args.drill {
+        let mut left = Vec::new();
+        for (kind, id) in &recovered {
+            match delete_snapshot(&target_rds, *kind, id).await {
+                Ok(()) => drill.cleaned_items += 1,
+                Err(e) => left.push(format!("{} {id}: {}", kind.noun(), e.chain())),
+            }
+        }
+        drill.cleaned_target = left.is_empty();
+        drill.cleanup_error = left_behind(&account, &left);
+        restored.drill = Some(drill);
+    }
+    Ok(restored)
+}
+
+/// The Redshift snapshots of an `[[redshift]]` job with independent
+/// copies: per source cluster, the newest escrow snapshot (at or before
+/// `--at`) of the primary's snapshots (those the job names by id, if it
+/// does), shared with the recovery account (AuthorizeSnapshotAccess), which
+/// restores a cluster from the share: Redshift cannot copy a snapshot into
+/// another account. A drill shares, checks the recovery account sees each
+/// snapshot available, and revokes the shares.
+#[allow(clippy::too_many_arguments)] // the job and both sessions; a struct would only rename them
+async fn restore_redshift(
+    args: &RestoreArgs,
+    job: &RedshiftJob,
+    at: Option<SystemTime>,
+    region: &str,
+    primary: &str,
+    escrow: &Session,
+    target: &Session,
+    cancel: &CancellationToken,
+) -> Result<Restored, Error> {
+    use escrow_sync_redshift::restore::{as_of, check_visible, escrow_snapshots, set_shared};
+    let escrow_rs = escrow_sync_redshift::client(escrow);
+    let target_rs = escrow_sync_redshift::client(target);
+    let account = target.account_id().to_string();
+    let owner = escrow.account_id().to_string();
+    let copies: Vec<_> = escrow_snapshots(&escrow_rs, &owner)
+        .await?
+        .into_iter()
+        .filter(|c| c.source_account.as_deref().is_none_or(|a| a == primary))
+        .filter(|c| job.ids.is_empty() || job.ids.contains(&c.source_id))
+        .collect();
+    let chosen = as_of(copies, at);
+    let mut restored = Restored::new(
+        args,
+        "redshift",
+        format!("redshift://escrow/{region}"),
+        format!("redshift://{account}/{region}"),
+        &account,
+        at.map(escrow_sync_core::rfc3339),
+    );
+    restored.restored = chosen.len() as u64;
+    restored.bytes = chosen.iter().map(|c| c.bytes).sum();
+    if job.ids.is_empty() {
+        restored.notes.push(format!(
+            "the job selects by tags: every escrow snapshot of a primary ({primary}) snapshot \
+             counts"
+        ));
+    }
+    let mut keys: Vec<&str> =
+        chosen.iter().filter(|c| c.encrypted).filter_map(|c| c.kms_key_id.as_deref()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if !keys.is_empty() {
+        restored.notes.push(format!(
+            "the escrow snapshots are encrypted with {}: the key's policy must grant account \
+             {account} kms:Decrypt, kms:DescribeKey and kms:CreateGrant for it to restore a \
+             cluster from the share",
+            keys.join(", ")
+        ));
+    }
+    if !args.apply && !args.drill {
+        restored.notes.extend(chosen.iter().map(|c| {
+            format!(
+                "would share escrow snapshot {} (of {}) with account {account}",
+                c.id, c.source_id
+            )
+        }));
+        return Ok(restored);
+    }
+    let mut drill = Drill::default();
+    let mut left = Vec::new();
+    restored.restored = 0;
+    restored.bytes = 0;
+    for c in &chosen {
+        if cancel.is_cancelled() {
+            restored.failed.push("interrupted: the remaining snapshots were not restored".into());
+            break;
+        }
+        if let Err(e) = set_shared(&escrow_rs, c, &account, true).await {
+            restored.failed.push(format!("{}: {}", c.source_id, e.chain()));
+            continue;
+        }
+        if !args.drill {
+            restored.restored += 1;
+            restored.bytes += c.bytes;
+            restored.notes.push(format!(
+                "shared escrow snapshot {} (of {}): account {account} restores a cluster from it \
+                 (RestoreFromClusterSnapshot with SnapshotIdentifier {} and OwnerAccount {owner})",
+                c.id, c.source_id, c.id
+            ));
+            continue;
+        }
+        let seen = check_visible(&target_rs, &owner, &c.id).await;
+        // The share has served once it is seen (or not).
+        match set_shared(&escrow_rs, c, &account, false).await {
+            Ok(()) => drill.cleaned_items += 1,
+            Err(e) => left.push(format!("{}: {}", c.id, e.chain())),
+        }
+        match seen {
+            Ok(()) => {
+                restored.restored += 1;
+                restored.bytes += c.bytes;
+                drill.verified += 1;
+                restored.notes.push(format!(
+                    "account {account} saw escrow snapshot {} (of {}) shared and available",
+                    c.id, c.source_id
+                ));
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Failed) => {
+                drill.mismatched.push(format!("{}: {}", c.source_id, e.chain()));
+            }
+            Err(e) => restored.failed.push(format!("{}: {}", c.source_id, e.chain())),
+        }
+    }
+    if args.drill {
+        drill.cleaned_target = left.is_empty();
+        drill.cleanup_error = (!left.is_empty()).then(|| {
+            format!(
+                "revoke account {account}'s access to these escrow snapshots by hand \
+                 (RevokeSnapshotAccess): {}",
+                left.join("; ")
+            )
+        });
         restored.drill = Some(drill);
     }
     Ok(restored)

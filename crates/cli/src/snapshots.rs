@@ -87,7 +87,11 @@ fn region(config: &Config) -> String {
 /// when the type is left out, an empty list for "everything (by tags)".
 /// A job that lists ids selects by id only: a type none of its ids names
 /// has nothing selected (an empty id list would select every resource).
-fn ec2_ids(job: &crate::config::Ec2Job, what: &str, prefix: &str) -> Option<Vec<String>> {
+pub(crate) fn ec2_ids(
+    job: &crate::config::Ec2Job,
+    what: &str,
+    prefix: &str,
+) -> Option<Vec<String>> {
     let ids: Vec<String> = job.ids.iter().filter(|i| i.starts_with(prefix)).cloned().collect();
     (job.includes(what) && (job.ids.is_empty() || !ids.is_empty())).then_some(ids)
 }

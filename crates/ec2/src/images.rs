@@ -33,10 +33,10 @@ use crate::snapshots::{
 
 /// The tag on an escrow copy naming the source image.
 pub const SOURCE_IMAGE_TAG: &str = "escrow-sync:source-image-id";
-const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
+pub(crate) const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
 const SOURCE_ARN_TAG: &str = "escrow-sync:source-arn";
 const SOURCE_TIME_TAG: &str = "escrow-sync:source-start-time";
-const COPIED_TAG: &str = "escrow-sync:copied-at";
+pub(crate) const COPIED_TAG: &str = "escrow-sync:copied-at";
 /// The prefix of every provenance tag (copied onto the copy's snapshots).
 const PROVENANCE_PREFIX: &str = "escrow-sync:";
 
@@ -70,7 +70,7 @@ fn image_size(image: &Image) -> u64 {
 }
 
 /// The ids of an image's backing EBS snapshots, in mapping order.
-fn backing_snapshots(image: &Image) -> Vec<String> {
+pub(crate) fn backing_snapshots(image: &Image) -> Vec<String> {
     image
         .block_device_mappings()
         .iter()
@@ -78,7 +78,7 @@ fn backing_snapshots(image: &Image) -> Vec<String> {
         .collect()
 }
 
-fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
+pub(crate) fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
     tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
 }
 
@@ -87,7 +87,7 @@ fn state_is(image: &Image, states: &[ImageState]) -> bool {
 }
 
 /// An image's creation date, when the service's string can be read.
-fn created(image: &Image) -> Option<aws_smithy_types::DateTime> {
+pub(crate) fn created(image: &Image) -> Option<aws_smithy_types::DateTime> {
     aws_smithy_types::DateTime::from_str(
         image.creation_date()?,
         aws_smithy_types::date_time::Format::DateTime,
@@ -130,7 +130,7 @@ fn lineage<'a>(image: &'a Image, volume_of: impl Fn(&str) -> Option<&'a str>) ->
 /// An AMI name of at most 128 characters, from the characters AWS allows:
 /// `prefix-<name>-<id><suffix>`, the name shortened if need be and other
 /// characters replaced by `-`.
-fn image_name(prefix: &str, name: &str, id: &str, suffix: &str) -> String {
+pub(crate) fn image_name(prefix: &str, name: &str, id: &str, suffix: &str) -> String {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c);
     let clean: String = name.chars().map(|c| if allowed(c) { c } else { '-' }).collect();
     let room = 128usize.saturating_sub(prefix.len() + id.len() + suffix.len() + 2);
@@ -175,7 +175,7 @@ fn billing_refusal(image: &Image) -> Option<String> {
 /// reason), `timeout` passes, or it stays unknown longer than
 /// [`NOT_FOUND_GRACE`] (kind NotFound: deregistered). `operation` is the
 /// call that made it, `resource` names it in errors.
-async fn wait_image(
+pub(crate) async fn wait_image(
     ec2: &aws_sdk_ec2::Client,
     id: &str,
     timeout: Duration,

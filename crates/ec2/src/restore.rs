@@ -1,18 +1,26 @@
-//! Restoring EBS snapshots from escrow into a recovery account: the escrow
-//! copy is shared with the recovery account (escrow credentials), copied
-//! there (the recovery account's credentials), waited on, and unshared.
+//! Restoring EBS snapshots and AMIs from escrow into a recovery account:
+//! the escrow copy is shared with the recovery account (escrow
+//! credentials; an AMI with its launch permission and every backing
+//! snapshot), copied there (the recovery account's credentials), waited
+//! on, and unshared.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::types::{ResourceType, SnapshotState, Tag, TagSpecification};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types::{
+    Filter, Image, LaunchPermission, LaunchPermissionModifications, ResourceType, SnapshotState,
+    Tag, TagSpecification,
+};
 
 use escrow_sync_aws::sdk_error;
-use escrow_sync_core::Result;
+use escrow_sync_core::{Error, ErrorKind, Result};
 
+use crate::images::{self, SOURCE_IMAGE_TAG, backing_snapshots, image_name, wait_image};
 use crate::snapshots::{
-    LINEAGE_TAG, SOURCE_SNAPSHOT_TAG, escrow_copies, share_snapshot, system_time, wait_snapshot,
+    LINEAGE_TAG, SOURCE_SNAPSHOT_TAG, ec2_missing, escrow_copies, share_snapshot, system_time,
+    wait_snapshot,
 };
 
 /// The tag on a recovered copy naming the escrow copy it came from.
@@ -137,6 +145,262 @@ pub async fn delete_snapshot(ec2: &Client, id: &str) -> Result<()> {
         .send()
         .await
         .map_err(|e| sdk_error(e, "ec2:DeleteSnapshot", format!("snapshot {id}")))?;
+    Ok(())
+}
+
+/// One EBS volume of an image: its device, size and snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The device name (`/dev/xvda`).
+    pub name: String,
+    /// The volume size in GiB.
+    pub size_gib: i32,
+    /// The snapshot behind it, when the service names one.
+    pub snapshot_id: Option<String>,
+}
+
+/// The EBS devices of `image`, in mapping order.
+fn devices(image: &Image) -> Vec<Device> {
+    image
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| {
+            let ebs = m.ebs()?;
+            Some(Device {
+                name: m.device_name().unwrap_or_default().to_string(),
+                size_gib: ebs.volume_size().unwrap_or(0),
+                snapshot_id: ebs.snapshot_id().map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+/// One available escrow copy of a primary AMI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscrowImage {
+    /// The escrow copy's image id.
+    pub id: String,
+    /// The primary image it is a copy of.
+    pub source_id: String,
+    /// The primary account it came from.
+    pub source_account: Option<String>,
+    /// When the copy was made in escrow (its creation date, else its
+    /// `escrow-sync:copied-at` tag).
+    pub started: Option<SystemTime>,
+    /// Its EBS devices, each with its backing snapshot.
+    pub devices: Vec<Device>,
+}
+
+impl EscrowImage {
+    /// The sum of its volume sizes, in GiB.
+    pub fn size_gib(&self) -> u64 {
+        self.devices.iter().map(|d| d.size_gib.max(0) as u64).sum()
+    }
+
+    /// Its backing snapshots.
+    pub fn snapshots(&self) -> Vec<String> {
+        self.devices.iter().filter_map(|d| d.snapshot_id.clone()).collect()
+    }
+}
+
+/// An RFC 3339 time, read.
+fn parse_time(text: &str) -> Option<SystemTime> {
+    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
+        .ok()
+        .and_then(|t| system_time(&t))
+}
+
+/// Every available escrow-sync copy of an AMI the escrow account holds
+/// (owned by it, tagged [`SOURCE_IMAGE_TAG`]).
+pub async fn escrow_images(ec2: &Client) -> Result<Vec<EscrowImage>> {
+    let all: Vec<Image> = ec2
+        .describe_images()
+        .owners("self")
+        .filters(Filter::builder().name("tag-key").values(SOURCE_IMAGE_TAG).build())
+        .filters(Filter::builder().name("state").values("available").build())
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| sdk_error(e, "ec2:DescribeImages", "escrow images"))?;
+    Ok(all
+        .iter()
+        .filter(|i| i.state() == Some(&aws_sdk_ec2::types::ImageState::Available))
+        .filter_map(|i| {
+            Some(EscrowImage {
+                id: i.image_id()?.to_string(),
+                source_id: images::tag(i.tags(), SOURCE_IMAGE_TAG)?.to_string(),
+                source_account: images::tag(i.tags(), images::SOURCE_ACCOUNT_TAG)
+                    .map(str::to_string),
+                started: images::created(i)
+                    .as_ref()
+                    .and_then(system_time)
+                    .or_else(|| images::tag(i.tags(), images::COPIED_TAG).and_then(parse_time)),
+                devices: devices(i),
+            })
+        })
+        .collect())
+}
+
+/// Per source image, the newest copy made at or before `at` (`None`: the
+/// newest), in source-id order.
+pub fn images_as_of(copies: Vec<EscrowImage>, at: Option<SystemTime>) -> Vec<EscrowImage> {
+    let mut newest: BTreeMap<String, EscrowImage> = BTreeMap::new();
+    for c in copies {
+        if let (Some(at), Some(started)) = (at, c.started)
+            && started > at
+        {
+            continue;
+        }
+        match newest.get(&c.source_id) {
+            Some(n) if n.started >= c.started => {}
+            _ => {
+                newest.insert(c.source_id.clone(), c);
+            }
+        }
+    }
+    newest.into_values().collect()
+}
+
+/// Adds `account` to (or removes it from) the launch permission of the
+/// escrow image and the createVolumePermission of each of its backing
+/// snapshots: a recovery account copies an AMI only with both. Removing
+/// tries every part and answers the first error.
+pub async fn set_image_shared(
+    ec2: &Client,
+    image: &EscrowImage,
+    account: &str,
+    add: bool,
+) -> Result<()> {
+    let resource = format!("escrow image {}", image.id);
+    let permission = LaunchPermission::builder().user_id(account).build();
+    let change = if add {
+        LaunchPermissionModifications::builder().add(permission).build()
+    } else {
+        LaunchPermissionModifications::builder().remove(permission).build()
+    };
+    let mut first = ec2
+        .modify_image_attribute()
+        .image_id(&image.id)
+        .launch_permission(change)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| sdk_error(e, "ec2:ModifyImageAttribute", &resource));
+    if add {
+        first?;
+        for snapshot in image.snapshots() {
+            let named = format!("backing snapshot {snapshot} of {resource}");
+            share_snapshot(ec2, &snapshot, account, true, &named).await?;
+        }
+        return Ok(());
+    }
+    for snapshot in image.snapshots() {
+        let named = format!("backing snapshot {snapshot} of {resource}");
+        let done = share_snapshot(ec2, &snapshot, account, false, &named).await;
+        if first.is_ok() {
+            first = done;
+        }
+    }
+    first
+}
+
+/// Starts copying the shared escrow image `id` (in `region`) into the
+/// account of `ec2` (the recovery account), encrypted with its default EBS
+/// key, the image and its snapshots tagged [`RESTORED_FROM_TAG`] = `id`;
+/// returns the new image's id (wait for it with [`wait_image_available`]).
+/// The name carries the time (AMI names are unique per account); the
+/// ClientToken is the SDK's random one per call: a fixed one would answer a
+/// drill's deregistered copy again.
+pub async fn start_image_copy(ec2: &Client, id: &str, region: &str) -> Result<String> {
+    let spec = |kind| {
+        TagSpecification::builder()
+            .resource_type(kind)
+            .tags(Tag::builder().key(RESTORED_FROM_TAG).value(id).build())
+            .build()
+    };
+    let millis = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let resource = format!("escrow image {id}");
+    ec2.copy_image()
+        .source_image_id(id)
+        .source_region(region)
+        .name(image_name("escrow-sync-restore", "", id, &format!("-{millis}")))
+        .description(format!("escrow-sync restore of escrow image {id}"))
+        .encrypted(true)
+        .tag_specifications(spec(ResourceType::Image))
+        .tag_specifications(spec(ResourceType::Snapshot))
+        .send()
+        .await
+        .map_err(|e| sdk_error(e, "ec2:CopyImage", &resource))?
+        .image_id
+        .ok_or_else(|| {
+            Error::new(ErrorKind::Failed, "ec2:CopyImage", resource, "no image id in the answer")
+        })
+}
+
+/// Waits until image `copy` of the account of `ec2` is available (at most
+/// `timeout`, polling from 1 s up to every `max_poll`); returns its EBS
+/// devices.
+pub async fn wait_image_available(
+    ec2: &Client,
+    copy: &str,
+    timeout: Duration,
+    max_poll: Duration,
+) -> Result<Vec<Device>> {
+    let resource = format!("recovered image {copy}");
+    let image = wait_image(ec2, copy, timeout, max_poll, "ec2:CopyImage", &resource).await?;
+    Ok(devices(&image))
+}
+
+/// What differs between an escrow image's devices and its copy's (their
+/// number, or a size), if anything.
+pub fn image_mismatch(escrow: &[Device], copy: &[Device]) -> Option<String> {
+    let sizes = |d: &[Device]| {
+        let mut v: Vec<(String, i32)> = d.iter().map(|d| (d.name.clone(), d.size_gib)).collect();
+        v.sort();
+        v
+    };
+    let (want, got) = (sizes(escrow), sizes(copy));
+    if want.len() != got.len() {
+        return Some(format!("{} block devices, the escrow image {}", got.len(), want.len()));
+    }
+    want.iter()
+        .zip(&got)
+        .find(|(w, g)| w != g)
+        .map(|(w, g)| format!("{} has {} GiB, the escrow image's {} {} GiB", g.0, g.1, w.0, w.1))
+}
+
+/// Deregisters image `id` of the account of `ec2` (a drill's own copy) and
+/// deletes its backing snapshots (found before deregistering); an image or
+/// snapshot already gone counts as deleted.
+pub async fn delete_image(ec2: &Client, id: &str) -> Result<()> {
+    let resource = format!("image {id}");
+    let image = match ec2.describe_images().image_ids(id).send().await {
+        Ok(out) => out.images.unwrap_or_default().into_iter().next(),
+        Err(e) if ec2_missing(e.code()) => None,
+        Err(e) => return Err(sdk_error(e, "ec2:DescribeImages", &resource)),
+    };
+    let Some(image) = image else { return Ok(()) };
+    let snapshots = backing_snapshots(&image);
+    match ec2.deregister_image().image_id(id).send().await {
+        Ok(_) => {}
+        Err(e) if ec2_missing(e.code()) => {}
+        Err(e) => return Err(sdk_error(e, "ec2:DeregisterImage", &resource)),
+    }
+    for snapshot in snapshots {
+        match ec2.delete_snapshot().snapshot_id(&snapshot).send().await {
+            Ok(_) => {}
+            Err(e) if ec2_missing(e.code()) => {}
+            Err(e) => {
+                let named = format!("snapshot {snapshot} of {resource}");
+                return Err(sdk_error(e, "ec2:DeleteSnapshot", named));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -41,8 +41,9 @@ impl RdsKind {
         }
     }
 
-    /// How resources are named in errors.
-    pub(crate) fn noun(&self) -> &'static str {
+    /// How resources are named in errors and reports: `db snapshot` or
+    /// `aurora cluster snapshot`.
+    pub fn noun(&self) -> &'static str {
         match self {
             RdsKind::Db => "db snapshot",
             RdsKind::Cluster => "aurora cluster snapshot",
@@ -78,6 +79,8 @@ pub(crate) struct Snap {
     pub encrypted: bool,
     pub kms_key_id: Option<String>,
     pub gib: u64,
+    /// The engine (`postgres`, `aurora-postgresql`...).
+    pub engine: String,
     pub created: Option<aws_smithy_types::DateTime>,
     pub tags: BTreeMap<String, String>,
 }
@@ -99,6 +102,7 @@ impl From<DbSnapshot> for Snap {
             encrypted: s.encrypted() == Some(true),
             kms_key_id: s.kms_key_id().map(str::to_string),
             gib: s.allocated_storage().unwrap_or(0).max(0) as u64,
+            engine: s.engine().unwrap_or_default().to_string(),
             created: s.snapshot_create_time().cloned(),
             tags: tags(s.tag_list()),
         }
@@ -116,6 +120,7 @@ impl From<DbClusterSnapshot> for Snap {
             encrypted: s.storage_encrypted() == Some(true),
             kms_key_id: s.kms_key_id().map(str::to_string),
             gib: s.allocated_storage().unwrap_or(0).max(0) as u64,
+            engine: s.engine().unwrap_or_default().to_string(),
             created: s.snapshot_create_time().cloned(),
             tags: tags(s.tag_list()),
         }
@@ -167,7 +172,7 @@ pub(crate) fn arn_account(arn: &str) -> Option<&str> {
 }
 
 /// The shared classifier knows RDS's not-found faults.
-fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+pub(crate) fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
     escrow_sync_aws::classify(err) == ErrorKind::NotFound
 }
 

@@ -16,6 +16,8 @@
 //! snapshots under the AWS-managed key are re-encrypted in the primary with
 //! `reencrypt_key_id` when it is set. The sink is also the
 //! [`escrow_sync_core::Retained`] store that `prune` deletes from.
+//! [`restore`] shares escrow's copies with a recovery account and copies
+//! them there.
 //!
 //! ```
 //! use escrow_sync_rds::{escrow_identifier, provenance_tags, RdsKind};
@@ -36,6 +38,7 @@
 #![deny(missing_docs)]
 
 mod api;
+pub mod restore;
 mod snapshots;
 
 pub use api::RdsKind;

@@ -14,6 +14,9 @@
 //!   escrow KMS key, takes a manual snapshot of it with indefinite retention
 //!   and provenance tags, deletes the cluster, and the share is revoked.
 //!
+//! [`restore`] shares escrow's independent copies with a recovery account,
+//! which restores a cluster from the share.
+//!
 //! [`RedshiftSnapshotSource`] and [`RedshiftSnapshotSink`] implement the
 //! core contracts: a listing item is one source snapshot (key: its
 //! identifier); an independent sink lists its snapshots by their
@@ -39,6 +42,7 @@
 #![deny(missing_docs)]
 
 mod common;
+pub mod restore;
 mod sink;
 mod source;
 

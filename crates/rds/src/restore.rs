@@ -1,0 +1,339 @@
+//! Restoring RDS DB snapshots and Aurora cluster snapshots from escrow into
+//! a recovery account: the escrow copy is shared with the recovery account
+//! (its `restore` attribute, escrow credentials), copied there by its ARN
+//! (the recovery account's credentials) under the recovery account's own
+//! key, waited on, and unshared.
+//!
+//! An escrow copy is encrypted with the escrow key, so the recovery account
+//! can copy (or restore) it only when that key's policy lets the recovery
+//! account use it (kms:Decrypt, kms:DescribeKey, kms:CreateGrant): the same
+//! grant the primary's key gives the escrow account in the escrow direction.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_rds::Client;
+use aws_sdk_rds::config::http::HttpResponse;
+use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_rds::types::Tag;
+use futures::StreamExt;
+
+use escrow_sync_aws::sdk_error;
+use escrow_sync_core::{Error, Result};
+
+use crate::api::{Rds, RdsKind, Snap, identifier};
+use crate::snapshots::{COPIED_TAG, LINEAGE_TAG, SOURCE_ACCOUNT_TAG, SOURCE_SNAPSHOT_TAG};
+
+/// The tag on a recovered copy carrying the ARN of the escrow copy it came
+/// from.
+pub const RESTORED_FROM_TAG: &str = "escrow-sync:restored-from";
+
+/// The key a copy in the recovery account is encrypted with: that account's
+/// own AWS-managed RDS key (any key of the recovery account will do; this
+/// one exists in every account).
+pub const RECOVERY_KEY: &str = "alias/aws/rds";
+
+/// One available escrow copy of a primary DB snapshot or cluster snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscrowRdsSnapshot {
+    /// DB snapshot or cluster snapshot.
+    pub kind: RdsKind,
+    /// The escrow copy's identifier.
+    pub id: String,
+    /// The escrow copy's ARN (how another account names it).
+    pub arn: String,
+    /// The primary snapshot it is a copy of.
+    pub source_id: String,
+    /// The primary account it came from.
+    pub source_account: Option<String>,
+    /// The DB instance or cluster the source was taken of.
+    pub lineage: String,
+    /// When the copy was made in escrow (its `escrow-sync:copied-at` tag,
+    /// else its creation time).
+    pub started: Option<SystemTime>,
+    /// Allocated storage in GiB.
+    pub gib: u64,
+    /// The engine.
+    pub engine: String,
+    /// Whether it is encrypted.
+    pub encrypted: bool,
+    /// Its key, when encrypted.
+    pub kms_key_id: Option<String>,
+}
+
+/// A copy in the recovery account, once available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredRdsSnapshot {
+    /// Its identifier.
+    pub id: String,
+    /// Its status (`available`).
+    pub status: String,
+    /// Allocated storage in GiB.
+    pub gib: u64,
+    /// The engine.
+    pub engine: String,
+}
+
+fn parse_time(text: &str) -> Option<SystemTime> {
+    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
+        .ok()
+        .and_then(|t| SystemTime::try_from(t).ok())
+}
+
+impl EscrowRdsSnapshot {
+    fn from_snap(kind: RdsKind, s: Snap) -> Option<Self> {
+        let source_id = s.tags.get(SOURCE_SNAPSHOT_TAG)?.clone();
+        let tag = |k: &str| s.tags.get(k).filter(|v| !v.is_empty()).cloned();
+        Some(EscrowRdsSnapshot {
+            kind,
+            started: tag(COPIED_TAG)
+                .and_then(|t| parse_time(&t))
+                .or_else(|| s.created.and_then(|t| SystemTime::try_from(t).ok())),
+            source_account: tag(SOURCE_ACCOUNT_TAG),
+            lineage: tag(LINEAGE_TAG).unwrap_or_else(|| s.lineage.clone()),
+            source_id,
+            id: s.id,
+            arn: s.arn,
+            gib: s.gib,
+            engine: s.engine,
+            encrypted: s.encrypted,
+            kms_key_id: s.kms_key_id,
+        })
+    }
+}
+
+/// Every available escrow-sync copy of `kind` the escrow account of `rds`
+/// holds (its own manual snapshots tagged [`SOURCE_SNAPSHOT_TAG`]).
+pub async fn escrow_snapshots(rds: &Client, kind: RdsKind) -> Result<Vec<EscrowRdsSnapshot>> {
+    let api = Rds::new(rds.clone(), kind);
+    let listed: Vec<Result<Snap>> =
+        api.list(&[], true, format!("escrow {}s", kind.noun())).collect().await;
+    let mut out = Vec::new();
+    for s in listed {
+        let s = s?;
+        if s.is_available()
+            && let Some(c) = EscrowRdsSnapshot::from_snap(kind, s)
+        {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Per lineage (source DB instance or cluster), the newest copy made at or
+/// before `at` (`None`: the newest), in source-id order.
+pub fn as_of(copies: Vec<EscrowRdsSnapshot>, at: Option<SystemTime>) -> Vec<EscrowRdsSnapshot> {
+    let mut newest: BTreeMap<String, EscrowRdsSnapshot> = BTreeMap::new();
+    for c in copies {
+        if let (Some(at), Some(started)) = (at, c.started)
+            && started > at
+        {
+            continue;
+        }
+        let lineage = if c.lineage.is_empty() { c.source_id.clone() } else { c.lineage.clone() };
+        match newest.get(&lineage) {
+            Some(n) if n.started >= c.started => {}
+            _ => {
+                newest.insert(lineage, c);
+            }
+        }
+    }
+    let mut out: Vec<EscrowRdsSnapshot> = newest.into_values().collect();
+    out.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+    out
+}
+
+/// Adds `account` to (`add`) or removes it from the `restore` attribute of
+/// the escrow snapshot `id`: the share.
+pub async fn set_shared(
+    rds: &Client,
+    kind: RdsKind,
+    id: &str,
+    account: &str,
+    add: bool,
+) -> Result<()> {
+    let resource = format!("escrow {} {id}", kind.noun());
+    Rds::new(rds.clone(), kind).share(id, account, add, &resource).await
+}
+
+/// The identifier of a recovered copy of escrow snapshot `escrow_id`, made
+/// at `stamp` (digits: identifiers are unique per account, and a drill may
+/// follow an `--apply --copy` of the same snapshot).
+pub fn recovery_identifier(escrow_id: &str, stamp: &str) -> String {
+    identifier("restored-", &format!("{escrow_id}-{stamp}"))
+}
+
+/// A copy's SDK error; when the escrow key is out of reach, it says what
+/// the escrow key must grant the recovery account.
+fn copy_error<E>(err: SdkError<E, HttpResponse>, op: &str, resource: &str) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let key_denied =
+        err.as_service_error().and_then(|e| e.code()) == Some("KMSKeyNotAccessibleFault");
+    let err = sdk_error(err, op, resource);
+    if !key_denied {
+        return err;
+    }
+    Error::new(
+        err.kind(),
+        op,
+        resource,
+        "a KMS key is not accessible: the escrow key that encrypts the shared snapshot must \
+         grant the recovery account kms:Decrypt, kms:DescribeKey and kms:CreateGrant (a grant in \
+         the escrow key's policy), and the recovery account's own key must be usable by the \
+         recovery role",
+    )
+    .with_source(err)
+}
+
+/// Starts copying the shared escrow snapshot `source_arn` into the account
+/// of `rds` (the recovery account) as `target_id`, encrypted with
+/// `kms_key_id` (a key of the recovery account; RDS needs one to copy an
+/// encrypted snapshot another account shares, and refuses one for an
+/// unencrypted Aurora cluster snapshot), tagged [`RESTORED_FROM_TAG`] =
+/// `source_arn` and nothing else. Returns the copy's identifier; wait for
+/// it with [`wait_available`].
+pub async fn start_copy(
+    rds: &Client,
+    kind: RdsKind,
+    source_arn: &str,
+    target_id: &str,
+    kms_key_id: Option<&str>,
+) -> Result<String> {
+    let op = kind.op("rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot");
+    let resource = format!("escrow {} {source_arn}", kind.noun());
+    let tags = vec![Tag::builder().key(RESTORED_FROM_TAG).value(source_arn).build()];
+    let kms = kms_key_id.map(str::to_string);
+    let copied = match kind {
+        RdsKind::Db => rds
+            .copy_db_snapshot()
+            .source_db_snapshot_identifier(source_arn)
+            .target_db_snapshot_identifier(target_id)
+            .set_kms_key_id(kms)
+            .set_tags(Some(tags))
+            .copy_tags(false)
+            .send()
+            .await
+            .map_err(|e| copy_error(e, op, &resource))?
+            .db_snapshot
+            .and_then(|s| s.db_snapshot_identifier),
+        RdsKind::Cluster => rds
+            .copy_db_cluster_snapshot()
+            .source_db_cluster_snapshot_identifier(source_arn)
+            .target_db_cluster_snapshot_identifier(target_id)
+            .set_kms_key_id(kms)
+            .set_tags(Some(tags))
+            .copy_tags(false)
+            .send()
+            .await
+            .map_err(|e| copy_error(e, op, &resource))?
+            .db_cluster_snapshot
+            .and_then(|s| s.db_cluster_snapshot_identifier),
+    };
+    Ok(copied.unwrap_or_else(|| target_id.to_string()))
+}
+
+/// Waits until snapshot `id` of the account of `rds` is available (at most
+/// `timeout`, polling from 1 s up to every `max_poll`); fails when it ends
+/// in a failed state, with the message RDS recorded.
+pub async fn wait_available(
+    rds: &Client,
+    kind: RdsKind,
+    id: &str,
+    timeout: Duration,
+    max_poll: Duration,
+) -> Result<RecoveredRdsSnapshot> {
+    let resource = format!("recovered {} {id}", kind.noun());
+    let s = Rds::new(rds.clone(), kind).wait(id, timeout, max_poll, &resource).await?;
+    Ok(RecoveredRdsSnapshot { id: s.id, status: s.status, gib: s.gib, engine: s.engine })
+}
+
+/// What differs between the escrow copy and its recovered copy (status,
+/// allocated storage, engine), if anything.
+pub fn mismatch(escrow: &EscrowRdsSnapshot, copy: &RecoveredRdsSnapshot) -> Option<String> {
+    let mut out = Vec::new();
+    if copy.status != "available" {
+        out.push(format!("status {}", copy.status));
+    }
+    if copy.gib != escrow.gib {
+        out.push(format!("{} GiB allocated, the escrow copy {} GiB", copy.gib, escrow.gib));
+    }
+    if copy.engine != escrow.engine {
+        out.push(format!("engine {}, the escrow copy's {}", copy.engine, escrow.engine));
+    }
+    (!out.is_empty()).then(|| format!("the copy {} has {}", copy.id, out.join(", ")))
+}
+
+/// Deletes snapshot `id` of the account of `rds` (a drill's own copy); one
+/// already gone counts as deleted.
+pub async fn delete_snapshot(rds: &Client, kind: RdsKind, id: &str) -> Result<()> {
+    let api = Rds::new(rds.clone(), kind);
+    let resource = format!("recovered {} {id}", kind.noun());
+    match api.delete(id, &resource).await {
+        Err(e) if e.kind() == escrow_sync_core::ErrorKind::NotFound => Ok(()),
+        done => done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn copy(id: &str, source: &str, lineage: &str, secs: u64) -> EscrowRdsSnapshot {
+        EscrowRdsSnapshot {
+            kind: RdsKind::Db,
+            id: id.into(),
+            arn: format!("arn:aws:rds:us-east-1:222222222222:snapshot:{id}"),
+            source_id: source.into(),
+            source_account: None,
+            lineage: lineage.into(),
+            started: Some(UNIX_EPOCH + Duration::from_secs(secs)),
+            gib: 20,
+            engine: "postgres".into(),
+            encrypted: true,
+            kms_key_id: None,
+        }
+    }
+
+    #[test]
+    fn the_newest_copy_per_database_at_the_time() {
+        let copies = || {
+            vec![
+                copy("e1", "s1", "db-a", 100),
+                copy("e2", "s2", "db-a", 200),
+                copy("e3", "s3", "", 150),
+            ]
+        };
+        let ids = |v: Vec<EscrowRdsSnapshot>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(as_of(copies(), None)), ["e2", "e3"]);
+        let at = |s| Some(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(ids(as_of(copies(), at(160))), ["e1", "e3"]);
+        assert!(as_of(copies(), at(50)).is_empty());
+    }
+
+    #[test]
+    fn a_copy_differs_by_status_storage_or_engine() {
+        let escrow = copy("e1", "s1", "db-a", 100);
+        let same = RecoveredRdsSnapshot {
+            id: "r1".into(),
+            status: "available".into(),
+            gib: 20,
+            engine: "postgres".into(),
+        };
+        assert_eq!(mismatch(&escrow, &same), None);
+        let other = RecoveredRdsSnapshot { gib: 10, engine: "mysql".into(), ..same };
+        let why = mismatch(&escrow, &other).unwrap();
+        assert!(why.contains("10 GiB") && why.contains("engine mysql"), "{why}");
+    }
+
+    #[test]
+    fn recovery_identifiers_are_valid_and_distinct_per_time() {
+        assert_eq!(
+            recovery_identifier("escrow-nightly-1", "1700"),
+            "restored-escrow-nightly-1-1700"
+        );
+        assert_ne!(recovery_identifier("e", "1"), recovery_identifier("e", "2"));
+    }
+}

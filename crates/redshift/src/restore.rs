@@ -1,0 +1,236 @@
+//! Restoring Redshift snapshots from escrow into a recovery account.
+//!
+//! Redshift cannot copy a snapshot into another account: the escrow shares
+//! its own manual snapshot (an independent copy) with the recovery account
+//! (AuthorizeSnapshotAccess, escrow credentials), and the recovery account
+//! restores a cluster from the share (RestoreFromClusterSnapshot with
+//! OwnerAccount = the escrow account). An encrypted escrow snapshot is
+//! restored only when the escrow key's policy lets the recovery account use
+//! it. A share-only job's escrow holds no snapshot of its own, so nothing
+//! of it can be restored from escrow.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use aws_sdk_redshift::Client;
+use aws_sdk_redshift::types::Snapshot;
+
+use escrow_sync_core::{Error, ErrorKind, Result};
+
+use crate::common::{
+    COPIED_TAG, LINEAGE_TAG, SOURCE_ACCOUNT_TAG, SOURCE_SNAPSHOT_TAG, code, rs_error, size_of, tag,
+};
+
+/// One available escrow snapshot (an independent copy) of a primary
+/// snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscrowRedshiftSnapshot {
+    /// The escrow snapshot's identifier.
+    pub id: String,
+    /// The cluster it was taken of (escrow's temporary restore cluster).
+    pub cluster: Option<String>,
+    /// The primary snapshot it is a copy of.
+    pub source_id: String,
+    /// The primary account it came from.
+    pub source_account: Option<String>,
+    /// The primary cluster the source was taken of.
+    pub lineage: Option<String>,
+    /// When the copy was made in escrow (its `escrow-sync:copied-at` tag,
+    /// else its creation time).
+    pub started: Option<SystemTime>,
+    /// Its size in bytes (total backup size).
+    pub bytes: u64,
+    /// Whether it is encrypted.
+    pub encrypted: bool,
+    /// Its key, when encrypted.
+    pub kms_key_id: Option<String>,
+}
+
+fn parse_time(text: &str) -> Option<SystemTime> {
+    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
+        .ok()
+        .and_then(|t| SystemTime::try_from(t).ok())
+}
+
+impl EscrowRedshiftSnapshot {
+    fn from_snapshot(s: &Snapshot) -> Option<Self> {
+        Some(EscrowRedshiftSnapshot {
+            id: s.snapshot_identifier()?.to_string(),
+            cluster: s.cluster_identifier().map(str::to_string),
+            source_id: tag(s, SOURCE_SNAPSHOT_TAG)?.to_string(),
+            source_account: tag(s, SOURCE_ACCOUNT_TAG).map(str::to_string),
+            lineage: tag(s, LINEAGE_TAG).filter(|l| !l.is_empty()).map(str::to_string),
+            started: tag(s, COPIED_TAG)
+                .and_then(parse_time)
+                .or_else(|| s.snapshot_create_time().and_then(|t| SystemTime::try_from(*t).ok())),
+            bytes: size_of(s),
+            encrypted: s.encrypted() == Some(true),
+            kms_key_id: s.kms_key_id().map(str::to_string),
+        })
+    }
+}
+
+/// Every available escrow-sync snapshot the escrow account `escrow` owns
+/// (manual, tagged [`SOURCE_SNAPSHOT_TAG`]); snapshots other accounts share
+/// with escrow are left out.
+pub async fn escrow_snapshots(
+    redshift: &Client,
+    escrow: &str,
+) -> Result<Vec<EscrowRedshiftSnapshot>> {
+    let mut pages = redshift
+        .describe_cluster_snapshots()
+        .snapshot_type("manual")
+        .tag_keys(SOURCE_SNAPSHOT_TAG)
+        .into_paginator()
+        .items()
+        .send();
+    let mut out = Vec::new();
+    while let Some(s) = pages.next().await {
+        let s = s.map_err(|e| {
+            rs_error(e, "redshift:DescribeClusterSnapshots", "escrow redshift snapshots")
+        })?;
+        if s.owner_account().is_some_and(|o| o != escrow)
+            || s.snapshot_type() != Some("manual")
+            || s.status() != Some("available")
+        {
+            continue;
+        }
+        if let Some(c) = EscrowRedshiftSnapshot::from_snapshot(&s) {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Per lineage (source cluster; the source snapshot where none is
+/// recorded), the newest copy made at or before `at` (`None`: the newest),
+/// in source-id order.
+pub fn as_of(
+    copies: Vec<EscrowRedshiftSnapshot>,
+    at: Option<SystemTime>,
+) -> Vec<EscrowRedshiftSnapshot> {
+    let mut newest: BTreeMap<String, EscrowRedshiftSnapshot> = BTreeMap::new();
+    for c in copies {
+        if let (Some(at), Some(started)) = (at, c.started)
+            && started > at
+        {
+            continue;
+        }
+        let lineage = c.lineage.clone().unwrap_or_else(|| c.source_id.clone());
+        match newest.get(&lineage) {
+            Some(n) if n.started >= c.started => {}
+            _ => {
+                newest.insert(lineage, c);
+            }
+        }
+    }
+    let mut out: Vec<EscrowRedshiftSnapshot> = newest.into_values().collect();
+    out.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+    out
+}
+
+/// Authorizes (`add`) `account` to restore the escrow snapshot, or revokes
+/// it (AuthorizeSnapshotAccess / RevokeSnapshotAccess); a share already
+/// there, or already gone, counts as done.
+pub async fn set_shared(
+    redshift: &Client,
+    snapshot: &EscrowRedshiftSnapshot,
+    account: &str,
+    add: bool,
+) -> Result<()> {
+    let resource = format!("escrow redshift snapshot {}", snapshot.id);
+    if add {
+        let out = redshift
+            .authorize_snapshot_access()
+            .snapshot_identifier(&snapshot.id)
+            .set_snapshot_cluster_identifier(snapshot.cluster.clone())
+            .account_with_restore_access(account)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if code(&e).as_deref() == Some("AuthorizationAlreadyExists") => Ok(()),
+            Err(e) => Err(rs_error(e, "redshift:AuthorizeSnapshotAccess", resource)),
+        }
+    } else {
+        let out = redshift
+            .revoke_snapshot_access()
+            .snapshot_identifier(&snapshot.id)
+            .set_snapshot_cluster_identifier(snapshot.cluster.clone())
+            .account_with_restore_access(account)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if code(&e).as_deref() == Some("AuthorizationNotFound") => Ok(()),
+            Err(e) => Err(rs_error(e, "redshift:RevokeSnapshotAccess", resource)),
+        }
+    }
+}
+
+/// Checks, with the recovery account's client `target`, that it sees the
+/// snapshot `id` that account `owner` shares with it, available: what a
+/// restore from the share needs. Fails (kind NotFound) when it does not
+/// see it, (kind Failed) when it is not available.
+pub async fn check_visible(target: &Client, owner: &str, id: &str) -> Result<()> {
+    let resource = format!("redshift snapshot {id} shared by account {owner}");
+    let op = "redshift:DescribeClusterSnapshots";
+    let out =
+        target.describe_cluster_snapshots().owner_account(owner).snapshot_identifier(id).send();
+    let found = match out.await {
+        Ok(out) => out.snapshots.unwrap_or_default().into_iter().next(),
+        Err(e) if code(&e).as_deref() == Some("ClusterSnapshotNotFound") => None,
+        Err(e) => return Err(rs_error(e, op, resource)),
+    };
+    match found {
+        Some(s) if s.status() == Some("available") => Ok(()),
+        Some(s) => Err(Error::new(
+            ErrorKind::Failed,
+            op,
+            resource,
+            format!("the recovery account sees it {}, not available", s.status().unwrap_or("?")),
+        )),
+        None => Err(Error::new(
+            ErrorKind::NotFound,
+            op,
+            resource,
+            "the recovery account does not see the share",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn copy(id: &str, source: &str, lineage: Option<&str>, secs: u64) -> EscrowRedshiftSnapshot {
+        EscrowRedshiftSnapshot {
+            id: id.into(),
+            cluster: None,
+            source_id: source.into(),
+            source_account: None,
+            lineage: lineage.map(str::to_string),
+            started: Some(UNIX_EPOCH + Duration::from_secs(secs)),
+            bytes: 0,
+            encrypted: true,
+            kms_key_id: None,
+        }
+    }
+
+    #[test]
+    fn the_newest_copy_per_cluster_at_the_time() {
+        let copies = || {
+            vec![
+                copy("e1", "s1", Some("sales"), 100),
+                copy("e2", "s2", Some("sales"), 200),
+                copy("e3", "s3", None, 150),
+            ]
+        };
+        let ids = |v: Vec<EscrowRedshiftSnapshot>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(as_of(copies(), None)), ["e2", "e3"]);
+        let at = |s| Some(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(ids(as_of(copies(), at(160))), ["e1", "e3"]);
+        assert!(as_of(copies(), at(50)).is_empty());
+    }
+}
