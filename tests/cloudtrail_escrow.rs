@@ -11,10 +11,14 @@
 use aws_sdk_s3::primitives::ByteStream;
 
 use escrow_sync_cloudtrail::synthetic::{SyntheticFile, SyntheticTrail, gzip};
-use escrow_sync_cloudtrail::time::parse_rfc3339;
+use escrow_sync_cloudtrail::time::rfc3339;
 use escrow_sync_e2e::{ESCROW, PRIMARY, admin, cli, create_bucket, s3, unique};
 
 struct World {
+    /// When the synthetic trail's first hour starts: three hours before the
+    /// current hour, so that its newest digest is recent (an old chain end
+    /// is a finding).
+    start: i64,
     trail: SyntheticTrail,
     files: Vec<SyntheticFile>,
     primary: aws_sdk_s3::Client,
@@ -42,7 +46,9 @@ impl World {
             .await
             .expect("create trail");
         let trail = SyntheticTrail::new(PRIMARY, "us-east-1", &name, &bucket, "audit/");
-        let files = trail.hours(parse_rfc3339("2026-11-02T08:00:00Z").unwrap(), 3, 3);
+        let now = escrow_sync_cloudtrail::time::epoch(std::time::SystemTime::now());
+        let start = now - now.rem_euclid(3600) - 3 * 3600;
+        let files = trail.hours(start, 3, 3);
         for f in &files {
             put(&primary, &bucket, f).await;
         }
@@ -62,7 +68,7 @@ impl World {
             .replace("KEYS", keys.to_str().unwrap())
             .replacen("[escrow]\n", &format!("[escrow]\nmanifest_bucket = \"{manifests}\"\n"), 1);
         std::fs::write(&config, text).unwrap();
-        World { trail, files, primary, escrow, dest, config }
+        World { start, trail, files, primary, escrow, dest, config }
     }
 
     fn cli(&self, command: &str, extra: &[&str]) -> (i32, serde_json::Value) {
@@ -127,17 +133,35 @@ async fn a_trail_is_escrowed_and_its_chain_validated() {
     let (code, verify) = w.cli("verify", &[]);
     assert_eq!(code, 0, "{verify:#}");
     assert_eq!(findings(&verify), vec![]);
-    assert!(
-        notes(&verify).contains(
-            "3 digest(s) and 9 log file(s) validated, covering \
-                                 2026-11-02T08:00:00Z to 2026-11-02T11:00:00Z, 0 problem(s)"
-        ),
-        "{verify:#}"
+    let covering = format!(
+        "3 digest(s) and 9 log file(s) validated, covering {} to {}, 0 problem(s)",
+        rfc3339(w.start),
+        rfc3339(w.start + 3 * 3600)
     );
+    assert!(notes(&verify).contains(&covering), "{verify:#}");
     // Without the primary: the chain is validated from escrow alone.
     let (code, offline) = w.cli("verify", &["--offline"]);
     assert_eq!(code, 0, "{offline:#}");
     assert!(notes(&offline).contains("9 log file(s) validated"), "{offline:#}");
+
+    // The log bucket's escrow copy restores like an S3 job's: a drill into
+    // the recovery account, byte for byte.
+    let drill = unique("drill-trail");
+    let (code, restore) = w.cli(
+        "restore",
+        &[
+            "--job",
+            "trail",
+            "--target-role-arn",
+            "arn:aws:iam::333333333333:role/recovery",
+            "--target-bucket",
+            &drill,
+            "--drill",
+        ],
+    );
+    assert_eq!(code, 0, "{restore:#}");
+    assert_eq!(restore["restore"]["restored"], 12, "{restore:#}");
+    assert_eq!(restore["restore"]["drill"]["verified"], 12, "{restore:#}");
 
     // A log file rewritten in the primary: the next run copies the new
     // content (a new escrow version), and verify says it is not what the
@@ -156,10 +180,8 @@ async fn a_trail_is_escrowed_and_its_chain_validated() {
     let name = altered.key.rsplit('/').next().unwrap().to_string();
     assert_eq!(findings(&verify), vec![("log-altered".to_string(), name.clone())]);
     let f = &verify["jobs"][0]["findings"][0];
-    assert_eq!(
-        (f["from"].as_str(), f["to"].as_str()),
-        (Some("2026-11-02T08:29:30Z"), Some("2026-11-02T08:29:30Z"))
-    );
+    let event = rfc3339(w.start + 1800 - 30);
+    assert_eq!((f["from"].as_str(), f["to"].as_str()), (Some(&*event), Some(&*event)));
     assert!(
         f["problem"].as_str().unwrap().contains("escrow still holds the original as version"),
         "{f:#}"

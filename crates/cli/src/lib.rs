@@ -360,12 +360,12 @@ pub async fn execute(
         ready.push(match *job {
             JobRef::S3(job) => {
                 check_source_bucket(&primary, &job.source_bucket, &primary_id).await?;
-                check_dest_bucket(&escrow, &job.dest_bucket, &escrow_id).await?;
-                check_dest_protection(
-                    &escrow,
+                let locked = job.object_lock.is_some();
+                check_escrow_bucket(
+                    &sessions.escrow,
                     &job.dest_bucket,
                     job.allow_unversioned_dest,
-                    job.object_lock.is_some(),
+                    locked,
                 )
                 .await?;
                 Ready::S3(job)
@@ -470,6 +470,19 @@ pub async fn execute(
         manifest_cmd::write(&config, &sessions.escrow, m, &mut outcomes).await;
     }
     Ok(outcomes)
+}
+
+/// Checks an escrow bucket a job writes: escrow's own, versioned (unless
+/// allowed otherwise), with Object Lock when the job locks copies.
+pub(crate) async fn check_escrow_bucket(
+    escrow: &escrow_sync_aws::Session,
+    bucket: &str,
+    allow_unversioned: bool,
+    locked: bool,
+) -> Result<(), Error> {
+    let client = escrow_sync_s3::client(escrow);
+    check_dest_bucket(&client, bucket, escrow.account_id()).await?;
+    check_dest_protection(&client, bucket, allow_unversioned, locked).await
 }
 
 /// A job that passed its checks.

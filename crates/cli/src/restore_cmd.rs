@@ -281,6 +281,13 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
                 )));
             }
         }
+        JobRef::CloudTrail(_) if args.target_table.is_some() => {
+            return Err(Error::invalid_config(format!(
+                "job {} escrows CloudTrail logs: give --target-bucket, not --target-table",
+                args.job
+            )));
+        }
+        JobRef::CloudTrail(_) => {}
         JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => {
             if args.target_bucket.is_some() || args.target_table.is_some() {
                 return Err(Error::invalid_config(format!(
@@ -336,6 +343,13 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
         }
         JobRef::Redshift(j) => {
             restore_redshift(args, j, at, &region, &primary, &escrow, &target, &cancel).await
+        }
+        JobRef::CloudTrail(j) => {
+            // The log bucket's copy, restored like an [[s3]] job's: every
+            // file under <dest_prefix><bucket>/, into a bucket named like it.
+            let bucket = crate::trail_cmd::escrowed_bucket(j, &escrow).await?;
+            let s3 = S3Job { prefix: String::new(), ..j.s3_job(&bucket, "") };
+            restore_s3(args, &s3, at, &escrow, &target, cancel).await
         }
     }
 }

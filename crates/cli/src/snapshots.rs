@@ -289,27 +289,7 @@ fn merge(total: &mut Option<Report>, part: Report) {
     };
     t.source = format!("{}, {}", t.source, part.source);
     t.destination = format!("{}, {}", t.destination, part.destination);
-    t.copied += part.copied;
-    t.skipped += part.skipped;
-    t.failed += part.failed;
-    t.bytes_copied += part.bytes_copied;
-    t.copied_in_parts += part.copied_in_parts;
-    t.missing += part.missing;
-    t.different += part.different;
-    t.retained += part.retained;
-    t.deleted += part.deleted;
-    t.failures.extend(part.failures);
-    t.differences.extend(part.differences);
-    t.differences_truncated += part.differences_truncated;
-    t.in_escrow.extend(part.in_escrow);
-    t.unprotected += part.unprotected;
-    t.findings.extend(part.findings);
-    t.key_digests.extend(part.key_digests);
-    t.throttled += part.throttled;
-    t.cancelled |= part.cancelled;
-    t.warnings.extend(part.warnings);
-    t.notes.extend(part.notes);
-    t.elapsed += part.elapsed;
+    t.absorb(part);
 }
 
 /// Runs every part of a snapshot job in `mode`, one type after another.

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use escrow_sync_aws::{Session, Sessions};
 use escrow_sync_cloudtrail::{
     EscrowTrailStore, FindingKind, KeySource, Keyring, ListPublicKeys, Location, Options, Trail,
+    TrailStore,
 };
 use escrow_sync_core::{CancellationToken, Error, Finding, Mode, Report, Result};
-use escrow_sync_s3::{check_dest_bucket, check_dest_protection, check_source_bucket};
+use escrow_sync_s3::check_source_bucket;
 
 use crate::config::{CloudTrailJob, Config};
 
@@ -31,9 +32,16 @@ pub(crate) async fn check(job: &CloudTrailJob, sessions: &Sessions) -> Result<Ch
         Some(path) => Some(read_keys(job, path)?),
         None => None,
     };
-    let client = escrow_sync_cloudtrail::client(&sessions.primary, None);
-    let all = escrow_sync_cloudtrail::describe_trails(&client, &[]).await?;
-    let mut trails = escrow_sync_cloudtrail::describe_trails(&client, &job.trails).await?;
+    let primary_session = sessions.primary.clone();
+    let client_for =
+        move |region: &str| escrow_sync_cloudtrail::client(&primary_session, Some(region));
+    let region = sessions.primary.sdk_config().region().map(|r| r.to_string()).unwrap_or_default();
+    let all = escrow_sync_cloudtrail::describe_trails(&client_for, &region, &[]).await?;
+    let mut trails: Vec<Trail> = if job.trails.is_empty() {
+        all.clone()
+    } else {
+        escrow_sync_cloudtrail::describe_trails(&client_for, &region, &job.trails).await?
+    };
     if let Some(bucket) = &job.source_bucket {
         if let Some(t) = trails.iter().find(|t| &t.bucket != bucket && !job.trails.is_empty()) {
             return Err(Error::invalid_config(format!(
@@ -61,17 +69,16 @@ pub(crate) async fn check(job: &CloudTrailJob, sessions: &Sessions) -> Result<Ch
         )));
     }
     let primary = escrow_sync_s3::client(&sessions.primary);
-    let escrow = escrow_sync_s3::client(&sessions.escrow);
     let primary_id = sessions.primary.account_id();
     for (bucket, _) in locations(&trails, &all).keys() {
         check_source_bucket(&primary, bucket, primary_id).await?;
     }
-    check_dest_bucket(&escrow, &job.dest_bucket, sessions.escrow.account_id()).await?;
-    check_dest_protection(
-        &escrow,
+    let locked = job.object_lock.is_some();
+    crate::check_escrow_bucket(
+        &sessions.escrow,
         &job.dest_bucket,
         job.allow_unversioned_dest,
-        job.object_lock.is_some(),
+        locked,
     )
     .await?;
     Ok(Checked { trails, all, keys })
@@ -87,17 +94,16 @@ fn locations(trails: &[Trail], all: &[Trail]) -> BTreeMap<(String, String), Loca
             bucket: t.bucket.clone(),
             key_prefix: at.1.clone(),
             trails: Vec::new(),
-            other_trails: Vec::new(),
+            unvalidated_trails: Vec::new(),
         });
         loc.trails.push(t.name.clone());
     }
-    for t in all {
+    for t in all.iter().filter(|t| !t.validation) {
         let at = (t.bucket.clone(), t.key_prefix.trim_matches('/').to_string());
         if let Some(loc) = out.get_mut(&at)
-            && !loc.trails.contains(&t.name)
-            && !loc.other_trails.contains(&t.name)
+            && !loc.unvalidated_trails.contains(&t.name)
         {
-            loc.other_trails.push(t.name.clone());
+            loc.unvalidated_trails.push(t.name.clone());
         }
     }
     out
@@ -164,8 +170,18 @@ pub(crate) async fn run(
     if mode == Mode::Verify && !report.cancelled {
         let store = store(job, &sessions.escrow);
         let locations: Vec<_> = locations.into_values().collect();
-        validate(job, checked.keys.as_ref(), &store, &locations, &sessions.escrow, &mut report)
-            .await?;
+        let validating: Vec<&str> =
+            checked.trails.iter().filter(|t| t.validation).map(|t| t.name.as_str()).collect();
+        validate(
+            job,
+            checked.keys.as_ref(),
+            &store,
+            &locations,
+            &validating,
+            &sessions.escrow,
+            &mut report,
+        )
+        .await?;
     }
     Ok(report)
 }
@@ -202,7 +218,33 @@ pub(crate) async fn verify_offline(
         );
         return Ok(());
     }
-    validate(job, keys.as_ref(), &store, &locations, escrow, report).await
+    validate(job, keys.as_ref(), &store, &locations, &[], escrow, report).await
+}
+
+/// The log bucket whose escrow copy a restore of `job` brings back: its
+/// `source_bucket`, or the one bucket escrow holds files of.
+pub(crate) async fn escrowed_bucket(job: &CloudTrailJob, escrow: &Session) -> Result<String> {
+    if let Some(bucket) = &job.source_bucket {
+        return Ok(bucket.clone());
+    }
+    let buckets: std::collections::BTreeSet<String> =
+        store(job, escrow).locations().await?.into_iter().map(|l| l.bucket).collect();
+    let mut it = buckets.iter();
+    match (it.next(), it.next()) {
+        (Some(one), None) => Ok(one.clone()),
+        (None, _) => Err(Error::invalid_config(format!(
+            "job {}: escrow holds no CloudTrail files in s3://{}/{}: run the job first",
+            job.name(),
+            job.dest_bucket,
+            job.dest_prefix
+        ))),
+        (Some(_), Some(_)) => Err(Error::invalid_config(format!(
+            "job {} holds the logs of several buckets ({}): set source_bucket in the job to the \
+             one to restore",
+            job.name(),
+            buckets.iter().cloned().collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
 fn read_keys(job: &CloudTrailJob, path: &str) -> Result<Keyring> {
@@ -217,11 +259,14 @@ fn read_keys(job: &CloudTrailJob, path: &str) -> Result<Keyring> {
 }
 
 /// Validates the escrow copy of every location; findings go to the report.
+/// A trail in `validating` (log file validation on, says the primary)
+/// without a single digest in escrow is a finding.
 async fn validate(
     job: &CloudTrailJob,
     keys: Option<&Keyring>,
     store: &EscrowTrailStore,
     locations: &[Location],
+    validating: &[&str],
     escrow: &Session,
     report: &mut Report,
 ) -> Result<()> {
@@ -249,6 +294,21 @@ async fn validate(
                 v.findings.len()
             ));
             report.notes.extend(v.notes.iter().map(|n| format!("trail {}: {n}", v.trail)));
+            report.warnings.extend(v.warnings.iter().map(|w| format!("trail {}: {w}", v.trail)));
+            if v.digests == 0 && validating.contains(&v.trail.as_str()) {
+                report.missing += 1;
+                report.findings.push(
+                    Finding::new(
+                        store.location(&loc.bucket, &loc.root()),
+                        format!(
+                            "trail {}: log file validation is on, but escrow holds no digest of \
+                             it that can be proven: its logs are unproven",
+                            v.trail
+                        ),
+                    )
+                    .with_kind(FindingKind::DigestMissing.as_str()),
+                );
+            }
             for f in v.findings {
                 match f.kind {
                     FindingKind::LogMissing | FindingKind::DigestMissing => report.missing += 1,

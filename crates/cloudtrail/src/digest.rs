@@ -102,16 +102,25 @@ impl Digest {
     }
 }
 
+/// The most bytes a CloudTrail file may decompress to (CloudTrail's own
+/// are far smaller): a planted gzip bomb is refused, not decompressed.
+pub const MAX_UNCOMPRESSED: u64 = 512 << 20;
+
 /// Gunzips a CloudTrail file (plain content is returned as is: S3 may
-/// have served it decoded).
+/// have served it decoded); more than [`MAX_UNCOMPRESSED`] bytes is an
+/// error.
 pub fn gunzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out)?;
-        Ok(out)
-    } else {
-        Ok(bytes.to_vec())
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes.to_vec());
     }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes).take(MAX_UNCOMPRESSED + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_UNCOMPRESSED {
+        return Err(std::io::Error::other(format!(
+            "it decompresses to more than {MAX_UNCOMPRESSED} bytes"
+        )));
+    }
+    Ok(out)
 }
 
 /// Hex SHA-256.
@@ -124,8 +133,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub struct DigestName {
     /// The account.
     pub account: String,
-    /// The region.
+    /// The region whose logs it covers.
     pub region: String,
+    /// The trail's home region (another one for the digests a multi-region
+    /// trail writes for the other regions).
+    pub home_region: String,
     /// The trail's name.
     pub trail: String,
     /// The end of the hour it covers (epoch seconds).
@@ -148,13 +160,14 @@ impl DigestName {
         let (rest, end) = rest.rsplit_once('_')?;
         let end = crate::time::parse_compact(end)?;
         let (region, rest) = rest.split_once('_')?;
-        let trail = rest.strip_suffix(region)?.strip_suffix('_')?;
-        if account.is_empty() || region.is_empty() || trail.is_empty() {
+        let (trail, home_region) = rest.rsplit_once('_')?;
+        if account.is_empty() || region.is_empty() || trail.is_empty() || home_region.is_empty() {
             return None;
         }
         Some(DigestName {
             account: account.to_string(),
             region: region.to_string(),
+            home_region: home_region.to_string(),
             trail: trail.to_string(),
             end,
             backfill,
@@ -211,6 +224,17 @@ mod tests {
         )
         .unwrap();
         assert!(b.backfill && b.trail == "t");
+        // A multi-region trail's digest for another region than its home.
+        let m = DigestName::parse(
+            "AWSLogs/o-abc/111122223333/CloudTrail-Digest/eu-west-1/2015/08/17/\
+             111122223333_CloudTrail-Digest_eu-west-1_org_trail_us-east-1_20150817T150131Z.json.gz",
+        )
+        .unwrap();
+        assert_eq!(
+            (m.region.as_str(), m.trail.as_str(), m.home_region.as_str()),
+            ("eu-west-1", "org_trail", "us-east-1")
+        );
+
         assert_eq!(
             DigestName::parse("111122223333_CloudTrail_us-east-1_20150817T1501Z_ab.json.gz"),
             None

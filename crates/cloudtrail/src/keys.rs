@@ -29,9 +29,9 @@ pub struct PublicKey {
 /// What checking a signature found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureCheck {
-    /// The signature is valid under a key valid at the digest's time.
+    /// The signature is valid under the key the digest names.
     Valid,
-    /// No key with the digest's fingerprint (valid at its time) is known.
+    /// No key with the digest's fingerprint is known.
     UnknownKey,
     /// The signature does not verify: the digest was altered or forged.
     Invalid,
@@ -46,17 +46,28 @@ pub struct Keyring {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ListOutput {
+    #[serde(alias = "publicKeyList")]
     public_key_list: Vec<KeyJson>,
+}
+
+/// One region's output, or a list of several regions' outputs.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeysFile {
+    One(ListOutput),
+    Many(Vec<ListOutput>),
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct KeyJson {
+    #[serde(alias = "value")]
     value: String,
+    #[serde(alias = "fingerprint")]
     fingerprint: String,
-    #[serde(default)]
+    #[serde(default, alias = "validityStartTime")]
     validity_start_time: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, alias = "validityEndTime")]
     validity_end_time: Option<serde_json::Value>,
 }
 
@@ -132,16 +143,22 @@ impl Keyring {
     }
 
     /// The output of `aws cloudtrail list-public-keys --output json`
-    /// (base64 `Value`, times as RFC 3339 or epoch seconds), read from
-    /// `origin` (named in errors).
+    /// (base64 `Value`, times as RFC 3339 or epoch seconds), or a JSON list
+    /// of such outputs (one per region), read from `origin` (named in
+    /// errors).
     pub fn from_json(text: &str, origin: &str) -> Result<Keyring> {
-        let out: ListOutput = serde_json::from_str(text).map_err(|e| {
+        let file: KeysFile = serde_json::from_str(text).map_err(|e| {
             Error::invalid_config(format!(
-                "{origin}: not the output of `aws cloudtrail list-public-keys --output json` ({e})"
+                "{origin}: not the output of `aws cloudtrail list-public-keys --output json`, nor \
+                 a list of such outputs ({e})"
             ))
         })?;
+        let lists = match file {
+            KeysFile::One(one) => vec![one],
+            KeysFile::Many(many) => many,
+        };
         let mut keys = Vec::new();
-        for k in out.public_key_list {
+        for k in lists.into_iter().flat_map(|l| l.public_key_list) {
             let der = aws_smithy_types::base64::decode(k.value.trim()).map_err(|e| {
                 Error::invalid_config(format!(
                     "{origin}: key {} has a Value that is not base64 ({e})",
@@ -158,24 +175,13 @@ impl Keyring {
         Ok(Keyring { keys })
     }
 
-    /// Checks `signature` over `message` with the key `fingerprint` names,
-    /// which must be valid at `at` (epoch seconds).
-    pub fn verify(
-        &self,
-        fingerprint: &str,
-        at: i64,
-        message: &[u8],
-        signature: &[u8],
-    ) -> SignatureCheck {
+    /// Checks `signature` over `message` with the key `fingerprint` names.
+    /// Keys are matched by fingerprint alone, as `aws cloudtrail
+    /// validate-logs` does: a digest delivered late (a backfill) may be
+    /// signed after its hour with a key whose validity starts later.
+    pub fn verify(&self, fingerprint: &str, message: &[u8], signature: &[u8]) -> SignatureCheck {
         let mut known = false;
         for k in self.keys.iter().filter(|k| k.fingerprint.eq_ignore_ascii_case(fingerprint)) {
-            // A key is used for the hour after its validity starts too: allow
-            // the digest's end an hour past it.
-            let valid =
-                k.valid_from.is_none_or(|f| at >= f) && k.valid_to.is_none_or(|t| at <= t + 3600);
-            if !valid {
-                continue;
-            }
             known = true;
             let key = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &k.der);
             if key.verify(message, signature).is_ok() {
@@ -245,6 +251,10 @@ mod tests {
         assert_eq!((k.der.as_slice(), k.fingerprint.as_str()), (&[0u8, 1, 2][..], "ab"));
         assert_eq!(k.valid_from, crate::time::parse_rfc3339("2015-08-17T14:00:00Z"));
         assert_eq!(k.valid_to, Some(1_439_827_200));
+        let two = format!(
+            "[{json}, {{\"publicKeyList\": [{{\"value\": \"AAM=\", \"fingerprint\": \"cd\"}}]}}]"
+        );
+        assert_eq!(Keyring::from_json(&two, "keys.json").unwrap().keys().len(), 2);
         let err = Keyring::from_json("{}", "keys.json").unwrap_err().to_string();
         assert!(err.contains("keys.json") && err.contains("list-public-keys"), "{err}");
     }

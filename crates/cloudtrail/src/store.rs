@@ -25,8 +25,6 @@ pub struct StoredVersion {
     pub version_id: String,
     /// When it was stored (RFC 3339), if known.
     pub stored_at: Option<String>,
-    /// Its bytes.
-    pub body: Vec<u8>,
 }
 
 /// Read access to a trail's files by their CloudTrail names.
@@ -39,6 +37,15 @@ pub trait TrailStore: Send + Sync {
     /// Earlier (noncurrent) versions of `bucket`/`key`, newest first.
     async fn earlier_versions(&self, _bucket: &str, _key: &str) -> Result<Vec<StoredVersion>> {
         Ok(Vec::new())
+    }
+    /// The bytes of one version of `bucket`/`key`.
+    async fn get_version(
+        &self,
+        _bucket: &str,
+        _key: &str,
+        _version: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(None)
     }
     /// Where `bucket`/`key` is kept, for reports.
     fn location(&self, bucket: &str, key: &str) -> String;
@@ -95,7 +102,7 @@ impl EscrowTrailStore {
                 bucket,
                 key_prefix,
                 trails: trails.into_iter().collect(),
-                other_trails: Vec::new(),
+                unvalidated_trails: Vec::new(),
             })
             .collect())
     }
@@ -176,39 +183,55 @@ impl TrailStore for EscrowTrailStore {
 
     async fn earlier_versions(&self, bucket: &str, key: &str) -> Result<Vec<StoredVersion>> {
         let ekey = self.escrow_key(bucket, key);
-        let out = self
-            .client
-            .list_object_versions()
-            .bucket(&self.escrow_bucket)
-            .prefix(&ekey)
-            .send()
-            .await
-            .map_err(|e| self.err(e, "s3:ListObjectVersions", &ekey))?;
         let mut versions = Vec::new();
-        for v in out.versions() {
-            if v.key() != Some(ekey.as_str()) || v.is_latest() == Some(true) {
-                continue;
-            }
-            let Some(id) = v.version_id() else { continue };
-            let got = self
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
                 .client
-                .get_object()
+                .list_object_versions()
                 .bucket(&self.escrow_bucket)
-                .key(&ekey)
-                .version_id(id)
+                .prefix(&ekey)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
                 .send()
                 .await
-                .map_err(|e| self.err(e, "s3:GetObject", &ekey))?;
-            let Ok(body) = collect(got.body).await else { continue };
-            versions.push(StoredVersion {
-                version_id: id.to_string(),
-                stored_at: v
-                    .last_modified()
-                    .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
-                body,
-            });
+                .map_err(|e| self.err(e, "s3:ListObjectVersions", &ekey))?;
+            for v in page.versions() {
+                if v.key() != Some(ekey.as_str()) || v.is_latest() == Some(true) {
+                    continue;
+                }
+                let Some(id) = v.version_id() else { continue };
+                versions.push(StoredVersion {
+                    version_id: id.to_string(),
+                    stored_at: v
+                        .last_modified()
+                        .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() && version_marker.is_none() {
+                break;
+            }
         }
         Ok(versions)
+    }
+
+    async fn get_version(&self, bucket: &str, key: &str, version: &str) -> Result<Option<Vec<u8>>> {
+        let ekey = self.escrow_key(bucket, key);
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.escrow_bucket)
+            .key(&ekey)
+            .version_id(version)
+            .send()
+            .await
+            .map_err(|e| self.err(e, "s3:GetObject", &ekey))?;
+        Ok(collect(got.body).await.ok())
     }
 
     fn location(&self, bucket: &str, key: &str) -> String {

@@ -23,6 +23,9 @@ pub struct SyntheticTrail {
     pub region: String,
     /// The trail's name.
     pub trail: String,
+    /// The trail's home region (another than `region` for the digests a
+    /// multi-region trail writes for other regions).
+    pub home_region: String,
     /// The log bucket.
     pub bucket: String,
     /// The trail's key prefix, with its `/`.
@@ -67,10 +70,26 @@ impl SyntheticTrail {
             account: account.into(),
             region: region.into(),
             trail: trail.into(),
+            home_region: region.into(),
             bucket: bucket.into(),
             prefix: prefix.into(),
             key,
             fingerprint,
+        }
+    }
+
+    /// The same trail's files for another `region`, signed with that
+    /// region's own (fresh) key, as a multi-region trail writes them.
+    pub fn in_region(&self, region: &str) -> SyntheticTrail {
+        SyntheticTrail {
+            region: region.into(),
+            ..SyntheticTrail::new(
+                &self.account,
+                &self.home_region,
+                &self.trail,
+                &self.bucket,
+                &self.prefix,
+            )
         }
     }
 
@@ -120,9 +139,10 @@ impl SyntheticTrail {
 
     /// The digest key for the hour ending at `end`.
     pub fn digest_key(&self, end: i64) -> String {
-        let (acct, region, trail) = (&self.account, &self.region, &self.trail);
+        let (acct, region, trail, home) =
+            (&self.account, &self.region, &self.trail, &self.home_region);
         format!(
-            "{}AWSLogs/{acct}/CloudTrail-Digest/{region}/{}/{acct}_CloudTrail-Digest_{region}_{trail}_{region}_{}.json.gz",
+            "{}AWSLogs/{acct}/CloudTrail-Digest/{region}/{}/{acct}_CloudTrail-Digest_{region}_{trail}_{home}_{}.json.gz",
             self.prefix,
             date_path(end),
             compact(end)

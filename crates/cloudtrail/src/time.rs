@@ -34,28 +34,14 @@ pub fn epoch(t: SystemTime) -> i64 {
 pub fn parse_compact(text: &str) -> Option<i64> {
     let body = text.strip_suffix('Z')?;
     let (date, clock) = body.split_once('T')?;
-    if date.len() != 8 || !(clock.len() == 4 || clock.len() == 6) {
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if date.len() != 8 || !(clock.len() == 4 || clock.len() == 6) || !digits(date) || !digits(clock)
+    {
         return None;
     }
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<i64>().ok())?;
-    let (y, m, d) = (digits(&date[..4])?, digits(&date[4..6])?, digits(&date[6..])?);
-    let (hh, mm) = (digits(&clock[..2])?, digits(&clock[2..4])?);
-    let ss = if clock.len() == 6 { digits(&clock[4..])? } else { 0 };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    Some(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
-/// Howard Hinnant's days_from_civil.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let secs = if clock.len() == 6 { &clock[4..] } else { "00" };
+    let (y, mo, d, h, mi) = (&date[..4], &date[4..6], &date[6..], &clock[..2], &clock[2..4]);
+    parse_rfc3339(&format!("{y}-{mo}-{d}T{h}:{mi}:{secs}Z"))
 }
 
 #[cfg(test)]

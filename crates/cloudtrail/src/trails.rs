@@ -31,34 +31,59 @@ impl Trail {
     }
 }
 
-/// The trails `DescribeTrails` lists (shadow trails of multi-region trails
-/// included, each once), or only those named (by name or ARN) in `only`; a
-/// name that matches none is an error that lists the trails there are.
-pub async fn describe_trails(client: &Client, only: &[String]) -> Result<Vec<Trail>> {
-    let region = client.config().region().map(|r| r.to_string()).unwrap_or_default();
-    let out = client.describe_trails().include_shadow_trails(true).send().await.map_err(|e| {
-        escrow_sync_aws::sdk_error(
-            e,
-            "cloudtrail:DescribeTrails",
-            format!("trails of the primary ({region})"),
-        )
-    })?;
-    let mut trails: Vec<Trail> = Vec::new();
-    for t in out.trail_list() {
-        let (Some(name), Some(bucket)) = (t.name(), t.s3_bucket_name()) else { continue };
-        let arn = t.trail_arn().unwrap_or(name).to_string();
-        if trails.iter().any(|x| x.arn == arn) {
-            continue;
+/// The primary's trails in every region (`ListTrails`, then
+/// `DescribeTrails` in each trail's home region, through `client_for`), or
+/// only those named (by name or ARN) in `only`; a name that matches none is
+/// an error that lists the trails there are. `region` is where ListTrails
+/// is asked.
+pub async fn describe_trails(
+    client_for: &(dyn Fn(&str) -> Client + Send + Sync),
+    region: &str,
+    only: &[String],
+) -> Result<Vec<Trail>> {
+    let lister = client_for(region);
+    let mut homes: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut pages = lister.list_trails().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            escrow_sync_aws::sdk_error(e, "cloudtrail:ListTrails", "trails of the primary")
+        })?;
+        for t in page.trails() {
+            let (Some(arn), Some(home)) = (t.trail_arn(), t.home_region()) else { continue };
+            homes.entry(home.to_string()).or_default().push(arn.to_string());
         }
-        trails.push(Trail {
-            name: name.to_string(),
-            arn,
-            home_region: t.home_region().unwrap_or(&region).to_string(),
-            bucket: bucket.to_string(),
-            key_prefix: t.s3_key_prefix().unwrap_or_default().to_string(),
-            validation: t.log_file_validation_enabled().unwrap_or(false),
-            multi_region: t.is_multi_region_trail().unwrap_or(false),
-        });
+    }
+    let mut trails: Vec<Trail> = Vec::new();
+    for (home, arns) in homes {
+        let out = client_for(&home)
+            .describe_trails()
+            .set_trail_name_list(Some(arns.clone()))
+            .include_shadow_trails(false)
+            .send()
+            .await
+            .map_err(|e| {
+                escrow_sync_aws::sdk_error(
+                    e,
+                    "cloudtrail:DescribeTrails",
+                    format!("trails of the primary in {home}"),
+                )
+            })?;
+        for t in out.trail_list() {
+            let (Some(name), Some(bucket)) = (t.name(), t.s3_bucket_name()) else { continue };
+            let arn = t.trail_arn().unwrap_or(name).to_string();
+            if !arns.contains(&arn) || trails.iter().any(|x| x.arn == arn) {
+                continue;
+            }
+            trails.push(Trail {
+                name: name.to_string(),
+                arn,
+                home_region: t.home_region().unwrap_or(&home).to_string(),
+                bucket: bucket.to_string(),
+                key_prefix: t.s3_key_prefix().unwrap_or_default().to_string(),
+                validation: t.log_file_validation_enabled().unwrap_or(false),
+                multi_region: t.is_multi_region_trail().unwrap_or(false),
+            });
+        }
     }
     if only.is_empty() {
         return Ok(trails);

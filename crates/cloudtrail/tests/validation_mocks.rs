@@ -76,14 +76,19 @@ impl TrailStore for Memory {
             .iter()
             .enumerate()
             .rev()
-            .filter_map(|(i, o)| {
-                o.as_ref().map(|o| StoredVersion {
-                    version_id: format!("v{i}"),
-                    stored_at: None,
-                    body: o.body.clone(),
-                })
-            })
+            .filter(|(_, o)| o.is_some())
+            .map(|(i, _)| StoredVersion { version_id: format!("v{i}"), stored_at: None })
             .collect())
+    }
+    async fn get_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+    ) -> escrow_sync_core::Result<Option<Vec<u8>>> {
+        let m = self.0.lock().unwrap();
+        let i: usize = version.trim_start_matches('v').parse().unwrap();
+        Ok(m[&(bucket.to_string(), key.to_string())][i].as_ref().map(|o| o.body.clone()))
     }
     fn location(&self, bucket: &str, key: &str) -> String {
         format!("memory://{bucket}/{key}")
@@ -97,8 +102,13 @@ fn trail() -> &'static SyntheticTrail {
 
 /// Four hours, three log files an hour, stored.
 fn stored() -> (Memory, Vec<SyntheticFile>) {
+    stored_hours(4)
+}
+
+/// `hours` hours, three log files an hour, stored.
+fn stored_hours(hours: usize) -> (Memory, Vec<SyntheticFile>) {
     let mem = Memory::default();
-    let files = trail().hours(parse_rfc3339(START).unwrap(), 4, 3);
+    let files = trail().hours(parse_rfc3339(START).unwrap(), hours, 3);
     for f in &files {
         mem.put(f);
     }
@@ -110,7 +120,7 @@ fn location() -> Location {
         bucket: BUCKET.into(),
         key_prefix: "audit".into(),
         trails: vec!["main".into()],
-        other_trails: vec![],
+        unvalidated_trails: vec![],
     }
 }
 
@@ -227,12 +237,15 @@ async fn a_forged_digest_is_caught() {
     let v = check(&mem, Options::default()).await;
     let k = kinds(&v);
     assert!(k.contains(&FindingKind::DigestInvalidSignature), "{v:#?}");
-    // The next digest chains to the original's hash; the hidden log is unsigned.
+    // The next digest chains to the original's hash, so nothing proves the
+    // forged one: every log file of its hour is unsigned, the hidden one
+    // among them.
     assert!(k.contains(&FindingKind::ChainBroken), "{v:#?}");
     let unsigned: Vec<_> =
         v.findings.iter().filter(|f| f.kind == FindingKind::LogUnsigned).collect();
-    assert_eq!(unsigned.len(), 1, "{v:#?}");
-    assert!(unsigned[0].key.ends_with(&hidden.s3_object));
+    assert_eq!(unsigned.len(), 3, "{v:#?}");
+    assert!(unsigned.iter().any(|f| f.key.ends_with(&hidden.s3_object)), "{v:#?}");
+    assert_eq!((v.digests, v.log_files), (3, 9), "{v:#?}");
     let forged = v.findings.iter().find(|f| f.kind == FindingKind::DigestInvalidSignature).unwrap();
     assert_eq!(
         (forged.from.as_str(), forged.to.as_str()),
@@ -260,7 +273,7 @@ async fn a_forged_digest_is_caught() {
 #[tokio::test]
 async fn a_broken_chain_is_caught() {
     // A digest deleted: a gap, and its hour's log files unsigned.
-    let (mem, files) = stored();
+    let (mem, files) = stored_hours(6);
     let d = digests(&files)[2];
     mem.delete(&d.key);
     let v = check(&mem, Options::default()).await;
@@ -272,6 +285,16 @@ async fn a_broken_chain_is_caught() {
     );
     assert_eq!(v.findings.iter().filter(|f| f.kind == FindingKind::LogUnsigned).count(), 3);
     assert!(gap[0].detail.contains("escrow still holds"), "{}", gap[0].detail);
+
+    // Two in a row: one gap over both hours, from the last digest before.
+    mem.delete(&digests(&files)[3].key);
+    let v = check(&mem, Options::default()).await;
+    let gap: Vec<_> = v.findings.iter().filter(|f| f.kind == FindingKind::DigestMissing).collect();
+    assert_eq!(gap.len(), 1, "{v:#?}");
+    assert_eq!(
+        (gap[0].from.as_str(), gap[0].to.as_str()),
+        ("2026-11-01T12:00:00Z", "2026-11-01T14:00:00Z")
+    );
 
     // A validly signed digest that chains to another predecessor: the
     // chain breaks on both sides of it.
@@ -329,4 +352,67 @@ async fn the_oldest_digest_gone_is_a_gap_only_after_since() {
     let (mem, _) = stored();
     assert_eq!(check(&mem, Options { since: Some(since), now: None }).await.findings, vec![]);
     let _ = mem.current(&digests(&files)[0].key);
+}
+
+#[tokio::test]
+async fn a_chain_that_stops_early_is_a_gap_up_to_now() {
+    let (mem, _) = stored();
+    let now = parse_rfc3339("2026-11-01T19:00:00Z").unwrap();
+    let v = check(&mem, Options { since: None, now: Some(now) }).await;
+    assert_eq!(kinds(&v), vec![FindingKind::DigestMissing], "{v:#?}");
+    let f = &v.findings[0];
+    assert_eq!((f.from.as_str(), f.to.as_str()), ("2026-11-01T14:00:00Z", "2026-11-01T19:00:00Z"));
+    assert!(f.key.ends_with("/CloudTrail-Digest/us-east-1/"), "{f:?}");
+    // Within two hours of the newest digest, nothing is missing yet.
+    let soon = parse_rfc3339("2026-11-01T15:30:00Z").unwrap();
+    assert_eq!(check(&mem, Options { since: None, now: Some(soon) }).await.findings, vec![]);
+}
+
+#[tokio::test]
+async fn every_region_of_a_multi_region_trail_is_validated() {
+    let (mem, _) = stored();
+    let eu = trail().in_region("eu-west-1");
+    let eu_files = eu.hours(parse_rfc3339(START).unwrap(), 4, 3);
+    for f in &eu_files {
+        mem.put(f);
+    }
+    let keys = Keyring::new(vec![trail().public_key(), eu.public_key()]);
+    let v = validate(&mem, &keys, &location(), Options::default()).await.unwrap().remove(0);
+    assert_eq!(v.findings, vec![], "{v:#?}");
+    assert_eq!((v.digests, v.log_files), (8, 24), "both regions' chains: {v:#?}");
+    // A region whose digests are all gone: its log files are unproven.
+    for f in digests(&eu_files) {
+        mem.delete(&f.key);
+    }
+    let v = validate(&mem, &keys, &location(), Options::default()).await.unwrap().remove(0);
+    assert_eq!(kinds(&v), vec![FindingKind::LogUnsigned], "{v:#?}");
+    assert!(v.findings[0].key.ends_with("/CloudTrail/eu-west-1/"), "{v:#?}");
+    assert!(v.findings[0].detail.starts_with("12 log file(s)"), "{v:#?}");
+}
+
+#[tokio::test]
+async fn a_restarted_chain_warns_and_an_unvalidated_trail_silences_unsigned_logs() {
+    let (mem, _) = stored_hours(2);
+    // Logging stopped for an hour: the next chain starts afresh.
+    for f in trail().hours(parse_rfc3339("2026-11-01T13:00:00Z").unwrap(), 4, 3) {
+        mem.put(&f);
+    }
+    let v = check(&mem, Options::default()).await;
+    assert_eq!(v.findings, vec![], "{v:#?}");
+    assert!(
+        v.warnings.iter().any(|w| w.contains("restarts") && w.contains("2026-11-01T12:00:00Z")),
+        "{v:#?}"
+    );
+    mem.put(&SyntheticFile {
+        key: trail().log_key(parse_rfc3339("2026-11-01T14:10:00Z").unwrap(), "other"),
+        body: gzip(b"{\"Records\":[]}"),
+        metadata: BTreeMap::new(),
+    });
+    assert_eq!(kinds(&check(&mem, Options::default()).await), vec![FindingKind::LogUnsigned]);
+    let mut loc = location();
+    loc.unvalidated_trails = vec!["legacy".into()];
+    let keys = Keyring::new(vec![trail().public_key()]);
+    let v = validate(&mem, &keys, &loc, Options::default()).await.unwrap().remove(0);
+    assert_eq!(v.findings, vec![], "{v:#?}");
+    assert!(v.warnings.iter().any(|w| w.contains("legacy")), "{v:#?}");
 }

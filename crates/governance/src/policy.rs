@@ -400,8 +400,12 @@ impl<'a> Ctx<'a> {
     fn reader_statements(&self, notes: &mut Vec<String>) -> Vec<Value> {
         let mut out = Vec::new();
         if !self.inv.cloudtrail.is_empty() {
-            // DescribeTrails lists every trail: it takes no trail resource.
-            out.push(allow("FindTrails", &["cloudtrail:DescribeTrails"], vec!["*".into()]));
+            // ListTrails and DescribeTrails list every trail: no trail resource.
+            out.push(allow(
+                "FindTrails",
+                &["cloudtrail:ListTrails", "cloudtrail:DescribeTrails"],
+                vec!["*".into()],
+            ));
         }
         for j in &self.inv.s3 {
             let bucket = format!("arn:aws:s3:::{}", j.source_bucket);

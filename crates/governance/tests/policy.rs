@@ -131,7 +131,10 @@ fn inventory() -> Inventory {
 fn cloudtrail_jobs_find_trails_read_their_bucket_and_validate_in_escrow() {
     let p = policy::generate(&inventory());
     let reader = statements(&p.primary.reader_role.permission_policy);
-    assert_eq!(list(&by_sid(&reader, "FindTrails")["Action"]), ["cloudtrail:DescribeTrails"]);
+    assert_eq!(
+        list(&by_sid(&reader, "FindTrails")["Action"]),
+        ["cloudtrail:ListTrails", "cloudtrail:DescribeTrails"]
+    );
     let read = by_sid(&reader, "ReadObjectsTrails");
     assert_eq!(list(&read["Resource"]), ["arn:aws:s3:::prod-trail-logs/*"]);
     let operator = statements(&p.escrow.operator_policy);
@@ -180,6 +183,7 @@ const UNSCOPABLE: &[&str] = &[
     // holds, not only those the config names.
     "iam:ListRoles",
     "cloudtrail:DescribeTrails",
+    "cloudtrail:ListTrails",
     "cloudtrail:GetTrailStatus",
     "ec2:DescribeSnapshotAttribute",
     "ec2:DescribeImageAttribute",
