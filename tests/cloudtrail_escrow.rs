@@ -143,6 +143,7 @@ async fn a_trail_is_escrowed_and_its_chain_validated() {
     let (code, offline) = w.cli("verify", &["--offline"]);
     assert_eq!(code, 0, "{offline:#}");
     assert!(notes(&offline).contains("9 log file(s) validated"), "{offline:#}");
+    assert_eq!(offline["jobs"][0]["skipped"], 12, "3 digests and 9 log files: {offline:#}");
 
     // The log bucket's escrow copy restores like an S3 job's: a drill into
     // the recovery account, byte for byte.

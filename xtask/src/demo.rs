@@ -98,6 +98,19 @@ keep_last = 7
 name = "warehouse"
 tags = { backup = "true" }
 independent_copy = true
+
+[[cloudtrail]]
+# The primary's trail: its log bucket copied into escrow (append-only), and
+# `verify` checking every log file against its signed digest and the digest
+# chain, from escrow.
+name = "trail"
+trails = ["prod-trail"]
+source_bucket = "prod-trail-logs"
+dest_bucket = "escrow-trail-logs"
+dest_prefix = "cloudtrail/"
+# The emulator has no ListPublicKeys: the seed script saved its signing
+# key's public half here (the shape of `aws cloudtrail list-public-keys`).
+public_keys_file = "cloudtrail-public-keys.json"
 "#;
 
 /// What an `escrow-sync` exit code means (issue 2, item 7).
@@ -139,10 +152,12 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
     }
 
     let files = Files::new(paths);
+    let demo_dir = files.dir.join("demo");
+    fs::create_dir_all(&demo_dir).with_context(|| format!("creating {}", demo_dir.display()))?;
     let seed = files.dir.join("demo_seed.py");
     fs::write(&seed, SEED_SCRIPT).with_context(|| format!("writing {}", seed.display()))?;
     let mut seed_cmd = Command::new(files.python());
-    seed_cmd.arg(&seed).arg(&endpoint);
+    seed_cmd.arg(&seed).arg(&endpoint).arg(demo_dir.join("cloudtrail-public-keys.json"));
     emulator::apply_client_env(&mut seed_cmd, paths, &endpoint);
     println!("\n==> seeding the primary and escrow accounts: {}", paths.display(&seed));
     let seeded = Instant::now();
@@ -152,8 +167,6 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
     }
     println!("seeded in {}", secs(seeded.elapsed()));
 
-    let demo_dir = files.dir.join("demo");
-    fs::create_dir_all(&demo_dir).with_context(|| format!("creating {}", demo_dir.display()))?;
     let config = demo_dir.join("escrow.toml");
     fs::write(&config, DEMO_CONFIG).with_context(|| format!("writing {}", config.display()))?;
     println!("\n==> config {}:\n{DEMO_CONFIG}", config.display());
@@ -306,6 +319,9 @@ mod tests {
             "backup",
             "alias/escrow-demo",
             "\"escrow-manifests\"",
+            "\"prod-trail\"",
+            "\"prod-trail-logs\"",
+            "\"escrow-trail-logs\"",
         ] {
             assert!(DEMO_CONFIG.contains(needle), "config lacks {needle}");
             assert!(SEED_SCRIPT.contains(needle), "seed script lacks {needle}");

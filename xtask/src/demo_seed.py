@@ -8,7 +8,12 @@ The escrow account is reached by assuming its operator role with the base creden
 credentials*, as escrow-sync itself does. MOTO_ACCOUNT_ID is never used.
 """
 
+import base64
 import concurrent.futures
+import datetime
+import gzip
+import hashlib
+import json
 import random
 import sys
 import urllib.parse
@@ -16,6 +21,8 @@ import urllib.parse
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 REGION = "us-east-1"
 ESCROW_ACCOUNT = "222222222222"
@@ -36,6 +43,13 @@ TABLE = "orders"
 EXPORTS_BUCKET = "escrow-exports"
 MANIFEST_BUCKET = "escrow-manifests"
 TRAIL_BUCKET = "escrow-cloudtrail"
+# The primary's trail, escrowed by the [[cloudtrail]] job.
+TRAIL_NAME = "prod-trail"
+TRAIL_LOG_BUCKET = "prod-trail-logs"
+TRAIL_PREFIX = "audit"
+TRAIL_DEST_BUCKET = "escrow-trail-logs"
+TRAIL_HOURS = 3
+TRAIL_LOGS_PER_HOUR = 4
 ORDER_COUNT = 2000
 OBJECT_COUNT = 300
 KIB = 1024
@@ -320,9 +334,139 @@ def seed_databases(endpoint, primary):
     )
 
 
+def iso(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seed_trail(endpoint, primary, keys_path):
+    """A trail in the primary with log file validation, and the last hours
+    of its delivery. The emulator writes no CloudTrail files, so they are
+    written here as CloudTrail documents them: gzip log files, and hourly
+    digest files listing each log file's SHA-256, chained to the previous
+    digest, signed SHA256withRSA over "<end>\n<bucket>/<key>\n<sha256 of the
+    digest>\n<previous signature or null>" with a key of this script, whose
+    public half goes to `keys_path` in the shape of `aws cloudtrail
+    list-public-keys --output json` (the emulator has no ListPublicKeys)."""
+    s3 = s3_client(endpoint, primary)
+    create_bucket(s3, TRAIL_LOG_BUCKET)
+    trail = primary.client("cloudtrail", endpoint_url=endpoint, region_name=REGION)
+    trail.create_trail(
+        Name=TRAIL_NAME,
+        S3BucketName=TRAIL_LOG_BUCKET,
+        S3KeyPrefix=TRAIL_PREFIX,
+        EnableLogFileValidation=True,
+    )
+    trail.start_logging(Name=TRAIL_NAME)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.PKCS1
+    )
+    fingerprint = hashlib.md5(der).hexdigest()
+    with open(keys_path, "w", encoding="utf-8") as f:
+        json.dump(
+            {
+                "PublicKeyList": [
+                    {
+                        "Value": base64.b64encode(der).decode(),
+                        "ValidityStartTime": "2015-01-01T00:00:00+00:00",
+                        "ValidityEndTime": "2100-01-01T00:00:00+00:00",
+                        "Fingerprint": fingerprint,
+                    }
+                ]
+            },
+            f,
+            indent=2,
+        )
+    hour = datetime.timedelta(hours=1)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start = now.replace(minute=0, second=0, microsecond=0) - TRAIL_HOURS * hour
+    root = f"{TRAIL_PREFIX}/AWSLogs/{PRIMARY_ACCOUNT}"
+    previous = None  # (key, sha256, signature) of the previous digest
+    names = ["PutObject", "GetObject", "DeleteBucket", "CreateUser"]
+    for h in range(TRAIL_HOURS):
+        begin, end = start + h * hour, start + (h + 1) * hour
+        entries = []
+        for i in range(TRAIL_LOGS_PER_HOUR):
+            at = begin + (i + 1) * hour / (TRAIL_LOGS_PER_HOUR + 1)
+            event = iso(at - datetime.timedelta(seconds=30))
+            body = json.dumps(
+                {
+                    "Records": [
+                        {
+                            "eventVersion": "1.08",
+                            "eventTime": event,
+                            "eventSource": "s3.amazonaws.com",
+                            "eventName": names[i % len(names)],
+                            "awsRegion": REGION,
+                            "recipientAccountId": PRIMARY_ACCOUNT,
+                        }
+                    ]
+                }
+            ).encode()
+            log_key = (
+                f"{root}/CloudTrail/{REGION}/{at:%Y/%m/%d}/"
+                f"{PRIMARY_ACCOUNT}_CloudTrail_{REGION}_{at:%Y%m%dT%H%M}Z_h{h}i{i}.json.gz"
+            )
+            s3.put_object(
+                Bucket=TRAIL_LOG_BUCKET,
+                Key=log_key,
+                Body=gzip.compress(body),
+                ContentType="application/json",
+            )
+            entries.append(
+                {
+                    "s3Bucket": TRAIL_LOG_BUCKET,
+                    "s3Object": log_key,
+                    "hashValue": hashlib.sha256(body).hexdigest(),
+                    "hashAlgorithm": "SHA-256",
+                    "newestEventTime": event,
+                    "oldestEventTime": event,
+                }
+            )
+        digest_key = (
+            f"{root}/CloudTrail-Digest/{REGION}/{end:%Y/%m/%d}/{PRIMARY_ACCOUNT}_CloudTrail-Digest_"
+            f"{REGION}_{TRAIL_NAME}_{REGION}_{end:%Y%m%dT%H%M%S}Z.json.gz"
+        )
+        content = json.dumps(
+            {
+                "awsAccountId": PRIMARY_ACCOUNT,
+                "digestStartTime": iso(begin),
+                "digestEndTime": iso(end),
+                "digestS3Bucket": TRAIL_LOG_BUCKET,
+                "digestS3Object": digest_key,
+                "digestPublicKeyFingerprint": fingerprint,
+                "digestSignatureAlgorithm": "SHA256withRSA",
+                "newestEventTime": entries[-1]["newestEventTime"],
+                "oldestEventTime": entries[0]["oldestEventTime"],
+                "previousDigestS3Bucket": TRAIL_LOG_BUCKET if previous else None,
+                "previousDigestS3Object": previous[0] if previous else None,
+                "previousDigestHashValue": previous[1] if previous else None,
+                "previousDigestHashAlgorithm": "SHA-256" if previous else None,
+                "previousDigestSignature": previous[2] if previous else None,
+                "logFiles": entries,
+            }
+        ).encode()
+        sha = hashlib.sha256(content).hexdigest()
+        signed = f"{iso(end)}\n{TRAIL_LOG_BUCKET}/{digest_key}\n{sha}\n"
+        signed += previous[2] if previous else "null"
+        signature = key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256()).hex()
+        s3.put_object(
+            Bucket=TRAIL_LOG_BUCKET,
+            Key=digest_key,
+            Body=gzip.compress(content),
+            ContentType="application/json",
+            Metadata={"signature": signature, "signature-algorithm": "SHA256withRSA"},
+        )
+        previous = (digest_key, sha, signature)
+    return (
+        f"trail {TRAIL_NAME} -> s3://{TRAIL_LOG_BUCKET}/{root}/: {TRAIL_HOURS} hours, "
+        f"{TRAIL_HOURS * TRAIL_LOGS_PER_HOUR} log files and {TRAIL_HOURS} signed digests"
+    )
+
+
 def main():
-    if len(sys.argv) != 2:
-        fail("usage: demo_seed.py ENDPOINT")
+    if len(sys.argv) != 3:
+        fail("usage: demo_seed.py ENDPOINT PUBLIC_KEYS_FILE")
     endpoint = sys.argv[1]
     base = session("testing", "testing")
     escrow = assume(endpoint, base, ESCROW_ROLE, ESCROW_ACCOUNT)
@@ -362,6 +506,7 @@ def main():
     snapshots = seed_snapshot(endpoint, primary)
     image = seed_image(endpoint, primary)
     databases = seed_databases(endpoint, primary)
+    trail_files = seed_trail(endpoint, primary, sys.argv[2])
     with_metadata = sum(1 for _, meta, _ in results if meta)
     with_tags = sum(1 for _, _, tags in results if tags)
 
@@ -387,6 +532,11 @@ def main():
         Bucket=EXPORTS_BUCKET, VersioningConfiguration={"Status": "Enabled"}
     )
 
+    create_bucket(dest, TRAIL_DEST_BUCKET)
+    dest.put_bucket_versioning(
+        Bucket=TRAIL_DEST_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+    )
+
     # Every run's manifest goes here.
     create_bucket(dest, MANIFEST_BUCKET)
     dest.put_bucket_versioning(
@@ -397,7 +547,15 @@ def main():
     # every escrow bucket, and a CloudTrail trail logging the escrow account.
     create_bucket(dest, TRAIL_BUCKET)
     dest.put_bucket_versioning(Bucket=TRAIL_BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    for bucket in (DEST_BUCKET, LOGS_DEST_BUCKET, EXPORTS_BUCKET, MANIFEST_BUCKET, TRAIL_BUCKET):
+    escrow_buckets = (
+        DEST_BUCKET,
+        LOGS_DEST_BUCKET,
+        EXPORTS_BUCKET,
+        MANIFEST_BUCKET,
+        TRAIL_BUCKET,
+        TRAIL_DEST_BUCKET,
+    )
+    for bucket in escrow_buckets:
         dest.put_public_access_block(
             Bucket=bucket,
             PublicAccessBlockConfiguration={
@@ -424,6 +582,7 @@ def main():
     )
     print(f"primary {PRIMARY_ACCOUNT}: ami {image} (backup=true) with its snapshot")
     print(f"primary {PRIMARY_ACCOUNT}: {databases}")
+    print(f"primary {PRIMARY_ACCOUNT}: {trail_files}")
     print(
         f"primary {PRIMARY_ACCOUNT}: s3://{SOURCE_BUCKET}: {len(results)} objects, "
         f"{total / MIB:.1f} MiB ({with_metadata} with user metadata, {with_tags} with tags)"
@@ -431,7 +590,7 @@ def main():
     print(f"escrow  {ESCROW_ACCOUNT}: kms key {key['KeyId']} ({ESCROW_KEY_ALIAS})")
     print(
         f"escrow  {ESCROW_ACCOUNT}: s3://{DEST_BUCKET}, s3://{LOGS_DEST_BUCKET}, "
-        f"s3://{EXPORTS_BUCKET}, s3://{MANIFEST_BUCKET}: "
+        f"s3://{EXPORTS_BUCKET}, s3://{MANIFEST_BUCKET}, s3://{TRAIL_DEST_BUCKET}: "
         "versioning enabled, empty"
     )
 
