@@ -45,6 +45,74 @@ fn restore(config: &str, extra: &[&str]) -> escrow_sync_e2e::Outcome {
     restore_job(config, "assets", extra)
 }
 
+/// With run manifests, `--at` restores only the keys the primary held at
+/// the newest run that finished by then: escrow keeps what the primary
+/// deleted, but the primary of that time did not have it.
+#[tokio::test]
+async fn an_s3_restore_at_a_time_leaves_out_what_the_primary_had_deleted_by_then() {
+    let pair = BucketPair::new("restore-manifest").await;
+    pair.put("docs/a.txt", "a").await;
+    pair.put("docs/b.txt", "b, deleted before the second run").await;
+    let manifests = unique("restore-manifests");
+    escrow_sync_e2e::create_bucket(&pair.escrow, &manifests, true).await;
+    let jobs = format!(
+        "[[s3]]\nname = \"assets\"\nsource_bucket = \"{}\"\ndest_bucket = \"{}\"\n",
+        pair.source_bucket, pair.dest_bucket
+    );
+    let config = escrow_sync_e2e::config_with_jobs(&jobs);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text =
+        text.replacen("[escrow]\n", &format!("[escrow]\nmanifest_bucket = \"{manifests}\"\n"), 1);
+    std::fs::write(&config, text).unwrap();
+    let cfg = config.to_str().unwrap();
+    // Before any run finished, there is no manifest to go by: a note says so.
+    let before = escrow_sync_core::rfc3339(SystemTime::now() - Duration::from_secs(3600));
+    assert_eq!(cli(&["run", "--config", cfg]).code, 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let first = escrow_sync_core::rfc3339(SystemTime::now());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    pair.primary
+        .delete_object()
+        .bucket(&pair.source_bucket)
+        .key("docs/b.txt")
+        .send()
+        .await
+        .unwrap();
+    pair.put("docs/c.txt", "c").await;
+    assert_eq!(cli(&["run", "--config", cfg]).code, 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = escrow_sync_core::rfc3339(SystemTime::now());
+
+    let dry = |at: &str, extra: &[&str]| {
+        let mut args = vec!["--target-bucket", "not-created", "--at", at];
+        args.extend_from_slice(extra);
+        let out = restore(cfg, &args);
+        assert_eq!(out.code, 0, "{out:?}");
+        out.json()["restore"].clone()
+    };
+    // At the first run: a and b.
+    let r = dry(&first, &[]);
+    assert_eq!(r["restored"].as_u64(), Some(2), "{r}");
+    assert!(r["notes"].to_string().contains("only the 2 keys the primary held then"), "{r}");
+    // At the second: a and c; escrow still holds b, the primary did not.
+    let drill_bucket = unique("drill");
+    let out = restore(cfg, &["--target-bucket", &drill_bucket, "--at", &second, "--drill"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let r = &out.json()["restore"];
+    assert_eq!(
+        (r["restored"].as_u64(), r["drill"]["verified"].as_u64()),
+        (Some(2), Some(2)),
+        "{r}"
+    );
+    // --include-deleted: b too.
+    assert_eq!(dry(&second, &["--include-deleted"])["restored"].as_u64(), Some(3));
+    // Before the first run finished: no manifest, every key escrow held then
+    // (none yet).
+    let r = dry(&before, &[]);
+    assert!(r["notes"].to_string().contains("no run manifest"), "{r}");
+    assert_eq!(r["restored"].as_u64(), Some(0), "{r}");
+}
+
 #[tokio::test]
 async fn s3_drills_at_two_times_restore_what_escrow_held_then_and_clean_up() {
     let pair = BucketPair::new("restore").await;

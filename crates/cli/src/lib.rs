@@ -97,6 +97,11 @@ pub struct RestoreArgs {
     /// the newest).
     #[arg(long)]
     pub at: Option<String>,
+    /// S3 jobs with --at: also restore keys the primary had already deleted
+    /// by then (escrow keeps them). Without it, when a run manifest of that
+    /// time exists, only the keys the primary held then are restored.
+    #[arg(long, requires = "at")]
+    pub include_deleted: bool,
     /// Restore (without it: a dry run that says what would be restored).
     #[arg(long, conflicts_with = "drill")]
     pub apply: bool,

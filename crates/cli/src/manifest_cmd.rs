@@ -136,6 +136,63 @@ fn held_by_run(outcome: ItemOutcome) -> bool {
     matches!(outcome, ItemOutcome::Copied | ItemOutcome::InEscrow)
 }
 
+/// What the primary held for a job at a point in time, by the run manifest
+/// of the newest run that finished the job at or before it.
+pub(crate) struct KeysAt {
+    /// That run.
+    pub run_id: String,
+    /// When it finished (RFC 3339).
+    pub finished_at: String,
+    /// The keys the primary listed then (copied, already in escrow, or
+    /// failed to copy); keys escrow kept after the primary deleted them are
+    /// not among them.
+    pub keys: std::collections::BTreeSet<String>,
+}
+
+/// The keys the primary held for `job` at the newest run that finished it
+/// at or before `at`; `None` without a manifest bucket or such a run.
+pub(crate) async fn keys_at(
+    config: &Config,
+    escrow: &Session,
+    job: &str,
+    at: std::time::SystemTime,
+) -> Result<Option<KeysAt>, Error> {
+    let Some(store) = store(config, escrow) else { return Ok(None) };
+    let at = escrow_sync_cloudtrail::time::epoch(at);
+    for key in store.keys().await?.iter().rev() {
+        // A run id starts with its start time: a run that started after
+        // `at` cannot have finished by then.
+        let file = key.rsplit('/').next().unwrap_or(key);
+        let started = file
+            .get(..15)
+            .and_then(|t| escrow_sync_cloudtrail::time::parse_compact(&format!("{t}Z")));
+        if started.is_some_and(|s| s > at) {
+            continue;
+        }
+        let mut manifest = store.read(key).await?;
+        let finished = escrow_sync_cloudtrail::time::parse_rfc3339(&manifest.end.finished_at);
+        if finished.is_none_or(|f| f > at) {
+            continue;
+        }
+        let Some(record) = manifest.jobs.remove(job) else { continue };
+        if incomplete(&record).is_some() {
+            continue;
+        }
+        let keys = record
+            .items
+            .into_iter()
+            .filter(|i| i.outcome != ItemOutcome::Retained)
+            .map(|i| i.key)
+            .collect();
+        return Ok(Some(KeysAt {
+            run_id: manifest.header.run_id,
+            finished_at: manifest.end.finished_at,
+            keys,
+        }));
+    }
+    Ok(None)
+}
+
 /// Why a job's record does not describe all of escrow, if it does not: the
 /// run was interrupted, or the job failed before its listing was done (its
 /// items are then a part, or none, of what escrow should hold).

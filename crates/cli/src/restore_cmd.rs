@@ -8,7 +8,9 @@
 //!   object with its escrow version byte for byte (SHA-256 of both), report,
 //!   then delete everything the drill created, whatever happened.
 //!
-//! S3 jobs: every object as escrow held it at `--at` (default: the newest),
+//! S3 jobs: every object as escrow held it at `--at` (default: the newest;
+//! with `--at` and a run manifest of a run that finished the job by then,
+//! only the keys the primary held at that run),
 //! read from the escrow bucket's versions ([`S3RestoreSource`]) and streamed
 //! into the target with the same executor as `run`.
 //!
@@ -330,7 +332,42 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
     let primary = config.primary_account().account_id.clone();
     let region = config.escrow.region.clone();
     match job {
-        JobRef::S3(j) => restore_s3(args, j, at, &escrow, &target, cancel).await,
+        JobRef::S3(j) => {
+            // As of --at, only the keys the primary held then, by the run
+            // manifest of that time (escrow also keeps what it had deleted).
+            let held = match at {
+                Some(t) if !args.include_deleted => {
+                    Some(crate::manifest_cmd::keys_at(&config, &escrow, &args.job, t).await?)
+                }
+                _ => None,
+            };
+            let mut restored = restore_s3(
+                args,
+                j,
+                at,
+                held.as_ref().and_then(Option::as_ref),
+                &escrow,
+                &target,
+                cancel,
+            )
+            .await?;
+            match held {
+                Some(Some(k)) => restored.notes.push(format!(
+                    "as of run {} (finished {}): only the {} keys the primary held then; keys it \
+                     had deleted are left out (--include-deleted restores them too)",
+                    k.run_id,
+                    k.finished_at,
+                    k.keys.len()
+                )),
+                Some(None) => restored.notes.push(
+                    "no run manifest of a run that finished this job by --at: every key escrow \
+                     held then is restored, including keys the primary had already deleted"
+                        .to_string(),
+                ),
+                None => {}
+            }
+            Ok(restored)
+        }
         JobRef::DynamoDb(j) if j.dest_table.is_some() => {
             restore_table(args, j, &escrow, &target, cancel).await
         }
@@ -349,15 +386,18 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
             // file under <dest_prefix><bucket>/, into a bucket named like it.
             let bucket = crate::trail_cmd::escrowed_bucket(j, &escrow).await?;
             let s3 = S3Job { prefix: String::new(), ..j.s3_job(&bucket, "") };
-            restore_s3(args, &s3, at, &escrow, &target, cancel).await
+            restore_s3(args, &s3, at, None, &escrow, &target, cancel).await
         }
     }
 }
 
+/// An S3 job's escrow copy as of `at` (only `held`'s keys, when given)
+/// into the target bucket.
 async fn restore_s3(
     args: &RestoreArgs,
     job: &S3Job,
     at: Option<SystemTime>,
+    held: Option<&crate::manifest_cmd::KeysAt>,
     escrow: &Session,
     target: &Session,
     cancel: CancellationToken,
@@ -370,6 +410,7 @@ async fn restore_s3(
         .with_dest_prefix(&job.dest_prefix)
         .with_prefix(&job.prefix)
         .with_as_of(at)
+        .with_keys(held.map(|k| k.keys.clone()))
         .with_expected_owner(Some(escrow.account_id().to_string()).filter(|a| !a.is_empty()));
     let sink =
         S3Sink::from_client(target_s3.clone(), &bucket).with_expected_owner(Some(account.clone()));

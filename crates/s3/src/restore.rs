@@ -41,6 +41,7 @@ pub struct S3RestoreSource {
     prefix: String,
     at: Option<SystemTime>,
     owner: Option<String>,
+    keys: Option<std::sync::Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl S3RestoreSource {
@@ -53,7 +54,15 @@ impl S3RestoreSource {
             prefix: String::new(),
             at: None,
             owner: None,
+            keys: None,
         }
+    }
+
+    /// Only these keys (as the job's source names them, e.g. the keys a run
+    /// manifest says the primary held at the time); `None`: every key.
+    pub fn with_keys(mut self, keys: Option<std::collections::BTreeSet<String>>) -> Self {
+        self.keys = keys.map(std::sync::Arc::new);
+        self
     }
 
     /// The job's escrow key prefix (`dest_prefix`): listed keys come
@@ -148,6 +157,7 @@ impl Source for S3RestoreSource {
         let prefix = self.escrow_key(&scoped);
         let strip = self.dest_prefix.clone();
         let at = self.at;
+        let only = self.keys.clone();
         struct Page {
             key_marker: Option<String>,
             version_marker: Option<String>,
@@ -158,6 +168,7 @@ impl Source for S3RestoreSource {
         futures::stream::try_unfold(start, move |mut page| {
             let prefix = prefix.clone();
             let strip = strip.clone();
+            let only = only.clone();
             async move {
                 if page.done {
                     return Ok::<_, Error>(None);
@@ -221,6 +232,10 @@ impl Source for S3RestoreSource {
                         !e.key
                             .strip_prefix(strip.as_str())
                             .is_some_and(|k| k.starts_with(crate::journal::JOURNAL_DIR))
+                    })
+                    .filter(|e| {
+                        let key = e.key.strip_prefix(strip.as_str()).unwrap_or(&e.key);
+                        only.as_ref().is_none_or(|keys| keys.contains(key))
                     })
                     .map(|e| {
                         let key = e.key.strip_prefix(strip.as_str()).unwrap_or(&e.key).to_string();
