@@ -174,6 +174,10 @@ async fn s3_drills_at_two_times_restore_what_escrow_held_then_and_clean_up() {
     assert_eq!(drill.code, 0, "{drill:?}");
     let r = &drill.json()["restore"];
     assert_eq!((r["restored"].as_u64(), r["drill"]["verified"].as_u64()), (Some(3), Some(3)));
+    // "Newest" is pinned to the drill's start, so that a run copying a new
+    // version meanwhile changes neither the restore nor the comparison.
+    assert!(r["source"].as_str().unwrap().contains(" as of "), "{r}");
+    assert_eq!(r["at"], serde_json::Value::Null, "{r}");
     assert!(!exists(drill_bucket).await);
 
     // --apply as of the first run into the recovery account.

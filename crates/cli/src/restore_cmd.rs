@@ -406,10 +406,14 @@ async fn restore_s3(
     let target_s3 = escrow_sync_s3::client(target);
     let account = target.account_id().to_string();
     let bucket = args.target_bucket.clone().unwrap_or_else(|| job.source_bucket.clone());
+    // A drill of the newest state pins "newest" to its start: a run that
+    // copies a new version meanwhile changes neither the restore nor the
+    // comparison.
+    let versions_at = at.or_else(|| args.drill.then(SystemTime::now));
     let source = S3RestoreSource::from_client(escrow_s3, &job.dest_bucket)
         .with_dest_prefix(&job.dest_prefix)
         .with_prefix(&job.prefix)
-        .with_as_of(at)
+        .with_as_of(versions_at)
         .with_keys(held.map(|k| k.keys.clone()))
         .with_expected_owner(Some(escrow.account_id().to_string()).filter(|a| !a.is_empty()));
     let sink =
