@@ -190,7 +190,7 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
         emulator::apply_client_env(&mut cmd, paths, &endpoint);
         run_step(paths, &bin, n + 1, of, &mut cmd)?;
     }
-    audit_under_iam(paths, &files, &bin, &config, &endpoint, (of - 3, of - 2))?;
+    audit_under_iam(paths, &files, &bin, &config, &endpoint, (of - 3, of - 2), of)?;
 
     // Restore drills into a recovery account (333333333333), from escrow
     // alone: the S3 job compared byte for byte, the table item for item,
@@ -232,6 +232,7 @@ fn audit_under_iam(
     config: &Path,
     endpoint: &str,
     n: (usize, usize),
+    of: usize,
 ) -> Result<()> {
     let demo_dir = config.parent().expect("the config is in the demo directory");
     let mut policy = Command::new(bin);
@@ -241,7 +242,7 @@ fn audit_under_iam(
     println!(
         "\n==> [{}/{}] {} > policies.json",
         n.0,
-        n.1,
+        of,
         shown.replace(&format!("{}/", paths.root.display()), "")
     );
     let out = policy.output().with_context(|| format!("running {shown}"))?;
@@ -278,7 +279,7 @@ fn audit_under_iam(
     audit.env("AWS_ACCESS_KEY_ID", key_id).env("AWS_SECRET_ACCESS_KEY", secret);
     println!("IAM enforcement on: each request is checked against the generated policies");
     let enforced = emulator::IamEnforced::on(endpoint)?;
-    let result = run_step(paths, bin, n.1, n.1, &mut audit);
+    let result = run_step(paths, bin, n.1, of, &mut audit);
     drop(enforced);
     println!("IAM enforcement off");
     result
