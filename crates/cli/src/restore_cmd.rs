@@ -1197,10 +1197,6 @@ async fn restore_redshift(
     Ok(restored)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// An export job: one complete generation in the escrow bucket (the newest,
 /// or the newest started at or before `--at`) loaded into a table of the
 /// recovery account, created from the generation's `schema.json` (keys and
@@ -1345,7 +1341,7 @@ async fn restore_generation(
                 let data = fetch(format!("{dir}{key}")).await?;
                 let sum = {
                     use sha2::Digest;
-                    hex(&sha2::Sha256::digest(&data))
+                    hex::encode(sha2::Sha256::digest(&data))
                 };
                 if Some(sum.as_str()) != f["sha256"].as_str() {
                     return Err(bad(format!(
@@ -1357,7 +1353,7 @@ async fn restore_generation(
                 let records = read_data_file(&data, key)?;
                 if args.drill {
                     for r in &records {
-                        expected.insert(keys.key_text(r)?, hex(&content_digest(r)));
+                        expected.insert(keys.key_text(r)?, hex::encode(content_digest(r)));
                     }
                 }
                 let out = table().write(records, &keys).await?;

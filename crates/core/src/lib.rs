@@ -44,8 +44,8 @@ pub use pace::{AdaptiveLimit, RequestPacer, paced};
 pub use plan::{Action, CopyPlan, CopyReason, PlanSummary, Policy, plan_stream};
 pub use report::{Difference, Failure, Finding, KeyDigest, Mode, Report};
 pub use retention::{
-    EscrowCopy, Kept, PrunePlan, Retained, Retention, rfc3339, select as select_retained,
-    within_retention,
+    EscrowCopy, Kept, PrunePlan, Retained, Retention, newest_per_group, rfc3339,
+    select as select_retained, within_retention,
 };
 
 pub use tokio_util::sync::CancellationToken;

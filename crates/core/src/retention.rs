@@ -186,6 +186,34 @@ pub fn select(copies: &[EscrowCopy], retention: &Retention) -> PrunePlan {
     plan
 }
 
+/// Per group (`group` of each item), the newest item by `started`, among
+/// those started at or before `at` (`None`: all), in group order. What a
+/// restore takes "as of" a time: per volume, database or image, the newest
+/// escrow copy made by then. An item without a start time always counts.
+pub fn newest_per_group<T, K: Ord>(
+    items: Vec<T>,
+    at: Option<std::time::SystemTime>,
+    started: impl Fn(&T) -> Option<std::time::SystemTime>,
+    group: impl Fn(&T) -> K,
+) -> Vec<T> {
+    let mut newest: std::collections::BTreeMap<K, T> = std::collections::BTreeMap::new();
+    for item in items {
+        let time = started(&item);
+        if let (Some(at), Some(t)) = (at, time)
+            && t > at
+        {
+            continue;
+        }
+        match newest.get(&group(&item)) {
+            Some(n) if started(n) >= time => {}
+            _ => {
+                newest.insert(group(&item), item);
+            }
+        }
+    }
+    newest.into_values().collect()
+}
+
 /// `t` as RFC 3339 in UTC, to the second (`1970-01-01T00:00:00Z`).
 pub fn rfc3339(t: std::time::SystemTime) -> String {
     let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
@@ -233,6 +261,17 @@ pub fn within_retention(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn newest_per_group_takes_each_groups_newest_by_then() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = |s| Some(UNIX_EPOCH + Duration::from_secs(s));
+        let items = vec![("a", t(10)), ("a", t(30)), ("b", t(20)), ("b", None), ("c", t(50))];
+        let pick = |at| newest_per_group(items.clone(), at, |i: &(&str, _)| i.1, |i| i.0);
+        assert_eq!(pick(None), vec![("a", t(30)), ("b", t(20)), ("c", t(50))]);
+        assert_eq!(pick(t(25)), vec![("a", t(10)), ("b", t(20))]);
+        assert_eq!(pick(t(5)), vec![("b", None)]);
+    }
+
     use super::*;
 
     fn copy(id: &str, lineage: &str, created: &str) -> EscrowCopy {

@@ -1168,19 +1168,29 @@ impl Retained for AmiSink {
             }
             None => self.left_snapshots(&copy.source, &resource).await?,
         };
-        for snapshot in snapshots {
-            match self.ec2.delete_snapshot().snapshot_id(&snapshot).send().await {
-                Ok(_) => {}
-                // Deleted by an earlier, interrupted attempt.
-                Err(e) if ec2_missing(e.code()) => {}
-                Err(e) => {
-                    let named = format!("snapshot {snapshot} of {resource}");
-                    return Err(sdk_error(e, "ec2:DeleteSnapshot", named));
-                }
+        delete_snapshots_of(&self.ec2, snapshots, &resource).await
+    }
+}
+
+/// Deletes the backing `snapshots` of an image already deregistered
+/// (`resource` names it); one already gone (an earlier, interrupted
+/// attempt) counts as deleted.
+pub(crate) async fn delete_snapshots_of(
+    ec2: &aws_sdk_ec2::Client,
+    snapshots: Vec<String>,
+    resource: &str,
+) -> Result<()> {
+    for snapshot in snapshots {
+        match ec2.delete_snapshot().snapshot_id(&snapshot).send().await {
+            Ok(_) => {}
+            Err(e) if ec2_missing(e.code()) => {}
+            Err(e) => {
+                let named = format!("snapshot {snapshot} of {resource}");
+                return Err(sdk_error(e, "ec2:DeleteSnapshot", named));
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! snapshot), copied there (the recovery account's credentials), waited
 //! on, and unshared.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ec2::Client;
@@ -72,22 +71,12 @@ pub async fn escrow_snapshots(ec2: &Client) -> Result<Vec<EscrowSnapshot>> {
 /// recorded), the newest copy started at or before `at` (`None`: the
 /// newest), in source-id order.
 pub fn as_of(copies: Vec<EscrowSnapshot>, at: Option<SystemTime>) -> Vec<EscrowSnapshot> {
-    let mut newest: BTreeMap<String, EscrowSnapshot> = BTreeMap::new();
-    for c in copies {
-        if let (Some(at), Some(started)) = (at, c.started)
-            && started > at
-        {
-            continue;
-        }
-        let lineage = c.lineage.clone().unwrap_or_else(|| c.source_id.clone());
-        match newest.get(&lineage) {
-            Some(n) if n.started >= c.started => {}
-            _ => {
-                newest.insert(lineage, c);
-            }
-        }
-    }
-    let mut out: Vec<EscrowSnapshot> = newest.into_values().collect();
+    let mut out = escrow_sync_core::newest_per_group(
+        copies,
+        at,
+        |c| c.started,
+        |c| c.lineage.clone().unwrap_or_else(|| c.source_id.clone()),
+    );
     out.sort_by(|a, b| a.source_id.cmp(&b.source_id));
     out
 }
@@ -246,21 +235,7 @@ pub async fn escrow_images(ec2: &Client) -> Result<Vec<EscrowImage>> {
 /// Per source image, the newest copy made at or before `at` (`None`: the
 /// newest), in source-id order.
 pub fn images_as_of(copies: Vec<EscrowImage>, at: Option<SystemTime>) -> Vec<EscrowImage> {
-    let mut newest: BTreeMap<String, EscrowImage> = BTreeMap::new();
-    for c in copies {
-        if let (Some(at), Some(started)) = (at, c.started)
-            && started > at
-        {
-            continue;
-        }
-        match newest.get(&c.source_id) {
-            Some(n) if n.started >= c.started => {}
-            _ => {
-                newest.insert(c.source_id.clone(), c);
-            }
-        }
-    }
-    newest.into_values().collect()
+    escrow_sync_core::newest_per_group(copies, at, |c| c.started, |c| c.source_id.clone())
 }
 
 /// Adds `account` to (or removes it from) the launch permission of the
@@ -391,17 +366,7 @@ pub async fn delete_image(ec2: &Client, id: &str) -> Result<()> {
         Err(e) if ec2_missing(e.code()) => {}
         Err(e) => return Err(sdk_error(e, "ec2:DeregisterImage", &resource)),
     }
-    for snapshot in snapshots {
-        match ec2.delete_snapshot().snapshot_id(&snapshot).send().await {
-            Ok(_) => {}
-            Err(e) if ec2_missing(e.code()) => {}
-            Err(e) => {
-                let named = format!("snapshot {snapshot} of {resource}");
-                return Err(sdk_error(e, "ec2:DeleteSnapshot", named));
-            }
-        }
-    }
-    Ok(())
+    crate::images::delete_snapshots_of(ec2, snapshots, &resource).await
 }
 
 #[cfg(test)]

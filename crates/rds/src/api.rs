@@ -176,9 +176,19 @@ pub(crate) fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpRespon
     escrow_sync_aws::classify(err) == ErrorKind::NotFound
 }
 
-/// A copy's SDK error; when a key is out of reach (the shared snapshot's key
-/// in the primary, or the escrow key), it says what to grant.
-fn copy_error<E>(err: SdkError<E, HttpResponse>, op: &str, resource: &str) -> Error
+/// What an escrow copy needs granted when a key is out of reach.
+const ESCROW_COPY_KEYS: &str = "a KMS key is not accessible: the key of the shared snapshot must \
+     grant the escrow account kms:Decrypt, kms:DescribeKey and kms:CreateGrant, and the escrow key \
+     must let the escrow operator use it (kms:CreateGrant, kms:Encrypt)";
+
+/// A copy's SDK error; when a key is out of reach
+/// (`KMSKeyNotAccessibleFault`), `keys` says what to grant.
+pub(crate) fn copy_error<E>(
+    err: SdkError<E, HttpResponse>,
+    op: &str,
+    resource: &str,
+    keys: &str,
+) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -188,15 +198,7 @@ where
     if !key_denied {
         return err;
     }
-    Error::new(
-        err.kind(),
-        op,
-        resource,
-        "a KMS key is not accessible: the key of the shared snapshot must grant the escrow \
-         account kms:Decrypt, kms:DescribeKey and kms:CreateGrant, and the escrow key must let \
-         the escrow operator use it (kms:CreateGrant, kms:Encrypt)",
-    )
-    .with_source(err)
+    Error::new(err.kind(), op, resource, keys).with_source(err)
 }
 
 /// The longest base identifier: room is left for a `-retry-N` suffix
@@ -380,7 +382,7 @@ impl Rds {
                 .copy_tags(false)
                 .send()
                 .await
-                .map_err(|e| copy_error(e, op, resource))?
+                .map_err(|e| copy_error(e, op, resource, ESCROW_COPY_KEYS))?
                 .db_snapshot
                 .map(Snap::from),
             RdsKind::Cluster => self
@@ -393,7 +395,7 @@ impl Rds {
                 .copy_tags(false)
                 .send()
                 .await
-                .map_err(|e| copy_error(e, op, resource))?
+                .map_err(|e| copy_error(e, op, resource, ESCROW_COPY_KEYS))?
                 .db_cluster_snapshot
                 .map(Snap::from),
         };

@@ -9,19 +9,15 @@
 //! account use it (kms:Decrypt, kms:DescribeKey, kms:CreateGrant): the same
 //! grant the primary's key gives the escrow account in the escrow direction.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_rds::Client;
-use aws_sdk_rds::config::http::HttpResponse;
-use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_rds::types::Tag;
 use futures::StreamExt;
 
-use escrow_sync_aws::sdk_error;
-use escrow_sync_core::{Error, Result};
+use escrow_sync_core::Result;
 
-use crate::api::{Rds, RdsKind, Snap, identifier};
+use crate::api::{Rds, RdsKind, Snap, copy_error, identifier};
 use crate::snapshots::{COPIED_TAG, LINEAGE_TAG, SOURCE_ACCOUNT_TAG, SOURCE_SNAPSHOT_TAG};
 
 /// The tag on a recovered copy carrying the ARN of the escrow copy it came
@@ -123,22 +119,10 @@ pub async fn escrow_snapshots(rds: &Client, kind: RdsKind) -> Result<Vec<EscrowR
 /// Per lineage (source DB instance or cluster), the newest copy made at or
 /// before `at` (`None`: the newest), in source-id order.
 pub fn as_of(copies: Vec<EscrowRdsSnapshot>, at: Option<SystemTime>) -> Vec<EscrowRdsSnapshot> {
-    let mut newest: BTreeMap<String, EscrowRdsSnapshot> = BTreeMap::new();
-    for c in copies {
-        if let (Some(at), Some(started)) = (at, c.started)
-            && started > at
-        {
-            continue;
-        }
-        let lineage = if c.lineage.is_empty() { c.source_id.clone() } else { c.lineage.clone() };
-        match newest.get(&lineage) {
-            Some(n) if n.started >= c.started => {}
-            _ => {
-                newest.insert(lineage, c);
-            }
-        }
-    }
-    let mut out: Vec<EscrowRdsSnapshot> = newest.into_values().collect();
+    let lineage = |c: &EscrowRdsSnapshot| {
+        if c.lineage.is_empty() { c.source_id.clone() } else { c.lineage.clone() }
+    };
+    let mut out = escrow_sync_core::newest_per_group(copies, at, |c| c.started, lineage);
     out.sort_by(|a, b| a.source_id.cmp(&b.source_id));
     out
 }
@@ -163,29 +147,11 @@ pub fn recovery_identifier(escrow_id: &str, stamp: &str) -> String {
     identifier("restored-", &format!("{escrow_id}-{stamp}"))
 }
 
-/// A copy's SDK error; when the escrow key is out of reach, it says what
-/// the escrow key must grant the recovery account.
-fn copy_error<E>(err: SdkError<E, HttpResponse>, op: &str, resource: &str) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let key_denied =
-        err.as_service_error().and_then(|e| e.code()) == Some("KMSKeyNotAccessibleFault");
-    let err = sdk_error(err, op, resource);
-    if !key_denied {
-        return err;
-    }
-    Error::new(
-        err.kind(),
-        op,
-        resource,
-        "a KMS key is not accessible: the escrow key that encrypts the shared snapshot must \
-         grant the recovery account kms:Decrypt, kms:DescribeKey and kms:CreateGrant (a grant in \
-         the escrow key's policy), and the recovery account's own key must be usable by the \
-         recovery role",
-    )
-    .with_source(err)
-}
+/// What a recovery copy needs granted when a key is out of reach.
+const RECOVERY_COPY_KEYS: &str = "a KMS key is not accessible: the escrow key that encrypts the \
+     shared snapshot must grant the recovery account kms:Decrypt, kms:DescribeKey and \
+     kms:CreateGrant (a grant in the escrow key's policy), and the recovery account's own key \
+     must be usable by the recovery role";
 
 /// Starts copying the shared escrow snapshot `source_arn` into the account
 /// of `rds` (the recovery account) as `target_id`, encrypted with
@@ -215,7 +181,7 @@ pub async fn start_copy(
             .copy_tags(false)
             .send()
             .await
-            .map_err(|e| copy_error(e, op, &resource))?
+            .map_err(|e| copy_error(e, op, &resource, RECOVERY_COPY_KEYS))?
             .db_snapshot
             .and_then(|s| s.db_snapshot_identifier),
         RdsKind::Cluster => rds
@@ -227,7 +193,7 @@ pub async fn start_copy(
             .copy_tags(false)
             .send()
             .await
-            .map_err(|e| copy_error(e, op, &resource))?
+            .map_err(|e| copy_error(e, op, &resource, RECOVERY_COPY_KEYS))?
             .db_cluster_snapshot
             .and_then(|s| s.db_cluster_snapshot_identifier),
     };

@@ -9,7 +9,6 @@
 //! it. A share-only job's escrow holds no snapshot of its own, so nothing
 //! of it can be restored from escrow.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use aws_sdk_redshift::Client;
@@ -109,22 +108,12 @@ pub fn as_of(
     copies: Vec<EscrowRedshiftSnapshot>,
     at: Option<SystemTime>,
 ) -> Vec<EscrowRedshiftSnapshot> {
-    let mut newest: BTreeMap<String, EscrowRedshiftSnapshot> = BTreeMap::new();
-    for c in copies {
-        if let (Some(at), Some(started)) = (at, c.started)
-            && started > at
-        {
-            continue;
-        }
-        let lineage = c.lineage.clone().unwrap_or_else(|| c.source_id.clone());
-        match newest.get(&lineage) {
-            Some(n) if n.started >= c.started => {}
-            _ => {
-                newest.insert(lineage, c);
-            }
-        }
-    }
-    let mut out: Vec<EscrowRedshiftSnapshot> = newest.into_values().collect();
+    let mut out = escrow_sync_core::newest_per_group(
+        copies,
+        at,
+        |c| c.started,
+        |c| c.lineage.clone().unwrap_or_else(|| c.source_id.clone()),
+    );
     out.sort_by(|a, b| a.source_id.cmp(&b.source_id));
     out
 }
