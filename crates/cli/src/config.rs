@@ -75,6 +75,11 @@ pub struct CloudTrailJob {
     /// gap before it is a note. Without it the oldest digest escrow holds
     /// starts the chain.
     pub validate_from: Option<String>,
+    /// The mass-change breaker for the log files (default 25; 100 turns it
+    /// off): CloudTrail never rewrites a delivered file, so a run finding
+    /// many rewritten stops with a `mass-change` finding.
+    #[serde(default = "default_max_change_percent")]
+    pub max_change_percent: u8,
 }
 
 impl CloudTrailJob {
@@ -103,6 +108,7 @@ impl CloudTrailJob {
             max_requests_per_second: self.max_requests_per_second,
             abort_stale_uploads_after_hours: default_stale_hours(),
             allow_unversioned_dest: self.allow_unversioned_dest,
+            max_change_percent: self.max_change_percent,
         }
     }
 
@@ -114,6 +120,9 @@ impl CloudTrailJob {
     fn problem(&self) -> Option<String> {
         if self.dest_bucket.trim().is_empty() {
             return Some("dest_bucket must be set".into());
+        }
+        if let Some(problem) = percent_problem("max_change_percent", self.max_change_percent) {
+            return Some(problem);
         }
         if self.source_bucket.as_deref() == Some(self.dest_bucket.as_str()) {
             return Some(format!(
@@ -375,6 +384,42 @@ impl DynamoDbJob {
     }
 }
 
+/// A place in escrow that a job or the run writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// Objects under a key prefix of an escrow bucket (`""`: the whole bucket).
+    Objects {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix.
+        prefix: String,
+    },
+    /// An escrow table.
+    Table(String),
+}
+
+impl Place {
+    /// Whether the two places can hold the same object or item.
+    pub fn overlaps(&self, other: &Place) -> bool {
+        match (self, other) {
+            (Place::Objects { bucket: a, prefix: p }, Place::Objects { bucket: b, prefix: q }) => {
+                a == b && (p.starts_with(q.as_str()) || q.starts_with(p.as_str()))
+            }
+            (Place::Table(a), Place::Table(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Objects { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Place::Table(t) => write!(f, "table {t}"),
+        }
+    }
+}
+
 /// One configured job of any kind.
 #[derive(Debug, Clone, Copy)]
 pub enum JobRef<'a> {
@@ -505,6 +550,24 @@ pub struct S3Job {
     /// Allow a destination bucket without versioning.
     #[serde(default)]
     pub allow_unversioned_dest: bool,
+    /// The mass-change breaker: a run that finds more than this share (%)
+    /// of the job's escrow objects changed in the primary copies at most
+    /// that share and stops with a `mass-change` finding (default 25; 100
+    /// turns it off).
+    #[serde(default = "default_max_change_percent")]
+    pub max_change_percent: u8,
+}
+
+/// The default `max_change_percent`.
+fn default_max_change_percent() -> u8 {
+    escrow_sync_core::MassChangeGuard::DEFAULT_PERCENT
+}
+
+/// A `max_change_percent` (or other share) outside 1 to 100, as a problem.
+pub(crate) fn percent_problem(key: &str, value: u8) -> Option<String> {
+    (!(1..=100).contains(&value)).then(|| {
+        format!("{key} is {value}; it is a share of the job's escrow items, 1 to 100 (100 turns the check off)")
+    })
 }
 
 /// `object_lock = { mode = "COMPLIANCE" | "GOVERNANCE", days = N }`.
@@ -748,6 +811,9 @@ impl Config {
                     "{at}: max_requests_per_second must be at least 1"
                 )));
             }
+            if let Some(problem) = percent_problem("max_change_percent", job.max_change_percent) {
+                return Err(Error::invalid_config(format!("{at}: {problem}")));
+            }
             if let Some(p) = job.max_parts
                 && !(1..=10_000).contains(&p)
             {
@@ -766,6 +832,77 @@ impl Config {
                 return Err(Error::invalid_config(format!(
                     "{at}: the job name {} is used twice: give each job its own name",
                     job.name()
+                )));
+            }
+        }
+        self.check_places(origin)
+    }
+
+    /// Every place in escrow the config writes: each job's destination and
+    /// the other prefixes and tables it keeps there, and the run manifests.
+    /// Each entry names its owner (a job, or `[escrow]`) and what it is.
+    pub fn escrow_places(&self) -> Vec<(String, &'static str, Place)> {
+        let objects = |bucket: &str, prefix: &str| Place::Objects {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        };
+        let mut places = Vec::new();
+        if let Some(bucket) = &self.escrow.manifest_bucket {
+            let prefix = self
+                .escrow
+                .manifest_prefix
+                .as_deref()
+                .unwrap_or(escrow_sync_governance::manifest::DEFAULT_PREFIX);
+            places.push(("[escrow]".to_string(), "run manifests", objects(bucket, prefix)));
+        }
+        for job in &self.s3 {
+            places.push((job.name(), "copies", objects(&job.dest_bucket, &job.dest_prefix)));
+        }
+        for job in &self.cloudtrail {
+            places.push((job.name(), "log copies", objects(&job.dest_bucket, &job.dest_prefix)));
+        }
+        for job in &self.dynamodb {
+            if let Some(table) = &job.dest_table {
+                places.push((job.name(), "escrow table", Place::Table(table.clone())));
+                let checkpoints = job
+                    .checkpoint_table
+                    .clone()
+                    .unwrap_or_else(|| escrow_sync_dynamodb::checkpoint::DEFAULT_TABLE.to_string());
+                places.push((job.name(), "checkpoint table", Place::Table(checkpoints)));
+            }
+            if let Some(bucket) = &job.dest_bucket {
+                let prefix = format!(
+                    "{}{}/",
+                    job.dest_prefix.as_deref().unwrap_or_default(),
+                    job.source_table
+                );
+                places.push((job.name(), "export generations", objects(bucket, &prefix)));
+            }
+        }
+        places
+    }
+
+    /// Refuses two places in escrow that overlap: one job's copies must
+    /// never land on another's, nor on run manifests (which `verify
+    /// --offline` and `restore` trust). Jobs share a checkpoint table by
+    /// design (rows are keyed by job).
+    fn check_places(&self, origin: &str) -> Result<()> {
+        let places = self.escrow_places();
+        for (i, (owner_a, what_a, a)) in places.iter().enumerate() {
+            for (owner_b, what_b, b) in &places[i + 1..] {
+                let shared_checkpoints =
+                    *what_a == "checkpoint table" && *what_b == "checkpoint table";
+                if shared_checkpoints || !a.overlaps(b) {
+                    continue;
+                }
+                let same_job = owner_a == owner_b;
+                if same_job && what_a == what_b {
+                    continue;
+                }
+                return Err(Error::invalid_config(format!(
+                    "{origin}: the {what_a} of {owner_a} ({a}) and the {what_b} of {owner_b} \
+                     ({b}) overlap in escrow: one could overwrite or be read as the other; give \
+                     each its own bucket, table or a dest_prefix that is not a prefix of the other"
                 )));
             }
         }
@@ -1026,6 +1163,61 @@ prefix = "2026/"
 dest_prefix = "logs/"
 concurrency = 8
 "#;
+
+    /// `GOOD`'s header with `rest` after it.
+    fn with(rest: &str) -> Result<Config> {
+        let head = GOOD.split("[[s3]]").next().unwrap();
+        Config::parse(&format!("{head}{rest}"), "escrow.toml")
+    }
+
+    #[test]
+    fn escrow_places_that_overlap_are_refused_whatever_their_kinds() {
+        let job = |name: &str, bucket: &str, prefix: &str| {
+            format!(
+                "[[s3]]\nname = \"{name}\"\nsource_bucket = \"src-{name}\"\ndest_bucket = \
+                 \"{bucket}\"\ndest_prefix = \"{prefix}\"\n"
+            )
+        };
+        // Side by side in one bucket: fine.
+        assert!(with(&format!("{}{}", job("a", "esc", "a/"), job("b", "esc", "b/"))).is_ok());
+        // One inside the other: refused, naming both.
+        let e = with(&format!("{}{}", job("a", "esc", "a/"), job("b", "esc", "a/b/")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("overlap") && e.contains("a/b/") && e.contains(" a "), "{e}");
+        // A job writing over the run manifests.
+        let head = GOOD.split("[[s3]]").next().unwrap();
+        let head = head.replacen("[escrow]\n", "[escrow]\nmanifest_bucket = \"esc\"\n", 1);
+        let e = Config::parse(&format!("{head}{}", job("a", "esc", "")), "escrow.toml")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("run manifests"), "{e}");
+        // An export generation prefix under an S3 job's copies, and a table
+        // job writing into another's checkpoint table.
+        let export = "[[dynamodb]]\nsource_table = \"orders\"\ndest_bucket = \"esc\"\n\
+                      dest_prefix = \"a/\"\n";
+        let e = with(&format!("{}{export}", job("a", "esc", "a/"))).unwrap_err().to_string();
+        assert!(e.contains("export generations"), "{e}");
+        let tables = "[[dynamodb]]\nsource_table = \"t1\"\ndest_table = \"e1\"\n\
+                      [[dynamodb]]\nsource_table = \"t2\"\ndest_table = \"escrow-sync-checkpoints\"\n";
+        let e = with(tables).unwrap_err().to_string();
+        assert!(e.contains("checkpoint table"), "{e}");
+        // Two table jobs share the default checkpoint table by design.
+        let shared = "[[dynamodb]]\nsource_table = \"t1\"\ndest_table = \"e1\"\n\
+                      [[dynamodb]]\nsource_table = \"t2\"\ndest_table = \"e2\"\n";
+        assert!(with(shared).is_ok());
+    }
+
+    #[test]
+    fn max_change_percent_is_a_share() {
+        let job = "[[s3]]\nsource_bucket = \"a\"\ndest_bucket = \"b\"\n";
+        assert_eq!(with(job).unwrap().s3[0].max_change_percent, 25);
+        let e = with(&format!("{job}max_change_percent = 0\n")).unwrap_err().to_string();
+        assert!(e.contains("max_change_percent is 0"), "{e}");
+        assert!(with(&format!("{job}max_change_percent = 101\n")).is_err());
+        assert!(with(&format!("{job}max_change_percent = 100\n")).is_ok());
+    }
 
     #[test]
     fn parses_the_documented_shape() {

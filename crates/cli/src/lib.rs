@@ -53,7 +53,7 @@ pub enum Command {
     /// Show what a run would copy; changes nothing.
     Plan(JobArgs),
     /// Copy what is missing or changed into escrow.
-    Run(JobArgs),
+    Run(RunArgs),
     /// Compare primary and escrow; list every missing or differing item.
     Verify(VerifyArgs),
     /// Apply the keep_* retention of snapshot jobs to their escrow copies:
@@ -198,6 +198,20 @@ pub struct JobArgs {
     pub output: OutputFormat,
 }
 
+/// Arguments of `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The shared arguments.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Let the selected jobs copy a mass change: more than their
+    /// `max_change_percent` of escrow's items changed in the primary in one
+    /// run (without it such a run copies at most that share, holds the rest
+    /// back and exits 3 with a `mass-change` finding).
+    #[arg(long)]
+    pub accept_mass_change: bool,
+}
+
 /// Arguments of `verify`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
@@ -217,11 +231,11 @@ pub struct VerifyArgs {
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
     let cancel = CancellationToken::new();
-    let (mode, args, checksums) = match cli.command {
-        Command::Plan(a) => (Mode::Plan, a, false),
-        Command::Run(a) => (Mode::Run, a, false),
+    let (mode, args, checksums, accept_mass_change) = match cli.command {
+        Command::Plan(a) => (Mode::Plan, a, false, false),
+        Command::Run(a) => (Mode::Run, a.job, false, a.accept_mass_change),
         Command::Verify(a) if a.offline => return manifest_cmd::verify_offline(&a.job).await,
-        Command::Verify(a) => (Mode::Verify, a.job, a.checksums),
+        Command::Verify(a) => (Mode::Verify, a.job, a.checksums, false),
         Command::Policy(a) => return policy_cmd::run(&a).await,
         Command::Audit(a) => return audit_cmd::run(&a).await,
         Command::Restore(a) => {
@@ -234,7 +248,7 @@ pub async fn run(cli: Cli) -> u8 {
         }
     };
     interrupt_on_ctrl_c(cancel.clone());
-    let result = execute(mode, &args, checksums, cancel).await;
+    let result = execute(mode, &args, checksums, accept_mass_change, cancel).await;
     let (jobs, fatal) = match result {
         Ok(jobs) => (jobs, None),
         Err(e) => (Vec::new(), Some(e)),
@@ -324,12 +338,14 @@ fn known(id: &str) -> Option<String> {
     (!id.is_empty()).then(|| id.to_string())
 }
 
-/// Loads the config, connects, checks every selected job, then runs them.
-/// An `Err` means nothing was changed.
+/// Loads the config, connects, checks every selected job, then runs them
+/// (`accept_mass_change`: `run --accept-mass-change`). An `Err` means
+/// nothing was changed.
 pub async fn execute(
     mode: Mode,
     args: &JobArgs,
     checksums: bool,
+    accept_mass_change: bool,
     cancel: CancellationToken,
 ) -> Result<Vec<JobOutcome>, Error> {
     let config = Config::load(&args.config)?;
@@ -409,6 +425,7 @@ pub async fn execute(
                     &sessions,
                     mode,
                     checksums,
+                    accept_mass_change,
                     cancel.clone(),
                     callback,
                     item_log,
@@ -448,6 +465,7 @@ pub async fn execute(
                     &sessions,
                     mode,
                     checksums,
+                    accept_mass_change,
                     cancel.clone(),
                     callback,
                     item_log,
@@ -538,6 +556,7 @@ pub(crate) async fn run_s3(
     sessions: &Sessions,
     mode: Mode,
     checksums: bool,
+    accept_mass_change: bool,
     cancel: CancellationToken,
     progress: Option<escrow_sync_core::ProgressFn>,
     item_log: Option<escrow_sync_core::ItemLog>,
@@ -568,8 +587,12 @@ pub(crate) async fn run_s3(
             )),
         }
     }
-    let mut options =
-        ExecutorOptions::new().with_concurrency(job.concurrency).with_verify_checksums(checksums);
+    let guard =
+        escrow_sync_core::MassChangeGuard::for_job(job.max_change_percent, accept_mass_change);
+    let mut options = ExecutorOptions::new()
+        .with_concurrency(job.concurrency)
+        .with_verify_checksums(checksums)
+        .with_mass_change_guard(guard);
     if let Some(log) = item_log {
         options = options.with_item_log(log);
     }

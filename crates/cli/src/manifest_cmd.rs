@@ -49,6 +49,8 @@ pub(crate) fn summary(name: &str, result: &Result<Report, Error>) -> JobSummary 
             retained: r.retained,
             bytes_copied: r.bytes_copied,
             cancelled: r.cancelled,
+            held_back: r.held_back,
+            findings: r.findings.clone(),
             error: None,
             notes: r
                 .notes

@@ -27,7 +27,7 @@ pub mod exit {
     pub const ITEMS_FAILED: u8 = 1;
     /// Invalid config or usage, or a fatal error.
     pub const FATAL: u8 = 2;
-    /// Verify found differences.
+    /// Verify found differences; a run stopped at the mass-change breaker.
     pub const DIFFERENCES: u8 = 3;
 }
 
@@ -37,6 +37,14 @@ pub fn exit_code(mode: Mode, jobs: &[JobOutcome]) -> u8 {
         return exit::FATAL;
     }
     let reports = jobs.iter().filter_map(|j| j.report.as_ref());
+    // A tripped mass-change breaker is an incident to look at, not a
+    // failure to retry: it outranks item failures.
+    let mass_change = |r: &Report| {
+        r.findings.iter().any(|f| f.kind.as_deref() == Some(escrow_sync_core::MASS_CHANGE))
+    };
+    if mode == Mode::Run && reports.clone().any(mass_change) {
+        return exit::DIFFERENCES;
+    }
     if reports.clone().any(|r| r.failed > 0 || r.cancelled) {
         return exit::ITEMS_FAILED;
     }
@@ -70,6 +78,7 @@ struct JsonJob<'a> {
     different: u64,
     failures: Vec<JsonFailure<'a>>,
     retained: u64,
+    held_back: u64,
     unprotected: u64,
     findings: Vec<&'a escrow_sync_core::Finding>,
     throttled: u64,
@@ -138,6 +147,7 @@ pub fn json(mode: Mode, jobs: &[JobOutcome], fatal: Option<&Error>, code: u8) ->
                     })
                     .unwrap_or_default(),
                 retained: n(|r| r.retained),
+                held_back: n(|r| r.held_back),
                 unprotected: n(|r| r.unprotected),
                 findings: r.map(|r| r.findings.iter().collect()).unwrap_or_default(),
                 throttled: n(|r| r.throttled),
@@ -269,6 +279,10 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
                             r.elapsed.as_secs_f64(),
                             if r.cancelled { " (cancelled: run again to finish)" } else { "" }
                         );
+                        for f in &r.findings {
+                            let what = f.kind.as_deref().unwrap_or("finding");
+                            let _ = writeln!(s, "  {what} {}: {}", f.key, f.problem);
+                        }
                     }
                     Mode::Verify => {
                         // `verify --offline` compares with a run manifest

@@ -10,6 +10,7 @@
 //! the calls an item makes, so the two do not multiply; listing calls keep the
 //! SDK's standard retries because the executor does not retry a listing.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,9 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Action, AdaptiveLimit, CopyPlan, CopyReason, Difference, Error, ErrorKind, Failure, Finding,
-    Item, Mode, Policy, Report, Result, Scope, Sink, Source, plan_stream,
+    Action, AdaptiveLimit, ChangeTally, CopyPlan, CopyReason, Difference, Error, ErrorKind,
+    Failure, Finding, Item, MassChangeGuard, Mode, Policy, Report, Result, Scope, Sink, Source,
+    plan_stream,
 };
 
 /// How often and how patiently to retry one item.
@@ -73,6 +75,7 @@ pub struct ExecutorOptions {
     verify_checksums: bool,
     list_in_escrow: bool,
     item_log: Option<ItemLog>,
+    mass_change: Option<MassChangeGuard>,
 }
 
 /// What became of one item in a run, for a record such as a run manifest.
@@ -124,6 +127,7 @@ impl std::fmt::Debug for ExecutorOptions {
             .field("verify_checksums", &self.verify_checksums)
             .field("list_in_escrow", &self.list_in_escrow)
             .field("item_log", &self.item_log.is_some())
+            .field("mass_change", &self.mass_change)
             .finish()
     }
 }
@@ -138,6 +142,7 @@ impl Default for ExecutorOptions {
             verify_checksums: false,
             list_in_escrow: false,
             item_log: None,
+            mass_change: None,
         }
     }
 }
@@ -192,6 +197,18 @@ impl ExecutorOptions {
     /// record nothing), e.g. to write a run manifest.
     pub fn with_item_log(mut self, log: ItemLog) -> Self {
         self.item_log = Some(log);
+        self
+    }
+
+    /// The mass-change circuit breaker (`None`: off). In a run, changed
+    /// items are copied at once only while the copies stay within the
+    /// guard's share of the escrow items seen so far; the rest wait for the
+    /// end of the listing, and are copied then only if the whole run stays
+    /// within the share. Otherwise they are held back (logged as failed,
+    /// counted in [`Report::held_back`]) and the report carries a finding of
+    /// kind [`crate::MASS_CHANGE`]. Plan warns when a run would trip.
+    pub fn with_mass_change_guard(mut self, guard: Option<MassChangeGuard>) -> Self {
+        self.mass_change = guard;
         self
     }
 
@@ -285,10 +302,38 @@ fn strong(checksum: &str) -> bool {
     !(checksum.starts_with("CRC32:") || checksum.starts_with("CRC32C:"))
 }
 
+/// The mass-change breaker's state in one execution.
+struct Breaker {
+    /// The guard, until it has decided (`None`: off, or decided).
+    guard: Option<MassChangeGuard>,
+    /// What the run found so far.
+    tally: ChangeTally,
+    /// Changed items waiting for the final count.
+    waiting: Vec<Item>,
+}
+
+impl Breaker {
+    /// Counts a changed item; whether it may be copied at once (otherwise
+    /// it waits for the final count).
+    fn let_through(&mut self, item: &Item) -> bool {
+        let Some(guard) = self.guard else { return true };
+        if self.tally.changed(&item.key, &guard) {
+            return true;
+        }
+        self.waiting.push(item.clone());
+        false
+    }
+}
+
 /// Work that needs the services for one action.
 enum Work {
     /// Copy (run), unless the sink confirms the escrow item is the same.
     Copy(Item, Option<Item>),
+    /// Ask the sink whether a changed item is the same after all, and hand
+    /// it to the mass-change breaker if not (run, with the breaker on).
+    Confirm(Item, Item),
+    /// Copy an item already confirmed changed (run, with the breaker on).
+    Write(Item),
     /// Ask the sink whether a changed item is the same after all (plan,
     /// verify); audit it too when the flag says so.
     Check(Item, Item, bool),
@@ -303,14 +348,45 @@ enum Work {
 }
 
 enum Outcome {
-    Copied { bytes: u64, parts: u32, warning: Option<String> },
-    Same { key: String, size: u64, problems: Vec<String> },
-    Differs { item: Item },
-    Assessed { item: Item, reason: CopyReason, status: Option<String>, copyable: bool },
-    Finished { key: String, size: u64, warning: Option<String> },
-    Mismatch { item: Item, primary: String, escrow: String },
+    Copied {
+        bytes: u64,
+        parts: u32,
+        warning: Option<String>,
+    },
+    /// Confirmed changed; the breaker decides when it is copied.
+    Changed {
+        item: Item,
+    },
+    Same {
+        key: String,
+        size: u64,
+        problems: Vec<String>,
+    },
+    Differs {
+        item: Item,
+    },
+    Assessed {
+        item: Item,
+        reason: CopyReason,
+        status: Option<String>,
+        copyable: bool,
+    },
+    Finished {
+        key: String,
+        size: u64,
+        warning: Option<String>,
+    },
+    Mismatch {
+        item: Item,
+        primary: String,
+        escrow: String,
+    },
     Deleted,
-    Failed { key: String, error: Error, attempts: u32 },
+    Failed {
+        key: String,
+        error: Error,
+        attempts: u32,
+    },
 }
 
 impl Executor {
@@ -387,6 +463,10 @@ impl Executor {
         // Halves on throttling, grows back slowly; never above the option.
         let adaptive = AdaptiveLimit::new(self.options.concurrency);
         let mut inflight = FuturesUnordered::new();
+        // Work that is ready and waits only for room (changed items the
+        // breaker let through, and its waiting items once it decided).
+        let mut queued: VecDeque<Work> = VecDeque::new();
+        let mut listed = false;
         let mut stop = false;
         let mut fatal: Option<Error> = None;
         let audit = mode == Mode::Verify && (sink.audits() || self.options.verify_checksums);
@@ -396,29 +476,55 @@ impl Executor {
             Mode::Verify => usize::MAX,
             _ => self.options.difference_limit,
         };
+        let guard = self.options.mass_change.filter(|_| mode != Mode::Verify);
+        let mut breaker = Breaker { guard, tally: ChangeTally::default(), waiting: Vec::new() };
         loop {
-            let can_schedule = !stop && inflight.len() < adaptive.current();
+            let room = inflight.len() < adaptive.current();
+            if room
+                && !report.cancelled
+                && let Some(work) = queued.pop_front()
+            {
+                inflight.push(self.perform(source, sink, &adaptive, work));
+                continue;
+            }
+            let can_schedule = !stop && room;
             if !can_schedule && inflight.is_empty() {
+                let done = listed && fatal.is_none() && !report.cancelled;
+                if done && let Some(guard) = breaker.guard.take() {
+                    self.decide(&mut report, guard, &mut breaker, &mut queued);
+                    continue;
+                }
                 break;
             }
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled(), if !stop => {
+                _ = self.cancel.cancelled(), if !report.cancelled => {
                     stop = true;
                     report.cancelled = true;
                     self.emit(ProgressEvent::Cancelling);
                 }
-                Some(outcome) = inflight.next(), if !inflight.is_empty() => {
-                    self.record(&mut report, mode, outcome, limit);
-                }
+                Some(outcome) = inflight.next(), if !inflight.is_empty() => match outcome {
+                    Outcome::Changed { item } => {
+                        if breaker.let_through(&item) {
+                            queued.push_back(Work::Write(item));
+                        }
+                    }
+                    outcome => self.record(&mut report, mode, outcome, limit),
+                },
                 next = plan.next(), if can_schedule => match next {
-                    None => stop = true,
+                    None => {
+                        stop = true;
+                        listed = true;
+                    }
                     Some(Err(e)) => {
                         stop = true;
                         fatal = Some(e);
                     }
                     Some(Ok(action)) => {
-                        let checks = (audit, assess, finish);
+                        if breaker.guard.is_some() && action.escrow_item() {
+                            breaker.tally.saw_escrow_item();
+                        }
+                        let checks = (audit, assess, finish, breaker.guard.is_some());
                         if let Some(fut) = self.account(&mut report, mode, action, limit, checks) {
                             inflight.push(self.perform(source, sink, &adaptive, fut));
                         }
@@ -434,6 +540,58 @@ impl Executor {
         }
     }
 
+    /// The breaker's decision once the listing is complete. A run copies the
+    /// changes that waited if the whole run stays within the share, and
+    /// otherwise holds them back with a finding; a plan warns when a run
+    /// would trip.
+    fn decide(
+        &self,
+        report: &mut Report,
+        guard: MassChangeGuard,
+        breaker: &mut Breaker,
+        queued: &mut VecDeque<Work>,
+    ) {
+        let tally = &breaker.tally;
+        if report.mode == Mode::Plan {
+            if guard.exceeded(report.different, tally.escrow_seen) {
+                report.warnings.push(format!(
+                    "a run would stop at the mass-change breaker: {} of {} escrow items \
+                     changed in the primary, over max_change_percent = {} (it would copy {} of \
+                     the changes and hold the rest back)",
+                    report.different,
+                    tally.escrow_seen,
+                    guard.max_percent(),
+                    guard.limit(tally.escrow_seen),
+                ));
+            }
+            return;
+        }
+        let waiting = std::mem::take(&mut breaker.waiting);
+        if !guard.exceeded(tally.changed, tally.escrow_seen) {
+            queued.extend(waiting.into_iter().map(Work::Write));
+            return;
+        }
+        let held = waiting.len() as u64;
+        report.findings.push(guard.finding(
+            &report.destination,
+            tally.changed,
+            tally.escrow_seen,
+            held,
+            &tally.first_keys,
+        ));
+        report.held_back += held;
+        let why = format!(
+            "held back: mass change ({} of {} escrow items changed in one run, over \
+             max_change_percent = {}; run with --accept-mass-change if it is legitimate)",
+            tally.changed,
+            tally.escrow_seen,
+            guard.max_percent()
+        );
+        for item in waiting {
+            self.log_item(Mode::Run, &item, ItemOutcome::Failed, None, Some(why.clone()));
+        }
+    }
+
     /// Counts `action` in the report; returns the work to do in a run.
     fn account(
         &self,
@@ -441,7 +599,7 @@ impl Executor {
         mode: Mode,
         action: Action,
         limit: usize,
-        (audit, assess, finish): (bool, bool, bool),
+        (audit, assess, finish, guarded): (bool, bool, bool, bool),
     ) -> Option<Work> {
         match action {
             Action::Skip { item } if audit => Some(Work::Audit(item)),
@@ -459,6 +617,7 @@ impl Executor {
                 None
             }
             Action::Copy { item, reason, escrow } => match (mode, escrow) {
+                (Mode::Run, Some(escrow)) if guarded => Some(Work::Confirm(item, escrow)),
                 (Mode::Run, escrow) => Some(Work::Copy(item, escrow)),
                 (_, Some(escrow)) => Some(Work::Check(item, escrow, audit)),
                 (_, None) if assess => Some(Work::Assess(item, reason)),
@@ -570,6 +729,10 @@ impl Executor {
                 Self::count_difference(report, mode, item, CopyReason::Changed, None, limit);
             }
             Outcome::Deleted => report.deleted += 1,
+            // The execute loop hands these to the breaker.
+            Outcome::Changed { item } => {
+                Self::count_difference(report, mode, item, CopyReason::Changed, None, limit);
+            }
             Outcome::Failed { key, error, attempts } => {
                 report.failed += 1;
                 self.emit(ProgressEvent::Failed { key: key.clone(), error: error.chain() });
@@ -596,6 +759,15 @@ impl Executor {
                 }
                 self.copy_item(source, sink, limit, item).await
             }
+            Work::Confirm(item, escrow) => {
+                if self.confirmed_same(source, sink, limit, &item, &escrow).await {
+                    let fingerprint = Some(escrow.fingerprint.clone());
+                    self.log_item(Mode::Run, &item, ItemOutcome::InEscrow, fingerprint, None);
+                    return Outcome::Same { key: item.key, size: item.size, problems: Vec::new() };
+                }
+                Outcome::Changed { item }
+            }
+            Work::Write(item) => self.copy_item(source, sink, limit, item).await,
             Work::Finish(item) => {
                 self.log_item(Mode::Run, &item, ItemOutcome::InEscrow, None, None);
                 let warning = self.finish_item(source, limit, &item).await;

@@ -25,6 +25,7 @@
 mod contract;
 mod error;
 mod executor;
+mod guard;
 mod item;
 mod pace;
 mod plan;
@@ -39,6 +40,7 @@ pub use executor::{
     Executor, ExecutorOptions, ItemLog, ItemOutcome, ItemRecord, ProgressEvent, ProgressFn,
     RetryPolicy,
 };
+pub use guard::{ChangeTally, MASS_CHANGE, MassChangeGuard};
 pub use item::{Item, ItemKind};
 pub use pace::{AdaptiveLimit, RequestPacer, paced};
 pub use plan::{Action, CopyPlan, CopyReason, PlanSummary, Policy, plan_stream};

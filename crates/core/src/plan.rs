@@ -56,6 +56,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// Whether the action is about an item escrow holds (kept, changed in
+    /// the primary, or retained): what the mass-change breaker measures
+    /// against.
+    pub fn escrow_item(&self) -> bool {
+        match self {
+            Action::Copy { escrow, .. } => escrow.is_some(),
+            Action::Skip { .. } | Action::Retain { .. } | Action::Delete { .. } => true,
+        }
+    }
+
     /// The key this action is about.
     pub fn key(&self) -> &str {
         match self {

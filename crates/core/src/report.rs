@@ -54,20 +54,20 @@ pub struct Difference {
 /// A problem verify found with an escrow copy: configured protection
 /// missing, a checksum mismatch, or (CloudTrail) a break in a log file
 /// integrity chain, with the time range it leaves unproven.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Finding {
     /// The key.
     pub key: String,
     /// What is missing.
     pub problem: String,
     /// What kind of problem (e.g. `log-altered`), when the job names kinds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Start of the time range affected (RFC 3339), when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     /// End of the time range affected (RFC 3339), when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
 }
 
@@ -136,6 +136,10 @@ pub struct Report {
     pub retained: u64,
     /// Escrow-only items deleted (only with a policy that allows it).
     pub deleted: u64,
+    /// Changed items the mass-change breaker held back: escrow keeps their
+    /// earlier content until a run with `--accept-mass-change` copies them
+    /// (a finding of kind `mass-change` says why).
+    pub held_back: u64,
     /// Every failed item.
     pub failures: Vec<Failure>,
     /// Missing or different items: every one for verify; for plan, up to
@@ -187,6 +191,7 @@ impl Report {
             different: 0,
             retained: 0,
             deleted: 0,
+            held_back: 0,
             failures: Vec::new(),
             differences: Vec::new(),
             differences_truncated: 0,
@@ -214,6 +219,7 @@ impl Report {
         self.different += other.different;
         self.retained += other.retained;
         self.deleted += other.deleted;
+        self.held_back += other.held_back;
         self.failures.extend(other.failures);
         self.differences.extend(other.differences);
         self.differences_truncated += other.differences_truncated;
@@ -232,6 +238,7 @@ impl Report {
     /// cancelled, and (for verify) escrow matches and is protected.
     pub fn is_clean(&self) -> bool {
         self.failed == 0
+            && self.held_back == 0
             && !self.cancelled
             && (self.mode != Mode::Verify
                 || (self.missing == 0 && self.different == 0 && self.unprotected == 0))

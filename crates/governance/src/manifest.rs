@@ -162,6 +162,17 @@ pub struct JobSummary {
     /// Notes (generations written, per-part key digests...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Changes the mass-change breaker held back (escrow kept the earlier
+    /// content): a job with any is not finished.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_back: u64,
+    /// What the run found (a `mass-change` finding, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<escrow_sync_core::Finding>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The last line.

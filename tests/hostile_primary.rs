@@ -1,0 +1,155 @@
+//! The incident escrow-sync exists for, played end to end on the emulator:
+//! someone holding the primary's admin rewrites and deletes the data and
+//! waits for the next scheduled run to carry the damage into escrow.
+//!
+//! - The scheduled run stops at the mass-change breaker: exit 3, a finding
+//!   of kind `mass-change` (in the JSON report and the run manifest), at most
+//!   `max_change_percent` of escrow's objects rewritten, the rest held back.
+//! - `run --accept-mass-change` lets the change through (escrow keeps every
+//!   earlier version: nothing is lost either way).
+//! - `restore --at` a time before the incident brings the pre-incident
+//!   bucket back into a recovery account (333333333333), byte for byte,
+//!   deleted keys included, from escrow alone.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use escrow_sync_e2e::{BucketPair, admin, cli, get, keys, s3, unique};
+
+const RECOVERY: &str = "333333333333";
+const RECOVERY_ROLE: &str = "arn:aws:iam::333333333333:role/recovery";
+
+/// Random-looking bytes (an encrypted object), from a seed.
+fn ciphertext(seed: usize, len: usize) -> Vec<u8> {
+    let mut x = (seed as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A config with one `[[s3]]` job named `assets` and a manifest bucket.
+async fn config(pair: &BucketPair) -> String {
+    let manifests = unique("hostile-manifests");
+    escrow_sync_e2e::create_bucket(&pair.escrow, &manifests, true).await;
+    let jobs = format!(
+        "[[s3]]\nname = \"assets\"\nsource_bucket = \"{}\"\ndest_bucket = \"{}\"\n",
+        pair.source_bucket, pair.dest_bucket
+    );
+    let path = escrow_sync_e2e::config_with_jobs(&jobs);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text =
+        text.replacen("[escrow]\n", &format!("[escrow]\nmanifest_bucket = \"{manifests}\"\n"), 1);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_rewritten_and_partly_deleted_bucket_trips_the_breaker_and_restores_from_before() {
+    let pair = BucketPair::new("hostile").await;
+    let mut before: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..60 {
+        let key = format!("data/{i:03}.bin");
+        let body = format!("pre-incident object {i}").into_bytes();
+        pair.put(&key, body.clone()).await;
+        before.insert(key, body);
+    }
+    let cfg = config(&pair).await;
+    let first = cli(&["run", "--config", &cfg, "--output", "json"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(first.json()["jobs"][0]["copied"].as_u64(), Some(60));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let pre_incident = escrow_sync_core::rfc3339(SystemTime::now());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The attacker overwrites every object with random bytes and deletes a
+    // third of them.
+    for (i, key) in before.keys().enumerate() {
+        pair.put(key, ciphertext(i, 64)).await;
+    }
+    for key in before.keys().step_by(3) {
+        pair.primary.delete_object().bucket(&pair.source_bucket).key(key).send().await.unwrap();
+    }
+
+    // plan says a run would stop.
+    let plan = cli(&["plan", "--config", &cfg, "--output", "json"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(plan.stdout.contains("mass-change breaker"), "{}", plan.stdout);
+
+    // The scheduled run: exit 3, a mass-change finding, at most 25 % of
+    // escrow's 60 objects rewritten.
+    let scheduled = cli(&["run", "--config", &cfg, "--output", "json"]);
+    assert_eq!(scheduled.code, 3, "{scheduled:?}");
+    let job = &scheduled.json()["jobs"][0];
+    let findings = job["findings"].as_array().unwrap();
+    let finding = findings.iter().find(|f| f["kind"] == "mass-change").expect("mass-change");
+    assert!(finding["problem"].as_str().unwrap().contains("40 of 60"), "{finding}");
+    let (copied, held) = (job["copied"].as_u64().unwrap(), job["held_back"].as_u64().unwrap());
+    assert!(copied <= 15, "copied {copied} of 40 rewritten objects");
+    assert_eq!(copied + held, 40, "{job}");
+    let mut intact = 0;
+    for (key, body) in &before {
+        if pair.escrow_get(key).await.as_deref() == Some(body.as_slice()) {
+            intact += 1;
+        }
+    }
+    assert!(intact >= 45, "only {intact} of 60 escrow objects still hold their content");
+    // The text report says it too, and the run manifest records the finding.
+    let manifest_text = manifest_texts(&cfg).await;
+    assert!(manifest_text.contains("mass-change"), "the run manifest lacks the finding");
+
+    // Accepted: the rest goes through; escrow keeps the earlier versions.
+    let accepted = cli(&["run", "--config", &cfg, "--accept-mass-change", "--output", "json"]);
+    assert_eq!(accepted.code, 0, "{accepted:?}");
+    assert_eq!(accepted.json()["jobs"][0]["copied"].as_u64(), Some(held));
+
+    // Restore the bucket as it was before the incident into the recovery
+    // account, from escrow alone, and compare byte for byte.
+    let target = unique("hostile-restored");
+    let out = cli(&[
+        "restore",
+        "--config",
+        &cfg,
+        "--job",
+        "assets",
+        "--target-role-arn",
+        RECOVERY_ROLE,
+        "--target-bucket",
+        &target,
+        "--at",
+        &pre_incident,
+        "--apply",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let recovery = s3(&admin(RECOVERY).await);
+    let restored = keys(&recovery, &target).await;
+    assert_eq!(restored.len(), before.len(), "{restored:?}");
+    for (key, body) in &before {
+        let got = get(&recovery, &target, key).await;
+        assert_eq!(got.as_deref(), Some(body.as_slice()), "{key} differs after the restore");
+    }
+}
+
+/// Every run manifest's text in the config's manifest bucket.
+async fn manifest_texts(cfg: &str) -> String {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let bucket = text
+        .lines()
+        .find_map(|l| l.strip_prefix("manifest_bucket = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let escrow = s3(&admin(escrow_sync_e2e::ESCROW).await);
+    let mut all = String::new();
+    for key in keys(&escrow, &bucket).await {
+        let body = get(&escrow, &bucket, &key).await.unwrap_or_default();
+        all.push_str(&String::from_utf8_lossy(&body));
+    }
+    all
+}
