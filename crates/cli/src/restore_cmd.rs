@@ -415,6 +415,7 @@ async fn restore_s3(
         .with_prefix(&job.prefix)
         .with_as_of(versions_at)
         .with_keys(held.map(|k| k.keys.clone()))
+        .with_source_order(job.versions)
         .with_expected_owner(Some(escrow.account_id().to_string()).filter(|a| !a.is_empty()));
     let sink =
         S3Sink::from_client(target_s3.clone(), &bucket).with_expected_owner(Some(account.clone()));

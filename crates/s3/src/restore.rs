@@ -42,6 +42,7 @@ pub struct S3RestoreSource {
     at: Option<SystemTime>,
     owner: Option<String>,
     keys: Option<std::sync::Arc<std::collections::BTreeSet<String>>>,
+    source_order: bool,
 }
 
 impl S3RestoreSource {
@@ -55,7 +56,18 @@ impl S3RestoreSource {
             at: None,
             owner: None,
             keys: None,
+            source_order: false,
         }
+    }
+
+    /// Orders each key's escrow versions by the source's last-modified time
+    /// recorded on each copy (metadata [`crate::SOURCE_MODIFIED_META`]),
+    /// not by when escrow copied them: for `versions = true` jobs, where an
+    /// interrupted run can copy an older source version after a newer one.
+    /// Costs one HeadObject per version of keys with more than one.
+    pub fn with_source_order(mut self, on: bool) -> Self {
+        self.source_order = on;
+        self
     }
 
     /// Only these keys (as the job's source names them, e.g. the keys a run
@@ -98,6 +110,41 @@ impl S3RestoreSource {
     fn escrow_key(&self, key: &str) -> String {
         format!("{}{key}", self.dest_prefix)
     }
+
+    /// Of one key's versions (newest copy first), the one whose recorded
+    /// source last-modified time is newest; ties and copies without the
+    /// record go by copy time.
+    async fn newest_in_source(&self, versions: Vec<Entry>) -> Result<Option<Entry>> {
+        let mut best: Option<(Option<SystemTime>, Entry)> = None;
+        for e in versions {
+            let head = self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&e.key)
+                .version_id(&e.version)
+                .set_expected_bucket_owner(self.owner.clone())
+                .send()
+                .await
+                .map_err(|err| s3_error(err, "s3:HeadObject", url(&self.bucket, &e.key)))?;
+            let source_time = head
+                .metadata()
+                .and_then(|m| m.get(crate::SOURCE_MODIFIED_META))
+                .and_then(|t| {
+                    aws_smithy_types::DateTime::from_str(
+                        t,
+                        aws_smithy_types::date_time::Format::DateTime,
+                    )
+                    .ok()
+                })
+                .and_then(|t| SystemTime::try_from(t).ok());
+            // Strictly newer only: among equals the newer copy (seen first) stays.
+            if best.as_ref().is_none_or(|(b, _)| source_time > *b) {
+                best = Some((source_time, e));
+            }
+        }
+        Ok(best.map(|(_, e)| e))
+    }
 }
 
 /// One listed entry: a version or a delete marker.
@@ -111,24 +158,39 @@ struct Entry {
     checksum_algorithm: Option<String>,
 }
 
-/// Per key, the newest entry at or before `at`, from entries in
-/// ListObjectVersions order (by key, newest first within a key) that may
-/// continue across pages: `decided` is the last key already settled.
-fn choose(entries: Vec<Entry>, at: Option<SystemTime>, decided: &mut Option<String>) -> Vec<Entry> {
-    let mut out = Vec::new();
+/// The entries of one key escrow held at `at` that a restore may take,
+/// newest copy first: none when the key's newest entry by then is a delete
+/// marker (or escrow did not hold it yet), else its versions copied by then.
+/// `entries` are one key's, newest copy first.
+fn candidates(entries: Vec<Entry>, at: Option<SystemTime>) -> Vec<Entry> {
+    let held: Vec<Entry> = entries
+        .into_iter()
+        .filter(|e| !matches!((at, e.modified), (Some(at), Some(m)) if m > at))
+        .collect();
+    match held.first() {
+        Some(newest) if !newest.deleted => held.into_iter().filter(|e| !e.deleted).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Splits entries in key order (newest copy first within a key) into
+/// complete key groups; the last key stays in `pending` when more pages
+/// follow, as its versions may go on there.
+fn groups(entries: Vec<Entry>, pending: &mut Vec<Entry>, last_page: bool) -> Vec<Vec<Entry>> {
+    let mut out: Vec<Vec<Entry>> = Vec::new();
+    let mut current = std::mem::take(pending);
     for e in entries {
-        if decided.as_deref() == Some(e.key.as_str()) {
-            continue;
+        if current.first().is_some_and(|c| c.key != e.key) {
+            out.push(std::mem::take(&mut current));
         }
-        if let (Some(at), Some(m)) = (at, e.modified)
-            && m > at
-        {
-            continue;
+        current.push(e);
+    }
+    if last_page {
+        if !current.is_empty() {
+            out.push(current);
         }
-        *decided = Some(e.key.clone());
-        if !e.deleted {
-            out.push(e);
-        }
+    } else {
+        *pending = current;
     }
     out
 }
@@ -161,10 +223,11 @@ impl Source for S3RestoreSource {
         struct Page {
             key_marker: Option<String>,
             version_marker: Option<String>,
-            decided: Option<String>,
+            pending: Vec<Entry>,
             done: bool,
         }
-        let start = Page { key_marker: None, version_marker: None, decided: None, done: false };
+        let start =
+            Page { key_marker: None, version_marker: None, pending: Vec::new(), done: false };
         futures::stream::try_unfold(start, move |mut page| {
             let prefix = prefix.clone();
             let strip = strip.clone();
@@ -217,12 +280,21 @@ impl Source for S3RestoreSource {
                 // Versions and delete markers come in two lists: merge them
                 // back into key order, newest first within a key.
                 entries.sort_by(|a, b| a.key.cmp(&b.key).then(b.modified.cmp(&a.modified)));
-                let chosen = choose(entries, at, &mut page.decided);
                 if out.is_truncated().unwrap_or(false) {
                     page.key_marker = out.next_key_marker().map(str::to_string);
                     page.version_marker = out.next_version_id_marker().map(str::to_string);
                 } else {
                     page.done = true;
+                }
+                let mut chosen = Vec::new();
+                for group in groups(entries, &mut page.pending, page.done) {
+                    let held = candidates(group, at);
+                    let pick = if self.source_order && held.len() > 1 {
+                        self.newest_in_source(held).await?
+                    } else {
+                        held.into_iter().next()
+                    };
+                    chosen.extend(pick);
                 }
                 let items: Vec<Result<Item>> = chosen
                     .into_iter()
@@ -501,6 +573,17 @@ mod tests {
         chosen.iter().map(|e| (e.key.clone(), e.version.clone())).collect()
     }
 
+    /// What the listing takes by copy order, over `pages`.
+    fn choose(pages: Vec<Vec<Entry>>, at: Option<SystemTime>) -> Vec<Entry> {
+        let (n, mut pending, mut out) = (pages.len(), Vec::new(), Vec::new());
+        for (i, page) in pages.into_iter().enumerate() {
+            for group in groups(page, &mut pending, i + 1 == n) {
+                out.extend(candidates(group, at).into_iter().next());
+            }
+        }
+        out
+    }
+
     #[test]
     fn each_key_as_it_was_at_the_time() {
         let page = || {
@@ -514,22 +597,28 @@ mod tests {
             ]
         };
         let at = |s: u64| Some(UNIX_EPOCH + Duration::from_secs(s));
-        let mut d = None;
         assert_eq!(
-            keys(&choose(page(), None, &mut d)),
+            keys(&choose(vec![page()], None)),
             [("a".to_string(), "a3".to_string()), ("c".into(), "c1".into())]
         );
-        let mut d = None;
         assert_eq!(
-            keys(&choose(page(), at(220), &mut d)),
+            keys(&choose(vec![page()], at(220))),
             [("a".to_string(), "a2".to_string()), ("b".into(), "b1".into())]
         );
-        let mut d = None;
-        assert_eq!(keys(&choose(page(), at(99), &mut d)), Vec::<(String, String)>::new());
-        // A key whose versions continue on the next page is settled once.
-        let mut d = None;
-        let first = choose(vec![entry("a", "a3", 300, false)], at(1000), &mut d);
-        let second = choose(vec![entry("a", "a2", 200, false)], at(1000), &mut d);
-        assert_eq!((first.len(), second.len()), (1, 0));
+        assert_eq!(keys(&choose(vec![page()], at(99))), Vec::<(String, String)>::new());
+        // A key whose versions continue on the next page is settled once,
+        // with all its versions as candidates.
+        let pages = vec![
+            vec![entry("a", "a3", 300, false)],
+            vec![entry("a", "a2", 200, false), entry("b", "b1", 100, false)],
+        ];
+        assert_eq!(
+            keys(&choose(pages, at(1000))),
+            [("a".to_string(), "a3".to_string()), ("b".into(), "b1".into())]
+        );
+        let mut pending = Vec::new();
+        let first = groups(vec![entry("a", "a3", 300, false)], &mut pending, false);
+        let second = groups(vec![entry("a", "a2", 200, false)], &mut pending, true);
+        assert_eq!((first.len(), second.len(), second[0].len()), (0, 1, 2));
     }
 }

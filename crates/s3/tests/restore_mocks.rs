@@ -127,3 +127,49 @@ async fn a_read_is_of_the_exact_version_without_escrow_syncs_metadata() {
     assert!(!attributes.keys().any(|k| k.contains("escrow-sync")), "{attributes:?}");
     assert_eq!(range.len(), 200);
 }
+
+/// `versions = true`: escrow copied the source's versions out of order (an
+/// interrupted run copied the newer source version first). The restore
+/// takes the newest *source* version by the time recorded on each copy, not
+/// the newest copy; without source order it would take the stale one.
+#[tokio::test]
+async fn versions_are_ordered_by_the_source_time_recorded_on_each_copy() {
+    let listing = mock!(Client::list_object_versions).then_output(|| {
+        ListObjectVersionsOutput::builder()
+            // Copied last (t=300), but the older source version.
+            .versions(version("esc/a", "copied-last", 300))
+            // Copied first (t=200), the newer source version.
+            .versions(version("esc/a", "copied-first", 200))
+            .versions(version("esc/b", "b1", 100))
+            .is_truncated(false)
+            .build()
+    });
+    let recorded = |id: &'static str, source_time: &'static str| {
+        mock!(Client::head_object).match_requests(move |r| r.version_id() == Some(id)).then_output(
+            move || {
+                HeadObjectOutput::builder()
+                    .metadata(escrow_sync_s3::SOURCE_MODIFIED_META, source_time)
+                    .build()
+            },
+        )
+    };
+    let old = recorded("copied-last", "2026-01-01T00:00:00Z");
+    let new = recorded("copied-first", "2026-02-01T00:00:00Z");
+    let pick = |source_order: bool| {
+        let rules = [&listing, &old, &new];
+        let source = S3RestoreSource::from_client(client(&rules), "escrow")
+            .with_dest_prefix("esc/")
+            .with_source_order(source_order);
+        async move {
+            let items: Vec<Item> = source.list(&Scope::all()).try_collect().await.unwrap();
+            items.into_iter().map(|i| (i.key, i.version.unwrap())).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        pick(true).await,
+        [("a".to_string(), "copied-first".to_string()), ("b".into(), "b1".into())]
+    );
+    assert_eq!(pick(false).await[0].1, "copied-last");
+    // One HeadObject per version of the key with two; none for b.
+    assert_eq!(old.num_calls() + new.num_calls(), 2);
+}
