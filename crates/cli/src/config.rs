@@ -370,9 +370,24 @@ pub struct DynamoDbJob {
     /// Export generations: allow a destination bucket without versioning.
     #[serde(default)]
     pub allow_unversioned_dest: bool,
+    /// Table jobs: the escrow bucket (versioned) that keeps item history:
+    /// the state escrow held of every item a run replaces, made durable
+    /// before the write, so `restore --at` can bring back any earlier state.
+    pub history_bucket: Option<String>,
+    /// Table jobs: the key prefix of the history in `history_bucket`
+    /// (default `dynamodb-history/`); objects go under
+    /// `<history_prefix><escrow table>/`.
+    pub history_prefix: Option<String>,
 }
 
 impl DynamoDbJob {
+    /// The history prefix (`history_prefix` or the default).
+    pub fn history_prefix(&self) -> String {
+        self.history_prefix
+            .clone()
+            .unwrap_or_else(|| escrow_sync_dynamodb::history::DEFAULT_PREFIX.to_string())
+    }
+
     /// The protection every export file of this job gets.
     pub fn protection(&self, kms_key_id: Option<String>) -> escrow_sync_s3::Protection {
         protection(self.object_lock.as_ref(), kms_key_id)
@@ -581,7 +596,7 @@ pub struct ObjectLockConfig {
 }
 
 /// Protection with the escrow key and, when configured, Object Lock.
-fn protection(
+pub(crate) fn protection(
     lock: Option<&ObjectLockConfig>,
     kms_key_id: Option<String>,
 ) -> escrow_sync_s3::Protection {
@@ -869,6 +884,10 @@ impl Config {
                     .clone()
                     .unwrap_or_else(|| escrow_sync_dynamodb::checkpoint::DEFAULT_TABLE.to_string());
                 places.push((job.name(), "checkpoint table", Place::Table(checkpoints)));
+                if let Some(bucket) = &job.history_bucket {
+                    let prefix = format!("{}{table}/", job.history_prefix());
+                    places.push((job.name(), "item history", objects(bucket, &prefix)));
+                }
             }
             if let Some(bucket) = &job.dest_bucket {
                 let prefix = format!(
@@ -1089,6 +1108,22 @@ fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
     }
     if job.dest_prefix.is_some() && job.dest_bucket.is_none() {
         return bad("dest_prefix goes with dest_bucket; an escrow table has no prefix".into());
+    }
+    if job.dest_table.is_none() && (job.history_bucket.is_some() || job.history_prefix.is_some()) {
+        return bad(
+            "history_bucket and history_prefix go with dest_table: export generations keep \
+             their own history, one generation per run"
+                .into(),
+        );
+    }
+    if job.history_bucket.as_deref().is_some_and(|b| b.trim().is_empty()) {
+        return bad("history_bucket is empty: name a versioned escrow bucket".into());
+    }
+    if job.history_prefix.as_deref().is_some_and(|p| !p.is_empty() && !p.ends_with('/')) {
+        return bad(format!(
+            "history_prefix {:?} must end with '/' (or be empty)",
+            job.history_prefix.as_deref().unwrap_or_default()
+        ));
     }
     match job.mode.as_deref() {
         None | Some("scan") => {}

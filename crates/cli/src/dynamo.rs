@@ -6,7 +6,7 @@ use escrow_sync_aws::Sessions;
 use escrow_sync_core::{CancellationToken, Error, ErrorKind, Mode, ProgressFn, Report, Result};
 use escrow_sync_dynamodb::{
     CheckpointStore, EscrowBilling, EscrowTable, ExportJob, ExportTarget, ScanOptions, TableInfo,
-    TableJob, checkpoint::DEFAULT_TABLE,
+    TableJob, checkpoint::DEFAULT_TABLE, history::History,
 };
 use escrow_sync_s3::{S3Sink, S3Source, check_dest_bucket, check_dest_protection};
 
@@ -77,6 +77,12 @@ pub(crate) async fn check(
         }
         None => {
             table_sink(config, job, sessions).check(&source).await?;
+            if let Some(bucket) = &job.history_bucket {
+                // History must outlive what it records: escrow's, versioned.
+                let escrow = escrow_sync_s3::client(&sessions.escrow);
+                check_dest_bucket(&escrow, bucket, sessions.escrow.account_id()).await?;
+                check_dest_protection(&escrow, bucket, false, false).await?;
+            }
         }
     }
     Ok(Checked { source })
@@ -154,6 +160,36 @@ pub(crate) async fn run(
     .with_checkpoints(Some(store))
     .with_dead_letter_dir(job.dead_letter_dir.clone().unwrap_or_else(|| ".".into()))
     .with_cancellation(cancel)
-    .with_progress(progress);
+    .with_progress(progress)
+    .with_history(history(config, job, sessions));
     table.execute(mode).await
+}
+
+/// The item history of a table job, when it keeps one: objects through an
+/// S3 sink on the history bucket (escrow key, escrow owner).
+fn history(config: &Config, job: &DynamoDbJob, sessions: &Sessions) -> Option<History> {
+    let bucket = job.history_bucket.as_ref()?;
+    let owner = Some(sessions.escrow.account_id().to_string()).filter(|o| !o.is_empty());
+    let sink = S3Sink::from_client(escrow_sync_s3::client(&sessions.escrow), bucket)
+        .with_dest_prefix(job.history_prefix())
+        .with_expected_owner(owner)
+        .with_protection(crate::config::protection(None, config.escrow.kms_key_id.clone()));
+    let table = job.dest_table.clone().unwrap_or_default();
+    Some(History::new(Arc::new(sink), table, &escrow_sync_aws::now_rfc3339()))
+}
+
+/// Reads a table job's item history (escrow credentials): the S3 source
+/// over the history bucket and prefix, bytes handed over.
+pub(crate) fn history_reader(
+    job: &DynamoDbJob,
+    escrow: &escrow_sync_aws::Session,
+) -> Option<S3Source> {
+    let bucket = job.history_bucket.as_ref()?;
+    let owner = Some(escrow.account_id().to_string()).filter(|o| !o.is_empty());
+    Some(
+        S3Source::from_client(escrow_sync_s3::client(escrow), bucket)
+            .with_streaming(true)
+            .with_prefix(job.history_prefix())
+            .with_expected_owner(owner),
+    )
 }

@@ -34,6 +34,7 @@ use escrow_sync_core::{
     CancellationToken, Error, ErrorKind, Executor, ExecutorOptions, Item, Mode, Report, Scope,
     Source,
 };
+use escrow_sync_dynamodb::history::{AsOf, HistoryView};
 use escrow_sync_dynamodb::{DynamoDbSink, DynamoDbSource, EscrowTable, ScanOptions, TableInfo};
 use escrow_sync_s3::{
     S3RestoreSource, S3Sink, S3Source, bucket_exists, compare_with_target, create_bucket,
@@ -267,10 +268,11 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
                     args.job
                 )));
             }
-            if args.at.is_some() {
+            if args.at.is_some() && j.history_bucket.is_none() {
                 return Err(Error::invalid_config(format!(
-                    "job {} copies table to table, and the escrow table holds the latest state \
-                     only: drop --at (the history of a table is in export jobs' generations)",
+                    "job {} copies table to table without item history, and the escrow table \
+                     holds the latest state only: drop --at, or set history_bucket on the job \
+                     so that later runs keep every state escrow held",
                     args.job
                 )));
             }
@@ -369,7 +371,7 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
             Ok(restored)
         }
         JobRef::DynamoDb(j) if j.dest_table.is_some() => {
-            restore_table(args, j, &escrow, &target, cancel).await
+            restore_table(args, j, at, &escrow, &target, cancel).await
         }
         JobRef::DynamoDb(j) => restore_generation(args, j, at, &escrow, &target, &cancel).await,
         JobRef::Ec2(j) => {
@@ -516,6 +518,7 @@ async fn restore_s3(
 async fn restore_table(
     args: &RestoreArgs,
     job: &DynamoDbJob,
+    at: Option<std::time::SystemTime>,
     escrow: &Session,
     target: &Session,
     cancel: CancellationToken,
@@ -538,7 +541,7 @@ async fn restore_table(
     let keys = info.key_schema()?;
     let name = args.target_table.clone().unwrap_or_else(|| job.source_table.clone());
     let table = || EscrowTable::from_client(target_ddb.clone(), &name);
-    let source = DynamoDbSource::from_client(
+    let latest = DynamoDbSource::from_client(
         escrow_ddb,
         &escrow_name,
         keys.clone(),
@@ -546,6 +549,27 @@ async fn restore_table(
         // Escrow's own capacity: no budget to keep.
         1e12,
     );
+    // As of --at: the table's items as the item history says escrow held
+    // them then (restore() refused --at without a history).
+    let (source, history_note): (Box<dyn Source>, Option<String>) =
+        match (at, crate::dynamo::history_reader(job, escrow)) {
+            (Some(at), Some(reader)) => {
+                let view = HistoryView::load(&reader, &escrow_name, at).await?;
+                let note = format!(
+                    "as of {}: {} item(s) restored as escrow held them then, from {} item \
+                     history event(s) in {}; items escrow held before its history began are \
+                     restored as they are now, and every key escrow held then is restored \
+                     (table jobs do not record the primary's deletions)",
+                    escrow_sync_core::rfc3339(at),
+                    view.changed_since(),
+                    view.events(),
+                    reader.describe()
+                );
+                (Box::new(AsOf::new(latest, keys.clone(), view, at)), Some(note))
+            }
+            _ => (Box::new(latest), None),
+        };
+    let source = source.as_ref();
     let sink = DynamoDbSink::new(target_ddb.clone(), table(), keys);
     let mut restored = Restored::new(
         args,
@@ -555,6 +579,7 @@ async fn restore_table(
         &account,
         None,
     );
+    restored.notes.extend(history_note);
     let existing = table().describe().await?;
     if args.drill && existing.is_some() {
         return Err(drill_refuses("table", &name, &account));
@@ -564,7 +589,7 @@ async fn restore_table(
     if !args.apply && !args.drill {
         if existing.is_some() {
             table().check(&info).await?;
-            let report = executor.execute(Mode::Plan, &source, &sink, &Scope::all()).await?;
+            let report = executor.execute(Mode::Plan, source, &sink, &Scope::all()).await?;
             take_counts(&mut restored, &report);
         } else {
             let items: Vec<Item> = source.list(&Scope::all()).try_collect().await?;
@@ -595,7 +620,7 @@ async fn restore_table(
              point-in-time recovery and deletion protection on)"
         ));
     }
-    let run = executor.execute(Mode::Run, &source, &sink, &Scope::all()).await;
+    let run = executor.execute(Mode::Run, source, &sink, &Scope::all()).await;
     if let Ok(report) = &run {
         take_counts(&mut restored, report);
     }
@@ -607,7 +632,7 @@ async fn restore_table(
         // An interrupted restore is not compared: it would only list what
         // it did not get to.
         Ok(r) if !r.cancelled => {
-            executor.execute(Mode::Verify, &source, &sink, &Scope::all()).await.map(Some)
+            executor.execute(Mode::Verify, source, &sink, &Scope::all()).await.map(Some)
         }
         _ => Ok(None),
     };

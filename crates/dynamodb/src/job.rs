@@ -12,7 +12,7 @@
 //! primary twice the read capacity. This job streams pages of records
 //! instead and reports through the same [`escrow_sync_core::Report`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,8 +27,9 @@ use escrow_sync_core::{
 
 use crate::checkpoint::{CheckpointStore, SavedScan};
 use crate::compare::{Comparison, compare, tally};
+use crate::history::{Event, History};
 use crate::json::{Record, to_line};
-use crate::keys::{KeySchema, KeySetDigest};
+use crate::keys::{KeySchema, KeySetDigest, content_digest};
 use crate::scan::{Checkpoint, ScanOptions, TableScanner, starting_points};
 use crate::table::{EscrowTable, TableInfo};
 
@@ -111,6 +112,7 @@ pub struct TableJob {
     cancel: CancellationToken,
     progress: Option<ProgressFn>,
     difference_limit: usize,
+    history: Option<History>,
 }
 
 #[derive(Default)]
@@ -155,7 +157,17 @@ impl TableJob {
             cancel: CancellationToken::new(),
             progress: None,
             difference_limit: 1000,
+            history: None,
         })
+    }
+
+    /// Keeps item history: before a run writes items into the escrow table,
+    /// their previous states (none for new items) are made durable in
+    /// `history` ([`crate::history`]). Without it a run warns that a rewrite
+    /// in the primary replaces the escrow copy.
+    pub fn with_history(mut self, history: Option<History>) -> Self {
+        self.history = history;
+        self
     }
 
     /// Scan options (segments, consistency, page size, retries).
@@ -249,6 +261,15 @@ impl TableJob {
         let began = Instant::now();
         let mut report =
             Report::new(mode, format!("dynamodb://{}", self.source.name()), self.destination());
+        match &self.history {
+            Some(h) => report.notes.push(format!("item history: {}", h.describe())),
+            None => report.warnings.push(format!(
+                "no item history: a rewrite in the primary replaces escrow table {}'s copy, and \
+                 the earlier state survives only in its point-in-time recovery window (35 days \
+                 at most); set history_bucket on the job to keep every state escrow held",
+                self.sink.name()
+            )),
+        }
         let escrow = match mode {
             Mode::Run => {
                 let ensured =
@@ -490,12 +511,20 @@ impl TableJob {
         items: Vec<Record>,
         shared: &Arc<Mutex<Shared>>,
     ) -> Result<()> {
-        let held = if escrow {
+        // With history, what a write replaces is read whole, to keep it.
+        let history = self.history.as_ref().filter(|_| mode == Mode::Run);
+        let (held, previous) = if escrow {
             let mut keys = Vec::with_capacity(items.len());
             for item in &items {
                 keys.push((self.keys.key_text(item)?, self.keys.key_of(item)?));
             }
-            self.sink.lookup(&keys, &self.keys).await?
+            if history.is_some() {
+                let records = self.sink.lookup_records(&keys, &self.keys).await?;
+                let digests = records.iter().map(|(k, r)| (k.clone(), content_digest(r))).collect();
+                (digests, records)
+            } else {
+                (self.sink.lookup(&keys, &self.keys).await?, HashMap::new())
+            }
         } else {
             Default::default()
         };
@@ -506,6 +535,19 @@ impl TableJob {
             self.emit(ProgressEvent::Skipped { key, size: 0 });
         }
         let written = if mode == Mode::Run && !to_write.is_empty() {
+            if let Some(history) = history {
+                // Durable before the write that replaces it: a failure here
+                // writes nothing, and escrow keeps the earlier states.
+                let events = to_write
+                    .iter()
+                    .map(|r| {
+                        let key = self.keys.key_text(r)?;
+                        let before = previous.get(&key);
+                        Ok(Event::now(key, before))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                history.record(segment, &events).await?;
+            }
             Some(self.sink.write(to_write, &self.keys).await?)
         } else {
             None

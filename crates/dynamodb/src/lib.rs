@@ -23,6 +23,7 @@ pub mod budget;
 pub mod checkpoint;
 mod compare;
 pub mod export;
+pub mod history;
 pub mod job;
 pub mod json;
 pub mod keys;

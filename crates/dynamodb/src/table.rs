@@ -776,6 +776,17 @@ impl EscrowTable {
         keys: &[(String, Record)],
         schema: &KeySchema,
     ) -> Result<HashMap<String, [u8; 32]>> {
+        let records = self.lookup_records(keys, schema).await?;
+        Ok(records.into_iter().map(|(k, r)| (k, content_digest(&r))).collect())
+    }
+
+    /// The items escrow holds for `keys` (key text → item), as
+    /// [`EscrowTable::lookup`] reads them: what a write would replace.
+    pub async fn lookup_records(
+        &self,
+        keys: &[(String, Record)],
+        schema: &KeySchema,
+    ) -> Result<HashMap<String, Record>> {
         let mut found = HashMap::new();
         for chunk in keys.chunks(READ_BATCH) {
             let mut pending: Vec<Record> = chunk.iter().map(|(_, k)| k.clone()).collect();
@@ -800,7 +811,7 @@ impl EscrowTable {
                     Ok(out) => {
                         if let Some(items) = out.responses.and_then(|mut r| r.remove(&self.table)) {
                             for item in items {
-                                found.insert(schema.key_text(&item)?, content_digest(&item));
+                                found.insert(schema.key_text(&item)?, item);
                             }
                         }
                         pending = out
