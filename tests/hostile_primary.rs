@@ -87,9 +87,11 @@ async fn a_rewritten_and_partly_deleted_bucket_trips_the_breaker_and_restores_fr
     let job = &scheduled.json()["jobs"][0];
     let findings = job["findings"].as_array().unwrap();
     let finding = findings.iter().find(|f| f["kind"] == "mass-change").expect("mass-change");
-    assert!(finding["problem"].as_str().unwrap().contains("40 of 60"), "{finding}");
+    // Measured against the 40 escrow objects the primary still lists: the
+    // 20 it deleted cannot dilute the rewrite.
+    assert!(finding["problem"].as_str().unwrap().contains("40 of 40"), "{finding}");
     let (copied, held) = (job["copied"].as_u64().unwrap(), job["held_back"].as_u64().unwrap());
-    assert!(copied <= 15, "copied {copied} of 40 rewritten objects");
+    assert!(copied <= 10, "copied {copied} of 40 rewritten objects");
     assert_eq!(copied + held, 40, "{job}");
     let mut intact = 0;
     for (key, body) in &before {
@@ -97,7 +99,7 @@ async fn a_rewritten_and_partly_deleted_bucket_trips_the_breaker_and_restores_fr
             intact += 1;
         }
     }
-    assert!(intact >= 45, "only {intact} of 60 escrow objects still hold their content");
+    assert!(intact >= 50, "only {intact} of 60 escrow objects still hold their content");
     // The text report says it too, and the run manifest records the finding.
     let manifest_text = manifest_texts(&cfg).await;
     assert!(manifest_text.contains("mass-change"), "the run manifest lacks the finding");

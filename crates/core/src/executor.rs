@@ -296,10 +296,13 @@ impl std::fmt::Debug for Executor {
 }
 
 /// Whether a checksum (`ALGORITHM:value`) is strong enough to prove two
-/// items hold the same bytes: 32-bit CRCs are not (verify still compares
-/// them to find corruption).
+/// items hold the same bytes: only a cryptographic hash is. A CRC (CRC32,
+/// CRC32C, and CRC64NVME too) can be forged by whoever writes the source:
+/// the primary's attacker could rewrite an object with content whose CRC
+/// equals escrow's and have the change pass for "same" (verify still
+/// compares CRCs to find corruption).
 fn strong(checksum: &str) -> bool {
-    !(checksum.starts_with("CRC32:") || checksum.starts_with("CRC32C:"))
+    checksum.starts_with("SHA256:") || checksum.starts_with("SHA1:")
 }
 
 /// The mass-change breaker's state in one execution.
@@ -878,7 +881,7 @@ impl Executor {
                 return Ok(false);
             }
             Ok(match (source.checksum(item).await?, sink.checksum(item).await?) {
-                (Some(a), Some(b)) => a == b && strong(&a),
+                (Some(a), Some(b)) => a == b && strong(&a) && item.size == escrow.size,
                 _ => false,
             })
         };

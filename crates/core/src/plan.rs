@@ -56,13 +56,16 @@ pub enum Action {
 }
 
 impl Action {
-    /// Whether the action is about an item escrow holds (kept, changed in
-    /// the primary, or retained): what the mass-change breaker measures
-    /// against.
+    /// Whether the action is about an item escrow holds that the primary
+    /// still lists (kept, or changed in the primary): what the mass-change
+    /// breaker measures against. Escrow-only items do not count: the
+    /// primary could otherwise inflate the count by planting keys, letting
+    /// escrow copy them and deleting them, to dilute a later rewrite.
     pub fn escrow_item(&self) -> bool {
         match self {
             Action::Copy { escrow, .. } => escrow.is_some(),
-            Action::Skip { .. } | Action::Retain { .. } | Action::Delete { .. } => true,
+            Action::Skip { .. } => true,
+            Action::Retain { .. } | Action::Delete { .. } => false,
         }
     }
 

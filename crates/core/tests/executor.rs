@@ -431,22 +431,24 @@ impl Sink for Summed<MemSink> {
     }
 }
 
+/// Only a cryptographic hash proves two listings' objects hold the same
+/// bytes: a CRC (even CRC64NVME) can be forged by whoever writes the
+/// source, so a rewrite in the primary with a CRC equal to escrow's must
+/// still be copied (and counted as a change).
 #[tokio::test]
 async fn equal_strong_checksums_prove_sameness_when_listings_differ() {
     let primary = MemBucket::new("primary");
     let escrow = MemBucket::new("escrow");
-    for k in ["same-crc64", "same-crc32", "different"] {
+    for k in ["same-sha256", "same-crc64", "same-crc32", "different"] {
         primary.put(k, "new layout");
         escrow.put(k, "old layout");
     }
     let sums = |escrow_side: bool| -> std::collections::HashMap<String, String> {
         [
+            ("same-sha256", "SHA256:EEEE".to_string()),
             ("same-crc64", "CRC64NVME:AAAA".to_string()),
             ("same-crc32", "CRC32C:BBBB".to_string()),
-            (
-                "different",
-                if escrow_side { "CRC64NVME:CCCC" } else { "CRC64NVME:DDDD" }.to_string(),
-            ),
+            ("different", if escrow_side { "SHA256:CCCC" } else { "SHA256:DDDD" }.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -458,8 +460,9 @@ async fn equal_strong_checksums_prove_sameness_when_listings_differ() {
         .execute(Mode::Run, &src, &sink, &Scope::all())
         .await
         .unwrap();
-    assert_eq!((r.copied, r.skipped), (2, 1), "{r:?}");
-    assert_eq!(sink.inner.writes_of("same-crc64"), 0, "a CRC64NVME match proves sameness");
+    assert_eq!((r.copied, r.skipped), (3, 1), "{r:?}");
+    assert_eq!(sink.inner.writes_of("same-sha256"), 0, "a SHA-256 match proves sameness");
+    assert_eq!(sink.inner.writes_of("same-crc64"), 1, "a forgeable CRC64NVME match does not");
     assert_eq!(sink.inner.writes_of("same-crc32"), 1, "a 32-bit CRC match does not");
     assert_eq!(sink.inner.writes_of("different"), 1);
 }

@@ -156,3 +156,18 @@ async fn plan_warns_that_a_run_would_trip() {
     );
     assert_eq!(still_original(&escrow), 40);
 }
+
+#[tokio::test]
+async fn keys_the_primary_deleted_do_not_dilute_a_rewrite() {
+    // 100 planted keys escrow copied and the primary then deleted, and 40
+    // real keys all rewritten: 40 of 40, not 40 of 140.
+    let (primary, escrow) = incident(40, |_| true);
+    for i in 0..100 {
+        escrow.put(format!("junk{i:04}"), b"planted".to_vec());
+    }
+    let (report, _) = run(&primary, &escrow, Some(MassChangeGuard::new(25)), false).await;
+    assert_eq!(report.retained, 100);
+    assert!(report.copied <= 10, "copied {}", report.copied);
+    let finding = &report.findings[0];
+    assert!(finding.problem.contains("40 of 40"), "{}", finding.problem);
+}
