@@ -211,6 +211,10 @@ async fn a_rewritten_table_is_restored_item_for_item_from_its_history() {
     assert!(matches!(scheduled.code, 0 | 3), "{scheduled:?}");
     let accepted = cli(&["run", "--config", cfg, "--accept-mass-change"]);
     assert_eq!(accepted.code, 0, "{accepted:?}");
+    // verify checks the history is unbroken up to what the table holds.
+    let verified = cli(&["verify", "--config", cfg, "--output", "json"]);
+    assert_eq!(verified.code, 0, "{verified:?}");
+    assert!(verified.stdout.contains("event(s) for 60 item(s)"), "{}", verified.stdout);
 
     let restore = |extra: &[&str]| {
         let mut args = vec![
@@ -239,6 +243,16 @@ async fn a_rewritten_table_is_restored_item_for_item_from_its_history() {
     assert_eq!(drill.code, 0, "{drill:?}");
     let r = &drill.json()["restore"];
     assert_eq!(r["drill"]["verified"].as_u64(), Some(60), "{r}");
+    // An insider deletes the newest history objects: the states the last
+    // run wrote are no longer accounted for, and verify says so.
+    let listed = escrow_s3.list_objects_v2().bucket(&history).send().await.unwrap();
+    let newest = listed.contents().iter().filter_map(|o| o.last_modified()).max().copied();
+    for o in listed.contents().iter().filter(|o| o.last_modified().copied() == newest) {
+        escrow_s3.delete_object().bucket(&history).key(o.key().unwrap()).send().await.unwrap();
+    }
+    let gapped = cli(&["verify", "--config", cfg, "--output", "json"]);
+    assert_eq!(gapped.code, 3, "{gapped:?}");
+    assert!(gapped.stdout.contains("history-gap"), "{}", gapped.stdout);
     // Before the first run, escrow held nothing.
     let empty = cli(&[
         "restore",

@@ -50,7 +50,7 @@ use escrow_sync_core::{
 };
 
 use crate::json::{Record, record_from_json, record_to_json, to_line};
-use crate::keys::KeySchema;
+use crate::keys::{KeySchema, content_digest};
 use crate::pair::item_of;
 
 /// The default `history_prefix`.
@@ -76,6 +76,10 @@ pub struct Event {
     /// The state escrow held until then, as DynamoDB JSON (`None`: escrow
     /// did not hold the item).
     pub previous: Option<serde_json::Value>,
+    /// The content digest (hex SHA-256) of the state written then, so that
+    /// `verify` can check the history is unbroken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<String>,
 }
 
 impl Event {
@@ -86,13 +90,29 @@ impl Event {
         previous: Option<serde_json::Value>,
     ) -> Self {
         let at_ms = when.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        Event { key: key.into(), at: escrow_sync_core::rfc3339(when), at_ms, previous }
+        Event {
+            key: key.into(),
+            at: escrow_sync_core::rfc3339(when),
+            at_ms,
+            previous,
+            written: None,
+        }
     }
 
-    /// The event of `key` about to be replaced now, escrow holding
-    /// `previous`.
-    pub fn now(key: impl Into<String>, previous: Option<&Record>) -> Self {
-        Event::at(key, SystemTime::now(), previous.map(record_to_json))
+    /// The event of `key` about to be replaced now by `written`, escrow
+    /// holding `previous`.
+    pub fn now(key: impl Into<String>, previous: Option<&Record>, written: &Record) -> Self {
+        let mut e = Event::at(key, SystemTime::now(), previous.map(record_to_json));
+        e.written = Some(hex(&content_digest(written)));
+        e
+    }
+
+    /// The content digest of the previous state, if any.
+    fn previous_digest(&self) -> Result<Option<String>> {
+        match &self.previous {
+            Some(json) => Ok(Some(hex(&content_digest(&record_from_json(json, &self.key)?)))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -190,6 +210,112 @@ impl History {
     }
 }
 
+/// Lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads every history object of escrow table `table` from `source` (the
+/// history bucket under the history prefix, bytes handed over), each under
+/// the size caps. An object over a cap, or not history, is an error naming
+/// it.
+pub async fn load_events(source: &dyn Source, table: &str) -> Result<Vec<Event>> {
+    let scope = Scope::with_prefix(format!("{table}/"));
+    let objects: Vec<Item> = source.list(&scope).try_collect().await?;
+    let mut events = Vec::new();
+    for object in objects {
+        let name = format!("{}{}", source.describe(), object.key);
+        if object.size > MAX_COMPRESSED_BYTES {
+            return Err(Error::new(
+                ErrorKind::Failed,
+                "read item history",
+                &name,
+                format!(
+                    "{} bytes, over the {} MiB escrow-sync ever writes in one object: not \
+                     written by escrow-sync; look at who wrote it",
+                    object.size,
+                    MAX_COMPRESSED_BYTES >> 20
+                ),
+            ));
+        }
+        let (data, _) = source.read(&object).await?.collect().await?;
+        events.extend(parse_object(&name, &data)?);
+    }
+    Ok(events)
+}
+
+/// What `verify` found in a table's history.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HistoryCheck {
+    /// Events read.
+    pub events: u64,
+    /// Keys with at least one event.
+    pub keys: u64,
+    /// Escrow items with no event (written before the job kept history).
+    pub without_history: u64,
+    /// Breaks: a state written that no later event or the table holds.
+    pub findings: Vec<escrow_sync_core::Finding>,
+}
+
+/// Checks that `events` account for every state escrow held: per key, in
+/// time order, each event's previous state is the state the event before it
+/// wrote (or, where that write failed, the state before it), and the last
+/// state written is what the table holds now (`current`: key text → hex
+/// content digest of the escrow table's items). A break means a state escrow
+/// held is missing from the history: a finding of kind `history-gap`.
+pub fn check(events: Vec<Event>, current: &HashMap<String, String>) -> Result<HistoryCheck> {
+    let mut out = HistoryCheck { events: events.len() as u64, ..Default::default() };
+    let mut by_key: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+    for e in events {
+        by_key.entry(e.key.clone()).or_default().push(e);
+    }
+    out.keys = by_key.len() as u64;
+    out.without_history = current.keys().filter(|k| !by_key.contains_key(*k)).count() as u64;
+    let gap = |key: &str, problem: String| {
+        escrow_sync_core::Finding::new(key, problem).with_kind("history-gap")
+    };
+    for (key, mut list) in by_key {
+        list.sort_by_key(|e| e.at_ms);
+        // Each event replaced what the one before it wrote, or, where that
+        // write failed (it went to the dead-letter file), what it found.
+        let mut broken = false;
+        for pair in list.windows(2) {
+            let (e, next) = (&pair[0], &pair[1]);
+            let before = e.previous_digest()?;
+            let next_previous = next.previous_digest()?;
+            if next_previous == e.written || next_previous == before {
+                continue;
+            }
+            out.findings.push(gap(
+                &key,
+                format!(
+                    "the state written at {} is not the state replaced at {}: a state escrow \
+                     held in between is missing from the item history",
+                    e.at, next.at
+                ),
+            ));
+            broken = true;
+            break;
+        }
+        if broken {
+            continue;
+        }
+        let last = list.last().expect("one event at least");
+        let now = current.get(&key).cloned();
+        if now.is_some() && now != last.written && now != last.previous_digest()? {
+            out.findings.push(gap(
+                &key,
+                format!(
+                    "the escrow table holds a state the item history does not record (last \
+                     recorded write at {}): it was written without a history event",
+                    last.at
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// A random 32-bit suffix keeping two runs started in the same second apart.
 fn rand_suffix() -> u32 {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
@@ -276,31 +402,7 @@ impl HistoryView {
     /// builds the view at `at`. Objects over the caps, or not history,
     /// are errors naming the object.
     pub async fn load(source: &dyn Source, table: &str, at: SystemTime) -> Result<Self> {
-        let at_ms = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let mut view = HistoryView::default();
-        let scope = Scope::with_prefix(format!("{table}/"));
-        let objects: Vec<Item> = source.list(&scope).try_collect().await?;
-        for object in objects {
-            let name = format!("{}{}", source.describe(), object.key);
-            if object.size > MAX_COMPRESSED_BYTES {
-                return Err(Error::new(
-                    ErrorKind::Failed,
-                    "read item history",
-                    &name,
-                    format!(
-                        "{} bytes, over the {} MiB escrow-sync ever writes in one object: not \
-                         written by escrow-sync; look at who wrote it",
-                        object.size,
-                        MAX_COMPRESSED_BYTES >> 20
-                    ),
-                ));
-            }
-            let (data, _) = source.read(&object).await?.collect().await?;
-            for e in parse_object(&name, &data)? {
-                view.add(e, at_ms)?;
-            }
-        }
-        Ok(view)
+        Self::from_events(load_events(source, table).await?, at)
     }
 
     /// The state of `key` at the view's time, if it changed since: `Some(None)`
@@ -384,6 +486,41 @@ mod tests {
     }
 
     #[test]
+    fn an_unbroken_history_checks_clean_and_a_lost_state_is_a_gap() {
+        let digest = |r: &Record| hex(&content_digest(r));
+        let (one, two, three) = (record("one"), record("two"), record("three"));
+        let create = Event::now("k", None, &one);
+        let mut replace = Event::now("k", Some(&one), &two);
+        replace.at_ms = create.at_ms + 10;
+        let current = HashMap::from([("k".to_string(), digest(&two))]);
+        let clean = check(vec![replace.clone(), create.clone()], &current).unwrap();
+        assert_eq!((clean.events, clean.keys, clean.findings.len()), (2, 1, 0));
+
+        // The event that replaced "two" by "three" is lost: the table holds
+        // "three", which no event wrote.
+        let current3 =
+            HashMap::from([("k".to_string(), digest(&three)), ("old".to_string(), digest(&one))]);
+        let r = check(vec![create.clone(), replace.clone()], &current3).unwrap();
+        assert_eq!(r.findings.len(), 1, "{r:?}");
+        assert_eq!(r.findings[0].kind.as_deref(), Some("history-gap"));
+        assert_eq!(r.without_history, 1);
+
+        // An event in the middle is lost: "three" replaced a state no event
+        // wrote.
+        let mut later = Event::now("k", Some(&three), &one);
+        later.at_ms = replace.at_ms + 10;
+        let r = check(vec![create.clone(), later], &current).unwrap();
+        assert_eq!(r.findings.len(), 1, "{r:?}");
+
+        // A write that failed (dead-lettered): the next event replaced what
+        // the failed one found. Not a gap.
+        let mut retried = Event::now("k", Some(&one), &two);
+        retried.at_ms = replace.at_ms + 10;
+        let r = check(vec![create, replace, retried], &current).unwrap();
+        assert!(r.findings.is_empty(), "{r:?}");
+    }
+
+    #[test]
     fn the_earliest_event_after_the_time_holds_the_state_of_then() {
         let t = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
         let events = vec![
@@ -402,7 +539,7 @@ mod tests {
     #[test]
     fn objects_round_trip_and_bombs_and_garbage_are_refused() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let e = Event::now("k", Some(&record("one")));
+        let e = Event::now("k", Some(&record("one")), &record("two"));
         gz.write_all(serde_json::to_string(&e).unwrap().as_bytes()).unwrap();
         let data = gz.finish().unwrap();
         assert_eq!(parse_object("h", &data).unwrap(), vec![e]);

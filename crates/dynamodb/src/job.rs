@@ -543,7 +543,7 @@ impl TableJob {
                     .map(|r| {
                         let key = self.keys.key_text(r)?;
                         let before = previous.get(&key);
-                        Ok(Event::now(key, before))
+                        Ok(Event::now(key, before, r))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 history.record(segment, &events).await?;
