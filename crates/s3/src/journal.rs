@@ -20,6 +20,10 @@ use crate::util::{PaceExt, s3_error, url};
 /// under it are never listed as escrow items.
 pub const JOURNAL_DIR: &str = ".escrow-sync-uploads/";
 
+/// The largest journal entry escrow-sync writes (a key name, at most 1,024
+/// bytes): anything larger under [`JOURNAL_DIR`] is not its own.
+const MAX_JOURNAL_ENTRY: u64 = 1024;
+
 impl S3Sink {
     fn journal_key(&self, upload_id: &str) -> String {
         format!("{}{JOURNAL_DIR}{upload_id}", self.dest_prefix())
@@ -65,7 +69,7 @@ impl S3Sink {
     /// interrupted run), and only those. Returns how many were aborted.
     pub async fn abort_stale_uploads(&self, older_than: Duration) -> Result<u64> {
         let prefix = format!("{}{JOURNAL_DIR}", self.dest_prefix());
-        let entries: Vec<(String, Option<SystemTime>)> = crate::list::list_objects(
+        let entries: Vec<(String, Option<SystemTime>, u64)> = crate::list::list_objects(
             self.pacer().cloned(),
             self.client().clone(),
             self.bucket().to_string(),
@@ -73,14 +77,20 @@ impl S3Sink {
             prefix.len(),
             self.owner().map(str::to_string),
         )
-        .map_ok(|item| (item.key, item.modified))
+        .map_ok(|item| (item.key, item.modified, item.size))
         .try_collect()
         .await?;
         let cutoff = SystemTime::now().checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut aborted = 0;
-        for (upload_id, modified) in entries {
+        for (upload_id, modified, size) in entries {
             if modified.is_some_and(|m| m > cutoff) {
                 continue; // possibly a run in progress right now
+            }
+            if size > MAX_JOURNAL_ENTRY {
+                // escrow-sync writes one key name (under 1 KiB): this is not
+                // its entry, and is neither read whole nor acted on.
+                tracing::warn!(upload_id, size, "not a journal entry of escrow-sync's: left alone");
+                continue;
             }
             let journal = self.journal_key(&upload_id);
             let body = self

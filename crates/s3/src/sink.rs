@@ -468,6 +468,21 @@ impl Sink for S3Sink {
     }
 
     async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
+        if item.key.starts_with(crate::journal::JOURNAL_DIR) {
+            // Only escrow-sync writes its own records: a source key there
+            // could plant journal entries that a later run acts on.
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "s3:CopyObject",
+                url(&self.bucket, &self.dest_key(&item.key)),
+                format!(
+                    "the key falls in escrow-sync's own journal folder {}: not copied, so \
+                     that nothing in the primary can write escrow-sync's records; rename the \
+                     object in the primary, or give the job a prefix that leaves it out",
+                    crate::journal::JOURNAL_DIR
+                ),
+            ));
+        }
         match payload {
             Payload::Reference(r) if self.versions => self.write_versions(item, r).await,
             Payload::Reference(r) => self.copy(item, r).await,

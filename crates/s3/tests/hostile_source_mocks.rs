@@ -1,8 +1,13 @@
-//! A `versions = true` job with an escrow KMS key: escrow's copies have
-//! ETags unlike the source's, so a listing never matches by ETag. The sink
-//! confirms each key from the source ETag every copy recorded, so a run
-//! with nothing new finds nothing changed (and the mass-change breaker does
-//! not trip on every run); a version escrow lacks is still found.
+//! What a primary's attacker can put in front of the S3 sink.
+//!
+//! - A `versions = true` job with an escrow KMS key: escrow's copies have
+//!   ETags unlike the source's, so a listing never matches by ETag. The sink
+//!   confirms each key from the source ETag every copy recorded, so a run
+//!   with nothing new finds nothing changed (and the mass-change breaker
+//!   does not trip on every run); a version escrow lacks is still found.
+//! - A source key inside escrow-sync's own journal folder is refused before
+//!   any request: the primary cannot plant journal entries that a later run
+//!   would read and act on.
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
@@ -10,7 +15,7 @@ use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
 use aws_sdk_s3::types::ObjectVersion;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
-use escrow_sync_core::{Item, ItemKind, Sink};
+use escrow_sync_core::{ErrorKind, Item, ItemKind, Payload, Sink};
 use escrow_sync_s3::{Protection, S3Sink, SOURCE_ETAG_META};
 
 fn version(id: &str, etag: &str, size: i64) -> ObjectVersion {
@@ -46,4 +51,18 @@ async fn kms_copies_of_versions_are_confirmed_by_the_source_etag_they_recorded()
     // A third source version escrow lacks: changed.
     let newer = Item::new("a", ItemKind::Object, 18, "\"e1\"/5|\"e2\"/6|\"e3\"/7");
     assert!(!sink(&rules).confirm_same(&newer, &escrow).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_source_key_in_the_journal_folder_is_refused_without_a_request() {
+    let put = mock!(Client::put_object)
+        .then_output(|| aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build());
+    let rules = [&put];
+    let key = format!("{}planted", escrow_sync_s3::JOURNAL_DIR);
+    let item = Item::new(&key, ItemKind::Object, 3, "\"x\"");
+    let payload = Payload::from_bytes("abc".into(), Default::default());
+    let err = sink(&rules).write(&item, payload).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("journal folder"), "{err}");
+    assert_eq!(put.num_calls(), 0);
 }
