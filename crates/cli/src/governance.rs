@@ -85,6 +85,8 @@ pub(crate) fn inventory(config: &Config, escrow_account: Option<&str>) -> Result
                     .clone()
                     .unwrap_or_else(|| escrow_sync_dynamodb::checkpoint::DEFAULT_TABLE.to_string()),
                 object_lock: j.object_lock.is_some(),
+                history_bucket: j.history_bucket.clone(),
+                history_prefix: j.history_prefix(),
             })
             .collect(),
         ec2: config

@@ -99,6 +99,10 @@ pub struct TableGrant {
     pub checkpoint_table: String,
     /// Whether the job sets Object Lock retention on export files.
     pub object_lock: bool,
+    /// The escrow bucket keeping item history (table jobs).
+    pub history_bucket: Option<String>,
+    /// The prefix of the item history in `history_bucket`.
+    pub history_prefix: String,
 }
 
 /// One `[[ec2]]` job.

@@ -820,6 +820,12 @@ impl<'a> Ctx<'a> {
                 u.prefixes.insert(format!("{}{}/", j.dest_prefix, j.source_table));
                 u.lock |= j.object_lock;
             }
+            if let (Some(b), Some(table)) = (&j.history_bucket, &j.dest_table) {
+                // Item history: written before each table write, read back
+                // by restore --at and verify.
+                let u = buckets.entry(b).or_default();
+                u.prefixes.insert(format!("{}{table}/", j.history_prefix));
+            }
         }
         if let Some(m) = &inv.manifest {
             let u = buckets.entry(&m.bucket).or_default();
@@ -1006,6 +1012,7 @@ impl<'a> Ctx<'a> {
         ];
         let mut buckets: BTreeSet<&str> = inv.s3.iter().map(|j| j.dest_bucket.as_str()).collect();
         buckets.extend(inv.dynamodb.iter().filter_map(|j| j.dest_bucket.as_deref()));
+        buckets.extend(inv.dynamodb.iter().filter_map(|j| j.history_bucket.as_deref()));
         if let Some(m) = &inv.manifest {
             buckets.insert(&m.bucket);
         }
@@ -1257,6 +1264,10 @@ impl<'a> Ctx<'a> {
                     s["Principal"] = json!({"AWS": self.reader_arn});
                     e.2.push(s);
                 }
+            }
+            if let Some(b) = &j.history_bucket {
+                let e = uses.entry(b.clone()).or_default();
+                e.1.push(format!("{} (item history)", j.name));
             }
         }
         if let Some(m) = &self.inv.manifest {

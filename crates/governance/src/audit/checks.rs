@@ -133,6 +133,9 @@ fn escrow_buckets(a: &Auditor) -> BTreeMap<String, EscrowBucket> {
         if let Some(b) = &j.dest_bucket {
             add(b, j.object_lock, format!("job {}", j.name));
         }
+        if let Some(b) = &j.history_bucket {
+            add(b, false, format!("job {} (item history)", j.name));
+        }
     }
     if let Some(m) = &inv.manifest {
         add(&m.bucket, m.object_lock, "run manifests".to_string());
