@@ -361,6 +361,16 @@ pub struct DynamoDbJob {
     /// Export generations: allow a destination bucket without versioning.
     #[serde(default)]
     pub allow_unversioned_dest: bool,
+    /// The mass-change breaker (1-100, default 25; 100 turns it off): a run
+    /// of a table job overwrites at most this percentage of the escrow
+    /// table's items and reports a `mass-change` finding when more changed.
+    /// Export generations replace nothing, so there it guards nothing.
+    #[serde(default = "default_dynamodb_max_change_percent")]
+    pub max_change_percent: u8,
+}
+
+fn default_dynamodb_max_change_percent() -> u8 {
+    escrow_sync_dynamodb::job::DEFAULT_MAX_CHANGE_PERCENT
 }
 
 impl DynamoDbJob {
@@ -989,6 +999,13 @@ fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
     {
         return bad(format!("segments is {n}; DynamoDB allows 1 to 1000000"));
     }
+    if !(1..=100).contains(&job.max_change_percent) {
+        return bad(format!(
+            "max_change_percent is {}; use 1 to 100 (the share of escrow items one run may \
+             overwrite; 100 turns the mass-change breaker off)",
+            job.max_change_percent
+        ));
+    }
     if job.workers == 0 {
         return bad("workers must be at least 1".into());
     }
@@ -1123,6 +1140,28 @@ concurrency = 8
             "file_size = \"8MiB\"\nsegmnts = 3",
             "unknown field `segmnts`",
         );
+        assert_eq!(c.dynamodb[0].max_change_percent, 25);
+        refused(
+            "source_table = \"orders\"\ndest_table",
+            "max_change_percent = 0\nsource_table = \"orders\"\ndest_table",
+            "max_change_percent is 0; use 1 to 100",
+        );
+        refused(
+            "source_table = \"orders\"\ndest_table",
+            "max_change_percent = 101\nsource_table = \"orders\"\ndest_table",
+            "max_change_percent is 101; use 1 to 100",
+        );
+        refused(
+            "source_table = \"orders\"\ndest_table",
+            "max_change_percent = 300\nsource_table = \"orders\"\ndest_table",
+            "max_change_percent",
+        );
+        let off = ok.replacen(
+            "source_table = \"orders\"\ndest_table",
+            "max_change_percent = 100\nsource_table = \"orders\"\ndest_table",
+            1,
+        );
+        assert_eq!(Config::parse(&off, "c").unwrap().dynamodb[0].max_change_percent, 100);
     }
 
     #[test]

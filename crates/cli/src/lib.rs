@@ -435,9 +435,18 @@ pub async fn execute(
                 (kind, false, result)
             }
             Ready::DynamoDb(job, checked) => {
-                let result =
-                    dynamo::run(&config, job, *checked, &sessions, mode, cancel.clone(), callback)
-                        .await;
+                let accept_mass_change = false; // wired to run --accept-mass-change by the lead
+                let result = dynamo::run(
+                    &config,
+                    job,
+                    *checked,
+                    &sessions,
+                    mode,
+                    cancel.clone(),
+                    callback,
+                    accept_mass_change,
+                )
+                .await;
                 ("dynamodb", false, result)
             }
             Ready::CloudTrail(job, checked) => {
