@@ -337,6 +337,7 @@ async fn a_plan_warns_that_a_run_would_trip() {
 /// checkpoints kept in a fake store; returns the `last_key` of segment 0 in
 /// the checkpoint the failed run saved.
 async fn checkpoint_after_failure(s: &mut Setup, accept: bool) -> serde_json::Value {
+    use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
     use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
     use aws_sdk_dynamodb::operation::query::QueryOutput;
     let failing = mock!(Client::scan)
@@ -361,8 +362,11 @@ async fn checkpoint_after_failure(s: &mut Setup, accept: bool) -> serde_json::Va
             PutItemOutput::builder().build()
         })
     };
-    let store_rules =
-        vec![put, mock!(Client::query).then_output(|| QueryOutput::builder().build())];
+    let store_rules = vec![
+        put,
+        mock!(Client::query).then_output(|| QueryOutput::builder().build()),
+        mock!(Client::get_item).then_output(|| GetItemOutput::builder().build()),
+    ];
     let store = escrow_sync_dynamodb::CheckpointStore::from_client(
         client(&store_rules),
         "escrow-sync-checkpoints",
