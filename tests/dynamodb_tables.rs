@@ -2,7 +2,8 @@
 //! 10,000-item table with a GSI and an LSI cloned with its schema and
 //! settings, every item exact; a re-run that makes no mutating call;
 //! verify finding missing, changed and retained items; a resume after an
-//! interrupted run; and a key-schema mismatch refused with exit code 2.
+//! interrupted run; a key-schema mismatch refused with exit code 2; and a
+//! primary rewritten whole (ransomware) tripping the mass-change breaker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -231,6 +232,52 @@ dest_table = "{dest}"
 segments = 2
 {extra}"#
     ))
+}
+
+#[tokio::test]
+async fn a_primary_rewritten_whole_trips_the_mass_change_breaker_until_accepted() {
+    let primary_admin = escrow_sync_dynamodb::client(&admin(PRIMARY).await);
+    let escrow_admin = escrow_sync_dynamodb::client(&admin(ESCROW).await);
+    let source = create_source(&primary_admin).await;
+    put_items(&primary_admin, &source, (0..40).map(item)).await;
+    let dest = unique("escrow-orders");
+    let checkpoints = unique("cp");
+    let cfg = config(&source, &dest, &format!("checkpoint_table = \"{checkpoints}\""));
+    let cfg = cfg.to_str().unwrap();
+    let run = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["jobs"][0]["copied"].as_u64(), Some(40), "{run:?}");
+    let original = all_items(&escrow_admin, &dest).await;
+    assert_eq!(original.len(), 40);
+
+    // The attacker rewrites every item of the primary.
+    let rewritten = (0..40).map(|i| {
+        let mut it = item(i);
+        it.insert("note".into(), AttributeValue::S("encrypted: pay to get it back".into()));
+        it
+    });
+    put_items(&primary_admin, &source, rewritten).await;
+    let run = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    let j = &run.json()["jobs"][0];
+    let kinds: Vec<&str> =
+        j["findings"].as_array().unwrap().iter().filter_map(|f| f["kind"].as_str()).collect();
+    assert_eq!(kinds, vec!["mass-change"], "{j}");
+    let problem = j["findings"][0]["problem"].as_str().unwrap();
+    assert!(problem.starts_with("40 of 40 escrow items (100%) changed"), "{problem}");
+    let after = all_items(&escrow_admin, &dest).await;
+    let unchanged = original.iter().filter(|(k, d)| after.get(*k) == Some(*d)).count();
+    assert!(unchanged * 100 >= 75 * 40, "only {unchanged} of 40 escrow items unchanged");
+    assert!(unchanged < 40, "the share the breaker allows was written");
+    assert_eq!(after.len(), 40);
+
+    // Accepted, the job goes on and copies the rest.
+    let accepted = cli(&["run", "--config", cfg, "--accept-mass-change", "--output", "json"]);
+    assert_eq!(accepted.code, 0, "{accepted:?}");
+    let j = &accepted.json()["jobs"][0];
+    assert_eq!(j["findings"], serde_json::json!([]), "{j}");
+    assert_eq!(j["copied"].as_u64(), Some(unchanged as u64), "{j}");
+    assert_eq!(all_items(&escrow_admin, &dest).await, all_items(&primary_admin, &source).await);
 }
 
 #[tokio::test]

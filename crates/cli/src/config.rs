@@ -378,6 +378,12 @@ pub struct DynamoDbJob {
     /// (default `dynamodb-history/`); objects go under
     /// `<history_prefix><escrow table>/`.
     pub history_prefix: Option<String>,
+    /// The mass-change breaker (1-100, default 25; 100 turns it off): a run
+    /// of a table job overwrites at most this percentage of the escrow
+    /// table's items and reports a `mass-change` finding when more changed.
+    /// Export generations replace nothing, so there it guards nothing.
+    #[serde(default = "default_max_change_percent")]
+    pub max_change_percent: u8,
 }
 
 impl DynamoDbJob {
@@ -581,7 +587,10 @@ fn default_max_change_percent() -> u8 {
 /// A `max_change_percent` (or other share) outside 1 to 100, as a problem.
 pub(crate) fn percent_problem(key: &str, value: u8) -> Option<String> {
     (!(1..=100).contains(&value)).then(|| {
-        format!("{key} is {value}; it is a share of the job's escrow items, 1 to 100 (100 turns the check off)")
+        format!(
+            "{key} is {value}; use 1 to 100 (a share of the job's escrow items; 100 turns the \
+             check off)"
+        )
     })
 }
 
@@ -1161,6 +1170,9 @@ fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
     {
         return bad(format!("segments is {n}; DynamoDB allows 1 to 1000000"));
     }
+    if let Some(problem) = percent_problem("max_change_percent", job.max_change_percent) {
+        return bad(problem);
+    }
     if job.workers == 0 {
         return bad("workers must be at least 1".into());
     }
@@ -1350,6 +1362,28 @@ concurrency = 8
             "file_size = \"8MiB\"\nsegmnts = 3",
             "unknown field `segmnts`",
         );
+        assert_eq!(c.dynamodb[0].max_change_percent, 25);
+        refused(
+            "source_table = \"orders\"\ndest_table",
+            "max_change_percent = 0\nsource_table = \"orders\"\ndest_table",
+            "max_change_percent is 0; use 1 to 100",
+        );
+        refused(
+            "source_table = \"orders\"\ndest_table",
+            "max_change_percent = 101\nsource_table = \"orders\"\ndest_table",
+            "max_change_percent is 101; use 1 to 100",
+        );
+        refused(
+            "source_table = \"orders\"\ndest_table",
+            "max_change_percent = 300\nsource_table = \"orders\"\ndest_table",
+            "max_change_percent",
+        );
+        let off = ok.replacen(
+            "source_table = \"orders\"\ndest_table",
+            "max_change_percent = 100\nsource_table = \"orders\"\ndest_table",
+            1,
+        );
+        assert_eq!(Config::parse(&off, "c").unwrap().dynamodb[0].max_change_percent, 100);
     }
 
     #[test]

@@ -88,7 +88,10 @@ pub(crate) async fn check(
     Ok(Checked { source })
 }
 
-/// Runs one checked job in `mode`.
+/// Runs one checked job in `mode`. `accept_mass_change` lets a table job
+/// overwrite more than `max_change_percent` of its escrow items
+/// (`run --accept-mass-change`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     config: &Config,
     job: &DynamoDbJob,
@@ -97,6 +100,7 @@ pub(crate) async fn run(
     mode: Mode,
     cancel: CancellationToken,
     progress: Option<ProgressFn>,
+    accept_mass_change: bool,
 ) -> Result<Report> {
     let primary = escrow_sync_dynamodb::client(&sessions.primary);
     let segments = job
@@ -108,6 +112,11 @@ pub(crate) async fn run(
     let started = escrow_sync_aws::now_rfc3339();
     let progress = progress.map(|p| p as Arc<_>);
     if let Some(bucket) = &job.dest_bucket {
+        // No mass-change breaker for export generations: each run writes a
+        // new generation of new objects, and nothing escrow holds is
+        // replaced, so a primary rewritten by an attacker cannot overwrite
+        // an older generation. `max_change_percent` is accepted (every job
+        // kind takes it) and has nothing to guard here.
         let s3 = escrow_sync_s3::client(&sessions.escrow);
         let owner = Some(sessions.escrow.account_id().to_string()).filter(|o| !o.is_empty());
         let files = S3Sink::from_client(s3.clone(), bucket)
@@ -159,6 +168,8 @@ pub(crate) async fn run(
     .with_workers(job.workers)
     .with_checkpoints(Some(store))
     .with_dead_letter_dir(job.dead_letter_dir.clone().unwrap_or_else(|| ".".into()))
+    .with_max_change_percent(job.max_change_percent)
+    .with_accept_mass_change(accept_mass_change)
     .with_cancellation(cancel)
     .with_progress(progress)
     .with_history(history(config, job, sessions));

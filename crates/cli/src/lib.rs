@@ -452,9 +452,17 @@ pub async fn execute(
                 (kind, false, result)
             }
             Ready::DynamoDb(job, checked) => {
-                let result =
-                    dynamo::run(&config, job, *checked, &sessions, mode, cancel.clone(), callback)
-                        .await;
+                let result = dynamo::run(
+                    &config,
+                    job,
+                    *checked,
+                    &sessions,
+                    mode,
+                    cancel.clone(),
+                    callback,
+                    accept_mass_change,
+                )
+                .await;
                 ("dynamodb", false, result)
             }
             Ready::CloudTrail(job, checked) => {

@@ -1236,7 +1236,10 @@ async fn restore_generation(
     target: &Session,
     cancel: &CancellationToken,
 ) -> Result<Restored, Error> {
-    use escrow_sync_dynamodb::export::{generation_id, read_data_file};
+    use escrow_sync_dynamodb::export::{
+        DEFAULT_FILE_SIZE, MANIFEST_CAP, collect_capped, data_file_cap, generation_id,
+        parse_manifest, read_data_file_capped,
+    };
     use escrow_sync_dynamodb::keys::content_digest;
     let bucket = job.dest_bucket.clone().unwrap_or_default();
     let prefix = format!("{}{}/", job.dest_prefix.as_deref().unwrap_or_default(), job.source_table);
@@ -1273,7 +1276,8 @@ async fn restore_generation(
             ),
         }));
     };
-    let fetch = |key: String| {
+    let data_cap = data_file_cap(job.file_size.map_or(DEFAULT_FILE_SIZE, |s| s.0));
+    let fetch = |key: String, cap: u64| {
         let item = listed.get(&key).cloned();
         let reader = &reader;
         let location = format!("s3://{bucket}/{key}");
@@ -1286,8 +1290,19 @@ async fn restore_generation(
                     "listed in the manifest, gone",
                 )
             })?;
-            let (data, _) = reader.read(&item).await?.collect().await?;
-            Ok::<_, Error>(data)
+            if item.size > cap {
+                return Err(Error::new(
+                    ErrorKind::PreconditionFailed,
+                    "restore",
+                    &location,
+                    format!(
+                        "the object is {} bytes, over the cap of {cap}: escrow-sync did not write \
+                         it so; check the object's versions in the escrow bucket",
+                        item.size
+                    ),
+                ));
+            }
+            collect_capped(reader.read(&item).await?, &location, cap).await
         }
     };
     let dir = format!("{prefix}{generation}/");
@@ -1295,11 +1310,12 @@ async fn restore_generation(
         Error::new(ErrorKind::Failed, "restore", format!("s3://{bucket}/{dir}"), what)
     };
     let schema: serde_json::Value =
-        serde_json::from_slice(&fetch(format!("{dir}schema.json")).await?)
+        serde_json::from_slice(&fetch(format!("{dir}schema.json"), MANIFEST_CAP).await?)
             .map_err(|e| bad(format!("schema.json: {e}")))?;
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&fetch(format!("{dir}manifest.json")).await?)
-            .map_err(|e| bad(format!("manifest.json: {e}")))?;
+    let manifest = parse_manifest(
+        &fetch(format!("{dir}manifest.json"), MANIFEST_CAP).await?,
+        &format!("s3://{bucket}/{dir}manifest.json"),
+    )?;
     let Some(files) = manifest["files"].as_array() else {
         return Err(bad(
             "manifest.json lists no files (a native export's generation): restore it \
@@ -1364,7 +1380,7 @@ async fn restore_generation(
                     break;
                 }
                 let key = f["key"].as_str().unwrap_or_default();
-                let data = fetch(format!("{dir}{key}")).await?;
+                let data = fetch(format!("{dir}{key}"), data_cap).await?;
                 let sum = {
                     use sha2::Digest;
                     hex::encode(sha2::Sha256::digest(&data))
@@ -1376,7 +1392,8 @@ async fn restore_generation(
                         f["sha256"].as_str().unwrap_or_default()
                     )));
                 }
-                let records = read_data_file(&data, key)?;
+                let records =
+                    read_data_file_capped(&data, &format!("s3://{bucket}/{dir}{key}"), data_cap)?;
                 if args.drill {
                     for r in &records {
                         expected.insert(keys.key_text(r)?, hex::encode(content_digest(r)));

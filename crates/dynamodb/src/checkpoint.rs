@@ -35,6 +35,12 @@ pub const DEFAULT_TABLE: &str = "escrow-sync-checkpoints";
 /// 400 KB).
 const CHUNK: usize = 300_000;
 
+/// The most bytes of saved state read back (or saved) for one job: 16 MiB,
+/// some 50 chunk items. A segment's checkpoint is its number and its
+/// `LastEvaluatedKey` (a primary key: at most 3 KB, typically a few dozen
+/// bytes), so this holds thousands of segments even with the largest keys.
+pub const CHECKPOINT_CAP: usize = 16 << 20;
+
 /// A saved, unfinished scan.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SavedScan {
@@ -211,20 +217,64 @@ impl CheckpointStore {
             .collect())
     }
 
-    /// The saved scan of `job`, if there is a whole one.
+    /// One item of `job` (consistent read); none when it or the table is
+    /// missing.
+    async fn get(&self, job: &str, part: &str) -> Result<Option<HashMap<String, AttributeValue>>> {
+        let res = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("job", s(job))
+            .key("part", s(part))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "dynamodb:GetItem", self.resource(job)));
+        match res {
+            Ok(out) => Ok(out.item),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn over_cap(&self, job: &str, what: String) -> Error {
+        Error::new(
+            ErrorKind::PreconditionFailed,
+            "read checkpoint",
+            self.resource(job),
+            format!(
+                "{what}, over the cap of {CHECKPOINT_CAP} bytes: escrow-sync does not save one \
+                 so large (an altered item?); delete job {job}'s items from table {} (the next \
+                 run starts the scan over)",
+                self.table
+            ),
+        )
+    }
+
+    /// The saved scan of `job`, if there is a whole one. The head and then
+    /// each chunk are read by key, at most [`CHECKPOINT_CAP`] bytes in all:
+    /// a head naming more is an error that says what to delete.
     pub async fn load(&self, job: &str) -> Result<Option<SavedScan>> {
-        let items = self.items(job).await?;
-        let Some(head) = items.get("head") else { return Ok(None) };
+        let Some(head) = self.get(job, "head").await? else { return Ok(None) };
         let (Some(AttributeValue::S(version)), Some(AttributeValue::N(count))) =
             (head.get("version"), head.get("chunks"))
         else {
             return Ok(None);
         };
         let count: usize = count.parse().unwrap_or(0);
+        if count > CHECKPOINT_CAP.div_ceil(CHUNK) {
+            return Err(self.over_cap(job, format!("the saved checkpoint has {count} chunks")));
+        }
         let mut text = String::new();
         for n in 0..count {
-            match items.get(&format!("v{version}#{n:05}")).and_then(|i| i.get("data")) {
-                Some(AttributeValue::S(piece)) => text.push_str(piece),
+            let chunk = self.get(job, &format!("v{version}#{n:05}")).await?;
+            match chunk.as_ref().and_then(|i| i.get("data")) {
+                Some(AttributeValue::S(piece)) => {
+                    if text.len() + piece.len() > CHECKPOINT_CAP {
+                        return Err(self.over_cap(job, "the saved checkpoint is larger".into()));
+                    }
+                    text.push_str(piece)
+                }
                 _ => {
                     // Another run of the same job saved over this one: its
                     // scan starts over rather than resuming a torn state.
@@ -257,7 +307,14 @@ impl CheckpointStore {
         warnings: &mut Vec<String>,
         then: &str,
     ) -> Result<Option<SavedScan>> {
-        Ok(match self.load(job).await? {
+        let loaded = match self.load(job).await {
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                warnings.push(format!("ignored a checkpoint of job {job}: {}; {then}", e.chain()));
+                return Ok(None);
+            }
+            other => other?,
+        };
+        Ok(match loaded {
             Some(s) if s.belongs_to(source.arn(), source.table_id(), destination) => Some(s),
             Some(_) => {
                 warnings.push(format!(
@@ -279,6 +336,19 @@ impl CheckpointStore {
             .unwrap_or(0)
             .to_string();
         let text = scan.to_json().to_string();
+        if text.len() > CHECKPOINT_CAP {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "save checkpoint",
+                self.resource(job),
+                format!(
+                    "the checkpoints of {} segments take {} bytes, over the cap of \
+                     {CHECKPOINT_CAP}: set segments lower for job {job}",
+                    scan.segments,
+                    text.len()
+                ),
+            ));
+        }
         let pieces = chunks(&text, CHUNK);
         for (n, piece) in pieces.iter().enumerate() {
             self.put(

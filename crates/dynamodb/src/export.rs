@@ -50,6 +50,71 @@ use crate::table::TableInfo;
 /// The manifest's format tag.
 pub const FORMAT: &str = "escrow-sync-dynamodb-export/1";
 
+/// The most bytes read back from escrow for one manifest or schema object
+/// (`manifest.json`, `schema.json`, a native export's
+/// `manifest-summary.json` / `manifest-files.json`). escrow-sync writes a
+/// few hundred bytes per data file: 64 MiB is some 200,000 files.
+pub const MANIFEST_CAP: u64 = 64 << 20;
+
+/// The longest line of a data file: one item in DynamoDB JSON. DynamoDB
+/// items are at most 400 KB; base64 (binary) and JSON escapes (`\u0001`, six
+/// bytes for one) make the line at most about six times that.
+pub const LINE_CAP: u64 = 8 << 20;
+
+/// The smallest decompressed cap of a data file, whatever `file_size` says.
+pub const DATA_FILE_CAP_MIN: u64 = 256 << 20;
+
+/// The default uncompressed size of a data file (`file_size`).
+pub const DEFAULT_FILE_SIZE: u64 = 64 << 20;
+
+/// The most decompressed bytes read back from one data file of a job whose
+/// data files hold `file_size` bytes: a scan's file ends at the first page
+/// (at most 1 MB of items, a few MB of JSON) that takes it past
+/// `file_size`, so four times `file_size`, and never under
+/// [`DATA_FILE_CAP_MIN`] (256 MiB; native exports' files are DynamoDB's own
+/// size). The compressed object is capped alike: gzip does not grow data by
+/// more than a few bytes per 16 KiB.
+pub fn data_file_cap(file_size: u64) -> u64 {
+    file_size.saturating_mul(4).max(DATA_FILE_CAP_MIN)
+}
+
+fn over_cap(operation: &str, name: &str, what: &str, cap: u64) -> Error {
+    Error::new(
+        ErrorKind::PreconditionFailed,
+        operation.to_string(),
+        name,
+        format!(
+            "{what} is over the cap of {cap} bytes: escrow-sync did not write it so (an altered \
+             or foreign object?); check the object's versions in the escrow bucket, and raise \
+             file_size only if the job's files are really that large"
+        ),
+    )
+}
+
+/// Collects `payload`, an escrow object named `name`, failing as soon as it
+/// is over `cap` bytes (before reading it when its length says so).
+pub async fn collect_capped(payload: Payload, name: &str, cap: u64) -> Result<Bytes> {
+    match payload {
+        Payload::Bytes { len, mut stream, .. } => {
+            if len > cap {
+                return Err(over_cap("read escrow object", name, "the object", cap));
+            }
+            let mut buf = Vec::with_capacity(len as usize);
+            while let Some(chunk) = stream.try_next().await? {
+                if (buf.len() + chunk.len()) as u64 > cap {
+                    return Err(over_cap("read escrow object", name, "the object", cap));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(Bytes::from(buf))
+        }
+        Payload::Ranged(r) if r.len() > cap => {
+            Err(over_cap("read escrow object", name, "the object", cap))
+        }
+        other => Ok(other.collect().await?.0),
+    }
+}
+
 /// The generation id for a run started at `started` (RFC 3339): the time
 /// to the millisecond without separators, e.g. `20261128T193500123Z`, of
 /// fixed width so that ids sort by time.
@@ -158,19 +223,131 @@ impl DataFile {
     }
 }
 
-/// Gunzips `data` and reads its DynamoDB JSON lines.
+/// Gunzips `data` and reads its DynamoDB JSON lines, with the cap of a job
+/// of the default `file_size` ([`data_file_cap`]).
 pub fn read_data_file(data: &[u8], name: &str) -> Result<Vec<Record>> {
-    let mut text = String::new();
-    GzDecoder::new(data).read_to_string(&mut text).map_err(|e| {
-        Error::new(ErrorKind::Failed, "read export file", name, format!("not gzip text: {e}"))
+    read_data_file_capped(data, name, data_file_cap(DEFAULT_FILE_SIZE))
+}
+
+/// Gunzips `data` (the data file `name`) as a stream and reads its
+/// DynamoDB JSON lines; fails once more than `cap` bytes come out, or a
+/// line is longer than [`LINE_CAP`], before holding them (a gzip bomb
+/// costs at most a line's worth of memory beyond the items).
+pub fn read_data_file_capped(data: &[u8], name: &str, cap: u64) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    for_each_line(data, name, cap, |line| {
+        out.push(line?);
+        Ok(())
     })?;
-    text.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            from_line(l)
-                .map_err(|e| Error::new(ErrorKind::Failed, "read export file", name, e.to_string()))
-        })
-        .collect()
+    Ok(out)
+}
+
+/// Counts the items and decompressed bytes of the data file `name` as
+/// [`read_data_file_capped`] reads it, holding one line at a time.
+pub fn count_data_file(data: &[u8], name: &str, cap: u64) -> Result<(u64, u64)> {
+    let mut items = 0;
+    let bytes = for_each_line(data, name, cap, |line| {
+        line?;
+        items += 1;
+        Ok(())
+    })?;
+    Ok((items, bytes))
+}
+
+/// Streams the lines of a gzip data file into `f` (each parsed); returns
+/// the decompressed bytes.
+fn for_each_line(
+    data: &[u8],
+    name: &str,
+    cap: u64,
+    mut f: impl FnMut(Result<Record>) -> Result<()>,
+) -> Result<u64> {
+    use std::io::BufRead;
+    let fail = |what: String| Error::new(ErrorKind::Failed, "read export file", name, what);
+    let mut reader = std::io::BufReader::new(GzDecoder::new(data).take(cap.saturating_add(1)));
+    let mut total = 0u64;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(LINE_CAP + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| fail(format!("not gzip text: {e}")))?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+        if total > cap {
+            return Err(over_cap("read export file", name, "the decompressed file", cap));
+        }
+        if n as u64 > LINE_CAP && line.last() != Some(&b'\n') {
+            return Err(over_cap("read export file", name, "a line (one item)", LINE_CAP));
+        }
+        let text = std::str::from_utf8(&line).map_err(|e| fail(format!("not UTF-8 text: {e}")))?;
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            continue;
+        }
+        f(from_line(text).map_err(|e| fail(e.to_string())))?;
+    }
+}
+
+/// Reads the generation manifest `name` (`manifest.json`, at most
+/// [`MANIFEST_CAP`] bytes) and checks its schema: an object of format
+/// [`FORMAT`] whose `files` each have a key (relative, no `..`), item and
+/// byte counts and a SHA-256, adding up to its `item_count`. Anything else is
+/// an error naming the object and what to do.
+pub fn parse_manifest(data: &[u8], name: &str) -> Result<Value> {
+    let bad = |why: String| {
+        Error::new(
+            ErrorKind::PreconditionFailed,
+            "read manifest",
+            name,
+            format!(
+                "not a valid export generation manifest: {why}; the generation cannot be \
+                 checked against it: look at the object's earlier versions in the escrow \
+                 bucket, and run escrow-sync run to write a new generation"
+            ),
+        )
+    };
+    if data.len() as u64 > MANIFEST_CAP {
+        return Err(over_cap("read manifest", name, "the manifest", MANIFEST_CAP));
+    }
+    let v: Value = serde_json::from_slice(data).map_err(|e| bad(format!("not JSON ({e})")))?;
+    if !v.is_object() {
+        return Err(bad("not a JSON object".into()));
+    }
+    if v["format"].as_str() != Some(FORMAT) {
+        return Err(bad(format!("format is {}, not {FORMAT:?}", v["format"])));
+    }
+    let files = v["files"].as_array().ok_or_else(|| bad("no \"files\" list".into()))?;
+    let mut items = 0u64;
+    for (n, f) in files.iter().enumerate() {
+        let stat = FileStat::from_json(f).ok_or_else(|| {
+            bad(format!("files[{n}] lacks a key, items, bytes, compressed_bytes or sha256"))
+        })?;
+        if stat.key.is_empty()
+            || stat.key.starts_with('/')
+            || stat.key.split('/').any(|p| p == ".." || p == ".")
+        {
+            return Err(bad(format!(
+                "files[{n}] has key {:?}, not a path in the generation",
+                stat.key
+            )));
+        }
+        if stat.sha256.len() != 64 || !stat.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(format!(
+                "files[{n}] has sha256 {:?}, not a SHA-256 in hex",
+                stat.sha256
+            )));
+        }
+        items = items.saturating_add(stat.items);
+    }
+    match v["item_count"].as_u64() {
+        Some(count) if count == items => Ok(v),
+        Some(count) => Err(bad(format!("item_count is {count} but its files hold {items} items"))),
+        None => Err(bad("no item_count".into())),
+    }
 }
 
 /// Refuses a native export of `source` (for job `job`) when point-in-time
@@ -647,7 +824,7 @@ impl ExportJob {
     ) -> Result<Vec<String>> {
         let relative = |key: &str| key.strip_prefix(dir).map(str::to_string);
         if let Some(summary_key) = description.export_manifest()
-            && let Some(summary) = self.fetch(summary_key).await?
+            && let Some(summary) = self.fetch(summary_key, MANIFEST_CAP).await?
         {
             let bad = |what: String| {
                 Error::new(
@@ -663,7 +840,7 @@ impl ExportJob {
                 .as_str()
                 .filter(|k| !k.is_empty())
                 .ok_or_else(|| bad("manifest-summary.json names no manifestFilesS3Key".into()))?;
-            let listing = self.fetch(files_key).await?.ok_or_else(|| {
+            let listing = self.fetch(files_key, MANIFEST_CAP).await?.ok_or_else(|| {
                 Error::new(
                     ErrorKind::NotFound,
                     "read native export manifest",
@@ -1011,16 +1188,26 @@ impl ExportJob {
         }
     }
 
-    /// Reads one object of the escrow bucket, if it exists.
-    async fn fetch(&self, key: &str) -> Result<Option<Bytes>> {
+    /// Reads one object of the escrow bucket, if it exists, failing when it
+    /// is over `cap` bytes.
+    async fn fetch(&self, key: &str, cap: u64) -> Result<Option<Bytes>> {
         let mut list = self.reader.list(&Scope::with_prefix(key));
         while let Some(item) = list.try_next().await? {
             if item.key == key {
+                let name = format!("{}{key}", self.location);
+                if item.size > cap {
+                    return Err(over_cap("read escrow object", &name, "the object", cap));
+                }
                 let payload = self.reader.read(&item).await?;
-                return Ok(Some(payload.collect().await?.0));
+                return Ok(Some(collect_capped(payload, &name, cap).await?));
             }
         }
         Ok(None)
+    }
+
+    /// The cap on one data file of this job ([`data_file_cap`]).
+    fn data_cap(&self) -> u64 {
+        data_file_cap(self.file_size as u64)
     }
 
     /// Finishes a generation whose data files are all written: the stats
@@ -1042,7 +1229,8 @@ impl ExportJob {
             let stat = match written.remove(&key) {
                 Some(s) => s,
                 None => {
-                    let data = self.fetch(&format!("{dir}{key}")).await?.ok_or_else(|| {
+                    let data = self.fetch(&format!("{dir}{key}"), self.data_cap()).await?;
+                    let data = data.ok_or_else(|| {
                         Error::new(
                             ErrorKind::NotFound,
                             "complete export generation",
@@ -1050,11 +1238,12 @@ impl ExportJob {
                             "a data file of the generation is missing",
                         )
                     })?;
-                    let records = read_data_file(&data, &key)?;
+                    let name = format!("{}{dir}{key}", self.location);
+                    let (items, bytes) = count_data_file(&data, &name, self.data_cap())?;
                     FileStat {
                         key: key.clone(),
-                        items: records.len() as u64,
-                        bytes: records.iter().map(|r| to_line(r).len() as u64 + 1).sum(),
+                        items,
+                        bytes,
                         compressed_bytes: data.len() as u64,
                         sha256: hex(&Sha256::digest(&data)),
                     }
@@ -1130,17 +1319,10 @@ impl ExportJob {
     /// The manifest of `generation`.
     pub async fn manifest(&self, generation: &str) -> Result<Value> {
         let key = format!("{}{generation}/manifest.json", self.prefix);
-        let data = self.fetch(&key).await?.ok_or_else(|| {
+        let data = self.fetch(&key, MANIFEST_CAP).await?.ok_or_else(|| {
             Error::new(ErrorKind::NotFound, "read manifest", format!("{}{key}", self.location), "")
         })?;
-        serde_json::from_slice(&data).map_err(|e| {
-            Error::new(
-                ErrorKind::Failed,
-                "read manifest",
-                format!("{}{key}", self.location),
-                e.to_string(),
-            )
-        })
+        parse_manifest(&data, &format!("{}{key}", self.location))
     }
 
     /// Compares the primary with the latest complete generation: every
@@ -1165,7 +1347,9 @@ impl ExportJob {
                 for file in manifest["files"].as_array().into_iter().flatten() {
                     let Some(stat) = FileStat::from_json(file) else { continue };
                     let url = format!("{}{dir}{}", self.location, stat.key);
-                    let Some(data) = self.fetch(&format!("{dir}{}", stat.key)).await? else {
+                    let Some(data) =
+                        self.fetch(&format!("{dir}{}", stat.key), self.data_cap()).await?
+                    else {
                         report.unprotected += 1;
                         report
                             .findings
@@ -1180,7 +1364,7 @@ impl ExportJob {
                         ));
                         continue;
                     }
-                    for record in read_data_file(&data, &stat.key)? {
+                    for record in read_data_file_capped(&data, &url, self.data_cap())? {
                         let text = self.keys.key_text(&record)?;
                         held.insert(
                             Sha256::digest(text.as_bytes()).into(),

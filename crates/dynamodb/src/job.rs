@@ -11,6 +11,34 @@
 //! in no useful order, so listing and then reading each item costs the
 //! primary twice the read capacity. This job streams pages of records
 //! instead and reports through the same [`escrow_sync_core::Report`].
+//!
+//! # The mass-change circuit breaker
+//!
+//! A primary whose every item was rewritten (ransomware) must not take the
+//! escrow table with it. A run overwrites an item escrow holds with other
+//! content ("a change") only while the changes written so far stay within
+//! `max_change_percent` of the escrow items known so far:
+//! `(overwritten + 1) * 100 <= max_change_percent * max(seen, count)`, where
+//! `seen` counts the items of this run's pages that escrow holds and
+//! `count` is the escrow table's own DescribeTable ItemCount (escrow's
+//! statistic, which the primary cannot raise; escrow is append-only, so a
+//! stale count is only ever low). A change the rule refuses is held back:
+//! not written, and its segment's checkpoint is not saved past it, so an
+//! interrupted run rescans it. Once the whole table is scanned:
+//!
+//! - escrow holds fewer than [`MASS_CHANGE_MIN_ITEMS`] items, or all the
+//!   changes are within the share of the final escrow count: the held-back
+//!   items are re-read from the primary by key (strongly consistent
+//!   BatchGetItem, under the read budget) and written. Re-reading keeps only
+//!   their keys in memory while the scan runs, and writes what the primary
+//!   holds now. (Reporting them as failed for the next run instead would
+//!   never converge: the next run would hold them back again.)
+//! - otherwise the job reports a finding of kind `mass-change` with the
+//!   counts and the first keys, and the held-back changes are not written.
+//!
+//! Items escrow lacks are not changes: they are always copied. A run that
+//! accepts a mass change ([`TableJob::with_accept_mass_change`]) or a
+//! `max_change_percent` of 100 holds nothing back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -21,8 +49,8 @@ use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, TryStreamExt};
 
 use escrow_sync_core::{
-    CancellationToken, Error, ErrorKind, Failure, Finding, KeyDigest, Mode, ProgressEvent,
-    ProgressFn, Report, Result,
+    CancellationToken, CopyReason, Error, ErrorKind, Failure, Finding, KeyDigest, Mode,
+    ProgressEvent, ProgressFn, Report, Result,
 };
 
 use crate::checkpoint::{CheckpointStore, SavedScan};
@@ -32,6 +60,16 @@ use crate::json::{Record, to_line};
 use crate::keys::{KeySchema, KeySetDigest, content_digest};
 use crate::scan::{Checkpoint, ScanOptions, TableScanner, starting_points};
 use crate::table::{EscrowTable, TableInfo};
+
+/// The mass-change breaker trips only once escrow holds at least this many
+/// items of a job.
+pub const MASS_CHANGE_MIN_ITEMS: u64 = 20;
+
+/// The default `max_change_percent`.
+pub const DEFAULT_MAX_CHANGE_PERCENT: u8 = 25;
+
+/// Keys a `mass-change` finding names.
+const FIRST_KEYS: usize = 10;
 
 /// Items that could not be written, as DynamoDB JSON lines (the format
 /// ImportTable reads), in one file per run created on the first such item.
@@ -113,6 +151,8 @@ pub struct TableJob {
     progress: Option<ProgressFn>,
     difference_limit: usize,
     history: Option<History>,
+    max_change_percent: u8,
+    accept_mass_change: bool,
 }
 
 #[derive(Default)]
@@ -123,6 +163,63 @@ struct Shared {
     wrote_since_save: bool,
     last_save: Option<Instant>,
     saved: bool,
+    breaker: Breaker,
+}
+
+impl Shared {
+    /// The checkpoints safe to save: a segment with held-back changes stays
+    /// at the checkpoint before its first one, so a resumed run reads them
+    /// again.
+    fn savable(&self) -> Vec<Checkpoint> {
+        self.checkpoints
+            .iter()
+            .map(|(segment, c)| self.breaker.frozen.get(segment).unwrap_or(c).clone())
+            .collect()
+    }
+}
+
+/// The mass-change breaker's counts for one run (see the module docs).
+#[derive(Default)]
+struct Breaker {
+    /// The escrow table's ItemCount (DescribeTable) at the start of the run.
+    escrow_count: u64,
+    /// Items of this run's pages that escrow holds.
+    escrow_seen: u64,
+    /// Items escrow holds with other content than the primary (written or
+    /// held back).
+    changed: u64,
+    /// Changes written.
+    overwritten: u64,
+    /// The keys (key attributes) of changes held back.
+    held: Vec<Record>,
+    /// The first changed keys, for the finding.
+    first_keys: Vec<String>,
+    /// Segment → the checkpoint before its first held-back change.
+    frozen: BTreeMap<u32, Checkpoint>,
+}
+
+impl Breaker {
+    /// The escrow items known: those seen, or escrow's own count if higher.
+    fn escrow_items(&self) -> u64 {
+        self.escrow_seen.max(self.escrow_count)
+    }
+
+    /// Whether the changes are over `percent` of an escrow of at least
+    /// [`MASS_CHANGE_MIN_ITEMS`] items.
+    fn over(&self, percent: u8) -> bool {
+        let base = self.escrow_items();
+        base >= MASS_CHANGE_MIN_ITEMS && self.changed * 100 > u64::from(percent) * base
+    }
+
+    /// `<n> of <m> escrow items (p%) changed in the primary in one run`.
+    fn counts(&self) -> String {
+        let base = self.escrow_items();
+        format!(
+            "{} of {base} escrow items ({}%) changed in the primary in one run",
+            self.changed,
+            self.changed * 100 / base.max(1)
+        )
+    }
 }
 
 impl TableJob {
@@ -158,6 +255,8 @@ impl TableJob {
             progress: None,
             difference_limit: 1000,
             history: None,
+            max_change_percent: DEFAULT_MAX_CHANGE_PERCENT,
+            accept_mass_change: false,
         })
     }
 
@@ -168,6 +267,27 @@ impl TableJob {
     pub fn with_history(mut self, history: Option<History>) -> Self {
         self.history = history;
         self
+    }
+
+    /// The mass-change breaker's share (1..=100, default 25): a run
+    /// overwrites at most this percentage of the escrow table's items, and
+    /// reports a `mass-change` finding when more changed. 100 turns the
+    /// breaker off.
+    pub fn with_max_change_percent(mut self, percent: u8) -> Self {
+        self.max_change_percent = percent.clamp(1, 100);
+        self
+    }
+
+    /// Lets a run overwrite however many items changed (the operator
+    /// confirmed the change is legitimate: `run --accept-mass-change`).
+    pub fn with_accept_mass_change(mut self, accept: bool) -> Self {
+        self.accept_mass_change = accept;
+        self
+    }
+
+    /// Whether a run in `mode` holds changes back.
+    fn breaker_on(&self, mode: Mode) -> bool {
+        mode == Mode::Run && !self.accept_mass_change && self.max_change_percent < 100
     }
 
     /// Scan options (segments, consistency, page size, retries).
@@ -270,10 +390,12 @@ impl TableJob {
                 self.sink.name()
             )),
         }
+        let mut escrow_count = 0;
         let escrow = match mode {
             Mode::Run => {
                 let ensured =
                     self.sink.ensure(&self.source, &self.source_account, &self.started).await?;
+                escrow_count = ensured.item_count;
                 if ensured.created {
                     report.notes.push(format!(
                         "created escrow table {} (key schema, indexes, tags of {}; point-in-time \
@@ -291,6 +413,7 @@ impl TableJob {
             }
             _ => match self.sink.check(&self.source).await? {
                 Some(existing) => {
+                    escrow_count = existing.item_count();
                     if mode == Mode::Verify {
                         self.protection_findings(&existing, &mut report);
                     }
@@ -339,6 +462,7 @@ impl TableJob {
         let mut shared =
             Shared { report: Some(report), saved: saved.is_some(), ..Shared::default() };
         shared.checkpoints = starting_points(segments, &resume);
+        shared.breaker.escrow_count = escrow_count;
         let shared = Arc::new(Mutex::new(shared));
         let save_lock = tokio::sync::Mutex::new(());
         let stop = self.cancel.child_token();
@@ -358,17 +482,25 @@ impl TableJob {
             .await;
         let first_error = results.into_iter().find_map(|r| r.err());
 
-        let (mut report, all_done, checkpoints, digests, was_saved) = {
+        let mut first_error = first_error;
+        let (mut report, all_done, checkpoints, digests, was_saved, breaker) = {
             let mut s = shared.lock().expect("job lock");
             let all_done = s.checkpoints.values().all(|c| c.done);
             (
                 s.report.take().expect("report"),
                 all_done,
-                s.checkpoints.values().cloned().collect::<Vec<_>>(),
+                s.savable(),
                 std::mem::take(&mut s.digests),
                 s.saved,
+                std::mem::take(&mut s.breaker),
             )
         };
+        if all_done
+            && first_error.is_none()
+            && let Err(e) = self.settle_changes(mode, &scanner, breaker, &mut report).await
+        {
+            first_error = Some(e);
+        }
         report.throttled += scanner.budget().throttles();
         if mode != Mode::Run {
             report.key_digests = digests
@@ -488,7 +620,7 @@ impl TableJob {
                 s.checkpoints.insert(segment, page.checkpoint);
                 let due = s.last_save.is_none_or(|t| t.elapsed() >= self.checkpoint_interval);
                 (mode == Mode::Run && s.wrote_since_save && due && self.checkpoints.is_some())
-                    .then(|| s.checkpoints.values().cloned().collect::<Vec<_>>())
+                    .then(|| s.savable())
             };
             if let (Some(checkpoints), Some(store)) = (snapshot, &self.checkpoints)
                 && let Ok(_guard) = save_lock.try_lock()
@@ -528,8 +660,12 @@ impl TableJob {
         } else {
             Default::default()
         };
-        let Comparison { to_write, differences, unchanged, primary: pd, escrow: ed } =
+        let Comparison { mut to_write, mut differences, unchanged, primary: pd, escrow: ed } =
             compare(&self.keys, items, |k| held.get(k).copied())?;
+        if escrow {
+            (to_write, differences) =
+                self.breaker(mode, segment, to_write, differences, ed.count, shared)?;
+        }
         let skipped = unchanged.len() as u64;
         for key in unchanged {
             self.emit(ProgressEvent::Skipped { key, size: 0 });
@@ -594,6 +730,131 @@ impl TableJob {
                 }
             }
             None => tally(report, differences, mode, self.difference_limit),
+        }
+        Ok(())
+    }
+
+    /// Counts a page's changes for the mass-change breaker and, when it is
+    /// on, holds back those over the share (see the module docs): returns
+    /// what may be written.
+    #[allow(clippy::type_complexity)]
+    fn breaker(
+        &self,
+        mode: Mode,
+        segment: u32,
+        to_write: Vec<Record>,
+        differences: Vec<escrow_sync_core::Difference>,
+        in_escrow: u64,
+        shared: &Arc<Mutex<Shared>>,
+    ) -> Result<(Vec<Record>, Vec<escrow_sync_core::Difference>)> {
+        let on = self.breaker_on(mode);
+        let percent = u64::from(self.max_change_percent);
+        let mut s = shared.lock().expect("job lock");
+        let before = s.checkpoints.get(&segment).cloned();
+        let b = &mut s.breaker;
+        b.escrow_seen += in_escrow;
+        let base = b.escrow_items();
+        let (mut write, mut listed) = (Vec::new(), Vec::new());
+        let mut held_any = false;
+        for (record, d) in to_write.into_iter().zip(differences) {
+            if d.reason == CopyReason::Changed {
+                b.changed += 1;
+                if b.first_keys.len() < FIRST_KEYS {
+                    b.first_keys.push(d.key.clone());
+                }
+                if on && (b.overwritten + 1) * 100 > percent * base {
+                    b.held.push(self.keys.key_of(&record)?);
+                    held_any = true;
+                    continue;
+                }
+                b.overwritten += 1;
+            }
+            write.push(record);
+            listed.push(d);
+        }
+        if held_any && let Some(c) = before {
+            b.frozen.entry(segment).or_insert(c);
+        }
+        Ok((write, listed))
+    }
+
+    /// After a whole scan: writes the held-back changes when they are
+    /// within the share after all (or escrow is small), else reports the
+    /// `mass-change` finding. Plan and accepted runs get a warning when the
+    /// changes are over the share.
+    async fn settle_changes(
+        &self,
+        mode: Mode,
+        scanner: &TableScanner,
+        breaker: Breaker,
+        report: &mut Report,
+    ) -> Result<()> {
+        let percent = self.max_change_percent;
+        let over = percent < 100 && breaker.over(percent);
+        let keys = breaker.first_keys.join(", ");
+        if !self.breaker_on(mode) {
+            if over && mode != Mode::Verify {
+                let then = match mode {
+                    Mode::Plan => {
+                        "a run stops at that share and reports a mass-change finding \
+                                   (run --accept-mass-change to let it go on)"
+                    }
+                    _ => "overwritten in escrow as --accept-mass-change asks",
+                };
+                report.warnings.push(format!(
+                    "table {}: {}, over max_change_percent = {percent}; first keys: {keys}; {then}",
+                    self.source.name(),
+                    breaker.counts()
+                ));
+            }
+            return Ok(());
+        }
+        if breaker.held.is_empty() {
+            return Ok(());
+        }
+        if over {
+            report.findings.push(
+                Finding::new(
+                    self.source.name(),
+                    format!(
+                        "{}, over max_change_percent = {percent}; {} changes held back; first \
+                         keys: {keys}; if the change is legitimate, re-run with \
+                         --accept-mass-change",
+                        breaker.counts(),
+                        breaker.held.len()
+                    ),
+                )
+                .with_kind("mass-change"),
+            );
+            return Ok(());
+        }
+        // Within the share after all: the held-back changes are written as
+        // the primary holds them now.
+        let items = scanner.get_items(breaker.held).await?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let w = self.sink.write(items, &self.keys).await?;
+        report.copied += w.written;
+        report.bytes_copied += w.bytes;
+        report.throttled += w.throttled;
+        if report.failures.is_empty() && !w.dead.is_empty() {
+            report.warnings.push(format!(
+                "items that could not be written are in {} (DynamoDB JSON lines): fix the cause \
+                 and run again",
+                self.dead_letter().path().display()
+            ));
+        }
+        let mut dead = Vec::new();
+        for (record, error) in w.dead {
+            let key = self.keys.key_text(&record).unwrap_or_default();
+            self.emit(ProgressEvent::Failed { key: key.clone(), error: error.chain() });
+            report.failed += 1;
+            report.failures.push(Failure::new(key, &error, 0));
+            dead.push(record);
+        }
+        if !dead.is_empty() {
+            self.dead_letter().append(&dead)?;
         }
         Ok(())
     }

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
+use aws_sdk_dynamodb::types::{KeysAndAttributes, ReturnConsumedCapacity};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use escrow_sync_aws::sdk_error;
-use escrow_sync_core::{Result, RetryPolicy};
+use escrow_sync_core::{Error, ErrorKind, Result, RetryPolicy};
 
 use crate::budget::ReadBudget;
 use crate::json::Record;
@@ -196,6 +196,89 @@ impl TableScanner {
     /// The options.
     pub fn options(&self) -> &ScanOptions {
         &self.options
+    }
+
+    /// The items of `keys` (key attributes only) as the table holds them
+    /// now, read with BatchGetItem (strongly consistent, 100 keys a request)
+    /// under the same read budget as the scan. Keys the table no longer
+    /// holds are left out; keys still unprocessed after the retry budget
+    /// fail the call.
+    pub async fn get_items(&self, keys: Vec<Record>) -> Result<Vec<Record>> {
+        let retry = self.options.retry;
+        let resource = format!("table {}", self.table);
+        let mut found = Vec::new();
+        for chunk in keys.chunks(crate::table::READ_BATCH) {
+            let mut pending = chunk.to_vec();
+            let mut attempt = 1;
+            while !pending.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| {
+                        Error::new(ErrorKind::Failed, "build", &resource, e.to_string())
+                    })?;
+                let reserved = self.budget.reserve().await;
+                let res = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request.clone())
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .customize()
+                    .config_override(
+                        aws_sdk_dynamodb::config::Builder::default()
+                            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(e, "dynamodb:BatchGetItem", resource.clone()));
+                let failure = match res {
+                    Ok(mut out) => {
+                        let units: f64 =
+                            out.consumed_capacity().iter().filter_map(|c| c.capacity_units()).sum();
+                        self.budget.settle(reserved, units);
+                        if let Some(items) =
+                            out.responses.as_mut().and_then(|r| r.remove(&self.table))
+                        {
+                            found.extend(items);
+                        }
+                        pending = out
+                            .unprocessed_keys
+                            .and_then(|mut u| u.remove(&self.table))
+                            .map(|k| k.keys)
+                            .unwrap_or_default();
+                        if pending.is_empty() {
+                            break;
+                        }
+                        self.budget.throttled();
+                        Error::new(
+                            ErrorKind::Throttled,
+                            "dynamodb:BatchGetItem",
+                            &resource,
+                            format!("keys still unprocessed after {attempt} attempts"),
+                        )
+                    }
+                    Err(e) if e.is_retryable() => {
+                        self.budget.release(reserved);
+                        if e.is_throttle() {
+                            self.budget.throttled();
+                        }
+                        pending = request.keys;
+                        e
+                    }
+                    Err(e) => {
+                        self.budget.release(reserved);
+                        return Err(e);
+                    }
+                };
+                if attempt >= retry.max_attempts {
+                    return Err(failure);
+                }
+                tokio::time::sleep(retry.delay(attempt)).await;
+                attempt += 1;
+            }
+        }
+        Ok(found)
     }
 
     async fn page(&self, at: &Checkpoint) -> Result<ScanPage> {

@@ -508,6 +508,10 @@ pub struct Ensured {
     /// Settings turned on on an existing table (point-in-time recovery,
     /// deletion protection).
     pub fixed: Vec<String>,
+    /// The item count DescribeTable reported for the existing escrow table
+    /// (DynamoDB updates it about every six hours; 0 for a created table).
+    /// Escrow's own statistic: the primary cannot raise it.
+    pub item_count: u64,
 }
 
 /// The outcome of writing a batch of items.
@@ -658,7 +662,10 @@ impl EscrowTable {
         let mut ensured = Ensured::default();
         let existing = self.check(source).await?;
         let existing = match existing {
-            Some(t) => t,
+            Some(t) => {
+                ensured.item_count = t.item_count();
+                t
+            }
             None => {
                 self.create(source, source_account, now).await?;
                 ensured.created = true;
