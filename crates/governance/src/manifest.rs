@@ -748,7 +748,7 @@ impl ManifestStore {
         let mut parser = ManifestParser::default();
         let mut pending: Vec<u8> = Vec::new();
         let mut total: u64 = 0;
-        let mut feed = |parser: &mut ManifestParser, bytes: &[u8]| -> Result<()> {
+        let feed = |parser: &mut ManifestParser, bytes: &[u8]| -> Result<()> {
             let text = std::str::from_utf8(bytes)
                 .map_err(|e| failed(format!("line {}: not UTF-8 text ({e})", parser.n + 1)))?;
             parser.line(text.strip_suffix('\r').unwrap_or(text)).map_err(|e| failed(e.chain()))
