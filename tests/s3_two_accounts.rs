@@ -271,6 +271,10 @@ async fn a_run_with_transient_faults_on_a_fifth_of_requests_copies_everything_an
     let injected = primary_counts.injected.load(Ordering::SeqCst)
         + escrow_counts.injected.load(Ordering::SeqCst);
     assert!(injected * 100 >= seen * 15, "about a fifth of {seen} requests faulted: {injected}");
+    // The harness answers them 503 SlowDown: throttling.
+    let counts = escrow_sync_testkit::FaultCounts::new();
+    (0..injected).for_each(|_| counts.add(escrow_sync_testkit::FaultKind::Throttle));
+    assert!(counts.record("e2e::s3_two_accounts::faults_on_a_fifth_of_requests") > 0);
 
     // Checked with clients without faults.
     let clean_source = S3Source::from_client(s3(&s.primary), &pair.source_bucket);

@@ -76,6 +76,32 @@ fn encode_clippy_args(args: &[&str]) -> String {
     args.iter().map(|arg| format!("{arg}{CLIPPY_ARG_SEPARATOR}")).collect()
 }
 
+/// Where fault tests record how many faults they injected, under the target directory.
+const FAULT_COUNTS_DIR: &str = "fault-counts";
+
+/// Sums the counts fault tests recorded in `dir`: one file per test holding
+/// `faults injected: <test>: <n> (<kinds>)`. Returns the sum and how many files had a count.
+fn sum_fault_counts(dir: &std::path::Path) -> (u64, usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return (0, 0) };
+    let mut total = 0;
+    let mut files = 0;
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if let Some(n) = text.lines().find_map(parse_fault_count) {
+            total += n;
+            files += 1;
+        }
+    }
+    (total, files)
+}
+
+/// The `<n>` of `faults injected: <test>: <n> (<kinds>)`.
+fn parse_fault_count(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("faults injected: ")?;
+    let (_, after) = rest.rsplit_once(": ")?;
+    after.split_whitespace().next()?.parse().ok()
+}
+
 /// The outcome of one step, for the summary.
 #[derive(Debug)]
 struct Step {
@@ -223,7 +249,17 @@ pub fn test(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
             runner.args(["test", "--workspace", "--no-fail-fast"]);
         }
         runner.args(&extra);
+        // Each fault test writes its count here (escrow_sync_testkit::record_faults).
+        let counts_dir = paths.target.join(FAULT_COUNTS_DIR);
+        match std::fs::remove_dir_all(&counts_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("could not clear {}", counts_dir.display()));
+            }
+            _ => {}
+        }
         let tests = steps.run("tests", &mut with_emulator(runner))?;
+        let (faults, files) = sum_fault_counts(&counts_dir);
+        println!("\nfaults injected in all: {faults} (recorded by {files} fault tests)");
 
         let mut doc = cargo();
         doc.args(["test", "--workspace", "--doc"]);
@@ -254,5 +290,22 @@ mod tests {
             "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
         );
         assert_eq!(encode_clippy_args(&[]), "");
+    }
+
+    #[test]
+    fn fault_counts_are_summed_from_one_file_per_test() {
+        assert_eq!(
+            parse_fault_count("faults injected: s3::soak: 1234 (transient 3, throttle 4)"),
+            Some(1234)
+        );
+        assert_eq!(parse_fault_count("something else"), None);
+        let dir = std::env::temp_dir().join(format!("xtask-fault-counts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.txt"), "faults injected: a: 12 (transient 12)\n").unwrap();
+        std::fs::write(dir.join("b.txt"), "faults injected: b::c: 30 (throttle 30)\n").unwrap();
+        std::fs::write(dir.join("junk.txt"), "not a count\n").unwrap();
+        assert_eq!(sum_fault_counts(&dir), (42, 2));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(sum_fault_counts(&dir), (0, 0));
     }
 }

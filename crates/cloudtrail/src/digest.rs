@@ -102,25 +102,75 @@ impl Digest {
     }
 }
 
-/// The most bytes a CloudTrail file may decompress to (CloudTrail's own
+/// The most bytes a CloudTrail log file may decompress to (CloudTrail's own
 /// are far smaller): a planted gzip bomb is refused, not decompressed.
+/// Log files are hashed as they decompress, never held whole.
 pub const MAX_UNCOMPRESSED: u64 = 512 << 20;
+
+/// The most bytes a digest file may decompress to: a digest lists one
+/// hour's log files (a few hundred bytes each), so real ones stay far below.
+/// Digests are parsed, so they are held whole: this bounds that memory.
+pub const MAX_DIGEST_UNCOMPRESSED: u64 = 64 << 20;
 
 /// Gunzips a CloudTrail file (plain content is returned as is: S3 may
 /// have served it decoded); more than [`MAX_UNCOMPRESSED`] bytes is an
 /// error.
 pub fn gunzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    gunzip_capped(bytes, MAX_UNCOMPRESSED)
+}
+
+/// Gunzips `bytes` (plain content as is), reading at most `cap` + 1
+/// decompressed bytes: more than `cap` is an error, and a gzip bomb costs
+/// no more memory than `cap`.
+pub fn gunzip_capped(bytes: &[u8], cap: u64) -> std::io::Result<Vec<u8>> {
     if !bytes.starts_with(&[0x1f, 0x8b]) {
+        if bytes.len() as u64 > cap {
+            return Err(over_cap(cap));
+        }
         return Ok(bytes.to_vec());
     }
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes).take(MAX_UNCOMPRESSED + 1).read_to_end(&mut out)?;
-    if out.len() as u64 > MAX_UNCOMPRESSED {
-        return Err(std::io::Error::other(format!(
-            "it decompresses to more than {MAX_UNCOMPRESSED} bytes"
-        )));
+    flate2::read::MultiGzDecoder::new(bytes).take(cap + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > cap {
+        return Err(over_cap(cap));
     }
     Ok(out)
+}
+
+/// Hex SHA-256 of what `bytes` decompress to (plain content as is),
+/// hashed as it streams: more than `cap` decompressed bytes is an error.
+pub fn sha256_of_gunzip(bytes: &[u8], cap: u64) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut total: u64 = 0;
+    let mut feed = |reader: &mut dyn Read| -> std::io::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut limited = reader.take(cap + 1);
+        loop {
+            let n = limited.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            total += n as u64;
+            if total > cap {
+                return Err(over_cap(cap));
+            }
+            hasher.update(&buf[..n]);
+        }
+    };
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        feed(&mut flate2::read::MultiGzDecoder::new(bytes))?;
+    } else {
+        feed(&mut { bytes })?;
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn over_cap(cap: u64) -> std::io::Error {
+    std::io::Error::other(format!(
+        "it decompresses to more than {} MiB, more than any CloudTrail file: a gzip bomb or \
+         not a CloudTrail file",
+        cap >> 20
+    ))
 }
 
 /// Hex SHA-256.
@@ -205,6 +255,40 @@ impl LogName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_within_the_cap() {
+        // Many small members of zeros: 8 MiB from a few KiB, past a 4 MiB cap.
+        let member = gz(&vec![0u8; 1 << 20]);
+        let bomb: Vec<u8> = member.iter().copied().cycle().take(member.len() * 8).collect();
+        assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+        let err = gunzip_capped(&bomb, 4 << 20).unwrap_err();
+        assert!(err.to_string().contains("more than 4 MiB"), "{err}");
+        let err = sha256_of_gunzip(&bomb, 4 << 20).unwrap_err();
+        assert!(err.to_string().contains("gzip bomb"), "{err}");
+        // At the cap exactly it is read.
+        assert_eq!(gunzip_capped(&bomb, 8 << 20).unwrap().len(), 8 << 20);
+        assert_eq!(sha256_of_gunzip(&bomb, 8 << 20).unwrap(), sha256_hex(&vec![0u8; 8 << 20]));
+    }
+
+    #[test]
+    fn hashing_while_decompressing_matches_hashing_the_content() {
+        let text = br#"{"Records":[{"eventName":"PutObject"}]}"#;
+        assert_eq!(sha256_of_gunzip(&gz(text), 1 << 20).unwrap(), sha256_hex(text));
+        assert_eq!(sha256_of_gunzip(text, 1 << 20).unwrap(), sha256_hex(text), "plain content");
+        assert!(sha256_of_gunzip(text, 8).is_err(), "plain content over the cap");
+        let mut broken = gz(text);
+        broken.truncate(broken.len() / 2);
+        assert!(sha256_of_gunzip(&broken, 1 << 20).is_err(), "a truncated gzip is an error");
+        assert!(gunzip_capped(&broken, 1 << 20).is_err());
+    }
 
     #[test]
     fn names_parse() {

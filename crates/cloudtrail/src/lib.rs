@@ -30,11 +30,11 @@ mod trails;
 mod validate;
 
 pub use digest::{
-    Digest, DigestName, LogFileEntry, LogName, SIGNATURE_ALGORITHM_META, SIGNATURE_META, gunzip,
-    sha256_hex,
+    Digest, DigestName, LogFileEntry, LogName, MAX_DIGEST_UNCOMPRESSED, MAX_UNCOMPRESSED,
+    SIGNATURE_ALGORITHM_META, SIGNATURE_META, gunzip, gunzip_capped, sha256_hex, sha256_of_gunzip,
 };
 pub use keys::{KeySource, Keyring, ListPublicKeys, PublicKey, SignatureCheck};
-pub use store::{EscrowTrailStore, StoredObject, StoredVersion, TrailStore};
+pub use store::{EscrowTrailStore, MAX_STORED_BYTES, StoredObject, StoredVersion, TrailStore};
 pub use trails::{Trail, describe_trails};
 pub use validate::{FindingKind, IntegrityFinding, Location, Options, Validation, root, validate};
 

@@ -9,13 +9,29 @@ use aws_sdk_s3::Client;
 
 use escrow_sync_core::Result;
 
+/// The most bytes read of one file in escrow (compressed, as stored).
+/// CloudTrail's files are far smaller (a log file is a few MiB at most, and
+/// [`MAX_UNCOMPRESSED`](crate::digest::MAX_UNCOMPRESSED) caps what it may
+/// decompress to); a larger object is not a CloudTrail file. A store reads
+/// at most one byte more, so that [`StoredObject::over_cap`] tells.
+pub const MAX_STORED_BYTES: u64 = 64 << 20;
+
 /// A file's bytes and user metadata.
 #[derive(Debug, Clone)]
 pub struct StoredObject {
-    /// Its bytes as stored (gzip).
+    /// Its bytes as stored (gzip); at most [`MAX_STORED_BYTES`] + 1 (a store
+    /// stops reading there).
     pub body: Vec<u8>,
     /// Its user metadata.
     pub metadata: BTreeMap<String, String>,
+}
+
+impl StoredObject {
+    /// Whether the object is larger than [`MAX_STORED_BYTES`] (its body is
+    /// then only the first bytes): not a CloudTrail file, reported, not read.
+    pub fn over_cap(&self) -> bool {
+        self.body.len() as u64 > MAX_STORED_BYTES
+    }
 }
 
 /// An earlier version of a file (escrow keeps every version).
@@ -130,11 +146,20 @@ mod aws_smithy_runtime_api_http {
     pub type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
 }
 
-async fn collect(body: aws_sdk_s3::primitives::ByteStream) -> std::io::Result<Vec<u8>> {
-    body.collect()
-        .await
-        .map(|b| b.into_bytes().to_vec())
-        .map_err(|e| std::io::Error::other(e.to_string()))
+/// Reads `body` up to [`MAX_STORED_BYTES`] + 1 bytes and stops there:
+/// an object of any size costs at most that much memory.
+async fn collect(mut body: aws_sdk_s3::primitives::ByteStream) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) =
+        body.try_next().await.map_err(|e| std::io::Error::other(e.to_string()))?
+    {
+        let room = (MAX_STORED_BYTES + 1) as usize - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() as u64 > MAX_STORED_BYTES {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 #[async_trait]
@@ -231,7 +256,8 @@ impl TrailStore for EscrowTrailStore {
             .send()
             .await
             .map_err(|e| self.err(e, "s3:GetObject", &ekey))?;
-        Ok(collect(got.body).await.ok())
+        // A version over the cap is not a CloudTrail file: not an original.
+        Ok(collect(got.body).await.ok().filter(|b| b.len() as u64 <= MAX_STORED_BYTES))
     }
 
     fn location(&self, bucket: &str, key: &str) -> String {

@@ -30,7 +30,8 @@ use serde::Serialize;
 use escrow_sync_core::Result;
 
 use crate::digest::{
-    Digest, DigestName, LogFileEntry, LogName, SIGNATURE_META, gunzip, sha256_hex,
+    Digest, DigestName, LogFileEntry, LogName, MAX_DIGEST_UNCOMPRESSED, MAX_UNCOMPRESSED,
+    SIGNATURE_META, gunzip_capped, sha256_hex, sha256_of_gunzip,
 };
 use crate::keys::{KeySource, Keyring, SignatureCheck};
 use crate::store::TrailStore;
@@ -274,7 +275,8 @@ pub async fn validate(
     for key in others {
         let read = store.get(bucket, key).await?;
         let parsed = read
-            .and_then(|o| gunzip(&o.body).ok())
+            .filter(|o| !o.over_cap())
+            .and_then(|o| gunzip_capped(&o.body, MAX_DIGEST_UNCOMPRESSED).ok())
             .and_then(|c| serde_json::from_slice::<Digest>(&c).ok());
         for e in parsed.map(|d| d.log_files).unwrap_or_default() {
             signed.insert(e.s3_object);
@@ -501,9 +503,13 @@ async fn check_digest(
         );
         return Ok(entry);
     };
-    let parsed = gunzip(&obj.body).map_err(|e| e.to_string()).and_then(|c| {
-        serde_json::from_slice::<Digest>(&c).map(|d| (c, d)).map_err(|e| e.to_string())
-    });
+    let parsed = if obj.over_cap() {
+        Err(over_cap_detail())
+    } else {
+        gunzip_capped(&obj.body, MAX_DIGEST_UNCOMPRESSED).map_err(|e| e.to_string()).and_then(|c| {
+            serde_json::from_slice::<Digest>(&c).map(|d| (c, d)).map_err(|e| e.to_string())
+        })
+    };
     let (content, digest) = match parsed {
         Ok(p) => p,
         Err(e) => {
@@ -715,19 +721,29 @@ async fn check_log(
                 store.location(&e.s3_bucket, &e.s3_object)
             ),
         ),
-        Some(obj) => match gunzip(&obj.body) {
-            Ok(content) if sha256_hex(&content).eq_ignore_ascii_case(&e.hash_value) => {
+        Some(obj) if obj.over_cap() => (FindingKind::LogAltered, over_cap_detail()),
+        Some(obj) => match sha256_of_gunzip(&obj.body, MAX_UNCOMPRESSED) {
+            Ok(sha) if sha.eq_ignore_ascii_case(&e.hash_value) => {
                 return Ok(None);
             }
-            Ok(content) => (
+            Ok(sha) => (
                 FindingKind::LogAltered,
-                format!("SHA-256 {} but its digest says {}", sha256_hex(&content), e.hash_value),
+                format!("SHA-256 {sha} but its digest says {}", e.hash_value),
             ),
             Err(err) => (FindingKind::LogAltered, format!("not readable as gzip ({err})")),
         },
     };
     let original = original_version(store, &e.s3_bucket, &e.s3_object, Some(&e.hash_value)).await?;
     Ok(Some(IntegrityFinding { kind, key, from, to, detail: format!("{detail}{original}") }))
+}
+
+/// Why a file over [`MAX_STORED_BYTES`](crate::store::MAX_STORED_BYTES) is
+/// not read.
+fn over_cap_detail() -> String {
+    format!(
+        "larger than {} MiB, more than any CloudTrail file: not read (planted or altered)",
+        crate::store::MAX_STORED_BYTES >> 20
+    )
 }
 
 /// ", escrow still holds the original as version …" when an earlier
@@ -744,8 +760,8 @@ async fn original_version(
             Some(h) => store
                 .get_version(bucket, key, &ver.version_id)
                 .await?
-                .and_then(|b| gunzip(&b).ok())
-                .is_some_and(|c| sha256_hex(&c).eq_ignore_ascii_case(h)),
+                .and_then(|b| sha256_of_gunzip(&b, MAX_UNCOMPRESSED).ok())
+                .is_some_and(|sha| sha.eq_ignore_ascii_case(h)),
         };
         if matches {
             let what = if hash.is_some() { "the original" } else { "an earlier version" };

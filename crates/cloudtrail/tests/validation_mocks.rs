@@ -416,3 +416,44 @@ async fn a_restarted_chain_warns_and_an_unvalidated_trail_silences_unsigned_logs
     assert_eq!(v.findings, vec![], "{v:#?}");
     assert!(v.warnings.iter().any(|w| w.contains("legacy")), "{v:#?}");
 }
+
+#[tokio::test]
+async fn an_oversized_or_malformed_file_in_escrow_is_a_finding_not_a_crash() {
+    use escrow_sync_cloudtrail::MAX_STORED_BYTES;
+
+    // A log file replaced by an object over the cap (the store read only
+    // the cap and one byte): reported, not read, the original named.
+    let (mem, files) = stored();
+    let logs: Vec<&SyntheticFile> =
+        files.iter().filter(|f| f.key.contains("/CloudTrail/")).collect();
+    let huge = vec![b'x'; MAX_STORED_BYTES as usize + 1];
+    mem.put(&SyntheticFile { body: huge.clone(), ..logs[0].clone() });
+    // Another replaced by bytes that are not gzip at all, a third by a
+    // truncated gzip.
+    mem.put(&SyntheticFile { body: b"\x1f\x8b not really gzip".to_vec(), ..logs[1].clone() });
+    let mut cut = logs[2].body.clone();
+    cut.truncate(cut.len() / 2);
+    mem.put(&SyntheticFile { body: cut, ..logs[2].clone() });
+    let v = check(&mem, Options::default()).await;
+    assert_eq!(kinds(&v), vec![FindingKind::LogAltered; 3], "{v:#?}");
+    let detail = |key: &str| {
+        v.findings.iter().find(|f| f.key.ends_with(key)).map(|f| f.detail.clone()).unwrap()
+    };
+    let big = detail(&logs[0].key);
+    assert!(big.contains("larger than 64 MiB") && big.contains("not read"), "{big}");
+    assert!(big.contains("still holds the original"), "{big}");
+    assert!(detail(&logs[1].key).contains("not readable as gzip"), "{v:#?}");
+    assert!(detail(&logs[2].key).contains("not readable as gzip"), "{v:#?}");
+
+    // A digest over the cap is no digest: its signature cannot be checked.
+    let (mem, files) = stored();
+    let d = digests(&files)[1];
+    mem.put(&SyntheticFile { body: huge, ..d.clone() });
+    let v = check(&mem, Options::default()).await;
+    let f = v
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::DigestInvalidSignature)
+        .unwrap_or_else(|| panic!("{v:#?}"));
+    assert!(f.detail.contains("not a digest file (larger than 64 MiB"), "{}", f.detail);
+}

@@ -11,7 +11,7 @@ use escrow_sync_core::{
     CancellationToken, Error, ErrorKind, Executor, ExecutorOptions, Item, ItemStream, Mode,
     Payload, ProgressEvent, Receipt, Result, RetryPolicy, Scope, Sink, Source,
 };
-use escrow_sync_testkit::{FaultLayer, MemBucket, MemSink, MemSource};
+use escrow_sync_testkit::{FaultCounts, FaultKind, FaultLayer, MemBucket, MemSink, MemSource};
 
 fn fast_retry(attempts: u32) -> RetryPolicy {
     RetryPolicy {
@@ -85,7 +85,13 @@ async fn transient_and_throttle_errors_are_retried_until_success() {
     let ex = Executor::new(ExecutorOptions::new().with_retry(fast_retry(20)));
     let r = ex.execute(Mode::Run, &src, &sink, &Scope::all()).await.unwrap();
     assert_eq!((r.copied, r.failed), (60, 0), "{:?}", r.failures);
-    assert!(sink.injected() > 5, "faults were injected: {}", sink.injected());
+    let counts = sink.counts();
+    let n = counts.record("core::executor::transient_and_throttle_retried");
+    // Deterministic: every item ends in success, so the faults are those the
+    // seeded sequence draws before its 60th pass, whatever the interleaving.
+    assert_eq!(n, 23, "faults injected: {}", counts.summary());
+    assert_eq!((counts.get(FaultKind::Transient), counts.get(FaultKind::Throttle)), (10, 13));
+    assert_eq!(sink.injected(), n);
     assert_eq!(escrow.len(), 60);
     assert_eq!(sink.inner().writes(), 60, "each item written once");
 }
@@ -103,6 +109,8 @@ async fn permanent_errors_are_not_retried() {
     keys.sort();
     assert_eq!(keys, [("k0003", 1), ("k0007", 1)]);
     assert!(r.failures.iter().all(|f| f.kind == ErrorKind::Failed && f.error.contains(&f.key)));
+    let n = sink.counts().record("core::executor::permanent_errors_not_retried");
+    assert_eq!((n, sink.counts().get(FaultKind::Permanent)), (2, 2), "one per failing key");
 }
 
 #[tokio::test]
@@ -114,6 +122,7 @@ async fn retries_stop_at_the_budget() {
     assert_eq!(r.failed, 3);
     assert!(r.failures.iter().all(|f| f.attempts == 4 && f.kind == ErrorKind::Transient));
     assert_eq!(sink.injected(), 12);
+    assert_eq!(sink.counts().record("core::executor::retries_stop_at_the_budget"), 12);
 }
 
 #[tokio::test]
@@ -173,6 +182,8 @@ async fn cancellation_during_backoff_fails_the_item_cleanly() {
     assert!(r.cancelled);
     assert_eq!(r.failures.len(), 1);
     assert_eq!(r.failures[0].kind, ErrorKind::Cancelled);
+    let n = sink.counts().record("core::executor::cancellation_during_backoff");
+    assert_eq!(n, 1, "one attempt, then the backoff was cancelled");
 }
 
 #[tokio::test]
@@ -375,6 +386,11 @@ async fn throttling_halves_the_concurrency_and_success_grows_it_back() {
     let r =
         ex.execute(Mode::Run, &MemSource::new(primary(200)), &sink, &Scope::all()).await.unwrap();
     assert_eq!((r.copied, r.failed, r.throttled), (200, 0, 3));
+    let counts = FaultCounts::new();
+    for _ in 0..3 - sink.left.load(Ordering::SeqCst) {
+        counts.add(FaultKind::Throttle);
+    }
+    assert_eq!(counts.record("core::executor::throttling_halves_the_concurrency"), 3);
     let limits = limits.lock().unwrap().clone();
     assert_eq!(&limits[..3], [4, 2, 1], "halved on each throttle: {limits:?}");
     assert_eq!(*limits.last().unwrap(), 8, "grew back to the maximum: {limits:?}");

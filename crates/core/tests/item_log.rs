@@ -7,7 +7,7 @@ use std::time::Duration;
 use escrow_sync_core::{
     Executor, ExecutorOptions, ItemLog, ItemOutcome, ItemRecord, Mode, RetryPolicy, Scope,
 };
-use escrow_sync_testkit::{FaultLayer, MemBucket, MemSink, MemSource};
+use escrow_sync_testkit::{FaultKind, FaultLayer, MemBucket, MemSink, MemSource};
 
 type Seen = Arc<Mutex<Vec<(String, ItemOutcome, Option<String>)>>>;
 
@@ -58,4 +58,6 @@ async fn every_item_is_logged_once_failed_copies_included() {
     assert_eq!(by_key["k2"], [ItemOutcome::Failed]);
     let logged = seen.len() as u64;
     assert_eq!(logged, r.copied + r.skipped + r.failed + r.retained);
+    let n = sink.counts().record("core::item_log::failed_copies_logged");
+    assert_eq!((n, sink.counts().get(FaultKind::Permanent)), (2, 2), "one per failing key");
 }

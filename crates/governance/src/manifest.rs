@@ -397,51 +397,101 @@ pub struct Manifest {
     pub end: EndLine,
 }
 
+/// The most bytes a manifest read back from escrow may have. A run writes
+/// one item line per item (about 200–400 bytes), so this is room for some
+/// ten million items; a larger object is refused with a clear error before
+/// it is read, not read into memory.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 30;
+
+/// The most bytes of one manifest line (an item line with its key, ETags,
+/// provenance and error text is well under a few KiB; S3 keys are at most
+/// 1 KiB).
+pub const MAX_MANIFEST_LINE_BYTES: usize = 1 << 20;
+
 impl Manifest {
     /// Parses a manifest; fails on an unknown format, a line that does not
-    /// parse, an item of an unknown job, or a missing end line (a partial
-    /// manifest is never taken for complete).
+    /// parse or is over [`MAX_MANIFEST_LINE_BYTES`], an item of an unknown
+    /// job, or a missing end line (a partial manifest is never taken for
+    /// complete).
     pub fn parse(text: &str) -> Result<Manifest> {
-        let bad = |m: String| Error::new(ErrorKind::Failed, "manifest", "parse", m);
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty()).enumerate();
-        let header = match lines.next().map(|(_, l)| serde_json::from_str::<Line>(l)) {
-            Some(Ok(Line::Header(h))) if h.format == FORMAT => h,
-            Some(Ok(Line::Header(h))) => {
-                return Err(bad(format!("format {} is not {FORMAT}", h.format)));
-            }
-            _ => return Err(bad("no header line: not an escrow-sync manifest".into())),
-        };
-        let mut jobs: BTreeMap<String, JobRecord> = BTreeMap::new();
-        let mut end = None;
-        for (n, l) in lines {
-            if end.is_some() {
-                return Err(bad(format!("line {}: text after the end line", n + 1)));
-            }
-            let line: Line =
-                serde_json::from_str(l).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
-            match line {
-                Line::Header(_) => return Err(bad(format!("line {}: a second header", n + 1))),
-                Line::Job(j) => {
-                    let record = JobRecord { kind: j.kind, items: Vec::new(), summary: None };
-                    jobs.insert(j.job, record);
-                }
-                Line::Item(i) => match jobs.get_mut(&i.job) {
-                    Some(j) => j.items.push(i),
-                    None => {
-                        return Err(bad(format!("line {}: item of unknown job {}", n + 1, i.job)));
-                    }
-                },
-                Line::JobEnd(s) => match jobs.get_mut(&s.job) {
-                    Some(j) => j.summary = Some(s),
-                    None => {
-                        return Err(bad(format!("line {}: end of unknown job {}", n + 1, s.job)));
-                    }
-                },
-                Line::End(e) => end = Some(e),
-            }
+        let mut parser = ManifestParser::default();
+        for line in text.lines() {
+            parser.line(line)?;
         }
-        let end = end.ok_or_else(|| bad("no end line: the manifest is partial".into()))?;
-        Ok(Manifest { header, jobs, end })
+        parser.finish()
+    }
+}
+
+/// A manifest parsed line by line, as it is read.
+#[derive(Debug, Default)]
+struct ManifestParser {
+    /// Lines seen (for messages).
+    n: u64,
+    header: Option<Header>,
+    jobs: BTreeMap<String, JobRecord>,
+    end: Option<EndLine>,
+}
+
+fn bad(m: String) -> Error {
+    Error::new(ErrorKind::Failed, "manifest", "parse", m)
+}
+
+fn long_line(n: u64) -> Error {
+    bad(format!(
+        "line {n}: longer than {} KiB, more than any manifest line: not an escrow-sync manifest, \
+         or a damaged one",
+        MAX_MANIFEST_LINE_BYTES >> 10
+    ))
+}
+
+impl ManifestParser {
+    fn line(&mut self, l: &str) -> Result<()> {
+        self.n += 1;
+        let n = self.n;
+        if l.trim().is_empty() {
+            return Ok(());
+        }
+        if l.len() > MAX_MANIFEST_LINE_BYTES {
+            return Err(long_line(n));
+        }
+        if self.header.is_none() {
+            self.header = Some(match serde_json::from_str::<Line>(l) {
+                Ok(Line::Header(h)) if h.format == FORMAT => h,
+                Ok(Line::Header(h)) => {
+                    return Err(bad(format!("format {} is not {FORMAT}", h.format)));
+                }
+                _ => return Err(bad("no header line: not an escrow-sync manifest".into())),
+            });
+            return Ok(());
+        }
+        if self.end.is_some() {
+            return Err(bad(format!("line {n}: text after the end line")));
+        }
+        let line: Line = serde_json::from_str(l).map_err(|e| bad(format!("line {n}: {e}")))?;
+        match line {
+            Line::Header(_) => return Err(bad(format!("line {n}: a second header"))),
+            Line::Job(j) => {
+                let record = JobRecord { kind: j.kind, items: Vec::new(), summary: None };
+                self.jobs.insert(j.job, record);
+            }
+            Line::Item(i) => match self.jobs.get_mut(&i.job) {
+                Some(j) => j.items.push(i),
+                None => return Err(bad(format!("line {n}: item of unknown job {}", i.job))),
+            },
+            Line::JobEnd(s) => match self.jobs.get_mut(&s.job) {
+                Some(j) => j.summary = Some(s),
+                None => return Err(bad(format!("line {n}: end of unknown job {}", s.job))),
+            },
+            Line::End(e) => self.end = Some(e),
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Manifest> {
+        let header =
+            self.header.ok_or_else(|| bad("no header line: not an escrow-sync manifest".into()))?;
+        let end = self.end.ok_or_else(|| bad("no end line: the manifest is partial".into()))?;
+        Ok(Manifest { header, jobs: self.jobs, end })
     }
 }
 
@@ -679,7 +729,10 @@ impl ManifestStore {
         Ok(keys)
     }
 
-    /// Reads and parses the manifest at `key` (a partial one is refused).
+    /// Reads and parses the manifest at `key` (a partial one is refused),
+    /// line by line as it streams in: an object over [`MAX_MANIFEST_BYTES`]
+    /// or a line over [`MAX_MANIFEST_LINE_BYTES`] is a clear error, never
+    /// read into memory whole.
     pub async fn read(&self, key: &str) -> Result<Manifest> {
         let out = self
             .s3
@@ -690,14 +743,51 @@ impl ManifestStore {
             .send()
             .await
             .map_err(|e| sdk_error(e, "s3:GetObject", self.location(key)))?;
-        let bytes = out.body.collect().await.map_err(|e| {
+        let failed = |m: String| Error::new(ErrorKind::Failed, "manifest", self.location(key), m);
+        let too_large = |size: String| {
+            failed(format!(
+                "{size} bytes, over the {} GiB a manifest may have: not a manifest escrow-sync \
+                 wrote, or a damaged one; list the manifests (`status`) and remove or ignore this \
+                 object",
+                MAX_MANIFEST_BYTES >> 30
+            ))
+        };
+        if let Some(len) = out.content_length().filter(|l| *l as u64 > MAX_MANIFEST_BYTES) {
+            return Err(too_large(len.to_string()));
+        }
+        let mut body = out.body;
+        let mut parser = ManifestParser::default();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut total: u64 = 0;
+        let feed = |parser: &mut ManifestParser, bytes: &[u8]| -> Result<()> {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|e| failed(format!("line {}: not UTF-8 text ({e})", parser.n + 1)))?;
+            parser.line(text.strip_suffix('\r').unwrap_or(text)).map_err(|e| failed(e.chain()))
+        };
+        while let Some(chunk) = body.try_next().await.map_err(|e| {
             Error::new(ErrorKind::Transient, "s3:GetObject", self.location(key), e.to_string())
-        })?;
-        let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
-            Error::new(ErrorKind::Failed, "manifest", self.location(key), e.to_string())
-        })?;
-        Manifest::parse(&text)
-            .map_err(|e| Error::new(ErrorKind::Failed, "manifest", self.location(key), e.chain()))
+        })? {
+            total += chunk.len() as u64;
+            if total > MAX_MANIFEST_BYTES {
+                return Err(too_large(format!("more than {total}")));
+            }
+            let mut rest: &[u8] = &chunk;
+            while let Some(i) = rest.iter().position(|b| *b == b'\n') {
+                pending.extend_from_slice(&rest[..i]);
+                feed(&mut parser, &pending)?;
+                pending.clear();
+                rest = &rest[i + 1..];
+            }
+            if pending.len() + rest.len() > MAX_MANIFEST_LINE_BYTES {
+                // Refused without holding more of the line.
+                return Err(failed(long_line(parser.n + 1).chain()));
+            }
+            pending.extend_from_slice(rest);
+        }
+        if !pending.is_empty() {
+            feed(&mut parser, &pending)?;
+        }
+        parser.finish().map_err(|e| failed(e.chain()))
     }
 
     /// The latest complete manifest (the greatest key under the prefix that

@@ -113,3 +113,73 @@ async fn a_failed_part_aborts_the_upload_and_nothing_is_completed() {
     assert!(err.to_string().contains("UploadPart"), "{err}");
     assert_eq!((complete.num_calls(), abort.num_calls()), (0, 1));
 }
+
+/// A store whose GetObject of `runs/m.jsonl` answers `output`.
+fn reading(
+    output: impl Fn() -> aws_sdk_s3::operation::get_object::GetObjectOutput + Send + Sync + 'static,
+) -> ManifestStore {
+    let get = mock!(aws_sdk_s3::Client::get_object).then_output(output);
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get]);
+    ManifestStore::new(s3, "esc-manifests", "runs/")
+}
+
+fn body(bytes: Vec<u8>) -> aws_sdk_s3::operation::get_object::GetObjectOutput {
+    aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
+        .content_length(bytes.len() as i64)
+        .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+        .build()
+}
+
+#[tokio::test]
+async fn a_manifest_read_back_is_parsed_as_it_streams() {
+    let text = spooled(1000).into_bytes().unwrap();
+    let m = reading(move || body(text.clone())).read("runs/m.jsonl").await.unwrap();
+    assert_eq!(m.jobs["assets"].items.len(), 1000);
+    assert_eq!(m.header.run_id, "run-1");
+}
+
+#[tokio::test]
+async fn an_oversized_or_malformed_manifest_is_a_clear_error_not_a_crash() {
+    use escrow_sync_governance::manifest::{MAX_MANIFEST_BYTES, MAX_MANIFEST_LINE_BYTES};
+
+    // Over the cap by its length: refused before a byte is read.
+    let huge = || {
+        aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
+            .content_length(MAX_MANIFEST_BYTES as i64 + 1)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"{}"))
+            .build()
+    };
+    let err = reading(huge).read("runs/m.jsonl").await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("s3://esc-manifests/runs/m.jsonl"), "{text}");
+    assert!(text.contains("over the 4 GiB a manifest may have"), "{text}");
+
+    // One line without end, past the line cap.
+    let long = vec![b'x'; MAX_MANIFEST_LINE_BYTES + 10];
+    let err = reading(move || body(long.clone())).read("runs/m.jsonl").await.unwrap_err();
+    assert!(err.to_string().contains("line 1: longer than 1024 KiB"), "{err}");
+
+    // A valid header, then a long line.
+    let mut text = spooled(3).into_bytes().unwrap();
+    let first = text.iter().position(|b| *b == b'\n').unwrap();
+    text.truncate(first + 1);
+    text.extend(std::iter::repeat_n(b'y', MAX_MANIFEST_LINE_BYTES + 1));
+    text.push(b'\n');
+    let err = reading(move || body(text.clone())).read("runs/m.jsonl").await.unwrap_err();
+    assert!(err.to_string().contains("line 2: longer than"), "{err}");
+
+    // Not text, not JSON, not a manifest, partial.
+    for (bytes, want) in [
+        (vec![0xff, 0xfe, 0x00, b'\n'], "not UTF-8"),
+        (b"{\"not\": \"a manifest\"}\n".to_vec(), "no header line"),
+        (b"\x1f\x8b\x08\x00garbage".to_vec(), "not UTF-8"),
+        (Vec::new(), "no header line"),
+    ] {
+        let err = reading(move || body(bytes.clone())).read("runs/m.jsonl").await.unwrap_err();
+        assert!(err.to_string().contains(want), "{want}: {err}");
+    }
+    let mut partial = spooled(5).into_bytes().unwrap();
+    partial.truncate(partial.len() - 20);
+    let err = reading(move || body(partial.clone())).read("runs/m.jsonl").await.unwrap_err();
+    assert!(err.chain().contains("line"), "{}", err.chain());
+}

@@ -27,6 +27,7 @@ use escrow_sync_core::{
     ServerSideRef, Sink, Source,
 };
 use escrow_sync_s3::{MultipartOptions, S3Sink, S3Source, SOURCE_ETAG_META, check_dest_bucket};
+use escrow_sync_testkit::{FaultCounts, FaultKind};
 
 fn object(key: &str, size: i64, etag: &str) -> Object {
     Object::builder().key(key).size(size).e_tag(etag).build()
@@ -206,6 +207,9 @@ async fn slow_down_is_retried_by_the_executor_not_stacked_on_sdk_retries() {
     // would have made three attempts per executor attempt).
     assert_eq!(copy.num_calls(), 3);
     assert_eq!(tagging.num_calls(), 3);
+    let faults = FaultCounts::new();
+    (0..copy.num_calls() - 1).for_each(|_| faults.add(FaultKind::Throttle));
+    assert_eq!(faults.record("s3::mock_requests::slow_down_retried_by_the_executor"), 2);
 }
 
 #[tokio::test]
@@ -491,6 +495,9 @@ async fn a_throttled_part_is_retried_alone() {
     assert_eq!(part.num_calls(), 3);
     assert_eq!(ok.num_calls(), 2, "parts 1 and 2 once each");
     assert_eq!((complete.num_calls(), abort.num_calls()), (1, 0));
+    let faults = FaultCounts::new();
+    (0..part.num_calls() - 1).for_each(|_| faults.add(FaultKind::Throttle));
+    assert_eq!(faults.record("s3::mock_requests::throttled_part_retried_alone"), 2);
 }
 
 #[tokio::test]
@@ -509,6 +516,9 @@ async fn a_200_response_with_an_error_body_fails_and_aborts() {
     let err = sink.write(&item, Payload::Reference(src)).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert_eq!(abort.num_calls(), 1);
+    let faults = FaultCounts::new();
+    (0..complete.num_calls()).for_each(|_| faults.add(FaultKind::ErrorIn200));
+    assert_eq!(faults.record("s3::mock_requests::complete_200_with_error_aborts"), 1);
 }
 
 #[tokio::test]
@@ -884,4 +894,9 @@ async fn a_200_response_with_an_error_body_to_a_copy_or_a_part_copy_is_retryable
     let err = sink.write(&item, Payload::Reference(src)).await.unwrap_err();
     assert!(err.is_retryable(), "UploadPartCopy: {err}");
     assert_eq!(abort.num_calls(), 1);
+    let faults = FaultCounts::new();
+    (0..copy.num_calls() + part.num_calls()).for_each(|_| faults.add(FaultKind::ErrorIn200));
+    // One CopyObject; parts fail on their own retries (part_retry) until one
+    // part's budget runs out.
+    assert!(faults.record("s3::mock_requests::copy_200_with_error_retryable") >= 2);
 }

@@ -1,6 +1,7 @@
 //! Test support for escrow-sync: an in-memory [`MemSource`] and [`MemSink`],
 //! a fault-injecting [`FaultLayer`], proptest [`strategies`], and the
-//! [`conformance`] suite that every Source/Sink pair runs.
+//! [`conformance`] suite that every Source/Sink pair runs; with the `http`
+//! feature, HTTP-level fault injection for SDK clients ([`http::HttpFaults`]).
 //!
 //! ```
 //! use escrow_sync_core::{Executor, ExecutorOptions, Mode, Scope};
@@ -22,8 +23,10 @@
 
 pub mod conformance;
 mod fault;
+#[cfg(feature = "http")]
+pub mod http;
 mod mem;
 pub mod strategies;
 
-pub use fault::{FaultLayer, Faulty};
+pub use fault::{FaultCounts, FaultKind, FaultLayer, Faulty, record_faults};
 pub use mem::{MemBucket, MemObject, MemSink, MemSource, fingerprint};
