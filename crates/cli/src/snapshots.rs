@@ -516,22 +516,17 @@ fn jobs_of_kind(config: &Config, job: JobRef<'_>) -> Vec<(String, Vec<String>)> 
 
 /// The job an escrow copy belongs to, from escrow's own records: its
 /// `escrow-sync:job` tag; for a copy made before copies recorded their job,
-/// the job whose `ids` name its recorded source (or lineage), else the one
-/// job of the kind that selects by tags (`None` when there are several:
-/// such copies are kept).
+/// the job whose `ids` name its recorded source (or lineage). A job that
+/// selects by tags cannot claim an untagged copy (escrow does not record
+/// the source's tags, and another config may share the escrow account):
+/// `None`, and such copies are kept until tagged with the job's name.
 fn claimant<'a>(copy: &EscrowCopy, jobs: &'a [(String, Vec<String>)]) -> Option<&'a str> {
     if let Some(tagged) = &copy.job {
         return jobs.iter().find(|(name, _)| name == tagged).map(|(name, _)| name.as_str());
     }
-    if let Some((name, _)) =
-        jobs.iter().find(|(_, ids)| ids.iter().any(|i| *i == copy.source || *i == copy.lineage))
-    {
-        return Some(name);
-    }
-    match jobs.iter().filter(|(_, ids)| ids.is_empty()).collect::<Vec<_>>().as_slice() {
-        [(name, _)] => Some(name),
-        _ => None,
-    }
+    jobs.iter()
+        .find(|(_, ids)| ids.iter().any(|i| *i == copy.source || *i == copy.lineage))
+        .map(|(name, _)| name.as_str())
 }
 
 /// Escrow-side evidence that the latest run left a verified copy: per
@@ -692,11 +687,18 @@ pub(crate) async fn prune(
         };
         let (copies, others): (Vec<_>, Vec<_>) =
             copies.into_iter().partition(|c| claimant(c, &jobs) == Some(name.as_str()));
-        if !others.is_empty() {
+        let untagged = others.iter().filter(|c| c.job.is_none()).count();
+        if others.len() > untagged {
             outcome.notes.push(format!(
-                "{} escrow {what} of other jobs (by their escrow-sync:job tag or ids), or made \
-                 before copies recorded their job and claimed by no single job, are kept",
-                others.len()
+                "{} escrow {what} of other jobs (by their escrow-sync:job tag) are kept",
+                others.len() - untagged
+            ));
+        }
+        if untagged > 0 {
+            outcome.notes.push(format!(
+                "{untagged} escrow {what} without an escrow-sync:job tag (made before copies \
+                 recorded their job) that this job's ids do not name are kept: tag them \
+                 escrow-sync:job={name} to let this job prune them"
             ));
         }
         mine.push((*what, store.as_ref(), copies));
@@ -1100,7 +1102,7 @@ keep_last = 2
     }
 
     #[test]
-    fn a_copy_is_a_jobs_by_its_tag_else_by_ids_else_by_the_one_tag_selecting_job() {
+    fn a_copy_is_a_jobs_by_its_job_tag_else_by_ids() {
         let copy = |job: Option<&str>, source: &str, lineage: &str| EscrowCopy {
             id: format!("c-{source}"),
             source: source.into(),
@@ -1114,9 +1116,13 @@ keep_last = 2
         assert_eq!(claimant(&copy(Some("db"), "snap-1", "vol-1"), &one), Some("db"));
         assert_eq!(claimant(&copy(Some("gone"), "snap-1", "vol-1"), &one), None);
         assert_eq!(claimant(&copy(None, "snap-9", "vol-1"), &one), Some("db"));
-        assert_eq!(claimant(&copy(None, "snap-1", "vol-1"), &one), Some("volumes"));
+        assert_eq!(
+            claimant(&copy(None, "vol-9", "vol-9"), &[("v".into(), vec!["vol-9".into()])]),
+            Some("v")
+        );
+        // A tag-selecting job cannot tell an untagged copy is its own: kept.
+        assert_eq!(claimant(&copy(None, "snap-1", "vol-1"), &one), None);
         let two = vec![("a".to_string(), vec![]), ("b".to_string(), vec![])];
-        assert_eq!(claimant(&copy(None, "snap-1", "vol-1"), &two), None, "ambiguous: kept");
         assert_eq!(claimant(&copy(Some("b"), "snap-1", "vol-1"), &two), Some("b"));
     }
 
