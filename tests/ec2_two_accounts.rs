@@ -288,7 +288,7 @@ async fn prune_keeps_the_newest_copies_and_deletes_only_with_apply() {
     let volume = new_volume(&primary_admin).await;
     let ids = snapshots_of(&primary_admin, &volume, &tag, 2).await;
     let job = format!(
-        "[[ec2]]\nname = \"volumes\"\ninclude = [\"snapshots\"]\ntags = {{ backup = \"{tag}\" }}\n"
+        "[[ec2]]\nname = \"{tag}\"\ninclude = [\"snapshots\"]\ntags = {{ backup = \"{tag}\" }}\n"
     );
     let key = create_kms_key(&admin(ESCROW).await).await;
     let config = escrow_sync_e2e::config_with_jobs(&job);
@@ -300,7 +300,7 @@ async fn prune_keeps_the_newest_copies_and_deletes_only_with_apply() {
     assert_eq!(run.json()["jobs"][0]["copied"].as_u64(), Some(2), "{}", run.stdout);
     // Each copy records the job that made it: prune tells its copies by it.
     let tags = escrow_copy_tags(&escrow_admin, &ids[0]).await;
-    assert_eq!(tags[0].get("escrow-sync:job").map(String::as_str), Some("volumes"), "{tags:?}");
+    assert_eq!(tags[0].get("escrow-sync:job"), Some(&tag), "{tags:?}");
 
     // Retention set afterwards: the older copy may go, the newest stays.
     // The copies are minutes old: keep_within_days 0 lets them go, and
@@ -350,7 +350,7 @@ async fn a_flood_of_fresh_snapshots_neither_floods_escrow_nor_prunes_its_history
     let volume = new_volume(&primary_admin).await;
     let before = snapshots_of(&primary_admin, &volume, &tag, 2).await;
     let config = escrow_sync_e2e::config_with_jobs(&format!(
-        "[[ec2]]\nname = \"flood\"\ninclude = [\"snapshots\"]\ntags = {{ backup = \"{tag}\" }}\n"
+        "[[ec2]]\nname = \"{tag}\"\ninclude = [\"snapshots\"]\ntags = {{ backup = \"{tag}\" }}\n"
     ));
     let text = std::fs::read_to_string(&config).unwrap();
     let text =
@@ -422,14 +422,19 @@ async fn a_flood_of_fresh_snapshots_neither_floods_escrow_nor_prunes_its_history
         assert_eq!(escrow_copies(&escrow_admin, id).await.len(), 1, "{id}: pre-incident kept");
     }
 
-    // The same plan with the primary unreachable: prune reads escrow only.
+    // The same plan with the primary unreachable (no credentials for it
+    // can be had: its reader role is replaced by a profile that does not
+    // exist): a run fails, prune plans from escrow alone.
     let offline = config.with_file_name("primary-gone.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &offline,
-        text.replacen("[primary]\n", "[primary]\nendpoint_url = \"http://127.0.0.1:9\"\n", 1),
-    )
-    .unwrap();
+    let primary = text
+        .lines()
+        .filter(|l| !l.starts_with("role_arn = \"arn:aws:iam::111111111111"))
+        .filter(|l| !l.starts_with("external_id"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replacen("[primary]\n", "[primary]\nprofile = \"primary-gone\"\n", 1);
+    std::fs::write(&offline, primary + "\n").unwrap();
     let gone = offline.to_str().unwrap();
     let refused = escrow_sync_e2e::cli(&["run", "--config", gone, "--output", "json"]);
     assert_eq!(refused.code, 2, "the primary is unreachable: {refused:?}");
