@@ -1084,7 +1084,7 @@ keep_last = 2
         let f = &report.findings[0];
         assert_eq!(f.kind.as_deref(), Some("mass-change"));
         assert!(f.problem.contains("2 new copies held back (snap-f1, snap-f2)"), "{}", f.problem);
-        let log = logged.lock().unwrap();
+        let log = logged.lock().unwrap().clone();
         let failed_logged: Vec<_> = log
             .iter()
             .filter(|r| r.outcome == escrow_sync_core::ItemOutcome::Failed)
