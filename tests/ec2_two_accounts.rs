@@ -243,15 +243,52 @@ async fn escrow_copies(ec2: &aws_sdk_ec2::Client, source: &str) -> Vec<String> {
         .collect()
 }
 
+/// The tags of the escrow copies of `source`.
+async fn escrow_copy_tags(
+    ec2: &aws_sdk_ec2::Client,
+    source: &str,
+) -> Vec<BTreeMap<String, String>> {
+    ec2.describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{SOURCE_SNAPSHOT_TAG}"))
+                .values(source)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .snapshots
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            s.tags()
+                .iter()
+                .map(|t| (t.key().unwrap_or("").to_string(), t.value().unwrap_or("").to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn append(config: &std::path::Path, lines: &str) {
+    std::fs::write(config, std::fs::read_to_string(config).unwrap() + lines).unwrap();
+}
+
+/// The `source` of each copy in a prune job's `field` list.
+fn sources<'a>(job: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    job[field].as_array().unwrap().iter().filter_map(|c| c["source"].as_str()).collect()
+}
+
 #[tokio::test]
-async fn prune_keeps_the_newest_copies_deletes_only_with_apply_and_only_after_a_clean_verify() {
+async fn prune_keeps_the_newest_copies_and_deletes_only_with_apply() {
     let primary_admin = escrow_sync_ec2::client(&admin(PRIMARY).await);
     let escrow_admin = escrow_sync_ec2::client(&admin(ESCROW).await);
     let tag = escrow_sync_e2e::unique("prune");
     let volume = new_volume(&primary_admin).await;
     let ids = snapshots_of(&primary_admin, &volume, &tag, 2).await;
     let job = format!(
-        "[[ec2]]\nname = \"volumes\"\ninclude = [\"snapshots\"]\ntags = {{ backup = \"{tag}\" }}\n"
+        "[[ec2]]\nname = \"{tag}\"\ninclude = [\"snapshots\"]\ntags = {{ backup = \"{tag}\" }}\n"
     );
     let key = create_kms_key(&admin(ESCROW).await).await;
     let config = escrow_sync_e2e::config_with_jobs(&job);
@@ -261,31 +298,28 @@ async fn prune_keeps_the_newest_copies_deletes_only_with_apply_and_only_after_a_
     let cfg = config.to_str().unwrap();
     let run = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
     assert_eq!(run.json()["jobs"][0]["copied"].as_u64(), Some(2), "{}", run.stdout);
+    // Each copy records the job that made it: prune tells its copies by it.
+    let tags = escrow_copy_tags(&escrow_admin, &ids[0]).await;
+    assert_eq!(tags[0].get("escrow-sync:job"), Some(&tag), "{tags:?}");
 
     // Retention set afterwards: the older copy may go, the newest stays.
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + "keep_last = 1\n").unwrap();
+    // The copies are minutes old: keep_within_days 0 lets them go, and
+    // deleting one of two is over the default max_delete_percent.
+    append(&config, "keep_last = 1\nkeep_within_days = 0\nmax_delete_percent = 100\n");
     let dry = escrow_sync_e2e::cli(&["prune", "--config", cfg, "--output", "json"]);
     assert_eq!(dry.code, 0, "{dry:?}");
     let j = &dry.json()["jobs"][0];
     assert_eq!(dry.json()["apply"].as_bool(), Some(false));
-    let would: Vec<&str> =
-        j["deleted"].as_array().unwrap().iter().filter_map(|c| c["source"].as_str()).collect();
-    assert!(would.contains(&ids[0].as_str()), "{j}");
-    assert!(!would.contains(&ids[1].as_str()), "the newest copy stays: {j}");
+    assert_eq!(sources(j, "deleted"), [ids[0].as_str()], "the newest copy stays: {j}");
+    assert_eq!(j["findings"].as_array().map(Vec::len), Some(0), "{j}");
+    assert_eq!(j["limits"]["max_delete_percent"].as_u64(), Some(100), "{j}");
     assert_eq!(escrow_copies(&escrow_admin, &ids[0]).await.len(), 1, "a dry run deletes nothing");
     let text = escrow_sync_e2e::cli(&["prune", "--config", cfg]);
     assert!(text.stdout.contains("would delete"), "{}", text.stdout);
 
-    // The verify that prune runs first must be clean: a new snapshot not yet
-    // copied stops it, and nothing is deleted.
-    let newer = snapshots_of(&primary_admin, &volume, &tag, 1).await;
-    let blocked = escrow_sync_e2e::cli(&["prune", "--config", cfg, "--apply", "--output", "json"]);
-    assert_eq!(blocked.code, 3, "{blocked:?}");
-    assert!(blocked.json()["jobs"][0]["deleted"].as_array().unwrap().is_empty());
-    assert_eq!(escrow_copies(&escrow_admin, &ids[0]).await.len(), 1);
-
     // A run copies the new one (the retention window leaves the older ones
     // of their volume alone), then prune --apply deletes the older copies.
+    let newer = snapshots_of(&primary_admin, &volume, &tag, 1).await;
     let run = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
     assert_eq!(run.code, 0, "{run:?}");
     let applied = escrow_sync_e2e::cli(&["prune", "--config", cfg, "--apply", "--output", "json"]);
@@ -297,4 +331,144 @@ async fn prune_keeps_the_newest_copies_deletes_only_with_apply_and_only_after_a_
     let again = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
     assert_eq!(again.json()["jobs"][0]["copied"].as_u64(), Some(0), "{}", again.stdout);
     assert_eq!(escrow_sync_e2e::cli(&["verify", "--config", cfg]).code, 0);
+}
+
+/// Issue 13: an intruder floods a volume with fresh snapshots. A run copies
+/// only the newest `max_new_copies_per_source` (finding `mass-change`);
+/// prune, which reads escrow only (it works with the primary unreachable),
+/// keeps the pre-incident copies: young copies by keep_within_days, and a
+/// prune over max_delete_percent deletes nothing (finding `prune-limit`,
+/// exit 3) unless --accept-mass-delete.
+#[tokio::test]
+async fn a_flood_of_fresh_snapshots_neither_floods_escrow_nor_prunes_its_history() {
+    let primary_admin = escrow_sync_ec2::client(&admin(PRIMARY).await);
+    let escrow_session = admin(ESCROW).await;
+    let escrow_admin = escrow_sync_ec2::client(&escrow_session);
+    let tag = escrow_sync_e2e::unique("flood");
+    let manifests = escrow_sync_e2e::unique("flood-manifests");
+    escrow_sync_e2e::create_bucket(&escrow_sync_e2e::s3(&escrow_session), &manifests, true).await;
+    let volume = new_volume(&primary_admin).await;
+    let before = snapshots_of(&primary_admin, &volume, &tag, 2).await;
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        "[[ec2]]\nname = \"{tag}\"\ninclude = [\"snapshots\"]\ntags = {{ backup = \"{tag}\" }}\n"
+    ));
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text =
+        text.replacen("[escrow]\n", &format!("[escrow]\nmanifest_bucket = \"{manifests}\"\n"), 1);
+    std::fs::write(&config, text).unwrap();
+    let cfg = config.to_str().unwrap();
+    let run = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["jobs"][0]["copied"].as_u64(), Some(2), "{}", run.stdout);
+
+    // The flood: five fresh snapshots of the volume, tagged for backup.
+    let flood = snapshots_of(&primary_admin, &volume, &tag, 5).await;
+    let run = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
+    // Exit 3 once the lead's `run` exits 3 on a mass-change finding; until
+    // then the held-back items make it 1.
+    assert!(run.code == 3 || run.code == 1, "{run:?}");
+    let j = &run.json()["jobs"][0];
+    assert_eq!(j["copied"].as_u64(), Some(3), "the newest three only: {j}");
+    let findings: Vec<_> = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"].as_str() == Some("mass-change"))
+        .collect();
+    assert_eq!(findings.len(), 1, "{j}");
+    let problem = findings[0]["problem"].as_str().unwrap();
+    assert!(problem.contains(&flood[0]) && problem.contains(&flood[1]), "{problem}");
+    let held: Vec<&str> =
+        j["failures"].as_array().unwrap().iter().filter_map(|f| f["key"].as_str()).collect();
+    assert_eq!(held, [flood[0].as_str(), flood[1].as_str()], "{j}");
+    for id in &flood[..2] {
+        assert!(escrow_copies(&escrow_admin, id).await.is_empty(), "{id} held back");
+    }
+    for id in &flood[2..] {
+        assert_eq!(escrow_copies(&escrow_admin, id).await.len(), 1, "{id} copied");
+    }
+
+    // Retention that would keep only the two newest copies. The latest run
+    // manifest recorded the held-back items as failed: prune deletes nothing.
+    append(&config, "keep_last = 2\n");
+    let blocked = escrow_sync_e2e::cli(&["prune", "--config", cfg, "--apply", "--output", "json"]);
+    assert_eq!(blocked.code, 3, "{blocked:?}");
+    let j = &blocked.json()["jobs"][0];
+    assert_eq!(j["verified"].as_bool(), Some(false), "{j}");
+    assert!(j["notes"].to_string().contains("failed items"), "{j}");
+    assert!(sources(j, "deleted").is_empty(), "{j}");
+    // A run within the retention window has nothing new: a clean manifest.
+    let run = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // keep_within_days (default 7): every copy escrow made this week stays.
+    let young = escrow_sync_e2e::cli(&["prune", "--config", cfg, "--apply", "--output", "json"]);
+    assert_eq!(young.code, 0, "{young:?}");
+    let j = &young.json()["jobs"][0];
+    assert_eq!(j["verified"].as_bool(), Some(true), "{j}");
+    assert!(sources(j, "deleted").is_empty(), "{j}");
+    assert!(j["kept"].to_string().contains("keep_within_days"), "{j}");
+
+    // Without that floor, keep_last = 2 would delete 3 of the job's 5
+    // copies, the pre-incident ones among them: over max_delete_percent 25.
+    append(&config, "keep_within_days = 0\n");
+    let limited = escrow_sync_e2e::cli(&["prune", "--config", cfg, "--apply", "--output", "json"]);
+    assert_eq!(limited.code, 3, "{limited:?}");
+    let j = &limited.json()["jobs"][0];
+    assert_eq!(j["findings"][0]["kind"].as_str(), Some("prune-limit"), "{j}");
+    assert!(j["findings"][0]["problem"].as_str().unwrap().contains("3 of the job's 5"), "{j}");
+    assert!(sources(j, "deleted").is_empty(), "{j}");
+    for id in &before {
+        assert_eq!(escrow_copies(&escrow_admin, id).await.len(), 1, "{id}: pre-incident kept");
+    }
+
+    // The same plan with the primary unreachable (no credentials for it
+    // can be had: its reader role is replaced by a profile that does not
+    // exist): a run fails, prune plans from escrow alone.
+    let offline = config.with_file_name("primary-gone.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let primary = text
+        .lines()
+        .filter(|l| !l.starts_with("role_arn = \"arn:aws:iam::111111111111"))
+        .filter(|l| !l.starts_with("external_id"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replacen("[primary]\n", "[primary]\nprofile = \"primary-gone\"\n", 1);
+    std::fs::write(&offline, primary + "\n").unwrap();
+    let gone = offline.to_str().unwrap();
+    let refused = escrow_sync_e2e::cli(&["run", "--config", gone, "--output", "json"]);
+    assert_eq!(refused.code, 2, "the primary is unreachable: {refused:?}");
+    let dry = escrow_sync_e2e::cli(&[
+        "prune",
+        "--config",
+        gone,
+        "--accept-mass-delete",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    let j = &dry.json()["jobs"][0];
+    let mut would = sources(j, "deleted");
+    would.sort();
+    let mut expected = vec![before[0].as_str(), before[1].as_str(), flood[2].as_str()];
+    expected.sort();
+    assert_eq!(would, expected, "{j}");
+
+    // Accepted: the older copies go, the two newest stay.
+    let applied = escrow_sync_e2e::cli(&[
+        "prune",
+        "--config",
+        gone,
+        "--apply",
+        "--accept-mass-delete",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    for id in [&before[0], &before[1], &flood[2]] {
+        assert!(escrow_copies(&escrow_admin, id).await.is_empty(), "{id}: {}", applied.stdout);
+    }
+    for id in &flood[3..] {
+        assert_eq!(escrow_copies(&escrow_admin, id).await.len(), 1, "{id} kept");
+    }
 }

@@ -193,6 +193,25 @@ pub struct Ec2Job {
     pub keep_weekly: Option<u32>,
     /// Retention: the newest copy of each of the last N months.
     pub keep_monthly: Option<u32>,
+    /// The mass-change circuit breaker: 100 turns it off (default 25). A
+    /// run copies at most `max_new_copies_per_source` new copies of one
+    /// source volume or database unless `run --accept-mass-change`.
+    #[serde(default = "default_limit_percent")]
+    pub max_change_percent: u8,
+    /// New copies of one source volume or database a run makes at most
+    /// (default 3): the newest; the rest are held back with a `mass-change`
+    /// finding.
+    #[serde(default = "default_new_copies_per_source")]
+    pub max_new_copies_per_source: u32,
+    /// `prune` never deletes a copy made in escrow less than this many days
+    /// ago (default 7; 0 turns it off).
+    #[serde(default = "default_keep_within_days")]
+    pub keep_within_days: u32,
+    /// A `prune` that would delete more than this share (percent) of the
+    /// job's escrow copies deletes nothing and reports a `prune-limit`
+    /// finding, unless `--accept-mass-delete` (default 25; 100: no limit).
+    #[serde(default = "default_limit_percent")]
+    pub max_delete_percent: u8,
 }
 
 impl Ec2Job {
@@ -209,6 +228,20 @@ impl Ec2Job {
     /// Its retention rules.
     pub fn retention(&self) -> escrow_sync_core::Retention {
         retention(self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly)
+    }
+
+    /// What `prune` holds to besides the keep_* rules.
+    pub fn prune_limits(&self) -> escrow_sync_core::PruneLimits {
+        escrow_sync_core::PruneLimits {
+            keep_within_days: self.keep_within_days,
+            max_delete_percent: self.max_delete_percent,
+        }
+    }
+
+    /// The most new copies per source a run makes, unless the breaker is
+    /// off (`max_change_percent = 100`).
+    pub fn new_copies_cap(&self) -> Option<u32> {
+        (self.max_change_percent < 100).then_some(self.max_new_copies_per_source)
     }
 }
 
@@ -253,6 +286,25 @@ pub struct RdsJob {
     pub keep_weekly: Option<u32>,
     /// Retention: the newest copy of each of the last N months.
     pub keep_monthly: Option<u32>,
+    /// The mass-change circuit breaker: 100 turns it off (default 25). A
+    /// run copies at most `max_new_copies_per_source` new copies of one
+    /// source volume or database unless `run --accept-mass-change`.
+    #[serde(default = "default_limit_percent")]
+    pub max_change_percent: u8,
+    /// New copies of one source volume or database a run makes at most
+    /// (default 3): the newest; the rest are held back with a `mass-change`
+    /// finding.
+    #[serde(default = "default_new_copies_per_source")]
+    pub max_new_copies_per_source: u32,
+    /// `prune` never deletes a copy made in escrow less than this many days
+    /// ago (default 7; 0 turns it off).
+    #[serde(default = "default_keep_within_days")]
+    pub keep_within_days: u32,
+    /// A `prune` that would delete more than this share (percent) of the
+    /// job's escrow copies deletes nothing and reports a `prune-limit`
+    /// finding, unless `--accept-mass-delete` (default 25; 100: no limit).
+    #[serde(default = "default_limit_percent")]
+    pub max_delete_percent: u8,
 }
 
 impl RdsJob {
@@ -269,6 +321,20 @@ impl RdsJob {
     /// Its retention rules.
     pub fn retention(&self) -> escrow_sync_core::Retention {
         retention(self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly)
+    }
+
+    /// What `prune` holds to besides the keep_* rules.
+    pub fn prune_limits(&self) -> escrow_sync_core::PruneLimits {
+        escrow_sync_core::PruneLimits {
+            keep_within_days: self.keep_within_days,
+            max_delete_percent: self.max_delete_percent,
+        }
+    }
+
+    /// The most new copies per source a run makes, unless the breaker is
+    /// off (`max_change_percent = 100`).
+    pub fn new_copies_cap(&self) -> Option<u32> {
+        (self.max_change_percent < 100).then_some(self.max_new_copies_per_source)
     }
 }
 
@@ -304,6 +370,25 @@ pub struct RedshiftJob {
     pub keep_weekly: Option<u32>,
     /// Retention: the newest copy of each of the last N months.
     pub keep_monthly: Option<u32>,
+    /// The mass-change circuit breaker: 100 turns it off (default 25). A
+    /// run copies at most `max_new_copies_per_source` new copies of one
+    /// source volume or database unless `run --accept-mass-change`.
+    #[serde(default = "default_limit_percent")]
+    pub max_change_percent: u8,
+    /// New copies of one source volume or database a run makes at most
+    /// (default 3): the newest; the rest are held back with a `mass-change`
+    /// finding.
+    #[serde(default = "default_new_copies_per_source")]
+    pub max_new_copies_per_source: u32,
+    /// `prune` never deletes a copy made in escrow less than this many days
+    /// ago (default 7; 0 turns it off).
+    #[serde(default = "default_keep_within_days")]
+    pub keep_within_days: u32,
+    /// A `prune` that would delete more than this share (percent) of the
+    /// job's escrow copies deletes nothing and reports a `prune-limit`
+    /// finding, unless `--accept-mass-delete` (default 25; 100: no limit).
+    #[serde(default = "default_limit_percent")]
+    pub max_delete_percent: u8,
 }
 
 impl RedshiftJob {
@@ -316,6 +401,32 @@ impl RedshiftJob {
     pub fn retention(&self) -> escrow_sync_core::Retention {
         retention(self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly)
     }
+
+    /// What `prune` holds to besides the keep_* rules.
+    pub fn prune_limits(&self) -> escrow_sync_core::PruneLimits {
+        escrow_sync_core::PruneLimits {
+            keep_within_days: self.keep_within_days,
+            max_delete_percent: self.max_delete_percent,
+        }
+    }
+
+    /// The most new copies per source a run makes, unless the breaker is
+    /// off (`max_change_percent = 100`).
+    pub fn new_copies_cap(&self) -> Option<u32> {
+        (self.max_change_percent < 100).then_some(self.max_new_copies_per_source)
+    }
+}
+
+fn default_limit_percent() -> u8 {
+    25
+}
+
+fn default_new_copies_per_source() -> u32 {
+    3
+}
+
+fn default_keep_within_days() -> u32 {
+    7
 }
 
 fn default_read_capacity_percent() -> u32 {
@@ -1043,7 +1154,37 @@ fn check_common(
     None
 }
 
+/// What is wrong with a snapshot job's mass-change and prune limits.
+fn check_limits(
+    max_change_percent: u8,
+    max_new_copies: u32,
+    max_delete_percent: u8,
+) -> Option<String> {
+    for (key, value) in
+        [("max_change_percent", max_change_percent), ("max_delete_percent", max_delete_percent)]
+    {
+        if !(1..=100).contains(&value) {
+            return Some(format!(
+                "{key} = {value} is out of range: set 1 to 100 (100 turns the limit off)"
+            ));
+        }
+    }
+    if max_new_copies == 0 {
+        return Some(
+            "max_new_copies_per_source = 0 would copy nothing: set 1 or more (or \
+             max_change_percent = 100 to turn the breaker off)"
+                .into(),
+        );
+    }
+    None
+}
+
 fn validate_ec2(job: &Ec2Job) -> Option<String> {
+    if let Some(p) =
+        check_limits(job.max_change_percent, job.max_new_copies_per_source, job.max_delete_percent)
+    {
+        return Some(p);
+    }
     if let Some(p) = check_common(
         job.include.as_ref(),
         &["images", "snapshots"],
@@ -1070,6 +1211,11 @@ fn validate_ec2(job: &Ec2Job) -> Option<String> {
 }
 
 fn validate_rds(job: &RdsJob) -> Option<String> {
+    if let Some(p) =
+        check_limits(job.max_change_percent, job.max_new_copies_per_source, job.max_delete_percent)
+    {
+        return Some(p);
+    }
     check_common(
         job.include.as_ref(),
         &["db", "cluster"],
@@ -1080,6 +1226,11 @@ fn validate_rds(job: &RdsJob) -> Option<String> {
 }
 
 fn validate_redshift(job: &RedshiftJob) -> Option<String> {
+    if let Some(p) =
+        check_limits(job.max_change_percent, job.max_new_copies_per_source, job.max_delete_percent)
+    {
+        return Some(p);
+    }
     if let Some(p) = check_common(None, &[], job.max_in_flight, None, job.retention()) {
         return Some(p);
     }
@@ -1443,6 +1594,44 @@ concurrency = 8
         let more = format!("{ok}[[rds]]\nname = \"more\"\ninclude = [\"db\"]\nkeep_daily = 7\n");
         assert_eq!(Config::parse(&more, "c").unwrap().rds.len(), 2);
         refused(format!("{ok}[[rds]]\ninclude = [\"db\"]\n"), "used twice");
+    }
+
+    #[test]
+    fn snapshot_jobs_take_mass_change_and_prune_limits_with_defaults() {
+        let base = GOOD.split("[[s3]]").next().unwrap().to_string();
+        let ok = format!("{base}[[ec2]]\n[[rds]]\n[[redshift]]\n");
+        let c = Config::parse(&ok, "c").unwrap();
+        let defaults =
+            escrow_sync_core::PruneLimits { keep_within_days: 7, max_delete_percent: 25 };
+        assert_eq!(c.ec2[0].prune_limits(), defaults);
+        assert_eq!(c.rds[0].prune_limits(), defaults);
+        assert_eq!(c.redshift[0].prune_limits(), defaults);
+        assert_eq!(c.ec2[0].new_copies_cap(), Some(3));
+        assert_eq!(c.ec2[0].max_change_percent, 25);
+        let set = ok.replacen(
+            "[[ec2]]\n",
+            "[[ec2]]\nmax_new_copies_per_source = 5\nkeep_within_days = 0\nmax_delete_percent = 100\n",
+            1,
+        );
+        let c = Config::parse(&set, "c").unwrap();
+        assert_eq!(c.ec2[0].new_copies_cap(), Some(5));
+        assert_eq!(
+            c.ec2[0].prune_limits(),
+            escrow_sync_core::PruneLimits { keep_within_days: 0, max_delete_percent: 100 }
+        );
+        let off = ok.replacen("[[rds]]\n", "[[rds]]\nmax_change_percent = 100\n", 1);
+        assert_eq!(Config::parse(&off, "c").unwrap().rds[0].new_copies_cap(), None);
+        let refused = |section: &str, line: &str, why: &str| {
+            let text = ok.replacen(&format!("{section}\n"), &format!("{section}\n{line}\n"), 1);
+            let err = Config::parse(&text, "c").unwrap_err();
+            assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+            assert!(err.to_string().contains(why), "{line}: {err}");
+        };
+        refused("[[ec2]]", "max_change_percent = 0", "max_change_percent = 0 is out of range");
+        refused("[[rds]]", "max_delete_percent = 101", "max_delete_percent = 101 is out of range");
+        refused("[[redshift]]", "max_new_copies_per_source = 0", "max_new_copies_per_source = 0");
+        refused("[[ec2]]", "max_delete_percent = 300", "max_delete_percent");
+        refused("[[ec2]]", "keep_within_day = 3", "unknown field `keep_within_day`");
     }
 
     #[test]

@@ -56,9 +56,11 @@ pub enum Command {
     Run(RunArgs),
     /// Compare primary and escrow; list every missing or differing item.
     Verify(VerifyArgs),
-    /// Apply the keep_* retention of snapshot jobs to their escrow copies:
-    /// a dry run unless --apply; never deletes the newest copy of a volume
-    /// or database, and nothing unless verify is clean.
+    /// Apply the keep_* retention of snapshot jobs to their escrow copies,
+    /// from escrow's own records (never asks the primary): a dry run unless
+    /// --apply; never deletes the newest copy of a volume or database, a
+    /// copy made within keep_within_days, nor anything unless the latest
+    /// run left a verified copy; stops at max_delete_percent.
     Prune(PruneArgs),
     /// Print the least-privilege IAM policies (and bucket and key policy
     /// statements) both accounts need for this config.
@@ -173,6 +175,11 @@ pub struct PruneArgs {
     /// Delete the copies the retention lets go (without it: a dry run).
     #[arg(long)]
     pub apply: bool,
+    /// Delete even when that is more than a job's max_delete_percent of its
+    /// escrow copies (without it such a prune deletes nothing, reports a
+    /// `prune-limit` finding and exits 3).
+    #[arg(long)]
+    pub accept_mass_delete: bool,
 }
 
 /// Output formats.
@@ -302,11 +309,22 @@ async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let sessions: Sessions =
-            Connector::new().connect(&config.escrow_account(), &config.primary_account()).await?;
+        // Escrow credentials only: prune works with the primary gone, and
+        // nothing the primary shows can steer it.
+        let escrow = Connector::new().connect_escrow(&config.escrow_account()).await?;
         let mut outcomes = Vec::new();
         for job in jobs {
-            outcomes.push(snapshots::prune(&config, job, &sessions, args.apply, &cancel).await);
+            outcomes.push(
+                snapshots::prune(
+                    &config,
+                    job,
+                    &escrow,
+                    args.apply,
+                    args.accept_mass_delete,
+                    &cancel,
+                )
+                .await,
+            );
         }
         Ok::<_, Error>(outcomes)
     }
@@ -447,6 +465,7 @@ pub async fn execute(
                     cancel.clone(),
                     callback,
                     item_log,
+                    accept_mass_change,
                 )
                 .await;
                 (kind, false, result)

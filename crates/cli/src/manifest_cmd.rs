@@ -195,6 +195,35 @@ pub(crate) async fn keys_at(
     Ok(None)
 }
 
+/// What the latest run manifest that records `job` says against pruning
+/// it: `None` without a manifest bucket; `Some(None)` when that run
+/// finished the job with no failure; `Some(Some(why))` otherwise (also when
+/// no manifest records the job). Escrow credentials only.
+pub(crate) async fn latest_run_problem(
+    config: &Config,
+    escrow: &Session,
+    job: &str,
+) -> Result<Option<Option<String>>, Error> {
+    let Some(store) = store(config, escrow) else { return Ok(None) };
+    for key in store.keys().await?.iter().rev() {
+        let mut manifest = store.read(key).await?;
+        let Some(record) = manifest.jobs.remove(job) else { continue };
+        let run = &manifest.header.run_id;
+        if let Some(why) = incomplete(&record) {
+            return Ok(Some(Some(format!("the latest run ({run}) {why}"))));
+        }
+        let failed_items = record.items.iter().filter(|i| i.outcome == ItemOutcome::Failed).count();
+        let failed = record.summary.as_ref().map_or(0, |s| s.failed).max(failed_items as u64);
+        if failed > 0 {
+            return Ok(Some(Some(format!(
+                "the latest run ({run}) recorded {failed} failed items"
+            ))));
+        }
+        return Ok(Some(None));
+    }
+    Ok(Some(Some("no run manifest records this job: run it first".into())))
+}
+
 /// Why a job's record does not describe all of escrow, if it does not: the
 /// run was interrupted, or the job failed before its listing was done (its
 /// items are then a part, or none, of what escrow should hold).
@@ -494,7 +523,8 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
                 }
                 JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => {
                     let stores = crate::snapshots::escrow_stores(&config, job, &escrow);
-                    let names: Vec<String> = stores.iter().map(|(_, s)| s.describe()).collect();
+                    let names: Vec<String> =
+                        stores.iter().map(|(_, s)| Sink::describe(s.as_ref())).collect();
                     let mut report = Report::new(Mode::Verify, &source, names.join(", "));
                     let mut held =
                         JobRecord { kind: kind.into(), items: Vec::new(), summary: None };

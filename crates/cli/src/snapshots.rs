@@ -11,14 +11,14 @@ use serde::Serialize;
 use escrow_sync_aws::Sessions;
 use escrow_sync_core::{
     CancellationToken, Error, EscrowCopy, Executor, ExecutorOptions, Item, ItemStream, Kept, Mode,
-    Payload, ProgressFn, Report, Retained, Retention, Scope, Sink, Source,
+    Payload, ProgressFn, PruneLimits, Report, Retained, Retention, Scope, Sink, Source,
 };
 
 use crate::config::{Config, JobRef};
 use crate::output::exit;
 
 /// An escrow store a part copies into and `prune` deletes from.
-trait Store: Sink + Retained {}
+pub(crate) trait Store: Sink + Retained {}
 impl<T: Sink + Retained> Store for T {}
 
 /// One resource type of a snapshot job.
@@ -40,6 +40,14 @@ struct Windowed {
     /// Every key the source listed (before the window), to find configured
     /// ids the primary does not have.
     listed: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The mass-change breaker: at most this many new copies per lineage
+    /// (`None`: off).
+    cap: Option<u32>,
+    /// What escrow holds (its listing's keys), set before a run or plan
+    /// when the breaker is on: an item not among them is a new copy.
+    in_escrow: std::sync::Mutex<Option<std::collections::BTreeSet<String>>>,
+    /// New copies the breaker held back from the listing.
+    held_back: std::sync::Mutex<Vec<Item>>,
 }
 
 #[async_trait::async_trait]
@@ -53,8 +61,16 @@ impl Source for Windowed {
         futures::stream::once(async move {
             let items: Vec<Item> = listing.try_collect().await?;
             self.listed.lock().expect("listed").extend(items.iter().map(|i| i.key.clone()));
-            let (kept, gone) = escrow_sync_core::within_retention(items, &self.retention);
+            let (mut kept, gone) = escrow_sync_core::within_retention(items, &self.retention);
             self.left_out.fetch_add(gone.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let in_escrow = self.in_escrow.lock().expect("in_escrow").clone();
+            if let (Some(cap), Some(in_escrow)) = (self.cap, in_escrow) {
+                let (new, old): (Vec<Item>, Vec<Item>) =
+                    kept.into_iter().partition(|i| !in_escrow.contains(&i.key));
+                let (go, held) = escrow_sync_core::cap_new_per_lineage(new, cap);
+                kept = old.into_iter().chain(go).collect();
+                *self.held_back.lock().expect("held_back") = held;
+            }
             Ok::<_, Error>(futures::stream::iter(kept.into_iter().map(Ok)))
         })
         .try_flatten()
@@ -96,15 +112,20 @@ pub(crate) fn ec2_ids(
     (job.includes(what) && (job.ids.is_empty() || !ids.is_empty())).then_some(ids)
 }
 
-/// The parts of a snapshot job; empty for other jobs.
-fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
+/// The parts of a snapshot job; empty for other jobs. `cap`: the
+/// mass-change breaker's most new copies per lineage (`None`: off).
+fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions, cap: Option<u32>) -> Vec<Part> {
     let retention = retention_of(job).unwrap_or_default();
     let windowed = |inner: Box<dyn Source>| Windowed {
         inner,
         retention,
         left_out: Default::default(),
         listed: Default::default(),
+        cap,
+        in_escrow: Default::default(),
+        held_back: Default::default(),
     };
+    let job_tag = Some(job.name());
     let region = region(config);
     let (primary, escrow) =
         (sessions.primary.account_id().to_string(), sessions.escrow.account_id().to_string());
@@ -128,7 +149,8 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
                 .with_unshare_after_copy(job.unshare_after_copy)
                 .with_reencrypt_key_id(job.reencrypt_key_id.clone());
                 let store = escrow_sync_ec2::AmiSink::from_client(escrow_ec2.clone(), &region)
-                    .with_kms_key_id(key.clone());
+                    .with_kms_key_id(key.clone())
+                    .with_job(job_tag.clone());
                 let in_flight = job.max_in_flight.unwrap_or(100);
                 parts.push(Part {
                     what: "AMIs",
@@ -146,7 +168,8 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
                 .with_unshare_after_copy(job.unshare_after_copy)
                 .with_reencrypt_key_id(job.reencrypt_key_id.clone());
                 let store = escrow_sync_ec2::EbsSnapshotSink::from_client(escrow_ec2, &region)
-                    .with_kms_key_id(key.clone());
+                    .with_kms_key_id(key.clone())
+                    .with_job(job_tag.clone());
                 let in_flight = job.max_in_flight.unwrap_or(20);
                 parts.push(Part {
                     what: "EBS snapshots",
@@ -183,7 +206,8 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
                     &region,
                 )
                 .with_kms_key_id(key.clone())
-                .with_source_account(Some(primary.clone()));
+                .with_source_account(Some(primary.clone()))
+                .with_job(job_tag.clone());
                 let in_flight = job.max_in_flight.unwrap_or(default_in_flight);
                 parts.push(Part {
                     what,
@@ -210,7 +234,8 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
             )
             .with_accounts(&primary, &escrow)
             .with_independent_copy(job.independent_copy)
-            .with_kms_key_id(key);
+            .with_kms_key_id(key)
+            .with_job(job_tag);
             let in_flight = job.max_in_flight.unwrap_or(5);
             parts.push(Part {
                 what: "Redshift snapshots",
@@ -225,16 +250,16 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions) -> Vec<Part> {
 }
 
 /// The escrow stores of a snapshot job, built with escrow credentials only
-/// (for `verify --offline`): `(what, store)` per type.
+/// (for `verify --offline` and `prune`): `(what, store)` per type.
 pub(crate) fn escrow_stores(
     config: &Config,
     job: JobRef<'_>,
     escrow: &escrow_sync_aws::Session,
-) -> Vec<(&'static str, Box<dyn Sink>)> {
+) -> Vec<(&'static str, Box<dyn Store>)> {
     let region = region(config);
     let key = config.escrow.kms_key_id.clone();
     let primary = config.primary.account_id.clone();
-    let mut stores: Vec<(&'static str, Box<dyn Sink>)> = Vec::new();
+    let mut stores: Vec<(&'static str, Box<dyn Store>)> = Vec::new();
     match job {
         JobRef::Ec2(job) => {
             let ec2 = escrow_sync_ec2::client(escrow);
@@ -312,6 +337,12 @@ async fn execute_parts(
             executor = executor.with_progress(p.clone());
         }
         let store: &dyn Sink = part.store.as_ref();
+        if part.source.cap.is_some() && matches!(mode, Mode::Run | Mode::Plan) {
+            // The breaker counts new copies: what escrow does not hold yet.
+            let held: std::collections::BTreeSet<String> =
+                store.list(&Scope::all()).map_ok(|i| i.key).try_collect().await?;
+            *part.source.in_escrow.lock().expect("in_escrow") = Some(held);
+        }
         let mut report = executor.execute(mode, &part.source, store, &Scope::all()).await?;
         let left_out = part.source.left_out.load(std::sync::atomic::Ordering::Relaxed);
         if left_out > 0 {
@@ -329,7 +360,12 @@ async fn execute_parts(
     Ok(total.expect("a snapshot job has at least one part"))
 }
 
-/// Runs one snapshot job (`plan`, `run` or `verify`).
+/// Runs one snapshot job (`plan`, `run` or `verify`). Unless
+/// `accept_mass_change` (or the job's `max_change_percent = 100`), a run
+/// copies at most `max_new_copies_per_source` new copies of each source
+/// volume or database (the newest), holds back the rest (each a failure,
+/// logged as failed) and reports one `mass-change` finding.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     config: &Config,
     job: JobRef<'_>,
@@ -338,9 +374,21 @@ pub(crate) async fn run(
     cancel: CancellationToken,
     progress: Option<ProgressFn>,
     item_log: Option<escrow_sync_core::ItemLog>,
+    accept_mass_change: bool,
 ) -> Result<Report, Error> {
-    let parts = parts(config, job, sessions);
-    let mut report = execute_parts(&parts, mode, &cancel, progress, item_log).await?;
+    let cap = if accept_mass_change { None } else { new_copies_cap(job) };
+    let parts = parts(config, job, sessions, cap);
+    let mut report = execute_parts(&parts, mode, &cancel, progress, item_log.clone()).await?;
+    if let Some(cap) = cap {
+        let held: Vec<(&str, Item)> = parts
+            .iter()
+            .flat_map(|p| {
+                let held = std::mem::take(&mut *p.source.held_back.lock().expect("held_back"));
+                held.into_iter().map(move |i| (p.what, i))
+            })
+            .collect();
+        hold_back(&job.name(), cap, mode, held, item_log.as_ref(), &mut report);
+    }
     let listed: std::collections::BTreeSet<String> =
         parts.iter().flat_map(|p| p.source.listed.lock().expect("listed").clone()).collect();
     let cancelled = report.cancelled;
@@ -368,6 +416,139 @@ pub(crate) async fn run(
     Ok(report)
 }
 
+/// Records what the breaker held back: one `mass-change` finding for the
+/// job; in a run, each held-back item a failure (and failed in the item
+/// log, so the run manifest shows the job unfinished).
+fn hold_back(
+    job: &str,
+    cap: u32,
+    mode: Mode,
+    held: Vec<(&str, Item)>,
+    item_log: Option<&escrow_sync_core::ItemLog>,
+    report: &mut Report,
+) {
+    if held.is_empty() {
+        return;
+    }
+    let lineages: std::collections::BTreeSet<&str> =
+        held.iter().map(|(_, i)| i.lineage.as_deref().unwrap_or(&i.key)).collect();
+    let first: Vec<&str> = held.iter().take(5).map(|(_, i)| i.key.as_str()).collect();
+    let more = if held.len() > first.len() { ", ..." } else { "" };
+    let why = format!(
+        "held back: mass change: more than max_new_copies_per_source {cap} new copies of {} \
+         source volume(s) or database(s) ({}) in one run; the newest {cap} of each were copied \
+         (check the primary for a flood of new snapshots, then run with --accept-mass-change \
+         to copy the rest)",
+        lineages.len(),
+        lineages.iter().take(5).copied().collect::<Vec<_>>().join(", "),
+    );
+    report.findings.push(
+        escrow_sync_core::Finding::new(
+            job,
+            format!(
+                "mass change: {} new copies held back ({}{more}), {} source volume(s) or \
+                 database(s) over max_new_copies_per_source {cap}: the newest {cap} of each were \
+                 copied; check the primary for a flood of new snapshots, then run with \
+                 --accept-mass-change to copy the rest",
+                held.len(),
+                first.join(", "),
+                lineages.len(),
+            ),
+        )
+        .with_kind("mass-change"),
+    );
+    if mode != Mode::Run {
+        report.notes.push(format!(
+            "a run would hold back {} new copies (mass change: max_new_copies_per_source {cap})",
+            held.len()
+        ));
+        return;
+    }
+    for (what, item) in held {
+        let error = Error::new(
+            escrow_sync_core::ErrorKind::PreconditionFailed,
+            "copy",
+            format!("{} ({what})", item.key),
+            why.clone(),
+        );
+        report.failed += 1;
+        report.failures.push(escrow_sync_core::Failure::new(item.key.clone(), &error, 0));
+        if let Some(log) = item_log {
+            let mut record =
+                escrow_sync_core::ItemRecord::new(item, escrow_sync_core::ItemOutcome::Failed);
+            record.error = Some(error.chain());
+            log(record);
+        }
+    }
+}
+
+/// The mass-change breaker's most new copies per source of a snapshot job
+/// (`None`: off, or not a snapshot job).
+fn new_copies_cap(job: JobRef<'_>) -> Option<u32> {
+    match job {
+        JobRef::Ec2(j) => j.new_copies_cap(),
+        JobRef::Rds(j) => j.new_copies_cap(),
+        JobRef::Redshift(j) => j.new_copies_cap(),
+        JobRef::S3(_) | JobRef::DynamoDb(_) | JobRef::CloudTrail(_) => None,
+    }
+}
+
+/// The prune limits of a snapshot job (defaults for others).
+fn limits_of(job: JobRef<'_>) -> PruneLimits {
+    match job {
+        JobRef::Ec2(j) => j.prune_limits(),
+        JobRef::Rds(j) => j.prune_limits(),
+        JobRef::Redshift(j) => j.prune_limits(),
+        JobRef::S3(_) | JobRef::DynamoDb(_) | JobRef::CloudTrail(_) => PruneLimits::default(),
+    }
+}
+
+/// The name and ids of every job of `job`'s kind in `config`: whose
+/// copies an escrow copy of that kind may be.
+fn jobs_of_kind(config: &Config, job: JobRef<'_>) -> Vec<(String, Vec<String>)> {
+    match job {
+        JobRef::Ec2(_) => config.ec2.iter().map(|j| (j.name(), j.ids.clone())).collect(),
+        JobRef::Rds(_) => config.rds.iter().map(|j| (j.name(), j.ids.clone())).collect(),
+        JobRef::Redshift(_) => config.redshift.iter().map(|j| (j.name(), j.ids.clone())).collect(),
+        JobRef::S3(_) | JobRef::DynamoDb(_) | JobRef::CloudTrail(_) => Vec::new(),
+    }
+}
+
+/// The job an escrow copy belongs to, from escrow's own records: its
+/// `escrow-sync:job` tag; for a copy made before copies recorded their job,
+/// the job whose `ids` name its recorded source (or lineage). A job that
+/// selects by tags cannot claim an untagged copy (escrow does not record
+/// the source's tags, and another config may share the escrow account):
+/// `None`, and such copies are kept until tagged with the job's name.
+fn claimant<'a>(copy: &EscrowCopy, jobs: &'a [(String, Vec<String>)]) -> Option<&'a str> {
+    if let Some(tagged) = &copy.job {
+        return jobs.iter().find(|(name, _)| name == tagged).map(|(name, _)| name.as_str());
+    }
+    jobs.iter()
+        .find(|(_, ids)| ids.iter().any(|i| *i == copy.source || *i == copy.lineage))
+        .map(|(name, _)| name.as_str())
+}
+
+/// Escrow-side evidence that the latest run left a verified copy: per
+/// lineage, its newest copy (by source creation time) is complete. Returns
+/// what is wrong.
+fn newest_incomplete(copies: &[EscrowCopy]) -> Vec<String> {
+    let mut newest: std::collections::BTreeMap<&str, &EscrowCopy> = Default::default();
+    for c in copies {
+        match newest.get(c.lineage.as_str()) {
+            Some(n) if (&n.created, &n.id) >= (&c.created, &c.id) => {}
+            _ => {
+                newest.insert(&c.lineage, c);
+            }
+        }
+    }
+    newest
+        .values()
+        .filter(|c| !c.complete)
+        .map(|c| format!("the newest escrow copy {} of {} is not complete", c.id, c.lineage))
+        .collect()
+}
+
 /// The outcome of `prune` for one job.
 #[derive(Debug, Serialize)]
 pub struct PruneOutcome {
@@ -377,8 +558,13 @@ pub struct PruneOutcome {
     pub kind: &'static str,
     /// The retention rules applied.
     pub retention: Retention,
-    /// Whether verify found every selected source in escrow, complete and
-    /// under the escrow key (else nothing is deleted).
+    /// The limits applied besides them (`keep_within_days`,
+    /// `max_delete_percent`).
+    pub limits: PruneLimits,
+    /// Whether escrow's own records show the latest run left a verified
+    /// copy: the newest copy of every lineage complete, and (with a manifest
+    /// bucket) the latest run manifest of the job without failure (else
+    /// nothing is deleted).
     pub verified: bool,
     /// Copies kept, with why.
     pub kept: Vec<Kept>,
@@ -388,6 +574,9 @@ pub struct PruneOutcome {
     pub failures: Vec<PruneFailure>,
     /// What the operator should know (why nothing was deleted...).
     pub notes: Vec<String>,
+    /// Findings: `prune-limit` when the prune would delete more than
+    /// `max_delete_percent` of the job's copies (then nothing is deleted).
+    pub findings: Vec<escrow_sync_core::Finding>,
     /// A fatal error of this job (nothing deleted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -451,86 +640,135 @@ pub(crate) fn prunable<'a>(
     Ok(selected.into_iter().filter(|j| retention_of(*j).is_some()).collect())
 }
 
-/// `prune` for one snapshot job: verify, select, and with `apply` delete.
+/// `prune` for one snapshot job, from escrow's own records only (escrow
+/// credentials; the primary is never asked): the job's copies by their
+/// provenance tags, the gate (the newest copy of every lineage complete,
+/// and the latest run manifest without failure), the keep_* rules with the
+/// safety floor and `keep_within_days`, `max_delete_percent`; with `apply`
+/// delete.
 pub(crate) async fn prune(
     config: &Config,
     job: JobRef<'_>,
-    sessions: &Sessions,
+    escrow: &escrow_sync_aws::Session,
     apply: bool,
+    accept_mass_delete: bool,
     cancel: &CancellationToken,
 ) -> PruneOutcome {
     let retention = retention_of(job).unwrap_or_default();
+    let limits = limits_of(job);
+    let name = job.name();
     let mut outcome = PruneOutcome {
-        name: job.name(),
+        name: name.clone(),
         kind: kind_of(job),
         retention,
+        limits,
         verified: false,
         kept: Vec::new(),
         deleted: Vec::new(),
         failures: Vec::new(),
         notes: Vec::new(),
+        findings: Vec::new(),
         error: None,
     };
     if !retention.is_set() {
         outcome.notes.push("no keep_* set: nothing to prune".into());
         return outcome;
     }
-    let parts = parts(config, job, sessions);
-    match execute_parts(&parts, Mode::Verify, cancel, None, None).await {
-        Ok(report) if report.is_clean() => outcome.verified = true,
-        Ok(report) => outcome.notes.push(format!(
-            "nothing deleted: the latest run did not leave a verified copy of every selected \
-             source ({} missing, {} different, {} unprotected, {} failed): run `escrow-sync run` \
-             until verify is clean, then prune",
-            report.missing, report.different, report.unprotected, report.failed
-        )),
-        Err(e) => {
-            outcome.error = Some(format!("verify before pruning: {}", e.chain()));
-            return outcome;
-        }
-    }
-    for part in &parts {
-        // Only copies of what the job selects today: another job's copies,
-        // and those of volumes or databases the primary no longer has (the
-        // last copies of something deleted), are never pruned here.
-        let selected: Result<Vec<Item>, Error> =
-            part.source.inner.list(&Scope::all()).try_collect().await;
-        let lineages: std::collections::BTreeSet<String> = match selected {
-            Ok(items) => items.into_iter().map(|i| i.lineage.unwrap_or(i.key)).collect(),
-            Err(e) => {
-                outcome.error = Some(format!("listing the primary's {}: {}", part.what, e.chain()));
-                return outcome;
-            }
-        };
-        let copies = match part.store.copies().await {
+    let jobs = jobs_of_kind(config, job);
+    let stores = escrow_stores(config, job, escrow);
+    let mut mine = Vec::new();
+    for (what, store) in &stores {
+        let copies = match store.copies().await {
             Ok(c) => c,
             Err(e) => {
-                outcome.error = Some(format!("listing escrow {}: {}", part.what, e.chain()));
+                outcome.error = Some(format!("listing escrow {what}: {}", e.chain()));
                 return outcome;
             }
         };
         let (copies, others): (Vec<_>, Vec<_>) =
-            copies.into_iter().partition(|c| lineages.contains(&c.lineage));
-        if !others.is_empty() {
+            copies.into_iter().partition(|c| claimant(c, &jobs) == Some(name.as_str()));
+        let untagged = others.iter().filter(|c| c.job.is_none()).count();
+        if others.len() > untagged {
             outcome.notes.push(format!(
-                "{} escrow {} of volumes, databases or selections this job does not select \
-                 today are kept",
-                others.len(),
-                part.what
+                "{} escrow {what} of other jobs (by their escrow-sync:job tag) are kept",
+                others.len() - untagged
             ));
         }
-        let plan = escrow_sync_core::select_retained(&copies, &retention);
-        outcome.kept.extend(plan.keep);
-        if !outcome.verified {
-            continue;
+        if untagged > 0 {
+            outcome.notes.push(format!(
+                "{untagged} escrow {what} without an escrow-sync:job tag (made before copies \
+                 recorded their job) that this job's ids do not name are kept: tag them \
+                 escrow-sync:job={name} to let this job prune them"
+            ));
         }
-        for copy in plan.delete {
+        mine.push((*what, store.as_ref(), copies));
+    }
+    // The gate, from escrow alone.
+    let mut problems: Vec<String> =
+        mine.iter().flat_map(|(_, _, copies)| newest_incomplete(copies)).collect();
+    match crate::manifest_cmd::latest_run_problem(config, escrow, &name).await {
+        Ok(Some(Some(why))) => problems.push(why),
+        Ok(_) => {}
+        Err(e) => {
+            outcome.error = Some(format!("reading the run manifests: {}", e.chain()));
+            return outcome;
+        }
+    }
+    outcome.verified = problems.is_empty();
+    if !outcome.verified {
+        outcome.notes.push(format!(
+            "nothing deleted: escrow does not show that the latest run left a verified copy of \
+             every volume or database ({}): run `escrow-sync run` until it is clean, then prune",
+            problems.join("; ")
+        ));
+    }
+    let now = std::time::SystemTime::now();
+    let mut plans = Vec::new();
+    for (what, store, copies) in &mine {
+        let plan =
+            escrow_sync_core::select_within(copies, &retention, limits.keep_within_days, now);
+        outcome.kept.extend(plan.keep);
+        plans.push((*what, *store, plan.delete));
+    }
+    let total: usize = mine.iter().map(|(_, _, c)| c.len()).sum();
+    let deleting: usize = plans.iter().map(|(_, _, d)| d.len()).sum();
+    if escrow_sync_core::over_delete_limit(deleting, total, limits.max_delete_percent) {
+        let first: Vec<&str> =
+            plans.iter().flat_map(|(_, _, d)| d.iter().map(|c| c.id.as_str())).take(5).collect();
+        let more = if deleting > first.len() { ", ..." } else { "" };
+        let problem = format!(
+            "prune would delete {deleting} of the job's {total} escrow copies ({}{more}), more \
+             than max_delete_percent {}: check the primary for a flood of new snapshots and the \
+             keep_* rules, then prune with --accept-mass-delete",
+            first.join(", "),
+            limits.max_delete_percent
+        );
+        if accept_mass_delete {
+            outcome.notes.push(format!("{problem} (accepted: --accept-mass-delete)"));
+        } else {
+            outcome
+                .findings
+                .push(escrow_sync_core::Finding::new(&name, problem).with_kind("prune-limit"));
+            for (_, _, delete) in std::mem::take(&mut plans) {
+                let reason =
+                    format!("max_delete_percent {} (prune-limit)", limits.max_delete_percent);
+                outcome.kept.extend(
+                    delete.into_iter().map(|copy| Kept { copy, reasons: vec![reason.clone()] }),
+                );
+            }
+        }
+    }
+    if !outcome.verified {
+        return outcome;
+    }
+    for (_, store, delete) in plans {
+        for copy in delete {
             if apply {
                 if cancel.is_cancelled() {
                     outcome.notes.push("interrupted: the remaining copies were kept".into());
                     return outcome;
                 }
-                if let Err(e) = delete_with_retry(part.store.as_ref(), &copy).await {
+                if let Err(e) = delete_with_retry(store, &copy).await {
                     outcome.failures.push(PruneFailure { id: copy.id.clone(), error: e.chain() });
                     continue;
                 }
@@ -562,13 +800,17 @@ async fn delete_with_retry(store: &dyn Store, copy: &EscrowCopy) -> Result<(), E
 }
 
 /// The exit code of a prune: 2 for a job's fatal error, 1 when a deletion
-/// failed, 3 when a job's escrow did not verify (nothing deleted), else 0.
+/// failed, 3 when a job's escrow did not verify or a job reports a finding
+/// (`prune-limit`; nothing deleted), else 0.
 pub(crate) fn prune_exit_code(outcomes: &[PruneOutcome]) -> u8 {
     if outcomes.iter().any(|o| o.error.is_some()) {
         exit::FATAL
     } else if outcomes.iter().any(|o| !o.failures.is_empty()) {
         exit::ITEMS_FAILED
-    } else if outcomes.iter().any(|o| o.retention.is_set() && !o.verified) {
+    } else if outcomes
+        .iter()
+        .any(|o| (o.retention.is_set() && !o.verified) || !o.findings.is_empty())
+    {
         exit::DIFFERENCES
     } else {
         exit::OK
@@ -631,6 +873,9 @@ pub(crate) fn prune_text(outcomes: &[PruneOutcome], apply: bool) -> String {
         }
         for n in &o.notes {
             let _ = writeln!(s, "  note: {n}");
+        }
+        for f in &o.findings {
+            let _ = writeln!(s, "  finding ({}): {}", f.kind.as_deref().unwrap_or("-"), f.problem);
         }
         if let Some(e) = &o.error {
             let _ = writeln!(s, "  error: {e}");
@@ -701,6 +946,7 @@ keep_last = 2
             name: "j".into(),
             kind: "ec2",
             retention: Retention { keep_last: Some(1), ..Default::default() },
+            limits: PruneLimits::default(),
             verified,
             kept: Vec::new(),
             deleted: Vec::new(),
@@ -708,11 +954,197 @@ keep_last = 2
                 .map(|i| PruneFailure { id: format!("snap-{i}"), error: "denied".into() })
                 .collect(),
             notes: Vec::new(),
+            findings: Vec::new(),
             error: error.then(|| "boom".to_string()),
         };
         assert_eq!(prune_exit_code(&[outcome(true, 0, false)]), exit::OK);
         assert_eq!(prune_exit_code(&[outcome(false, 0, false)]), exit::DIFFERENCES);
         assert_eq!(prune_exit_code(&[outcome(true, 1, false)]), exit::ITEMS_FAILED);
         assert_eq!(prune_exit_code(&[outcome(true, 0, true)]), exit::FATAL);
+        let mut limited = outcome(true, 0, false);
+        limited
+            .findings
+            .push(escrow_sync_core::Finding::new("j", "too many").with_kind("prune-limit"));
+        assert_eq!(prune_exit_code(&[limited]), exit::DIFFERENCES);
+    }
+
+    /// A primary of snapshots (key, lineage, seconds) listed as given.
+    struct Snapshots(Vec<Item>);
+
+    #[async_trait::async_trait]
+    impl Source for Snapshots {
+        fn describe(&self) -> String {
+            "mem://primary".into()
+        }
+        fn list(&self, _: &Scope) -> ItemStream<'_> {
+            futures::stream::iter(self.0.clone().into_iter().map(Ok)).boxed()
+        }
+        async fn read(&self, item: &Item) -> escrow_sync_core::Result<Payload> {
+            Ok(Payload::Reference(escrow_sync_core::ServerSideRef::new(
+                "mem", "primary", &item.key, &item.key,
+            )))
+        }
+    }
+
+    /// An escrow of snapshot copies: the source keys it holds.
+    #[derive(Default)]
+    struct Escrow(std::sync::Mutex<std::collections::BTreeSet<String>>);
+
+    #[async_trait::async_trait]
+    impl Sink for Escrow {
+        fn describe(&self) -> String {
+            "mem://escrow".into()
+        }
+        fn list(&self, _: &Scope) -> ItemStream<'_> {
+            let held: Vec<_> = self.0.lock().unwrap().iter().cloned().collect();
+            futures::stream::iter(
+                held.into_iter()
+                    .map(|k| Ok(Item::new(&k, escrow_sync_core::ItemKind::Snapshot, 1, &k))),
+            )
+            .boxed()
+        }
+        async fn write(
+            &self,
+            item: &Item,
+            _: Payload,
+        ) -> escrow_sync_core::Result<escrow_sync_core::Receipt> {
+            self.0.lock().unwrap().insert(item.key.clone());
+            Ok(escrow_sync_core::Receipt::new(1, Some(item.key.clone())))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Retained for Escrow {
+        fn describe(&self) -> String {
+            "mem://escrow".into()
+        }
+        async fn copies(&self) -> escrow_sync_core::Result<Vec<EscrowCopy>> {
+            Ok(Vec::new())
+        }
+        async fn delete_copy(&self, _: &EscrowCopy) -> escrow_sync_core::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn snap(key: &str, lineage: &str, secs: u64) -> Item {
+        Item::new(key, escrow_sync_core::ItemKind::Snapshot, 1, key)
+            .with_lineage(Some(lineage.to_string()))
+            .with_modified(Some(std::time::UNIX_EPOCH + Duration::from_secs(secs)))
+    }
+
+    fn part(items: Vec<Item>, escrow: Escrow, cap: Option<u32>) -> Part {
+        Part {
+            what: "EBS snapshots",
+            source: Windowed {
+                inner: Box::new(Snapshots(items)),
+                retention: Retention::default(),
+                left_out: Default::default(),
+                listed: Default::default(),
+                cap,
+                in_escrow: Default::default(),
+                held_back: Default::default(),
+            },
+            store: Box::new(escrow),
+            in_flight: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_breaker_copies_the_newest_three_of_a_flooded_volume_and_holds_back_the_rest() {
+        // vol-a: one copy in escrow (old), five fresh ones; vol-b: one new.
+        let items = vec![
+            snap("snap-old", "vol-a", 1),
+            snap("snap-f1", "vol-a", 11),
+            snap("snap-f2", "vol-a", 12),
+            snap("snap-f3", "vol-a", 13),
+            snap("snap-f4", "vol-a", 14),
+            snap("snap-f5", "vol-a", 15),
+            snap("snap-b", "vol-b", 5),
+        ];
+        let escrow = Escrow::default();
+        escrow.0.lock().unwrap().insert("snap-old".into());
+        let logged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logged.clone();
+        let log: escrow_sync_core::ItemLog = std::sync::Arc::new(move |r| {
+            sink.lock().unwrap().push(r);
+        });
+        let parts = [part(items.clone(), escrow, Some(3))];
+        let cancel = CancellationToken::new();
+        let mut report =
+            execute_parts(&parts, Mode::Run, &cancel, None, Some(log.clone())).await.unwrap();
+        let held = std::mem::take(&mut *parts[0].source.held_back.lock().unwrap());
+        let held: Vec<_> = held.into_iter().map(|i| ("EBS snapshots", i)).collect();
+        hold_back("volumes", 3, Mode::Run, held, Some(&log), &mut report);
+        assert_eq!(report.copied, 4, "three of vol-a, one of vol-b: {report:?}");
+        assert_eq!(report.failed, 2);
+        let failed: Vec<_> = report.failures.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(failed, ["snap-f1", "snap-f2"], "the oldest fresh ones wait");
+        assert!(report.failures[0].error.contains("held back: mass change"), "{report:?}");
+        assert_eq!(report.findings.len(), 1, "one finding per job");
+        let f = &report.findings[0];
+        assert_eq!(f.kind.as_deref(), Some("mass-change"));
+        assert!(f.problem.contains("2 new copies held back (snap-f1, snap-f2)"), "{}", f.problem);
+        let log = logged.lock().unwrap().clone();
+        let failed_logged: Vec<_> = log
+            .iter()
+            .filter(|r| r.outcome == escrow_sync_core::ItemOutcome::Failed)
+            .map(|r| r.item.key.as_str())
+            .collect();
+        assert_eq!(failed_logged, ["snap-f1", "snap-f2"]);
+        assert!(log.iter().all(|r| r.outcome != escrow_sync_core::ItemOutcome::Failed
+            || r.error.as_deref().unwrap_or("").contains("held back")));
+
+        // Off (accepted, or max_change_percent = 100): everything is copied.
+        let parts = [part(items, Escrow::default(), None)];
+        let report = execute_parts(&parts, Mode::Run, &cancel, None, None).await.unwrap();
+        assert_eq!((report.copied, report.failed), (7, 0));
+        assert!(parts[0].source.held_back.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_copy_is_a_jobs_by_its_job_tag_else_by_ids() {
+        let copy = |job: Option<&str>, source: &str, lineage: &str| EscrowCopy {
+            id: format!("c-{source}"),
+            source: source.into(),
+            lineage: lineage.into(),
+            created: "2026-11-01T00:00:00Z".into(),
+            complete: true,
+            copied: None,
+            job: job.map(str::to_string),
+        };
+        let one = vec![("volumes".to_string(), vec![]), ("db".to_string(), vec!["snap-9".into()])];
+        assert_eq!(claimant(&copy(Some("db"), "snap-1", "vol-1"), &one), Some("db"));
+        assert_eq!(claimant(&copy(Some("gone"), "snap-1", "vol-1"), &one), None);
+        assert_eq!(claimant(&copy(None, "snap-9", "vol-1"), &one), Some("db"));
+        assert_eq!(
+            claimant(&copy(None, "vol-9", "vol-9"), &[("v".into(), vec!["vol-9".into()])]),
+            Some("v")
+        );
+        // A tag-selecting job cannot tell an untagged copy is its own: kept.
+        assert_eq!(claimant(&copy(None, "snap-1", "vol-1"), &one), None);
+        let two = vec![("a".to_string(), vec![]), ("b".to_string(), vec![])];
+        assert_eq!(claimant(&copy(Some("b"), "snap-1", "vol-1"), &two), Some("b"));
+    }
+
+    #[test]
+    fn the_gate_needs_the_newest_copy_of_every_lineage_complete() {
+        let copy = |id: &str, lineage: &str, created: &str, complete: bool| EscrowCopy {
+            id: id.into(),
+            source: id.into(),
+            lineage: lineage.into(),
+            created: created.into(),
+            complete,
+            copied: None,
+            job: None,
+        };
+        let done = vec![
+            copy("a1", "vol-a", "2026-11-01T00:00:00Z", false),
+            copy("a2", "vol-a", "2026-11-02T00:00:00Z", true),
+        ];
+        assert!(newest_incomplete(&done).is_empty());
+        let mut pending = done.clone();
+        pending.push(copy("a3", "vol-a", "2026-11-03T00:00:00Z", false));
+        let problems = newest_incomplete(&pending);
+        assert_eq!(problems, ["the newest escrow copy a3 of vol-a is not complete"]);
     }
 }

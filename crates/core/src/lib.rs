@@ -46,8 +46,9 @@ pub use pace::{AdaptiveLimit, RequestPacer, paced};
 pub use plan::{Action, CopyPlan, CopyReason, PlanSummary, Policy, plan_stream};
 pub use report::{Difference, Failure, Finding, KeyDigest, Mode, Report};
 pub use retention::{
-    EscrowCopy, Kept, PrunePlan, Retained, Retention, newest_per_group, rfc3339,
-    select as select_retained, within_retention,
+    EscrowCopy, JOB_TAG, Kept, PruneLimits, PrunePlan, Retained, Retention, cap_new_per_lineage,
+    epoch_seconds, newest_per_group, over_delete_limit, rfc3339, select as select_retained,
+    select_within, within_retention,
 };
 
 pub use tokio_util::sync::CancellationToken;

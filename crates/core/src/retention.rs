@@ -10,6 +10,10 @@ use async_trait::async_trait;
 
 use crate::Result;
 
+/// The tag on an escrow copy naming the job that made it: `prune` counts a
+/// copy as a job's by it, from escrow's own records.
+pub const JOB_TAG: &str = "escrow-sync:job";
+
 /// One copy escrow holds, as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EscrowCopy {
@@ -26,6 +30,15 @@ pub struct EscrowCopy {
     pub created: String,
     /// Whether the copy is complete (available / completed).
     pub complete: bool,
+    /// When escrow made the copy (RFC 3339, UTC): the escrow resource's own
+    /// creation time (else its `escrow-sync:copied-at` tag); `None` when
+    /// unknown. `keep_within_days` counts from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copied: Option<String>,
+    /// The job that made the copy (its [`JOB_TAG`]); `None` for copies made
+    /// before copies recorded their job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// A store of escrow copies that `prune` may delete from.
@@ -231,6 +244,134 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
+/// Seconds since 1970 of an RFC 3339 time (`YYYY-MM-DDTHH:MM:SS`, an
+/// optional fraction, then `Z` or an offset `±HH:MM`); `None` when it does
+/// not read as one.
+pub fn epoch_seconds(time: &str) -> Option<i64> {
+    let day = epoch_day(time)?;
+    if !matches!(time.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
+        return None;
+    }
+    let field = |r: std::ops::Range<usize>, max: i64| {
+        time.get(r)?.parse::<i64>().ok().filter(|v| (0..=max).contains(v))
+    };
+    let (h, m, s) = (field(11..13, 23)?, field(14..16, 59)?, field(17..19, 60)?);
+    if time.get(13..14) != Some(":") || time.get(16..17) != Some(":") {
+        return None;
+    }
+    let mut rest = &time[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first() {
+                Some(b'+') => 1,
+                Some(b'-') => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 || rest.get(3..4) != Some(":") {
+                return None;
+            }
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    Some(day * 86_400 + h * 3600 + m * 60 + s - offset)
+}
+
+/// What `prune` holds to besides the keep_* rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PruneLimits {
+    /// A copy made in escrow less than this many days ago is never deleted
+    /// (0: no such floor).
+    pub keep_within_days: u32,
+    /// A prune that would delete more than this share (percent) of a job's
+    /// escrow copies deletes nothing (100: no limit).
+    pub max_delete_percent: u8,
+}
+
+impl Default for PruneLimits {
+    fn default() -> Self {
+        PruneLimits { keep_within_days: 7, max_delete_percent: 25 }
+    }
+}
+
+/// [`select`], then the `keep_within_days` floor: a copy made in escrow
+/// (its [`EscrowCopy::copied`]) less than `keep_within_days` days before
+/// `now`, or at a time unknown or unreadable, is kept whatever the rules
+/// say. Everything escrow-side: no listing of the primary decides it.
+pub fn select_within(
+    copies: &[EscrowCopy],
+    retention: &Retention,
+    keep_within_days: u32,
+    now: std::time::SystemTime,
+) -> PrunePlan {
+    let mut plan = select(copies, retention);
+    if keep_within_days == 0 {
+        return plan;
+    }
+    let now = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let window = i64::from(keep_within_days) * 86_400;
+    let (gone, young): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.delete).into_iter().partition(
+        |c| matches!(c.copied.as_deref().and_then(epoch_seconds), Some(t) if now - t >= window),
+    );
+    plan.delete = gone;
+    for copy in young {
+        let why = match copy.copied.as_deref() {
+            Some(t) if epoch_seconds(t).is_some() => format!(
+                "made in escrow at {t}, less than {keep_within_days} days ago (keep_within_days)"
+            ),
+            Some(t) => format!("escrow creation time {t:?} unreadable (keep_within_days)"),
+            None => "escrow creation time unknown (keep_within_days)".to_string(),
+        };
+        plan.keep.push(Kept { copy, reasons: vec![why] });
+    }
+    plan
+}
+
+/// Whether deleting `deleting` of a job's `total` escrow copies is more
+/// than `max_delete_percent` of them (then `prune` deletes nothing unless
+/// told to accept it). 100 never is.
+pub fn over_delete_limit(deleting: usize, total: usize, max_delete_percent: u8) -> bool {
+    deleting as u128 * 100 > total as u128 * u128::from(max_delete_percent.min(100))
+}
+
+/// The snapshot-job circuit breaker: splits the `new` items a run would
+/// copy into those it copies and those it holds back, at most
+/// `max_per_lineage` per lineage (source volume, database, cluster; an
+/// item without one is its own): the newest by `modified` go, the rest are
+/// held back. Both lists keep the input order.
+pub fn cap_new_per_lineage(
+    new: Vec<crate::Item>,
+    max_per_lineage: u32,
+) -> (Vec<crate::Item>, Vec<crate::Item>) {
+    let mut lineages: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, item) in new.iter().enumerate() {
+        let lineage = item.lineage.clone().unwrap_or_else(|| item.key.clone());
+        lineages.entry(lineage).or_default().push(i);
+    }
+    let mut held = std::collections::BTreeSet::new();
+    for (_, mut group) in lineages {
+        // Newest first (no time: oldest); ties by key, so the outcome is stable.
+        group.sort_by(|&a, &b| {
+            new[b].modified.cmp(&new[a].modified).then_with(|| new[b].key.cmp(&new[a].key))
+        });
+        held.extend(group.into_iter().skip(max_per_lineage as usize));
+    }
+    let (mut go, mut back) = (Vec::new(), Vec::new());
+    for (i, item) in new.into_iter().enumerate() {
+        if held.contains(&i) { back.push(item) } else { go.push(item) }
+    }
+    (go, back)
+}
+
 /// Splits a source listing into the items `retention` keeps and those it
 /// lets go, as [`select`] would for copies of them: a run copies only the
 /// former, so `prune` never deletes what the next run would copy back.
@@ -252,6 +393,8 @@ pub fn within_retention(
             lineage: i.lineage.clone().unwrap_or_else(|| i.key.clone()),
             created: i.modified.map(rfc3339).unwrap_or_default(),
             complete: true,
+            copied: None,
+            job: None,
         })
         .collect();
     let gone: std::collections::BTreeSet<String> =
@@ -281,6 +424,8 @@ mod tests {
             lineage: lineage.into(),
             created: created.into(),
             complete: true,
+            copied: None,
+            job: None,
         }
     }
 
@@ -386,5 +531,176 @@ mod tests {
         assert_eq!(deleted(&plan), ["d3", "d2", "d1-early"]);
         let both = Retention { keep_daily: Some(1), keep_monthly: Some(2), ..Default::default() };
         assert_eq!(deleted(&select(&copies, &both)), ["sep", "d3", "d2", "d1-early"]);
+    }
+
+    #[test]
+    fn epoch_seconds_reads_aws_times() {
+        assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(epoch_seconds("2026-11-28T21:01:01Z"), Some(1_795_899_661));
+        assert_eq!(epoch_seconds("2026-11-28T21:01:01.123Z"), Some(1_795_899_661));
+        assert_eq!(epoch_seconds("2026-11-28T22:01:01+01:00"), Some(1_795_899_661));
+        assert_eq!(epoch_seconds("2026-11-28T20:31:01-00:30"), Some(1_795_899_661));
+        for bad in ["", "2026-11-28", "2026-11-28T21:01", "2026-11-28T25:00:00Z", "yesterday"] {
+            assert_eq!(epoch_seconds(bad), None, "{bad}");
+        }
+    }
+
+    fn made(mut c: EscrowCopy, copied: Option<&str>) -> EscrowCopy {
+        c.copied = copied.map(str::to_string);
+        c
+    }
+
+    fn at(time: &str) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch_seconds(time).unwrap() as u64)
+    }
+
+    #[test]
+    fn keep_within_days_keeps_young_and_undated_copies_from_escrows_own_time() {
+        // A flood: the source says old, escrow made them yesterday.
+        let copies = vec![
+            made(copy("old", "v", "2026-10-01T00:00:00Z"), Some("2026-10-01T01:00:00Z")),
+            made(copy("flood1", "v", "2026-11-27T00:00:00Z"), Some("2026-11-27T00:00:00Z")),
+            made(copy("flood2", "v", "2026-11-27T00:00:01Z"), Some("2026-11-27T00:00:01Z")),
+            made(copy("nodate", "v", "2026-09-01T00:00:00Z"), None),
+            made(copy("odd", "v", "2026-09-02T00:00:00Z"), Some("soon")),
+            made(copy("newest", "v", "2026-11-28T00:00:00Z"), Some("2026-11-28T00:00:00Z")),
+        ];
+        let rule = Retention { keep_last: Some(1), ..Default::default() };
+        let now = at("2026-11-28T12:00:00Z");
+        let plan = select_within(&copies, &rule, 7, now);
+        assert_eq!(deleted(&plan), ["old"]);
+        let why = |id: &str| {
+            plan.keep.iter().find(|k| k.copy.id == id).map(|k| k.reasons.join(", ")).unwrap()
+        };
+        assert!(why("flood1").contains("keep_within_days"), "{}", why("flood1"));
+        assert!(why("nodate").contains("unknown"), "{}", why("nodate"));
+        assert!(why("odd").contains("unreadable"), "{}", why("odd"));
+        // 0 turns the floor off; a copy exactly 7 days old may go.
+        assert_eq!(
+            deleted(&select_within(&copies, &rule, 0, now)),
+            ["nodate", "odd", "old", "flood1", "flood2"]
+        );
+        let week = select_within(&copies, &rule, 1, at("2026-11-28T00:00:00Z"));
+        assert_eq!(deleted(&week), ["old", "flood1"]);
+    }
+
+    #[test]
+    fn the_delete_limit_is_a_share_of_the_jobs_copies() {
+        assert!(!over_delete_limit(0, 0, 25));
+        assert!(!over_delete_limit(1, 4, 25));
+        assert!(over_delete_limit(2, 4, 25));
+        assert!(over_delete_limit(1, 3, 25));
+        assert!(!over_delete_limit(10, 10, 100));
+        assert!(over_delete_limit(1, 1000, 0));
+    }
+
+    fn snap(key: &str, lineage: Option<&str>, secs: Option<u64>) -> crate::Item {
+        crate::Item::new(key, crate::ItemKind::Snapshot, 1, key)
+            .with_lineage(lineage.map(str::to_string))
+            .with_modified(secs.map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)))
+    }
+
+    #[test]
+    fn the_breaker_copies_the_newest_n_of_each_lineage_and_holds_back_the_rest() {
+        let new = vec![
+            snap("a1", Some("vol-a"), Some(1)),
+            snap("a5", Some("vol-a"), Some(5)),
+            snap("a3", Some("vol-a"), Some(3)),
+            snap("b1", Some("vol-b"), Some(1)),
+            snap("a4", Some("vol-a"), Some(4)),
+            snap("a0", Some("vol-a"), None),
+            snap("solo", None, Some(9)),
+        ];
+        let keys = |v: &[crate::Item]| v.iter().map(|i| i.key.clone()).collect::<Vec<_>>();
+        let (go, held) = cap_new_per_lineage(new.clone(), 3);
+        assert_eq!(keys(&go), ["a5", "a3", "b1", "a4", "solo"]);
+        assert_eq!(keys(&held), ["a1", "a0"]);
+        let (go, held) = cap_new_per_lineage(new.clone(), 100);
+        assert_eq!((go.len(), held.len()), (7, 0));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn copies() -> impl Strategy<Value = Vec<EscrowCopy>> {
+            proptest::collection::vec(
+                (0u8..3, 0u32..40, proptest::option::of(0u32..40), any::<bool>()),
+                0..30,
+            )
+            .prop_map(|v| {
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, (l, src_day, copied_day, complete))| EscrowCopy {
+                        id: format!("c{i}"),
+                        source: format!("s{i}"),
+                        lineage: format!("vol-{l}"),
+                        created: rfc3339(std::time::UNIX_EPOCH + day(src_day)),
+                        complete,
+                        copied: copied_day.map(|d| rfc3339(std::time::UNIX_EPOCH + day(d))),
+                        job: None,
+                    })
+                    .collect()
+            })
+        }
+
+        fn day(d: u32) -> std::time::Duration {
+            std::time::Duration::from_secs(u64::from(d) * 86_400 + 3600)
+        }
+
+        proptest! {
+            #[test]
+            fn nothing_young_undated_or_newest_is_ever_deleted(
+                copies in copies(),
+                keep_last in proptest::option::of(0u32..4),
+                within in 0u32..20,
+                now_day in 0u32..60,
+            ) {
+                let rule = Retention { keep_last, ..Default::default() };
+                let now = std::time::UNIX_EPOCH + day(now_day);
+                let plan = select_within(&copies, &rule, within, now);
+                prop_assert_eq!(plan.keep.len() + plan.delete.len(), copies.len());
+                let now_s = epoch_seconds(&rfc3339(now)).unwrap();
+                for c in &plan.delete {
+                    if within > 0 {
+                        let made = c.copied.as_deref().and_then(epoch_seconds);
+                        prop_assert!(made.is_some(), "undated {:?} deleted", c);
+                        prop_assert!(now_s - made.unwrap() >= i64::from(within) * 86_400);
+                    }
+                    prop_assert!(c.complete);
+                    let newest = copies.iter().filter(|o| o.lineage == c.lineage && o.complete)
+                        .map(|o| (&o.created, &o.id)).max().unwrap();
+                    prop_assert!(newest != (&c.created, &c.id), "newest deleted: {:?}", c);
+                }
+                // The floor only ever keeps more than the rules alone.
+                let rules = select(&copies, &rule);
+                prop_assert!(plan.delete.iter().all(|c| rules.delete.contains(c)));
+            }
+
+            #[test]
+            fn the_breaker_caps_each_lineage_and_loses_nothing(
+                v in proptest::collection::vec((0u8..3, proptest::option::of(0u64..50)), 0..30),
+                cap in 1u32..5,
+            ) {
+                let new: Vec<_> = v.iter().enumerate()
+                    .map(|(i, (l, t))| snap(&format!("s{i}"), Some(&format!("vol-{l}")), *t))
+                    .collect();
+                let (go, held) = cap_new_per_lineage(new.clone(), cap);
+                prop_assert_eq!(go.len() + held.len(), new.len());
+                for l in 0u8..3 {
+                    let lineage = format!("vol-{l}");
+                    let of = |v: &[crate::Item]| v.iter()
+                        .filter(|i| i.lineage.as_deref() == Some(lineage.as_str()))
+                        .map(|i| i.modified).collect::<Vec<_>>();
+                    let (g, h) = (of(&go), of(&held));
+                    let total = g.len() + h.len();
+                    prop_assert_eq!(g.len(), total.min(cap as usize));
+                    // Every copy that goes is at least as new as every one held back.
+                    if let (Some(oldest_go), Some(newest_held)) = (g.iter().min(), h.iter().max()) {
+                        prop_assert!(oldest_go >= newest_held);
+                    }
+                }
+            }
+        }
     }
 }

@@ -785,6 +785,7 @@ pub struct AmiSink {
     ec2: aws_sdk_ec2::Client,
     region: String,
     kms_key_id: Option<String>,
+    job: Option<String>,
     timeout: Duration,
     max_poll: Duration,
 }
@@ -797,6 +798,7 @@ impl AmiSink {
             ec2,
             region: region.into(),
             kms_key_id: None,
+            job: None,
             timeout: Duration::from_secs(12 * 3600),
             max_poll: Duration::from_secs(60),
         }
@@ -807,6 +809,13 @@ impl AmiSink {
     /// it with the snapshots' key ARNs (an alias is taken as given).
     pub fn with_kms_key_id(mut self, key: Option<String>) -> Self {
         self.kms_key_id = key;
+        self
+    }
+
+    /// Tags every new copy with [`escrow_sync_core::JOB_TAG`] = `job`, so
+    /// that `prune` tells the job's copies from escrow's records alone.
+    pub fn with_job(mut self, job: Option<String>) -> Self {
+        self.job = job;
         self
     }
 
@@ -868,7 +877,7 @@ impl AmiSink {
     ) -> Result<String> {
         let attr = |k: &str| source.attributes.get(k).map(String::as_str).unwrap_or_default();
         let lineage = Some(attr("lineage")).filter(|l| !l.is_empty()).unwrap_or(&item.key);
-        let tags = BTreeMap::from([
+        let mut tags = BTreeMap::from([
             (SOURCE_IMAGE_TAG, item.key.clone()),
             (SOURCE_ACCOUNT_TAG, source.owner.clone().unwrap_or_default()),
             (SOURCE_ARN_TAG, format!("arn:aws:ec2:{}::image/{}", source.container, item.key)),
@@ -876,6 +885,9 @@ impl AmiSink {
             (COPIED_TAG, escrow_sync_aws::now_rfc3339()),
             (LINEAGE_TAG, lineage.to_string()),
         ]);
+        if let Some(job) = &self.job {
+            tags.insert(escrow_sync_core::JOB_TAG, job.clone());
+        }
         let spec = |kind| {
             TagSpecification::builder()
                 .resource_type(kind)
@@ -1126,6 +1138,10 @@ impl Retained for AmiSink {
                     lineage: tag(image.tags(), LINEAGE_TAG).unwrap_or(&source).to_string(),
                     created: tag(image.tags(), SOURCE_TIME_TAG).unwrap_or_default().to_string(),
                     complete: state_is(&image, &[ImageState::Available]),
+                    copied: Some(creation_time(&image))
+                        .filter(|t| !t.is_empty())
+                        .or_else(|| tag(image.tags(), COPIED_TAG).map(str::to_string)),
+                    job: tag(image.tags(), escrow_sync_core::JOB_TAG).map(str::to_string),
                     source,
                 })
             })

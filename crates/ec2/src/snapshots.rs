@@ -472,6 +472,7 @@ pub struct EbsSnapshotSink {
     ec2: aws_sdk_ec2::Client,
     region: String,
     kms_key_id: Option<String>,
+    job: Option<String>,
     timeout: Duration,
     max_poll: Duration,
     /// Every escrow-sync copy escrow held when first asked after the last
@@ -491,6 +492,7 @@ impl EbsSnapshotSink {
             ec2,
             region: region.into(),
             kms_key_id: None,
+            job: None,
             timeout: Duration::from_secs(12 * 3600),
             max_poll: Duration::from_secs(60),
             known: Default::default(),
@@ -540,6 +542,13 @@ impl EbsSnapshotSink {
     /// default EBS key).
     pub fn with_kms_key_id(mut self, key: Option<String>) -> Self {
         self.kms_key_id = key;
+        self
+    }
+
+    /// Tags every new copy with [`escrow_sync_core::JOB_TAG`] = `job`, so
+    /// that `prune` tells the job's copies from escrow's records alone.
+    pub fn with_job(mut self, job: Option<String>) -> Self {
+        self.job = job;
         self
     }
 
@@ -737,6 +746,9 @@ impl Sink for EbsSnapshotSink {
                 );
                 let lineage = source.attributes.get("lineage").unwrap_or(&item.key);
                 tags.insert(LINEAGE_TAG.to_string(), lineage.clone());
+                if let Some(job) = &self.job {
+                    tags.insert(escrow_sync_core::JOB_TAG.to_string(), job.clone());
+                }
                 let spec = TagSpecification::builder()
                     .resource_type(ResourceType::Snapshot)
                     .set_tags(Some(
@@ -851,6 +863,12 @@ impl escrow_sync_core::Retained for EbsSnapshotSink {
                     lineage: tag(s.tags(), LINEAGE_TAG).unwrap_or(&source).to_string(),
                     created: tag(s.tags(), SOURCE_TIME_TAG).unwrap_or_default().to_string(),
                     complete: s.state() == Some(&SnapshotState::Completed),
+                    copied: s
+                        .start_time()
+                        .map(|t| fmt_time(Some(t)))
+                        .or_else(|| tag(s.tags(), COPIED_TAG).map(str::to_string))
+                        .filter(|t| !t.is_empty()),
+                    job: tag(s.tags(), escrow_sync_core::JOB_TAG).map(str::to_string),
                     source,
                 })
             })

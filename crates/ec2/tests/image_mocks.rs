@@ -989,6 +989,8 @@ async fn retention_lists_every_copy_and_deletes_one_with_its_snapshots() {
                 lineage: "i-1".into(),
                 created: CREATED_RFC3339.into(),
                 complete: true,
+                copied: Some(CREATED_RFC3339.into()),
+                job: None,
             },
             EscrowCopy {
                 id: "ami-c2".into(),
@@ -996,6 +998,8 @@ async fn retention_lists_every_copy_and_deletes_one_with_its_snapshots() {
                 lineage: "ami-2".into(),
                 created: String::new(),
                 complete: false,
+                copied: Some(CREATED_RFC3339.into()),
+                job: None,
             },
         ]
     );
@@ -1145,6 +1149,8 @@ async fn deleting_a_copy_already_deregistered_removes_the_snapshots_it_left() {
         lineage: "i-1".into(),
         created: CREATED_RFC3339.into(),
         complete: true,
+        copied: None,
+        job: None,
     };
     // The image is gone (a prune interrupted after DeregisterImage); another
     // copy of the same source still holds snap-keep, snap-p is in progress.

@@ -474,6 +474,7 @@ pub struct RdsSnapshotSink {
     rds: Rds,
     region: String,
     kms_key_id: Option<String>,
+    job: Option<String>,
     source_account: Option<String>,
     timeout: Duration,
     max_poll: Duration,
@@ -487,6 +488,7 @@ impl RdsSnapshotSink {
             rds: Rds::new(rds, kind),
             region: region.into(),
             kms_key_id: None,
+            job: None,
             source_account: None,
             timeout: Duration::from_secs(12 * 3600),
             max_poll: Duration::from_secs(60),
@@ -498,6 +500,13 @@ impl RdsSnapshotSink {
     /// account shares.
     pub fn with_kms_key_id(mut self, key: Option<String>) -> Self {
         self.kms_key_id = key;
+        self
+    }
+
+    /// Tags every new copy with [`escrow_sync_core::JOB_TAG`] = `job`, so
+    /// that `prune` tells the job's copies from escrow's records alone.
+    pub fn with_job(mut self, job: Option<String>) -> Self {
+        self.job = job;
         self
     }
 
@@ -620,7 +629,7 @@ impl Sink for RdsSnapshotSink {
                  the escrow account: set the escrow kms_key_id",
             ));
         }
-        let tags = provenance_tags(
+        let mut tags = provenance_tags(
             &item.key,
             source.owner.as_deref().unwrap_or_default(),
             if attr("arn").is_empty() { &source.key } else { attr("arn") },
@@ -628,6 +637,9 @@ impl Sink for RdsSnapshotSink {
             &escrow_sync_aws::now_rfc3339(),
             attr("lineage"),
         );
+        if let Some(job) = &self.job {
+            tags.insert(escrow_sync_core::JOB_TAG.to_string(), job.clone());
+        }
         // RDS refuses a key for a copy of an unencrypted cluster snapshot
         // (an Aurora copy cannot add encryption); DB snapshot copies can.
         let kms = match self.rds.kind {
@@ -728,6 +740,10 @@ impl Retained for RdsSnapshotSink {
                 lineage: tag(LINEAGE_TAG).unwrap_or_else(|| s.lineage.clone()),
                 created: tag(SOURCE_TIME_TAG).unwrap_or_else(|| s.created_rfc3339()),
                 complete: s.is_available(),
+                copied: Some(s.created_rfc3339())
+                    .filter(|t| !t.is_empty())
+                    .or_else(|| tag(COPIED_TAG)),
+                job: tag(escrow_sync_core::JOB_TAG),
             });
         }
         Ok(out)

@@ -983,6 +983,8 @@ async fn the_retention_store_lists_every_copy_and_deletes_only_its_own() {
                 lineage: "orders-db".into(),
                 created: CREATED.into(),
                 complete: true,
+                copied: Some(CREATED.into()),
+                job: None,
             },
             EscrowCopy {
                 id: "escrow-nightly-2".into(),
@@ -990,6 +992,8 @@ async fn the_retention_store_lists_every_copy_and_deletes_only_its_own() {
                 lineage: "orders-db".into(),
                 created: CREATED.into(),
                 complete: false,
+                copied: Some(CREATED.into()),
+                job: None,
             },
         ]
     );

@@ -16,8 +16,9 @@ use escrow_sync_core::{
 };
 
 use crate::common::{
-    LINEAGE_TAG, RESTORE_FOR_TAG, SOURCE_ACCOUNT_TAG, SOURCE_SNAPSHOT_TAG, SOURCE_TIME_TAG, Waiter,
-    code, provenance_tags, rs_error, shared_source_key, short_hash, size_of, tag,
+    COPIED_TAG, LINEAGE_TAG, RESTORE_FOR_TAG, SOURCE_ACCOUNT_TAG, SOURCE_SNAPSHOT_TAG,
+    SOURCE_TIME_TAG, Waiter, code, provenance_tags, rs_error, shared_source_key, short_hash,
+    size_of, tag,
 };
 
 /// The prefix of every temporary restore cluster's identifier.
@@ -113,6 +114,7 @@ pub struct RedshiftSnapshotSink {
     region: String,
     independent: bool,
     kms_key_id: Option<String>,
+    job: Option<String>,
     wait: Waiter,
     restore: RestoreOptions,
     primary_account: Option<String>,
@@ -129,6 +131,7 @@ impl RedshiftSnapshotSink {
             region: region.into(),
             independent: false,
             kms_key_id: None,
+            job: None,
             wait: Waiter {
                 timeout: Duration::from_secs(12 * 3600),
                 max_poll: Duration::from_secs(60),
@@ -151,6 +154,14 @@ impl RedshiftSnapshotSink {
     /// encrypted source is the primary's key: verify flags that).
     pub fn with_kms_key_id(mut self, key: Option<String>) -> Self {
         self.kms_key_id = key;
+        self
+    }
+
+    /// Tags every new escrow snapshot with [`escrow_sync_core::JOB_TAG`] =
+    /// `job`, so that `prune` tells the job's copies from escrow's records
+    /// alone.
+    pub fn with_job(mut self, job: Option<String>) -> Self {
+        self.job = job;
         self
     }
 
@@ -542,7 +553,7 @@ impl RedshiftSnapshotSink {
             .unwrap_or(0)
             + 1;
         let snapshot_id = format!("{prefix}{n}");
-        let tags = provenance_tags(
+        let mut tags = provenance_tags(
             &item.key,
             &owner,
             source.attributes.get("arn").map(String::as_str).unwrap_or_default(),
@@ -550,6 +561,9 @@ impl RedshiftSnapshotSink {
             source.attributes.get("cluster").map(String::as_str).unwrap_or_default(),
             &escrow_sync_aws::now_rfc3339(),
         );
+        if let Some(job) = &self.job {
+            tags.insert(escrow_sync_core::JOB_TAG.to_string(), job.clone());
+        }
         let out = self
             .redshift
             .create_cluster_snapshot()
@@ -748,6 +762,11 @@ impl Retained for RedshiftSnapshotSink {
                     lineage: tag(&s, LINEAGE_TAG).unwrap_or_default().to_string(),
                     created: tag(&s, SOURCE_TIME_TAG).unwrap_or_default().to_string(),
                     complete: s.status() == Some("available"),
+                    copied: s
+                        .snapshot_create_time()
+                        .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
+                        .or_else(|| tag(&s, COPIED_TAG).map(str::to_string)),
+                    job: tag(&s, escrow_sync_core::JOB_TAG).map(str::to_string),
                 })
             })
             .collect())
