@@ -22,6 +22,9 @@ const SEED_SCRIPT: &str = include_str!("demo_seed.py");
 /// The recovery account's role the demo's restore drill writes with.
 const RECOVERY_ROLE: &str = "arn:aws:iam::333333333333:role/recovery";
 
+/// The incident: the primary's attacker, and the check of what came back (see the file).
+const INCIDENT_SCRIPT: &str = include_str!("demo_incident.py");
+
 /// Creates the IAM identities from `escrow-sync policy` (see the file).
 const IAM_SCRIPT: &str = include_str!("demo_iam.py");
 
@@ -66,6 +69,9 @@ name = "orders"
 source_table = "orders"
 dest_table = "escrow-orders"
 segments = 4
+# Before a run replaces an escrow item, the state escrow held is kept here:
+# `restore --at` brings back the table as escrow held it at any time.
+history_bucket = "escrow-orders-history"
 
 [[dynamodb]]
 # Point-in-time export generations in escrow S3 (gzip DynamoDB JSON lines,
@@ -118,7 +124,7 @@ fn exit_meaning(code: Option<i32>) -> &'static str {
     match code {
         Some(1) => "some items failed",
         Some(2) => "invalid config or usage, or a fatal error",
-        Some(3) => "verify found differences",
+        Some(3) => "verify found differences, or a run stopped at the mass-change breaker",
         Some(_) => "unexpected exit code",
         None => "killed by a signal",
     }
@@ -180,9 +186,10 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
         &["verify", "--offline"],
         &["prune"],
     ];
-    // Then `policy` and `audit` under the generated roles, and last restore
-    // drills of an S3 job and a DynamoDB job into a third account.
-    let of = steps.len() + 4;
+    // Then `policy` and `audit` under the generated roles, restore drills of
+    // an S3 job and a DynamoDB job into a third account, and last the
+    // incident (six steps).
+    let of = steps.len() + 4 + INCIDENT_STEPS;
     for (n, args) in steps.iter().enumerate() {
         let (command, rest) = args.split_first().expect("a command");
         let mut cmd = Command::new(&bin);
@@ -190,7 +197,15 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
         emulator::apply_client_env(&mut cmd, paths, &endpoint);
         run_step(paths, &bin, n + 1, of, &mut cmd)?;
     }
-    audit_under_iam(paths, &files, &bin, &config, &endpoint, (of - 3, of - 2), of)?;
+    audit_under_iam(
+        paths,
+        &files,
+        &bin,
+        &config,
+        &endpoint,
+        (steps.len() + 1, steps.len() + 2),
+        of,
+    )?;
 
     // Restore drills into a recovery account (333333333333), from escrow
     // alone: the S3 job compared byte for byte, the table item for item,
@@ -211,12 +226,101 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
             .arg("--drill")
             .current_dir(&demo_dir);
         emulator::apply_client_env(&mut drill, paths, &endpoint);
-        run_step(paths, &bin, of - 1 + n, of, &mut drill)?;
+        run_step(paths, &bin, steps.len() + 3 + n, of, &mut drill)?;
     }
+
+    let first = steps.len() + 5;
+    incident(paths, &files, &bin, &config, &endpoint, first, of)?;
 
     drop(guard);
     println!("\n==> demo finished in {} (including the build)", secs(started.elapsed()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many `escrow-sync` steps the incident drill runs.
+const INCIDENT_STEPS: usize = 6;
+
+/// The incident escrow-sync exists for, after the drills: the primary's
+/// attacker overwrites every object of `prod-assets` with random bytes and
+/// deletes a third, rewrites the orders and deletes a fifth
+/// ([`INCIDENT_SCRIPT`]). The scheduled runs of both jobs stop at the
+/// mass-change breaker (exit 3); accepted runs copy the rest (escrow keeps
+/// every earlier state); `restore --at` a time before the incident brings
+/// both back into the recovery account, and the script checks them against
+/// the primary as it was before, byte for byte and item for item.
+fn incident(
+    paths: &Paths,
+    files: &Files,
+    bin: &Path,
+    config: &Path,
+    endpoint: &str,
+    first: usize,
+    of: usize,
+) -> Result<()> {
+    let demo_dir = config.parent().expect("the config is in the demo directory");
+    let script = files.dir.join("demo_incident.py");
+    fs::write(&script, INCIDENT_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+    let (state, time) = (demo_dir.join("pre-incident.json"), demo_dir.join("pre-incident-time"));
+    let python = |args: &[&std::ffi::OsStr]| -> Result<()> {
+        let mut cmd = Command::new(files.python());
+        cmd.arg(&script).args(args).current_dir(&files.dir);
+        emulator::apply_client_env(&mut cmd, paths, endpoint);
+        let status = run_status(&mut cmd)?;
+        if !status.success() {
+            bail!("{} failed ({status})", paths.display(&script));
+        }
+        Ok(())
+    };
+    println!("\n==> the incident: the primary's admin login is stolen");
+    python(&["attack".as_ref(), endpoint.as_ref(), state.as_os_str(), time.as_os_str()])?;
+    let before =
+        fs::read_to_string(&time).with_context(|| format!("reading {}", time.display()))?;
+    let before = before.trim();
+    let escrow_sync = |args: &[&str]| {
+        let mut cmd = Command::new(bin);
+        let (command, rest) = args.split_first().expect("a command");
+        cmd.arg(command).arg("--config").arg(config).args(rest).current_dir(demo_dir);
+        emulator::apply_client_env(&mut cmd, paths, endpoint);
+        cmd
+    };
+    // The next scheduled runs stop at the breaker: exit 3, `mass-change`.
+    for (n, job) in ["assets", "orders"].iter().enumerate() {
+        run_step_expecting(paths, bin, first + n, of, &mut escrow_sync(&["run", "--job", job]), 3)?;
+    }
+    // Once the operator knows, the change is accepted: escrow keeps every
+    // earlier version and item state, so nothing is lost either way.
+    for (n, job) in ["assets", "orders"].iter().enumerate() {
+        let mut cmd = escrow_sync(&["run", "--job", job, "--accept-mass-change"]);
+        run_step(paths, bin, first + 2 + n, of, &mut cmd)?;
+    }
+    // Back as of before the incident, into the recovery account.
+    let targets = [
+        ("assets", "--target-bucket", "incident-prod-assets"),
+        ("orders", "--target-table", "incident-orders"),
+    ];
+    for (n, (job, flag, target)) in targets.iter().enumerate() {
+        let args = [
+            "restore",
+            "--job",
+            job,
+            "--target-role-arn",
+            RECOVERY_ROLE,
+            flag,
+            target,
+            "--at",
+            before,
+            "--apply",
+        ];
+        run_step(paths, bin, first + 4 + n, of, &mut escrow_sync(&args))?;
+    }
+    println!("\n==> what came back, compared with the primary before the incident");
+    python(&[
+        "check".as_ref(),
+        endpoint.as_ref(),
+        state.as_os_str(),
+        targets[0].2.as_ref(),
+        targets[1].2.as_ref(),
+    ])
 }
 
 /// The closing audit. The emulator keeps the accounts apart only with IAM
@@ -287,13 +391,32 @@ fn audit_under_iam(
 
 /// Runs one escrow-sync command with its output on the terminal; fails unless it exits 0.
 fn run_step(paths: &Paths, bin: &Path, n: usize, of: usize, cmd: &mut Command) -> Result<()> {
+    run_step_expecting(paths, bin, n, of, cmd, 0)
+}
+
+/// Runs one escrow-sync command with its output on the terminal; fails
+/// unless it exits with `expected`.
+fn run_step_expecting(
+    paths: &Paths,
+    bin: &Path,
+    n: usize,
+    of: usize,
+    cmd: &mut Command,
+    expected: i32,
+) -> Result<()> {
     let shown = describe(cmd).replace(&bin.display().to_string(), "escrow-sync");
     let shown = shown.replace(&format!("{}/", paths.root.display()), "");
     println!("\n==> [{n}/{of}] {shown}");
     let step_started = Instant::now();
     let status = run_status(cmd)?;
-    if !status.success() {
-        bail!("`{shown}` exited with {status}: {}", exit_meaning(status.code()));
+    if status.code() != Some(expected) {
+        bail!(
+            "`{shown}` exited with {status} ({}), expected {expected}",
+            exit_meaning(status.code())
+        );
+    }
+    if expected != 0 {
+        println!("(exit {expected}: {}, as expected)", exit_meaning(Some(expected)));
     }
     println!("({})", secs(step_started.elapsed()));
     Ok(())
@@ -320,6 +443,7 @@ mod tests {
             "backup",
             "alias/escrow-demo",
             "\"escrow-manifests\"",
+            "\"escrow-orders-history\"",
             "\"prod-trail\"",
             "\"prod-trail-logs\"",
             "\"escrow-trail-logs\"",
@@ -331,7 +455,7 @@ mod tests {
 
     #[test]
     fn exit_codes_have_meanings() {
-        assert_eq!(exit_meaning(Some(3)), "verify found differences");
+        assert!(exit_meaning(Some(3)).contains("mass-change breaker"));
         assert_eq!(exit_meaning(None), "killed by a signal");
     }
 }

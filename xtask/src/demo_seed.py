@@ -42,6 +42,8 @@ LOG_COUNT = 40
 TABLE = "orders"
 EXPORTS_BUCKET = "escrow-exports"
 MANIFEST_BUCKET = "escrow-manifests"
+# Item history of the orders table job: every state escrow held of an item.
+HISTORY_BUCKET = "escrow-orders-history"
 TRAIL_BUCKET = "escrow-cloudtrail"
 # The primary's trail, escrowed by the [[cloudtrail]] job.
 TRAIL_NAME = "prod-trail"
@@ -537,6 +539,11 @@ def main():
         Bucket=TRAIL_DEST_BUCKET, VersioningConfiguration={"Status": "Enabled"}
     )
 
+    create_bucket(dest, HISTORY_BUCKET)
+    dest.put_bucket_versioning(
+        Bucket=HISTORY_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+    )
+
     # Every run's manifest goes here.
     create_bucket(dest, MANIFEST_BUCKET)
     dest.put_bucket_versioning(
@@ -554,6 +561,7 @@ def main():
         MANIFEST_BUCKET,
         TRAIL_BUCKET,
         TRAIL_DEST_BUCKET,
+        HISTORY_BUCKET,
     )
     for bucket in escrow_buckets:
         dest.put_public_access_block(
@@ -590,7 +598,8 @@ def main():
     print(f"escrow  {ESCROW_ACCOUNT}: kms key {key['KeyId']} ({ESCROW_KEY_ALIAS})")
     print(
         f"escrow  {ESCROW_ACCOUNT}: s3://{DEST_BUCKET}, s3://{LOGS_DEST_BUCKET}, "
-        f"s3://{EXPORTS_BUCKET}, s3://{MANIFEST_BUCKET}, s3://{TRAIL_DEST_BUCKET}: "
+        f"s3://{EXPORTS_BUCKET}, s3://{MANIFEST_BUCKET}, s3://{TRAIL_DEST_BUCKET}, "
+        f"s3://{HISTORY_BUCKET}: "
         "versioning enabled, empty"
     )
 

@@ -941,6 +941,8 @@ impl<'a> Ctx<'a> {
                     "dynamodb:UpdateContinuousBackups",
                     "dynamodb:DescribeContinuousBackups",
                     "dynamodb:Query",
+                    // A checkpoint is read back by key, part by part, under a cap.
+                    "dynamodb:GetItem",
                     "dynamodb:PutItem",
                     "dynamodb:DeleteItem",
                 ],
