@@ -521,11 +521,24 @@ impl LeaseGuard {
     /// lost while the job ran (the job was then cancelled) or could not be
     /// released (it then expires by itself).
     pub async fn release(self) -> Result<()> {
+        match self.end().await {
+            LeaseEnd::Released => Ok(()),
+            LeaseEnd::Lost(e) | LeaseEnd::NotReleased(e) => Err(e),
+        }
+    }
+
+    /// Stops renewing and releases the lease, telling a lease lost while
+    /// the job ran from one that could not be released.
+    pub async fn end(self) -> LeaseEnd {
         self.stop.cancel();
         match self.task.await {
-            Ok(Ok(lease)) => lease.release().await,
-            Ok(Err(lost)) => Err(lost),
-            Err(e) => Err(Error::new(
+            Ok(Ok(lease)) => match lease.release().await {
+                Ok(()) => LeaseEnd::Released,
+                Err(e) if e.message().contains("lost the lease") => LeaseEnd::Lost(e),
+                Err(e) => LeaseEnd::NotReleased(e),
+            },
+            Ok(Err(lost)) => LeaseEnd::Lost(lost),
+            Err(e) => LeaseEnd::NotReleased(Error::new(
                 ErrorKind::Failed,
                 "lease",
                 "renewal task",
@@ -533,6 +546,19 @@ impl LeaseGuard {
             )),
         }
     }
+}
+
+/// How a kept lease ended.
+#[derive(Debug)]
+pub enum LeaseEnd {
+    /// Released: the next run takes it over at once.
+    Released,
+    /// Another run took it while the job ran (the job was cancelled), or
+    /// renewals failed until it expired.
+    Lost(Error),
+    /// Still ours, but the release could not be written: it expires by
+    /// itself.
+    NotReleased(Error),
 }
 
 #[cfg(test)]

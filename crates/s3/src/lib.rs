@@ -55,7 +55,7 @@ mod versions;
 pub use check::{check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket};
 pub use journal::JOURNAL_DIR;
 pub use lease::{
-    BUCKET_LEASE_PREFIX, DEFAULT_LEASE_TTL, Lease, LeaseGuard, LeaseHolder, LeaseRecord,
+    BUCKET_LEASE_PREFIX, DEFAULT_LEASE_TTL, Lease, LeaseEnd, LeaseGuard, LeaseHolder, LeaseRecord,
     LeaseStore, host_name,
 };
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, MultipartOptions, SOURCE_ETAG_META, part_ranges};
