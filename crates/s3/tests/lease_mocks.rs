@@ -17,7 +17,7 @@ use escrow_sync_s3::{LeaseHolder, LeaseRecord, LeaseStore};
 const KEY: &str = "escrow-sync/manifests/leases/assets.json";
 
 fn client(rules: &[&Rule]) -> Client {
-    mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules.to_vec(), |c| c
+    mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules.iter().copied(), |c| c
         .retry_config(RetryConfig::standard().with_initial_backoff(Duration::from_millis(1))))
 }
 
