@@ -303,7 +303,9 @@ async fn config_defaults_to_escrow_toml_and_job_selects_one() {
     let j = job(&doc);
     assert_eq!((j["name"].as_str().unwrap(), n(j, "copied")), (second.as_str(), 3));
     assert!(a.escrow_keys().await.is_empty(), "the other job did not run");
-    assert_eq!(b.escrow_keys().await, ["b/obj/000", "b/obj/001", "b/obj/002"]);
+    // The job held its lease beside its copies, outside dest_prefix.
+    let lease = format!(".escrow-sync/leases/{second}.json");
+    assert_eq!(b.escrow_keys().await, [lease.as_str(), "b/obj/000", "b/obj/001", "b/obj/002"]);
 
     let out = cli_in(dir, &["run", "--output", "json"]);
     assert_eq!(out.code, 0, "{out:?}");

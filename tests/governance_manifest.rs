@@ -10,10 +10,16 @@ use escrow_sync_governance::manifest::{Manifest, ManifestStore};
 use escrow_sync_core::ItemOutcome;
 
 /// The manifests in `bucket` (keys, oldest first).
+/// The run manifests in `bucket` (the jobs' leases, under
+/// `<manifest_prefix>leases/`, left out).
 async fn manifests(client: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
     let out = client.list_objects_v2().bucket(bucket).send().await.unwrap();
-    let mut keys: Vec<String> =
-        out.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect();
+    let mut keys: Vec<String> = out
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .filter(|k| !k.contains("/leases/"))
+        .collect();
     keys.sort();
     keys
 }
@@ -50,6 +56,10 @@ async fn each_run_records_a_complete_manifest_and_verify_offline_needs_only_escr
     let keys = manifests(&escrow, &manifest_bucket).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(keys[0].starts_with("runs/") && keys[0].ends_with(".jsonl"), "{keys:?}");
+    let lease = escrow_sync_e2e::get(&escrow, &manifest_bucket, "runs/leases/assets.json").await;
+    let lease: serde_json::Value =
+        serde_json::from_slice(&lease.expect("the job's lease")).unwrap();
+    assert!(lease["released"].is_string(), "released after the run: {lease}");
     let notes = run.json()["jobs"][0]["notes"].to_string();
     assert!(notes.contains(&keys[0]), "the report names the manifest: {notes}");
 

@@ -297,6 +297,22 @@ pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> Outcome {
 /// Runs the binary in `dir` against the emulator with the base test keys,
 /// no profile or config file of the developer's, and `env` on top.
 fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let mut cmd = cli_command(dir, args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run escrow-sync");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The command `escrow-sync ARGS` in `dir` against the emulator with the
+/// base test keys and no profile or config file of the developer's, not
+/// started yet (for a suite that signals the running process).
+pub fn cli_command(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(binary());
     cmd.current_dir(dir)
         .args(args)
@@ -308,15 +324,7 @@ fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/nonexistent/escrow-sync-test-config")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/escrow-sync-test-credentials");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run escrow-sync");
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cmd
 }
 
 /// A config file of the two test accounts (escrow operator role, primary

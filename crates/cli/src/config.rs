@@ -608,6 +608,9 @@ pub struct EscrowSection {
     pub manifest_prefix: Option<String>,
     /// Object Lock retention set on every manifest.
     pub manifest_object_lock: Option<ObjectLockConfig>,
+    /// How long a job's lease lasts unless renewed (default 600; renewed
+    /// every third of it while the job runs).
+    pub lease_ttl_seconds: Option<u64>,
 }
 
 /// `[primary]`: the account being backed up.
@@ -845,6 +848,14 @@ impl Config {
     }
 
     fn validate(&self, origin: &str) -> Result<()> {
+        if let Some(ttl) = self.escrow.lease_ttl_seconds
+            && !(MIN_LEASE_TTL_SECONDS..=MAX_LEASE_TTL_SECONDS).contains(&ttl)
+        {
+            return Err(Error::invalid_config(format!(
+                "{origin}: [escrow] lease_ttl_seconds is {ttl}: use {MIN_LEASE_TTL_SECONDS} to \
+                 {MAX_LEASE_TTL_SECONDS} seconds (a running job renews its lease every third of it)"
+            )));
+        }
         if self.jobs().is_empty() {
             return Err(Error::invalid_config(format!(
                 "{origin}: no jobs: add an [[s3]] section with source_bucket and dest_bucket, \
@@ -1336,6 +1347,113 @@ fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
     Ok(())
 }
 
+/// The shortest lease a config may ask for, in seconds.
+pub const MIN_LEASE_TTL_SECONDS: u64 = 10;
+/// The longest lease a config may ask for, in seconds (a day).
+pub const MAX_LEASE_TTL_SECONDS: u64 = 86_400;
+
+/// Where a job keeps its lease while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeasePlace {
+    /// The lease object `key` in the escrow bucket `bucket`.
+    Object {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
+    /// No lease: overlapping runs of the job are not prevented. The text
+    /// says why and how to get one.
+    Nowhere(String),
+}
+
+impl Config {
+    /// How long a lease lasts unless renewed.
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        self.escrow
+            .lease_ttl_seconds
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(escrow_sync_s3::DEFAULT_LEASE_TTL)
+    }
+
+    /// Where `job` keeps its lease: `<manifest_prefix>leases/<job>.json` in
+    /// the manifest bucket when there is one; otherwise
+    /// `.escrow-sync/leases/<job>.json` at the root of the job's own escrow
+    /// bucket (S3, CloudTrail and export jobs), unless a job of the config
+    /// copies keys there; otherwise nowhere.
+    pub fn lease_place(&self, job: &JobRef<'_>) -> LeasePlace {
+        let name = job.name();
+        let fix = "set [escrow] manifest_bucket (leases are kept under \
+                   <manifest_prefix>leases/ there)";
+        let (bucket, key) = match &self.escrow.manifest_bucket {
+            Some(bucket) => {
+                let prefix = self
+                    .escrow
+                    .manifest_prefix
+                    .as_deref()
+                    .unwrap_or(escrow_sync_governance::manifest::DEFAULT_PREFIX);
+                (bucket.clone(), format!("{prefix}leases/{name}.json"))
+            }
+            None => {
+                let own = match job {
+                    JobRef::S3(j) => Some(&j.dest_bucket),
+                    JobRef::CloudTrail(j) => Some(&j.dest_bucket),
+                    JobRef::DynamoDb(j) => j.dest_bucket.as_ref(),
+                    JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => None,
+                };
+                let Some(bucket) = own else {
+                    return LeasePlace::Nowhere(format!(
+                        "job {name} holds no lease: it has no escrow bucket and [escrow] \
+                         manifest_bucket is not set, so overlapping runs of it (a cron overlap) \
+                         are not prevented; {fix}"
+                    ));
+                };
+                (bucket.clone(), format!("{}{name}.json", escrow_sync_s3::BUCKET_LEASE_PREFIX))
+            }
+        };
+        if let Some(other) = self.copies_into(&bucket, &key) {
+            return LeasePlace::Nowhere(format!(
+                "job {name} holds no lease: job {other} copies keys into s3://{bucket}/ where its \
+                 lease {key} would live, so overlapping runs of {name} are not prevented; give \
+                 {other} a dest_prefix, or {fix} in another bucket"
+            ));
+        }
+        LeasePlace::Object { bucket, key }
+    }
+
+    /// The name of a job whose escrow copies can land on `bucket`/`key`.
+    fn copies_into(&self, bucket: &str, key: &str) -> Option<String> {
+        let s3 = self
+            .s3
+            .iter()
+            .filter(|j| j.dest_bucket == bucket)
+            .find(|j| key.starts_with(&format!("{}{}", j.dest_prefix, j.prefix)))
+            .map(S3Job::name);
+        let exports = self
+            .dynamodb
+            .iter()
+            .filter(|j| j.dest_bucket.as_deref() == Some(bucket))
+            .find(|j| {
+                let prefix = j.dest_prefix.as_deref().unwrap_or_default();
+                key.starts_with(&format!("{prefix}{}/", j.source_table))
+            })
+            .map(DynamoDbJob::name);
+        // A trail's logs land under `<dest_prefix><log bucket>/`, and bucket
+        // names start with a lowercase letter or a digit.
+        let trails = self
+            .cloudtrail
+            .iter()
+            .filter(|j| j.dest_bucket == bucket)
+            .find(|j| {
+                key.strip_prefix(j.dest_prefix.as_str()).is_some_and(|rest| {
+                    rest.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                })
+            })
+            .map(CloudTrailJob::name);
+        s3.or(exports).or(trails)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1674,5 +1792,62 @@ concurrency = 8
         let missing = GOOD.replace("dest_bucket = \"escrow-logs\"", "");
         let err = Config::parse(&missing, "c").unwrap_err().to_string();
         assert!(err.contains("missing field `dest_bucket`"), "{err}");
+    }
+
+    #[test]
+    fn leases_live_in_the_manifest_bucket_else_outside_every_copied_key_space() {
+        let c = Config::parse(GOOD, "c").unwrap();
+        let jobs = c.jobs();
+        // "logs" copies under logs/2026/: the bucket root's .escrow-sync/ is free.
+        assert_eq!(
+            c.lease_place(&jobs[1]),
+            LeasePlace::Object {
+                bucket: "escrow-logs".into(),
+                key: ".escrow-sync/leases/logs.json".into()
+            }
+        );
+        // s3:prod-assets copies the whole bucket: a lease there could be
+        // overwritten by a copy, so it holds none and says how to get one.
+        let LeasePlace::Nowhere(why) = c.lease_place(&jobs[0]) else { panic!("no lease") };
+        assert!(why.contains("s3:prod-assets") && why.contains("manifest_bucket"), "{why}");
+        assert!(why.contains("dest_prefix"), "{why}");
+
+        let with_manifest = GOOD.replace(
+            "[escrow]",
+            "[escrow]\nmanifest_bucket = \"escrow-manifests\"\nlease_ttl_seconds = 30",
+        );
+        let c = Config::parse(&with_manifest, "c").unwrap();
+        assert_eq!(c.lease_ttl(), std::time::Duration::from_secs(30));
+        assert_eq!(
+            c.lease_place(&c.jobs()[0]),
+            LeasePlace::Object {
+                bucket: "escrow-manifests".into(),
+                key: "escrow-sync/manifests/leases/s3:prod-assets.json".into()
+            }
+        );
+        assert_eq!(Config::parse(GOOD, "c").unwrap().lease_ttl().as_secs(), 600);
+    }
+
+    #[test]
+    fn snapshot_jobs_without_a_manifest_bucket_hold_no_lease() {
+        let text = GOOD.replace(
+            "[[s3]]\nsource_bucket = \"prod-assets\"",
+            "[[rds]]\n\n[[s3]]\nsource_bucket = \"prod-assets\"",
+        );
+        let c = Config::parse(&text, "c").unwrap();
+        let rds = c.jobs().into_iter().find(|j| j.name() == "rds").unwrap();
+        let LeasePlace::Nowhere(why) = c.lease_place(&rds) else { panic!("no lease") };
+        assert!(why.contains("not prevented") && why.contains("manifest_bucket"), "{why}");
+    }
+
+    #[test]
+    fn lease_ttl_out_of_range_names_the_key_and_the_range() {
+        for bad in ["0", "9", "86401"] {
+            let text = GOOD.replace("[escrow]", &format!("[escrow]\nlease_ttl_seconds = {bad}"));
+            let err = Config::parse(&text, "escrow.toml").unwrap_err();
+            assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+            let err = err.to_string();
+            assert!(err.contains("lease_ttl_seconds is") && err.contains("10 to 86400"), "{err}");
+        }
     }
 }

@@ -14,6 +14,7 @@ mod audit_cmd;
 pub mod config;
 mod dynamo;
 mod governance;
+mod lease_cmd;
 mod manifest_cmd;
 pub mod output;
 mod policy_cmd;
@@ -282,22 +283,61 @@ pub async fn run(cli: Cli) -> u8 {
     code
 }
 
-/// The first Ctrl-C cancels `cancel` (work in flight finishes); the
-/// second exits with 130.
+/// The first Ctrl-C or SIGTERM cancels `cancel`: nothing new starts, work
+/// in flight finishes, the run manifest is written and leases are released.
+/// The second exits at once (130 after Ctrl-C, 143 after SIGTERM).
 fn interrupt_on_ctrl_c(cancel: CancellationToken) {
+    // Listen for SIGTERM before any work starts (a container's stop).
+    let mut signals = Signals::listen();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "interrupted: nothing new starts; waiting for work in flight (Ctrl-C again to \
-                 stop at once; nothing half-written is ever taken as done)"
-            );
-            cancel.cancel();
-        }
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted again: stopping now");
-            std::process::exit(130);
+        let Some(first) = signals.next().await else { return };
+        eprintln!(
+            "{first}: nothing new starts; waiting for work in flight, then the run manifest and \
+             the leases are written (Ctrl-C or SIGTERM again to stop at once; nothing \
+             half-written is ever taken as done)"
+        );
+        cancel.cancel();
+        if let Some(second) = signals.next().await {
+            eprintln!("{second} again: stopping now");
+            std::process::exit(if second == Signals::TERMINATED { 143 } else { 130 });
         }
     });
+}
+
+/// Ctrl-C (SIGINT) and, on Unix, SIGTERM, as one stream.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    const INTERRUPTED: &str = "interrupted";
+    const TERMINATED: &str = "terminated (SIGTERM)";
+
+    fn listen() -> Self {
+        Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// The next signal's description; `None` when no signal can be heard.
+    async fn next(&mut self) -> Option<&'static str> {
+        let ctrl_c = async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => Self::INTERRUPTED,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            return tokio::select! {
+                s = ctrl_c => Some(s),
+                t = term.recv() => t.map(|()| Self::TERMINATED),
+            };
+        }
+        Some(ctrl_c.await)
+    }
 }
 
 /// `escrow-sync prune`: prints what it keeps and deletes; returns the exit
@@ -419,6 +459,10 @@ pub async fn execute(
         });
     }
     let warnings = sessions.warnings.clone();
+    let run_id = manifest
+        .as_ref()
+        .map(|m| m.run_id().to_string())
+        .unwrap_or_else(escrow_sync_governance::manifest::run_id);
     let progress = progress::Progress::new();
     let mut outcomes = Vec::new();
     for job in ready {
@@ -434,6 +478,37 @@ pub async fn execute(
             m.job(&name, kind);
             m.item_log(&name)
         });
+        // One run per job: `run` holds the job's lease while it runs, and the
+        // job gets a token of its own that a lost lease cancels.
+        let cancel = cancel.child_token();
+        let lease = match mode {
+            Mode::Run => {
+                match lease_cmd::take(&config, job.job_ref(), &sessions, &run_id, &cancel).await {
+                    Ok(lease) => Some(lease),
+                    Err(e) => {
+                        // Held by another run (or unreadable): this job is
+                        // left alone, the others still run.
+                        if let Some(bar) = bar {
+                            bar.finish();
+                        }
+                        let result = Err(e);
+                        if let Some(m) = manifest.as_mut() {
+                            m.job_end(manifest_cmd::summary(&name, &result));
+                        }
+                        let error = result.err();
+                        outcomes.push(JobOutcome {
+                            name,
+                            kind,
+                            report: None,
+                            error,
+                            streamed: false,
+                        });
+                        continue;
+                    }
+                }
+            }
+            Mode::Plan | Mode::Verify => None,
+        };
         let (kind, streamed, result) = match job {
             Ready::S3(job) => {
                 let streamed = config.streams(job);
@@ -501,6 +576,10 @@ pub async fn execute(
                 ("cloudtrail", false, result)
             }
         };
+        let (result, lease_lost) = match lease {
+            Some(lease) => lease.end(result).await,
+            None => (result, None),
+        };
         if let Some(bar) = bar {
             bar.finish();
         }
@@ -515,6 +594,9 @@ pub async fn execute(
             Err(e) => JobOutcome { name, kind, report: None, error: Some(e), streamed },
         };
         outcomes.push(outcome);
+        if let Some(o) = outcomes.last_mut() {
+            o.error = lease_cmd::job_error(o.error.take(), lease_lost);
+        }
     }
     if let Some(m) = manifest {
         manifest_cmd::write(&config, &sessions.escrow, m, &mut outcomes).await;
@@ -543,7 +625,17 @@ enum Ready<'a> {
     CloudTrail(&'a config::CloudTrailJob, Box<trail_cmd::Checked>),
 }
 
-impl Ready<'_> {
+impl<'a> Ready<'a> {
+    /// The configured job.
+    fn job_ref(&self) -> JobRef<'a> {
+        match self {
+            Ready::S3(j) => JobRef::S3(j),
+            Ready::DynamoDb(j, _) => JobRef::DynamoDb(j),
+            Ready::Snapshots(j) => *j,
+            Ready::CloudTrail(j, _) => JobRef::CloudTrail(j),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Ready::S3(_) => "s3",

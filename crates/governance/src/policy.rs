@@ -193,6 +193,10 @@ pub fn check(inv: &Inventory) -> Result<()> {
     Ok(())
 }
 
+/// Where jobs without a manifest bucket keep their leases in their own
+/// escrow bucket (the same as `escrow_sync_s3::BUCKET_LEASE_PREFIX`).
+pub const LEASE_PREFIX: &str = ".escrow-sync/leases/";
+
 /// Every policy the inventory needs, as JSON documents.
 pub fn generate(inv: &Inventory) -> Policies {
     let ctx = Ctx::new(inv);
@@ -831,6 +835,13 @@ impl<'a> Ctx<'a> {
             let u = buckets.entry(&m.bucket).or_default();
             u.prefixes.insert(m.prefix.clone());
             u.lock |= m.object_lock;
+        } else {
+            // Without a manifest bucket, jobs keep their leases (one run
+            // per job: PutObject and GetObject, never a delete) at the root
+            // of their own escrow bucket (`escrow_sync_s3::BUCKET_LEASE_PREFIX`).
+            for u in buckets.values_mut() {
+                u.prefixes.insert(LEASE_PREFIX.to_string());
+            }
         }
         for (bucket, u) in &buckets {
             let name = sid("", bucket);

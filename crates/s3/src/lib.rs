@@ -41,6 +41,7 @@
 mod check;
 mod checksum;
 mod journal;
+mod lease;
 mod list;
 mod multipart;
 mod protect;
@@ -53,6 +54,10 @@ mod versions;
 
 pub use check::{check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket};
 pub use journal::JOURNAL_DIR;
+pub use lease::{
+    BUCKET_LEASE_PREFIX, DEFAULT_LEASE_TTL, Lease, LeaseEnd, LeaseGuard, LeaseHolder, LeaseRecord,
+    LeaseStore, host_name,
+};
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, MultipartOptions, SOURCE_ETAG_META, part_ranges};
 pub use protect::{LockMode, ObjectLock, Protection};
 pub use restore::{
