@@ -430,7 +430,13 @@ async fn generated_roles_are_enough_for_a_run_and_each_statement_is_needed() {
         .filter_map(|o| o.key().map(str::to_string))
         .collect();
     keys.sort();
-    assert_eq!(keys, ["data/a.txt", "data/b.txt"], "the prefix only");
+    // The copies under the job's prefix, and the job's lease (no manifest
+    // bucket here: it sits at the bucket root, outside the copied keys).
+    assert_eq!(
+        keys,
+        [".escrow-sync/leases/assets.json", "data/a.txt", "data/b.txt"],
+        "the prefix and the lease only"
+    );
     let items = aws_sdk_dynamodb::Client::new(&world.escrow)
         .scan()
         .table_name(&dest_table)

@@ -7,9 +7,17 @@
 //!   `max_change_percent` of escrow's objects rewritten, the rest held back.
 //! - `run --accept-mass-change` lets the change through (escrow keeps every
 //!   earlier version: nothing is lost either way).
+//! - A second run while another holds the job's lease exits 2 naming the
+//!   holder and changes nothing.
 //! - `restore --at` a time before the incident brings the pre-incident
 //!   bucket back into a recovery account (333333333333), byte for byte,
 //!   deleted keys included, from escrow alone.
+//! - A table job with item history: the same incident, restored item for
+//!   item; an insider deleting history objects is caught by `verify`.
+//!
+//! The snapshot flood (`prune` steered by fresh snapshots) is played in
+//! `tests/ec2_two_accounts.rs`, a planted export generation in
+//! `tests/dynamodb_exports.rs`, and overlapping runs in `tests/leases.rs`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -75,6 +83,29 @@ async fn a_rewritten_and_partly_deleted_bucket_trips_the_breaker_and_restores_fr
         pair.primary.delete_object().bucket(&pair.source_bucket).key(key).send().await.unwrap();
     }
 
+    // A second run while another holds the job's lease (a cron overlap, or
+    // a run started by hand) changes nothing and names the holder.
+    let manifests = manifest_bucket(&cfg);
+    let lease_key = "escrow-sync/manifests/leases/assets.json";
+    let until = escrow_sync_core::rfc3339(SystemTime::now() + Duration::from_secs(600));
+    let held = serde_json::json!({
+        "job": "assets", "host": "other-runner", "pid": 4242, "run_id": "r-overlap",
+        "started": escrow_sync_core::rfc3339(SystemTime::now()), "expires": until,
+    });
+    pair.escrow
+        .put_object()
+        .bucket(&manifests)
+        .key(lease_key)
+        .body(held.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let overlapped = cli(&["run", "--config", &cfg, "--output", "json"]);
+    assert_eq!(overlapped.code, 2, "{overlapped:?}");
+    assert!(overlapped.stderr.contains("other-runner"), "{}", overlapped.stderr);
+    assert_eq!(still_intact(&pair, &before).await, 60, "a run without the lease changed escrow");
+    pair.escrow.delete_object().bucket(&manifests).key(lease_key).send().await.unwrap();
+
     // plan says a run would stop.
     let plan = cli(&["plan", "--config", &cfg, "--output", "json"]);
     assert_eq!(plan.code, 0, "{plan:?}");
@@ -93,12 +124,7 @@ async fn a_rewritten_and_partly_deleted_bucket_trips_the_breaker_and_restores_fr
     let (copied, held) = (job["copied"].as_u64().unwrap(), job["held_back"].as_u64().unwrap());
     assert!(copied <= 10, "copied {copied} of 40 rewritten objects");
     assert_eq!(copied + held, 40, "{job}");
-    let mut intact = 0;
-    for (key, body) in &before {
-        if pair.escrow_get(key).await.as_deref() == Some(body.as_slice()) {
-            intact += 1;
-        }
-    }
+    let intact = still_intact(&pair, &before).await;
     assert!(intact >= 50, "only {intact} of 60 escrow objects still hold their content");
     // The text report says it too, and the run manifest records the finding.
     let manifest_text = manifest_texts(&cfg).await;
@@ -138,15 +164,30 @@ async fn a_rewritten_and_partly_deleted_bucket_trips_the_breaker_and_restores_fr
     }
 }
 
-/// Every run manifest's text in the config's manifest bucket.
-async fn manifest_texts(cfg: &str) -> String {
+/// How many of `before`'s objects escrow still holds as they were.
+async fn still_intact(pair: &BucketPair, before: &BTreeMap<String, Vec<u8>>) -> usize {
+    let mut intact = 0;
+    for (key, body) in before {
+        if pair.escrow_get(key).await.as_deref() == Some(body.as_slice()) {
+            intact += 1;
+        }
+    }
+    intact
+}
+
+/// The config's manifest bucket.
+fn manifest_bucket(cfg: &str) -> String {
     let text = std::fs::read_to_string(cfg).unwrap();
-    let bucket = text
-        .lines()
+    text.lines()
         .find_map(|l| l.strip_prefix("manifest_bucket = \""))
         .and_then(|l| l.strip_suffix('"'))
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+/// Every run manifest's text in the config's manifest bucket.
+async fn manifest_texts(cfg: &str) -> String {
+    let bucket = manifest_bucket(cfg);
     let escrow = s3(&admin(escrow_sync_e2e::ESCROW).await);
     let mut all = String::new();
     for key in keys(&escrow, &bucket).await {
