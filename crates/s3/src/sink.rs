@@ -219,21 +219,14 @@ impl S3Sink {
     /// find every key changed on every run (and trip the mass-change
     /// breaker). One HeadObject per such escrow version.
     async fn versions_recorded(&self, item: &Item) -> Result<bool> {
-        use crate::versions::{Version, contains_all, fingerprint, versions_of};
+        use crate::versions::{Version, contains_all, fingerprint};
         let other_etag_possible =
             self.protection.kms_key_id.is_some() || item.fingerprint.contains('-');
         if !other_etag_possible {
             return Ok(false);
         }
         let dest_key = self.dest_key(&item.key);
-        let escrow: Vec<Version> = versions_of(
-            &self.client,
-            &self.bucket,
-            &dest_key,
-            self.owner.clone(),
-            self.pacer.clone(),
-        )
-        .await?;
+        let escrow: Vec<Version> = self.escrow_versions(&dest_key).await?;
         let mut mapped = Vec::with_capacity(escrow.len());
         for e in escrow {
             let content = format!("{}/{}", e.etag, e.size);
@@ -250,19 +243,24 @@ impl S3Sink {
         Ok(contains_all(&fingerprint(&mapped), &item.fingerprint))
     }
 
-    /// Copies the source versions escrow lacks, oldest first.
-    async fn write_versions(&self, item: &Item, src: ServerSideRef) -> Result<Receipt> {
-        use crate::versions::{Version, decode, missing, receipt, version_ref, versions_of};
-        let source = decode(&src);
-        let dest_key = self.dest_key(&item.key);
-        let escrow: Vec<Version> = versions_of(
+    /// Every version escrow holds of `dest_key`, oldest first.
+    async fn escrow_versions(&self, dest_key: &str) -> Result<Vec<crate::versions::Version>> {
+        crate::versions::versions_of(
             &self.client,
             &self.bucket,
-            &dest_key,
+            dest_key,
             self.owner.clone(),
             self.pacer.clone(),
         )
-        .await?;
+        .await
+    }
+
+    /// Copies the source versions escrow lacks, oldest first.
+    async fn write_versions(&self, item: &Item, src: ServerSideRef) -> Result<Receipt> {
+        use crate::versions::{Version, decode, missing, receipt, version_ref};
+        let source = decode(&src);
+        let dest_key = self.dest_key(&item.key);
+        let escrow: Vec<Version> = self.escrow_versions(&dest_key).await?;
         // Escrow versions whose ETag matches no source version (SSE-KMS,
         // multipart) say which source version they copied in their metadata.
         let contents: std::collections::HashSet<String> =
