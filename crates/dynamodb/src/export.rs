@@ -36,8 +36,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use escrow_sync_core::{
-    CancellationToken, Error, ErrorKind, Finding, Item, ItemKind, KeyDigest, Mode, Payload,
-    ProgressEvent, ProgressFn, Report, Result, RetryPolicy, Scope, Sink, Source,
+    CancellationToken, Error, ErrorKind, Finding, Item, ItemKind, ItemLog, ItemOutcome, ItemRecord,
+    KeyDigest, Mode, Payload, ProgressEvent, ProgressFn, Report, Result, RetryPolicy, Scope, Sink,
+    Source,
 };
 
 use crate::checkpoint::{CheckpointStore, SavedScan};
@@ -124,6 +125,101 @@ pub fn generation_id(started: &str) -> String {
     let millis: String = fraction.chars().chain(std::iter::repeat('0')).take(3).collect();
     let whole: String = whole.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     format!("{whole}{millis}Z")
+}
+
+/// The generation `restore` and `verify` take, and what they say about
+/// the others ([`choose_generation`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GenerationChoice {
+    /// The generation taken, if any.
+    pub generation: Option<String>,
+    /// The SHA-256 (hex) of its `manifest.json` as a run manifest recorded
+    /// it; `None` when no manifest bucket is configured.
+    pub manifest_sha256: Option<String>,
+    /// Generations passed over because no run manifest records them.
+    pub ignored: Vec<String>,
+    /// Notes for the report (each ignored generation, named).
+    pub notes: Vec<String>,
+    /// Warnings for the report (no run manifests to tell generations apart).
+    pub warnings: Vec<String>,
+}
+
+/// Chooses the generation to trust among `present` (the complete
+/// generations listed under `location`, e.g. `s3://bucket/dynamodb/orders/`):
+/// the newest one at or before `bound` (a generation id) that a run
+/// manifest records in `recorded` (generation id -> SHA-256 of its
+/// `manifest.json`). A generation no run manifest records was not written
+/// by escrow-sync (the primary's native-export grant, or anyone else with
+/// write access, may have planted it): it is ignored with a note naming it.
+/// Without run manifests (`recorded` is `None`) the newest is taken, with a
+/// warning that a planted generation cannot be told apart.
+pub fn choose_generation(
+    present: &[String],
+    recorded: Option<&BTreeMap<String, String>>,
+    bound: Option<&str>,
+    location: &str,
+) -> GenerationChoice {
+    let mut sorted: Vec<&String> =
+        present.iter().filter(|g| bound.is_none_or(|b| g.as_str() <= b)).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut choice = GenerationChoice::default();
+    let Some(recorded) = recorded else {
+        choice.generation = sorted.last().map(|g| g.to_string());
+        if choice.generation.is_some() {
+            choice.warnings.push(format!(
+                "no run manifests ([escrow] manifest_bucket is not set): the newest generation \
+                 under {location} is taken as it is, and one planted there (by the primary's \
+                 native-export grant or anyone else who can write the bucket) cannot be told \
+                 apart from escrow-sync's own; set [escrow] manifest_bucket so that runs record \
+                 the generations they write"
+            ));
+        }
+        return choice;
+    };
+    for g in sorted.into_iter().rev() {
+        match recorded.get(g.as_str()) {
+            Some(sha) => {
+                choice.generation = Some(g.clone());
+                choice.manifest_sha256 = Some(sha.clone());
+                break;
+            }
+            None => {
+                choice.ignored.push(g.clone());
+                choice.notes.push(format!(
+                    "generation {g} under {location}: not written by escrow-sync (no run \
+                     manifest records it): ignored"
+                ));
+            }
+        }
+    }
+    choice
+}
+
+/// Checks a generation's `manifest.json` (`data`, the object `name`)
+/// against the SHA-256 a run manifest recorded for it.
+pub fn check_manifest_sha256(data: &[u8], expected: &str, name: &str) -> Result<()> {
+    let actual = hex(&Sha256::digest(data));
+    if actual.eq_ignore_ascii_case(expected) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::PreconditionFailed,
+        "read manifest",
+        name,
+        format!(
+            "its SHA-256 is {actual} but the run manifest that recorded this generation says \
+             {expected}: the manifest was replaced after escrow-sync wrote it, so the generation \
+             is not trusted; look at the object's versions in the escrow bucket (the version \
+             escrow-sync wrote has the recorded SHA-256) and find out who could write there"
+        ),
+    ))
+}
+
+/// The key, relative to the bucket, under which a run manifest records a
+/// generation's `manifest.json`: `<dest_prefix><table>/<generation>/manifest.json`.
+pub fn manifest_key(table_prefix: &str, generation: &str) -> String {
+    format!("{table_prefix}{generation}/manifest.json")
 }
 
 /// One data file of a generation.
@@ -420,6 +516,8 @@ pub struct ExportJob {
     retry: RetryPolicy,
     difference_limit: usize,
     native: Option<Native>,
+    item_log: Option<ItemLog>,
+    recorded: Option<BTreeMap<String, String>>,
 }
 
 /// How a native export is asked for and waited on.
@@ -482,6 +580,8 @@ impl ExportJob {
             retry: RetryPolicy::default(),
             difference_limit: 1000,
             native: None,
+            item_log: None,
+            recorded: None,
         })
     }
 
@@ -576,6 +676,22 @@ impl ExportJob {
     /// Retries of one file write (retryable errors only).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Records each generation this job completes (its `manifest.json`'s
+    /// key, size and SHA-256) in the run manifest: what `restore` and
+    /// `verify` later trust.
+    pub fn with_item_log(mut self, log: Option<ItemLog>) -> Self {
+        self.item_log = log;
+        self
+    }
+
+    /// The generations run manifests record (generation id -> SHA-256 of
+    /// its `manifest.json`), for `verify`: only those are trusted. `None`
+    /// (no manifest bucket): the newest generation is taken, with a warning.
+    pub fn with_recorded_generations(mut self, recorded: Option<BTreeMap<String, String>>) -> Self {
+        self.recorded = recorded;
         self
     }
 
@@ -1291,12 +1407,17 @@ impl ExportJob {
         if let (Some(m), Value::Object(extra)) = (manifest.as_object_mut(), extra) {
             m.extend(extra);
         }
-        self.put(
-            &format!("{dir}manifest.json"),
-            Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap_or_default()),
-            "application/json",
-        )
-        .await?;
+        let text = Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap_or_default());
+        let key = manifest_key(&self.prefix, generation);
+        let size = text.len() as u64;
+        let sha = self.put(&key, text, "application/json").await?;
+        if let Some(log) = &self.item_log {
+            let mut item = Item::new(key, ItemKind::Object, size, &sha);
+            item.lineage = Some(self.source.arn().to_string());
+            let mut record = ItemRecord::new(item, ItemOutcome::Copied);
+            record.escrow_fingerprint = Some(sha);
+            log(record);
+        }
         Ok(files)
     }
 
@@ -1318,11 +1439,22 @@ impl ExportJob {
 
     /// The manifest of `generation`.
     pub async fn manifest(&self, generation: &str) -> Result<Value> {
-        let key = format!("{}{generation}/manifest.json", self.prefix);
-        let data = self.fetch(&key, MANIFEST_CAP).await?.ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, "read manifest", format!("{}{key}", self.location), "")
-        })?;
-        parse_manifest(&data, &format!("{}{key}", self.location))
+        self.trusted_manifest(generation, None).await
+    }
+
+    /// The manifest of `generation`, checked against the SHA-256 a run
+    /// manifest recorded for it when given.
+    async fn trusted_manifest(&self, generation: &str, sha256: Option<&str>) -> Result<Value> {
+        let key = manifest_key(&self.prefix, generation);
+        let name = format!("{}{key}", self.location);
+        let data = self
+            .fetch(&key, MANIFEST_CAP)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "read manifest", &name, ""))?;
+        if let Some(sha) = sha256 {
+            check_manifest_sha256(&data, sha, &name)?;
+        }
+        parse_manifest(&data, &name)
     }
 
     /// Compares the primary with the latest complete generation: every
@@ -1336,13 +1468,23 @@ impl ExportJob {
             self.destination(),
         );
         let mut held: HashMap<[u8; 32], [u8; 32]> = HashMap::new();
-        match self.complete_generations().await?.pop() {
+        let choice = choose_generation(
+            &self.complete_generations().await?,
+            self.recorded.as_ref(),
+            None,
+            &self.destination(),
+        );
+        report.notes.extend(choice.notes);
+        report.warnings.extend(choice.warnings);
+        match choice.generation {
             None => report.warnings.push(format!(
-                "no complete export generation under {}: every item counts as missing",
+                "no complete export generation{} under {}: every item counts as missing",
+                if self.recorded.is_some() { " recorded by a run manifest" } else { "" },
                 self.destination()
             )),
             Some(generation) => {
-                let manifest = self.manifest(&generation).await?;
+                let manifest =
+                    self.trusted_manifest(&generation, choice.manifest_sha256.as_deref()).await?;
                 let dir = format!("{}{generation}/", self.prefix);
                 for file in manifest["files"].as_array().into_iter().flatten() {
                     let Some(stat) = FileStat::from_json(file) else { continue };
@@ -1419,5 +1561,65 @@ mod tests {
         assert_eq!(generation_id("2026-11-28T19:37:23.5Z"), "20261128T193723500Z");
         assert_eq!(generation_id("2026-11-28T19:37:23.778876Z"), "20261128T193723778Z");
         assert!(generation_id("2026-11-28T19:37:23Z") < generation_id("2026-11-28T19:37:23.001Z"));
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_planted_newer_generation_no_run_manifest_records_is_ignored() {
+        let present = ids(&["20261101T000000000Z", "20261102T000000000Z", "99991231T235959999Z"]);
+        let recorded = BTreeMap::from([
+            ("20261101T000000000Z".to_string(), "a".repeat(64)),
+            ("20261102T000000000Z".to_string(), "b".repeat(64)),
+        ]);
+        let c = choose_generation(&present, Some(&recorded), None, "s3://e/dynamodb/orders/");
+        assert_eq!(c.generation.as_deref(), Some("20261102T000000000Z"));
+        assert_eq!(c.manifest_sha256, Some("b".repeat(64)));
+        assert_eq!(c.ignored, ids(&["99991231T235959999Z"]));
+        assert!(
+            c.notes[0].contains("99991231T235959999Z")
+                && c.notes[0].contains("not written by escrow-sync")
+                && c.notes[0].contains("ignored"),
+            "{:?}",
+            c.notes
+        );
+        assert!(c.warnings.is_empty());
+        // --at bounds the choice among recorded generations.
+        let c = choose_generation(
+            &present,
+            Some(&recorded),
+            Some("20261101T120000000Z"),
+            "s3://e/dynamodb/orders/",
+        );
+        assert_eq!(c.generation.as_deref(), Some("20261101T000000000Z"));
+        // Nothing recorded: nothing is taken.
+        let none = BTreeMap::new();
+        let c = choose_generation(&present, Some(&none), None, "s3://e/p/");
+        assert_eq!(c.generation, None);
+        assert_eq!(c.ignored.len(), 3);
+    }
+
+    #[test]
+    fn without_run_manifests_the_newest_is_taken_with_a_warning() {
+        let present = ids(&["20261101T000000000Z", "99991231T235959999Z"]);
+        let c = choose_generation(&present, None, None, "s3://e/p/");
+        assert_eq!(c.generation.as_deref(), Some("99991231T235959999Z"));
+        assert_eq!(c.manifest_sha256, None);
+        assert!(c.warnings[0].contains("manifest_bucket"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn a_recorded_manifest_with_another_sha256_is_refused() {
+        let data = b"{\"format\": \"x\"}";
+        let good = hex(&Sha256::digest(data));
+        check_manifest_sha256(data, &good, "s3://e/p/g/manifest.json").unwrap();
+        let e =
+            check_manifest_sha256(data, &"0".repeat(64), "s3://e/p/g/manifest.json").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PreconditionFailed);
+        let text = e.chain();
+        assert!(text.contains("s3://e/p/g/manifest.json"), "{text}");
+        assert!(text.contains("run manifest") && text.contains("not trusted"), "{text}");
     }
 }
