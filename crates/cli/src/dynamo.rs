@@ -155,12 +155,14 @@ pub(crate) async fn run(
         if let Some(size) = job.file_size {
             export = export.with_file_size(size.0 as usize);
         }
-        if job.mode.as_deref() == Some("native-export") {
-            export = export.with_native_export(
-                bucket,
-                sessions.escrow.account_id(),
-                config.escrow.kms_key_id.clone(),
-            );
+        if let Some(staging) = job.staging_prefix() {
+            export = export
+                .with_native_export(
+                    bucket,
+                    sessions.escrow.account_id(),
+                    config.escrow.kms_key_id.clone(),
+                )
+                .with_staging_prefix(staging);
         }
         return export.execute(mode).await;
     }

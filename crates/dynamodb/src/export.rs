@@ -505,6 +505,7 @@ pub struct ExportJob {
     reader: Arc<dyn Source>,
     location: String,
     prefix: String,
+    staging: String,
     options: ScanOptions,
     read_units: f64,
     workers: usize,
@@ -518,6 +519,24 @@ pub struct ExportJob {
     native: Option<Native>,
     item_log: Option<ItemLog>,
     recorded: Option<BTreeMap<String, String>>,
+}
+
+/// One data file of a native export in the staging prefix, as DynamoDB's
+/// manifest describes it.
+struct StagedFile {
+    /// The key relative to the generation's staging prefix.
+    key: String,
+    /// Items, as manifest-files.json says.
+    items: Option<u64>,
+    /// MD5 of the object, base64, as manifest-files.json says.
+    md5: Option<String>,
+}
+
+/// The default staging prefix of native exports for `dest_prefix`:
+/// `<dest_prefix>.staging/`, beside (not under) the generations
+/// `<dest_prefix><table>/`.
+pub fn default_staging_prefix(dest_prefix: &str) -> String {
+    format!("{dest_prefix}.staging/")
 }
 
 /// How a native export is asked for and waited on.
@@ -559,6 +578,7 @@ impl ExportJob {
         let keys = source.key_schema()?;
         let ExportTarget { files, reader, location, dest_prefix } = target;
         let prefix = format!("{dest_prefix}{}/", source.name());
+        let staging = default_staging_prefix(&dest_prefix);
         Ok(ExportJob {
             name: name.into(),
             primary,
@@ -570,6 +590,7 @@ impl ExportJob {
             reader,
             location,
             prefix,
+            staging,
             options: ScanOptions::new(),
             workers: 8,
             file_size: 64 << 20,
@@ -604,6 +625,17 @@ impl ExportJob {
             timeout: Duration::from_secs(6 * 3600),
             max_poll: Duration::from_secs(30),
         });
+        self
+    }
+
+    /// Native export: the key prefix DynamoDB writes exports into (default
+    /// `<dest_prefix>.staging/`, see [`default_staging_prefix`]), the only
+    /// place the generated bucket policy lets the primary's reader role
+    /// write. Each export lands in `<staging_prefix><table>/<generation>/`;
+    /// escrow-sync checks its files against DynamoDB's manifest and copies
+    /// them into the generation with escrow credentials.
+    pub fn with_staging_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.staging = prefix.into();
         self
     }
 
@@ -824,7 +856,7 @@ impl ExportJob {
                     .table_arn(self.source.arn())
                     .s3_bucket(&native.bucket)
                     .s3_bucket_owner(&native.bucket_owner)
-                    .s3_prefix(format!("{}{generation}/native", self.prefix))
+                    .s3_prefix(format!("{}{generation}", self.staged_prefix()))
                     .export_format(aws_sdk_dynamodb::types::ExportFormat::DynamodbJson)
                     .client_token(format!("escrow-sync-{generation}"));
                 if let Some(key) = &native.kms_key_id {
@@ -896,8 +928,14 @@ impl ExportJob {
             "export_manifest": description.export_manifest(),
         });
         let expected = description.item_count().map(|n| n.max(0) as u64);
-        let completed = match self.native_files(&dir, &description, &mut report).await {
-            Ok(keys) => self.complete(&generation, keys, BTreeMap::new(), extra, expected).await,
+        let staged = format!("{}{generation}/", self.staged_prefix());
+        let completed = match self.native_files(&staged, &description, &mut report).await {
+            Ok(files) => match self.copy_staged(&generation, &staged, files).await {
+                Ok((keys, written)) => {
+                    self.complete(&generation, keys, written, extra, expected).await
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let files = match completed {
@@ -928,16 +966,87 @@ impl ExportJob {
         Ok(report)
     }
 
-    /// The data files of a finished native export, relative to `dir`: those
-    /// DynamoDB's own manifest (manifest-summary.json, then
-    /// manifest-files.json) lists, when the export has one; otherwise the
-    /// `.gz` files under `native/…/data/` (the emulator writes no manifest).
+    /// Where this table's native exports land: `<staging_prefix><table>/`.
+    fn staged_prefix(&self) -> String {
+        format!("{}{}/", self.staging, self.source.name())
+    }
+
+    /// Copies the staged data files of a finished native export (under
+    /// `staged`) into `generation` with escrow credentials, as
+    /// `native/<key relative to staged>`: each read under the data file
+    /// cap, checked against what DynamoDB's manifest says of it (MD5, item
+    /// count) and written with its SHA-256. Returns the keys and their stats.
+    async fn copy_staged(
+        &self,
+        generation: &str,
+        staged: &str,
+        files: Vec<StagedFile>,
+    ) -> Result<(Vec<String>, BTreeMap<String, FileStat>)> {
+        let dir = format!("{}{generation}/", self.prefix);
+        let mut keys = Vec::new();
+        let mut written = BTreeMap::new();
+        for file in files {
+            let from = format!("{staged}{}", file.key);
+            let name = format!("{}{from}", self.location);
+            let data = self.fetch(&from, self.data_cap()).await?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::PreconditionFailed,
+                    "copy native export",
+                    &name,
+                    "DynamoDB's manifest lists this data file but the staging prefix lacks it",
+                )
+            })?;
+            let refuse = |what: String| {
+                Error::new(
+                    ErrorKind::PreconditionFailed,
+                    "copy native export",
+                    &name,
+                    format!(
+                        "{what}: the staged file is not the one DynamoDB wrote (altered in the \
+                         staging prefix?); the next run asks for a new export"
+                    ),
+                )
+            };
+            if let Some(md5) = &file.md5 {
+                let actual = aws_smithy_types::base64::encode(md5::Md5::digest(&data).as_slice());
+                if &actual != md5 {
+                    return Err(refuse(format!(
+                        "its MD5 is {actual}, DynamoDB's manifest says {md5}"
+                    )));
+                }
+            }
+            let (items, bytes) = count_data_file(&data, &name, self.data_cap())?;
+            if let Some(n) = file.items
+                && n != items
+            {
+                return Err(refuse(format!(
+                    "it holds {items} items, DynamoDB's manifest says {n}"
+                )));
+            }
+            let key = format!("native/{}", file.key);
+            let compressed_bytes = data.len() as u64;
+            let sha256 = self.put(&format!("{dir}{key}"), data, "application/gzip").await?;
+            self.emit(ProgressEvent::Copied { key: key.clone(), bytes: compressed_bytes });
+            written.insert(
+                key.clone(),
+                FileStat { key: key.clone(), items, bytes, compressed_bytes, sha256 },
+            );
+            keys.push(key);
+        }
+        Ok((keys, written))
+    }
+
+    /// The data files of a finished native export, relative to `dir` (the
+    /// staging prefix of its generation): those DynamoDB's own manifest
+    /// (manifest-summary.json, then manifest-files.json) lists, with the
+    /// MD5 and item count it gives, when the export has one; otherwise the
+    /// `.gz` files under `…/data/` (the emulator writes no manifest).
     async fn native_files(
         &self,
         dir: &str,
         description: &aws_sdk_dynamodb::types::ExportDescription,
         report: &mut Report,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<StagedFile>> {
         let relative = |key: &str| key.strip_prefix(dir).map(str::to_string);
         if let Some(summary_key) = description.export_manifest()
             && let Some(summary) = self.fetch(summary_key, MANIFEST_CAP).await?
@@ -970,7 +1079,10 @@ impl ExportJob {
                 let v: Value = serde_json::from_str(line).map_err(|e| {
                     bad(format!("manifest-files.json has a line that is not JSON: {e}"))
                 })?;
-                let key = v["dataFileS3Key"].as_str().and_then(relative).ok_or_else(|| {
+                let key = v["dataFileS3Key"].as_str().and_then(relative).filter(|k| {
+                    !k.is_empty() && !k.split('/').any(|p| p == ".." || p == "." || p.is_empty())
+                });
+                let key = key.ok_or_else(|| {
                     Error::new(
                         ErrorKind::Failed,
                         "read native export manifest",
@@ -978,23 +1090,27 @@ impl ExportJob {
                         format!("a line names no data file under {dir}: {line}"),
                     )
                 })?;
-                keys.push(key);
+                keys.push(StagedFile {
+                    key,
+                    items: v["itemCount"].as_u64(),
+                    md5: v["md5Checksum"].as_str().map(String::from),
+                });
             }
             return Ok(keys);
         }
         report.warnings.push(format!(
             "the native export has no DynamoDB manifest: took the data files listed under \
-             {}{dir}native/",
+             {}{dir} (their item count must add up to DynamoDB's)",
             self.location
         ));
         let mut keys = Vec::new();
-        let mut list = self.reader.list(&Scope::with_prefix(format!("{dir}native/")));
+        let mut list = self.reader.list(&Scope::with_prefix(dir));
         while let Some(item) = list.try_next().await? {
             if let Some(rel) = relative(&item.key)
                 && rel.contains("/data/")
                 && rel.ends_with(".gz")
             {
-                keys.push(rel);
+                keys.push(StagedFile { key: rel, items: None, md5: None });
             }
         }
         Ok(keys)
