@@ -451,11 +451,13 @@ impl<'a> Ctx<'a> {
                     &["dynamodb:ExportTableToPointInTime", "dynamodb:DescribeExport"],
                     vec![table.clone(), format!("{table}/export/*")],
                 ));
+                // Only the staging prefix: escrow-sync copies each export
+                // from there into its generation with escrow credentials.
                 let bucket = j.dest_bucket.clone().unwrap_or_default();
                 out.push(allow(
                     sid("ExportWrite", &j.name),
                     &["s3:PutObject", "s3:AbortMultipartUpload"],
-                    vec![format!("arn:aws:s3:::{bucket}/{}{}/*", j.dest_prefix, j.source_table)],
+                    vec![format!("arn:aws:s3:::{bucket}/{}*", j.staging().unwrap_or_default())],
                 ));
                 if let Some(key) = &self.escrow_key {
                     let (res, cond) = key.scope(self.region);
@@ -1256,10 +1258,12 @@ impl<'a> Ctx<'a> {
                 e.0 |= j.object_lock;
                 e.1.push(j.name.clone());
                 if j.native_export {
+                    // The staging prefix only: nothing the primary writes
+                    // lands where restore and verify read.
                     let mut s = allow(
                         sid("PrimaryReaderNativeExport", &j.name),
                         &["s3:PutObject", "s3:AbortMultipartUpload"],
-                        vec![format!("arn:aws:s3:::{b}/{}{}/*", j.dest_prefix, j.source_table)],
+                        vec![format!("arn:aws:s3:::{b}/{}*", j.staging().unwrap_or_default())],
                     );
                     s["Principal"] = json!({"AWS": self.reader_arn});
                     e.2.push(s);
@@ -1329,8 +1333,11 @@ impl<'a> Ctx<'a> {
             notes.push(
                 "native-export jobs: DynamoDB writes the export as the primary's reader role, so \
                  the escrow export bucket policy (and the escrow key policy) grant it writes \
-                 under the export prefix: the one grant from escrow to primary, which `scan` \
-                 mode does not need"
+                 under the staging prefix only (staging_prefix, default \
+                 <dest_prefix>.staging/): the one grant from escrow to primary, which `scan` \
+                 mode does not need; escrow-sync checks each export there against DynamoDB's \
+                 manifest and copies it into its generation with escrow credentials, and \
+                 `audit` reports any grant that lets the primary write elsewhere"
                     .into(),
             );
         }
