@@ -463,16 +463,20 @@ pub fn check_native_source(job: &str, source: &TableInfo) -> Result<()> {
 }
 
 /// The sink's state kept with the checkpoints: which generation is being
-/// written and each segment's next file number.
+/// written, each segment's next file number and the SHA-256 of every file
+/// written so far (the checkpoint table is escrow's: a resumed generation
+/// takes a file an earlier run wrote only when it is still that file).
 #[derive(Debug, Clone, Default)]
 struct Progress {
     generation: String,
     next_part: BTreeMap<u32, u32>,
+    sha256: BTreeMap<String, String>,
 }
 
 impl Progress {
     fn to_text(&self) -> String {
-        json!({"generation": self.generation, "next_part": self.next_part}).to_string()
+        json!({"generation": self.generation, "next_part": self.next_part, "sha256": self.sha256})
+            .to_string()
     }
 
     fn from_text(text: &str) -> Option<Progress> {
@@ -483,7 +487,13 @@ impl Progress {
             .iter()
             .filter_map(|(k, n)| Some((k.parse().ok()?, n.as_u64()? as u32)))
             .collect();
-        Some(Progress { generation, next_part })
+        let sha256 = v["sha256"]
+            .as_object()
+            .map(|m| {
+                m.iter().filter_map(|(k, s)| Some((k.clone(), s.as_str()?.to_string()))).collect()
+            })
+            .unwrap_or_default();
+        Some(Progress { generation, next_part, sha256 })
     }
 }
 
@@ -1252,7 +1262,9 @@ impl ExportJob {
             "segments": progress.next_part.len(),
             "consistent_read": self.options.consistent_read(),
         });
-        let files = self.complete(&generation, keys, written, extra, None).await?;
+        let files = self
+            .complete_checked(&generation, keys, written, extra, None, &progress.sha256)
+            .await?;
         let items: u64 = files.iter().map(|f| f.items).sum();
         report.notes.push(format!(
             "export generation {generation} is complete: {items} items in {} files under {}{}/",
@@ -1369,6 +1381,7 @@ impl ExportJob {
                 s.progress.next_part.insert(segment, next);
                 s.report.copied += stat.items;
                 s.report.bytes_copied += stat.compressed_bytes;
+                s.progress.sha256.insert(stat.key.clone(), stat.sha256.clone());
                 s.written.insert(stat.key.clone(), stat);
             }
             if let Some(c) = checkpoint {
@@ -1451,9 +1464,24 @@ impl ExportJob {
         &self,
         generation: &str,
         keys: Vec<String>,
+        written: BTreeMap<String, FileStat>,
+        extra: Value,
+        expected: Option<u64>,
+    ) -> Result<Vec<FileStat>> {
+        self.complete_checked(generation, keys, written, extra, expected, &BTreeMap::new()).await
+    }
+
+    /// [`Self::complete`], where a file an earlier run wrote must have the
+    /// SHA-256 the checkpoint recorded for it in `checkpointed` (else it is
+    /// not the file escrow-sync wrote, and the generation is not completed).
+    async fn complete_checked(
+        &self,
+        generation: &str,
+        keys: Vec<String>,
         mut written: BTreeMap<String, FileStat>,
         extra: Value,
         expected: Option<u64>,
+        checkpointed: &BTreeMap<String, String>,
     ) -> Result<Vec<FileStat>> {
         let dir = format!("{}{generation}/", self.prefix);
         let mut files = Vec::new();
@@ -1471,13 +1499,30 @@ impl ExportJob {
                         )
                     })?;
                     let name = format!("{}{dir}{key}", self.location);
+                    let sha256 = hex(&Sha256::digest(&data));
+                    if let Some(saved) = checkpointed.get(&key)
+                        && *saved != sha256
+                    {
+                        return Err(Error::new(
+                            ErrorKind::PreconditionFailed,
+                            "complete export generation",
+                            &name,
+                            format!(
+                                "its SHA-256 is {sha256} but the checkpoint recorded {saved} \
+                                 when escrow-sync wrote it: the file was replaced since, and \
+                                 the generation is not completed; find out who can write the \
+                                 escrow bucket (escrow-sync audit), then clear the job's \
+                                 checkpoint so that the next run writes a new generation"
+                            ),
+                        ));
+                    }
                     let (items, bytes) = count_data_file(&data, &name, self.data_cap())?;
                     FileStat {
                         key: key.clone(),
                         items,
                         bytes,
                         compressed_bytes: data.len() as u64,
-                        sha256: hex(&Sha256::digest(&data)),
+                        sha256,
                     }
                 }
             };
