@@ -1020,13 +1020,14 @@ impl Config {
             places.push((job.name(), "log copies", objects(&job.dest_bucket, &job.dest_prefix)));
         }
         for job in &self.dynamodb {
+            // Every DynamoDB job checkpoints (export generations too).
+            let checkpoints = job
+                .checkpoint_table
+                .clone()
+                .unwrap_or_else(|| escrow_sync_dynamodb::checkpoint::DEFAULT_TABLE.to_string());
+            places.push((job.name(), "checkpoint table", Place::Table(checkpoints)));
             if let Some(table) = &job.dest_table {
                 places.push((job.name(), "escrow table", Place::Table(table.clone())));
-                let checkpoints = job
-                    .checkpoint_table
-                    .clone()
-                    .unwrap_or_else(|| escrow_sync_dynamodb::checkpoint::DEFAULT_TABLE.to_string());
-                places.push((job.name(), "checkpoint table", Place::Table(checkpoints)));
                 if let Some(bucket) = &job.history_bucket {
                     let prefix = format!("{}{table}/", job.history_prefix());
                     places.push((job.name(), "item history", objects(bucket, &prefix)));
@@ -1447,6 +1448,13 @@ concurrency = 8
         let shared = "[[dynamodb]]\nsource_table = \"t1\"\ndest_table = \"e1\"\n\
                       [[dynamodb]]\nsource_table = \"t2\"\ndest_table = \"e2\"\n";
         assert!(with(shared).is_ok());
+        // An export job checkpoints too: its checkpoint table is no one's
+        // escrow table.
+        let export = "[[dynamodb]]\nsource_table = \"t1\"\ndest_table = \"e1\"\n\
+                      [[dynamodb]]\nsource_table = \"t2\"\ndest_bucket = \"b\"\n\
+                      checkpoint_table = \"e1\"\n";
+        let e = with(export).unwrap_err().to_string();
+        assert!(e.contains("checkpoint table") && e.contains("escrow table"), "{e}");
     }
 
     #[test]
