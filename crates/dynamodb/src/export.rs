@@ -20,6 +20,14 @@
 //!
 //! Every run of an export job writes a new generation: that is its
 //! purpose (a table kept incrementally is the `dest_table` job).
+//!
+//! A native export is written by DynamoDB into a staging prefix
+//! (`<staging_prefix><table>/<generation>/`, the only place the primary may
+//! write); its files are checked against DynamoDB's manifest there and
+//! copied into the generation under `native/` with escrow credentials.
+//! Each completed generation is recorded (its `manifest.json`'s key and
+//! SHA-256) in the run manifest through the item log: `verify` and
+//! `restore` trust only generations so recorded ([`choose_generation`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};

@@ -805,6 +805,8 @@ impl<'a> Ctx<'a> {
         struct Use {
             prefixes: BTreeSet<String>,
             journals: BTreeSet<String>,
+            /// Read only: native export staging prefixes.
+            reads: BTreeSet<String>,
             lock: bool,
             versions: bool,
         }
@@ -821,6 +823,11 @@ impl<'a> Ctx<'a> {
                 let u = buckets.entry(b).or_default();
                 u.prefixes.insert(format!("{}{}/", j.dest_prefix, j.source_table));
                 u.lock |= j.object_lock;
+                if let Some(staging) = j.staging() {
+                    // Native exports are read here, checked and copied
+                    // into the generation.
+                    u.reads.insert(staging);
+                }
             }
             if let (Some(b), Some(table)) = (&j.history_bucket, &j.dest_table) {
                 // Item history: written before each table write, read back
@@ -863,6 +870,11 @@ impl<'a> Ctx<'a> {
             let objects: Vec<String> =
                 u.prefixes.iter().map(|p| format!("arn:aws:s3:::{bucket}/{p}*")).collect();
             out.push(allow(format!("EscrowWrite{name}"), &write, objects));
+            if !u.reads.is_empty() {
+                let staged: Vec<String> =
+                    u.reads.iter().map(|p| format!("arn:aws:s3:::{bucket}/{p}*")).collect();
+                out.push(allow(format!("EscrowStagingRead{name}"), &["s3:GetObject"], staged));
+            }
             if !u.journals.is_empty() {
                 // The only deletes: escrow-sync's own multipart journal
                 // entries (a versioned bucket keeps a delete marker).
@@ -942,6 +954,8 @@ impl<'a> Ctx<'a> {
                     // Point-in-time recovery, turned on at creation.
                     "dynamodb:UpdateContinuousBackups",
                     "dynamodb:DescribeContinuousBackups",
+                    // A saved checkpoint is read by key, chunk by chunk.
+                    "dynamodb:GetItem",
                     "dynamodb:Query",
                     "dynamodb:PutItem",
                     "dynamodb:DeleteItem",

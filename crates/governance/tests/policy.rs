@@ -542,6 +542,13 @@ fn the_escrow_key_policy_names_escrow_principals_only() {
         list(&writes[0]["Resource"]),
         vec!["arn:aws:s3:::escrow-exports/dynamodb/.staging/events/*".to_string()]
     );
+    // The escrow operator reads the staging prefix (and writes only the
+    // generations).
+    let operator = statements(&p.escrow.operator_policy);
+    assert_eq!(
+        list(&by_sid(&operator, "EscrowStagingReadEscrowExports")["Resource"]),
+        vec!["arn:aws:s3:::escrow-exports/dynamodb/.staging/events/*".to_string()]
+    );
     // A configured staging prefix is the one granted.
     inv.dynamodb[1].staging_prefix = "exports-staging/".into();
     let p = policy::generate(&inv);
