@@ -3,7 +3,9 @@
 //! DynamoDB JSON files with `schema.json` and `manifest.json`; the
 //! generation re-imported (DynamoDB ImportTable) into a fresh table equals
 //! the source; verify against the latest generation, including an altered
-//! file; and an interrupted generation resumed without duplicates.
+//! file; an interrupted generation resumed without duplicates; a native
+//! export staged apart and copied in; and a planted generation ignored by
+//! verify and restore (no run manifest records it).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -446,9 +448,146 @@ async fn a_native_export_lands_in_the_escrow_bucket_with_schema_and_manifest() {
     let files = manifest["files"].as_array().unwrap();
     assert!(!files.is_empty());
     assert!(files.iter().all(|f| f["key"].as_str().unwrap().starts_with("native/")), "{manifest}");
+    // DynamoDB wrote into the staging prefix; escrow-sync copied each file
+    // into the generation, byte for byte.
+    let generation = manifest["generation"].as_str().unwrap();
+    let staged = format!("dynamodb/.staging/{source}/{generation}/");
+    assert!(all.iter().any(|k| k.starts_with(&staged)), "{all:?}");
+    for f in files {
+        let key = f["key"].as_str().unwrap();
+        let copy = get(&es3, &bucket, &format!("{dir}{key}")).await.unwrap();
+        let original =
+            get(&es3, &bucket, &format!("{staged}{}", key.trim_start_matches("native/")))
+                .await
+                .unwrap();
+        assert_eq!(copy, original, "{key}");
+    }
 
     // verify reads the native generation like any other.
     let verify = cli(&["verify", "--config", cfg, "--output", "json"]);
     assert_eq!(verify.code, 0, "{verify:?}");
     assert_eq!(verify.json()["jobs"][0]["missing"].as_u64(), Some(0));
+}
+
+/// The attack of issue 13: a generation planted in the export prefix,
+/// newer than any escrow-sync wrote and self-consistent (its data files'
+/// SHA-256 match its manifest), is not taken by `verify`, `verify
+/// --offline` or `restore --drill`: no run manifest records it. A recorded
+/// generation whose manifest.json was replaced is refused.
+#[tokio::test]
+async fn a_planted_generation_is_ignored_by_verify_and_restore() {
+    use escrow_sync_dynamodb::export::{DataFile, FORMAT};
+    let primary_admin = escrow_sync_dynamodb::client(&admin(PRIMARY).await);
+    let recovery = escrow_sync_dynamodb::client(&admin("333333333333").await);
+    let escrow_session = admin(ESCROW).await;
+    let source = create_source(&primary_admin).await;
+    put_items(&primary_admin, &source, (0..30).map(item)).await;
+    let bucket = unique("escrow-exports");
+    let manifests = unique("export-manifests");
+    let es3 = s3(&escrow_session);
+    create_bucket(&es3, &bucket, true).await;
+    create_bucket(&es3, &manifests, true).await;
+    let path = config(&source, &bucket, &format!("checkpoint_table = \"{}\"", unique("cp")));
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "[escrow]\n",
+        &format!("[escrow]\nmanifest_bucket = \"{manifests}\"\n"),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = path.to_str().unwrap();
+    let run = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let (dir, _) = only_generation(&es3, &bucket).await;
+    let real = dir.trim_end_matches('/').rsplit('/').next().unwrap().to_string();
+
+    // The primary's admin plants a newer generation of five items, its
+    // data file's SHA-256 in its manifest, schema.json copied.
+    let planted = "99991231T235959999Z";
+    let pdir = format!("dynamodb/{source}/{planted}/");
+    let mut file = DataFile::new();
+    for i in 1000..1005 {
+        file.push(&item(i)).unwrap();
+    }
+    let (items, bytes) = (file.items(), file.bytes());
+    let data = file.finish().unwrap();
+    let sha = escrow_sync_governance::manifest::digest(&data).replace("sha256:", "");
+    let manifest = serde_json::json!({
+        "format": FORMAT, "table": source, "generation": planted, "item_count": items,
+        "files": [{"key": "data/00000-00000.json.gz", "items": items, "bytes": bytes,
+                   "compressed_bytes": data.len(), "sha256": sha}],
+    });
+    let schema = get(&es3, &bucket, &format!("{dir}schema.json")).await.unwrap();
+    let put = |key: String, body: Vec<u8>| {
+        let es3 = es3.clone();
+        let bucket = bucket.clone();
+        async move {
+            es3.put_object()
+                .bucket(&bucket)
+                .key(key)
+                .body(aws_sdk_s3::primitives::ByteStream::from(body))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    put(format!("{pdir}data/00000-00000.json.gz"), data).await;
+    put(format!("{pdir}schema.json"), schema.to_vec()).await;
+    put(format!("{pdir}manifest.json"), serde_json::to_vec(&manifest).unwrap()).await;
+
+    let notes = |v: &Value| v["notes"].to_string();
+    // verify compares with escrow-sync's generation, not the planted one.
+    let verify = cli(&["verify", "--config", cfg, "--output", "json"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    let job = &verify.json()["jobs"][0];
+    assert_eq!(job["missing"].as_u64(), Some(0), "{job}");
+    assert!(notes(job).contains(&format!("compared with export generation {real}")), "{job}");
+    assert!(
+        notes(job).contains(planted) && notes(job).contains("not written by escrow-sync"),
+        "{job}"
+    );
+    // verify --offline counts only the recorded generation.
+    let offline = cli(&["verify", "--offline", "--config", cfg, "--output", "json"]);
+    assert_eq!(offline.code, 0, "{offline:?}");
+    let job = &offline.json()["jobs"][0];
+    assert!(notes(job).contains("1 complete export generation(s)"), "{job}");
+    assert!(notes(job).contains(planted), "{job}");
+
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--config",
+            cfg,
+            "--job",
+            "orders",
+            "--target-role-arn",
+            "arn:aws:iam::333333333333:role/recovery",
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    // restore --drill loads escrow-sync's generation: 30 items, not 5.
+    let drill_table = unique("drill-planted");
+    let drill = restore(&["--target-table", &drill_table, "--drill"]);
+    assert_eq!(drill.code, 0, "{drill:?}");
+    let r = &drill.json()["restore"];
+    assert!(r["source"].as_str().unwrap().contains(&real), "{r}");
+    assert_eq!(r["restored"].as_u64(), Some(30), "{r}");
+    assert_eq!(r["drill"]["verified"].as_u64(), Some(30), "{r}");
+    assert!(notes(r).contains(planted) && notes(r).contains("ignored"), "{r}");
+    assert!(recovery.describe_table().table_name(&drill_table).send().await.is_err());
+
+    // escrow-sync's own manifest.json replaced (same content, another
+    // serialisation): its SHA-256 is not the recorded one, refused.
+    let original = get(&es3, &bucket, &format!("{dir}manifest.json")).await.unwrap();
+    let v: Value = serde_json::from_slice(&original).unwrap();
+    put(format!("{dir}manifest.json"), serde_json::to_vec(&v).unwrap()).await;
+    let refused = restore(&["--target-table", &unique("drill-replaced"), "--drill"]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(
+        refused.stderr.contains("run manifest") && refused.stderr.contains("manifest.json"),
+        "{}",
+        refused.stderr
+    );
 }

@@ -454,6 +454,11 @@ pub struct DynamoDbJob {
     pub name: Option<String>,
     /// `scan` (the default) or `native-export`.
     pub mode: Option<String>,
+    /// `native-export`: the key prefix of `dest_bucket` DynamoDB exports
+    /// into (default `<dest_prefix>.staging/`), the only place the generated
+    /// bucket policy lets the primary write; escrow-sync checks each export
+    /// there against DynamoDB's manifest and copies it into the generation.
+    pub staging_prefix: Option<String>,
     /// Scan segments; default one per GiB of table, at least `workers`.
     pub segments: Option<u32>,
     /// Segments scanned at once (default 8).
@@ -513,6 +518,24 @@ impl DynamoDbJob {
     /// The job's name.
     pub fn name(&self) -> String {
         self.name.clone().unwrap_or_else(|| format!("dynamodb:{}", self.source_table))
+    }
+
+    /// Whether DynamoDB's native export writes the generations.
+    pub fn native_export(&self) -> bool {
+        self.mode.as_deref() == Some("native-export")
+    }
+
+    /// A native export job's staging prefix (`staging_prefix`, default
+    /// `<dest_prefix>.staging/`); `None` for other jobs.
+    pub fn staging_prefix(&self) -> Option<String> {
+        if !self.native_export() || self.dest_bucket.is_none() {
+            return None;
+        }
+        Some(self.staging_prefix.clone().unwrap_or_else(|| {
+            escrow_sync_dynamodb::export::default_staging_prefix(
+                self.dest_prefix.as_deref().unwrap_or_default(),
+            )
+        }))
     }
 }
 
@@ -1008,13 +1031,14 @@ impl Config {
             places.push((job.name(), "log copies", objects(&job.dest_bucket, &job.dest_prefix)));
         }
         for job in &self.dynamodb {
+            // Every DynamoDB job checkpoints (export generations too).
+            let checkpoints = job
+                .checkpoint_table
+                .clone()
+                .unwrap_or_else(|| escrow_sync_dynamodb::checkpoint::DEFAULT_TABLE.to_string());
+            places.push((job.name(), "checkpoint table", Place::Table(checkpoints)));
             if let Some(table) = &job.dest_table {
                 places.push((job.name(), "escrow table", Place::Table(table.clone())));
-                let checkpoints = job
-                    .checkpoint_table
-                    .clone()
-                    .unwrap_or_else(|| escrow_sync_dynamodb::checkpoint::DEFAULT_TABLE.to_string());
-                places.push((job.name(), "checkpoint table", Place::Table(checkpoints)));
                 if let Some(bucket) = &job.history_bucket {
                     let prefix = format!("{}{table}/", job.history_prefix());
                     places.push((job.name(), "item history", objects(bucket, &prefix)));
@@ -1027,6 +1051,10 @@ impl Config {
                     job.source_table
                 );
                 places.push((job.name(), "export generations", objects(bucket, &prefix)));
+                if let Some(staging) = job.staging_prefix() {
+                    let prefix = format!("{staging}{}/", job.source_table);
+                    places.push((job.name(), "native export staging", objects(bucket, &prefix)));
+                }
             }
         }
         places
@@ -1306,6 +1334,21 @@ fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
         }
         Some(m) => return bad(format!("mode {m:?} is not \"scan\" or \"native-export\"")),
     }
+    if let Some(staging) = &job.staging_prefix {
+        if !job.native_export() {
+            return bad(
+                "staging_prefix goes with mode = \"native-export\" (where DynamoDB writes its \
+                 exports); remove it"
+                    .into(),
+            );
+        }
+        if staging.is_empty() || !staging.ends_with('/') {
+            return bad(format!(
+                "staging_prefix {staging:?} must be a key prefix ending with '/', apart from the \
+                 generations (default \"<dest_prefix>.staging/\")"
+            ));
+        }
+    }
     if job.dest_bucket.is_none()
         && (job.file_size.is_some() || job.object_lock.is_some() || job.allow_unversioned_dest)
     {
@@ -1523,6 +1566,58 @@ concurrency = 8
         let shared = "[[dynamodb]]\nsource_table = \"t1\"\ndest_table = \"e1\"\n\
                       [[dynamodb]]\nsource_table = \"t2\"\ndest_table = \"e2\"\n";
         assert!(with(shared).is_ok());
+        // An export job checkpoints too: its checkpoint table is no one's
+        // escrow table.
+        let export = "[[dynamodb]]\nsource_table = \"t1\"\ndest_table = \"e1\"\n\
+                      [[dynamodb]]\nsource_table = \"t2\"\ndest_bucket = \"b\"\n\
+                      checkpoint_table = \"e1\"\n";
+        let e = with(export).unwrap_err().to_string();
+        assert!(e.contains("checkpoint table") && e.contains("escrow table"), "{e}");
+    }
+
+    #[test]
+    fn native_exports_stage_apart_from_the_generations() {
+        let native = |extra: &str| {
+            format!(
+                "[[dynamodb]]\nsource_table = \"orders\"\ndest_bucket = \"esc\"\n\
+                 dest_prefix = \"dynamodb/\"\nmode = \"native-export\"\n{extra}"
+            )
+        };
+        let c = with(&native("")).unwrap();
+        assert_eq!(c.dynamodb[0].staging_prefix().as_deref(), Some("dynamodb/.staging/"));
+        let places = c.escrow_places();
+        assert!(
+            places.iter().any(|(_, what, p)| *what == "native export staging"
+                && *p
+                    == Place::Objects {
+                        bucket: "esc".into(),
+                        prefix: "dynamodb/.staging/orders/".into()
+                    }),
+            "{places:?}"
+        );
+        // Two native export jobs of one prefix stage side by side.
+        let two = format!(
+            "{}{}",
+            native(""),
+            native("name = \"b\"").replace("\"orders\"", "\"payments\"")
+        );
+        assert!(with(&two).is_ok());
+        // Staging over the job's own generations, or another job's copies:
+        // refused.
+        let e = with(&native("staging_prefix = \"dynamodb/\"\n")).unwrap_err().to_string();
+        assert!(e.contains("native export staging") && e.contains("overlap"), "{e}");
+        let s3 = "[[s3]]\nname = \"c\"\nsource_bucket = \"src\"\ndest_bucket = \"esc\"\n\
+                  dest_prefix = \"stage/\"\n";
+        let e = with(&format!("{s3}{}", native("staging_prefix = \"stage/\"\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("native export staging"), "{e}");
+        // Only native exports stage; a prefix ends with '/'.
+        let scan = native("").replace("mode = \"native-export\"\n", "staging_prefix = \"s/\"\n");
+        let e = with(&scan).unwrap_err().to_string();
+        assert!(e.contains("staging_prefix goes with mode"), "{e}");
+        let e = with(&native("staging_prefix = \"s\"\n")).unwrap_err().to_string();
+        assert!(e.contains("staging_prefix \"s\" must"), "{e}");
     }
 
     #[test]

@@ -90,7 +90,9 @@ pub(crate) async fn check(
 
 /// Runs one checked job in `mode`. `accept_mass_change` lets a table job
 /// overwrite more than `max_change_percent` of its escrow items
-/// (`run --accept-mass-change`).
+/// (`run --accept-mass-change`). An export job records each generation it
+/// completes in `item_log` (the run manifest); its `verify` trusts only
+/// generations a run manifest records.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     config: &Config,
@@ -101,6 +103,7 @@ pub(crate) async fn run(
     cancel: CancellationToken,
     progress: Option<ProgressFn>,
     accept_mass_change: bool,
+    item_log: Option<escrow_sync_core::ItemLog>,
 ) -> Result<Report> {
     let primary = escrow_sync_dynamodb::client(&sessions.primary);
     let segments = job
@@ -142,16 +145,24 @@ pub(crate) async fn run(
         .with_workers(job.workers)
         .with_checkpoints(Some(store))
         .with_cancellation(cancel)
-        .with_progress(progress);
+        .with_progress(progress)
+        .with_item_log(item_log);
+        if mode == Mode::Verify {
+            let recorded =
+                crate::manifest_cmd::recorded_generations(config, &sessions.escrow, job).await?;
+            export = export.with_recorded_generations(recorded);
+        }
         if let Some(size) = job.file_size {
             export = export.with_file_size(size.0 as usize);
         }
-        if job.mode.as_deref() == Some("native-export") {
-            export = export.with_native_export(
-                bucket,
-                sessions.escrow.account_id(),
-                config.escrow.kms_key_id.clone(),
-            );
+        if let Some(staging) = job.staging_prefix() {
+            export = export
+                .with_native_export(
+                    bucket,
+                    sessions.escrow.account_id(),
+                    config.escrow.kms_key_id.clone(),
+                )
+                .with_staging_prefix(staging);
         }
         return export.execute(mode).await;
     }

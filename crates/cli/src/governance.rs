@@ -80,6 +80,7 @@ pub(crate) fn inventory(config: &Config, escrow_account: Option<&str>) -> Result
                 dest_bucket: j.dest_bucket.clone(),
                 dest_prefix: j.dest_prefix.clone().unwrap_or_default(),
                 native_export: j.mode.as_deref() == Some("native-export"),
+                staging_prefix: j.staging_prefix().unwrap_or_default(),
                 checkpoint_table: j
                     .checkpoint_table
                     .clone()

@@ -555,6 +555,7 @@ pub async fn execute(
                     cancel.clone(),
                     callback,
                     accept_mass_change,
+                    item_log,
                 )
                 .await;
                 ("dynamodb", false, result)

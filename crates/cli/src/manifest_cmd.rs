@@ -36,6 +36,51 @@ fn store(config: &Config, escrow: &Session) -> Option<ManifestStore> {
     )
 }
 
+/// The export generations of `job` that run manifests record: generation
+/// id -> SHA-256 of the generation's `manifest.json`, as the run that
+/// completed it wrote it. `None` without `[escrow] manifest_bucket`: then
+/// nothing tells escrow-sync's generations from planted ones.
+pub(crate) async fn recorded_generations(
+    config: &Config,
+    escrow: &Session,
+    job: &crate::config::DynamoDbJob,
+) -> Result<Option<BTreeMap<String, String>>, Error> {
+    let Some(store) = store(config, escrow) else { return Ok(None) };
+    let prefix = format!("{}{}/", job.dest_prefix.as_deref().unwrap_or_default(), job.source_table);
+    let mut out = BTreeMap::new();
+    for key in store.keys().await? {
+        let manifest = store.read(&key).await?;
+        generations_in(&manifest, &job.name(), &prefix, &mut out);
+    }
+    Ok(Some(out))
+}
+
+/// Adds the generations under `prefix` (`<dest_prefix><table>/`) that
+/// `manifest` records as written by job `job` to `out`.
+pub(crate) fn generations_in(
+    manifest: &escrow_sync_governance::manifest::Manifest,
+    job: &str,
+    prefix: &str,
+    out: &mut BTreeMap<String, String>,
+) {
+    let Some(record) = manifest.jobs.get(job) else { return };
+    if record.kind != "dynamodb" {
+        return;
+    }
+    for item in &record.items {
+        if item.outcome != ItemOutcome::Copied {
+            continue;
+        }
+        if let Some(generation) =
+            item.key.strip_prefix(prefix).and_then(|k| k.strip_suffix("/manifest.json"))
+            && !generation.is_empty()
+            && !generation.contains('/')
+        {
+            out.insert(generation.to_string(), item.fingerprint.clone());
+        }
+    }
+}
+
 /// A job's summary line from its result.
 pub(crate) fn summary(name: &str, result: &Result<Report, Error>) -> JobSummary {
     match result {
@@ -293,6 +338,7 @@ async fn check(
 /// DynamoDB jobs offline: the escrow table exists (table jobs), or a
 /// complete export generation exists under the prefix (export jobs).
 async fn check_dynamodb(
+    config: &Config,
     job: &crate::config::DynamoDbJob,
     escrow: &Session,
     report: &mut Report,
@@ -330,16 +376,64 @@ async fn check_dynamodb(
             format!("{}{}/", job.dest_prefix.as_deref().unwrap_or_default(), job.source_table);
         let s3 = escrow_sync_s3::client(escrow);
         let mut pages = s3.list_objects_v2().bucket(bucket).prefix(&prefix).into_paginator().send();
-        let mut generations = 0;
+        let mut present = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| {
                 escrow_sync_aws::sdk_error(e, "s3:ListObjectsV2", format!("s3://{bucket}/{prefix}"))
             })?;
-            generations += page
-                .contents()
-                .iter()
-                .filter(|o| o.key().is_some_and(|k| k.ends_with("/manifest.json")))
-                .count();
+            present.extend(page.contents().iter().filter_map(|o| {
+                let g = o.key()?.strip_prefix(&prefix)?.strip_suffix("/manifest.json")?;
+                (!g.contains('/')).then(|| g.to_string())
+            }));
+        }
+        // Only generations a run manifest records count: one the primary
+        // (or anyone else) planted is named and ignored.
+        let recorded = recorded_generations(config, escrow, job).await?;
+        let location = format!("s3://{bucket}/{prefix}");
+        let choice = escrow_sync_dynamodb::export::choose_generation(
+            &present,
+            recorded.as_ref(),
+            None,
+            &location,
+        );
+        report.notes.extend(choice.notes);
+        report.warnings.extend(choice.warnings);
+        let generations = match &recorded {
+            Some(r) => present.iter().filter(|g| r.contains_key(g.as_str())).count(),
+            None => present.len(),
+        };
+        if let (Some(generation), Some(sha)) = (&choice.generation, &choice.manifest_sha256) {
+            // The newest trusted generation's manifest.json is the one
+            // escrow-sync wrote.
+            let key = escrow_sync_dynamodb::export::manifest_key(&prefix, generation);
+            let name = format!("s3://{bucket}/{key}");
+            let out = s3
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .set_expected_bucket_owner(
+                    Some(escrow.account_id().to_string()).filter(|a| !a.is_empty()),
+                )
+                .send()
+                .await
+                .map_err(|e| escrow_sync_aws::sdk_error(e, "s3:GetObject", &name))?;
+            let cap = escrow_sync_dynamodb::export::MANIFEST_CAP;
+            if out.content_length().is_some_and(|l| l as u64 > cap) {
+                return Err(Error::new(
+                    ErrorKind::PreconditionFailed,
+                    "read manifest",
+                    &name,
+                    format!("over the cap of {cap} bytes: escrow-sync did not write it so"),
+                ));
+            }
+            let data = out.body.collect().await.map_err(|e| {
+                Error::new(ErrorKind::Transient, "s3:GetObject", &name, e.to_string())
+            })?;
+            let data = data.into_bytes();
+            if let Err(e) = escrow_sync_dynamodb::export::check_manifest_sha256(&data, sha, &name) {
+                report.unprotected += 1;
+                report.findings.push(escrow_sync_core::Finding::new(name, e.chain()));
+            }
         }
         if generations == 0 {
             missing(report, format!("a complete export generation under s3://{bucket}/{prefix}"));
@@ -513,7 +607,7 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
                 }
                 JobRef::DynamoDb(j) => {
                     let mut report = Report::new(Mode::Verify, &source, "escrow");
-                    check_dynamodb(j, &escrow, &mut report).await?;
+                    check_dynamodb(&config, j, &escrow, &mut report).await?;
                     report
                 }
                 JobRef::CloudTrail(j) => {
@@ -637,5 +731,60 @@ mod tests {
         assert!(incomplete(&record(Some(cancelled))).unwrap().contains("interrupted"));
         let failed = JobSummary { error: Some("s3:ListObjectsV2: AccessDenied".into()), ..done };
         assert!(incomplete(&record(Some(failed))).unwrap().contains("AccessDenied"));
+    }
+
+    #[test]
+    fn only_generations_the_job_recorded_as_copied_count() {
+        use escrow_sync_governance::manifest::{ItemLine, Manifest};
+        let line = |job: &str, key: &str, outcome| ItemLine {
+            job: job.into(),
+            key: key.into(),
+            fingerprint: format!("sha-of-{key}"),
+            size: 10,
+            outcome,
+            escrow_fingerprint: None,
+            source_time: None,
+            lineage: None,
+            error: None,
+        };
+        let text = format!(
+            "{}\n{{\"line\":\"end\",\"finished_at\":\"2026-12-01T00:00:00Z\",\"jobs\":0,\"items\":0}}\n",
+            serde_json::json!({"line": "header", "format": escrow_sync_governance::manifest::FORMAT,
+                "run_id": "r", "tool_version": "0", "config_digest": "d", "escrow_account": "e",
+                "primary_account": "p", "started_at": "2026-12-01T00:00:00Z"})
+        );
+        let mut m = Manifest::parse(&text).unwrap();
+        let items = vec![
+            line(
+                "orders",
+                "dynamodb/orders/20261201T000000000Z/manifest.json",
+                ItemOutcome::Copied,
+            ),
+            line(
+                "orders",
+                "dynamodb/orders/20261202T000000000Z/manifest.json",
+                ItemOutcome::Failed,
+            ),
+            line("orders", "dynamodb/other/20261203T000000000Z/manifest.json", ItemOutcome::Copied),
+            line("orders", "dynamodb/orders/x/data/a.json.gz", ItemOutcome::Copied),
+        ];
+        m.jobs.insert("orders".into(), JobRecord { kind: "dynamodb".into(), items, summary: None });
+        let other = vec![line(
+            "s3copy",
+            "dynamodb/orders/20261204T000000000Z/manifest.json",
+            ItemOutcome::Copied,
+        )];
+        m.jobs
+            .insert("s3copy".into(), JobRecord { kind: "s3".into(), items: other, summary: None });
+        let mut out = BTreeMap::new();
+        generations_in(&m, "orders", "dynamodb/orders/", &mut out);
+        generations_in(&m, "s3copy", "dynamodb/orders/", &mut out);
+        assert_eq!(
+            out,
+            BTreeMap::from([(
+                "20261201T000000000Z".to_string(),
+                "sha-of-dynamodb/orders/20261201T000000000Z/manifest.json".to_string()
+            )])
+        );
     }
 }

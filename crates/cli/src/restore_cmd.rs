@@ -373,7 +373,10 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
         JobRef::DynamoDb(j) if j.dest_table.is_some() => {
             restore_table(args, j, at, &escrow, &target, cancel).await
         }
-        JobRef::DynamoDb(j) => restore_generation(args, j, at, &escrow, &target, &cancel).await,
+        JobRef::DynamoDb(j) => {
+            let recorded = crate::manifest_cmd::recorded_generations(&config, &escrow, j).await?;
+            restore_generation(args, j, at, recorded, &escrow, &target, &cancel).await
+        }
         JobRef::Ec2(j) => {
             restore_ec2(args, j, at, &region, &primary, &escrow, &target, &cancel).await
         }
@@ -1224,21 +1227,25 @@ async fn restore_redshift(
 }
 
 /// An export job: one complete generation in the escrow bucket (the newest,
-/// or the newest started at or before `--at`) loaded into a table of the
-/// recovery account, created from the generation's `schema.json` (keys and
-/// indexes); every data file is checked against the manifest's SHA-256
-/// before any of its items is written.
+/// or the newest started at or before `--at`, that a run manifest records
+/// in `recorded`, its `manifest.json` checked against the recorded
+/// SHA-256; any generation: without a manifest bucket) loaded into a table
+/// of the recovery account, created from the generation's `schema.json`
+/// (keys and indexes); every data file is checked against the manifest's
+/// SHA-256 before any of its items is written.
+#[allow(clippy::too_many_arguments)]
 async fn restore_generation(
     args: &RestoreArgs,
     job: &DynamoDbJob,
     at: Option<SystemTime>,
+    recorded: Option<std::collections::BTreeMap<String, String>>,
     escrow: &Session,
     target: &Session,
     cancel: &CancellationToken,
 ) -> Result<Restored, Error> {
     use escrow_sync_dynamodb::export::{
-        DEFAULT_FILE_SIZE, MANIFEST_CAP, collect_capped, data_file_cap, generation_id,
-        parse_manifest, read_data_file_capped,
+        DEFAULT_FILE_SIZE, MANIFEST_CAP, check_manifest_sha256, choose_generation, collect_capped,
+        data_file_cap, generation_id, parse_manifest, read_data_file_capped,
     };
     use escrow_sync_dynamodb::keys::content_digest;
     let bucket = job.dest_bucket.clone().unwrap_or_default();
@@ -1252,27 +1259,41 @@ async fn restore_generation(
         .map_ok(|i| (i.key.clone(), i))
         .try_collect()
         .await?;
-    let mut generations: Vec<&str> = listed
+    let mut generations: Vec<String> = listed
         .keys()
         .filter_map(|k| k.strip_prefix(&prefix)?.strip_suffix("/manifest.json"))
         .filter(|g| !g.contains('/'))
+        .map(str::to_string)
         .collect();
     generations.sort_unstable();
     let bound = at.map(|t| generation_id(&escrow_sync_core::rfc3339(t)));
-    let Some(generation) = generations
-        .iter()
-        .rev()
-        .find(|g| bound.as_deref().is_none_or(|b| **g <= b))
-        .map(|g| g.to_string())
-    else {
+    let choice = choose_generation(&generations, recorded.as_ref(), bound.as_deref(), &location);
+    let trusted: Vec<&String> = match &recorded {
+        Some(r) => generations.iter().filter(|g| r.contains_key(g.as_str())).collect(),
+        None => generations.iter().collect(),
+    };
+    let recorded_by = if recorded.is_some() { " recorded by a run manifest" } else { "" };
+    let Some(generation) = choice.generation.clone() else {
+        let ignored = if choice.ignored.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} not written by escrow-sync, recorded by no run manifest, ignored: {})",
+                choice.ignored.len(),
+                choice.ignored.join(", ")
+            )
+        };
         return Err(Error::invalid_config(match &bound {
-            None => format!("job {}: no complete export generation under {location}", args.job),
+            None => format!(
+                "job {}: no complete export generation{recorded_by} under {location}{ignored}",
+                args.job
+            ),
             Some(_) => format!(
-                "job {}: no complete export generation under {location} started at or before \
-                 --at {} (the oldest is {})",
+                "job {}: no complete export generation{recorded_by} under {location} started at \
+                 or before --at {} (the oldest is {}){ignored}",
                 args.job,
                 args.at.as_deref().unwrap_or_default(),
-                generations.first().copied().unwrap_or("none")
+                trusted.first().map(|g| g.as_str()).unwrap_or("none")
             ),
         }));
     };
@@ -1309,13 +1330,15 @@ async fn restore_generation(
     let bad = |what: String| {
         Error::new(ErrorKind::Failed, "restore", format!("s3://{bucket}/{dir}"), what)
     };
+    let manifest_text = fetch(format!("{dir}manifest.json"), MANIFEST_CAP).await?;
+    let manifest_name = format!("s3://{bucket}/{dir}manifest.json");
+    if let Some(sha) = &choice.manifest_sha256 {
+        check_manifest_sha256(&manifest_text, sha, &manifest_name)?;
+    }
+    let manifest = parse_manifest(&manifest_text, &manifest_name)?;
     let schema: serde_json::Value =
         serde_json::from_slice(&fetch(format!("{dir}schema.json"), MANIFEST_CAP).await?)
             .map_err(|e| bad(format!("schema.json: {e}")))?;
-    let manifest = parse_manifest(
-        &fetch(format!("{dir}manifest.json"), MANIFEST_CAP).await?,
-        &format!("s3://{bucket}/{dir}manifest.json"),
-    )?;
     let Some(files) = manifest["files"].as_array() else {
         return Err(bad(
             "manifest.json lists no files (a native export's generation): restore it \
@@ -1337,6 +1360,8 @@ async fn restore_generation(
         &account,
         at.map(escrow_sync_core::rfc3339),
     );
+    restored.notes.extend(choice.notes.iter().cloned());
+    restored.notes.extend(choice.warnings.iter().map(|w| format!("warning: {w}")));
     let existing = table().describe().await?;
     if args.drill && existing.is_some() {
         return Err(drill_refuses("table", &name, &account));

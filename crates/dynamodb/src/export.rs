@@ -20,6 +20,14 @@
 //!
 //! Every run of an export job writes a new generation: that is its
 //! purpose (a table kept incrementally is the `dest_table` job).
+//!
+//! A native export is written by DynamoDB into a staging prefix
+//! (`<staging_prefix><table>/<generation>/`, the only place the primary may
+//! write); its files are checked against DynamoDB's manifest there and
+//! copied into the generation under `native/` with escrow credentials.
+//! Each completed generation is recorded (its `manifest.json`'s key and
+//! SHA-256) in the run manifest through the item log: `verify` and
+//! `restore` trust only generations so recorded ([`choose_generation`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -36,8 +44,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use escrow_sync_core::{
-    CancellationToken, Error, ErrorKind, Finding, Item, ItemKind, KeyDigest, Mode, Payload,
-    ProgressEvent, ProgressFn, Report, Result, RetryPolicy, Scope, Sink, Source,
+    CancellationToken, Error, ErrorKind, Finding, Item, ItemKind, ItemLog, ItemOutcome, ItemRecord,
+    KeyDigest, Mode, Payload, ProgressEvent, ProgressFn, Report, Result, RetryPolicy, Scope, Sink,
+    Source,
 };
 
 use crate::checkpoint::{CheckpointStore, SavedScan};
@@ -124,6 +133,101 @@ pub fn generation_id(started: &str) -> String {
     let millis: String = fraction.chars().chain(std::iter::repeat('0')).take(3).collect();
     let whole: String = whole.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     format!("{whole}{millis}Z")
+}
+
+/// The generation `restore` and `verify` take, and what they say about
+/// the others ([`choose_generation`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GenerationChoice {
+    /// The generation taken, if any.
+    pub generation: Option<String>,
+    /// The SHA-256 (hex) of its `manifest.json` as a run manifest recorded
+    /// it; `None` when no manifest bucket is configured.
+    pub manifest_sha256: Option<String>,
+    /// Generations passed over because no run manifest records them.
+    pub ignored: Vec<String>,
+    /// Notes for the report (each ignored generation, named).
+    pub notes: Vec<String>,
+    /// Warnings for the report (no run manifests to tell generations apart).
+    pub warnings: Vec<String>,
+}
+
+/// Chooses the generation to trust among `present` (the complete
+/// generations listed under `location`, e.g. `s3://bucket/dynamodb/orders/`):
+/// the newest one at or before `bound` (a generation id) that a run
+/// manifest records in `recorded` (generation id -> SHA-256 of its
+/// `manifest.json`). A generation no run manifest records was not written
+/// by escrow-sync (the primary's native-export grant, or anyone else with
+/// write access, may have planted it): it is ignored with a note naming it.
+/// Without run manifests (`recorded` is `None`) the newest is taken, with a
+/// warning that a planted generation cannot be told apart.
+pub fn choose_generation(
+    present: &[String],
+    recorded: Option<&BTreeMap<String, String>>,
+    bound: Option<&str>,
+    location: &str,
+) -> GenerationChoice {
+    let mut sorted: Vec<&String> =
+        present.iter().filter(|g| bound.is_none_or(|b| g.as_str() <= b)).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut choice = GenerationChoice::default();
+    let Some(recorded) = recorded else {
+        choice.generation = sorted.last().map(|g| g.to_string());
+        if choice.generation.is_some() {
+            choice.warnings.push(format!(
+                "no run manifests ([escrow] manifest_bucket is not set): the newest generation \
+                 under {location} is taken as it is, and one planted there (by the primary's \
+                 native-export grant or anyone else who can write the bucket) cannot be told \
+                 apart from escrow-sync's own; set [escrow] manifest_bucket so that runs record \
+                 the generations they write"
+            ));
+        }
+        return choice;
+    };
+    for g in sorted.into_iter().rev() {
+        match recorded.get(g.as_str()) {
+            Some(sha) => {
+                choice.generation = Some(g.clone());
+                choice.manifest_sha256 = Some(sha.clone());
+                break;
+            }
+            None => {
+                choice.ignored.push(g.clone());
+                choice.notes.push(format!(
+                    "generation {g} under {location}: not written by escrow-sync (no run \
+                     manifest records it): ignored"
+                ));
+            }
+        }
+    }
+    choice
+}
+
+/// Checks a generation's `manifest.json` (`data`, the object `name`)
+/// against the SHA-256 a run manifest recorded for it.
+pub fn check_manifest_sha256(data: &[u8], expected: &str, name: &str) -> Result<()> {
+    let actual = hex(&Sha256::digest(data));
+    if actual.eq_ignore_ascii_case(expected) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::PreconditionFailed,
+        "read manifest",
+        name,
+        format!(
+            "its SHA-256 is {actual} but the run manifest that recorded this generation says \
+             {expected}: the manifest was replaced after escrow-sync wrote it, so the generation \
+             is not trusted; look at the object's versions in the escrow bucket (the version \
+             escrow-sync wrote has the recorded SHA-256) and find out who could write there"
+        ),
+    ))
+}
+
+/// The key, relative to the bucket, under which a run manifest records a
+/// generation's `manifest.json`: `<dest_prefix><table>/<generation>/manifest.json`.
+pub fn manifest_key(table_prefix: &str, generation: &str) -> String {
+    format!("{table_prefix}{generation}/manifest.json")
 }
 
 /// One data file of a generation.
@@ -367,16 +471,20 @@ pub fn check_native_source(job: &str, source: &TableInfo) -> Result<()> {
 }
 
 /// The sink's state kept with the checkpoints: which generation is being
-/// written and each segment's next file number.
+/// written, each segment's next file number and the SHA-256 of every file
+/// written so far (the checkpoint table is escrow's: a resumed generation
+/// takes a file an earlier run wrote only when it is still that file).
 #[derive(Debug, Clone, Default)]
 struct Progress {
     generation: String,
     next_part: BTreeMap<u32, u32>,
+    sha256: BTreeMap<String, String>,
 }
 
 impl Progress {
     fn to_text(&self) -> String {
-        json!({"generation": self.generation, "next_part": self.next_part}).to_string()
+        json!({"generation": self.generation, "next_part": self.next_part, "sha256": self.sha256})
+            .to_string()
     }
 
     fn from_text(text: &str) -> Option<Progress> {
@@ -387,7 +495,13 @@ impl Progress {
             .iter()
             .filter_map(|(k, n)| Some((k.parse().ok()?, n.as_u64()? as u32)))
             .collect();
-        Some(Progress { generation, next_part })
+        let sha256 = v["sha256"]
+            .as_object()
+            .map(|m| {
+                m.iter().filter_map(|(k, s)| Some((k.clone(), s.as_str()?.to_string()))).collect()
+            })
+            .unwrap_or_default();
+        Some(Progress { generation, next_part, sha256 })
     }
 }
 
@@ -409,6 +523,7 @@ pub struct ExportJob {
     reader: Arc<dyn Source>,
     location: String,
     prefix: String,
+    staging: String,
     options: ScanOptions,
     read_units: f64,
     workers: usize,
@@ -420,6 +535,26 @@ pub struct ExportJob {
     retry: RetryPolicy,
     difference_limit: usize,
     native: Option<Native>,
+    item_log: Option<ItemLog>,
+    recorded: Option<BTreeMap<String, String>>,
+}
+
+/// One data file of a native export in the staging prefix, as DynamoDB's
+/// manifest describes it.
+struct StagedFile {
+    /// The key relative to the generation's staging prefix.
+    key: String,
+    /// Items, as manifest-files.json says.
+    items: Option<u64>,
+    /// MD5 of the object, base64, as manifest-files.json says.
+    md5: Option<String>,
+}
+
+/// The default staging prefix of native exports for `dest_prefix`:
+/// `<dest_prefix>.staging/`, beside (not under) the generations
+/// `<dest_prefix><table>/`.
+pub fn default_staging_prefix(dest_prefix: &str) -> String {
+    format!("{dest_prefix}.staging/")
 }
 
 /// How a native export is asked for and waited on.
@@ -461,6 +596,7 @@ impl ExportJob {
         let keys = source.key_schema()?;
         let ExportTarget { files, reader, location, dest_prefix } = target;
         let prefix = format!("{dest_prefix}{}/", source.name());
+        let staging = default_staging_prefix(&dest_prefix);
         Ok(ExportJob {
             name: name.into(),
             primary,
@@ -472,6 +608,7 @@ impl ExportJob {
             reader,
             location,
             prefix,
+            staging,
             options: ScanOptions::new(),
             workers: 8,
             file_size: 64 << 20,
@@ -482,6 +619,8 @@ impl ExportJob {
             retry: RetryPolicy::default(),
             difference_limit: 1000,
             native: None,
+            item_log: None,
+            recorded: None,
         })
     }
 
@@ -504,6 +643,17 @@ impl ExportJob {
             timeout: Duration::from_secs(6 * 3600),
             max_poll: Duration::from_secs(30),
         });
+        self
+    }
+
+    /// Native export: the key prefix DynamoDB writes exports into (default
+    /// `<dest_prefix>.staging/`, see [`default_staging_prefix`]), the only
+    /// place the generated bucket policy lets the primary's reader role
+    /// write. Each export lands in `<staging_prefix><table>/<generation>/`;
+    /// escrow-sync checks its files against DynamoDB's manifest and copies
+    /// them into the generation with escrow credentials.
+    pub fn with_staging_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.staging = prefix.into();
         self
     }
 
@@ -576,6 +726,22 @@ impl ExportJob {
     /// Retries of one file write (retryable errors only).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Records each generation this job completes (its `manifest.json`'s
+    /// key, size and SHA-256) in the run manifest: what `restore` and
+    /// `verify` later trust.
+    pub fn with_item_log(mut self, log: Option<ItemLog>) -> Self {
+        self.item_log = log;
+        self
+    }
+
+    /// The generations run manifests record (generation id -> SHA-256 of
+    /// its `manifest.json`), for `verify`: only those are trusted. `None`
+    /// (no manifest bucket): the newest generation is taken, with a warning.
+    pub fn with_recorded_generations(mut self, recorded: Option<BTreeMap<String, String>>) -> Self {
+        self.recorded = recorded;
         self
     }
 
@@ -708,7 +874,7 @@ impl ExportJob {
                     .table_arn(self.source.arn())
                     .s3_bucket(&native.bucket)
                     .s3_bucket_owner(&native.bucket_owner)
-                    .s3_prefix(format!("{}{generation}/native", self.prefix))
+                    .s3_prefix(format!("{}{generation}", self.staged_prefix()))
                     .export_format(aws_sdk_dynamodb::types::ExportFormat::DynamodbJson)
                     .client_token(format!("escrow-sync-{generation}"));
                 if let Some(key) = &native.kms_key_id {
@@ -780,8 +946,14 @@ impl ExportJob {
             "export_manifest": description.export_manifest(),
         });
         let expected = description.item_count().map(|n| n.max(0) as u64);
-        let completed = match self.native_files(&dir, &description, &mut report).await {
-            Ok(keys) => self.complete(&generation, keys, BTreeMap::new(), extra, expected).await,
+        let staged = format!("{}{generation}/", self.staged_prefix());
+        let completed = match self.native_files(&staged, &description, &mut report).await {
+            Ok(files) => match self.copy_staged(&generation, &staged, files).await {
+                Ok((keys, written)) => {
+                    self.complete(&generation, keys, written, extra, expected).await
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let files = match completed {
@@ -812,16 +984,87 @@ impl ExportJob {
         Ok(report)
     }
 
-    /// The data files of a finished native export, relative to `dir`: those
-    /// DynamoDB's own manifest (manifest-summary.json, then
-    /// manifest-files.json) lists, when the export has one; otherwise the
-    /// `.gz` files under `native/…/data/` (the emulator writes no manifest).
+    /// Where this table's native exports land: `<staging_prefix><table>/`.
+    fn staged_prefix(&self) -> String {
+        format!("{}{}/", self.staging, self.source.name())
+    }
+
+    /// Copies the staged data files of a finished native export (under
+    /// `staged`) into `generation` with escrow credentials, as
+    /// `native/<key relative to staged>`: each read under the data file
+    /// cap, checked against what DynamoDB's manifest says of it (MD5, item
+    /// count) and written with its SHA-256. Returns the keys and their stats.
+    async fn copy_staged(
+        &self,
+        generation: &str,
+        staged: &str,
+        files: Vec<StagedFile>,
+    ) -> Result<(Vec<String>, BTreeMap<String, FileStat>)> {
+        let dir = format!("{}{generation}/", self.prefix);
+        let mut keys = Vec::new();
+        let mut written = BTreeMap::new();
+        for file in files {
+            let from = format!("{staged}{}", file.key);
+            let name = format!("{}{from}", self.location);
+            let data = self.fetch(&from, self.data_cap()).await?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::PreconditionFailed,
+                    "copy native export",
+                    &name,
+                    "DynamoDB's manifest lists this data file but the staging prefix lacks it",
+                )
+            })?;
+            let refuse = |what: String| {
+                Error::new(
+                    ErrorKind::PreconditionFailed,
+                    "copy native export",
+                    &name,
+                    format!(
+                        "{what}: the staged file is not the one DynamoDB wrote (altered in the \
+                         staging prefix?); the next run asks for a new export"
+                    ),
+                )
+            };
+            if let Some(md5) = &file.md5 {
+                let actual = aws_smithy_types::base64::encode(md5::Md5::digest(&data).as_slice());
+                if &actual != md5 {
+                    return Err(refuse(format!(
+                        "its MD5 is {actual}, DynamoDB's manifest says {md5}"
+                    )));
+                }
+            }
+            let (items, bytes) = count_data_file(&data, &name, self.data_cap())?;
+            if let Some(n) = file.items
+                && n != items
+            {
+                return Err(refuse(format!(
+                    "it holds {items} items, DynamoDB's manifest says {n}"
+                )));
+            }
+            let key = format!("native/{}", file.key);
+            let compressed_bytes = data.len() as u64;
+            let sha256 = self.put(&format!("{dir}{key}"), data, "application/gzip").await?;
+            self.emit(ProgressEvent::Copied { key: key.clone(), bytes: compressed_bytes });
+            written.insert(
+                key.clone(),
+                FileStat { key: key.clone(), items, bytes, compressed_bytes, sha256 },
+            );
+            keys.push(key);
+        }
+        Ok((keys, written))
+    }
+
+    /// The data files of a finished native export, relative to `dir` (the
+    /// staging prefix of its generation): those DynamoDB's own manifest
+    /// (manifest-summary.json, then manifest-files.json) lists, with the
+    /// MD5 and item count it gives, when the export has one; otherwise the
+    /// `.gz` files under `…/data/` (the emulator writes no manifest).
     async fn native_files(
         &self,
         dir: &str,
         description: &aws_sdk_dynamodb::types::ExportDescription,
         report: &mut Report,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<StagedFile>> {
         let relative = |key: &str| key.strip_prefix(dir).map(str::to_string);
         if let Some(summary_key) = description.export_manifest()
             && let Some(summary) = self.fetch(summary_key, MANIFEST_CAP).await?
@@ -854,7 +1097,10 @@ impl ExportJob {
                 let v: Value = serde_json::from_str(line).map_err(|e| {
                     bad(format!("manifest-files.json has a line that is not JSON: {e}"))
                 })?;
-                let key = v["dataFileS3Key"].as_str().and_then(relative).ok_or_else(|| {
+                let key = v["dataFileS3Key"].as_str().and_then(relative).filter(|k| {
+                    !k.is_empty() && !k.split('/').any(|p| p == ".." || p == "." || p.is_empty())
+                });
+                let key = key.ok_or_else(|| {
                     Error::new(
                         ErrorKind::Failed,
                         "read native export manifest",
@@ -862,23 +1108,27 @@ impl ExportJob {
                         format!("a line names no data file under {dir}: {line}"),
                     )
                 })?;
-                keys.push(key);
+                keys.push(StagedFile {
+                    key,
+                    items: v["itemCount"].as_u64(),
+                    md5: v["md5Checksum"].as_str().map(String::from),
+                });
             }
             return Ok(keys);
         }
         report.warnings.push(format!(
             "the native export has no DynamoDB manifest: took the data files listed under \
-             {}{dir}native/",
+             {}{dir} (their item count must add up to DynamoDB's)",
             self.location
         ));
         let mut keys = Vec::new();
-        let mut list = self.reader.list(&Scope::with_prefix(format!("{dir}native/")));
+        let mut list = self.reader.list(&Scope::with_prefix(dir));
         while let Some(item) = list.try_next().await? {
             if let Some(rel) = relative(&item.key)
                 && rel.contains("/data/")
                 && rel.ends_with(".gz")
             {
-                keys.push(rel);
+                keys.push(StagedFile { key: rel, items: None, md5: None });
             }
         }
         Ok(keys)
@@ -1020,7 +1270,9 @@ impl ExportJob {
             "segments": progress.next_part.len(),
             "consistent_read": self.options.consistent_read(),
         });
-        let files = self.complete(&generation, keys, written, extra, None).await?;
+        let files = self
+            .complete_checked(&generation, keys, written, extra, None, &progress.sha256)
+            .await?;
         let items: u64 = files.iter().map(|f| f.items).sum();
         report.notes.push(format!(
             "export generation {generation} is complete: {items} items in {} files under {}{}/",
@@ -1137,6 +1389,7 @@ impl ExportJob {
                 s.progress.next_part.insert(segment, next);
                 s.report.copied += stat.items;
                 s.report.bytes_copied += stat.compressed_bytes;
+                s.progress.sha256.insert(stat.key.clone(), stat.sha256.clone());
                 s.written.insert(stat.key.clone(), stat);
             }
             if let Some(c) = checkpoint {
@@ -1219,9 +1472,24 @@ impl ExportJob {
         &self,
         generation: &str,
         keys: Vec<String>,
+        written: BTreeMap<String, FileStat>,
+        extra: Value,
+        expected: Option<u64>,
+    ) -> Result<Vec<FileStat>> {
+        self.complete_checked(generation, keys, written, extra, expected, &BTreeMap::new()).await
+    }
+
+    /// [`Self::complete`], where a file an earlier run wrote must have the
+    /// SHA-256 the checkpoint recorded for it in `checkpointed` (else it is
+    /// not the file escrow-sync wrote, and the generation is not completed).
+    async fn complete_checked(
+        &self,
+        generation: &str,
+        keys: Vec<String>,
         mut written: BTreeMap<String, FileStat>,
         extra: Value,
         expected: Option<u64>,
+        checkpointed: &BTreeMap<String, String>,
     ) -> Result<Vec<FileStat>> {
         let dir = format!("{}{generation}/", self.prefix);
         let mut files = Vec::new();
@@ -1239,13 +1507,30 @@ impl ExportJob {
                         )
                     })?;
                     let name = format!("{}{dir}{key}", self.location);
+                    let sha256 = hex(&Sha256::digest(&data));
+                    if let Some(saved) = checkpointed.get(&key)
+                        && *saved != sha256
+                    {
+                        return Err(Error::new(
+                            ErrorKind::PreconditionFailed,
+                            "complete export generation",
+                            &name,
+                            format!(
+                                "its SHA-256 is {sha256} but the checkpoint recorded {saved} \
+                                 when escrow-sync wrote it: the file was replaced since, and \
+                                 the generation is not completed; find out who can write the \
+                                 escrow bucket (escrow-sync audit), then clear the job's \
+                                 checkpoint so that the next run writes a new generation"
+                            ),
+                        ));
+                    }
                     let (items, bytes) = count_data_file(&data, &name, self.data_cap())?;
                     FileStat {
                         key: key.clone(),
                         items,
                         bytes,
                         compressed_bytes: data.len() as u64,
-                        sha256: hex(&Sha256::digest(&data)),
+                        sha256,
                     }
                 }
             };
@@ -1291,12 +1576,17 @@ impl ExportJob {
         if let (Some(m), Value::Object(extra)) = (manifest.as_object_mut(), extra) {
             m.extend(extra);
         }
-        self.put(
-            &format!("{dir}manifest.json"),
-            Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap_or_default()),
-            "application/json",
-        )
-        .await?;
+        let text = Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap_or_default());
+        let key = manifest_key(&self.prefix, generation);
+        let size = text.len() as u64;
+        let sha = self.put(&key, text, "application/json").await?;
+        if let Some(log) = &self.item_log {
+            let mut item = Item::new(key, ItemKind::Object, size, &sha);
+            item.lineage = Some(self.source.arn().to_string());
+            let mut record = ItemRecord::new(item, ItemOutcome::Copied);
+            record.escrow_fingerprint = Some(sha);
+            log(record);
+        }
         Ok(files)
     }
 
@@ -1318,11 +1608,22 @@ impl ExportJob {
 
     /// The manifest of `generation`.
     pub async fn manifest(&self, generation: &str) -> Result<Value> {
-        let key = format!("{}{generation}/manifest.json", self.prefix);
-        let data = self.fetch(&key, MANIFEST_CAP).await?.ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, "read manifest", format!("{}{key}", self.location), "")
-        })?;
-        parse_manifest(&data, &format!("{}{key}", self.location))
+        self.trusted_manifest(generation, None).await
+    }
+
+    /// The manifest of `generation`, checked against the SHA-256 a run
+    /// manifest recorded for it when given.
+    async fn trusted_manifest(&self, generation: &str, sha256: Option<&str>) -> Result<Value> {
+        let key = manifest_key(&self.prefix, generation);
+        let name = format!("{}{key}", self.location);
+        let data = self
+            .fetch(&key, MANIFEST_CAP)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "read manifest", &name, ""))?;
+        if let Some(sha) = sha256 {
+            check_manifest_sha256(&data, sha, &name)?;
+        }
+        parse_manifest(&data, &name)
     }
 
     /// Compares the primary with the latest complete generation: every
@@ -1336,13 +1637,23 @@ impl ExportJob {
             self.destination(),
         );
         let mut held: HashMap<[u8; 32], [u8; 32]> = HashMap::new();
-        match self.complete_generations().await?.pop() {
+        let choice = choose_generation(
+            &self.complete_generations().await?,
+            self.recorded.as_ref(),
+            None,
+            &self.destination(),
+        );
+        report.notes.extend(choice.notes);
+        report.warnings.extend(choice.warnings);
+        match choice.generation {
             None => report.warnings.push(format!(
-                "no complete export generation under {}: every item counts as missing",
+                "no complete export generation{} under {}: every item counts as missing",
+                if self.recorded.is_some() { " recorded by a run manifest" } else { "" },
                 self.destination()
             )),
             Some(generation) => {
-                let manifest = self.manifest(&generation).await?;
+                let manifest =
+                    self.trusted_manifest(&generation, choice.manifest_sha256.as_deref()).await?;
                 let dir = format!("{}{generation}/", self.prefix);
                 for file in manifest["files"].as_array().into_iter().flatten() {
                     let Some(stat) = FileStat::from_json(file) else { continue };
@@ -1419,5 +1730,65 @@ mod tests {
         assert_eq!(generation_id("2026-11-28T19:37:23.5Z"), "20261128T193723500Z");
         assert_eq!(generation_id("2026-11-28T19:37:23.778876Z"), "20261128T193723778Z");
         assert!(generation_id("2026-11-28T19:37:23Z") < generation_id("2026-11-28T19:37:23.001Z"));
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_planted_newer_generation_no_run_manifest_records_is_ignored() {
+        let present = ids(&["20261101T000000000Z", "20261102T000000000Z", "99991231T235959999Z"]);
+        let recorded = BTreeMap::from([
+            ("20261101T000000000Z".to_string(), "a".repeat(64)),
+            ("20261102T000000000Z".to_string(), "b".repeat(64)),
+        ]);
+        let c = choose_generation(&present, Some(&recorded), None, "s3://e/dynamodb/orders/");
+        assert_eq!(c.generation.as_deref(), Some("20261102T000000000Z"));
+        assert_eq!(c.manifest_sha256, Some("b".repeat(64)));
+        assert_eq!(c.ignored, ids(&["99991231T235959999Z"]));
+        assert!(
+            c.notes[0].contains("99991231T235959999Z")
+                && c.notes[0].contains("not written by escrow-sync")
+                && c.notes[0].contains("ignored"),
+            "{:?}",
+            c.notes
+        );
+        assert!(c.warnings.is_empty());
+        // --at bounds the choice among recorded generations.
+        let c = choose_generation(
+            &present,
+            Some(&recorded),
+            Some("20261101T120000000Z"),
+            "s3://e/dynamodb/orders/",
+        );
+        assert_eq!(c.generation.as_deref(), Some("20261101T000000000Z"));
+        // Nothing recorded: nothing is taken.
+        let none = BTreeMap::new();
+        let c = choose_generation(&present, Some(&none), None, "s3://e/p/");
+        assert_eq!(c.generation, None);
+        assert_eq!(c.ignored.len(), 3);
+    }
+
+    #[test]
+    fn without_run_manifests_the_newest_is_taken_with_a_warning() {
+        let present = ids(&["20261101T000000000Z", "99991231T235959999Z"]);
+        let c = choose_generation(&present, None, None, "s3://e/p/");
+        assert_eq!(c.generation.as_deref(), Some("99991231T235959999Z"));
+        assert_eq!(c.manifest_sha256, None);
+        assert!(c.warnings[0].contains("manifest_bucket"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn a_recorded_manifest_with_another_sha256_is_refused() {
+        let data = b"{\"format\": \"x\"}";
+        let good = hex(&Sha256::digest(data));
+        check_manifest_sha256(data, &good, "s3://e/p/g/manifest.json").unwrap();
+        let e =
+            check_manifest_sha256(data, &"0".repeat(64), "s3://e/p/g/manifest.json").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PreconditionFailed);
+        let text = e.chain();
+        assert!(text.contains("s3://e/p/g/manifest.json"), "{text}");
+        assert!(text.contains("run manifest") && text.contains("not trusted"), "{text}");
     }
 }

@@ -93,7 +93,7 @@ async fn a_native_export_is_asked_for_the_escrow_bucket_polled_and_completed() {
             r.table_arn() == Some(ARN)
                 && r.s3_bucket() == Some("escrow")
                 && r.s3_bucket_owner() == Some("222222222222")
-                && r.s3_prefix() == Some("dynamodb/orders/20261128T000000000Z/native")
+                && r.s3_prefix() == Some("dynamodb/.staging/orders/20261128T000000000Z")
                 && r.client_token() == Some("escrow-sync-20261128T000000000Z")
                 && r.s3_sse_algorithm() == Some(&S3SseAlgorithm::Kms)
                 && r.s3_sse_kms_key_id() == Some("arn:aws:kms:us-east-1:222222222222:key/k")
@@ -116,10 +116,11 @@ async fn a_native_export_is_asked_for_the_escrow_bucket_polled_and_completed() {
         .output(|| export(ExportStatus::Completed))
         .build();
     let bucket = MemBucket::new("escrow");
-    // What DynamoDB writes.
+    // What DynamoDB writes, into the staging prefix.
     let dir = "dynamodb/orders/20261128T000000000Z/";
-    bucket.put(format!("{dir}native/AWSDynamoDB/01/data/a.json.gz"), gz(&[item("a"), item("b")]));
-    bucket.put(format!("{dir}native/AWSDynamoDB/01/manifest-summary.json"), "{}");
+    let staged = "dynamodb/.staging/orders/20261128T000000000Z/";
+    bucket.put(format!("{staged}AWSDynamoDB/01/data/a.json.gz"), gz(&[item("a"), item("b")]));
+    bucket.put(format!("{staged}AWSDynamoDB/01/manifest-summary.json"), "{}");
     let job = job(client(&source_rules(true), &[&started, &polled]), &bucket)
         .await
         .with_native_export(
@@ -138,6 +139,89 @@ async fn a_native_export_is_asked_for_the_escrow_bucket_polled_and_completed() {
     assert_eq!(manifest["files"][0]["key"], "native/AWSDynamoDB/01/data/a.json.gz");
     assert_eq!(manifest["files"].as_array().unwrap().len(), 1, "only data files are listed");
     assert!(bucket.get(&format!("{dir}schema.json")).is_some());
+    // Copied into the generation by escrow-sync, byte for byte.
+    assert_eq!(
+        bucket.get(&format!("{dir}native/AWSDynamoDB/01/data/a.json.gz")).unwrap().data,
+        bucket.get(&format!("{staged}AWSDynamoDB/01/data/a.json.gz")).unwrap().data
+    );
+}
+
+/// A completed export whose DynamoDB manifest (manifest-summary.json,
+/// manifest-files.json) lists one data file with `md5` and `items`.
+fn with_manifest(bucket: &MemBucket, md5: &str, items: u64) -> Rule {
+    let staged = "dynamodb/.staging/orders/20261128T000000000Z/";
+    let summary = format!("{staged}AWSDynamoDB/01/manifest-summary.json");
+    let files = format!("{staged}AWSDynamoDB/01/manifest-files.json");
+    bucket.put(&summary, serde_json::json!({"manifestFilesS3Key": files}).to_string());
+    bucket.put(
+        &files,
+        serde_json::json!({"itemCount": items, "md5Checksum": md5,
+            "dataFileS3Key": format!("{staged}AWSDynamoDB/01/data/a.json.gz")})
+        .to_string(),
+    );
+    mock!(Client::describe_export).then_output(move || {
+        DescribeExportOutput::builder()
+            .export_description(
+                ExportDescription::builder()
+                    .export_arn(EXPORT)
+                    .export_status(ExportStatus::Completed)
+                    .item_count(2)
+                    .export_manifest(&summary)
+                    .build(),
+            )
+            .build()
+    })
+}
+
+fn started() -> Rule {
+    mock!(Client::export_table_to_point_in_time).then_output(|| {
+        ExportTableToPointInTimeOutput::builder()
+            .export_description(ExportDescription::builder().export_arn(EXPORT).build())
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn only_staged_files_that_match_dynamodb_manifest_are_copied_into_the_generation() {
+    use md5::Digest;
+    let bucket = MemBucket::new("escrow");
+    let staged = "dynamodb/.staging/orders/20261128T000000000Z/AWSDynamoDB/01/data/";
+    let data = gz(&[item("a"), item("b")]);
+    let md5 = aws_smithy_types::base64::encode(md5::Md5::digest(&data).as_slice());
+    bucket.put(format!("{staged}a.json.gz"), data);
+    // A file planted beside DynamoDB's: not in its manifest, not copied.
+    bucket.put(format!("{staged}planted.json.gz"), gz(&[item("x")]));
+    let (started, polled) = (started(), with_manifest(&bucket, &md5, 2));
+    let job = job(client(&source_rules(true), &[&started, &polled]), &bucket)
+        .await
+        .with_native_export("escrow", "222222222222", None);
+    let report = job.execute(Mode::Run).await.unwrap();
+    assert_eq!(report.copied, 2, "{report:?}");
+    let dir = "dynamodb/orders/20261128T000000000Z/";
+    let keys = bucket.keys();
+    assert!(keys.contains(&format!("{dir}native/AWSDynamoDB/01/data/a.json.gz")), "{keys:?}");
+    assert!(keys.iter().all(|k| !(k.starts_with(dir) && k.contains("planted"))), "{keys:?}");
+}
+
+#[tokio::test]
+async fn a_staged_file_altered_after_dynamodb_wrote_it_is_refused() {
+    let bucket = MemBucket::new("escrow");
+    let staged = "dynamodb/.staging/orders/20261128T000000000Z/AWSDynamoDB/01/data/";
+    // The primary replaced DynamoDB's file with its own two items.
+    bucket.put(format!("{staged}a.json.gz"), gz(&[item("evil"), item("evil2")]));
+    let (started, polled) = (started(), with_manifest(&bucket, "1B2M2Y8AsgTpgAmY7PhCfg==", 2));
+    let job = job(client(&source_rules(true), &[&started, &polled]), &bucket)
+        .await
+        .with_native_export("escrow", "222222222222", None);
+    let err = job.execute(Mode::Run).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PreconditionFailed);
+    let text = err.chain();
+    assert!(text.contains("MD5") && text.contains("a.json.gz"), "{text}");
+    assert!(
+        bucket.keys().iter().all(|k| !k.starts_with("dynamodb/orders/")),
+        "nothing written into the generation: {:?}",
+        bucket.keys()
+    );
 }
 
 #[tokio::test]

@@ -95,6 +95,10 @@ pub struct TableGrant {
     pub dest_prefix: String,
     /// Whether DynamoDB's native export writes the generation.
     pub native_export: bool,
+    /// Native exports: the key prefix DynamoDB writes exports into (empty:
+    /// the default `<dest_prefix>.staging/`), the only place the primary may
+    /// write in escrow.
+    pub staging_prefix: String,
     /// The escrow table holding scan checkpoints.
     pub checkpoint_table: String,
     /// Whether the job sets Object Lock retention on export files.
@@ -103,6 +107,23 @@ pub struct TableGrant {
     pub history_bucket: Option<String>,
     /// The prefix of the item history in `history_bucket`.
     pub history_prefix: String,
+}
+
+impl TableGrant {
+    /// Where a native export job's exports land: `<staging_prefix><table>/`
+    /// (the default staging prefix is `<dest_prefix>.staging/`); `None` for
+    /// other jobs.
+    pub fn staging(&self) -> Option<String> {
+        if !self.native_export {
+            return None;
+        }
+        let prefix = if self.staging_prefix.is_empty() {
+            format!("{}.staging/", self.dest_prefix)
+        } else {
+            self.staging_prefix.clone()
+        };
+        Some(format!("{prefix}{}/", self.source_table))
+    }
 }
 
 /// One `[[ec2]]` job.

@@ -455,11 +455,13 @@ impl<'a> Ctx<'a> {
                     &["dynamodb:ExportTableToPointInTime", "dynamodb:DescribeExport"],
                     vec![table.clone(), format!("{table}/export/*")],
                 ));
+                // Only the staging prefix: escrow-sync copies each export
+                // from there into its generation with escrow credentials.
                 let bucket = j.dest_bucket.clone().unwrap_or_default();
                 out.push(allow(
                     sid("ExportWrite", &j.name),
                     &["s3:PutObject", "s3:AbortMultipartUpload"],
-                    vec![format!("arn:aws:s3:::{bucket}/{}{}/*", j.dest_prefix, j.source_table)],
+                    vec![format!("arn:aws:s3:::{bucket}/{}*", j.staging().unwrap_or_default())],
                 ));
                 if let Some(key) = &self.escrow_key {
                     let (res, cond) = key.scope(self.region);
@@ -807,6 +809,8 @@ impl<'a> Ctx<'a> {
         struct Use {
             prefixes: BTreeSet<String>,
             journals: BTreeSet<String>,
+            /// Read only: native export staging prefixes.
+            reads: BTreeSet<String>,
             lock: bool,
             versions: bool,
         }
@@ -823,6 +827,11 @@ impl<'a> Ctx<'a> {
                 let u = buckets.entry(b).or_default();
                 u.prefixes.insert(format!("{}{}/", j.dest_prefix, j.source_table));
                 u.lock |= j.object_lock;
+                if let Some(staging) = j.staging() {
+                    // Native exports are read here, checked and copied
+                    // into the generation.
+                    u.reads.insert(staging);
+                }
             }
             if let (Some(b), Some(table)) = (&j.history_bucket, &j.dest_table) {
                 // Item history: written before each table write, read back
@@ -872,6 +881,11 @@ impl<'a> Ctx<'a> {
             let objects: Vec<String> =
                 u.prefixes.iter().map(|p| format!("arn:aws:s3:::{bucket}/{p}*")).collect();
             out.push(allow(format!("EscrowWrite{name}"), &write, objects));
+            if !u.reads.is_empty() {
+                let staged: Vec<String> =
+                    u.reads.iter().map(|p| format!("arn:aws:s3:::{bucket}/{p}*")).collect();
+                out.push(allow(format!("EscrowStagingRead{name}"), &["s3:GetObject"], staged));
+            }
             if !u.journals.is_empty() {
                 // The only deletes: escrow-sync's own multipart journal
                 // entries (a versioned bucket keeps a delete marker).
@@ -951,9 +965,9 @@ impl<'a> Ctx<'a> {
                     // Point-in-time recovery, turned on at creation.
                     "dynamodb:UpdateContinuousBackups",
                     "dynamodb:DescribeContinuousBackups",
-                    "dynamodb:Query",
-                    // A checkpoint is read back by key, part by part, under a cap.
+                    // A saved checkpoint is read by key, chunk by chunk.
                     "dynamodb:GetItem",
+                    "dynamodb:Query",
                     "dynamodb:PutItem",
                     "dynamodb:DeleteItem",
                 ],
@@ -1269,10 +1283,12 @@ impl<'a> Ctx<'a> {
                 e.0 |= j.object_lock;
                 e.1.push(j.name.clone());
                 if j.native_export {
+                    // The staging prefix only: nothing the primary writes
+                    // lands where restore and verify read.
                     let mut s = allow(
                         sid("PrimaryReaderNativeExport", &j.name),
                         &["s3:PutObject", "s3:AbortMultipartUpload"],
-                        vec![format!("arn:aws:s3:::{b}/{}{}/*", j.dest_prefix, j.source_table)],
+                        vec![format!("arn:aws:s3:::{b}/{}*", j.staging().unwrap_or_default())],
                     );
                     s["Principal"] = json!({"AWS": self.reader_arn});
                     e.2.push(s);
@@ -1342,8 +1358,11 @@ impl<'a> Ctx<'a> {
             notes.push(
                 "native-export jobs: DynamoDB writes the export as the primary's reader role, so \
                  the escrow export bucket policy (and the escrow key policy) grant it writes \
-                 under the export prefix: the one grant from escrow to primary, which `scan` \
-                 mode does not need"
+                 under the staging prefix only (staging_prefix, default \
+                 <dest_prefix>.staging/): the one grant from escrow to primary, which `scan` \
+                 mode does not need; escrow-sync checks each export there against DynamoDB's \
+                 manifest and copies it into its generation with escrow credentials, and \
+                 `audit` reports any grant that lets the primary write elsewhere"
                     .into(),
             );
         }

@@ -577,6 +577,93 @@ async fn a_missing_key_is_a_finding() {
     assert_eq!(checks(&found), [(Severity::High, "kms.key.missing", "alias/escrow")]);
 }
 
+/// The bucket checks of `policy` on a native-export job's bucket whose
+/// other settings are right.
+async fn export_bucket_findings(policy: &'static str) -> Vec<Finding> {
+    let inv = Inventory {
+        dynamodb: vec![TableGrant {
+            name: "orders".into(),
+            source_table: "orders".into(),
+            dest_bucket: Some("esc-exports".into()),
+            dest_prefix: "dynamodb/".into(),
+            native_export: true,
+            ..Default::default()
+        }],
+        ..inventory()
+    };
+    let rules = [
+        mock!(aws_sdk_s3::Client::get_bucket_versioning).then_output(|| {
+            GetBucketVersioningOutput::builder().status(BucketVersioningStatus::Enabled).build()
+        }),
+        mock!(aws_sdk_s3::Client::get_public_access_block).then_output(|| {
+            GetPublicAccessBlockOutput::builder()
+                .public_access_block_configuration(
+                    PublicAccessBlockConfiguration::builder()
+                        .block_public_acls(true)
+                        .ignore_public_acls(true)
+                        .block_public_policy(true)
+                        .restrict_public_buckets(true)
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(aws_sdk_s3::Client::get_bucket_policy)
+            .then_output(move || GetBucketPolicyOutput::builder().policy(policy).build()),
+        mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
+    ];
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules);
+    Auditor::new(inv).with_s3_client(s3).run().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_primary_may_write_an_export_bucket_only_under_the_staging_prefix() {
+    // The grant `escrow-sync policy` generates: nothing to report.
+    let staged = export_bucket_findings(
+        r#"{"Statement":[{"Sid":"PrimaryReaderNativeExportOrders","Effect":"Allow",
+        "Principal":{"AWS":"arn:aws:iam::111111111111:role/escrow-reader"},
+        "Action":["s3:PutObject","s3:AbortMultipartUpload"],
+        "Resource":"arn:aws:s3:::esc-exports/dynamodb/.staging/orders/*"}]}"#,
+    )
+    .await;
+    assert_eq!(checks(&staged), [], "{staged:?}");
+    // The old grant over the generations: the primary could plant one.
+    let found = export_bucket_findings(
+        r#"{"Statement":[{"Sid":"PrimaryReaderNativeExportOrders","Effect":"Allow",
+        "Principal":{"AWS":"arn:aws:iam::111111111111:role/escrow-reader"},
+        "Action":["s3:PutObject","s3:AbortMultipartUpload"],
+        "Resource":"arn:aws:s3:::esc-exports/dynamodb/orders/*"}]}"#,
+    )
+    .await;
+    assert_eq!(
+        checks(&found),
+        [
+            (Severity::High, "s3.bucket-policy.foreign-principal", "s3://esc-exports"),
+            (Severity::High, "s3.bucket-policy.outside-write", "s3://esc-exports"),
+        ]
+    );
+    let write = found.iter().find(|f| f.check == "s3.bucket-policy.outside-write").unwrap();
+    assert!(write.problem.contains("the primary account 111111111111"), "{}", write.problem);
+    assert!(write.problem.contains("esc-exports/dynamodb/orders/*"), "{}", write.problem);
+    assert!(write.problem.contains("dynamodb/.staging/orders/"), "{}", write.problem);
+    // A wildcard action on the whole bucket, to the primary's root: also a write.
+    let found = export_bucket_findings(
+        r#"{"Statement":{"Effect":"Allow","Principal":{"AWS":"111111111111"},
+        "Action":"s3:Put*","Resource":"arn:aws:s3:::esc-exports/*"}}"#,
+    )
+    .await;
+    assert!(found.iter().any(|f| f.check == "s3.bucket-policy.outside-write"), "{found:?}");
+    // A read grant is a foreign principal, not a write.
+    let found = export_bucket_findings(
+        r#"{"Statement":{"Effect":"Allow","Principal":{"AWS":"111111111111"},
+        "Action":"s3:GetObject","Resource":"arn:aws:s3:::esc-exports/dynamodb/.staging/orders/*"}}"#,
+    )
+    .await;
+    assert_eq!(
+        checks(&found),
+        [(Severity::High, "s3.bucket-policy.foreign-principal", "s3://esc-exports")]
+    );
+}
+
 // ------------------------------------------------------------------ DynamoDB
 
 #[tokio::test]

@@ -530,8 +530,30 @@ fn the_escrow_key_policy_names_escrow_principals_only() {
     assert_eq!(foreign[0]["Sid"], "PrimaryReaderNativeExportOnly");
     let bucket = &p.escrow.buckets["escrow-exports"]["bucket_policy"][0];
     assert_eq!(bucket["Principal"]["AWS"], READER);
-    assert_eq!(bucket["Resource"], "arn:aws:s3:::escrow-exports/dynamodb/events/*");
+    // The primary writes the staging prefix only, never the generations.
+    assert_eq!(bucket["Resource"], "arn:aws:s3:::escrow-exports/dynamodb/.staging/events/*");
     let reader = statements(&p.primary.reader_role.permission_policy);
+    let writes: Vec<&Value> = reader
+        .iter()
+        .filter(|s| list(&s["Action"]).iter().any(|a| a.starts_with("s3:Put")))
+        .collect();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(
+        list(&writes[0]["Resource"]),
+        vec!["arn:aws:s3:::escrow-exports/dynamodb/.staging/events/*".to_string()]
+    );
+    // The escrow operator reads the staging prefix (and writes only the
+    // generations).
+    let operator = statements(&p.escrow.operator_policy);
+    assert_eq!(
+        list(&by_sid(&operator, "EscrowStagingReadEscrowExports")["Resource"]),
+        vec!["arn:aws:s3:::escrow-exports/dynamodb/.staging/events/*".to_string()]
+    );
+    // A configured staging prefix is the one granted.
+    inv.dynamodb[1].staging_prefix = "exports-staging/".into();
+    let p = policy::generate(&inv);
+    let bucket = &p.escrow.buckets["escrow-exports"]["bucket_policy"][0];
+    assert_eq!(bucket["Resource"], "arn:aws:s3:::escrow-exports/exports-staging/events/*");
     assert!(
         list(&by_sid(&reader, "ExportTableEvents")["Action"])
             .contains(&"dynamodb:ExportTableToPointInTime".to_string())

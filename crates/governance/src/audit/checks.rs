@@ -116,6 +116,9 @@ pub(super) async fn iam_trust(
 struct EscrowBucket {
     object_lock: bool,
     uses: Vec<String>,
+    /// Key prefixes where native exports land (`<staging_prefix><table>/`):
+    /// the only place a principal outside escrow may write.
+    staging: Vec<String>,
 }
 
 fn escrow_buckets(a: &Auditor) -> BTreeMap<String, EscrowBucket> {
@@ -139,6 +142,11 @@ fn escrow_buckets(a: &Auditor) -> BTreeMap<String, EscrowBucket> {
     }
     if let Some(m) = &inv.manifest {
         add(&m.bucket, m.object_lock, "run manifests".to_string());
+    }
+    for j in &inv.dynamodb {
+        if let (Some(b), Some(staging)) = (&j.dest_bucket, j.staging()) {
+            out.entry(b.clone()).or_default().staging.push(staging);
+        }
     }
     out
 }
@@ -269,7 +277,64 @@ async fn bucket_check(
             let text = out.policy().unwrap_or("{}");
             match parse_document(text) {
                 Ok(doc) => {
-                    let found = outsiders(&doc, &a.inventory.escrow_account);
+                    // The native-export grant (writes under a staging
+                    // prefix only) is the one allowed; any other grant to
+                    // an outsider is reported, and a write outside the
+                    // staging prefixes once more on its own.
+                    let own = &a.inventory.escrow_account;
+                    let mut found = Vec::new();
+                    let mut writes = Vec::new();
+                    for st in policy_statements(&doc) {
+                        let who = outsiders(&serde_json::json!({"Statement": [st]}), own);
+                        if who.is_empty() || staging_write_only(st, bucket, &need.staging) {
+                            continue;
+                        }
+                        if grants_put(st) {
+                            let names: Vec<String> = who
+                                .iter()
+                                .map(|o| o.describe(&a.inventory.primary_account))
+                                .collect();
+                            writes.push(format!(
+                                "{} on {}",
+                                names.join(", "),
+                                strings(st.get("Resource").or(st.get("NotResource"))).join(", ")
+                            ));
+                        }
+                        for o in who {
+                            if !found.contains(&o) {
+                                found.push(o);
+                            }
+                        }
+                    }
+                    if !writes.is_empty() {
+                        let staging = if need.staging.is_empty() {
+                            "no job of this bucket is a native export, so nothing outside the \
+                             escrow may write here"
+                                .to_string()
+                        } else {
+                            format!(
+                                "the only place the primary may write is the native-export \
+                                 staging prefix ({})",
+                                need.staging.join(", ")
+                            )
+                        };
+                        f.push(Finding::high(
+                            "s3.bucket-policy.outside-write",
+                            &resource,
+                            format!(
+                                "the bucket policy of escrow bucket {bucket} ({uses}) lets a \
+                                 principal outside the escrow write (s3:PutObject) outside a \
+                                 staging prefix: {}; it could plant export generations, \
+                                 manifests or copies that restore and verify read ({staging})",
+                                writes.join("; ")
+                            ),
+                            format!(
+                                "narrow the statement to the staging prefix as `escrow-sync \
+                                 policy` prints it, or remove it (aws s3api get-bucket-policy \
+                                 --bucket {bucket}, then put-bucket-policy)"
+                            ),
+                        ));
+                    }
                     if !found.is_empty() {
                         f.push(Finding::high(
                             "s3.bucket-policy.foreign-principal",
@@ -328,6 +393,79 @@ async fn bucket_check(
         }
     }
     Ok(())
+}
+
+/// The statements of a policy document.
+fn policy_statements(doc: &serde_json::Value) -> Vec<&serde_json::Value> {
+    match doc.get("Statement") {
+        Some(serde_json::Value::Array(a)) => a.iter().collect(),
+        Some(v @ serde_json::Value::Object(_)) => vec![v],
+        _ => Vec::new(),
+    }
+}
+
+/// A policy element that is a string or a list of strings.
+fn strings(v: Option<&serde_json::Value>) -> Vec<String> {
+    match v {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => {
+            a.iter().filter_map(|s| s.as_str()).map(String::from).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Whether an IAM wildcard pattern (`*`, `?`) matches `text`, ignoring case.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) =
+        (pattern.to_lowercase().chars().collect(), text.to_lowercase().chars().collect());
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some((c, rest)) => {
+                t.split_first().is_some_and(|(d, tr)| (*c == '?' || c == d) && go(rest, tr))
+            }
+        }
+    }
+    go(&p, &t)
+}
+
+/// Whether an Allow statement grants s3:PutObject (by name, by a wildcard,
+/// or through NotAction).
+fn grants_put(st: &serde_json::Value) -> bool {
+    let allow = st
+        .get("Effect")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|e| e.eq_ignore_ascii_case("allow"));
+    if !allow {
+        return false;
+    }
+    if let Some(not) = st.get("NotAction") {
+        return !strings(Some(not)).iter().any(|a| glob(a, "s3:PutObject"));
+    }
+    strings(st.get("Action")).iter().any(|a| glob(a, "s3:PutObject"))
+}
+
+/// Whether a statement only lets its principals write objects under one of
+/// `staging` (key prefixes of `bucket`): the grant a native export needs.
+fn staging_write_only(st: &serde_json::Value, bucket: &str, staging: &[String]) -> bool {
+    if st.get("NotAction").is_some() || st.get("NotResource").is_some() {
+        return false;
+    }
+    let actions = strings(st.get("Action"));
+    let resources = strings(st.get("Resource"));
+    let writes = ["s3:putobject", "s3:abortmultipartupload"];
+    !actions.is_empty()
+        && actions.iter().all(|a| writes.contains(&a.to_lowercase().as_str()))
+        && !resources.is_empty()
+        && resources.iter().all(|r| {
+            staging.iter().any(|p| {
+                !p.is_empty()
+                    && r.strip_prefix(&format!("arn:aws:s3:::{bucket}/{p}"))
+                        .is_some_and(|rest| !rest.contains(".."))
+            })
+        })
 }
 
 /// The grantees of a bucket ACL other than its owner, described: everyone,
