@@ -183,7 +183,8 @@ pub(crate) async fn run(
     .with_accept_mass_change(accept_mass_change)
     .with_cancellation(cancel)
     .with_progress(progress)
-    .with_history(history(config, job, sessions));
+    .with_history(history(config, job, sessions))
+    .with_item_log(item_log);
     let mut report = table.execute(mode).await?;
     if mode == Mode::Verify
         && let Some(reader) = history_reader(job, &sessions.escrow)

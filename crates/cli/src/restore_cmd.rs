@@ -371,7 +371,43 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
             Ok(restored)
         }
         JobRef::DynamoDb(j) if j.dest_table.is_some() => {
-            restore_table(args, j, at, &escrow, &target, cancel).await
+            // As for S3: only the keys the primary held then, by the run
+            // manifest of that time, unless --include-deleted.
+            let held = match at {
+                Some(t) if !args.include_deleted => {
+                    crate::manifest_cmd::keys_at(&config, &escrow, &args.job, t).await?
+                }
+                _ => None,
+            };
+            // A manifest of a version that did not record a table job's
+            // items says nothing about them.
+            let held = held.filter(|k| !k.keys.is_empty());
+            let mut restored = restore_table(
+                args,
+                j,
+                at,
+                held.as_ref().map(|k| &k.keys),
+                &escrow,
+                &target,
+                cancel,
+            )
+            .await?;
+            match held {
+                Some(k) => restored.notes.push(format!(
+                    "as of run {} (finished {}): only the {} items the primary held then; items \
+                     it had deleted are left out (--include-deleted restores them too)",
+                    k.run_id,
+                    k.finished_at,
+                    k.keys.len()
+                )),
+                None if at.is_some() && !args.include_deleted => restored.notes.push(
+                    "no run manifest of a run that finished this job by --at: every item escrow \
+                     held then is restored, including items the primary had already deleted"
+                        .to_string(),
+                ),
+                None => {}
+            }
+            Ok(restored)
         }
         JobRef::DynamoDb(j) => {
             let recorded = crate::manifest_cmd::recorded_generations(&config, &escrow, j).await?;
@@ -522,6 +558,7 @@ async fn restore_table(
     args: &RestoreArgs,
     job: &DynamoDbJob,
     at: Option<std::time::SystemTime>,
+    held: Option<&std::collections::BTreeSet<String>>,
     escrow: &Session,
     target: &Session,
     cancel: CancellationToken,
@@ -561,14 +598,14 @@ async fn restore_table(
                 let note = format!(
                     "as of {}: {} item(s) restored as escrow held them then, from {} item \
                      history event(s) in {}; items escrow held before its history began are \
-                     restored as they are now, and every key escrow held then is restored \
-                     (table jobs do not record the primary's deletions)",
+                     restored as they are now",
                     escrow_sync_core::rfc3339(at),
                     view.changed_since(),
                     view.events(),
                     reader.describe()
                 );
-                (Box::new(AsOf::new(latest, keys.clone(), view, at)), Some(note))
+                let as_of = AsOf::new(latest, keys.clone(), view, at).with_keys(held.cloned());
+                (Box::new(as_of), Some(note))
             }
             _ => (Box::new(latest), None),
         };

@@ -431,12 +431,20 @@ pub struct AsOf<S> {
     keys: KeySchema,
     view: Arc<HistoryView>,
     at: SystemTime,
+    only: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl<S: Source> AsOf<S> {
     /// `inner` (a listing of the escrow table) as of `view`'s time `at`.
     pub fn new(inner: S, keys: KeySchema, view: HistoryView, at: SystemTime) -> Self {
-        AsOf { inner, keys, view: Arc::new(view), at }
+        AsOf { inner, keys, view: Arc::new(view), at, only: None }
+    }
+
+    /// Only these keys (key texts: those the primary held at the time, by a
+    /// run manifest); `None`: every key escrow held then.
+    pub fn with_keys(mut self, keys: Option<std::collections::BTreeSet<String>>) -> Self {
+        self.only = keys.map(Arc::new);
+        self
     }
 }
 
@@ -449,9 +457,13 @@ impl<S: Source> Source for AsOf<S> {
     fn list(&self, scope: &Scope) -> ItemStream<'_> {
         let view = self.view.clone();
         let keys = self.keys.clone();
+        let only = self.only.clone();
         self.inner
             .list(scope)
             .try_filter_map(move |item| {
+                if only.as_ref().is_some_and(|k| !k.contains(&item.key)) {
+                    return futures::future::ready(Ok(None));
+                }
                 let out = match view.state(&item.key) {
                     None => Ok(Some(item)),
                     Some(None) => Ok(None),

@@ -49,8 +49,8 @@ use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, TryStreamExt};
 
 use escrow_sync_core::{
-    CancellationToken, CopyReason, Error, ErrorKind, Failure, Finding, KeyDigest, Mode,
-    ProgressEvent, ProgressFn, Report, Result,
+    CancellationToken, CopyReason, Error, ErrorKind, Failure, Finding, Item, ItemKind, ItemLog,
+    ItemOutcome, ItemRecord, KeyDigest, Mode, ProgressEvent, ProgressFn, Report, Result,
 };
 
 use crate::checkpoint::{CheckpointStore, SavedScan};
@@ -58,6 +58,7 @@ use crate::compare::{Comparison, compare, tally};
 use crate::history::{Event, History};
 use crate::json::{Record, to_line};
 use crate::keys::{KeySchema, KeySetDigest, content_digest};
+use crate::pair::item_of;
 use crate::scan::{Checkpoint, ScanOptions, TableScanner, starting_points};
 use crate::table::{EscrowTable, TableInfo};
 
@@ -151,9 +152,14 @@ pub struct TableJob {
     progress: Option<ProgressFn>,
     difference_limit: usize,
     history: Option<History>,
+    item_log: Option<ItemLog>,
     max_change_percent: u8,
     accept_mass_change: bool,
 }
+
+/// The segment number history objects of held-back changes written at the
+/// end of a run carry (no scan segment has it).
+const SETTLE_SEGMENT: u32 = 99_999;
 
 #[derive(Default)]
 struct Shared {
@@ -255,6 +261,7 @@ impl TableJob {
             progress: None,
             difference_limit: 1000,
             history: None,
+            item_log: None,
             max_change_percent: DEFAULT_MAX_CHANGE_PERCENT,
             accept_mass_change: false,
         })
@@ -267,6 +274,82 @@ impl TableJob {
     pub fn with_history(mut self, history: Option<History>) -> Self {
         self.history = history;
         self
+    }
+
+    /// Sends every item's outcome in a run to `log` (a run manifest): in
+    /// escrow already, copied, or failed (held back included). `restore
+    /// --at` then knows which keys the primary held at each run.
+    pub fn with_item_log(mut self, log: Option<ItemLog>) -> Self {
+        self.item_log = log;
+        self
+    }
+
+    /// Logs `item`'s outcome, in a run with an item log.
+    fn log_item(&self, item: Item, outcome: ItemOutcome, error: Option<String>) {
+        if let Some(log) = &self.item_log {
+            let fingerprint = Some(item.fingerprint.clone());
+            let mut record = ItemRecord::new(item, outcome);
+            record.escrow_fingerprint = fingerprint.filter(|_| outcome != ItemOutcome::Failed);
+            record.error = error;
+            log(record);
+        }
+    }
+
+    /// Logs the outcome of a write of `records`: each copied but the dead.
+    fn log_written(&self, records: &[Record], w: &crate::table::WriteOutcome) {
+        if self.item_log.is_none() {
+            return;
+        }
+        let dead: HashMap<String, String> = w
+            .dead
+            .iter()
+            .filter_map(|(r, e)| Some((self.keys.key_text(r).ok()?, e.chain())))
+            .collect();
+        for r in records {
+            let Ok(item) = item_of(&self.keys, r) else { continue };
+            match dead.get(&item.key) {
+                Some(e) => self.log_item(item, ItemOutcome::Failed, Some(e.clone())),
+                None => self.log_item(item, ItemOutcome::Copied, None),
+            }
+        }
+    }
+
+    /// Writes `records` into the escrow table; with item history, first
+    /// makes the states they replace durable (`previous`: escrow's items by
+    /// key text, as read before; looked up now when `None`). A failed
+    /// history write writes nothing.
+    async fn write_recorded(
+        &self,
+        segment: u32,
+        records: Vec<Record>,
+        previous: Option<&HashMap<String, Record>>,
+    ) -> Result<crate::table::WriteOutcome> {
+        if let Some(history) = &self.history {
+            let looked_up;
+            let previous = match previous {
+                Some(p) => p,
+                None => {
+                    let keys = records
+                        .iter()
+                        .map(|r| Ok((self.keys.key_text(r)?, self.keys.key_of(r)?)))
+                        .collect::<Result<Vec<_>>>()?;
+                    looked_up = self.sink.lookup_records(&keys, &self.keys).await?;
+                    &looked_up
+                }
+            };
+            let events = records
+                .iter()
+                .map(|r| {
+                    let key = self.keys.key_text(r)?;
+                    Ok(Event::now(key.clone(), previous.get(&key), r))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            history.record(segment, &events).await?;
+        }
+        let logged = if self.item_log.is_some() { records.clone() } else { Vec::new() };
+        let w = self.sink.write(records, &self.keys).await?;
+        self.log_written(&logged, &w);
+        Ok(w)
     }
 
     /// The mass-change breaker's share (1..=100, default 25): a run
@@ -660,8 +743,21 @@ impl TableJob {
         } else {
             Default::default()
         };
+        // For the item log: each item as listed, by key.
+        let mut listed: HashMap<String, Item> = HashMap::new();
+        if mode == Mode::Run && self.item_log.is_some() {
+            for r in &items {
+                let item = item_of(&self.keys, r)?;
+                listed.insert(item.key.clone(), item);
+            }
+        }
         let Comparison { mut to_write, mut differences, unchanged, primary: pd, escrow: ed } =
             compare(&self.keys, items, |k| held.get(k).copied())?;
+        for key in &unchanged {
+            if let Some(item) = listed.remove(key) {
+                self.log_item(item, ItemOutcome::InEscrow, None);
+            }
+        }
         if escrow {
             (to_write, differences) =
                 self.breaker(mode, segment, to_write, differences, ed.count, shared)?;
@@ -671,20 +767,9 @@ impl TableJob {
             self.emit(ProgressEvent::Skipped { key, size: 0 });
         }
         let written = if mode == Mode::Run && !to_write.is_empty() {
-            if let Some(history) = history {
-                // Durable before the write that replaces it: a failure here
-                // writes nothing, and escrow keeps the earlier states.
-                let events = to_write
-                    .iter()
-                    .map(|r| {
-                        let key = self.keys.key_text(r)?;
-                        let before = previous.get(&key);
-                        Ok(Event::now(key, before, r))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                history.record(segment, &events).await?;
-            }
-            Some(self.sink.write(to_write, &self.keys).await?)
+            // History, when kept, is durable before the write that replaces
+            // what it records.
+            Some(self.write_recorded(segment, to_write, history.map(|_| &previous)).await?)
         } else {
             None
         };
@@ -826,15 +911,29 @@ impl TableJob {
                 )
                 .with_kind("mass-change"),
             );
+            report.held_back += breaker.held.len() as u64;
+            if self.item_log.is_some() {
+                let why = format!(
+                    "held back: mass change ({}, over max_change_percent = {percent}; run with \
+                     --accept-mass-change if it is legitimate)",
+                    breaker.counts()
+                );
+                for key in &breaker.held {
+                    let Ok(text) = self.keys.key_text(key) else { continue };
+                    let item = Item::new(text, ItemKind::Record, 0, "");
+                    self.log_item(item, ItemOutcome::Failed, Some(why.clone()));
+                }
+            }
             return Ok(());
         }
         // Within the share after all: the held-back changes are written as
-        // the primary holds them now.
+        // the primary holds them now (their earlier states into the history
+        // first, like every write).
         let items = scanner.get_items(breaker.held).await?;
         if items.is_empty() {
             return Ok(());
         }
-        let w = self.sink.write(items, &self.keys).await?;
+        let w = self.write_recorded(SETTLE_SEGMENT, items, None).await?;
         report.copied += w.written;
         report.bytes_copied += w.bytes;
         report.throttled += w.throttled;
