@@ -188,7 +188,7 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
     ];
     // Then `policy` and `audit` under the generated roles, restore drills of
     // an S3 job and a DynamoDB job into a third account, and last the
-    // incident (six steps).
+    // incident (INCIDENT_STEPS steps).
     let of = steps.len() + 4 + INCIDENT_STEPS;
     for (n, args) in steps.iter().enumerate() {
         let (command, rest) = args.split_first().expect("a command");
@@ -238,16 +238,19 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
 }
 
 /// How many `escrow-sync` steps the incident drill runs.
-const INCIDENT_STEPS: usize = 6;
+const INCIDENT_STEPS: usize = 7;
 
 /// The incident escrow-sync exists for, after the drills: the primary's
 /// attacker overwrites every object of `prod-assets` with random bytes and
-/// deletes a third, rewrites the orders and deletes a fifth
-/// ([`INCIDENT_SCRIPT`]). The scheduled runs of both jobs stop at the
-/// mass-change breaker (exit 3); accepted runs copy the rest (escrow keeps
-/// every earlier state); `restore --at` a time before the incident brings
-/// both back into the recovery account, and the script checks them against
-/// the primary as it was before, byte for byte and item for item.
+/// deletes a third, rewrites the orders and deletes a fifth, deletes the
+/// backed-up volume's snapshots ([`INCIDENT_SCRIPT`]). The scheduled runs of
+/// both data jobs stop at the mass-change breaker (exit 3); accepted runs
+/// copy the rest (escrow keeps every earlier state); `prune --apply`, from
+/// escrow's records alone, deletes none of the escrow copies;
+/// `restore --at` a time before the incident brings the
+/// bucket and the table back into the recovery account, and the script
+/// checks them against the primary as it was before, byte for byte and item
+/// for item.
 fn incident(
     paths: &Paths,
     files: &Files,
@@ -287,12 +290,15 @@ fn incident(
     for (n, job) in ["assets", "orders"].iter().enumerate() {
         run_step_expecting(paths, bin, first + n, of, &mut escrow_sync(&["run", "--job", job]), 3)?;
     }
-    // Once the operator knows, the change is accepted: escrow keeps every
-    // earlier version and item state, so nothing is lost either way.
+    // Once the operator knows, the change to the data is accepted: escrow
+    // keeps every earlier version and item state, so nothing is lost.
     for (n, job) in ["assets", "orders"].iter().enumerate() {
         let mut cmd = escrow_sync(&["run", "--job", job, "--accept-mass-change"]);
         run_step(paths, bin, first + 2 + n, of, &mut cmd)?;
     }
+    // prune --apply, with the primary's snapshots gone: it reads escrow's
+    // own records only, and keeps copies made in the last keep_within_days.
+    run_step(paths, bin, first + 4, of, &mut escrow_sync(&["prune", "--apply", "--job", "ec2"]))?;
     // Back as of before the incident, into the recovery account.
     let targets = [
         ("assets", "--target-bucket", "incident-prod-assets"),
@@ -311,7 +317,7 @@ fn incident(
             before,
             "--apply",
         ];
-        run_step(paths, bin, first + 4 + n, of, &mut escrow_sync(&args))?;
+        run_step(paths, bin, first + 5 + n, of, &mut escrow_sync(&args))?;
     }
     println!("\n==> what came back, compared with the primary before the incident");
     python(&[

@@ -8,7 +8,7 @@ Written to target/emulator/demo_incident.py and run with the emulator venv's Pyt
       table (as the primary holds them before the incident) in STATE_FILE, writes a time
       before the incident (RFC 3339) to TIME_FILE, then plays the attacker: every object
       overwritten with random bytes and a third deleted; every order rewritten ("ENCRYPTED")
-      and a fifth deleted.
+      and a fifth deleted; the backed-up EBS volume's snapshots deleted.
 
   demo_incident.py check ENDPOINT STATE_FILE BUCKET TABLE
       Compares what `escrow-sync restore --at <before the incident>` put in the recovery
@@ -122,6 +122,8 @@ def attack(endpoint, state_file, time_file):
             it["ransom"] = {"S": "pay 10 BTC to get your data back"}
             ddb.put_item(TableName=TABLE, Item=it)
             rewritten += 1
+    volume, originals = delete_snapshots(endpoint, primary)
+    print(f"attacker in {PRIMARY_ACCOUNT}: ebs volume {volume}: its {originals} backup snapshots deleted")
     print(
         f"attacker in {PRIMARY_ACCOUNT}: s3://{SOURCE_BUCKET}: {len(keys)} objects overwritten "
         f"with random bytes, {len(deleted)} of them then deleted"
@@ -130,6 +132,22 @@ def attack(endpoint, state_file, time_file):
         f"attacker in {PRIMARY_ACCOUNT}: dynamodb table {TABLE}: {rewritten} items rewritten "
         f"('ENCRYPTED'), {gone} deleted"
     )
+
+
+def delete_snapshots(endpoint, primary):
+    """Deletes the backed-up volume's snapshots tagged backup=true. Returns
+    (volume, deleted)."""
+    ec2 = primary.client("ec2", endpoint_url=endpoint)
+    tagged = ec2.describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": "tag:backup", "Values": ["true"]}]
+    )["Snapshots"]
+    if not tagged:
+        fail("no snapshot tagged backup=true in the primary: did the seed run?")
+    volume = tagged[0]["VolumeId"]
+    originals = [s["SnapshotId"] for s in tagged if s["VolumeId"] == volume]
+    for snapshot in originals:
+        ec2.delete_snapshot(SnapshotId=snapshot)
+    return volume, len(originals)
 
 
 def check(endpoint, state_file, bucket, table):
