@@ -50,7 +50,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use escrow_sync_core::{
     CancellationToken, CopyReason, Error, ErrorKind, Failure, Finding, Item, ItemKind, ItemLog,
-    ItemOutcome, ItemRecord, KeyDigest, Mode, ProgressEvent, ProgressFn, Report, Result,
+    ItemOutcome, ItemRecord, KeyDigest, MassChangeGuard, Mode, ProgressEvent, ProgressFn, Report,
+    Result,
 };
 
 use crate::checkpoint::{CheckpointStore, SavedScan};
@@ -63,11 +64,11 @@ use crate::scan::{Checkpoint, ScanOptions, TableScanner, starting_points};
 use crate::table::{EscrowTable, TableInfo};
 
 /// The mass-change breaker trips only once escrow holds at least this many
-/// items of a job.
-pub const MASS_CHANGE_MIN_ITEMS: u64 = 20;
+/// items of a job (core's rule, [`MassChangeGuard::MIN_ITEMS`]).
+pub const MASS_CHANGE_MIN_ITEMS: u64 = MassChangeGuard::MIN_ITEMS;
 
-/// The default `max_change_percent`.
-pub const DEFAULT_MAX_CHANGE_PERCENT: u8 = 25;
+/// The default `max_change_percent` ([`MassChangeGuard::DEFAULT_PERCENT`]).
+pub const DEFAULT_MAX_CHANGE_PERCENT: u8 = MassChangeGuard::DEFAULT_PERCENT;
 
 /// Keys a `mass-change` finding names.
 const FIRST_KEYS: usize = 10;
@@ -213,8 +214,7 @@ impl Breaker {
     /// Whether the changes are over `percent` of an escrow of at least
     /// [`MASS_CHANGE_MIN_ITEMS`] items.
     fn over(&self, percent: u8) -> bool {
-        let base = self.escrow_items();
-        base >= MASS_CHANGE_MIN_ITEMS && self.changed * 100 > u64::from(percent) * base
+        MassChangeGuard::new(percent).exceeded(self.changed, self.escrow_items())
     }
 
     /// `<n> of <m> escrow items (p%) changed in the primary in one run`.
@@ -833,7 +833,7 @@ impl TableJob {
         shared: &Arc<Mutex<Shared>>,
     ) -> Result<(Vec<Record>, Vec<escrow_sync_core::Difference>)> {
         let on = self.breaker_on(mode);
-        let percent = u64::from(self.max_change_percent);
+        let guard = MassChangeGuard::new(self.max_change_percent);
         let mut s = shared.lock().expect("job lock");
         let before = s.checkpoints.get(&segment).cloned();
         let b = &mut s.breaker;
@@ -847,7 +847,7 @@ impl TableJob {
                 if b.first_keys.len() < FIRST_KEYS {
                     b.first_keys.push(d.key.clone());
                 }
-                if on && (b.overwritten + 1) * 100 > percent * base {
+                if on && !guard.allows_now(b.overwritten + 1, base) {
                     b.held.push(self.keys.key_of(&record)?);
                     held_any = true;
                     continue;

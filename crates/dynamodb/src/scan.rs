@@ -225,10 +225,7 @@ impl TableScanner {
                     .request_items(&self.table, request.clone())
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .customize()
-                    .config_override(
-                        aws_sdk_dynamodb::config::Builder::default()
-                            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
-                    )
+                    .config_override(crate::table::no_retries())
                     .send()
                     .await
                     .map_err(|e| sdk_error(e, "dynamodb:BatchGetItem", resource.clone()));
@@ -298,10 +295,7 @@ impl TableScanner {
                 .set_limit(self.options.page_limit)
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .customize()
-                .config_override(
-                    aws_sdk_dynamodb::config::Builder::default()
-                        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
-                )
+                .config_override(crate::table::no_retries())
                 .send()
                 .await
                 .map_err(|e| sdk_error(e, "dynamodb:Scan", resource.clone()));

@@ -38,7 +38,7 @@ pub const TAG_LAST_RUN: &str = "escrow-sync:last-run-at";
 /// The tag that records the source's TTL attribute (never applied in escrow).
 pub const TAG_SOURCE_TTL: &str = "escrow-sync:source-ttl-attribute";
 
-fn no_retries() -> aws_sdk_dynamodb::config::Builder {
+pub(crate) fn no_retries() -> aws_sdk_dynamodb::config::Builder {
     aws_sdk_dynamodb::config::Builder::default()
         .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
 }
