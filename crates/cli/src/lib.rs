@@ -10,34 +10,22 @@
 //! ```
 #![deny(missing_docs)]
 
-mod audit_cmd;
-pub mod config;
-mod dynamo;
-mod governance;
-mod lease_cmd;
-mod manifest_cmd;
 pub mod output;
-mod policy_cmd;
 mod progress;
 pub mod redact;
-mod restore_cmd;
-mod snapshots;
-mod trail_cmd;
+mod render;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use escrow_sync_aws::{Connector, Sessions};
-use escrow_sync_core::{CancellationToken, Error, Executor, ExecutorOptions, Mode, Scope};
-use escrow_sync_s3::{
-    S3Sink, S3Source, check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket,
-};
+use escrow_sync::governance::PolicyFormat as Policy;
+use escrow_sync::restore::RestoreRequest;
+use escrow_sync::spec::Config;
+use escrow_sync::{CancellationToken, Error, Mode, RunOptions, Runner, Verdict};
 
-use config::{Config, JobRef, S3Job};
-use output::{JobOutcome, exit};
+use output::exit;
 
 /// Keeps an offsite copy of an AWS account in a separate escrow account.
 #[derive(Debug, Parser)]
@@ -239,46 +227,204 @@ pub struct VerifyArgs {
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
     let cancel = CancellationToken::new();
-    let (mode, args, checksums, accept_mass_change) = match cli.command {
-        Command::Plan(a) => (Mode::Plan, a, false, false),
-        Command::Run(a) => (Mode::Run, a.job, false, a.accept_mass_change),
-        Command::Verify(a) if a.offline => return manifest_cmd::verify_offline(&a.job).await,
-        Command::Verify(a) => (Mode::Verify, a.job, a.checksums, false),
-        Command::Policy(a) => return policy_cmd::run(&a).await,
-        Command::Audit(a) => return audit_cmd::run(&a).await,
-        Command::Restore(a) => {
-            interrupt_on_ctrl_c(cancel.clone());
-            return restore_cmd::run(&a, cancel).await;
+    match cli.command {
+        Command::Plan(a) => jobs(Mode::Plan, &a, RunOptions::new(), false, cancel).await,
+        Command::Run(a) => {
+            let options = RunOptions::new().accept_mass_change(a.accept_mass_change);
+            jobs(Mode::Run, &a.job, options, false, cancel).await
         }
-        Command::Prune(a) => {
-            interrupt_on_ctrl_c(cancel.clone());
-            return prune(&a, cancel).await;
+        Command::Verify(a) => {
+            let options = RunOptions::new().checksums(a.checksums);
+            jobs(Mode::Verify, &a.job, options, a.offline, cancel).await
         }
-    };
+        Command::Policy(a) => policy(&a),
+        Command::Audit(a) => audit(&a).await,
+        Command::Restore(a) => restore(&a, cancel).await,
+        Command::Prune(a) => prune(&a, cancel).await,
+    }
+}
+
+/// Loads the config file, registering its secrets for redaction.
+fn load(path: &std::path::Path) -> Result<Config, Error> {
+    let config = Config::load(path)?;
+    for secret in config.secrets() {
+        redact::register_secret(secret);
+    }
+    Ok(config)
+}
+
+/// Prints a fatal error (redacted) on stderr.
+fn fatal(e: &Error) {
+    eprintln!("error: {}", redact::redact(&e.chain()));
+}
+
+/// `plan`, `run`, `verify` and `verify --offline`: prints the reports;
+/// returns the exit code.
+async fn jobs(
+    mode: Mode,
+    args: &JobArgs,
+    options: RunOptions,
+    offline: bool,
+    cancel: CancellationToken,
+) -> u8 {
     interrupt_on_ctrl_c(cancel.clone());
-    let result = execute(mode, &args, checksums, accept_mass_change, cancel).await;
-    let (jobs, fatal) = match result {
+    let options = options.set_job(args.job.clone());
+    let result = async {
+        let runner = Runner::new(load(&args.config)?)
+            .with_cancellation(cancel)
+            .with_observer(std::sync::Arc::new(progress::Progress::new()));
+        if offline {
+            runner.verify_offline(&options).await
+        } else {
+            runner.run(mode, &options).await
+        }
+    }
+    .await;
+    let (jobs, fatal_error) = match result {
         Ok(jobs) => (jobs, None),
         Err(e) => (Vec::new(), Some(e)),
     };
-    let code = if fatal.is_some() { exit::FATAL } else { output::exit_code(mode, &jobs) };
+    let code = if fatal_error.is_some() { exit::FATAL } else { output::exit_code(mode, &jobs) };
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
-            let doc = output::json(mode, &jobs, fatal.as_ref(), code);
-            let _ = writeln!(stdout, "{}", crate::redact::redact(&doc));
+            let doc = output::json(mode, &jobs, fatal_error.as_ref(), code);
+            let _ = writeln!(stdout, "{}", redact::redact(&doc));
         }
         OutputFormat::Text => {
-            let _ = write!(stdout, "{}", crate::redact::redact(&output::text(mode, &jobs)));
+            let _ = write!(stdout, "{}", redact::redact(&output::text(mode, &jobs)));
         }
     }
-    if let Some(e) = &fatal {
-        eprintln!("error: {}", crate::redact::redact(&e.chain()));
+    if let Some(e) = &fatal_error {
+        fatal(e);
     }
     for j in &jobs {
         if let Some(e) = &j.error {
-            eprintln!("error: job {}: {}", j.name, crate::redact::redact(&e.chain()));
+            eprintln!("error: job {}: {}", j.name, redact::redact(&e.chain()));
         }
+    }
+    code
+}
+
+/// `policy`: prints the document; returns the exit code.
+fn policy(args: &PolicyArgs) -> u8 {
+    let format = match args.format {
+        PolicyFormat::Json => Policy::Json,
+        PolicyFormat::Cloudformation => Policy::Cloudformation,
+    };
+    match load(&args.config).and_then(|c| escrow_sync::governance::policy(&c, format)) {
+        Ok(doc) => {
+            let text = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string());
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+            exit::OK
+        }
+        Err(e) => {
+            fatal(&e);
+            exit::FATAL
+        }
+    }
+}
+
+/// `audit`: prints the findings; exit 3 when one is at or above
+/// `--fail-on`.
+async fn audit(args: &AuditArgs) -> u8 {
+    use escrow_sync::governance_checks::audit as checks;
+    let fail_on = match args.fail_on {
+        Severity::Low => checks::Severity::Low,
+        Severity::Medium => checks::Severity::Medium,
+        Severity::High => checks::Severity::High,
+    };
+    let result = match load(&args.config) {
+        Ok(config) => escrow_sync::governance::audit(&config).await,
+        Err(e) => Err(e),
+    };
+    let code = match &result {
+        Err(_) => exit::FATAL,
+        Ok(a) if checks::fails(&a.findings, fail_on) => exit::DIFFERENCES,
+        Ok(_) => exit::OK,
+    };
+    let mut stdout = std::io::stdout().lock();
+    match (args.output, &result) {
+        (OutputFormat::Json, _) => {
+            let doc = render::audit_json(result.as_ref().ok(), result.as_ref().err(), code);
+            let _ = writeln!(stdout, "{doc}");
+        }
+        (OutputFormat::Text, Ok(a)) => {
+            let _ = write!(stdout, "{}", render::audit_text(a, fail_on, code));
+        }
+        (OutputFormat::Text, Err(_)) => {}
+    }
+    if let Err(e) = &result {
+        eprintln!("error: {}", e.chain());
+    }
+    code
+}
+
+/// `restore`: prints what it restored; returns the exit code.
+async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
+    interrupt_on_ctrl_c(cancel.clone());
+    let request = RestoreRequest::new(&args.job, &args.target_role_arn)
+        .set_target_bucket(args.target_bucket.clone())
+        .set_target_table(args.target_table.clone())
+        .set_at(args.at.clone())
+        .include_deleted(args.include_deleted)
+        .apply(args.apply)
+        .drill(args.drill)
+        .copy(args.copy);
+    let result = match load(&args.config) {
+        Ok(config) => Runner::new(config).with_cancellation(cancel).restore(&request).await,
+        Err(e) => Err(e),
+    };
+    let code = render::code(escrow_sync::restore::verdict(&result));
+    let mut stdout = std::io::stdout().lock();
+    match (args.output, &result) {
+        (OutputFormat::Json, _) => {
+            let _ = writeln!(stdout, "{}", redact::redact(&render::restore_json(&result, code)));
+        }
+        (OutputFormat::Text, Ok(r)) => {
+            let _ = write!(stdout, "{}", redact::redact(&render::restore_text(r)));
+        }
+        (OutputFormat::Text, Err(_)) => {}
+    }
+    if let Err(e) = &result {
+        fatal(e);
+    }
+    code
+}
+
+/// `prune`: prints what it keeps and deletes; returns the exit code.
+async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
+    interrupt_on_ctrl_c(cancel.clone());
+    let result = match load(&args.job.config) {
+        Ok(config) => {
+            Runner::new(config)
+                .with_cancellation(cancel)
+                .prune(args.job.job.as_deref(), args.apply, args.accept_mass_delete)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let (outcomes, fatal_error) = match result {
+        Ok(o) => (o, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let code = match &fatal_error {
+        Some(_) => exit::FATAL,
+        None => render::code(Verdict::of_prune(&outcomes)),
+    };
+    let mut stdout = std::io::stdout().lock();
+    match args.job.output {
+        OutputFormat::Json => {
+            let doc = render::prune_json(&outcomes, args.apply, fatal_error.as_ref(), code);
+            let _ = writeln!(stdout, "{}", redact::redact(&doc));
+        }
+        OutputFormat::Text => {
+            let _ =
+                write!(stdout, "{}", redact::redact(&render::prune_text(&outcomes, args.apply)));
+        }
+    }
+    if let Some(e) = &fatal_error {
+        fatal(e);
     }
     code
 }
@@ -338,390 +484,4 @@ impl Signals {
         }
         Some(ctrl_c.await)
     }
-}
-
-/// `escrow-sync prune`: prints what it keeps and deletes; returns the exit
-/// code.
-async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
-    let result = async {
-        let config = Config::load(&args.job.config)?;
-        let jobs = snapshots::prunable(&config, args.job.job.as_deref())?;
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Escrow credentials only: prune works with the primary gone, and
-        // nothing the primary shows can steer it.
-        let escrow = Connector::new().connect_escrow(&config.escrow_account()).await?;
-        let mut outcomes = Vec::new();
-        for job in jobs {
-            outcomes.push(
-                snapshots::prune(
-                    &config,
-                    job,
-                    &escrow,
-                    args.apply,
-                    args.accept_mass_delete,
-                    &cancel,
-                )
-                .await,
-            );
-        }
-        Ok::<_, Error>(outcomes)
-    }
-    .await;
-    let (outcomes, fatal) = match result {
-        Ok(o) => (o, None),
-        Err(e) => (Vec::new(), Some(e)),
-    };
-    let code = if fatal.is_some() { exit::FATAL } else { snapshots::prune_exit_code(&outcomes) };
-    let mut stdout = std::io::stdout().lock();
-    match args.job.output {
-        OutputFormat::Json => {
-            let doc = snapshots::prune_json(&outcomes, args.apply, fatal.as_ref(), code);
-            let _ = writeln!(stdout, "{}", redact::redact(&doc));
-        }
-        OutputFormat::Text => {
-            let _ =
-                write!(stdout, "{}", redact::redact(&snapshots::prune_text(&outcomes, args.apply)));
-        }
-    }
-    if let Some(e) = &fatal {
-        eprintln!("error: {}", crate::redact::redact(&e.chain()));
-    }
-    code
-}
-
-/// An account id, unless unknown (an S3-compatible store stated none).
-fn known(id: &str) -> Option<String> {
-    (!id.is_empty()).then(|| id.to_string())
-}
-
-/// Loads the config, connects, checks every selected job, then runs them
-/// (`accept_mass_change`: `run --accept-mass-change`). An `Err` means
-/// nothing was changed.
-pub async fn execute(
-    mode: Mode,
-    args: &JobArgs,
-    checksums: bool,
-    accept_mass_change: bool,
-    cancel: CancellationToken,
-) -> Result<Vec<JobOutcome>, Error> {
-    let config = Config::load(&args.config)?;
-    let jobs = config.select(args.job.as_deref())?;
-    let sessions: Sessions =
-        Connector::new().connect(&config.escrow_account(), &config.primary_account()).await?;
-    let primary = escrow_sync_s3::client(&sessions.primary);
-    let escrow = escrow_sync_s3::client(&sessions.escrow);
-    let (primary_id, escrow_id) =
-        (sessions.primary.account_id().to_string(), sessions.escrow.account_id().to_string());
-    if let Some(key) = &config.escrow.kms_key_id {
-        check_kms_key(key, &escrow_id)?;
-    }
-    let mut manifest = match (&config.escrow.manifest_bucket, mode) {
-        (Some(bucket), Mode::Run) => {
-            check_dest_bucket(&escrow, bucket, &escrow_id).await?;
-            let locked = config.escrow.manifest_object_lock.is_some();
-            check_dest_protection(&escrow, bucket, false, locked).await?;
-            let text = std::fs::read(&args.config).unwrap_or_default();
-            let header = escrow_sync_governance::manifest::Header::new(
-                escrow_sync_governance::manifest::run_id(),
-                env!("CARGO_PKG_VERSION"),
-                escrow_sync_governance::manifest::digest(&text),
-                &escrow_id,
-                &primary_id,
-            );
-            Some(escrow_sync_governance::manifest::ManifestWriter::create(header)?)
-        }
-        _ => None,
-    };
-    let mut ready = Vec::new();
-    for job in &jobs {
-        ready.push(match *job {
-            JobRef::S3(job) => {
-                check_source_bucket(&primary, &job.source_bucket, &primary_id).await?;
-                let locked = job.object_lock.is_some();
-                check_escrow_bucket(
-                    &sessions.escrow,
-                    &job.dest_bucket,
-                    job.allow_unversioned_dest,
-                    locked,
-                )
-                .await?;
-                Ready::S3(job)
-            }
-            JobRef::DynamoDb(job) => {
-                Ready::DynamoDb(job, Box::new(dynamo::check(&config, job, &sessions).await?))
-            }
-            JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => Ready::Snapshots(*job),
-            JobRef::CloudTrail(job) => {
-                Ready::CloudTrail(job, Box::new(trail_cmd::check(job, &sessions).await?))
-            }
-        });
-    }
-    let warnings = sessions.warnings.clone();
-    let run_id = manifest
-        .as_ref()
-        .map(|m| m.run_id().to_string())
-        .unwrap_or_else(escrow_sync_governance::manifest::run_id);
-    let progress = progress::Progress::new();
-    let mut outcomes = Vec::new();
-    for job in ready {
-        if cancel.is_cancelled() {
-            break;
-        }
-        let name = job.name();
-        let bar = progress.job(&name, mode);
-        let callback: Option<escrow_sync_core::ProgressFn> =
-            bar.as_ref().map(|b| Arc::new(b.callback()) as _);
-        let kind = job.kind();
-        let item_log = manifest.as_mut().map(|m| {
-            m.job(&name, kind);
-            m.item_log(&name)
-        });
-        // One run per job: `run` holds the job's lease while it runs, and the
-        // job gets a token of its own that a lost lease cancels.
-        let cancel = cancel.child_token();
-        let lease = match mode {
-            Mode::Run => {
-                match lease_cmd::take(&config, job.job_ref(), &sessions, &run_id, &cancel).await {
-                    Ok(lease) => Some(lease),
-                    Err(e) => {
-                        // Held by another run (or unreadable): this job is
-                        // left alone, the others still run.
-                        if let Some(bar) = bar {
-                            bar.finish();
-                        }
-                        let result = Err(e);
-                        if let Some(m) = manifest.as_mut() {
-                            m.job_end(manifest_cmd::summary(&name, &result));
-                        }
-                        let error = result.err();
-                        outcomes.push(JobOutcome {
-                            name,
-                            kind,
-                            report: None,
-                            error,
-                            streamed: false,
-                        });
-                        continue;
-                    }
-                }
-            }
-            Mode::Plan | Mode::Verify => None,
-        };
-        let (kind, streamed, result) = match job {
-            Ready::S3(job) => {
-                let streamed = config.streams(job);
-                let result = run_s3(
-                    &config,
-                    job,
-                    &sessions,
-                    mode,
-                    checksums,
-                    accept_mass_change,
-                    cancel.clone(),
-                    callback,
-                    item_log,
-                )
-                .await;
-                ("s3", streamed, result)
-            }
-            Ready::Snapshots(job) => {
-                let kind = match job {
-                    JobRef::Rds(_) => "rds",
-                    JobRef::Redshift(_) => "redshift",
-                    _ => "ec2",
-                };
-                let result = snapshots::run(
-                    &config,
-                    job,
-                    &sessions,
-                    mode,
-                    cancel.clone(),
-                    callback,
-                    item_log,
-                    accept_mass_change,
-                )
-                .await;
-                (kind, false, result)
-            }
-            Ready::DynamoDb(job, checked) => {
-                let result = dynamo::run(
-                    &config,
-                    job,
-                    *checked,
-                    &sessions,
-                    mode,
-                    cancel.clone(),
-                    callback,
-                    accept_mass_change,
-                    item_log,
-                )
-                .await;
-                ("dynamodb", false, result)
-            }
-            Ready::CloudTrail(job, checked) => {
-                let result = trail_cmd::run(
-                    &config,
-                    job,
-                    *checked,
-                    &sessions,
-                    mode,
-                    checksums,
-                    accept_mass_change,
-                    cancel.clone(),
-                    callback,
-                    item_log,
-                )
-                .await;
-                ("cloudtrail", false, result)
-            }
-        };
-        let (result, lease_lost) = match lease {
-            Some(lease) => lease.end(result).await,
-            None => (result, None),
-        };
-        if let Some(bar) = bar {
-            bar.finish();
-        }
-        if let Some(m) = manifest.as_mut() {
-            m.job_end(manifest_cmd::summary(&name, &result));
-        }
-        let outcome = match result {
-            Ok(mut report) => {
-                report.warnings.extend(warnings.iter().cloned());
-                JobOutcome { name, kind, report: Some(report), error: None, streamed }
-            }
-            Err(e) => JobOutcome { name, kind, report: None, error: Some(e), streamed },
-        };
-        outcomes.push(outcome);
-        if let Some(o) = outcomes.last_mut() {
-            o.error = lease_cmd::job_error(o.error.take(), lease_lost);
-        }
-    }
-    if let Some(m) = manifest {
-        manifest_cmd::write(&config, &sessions.escrow, m, &mut outcomes).await;
-    }
-    Ok(outcomes)
-}
-
-/// Checks an escrow bucket a job writes: escrow's own, versioned (unless
-/// allowed otherwise), with Object Lock when the job locks copies.
-pub(crate) async fn check_escrow_bucket(
-    escrow: &escrow_sync_aws::Session,
-    bucket: &str,
-    allow_unversioned: bool,
-    locked: bool,
-) -> Result<(), Error> {
-    let client = escrow_sync_s3::client(escrow);
-    check_dest_bucket(&client, bucket, escrow.account_id()).await?;
-    check_dest_protection(&client, bucket, allow_unversioned, locked).await
-}
-
-/// A job that passed its checks.
-enum Ready<'a> {
-    S3(&'a S3Job),
-    DynamoDb(&'a config::DynamoDbJob, Box<dynamo::Checked>),
-    Snapshots(JobRef<'a>),
-    CloudTrail(&'a config::CloudTrailJob, Box<trail_cmd::Checked>),
-}
-
-impl<'a> Ready<'a> {
-    /// The configured job.
-    fn job_ref(&self) -> JobRef<'a> {
-        match self {
-            Ready::S3(j) => JobRef::S3(j),
-            Ready::DynamoDb(j, _) => JobRef::DynamoDb(j),
-            Ready::Snapshots(j) => *j,
-            Ready::CloudTrail(j, _) => JobRef::CloudTrail(j),
-        }
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Ready::S3(_) => "s3",
-            Ready::DynamoDb(..) => "dynamodb",
-            Ready::Snapshots(JobRef::Rds(_)) => "rds",
-            Ready::Snapshots(JobRef::Redshift(_)) => "redshift",
-            Ready::Snapshots(_) => "ec2",
-            Ready::CloudTrail(..) => "cloudtrail",
-        }
-    }
-
-    fn name(&self) -> String {
-        match self {
-            Ready::S3(j) => j.name(),
-            Ready::DynamoDb(j, _) => j.name(),
-            Ready::Snapshots(j) => j.name(),
-            Ready::CloudTrail(j, _) => j.name(),
-        }
-    }
-}
-
-/// The escrow side of an `[[s3]]` job, with escrow credentials.
-fn s3_sink(config: &Config, job: &S3Job, escrow: &escrow_sync_aws::Session) -> S3Sink {
-    S3Sink::from_client(escrow_sync_s3::client(escrow), &job.dest_bucket)
-        .with_dest_prefix(&job.dest_prefix)
-        .with_expected_owner(known(escrow.account_id()))
-        .with_multipart(job.multipart())
-        .with_protection(job.protection(config.escrow.kms_key_id.clone()))
-        .with_versions(job.versions)
-}
-
-/// Runs one `[[s3]]` job.
-#[allow(clippy::too_many_arguments)] // the job's context; a struct would only rename them
-pub(crate) async fn run_s3(
-    config: &Config,
-    job: &S3Job,
-    sessions: &Sessions,
-    mode: Mode,
-    checksums: bool,
-    accept_mass_change: bool,
-    cancel: CancellationToken,
-    progress: Option<escrow_sync_core::ProgressFn>,
-    item_log: Option<escrow_sync_core::ItemLog>,
-) -> Result<escrow_sync_core::Report, Error> {
-    let primary = escrow_sync_s3::client(&sessions.primary);
-    let primary_id = sessions.primary.account_id().to_string();
-    let streamed = config.streams(job);
-    let pacer = job.max_requests_per_second.map(escrow_sync_core::RequestPacer::per_second);
-    let source = S3Source::from_client(primary, &job.source_bucket)
-        .with_streaming(streamed)
-        .with_versions(job.versions)
-        .with_pacer(pacer.clone())
-        .with_prefix(&job.prefix)
-        .with_expected_owner(known(&primary_id));
-    let sink = s3_sink(config, job, &sessions.escrow).with_pacer(pacer);
-    let mut job_warnings = Vec::new();
-    if mode == Mode::Run {
-        let age = std::time::Duration::from_secs(job.abort_stale_uploads_after_hours * 3600);
-        match sink.abort_stale_uploads(age).await {
-            Ok(0) => {}
-            Ok(n) => job_warnings.push(format!(
-                "aborted {n} multipart upload(s) that an interrupted run left in s3://{}",
-                job.dest_bucket
-            )),
-            Err(e) => job_warnings.push(format!(
-                "could not look for multipart uploads left by interrupted runs: {}",
-                e.chain()
-            )),
-        }
-    }
-    let guard =
-        escrow_sync_core::MassChangeGuard::for_job(job.max_change_percent, accept_mass_change);
-    let mut options = ExecutorOptions::new()
-        .with_concurrency(job.concurrency)
-        .with_verify_checksums(checksums)
-        .with_mass_change_guard(guard);
-    if let Some(log) = item_log {
-        options = options.with_item_log(log);
-    }
-    let mut executor = Executor::new(options).with_cancellation(cancel);
-    if let Some(p) = progress {
-        executor = executor.with_progress(p);
-    }
-    let mut report =
-        executor.execute(mode, &source, &sink, &Scope::with_prefix(&job.prefix)).await?;
-    report.warnings.extend(job_warnings);
-    Ok(report)
 }

@@ -2,22 +2,8 @@
 
 use serde::Serialize;
 
+use escrow_sync::JobOutcome;
 use escrow_sync_core::{CopyReason, Error, Mode, Report};
-
-/// The outcome of one job.
-#[derive(Debug)]
-pub struct JobOutcome {
-    /// The job's name.
-    pub name: String,
-    /// The job's kind (`s3`).
-    pub kind: &'static str,
-    /// The report, when the job got that far.
-    pub report: Option<Report>,
-    /// A fatal error that stopped the job.
-    pub error: Option<Error>,
-    /// Whether the job streams bytes through this process.
-    pub streamed: bool,
-}
 
 /// Process exit codes.
 pub mod exit {
@@ -33,27 +19,7 @@ pub mod exit {
 
 /// The exit code for a set of outcomes.
 pub fn exit_code(mode: Mode, jobs: &[JobOutcome]) -> u8 {
-    if jobs.iter().any(|j| j.error.is_some() || j.report.is_none()) {
-        return exit::FATAL;
-    }
-    let reports = jobs.iter().filter_map(|j| j.report.as_ref());
-    // A tripped mass-change breaker is an incident to look at, not a
-    // failure to retry: it outranks item failures.
-    let mass_change = |r: &Report| {
-        r.findings.iter().any(|f| f.kind.as_deref() == Some(escrow_sync_core::MASS_CHANGE))
-    };
-    if mode == Mode::Run && reports.clone().any(mass_change) {
-        return exit::DIFFERENCES;
-    }
-    if reports.clone().any(|r| r.failed > 0 || r.cancelled) {
-        return exit::ITEMS_FAILED;
-    }
-    if mode == Mode::Verify
-        && reports.clone().any(|r| r.missing > 0 || r.different > 0 || r.unprotected > 0)
-    {
-        return exit::DIFFERENCES;
-    }
-    exit::OK
+    crate::render::code(escrow_sync::Verdict::of_jobs(mode, jobs))
 }
 
 #[derive(Serialize)]
@@ -287,7 +253,7 @@ pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
                     Mode::Verify => {
                         // `verify --offline` compares with a run manifest
                         // (its reports name the manifest as their source).
-                        let against = if r.source.starts_with(crate::manifest_cmd::SOURCE) {
+                        let against = if r.source.starts_with(escrow_sync::OFFLINE_SOURCE) {
                             "the run manifest"
                         } else {
                             "the primary"

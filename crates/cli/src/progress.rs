@@ -1,24 +1,28 @@
 //! Progress bars on a terminal; nothing otherwise.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use escrow_sync_core::{Mode, ProgressEvent};
+use escrow_sync::Observer;
+use escrow_sync_core::{Mode, ProgressEvent, ProgressFn};
 
+/// A spinner per running job on a terminal's stderr.
 pub(crate) struct Progress {
     enabled: bool,
+    bars: Mutex<HashMap<String, JobBar>>,
 }
 
 impl Progress {
     pub(crate) fn new() -> Self {
-        Progress { enabled: std::io::stderr().is_terminal() }
+        Progress { enabled: std::io::stderr().is_terminal(), bars: Mutex::default() }
     }
 
-    pub(crate) fn job(&self, name: &str, mode: Mode) -> Option<JobBar> {
+    fn job(&self, name: &str, mode: Mode) -> Option<JobBar> {
         if !self.enabled || mode != Mode::Run {
             return None;
         }
@@ -33,6 +37,21 @@ impl Progress {
     }
 }
 
+impl Observer for Progress {
+    fn job_started(&self, name: &str, mode: Mode) -> Option<ProgressFn> {
+        let bar = self.job(name, mode)?;
+        let callback: ProgressFn = Arc::new(bar.callback());
+        self.bars.lock().ok()?.insert(name.to_string(), bar);
+        Some(callback)
+    }
+
+    fn job_finished(&self, name: &str) {
+        if let Some(bar) = self.bars.lock().ok().and_then(|mut b| b.remove(name)) {
+            bar.finish();
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counts {
     copied: AtomicU64,
@@ -42,13 +61,13 @@ struct Counts {
     retries: AtomicU64,
 }
 
-pub(crate) struct JobBar {
+struct JobBar {
     bar: ProgressBar,
     counts: Arc<Counts>,
 }
 
 impl JobBar {
-    pub(crate) fn callback(&self) -> impl Fn(&ProgressEvent) + Send + Sync + 'static {
+    fn callback(&self) -> impl Fn(&ProgressEvent) + Send + Sync + 'static {
         let bar = self.bar.clone();
         let c = self.counts.clone();
         move |e| {
@@ -82,7 +101,7 @@ impl JobBar {
         }
     }
 
-    pub(crate) fn finish(self) {
+    fn finish(self) {
         self.bar.finish_and_clear();
     }
 }

@@ -6,7 +6,7 @@ use escrow_sync_aws::Sessions;
 use escrow_sync_core::{CancellationToken, Error, ErrorKind, Report};
 use escrow_sync_s3::{LeaseEnd, LeaseGuard, LeaseHolder, LeaseStore};
 
-use crate::config::{Config, JobRef, LeasePlace};
+use crate::spec::{Config, JobRef, LeasePlace};
 
 /// A job's lease for the time it runs, or why it has none.
 pub(crate) struct JobLease {

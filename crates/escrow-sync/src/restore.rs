@@ -23,7 +23,6 @@
 //! recovery account sees the share, then revokes it). The SDK calls are in
 //! the service crates' `restore` modules; this is the orchestration.
 
-use std::io::Write;
 use std::time::SystemTime;
 
 use futures::TryStreamExt;
@@ -41,9 +40,8 @@ use escrow_sync_s3::{
     delete_bucket_and_contents,
 };
 
-use crate::config::{Config, DynamoDbJob, Ec2Job, JobRef, RdsJob, RedshiftJob, S3Job};
-use crate::output::exit;
-use crate::{OutputFormat, RestoreArgs};
+use crate::Verdict;
+use crate::spec::{Config, DynamoDbJob, Ec2Job, JobRef, RdsJob, RedshiftJob, S3Job};
 
 /// The longest pause between two looks at a snapshot copy in progress.
 const MAX_POLL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -51,55 +49,157 @@ const MAX_POLL: std::time::Duration = std::time::Duration::from_secs(30);
 /// How many objects a drill compares at once.
 const COMPARE_CONCURRENCY: usize = 8;
 
+/// What to restore, and how: one request for every job kind.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RestoreRequest {
+    /// The job to restore.
+    pub job: String,
+    /// The role in the recovery account to restore with (assumed with the
+    /// escrow credentials).
+    pub target_role_arn: String,
+    /// The bucket to restore an S3 job into (default: the job's source
+    /// bucket name).
+    pub target_bucket: Option<String>,
+    /// The table to restore a DynamoDB job into (default: the job's source
+    /// table name).
+    pub target_table: Option<String>,
+    /// Restore the data as escrow held it at this time (RFC 3339; default:
+    /// the newest).
+    pub at: Option<String>,
+    /// With `at`: also restore keys the primary had already deleted by then.
+    pub include_deleted: bool,
+    /// Restore (without it: a dry run).
+    pub apply: bool,
+    /// Restore into a new bucket or table, verify it against escrow, report,
+    /// then delete what the drill created.
+    pub drill: bool,
+    /// Snapshot jobs with `apply`: also copy each escrow copy into the
+    /// recovery account (not Redshift).
+    pub copy: bool,
+}
+
+impl RestoreRequest {
+    /// A dry run of restoring `job` with the recovery account's role
+    /// `target_role_arn`.
+    pub fn new(job: impl Into<String>, target_role_arn: impl Into<String>) -> Self {
+        RestoreRequest {
+            job: job.into(),
+            target_role_arn: target_role_arn.into(),
+            ..Self::default()
+        }
+    }
+    /// Restore into this bucket.
+    pub fn target_bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.target_bucket = Some(bucket.into());
+        self
+    }
+    /// Restore into this bucket, or the default.
+    pub fn set_target_bucket(mut self, bucket: Option<String>) -> Self {
+        self.target_bucket = bucket;
+        self
+    }
+    /// Restore into this table.
+    pub fn target_table(mut self, table: impl Into<String>) -> Self {
+        self.target_table = Some(table.into());
+        self
+    }
+    /// Restore into this table, or the default.
+    pub fn set_target_table(mut self, table: Option<String>) -> Self {
+        self.target_table = table;
+        self
+    }
+    /// Restore as escrow held the data at this time (RFC 3339).
+    pub fn at(mut self, at: impl Into<String>) -> Self {
+        self.at = Some(at.into());
+        self
+    }
+    /// Restore as of this time, or the newest.
+    pub fn set_at(mut self, at: Option<String>) -> Self {
+        self.at = at;
+        self
+    }
+    /// Also restore keys the primary had deleted by `at`.
+    pub fn include_deleted(mut self, on: bool) -> Self {
+        self.include_deleted = on;
+        self
+    }
+    /// Restore for real (not a dry run).
+    pub fn apply(mut self, on: bool) -> Self {
+        self.apply = on;
+        self
+    }
+    /// Run a drill.
+    pub fn drill(mut self, on: bool) -> Self {
+        self.drill = on;
+        self
+    }
+    /// Copy snapshot copies into the recovery account.
+    pub fn copy(mut self, on: bool) -> Self {
+        self.copy = on;
+        self
+    }
+}
+
 /// What `restore` did.
-#[derive(Debug, Serialize)]
-struct Restored {
-    job: String,
-    kind: &'static str,
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct RestoreReport {
+    /// The job restored.
+    pub job: String,
+    /// Its kind (`s3`, `dynamodb`, `ec2`, `rds`, `redshift`, `cloudtrail`).
+    pub kind: &'static str,
     /// `dry-run`, `apply` or `drill`.
-    mode: &'static str,
-    source: String,
-    target: String,
-    target_account: String,
+    pub mode: &'static str,
+    /// Where the data came from (escrow).
+    pub source: String,
+    /// Where it went (or would go).
+    pub target: String,
+    /// The recovery account.
+    pub target_account: String,
+    /// The `--at` time asked for, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    at: Option<String>,
+    pub at: Option<String>,
     /// Objects restored (a dry run: that would be).
-    restored: u64,
+    pub restored: u64,
     /// Bytes restored (a dry run: that would be).
-    bytes: u64,
+    pub bytes: u64,
     /// Objects the target already held.
-    already_there: u64,
+    pub already_there: u64,
     /// Objects that failed, with why.
-    failed: Vec<String>,
+    pub failed: Vec<String>,
+    /// The drill's verification and clean-up (`--drill`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    drill: Option<Drill>,
-    notes: Vec<String>,
+    pub drill: Option<DrillReport>,
+    /// What the operator should know.
+    pub notes: Vec<String>,
 }
 
 /// A drill's verification and clean-up.
-#[derive(Debug, Default, Serialize)]
-struct Drill {
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct DrillReport {
     /// Objects whose bytes match their escrow version; items equal to
     /// escrow's.
-    verified: u64,
+    pub verified: u64,
     /// What differs from escrow, or is missing in the target.
-    mismatched: Vec<String>,
+    pub mismatched: Vec<String>,
     /// Object versions deleted from the target afterwards (S3); recovered
     /// copies deleted (EBS snapshots, AMIs with their snapshots, RDS
     /// snapshots); shares revoked (Redshift).
-    cleaned_items: u64,
+    pub cleaned_items: u64,
     /// Whether the drill's bucket or table was deleted afterwards.
-    cleaned_target: bool,
+    pub cleaned_target: bool,
     /// What could not be cleaned up, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
-    cleanup_error: Option<String>,
+    pub cleanup_error: Option<String>,
 }
 
-impl Restored {
+impl RestoreReport {
     /// An empty report of restoring job `args.job` from `source` into
     /// `target` (in `account`), in the mode the arguments ask for.
     fn new(
-        args: &RestoreArgs,
+        args: &RestoreRequest,
         kind: &'static str,
         source: String,
         target: String,
@@ -113,7 +213,7 @@ impl Restored {
         } else {
             "dry-run"
         };
-        Restored {
+        RestoreReport {
             job: args.job.clone(),
             kind,
             mode,
@@ -153,104 +253,25 @@ fn parse_at(at: Option<&str>) -> Result<Option<SystemTime>, Error> {
         })
 }
 
-/// Runs `restore`; returns the exit code.
-pub(crate) async fn run(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
-    let result = restore(args, cancel).await;
-    let code = match &result {
-        Err(_) => exit::FATAL,
-        Ok(r) if !r.failed.is_empty() => exit::ITEMS_FAILED,
-        Ok(r) if r.drill.as_ref().is_some_and(|d| !d.mismatched.is_empty()) => exit::DIFFERENCES,
-        Ok(r) if r.drill.as_ref().is_some_and(|d| d.cleanup_error.is_some()) => exit::ITEMS_FAILED,
-        Ok(_) => exit::OK,
-    };
-    let mut stdout = std::io::stdout().lock();
-    match args.output {
-        OutputFormat::Json => {
-            let doc = serde_json::json!({
-                "ok": code == exit::OK,
-                "command": "restore",
-                "restore": result.as_ref().ok(),
-                "error": result.as_ref().err().map(Error::chain),
-                "exit_code": code,
-            });
-            let text = serde_json::to_string_pretty(&doc).expect("a report serialises");
-            let _ = writeln!(stdout, "{}", crate::redact::redact(&text));
-        }
-        OutputFormat::Text => {
-            if let Ok(r) = &result {
-                let _ = write!(stdout, "{}", crate::redact::redact(&text(r)));
-            }
-        }
+/// What a restore came to: fatal for an error, failed when an item failed
+/// or a drill could not clean up, findings when a drill found a mismatch.
+pub fn verdict(result: &Result<RestoreReport, Error>) -> Verdict {
+    match result {
+        Err(_) => Verdict::Fatal,
+        Ok(r) if !r.failed.is_empty() => Verdict::Failed,
+        Ok(r) if r.drill.as_ref().is_some_and(|d| !d.mismatched.is_empty()) => Verdict::Findings,
+        Ok(r) if r.drill.as_ref().is_some_and(|d| d.cleanup_error.is_some()) => Verdict::Failed,
+        Ok(_) => Verdict::Ok,
     }
-    if let Err(e) = &result {
-        eprintln!("error: {}", crate::redact::redact(&e.chain()));
-    }
-    code
 }
 
-fn text(r: &Restored) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "restore job {} ({}): {} -> {} (account {})",
-        r.job, r.kind, r.source, r.target, r.target_account
-    );
-    for n in &r.notes {
-        let _ = writeln!(s, "  note: {n}");
-    }
-    for f in &r.failed {
-        let _ = writeln!(s, "  failed: {f}");
-    }
-    let verb = if r.mode == "dry-run" { "would restore" } else { "restored" };
-    let _ = writeln!(
-        s,
-        "  {}: {verb} {} {} ({} bytes); {} already in the target",
-        r.mode,
-        r.restored,
-        match r.kind {
-            "s3" => "objects",
-            "ec2" => "snapshots and AMIs",
-            "rds" | "redshift" => "snapshots",
-            _ => "items",
-        },
-        r.bytes,
-        r.already_there
-    );
-    if let Some(d) = &r.drill {
-        for m in &d.mismatched {
-            let _ = writeln!(s, "  drill: MISMATCH {m}");
-        }
-        let what = match r.kind {
-            "s3" => "objects identical to escrow byte for byte",
-            "ec2" => "copies complete as the escrow copy (size; AMIs: block devices)",
-            "rds" => "snapshot copies available with the escrow copy's storage and engine",
-            "redshift" => "shares the recovery account sees, available",
-            _ => "items identical to escrow's",
-        };
-        let cleaned = match (r.kind, d.cleaned_target) {
-            ("s3", true) => format!("{} object versions and the drill's bucket", d.cleaned_items),
-            ("s3", false) => format!("{} object versions", d.cleaned_items),
-            ("ec2" | "rds", _) => format!("{} recovered copies", d.cleaned_items),
-            ("redshift", _) => format!("{} shares (revoked)", d.cleaned_items),
-            (_, true) => "the drill's table".to_string(),
-            (_, false) => "nothing".to_string(),
-        };
-        let _ = writeln!(
-            s,
-            "  drill: {} {what}, {} not; cleaned up {cleaned}",
-            d.verified,
-            d.mismatched.len(),
-        );
-        if let Some(e) = &d.cleanup_error {
-            let _ = writeln!(s, "  drill: CLEAN-UP INCOMPLETE: {e}");
-        }
-    }
-    s
-}
-
-async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restored, Error> {
-    let config = Config::load(&args.config)?;
+/// Restores one job's data from escrow as `args` asks: a dry run, an
+/// apply or a drill (see the module docs).
+pub async fn restore(
+    config: &Config,
+    args: &RestoreRequest,
+    cancel: CancellationToken,
+) -> Result<RestoreReport, Error> {
     let at = parse_at(args.at.as_deref())?;
     let job = config.select(Some(&args.job))?.into_iter().next().expect("select names one job");
     match job {
@@ -339,7 +360,7 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
             // manifest of that time (escrow also keeps what it had deleted).
             let held = match at {
                 Some(t) if !args.include_deleted => {
-                    Some(crate::manifest_cmd::keys_at(&config, &escrow, &args.job, t).await?)
+                    Some(crate::manifest::keys_at(config, &escrow, &args.job, t).await?)
                 }
                 _ => None,
             };
@@ -375,7 +396,7 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
             // manifest of that time, unless --include-deleted.
             let held = match at {
                 Some(t) if !args.include_deleted => {
-                    crate::manifest_cmd::keys_at(&config, &escrow, &args.job, t).await?
+                    crate::manifest::keys_at(config, &escrow, &args.job, t).await?
                 }
                 _ => None,
             };
@@ -410,7 +431,7 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
             Ok(restored)
         }
         JobRef::DynamoDb(j) => {
-            let recorded = crate::manifest_cmd::recorded_generations(&config, &escrow, j).await?;
+            let recorded = crate::manifest::recorded_generations(config, &escrow, j).await?;
             restore_generation(args, j, at, recorded, &escrow, &target, &cancel).await
         }
         JobRef::Ec2(j) => {
@@ -425,7 +446,7 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
         JobRef::CloudTrail(j) => {
             // The log bucket's copy, restored like an [[s3]] job's: every
             // file under <dest_prefix><bucket>/, into a bucket named like it.
-            let bucket = crate::trail_cmd::escrowed_bucket(j, &escrow).await?;
+            let bucket = crate::trail::escrowed_bucket(j, &escrow).await?;
             let s3 = S3Job { prefix: String::new(), ..j.s3_job(&bucket, "") };
             restore_s3(args, &s3, at, None, &escrow, &target, cancel).await
         }
@@ -435,14 +456,14 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> Result<Restor
 /// An S3 job's escrow copy as of `at` (only `held`'s keys, when given)
 /// into the target bucket.
 async fn restore_s3(
-    args: &RestoreArgs,
+    args: &RestoreRequest,
     job: &S3Job,
     at: Option<SystemTime>,
-    held: Option<&crate::manifest_cmd::KeysAt>,
+    held: Option<&crate::manifest::KeysAt>,
     escrow: &Session,
     target: &Session,
     cancel: CancellationToken,
-) -> Result<Restored, Error> {
+) -> Result<RestoreReport, Error> {
     let escrow_s3 = escrow_sync_s3::client(escrow);
     let target_s3 = escrow_sync_s3::client(target);
     let account = target.account_id().to_string();
@@ -460,7 +481,7 @@ async fn restore_s3(
         .with_expected_owner(Some(escrow.account_id().to_string()).filter(|a| !a.is_empty()));
     let sink =
         S3Sink::from_client(target_s3.clone(), &bucket).with_expected_owner(Some(account.clone()));
-    let mut restored = Restored::new(
+    let mut restored = RestoreReport::new(
         args,
         "s3",
         source.describe(),
@@ -509,7 +530,7 @@ async fn restore_s3(
         return Ok(restored);
     }
     // The drill: compare, then clean up whatever happened before.
-    let mut drill = Drill::default();
+    let mut drill = DrillReport::default();
     let compared = match &run {
         // An interrupted restore is not compared: it would only list what
         // it did not get to.
@@ -555,14 +576,14 @@ async fn restore_s3(
 /// A table-to-table job: the escrow table into a table of the recovery
 /// account, created as a clone of the escrow table's schema when missing.
 async fn restore_table(
-    args: &RestoreArgs,
+    args: &RestoreRequest,
     job: &DynamoDbJob,
     at: Option<std::time::SystemTime>,
     held: Option<&std::collections::BTreeSet<String>>,
     escrow: &Session,
     target: &Session,
     cancel: CancellationToken,
-) -> Result<Restored, Error> {
+) -> Result<RestoreReport, Error> {
     let escrow_ddb = escrow_sync_dynamodb::client(escrow);
     let target_ddb = escrow_sync_dynamodb::client(target);
     let account = target.account_id().to_string();
@@ -611,7 +632,7 @@ async fn restore_table(
         };
     let source = source.as_ref();
     let sink = DynamoDbSink::new(target_ddb.clone(), table(), keys);
-    let mut restored = Restored::new(
+    let mut restored = RestoreReport::new(
         args,
         "dynamodb",
         source.describe(),
@@ -642,7 +663,7 @@ async fn restore_table(
         }
         return Ok(restored);
     }
-    let mut drill = Drill::default();
+    let mut drill = DrillReport::default();
     if existing.is_some() {
         table().check(&info).await?;
     } else {
@@ -723,7 +744,7 @@ fn left_behind(account: &str, left: &[String]) -> Option<String> {
 /// devices and sizes, then deregisters it and deletes its snapshots.
 #[allow(clippy::too_many_arguments)] // the job and both sessions; a struct would only rename them
 async fn restore_ec2(
-    args: &RestoreArgs,
+    args: &RestoreRequest,
     job: &Ec2Job,
     at: Option<SystemTime>,
     region: &str,
@@ -731,7 +752,7 @@ async fn restore_ec2(
     escrow: &Session,
     target: &Session,
     cancel: &CancellationToken,
-) -> Result<Restored, Error> {
+) -> Result<RestoreReport, Error> {
     use escrow_sync_ec2::restore::{
         as_of, delete_image, delete_snapshot, escrow_images, escrow_snapshots, image_mismatch,
         images_as_of, set_image_shared, set_shared, start_copy, start_image_copy, wait_completed,
@@ -777,7 +798,7 @@ async fn restore_ec2(
     let joined = |owner: &str| {
         schemes.iter().map(|s| format!("{s}://{owner}/{region}")).collect::<Vec<_>>().join(", ")
     };
-    let mut restored = Restored::new(
+    let mut restored = RestoreReport::new(
         args,
         "ec2",
         joined("escrow"),
@@ -811,7 +832,7 @@ async fn restore_ec2(
     }
     let copy = args.copy || args.drill;
     let timeout = std::time::Duration::from_secs(12 * 3600);
-    let mut drill = Drill::default();
+    let mut drill = DrillReport::default();
     let mut recovered = Vec::new();
     let mut recovered_images = Vec::new();
     restored.restored = 0;
@@ -975,7 +996,7 @@ fn stamp() -> String {
 /// deletes it.
 #[allow(clippy::too_many_arguments)] // the job and both sessions; a struct would only rename them
 async fn restore_rds(
-    args: &RestoreArgs,
+    args: &RestoreRequest,
     job: &RdsJob,
     at: Option<SystemTime>,
     region: &str,
@@ -983,7 +1004,7 @@ async fn restore_rds(
     escrow: &Session,
     target: &Session,
     cancel: &CancellationToken,
-) -> Result<Restored, Error> {
+) -> Result<RestoreReport, Error> {
     use escrow_sync_rds::RdsKind;
     use escrow_sync_rds::restore::{
         RECOVERY_KEY, as_of, delete_snapshot, escrow_snapshots, mismatch, recovery_identifier,
@@ -1011,7 +1032,7 @@ async fn restore_rds(
     let joined = |owner: &str| {
         kinds.iter().map(|(_, s)| format!("{s}://{owner}/{region}")).collect::<Vec<_>>().join(", ")
     };
-    let mut restored = Restored::new(
+    let mut restored = RestoreReport::new(
         args,
         "rds",
         joined("escrow"),
@@ -1054,7 +1075,7 @@ async fn restore_rds(
     }
     let copy = args.copy || args.drill;
     let timeout = std::time::Duration::from_secs(12 * 3600);
-    let mut drill = Drill::default();
+    let mut drill = DrillReport::default();
     let mut recovered = Vec::new();
     restored.restored = 0;
     restored.bytes = 0;
@@ -1146,7 +1167,7 @@ async fn restore_rds(
 /// snapshot available, and revokes the shares.
 #[allow(clippy::too_many_arguments)] // the job and both sessions; a struct would only rename them
 async fn restore_redshift(
-    args: &RestoreArgs,
+    args: &RestoreRequest,
     job: &RedshiftJob,
     at: Option<SystemTime>,
     region: &str,
@@ -1154,7 +1175,7 @@ async fn restore_redshift(
     escrow: &Session,
     target: &Session,
     cancel: &CancellationToken,
-) -> Result<Restored, Error> {
+) -> Result<RestoreReport, Error> {
     use escrow_sync_redshift::restore::{as_of, check_visible, escrow_snapshots, set_shared};
     let escrow_rs = escrow_sync_redshift::client(escrow);
     let target_rs = escrow_sync_redshift::client(target);
@@ -1167,7 +1188,7 @@ async fn restore_redshift(
         .filter(|c| job.ids.is_empty() || job.ids.contains(&c.source_id))
         .collect();
     let chosen = as_of(copies, at);
-    let mut restored = Restored::new(
+    let mut restored = RestoreReport::new(
         args,
         "redshift",
         format!("redshift://escrow/{region}"),
@@ -1204,7 +1225,7 @@ async fn restore_redshift(
         }));
         return Ok(restored);
     }
-    let mut drill = Drill::default();
+    let mut drill = DrillReport::default();
     let mut left = Vec::new();
     restored.restored = 0;
     restored.bytes = 0;
@@ -1272,14 +1293,14 @@ async fn restore_redshift(
 /// SHA-256 before any of its items is written.
 #[allow(clippy::too_many_arguments)]
 async fn restore_generation(
-    args: &RestoreArgs,
+    args: &RestoreRequest,
     job: &DynamoDbJob,
     at: Option<SystemTime>,
     recorded: Option<std::collections::BTreeMap<String, String>>,
     escrow: &Session,
     target: &Session,
     cancel: &CancellationToken,
-) -> Result<Restored, Error> {
+) -> Result<RestoreReport, Error> {
     use escrow_sync_dynamodb::export::{
         DEFAULT_FILE_SIZE, MANIFEST_CAP, check_manifest_sha256, choose_generation, collect_capped,
         data_file_cap, generation_id, parse_manifest, read_data_file_capped,
@@ -1389,7 +1410,7 @@ async fn restore_generation(
     let name = args.target_table.clone().unwrap_or_else(|| job.source_table.clone());
     let target_ddb = escrow_sync_dynamodb::client(target);
     let table = || EscrowTable::from_client(target_ddb.clone(), &name);
-    let mut restored = Restored::new(
+    let mut restored = RestoreReport::new(
         args,
         "dynamodb",
         format!("s3://{bucket}/{dir} (export generation {generation})"),
@@ -1416,7 +1437,7 @@ async fn restore_generation(
         }
         return Ok(restored);
     }
-    let mut drill = Drill::default();
+    let mut drill = DrillReport::default();
     if existing.is_none() {
         let ensured =
             table().ensure(&info, escrow.account_id(), &escrow_sync_aws::now_rfc3339()).await;
@@ -1532,7 +1553,7 @@ fn with_cleanup(e: Error, cleanup: Option<&String>) -> Error {
 }
 
 /// A drill's table deleted; the error, if any, recorded in `drill`.
-async fn drop_drill_table(table: EscrowTable, name: &str, account: &str, drill: &mut Drill) {
+async fn drop_drill_table(table: EscrowTable, name: &str, account: &str, drill: &mut DrillReport) {
     match table.delete_restored().await {
         Ok(()) => drill.cleaned_target = true,
         Err(e) => {
@@ -1542,7 +1563,7 @@ async fn drop_drill_table(table: EscrowTable, name: &str, account: &str, drill: 
     }
 }
 
-fn take_counts(restored: &mut Restored, report: &Report) {
+fn take_counts(restored: &mut RestoreReport, report: &Report) {
     restored.restored = report.copied;
     restored.bytes = report.bytes_copied;
     restored.already_there = report.skipped;

@@ -3,11 +3,10 @@
 //! checks escrow against the latest one with escrow credentials only.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 
 use futures::TryStreamExt;
 
-use escrow_sync_aws::{Connector, Session};
+use escrow_sync_aws::Session;
 use escrow_sync_core::{
     CopyReason, Difference, Error, ErrorKind, Failure, Item, ItemOutcome, Mode, Report, Scope, Sink,
 };
@@ -15,12 +14,11 @@ use escrow_sync_governance::manifest::{
     DEFAULT_PREFIX, JobRecord, JobSummary, ManifestStore, ManifestWriter,
 };
 
-use crate::config::{Config, JobRef};
-use crate::output::{self, JobOutcome, exit};
-use crate::{JobArgs, OutputFormat};
+use crate::runner::JobOutcome;
+use crate::spec::{Config, JobRef};
 
 /// How `verify --offline` reports name their source.
-pub(crate) const SOURCE: &str = "run manifest ";
+pub const SOURCE: &str = "run manifest ";
 
 /// The manifest store `config` names, if any.
 fn store(config: &Config, escrow: &Session) -> Option<ManifestStore> {
@@ -43,7 +41,7 @@ fn store(config: &Config, escrow: &Session) -> Option<ManifestStore> {
 pub(crate) async fn recorded_generations(
     config: &Config,
     escrow: &Session,
-    job: &crate::config::DynamoDbJob,
+    job: &crate::spec::DynamoDbJob,
 ) -> Result<Option<BTreeMap<String, String>>, Error> {
     let Some(store) = store(config, escrow) else { return Ok(None) };
     let prefix = format!("{}{}/", job.dest_prefix.as_deref().unwrap_or_default(), job.source_table);
@@ -165,13 +163,7 @@ fn record_written(bucket: &str, written: Result<String, Error>, outcomes: &mut V
     {
         // Every job failed before it had a report: the manifest's failure
         // gets a line of its own rather than none.
-        outcomes.push(JobOutcome {
-            name: "(run manifest)".into(),
-            kind: "manifest",
-            report: None,
-            error: Some(error),
-            streamed: false,
-        });
+        outcomes.push(JobOutcome::new("(run manifest)", "manifest", Err(error)));
     }
 }
 
@@ -339,7 +331,7 @@ async fn check(
 /// complete export generation exists under the prefix (export jobs).
 async fn check_dynamodb(
     config: &Config,
-    job: &crate::config::DynamoDbJob,
+    job: &crate::spec::DynamoDbJob,
     escrow: &Session,
     report: &mut Report,
 ) -> Result<(), Error> {
@@ -515,43 +507,22 @@ async fn newest_complete(store: &ManifestStore, jobs: &[String]) -> Result<Newes
     Ok(newest)
 }
 
-/// `verify --offline`: every selected job checked against the newest run
-/// manifest that finished it, with escrow credentials only. Returns the
-/// exit code.
-pub(crate) async fn verify_offline(args: &JobArgs) -> u8 {
-    let result = offline(args).await;
-    let (jobs, fatal) = match result {
-        Ok(jobs) => (jobs, None),
-        Err(e) => (Vec::new(), Some(e)),
-    };
-    let code = if fatal.is_some() { exit::FATAL } else { output::exit_code(Mode::Verify, &jobs) };
-    let mut stdout = std::io::stdout().lock();
-    match args.output {
-        OutputFormat::Json => {
-            let doc = output::json(Mode::Verify, &jobs, fatal.as_ref(), code);
-            let _ = writeln!(stdout, "{}", crate::redact::redact(&doc));
-        }
-        OutputFormat::Text => {
-            let _ = write!(stdout, "{}", crate::redact::redact(&output::text(Mode::Verify, &jobs)));
-        }
-    }
-    if let Some(e) = &fatal {
-        eprintln!("error: {}", crate::redact::redact(&e.chain()));
-    }
-    code
-}
-
-async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
-    let config = Config::load(&args.config)?;
-    let jobs = config.select(args.job.as_deref())?;
+/// `verify --offline`: every selected job (`job`: only that one) checked
+/// against the newest run manifest that finished it, with escrow
+/// credentials only.
+pub(crate) async fn verify_offline(
+    config: &Config,
+    job: Option<&str>,
+    escrow: &Session,
+) -> Result<Vec<JobOutcome>, Error> {
+    let jobs = config.select(job)?;
     if config.escrow.manifest_bucket.is_none() {
         return Err(Error::invalid_config(
             "verify --offline checks escrow against the run manifests: set [escrow] \
              manifest_bucket (and run once) first",
         ));
     }
-    let escrow = Connector::new().connect_escrow(&config.escrow_account()).await?;
-    let store = store(&config, &escrow).expect("manifest_bucket is set");
+    let store = store(config, escrow).expect("manifest_bucket is set");
     let bucket = config.escrow.manifest_bucket.clone().unwrap_or_default();
     let names: Vec<String> = jobs.iter().map(JobRef::name).collect();
     let mut found = newest_complete(&store, &names).await?;
@@ -563,13 +534,10 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
     let mut outcomes = Vec::new();
     for job in jobs {
         let name = job.name();
-        let (kind, streamed) = match job {
-            JobRef::S3(j) => ("s3", config.streams(j)),
-            JobRef::DynamoDb(_) => ("dynamodb", false),
-            JobRef::Ec2(_) => ("ec2", false),
-            JobRef::Rds(_) => ("rds", false),
-            JobRef::Redshift(_) => ("redshift", false),
-            JobRef::CloudTrail(_) => ("cloudtrail", false),
+        let kind = job.kind();
+        let streamed = match job {
+            JobRef::S3(j) => config.streams(j),
+            _ => false,
         };
         let complete = found.complete.remove(&name);
         let unfinished = found.unfinished.remove(&name);
@@ -598,7 +566,7 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
             let source = format!("{SOURCE}s3://{bucket}/{}", run.key);
             let mut report = match job {
                 JobRef::S3(j) => {
-                    let sink = crate::s3_sink(&config, j, &escrow);
+                    let sink = crate::runner::s3_sink(config, j, escrow);
                     let mut report = Report::new(Mode::Verify, &source, sink.describe());
                     // A later unfinished run may have replaced a copy with a
                     // newer one: then only presence is vouched for.
@@ -607,16 +575,16 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
                 }
                 JobRef::DynamoDb(j) => {
                     let mut report = Report::new(Mode::Verify, &source, "escrow");
-                    check_dynamodb(&config, j, &escrow, &mut report).await?;
+                    check_dynamodb(config, j, escrow, &mut report).await?;
                     report
                 }
                 JobRef::CloudTrail(j) => {
                     let mut report = Report::new(Mode::Verify, &source, "escrow");
-                    crate::trail_cmd::verify_offline(j, &escrow, &mut report).await?;
+                    crate::trail::verify_offline(j, escrow, &mut report).await?;
                     report
                 }
                 JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => {
-                    let stores = crate::snapshots::escrow_stores(&config, job, &escrow);
+                    let stores = crate::snapshots::escrow_stores(config, job, escrow);
                     let names: Vec<String> =
                         stores.iter().map(|(_, s)| Sink::describe(s.as_ref())).collect();
                     let mut report = Report::new(Mode::Verify, &source, names.join(", "));
@@ -667,10 +635,9 @@ async fn offline(args: &JobArgs) -> Result<Vec<JobOutcome>, Error> {
             Ok(report)
         }
         .await;
-        outcomes.push(match result {
-            Ok(report) => JobOutcome { name, kind, report: Some(report), error: None, streamed },
-            Err(e) => JobOutcome { name, kind, report: None, error: Some(e), streamed },
-        });
+        let mut outcome = JobOutcome::new(name, kind, result);
+        outcome.streamed = streamed;
+        outcomes.push(outcome);
     }
     Ok(outcomes)
 }

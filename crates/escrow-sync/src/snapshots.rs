@@ -14,8 +14,9 @@ use escrow_sync_core::{
     Payload, ProgressFn, PruneLimits, Report, Retained, Retention, Scope, Sink, Source,
 };
 
-use crate::config::{Config, JobRef};
-use crate::output::exit;
+use crate::Verdict;
+use crate::runner::JobCall;
+use crate::spec::{Config, JobRef};
 
 /// An escrow store a part copies into and `prune` deletes from.
 pub(crate) trait Store: Sink + Retained {}
@@ -103,11 +104,7 @@ fn region(config: &Config) -> String {
 /// when the type is left out, an empty list for "everything (by tags)".
 /// A job that lists ids selects by id only: a type none of its ids names
 /// has nothing selected (an empty id list would select every resource).
-pub(crate) fn ec2_ids(
-    job: &crate::config::Ec2Job,
-    what: &str,
-    prefix: &str,
-) -> Option<Vec<String>> {
+pub(crate) fn ec2_ids(job: &crate::spec::Ec2Job, what: &str, prefix: &str) -> Option<Vec<String>> {
     let ids: Vec<String> = job.ids.iter().filter(|i| i.starts_with(prefix)).cloned().collect();
     (job.includes(what) && (job.ids.is_empty() || !ids.is_empty())).then_some(ids)
 }
@@ -365,17 +362,9 @@ async fn execute_parts(
 /// copies at most `max_new_copies_per_source` new copies of each source
 /// volume or database (the newest), holds back the rest (each a failure,
 /// logged as failed) and reports one `mass-change` finding.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run(
-    config: &Config,
-    job: JobRef<'_>,
-    sessions: &Sessions,
-    mode: Mode,
-    cancel: CancellationToken,
-    progress: Option<ProgressFn>,
-    item_log: Option<escrow_sync_core::ItemLog>,
-    accept_mass_change: bool,
-) -> Result<Report, Error> {
+pub(crate) async fn run(job: JobRef<'_>, ctx: JobCall<'_>) -> Result<Report, Error> {
+    let JobCall { config, sessions, mode, cancel, progress, item_log, accept_mass_change, .. } =
+        ctx;
     let cap = if accept_mass_change { None } else { new_copies_cap(job) };
     let parts = parts(config, job, sessions, cap);
     let mut report = execute_parts(&parts, mode, &cancel, progress, item_log.clone()).await?;
@@ -706,7 +695,7 @@ pub(crate) async fn prune(
     // The gate, from escrow alone.
     let mut problems: Vec<String> =
         mine.iter().flat_map(|(_, _, copies)| newest_incomplete(copies)).collect();
-    match crate::manifest_cmd::latest_run_problem(config, escrow, &name).await {
+    match crate::manifest::latest_run_problem(config, escrow, &name).await {
         Ok(Some(Some(why))) => problems.push(why),
         Ok(_) => {}
         Err(e) => {
@@ -799,93 +788,22 @@ async fn delete_with_retry(store: &dyn Store, copy: &EscrowCopy) -> Result<(), E
     }
 }
 
-/// The exit code of a prune: 2 for a job's fatal error, 1 when a deletion
-/// failed, 3 when a job's escrow did not verify or a job reports a finding
-/// (`prune-limit`; nothing deleted), else 0.
-pub(crate) fn prune_exit_code(outcomes: &[PruneOutcome]) -> u8 {
+/// What a prune came to: fatal for a job's fatal error, failed when a
+/// deletion failed, findings when a job's escrow did not verify or a job
+/// reports a finding (`prune-limit`; nothing deleted), else ok.
+pub(crate) fn prune_verdict(outcomes: &[PruneOutcome]) -> Verdict {
     if outcomes.iter().any(|o| o.error.is_some()) {
-        exit::FATAL
+        Verdict::Fatal
     } else if outcomes.iter().any(|o| !o.failures.is_empty()) {
-        exit::ITEMS_FAILED
+        Verdict::Failed
     } else if outcomes
         .iter()
         .any(|o| (o.retention.is_set() && !o.verified) || !o.findings.is_empty())
     {
-        exit::DIFFERENCES
+        Verdict::Findings
     } else {
-        exit::OK
+        Verdict::Ok
     }
-}
-
-/// The JSON document of a prune.
-pub(crate) fn prune_json(
-    outcomes: &[PruneOutcome],
-    apply: bool,
-    fatal: Option<&Error>,
-    code: u8,
-) -> String {
-    #[derive(Serialize)]
-    struct Doc<'a> {
-        ok: bool,
-        command: &'static str,
-        apply: bool,
-        jobs: &'a [PruneOutcome],
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-        exit_code: u8,
-    }
-    let doc = Doc {
-        ok: code == exit::OK,
-        command: "prune",
-        apply,
-        jobs: outcomes,
-        error: fatal.map(Error::chain),
-        exit_code: code,
-    };
-    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-}
-
-/// The text summary of a prune.
-pub(crate) fn prune_text(outcomes: &[PruneOutcome], apply: bool) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let verb = if apply { "deleted" } else { "would delete" };
-    for o in outcomes {
-        let _ = writeln!(s, "{} ({}):", o.name, o.kind);
-        for copy in &o.deleted {
-            let _ = writeln!(
-                s,
-                "  {verb} {} (copy of {}, {}, created {})",
-                copy.id, copy.source, copy.lineage, copy.created
-            );
-        }
-        for k in &o.kept {
-            let _ = writeln!(
-                s,
-                "  keep {} (copy of {}): {}",
-                k.copy.id,
-                k.copy.source,
-                k.reasons.join(", ")
-            );
-        }
-        for f in &o.failures {
-            let _ = writeln!(s, "  failed to delete {}: {}", f.id, f.error);
-        }
-        for n in &o.notes {
-            let _ = writeln!(s, "  note: {n}");
-        }
-        for f in &o.findings {
-            let _ = writeln!(s, "  finding ({}): {}", f.kind.as_deref().unwrap_or("-"), f.problem);
-        }
-        if let Some(e) = &o.error {
-            let _ = writeln!(s, "  error: {e}");
-        }
-        let _ = writeln!(s, "  prune: {} kept, {} {verb}", o.kept.len(), o.deleted.len());
-    }
-    if outcomes.is_empty() {
-        let _ = writeln!(s, "no [[ec2]], [[rds]] or [[redshift]] job: nothing to prune");
-    }
-    s
 }
 
 #[cfg(test)]
@@ -925,7 +843,7 @@ keep_last = 2
             let config = Config::parse(&text, "c").unwrap();
             config.ec2.into_iter().next().unwrap()
         };
-        let both = |j: &crate::config::Ec2Job| {
+        let both = |j: &crate::spec::Ec2Job| {
             (ec2_ids(j, "images", "ami-"), ec2_ids(j, "snapshots", "snap-"))
         };
         // Snapshot ids only: no AMI is selected (an empty list would be all).
@@ -957,15 +875,15 @@ keep_last = 2
             findings: Vec::new(),
             error: error.then(|| "boom".to_string()),
         };
-        assert_eq!(prune_exit_code(&[outcome(true, 0, false)]), exit::OK);
-        assert_eq!(prune_exit_code(&[outcome(false, 0, false)]), exit::DIFFERENCES);
-        assert_eq!(prune_exit_code(&[outcome(true, 1, false)]), exit::ITEMS_FAILED);
-        assert_eq!(prune_exit_code(&[outcome(true, 0, true)]), exit::FATAL);
+        assert_eq!(prune_verdict(&[outcome(true, 0, false)]), Verdict::Ok);
+        assert_eq!(prune_verdict(&[outcome(false, 0, false)]), Verdict::Findings);
+        assert_eq!(prune_verdict(&[outcome(true, 1, false)]), Verdict::Failed);
+        assert_eq!(prune_verdict(&[outcome(true, 0, true)]), Verdict::Fatal);
         let mut limited = outcome(true, 0, false);
         limited
             .findings
             .push(escrow_sync_core::Finding::new("j", "too many").with_kind("prune-limit"));
-        assert_eq!(prune_exit_code(&[limited]), exit::DIFFERENCES);
+        assert_eq!(prune_verdict(&[limited]), Verdict::Findings);
     }
 
     /// A primary of snapshots (key, lineage, seconds) listed as given.

@@ -3,14 +3,16 @@
 use std::sync::Arc;
 
 use escrow_sync_aws::Sessions;
-use escrow_sync_core::{CancellationToken, Error, ErrorKind, Mode, ProgressFn, Report, Result};
+use escrow_sync_core::{Error, ErrorKind, Mode, Report, Result};
+
+use crate::runner::JobCall;
 use escrow_sync_dynamodb::{
     CheckpointStore, EscrowBilling, EscrowTable, ExportJob, ExportTarget, ScanOptions, TableInfo,
     TableJob, checkpoint::DEFAULT_TABLE, history::History,
 };
 use escrow_sync_s3::{S3Sink, S3Source, check_dest_bucket, check_dest_protection};
 
-use crate::config::{Config, DynamoDbJob};
+use crate::spec::{Config, DynamoDbJob};
 
 /// What the checks found for one job, ready to run.
 pub(crate) struct Checked {
@@ -93,18 +95,9 @@ pub(crate) async fn check(
 /// (`run --accept-mass-change`). An export job records each generation it
 /// completes in `item_log` (the run manifest); its `verify` trusts only
 /// generations a run manifest records.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run(
-    config: &Config,
-    job: &DynamoDbJob,
-    checked: Checked,
-    sessions: &Sessions,
-    mode: Mode,
-    cancel: CancellationToken,
-    progress: Option<ProgressFn>,
-    accept_mass_change: bool,
-    item_log: Option<escrow_sync_core::ItemLog>,
-) -> Result<Report> {
+pub(crate) async fn run(job: &DynamoDbJob, checked: Checked, ctx: JobCall<'_>) -> Result<Report> {
+    let JobCall { config, sessions, mode, cancel, progress, accept_mass_change, item_log, .. } =
+        ctx;
     let primary = escrow_sync_dynamodb::client(&sessions.primary);
     let segments = job
         .segments
@@ -149,7 +142,7 @@ pub(crate) async fn run(
         .with_item_log(item_log);
         if mode == Mode::Verify {
             let recorded =
-                crate::manifest_cmd::recorded_generations(config, &sessions.escrow, job).await?;
+                crate::manifest::recorded_generations(config, &sessions.escrow, job).await?;
             export = export.with_recorded_generations(recorded);
         }
         if let Some(size) = job.file_size {
@@ -245,7 +238,7 @@ fn history(config: &Config, job: &DynamoDbJob, sessions: &Sessions) -> Option<Hi
     let sink = S3Sink::from_client(escrow_sync_s3::client(&sessions.escrow), bucket)
         .with_dest_prefix(job.history_prefix())
         .with_expected_owner(owner)
-        .with_protection(crate::config::protection(None, config.escrow.kms_key_id.clone()));
+        .with_protection(crate::spec::protection(None, config.escrow.kms_key_id.clone()));
     let table = job.dest_table.clone().unwrap_or_default();
     Some(History::new(Arc::new(sink), table, &escrow_sync_aws::now_rfc3339()))
 }

@@ -12,10 +12,11 @@ use escrow_sync_cloudtrail::{
     EscrowTrailStore, FindingKind, KeySource, Keyring, ListPublicKeys, Location, Options, Trail,
     TrailStore,
 };
-use escrow_sync_core::{CancellationToken, Error, Finding, Mode, Report, Result};
+use escrow_sync_core::{Error, Finding, Mode, Report, Result};
 use escrow_sync_s3::check_source_bucket;
 
-use crate::config::{CloudTrailJob, Config};
+use crate::runner::JobCall;
+use crate::spec::CloudTrailJob;
 
 /// A job's trails, found and checked.
 pub(crate) struct Checked {
@@ -74,7 +75,7 @@ pub(crate) async fn check(job: &CloudTrailJob, sessions: &Sessions) -> Result<Ch
         check_source_bucket(&primary, bucket, primary_id).await?;
     }
     let locked = job.object_lock.is_some();
-    crate::check_escrow_bucket(
+    crate::runner::check_escrow_bucket(
         &sessions.escrow,
         &job.dest_bucket,
         job.allow_unversioned_dest,
@@ -110,19 +111,8 @@ fn locations(trails: &[Trail], all: &[Trail]) -> BTreeMap<(String, String), Loca
 }
 
 /// Runs (plan, run or verify) one `[[cloudtrail]]` job.
-#[allow(clippy::too_many_arguments)] // the job's context, as run_s3 takes it
-pub(crate) async fn run(
-    config: &Config,
-    job: &CloudTrailJob,
-    checked: Checked,
-    sessions: &Sessions,
-    mode: Mode,
-    checksums: bool,
-    accept_mass_change: bool,
-    cancel: CancellationToken,
-    progress: Option<escrow_sync_core::ProgressFn>,
-    item_log: Option<escrow_sync_core::ItemLog>,
-) -> Result<Report> {
+pub(crate) async fn run(job: &CloudTrailJob, checked: Checked, ctx: JobCall<'_>) -> Result<Report> {
+    let (sessions, mode, cancel) = (ctx.sessions, ctx.mode, ctx.cancel.clone());
     let locations = locations(&checked.trails, &checked.all);
     let sources: Vec<_> =
         locations.values().map(|l| format!("s3://{}/{}", l.bucket, l.root())).collect();
@@ -155,18 +145,7 @@ pub(crate) async fn run(
             break;
         }
         let s3 = job.s3_job(&loc.bucket, &loc.key_prefix);
-        let part = crate::run_s3(
-            config,
-            &s3,
-            sessions,
-            mode,
-            checksums,
-            accept_mass_change,
-            cancel.clone(),
-            progress.clone(),
-            item_log.clone(),
-        )
-        .await?;
+        let part = crate::runner::run_s3(&s3, ctx.clone()).await?;
         report.absorb(part);
     }
     if mode == Mode::Verify && !report.cancelled {

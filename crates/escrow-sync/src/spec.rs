@@ -34,6 +34,10 @@ pub struct Config {
     /// CloudTrail jobs: the primary's trails' log buckets, validated.
     #[serde(default)]
     pub cloudtrail: Vec<CloudTrailJob>,
+    /// SHA-256 of the text this config was parsed from (the run manifest
+    /// records it).
+    #[serde(skip)]
+    digest: String,
 }
 
 /// `[[cloudtrail]]`: the primary's trails (found with DescribeTrails through
@@ -593,6 +597,19 @@ pub enum JobRef<'a> {
 }
 
 impl JobRef<'_> {
+    /// The job's kind: `s3`, `dynamodb`, `ec2`, `rds`, `redshift` or
+    /// `cloudtrail`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobRef::S3(_) => "s3",
+            JobRef::DynamoDb(_) => "dynamodb",
+            JobRef::Ec2(_) => "ec2",
+            JobRef::Rds(_) => "rds",
+            JobRef::Redshift(_) => "redshift",
+            JobRef::CloudTrail(_) => "cloudtrail",
+        }
+    }
+
     /// The job's name.
     pub fn name(&self) -> String {
         match self {
@@ -858,15 +875,25 @@ impl Config {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// SHA-256 (hex) of the text this config was parsed from.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The values that must never appear in output or logs (the primary's
+    /// external id).
+    pub fn secrets(&self) -> Vec<&str> {
+        self.primary.external_id.as_deref().into_iter().collect()
+    }
+
     /// Parses and checks config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
         let config: Config = toml::from_str(text).map_err(|e| {
             Error::invalid_config(format!("{origin}: {}", e.to_string().trim_end()))
         })?;
         config.validate(origin)?;
-        if let Some(id) = &config.primary.external_id {
-            crate::redact::register_secret(id);
-        }
+        let mut config = config;
+        config.digest = escrow_sync_governance::manifest::digest(text.as_bytes());
         Ok(config)
     }
 

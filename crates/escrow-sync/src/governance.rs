@@ -7,12 +7,12 @@ use escrow_sync_governance::inventory::{
     Ec2Grant, ManifestLocation, RdsGrant, RedshiftGrant, S3Grant, TableGrant, TrailGrant,
 };
 
-use crate::config::Config;
+use crate::spec::Config;
 
 /// The inventory of `config`. The escrow account is the config's
 /// `[escrow] account_id`, else `escrow_account` (from STS, when connected);
 /// without either, policies cannot name it and this fails (exit 2).
-pub(crate) fn inventory(config: &Config, escrow_account: Option<&str>) -> Result<Inventory> {
+pub fn inventory(config: &Config, escrow_account: Option<&str>) -> Result<Inventory> {
     let escrow = config.escrow.account_id.as_deref().or(escrow_account).ok_or_else(|| {
         Error::invalid_config(
             "[escrow] account_id is not set: policies and the audit name the escrow account, \
@@ -137,4 +137,133 @@ pub(crate) fn inventory(config: &Config, escrow_account: Option<&str>) -> Result
             })
             .collect(),
     })
+}
+
+/// What the isolation audit found, and of which account.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Audited {
+    /// The escrow account audited.
+    pub escrow_account: String,
+    /// Every finding, each with its severity, resource and fix.
+    pub findings: Vec<escrow_sync_governance::audit::Finding>,
+}
+
+impl Audited {
+    /// The audit of `escrow_account` that found `findings`.
+    pub fn new(
+        escrow_account: impl Into<String>,
+        findings: Vec<escrow_sync_governance::audit::Finding>,
+    ) -> Self {
+        Audited { escrow_account: escrow_account.into(), findings }
+    }
+}
+
+/// The isolation audit of the escrow account `config` names. Connects like
+/// `run` (the escrow identity, then the primary's reader role assumed with
+/// it); when the primary cannot be reached the escrow is still audited and
+/// that is a finding of its own.
+pub async fn audit(config: &Config) -> Result<Audited> {
+    use escrow_sync_aws::Connector;
+    use escrow_sync_governance::audit::Auditor;
+    let escrow_account = config.escrow_account();
+    let connector = Connector::new();
+    let escrow = connector.connect_escrow(&escrow_account).await?;
+    let known = (!escrow.account_id().is_empty()).then(|| escrow.account_id().to_string());
+    let inventory = inventory(config, known.as_deref())?;
+    let account = inventory.escrow_account.clone();
+    let mut auditor = Auditor::from_session(&escrow, inventory);
+    auditor = match connector.connect(&escrow_account, &config.primary_account()).await {
+        Ok(sessions) => auditor.with_primary(&sessions.primary),
+        Err(e) => auditor.with_primary_unreachable(e.chain()),
+    };
+    let findings = auditor.run().await?;
+    Ok(Audited { escrow_account: account, findings })
+}
+
+/// The shapes `policy` comes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyFormat {
+    /// One JSON document with every policy.
+    Json,
+    /// Two CloudFormation templates, one per account.
+    Cloudformation,
+}
+
+/// The least-privilege policies `config` needs, as one document. Nothing is
+/// contacted: the policies come from the config alone. A config they cannot
+/// be written for is an invalid-config error that names the fix.
+pub fn policy(config: &Config, format: PolicyFormat) -> Result<serde_json::Value> {
+    use escrow_sync_governance::policy;
+    let inventory = inventory(config, None)?;
+    policy::check(&inventory)?;
+    Ok(match format {
+        PolicyFormat::Json => serde_json::to_value(policy::generate(&inventory)).map_err(|e| {
+            Error::new(escrow_sync_core::ErrorKind::Failed, "policy", "json", e.to_string())
+        })?,
+        PolicyFormat::Cloudformation => {
+            let (primary, escrow) = policy::cloudformation(&inventory);
+            serde_json::json!({"primary": primary, "escrow": escrow})
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[escrow]
+region = "us-east-1"
+account_id = "222222222222"
+role_arn = "arn:aws:iam::222222222222:role/escrow-operator"
+
+[primary]
+account_id = "111111111111"
+role_arn = "arn:aws:iam::111111111111:role/escrow-reader"
+external_id = "very-secret-external-id"
+
+[[s3]]
+source_bucket = "prod-assets"
+dest_bucket = "escrow-prod-assets"
+prefix = "data/"
+"#;
+
+    fn render(text: &str, format: PolicyFormat) -> Result<serde_json::Value> {
+        policy(&Config::parse(text, "escrow.toml")?, format)
+    }
+
+    #[test]
+    fn json_names_the_buckets_and_never_the_external_id() {
+        let doc = render(CONFIG, PolicyFormat::Json).unwrap();
+        let text = doc.to_string();
+        assert!(!text.contains("very-secret-external-id"), "{text}");
+        assert_eq!(doc["primary"]["reader_role"]["name"], "escrow-reader");
+        assert!(doc["primary"]["bucket_policies"]["prod-assets"].is_array());
+        assert!(doc["escrow"]["buckets"]["escrow-prod-assets"]["versioning"] == "Enabled");
+    }
+
+    #[test]
+    fn cloudformation_gives_two_templates() {
+        let doc = render(CONFIG, PolicyFormat::Cloudformation).unwrap();
+        assert_eq!(doc["primary"]["Resources"]["ReaderRole"]["Type"], "AWS::IAM::Role");
+        assert_eq!(doc["escrow"]["Resources"]["OperatorRole"]["Type"], "AWS::IAM::Role");
+        assert_eq!(doc["primary"]["Parameters"]["ExternalId"]["NoEcho"], true);
+        assert!(!doc.to_string().contains("very-secret-external-id"));
+    }
+
+    #[test]
+    fn without_the_escrow_account_it_says_what_to_set() {
+        let text = CONFIG.replace("account_id = \"222222222222\"\n", "");
+        let err = render(&text, PolicyFormat::Json).unwrap_err();
+        assert!(err.to_string().contains("[escrow] account_id"), "{err}");
+    }
+
+    #[test]
+    fn the_same_account_on_both_sides_is_refused() {
+        let text = CONFIG.replace("222222222222", "111111111111");
+        let err = render(&text, PolicyFormat::Json).unwrap_err();
+        assert!(err.chain().to_string().contains("account"), "{err}");
+    }
 }

@@ -1,0 +1,437 @@
+//! The [`Runner`]: connect, check every selected job (preflight), then run
+//! them one after another, each under its lease, and write the run manifest.
+
+use std::sync::Arc;
+
+use escrow_sync_aws::{Connector, Sessions};
+use escrow_sync_core::{
+    CancellationToken, Error, Executor, ExecutorOptions, ItemLog, Mode, ProgressFn, Report, Scope,
+};
+use escrow_sync_s3::{
+    S3Sink, S3Source, check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket,
+};
+
+use crate::spec::{CloudTrailJob, Config, DynamoDbJob, JobRef, S3Job};
+use crate::{dynamo, lease, manifest, snapshots, trail};
+
+/// The outcome of one job.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct JobOutcome {
+    /// The job's name.
+    pub name: String,
+    /// The job's kind (`s3`, `dynamodb`, `ec2`, `rds`, `redshift`,
+    /// `cloudtrail`).
+    pub kind: &'static str,
+    /// The report, when the job got that far.
+    pub report: Option<Report>,
+    /// A fatal error that stopped the job.
+    pub error: Option<Error>,
+    /// Whether the job streams bytes through this process.
+    pub streamed: bool,
+}
+
+impl JobOutcome {
+    /// The outcome of job `name` of `kind`: its report or the error that
+    /// stopped it.
+    pub fn new(name: impl Into<String>, kind: &'static str, result: Result<Report, Error>) -> Self {
+        let (report, error) = match result {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
+        };
+        JobOutcome { name: name.into(), kind, report, error, streamed: false }
+    }
+}
+
+/// What a caller watches while jobs run (a terminal's progress bars).
+pub trait Observer: Send + Sync {
+    /// Job `name` starts in `mode`; the returned callback receives its
+    /// progress events.
+    fn job_started(&self, name: &str, mode: Mode) -> Option<ProgressFn> {
+        let _ = (name, mode);
+        None
+    }
+    /// Job `name` ended (whatever its outcome).
+    fn job_finished(&self, name: &str) {
+        let _ = name;
+    }
+}
+
+/// How a run goes, beyond its mode.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// Only this job (by name); all jobs when `None`.
+    pub job: Option<String>,
+    /// `verify`: also compare full-object checksums.
+    pub checksums: bool,
+    /// `run`: let a mass change through (`run --accept-mass-change`).
+    pub accept_mass_change: bool,
+}
+
+impl RunOptions {
+    /// Every job, no checksums, the mass-change breaker on.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Only job `name`.
+    pub fn job(mut self, name: impl Into<String>) -> Self {
+        self.job = Some(name.into());
+        self
+    }
+    /// Only job `name`, or every job.
+    pub fn set_job(mut self, name: Option<String>) -> Self {
+        self.job = name;
+        self
+    }
+    /// Compare full-object checksums in `verify`.
+    pub fn checksums(mut self, on: bool) -> Self {
+        self.checksums = on;
+        self
+    }
+    /// Let a mass change through.
+    pub fn accept_mass_change(mut self, on: bool) -> Self {
+        self.accept_mass_change = on;
+        self
+    }
+}
+
+/// Runs the jobs of a [`Config`]: `plan`, `run` or `verify`.
+///
+/// Preflight first: the escrow key, the manifest bucket and every selected
+/// job's buckets, tables and trails are checked before anything is written;
+/// an `Err` from [`Runner::run`] means nothing was changed. Then each job
+/// runs under its lease (`run` only), and the run manifest is written into
+/// escrow (`run` with `[escrow] manifest_bucket`).
+pub struct Runner {
+    config: Config,
+    sessions: Option<Sessions>,
+    observer: Option<Arc<dyn Observer>>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("jobs", &self.config.jobs().len()).finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// A runner of `config`'s jobs; it connects to both accounts as the
+    /// config says unless given [`Runner::with_sessions`].
+    pub fn new(config: Config) -> Self {
+        Runner { config, sessions: None, observer: None, cancel: CancellationToken::new() }
+    }
+
+    /// Use these sessions (the caller's own credentials) instead of
+    /// connecting.
+    pub fn with_sessions(mut self, sessions: Sessions) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// Report each job's progress to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Stop when `cancel` is cancelled: nothing new starts, work in flight
+    /// finishes, the manifest is written and leases are released.
+    pub fn with_cancellation(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The config this runner runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The cancellation token the runner obeys.
+    pub fn cancel(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// The escrow session alone (for what never asks the primary).
+    pub(crate) async fn escrow_session(&self) -> Result<escrow_sync_aws::Session, Error> {
+        match &self.sessions {
+            Some(s) => Ok(s.escrow.clone()),
+            None => Connector::new().connect_escrow(&self.config.escrow_account()).await,
+        }
+    }
+
+    async fn sessions(&self) -> Result<Sessions, Error> {
+        match &self.sessions {
+            Some(s) => Ok(s.clone()),
+            None => {
+                Connector::new()
+                    .connect(&self.config.escrow_account(), &self.config.primary_account())
+                    .await
+            }
+        }
+    }
+
+    /// Checks every selected job, then runs them in `mode`. An `Err` means
+    /// nothing was changed; a job's own failure is in its [`JobOutcome`].
+    pub async fn run(&self, mode: Mode, options: &RunOptions) -> Result<Vec<JobOutcome>, Error> {
+        let config = &self.config;
+        let (checksums, accept_mass_change) = (options.checksums, options.accept_mass_change);
+        let cancel = &self.cancel;
+        let jobs = config.select(options.job.as_deref())?;
+        let sessions = self.sessions().await?;
+        let primary = escrow_sync_s3::client(&sessions.primary);
+        let escrow = escrow_sync_s3::client(&sessions.escrow);
+        let (primary_id, escrow_id) =
+            (sessions.primary.account_id().to_string(), sessions.escrow.account_id().to_string());
+        if let Some(key) = &config.escrow.kms_key_id {
+            check_kms_key(key, &escrow_id)?;
+        }
+        let mut manifest = match (&config.escrow.manifest_bucket, mode) {
+            (Some(bucket), Mode::Run) => {
+                check_dest_bucket(&escrow, bucket, &escrow_id).await?;
+                let locked = config.escrow.manifest_object_lock.is_some();
+                check_dest_protection(&escrow, bucket, false, locked).await?;
+                let header = escrow_sync_governance::manifest::Header::new(
+                    escrow_sync_governance::manifest::run_id(),
+                    env!("CARGO_PKG_VERSION"),
+                    config.digest(),
+                    &escrow_id,
+                    &primary_id,
+                );
+                Some(escrow_sync_governance::manifest::ManifestWriter::create(header)?)
+            }
+            _ => None,
+        };
+        let mut ready = Vec::new();
+        for job in &jobs {
+            ready.push(match *job {
+                JobRef::S3(job) => {
+                    check_source_bucket(&primary, &job.source_bucket, &primary_id).await?;
+                    let locked = job.object_lock.is_some();
+                    check_escrow_bucket(
+                        &sessions.escrow,
+                        &job.dest_bucket,
+                        job.allow_unversioned_dest,
+                        locked,
+                    )
+                    .await?;
+                    Ready::S3(job)
+                }
+                JobRef::DynamoDb(job) => {
+                    Ready::DynamoDb(job, Box::new(dynamo::check(config, job, &sessions).await?))
+                }
+                JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => Ready::Snapshots(*job),
+                JobRef::CloudTrail(job) => {
+                    Ready::CloudTrail(job, Box::new(trail::check(job, &sessions).await?))
+                }
+            });
+        }
+        let warnings = sessions.warnings.clone();
+        let run_id = manifest
+            .as_ref()
+            .map(|m| m.run_id().to_string())
+            .unwrap_or_else(escrow_sync_governance::manifest::run_id);
+        let mut outcomes = Vec::new();
+        for job in ready {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let name = job.name();
+            let callback = self.observer.as_ref().and_then(|o| o.job_started(&name, mode));
+            let kind = job.kind();
+            let item_log = manifest.as_mut().map(|m| {
+                m.job(&name, kind);
+                m.item_log(&name)
+            });
+            // One run per job: `run` holds the job's lease while it runs, and
+            // the job gets a token of its own that a lost lease cancels.
+            let cancel = cancel.child_token();
+            let held = match mode {
+                Mode::Run => {
+                    match lease::take(config, job.job_ref(), &sessions, &run_id, &cancel).await {
+                        Ok(lease) => Some(lease),
+                        Err(e) => {
+                            // Held by another run (or unreadable): this job
+                            // is left alone, the others still run.
+                            if let Some(o) = &self.observer {
+                                o.job_finished(&name);
+                            }
+                            let result = Err(e);
+                            if let Some(m) = manifest.as_mut() {
+                                m.job_end(manifest::summary(&name, &result));
+                            }
+                            outcomes.push(JobOutcome::new(name, kind, result));
+                            continue;
+                        }
+                    }
+                }
+                Mode::Plan | Mode::Verify => None,
+            };
+            let ctx = JobCall {
+                config,
+                sessions: &sessions,
+                mode,
+                checksums,
+                accept_mass_change,
+                cancel: cancel.clone(),
+                progress: callback,
+                item_log,
+            };
+            let (streamed, result) = match job {
+                Ready::S3(job) => (config.streams(job), run_s3(job, ctx).await),
+                Ready::Snapshots(job) => (false, snapshots::run(job, ctx).await),
+                Ready::DynamoDb(job, checked) => (false, dynamo::run(job, *checked, ctx).await),
+                Ready::CloudTrail(job, checked) => (false, trail::run(job, *checked, ctx).await),
+            };
+            let (result, lease_lost) = match held {
+                Some(lease) => lease.end(result).await,
+                None => (result, None),
+            };
+            if let Some(o) = &self.observer {
+                o.job_finished(&name);
+            }
+            if let Some(m) = manifest.as_mut() {
+                m.job_end(manifest::summary(&name, &result));
+            }
+            let mut outcome = JobOutcome::new(name, kind, result);
+            outcome.streamed = streamed;
+            if let Some(report) = outcome.report.as_mut() {
+                report.warnings.extend(warnings.iter().cloned());
+            }
+            outcome.error = lease::job_error(outcome.error.take(), lease_lost);
+            outcomes.push(outcome);
+        }
+        if let Some(m) = manifest {
+            manifest::write(config, &sessions.escrow, m, &mut outcomes).await;
+        }
+        Ok(outcomes)
+    }
+}
+
+/// What one job's run is given: the config, both sessions, the mode, its
+/// cancellation, progress and item log.
+#[derive(Clone)]
+pub(crate) struct JobCall<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) sessions: &'a Sessions,
+    pub(crate) mode: Mode,
+    pub(crate) checksums: bool,
+    pub(crate) accept_mass_change: bool,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) progress: Option<ProgressFn>,
+    pub(crate) item_log: Option<ItemLog>,
+}
+
+/// An account id, unless unknown (an S3-compatible store stated none).
+pub(crate) fn known(id: &str) -> Option<String> {
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// Checks an escrow bucket a job writes: escrow's own, versioned (unless
+/// allowed otherwise), with Object Lock when the job locks copies.
+pub(crate) async fn check_escrow_bucket(
+    escrow: &escrow_sync_aws::Session,
+    bucket: &str,
+    allow_unversioned: bool,
+    locked: bool,
+) -> Result<(), Error> {
+    let client = escrow_sync_s3::client(escrow);
+    check_dest_bucket(&client, bucket, escrow.account_id()).await?;
+    check_dest_protection(&client, bucket, allow_unversioned, locked).await
+}
+
+/// A job that passed its checks.
+enum Ready<'a> {
+    S3(&'a S3Job),
+    DynamoDb(&'a DynamoDbJob, Box<dynamo::Checked>),
+    Snapshots(JobRef<'a>),
+    CloudTrail(&'a CloudTrailJob, Box<trail::Checked>),
+}
+
+impl<'a> Ready<'a> {
+    /// The configured job.
+    fn job_ref(&self) -> JobRef<'a> {
+        match self {
+            Ready::S3(j) => JobRef::S3(j),
+            Ready::DynamoDb(j, _) => JobRef::DynamoDb(j),
+            Ready::Snapshots(j) => *j,
+            Ready::CloudTrail(j, _) => JobRef::CloudTrail(j),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        self.job_ref().kind()
+    }
+
+    fn name(&self) -> String {
+        self.job_ref().name()
+    }
+}
+
+/// The escrow side of an `[[s3]]` job, with escrow credentials.
+pub(crate) fn s3_sink(config: &Config, job: &S3Job, escrow: &escrow_sync_aws::Session) -> S3Sink {
+    S3Sink::from_client(escrow_sync_s3::client(escrow), &job.dest_bucket)
+        .with_dest_prefix(&job.dest_prefix)
+        .with_expected_owner(known(escrow.account_id()))
+        .with_multipart(job.multipart())
+        .with_protection(job.protection(config.escrow.kms_key_id.clone()))
+        .with_versions(job.versions)
+}
+
+/// Runs one `[[s3]]` job.
+pub(crate) async fn run_s3(job: &S3Job, ctx: JobCall<'_>) -> Result<Report, Error> {
+    let JobCall {
+        config,
+        sessions,
+        mode,
+        checksums,
+        accept_mass_change,
+        cancel,
+        progress,
+        item_log,
+    } = ctx;
+    let primary = escrow_sync_s3::client(&sessions.primary);
+    let primary_id = sessions.primary.account_id().to_string();
+    let streamed = config.streams(job);
+    let pacer = job.max_requests_per_second.map(escrow_sync_core::RequestPacer::per_second);
+    let source = S3Source::from_client(primary, &job.source_bucket)
+        .with_streaming(streamed)
+        .with_versions(job.versions)
+        .with_pacer(pacer.clone())
+        .with_prefix(&job.prefix)
+        .with_expected_owner(known(&primary_id));
+    let sink = s3_sink(config, job, &sessions.escrow).with_pacer(pacer);
+    let mut job_warnings = Vec::new();
+    if mode == Mode::Run {
+        let age = std::time::Duration::from_secs(job.abort_stale_uploads_after_hours * 3600);
+        match sink.abort_stale_uploads(age).await {
+            Ok(0) => {}
+            Ok(n) => job_warnings.push(format!(
+                "aborted {n} multipart upload(s) that an interrupted run left in s3://{}",
+                job.dest_bucket
+            )),
+            Err(e) => job_warnings.push(format!(
+                "could not look for multipart uploads left by interrupted runs: {}",
+                e.chain()
+            )),
+        }
+    }
+    let guard =
+        escrow_sync_core::MassChangeGuard::for_job(job.max_change_percent, accept_mass_change);
+    let mut options = ExecutorOptions::new()
+        .with_concurrency(job.concurrency)
+        .with_verify_checksums(checksums)
+        .with_mass_change_guard(guard);
+    if let Some(log) = item_log {
+        options = options.with_item_log(log);
+    }
+    let mut executor = Executor::new(options).with_cancellation(cancel);
+    if let Some(p) = progress {
+        executor = executor.with_progress(p);
+    }
+    let mut report =
+        executor.execute(mode, &source, &sink, &Scope::with_prefix(&job.prefix)).await?;
+    report.warnings.extend(job_warnings);
+    Ok(report)
+}
