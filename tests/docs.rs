@@ -137,11 +137,8 @@ fn every_relative_link_reaches_a_file_and_heading() {
                 continue;
             }
             let (path, anchor) = link.split_once('#').unwrap_or((&link, ""));
-            let target = if path.is_empty() {
-                file.clone()
-            } else {
-                file.parent().unwrap().join(path)
-            };
+            let target =
+                if path.is_empty() { file.clone() } else { file.parent().unwrap().join(path) };
             assert!(target.exists(), "{}: link {link} reaches nothing", file.display());
             if !anchor.is_empty() {
                 let headings = anchors(&read(&target));
