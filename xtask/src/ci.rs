@@ -58,12 +58,12 @@ impl ClippyBuild {
     }
 }
 
-/// The one workspace build every task shares: `cargo build --workspace --all-targets` with the
-/// clippy wrapper. `cargo build --all-targets` compiles exactly the test units `cargo test
-/// --no-run` would (same profile, same feature unification: dev-dependencies included) *and*
-/// the normal binaries, which the two-account suites and the demo run
-/// (`target/debug/escrow-sync`). So `cargo xtask demo` followed by `cargo xtask test` compiles
-/// the workspace once.
+/// The one build of a test run: `cargo build --workspace --all-targets` with the clippy
+/// wrapper. `cargo build --all-targets` compiles exactly the test units `cargo test --no-run`
+/// would (same profile, same feature unification: dev-dependencies included) *and* the normal
+/// binaries, which the two-account suites run (`target/debug/escrow-sync`). The demo does not
+/// share it: it builds only the binary (`demo::demo_build`), so a newcomer's first command
+/// does not compile every test target.
 pub fn workspace_build(paths: &Paths, clippy: &ClippyBuild) -> Command {
     let mut cmd = process::cargo(paths);
     clippy.apply(&mut cmd);

@@ -119,6 +119,24 @@ dest_prefix = "cloudtrail/"
 public_keys_file = "cloudtrail-public-keys.json"
 "#;
 
+/// The package that holds the binary the demo runs.
+const DEMO_PACKAGE: &str = "escrow-sync-cli";
+/// The binary the demo runs (`target/debug/escrow-sync`).
+const DEMO_BIN: &str = "escrow-sync";
+
+/// The demo's one build: `cargo build -p escrow-sync-cli --bin escrow-sync` on the dev
+/// profile, without the clippy wrapper and without test targets (issue 14, item 8). A
+/// newcomer's first command compiles only the binary it runs (the emulator and the seed
+/// scripts are Python); `cargo xtask test` keeps its own single clippy+test build. The
+/// wrapper variables are removed so an exported `RUSTC_WORKSPACE_WRAPPER` cannot turn clippy
+/// back on here.
+fn demo_build(paths: &Paths) -> Command {
+    let mut cmd = crate::process::cargo(paths);
+    cmd.args(["build", "-p", DEMO_PACKAGE, "--bin", DEMO_BIN]);
+    cmd.env_remove("RUSTC_WORKSPACE_WRAPPER").env_remove("CLIPPY_ARGS");
+    cmd
+}
+
 /// What an `escrow-sync` exit code means (issue 2, item 7).
 fn exit_meaning(code: Option<i32>) -> &'static str {
     match code {
@@ -134,19 +152,20 @@ fn exit_meaning(code: Option<i32>) -> &'static str {
 pub fn demo(paths: &Paths) -> Result<ExitCode> {
     let started = Instant::now();
 
-    // The same build as `cargo xtask test`, so running both compiles the workspace once.
-    println!("==> building the workspace: cargo build --workspace --all-targets (clippy on)");
-    let clippy = crate::ci::ClippyBuild::discover()?;
-    let build = run_status(&mut crate::ci::workspace_build(paths, &clippy))?;
+    // Only what the demo runs: the escrow-sync binary, no test target, no clippy.
+    let mut build_cmd = demo_build(paths);
+    println!("==> building the escrow-sync binary: {}", describe(&build_cmd));
+    let build = run_status(&mut build_cmd)?;
     if !build.success() {
-        bail!("building the workspace failed ({build}); the demo needs the escrow-sync binary");
+        bail!("building the escrow-sync binary failed ({build}); the demo runs it");
     }
     let bin = paths.escrow_sync_bin();
     if !bin.is_file() {
         bail!(
-            "the escrow-sync binary is missing at {} after the workspace build: \
-             the cli crate must define `[[bin]] name = \"escrow-sync\"`",
-            bin.display()
+            "the escrow-sync binary is missing at {} after `{}`: \
+             the {DEMO_PACKAGE} crate must define `[[bin]] name = \"{DEMO_BIN}\"`",
+            bin.display(),
+            describe(&build_cmd)
         );
     }
 
@@ -457,6 +476,21 @@ mod tests {
             assert!(DEMO_CONFIG.contains(needle), "config lacks {needle}");
             assert!(SEED_SCRIPT.contains(needle), "seed script lacks {needle}");
         }
+    }
+
+    #[test]
+    fn demo_builds_only_the_binary_without_clippy() {
+        let paths = Paths { root: "/ws".into(), target: "/ws/target".into() };
+        let cmd = demo_build(&paths);
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args, ["build", "-p", "escrow-sync-cli", "--bin", "escrow-sync"]);
+        assert!(!args.iter().any(|a| a == "--workspace" || a == "--all-targets"));
+        // Both wrapper variables are explicitly removed (`None`), not inherited.
+        for var in ["RUSTC_WORKSPACE_WRAPPER", "CLIPPY_ARGS"] {
+            let set = cmd.get_envs().find(|(k, _)| *k == var);
+            assert_eq!(set, Some((std::ffi::OsStr::new(var), None)), "{var}");
+        }
+        assert_eq!(paths.escrow_sync_bin().file_stem().unwrap(), DEMO_BIN);
     }
 
     #[test]

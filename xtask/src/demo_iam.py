@@ -7,7 +7,7 @@ Usage: demo_iam.py ENDPOINT POLICIES_JSON KEYS_OUT
 The emulator keeps accounts apart only when IAM is enforced: without it any identity may
 read any account's buckets, so the audit's probe "can the primary's credentials act in
 escrow?" would always say yes. The demo therefore sets up the two accounts exactly as
-README "Setting up the two accounts" does, from the generated documents:
+docs/permissions.md "Setting up the two accounts" does, from the generated documents:
 
 - escrow 222222222222: the user `escrow-runner` (the identity escrow-sync starts from; it
   may only assume the operator role) and the role `escrow-operator` trusting it, with the

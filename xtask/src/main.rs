@@ -36,7 +36,8 @@ commands:
   test [-- ARGS]     clippy + test build in one pass, fmt check, cargo deny, then every test
                      (unit, property, conformance, two-account suites) on the emulator, and
                      doc tests; ARGS go to the test runner (nextest or cargo test)
-  demo               seed two accounts on the emulator, then escrow-sync plan/run/verify
+  demo               build the escrow-sync binary (only it: no tests, no clippy), seed two
+                     accounts on the emulator, then escrow-sync plan/run/verify/...
   bench [-- ARGS]    cargo bench -p escrow-sync-benches ARGS (criterion: planner, executor)
   bench s3           S3 objects/s and MiB/s on the emulator against baselines, peak RSS
   bench dynamodb     DynamoDB items/s (scan, table copy, re-run, export) on the emulator against baselines
