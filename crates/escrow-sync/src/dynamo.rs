@@ -21,8 +21,8 @@ pub(crate) struct Checked {
 
 fn table_sink(config: &Config, job: &DynamoDbJob, sessions: &Sessions) -> EscrowTable {
     let escrow = escrow_sync_dynamodb::client(&sessions.escrow);
-    let billing = match job.billing_mode.as_deref() {
-        Some("provisioned") => EscrowBilling::LikeSource,
+    let billing = match job.billing_mode {
+        Some(crate::spec::BillingMode::Provisioned) => EscrowBilling::LikeSource,
         _ => EscrowBilling::OnDemand,
     };
     EscrowTable::from_client(escrow, job.dest_table.clone().unwrap_or_default())
@@ -62,7 +62,7 @@ pub(crate) async fn check(
         }
     })?;
     checkpoint_store(config, job, sessions).check().await?;
-    if job.mode.as_deref() == Some("native-export") {
+    if job.native_export() {
         escrow_sync_dynamodb::export::check_native_source(&job.name(), &source)?;
     }
     match &job.dest_bucket {

@@ -79,7 +79,7 @@ pub fn inventory(config: &Config, escrow_account: Option<&str>) -> Result<Invent
                 dest_table: j.dest_table.clone(),
                 dest_bucket: j.dest_bucket.clone(),
                 dest_prefix: j.dest_prefix.clone().unwrap_or_default(),
-                native_export: j.mode.as_deref() == Some("native-export"),
+                native_export: j.native_export(),
                 staging_prefix: j.staging_prefix().unwrap_or_default(),
                 checkpoint_table: j
                     .checkpoint_table

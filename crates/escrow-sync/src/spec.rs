@@ -8,6 +8,103 @@ use serde::Deserialize;
 use escrow_sync_aws::{EscrowAccount, PrimaryAccount};
 use escrow_sync_core::{Error, Result};
 
+/// A config value that is one of a few words: an enum that deserializes
+/// from them (refusing any other word with the list of those allowed) and
+/// turns back into its word.
+macro_rules! config_words {
+    ($(#[$doc:meta])* $name:ident, $key:literal { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+        #[serde(try_from = "String")]
+        #[non_exhaustive]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every word this value may be.
+            pub const WORDS: &[&str] = &[$($word),+];
+
+            /// The word in the config file.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word),+
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(word: String) -> std::result::Result<Self, String> {
+                match word.as_str() {
+                    $($word => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "{} {word:?} is not one of {:?}",
+                        $key,
+                        Self::WORDS
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+config_words!(
+    /// `[[s3]] mode`: how bytes move.
+    S3Mode, "mode" {
+        /// CopyObject / UploadPartCopy: the bytes never leave S3.
+        ServerSide = "server-side",
+        /// Ranged GETs through this process, uploaded in parts.
+        Stream = "stream",
+    }
+);
+
+config_words!(
+    /// `[[dynamodb]] mode`: how a table is read.
+    TableMode, "mode" {
+        /// A parallel Scan under a read budget.
+        Scan = "scan",
+        /// DynamoDB's own export to S3 (point-in-time recovery on the source).
+        NativeExport = "native-export",
+    }
+);
+
+config_words!(
+    /// `[[dynamodb]] billing_mode` of an escrow table escrow-sync creates.
+    BillingMode, "billing_mode" {
+        /// Pay per request.
+        OnDemand = "on-demand",
+        /// The source's provisioned capacity.
+        Provisioned = "provisioned",
+    }
+);
+
+config_words!(
+    /// `[[ec2]] include`: what an EC2 job copies.
+    Ec2Include, "include" {
+        /// AMIs with their backing snapshots.
+        Images = "images",
+        /// Standalone EBS snapshots.
+        Snapshots = "snapshots",
+    }
+);
+
+config_words!(
+    /// `[[rds]] include`: what an RDS job copies.
+    RdsInclude, "include" {
+        /// DB instance snapshots.
+        Db = "db",
+        /// Aurora cluster snapshots.
+        Cluster = "cluster",
+    }
+);
+
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,7 +270,7 @@ pub struct Ec2Job {
     /// Job name; default `ec2`.
     pub name: Option<String>,
     /// What to copy: `images` and/or `snapshots` (default both).
-    pub include: Option<Vec<String>>,
+    pub include: Option<Vec<Ec2Include>>,
     /// Only resources with all these tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -226,7 +323,7 @@ impl Ec2Job {
 
     /// Whether the job copies `what` (`images` or `snapshots`).
     pub fn includes(&self, what: &str) -> bool {
-        self.include.as_ref().is_none_or(|i| i.iter().any(|w| w == what))
+        self.include.as_ref().is_none_or(|i| i.iter().any(|w| w.as_str() == what))
     }
 
     /// Its retention rules.
@@ -266,7 +363,7 @@ pub struct RdsJob {
     /// Job name; default `rds`.
     pub name: Option<String>,
     /// What to copy: `db` and/or `cluster` (default both).
-    pub include: Option<Vec<String>>,
+    pub include: Option<Vec<RdsInclude>>,
     /// Only snapshots with all these tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -319,7 +416,7 @@ impl RdsJob {
 
     /// Whether the job copies `what` (`db` or `cluster`).
     pub fn includes(&self, what: &str) -> bool {
-        self.include.as_ref().is_none_or(|i| i.iter().any(|w| w == what))
+        self.include.as_ref().is_none_or(|i| i.iter().any(|w| w.as_str() == what))
     }
 
     /// Its retention rules.
@@ -457,7 +554,7 @@ pub struct DynamoDbJob {
     /// Job name; default `dynamodb:<source_table>`.
     pub name: Option<String>,
     /// `scan` (the default) or `native-export`.
-    pub mode: Option<String>,
+    pub mode: Option<TableMode>,
     /// `native-export`: the key prefix of `dest_bucket` DynamoDB exports
     /// into (default `<dest_prefix>.staging/`), the only place the generated
     /// bucket policy lets the primary write; escrow-sync checks each export
@@ -476,7 +573,7 @@ pub struct DynamoDbJob {
     pub consistent_read: bool,
     /// `on-demand` (the default) or `provisioned` (the source's capacity)
     /// for an escrow table escrow-sync creates.
-    pub billing_mode: Option<String>,
+    pub billing_mode: Option<BillingMode>,
     /// The escrow table that holds scan checkpoints (default
     /// `escrow-sync-checkpoints`).
     pub checkpoint_table: Option<String>,
@@ -526,7 +623,7 @@ impl DynamoDbJob {
 
     /// Whether DynamoDB's native export writes the generations.
     pub fn native_export(&self) -> bool {
-        self.mode.as_deref() == Some("native-export")
+        self.mode == Some(TableMode::NativeExport)
     }
 
     /// A native export job's staging prefix (`staging_prefix`, default
@@ -715,7 +812,7 @@ pub struct S3Job {
     /// `server-side` (CopyObject, the default on one endpoint) or `stream`
     /// (bytes through this process; the default when the two sides have
     /// different endpoints).
-    pub mode: Option<String>,
+    pub mode: Option<S3Mode>,
     /// At most this many requests per second to S3 (both sides together).
     pub max_requests_per_second: Option<u32>,
     /// A run first aborts multipart uploads escrow-sync left behind under the
@@ -864,7 +961,7 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::invalid_config(format!(
-                    "config file {} not found: create it (see the README's config reference) or \
+                    "config file {} not found: create it (see docs/config.md) or \
                      pass --config FILE",
                     path.display()
                 ))
@@ -981,22 +1078,14 @@ impl Config {
             if let Some(problem) = job.object_lock.as_ref().and_then(ObjectLockConfig::problem) {
                 return Err(Error::invalid_config(format!("{at}: {problem}")));
             }
-            if let Some(m) = &job.mode
-                && m != "server-side"
-                && m != "stream"
-            {
-                return Err(Error::invalid_config(format!(
-                    "{at}: mode {m:?} is not \"server-side\" or \"stream\""
-                )));
-            }
-            if job.mode.as_deref() == Some("server-side") && self.endpoints_differ() {
+            if job.mode == Some(S3Mode::ServerSide) && self.endpoints_differ() {
                 return Err(Error::invalid_config(format!(
                     "{at}: mode = \"server-side\" needs both buckets behind one endpoint, but \
                      [primary] and [escrow] have different endpoint_url: use mode = \"stream\" \
                      (or leave mode out)"
                 )));
             }
-            if job.versions && (job.mode.as_deref() == Some("stream") || self.endpoints_differ()) {
+            if job.versions && self.streams(job) {
                 return Err(Error::invalid_config(format!(
                     "{at}: versions = true copies server-side only, but this job streams (mode = \
                      \"stream\" or different endpoint_url); drop one of them"
@@ -1125,7 +1214,7 @@ impl Config {
 
     /// Whether `job` streams bytes instead of copying server-side.
     pub fn streams(&self, job: &S3Job) -> bool {
-        job.mode.as_deref() == Some("stream") || self.endpoints_differ()
+        job.mode == Some(S3Mode::Stream) || self.endpoints_differ()
     }
 
     /// The escrow account settings.
@@ -1184,19 +1273,14 @@ impl Config {
 
 /// What is wrong with the keys every snapshot job shares, if anything.
 fn check_common(
-    include: Option<&Vec<String>>,
+    include: Option<usize>,
     allowed: &[&str],
     max_in_flight: Option<usize>,
     reencrypt_key_id: Option<&String>,
     retention: escrow_sync_core::Retention,
 ) -> Option<String> {
-    if let Some(include) = include {
-        if include.is_empty() {
-            return Some(format!("include is empty: list some of {allowed:?}"));
-        }
-        if let Some(other) = include.iter().find(|w| !allowed.contains(&w.as_str())) {
-            return Some(format!("include {other:?} is not one of {allowed:?}"));
-        }
+    if include == Some(0) {
+        return Some(format!("include is empty: list some of {allowed:?}"));
     }
     if max_in_flight == Some(0) {
         return Some("max_in_flight must be at least 1".into());
@@ -1252,8 +1336,8 @@ fn validate_ec2(job: &Ec2Job) -> Option<String> {
         return Some(p);
     }
     if let Some(p) = check_common(
-        job.include.as_ref(),
-        &["images", "snapshots"],
+        job.include.as_ref().map(Vec::len),
+        Ec2Include::WORDS,
         job.max_in_flight,
         job.reencrypt_key_id.as_ref(),
         job.retention(),
@@ -1283,8 +1367,8 @@ fn validate_rds(job: &RdsJob) -> Option<String> {
         return Some(p);
     }
     check_common(
-        job.include.as_ref(),
-        &["db", "cluster"],
+        job.include.as_ref().map(Vec::len),
+        RdsInclude::WORDS,
         job.max_in_flight,
         job.reencrypt_key_id.as_ref(),
         job.retention(),
@@ -1351,15 +1435,10 @@ fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
             job.history_prefix.as_deref().unwrap_or_default()
         ));
     }
-    match job.mode.as_deref() {
-        None | Some("scan") => {}
-        Some("native-export") if job.dest_bucket.is_some() => {}
-        Some("native-export") => {
-            return bad("mode = \"native-export\" writes into an escrow bucket: set dest_bucket \
-                        and dest_prefix instead of dest_table"
-                .into());
-        }
-        Some(m) => return bad(format!("mode {m:?} is not \"scan\" or \"native-export\"")),
+    if job.native_export() && job.dest_bucket.is_none() {
+        return bad("mode = \"native-export\" writes into an escrow bucket: set dest_bucket and \
+                    dest_prefix instead of dest_table"
+            .into());
     }
     if let Some(staging) = &job.staging_prefix {
         if !job.native_export() {
@@ -1407,12 +1486,6 @@ fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
     }
     if job.workers == 0 {
         return bad("workers must be at least 1".into());
-    }
-    if let Some(b) = &job.billing_mode
-        && b != "on-demand"
-        && b != "provisioned"
-    {
-        return bad(format!("billing_mode {b:?} is not \"on-demand\" or \"provisioned\""));
     }
     Ok(())
 }
@@ -1731,7 +1804,11 @@ concurrency = 8
             "dest_table = \"t\"\ndest_bucket = \"b\"",
             "both set",
         );
-        refused("mode = \"native-export\"", "mode = \"dump\"", "is not \"scan\"");
+        refused(
+            "mode = \"native-export\"",
+            "mode = \"dump\"",
+            "mode \"dump\" is not one of [\"scan\", \"native-export\"]",
+        );
         refused(
             "dest_bucket = \"b\"\n",
             "dest_table = \"x\"\n",
