@@ -200,6 +200,22 @@ pub struct Sessions {
     pub warnings: Vec<String>,
 }
 
+impl Sessions {
+    /// The sessions of a caller that built both itself (its own
+    /// `SdkConfig`s, see [`Session::identify`]). Refuses one account on both
+    /// sides: an escrow in the primary's own account is no escrow.
+    pub fn new(escrow: Session, primary: Session) -> Result<Self> {
+        if !escrow.account_id().is_empty() && escrow.account_id() == primary.account_id() {
+            return Err(Error::invalid_config(format!(
+                "the escrow and the primary are the same account ({}): give the escrow session \
+                 the escrow account's credentials",
+                escrow.account_id()
+            )));
+        }
+        Ok(Sessions { escrow, primary, warnings: Vec::new() })
+    }
+}
+
 /// The account id in an IAM role ARN (`arn:aws:iam::123456789012:role/name`).
 pub fn role_account(arn: &str) -> Option<&str> {
     let mut parts = arn.splitn(6, ':');

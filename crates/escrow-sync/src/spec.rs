@@ -604,6 +604,29 @@ pub struct DynamoDbJob {
 }
 
 impl DynamoDbJob {
+    /// A job copying table `source_table` of the primary into escrow table
+    /// `dest_table`, every other key at its default.
+    pub fn to_table(source_table: impl Into<String>, dest_table: impl Into<String>) -> Self {
+        let (source, dest) = (source_table.into(), dest_table.into());
+        job_from("[[dynamodb]]", &[("source_table", &source), ("dest_table", &dest)])
+    }
+
+    /// A job writing export generations of table `source_table` into escrow
+    /// bucket `dest_bucket` under `dest_prefix`, every other key at its
+    /// default.
+    pub fn to_bucket(
+        source_table: impl Into<String>,
+        dest_bucket: impl Into<String>,
+        dest_prefix: impl Into<String>,
+    ) -> Self {
+        let (source, bucket, prefix) =
+            (source_table.into(), dest_bucket.into(), dest_prefix.into());
+        job_from(
+            "[[dynamodb]]",
+            &[("source_table", &source), ("dest_bucket", &bucket), ("dest_prefix", &prefix)],
+        )
+    }
+
     /// The history prefix (`history_prefix` or the default).
     pub fn history_prefix(&self) -> String {
         self.history_prefix
@@ -925,7 +948,23 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// A job built in code: the keys given, every other key at the default a
+/// config file would give it.
+fn job_from<T: serde::de::DeserializeOwned>(kind: &str, keys: &[(&str, &str)]) -> T {
+    let table: toml::Table =
+        keys.iter().map(|(k, v)| (k.to_string(), toml::Value::String(v.to_string()))).collect();
+    table.try_into().unwrap_or_else(|e| panic!("the required keys of a {kind} job: {e}"))
+}
+
 impl S3Job {
+    /// A job copying bucket `source_bucket` of the primary into escrow
+    /// bucket `dest_bucket`, every other key at its default (change the
+    /// public fields to set them).
+    pub fn new(source_bucket: impl Into<String>, dest_bucket: impl Into<String>) -> Self {
+        let (source, dest) = (source_bucket.into(), dest_bucket.into());
+        job_from("[[s3]]", &[("source_bucket", &source), ("dest_bucket", &dest)])
+    }
+
     /// The multipart settings of this job.
     pub fn multipart(&self) -> escrow_sync_s3::MultipartOptions {
         let mut m = escrow_sync_s3::MultipartOptions::new();
@@ -955,7 +994,58 @@ impl S3Job {
     }
 }
 
+impl EscrowSection {
+    /// The escrow account in `region`, every other key at its default.
+    pub fn new(region: impl Into<String>) -> Self {
+        job_from("[escrow]", &[("region", &region.into())])
+    }
+}
+
+impl PrimarySection {
+    /// The primary account `account_id`, every other key at its default.
+    pub fn new(account_id: impl Into<String>) -> Self {
+        job_from("[primary]", &[("account_id", &account_id.into())])
+    }
+}
+
 impl Config {
+    /// A config built in code, with no job yet: add jobs with
+    /// [`Config::with_s3`] and [`Config::with_dynamodb`], then check it with
+    /// [`Config::validated`].
+    pub fn new(escrow: EscrowSection, primary: PrimarySection) -> Self {
+        Config {
+            escrow,
+            primary,
+            s3: Vec::new(),
+            dynamodb: Vec::new(),
+            ec2: Vec::new(),
+            rds: Vec::new(),
+            redshift: Vec::new(),
+            cloudtrail: Vec::new(),
+            digest: String::new(),
+        }
+    }
+
+    /// Adds an `[[s3]]` job.
+    pub fn with_s3(mut self, job: S3Job) -> Self {
+        self.s3.push(job);
+        self
+    }
+
+    /// Adds a `[[dynamodb]]` job.
+    pub fn with_dynamodb(mut self, job: DynamoDbJob) -> Self {
+        self.dynamodb.push(job);
+        self
+    }
+
+    /// Checks a config built in code as a config file is checked (`origin`
+    /// names it in errors).
+    pub fn validated(mut self, origin: &str) -> Result<Config> {
+        self.validate(origin)?;
+        self.digest = escrow_sync_governance::manifest::digest(format!("{self:?}").as_bytes());
+        Ok(self)
+    }
+
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| {
