@@ -7,8 +7,9 @@
 //!   from the inventory, as JSON documents or CloudFormation templates.
 //! - [`audit`]: an isolation audit of the escrow account: findings with a
 //!   severity, the resource and the fix.
-//! - [`manifest`]: the record of every run written into escrow, and the
-//!   offline verify that checks escrow against it without the primary.
+//! - [`manifest`]: re-exports of the run-manifest format (now in
+//!   `escrow_sync_core::manifest`) and its store (now
+//!   `escrow_sync_s3::ManifestStore`), until callers import them there.
 #![deny(missing_docs)]
 
 pub mod audit;
