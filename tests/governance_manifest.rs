@@ -353,3 +353,50 @@ fn a_config_error_quoting_the_external_id_never_prints_it() {
         );
     }
 }
+
+/// A manifest under Object Lock, small (one PutObject) or larger than a
+/// part (multipart: the emulator ignores the lock headers of
+/// CreateMultipartUpload, so the sink sets the retention after completion),
+/// is kept under the escrow key with its retention, and no upload or
+/// journal entry is left behind.
+#[tokio::test]
+async fn a_locked_manifest_keeps_its_retention_whether_put_whole_or_in_parts() {
+    use escrow_sync_core::{Item, ItemKind, ItemRecord};
+    use escrow_sync_governance::manifest::{Header, ManifestWriter};
+    let session = admin(ESCROW).await;
+    let escrow = s3(&session);
+    let bucket = unique("manifests-locked");
+    escrow_sync_e2e::create_locked_bucket(&escrow, &bucket).await;
+    let key = create_kms_key(&session).await;
+    let store = ManifestStore::new(escrow.clone(), &bucket, "runs/")
+        .with_expected_owner(Some(ESCROW.into()))
+        .with_kms_key_id(Some(key.clone()))
+        .with_object_lock(Some(("GOVERNANCE".into(), 2)))
+        .with_part_size(5 * 1024 * 1024);
+    for (run, items) in [("run-small", 10), ("run-big", 60_000)] {
+        let header = Header::new(run, "0.1.0", "sha256:00", ESCROW, "111111111111");
+        let mut w = ManifestWriter::create(header).unwrap();
+        w.job("assets", "s3");
+        let log = w.item_log("assets");
+        for i in 0..items {
+            let item =
+                Item::new(format!("data/{i:09}.bin"), ItemKind::Object, 42, format!("\"{i}\""));
+            log(ItemRecord::new(item, ItemOutcome::Copied));
+        }
+        let (_, spooled) = w.finish_spooled().unwrap();
+        let written = store.put_spooled(run, spooled).await.unwrap();
+        let head = escrow.head_object().bucket(&bucket).key(&written).send().await.unwrap();
+        assert_eq!(head.e_tag().unwrap_or_default().contains('-'), items > 10, "{head:?}");
+        assert_eq!(head.ssekms_key_id(), Some(key.as_str()), "{run}");
+        assert_eq!(head.content_type(), Some("application/x-ndjson"), "{run}");
+        assert_eq!(head.object_lock_mode().map(|m| m.as_str()), Some("GOVERNANCE"), "{run}");
+        let until = head.object_lock_retain_until_date().expect("a retain-until date");
+        let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs();
+        assert!((until.secs() - now - 2 * 86_400).abs() < 3600, "{run}: {until:?}");
+        let m = store.read(&written).await.unwrap();
+        assert_eq!(m.end.items, items as u64, "{run}");
+    }
+    assert_eq!(manifests(&escrow, &bucket).await, ["runs/run-big.jsonl", "runs/run-small.jsonl"]);
+    let open = escrow.list_multipart_uploads().bucket(&bucket).send().await.unwrap();
+    assert!(open.uploads().is_empty(), "{open:?}");
+}

@@ -17,6 +17,10 @@
 //! An object is up to date when its size and ETag match, or, for a
 //! multipart copy, when its recorded source ETag matches.
 //!
+//! [`ManifestStore`] writes run manifests (format:
+//! `escrow_sync_core::manifest`) through the sink's upload path
+//! ([`S3Sink::write_record`]) and reads them back.
+//!
 //! Item calls (tagging, copy, put) run with the SDK's retries off: the
 //! executor's one retry budget covers them. Listings keep the SDK's standard
 //! retries.

@@ -10,30 +10,6 @@
 //! file (one part in memory) and aborted on any failure: either way the
 //! object appears whole or not at all, so a manifest in escrow is never
 //! partial; a reader refuses one without its end line.
-//!
-//! ```no_run
-//! use escrow_sync_core::manifest::{Header, ManifestWriter, run_id};
-//! use escrow_sync_s3::{LockMode, ManifestStore, ObjectLock, Protection};
-//!
-//! # async fn demo(escrow: aws_sdk_s3::Client) -> escrow_sync_core::Result<()> {
-//! let id = run_id();
-//! let header = Header::new(id.clone(), "0.1.0", "sha256:00", "222222222222", "111111111111");
-//! let mut writer = ManifestWriter::create(header)?;
-//! writer.job("assets", "s3");
-//! // ... give writer.item_log("assets") to the job's executor, then:
-//! let (_, spooled) = writer.finish_spooled()?;
-//! let store = ManifestStore::new(escrow, "escrow-manifests", "runs/")
-//!     .with_expected_owner(Some("222222222222".into()))
-//!     .with_protection(
-//!         Protection::new()
-//!             .with_kms_key_id(Some("alias/escrow".into()))
-//!             .with_object_lock(Some(ObjectLock { mode: LockMode::Compliance, days: 30 })),
-//!     );
-//! let key = store.put_spooled(&id, spooled).await?;
-//! let (latest, manifest) = store.latest().await?.expect("just written");
-//! assert_eq!((latest, manifest.header.run_id), (key, id));
-//! # Ok(()) }
-//! ```
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +34,30 @@ pub const MANIFEST_CONTENT_TYPE: &str = "application/x-ndjson";
 pub const DEFAULT_MANIFEST_PART_SIZE: u64 = 64 * 1024 * 1024;
 
 /// Where manifests are kept, and how they are protected.
+///
+/// ```no_run
+/// use escrow_sync_core::manifest::{Header, ManifestWriter, run_id};
+/// use escrow_sync_s3::{LockMode, ManifestStore, ObjectLock, Protection};
+///
+/// # async fn demo(escrow: aws_sdk_s3::Client) -> escrow_sync_core::Result<()> {
+/// let id = run_id();
+/// let header = Header::new(id.clone(), "0.1.0", "sha256:00", "222222222222", "111111111111");
+/// let mut writer = ManifestWriter::create(header)?;
+/// writer.job("assets", "s3");
+/// // ... give writer.item_log("assets") to the job's executor, then:
+/// let (_, spooled) = writer.finish_spooled()?;
+/// let store = ManifestStore::new(escrow, "escrow-manifests", "runs/")
+///     .with_expected_owner(Some("222222222222".into()))
+///     .with_protection(
+///         Protection::new()
+///             .with_kms_key_id(Some("alias/escrow".into()))
+///             .with_object_lock(Some(ObjectLock { mode: LockMode::Compliance, days: 30 })),
+///     );
+/// let key = store.put_spooled(&id, spooled).await?;
+/// let (latest, manifest) = store.latest().await?.expect("just written");
+/// assert_eq!((latest, manifest.header.run_id), (key, id));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ManifestStore {
     sink: S3Sink,
