@@ -510,7 +510,7 @@ async fn a_planted_generation_is_ignored_by_verify_and_restore() {
     }
     let (items, bytes) = (file.items(), file.bytes());
     let data = file.finish().unwrap();
-    let sha = escrow_sync_governance::manifest::digest(&data).replace("sha256:", "");
+    let sha = escrow_sync_core::manifest::digest(&data).replace("sha256:", "");
     let manifest = serde_json::json!({
         "format": FORMAT, "table": source, "generation": planted, "item_count": items,
         "files": [{"key": "data/00000-00000.json.gz", "items": items, "bytes": bytes,

@@ -4,8 +4,9 @@
 //! escrow key; `verify --offline` checks escrow against the latest one with
 //! escrow credentials only, and still works when the primary is gone.
 
+use escrow_sync_core::manifest::Manifest;
 use escrow_sync_e2e::{BucketPair, ESCROW, admin, cli, create_bucket, create_kms_key, s3, unique};
-use escrow_sync_governance::manifest::{Manifest, ManifestStore};
+use escrow_sync_s3::ManifestStore;
 
 use escrow_sync_core::ItemOutcome;
 
@@ -72,10 +73,7 @@ async fn each_run_records_a_complete_manifest_and_verify_offline_needs_only_escr
     assert_eq!(keys[0], format!("runs/{}.jsonl", manifest.header.run_id), "named by its run");
     assert_eq!(manifest.header.escrow_account, ESCROW);
     assert!(manifest.header.config_digest.starts_with("sha256:"));
-    assert_eq!(
-        manifest.header.config_digest,
-        escrow_sync_governance::manifest::digest(text.as_bytes())
-    );
+    assert_eq!(manifest.header.config_digest, escrow_sync_core::manifest::digest(text.as_bytes()));
     let job = &manifest.jobs["assets"];
     assert_eq!(job.kind, "s3");
     assert_eq!(job.items.len(), 5);
@@ -213,8 +211,8 @@ async fn verify_offline_without_a_manifest_or_a_manifest_bucket_exits_2() {
 
 #[test]
 fn a_manifest_cut_short_is_never_taken_for_complete() {
-    let header = escrow_sync_governance::manifest::Header::new("r", "v", "sha256:0", "e", "p");
-    let mut w = escrow_sync_governance::manifest::ManifestWriter::create(header).unwrap();
+    let header = escrow_sync_core::manifest::Header::new("r", "v", "sha256:0", "e", "p");
+    let mut w = escrow_sync_core::manifest::ManifestWriter::create(header).unwrap();
     w.job("j", "s3");
     let (_, bytes) = w.finish().unwrap();
     let text = String::from_utf8(bytes).unwrap();
@@ -228,8 +226,8 @@ fn a_manifest_cut_short_is_never_taken_for_complete() {
 /// left open.
 #[tokio::test]
 async fn a_manifest_larger_than_a_part_is_written_in_parts_and_reads_back_whole() {
+    use escrow_sync_core::manifest::{Header, ManifestWriter};
     use escrow_sync_core::{Item, ItemKind, ItemRecord};
-    use escrow_sync_governance::manifest::{Header, ManifestWriter};
     let session = admin(ESCROW).await;
     let escrow = s3(&session);
     let bucket = unique("manifests");
@@ -307,7 +305,7 @@ async fn snapshot_jobs_are_recorded_and_verified_offline_by_their_escrow_copies(
     let store = ManifestStore::new(
         s3(&escrow_session),
         &manifest_bucket,
-        escrow_sync_governance::manifest::DEFAULT_PREFIX,
+        escrow_sync_core::manifest::DEFAULT_PREFIX,
     );
     let (_, manifest) = store.latest().await.unwrap().unwrap();
     // Escrow may hold other copies (other jobs' and tests'): they are
@@ -352,4 +350,51 @@ fn a_config_error_quoting_the_external_id_never_prints_it() {
             "{args:?}: {out:?}"
         );
     }
+}
+
+/// A manifest under Object Lock, small (one PutObject) or larger than a
+/// part (multipart: the emulator ignores the lock headers of
+/// CreateMultipartUpload, so the sink sets the retention after completion),
+/// is kept under the escrow key with its retention, and no upload or
+/// journal entry is left behind.
+#[tokio::test]
+async fn a_locked_manifest_keeps_its_retention_whether_put_whole_or_in_parts() {
+    use escrow_sync_core::manifest::{Header, ManifestWriter};
+    use escrow_sync_core::{Item, ItemKind, ItemRecord};
+    let session = admin(ESCROW).await;
+    let escrow = s3(&session);
+    let bucket = unique("manifests-locked");
+    escrow_sync_e2e::create_locked_bucket(&escrow, &bucket).await;
+    let key = create_kms_key(&session).await;
+    let store = ManifestStore::new(escrow.clone(), &bucket, "runs/")
+        .with_expected_owner(Some(ESCROW.into()))
+        .with_kms_key_id(Some(key.clone()))
+        .with_object_lock(Some(("GOVERNANCE".into(), 2)))
+        .with_part_size(5 * 1024 * 1024);
+    for (run, items) in [("run-small", 10), ("run-big", 60_000)] {
+        let header = Header::new(run, "0.1.0", "sha256:00", ESCROW, "111111111111");
+        let mut w = ManifestWriter::create(header).unwrap();
+        w.job("assets", "s3");
+        let log = w.item_log("assets");
+        for i in 0..items {
+            let item =
+                Item::new(format!("data/{i:09}.bin"), ItemKind::Object, 42, format!("\"{i}\""));
+            log(ItemRecord::new(item, ItemOutcome::Copied));
+        }
+        let (_, spooled) = w.finish_spooled().unwrap();
+        let written = store.put_spooled(run, spooled).await.unwrap();
+        let head = escrow.head_object().bucket(&bucket).key(&written).send().await.unwrap();
+        assert_eq!(head.e_tag().unwrap_or_default().contains('-'), items > 10, "{head:?}");
+        assert_eq!(head.ssekms_key_id(), Some(key.as_str()), "{run}");
+        assert_eq!(head.content_type(), Some("application/x-ndjson"), "{run}");
+        assert_eq!(head.object_lock_mode().map(|m| m.as_str()), Some("GOVERNANCE"), "{run}");
+        let until = head.object_lock_retain_until_date().expect("a retain-until date");
+        let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs();
+        assert!((until.secs() - now - 2 * 86_400).abs() < 3600, "{run}: {until:?}");
+        let m = store.read(&written).await.unwrap();
+        assert_eq!(m.end.items, items as u64, "{run}");
+    }
+    assert_eq!(manifests(&escrow, &bucket).await, ["runs/run-big.jsonl", "runs/run-small.jsonl"]);
+    let open = escrow.list_multipart_uploads().bucket(&bucket).send().await.unwrap();
+    assert!(open.uploads().is_empty(), "{open:?}");
 }

@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 use futures::TryStreamExt;
 
 use escrow_sync_aws::Session;
+use escrow_sync_core::manifest::{DEFAULT_PREFIX, JobRecord, JobSummary, ManifestWriter};
 use escrow_sync_core::{
     CopyReason, Difference, Error, ErrorKind, Failure, Item, ItemOutcome, Mode, Report, Scope, Sink,
 };
-use escrow_sync_governance::manifest::{
-    DEFAULT_PREFIX, JobRecord, JobSummary, ManifestStore, ManifestWriter,
-};
+use escrow_sync_s3::ManifestStore;
 
 use crate::runner::JobOutcome;
 use crate::spec::{Config, JobRef};
@@ -56,7 +55,7 @@ pub(crate) async fn recorded_generations(
 /// Adds the generations under `prefix` (`<dest_prefix><table>/`) that
 /// `manifest` records as written by job `job` to `out`.
 pub(crate) fn generations_in(
-    manifest: &escrow_sync_governance::manifest::Manifest,
+    manifest: &escrow_sync_core::manifest::Manifest,
     job: &str,
     prefix: &str,
     out: &mut BTreeMap<String, String>,
@@ -702,7 +701,7 @@ mod tests {
 
     #[test]
     fn only_generations_the_job_recorded_as_copied_count() {
-        use escrow_sync_governance::manifest::{ItemLine, Manifest};
+        use escrow_sync_core::manifest::{ItemLine, Manifest};
         let line = |job: &str, key: &str, outcome| ItemLine {
             job: job.into(),
             key: key.into(),
@@ -716,7 +715,7 @@ mod tests {
         };
         let text = format!(
             "{}\n{{\"line\":\"end\",\"finished_at\":\"2026-12-01T00:00:00Z\",\"jobs\":0,\"items\":0}}\n",
-            serde_json::json!({"line": "header", "format": escrow_sync_governance::manifest::FORMAT,
+            serde_json::json!({"line": "header", "format": escrow_sync_core::manifest::FORMAT,
                 "run_id": "r", "tool_version": "0", "config_digest": "d", "escrow_account": "e",
                 "primary_account": "p", "started_at": "2026-12-01T00:00:00Z"})
         );

@@ -192,14 +192,14 @@ impl Runner {
                 check_dest_bucket(&escrow, bucket, &escrow_id).await?;
                 let locked = config.escrow.manifest_object_lock.is_some();
                 check_dest_protection(&escrow, bucket, false, locked).await?;
-                let header = escrow_sync_governance::manifest::Header::new(
-                    escrow_sync_governance::manifest::run_id(),
+                let header = escrow_sync_core::manifest::Header::new(
+                    escrow_sync_core::manifest::run_id(),
                     env!("CARGO_PKG_VERSION"),
                     config.digest(),
                     &escrow_id,
                     &primary_id,
                 );
-                Some(escrow_sync_governance::manifest::ManifestWriter::create(header)?)
+                Some(escrow_sync_core::manifest::ManifestWriter::create(header)?)
             }
             _ => None,
         };
@@ -231,7 +231,7 @@ impl Runner {
         let run_id = manifest
             .as_ref()
             .map(|m| m.run_id().to_string())
-            .unwrap_or_else(escrow_sync_governance::manifest::run_id);
+            .unwrap_or_else(escrow_sync_core::manifest::run_id);
         let mut outcomes = Vec::new();
         for job in ready {
             if cancel.is_cancelled() {

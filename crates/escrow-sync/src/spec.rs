@@ -1042,7 +1042,7 @@ impl Config {
     /// names it in errors).
     pub fn validated(mut self, origin: &str) -> Result<Config> {
         self.validate(origin)?;
-        self.digest = escrow_sync_governance::manifest::digest(format!("{self:?}").as_bytes());
+        self.digest = escrow_sync_core::manifest::digest(format!("{self:?}").as_bytes());
         Ok(self)
     }
 
@@ -1080,7 +1080,7 @@ impl Config {
         })?;
         config.validate(origin)?;
         let mut config = config;
-        config.digest = escrow_sync_governance::manifest::digest(text.as_bytes());
+        config.digest = escrow_sync_core::manifest::digest(text.as_bytes());
         Ok(config)
     }
 
@@ -1227,7 +1227,7 @@ impl Config {
                 .escrow
                 .manifest_prefix
                 .as_deref()
-                .unwrap_or(escrow_sync_governance::manifest::DEFAULT_PREFIX);
+                .unwrap_or(escrow_sync_core::manifest::DEFAULT_PREFIX);
             places.push(("[escrow]".to_string(), "run manifests", objects(bucket, prefix)));
         }
         for job in &self.s3 {
@@ -1624,7 +1624,7 @@ impl Config {
                     .escrow
                     .manifest_prefix
                     .as_deref()
-                    .unwrap_or(escrow_sync_governance::manifest::DEFAULT_PREFIX);
+                    .unwrap_or(escrow_sync_core::manifest::DEFAULT_PREFIX);
                 (bucket.clone(), format!("{prefix}leases/{name}.json"))
             }
             None => {

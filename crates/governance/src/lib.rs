@@ -7,13 +7,10 @@
 //!   from the inventory, as JSON documents or CloudFormation templates.
 //! - [`audit`]: an isolation audit of the escrow account: findings with a
 //!   severity, the resource and the fix.
-//! - [`manifest`]: the record of every run written into escrow, and the
-//!   offline verify that checks escrow against it without the primary.
 #![deny(missing_docs)]
 
 pub mod audit;
 pub mod inventory;
-pub mod manifest;
 pub mod policy;
 
 pub use inventory::Inventory;

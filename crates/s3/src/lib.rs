@@ -17,6 +17,10 @@
 //! An object is up to date when its size and ETag match, or, for a
 //! multipart copy, when its recorded source ETag matches.
 //!
+//! [`ManifestStore`] writes run manifests (format:
+//! `escrow_sync_core::manifest`) through the sink's upload path
+//! ([`S3Sink::write_record`]) and reads them back.
+//!
 //! Item calls (tagging, copy, put) run with the SDK's retries off: the
 //! executor's one retry budget covers them. Listings keep the SDK's standard
 //! retries.
@@ -43,9 +47,11 @@ mod checksum;
 mod journal;
 mod lease;
 mod list;
+mod manifest;
 mod multipart;
 mod protect;
 mod range;
+mod record;
 mod restore;
 mod sink;
 mod source;
@@ -58,6 +64,7 @@ pub use lease::{
     BUCKET_LEASE_PREFIX, DEFAULT_LEASE_TTL, Lease, LeaseEnd, LeaseGuard, LeaseHolder, LeaseRecord,
     LeaseStore, host_name,
 };
+pub use manifest::{DEFAULT_MANIFEST_PART_SIZE, MANIFEST_CONTENT_TYPE, ManifestStore};
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, MultipartOptions, SOURCE_ETAG_META, part_ranges};
 pub use protect::{LockMode, ObjectLock, Protection};
 pub use restore::{

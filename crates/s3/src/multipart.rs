@@ -154,15 +154,17 @@ pub(crate) struct SourceHead {
     pub(crate) checksum: Option<Checksum>,
 }
 
-/// The checksum an upload keeps: its algorithm (CRC family, full-object),
-/// and the source's full-object value S3 checks on completion, if known.
-struct Sums {
-    algorithm: Option<ChecksumAlgorithm>,
-    full: Option<Checksum>,
+/// The checksum an upload keeps: its algorithm (CRC family, full-object;
+/// or SHA-256 per part, for escrow-sync's own records), its type, and the
+/// source's full-object value S3 checks on completion, if known.
+pub(crate) struct Sums {
+    pub(crate) algorithm: Option<ChecksumAlgorithm>,
+    pub(crate) kind: Option<ChecksumType>,
+    pub(crate) full: Option<Checksum>,
 }
 
 /// Where the parts of an upload get their bytes.
-enum PartSource<'a> {
+pub(crate) enum PartSource<'a> {
     /// Server-side: UploadPartCopy from the source object.
     Copy { src: &'a ServerSideRef, source: String },
     /// Streamed: a ranged read, then UploadPart.
@@ -260,7 +262,6 @@ impl S3Sink {
         from: PartSource<'_>,
         dest_key: &str,
     ) -> Result<Receipt> {
-        let part_size = self.multipart().part_size_for(item.size)?;
         // The copy keeps the source's full-object CRC; where its value is
         // known, S3 checks the assembled copy against it on completion.
         let algorithm = head
@@ -270,25 +271,52 @@ impl S3Sink {
             .or_else(|| checksum::algorithm(item.checksum_algorithm.as_deref()))
             .filter(checksum::full_object);
         let full = head.checksum.clone().filter(|c| Some(&c.algorithm) == algorithm.as_ref());
-        let mut metadata = head.metadata;
-        metadata.extend(crate::util::metadata(attributes));
-        metadata.insert(SOURCE_ETAG_META.to_string(), source_etag.to_string());
-        let dest = url(self.bucket(), dest_key);
+        let mut head = head;
+        head.metadata.extend(crate::util::metadata(attributes));
+        head.metadata.insert(SOURCE_ETAG_META.to_string(), source_etag.to_string());
         let tagging = tagging_header(attributes);
+        let kind = algorithm.as_ref().map(|_| ChecksumType::FullObject);
+        let sums = Sums { algorithm, kind, full };
+        self.upload_in_parts(
+            item,
+            head,
+            Some(tagging).filter(|t| !t.is_empty()),
+            sums,
+            from,
+            dest_key,
+        )
+        .await
+    }
+
+    /// The upload itself: CreateMultipartUpload with `head`'s metadata and
+    /// content headers, `tagging`, the checksum of `sums` and the sink's
+    /// protection; the journal entry; the parts from `from`; completion
+    /// (then the retention checked); an abort on any failure.
+    pub(crate) async fn upload_in_parts(
+        &self,
+        item: &Item,
+        head: SourceHead,
+        tagging: Option<String>,
+        sums: Sums,
+        from: PartSource<'_>,
+        dest_key: &str,
+    ) -> Result<Receipt> {
+        let part_size = self.multipart().part_size_for(item.size)?;
+        let dest = url(self.bucket(), dest_key);
         let created = self
             .client()
             .create_multipart_upload()
             .bucket(self.bucket())
             .key(dest_key)
-            .set_metadata(Some(metadata))
+            .set_metadata(Some(head.metadata).filter(|m| !m.is_empty()))
             .set_content_type(head.content_type)
             .set_cache_control(head.cache_control)
             .set_content_disposition(head.content_disposition)
             .set_content_encoding(head.content_encoding)
             .set_content_language(head.content_language)
-            .set_tagging((!tagging.is_empty()).then_some(tagging))
-            .set_checksum_algorithm(algorithm.clone())
-            .set_checksum_type(algorithm.as_ref().map(|_| ChecksumType::FullObject))
+            .set_tagging(tagging)
+            .set_checksum_algorithm(sums.algorithm.clone())
+            .set_checksum_type(sums.kind.clone())
             .set_expected_bucket_owner(self.owner().map(str::to_string));
         let created = crate::protect::protect!(created, self.protection())
             .customize()
@@ -305,7 +333,6 @@ impl S3Sink {
             self.abort(dest_key, &upload_id).await;
             return Err(e);
         }
-        let sums = Sums { algorithm, full };
         let res =
             self.parts_and_complete(item, &from, &sums, dest_key, &upload_id, part_size).await;
         if res.is_err() {
@@ -377,7 +404,7 @@ impl S3Sink {
             .multipart_upload(
                 CompletedMultipartUpload::builder().set_parts(Some(completed)).build(),
             )
-            .set_checksum_type(sums.algorithm.as_ref().map(|_| ChecksumType::FullObject))
+            .set_checksum_type(sums.kind.clone())
             .set_expected_bucket_owner(self.owner().map(str::to_string));
         let out = with_checksum!(complete, sums.full.as_ref())
             .customize()
@@ -513,6 +540,8 @@ impl S3Sink {
             .checksum_crc64_nvme()
             .or(out.checksum_crc32_c())
             .or(out.checksum_crc32())
+            .or(out.checksum_sha256())
+            .or(out.checksum_sha1())
             .map(str::to_string);
         Ok((out.e_tag().map(str::to_string), sum))
     }

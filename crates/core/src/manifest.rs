@@ -1,18 +1,22 @@
-//! Run manifests in escrow, and reading them back for `verify --offline`.
+//! The run-manifest format: what every run records in escrow, and how it is
+//! read back for `verify --offline`. Pure format: the I/O that writes a
+//! manifest into escrow and reads it back is the S3 crate's
+//! (`escrow_sync_s3::ManifestStore`, through the S3 sink's upload path).
 //!
 //! A manifest is JSON lines: a header (tool version, config digest, run id,
 //! accounts, start time), then per job a job line, one line per item (key,
 //! fingerprint, size, outcome, escrow fingerprint, provenance) and a summary
-//! line, and last an end line (finish time, counts). It is spooled to a local
-//! file while the run goes, then written into escrow after the run (with the
-//! escrow key and Object Lock when configured) in one PutObject, or from the
-//! spool file in a multipart upload when it is larger than one part
-//! ([`ManifestStore::with_part_size`], 64 MiB): either way the object appears
-//! whole or not at all, so a manifest in escrow is never partial; a reader
-//! refuses one without its end line.
+//! line, and last an end line (finish time, counts). [`ManifestWriter`]
+//! spools it to an anonymous local file while the run goes; the finished
+//! [`Spooled`] file is a [`RangeRead`](crate::RangeRead), written into
+//! escrow in one PutObject or, when larger than one part, in a multipart
+//! upload read part by part from the file: either way the object appears
+//! whole or not at all. A reader ([`Manifest::parse`], [`ManifestReader`])
+//! refuses one without its end line, so a partial manifest is never taken
+//! for complete.
 //!
 //! ```
-//! use escrow_sync_governance::manifest::{Header, Manifest, ManifestWriter};
+//! use escrow_sync_core::manifest::{Header, Manifest, ManifestWriter};
 //! let header = Header::new("run-1", "0.1.0", "sha256:00", "222222222222", "111111111111");
 //! let mut w = ManifestWriter::create(header).unwrap();
 //! w.job("assets", "s3");
@@ -26,11 +30,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use escrow_sync_aws::sdk_error;
-use escrow_sync_core::{Error, ErrorKind, ItemLog, ItemOutcome, ItemRecord, Result};
+use crate::{Error, ErrorKind, ItemLog, ItemOutcome, ItemRecord, RangeRead, Result};
 
 /// The format tag of the header line.
 pub const FORMAT: &str = "escrow-sync-manifest/1";
@@ -73,7 +78,7 @@ impl Header {
             config_digest: config_digest.into(),
             escrow_account: escrow_account.into(),
             primary_account: primary_account.into(),
-            started_at: escrow_sync_aws::now_rfc3339(),
+            started_at: now_rfc3339(),
         }
     }
 }
@@ -92,11 +97,28 @@ pub fn run_id() -> String {
 }
 
 fn run_id_at(at: std::time::SystemTime, pid: u32) -> String {
-    let t = aws_smithy_types::DateTime::from(at);
-    let secs = t.fmt(aws_smithy_types::date_time::Format::DateTime).unwrap_or_default();
-    // `2026-11-28T23:47:01[.5]Z`: keep the whole seconds, then nanos, fixed width.
+    let secs = crate::rfc3339(at);
+    let nanos = at.duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    // `2026-11-28T23:47:01Z`: keep the whole seconds, then nanos, fixed width.
     let whole: String = secs.chars().take(19).filter(|c| c.is_ascii_alphanumeric()).collect();
-    format!("{whole}{:09}Z-{pid:010}", t.subsec_nanos())
+    format!("{whole}{nanos:09}Z-{pid:010}")
+}
+
+/// The current time in RFC 3339, UTC, with the fraction of a second to the
+/// microsecond, trailing zeros dropped (`2026-11-28T23:47:01.5Z`), as the
+/// header's start and the end line's finish carry it.
+fn now_rfc3339() -> String {
+    timestamp(std::time::SystemTime::now())
+}
+
+fn timestamp(t: std::time::SystemTime) -> String {
+    let whole = crate::rfc3339(t);
+    let micros = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_micros()).unwrap_or(0);
+    if micros == 0 {
+        return whole;
+    }
+    let fraction = format!("{micros:06}");
+    format!("{}.{}Z", whole.trim_end_matches('Z'), fraction.trim_end_matches('0'))
 }
 
 /// One item of a job.
@@ -168,7 +190,7 @@ pub struct JobSummary {
     pub held_back: u64,
     /// What the run found (a `mass-change` finding, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub findings: Vec<escrow_sync_core::Finding>,
+    pub findings: Vec<crate::Finding>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -257,7 +279,7 @@ impl ManifestWriter {
     }
 
     /// An item log for job `job`: give it to the job's executor
-    /// ([`escrow_sync_core::ExecutorOptions::with_item_log`]).
+    /// ([`ExecutorOptions::with_item_log`](crate::ExecutorOptions::with_item_log)).
     pub fn item_log(&self, job: &str) -> ItemLog {
         let out = self.out.clone();
         let job = job.to_string();
@@ -269,7 +291,7 @@ impl ManifestWriter {
                 size: r.item.size,
                 outcome: r.outcome,
                 escrow_fingerprint: r.escrow_fingerprint.clone(),
-                source_time: r.item.modified.map(escrow_sync_core::rfc3339),
+                source_time: r.item.modified.map(crate::rfc3339),
                 lineage: r.item.lineage.clone(),
                 error: r.error.clone(),
             });
@@ -291,15 +313,11 @@ impl ManifestWriter {
     }
 
     /// Ends the manifest; returns the end line and the spool file, to be
-    /// written with [`ManifestStore::put_spooled`] without holding the whole
-    /// text in memory.
+    /// written into escrow (`escrow_sync_s3::ManifestStore::put_spooled`)
+    /// without holding the whole text in memory.
     pub fn finish_spooled(self) -> Result<(EndLine, Spooled)> {
         let mut spool = self.out.lock().expect("manifest");
-        let end = EndLine {
-            finished_at: escrow_sync_aws::now_rfc3339(),
-            jobs: self.jobs,
-            items: spool.items,
-        };
+        let end = EndLine { finished_at: now_rfc3339(), jobs: self.jobs, items: spool.items };
         spool.write(&Line::End(end.clone()));
         if let Some(e) = spool.failed.take() {
             return Err(spool_error(e));
@@ -307,7 +325,7 @@ impl ManifestWriter {
         spool.file.flush().map_err(|e| spool_error(e.to_string()))?;
         let file = spool.file.get_ref().try_clone().map_err(|e| spool_error(e.to_string()))?;
         let len = file.metadata().map_err(|e| spool_error(e.to_string()))?.len();
-        Ok((end, Spooled { file, len }))
+        Ok((end, Spooled { file: Mutex::new(file), len, attributes: BTreeMap::new() }))
     }
 }
 
@@ -315,11 +333,14 @@ fn spool_error(e: String) -> Error {
     Error::new(ErrorKind::Failed, "manifest", "the spool file", e)
 }
 
-/// A finished manifest in its local spool file.
+/// A finished manifest in its local spool file: read it whole
+/// ([`Spooled::into_bytes`]) or by ranges ([`RangeRead`]), which is how the
+/// S3 sink uploads it part by part.
 #[derive(Debug)]
 pub struct Spooled {
-    file: std::fs::File,
+    file: Mutex<std::fs::File>,
     len: u64,
+    attributes: BTreeMap<String, String>,
 }
 
 impl Spooled {
@@ -335,12 +356,13 @@ impl Spooled {
 
     /// Up to `buf.len()` bytes from `offset`; fills `buf` unless the file
     /// ends first, and returns how many it read.
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         use std::io::{Read, Seek, SeekFrom};
-        self.file.seek(SeekFrom::Start(offset)).map_err(|e| spool_error(e.to_string()))?;
+        let mut file = self.file.lock().map_err(|e| spool_error(e.to_string()))?;
+        file.seek(SeekFrom::Start(offset)).map_err(|e| spool_error(e.to_string()))?;
         let mut filled = 0;
         while filled < buf.len() {
-            match self.file.read(&mut buf[filled..]) {
+            match file.read(&mut buf[filled..]) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -351,12 +373,43 @@ impl Spooled {
     }
 
     /// The whole text.
-    pub fn into_bytes(mut self) -> Result<Vec<u8>> {
+    pub fn into_bytes(self) -> Result<Vec<u8>> {
         let len = usize::try_from(self.len).map_err(|e| spool_error(e.to_string()))?;
         let mut bytes = vec![0; len];
         let n = self.read_at(0, &mut bytes)?;
         bytes.truncate(n);
         Ok(bytes)
+    }
+}
+
+#[async_trait]
+impl RangeRead for Spooled {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// None: the writer names the content type.
+    fn attributes(&self) -> &BTreeMap<String, String> {
+        &self.attributes
+    }
+
+    async fn read_range(&self, first: u64, last: u64) -> Result<Bytes> {
+        if first > last || last >= self.len {
+            return Err(spool_error(format!(
+                "bytes {first}-{last} are outside the {} bytes of the manifest",
+                self.len
+            )));
+        }
+        let n = usize::try_from(last - first + 1).map_err(|e| spool_error(e.to_string()))?;
+        let mut buf = vec![0; n];
+        let read = self.read_at(first, &mut buf)?;
+        if read != n {
+            return Err(spool_error(format!(
+                "the spool file ended at {} bytes, before byte {last}",
+                first + read as u64
+            )));
+        }
+        Ok(Bytes::from(buf))
     }
 }
 
@@ -495,314 +548,113 @@ impl ManifestParser {
     }
 }
 
-/// Where manifests are kept, and how they are protected.
-#[derive(Debug, Clone)]
-pub struct ManifestStore {
-    s3: aws_sdk_s3::Client,
-    bucket: String,
-    prefix: String,
-    expected_owner: Option<String>,
-    kms_key_id: Option<String>,
-    object_lock: Option<(String, u32)>,
-    part_size: u64,
+/// A manifest parsed as its bytes arrive (a stream read from escrow): each
+/// line is parsed as soon as it is whole, so memory holds one line, never
+/// the whole text. Refuses, with an error naming `resource` and the line, a
+/// stream over [`MAX_MANIFEST_BYTES`], a line over
+/// [`MAX_MANIFEST_LINE_BYTES`] (without holding more of it), text that is
+/// not UTF-8, and everything [`Manifest::parse`] refuses.
+///
+/// ```
+/// use escrow_sync_core::manifest::{Header, ManifestReader, ManifestWriter};
+/// let w = ManifestWriter::create(Header::new("r", "0.1.0", "sha256:00", "e", "p")).unwrap();
+/// let text = w.finish().unwrap().1;
+/// let mut reader = ManifestReader::new("s3://escrow/runs/r.jsonl");
+/// for chunk in text.chunks(7) {
+///     reader.feed(chunk).unwrap();
+/// }
+/// assert_eq!(reader.finish().unwrap().header.run_id, "r");
+/// ```
+#[derive(Debug)]
+pub struct ManifestReader {
+    resource: String,
+    parser: ManifestParser,
+    pending: Vec<u8>,
+    total: u64,
 }
 
-/// The default part size of a manifest's multipart upload, and the largest
-/// manifest written in one PutObject.
-pub const DEFAULT_PART_SIZE: u64 = 64 * 1024 * 1024;
-
-/// S3's smallest part (but the last).
-const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
-
-impl ManifestStore {
-    /// Manifests under `prefix` in escrow bucket `bucket` (escrow credentials).
-    pub fn new(
-        s3: aws_sdk_s3::Client,
-        bucket: impl Into<String>,
-        prefix: impl Into<String>,
-    ) -> Self {
-        ManifestStore {
-            s3,
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-            expected_owner: None,
-            kms_key_id: None,
-            object_lock: None,
-            part_size: DEFAULT_PART_SIZE,
+impl ManifestReader {
+    /// A reader of the manifest at `resource` (named in its errors).
+    pub fn new(resource: impl Into<String>) -> Self {
+        ManifestReader {
+            resource: resource.into(),
+            parser: ManifestParser::default(),
+            pending: Vec::new(),
+            total: 0,
         }
     }
 
-    /// Manifests larger than `bytes` go up in parts of `bytes` (at least
-    /// S3's 5 MiB; default [`DEFAULT_PART_SIZE`]).
-    pub fn with_part_size(mut self, bytes: u64) -> Self {
-        self.part_size = bytes.max(MIN_PART_SIZE);
-        self
+    fn failed(&self, m: String) -> Error {
+        Error::new(ErrorKind::Failed, "manifest", self.resource.clone(), m)
     }
 
-    /// The bucket must belong to this account (`ExpectedBucketOwner`).
-    pub fn with_expected_owner(mut self, account: Option<String>) -> Self {
-        self.expected_owner = account;
-        self
+    fn too_large(&self, size: String) -> Error {
+        self.failed(format!(
+            "{size} bytes, over the {} GiB a manifest may have: not a manifest escrow-sync \
+             wrote, or a damaged one; list the manifests (`status`) and remove or ignore this \
+             object",
+            MAX_MANIFEST_BYTES >> 30
+        ))
     }
 
-    /// Encrypts manifests with this escrow key (SSE-KMS).
-    pub fn with_kms_key_id(mut self, key: Option<String>) -> Self {
-        self.kms_key_id = key;
-        self
+    /// Refuses an object whose announced length is over
+    /// [`MAX_MANIFEST_BYTES`], before a byte of it is read.
+    pub fn check_len(&self, len: u64) -> Result<()> {
+        if len > MAX_MANIFEST_BYTES {
+            return Err(self.too_large(len.to_string()));
+        }
+        Ok(())
     }
 
-    /// Holds manifests under Object Lock: mode (`COMPLIANCE` or
-    /// `GOVERNANCE`) and days.
-    pub fn with_object_lock(mut self, lock: Option<(String, u32)>) -> Self {
-        self.object_lock = lock;
-        self
+    fn complete_line(&mut self, bytes: &[u8]) -> Result<()> {
+        let n = self.parser.n + 1;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| self.failed(format!("line {n}: not UTF-8 text ({e})")))?;
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        let res = self.parser.line(text);
+        res.map_err(|e| self.failed(e.chain()))
     }
 
-    fn location(&self, key: &str) -> String {
-        format!("s3://{}/{key}", self.bucket)
+    /// The next bytes of the manifest.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<()> {
+        self.total += chunk.len() as u64;
+        if self.total > MAX_MANIFEST_BYTES {
+            return Err(self.too_large(format!("more than {}", self.total)));
+        }
+        let mut rest = chunk;
+        while let Some(i) = rest.iter().position(|b| *b == b'\n') {
+            let mut line = std::mem::take(&mut self.pending);
+            line.extend_from_slice(&rest[..i]);
+            self.complete_line(&line)?;
+            line.clear();
+            self.pending = line;
+            rest = &rest[i + 1..];
+        }
+        if self.pending.len() + rest.len() > MAX_MANIFEST_LINE_BYTES {
+            // Refused without holding more of the line.
+            return Err(self.failed(long_line(self.parser.n + 1).chain()));
+        }
+        self.pending.extend_from_slice(rest);
+        Ok(())
     }
 
-    fn key(&self, run_id: &str) -> String {
-        format!("{}{run_id}.jsonl", self.prefix)
-    }
-
-    fn retain_until(
-        &self,
-    ) -> Option<(aws_sdk_s3::types::ObjectLockMode, aws_smithy_types::DateTime)> {
-        self.object_lock.as_ref().map(|(mode, days)| {
-            let until = std::time::SystemTime::now()
-                + std::time::Duration::from_secs(u64::from(*days) * 86_400);
-            (aws_sdk_s3::types::ObjectLockMode::from(mode.as_str()), until.into())
-        })
-    }
-
-    /// Writes one manifest (the whole text, in one PutObject: never partial)
-    /// as `<prefix><run_id>.jsonl`; returns its key.
-    pub async fn put(&self, run_id: &str, bytes: Vec<u8>) -> Result<String> {
-        use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption};
-        let key = self.key(run_id);
-        let mut req = self
-            .s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_type("application/x-ndjson")
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .set_expected_bucket_owner(self.expected_owner.clone())
-            .body(bytes.into());
-        if let Some(k) = &self.kms_key_id {
-            req = req.server_side_encryption(ServerSideEncryption::AwsKms).ssekms_key_id(k);
+    /// The manifest, once every byte was fed; fails on a partial one.
+    pub fn finish(mut self) -> Result<Manifest> {
+        if !self.pending.is_empty() {
+            let last = std::mem::take(&mut self.pending);
+            self.complete_line(&last)?;
         }
-        if let Some((mode, until)) = self.retain_until() {
-            req = req.object_lock_mode(mode).object_lock_retain_until_date(until);
-        }
-        req.send().await.map_err(|e| sdk_error(e, "s3:PutObject", self.location(&key)))?;
-        Ok(key)
-    }
-
-    /// Writes a spooled manifest as `<prefix><run_id>.jsonl`: in one
-    /// PutObject up to the part size, otherwise in a multipart upload read
-    /// part by part from the spool file (memory: one part), which S3 shows
-    /// only once it is complete; a failed upload is aborted. Returns its key.
-    pub async fn put_spooled(&self, run_id: &str, mut spooled: Spooled) -> Result<String> {
-        use aws_sdk_s3::types::{
-            ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
-        };
-        if spooled.len() <= self.part_size {
-            return self.put(run_id, spooled.into_bytes()?).await;
-        }
-        let key = self.key(run_id);
-        let mut create = self
-            .s3
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_type("application/x-ndjson")
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .set_expected_bucket_owner(self.expected_owner.clone());
-        if let Some(k) = &self.kms_key_id {
-            create = create.server_side_encryption(ServerSideEncryption::AwsKms).ssekms_key_id(k);
-        }
-        if let Some((mode, until)) = self.retain_until() {
-            create = create.object_lock_mode(mode).object_lock_retain_until_date(until);
-        }
-        let upload = create
-            .send()
-            .await
-            .map_err(|e| sdk_error(e, "s3:CreateMultipartUpload", self.location(&key)))?;
-        let upload_id = upload.upload_id().unwrap_or_default().to_string();
-        let parts = async {
-            let size = usize::try_from(self.part_size).map_err(|e| spool_error(e.to_string()))?;
-            let mut buf = vec![0; size];
-            let mut parts = Vec::new();
-            let mut offset = 0;
-            while offset < spooled.len() {
-                let n = spooled.read_at(offset, &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                let number = i32::try_from(parts.len() + 1).unwrap_or(i32::MAX);
-                let out = self
-                    .s3
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(&key)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                    .set_expected_bucket_owner(self.expected_owner.clone())
-                    .body(buf[..n].to_vec().into())
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(e, "s3:UploadPart", self.location(&key)))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(out.e_tag)
-                        .set_checksum_sha256(out.checksum_sha256)
-                        .build(),
-                );
-                offset += n as u64;
-            }
-            self.s3
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&key)
-                .upload_id(&upload_id)
-                .set_expected_bucket_owner(self.expected_owner.clone())
-                .multipart_upload(
-                    CompletedMultipartUpload::builder().set_parts(Some(parts)).build(),
-                )
-                .send()
-                .await
-                .map_err(|e| sdk_error(e, "s3:CompleteMultipartUpload", self.location(&key)))?;
-            Ok::<(), Error>(())
-        }
-        .await;
-        if let Err(e) = parts {
-            let aborted = self
-                .s3
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&key)
-                .upload_id(&upload_id)
-                .set_expected_bucket_owner(self.expected_owner.clone())
-                .send()
-                .await;
-            if let Err(a) = aborted {
-                tracing::warn!(
-                    upload_id = %upload_id,
-                    "the manifest's multipart upload to {} could not be aborted: {}",
-                    self.location(&key),
-                    sdk_error(a, "s3:AbortMultipartUpload", self.location(&key))
-                );
-            }
-            return Err(e);
-        }
-        Ok(key)
-    }
-
-    /// The keys of every manifest under the prefix (ending in `.jsonl`),
-    /// oldest first: run ids sort in the order runs started.
-    pub async fn keys(&self) -> Result<Vec<String>> {
-        let mut pages = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .set_expected_bucket_owner(self.expected_owner.clone())
-            .into_paginator()
-            .send();
-        let mut keys = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| sdk_error(e, "s3:ListObjectsV2", self.location(&self.prefix)))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key())
-                    .filter(|k| k.ends_with(".jsonl"))
-                    .map(str::to_string),
-            );
-        }
-        keys.sort();
-        Ok(keys)
-    }
-
-    /// Reads and parses the manifest at `key` (a partial one is refused),
-    /// line by line as it streams in: an object over [`MAX_MANIFEST_BYTES`]
-    /// or a line over [`MAX_MANIFEST_LINE_BYTES`] is a clear error, never
-    /// read into memory whole.
-    pub async fn read(&self, key: &str) -> Result<Manifest> {
-        let out = self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_expected_bucket_owner(self.expected_owner.clone())
-            .send()
-            .await
-            .map_err(|e| sdk_error(e, "s3:GetObject", self.location(key)))?;
-        let failed = |m: String| Error::new(ErrorKind::Failed, "manifest", self.location(key), m);
-        let too_large = |size: String| {
-            failed(format!(
-                "{size} bytes, over the {} GiB a manifest may have: not a manifest escrow-sync \
-                 wrote, or a damaged one; list the manifests (`status`) and remove or ignore this \
-                 object",
-                MAX_MANIFEST_BYTES >> 30
-            ))
-        };
-        if let Some(len) = out.content_length().filter(|l| *l as u64 > MAX_MANIFEST_BYTES) {
-            return Err(too_large(len.to_string()));
-        }
-        let mut body = out.body;
-        let mut parser = ManifestParser::default();
-        let mut pending: Vec<u8> = Vec::new();
-        let mut total: u64 = 0;
-        let feed = |parser: &mut ManifestParser, bytes: &[u8]| -> Result<()> {
-            let text = std::str::from_utf8(bytes)
-                .map_err(|e| failed(format!("line {}: not UTF-8 text ({e})", parser.n + 1)))?;
-            parser.line(text.strip_suffix('\r').unwrap_or(text)).map_err(|e| failed(e.chain()))
-        };
-        while let Some(chunk) = body.try_next().await.map_err(|e| {
-            Error::new(ErrorKind::Transient, "s3:GetObject", self.location(key), e.to_string())
-        })? {
-            total += chunk.len() as u64;
-            if total > MAX_MANIFEST_BYTES {
-                return Err(too_large(format!("more than {total}")));
-            }
-            let mut rest: &[u8] = &chunk;
-            while let Some(i) = rest.iter().position(|b| *b == b'\n') {
-                pending.extend_from_slice(&rest[..i]);
-                feed(&mut parser, &pending)?;
-                pending.clear();
-                rest = &rest[i + 1..];
-            }
-            if pending.len() + rest.len() > MAX_MANIFEST_LINE_BYTES {
-                // Refused without holding more of the line.
-                return Err(failed(long_line(parser.n + 1).chain()));
-            }
-            pending.extend_from_slice(rest);
-        }
-        if !pending.is_empty() {
-            feed(&mut parser, &pending)?;
-        }
-        parser.finish().map_err(|e| failed(e.chain()))
-    }
-
-    /// The latest complete manifest (the greatest key under the prefix that
-    /// ends in `.jsonl`), with its key; `None` when there is none.
-    pub async fn latest(&self) -> Result<Option<(String, Manifest)>> {
-        let Some(key) = self.keys().await?.pop() else { return Ok(None) };
-        let manifest = self.read(&key).await?;
-        Ok(Some((key, manifest)))
+        let resource = self.resource;
+        self.parser
+            .finish()
+            .map_err(|e| Error::new(ErrorKind::Failed, "manifest", resource, e.chain()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use escrow_sync_core::{Item, ItemKind};
+    use crate::{Item, ItemKind};
 
     #[test]
     fn run_ids_sort_as_runs_started() {
@@ -833,10 +685,8 @@ mod tests {
                 let log = log.clone();
                 std::thread::spawn(move || {
                     for i in 0..50 {
-                        let mut r = escrow_sync_core::ItemRecord::new(
-                            item(&format!("k{t}-{i}")),
-                            ItemOutcome::Copied,
-                        );
+                        let mut r =
+                            crate::ItemRecord::new(item(&format!("k{t}-{i}")), ItemOutcome::Copied);
                         r.escrow_fingerprint = Some("\"x\"".into());
                         log(r);
                     }
@@ -858,5 +708,58 @@ mod tests {
         assert!(err.to_string().contains("partial"), "{err}");
         assert!(Manifest::parse("{\"line\":\"end\"}").is_err());
         assert!(Manifest::parse(&text.replace(FORMAT, "other/9")).is_err());
+    }
+    #[test]
+    fn timestamps_keep_the_fraction_to_the_microsecond_without_trailing_zeros() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        assert_eq!(timestamp(t), "2026-11-18T11:06:40Z");
+        assert_eq!(timestamp(t + Duration::from_millis(500)), "2026-11-18T11:06:40.5Z");
+        assert_eq!(timestamp(t + Duration::from_nanos(120_999)), "2026-11-18T11:06:40.00012Z");
+        assert_eq!(timestamp(t + Duration::from_nanos(999)), "2026-11-18T11:06:40Z");
+        assert_eq!(run_id_at(t, 7), "20261118T110640000000000Z-0000000007");
+    }
+
+    #[test]
+    fn a_reader_parses_any_chunking_and_refuses_what_parse_refuses() {
+        let header = Header::new("r2", "0.1.0", "sha256:00", "e", "p");
+        let mut w = ManifestWriter::create(header).unwrap();
+        w.job("assets", "s3");
+        let log = w.item_log("assets");
+        for i in 0..20 {
+            log(crate::ItemRecord::new(
+                Item::new(format!("k{i}"), ItemKind::Object, 1, "\"e\""),
+                ItemOutcome::Copied,
+            ));
+        }
+        let (_, spooled) = w.finish_spooled().unwrap();
+        let whole = {
+            let len = spooled.len();
+            let bytes = futures::executor::block_on(spooled.read_range(0, len - 1)).unwrap();
+            assert!(futures::executor::block_on(spooled.read_range(0, len)).is_err());
+            assert_eq!(bytes.len() as u64, len);
+            bytes.to_vec()
+        };
+        assert_eq!(spooled.into_bytes().unwrap(), whole);
+        for size in [1, 2, 7, 100, whole.len()] {
+            let mut r = ManifestReader::new("s3://b/k");
+            for chunk in whole.chunks(size) {
+                r.feed(chunk).unwrap();
+            }
+            let m = r.finish().unwrap();
+            assert_eq!((m.header.run_id.as_str(), m.jobs["assets"].items.len()), ("r2", 20));
+        }
+        let crlf = String::from_utf8(whole.clone()).unwrap().replace('\n', "\r\n");
+        let mut r = ManifestReader::new("s3://b/k");
+        r.feed(crlf.as_bytes()).unwrap();
+        assert_eq!(r.finish().unwrap().end.items, 20);
+        let mut r = ManifestReader::new("s3://b/k");
+        r.feed(&whole[..whole.len() / 2]).unwrap();
+        let err = r.finish().unwrap_err().to_string();
+        assert!(err.contains("s3://b/k"), "{err}");
+        let r = ManifestReader::new("s3://b/k");
+        assert!(r.check_len(MAX_MANIFEST_BYTES).is_ok());
+        let err = r.check_len(MAX_MANIFEST_BYTES + 1).unwrap_err().to_string();
+        assert!(err.contains("over the 4 GiB a manifest may have"), "{err}");
     }
 }
