@@ -27,6 +27,7 @@ mod error;
 mod executor;
 mod guard;
 mod item;
+pub mod layout;
 pub mod manifest;
 mod pace;
 mod plan;

@@ -29,7 +29,7 @@ use crate::json::{record_from_json, record_to_json};
 use crate::scan::Checkpoint;
 
 /// The default name of the escrow table that holds checkpoints.
-pub const DEFAULT_TABLE: &str = "escrow-sync-checkpoints";
+pub const DEFAULT_TABLE: &str = escrow_sync_core::layout::CHECKPOINT_TABLE;
 
 /// Characters of saved state per chunk item (DynamoDB items are at most
 /// 400 KB).

@@ -554,7 +554,7 @@ struct StagedFile {
 /// `<dest_prefix>.staging/`, beside (not under) the generations
 /// `<dest_prefix><table>/`.
 pub fn default_staging_prefix(dest_prefix: &str) -> String {
-    format!("{dest_prefix}.staging/")
+    escrow_sync_core::layout::staging_prefix(dest_prefix)
 }
 
 /// How a native export is asked for and waited on.

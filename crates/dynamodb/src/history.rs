@@ -54,7 +54,7 @@ use crate::keys::{KeySchema, content_digest};
 use crate::pair::item_of;
 
 /// The default `history_prefix`.
-pub const DEFAULT_PREFIX: &str = "dynamodb-history/";
+pub const DEFAULT_PREFIX: &str = escrow_sync_core::layout::HISTORY_PREFIX;
 
 /// The most bytes one history object may hold once decompressed: a page of
 /// writes is at most a few MiB (a Scan page is 1 MiB), so this leaves a wide

@@ -84,7 +84,7 @@ pub fn inventory(config: &Config, escrow_account: Option<&str>) -> Result<Invent
                 checkpoint_table: j
                     .checkpoint_table
                     .clone()
-                    .unwrap_or_else(|| escrow_sync_dynamodb::checkpoint::DEFAULT_TABLE.to_string()),
+                    .unwrap_or_else(|| escrow_sync_core::layout::CHECKPOINT_TABLE.to_string()),
                 object_lock: j.object_lock.is_some(),
                 history_bucket: j.history_bucket.clone(),
                 history_prefix: j.history_prefix(),

@@ -104,14 +104,3 @@ pub(crate) fn job_error(own: Option<Error>, lost: Option<Error>) -> Option<Error
         (_, Some(lost)) => Some(lost),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_policy_grants_the_prefix_leases_are_kept_under() {
-        assert_eq!(
-            escrow_sync_governance::policy::LEASE_PREFIX,
-            escrow_sync_s3::BUCKET_LEASE_PREFIX
-        );
-    }
-}

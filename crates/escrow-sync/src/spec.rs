@@ -631,7 +631,7 @@ impl DynamoDbJob {
     pub fn history_prefix(&self) -> String {
         self.history_prefix
             .clone()
-            .unwrap_or_else(|| escrow_sync_dynamodb::history::DEFAULT_PREFIX.to_string())
+            .unwrap_or_else(|| escrow_sync_core::layout::HISTORY_PREFIX.to_string())
     }
 
     /// The protection every export file of this job gets.
@@ -656,7 +656,7 @@ impl DynamoDbJob {
             return None;
         }
         Some(self.staging_prefix.clone().unwrap_or_else(|| {
-            escrow_sync_dynamodb::export::default_staging_prefix(
+            escrow_sync_core::layout::staging_prefix(
                 self.dest_prefix.as_deref().unwrap_or_default(),
             )
         }))
@@ -1241,7 +1241,7 @@ impl Config {
             let checkpoints = job
                 .checkpoint_table
                 .clone()
-                .unwrap_or_else(|| escrow_sync_dynamodb::checkpoint::DEFAULT_TABLE.to_string());
+                .unwrap_or_else(|| escrow_sync_core::layout::CHECKPOINT_TABLE.to_string());
             places.push((job.name(), "checkpoint table", Place::Table(checkpoints)));
             if let Some(table) = &job.dest_table {
                 places.push((job.name(), "escrow table", Place::Table(table.clone())));

@@ -195,7 +195,7 @@ pub fn check(inv: &Inventory) -> Result<()> {
 
 /// Where jobs without a manifest bucket keep their leases in their own
 /// escrow bucket (the same as `escrow_sync_s3::BUCKET_LEASE_PREFIX`).
-pub const LEASE_PREFIX: &str = ".escrow-sync/leases/";
+pub const LEASE_PREFIX: &str = escrow_sync_core::layout::LEASE_PREFIX;
 
 /// Every policy the inventory needs, as JSON documents.
 pub fn generate(inv: &Inventory) -> Policies {

@@ -53,7 +53,7 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(600);
 /// The key prefix, at the root of a job's own escrow bucket, of the leases
 /// of jobs that have no manifest bucket to keep them in. escrow-sync keeps
 /// a lease there only when no job copies keys into that part of the bucket.
-pub const BUCKET_LEASE_PREFIX: &str = ".escrow-sync/leases/";
+pub const BUCKET_LEASE_PREFIX: &str = escrow_sync_core::layout::LEASE_PREFIX;
 
 /// How often a lease object may change hands while one run acquires it
 /// before the run gives up.
