@@ -30,8 +30,8 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 
 use escrow_sync_core::{
-    CancellationToken, Error, ErrorKind, Executor, ExecutorOptions, Item, ItemStream, Mode,
-    Payload, ProgressEvent, Report, Result, RetryPolicy, Scope, Sink, Source,
+    CancellationToken, Error, ErrorKind, Executor, ExecutorOptions, Item, ItemOutcome, ItemRecord,
+    ItemStream, Mode, Payload, ProgressEvent, Report, Result, RetryPolicy, Scope, Sink, Source,
 };
 
 /// What a fixture's pair and primary can do. Checks that need a capability
@@ -467,8 +467,9 @@ pub async fn changed_item_recopied(f: &dyn Fixture) -> Outcome {
     Outcome::Ran
 }
 
-/// An item deleted in the primary stays in escrow: the run retains exactly
-/// one more escrow-only item than before, copies and deletes nothing.
+/// An item deleted in the primary stays in escrow: the next run retains
+/// it (of this fixture's items, it alone; with an escrow of its own, nothing
+/// else either), copies and deletes nothing.
 pub async fn deleted_item_retained(f: &dyn Fixture) -> Outcome {
     const CHECK: &str = "deleted_item_retained";
     let caps = f.capabilities();
@@ -479,19 +480,35 @@ pub async fn deleted_item_retained(f: &dyn Fixture) -> Outcome {
         return skipped(CHECK, "the sink does not keep items the primary no longer has");
     }
     let seeded = seed(f, 0).await;
-    let ex = executor();
-    let first = run(&ex, f).await;
+    let first = run(&executor(), f).await;
     assert_eq!(first.copied, seeded.len() as u64, "{first:?}");
-    let baseline = ex.execute(Mode::Plan, f.source(), f.sink(), &Scope::all()).await.unwrap();
-    if caps.exclusive_escrow {
-        assert_eq!(baseline.retained, 0, "an escrow of its own: {baseline:?}");
-    }
     let (name, key) = seeded.last().expect("seeded items").clone();
     f.delete_source(&key).await.unwrap();
+    let retained = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = retained.clone();
+    let ex = Executor::new(ExecutorOptions::new().with_concurrency(4).with_item_log(Arc::new(
+        move |r: ItemRecord| {
+            if r.outcome == ItemOutcome::Retained {
+                log.lock().expect("retained").push(r.item.key);
+            }
+        },
+    )));
     let r = run(&ex, f).await;
     assert_eq!((r.copied, r.failed, r.deleted), (0, 0, 0), "{r:?}");
-    assert_eq!(r.retained, baseline.retained + 1, "{r:?}");
     assert_eq!(r.skipped, seeded.len() as u64 - 1, "{r:?}");
+    let retained = retained.lock().expect("retained").clone();
+    assert_eq!(r.retained, retained.len() as u64, "{r:?}");
+    if caps.exclusive_escrow {
+        assert_eq!(
+            retained,
+            std::slice::from_ref(&key),
+            "an escrow of its own retains only the deleted item"
+        );
+    } else {
+        let mine: Vec<&String> =
+            retained.iter().filter(|k| seeded.iter().any(|(_, s)| s == *k)).collect();
+        assert_eq!(mine, [&key], "of this fixture's items only the deleted one is retained");
+    }
     let want = f.expected_content(&name, &key, 0);
     assert_eq!(f.escrow_content(&key).await.unwrap(), Some(want));
     Outcome::Ran
