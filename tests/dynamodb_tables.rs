@@ -571,5 +571,6 @@ impl escrow_sync_testkit::conformance::Fixture for DdbFixture {
 
 #[tokio::test]
 async fn the_dynamodb_source_and_sink_pass_the_conformance_suite() {
-    escrow_sync_testkit::conformance::run_all(DdbFixture::new).await;
+    let summary = escrow_sync_testkit::conformance::run_all(DdbFixture::new).await;
+    assert!(summary.all_ran(), "{summary:?}");
 }

@@ -67,7 +67,8 @@ async fn sessions_resolve_to_the_two_accounts() {
 
 #[tokio::test]
 async fn s3_pair_conforms() {
-    conformance::run_all(S3Fixture::new).await;
+    let summary = conformance::run_all(S3Fixture::new).await;
+    assert!(summary.all_ran(), "{summary:?}");
 }
 
 #[tokio::test]

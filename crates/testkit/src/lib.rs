@@ -1,7 +1,8 @@
 //! Test support for escrow-sync: an in-memory [`MemSource`] and [`MemSink`],
 //! a fault-injecting [`FaultLayer`], proptest [`strategies`], and the
 //! [`conformance`] suite that every Source/Sink pair runs; with the `http`
-//! feature, HTTP-level fault injection for SDK clients ([`http::HttpFaults`]).
+//! feature, HTTP-level fault injection for SDK clients ([`http::HttpFaults`])
+//! and a log of an SDK client's calls ([`calls::CallLog`]).
 //!
 //! ```
 //! use escrow_sync_core::{Executor, ExecutorOptions, Mode, Scope};
@@ -21,6 +22,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "http")]
+pub mod calls;
 pub mod conformance;
 mod fault;
 #[cfg(feature = "http")]
