@@ -1730,6 +1730,25 @@ impl ExportJob {
     }
 }
 
+#[async_trait::async_trait]
+impl escrow_sync_core::Job for ExportJob {
+    fn describe(&self) -> String {
+        format!("dynamodb://{} -> {}", self.source.name(), self.destination())
+    }
+
+    /// [`ExportJob::execute`] with the context's cancellation, progress,
+    /// item log and retry policy.
+    async fn execute(&self, mode: Mode, ctx: &escrow_sync_core::JobContext) -> Result<Report> {
+        let mut job = self.clone();
+        job.cancel = ctx.cancellation().clone();
+        job.progress = ctx.progress().cloned();
+        job.item_log = ctx.item_log().cloned();
+        job.retry = ctx.retry();
+        job.options = job.options.with_retry(ctx.retry());
+        ExportJob::execute(&job, mode).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1800,24 +1819,5 @@ mod tests {
         let text = e.chain();
         assert!(text.contains("s3://e/p/g/manifest.json"), "{text}");
         assert!(text.contains("run manifest") && text.contains("not trusted"), "{text}");
-    }
-}
-
-#[async_trait::async_trait]
-impl escrow_sync_core::Job for ExportJob {
-    fn describe(&self) -> String {
-        format!("dynamodb://{} -> {}", self.source.name(), self.destination())
-    }
-
-    /// [`ExportJob::execute`] with the context's cancellation, progress,
-    /// item log and retry policy.
-    async fn execute(&self, mode: Mode, ctx: &escrow_sync_core::JobContext) -> Result<Report> {
-        let mut job = self.clone();
-        job.cancel = ctx.cancellation().clone();
-        job.progress = ctx.progress().cloned();
-        job.item_log = ctx.item_log().cloned();
-        job.retry = ctx.retry();
-        job.options = job.options.with_retry(ctx.retry());
-        ExportJob::execute(&job, mode).await
     }
 }
