@@ -339,3 +339,76 @@ pub trait Sink: Send + Sync {
         ))
     }
 }
+
+/// Forwards every [`Source`] and [`Sink`] method through a smart pointer, so
+/// `Box<dyn Source>`, `Arc<dyn Sink>` and the like are sources and sinks
+/// themselves (a [`crate::CopyJob`] of trait objects).
+macro_rules! forward {
+    ($ptr:ident) => {
+        #[async_trait]
+        impl<T: Source + ?Sized> Source for $ptr<T> {
+            fn describe(&self) -> String {
+                (**self).describe()
+            }
+            fn sorted(&self) -> bool {
+                (**self).sorted()
+            }
+            fn list(&self, scope: &Scope) -> ItemStream<'_> {
+                (**self).list(scope)
+            }
+            async fn read(&self, item: &Item) -> Result<Payload> {
+                (**self).read(item).await
+            }
+            async fn checksum(&self, item: &Item) -> Result<Option<String>> {
+                (**self).checksum(item).await
+            }
+            async fn finish(&self, item: &Item) -> Result<()> {
+                (**self).finish(item).await
+            }
+            fn finishes_skipped(&self) -> bool {
+                (**self).finishes_skipped()
+            }
+            fn assesses(&self) -> bool {
+                (**self).assesses()
+            }
+            async fn assess(&self, item: &Item) -> Result<Option<String>> {
+                (**self).assess(item).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: Sink + ?Sized> Sink for $ptr<T> {
+            fn describe(&self) -> String {
+                (**self).describe()
+            }
+            fn sorted(&self) -> bool {
+                (**self).sorted()
+            }
+            fn list(&self, scope: &Scope) -> ItemStream<'_> {
+                (**self).list(scope)
+            }
+            async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
+                (**self).write(item, payload).await
+            }
+            async fn confirm_same(&self, item: &Item, escrow: &Item) -> Result<bool> {
+                (**self).confirm_same(item, escrow).await
+            }
+            async fn checksum(&self, item: &Item) -> Result<Option<String>> {
+                (**self).checksum(item).await
+            }
+            fn audits(&self) -> bool {
+                (**self).audits()
+            }
+            async fn audit(&self, item: &Item) -> Result<Vec<String>> {
+                (**self).audit(item).await
+            }
+            async fn delete(&self, key: &str) -> Result<()> {
+                (**self).delete(key).await
+            }
+        }
+    };
+}
+
+use std::sync::Arc;
+forward!(Box);
+forward!(Arc);

@@ -1,6 +1,8 @@
 //! Core contracts of escrow-sync: the item model, the [`Source`] and [`Sink`]
 //! traits, the pure [`CopyPlan`] planner (batch and streaming merge), the
-//! [`Executor`], the [`Report`] and the one public [`Error`] type.
+//! [`Executor`], the [`Job`] contract with its [`JobContext`] and the
+//! [`CopyJob`] of any Source/Sink pair, the [`Report`] and the one public
+//! [`Error`] type.
 //!
 //! Nothing here talks to AWS: everything is testable in memory.
 //!
@@ -27,6 +29,7 @@ mod error;
 mod executor;
 mod guard;
 mod item;
+mod job;
 pub mod layout;
 pub mod manifest;
 mod pace;
@@ -44,6 +47,7 @@ pub use executor::{
 };
 pub use guard::{ChangeTally, MASS_CHANGE, MassChangeGuard};
 pub use item::{Item, ItemKind};
+pub use job::{CopyJob, Job, JobContext};
 pub use pace::{AdaptiveLimit, RequestPacer, paced};
 pub use plan::{Action, CopyPlan, CopyReason, PlanSummary, Policy, plan_stream};
 pub use report::{Difference, Failure, Finding, KeyDigest, Mode, Report};

@@ -513,6 +513,16 @@ struct State {
 }
 
 /// A DynamoDB table-to-export-generation job.
+///
+/// It is a [`escrow_sync_core::Job`]: its `execute(mode, ctx)` takes
+/// cancellation, progress, the item log and the retry policy (of the scan's
+/// reads and of each file write) from the
+/// [`escrow_sync_core::JobContext`], in place of what
+/// [`ExportJob::with_cancellation`], [`ExportJob::with_progress`],
+/// [`ExportJob::with_item_log`] and [`ExportJob::with_retry`] set for
+/// [`ExportJob::execute`]. It has no mass-change breaker: each run writes a
+/// new generation and replaces nothing escrow holds.
+#[derive(Clone)]
 pub struct ExportJob {
     name: String,
     primary: Client,
@@ -1717,6 +1727,25 @@ impl ExportJob {
         report.throttled += scanner.budget().throttles();
         report.elapsed = began.elapsed();
         Ok(report)
+    }
+}
+
+#[async_trait::async_trait]
+impl escrow_sync_core::Job for ExportJob {
+    fn describe(&self) -> String {
+        format!("dynamodb://{} -> {}", self.source.name(), self.destination())
+    }
+
+    /// [`ExportJob::execute`] with the context's cancellation, progress,
+    /// item log and retry policy.
+    async fn execute(&self, mode: Mode, ctx: &escrow_sync_core::JobContext) -> Result<Report> {
+        let mut job = self.clone();
+        job.cancel = ctx.cancellation().clone();
+        job.progress = ctx.progress().cloned();
+        job.item_log = ctx.item_log().cloned();
+        job.retry = ctx.retry();
+        job.options = job.options.with_retry(ctx.retry());
+        ExportJob::execute(&job, mode).await
     }
 }
 

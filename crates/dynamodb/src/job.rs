@@ -50,8 +50,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use escrow_sync_core::{
     CancellationToken, CopyReason, Error, ErrorKind, Failure, Finding, Item, ItemKind, ItemLog,
-    ItemOutcome, ItemRecord, KeyDigest, MassChangeGuard, Mode, ProgressEvent, ProgressFn, Report,
-    Result,
+    ItemOutcome, ItemRecord, Job, JobContext, KeyDigest, MassChangeGuard, Mode, ProgressEvent,
+    ProgressFn, Report, Result,
 };
 
 use crate::checkpoint::{CheckpointStore, SavedScan};
@@ -134,6 +134,13 @@ impl DeadLetter {
 }
 
 /// A DynamoDB table-to-table job.
+///
+/// It is a [`Job`]: [`Job::execute`] takes cancellation, progress, the item
+/// log, the retry policy (of the scan's reads) and `accept_mass_change` from
+/// its [`JobContext`], in place of what [`TableJob::with_cancellation`],
+/// [`TableJob::with_progress`], [`TableJob::with_item_log`] and
+/// [`TableJob::with_accept_mass_change`] set for [`TableJob::execute`].
+#[derive(Clone)]
 pub struct TableJob {
     name: String,
     primary: Client,
@@ -147,12 +154,12 @@ pub struct TableJob {
     checkpoints: Option<CheckpointStore>,
     checkpoint_interval: Duration,
     dead_letter_dir: PathBuf,
-    dead_letter: std::sync::OnceLock<DeadLetter>,
+    dead_letter: Arc<std::sync::OnceLock<DeadLetter>>,
     started: String,
     cancel: CancellationToken,
     progress: Option<ProgressFn>,
     difference_limit: usize,
-    history: Option<History>,
+    history: Option<Arc<History>>,
     item_log: Option<ItemLog>,
     max_change_percent: u8,
     accept_mass_change: bool,
@@ -255,7 +262,7 @@ impl TableJob {
             checkpoints: None,
             checkpoint_interval: Duration::from_secs(30),
             dead_letter_dir: PathBuf::from("."),
-            dead_letter: std::sync::OnceLock::new(),
+            dead_letter: Arc::default(),
             started: started.into(),
             cancel: CancellationToken::new(),
             progress: None,
@@ -272,7 +279,7 @@ impl TableJob {
     /// `history` ([`crate::history`]). Without it a run warns that a rewrite
     /// in the primary replaces the escrow copy.
     pub fn with_history(mut self, history: Option<History>) -> Self {
-        self.history = history;
+        self.history = history.map(Arc::new);
         self
     }
 
@@ -961,5 +968,24 @@ impl TableJob {
     fn dead_letter(&self) -> &DeadLetter {
         self.dead_letter
             .get_or_init(|| DeadLetter::new(&self.dead_letter_dir, &self.name, &self.started))
+    }
+}
+
+#[async_trait::async_trait]
+impl Job for TableJob {
+    fn describe(&self) -> String {
+        format!("dynamodb://{} -> {}", self.source.name(), self.destination())
+    }
+
+    /// [`TableJob::execute`] with the context's cancellation, progress, item
+    /// log, retry policy (of the scan's reads) and `accept_mass_change`.
+    async fn execute(&self, mode: Mode, ctx: &JobContext) -> Result<Report> {
+        let mut job = self.clone();
+        job.cancel = ctx.cancellation().clone();
+        job.progress = ctx.progress().cloned();
+        job.item_log = ctx.item_log().cloned();
+        job.accept_mass_change = ctx.accept_mass_change();
+        job.options = job.options.with_retry(ctx.retry());
+        TableJob::execute(&job, mode).await
     }
 }

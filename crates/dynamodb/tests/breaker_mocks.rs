@@ -404,3 +404,67 @@ async fn no_checkpoint_is_saved_past_a_held_back_change() {
     let last_key = checkpoint_after_failure(&mut s, true).await;
     assert_eq!(last_key, serde_json::json!({"pk": {"S": "k019"}}));
 }
+
+/// The job of `s` (max_change_percent 25), for runs through `Job`.
+async fn table_job(s: &Setup) -> TableJob {
+    let primary = client(&s.primary_rules);
+    let info = TableInfo::describe(&primary, "orders").await.unwrap();
+    let sink =
+        EscrowTable::from_client(client(&s.escrow_rules), "escrow-orders").with_retry(fast());
+    TableJob::new("orders", primary, info, "111111111111", sink, "2026-11-28T00:00:00Z")
+        .unwrap()
+        .with_scan_options(ScanOptions::new().with_segments(1).with_retry(fast()))
+}
+
+#[tokio::test]
+async fn through_job_the_context_decides_acceptance_and_gets_every_item_and_event() {
+    use escrow_sync_core::{ItemOutcome, ItemRecord, Job, JobContext, ProgressEvent, ProgressFn};
+    let s = Setup::new(40, |_| true, 0, 40);
+    // The context's acceptance replaces the builder's: the breaker holds.
+    let job = table_job(&s).await.with_accept_mass_change(true);
+    let report = Job::execute(&job, Mode::Run, &JobContext::new()).await.unwrap();
+    assert_eq!(mass_change(&report).len(), 1, "{report:?}");
+    assert_eq!(s.escrow_at_v2(), 10);
+
+    // Accepted by the context: the other 30 are written, every item is
+    // logged and every page's events are reported.
+    let records: Arc<Mutex<Vec<ItemRecord>>> = Arc::default();
+    let to = records.clone();
+    let events: Arc<Mutex<Vec<ProgressEvent>>> = Arc::default();
+    let seen = events.clone();
+    let progress: ProgressFn =
+        Arc::new(move |e: &ProgressEvent| seen.lock().unwrap().push(e.clone()));
+    let ctx = JobContext::new()
+        .with_accept_mass_change(true)
+        .with_item_log(Arc::new(move |r| to.lock().unwrap().push(r)))
+        .with_progress(progress);
+    let job: Box<dyn Job> = Box::new(table_job(&s).await);
+    assert_eq!(job.describe(), "dynamodb://orders -> dynamodb://escrow-orders");
+    let report = job.execute(Mode::Run, &ctx).await.unwrap();
+    assert!(mass_change(&report).is_empty(), "{report:?}");
+    assert_eq!((report.copied, s.escrow_at_v2()), (30, 40));
+    let records = records.lock().unwrap();
+    let count = |o| records.iter().filter(|r| r.outcome == o).count();
+    assert_eq!((count(ItemOutcome::Copied), count(ItemOutcome::InEscrow)), (30, 10));
+    let events = events.lock().unwrap();
+    let copied = events.iter().filter(|e| matches!(e, ProgressEvent::Copied { .. })).count();
+    let skipped = events.iter().filter(|e| matches!(e, ProgressEvent::Skipped { .. })).count();
+    assert_eq!((copied, skipped), (30, 10));
+}
+
+#[tokio::test]
+async fn through_job_a_cancelled_context_writes_nothing() {
+    use escrow_sync_core::{CancellationToken, Job, JobContext};
+    let s = Setup::new(5, |_| true, 0, 5);
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let job = table_job(&s).await;
+    let ctx = JobContext::new().with_cancellation(cancel);
+    let report = Job::execute(&job, Mode::Run, &ctx).await.unwrap();
+    assert!(report.cancelled, "{report:?}");
+    assert_eq!((report.copied, s.escrow_at_v2()), (0, 0));
+    // The job itself is not cancelled: its own execute still runs.
+    let report = job.execute(Mode::Run).await.unwrap();
+    assert!(!report.cancelled);
+    assert_eq!(s.escrow_at_v2(), 5);
+}

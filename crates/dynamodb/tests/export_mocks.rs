@@ -306,3 +306,50 @@ async fn file_writes_that_meet_transient_faults_are_retried_and_nothing_is_writt
     assert_eq!(total, 80);
     assert!(sink.injected() > 0, "faults were injected");
 }
+
+#[tokio::test]
+async fn through_job_the_context_gives_the_retry_policy_and_the_item_log() {
+    use escrow_sync_core::{ItemOutcome, ItemRecord, Job, JobContext};
+    let scan = mock!(Client::scan).then_output(|| {
+        ScanOutput::builder()
+            .set_items(Some((0..40).map(|i| item(&format!("k{i:02}"))).collect()))
+            .build()
+    });
+    let bucket = MemBucket::new("escrow");
+    let info_client = client(&source_rules(true), &[&scan]);
+    let info = TableInfo::describe(&info_client, "orders").await.unwrap();
+    let sink = Arc::new(
+        FaultLayer::new().with_transient_rate(0.4).with_seed(7).wrap(MemSink::new(bucket.clone())),
+    );
+    let target = ExportTarget {
+        files: sink.clone(),
+        reader: Arc::new(MemSource::new(bucket.clone())),
+        location: "mem://escrow/".into(),
+        dest_prefix: String::new(),
+    };
+    // One attempt by the builder: the context's policy replaces it.
+    let single = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
+    let job =
+        ExportJob::new("orders", info_client, info, "111111111111", target, "2026-11-28T00:00:00Z")
+            .unwrap()
+            .with_scan_options(ScanOptions::new().with_segments(2))
+            .with_retry(single);
+    let records: Arc<std::sync::Mutex<Vec<ItemRecord>>> = Arc::default();
+    let to = records.clone();
+    let ctx = JobContext::new()
+        .with_retry(RetryPolicy {
+            max_attempts: 20,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        })
+        .with_item_log(Arc::new(move |r| to.lock().unwrap().push(r)));
+    let job: Box<dyn Job> = Box::new(job);
+    assert_eq!(job.describe(), "dynamodb://orders -> mem://escrow/orders/");
+    let report = job.execute(Mode::Run, &ctx).await.unwrap();
+    assert_eq!((report.copied, report.failed), (80, 0), "{report:?}");
+    assert!(sink.injected() > 0, "faults were injected, and retried");
+    let records = records.lock().unwrap();
+    assert_eq!(records.len(), 1, "the generation, by its manifest: {records:?}");
+    assert_eq!(records[0].item.key, "orders/20261128T000000000Z/manifest.json");
+    assert_eq!(records[0].outcome, ItemOutcome::Copied);
+}

@@ -25,6 +25,10 @@
 //! executor's one retry budget covers them. Listings keep the SDK's standard
 //! retries.
 //!
+//! [`S3CopyJob`] is the [`escrow_sync_core::Job`] of one bucket pair: the
+//! executor's copy, with the multipart uploads an interrupted run left
+//! aborted first.
+//!
 //! ```no_run
 //! use escrow_sync_core::{Executor, ExecutorOptions, Mode, Scope};
 //! use escrow_sync_s3::{S3Sink, S3Source};
@@ -44,6 +48,7 @@
 
 mod check;
 mod checksum;
+mod job;
 mod journal;
 mod lease;
 mod list;
@@ -59,6 +64,7 @@ mod util;
 mod versions;
 
 pub use check::{check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket};
+pub use job::{DEFAULT_STALE_UPLOAD_AGE, S3CopyJob};
 pub use journal::JOURNAL_DIR;
 pub use lease::{
     BUCKET_LEASE_PREFIX, DEFAULT_LEASE_TTL, Lease, LeaseEnd, LeaseGuard, LeaseHolder, LeaseRecord,

@@ -79,6 +79,11 @@ impl S3Source {
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
+
+    /// The key prefix listed (empty: the whole bucket).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
 }
 
 impl S3Source {

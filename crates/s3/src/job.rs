@@ -1,0 +1,121 @@
+//! [`S3CopyJob`]: the [`Job`] of one primary bucket (or prefix) and its
+//! escrow bucket.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use escrow_sync_core::{CopyJob, ExecutorOptions, Job, JobContext, Mode, Report, Result, Scope};
+
+use crate::{S3Sink, S3Source};
+
+/// How old a multipart upload left by an interrupted run must be before a
+/// run aborts it, unless set otherwise (`abort_stale_uploads_after_hours =
+/// 24`).
+pub const DEFAULT_STALE_UPLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Copies a primary bucket (under the source's prefix) into an escrow
+/// bucket: a [`CopyJob`] of an [`S3Source`] and an [`S3Sink`] that, in a
+/// run, first aborts the multipart uploads an interrupted run left behind
+/// (see [`S3Sink::abort_stale_uploads`]) and says so in the report's
+/// warnings.
+///
+/// ```no_run
+/// use escrow_sync_core::{Job, JobContext, Mode};
+/// use escrow_sync_s3::{S3CopyJob, S3Sink, S3Source};
+///
+/// # async fn demo(primary: aws_sdk_s3::Client, escrow: aws_sdk_s3::Client) -> escrow_sync_core::Result<()> {
+/// let source = S3Source::from_client(primary, "prod-assets").with_prefix("data/");
+/// let sink = S3Sink::from_client(escrow, "escrow-prod-assets");
+/// let job: Box<dyn Job> = Box::new(S3CopyJob::new(source, sink));
+/// let report = job.execute(Mode::Run, &JobContext::new()).await?;
+/// println!("copied {} objects", report.copied);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct S3CopyJob {
+    copy: CopyJob<S3Source, S3Sink>,
+    abort_stale_after: Option<Duration>,
+}
+
+impl S3CopyJob {
+    /// Copies what `source` lists (everything under its prefix) into
+    /// `sink`, with default executor options, the default mass-change share
+    /// and stale uploads aborted after [`DEFAULT_STALE_UPLOAD_AGE`].
+    pub fn new(source: S3Source, sink: S3Sink) -> Self {
+        let scope = Scope::with_prefix(source.prefix());
+        S3CopyJob {
+            copy: CopyJob::new(source, sink).with_scope(scope),
+            abort_stale_after: Some(DEFAULT_STALE_UPLOAD_AGE),
+        }
+    }
+
+    /// Only what `scope` selects (by default: the source's prefix).
+    pub fn with_scope(mut self, scope: Scope) -> Self {
+        self.copy = self.copy.with_scope(scope);
+        self
+    }
+
+    /// The executor options (concurrency, policy...; see
+    /// [`CopyJob::with_options`]).
+    pub fn with_options(mut self, options: ExecutorOptions) -> Self {
+        self.copy = self.copy.with_options(options);
+        self
+    }
+
+    /// The mass-change breaker's share in percent (100: off).
+    pub fn with_max_change_percent(mut self, percent: u8) -> Self {
+        self.copy = self.copy.with_max_change_percent(percent);
+        self
+    }
+
+    /// Aborts, before a run, escrow-sync's multipart uploads left more than
+    /// `age` ago (`None`: never looks for them).
+    pub fn with_abort_stale_uploads_after(mut self, age: Option<Duration>) -> Self {
+        self.abort_stale_after = age;
+        self
+    }
+
+    /// The pair and its settings.
+    pub fn copy_job(&self) -> &CopyJob<S3Source, S3Sink> {
+        &self.copy
+    }
+
+    /// The primary side.
+    pub fn source(&self) -> &S3Source {
+        self.copy.source()
+    }
+
+    /// The escrow side.
+    pub fn sink(&self) -> &S3Sink {
+        self.copy.sink()
+    }
+}
+
+#[async_trait]
+impl Job for S3CopyJob {
+    fn describe(&self) -> String {
+        self.copy.describe()
+    }
+
+    async fn execute(&self, mode: Mode, ctx: &JobContext) -> Result<Report> {
+        let mut warnings = Vec::new();
+        if mode == Mode::Run
+            && let Some(age) = self.abort_stale_after
+        {
+            match self.sink().abort_stale_uploads(age).await {
+                Ok(0) => {}
+                Ok(n) => warnings.push(format!(
+                    "aborted {n} multipart upload(s) that an interrupted run left in s3://{}",
+                    self.sink().bucket()
+                )),
+                Err(e) => warnings.push(format!(
+                    "could not look for multipart uploads left by interrupted runs: {}",
+                    e.chain()
+                )),
+            }
+        }
+        let mut report = self.copy.execute(mode, ctx).await?;
+        report.warnings.extend(warnings);
+        Ok(report)
+    }
+}
