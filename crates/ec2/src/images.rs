@@ -20,25 +20,15 @@ use aws_sdk_ec2::types::{
 use futures::{StreamExt, TryStreamExt};
 
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::tags;
 use escrow_sync_core::{
     Error, ErrorKind, EscrowCopy, Item, ItemKind, ItemStream, Payload, Receipt, Result, Retained,
     Scope, ServerSideRef, Sink, Source,
 };
 
-use crate::LINEAGE_TAG;
 use crate::snapshots::{
-    NOT_FOUND_GRACE, REENCRYPTED_FROM_TAG, check_key, ec2_missing, fmt_time, key_problem,
-    share_snapshot, system_time,
+    NOT_FOUND_GRACE, check_key, ec2_missing, fmt_time, key_problem, share_snapshot, system_time,
 };
-
-/// The tag on an escrow copy naming the source image.
-pub const SOURCE_IMAGE_TAG: &str = "escrow-sync:source-image-id";
-pub(crate) const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
-const SOURCE_ARN_TAG: &str = "escrow-sync:source-arn";
-const SOURCE_TIME_TAG: &str = "escrow-sync:source-start-time";
-pub(crate) const COPIED_TAG: &str = "escrow-sync:copied-at";
-/// The prefix of every provenance tag (copied onto the copy's snapshots).
-const PROVENANCE_PREFIX: &str = "escrow-sync:";
 
 const GIB: u64 = 1 << 30;
 
@@ -440,7 +430,10 @@ impl AmiSource {
             .describe_images()
             .owners("self")
             .filters(
-                Filter::builder().name(format!("tag:{REENCRYPTED_FROM_TAG}")).values(id).build(),
+                Filter::builder()
+                    .name(format!("tag:{}", tags::REENCRYPTED_FROM))
+                    .values(id)
+                    .build(),
             )
             .into_paginator()
             .items()
@@ -468,7 +461,7 @@ impl AmiSource {
                 let tagged = |kind| {
                     TagSpecification::builder()
                         .resource_type(kind)
-                        .tags(Tag::builder().key(REENCRYPTED_FROM_TAG).value(id).build())
+                        .tags(Tag::builder().key(tags::REENCRYPTED_FROM).value(id).build())
                         .build()
                 };
                 let suffix = if existing.is_empty() {
@@ -551,7 +544,7 @@ impl AmiSource {
     /// paginated DescribeImages (Owners=self, ExecutableUsers=escrow) and one
     /// paginated DescribeSnapshots (OwnerIds=self, RestorableByUserIds=escrow),
     /// asked at the first call after a listing. An image counts for the item
-    /// it is (or, tagged [`REENCRYPTED_FROM_TAG`], re-encrypts); a snapshot
+    /// it is (or, tagged [`escrow_sync_core::tags::REENCRYPTED_FROM`], re-encrypts); a snapshot
     /// for the item whose image (listed, or shared) it backs, or whose
     /// re-encryption made it (the tag, which CopyImage puts on the new
     /// snapshots too): so the snapshots of an interrupted unshare, whose
@@ -593,7 +586,7 @@ impl AmiSource {
         let mut left = LeftShared::new();
         for image in &images {
             let Some(id) = image.image_id() else { continue };
-            let item = tag(image.tags(), REENCRYPTED_FROM_TAG).unwrap_or(id).to_string();
+            let item = tag(image.tags(), tags::REENCRYPTED_FROM).unwrap_or(id).to_string();
             for s in backing_snapshots(image) {
                 owner_of.insert(s, item.clone());
             }
@@ -601,7 +594,8 @@ impl AmiSource {
         }
         for s in &snapshots {
             let Some(id) = s.snapshot_id() else { continue };
-            let item = tag(s.tags(), REENCRYPTED_FROM_TAG).or(owner_of.get(id).map(String::as_str));
+            let item =
+                tag(s.tags(), tags::REENCRYPTED_FROM).or(owner_of.get(id).map(String::as_str));
             if let Some(item) = item {
                 left.entry(item.to_string()).or_default().1.push(id.to_string());
             }
@@ -665,7 +659,7 @@ impl Source for AmiSource {
                 .try_filter(|image| {
                     // The primary's own re-encrypted copies are not items of
                     // their own.
-                    let keep = tag(image.tags(), REENCRYPTED_FROM_TAG).is_none()
+                    let keep = tag(image.tags(), tags::REENCRYPTED_FROM).is_none()
                         && image.image_id().is_some_and(|id| id.starts_with(&prefix));
                     futures::future::ready(keep)
                 })
@@ -812,7 +806,7 @@ impl AmiSink {
         self
     }
 
-    /// Tags every new copy with [`escrow_sync_core::JOB_TAG`] = `job`, so
+    /// Tags every new copy with [`escrow_sync_core::tags::JOB`] = `job`, so
     /// that `prune` tells the job's copies from escrow's records alone.
     pub fn with_job(mut self, job: Option<String>) -> Self {
         self.job = job;
@@ -835,8 +829,8 @@ impl AmiSink {
     /// of `source_id`; newest first.
     async fn copies_of(&self, source_id: Option<&str>) -> Result<Vec<Image>> {
         let filter = match source_id {
-            Some(id) => Filter::builder().name(format!("tag:{SOURCE_IMAGE_TAG}")).values(id),
-            None => Filter::builder().name("tag-key").values(SOURCE_IMAGE_TAG),
+            Some(id) => Filter::builder().name(format!("tag:{}", tags::SOURCE_IMAGE_ID)).values(id),
+            None => Filter::builder().name("tag-key").values(tags::SOURCE_IMAGE_ID),
         };
         let resource = source_id.map_or_else(|| Retained::describe(self), |id| self.resource(id));
         let mut out: Vec<Image> = self
@@ -878,15 +872,15 @@ impl AmiSink {
         let attr = |k: &str| source.attributes.get(k).map(String::as_str).unwrap_or_default();
         let lineage = Some(attr("lineage")).filter(|l| !l.is_empty()).unwrap_or(&item.key);
         let mut tags = BTreeMap::from([
-            (SOURCE_IMAGE_TAG, item.key.clone()),
-            (SOURCE_ACCOUNT_TAG, source.owner.clone().unwrap_or_default()),
-            (SOURCE_ARN_TAG, format!("arn:aws:ec2:{}::image/{}", source.container, item.key)),
-            (SOURCE_TIME_TAG, attr("start-time").to_string()),
-            (COPIED_TAG, escrow_sync_aws::now_rfc3339()),
-            (LINEAGE_TAG, lineage.to_string()),
+            (tags::SOURCE_IMAGE_ID, item.key.clone()),
+            (tags::SOURCE_ACCOUNT, source.owner.clone().unwrap_or_default()),
+            (tags::SOURCE_ARN, format!("arn:aws:ec2:{}::image/{}", source.container, item.key)),
+            (tags::SOURCE_START_TIME, attr("start-time").to_string()),
+            (tags::COPIED_AT, escrow_sync_aws::now_rfc3339()),
+            (tags::LINEAGE, lineage.to_string()),
         ]);
         if let Some(job) = &self.job {
-            tags.insert(escrow_sync_core::JOB_TAG, job.clone());
+            tags.insert(escrow_sync_core::tags::JOB, job.clone());
         }
         let spec = |kind| {
             TagSpecification::builder()
@@ -937,7 +931,10 @@ impl AmiSink {
             .describe_snapshots()
             .owner_ids("self")
             .filters(
-                Filter::builder().name(format!("tag:{SOURCE_IMAGE_TAG}")).values(source_id).build(),
+                Filter::builder()
+                    .name(format!("tag:{}", tags::SOURCE_IMAGE_ID))
+                    .values(source_id)
+                    .build(),
             )
             .into_paginator()
             .items()
@@ -961,7 +958,7 @@ impl AmiSink {
         let provenance: Vec<&Tag> = image
             .tags()
             .iter()
-            .filter(|t| t.key().is_some_and(|k| k.starts_with(PROVENANCE_PREFIX)))
+            .filter(|t| t.key().is_some_and(|k| k.starts_with(tags::PREFIX)))
             .collect();
         let snapshots = describe_snapshots(&self.ec2, &backing_snapshots(image), &resource).await?;
         let missing: Vec<String> = snapshots
@@ -997,7 +994,7 @@ impl Sink for AmiSink {
             .ec2
             .describe_images()
             .owners("self")
-            .filters(Filter::builder().name("tag-key").values(SOURCE_IMAGE_TAG).build())
+            .filters(Filter::builder().name("tag-key").values(tags::SOURCE_IMAGE_ID).build())
             .filters(Filter::builder().name("state").values("available").build())
             .into_paginator()
             .items();
@@ -1007,7 +1004,7 @@ impl Sink for AmiSink {
                 async move {
                     match r {
                         Ok(image) => {
-                            let source = tag(image.tags(), SOURCE_IMAGE_TAG)?.to_string();
+                            let source = tag(image.tags(), tags::SOURCE_IMAGE_ID)?.to_string();
                             source.starts_with(&prefix).then(|| {
                                 Ok(Item::new(
                                     &source,
@@ -1132,16 +1129,18 @@ impl Retained for AmiSink {
             .await?
             .into_iter()
             .filter_map(|image| {
-                let source = tag(image.tags(), SOURCE_IMAGE_TAG)?.to_string();
+                let source = tag(image.tags(), tags::SOURCE_IMAGE_ID)?.to_string();
                 Some(EscrowCopy {
                     id: image.image_id()?.to_string(),
-                    lineage: tag(image.tags(), LINEAGE_TAG).unwrap_or(&source).to_string(),
-                    created: tag(image.tags(), SOURCE_TIME_TAG).unwrap_or_default().to_string(),
+                    lineage: tag(image.tags(), tags::LINEAGE).unwrap_or(&source).to_string(),
+                    created: tag(image.tags(), tags::SOURCE_START_TIME)
+                        .unwrap_or_default()
+                        .to_string(),
                     complete: state_is(&image, &[ImageState::Available]),
                     copied: Some(creation_time(&image))
                         .filter(|t| !t.is_empty())
-                        .or_else(|| tag(image.tags(), COPIED_TAG).map(str::to_string)),
-                    job: tag(image.tags(), escrow_sync_core::JOB_TAG).map(str::to_string),
+                        .or_else(|| tag(image.tags(), tags::COPIED_AT).map(str::to_string)),
+                    job: tag(image.tags(), escrow_sync_core::tags::JOB).map(str::to_string),
                     source,
                 })
             })
@@ -1162,14 +1161,14 @@ impl Retained for AmiSink {
         };
         let snapshots = match image {
             Some(image) => {
-                if tag(image.tags(), SOURCE_IMAGE_TAG).is_none() {
+                if tag(image.tags(), tags::SOURCE_IMAGE_ID).is_none() {
                     return Err(Error::new(
                         ErrorKind::PreconditionFailed,
                         "ec2:DeregisterImage",
                         &resource,
                         format!(
-                            "it has no {SOURCE_IMAGE_TAG} tag: escrow-sync did not make it, \
-                             left alone"
+                            "it has no {} tag: escrow-sync did not make it, left alone",
+                            tags::SOURCE_IMAGE_ID
                         ),
                     ));
                 }

@@ -24,11 +24,8 @@ mod images;
 pub mod restore;
 mod snapshots;
 
-pub use images::{AmiSink, AmiSource, SOURCE_IMAGE_TAG};
-pub use snapshots::{
-    EbsSnapshotSink, EbsSnapshotSource, LINEAGE_TAG, REENCRYPTED_FROM_TAG, SOURCE_SNAPSHOT_TAG,
-    provenance_tags,
-};
+pub use images::{AmiSink, AmiSource};
+pub use snapshots::{EbsSnapshotSink, EbsSnapshotSource, provenance_tags};
 
 /// An EC2 client for `session`.
 pub fn client(session: &escrow_sync_aws::Session) -> aws_sdk_ec2::Client {

@@ -14,18 +14,11 @@ use aws_sdk_ec2::types::{
 };
 
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::tags;
 use escrow_sync_core::{Error, ErrorKind, Result};
 
-use crate::images::{self, SOURCE_IMAGE_TAG, backing_snapshots, image_name, wait_image};
-use crate::snapshots::{
-    LINEAGE_TAG, SOURCE_SNAPSHOT_TAG, ec2_missing, escrow_copies, share_snapshot, system_time,
-    wait_snapshot,
-};
-
-/// The tag on a recovered copy naming the escrow copy it came from.
-pub const RESTORED_FROM_TAG: &str = "escrow-sync:restored-from";
-
-const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
+use crate::images::{self, backing_snapshots, image_name, wait_image};
+use crate::snapshots::{ec2_missing, escrow_copies, share_snapshot, system_time, wait_snapshot};
 
 /// One completed escrow copy of a primary snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,9 +50,9 @@ pub async fn escrow_snapshots(ec2: &Client) -> Result<Vec<EscrowSnapshot>> {
         .filter_map(|s| {
             Some(EscrowSnapshot {
                 id: s.snapshot_id()?.to_string(),
-                source_id: tag(s.tags(), SOURCE_SNAPSHOT_TAG)?.to_string(),
-                source_account: tag(s.tags(), SOURCE_ACCOUNT_TAG).map(str::to_string),
-                lineage: tag(s.tags(), LINEAGE_TAG).map(str::to_string),
+                source_id: tag(s.tags(), tags::SOURCE_SNAPSHOT_ID)?.to_string(),
+                source_account: tag(s.tags(), tags::SOURCE_ACCOUNT).map(str::to_string),
+                lineage: tag(s.tags(), tags::LINEAGE).map(str::to_string),
                 started: s.start_time().and_then(system_time),
                 size_gib: s.volume_size().unwrap_or(0),
             })
@@ -98,7 +91,7 @@ pub async fn start_copy(
 ) -> Result<String> {
     let tags = TagSpecification::builder()
         .resource_type(ResourceType::Snapshot)
-        .tags(Tag::builder().key(RESTORED_FROM_TAG).value(id).build())
+        .tags(Tag::builder().key(tags::RESTORED_FROM).value(id).build())
         .build();
     let out = ec2
         .copy_snapshot()
@@ -200,12 +193,12 @@ fn parse_time(text: &str) -> Option<SystemTime> {
 }
 
 /// Every available escrow-sync copy of an AMI the escrow account holds
-/// (owned by it, tagged [`SOURCE_IMAGE_TAG`]).
+/// (owned by it, tagged [`escrow_sync_core::tags::SOURCE_IMAGE_ID`]).
 pub async fn escrow_images(ec2: &Client) -> Result<Vec<EscrowImage>> {
     let all: Vec<Image> = ec2
         .describe_images()
         .owners("self")
-        .filters(Filter::builder().name("tag-key").values(SOURCE_IMAGE_TAG).build())
+        .filters(Filter::builder().name("tag-key").values(tags::SOURCE_IMAGE_ID).build())
         .filters(Filter::builder().name("state").values("available").build())
         .into_paginator()
         .items()
@@ -219,13 +212,12 @@ pub async fn escrow_images(ec2: &Client) -> Result<Vec<EscrowImage>> {
         .filter_map(|i| {
             Some(EscrowImage {
                 id: i.image_id()?.to_string(),
-                source_id: images::tag(i.tags(), SOURCE_IMAGE_TAG)?.to_string(),
-                source_account: images::tag(i.tags(), images::SOURCE_ACCOUNT_TAG)
-                    .map(str::to_string),
+                source_id: images::tag(i.tags(), tags::SOURCE_IMAGE_ID)?.to_string(),
+                source_account: images::tag(i.tags(), tags::SOURCE_ACCOUNT).map(str::to_string),
                 started: images::created(i)
                     .as_ref()
                     .and_then(system_time)
-                    .or_else(|| images::tag(i.tags(), images::COPIED_TAG).and_then(parse_time)),
+                    .or_else(|| images::tag(i.tags(), tags::COPIED_AT).and_then(parse_time)),
                 devices: devices(i),
             })
         })
@@ -283,7 +275,7 @@ pub async fn set_image_shared(
 
 /// Starts copying the shared escrow image `id` (in `region`) into the
 /// account of `ec2` (the recovery account), encrypted with its default EBS
-/// key, the image and its snapshots tagged [`RESTORED_FROM_TAG`] = `id`;
+/// key, the image and its snapshots tagged [`escrow_sync_core::tags::RESTORED_FROM`] = `id`;
 /// returns the new image's id (wait for it with [`wait_image_available`]).
 /// The name carries the time (AMI names are unique per account); the
 /// ClientToken is the SDK's random one per call: a fixed one would answer a
@@ -292,7 +284,7 @@ pub async fn start_image_copy(ec2: &Client, id: &str, region: &str) -> Result<St
     let spec = |kind| {
         TagSpecification::builder()
             .resource_type(kind)
-            .tags(Tag::builder().key(RESTORED_FROM_TAG).value(id).build())
+            .tags(Tag::builder().key(tags::RESTORED_FROM).value(id).build())
             .build()
     };
     let millis = SystemTime::now()

@@ -12,20 +12,11 @@ use aws_sdk_ec2::types::{
 use futures::StreamExt;
 
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::tags;
 use escrow_sync_core::{
     Error, ErrorKind, Item, ItemKind, ItemStream, Payload, Receipt, Result, Scope, ServerSideRef,
     Sink, Source,
 };
-
-/// The tag on an escrow copy naming the source snapshot.
-pub const SOURCE_SNAPSHOT_TAG: &str = "escrow-sync:source-snapshot-id";
-const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
-const SOURCE_ARN_TAG: &str = "escrow-sync:source-arn";
-const SOURCE_TIME_TAG: &str = "escrow-sync:source-start-time";
-const COPIED_TAG: &str = "escrow-sync:copied-at";
-/// The tag on an escrow copy naming its lineage (the source volume), which
-/// `prune` counts copies by.
-pub const LINEAGE_TAG: &str = "escrow-sync:lineage";
 
 const GIB: u64 = 1 << 30;
 
@@ -73,11 +64,11 @@ pub fn provenance_tags(
     copied_at: &str,
 ) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (SOURCE_SNAPSHOT_TAG.to_string(), snapshot_id.to_string()),
-        (SOURCE_ACCOUNT_TAG.to_string(), source_account.to_string()),
-        (SOURCE_ARN_TAG.to_string(), format!("arn:aws:ec2:{region}::snapshot/{snapshot_id}")),
-        (SOURCE_TIME_TAG.to_string(), source_start_time.to_string()),
-        (COPIED_TAG.to_string(), copied_at.to_string()),
+        (tags::SOURCE_SNAPSHOT_ID.to_string(), snapshot_id.to_string()),
+        (tags::SOURCE_ACCOUNT.to_string(), source_account.to_string()),
+        (tags::SOURCE_ARN.to_string(), format!("arn:aws:ec2:{region}::snapshot/{snapshot_id}")),
+        (tags::SOURCE_START_TIME.to_string(), source_start_time.to_string()),
+        (tags::COPIED_AT.to_string(), copied_at.to_string()),
     ])
 }
 
@@ -102,10 +93,6 @@ pub struct EbsSnapshotSource {
 
 /// Snapshots shared with the escrow account, by the item they stand for.
 type SharedByItem = BTreeMap<String, Vec<String>>;
-
-/// The tag on a re-encrypted copy in the primary naming the snapshot it
-/// re-encrypts.
-pub const REENCRYPTED_FROM_TAG: &str = "escrow-sync:reencrypted-from";
 
 impl EbsSnapshotSource {
     /// Snapshots owned by `account` in `region`, read with the reader
@@ -157,7 +144,7 @@ impl EbsSnapshotSource {
                 let mut by_item: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 for s in &shared {
                     let Some(id) = s.snapshot_id() else { continue };
-                    let item = tag(s.tags(), REENCRYPTED_FROM_TAG).unwrap_or(id);
+                    let item = tag(s.tags(), tags::REENCRYPTED_FROM).unwrap_or(id);
                     by_item.entry(item.to_string()).or_default().push(id.to_string());
                 }
                 Ok::<_, Error>(by_item)
@@ -171,7 +158,7 @@ impl EbsSnapshotSource {
     /// Re-encrypt a snapshot under the AWS-managed key (which cannot be
     /// shared) with this customer key of the primary, whose policy grants
     /// the escrow account kms:Decrypt and kms:CreateGrant: a CopySnapshot in
-    /// the primary, tagged [`REENCRYPTED_FROM_TAG`], reused by later runs,
+    /// the primary, tagged [`escrow_sync_core::tags::REENCRYPTED_FROM`], reused by later runs,
     /// is what gets shared.
     pub fn with_reencrypt_key_id(mut self, key: Option<String>) -> Self {
         self.reencrypt_key_id = key;
@@ -193,7 +180,10 @@ impl EbsSnapshotSource {
             .describe_snapshots()
             .owner_ids("self")
             .filters(
-                Filter::builder().name(format!("tag:{REENCRYPTED_FROM_TAG}")).values(id).build(),
+                Filter::builder()
+                    .name(format!("tag:{}", tags::REENCRYPTED_FROM))
+                    .values(id)
+                    .build(),
             )
             .into_paginator()
             .items()
@@ -218,7 +208,7 @@ impl EbsSnapshotSource {
                 .tag_specifications(
                     TagSpecification::builder()
                         .resource_type(ResourceType::Snapshot)
-                        .tags(Tag::builder().key(REENCRYPTED_FROM_TAG).value(id).build())
+                        .tags(Tag::builder().key(tags::REENCRYPTED_FROM).value(id).build())
                         .build(),
                 )
                 .send()
@@ -370,7 +360,7 @@ impl Source for EbsSnapshotSource {
                         // The primary's own re-encrypted copies (made for
                         // this job's snapshots or AMIs) are no items of their
                         // own: escrow would hold the same data twice.
-                        Ok(s) if tag(s.tags(), REENCRYPTED_FROM_TAG).is_some() => None,
+                        Ok(s) if tag(s.tags(), tags::REENCRYPTED_FROM).is_some() => None,
                         Ok(s) => {
                             let id = s.snapshot_id()?.to_string();
                             id.starts_with(&prefix).then(|| {
@@ -513,7 +503,7 @@ impl EbsSnapshotSink {
                 let mut by_source: BTreeMap<String, Vec<aws_sdk_ec2::types::Snapshot>> =
                     BTreeMap::new();
                 for s in all {
-                    if let Some(source) = tag(s.tags(), SOURCE_SNAPSHOT_TAG) {
+                    if let Some(source) = tag(s.tags(), tags::SOURCE_SNAPSHOT_ID) {
                         by_source.entry(source.to_string()).or_default().push(s);
                     }
                 }
@@ -545,7 +535,7 @@ impl EbsSnapshotSink {
         self
     }
 
-    /// Tags every new copy with [`escrow_sync_core::JOB_TAG`] = `job`, so
+    /// Tags every new copy with [`escrow_sync_core::tags::JOB`] = `job`, so
     /// that `prune` tells the job's copies from escrow's records alone.
     pub fn with_job(mut self, job: Option<String>) -> Self {
         self.job = job;
@@ -572,7 +562,7 @@ impl EbsSnapshotSink {
             .owner_ids("self")
             .filters(
                 Filter::builder()
-                    .name(format!("tag:{SOURCE_SNAPSHOT_TAG}"))
+                    .name(format!("tag:{}", tags::SOURCE_SNAPSHOT_ID))
                     .values(source_id)
                     .build(),
             )
@@ -593,13 +583,13 @@ impl EbsSnapshotSink {
 }
 
 /// Every escrow-sync copy the account of `ec2` holds (any state): its own
-/// snapshots carrying [`SOURCE_SNAPSHOT_TAG`].
+/// snapshots carrying [`escrow_sync_core::tags::SOURCE_SNAPSHOT_ID`].
 pub(crate) async fn escrow_copies(
     ec2: &aws_sdk_ec2::Client,
 ) -> Result<Vec<aws_sdk_ec2::types::Snapshot>> {
     ec2.describe_snapshots()
         .owner_ids("self")
-        .filters(Filter::builder().name("tag-key").values(SOURCE_SNAPSHOT_TAG).build())
+        .filters(Filter::builder().name("tag-key").values(tags::SOURCE_SNAPSHOT_ID).build())
         .into_paginator()
         .items()
         .send()
@@ -687,7 +677,7 @@ impl Sink for EbsSnapshotSink {
             .ec2
             .describe_snapshots()
             .owner_ids("self")
-            .filters(Filter::builder().name("tag-key").values(SOURCE_SNAPSHOT_TAG).build())
+            .filters(Filter::builder().name("tag-key").values(tags::SOURCE_SNAPSHOT_ID).build())
             .filters(Filter::builder().name("status").values("completed").build())
             .into_paginator()
             .items();
@@ -700,7 +690,7 @@ impl Sink for EbsSnapshotSink {
                             let source = s
                                 .tags()
                                 .iter()
-                                .find(|t| t.key() == Some(SOURCE_SNAPSHOT_TAG))
+                                .find(|t| t.key() == Some(tags::SOURCE_SNAPSHOT_ID))
                                 .and_then(|t| t.value())?
                                 .to_string();
                             source.starts_with(&prefix).then(|| {
@@ -745,9 +735,9 @@ impl Sink for EbsSnapshotSink {
                     &escrow_sync_aws::now_rfc3339(),
                 );
                 let lineage = source.attributes.get("lineage").unwrap_or(&item.key);
-                tags.insert(LINEAGE_TAG.to_string(), lineage.clone());
+                tags.insert(tags::LINEAGE.to_string(), lineage.clone());
                 if let Some(job) = &self.job {
-                    tags.insert(escrow_sync_core::JOB_TAG.to_string(), job.clone());
+                    tags.insert(escrow_sync_core::tags::JOB.to_string(), job.clone());
                 }
                 let spec = TagSpecification::builder()
                     .resource_type(ResourceType::Snapshot)
@@ -847,7 +837,7 @@ impl escrow_sync_core::Retained for EbsSnapshotSink {
             .ec2
             .describe_snapshots()
             .owner_ids("self")
-            .filters(Filter::builder().name("tag-key").values(SOURCE_SNAPSHOT_TAG).build())
+            .filters(Filter::builder().name("tag-key").values(tags::SOURCE_SNAPSHOT_ID).build())
             .into_paginator()
             .items()
             .send()
@@ -857,18 +847,18 @@ impl escrow_sync_core::Retained for EbsSnapshotSink {
         Ok(all
             .iter()
             .filter_map(|s| {
-                let source = tag(s.tags(), SOURCE_SNAPSHOT_TAG)?.to_string();
+                let source = tag(s.tags(), tags::SOURCE_SNAPSHOT_ID)?.to_string();
                 Some(escrow_sync_core::EscrowCopy {
                     id: s.snapshot_id()?.to_string(),
-                    lineage: tag(s.tags(), LINEAGE_TAG).unwrap_or(&source).to_string(),
-                    created: tag(s.tags(), SOURCE_TIME_TAG).unwrap_or_default().to_string(),
+                    lineage: tag(s.tags(), tags::LINEAGE).unwrap_or(&source).to_string(),
+                    created: tag(s.tags(), tags::SOURCE_START_TIME).unwrap_or_default().to_string(),
                     complete: s.state() == Some(&SnapshotState::Completed),
                     copied: s
                         .start_time()
                         .map(|t| fmt_time(Some(t)))
-                        .or_else(|| tag(s.tags(), COPIED_TAG).map(str::to_string))
+                        .or_else(|| tag(s.tags(), tags::COPIED_AT).map(str::to_string))
                         .filter(|t| !t.is_empty()),
-                    job: tag(s.tags(), escrow_sync_core::JOB_TAG).map(str::to_string),
+                    job: tag(s.tags(), escrow_sync_core::tags::JOB).map(str::to_string),
                     source,
                 })
             })

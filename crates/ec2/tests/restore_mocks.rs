@@ -34,10 +34,10 @@ use aws_sdk_ec2::types::{
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
 use escrow_sync_core::ErrorKind;
-use escrow_sync_ec2::SOURCE_IMAGE_TAG;
+
 use escrow_sync_ec2::restore::{
-    Device, EscrowImage, RESTORED_FROM_TAG, delete_image, escrow_images, image_mismatch,
-    images_as_of, set_image_shared, start_image_copy, wait_image_available,
+    Device, EscrowImage, delete_image, escrow_images, image_mismatch, images_as_of,
+    set_image_shared, start_image_copy, wait_image_available,
 };
 
 const PRIMARY: &str = "111111111111";
@@ -99,11 +99,17 @@ async fn escrow_images_are_its_own_available_copies_newest_per_source_at_a_time(
                 r.filters().iter().find(|f| f.name() == Some(name)).map(|f| f.values().to_vec())
             };
             r.owners() == ["self"]
-                && filter("tag-key") == Some(vec![SOURCE_IMAGE_TAG.to_string()])
+                && filter("tag-key")
+                    == Some(vec![escrow_sync_core::tags::SOURCE_IMAGE_ID.to_string()])
                 && filter("state") == Some(vec!["available".to_string()])
         })
         .then_output(|| {
-            let of = |source| [(SOURCE_IMAGE_TAG, source), ("escrow-sync:source-account", PRIMARY)];
+            let of = |source| {
+                [
+                    (escrow_sync_core::tags::SOURCE_IMAGE_ID, source),
+                    ("escrow-sync:source-account", PRIMARY),
+                ]
+            };
             images(vec![
                 image("ami-e1", ImageState::Available, "2026-11-01T00:00:00.000Z", &of("ami-1")),
                 image("ami-e2", ImageState::Available, "2026-11-20T00:00:00.000Z", &of("ami-1")),
@@ -218,7 +224,8 @@ async fn the_recovery_copy_names_the_escrow_image_and_tags_image_and_snapshots()
                 r.tag_specifications().iter().any(|s| {
                     s.resource_type() == Some(&kind)
                         && s.tags().iter().any(|t| {
-                            t.key() == Some(RESTORED_FROM_TAG) && t.value() == Some("ami-e")
+                            t.key() == Some(escrow_sync_core::tags::RESTORED_FROM)
+                                && t.value() == Some("ami-e")
                         })
                 })
             };

@@ -43,9 +43,7 @@ mod snapshots;
 
 pub use api::RdsKind;
 pub use snapshots::{
-    COPIED_FROM_TAG, COPIED_TAG, LINEAGE_TAG, REENCRYPTED_FROM_TAG, RdsSnapshotSink,
-    RdsSnapshotSource, SOURCE_ACCOUNT_TAG, SOURCE_ARN_TAG, SOURCE_SNAPSHOT_TAG, SOURCE_TIME_TAG,
-    escrow_identifier, primary_copy_identifier, provenance_tags,
+    RdsSnapshotSink, RdsSnapshotSource, escrow_identifier, primary_copy_identifier, provenance_tags,
 };
 
 /// A rds client for `session`.

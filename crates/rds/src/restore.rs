@@ -16,13 +16,9 @@ use aws_sdk_rds::types::Tag;
 use futures::StreamExt;
 
 use escrow_sync_core::Result;
+use escrow_sync_core::tags;
 
 use crate::api::{Rds, RdsKind, Snap, copy_error, identifier};
-use crate::snapshots::{COPIED_TAG, LINEAGE_TAG, SOURCE_ACCOUNT_TAG, SOURCE_SNAPSHOT_TAG};
-
-/// The tag on a recovered copy carrying the ARN of the escrow copy it came
-/// from.
-pub const RESTORED_FROM_TAG: &str = "escrow-sync:restored-from";
 
 /// The key a copy in the recovery account is encrypted with: that account's
 /// own AWS-managed RDS key (any key of the recovery account will do; this
@@ -78,15 +74,15 @@ fn parse_time(text: &str) -> Option<SystemTime> {
 
 impl EscrowRdsSnapshot {
     fn from_snap(kind: RdsKind, s: Snap) -> Option<Self> {
-        let source_id = s.tags.get(SOURCE_SNAPSHOT_TAG)?.clone();
+        let source_id = s.tags.get(tags::SOURCE_SNAPSHOT_ID)?.clone();
         let tag = |k: &str| s.tags.get(k).filter(|v| !v.is_empty()).cloned();
         Some(EscrowRdsSnapshot {
             kind,
-            started: tag(COPIED_TAG)
+            started: tag(tags::COPIED_AT)
                 .and_then(|t| parse_time(&t))
                 .or_else(|| s.created.and_then(|t| SystemTime::try_from(t).ok())),
-            source_account: tag(SOURCE_ACCOUNT_TAG),
-            lineage: tag(LINEAGE_TAG).unwrap_or_else(|| s.lineage.clone()),
+            source_account: tag(tags::SOURCE_ACCOUNT),
+            lineage: tag(tags::LINEAGE).unwrap_or_else(|| s.lineage.clone()),
             source_id,
             id: s.id,
             arn: s.arn,
@@ -99,7 +95,7 @@ impl EscrowRdsSnapshot {
 }
 
 /// Every available escrow-sync copy of `kind` the escrow account of `rds`
-/// holds (its own manual snapshots tagged [`SOURCE_SNAPSHOT_TAG`]).
+/// holds (its own manual snapshots tagged [`escrow_sync_core::tags::SOURCE_SNAPSHOT_ID`]).
 pub async fn escrow_snapshots(rds: &Client, kind: RdsKind) -> Result<Vec<EscrowRdsSnapshot>> {
     let api = Rds::new(rds.clone(), kind);
     let listed: Vec<Result<Snap>> =
@@ -157,7 +153,7 @@ const RECOVERY_COPY_KEYS: &str = "a KMS key is not accessible: the escrow key th
 /// of `rds` (the recovery account) as `target_id`, encrypted with
 /// `kms_key_id` (a key of the recovery account; RDS needs one to copy an
 /// encrypted snapshot another account shares, and refuses one for an
-/// unencrypted Aurora cluster snapshot), tagged [`RESTORED_FROM_TAG`] =
+/// unencrypted Aurora cluster snapshot), tagged [`escrow_sync_core::tags::RESTORED_FROM`] =
 /// `source_arn` and nothing else. Returns the copy's identifier; wait for
 /// it with [`wait_available`].
 pub async fn start_copy(
@@ -169,7 +165,7 @@ pub async fn start_copy(
 ) -> Result<String> {
     let op = kind.op("rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot");
     let resource = format!("escrow {} {source_arn}", kind.noun());
-    let tags = vec![Tag::builder().key(RESTORED_FROM_TAG).value(source_arn).build()];
+    let tags = vec![Tag::builder().key(tags::RESTORED_FROM).value(source_arn).build()];
     let kms = kms_key_id.map(str::to_string);
     let copied = match kind {
         RdsKind::Db => rds

@@ -10,32 +10,13 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::tags;
 use escrow_sync_core::{
     Error, ErrorKind, EscrowCopy, Item, ItemKind, ItemStream, Payload, Receipt, Result, Retained,
     Scope, ServerSideRef, Sink, Source,
 };
 
 use crate::api::{Rds, RdsKind, Snap, arn_account, identifier, same_key};
-
-/// The tag on an escrow copy naming the source snapshot's identifier.
-pub const SOURCE_SNAPSHOT_TAG: &str = "escrow-sync:source-snapshot-id";
-/// The tag on an escrow copy naming the source account.
-pub const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
-/// The tag on an escrow copy carrying the source snapshot's ARN.
-pub const SOURCE_ARN_TAG: &str = "escrow-sync:source-arn";
-/// The tag on an escrow copy carrying the source's creation time (RFC 3339).
-pub const SOURCE_TIME_TAG: &str = "escrow-sync:source-start-time";
-/// The tag on an escrow copy carrying when the copy was made (RFC 3339).
-pub const COPIED_TAG: &str = "escrow-sync:copied-at";
-/// The tag on an escrow copy naming the source DB instance or cluster: the
-/// lineage retention groups copies by.
-pub const LINEAGE_TAG: &str = "escrow-sync:lineage";
-/// The tag on a manual copy in the primary naming the automated snapshot it
-/// was copied from (automated snapshots cannot be shared).
-pub const COPIED_FROM_TAG: &str = "escrow-sync:copied-from";
-/// The tag on a copy in the primary naming the snapshot it re-encrypts with
-/// a customer key (snapshots under the AWS-managed key cannot be shared).
-pub const REENCRYPTED_FROM_TAG: &str = "escrow-sync:reencrypted-from";
 
 const GIB: u64 = 1 << 30;
 
@@ -51,12 +32,12 @@ pub fn provenance_tags(
     lineage: &str,
 ) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (SOURCE_SNAPSHOT_TAG.to_string(), snapshot_id.to_string()),
-        (SOURCE_ACCOUNT_TAG.to_string(), source_account.to_string()),
-        (SOURCE_ARN_TAG.to_string(), source_arn.to_string()),
-        (SOURCE_TIME_TAG.to_string(), source_start_time.to_string()),
-        (COPIED_TAG.to_string(), copied_at.to_string()),
-        (LINEAGE_TAG.to_string(), lineage.to_string()),
+        (tags::SOURCE_SNAPSHOT_ID.to_string(), snapshot_id.to_string()),
+        (tags::SOURCE_ACCOUNT.to_string(), source_account.to_string()),
+        (tags::SOURCE_ARN.to_string(), source_arn.to_string()),
+        (tags::SOURCE_START_TIME.to_string(), source_start_time.to_string()),
+        (tags::COPIED_AT.to_string(), copied_at.to_string()),
+        (tags::LINEAGE.to_string(), lineage.to_string()),
     ])
 }
 
@@ -84,11 +65,11 @@ pub fn primary_copy_identifier(snapshot_id: &str) -> String {
 ///
 /// Automated snapshots cannot be shared: each is first copied to a manual
 /// snapshot in the primary ([`primary_copy_identifier`], tagged
-/// [`COPIED_FROM_TAG`]), which later runs reuse and which is what gets
+/// [`escrow_sync_core::tags::COPIED_FROM`]), which later runs reuse and which is what gets
 /// shared; the item keeps the automated snapshot's identifier. A snapshot
 /// under the AWS-managed key (aws/rds) cannot be shared either: with
 /// [`RdsSnapshotSource::with_reencrypt_key_id`] it is copied in the primary
-/// under that customer key first (tagged [`REENCRYPTED_FROM_TAG`]), else the
+/// under that customer key first (tagged [`escrow_sync_core::tags::REENCRYPTED_FROM`]), else the
 /// item fails saying what to configure. These copies in the primary are left
 /// there: the reader role has no right to delete, and keeping them lets later
 /// runs reuse them (delete them in the primary once escrow holds their copy,
@@ -172,7 +153,7 @@ impl RdsSnapshotSource {
     /// Re-encrypt a snapshot under the AWS-managed key (which cannot be
     /// shared) with this customer key of the primary, whose policy grants
     /// the escrow account kms:Decrypt, kms:DescribeKey and kms:CreateGrant:
-    /// a copy in the primary, tagged [`REENCRYPTED_FROM_TAG`], reused by
+    /// a copy in the primary, tagged [`escrow_sync_core::tags::REENCRYPTED_FROM`], reused by
     /// later runs, is what gets shared.
     pub fn with_reencrypt_key_id(mut self, key: Option<String>) -> Self {
         self.reencrypt_key_id = key;
@@ -249,12 +230,12 @@ impl RdsSnapshotSource {
     ) -> (&'static str, BTreeMap<String, String>) {
         let mut tags = BTreeMap::new();
         if snap.is_automated() {
-            tags.insert(COPIED_FROM_TAG.to_string(), snap.id.clone());
+            tags.insert(tags::COPIED_FROM.to_string(), snap.id.clone());
         }
         if reencrypt.is_some() {
-            tags.insert(REENCRYPTED_FROM_TAG.to_string(), snap.id.clone());
+            tags.insert(tags::REENCRYPTED_FROM.to_string(), snap.id.clone());
         }
-        let marker = if snap.is_automated() { COPIED_FROM_TAG } else { REENCRYPTED_FROM_TAG };
+        let marker = if snap.is_automated() { tags::COPIED_FROM } else { tags::REENCRYPTED_FROM };
         (marker, tags)
     }
 
@@ -349,7 +330,7 @@ impl Source for RdsSnapshotSource {
                     if s.is_automated() {
                         listed.automated.insert(s.id.clone());
                     }
-                    let of = s.tags.get(COPIED_FROM_TAG).or(s.tags.get(REENCRYPTED_FROM_TAG));
+                    let of = s.tags.get(tags::COPIED_FROM).or(s.tags.get(tags::REENCRYPTED_FROM));
                     if let Some(of) = of.filter(|_| s.is_available()) {
                         listed.copies.entry(of.clone()).or_default().push(s.id.clone());
                     }
@@ -357,8 +338,8 @@ impl Source for RdsSnapshotSource {
                 let selected = s.is_available()
                     && matches!(s.snapshot_type.as_str(), "manual" | "automated")
                     // escrow-sync's own copies in the primary are means, not sources.
-                    && !s.tags.contains_key(COPIED_FROM_TAG)
-                    && !s.tags.contains_key(REENCRYPTED_FROM_TAG)
+                    && !s.tags.contains_key(tags::COPIED_FROM)
+                    && !s.tags.contains_key(tags::REENCRYPTED_FROM)
                     && (ids.is_empty() || ids.contains(&s.id.to_ascii_lowercase()))
                     && tags.iter().all(|(k, v)| s.tags.get(k) == Some(v))
                     && s.id.starts_with(&prefix);
@@ -438,7 +419,7 @@ impl Source for RdsSnapshotSource {
         if snap.is_automated() {
             let base = primary_copy_identifier(&snap.id);
             let existing = self.rds.get(&base, &self.resource(&snap.id)).await?.filter(|s| {
-                s.tags.get(COPIED_FROM_TAG) == Some(&snap.id)
+                s.tags.get(tags::COPIED_FROM) == Some(&snap.id)
                     && !s.is_failed()
                     && reencrypt.as_deref().is_none_or(|k| same_key(s.kms_key_id.as_deref(), k))
             });
@@ -503,7 +484,7 @@ impl RdsSnapshotSink {
         self
     }
 
-    /// Tags every new copy with [`escrow_sync_core::JOB_TAG`] = `job`, so
+    /// Tags every new copy with [`escrow_sync_core::tags::JOB`] = `job`, so
     /// that `prune` tells the job's copies from escrow's records alone.
     pub fn with_job(mut self, job: Option<String>) -> Self {
         self.job = job;
@@ -539,7 +520,7 @@ impl RdsSnapshotSink {
     /// Whether copy `s` is of a snapshot of `account` (any, when unknown;
     /// a copy without the tag is taken for one).
     fn of_account(s: &Snap, account: Option<&str>) -> bool {
-        match (s.tags.get(SOURCE_ACCOUNT_TAG), account) {
+        match (s.tags.get(tags::SOURCE_ACCOUNT), account) {
             (Some(a), Some(want)) => a == want,
             _ => true,
         }
@@ -551,7 +532,7 @@ impl RdsSnapshotSink {
         let resource = self.resource(source_id);
         let account = self.source_account.as_deref();
         let ours = |s: &Snap| {
-            s.tags.get(SOURCE_SNAPSHOT_TAG).map(String::as_str) == Some(source_id)
+            s.tags.get(tags::SOURCE_SNAPSHOT_ID).map(String::as_str) == Some(source_id)
                 && Self::of_account(s, account)
         };
         if let Some(s) = self.rds.get(&escrow_identifier(source_id), &resource).await?
@@ -560,7 +541,7 @@ impl RdsSnapshotSink {
         {
             return Ok(Some(s));
         }
-        let copies = self.rds.tagged(SOURCE_SNAPSHOT_TAG, source_id, &resource).await?;
+        let copies = self.rds.tagged(tags::SOURCE_SNAPSHOT_ID, source_id, &resource).await?;
         Ok(copies.into_iter().find(|s| s.is_available() && ours(s)))
     }
 }
@@ -581,7 +562,7 @@ impl Sink for RdsSnapshotSink {
             .list(&[], true, format!("{} snapshots", self.describe_escrow()))
             .filter_map(move |r| {
                 let out = match r {
-                    Ok(s) => s.tags.get(SOURCE_SNAPSHOT_TAG).cloned().and_then(|source| {
+                    Ok(s) => s.tags.get(tags::SOURCE_SNAPSHOT_ID).cloned().and_then(|source| {
                         let fresh = s.is_available()
                             && Self::of_account(&s, account.as_deref())
                             && source.starts_with(&prefix)
@@ -638,7 +619,7 @@ impl Sink for RdsSnapshotSink {
             attr("lineage"),
         );
         if let Some(job) = &self.job {
-            tags.insert(escrow_sync_core::JOB_TAG.to_string(), job.clone());
+            tags.insert(escrow_sync_core::tags::JOB.to_string(), job.clone());
         }
         // RDS refuses a key for a copy of an unencrypted cluster snapshot
         // (an Aurora copy cannot add encryption); DB snapshot copies can.
@@ -655,7 +636,7 @@ impl Sink for RdsSnapshotSink {
             .rds
             .copy_once(
                 &escrow_identifier(&item.key),
-                (SOURCE_SNAPSHOT_TAG, &item.key),
+                (tags::SOURCE_SNAPSHOT_ID, &item.key),
                 |s| !s.is_failed() && Self::of_account(s, owner.as_deref()),
                 // The ARN of what the primary shares: the snapshot, or its
                 // manual / re-encrypted copy.
@@ -729,7 +710,7 @@ impl Retained for RdsSnapshotSink {
         let mut out = Vec::new();
         for s in all {
             let s = s?;
-            let Some(source) = s.tags.get(SOURCE_SNAPSHOT_TAG) else { continue };
+            let Some(source) = s.tags.get(tags::SOURCE_SNAPSHOT_ID) else { continue };
             if !Self::of_account(&s, self.source_account.as_deref()) {
                 continue;
             }
@@ -737,13 +718,13 @@ impl Retained for RdsSnapshotSink {
             out.push(EscrowCopy {
                 id: s.id.clone(),
                 source: source.clone(),
-                lineage: tag(LINEAGE_TAG).unwrap_or_else(|| s.lineage.clone()),
-                created: tag(SOURCE_TIME_TAG).unwrap_or_else(|| s.created_rfc3339()),
+                lineage: tag(tags::LINEAGE).unwrap_or_else(|| s.lineage.clone()),
+                created: tag(tags::SOURCE_START_TIME).unwrap_or_else(|| s.created_rfc3339()),
                 complete: s.is_available(),
                 copied: Some(s.created_rfc3339())
                     .filter(|t| !t.is_empty())
-                    .or_else(|| tag(COPIED_TAG)),
-                job: tag(escrow_sync_core::JOB_TAG),
+                    .or_else(|| tag(tags::COPIED_AT)),
+                job: tag(escrow_sync_core::tags::JOB),
             });
         }
         Ok(out)
@@ -754,14 +735,16 @@ impl Retained for RdsSnapshotSink {
         let Some(found) = self.rds.get(&copy.id, &resource).await? else {
             return Ok(());
         };
-        if found.tags.get(SOURCE_SNAPSHOT_TAG) != Some(&copy.source) {
+        if found.tags.get(tags::SOURCE_SNAPSHOT_ID) != Some(&copy.source) {
             return Err(Error::new(
                 ErrorKind::PreconditionFailed,
                 self.rds.kind.op("rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot"),
                 resource,
                 format!(
-                    "{} is not tagged {SOURCE_SNAPSHOT_TAG}={}: not deleted; list the copies again",
-                    copy.id, copy.source
+                    "{} is not tagged {}={}: not deleted; list the copies again",
+                    copy.id,
+                    tags::SOURCE_SNAPSHOT_ID,
+                    copy.source
                 ),
             ));
         }

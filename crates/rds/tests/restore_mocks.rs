@@ -26,11 +26,10 @@ use aws_sdk_rds::types::{DbClusterSnapshot, DbSnapshot, Event, Tag};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
 use escrow_sync_core::ErrorKind;
+use escrow_sync_rds::RdsKind;
 use escrow_sync_rds::restore::{
-    RECOVERY_KEY, RESTORED_FROM_TAG, delete_snapshot, escrow_snapshots, set_shared, start_copy,
-    wait_available,
+    RECOVERY_KEY, delete_snapshot, escrow_snapshots, set_shared, start_copy, wait_available,
 };
-use escrow_sync_rds::{RdsKind, SOURCE_SNAPSHOT_TAG};
 
 const PRIMARY: &str = "111111111111";
 const RECOVERY: &str = "333333333333";
@@ -78,7 +77,7 @@ async fn the_escrow_listing_keeps_its_available_copies_with_engine_and_storage()
         .then_output(|| {
             let of = |s| {
                 [
-                    (SOURCE_SNAPSHOT_TAG, s),
+                    (escrow_sync_core::tags::SOURCE_SNAPSHOT_ID, s),
                     ("escrow-sync:source-account", PRIMARY),
                     ("escrow-sync:lineage", "orders-db"),
                     ("escrow-sync:copied-at", "2026-11-28T01:00:00Z"),
@@ -142,7 +141,9 @@ async fn a_share_adds_then_removes_exactly_the_recovery_account() {
 #[tokio::test]
 async fn the_recovery_copy_is_made_by_arn_under_the_recovery_key_and_tagged() {
     let tagged = |tags: &[Tag], arn: &str| {
-        tags.len() == 1 && tags[0].key() == Some(RESTORED_FROM_TAG) && tags[0].value() == Some(arn)
+        tags.len() == 1
+            && tags[0].key() == Some(escrow_sync_core::tags::RESTORED_FROM)
+            && tags[0].value() == Some(arn)
     };
     let copy_db = mock!(Client::copy_db_snapshot)
         .match_requests(move |r| {

@@ -9,28 +9,8 @@ use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_redshift::types::Snapshot;
 
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::tags;
 use escrow_sync_core::{Error, ErrorKind, Result};
-
-/// The tag on an escrow snapshot naming the source snapshot.
-pub const SOURCE_SNAPSHOT_TAG: &str = "escrow-sync:source-snapshot-id";
-/// The tag on an escrow snapshot naming the account that owns the source.
-pub const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
-/// The tag on an escrow snapshot carrying the source snapshot's ARN.
-pub const SOURCE_ARN_TAG: &str = "escrow-sync:source-arn";
-/// The tag on an escrow snapshot carrying the source's creation time
-/// (RFC 3339, UTC).
-pub const SOURCE_TIME_TAG: &str = "escrow-sync:source-start-time";
-/// The tag on an escrow snapshot carrying when escrow-sync made it.
-pub const COPIED_TAG: &str = "escrow-sync:copied-at";
-/// The tag on an escrow snapshot naming the source cluster: what retention
-/// groups copies by.
-pub const LINEAGE_TAG: &str = "escrow-sync:lineage";
-/// The tag on a manual snapshot in the primary naming the automated snapshot
-/// it copies (automated snapshots cannot be shared).
-pub const COPIED_FROM_TAG: &str = "escrow-sync:copied-from";
-/// The tag on a temporary restore cluster in escrow naming the source
-/// snapshot it restores.
-pub const RESTORE_FOR_TAG: &str = "escrow-sync:restore-for";
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -117,7 +97,7 @@ pub(crate) fn manual_copy_id(id: &str) -> String {
 /// name), else the snapshot itself.
 pub(crate) fn shared_source_key(snapshot: &Snapshot) -> Option<String> {
     let id = snapshot.snapshot_identifier()?;
-    if let Some(from) = tag(snapshot, COPIED_FROM_TAG) {
+    if let Some(from) = tag(snapshot, tags::COPIED_FROM) {
         return Some(from.to_string());
     }
     match id.strip_prefix(MANUAL_COPY_PREFIX) {
@@ -136,12 +116,12 @@ pub(crate) fn provenance_tags(
     copied_at: &str,
 ) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (SOURCE_SNAPSHOT_TAG.to_string(), source_id.to_string()),
-        (SOURCE_ACCOUNT_TAG.to_string(), source_account.to_string()),
-        (SOURCE_ARN_TAG.to_string(), source_arn.to_string()),
-        (SOURCE_TIME_TAG.to_string(), source_start_time.to_string()),
-        (LINEAGE_TAG.to_string(), lineage.to_string()),
-        (COPIED_TAG.to_string(), copied_at.to_string()),
+        (tags::SOURCE_SNAPSHOT_ID.to_string(), source_id.to_string()),
+        (tags::SOURCE_ACCOUNT.to_string(), source_account.to_string()),
+        (tags::SOURCE_ARN.to_string(), source_arn.to_string()),
+        (tags::SOURCE_START_TIME.to_string(), source_start_time.to_string()),
+        (tags::LINEAGE.to_string(), lineage.to_string()),
+        (tags::COPIED_AT.to_string(), copied_at.to_string()),
     ])
 }
 

@@ -14,11 +14,10 @@ use std::time::SystemTime;
 use aws_sdk_redshift::Client;
 use aws_sdk_redshift::types::Snapshot;
 
+use escrow_sync_core::tags;
 use escrow_sync_core::{Error, ErrorKind, Result};
 
-use crate::common::{
-    COPIED_TAG, LINEAGE_TAG, SOURCE_ACCOUNT_TAG, SOURCE_SNAPSHOT_TAG, code, rs_error, size_of, tag,
-};
+use crate::common::{code, rs_error, size_of, tag};
 
 /// One available escrow snapshot (an independent copy) of a primary
 /// snapshot.
@@ -56,10 +55,10 @@ impl EscrowRedshiftSnapshot {
         Some(EscrowRedshiftSnapshot {
             id: s.snapshot_identifier()?.to_string(),
             cluster: s.cluster_identifier().map(str::to_string),
-            source_id: tag(s, SOURCE_SNAPSHOT_TAG)?.to_string(),
-            source_account: tag(s, SOURCE_ACCOUNT_TAG).map(str::to_string),
-            lineage: tag(s, LINEAGE_TAG).filter(|l| !l.is_empty()).map(str::to_string),
-            started: tag(s, COPIED_TAG)
+            source_id: tag(s, tags::SOURCE_SNAPSHOT_ID)?.to_string(),
+            source_account: tag(s, tags::SOURCE_ACCOUNT).map(str::to_string),
+            lineage: tag(s, tags::LINEAGE).filter(|l| !l.is_empty()).map(str::to_string),
+            started: tag(s, tags::COPIED_AT)
                 .and_then(parse_time)
                 .or_else(|| s.snapshot_create_time().and_then(|t| SystemTime::try_from(*t).ok())),
             bytes: size_of(s),
@@ -70,7 +69,7 @@ impl EscrowRedshiftSnapshot {
 }
 
 /// Every available escrow-sync snapshot the escrow account `escrow` owns
-/// (manual, tagged [`SOURCE_SNAPSHOT_TAG`]); snapshots other accounts share
+/// (manual, tagged [`escrow_sync_core::tags::SOURCE_SNAPSHOT_ID`]); snapshots other accounts share
 /// with escrow are left out.
 pub async fn escrow_snapshots(
     redshift: &Client,
@@ -79,7 +78,7 @@ pub async fn escrow_snapshots(
     let mut pages = redshift
         .describe_cluster_snapshots()
         .snapshot_type("manual")
-        .tag_keys(SOURCE_SNAPSHOT_TAG)
+        .tag_keys(tags::SOURCE_SNAPSHOT_ID)
         .into_paginator()
         .items()
         .send();

@@ -27,7 +27,6 @@ use escrow_sync_core::ErrorKind;
 use escrow_sync_redshift::restore::{
     EscrowRedshiftSnapshot, as_of, check_visible, escrow_snapshots, set_shared,
 };
-use escrow_sync_redshift::{COPIED_TAG, LINEAGE_TAG, SOURCE_ACCOUNT_TAG, SOURCE_SNAPSHOT_TAG};
 
 const PRIMARY: &str = "111111111111";
 const ESCROW: &str = "222222222222";
@@ -63,10 +62,10 @@ fn snapshot(id: &str, owner: &str, status: &str, tags: &[(&str, &str)]) -> Snaps
 
 fn of(source: &str, copied: &'static str) -> Vec<(&'static str, String)> {
     vec![
-        (SOURCE_SNAPSHOT_TAG, source.to_string()),
-        (SOURCE_ACCOUNT_TAG, PRIMARY.to_string()),
-        (LINEAGE_TAG, "sales".to_string()),
-        (COPIED_TAG, copied.to_string()),
+        (escrow_sync_core::tags::SOURCE_SNAPSHOT_ID, source.to_string()),
+        (escrow_sync_core::tags::SOURCE_ACCOUNT, PRIMARY.to_string()),
+        (escrow_sync_core::tags::LINEAGE, "sales".to_string()),
+        (escrow_sync_core::tags::COPIED_AT, copied.to_string()),
     ]
 }
 
@@ -93,7 +92,7 @@ async fn the_escrow_listing_keeps_its_own_available_copies_newest_per_cluster() 
     let list = mock!(Client::describe_cluster_snapshots)
         .match_requests(|r| {
             r.snapshot_type() == Some("manual")
-                && r.tag_keys() == [SOURCE_SNAPSHOT_TAG]
+                && r.tag_keys() == [escrow_sync_core::tags::SOURCE_SNAPSHOT_ID]
                 && r.owner_account().is_none()
         })
         .then_output(|| {
