@@ -17,6 +17,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::poll::{Polled, Polling, poll_until};
 use escrow_sync_core::tags;
 use escrow_sync_core::{Error, ErrorKind, Result, RetryPolicy};
 
@@ -437,30 +438,24 @@ pub(crate) async fn wait_table_active(
     timeout: Duration,
     resource: &str,
 ) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(100);
-    loop {
+    let polling = Polling::new("dynamodb:DescribeTable", resource)
+        .with_first_pause(Duration::from_millis(100))
+        .with_max_pause(Duration::from_secs(5))
+        .with_timeout(timeout)
+        .with_deadline_error(ErrorKind::Transient, "not active", "run again to continue");
+    poll_until(&polling, || async {
         let out = client.describe_table().table_name(table).send().await;
         match out.map_err(|e| sdk_error(e, "dynamodb:DescribeTable", resource)) {
-            Ok(o) if o.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) => {
-                return Ok(());
-            }
+            Ok(o) => match o.table().and_then(|t| t.table_status()) {
+                Some(TableStatus::Active) => Ok(Polled::Done(())),
+                status => Ok(Polled::Pending(status.map_or("unknown", |s| s.as_str()).into())),
+            },
             // Just created: DescribeTable may not see it yet.
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Polled::Pending("not found".into())),
+            Err(e) => Err(e),
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::new(
-                ErrorKind::Transient,
-                "dynamodb:DescribeTable",
-                resource,
-                format!("not active after {timeout:?}; run again to continue"),
-            ));
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+    })
+    .await
 }
 
 /// The key attributes with their types, e.g. `pk (S, HASH), sk (N, RANGE)`.

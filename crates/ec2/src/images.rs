@@ -20,6 +20,7 @@ use aws_sdk_ec2::types::{
 use futures::{StreamExt, TryStreamExt};
 
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::poll::{Polled, Polling, poll_until};
 use escrow_sync_core::tags;
 use escrow_sync_core::{
     Error, ErrorKind, EscrowCopy, Item, ItemKind, ItemStream, Payload, Receipt, Result, Retained,
@@ -78,11 +79,7 @@ fn state_is(image: &Image, states: &[ImageState]) -> bool {
 
 /// An image's creation date, when the service's string can be read.
 pub(crate) fn created(image: &Image) -> Option<aws_smithy_types::DateTime> {
-    aws_smithy_types::DateTime::from_str(
-        image.creation_date()?,
-        aws_smithy_types::date_time::Format::DateTime,
-    )
-    .ok()
+    escrow_sync_aws::time::parse_time(image.creation_date()?)
 }
 
 /// An image's creation date in RFC 3339 UTC (as the snapshots' start times
@@ -174,11 +171,13 @@ pub(crate) async fn wait_image(
     resource: &str,
 ) -> Result<Image> {
     let start = tokio::time::Instant::now();
-    let deadline = start + timeout;
     let grace = timeout.min(NOT_FOUND_GRACE);
-    let mut delay = Duration::from_secs(1).min(max_poll);
     let named = format!("{resource} ({id})");
-    loop {
+    let polling = Polling::new(operation, &named)
+        .with_max_pause(max_poll)
+        .with_timeout(timeout)
+        .with_deadline_error(ErrorKind::Failed, "not available", "the next run waits for it");
+    poll_until(&polling, || async {
         let image = match ec2.describe_images().image_ids(id).send().await {
             Ok(out) => out.images.unwrap_or_default().into_iter().next(),
             // A new image may not be visible yet (eventual consistency).
@@ -196,40 +195,30 @@ pub(crate) async fn wait_image(
                 ),
             ));
         }
-        if let Some(image) = image {
-            match image.state() {
-                Some(ImageState::Available) => return Ok(image),
-                Some(
-                    state @ (ImageState::Failed
-                    | ImageState::Error
-                    | ImageState::Invalid
-                    | ImageState::Deregistered),
-                ) => {
-                    return Err(Error::new(
-                        ErrorKind::Failed,
-                        operation,
-                        &named,
-                        format!(
-                            "the copy ended in state {}: {}; the next run copies it again",
-                            state.as_str(),
-                            image.state_reason().and_then(|r| r.message()).unwrap_or("no message")
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::new(
+        let Some(image) = image else {
+            return Ok(Polled::Pending("not visible yet".into()));
+        };
+        match image.state() {
+            Some(ImageState::Available) => Ok(Polled::Done(image)),
+            Some(
+                state @ (ImageState::Failed
+                | ImageState::Error
+                | ImageState::Invalid
+                | ImageState::Deregistered),
+            ) => Err(Error::new(
                 ErrorKind::Failed,
                 operation,
                 &named,
-                format!("not available after {timeout:?}; the next run waits for it"),
-            ));
+                format!(
+                    "the copy ended in state {}: {}; the next run copies it again",
+                    state.as_str(),
+                    image.state_reason().and_then(|r| r.message()).unwrap_or("no message")
+                ),
+            )),
+            state => Ok(Polled::Pending(state.map_or("unknown", |s| s.as_str()).to_string())),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(max_poll);
-    }
+    })
+    .await
 }
 
 /// DescribeSnapshots of `ids` (none asked, none returned: an empty id list

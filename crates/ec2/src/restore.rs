@@ -13,7 +13,9 @@ use aws_sdk_ec2::types::{
     Tag, TagSpecification,
 };
 
+use async_trait::async_trait;
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::snapshot::{RecoveredCopy, SnapshotCopy, SnapshotRestore};
 use escrow_sync_core::tags;
 use escrow_sync_core::{Error, ErrorKind, Result};
 
@@ -185,13 +187,6 @@ impl EscrowImage {
     }
 }
 
-/// An RFC 3339 time, read.
-fn parse_time(text: &str) -> Option<SystemTime> {
-    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
-        .ok()
-        .and_then(|t| system_time(&t))
-}
-
 /// Every available escrow-sync copy of an AMI the escrow account holds
 /// (owned by it, tagged [`escrow_sync_core::tags::SOURCE_IMAGE_ID`]).
 pub async fn escrow_images(ec2: &Client) -> Result<Vec<EscrowImage>> {
@@ -214,10 +209,10 @@ pub async fn escrow_images(ec2: &Client) -> Result<Vec<EscrowImage>> {
                 id: i.image_id()?.to_string(),
                 source_id: images::tag(i.tags(), tags::SOURCE_IMAGE_ID)?.to_string(),
                 source_account: images::tag(i.tags(), tags::SOURCE_ACCOUNT).map(str::to_string),
-                started: images::created(i)
-                    .as_ref()
-                    .and_then(system_time)
-                    .or_else(|| images::tag(i.tags(), tags::COPIED_AT).and_then(parse_time)),
+                started: images::created(i).as_ref().and_then(system_time).or_else(|| {
+                    images::tag(i.tags(), tags::COPIED_AT)
+                        .and_then(escrow_sync_core::time::parse_rfc3339)
+                }),
                 devices: devices(i),
             })
         })
@@ -359,6 +354,282 @@ pub async fn delete_image(ec2: &Client, id: &str) -> Result<()> {
         Err(e) => return Err(sdk_error(e, "ec2:DeregisterImage", &resource)),
     }
     crate::images::delete_snapshots_of(ec2, snapshots, &resource).await
+}
+
+const GIB: u64 = 1 << 30;
+
+/// The longest pause between two looks at a copy in progress, by default.
+pub const MAX_POLL: Duration = Duration::from_secs(30);
+
+/// How long a copy into the recovery account is waited for, by default.
+pub const COPY_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+
+/// One escrow copy an [`Ec2Restore`] restores.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ec2Copy {
+    /// An EBS snapshot.
+    Snapshot(EscrowSnapshot),
+    /// An AMI with its backing snapshots.
+    Image(EscrowImage),
+}
+
+/// The [`SnapshotRestore`] of an `[[ec2]]` job: EBS snapshots (per source
+/// volume, the newest escrow copy at or before the time) and AMIs (per
+/// source image); the share of an AMI is its launch permission and every
+/// backing snapshot's createVolumePermission. A drill checks each copy
+/// completed at the escrow copy's size (AMIs: the same block devices and
+/// sizes), then deletes it (AMIs: deregistered, their snapshots deleted).
+#[derive(Debug, Clone)]
+pub struct Ec2Restore {
+    escrow: Client,
+    target: Client,
+    target_account: String,
+    region: String,
+    primary: String,
+    snapshot_ids: Option<Vec<String>>,
+    image_ids: Option<Vec<String>>,
+    by_tags: bool,
+    timeout: Duration,
+    max_poll: Duration,
+}
+
+impl Ec2Restore {
+    /// Restores, in `region`, the escrow copies the escrow session holds of
+    /// the primary account `primary`'s snapshots and AMIs into the account
+    /// of the `target` session (every one: narrow with
+    /// [`Self::with_selection`]).
+    pub fn new(
+        escrow: &escrow_sync_aws::Session,
+        target: &escrow_sync_aws::Session,
+        region: &str,
+        primary: &str,
+    ) -> Self {
+        Self::from_clients(
+            crate::client(escrow),
+            crate::client(target),
+            target.account_id(),
+            region,
+            primary,
+        )
+    }
+
+    /// As [`Self::new`], from escrow's and the recovery account's clients
+    /// and the recovery account's id.
+    pub fn from_clients(
+        escrow: Client,
+        target: Client,
+        target_account: &str,
+        region: &str,
+        primary: &str,
+    ) -> Self {
+        Ec2Restore {
+            escrow,
+            target,
+            target_account: target_account.to_string(),
+            region: region.to_string(),
+            primary: primary.to_string(),
+            snapshot_ids: Some(Vec::new()),
+            image_ids: Some(Vec::new()),
+            by_tags: true,
+            timeout: COPY_TIMEOUT,
+            max_poll: MAX_POLL,
+        }
+    }
+
+    /// What the job selects, as `run` does: `ids` (snapshot and image ids;
+    /// empty: every copy, the job selecting by tags), snapshots when
+    /// `snapshots`, AMIs when `images`. A job naming ids of one type only
+    /// restores none of the other.
+    pub fn with_selection(mut self, ids: &[String], snapshots: bool, images: bool) -> Self {
+        let of = |on: bool, prefix: &str| {
+            let chosen: Vec<String> =
+                ids.iter().filter(|i| i.starts_with(prefix)).cloned().collect();
+            (on && (ids.is_empty() || !chosen.is_empty())).then_some(chosen)
+        };
+        self.snapshot_ids = of(snapshots, "snap-");
+        self.image_ids = of(images, "ami-");
+        self.by_tags = ids.is_empty();
+        self
+    }
+
+    /// Waits at most `timeout` for each copy, polling up to every
+    /// `max_poll` (defaults: [`COPY_TIMEOUT`], [`MAX_POLL`]).
+    pub fn with_wait(mut self, timeout: Duration, max_poll: Duration) -> Self {
+        self.timeout = timeout;
+        self.max_poll = max_poll;
+        self
+    }
+
+    fn of_primary(&self, account: &Option<String>) -> bool {
+        account.as_deref().is_none_or(|a| a == self.primary)
+    }
+}
+
+#[async_trait]
+impl SnapshotRestore for Ec2Restore {
+    type Copy = Ec2Copy;
+
+    fn target_account(&self) -> &str {
+        &self.target_account
+    }
+
+    fn locations(&self, owner: &str) -> Vec<String> {
+        [("ebs", self.snapshot_ids.is_some()), ("ami", self.image_ids.is_some())]
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(scheme, _)| format!("{scheme}://{owner}/{}", self.region))
+            .collect()
+    }
+
+    async fn escrow_copies(&self, at: Option<SystemTime>) -> Result<Vec<Ec2Copy>> {
+        let mut out = Vec::new();
+        if let Some(ids) = &self.snapshot_ids {
+            let copies: Vec<_> = escrow_snapshots(&self.escrow)
+                .await?
+                .into_iter()
+                .filter(|c| self.of_primary(&c.source_account))
+                .filter(|c| ids.is_empty() || ids.contains(&c.source_id))
+                .collect();
+            out.extend(as_of(copies, at).into_iter().map(Ec2Copy::Snapshot));
+        }
+        if let Some(ids) = &self.image_ids {
+            let copies: Vec<_> = escrow_images(&self.escrow)
+                .await?
+                .into_iter()
+                .filter(|c| self.of_primary(&c.source_account))
+                .filter(|c| ids.is_empty() || ids.contains(&c.source_id))
+                .collect();
+            out.extend(images_as_of(copies, at).into_iter().map(Ec2Copy::Image));
+        }
+        Ok(out)
+    }
+
+    fn describe(&self, copy: &Ec2Copy) -> SnapshotCopy {
+        match copy {
+            Ec2Copy::Snapshot(c) => SnapshotCopy::new(
+                &c.id,
+                &c.source_id,
+                format!("escrow copy {}", c.id),
+                "snapshots",
+                c.size_gib.max(0) as u64 * GIB,
+            ),
+            Ec2Copy::Image(i) => SnapshotCopy::new(
+                &i.id,
+                &i.source_id,
+                format!("escrow AMI {}", i.id),
+                "AMIs",
+                i.size_gib() * GIB,
+            ),
+        }
+    }
+
+    fn notes(&self, _copies: &[Ec2Copy]) -> Vec<String> {
+        let primary = &self.primary;
+        self.by_tags
+            .then(|| {
+                format!(
+                    "the job selects by tags: every escrow copy of a primary ({primary}) snapshot \
+                     or AMI counts"
+                )
+            })
+            .into_iter()
+            .collect()
+    }
+
+    fn plan_note(&self, copy: &Ec2Copy) -> String {
+        match copy {
+            Ec2Copy::Snapshot(c) => {
+                format!("would share escrow copy {} (of {}, {} GiB)", c.id, c.source_id, c.size_gib)
+            }
+            Ec2Copy::Image(i) => format!(
+                "would share escrow AMI {} (of {}, {} GiB) and its {} backing snapshots",
+                i.id,
+                i.source_id,
+                i.size_gib(),
+                i.snapshots().len()
+            ),
+        }
+    }
+
+    fn shared_note(&self, copy: &Ec2Copy) -> String {
+        match copy {
+            Ec2Copy::Snapshot(c) => format!("shared escrow copy {} (of {})", c.id, c.source_id),
+            Ec2Copy::Image(i) => format!(
+                "shared escrow AMI {} (of {}) and its backing snapshots {}",
+                i.id,
+                i.source_id,
+                i.snapshots().join(", ")
+            ),
+        }
+    }
+
+    async fn share(&self, copy: &Ec2Copy) -> Result<()> {
+        match copy {
+            Ec2Copy::Snapshot(c) => {
+                set_shared(&self.escrow, &c.id, &self.target_account, true).await
+            }
+            Ec2Copy::Image(i) => {
+                set_image_shared(&self.escrow, i, &self.target_account, true).await
+            }
+        }
+    }
+
+    async fn unshare(&self, copy: &Ec2Copy) -> Result<()> {
+        match copy {
+            Ec2Copy::Snapshot(c) => {
+                set_shared(&self.escrow, &c.id, &self.target_account, false).await
+            }
+            Ec2Copy::Image(i) => {
+                set_image_shared(&self.escrow, i, &self.target_account, false).await
+            }
+        }
+    }
+
+    fn retracts_failed_share(&self, copy: &Ec2Copy) -> bool {
+        matches!(copy, Ec2Copy::Image(_))
+    }
+
+    async fn start_copy(&self, copy: &Ec2Copy) -> Result<String> {
+        match copy {
+            Ec2Copy::Snapshot(c) => start_copy(&self.target, &c.id, &self.region, None).await,
+            Ec2Copy::Image(i) => start_image_copy(&self.target, &i.id, &self.region).await,
+        }
+    }
+
+    async fn wait_copy(&self, copy: &Ec2Copy, id: &str) -> Result<RecoveredCopy> {
+        match copy {
+            Ec2Copy::Snapshot(c) => {
+                let size = wait_completed(&self.target, id, self.timeout, self.max_poll).await?;
+                let mismatch = (size != c.size_gib).then(|| {
+                    format!("the copy {id} has {size} GiB, the escrow copy {} GiB", c.size_gib)
+                });
+                Ok(RecoveredCopy::new(id, size.max(0) as u64 * GIB, mismatch))
+            }
+            Ec2Copy::Image(i) => {
+                let devices =
+                    wait_image_available(&self.target, id, self.timeout, self.max_poll).await?;
+                let bytes = devices.iter().map(|d| d.size_gib.max(0) as u64 * GIB).sum();
+                let mismatch = image_mismatch(&i.devices, &devices)
+                    .map(|why| format!("the copy {id} has {why}"));
+                Ok(RecoveredCopy::new(id, bytes, mismatch))
+            }
+        }
+    }
+
+    async fn delete_copy(&self, copy: &Ec2Copy, id: &str) -> Result<()> {
+        match copy {
+            Ec2Copy::Snapshot(_) => delete_snapshot(&self.target, id).await,
+            Ec2Copy::Image(_) => delete_image(&self.target, id).await,
+        }
+    }
+
+    fn copy_label(&self, copy: &Ec2Copy, id: &str) -> String {
+        match copy {
+            Ec2Copy::Snapshot(_) => format!("snapshot {id}"),
+            Ec2Copy::Image(_) => format!("AMI {id} and its snapshots"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ use aws_sdk_ec2::types::{
 use futures::StreamExt;
 
 use escrow_sync_aws::sdk_error;
+pub(crate) use escrow_sync_aws::time::{fmt_time, system_time};
+use escrow_sync_core::poll::{Polled, Polling, poll_until};
 use escrow_sync_core::tags;
 use escrow_sync_core::{
     Error, ErrorKind, Item, ItemKind, ItemStream, Payload, Receipt, Result, Scope, ServerSideRef,
@@ -44,15 +46,6 @@ pub(crate) const NOT_FOUND_GRACE: Duration = Duration::from_secs(120);
 /// classification takes for a permanent failure.
 pub(crate) fn ec2_missing(code: Option<&str>) -> bool {
     code.is_some_and(|c| c.ends_with(".NotFound") || c == "InvalidAMIID.Unavailable")
-}
-
-/// An SDK time as a `SystemTime` (None before 1970).
-pub(crate) fn system_time(t: &aws_smithy_types::DateTime) -> Option<std::time::SystemTime> {
-    std::time::SystemTime::try_from(*t).ok()
-}
-
-pub(crate) fn fmt_time(t: Option<&aws_smithy_types::DateTime>) -> String {
-    t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()).unwrap_or_default()
 }
 
 /// The provenance tags of an escrow copy of `snapshot_id`.
@@ -610,11 +603,13 @@ pub(crate) async fn wait_snapshot(
     resource: &str,
 ) -> Result<aws_sdk_ec2::types::Snapshot> {
     let start = tokio::time::Instant::now();
-    let deadline = start + timeout;
     let grace = timeout.min(NOT_FOUND_GRACE);
-    let mut delay = Duration::from_secs(1).min(max_poll);
     let named = format!("{resource} ({copy_id})");
-    loop {
+    let polling = Polling::new("ec2:CopySnapshot", &named)
+        .with_max_pause(max_poll)
+        .with_timeout(timeout)
+        .with_deadline_error(ErrorKind::Failed, "not complete", "the next run waits for it");
+    poll_until(&polling, || async {
         let snapshot = match ec2.describe_snapshots().snapshot_ids(copy_id).send().await {
             Ok(out) => out.snapshots.unwrap_or_default().into_iter().next(),
             // A new snapshot may not be visible yet (eventual consistency).
@@ -633,31 +628,21 @@ pub(crate) async fn wait_snapshot(
             ));
         }
         match snapshot {
-            Some(s) if s.state() == Some(&SnapshotState::Completed) => return Ok(s),
-            Some(s) if s.state() == Some(&SnapshotState::Error) => {
-                return Err(Error::new(
-                    ErrorKind::Failed,
-                    "ec2:CopySnapshot",
-                    &named,
-                    format!(
-                        "the copy ended in state error: {}; the next run copies it again",
-                        s.state_message().unwrap_or("no message")
-                    ),
-                ));
-            }
-            _ => {}
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::new(
+            Some(s) if s.state() == Some(&SnapshotState::Completed) => Ok(Polled::Done(s)),
+            Some(s) if s.state() == Some(&SnapshotState::Error) => Err(Error::new(
                 ErrorKind::Failed,
                 "ec2:CopySnapshot",
                 &named,
-                format!("not complete after {timeout:?}; the next run waits for it"),
-            ));
+                format!(
+                    "the copy ended in state error: {}; the next run copies it again",
+                    s.state_message().unwrap_or("no message")
+                ),
+            )),
+            Some(s) => Ok(Polled::Pending(s.state().map_or("unknown", |s| s.as_str()).to_string())),
+            None => Ok(Polled::Pending("not visible yet".into())),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(max_poll);
-    }
+    })
+    .await
 }
 
 #[async_trait]

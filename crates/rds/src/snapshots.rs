@@ -347,7 +347,7 @@ impl Source for RdsSnapshotSource {
                     Ok(Item::new(&s.id, ItemKind::Snapshot, s.gib * GIB, &s.id)
                         .with_lineage(Some(s.lineage.clone()))
                         .with_modified(
-                            s.created.and_then(|t| std::time::SystemTime::try_from(t).ok()),
+                            s.created.as_ref().and_then(escrow_sync_aws::time::system_time),
                         ))
                 }))
             })

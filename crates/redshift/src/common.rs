@@ -9,6 +9,7 @@ use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_redshift::types::Snapshot;
 
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::poll::{Polled, Polling, poll_until};
 use escrow_sync_core::tags;
 use escrow_sync_core::{Error, ErrorKind, Result};
 
@@ -36,11 +37,6 @@ pub(crate) fn tag<'a>(snapshot: &'a Snapshot, key: &str) -> Option<&'a str> {
 /// The snapshot's size in bytes, from its total backup size (0 if unknown).
 pub(crate) fn size_of(snapshot: &Snapshot) -> u64 {
     snapshot.total_backup_size_in_mega_bytes().map(|mb| (mb.max(0.0) * MIB) as u64).unwrap_or(0)
-}
-
-/// A time in RFC 3339 (UTC), or empty.
-pub(crate) fn fmt_time(t: Option<&aws_smithy_types::DateTime>) -> String {
-    t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()).unwrap_or_default()
 }
 
 /// The snapshot's ARN: as answered, else built from its parts.
@@ -133,7 +129,8 @@ pub(crate) struct Waiter {
 }
 
 impl Waiter {
-    /// Calls `check` (from 1 s apart, doubling to `max_poll`) until it
+    /// Calls `check` (with [`poll_until`]: from 1 s apart, doubling to
+    /// `max_poll`) until it
     /// answers `Some` or fails; past the timeout, a transient error says
     /// that the next run waits for `what`.
     pub(crate) async fn until<T, F, Fut>(
@@ -147,23 +144,24 @@ impl Waiter {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Option<T>>>,
     {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut delay = Duration::from_secs(1).min(self.max_poll);
-        loop {
-            if let Some(done) = check().await? {
-                return Ok(done);
+        let polling = Polling::new(operation, resource)
+            .with_max_pause(self.max_poll)
+            .with_timeout(self.timeout)
+            .with_deadline_error(
+                ErrorKind::Failed,
+                format!("{what} not done"),
+                "the next run waits for it",
+            );
+        poll_until(&polling, || {
+            let look = check();
+            async move {
+                Ok(match look.await? {
+                    Some(done) => Polled::Done(done),
+                    None => Polled::Pending(String::new()),
+                })
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::new(
-                    ErrorKind::Failed,
-                    operation,
-                    resource,
-                    format!("{what} not done after {:?}; the next run waits for it", self.timeout),
-                ));
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(self.max_poll);
-        }
+        })
+        .await
     }
 }
 

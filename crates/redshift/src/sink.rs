@@ -763,7 +763,7 @@ impl Retained for RedshiftSnapshotSink {
                     complete: s.status() == Some("available"),
                     copied: s
                         .snapshot_create_time()
-                        .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
+                        .map(|t| escrow_sync_aws::time::fmt_time(Some(t)))
                         .or_else(|| tag(&s, tags::COPIED_AT).map(str::to_string)),
                     job: tag(&s, escrow_sync_core::tags::JOB).map(str::to_string),
                 })

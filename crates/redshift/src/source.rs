@@ -16,8 +16,7 @@ use escrow_sync_core::{
 };
 
 use crate::common::{
-    MANUAL_COPY_PREFIX, Waiter, code, fmt_time, manual_copy_id, rs_error, size_of, snapshot_arn,
-    tag,
+    MANUAL_COPY_PREFIX, Waiter, code, manual_copy_id, rs_error, size_of, snapshot_arn, tag,
 };
 
 /// What [`RedshiftSnapshotSource::list`](Source::list) yields a snapshot
@@ -223,8 +222,7 @@ impl RedshiftSnapshotSource {
                     Item::new(id, ItemKind::Snapshot, size_of(&s), id)
                         .with_lineage(s.cluster_identifier().map(str::to_string))
                         .with_modified(
-                            s.snapshot_create_time()
-                                .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                            s.snapshot_create_time().and_then(escrow_sync_aws::time::system_time),
                         )
                 })
             })
@@ -451,7 +449,10 @@ impl Source for RedshiftSnapshotSource {
         let mut attributes = BTreeMap::from([
             ("region".to_string(), self.region.clone()),
             ("arn".to_string(), snapshot_arn(&snapshot, &self.region, &self.account)),
-            ("start-time".to_string(), fmt_time(snapshot.snapshot_create_time())),
+            (
+                "start-time".to_string(),
+                escrow_sync_aws::time::fmt_time(snapshot.snapshot_create_time()),
+            ),
             ("cluster".to_string(), cluster.clone()),
             ("shared-cluster".to_string(), shared.cluster_identifier().unwrap_or(&cluster).into()),
         ]);
