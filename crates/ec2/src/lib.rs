@@ -20,12 +20,13 @@
 //! ```
 #![deny(missing_docs)]
 
-mod images;
+mod api;
 pub mod restore;
-mod snapshots;
+mod sink;
+mod source;
 
-pub use images::{AmiSink, AmiSource};
-pub use snapshots::{EbsSnapshotSink, EbsSnapshotSource, provenance_tags};
+pub use sink::{AmiSink, EbsSnapshotSink, provenance_tags};
+pub use source::{AmiSource, EbsSnapshotSource};
 
 /// An EC2 client for `session`.
 pub fn client(session: &escrow_sync_aws::Session) -> aws_sdk_ec2::Client {

@@ -19,8 +19,10 @@ use escrow_sync_core::snapshot::{RecoveredCopy, SnapshotCopy, SnapshotRestore};
 use escrow_sync_core::tags;
 use escrow_sync_core::{Error, ErrorKind, Result};
 
-use crate::images::{self, backing_snapshots, image_name, wait_image};
-use crate::snapshots::{ec2_missing, escrow_copies, share_snapshot, system_time, wait_snapshot};
+use crate::api::{
+    backing_snapshots, created, delete_snapshots_of, ec2_missing, escrow_copies, image_name,
+    share_snapshot, system_time, tag, wait_image, wait_snapshot,
+};
 
 /// One completed escrow copy of a primary snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,10 +39,6 @@ pub struct EscrowSnapshot {
     pub started: Option<SystemTime>,
     /// The volume size in GiB.
     pub size_gib: i32,
-}
-
-fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
-    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
 }
 
 /// Every completed escrow-sync copy the escrow account holds.
@@ -207,11 +205,10 @@ pub async fn escrow_images(ec2: &Client) -> Result<Vec<EscrowImage>> {
         .filter_map(|i| {
             Some(EscrowImage {
                 id: i.image_id()?.to_string(),
-                source_id: images::tag(i.tags(), tags::SOURCE_IMAGE_ID)?.to_string(),
-                source_account: images::tag(i.tags(), tags::SOURCE_ACCOUNT).map(str::to_string),
-                started: images::created(i).as_ref().and_then(system_time).or_else(|| {
-                    images::tag(i.tags(), tags::COPIED_AT)
-                        .and_then(escrow_sync_core::time::parse_rfc3339)
+                source_id: tag(i.tags(), tags::SOURCE_IMAGE_ID)?.to_string(),
+                source_account: tag(i.tags(), tags::SOURCE_ACCOUNT).map(str::to_string),
+                started: created(i).as_ref().and_then(system_time).or_else(|| {
+                    tag(i.tags(), tags::COPIED_AT).and_then(escrow_sync_core::time::parse_rfc3339)
                 }),
                 devices: devices(i),
             })
@@ -353,7 +350,7 @@ pub async fn delete_image(ec2: &Client, id: &str) -> Result<()> {
         Err(e) if ec2_missing(e.code()) => {}
         Err(e) => return Err(sdk_error(e, "ec2:DeregisterImage", &resource)),
     }
-    crate::images::delete_snapshots_of(ec2, snapshots, &resource).await
+    delete_snapshots_of(ec2, snapshots, &resource).await
 }
 
 const GIB: u64 = 1 << 30;

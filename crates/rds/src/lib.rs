@@ -39,12 +39,12 @@
 
 mod api;
 pub mod restore;
-mod snapshots;
+mod sink;
+mod source;
 
 pub use api::RdsKind;
-pub use snapshots::{
-    RdsSnapshotSink, RdsSnapshotSource, escrow_identifier, primary_copy_identifier, provenance_tags,
-};
+pub use sink::{RdsSnapshotSink, escrow_identifier, provenance_tags};
+pub use source::{RdsSnapshotSource, primary_copy_identifier};
 
 /// A rds client for `session`.
 pub fn client(session: &escrow_sync_aws::Session) -> aws_sdk_rds::Client {

@@ -41,7 +41,7 @@
 //! ```
 #![deny(missing_docs)]
 
-mod common;
+mod api;
 pub mod restore;
 mod sink;
 mod source;
@@ -60,7 +60,7 @@ pub fn provenance_tags(
     lineage: &str,
     copied_at: &str,
 ) -> std::collections::BTreeMap<String, String> {
-    common::provenance_tags(
+    api::provenance_tags(
         source_id,
         source_account,
         source_arn,

@@ -19,7 +19,7 @@ use escrow_sync_core::snapshot::{SnapshotCopy, SnapshotRestore};
 use escrow_sync_core::tags;
 use escrow_sync_core::{Error, ErrorKind, Result};
 
-use crate::common::{code, rs_error, size_of, tag};
+use crate::api::{code, rs_error, size_of, tag};
 
 /// One available escrow snapshot (an independent copy) of a primary
 /// snapshot.

@@ -16,7 +16,7 @@ use escrow_sync_core::{
     Scope, ServerSideRef, Sink,
 };
 
-use crate::common::{
+use crate::api::{
     Waiter, code, provenance_tags, rs_error, shared_source_key, short_hash, size_of, tag,
 };
 

@@ -15,7 +15,7 @@ use escrow_sync_core::{
     Error, ErrorKind, Item, ItemKind, ItemStream, Payload, Result, Scope, ServerSideRef, Source,
 };
 
-use crate::common::{
+use crate::api::{
     MANUAL_COPY_PREFIX, Waiter, code, manual_copy_id, rs_error, size_of, snapshot_arn, tag,
 };
 

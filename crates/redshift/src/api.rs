@@ -1,6 +1,6 @@
-//! What the Redshift source and sink share: provenance tag names, error
-//! classification of Redshift's own fault codes, snapshot accessors and the
-//! capped exponential poller.
+//! The Redshift calls and helpers the source, sink and restore share:
+//! provenance tags, error classification of Redshift's own fault codes,
+//! snapshot accessors and the waiter (core's `poll_until`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
