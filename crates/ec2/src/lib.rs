@@ -11,7 +11,11 @@
 //! re-run after a complete run makes no mutating call, and a copy still in
 //! progress (an interrupted run's) is waited on rather than started twice.
 //! [`AmiSource`] and [`AmiSink`] do the same for AMIs with their backing
-//! snapshots (`crates/rds` and `crates/redshift` follow the same shape).
+//! snapshots. [`restore::Ec2Restore`] implements core's `SnapshotRestore`
+//! for both, into a recovery account.
+//!
+//! The layout is the one `crates/rds` and `crates/redshift` share: `api`
+//! (the EC2 calls the others share), `source`, `sink` and `restore`.
 //!
 //! ```
 //! use escrow_sync_ec2::provenance_tags;

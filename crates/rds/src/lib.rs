@@ -17,7 +17,8 @@
 //! `reencrypt_key_id` when it is set. The sink is also the
 //! [`escrow_sync_core::Retained`] store that `prune` deletes from.
 //! [`restore`] shares escrow's copies with a recovery account and copies
-//! them there.
+//! them there; [`restore::RdsRestore`] is core's `SnapshotRestore` for it.
+//! Modules: `api` (the RDS calls, per kind), `source`, `sink`, `restore`.
 //!
 //! ```
 //! use escrow_sync_rds::{escrow_identifier, provenance_tags, RdsKind};

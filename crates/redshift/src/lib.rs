@@ -15,7 +15,9 @@
 //!   and provenance tags, deletes the cluster, and the share is revoked.
 //!
 //! [`restore`] shares escrow's independent copies with a recovery account,
-//! which restores a cluster from the share.
+//! which restores a cluster from the share; [`restore::RedshiftRestore`] is
+//! core's `SnapshotRestore` for it. Modules: `api`, `source`, `sink`,
+//! `restore`.
 //!
 //! [`RedshiftSnapshotSource`] and [`RedshiftSnapshotSink`] implement the
 //! core contracts: a listing item is one source snapshot (key: its
