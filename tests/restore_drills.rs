@@ -952,3 +952,87 @@ async fn a_redshift_escrow_snapshot_is_shared_with_the_recovery_account_and_dril
     assert_eq!(share_only.code, 2, "{share_only:?}");
     assert!(share_only.stderr.contains("share-only"), "{}", share_only.stderr);
 }
+
+/// The generic snapshot restore of escrow-sync-core over `Ec2Restore`, on
+/// the emulator: what `restore --drill` of an `[[ec2]]` job does, called as
+/// a library with the escrow and recovery sessions — the escrow copy
+/// shared, copied into the recovery account, checked, the copy deleted and
+/// the share removed.
+#[tokio::test]
+async fn the_generic_snapshot_restore_drills_an_ebs_copy_as_a_library() {
+    use aws_sdk_ec2::types::Filter;
+    use escrow_sync_core::snapshot::{SnapshotRestoreRequest, restore};
+    use escrow_sync_ec2::restore::Ec2Restore;
+
+    let primary = escrow_sync_ec2::client(&admin(escrow_sync_e2e::PRIMARY).await);
+    let (escrow_session, recovery_session) = (admin(ESCROW).await, admin(RECOVERY).await);
+    let escrow = escrow_sync_ec2::client(&escrow_session);
+    let recovery = escrow_sync_ec2::client(&recovery_session);
+    let volume = primary
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(3)
+        .send()
+        .await
+        .unwrap()
+        .volume_id
+        .unwrap();
+    let snapshot =
+        primary.create_snapshot().volume_id(volume).send().await.unwrap().snapshot_id.unwrap();
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        "[[ec2]]\nname = \"volumes\"\ninclude = [\"snapshots\"]\nids = [\"{snapshot}\"]\n"
+    ));
+    assert_eq!(cli(&["run", "--config", config.to_str().unwrap()]).code, 0);
+    let escrow_copy = escrow
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", escrow_sync_core::tags::SOURCE_SNAPSHOT_ID))
+                .values(&snapshot)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .snapshots()[0]
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    let kind =
+        Ec2Restore::new(&escrow_session, &recovery_session, "us-east-1", escrow_sync_e2e::PRIMARY)
+            .with_selection(std::slice::from_ref(&snapshot), true, false)
+            .with_wait(Duration::from_secs(120), Duration::from_millis(100));
+
+    let plan = restore(&kind, &SnapshotRestoreRequest::new("volumes")).await.unwrap();
+    assert_eq!((plan.restored, plan.bytes), (1, 3 << 30), "{plan:?}");
+    assert_eq!(plan.target, format!("ebs://{RECOVERY}/us-east-1"));
+
+    let out =
+        restore(&kind, &SnapshotRestoreRequest::new("volumes").with_drill(true)).await.unwrap();
+    assert!(out.failed.is_empty(), "{out:?}");
+    let drill = out.drill.unwrap();
+    assert_eq!((drill.verified, drill.cleaned_items, drill.cleaned_target), (1, 1, true));
+    assert!(drill.mismatched.is_empty(), "{:?}", drill.mismatched);
+    let left = recovery
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", escrow_sync_core::tags::RESTORED_FROM))
+                .values(&escrow_copy)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(left.snapshots().is_empty(), "the drill deleted its copy: {left:?}");
+    let shares = escrow
+        .describe_snapshot_attribute()
+        .snapshot_id(&escrow_copy)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .unwrap();
+    assert!(shares.create_volume_permissions().is_empty(), "the share is removed");
+}
