@@ -1036,3 +1036,96 @@ async fn the_generic_snapshot_restore_drills_an_ebs_copy_as_a_library() {
         .unwrap();
     assert!(shares.create_volume_permissions().is_empty(), "the share is removed");
 }
+
+/// The generic snapshot restore over `RdsRestore`, on the emulator: a DB
+/// snapshot's escrow copy shared, copied by its ARN into the recovery
+/// account, checked, the copy deleted and the share removed.
+#[tokio::test]
+async fn the_generic_snapshot_restore_drills_an_rds_copy_as_a_library() {
+    use escrow_sync_core::snapshot::{SnapshotRestoreRequest, restore};
+    use escrow_sync_rds::RdsKind;
+    use escrow_sync_rds::restore::RdsRestore;
+
+    let primary_session = admin(escrow_sync_e2e::PRIMARY).await;
+    let escrow_session = admin(ESCROW).await;
+    let recovery_session = admin(RECOVERY).await;
+    let primary = escrow_sync_rds::client(&primary_session);
+    let escrow = escrow_sync_rds::client(&escrow_session);
+    let recovery = escrow_sync_rds::client(&recovery_session);
+    let escrow_key = escrow_sync_e2e::create_kms_key(&escrow_session).await;
+    let instance = unique("librarydb");
+    primary
+        .create_db_instance()
+        .db_instance_identifier(&instance)
+        .db_instance_class("db.t3.micro")
+        .engine("postgres")
+        .allocated_storage(20)
+        .master_username("admin1")
+        .master_user_password("not-a-secret-1")
+        .send()
+        .await
+        .unwrap();
+    let db_snapshot = unique("librarynightly");
+    primary
+        .create_db_snapshot()
+        .db_instance_identifier(&instance)
+        .db_snapshot_identifier(&db_snapshot)
+        .send()
+        .await
+        .unwrap();
+    let config = escrow_sync_e2e::write_config(&format!(
+        "[escrow]\nregion = \"us-east-1\"\nrole_arn = \"{}\"\naccount_id = \"{ESCROW}\"\n\
+         kms_key_id = \"{escrow_key}\"\n\n[primary]\naccount_id = \"{}\"\nrole_arn = \"{}\"\n\
+         external_id = \"test-external-id\"\n\n[[rds]]\nname = \"databases\"\n\
+         ids = [\"{db_snapshot}\"]\n",
+        escrow_sync_e2e::ESCROW_ROLE,
+        escrow_sync_e2e::PRIMARY,
+        escrow_sync_e2e::READER_ROLE,
+    ));
+    let run = cli(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let escrow_db = escrow_sync_rds::escrow_identifier(&db_snapshot);
+
+    let kind =
+        RdsRestore::new(&escrow_session, &recovery_session, "us-east-1", escrow_sync_e2e::PRIMARY)
+            .with_ids(std::slice::from_ref(&db_snapshot))
+            .with_kinds(vec![RdsKind::Db])
+            .with_wait(Duration::from_secs(120), Duration::from_millis(100));
+    let plan = restore(&kind, &SnapshotRestoreRequest::new("databases")).await.unwrap();
+    assert_eq!((plan.restored, plan.bytes), (1, 20 << 30), "{plan:?}");
+    assert_eq!(plan.source, "rds://escrow/us-east-1");
+
+    let out =
+        restore(&kind, &SnapshotRestoreRequest::new("databases").with_drill(true)).await.unwrap();
+    assert!(out.failed.is_empty(), "{out:?}");
+    assert!(
+        out.notes.iter().any(|n| n.starts_with(&format!("copied escrow db snapshot {escrow_db}"))),
+        "{:?}",
+        out.notes
+    );
+    let drill = out.drill.unwrap();
+    assert_eq!((drill.verified, drill.cleaned_items, drill.cleaned_target), (1, 1, true));
+    let held = recovery.describe_db_snapshots().snapshot_type("manual").send().await.unwrap();
+    let prefix = format!("restored-{escrow_db}");
+    assert!(
+        held.db_snapshots()
+            .iter()
+            .all(|s| !s.db_snapshot_identifier().unwrap_or_default().starts_with(&prefix)),
+        "the drill deleted its copy: {held:?}"
+    );
+    let attrs = escrow
+        .describe_db_snapshot_attributes()
+        .db_snapshot_identifier(&escrow_db)
+        .send()
+        .await
+        .unwrap();
+    let shared: Vec<String> = attrs
+        .db_snapshot_attributes_result()
+        .map(|r| r.db_snapshot_attributes())
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| a.attribute_name() == Some("restore"))
+        .flat_map(|a| a.attribute_values().to_vec())
+        .collect();
+    assert!(!shared.contains(&RECOVERY.to_string()), "the share is removed: {shared:?}");
+}
