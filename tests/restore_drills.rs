@@ -1129,3 +1129,76 @@ async fn the_generic_snapshot_restore_drills_an_rds_copy_as_a_library() {
         .collect();
     assert!(!shared.contains(&RECOVERY.to_string()), "the share is removed: {shared:?}");
 }
+
+/// The generic snapshot restore over `RedshiftRestore`, on the emulator:
+/// the escrow snapshot (an independent copy) shared, seen by the recovery
+/// account, and the share revoked; `--copy` refused.
+#[tokio::test]
+async fn the_generic_snapshot_restore_drills_a_redshift_share_as_a_library() {
+    use aws_sdk_redshift::types::Tag;
+    use escrow_sync_core::snapshot::{SnapshotRestoreRequest, restore};
+    use escrow_sync_redshift::restore::RedshiftRestore;
+
+    let primary = escrow_sync_redshift::client(&admin(escrow_sync_e2e::PRIMARY).await);
+    let (escrow_session, recovery_session) = (admin(ESCROW).await, admin(RECOVERY).await);
+    let recovery = escrow_sync_redshift::client(&recovery_session);
+    let cluster = unique("librarysales");
+    primary
+        .create_cluster()
+        .cluster_identifier(&cluster)
+        .node_type("ra3.xlplus")
+        .cluster_type("multi-node")
+        .number_of_nodes(2)
+        .master_username("admin")
+        .master_user_password("Passw0rd1")
+        .send()
+        .await
+        .unwrap();
+    let snapshot = format!("{cluster}-weekly");
+    primary
+        .create_cluster_snapshot()
+        .cluster_identifier(&cluster)
+        .snapshot_identifier(&snapshot)
+        .tags(Tag::builder().key("backup").value("true").build())
+        .send()
+        .await
+        .unwrap();
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        "[[redshift]]\nname = \"warehouse\"\nids = [\"{snapshot}\"]\nindependent_copy = true\n"
+    ));
+    let run = cli(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let kind = RedshiftRestore::new(
+        &escrow_session,
+        &recovery_session,
+        "us-east-1",
+        escrow_sync_e2e::PRIMARY,
+    )
+    .with_ids(std::slice::from_ref(&snapshot));
+    let copy = SnapshotRestoreRequest::new("warehouse").with_apply(true).with_copy(true);
+    assert!(restore(&kind, &copy).await.is_err(), "Redshift cannot copy across accounts");
+
+    let out =
+        restore(&kind, &SnapshotRestoreRequest::new("warehouse").with_drill(true)).await.unwrap();
+    assert!(out.failed.is_empty(), "{out:?}");
+    assert_eq!(out.restored, 1, "{out:?}");
+    let drill = out.drill.unwrap();
+    assert_eq!((drill.verified, drill.cleaned_items, drill.cleaned_target), (1, 1, true));
+    assert!(drill.mismatched.is_empty(), "{:?}", drill.mismatched);
+    let escrow_id = out
+        .notes
+        .iter()
+        .find_map(|n| n.strip_prefix(&format!("account {RECOVERY} saw escrow snapshot ")))
+        .and_then(|rest| rest.split(' ').next())
+        .expect("the seen note names the escrow snapshot")
+        .to_string();
+    let visible = recovery
+        .describe_cluster_snapshots()
+        .owner_account(ESCROW)
+        .snapshot_identifier(&escrow_id)
+        .send()
+        .await
+        .is_ok();
+    assert!(!visible, "the drill revoked the share of {escrow_id}");
+}
