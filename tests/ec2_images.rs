@@ -35,7 +35,7 @@ use futures::TryStreamExt;
 
 use escrow_sync_core::{Executor, ExecutorOptions, Item, Mode, Retained, Scope, Source};
 use escrow_sync_e2e::{ESCROW, PRIMARY, admin, create_kms_key, sessions, unique};
-use escrow_sync_ec2::{AmiSink, AmiSource, SOURCE_IMAGE_TAG};
+use escrow_sync_ec2::{AmiSink, AmiSource};
 
 /// One of moto's default (Amazon-owned) AMIs: Windows or not.
 async fn default_ami(ec2: &aws_sdk_ec2::Client, windows: bool) -> String {
@@ -174,7 +174,10 @@ async fn an_ami_is_shared_copied_with_the_escrow_key_tagged_unshared_and_prunabl
         .describe_images()
         .owners("self")
         .filters(
-            Filter::builder().name(format!("tag:{SOURCE_IMAGE_TAG}")).values(&selected).build(),
+            Filter::builder()
+                .name(format!("tag:{}", escrow_sync_core::tags::SOURCE_IMAGE_ID))
+                .values(&selected)
+                .build(),
         )
         .send()
         .await

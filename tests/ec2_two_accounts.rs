@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 
 use escrow_sync_core::{Executor, ExecutorOptions, Mode, Scope};
 use escrow_sync_e2e::{ESCROW, PRIMARY, admin, create_kms_key, sessions};
-use escrow_sync_ec2::{EbsSnapshotSink, EbsSnapshotSource, SOURCE_SNAPSHOT_TAG};
+use escrow_sync_ec2::{EbsSnapshotSink, EbsSnapshotSource};
 
 async fn primary_snapshot(ec2: &aws_sdk_ec2::Client, backup: &str) -> String {
     let volume = ec2
@@ -78,7 +78,7 @@ async fn a_snapshot_is_shared_copied_with_the_escrow_key_and_unshared() {
         .owner_ids("self")
         .filters(
             aws_sdk_ec2::types::Filter::builder()
-                .name(format!("tag:{SOURCE_SNAPSHOT_TAG}"))
+                .name(format!("tag:{}", escrow_sync_core::tags::SOURCE_SNAPSHOT_ID))
                 .values(&selected)
                 .build(),
         )
@@ -229,7 +229,7 @@ async fn escrow_copies(ec2: &aws_sdk_ec2::Client, source: &str) -> Vec<String> {
         .owner_ids("self")
         .filters(
             aws_sdk_ec2::types::Filter::builder()
-                .name(format!("tag:{SOURCE_SNAPSHOT_TAG}"))
+                .name(format!("tag:{}", escrow_sync_core::tags::SOURCE_SNAPSHOT_ID))
                 .values(source)
                 .build(),
         )
@@ -252,7 +252,7 @@ async fn escrow_copy_tags(
         .owner_ids("self")
         .filters(
             aws_sdk_ec2::types::Filter::builder()
-                .name(format!("tag:{SOURCE_SNAPSHOT_TAG}"))
+                .name(format!("tag:{}", escrow_sync_core::tags::SOURCE_SNAPSHOT_ID))
                 .values(source)
                 .build(),
         )

@@ -35,9 +35,7 @@ use escrow_sync_core::{
     Source,
 };
 use escrow_sync_e2e::{ESCROW, PRIMARY, admin, create_kms_key, sessions, unique};
-use escrow_sync_rds::{
-    COPIED_FROM_TAG, RdsKind, RdsSnapshotSink, RdsSnapshotSource, SOURCE_SNAPSHOT_TAG,
-};
+use escrow_sync_rds::{RdsKind, RdsSnapshotSink, RdsSnapshotSource};
 
 const PASSWORD: &str = "not-a-secret-1";
 
@@ -214,7 +212,9 @@ async fn escrow_copies(
             .collect(),
     };
     all.into_iter()
-        .filter(|c| c.3.get(SOURCE_SNAPSHOT_TAG).map(String::as_str) == Some(source))
+        .filter(|c| {
+            c.3.get(escrow_sync_core::tags::SOURCE_SNAPSHOT_ID).map(String::as_str) == Some(source)
+        })
         .collect()
 }
 
@@ -566,10 +566,8 @@ async fn an_automated_snapshot_goes_through_a_manual_copy_in_the_primary() {
         .remove(0);
     assert_eq!(manual.snapshot_type(), Some("manual"));
     assert!(
-        manual
-            .tag_list()
-            .iter()
-            .any(|t| t.key() == Some(COPIED_FROM_TAG) && t.value() == Some(automated)),
+        manual.tag_list().iter().any(|t| t.key() == Some(escrow_sync_core::tags::COPIED_FROM)
+            && t.value() == Some(automated)),
         "{manual:?}"
     );
     let manual_arn = manual.db_snapshot_arn().unwrap().to_string();

@@ -36,11 +36,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 
 use escrow_sync_core::{Executor, ExecutorOptions, Mode, Retained, Scope};
 use escrow_sync_e2e::{ESCROW, PRIMARY, admin, create_kms_key, sessions, unique};
-use escrow_sync_redshift::{
-    COPIED_FROM_TAG, LINEAGE_TAG, RESTORE_CLUSTER_PREFIX, RedshiftSnapshotSink,
-    RedshiftSnapshotSource, SOURCE_ACCOUNT_TAG, SOURCE_ARN_TAG, SOURCE_SNAPSHOT_TAG,
-    SOURCE_TIME_TAG,
-};
+use escrow_sync_redshift::{RESTORE_CLUSTER_PREFIX, RedshiftSnapshotSink, RedshiftSnapshotSource};
 
 /// Records the name of every operation a client calls.
 #[derive(Debug, Clone, Default)]
@@ -314,7 +310,8 @@ async fn an_independent_copy_is_restored_snapshotted_with_the_escrow_key_and_uns
         .into_iter()
         .filter(|c| {
             c.tags().iter().any(|t| {
-                t.key() == Some(SOURCE_SNAPSHOT_TAG) && t.value() == Some(selected.as_str())
+                t.key() == Some(escrow_sync_core::tags::SOURCE_SNAPSHOT_ID)
+                    && t.value() == Some(selected.as_str())
             })
         })
         .collect();
@@ -325,15 +322,18 @@ async fn an_independent_copy_is_restored_snapshotted_with_the_escrow_key_and_uns
     assert_eq!(copy.manual_snapshot_retention_period(), Some(-1), "kept indefinitely");
     let tags: BTreeMap<_, _> =
         copy.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or(""))).collect();
-    assert_eq!(tags.get(SOURCE_ACCOUNT_TAG), Some(&PRIMARY));
-    assert_eq!(tags.get(LINEAGE_TAG), Some(&cluster.as_str()));
+    assert_eq!(tags.get(escrow_sync_core::tags::SOURCE_ACCOUNT), Some(&PRIMARY));
+    assert_eq!(tags.get(escrow_sync_core::tags::LINEAGE), Some(&cluster.as_str()));
     assert_eq!(
-        tags.get(SOURCE_ARN_TAG).copied(),
+        tags.get(escrow_sync_core::tags::SOURCE_ARN).copied(),
         Some(
             format!("arn:aws:redshift:us-east-1:{PRIMARY}:snapshot:{cluster}/{selected}").as_str()
         )
     );
-    assert!(tags.contains_key(SOURCE_TIME_TAG) && tags.contains_key("escrow-sync:copied-at"));
+    assert!(
+        tags.contains_key(escrow_sync_core::tags::SOURCE_START_TIME)
+            && tags.contains_key("escrow-sync:copied-at")
+    );
     let restore_cluster = copy.cluster_identifier().unwrap();
     assert!(restore_cluster.starts_with(RESTORE_CLUSTER_PREFIX), "{restore_cluster}");
     let gone = escrow_admin.describe_clusters().cluster_identifier(restore_cluster).send().await;
@@ -428,7 +428,7 @@ async fn an_automated_snapshot_is_shared_through_a_manual_copy_in_the_primary() 
         .snapshots
         .unwrap_or_default();
     assert_eq!(copy[0].snapshot_type(), Some("manual"));
-    let from = copy[0].tags().iter().find(|t| t.key() == Some(COPIED_FROM_TAG));
+    let from = copy[0].tags().iter().find(|t| t.key() == Some(escrow_sync_core::tags::COPIED_FROM));
     assert_eq!(from.and_then(|t| t.value()), Some(auto_id.as_str()));
     assert!(visible_to_escrow(&escrow_admin, &copy_id).await, "the copy is what is shared");
     assert!(!visible_to_escrow(&escrow_admin, &auto_id).await);

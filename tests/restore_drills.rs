@@ -952,3 +952,253 @@ async fn a_redshift_escrow_snapshot_is_shared_with_the_recovery_account_and_dril
     assert_eq!(share_only.code, 2, "{share_only:?}");
     assert!(share_only.stderr.contains("share-only"), "{}", share_only.stderr);
 }
+
+/// The generic snapshot restore of escrow-sync-core over `Ec2Restore`, on
+/// the emulator: what `restore --drill` of an `[[ec2]]` job does, called as
+/// a library with the escrow and recovery sessions — the escrow copy
+/// shared, copied into the recovery account, checked, the copy deleted and
+/// the share removed.
+#[tokio::test]
+async fn the_generic_snapshot_restore_drills_an_ebs_copy_as_a_library() {
+    use aws_sdk_ec2::types::Filter;
+    use escrow_sync_core::snapshot::{SnapshotRestoreRequest, restore};
+    use escrow_sync_ec2::restore::Ec2Restore;
+
+    let primary = escrow_sync_ec2::client(&admin(escrow_sync_e2e::PRIMARY).await);
+    let (escrow_session, recovery_session) = (admin(ESCROW).await, admin(RECOVERY).await);
+    let escrow = escrow_sync_ec2::client(&escrow_session);
+    let recovery = escrow_sync_ec2::client(&recovery_session);
+    let volume = primary
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(3)
+        .send()
+        .await
+        .unwrap()
+        .volume_id
+        .unwrap();
+    let snapshot =
+        primary.create_snapshot().volume_id(volume).send().await.unwrap().snapshot_id.unwrap();
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        "[[ec2]]\nname = \"volumes\"\ninclude = [\"snapshots\"]\nids = [\"{snapshot}\"]\n"
+    ));
+    assert_eq!(cli(&["run", "--config", config.to_str().unwrap()]).code, 0);
+    let escrow_copy = escrow
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", escrow_sync_core::tags::SOURCE_SNAPSHOT_ID))
+                .values(&snapshot)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .snapshots()[0]
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    let kind =
+        Ec2Restore::new(&escrow_session, &recovery_session, "us-east-1", escrow_sync_e2e::PRIMARY)
+            .with_selection(std::slice::from_ref(&snapshot), true, false)
+            .with_wait(Duration::from_secs(120), Duration::from_millis(100));
+
+    let plan = restore(&kind, &SnapshotRestoreRequest::new("volumes")).await.unwrap();
+    assert_eq!((plan.restored, plan.bytes), (1, 3 << 30), "{plan:?}");
+    assert_eq!(plan.target, format!("ebs://{RECOVERY}/us-east-1"));
+
+    let out =
+        restore(&kind, &SnapshotRestoreRequest::new("volumes").with_drill(true)).await.unwrap();
+    assert!(out.failed.is_empty(), "{out:?}");
+    let drill = out.drill.unwrap();
+    assert_eq!((drill.verified, drill.cleaned_items, drill.cleaned_target), (1, 1, true));
+    assert!(drill.mismatched.is_empty(), "{:?}", drill.mismatched);
+    let left = recovery
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", escrow_sync_core::tags::RESTORED_FROM))
+                .values(&escrow_copy)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(left.snapshots().is_empty(), "the drill deleted its copy: {left:?}");
+    let shares = escrow
+        .describe_snapshot_attribute()
+        .snapshot_id(&escrow_copy)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .unwrap();
+    assert!(shares.create_volume_permissions().is_empty(), "the share is removed");
+}
+
+/// The generic snapshot restore over `RdsRestore`, on the emulator: a DB
+/// snapshot's escrow copy shared, copied by its ARN into the recovery
+/// account, checked, the copy deleted and the share removed.
+#[tokio::test]
+async fn the_generic_snapshot_restore_drills_an_rds_copy_as_a_library() {
+    use escrow_sync_core::snapshot::{SnapshotRestoreRequest, restore};
+    use escrow_sync_rds::RdsKind;
+    use escrow_sync_rds::restore::RdsRestore;
+
+    let primary_session = admin(escrow_sync_e2e::PRIMARY).await;
+    let escrow_session = admin(ESCROW).await;
+    let recovery_session = admin(RECOVERY).await;
+    let primary = escrow_sync_rds::client(&primary_session);
+    let escrow = escrow_sync_rds::client(&escrow_session);
+    let recovery = escrow_sync_rds::client(&recovery_session);
+    let escrow_key = escrow_sync_e2e::create_kms_key(&escrow_session).await;
+    let instance = unique("librarydb");
+    primary
+        .create_db_instance()
+        .db_instance_identifier(&instance)
+        .db_instance_class("db.t3.micro")
+        .engine("postgres")
+        .allocated_storage(20)
+        .master_username("admin1")
+        .master_user_password("not-a-secret-1")
+        .send()
+        .await
+        .unwrap();
+    let db_snapshot = unique("librarynightly");
+    primary
+        .create_db_snapshot()
+        .db_instance_identifier(&instance)
+        .db_snapshot_identifier(&db_snapshot)
+        .send()
+        .await
+        .unwrap();
+    let config = escrow_sync_e2e::write_config(&format!(
+        "[escrow]\nregion = \"us-east-1\"\nrole_arn = \"{}\"\naccount_id = \"{ESCROW}\"\n\
+         kms_key_id = \"{escrow_key}\"\n\n[primary]\naccount_id = \"{}\"\nrole_arn = \"{}\"\n\
+         external_id = \"test-external-id\"\n\n[[rds]]\nname = \"databases\"\n\
+         ids = [\"{db_snapshot}\"]\n",
+        escrow_sync_e2e::ESCROW_ROLE,
+        escrow_sync_e2e::PRIMARY,
+        escrow_sync_e2e::READER_ROLE,
+    ));
+    let run = cli(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let escrow_db = escrow_sync_rds::escrow_identifier(&db_snapshot);
+
+    let kind =
+        RdsRestore::new(&escrow_session, &recovery_session, "us-east-1", escrow_sync_e2e::PRIMARY)
+            .with_ids(std::slice::from_ref(&db_snapshot))
+            .with_kinds(vec![RdsKind::Db])
+            .with_wait(Duration::from_secs(120), Duration::from_millis(100));
+    let plan = restore(&kind, &SnapshotRestoreRequest::new("databases")).await.unwrap();
+    assert_eq!((plan.restored, plan.bytes), (1, 20 << 30), "{plan:?}");
+    assert_eq!(plan.source, "rds://escrow/us-east-1");
+
+    let out =
+        restore(&kind, &SnapshotRestoreRequest::new("databases").with_drill(true)).await.unwrap();
+    assert!(out.failed.is_empty(), "{out:?}");
+    assert!(
+        out.notes.iter().any(|n| n.starts_with(&format!("copied escrow db snapshot {escrow_db}"))),
+        "{:?}",
+        out.notes
+    );
+    let drill = out.drill.unwrap();
+    assert_eq!((drill.verified, drill.cleaned_items, drill.cleaned_target), (1, 1, true));
+    let held = recovery.describe_db_snapshots().snapshot_type("manual").send().await.unwrap();
+    let prefix = format!("restored-{escrow_db}");
+    assert!(
+        held.db_snapshots()
+            .iter()
+            .all(|s| !s.db_snapshot_identifier().unwrap_or_default().starts_with(&prefix)),
+        "the drill deleted its copy: {held:?}"
+    );
+    let attrs = escrow
+        .describe_db_snapshot_attributes()
+        .db_snapshot_identifier(&escrow_db)
+        .send()
+        .await
+        .unwrap();
+    let shared: Vec<String> = attrs
+        .db_snapshot_attributes_result()
+        .map(|r| r.db_snapshot_attributes())
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| a.attribute_name() == Some("restore"))
+        .flat_map(|a| a.attribute_values().to_vec())
+        .collect();
+    assert!(!shared.contains(&RECOVERY.to_string()), "the share is removed: {shared:?}");
+}
+
+/// The generic snapshot restore over `RedshiftRestore`, on the emulator:
+/// the escrow snapshot (an independent copy) shared, seen by the recovery
+/// account, and the share revoked; `--copy` refused.
+#[tokio::test]
+async fn the_generic_snapshot_restore_drills_a_redshift_share_as_a_library() {
+    use aws_sdk_redshift::types::Tag;
+    use escrow_sync_core::snapshot::{SnapshotRestoreRequest, restore};
+    use escrow_sync_redshift::restore::RedshiftRestore;
+
+    let primary = escrow_sync_redshift::client(&admin(escrow_sync_e2e::PRIMARY).await);
+    let (escrow_session, recovery_session) = (admin(ESCROW).await, admin(RECOVERY).await);
+    let recovery = escrow_sync_redshift::client(&recovery_session);
+    let cluster = unique("librarysales");
+    primary
+        .create_cluster()
+        .cluster_identifier(&cluster)
+        .node_type("ra3.xlplus")
+        .cluster_type("multi-node")
+        .number_of_nodes(2)
+        .master_username("admin")
+        .master_user_password("Passw0rd1")
+        .send()
+        .await
+        .unwrap();
+    let snapshot = format!("{cluster}-weekly");
+    primary
+        .create_cluster_snapshot()
+        .cluster_identifier(&cluster)
+        .snapshot_identifier(&snapshot)
+        .tags(Tag::builder().key("backup").value("true").build())
+        .send()
+        .await
+        .unwrap();
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        "[[redshift]]\nname = \"warehouse\"\nids = [\"{snapshot}\"]\nindependent_copy = true\n"
+    ));
+    let run = cli(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let kind = RedshiftRestore::new(
+        &escrow_session,
+        &recovery_session,
+        "us-east-1",
+        escrow_sync_e2e::PRIMARY,
+    )
+    .with_ids(std::slice::from_ref(&snapshot));
+    let copy = SnapshotRestoreRequest::new("warehouse").with_apply(true).with_copy(true);
+    assert!(restore(&kind, &copy).await.is_err(), "Redshift cannot copy across accounts");
+
+    let out =
+        restore(&kind, &SnapshotRestoreRequest::new("warehouse").with_drill(true)).await.unwrap();
+    assert!(out.failed.is_empty(), "{out:?}");
+    assert_eq!(out.restored, 1, "{out:?}");
+    let drill = out.drill.unwrap();
+    assert_eq!((drill.verified, drill.cleaned_items, drill.cleaned_target), (1, 1, true));
+    assert!(drill.mismatched.is_empty(), "{:?}", drill.mismatched);
+    let escrow_id = out
+        .notes
+        .iter()
+        .find_map(|n| n.strip_prefix(&format!("account {RECOVERY} saw escrow snapshot ")))
+        .and_then(|rest| rest.split(' ').next())
+        .expect("the seen note names the escrow snapshot")
+        .to_string();
+    let visible = recovery
+        .describe_cluster_snapshots()
+        .owner_account(ESCROW)
+        .snapshot_identifier(&escrow_id)
+        .send()
+        .await
+        .is_ok();
+    assert!(!visible, "the drill revoked the share of {escrow_id}");
+}

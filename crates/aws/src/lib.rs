@@ -32,6 +32,8 @@ pub use account::{
 };
 pub use classify::{classify, classify_code, sdk_error};
 
+pub mod time;
+
 /// The current time in RFC 3339 (UTC, seconds), as provenance tags and
 /// run records carry it.
 pub fn now_rfc3339() -> String {

@@ -228,9 +228,7 @@ impl TrailStore for EscrowTrailStore {
                 let Some(id) = v.version_id() else { continue };
                 versions.push(StoredVersion {
                     version_id: id.to_string(),
-                    stored_at: v
-                        .last_modified()
-                        .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+                    stored_at: v.last_modified().map(|t| escrow_sync_aws::time::fmt_time(Some(t))),
                 });
             }
             if page.is_truncated() != Some(true) {

@@ -3,31 +3,21 @@
 //! (`20150817T150131Z`) and log file (`20150817T1455Z`) names. All become
 //! seconds since the Unix epoch (UTC).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// Seconds since the epoch of an RFC 3339 time.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
-        .ok()
-        .map(|t| t.secs())
+    escrow_sync_core::time::parse_rfc3339(text).map(epoch)
 }
 
 /// An epoch second in RFC 3339 (UTC).
 pub fn rfc3339(secs: i64) -> String {
-    let t = if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    };
-    escrow_sync_core::rfc3339(t)
+    escrow_sync_core::rfc3339(escrow_sync_core::time::from_epoch(secs))
 }
 
 /// Seconds since the epoch of a `SystemTime`.
 pub fn epoch(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
+    escrow_sync_core::time::epoch(t)
 }
 
 /// `20150817T150131Z` or `20150817T1455Z` in a file name.

@@ -34,8 +34,12 @@ pub mod layout;
 pub mod manifest;
 mod pace;
 mod plan;
+pub mod poll;
 mod report;
 mod retention;
+pub mod snapshot;
+pub mod tags;
+pub mod time;
 
 pub use contract::{
     ByteStream, ItemStream, Payload, RangeRead, Receipt, Scope, ServerSideRef, Sink, Source,
@@ -52,9 +56,10 @@ pub use pace::{AdaptiveLimit, RequestPacer, paced};
 pub use plan::{Action, CopyPlan, CopyReason, PlanSummary, Policy, plan_stream};
 pub use report::{Difference, Failure, Finding, KeyDigest, Mode, Report};
 pub use retention::{
-    EscrowCopy, JOB_TAG, Kept, PruneLimits, PrunePlan, Retained, Retention, cap_new_per_lineage,
-    epoch_seconds, newest_per_group, over_delete_limit, rfc3339, select as select_retained,
-    select_within, within_retention,
+    EscrowCopy, Kept, PruneLimits, PrunePlan, Retained, Retention, cap_new_per_lineage,
+    newest_per_group, over_delete_limit, select as select_retained, select_within,
+    within_retention,
 };
+pub use time::{epoch_seconds, rfc3339};
 
 pub use tokio_util::sync::CancellationToken;

@@ -9,10 +9,7 @@
 use async_trait::async_trait;
 
 use crate::Result;
-
-/// The tag on an escrow copy naming the job that made it: `prune` counts a
-/// copy as a job's by it, from escrow's own records.
-pub const JOB_TAG: &str = "escrow-sync:job";
+use crate::time::{epoch_day, epoch_seconds, rfc3339};
 
 /// One copy escrow holds, as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -35,7 +32,7 @@ pub struct EscrowCopy {
     /// unknown. `keep_within_days` counts from it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub copied: Option<String>,
-    /// The job that made the copy (its [`JOB_TAG`]); `None` for copies made
+    /// The job that made the copy (its [`crate::tags::JOB`]); `None` for copies made
     /// before copies recorded their job.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
@@ -97,26 +94,6 @@ pub struct PrunePlan {
     pub keep: Vec<Kept>,
     /// Copies the policy lets go, oldest first.
     pub delete: Vec<EscrowCopy>,
-}
-
-/// Days since 1970-01-01 of an RFC 3339 time's date (`YYYY-MM-DD...`).
-fn epoch_day(time: &str) -> Option<i64> {
-    let date = time.get(..10)?;
-    let mut parts = date.split('-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: i64 = parts.next()?.parse().ok()?;
-    let d: i64 = parts.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    // Howard Hinnant's days_from_civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
 }
 
 /// The period keys of one copy's creation date: day, ISO week, month.
@@ -225,65 +202,6 @@ pub fn newest_per_group<T, K: Ord>(
         }
     }
     newest.into_values().collect()
-}
-
-/// `t` as RFC 3339 in UTC, to the second (`1970-01-01T00:00:00Z`).
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
-}
-
-/// Seconds since 1970 of an RFC 3339 time (`YYYY-MM-DDTHH:MM:SS`, an
-/// optional fraction, then `Z` or an offset `±HH:MM`); `None` when it does
-/// not read as one.
-pub fn epoch_seconds(time: &str) -> Option<i64> {
-    let day = epoch_day(time)?;
-    if !matches!(time.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
-        return None;
-    }
-    let field = |r: std::ops::Range<usize>, max: i64| {
-        time.get(r)?.parse::<i64>().ok().filter(|v| (0..=max).contains(v))
-    };
-    let (h, m, s) = (field(11..13, 23)?, field(14..16, 59)?, field(17..19, 60)?);
-    if time.get(13..14) != Some(":") || time.get(16..17) != Some(":") {
-        return None;
-    }
-    let mut rest = &time[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first() {
-                Some(b'+') => 1,
-                Some(b'-') => -1,
-                _ => return None,
-            };
-            if rest.len() != 6 || rest.get(3..4) != Some(":") {
-                return None;
-            }
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    Some(day * 86_400 + h * 3600 + m * 60 + s - offset)
 }
 
 /// What `prune` holds to besides the keep_* rules.

@@ -43,6 +43,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use escrow_sync_core::poll::{Polled, Polling, poll_until};
 use escrow_sync_core::{
     CancellationToken, Error, ErrorKind, Finding, Item, ItemKind, ItemLog, ItemOutcome, ItemRecord,
     KeyDigest, Mode, Payload, ProgressEvent, ProgressFn, Report, Result, RetryPolicy, Scope, Sink,
@@ -1162,38 +1163,35 @@ impl ExportJob {
         native: &Native,
         arn: &str,
     ) -> Result<Option<aws_sdk_dynamodb::types::ExportDescription>> {
-        let deadline = Instant::now() + native.timeout;
-        let mut delay = Duration::from_millis(200).min(native.max_poll);
-        loop {
-            let out = self
-                .primary
-                .describe_export()
-                .export_arn(arn)
-                .send()
-                .await
-                .map_err(|e| escrow_sync_aws::sdk_error(e, "dynamodb:DescribeExport", arn))?;
-            let d = out.export_description.ok_or_else(|| {
-                Error::new(ErrorKind::Failed, "dynamodb:DescribeExport", arn, "no description")
-            })?;
-            if d.export_status().is_some_and(|s| s.as_str() != "IN_PROGRESS") {
-                return Ok(Some(d));
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::new(
-                    ErrorKind::Transient,
-                    "dynamodb:DescribeExport",
-                    arn,
-                    format!(
-                        "still in progress after {:?}; the next run goes on waiting for it",
-                        native.timeout
-                    ),
-                ));
-            }
-            tokio::select! {
-                _ = self.cancel.cancelled() => return Ok(None),
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(native.max_poll);
+        let polling = Polling::new("dynamodb:DescribeExport", arn)
+            .with_first_pause(Duration::from_millis(200))
+            .with_max_pause(native.max_poll)
+            .with_timeout(native.timeout)
+            .with_deadline_error(
+                ErrorKind::Transient,
+                "still in progress",
+                "the next run goes on waiting for it",
+            )
+            .with_cancel(self.cancel.clone());
+        let done =
+            poll_until(&polling, || async {
+                let out =
+                    self.primary.describe_export().export_arn(arn).send().await.map_err(|e| {
+                        escrow_sync_aws::sdk_error(e, "dynamodb:DescribeExport", arn)
+                    })?;
+                let d = out.export_description.ok_or_else(|| {
+                    Error::new(ErrorKind::Failed, "dynamodb:DescribeExport", arn, "no description")
+                })?;
+                match d.export_status() {
+                    Some(s) if s.as_str() != "IN_PROGRESS" => Ok(Polled::Done(d)),
+                    s => Ok(Polled::Pending(s.map_or("unknown", |s| s.as_str()).to_string())),
+                }
+            })
+            .await;
+        match done {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == ErrorKind::Cancelled => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

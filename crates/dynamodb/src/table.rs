@@ -17,6 +17,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::poll::{Polled, Polling, poll_until};
+use escrow_sync_core::tags;
 use escrow_sync_core::{Error, ErrorKind, Result, RetryPolicy};
 
 use crate::json::{Record, to_line};
@@ -26,17 +28,6 @@ use crate::keys::{KeySchema, content_digest};
 pub const WRITE_BATCH: usize = 25;
 /// Keys per BatchGetItem request (the service's limit).
 pub const READ_BATCH: usize = 100;
-
-/// The tag that records the source table's ARN on an escrow table.
-pub const TAG_SOURCE_ARN: &str = "escrow-sync:source-table-arn";
-/// The tag that records the source account.
-pub const TAG_SOURCE_ACCOUNT: &str = "escrow-sync:source-account";
-/// The tag that records when escrow-sync created the escrow table.
-pub const TAG_CREATED: &str = "escrow-sync:created-at";
-/// The tag that records the start of the latest run that wrote items.
-pub const TAG_LAST_RUN: &str = "escrow-sync:last-run-at";
-/// The tag that records the source's TTL attribute (never applied in escrow).
-pub const TAG_SOURCE_TTL: &str = "escrow-sync:source-ttl-attribute";
 
 pub(crate) fn no_retries() -> aws_sdk_dynamodb::config::Builder {
     aws_sdk_dynamodb::config::Builder::default()
@@ -447,30 +438,24 @@ pub(crate) async fn wait_table_active(
     timeout: Duration,
     resource: &str,
 ) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(100);
-    loop {
+    let polling = Polling::new("dynamodb:DescribeTable", resource)
+        .with_first_pause(Duration::from_millis(100))
+        .with_max_pause(Duration::from_secs(5))
+        .with_timeout(timeout)
+        .with_deadline_error(ErrorKind::Transient, "not active", "run again to continue");
+    poll_until(&polling, || async {
         let out = client.describe_table().table_name(table).send().await;
         match out.map_err(|e| sdk_error(e, "dynamodb:DescribeTable", resource)) {
-            Ok(o) if o.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) => {
-                return Ok(());
-            }
+            Ok(o) => match o.table().and_then(|t| t.table_status()) {
+                Some(TableStatus::Active) => Ok(Polled::Done(())),
+                status => Ok(Polled::Pending(status.map_or("unknown", |s| s.as_str()).into())),
+            },
             // Just created: DescribeTable may not see it yet.
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Polled::Pending("not found".into())),
+            Err(e) => Err(e),
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::new(
-                ErrorKind::Transient,
-                "dynamodb:DescribeTable",
-                resource,
-                format!("not active after {timeout:?}; run again to continue"),
-            ));
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+    })
+    .await
 }
 
 /// The key attributes with their types, e.g. `pk (S, HASH), sk (N, RANGE)`.
@@ -618,24 +603,26 @@ impl EscrowTable {
                 source.name()
             )));
         }
-        match existing.tags.get(TAG_SOURCE_ARN) {
+        match existing.tags.get(tags::SOURCE_TABLE_ARN) {
             Some(recorded) if recorded == source.arn() => {}
             Some(recorded) => {
                 return Err(Error::invalid_config(format!(
-                    "escrow dynamodb table {} holds the escrow of {recorded} (its {TAG_SOURCE_ARN} \
+                    "escrow dynamodb table {} holds the escrow of {recorded} (its {tag} \
                      tag), not of {}: give this job its own dest_table",
                     self.table,
-                    source.arn()
+                    source.arn(),
+                    tag = tags::SOURCE_TABLE_ARN
                 )));
             }
             None => {
                 return Err(Error::invalid_config(format!(
                     "escrow dynamodb table {} exists but escrow-sync did not create it for {} (it \
-                     has no {TAG_SOURCE_ARN} tag), and writing would overwrite its items: set \
-                     dest_table to a new name, or adopt the table by tagging it {TAG_SOURCE_ARN}={}",
+                     has no {tag} tag), and writing would overwrite its items: set \
+                     dest_table to a new name, or adopt the table by tagging it {tag}={}",
                     self.table,
                     source.name(),
-                    source.arn()
+                    source.arn(),
+                    tag = tags::SOURCE_TABLE_ARN
                 )));
             }
         }
@@ -1024,13 +1011,13 @@ impl EscrowTable {
     }
 
     /// Tags the table with the start of a run that wrote items
-    /// ([`TAG_LAST_RUN`]); a run that wrote nothing does not call this, so
+    /// ([`escrow_sync_core::tags::LAST_RUN_AT`]); a run that wrote nothing does not call this, so
     /// an unchanged source costs no mutating call.
     pub async fn record_run(&self, started: &str) -> Result<()> {
         let arn = self.describe().await?.map(|t| t.arn().to_string()).ok_or_else(|| {
             Error::new(ErrorKind::NotFound, "dynamodb:DescribeTable", self.resource(), "")
         })?;
-        let tag = Tag::builder().key(TAG_LAST_RUN).value(started).build().map_err(|e| {
+        let tag = Tag::builder().key(tags::LAST_RUN_AT).value(started).build().map_err(|e| {
             Error::new(ErrorKind::Failed, "dynamodb:TagResource", self.resource(), e.to_string())
         })?;
         self.client
@@ -1122,11 +1109,11 @@ pub fn provenance_tags(
         .filter(|(k, _)| !k.starts_with("aws:"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    tags.insert(TAG_SOURCE_ARN.into(), source.arn().to_string());
-    tags.insert(TAG_SOURCE_ACCOUNT.into(), source_account.to_string());
-    tags.insert(TAG_CREATED.into(), now.to_string());
+    tags.insert(tags::SOURCE_TABLE_ARN.into(), source.arn().to_string());
+    tags.insert(tags::SOURCE_ACCOUNT.into(), source_account.to_string());
+    tags.insert(tags::CREATED_AT.into(), now.to_string());
     if let Some(ttl) = &source.ttl_attribute {
-        tags.insert(TAG_SOURCE_TTL.into(), ttl.clone());
+        tags.insert(tags::SOURCE_TTL_ATTRIBUTE.into(), ttl.clone());
     }
     tags
 }

@@ -11,7 +11,11 @@
 //! re-run after a complete run makes no mutating call, and a copy still in
 //! progress (an interrupted run's) is waited on rather than started twice.
 //! [`AmiSource`] and [`AmiSink`] do the same for AMIs with their backing
-//! snapshots (`crates/rds` and `crates/redshift` follow the same shape).
+//! snapshots. [`restore::Ec2Restore`] implements core's `SnapshotRestore`
+//! for both, into a recovery account.
+//!
+//! The layout is the one `crates/rds` and `crates/redshift` share: `api`
+//! (the EC2 calls the others share), `source`, `sink` and `restore`.
 //!
 //! ```
 //! use escrow_sync_ec2::provenance_tags;
@@ -20,15 +24,13 @@
 //! ```
 #![deny(missing_docs)]
 
-mod images;
+mod api;
 pub mod restore;
-mod snapshots;
+mod sink;
+mod source;
 
-pub use images::{AmiSink, AmiSource, SOURCE_IMAGE_TAG};
-pub use snapshots::{
-    EbsSnapshotSink, EbsSnapshotSource, LINEAGE_TAG, REENCRYPTED_FROM_TAG, SOURCE_SNAPSHOT_TAG,
-    provenance_tags,
-};
+pub use sink::{AmiSink, EbsSnapshotSink, provenance_tags};
+pub use source::{AmiSource, EbsSnapshotSource};
 
 /// An EC2 client for `session`.
 pub fn client(session: &escrow_sync_aws::Session) -> aws_sdk_ec2::Client {

@@ -13,19 +13,16 @@ use aws_sdk_ec2::types::{
     Tag, TagSpecification,
 };
 
+use async_trait::async_trait;
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::snapshot::{RecoveredCopy, SnapshotCopy, SnapshotRestore};
+use escrow_sync_core::tags;
 use escrow_sync_core::{Error, ErrorKind, Result};
 
-use crate::images::{self, SOURCE_IMAGE_TAG, backing_snapshots, image_name, wait_image};
-use crate::snapshots::{
-    LINEAGE_TAG, SOURCE_SNAPSHOT_TAG, ec2_missing, escrow_copies, share_snapshot, system_time,
-    wait_snapshot,
+use crate::api::{
+    backing_snapshots, created, delete_snapshots_of, ec2_missing, escrow_copies, image_name,
+    share_snapshot, system_time, tag, wait_image, wait_snapshot,
 };
-
-/// The tag on a recovered copy naming the escrow copy it came from.
-pub const RESTORED_FROM_TAG: &str = "escrow-sync:restored-from";
-
-const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
 
 /// One completed escrow copy of a primary snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,10 +41,6 @@ pub struct EscrowSnapshot {
     pub size_gib: i32,
 }
 
-fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
-    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
-}
-
 /// Every completed escrow-sync copy the escrow account holds.
 pub async fn escrow_snapshots(ec2: &Client) -> Result<Vec<EscrowSnapshot>> {
     let all = escrow_copies(ec2).await?;
@@ -57,9 +50,9 @@ pub async fn escrow_snapshots(ec2: &Client) -> Result<Vec<EscrowSnapshot>> {
         .filter_map(|s| {
             Some(EscrowSnapshot {
                 id: s.snapshot_id()?.to_string(),
-                source_id: tag(s.tags(), SOURCE_SNAPSHOT_TAG)?.to_string(),
-                source_account: tag(s.tags(), SOURCE_ACCOUNT_TAG).map(str::to_string),
-                lineage: tag(s.tags(), LINEAGE_TAG).map(str::to_string),
+                source_id: tag(s.tags(), tags::SOURCE_SNAPSHOT_ID)?.to_string(),
+                source_account: tag(s.tags(), tags::SOURCE_ACCOUNT).map(str::to_string),
+                lineage: tag(s.tags(), tags::LINEAGE).map(str::to_string),
                 started: s.start_time().and_then(system_time),
                 size_gib: s.volume_size().unwrap_or(0),
             })
@@ -98,7 +91,7 @@ pub async fn start_copy(
 ) -> Result<String> {
     let tags = TagSpecification::builder()
         .resource_type(ResourceType::Snapshot)
-        .tags(Tag::builder().key(RESTORED_FROM_TAG).value(id).build())
+        .tags(Tag::builder().key(tags::RESTORED_FROM).value(id).build())
         .build();
     let out = ec2
         .copy_snapshot()
@@ -192,20 +185,13 @@ impl EscrowImage {
     }
 }
 
-/// An RFC 3339 time, read.
-fn parse_time(text: &str) -> Option<SystemTime> {
-    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
-        .ok()
-        .and_then(|t| system_time(&t))
-}
-
 /// Every available escrow-sync copy of an AMI the escrow account holds
-/// (owned by it, tagged [`SOURCE_IMAGE_TAG`]).
+/// (owned by it, tagged [`escrow_sync_core::tags::SOURCE_IMAGE_ID`]).
 pub async fn escrow_images(ec2: &Client) -> Result<Vec<EscrowImage>> {
     let all: Vec<Image> = ec2
         .describe_images()
         .owners("self")
-        .filters(Filter::builder().name("tag-key").values(SOURCE_IMAGE_TAG).build())
+        .filters(Filter::builder().name("tag-key").values(tags::SOURCE_IMAGE_ID).build())
         .filters(Filter::builder().name("state").values("available").build())
         .into_paginator()
         .items()
@@ -219,13 +205,11 @@ pub async fn escrow_images(ec2: &Client) -> Result<Vec<EscrowImage>> {
         .filter_map(|i| {
             Some(EscrowImage {
                 id: i.image_id()?.to_string(),
-                source_id: images::tag(i.tags(), SOURCE_IMAGE_TAG)?.to_string(),
-                source_account: images::tag(i.tags(), images::SOURCE_ACCOUNT_TAG)
-                    .map(str::to_string),
-                started: images::created(i)
-                    .as_ref()
-                    .and_then(system_time)
-                    .or_else(|| images::tag(i.tags(), images::COPIED_TAG).and_then(parse_time)),
+                source_id: tag(i.tags(), tags::SOURCE_IMAGE_ID)?.to_string(),
+                source_account: tag(i.tags(), tags::SOURCE_ACCOUNT).map(str::to_string),
+                started: created(i).as_ref().and_then(system_time).or_else(|| {
+                    tag(i.tags(), tags::COPIED_AT).and_then(escrow_sync_core::time::parse_rfc3339)
+                }),
                 devices: devices(i),
             })
         })
@@ -283,7 +267,7 @@ pub async fn set_image_shared(
 
 /// Starts copying the shared escrow image `id` (in `region`) into the
 /// account of `ec2` (the recovery account), encrypted with its default EBS
-/// key, the image and its snapshots tagged [`RESTORED_FROM_TAG`] = `id`;
+/// key, the image and its snapshots tagged [`escrow_sync_core::tags::RESTORED_FROM`] = `id`;
 /// returns the new image's id (wait for it with [`wait_image_available`]).
 /// The name carries the time (AMI names are unique per account); the
 /// ClientToken is the SDK's random one per call: a fixed one would answer a
@@ -292,7 +276,7 @@ pub async fn start_image_copy(ec2: &Client, id: &str, region: &str) -> Result<St
     let spec = |kind| {
         TagSpecification::builder()
             .resource_type(kind)
-            .tags(Tag::builder().key(RESTORED_FROM_TAG).value(id).build())
+            .tags(Tag::builder().key(tags::RESTORED_FROM).value(id).build())
             .build()
     };
     let millis = SystemTime::now()
@@ -366,7 +350,283 @@ pub async fn delete_image(ec2: &Client, id: &str) -> Result<()> {
         Err(e) if ec2_missing(e.code()) => {}
         Err(e) => return Err(sdk_error(e, "ec2:DeregisterImage", &resource)),
     }
-    crate::images::delete_snapshots_of(ec2, snapshots, &resource).await
+    delete_snapshots_of(ec2, snapshots, &resource).await
+}
+
+const GIB: u64 = 1 << 30;
+
+/// The longest pause between two looks at a copy in progress, by default.
+pub const MAX_POLL: Duration = Duration::from_secs(30);
+
+/// How long a copy into the recovery account is waited for, by default.
+pub const COPY_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+
+/// One escrow copy an [`Ec2Restore`] restores.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ec2Copy {
+    /// An EBS snapshot.
+    Snapshot(EscrowSnapshot),
+    /// An AMI with its backing snapshots.
+    Image(EscrowImage),
+}
+
+/// The [`SnapshotRestore`] of an `[[ec2]]` job: EBS snapshots (per source
+/// volume, the newest escrow copy at or before the time) and AMIs (per
+/// source image); the share of an AMI is its launch permission and every
+/// backing snapshot's createVolumePermission. A drill checks each copy
+/// completed at the escrow copy's size (AMIs: the same block devices and
+/// sizes), then deletes it (AMIs: deregistered, their snapshots deleted).
+#[derive(Debug, Clone)]
+pub struct Ec2Restore {
+    escrow: Client,
+    target: Client,
+    target_account: String,
+    region: String,
+    primary: String,
+    snapshot_ids: Option<Vec<String>>,
+    image_ids: Option<Vec<String>>,
+    by_tags: bool,
+    timeout: Duration,
+    max_poll: Duration,
+}
+
+impl Ec2Restore {
+    /// Restores, in `region`, the escrow copies the escrow session holds of
+    /// the primary account `primary`'s snapshots and AMIs into the account
+    /// of the `target` session (every one: narrow with
+    /// [`Self::with_selection`]).
+    pub fn new(
+        escrow: &escrow_sync_aws::Session,
+        target: &escrow_sync_aws::Session,
+        region: &str,
+        primary: &str,
+    ) -> Self {
+        Self::from_clients(
+            crate::client(escrow),
+            crate::client(target),
+            target.account_id(),
+            region,
+            primary,
+        )
+    }
+
+    /// As [`Self::new`], from escrow's and the recovery account's clients
+    /// and the recovery account's id.
+    pub fn from_clients(
+        escrow: Client,
+        target: Client,
+        target_account: &str,
+        region: &str,
+        primary: &str,
+    ) -> Self {
+        Ec2Restore {
+            escrow,
+            target,
+            target_account: target_account.to_string(),
+            region: region.to_string(),
+            primary: primary.to_string(),
+            snapshot_ids: Some(Vec::new()),
+            image_ids: Some(Vec::new()),
+            by_tags: true,
+            timeout: COPY_TIMEOUT,
+            max_poll: MAX_POLL,
+        }
+    }
+
+    /// What the job selects, as `run` does: `ids` (snapshot and image ids;
+    /// empty: every copy, the job selecting by tags), snapshots when
+    /// `snapshots`, AMIs when `images`. A job naming ids of one type only
+    /// restores none of the other.
+    pub fn with_selection(mut self, ids: &[String], snapshots: bool, images: bool) -> Self {
+        let of = |on: bool, prefix: &str| {
+            let chosen: Vec<String> =
+                ids.iter().filter(|i| i.starts_with(prefix)).cloned().collect();
+            (on && (ids.is_empty() || !chosen.is_empty())).then_some(chosen)
+        };
+        self.snapshot_ids = of(snapshots, "snap-");
+        self.image_ids = of(images, "ami-");
+        self.by_tags = ids.is_empty();
+        self
+    }
+
+    /// Waits at most `timeout` for each copy, polling up to every
+    /// `max_poll` (defaults: [`COPY_TIMEOUT`], [`MAX_POLL`]).
+    pub fn with_wait(mut self, timeout: Duration, max_poll: Duration) -> Self {
+        self.timeout = timeout;
+        self.max_poll = max_poll;
+        self
+    }
+
+    fn of_primary(&self, account: &Option<String>) -> bool {
+        account.as_deref().is_none_or(|a| a == self.primary)
+    }
+}
+
+#[async_trait]
+impl SnapshotRestore for Ec2Restore {
+    type Copy = Ec2Copy;
+
+    fn target_account(&self) -> &str {
+        &self.target_account
+    }
+
+    fn locations(&self, owner: &str) -> Vec<String> {
+        [("ebs", self.snapshot_ids.is_some()), ("ami", self.image_ids.is_some())]
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(scheme, _)| format!("{scheme}://{owner}/{}", self.region))
+            .collect()
+    }
+
+    async fn escrow_copies(&self, at: Option<SystemTime>) -> Result<Vec<Ec2Copy>> {
+        let mut out = Vec::new();
+        if let Some(ids) = &self.snapshot_ids {
+            let copies: Vec<_> = escrow_snapshots(&self.escrow)
+                .await?
+                .into_iter()
+                .filter(|c| self.of_primary(&c.source_account))
+                .filter(|c| ids.is_empty() || ids.contains(&c.source_id))
+                .collect();
+            out.extend(as_of(copies, at).into_iter().map(Ec2Copy::Snapshot));
+        }
+        if let Some(ids) = &self.image_ids {
+            let copies: Vec<_> = escrow_images(&self.escrow)
+                .await?
+                .into_iter()
+                .filter(|c| self.of_primary(&c.source_account))
+                .filter(|c| ids.is_empty() || ids.contains(&c.source_id))
+                .collect();
+            out.extend(images_as_of(copies, at).into_iter().map(Ec2Copy::Image));
+        }
+        Ok(out)
+    }
+
+    fn describe(&self, copy: &Ec2Copy) -> SnapshotCopy {
+        match copy {
+            Ec2Copy::Snapshot(c) => SnapshotCopy::new(
+                &c.id,
+                &c.source_id,
+                format!("escrow copy {}", c.id),
+                "snapshots",
+                c.size_gib.max(0) as u64 * GIB,
+            ),
+            Ec2Copy::Image(i) => SnapshotCopy::new(
+                &i.id,
+                &i.source_id,
+                format!("escrow AMI {}", i.id),
+                "AMIs",
+                i.size_gib() * GIB,
+            ),
+        }
+    }
+
+    fn notes(&self, _copies: &[Ec2Copy]) -> Vec<String> {
+        let primary = &self.primary;
+        self.by_tags
+            .then(|| {
+                format!(
+                    "the job selects by tags: every escrow copy of a primary ({primary}) snapshot \
+                     or AMI counts"
+                )
+            })
+            .into_iter()
+            .collect()
+    }
+
+    fn plan_note(&self, copy: &Ec2Copy) -> String {
+        match copy {
+            Ec2Copy::Snapshot(c) => {
+                format!("would share escrow copy {} (of {}, {} GiB)", c.id, c.source_id, c.size_gib)
+            }
+            Ec2Copy::Image(i) => format!(
+                "would share escrow AMI {} (of {}, {} GiB) and its {} backing snapshots",
+                i.id,
+                i.source_id,
+                i.size_gib(),
+                i.snapshots().len()
+            ),
+        }
+    }
+
+    fn shared_note(&self, copy: &Ec2Copy) -> String {
+        match copy {
+            Ec2Copy::Snapshot(c) => format!("shared escrow copy {} (of {})", c.id, c.source_id),
+            Ec2Copy::Image(i) => format!(
+                "shared escrow AMI {} (of {}) and its backing snapshots {}",
+                i.id,
+                i.source_id,
+                i.snapshots().join(", ")
+            ),
+        }
+    }
+
+    async fn share(&self, copy: &Ec2Copy) -> Result<()> {
+        match copy {
+            Ec2Copy::Snapshot(c) => {
+                set_shared(&self.escrow, &c.id, &self.target_account, true).await
+            }
+            Ec2Copy::Image(i) => {
+                set_image_shared(&self.escrow, i, &self.target_account, true).await
+            }
+        }
+    }
+
+    async fn unshare(&self, copy: &Ec2Copy) -> Result<()> {
+        match copy {
+            Ec2Copy::Snapshot(c) => {
+                set_shared(&self.escrow, &c.id, &self.target_account, false).await
+            }
+            Ec2Copy::Image(i) => {
+                set_image_shared(&self.escrow, i, &self.target_account, false).await
+            }
+        }
+    }
+
+    fn retracts_failed_share(&self, copy: &Ec2Copy) -> bool {
+        matches!(copy, Ec2Copy::Image(_))
+    }
+
+    async fn start_copy(&self, copy: &Ec2Copy) -> Result<String> {
+        match copy {
+            Ec2Copy::Snapshot(c) => start_copy(&self.target, &c.id, &self.region, None).await,
+            Ec2Copy::Image(i) => start_image_copy(&self.target, &i.id, &self.region).await,
+        }
+    }
+
+    async fn wait_copy(&self, copy: &Ec2Copy, id: &str) -> Result<RecoveredCopy> {
+        match copy {
+            Ec2Copy::Snapshot(c) => {
+                let size = wait_completed(&self.target, id, self.timeout, self.max_poll).await?;
+                let mismatch = (size != c.size_gib).then(|| {
+                    format!("the copy {id} has {size} GiB, the escrow copy {} GiB", c.size_gib)
+                });
+                Ok(RecoveredCopy::new(id, size.max(0) as u64 * GIB, mismatch))
+            }
+            Ec2Copy::Image(i) => {
+                let devices =
+                    wait_image_available(&self.target, id, self.timeout, self.max_poll).await?;
+                let bytes = devices.iter().map(|d| d.size_gib.max(0) as u64 * GIB).sum();
+                let mismatch = image_mismatch(&i.devices, &devices)
+                    .map(|why| format!("the copy {id} has {why}"));
+                Ok(RecoveredCopy::new(id, bytes, mismatch))
+            }
+        }
+    }
+
+    async fn delete_copy(&self, copy: &Ec2Copy, id: &str) -> Result<()> {
+        match copy {
+            Ec2Copy::Snapshot(_) => delete_snapshot(&self.target, id).await,
+            Ec2Copy::Image(_) => delete_image(&self.target, id).await,
+        }
+    }
+
+    fn copy_label(&self, copy: &Ec2Copy, id: &str) -> String {
+        match copy {
+            Ec2Copy::Snapshot(_) => format!("snapshot {id}"),
+            Ec2Copy::Image(_) => format!("AMI {id} and its snapshots"),
+        }
+    }
 }
 
 #[cfg(test)]

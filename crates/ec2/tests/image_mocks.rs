@@ -45,7 +45,7 @@ use escrow_sync_core::{
     ErrorKind, EscrowCopy, Executor, ExecutorOptions, Item, ItemKind, Mode, Payload, Retained,
     RetryPolicy, Scope, ServerSideRef, Sink, Source,
 };
-use escrow_sync_ec2::{AmiSink, AmiSource, SOURCE_IMAGE_TAG};
+use escrow_sync_ec2::{AmiSink, AmiSource};
 
 const PRIMARY: &str = "111111111111";
 const ESCROW: &str = "222222222222";
@@ -97,7 +97,7 @@ fn snapshot(id: &str, key: Option<&str>, tags: Vec<Tag>) -> Snapshot {
 
 fn provenance(source: &str) -> Vec<Tag> {
     [
-        (SOURCE_IMAGE_TAG, source.to_string()),
+        (escrow_sync_core::tags::SOURCE_IMAGE_ID, source.to_string()),
         ("escrow-sync:source-account", PRIMARY.to_string()),
         ("escrow-sync:source-arn", format!("arn:aws:ec2:us-east-1::image/{source}")),
         ("escrow-sync:source-start-time", CREATED_RFC3339.to_string()),
@@ -472,7 +472,8 @@ fn lookup(answers: Vec<Vec<Image>>) -> Rule {
         .match_requests(|r| {
             r.owners() == ["self"]
                 && r.filters().iter().any(|f| {
-                    f.name() == Some(&format!("tag:{SOURCE_IMAGE_TAG}")[..])
+                    f.name()
+                        == Some(&format!("tag:{}", escrow_sync_core::tags::SOURCE_IMAGE_ID)[..])
                         && f.values() == ["ami-1"]
                 })
         })
@@ -532,9 +533,10 @@ async fn the_copy_is_encrypted_tagged_at_creation_waited_for_and_its_snapshots_t
         .match_requests(|r| {
             r.resources() == ["snap-c2"]
                 && r.tags().len() == 6
-                && r.tags()
-                    .iter()
-                    .any(|t| t.key() == Some(SOURCE_IMAGE_TAG) && t.value() == Some("ami-1"))
+                && r.tags().iter().any(|t| {
+                    t.key() == Some(escrow_sync_core::tags::SOURCE_IMAGE_ID)
+                        && t.value() == Some("ami-1")
+                })
         })
         .then_output(|| CreateTagsOutput::builder().build());
     let none = lookup(vec![vec![]]);
@@ -555,7 +557,7 @@ async fn the_copy_is_encrypted_tagged_at_creation_waited_for_and_its_snapshots_t
     for kind in [ResourceType::Image, ResourceType::Snapshot] {
         let tags: std::collections::BTreeMap<_, _> =
             tags_on(&r, kind.clone()).into_iter().collect();
-        assert_eq!(tags[SOURCE_IMAGE_TAG], "ami-1", "{kind:?}");
+        assert_eq!(tags[escrow_sync_core::tags::SOURCE_IMAGE_ID], "ami-1", "{kind:?}");
         assert_eq!(tags["escrow-sync:source-account"], PRIMARY);
         assert_eq!(tags["escrow-sync:source-arn"], "arn:aws:ec2:us-east-1::image/ami-1");
         assert_eq!(tags["escrow-sync:source-start-time"], CREATED_RFC3339);
@@ -940,13 +942,15 @@ async fn the_audit_checks_every_backing_snapshot_against_the_escrow_key() {
 #[tokio::test]
 async fn retention_lists_every_copy_and_deletes_one_with_its_snapshots() {
     let mut pending = copy_of("ami-2", "ami-c2", ImageState::Pending, &["snap-c2"]);
-    pending.tags = Some(vec![Tag::builder().key(SOURCE_IMAGE_TAG).value("ami-2").build()]);
+    pending.tags = Some(vec![
+        Tag::builder().key(escrow_sync_core::tags::SOURCE_IMAGE_ID).value("ami-2").build(),
+    ]);
     let all = mock!(Client::describe_images)
         .match_requests(|r| {
             r.owners() == ["self"]
                 && r.filters().len() == 1
                 && r.filters()[0].name() == Some("tag-key")
-                && r.filters()[0].values() == [SOURCE_IMAGE_TAG]
+                && r.filters()[0].values() == [escrow_sync_core::tags::SOURCE_IMAGE_ID]
         })
         .then_output(move || {
             images(vec![
@@ -1017,9 +1021,10 @@ async fn the_escrow_listing_yields_source_ids_of_available_copies() {
     let list = mock!(Client::describe_images)
         .match_requests(|r| {
             r.owners() == ["self"]
-                && r.filters()
-                    .iter()
-                    .any(|f| f.name() == Some("tag-key") && f.values() == [SOURCE_IMAGE_TAG])
+                && r.filters().iter().any(|f| {
+                    f.name() == Some("tag-key")
+                        && f.values() == [escrow_sync_core::tags::SOURCE_IMAGE_ID]
+                })
                 && r.filters()
                     .iter()
                     .any(|f| f.name() == Some("state") && f.values() == ["available"])
@@ -1169,7 +1174,8 @@ async fn deleting_a_copy_already_deregistered_removes_the_snapshots_it_left() {
         .match_requests(|r| {
             r.owner_ids() == ["self"]
                 && r.filters().iter().any(|f| {
-                    f.name() == Some(&format!("tag:{SOURCE_IMAGE_TAG}")[..])
+                    f.name()
+                        == Some(&format!("tag:{}", escrow_sync_core::tags::SOURCE_IMAGE_ID)[..])
                         && f.values() == ["ami-1"]
                 })
         })

@@ -34,10 +34,10 @@ use aws_sdk_ec2::types::{
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
 use escrow_sync_core::ErrorKind;
-use escrow_sync_ec2::SOURCE_IMAGE_TAG;
+
 use escrow_sync_ec2::restore::{
-    Device, EscrowImage, RESTORED_FROM_TAG, delete_image, escrow_images, image_mismatch,
-    images_as_of, set_image_shared, start_image_copy, wait_image_available,
+    Device, EscrowImage, delete_image, escrow_images, image_mismatch, images_as_of,
+    set_image_shared, start_image_copy, wait_image_available,
 };
 
 const PRIMARY: &str = "111111111111";
@@ -99,11 +99,17 @@ async fn escrow_images_are_its_own_available_copies_newest_per_source_at_a_time(
                 r.filters().iter().find(|f| f.name() == Some(name)).map(|f| f.values().to_vec())
             };
             r.owners() == ["self"]
-                && filter("tag-key") == Some(vec![SOURCE_IMAGE_TAG.to_string()])
+                && filter("tag-key")
+                    == Some(vec![escrow_sync_core::tags::SOURCE_IMAGE_ID.to_string()])
                 && filter("state") == Some(vec!["available".to_string()])
         })
         .then_output(|| {
-            let of = |source| [(SOURCE_IMAGE_TAG, source), ("escrow-sync:source-account", PRIMARY)];
+            let of = |source| {
+                [
+                    (escrow_sync_core::tags::SOURCE_IMAGE_ID, source),
+                    ("escrow-sync:source-account", PRIMARY),
+                ]
+            };
             images(vec![
                 image("ami-e1", ImageState::Available, "2026-11-01T00:00:00.000Z", &of("ami-1")),
                 image("ami-e2", ImageState::Available, "2026-11-20T00:00:00.000Z", &of("ami-1")),
@@ -218,7 +224,8 @@ async fn the_recovery_copy_names_the_escrow_image_and_tags_image_and_snapshots()
                 r.tag_specifications().iter().any(|s| {
                     s.resource_type() == Some(&kind)
                         && s.tags().iter().any(|t| {
-                            t.key() == Some(RESTORED_FROM_TAG) && t.value() == Some("ami-e")
+                            t.key() == Some(escrow_sync_core::tags::RESTORED_FROM)
+                                && t.value() == Some("ami-e")
                         })
                 })
             };
@@ -309,4 +316,92 @@ async fn the_clean_up_deregisters_then_deletes_the_snapshots_it_found_before() {
         *order.lock().unwrap(),
         ["deregister ami-r", "delete ami-r-root", "delete ami-r-data"]
     );
+}
+
+/// The generic snapshot restore over `Ec2Restore`, as `restore --drill`
+/// runs it: the escrow copy of snap-1 is shared, copied into the recovery
+/// account, found smaller than the escrow copy (a mismatch), the share
+/// removed and the copy deleted.
+#[tokio::test]
+async fn a_drill_through_the_snapshot_restore_contract_checks_and_cleans_up() {
+    use aws_sdk_ec2::operation::copy_snapshot::CopySnapshotOutput;
+    use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+    use aws_sdk_ec2::types::{Snapshot, SnapshotState};
+    use escrow_sync_core::snapshot::{SnapshotRestoreRequest, restore};
+    use escrow_sync_ec2::restore::Ec2Restore;
+
+    let snapshot = |id: &str, gib: i32, tags: &[(&str, &str)]| {
+        Snapshot::builder()
+            .snapshot_id(id)
+            .state(SnapshotState::Completed)
+            .volume_size(gib)
+            .start_time(aws_smithy_types::DateTime::from_secs(1_795_000_000))
+            .set_tags(Some(
+                tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect(),
+            ))
+            .build()
+    };
+    let held = mock!(Client::describe_snapshots)
+        .match_requests(|r| r.owner_ids() == ["self"])
+        .then_output(move || {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(snapshot(
+                    "snap-e",
+                    8,
+                    &[
+                        (escrow_sync_core::tags::SOURCE_SNAPSHOT_ID, "snap-1"),
+                        (escrow_sync_core::tags::SOURCE_ACCOUNT, PRIMARY),
+                        (escrow_sync_core::tags::LINEAGE, "vol-1"),
+                    ],
+                ))
+                // Another primary's: left out.
+                .snapshots(snapshot(
+                    "snap-o",
+                    8,
+                    &[
+                        (escrow_sync_core::tags::SOURCE_SNAPSHOT_ID, "snap-1"),
+                        (escrow_sync_core::tags::SOURCE_ACCOUNT, "444444444444"),
+                    ],
+                ))
+                .build()
+        });
+    let shares = mock!(Client::modify_snapshot_attribute)
+        .match_requests(|r| r.snapshot_id() == Some("snap-e") && r.user_ids() == [RECOVERY])
+        .then_output(|| ModifySnapshotAttributeOutput::builder().build());
+    let escrow = ec2(&[&held, &shares]);
+
+    let copy = mock!(Client::copy_snapshot)
+        .match_requests(|r| r.source_snapshot_id() == Some("snap-e"))
+        .then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-r").build());
+    let done = mock!(Client::describe_snapshots)
+        .match_requests(|r| r.snapshot_ids() == ["snap-r"])
+        .then_output(move || {
+            DescribeSnapshotsOutput::builder().snapshots(snapshot("snap-r", 4, &[])).build()
+        });
+    let delete = mock!(Client::delete_snapshot)
+        .match_requests(|r| r.snapshot_id() == Some("snap-r"))
+        .then_output(|| DeleteSnapshotOutput::builder().build());
+    let target = ec2(&[&copy, &done, &delete]);
+
+    let kind = Ec2Restore::from_clients(escrow, target, RECOVERY, "us-east-1", PRIMARY)
+        .with_selection(&["snap-1".to_string()], true, true)
+        .with_wait(Duration::from_secs(5), Duration::from_millis(1));
+
+    // A dry run lists and changes nothing.
+    let plan = restore(&kind, &SnapshotRestoreRequest::new("volumes")).await.unwrap();
+    assert_eq!((plan.restored, plan.bytes), (1, 8 << 30));
+    assert_eq!(plan.source, "ebs://escrow/us-east-1", "no AMI ids named: no ami://");
+    assert_eq!(plan.notes, ["would share escrow copy snap-e (of snap-1, 8 GiB)"]);
+    assert_eq!((shares.num_calls(), copy.num_calls()), (0, 0));
+
+    let out =
+        restore(&kind, &SnapshotRestoreRequest::new("volumes").with_drill(true)).await.unwrap();
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    assert_eq!(out.notes, ["copied escrow copy snap-e (of snap-1) to snap-r"]);
+    let drill = out.drill.unwrap();
+    assert_eq!(drill.verified, 0);
+    assert_eq!(drill.mismatched, ["snap-1: the copy snap-r has 4 GiB, the escrow copy 8 GiB"]);
+    assert_eq!((drill.cleaned_items, drill.cleaned_target), (1, true));
+    assert_eq!(shares.num_calls(), 2, "shared, then the share removed");
+    assert_eq!((copy.num_calls(), delete.num_calls()), (1, 1));
 }

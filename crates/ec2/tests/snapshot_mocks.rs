@@ -27,7 +27,7 @@ use escrow_sync_core::{
     ErrorKind, Executor, ExecutorOptions, Item, ItemKind, Mode, Payload, RetryPolicy, Scope, Sink,
     Source,
 };
-use escrow_sync_ec2::{EbsSnapshotSink, EbsSnapshotSource, SOURCE_SNAPSHOT_TAG};
+use escrow_sync_ec2::{EbsSnapshotSink, EbsSnapshotSource};
 
 const ESCROW: &str = "222222222222";
 const ESCROW_KEY: &str = "arn:aws:kms:us-east-1:222222222222:key/escrow";
@@ -46,7 +46,9 @@ fn snapshot(id: &str, state: SnapshotState, key: Option<&str>) -> Snapshot {
 fn copy_of(source: &str, id: &str, state: SnapshotState) -> Snapshot {
     let failed = state == SnapshotState::Error;
     let mut s = snapshot(id, state, Some(ESCROW_KEY));
-    s.tags = Some(vec![Tag::builder().key(SOURCE_SNAPSHOT_TAG).value(source).build()]);
+    s.tags = Some(vec![
+        Tag::builder().key(escrow_sync_core::tags::SOURCE_SNAPSHOT_ID).value(source).build(),
+    ]);
     if failed {
         s.state_message = Some("internal error copying".into());
     }
@@ -176,10 +178,10 @@ async fn the_copy_is_encrypted_with_the_escrow_key_tagged_and_waited_for() {
             r.source_snapshot_id() == Some("snap-1")
                 && r.encrypted() == Some(true)
                 && r.kms_key_id() == Some(ESCROW_KEY)
-                && r.tag_specifications()
-                    .iter()
-                    .flat_map(|s| s.tags())
-                    .any(|t| t.key() == Some(SOURCE_SNAPSHOT_TAG) && t.value() == Some("snap-1"))
+                && r.tag_specifications().iter().flat_map(|s| s.tags()).any(|t| {
+                    t.key() == Some(escrow_sync_core::tags::SOURCE_SNAPSHOT_ID)
+                        && t.value() == Some("snap-1")
+                })
         })
         .then_output(|| CopySnapshotOutput::builder().snapshot_id("snap-copy").build());
     let poll = mock!(Client::describe_snapshots)
@@ -436,8 +438,11 @@ async fn verify_audits_the_copy_key_and_prune_sees_every_copy_with_its_lineage()
     let tagged = |id: &str, state: SnapshotState, key: &str, created: &str| {
         let mut s = snapshot(id, state, Some(key));
         s.tags = Some(vec![
-            Tag::builder().key(SOURCE_SNAPSHOT_TAG).value(format!("src-{id}")).build(),
-            Tag::builder().key(escrow_sync_ec2::LINEAGE_TAG).value("vol-1").build(),
+            Tag::builder()
+                .key(escrow_sync_core::tags::SOURCE_SNAPSHOT_ID)
+                .value(format!("src-{id}"))
+                .build(),
+            Tag::builder().key(escrow_sync_core::tags::LINEAGE).value("vol-1").build(),
             Tag::builder().key("escrow-sync:source-start-time").value(created).build(),
         ]);
         s
@@ -611,7 +616,9 @@ async fn the_sink_lists_escrow_once_per_run_and_asks_afresh_on_a_retry() {
         .then_output(|| DescribeSnapshotsOutput::builder().build());
     let lookup = mock!(Client::describe_snapshots)
         .match_requests(|r| {
-            r.filters().iter().any(|f| f.name() == Some(&format!("tag:{SOURCE_SNAPSHOT_TAG}")[..]))
+            r.filters().iter().any(|f| {
+                f.name() == Some(&format!("tag:{}", escrow_sync_core::tags::SOURCE_SNAPSHOT_ID)[..])
+            })
         })
         .then_output(|| {
             DescribeSnapshotsOutput::builder()

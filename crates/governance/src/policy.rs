@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use escrow_sync_core::{Error, Result};
+use escrow_sync_core::{Error, Result, tags};
 
 use crate::inventory::{Ec2Grant, Inventory, RdsGrant, RedshiftGrant};
 
@@ -626,7 +626,8 @@ impl<'a> Ctx<'a> {
             ));
             // The re-encrypted copies carry only escrow-sync's tag, not the
             // selection's: they are shared by that tag.
-            let reenc = json!({"Null": {"aws:ResourceTag/escrow-sync:reencrypted-from": "false"}});
+            let reencrypted = format!("aws:ResourceTag/{}", tags::REENCRYPTED_FROM);
+            let reenc = json!({"Null": {reencrypted: "false"}});
             for (action, prefix, r) in [
                 (
                     "ec2:ModifySnapshotAttribute",
@@ -1122,8 +1123,8 @@ impl<'a> Ctx<'a> {
         let inv = self.inv;
         let (region, escrow, primary) = (self.region, self.escrow_acct, self.primary_acct);
         let mut out = Vec::new();
-        let provenance =
-            json!({"StringEquals": {"aws:ResourceTag/escrow-sync:source-account": primary}});
+        let source_account = format!("aws:ResourceTag/{}", tags::SOURCE_ACCOUNT);
+        let provenance = json!({"StringEquals": {source_account: primary}});
         if !inv.ec2.is_empty() {
             let images = inv.ec2.iter().any(|j| j.images);
             let mut describe = vec!["ec2:DescribeSnapshots"];

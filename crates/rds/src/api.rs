@@ -12,6 +12,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::poll::{Polled, Polling, poll_until};
 use escrow_sync_core::{Error, ErrorKind, Result};
 
 /// Which RDS snapshots a source or sink handles.
@@ -146,12 +147,8 @@ impl Snap {
     }
 
     pub fn created_rfc3339(&self) -> String {
-        fmt_time(self.created.as_ref())
+        escrow_sync_aws::time::fmt_time(self.created.as_ref())
     }
-}
-
-pub(crate) fn fmt_time(t: Option<&aws_smithy_types::DateTime>) -> String {
-    t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()).unwrap_or_default()
 }
 
 /// Whether a snapshot encrypted with `actual` is encrypted with `wanted` (a
@@ -543,15 +540,17 @@ impl Rds {
         resource: &str,
     ) -> Result<Snap> {
         let op = self.kind.op("rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot");
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = Duration::from_secs(1).min(max_poll);
         let named = format!("{resource} ({id})");
-        loop {
+        let polling = Polling::new(op, &named)
+            .with_max_pause(max_poll)
+            .with_timeout(timeout)
+            .with_deadline_error(ErrorKind::Failed, "not available", "the next run waits for it");
+        poll_until(&polling, || async {
             match self.get(id, &named).await? {
-                Some(s) if s.is_available() => return Ok(s),
+                Some(s) if s.is_available() => Ok(Polled::Done(s)),
                 Some(s) if s.is_failed() => {
                     let why = self.last_event(id).await.unwrap_or_else(|| "no message".into());
-                    return Err(Error::new(
+                    Err(Error::new(
                         ErrorKind::Failed,
                         op,
                         &named,
@@ -559,29 +558,18 @@ impl Rds {
                             "the copy ended in status {}: {why}; the next run copies it again",
                             s.status
                         ),
-                    ));
+                    ))
                 }
-                Some(_) => {}
-                None => {
-                    return Err(Error::new(
-                        ErrorKind::Transient,
-                        op,
-                        &named,
-                        "the copy disappeared while it was awaited; the next run copies it again",
-                    ));
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::new(
-                    ErrorKind::Failed,
+                Some(s) => Ok(Polled::Pending(s.status)),
+                None => Err(Error::new(
+                    ErrorKind::Transient,
                     op,
                     &named,
-                    format!("not available after {timeout:?}; the next run waits for it"),
-                ));
+                    "the copy disappeared while it was awaited; the next run copies it again",
+                )),
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(max_poll);
-        }
+        })
+        .await
     }
 
     /// The copy marked `marker` (a tag and its value) named `base`, or one

@@ -17,7 +17,8 @@
 //! `reencrypt_key_id` when it is set. The sink is also the
 //! [`escrow_sync_core::Retained`] store that `prune` deletes from.
 //! [`restore`] shares escrow's copies with a recovery account and copies
-//! them there.
+//! them there; [`restore::RdsRestore`] is core's `SnapshotRestore` for it.
+//! Modules: `api` (the RDS calls, per kind), `source`, `sink`, `restore`.
 //!
 //! ```
 //! use escrow_sync_rds::{escrow_identifier, provenance_tags, RdsKind};
@@ -39,14 +40,12 @@
 
 mod api;
 pub mod restore;
-mod snapshots;
+mod sink;
+mod source;
 
 pub use api::RdsKind;
-pub use snapshots::{
-    COPIED_FROM_TAG, COPIED_TAG, LINEAGE_TAG, REENCRYPTED_FROM_TAG, RdsSnapshotSink,
-    RdsSnapshotSource, SOURCE_ACCOUNT_TAG, SOURCE_ARN_TAG, SOURCE_SNAPSHOT_TAG, SOURCE_TIME_TAG,
-    escrow_identifier, primary_copy_identifier, provenance_tags,
-};
+pub use sink::{RdsSnapshotSink, escrow_identifier, provenance_tags};
+pub use source::{RdsSnapshotSource, primary_copy_identifier};
 
 /// A rds client for `session`.
 pub fn client(session: &escrow_sync_aws::Session) -> aws_sdk_rds::Client {

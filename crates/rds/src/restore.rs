@@ -15,14 +15,14 @@ use aws_sdk_rds::Client;
 use aws_sdk_rds::types::Tag;
 use futures::StreamExt;
 
+use async_trait::async_trait;
+use escrow_sync_aws::time::system_time;
 use escrow_sync_core::Result;
+use escrow_sync_core::snapshot::{RecoveredCopy, SnapshotCopy, SnapshotRestore};
+use escrow_sync_core::tags;
+use escrow_sync_core::time::parse_rfc3339;
 
 use crate::api::{Rds, RdsKind, Snap, copy_error, identifier};
-use crate::snapshots::{COPIED_TAG, LINEAGE_TAG, SOURCE_ACCOUNT_TAG, SOURCE_SNAPSHOT_TAG};
-
-/// The tag on a recovered copy carrying the ARN of the escrow copy it came
-/// from.
-pub const RESTORED_FROM_TAG: &str = "escrow-sync:restored-from";
 
 /// The key a copy in the recovery account is encrypted with: that account's
 /// own AWS-managed RDS key (any key of the recovery account will do; this
@@ -70,23 +70,17 @@ pub struct RecoveredRdsSnapshot {
     pub engine: String,
 }
 
-fn parse_time(text: &str) -> Option<SystemTime> {
-    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
-        .ok()
-        .and_then(|t| SystemTime::try_from(t).ok())
-}
-
 impl EscrowRdsSnapshot {
     fn from_snap(kind: RdsKind, s: Snap) -> Option<Self> {
-        let source_id = s.tags.get(SOURCE_SNAPSHOT_TAG)?.clone();
+        let source_id = s.tags.get(tags::SOURCE_SNAPSHOT_ID)?.clone();
         let tag = |k: &str| s.tags.get(k).filter(|v| !v.is_empty()).cloned();
         Some(EscrowRdsSnapshot {
             kind,
-            started: tag(COPIED_TAG)
-                .and_then(|t| parse_time(&t))
-                .or_else(|| s.created.and_then(|t| SystemTime::try_from(t).ok())),
-            source_account: tag(SOURCE_ACCOUNT_TAG),
-            lineage: tag(LINEAGE_TAG).unwrap_or_else(|| s.lineage.clone()),
+            started: tag(tags::COPIED_AT)
+                .and_then(|t| parse_rfc3339(&t))
+                .or_else(|| s.created.as_ref().and_then(system_time)),
+            source_account: tag(tags::SOURCE_ACCOUNT),
+            lineage: tag(tags::LINEAGE).unwrap_or_else(|| s.lineage.clone()),
             source_id,
             id: s.id,
             arn: s.arn,
@@ -99,7 +93,7 @@ impl EscrowRdsSnapshot {
 }
 
 /// Every available escrow-sync copy of `kind` the escrow account of `rds`
-/// holds (its own manual snapshots tagged [`SOURCE_SNAPSHOT_TAG`]).
+/// holds (its own manual snapshots tagged [`escrow_sync_core::tags::SOURCE_SNAPSHOT_ID`]).
 pub async fn escrow_snapshots(rds: &Client, kind: RdsKind) -> Result<Vec<EscrowRdsSnapshot>> {
     let api = Rds::new(rds.clone(), kind);
     let listed: Vec<Result<Snap>> =
@@ -157,7 +151,7 @@ const RECOVERY_COPY_KEYS: &str = "a KMS key is not accessible: the escrow key th
 /// of `rds` (the recovery account) as `target_id`, encrypted with
 /// `kms_key_id` (a key of the recovery account; RDS needs one to copy an
 /// encrypted snapshot another account shares, and refuses one for an
-/// unencrypted Aurora cluster snapshot), tagged [`RESTORED_FROM_TAG`] =
+/// unencrypted Aurora cluster snapshot), tagged [`escrow_sync_core::tags::RESTORED_FROM`] =
 /// `source_arn` and nothing else. Returns the copy's identifier; wait for
 /// it with [`wait_available`].
 pub async fn start_copy(
@@ -169,7 +163,7 @@ pub async fn start_copy(
 ) -> Result<String> {
     let op = kind.op("rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot");
     let resource = format!("escrow {} {source_arn}", kind.noun());
-    let tags = vec![Tag::builder().key(RESTORED_FROM_TAG).value(source_arn).build()];
+    let tags = vec![Tag::builder().key(tags::RESTORED_FROM).value(source_arn).build()];
     let kms = kms_key_id.map(str::to_string);
     let copied = match kind {
         RdsKind::Db => rds
@@ -239,6 +233,245 @@ pub async fn delete_snapshot(rds: &Client, kind: RdsKind, id: &str) -> Result<()
     match api.delete(id, &resource).await {
         Err(e) if e.kind() == escrow_sync_core::ErrorKind::NotFound => Ok(()),
         done => done,
+    }
+}
+
+const GIB: u64 = 1 << 30;
+
+/// The longest pause between two looks at a copy in progress, by default.
+pub const MAX_POLL: Duration = Duration::from_secs(30);
+
+/// How long a copy into the recovery account is waited for, by default.
+pub const COPY_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+
+/// The milliseconds since 1970, as digits: what makes the names of
+/// recovered copies unique per run.
+fn stamp() -> String {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The [`SnapshotRestore`] of an `[[rds]]` job: per source DB instance or
+/// cluster, the newest escrow copy at or before the time, shared with the
+/// recovery account (the `restore` attribute) and copied there by its ARN
+/// under the recovery account's own key ([`RECOVERY_KEY`]). A drill checks
+/// each copy is available with the escrow copy's allocated storage and
+/// engine, then deletes it.
+#[derive(Debug, Clone)]
+pub struct RdsRestore {
+    escrow: Client,
+    target: Client,
+    escrow_account: String,
+    target_account: String,
+    region: String,
+    primary: String,
+    kinds: Vec<RdsKind>,
+    ids: Vec<String>,
+    timeout: Duration,
+    max_poll: Duration,
+}
+
+impl RdsRestore {
+    /// Restores, in `region`, the escrow copies the escrow session holds of
+    /// the primary account `primary`'s DB snapshots and cluster snapshots
+    /// into the account of the `target` session (every one: narrow with
+    /// [`Self::with_ids`] and [`Self::with_kinds`]).
+    pub fn new(
+        escrow: &escrow_sync_aws::Session,
+        target: &escrow_sync_aws::Session,
+        region: &str,
+        primary: &str,
+    ) -> Self {
+        Self::from_clients(
+            crate::client(escrow),
+            crate::client(target),
+            escrow.account_id(),
+            target.account_id(),
+            region,
+            primary,
+        )
+    }
+
+    /// As [`Self::new`], from escrow's and the recovery account's clients
+    /// and both accounts' ids.
+    pub fn from_clients(
+        escrow: Client,
+        target: Client,
+        escrow_account: &str,
+        target_account: &str,
+        region: &str,
+        primary: &str,
+    ) -> Self {
+        RdsRestore {
+            escrow,
+            target,
+            escrow_account: escrow_account.to_string(),
+            target_account: target_account.to_string(),
+            region: region.to_string(),
+            primary: primary.to_string(),
+            kinds: vec![RdsKind::Db, RdsKind::Cluster],
+            ids: Vec::new(),
+            timeout: COPY_TIMEOUT,
+            max_poll: MAX_POLL,
+        }
+    }
+
+    /// Only the copies of these source snapshots (case-insensitive; empty:
+    /// every copy, the job selecting by tags).
+    pub fn with_ids(mut self, ids: &[String]) -> Self {
+        self.ids = ids.iter().map(|i| i.to_ascii_lowercase()).collect();
+        self
+    }
+
+    /// Only these kinds, in this order (`rds://` for DB snapshots,
+    /// `aurora://` for cluster snapshots).
+    pub fn with_kinds(mut self, kinds: Vec<RdsKind>) -> Self {
+        self.kinds = kinds;
+        self
+    }
+
+    /// Waits at most `timeout` for each copy, polling up to every
+    /// `max_poll` (defaults: [`COPY_TIMEOUT`], [`MAX_POLL`]).
+    pub fn with_wait(mut self, timeout: Duration, max_poll: Duration) -> Self {
+        self.timeout = timeout;
+        self.max_poll = max_poll;
+        self
+    }
+
+    /// The ARN the recovery account copies `c` by.
+    fn arn(&self, c: &EscrowRdsSnapshot) -> String {
+        if !c.arn.is_empty() {
+            return c.arn.clone();
+        }
+        let what = match c.kind {
+            RdsKind::Db => "snapshot",
+            RdsKind::Cluster => "cluster-snapshot",
+        };
+        format!("arn:aws:rds:{}:{}:{what}:{}", self.region, self.escrow_account, c.id)
+    }
+}
+
+#[async_trait]
+impl SnapshotRestore for RdsRestore {
+    type Copy = EscrowRdsSnapshot;
+
+    fn target_account(&self) -> &str {
+        &self.target_account
+    }
+
+    fn locations(&self, owner: &str) -> Vec<String> {
+        self.kinds
+            .iter()
+            .map(|k| match k {
+                RdsKind::Db => "rds",
+                RdsKind::Cluster => "aurora",
+            })
+            .map(|scheme| format!("{scheme}://{owner}/{}", self.region))
+            .collect()
+    }
+
+    async fn escrow_copies(&self, at: Option<SystemTime>) -> Result<Vec<EscrowRdsSnapshot>> {
+        let mut chosen = Vec::new();
+        for kind in &self.kinds {
+            let copies: Vec<_> = escrow_snapshots(&self.escrow, *kind)
+                .await?
+                .into_iter()
+                .filter(|c| c.source_account.as_deref().is_none_or(|a| a == self.primary))
+                .filter(|c| {
+                    self.ids.is_empty() || self.ids.contains(&c.source_id.to_ascii_lowercase())
+                })
+                .collect();
+            chosen.extend(as_of(copies, at));
+        }
+        Ok(chosen)
+    }
+
+    fn describe(&self, c: &EscrowRdsSnapshot) -> SnapshotCopy {
+        SnapshotCopy::new(
+            &c.id,
+            &c.source_id,
+            format!("escrow {} {}", c.kind.noun(), c.id),
+            "snapshots",
+            c.gib * GIB,
+        )
+    }
+
+    fn notes(&self, copies: &[EscrowRdsSnapshot]) -> Vec<String> {
+        let (primary, account) = (&self.primary, &self.target_account);
+        let mut notes = Vec::new();
+        if self.ids.is_empty() {
+            notes.push(format!(
+                "the job selects by tags: every escrow copy of a primary ({primary}) snapshot \
+                 counts"
+            ));
+        }
+        let mut keys: Vec<&str> =
+            copies.iter().filter(|c| c.encrypted).filter_map(|c| c.kms_key_id.as_deref()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if !keys.is_empty() {
+            notes.push(format!(
+                "the escrow copies are encrypted with {}: the key's policy must grant account \
+                 {account} kms:Decrypt, kms:DescribeKey and kms:CreateGrant for it to copy or \
+                 restore them; copies made in account {account} are encrypted with its own \
+                 {RECOVERY_KEY} key",
+                keys.join(", ")
+            ));
+        }
+        notes
+    }
+
+    fn plan_note(&self, c: &EscrowRdsSnapshot) -> String {
+        format!(
+            "would share escrow {} {} (of {}, {} GiB, {})",
+            c.kind.noun(),
+            c.id,
+            c.source_id,
+            c.gib,
+            c.engine
+        )
+    }
+
+    fn shared_note(&self, c: &EscrowRdsSnapshot) -> String {
+        format!(
+            "shared escrow {} {} (of {}): account {} restores from {}, or copies it with --copy",
+            c.kind.noun(),
+            c.id,
+            c.source_id,
+            self.target_account,
+            self.arn(c)
+        )
+    }
+
+    async fn share(&self, c: &EscrowRdsSnapshot) -> Result<()> {
+        set_shared(&self.escrow, c.kind, &c.id, &self.target_account, true).await
+    }
+
+    async fn unshare(&self, c: &EscrowRdsSnapshot) -> Result<()> {
+        set_shared(&self.escrow, c.kind, &c.id, &self.target_account, false).await
+    }
+
+    async fn start_copy(&self, c: &EscrowRdsSnapshot) -> Result<String> {
+        let key = c.encrypted.then_some(RECOVERY_KEY);
+        let name = recovery_identifier(&c.id, &stamp());
+        start_copy(&self.target, c.kind, &self.arn(c), &name, key).await
+    }
+
+    async fn wait_copy(&self, c: &EscrowRdsSnapshot, id: &str) -> Result<RecoveredCopy> {
+        let done = wait_available(&self.target, c.kind, id, self.timeout, self.max_poll).await?;
+        let why = mismatch(c, &done);
+        Ok(RecoveredCopy::new(done.id, done.gib * GIB, why))
+    }
+
+    async fn delete_copy(&self, c: &EscrowRdsSnapshot, id: &str) -> Result<()> {
+        delete_snapshot(&self.target, c.kind, id).await
+    }
+
+    fn copy_label(&self, c: &EscrowRdsSnapshot, id: &str) -> String {
+        format!("{} {id}", c.kind.noun())
     }
 }
 

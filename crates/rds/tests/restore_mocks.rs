@@ -26,11 +26,10 @@ use aws_sdk_rds::types::{DbClusterSnapshot, DbSnapshot, Event, Tag};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
 use escrow_sync_core::ErrorKind;
+use escrow_sync_rds::RdsKind;
 use escrow_sync_rds::restore::{
-    RECOVERY_KEY, RESTORED_FROM_TAG, delete_snapshot, escrow_snapshots, set_shared, start_copy,
-    wait_available,
+    RECOVERY_KEY, delete_snapshot, escrow_snapshots, set_shared, start_copy, wait_available,
 };
-use escrow_sync_rds::{RdsKind, SOURCE_SNAPSHOT_TAG};
 
 const PRIMARY: &str = "111111111111";
 const RECOVERY: &str = "333333333333";
@@ -78,7 +77,7 @@ async fn the_escrow_listing_keeps_its_available_copies_with_engine_and_storage()
         .then_output(|| {
             let of = |s| {
                 [
-                    (SOURCE_SNAPSHOT_TAG, s),
+                    (escrow_sync_core::tags::SOURCE_SNAPSHOT_ID, s),
                     ("escrow-sync:source-account", PRIMARY),
                     ("escrow-sync:lineage", "orders-db"),
                     ("escrow-sync:copied-at", "2026-11-28T01:00:00Z"),
@@ -142,7 +141,9 @@ async fn a_share_adds_then_removes_exactly_the_recovery_account() {
 #[tokio::test]
 async fn the_recovery_copy_is_made_by_arn_under_the_recovery_key_and_tagged() {
     let tagged = |tags: &[Tag], arn: &str| {
-        tags.len() == 1 && tags[0].key() == Some(RESTORED_FROM_TAG) && tags[0].value() == Some(arn)
+        tags.len() == 1
+            && tags[0].key() == Some(escrow_sync_core::tags::RESTORED_FROM)
+            && tags[0].value() == Some(arn)
     };
     let copy_db = mock!(Client::copy_db_snapshot)
         .match_requests(move |r| {
@@ -254,4 +255,77 @@ async fn a_drill_copy_already_gone_counts_as_deleted() {
     let client = rds(&[&gone]);
     delete_snapshot(&client, RdsKind::Cluster, "restored-9").await.unwrap();
     assert_eq!(gone.num_calls(), 1);
+}
+
+/// The generic snapshot restore over `RdsRestore`: `--apply` shares the
+/// newest escrow copy with the recovery account and says how to restore it;
+/// a drill whose copy fails is still cleaned up.
+#[tokio::test]
+async fn apply_and_a_failed_drill_through_the_snapshot_restore_contract() {
+    use aws_sdk_rds::operation::delete_db_snapshot::DeleteDbSnapshotOutput;
+    use aws_sdk_rds::operation::describe_db_cluster_snapshots::DescribeDbClusterSnapshotsOutput;
+    use escrow_sync_core::snapshot::{SnapshotRestoreRequest, restore};
+    use escrow_sync_rds::restore::RdsRestore;
+
+    let tags = [
+        (escrow_sync_core::tags::SOURCE_SNAPSHOT_ID, "nightly-1"),
+        (escrow_sync_core::tags::SOURCE_ACCOUNT, "111111111111"),
+        (escrow_sync_core::tags::LINEAGE, "orders"),
+    ];
+    let held = mock!(Client::describe_db_snapshots)
+        .match_requests(|r| r.db_snapshot_identifier().is_none())
+        .then_output(move || dbs(vec![db("escrow-nightly-1", "available", &tags)]));
+    let clusters = mock!(Client::describe_db_cluster_snapshots)
+        .then_output(|| DescribeDbClusterSnapshotsOutput::builder().build());
+    let shares = mock!(Client::modify_db_snapshot_attribute)
+        .match_requests(|r| {
+            r.db_snapshot_identifier() == Some("escrow-nightly-1")
+                && r.attribute_name() == Some("restore")
+        })
+        .then_output(|| ModifyDbSnapshotAttributeOutput::builder().build());
+    let escrow = rds(&[&held, &clusters, &shares]);
+
+    let copy =
+        mock!(Client::copy_db_snapshot).then_output(|| CopyDbSnapshotOutput::builder().build());
+    let failed = mock!(Client::describe_db_snapshots)
+        .match_requests(|r| r.db_snapshot_identifier().is_some())
+        .then_output(|| dbs(vec![db("restored-x", "failed", &[])]));
+    let events =
+        mock!(Client::describe_events).then_output(|| DescribeEventsOutput::builder().build());
+    let delete =
+        mock!(Client::delete_db_snapshot).then_output(|| DeleteDbSnapshotOutput::builder().build());
+    let target = rds(&[&copy, &failed, &events, &delete]);
+
+    let kind = RdsRestore::from_clients(
+        escrow,
+        target,
+        "222222222222",
+        RECOVERY,
+        "us-east-1",
+        "111111111111",
+    )
+    .with_kinds(vec![RdsKind::Db])
+    .with_wait(Duration::from_secs(5), Duration::from_millis(1));
+
+    let out = restore(&kind, &SnapshotRestoreRequest::new("dbs").with_apply(true)).await.unwrap();
+    assert_eq!((out.source.as_str(), out.restored), ("rds://escrow/us-east-1", 1));
+    assert!(out.notes[0].starts_with("the job selects by tags"), "{:?}", out.notes);
+    assert!(out.notes[1].contains(ESCROW_KEY), "the key to grant: {:?}", out.notes);
+    assert_eq!(
+        out.notes[2],
+        format!(
+            "shared escrow db snapshot escrow-nightly-1 (of nightly-1): account {RECOVERY} \
+             restores from {ESCROW_ARN}, or copies it with --copy"
+        )
+    );
+    assert_eq!((shares.num_calls(), copy.num_calls()), (1, 0), "shared, left shared");
+
+    let out = restore(&kind, &SnapshotRestoreRequest::new("dbs").with_drill(true)).await.unwrap();
+    assert_eq!(out.restored, 0);
+    assert_eq!(out.failed.len(), 1, "{:?}", out.failed);
+    assert!(out.failed[0].starts_with("nightly-1: "), "{:?}", out.failed);
+    let drill = out.drill.unwrap();
+    assert_eq!((drill.cleaned_items, drill.cleaned_target), (1, true));
+    assert_eq!(delete.num_calls(), 1, "the failed copy is deleted all the same");
+    assert_eq!(shares.num_calls(), 3, "shared and unshared again");
 }

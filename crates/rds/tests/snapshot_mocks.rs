@@ -48,8 +48,7 @@ use escrow_sync_core::{
     RetryPolicy, Scope, ServerSideRef, Sink, Source,
 };
 use escrow_sync_rds::{
-    COPIED_FROM_TAG, REENCRYPTED_FROM_TAG, RdsKind, RdsSnapshotSink, RdsSnapshotSource,
-    SOURCE_SNAPSHOT_TAG, escrow_identifier, primary_copy_identifier,
+    RdsKind, RdsSnapshotSink, RdsSnapshotSource, escrow_identifier, primary_copy_identifier,
 };
 
 const PRIMARY: &str = "111111111111";
@@ -97,7 +96,10 @@ fn escrow_copy(source: &str, id: &str, status: &str, key: Option<&str>) -> DbSna
         id,
         status,
         key,
-        &[(SOURCE_SNAPSHOT_TAG, source), ("escrow-sync:lineage", "orders-db")],
+        &[
+            (escrow_sync_core::tags::SOURCE_SNAPSHOT_ID, source),
+            ("escrow-sync:lineage", "orders-db"),
+        ],
     )
 }
 
@@ -292,7 +294,7 @@ async fn the_listing_pages_through_own_snapshots_and_selects_by_tags() {
                     "escrow-sync-rds-orders-db-2026-11-28-03-10-12345678",
                     "available",
                     None,
-                    &[("backup", "true"), (COPIED_FROM_TAG, AUTOMATED)],
+                    &[("backup", "true"), (escrow_sync_core::tags::COPIED_FROM, AUTOMATED)],
                 ),
                 backup,
             ])
@@ -372,7 +374,7 @@ async fn a_snapshot_under_the_aws_managed_key_is_reencrypted_in_the_primary_once
     assert_eq!(base, "escrow-sync-nightly-1");
     let original =
         get_db("nightly-1", vec![Some(db(PRIMARY, "nightly-1", "available", Some(AWS_KEY), &[]))]);
-    let tags = [(REENCRYPTED_FROM_TAG, "nightly-1")];
+    let tags = [(escrow_sync_core::tags::REENCRYPTED_FROM, "nightly-1")];
     let copy_state = get_db(
         "escrow-sync-nightly-1",
         vec![
@@ -387,9 +389,10 @@ async fn a_snapshot_under_the_aws_managed_key_is_reencrypted_in_the_primary_once
                 && r.target_db_snapshot_identifier() == Some("escrow-sync-nightly-1")
                 && r.kms_key_id() == Some(CUSTOMER)
                 && r.tags().iter().any(|t| {
-                    t.key() == Some(REENCRYPTED_FROM_TAG) && t.value() == Some("nightly-1")
+                    t.key() == Some(escrow_sync_core::tags::REENCRYPTED_FROM)
+                        && t.value() == Some("nightly-1")
                 })
-                && !r.tags().iter().any(|t| t.key() == Some(COPIED_FROM_TAG))
+                && !r.tags().iter().any(|t| t.key() == Some(escrow_sync_core::tags::COPIED_FROM))
         })
         .then_output(move || {
             CopyDbSnapshotOutput::builder()
@@ -443,7 +446,7 @@ async fn an_automated_snapshot_is_copied_to_a_manual_one_in_the_primary_which_is
             r.db_snapshot_identifier() == Some(AUTOMATED) && r.snapshot_type() == Some("automated")
         })
         .then_output(|| dbs([db(PRIMARY, AUTOMATED, "available", None, &[])]));
-    let tags = [(COPIED_FROM_TAG, AUTOMATED)];
+    let tags = [(escrow_sync_core::tags::COPIED_FROM, AUTOMATED)];
     // Not there for the plan, nor for the first read; then made.
     let manual = get_db(base, vec![None, None, Some(db(PRIMARY, base, "available", None, &tags))]);
     let copy = mock!(Client::copy_db_snapshot)
@@ -452,9 +455,10 @@ async fn an_automated_snapshot_is_copied_to_a_manual_one_in_the_primary_which_is
                 && r.target_db_snapshot_identifier() == Some(base)
                 && r.kms_key_id().is_none()
                 && r.copy_tags() == Some(false)
-                && r.tags()
-                    .iter()
-                    .any(|t| t.key() == Some(COPIED_FROM_TAG) && t.value() == Some(AUTOMATED))
+                && r.tags().iter().any(|t| {
+                    t.key() == Some(escrow_sync_core::tags::COPIED_FROM)
+                        && t.value() == Some(AUTOMATED)
+                })
         })
         .then_output(move || {
             CopyDbSnapshotOutput::builder()
@@ -491,7 +495,7 @@ fn escrow_copy_rule(target: &'static str, kms: Option<&'static str>) -> Rule {
                 && r.target_db_snapshot_identifier() == Some(target)
                 && r.kms_key_id() == kms
                 && r.copy_tags() == Some(false)
-                && tags.get(SOURCE_SNAPSHOT_TAG) == Some(&"nightly-1")
+                && tags.get(escrow_sync_core::tags::SOURCE_SNAPSHOT_ID) == Some(&"nightly-1")
                 && tags.get("escrow-sync:source-account") == Some(&PRIMARY)
                 && tags.get("escrow-sync:source-arn")
                     == Some(&&arn(PRIMARY, "snapshot", "nightly-1")[..])
@@ -663,7 +667,10 @@ async fn a_copy_of_another_primarys_snapshot_of_the_same_name_is_not_this_ones()
         "escrow-nightly-1",
         "available",
         Some(ESCROW_KEY),
-        &[(SOURCE_SNAPSHOT_TAG, "nightly-1"), ("escrow-sync:source-account", "333333333333")],
+        &[
+            (escrow_sync_core::tags::SOURCE_SNAPSHOT_ID, "nightly-1"),
+            ("escrow-sync:source-account", "333333333333"),
+        ],
     );
     let all = {
         let theirs = theirs.clone();
@@ -788,14 +795,20 @@ async fn a_share_an_interrupted_run_left_is_removed_for_items_escrow_holds() {
             dbs([
                 db(PRIMARY, "nightly-1", "available", None, &[]),
                 db(PRIMARY, AUTOMATED, "available", None, &[]),
-                db(PRIMARY, manual_id, "available", None, &[(COPIED_FROM_TAG, AUTOMATED)]),
+                db(
+                    PRIMARY,
+                    manual_id,
+                    "available",
+                    None,
+                    &[(escrow_sync_core::tags::COPIED_FROM, AUTOMATED)],
+                ),
                 db(PRIMARY, "nightly-3", "available", Some(AWS_KEY), &[]),
                 db(
                     PRIMARY,
                     reencrypted_id,
                     "available",
                     Some(CUSTOMER),
-                    &[(REENCRYPTED_FROM_TAG, "nightly-3")],
+                    &[(escrow_sync_core::tags::REENCRYPTED_FROM, "nightly-3")],
                 ),
                 db(PRIMARY, "nightly-4", "available", None, &[]),
             ])
@@ -910,7 +923,7 @@ async fn an_aurora_share_left_is_removed_with_the_cluster_calls_when_listed_by_i
         ESCROW,
     )
     .with_ids(vec!["weekly-1".into()]);
-    let escrow_tags = [(SOURCE_SNAPSHOT_TAG, "weekly-1")];
+    let escrow_tags = [(escrow_sync_core::tags::SOURCE_SNAPSHOT_ID, "weekly-1")];
     let escrow_list = mock!(Client::describe_db_cluster_snapshots).then_output(move || {
         clusters([cluster(ESCROW, "escrow-weekly-1", "available", Some(ESCROW_KEY), &escrow_tags)])
     });
@@ -1059,7 +1072,7 @@ async fn an_aurora_cluster_snapshot_is_shared_and_copied_with_the_cluster_calls(
     assert_eq!(r.key, arn(PRIMARY, "cluster-snapshot", "weekly-1"));
     assert_eq!(r.attributes["lineage"], "orders-aurora");
 
-    let escrow_tags = [(SOURCE_SNAPSHOT_TAG, "weekly-1")];
+    let escrow_tags = [(escrow_sync_core::tags::SOURCE_SNAPSHOT_ID, "weekly-1")];
     let state = get_cluster(
         "escrow-weekly-1",
         vec![
@@ -1116,7 +1129,7 @@ async fn an_unencrypted_aurora_snapshot_is_copied_without_a_key_and_reported() {
     let assessed = src.assess(&item("weekly-1")).await.unwrap().unwrap();
     assert!(assessed.starts_with("unencrypted: "), "{assessed}");
 
-    let escrow_tags = [(SOURCE_SNAPSHOT_TAG, "weekly-1")];
+    let escrow_tags = [(escrow_sync_core::tags::SOURCE_SNAPSHOT_ID, "weekly-1")];
     let state = get_cluster(
         "escrow-weekly-1",
         vec![None, Some(cluster(ESCROW, "escrow-weekly-1", "available", None, &escrow_tags))],

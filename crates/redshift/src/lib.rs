@@ -15,17 +15,19 @@
 //!   and provenance tags, deletes the cluster, and the share is revoked.
 //!
 //! [`restore`] shares escrow's independent copies with a recovery account,
-//! which restores a cluster from the share.
+//! which restores a cluster from the share; [`restore::RedshiftRestore`] is
+//! core's `SnapshotRestore` for it. Modules: `api`, `source`, `sink`,
+//! `restore`.
 //!
 //! [`RedshiftSnapshotSource`] and [`RedshiftSnapshotSink`] implement the
 //! core contracts: a listing item is one source snapshot (key: its
 //! identifier); an independent sink lists its snapshots by their
-//! [`SOURCE_SNAPSHOT_TAG`], so a re-run after a complete run makes no
+//! [`escrow_sync_core::tags::SOURCE_SNAPSHOT_ID`], so a re-run after a complete run makes no
 //! mutating call, and each step of an interrupted copy (restore cluster,
 //! snapshot) is found again by its deterministic name and resumed.
 //!
 //! ```
-//! use escrow_sync_redshift::{RestoreOptions, SOURCE_SNAPSHOT_TAG, provenance_tags};
+//! use escrow_sync_redshift::{RestoreOptions, provenance_tags};
 //! let tags = provenance_tags(
 //!     "weekly-2026-11-28",
 //!     "111111111111",
@@ -34,22 +36,18 @@
 //!     "sales",
 //!     "2026-11-28T01:00:00Z",
 //! );
-//! assert_eq!(tags[SOURCE_SNAPSHOT_TAG], "weekly-2026-11-28");
+//! assert_eq!(tags[escrow_sync_core::tags::SOURCE_SNAPSHOT_ID], "weekly-2026-11-28");
 //! assert_eq!(tags["escrow-sync:lineage"], "sales");
 //! let small = RestoreOptions::new().with_node_type(Some("ra3.large".into()));
 //! assert_eq!(small.number_of_nodes, None, "taken from the snapshot");
 //! ```
 #![deny(missing_docs)]
 
-mod common;
+mod api;
 pub mod restore;
 mod sink;
 mod source;
 
-pub use common::{
-    COPIED_FROM_TAG, COPIED_TAG, LINEAGE_TAG, RESTORE_FOR_TAG, SOURCE_ACCOUNT_TAG, SOURCE_ARN_TAG,
-    SOURCE_SNAPSHOT_TAG, SOURCE_TIME_TAG,
-};
 pub use sink::{RESTORE_CLUSTER_PREFIX, RedshiftSnapshotSink, RestoreOptions};
 pub use source::RedshiftSnapshotSource;
 
@@ -64,7 +62,7 @@ pub fn provenance_tags(
     lineage: &str,
     copied_at: &str,
 ) -> std::collections::BTreeMap<String, String> {
-    common::provenance_tags(
+    api::provenance_tags(
         source_id,
         source_account,
         source_arn,

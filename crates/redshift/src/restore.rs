@@ -14,11 +14,12 @@ use std::time::SystemTime;
 use aws_sdk_redshift::Client;
 use aws_sdk_redshift::types::Snapshot;
 
+use async_trait::async_trait;
+use escrow_sync_core::snapshot::{SnapshotCopy, SnapshotRestore};
+use escrow_sync_core::tags;
 use escrow_sync_core::{Error, ErrorKind, Result};
 
-use crate::common::{
-    COPIED_TAG, LINEAGE_TAG, SOURCE_ACCOUNT_TAG, SOURCE_SNAPSHOT_TAG, code, rs_error, size_of, tag,
-};
+use crate::api::{code, rs_error, size_of, tag};
 
 /// One available escrow snapshot (an independent copy) of a primary
 /// snapshot.
@@ -45,23 +46,17 @@ pub struct EscrowRedshiftSnapshot {
     pub kms_key_id: Option<String>,
 }
 
-fn parse_time(text: &str) -> Option<SystemTime> {
-    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
-        .ok()
-        .and_then(|t| SystemTime::try_from(t).ok())
-}
-
 impl EscrowRedshiftSnapshot {
     fn from_snapshot(s: &Snapshot) -> Option<Self> {
         Some(EscrowRedshiftSnapshot {
             id: s.snapshot_identifier()?.to_string(),
             cluster: s.cluster_identifier().map(str::to_string),
-            source_id: tag(s, SOURCE_SNAPSHOT_TAG)?.to_string(),
-            source_account: tag(s, SOURCE_ACCOUNT_TAG).map(str::to_string),
-            lineage: tag(s, LINEAGE_TAG).filter(|l| !l.is_empty()).map(str::to_string),
-            started: tag(s, COPIED_TAG)
-                .and_then(parse_time)
-                .or_else(|| s.snapshot_create_time().and_then(|t| SystemTime::try_from(*t).ok())),
+            source_id: tag(s, tags::SOURCE_SNAPSHOT_ID)?.to_string(),
+            source_account: tag(s, tags::SOURCE_ACCOUNT).map(str::to_string),
+            lineage: tag(s, tags::LINEAGE).filter(|l| !l.is_empty()).map(str::to_string),
+            started: tag(s, tags::COPIED_AT)
+                .and_then(escrow_sync_core::time::parse_rfc3339)
+                .or_else(|| s.snapshot_create_time().and_then(escrow_sync_aws::time::system_time)),
             bytes: size_of(s),
             encrypted: s.encrypted() == Some(true),
             kms_key_id: s.kms_key_id().map(str::to_string),
@@ -70,7 +65,7 @@ impl EscrowRedshiftSnapshot {
 }
 
 /// Every available escrow-sync snapshot the escrow account `escrow` owns
-/// (manual, tagged [`SOURCE_SNAPSHOT_TAG`]); snapshots other accounts share
+/// (manual, tagged [`escrow_sync_core::tags::SOURCE_SNAPSHOT_ID`]); snapshots other accounts share
 /// with escrow are left out.
 pub async fn escrow_snapshots(
     redshift: &Client,
@@ -79,7 +74,7 @@ pub async fn escrow_snapshots(
     let mut pages = redshift
         .describe_cluster_snapshots()
         .snapshot_type("manual")
-        .tag_keys(SOURCE_SNAPSHOT_TAG)
+        .tag_keys(tags::SOURCE_SNAPSHOT_ID)
         .into_paginator()
         .items()
         .send();
@@ -185,6 +180,184 @@ pub async fn check_visible(target: &Client, owner: &str, id: &str) -> Result<()>
             resource,
             "the recovery account does not see the share",
         )),
+    }
+}
+
+/// The [`SnapshotRestore`] of an `[[redshift]]` job with independent
+/// copies: per source cluster, the newest escrow snapshot at or before the
+/// time, shared with the recovery account (AuthorizeSnapshotAccess), which
+/// restores a cluster from the share: Redshift cannot copy a snapshot into
+/// another account. A drill shares, checks the recovery account sees each
+/// snapshot available, and revokes the shares.
+#[derive(Debug, Clone)]
+pub struct RedshiftRestore {
+    escrow: Client,
+    target: Client,
+    escrow_account: String,
+    target_account: String,
+    region: String,
+    primary: String,
+    ids: Vec<String>,
+}
+
+impl RedshiftRestore {
+    /// Restores, in `region`, the escrow snapshots the escrow session holds
+    /// of the primary account `primary`'s snapshots into the account of the
+    /// `target` session (every one: narrow with [`Self::with_ids`]).
+    pub fn new(
+        escrow: &escrow_sync_aws::Session,
+        target: &escrow_sync_aws::Session,
+        region: &str,
+        primary: &str,
+    ) -> Self {
+        Self::from_clients(
+            crate::client(escrow),
+            crate::client(target),
+            escrow.account_id(),
+            target.account_id(),
+            region,
+            primary,
+        )
+    }
+
+    /// As [`Self::new`], from escrow's and the recovery account's clients
+    /// and both accounts' ids.
+    pub fn from_clients(
+        escrow: Client,
+        target: Client,
+        escrow_account: &str,
+        target_account: &str,
+        region: &str,
+        primary: &str,
+    ) -> Self {
+        RedshiftRestore {
+            escrow,
+            target,
+            escrow_account: escrow_account.to_string(),
+            target_account: target_account.to_string(),
+            region: region.to_string(),
+            primary: primary.to_string(),
+            ids: Vec::new(),
+        }
+    }
+
+    /// Only the copies of these source snapshots (empty: every copy, the
+    /// job selecting by tags).
+    pub fn with_ids(mut self, ids: &[String]) -> Self {
+        self.ids = ids.to_vec();
+        self
+    }
+}
+
+#[async_trait]
+impl SnapshotRestore for RedshiftRestore {
+    type Copy = EscrowRedshiftSnapshot;
+
+    fn target_account(&self) -> &str {
+        &self.target_account
+    }
+
+    fn locations(&self, owner: &str) -> Vec<String> {
+        vec![format!("redshift://{owner}/{}", self.region)]
+    }
+
+    async fn escrow_copies(&self, at: Option<SystemTime>) -> Result<Vec<EscrowRedshiftSnapshot>> {
+        let copies: Vec<_> = escrow_snapshots(&self.escrow, &self.escrow_account)
+            .await?
+            .into_iter()
+            .filter(|c| c.source_account.as_deref().is_none_or(|a| a == self.primary))
+            .filter(|c| self.ids.is_empty() || self.ids.contains(&c.source_id))
+            .collect();
+        Ok(as_of(copies, at))
+    }
+
+    fn describe(&self, c: &EscrowRedshiftSnapshot) -> SnapshotCopy {
+        SnapshotCopy::new(
+            &c.id,
+            &c.source_id,
+            format!("escrow snapshot {}", c.id),
+            "snapshots",
+            c.bytes,
+        )
+    }
+
+    fn notes(&self, copies: &[EscrowRedshiftSnapshot]) -> Vec<String> {
+        let (primary, account) = (&self.primary, &self.target_account);
+        let mut notes = Vec::new();
+        if self.ids.is_empty() {
+            notes.push(format!(
+                "the job selects by tags: every escrow snapshot of a primary ({primary}) snapshot \
+                 counts"
+            ));
+        }
+        let mut keys: Vec<&str> =
+            copies.iter().filter(|c| c.encrypted).filter_map(|c| c.kms_key_id.as_deref()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if !keys.is_empty() {
+            notes.push(format!(
+                "the escrow snapshots are encrypted with {}: the key's policy must grant account \
+                 {account} kms:Decrypt, kms:DescribeKey and kms:CreateGrant for it to restore a \
+                 cluster from the share",
+                keys.join(", ")
+            ));
+        }
+        notes
+    }
+
+    fn plan_note(&self, c: &EscrowRedshiftSnapshot) -> String {
+        format!(
+            "would share escrow snapshot {} (of {}) with account {}",
+            c.id, c.source_id, self.target_account
+        )
+    }
+
+    fn shared_note(&self, c: &EscrowRedshiftSnapshot) -> String {
+        format!(
+            "shared escrow snapshot {} (of {}): account {} restores a cluster from it \
+             (RestoreFromClusterSnapshot with SnapshotIdentifier {} and OwnerAccount {})",
+            c.id, c.source_id, self.target_account, c.id, self.escrow_account
+        )
+    }
+
+    async fn share(&self, c: &EscrowRedshiftSnapshot) -> Result<()> {
+        set_shared(&self.escrow, c, &self.target_account, true).await
+    }
+
+    async fn unshare(&self, c: &EscrowRedshiftSnapshot) -> Result<()> {
+        set_shared(&self.escrow, c, &self.target_account, false).await
+    }
+
+    fn copies_across_accounts(&self) -> bool {
+        false
+    }
+
+    fn refuse_copy(&self, job: &str) -> Option<Error> {
+        Some(Error::invalid_config(format!(
+            "job {job}: Redshift cannot copy a snapshot into another account, so --copy does not \
+             apply: the recovery account restores a cluster from the share (drop --copy; --apply \
+             shares the escrow snapshot, --drill checks the recovery account sees it)"
+        )))
+    }
+
+    async fn check_share(&self, c: &EscrowRedshiftSnapshot) -> Result<()> {
+        check_visible(&self.target, &self.escrow_account, &c.id).await
+    }
+
+    fn seen_note(&self, c: &EscrowRedshiftSnapshot) -> String {
+        format!(
+            "account {} saw escrow snapshot {} (of {}) shared and available",
+            self.target_account, c.id, c.source_id
+        )
+    }
+
+    fn left_behind(&self, left: &[String]) -> String {
+        format!(
+            "revoke account {}'s access to these escrow snapshots by hand \
+             (RevokeSnapshotAccess): {}",
+            self.target_account,
+            left.join("; ")
+        )
     }
 }
 

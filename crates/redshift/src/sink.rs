@@ -10,15 +10,14 @@ use async_trait::async_trait;
 use aws_sdk_redshift::types::{Cluster, Snapshot, Tag};
 use futures::StreamExt;
 
+use escrow_sync_core::tags;
 use escrow_sync_core::{
     Error, ErrorKind, EscrowCopy, Item, ItemKind, ItemStream, Payload, Receipt, Result, Retained,
     Scope, ServerSideRef, Sink,
 };
 
-use crate::common::{
-    COPIED_TAG, LINEAGE_TAG, RESTORE_FOR_TAG, SOURCE_ACCOUNT_TAG, SOURCE_SNAPSHOT_TAG,
-    SOURCE_TIME_TAG, Waiter, code, provenance_tags, rs_error, shared_source_key, short_hash,
-    size_of, tag,
+use crate::api::{
+    Waiter, code, provenance_tags, rs_error, shared_source_key, short_hash, size_of, tag,
 };
 
 /// The prefix of every temporary restore cluster's identifier.
@@ -103,7 +102,7 @@ fn same_key(actual: &str, configured: &str) -> bool {
 /// retention and the provenance tags, and the cluster is deleted. Every step
 /// is found again by name or tag, so an interrupted run resumes where it
 /// stopped. Escrow lists the snapshots carrying
-/// [`SOURCE_SNAPSHOT_TAG`](crate::SOURCE_SNAPSHOT_TAG).
+/// [`escrow_sync_core::tags::SOURCE_SNAPSHOT_ID`](escrow_sync_core::tags::SOURCE_SNAPSHOT_ID).
 ///
 /// Without it (share-only), escrow holds nothing of its own: the share the
 /// primary granted is recorded, and `verify` flags every item, since the
@@ -157,7 +156,7 @@ impl RedshiftSnapshotSink {
         self
     }
 
-    /// Tags every new escrow snapshot with [`escrow_sync_core::JOB_TAG`] =
+    /// Tags every new escrow snapshot with [`escrow_sync_core::tags::JOB`] =
     /// `job`, so that `prune` tells the job's copies from escrow's records
     /// alone.
     pub fn with_job(mut self, job: Option<String>) -> Self {
@@ -217,7 +216,7 @@ impl RedshiftSnapshotSink {
             .redshift
             .describe_cluster_snapshots()
             .snapshot_type("manual")
-            .tag_keys(SOURCE_SNAPSHOT_TAG)
+            .tag_keys(tags::SOURCE_SNAPSHOT_ID)
             .into_paginator()
             .items()
             .send();
@@ -235,11 +234,11 @@ impl RedshiftSnapshotSink {
                 self.primary_account.as_deref() == Some(o)
                     || self.escrow_account.as_deref().is_some_and(|e| e != o)
             });
-            let other_primary = match (tag(&s, SOURCE_ACCOUNT_TAG), &self.primary_account) {
+            let other_primary = match (tag(&s, tags::SOURCE_ACCOUNT), &self.primary_account) {
                 (Some(a), Some(p)) => a != p,
                 _ => false,
             };
-            if tag(&s, SOURCE_SNAPSHOT_TAG).is_some()
+            if tag(&s, tags::SOURCE_SNAPSHOT_ID).is_some()
                 && s.snapshot_type() == Some("manual")
                 && !foreign
                 && !other_primary
@@ -257,8 +256,8 @@ impl RedshiftSnapshotSink {
             .own_copies()
             .await?
             .into_iter()
-            .filter(|s| tag(s, SOURCE_SNAPSHOT_TAG) == Some(source_id))
-            .filter(|s| owner.is_none_or(|o| tag(s, SOURCE_ACCOUNT_TAG).is_none_or(|a| a == o)))
+            .filter(|s| tag(s, tags::SOURCE_SNAPSHOT_ID) == Some(source_id))
+            .filter(|s| owner.is_none_or(|o| tag(s, tags::SOURCE_ACCOUNT).is_none_or(|a| a == o)))
             .collect();
         out.sort_by_key(|s| std::cmp::Reverse(s.snapshot_create_time().copied()));
         Ok(out)
@@ -447,8 +446,8 @@ impl RedshiftSnapshotSink {
                     "arn:aws:redshift:{}:{escrow}:cluster:{cluster_id}",
                     self.region
                 ))
-                .tags(Tag::builder().key(RESTORE_FOR_TAG).value(&item.key).build())
-                .tags(Tag::builder().key(SOURCE_ACCOUNT_TAG).value(owner).build())
+                .tags(Tag::builder().key(tags::RESTORE_FOR).value(&item.key).build())
+                .tags(Tag::builder().key(tags::SOURCE_ACCOUNT).value(owner).build())
                 .send()
                 .await
                 .map_err(|e| {
@@ -562,7 +561,7 @@ impl RedshiftSnapshotSink {
             &escrow_sync_aws::now_rfc3339(),
         );
         if let Some(job) = &self.job {
-            tags.insert(escrow_sync_core::JOB_TAG.to_string(), job.clone());
+            tags.insert(escrow_sync_core::tags::JOB.to_string(), job.clone());
         }
         let out = self
             .redshift
@@ -598,8 +597,8 @@ impl RedshiftSnapshotSink {
         let leftovers = self.restore_clusters().await?;
         let mut items = BTreeMap::new();
         for s in self.own_copies().await? {
-            let Some(key) = tag(&s, SOURCE_SNAPSHOT_TAG) else { continue };
-            let owner = tag(&s, SOURCE_ACCOUNT_TAG).unwrap_or_default();
+            let Some(key) = tag(&s, tags::SOURCE_SNAPSHOT_ID) else { continue };
+            let owner = tag(&s, tags::SOURCE_ACCOUNT).unwrap_or_default();
             if s.status() != Some("available")
                 || !key.starts_with(prefix)
                 || leftovers.contains(&Self::names(owner, key).1)
@@ -713,7 +712,7 @@ impl Sink for RedshiftSnapshotSink {
                 ));
             }
             (Some(true), Some(actual), None) => {
-                let source_account = tag(copy, SOURCE_ACCOUNT_TAG).unwrap_or("?");
+                let source_account = tag(copy, tags::SOURCE_ACCOUNT).unwrap_or("?");
                 if actual.split(':').nth(4) == Some(source_account) {
                     problems.push(format!(
                         "escrow snapshot {id} of {} is encrypted with the primary's key {actual}: \
@@ -758,15 +757,15 @@ impl Retained for RedshiftSnapshotSink {
             .filter_map(|s| {
                 Some(EscrowCopy {
                     id: s.snapshot_identifier()?.to_string(),
-                    source: tag(&s, SOURCE_SNAPSHOT_TAG)?.to_string(),
-                    lineage: tag(&s, LINEAGE_TAG).unwrap_or_default().to_string(),
-                    created: tag(&s, SOURCE_TIME_TAG).unwrap_or_default().to_string(),
+                    source: tag(&s, tags::SOURCE_SNAPSHOT_ID)?.to_string(),
+                    lineage: tag(&s, tags::LINEAGE).unwrap_or_default().to_string(),
+                    created: tag(&s, tags::SOURCE_START_TIME).unwrap_or_default().to_string(),
                     complete: s.status() == Some("available"),
                     copied: s
                         .snapshot_create_time()
-                        .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
-                        .or_else(|| tag(&s, COPIED_TAG).map(str::to_string)),
-                    job: tag(&s, escrow_sync_core::JOB_TAG).map(str::to_string),
+                        .map(|t| escrow_sync_aws::time::fmt_time(Some(t)))
+                        .or_else(|| tag(&s, tags::COPIED_AT).map(str::to_string)),
+                    job: tag(&s, escrow_sync_core::tags::JOB).map(str::to_string),
                 })
             })
             .collect())

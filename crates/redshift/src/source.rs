@@ -10,13 +10,13 @@ use async_trait::async_trait;
 use aws_sdk_redshift::types::{Snapshot, Tag};
 use futures::StreamExt;
 
+use escrow_sync_core::tags;
 use escrow_sync_core::{
     Error, ErrorKind, Item, ItemKind, ItemStream, Payload, Result, Scope, ServerSideRef, Source,
 };
 
-use crate::common::{
-    COPIED_FROM_TAG, MANUAL_COPY_PREFIX, Waiter, code, fmt_time, manual_copy_id, rs_error, size_of,
-    snapshot_arn, tag,
+use crate::api::{
+    MANUAL_COPY_PREFIX, Waiter, code, manual_copy_id, rs_error, size_of, snapshot_arn, tag,
 };
 
 /// What [`RedshiftSnapshotSource::list`](Source::list) yields a snapshot
@@ -30,7 +30,7 @@ fn selectable(s: &Snapshot, account: &str) -> bool {
     s.status() == Some("available")
         && matches!(s.snapshot_type(), Some("manual" | "automated"))
         && s.owner_account().is_none_or(|o| o == account)
-        && tag(s, COPIED_FROM_TAG).is_none()
+        && tag(s, tags::COPIED_FROM).is_none()
         && !s.snapshot_identifier().is_some_and(|id| id.starts_with(MANUAL_COPY_PREFIX))
 }
 
@@ -40,7 +40,7 @@ fn selectable(s: &Snapshot, account: &str) -> bool {
 ///
 /// Automated snapshots cannot be shared: each is first copied to a manual
 /// snapshot in the primary (CopyClusterSnapshot, tagged
-/// [`COPIED_FROM_TAG`](crate::COPIED_FROM_TAG), reused by later runs), and
+/// [`escrow_sync_core::tags::COPIED_FROM`](escrow_sync_core::tags::COPIED_FROM), reused by later runs), and
 /// that copy is what is shared.
 #[derive(Debug, Clone)]
 pub struct RedshiftSnapshotSource {
@@ -76,7 +76,7 @@ impl Listed {
         Listed {
             automated: s.snapshot_type() == Some("automated"),
             cluster: s.cluster_identifier().map(str::to_string),
-            copied_from: tag(s, COPIED_FROM_TAG).map(str::to_string),
+            copied_from: tag(s, tags::COPIED_FROM).map(str::to_string),
             shared: s
                 .accounts_with_restore_access()
                 .iter()
@@ -222,8 +222,7 @@ impl RedshiftSnapshotSource {
                     Item::new(id, ItemKind::Snapshot, size_of(&s), id)
                         .with_lineage(s.cluster_identifier().map(str::to_string))
                         .with_modified(
-                            s.snapshot_create_time()
-                                .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                            s.snapshot_create_time().and_then(escrow_sync_aws::time::system_time),
                         )
                 })
             })
@@ -262,14 +261,14 @@ impl RedshiftSnapshotSource {
 
     /// The manual copy, in the primary, of the automated snapshot
     /// `original`: an existing one (tagged or named as escrow-sync makes
-    /// them), else a new CopyClusterSnapshot tagged [`COPIED_FROM_TAG`];
+    /// them), else a new CopyClusterSnapshot tagged [`escrow_sync_core::tags::COPIED_FROM`];
     /// waited for.
     async fn manual_copy(&self, original: &Snapshot) -> Result<Snapshot> {
         let id = original.snapshot_identifier().unwrap_or_default();
         let copy_id = manual_copy_id(id);
         let resource = format!("manual copy {copy_id} of {}", self.resource(id));
         let existing = self.find(&copy_id).await?;
-        if let Some(other) = existing.as_ref().and_then(|s| tag(s, COPIED_FROM_TAG))
+        if let Some(other) = existing.as_ref().and_then(|s| tag(s, tags::COPIED_FROM))
             && other != id
         {
             return Err(Error::new(
@@ -299,14 +298,14 @@ impl RedshiftSnapshotSource {
                 Err(e) => return Err(rs_error(e, "redshift:CopyClusterSnapshot", resource)),
             }
         }
-        if existing.as_ref().is_none_or(|s| tag(s, COPIED_FROM_TAG) != Some(id)) {
+        if existing.as_ref().is_none_or(|s| tag(s, tags::COPIED_FROM) != Some(id)) {
             let mut arn_of = original.clone();
             arn_of.snapshot_identifier = Some(copy_id.clone());
             arn_of.snapshot_arn = None;
             self.redshift
                 .create_tags()
                 .resource_name(snapshot_arn(&arn_of, &self.region, &self.account))
-                .tags(Tag::builder().key(COPIED_FROM_TAG).value(id).build())
+                .tags(Tag::builder().key(tags::COPIED_FROM).value(id).build())
                 .send()
                 .await
                 .map_err(|e| rs_error(e, "redshift:CreateTags", &resource))?;
@@ -450,7 +449,10 @@ impl Source for RedshiftSnapshotSource {
         let mut attributes = BTreeMap::from([
             ("region".to_string(), self.region.clone()),
             ("arn".to_string(), snapshot_arn(&snapshot, &self.region, &self.account)),
-            ("start-time".to_string(), fmt_time(snapshot.snapshot_create_time())),
+            (
+                "start-time".to_string(),
+                escrow_sync_aws::time::fmt_time(snapshot.snapshot_create_time()),
+            ),
             ("cluster".to_string(), cluster.clone()),
             ("shared-cluster".to_string(), shared.cluster_identifier().unwrap_or(&cluster).into()),
         ]);

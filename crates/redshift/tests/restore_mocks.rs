@@ -27,7 +27,6 @@ use escrow_sync_core::ErrorKind;
 use escrow_sync_redshift::restore::{
     EscrowRedshiftSnapshot, as_of, check_visible, escrow_snapshots, set_shared,
 };
-use escrow_sync_redshift::{COPIED_TAG, LINEAGE_TAG, SOURCE_ACCOUNT_TAG, SOURCE_SNAPSHOT_TAG};
 
 const PRIMARY: &str = "111111111111";
 const ESCROW: &str = "222222222222";
@@ -63,10 +62,10 @@ fn snapshot(id: &str, owner: &str, status: &str, tags: &[(&str, &str)]) -> Snaps
 
 fn of(source: &str, copied: &'static str) -> Vec<(&'static str, String)> {
     vec![
-        (SOURCE_SNAPSHOT_TAG, source.to_string()),
-        (SOURCE_ACCOUNT_TAG, PRIMARY.to_string()),
-        (LINEAGE_TAG, "sales".to_string()),
-        (COPIED_TAG, copied.to_string()),
+        (escrow_sync_core::tags::SOURCE_SNAPSHOT_ID, source.to_string()),
+        (escrow_sync_core::tags::SOURCE_ACCOUNT, PRIMARY.to_string()),
+        (escrow_sync_core::tags::LINEAGE, "sales".to_string()),
+        (escrow_sync_core::tags::COPIED_AT, copied.to_string()),
     ]
 }
 
@@ -93,7 +92,7 @@ async fn the_escrow_listing_keeps_its_own_available_copies_newest_per_cluster() 
     let list = mock!(Client::describe_cluster_snapshots)
         .match_requests(|r| {
             r.snapshot_type() == Some("manual")
-                && r.tag_keys() == [SOURCE_SNAPSHOT_TAG]
+                && r.tag_keys() == [escrow_sync_core::tags::SOURCE_SNAPSHOT_ID]
                 && r.owner_account().is_none()
         })
         .then_output(|| {
@@ -184,4 +183,60 @@ async fn the_drill_asks_the_recovery_account_whether_it_sees_the_share() {
     let err = check_visible(&client, ESCROW, "unseen").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(err.to_string().contains("does not see"), "{err}");
+}
+
+/// The generic snapshot restore over `RedshiftRestore`: `--copy` is
+/// refused; a drill shares, asks the recovery account, and revokes; a
+/// revocation that fails is the clean-up error, with what to do by hand.
+#[tokio::test]
+async fn a_drill_through_the_snapshot_restore_contract_revokes_the_share() {
+    use escrow_sync_core::snapshot::{SnapshotRestoreRequest, restore};
+    use escrow_sync_redshift::restore::RedshiftRestore;
+
+    let held = mock!(Client::describe_cluster_snapshots)
+        .match_requests(|r| r.owner_account().is_none())
+        .then_output(|| {
+            let t = of("weekly-1", "2026-11-20T00:00:00Z");
+            DescribeClusterSnapshotsOutput::builder()
+                .snapshots(snapshot("escrow-sync-weekly-1", ESCROW, "available", &tags(&t)))
+                .build()
+        });
+    let share = mock!(Client::authorize_snapshot_access)
+        .match_requests(|r| r.account_with_restore_access() == Some(RECOVERY))
+        .then_output(|| AuthorizeSnapshotAccessOutput::builder().build());
+    let revoke = mock!(Client::revoke_snapshot_access)
+        .sequence()
+        .http_status(403, Some(error_xml("AccessDenied", "no")))
+        .build();
+    let escrow = redshift(&[&held, &share, &revoke]);
+    let seen = mock!(Client::describe_cluster_snapshots)
+        .match_requests(|r| r.owner_account() == Some(ESCROW))
+        .then_output(|| {
+            DescribeClusterSnapshotsOutput::builder()
+                .snapshots(snapshot("escrow-sync-weekly-1", ESCROW, "available", &[]))
+                .build()
+        });
+    let target = redshift(&[&seen]);
+    let kind =
+        RedshiftRestore::from_clients(escrow, target, ESCROW, RECOVERY, "us-east-1", PRIMARY);
+
+    let copy = SnapshotRestoreRequest::new("sales").with_apply(true).with_copy(true);
+    let err = restore(&kind, &copy).await.unwrap_err();
+    assert!(err.to_string().contains("job sales: Redshift cannot copy"), "{err}");
+    assert_eq!(share.num_calls(), 0);
+
+    let out = restore(&kind, &SnapshotRestoreRequest::new("sales").with_drill(true)).await.unwrap();
+    assert_eq!(out.target, format!("redshift://{RECOVERY}/us-east-1"));
+    assert_eq!(out.restored, 1);
+    let drill = out.drill.unwrap();
+    assert_eq!((drill.verified, drill.cleaned_items, drill.cleaned_target), (1, 0, false));
+    let left = drill.cleanup_error.unwrap();
+    assert!(
+        left.starts_with(&format!(
+            "revoke account {RECOVERY}'s access to these escrow snapshots by hand \
+             (RevokeSnapshotAccess): escrow-sync-weekly-1: "
+        )),
+        "{left}"
+    );
+    assert_eq!((share.num_calls(), seen.num_calls(), revoke.num_calls()), (1, 1, 1));
 }

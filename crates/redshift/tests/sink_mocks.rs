@@ -26,10 +26,7 @@ use escrow_sync_core::{
     ErrorKind, Executor, ExecutorOptions, Item, ItemKind, Mode, Payload, Retained, RetryPolicy,
     Scope, ServerSideRef, Sink, Source,
 };
-use escrow_sync_redshift::{
-    LINEAGE_TAG, RESTORE_CLUSTER_PREFIX, RedshiftSnapshotSink, RedshiftSnapshotSource,
-    SOURCE_ACCOUNT_TAG, SOURCE_ARN_TAG, SOURCE_SNAPSHOT_TAG, SOURCE_TIME_TAG,
-};
+use escrow_sync_redshift::{RESTORE_CLUSTER_PREFIX, RedshiftSnapshotSink, RedshiftSnapshotSource};
 use fake::{
     Clu, ESCROW, ESCROW_KEY, PRIMARY, PRIMARY_KEY, REGION, Shared, encrypted, snap, snapshot,
     tag_of, with_tags, world,
@@ -117,14 +114,14 @@ async fn an_independent_copy_restores_with_the_escrow_key_snapshots_and_deletes_
     assert_eq!(create.manual_snapshot_retention_period(), Some(-1), "kept indefinitely");
     let tags: std::collections::BTreeMap<_, _> =
         create.tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
-    assert_eq!(tags[SOURCE_SNAPSHOT_TAG], "weekly");
-    assert_eq!(tags[SOURCE_ACCOUNT_TAG], PRIMARY);
+    assert_eq!(tags[escrow_sync_core::tags::SOURCE_SNAPSHOT_ID], "weekly");
+    assert_eq!(tags[escrow_sync_core::tags::SOURCE_ACCOUNT], PRIMARY);
     assert_eq!(
-        tags[SOURCE_ARN_TAG],
+        tags[escrow_sync_core::tags::SOURCE_ARN],
         "arn:aws:redshift:us-east-1:111111111111:snapshot:sales/weekly"
     );
-    assert_eq!(tags[SOURCE_TIME_TAG], "2023-11-14T22:13:20Z");
-    assert_eq!(tags[LINEAGE_TAG], "sales");
+    assert_eq!(tags[escrow_sync_core::tags::SOURCE_START_TIME], "2023-11-14T22:13:20Z");
+    assert_eq!(tags[escrow_sync_core::tags::LINEAGE], "sales");
     assert!(tags.contains_key("escrow-sync:copied-at"), "{tags:?}");
 
     let snapshot_id = create.snapshot_identifier().unwrap();

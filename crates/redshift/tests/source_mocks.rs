@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 
 use escrow_sync_core::{ErrorKind, Item, ItemKind, Payload, Scope, Source};
-use escrow_sync_redshift::{COPIED_FROM_TAG, RedshiftSnapshotSource};
+use escrow_sync_redshift::RedshiftSnapshotSource;
 use fake::{
     AWS_MANAGED_KEY, ESCROW, PRIMARY, PRIMARY_KEY, REGION, Shared, encrypted, snap, snapshot,
     with_tags, world,
@@ -69,7 +69,7 @@ async fn the_listing_selects_available_snapshots_carrying_every_tag() {
         &w,
         with_tags(
             snapshot("escrow-sync-rs-sales-2026-11-27-00-00", "sales", "manual", PRIMARY),
-            &[(COPIED_FROM_TAG, "rs:sales-2026-11-27-00-00")],
+            &[(escrow_sync_core::tags::COPIED_FROM, "rs:sales-2026-11-27-00-00")],
         ),
     );
 
@@ -192,7 +192,10 @@ async fn an_automated_snapshot_is_copied_to_a_manual_one_once_and_that_is_shared
                 format!("authorize {copy} {ESCROW}")
             ]
         );
-        assert_eq!(fake::tag_of(&w.primary[copy].snapshot, COPIED_FROM_TAG), Some(auto));
+        assert_eq!(
+            fake::tag_of(&w.primary[copy].snapshot, escrow_sync_core::tags::COPIED_FROM),
+            Some(auto)
+        );
     }
     src.finish(&item(auto)).await.unwrap();
     assert!(w.lock().unwrap().primary[copy].authorized.is_empty(), "the copy is unshared");
@@ -234,7 +237,10 @@ async fn a_manual_copy_an_interrupted_run_left_untagged_is_not_an_item_of_its_ow
     assert_eq!(r.key, copy, "the copy is reused");
     let w = w.lock().unwrap();
     assert_eq!(w.mutations(), [format!("tag {copy}"), format!("authorize {copy} {ESCROW}")]);
-    assert_eq!(fake::tag_of(&w.primary[copy].snapshot, COPIED_FROM_TAG), Some(auto));
+    assert_eq!(
+        fake::tag_of(&w.primary[copy].snapshot, escrow_sync_core::tags::COPIED_FROM),
+        Some(auto)
+    );
 }
 
 #[tokio::test]
@@ -247,7 +253,7 @@ async fn a_manual_copy_name_held_by_the_copy_of_another_snapshot_is_not_shared()
         &w,
         with_tags(
             snapshot(copy, "sales", "manual", PRIMARY),
-            &[(COPIED_FROM_TAG, "rs:other-2026-11-28-00-00")],
+            &[(escrow_sync_core::tags::COPIED_FROM, "rs:other-2026-11-28-00-00")],
         ),
     );
     let err = source(&w).read(&item(auto)).await.unwrap_err();
@@ -269,8 +275,10 @@ async fn finishing_an_item_not_read_revokes_only_a_share_left_for_the_escrow() {
     weekly.authorized.extend([ESCROW.to_string(), "333333333333".to_string()]);
     let mut other = snap(snapshot("other", "sales", "manual", PRIMARY));
     other.authorized.insert("333333333333".into());
-    let mut manual =
-        snap(with_tags(snapshot(copy, "sales", "manual", PRIMARY), &[(COPIED_FROM_TAG, auto)]));
+    let mut manual = snap(with_tags(
+        snapshot(copy, "sales", "manual", PRIMARY),
+        &[(escrow_sync_core::tags::COPIED_FROM, auto)],
+    ));
     manual.authorized.insert(ESCROW.into());
     {
         let mut w = w.lock().unwrap();
@@ -318,8 +326,10 @@ async fn a_manual_copy_the_listing_did_not_show_is_looked_up_by_name() {
     let auto = "rs:sales-2026-11-28-00-00";
     let copy = "escrow-sync-rs-sales-2026-11-28-00-00";
     add(&w, snapshot(auto, "sales", "automated", PRIMARY));
-    let mut manual =
-        snap(with_tags(snapshot(copy, "sales", "manual", PRIMARY), &[(COPIED_FROM_TAG, auto)]));
+    let mut manual = snap(with_tags(
+        snapshot(copy, "sales", "manual", PRIMARY),
+        &[(escrow_sync_core::tags::COPIED_FROM, auto)],
+    ));
     manual.authorized.insert(ESCROW.into());
     w.lock().unwrap().primary.insert(copy.into(), manual);
     let src = source(&w).with_ids(vec![auto.into()]);
@@ -332,7 +342,7 @@ async fn a_manual_copy_the_listing_did_not_show_is_looked_up_by_name() {
     add(&w, snapshot(auto, "sales", "automated", PRIMARY));
     let mut theirs = snap(with_tags(
         snapshot(copy, "sales", "manual", PRIMARY),
-        &[(COPIED_FROM_TAG, "rs:someone-else")],
+        &[(escrow_sync_core::tags::COPIED_FROM, "rs:someone-else")],
     ));
     theirs.authorized.insert(ESCROW.into());
     w.lock().unwrap().primary.insert(copy.into(), theirs);

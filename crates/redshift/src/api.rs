@@ -1,6 +1,6 @@
-//! What the Redshift source and sink share: provenance tag names, error
-//! classification of Redshift's own fault codes, snapshot accessors and the
-//! capped exponential poller.
+//! The Redshift calls and helpers the source, sink and restore share:
+//! provenance tags, error classification of Redshift's own fault codes,
+//! snapshot accessors and the waiter (core's `poll_until`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,28 +9,9 @@ use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_redshift::types::Snapshot;
 
 use escrow_sync_aws::sdk_error;
+use escrow_sync_core::poll::{Polled, Polling, poll_until};
+use escrow_sync_core::tags;
 use escrow_sync_core::{Error, ErrorKind, Result};
-
-/// The tag on an escrow snapshot naming the source snapshot.
-pub const SOURCE_SNAPSHOT_TAG: &str = "escrow-sync:source-snapshot-id";
-/// The tag on an escrow snapshot naming the account that owns the source.
-pub const SOURCE_ACCOUNT_TAG: &str = "escrow-sync:source-account";
-/// The tag on an escrow snapshot carrying the source snapshot's ARN.
-pub const SOURCE_ARN_TAG: &str = "escrow-sync:source-arn";
-/// The tag on an escrow snapshot carrying the source's creation time
-/// (RFC 3339, UTC).
-pub const SOURCE_TIME_TAG: &str = "escrow-sync:source-start-time";
-/// The tag on an escrow snapshot carrying when escrow-sync made it.
-pub const COPIED_TAG: &str = "escrow-sync:copied-at";
-/// The tag on an escrow snapshot naming the source cluster: what retention
-/// groups copies by.
-pub const LINEAGE_TAG: &str = "escrow-sync:lineage";
-/// The tag on a manual snapshot in the primary naming the automated snapshot
-/// it copies (automated snapshots cannot be shared).
-pub const COPIED_FROM_TAG: &str = "escrow-sync:copied-from";
-/// The tag on a temporary restore cluster in escrow naming the source
-/// snapshot it restores.
-pub const RESTORE_FOR_TAG: &str = "escrow-sync:restore-for";
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -56,11 +37,6 @@ pub(crate) fn tag<'a>(snapshot: &'a Snapshot, key: &str) -> Option<&'a str> {
 /// The snapshot's size in bytes, from its total backup size (0 if unknown).
 pub(crate) fn size_of(snapshot: &Snapshot) -> u64 {
     snapshot.total_backup_size_in_mega_bytes().map(|mb| (mb.max(0.0) * MIB) as u64).unwrap_or(0)
-}
-
-/// A time in RFC 3339 (UTC), or empty.
-pub(crate) fn fmt_time(t: Option<&aws_smithy_types::DateTime>) -> String {
-    t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()).unwrap_or_default()
 }
 
 /// The snapshot's ARN: as answered, else built from its parts.
@@ -117,7 +93,7 @@ pub(crate) fn manual_copy_id(id: &str) -> String {
 /// name), else the snapshot itself.
 pub(crate) fn shared_source_key(snapshot: &Snapshot) -> Option<String> {
     let id = snapshot.snapshot_identifier()?;
-    if let Some(from) = tag(snapshot, COPIED_FROM_TAG) {
+    if let Some(from) = tag(snapshot, tags::COPIED_FROM) {
         return Some(from.to_string());
     }
     match id.strip_prefix(MANUAL_COPY_PREFIX) {
@@ -136,12 +112,12 @@ pub(crate) fn provenance_tags(
     copied_at: &str,
 ) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (SOURCE_SNAPSHOT_TAG.to_string(), source_id.to_string()),
-        (SOURCE_ACCOUNT_TAG.to_string(), source_account.to_string()),
-        (SOURCE_ARN_TAG.to_string(), source_arn.to_string()),
-        (SOURCE_TIME_TAG.to_string(), source_start_time.to_string()),
-        (LINEAGE_TAG.to_string(), lineage.to_string()),
-        (COPIED_TAG.to_string(), copied_at.to_string()),
+        (tags::SOURCE_SNAPSHOT_ID.to_string(), source_id.to_string()),
+        (tags::SOURCE_ACCOUNT.to_string(), source_account.to_string()),
+        (tags::SOURCE_ARN.to_string(), source_arn.to_string()),
+        (tags::SOURCE_START_TIME.to_string(), source_start_time.to_string()),
+        (tags::LINEAGE.to_string(), lineage.to_string()),
+        (tags::COPIED_AT.to_string(), copied_at.to_string()),
     ])
 }
 
@@ -153,7 +129,8 @@ pub(crate) struct Waiter {
 }
 
 impl Waiter {
-    /// Calls `check` (from 1 s apart, doubling to `max_poll`) until it
+    /// Calls `check` (with [`poll_until`]: from 1 s apart, doubling to
+    /// `max_poll`) until it
     /// answers `Some` or fails; past the timeout, a transient error says
     /// that the next run waits for `what`.
     pub(crate) async fn until<T, F, Fut>(
@@ -167,23 +144,24 @@ impl Waiter {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Option<T>>>,
     {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut delay = Duration::from_secs(1).min(self.max_poll);
-        loop {
-            if let Some(done) = check().await? {
-                return Ok(done);
+        let polling = Polling::new(operation, resource)
+            .with_max_pause(self.max_poll)
+            .with_timeout(self.timeout)
+            .with_deadline_error(
+                ErrorKind::Failed,
+                format!("{what} not done"),
+                "the next run waits for it",
+            );
+        poll_until(&polling, || {
+            let look = check();
+            async move {
+                Ok(match look.await? {
+                    Some(done) => Polled::Done(done),
+                    None => Polled::Pending(String::new()),
+                })
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::new(
-                    ErrorKind::Failed,
-                    operation,
-                    resource,
-                    format!("{what} not done after {:?}; the next run waits for it", self.timeout),
-                ));
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(self.max_poll);
-        }
+        })
+        .await
     }
 }
 
