@@ -18,9 +18,10 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use bytes::Bytes;
 
+use escrow_sync_core::tags::SOURCE_SNAPSHOT_ID as SOURCE_SNAPSHOT_TAG;
 use escrow_sync_core::{Result, Sink, Source};
 use escrow_sync_e2e::{ESCROW, PRIMARY, admin, create_kms_key, sessions, unique};
-use escrow_sync_ec2::{EbsSnapshotSink, EbsSnapshotSource, SOURCE_SNAPSHOT_TAG};
+use escrow_sync_ec2::{EbsSnapshotSink, EbsSnapshotSource};
 use escrow_sync_testkit::calls::CallLog;
 use escrow_sync_testkit::conformance::{self, Capabilities, Fixture};
 

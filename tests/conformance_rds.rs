@@ -21,9 +21,10 @@ use aws_sdk_rds::types::Tag;
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
+use escrow_sync_core::tags::SOURCE_SNAPSHOT_ID as SOURCE_SNAPSHOT_TAG;
 use escrow_sync_core::{Executor, ExecutorOptions, Mode, Result, Scope, Sink, Source};
 use escrow_sync_e2e::{ESCROW, PRIMARY, admin, create_kms_key, sessions, unique};
-use escrow_sync_rds::{RdsKind, RdsSnapshotSink, RdsSnapshotSource, SOURCE_SNAPSHOT_TAG};
+use escrow_sync_rds::{RdsKind, RdsSnapshotSink, RdsSnapshotSource};
 use escrow_sync_testkit::calls::CallLog;
 use escrow_sync_testkit::conformance::{self, Capabilities, Fixture};
 

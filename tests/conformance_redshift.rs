@@ -28,9 +28,10 @@ use aws_sdk_redshift::types::Tag;
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
+use escrow_sync_core::tags::SOURCE_SNAPSHOT_ID as SOURCE_SNAPSHOT_TAG;
 use escrow_sync_core::{Executor, ExecutorOptions, Mode, Result, Scope, Sink, Source};
 use escrow_sync_e2e::{ESCROW, PRIMARY, admin, create_kms_key, sessions, unique};
-use escrow_sync_redshift::{RedshiftSnapshotSink, RedshiftSnapshotSource, SOURCE_SNAPSHOT_TAG};
+use escrow_sync_redshift::{RedshiftSnapshotSink, RedshiftSnapshotSource};
 use escrow_sync_testkit::calls::CallLog;
 use escrow_sync_testkit::conformance::{self, Capabilities, Fixture};
 
