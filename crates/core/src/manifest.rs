@@ -96,6 +96,22 @@ pub fn run_id() -> String {
     run_id_at(std::time::SystemTime::now(), std::process::id())
 }
 
+/// When run `run_id` started, to the second, read back from the id as
+/// [`run_id`] writes it (`None` for an id it did not write).
+pub fn run_started(run_id: &str) -> Option<std::time::SystemTime> {
+    let t = run_id.get(..15)?;
+    let (date, clock) = t.split_once('T')?;
+    if date.len() != 8
+        || clock.len() != 6
+        || !(date.bytes().chain(clock.bytes())).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let (y, mo, d) = (&date[..4], &date[4..6], &date[6..]);
+    let (h, mi, s) = (&clock[..2], &clock[2..4], &clock[4..]);
+    crate::time::parse_rfc3339(&format!("{y}-{mo}-{d}T{h}:{mi}:{s}Z"))
+}
+
 fn run_id_at(at: std::time::SystemTime, pid: u32) -> String {
     let secs = crate::rfc3339(at);
     let nanos = at.duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);

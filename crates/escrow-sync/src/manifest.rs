@@ -196,19 +196,16 @@ pub(crate) async fn keys_at(
     at: std::time::SystemTime,
 ) -> Result<Option<KeysAt>, Error> {
     let Some(store) = store(config, escrow) else { return Ok(None) };
-    let at = escrow_sync_cloudtrail::time::epoch(at);
     for key in store.keys().await?.iter().rev() {
         // A run id starts with its start time: a run that started after
         // `at` cannot have finished by then.
         let file = key.rsplit('/').next().unwrap_or(key);
-        let started = file
-            .get(..15)
-            .and_then(|t| escrow_sync_cloudtrail::time::parse_compact(&format!("{t}Z")));
+        let started = escrow_sync_core::manifest::run_started(file);
         if started.is_some_and(|s| s > at) {
             continue;
         }
         let mut manifest = store.read(key).await?;
-        let finished = escrow_sync_cloudtrail::time::parse_rfc3339(&manifest.end.finished_at);
+        let finished = escrow_sync_core::time::parse_rfc3339(&manifest.end.finished_at);
         if finished.is_none_or(|f| f > at) {
             continue;
         }

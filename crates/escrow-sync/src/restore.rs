@@ -29,6 +29,7 @@ use futures::TryStreamExt;
 use serde::Serialize;
 
 use escrow_sync_aws::{Connector, Session};
+use escrow_sync_core::snapshot::{SnapshotRestore, SnapshotRestoreRequest};
 use escrow_sync_core::{
     CancellationToken, Error, ErrorKind, Executor, ExecutorOptions, Item, Mode, Report, Scope,
     Source,
@@ -41,10 +42,7 @@ use escrow_sync_s3::{
 };
 
 use crate::Verdict;
-use crate::spec::{Config, DynamoDbJob, Ec2Job, JobRef, RdsJob, RedshiftJob, S3Job};
-
-/// The longest pause between two looks at a snapshot copy in progress.
-const MAX_POLL: std::time::Duration = std::time::Duration::from_secs(30);
+use crate::spec::{Config, DynamoDbJob, JobRef, S3Job};
 
 /// How many objects a drill compares at once.
 const COMPARE_CONCURRENCY: usize = 8;
@@ -239,20 +237,6 @@ fn drill_refuses(what: &str, name: &str, account: &str) -> Error {
     ))
 }
 
-/// Parses `--at` (RFC 3339).
-fn parse_at(at: Option<&str>) -> Result<Option<SystemTime>, Error> {
-    let Some(text) = at else { return Ok(None) };
-    aws_smithy_types::DateTime::from_str(text, aws_smithy_types::date_time::Format::DateTime)
-        .ok()
-        .and_then(|t| SystemTime::try_from(t).ok())
-        .map(Some)
-        .ok_or_else(|| {
-            Error::invalid_config(format!(
-                "--at {text:?} is not an RFC 3339 time: write it like 2026-11-28T12:00:00Z"
-            ))
-        })
-}
-
 /// What a restore came to: fatal for an error, failed when an item failed
 /// or a drill could not clean up, findings when a drill found a mismatch.
 pub fn verdict(result: &Result<RestoreReport, Error>) -> Verdict {
@@ -272,7 +256,7 @@ pub async fn restore(
     args: &RestoreRequest,
     cancel: CancellationToken,
 ) -> Result<RestoreReport, Error> {
-    let at = parse_at(args.at.as_deref())?;
+    let at = escrow_sync_core::time::parse_option("--at", args.at.as_deref())?;
     let job = config.select(Some(&args.job))?.into_iter().next().expect("select names one job");
     match job {
         JobRef::S3(_) if args.target_table.is_some() => {
@@ -435,13 +419,26 @@ pub async fn restore(
             restore_generation(args, j, at, recorded, &escrow, &target, &cancel).await
         }
         JobRef::Ec2(j) => {
-            restore_ec2(args, j, at, &region, &primary, &escrow, &target, &cancel).await
+            let kind =
+                escrow_sync_ec2::restore::Ec2Restore::new(&escrow, &target, &region, &primary)
+                    .with_selection(&j.ids, j.includes("snapshots"), j.includes("images"));
+            restore_snapshots(args, "ec2", &kind, at, &cancel).await
         }
         JobRef::Rds(j) => {
-            restore_rds(args, j, at, &region, &primary, &escrow, &target, &cancel).await
+            use escrow_sync_rds::RdsKind;
+            let kinds = [RdsKind::Db, RdsKind::Cluster];
+            let kind =
+                escrow_sync_rds::restore::RdsRestore::new(&escrow, &target, &region, &primary)
+                    .with_ids(&j.ids)
+                    .with_kinds(kinds.into_iter().filter(|k| j.includes(k.as_str())).collect());
+            restore_snapshots(args, "rds", &kind, at, &cancel).await
         }
         JobRef::Redshift(j) => {
-            restore_redshift(args, j, at, &region, &primary, &escrow, &target, &cancel).await
+            let kind = escrow_sync_redshift::restore::RedshiftRestore::new(
+                &escrow, &target, &region, &primary,
+            )
+            .with_ids(&j.ids);
+            restore_snapshots(args, "redshift", &kind, at, &cancel).await
         }
         JobRef::CloudTrail(j) => {
             // The log bucket's copy, restored like an [[s3]] job's: every
@@ -727,560 +724,42 @@ async fn restore_table(
     Ok(restored)
 }
 
-/// What a drill could not delete, as the report says it.
-fn left_behind(account: &str, left: &[String]) -> Option<String> {
-    (!left.is_empty())
-        .then(|| format!("delete these in account {account} by hand: {}", left.join("; ")))
-}
-
-/// The snapshots and AMIs of an `[[ec2]]` job. EBS snapshots: per source
-/// volume, the newest escrow copy (at or before `--at`) of the primary's
-/// snapshots (those the job names by id, if it does), shared with the
-/// recovery account; with `--copy` or `--drill`, copied there and the share
-/// removed again. A drill checks each copy completed at the escrow copy's
-/// size, then deletes it. AMIs: per source image the same, the share being
-/// the launch permission and every backing snapshot's createVolumePermission;
-/// a drill checks the copy is available with the escrow image's block
-/// devices and sizes, then deregisters it and deletes its snapshots.
-#[allow(clippy::too_many_arguments)] // the job and both sessions; a struct would only rename them
-async fn restore_ec2(
+/// A snapshot job's escrow copies through its kind's [`SnapshotRestore`]:
+/// the one orchestration in core shares, copies, checks and cleans up the
+/// same way for EBS snapshots and AMIs, RDS and Aurora, and Redshift.
+async fn restore_snapshots<R: SnapshotRestore + Sync>(
     args: &RestoreRequest,
-    job: &Ec2Job,
+    kind_name: &'static str,
+    kind: &R,
     at: Option<SystemTime>,
-    region: &str,
-    primary: &str,
-    escrow: &Session,
-    target: &Session,
     cancel: &CancellationToken,
 ) -> Result<RestoreReport, Error> {
-    use escrow_sync_ec2::restore::{
-        as_of, delete_image, delete_snapshot, escrow_images, escrow_snapshots, image_mismatch,
-        images_as_of, set_image_shared, set_shared, start_copy, start_image_copy, wait_completed,
-        wait_image_available,
-    };
-    const GIB: u64 = 1 << 30;
-    let escrow_ec2 = escrow_sync_ec2::client(escrow);
-    let target_ec2 = escrow_sync_ec2::client(target);
-    let account = target.account_id().to_string();
-    let of_primary = |a: &Option<String>| a.as_deref().is_none_or(|a| a == primary);
-    // What `run` selects: a job naming ids of one type only restores none
-    // of the other.
-    let snapshot_ids = crate::snapshots::ec2_ids(job, "snapshots", "snap-");
-    let image_ids = crate::snapshots::ec2_ids(job, "images", "ami-");
-    let chosen = match &snapshot_ids {
-        None => Vec::new(),
-        Some(ids) => {
-            let copies: Vec<_> = escrow_snapshots(&escrow_ec2)
-                .await?
-                .into_iter()
-                .filter(|c| of_primary(&c.source_account))
-                .filter(|c| ids.is_empty() || ids.contains(&c.source_id))
-                .collect();
-            as_of(copies, at)
-        }
-    };
-    let images = match &image_ids {
-        None => Vec::new(),
-        Some(ids) => {
-            let copies: Vec<_> = escrow_images(&escrow_ec2)
-                .await?
-                .into_iter()
-                .filter(|c| of_primary(&c.source_account))
-                .filter(|c| ids.is_empty() || ids.contains(&c.source_id))
-                .collect();
-            images_as_of(copies, at)
-        }
-    };
-    let schemes: Vec<&str> = [("ebs", snapshot_ids.is_some()), ("ami", image_ids.is_some())]
-        .into_iter()
-        .filter_map(|(scheme, on)| on.then_some(scheme))
-        .collect();
-    let joined = |owner: &str| {
-        schemes.iter().map(|s| format!("{s}://{owner}/{region}")).collect::<Vec<_>>().join(", ")
-    };
+    let request = SnapshotRestoreRequest::new(&args.job)
+        .with_at(at)
+        .with_apply(args.apply)
+        .with_copy(args.copy)
+        .with_drill(args.drill)
+        .with_cancel(cancel.clone());
+    let o = escrow_sync_core::snapshot::restore(kind, &request).await?;
     let mut restored = RestoreReport::new(
         args,
-        "ec2",
-        joined("escrow"),
-        joined(&account),
-        &account,
+        kind_name,
+        o.source,
+        o.target,
+        &o.target_account,
         at.map(escrow_sync_core::rfc3339),
     );
-    restored.restored = (chosen.len() + images.len()) as u64;
-    restored.bytes = chosen.iter().map(|c| c.size_gib.max(0) as u64 * GIB).sum::<u64>()
-        + images.iter().map(|i| i.size_gib() * GIB).sum::<u64>();
-    if job.ids.is_empty() {
-        restored.notes.push(format!(
-            "the job selects by tags: every escrow copy of a primary ({primary}) snapshot or AMI \
-             counts"
-        ));
-    }
-    if !args.apply && !args.drill {
-        restored.notes.extend(chosen.iter().map(|c| {
-            format!("would share escrow copy {} (of {}, {} GiB)", c.id, c.source_id, c.size_gib)
-        }));
-        restored.notes.extend(images.iter().map(|i| {
-            format!(
-                "would share escrow AMI {} (of {}, {} GiB) and its {} backing snapshots",
-                i.id,
-                i.source_id,
-                i.size_gib(),
-                i.snapshots().len()
-            )
-        }));
-        return Ok(restored);
-    }
-    let copy = args.copy || args.drill;
-    let timeout = std::time::Duration::from_secs(12 * 3600);
-    let mut drill = DrillReport::default();
-    let mut recovered = Vec::new();
-    let mut recovered_images = Vec::new();
-    restored.restored = 0;
-    restored.bytes = 0;
-    for c in &chosen {
-        if cancel.is_cancelled() {
-            restored.failed.push("interrupted: the remaining snapshots were not restored".into());
-            break;
-        }
-        if let Err(e) = set_shared(&escrow_ec2, &c.id, &account, true).await {
-            restored.failed.push(format!("{}: {}", c.source_id, e.chain()));
-            continue;
-        }
-        if !copy {
-            restored.restored += 1;
-            restored.bytes += c.size_gib.max(0) as u64 * GIB;
-            restored.notes.push(format!("shared escrow copy {} (of {})", c.id, c.source_id));
-            continue;
-        }
-        let copied = match start_copy(&target_ec2, &c.id, region, None).await {
-            Ok(id) => {
-                // Known from now on, so a drill deletes it whatever follows.
-                recovered.push(id.clone());
-                wait_completed(&target_ec2, &id, timeout, MAX_POLL).await.map(|size| (id, size))
-            }
-            Err(e) => Err(e),
-        };
-        // The share has served once the copy is done (or failed).
-        if let Err(e) = set_shared(&escrow_ec2, &c.id, &account, false).await {
-            restored.failed.push(format!(
-                "{}: escrow copy {} is still shared with account {account}: {}",
-                c.source_id,
-                c.id,
-                e.chain()
-            ));
-        }
-        match copied {
-            Ok((id, size)) => {
-                restored.restored += 1;
-                restored.bytes += size.max(0) as u64 * GIB;
-                restored
-                    .notes
-                    .push(format!("copied escrow copy {} (of {}) to {id}", c.id, c.source_id));
-                if size == c.size_gib {
-                    drill.verified += 1;
-                } else {
-                    drill.mismatched.push(format!(
-                        "{}: the copy {id} has {size} GiB, the escrow copy {} GiB",
-                        c.source_id, c.size_gib
-                    ));
-                }
-            }
-            Err(e) => restored.failed.push(format!("{}: {}", c.source_id, e.chain())),
-        }
-    }
-    for image in &images {
-        if cancel.is_cancelled() {
-            restored.failed.push("interrupted: the remaining AMIs were not restored".into());
-            break;
-        }
-        if let Err(e) = set_image_shared(&escrow_ec2, image, &account, true).await {
-            restored.failed.push(format!("{}: {}", image.source_id, e.chain()));
-            // A share half made (the launch permission, some snapshots) is
-            // taken back.
-            if let Err(e) = set_image_shared(&escrow_ec2, image, &account, false).await {
-                restored.failed.push(format!(
-                    "{}: escrow AMI {} may still be shared with account {account}: {}",
-                    image.source_id,
-                    image.id,
-                    e.chain()
-                ));
-            }
-            continue;
-        }
-        if !copy {
-            restored.restored += 1;
-            restored.bytes += image.size_gib() * GIB;
-            restored.notes.push(format!(
-                "shared escrow AMI {} (of {}) and its backing snapshots {}",
-                image.id,
-                image.source_id,
-                image.snapshots().join(", ")
-            ));
-            continue;
-        }
-        let copied = match start_image_copy(&target_ec2, &image.id, region).await {
-            Ok(id) => {
-                // Known from now on, so a drill deletes it whatever follows.
-                recovered_images.push(id.clone());
-                wait_image_available(&target_ec2, &id, timeout, MAX_POLL)
-                    .await
-                    .map(|devices| (id, devices))
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = set_image_shared(&escrow_ec2, image, &account, false).await {
-            restored.failed.push(format!(
-                "{}: escrow AMI {} is still shared with account {account}: {}",
-                image.source_id,
-                image.id,
-                e.chain()
-            ));
-        }
-        match copied {
-            Ok((id, devices)) => {
-                restored.restored += 1;
-                restored.bytes +=
-                    devices.iter().map(|d| d.size_gib.max(0) as u64 * GIB).sum::<u64>();
-                restored.notes.push(format!(
-                    "copied escrow AMI {} (of {}) to {id}",
-                    image.id, image.source_id
-                ));
-                match image_mismatch(&image.devices, &devices) {
-                    None => drill.verified += 1,
-                    Some(why) => drill
-                        .mismatched
-                        .push(format!("{}: the copy {id} has {why}", image.source_id)),
-                }
-            }
-            Err(e) => restored.failed.push(format!("{}: {}", image.source_id, e.chain())),
-        }
-    }
-    if args.drill {
-        let mut left = Vec::new();
-        for id in &recovered {
-            match delete_snapshot(&target_ec2, id).await {
-                Ok(()) => drill.cleaned_items += 1,
-                Err(e) => left.push(format!("snapshot {id}: {}", e.chain())),
-            }
-        }
-        for id in &recovered_images {
-            match delete_image(&target_ec2, id).await {
-                Ok(()) => drill.cleaned_items += 1,
-                Err(e) => left.push(format!("AMI {id} and its snapshots: {}", e.chain())),
-            }
-        }
-        drill.cleaned_target = left.is_empty();
-        drill.cleanup_error = left_behind(&account, &left);
-        restored.drill = Some(drill);
-    }
-    Ok(restored)
-}
-
-/// The milliseconds since 1970, as digits: what makes the names of
-/// recovered copies unique per run.
-fn stamp() -> String {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// The DB snapshots and Aurora cluster snapshots of an `[[rds]]` job: per
-/// source DB instance or cluster, the newest escrow copy (at or before
-/// `--at`) of the primary's snapshots (those the job names by id, if it
-/// does), shared with the recovery account (the `restore` attribute); with
-/// `--copy` or `--drill`, copied there by its ARN under the recovery
-/// account's own key and the share removed again. A drill checks each copy
-/// is available with the escrow copy's allocated storage and engine, then
-/// deletes it.
-#[allow(clippy::too_many_arguments)] // the job and both sessions; a struct would only rename them
-async fn restore_rds(
-    args: &RestoreRequest,
-    job: &RdsJob,
-    at: Option<SystemTime>,
-    region: &str,
-    primary: &str,
-    escrow: &Session,
-    target: &Session,
-    cancel: &CancellationToken,
-) -> Result<RestoreReport, Error> {
-    use escrow_sync_rds::RdsKind;
-    use escrow_sync_rds::restore::{
-        RECOVERY_KEY, as_of, delete_snapshot, escrow_snapshots, mismatch, recovery_identifier,
-        set_shared, start_copy, wait_available,
-    };
-    const GIB: u64 = 1 << 30;
-    let escrow_rds = escrow_sync_rds::client(escrow);
-    let target_rds = escrow_sync_rds::client(target);
-    let account = target.account_id().to_string();
-    let ids: Vec<String> = job.ids.iter().map(|i| i.to_ascii_lowercase()).collect();
-    let kinds: Vec<(RdsKind, &str)> = [(RdsKind::Db, "rds"), (RdsKind::Cluster, "aurora")]
-        .into_iter()
-        .filter(|(kind, _)| job.includes(kind.as_str()))
-        .collect();
-    let mut chosen = Vec::new();
-    for (kind, _) in &kinds {
-        let copies: Vec<_> = escrow_snapshots(&escrow_rds, *kind)
-            .await?
-            .into_iter()
-            .filter(|c| c.source_account.as_deref().is_none_or(|a| a == primary))
-            .filter(|c| ids.is_empty() || ids.contains(&c.source_id.to_ascii_lowercase()))
-            .collect();
-        chosen.extend(as_of(copies, at));
-    }
-    let joined = |owner: &str| {
-        kinds.iter().map(|(_, s)| format!("{s}://{owner}/{region}")).collect::<Vec<_>>().join(", ")
-    };
-    let mut restored = RestoreReport::new(
-        args,
-        "rds",
-        joined("escrow"),
-        joined(&account),
-        &account,
-        at.map(escrow_sync_core::rfc3339),
-    );
-    restored.restored = chosen.len() as u64;
-    restored.bytes = chosen.iter().map(|c| c.gib * GIB).sum();
-    if job.ids.is_empty() {
-        restored.notes.push(format!(
-            "the job selects by tags: every escrow copy of a primary ({primary}) snapshot counts"
-        ));
-    }
-    let mut keys: Vec<&str> =
-        chosen.iter().filter(|c| c.encrypted).filter_map(|c| c.kms_key_id.as_deref()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    if !keys.is_empty() {
-        restored.notes.push(format!(
-            "the escrow copies are encrypted with {}: the key's policy must grant account \
-             {account} kms:Decrypt, kms:DescribeKey and kms:CreateGrant for it to copy or \
-             restore them; copies made in account {account} are encrypted with its own \
-             {RECOVERY_KEY} key",
-            keys.join(", ")
-        ));
-    }
-    if !args.apply && !args.drill {
-        restored.notes.extend(chosen.iter().map(|c| {
-            format!(
-                "would share escrow {} {} (of {}, {} GiB, {})",
-                c.kind.noun(),
-                c.id,
-                c.source_id,
-                c.gib,
-                c.engine
-            )
-        }));
-        return Ok(restored);
-    }
-    let copy = args.copy || args.drill;
-    let timeout = std::time::Duration::from_secs(12 * 3600);
-    let mut drill = DrillReport::default();
-    let mut recovered = Vec::new();
-    restored.restored = 0;
-    restored.bytes = 0;
-    for c in &chosen {
-        if cancel.is_cancelled() {
-            restored.failed.push("interrupted: the remaining snapshots were not restored".into());
-            break;
-        }
-        let noun = c.kind.noun();
-        let arn = if c.arn.is_empty() {
-            let what = match c.kind {
-                RdsKind::Db => "snapshot",
-                RdsKind::Cluster => "cluster-snapshot",
-            };
-            format!("arn:aws:rds:{region}:{}:{what}:{}", escrow.account_id(), c.id)
-        } else {
-            c.arn.clone()
-        };
-        if let Err(e) = set_shared(&escrow_rds, c.kind, &c.id, &account, true).await {
-            restored.failed.push(format!("{}: {}", c.source_id, e.chain()));
-            continue;
-        }
-        if !copy {
-            restored.restored += 1;
-            restored.bytes += c.gib * GIB;
-            restored.notes.push(format!(
-                "shared escrow {noun} {} (of {}): account {account} restores from {arn}, or \
-                 copies it with --copy",
-                c.id, c.source_id
-            ));
-            continue;
-        }
-        let key = c.encrypted.then_some(RECOVERY_KEY);
-        let name = recovery_identifier(&c.id, &stamp());
-        let copied = match start_copy(&target_rds, c.kind, &arn, &name, key).await {
-            Ok(id) => {
-                // Known from now on, so a drill deletes it whatever follows.
-                recovered.push((c.kind, id.clone()));
-                wait_available(&target_rds, c.kind, &id, timeout, MAX_POLL).await
-            }
-            Err(e) => Err(e),
-        };
-        // The share has served once the copy is done (or failed).
-        if let Err(e) = set_shared(&escrow_rds, c.kind, &c.id, &account, false).await {
-            restored.failed.push(format!(
-                "{}: escrow {noun} {} is still shared with account {account}: {}",
-                c.source_id,
-                c.id,
-                e.chain()
-            ));
-        }
-        match copied {
-            Ok(done) => {
-                restored.restored += 1;
-                restored.bytes += done.gib * GIB;
-                restored.notes.push(format!(
-                    "copied escrow {noun} {} (of {}) to {}",
-                    c.id, c.source_id, done.id
-                ));
-                match mismatch(c, &done) {
-                    None => drill.verified += 1,
-                    Some(why) => drill.mismatched.push(format!("{}: {why}", c.source_id)),
-                }
-            }
-            Err(e) => restored.failed.push(format!("{}: {}", c.source_id, e.chain())),
-        }
-    }
-    if args.drill {
-        let mut left = Vec::new();
-        for (kind, id) in &recovered {
-            match delete_snapshot(&target_rds, *kind, id).await {
-                Ok(()) => drill.cleaned_items += 1,
-                Err(e) => left.push(format!("{} {id}: {}", kind.noun(), e.chain())),
-            }
-        }
-        drill.cleaned_target = left.is_empty();
-        drill.cleanup_error = left_behind(&account, &left);
-        restored.drill = Some(drill);
-    }
-    Ok(restored)
-}
-
-/// The Redshift snapshots of an `[[redshift]]` job with independent
-/// copies: per source cluster, the newest escrow snapshot (at or before
-/// `--at`) of the primary's snapshots (those the job names by id, if it
-/// does), shared with the recovery account (AuthorizeSnapshotAccess), which
-/// restores a cluster from the share: Redshift cannot copy a snapshot into
-/// another account. A drill shares, checks the recovery account sees each
-/// snapshot available, and revokes the shares.
-#[allow(clippy::too_many_arguments)] // the job and both sessions; a struct would only rename them
-async fn restore_redshift(
-    args: &RestoreRequest,
-    job: &RedshiftJob,
-    at: Option<SystemTime>,
-    region: &str,
-    primary: &str,
-    escrow: &Session,
-    target: &Session,
-    cancel: &CancellationToken,
-) -> Result<RestoreReport, Error> {
-    use escrow_sync_redshift::restore::{as_of, check_visible, escrow_snapshots, set_shared};
-    let escrow_rs = escrow_sync_redshift::client(escrow);
-    let target_rs = escrow_sync_redshift::client(target);
-    let account = target.account_id().to_string();
-    let owner = escrow.account_id().to_string();
-    let copies: Vec<_> = escrow_snapshots(&escrow_rs, &owner)
-        .await?
-        .into_iter()
-        .filter(|c| c.source_account.as_deref().is_none_or(|a| a == primary))
-        .filter(|c| job.ids.is_empty() || job.ids.contains(&c.source_id))
-        .collect();
-    let chosen = as_of(copies, at);
-    let mut restored = RestoreReport::new(
-        args,
-        "redshift",
-        format!("redshift://escrow/{region}"),
-        format!("redshift://{account}/{region}"),
-        &account,
-        at.map(escrow_sync_core::rfc3339),
-    );
-    restored.restored = chosen.len() as u64;
-    restored.bytes = chosen.iter().map(|c| c.bytes).sum();
-    if job.ids.is_empty() {
-        restored.notes.push(format!(
-            "the job selects by tags: every escrow snapshot of a primary ({primary}) snapshot \
-             counts"
-        ));
-    }
-    let mut keys: Vec<&str> =
-        chosen.iter().filter(|c| c.encrypted).filter_map(|c| c.kms_key_id.as_deref()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    if !keys.is_empty() {
-        restored.notes.push(format!(
-            "the escrow snapshots are encrypted with {}: the key's policy must grant account \
-             {account} kms:Decrypt, kms:DescribeKey and kms:CreateGrant for it to restore a \
-             cluster from the share",
-            keys.join(", ")
-        ));
-    }
-    if !args.apply && !args.drill {
-        restored.notes.extend(chosen.iter().map(|c| {
-            format!(
-                "would share escrow snapshot {} (of {}) with account {account}",
-                c.id, c.source_id
-            )
-        }));
-        return Ok(restored);
-    }
-    let mut drill = DrillReport::default();
-    let mut left = Vec::new();
-    restored.restored = 0;
-    restored.bytes = 0;
-    for c in &chosen {
-        if cancel.is_cancelled() {
-            restored.failed.push("interrupted: the remaining snapshots were not restored".into());
-            break;
-        }
-        if let Err(e) = set_shared(&escrow_rs, c, &account, true).await {
-            restored.failed.push(format!("{}: {}", c.source_id, e.chain()));
-            continue;
-        }
-        if !args.drill {
-            restored.restored += 1;
-            restored.bytes += c.bytes;
-            restored.notes.push(format!(
-                "shared escrow snapshot {} (of {}): account {account} restores a cluster from it \
-                 (RestoreFromClusterSnapshot with SnapshotIdentifier {} and OwnerAccount {owner})",
-                c.id, c.source_id, c.id
-            ));
-            continue;
-        }
-        let seen = check_visible(&target_rs, &owner, &c.id).await;
-        // The share has served once it is seen (or not).
-        match set_shared(&escrow_rs, c, &account, false).await {
-            Ok(()) => drill.cleaned_items += 1,
-            Err(e) => left.push(format!("{}: {}", c.id, e.chain())),
-        }
-        match seen {
-            Ok(()) => {
-                restored.restored += 1;
-                restored.bytes += c.bytes;
-                drill.verified += 1;
-                restored.notes.push(format!(
-                    "account {account} saw escrow snapshot {} (of {}) shared and available",
-                    c.id, c.source_id
-                ));
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Failed) => {
-                drill.mismatched.push(format!("{}: {}", c.source_id, e.chain()));
-            }
-            Err(e) => restored.failed.push(format!("{}: {}", c.source_id, e.chain())),
-        }
-    }
-    if args.drill {
-        drill.cleaned_target = left.is_empty();
-        drill.cleanup_error = (!left.is_empty()).then(|| {
-            format!(
-                "revoke account {account}'s access to these escrow snapshots by hand \
-                 (RevokeSnapshotAccess): {}",
-                left.join("; ")
-            )
-        });
-        restored.drill = Some(drill);
-    }
+    restored.restored = o.restored;
+    restored.bytes = o.bytes;
+    restored.failed = o.failed;
+    restored.notes = o.notes;
+    restored.drill = o.drill.map(|d| DrillReport {
+        verified: d.verified,
+        mismatched: d.mismatched,
+        cleaned_items: d.cleaned_items,
+        cleaned_target: d.cleaned_target,
+        cleanup_error: d.cleanup_error,
+    });
     Ok(restored)
 }
 
@@ -1579,13 +1058,25 @@ fn take_counts(restored: &mut RestoreReport, report: &Report) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn at_is_rfc3339_or_refused_naming_the_flag() {
-        assert_eq!(parse_at(None).unwrap(), None);
-        let t = parse_at(Some("2026-11-28T12:00:00Z")).unwrap().unwrap();
-        assert_eq!(escrow_sync_core::rfc3339(t), "2026-11-28T12:00:00Z");
-        let err = parse_at(Some("yesterday")).unwrap_err();
+    #[tokio::test]
+    async fn a_bad_at_is_refused_naming_the_flag_before_anything_is_asked() {
+        let config = Config::parse(
+            "[escrow]\nregion = \"us-east-1\"\n[primary]\naccount_id = \"111111111111\"\n\
+             [[s3]]\nname = \"assets\"\nsource_bucket = \"a\"\ndest_bucket = \"b\"\n",
+            "c",
+        )
+        .unwrap();
+        let request =
+            RestoreRequest::new("assets", "arn:aws:iam::333333333333:role/r").at("yesterday");
+        // No endpoint, no credentials: it fails on the flag, not on a call.
+        let err = restore(&config, &request, CancellationToken::new()).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidConfig);
-        assert!(err.to_string().contains("--at") && err.to_string().contains("RFC 3339"), "{err}");
+        assert!(
+            err.to_string().contains("--at \"yesterday\"") && err.to_string().contains("RFC 3339"),
+            "{err}"
+        );
+        let request = RestoreRequest::new("nope", "arn:aws:iam::333333333333:role/r");
+        let err = restore(&config, &request, CancellationToken::new()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
     }
 }

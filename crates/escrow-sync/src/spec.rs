@@ -215,7 +215,7 @@ impl CloudTrailJob {
 
     /// `validate_from` in epoch seconds.
     pub fn since(&self) -> Option<i64> {
-        self.validate_from.as_deref().and_then(escrow_sync_cloudtrail::time::parse_rfc3339)
+        self.validate_from.as_deref().and_then(escrow_sync_core::time::epoch_seconds)
     }
 
     fn problem(&self) -> Option<String> {

@@ -263,7 +263,7 @@ async fn validate(
         Some(k) => k,
         None => &asked,
     };
-    let now = escrow_sync_cloudtrail::time::epoch(std::time::SystemTime::now());
+    let now = escrow_sync_core::time::epoch(std::time::SystemTime::now());
     let options = Options { since: job.since(), now: Some(now) };
     let mut proven = 0;
     for loc in locations {
