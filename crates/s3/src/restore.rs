@@ -214,6 +214,9 @@ struct Entry {
     modified: Option<SystemTime>,
     /// `IsLatest`: the key's current entry.
     latest: bool,
+    /// The listing page it came on: a key's entries on an earlier page are
+    /// newer than on a later one.
+    page: u64,
     checksum_algorithm: Option<String>,
 }
 
@@ -270,7 +273,8 @@ fn state(h: &History, at: Option<SystemTime>) -> State {
         // The latest entry, when held, is the newest held one.
         (Some(v), Some(_)) if v.latest => State::Held,
         (Some(_), Some(m)) if m.latest => State::Gone,
-        (Some(v), Some(m)) => match v.modified.cmp(&m.modified) {
+        // An earlier page, or a later second, is newer.
+        (Some(v), Some(m)) => match m.page.cmp(&v.page).then(v.modified.cmp(&m.modified)) {
             std::cmp::Ordering::Greater => State::Held,
             std::cmp::Ordering::Less => State::Gone,
             std::cmp::Ordering::Equal => State::Tie {
@@ -281,7 +285,7 @@ fn state(h: &History, at: Option<SystemTime>) -> State {
                     .versions
                     .iter()
                     .chain(&h.markers)
-                    .filter(|e| held(e, at) && e.modified == v.modified)
+                    .filter(|e| held(e, at) && e.page == v.page && e.modified == v.modified)
                     .count(),
             },
         },
@@ -294,11 +298,12 @@ fn candidates(h: History, at: Option<SystemTime>) -> Vec<Entry> {
     h.versions.into_iter().filter(|e| held(e, at)).collect()
 }
 
-/// Splits one page of entries (versions and delete markers, each in the
+/// Splits page `page` of entries (versions and delete markers, each in the
 /// listing's order: key order, newest first within a key) into complete key
 /// histories in key order; the last key stays in `pending` when more pages
 /// follow, as its entries may go on there.
 fn groups(
+    page: u64,
     versions: Vec<Entry>,
     markers: Vec<Entry>,
     pending: &mut Option<(String, History)>,
@@ -309,9 +314,10 @@ fn groups(
     if let Some((key, h)) = pending.take() {
         keys.insert(key, h);
     }
-    for (e, deleted) in
+    for (mut e, deleted) in
         versions.into_iter().map(|e| (e, false)).chain(markers.into_iter().map(|e| (e, true)))
     {
+        e.page = page;
         let h = keys.entry(e.key.clone()).or_default();
         if deleted { h.markers.push(e) } else { h.versions.push(e) }
     }
@@ -350,9 +356,11 @@ impl Source for S3RestoreSource {
             key_marker: Option<String>,
             version_marker: Option<String>,
             pending: Option<(String, History)>,
+            number: u64,
             done: bool,
         }
-        let start = Page { key_marker: None, version_marker: None, pending: None, done: false };
+        let start =
+            Page { key_marker: None, version_marker: None, pending: None, number: 0, done: false };
         futures::stream::try_unfold(start, move |mut page| {
             let prefix = prefix.clone();
             let strip = strip.clone();
@@ -391,6 +399,7 @@ impl Source for S3RestoreSource {
                         size: size.unwrap_or(0).max(0) as u64,
                         modified: time(modified),
                         latest: latest.unwrap_or(false),
+                        page: 0,
                         checksum_algorithm,
                     };
                 let versions: Vec<Entry> = out
@@ -430,7 +439,11 @@ impl Source for S3RestoreSource {
                     page.done = true;
                 }
                 let mut chosen = Vec::new();
-                for (key, history) in groups(versions, markers, &mut page.pending, page.done) {
+                page.number += 1;
+                let number = page.number;
+                for (key, history) in
+                    groups(number, versions, markers, &mut page.pending, page.done)
+                {
                     // escrow-sync's own multipart journal (under the job's
                     // escrow prefix) is not data.
                     let journal = key
@@ -443,10 +456,9 @@ impl Source for S3RestoreSource {
                     let holds = match state(&history, at) {
                         State::Gone => false,
                         State::Held => true,
+                        // Held when the marker is the older of the two.
                         State::Tie { version, marker, modified, entries } => {
-                            !self
-                                .marker_is_older(&key, &version, &marker, modified, entries)
-                                .await?
+                            self.marker_is_older(&key, &version, &marker, modified, entries).await?
                         }
                     };
                     if !holds {
@@ -718,6 +730,7 @@ mod tests {
             size: 1,
             modified: Some(UNIX_EPOCH + Duration::from_secs(secs)),
             latest,
+            page: 0,
             checksum_algorithm: None,
         }
     }
@@ -739,7 +752,7 @@ mod tests {
     fn choose(pages: Vec<(Vec<Entry>, Vec<Entry>)>, at: Option<SystemTime>) -> Vec<Entry> {
         let (n, mut pending, mut out) = (pages.len(), None, Vec::new());
         for (i, (versions, markers)) in pages.into_iter().enumerate() {
-            for (_, h) in groups(versions, markers, &mut pending, i + 1 == n) {
+            for (_, h) in groups(i as u64, versions, markers, &mut pending, i + 1 == n) {
                 match state(&h, at) {
                     State::Gone => {}
                     State::Held => out.extend(candidates(h, at).into_iter().next()),
@@ -758,7 +771,7 @@ mod tests {
                 vec![v("b", "b2", 250)],
             )
         };
-        let c = || (vec![v("c", "c1", 400)], vec![]);
+        let c = || (vec![v("c", "c1", 400)], Vec::<Entry>::new());
         let both = || {
             let (mut versions, markers) = page();
             versions.extend(c().0);
@@ -784,16 +797,19 @@ mod tests {
             [("a".to_string(), "a3".to_string()), ("b".into(), "b1".into())]
         );
         let mut pending = None;
-        let first = groups(vec![v("a", "a3", 300)], vec![], &mut pending, false);
-        let second = groups(vec![v("a", "a2", 200)], vec![], &mut pending, true);
+        let first = groups(0, vec![v("a", "a3", 300)], vec![], &mut pending, false);
+        let second = groups(1, vec![v("a", "a2", 200)], vec![], &mut pending, true);
         assert_eq!((first.len(), second.len(), second[0].1.versions.len()), (0, 1, 2));
-        // Markers on a later page than the key's versions are older.
+        // Entries on a later page than the key's others are older, whatever
+        // their second.
         let pages = vec![(vec![v("a", "a1", 100)], vec![]), (vec![], vec![v("a", "adel", 100)])];
         assert_eq!(keys(&choose(pages, None)), [("a".to_string(), "a1".to_string())]);
+        let pages = vec![(vec![], vec![v("a", "adel", 100)]), (vec![v("a", "a1", 100)], vec![])];
+        assert!(choose(pages, None).is_empty());
         // Two pages both ending with one key, markers and versions split.
         let mut pending = None;
-        let first = groups(vec![v("a", "a1", 1)], vec![v("b", "bdel", 9)], &mut pending, false);
-        let second = groups(vec![v("b", "b1", 5), v("c", "c1", 1)], vec![], &mut pending, true);
+        let first = groups(0, vec![v("a", "a1", 1)], vec![v("b", "bdel", 9)], &mut pending, false);
+        let second = groups(1, vec![v("b", "b1", 5), v("c", "c1", 1)], vec![], &mut pending, true);
         assert_eq!(first.len(), 1);
         let b: Vec<_> =
             second.iter().map(|(k, h)| (k.as_str(), h.versions.len(), h.markers.len())).collect();

@@ -326,3 +326,60 @@ async fn a_same_second_tie_under_a_newer_version_is_settled_by_the_listing_after
     assert_eq!(restored(&[&first, &unused], Some(99)).await, pairs(&[("a", "a0")]));
     assert_eq!(unused.num_calls(), 0);
 }
+
+/// Many entries of one second under a newer version: the walk after the
+/// newest of them goes on page by page while it sees only that second, and
+/// stops at the first older entry.
+#[tokio::test]
+async fn a_long_same_second_run_is_walked_page_by_page() {
+    let listing = mock!(Client::list_object_versions)
+        .match_requests(|r| r.key_marker().is_none())
+        .then_output(|| {
+            ListObjectVersionsOutput::builder()
+                .versions(listed_version("esc/a", "a9", 300, true))
+                .versions(listed_version("esc/a", "a3", 100, false))
+                .versions(listed_version("esc/a", "a2", 100, false))
+                .versions(listed_version("esc/a", "a1", 100, false))
+                .versions(listed_version("esc/a", "a0", 50, false))
+                .delete_markers(marker("esc/a", "adel", 100, false))
+                .is_truncated(false)
+                .build()
+        });
+    // After a3, one page per entry of that second, the marker on the third.
+    let after = |id: &'static str, next: Option<&'static str>| {
+        mock!(Client::list_object_versions)
+            .match_requests(move |r| r.version_id_marker() == Some(id) && r.max_keys() == Some(4))
+            .then_output(move || {
+                let out = ListObjectVersionsOutput::builder();
+                match next {
+                    Some(next) => out
+                        .versions(listed_version("esc/a", next, 100, false))
+                        .is_truncated(true)
+                        .next_key_marker("esc/a")
+                        .next_version_id_marker(next),
+                    None => out.delete_markers(marker("esc/a", "adel", 100, false)),
+                }
+                .build()
+            })
+    };
+    let (p1, p2, p3) = (after("a3", Some("a2")), after("a2", Some("a1")), after("a1", None));
+    assert_eq!(restored(&[&listing, &p1, &p2, &p3], Some(200)).await, pairs(&[("a", "a3")]));
+    assert_eq!((p1.num_calls(), p2.num_calls(), p3.num_calls()), (1, 1, 1));
+    // An older entry before the marker: the marker is newer than a3, the
+    // key was deleted.
+    let older = mock!(Client::list_object_versions)
+        .match_requests(|r| r.version_id_marker() == Some("a3"))
+        .then_output(|| {
+            ListObjectVersionsOutput::builder()
+                .versions(listed_version("esc/a", "a0", 50, false))
+                .is_truncated(true)
+                .next_key_marker("esc/a")
+                .next_version_id_marker("a0")
+                .build()
+        });
+    let never = mock!(Client::list_object_versions)
+        .match_requests(|r| r.version_id_marker() == Some("a0"))
+        .then_output(|| ListObjectVersionsOutput::builder().build());
+    assert!(restored(&[&listing, &older, &never], Some(200)).await.is_empty());
+    assert_eq!((older.num_calls(), never.num_calls()), (1, 0));
+}
