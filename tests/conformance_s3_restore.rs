@@ -68,17 +68,8 @@ impl Fixture for RestoreFixture {
         Ok(())
     }
     async fn delete_source(&self, key: &str) -> Result<()> {
-        // ListObjectVersions gives times to the second, and the restore
-        // source orders one key's entries by time alone, so a delete marker
-        // put in the same second as the version it hides is taken for the
-        // older entry and the deleted key is restored (a gap of
-        // S3RestoreSource, reported: ties should go by IsLatest). Put the
-        // marker in the next second.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        tokio::time::sleep(std::time::Duration::from_nanos(
-            1_000_000_000 - u64::from(now.subsec_nanos()) + 10_000_000,
-        ))
-        .await;
+        // Right after the put, often in the same second: the restore source
+        // orders a key's entries by the listing (IsLatest), not by time.
         self.escrow
             .delete_object()
             .bucket(&self.escrow_bucket)

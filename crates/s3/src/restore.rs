@@ -6,12 +6,15 @@
 //! lists them (ListObjectVersions) and yields, per key, the newest version
 //! escrow had at or before the chosen time (`with_as_of`; default: the
 //! newest), skipping keys whose newest entry by then is a delete marker and
-//! keys escrow did not hold yet. Keys come without the job's escrow prefix
-//! (`dest_prefix`), as they were in the primary; the bytes are streamed
-//! from that exact version (`GetObject` with `versionId` and `If-Match`), so
-//! any sink can take them. escrow-sync's own bookkeeping (metadata
-//! `escrow-sync-*`, the multipart journal under [`crate::JOURNAL_DIR`]) is
-//! left behind.
+//! keys escrow did not hold yet. "Newest" is the listing's order (newest
+//! first within a key, `IsLatest` the current entry), never `LastModified`
+//! alone: S3 gives it to the second, and a delete marker put in the same
+//! second as the version it hides is still the newer entry. Keys come
+//! without the job's escrow prefix (`dest_prefix`), as they were in the
+//! primary; the bytes are streamed from that exact version (`GetObject`
+//! with `versionId` and `If-Match`), so any sink can take them.
+//! escrow-sync's own bookkeeping (metadata `escrow-sync-*`, the multipart
+//! journal under [`crate::JOURNAL_DIR`]) is left behind.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -147,6 +150,61 @@ impl S3RestoreSource {
     }
 }
 
+impl S3RestoreSource {
+    /// Whether delete marker `marker` of `key` is older than version
+    /// `version`, both of one second (`modified`, shared by `entries` held
+    /// entries): whether ListObjectVersions lists the marker after the
+    /// version (`KeyMarker`/`VersionIdMarker` = the version). Only entries
+    /// of that second can come between them, so the walk stops at the first
+    /// entry of another key or an earlier second.
+    async fn marker_is_older(
+        &self,
+        key: &str,
+        version: &str,
+        marker: &str,
+        modified: Option<SystemTime>,
+        entries: usize,
+    ) -> Result<bool> {
+        let (mut key_marker, mut version_marker) = (key.to_string(), version.to_string());
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .key_marker(&key_marker)
+                .version_id_marker(&version_marker)
+                .max_keys(entries.clamp(1, 1000) as i32)
+                .set_expected_bucket_owner(self.owner.clone())
+                .send()
+                .await
+                .map_err(|e| s3_error(e, "s3:ListObjectVersions", url(&self.bucket, key)))?;
+            if out
+                .delete_markers()
+                .iter()
+                .any(|d| d.key() == Some(key) && d.version_id() == Some(marker))
+            {
+                return Ok(true);
+            }
+            let same_second = |k: Option<&str>, t: Option<&aws_smithy_types::DateTime>| {
+                k == Some(key) && t.and_then(|t| SystemTime::try_from(*t).ok()) == modified
+            };
+            let more = out.versions().iter().all(|v| same_second(v.key(), v.last_modified()))
+                && out.delete_markers().iter().all(|d| same_second(d.key(), d.last_modified()));
+            match (out.is_truncated(), out.next_key_marker(), out.next_version_id_marker()) {
+                (Some(true), Some(k), Some(v))
+                    if more
+                        && k == key
+                        && (k, v) != (key_marker.as_str(), version_marker.as_str()) =>
+                {
+                    (key_marker, version_marker) = (k.to_string(), v.to_string());
+                }
+                _ => return Ok(false),
+            }
+        }
+    }
+}
+
 /// One listed entry: a version or a delete marker.
 struct Entry {
     key: String,
@@ -154,45 +212,119 @@ struct Entry {
     etag: String,
     size: u64,
     modified: Option<SystemTime>,
-    deleted: bool,
+    /// `IsLatest`: the key's current entry.
+    latest: bool,
+    /// The listing page it came on: a key's entries on an earlier page are
+    /// newer than on a later one.
+    page: u64,
     checksum_algorithm: Option<String>,
 }
 
-/// The entries of one key escrow held at `at` that a restore may take,
-/// newest copy first: none when the key's newest entry by then is a delete
-/// marker (or escrow did not hold it yet), else its versions copied by then.
-/// `entries` are one key's, newest copy first.
-fn candidates(entries: Vec<Entry>, at: Option<SystemTime>) -> Vec<Entry> {
-    let held: Vec<Entry> = entries
-        .into_iter()
-        .filter(|e| !matches!((at, e.modified), (Some(at), Some(m)) if m > at))
-        .collect();
-    match held.first() {
-        Some(newest) if !newest.deleted => held.into_iter().filter(|e| !e.deleted).collect(),
-        _ => Vec::new(),
+/// One key's entries: its versions and its delete markers, each newest first
+/// as ListObjectVersions gives them (pages appended in order).
+///
+/// S3 gives `LastModified` to the second, so the time alone cannot order
+/// entries made in one second; the listing's order can, and `IsLatest`
+/// names the current entry. ListObjectVersions lists one key's versions and
+/// delete markers interleaved, newest first, but the response comes as two
+/// lists, so between a version and a marker of the same second neither the
+/// order nor the time tells which came first: unless one of them is the
+/// latest, [`S3RestoreSource::marker_is_older`] asks S3.
+#[derive(Default)]
+struct History {
+    versions: Vec<Entry>,
+    markers: Vec<Entry>,
+}
+
+/// Whether escrow held `e` at `at` (always, for `None` or an untimed entry).
+fn held(e: &Entry, at: Option<SystemTime>) -> bool {
+    !matches!((at, e.modified), (Some(at), Some(m)) if m > at)
+}
+
+/// A key as escrow held it at `at`.
+#[derive(Debug, PartialEq)]
+enum State {
+    /// Escrow did not hold the key yet, or its newest entry is a delete
+    /// marker.
+    Gone,
+    /// The newest entry is a version.
+    Held,
+    /// The newest held version and the newest held delete marker carry the
+    /// same time and neither is the latest: which came first needs S3.
+    Tie {
+        /// The newest held version's id.
+        version: String,
+        /// The newest held delete marker's id.
+        marker: String,
+        /// That second.
+        modified: Option<SystemTime>,
+        /// How many held entries carry that time.
+        entries: usize,
+    },
+}
+
+/// The state of one key at `at` from its listed entries.
+fn state(h: &History, at: Option<SystemTime>) -> State {
+    let version = h.versions.iter().find(|e| held(e, at));
+    let marker = h.markers.iter().find(|e| held(e, at));
+    match (version, marker) {
+        (None, _) => State::Gone,
+        (Some(_), None) => State::Held,
+        // The latest entry, when held, is the newest held one.
+        (Some(v), Some(_)) if v.latest => State::Held,
+        (Some(_), Some(m)) if m.latest => State::Gone,
+        // An earlier page, or a later second, is newer.
+        (Some(v), Some(m)) => match m.page.cmp(&v.page).then(v.modified.cmp(&m.modified)) {
+            std::cmp::Ordering::Greater => State::Held,
+            std::cmp::Ordering::Less => State::Gone,
+            std::cmp::Ordering::Equal => State::Tie {
+                version: v.version.clone(),
+                marker: m.version.clone(),
+                modified: v.modified,
+                entries: h
+                    .versions
+                    .iter()
+                    .chain(&h.markers)
+                    .filter(|e| held(e, at) && e.page == v.page && e.modified == v.modified)
+                    .count(),
+            },
+        },
     }
 }
 
-/// Splits entries in key order (newest copy first within a key) into
-/// complete key groups; the last key stays in `pending` when more pages
-/// follow, as its versions may go on there.
-fn groups(entries: Vec<Entry>, pending: &mut Vec<Entry>, last_page: bool) -> Vec<Vec<Entry>> {
-    let mut out: Vec<Vec<Entry>> = Vec::new();
-    let mut current = std::mem::take(pending);
-    for e in entries {
-        if current.first().is_some_and(|c| c.key != e.key) {
-            out.push(std::mem::take(&mut current));
-        }
-        current.push(e);
+/// The versions of a held key a restore may take, newest copy first: those
+/// escrow held at `at`.
+fn candidates(h: History, at: Option<SystemTime>) -> Vec<Entry> {
+    h.versions.into_iter().filter(|e| held(e, at)).collect()
+}
+
+/// Splits page `page` of entries (versions and delete markers, each in the
+/// listing's order: key order, newest first within a key) into complete key
+/// histories in key order; the last key stays in `pending` when more pages
+/// follow, as its entries may go on there.
+fn groups(
+    page: u64,
+    versions: Vec<Entry>,
+    markers: Vec<Entry>,
+    pending: &mut Option<(String, History)>,
+    last_page: bool,
+) -> Vec<(String, History)> {
+    let mut keys: BTreeMap<String, History> = BTreeMap::new();
+    // Everything of a key on an earlier page is newer than on this one.
+    if let Some((key, h)) = pending.take() {
+        keys.insert(key, h);
     }
-    if last_page {
-        if !current.is_empty() {
-            out.push(current);
-        }
-    } else {
-        *pending = current;
+    for (mut e, deleted) in
+        versions.into_iter().map(|e| (e, false)).chain(markers.into_iter().map(|e| (e, true)))
+    {
+        e.page = page;
+        let h = keys.entry(e.key.clone()).or_default();
+        if deleted { h.markers.push(e) } else { h.versions.push(e) }
     }
-    out
+    if !last_page {
+        *pending = keys.pop_last();
+    }
+    keys.into_iter().collect()
 }
 
 #[async_trait]
@@ -223,11 +355,12 @@ impl Source for S3RestoreSource {
         struct Page {
             key_marker: Option<String>,
             version_marker: Option<String>,
-            pending: Vec<Entry>,
+            pending: Option<(String, History)>,
+            number: u64,
             done: bool,
         }
         let start =
-            Page { key_marker: None, version_marker: None, pending: Vec::new(), done: false };
+            Page { key_marker: None, version_marker: None, pending: None, number: 0, done: false };
         futures::stream::try_unfold(start, move |mut page| {
             let prefix = prefix.clone();
             let strip = strip.clone();
@@ -252,34 +385,53 @@ impl Source for S3RestoreSource {
                 let time = |d: Option<&aws_smithy_types::DateTime>| {
                     d.and_then(|d| SystemTime::try_from(*d).ok())
                 };
-                let mut entries: Vec<Entry> = out
+                let entry =
+                    |key: Option<&str>,
+                     version: Option<&str>,
+                     etag: Option<&str>,
+                     size: Option<i64>,
+                     modified: Option<&aws_smithy_types::DateTime>,
+                     latest: Option<bool>,
+                     checksum_algorithm: Option<String>| Entry {
+                        key: key.unwrap_or_default().to_string(),
+                        version: version.unwrap_or("null").to_string(),
+                        etag: etag.unwrap_or_default().to_string(),
+                        size: size.unwrap_or(0).max(0) as u64,
+                        modified: time(modified),
+                        latest: latest.unwrap_or(false),
+                        page: 0,
+                        checksum_algorithm,
+                    };
+                let versions: Vec<Entry> = out
                     .versions()
                     .iter()
-                    .map(|v| Entry {
-                        key: v.key().unwrap_or_default().to_string(),
-                        version: v.version_id().unwrap_or("null").to_string(),
-                        etag: v.e_tag().unwrap_or_default().to_string(),
-                        size: v.size().unwrap_or(0).max(0) as u64,
-                        modified: time(v.last_modified()),
-                        deleted: false,
-                        checksum_algorithm: v
-                            .checksum_algorithm()
-                            .first()
-                            .map(|a| a.as_str().to_string()),
+                    .map(|v| {
+                        entry(
+                            v.key(),
+                            v.version_id(),
+                            v.e_tag(),
+                            v.size(),
+                            v.last_modified(),
+                            v.is_latest(),
+                            v.checksum_algorithm().first().map(|a| a.as_str().to_string()),
+                        )
                     })
-                    .chain(out.delete_markers().iter().map(|d| Entry {
-                        key: d.key().unwrap_or_default().to_string(),
-                        version: d.version_id().unwrap_or("null").to_string(),
-                        etag: String::new(),
-                        size: 0,
-                        modified: time(d.last_modified()),
-                        deleted: true,
-                        checksum_algorithm: None,
-                    }))
                     .collect();
-                // Versions and delete markers come in two lists: merge them
-                // back into key order, newest first within a key.
-                entries.sort_by(|a, b| a.key.cmp(&b.key).then(b.modified.cmp(&a.modified)));
+                let markers: Vec<Entry> = out
+                    .delete_markers()
+                    .iter()
+                    .map(|d| {
+                        entry(
+                            d.key(),
+                            d.version_id(),
+                            None,
+                            None,
+                            d.last_modified(),
+                            d.is_latest(),
+                            None,
+                        )
+                    })
+                    .collect();
                 if out.is_truncated().unwrap_or(false) {
                     page.key_marker = out.next_key_marker().map(str::to_string);
                     page.version_marker = out.next_version_id_marker().map(str::to_string);
@@ -287,28 +439,41 @@ impl Source for S3RestoreSource {
                     page.done = true;
                 }
                 let mut chosen = Vec::new();
-                for group in groups(entries, &mut page.pending, page.done) {
-                    let held = candidates(group, at);
-                    let pick = if self.source_order && held.len() > 1 {
-                        self.newest_in_source(held).await?
+                page.number += 1;
+                let number = page.number;
+                for (key, history) in
+                    groups(number, versions, markers, &mut page.pending, page.done)
+                {
+                    // escrow-sync's own multipart journal (under the job's
+                    // escrow prefix) is not data.
+                    let journal = key
+                        .strip_prefix(strip.as_str())
+                        .is_some_and(|k| k.starts_with(crate::journal::JOURNAL_DIR));
+                    let unstripped = key.strip_prefix(strip.as_str()).unwrap_or(&key);
+                    if journal || only.as_ref().is_some_and(|keys| !keys.contains(unstripped)) {
+                        continue;
+                    }
+                    let holds = match state(&history, at) {
+                        State::Gone => false,
+                        State::Held => true,
+                        // Held when the marker is the older of the two.
+                        State::Tie { version, marker, modified, entries } => {
+                            self.marker_is_older(&key, &version, &marker, modified, entries).await?
+                        }
+                    };
+                    if !holds {
+                        continue;
+                    }
+                    let taken = candidates(history, at);
+                    let pick = if self.source_order && taken.len() > 1 {
+                        self.newest_in_source(taken).await?
                     } else {
-                        held.into_iter().next()
+                        taken.into_iter().next()
                     };
                     chosen.extend(pick);
                 }
                 let items: Vec<Result<Item>> = chosen
                     .into_iter()
-                    // escrow-sync's own multipart journal (under the job's
-                    // escrow prefix) is not data.
-                    .filter(|e| {
-                        !e.key
-                            .strip_prefix(strip.as_str())
-                            .is_some_and(|k| k.starts_with(crate::journal::JOURNAL_DIR))
-                    })
-                    .filter(|e| {
-                        let key = e.key.strip_prefix(strip.as_str()).unwrap_or(&e.key);
-                        only.as_ref().is_none_or(|keys| keys.contains(key))
-                    })
                     .map(|e| {
                         let key = e.key.strip_prefix(strip.as_str()).unwrap_or(&e.key).to_string();
                         Ok(Item::new(key, ItemKind::Object, e.size, e.etag)
@@ -557,28 +722,42 @@ mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 
-    fn entry(key: &str, version: &str, secs: u64, deleted: bool) -> Entry {
+    fn entry(key: &str, version: &str, secs: u64, latest: bool) -> Entry {
         Entry {
             key: key.into(),
             version: version.into(),
             etag: format!("\"{version}\""),
             size: 1,
             modified: Some(UNIX_EPOCH + Duration::from_secs(secs)),
-            deleted,
+            latest,
+            page: 0,
             checksum_algorithm: None,
         }
+    }
+
+    fn v(key: &str, version: &str, secs: u64) -> Entry {
+        entry(key, version, secs, false)
     }
 
     fn keys(chosen: &[Entry]) -> Vec<(String, String)> {
         chosen.iter().map(|e| (e.key.clone(), e.version.clone())).collect()
     }
 
-    /// What the listing takes by copy order, over `pages`.
-    fn choose(pages: Vec<Vec<Entry>>, at: Option<SystemTime>) -> Vec<Entry> {
-        let (n, mut pending, mut out) = (pages.len(), Vec::new(), Vec::new());
-        for (i, page) in pages.into_iter().enumerate() {
-            for group in groups(page, &mut pending, i + 1 == n) {
-                out.extend(candidates(group, at).into_iter().next());
+    fn at(s: u64) -> Option<SystemTime> {
+        Some(UNIX_EPOCH + Duration::from_secs(s))
+    }
+
+    /// What the listing takes by copy order, over pages of (versions,
+    /// markers); a tie fails the test.
+    fn choose(pages: Vec<(Vec<Entry>, Vec<Entry>)>, at: Option<SystemTime>) -> Vec<Entry> {
+        let (n, mut pending, mut out) = (pages.len(), None, Vec::new());
+        for (i, (versions, markers)) in pages.into_iter().enumerate() {
+            for (_, h) in groups(i as u64, versions, markers, &mut pending, i + 1 == n) {
+                match state(&h, at) {
+                    State::Gone => {}
+                    State::Held => out.extend(candidates(h, at).into_iter().next()),
+                    tie => panic!("{tie:?}"),
+                }
             }
         }
         out
@@ -587,38 +766,86 @@ mod tests {
     #[test]
     fn each_key_as_it_was_at_the_time() {
         let page = || {
-            vec![
-                entry("a", "a3", 300, false),
-                entry("a", "a2", 200, false),
-                entry("a", "a1", 100, false),
-                entry("b", "b2", 250, true),
-                entry("b", "b1", 150, false),
-                entry("c", "c1", 400, false),
-            ]
+            (
+                vec![v("a", "a3", 300), v("a", "a2", 200), v("a", "a1", 100), v("b", "b1", 150)],
+                vec![v("b", "b2", 250)],
+            )
         };
-        let at = |s: u64| Some(UNIX_EPOCH + Duration::from_secs(s));
+        let c = || (vec![v("c", "c1", 400)], Vec::<Entry>::new());
+        let both = || {
+            let (mut versions, markers) = page();
+            versions.extend(c().0);
+            (versions, markers)
+        };
         assert_eq!(
-            keys(&choose(vec![page()], None)),
+            keys(&choose(vec![both()], None)),
             [("a".to_string(), "a3".to_string()), ("c".into(), "c1".into())]
         );
         assert_eq!(
-            keys(&choose(vec![page()], at(220))),
+            keys(&choose(vec![both()], at(220))),
             [("a".to_string(), "a2".to_string()), ("b".into(), "b1".into())]
         );
-        assert_eq!(keys(&choose(vec![page()], at(99))), Vec::<(String, String)>::new());
+        assert_eq!(keys(&choose(vec![both()], at(99))), Vec::<(String, String)>::new());
         // A key whose versions continue on the next page is settled once,
         // with all its versions as candidates.
         let pages = vec![
-            vec![entry("a", "a3", 300, false)],
-            vec![entry("a", "a2", 200, false), entry("b", "b1", 100, false)],
+            (vec![v("a", "a3", 300)], vec![]),
+            (vec![v("a", "a2", 200), v("b", "b1", 100)], vec![]),
         ];
         assert_eq!(
             keys(&choose(pages, at(1000))),
             [("a".to_string(), "a3".to_string()), ("b".into(), "b1".into())]
         );
-        let mut pending = Vec::new();
-        let first = groups(vec![entry("a", "a3", 300, false)], &mut pending, false);
-        let second = groups(vec![entry("a", "a2", 200, false)], &mut pending, true);
-        assert_eq!((first.len(), second.len(), second[0].len()), (0, 1, 2));
+        let mut pending = None;
+        let first = groups(0, vec![v("a", "a3", 300)], vec![], &mut pending, false);
+        let second = groups(1, vec![v("a", "a2", 200)], vec![], &mut pending, true);
+        assert_eq!((first.len(), second.len(), second[0].1.versions.len()), (0, 1, 2));
+        // Entries on a later page than the key's others are older, whatever
+        // their second.
+        let pages = vec![(vec![v("a", "a1", 100)], vec![]), (vec![], vec![v("a", "adel", 100)])];
+        assert_eq!(keys(&choose(pages, None)), [("a".to_string(), "a1".to_string())]);
+        let pages = vec![(vec![], vec![v("a", "adel", 100)]), (vec![v("a", "a1", 100)], vec![])];
+        assert!(choose(pages, None).is_empty());
+        // Two pages both ending with one key, markers and versions split.
+        let mut pending = None;
+        let first = groups(0, vec![v("a", "a1", 1)], vec![v("b", "bdel", 9)], &mut pending, false);
+        let second = groups(1, vec![v("b", "b1", 5), v("c", "c1", 1)], vec![], &mut pending, true);
+        assert_eq!(first.len(), 1);
+        let b: Vec<_> =
+            second.iter().map(|(k, h)| (k.as_str(), h.versions.len(), h.markers.len())).collect();
+        assert_eq!(b, [("b", 1, 1), ("c", 1, 0)]);
+    }
+
+    #[test]
+    fn same_second_entries_go_by_is_latest_then_need_the_listing() {
+        let h = |versions, markers| History { versions, markers };
+        // The marker is the latest: gone, now and as of that second.
+        let marked = || h(vec![v("a", "a1", 100)], vec![entry("a", "adel", 100, true)]);
+        assert_eq!(state(&marked(), None), State::Gone);
+        assert_eq!(state(&marked(), at(100)), State::Gone);
+        assert_eq!(state(&marked(), at(99)), State::Gone);
+        // The version is the latest (deleted and put again in one second).
+        let back = || h(vec![entry("a", "a2", 100, true)], vec![v("a", "adel", 100)]);
+        assert_eq!(state(&back(), None), State::Held);
+        assert_eq!(state(&back(), at(100)), State::Held);
+        // Neither is the latest: a tie to settle, counting that second's
+        // entries held.
+        let under = h(
+            vec![entry("a", "a3", 300, true), v("a", "a2", 100), v("a", "a1", 100)],
+            vec![v("a", "adel", 100)],
+        );
+        assert_eq!(
+            state(&under, at(150)),
+            State::Tie {
+                version: "a2".into(),
+                marker: "adel".into(),
+                modified: at(100),
+                entries: 3
+            }
+        );
+        assert_eq!(state(&under, None), State::Held);
+        assert_eq!(state(&under, at(99)), State::Gone);
+        let picked = candidates(under, at(150));
+        assert_eq!(keys(&picked), [("a".to_string(), "a2".to_string()), ("a".into(), "a1".into())]);
     }
 }
