@@ -692,8 +692,10 @@ async fn check_logs(
     v: &mut Validation,
     signed: &mut BTreeSet<String>,
 ) -> Result<()> {
-    let results: Vec<Option<IntegrityFinding>> = futures::stream::iter(entries)
-        .map(|e| check_log(store, e, hour))
+    // By index: a closure over `&LogFileEntry` makes the future
+    // lifetime-generic, and then not `Send` for callers that need it.
+    let results: Vec<Option<IntegrityFinding>> = futures::stream::iter(0..entries.len())
+        .map(|i| check_log(store, &entries[i], hour))
         .buffered(READ_CONCURRENCY)
         .try_collect()
         .await?;

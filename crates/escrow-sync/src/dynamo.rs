@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use escrow_sync_aws::Sessions;
-use escrow_sync_core::{Error, ErrorKind, Mode, Report, Result};
+use escrow_sync_core::{Error, ErrorKind, Job, JobContext, Mode, Report, Result};
 
-use crate::runner::JobCall;
 use escrow_sync_dynamodb::{
     CheckpointStore, EscrowBilling, EscrowTable, ExportJob, ExportTarget, ScanOptions, TableInfo,
     TableJob, checkpoint::DEFAULT_TABLE, history::History,
@@ -15,6 +14,7 @@ use escrow_sync_s3::{S3Sink, S3Source, check_dest_bucket, check_dest_protection}
 use crate::spec::{Config, DynamoDbJob};
 
 /// What the checks found for one job, ready to run.
+#[derive(Clone)]
 pub(crate) struct Checked {
     source: TableInfo,
 }
@@ -90,14 +90,40 @@ pub(crate) async fn check(
     Ok(Checked { source })
 }
 
-/// Runs one checked job in `mode`. `accept_mass_change` lets a table job
-/// overwrite more than `max_change_percent` of its escrow items
+/// A checked `[[dynamodb]]` job as a [`Job`]: a table job or an export
+/// job, built from the config and run with the context's cancellation,
+/// progress, item log and retry. The context's `accept_mass_change` lets a
+/// table job overwrite more than `max_change_percent` of its escrow items
 /// (`run --accept-mass-change`). An export job records each generation it
-/// completes in `item_log` (the run manifest); its `verify` trusts only
-/// generations a run manifest records.
-pub(crate) async fn run(job: &DynamoDbJob, checked: Checked, ctx: JobCall<'_>) -> Result<Report> {
-    let JobCall { config, sessions, mode, cancel, progress, accept_mass_change, item_log, .. } =
-        ctx;
+/// completes in the item log (the run manifest); its `verify` trusts only
+/// generations a run manifest records, and a table job's `verify` checks
+/// its item history.
+pub(crate) struct DynamoJob<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) job: &'a DynamoDbJob,
+    pub(crate) checked: Checked,
+    pub(crate) sessions: &'a Sessions,
+}
+
+#[async_trait::async_trait]
+impl Job for DynamoJob<'_> {
+    fn describe(&self) -> String {
+        self.job.name()
+    }
+
+    async fn execute(&self, mode: Mode, ctx: &JobContext) -> Result<Report> {
+        run(self.config, self.job, self.checked.clone(), self.sessions, mode, ctx).await
+    }
+}
+
+async fn run(
+    config: &Config,
+    job: &DynamoDbJob,
+    checked: Checked,
+    sessions: &Sessions,
+    mode: Mode,
+    ctx: &JobContext,
+) -> Result<Report> {
     let primary = escrow_sync_dynamodb::client(&sessions.primary);
     let segments = job
         .segments
@@ -106,7 +132,6 @@ pub(crate) async fn run(job: &DynamoDbJob, checked: Checked, ctx: JobCall<'_>) -
         ScanOptions::new().with_segments(segments).with_consistent_read(job.consistent_read);
     let store = checkpoint_store(config, job, sessions);
     let started = escrow_sync_aws::now_rfc3339();
-    let progress = progress.map(|p| p as Arc<_>);
     if let Some(bucket) = &job.dest_bucket {
         // No mass-change breaker for export generations: each run writes a
         // new generation of new objects, and nothing escrow holds is
@@ -136,10 +161,7 @@ pub(crate) async fn run(job: &DynamoDbJob, checked: Checked, ctx: JobCall<'_>) -
         .with_scan_options(options)
         .with_read_capacity_percent(job.read_capacity_percent)
         .with_workers(job.workers)
-        .with_checkpoints(Some(store))
-        .with_cancellation(cancel)
-        .with_progress(progress)
-        .with_item_log(item_log);
+        .with_checkpoints(Some(store));
         if mode == Mode::Verify {
             let recorded =
                 crate::manifest::recorded_generations(config, &sessions.escrow, job).await?;
@@ -157,7 +179,7 @@ pub(crate) async fn run(job: &DynamoDbJob, checked: Checked, ctx: JobCall<'_>) -
                 )
                 .with_staging_prefix(staging);
         }
-        return export.execute(mode).await;
+        return Job::execute(&export, mode, ctx).await;
     }
     let table = TableJob::new(
         job.name(),
@@ -173,12 +195,8 @@ pub(crate) async fn run(job: &DynamoDbJob, checked: Checked, ctx: JobCall<'_>) -
     .with_checkpoints(Some(store))
     .with_dead_letter_dir(job.dead_letter_dir.clone().unwrap_or_else(|| ".".into()))
     .with_max_change_percent(job.max_change_percent)
-    .with_accept_mass_change(accept_mass_change)
-    .with_cancellation(cancel)
-    .with_progress(progress)
-    .with_history(history(config, job, sessions))
-    .with_item_log(item_log);
-    let mut report = table.execute(mode).await?;
+    .with_history(history(config, job, sessions));
+    let mut report = Job::execute(&table, mode, ctx).await?;
     if mode == Mode::Verify
         && let Some(reader) = history_reader(job, &sessions.escrow)
     {

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use escrow_sync_aws::{Connector, Sessions};
 use escrow_sync_core::{
-    CancellationToken, Error, Executor, ExecutorOptions, ItemLog, Mode, ProgressFn, Report, Scope,
+    CancellationToken, Error, ExecutorOptions, Job, JobContext, Mode, ProgressFn, Report, Scope,
 };
 use escrow_sync_s3::{
-    S3Sink, S3Source, check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket,
+    S3CopyJob, S3Sink, S3Source, check_dest_bucket, check_dest_protection, check_kms_key,
+    check_source_bucket,
 };
 
 use crate::spec::{CloudTrailJob, Config, DynamoDbJob, JobRef, S3Job};
@@ -268,22 +269,32 @@ impl Runner {
                 }
                 Mode::Plan | Mode::Verify => None,
             };
-            let ctx = JobCall {
-                config,
-                sessions: &sessions,
-                mode,
-                checksums,
-                accept_mass_change,
-                cancel: cancel.clone(),
-                progress: callback,
-                item_log,
+            let ctx = JobContext::new()
+                .with_cancellation(cancel.clone())
+                .set_progress(callback)
+                .set_item_log(item_log)
+                .with_accept_mass_change(accept_mass_change)
+                .with_verify_checksums(checksums);
+            let streamed = matches!(job, Ready::S3(j) if config.streams(j));
+            let runnable: Box<dyn Job + '_> = match job {
+                Ready::S3(job) => Box::new(s3_job(config, job, &sessions)),
+                Ready::Snapshots(job) => {
+                    Box::new(snapshots::SnapshotJob { config, job, sessions: &sessions })
+                }
+                Ready::DynamoDb(job, checked) => Box::new(dynamo::DynamoJob {
+                    config,
+                    job,
+                    checked: *checked,
+                    sessions: &sessions,
+                }),
+                Ready::CloudTrail(job, checked) => Box::new(trail::TrailJob {
+                    config,
+                    job,
+                    checked: *checked,
+                    sessions: &sessions,
+                }),
             };
-            let (streamed, result) = match job {
-                Ready::S3(job) => (config.streams(job), run_s3(job, ctx).await),
-                Ready::Snapshots(job) => (false, snapshots::run(job, ctx).await),
-                Ready::DynamoDb(job, checked) => (false, dynamo::run(job, *checked, ctx).await),
-                Ready::CloudTrail(job, checked) => (false, trail::run(job, *checked, ctx).await),
-            };
+            let result = runnable.execute(mode, &ctx).await;
             let (result, lease_lost) = match held {
                 Some(lease) => lease.end(result).await,
                 None => (result, None),
@@ -307,20 +318,6 @@ impl Runner {
         }
         Ok(outcomes)
     }
-}
-
-/// What one job's run is given: the config, both sessions, the mode, its
-/// cancellation, progress and item log.
-#[derive(Clone)]
-pub(crate) struct JobCall<'a> {
-    pub(crate) config: &'a Config,
-    pub(crate) sessions: &'a Sessions,
-    pub(crate) mode: Mode,
-    pub(crate) checksums: bool,
-    pub(crate) accept_mass_change: bool,
-    pub(crate) cancel: CancellationToken,
-    pub(crate) progress: Option<ProgressFn>,
-    pub(crate) item_log: Option<ItemLog>,
 }
 
 /// An account id, unless unknown (an S3-compatible store stated none).
@@ -379,59 +376,23 @@ pub(crate) fn s3_sink(config: &Config, job: &S3Job, escrow: &escrow_sync_aws::Se
         .with_versions(job.versions)
 }
 
-/// Runs one `[[s3]]` job.
-pub(crate) async fn run_s3(job: &S3Job, ctx: JobCall<'_>) -> Result<Report, Error> {
-    let JobCall {
-        config,
-        sessions,
-        mode,
-        checksums,
-        accept_mass_change,
-        cancel,
-        progress,
-        item_log,
-    } = ctx;
+/// An `[[s3]]` job as a [`Job`]: its source in the primary, its sink in
+/// escrow, its executor options; a run first aborts the multipart uploads
+/// interrupted runs left behind.
+pub(crate) fn s3_job(config: &Config, job: &S3Job, sessions: &Sessions) -> S3CopyJob {
     let primary = escrow_sync_s3::client(&sessions.primary);
-    let primary_id = sessions.primary.account_id().to_string();
-    let streamed = config.streams(job);
     let pacer = job.max_requests_per_second.map(escrow_sync_core::RequestPacer::per_second);
     let source = S3Source::from_client(primary, &job.source_bucket)
-        .with_streaming(streamed)
+        .with_streaming(config.streams(job))
         .with_versions(job.versions)
         .with_pacer(pacer.clone())
         .with_prefix(&job.prefix)
-        .with_expected_owner(known(&primary_id));
+        .with_expected_owner(known(sessions.primary.account_id()));
     let sink = s3_sink(config, job, &sessions.escrow).with_pacer(pacer);
-    let mut job_warnings = Vec::new();
-    if mode == Mode::Run {
-        let age = std::time::Duration::from_secs(job.abort_stale_uploads_after_hours * 3600);
-        match sink.abort_stale_uploads(age).await {
-            Ok(0) => {}
-            Ok(n) => job_warnings.push(format!(
-                "aborted {n} multipart upload(s) that an interrupted run left in s3://{}",
-                job.dest_bucket
-            )),
-            Err(e) => job_warnings.push(format!(
-                "could not look for multipart uploads left by interrupted runs: {}",
-                e.chain()
-            )),
-        }
-    }
-    let guard =
-        escrow_sync_core::MassChangeGuard::for_job(job.max_change_percent, accept_mass_change);
-    let mut options = ExecutorOptions::new()
-        .with_concurrency(job.concurrency)
-        .with_verify_checksums(checksums)
-        .with_mass_change_guard(guard);
-    if let Some(log) = item_log {
-        options = options.with_item_log(log);
-    }
-    let mut executor = Executor::new(options).with_cancellation(cancel);
-    if let Some(p) = progress {
-        executor = executor.with_progress(p);
-    }
-    let mut report =
-        executor.execute(mode, &source, &sink, &Scope::with_prefix(&job.prefix)).await?;
-    report.warnings.extend(job_warnings);
-    Ok(report)
+    let age = std::time::Duration::from_secs(job.abort_stale_uploads_after_hours * 3600);
+    S3CopyJob::new(source, sink)
+        .with_scope(Scope::with_prefix(&job.prefix))
+        .with_options(ExecutorOptions::new().with_concurrency(job.concurrency))
+        .with_max_change_percent(job.max_change_percent)
+        .with_abort_stale_uploads_after(Some(age))
 }

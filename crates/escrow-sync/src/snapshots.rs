@@ -10,12 +10,11 @@ use serde::Serialize;
 
 use escrow_sync_aws::Sessions;
 use escrow_sync_core::{
-    CancellationToken, Error, EscrowCopy, Executor, ExecutorOptions, Item, ItemStream, Kept, Mode,
-    Payload, ProgressFn, PruneLimits, Report, Retained, Retention, Scope, Sink, Source,
+    CancellationToken, Error, EscrowCopy, ExecutorOptions, Item, ItemStream, Job, JobContext, Kept,
+    Mode, Payload, PruneLimits, Report, Retained, Retention, Scope, Sink, Source,
 };
 
 use crate::Verdict;
-use crate::runner::JobCall;
 use crate::spec::{Config, JobRef};
 
 /// An escrow store a part copies into and `prune` deletes from.
@@ -315,24 +314,15 @@ fn merge(total: &mut Option<Report>, part: Report) {
 }
 
 /// Runs every part of a snapshot job in `mode`, one type after another.
-async fn execute_parts(
-    parts: &[Part],
-    mode: Mode,
-    cancel: &CancellationToken,
-    progress: Option<ProgressFn>,
-    item_log: Option<escrow_sync_core::ItemLog>,
-) -> Result<Report, Error> {
+async fn execute_parts(parts: &[Part], mode: Mode, ctx: &JobContext) -> Result<Report, Error> {
+    // Snapshot stores keep no checksums: there is nothing to compare.
+    let ctx = ctx.clone().with_verify_checksums(false);
+    let cancel = ctx.cancellation();
     let mut total = None;
     for part in parts {
-        let mut options =
+        let options =
             ExecutorOptions::new().with_concurrency(part.in_flight).with_listed_in_escrow(true);
-        if let Some(log) = &item_log {
-            options = options.with_item_log(log.clone());
-        }
-        let mut executor = Executor::new(options).with_cancellation(cancel.clone());
-        if let Some(p) = &progress {
-            executor = executor.with_progress(p.clone());
-        }
+        let executor = ctx.executor(options);
         let store: &dyn Sink = part.store.as_ref();
         if part.source.cap.is_some() && matches!(mode, Mode::Run | Mode::Plan) {
             // The breaker counts new copies: what escrow does not hold yet.
@@ -357,17 +347,40 @@ async fn execute_parts(
     Ok(total.expect("a snapshot job has at least one part"))
 }
 
-/// Runs one snapshot job (`plan`, `run` or `verify`). Unless
-/// `accept_mass_change` (or the job's `max_change_percent = 100`), a run
-/// copies at most `max_new_copies_per_source` new copies of each source
-/// volume or database (the newest), holds back the rest (each a failure,
-/// logged as failed) and reports one `mass-change` finding.
-pub(crate) async fn run(job: JobRef<'_>, ctx: JobCall<'_>) -> Result<Report, Error> {
-    let JobCall { config, sessions, mode, cancel, progress, item_log, accept_mass_change, .. } =
-        ctx;
-    let cap = if accept_mass_change { None } else { new_copies_cap(job) };
+/// A snapshot job (`[[ec2]]`, `[[rds]]` or `[[redshift]]`) as a [`Job`]:
+/// one executor pass per resource type, merged into one report. Unless the
+/// context accepts a mass change (or the job's `max_change_percent = 100`),
+/// a run copies at most `max_new_copies_per_source` new copies of each
+/// source volume or database (the newest), holds back the rest (each a
+/// failure, logged as failed) and reports one `mass-change` finding.
+pub(crate) struct SnapshotJob<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) job: JobRef<'a>,
+    pub(crate) sessions: &'a Sessions,
+}
+
+#[async_trait::async_trait]
+impl Job for SnapshotJob<'_> {
+    fn describe(&self) -> String {
+        format!("{} ({} snapshots)", self.job.name(), self.job.kind())
+    }
+
+    async fn execute(&self, mode: Mode, ctx: &JobContext) -> Result<Report, Error> {
+        run(self.config, self.job, self.sessions, mode, ctx).await
+    }
+}
+
+async fn run(
+    config: &Config,
+    job: JobRef<'_>,
+    sessions: &Sessions,
+    mode: Mode,
+    ctx: &JobContext,
+) -> Result<Report, Error> {
+    let item_log = ctx.item_log().cloned();
+    let cap = if ctx.accept_mass_change() { None } else { new_copies_cap(job) };
     let parts = parts(config, job, sessions, cap);
-    let mut report = execute_parts(&parts, mode, &cancel, progress, item_log.clone()).await?;
+    let mut report = execute_parts(&parts, mode, ctx).await?;
     if let Some(cap) = cap {
         let held: Vec<(&str, Item)> = parts
             .iter()
@@ -987,9 +1000,8 @@ keep_last = 2
             sink.lock().unwrap().push(r);
         });
         let parts = [part(items.clone(), escrow, Some(3))];
-        let cancel = CancellationToken::new();
-        let mut report =
-            execute_parts(&parts, Mode::Run, &cancel, None, Some(log.clone())).await.unwrap();
+        let ctx = JobContext::new().with_item_log(log.clone());
+        let mut report = execute_parts(&parts, Mode::Run, &ctx).await.unwrap();
         let held = std::mem::take(&mut *parts[0].source.held_back.lock().unwrap());
         let held: Vec<_> = held.into_iter().map(|i| ("EBS snapshots", i)).collect();
         hold_back("volumes", 3, Mode::Run, held, Some(&log), &mut report);
@@ -1014,7 +1026,7 @@ keep_last = 2
 
         // Off (accepted, or max_change_percent = 100): everything is copied.
         let parts = [part(items, Escrow::default(), None)];
-        let report = execute_parts(&parts, Mode::Run, &cancel, None, None).await.unwrap();
+        let report = execute_parts(&parts, Mode::Run, &JobContext::new()).await.unwrap();
         assert_eq!((report.copied, report.failed), (7, 0));
         assert!(parts[0].source.held_back.lock().unwrap().is_empty());
     }

@@ -12,11 +12,10 @@ use escrow_sync_cloudtrail::{
     EscrowTrailStore, FindingKind, KeySource, Keyring, ListPublicKeys, Location, Options, Trail,
     TrailStore,
 };
-use escrow_sync_core::{Error, Finding, Mode, Report, Result};
+use escrow_sync_core::{Error, Finding, Job, JobContext, Mode, Report, Result};
 use escrow_sync_s3::check_source_bucket;
 
-use crate::runner::JobCall;
-use crate::spec::CloudTrailJob;
+use crate::spec::{CloudTrailJob, Config};
 
 /// A job's trails, found and checked.
 pub(crate) struct Checked {
@@ -110,9 +109,36 @@ fn locations(trails: &[Trail], all: &[Trail]) -> BTreeMap<(String, String), Loca
     out
 }
 
-/// Runs (plan, run or verify) one `[[cloudtrail]]` job.
-pub(crate) async fn run(job: &CloudTrailJob, checked: Checked, ctx: JobCall<'_>) -> Result<Report> {
-    let (sessions, mode, cancel) = (ctx.sessions, ctx.mode, ctx.cancel.clone());
+/// A checked `[[cloudtrail]]` job as a [`Job`]: each log location copied
+/// like an `[[s3]]` job, and `verify` validating the escrow copy's
+/// integrity chain.
+pub(crate) struct TrailJob<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) job: &'a CloudTrailJob,
+    pub(crate) checked: Checked,
+    pub(crate) sessions: &'a Sessions,
+}
+
+#[async_trait::async_trait]
+impl Job for TrailJob<'_> {
+    fn describe(&self) -> String {
+        self.job.name()
+    }
+
+    async fn execute(&self, mode: Mode, ctx: &JobContext) -> Result<Report> {
+        run(self.config, self.job, &self.checked, self.sessions, mode, ctx).await
+    }
+}
+
+async fn run(
+    config: &Config,
+    job: &CloudTrailJob,
+    checked: &Checked,
+    sessions: &Sessions,
+    mode: Mode,
+    ctx: &JobContext,
+) -> Result<Report> {
+    let cancel = ctx.cancellation();
     let locations = locations(&checked.trails, &checked.all);
     let sources: Vec<_> =
         locations.values().map(|l| format!("s3://{}/{}", l.bucket, l.root())).collect();
@@ -145,7 +171,7 @@ pub(crate) async fn run(job: &CloudTrailJob, checked: Checked, ctx: JobCall<'_>)
             break;
         }
         let s3 = job.s3_job(&loc.bucket, &loc.key_prefix);
-        let part = crate::runner::run_s3(&s3, ctx.clone()).await?;
+        let part = Job::execute(&crate::runner::s3_job(config, &s3, sessions), mode, ctx).await?;
         report.absorb(part);
     }
     if mode == Mode::Verify && !report.cancelled {
