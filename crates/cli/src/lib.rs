@@ -10,6 +10,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "governance")]
+mod governance;
 pub mod output;
 mod progress;
 pub mod redact;
@@ -20,7 +22,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use escrow_sync::governance::PolicyFormat as Policy;
 use escrow_sync::restore::RestoreRequest;
 use escrow_sync::spec::Config;
 use escrow_sync::{CancellationToken, Error, Mode, RunOptions, Runner, Verdict};
@@ -237,8 +238,18 @@ pub async fn run(cli: Cli) -> u8 {
             let options = RunOptions::new().checksums(a.checksums);
             jobs(Mode::Verify, &a.job, options, a.offline, cancel).await
         }
-        Command::Policy(a) => policy(&a),
-        Command::Audit(a) => audit(&a).await,
+        #[cfg(feature = "governance")]
+        Command::Policy(a) => governance::policy(&a),
+        #[cfg(feature = "governance")]
+        Command::Audit(a) => governance::audit(&a).await,
+        #[cfg(not(feature = "governance"))]
+        Command::Policy(_) | Command::Audit(_) => {
+            fatal(&Error::invalid_config(
+                "this build of escrow-sync has no governance support (policy, audit): build it \
+                 with the `governance` feature",
+            ));
+            exit::FATAL
+        }
         Command::Restore(a) => restore(&a, cancel).await,
         Command::Prune(a) => prune(&a, cancel).await,
     }
@@ -302,60 +313,6 @@ async fn jobs(
         if let Some(e) = &j.error {
             eprintln!("error: job {}: {}", j.name, redact::redact(&e.chain()));
         }
-    }
-    code
-}
-
-/// `policy`: prints the document; returns the exit code.
-fn policy(args: &PolicyArgs) -> u8 {
-    let format = match args.format {
-        PolicyFormat::Json => Policy::Json,
-        PolicyFormat::Cloudformation => Policy::Cloudformation,
-    };
-    match load(&args.config).and_then(|c| escrow_sync::governance::policy(&c, format)) {
-        Ok(doc) => {
-            let text = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string());
-            let _ = writeln!(std::io::stdout().lock(), "{text}");
-            exit::OK
-        }
-        Err(e) => {
-            fatal(&e);
-            exit::FATAL
-        }
-    }
-}
-
-/// `audit`: prints the findings; exit 3 when one is at or above
-/// `--fail-on`.
-async fn audit(args: &AuditArgs) -> u8 {
-    use escrow_sync::governance_checks::audit as checks;
-    let fail_on = match args.fail_on {
-        Severity::Low => checks::Severity::Low,
-        Severity::Medium => checks::Severity::Medium,
-        Severity::High => checks::Severity::High,
-    };
-    let result = match load(&args.config) {
-        Ok(config) => escrow_sync::governance::audit(&config).await,
-        Err(e) => Err(e),
-    };
-    let code = match &result {
-        Err(_) => exit::FATAL,
-        Ok(a) if checks::fails(&a.findings, fail_on) => exit::DIFFERENCES,
-        Ok(_) => exit::OK,
-    };
-    let mut stdout = std::io::stdout().lock();
-    match (args.output, &result) {
-        (OutputFormat::Json, _) => {
-            let doc = render::audit_json(result.as_ref().ok(), result.as_ref().err(), code);
-            let _ = writeln!(stdout, "{doc}");
-        }
-        (OutputFormat::Text, Ok(a)) => {
-            let _ = write!(stdout, "{}", render::audit_text(a, fail_on, code));
-        }
-        (OutputFormat::Text, Err(_)) => {}
-    }
-    if let Err(e) = &result {
-        eprintln!("error: {}", e.chain());
     }
     code
 }

@@ -43,7 +43,9 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "dynamodb")]
 mod dynamo;
+#[cfg(feature = "governance")]
 pub mod governance;
 mod lease;
 mod manifest;
@@ -51,16 +53,23 @@ pub mod restore;
 mod runner;
 mod snapshots;
 pub mod spec;
+#[cfg(feature = "cloudtrail")]
 mod trail;
 
 pub use escrow_sync_aws as aws;
+#[cfg(feature = "cloudtrail")]
 pub use escrow_sync_cloudtrail as cloudtrail;
 pub use escrow_sync_core as core;
-pub use escrow_sync_core::{CancellationToken, Error, ErrorKind, Mode, Report};
+pub use escrow_sync_core::{CancellationToken, Error, ErrorKind, Job, JobContext, Mode, Report};
+#[cfg(feature = "dynamodb")]
 pub use escrow_sync_dynamodb as dynamodb;
+#[cfg(feature = "ec2")]
 pub use escrow_sync_ec2 as ec2;
+#[cfg(feature = "governance")]
 pub use escrow_sync_governance as governance_checks;
+#[cfg(feature = "rds")]
 pub use escrow_sync_rds as rds;
+#[cfg(feature = "redshift")]
 pub use escrow_sync_redshift as redshift;
 pub use escrow_sync_s3 as s3;
 

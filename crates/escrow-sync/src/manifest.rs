@@ -33,6 +33,7 @@ fn store(config: &Config, escrow: &Session) -> Option<ManifestStore> {
     )
 }
 
+#[cfg(feature = "dynamodb")]
 /// The export generations of `job` that run manifests record: generation
 /// id -> SHA-256 of the generation's `manifest.json`, as the run that
 /// completed it wrote it. `None` without `[escrow] manifest_bucket`: then
@@ -54,6 +55,7 @@ pub(crate) async fn recorded_generations(
 
 /// Adds the generations under `prefix` (`<dest_prefix><table>/`) that
 /// `manifest` records as written by job `job` to `out`.
+#[cfg_attr(not(feature = "dynamodb"), allow(dead_code))]
 pub(crate) fn generations_in(
     manifest: &escrow_sync_core::manifest::Manifest,
     job: &str,
@@ -323,6 +325,7 @@ async fn check(
     Ok(())
 }
 
+#[cfg(feature = "dynamodb")]
 /// DynamoDB jobs offline: the escrow table exists (table jobs), or a
 /// complete export generation exists under the prefix (export jobs).
 async fn check_dynamodb(
@@ -569,16 +572,23 @@ pub(crate) async fn verify_offline(
                     check(&sink, record, unfinished.is_none(), &mut report).await?;
                     report
                 }
+                #[cfg(feature = "dynamodb")]
                 JobRef::DynamoDb(j) => {
                     let mut report = Report::new(Mode::Verify, &source, "escrow");
                     check_dynamodb(config, j, escrow, &mut report).await?;
                     report
                 }
+                #[cfg(feature = "cloudtrail")]
                 JobRef::CloudTrail(j) => {
                     let mut report = Report::new(Mode::Verify, &source, "escrow");
                     crate::trail::verify_offline(j, escrow, &mut report).await?;
                     report
                 }
+                // Refused when the config was parsed.
+                #[cfg(not(feature = "dynamodb"))]
+                JobRef::DynamoDb(_) => return Err(crate::spec::not_built("dynamodb")),
+                #[cfg(not(feature = "cloudtrail"))]
+                JobRef::CloudTrail(_) => return Err(crate::spec::not_built("cloudtrail")),
                 JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => {
                     let stores = crate::snapshots::escrow_stores(config, job, escrow);
                     let names: Vec<String> =

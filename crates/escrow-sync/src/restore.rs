@@ -29,20 +29,28 @@ use futures::TryStreamExt;
 use serde::Serialize;
 
 use escrow_sync_aws::{Connector, Session};
+#[cfg(any(feature = "ec2", feature = "rds", feature = "redshift"))]
 use escrow_sync_core::snapshot::{SnapshotRestore, SnapshotRestoreRequest};
 use escrow_sync_core::{
-    CancellationToken, Error, ErrorKind, Executor, ExecutorOptions, Item, Mode, Report, Scope,
-    Source,
+    CancellationToken, Error, Executor, ExecutorOptions, Item, Mode, Report, Scope, Source,
 };
+#[cfg(feature = "dynamodb")]
 use escrow_sync_dynamodb::history::{AsOf, HistoryView};
+#[cfg(feature = "dynamodb")]
 use escrow_sync_dynamodb::{DynamoDbSink, DynamoDbSource, EscrowTable, ScanOptions, TableInfo};
 use escrow_sync_s3::{
-    S3RestoreSource, S3Sink, S3Source, bucket_exists, compare_with_target, create_bucket,
+    S3RestoreSource, S3Sink, bucket_exists, compare_with_target, create_bucket,
     delete_bucket_and_contents,
 };
 
 use crate::Verdict;
-use crate::spec::{Config, DynamoDbJob, JobRef, S3Job};
+#[cfg(feature = "dynamodb")]
+use crate::spec::DynamoDbJob;
+use crate::spec::{Config, JobRef, S3Job};
+#[cfg(feature = "dynamodb")]
+use escrow_sync_core::ErrorKind;
+#[cfg(feature = "dynamodb")]
+use escrow_sync_s3::S3Source;
 
 /// How many objects a drill compares at once.
 const COMPARE_CONCURRENCY: usize = 8;
@@ -336,8 +344,9 @@ pub async fn restore(
             escrow.account_id()
         )));
     }
-    let primary = config.primary_account().account_id.clone();
-    let region = config.escrow.region.clone();
+    #[cfg(any(feature = "ec2", feature = "rds", feature = "redshift"))]
+    let (primary, region) =
+        (config.primary_account().account_id.clone(), config.escrow.region.clone());
     match job {
         JobRef::S3(j) => {
             // As of --at, only the keys the primary held then, by the run
@@ -375,6 +384,7 @@ pub async fn restore(
             }
             Ok(restored)
         }
+        #[cfg(feature = "dynamodb")]
         JobRef::DynamoDb(j) if j.dest_table.is_some() => {
             // As for S3: only the keys the primary held then, by the run
             // manifest of that time, unless --include-deleted.
@@ -414,16 +424,19 @@ pub async fn restore(
             }
             Ok(restored)
         }
+        #[cfg(feature = "dynamodb")]
         JobRef::DynamoDb(j) => {
             let recorded = crate::manifest::recorded_generations(config, &escrow, j).await?;
             restore_generation(args, j, at, recorded, &escrow, &target, &cancel).await
         }
+        #[cfg(feature = "ec2")]
         JobRef::Ec2(j) => {
             let kind =
                 escrow_sync_ec2::restore::Ec2Restore::new(&escrow, &target, &region, &primary)
                     .with_selection(&j.ids, j.includes("snapshots"), j.includes("images"));
             restore_snapshots(args, "ec2", &kind, at, &cancel).await
         }
+        #[cfg(feature = "rds")]
         JobRef::Rds(j) => {
             use escrow_sync_rds::RdsKind;
             let kinds = [RdsKind::Db, RdsKind::Cluster];
@@ -433,6 +446,7 @@ pub async fn restore(
                     .with_kinds(kinds.into_iter().filter(|k| j.includes(k.as_str())).collect());
             restore_snapshots(args, "rds", &kind, at, &cancel).await
         }
+        #[cfg(feature = "redshift")]
         JobRef::Redshift(j) => {
             let kind = escrow_sync_redshift::restore::RedshiftRestore::new(
                 &escrow, &target, &region, &primary,
@@ -440,6 +454,7 @@ pub async fn restore(
             .with_ids(&j.ids);
             restore_snapshots(args, "redshift", &kind, at, &cancel).await
         }
+        #[cfg(feature = "cloudtrail")]
         JobRef::CloudTrail(j) => {
             // The log bucket's copy, restored like an [[s3]] job's: every
             // file under <dest_prefix><bucket>/, into a bucket named like it.
@@ -447,6 +462,9 @@ pub async fn restore(
             let s3 = S3Job { prefix: String::new(), ..j.s3_job(&bucket, "") };
             restore_s3(args, &s3, at, None, &escrow, &target, cancel).await
         }
+        // Refused when the config was parsed.
+        #[allow(unreachable_patterns)]
+        other => Err(crate::spec::not_built(other.kind())),
     }
 }
 
@@ -570,6 +588,7 @@ async fn restore_s3(
     Ok(restored)
 }
 
+#[cfg(feature = "dynamodb")]
 /// A table-to-table job: the escrow table into a table of the recovery
 /// account, created as a clone of the escrow table's schema when missing.
 async fn restore_table(
@@ -724,6 +743,7 @@ async fn restore_table(
     Ok(restored)
 }
 
+#[cfg(any(feature = "ec2", feature = "rds", feature = "redshift"))]
 /// A snapshot job's escrow copies through its kind's [`SnapshotRestore`]:
 /// the one orchestration in core shares, copies, checks and cleans up the
 /// same way for EBS snapshots and AMIs, RDS and Aurora, and Redshift.
@@ -763,6 +783,7 @@ async fn restore_snapshots<R: SnapshotRestore + Sync>(
     Ok(restored)
 }
 
+#[cfg(feature = "dynamodb")]
 /// An export job: one complete generation in the escrow bucket (the newest,
 /// or the newest started at or before `--at`, that a run manifest records
 /// in `recorded`, its `manifest.json` checked against the recorded
@@ -1018,6 +1039,7 @@ async fn restore_generation(
     Ok(restored)
 }
 
+#[cfg(feature = "dynamodb")]
 /// `e`, saying also that a drill's clean-up failed (`cleanup`), if it did.
 fn with_cleanup(e: Error, cleanup: Option<&String>) -> Error {
     match cleanup {
@@ -1031,6 +1053,7 @@ fn with_cleanup(e: Error, cleanup: Option<&String>) -> Error {
     }
 }
 
+#[cfg(feature = "dynamodb")]
 /// A drill's table deleted; the error, if any, recorded in `drill`.
 async fn drop_drill_table(table: EscrowTable, name: &str, account: &str, drill: &mut DrillReport) {
     match table.delete_restored().await {

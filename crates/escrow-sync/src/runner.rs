@@ -12,8 +12,12 @@ use escrow_sync_s3::{
     check_source_bucket,
 };
 
-use crate::spec::{CloudTrailJob, Config, DynamoDbJob, JobRef, S3Job};
-use crate::{dynamo, lease, manifest, snapshots, trail};
+#[cfg(feature = "dynamodb")]
+use crate::dynamo;
+use crate::spec::{Config, JobRef, S3Job};
+#[cfg(feature = "cloudtrail")]
+use crate::trail;
+use crate::{lease, manifest, snapshots};
 
 /// The outcome of one job.
 #[derive(Debug)]
@@ -219,13 +223,19 @@ impl Runner {
                     .await?;
                     Ready::S3(job)
                 }
+                #[cfg(feature = "dynamodb")]
                 JobRef::DynamoDb(job) => {
                     Ready::DynamoDb(job, Box::new(dynamo::check(config, job, &sessions).await?))
                 }
                 JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => Ready::Snapshots(*job),
+                #[cfg(feature = "cloudtrail")]
                 JobRef::CloudTrail(job) => {
                     Ready::CloudTrail(job, Box::new(trail::check(job, &sessions).await?))
                 }
+                // Refused when the config was parsed; said again for an
+                // embedder that changed the config since.
+                #[allow(unreachable_patterns)]
+                other => return Err(crate::spec::not_built(other.kind())),
             });
         }
         let warnings = sessions.warnings.clone();
@@ -281,12 +291,14 @@ impl Runner {
                 Ready::Snapshots(job) => {
                     Box::new(snapshots::SnapshotJob { config, job, sessions: &sessions })
                 }
+                #[cfg(feature = "dynamodb")]
                 Ready::DynamoDb(job, checked) => Box::new(dynamo::DynamoJob {
                     config,
                     job,
                     checked: *checked,
                     sessions: &sessions,
                 }),
+                #[cfg(feature = "cloudtrail")]
                 Ready::CloudTrail(job, checked) => Box::new(trail::TrailJob {
                     config,
                     job,
@@ -341,9 +353,11 @@ pub(crate) async fn check_escrow_bucket(
 /// A job that passed its checks.
 enum Ready<'a> {
     S3(&'a S3Job),
-    DynamoDb(&'a DynamoDbJob, Box<dynamo::Checked>),
+    #[cfg(feature = "dynamodb")]
+    DynamoDb(&'a crate::spec::DynamoDbJob, Box<dynamo::Checked>),
     Snapshots(JobRef<'a>),
-    CloudTrail(&'a CloudTrailJob, Box<trail::Checked>),
+    #[cfg(feature = "cloudtrail")]
+    CloudTrail(&'a crate::spec::CloudTrailJob, Box<trail::Checked>),
 }
 
 impl<'a> Ready<'a> {
@@ -351,8 +365,10 @@ impl<'a> Ready<'a> {
     fn job_ref(&self) -> JobRef<'a> {
         match self {
             Ready::S3(j) => JobRef::S3(j),
+            #[cfg(feature = "dynamodb")]
             Ready::DynamoDb(j, _) => JobRef::DynamoDb(j),
             Ready::Snapshots(j) => *j,
+            #[cfg(feature = "cloudtrail")]
             Ready::CloudTrail(j, _) => JobRef::CloudTrail(j),
         }
     }

@@ -191,6 +191,7 @@ impl CloudTrailJob {
 
     /// The `[[s3]]` job copying what trails deliver to `bucket` under
     /// `key_prefix`.
+    #[cfg(feature = "cloudtrail")]
     pub fn s3_job(&self, bucket: &str, key_prefix: &str) -> S3Job {
         S3Job {
             source_bucket: bucket.to_string(),
@@ -699,6 +700,15 @@ impl std::fmt::Display for Place {
     }
 }
 
+/// The error for a job of `kind` in a build without that kind's feature.
+pub(crate) fn not_built(kind: &str) -> Error {
+    Error::invalid_config(format!(
+        "this build of escrow-sync has no {kind} support (it has: {}): build it with the `{kind}` \
+         feature, or remove the job",
+        Config::built_kinds().join(", ")
+    ))
+}
+
 /// One configured job of any kind.
 #[derive(Debug, Clone, Copy)]
 pub enum JobRef<'a> {
@@ -1084,7 +1094,46 @@ impl Config {
         Ok(config)
     }
 
+    /// The job kinds this build can run (the cargo features it was built
+    /// with).
+    pub fn built_kinds() -> Vec<&'static str> {
+        [
+            ("s3", cfg!(feature = "s3")),
+            ("dynamodb", cfg!(feature = "dynamodb")),
+            ("ec2", cfg!(feature = "ec2")),
+            ("rds", cfg!(feature = "rds")),
+            ("redshift", cfg!(feature = "redshift")),
+            ("cloudtrail", cfg!(feature = "cloudtrail")),
+        ]
+        .into_iter()
+        .filter_map(|(kind, built)| built.then_some(kind))
+        .collect()
+    }
+
+    /// Refuses jobs of a kind not in `built` (a build without that
+    /// service's feature), naming the kind and the fix.
+    fn check_built(&self, origin: &str, built: &[&str]) -> Result<()> {
+        let used = [
+            ("s3", self.s3.len()),
+            ("dynamodb", self.dynamodb.len()),
+            ("ec2", self.ec2.len()),
+            ("rds", self.rds.len()),
+            ("redshift", self.redshift.len()),
+            ("cloudtrail", self.cloudtrail.len()),
+        ];
+        match used.iter().find(|(kind, n)| *n > 0 && !built.contains(kind)) {
+            None => Ok(()),
+            Some((kind, n)) => Err(Error::invalid_config(format!(
+                "{origin}: {n} [[{kind}]] job(s), but this build of escrow-sync has no {kind} \
+                 support (it has: {}): build it with the `{kind}` feature (cargo install \
+                 escrow-sync-cli --features {kind}), or remove the job(s)",
+                built.join(", ")
+            ))),
+        }
+    }
+
     fn validate(&self, origin: &str) -> Result<()> {
+        self.check_built(origin, &Self::built_kinds())?;
         if let Some(ttl) = self.escrow.lease_ttl_seconds
             && !(MIN_LEASE_TTL_SECONDS..=MAX_LEASE_TTL_SECONDS).contains(&ttl)
         {
@@ -1690,6 +1739,20 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_of_a_kind_this_build_lacks_is_refused_naming_the_feature() {
+        let text = "[escrow]\nregion = \"us-east-1\"\n[primary]\naccount_id = \"111111111111\"\n\
+                    [[s3]]\nsource_bucket = \"a\"\ndest_bucket = \"b\"\n[[ec2]]\n";
+        let config = Config::parse(text, "c").unwrap();
+        assert!(config.check_built("c", &["s3", "ec2"]).is_ok());
+        let err = config.check_built("c", &["s3", "dynamodb"]).unwrap_err();
+        assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+        let text = err.to_string();
+        assert!(text.contains("1 [[ec2]] job(s)"), "{text}");
+        assert!(text.contains("has: s3, dynamodb"), "{text}");
+        assert!(text.contains("`ec2` feature"), "{text}");
+    }
 
     const GOOD: &str = r#"
 [escrow]
