@@ -3,9 +3,6 @@
 
 use std::io::Write;
 
-use serde::Serialize;
-
-use escrow_sync::Error;
 use escrow_sync::governance::{Audited, PolicyFormat as Policy};
 use escrow_sync::governance_checks::audit;
 
@@ -52,7 +49,7 @@ pub(crate) async fn audit(args: &AuditArgs) -> u8 {
     let mut stdout = std::io::stdout().lock();
     match (args.output, &result) {
         (OutputFormat::Json, _) => {
-            let doc = audit_json(result.as_ref().ok(), result.as_ref().err(), code);
+            let doc = escrow_sync::doc::audit(result.as_ref().ok(), result.as_ref().err(), code);
             let _ = writeln!(stdout, "{doc}");
         }
         (OutputFormat::Text, Ok(a)) => {
@@ -64,30 +61,6 @@ pub(crate) async fn audit(args: &AuditArgs) -> u8 {
         eprintln!("error: {}", e.chain());
     }
     code
-}
-
-#[derive(Serialize)]
-struct AuditDoc<'a> {
-    ok: bool,
-    command: &'static str,
-    escrow_account: Option<&'a str>,
-    findings: &'a [audit::Finding],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    exit_code: u8,
-}
-
-/// The JSON document of `audit --output json`.
-fn audit_json(audited: Option<&Audited>, fatal: Option<&Error>, code: u8) -> String {
-    let doc = AuditDoc {
-        ok: code == exit::OK,
-        command: "audit",
-        escrow_account: audited.map(|a| a.escrow_account.as_str()),
-        findings: audited.map(|a| a.findings.as_slice()).unwrap_or_default(),
-        error: fatal.map(Error::chain),
-        exit_code: code,
-    };
-    serde_json::to_string_pretty(&doc).expect("findings serialise")
 }
 
 /// The text report: one line per finding, then a summary.
@@ -156,25 +129,5 @@ mod tests {
             audit_text(&clean, audit::Severity::High, 0),
             "audit of escrow account 222222222222: no findings\n"
         );
-    }
-
-    #[test]
-    fn json_has_the_documented_shape() {
-        let v: serde_json::Value =
-            serde_json::from_str(&audit_json(Some(&audited()), None, 3)).unwrap();
-        assert_eq!(v["ok"], false);
-        assert_eq!(v["command"], "audit");
-        assert_eq!(v["escrow_account"], "222222222222");
-        assert_eq!(v["exit_code"], 3);
-        assert_eq!(v["findings"][0]["severity"], "high");
-        assert_eq!(v["findings"][0]["check"], "s3.bucket.versioning");
-        assert_eq!(v["findings"][0]["resource"], "s3://esc");
-        assert!(v.get("error").is_none());
-        let fatal = Error::invalid_config("[escrow] region is empty");
-        let v: serde_json::Value =
-            serde_json::from_str(&audit_json(None, Some(&fatal), 2)).unwrap();
-        assert_eq!(v["exit_code"], 2);
-        assert_eq!(v["findings"], serde_json::json!([]));
-        assert!(v["error"].as_str().unwrap().contains("region is empty"));
     }
 }

@@ -299,7 +299,7 @@ async fn jobs(
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
-            let doc = output::json(mode, &jobs, fatal_error.as_ref(), code);
+            let doc = escrow_sync::doc::jobs(mode, &jobs, fatal_error.as_ref(), code);
             let _ = writeln!(stdout, "{}", redact::redact(&doc));
         }
         OutputFormat::Text => {
@@ -336,7 +336,8 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
     let mut stdout = std::io::stdout().lock();
     match (args.output, &result) {
         (OutputFormat::Json, _) => {
-            let _ = writeln!(stdout, "{}", redact::redact(&render::restore_json(&result, code)));
+            let _ =
+                writeln!(stdout, "{}", redact::redact(&escrow_sync::doc::restore(&result, code)));
         }
         (OutputFormat::Text, Ok(r)) => {
             let _ = write!(stdout, "{}", redact::redact(&render::restore_text(r)));
@@ -372,7 +373,7 @@ async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
     let mut stdout = std::io::stdout().lock();
     match args.job.output {
         OutputFormat::Json => {
-            let doc = render::prune_json(&outcomes, args.apply, fatal_error.as_ref(), code);
+            let doc = escrow_sync::doc::prune(&outcomes, args.apply, fatal_error.as_ref(), code);
             let _ = writeln!(stdout, "{}", redact::redact(&doc));
         }
         OutputFormat::Text => {

@@ -1,9 +1,8 @@
-//! Rendering reports as text or JSON, and the exit code.
-
-use serde::Serialize;
+//! Rendering reports as text (JSON documents come from `escrow_sync::doc`),
+//! and the exit codes.
 
 use escrow_sync::JobOutcome;
-use escrow_sync_core::{CopyReason, Error, Mode, Report};
+use escrow_sync_core::{CopyReason, Mode};
 
 /// Process exit codes.
 pub mod exit {
@@ -20,129 +19,6 @@ pub mod exit {
 /// The exit code for a set of outcomes.
 pub fn exit_code(mode: Mode, jobs: &[JobOutcome]) -> u8 {
     crate::render::code(escrow_sync::Verdict::of_jobs(mode, jobs))
-}
-
-#[derive(Serialize)]
-struct JsonFailure<'a> {
-    key: &'a str,
-    error: &'a str,
-    kind: escrow_sync_core::ErrorKind,
-    attempts: u32,
-}
-
-#[derive(Serialize)]
-struct JsonJob<'a> {
-    name: &'a str,
-    kind: &'a str,
-    copied: u64,
-    skipped: u64,
-    failed: u64,
-    bytes_copied: u64,
-    copied_in_parts: u64,
-    streamed: bool,
-    missing: u64,
-    different: u64,
-    failures: Vec<JsonFailure<'a>>,
-    retained: u64,
-    held_back: u64,
-    unprotected: u64,
-    findings: Vec<&'a escrow_sync_core::Finding>,
-    throttled: u64,
-    cancelled: bool,
-    source: Option<&'a str>,
-    destination: Option<&'a str>,
-    differences: Vec<&'a escrow_sync_core::Difference>,
-    differences_truncated: u64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    in_escrow: Vec<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    key_digests: Vec<&'a escrow_sync_core::KeyDigest>,
-    warnings: Vec<&'a str>,
-    notes: Vec<&'a str>,
-    elapsed_seconds: f64,
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct JsonDoc<'a> {
-    ok: bool,
-    command: &'a str,
-    jobs: Vec<JsonJob<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    exit_code: u8,
-}
-
-fn command_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Plan => "plan",
-        Mode::Run => "run",
-        Mode::Verify => "verify",
-    }
-}
-
-/// The JSON document for `--output json`.
-pub fn json(mode: Mode, jobs: &[JobOutcome], fatal: Option<&Error>, code: u8) -> String {
-    let jobs = jobs
-        .iter()
-        .map(|j| {
-            let r = j.report.as_ref();
-            let n = |f: fn(&Report) -> u64| r.map(f).unwrap_or(0);
-            JsonJob {
-                name: &j.name,
-                kind: j.kind,
-                copied: n(|r| r.copied),
-                skipped: n(|r| r.skipped),
-                failed: n(|r| r.failed),
-                bytes_copied: n(|r| r.bytes_copied),
-                copied_in_parts: n(|r| r.copied_in_parts),
-                streamed: j.streamed,
-                missing: n(|r| r.missing),
-                different: n(|r| r.different),
-                failures: r
-                    .map(|r| {
-                        r.failures
-                            .iter()
-                            .map(|f| JsonFailure {
-                                key: &f.key,
-                                error: &f.error,
-                                kind: f.kind,
-                                attempts: f.attempts,
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                retained: n(|r| r.retained),
-                held_back: n(|r| r.held_back),
-                unprotected: n(|r| r.unprotected),
-                findings: r.map(|r| r.findings.iter().collect()).unwrap_or_default(),
-                throttled: n(|r| r.throttled),
-                cancelled: r.is_some_and(|r| r.cancelled),
-                source: r.map(|r| r.source.as_str()),
-                destination: r.map(|r| r.destination.as_str()),
-                differences: r.map(|r| r.differences.iter().collect()).unwrap_or_default(),
-                differences_truncated: n(|r| r.differences_truncated),
-                in_escrow: r
-                    .map(|r| r.in_escrow.iter().map(String::as_str).collect())
-                    .unwrap_or_default(),
-                key_digests: r.map(|r| r.key_digests.iter().collect()).unwrap_or_default(),
-                warnings: r
-                    .map(|r| r.warnings.iter().map(String::as_str).collect())
-                    .unwrap_or_default(),
-                notes: r.map(|r| r.notes.iter().map(String::as_str).collect()).unwrap_or_default(),
-                elapsed_seconds: r.map(|r| r.elapsed.as_secs_f64()).unwrap_or(0.0),
-                error: j.error.as_ref().map(Error::chain),
-            }
-        })
-        .collect();
-    let doc = JsonDoc {
-        ok: code == exit::OK,
-        command: command_name(mode),
-        jobs,
-        error: fatal.map(Error::chain),
-        exit_code: code,
-    };
-    serde_json::to_string_pretty(&doc).expect("reports serialise")
 }
 
 /// Human-readable byte counts.

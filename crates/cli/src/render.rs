@@ -1,10 +1,8 @@
 //! Rendering of `restore`, `prune` and `audit` reports, and the exit code
 //! of each verdict.
 
-use serde::Serialize;
-
 use escrow_sync::restore::RestoreReport;
-use escrow_sync::{Error, PruneOutcome, Verdict};
+use escrow_sync::{PruneOutcome, Verdict};
 
 use crate::output::exit;
 
@@ -16,18 +14,6 @@ pub(crate) fn code(verdict: Verdict) -> u8 {
         Verdict::Findings => exit::DIFFERENCES,
         _ => exit::FATAL,
     }
-}
-
-/// The JSON document of a restore.
-pub(crate) fn restore_json(result: &Result<RestoreReport, Error>, code: u8) -> String {
-    let doc = serde_json::json!({
-        "ok": code == exit::OK,
-        "command": "restore",
-        "restore": result.as_ref().ok(),
-        "error": result.as_ref().err().map(Error::chain),
-        "exit_code": code,
-    });
-    serde_json::to_string_pretty(&doc).expect("a report serialises")
 }
 
 /// The text report of a restore.
@@ -90,34 +76,6 @@ pub(crate) fn restore_text(r: &RestoreReport) -> String {
         }
     }
     s
-}
-
-/// The JSON document of a prune.
-pub(crate) fn prune_json(
-    outcomes: &[PruneOutcome],
-    apply: bool,
-    fatal: Option<&Error>,
-    code: u8,
-) -> String {
-    #[derive(Serialize)]
-    struct Doc<'a> {
-        ok: bool,
-        command: &'static str,
-        apply: bool,
-        jobs: &'a [PruneOutcome],
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-        exit_code: u8,
-    }
-    let doc = Doc {
-        ok: code == exit::OK,
-        command: "prune",
-        apply,
-        jobs: outcomes,
-        error: fatal.map(Error::chain),
-        exit_code: code,
-    };
-    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 /// The text summary of a prune.

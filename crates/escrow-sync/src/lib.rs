@@ -43,6 +43,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod doc;
 #[cfg(feature = "dynamodb")]
 mod dynamo;
 #[cfg(feature = "governance")]

@@ -1,0 +1,246 @@
+//! The JSON documents of each command (`--output json`): the shapes scripts
+//! parse, the same for the binary and for an embedder. Each carries `ok`,
+//! `command`, an `error` when the command failed outright, and the
+//! `exit_code` the binary exits with (0 ok, 1 items failed, 2 fatal, 3
+//! findings).
+
+use serde::Serialize;
+
+use escrow_sync_core::{Error, Mode, Report};
+
+use crate::restore::RestoreReport;
+use crate::{JobOutcome, PruneOutcome};
+
+#[derive(Serialize)]
+struct JsonFailure<'a> {
+    key: &'a str,
+    error: &'a str,
+    kind: escrow_sync_core::ErrorKind,
+    attempts: u32,
+}
+
+#[derive(Serialize)]
+struct JsonJob<'a> {
+    name: &'a str,
+    kind: &'a str,
+    copied: u64,
+    skipped: u64,
+    failed: u64,
+    bytes_copied: u64,
+    copied_in_parts: u64,
+    streamed: bool,
+    missing: u64,
+    different: u64,
+    failures: Vec<JsonFailure<'a>>,
+    retained: u64,
+    held_back: u64,
+    unprotected: u64,
+    findings: Vec<&'a escrow_sync_core::Finding>,
+    throttled: u64,
+    cancelled: bool,
+    source: Option<&'a str>,
+    destination: Option<&'a str>,
+    differences: Vec<&'a escrow_sync_core::Difference>,
+    differences_truncated: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    in_escrow: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    key_digests: Vec<&'a escrow_sync_core::KeyDigest>,
+    warnings: Vec<&'a str>,
+    notes: Vec<&'a str>,
+    elapsed_seconds: f64,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JsonDoc<'a> {
+    ok: bool,
+    command: &'a str,
+    jobs: Vec<JsonJob<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    exit_code: u8,
+}
+
+fn command_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Plan => "plan",
+        Mode::Run => "run",
+        Mode::Verify => "verify",
+    }
+}
+
+/// The document of `plan`, `run` and `verify` (`--offline` too).
+pub fn jobs(mode: Mode, jobs: &[JobOutcome], fatal: Option<&Error>, code: u8) -> String {
+    let jobs = jobs
+        .iter()
+        .map(|j| {
+            let r = j.report.as_ref();
+            let n = |f: fn(&Report) -> u64| r.map(f).unwrap_or(0);
+            JsonJob {
+                name: &j.name,
+                kind: j.kind,
+                copied: n(|r| r.copied),
+                skipped: n(|r| r.skipped),
+                failed: n(|r| r.failed),
+                bytes_copied: n(|r| r.bytes_copied),
+                copied_in_parts: n(|r| r.copied_in_parts),
+                streamed: j.streamed,
+                missing: n(|r| r.missing),
+                different: n(|r| r.different),
+                failures: r
+                    .map(|r| {
+                        r.failures
+                            .iter()
+                            .map(|f| JsonFailure {
+                                key: &f.key,
+                                error: &f.error,
+                                kind: f.kind,
+                                attempts: f.attempts,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                retained: n(|r| r.retained),
+                held_back: n(|r| r.held_back),
+                unprotected: n(|r| r.unprotected),
+                findings: r.map(|r| r.findings.iter().collect()).unwrap_or_default(),
+                throttled: n(|r| r.throttled),
+                cancelled: r.is_some_and(|r| r.cancelled),
+                source: r.map(|r| r.source.as_str()),
+                destination: r.map(|r| r.destination.as_str()),
+                differences: r.map(|r| r.differences.iter().collect()).unwrap_or_default(),
+                differences_truncated: n(|r| r.differences_truncated),
+                in_escrow: r
+                    .map(|r| r.in_escrow.iter().map(String::as_str).collect())
+                    .unwrap_or_default(),
+                key_digests: r.map(|r| r.key_digests.iter().collect()).unwrap_or_default(),
+                warnings: r
+                    .map(|r| r.warnings.iter().map(String::as_str).collect())
+                    .unwrap_or_default(),
+                notes: r.map(|r| r.notes.iter().map(String::as_str).collect()).unwrap_or_default(),
+                elapsed_seconds: r.map(|r| r.elapsed.as_secs_f64()).unwrap_or(0.0),
+                error: j.error.as_ref().map(Error::chain),
+            }
+        })
+        .collect();
+    let doc = JsonDoc {
+        ok: code == 0,
+        command: command_name(mode),
+        jobs,
+        error: fatal.map(Error::chain),
+        exit_code: code,
+    };
+    serde_json::to_string_pretty(&doc).expect("reports serialise")
+}
+
+/// The JSON document of a restore.
+pub fn restore(result: &Result<RestoreReport, Error>, code: u8) -> String {
+    let doc = serde_json::json!({
+        "ok": code == 0,
+        "command": "restore",
+        "restore": result.as_ref().ok(),
+        "error": result.as_ref().err().map(Error::chain),
+        "exit_code": code,
+    });
+    serde_json::to_string_pretty(&doc).expect("a report serialises")
+}
+
+/// The JSON document of a prune.
+pub fn prune(outcomes: &[PruneOutcome], apply: bool, fatal: Option<&Error>, code: u8) -> String {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        ok: bool,
+        command: &'static str,
+        apply: bool,
+        jobs: &'a [PruneOutcome],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        exit_code: u8,
+    }
+    let doc = Doc {
+        ok: code == 0,
+        command: "prune",
+        apply,
+        jobs: outcomes,
+        error: fatal.map(Error::chain),
+        exit_code: code,
+    };
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[cfg(feature = "governance")]
+#[derive(Serialize)]
+struct AuditDoc<'a> {
+    ok: bool,
+    command: &'static str,
+    escrow_account: Option<&'a str>,
+    findings: &'a [escrow_sync_governance::audit::Finding],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    exit_code: u8,
+}
+
+/// The document of `audit`.
+#[cfg(feature = "governance")]
+pub fn audit(
+    audited: Option<&crate::governance::Audited>,
+    fatal: Option<&Error>,
+    code: u8,
+) -> String {
+    let doc = AuditDoc {
+        ok: code == 0,
+        command: "audit",
+        escrow_account: audited.map(|a| a.escrow_account.as_str()),
+        findings: audited.map(|a| a.findings.as_slice()).unwrap_or_default(),
+        error: fatal.map(Error::chain),
+        exit_code: code,
+    };
+    serde_json::to_string_pretty(&doc).expect("findings serialise")
+}
+
+#[cfg(all(test, feature = "governance"))]
+mod tests {
+    use super::*;
+    use crate::governance::Audited;
+    use escrow_sync_governance::audit::{self as checks, Finding};
+
+    fn audited() -> Audited {
+        Audited::new(
+            "222222222222",
+            vec![
+                Finding::high(
+                    "s3.bucket.versioning",
+                    "s3://esc",
+                    "versioning is suspended",
+                    "enable it",
+                ),
+                Finding::new(
+                    checks::Severity::Medium,
+                    "audit.access-denied",
+                    "r",
+                    "could not",
+                    "allow",
+                ),
+            ],
+        )
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let v: serde_json::Value = serde_json::from_str(&audit(Some(&audited()), None, 3)).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["command"], "audit");
+        assert_eq!(v["escrow_account"], "222222222222");
+        assert_eq!(v["exit_code"], 3);
+        assert_eq!(v["findings"][0]["severity"], "high");
+        assert_eq!(v["findings"][0]["check"], "s3.bucket.versioning");
+        assert_eq!(v["findings"][0]["resource"], "s3://esc");
+        assert!(v.get("error").is_none());
+        let fatal = Error::invalid_config("[escrow] region is empty");
+        let v: serde_json::Value = serde_json::from_str(&audit(None, Some(&fatal), 2)).unwrap();
+        assert_eq!(v["exit_code"], 2);
+        assert_eq!(v["findings"], serde_json::json!([]));
+        assert!(v["error"].as_str().unwrap().contains("region is empty"));
+    }
+}
