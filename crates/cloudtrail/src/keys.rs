@@ -28,6 +28,7 @@ pub struct PublicKey {
 
 /// What checking a signature found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SignatureCheck {
     /// The signature is valid under the key the digest names.
     Valid,

@@ -54,6 +54,7 @@ const EARLIEST: i64 = 1_420_070_400;
 /// What is wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum FindingKind {
     /// A log file a digest lists is not there.
     LogMissing,

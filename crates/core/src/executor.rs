@@ -81,6 +81,8 @@ pub struct ExecutorOptions {
 /// What became of one item in a run, for a record such as a run manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+// Exhaustive on purpose: every crate matches it, and a new variant must
+// be handled everywhere rather than fall into a wildcard.
 pub enum ItemOutcome {
     /// Copied into escrow by this run.
     Copied,

@@ -16,6 +16,8 @@ use crate::{Error, ErrorKind, Item, ItemStream, Result};
 /// Why an item is copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+// Exhaustive on purpose: every crate matches it, and a new variant must
+// be handled everywhere rather than fall into a wildcard.
 pub enum CopyReason {
     /// Escrow has no item with this key.
     Missing,
@@ -25,6 +27,8 @@ pub enum CopyReason {
 
 /// What to do about one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Exhaustive on purpose: every crate matches it, and a new variant must
+// be handled everywhere rather than fall into a wildcard.
 pub enum Action {
     /// Copy the source item into escrow.
     Copy {

@@ -7,6 +7,8 @@ use crate::{CopyReason, Error, ErrorKind};
 /// What a report is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+// Exhaustive on purpose: every crate matches it, and a new variant must
+// be handled everywhere rather than fall into a wildcard.
 pub enum Mode {
     /// A dry run: counts say what a run would do.
     Plan,

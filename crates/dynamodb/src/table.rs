@@ -477,6 +477,7 @@ fn key_signature(d: &TableDescription) -> String {
 
 /// How the escrow table is billed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum EscrowBilling {
     /// On-demand (the default).
     #[default]

@@ -84,6 +84,11 @@ impl JobLease {
                     self.location,
                     e.chain()
                 )),
+                other => self.warnings.push(format!(
+                    "the lease {} ended as this build cannot tell ({other:?}): it expires by \
+                     itself within lease_ttl_seconds",
+                    self.location
+                )),
             }
         }
         let result = result.map(|mut report| {

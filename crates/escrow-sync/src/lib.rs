@@ -5,42 +5,80 @@
 //! This facade is what a platform team embeds. It holds what makes
 //! escrow-sync an escrow beyond one Source/Sink pair:
 //!
-//! - [`spec`]: the config model, parsing and validation;
-//! - [`Runner`]: preflight checks, every job kind, leases and the run
-//!   manifest, for `plan`, `run` and `verify`, plus [`Runner::verify_offline`]
-//!   and [`Runner::prune`];
+//! - [`spec`]: the config model, parsed from TOML or built in code, and
+//!   validated the same way either way;
+//! - [`Runner`]: preflight checks, then every job kind under its lease
+//!   through core's [`Job`] contract, then the run manifest, for `plan`,
+//!   `run` and `verify`; also [`Runner::verify_offline`] (escrow
+//!   credentials only), [`Runner::prune`] and [`Runner::restore`];
 //! - [`restore`]: one request and one report type for every job kind, with
 //!   drills;
-//! - [`governance`]: the least-privilege policies and the isolation audit.
+//! - [`doc`]: the JSON document of every command, as the binary prints it;
+//! - `governance`: least-privilege policies and the isolation audit.
 //!
-//! The service crates are re-exported ([`core`], [`aws`], [`s3`], ...), one
-//! cargo feature per service: `s3`, `dynamodb`, `ec2`, `rds`, `redshift`,
-//! `cloudtrail`, `governance`, all on by default.
+//! The service crates are re-exported ([`core`], [`aws`], [`s3`], and
+//! `dynamodb`, `ec2`, `rds`, `redshift`, `cloudtrail`, `governance_checks`
+//! when their features are on). One cargo feature per service: `s3`,
+//! `dynamodb`, `ec2`, `rds`, `redshift`, `cloudtrail`, `governance`, all on by
+//! default; a build without one refuses a config that names it.
+//!
+//! # Walk-through: one bucket and one table
+//!
+//! This is `examples/embed_s3_dynamodb.rs` in short (the example is the whole
+//! program; `cargo xtask test` runs it against the emulator).
+//!
+//! 1. **Sessions from your own `SdkConfig`s.** escrow-sync builds no
+//!    credentials behind your back: give it the escrow account's
+//!    configuration and the primary's reader role assumed through it.
+//!    [`Session::identify`](aws::Session::identify) asks STS who each one is;
+//!    [`Sessions::new`](aws::Sessions::new) refuses one account on both
+//!    sides.
+//! 2. **A config built in code.** [`spec::S3Job::new`] and
+//!    [`spec::DynamoDbJob::to_table`] take the keys you name and every other
+//!    key's default (versioned escrow bucket, point-in-time recovery and
+//!    deletion protection on the escrow table, the mass-change breaker at
+//!    25 %); [`spec::Config::validated`] checks it as a file is checked.
+//! 3. **Run it.** [`Runner::run`] checks every job before anything is
+//!    written (an `Err` means nothing changed), then runs each one; a job's
+//!    own failure is in its [`JobOutcome`], and [`Verdict::of_jobs`] says
+//!    what the run came to.
 //!
 //! ```no_run
-//! use escrow_sync::{Mode, RunOptions, Runner, spec::Config};
+//! use escrow_sync::aws::{Session, Sessions};
+//! use escrow_sync::spec::{Config, DynamoDbJob, EscrowSection, PrimarySection, S3Job};
+//! use escrow_sync::{Mode, RunOptions, Runner, Verdict};
 //!
-//! # async fn demo() -> Result<(), escrow_sync::Error> {
-//! let config = Config::parse(
-//!     r#"
-//!     [escrow]
-//!     region = "eu-west-1"
-//!     [primary]
-//!     account_id = "111111111111"
-//!     role_arn = "arn:aws:iam::111111111111:role/escrow-reader"
-//!     [[s3]]
-//!     source_bucket = "prod-assets"
-//!     dest_bucket = "escrow-prod-assets"
-//!     "#,
-//!     "inline config",
-//! )?;
-//! let outcomes = Runner::new(config).run(Mode::Run, &RunOptions::new()).await?;
+//! # async fn embed(
+//! #     escrow_config: aws_config::SdkConfig,
+//! #     primary_config: aws_config::SdkConfig,
+//! # ) -> Result<(), escrow_sync::Error> {
+//! // 1. Your own configurations: the escrow's, and the primary's reader
+//! //    role assumed with the escrow's credentials.
+//! let escrow = Session::identify(escrow_config, "escrow").await?;
+//! let primary = Session::identify(primary_config, "primary").await?;
+//!
+//! // 2. One bucket and one table, every other key at its default.
+//! let config = Config::new(EscrowSection::new("eu-west-1"), PrimarySection::new(primary.account_id()))
+//!     .with_s3(S3Job::new("prod-assets", "escrow-prod-assets"))
+//!     .with_dynamodb(DynamoDbJob::to_table("orders", "escrow-orders"))
+//!     .validated("my-tool")?;
+//!
+//! // 3. Run, and read the reports.
+//! let runner = Runner::new(config).with_sessions(Sessions::new(escrow, primary)?);
+//! let outcomes = runner.run(Mode::Run, &RunOptions::new()).await?;
 //! for job in &outcomes {
-//!     println!("{}: {:?}", job.name, job.report.as_ref().map(|r| r.copied));
+//!     if let Some(r) = &job.report {
+//!         println!("{}: copied {}, failed {}", job.name, r.copied, r.failed);
+//!     }
 //! }
+//! assert_eq!(Verdict::of_jobs(Mode::Run, &outcomes), Verdict::Ok);
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! A config file works the same way: `Config::load(path)` or
+//! `Config::parse(text, origin)`, then `Runner::new(config)` connects as the
+//! file says.
 #![deny(missing_docs)]
 
 pub mod doc;

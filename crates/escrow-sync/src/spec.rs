@@ -666,6 +666,7 @@ impl DynamoDbJob {
 
 /// A place in escrow that a job or the run writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Place {
     /// Objects under a key prefix of an escrow bucket (`""`: the whole bucket).
     Objects {
@@ -711,6 +712,7 @@ pub(crate) fn not_built(kind: &str) -> Error {
 
 /// One configured job of any kind.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum JobRef<'a> {
     /// An `[[s3]]` job.
     S3(&'a S3Job),
@@ -1636,6 +1638,7 @@ pub const MAX_LEASE_TTL_SECONDS: u64 = 86_400;
 
 /// Where a job keeps its lease while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LeasePlace {
     /// The lease object `key` in the escrow bucket `bucket`.
     Object {

@@ -17,6 +17,8 @@ use escrow_sync_core::{Error, ErrorKind, Result};
 
 /// Which RDS snapshots a source or sink handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+// Exhaustive on purpose: RDS has these two snapshot kinds, and callers
+// (tests included) handle each.
 pub enum RdsKind {
     /// DB instance snapshots (ModifyDBSnapshotAttribute, CopyDBSnapshot).
     Db,

@@ -550,6 +550,7 @@ impl LeaseGuard {
 
 /// How a kept lease ended.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum LeaseEnd {
     /// Released: the next run takes it over at once.
     Released,

@@ -7,6 +7,7 @@ use aws_smithy_types::DateTime;
 
 /// Object Lock retention mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LockMode {
     /// Nobody, not even the root user, can shorten or remove the retention.
     Compliance,

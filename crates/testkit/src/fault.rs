@@ -17,6 +17,7 @@ use escrow_sync_core::{
 
 /// A kind of injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum FaultKind {
     /// A transient error (HTTP 500 InternalError at the HTTP level).
     Transient,
