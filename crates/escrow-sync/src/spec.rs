@@ -263,87 +263,104 @@ fn default_unshare() -> bool {
     true
 }
 
-/// `[[ec2]]`: AMIs with their backing snapshots, and EBS snapshots, of the
-/// primary, shared with the escrow and copied with the escrow key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Ec2Job {
-    /// Job name; default `ec2`.
-    pub name: Option<String>,
-    /// What to copy: `images` and/or `snapshots` (default both).
-    pub include: Option<Vec<Ec2Include>>,
-    /// Only resources with all these tags.
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    /// Only these ids (`ami-...`, `snap-...`).
-    #[serde(default)]
-    pub ids: Vec<String>,
-    /// Remove the share in the primary once the copy is complete.
-    #[serde(default = "default_unshare")]
-    pub unshare_after_copy: bool,
-    /// Copies in flight at once per resource type (default 100 AMIs, 20
-    /// EBS snapshots).
-    pub max_in_flight: Option<usize>,
-    /// A customer key in the primary, shared with the escrow, to re-encrypt
-    /// snapshots under the AWS-managed key with before sharing them.
-    pub reencrypt_key_id: Option<String>,
-    /// Retention, applied only by `escrow-sync prune`.
-    pub keep_last: Option<u32>,
-    /// Retention: the newest copy of each of the last N days.
-    pub keep_daily: Option<u32>,
-    /// Retention: the newest copy of each of the last N weeks.
-    pub keep_weekly: Option<u32>,
-    /// Retention: the newest copy of each of the last N months.
-    pub keep_monthly: Option<u32>,
-    /// The mass-change circuit breaker: 100 turns it off (default 25). A
-    /// run copies at most `max_new_copies_per_source` new copies of one
-    /// source volume or database unless `run --accept-mass-change`.
-    #[serde(default = "default_limit_percent")]
-    pub max_change_percent: u8,
-    /// New copies of one source volume or database a run makes at most
-    /// (default 3): the newest; the rest are held back with a `mass-change`
-    /// finding.
-    #[serde(default = "default_new_copies_per_source")]
-    pub max_new_copies_per_source: u32,
-    /// `prune` never deletes a copy made in escrow less than this many days
-    /// ago (default 7; 0 turns it off).
-    #[serde(default = "default_keep_within_days")]
-    pub keep_within_days: u32,
-    /// A `prune` that would delete more than this share (percent) of the
-    /// job's escrow copies deletes nothing and reports a `prune-limit`
-    /// finding, unless `--accept-mass-delete` (default 25; 100: no limit).
-    #[serde(default = "default_limit_percent")]
-    pub max_delete_percent: u8,
+/// Declares a snapshot job's config section (`[[ec2]]`, `[[rds]]`,
+/// `[[redshift]]`): the keys given, then those every snapshot job shares
+/// (its name, the keep_* retention, the breaker's and prune's limits), and
+/// the methods on the shared ones. One declaration of the shared keys.
+macro_rules! snapshot_job {
+    ($(#[$doc:meta])* $name:ident, $default:literal { $($fields:tt)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            #[doc = concat!("Job name; default `", $default, "`.")]
+            pub name: Option<String>,
+            $($fields)*
+            /// Retention, applied only by `escrow-sync prune`.
+            pub keep_last: Option<u32>,
+            /// Retention: the newest copy of each of the last N days.
+            pub keep_daily: Option<u32>,
+            /// Retention: the newest copy of each of the last N weeks.
+            pub keep_weekly: Option<u32>,
+            /// Retention: the newest copy of each of the last N months.
+            pub keep_monthly: Option<u32>,
+            /// The mass-change circuit breaker: 100 turns it off (default 25). A
+            /// run copies at most `max_new_copies_per_source` new copies of one
+            /// source volume or database unless `run --accept-mass-change`.
+            #[serde(default = "default_limit_percent")]
+            pub max_change_percent: u8,
+            /// New copies of one source volume or database a run makes at most
+            /// (default 3): the newest; the rest are held back with a `mass-change`
+            /// finding.
+            #[serde(default = "default_new_copies_per_source")]
+            pub max_new_copies_per_source: u32,
+            /// `prune` never deletes a copy made in escrow less than this many days
+            /// ago (default 7; 0 turns it off).
+            #[serde(default = "default_keep_within_days")]
+            pub keep_within_days: u32,
+            /// A `prune` that would delete more than this share (percent) of the
+            /// job's escrow copies deletes nothing and reports a `prune-limit`
+            /// finding, unless `--accept-mass-delete` (default 25; 100: no limit).
+            #[serde(default = "default_limit_percent")]
+            pub max_delete_percent: u8,
+        }
+
+        impl $name {
+            /// The job's name.
+            pub fn name(&self) -> String {
+                self.name.clone().unwrap_or_else(|| $default.to_string())
+            }
+
+            /// Its retention rules.
+            pub fn retention(&self) -> escrow_sync_core::Retention {
+                retention(self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly)
+            }
+
+            /// What `prune` holds to besides the keep_* rules.
+            pub fn prune_limits(&self) -> escrow_sync_core::PruneLimits {
+                escrow_sync_core::PruneLimits {
+                    keep_within_days: self.keep_within_days,
+                    max_delete_percent: self.max_delete_percent,
+                }
+            }
+
+            /// The most new copies per source a run makes, unless the
+            /// breaker is off (`max_change_percent = 100`).
+            pub fn new_copies_cap(&self) -> Option<u32> {
+                (self.max_change_percent < 100).then_some(self.max_new_copies_per_source)
+            }
+        }
+    };
 }
 
-impl Ec2Job {
-    /// The job's name.
-    pub fn name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| "ec2".to_string())
+snapshot_job!(
+    /// `[[ec2]]`: AMIs with their backing snapshots, and EBS snapshots, of the
+    /// primary, shared with the escrow and copied with the escrow key.
+    Ec2Job, "ec2" {
+        /// What to copy: `images` and/or `snapshots` (default both).
+        pub include: Option<Vec<Ec2Include>>,
+        /// Only resources with all these tags.
+        #[serde(default)]
+        pub tags: BTreeMap<String, String>,
+        /// Only these ids (`ami-...`, `snap-...`).
+        #[serde(default)]
+        pub ids: Vec<String>,
+        /// Remove the share in the primary once the copy is complete.
+        #[serde(default = "default_unshare")]
+        pub unshare_after_copy: bool,
+        /// Copies in flight at once per resource type (default 100 AMIs, 20
+        /// EBS snapshots).
+        pub max_in_flight: Option<usize>,
+        /// A customer key in the primary, shared with the escrow, to re-encrypt
+        /// snapshots under the AWS-managed key with before sharing them.
+        pub reencrypt_key_id: Option<String>,
     }
+);
 
+impl Ec2Job {
     /// Whether the job copies `what` (`images` or `snapshots`).
     pub fn includes(&self, what: &str) -> bool {
         self.include.as_ref().is_none_or(|i| i.iter().any(|w| w.as_str() == what))
-    }
-
-    /// Its retention rules.
-    pub fn retention(&self) -> escrow_sync_core::Retention {
-        retention(self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly)
-    }
-
-    /// What `prune` holds to besides the keep_* rules.
-    pub fn prune_limits(&self) -> escrow_sync_core::PruneLimits {
-        escrow_sync_core::PruneLimits {
-            keep_within_days: self.keep_within_days,
-            max_delete_percent: self.max_delete_percent,
-        }
-    }
-
-    /// The most new copies per source a run makes, unless the breaker is
-    /// off (`max_change_percent = 100`).
-    pub fn new_copies_cap(&self) -> Option<u32> {
-        (self.max_change_percent < 100).then_some(self.max_new_copies_per_source)
     }
 }
 
@@ -356,168 +373,62 @@ fn retention(
     escrow_sync_core::Retention { keep_last, keep_daily, keep_weekly, keep_monthly }
 }
 
-/// `[[rds]]`: DB snapshots and Aurora cluster snapshots of the primary,
-/// shared with the escrow and copied with the escrow key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RdsJob {
-    /// Job name; default `rds`.
-    pub name: Option<String>,
-    /// What to copy: `db` and/or `cluster` (default both).
-    pub include: Option<Vec<RdsInclude>>,
-    /// Only snapshots with all these tags.
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    /// Only these snapshot identifiers.
-    #[serde(default)]
-    pub ids: Vec<String>,
-    /// Remove the share in the primary once the copy is complete.
-    #[serde(default = "default_unshare")]
-    pub unshare_after_copy: bool,
-    /// Copies in flight at once per type (default 20 DB snapshots, 5 Aurora
-    /// cluster snapshots).
-    pub max_in_flight: Option<usize>,
-    /// A customer key in the primary, shared with the escrow, to re-encrypt
-    /// snapshots under the AWS-managed key (aws/rds) with first.
-    pub reencrypt_key_id: Option<String>,
-    /// Retention, applied only by `escrow-sync prune`.
-    pub keep_last: Option<u32>,
-    /// Retention: the newest copy of each of the last N days.
-    pub keep_daily: Option<u32>,
-    /// Retention: the newest copy of each of the last N weeks.
-    pub keep_weekly: Option<u32>,
-    /// Retention: the newest copy of each of the last N months.
-    pub keep_monthly: Option<u32>,
-    /// The mass-change circuit breaker: 100 turns it off (default 25). A
-    /// run copies at most `max_new_copies_per_source` new copies of one
-    /// source volume or database unless `run --accept-mass-change`.
-    #[serde(default = "default_limit_percent")]
-    pub max_change_percent: u8,
-    /// New copies of one source volume or database a run makes at most
-    /// (default 3): the newest; the rest are held back with a `mass-change`
-    /// finding.
-    #[serde(default = "default_new_copies_per_source")]
-    pub max_new_copies_per_source: u32,
-    /// `prune` never deletes a copy made in escrow less than this many days
-    /// ago (default 7; 0 turns it off).
-    #[serde(default = "default_keep_within_days")]
-    pub keep_within_days: u32,
-    /// A `prune` that would delete more than this share (percent) of the
-    /// job's escrow copies deletes nothing and reports a `prune-limit`
-    /// finding, unless `--accept-mass-delete` (default 25; 100: no limit).
-    #[serde(default = "default_limit_percent")]
-    pub max_delete_percent: u8,
-}
+snapshot_job!(
+    /// `[[rds]]`: DB snapshots and Aurora cluster snapshots of the primary,
+    /// shared with the escrow and copied with the escrow key.
+    RdsJob, "rds" {
+        /// What to copy: `db` and/or `cluster` (default both).
+        pub include: Option<Vec<RdsInclude>>,
+        /// Only snapshots with all these tags.
+        #[serde(default)]
+        pub tags: BTreeMap<String, String>,
+        /// Only these snapshot identifiers.
+        #[serde(default)]
+        pub ids: Vec<String>,
+        /// Remove the share in the primary once the copy is complete.
+        #[serde(default = "default_unshare")]
+        pub unshare_after_copy: bool,
+        /// Copies in flight at once per type (default 20 DB snapshots, 5 Aurora
+        /// cluster snapshots).
+        pub max_in_flight: Option<usize>,
+        /// A customer key in the primary, shared with the escrow, to re-encrypt
+        /// snapshots under the AWS-managed key (aws/rds) with first.
+        pub reencrypt_key_id: Option<String>,
+    }
+);
 
 impl RdsJob {
-    /// The job's name.
-    pub fn name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| "rds".to_string())
-    }
-
     /// Whether the job copies `what` (`db` or `cluster`).
     pub fn includes(&self, what: &str) -> bool {
         self.include.as_ref().is_none_or(|i| i.iter().any(|w| w.as_str() == what))
     }
-
-    /// Its retention rules.
-    pub fn retention(&self) -> escrow_sync_core::Retention {
-        retention(self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly)
-    }
-
-    /// What `prune` holds to besides the keep_* rules.
-    pub fn prune_limits(&self) -> escrow_sync_core::PruneLimits {
-        escrow_sync_core::PruneLimits {
-            keep_within_days: self.keep_within_days,
-            max_delete_percent: self.max_delete_percent,
-        }
-    }
-
-    /// The most new copies per source a run makes, unless the breaker is
-    /// off (`max_change_percent = 100`).
-    pub fn new_copies_cap(&self) -> Option<u32> {
-        (self.max_change_percent < 100).then_some(self.max_new_copies_per_source)
-    }
 }
 
-/// `[[redshift]]`: Redshift snapshots of the primary, shared with the
-/// escrow, and with `independent_copy` restored and snapshotted in escrow.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedshiftJob {
-    /// Job name; default `redshift`.
-    pub name: Option<String>,
-    /// Only snapshots with all these tags.
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    /// Only these snapshot identifiers.
-    #[serde(default)]
-    pub ids: Vec<String>,
-    /// Restore each shared snapshot into a minimal cluster in escrow, take
-    /// a manual snapshot escrow owns, delete the cluster. Without it escrow
-    /// holds only a share the primary can revoke.
-    #[serde(default)]
-    pub independent_copy: bool,
-    /// With `independent_copy`: remove the share once escrow's snapshot is
-    /// complete.
-    #[serde(default = "default_unshare")]
-    pub unshare_after_copy: bool,
-    /// Copies in flight at once (default 5).
-    pub max_in_flight: Option<usize>,
-    /// Retention of independent copies, applied only by `escrow-sync prune`.
-    pub keep_last: Option<u32>,
-    /// Retention: the newest copy of each of the last N days.
-    pub keep_daily: Option<u32>,
-    /// Retention: the newest copy of each of the last N weeks.
-    pub keep_weekly: Option<u32>,
-    /// Retention: the newest copy of each of the last N months.
-    pub keep_monthly: Option<u32>,
-    /// The mass-change circuit breaker: 100 turns it off (default 25). A
-    /// run copies at most `max_new_copies_per_source` new copies of one
-    /// source volume or database unless `run --accept-mass-change`.
-    #[serde(default = "default_limit_percent")]
-    pub max_change_percent: u8,
-    /// New copies of one source volume or database a run makes at most
-    /// (default 3): the newest; the rest are held back with a `mass-change`
-    /// finding.
-    #[serde(default = "default_new_copies_per_source")]
-    pub max_new_copies_per_source: u32,
-    /// `prune` never deletes a copy made in escrow less than this many days
-    /// ago (default 7; 0 turns it off).
-    #[serde(default = "default_keep_within_days")]
-    pub keep_within_days: u32,
-    /// A `prune` that would delete more than this share (percent) of the
-    /// job's escrow copies deletes nothing and reports a `prune-limit`
-    /// finding, unless `--accept-mass-delete` (default 25; 100: no limit).
-    #[serde(default = "default_limit_percent")]
-    pub max_delete_percent: u8,
-}
-
-impl RedshiftJob {
-    /// The job's name.
-    pub fn name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| "redshift".to_string())
+snapshot_job!(
+    /// `[[redshift]]`: Redshift snapshots of the primary, shared with the
+    /// escrow, and with `independent_copy` restored and snapshotted in escrow.
+    ///
+    /// Its keep_* retention applies to independent copies.
+    RedshiftJob, "redshift" {
+        /// Only snapshots with all these tags.
+        #[serde(default)]
+        pub tags: BTreeMap<String, String>,
+        /// Only these snapshot identifiers.
+        #[serde(default)]
+        pub ids: Vec<String>,
+        /// Restore each shared snapshot into a minimal cluster in escrow, take
+        /// a manual snapshot escrow owns, delete the cluster. Without it escrow
+        /// holds only a share the primary can revoke.
+        #[serde(default)]
+        pub independent_copy: bool,
+        /// With `independent_copy`: remove the share once escrow's snapshot is
+        /// complete.
+        #[serde(default = "default_unshare")]
+        pub unshare_after_copy: bool,
+        /// Copies in flight at once (default 5).
+        pub max_in_flight: Option<usize>,
     }
-
-    /// Its retention rules.
-    pub fn retention(&self) -> escrow_sync_core::Retention {
-        retention(self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly)
-    }
-
-    /// What `prune` holds to besides the keep_* rules.
-    pub fn prune_limits(&self) -> escrow_sync_core::PruneLimits {
-        escrow_sync_core::PruneLimits {
-            keep_within_days: self.keep_within_days,
-            max_delete_percent: self.max_delete_percent,
-        }
-    }
-
-    /// The most new copies per source a run makes, unless the breaker is
-    /// off (`max_change_percent = 100`).
-    pub fn new_copies_cap(&self) -> Option<u32> {
-        (self.max_change_percent < 100).then_some(self.max_new_copies_per_source)
-    }
-}
+);
 
 fn default_limit_percent() -> u8 {
     25
