@@ -5,8 +5,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use escrow_sync_e2e::{
-    BucketPair, PRIMARY, READER_ROLE, admin, cli, cli_in, config_for, create_bucket, keys, s3,
-    unique, write_config,
+    BucketPair, PRIMARY, READER_ROLE, admin, cli, cli_env, cli_in, config_for, create_bucket, keys,
+    s3, unique, write_config,
 };
 
 fn content(i: usize) -> Bytes {
@@ -312,6 +312,33 @@ async fn config_defaults_to_escrow_toml_and_job_selects_one() {
     let doc = out.json();
     let copied: Vec<u64> = doc["jobs"].as_array().unwrap().iter().map(|j| n(j, "copied")).collect();
     assert_eq!(copied, [2, 0]);
+}
+
+#[tokio::test]
+async fn the_config_comes_from_c_or_escrow_sync_config_and_the_flag_wins() {
+    let a = seeded("cfg-env", 2).await;
+    let good = config_for(&a.source_bucket, &a.dest_bucket, "");
+    let good = good.to_str().unwrap();
+    let bad = write_config("[escrow]\nregion = \"us-east-1\"\nnot_a_key = 1\n");
+    let bad = bad.to_str().unwrap();
+
+    // From the environment, as a container sets it.
+    let out = cli_env(&["plan", "--output", "json"], &[("ESCROW_SYNC_CONFIG", good)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(n(job(&out.json()), "copied"), 2);
+
+    // The environment's file is the one read without a flag: refused, named.
+    let out = cli_env(&["plan"], &[("ESCROW_SYNC_CONFIG", bad)]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains(bad) && out.stderr.contains("not_a_key"), "{}", out.stderr);
+
+    // -c (and --config) win over the environment.
+    for flag in ["-c", "--config"] {
+        let out =
+            cli_env(&["plan", flag, good, "--output", "json"], &[("ESCROW_SYNC_CONFIG", bad)]);
+        assert_eq!(out.code, 0, "{flag}: {out:?}");
+        assert_eq!(n(job(&out.json()), "copied"), 2);
+    }
 }
 
 #[tokio::test]

@@ -321,6 +321,7 @@ pub fn cli_command(dir: &Path, args: &[&str]) -> Command {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env_remove("AWS_SESSION_TOKEN")
         .env_remove("AWS_PROFILE")
+        .env_remove("ESCROW_SYNC_CONFIG")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/nonexistent/escrow-sync-test-config")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/escrow-sync-test-credentials");

@@ -15,7 +15,7 @@ pub(crate) fn policy(args: &PolicyArgs) -> u8 {
         PolicyFormat::Json => Policy::Json,
         PolicyFormat::Cloudformation => Policy::Cloudformation,
     };
-    match load(&args.config).and_then(|c| escrow_sync::governance::policy(&c, format)) {
+    match load(&args.config.path).and_then(|c| escrow_sync::governance::policy(&c, format)) {
         Ok(doc) => {
             let text = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string());
             let _ = writeln!(std::io::stdout().lock(), "{text}");
@@ -37,7 +37,7 @@ pub(crate) async fn audit(args: &AuditArgs) -> u8 {
         Severity::Medium => checks::Severity::Medium,
         Severity::High => checks::Severity::High,
     };
-    let result = match load(&args.config) {
+    let result = match load(&args.config.path) {
         Ok(config) => escrow_sync::governance::audit(&config).await,
         Err(e) => Err(e),
     };

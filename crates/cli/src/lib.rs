@@ -64,12 +64,20 @@ pub enum Command {
     Restore(RestoreArgs),
 }
 
+/// The config file: `-c`/`--config FILE`, else `ESCROW_SYNC_CONFIG`, else `escrow.toml`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigPath {
+    /// The config file (or the environment's ESCROW_SYNC_CONFIG).
+    #[arg(short = 'c', long = "config", env = "ESCROW_SYNC_CONFIG", default_value = "escrow.toml")]
+    pub path: PathBuf,
+}
+
 /// Arguments of `restore`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RestoreArgs {
     /// The config file.
-    #[arg(long, default_value = "escrow.toml")]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigPath,
     /// The job to restore.
     #[arg(long)]
     pub job: String,
@@ -124,8 +132,8 @@ pub enum PolicyFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct PolicyArgs {
     /// The config file.
-    #[arg(long, default_value = "escrow.toml")]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigPath,
     /// Output format.
     #[arg(long, value_enum, default_value_t = PolicyFormat::Json)]
     pub format: PolicyFormat,
@@ -146,8 +154,8 @@ pub enum Severity {
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuditArgs {
     /// The config file.
-    #[arg(long, default_value = "escrow.toml")]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigPath,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -185,8 +193,8 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct JobArgs {
     /// The config file.
-    #[arg(long, default_value = "escrow.toml")]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigPath,
     /// Only this job.
     #[arg(long)]
     pub job: Option<String>,
@@ -258,9 +266,7 @@ pub async fn run(cli: Cli) -> u8 {
 /// Loads the config file, registering its secrets for redaction.
 fn load(path: &std::path::Path) -> Result<Config, Error> {
     let config = Config::load(path)?;
-    for secret in config.secrets() {
-        redact::register_secret(secret);
-    }
+    config.secrets().into_iter().for_each(redact::register_secret);
     Ok(config)
 }
 
@@ -281,7 +287,7 @@ async fn jobs(
     interrupt_on_ctrl_c(cancel.clone());
     let options = options.set_job(args.job.clone());
     let result = async {
-        let runner = Runner::new(load(&args.config)?)
+        let runner = Runner::new(load(&args.config.path)?)
             .with_cancellation(cancel)
             .with_observer(std::sync::Arc::new(progress::Progress::new()));
         if offline {
@@ -328,7 +334,7 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
         .apply(args.apply)
         .drill(args.drill)
         .copy(args.copy);
-    let result = match load(&args.config) {
+    let result = match load(&args.config.path) {
         Ok(config) => Runner::new(config).with_cancellation(cancel).restore(&request).await,
         Err(e) => Err(e),
     };
@@ -353,7 +359,7 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
 /// `prune`: prints what it keeps and deletes; returns the exit code.
 async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
     interrupt_on_ctrl_c(cancel.clone());
-    let result = match load(&args.job.config) {
+    let result = match load(&args.job.config.path) {
         Ok(config) => {
             Runner::new(config)
                 .with_cancellation(cancel)
