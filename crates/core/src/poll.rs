@@ -279,20 +279,26 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn cancellation_ends_a_pause() {
         let cancel = CancellationToken::new();
-        let (look, at) = looks(vec![pending("pending")]);
+        let (mut look, at) = looks(vec![pending("pending")]);
         let polling = Polling::new("dynamodb:DescribeExport", "export arn:1")
             .with_first_pause(Duration::from_secs(60))
             .with_max_pause(Duration::from_secs(60))
             .with_cancel(cancel.clone());
-        let stop = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(90)).await;
-            stop.cancel();
-        });
+        // Cancelled as the second look answers, so during the pause after it.
+        let (stop, looked) = (cancel.clone(), at.clone());
+        let look = move || {
+            let answer = look();
+            if looked.lock().unwrap().len() == 2 {
+                stop.cancel();
+            }
+            answer
+        };
+        let start = tokio::time::Instant::now();
         let err = poll_until(&polling, look).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Cancelled);
         assert!(err.to_string().contains("export arn:1"), "{err}");
-        // Looks at 0 and 60; cancelled in the pause before 180.
+        // Looks at 0 and 60; the pause after the second ends at once.
         assert_eq!(*at.lock().unwrap(), secs(&[0, 60]));
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
     }
 }

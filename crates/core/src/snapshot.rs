@@ -135,20 +135,25 @@ impl RecoveredCopy {
     }
 }
 
-/// A drill's verification and clean-up.
+/// A restore drill's verification and clean-up, for every kind of job.
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct SnapshotDrill {
-    /// Copies that match the escrow copy (shares the recovery account
-    /// sees).
+pub struct DrillReport {
+    /// What matches escrow: objects identical byte for byte, items equal to
+    /// escrow's, snapshot copies matching the escrow copy (shares the
+    /// recovery account sees).
     pub verified: u64,
-    /// What differs from the escrow copy.
+    /// What differs from escrow, or is missing in the target.
     pub mismatched: Vec<String>,
-    /// Recovered copies deleted, or shares revoked.
+    /// What was deleted afterwards: object versions (S3), recovered copies
+    /// (EBS snapshots, AMIs with their snapshots, RDS snapshots), or shares
+    /// revoked (Redshift).
     pub cleaned_items: u64,
-    /// Whether everything the drill made was cleaned up.
+    /// Whether the drill's own target (its bucket or table) was deleted
+    /// afterwards; snapshot drills: whether everything they made was.
     pub cleaned_target: bool,
     /// What could not be cleaned up, and what to do by hand.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cleanup_error: Option<String>,
 }
 
@@ -171,7 +176,7 @@ pub struct SnapshotRestoreOutcome {
     /// What was done, and what the operator should know.
     pub notes: Vec<String>,
     /// A drill's check and clean-up.
-    pub drill: Option<SnapshotDrill>,
+    pub drill: Option<DrillReport>,
 }
 
 /// One snapshot kind's restore steps, with escrow's and the recovery
@@ -333,7 +338,7 @@ where
     }
     let copy = request.copy || request.drill;
     let across = kind.copies_across_accounts();
-    let mut drill = SnapshotDrill::default();
+    let mut drill = DrillReport::default();
     let mut recovered: Vec<(&R::Copy, String)> = Vec::new();
     let mut left = Vec::new();
     let mut interrupted: Option<String> = None;

@@ -43,6 +43,8 @@ use escrow_sync_s3::{
     delete_bucket_and_contents,
 };
 
+pub use escrow_sync_core::snapshot::DrillReport;
+
 use crate::Verdict;
 #[cfg(feature = "dynamodb")]
 use crate::spec::DynamoDbJob;
@@ -179,26 +181,6 @@ pub struct RestoreReport {
     pub drill: Option<DrillReport>,
     /// What the operator should know.
     pub notes: Vec<String>,
-}
-
-/// A drill's verification and clean-up.
-#[derive(Debug, Clone, Default, Serialize)]
-#[non_exhaustive]
-pub struct DrillReport {
-    /// Objects whose bytes match their escrow version; items equal to
-    /// escrow's.
-    pub verified: u64,
-    /// What differs from escrow, or is missing in the target.
-    pub mismatched: Vec<String>,
-    /// Object versions deleted from the target afterwards (S3); recovered
-    /// copies deleted (EBS snapshots, AMIs with their snapshots, RDS
-    /// snapshots); shares revoked (Redshift).
-    pub cleaned_items: u64,
-    /// Whether the drill's bucket or table was deleted afterwards.
-    pub cleaned_target: bool,
-    /// What could not be cleaned up, if anything.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cleanup_error: Option<String>,
 }
 
 impl RestoreReport {
@@ -773,13 +755,7 @@ async fn restore_snapshots<R: SnapshotRestore + Sync>(
     restored.bytes = o.bytes;
     restored.failed = o.failed;
     restored.notes = o.notes;
-    restored.drill = o.drill.map(|d| DrillReport {
-        verified: d.verified,
-        mismatched: d.mismatched,
-        cleaned_items: d.cleaned_items,
-        cleaned_target: d.cleaned_target,
-        cleanup_error: d.cleanup_error,
-    });
+    restored.drill = o.drill;
     Ok(restored)
 }
 

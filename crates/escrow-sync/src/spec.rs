@@ -287,7 +287,7 @@ macro_rules! snapshot_job {
             /// The mass-change circuit breaker: 100 turns it off (default 25). A
             /// run copies at most `max_new_copies_per_source` new copies of one
             /// source volume or database unless `run --accept-mass-change`.
-            #[serde(default = "default_limit_percent")]
+            #[serde(default = "default_max_change_percent")]
             pub max_change_percent: u8,
             /// New copies of one source volume or database a run makes at most
             /// (default 3): the newest; the rest are held back with a `mass-change`
@@ -301,7 +301,7 @@ macro_rules! snapshot_job {
             /// A `prune` that would delete more than this share (percent) of the
             /// job's escrow copies deletes nothing and reports a `prune-limit`
             /// finding, unless `--accept-mass-delete` (default 25; 100: no limit).
-            #[serde(default = "default_limit_percent")]
+            #[serde(default = "default_max_delete_percent")]
             pub max_delete_percent: u8,
         }
 
@@ -430,8 +430,8 @@ snapshot_job!(
     }
 );
 
-fn default_limit_percent() -> u8 {
-    25
+fn default_max_delete_percent() -> u8 {
+    escrow_sync_core::PruneLimits::default().max_delete_percent
 }
 
 fn default_new_copies_per_source() -> u32 {
@@ -439,7 +439,7 @@ fn default_new_copies_per_source() -> u32 {
 }
 
 fn default_keep_within_days() -> u32 {
-    7
+    escrow_sync_core::PruneLimits::default().keep_within_days
 }
 
 fn default_read_capacity_percent() -> u32 {
