@@ -32,9 +32,56 @@ use output::exit;
 #[derive(Debug, Parser)]
 #[command(name = "escrow-sync", version, about)]
 pub struct Cli {
+    /// The options every command takes.
+    #[command(flatten)]
+    pub global: Global,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The options every command takes (before or after the command's name).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// The AWS profile of the escrow credentials (instead of `[escrow]
+    /// profile` and `AWS_PROFILE`).
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// The escrow region (instead of `[escrow] region`, `AWS_REGION` and the
+    /// profile's region).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// How log lines on stderr look.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log lines (-v: info, -vv: debug, -vvv: trace).
+    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Fewer log lines (-q: errors only, -qq: none).
+    #[arg(short = 'q', long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+    /// When stderr is not a terminal, print one stats line per this
+    /// interval (`run`, `verify`, `restore`).
+    #[arg(long, global = true, default_value = "60s", value_parser = duration)]
+    pub stats_interval: std::time::Duration,
+    /// After SIGTERM or Ctrl-C, wait this long for copies in flight before
+    /// stopping them (the run manifest and leases are written either way).
+    #[arg(long, global = true, default_value = "30s", value_parser = duration)]
+    pub drain_timeout: std::time::Duration,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event (colours only on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A duration such as `30s`, `26h` or `1h30m`.
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 30s, 15m, 26h)"))
 }
 
 /// The commands.
