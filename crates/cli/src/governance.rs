@@ -17,7 +17,12 @@ pub(crate) fn policy(args: &PolicyArgs) -> u8 {
     };
     match load(&args.config.path).and_then(|c| escrow_sync::governance::policy(&c, format)) {
         Ok(doc) => {
-            let text = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string());
+            let text = match args.format {
+                PolicyFormat::Json => escrow_sync::doc::policy(&escrow_sync::RunInfo::start(), doc),
+                PolicyFormat::Cloudformation => {
+                    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
+                }
+            };
             let _ = writeln!(std::io::stdout().lock(), "{text}");
             exit::OK
         }
@@ -32,11 +37,19 @@ pub(crate) fn policy(args: &PolicyArgs) -> u8 {
 /// `--fail-on`.
 pub(crate) async fn audit(args: &AuditArgs) -> u8 {
     use escrow_sync::governance_checks::audit as checks;
+    let target = match crate::report::check(&args.report) {
+        Ok(t) => t,
+        Err(e) => {
+            fatal(&e);
+            return exit::FATAL;
+        }
+    };
     let fail_on = match args.fail_on {
         Severity::Low => checks::Severity::Low,
         Severity::Medium => checks::Severity::Medium,
         Severity::High => checks::Severity::High,
     };
+    let info = escrow_sync::RunInfo::start();
     let result = match load(&args.config.path) {
         Ok(config) => escrow_sync::governance::audit(&config).await,
         Err(e) => Err(e),
@@ -49,7 +62,8 @@ pub(crate) async fn audit(args: &AuditArgs) -> u8 {
     let mut stdout = std::io::stdout().lock();
     match (args.output, &result) {
         (OutputFormat::Json, _) => {
-            let doc = escrow_sync::doc::audit(result.as_ref().ok(), result.as_ref().err(), code);
+            let doc =
+                escrow_sync::doc::audit(&info, result.as_ref().ok(), result.as_ref().err(), code);
             let _ = writeln!(stdout, "{doc}");
         }
         (OutputFormat::Text, Ok(a)) => {
@@ -60,7 +74,14 @@ pub(crate) async fn audit(args: &AuditArgs) -> u8 {
     if let Err(e) = &result {
         eprintln!("error: {}", e.chain());
     }
-    code
+    match &result {
+        Ok(a) => crate::report::write(
+            &target,
+            || escrow_sync::report::HumanReport::of_audit(&info, a, code),
+            code,
+        ),
+        Err(_) => code,
+    }
 }
 
 /// The text report: one line per finding, then a summary.

@@ -16,15 +16,18 @@ pub mod output;
 mod progress;
 pub mod redact;
 mod render;
+mod report;
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use escrow_sync::report::HumanReport;
 use escrow_sync::restore::RestoreRequest;
 use escrow_sync::spec::Config;
-use escrow_sync::{CancellationToken, Error, Mode, RunOptions, Runner, Verdict};
+use escrow_sync::status::StatusRequest;
+use escrow_sync::{CancellationToken, Error, Mode, RunInfo, RunOptions, Runner, Verdict};
 
 use output::exit;
 
@@ -104,6 +107,11 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Inspect the escrow account for the ways it can stop being an escrow.
     Audit(AuditArgs),
+    /// Report how fresh each job's escrow is, from escrow alone (works with
+    /// the primary gone): its last run, the age of its newest verified copy
+    /// (the RPO achieved), items, bytes and findings; a job older than
+    /// --max-age (or its max_age key) is `stale` and the exit code is 3.
+    Status(StatusArgs),
     /// Bring one job's data from escrow back into a recovery account: a dry
     /// run unless --apply; --drill restores into a bucket it creates,
     /// compares every object with escrow byte for byte, and deletes what it
@@ -117,6 +125,36 @@ pub struct ConfigPath {
     /// The config file (or the environment's ESCROW_SYNC_CONFIG).
     #[arg(short = 'c', long = "config", env = "ESCROW_SYNC_CONFIG", default_value = "escrow.toml")]
     pub path: PathBuf,
+}
+
+/// `--report FILE.md|FILE.html`: also write a human report of the command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportPath {
+    /// Also write a human report (per-job table, findings, RPO, what to do)
+    /// to this file: Markdown for .md, one self-contained page for .html.
+    #[arg(long = "report", id = "report", value_name = "FILE.md|FILE.html")]
+    pub path: Option<PathBuf>,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// The config file.
+    #[command(flatten)]
+    pub config: ConfigPath,
+    /// Only this job.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// The largest age of a job's newest verified copy (e.g. 26h) before it
+    /// is stale (default: each job's max_age key; none: never stale).
+    #[arg(long, value_parser = duration)]
+    pub max_age: Option<std::time::Duration>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// A human report.
+    #[command(flatten)]
+    pub report: ReportPath,
 }
 
 /// Arguments of `restore`.
@@ -164,6 +202,9 @@ pub struct RestoreArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// A human report.
+    #[command(flatten)]
+    pub report: ReportPath,
 }
 
 /// Output formats of `policy`.
@@ -181,8 +222,8 @@ pub struct PolicyArgs {
     /// The config file.
     #[command(flatten)]
     pub config: ConfigPath,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = PolicyFormat::Json)]
+    /// Output format (`--format` is the same option's older name).
+    #[arg(long = "output", visible_alias = "format", value_enum, default_value_t = PolicyFormat::Json)]
     pub format: PolicyFormat,
 }
 
@@ -209,6 +250,9 @@ pub struct AuditArgs {
     /// Exit 3 when a finding at or above this severity is found.
     #[arg(long, value_enum, default_value_t = Severity::High)]
     pub fail_on: Severity,
+    /// A human report.
+    #[command(flatten)]
+    pub report: ReportPath,
 }
 
 /// Arguments of `prune`.
@@ -248,6 +292,9 @@ pub struct JobArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// A human report.
+    #[command(flatten)]
+    pub report: ReportPath,
 }
 
 /// Arguments of `run`.
@@ -305,6 +352,7 @@ pub async fn run(cli: Cli) -> u8 {
             ));
             exit::FATAL
         }
+        Command::Status(a) => status(&a).await,
         Command::Restore(a) => restore(&a, cancel).await,
         Command::Prune(a) => prune(&a, cancel).await,
     }
@@ -331,8 +379,16 @@ async fn jobs(
     offline: bool,
     cancel: CancellationToken,
 ) -> u8 {
+    let target = match report::check(&args.report) {
+        Ok(t) => t,
+        Err(e) => {
+            fatal(&e);
+            return exit::FATAL;
+        }
+    };
     interrupt_on_ctrl_c(cancel.clone());
     let options = options.set_job(args.job.clone());
+    let started = RunInfo::start();
     let result = async {
         let runner = Runner::new(load(&args.config.path)?)
             .with_cancellation(cancel)
@@ -344,15 +400,15 @@ async fn jobs(
         }
     }
     .await;
-    let (jobs, fatal_error) = match result {
-        Ok(jobs) => (jobs, None),
-        Err(e) => (Vec::new(), Some(e)),
+    let (info, jobs, fatal_error) = match result {
+        Ok(run) => (run.info, run.jobs, None),
+        Err(e) => (started, Vec::new(), Some(e)),
     };
     let code = if fatal_error.is_some() { exit::FATAL } else { output::exit_code(mode, &jobs) };
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
-            let doc = escrow_sync::doc::jobs(mode, &jobs, fatal_error.as_ref(), code);
+            let doc = escrow_sync::doc::jobs(&info, mode, &jobs, fatal_error.as_ref(), code);
             let _ = writeln!(stdout, "{}", redact::redact(&doc));
         }
         OutputFormat::Text => {
@@ -367,11 +423,60 @@ async fn jobs(
             eprintln!("error: job {}: {}", j.name, redact::redact(&e.chain()));
         }
     }
-    code
+    report::write(&target, || HumanReport::of_jobs(&info, mode, &jobs, code), code)
+}
+
+/// `status`: prints each job's freshness; exit 3 when one is stale.
+async fn status(args: &StatusArgs) -> u8 {
+    let target = match report::check(&args.report) {
+        Ok(t) => t,
+        Err(e) => {
+            fatal(&e);
+            return exit::FATAL;
+        }
+    };
+    let started = RunInfo::start();
+    let request = StatusRequest::new().set_job(args.job.clone()).set_max_age(args.max_age);
+    let result = match load(&args.config.path) {
+        Ok(config) => Runner::new(config).status(&request).await,
+        Err(e) => Err(e),
+    };
+    let code = match &result {
+        Ok((_, r)) => render::code(r.verdict()),
+        Err(_) => exit::FATAL,
+    };
+    let info = result.as_ref().map(|(i, _)| i.clone()).unwrap_or(started);
+    let report = result.as_ref().ok().map(|(_, r)| r);
+    let mut stdout = std::io::stdout().lock();
+    match args.output {
+        OutputFormat::Json => {
+            let doc = escrow_sync::doc::status(&info, report, result.as_ref().err(), code);
+            let _ = writeln!(stdout, "{}", redact::redact(&doc));
+        }
+        OutputFormat::Text => {
+            if let Some(r) = report {
+                let _ = write!(stdout, "{}", redact::redact(&render::status_text(r)));
+            }
+        }
+    }
+    if let Err(e) = &result {
+        fatal(e);
+    }
+    match report {
+        Some(r) => report::write(&target, || HumanReport::of_status(&info, r, code), code),
+        None => code,
+    }
 }
 
 /// `restore`: prints what it restored; returns the exit code.
 async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
+    let target = match report::check(&args.report) {
+        Ok(t) => t,
+        Err(e) => {
+            fatal(&e);
+            return exit::FATAL;
+        }
+    };
     interrupt_on_ctrl_c(cancel.clone());
     let request = RestoreRequest::new(&args.job, &args.target_role_arn)
         .set_target_bucket(args.target_bucket.clone())
@@ -381,6 +486,7 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
         .apply(args.apply)
         .drill(args.drill)
         .copy(args.copy);
+    let info = RunInfo::start();
     let result = match load(&args.config.path) {
         Ok(config) => Runner::new(config).with_cancellation(cancel).restore(&request).await,
         Err(e) => Err(e),
@@ -389,8 +495,11 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
     let mut stdout = std::io::stdout().lock();
     match (args.output, &result) {
         (OutputFormat::Json, _) => {
-            let _ =
-                writeln!(stdout, "{}", redact::redact(&escrow_sync::doc::restore(&result, code)));
+            let _ = writeln!(
+                stdout,
+                "{}",
+                redact::redact(&escrow_sync::doc::restore(&info, &result, code))
+            );
         }
         (OutputFormat::Text, Ok(r)) => {
             let _ = write!(stdout, "{}", redact::redact(&render::restore_text(r)));
@@ -400,12 +509,23 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
     if let Err(e) = &result {
         fatal(e);
     }
-    code
+    match &result {
+        Ok(r) => report::write(&target, || HumanReport::of_restore(&info, r, code), code),
+        Err(_) => code,
+    }
 }
 
 /// `prune`: prints what it keeps and deletes; returns the exit code.
 async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
+    if args.job.report.path.is_some() {
+        fatal(&Error::invalid_config(
+            "--report is for run, verify, status, audit and restore --drill, not prune: leave it \
+             out (--output json has every prune decision)",
+        ));
+        return exit::FATAL;
+    }
     interrupt_on_ctrl_c(cancel.clone());
+    let info = RunInfo::start();
     let result = match load(&args.job.config.path) {
         Ok(config) => {
             Runner::new(config)
@@ -426,7 +546,8 @@ async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
     let mut stdout = std::io::stdout().lock();
     match args.job.output {
         OutputFormat::Json => {
-            let doc = escrow_sync::doc::prune(&outcomes, args.apply, fatal_error.as_ref(), code);
+            let doc =
+                escrow_sync::doc::prune(&info, &outcomes, args.apply, fatal_error.as_ref(), code);
             let _ = writeln!(stdout, "{}", redact::redact(&doc));
         }
         OutputFormat::Text => {

@@ -16,6 +16,70 @@ pub(crate) fn code(verdict: Verdict) -> u8 {
     }
 }
 
+/// The text report of a `status`.
+pub(crate) fn status_text(r: &escrow_sync::status::StatusReport) -> String {
+    use std::fmt::Write;
+    let age = |s: u64| humantime::format_duration(std::time::Duration::from_secs(s)).to_string();
+    let mut s = String::new();
+    for j in &r.jobs {
+        let _ = writeln!(s, "job {} ({})", j.name, j.kind);
+        match &j.last_run {
+            Some(run) => {
+                let _ = writeln!(
+                    s,
+                    "  last run: {} {} (finished {}): copied {} ({}), up to date {}, failed {}, \
+                     {} findings",
+                    run.run_id,
+                    run.outcome.as_str(),
+                    run.finished_at,
+                    run.copied,
+                    crate::output::bytes(run.bytes_copied),
+                    run.skipped,
+                    run.failed,
+                    run.findings
+                );
+            }
+            None => {
+                let _ = writeln!(s, "  last run: none recorded");
+            }
+        }
+        let limit = j.max_age_seconds.map(|m| format!(" (max age {})", age(m))).unwrap_or_default();
+        match (&j.last_verified, j.seconds_since_last_verified_copy) {
+            (Some(v), Some(a)) => {
+                let by = match v.by {
+                    escrow_sync::status::VerifiedBy::Run => "run",
+                    _ => "verify",
+                };
+                let _ = writeln!(
+                    s,
+                    "  newest verified copy: {} by {by} {}, {} old{limit}",
+                    v.finished_at,
+                    v.run_id,
+                    age(a)
+                );
+            }
+            _ => {
+                let _ = writeln!(s, "  newest verified copy: none{limit}");
+            }
+        }
+        for f in &j.findings {
+            let _ = writeln!(
+                s,
+                "  {} {}: {}",
+                f.kind.as_deref().unwrap_or("finding"),
+                f.key,
+                f.problem
+            );
+        }
+    }
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    let stale = r.jobs.iter().filter(|j| !j.findings.is_empty()).count();
+    let _ = writeln!(s, "status: {} job(s), {stale} stale", r.jobs.len());
+    s
+}
+
 /// The text report of a restore.
 pub(crate) fn restore_text(r: &RestoreReport) -> String {
     use std::fmt::Write;

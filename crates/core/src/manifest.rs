@@ -60,6 +60,11 @@ pub struct Header {
     pub primary_account: String,
     /// When the run started (RFC 3339).
     pub started_at: String,
+    /// What the run did: absent for a `run` (its manifest records every
+    /// item), [`VERIFY`] for a `verify` (a verification record: job lines
+    /// and summaries only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 impl Header {
@@ -79,9 +84,19 @@ impl Header {
             escrow_account: escrow_account.into(),
             primary_account: primary_account.into(),
             started_at: now_rfc3339(),
+            mode: None,
         }
     }
+
+    /// The header of a verification record (see [`Header::mode`]).
+    pub fn verification(mut self) -> Self {
+        self.mode = Some(VERIFY.to_string());
+        self
+    }
 }
+
+/// [`Header::mode`] of a verification record.
+pub const VERIFY: &str = "verify";
 
 /// `sha256:<hex>` of `bytes` (the config digest).
 pub fn digest(bytes: &[u8]) -> String {
@@ -123,7 +138,7 @@ fn run_id_at(at: std::time::SystemTime, pid: u32) -> String {
 /// The current time in RFC 3339, UTC, with the fraction of a second to the
 /// microsecond, trailing zeros dropped (`2026-11-28T23:47:01.5Z`), as the
 /// header's start and the end line's finish carry it.
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     timestamp(std::time::SystemTime::now())
 }
 
@@ -207,6 +222,35 @@ pub struct JobSummary {
     /// What the run found (a `mass-change` finding, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<crate::Finding>,
+    /// Verify: items escrow lacks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missing: u64,
+    /// Verify: items that differ between the primary and escrow.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub different: u64,
+    /// Verify: escrow copies without the configured protection.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unprotected: u64,
+    /// How long the job took, in milliseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub elapsed_ms: u64,
+}
+
+impl JobSummary {
+    /// Whether the job left a verified copy: it finished with no error, no
+    /// failure, nothing held back, nothing missing, different or
+    /// unprotected, and no finding (every item copied or already up to
+    /// date).
+    pub fn verified(&self) -> bool {
+        self.error.is_none()
+            && !self.cancelled
+            && self.failed == 0
+            && self.held_back == 0
+            && self.missing == 0
+            && self.different == 0
+            && self.unprotected == 0
+            && self.findings.is_empty()
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

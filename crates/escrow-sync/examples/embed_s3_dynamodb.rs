@@ -65,8 +65,8 @@ async fn escrow_once() -> Result<Verdict, Box<dyn std::error::Error>> {
         .validated("embed_s3_dynamodb")?;
 
     let runner = Runner::new(config).with_sessions(Sessions::new(escrow, primary)?);
-    let outcomes = runner.run(Mode::Run, &RunOptions::new()).await?;
-    for job in &outcomes {
+    let run = runner.run(Mode::Run, &RunOptions::new()).await?;
+    for job in &run.jobs {
         match (&job.report, &job.error) {
             (Some(r), _) => println!(
                 "{} ({}): copied {}, already in escrow {}, failed {}, {} bytes",
@@ -76,7 +76,7 @@ async fn escrow_once() -> Result<Verdict, Box<dyn std::error::Error>> {
             (None, None) => println!("{} ({}): no report", job.name, job.kind),
         }
     }
-    Ok(Verdict::of_jobs(Mode::Run, &outcomes))
+    Ok(Verdict::of_jobs(Mode::Run, &run.jobs))
 }
 
 #[tokio::main]

@@ -1,8 +1,10 @@
 //! The JSON documents of each command (`--output json`): the shapes scripts
-//! parse, the same for the binary and for an embedder. Each carries `ok`,
-//! `command`, an `error` when the command failed outright, and the
+//! parse, the same for the binary and for an embedder. Each carries the
+//! head of [`RunInfo`] (`schema_version`, `tool_version`, `run_id`,
+//! `started_at`, `finished_at`, `escrow_account`, `primary_account`), then
+//! `ok`, `command`, an `error` when the command failed outright, and the
 //! `exit_code` the binary exits with (0 ok, 1 items failed, 2 fatal, 3
-//! findings).
+//! findings). Their JSON Schemas are in the repository's `docs/schema/`.
 
 use serde::Serialize;
 
@@ -10,6 +12,89 @@ use escrow_sync_core::{Error, Mode, Report};
 
 use crate::restore::RestoreReport;
 use crate::{JobOutcome, PruneOutcome};
+
+/// The version of the documents' shape: raised when a field changes
+/// meaning or goes away (new fields do not raise it).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// escrow-sync's version, as every document and manifest gives it.
+pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Who ran a command and when: the head of every document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RunInfo {
+    /// The run's id: a `run`'s is its manifest's (and a `verify`'s its
+    /// verification record's); other commands get one of the same form.
+    pub run_id: String,
+    /// When the command started (RFC 3339).
+    pub started_at: String,
+    /// When it finished (RFC 3339); `None` while it runs.
+    pub finished_at: Option<String>,
+    /// The escrow account, when known.
+    pub escrow_account: Option<String>,
+    /// The primary account, when known.
+    pub primary_account: Option<String>,
+}
+
+impl RunInfo {
+    /// A command starting now, with a new run id.
+    pub fn start() -> Self {
+        RunInfo {
+            run_id: escrow_sync_core::manifest::run_id(),
+            started_at: escrow_sync_core::manifest::now_rfc3339(),
+            finished_at: None,
+            escrow_account: None,
+            primary_account: None,
+        }
+    }
+
+    /// With the accounts (empty ids count as unknown).
+    pub fn with_accounts(mut self, escrow: Option<String>, primary: Option<String>) -> Self {
+        self.escrow_account = escrow.filter(|a| !a.is_empty()).or(self.escrow_account);
+        self.primary_account = primary.filter(|a| !a.is_empty()).or(self.primary_account);
+        self
+    }
+
+    /// Marks it finished now (once: a second call keeps the first time).
+    pub fn finish(&mut self) {
+        if self.finished_at.is_none() {
+            self.finished_at = Some(escrow_sync_core::manifest::now_rfc3339());
+        }
+    }
+
+    /// A finished copy (for a document of a command that may still be
+    /// marked running).
+    pub fn finished(&self) -> Self {
+        let mut done = self.clone();
+        done.finish();
+        done
+    }
+}
+
+/// The head every document starts with.
+#[derive(Serialize)]
+struct Head {
+    schema_version: u32,
+    tool_version: &'static str,
+    #[serde(flatten)]
+    run: RunInfo,
+}
+
+impl Head {
+    fn of(run: &RunInfo) -> Self {
+        Head { schema_version: SCHEMA_VERSION, tool_version: TOOL_VERSION, run: run.finished() }
+    }
+}
+
+/// `value` (a JSON object) with the head's fields first.
+fn with_head(run: &RunInfo, value: serde_json::Value) -> String {
+    let mut doc = serde_json::to_value(Head::of(run)).expect("the head serialises");
+    if let (Some(head), serde_json::Value::Object(rest)) = (doc.as_object_mut(), value) {
+        head.extend(rest);
+    }
+    serde_json::to_string_pretty(&doc).expect("documents serialise")
+}
 
 #[derive(Serialize)]
 struct JsonFailure<'a> {
@@ -71,7 +156,13 @@ fn command_name(mode: Mode) -> &'static str {
 }
 
 /// The document of `plan`, `run` and `verify` (`--offline` too).
-pub fn jobs(mode: Mode, jobs: &[JobOutcome], fatal: Option<&Error>, code: u8) -> String {
+pub fn jobs(
+    run: &RunInfo,
+    mode: Mode,
+    jobs: &[JobOutcome],
+    fatal: Option<&Error>,
+    code: u8,
+) -> String {
     let jobs = jobs
         .iter()
         .map(|j| {
@@ -131,11 +222,11 @@ pub fn jobs(mode: Mode, jobs: &[JobOutcome], fatal: Option<&Error>, code: u8) ->
         error: fatal.map(Error::chain),
         exit_code: code,
     };
-    serde_json::to_string_pretty(&doc).expect("reports serialise")
+    with_head(run, serde_json::to_value(&doc).expect("reports serialise"))
 }
 
 /// The JSON document of a restore.
-pub fn restore(result: &Result<RestoreReport, Error>, code: u8) -> String {
+pub fn restore(run: &RunInfo, result: &Result<RestoreReport, Error>, code: u8) -> String {
     let doc = serde_json::json!({
         "ok": code == 0,
         "command": "restore",
@@ -143,11 +234,17 @@ pub fn restore(result: &Result<RestoreReport, Error>, code: u8) -> String {
         "error": result.as_ref().err().map(Error::chain),
         "exit_code": code,
     });
-    serde_json::to_string_pretty(&doc).expect("a report serialises")
+    with_head(run, doc)
 }
 
 /// The JSON document of a prune.
-pub fn prune(outcomes: &[PruneOutcome], apply: bool, fatal: Option<&Error>, code: u8) -> String {
+pub fn prune(
+    run: &RunInfo,
+    outcomes: &[PruneOutcome],
+    apply: bool,
+    fatal: Option<&Error>,
+    code: u8,
+) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
         ok: bool,
@@ -166,7 +263,35 @@ pub fn prune(outcomes: &[PruneOutcome], apply: bool, fatal: Option<&Error>, code
         error: fatal.map(Error::chain),
         exit_code: code,
     };
-    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    with_head(run, serde_json::to_value(&doc).expect("prune outcomes serialise"))
+}
+
+/// The document of `status`.
+pub fn status(
+    run: &RunInfo,
+    report: Option<&crate::status::StatusReport>,
+    fatal: Option<&Error>,
+    code: u8,
+) -> String {
+    let doc = serde_json::json!({
+        "ok": code == 0,
+        "command": "status",
+        "jobs": report.map(|r| r.jobs.as_slice()).unwrap_or_default(),
+        "warnings": report.map(|r| r.warnings.as_slice()).unwrap_or_default(),
+        "error": fatal.map(Error::chain),
+        "exit_code": code,
+    });
+    with_head(run, doc)
+}
+
+/// The document of `policy --output json`: the policies, after the head.
+pub fn policy(run: &RunInfo, policies: serde_json::Value) -> String {
+    let head = serde_json::json!({ "ok": true, "command": "policy" });
+    let mut doc = head;
+    if let (Some(d), serde_json::Value::Object(p)) = (doc.as_object_mut(), policies) {
+        d.extend(p);
+    }
+    with_head(run, doc)
 }
 
 #[cfg(feature = "governance")]
@@ -174,7 +299,6 @@ pub fn prune(outcomes: &[PruneOutcome], apply: bool, fatal: Option<&Error>, code
 struct AuditDoc<'a> {
     ok: bool,
     command: &'static str,
-    escrow_account: Option<&'a str>,
     findings: &'a [escrow_sync_governance::audit::Finding],
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -184,19 +308,20 @@ struct AuditDoc<'a> {
 /// The document of `audit`.
 #[cfg(feature = "governance")]
 pub fn audit(
+    run: &RunInfo,
     audited: Option<&crate::governance::Audited>,
     fatal: Option<&Error>,
     code: u8,
 ) -> String {
+    let run = run.clone().with_accounts(audited.map(|a| a.escrow_account.clone()), None);
     let doc = AuditDoc {
         ok: code == 0,
         command: "audit",
-        escrow_account: audited.map(|a| a.escrow_account.as_str()),
         findings: audited.map(|a| a.findings.as_slice()).unwrap_or_default(),
         error: fatal.map(Error::chain),
         exit_code: code,
     };
-    serde_json::to_string_pretty(&doc).expect("findings serialise")
+    with_head(&run, serde_json::to_value(&doc).expect("findings serialise"))
 }
 
 #[cfg(all(test, feature = "governance"))]
@@ -228,7 +353,8 @@ mod tests {
 
     #[test]
     fn json_has_the_documented_shape() {
-        let v: serde_json::Value = serde_json::from_str(&audit(Some(&audited()), None, 3)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&audit(&RunInfo::start(), Some(&audited()), None, 3)).unwrap();
         assert_eq!(v["ok"], false);
         assert_eq!(v["command"], "audit");
         assert_eq!(v["escrow_account"], "222222222222");
@@ -238,7 +364,8 @@ mod tests {
         assert_eq!(v["findings"][0]["resource"], "s3://esc");
         assert!(v.get("error").is_none());
         let fatal = Error::invalid_config("[escrow] region is empty");
-        let v: serde_json::Value = serde_json::from_str(&audit(None, Some(&fatal), 2)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&audit(&RunInfo::start(), None, Some(&fatal), 2)).unwrap();
         assert_eq!(v["exit_code"], 2);
         assert_eq!(v["findings"], serde_json::json!([]));
         assert!(v["error"].as_str().unwrap().contains("region is empty"));

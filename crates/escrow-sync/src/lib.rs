@@ -13,6 +13,8 @@
 //!   credentials only), [`Runner::prune`] and [`Runner::restore`];
 //! - [`restore`]: one request and one report type for every job kind, with
 //!   drills;
+//! - [`status`]: the age of each job's newest verified copy, from escrow
+//!   alone;
 //! - [`doc`]: the JSON document of every command, as the binary prints it;
 //! - `governance`: least-privilege policies and the isolation audit.
 //!
@@ -65,13 +67,13 @@
 //!
 //! // 3. Run, and read the reports.
 //! let runner = Runner::new(config).with_sessions(Sessions::new(escrow, primary)?);
-//! let outcomes = runner.run(Mode::Run, &RunOptions::new()).await?;
-//! for job in &outcomes {
+//! let run = runner.run(Mode::Run, &RunOptions::new()).await?;
+//! for job in &run.jobs {
 //!     if let Some(r) = &job.report {
 //!         println!("{}: copied {}, failed {}", job.name, r.copied, r.failed);
 //!     }
 //! }
-//! assert_eq!(Verdict::of_jobs(Mode::Run, &outcomes), Verdict::Ok);
+//! assert_eq!(Verdict::of_jobs(Mode::Run, &run.jobs), Verdict::Ok);
 //! # Ok(())
 //! # }
 //! ```
@@ -88,10 +90,13 @@ mod dynamo;
 pub mod governance;
 mod lease;
 mod manifest;
+mod metrics;
+pub mod report;
 pub mod restore;
 mod runner;
 mod snapshots;
 pub mod spec;
+pub mod status;
 #[cfg(feature = "cloudtrail")]
 mod trail;
 
@@ -112,8 +117,9 @@ pub use escrow_sync_rds as rds;
 pub use escrow_sync_redshift as redshift;
 pub use escrow_sync_s3 as s3;
 
+pub use doc::RunInfo;
 pub use manifest::SOURCE as OFFLINE_SOURCE;
-pub use runner::{JobOutcome, Observer, RunOptions, Runner};
+pub use runner::{JobOutcome, Observer, Run, RunOptions, Runner};
 pub use snapshots::{PruneFailure, PruneOutcome};
 
 /// What a command came to, whatever its kind; the binary turns it into an
@@ -168,9 +174,24 @@ impl Runner {
     /// `verify --offline`: each selected job checked against the newest run
     /// manifest that finished it, with escrow credentials only (the
     /// primary may be gone).
-    pub async fn verify_offline(&self, options: &RunOptions) -> Result<Vec<JobOutcome>, Error> {
+    /// A clean one is recorded for `status` as [`Runner::run`]'s `verify` is.
+    pub async fn verify_offline(&self, options: &RunOptions) -> Result<Run, Error> {
+        let mut info = RunInfo::start();
         let escrow = self.escrow_session().await?;
-        manifest::verify_offline(self.config(), options.job.as_deref(), &escrow).await
+        info = info.with_accounts(Some(escrow.account_id().to_string()), None);
+        let mut jobs =
+            manifest::verify_offline(self.config(), options.job.as_deref(), &escrow).await?;
+        let header = core::manifest::Header::new(
+            &info.run_id,
+            doc::TOOL_VERSION,
+            self.config().digest(),
+            escrow.account_id(),
+            &self.config().primary.account_id,
+        );
+        manifest::record_verification(self.config(), &escrow, header, &mut jobs).await;
+        info = info.with_accounts(None, Some(self.config().primary.account_id.clone()));
+        info.finish();
+        Ok(Run { info, jobs })
     }
 
     /// `prune`: the keep_* retention of the selected snapshot jobs applied
@@ -199,6 +220,25 @@ impl Runner {
             );
         }
         Ok(outcomes)
+    }
+
+    /// `status`: each selected job's last run and the age of its newest
+    /// verified copy, from escrow alone (see [`status`]).
+    pub async fn status(
+        &self,
+        request: &status::StatusRequest,
+    ) -> Result<(RunInfo, status::StatusReport), Error> {
+        let mut info = RunInfo::start();
+        let escrow = self.escrow_session().await?;
+        info = info.with_accounts(
+            Some(escrow.account_id().to_string()),
+            Some(self.config().primary.account_id.clone()),
+        );
+        let mut report =
+            status::status(self.config(), &escrow, request, std::time::SystemTime::now()).await?;
+        report.warnings.extend(metrics::publish(self.config(), &escrow, &[], &report).await);
+        info.finish();
+        Ok((info, report))
     }
 
     /// Restores one job's data from escrow (see [`restore`]).

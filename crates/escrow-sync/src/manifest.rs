@@ -19,10 +19,24 @@ use crate::spec::{Config, JobRef};
 /// How `verify --offline` reports name their source.
 pub const SOURCE: &str = "run manifest ";
 
+/// Where verification records go, under the manifest prefix.
+pub(crate) const VERIFICATIONS: &str = "verifications/";
+
 /// The manifest store `config` names, if any.
-fn store(config: &Config, escrow: &Session) -> Option<ManifestStore> {
+pub(crate) fn store(config: &Config, escrow: &Session) -> Option<ManifestStore> {
+    store_at(config, escrow, "")
+}
+
+/// The store of verification records (`<manifest_prefix>verifications/`),
+/// if `config` names a manifest bucket.
+pub(crate) fn verification_store(config: &Config, escrow: &Session) -> Option<ManifestStore> {
+    store_at(config, escrow, VERIFICATIONS)
+}
+
+fn store_at(config: &Config, escrow: &Session, below: &str) -> Option<ManifestStore> {
     let bucket = config.escrow.manifest_bucket.as_ref()?;
     let prefix = config.escrow.manifest_prefix.clone().unwrap_or_else(|| DEFAULT_PREFIX.into());
+    let prefix = format!("{prefix}{below}");
     let owner = Some(escrow.account_id().to_string()).filter(|a| !a.is_empty());
     let lock = config.escrow.manifest_object_lock.as_ref().map(|l| (l.mode.clone(), l.days));
     Some(
@@ -83,35 +97,75 @@ pub(crate) fn generations_in(
 /// A job's summary line from its result.
 pub(crate) fn summary(name: &str, result: &Result<Report, Error>) -> JobSummary {
     match result {
-        Ok(r) => JobSummary {
-            job: name.to_string(),
-            source: r.source.clone(),
-            destination: r.destination.clone(),
-            copied: r.copied,
-            skipped: r.skipped,
-            failed: r.failed,
-            retained: r.retained,
-            bytes_copied: r.bytes_copied,
-            cancelled: r.cancelled,
-            held_back: r.held_back,
-            findings: r.findings.clone(),
-            error: None,
-            notes: r
-                .notes
-                .iter()
-                .cloned()
-                .chain(r.key_digests.iter().map(|d| {
-                    format!(
-                        "{}: {} keys in the primary, {} in escrow, digest {}",
-                        d.scope, d.primary_items, d.escrow_items, d.escrow_digest
-                    )
-                }))
-                .collect(),
-        },
-        Err(e) => {
-            JobSummary { job: name.to_string(), error: Some(e.chain()), ..Default::default() }
-        }
+        Ok(r) => summary_of(name, Some(r), None),
+        Err(e) => summary_of(name, None, Some(e)),
     }
+}
+
+/// A job's summary line from its report and its fatal error (either, or
+/// both: a job whose lease was lost has a report and an error).
+pub(crate) fn summary_of(name: &str, report: Option<&Report>, error: Option<&Error>) -> JobSummary {
+    let error = error.map(Error::chain);
+    let Some(r) = report else {
+        return JobSummary { job: name.to_string(), error, ..Default::default() };
+    };
+    JobSummary {
+        job: name.to_string(),
+        source: r.source.clone(),
+        destination: r.destination.clone(),
+        copied: r.copied,
+        skipped: r.skipped,
+        failed: r.failed,
+        retained: r.retained,
+        bytes_copied: r.bytes_copied,
+        cancelled: r.cancelled,
+        held_back: r.held_back,
+        findings: r.findings.clone(),
+        missing: r.missing,
+        different: r.different,
+        unprotected: r.unprotected,
+        elapsed_ms: u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX),
+        error,
+        notes: r
+            .notes
+            .iter()
+            .cloned()
+            .chain(r.key_digests.iter().map(|d| {
+                format!(
+                    "{}: {} keys in the primary, {} in escrow, digest {}",
+                    d.scope, d.primary_items, d.escrow_items, d.escrow_digest
+                )
+            }))
+            .collect(),
+    }
+}
+
+/// Records a `verify` (online or offline) in escrow, for `status`: a
+/// verification record of each job's summary under
+/// `<manifest_prefix>verifications/`, named by the run id. Nothing without
+/// `[escrow] manifest_bucket`. A record that cannot be written fails the
+/// verify (it would not count for `status`).
+pub(crate) async fn record_verification(
+    config: &Config,
+    escrow: &Session,
+    header: escrow_sync_core::manifest::Header,
+    outcomes: &mut Vec<JobOutcome>,
+) {
+    if config.escrow.manifest_bucket.is_none() || outcomes.is_empty() {
+        return;
+    }
+    let mut writer = match ManifestWriter::create(header.verification()) {
+        Ok(w) => w,
+        Err(e) => {
+            let bucket = config.escrow.manifest_bucket.as_deref().unwrap_or_default();
+            return record_written(bucket, "verification record", Err(e), outcomes);
+        }
+    };
+    for o in outcomes.iter() {
+        writer.job(&o.name, o.kind);
+        writer.job_end(summary_of(&o.name, o.report.as_ref(), o.error.as_ref()));
+    }
+    write(config, escrow, writer, true, outcomes).await;
 }
 
 /// Writes the run's manifest into escrow (one PutObject: never partial).
@@ -121,40 +175,47 @@ pub(crate) async fn write(
     config: &Config,
     escrow: &Session,
     manifest: ManifestWriter,
+    verification: bool,
     outcomes: &mut Vec<JobOutcome>,
 ) {
-    let Some(store) = store(config, escrow) else { return };
+    let store =
+        if verification { verification_store(config, escrow) } else { store(config, escrow) };
+    let Some(store) = store else { return };
     let run_id = manifest.run_id().to_string();
     let written = match manifest.finish_spooled() {
         Ok((_, spooled)) => store.put_spooled(&run_id, spooled).await,
         Err(e) => Err(e),
     };
     let bucket = config.escrow.manifest_bucket.as_deref().unwrap_or_default();
-    record_written(bucket, written, outcomes);
+    let what = if verification { "verification record" } else { "run manifest" };
+    record_written(bucket, what, written, outcomes);
 }
 
 /// Tells each job's report where the manifest went, or why it did not:
 /// then every report counts a failure, and when no job got as far as a
 /// report, the failure is a line of its own.
-fn record_written(bucket: &str, written: Result<String, Error>, outcomes: &mut Vec<JobOutcome>) {
+fn record_written(
+    bucket: &str,
+    what: &str,
+    written: Result<String, Error>,
+    outcomes: &mut Vec<JobOutcome>,
+) {
     let written = written.map_err(|e| {
         Error::new(
             ErrorKind::Failed,
             "manifest",
             format!("s3://{bucket}"),
-            format!("the run manifest was not written: {}", e.chain()),
+            format!("the {what} was not written: {}", e.chain()),
         )
     });
     let mut told = false;
     for o in outcomes.iter_mut() {
         let Some(report) = o.report.as_mut() else { continue };
         match &written {
-            Ok(key) => {
-                report.notes.push(format!("recorded in the run manifest s3://{bucket}/{key}"))
-            }
+            Ok(key) => report.notes.push(format!("recorded in the {what} s3://{bucket}/{key}")),
             Err(error) => {
                 report.failed += 1;
-                report.failures.push(Failure::new("(run manifest)", error, 1));
+                report.failures.push(Failure::new(format!("({what})"), error, 1));
                 told = true;
             }
         }
@@ -164,7 +225,7 @@ fn record_written(bucket: &str, written: Result<String, Error>, outcomes: &mut V
     {
         // Every job failed before it had a report: the manifest's failure
         // gets a line of its own rather than none.
-        outcomes.push(JobOutcome::new("(run manifest)", "manifest", Err(error)));
+        outcomes.push(JobOutcome::new(format!("({what})"), "manifest", Err(error)));
     }
 }
 
@@ -663,7 +724,7 @@ mod tests {
         };
         let denied = || Error::new(ErrorKind::Failed, "s3:PutObject", "s3://m", "AccessDenied");
         let mut outcomes = vec![failed("a"), failed("b")];
-        record_written("m", Err(denied()), &mut outcomes);
+        record_written("m", "run manifest", Err(denied()), &mut outcomes);
         assert_eq!(outcomes.len(), 3);
         let told = outcomes[2].error.as_ref().unwrap().chain();
         assert!(told.contains("not written") && told.contains("AccessDenied"), "{told}");
@@ -676,11 +737,11 @@ mod tests {
                 ..failed("b")
             },
         ];
-        record_written("m", Err(denied()), &mut outcomes);
+        record_written("m", "run manifest", Err(denied()), &mut outcomes);
         assert_eq!(outcomes.len(), 2, "told in the report that exists");
         assert_eq!(outcomes[1].report.as_ref().unwrap().failed, 1);
 
-        record_written("m", Ok("runs/1.jsonl".into()), &mut outcomes);
+        record_written("m", "run manifest", Ok("runs/1.jsonl".into()), &mut outcomes);
         let notes = &outcomes[1].report.as_ref().unwrap().notes;
         assert!(notes.iter().any(|n| n.contains("s3://m/runs/1.jsonl")), "{notes:?}");
     }

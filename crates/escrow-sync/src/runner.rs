@@ -48,6 +48,17 @@ impl JobOutcome {
     }
 }
 
+/// One `plan`, `run` or `verify`: who ran it and when, and each job's
+/// outcome.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Run {
+    /// The run's id (its manifest's), times and accounts.
+    pub info: crate::doc::RunInfo,
+    /// Each selected job's outcome, in config order.
+    pub jobs: Vec<JobOutcome>,
+}
+
 /// What a caller watches while jobs run (a terminal's progress bars).
 pub trait Observer: Send + Sync {
     /// Job `name` starts in `mode`; the returned callback receives its
@@ -179,7 +190,10 @@ impl Runner {
 
     /// Checks every selected job, then runs them in `mode`. An `Err` means
     /// nothing was changed; a job's own failure is in its [`JobOutcome`].
-    pub async fn run(&self, mode: Mode, options: &RunOptions) -> Result<Vec<JobOutcome>, Error> {
+    /// With `[escrow] manifest_bucket`, a `run` writes its run manifest and
+    /// a `verify` its verification record (what `status` reads).
+    pub async fn run(&self, mode: Mode, options: &RunOptions) -> Result<Run, Error> {
+        let mut info = crate::doc::RunInfo::start();
         let config = &self.config;
         let (checksums, accept_mass_change) = (options.checksums, options.accept_mass_change);
         let cancel = &self.cancel;
@@ -189,22 +203,25 @@ impl Runner {
         let escrow = escrow_sync_s3::client(&sessions.escrow);
         let (primary_id, escrow_id) =
             (sessions.primary.account_id().to_string(), sessions.escrow.account_id().to_string());
+        info = info.with_accounts(Some(escrow_id.clone()), Some(primary_id.clone()));
+        let header = escrow_sync_core::manifest::Header::new(
+            &info.run_id,
+            crate::doc::TOOL_VERSION,
+            config.digest(),
+            &escrow_id,
+            &primary_id,
+        );
         if let Some(key) = &config.escrow.kms_key_id {
             check_kms_key(key, &escrow_id)?;
         }
+        if let (Some(bucket), Mode::Run | Mode::Verify) = (&config.escrow.manifest_bucket, mode) {
+            check_dest_bucket(&escrow, bucket, &escrow_id).await?;
+            let locked = config.escrow.manifest_object_lock.is_some();
+            check_dest_protection(&escrow, bucket, false, locked).await?;
+        }
         let mut manifest = match (&config.escrow.manifest_bucket, mode) {
-            (Some(bucket), Mode::Run) => {
-                check_dest_bucket(&escrow, bucket, &escrow_id).await?;
-                let locked = config.escrow.manifest_object_lock.is_some();
-                check_dest_protection(&escrow, bucket, false, locked).await?;
-                let header = escrow_sync_core::manifest::Header::new(
-                    escrow_sync_core::manifest::run_id(),
-                    env!("CARGO_PKG_VERSION"),
-                    config.digest(),
-                    &escrow_id,
-                    &primary_id,
-                );
-                Some(escrow_sync_core::manifest::ManifestWriter::create(header)?)
+            (Some(_), Mode::Run) => {
+                Some(escrow_sync_core::manifest::ManifestWriter::create(header.clone())?)
             }
             _ => None,
         };
@@ -239,10 +256,7 @@ impl Runner {
             });
         }
         let warnings = sessions.warnings.clone();
-        let run_id = manifest
-            .as_ref()
-            .map(|m| m.run_id().to_string())
-            .unwrap_or_else(escrow_sync_core::manifest::run_id);
+        let run_id = info.run_id.clone();
         let mut outcomes = Vec::new();
         for job in ready {
             if cancel.is_cancelled() {
@@ -326,9 +340,27 @@ impl Runner {
             outcomes.push(outcome);
         }
         if let Some(m) = manifest {
-            manifest::write(config, &sessions.escrow, m, &mut outcomes).await;
+            manifest::write(config, &sessions.escrow, m, false, &mut outcomes).await;
         }
-        Ok(outcomes)
+        if mode == Mode::Verify {
+            manifest::record_verification(config, &sessions.escrow, header, &mut outcomes).await;
+        }
+        if mode == Mode::Run && config.escrow.metrics_on() {
+            let request = crate::status::StatusRequest::new().set_job(options.job.clone());
+            let now = std::time::SystemTime::now();
+            let warning = match crate::status::status(config, &sessions.escrow, &request, now).await
+            {
+                Ok(status) => {
+                    crate::metrics::publish(config, &sessions.escrow, &outcomes, &status).await
+                }
+                Err(e) => Some(format!("the metrics were not published: {}", e.chain())),
+            };
+            for report in outcomes.iter_mut().filter_map(|o| o.report.as_mut()) {
+                report.warnings.extend(warning.clone());
+            }
+        }
+        info.finish();
+        Ok(Run { info, jobs: outcomes })
     }
 }
 

@@ -76,6 +76,20 @@ config_words!(
 );
 
 config_words!(
+    /// `[escrow] metrics`: where per-job metrics go after each `run` and
+    /// `status`.
+    MetricsKind, "metrics" {
+        /// None (the default).
+        Off = "off",
+        /// CloudWatch PutMetricData in the escrow account, namespace
+        /// `EscrowSync`, dimension `Job`.
+        Cloudwatch = "cloudwatch",
+        /// A Prometheus textfile-collector file (`[escrow] metrics_file`).
+        Prometheus = "prometheus",
+    }
+);
+
+config_words!(
     /// `[[dynamodb]] billing_mode` of an escrow table escrow-sync creates.
     BillingMode, "billing_mode" {
         /// Pay per request.
@@ -181,6 +195,10 @@ pub struct CloudTrailJob {
     /// many rewritten stops with a `mass-change` finding.
     #[serde(default = "default_max_change_percent")]
     pub max_change_percent: u8,
+    /// `status`: how old the newest verified copy may be (e.g. `26h`) before
+    /// the job is reported `stale` (`status --max-age` overrides it); also the
+    /// threshold of the job's CloudFormation alarm.
+    pub max_age: Option<String>,
 }
 
 impl CloudTrailJob {
@@ -211,6 +229,7 @@ impl CloudTrailJob {
             abort_stale_uploads_after_hours: default_stale_hours(),
             allow_unversioned_dest: self.allow_unversioned_dest,
             max_change_percent: self.max_change_percent,
+            max_age: self.max_age.clone(),
         }
     }
 
@@ -289,6 +308,10 @@ macro_rules! snapshot_job {
             /// source volume or database unless `run --accept-mass-change`.
             #[serde(default = "default_max_change_percent")]
             pub max_change_percent: u8,
+            /// `status`: how old the newest verified copy may be (e.g. `26h`) before
+            /// the job is reported `stale` (`status --max-age` overrides it); also the
+            /// threshold of the job's CloudFormation alarm.
+            pub max_age: Option<String>,
             /// New copies of one source volume or database a run makes at most
             /// (default 3): the newest; the rest are held back with a `mass-change`
             /// finding.
@@ -513,6 +536,10 @@ pub struct DynamoDbJob {
     /// Export generations replace nothing, so there it guards nothing.
     #[serde(default = "default_max_change_percent")]
     pub max_change_percent: u8,
+    /// `status`: how old the newest verified copy may be (e.g. `26h`) before
+    /// the job is reported `stale` (`status --max-age` overrides it); also the
+    /// threshold of the job's CloudFormation alarm.
+    pub max_age: Option<String>,
 }
 
 impl DynamoDbJob {
@@ -621,6 +648,18 @@ pub(crate) fn not_built(kind: &str) -> Error {
     ))
 }
 
+/// A duration key (`max_age = "26h"`): humantime's units (`s`, `m`, `h`,
+/// `d`, `w`, combined as in `1h30m`), more than zero.
+pub fn parse_duration(key: &str, text: &str) -> std::result::Result<std::time::Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("{key} is {text:?}: give a duration above zero, e.g. \"26h\"")),
+        Err(e) => Err(format!(
+            "{key} is {text:?} ({e}): give a duration such as \"26h\", \"90m\" or \"2d\""
+        )),
+    }
+}
+
 /// One configured job of any kind.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -651,6 +690,23 @@ impl JobRef<'_> {
             JobRef::Redshift(_) => "redshift",
             JobRef::CloudTrail(_) => "cloudtrail",
         }
+    }
+
+    /// The job's `max_age` as written, if set.
+    pub fn max_age_text(&self) -> Option<&str> {
+        match self {
+            JobRef::S3(j) => j.max_age.as_deref(),
+            JobRef::DynamoDb(j) => j.max_age.as_deref(),
+            JobRef::Ec2(j) => j.max_age.as_deref(),
+            JobRef::Rds(j) => j.max_age.as_deref(),
+            JobRef::Redshift(j) => j.max_age.as_deref(),
+            JobRef::CloudTrail(j) => j.max_age.as_deref(),
+        }
+    }
+
+    /// The job's `max_age` (checked when the config was validated).
+    pub fn max_age(&self) -> Option<std::time::Duration> {
+        self.max_age_text().and_then(|t| parse_duration("max_age", t).ok())
     }
 
     /// The job's name.
@@ -694,6 +750,12 @@ pub struct EscrowSection {
     /// How long a job's lease lasts unless renewed (default 600; renewed
     /// every third of it while the job runs).
     pub lease_ttl_seconds: Option<u64>,
+    /// Per-job metrics after each `run` and `status` (default off).
+    pub metrics: Option<MetricsKind>,
+    /// `metrics = "prometheus"`: the textfile-collector file to write
+    /// (replaced atomically), e.g.
+    /// `/var/lib/node_exporter/textfile_collector/escrow_sync.prom`.
+    pub metrics_file: Option<String>,
 }
 
 /// `[primary]`: the account being backed up.
@@ -774,6 +836,10 @@ pub struct S3Job {
     /// turns it off).
     #[serde(default = "default_max_change_percent")]
     pub max_change_percent: u8,
+    /// `status`: how old the newest verified copy may be (e.g. `26h`) before
+    /// the job is reported `stale` (`status --max-age` overrides it); also the
+    /// threshold of the job's CloudFormation alarm.
+    pub max_age: Option<String>,
 }
 
 /// The default `max_change_percent`.
@@ -918,6 +984,11 @@ impl S3Job {
 }
 
 impl EscrowSection {
+    /// Whether `metrics` publishes anything (`cloudwatch` or `prometheus`).
+    pub fn metrics_on(&self) -> bool {
+        matches!(self.metrics, Some(MetricsKind::Cloudwatch | MetricsKind::Prometheus))
+    }
+
     /// The escrow account in `region`, every other key at its default.
     pub fn new(region: impl Into<String>) -> Self {
         job_from("[escrow]", &[("region", &region.into())])
@@ -1061,6 +1132,47 @@ impl Config {
                  a [[dynamodb]] section with source_table and dest_table, or an [[ec2]], [[rds]], \
                  [[redshift]] or [[cloudtrail]] section"
             )));
+        }
+        match (self.escrow.metrics, &self.escrow.metrics_file) {
+            (Some(MetricsKind::Prometheus), None) => {
+                return Err(Error::invalid_config(format!(
+                    "{origin}: [escrow] metrics = \"prometheus\" needs metrics_file, the \
+                     textfile-collector file to write (e.g. \
+                     \"/var/lib/node_exporter/textfile_collector/escrow_sync.prom\")"
+                )));
+            }
+            (Some(MetricsKind::Prometheus), Some(f)) if !f.ends_with(".prom") => {
+                return Err(Error::invalid_config(format!(
+                    "{origin}: [escrow] metrics_file {f:?} must end in .prom (the textfile \
+                     collector reads only those)"
+                )));
+            }
+            (Some(MetricsKind::Cloudwatch | MetricsKind::Prometheus), _)
+                if self.escrow.manifest_bucket.is_none() =>
+            {
+                return Err(Error::invalid_config(format!(
+                    "{origin}: [escrow] metrics needs manifest_bucket: SecondsSinceLastVerifiedCopy \
+                     is read from the run manifests there"
+                )));
+            }
+            (None | Some(MetricsKind::Off | MetricsKind::Cloudwatch), Some(_)) => {
+                return Err(Error::invalid_config(format!(
+                    "{origin}: [escrow] metrics_file is set, but metrics is not \"prometheus\": \
+                     set metrics = \"prometheus\" or remove metrics_file"
+                )));
+            }
+            _ => {}
+        }
+        for job in self.jobs() {
+            if let Some(text) = job.max_age_text() {
+                parse_duration("max_age", text).map_err(|why| {
+                    Error::invalid_config(format!(
+                        "{origin}: [[{}]] ({}): {why}",
+                        job.kind(),
+                        job.name()
+                    ))
+                })?;
+            }
         }
         let mut names = BTreeSet::new();
         let snapshot_jobs = self

@@ -213,8 +213,8 @@ impl ManifestStore {
         self.sink.abort_stale_uploads(older_than).await
     }
 
-    /// The keys of every manifest under the prefix (ending in `.jsonl`),
-    /// oldest first: run ids sort in the order runs started.
+    /// The keys of every manifest right under the prefix (ending in
+    /// `.jsonl`; not in a "folder" below it), oldest first: run ids sort in the order runs started.
     pub async fn keys(&self) -> Result<Vec<String>> {
         let mut pages = self
             .sink
@@ -234,6 +234,9 @@ impl ManifestStore {
                     .iter()
                     .filter_map(|o| o.key())
                     .filter(|k| k.ends_with(".jsonl"))
+                    // Only this prefix's own manifests, not those of a
+                    // prefix under it (verification records).
+                    .filter(|k| !k[self.prefix.len().min(k.len())..].contains('/'))
                     .map(str::to_string),
             );
         }

@@ -1,0 +1,457 @@
+//! `status`: how fresh each job's escrow is (the RPO achieved), read from
+//! escrow alone: the run manifests and the verification records under
+//! `[escrow] manifest_bucket`. It works with the primary gone.
+//!
+//! A job's copy counts as *verified* when a run finished the job with no
+//! failure and no finding (every item copied or already up to date, as its
+//! run manifest records), or when a `verify` of the job came out clean (its
+//! verification record). A job whose newest verified copy is older than its
+//! `max_age` (or `status --max-age`), or that has none, gets a finding of
+//! kind [`STALE`].
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use escrow_sync_aws::Session;
+use escrow_sync_core::manifest::{JobSummary, Manifest};
+use escrow_sync_core::{Error, Finding};
+
+use crate::Verdict;
+use crate::manifest;
+use crate::spec::Config;
+
+/// The finding kind of a job whose newest verified copy is too old.
+pub const STALE: &str = "stale";
+
+/// What `status` asks.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct StatusRequest {
+    /// Only this job.
+    pub job: Option<String>,
+    /// The largest age of a job's newest verified copy before it is stale,
+    /// instead of each job's `max_age`.
+    pub max_age: Option<Duration>,
+}
+
+impl StatusRequest {
+    /// Every job, each with its own `max_age`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Only job `job`, or every job.
+    pub fn set_job(mut self, job: Option<String>) -> Self {
+        self.job = job;
+        self
+    }
+    /// One `max_age` for every job (instead of each job's key).
+    pub fn set_max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.max_age = max_age;
+        self
+    }
+}
+
+/// How a run left a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunOutcome {
+    /// Every item copied or already up to date: a verified copy.
+    Ok,
+    /// Some items failed.
+    Failed,
+    /// The run found something (a mass change held back, ...).
+    Findings,
+    /// The run was interrupted.
+    Cancelled,
+    /// The job could not run.
+    Error,
+}
+
+impl RunOutcome {
+    fn of(s: &JobSummary) -> Self {
+        if s.error.is_some() {
+            RunOutcome::Error
+        } else if s.cancelled {
+            RunOutcome::Cancelled
+        } else if !s.findings.is_empty()
+            || s.held_back > 0
+            || s.missing > 0
+            || s.different > 0
+            || s.unprotected > 0
+        {
+            RunOutcome::Findings
+        } else if s.failed > 0 {
+            RunOutcome::Failed
+        } else {
+            RunOutcome::Ok
+        }
+    }
+
+    /// The word for it (`ok`, `failed`, `findings`, `cancelled`, `error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Ok => "ok",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Findings => "findings",
+            RunOutcome::Cancelled => "cancelled",
+            RunOutcome::Error => "error",
+        }
+    }
+}
+
+/// A job's last run, as its run manifest records it.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct LastRun {
+    /// The run's id.
+    pub run_id: String,
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+    /// When it finished (RFC 3339).
+    pub finished_at: String,
+    /// How it left the job.
+    pub outcome: RunOutcome,
+    /// Items copied.
+    pub copied: u64,
+    /// Items escrow already held.
+    pub skipped: u64,
+    /// Items that failed.
+    pub failed: u64,
+    /// Bytes copied.
+    pub bytes_copied: u64,
+    /// Findings the run reported.
+    pub findings: u64,
+    /// How long the job took, in seconds.
+    pub duration_seconds: f64,
+    /// The job's error, if it could not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What vouched for a job's newest verified copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum VerifiedBy {
+    /// A run that finished the job clean.
+    Run,
+    /// A clean `verify` (online or offline).
+    Verify,
+}
+
+/// A job's newest verified copy.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct VerifiedCopy {
+    /// The run or verify that vouched for it.
+    pub run_id: String,
+    /// When that run or verify finished (RFC 3339): the copy's time.
+    pub finished_at: String,
+    /// A run or a verify.
+    pub by: VerifiedBy,
+}
+
+/// One job's status.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct JobStatus {
+    /// The job's name.
+    pub name: String,
+    /// Its kind (`s3`, `dynamodb`, ...).
+    pub kind: &'static str,
+    /// Its last run, if any manifest records one.
+    pub last_run: Option<LastRun>,
+    /// Its newest verified copy, if any.
+    pub last_verified: Option<VerifiedCopy>,
+    /// Seconds since the newest verified copy (the RPO achieved); `None`
+    /// without one.
+    pub seconds_since_last_verified_copy: Option<u64>,
+    /// The largest age allowed, in seconds, if any.
+    pub max_age_seconds: Option<u64>,
+    /// `stale` when the newest verified copy is older than that (or there
+    /// is none).
+    pub findings: Vec<Finding>,
+}
+
+/// Every selected job's status.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct StatusReport {
+    /// Each job, in config order.
+    pub jobs: Vec<JobStatus>,
+    /// Records that could not be read (a damaged or foreign object under
+    /// the manifest prefix): skipped, and said here.
+    pub warnings: Vec<String>,
+}
+
+impl StatusReport {
+    /// [`Verdict::Findings`] when a job is stale, else [`Verdict::Ok`].
+    pub fn verdict(&self) -> Verdict {
+        if self.jobs.iter().any(|j| !j.findings.is_empty()) {
+            Verdict::Findings
+        } else {
+            Verdict::Ok
+        }
+    }
+}
+
+/// One record under the manifest prefix: a run manifest or a verification
+/// record, by run id.
+struct Record {
+    run_id: String,
+    key: String,
+    verification: bool,
+}
+
+/// Reads the status of the selected jobs from escrow (newest records
+/// first, stopping once each job has its last run and its newest verified
+/// copy).
+pub(crate) async fn status(
+    config: &Config,
+    escrow: &Session,
+    request: &StatusRequest,
+    now: SystemTime,
+) -> Result<StatusReport, Error> {
+    let jobs = config.select(request.job.as_deref())?;
+    let (Some(runs), Some(verifications)) =
+        (manifest::store(config, escrow), manifest::verification_store(config, escrow))
+    else {
+        return Err(Error::invalid_config(
+            "status reads the run manifests in escrow: set [escrow] manifest_bucket (every run \
+             then records itself there)",
+        ));
+    };
+    let mut records = Vec::new();
+    for (store, verification) in [(&runs, false), (&verifications, true)] {
+        for key in store.keys().await? {
+            let run_id = key
+                .strip_prefix(store.prefix())
+                .and_then(|k| k.strip_suffix(".jsonl"))
+                .unwrap_or(&key)
+                .to_string();
+            records.push(Record { run_id, key, verification });
+        }
+    }
+    // Newest first; a run's manifest before a verification of the same id.
+    records.sort_by(|a, b| b.run_id.cmp(&a.run_id).then(a.verification.cmp(&b.verification)));
+    let mut out: Vec<JobStatus> = jobs
+        .iter()
+        .map(|j| JobStatus {
+            name: j.name(),
+            kind: j.kind(),
+            last_run: None,
+            last_verified: None,
+            seconds_since_last_verified_copy: None,
+            max_age_seconds: request.max_age.or_else(|| j.max_age()).map(|d| d.as_secs()),
+            findings: Vec::new(),
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    for record in records {
+        let done = |s: &JobStatus| s.last_verified.is_some() && s.last_run.is_some();
+        if out.iter().all(done) {
+            break;
+        }
+        // A run manifest matters while some job lacks its last run or its
+        // verified copy; a verification record only for the latter.
+        let wanted = out
+            .iter()
+            .any(|s| s.last_verified.is_none() || (!record.verification && s.last_run.is_none()));
+        if !wanted {
+            continue;
+        }
+        let store = if record.verification { &verifications } else { &runs };
+        let manifest = match store.read(&record.key).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == escrow_sync_core::ErrorKind::AccessDenied => return Err(e),
+            Err(e) => {
+                warnings.push(format!(
+                    "skipped s3://{}/{}: {}",
+                    store.bucket(),
+                    record.key,
+                    e.chain()
+                ));
+                continue;
+            }
+        };
+        take(&mut out, &manifest, record.verification);
+    }
+    for s in &mut out {
+        judge(s, now);
+    }
+    Ok(StatusReport { jobs: out, warnings })
+}
+
+/// Fills in what `manifest` says of the jobs that still lack it.
+fn take(out: &mut [JobStatus], manifest: &Manifest, verification: bool) {
+    for s in out.iter_mut() {
+        let Some(record) = manifest.jobs.get(&s.name) else { continue };
+        let Some(summary) = &record.summary else { continue };
+        if !verification && s.last_run.is_none() {
+            s.last_run = Some(LastRun {
+                run_id: manifest.header.run_id.clone(),
+                started_at: manifest.header.started_at.clone(),
+                finished_at: manifest.end.finished_at.clone(),
+                outcome: RunOutcome::of(summary),
+                copied: summary.copied,
+                skipped: summary.skipped,
+                failed: summary.failed,
+                bytes_copied: summary.bytes_copied,
+                findings: summary.findings.len() as u64,
+                duration_seconds: summary.elapsed_ms as f64 / 1000.0,
+                error: summary.error.clone(),
+            });
+        }
+        if s.last_verified.is_none() && summary.verified() {
+            s.last_verified = Some(VerifiedCopy {
+                run_id: manifest.header.run_id.clone(),
+                finished_at: manifest.end.finished_at.clone(),
+                by: if verification { VerifiedBy::Verify } else { VerifiedBy::Run },
+            });
+        }
+    }
+}
+
+/// The age of the newest verified copy, and the `stale` finding.
+fn judge(s: &mut JobStatus, now: SystemTime) {
+    let verified_at = s
+        .last_verified
+        .as_ref()
+        .and_then(|v| escrow_sync_core::time::parse_rfc3339(&v.finished_at));
+    // A record from the future (a skewed clock) counts as age zero.
+    s.seconds_since_last_verified_copy =
+        verified_at.map(|t| now.duration_since(t).unwrap_or_default().as_secs());
+    let Some(max) = s.max_age_seconds else { return };
+    let problem = match (s.seconds_since_last_verified_copy, &s.last_verified) {
+        (Some(age), Some(v)) if age > max => format!(
+            "the newest verified copy ({}, by {} {}) is {} old, more than max_age {}: run the \
+             job (and see its last run) until it finishes clean",
+            v.finished_at,
+            match v.by {
+                VerifiedBy::Run => "run",
+                VerifiedBy::Verify => "verify",
+            },
+            v.run_id,
+            human(age),
+            human(max)
+        ),
+        (Some(_), _) => return,
+        (None, _) => format!(
+            "no verified copy: no run or verify recorded in escrow finished this job clean \
+             (max_age {}): run it until it finishes clean",
+            human(max)
+        ),
+    };
+    s.findings.push(Finding::new(&s.name, problem).with_kind(STALE));
+}
+
+/// `93784` as `1d 2h 3m 4s`.
+fn human(seconds: u64) -> String {
+    humantime::format_duration(Duration::from_secs(seconds)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use escrow_sync_core::manifest::{Header, ManifestWriter};
+
+    fn status(name: &str, max_age: Option<u64>) -> JobStatus {
+        JobStatus {
+            name: name.into(),
+            kind: "s3",
+            last_run: None,
+            last_verified: None,
+            seconds_since_last_verified_copy: None,
+            max_age_seconds: max_age,
+            findings: Vec::new(),
+        }
+    }
+
+    fn manifest(run_id: &str, mode_verify: bool, summaries: &[JobSummary]) -> Manifest {
+        let mut header = Header::new(run_id, "0", "sha256:00", "222222222222", "111111111111");
+        if mode_verify {
+            header = header.verification();
+        }
+        let mut w = ManifestWriter::create(header).unwrap();
+        for s in summaries {
+            w.job(&s.job, "s3");
+            w.job_end(s.clone());
+        }
+        Manifest::parse(&String::from_utf8(w.finish().unwrap().1).unwrap()).unwrap()
+    }
+
+    fn summary(job: &str) -> JobSummary {
+        JobSummary { job: job.into(), copied: 2, bytes_copied: 10, ..Default::default() }
+    }
+
+    #[test]
+    fn a_clean_run_is_a_verified_copy_and_a_failed_one_is_only_the_last_run() {
+        let mut out = vec![status("a", None), status("b", None)];
+        let failed = JobSummary { failed: 1, ..summary("a") };
+        let held = JobSummary {
+            findings: vec![Finding::new("x", "mass").with_kind("mass-change")],
+            held_back: 3,
+            ..summary("b")
+        };
+        take(&mut out, &manifest("r2", false, &[failed, held]), false);
+        assert_eq!(out[0].last_run.as_ref().unwrap().outcome, RunOutcome::Failed);
+        assert_eq!(out[1].last_run.as_ref().unwrap().outcome, RunOutcome::Findings);
+        assert!(out.iter().all(|s| s.last_verified.is_none()));
+        take(&mut out, &manifest("r1", false, &[summary("a"), summary("b")]), false);
+        // The older run does not replace the last run, but vouches for a copy.
+        assert_eq!(out[0].last_run.as_ref().unwrap().run_id, "r2");
+        assert_eq!(out[0].last_verified.as_ref().unwrap().run_id, "r1");
+        assert_eq!(out[0].last_verified.as_ref().unwrap().by, VerifiedBy::Run);
+    }
+
+    #[test]
+    fn a_clean_verify_vouches_but_a_verify_with_differences_does_not() {
+        let mut out = vec![status("a", None), status("b", None)];
+        let different = JobSummary { different: 1, copied: 0, ..summary("b") };
+        let clean = JobSummary { copied: 0, skipped: 5, ..summary("a") };
+        take(&mut out, &manifest("v1", true, &[clean, different]), true);
+        assert_eq!(out[0].last_verified.as_ref().unwrap().by, VerifiedBy::Verify);
+        assert!(out[0].last_run.is_none(), "a verify is not a run");
+        assert!(out[1].last_verified.is_none());
+    }
+
+    #[test]
+    fn stale_when_older_than_max_age_or_never_verified() {
+        let now = escrow_sync_core::time::parse_rfc3339("2026-12-06T12:00:00Z").unwrap();
+        let verified = |at: &str| VerifiedCopy {
+            run_id: "r".into(),
+            finished_at: at.into(),
+            by: VerifiedBy::Run,
+        };
+        let mut fresh = status("fresh", Some(26 * 3600));
+        fresh.last_verified = Some(verified("2026-12-06T00:00:00Z"));
+        judge(&mut fresh, now);
+        assert_eq!(fresh.seconds_since_last_verified_copy, Some(12 * 3600));
+        assert!(fresh.findings.is_empty());
+
+        let mut old = status("old", Some(26 * 3600));
+        old.last_verified = Some(verified("2026-12-03T12:00:00Z"));
+        judge(&mut old, now);
+        assert_eq!(old.findings.len(), 1);
+        assert_eq!(old.findings[0].kind.as_deref(), Some(STALE));
+        assert!(old.findings[0].problem.contains("3days old"), "{}", old.findings[0].problem);
+
+        let mut never = status("never", Some(60));
+        judge(&mut never, now);
+        assert_eq!(never.findings[0].kind.as_deref(), Some(STALE));
+        assert!(never.findings[0].problem.starts_with("no verified copy"));
+
+        let mut unlimited = status("unlimited", None);
+        judge(&mut unlimited, now);
+        assert!(unlimited.findings.is_empty(), "no max_age: nothing to be stale against");
+
+        let mut future = status("future", Some(60));
+        future.last_verified = Some(verified("2026-12-07T00:00:00Z"));
+        judge(&mut future, now);
+        assert_eq!(future.seconds_since_last_verified_copy, Some(0));
+        let report = StatusReport { jobs: vec![fresh, old], warnings: vec![] };
+        assert_eq!(report.verdict(), Verdict::Findings);
+    }
+}
