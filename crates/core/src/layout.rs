@@ -18,3 +18,7 @@ pub const CHECKPOINT_TABLE: &str = "escrow-sync-checkpoints";
 pub fn staging_prefix(dest_prefix: &str) -> String {
     format!("{dest_prefix}.staging/")
 }
+
+/// The CloudWatch namespace of escrow-sync's metrics (`[escrow] metrics =
+/// "cloudwatch"`), which `policy` grants `cloudwatch:PutMetricData` on.
+pub const METRICS_NAMESPACE: &str = "EscrowSync";

@@ -286,7 +286,7 @@ pub fn status(
 
 /// The document of `policy --output json`: the policies, after the head.
 pub fn policy(run: &RunInfo, policies: serde_json::Value) -> String {
-    let head = serde_json::json!({ "ok": true, "command": "policy" });
+    let head = serde_json::json!({ "ok": true, "command": "policy", "exit_code": 0 });
     let mut doc = head;
     if let (Some(d), serde_json::Value::Object(p)) = (doc.as_object_mut(), policies) {
         d.extend(p);

@@ -136,6 +136,21 @@ pub fn inventory(config: &Config, escrow_account: Option<&str>) -> Result<Invent
                 dest_prefix: j.dest_prefix.clone(),
             })
             .collect(),
+        metrics: (config.escrow.metrics == Some(crate::spec::MetricsKind::Cloudwatch)).then(|| {
+            escrow_sync_governance::inventory::MetricsGrant {
+                namespace: escrow_sync_core::layout::METRICS_NAMESPACE.into(),
+                alarms: config
+                    .jobs()
+                    .iter()
+                    .filter_map(|j| {
+                        Some(escrow_sync_governance::inventory::JobAlarm {
+                            job: j.name(),
+                            max_age_seconds: j.max_age()?.as_secs(),
+                        })
+                    })
+                    .collect(),
+            }
+        }),
     })
 }
 

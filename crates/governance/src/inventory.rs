@@ -33,6 +33,28 @@ pub struct Inventory {
     pub redshift: Vec<RedshiftGrant>,
     /// `[[cloudtrail]]` jobs (their log buckets are also in `s3`).
     pub cloudtrail: Vec<TrailGrant>,
+    /// `[escrow] metrics = "cloudwatch"`: the PutMetricData grant and the
+    /// alarms.
+    pub metrics: Option<MetricsGrant>,
+}
+
+/// CloudWatch metrics in the escrow account: `cloudwatch:PutMetricData` on
+/// one namespace, and an alarm per job that has a `max_age`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsGrant {
+    /// The namespace (`EscrowSync`).
+    pub namespace: String,
+    /// One alarm per job with a `max_age`.
+    pub alarms: Vec<JobAlarm>,
+}
+
+/// An alarm on a job's `SecondsSinceLastVerifiedCopy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobAlarm {
+    /// The job (the `Job` dimension).
+    pub job: String,
+    /// The threshold: the job's `max_age`, in seconds.
+    pub max_age_seconds: u64,
 }
 
 /// One `[[cloudtrail]]` job: trails found with DescribeTrails, their log

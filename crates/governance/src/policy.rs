@@ -1018,6 +1018,14 @@ impl<'a> Ctx<'a> {
                 cond,
             ));
         }
+        if let Some(m) = &inv.metrics {
+            // PutMetricData has no resource-level permission: "*" narrowed
+            // to escrow-sync's namespace by its condition key.
+            out.push(when(
+                allow("PutEscrowSyncMetrics", &["cloudwatch:PutMetricData"], vec!["*".into()]),
+                json!({"StringEquals": {"cloudwatch:namespace": m.namespace}}),
+            ));
+        }
         out
     }
 
@@ -1550,6 +1558,46 @@ impl<'a> Ctx<'a> {
                 );
             }
         }
+        let mut parameters = Map::new();
+        if let Some(m) = &self.inv.metrics
+            && !m.alarms.is_empty()
+        {
+            parameters.insert(
+                "AlarmTopicArn".into(),
+                json!({
+                    "Type": "String",
+                    "Description": "The SNS topic told when a job's newest verified copy is older than its max_age",
+                }),
+            );
+            for a in &m.alarms {
+                resources.insert(
+                    sid("StaleAlarm", &a.job),
+                    json!({
+                        "Type": "AWS::CloudWatch::Alarm",
+                        "Properties": {
+                            "AlarmName": format!("escrow-sync-{}-stale", a.job),
+                            "AlarmDescription": format!(
+                                "escrow-sync job {}: no verified escrow copy for more than its max_age ({} s); run `escrow-sync status`",
+                                a.job, a.max_age_seconds
+                            ),
+                            "Namespace": m.namespace,
+                            "MetricName": "SecondsSinceLastVerifiedCopy",
+                            "Dimensions": [{"Name": "Job", "Value": a.job}],
+                            "Statistic": "Minimum",
+                            "Period": 3600,
+                            "EvaluationPeriods": 1,
+                            "Threshold": a.max_age_seconds,
+                            "ComparisonOperator": "GreaterThanThreshold",
+                            // No data means nothing ran (or nothing published):
+                            // as alarming as a stale copy.
+                            "TreatMissingData": "breaching",
+                            "AlarmActions": [{"Ref": "AlarmTopicArn"}],
+                            "OKActions": [{"Ref": "AlarmTopicArn"}],
+                        },
+                    }),
+                );
+            }
+        }
         let mut t = json!({
             "AWSTemplateFormatVersion": "2010-09-09",
             "Description": format!(
@@ -1559,6 +1607,9 @@ impl<'a> Ctx<'a> {
             "Resources": resources,
             "Outputs": {"OperatorRoleArn": {"Value": {"Fn::GetAtt": ["OperatorRole", "Arn"]}}},
         });
+        if !parameters.is_empty() {
+            t["Parameters"] = Value::Object(parameters);
+        }
         if !metadata.is_empty() {
             t["Metadata"] = json!({"EscrowSync": metadata});
         }
@@ -1606,6 +1657,48 @@ fn merge(a: Value, b: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_grant_put_metric_data_on_the_namespace_and_an_alarm_per_job_with_a_max_age() {
+        let inv = Inventory {
+            region: "us-east-1".into(),
+            escrow_account: "222222222222".into(),
+            primary_account: "111111111111".into(),
+            metrics: Some(crate::inventory::MetricsGrant {
+                namespace: "EscrowSync".into(),
+                alarms: vec![crate::inventory::JobAlarm {
+                    job: "prod-assets".into(),
+                    max_age_seconds: 26 * 3600,
+                }],
+            }),
+            ..Default::default()
+        };
+        let p = generate(&inv);
+        let statements = p.escrow.operator_policy["Statement"].as_array().unwrap();
+        let put: Vec<_> =
+            statements.iter().filter(|s| s["Action"] == "cloudwatch:PutMetricData").collect();
+        assert_eq!(put.len(), 1, "{statements:#?}");
+        assert_eq!(put[0]["Condition"]["StringEquals"]["cloudwatch:namespace"], "EscrowSync");
+        let cloudwatch: Vec<_> =
+            statements.iter().filter(|s| s["Action"].to_string().contains("cloudwatch:")).collect();
+        assert_eq!(cloudwatch.len(), 1, "exactly PutMetricData, nothing else of CloudWatch");
+        let (_, escrow) = cloudformation(&inv);
+        let alarm = &escrow["Resources"]["StaleAlarmProdAssets"];
+        assert_eq!(alarm["Type"], "AWS::CloudWatch::Alarm");
+        let props = &alarm["Properties"];
+        assert_eq!(props["MetricName"], "SecondsSinceLastVerifiedCopy");
+        assert_eq!(props["Namespace"], "EscrowSync");
+        assert_eq!(props["Threshold"], 26 * 3600);
+        assert_eq!(props["Dimensions"][0], json!({"Name": "Job", "Value": "prod-assets"}));
+        assert_eq!(props["TreatMissingData"], "breaching");
+        assert_eq!(props["AlarmActions"][0], json!({"Ref": "AlarmTopicArn"}));
+        assert_eq!(escrow["Parameters"]["AlarmTopicArn"]["Type"], "String");
+
+        let without = Inventory { metrics: None, ..inv };
+        let p = generate(&without);
+        assert!(!p.escrow.operator_policy.to_string().contains("cloudwatch"));
+        assert!(cloudformation(&without).1.get("Parameters").is_none());
+    }
 
     #[test]
     fn sids_are_alphanumeric() {

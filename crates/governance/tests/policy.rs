@@ -124,6 +124,7 @@ fn inventory() -> Inventory {
             dest_bucket: "escrow-trails".into(),
             dest_prefix: "ct/".into(),
         }],
+        metrics: None,
     }
 }
 

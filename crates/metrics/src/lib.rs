@@ -30,7 +30,7 @@ use escrow_sync_aws::{Session, sdk_error};
 use escrow_sync_core::{Error, ErrorKind, Result};
 
 /// The CloudWatch namespace of every metric.
-pub const NAMESPACE: &str = "EscrowSync";
+pub const NAMESPACE: &str = escrow_sync_core::layout::METRICS_NAMESPACE;
 /// The one dimension: the job's name.
 pub const DIMENSION: &str = "Job";
 /// Items copied into escrow by the run.
