@@ -470,8 +470,9 @@ impl Tried {
         Tried { side: "primary", source, role: primary.role_arn.clone() }
     }
 
-    /// One line: what failed, what was tried, how to fix it.
-    fn explain(&self, failure: &CredentialsFailure) -> Error {
+    /// One line: what failed (`label`'s STS call), what was tried, how to
+    /// fix it.
+    fn explain(&self, label: &str, failure: &CredentialsFailure) -> Error {
         let side = self.side;
         let role = match &self.role {
             Some(r) => format!(", to assume {r}"),
@@ -503,24 +504,23 @@ impl Tried {
                                the reader role (as the AWS CLI's source_profile)"
                 .to_string(),
         };
+        // The SDK's own explanation can span lines: one line here.
+        let one_line = |why: &str| why.split_whitespace().collect::<Vec<_>>().join(" ");
+        let denied = |message: String| {
+            Error::new(ErrorKind::AccessDenied, "sts:GetCallerIdentity", label, message)
+        };
         match failure {
             CredentialsFailure::Missing(why) => Error::invalid_config(format!(
-                "no {side} credentials from {from}{role} ({why}): {fix}"
+                "no {side} credentials from {from}{role} ({}): {fix}",
+                one_line(why)
             )),
-            CredentialsFailure::Expired(why) => Error::new(
-                ErrorKind::AccessDenied,
-                "credentials",
-                format!("{side} account"),
-                format!("the {side} credentials from {from} have expired{role} ({why}): {fix}"),
-            ),
-            CredentialsFailure::Rejected(code) => Error::new(
-                ErrorKind::AccessDenied,
-                "credentials",
-                format!("{side} account"),
-                format!(
-                    "STS does not accept the {side} credentials from {from}{role} ({code}): {fix}"
-                ),
-            ),
+            CredentialsFailure::Expired(why) => denied(format!(
+                "the {side} credentials from {from} have expired{role} ({}): {fix}",
+                one_line(why)
+            )),
+            CredentialsFailure::Rejected(code) => denied(format!(
+                "STS does not accept the {side} credentials from {from}{role} ({code}): {fix}"
+            )),
         }
     }
 }
@@ -531,7 +531,7 @@ async fn caller_identity(config: &SdkConfig, label: &str, tried: Option<&Tried>)
     match aws_sdk_sts::Client::new(config).get_caller_identity().send().await {
         Ok(out) => Ok(out.account().unwrap_or_default().to_string()),
         Err(e) => Err(match (tried, credentials_failure(&e)) {
-            (Some(tried), Some(failure)) => tried.explain(&failure),
+            (Some(tried), Some(failure)) => tried.explain(label, &failure),
             _ => sdk_error(e, "sts:GetCallerIdentity", label.to_string()),
         }),
     }
@@ -594,12 +594,47 @@ impl Connector {
             if let Some(url) = &escrow.endpoint_url {
                 loader = loader.endpoint_url(url);
             }
-            loader.load().await
+            let conf = loader.load().await;
+            match &escrow.profile {
+                Some(p) => self.profile_only(conf, p),
+                None => conf,
+            }
         };
         if conf.region().is_none() {
             return Err(no_region(escrow));
         }
         Ok(conf)
+    }
+
+    /// The environment's configuration (its endpoint, not the escrow's) in
+    /// `region`, with `profile`'s credentials alone when one is named.
+    async fn load(&self, region: Option<Region>, profile: Option<&str>) -> SdkConfig {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(retry_config(&self.retry))
+            .region(region);
+        if let Some(p) = profile {
+            loader = loader.profile_name(p);
+        }
+        let conf = loader.load().await;
+        match profile {
+            Some(p) => self.profile_only(conf, p),
+            None => conf,
+        }
+    }
+
+    /// `conf` (loaded with `profile`) with the profile's credentials alone,
+    /// as the AWS CLI's `--profile` (the SDK's chain would take
+    /// `AWS_ACCESS_KEY_ID` first, and a named profile would silently not
+    /// be used).
+    fn profile_only(&self, conf: SdkConfig, profile: &str) -> SdkConfig {
+        let provider_config = aws_config::provider_config::ProviderConfig::without_region()
+            .with_region(conf.region().cloned())
+            .with_retry_config(retry_config(&self.retry));
+        let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .configure(&provider_config)
+            .profile_name(profile)
+            .build();
+        conf.into_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build()
     }
 
     /// The escrow identity alone (escrow role assumed, account id checked),
@@ -664,23 +699,14 @@ impl Connector {
     ) -> Result<SdkConfig> {
         let region =
             primary.region.clone().map(Region::new).or_else(|| escrow_conf.region().cloned());
-        let load = |profile: Option<&String>| {
-            let mut loader = aws_config::defaults(BehaviorVersion::latest())
-                .retry_config(retry_config(&self.retry))
-                .region(region.clone());
-            if let Some(p) = profile {
-                loader = loader.profile_name(p);
-            }
-            loader.load()
-        };
         // The environment's endpoint and settings: the caller's base, or
         // what aws-config loads (the escrow's endpoint_url left out).
         let base = match &self.base {
             Some(base) => base.clone(),
-            None => load(primary.profile.as_ref()).await,
+            None => self.load(region.clone(), primary.profile.as_deref()).await,
         };
         let credentials = match (&primary.profile, &self.base) {
-            (Some(p), Some(_)) => load(Some(p)).await.credentials_provider(),
+            (Some(p), Some(_)) => self.load(region.clone(), Some(p)).await.credentials_provider(),
             (Some(_), None) => base.credentials_provider(),
             (None, _) => escrow_conf.credentials_provider(),
         };
