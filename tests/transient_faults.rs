@@ -121,6 +121,7 @@ async fn faults_past_the_retry_budget_exit_1_with_one_line() {
     let errors = errors(&out);
     assert_eq!(errors.len(), 1, "{}", out.stderr);
     let line = errors[0];
+    eprintln!("under 100 % faults: exit {}: {line}", out.code);
     assert!(!line.contains("invalid config"), "{line}");
     assert!(!line.contains("ConnectorError") && !line.contains("{"), "no Debug dump: {line}");
     assert!(line.contains("sts:"), "names the operation: {line}");

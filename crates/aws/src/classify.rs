@@ -302,7 +302,18 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let kind = classify(&err);
-    let message = match &err {
+    let message = describe(&err);
+    Error::new(kind, operation, resource, message).with_source(err)
+}
+
+/// One line on `err`: the service's code, status and message; or, for a
+/// request that never left for want of credentials, why (the role's
+/// AssumeRole answer when that is it); or the connection's failure.
+fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
             match (ctx.err().code(), ctx.err().message()) {
@@ -311,14 +322,18 @@ where
                 (None, _) => format!("HTTP {status}"),
             }
         }
-        SdkError::DispatchFailure(d)
-            if d.as_connector_error().is_some_and(|c| find::<CredentialsError>(c).is_some()) =>
+        SdkError::DispatchFailure(d) => match d
+            .as_connector_error()
+            .and_then(|c| find::<CredentialsError>(c))
         {
-            format!("cannot get credentials: {}", display_chain(&err))
-        }
-        _ => display_chain(&err),
-    };
-    Error::new(kind, operation, resource, message).with_source(err)
+            Some(creds) => match find::<SdkError<AssumeRoleError, HttpResponse>>(creds) {
+                Some(sts) => format!("cannot get credentials: sts:AssumeRole: {}", describe(sts)),
+                None => format!("cannot get credentials: {}", cause(creds)),
+            },
+            None => display_chain(err),
+        },
+        _ => display_chain(err),
+    }
 }
 
 #[cfg(test)]
