@@ -2,11 +2,18 @@
 //! classification.
 //!
 //! The escrow identity comes from the standard credential chain or a named
-//! profile, optionally through an escrow role. The primary identity is an
-//! AssumeRole into the primary's reader role **made with the escrow
-//! credentials** (with an optional external id), so the escrow pulls and the
-//! primary never holds credentials for the escrow. Both account ids are
-//! checked with STS, and a same-account "escrow" is refused.
+//! profile, optionally through an escrow role (external id, session name
+//! and duration); its region from the config or the SDK's region chain. The
+//! primary identity is an AssumeRole into the primary's reader role **made
+//! with the escrow credentials** (or a primary profile's, as the AWS CLI's
+//! `source_profile`), with an optional external id, on the primary's own
+//! endpoint, so the escrow pulls and the primary never holds credentials
+//! for the escrow. Both account ids are checked with STS, and a
+//! same-account "escrow" is refused. Missing or expired credentials are one
+//! clear error that says what was tried and how to fix it.
+//!
+//! Every configuration the [`Connector`] loads retries with the shared
+//! retry policy ([`retry_config`]).
 //!
 //! Endpoint overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`, or
 //! `endpoint_url` in the config) are honoured through aws-config.
@@ -28,9 +35,10 @@ mod account;
 mod classify;
 
 pub use account::{
-    Connector, EscrowAccount, PrimaryAccount, Session, Sessions, check_accounts, role_account,
+    Connector, EscrowAccount, PrimaryAccount, ROLE_SESSION_SECONDS, Session, Sessions,
+    check_accounts, check_escrow_role, retry_config, role_account,
 };
-pub use classify::{classify, classify_code, sdk_error};
+pub use classify::{CredentialsFailure, classify, classify_code, credentials_failure, sdk_error};
 
 pub mod time;
 

@@ -55,7 +55,7 @@ pub(crate) async fn audit(args: &AuditArgs) -> u8 {
         Err(e) => Err(e),
     };
     let code = match &result {
-        Err(_) => exit::FATAL,
+        Err(e) => crate::render::error_code(e),
         Ok(a) if checks::fails(&a.findings, fail_on) => exit::DIFFERENCES,
         Ok(_) => exit::OK,
     };

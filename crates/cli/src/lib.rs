@@ -1,7 +1,7 @@
 //! The `escrow-sync` command line: config file, `plan` / `run` / `verify`,
 //! progress bars on a terminal, text or JSON reports, and exit codes
-//! (0 all good, 1 some items failed, 2 invalid config or fatal error,
-//! 3 verify found differences).
+//! (0 all good, 1 some items failed or a fault outlasted the retries, 2
+//! invalid config, bad input or a refusal, 3 verify found differences).
 //!
 //! ```
 //! use clap::Parser;
@@ -327,8 +327,15 @@ pub struct VerifyArgs {
     pub offline: bool,
 }
 
+/// `--profile` and `--region`, applied to every config [`load`] reads.
+static OVERRIDES: std::sync::Mutex<(Option<String>, Option<String>)> =
+    std::sync::Mutex::new((None, None));
+
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
+    if let Ok(mut o) = OVERRIDES.lock() {
+        *o = (cli.global.profile.clone(), cli.global.region.clone());
+    }
     let cancel = CancellationToken::new();
     match cli.command {
         Command::Plan(a) => jobs(Mode::Plan, &a, RunOptions::new(), false, cancel).await,
@@ -350,7 +357,7 @@ pub async fn run(cli: Cli) -> u8 {
                 "this build of escrow-sync has no governance support (policy, audit): build it \
                  with the `governance` feature",
             ));
-            exit::FATAL
+            output::exit::FATAL
         }
         Command::Status(a) => status(&a).await,
         Command::Restore(a) => restore(&a, cancel).await,
@@ -360,7 +367,8 @@ pub async fn run(cli: Cli) -> u8 {
 
 /// Loads the config file, registering its secrets for redaction.
 fn load(path: &std::path::Path) -> Result<Config, Error> {
-    let config = Config::load(path)?;
+    let (profile, region) = OVERRIDES.lock().map(|o| o.clone()).unwrap_or_default();
+    let config = Config::load(path)?.with_overrides(profile, region);
     config.secrets().into_iter().for_each(redact::register_secret);
     Ok(config)
 }
@@ -404,7 +412,10 @@ async fn jobs(
         Ok(run) => (run.info, run.jobs, None),
         Err(e) => (started, Vec::new(), Some(e)),
     };
-    let code = if fatal_error.is_some() { exit::FATAL } else { output::exit_code(mode, &jobs) };
+    let code = match &fatal_error {
+        Some(e) => render::error_code(e),
+        None => output::exit_code(mode, &jobs),
+    };
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
@@ -443,7 +454,7 @@ async fn status(args: &StatusArgs) -> u8 {
     };
     let code = match &result {
         Ok((_, r)) => render::code(r.verdict()),
-        Err(_) => exit::FATAL,
+        Err(e) => render::error_code(e),
     };
     let info = result.as_ref().map(|(i, _)| i.clone()).unwrap_or(started);
     let report = result.as_ref().ok().map(|(_, r)| r);
@@ -540,7 +551,7 @@ async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
         Err(e) => (Vec::new(), Some(e)),
     };
     let code = match &fatal_error {
-        Some(_) => exit::FATAL,
+        Some(e) => render::error_code(e),
         None => render::code(Verdict::of_prune(&outcomes)),
     };
     let mut stdout = std::io::stdout().lock();

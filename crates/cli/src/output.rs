@@ -8,9 +8,11 @@ use escrow_sync_core::{CopyReason, Mode};
 pub mod exit {
     /// All good.
     pub const OK: u8 = 0;
-    /// Some items failed (or the run was cancelled).
+    /// Some items failed (or the run was cancelled), or a fault (throttling,
+    /// a transient failure) outlasted the retries.
     pub const ITEMS_FAILED: u8 = 1;
-    /// Invalid config or usage, or a fatal error.
+    /// Invalid config or usage, or a refusal (access denied, a check that
+    /// failed).
     pub const FATAL: u8 = 2;
     /// Verify found differences; a run stopped at the mass-change breaker.
     pub const DIFFERENCES: u8 = 3;

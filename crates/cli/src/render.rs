@@ -16,6 +16,12 @@ pub(crate) fn code(verdict: Verdict) -> u8 {
     }
 }
 
+/// The exit code of an error that stopped a command: 1 for a fault that
+/// outlasted the retries, 2 for bad input or a refusal.
+pub(crate) fn error_code(e: &escrow_sync::Error) -> u8 {
+    code(Verdict::of_error(e))
+}
+
 /// The text report of a `status`.
 pub(crate) fn status_text(r: &escrow_sync::status::StatusReport) -> String {
     use std::fmt::Write;

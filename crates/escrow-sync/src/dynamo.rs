@@ -55,7 +55,7 @@ pub(crate) async fn check(
                 job.name(),
                 job.source_table,
                 sessions.primary.account_id(),
-                config.primary.region.as_deref().unwrap_or(&config.escrow.region),
+                config.region_or(&sessions.primary),
             ))
         } else {
             e

@@ -10,16 +10,28 @@ use escrow_sync_governance::inventory::{
 use crate::spec::Config;
 
 /// The inventory of `config`. The escrow account is the config's
-/// `[escrow] account_id`, else `escrow_account` (from STS, when connected);
-/// without either, policies cannot name it and this fails (exit 2).
+/// `[escrow] account_id`, else `escrow_account` (from STS, when connected),
+/// else the account of `[escrow] role_arn`; without any, policies cannot
+/// name it and this fails (exit 2). The region is the config's (or
+/// `--region`), else `AWS_REGION` (or `AWS_DEFAULT_REGION`).
 pub fn inventory(config: &Config, escrow_account: Option<&str>) -> Result<Inventory> {
-    let escrow = config.escrow.account_id.as_deref().or(escrow_account).ok_or_else(|| {
+    let from_role = config.escrow.role_arn.as_deref().and_then(escrow_sync_aws::role_account);
+    let escrow =
+        config.escrow.account_id.as_deref().or(escrow_account).or(from_role).ok_or_else(|| {
+            Error::invalid_config(
+                "the escrow account is not known: policies and the audit name it, so set \
+                 account_id = \"<12 digits>\" (or role_arn, a role in it) in [escrow]",
+            )
+        })?;
+    let from_env = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .into_iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
+    let region = config.region().map(str::to_string).or(from_env).ok_or_else(|| {
         Error::invalid_config(
-            "[escrow] account_id is not set: policies and the audit name the escrow account, \
-             so set account_id = \"<12 digits>\" in [escrow]",
+            "no region: policies name it in ARNs, so set region in [escrow] (or [primary]), \
+             pass --region, or set AWS_REGION",
         )
     })?;
-    let region = config.primary.region.clone().unwrap_or_else(|| config.escrow.region.clone());
     let mut trail_buckets = Vec::new();
     for j in &config.cloudtrail {
         let bucket = j.source_bucket.as_ref().ok_or_else(|| {
@@ -185,7 +197,9 @@ pub async fn audit(config: &Config) -> Result<Audited> {
     let connector = Connector::new();
     let escrow = connector.connect_escrow(&escrow_account).await?;
     let known = (!escrow.account_id().is_empty()).then(|| escrow.account_id().to_string());
-    let inventory = inventory(config, known.as_deref())?;
+    // No region in the config: the one the escrow session resolved.
+    let resolved = config.clone().with_overrides(None, Some(config.region_or(&escrow)));
+    let inventory = inventory(&resolved, known.as_deref())?;
     let account = inventory.escrow_account.clone();
     let mut auditor = Auditor::from_session(&escrow, inventory);
     auditor = match connector.connect(&escrow_account, &config.primary_account()).await {
@@ -270,9 +284,28 @@ prefix = "data/"
 
     #[test]
     fn without_the_escrow_account_it_says_what_to_set() {
-        let text = CONFIG.replace("account_id = \"222222222222\"\n", "");
+        let text = CONFIG
+            .replace("account_id = \"222222222222\"\n", "")
+            .replace("role_arn = \"arn:aws:iam::222222222222:role/escrow-operator\"\n", "");
         let err = render(&text, PolicyFormat::Json).unwrap_err();
-        assert!(err.to_string().contains("[escrow] account_id"), "{err}");
+        assert!(err.to_string().contains("set account_id"), "{err}");
+    }
+
+    #[test]
+    fn the_escrow_account_comes_from_the_escrow_role() {
+        let text = CONFIG.replace("account_id = \"222222222222\"\n", "");
+        let doc = render(&text, PolicyFormat::Json).unwrap();
+        assert!(doc.to_string().contains("222222222222"), "{doc}");
+        let inv = inventory(&Config::parse(&text, "escrow.toml").unwrap(), None).unwrap();
+        assert_eq!(inv.escrow_account, "222222222222");
+    }
+
+    #[test]
+    fn the_region_comes_from_the_command_line() {
+        let text = CONFIG.replace("region = \"us-east-1\"\n", "");
+        let config = Config::parse(&text, "escrow.toml").unwrap();
+        let config = config.with_overrides(None, Some("eu-west-3".into()));
+        assert_eq!(inventory(&config, None).unwrap().region, "eu-west-3");
     }
 
     #[test]

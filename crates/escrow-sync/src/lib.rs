@@ -134,16 +134,28 @@ pub enum Verdict {
     /// Findings: verify found differences, a breaker stopped a run, a drill
     /// found a mismatch, a prune found nothing it could vouch for.
     Findings,
-    /// A fatal error: invalid config or usage, or a job that could not run.
+    /// A fatal error: invalid config or usage, a refusal, or a job that
+    /// could not run for such a reason.
     Fatal,
 }
 
 impl Verdict {
+    /// The verdict of an error that stopped a command (or a job): a fault
+    /// that outlasted the retry budget (throttling, a transient failure:
+    /// [`Error::is_retryable`]) is a failure to run again later, never
+    /// bad input; anything else is fatal.
+    pub fn of_error(error: &Error) -> Verdict {
+        if error.is_retryable() { Verdict::Failed } else { Verdict::Fatal }
+    }
+
     /// The verdict of a `plan`, `run` or `verify` (online or offline).
     pub fn of_jobs(mode: Mode, jobs: &[JobOutcome]) -> Verdict {
-        if jobs.iter().any(|j| j.error.is_some() || j.report.is_none()) {
+        let stopped = jobs.iter().filter(|j| j.error.is_some() || j.report.is_none());
+        if stopped.clone().any(|j| j.error.as_ref().is_none_or(|e| !e.is_retryable())) {
             return Verdict::Fatal;
         }
+        // A job stopped by a fault that outlasted the retries failed.
+        let faulted = stopped.clone().next().is_some();
         let reports = jobs.iter().filter_map(|j| j.report.as_ref());
         // A tripped mass-change breaker is an incident to look at, not a
         // failure to retry: it outranks item failures.
@@ -153,7 +165,7 @@ impl Verdict {
         if mode == Mode::Run && reports.clone().any(mass_change) {
             return Verdict::Findings;
         }
-        if reports.clone().any(|r| r.failed > 0 || r.cancelled) {
+        if faulted || reports.clone().any(|r| r.failed > 0 || r.cancelled) {
             return Verdict::Failed;
         }
         if mode == Mode::Verify
@@ -247,5 +259,31 @@ impl Runner {
         request: &restore::RestoreRequest,
     ) -> Result<restore::RestoreReport, Error> {
         restore::restore(self.config(), request, self.cancel().clone()).await
+    }
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+    use escrow_sync_core::ErrorKind;
+
+    fn stopped(kind: ErrorKind) -> JobOutcome {
+        JobOutcome::new("j", "s3", Err(Error::new(kind, "s3:GetBucketVersioning", "s3://b", "")))
+    }
+
+    #[test]
+    fn a_fault_past_the_retries_is_a_failure_and_bad_input_is_fatal() {
+        for kind in [ErrorKind::Throttled, ErrorKind::Transient] {
+            let e = Error::new(kind, "sts:AssumeRole", "r", "SlowDown (503)");
+            assert_eq!(Verdict::of_error(&e), Verdict::Failed, "{kind}");
+            assert_eq!(Verdict::of_jobs(Mode::Plan, &[stopped(kind)]), Verdict::Failed);
+        }
+        for kind in [ErrorKind::InvalidConfig, ErrorKind::AccessDenied, ErrorKind::NotFound] {
+            let e = Error::new(kind, "op", "r", "m");
+            assert_eq!(Verdict::of_error(&e), Verdict::Fatal, "{kind}");
+        }
+        // Bad input outranks a fault in another job.
+        let jobs = [stopped(ErrorKind::Throttled), stopped(ErrorKind::InvalidConfig)];
+        assert_eq!(Verdict::of_jobs(Mode::Run, &jobs), Verdict::Fatal);
     }
 }

@@ -231,11 +231,20 @@ fn drill_refuses(what: &str, name: &str, account: &str) -> Error {
 /// or a drill could not clean up, findings when a drill found a mismatch.
 pub fn verdict(result: &Result<RestoreReport, Error>) -> Verdict {
     match result {
-        Err(_) => Verdict::Fatal,
+        Err(e) => Verdict::of_error(e),
         Ok(r) if !r.failed.is_empty() => Verdict::Failed,
         Ok(r) if r.drill.as_ref().is_some_and(|d| !d.mismatched.is_empty()) => Verdict::Findings,
         Ok(r) if r.drill.as_ref().is_some_and(|d| d.cleanup_error.is_some()) => Verdict::Failed,
         Ok(_) => Verdict::Ok,
+    }
+}
+
+/// `[escrow] region`, else the one the escrow session resolved.
+#[cfg(any(feature = "ec2", feature = "rds", feature = "redshift"))]
+fn escrow_region(config: &Config, escrow: &Session) -> String {
+    match &config.escrow.region {
+        Some(r) => r.clone(),
+        None => escrow.sdk_config().region().map(|r| r.to_string()).unwrap_or_default(),
     }
 }
 
@@ -328,7 +337,7 @@ pub async fn restore(
     }
     #[cfg(any(feature = "ec2", feature = "rds", feature = "redshift"))]
     let (primary, region) =
-        (config.primary_account().account_id.clone(), config.escrow.region.clone());
+        (config.primary_account().account_id.clone(), escrow_region(config, &escrow));
     match job {
         JobRef::S3(j) => {
             // As of --at, only the keys the primary held then, by the run

@@ -94,9 +94,10 @@ impl Source for Windowed {
     }
 }
 
-/// The region snapshots are read and copied in.
-fn region(config: &Config) -> String {
-    config.primary.region.clone().unwrap_or_else(|| config.escrow.region.clone())
+/// The region snapshots are read and copied in: the config's, else the
+/// one `session` resolved (the SDK's region chain).
+fn region(config: &Config, session: &escrow_sync_aws::Session) -> String {
+    config.region_or(session)
 }
 
 /// The ids an `[[ec2]]` job selects of one type (`ami-` or `snap-`): `None`
@@ -128,7 +129,7 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions, cap: Option<u32>
         held_back: Default::default(),
     };
     let job_tag = Some(job.name());
-    let region = region(config);
+    let region = region(config, &sessions.primary);
     let (primary, escrow) =
         (sessions.primary.account_id().to_string(), sessions.escrow.account_id().to_string());
     let key = config.escrow.kms_key_id.clone();
@@ -268,7 +269,7 @@ pub(crate) fn escrow_stores(
     job: JobRef<'_>,
     escrow: &escrow_sync_aws::Session,
 ) -> Vec<(&'static str, Box<dyn Store>)> {
-    let region = region(config);
+    let region = region(config, escrow);
     let key = config.escrow.kms_key_id.clone();
     let primary = config.primary.account_id.clone();
     let mut stores: Vec<(&'static str, Box<dyn Store>)> = Vec::new();

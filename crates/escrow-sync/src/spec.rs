@@ -726,12 +726,20 @@ impl JobRef<'_> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EscrowSection {
-    /// Region.
-    pub region: String,
-    /// Named profile; default: the standard credential chain.
+    /// Region; default: `--region`, else the SDK's region chain
+    /// (`AWS_REGION`, the profile's region).
+    pub region: Option<String>,
+    /// Named profile; default: `--profile`, else the standard credential
+    /// chain (`AWS_PROFILE`...).
     pub profile: Option<String>,
     /// Escrow role assumed first, if given.
     pub role_arn: Option<String>,
+    /// The external id the escrow role's trust policy requires.
+    pub external_id: Option<String>,
+    /// The session name of the escrow role (default `escrow-sync`).
+    pub session_name: Option<String>,
+    /// How long the escrow role's credentials last (900 to 43200 seconds).
+    pub duration_seconds: Option<u32>,
     /// Checked against STS GetCallerIdentity.
     pub account_id: Option<String>,
     /// The escrow-owned KMS key: every copy is SSE-KMS with it.
@@ -764,15 +772,18 @@ pub struct EscrowSection {
 pub struct PrimarySection {
     /// The primary's account id.
     pub account_id: String,
-    /// The reader role, assumed with the escrow credentials.
+    /// The reader role, assumed with the escrow credentials (or with
+    /// `profile`'s, when set too).
     pub role_arn: Option<String>,
-    /// Instead of `role_arn`: a named profile.
+    /// A named profile: alone, the primary's credentials; with `role_arn`,
+    /// the credentials the reader role is assumed with.
     pub profile: Option<String>,
     /// External id for the reader role.
     pub external_id: Option<String>,
     /// Region; default: the escrow region.
     pub region: Option<String>,
-    /// Endpoint override; default: the escrow's.
+    /// Endpoint override of every primary call, STS included; default: the
+    /// environment's (`AWS_ENDPOINT_URL`, else AWS), not the escrow's.
     pub endpoint_url: Option<String>,
 }
 
@@ -1061,10 +1072,42 @@ impl Config {
         &self.digest
     }
 
-    /// The values that must never appear in output or logs (the primary's
-    /// external id).
+    /// The values that must never appear in output or logs (the external
+    /// ids of the primary's reader role and of the escrow role).
     pub fn secrets(&self) -> Vec<&str> {
-        self.primary.external_id.as_deref().into_iter().collect()
+        self.primary
+            .external_id
+            .as_deref()
+            .into_iter()
+            .chain(self.escrow.external_id.as_deref())
+            .collect()
+    }
+
+    /// The config with the command line's `--profile` and `--region` in
+    /// place of `[escrow] profile` and `region` (each only when given).
+    pub fn with_overrides(mut self, profile: Option<String>, region: Option<String>) -> Self {
+        if profile.is_some() {
+            self.escrow.profile = profile;
+        }
+        if region.is_some() {
+            self.escrow.region = region;
+        }
+        self
+    }
+
+    /// The region the config names for the primary: `[primary] region`,
+    /// else `[escrow] region` (`None`: the SDK's region chain decides, see
+    /// [`Config::region_or`]).
+    pub fn region(&self) -> Option<&str> {
+        self.primary.region.as_deref().or(self.escrow.region.as_deref())
+    }
+
+    /// [`Config::region`], else the region `session` resolved.
+    pub fn region_or(&self, session: &escrow_sync_aws::Session) -> String {
+        match self.region() {
+            Some(r) => r.to_string(),
+            None => session.sdk_config().region().map(|r| r.to_string()).unwrap_or_default(),
+        }
     }
 
     /// Parses and checks config text; `origin` names it in errors.
@@ -1118,6 +1161,8 @@ impl Config {
 
     fn validate(&self, origin: &str) -> Result<()> {
         self.check_built(origin, &Self::built_kinds())?;
+        escrow_sync_aws::check_escrow_role(&self.escrow_account())
+            .map_err(|e| Error::invalid_config(format!("{origin}: {}", e.message())))?;
         if let Some(ttl) = self.escrow.lease_ttl_seconds
             && !(MIN_LEASE_TTL_SECONDS..=MAX_LEASE_TTL_SECONDS).contains(&ttl)
         {
@@ -1369,11 +1414,11 @@ impl Config {
 
     /// Whether the primary and the escrow are on different endpoints (an
     /// escrow outside AWS): server-side copies are then impossible.
+    /// Each side without `endpoint_url` is on the environment's endpoint
+    /// (`AWS_ENDPOINT_URL`, else AWS): the primary never follows the
+    /// escrow's `endpoint_url`.
     pub fn endpoints_differ(&self) -> bool {
-        match (&self.primary.endpoint_url, &self.escrow.endpoint_url) {
-            (Some(p), e) => Some(p) != e.as_ref(),
-            (None, _) => false,
-        }
+        self.primary.endpoint_url != self.escrow.endpoint_url
     }
 
     /// Whether `job` streams bytes instead of copying server-side.
@@ -1384,9 +1429,13 @@ impl Config {
     /// The escrow account settings.
     pub fn escrow_account(&self) -> EscrowAccount {
         let e = &self.escrow;
-        EscrowAccount::new(e.region.clone())
+        EscrowAccount::from_environment()
+            .with_region(e.region.clone())
             .with_profile(e.profile.clone())
             .with_role_arn(e.role_arn.clone())
+            .with_external_id(e.external_id.clone())
+            .with_session_name(e.session_name.clone())
+            .with_duration_seconds(e.duration_seconds)
             .with_account_id(e.account_id.clone())
             .with_endpoint_url(e.endpoint_url.clone())
             .with_allow_same_account(e.allow_same_account)
