@@ -129,11 +129,11 @@ async fn status_is_fresh_after_a_run_stale_past_max_age_and_a_clean_verify_count
     assert_eq!(j["last_verified"]["by"], "verify", "{doc:#}");
     assert_eq!(j["last_run"]["run_id"], run_id.as_str(), "a verify is not a run");
 
-    // The primary gone (its endpoint answers nothing): status asks escrow
-    // only.
+    // The primary gone (no credentials reach it: its reader role is assumed
+    // through a profile that does not exist): status asks escrow only.
     let gone = std::fs::read_to_string(&cfg).unwrap().replace(
         "external_id = \"test-external-id\"",
-        "external_id = \"test-external-id\"\nendpoint_url = \"http://127.0.0.1:9\"",
+        "external_id = \"test-external-id\"\nprofile = \"primary-gone\"",
     );
     let gone = write_config(&gone);
     let out = cli(&["status", "-c", gone.to_str().unwrap(), "--output", "json"]);
