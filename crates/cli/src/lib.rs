@@ -10,6 +10,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod generate;
 #[cfg(feature = "governance")]
 mod governance;
 pub mod output;
@@ -109,6 +110,9 @@ pub enum Command {
     /// compares every object with escrow byte for byte, and deletes what it
     /// created.
     Restore(RestoreArgs),
+    /// Write shell completions or man pages (for packagers: `cargo xtask dist`).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// The config file: `-c`/`--config FILE`, else `ESCROW_SYNC_CONFIG`, else `escrow.toml`.
@@ -307,6 +311,7 @@ pub async fn run(cli: Cli) -> u8 {
         }
         Command::Restore(a) => restore(&a, cancel).await,
         Command::Prune(a) => prune(&a, cancel).await,
+        Command::Generate(a) => generate::run(&a),
     }
 }
 
