@@ -5,6 +5,8 @@
 //!   fresh emulator (DESIGN.md §5).
 //! - `cargo xtask demo`: two accounts on the emulator, then `escrow-sync plan/run/verify`.
 //! - `cargo xtask bench [-- ARGS]`: the criterion benchmarks.
+//! - `cargo xtask dist`: the release binary, its shell completions and man pages in
+//!   `target/dist/`.
 //!
 //! Only std and anyhow: this crate has to build fast and before anything else.
 
@@ -12,6 +14,7 @@
 
 mod ci;
 mod demo;
+mod dist;
 mod emulator;
 mod paths;
 mod process;
@@ -43,6 +46,9 @@ commands:
   bench dynamodb     DynamoDB items/s (scan, table copy, re-run, export) on the emulator against baselines
   bench snapshots    EBS snapshots escrowed per second on the emulator against an SDK loop
   bench s3 --store s3s-fs   the same on a local s3s-fs server (installed pinned under target/)
+  dist               cargo build --release -p escrow-sync-cli --locked, then into target/dist/:
+                     the binary, shell completions (bash, zsh, fish, powershell, elvish) in
+                     completions/ and man pages in man/man1/, written by the binary itself
   help               this text
 ";
 
@@ -77,6 +83,8 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             demo::demo(&paths)
         }
         "bench" => bench(&paths, passthrough(rest)),
+        "dist" if rest.is_empty() => dist::dist(&paths),
+        "dist" => bail!("`dist` takes no arguments (got {rest:?})"),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -10,6 +10,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod generate;
 #[cfg(feature = "governance")]
 mod governance;
 pub mod output;
@@ -117,6 +118,9 @@ pub enum Command {
     /// compares every object with escrow byte for byte, and deletes what it
     /// created.
     Restore(RestoreArgs),
+    /// Write shell completions or man pages (for packagers: `cargo xtask dist`).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// The config file: `-c`/`--config FILE`, else `ESCROW_SYNC_CONFIG`, else `escrow.toml`.
@@ -362,6 +366,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Status(a) => status(&a).await,
         Command::Restore(a) => restore(&a, cancel).await,
         Command::Prune(a) => prune(&a, cancel).await,
+        Command::Generate(a) => generate::run(&a),
     }
 }
 
