@@ -278,7 +278,7 @@ impl Stats {
             LogFormat::Json => {
                 let planned = self.planned();
                 serde_json::json!({
-                    "timestamp": escrow_sync_core::rfc3339(SystemTime::now()),
+                    "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
                     "level": "INFO",
                     "target": "escrow_sync::stats",
                     "fields": {

@@ -214,7 +214,10 @@ impl StopAfterDrain {
                     cancel.cancelled().await;
                     tokio::time::sleep(drain).await;
                 } => {
-                    tracing::warn!(?drain, "the drain time ran out: stopping the work in flight");
+                    tracing::warn!(
+                        drain_seconds = drain.as_secs_f64(),
+                        "the drain time ran out: stopping the work in flight"
+                    );
                     stop.cancel();
                 }
             }
