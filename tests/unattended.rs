@@ -201,3 +201,35 @@ async fn warnings_show_by_default_and_quiet_rust_log_and_escrow_sync_log_choose(
         (Some("bogus"), Some(2048))
     );
 }
+
+/// JSON log lines go through the same masking: no credential, session
+/// token or external id, even at trace level, and every line still parses.
+#[tokio::test]
+async fn json_logs_at_trace_level_carry_no_secret_and_stay_json() {
+    let (_pair, config) = five_objects("jsonsecrets", "").await;
+    let external_id = "external-id-\"quoted\"-never-printed-5d2e";
+    let secret = "escrow-secret-key-that-must-never-be-printed-77c1";
+    let access = "AKIAESCROWACCESSKEY88";
+    let text = std::fs::read_to_string(&config).unwrap();
+    // The emulator's reader role trusts any external id.
+    let text = text.replace("\"test-external-id\"", &format!("'{external_id}'"));
+    std::fs::write(&config, text).unwrap();
+    let cfg = config.to_str().unwrap();
+    let env = [
+        ("ESCROW_SYNC_LOG", "trace"),
+        ("AWS_ACCESS_KEY_ID", access),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+    ];
+    let out = run(&["run", "--config", cfg, "--log-format", "json"], &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.lines().count() > 100, "trace logs on");
+    for line in out.stderr.lines() {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+    let escaped = serde_json::to_string(external_id).unwrap();
+    for needle in [external_id, &escaped[1..escaped.len() - 1], secret, access, "FQoGZXIvYXdzE"] {
+        assert!(!out.stderr.contains(needle), "logged {needle}");
+    }
+}
