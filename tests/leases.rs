@@ -233,8 +233,8 @@ async fn sigterm_stops_a_run_cleanly_and_releases_its_lease() {
     let out = child.wait_with_output().expect("wait for escrow-sync");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // Cancelled, not killed: exit 1 with a report that says so.
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    // Cancelled, not killed: exit 143 (SIGTERM) with a report that says so.
+    assert_eq!(out.status.code(), Some(143), "{stdout}\n{stderr}");
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     let doc: Value = serde_json::from_str(&stdout).expect("a JSON report");
     let j = job(&doc, "slow");

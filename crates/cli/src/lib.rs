@@ -1,7 +1,9 @@
 //! The `escrow-sync` command line: config file, `plan` / `run` / `verify`,
-//! progress bars on a terminal, text or JSON reports, and exit codes
-//! (0 all good, 1 some items failed or a fault outlasted the retries, 2
-//! invalid config, bad input or a refusal, 3 verify found differences).
+//! progress bars on a terminal (stats lines otherwise), text or JSON
+//! reports and logs, signals, and exit codes (0 all good, 1 some items
+//! failed or a fault outlasted the retries, 2 invalid config, bad input or
+//! a refusal, 3 verify found differences or a job is stale; 143 after
+//! SIGTERM, 130 after Ctrl-C).
 //!
 //! ```
 //! use clap::Parser;
@@ -13,6 +15,7 @@
 pub mod generate;
 #[cfg(feature = "governance")]
 mod governance;
+pub mod logs;
 pub mod output;
 mod progress;
 pub mod redact;
@@ -341,15 +344,16 @@ pub async fn run(cli: Cli) -> u8 {
         *o = (cli.global.profile.clone(), cli.global.region.clone());
     }
     let cancel = CancellationToken::new();
+    let global = &cli.global;
     match cli.command {
-        Command::Plan(a) => jobs(Mode::Plan, &a, RunOptions::new(), false, cancel).await,
+        Command::Plan(a) => jobs(Mode::Plan, &a, RunOptions::new(), false, cancel, global).await,
         Command::Run(a) => {
             let options = RunOptions::new().accept_mass_change(a.accept_mass_change);
-            jobs(Mode::Run, &a.job, options, false, cancel).await
+            jobs(Mode::Run, &a.job, options, false, cancel, global).await
         }
         Command::Verify(a) => {
             let options = RunOptions::new().checksums(a.checksums);
-            jobs(Mode::Verify, &a.job, options, a.offline, cancel).await
+            jobs(Mode::Verify, &a.job, options, a.offline, cancel, global).await
         }
         #[cfg(feature = "governance")]
         Command::Policy(a) => governance::policy(&a),
@@ -364,8 +368,8 @@ pub async fn run(cli: Cli) -> u8 {
             output::exit::FATAL
         }
         Command::Status(a) => status(&a).await,
-        Command::Restore(a) => restore(&a, cancel).await,
-        Command::Prune(a) => prune(&a, cancel).await,
+        Command::Restore(a) => restore(&a, cancel, global).await,
+        Command::Prune(a) => prune(&a, cancel, global).await,
         Command::Generate(a) => generate::run(&a),
     }
 }
@@ -391,6 +395,7 @@ async fn jobs(
     options: RunOptions,
     offline: bool,
     cancel: CancellationToken,
+    global: &Global,
 ) -> u8 {
     let target = match report::check(&args.report) {
         Ok(t) => t,
@@ -399,13 +404,21 @@ async fn jobs(
             return exit::FATAL;
         }
     };
-    interrupt_on_ctrl_c(cancel.clone());
+    let signals = interrupt_on_ctrl_c(cancel.clone());
     let options = options.set_job(args.job.clone());
+    let command = match mode {
+        Mode::Plan => "plan",
+        Mode::Run => "run",
+        Mode::Verify => "verify",
+    };
+    let progress = progress::Progress::new(command, global.stats_interval, global.log_format);
     let started = RunInfo::start();
     let result = async {
         let runner = Runner::new(load(&args.config.path)?)
             .with_cancellation(cancel)
-            .with_observer(std::sync::Arc::new(progress::Progress::new()));
+            .with_stop(signals.stop.clone())
+            .with_drain_timeout(global.drain_timeout)
+            .with_observer(std::sync::Arc::new(progress));
         if offline {
             runner.verify_offline(&options).await
         } else {
@@ -421,6 +434,7 @@ async fn jobs(
         Some(e) => render::error_code(e),
         None => output::exit_code(mode, &jobs),
     };
+    let code = signals.code().unwrap_or(code);
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
@@ -485,7 +499,7 @@ async fn status(args: &StatusArgs) -> u8 {
 }
 
 /// `restore`: prints what it restored; returns the exit code.
-async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
+async fn restore(args: &RestoreArgs, cancel: CancellationToken, global: &Global) -> u8 {
     let target = match report::check(&args.report) {
         Ok(t) => t,
         Err(e) => {
@@ -493,7 +507,8 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
             return exit::FATAL;
         }
     };
-    interrupt_on_ctrl_c(cancel.clone());
+    let signals = interrupt_on_ctrl_c(cancel.clone());
+    let progress = progress::Progress::new("restore", global.stats_interval, global.log_format);
     let request = RestoreRequest::new(&args.job, &args.target_role_arn)
         .set_target_bucket(args.target_bucket.clone())
         .set_target_table(args.target_table.clone())
@@ -504,10 +519,19 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
         .copy(args.copy);
     let info = RunInfo::start();
     let result = match load(&args.config.path) {
-        Ok(config) => Runner::new(config).with_cancellation(cancel).restore(&request).await,
+        Ok(config) => {
+            Runner::new(config)
+                .with_cancellation(cancel)
+                .with_stop(signals.stop.clone())
+                .with_drain_timeout(global.drain_timeout)
+                .with_observer(std::sync::Arc::new(progress))
+                .restore(&request)
+                .await
+        }
         Err(e) => Err(e),
     };
     let code = render::code(escrow_sync::restore::verdict(&result));
+    let code = signals.code().unwrap_or(code);
     let mut stdout = std::io::stdout().lock();
     match (args.output, &result) {
         (OutputFormat::Json, _) => {
@@ -532,7 +556,7 @@ async fn restore(args: &RestoreArgs, cancel: CancellationToken) -> u8 {
 }
 
 /// `prune`: prints what it keeps and deletes; returns the exit code.
-async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
+async fn prune(args: &PruneArgs, cancel: CancellationToken, global: &Global) -> u8 {
     if args.job.report.path.is_some() {
         fatal(&Error::invalid_config(
             "--report is for run, verify, status, audit and restore --drill, not prune: leave it \
@@ -540,12 +564,14 @@ async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
         ));
         return exit::FATAL;
     }
-    interrupt_on_ctrl_c(cancel.clone());
+    let signals = interrupt_on_ctrl_c(cancel.clone());
     let info = RunInfo::start();
     let result = match load(&args.job.config.path) {
         Ok(config) => {
             Runner::new(config)
                 .with_cancellation(cancel)
+                .with_stop(signals.stop.clone())
+                .with_drain_timeout(global.drain_timeout)
                 .prune(args.job.job.as_deref(), args.apply, args.accept_mass_delete)
                 .await
         }
@@ -559,6 +585,7 @@ async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
         Some(e) => render::error_code(e),
         None => render::code(Verdict::of_prune(&outcomes)),
     };
+    let code = signals.code().unwrap_or(code);
     let mut stdout = std::io::stdout().lock();
     match args.job.output {
         OutputFormat::Json => {
@@ -577,25 +604,70 @@ async fn prune(args: &PruneArgs, cancel: CancellationToken) -> u8 {
     code
 }
 
-/// The first Ctrl-C or SIGTERM cancels `cancel`: nothing new starts, work
-/// in flight finishes, the run manifest is written and leases are released.
-/// The second exits at once (130 after Ctrl-C, 143 after SIGTERM).
-fn interrupt_on_ctrl_c(cancel: CancellationToken) {
+/// The exit code after Ctrl-C (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
+/// The exit code after SIGTERM (128 + SIGTERM), as a container's stop
+/// expects.
+pub const EXIT_TERMINATED: u8 = 143;
+
+/// What the signals did to a command.
+#[derive(Debug, Clone, Default)]
+struct Interrupt {
+    /// Cancelled by the second signal: the hard stop of the work in flight.
+    stop: CancellationToken,
+    /// The first signal heard.
+    first: std::sync::Arc<std::sync::OnceLock<&'static str>>,
+}
+
+impl Interrupt {
+    /// The exit code a signal asks for: 143 after SIGTERM, 130 after Ctrl-C.
+    fn code(&self) -> Option<u8> {
+        self.first.get().map(|s| match *s {
+            Signals::TERMINATED => EXIT_TERMINATED,
+            _ => EXIT_INTERRUPTED,
+        })
+    }
+}
+
+/// Ctrl-C or SIGTERM: the first cancels `cancel` (nothing new starts; work
+/// in flight gets `--drain-timeout`, then it is stopped: the runner's hard
+/// stop; the run manifest is written and leases are released), the second
+/// stops the work in flight at once (half-done multipart uploads are
+/// aborted, a drill still deletes what it created, the manifest and leases
+/// are still written), the third exits at once. The command then exits
+/// 143 after SIGTERM, 130 after Ctrl-C.
+fn interrupt_on_ctrl_c(cancel: CancellationToken) -> Interrupt {
     // Listen for SIGTERM before any work starts (a container's stop).
     let mut signals = Signals::listen();
+    let interrupt = Interrupt::default();
+    let (stop, first_heard) = (interrupt.stop.clone(), interrupt.first.clone());
     tokio::spawn(async move {
         let Some(first) = signals.next().await else { return };
+        let _ = first_heard.set(first);
         eprintln!(
-            "{first}: nothing new starts; waiting for work in flight, then the run manifest and \
-             the leases are written (Ctrl-C or SIGTERM again to stop at once; nothing \
-             half-written is ever taken as done)"
+            "{first}: nothing new starts; the work in flight gets the drain time \
+             (--drain-timeout) to finish, then the run manifest and the leases are written \
+             (Ctrl-C or SIGTERM again to stop the work in flight now; nothing half-written is \
+             ever taken as done)"
         );
         cancel.cancel();
-        if let Some(second) = signals.next().await {
-            eprintln!("{second} again: stopping now");
-            std::process::exit(if second == Signals::TERMINATED { 143 } else { 130 });
+        let Some(second) = signals.next().await else { return };
+        eprintln!(
+            "{second} again: stopping the work in flight now (half-done uploads are aborted, a \
+             drill deletes what it created, the manifest and the leases are written; a third \
+             signal exits at once)"
+        );
+        stop.cancel();
+        if let Some(third) = signals.next().await {
+            eprintln!("{third} a third time: exiting now, without cleaning up");
+            std::process::exit(i32::from(if first == Signals::TERMINATED {
+                EXIT_TERMINATED
+            } else {
+                EXIT_INTERRUPTED
+            }));
         }
     });
+    interrupt
 }
 
 /// Ctrl-C (SIGINT) and, on Unix, SIGTERM, as one stream.

@@ -27,10 +27,16 @@ pub fn register_secret(secret: &str) {
     if secret.is_empty() {
         return;
     }
-    if let Ok(mut s) = SECRETS.write()
-        && !s.iter().any(|x| x == secret)
-    {
-        s.push(secret.to_string());
+    // As a JSON string escapes it too (`--log-format json`, `--output json`).
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let escaped = json.trim_start_matches('"').trim_end_matches('"');
+    for form in [secret, escaped] {
+        if let Ok(mut s) = SECRETS.write()
+            && !form.is_empty()
+            && !s.iter().any(|x| x == form)
+        {
+            s.push(form.to_string());
+        }
     }
 }
 
@@ -166,5 +172,16 @@ mod tests {
         assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{out}");
         register_secret("my-config-external-id");
         assert_eq!(redact("x my-config-external-id y"), "x ** redacted ** y");
+    }
+
+    #[test]
+    fn a_secret_is_masked_in_json_lines_too() {
+        register_secret(r#"ext"id\9"#);
+        let line = serde_json::json!({ "fields": { "message": r#"role with ext"id\9 assumed"# } })
+            .to_string();
+        let out = redact(&line);
+        assert!(!out.contains(r#"ext\"id"#), "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["fields"]["message"], "role with ** redacted ** assumed");
     }
 }

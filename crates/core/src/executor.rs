@@ -270,6 +270,33 @@ pub enum ProgressEvent {
     },
     /// Cancellation was requested: no new items will start.
     Cancelling,
+    /// The hard stop came (see [`Executor::with_stop`]): items in flight are
+    /// being stopped and count as failed.
+    Stopping,
+    /// The plan's totals, once known: at the start when the plan is computed
+    /// in memory, at the end of the listing when it is a streaming merge.
+    Planned {
+        /// Items the source lists (to copy or already in escrow).
+        items: u64,
+        /// Of those, the items escrow lacks or holds differently (a run
+        /// copies them, unless the sink finds them the same after all).
+        copies: u64,
+        /// The bytes of those items.
+        bytes: u64,
+    },
+    /// Plan and verify: escrow lacks an item or holds it differently.
+    Differs {
+        /// The key.
+        key: String,
+        /// Its size in the primary.
+        size: u64,
+    },
+    /// An attempt was throttled (it is retried, or fails, as
+    /// [`ProgressEvent::Retrying`] or [`ProgressEvent::Failed`] says).
+    Throttled {
+        /// The key.
+        key: String,
+    },
     /// The concurrency limit changed (halved on throttling, grown back).
     Concurrency {
         /// The new limit.
@@ -286,6 +313,7 @@ pub struct Executor {
     options: ExecutorOptions,
     progress: Option<ProgressFn>,
     cancel: CancellationToken,
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Executor {
@@ -293,6 +321,7 @@ impl std::fmt::Debug for Executor {
         f.debug_struct("Executor")
             .field("options", &self.options)
             .field("cancelled", &self.cancel.is_cancelled())
+            .field("stopped", &self.stop.is_cancelled())
             .finish_non_exhaustive()
     }
 }
@@ -327,6 +356,32 @@ impl Breaker {
         }
         self.waiting.push(item.clone());
         false
+    }
+}
+
+/// A plan's totals, for [`ProgressEvent::Planned`].
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    items: u64,
+    copies: u64,
+    bytes: u64,
+}
+
+impl Totals {
+    fn count(&mut self, action: &Action) {
+        match action {
+            Action::Skip { .. } => self.items += 1,
+            Action::Copy { item, .. } => {
+                self.items += 1;
+                self.copies += 1;
+                self.bytes += item.size;
+            }
+            Action::Retain { .. } | Action::Delete { .. } => {}
+        }
+    }
+
+    fn event(self) -> ProgressEvent {
+        ProgressEvent::Planned { items: self.items, copies: self.copies, bytes: self.bytes }
     }
 }
 
@@ -397,7 +452,12 @@ enum Outcome {
 impl Executor {
     /// An executor with these options.
     pub fn new(options: ExecutorOptions) -> Self {
-        Executor { options, progress: None, cancel: CancellationToken::new() }
+        Executor {
+            options,
+            progress: None,
+            cancel: CancellationToken::new(),
+            stop: CancellationToken::new(),
+        }
     }
 
     /// Sends progress events to `f`.
@@ -416,6 +476,23 @@ impl Executor {
     /// The cancellation token.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel
+    }
+
+    /// Uses `token` as the hard stop (a drain that ran out of time, a
+    /// second Ctrl-C): once cancelled, nothing new starts (as with
+    /// cancellation) and every request of an item in flight is dropped, so
+    /// the item fails at once with [`ErrorKind::Cancelled`]: logged as
+    /// failed, never as copied. A sink whose write is dropped half-way
+    /// must leave nothing behind that looks complete (the S3 sink aborts
+    /// its multipart upload).
+    pub fn with_stop(mut self, token: CancellationToken) -> Self {
+        self.stop = token;
+        self
+    }
+
+    /// The hard-stop token.
+    pub fn stop(&self) -> &CancellationToken {
+        &self.stop
     }
 
     /// The options.
@@ -438,8 +515,20 @@ impl Executor {
         sink: &'a dyn Sink,
         scope: &Scope,
     ) -> Result<BoxStream<'a, Result<Action>>> {
+        Ok(self.plan_counted(source, sink, scope).await?.0)
+    }
+
+    /// [`Executor::plan`], with the plan's totals when it was computed in
+    /// memory.
+    async fn plan_counted<'a>(
+        &self,
+        source: &'a dyn Source,
+        sink: &'a dyn Sink,
+        scope: &Scope,
+    ) -> Result<(BoxStream<'a, Result<Action>>, Option<Totals>)> {
         if source.sorted() && sink.sorted() {
-            return Ok(plan_stream(source.list(scope), sink.list(scope), &self.options.policy));
+            let plan = plan_stream(source.list(scope), sink.list(scope), &self.options.policy);
+            return Ok((plan, None));
         }
         let (src, dst) = futures::future::join(
             source.list(scope).collect::<Vec<_>>(),
@@ -449,7 +538,10 @@ impl Executor {
         let src = src.into_iter().collect::<Result<Vec<_>>>()?;
         let dst = dst.into_iter().collect::<Result<Vec<_>>>()?;
         let plan = CopyPlan::compute(src, dst, &self.options.policy)?;
-        Ok(futures::stream::iter(plan.into_actions().into_iter().map(Ok)).boxed())
+        let mut totals = Totals::default();
+        plan.actions().iter().for_each(|a| totals.count(a));
+        let stream = futures::stream::iter(plan.into_actions().into_iter().map(Ok)).boxed();
+        Ok((stream, Some(totals)))
     }
 
     /// Runs one job in `mode`. `Plan` and `Verify` change nothing; `Run`
@@ -464,7 +556,12 @@ impl Executor {
     ) -> Result<Report> {
         let started = Instant::now();
         let mut report = Report::new(mode, source.describe(), sink.describe());
-        let mut plan = self.plan(source, sink, scope).await?;
+        let (mut plan, known) = self.plan_counted(source, sink, scope).await?;
+        // The totals, announced as soon as they are known.
+        let mut totals = Totals::default();
+        if let Some(known) = known {
+            self.emit(known.event());
+        }
         // Halves on throttling, grows back slowly; never above the option.
         let adaptive = AdaptiveLimit::new(self.options.concurrency);
         let mut inflight = FuturesUnordered::new();
@@ -473,6 +570,7 @@ impl Executor {
         let mut queued: VecDeque<Work> = VecDeque::new();
         let mut listed = false;
         let mut stop = false;
+        let mut stopped = false;
         let mut fatal: Option<Error> = None;
         let audit = mode == Mode::Verify && (sink.audits() || self.options.verify_checksums);
         let assess = mode == Mode::Plan && source.assesses();
@@ -503,6 +601,17 @@ impl Executor {
             }
             tokio::select! {
                 biased;
+                _ = self.stop.cancelled(), if !stopped => {
+                    // Items in flight see the stop themselves (each of their
+                    // requests races it) and end as failed.
+                    stopped = true;
+                    stop = true;
+                    if !report.cancelled {
+                        report.cancelled = true;
+                        self.emit(ProgressEvent::Cancelling);
+                    }
+                    self.emit(ProgressEvent::Stopping);
+                }
                 _ = self.cancel.cancelled(), if !report.cancelled => {
                     stop = true;
                     report.cancelled = true;
@@ -520,12 +629,16 @@ impl Executor {
                     None => {
                         stop = true;
                         listed = true;
+                        if known.is_none() {
+                            self.emit(totals.event());
+                        }
                     }
                     Some(Err(e)) => {
                         stop = true;
                         fatal = Some(e);
                     }
                     Some(Ok(action)) => {
+                        totals.count(&action);
                         if breaker.guard.is_some() && action.escrow_item() {
                             breaker.tally.saw_escrow_item();
                         }
@@ -627,7 +740,7 @@ impl Executor {
                 (_, Some(escrow)) => Some(Work::Check(item, escrow, audit)),
                 (_, None) if assess => Some(Work::Assess(item, reason)),
                 (_, None) => {
-                    Self::count_difference(report, mode, item, reason, None, limit);
+                    self.count_difference(report, mode, item, reason, None, limit);
                     None
                 }
             },
@@ -668,6 +781,7 @@ impl Executor {
 
     /// Counts an item escrow lacks or holds differently (plan and verify).
     fn count_difference(
+        &self,
         report: &mut Report,
         mode: Mode,
         item: Item,
@@ -685,6 +799,9 @@ impl Executor {
             report.bytes_copied += item.size;
         }
         let status = status.map(|(status, _)| status);
+        if mode != Mode::Run {
+            self.emit(ProgressEvent::Differs { key: item.key.clone(), size: item.size });
+        }
         if report.differences.len() < limit {
             report.differences.push(Difference { key: item.key, reason, size: item.size, status });
         } else {
@@ -714,7 +831,7 @@ impl Executor {
                 self.emit(ProgressEvent::Skipped { key, size });
             }
             Outcome::Differs { item } => {
-                Self::count_difference(report, mode, item, CopyReason::Changed, None, limit);
+                self.count_difference(report, mode, item, CopyReason::Changed, None, limit);
             }
             Outcome::Finished { key, size, warning } => {
                 report.skipped += 1;
@@ -724,19 +841,19 @@ impl Executor {
             }
             Outcome::Assessed { item, reason, status, copyable } => {
                 let status = status.map(|s| (s, copyable));
-                Self::count_difference(report, mode, item, reason, status, limit);
+                self.count_difference(report, mode, item, reason, status, limit);
             }
             Outcome::Mismatch { item, primary, escrow } => {
                 report.findings.push(Finding::new(
                     item.key.clone(),
                     format!("checksum mismatch: primary {primary}, escrow {escrow}"),
                 ));
-                Self::count_difference(report, mode, item, CopyReason::Changed, None, limit);
+                self.count_difference(report, mode, item, CopyReason::Changed, None, limit);
             }
             Outcome::Deleted => report.deleted += 1,
             // The execute loop hands these to the breaker.
             Outcome::Changed { item } => {
-                Self::count_difference(report, mode, item, CopyReason::Changed, None, limit);
+                self.count_difference(report, mode, item, CopyReason::Changed, None, limit);
             }
             Outcome::Failed { key, error, attempts } => {
                 report.failed += 1;
@@ -778,22 +895,25 @@ impl Executor {
                 let warning = self.finish_item(source, limit, &item).await;
                 Outcome::Finished { key: item.key, size: item.size, warning }
             }
-            Work::Assess(item, reason) => match source.assess(&item).await {
-                Ok(status) => Outcome::Assessed { item, reason, status, copyable: true },
-                Err(e) if e.kind() == ErrorKind::Unsupported => {
-                    let why = if e.message().is_empty() { e.chain() } else { e.message().into() };
-                    let status = Some(if why.starts_with("not copyable") {
-                        why
-                    } else {
-                        format!("not copyable: {why}")
-                    });
-                    Outcome::Assessed { item, reason, status, copyable: false }
+            Work::Assess(item, reason) => {
+                match self.or_stopped(&item.key, source.assess(&item)).await {
+                    Ok(status) => Outcome::Assessed { item, reason, status, copyable: true },
+                    Err(e) if e.kind() == ErrorKind::Unsupported => {
+                        let why =
+                            if e.message().is_empty() { e.chain() } else { e.message().into() };
+                        let status = Some(if why.starts_with("not copyable") {
+                            why
+                        } else {
+                            format!("not copyable: {why}")
+                        });
+                        Outcome::Assessed { item, reason, status, copyable: false }
+                    }
+                    Err(e) => {
+                        let status = Some(format!("could not assess: {}", e.chain()));
+                        Outcome::Assessed { item, reason, status, copyable: true }
+                    }
                 }
-                Err(e) => {
-                    let status = Some(format!("could not assess: {}", e.chain()));
-                    Outcome::Assessed { item, reason, status, copyable: true }
-                }
-            },
+            }
             Work::Check(item, escrow, audit) => {
                 if !self.confirmed_same(source, sink, limit, &item, &escrow).await {
                     return Outcome::Differs { item };
@@ -945,8 +1065,21 @@ impl Executor {
         })
     }
 
-    /// Runs `op` until it succeeds, fails for good, runs out of attempts or
-    /// is cancelled during a backoff. Returns the result and the attempts made.
+    /// `fut`, unless the hard stop comes first.
+    async fn or_stopped<T>(
+        &self,
+        key: &str,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => Err(stopped(key)),
+            res = fut => res,
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails for good, runs out of attempts, is
+    /// cancelled during a backoff or is stopped (see [`Executor::with_stop`]). Returns the result and the attempts made.
     async fn with_retries<T, F, Fut>(
         &self,
         limit: &AdaptiveLimit,
@@ -960,7 +1093,11 @@ impl Executor {
         let retry = self.options.retry;
         let mut attempt = 1;
         loop {
-            let res = op().await;
+            let res = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return (Err(stopped(key)), attempt),
+                res = op() => res,
+            };
             match &res {
                 Ok(_) => {
                     if let Some(n) = limit.on_success() {
@@ -970,6 +1107,7 @@ impl Executor {
                 Err(e) if e.is_throttle() => {
                     let n = limit.on_throttle();
                     tracing::debug!(key, limit = n, "throttled: concurrency lowered");
+                    self.emit(ProgressEvent::Throttled { key: key.to_string() });
                     self.emit(ProgressEvent::Concurrency { limit: n });
                 }
                 Err(_) => {}
@@ -999,6 +1137,12 @@ impl Executor {
             }
         }
     }
+}
+
+/// The error of an item the hard stop dropped in flight (a later run
+/// copies it).
+fn stopped(key: &str) -> Error {
+    Error::new(ErrorKind::Cancelled, "stopped in flight:", key, "")
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@
 //! # });
 //! ```
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +37,7 @@ use crate::{
 #[derive(Clone, Default)]
 pub struct JobContext {
     cancel: CancellationToken,
+    stop: CancellationToken,
     progress: Option<ProgressFn>,
     item_log: Option<ItemLog>,
     retry: RetryPolicy,
@@ -46,6 +49,7 @@ impl std::fmt::Debug for JobContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobContext")
             .field("cancelled", &self.cancel.is_cancelled())
+            .field("stopped", &self.stop.is_cancelled())
             .field("progress", &self.progress.is_some())
             .field("item_log", &self.item_log.is_some())
             .field("retry", &self.retry)
@@ -67,6 +71,16 @@ impl JobContext {
     /// flight finishes, and the report says it was cancelled.
     pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
         self.cancel = token;
+        self
+    }
+
+    /// Uses `token` as the hard stop: once cancelled, work in flight is
+    /// stopped too and counts as failed (see [`Executor::with_stop`]); what
+    /// was started is cleaned up (an S3 multipart upload is aborted). A
+    /// drain timeout cancels it some time after the cancellation (see
+    /// [`StopAfterDrain`]).
+    pub fn with_stop(mut self, token: CancellationToken) -> Self {
+        self.stop = token;
         self
     }
 
@@ -119,6 +133,11 @@ impl JobContext {
         &self.cancel
     }
 
+    /// The hard-stop token.
+    pub fn stop(&self) -> &CancellationToken {
+        &self.stop
+    }
+
     /// Where progress events go, if anywhere.
     pub fn progress(&self) -> Option<&ProgressFn> {
         self.progress.as_ref()
@@ -155,11 +174,60 @@ impl JobContext {
         if let Some(log) = &self.item_log {
             options = options.with_item_log(log.clone());
         }
-        let executor = Executor::new(options).with_cancellation(self.cancel.clone());
+        let executor = Executor::new(options)
+            .with_cancellation(self.cancel.clone())
+            .with_stop(self.stop.clone());
         match &self.progress {
             Some(p) => executor.with_progress(p.clone()),
             None => executor,
         }
+    }
+}
+
+/// Turns a cancellation into a hard stop after a drain time: once
+/// `cancel` is cancelled, work in flight gets `drain` to finish, then
+/// `stop` is cancelled (see [`JobContext::with_stop`]). The timer ends
+/// when this value is dropped. Needs a Tokio runtime.
+///
+/// ```
+/// use std::time::Duration;
+/// use escrow_sync_core::{CancellationToken, StopAfterDrain};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let (cancel, stop) = (CancellationToken::new(), CancellationToken::new());
+/// let _timer = StopAfterDrain::start(&cancel, &stop, Duration::from_millis(1));
+/// cancel.cancel();
+/// stop.cancelled().await; // 1 ms after the cancellation
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct StopAfterDrain(tokio::task::JoinHandle<()>);
+
+impl StopAfterDrain {
+    /// Starts the timer.
+    pub fn start(cancel: &CancellationToken, stop: &CancellationToken, drain: Duration) -> Self {
+        let (cancel, stop) = (cancel.clone(), stop.clone());
+        StopAfterDrain(tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = async {
+                    cancel.cancelled().await;
+                    tokio::time::sleep(drain).await;
+                } => {
+                    tracing::warn!(
+                        drain_seconds = drain.as_secs_f64(),
+                        "the drain time ran out: stopping the work in flight"
+                    );
+                    stop.cancel();
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for StopAfterDrain {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

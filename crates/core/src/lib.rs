@@ -51,7 +51,7 @@ pub use executor::{
 };
 pub use guard::{ChangeTally, MASS_CHANGE, MassChangeGuard};
 pub use item::{Item, ItemKind};
-pub use job::{CopyJob, Job, JobContext};
+pub use job::{CopyJob, Job, JobContext, StopAfterDrain};
 pub use pace::{AdaptiveLimit, RequestPacer, paced};
 pub use plan::{Action, CopyPlan, CopyReason, PlanSummary, Policy, plan_stream};
 pub use report::{Difference, Failure, Finding, KeyDigest, Mode, Report};

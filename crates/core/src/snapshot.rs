@@ -40,6 +40,9 @@ pub struct SnapshotRestoreRequest {
     pub job: String,
     /// Stops before the next copy when it fires.
     pub cancel: CancellationToken,
+    /// The hard stop: stops waiting for a copy (or a share check) in
+    /// flight; a drill still deletes what it started.
+    pub stop: CancellationToken,
 }
 
 impl SnapshotRestoreRequest {
@@ -76,6 +79,28 @@ impl SnapshotRestoreRequest {
     pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
         self
+    }
+
+    /// The hard stop (see [`SnapshotRestoreRequest::stop`]).
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// `fut`, unless the hard stop comes first (then a cancellation error
+    /// about `what`).
+    async fn or_stopped<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => {
+                Err(Error::new(ErrorKind::Cancelled, "stopped in flight:", what, ""))
+            }
+            res = fut => res,
+        }
     }
 }
 
@@ -349,7 +374,7 @@ where
         if interrupted.as_deref() == Some(info.group.as_str()) {
             continue;
         }
-        if request.cancel.is_cancelled() {
+        if request.cancel.is_cancelled() || request.stop.is_cancelled() {
             out.failed.push(format!("interrupted: the remaining {} were not restored", info.group));
             interrupted = Some(info.group.clone());
             continue;
@@ -376,7 +401,7 @@ where
                 out.notes.push(kind.shared_note(c));
                 continue;
             }
-            let seen = kind.check_share(c).await;
+            let seen = request.or_stopped(src, kind.check_share(c)).await;
             // The share has served once it is seen (or not).
             match kind.unshare(c).await {
                 Ok(()) => drill.cleaned_items += 1,
@@ -406,7 +431,7 @@ where
             Ok(id) => {
                 // Known from now on, so a drill deletes it whatever follows.
                 recovered.push((c, id.clone()));
-                kind.wait_copy(c, &id).await
+                request.or_stopped(src, kind.wait_copy(c, &id)).await
             }
             Err(e) => Err(e),
         };

@@ -666,3 +666,142 @@ async fn a_run_logs_every_items_outcome_and_plan_and_verify_log_nothing() {
     let data = bucket.get("k0001").unwrap().data;
     assert_eq!(copied.item.fingerprint, escrow_sync_testkit::fingerprint(&data));
 }
+
+/// A sink whose writes never end (a copy stuck in flight).
+struct StuckSink {
+    inner: MemSink,
+    started: AtomicUsize,
+}
+
+#[async_trait]
+impl Sink for StuckSink {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn sorted(&self) -> bool {
+        true
+    }
+    fn list(&self, scope: &Scope) -> ItemStream<'_> {
+        self.inner.list(scope)
+    }
+    async fn write(&self, _: &Item, _: Payload) -> Result<Receipt> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn the_hard_stop_fails_the_items_in_flight_and_starts_nothing_new() {
+    let src = MemSource::new(primary(20));
+    let sink = Arc::new(StuckSink {
+        inner: MemSink::new(MemBucket::new("escrow")),
+        started: AtomicUsize::new(0),
+    });
+    let (cancel, stop) = (CancellationToken::new(), CancellationToken::new());
+    let logged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = logged.clone();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let (s, c, t) = (sink.clone(), cancel.clone(), stop.clone());
+    let ex = Executor::new(
+        ExecutorOptions::new()
+            .with_concurrency(4)
+            .with_item_log(Arc::new(move |r| log.lock().unwrap().push(r))),
+    )
+    .with_cancellation(cancel)
+    .with_stop(stop)
+    .with_progress(Arc::new(move |e: &ProgressEvent| {
+        seen.lock().unwrap().push(e.clone());
+        // Once four copies hang, a signal comes, and the drain runs out.
+        if matches!(e, ProgressEvent::Started { .. }) && s.started.load(Ordering::SeqCst) >= 3 {
+            c.cancel();
+            t.cancel();
+        }
+    }));
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        ex.execute(Mode::Run, &src, sink.as_ref(), &Scope::all()),
+    )
+    .await
+    .expect("the hard stop ends the execution")
+    .unwrap();
+    assert!(r.cancelled);
+    assert_eq!((r.copied, r.failed), (0, 4), "{r:?}");
+    assert!(r.failures.iter().all(|f| f.kind == ErrorKind::Cancelled), "{:?}", r.failures);
+    assert!(sink.started.load(Ordering::SeqCst) <= 4);
+    let logged = logged.lock().unwrap();
+    assert_eq!(logged.len(), 4);
+    assert!(logged.iter().all(|r| r.outcome == escrow_sync_core::ItemOutcome::Failed));
+    let events = events.lock().unwrap();
+    assert!(events.iter().any(|e| matches!(e, ProgressEvent::Stopping)));
+    let started = events.iter().filter(|e| matches!(e, ProgressEvent::Started { .. })).count();
+    assert_eq!(started, 4, "nothing new started");
+    assert!(!events.iter().any(|e| matches!(e, ProgressEvent::Copied { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_drain_timer_stops_after_the_drain_and_not_before_the_cancellation() {
+    let (cancel, stop) = (CancellationToken::new(), CancellationToken::new());
+    let _timer = escrow_sync_core::StopAfterDrain::start(&cancel, &stop, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(!stop.is_cancelled(), "no cancellation, no stop");
+    cancel.cancel();
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    assert!(!stop.is_cancelled(), "the drain is not over");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(stop.is_cancelled());
+    // Dropped, the timer stops nothing.
+    let (cancel, stop) = (CancellationToken::new(), CancellationToken::new());
+    drop(escrow_sync_core::StopAfterDrain::start(&cancel, &stop, Duration::ZERO));
+    cancel.cancel();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!stop.is_cancelled());
+}
+
+#[tokio::test]
+async fn the_plan_totals_are_announced_streamed_or_in_memory() {
+    let escrow = MemBucket::new("escrow");
+    escrow.put("k0000", vec![0u8; 1]);
+    let totals = |sorted: bool| {
+        let escrow = escrow.clone();
+        async move {
+            let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let seen = events.clone();
+            let ex = Executor::new(ExecutorOptions::new()).with_progress(Arc::new(move |e| {
+                if let ProgressEvent::Planned { .. } = e {
+                    seen.lock().unwrap().push(e.clone());
+                }
+            }));
+            let src = MemSource::new(primary(5));
+            let src = if sorted { src } else { src.with_unsorted_listing() };
+            ex.execute(Mode::Plan, &src, &MemSink::new(escrow), &Scope::all()).await.unwrap();
+            events.lock().unwrap().clone()
+        }
+    };
+    // k0000 is in escrow; k0001..k0004 (2 + 3 + 4 + 5 bytes) are not.
+    let want = ProgressEvent::Planned { items: 5, copies: 4, bytes: 14 };
+    assert_eq!(totals(true).await, std::slice::from_ref(&want));
+    assert_eq!(totals(false).await, [want]);
+}
+
+#[tokio::test]
+async fn throttles_are_reported_as_such() {
+    let src = MemSource::new(primary(10));
+    let sink = FaultLayer::new()
+        .with_throttle_rate(0.5)
+        .with_seed(3)
+        .wrap(MemSink::new(MemBucket::new("escrow")));
+    let throttled = Arc::new(AtomicU64::new(0));
+    let t = throttled.clone();
+    let ex = Executor::new(ExecutorOptions::new().with_retry(fast_retry(20))).with_progress(
+        Arc::new(move |e| {
+            if matches!(e, ProgressEvent::Throttled { .. }) {
+                t.fetch_add(1, Ordering::SeqCst);
+            }
+        }),
+    );
+    let r = ex.execute(Mode::Run, &src, &sink, &Scope::all()).await.unwrap();
+    assert_eq!(r.copied, 10);
+    assert!(r.throttled > 0);
+    assert_eq!(throttled.load(Ordering::SeqCst), sink.counts().get(FaultKind::Throttle));
+}

@@ -253,12 +253,26 @@ impl Runner {
         Ok((info, report))
     }
 
-    /// Restores one job's data from escrow (see [`restore`]).
+    /// Restores one job's data from escrow (see [`restore`]), reporting its
+    /// copies to the observer as a run does (`Mode::Run` for an apply or a
+    /// drill, `Mode::Plan` for a dry run), and obeying the cancellation,
+    /// the hard stop and the drain timeout.
     pub async fn restore(
         &self,
         request: &restore::RestoreRequest,
     ) -> Result<restore::RestoreReport, Error> {
-        restore::restore(self.config(), request, self.cancel().clone()).await
+        let (stop, _drain) = self.hard_stop();
+        let mode = if request.apply || request.drill { Mode::Run } else { Mode::Plan };
+        let progress = self.observer().and_then(|o| o.job_started(&request.job, mode));
+        let ctx = JobContext::new()
+            .with_cancellation(self.cancel().clone())
+            .with_stop(stop)
+            .set_progress(progress);
+        let restored = restore::restore_with(self.config(), request, &ctx).await;
+        if let Some(o) = self.observer() {
+            o.job_finished(&request.job);
+        }
+        restored
     }
 }
 

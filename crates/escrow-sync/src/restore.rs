@@ -32,7 +32,7 @@ use escrow_sync_aws::{Connector, Session};
 #[cfg(any(feature = "ec2", feature = "rds", feature = "redshift"))]
 use escrow_sync_core::snapshot::{SnapshotRestore, SnapshotRestoreRequest};
 use escrow_sync_core::{
-    CancellationToken, Error, Executor, ExecutorOptions, Item, Mode, Report, Scope, Source,
+    CancellationToken, Error, ExecutorOptions, Item, JobContext, Mode, Report, Scope, Source,
 };
 #[cfg(feature = "dynamodb")]
 use escrow_sync_dynamodb::history::{AsOf, HistoryView};
@@ -255,6 +255,19 @@ pub async fn restore(
     args: &RestoreRequest,
     cancel: CancellationToken,
 ) -> Result<RestoreReport, Error> {
+    restore_with(config, args, &JobContext::new().with_cancellation(cancel)).await
+}
+
+/// [`restore`] with `ctx`'s cancellation (nothing new starts; a drill still
+/// cleans up), hard stop (work in flight is stopped: copies in flight fail,
+/// a half-done S3 multipart upload is aborted, a drill stops comparing and
+/// still deletes what it created) and progress events (the copies, as a
+/// run reports them).
+pub async fn restore_with(
+    config: &Config,
+    args: &RestoreRequest,
+    ctx: &JobContext,
+) -> Result<RestoreReport, Error> {
     let at = escrow_sync_core::time::parse_option("--at", args.at.as_deref())?;
     let job = config.select(Some(&args.job))?.into_iter().next().expect("select names one job");
     match job {
@@ -355,7 +368,7 @@ pub async fn restore(
                 held.as_ref().and_then(Option::as_ref),
                 &escrow,
                 &target,
-                cancel,
+                ctx,
             )
             .await?;
             match held {
@@ -388,16 +401,9 @@ pub async fn restore(
             // A manifest of a version that did not record a table job's
             // items says nothing about them.
             let held = held.filter(|k| !k.keys.is_empty());
-            let mut restored = restore_table(
-                args,
-                j,
-                at,
-                held.as_ref().map(|k| &k.keys),
-                &escrow,
-                &target,
-                cancel,
-            )
-            .await?;
+            let mut restored =
+                restore_table(args, j, at, held.as_ref().map(|k| &k.keys), &escrow, &target, ctx)
+                    .await?;
             match held {
                 Some(k) => restored.notes.push(format!(
                     "as of run {} (finished {}): only the {} items the primary held then; items \
@@ -418,14 +424,14 @@ pub async fn restore(
         #[cfg(feature = "dynamodb")]
         JobRef::DynamoDb(j) => {
             let recorded = crate::manifest::recorded_generations(config, &escrow, j).await?;
-            restore_generation(args, j, at, recorded, &escrow, &target, &cancel).await
+            restore_generation(args, j, at, recorded, &escrow, &target, ctx).await
         }
         #[cfg(feature = "ec2")]
         JobRef::Ec2(j) => {
             let kind =
                 escrow_sync_ec2::restore::Ec2Restore::new(&escrow, &target, &region, &primary)
                     .with_selection(&j.ids, j.includes("snapshots"), j.includes("images"));
-            restore_snapshots(args, "ec2", &kind, at, &cancel).await
+            restore_snapshots(args, "ec2", &kind, at, ctx).await
         }
         #[cfg(feature = "rds")]
         JobRef::Rds(j) => {
@@ -435,7 +441,7 @@ pub async fn restore(
                 escrow_sync_rds::restore::RdsRestore::new(&escrow, &target, &region, &primary)
                     .with_ids(&j.ids)
                     .with_kinds(kinds.into_iter().filter(|k| j.includes(k.as_str())).collect());
-            restore_snapshots(args, "rds", &kind, at, &cancel).await
+            restore_snapshots(args, "rds", &kind, at, ctx).await
         }
         #[cfg(feature = "redshift")]
         JobRef::Redshift(j) => {
@@ -443,7 +449,7 @@ pub async fn restore(
                 &escrow, &target, &region, &primary,
             )
             .with_ids(&j.ids);
-            restore_snapshots(args, "redshift", &kind, at, &cancel).await
+            restore_snapshots(args, "redshift", &kind, at, ctx).await
         }
         #[cfg(feature = "cloudtrail")]
         JobRef::CloudTrail(j) => {
@@ -451,7 +457,7 @@ pub async fn restore(
             // file under <dest_prefix><bucket>/, into a bucket named like it.
             let bucket = crate::trail::escrowed_bucket(j, &escrow).await?;
             let s3 = S3Job { prefix: String::new(), ..j.s3_job(&bucket, "") };
-            restore_s3(args, &s3, at, None, &escrow, &target, cancel).await
+            restore_s3(args, &s3, at, None, &escrow, &target, ctx).await
         }
         // Refused when the config was parsed.
         #[allow(unreachable_patterns)]
@@ -468,7 +474,7 @@ async fn restore_s3(
     held: Option<&crate::manifest::KeysAt>,
     escrow: &Session,
     target: &Session,
-    cancel: CancellationToken,
+    ctx: &JobContext,
 ) -> Result<RestoreReport, Error> {
     let escrow_s3 = escrow_sync_s3::client(escrow);
     let target_s3 = escrow_sync_s3::client(target);
@@ -506,8 +512,7 @@ async fn restore_s3(
     if args.drill && exists {
         return Err(drill_refuses("bucket", &format!("s3://{bucket}"), &account));
     }
-    let executor = Executor::new(ExecutorOptions::new().with_concurrency(job.concurrency))
-        .with_cancellation(cancel);
+    let executor = ctx.executor(ExecutorOptions::new().with_concurrency(job.concurrency));
     if !args.apply && !args.drill {
         if exists {
             let report = executor.execute(Mode::Plan, &source, &sink, &Scope::all()).await?;
@@ -528,6 +533,8 @@ async fn restore_s3(
         restored.notes.push(format!("created s3://{bucket} in account {account}"));
     }
     let run = executor.execute(Mode::Run, &source, &sink, &Scope::all()).await;
+    // Copies a hard stop dropped half-way abort their uploads meanwhile.
+    sink.settle().await;
     if let Ok(report) = &run {
         take_counts(&mut restored, report);
     }
@@ -539,9 +546,22 @@ async fn restore_s3(
     let mut drill = DrillReport::default();
     let compared = match &run {
         // An interrupted restore is not compared: it would only list what
-        // it did not get to.
+        // it did not get to; a comparison is given up when interrupted.
         Ok(r) if !r.cancelled => {
-            compare_with_target(&source, &target_s3, &bucket, &account, COMPARE_CONCURRENCY).await
+            let compare =
+                compare_with_target(&source, &target_s3, &bucket, &account, COMPARE_CONCURRENCY);
+            tokio::select! {
+                biased;
+                _ = ctx.cancellation().cancelled() => {
+                    restored.failed.push("interrupted: the comparison did not finish".into());
+                    Ok((0, Vec::new()))
+                }
+                _ = ctx.stop().cancelled() => {
+                    restored.failed.push("interrupted: the comparison did not finish".into());
+                    Ok((0, Vec::new()))
+                }
+                compared = compare => compared,
+            }
         }
         _ => Ok((0, Vec::new())),
     };
@@ -589,7 +609,7 @@ async fn restore_table(
     held: Option<&std::collections::BTreeSet<String>>,
     escrow: &Session,
     target: &Session,
-    cancel: CancellationToken,
+    ctx: &JobContext,
 ) -> Result<RestoreReport, Error> {
     let escrow_ddb = escrow_sync_dynamodb::client(escrow);
     let target_ddb = escrow_sync_dynamodb::client(target);
@@ -652,8 +672,7 @@ async fn restore_table(
     if args.drill && existing.is_some() {
         return Err(drill_refuses("table", &name, &account));
     }
-    let executor =
-        Executor::new(ExecutorOptions::new().with_concurrency(16)).with_cancellation(cancel);
+    let executor = ctx.executor(ExecutorOptions::new().with_concurrency(16));
     if !args.apply && !args.drill {
         if existing.is_some() {
             table().check(&info).await?;
@@ -743,14 +762,15 @@ async fn restore_snapshots<R: SnapshotRestore + Sync>(
     kind_name: &'static str,
     kind: &R,
     at: Option<SystemTime>,
-    cancel: &CancellationToken,
+    ctx: &JobContext,
 ) -> Result<RestoreReport, Error> {
     let request = SnapshotRestoreRequest::new(&args.job)
         .with_at(at)
         .with_apply(args.apply)
         .with_copy(args.copy)
         .with_drill(args.drill)
-        .with_cancel(cancel.clone());
+        .with_cancel(ctx.cancellation().clone())
+        .with_stop(ctx.stop().clone());
     let o = escrow_sync_core::snapshot::restore(kind, &request).await?;
     let mut restored = RestoreReport::new(
         args,
@@ -784,13 +804,14 @@ async fn restore_generation(
     recorded: Option<std::collections::BTreeMap<String, String>>,
     escrow: &Session,
     target: &Session,
-    cancel: &CancellationToken,
+    ctx: &JobContext,
 ) -> Result<RestoreReport, Error> {
     use escrow_sync_dynamodb::export::{
         DEFAULT_FILE_SIZE, MANIFEST_CAP, check_manifest_sha256, choose_generation, collect_capped,
         data_file_cap, generation_id, parse_manifest, read_data_file_capped,
     };
     use escrow_sync_dynamodb::keys::content_digest;
+    let cancel = ctx.cancellation();
     let bucket = job.dest_bucket.clone().unwrap_or_default();
     let prefix = format!("{}{}/", job.dest_prefix.as_deref().unwrap_or_default(), job.source_table);
     let location = format!("s3://{bucket}/{prefix}");
@@ -942,7 +963,7 @@ async fn restore_generation(
         async {
             let mut expected: std::collections::HashMap<String, String> = Default::default();
             for f in files {
-                if cancel.is_cancelled() {
+                if cancel.is_cancelled() || ctx.stop().is_cancelled() {
                     interrupted = true;
                     restored.failed.push("interrupted: the remaining files were not loaded".into());
                     break;

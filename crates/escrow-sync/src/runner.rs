@@ -124,6 +124,8 @@ pub struct Runner {
     sessions: Option<Sessions>,
     observer: Option<Arc<dyn Observer>>,
     cancel: CancellationToken,
+    stop: CancellationToken,
+    drain: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -136,7 +138,14 @@ impl Runner {
     /// A runner of `config`'s jobs; it connects to both accounts as the
     /// config says unless given [`Runner::with_sessions`].
     pub fn new(config: Config) -> Self {
-        Runner { config, sessions: None, observer: None, cancel: CancellationToken::new() }
+        Runner {
+            config,
+            sessions: None,
+            observer: None,
+            cancel: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            drain: None,
+        }
     }
 
     /// Use these sessions (the caller's own credentials) instead of
@@ -157,6 +166,38 @@ impl Runner {
     pub fn with_cancellation(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
         self
+    }
+
+    /// Stop the work in flight when `stop` is cancelled (a second Ctrl-C):
+    /// its items count as failed, half-done copies are cleaned up (S3
+    /// multipart uploads aborted), then the manifest is written and leases
+    /// are released as after a cancellation.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// After a cancellation, give the work in flight at most `drain`
+    /// before stopping it as [`Runner::with_stop`] does (default: no limit).
+    pub fn with_drain_timeout(mut self, drain: std::time::Duration) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
+    /// The hard stop, cancelled by [`Runner::with_stop`]'s token or after
+    /// the drain timeout (kept running while the returned timer lives).
+    pub(crate) fn hard_stop(
+        &self,
+    ) -> (CancellationToken, Option<escrow_sync_core::StopAfterDrain>) {
+        let timer = self
+            .drain
+            .map(|d| escrow_sync_core::StopAfterDrain::start(&self.cancel, &self.stop, d));
+        (self.stop.clone(), timer)
+    }
+
+    /// The observer, if any.
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn Observer>> {
+        self.observer.as_ref()
     }
 
     /// The config this runner runs.
@@ -197,6 +238,7 @@ impl Runner {
         let config = &self.config;
         let (checksums, accept_mass_change) = (options.checksums, options.accept_mass_change);
         let cancel = &self.cancel;
+        let (stop, _drain) = self.hard_stop();
         let jobs = config.select(options.job.as_deref())?;
         let sessions = self.sessions().await?;
         let primary = escrow_sync_s3::client(&sessions.primary);
@@ -295,6 +337,7 @@ impl Runner {
             };
             let ctx = JobContext::new()
                 .with_cancellation(cancel.clone())
+                .with_stop(stop.clone())
                 .set_progress(callback)
                 .set_item_log(item_log)
                 .with_accept_mass_change(accept_mass_change)

@@ -114,7 +114,10 @@ impl Job for S3CopyJob {
                 )),
             }
         }
-        let mut report = self.copy.execute(mode, ctx).await?;
+        let run = self.copy.execute(mode, ctx).await;
+        // Copies a hard stop dropped half-way abort their uploads meanwhile.
+        self.sink().settle().await;
+        let mut report = run?;
         report.warnings.extend(warnings);
         Ok(report)
     }

@@ -292,6 +292,11 @@ impl S3Sink {
     /// content headers, `tagging`, the checksum of `sums` and the sink's
     /// protection; the journal entry; the parts from `from`; completion
     /// (then the retention checked); an abort on any failure.
+    ///
+    /// No upload is left open even when this future is dropped half-way
+    /// (a hard stop): the upload is created by a task of its own that hands
+    /// it over as an [`OpenUpload`], which aborts it in the background when
+    /// dropped before it is closed ([`S3Sink::settle`] waits for that).
     pub(crate) async fn upload_in_parts(
         &self,
         item: &Item,
@@ -302,6 +307,58 @@ impl S3Sink {
         dest_key: &str,
     ) -> Result<Receipt> {
         let part_size = self.multipart().part_size_for(item.size)?;
+        let open = self.open_upload(head, tagging, &sums, dest_key).await?;
+        let upload_id = open.upload_id.clone();
+        let res =
+            self.parts_and_complete(item, &from, &sums, dest_key, &upload_id, part_size).await;
+        if res.is_err() {
+            self.abort(dest_key, &upload_id).await;
+        }
+        self.journal_close(&upload_id).await;
+        open.closed();
+        res.map(|etag| {
+            Receipt::new(item.size, etag).with_parts(part_ranges(item.size, part_size).len() as u32)
+        })
+    }
+
+    /// CreateMultipartUpload and the journal entry, in a task of their own
+    /// so that an upload S3 created is always known: when the caller is
+    /// gone by the time it is, the [`OpenUpload`] is dropped, and aborted.
+    async fn open_upload(
+        &self,
+        head: SourceHead,
+        tagging: Option<String>,
+        sums: &Sums,
+        dest_key: &str,
+    ) -> Result<OpenUpload> {
+        let sink = self.clone();
+        let key = dest_key.to_string();
+        let (algorithm, kind) = (sums.algorithm.clone(), sums.kind.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.cleanup().spawn(async move {
+            let opened = sink.create_upload(head, tagging, algorithm, kind, &key).await;
+            // Refused when the copy was dropped meanwhile: the upload is
+            // dropped here, and aborted.
+            let _ = tx.send(opened);
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Cancelled,
+                "s3:CreateMultipartUpload",
+                url(self.bucket(), dest_key),
+                "",
+            ))
+        })
+    }
+
+    async fn create_upload(
+        &self,
+        head: SourceHead,
+        tagging: Option<String>,
+        algorithm: Option<ChecksumAlgorithm>,
+        kind: Option<ChecksumType>,
+        dest_key: &str,
+    ) -> Result<OpenUpload> {
         let dest = url(self.bucket(), dest_key);
         let created = self
             .client()
@@ -315,8 +372,8 @@ impl S3Sink {
             .set_content_encoding(head.content_encoding)
             .set_content_language(head.content_language)
             .set_tagging(tagging)
-            .set_checksum_algorithm(sums.algorithm.clone())
-            .set_checksum_type(sums.kind.clone())
+            .set_checksum_algorithm(algorithm)
+            .set_checksum_type(kind)
             .set_expected_bucket_owner(self.owner().map(str::to_string));
         let created = crate::protect::protect!(created, self.protection())
             .customize()
@@ -326,22 +383,14 @@ impl S3Sink {
             .await
             .map_err(|e| s3_error(e, "s3:CreateMultipartUpload", dest.clone()))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
-        tracing::debug!(%dest, %upload_id, part_size, "multipart upload started");
+        tracing::debug!(%dest, %upload_id, "multipart upload started");
         // Mark the upload as ours, so a later run can abort it if this one
         // is interrupted; no mark, no upload.
         if let Err(e) = self.journal_open(dest_key, &upload_id).await {
             self.abort(dest_key, &upload_id).await;
             return Err(e);
         }
-        let res =
-            self.parts_and_complete(item, &from, &sums, dest_key, &upload_id, part_size).await;
-        if res.is_err() {
-            self.abort(dest_key, &upload_id).await;
-        }
-        self.journal_close(&upload_id).await;
-        res.map(|etag| {
-            Receipt::new(item.size, etag).with_parts(part_ranges(item.size, part_size).len() as u32)
-        })
+        Ok(OpenUpload { sink: self.clone(), dest_key: dest_key.to_string(), upload_id, open: true })
     }
 
     async fn parts_and_complete(
@@ -583,7 +632,7 @@ impl S3Sink {
 
     /// Aborts an upload, retrying a little: an upload left behind costs
     /// storage and is invisible in listings.
-    async fn abort(&self, dest_key: &str, upload_id: &str) {
+    pub(crate) async fn abort(&self, dest_key: &str, upload_id: &str) {
         let retry = self.multipart().part_retry;
         let attempts = retry.max_attempts.max(5);
         for attempt in 1..=attempts {
@@ -617,6 +666,39 @@ impl S3Sink {
             tracing::warn!(upload_id, attempt, error = %err.chain(), "abort failed; retrying");
             tokio::time::sleep(retry.delay(attempt)).await;
         }
+    }
+}
+
+/// A multipart upload of ours, created and journaled, not yet completed or
+/// aborted. Dropped before [`OpenUpload::closed`] (the copy's future was
+/// dropped: a hard stop), it aborts the upload and removes its journal
+/// entry in the background, in the sink's clean-up ([`S3Sink::settle`]).
+pub(crate) struct OpenUpload {
+    sink: S3Sink,
+    dest_key: String,
+    upload_id: String,
+    open: bool,
+}
+
+impl OpenUpload {
+    /// The upload was completed or aborted, and its journal entry removed.
+    fn closed(mut self) {
+        self.open = false;
+    }
+}
+
+impl Drop for OpenUpload {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let sink = self.sink.clone();
+        let (key, id) = (std::mem::take(&mut self.dest_key), std::mem::take(&mut self.upload_id));
+        tracing::debug!(key, upload_id = id, "copy stopped half-way: aborting its upload");
+        self.sink.cleanup().spawn(async move {
+            sink.abort(&key, &id).await;
+            sink.journal_close(&id).await;
+        });
     }
 }
 

@@ -33,6 +33,41 @@ pub struct S3Sink {
     protection: Protection,
     pacer: Option<RequestPacer>,
     versions: bool,
+    cleanup: Cleanup,
+}
+
+/// The background clean-up of a sink's copies that were dropped half-way
+/// (their multipart uploads being aborted), shared by its clones.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cleanup(Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+
+impl Cleanup {
+    /// Runs `task` in the background; [`Cleanup::settle`] waits for it.
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(
+                "no async runtime to clean up a copy stopped half-way: its multipart upload is \
+                 left behind (its journal entry makes a later run abort it)"
+            );
+            return;
+        };
+        let mut tasks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(runtime.spawn(task));
+    }
+
+    /// Waits until every task (and every task they started) has ended.
+    async fn settle(&self) {
+        loop {
+            let tasks = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+            if tasks.is_empty() {
+                return;
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+    }
 }
 
 impl S3Sink {
@@ -50,7 +85,21 @@ impl S3Sink {
             protection: Protection::default(),
             pacer: None,
             versions: false,
+            cleanup: Cleanup::default(),
         }
+    }
+
+    /// Waits for the clean-up of copies that were dropped half-way (a hard
+    /// stop drops the copies in flight): their multipart uploads are
+    /// aborted and their journal entries removed in the background. Call it
+    /// before the process ends, after the copies (a [`crate::S3CopyJob`]
+    /// does).
+    pub async fn settle(&self) {
+        self.cleanup.settle().await;
+    }
+
+    pub(crate) fn cleanup(&self) -> &Cleanup {
+        &self.cleanup
     }
 
     /// When and how objects are copied in parts (UploadPartCopy).
