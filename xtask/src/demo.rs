@@ -35,8 +35,13 @@ role_arn = "arn:aws:iam::222222222222:role/escrow-operator"
 account_id = "222222222222"
 # The escrow's own key: every copy is encrypted with it.
 kms_key_id = "alias/escrow-demo"
-# Every run writes its manifest here; `verify --offline` checks against it.
+# Every run writes its manifest here; `verify --offline` checks against it,
+# and `status` reads how fresh each job's newest verified copy is.
 manifest_bucket = "escrow-manifests"
+# After each run and status: per-job metrics in the escrow account's
+# CloudWatch (namespace EscrowSync, dimension Job); `policy --output
+# cloudformation` adds an alarm per job with a max_age.
+metrics = "cloudwatch"
 
 [primary]
 account_id = "111111111111"
@@ -50,6 +55,9 @@ dest_bucket = "escrow-prod-assets"
 # Objects over 8 MiB are copied server-side in 8 MiB parts (UploadPartCopy).
 multipart_threshold = "8MiB"
 part_size = "8MiB"
+# `status` calls the job stale (exit 3) when its newest verified copy is
+# older than this; also its CloudWatch alarm's threshold.
+max_age = "26h"
 
 [[s3]]
 name = "logs"
@@ -72,6 +80,7 @@ segments = 4
 # Before a run replaces an escrow item, the state escrow held is kept here:
 # `restore --at` brings back the table as escrow held it at any time.
 history_bucket = "escrow-orders-history"
+max_age = "26h"
 
 [[dynamodb]]
 # Point-in-time export generations in escrow S3 (gzip DynamoDB JSON lines,
@@ -196,25 +205,34 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
     fs::write(&config, DEMO_CONFIG).with_context(|| format!("writing {}", config.display()))?;
     println!("\n==> config {}:\n{DEMO_CONFIG}", config.display());
 
-    let steps: [&[&str]; 7] = [
+    let steps: [&[&str]; 9] = [
         &["plan"],
         &["run"],
         &["verify"],
-        &["run"],
+        &["run", "--report", RUN_REPORT],
         &["verify", "--output", "json"],
         &["verify", "--offline"],
         &["prune"],
+        &["status"],
+        &["status", "--job", "assets", "--output", "json"],
     ];
     // Then `policy` and `audit` under the generated roles, restore drills of
-    // an S3 job and a DynamoDB job into a third account, and last the
-    // incident (INCIDENT_STEPS steps).
-    let of = steps.len() + 4 + INCIDENT_STEPS;
+    // an S3 job and a DynamoDB job into a third account, `status --max-age
+    // 1s` (stale by then: exit 3), the metrics the runs published, and last
+    // the incident (INCIDENT_STEPS steps).
+    let of = steps.len() + 5 + INCIDENT_STEPS;
     for (n, args) in steps.iter().enumerate() {
         let (command, rest) = args.split_first().expect("a command");
         let mut cmd = Command::new(&bin);
         cmd.arg(command).arg("--config").arg(&config).args(rest).current_dir(&demo_dir);
         emulator::apply_client_env(&mut cmd, paths, &endpoint);
         run_step(paths, &bin, n + 1, of, &mut cmd)?;
+        if args.contains(&"--report") {
+            let report = demo_dir.join(RUN_REPORT);
+            let text = fs::read_to_string(&report)
+                .with_context(|| format!("reading the run's report {}", report.display()))?;
+            println!("\n==> the run's Markdown report, {}:\n{text}", paths.display(&report));
+        }
     }
     audit_under_iam(
         paths,
@@ -248,13 +266,71 @@ pub fn demo(paths: &Paths) -> Result<ExitCode> {
         run_step(paths, &bin, steps.len() + 3 + n, of, &mut drill)?;
     }
 
-    let first = steps.len() + 5;
+    // Seconds have passed since the last verified copy: with --max-age 1s
+    // every job is stale.
+    let mut stale = Command::new(&bin);
+    stale.args(["status", "--max-age", "1s", "--config"]).arg(&config).current_dir(&demo_dir);
+    emulator::apply_client_env(&mut stale, paths, &endpoint);
+    run_step_expecting(paths, &bin, steps.len() + 5, of, &mut stale, 3)?;
+    show_metrics(paths, &files, &endpoint)?;
+
+    let first = steps.len() + 6;
     incident(paths, &files, &bin, &config, &endpoint, first, of)?;
 
     drop(guard);
     println!("\n==> demo finished in {} (including the build)", secs(started.elapsed()));
     Ok(ExitCode::SUCCESS)
 }
+
+/// The Markdown report the second run writes (`run --report`), shown after it.
+const RUN_REPORT: &str = "run-report.md";
+
+/// Prints what the runs and `status` published to the escrow account's
+/// CloudWatch (namespace `EscrowSync`): each job's newest value of every
+/// metric, read back from the emulator with boto3 (in the emulator's venv).
+fn show_metrics(paths: &Paths, files: &Files, endpoint: &str) -> Result<()> {
+    let script = files.dir.join("demo_metrics.py");
+    fs::write(&script, METRICS_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+    let mut cmd = Command::new(files.python());
+    cmd.arg(&script).arg(endpoint);
+    emulator::apply_client_env(&mut cmd, paths, endpoint);
+    println!("\n==> the metrics in the escrow account's CloudWatch: {}", paths.display(&script));
+    let status = run_status(&mut cmd)?;
+    if !status.success() {
+        bail!("reading the published metrics failed ({status})");
+    }
+    Ok(())
+}
+
+/// Reads the escrow account's `EscrowSync` metrics back (see [`show_metrics`]).
+const METRICS_SCRIPT: &str = r#"import datetime, sys
+import boto3
+sts = boto3.client("sts", endpoint_url=sys.argv[1], region_name="us-east-1")
+creds = sts.assume_role(RoleArn="arn:aws:iam::222222222222:role/escrow-operator",
+                        RoleSessionName="demo-metrics")["Credentials"]
+cw = boto3.client("cloudwatch", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id=creds["AccessKeyId"],
+                  aws_secret_access_key=creds["SecretAccessKey"],
+                  aws_session_token=creds["SessionToken"])
+now = datetime.datetime.now(datetime.timezone.utc)
+metrics = cw.list_metrics(Namespace="EscrowSync")["Metrics"]
+jobs = sorted({d["Value"] for m in metrics for d in m["Dimensions"] if d["Name"] == "Job"})
+names = sorted({m["MetricName"] for m in metrics})
+if not jobs:
+    sys.exit("no EscrowSync metric in the escrow account")
+print("%-14s" % "job" + "".join("%30s" % n for n in names))
+for job in jobs:
+    row = "%-14s" % job
+    for name in names:
+        points = cw.get_metric_statistics(
+            Namespace="EscrowSync", MetricName=name,
+            Dimensions=[{"Name": "Job", "Value": job}],
+            StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(minutes=5),
+            Period=60, Statistics=["Maximum"])["Datapoints"]
+        last = max(points, key=lambda p: p["Timestamp"])["Maximum"] if points else None
+        row += "%30s" % ("-" if last is None else "%g" % last)
+    print(row)
+"#;
 
 /// How many `escrow-sync` steps the incident drill runs.
 const INCIDENT_STEPS: usize = 7;
