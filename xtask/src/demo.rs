@@ -149,9 +149,14 @@ fn demo_build(paths: &Paths) -> Command {
 /// What an `escrow-sync` exit code means (issue 2, item 7).
 fn exit_meaning(code: Option<i32>) -> &'static str {
     match code {
-        Some(1) => "some items failed",
-        Some(2) => "invalid config or usage, or a fatal error",
-        Some(3) => "verify found differences, or a run stopped at the mass-change breaker",
+        Some(1) => "some items failed, or a fault outlasted the retries",
+        Some(2) => "invalid config or usage, or a refusal",
+        Some(3) => {
+            "findings: verify found differences, a job is stale, or a run stopped at the \
+                    mass-change breaker"
+        }
+        Some(130) => "stopped by Ctrl-C",
+        Some(143) => "stopped by SIGTERM",
         Some(_) => "unexpected exit code",
         None => "killed by a signal",
     }
@@ -328,7 +333,7 @@ for job in jobs:
             StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(minutes=5),
             Period=60, Statistics=["Maximum"])["Datapoints"]
         last = max(points, key=lambda p: p["Timestamp"])["Maximum"] if points else None
-        row += "%30s" % ("-" if last is None else "%g" % last)
+        row += "%30s" % ("-" if last is None else "%.12g" % last)
     print(row)
 "#;
 
