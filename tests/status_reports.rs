@@ -141,6 +141,20 @@ async fn status_is_fresh_after_a_run_stale_past_max_age_and_a_clean_verify_count
     assert_eq!(job(&json(&out), "assets")["last_verified"]["by"], "verify");
     // ... which `plan` cannot do without it.
     assert_ne!(cli(&["plan", "-c", gone.to_str().unwrap()]).code, 0);
+    // The primary's own endpoint_url answers nothing: status still works,
+    // and plan fails there (the config's endpoint wins over the
+    // environment's AWS_ENDPOINT_URL, which names the escrow's emulator),
+    // as a fault that outlasted the retries: exit 1.
+    let unreachable = std::fs::read_to_string(&cfg).unwrap().replace(
+        "external_id = \"test-external-id\"",
+        "external_id = \"test-external-id\"\nendpoint_url = \"http://127.0.0.1:9\"",
+    );
+    let unreachable = write_config(&unreachable);
+    let out = cli(&["status", "-c", unreachable.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let plan = cli(&["plan", "-c", unreachable.to_str().unwrap()]);
+    assert_eq!(plan.code, 1, "{plan:?}");
+    assert!(plan.stderr.contains("127.0.0.1:9") || plan.stderr.contains("dispatch"), "{plan:?}");
 }
 
 #[tokio::test]

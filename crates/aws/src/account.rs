@@ -255,6 +255,36 @@ impl Sessions {
     }
 }
 
+/// Sets `url` as the endpoint of every client built from the config, over
+/// the environment's: the SDK's clients otherwise take `AWS_ENDPOINT_URL`
+/// (and `AWS_ENDPOINT_URL_<SERVICE>`) from the environment before the
+/// config's own endpoint, so a side's `endpoint_url` in the config file
+/// would lose to an endpoint meant for the other side (an escrow on its own
+/// store with `AWS_ENDPOINT_URL` set, a primary on its own endpoint).
+fn explicit_endpoint(conf: SdkConfig, url: &str) -> SdkConfig {
+    let env = conf.clone();
+    let mut b = conf.into_builder();
+    b.set_endpoint_url(Some(url.to_string()));
+    if env.service_config().is_some() {
+        b.set_service_config(Some(ExplicitEndpoint(env)));
+    }
+    b.build()
+}
+
+/// The environment's per-service settings, but no endpoint: the config's
+/// `endpoint_url` wins (see [`explicit_endpoint`]).
+#[derive(Debug)]
+struct ExplicitEndpoint(SdkConfig);
+
+impl aws_types::service_config::LoadServiceConfig for ExplicitEndpoint {
+    fn load_config(&self, key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        if key.profile() == "endpoint_url" {
+            return None;
+        }
+        self.0.service_config()?.load_config(key)
+    }
+}
+
 /// The account id in an IAM role ARN (`arn:aws:iam::123456789012:role/name`).
 pub fn role_account(arn: &str) -> Option<&str> {
     let mut parts = arn.splitn(6, ':');
@@ -578,10 +608,11 @@ impl Connector {
             if let Some(region) = &escrow.region {
                 b.set_region(Some(Region::new(region.clone())));
             }
-            if let Some(url) = &escrow.endpoint_url {
-                b.set_endpoint_url(Some(url.clone()));
+            let conf = b.build();
+            match &escrow.endpoint_url {
+                Some(url) => explicit_endpoint(conf, url),
+                None => conf,
             }
-            b.build()
         } else {
             let mut loader = aws_config::defaults(BehaviorVersion::latest())
                 .retry_config(retry_config(&self.retry));
@@ -595,6 +626,10 @@ impl Connector {
                 loader = loader.endpoint_url(url);
             }
             let conf = loader.load().await;
+            let conf = match &escrow.endpoint_url {
+                Some(url) => explicit_endpoint(conf, url),
+                None => conf,
+            };
             match &escrow.profile {
                 Some(p) => self.profile_only(conf, p),
                 None => conf,
@@ -712,11 +747,11 @@ impl Connector {
         };
         let mut b = base.into_builder();
         b.set_region(region.clone());
-        if let Some(url) = &primary.endpoint_url {
-            b.set_endpoint_url(Some(url.clone()));
-        }
         b.set_credentials_provider(credentials);
-        let conf = b.build();
+        let conf = match &primary.endpoint_url {
+            Some(url) => explicit_endpoint(b.build(), url),
+            None => b.build(),
+        };
         let Some(arn) = &primary.role_arn else { return Ok(conf) };
         let mut role =
             AssumeRoleProvider::builder(arn).session_name("escrow-sync-reader").configure(&conf);
@@ -787,6 +822,49 @@ impl Connector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct EnvSays;
+
+    impl aws_types::service_config::LoadServiceConfig for EnvSays {
+        fn load_config(
+            &self,
+            key: aws_types::service_config::ServiceConfigKey<'_>,
+        ) -> Option<String> {
+            match key.profile() {
+                "endpoint_url" => Some("http://from-the-environment.test".into()),
+                other => Some(format!("env {other}")),
+            }
+        }
+    }
+
+    fn key(name: &str) -> aws_types::service_config::ServiceConfigKey<'_> {
+        aws_types::service_config::ServiceConfigKey::builder()
+            .service_id("s3")
+            .profile(name)
+            .env("AWS_X")
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_sides_endpoint_url_wins_over_the_environments() {
+        let conf = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .service_config(EnvSays)
+            .build();
+        // Without the override, every client would take the environment's
+        // endpoint before the config's (the SDK's service config comes first).
+        assert_eq!(
+            conf.service_config().unwrap().load_config(key("endpoint_url")).as_deref(),
+            Some("http://from-the-environment.test")
+        );
+        let conf = explicit_endpoint(conf, "http://primary.test");
+        assert_eq!(conf.endpoint_url(), Some("http://primary.test"));
+        let env = conf.service_config().expect("the rest of the environment is kept");
+        assert_eq!(env.load_config(key("endpoint_url")), None);
+        assert_eq!(env.load_config(key("retry_mode")).as_deref(), Some("env retry_mode"));
+    }
 
     fn primary() -> PrimaryAccount {
         PrimaryAccount::new("111111111111")
