@@ -286,6 +286,10 @@ async fn every_document_has_the_head_and_matches_its_schema() {
     let policy = cli(&["policy", "-c", &cfg, "--output", "json"]);
     assert_eq!(policy.code, 0, "{policy:?}");
     assert_schema("policy", &json(&policy));
+    assert_eq!(
+        (json(&policy)["escrow_account"].as_str(), json(&policy)["primary_account"].as_str()),
+        (Some(ESCROW), Some(PRIMARY))
+    );
     let old_flag = cli(&["policy", "-c", &cfg, "--format", "json"]);
     assert_eq!(old_flag.code, 0, "--format still works: {old_flag:?}");
     let audit = cli(&["audit", "-c", &cfg, "--output", "json", "--fail-on", "high"]);

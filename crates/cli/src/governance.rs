@@ -15,10 +15,17 @@ pub(crate) fn policy(args: &PolicyArgs) -> u8 {
         PolicyFormat::Json => Policy::Json,
         PolicyFormat::Cloudformation => Policy::Cloudformation,
     };
-    match load(&args.config.path).and_then(|c| escrow_sync::governance::policy(&c, format)) {
-        Ok(doc) => {
+    let started = escrow_sync::RunInfo::start();
+    let policies = load(&args.config.path).and_then(|c| {
+        let doc = escrow_sync::governance::policy(&c, format)?;
+        // The head names the accounts the policies were written for.
+        let inv = escrow_sync::governance::inventory(&c, None)?;
+        Ok((doc, started.with_accounts(Some(inv.escrow_account), Some(inv.primary_account))))
+    });
+    match policies {
+        Ok((doc, info)) => {
             let text = match args.format {
-                PolicyFormat::Json => escrow_sync::doc::policy(&escrow_sync::RunInfo::start(), doc),
+                PolicyFormat::Json => escrow_sync::doc::policy(&info, doc),
                 PolicyFormat::Cloudformation => {
                     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
                 }
