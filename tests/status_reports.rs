@@ -349,7 +349,7 @@ async fn reports_are_markdown_or_one_html_page_and_a_wrong_name_changes_nothing(
         3
     );
     let md = std::fs::read_to_string(at("stale.md")).unwrap();
-    assert!(md.contains("- **stale** `assets`"), "{md}");
+    assert!(md.contains("- **stale** assets"), "{md}");
     assert!(md.contains("*What to do:* run the job"), "{md}");
     assert!(Path::new(&at("run.md")).exists() && !Path::new(&at("run.pdf")).exists());
 }

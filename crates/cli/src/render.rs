@@ -58,8 +58,8 @@ pub(crate) fn status_text(r: &escrow_sync::status::StatusReport) -> String {
                 };
                 let _ = writeln!(
                     s,
-                    "  newest verified copy: {} by {by} {}, {} old{limit}",
-                    v.finished_at,
+                    "  newest verified copy: of {} by {by} {}, {} old{limit}",
+                    v.started_at,
                     v.run_id,
                     age(a)
                 );

@@ -543,6 +543,9 @@ struct ManifestParser {
     header: Option<Header>,
     jobs: BTreeMap<String, JobRecord>,
     end: Option<EndLine>,
+    /// Item lines are checked and dropped (see
+    /// [`ManifestReader::summaries_only`]).
+    skip_items: bool,
 }
 
 fn bad(m: String) -> Error {
@@ -588,6 +591,7 @@ impl ManifestParser {
                 self.jobs.insert(j.job, record);
             }
             Line::Item(i) => match self.jobs.get_mut(&i.job) {
+                Some(_) if self.skip_items => {}
                 Some(j) => j.items.push(i),
                 None => return Err(bad(format!("line {n}: item of unknown job {}", i.job))),
             },
@@ -642,6 +646,14 @@ impl ManifestReader {
             pending: Vec::new(),
             total: 0,
         }
+    }
+
+    /// Keeps no item lines (each is still parsed and checked): the header,
+    /// the jobs with their summaries and the end line, in memory that does
+    /// not grow with the items (`status` reads manifests this way).
+    pub fn summaries_only(mut self) -> Self {
+        self.parser.skip_items = true;
+        self
     }
 
     fn failed(&self, m: String) -> Error {

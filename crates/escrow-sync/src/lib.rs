@@ -186,22 +186,18 @@ impl Runner {
     /// `verify --offline`: each selected job checked against the newest run
     /// manifest that finished it, with escrow credentials only (the
     /// primary may be gone).
-    /// A clean one is recorded for `status` as [`Runner::run`]'s `verify` is.
+    /// It is not recorded for `status`: it checks escrow against what a run
+    /// recorded, not against the primary, so it vouches for no newer copy
+    /// (a scheduled offline verify must not keep a job that no longer runs
+    /// looking fresh).
     pub async fn verify_offline(&self, options: &RunOptions) -> Result<Run, Error> {
         let mut info = RunInfo::start();
         let escrow = self.escrow_session().await?;
-        info = info.with_accounts(Some(escrow.account_id().to_string()), None);
-        let mut jobs =
-            manifest::verify_offline(self.config(), options.job.as_deref(), &escrow).await?;
-        let header = core::manifest::Header::new(
-            &info.run_id,
-            doc::TOOL_VERSION,
-            self.config().digest(),
-            escrow.account_id(),
-            &self.config().primary.account_id,
+        info = info.with_accounts(
+            Some(escrow.account_id().to_string()),
+            Some(self.config().primary.account_id.clone()),
         );
-        manifest::record_verification(self.config(), &escrow, header, &mut jobs).await;
-        info = info.with_accounts(None, Some(self.config().primary.account_id.clone()));
+        let jobs = manifest::verify_offline(self.config(), options.job.as_deref(), &escrow).await?;
         info.finish();
         Ok(Run { info, jobs })
     }

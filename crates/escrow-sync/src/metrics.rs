@@ -62,20 +62,23 @@ fn of(jobs: &[JobOutcome], status: &StatusReport) -> Vec<JobMetrics> {
         .map(|s| {
             let mut m = JobMetrics::new(&s.name)
                 .with_seconds_since_last_verified_copy(s.seconds_since_last_verified_copy);
+            let stale = s.findings.len() as u64;
             match jobs.iter().find(|j| j.name == s.name) {
-                Some(j) => {
-                    let r = j.report.as_ref();
-                    let n = |f: fn(&escrow_sync_core::Report) -> u64| r.map(f).unwrap_or(0);
-                    let findings =
-                        r.map(|r| r.findings.len() as u64 + r.missing + r.different).unwrap_or(0);
-                    m = m
-                        .with_items_copied(n(|r| r.copied))
-                        .with_bytes_copied(n(|r| r.bytes_copied))
-                        .with_failures(n(|r| r.failed) + u64::from(j.error.is_some()))
-                        .with_findings(findings + s.findings.len() as u64)
-                        .with_duration_seconds(r.map(|r| r.elapsed.as_secs_f64()).unwrap_or(0.0));
-                }
-                None => m = m.with_findings(s.findings.len() as u64),
+                Some(j) => match &j.report {
+                    Some(r) => {
+                        let findings = r.findings.len() as u64 + r.missing + r.different;
+                        m = m
+                            .with_items_copied(r.copied)
+                            .with_bytes_copied(r.bytes_copied)
+                            .with_failures(r.failed + u64::from(j.error.is_some()))
+                            .with_findings(findings + stale)
+                            .with_duration_seconds(r.elapsed.as_secs_f64());
+                    }
+                    // A job that could not run: one failure, and no counts
+                    // (never zeros passed off as a quiet run).
+                    None => m = m.with_failures(1).with_findings(stale),
+                },
+                None => m = m.with_findings(stale),
             }
             m
         })

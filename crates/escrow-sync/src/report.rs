@@ -237,7 +237,7 @@ impl HumanReport {
                 s.last_run.as_ref().map(|r| r.outcome.as_str().into()).unwrap_or_default(),
                 s.last_verified
                     .as_ref()
-                    .map(|v| v.finished_at.clone())
+                    .map(|v| v.started_at.clone())
                     .unwrap_or_else(|| "none".into()),
                 age(s.seconds_since_last_verified_copy),
                 s.max_age_seconds.map(|m| age(Some(m))).unwrap_or_else(|| "-".into()),
@@ -346,10 +346,12 @@ impl HumanReport {
         ]
     }
 
-    /// The report in Markdown.
+    /// The report in Markdown. Every text is escaped ([`md`]): keys and
+    /// errors come from the primary, and none may become a heading, a link,
+    /// markup or a code span of its own.
     pub fn markdown(&self) -> String {
         use std::fmt::Write;
-        let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+        let cell = md;
         let mut s = format!("# {}\n\n", self.title);
         for (k, v) in self.head() {
             let _ = writeln!(s, "- **{k}**: {}", cell(&v));
@@ -369,7 +371,7 @@ impl HumanReport {
         for f in &self.findings {
             let _ = writeln!(
                 s,
-                "- **{}** `{}` ({}): {}\n  - *What to do:* {}",
+                "- **{}** {} ({}): {}\n  - *What to do:* {}",
                 cell(&f.kind),
                 cell(&f.resource),
                 cell(&f.job),
@@ -451,6 +453,26 @@ impl HumanReport {
     }
 }
 
+/// `s` as literal Markdown text: control characters (line breaks
+/// included, `\r` and U+2028/2029 too) become spaces, so nothing starts a
+/// line of its own (where `#`, `-` or `1.` would mean something), and every
+/// character with a meaning inside a line (`` \ ` * _ [ ] < > | ~ & ``) is
+/// backslash-escaped: no emphasis, code span, link, HTML or table cell.
+fn md(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => out.push(' '),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '&' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn verdict_word(code: u8) -> &'static str {
     match code {
         0 => "ok",
@@ -507,9 +529,20 @@ mod tests {
         assert!(md.contains("- **exit code**: 3 (findings)"), "{md}");
         assert!(md.contains("| job | kind | last run |"), "{md}");
         assert!(md.contains("| assets | s3 | none |"), "{md}");
-        assert!(md.contains("- **stale** `assets` (assets): no verified copy"), "{md}");
+        assert!(md.contains("- **stale** assets (assets): no verified copy"), "{md}");
         assert!(md.contains("*What to do:* run the job"), "{md}");
         assert!(md.contains("## Notes\n\n- skipped one"), "{md}");
+    }
+
+    #[test]
+    fn markdown_gives_a_key_no_markup_of_its_own() {
+        let mut report = HumanReport::of_status(&RunInfo::start(), &stale_status(), 3);
+        report.findings[0].resource = "k\r# Findings\n\nNone.`[x](http://evil)`<b>\u{2028}".into();
+        let text = report.markdown();
+        let line = text.lines().find(|l| l.starts_with("- **stale**")).unwrap();
+        assert!(line.contains("k # Findings  None.\\`\\[x\\](http://evil)\\`\\<b\\> "), "{line}");
+        assert_eq!(text.matches("## Findings").count(), 1, "{text}");
+        assert!(!text.contains('\r') && !text.contains('\u{2028}'));
     }
 
     #[test]

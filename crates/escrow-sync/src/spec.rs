@@ -652,8 +652,10 @@ pub(crate) fn not_built(kind: &str) -> Error {
 /// `d`, `w`, combined as in `1h30m`), more than zero.
 pub fn parse_duration(key: &str, text: &str) -> std::result::Result<std::time::Duration, String> {
     match humantime::parse_duration(text.trim()) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(format!("{key} is {text:?}: give a duration above zero, e.g. \"26h\"")),
+        Ok(d) if d.as_secs() >= 1 => Ok(d),
+        Ok(_) => {
+            Err(format!("{key} is {text:?}: give a duration of a second or more, e.g. \"26h\""))
+        }
         Err(e) => Err(format!(
             "{key} is {text:?} ({e}): give a duration such as \"26h\", \"90m\" or \"2d\""
         )),

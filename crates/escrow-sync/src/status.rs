@@ -147,7 +147,11 @@ pub enum VerifiedBy {
 pub struct VerifiedCopy {
     /// The run or verify that vouched for it.
     pub run_id: String,
-    /// When that run or verify finished (RFC 3339): the copy's time.
+    /// When that run or verify started (RFC 3339): it read the primary from
+    /// then on, so this is the time of the data escrow holds (its age is the
+    /// RPO).
+    pub started_at: String,
+    /// When that run or verify finished (RFC 3339).
     pub finished_at: String,
     /// A run or a verify.
     pub by: VerifiedBy,
@@ -205,9 +209,14 @@ struct Record {
     verification: bool,
 }
 
+/// How far in the future a record's start may be (clocks differ) before
+/// it is taken for a forgery or a broken clock and not believed.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
 /// Reads the status of the selected jobs from escrow (newest records
-/// first, stopping once each job has its last run and its newest verified
-/// copy).
+/// first, each without its item lines, stopping once each job has its last
+/// run and its newest verified copy, or once the records are older than
+/// every unverified job's `max_age`: such a copy would be stale anyway).
 pub(crate) async fn status(
     config: &Config,
     escrow: &Session,
@@ -254,6 +263,20 @@ pub(crate) async fn status(
         if out.iter().all(done) {
             break;
         }
+        // Past the horizon of every job still without a verified copy, and
+        // every job has its last run: nothing older can change the verdict.
+        let started = escrow_sync_core::manifest::run_started(&record.run_id);
+        let horizon = out
+            .iter()
+            .filter(|s| s.last_verified.is_none())
+            .map(|s| s.max_age_seconds.map(Duration::from_secs))
+            .try_fold(Duration::ZERO, |acc, m| m.map(|m| acc.max(m)));
+        if let (Some(started), Some(horizon)) = (started, horizon)
+            && out.iter().all(|s| s.last_run.is_some())
+            && now.duration_since(started).unwrap_or_default() > horizon + CLOCK_SKEW
+        {
+            break;
+        }
         // A run manifest matters while some job lacks its last run or its
         // verified copy; a verification record only for the latter.
         let wanted = out
@@ -263,7 +286,7 @@ pub(crate) async fn status(
             continue;
         }
         let store = if record.verification { &verifications } else { &runs };
-        let manifest = match store.read(&record.key).await {
+        let manifest = match store.read_summaries(&record.key).await {
             Ok(m) => m,
             Err(e) if e.kind() == escrow_sync_core::ErrorKind::AccessDenied => return Err(e),
             Err(e) => {
@@ -276,6 +299,18 @@ pub(crate) async fn status(
                 continue;
             }
         };
+        let future = escrow_sync_core::time::parse_rfc3339(&manifest.header.started_at)
+            .is_some_and(|t| t.duration_since(now).is_ok_and(|ahead| ahead > CLOCK_SKEW));
+        if future {
+            warnings.push(format!(
+                "skipped s3://{}/{}: it says it started at {}, in the future: a clock that is \
+                 wrong, or a record escrow-sync did not write",
+                store.bucket(),
+                record.key,
+                manifest.header.started_at
+            ));
+            continue;
+        }
         take(&mut out, &manifest, record.verification);
     }
     for s in &mut out {
@@ -307,6 +342,7 @@ fn take(out: &mut [JobStatus], manifest: &Manifest, verification: bool) {
         if s.last_verified.is_none() && summary.verified() {
             s.last_verified = Some(VerifiedCopy {
                 run_id: manifest.header.run_id.clone(),
+                started_at: manifest.header.started_at.clone(),
                 finished_at: manifest.end.finished_at.clone(),
                 by: if verification { VerifiedBy::Verify } else { VerifiedBy::Run },
             });
@@ -316,19 +352,18 @@ fn take(out: &mut [JobStatus], manifest: &Manifest, verification: bool) {
 
 /// The age of the newest verified copy, and the `stale` finding.
 fn judge(s: &mut JobStatus, now: SystemTime) {
-    let verified_at = s
-        .last_verified
-        .as_ref()
-        .and_then(|v| escrow_sync_core::time::parse_rfc3339(&v.finished_at));
-    // A record from the future (a skewed clock) counts as age zero.
+    let verified_at =
+        s.last_verified.as_ref().and_then(|v| escrow_sync_core::time::parse_rfc3339(&v.started_at));
+    // A record a little in the future (clocks differ by less than
+    // CLOCK_SKEW; further ones were skipped) counts as age zero.
     s.seconds_since_last_verified_copy =
         verified_at.map(|t| now.duration_since(t).unwrap_or_default().as_secs());
     let Some(max) = s.max_age_seconds else { return };
     let problem = match (s.seconds_since_last_verified_copy, &s.last_verified) {
         (Some(age), Some(v)) if age > max => format!(
-            "the newest verified copy ({}, by {} {}) is {} old, more than max_age {}: run the \
-             job (and see its last run) until it finishes clean",
-            v.finished_at,
+            "the newest verified copy (of {}, by {} {}) is {} old, more than max_age {}: run \
+             the job (and see its last run) until it finishes clean",
+            v.started_at,
             match v.by {
                 VerifiedBy::Run => "run",
                 VerifiedBy::Verify => "verify",
@@ -422,6 +457,7 @@ mod tests {
         let now = escrow_sync_core::time::parse_rfc3339("2026-12-06T12:00:00Z").unwrap();
         let verified = |at: &str| VerifiedCopy {
             run_id: "r".into(),
+            started_at: at.into(),
             finished_at: at.into(),
             by: VerifiedBy::Run,
         };

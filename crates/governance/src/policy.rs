@@ -1570,8 +1570,16 @@ impl<'a> Ctx<'a> {
                 }),
             );
             for a in &m.alarms {
+                // Job names that fold to one logical id get a counter, so
+                // no job is left without its alarm.
+                let mut logical = sid("StaleAlarm", &a.job);
+                let mut n = 2;
+                while resources.contains_key(&logical) {
+                    logical = format!("{}{n}", sid("StaleAlarm", &a.job));
+                    n += 1;
+                }
                 resources.insert(
-                    sid("StaleAlarm", &a.job),
+                    logical,
                     json!({
                         "Type": "AWS::CloudWatch::Alarm",
                         "Properties": {
@@ -1584,8 +1592,12 @@ impl<'a> Ctx<'a> {
                             "MetricName": "SecondsSinceLastVerifiedCopy",
                             "Dimensions": [{"Name": "Job", "Value": a.job}],
                             "Statistic": "Minimum",
+                            // Hourly datapoints (run `status` hourly); three
+                            // hours without one (or three stale ones) alarm,
+                            // so one late schedule does not.
                             "Period": 3600,
-                            "EvaluationPeriods": 1,
+                            "EvaluationPeriods": 3,
+                            "DatapointsToAlarm": 3,
                             "Threshold": a.max_age_seconds,
                             "ComparisonOperator": "GreaterThanThreshold",
                             // No data means nothing ran (or nothing published):

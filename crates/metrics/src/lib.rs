@@ -211,9 +211,22 @@ pub fn write_textfile(path: &Path, jobs: &[JobMetrics]) -> Result<()> {
     let failed = |e: std::io::Error| {
         Error::new(ErrorKind::Failed, "write", path.display().to_string(), e.to_string())
     };
+    use std::io::Write;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("metrics.prom");
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, prometheus_text(jobs)).map_err(failed)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
+    // create_new: never follows or reuses a file (or symlink) already
+    // there; synced before the rename, so the collector reads all or none.
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(failed)?;
+    let written = file.write_all(prometheus_text(jobs).as_bytes()).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(failed(e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         failed(e)

@@ -251,6 +251,17 @@ impl ManifestStore {
     /// [`MAX_MANIFEST_LINE_BYTES`](escrow_sync_core::manifest::MAX_MANIFEST_LINE_BYTES)
     /// is a clear error, never read into memory whole.
     pub async fn read(&self, key: &str) -> Result<Manifest> {
+        self.read_with(key, ManifestReader::new(self.location(key))).await
+    }
+
+    /// Reads the manifest at `key` as [`ManifestStore::read`] does, but keeps
+    /// no item lines: the header, each job's summary and the end line
+    /// (memory does not grow with the items).
+    pub async fn read_summaries(&self, key: &str) -> Result<Manifest> {
+        self.read_with(key, ManifestReader::new(self.location(key)).summaries_only()).await
+    }
+
+    async fn read_with(&self, key: &str, mut reader: ManifestReader) -> Result<Manifest> {
         let out = self
             .sink
             .client()
@@ -261,7 +272,6 @@ impl ManifestStore {
             .send()
             .await
             .map_err(|e| sdk_error(e, "s3:GetObject", self.location(key)))?;
-        let mut reader = ManifestReader::new(self.location(key));
         if let Some(len) = out.content_length() {
             reader.check_len(len as u64)?;
         }
