@@ -201,8 +201,14 @@ fn record_written(
     outcomes: &mut Vec<JobOutcome>,
 ) {
     let written = written.map_err(|e| {
+        // The cause's kind is kept: a store that stayed unavailable past
+        // the retries is a failure (exit 1), a refusal stays one (exit 2).
+        let kind = match e.kind() {
+            ErrorKind::InvalidConfig => ErrorKind::Failed,
+            kind => kind,
+        };
         Error::new(
-            ErrorKind::Failed,
+            kind,
             "manifest",
             format!("s3://{bucket}"),
             format!("the {what} was not written: {}", e.chain()),
