@@ -247,7 +247,7 @@ async fn metrics_go_to_a_prometheus_textfile_replaced_whole() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("escrow_sync.prom");
     let extra = format!("metrics = \"prometheus\"\nmetrics_file = \"{}\"", file.display());
-    let (_pair, cfg) = setup("prom", 2, &extra, "").await;
+    let (pair, cfg) = setup("prom", 2, &extra, "").await;
     assert_eq!(cli(&["run", "-c", &cfg]).code, 0);
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("# TYPE escrow_sync_items_copied gauge"), "{text}");
@@ -257,6 +257,16 @@ async fn metrics_go_to_a_prometheus_textfile_replaced_whole() {
         "{text}"
     );
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+    // A run stopped before its jobs (the source bucket is gone) still
+    // publishes a failure, not mere missing data.
+    let gone = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&pair.source_bucket, "no-such-source-bucket");
+    let out = cli(&["run", "-c", write_config(&gone).to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("escrow_sync_failures{job=\"assets\"} 1\n"), "{text}");
+    assert!(!text.contains("escrow_sync_items_copied{job=\"assets\"}"), "no zeros: {text}");
     // A config asking for Prometheus without a file is refused up front.
     let bad = std::fs::read_to_string(&cfg)
         .unwrap()

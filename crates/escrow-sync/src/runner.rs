@@ -233,7 +233,44 @@ impl Runner {
     /// nothing was changed; a job's own failure is in its [`JobOutcome`].
     /// With `[escrow] manifest_bucket`, a `run` writes its run manifest and
     /// a `verify` its verification record (what `status` reads).
+    ///
+    /// With `[escrow] metrics`, a `run` stopped before its jobs (a refused
+    /// check, an unreachable primary) still publishes a failure for each
+    /// selected job, so a run that never starts is not mere missing data.
     pub async fn run(&self, mode: Mode, options: &RunOptions) -> Result<Run, Error> {
+        let result = self.run_jobs(mode, options).await;
+        if let (Err(e), Mode::Run) = (&result, mode)
+            && self.config.escrow.metrics_on()
+        {
+            self.publish_stopped(options, e).await;
+        }
+        result
+    }
+
+    /// Publishes one failure per selected job of a run that stopped before
+    /// its jobs ran (best effort: without escrow credentials nothing can be
+    /// published, and the alarm's missing data tells instead).
+    async fn publish_stopped(&self, options: &RunOptions, error: &Error) {
+        let config = &self.config;
+        let Ok(jobs) = config.select(options.job.as_deref()) else { return };
+        let Ok(escrow) = self.escrow_session().await else { return };
+        let stopped: Vec<JobOutcome> = jobs
+            .iter()
+            .map(|j| {
+                let why = Error::new(error.kind(), "run", j.name(), error.chain());
+                JobOutcome::new(j.name(), j.kind(), Err(why))
+            })
+            .collect();
+        let request = crate::status::StatusRequest::new();
+        let now = std::time::SystemTime::now();
+        if let Ok(status) = crate::status::status(config, &escrow, &request, now).await
+            && let Some(warning) = crate::metrics::publish(config, &escrow, &stopped, &status).await
+        {
+            tracing::warn!("{warning}");
+        }
+    }
+
+    async fn run_jobs(&self, mode: Mode, options: &RunOptions) -> Result<Run, Error> {
         let mut info = crate::doc::RunInfo::start();
         let config = &self.config;
         let (checksums, accept_mass_change) = (options.checksums, options.accept_mass_change);
