@@ -359,3 +359,55 @@ async fn copies_keep_the_sources_full_object_crc64nvme() {
         }
     }
 }
+
+/// The emulator copies tags across accounts as AWS does (xtask's
+/// `moto_patch_s3.py`): a cross-account CopyObject with the default
+/// `TaggingDirective=COPY` carries the source's tags, and `REPLACE` the
+/// request's. Without the patch moto drops them, and a production path
+/// relying on COPY could not be tested here.
+#[tokio::test]
+async fn the_emulator_copies_tags_across_accounts_as_aws_does() {
+    use aws_sdk_s3::types::TaggingDirective;
+    let pair = escrow_sync_e2e::BucketPair::new("tagcopy").await;
+    pair.primary
+        .put_object()
+        .bucket(&pair.source_bucket)
+        .key("tagged")
+        .tagging("team=payments&class=gold")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    let tags = |key: &'static str| {
+        let escrow = pair.escrow.clone();
+        let bucket = pair.dest_bucket.clone();
+        async move {
+            let out = escrow.get_object_tagging().bucket(bucket).key(key).send().await.unwrap();
+            let mut tags: Vec<_> =
+                out.tag_set().iter().map(|t| format!("{}={}", t.key(), t.value())).collect();
+            tags.sort();
+            tags
+        }
+    };
+    let source = format!("{}/tagged", pair.source_bucket);
+    pair.escrow
+        .copy_object()
+        .bucket(&pair.dest_bucket)
+        .key("copied")
+        .copy_source(&source)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags("copied").await, ["class=gold", "team=payments"]);
+    pair.escrow
+        .copy_object()
+        .bucket(&pair.dest_bucket)
+        .key("replaced")
+        .copy_source(&source)
+        .tagging_directive(TaggingDirective::Replace)
+        .tagging("escrow=yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags("replaced").await, ["escrow=yes"]);
+}

@@ -15,6 +15,9 @@ One more module, moto_patch_iam.py, names the table or key a DynamoDB or
 KMS request acts on, so that IAM enforcement (off unless a suite or the demo
 turns it on) evaluates scoped policies as AWS does.
 
+moto_patch_s3.py makes a cross-account CopyObject copy the source's tags
+(TaggingDirective=COPY), as AWS does.
+
 moto_patch_cloudwatch.py speaks CloudWatch's RPC v2 CBOR protocol (the one
 the AWS SDK for Rust uses) for the metrics escrow-sync publishes.
 
@@ -38,6 +41,7 @@ import moto_patch_rds  # noqa: E402,F401
 import moto_patch_redshift  # noqa: E402,F401
 import moto_patch_iam  # noqa: E402,F401
 import moto_patch_cloudwatch  # noqa: E402,F401
+import moto_patch_s3  # noqa: E402,F401
 
 if __name__ == "__main__":
     from moto.server import main
