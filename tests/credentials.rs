@@ -37,12 +37,7 @@ fn cli(args: &[&str], env: &[(&str, Option<&str>)]) -> Outcome {
             None => cmd.env_remove(k),
         };
     }
-    let out = cmd.output().expect("run escrow-sync");
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Outcome::run(&mut cmd)
 }
 
 /// The one `error:` line of a run (panics unless there is exactly one line

@@ -271,6 +271,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Runs `cmd` to its end; what it did.
+    pub fn run(cmd: &mut Command) -> Self {
+        let out = cmd.output().expect("run escrow-sync");
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Standard output parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
@@ -301,12 +311,7 @@ fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run escrow-sync");
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Outcome::run(&mut cmd)
 }
 
 /// The command `escrow-sync ARGS` in `dir` against the emulator with the

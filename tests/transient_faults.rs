@@ -37,12 +37,7 @@ fn through(proxy: &Proxy, args: &[&str]) -> Outcome {
         };
     }
     cmd.env("AWS_ENDPOINT_URL", &proxy.endpoint);
-    let out = cmd.output().expect("run escrow-sync");
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Outcome::run(&mut cmd)
 }
 
 async fn pair_with_config() -> (BucketPair, String) {

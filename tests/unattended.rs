@@ -22,12 +22,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Outcome {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run escrow-sync");
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Outcome::run(&mut cmd)
 }
 
 async fn five_objects(name: &str, extra: &str) -> (BucketPair, PathBuf) {

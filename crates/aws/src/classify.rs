@@ -391,14 +391,11 @@ mod tests {
         }
     }
 
-    /// GetCallerIdentity made with `provider`; every request that reaches
-    /// the wire is answered `status` with `body`.
-    async fn identify_with(
-        provider: aws_credential_types::provider::SharedCredentialsProvider,
+    /// An HTTP client that answers every request `status` with `body`.
+    fn answering(
         status: u16,
         body: &'static str,
-    ) -> SdkError<aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError, HttpResponse>
-    {
+    ) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
         use aws_smithy_runtime_api::client::http::{
             HttpConnector, HttpConnectorFuture, SharedHttpConnector, http_client_fn,
         };
@@ -415,7 +412,18 @@ mod tests {
                 )))
             }
         }
-        let http = http_client_fn(move |_, _| SharedHttpConnector::new(Answer(status, body)));
+        http_client_fn(move |_, _| SharedHttpConnector::new(Answer(status, body)))
+    }
+
+    /// GetCallerIdentity made with `provider`; every request that reaches
+    /// the wire is answered `status` with `body`.
+    async fn identify_with(
+        provider: aws_credential_types::provider::SharedCredentialsProvider,
+        status: u16,
+        body: &'static str,
+    ) -> SdkError<aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError, HttpResponse>
+    {
+        let http = answering(status, body);
         let conf = aws_sdk_sts::Config::builder()
             .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
             .region(aws_sdk_sts::config::Region::new("us-east-1"))
@@ -478,23 +486,7 @@ mod tests {
         body: &'static str,
     ) -> SdkError<aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError, HttpResponse>
     {
-        use aws_smithy_runtime_api::client::http::{
-            HttpConnector, HttpConnectorFuture, SharedHttpConnector, http_client_fn,
-        };
-        #[derive(Debug)]
-        struct Answer(u16, &'static str);
-        impl HttpConnector for Answer {
-            fn call(
-                &self,
-                _: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
-            ) -> HttpConnectorFuture {
-                HttpConnectorFuture::ready(Ok(HttpResponse::new(
-                    aws_smithy_runtime_api::http::StatusCode::try_from(self.0).unwrap(),
-                    aws_smithy_types::body::SdkBody::from(self.1),
-                )))
-            }
-        }
-        let http = http_client_fn(move |_, _| SharedHttpConnector::new(Answer(status, body)));
+        let http = answering(status, body);
         let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_types::region::Region::new("us-east-1"))
             .endpoint_url("http://sts.test")

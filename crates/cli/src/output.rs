@@ -23,17 +23,7 @@ pub fn exit_code(mode: Mode, jobs: &[JobOutcome]) -> u8 {
     crate::render::code(escrow_sync::Verdict::of_jobs(mode, jobs))
 }
 
-/// Human-readable byte counts.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
+pub use escrow_sync::report::human_bytes as bytes;
 
 fn reason(r: CopyReason) -> &'static str {
     match r {

@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use escrow_sync::Observer;
+use escrow_sync::stats::{JobStats, StatsSnapshot};
 use escrow_sync_core::{Mode, ProgressEvent, ProgressFn};
 
 use crate::LogFormat;
@@ -144,21 +144,12 @@ enum Unit {
     Items,
 }
 
-/// A job's counts, from its progress events.
+/// A job's counts (the facade's [`JobStats`]) and how this binary shows
+/// them.
 struct Stats {
     command: &'static str,
     name: String,
-    mode: Mode,
-    started: Instant,
-    copied: AtomicU64,
-    skipped: AtomicU64,
-    differ: AtomicU64,
-    failed: AtomicU64,
-    bytes: AtomicU64,
-    retries: AtomicU64,
-    throttled: AtomicU64,
-    /// The plan's totals once known: items, copies, bytes to copy.
-    planned: Mutex<Option<(u64, u64, u64)>>,
+    counts: JobStats,
     /// What the bar counts, once the totals are known.
     unit: Mutex<Option<Unit>>,
 }
@@ -168,140 +159,73 @@ impl Stats {
         Stats {
             command,
             name: name.to_string(),
-            mode,
-            started: Instant::now(),
-            copied: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-            differ: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            throttled: AtomicU64::new(0),
-            planned: Mutex::new(None),
+            counts: JobStats::new(mode),
             unit: Mutex::new(None),
         }
     }
 
     /// Counts `e`; whether it changed anything shown.
     fn count(&self, e: &ProgressEvent) -> bool {
-        let add = |c: &AtomicU64, n: u64| c.fetch_add(n, Ordering::Relaxed);
-        match e {
-            ProgressEvent::Copied { bytes, .. } => {
-                add(&self.copied, 1);
-                add(&self.bytes, *bytes);
-            }
-            ProgressEvent::Skipped { size, .. } => {
-                add(&self.skipped, 1);
-                // Verify reads what it compares; a run copies nothing here.
-                if self.mode == Mode::Verify {
-                    add(&self.bytes, *size);
-                }
-            }
-            ProgressEvent::Differs { size, .. } => {
-                add(&self.differ, 1);
-                add(&self.bytes, *size);
-            }
-            ProgressEvent::Failed { .. } => {
-                add(&self.failed, 1);
-            }
-            ProgressEvent::Retrying { .. } => {
-                add(&self.retries, 1);
-            }
-            ProgressEvent::Throttled { .. } => {
-                add(&self.throttled, 1);
-            }
-            ProgressEvent::Planned { items, copies, bytes } => {
-                if let Ok(mut p) = self.planned.lock() {
-                    *p = Some((*items, *copies, *bytes));
-                }
-            }
-            ProgressEvent::Cancelling | ProgressEvent::Stopping => {}
-            _ => return false,
-        }
-        true
-    }
-
-    fn load(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
-
-    /// Items done so far: copied, up to date (same), differing, failed.
-    fn items(&self) -> u64 {
-        [&self.copied, &self.skipped, &self.differ, &self.failed].into_iter().map(Self::load).sum()
-    }
-
-    fn planned(&self) -> Option<(u64, u64, u64)> {
-        self.planned.lock().ok().and_then(|p| *p)
+        self.counts.count(e)
     }
 
     /// The items part: `1200 items (1180 copied, 20 up to date, 0 failed)`,
     /// with `of N` once the plan's totals are known.
-    fn items_text(&self) -> String {
-        let of = match self.planned() {
-            Some((items, _, _)) => format!(" of {items}"),
+    fn items_text(s: &StatsSnapshot) -> String {
+        let of = match s.planned {
+            Some(p) => format!(" of {}", p.items),
             None => String::new(),
         };
-        let failed = Self::load(&self.failed);
-        let detail = match self.mode {
-            Mode::Verify => format!(
-                "{} same, {} differ, {failed} failed",
-                Self::load(&self.skipped),
-                Self::load(&self.differ)
-            ),
-            _ => format!(
-                "{} copied, {} up to date, {failed} failed",
-                Self::load(&self.copied),
-                Self::load(&self.skipped)
-            ),
+        let detail = match s.mode {
+            Mode::Verify => {
+                format!("{} same, {} differ, {} failed", s.up_to_date, s.differ, s.failed)
+            }
+            _ => format!("{} copied, {} up to date, {} failed", s.copied, s.up_to_date, s.failed),
         };
-        format!("{}{of} items ({detail})", self.items())
+        format!("{}{of} items ({detail})", s.items())
     }
 
     /// One stats line (`finished`: the job's last).
     fn line(&self, format: LogFormat, finished: bool) -> String {
-        let elapsed = self.started.elapsed();
-        let bytes = Self::load(&self.bytes);
-        let rate = bytes as f64 / elapsed.as_secs_f64().max(0.001);
+        let s = self.counts.snapshot();
+        let rate = s.bytes_per_second();
         match format {
             LogFormat::Text => format!(
                 "stats: {} job {}{}: {}, {}, {}/s, {} retries, {} throttled, {}s",
                 self.command,
                 self.name,
                 if finished { " finished" } else { "" },
-                self.items_text(),
-                crate::output::bytes(bytes),
+                Self::items_text(&s),
+                crate::output::bytes(s.bytes),
                 crate::output::bytes(rate as u64),
-                Self::load(&self.retries),
-                Self::load(&self.throttled),
-                elapsed.as_secs(),
+                s.retries,
+                s.throttled,
+                s.elapsed.as_secs(),
             ),
-            LogFormat::Json => {
-                let planned = self.planned();
-                serde_json::json!({
-                    "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-                    "level": "INFO",
-                    "target": "escrow_sync::stats",
-                    "fields": {
-                        "message": if finished { "job finished" } else { "stats" },
-                        "command": self.command,
-                        "job": self.name,
-                        "finished": finished,
-                        "items": self.items(),
-                        "copied": Self::load(&self.copied),
-                        "up_to_date": Self::load(&self.skipped),
-                        "differ": Self::load(&self.differ),
-                        "failed": Self::load(&self.failed),
-                        "bytes": bytes,
-                        "bytes_per_second": rate.round() as u64,
-                        "retries": Self::load(&self.retries),
-                        "throttled": Self::load(&self.throttled),
-                        "elapsed_seconds": elapsed.as_secs_f64(),
-                        "planned_items": planned.map(|p| p.0),
-                        "planned_bytes": planned.map(|p| p.2),
-                    }
-                })
-                .to_string()
-            }
+            LogFormat::Json => serde_json::json!({
+                "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+                "level": "INFO",
+                "target": "escrow_sync::stats",
+                "fields": {
+                    "message": if finished { "job finished" } else { "stats" },
+                    "command": self.command,
+                    "job": self.name,
+                    "finished": finished,
+                    "items": s.items(),
+                    "copied": s.copied,
+                    "up_to_date": s.up_to_date,
+                    "differ": s.differ,
+                    "failed": s.failed,
+                    "bytes": s.bytes,
+                    "bytes_per_second": rate.round() as u64,
+                    "retries": s.retries,
+                    "throttled": s.throttled,
+                    "elapsed_seconds": s.elapsed.as_secs_f64(),
+                    "planned_items": s.planned.map(|p| p.items),
+                    "planned_bytes": s.planned.map(|p| p.bytes),
+                }
+            })
+            .to_string(),
         }
     }
 
@@ -319,49 +243,38 @@ impl Stats {
             _ => {}
         }
         let Ok(mut unit) = self.unit.lock() else { return };
+        let s = self.counts.snapshot();
         if unit.is_none()
-            && let Some((items, _, bytes)) = self.planned()
+            && let Some(p) = s.planned
         {
             // A run's bar counts the bytes to copy; verify's, or a run
             // with nothing to copy, the items.
-            let chosen =
-                if self.mode == Mode::Run && bytes > 0 { Unit::Bytes } else { Unit::Items };
-            bar.set_length(if chosen == Unit::Bytes { bytes } else { items });
+            let chosen = if s.mode == Mode::Run && p.bytes > 0 { Unit::Bytes } else { Unit::Items };
+            bar.set_length(if chosen == Unit::Bytes { p.bytes } else { p.items });
             bar.set_style(style(Some(chosen)));
             *unit = Some(chosen);
         }
         match *unit {
-            Some(Unit::Bytes) | None => bar.set_position(Self::load(&self.bytes)),
-            Some(Unit::Items) => bar.set_position(self.items()),
+            Some(Unit::Bytes) | None => bar.set_position(s.bytes),
+            Some(Unit::Items) => bar.set_position(s.items()),
         }
-        let failed = Self::load(&self.failed);
-        let mut msg = match (*unit, self.mode) {
+        let mut msg = match (*unit, s.mode) {
             (None, _) => format!(
                 "{}, {}, {}/s",
-                self.items_text(),
-                crate::output::bytes(Self::load(&self.bytes)),
-                crate::output::bytes(
-                    (Self::load(&self.bytes) as f64
-                        / self.started.elapsed().as_secs_f64().max(0.001))
-                        as u64
-                ),
+                Self::items_text(&s),
+                crate::output::bytes(s.bytes),
+                crate::output::bytes(s.bytes_per_second() as u64),
             ),
-            (Some(_), Mode::Verify) => {
-                format!("({} differ, {failed} failed)", Self::load(&self.differ))
+            (Some(_), Mode::Verify) => format!("({} differ, {} failed)", s.differ, s.failed),
+            (Some(_), _) => {
+                format!("({} copied, {} up to date, {} failed)", s.copied, s.up_to_date, s.failed)
             }
-            (Some(_), _) => format!(
-                "({} copied, {} up to date, {failed} failed)",
-                Self::load(&self.copied),
-                Self::load(&self.skipped)
-            ),
         };
-        let retries = Self::load(&self.retries);
-        if retries > 0 {
-            msg.push_str(&format!(", {retries} retries"));
+        if s.retries > 0 {
+            msg.push_str(&format!(", {} retries", s.retries));
         }
-        let throttled = Self::load(&self.throttled);
-        if throttled > 0 {
-            msg.push_str(&format!(", {throttled} throttled"));
+        if s.throttled > 0 {
+            msg.push_str(&format!(", {} throttled", s.throttled));
         }
         bar.set_message(msg);
     }

@@ -743,19 +743,23 @@ async fn the_hard_stop_fails_the_items_in_flight_and_starts_nothing_new() {
 async fn the_drain_timer_stops_after_the_drain_and_not_before_the_cancellation() {
     let (cancel, stop) = (CancellationToken::new(), CancellationToken::new());
     let _timer = escrow_sync_core::StopAfterDrain::start(&cancel, &stop, Duration::from_secs(30));
-    tokio::time::sleep(Duration::from_secs(3600)).await;
-    assert!(!stop.is_cancelled(), "no cancellation, no stop");
+    // Waits on the stop itself; the paused clock jumps to each deadline.
+    let never = tokio::time::timeout(Duration::from_secs(3600), stop.cancelled()).await;
+    assert!(never.is_err(), "no cancellation, no stop");
+    let cancelled_at = tokio::time::Instant::now();
     cancel.cancel();
-    tokio::time::sleep(Duration::from_secs(29)).await;
-    assert!(!stop.is_cancelled(), "the drain is not over");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(stop.is_cancelled());
+    stop.cancelled().await;
+    assert_eq!(
+        cancelled_at.elapsed(),
+        Duration::from_secs(30),
+        "the stop comes when the drain is over, not before"
+    );
     // Dropped, the timer stops nothing.
     let (cancel, stop) = (CancellationToken::new(), CancellationToken::new());
     drop(escrow_sync_core::StopAfterDrain::start(&cancel, &stop, Duration::ZERO));
     cancel.cancel();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!stop.is_cancelled());
+    let stopped = tokio::time::timeout(Duration::from_secs(1), stop.cancelled()).await;
+    assert!(stopped.is_err(), "a dropped timer stops nothing");
 }
 
 #[tokio::test]

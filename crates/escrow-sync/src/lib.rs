@@ -96,6 +96,7 @@ pub mod restore;
 mod runner;
 mod snapshots;
 pub mod spec;
+pub mod stats;
 pub mod status;
 #[cfg(feature = "cloudtrail")]
 mod trail;

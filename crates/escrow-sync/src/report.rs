@@ -100,7 +100,9 @@ pub fn fix_for(kind: &str) -> &'static str {
     }
 }
 
-fn bytes(n: u64) -> String {
+/// A byte count for people (`4.0 KiB`, `1.2 GiB`), as every report and
+/// the binary's text output give it.
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -181,7 +183,7 @@ impl HumanReport {
                 r.copied.to_string(),
                 r.skipped.to_string(),
                 r.failed.to_string(),
-                bytes(r.bytes_copied),
+                human_bytes(r.bytes_copied),
                 findings.to_string(),
                 format!("{:.1}", r.elapsed.as_secs_f64()),
             ]);
@@ -307,7 +309,7 @@ impl HumanReport {
             restore.kind.into(),
             restore.target.clone(),
             restore.restored.to_string(),
-            bytes(restore.bytes),
+            human_bytes(restore.bytes),
             restore.already_there.to_string(),
             restore.failed.len().to_string(),
             drill.map(|d| d.verified.to_string()).unwrap_or_else(|| "-".into()),
