@@ -71,6 +71,75 @@ async fn s3_pair_conforms() {
     assert!(summary.all_ran(), "{summary:?}");
 }
 
+/// Each tag mode lands the tags it says, and `verify` reports tags that
+/// changed in the primary after the copy (a tag change moves no ETag, so a
+/// run does not see it).
+#[tokio::test]
+async fn tag_modes_land_their_tags_and_verify_reports_tag_drift() {
+    use escrow_sync_s3::TagMode;
+    let pair = BucketPair::new("tagmode").await;
+    pair.primary
+        .put_object()
+        .bucket(&pair.source_bucket)
+        .key("k")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"v"))
+        .tagging("team=a")
+        .send()
+        .await
+        .unwrap();
+    let s = sessions().await;
+    let escrow_tags = |prefix: &'static str| {
+        let (c, b) = (pair.escrow.clone(), pair.dest_bucket.clone());
+        async move {
+            let out = c.get_object_tagging().bucket(b).key(format!("{prefix}k")).send().await;
+            let out = out.unwrap();
+            out.tag_set().iter().map(|t| format!("{}={}", t.key(), t.value())).collect::<Vec<_>>()
+        }
+    };
+    let exec = Executor::new(ExecutorOptions::new());
+    for (mode, prefix, want) in [
+        (TagMode::Copy, "copy/", vec!["team=a".to_string()]),
+        (TagMode::Explicit, "explicit/", vec!["team=a".to_string()]),
+        (TagMode::None, "none/", vec![]),
+    ] {
+        let source = S3Source::from_client(s3(&s.primary), &pair.source_bucket).with_tags(mode);
+        let sink = S3Sink::from_client(s3(&s.escrow), &pair.dest_bucket).with_dest_prefix(prefix);
+        let r = exec.execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
+        assert_eq!((r.copied, r.failed), (1, 0), "{mode}: {:?}", r.failures);
+        assert_eq!(escrow_tags(prefix).await, want, "{mode}");
+        let v = exec.execute(Mode::Verify, &source, &sink, &Scope::all()).await.unwrap();
+        assert!(v.findings.is_empty(), "{mode}: {:?}", v.findings);
+    }
+    pair.primary
+        .put_object_tagging()
+        .bucket(&pair.source_bucket)
+        .key("k")
+        .tagging(
+            aws_sdk_s3::types::Tagging::builder()
+                .tag_set(aws_sdk_s3::types::Tag::builder().key("team").value("b").build().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for (mode, prefix) in [(TagMode::Copy, "copy/"), (TagMode::Explicit, "explicit/")] {
+        let source = S3Source::from_client(s3(&s.primary), &pair.source_bucket).with_tags(mode);
+        let sink = S3Sink::from_client(s3(&s.escrow), &pair.dest_bucket).with_dest_prefix(prefix);
+        let v = exec.execute(Mode::Verify, &source, &sink, &Scope::all()).await.unwrap();
+        assert_eq!(v.findings.len(), 1, "{mode}: {:?}", v.findings);
+        let f = &v.findings[0];
+        assert_eq!(f.key, "k");
+        assert!(f.problem.contains("tags mismatch: primary {team=b}, escrow {team=a}"), "{f:?}");
+    }
+    // `none` copies no tags and compares none.
+    let source =
+        S3Source::from_client(s3(&s.primary), &pair.source_bucket).with_tags(TagMode::None);
+    let sink = S3Sink::from_client(s3(&s.escrow), &pair.dest_bucket).with_dest_prefix("none/");
+    let v = exec.execute(Mode::Verify, &source, &sink, &Scope::all()).await.unwrap();
+    assert!(v.findings.is_empty(), "{:?}", v.findings);
+}
+
 #[tokio::test]
 async fn metadata_content_headers_and_tags_survive_the_cross_account_copy() {
     let pair = BucketPair::new("meta").await;

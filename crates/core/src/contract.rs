@@ -245,6 +245,18 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// Whether [`Source::tags`] says anything: `verify` then compares each
+    /// item's tags on both sides (a difference is a finding).
+    fn keeps_tags(&self) -> bool {
+        false
+    }
+
+    /// The item's tags, where its copies carry them (`None`: not kept).
+    async fn tags(&self, item: &Item) -> Result<Option<BTreeMap<String, String>>> {
+        let _ = item;
+        Ok(None)
+    }
+
     /// Called once the item is safely in escrow, to undo what
     /// [`Source::read`] had to do in the primary (for snapshots: remove the
     /// share with the escrow account). Retried like a copy; a failure is
@@ -314,6 +326,13 @@ pub trait Sink: Send + Sync {
         Ok(None)
     }
 
+    /// The escrow copy's tags (`None`: not kept), compared by `verify`
+    /// with [`Source::tags`].
+    async fn tags(&self, item: &Item) -> Result<Option<BTreeMap<String, String>>> {
+        let _ = item;
+        Ok(None)
+    }
+
     /// Whether [`Sink::audit`] checks anything (protection is configured).
     fn audits(&self) -> bool {
         false
@@ -362,6 +381,12 @@ macro_rules! forward {
             async fn checksum(&self, item: &Item) -> Result<Option<String>> {
                 (**self).checksum(item).await
             }
+            fn keeps_tags(&self) -> bool {
+                (**self).keeps_tags()
+            }
+            async fn tags(&self, item: &Item) -> Result<Option<BTreeMap<String, String>>> {
+                (**self).tags(item).await
+            }
             async fn finish(&self, item: &Item) -> Result<()> {
                 (**self).finish(item).await
             }
@@ -395,6 +420,9 @@ macro_rules! forward {
             }
             async fn checksum(&self, item: &Item) -> Result<Option<String>> {
                 (**self).checksum(item).await
+            }
+            async fn tags(&self, item: &Item) -> Result<Option<BTreeMap<String, String>>> {
+                (**self).tags(item).await
             }
             fn audits(&self) -> bool {
                 (**self).audits()

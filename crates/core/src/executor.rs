@@ -10,7 +10,7 @@
 //! the calls an item makes, so the two do not multiply; listing calls keep the
 //! SDK's standard retries because the executor does not retry a listing.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -436,8 +436,10 @@ enum Outcome {
         size: u64,
         warning: Option<String>,
     },
+    /// The two sides differ beyond the listing: `what` (checksum, tags).
     Mismatch {
         item: Item,
+        what: &'static str,
         primary: String,
         escrow: String,
     },
@@ -572,7 +574,8 @@ impl Executor {
         let mut stop = false;
         let mut stopped = false;
         let mut fatal: Option<Error> = None;
-        let audit = mode == Mode::Verify && (sink.audits() || self.options.verify_checksums);
+        let audit = mode == Mode::Verify
+            && (sink.audits() || self.options.verify_checksums || source.keeps_tags());
         let assess = mode == Mode::Plan && source.assesses();
         let finish = mode == Mode::Run && source.finishes_skipped();
         let limit = match mode {
@@ -843,10 +846,10 @@ impl Executor {
                 let status = status.map(|s| (s, copyable));
                 self.count_difference(report, mode, item, reason, status, limit);
             }
-            Outcome::Mismatch { item, primary, escrow } => {
+            Outcome::Mismatch { item, what, primary, escrow } => {
                 report.findings.push(Finding::new(
                     item.key.clone(),
-                    format!("checksum mismatch: primary {primary}, escrow {escrow}"),
+                    format!("{what} mismatch: primary {primary}, escrow {escrow}"),
                 ));
                 self.count_difference(report, mode, item, CopyReason::Changed, None, limit);
             }
@@ -944,7 +947,8 @@ impl Executor {
     }
 
     /// Audits the protection of an escrow item; a failed audit is a failure.
-    /// With `verify_checksums`, also compares the two sides' checksums.
+    /// With `verify_checksums`, also compares the two sides' checksums; where
+    /// the source keeps tags, the two sides' tags.
     async fn audit(
         &self,
         source: &dyn Source,
@@ -970,7 +974,33 @@ impl Executor {
                 .await;
             match sums {
                 (Ok((Some(a), Some(b))), _) if a != b => {
-                    return Outcome::Mismatch { item, primary: a, escrow: b };
+                    return Outcome::Mismatch { item, what: "checksum", primary: a, escrow: b };
+                }
+                (Ok(_), _) => {}
+                (Err(error), attempts) => {
+                    return Outcome::Failed { key: item.key, error, attempts };
+                }
+            }
+        }
+        if source.keeps_tags() {
+            let tags = self
+                .with_retries(limit, &item.key, || async {
+                    Ok((source.tags(&item).await?, sink.tags(&item).await?))
+                })
+                .await;
+            match tags {
+                (Ok((Some(a), Some(b))), _) if a != b => {
+                    let show = |t: BTreeMap<String, String>| {
+                        let pairs: Vec<String> =
+                            t.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        format!("{{{}}}", pairs.join(", "))
+                    };
+                    return Outcome::Mismatch {
+                        item,
+                        what: "tags",
+                        primary: show(a),
+                        escrow: show(b),
+                    };
                 }
                 (Ok(_), _) => {}
                 (Err(error), attempts) => {

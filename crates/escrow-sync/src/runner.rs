@@ -515,6 +515,7 @@ pub(crate) fn s3_job(config: &Config, job: &S3Job, sessions: &Sessions) -> S3Cop
     let source = S3Source::from_client(primary, &job.source_bucket)
         .with_streaming(config.streams(job))
         .with_versions(job.versions)
+        .with_tags(job.tag_mode())
         .with_pacer(pacer.clone())
         .with_prefix(&job.prefix)
         .with_expected_owner(known(sessions.primary.account_id()));

@@ -66,6 +66,20 @@ config_words!(
 );
 
 config_words!(
+    /// `[[s3]] tags`: how copies get the objects' tags.
+    S3Tags, "tags" {
+        /// S3 copies them server-side (`TaggingDirective=COPY`): one request
+        /// per object.
+        Copy = "copy",
+        /// Read with GetObjectTagging and set on every copy: for stores that
+        /// drop tags on a server-side copy.
+        Explicit = "explicit",
+        /// Not copied (nor compared by `verify`).
+        Omit = "none",
+    }
+);
+
+config_words!(
     /// `[[dynamodb]] mode`: how a table is read.
     TableMode, "mode" {
         /// A parallel Scan under a read budget.
@@ -225,6 +239,7 @@ impl CloudTrailJob {
             object_lock: self.object_lock.clone(),
             versions: false,
             mode: None,
+            tags: None,
             max_requests_per_second: self.max_requests_per_second,
             abort_stale_uploads_after_hours: default_stale_hours(),
             allow_unversioned_dest: self.allow_unversioned_dest,
@@ -834,6 +849,10 @@ pub struct S3Job {
     /// (bytes through this process; the default when the two sides have
     /// different endpoints).
     pub mode: Option<S3Mode>,
+    /// `copy` (the default: S3 copies the tags server-side, one request per
+    /// object), `explicit` (read and set them: stores that drop tags on a
+    /// copy) or `none`. `verify` compares them unless `none`.
+    pub tags: Option<S3Tags>,
     /// At most this many requests per second to S3 (both sides together).
     pub max_requests_per_second: Option<u32>,
     /// A run first aborts multipart uploads escrow-sync left behind under the
@@ -965,6 +984,15 @@ impl S3Job {
     pub fn new(source_bucket: impl Into<String>, dest_bucket: impl Into<String>) -> Self {
         let (source, dest) = (source_bucket.into(), dest_bucket.into());
         job_from("[[s3]]", &[("source_bucket", &source), ("dest_bucket", &dest)])
+    }
+
+    /// How this job's copies get the objects' tags (default `copy`).
+    pub fn tag_mode(&self) -> escrow_sync_s3::TagMode {
+        match self.tags {
+            None | Some(S3Tags::Copy) => escrow_sync_s3::TagMode::Copy,
+            Some(S3Tags::Explicit) => escrow_sync_s3::TagMode::Explicit,
+            Some(S3Tags::Omit) => escrow_sync_s3::TagMode::None,
+        }
     }
 
     /// The multipart settings of this job.
@@ -1986,6 +2014,22 @@ concurrency = 8
         let text = GOOD.replace("[escrow]", "[escrow]\nregoin = \"x\"");
         let err = Config::parse(&text, "escrow.toml").unwrap_err().to_string();
         assert!(err.contains("unknown field `regoin`") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn s3_tag_modes_parse_and_default_to_copy() {
+        use escrow_sync_s3::TagMode;
+        let c = Config::parse(GOOD, "c").unwrap();
+        assert_eq!(c.s3[1].tag_mode(), TagMode::Copy);
+        for (word, mode) in
+            [("copy", TagMode::Copy), ("explicit", TagMode::Explicit), ("none", TagMode::None)]
+        {
+            let text = GOOD.replace("concurrency = 8", &format!("tags = \"{word}\""));
+            assert_eq!(Config::parse(&text, "c").unwrap().s3[1].tag_mode(), mode);
+        }
+        let bad = GOOD.replace("concurrency = 8", "tags = \"replace\"");
+        let err = Config::parse(&bad, "c").unwrap_err().to_string();
+        assert!(err.contains("tags \"replace\" is not one of"), "{err}");
     }
 
     #[test]

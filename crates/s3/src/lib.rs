@@ -2,10 +2,11 @@
 //!
 //! [`S3Source`] lists a primary bucket with ListObjectsV2 (paginated,
 //! streamed, in key order) and hands each object to the sink as a server-side
-//! reference carrying its tags. [`S3Sink`] lists the escrow bucket and copies
+//! reference. [`S3Sink`] lists the escrow bucket and copies
 //! with CopyObject **called with escrow credentials**: metadata and content
-//! headers copied, tags set explicitly (`TaggingDirective=REPLACE`, since a
-//! cross-account copy drops them otherwise), `CopySourceIfMatch` with the
+//! headers copied, tags copied server-side (`TaggingDirective=COPY`: one
+//! request per object; [`TagMode`] sets them explicitly for stores that drop
+//! them, or leaves them out), `CopySourceIfMatch` with the
 //! listed ETag so an object that changes mid-run is never half-copied, and
 //! `ExpectedBucketOwner` / `ExpectedSourceBucketOwner` from the account ids.
 //!
@@ -60,6 +61,7 @@ mod record;
 mod restore;
 mod sink;
 mod source;
+mod tags;
 mod util;
 mod versions;
 
@@ -79,6 +81,7 @@ pub use restore::{
 };
 pub use sink::S3Sink;
 pub use source::S3Source;
+pub use tags::TagMode;
 pub use util::{MAX_COPY_OBJECT_SIZE, META_PREFIX, TAG_PREFIX, copy_source, tagging_header};
 pub use versions::{SOURCE_MODIFIED_META, SOURCE_VERSION_META};
 

@@ -18,7 +18,7 @@ use escrow_sync_core::{
 };
 
 use crate::sink::S3Sink;
-use crate::util::{copy_source_version, s3_error, tagging_header, url};
+use crate::util::{TAG_PREFIX, copy_source_version, s3_error, tagging_header, url};
 
 const MIB: u64 = 1024 * 1024;
 /// The smallest part S3 accepts (except the last).
@@ -236,6 +236,24 @@ impl S3Sink {
         let head = self.head_source(src).await?;
         let source = copy_source_version(&src.container, &src.key, src.version.as_deref());
         let from = PartSource::Copy { src, source };
+        if src.attributes.contains_key(crate::tags::TAGS_COPIED_ATTR) {
+            // CreateMultipartUpload cannot copy tags: read them (escrow
+            // credentials, as the copy itself) and set them.
+            let mut attributes = src.attributes.clone();
+            let tags = crate::tags::object_tags(
+                self.client(),
+                &src.container,
+                &src.key,
+                src.version.as_deref(),
+                src.owner.clone(),
+                self.pacer(),
+            )
+            .await?;
+            attributes.extend(tags.into_iter().map(|(k, v)| (format!("{TAG_PREFIX}{k}"), v)));
+            return self
+                .multipart_upload(item, head, &src.fingerprint, &attributes, from, dest_key)
+                .await;
+        }
         self.multipart_upload(item, head, &src.fingerprint, &src.attributes, from, dest_key).await
     }
 

@@ -1,6 +1,8 @@
 //! The S3 Sink: lists what escrow holds and copies into it with escrow
 //! credentials.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 
 use crate::multipart::{MultipartOptions, PartBudget, SOURCE_ETAG_META, SourceHead};
 use crate::protect::{EMPTY_BODY_MD5, Protection, protect};
+use crate::tags::TAGS_COPIED_ATTR;
 use crate::util::{MAX_COPY_OBJECT_SIZE, copy_source_version, s3_error, tagging_header, url};
 
 /// Writes into a bucket in the escrow account.
@@ -212,7 +215,14 @@ impl S3Sink {
             return self.multipart_copy(item, &src, &dest_key).await;
         }
         debug_assert!(item.size <= MAX_COPY_OBJECT_SIZE);
-        let tagging = tagging_header(&src.attributes);
+        // One request: S3 copies the tags itself (TaggingDirective=COPY),
+        // unless the job sets them explicitly (or copies none).
+        let (directive, tagging) = if src.attributes.contains_key(TAGS_COPIED_ATTR) {
+            (TaggingDirective::Copy, None)
+        } else {
+            let tagging = tagging_header(&src.attributes);
+            (TaggingDirective::Replace, Some(tagging).filter(|t| !t.is_empty()))
+        };
         let mut req = self
             .client
             .copy_object()
@@ -220,8 +230,8 @@ impl S3Sink {
             .key(&dest_key)
             .copy_source(copy_source_version(&src.container, &src.key, src.version.as_deref()))
             .copy_source_if_match(&src.fingerprint)
-            .tagging_directive(TaggingDirective::Replace)
-            .tagging(tagging)
+            .tagging_directive(directive)
+            .set_tagging(tagging)
             // S3 computes the copy's checksum with the source's algorithm.
             .set_checksum_algorithm(crate::checksum::algorithm(item.checksum_algorithm.as_deref()))
             .set_expected_bucket_owner(self.owner.clone())
@@ -451,6 +461,23 @@ impl Sink for S3Sink {
             self.pacer(),
         )
         .await
+    }
+
+    async fn tags(&self, item: &Item) -> Result<Option<BTreeMap<String, String>>> {
+        if self.versions {
+            return Ok(None);
+        }
+        let key = self.dest_key(&item.key);
+        let tags = crate::tags::object_tags(
+            &self.client,
+            &self.bucket,
+            &key,
+            None,
+            self.owner.clone(),
+            self.pacer(),
+        )
+        .await?;
+        Ok(Some(tags))
     }
 
     fn audits(&self) -> bool {

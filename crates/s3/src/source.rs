@@ -1,5 +1,5 @@
 //! The S3 Source: lists with ListObjectsV2 and hands the sink a server-side
-//! reference carrying the object's tags.
+//! reference (with the object's tags where S3 cannot copy them itself).
 
 use std::collections::BTreeMap;
 
@@ -13,6 +13,7 @@ use escrow_sync_core::{
 
 use crate::list::list_keys;
 use crate::range::S3Range;
+use crate::tags::{TAGS_COPIED_ATTR, TagMode};
 use crate::util::{TAG_PREFIX, s3_error, url};
 
 /// Reads a bucket in the primary account (through the reader role).
@@ -25,6 +26,7 @@ pub struct S3Source {
     pacer: Option<RequestPacer>,
     streaming: bool,
     versions: bool,
+    tags: TagMode,
 }
 
 impl S3Source {
@@ -38,6 +40,7 @@ impl S3Source {
             pacer: None,
             streaming: false,
             versions: false,
+            tags: TagMode::default(),
         }
     }
 
@@ -69,6 +72,18 @@ impl S3Source {
         self
     }
 
+    /// How copies get the objects' tags (default [`TagMode::Copy`]: S3
+    /// copies them server-side, no request of ours).
+    pub fn with_tags(mut self, tags: TagMode) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// How copies get the objects' tags.
+    pub fn tags(&self) -> TagMode {
+        self.tags
+    }
+
     /// Paces every request of this source (`max_requests_per_second`).
     pub fn with_pacer(mut self, pacer: Option<RequestPacer>) -> Self {
         self.pacer = pacer;
@@ -87,35 +102,37 @@ impl S3Source {
 }
 
 impl S3Source {
-    /// The tags of `key` (of one version, if given); none where the store
-    /// has no object tagging (S3-compatible stores without it have no tags
-    /// to keep).
-    async fn tags(&self, key: &str, version: Option<&str>) -> Result<BTreeMap<String, String>> {
-        let res = self
-            .client
-            .get_object_tagging()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_version_id(version.map(str::to_string))
-            .set_expected_bucket_owner(self.owner.clone())
-            .customize()
-            .config_override(crate::no_sdk_retries())
-            .send()
-            .paced(self.pacer.as_ref())
-            .await;
-        match res {
-            Ok(out) => Ok(out
-                .tag_set()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect()),
-            Err(e)
-                if e.as_service_error().and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
-                    == Some("NotImplemented") =>
-            {
-                Ok(BTreeMap::new())
+    /// The tags of `key` (of one version, if given).
+    async fn object_tags(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<BTreeMap<String, String>> {
+        crate::tags::object_tags(
+            &self.client,
+            &self.bucket,
+            key,
+            version,
+            self.owner.clone(),
+            self.pacer.as_ref(),
+        )
+        .await
+    }
+
+    /// The attributes that carry the tags of a server-side copy: none when
+    /// S3 copies them itself ([`TAGS_COPIED_ATTR`] says so) or when they
+    /// are not copied; else the tags read from the source.
+    async fn copy_tags(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<BTreeMap<String, String>> {
+        match self.tags {
+            TagMode::Copy => {
+                Ok(BTreeMap::from([(TAGS_COPIED_ATTR.to_string(), "COPY".to_string())]))
             }
-            Err(e) => Err(s3_error(e, "s3:GetObjectTagging", url(&self.bucket, key))),
+            TagMode::Explicit => self.object_tags(key, version).await,
+            TagMode::None => Ok(BTreeMap::new()),
         }
     }
 
@@ -134,8 +151,14 @@ impl S3Source {
         }
         let mut attributes = BTreeMap::new();
         for (i, v) in list.iter().enumerate() {
-            let tags = self.tags(&item.key, Some(&v.id)).await?;
+            let tags = match self.tags {
+                TagMode::Explicit => self.object_tags(&item.key, Some(&v.id)).await?,
+                TagMode::Copy | TagMode::None => BTreeMap::new(),
+            };
             crate::versions::encode(&mut attributes, i, v, &tags);
+        }
+        if self.tags == TagMode::Copy {
+            attributes.insert(TAGS_COPIED_ATTR.to_string(), "COPY".to_string());
         }
         Ok(Payload::Reference(
             ServerSideRef::new("s3", &self.bucket, &item.key, &item.fingerprint)
@@ -187,23 +210,36 @@ impl Source for S3Source {
         .await
     }
 
+    fn keeps_tags(&self) -> bool {
+        // A versions job's item is every version of a key: no one tag set.
+        self.tags != TagMode::None && !self.versions
+    }
+
+    async fn tags(&self, item: &Item) -> Result<Option<BTreeMap<String, String>>> {
+        if !self.keeps_tags() {
+            return Ok(None);
+        }
+        self.object_tags(&item.key, None).await.map(Some)
+    }
+
     async fn read(&self, item: &Item) -> Result<Payload> {
         if self.versions {
             return self.read_versions(item).await;
         }
-        let tags: BTreeMap<String, String> = self
-            .tags(&item.key, None)
-            .await?
-            .into_iter()
-            .map(|(k, v)| (format!("{TAG_PREFIX}{k}"), v))
-            .collect();
         if !self.streaming {
+            let tags = self.copy_tags(&item.key, None).await?;
             return Ok(Payload::Reference(
                 ServerSideRef::new("s3", &self.bucket, &item.key, &item.fingerprint)
                     .with_owner(self.owner.clone())
-                    .with_attributes(tags),
+                    .with_attributes(prefixed(tags)),
             ));
         }
+        // A PutObject cannot copy tags: streamed copies set them.
+        let tags = match self.tags {
+            TagMode::None => BTreeMap::new(),
+            TagMode::Copy | TagMode::Explicit => self.object_tags(&item.key, None).await?,
+        };
+        let tags = prefixed(tags);
         let head = self
             .client
             .head_object()
@@ -235,4 +271,11 @@ impl Source for S3Source {
             version: None,
         })))
     }
+}
+
+/// Tags as payload attributes (`tag:KEY`); the copy-directive marker as is.
+fn prefixed(tags: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    tags.into_iter()
+        .map(|(k, v)| if k == TAGS_COPIED_ATTR { (k, v) } else { (format!("{TAG_PREFIX}{k}"), v) })
+        .collect()
 }

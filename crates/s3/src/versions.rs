@@ -241,6 +241,9 @@ pub(crate) fn version_ref(
     tags: BTreeMap<String, String>,
 ) -> ServerSideRef {
     let mut attributes = tags;
+    if let Some(directive) = src.attributes.get(crate::tags::TAGS_COPIED_ATTR) {
+        attributes.insert(crate::tags::TAGS_COPIED_ATTR.to_string(), directive.clone());
+    }
     attributes.insert(format!("{META_PREFIX}{SOURCE_VERSION_META}"), v.id.clone());
     if let Some(t) = v.modified {
         attributes.insert(

@@ -107,12 +107,12 @@ async fn assert_escrow(server: &FakeS3, dest: &str, expected: &[(String, Bytes)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_http_faults_of_every_kind_lose_nothing_and_leave_no_upload_open() {
     let server = FakeS3::new();
-    let expected = seed(&server, "src", 120, 2);
+    let expected = seed(&server, "src", 300, 2);
     // Streamed copies of small objects only: over plain HTTP the SDK signs
     // a body's SHA-256, and hashing 5 MiB parts again and again in a debug
     // build would take most of the test's time (mock_requests.rs covers the
     // streamed multipart path; this run covers server-side parts).
-    let expected_streamed = seed(&server, "src-streamed", 60, 0);
+    let expected_streamed = seed(&server, "src-streamed", 100, 0);
     let faults = HttpFaults::new()
         .with_reset_rate(0.1)
         .with_throttle_rate(0.1)
@@ -204,9 +204,11 @@ async fn each_http_fault_kind_is_retryable_and_leaves_nothing_written() {
     }
 
     // A connection dropped halfway through a response body (GetObjectTagging,
-    // the first GET a read makes; the soak breaks ranged GETs too).
+    // the first GET a read with explicit tags makes; the soak breaks ranged
+    // GETs too).
     let faults = HttpFaults::new().with_body_reset_rate(1.0);
-    let source = S3Source::from_client(faulty_client(&server, &faults), "src");
+    let source = S3Source::from_client(faulty_client(&server, &faults), "src")
+        .with_tags(escrow_sync_s3::TagMode::Explicit);
     let err = source.read(&item).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     assert_eq!(faults.counts().get(FaultKind::ConnectionReset), 1);

@@ -26,7 +26,9 @@ use escrow_sync_core::{
     ErrorKind, Executor, ExecutorOptions, Item, ItemKind, Mode, Payload, RetryPolicy, Scope,
     ServerSideRef, Sink, Source,
 };
-use escrow_sync_s3::{MultipartOptions, S3Sink, S3Source, SOURCE_ETAG_META, check_dest_bucket};
+use escrow_sync_s3::{
+    MultipartOptions, S3Sink, S3Source, SOURCE_ETAG_META, TagMode, check_dest_bucket,
+};
 use escrow_sync_testkit::{FaultCounts, FaultKind};
 
 fn object(key: &str, size: i64, etag: &str) -> Object {
@@ -125,6 +127,83 @@ async fn a_listing_error_names_the_bucket() {
     assert!(err.to_string().contains("s3://prod-assets/"), "{err}");
 }
 
+/// The default copy is one request: S3 copies tags and metadata itself
+/// (`TaggingDirective=COPY`, `MetadataDirective=COPY`), no GetObjectTagging.
+#[tokio::test]
+async fn a_copy_is_one_request_that_copies_tags_and_metadata_server_side() {
+    let tagging = no_tags();
+    let head = mock!(Client::head_object).then_output(|| HeadObjectOutput::builder().build());
+    let copy = mock!(Client::copy_object)
+        .match_requests(|r| {
+            r.bucket() == Some("escrow-assets")
+                && r.key() == Some("dir/a.txt")
+                && r.copy_source() == Some("prod-assets/dir/a.txt")
+                && r.copy_source_if_match() == Some("\"etag1\"")
+                && r.metadata_directive() == Some(&MetadataDirective::Copy)
+                && r.tagging_directive() == Some(&TaggingDirective::Copy)
+                && r.tagging().is_none()
+                && r.expected_source_bucket_owner() == Some("111111111111")
+        })
+        .then_output(|| CopyObjectOutput::builder().build());
+    let c = client(&[&tagging, &head, &copy]);
+    let source = S3Source::from_client(c.clone(), "prod-assets")
+        .with_expected_owner(Some("111111111111".into()));
+    assert_eq!(source.tags(), TagMode::Copy, "the default");
+    let sink = S3Sink::from_client(c, "escrow-assets");
+    let item = Item::new("dir/a.txt", ItemKind::Object, 42, "\"etag1\"");
+    let payload = source.read(&item).await.unwrap();
+    sink.write(&item, payload).await.unwrap();
+    let calls = (tagging.num_calls(), head.num_calls(), copy.num_calls());
+    assert_eq!(calls, (0, 0, 1), "one CopyObject and nothing else");
+}
+
+/// `tags = "none"`: the copy replaces the tags with none, and nothing reads them.
+#[tokio::test]
+async fn tags_none_copies_without_tags_and_reads_none() {
+    let tagging = no_tags();
+    let copy = mock!(Client::copy_object)
+        .match_requests(|r| {
+            r.tagging_directive() == Some(&TaggingDirective::Replace) && r.tagging().is_none()
+        })
+        .then_output(|| CopyObjectOutput::builder().build());
+    let c = client(&[&tagging, &copy]);
+    let source = S3Source::from_client(c.clone(), "prod-assets").with_tags(TagMode::None);
+    let sink = S3Sink::from_client(c, "escrow-assets");
+    let item = Item::new("a", ItemKind::Object, 1, "\"e\"");
+    let payload = source.read(&item).await.unwrap();
+    sink.write(&item, payload).await.unwrap();
+    assert_eq!((tagging.num_calls(), copy.num_calls()), (0, 1));
+    assert!(!source.keeps_tags(), "verify compares no tags");
+}
+
+/// A copy in parts cannot copy tags server-side: in `copy` mode the sink
+/// reads them from the source (escrow credentials) and sets them.
+#[tokio::test]
+async fn a_copy_in_parts_reads_the_tags_it_cannot_copy() {
+    let tagging = mock!(Client::get_object_tagging)
+        .match_requests(|r| {
+            r.bucket() == Some("src")
+                && r.key() == Some("big.bin")
+                && r.expected_bucket_owner() == Some("111111111111")
+        })
+        .then_output(|| {
+            GetObjectTaggingOutput::builder()
+                .tag_set(Tag::builder().key("team").value("ops").build().unwrap())
+                .build()
+                .unwrap()
+        });
+    let (head, create, part, complete) = (source_head(), create_upload(), part_ok(), complete_ok());
+    let c = client(&[&tagging, &head, &create, &part, &complete]);
+    let (item, _) = big_ref(12 * MIB);
+    let source =
+        S3Source::from_client(c.clone(), "src").with_expected_owner(Some("111111111111".into()));
+    let payload = source.read(&item).await.unwrap();
+    assert_eq!(tagging.num_calls(), 0, "the source reads no tags in copy mode");
+    multipart_sink(c).write(&item, payload).await.unwrap();
+    assert_eq!((tagging.num_calls(), create.num_calls(), complete.num_calls()), (1, 1, 1));
+}
+
+/// `tags = "explicit"`: read with GetObjectTagging, set with REPLACE.
 #[tokio::test]
 async fn copy_sends_tags_directives_preconditions_and_owners() {
     let tagging = mock!(Client::get_object_tagging)
@@ -157,6 +236,7 @@ async fn copy_sends_tags_directives_preconditions_and_owners() {
                 .build()
         });
     let source = S3Source::from_client(client(&[&tagging]), "prod-assets")
+        .with_tags(TagMode::Explicit)
         .with_expected_owner(Some("111111111111".into()));
     let sink = S3Sink::from_client(client(&[&copy]), "escrow-assets")
         .with_dest_prefix("pfx/")
@@ -206,7 +286,7 @@ async fn slow_down_is_retried_by_the_executor_not_stacked_on_sdk_retries() {
     // Three calls in all: the SDK did not retry on its own (its standard mode
     // would have made three attempts per executor attempt).
     assert_eq!(copy.num_calls(), 3);
-    assert_eq!(tagging.num_calls(), 3);
+    assert_eq!(tagging.num_calls(), 0, "one request per attempt: tags are copied server-side");
     let faults = FaultCounts::new();
     (0..copy.num_calls() - 1).for_each(|_| faults.add(FaultKind::Throttle));
     assert_eq!(faults.record("s3::mock_requests::slow_down_retried_by_the_executor"), 2);
@@ -231,7 +311,8 @@ async fn access_denied_on_one_key_fails_that_key_only() {
         .build();
     let tagging = no_tags();
     let copy = mock!(Client::copy_object).then_output(|| CopyObjectOutput::builder().build());
-    let source = S3Source::from_client(client(&[&list, &denied, &tagging]), "src");
+    let source = S3Source::from_client(client(&[&list, &denied, &tagging]), "src")
+        .with_tags(TagMode::Explicit);
     let sink = S3Sink::from_client(client(&[&empty, &copy]), "dst");
     let report = fast_executor().execute(Mode::Run, &source, &sink, &Scope::all()).await.unwrap();
     assert_eq!((report.copied, report.failed), (1, 1));
@@ -763,7 +844,7 @@ async fn a_store_without_object_tagging_is_read_as_having_no_tags() {
     let tagging = mock!(Client::get_object_tagging).sequence().http_status(501, Some(
         "<Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented</Message></Error>".into(),
     )).build();
-    let source = S3Source::from_client(client(&[&tagging]), "src");
+    let source = S3Source::from_client(client(&[&tagging]), "src").with_tags(TagMode::Explicit);
     let item = Item::new("k", ItemKind::Object, 1, "\"e\"");
     match source.read(&item).await.unwrap() {
         Payload::Reference(r) => assert!(r.attributes.is_empty()),
