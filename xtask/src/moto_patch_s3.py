@@ -1,4 +1,5 @@
-"""S3 gap of moto 5.2.5: a cross-account CopyObject drops the source's tags.
+"""S3 gaps of moto 5.2.5: a cross-account CopyObject drops the source's tags,
+and a cross-account GetObjectTagging reads none.
 
 Imported by moto_server_escrow.py.
 
@@ -13,6 +14,11 @@ source bucket is another account's; the copy lands untagged. This patch
 copies the source's tags from the source account's tagger after such a copy.
 `REPLACE` still wins: moto applies the request's tags after `copy_object`
 returns. Same-account copies are left to moto, which already copies them.
+
+The same gap makes GetObjectTagging with another account's credentials (the
+escrow reading a primary object's tags, as a copy in parts does) look in the
+caller's tagger and find nothing; AWS answers with the object's tags. This
+patch reads them from the object's own account's tagger.
 """
 
 from moto.s3.models import S3Backend, s3_backends
@@ -34,3 +40,17 @@ def copy_object(self, src_key, dest_bucket_name, dest_key_name, *args, **kwargs)
 
 
 S3Backend.copy_object = copy_object
+
+
+_get_object_tagging = S3Backend.get_object_tagging
+
+
+def get_object_tagging(self, key):
+    owner = getattr(key, "account_id", self.account_id)
+    if owner != self.account_id:
+        partition = getattr(key, "partition", "aws")
+        return s3_backends[owner][partition].tagger.list_tags_for_resource(key.arn)
+    return _get_object_tagging(self, key)
+
+
+S3Backend.get_object_tagging = get_object_tagging

@@ -69,17 +69,19 @@ impl S3Sink {
     /// interrupted run), and only those. Returns how many were aborted.
     pub async fn abort_stale_uploads(&self, older_than: Duration) -> Result<u64> {
         let prefix = format!("{}{JOURNAL_DIR}", self.dest_prefix());
-        let entries: Vec<(String, Option<SystemTime>, u64)> = crate::list::list_objects(
-            self.pacer().cloned(),
-            self.client().clone(),
-            self.bucket().to_string(),
-            prefix.clone(),
-            prefix.len(),
-            self.owner().map(str::to_string),
-        )
-        .map_ok(|item| (item.key, item.modified, item.size))
-        .try_collect()
-        .await?;
+        let entries: Vec<(String, Option<SystemTime>, u64)> =
+            crate::list::list_objects(crate::list::ListRequest {
+                client: self.client().clone(),
+                bucket: self.bucket().to_string(),
+                prefix: prefix.clone(),
+                strip: prefix.len(),
+                owner: self.owner().map(str::to_string),
+                pacer: self.pacer().cloned(),
+                ranges: 1,
+            })
+            .map_ok(|item| (item.key, item.modified, item.size))
+            .try_collect()
+            .await?;
         let cutoff = SystemTime::now().checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut aborted = 0;
         for (upload_id, modified, size) in entries {

@@ -1,96 +1,328 @@
-//! Streaming ListObjectsV2.
+//! Streaming ListObjectsV2 that does not wait.
+//!
+//! - **Ahead of its reader.** A listing runs in a task of its own from the
+//!   moment it is made, a few pages ahead of whoever reads it, so a
+//!   primary's and an escrow's listing overlap each other and the planning
+//!   (bounded: at most [`READAHEAD`] pages wait per listing).
+//! - **Split past one page.** When the first page is truncated, the keys
+//!   after it are cut into key ranges at split points sampled from that
+//!   page ([`split_points`]), and up to `ranges` ranges are listed at once
+//!   (`StartAfter` the range's start, stopping past its end). The ranges are
+//!   disjoint and read back in order, so the listing stays in S3's key order
+//!   and its memory stays bounded by the ranges in flight, whatever the
+//!   bucket's size.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use aws_sdk_s3::Client;
-use futures::{StreamExt, TryStreamExt};
+use aws_sdk_s3::types::Object;
+use futures::stream::BoxStream;
+use futures::{SinkExt, Stream, StreamExt, TryStreamExt};
 
 use crate::util::PaceExt;
 use escrow_sync_aws::sdk_error;
-use escrow_sync_core::{Item, ItemKind, ItemStream};
+use escrow_sync_core::{Item, ItemKind, ItemStream, RequestPacer, Result};
 
-struct Page {
-    token: Option<String>,
-    done: bool,
-}
+/// Pages a listing fetches ahead of its reader.
+pub(crate) const READAHEAD: usize = 2;
+/// Key ranges listed at once by default, once a listing is longer than a
+/// page.
+pub const DEFAULT_LIST_RANGES: usize = 8;
+/// The most split points taken from a first page.
+const MAX_SPLIT_POINTS: usize = 64;
+/// How many character positions, up to the first page's varying one, are
+/// split (each earlier position is a coarser cut of the keys after the page).
+const SPLIT_DEPTH: usize = 4;
 
-/// Lists `bucket` under `prefix`, page by page, yielding items whose keys
-/// have the first `strip` bytes removed (a sink's destination prefix).
-pub(crate) fn list_objects(
-    pacer: Option<escrow_sync_core::RequestPacer>,
+type Pages = BoxStream<'static, Result<Vec<Object>>>;
+
+/// One bucket listing's settings, shared by its ranges.
+#[derive(Debug)]
+struct Lister {
     client: Client,
     bucket: String,
     prefix: String,
-    strip: usize,
-    expected_owner: Option<String>,
-) -> ItemStream<'static> {
-    futures::stream::try_unfold(Page { token: None, done: false }, move |page| {
-        let (client, bucket, prefix, owner, pacer) =
-            (client.clone(), bucket.clone(), prefix.clone(), expected_owner.clone(), pacer.clone());
-        async move {
-            if page.done {
-                return Ok(None);
-            }
-            let out = client
-                .list_objects_v2()
-                .bucket(&bucket)
-                .prefix(&prefix)
-                .set_continuation_token(page.token)
-                .set_expected_bucket_owner(owner)
-                .send()
-                .paced(pacer.as_ref())
-                .await
-                .map_err(|e| sdk_error(e, "s3:ListObjectsV2", format!("s3://{bucket}/{prefix}")))?;
-            let items: Vec<Item> = out
-                .contents()
-                .iter()
-                .filter_map(|o| {
-                    let key = o.key()?;
-                    let logical = key.get(strip..)?.to_string();
-                    let modified = o.last_modified().and_then(|d| SystemTime::try_from(*d).ok());
-                    Some(
-                        Item::new(
-                            logical,
-                            ItemKind::Object,
-                            o.size().unwrap_or(0).max(0) as u64,
-                            o.e_tag().unwrap_or_default(),
-                        )
-                        .with_modified(modified)
-                        .with_checksum_algorithm(
-                            o.checksum_algorithm().first().map(|a| a.as_str().to_string()),
-                        ),
-                    )
-                })
-                .collect();
-            let next = match out.next_continuation_token() {
-                Some(t) if out.is_truncated().unwrap_or(false) && !t.is_empty() => {
-                    Some(t.to_string())
-                }
-                _ => None,
-            };
-            let done = next.is_none();
-            Ok(Some((items, Page { token: next, done })))
-        }
-    })
-    .map_ok(|items| futures::stream::iter(items.into_iter().map(Ok)))
-    .try_flatten()
-    .boxed()
-}
-
-/// Lists `bucket` under `prefix`: every version of every key (one item per
-/// key) when `versions`, else the current objects.
-pub(crate) fn list_keys(
-    versions: bool,
-    pacer: Option<escrow_sync_core::RequestPacer>,
-    client: Client,
-    bucket: String,
-    prefix: String,
-    strip: usize,
     owner: Option<String>,
-) -> ItemStream<'static> {
+    pacer: Option<RequestPacer>,
+}
+
+/// One page: its objects and the token of the next, if truncated.
+struct Page {
+    objects: Vec<Object>,
+    next: Option<String>,
+}
+
+/// Where a range's first request starts.
+#[derive(Debug, Clone)]
+enum Start {
+    /// At the beginning of the prefix.
+    Beginning,
+    /// After a key (`StartAfter`).
+    After(String),
+    /// A continuation token.
+    Token(String),
+}
+
+impl Lister {
+    async fn page(&self, start: &Start) -> Result<Page> {
+        let (after, token) = match start {
+            Start::Beginning => (None, None),
+            Start::After(k) => (Some(k.clone()), None),
+            Start::Token(t) => (None, Some(t.clone())),
+        };
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .set_start_after(after)
+            .set_continuation_token(token)
+            .set_expected_bucket_owner(self.owner.clone())
+            .send()
+            .paced(self.pacer.as_ref())
+            .await
+            .map_err(|e| {
+                sdk_error(e, "s3:ListObjectsV2", format!("s3://{}/{}", self.bucket, self.prefix))
+            })?;
+        let next = match out.next_continuation_token() {
+            Some(t) if out.is_truncated().unwrap_or(false) && !t.is_empty() => Some(t.to_string()),
+            _ => None,
+        };
+        Ok(Page { objects: out.contents.unwrap_or_default(), next })
+    }
+
+    /// The pages of the keys `k` with `start < k <= until` (`until` `None`:
+    /// to the end).
+    fn range(self: Arc<Self>, start: Start, until: Option<String>) -> Pages {
+        futures::stream::try_unfold(Some(start), move |state| {
+            let (lister, until) = (self.clone(), until.clone());
+            async move {
+                let Some(start) = state else { return Ok(None) };
+                let page = lister.page(&start).await?;
+                let mut objects = page.objects;
+                let mut next = page.next.map(Start::Token);
+                if let Some(end) = &until
+                    && let Some(cut) =
+                        objects.iter().position(|o| o.key().unwrap_or("") > end.as_str())
+                {
+                    objects.truncate(cut);
+                    next = None;
+                }
+                Ok(Some((objects, next)))
+            }
+        })
+        .boxed()
+    }
+}
+
+/// One listing of a bucket: where, as whom, how fast.
+#[derive(Debug, Clone)]
+pub(crate) struct ListRequest {
+    pub(crate) client: Client,
+    pub(crate) bucket: String,
+    pub(crate) prefix: String,
+    /// Bytes removed from each key (a sink's destination prefix).
+    pub(crate) strip: usize,
+    pub(crate) owner: Option<String>,
+    pub(crate) pacer: Option<RequestPacer>,
+    /// Key ranges listed at once past the first page (1: one listing).
+    pub(crate) ranges: usize,
+}
+
+/// Lists the request's bucket under its prefix, page by page in key order,
+/// yielding items whose keys have the first `strip` bytes removed; up to
+/// `ranges` key ranges at once past the first page.
+pub(crate) fn list_objects(req: ListRequest) -> ItemStream<'static> {
+    let ListRequest { client, bucket, prefix, strip, owner, pacer, ranges } = req;
+    let lister = Arc::new(Lister { client, bucket, prefix, owner, pacer });
+    let head = async move {
+        let first = lister.page(&Start::Beginning).await?;
+        let rest: Pages = match first.next {
+            None => futures::stream::empty().boxed(),
+            Some(token) => {
+                let keys: Vec<&str> = first.objects.iter().filter_map(|o| o.key()).collect();
+                let points = if ranges > 1 {
+                    split_points(&keys, &lister.prefix, MAX_SPLIT_POINTS)
+                } else {
+                    Vec::new()
+                };
+                match keys.last() {
+                    Some(last) if !points.is_empty() => {
+                        split(lister.clone(), last.to_string(), points, ranges)
+                    }
+                    _ => lister.clone().range(Start::Token(token), None),
+                }
+            }
+        };
+        Ok::<_, escrow_sync_core::Error>(
+            futures::stream::once(futures::future::ready(Ok(first.objects))).chain(rest),
+        )
+    };
+    let pages = ahead(futures::stream::once(head).try_flatten().boxed(), READAHEAD);
+    pages
+        .map_ok(move |objects| futures::stream::iter(items(objects, strip).map(Ok)))
+        .try_flatten()
+        .boxed()
+}
+
+/// The keys after `last` as ranges cut at `points` (ascending, all above
+/// `last`), listed up to `ranges` at once and read back in order.
+fn split(lister: Arc<Lister>, last: String, points: Vec<String>, ranges: usize) -> Pages {
+    let starts: Vec<String> = std::iter::once(last).chain(points.iter().cloned()).collect();
+    let ends = points.into_iter().map(Some).chain(std::iter::once(None));
+    let bounds: Vec<(String, Option<String>)> = starts.into_iter().zip(ends).collect();
+    tracing::debug!(bucket = %lister.bucket, ranges = bounds.len(), "listing in key ranges");
+    futures::stream::iter(bounds)
+        .map(move |(after, until)| {
+            // Each range starts listing when it comes within `ranges` of
+            // the one being read: at most `ranges` run ahead.
+            futures::future::ready(ahead(
+                lister.clone().range(Start::After(after), until),
+                READAHEAD,
+            ))
+        })
+        .buffered(ranges)
+        .flatten()
+        .boxed()
+}
+
+/// Split points for the keys after a first page of `keys` (ascending):
+/// for the last few character positions up to the one where the page's
+/// keys start to differ, the last key's stem up to that position followed by
+/// each character the page uses that sorts above the last key's own. Every
+/// point sorts above the last key and starts with `prefix`; at most `max`,
+/// ascending.
+pub(crate) fn split_points(keys: &[&str], prefix: &str, max: usize) -> Vec<String> {
+    let (Some(first), Some(last)) = (keys.first(), keys.last()) else { return Vec::new() };
+    let mut alphabet: Vec<char> =
+        keys.iter().flat_map(|k| k.get(prefix.len()..).unwrap_or("").chars()).collect();
+    alphabet.sort_unstable();
+    alphabet.dedup();
+    // Where the page's keys begin to differ (a char boundary of both).
+    let differ = first
+        .char_indices()
+        .zip(last.chars())
+        .find(|((_, a), b)| a != b)
+        .map_or(first.len().min(last.len()), |((i, _), _)| i);
+    let positions: Vec<(usize, char)> =
+        last.char_indices().filter(|(i, _)| *i >= prefix.len() && *i <= differ).collect();
+    let mut points: Vec<String> = positions
+        .iter()
+        .rev()
+        .take(SPLIT_DEPTH)
+        .flat_map(|&(at, own)| {
+            let stem = &last[..at];
+            alphabet.iter().filter(move |c| **c > own).map(move |c| format!("{stem}{c}"))
+        })
+        .filter(|p| p.as_str() > *last)
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    if points.len() > max {
+        let step = points.len().div_ceil(max);
+        points = points.into_iter().step_by(step).collect();
+    }
+    points
+}
+
+/// Items from listed objects, keys with their first `strip` bytes removed.
+fn items(objects: Vec<Object>, strip: usize) -> impl Iterator<Item = Item> {
+    objects.into_iter().filter_map(move |o| {
+        let logical = o.key()?.get(strip..)?.to_string();
+        let modified = o.last_modified().and_then(|d| SystemTime::try_from(*d).ok());
+        Some(
+            Item::new(
+                logical,
+                ItemKind::Object,
+                o.size().unwrap_or(0).max(0) as u64,
+                o.e_tag().unwrap_or_default(),
+            )
+            .with_modified(modified)
+            .with_checksum_algorithm(
+                o.checksum_algorithm().first().map(|a| a.as_str().to_string()),
+            ),
+        )
+    })
+}
+
+/// Runs `pages` in a task of its own, at most `capacity` pages ahead of the
+/// returned stream; the task stops when the stream is dropped. Outside an
+/// async runtime, `pages` as is.
+fn ahead(pages: Pages, capacity: usize) -> Pages {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return pages };
+    let (mut tx, rx) = futures::channel::mpsc::channel(capacity.saturating_sub(1));
+    let task = runtime.spawn(async move {
+        let mut pages = pages;
+        while let Some(page) = pages.next().await {
+            let end = page.is_err();
+            if tx.send(page).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    Ahead { rx, task }.boxed()
+}
+
+/// The reading end of [`ahead`]: aborts the listing task when dropped.
+struct Ahead {
+    rx: futures::channel::mpsc::Receiver<Result<Vec<Object>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stream for Ahead {
+    type Item = Result<Vec<Object>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_next_unpin(cx)
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Lists the request's bucket: every version of every key (one item per
+/// key) when `versions`, else the current objects.
+pub(crate) fn list_keys(versions: bool, req: ListRequest) -> ItemStream<'static> {
     if versions {
+        let ListRequest { client, bucket, prefix, strip, owner, pacer, .. } = req;
         crate::versions::list_versions(pacer, client, bucket, prefix, strip, owner)
     } else {
-        list_objects(pacer, client, bucket, prefix, strip, owner)
+        list_objects(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_points;
+
+    #[test]
+    fn split_points_cut_the_keys_after_a_numbered_page() {
+        let keys: Vec<String> = (0..1000).map(|i| format!("obj/{i:06}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let points = split_points(&keys, "obj/", 64);
+        // Digits after the page: obj/001..obj/009, obj/01..obj/09, obj/1..obj/9.
+        assert!(points.contains(&"obj/001".to_string()), "{points:?}");
+        assert!(points.contains(&"obj/01".to_string()), "{points:?}");
+        assert!(points.contains(&"obj/1".to_string()), "{points:?}");
+        assert!(points.iter().all(|p| p.as_str() > "obj/000999" && p.starts_with("obj/")));
+        assert!(points.windows(2).all(|w| w[0] < w[1]), "ascending: {points:?}");
+        assert!(split_points(&keys, "obj/", 5).len() <= 5);
+    }
+
+    #[test]
+    fn split_points_stay_within_the_prefix_and_above_the_page() {
+        assert!(split_points(&[], "p/", 8).is_empty());
+        // One key: nothing differs; points still sort above it.
+        let points = split_points(&["p/abc"], "p/", 64);
+        assert!(points.iter().all(|p| p.as_str() > "p/abc" && p.starts_with("p/")), "{points:?}");
+        // Multibyte characters cut on character boundaries.
+        let points = split_points(&["p/é1", "p/é2", "p/ü3"], "p/", 64);
+        assert!(points.iter().all(|p| p.as_str() > "p/ü3" && p.starts_with("p/")), "{points:?}");
     }
 }

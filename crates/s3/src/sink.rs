@@ -16,7 +16,7 @@ use escrow_sync_core::{
     ServerSideRef, Sink,
 };
 
-use crate::list::list_keys;
+use crate::list::{ListRequest, list_keys};
 use std::sync::Arc;
 
 use crate::multipart::{MultipartOptions, PartBudget, SOURCE_ETAG_META, SourceHead};
@@ -37,6 +37,7 @@ pub struct S3Sink {
     pacer: Option<RequestPacer>,
     versions: bool,
     cleanup: Cleanup,
+    list_ranges: usize,
 }
 
 /// The background clean-up of a sink's copies that were dropped half-way
@@ -89,6 +90,7 @@ impl S3Sink {
             pacer: None,
             versions: false,
             cleanup: Cleanup::default(),
+            list_ranges: crate::list::DEFAULT_LIST_RANGES,
         }
     }
 
@@ -103,6 +105,14 @@ impl S3Sink {
 
     pub(crate) fn cleanup(&self) -> &Cleanup {
         &self.cleanup
+    }
+
+    /// Key ranges listed at once once a listing is longer than a page
+    /// (default [`crate::DEFAULT_LIST_RANGES`]; 1: one listing from start
+    /// to end).
+    pub fn with_list_ranges(mut self, ranges: usize) -> Self {
+        self.list_ranges = ranges.max(1);
+        self
     }
 
     /// When and how objects are copied in parts (UploadPartCopy).
@@ -435,12 +445,15 @@ impl Sink for S3Sink {
         // escrow-sync's own upload journal is not escrow data.
         list_keys(
             self.versions,
-            self.pacer.clone(),
-            self.client.clone(),
-            self.bucket.clone(),
-            prefix,
-            self.dest_prefix.len(),
-            self.owner.clone(),
+            ListRequest {
+                client: self.client.clone(),
+                bucket: self.bucket.clone(),
+                prefix,
+                strip: self.dest_prefix.len(),
+                owner: self.owner.clone(),
+                pacer: self.pacer.clone(),
+                ranges: self.list_ranges,
+            },
         )
         .try_filter(|item| {
             futures::future::ready(!item.key.starts_with(crate::journal::JOURNAL_DIR))

@@ -11,7 +11,7 @@ use escrow_sync_core::{
     Item, ItemStream, Payload, RequestPacer, Result, Scope, ServerSideRef, Source,
 };
 
-use crate::list::list_keys;
+use crate::list::{ListRequest, list_keys};
 use crate::range::S3Range;
 use crate::tags::{TAGS_COPIED_ATTR, TagMode};
 use crate::util::{TAG_PREFIX, s3_error, url};
@@ -27,6 +27,7 @@ pub struct S3Source {
     streaming: bool,
     versions: bool,
     tags: TagMode,
+    list_ranges: usize,
 }
 
 impl S3Source {
@@ -41,6 +42,7 @@ impl S3Source {
             streaming: false,
             versions: false,
             tags: TagMode::default(),
+            list_ranges: crate::list::DEFAULT_LIST_RANGES,
         }
     }
 
@@ -82,6 +84,14 @@ impl S3Source {
     /// How copies get the objects' tags.
     pub fn tags(&self) -> TagMode {
         self.tags
+    }
+
+    /// Key ranges listed at once once a listing is longer than a page
+    /// (default [`crate::DEFAULT_LIST_RANGES`]; 1: one listing from start
+    /// to end).
+    pub fn with_list_ranges(mut self, ranges: usize) -> Self {
+        self.list_ranges = ranges.max(1);
+        self
     }
 
     /// Paces every request of this source (`max_requests_per_second`).
@@ -187,12 +197,15 @@ impl Source for S3Source {
         };
         list_keys(
             self.versions,
-            self.pacer.clone(),
-            self.client.clone(),
-            self.bucket.clone(),
-            prefix,
-            0,
-            self.owner.clone(),
+            ListRequest {
+                client: self.client.clone(),
+                bucket: self.bucket.clone(),
+                prefix,
+                strip: 0,
+                owner: self.owner.clone(),
+                pacer: self.pacer.clone(),
+                ranges: self.list_ranges,
+            },
         )
     }
 

@@ -2,6 +2,7 @@
 //! aws-smithy-mocks. The emulator does not enforce `CopySourceIfMatch` nor
 //! `ExpectedBucketOwner` (DESIGN.md §4), so those paths are covered here.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -980,4 +981,68 @@ async fn a_200_response_with_an_error_body_to_a_copy_or_a_part_copy_is_retryable
     // One CopyObject; parts fail on their own retries (part_retry) until one
     // part's budget runs out.
     assert!(faults.record("s3::mock_requests::copy_200_with_error_retryable") >= 2);
+}
+
+/// A client whose ListObjectsV2 serves `keys` (sorted) as S3 does: 1,000 a
+/// page, after `StartAfter` or the continuation token (the last key sent);
+/// records each request's StartAfter.
+fn keyspace_client(keys: Vec<String>, starts: Arc<Mutex<Vec<Option<String>>>>) -> Client {
+    let rule = mock!(Client::list_objects_v2).then_compute_output(move |req| {
+        starts.lock().unwrap().push(req.start_after().map(str::to_string));
+        let after = req.continuation_token().or(req.start_after()).unwrap_or("");
+        let prefix = req.prefix().unwrap_or("");
+        let page: Vec<&String> = keys
+            .iter()
+            .filter(|k| k.as_str() > after && k.starts_with(prefix))
+            .take(1001)
+            .collect();
+        let mut out = ListObjectsV2Output::builder();
+        for k in page.iter().take(1000) {
+            out = out.contents(object(k, 1, "\"e\""));
+        }
+        if page.len() > 1000 {
+            out = out.is_truncated(true).next_continuation_token(page[999].clone());
+        }
+        out.build()
+    });
+    mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule])
+}
+
+/// Past one page a listing is split into key ranges listed at once, and read
+/// back in S3's key order: every key once, in order, whatever the keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_listings_come_back_whole_and_in_key_order() {
+    let mut keys: Vec<String> = (0..12_345).map(|i| format!("data/obj/{i:06}")).collect();
+    // Keys that no split point anticipates: other characters, a folder
+    // marker equal to a would-be split point, multibyte characters.
+    keys.extend(
+        ["data/obj/001", "data/obj/0~", "data/obj/Z", "data/obj/é", "data/obj/01/x"]
+            .map(String::from),
+    );
+    keys.extend((0..1500).map(|i| format!("data/z{i}")));
+    keys.extend(["other/outside".to_string()]);
+    keys.sort();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let c = keyspace_client(keys.clone(), starts.clone());
+    let want: Vec<String> = keys.iter().filter(|k| k.starts_with("data/")).cloned().collect();
+    for ranges in [1, 2, 8] {
+        starts.lock().unwrap().clear();
+        let source =
+            S3Source::from_client(c.clone(), "src").with_prefix("data/").with_list_ranges(ranges);
+        let got: Vec<String> =
+            source.list(&Scope::all()).map_ok(|i| i.key).try_collect().await.unwrap();
+        assert_eq!(got.len(), want.len(), "ranges {ranges}: every key once");
+        assert!(got == want, "ranges {ranges}: in key order");
+        let split = starts.lock().unwrap().iter().filter(|s| s.is_some()).count();
+        if ranges == 1 {
+            assert_eq!(split, 0, "one listing, continuation tokens only");
+        } else {
+            assert!(split > 1, "ranges {ranges}: listed in key ranges ({split} StartAfter)");
+        }
+    }
+    // The sink's listing splits the same way, keys in the source's key space.
+    let sink = S3Sink::from_client(c, "dst").with_dest_prefix("data/");
+    let got: Vec<String> = sink.list(&Scope::all()).map_ok(|i| i.key).try_collect().await.unwrap();
+    let stripped: Vec<String> = want.iter().map(|k| k["data/".len()..].to_string()).collect();
+    assert!(got == stripped, "the sink's split listing is whole and in order");
 }
