@@ -52,6 +52,10 @@ use escrow_sync_core::{
 
 use crate::checkpoint::{CheckpointStore, SavedScan};
 use crate::compare::{compare, tally};
+use crate::incremental::{
+    Change, ExportPlan, KIND_FULL, KIND_INCREMENTAL, Link, ViewType, Watermark, check_base, micros,
+    plan_export, read_changes_capped, time_text,
+};
 use crate::json::{Record, from_line, to_line};
 use crate::keys::{KeySchema, KeySetDigest, content_digest};
 use crate::scan::{Checkpoint, ScanOptions, TableScanner, starting_points};
@@ -367,6 +371,19 @@ fn for_each_line(
     cap: u64,
     mut f: impl FnMut(Result<Record>) -> Result<()>,
 ) -> Result<u64> {
+    let fail = |what: String| Error::new(ErrorKind::Failed, "read export file", name, what);
+    for_each_text_line(data, name, cap, |text| f(from_line(text).map_err(|e| fail(e.to_string()))))
+}
+
+/// Streams the non-empty lines of a gzip data file (at most `cap` bytes
+/// decompressed, each line at most [`LINE_CAP`]) into `f`; returns the
+/// decompressed bytes.
+pub(crate) fn for_each_text_line(
+    data: &[u8],
+    name: &str,
+    cap: u64,
+    mut f: impl FnMut(&str) -> Result<()>,
+) -> Result<u64> {
     use std::io::BufRead;
     let fail = |what: String| Error::new(ErrorKind::Failed, "read export file", name, what);
     let mut reader = std::io::BufReader::new(GzDecoder::new(data).take(cap.saturating_add(1)));
@@ -393,7 +410,7 @@ fn for_each_line(
         if text.is_empty() {
             continue;
         }
-        f(from_line(text).map_err(|e| fail(e.to_string())))?;
+        f(text)?;
     }
 }
 
@@ -465,10 +482,108 @@ pub fn check_native_source(job: &str, source: &TableInfo) -> Result<()> {
         "job {job}: mode = \"native-export\" needs point-in-time recovery on source table {}, and \
          it is off: enable it in the primary (aws dynamodb update-continuous-backups --table-name \
          {} --point-in-time-recovery-specification PointInTimeRecoveryEnabled=true) or use mode = \
-         \"scan\"",
+         \"scan\" (mode = \"native-incremental\" needs it too)",
         source.name(),
         source.name()
     )))
+}
+
+fn secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn from_secs(v: &Value) -> Option<std::time::SystemTime> {
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(v.as_u64()?))
+}
+
+/// The plan of a started export, as its checkpoint keeps it.
+fn plan_to_json(plan: &ExportPlan) -> Value {
+    match plan {
+        ExportPlan::Full { at, .. } => json!({"kind": KIND_FULL, "at": secs(*at)}),
+        ExportPlan::Incremental { base, from, to } => json!({
+            "kind": KIND_INCREMENTAL, "base": base, "from": secs(*from), "to": secs(*to)
+        }),
+        ExportPlan::Skip { .. } => Value::Null,
+    }
+}
+
+fn plan_from_json(v: &Value) -> Option<ExportPlan> {
+    match v["kind"].as_str()? {
+        KIND_FULL => Some(ExportPlan::Full { at: from_secs(&v["at"])?, reason: String::new() }),
+        KIND_INCREMENTAL => Some(ExportPlan::Incremental {
+            base: v["base"].as_str()?.to_string(),
+            from: from_secs(&v["from"])?,
+            to: from_secs(&v["to"])?,
+        }),
+        _ => None,
+    }
+}
+
+/// Refuses a finished export whose description is not the export asked
+/// for: another export type, or another window or export time than
+/// requested (a watermark comes from what escrow-sync asked, checked here).
+fn check_reported(
+    plan: &ExportPlan,
+    d: &aws_sdk_dynamodb::types::ExportDescription,
+    arn: &str,
+) -> Result<()> {
+    use aws_sdk_dynamodb::types::ExportType;
+    let refuse = |what: String| {
+        Error::new(
+            ErrorKind::PreconditionFailed,
+            "dynamodb:DescribeExport",
+            arn,
+            format!("{what}: not the export escrow-sync asked for; the next run asks again"),
+        )
+    };
+    let same = |t: Option<&aws_smithy_types::DateTime>, want: std::time::SystemTime| {
+        t.is_none_or(|t| t.secs() == secs(want) as i64)
+    };
+    let shown = |t: Option<&aws_smithy_types::DateTime>| {
+        t.map_or("none".to_string(), |t| format!("{} s since 1970", t.secs()))
+    };
+    match plan {
+        ExportPlan::Incremental { from, to, .. } => {
+            if let Some(t) = d.export_type()
+                && *t != ExportType::IncrementalExport
+            {
+                return Err(refuse(format!("DynamoDB reports a {} export", t.as_str())));
+            }
+            if let Some(spec) = d.incremental_export_specification()
+                && (!same(spec.export_from_time(), *from) || !same(spec.export_to_time(), *to))
+            {
+                return Err(refuse(format!(
+                    "DynamoDB reports the window {} to {}, escrow-sync asked for {} to {}",
+                    shown(spec.export_from_time()),
+                    shown(spec.export_to_time()),
+                    time_text(*from),
+                    time_text(*to)
+                )));
+            }
+        }
+        ExportPlan::Full { at, .. } => {
+            if let Some(t) = d.export_type()
+                && *t != ExportType::FullExport
+            {
+                return Err(refuse(format!("DynamoDB reports a {} export", t.as_str())));
+            }
+            if !same(d.export_time(), *at) {
+                return Err(refuse(format!(
+                    "DynamoDB reports the export time {}, escrow-sync asked for {}",
+                    shown(d.export_time()),
+                    time_text(*at)
+                )));
+            }
+        }
+        ExportPlan::Skip { .. } => {}
+    }
+    Ok(())
+}
+
+/// The decompressed length of a gzip data file (already read once, under
+/// its cap).
+fn gunzipped_len(data: &[u8]) -> u64 {
+    for_each_text_line(data, "", u64::MAX, |_| Ok(())).unwrap_or(0)
 }
 
 /// The sink's state kept with the checkpoints: which generation is being
@@ -546,6 +661,7 @@ pub struct ExportJob {
     retry: RetryPolicy,
     difference_limit: usize,
     native: Option<Native>,
+    incremental: Option<ViewType>,
     item_log: Option<ItemLog>,
     recorded: Option<BTreeMap<String, String>>,
 }
@@ -630,6 +746,7 @@ impl ExportJob {
             retry: RetryPolicy::default(),
             difference_limit: 1000,
             native: None,
+            incremental: None,
             item_log: None,
             recorded: None,
         })
@@ -654,6 +771,19 @@ impl ExportJob {
             timeout: Duration::from_secs(6 * 3600),
             max_poll: Duration::from_secs(30),
         });
+        self
+    }
+
+    /// Native incremental export (`mode = "native-incremental"`, with
+    /// [`ExportJob::with_native_export`]): each run exports only the
+    /// changes since the watermark of the newest generation a run manifest
+    /// records ([`ExportJob::with_recorded_generations`]), with the `view`
+    /// asked for, and stores them as an incremental generation; a first run,
+    /// a gap over 24 hours or no recorded generation falls back to a full
+    /// export, and a run within 15 minutes of the watermark exports nothing
+    /// ([`crate::incremental::plan_export`]).
+    pub fn with_incremental(mut self, view: ViewType) -> Self {
+        self.incremental = Some(view);
         self
     }
 
@@ -854,19 +984,43 @@ impl ExportJob {
             Some((
                 v["generation"].as_str()?.to_string(),
                 v["export_arn"].as_str().map(String::from),
+                plan_from_json(&v["plan"]),
             ))
         });
-        let (generation, known_arn) = match resumed {
-            Some((generation, arn)) => {
+        let (generation, known_arn, plan) = match resumed {
+            Some((generation, arn, plan)) => {
                 report.notes.push(format!(
                     "went on with native export generation {generation} that an earlier run started"
                 ));
-                (generation, arn)
+                (generation, arn, plan)
             }
-            None => (generation_id(&self.started), None),
+            None => {
+                let plan = match self.incremental {
+                    Some(_) => Some(self.plan_incremental(&mut report).await?),
+                    None => None,
+                };
+                match &plan {
+                    Some(ExportPlan::Skip { reason }) => {
+                        report.notes.push(reason.clone());
+                        report.elapsed = began.elapsed();
+                        return Ok(report);
+                    }
+                    Some(ExportPlan::Full { reason, .. }) => report.notes.push(reason.clone()),
+                    Some(ExportPlan::Incremental { base, from, to }) => report.notes.push(format!(
+                        "incremental export of the changes from {} to {} on top of \
+                             generation {base}",
+                        time_text(*from),
+                        time_text(*to)
+                    )),
+                    None => {}
+                }
+                (generation_id(&self.started), None, plan)
+            }
         };
+        let plan_json = plan.as_ref().map(plan_to_json);
         let save = |arn: Option<&str>| {
-            let state = json!({"generation": generation, "export_arn": arn}).to_string();
+            let state =
+                json!({"generation": generation, "export_arn": arn, "plan": plan_json}).to_string();
             let scan = self.saved(0, Vec::new(), state);
             async move {
                 match &self.checkpoints {
@@ -893,6 +1047,29 @@ impl ExportJob {
                         .s3_sse_algorithm(aws_sdk_dynamodb::types::S3SseAlgorithm::Kms)
                         .s3_sse_kms_key_id(key);
                 }
+                req = match (&plan, self.incremental) {
+                    (Some(ExportPlan::Incremental { from, to, .. }), Some(view)) => {
+                        use aws_sdk_dynamodb::types::{
+                            ExportType, ExportViewType, IncrementalExportSpecification,
+                        };
+                        let view = match view {
+                            ViewType::NewAndOldImages => ExportViewType::NewAndOldImages,
+                            ViewType::NewImage => ExportViewType::NewImage,
+                        };
+                        req.export_type(ExportType::IncrementalExport)
+                            .incremental_export_specification(
+                                IncrementalExportSpecification::builder()
+                                    .export_from_time(aws_smithy_types::DateTime::from(*from))
+                                    .export_to_time(aws_smithy_types::DateTime::from(*to))
+                                    .export_view_type(view)
+                                    .build(),
+                            )
+                    }
+                    (Some(ExportPlan::Full { at, .. }), _) => req
+                        .export_type(aws_sdk_dynamodb::types::ExportType::FullExport)
+                        .export_time(aws_smithy_types::DateTime::from(*at)),
+                    _ => req,
+                };
                 let out = req.send().await.map_err(|e| {
                     escrow_sync_aws::sdk_error(
                         e,
@@ -944,11 +1121,19 @@ impl ExportJob {
                 ),
             ));
         }
+        if let Some(plan) = &plan
+            && let Err(e) = check_reported(plan, &description, &arn)
+        {
+            // DynamoDB's answer is not the export asked for: the next run
+            // asks again rather than trusting it.
+            self.forget().await;
+            return Err(e);
+        }
         let dir = format!("{}{generation}/", self.prefix);
         let fmt = |t: Option<&aws_smithy_types::DateTime>| {
             t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
         };
-        let extra = json!({
+        let mut extra = json!({
             "mode": "native-export",
             "export_arn": arn,
             "export_time": fmt(description.export_time()),
@@ -956,17 +1141,44 @@ impl ExportJob {
             "billed_size_bytes": description.billed_size_bytes(),
             "export_manifest": description.export_manifest(),
         });
+        let window = match &plan {
+            Some(ExportPlan::Incremental { from, to, .. }) => Some((micros(*from), micros(*to))),
+            _ => None,
+        };
+        if let (Some(plan), Some(m)) = (&plan, extra.as_object_mut()) {
+            m.insert("mode".into(), json!("native-incremental"));
+            match plan {
+                ExportPlan::Incremental { base, from, to } => {
+                    m.insert("kind".into(), json!(KIND_INCREMENTAL));
+                    m.insert("base_generation".into(), json!(base));
+                    m.insert("export_from_time".into(), json!(time_text(*from)));
+                    m.insert("export_to_time".into(), json!(time_text(*to)));
+                    m.insert("watermark".into(), json!(time_text(*to)));
+                    m.insert(
+                        "export_view_type".into(),
+                        json!(self.incremental.unwrap_or_default().as_str()),
+                    );
+                    m.insert("data_format".into(), json!("DYNAMODB_JSON_CHANGES"));
+                }
+                ExportPlan::Full { at, .. } => {
+                    m.insert("kind".into(), json!(KIND_FULL));
+                    m.insert("watermark".into(), json!(time_text(*at)));
+                }
+                ExportPlan::Skip { .. } => {}
+            }
+        }
         let expected = description.item_count().map(|n| n.max(0) as u64);
         let staged = format!("{}{generation}/", self.staged_prefix());
-        let completed = match self.native_files(&staged, &description, &mut report).await {
-            Ok(files) => match self.copy_staged(&generation, &staged, files).await {
-                Ok((keys, written)) => {
-                    self.complete(&generation, keys, written, extra, expected).await
-                }
+        let completed =
+            match self.native_files(&staged, &description, window.is_some(), &mut report).await {
+                Ok(files) => match self.copy_staged(&generation, &staged, files, window).await {
+                    Ok((keys, written)) => {
+                        self.complete(&generation, keys, written, extra, expected).await
+                    }
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
+            };
         let files = match completed {
             Ok(files) => files,
             Err(e) => {
@@ -985,14 +1197,97 @@ impl ExportJob {
         }
         report.copied = files.iter().map(|f| f.items).sum();
         report.bytes_copied = files.iter().map(|f| f.compressed_bytes).sum();
+        let what = if window.is_some() { "incremental native export" } else { "native export" };
         report.notes.push(format!(
-            "native export generation {generation} is complete: {} items in {} files under {}{dir}",
+            "{what} generation {generation} is complete: {} items in {} files under {}{dir}",
             report.copied,
             files.len(),
             self.location
         ));
         report.elapsed = began.elapsed();
         Ok(report)
+    }
+
+    /// The newest generation a run manifest records, when its verified
+    /// `manifest.json` records a watermark (a native-incremental
+    /// generation); `None` otherwise, with a note saying why.
+    pub async fn watermark(&self, notes: &mut Vec<String>) -> Result<Option<Watermark>> {
+        let Some(recorded) = &self.recorded else {
+            notes.push(
+                "no run manifests ([escrow] manifest_bucket): no watermark can be trusted".into(),
+            );
+            return Ok(None);
+        };
+        let choice = choose_generation(
+            &self.complete_generations().await?,
+            Some(recorded),
+            None,
+            &self.destination(),
+        );
+        notes.extend(choice.notes);
+        let Some(generation) = choice.generation else { return Ok(None) };
+        let manifest =
+            self.trusted_manifest(&generation, choice.manifest_sha256.as_deref()).await?;
+        let Some(text) = manifest["watermark"].as_str() else {
+            notes.push(format!(
+                "generation {generation} records no watermark (it was not written by a \
+                 native-incremental run)"
+            ));
+            return Ok(None);
+        };
+        let time = escrow_sync_core::time::parse_rfc3339(text).ok_or_else(|| {
+            Error::new(
+                ErrorKind::PreconditionFailed,
+                "read manifest",
+                format!("{}{}", self.location, manifest_key(&self.prefix, &generation)),
+                format!("watermark {text:?} is not an RFC 3339 time"),
+            )
+        })?;
+        Ok(Some(Watermark { generation, time }))
+    }
+
+    /// What this run of a native-incremental job asks for: the watermark,
+    /// this run's time (or DynamoDB's latest restorable time, if earlier)
+    /// and the earliest time point-in-time recovery reaches.
+    async fn plan_incremental(&self, report: &mut Report) -> Result<ExportPlan> {
+        let watermark = self.watermark(&mut report.notes).await?;
+        let now = escrow_sync_core::time::parse_rfc3339(&self.started)
+            .unwrap_or_else(std::time::SystemTime::now);
+        let (earliest, latest) = match self
+            .primary
+            .describe_continuous_backups()
+            .table_name(self.source.name())
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let pitr = out
+                    .continuous_backups_description
+                    .and_then(|d| d.point_in_time_recovery_description);
+                let time = |t: Option<&aws_smithy_types::DateTime>| {
+                    t.and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                };
+                (
+                    pitr.as_ref().and_then(|p| time(p.earliest_restorable_date_time())),
+                    pitr.as_ref().and_then(|p| time(p.latest_restorable_date_time())),
+                )
+            }
+            Err(e) => {
+                let e = escrow_sync_aws::sdk_error(
+                    e,
+                    "dynamodb:DescribeContinuousBackups",
+                    self.source.name(),
+                );
+                report.warnings.push(format!(
+                    "could not read the point-in-time recovery window ({}): asking up to this \
+                     run's time",
+                    e.chain()
+                ));
+                (None, None)
+            }
+        };
+        let to = latest.map_or(now, |l| l.min(now));
+        Ok(plan_export(watermark.as_ref(), to, earliest))
     }
 
     /// Where this table's native exports land: `<staging_prefix><table>/`.
@@ -1010,6 +1305,7 @@ impl ExportJob {
         generation: &str,
         staged: &str,
         files: Vec<StagedFile>,
+        window: Option<(u64, u64)>,
     ) -> Result<(Vec<String>, BTreeMap<String, FileStat>)> {
         let dir = format!("{}{generation}/", self.prefix);
         let mut keys = Vec::new();
@@ -1044,7 +1340,21 @@ impl ExportJob {
                     )));
                 }
             }
-            let (items, bytes) = count_data_file(&data, &name, self.data_cap())?;
+            let (items, bytes) = match window {
+                // Change lines, each checked against the key schema and the
+                // window asked for.
+                Some(w) => {
+                    let changes = read_changes_capped(
+                        &data,
+                        &name,
+                        self.data_cap(),
+                        Some(&self.keys),
+                        Some(w),
+                    )?;
+                    (changes.len() as u64, gunzipped_len(&data))
+                }
+                None => count_data_file(&data, &name, self.data_cap())?,
+            };
             if let Some(n) = file.items
                 && n != items
             {
@@ -1074,6 +1384,7 @@ impl ExportJob {
         &self,
         dir: &str,
         description: &aws_sdk_dynamodb::types::ExportDescription,
+        incremental: bool,
         report: &mut Report,
     ) -> Result<Vec<StagedFile>> {
         let relative = |key: &str| key.strip_prefix(dir).map(str::to_string);
@@ -1126,6 +1437,16 @@ impl ExportJob {
                 });
             }
             return Ok(keys);
+        }
+        if incremental {
+            return Err(Error::new(
+                ErrorKind::PreconditionFailed,
+                "read native export manifest",
+                format!("{}{dir}", self.location),
+                "the incremental export has no DynamoDB manifest (manifest-summary.json and \
+                 manifest-files.json): its files are not trusted; the next run asks for a new \
+                 export",
+            ));
         }
         report.warnings.push(format!(
             "the native export has no DynamoDB manifest: took the data files listed under \
@@ -1634,6 +1955,53 @@ impl ExportJob {
         parse_manifest(&data, &name)
     }
 
+    /// The generations `head` builds on, oldest (a full one) first, each
+    /// with its manifest: a base must be recorded by a run manifest (when
+    /// run manifests are kept), its `manifest.json` checked against the
+    /// recorded SHA-256, and its watermark where the next one's changes
+    /// start ([`crate::incremental::check_base`]).
+    pub async fn chain(
+        &self,
+        head: &str,
+        head_sha256: Option<&str>,
+    ) -> Result<Vec<(String, Value)>> {
+        let location = self.destination();
+        let mut chain = vec![(head.to_string(), self.trusted_manifest(head, head_sha256).await?)];
+        loop {
+            let (generation, manifest) = chain.last().expect("the head");
+            let link = Link::from_manifest(generation, manifest);
+            if !link.incremental() {
+                break;
+            }
+            let base_name = link.base.clone().unwrap_or_default();
+            let sha = self.recorded.as_ref().map(|r| r.get(&base_name));
+            let base = match sha {
+                // Not recorded: unverified, a gap.
+                Some(None) => None,
+                Some(Some(sha)) => self.trusted_manifest_opt(&base_name, Some(sha)).await?,
+                None => self.trusted_manifest_opt(&base_name, None).await?,
+            };
+            let base_link = base.as_ref().map(|m| Link::from_manifest(&base_name, m));
+            check_base(&link, base_link.as_ref(), &location)?;
+            chain.push((base_name, base.expect("checked")));
+        }
+        chain.reverse();
+        Ok(chain)
+    }
+
+    /// [`Self::trusted_manifest`], `None` when there is no `manifest.json`.
+    async fn trusted_manifest_opt(
+        &self,
+        generation: &str,
+        sha256: Option<&str>,
+    ) -> Result<Option<Value>> {
+        match self.trusted_manifest(generation, sha256).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Compares the primary with the latest complete generation: every
     /// data file checked against the manifest's SHA-256, then every
     /// primary item looked up in the generation.
@@ -1659,39 +2027,65 @@ impl ExportJob {
                 if self.recorded.is_some() { " recorded by a run manifest" } else { "" },
                 self.destination()
             )),
-            Some(generation) => {
-                let manifest =
-                    self.trusted_manifest(&generation, choice.manifest_sha256.as_deref()).await?;
-                let dir = format!("{}{generation}/", self.prefix);
-                for file in manifest["files"].as_array().into_iter().flatten() {
-                    let Some(stat) = FileStat::from_json(file) else { continue };
-                    let url = format!("{}{dir}{}", self.location, stat.key);
-                    let Some(data) =
-                        self.fetch(&format!("{dir}{}", stat.key), self.data_cap()).await?
-                    else {
-                        report.unprotected += 1;
-                        report
-                            .findings
-                            .push(Finding::new(url, "listed in the manifest but missing"));
-                        continue;
-                    };
-                    if hex(&Sha256::digest(&data)) != stat.sha256 {
-                        report.unprotected += 1;
-                        report.findings.push(Finding::new(
-                            url,
-                            "its SHA-256 differs from the manifest's: the file was altered",
-                        ));
-                        continue;
-                    }
-                    for record in read_data_file_capped(&data, &url, self.data_cap())? {
-                        let text = self.keys.key_text(&record)?;
-                        held.insert(
-                            Sha256::digest(text.as_bytes()).into(),
-                            content_digest(&record),
-                        );
+            Some(head) => {
+                let chain = self.chain(&head, choice.manifest_sha256.as_deref()).await?;
+                for (generation, manifest) in &chain {
+                    let incremental = Link::from_manifest(generation, manifest).incremental();
+                    let dir = format!("{}{generation}/", self.prefix);
+                    for file in manifest["files"].as_array().into_iter().flatten() {
+                        let Some(stat) = FileStat::from_json(file) else { continue };
+                        let url = format!("{}{dir}{}", self.location, stat.key);
+                        let Some(data) =
+                            self.fetch(&format!("{dir}{}", stat.key), self.data_cap()).await?
+                        else {
+                            report.unprotected += 1;
+                            report
+                                .findings
+                                .push(Finding::new(url, "listed in the manifest but missing"));
+                            continue;
+                        };
+                        if hex(&Sha256::digest(&data)) != stat.sha256 {
+                            report.unprotected += 1;
+                            report.findings.push(Finding::new(
+                                url,
+                                "its SHA-256 differs from the manifest's: the file was altered",
+                            ));
+                            continue;
+                        }
+                        if incremental {
+                            for c in read_changes_capped(&data, &url, self.data_cap(), None, None)?
+                            {
+                                let text = self.keys.key_text(c.change.keys())?;
+                                let key: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+                                match c.change {
+                                    Change::Put { item, .. } => {
+                                        held.insert(key, content_digest(&item));
+                                    }
+                                    Change::Delete { .. } => {
+                                        held.remove(&key);
+                                    }
+                                }
+                            }
+                            continue;
+                        }
+                        for record in read_data_file_capped(&data, &url, self.data_cap())? {
+                            let text = self.keys.key_text(&record)?;
+                            held.insert(
+                                Sha256::digest(text.as_bytes()).into(),
+                                content_digest(&record),
+                            );
+                        }
                     }
                 }
-                report.notes.push(format!("compared with export generation {generation}"));
+                let names: Vec<&str> = chain.iter().map(|(g, _)| g.as_str()).collect();
+                report.notes.push(if names.len() == 1 {
+                    format!("compared with export generation {head}")
+                } else {
+                    format!(
+                        "compared with export generation {head}, composed of {}",
+                        names.join(" + ")
+                    )
+                });
             }
         }
         let scanner =

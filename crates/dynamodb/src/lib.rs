@@ -24,6 +24,7 @@ pub mod checkpoint;
 mod compare;
 pub mod export;
 pub mod history;
+pub mod incremental;
 pub mod job;
 pub mod json;
 pub mod keys;

@@ -944,6 +944,32 @@ impl EscrowTable {
         }
     }
 
+    /// Deletes the items of `keys` (each the key attributes only), one
+    /// DeleteItem each, several in flight: what `restore` does with the
+    /// deletions of an incremental export generation. Returns how many.
+    pub async fn delete_keys(&self, keys: Vec<Record>) -> Result<u64> {
+        let results: Vec<Result<()>> = futures::stream::iter(keys)
+            .map(|key| async move {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| sdk_error(e, "dynamodb:DeleteItem", self.resource()))
+            })
+            .buffer_unordered(self.write_concurrency)
+            .collect()
+            .await;
+        let mut n = 0;
+        for r in results {
+            r?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Writes `items` one PutItem at a time, to find the items a batch
     /// error is about. An error every item meets alike (the first three
     /// fail the same way, none succeeds: a disabled key, a schema problem)

@@ -162,7 +162,9 @@ async fn run(
         .with_read_capacity_percent(job.read_capacity_percent)
         .with_workers(job.workers)
         .with_checkpoints(Some(store));
-        if mode == Mode::Verify {
+        if mode == Mode::Verify || job.incremental() {
+            // verify trusts only recorded generations; an incremental run
+            // takes its watermark only from one.
             let recorded =
                 crate::manifest::recorded_generations(config, &sessions.escrow, job).await?;
             export = export.with_recorded_generations(recorded);
@@ -178,6 +180,10 @@ async fn run(
                     config.escrow.kms_key_id.clone(),
                 )
                 .with_staging_prefix(staging);
+            if job.incremental() {
+                export =
+                    export.with_incremental(escrow_sync_dynamodb::incremental::ViewType::default());
+            }
         }
         return Job::execute(&export, mode, ctx).await;
     }

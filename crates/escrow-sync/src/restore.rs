@@ -810,6 +810,7 @@ async fn restore_generation(
         DEFAULT_FILE_SIZE, MANIFEST_CAP, check_manifest_sha256, choose_generation, collect_capped,
         data_file_cap, generation_id, parse_manifest, read_data_file_capped,
     };
+    use escrow_sync_dynamodb::incremental::{Change, Link, check_base, read_changes_capped};
     use escrow_sync_dynamodb::keys::content_digest;
     let cancel = ctx.cancellation();
     let bucket = job.dest_bucket.clone().unwrap_or_default();
@@ -894,22 +895,78 @@ async fn restore_generation(
     let bad = |what: String| {
         Error::new(ErrorKind::Failed, "restore", format!("s3://{bucket}/{dir}"), what)
     };
-    let manifest_text = fetch(format!("{dir}manifest.json"), MANIFEST_CAP).await?;
-    let manifest_name = format!("s3://{bucket}/{dir}manifest.json");
-    if let Some(sha) = &choice.manifest_sha256 {
-        check_manifest_sha256(&manifest_text, sha, &manifest_name)?;
+    // The manifest of generation `g` (`None`: not there), checked against
+    // the SHA-256 a run manifest recorded for it, when one is given.
+    let read_manifest = |g: String, sha: Option<String>| {
+        let key = format!("{prefix}{g}/manifest.json");
+        let name = format!("s3://{bucket}/{key}");
+        let present = listed.contains_key(&key);
+        let fetched = fetch(key, MANIFEST_CAP);
+        async move {
+            if !present {
+                return Ok(None);
+            }
+            let text = fetched.await?;
+            if let Some(sha) = &sha {
+                check_manifest_sha256(&text, sha, &name)?;
+            }
+            parse_manifest(&text, &name).map(Some)
+        }
+    };
+    // The chain: the generation chosen, and, while it is incremental, the
+    // generation it builds on, back to a full one; a base missing, not
+    // recorded or not ending where the next one starts is an error naming
+    // it (no partial restore).
+    let mut chain: Vec<(String, serde_json::Value)> = Vec::new();
+    let mut next = Some((generation.clone(), choice.manifest_sha256.clone()));
+    while let Some((g, sha)) = next.take() {
+        let manifest = match read_manifest(g.clone(), sha).await? {
+            Some(m) => m,
+            None => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    "restore",
+                    format!("s3://{bucket}/{prefix}{g}/manifest.json"),
+                    "listed, gone",
+                ));
+            }
+        };
+        let link = Link::from_manifest(&g, &manifest);
+        chain.push((g, manifest));
+        if !link.incremental() {
+            break;
+        }
+        let base = link.base.clone().unwrap_or_default();
+        let base_sha = recorded.as_ref().map(|r| r.get(&base).cloned());
+        let base_manifest = match &base_sha {
+            // No run manifest records it: unverified.
+            Some(None) => None,
+            Some(Some(sha)) => read_manifest(base.clone(), Some(sha.clone())).await?,
+            None => read_manifest(base.clone(), None).await?,
+        };
+        let base_link = base_manifest.as_ref().map(|m| Link::from_manifest(&base, m));
+        check_base(&link, base_link.as_ref(), &location)?;
+        next = Some((base, base_sha.flatten()));
     }
-    let manifest = parse_manifest(&manifest_text, &manifest_name)?;
+    chain.reverse();
     let schema: serde_json::Value =
         serde_json::from_slice(&fetch(format!("{dir}schema.json"), MANIFEST_CAP).await?)
             .map_err(|e| bad(format!("schema.json: {e}")))?;
-    let Some(files) = manifest["files"].as_array() else {
-        return Err(bad(
-            "manifest.json lists no files (a native export's generation): restore it \
-                        with DynamoDB ImportTable from its data/ files"
-                .into(),
-        ));
-    };
+    let mut all_files = Vec::new();
+    for (g, manifest) in &chain {
+        let Some(files) = manifest["files"].as_array() else {
+            return Err(Error::new(
+                ErrorKind::Failed,
+                "restore",
+                format!("s3://{bucket}/{prefix}{g}/"),
+                "manifest.json lists no files (a native export's generation): restore it with \
+                 DynamoDB ImportTable from its data/ files",
+            ));
+        };
+        let incremental = Link::from_manifest(g, manifest).incremental();
+        all_files.extend(files.iter().map(|f| (format!("{prefix}{g}/"), incremental, f.clone())));
+    }
+    let files = &all_files;
     let info = TableInfo::from_schema_json(&schema)?;
     let keys = info.key_schema()?;
     let account = target.account_id().to_string();
@@ -926,6 +983,14 @@ async fn restore_generation(
     );
     restored.notes.extend(choice.notes.iter().cloned());
     restored.notes.extend(choice.warnings.iter().map(|w| format!("warning: {w}")));
+    if chain.len() > 1 {
+        restored.notes.push(format!(
+            "composed of full generation {} and {} incremental generation(s) applied in order: {}",
+            chain[0].0,
+            chain.len() - 1,
+            chain[1..].iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
     let existing = table().describe().await?;
     if args.drill && existing.is_some() {
         return Err(drill_refuses("table", &name, &account));
@@ -934,8 +999,8 @@ async fn restore_generation(
         table().check(&info).await?;
     }
     if !args.apply && !args.drill {
-        restored.restored = files.iter().filter_map(|f| f["items"].as_u64()).sum();
-        restored.bytes = files.iter().filter_map(|f| f["bytes"].as_u64()).sum();
+        restored.restored = files.iter().filter_map(|(_, _, f)| f["items"].as_u64()).sum();
+        restored.bytes = files.iter().filter_map(|(_, _, f)| f["bytes"].as_u64()).sum();
         if existing.is_none() {
             restored.notes.push(format!(
                 "table {name} does not exist yet: --apply would create it as schema.json describes"
@@ -962,7 +1027,7 @@ async fn restore_generation(
     let loaded =
         async {
             let mut expected: std::collections::HashMap<String, String> = Default::default();
-            for f in files {
+            for (dir, incremental, f) in files {
                 if cancel.is_cancelled() || ctx.stop().is_cancelled() {
                     interrupted = true;
                     restored.failed.push("interrupted: the remaining files were not loaded".into());
@@ -980,6 +1045,34 @@ async fn restore_generation(
                      nothing more is loaded",
                         f["sha256"].as_str().unwrap_or_default()
                     )));
+                }
+                if *incremental {
+                    let url = format!("s3://{bucket}/{dir}{key}");
+                    let changes = read_changes_capped(&data, &url, data_cap, Some(&keys), None)?;
+                    let (mut puts, mut deletes) = (Vec::new(), Vec::new());
+                    for c in changes {
+                        let text = keys.key_text(c.change.keys())?;
+                        match c.change {
+                            Change::Put { item, .. } => {
+                                if args.drill {
+                                    expected.insert(text, hex::encode(content_digest(&item)));
+                                }
+                                puts.push(item);
+                            }
+                            Change::Delete { keys: k } => {
+                                expected.remove(&text);
+                                deletes.push(k);
+                            }
+                        }
+                    }
+                    let out = table().write(puts, &keys).await?;
+                    restored.restored += out.written;
+                    restored.bytes += out.bytes;
+                    restored.failed.extend(out.dead.iter().map(|(r, e)| {
+                        format!("{}: {}", keys.key_text(r).unwrap_or_default(), e.chain())
+                    }));
+                    restored.restored += table().delete_keys(deletes).await?;
+                    continue;
                 }
                 let records =
                     read_data_file_capped(&data, &format!("s3://{bucket}/{dir}{key}"), data_cap)?;

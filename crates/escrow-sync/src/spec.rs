@@ -86,6 +86,10 @@ config_words!(
         Scan = "scan",
         /// DynamoDB's own export to S3 (point-in-time recovery on the source).
         NativeExport = "native-export",
+        /// DynamoDB's own incremental export of the changes since the
+        /// previous run's export (a full export on the first run or after
+        /// a gap over 24 hours).
+        NativeIncremental = "native-incremental",
     }
 );
 
@@ -503,7 +507,7 @@ pub struct DynamoDbJob {
     pub dest_prefix: Option<String>,
     /// Job name; default `dynamodb:<source_table>`.
     pub name: Option<String>,
-    /// `scan` (the default) or `native-export`.
+    /// `scan` (the default), `native-export` or `native-incremental`.
     pub mode: Option<TableMode>,
     /// `native-export`: the key prefix of `dest_bucket` DynamoDB exports
     /// into (default `<dest_prefix>.staging/`), the only place the generated
@@ -598,9 +602,16 @@ impl DynamoDbJob {
         self.name.clone().unwrap_or_else(|| format!("dynamodb:{}", self.source_table))
     }
 
-    /// Whether DynamoDB's native export writes the generations.
+    /// Whether DynamoDB's native export (full or incremental) writes the
+    /// generations.
     pub fn native_export(&self) -> bool {
-        self.mode == Some(TableMode::NativeExport)
+        matches!(self.mode, Some(TableMode::NativeExport | TableMode::NativeIncremental))
+    }
+
+    /// Whether each run exports only the changes since the previous one
+    /// (`mode = "native-incremental"`).
+    pub fn incremental(&self) -> bool {
+        self.mode == Some(TableMode::NativeIncremental)
     }
 
     /// A native export job's staging prefix (`staging_prefix`, default
@@ -1272,6 +1283,14 @@ impl Config {
         for (i, job) in self.dynamodb.iter().enumerate() {
             let at = format!("{origin}: [[dynamodb]] #{} ({})", i + 1, job.name());
             validate_dynamodb(job, &at)?;
+            if job.incremental() && self.escrow.manifest_bucket.is_none() {
+                return Err(Error::invalid_config(format!(
+                    "{at}: mode = \"native-incremental\" needs [escrow] manifest_bucket: a run \
+                     exports the changes since the newest generation a run manifest records, and \
+                     trusts no other record of it; set manifest_bucket, or use mode = \
+                     \"native-export\""
+                )));
+            }
             let target = match (&job.dest_table, &job.dest_bucket) {
                 (Some(t), _) => format!("escrow table {t}"),
                 (None, b) => format!(
@@ -1679,15 +1698,22 @@ fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
         ));
     }
     if job.native_export() && job.dest_bucket.is_none() {
-        return bad("mode = \"native-export\" writes into an escrow bucket: set dest_bucket and \
-                    dest_prefix instead of dest_table"
-            .into());
+        let mode = if job.incremental() { "native-incremental" } else { "native-export" };
+        return bad(format!(
+            "mode = \"{mode}\" writes into an escrow bucket: set dest_bucket and dest_prefix \
+             instead of dest_table{}",
+            if job.incremental() {
+                " (an escrow table job keeps itself incremental with mode = \"scan\")"
+            } else {
+                ""
+            }
+        ));
     }
     if let Some(staging) = &job.staging_prefix {
         if !job.native_export() {
             return bad(
-                "staging_prefix goes with mode = \"native-export\" (where DynamoDB writes its \
-                 exports); remove it"
+                "staging_prefix goes with mode = \"native-export\" or \"native-incremental\" \
+                 (where DynamoDB writes its exports); remove it"
                     .into(),
             );
         }
@@ -2055,6 +2081,32 @@ concurrency = 8
     }
 
     #[test]
+    fn native_incremental_jobs_parse_and_need_a_bucket_and_run_manifests() {
+        let base = GOOD.split("[[s3]]").next().unwrap().to_string();
+        let base = base.replacen("[escrow]\n", "[escrow]\nmanifest_bucket = \"m\"\n", 1);
+        let job = "[[dynamodb]]\nsource_table = \"orders\"\ndest_bucket = \"b\"\n\
+                   dest_prefix = \"dynamodb/\"\nmode = \"native-incremental\"\n";
+        let c = Config::parse(&format!("{base}{job}"), "c").unwrap();
+        let j = &c.dynamodb[0];
+        assert!(j.incremental() && j.native_export());
+        assert_eq!(j.staging_prefix().as_deref(), Some("dynamodb/.staging/"));
+        // Without a bucket.
+        let table = job
+            .replace("dest_bucket = \"b\"\ndest_prefix = \"dynamodb/\"\n", "dest_table = \"e\"\n");
+        let e = Config::parse(&format!("{base}{table}"), "c").unwrap_err();
+        assert_eq!(e.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+        let e = e.to_string();
+        assert!(
+            e.contains("mode = \"native-incremental\"") && e.contains("set dest_bucket"),
+            "{e}"
+        );
+        // Without run manifests, no watermark could be trusted.
+        let plain = GOOD.split("[[s3]]").next().unwrap();
+        let e = Config::parse(&format!("{plain}{job}"), "c").unwrap_err().to_string();
+        assert!(e.contains("needs [escrow] manifest_bucket") && e.contains("native-export"), "{e}");
+    }
+
+    #[test]
     fn dynamodb_jobs_parse_and_bad_ones_are_refused() {
         let base = GOOD.split("[[s3]]").next().unwrap().to_string();
         let ok = format!(
@@ -2081,7 +2133,7 @@ concurrency = 8
         refused(
             "mode = \"native-export\"",
             "mode = \"dump\"",
-            "mode \"dump\" is not one of [\"scan\", \"native-export\"]",
+            "mode \"dump\" is not one of [\"scan\", \"native-export\", \"native-incremental\"]",
         );
         refused(
             "dest_bucket = \"b\"\n",
