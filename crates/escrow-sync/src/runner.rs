@@ -293,51 +293,72 @@ impl Runner {
         if let Some(key) = &config.escrow.kms_key_id {
             check_kms_key(key, &escrow_id)?;
         }
-        if let (Some(bucket), Mode::Run | Mode::Verify) = (&config.escrow.manifest_bucket, mode) {
-            check_dest_bucket(&escrow, bucket, &escrow_id).await?;
-            let locked = config.escrow.manifest_object_lock.is_some();
-            check_dest_protection(&escrow, bucket, false, locked).await?;
+        // The S3 jobs are built now, and the first one starts listing: its
+        // first pages arrive while the checks below are made (listing
+        // changes nothing; nothing is written before every check passed).
+        let mut s3_jobs: Vec<Option<S3CopyJob>> = jobs
+            .iter()
+            .map(|job| match *job {
+                JobRef::S3(j) => Some(s3_job(config, j, &sessions)),
+                _ => None,
+            })
+            .collect();
+        if let Some(first) = s3_jobs.iter().flatten().next() {
+            first.prefetch();
         }
+        // Every check at once: the manifest bucket's and each job's.
+        let manifest_check = async {
+            if let (Some(bucket), Mode::Run | Mode::Verify) = (&config.escrow.manifest_bucket, mode)
+            {
+                check_dest_bucket(&escrow, bucket, &escrow_id).await?;
+                let locked = config.escrow.manifest_object_lock.is_some();
+                check_dest_protection(&escrow, bucket, false, locked).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let job_checks = futures::future::try_join_all(jobs.iter().map(|job| {
+            let (primary, primary_id, sessions) = (&primary, &primary_id, &sessions);
+            async move {
+                Ok::<_, Error>(match *job {
+                    JobRef::S3(job) => {
+                        check_source_bucket(primary, &job.source_bucket, primary_id).await?;
+                        let locked = job.object_lock.is_some();
+                        check_escrow_bucket(
+                            &sessions.escrow,
+                            &job.dest_bucket,
+                            job.allow_unversioned_dest,
+                            locked,
+                        )
+                        .await?;
+                        Ready::S3(job)
+                    }
+                    #[cfg(feature = "dynamodb")]
+                    JobRef::DynamoDb(job) => {
+                        Ready::DynamoDb(job, Box::new(dynamo::check(config, job, sessions).await?))
+                    }
+                    JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => Ready::Snapshots(*job),
+                    #[cfg(feature = "cloudtrail")]
+                    JobRef::CloudTrail(job) => {
+                        Ready::CloudTrail(job, Box::new(trail::check(job, sessions).await?))
+                    }
+                    // Refused when the config was parsed; said again for an
+                    // embedder that changed the config since.
+                    #[allow(unreachable_patterns)]
+                    other => return Err(crate::spec::not_built(other.kind())),
+                })
+            }
+        }));
+        let ((), ready) = futures::future::try_join(manifest_check, job_checks).await?;
         let mut manifest = match (&config.escrow.manifest_bucket, mode) {
             (Some(_), Mode::Run) => {
                 Some(escrow_sync_core::manifest::ManifestWriter::create(header.clone())?)
             }
             _ => None,
         };
-        let mut ready = Vec::new();
-        for job in &jobs {
-            ready.push(match *job {
-                JobRef::S3(job) => {
-                    check_source_bucket(&primary, &job.source_bucket, &primary_id).await?;
-                    let locked = job.object_lock.is_some();
-                    check_escrow_bucket(
-                        &sessions.escrow,
-                        &job.dest_bucket,
-                        job.allow_unversioned_dest,
-                        locked,
-                    )
-                    .await?;
-                    Ready::S3(job)
-                }
-                #[cfg(feature = "dynamodb")]
-                JobRef::DynamoDb(job) => {
-                    Ready::DynamoDb(job, Box::new(dynamo::check(config, job, &sessions).await?))
-                }
-                JobRef::Ec2(_) | JobRef::Rds(_) | JobRef::Redshift(_) => Ready::Snapshots(*job),
-                #[cfg(feature = "cloudtrail")]
-                JobRef::CloudTrail(job) => {
-                    Ready::CloudTrail(job, Box::new(trail::check(job, &sessions).await?))
-                }
-                // Refused when the config was parsed; said again for an
-                // embedder that changed the config since.
-                #[allow(unreachable_patterns)]
-                other => return Err(crate::spec::not_built(other.kind())),
-            });
-        }
         let warnings = sessions.warnings.clone();
         let run_id = info.run_id.clone();
         let mut outcomes = Vec::new();
-        for job in ready {
+        for (index, job) in ready.into_iter().enumerate() {
             if cancel.is_cancelled() {
                 break;
             }
@@ -381,7 +402,10 @@ impl Runner {
                 .with_verify_checksums(checksums);
             let streamed = matches!(job, Ready::S3(j) if config.streams(j));
             let runnable: Box<dyn Job + '_> = match job {
-                Ready::S3(job) => Box::new(s3_job(config, job, &sessions)),
+                Ready::S3(job) => match s3_jobs[index].take() {
+                    Some(built) => Box::new(built),
+                    None => Box::new(s3_job(config, job, &sessions)),
+                },
                 Ready::Snapshots(job) => {
                     Box::new(snapshots::SnapshotJob { config, job, sessions: &sessions })
                 }

@@ -75,6 +75,15 @@ impl S3CopyJob {
         self
     }
 
+    /// Starts both listings now, ahead of [`Job::execute`] (which takes
+    /// them): the checks and the lease before a run then overlap the first
+    /// listing pages. Listing changes nothing.
+    pub fn prefetch(&self) {
+        let scope = self.copy.scope();
+        self.source().prefetch(scope);
+        self.sink().prefetch(scope);
+    }
+
     /// The pair and its settings.
     pub fn copy_job(&self) -> &CopyJob<S3Source, S3Sink> {
         &self.copy

@@ -286,6 +286,37 @@ impl Drop for Ahead {
     }
 }
 
+/// A listing started ahead of its use ([`crate::S3Source::prefetch`]): the
+/// next `list` of the same prefix takes it instead of starting another.
+#[derive(Clone, Default)]
+pub(crate) struct Prefetch(Arc<std::sync::Mutex<Option<(String, ItemStream<'static>)>>>);
+
+impl std::fmt::Debug for Prefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.0.lock().map(|p| p.as_ref().map(|(k, _)| k.clone())).ok().flatten();
+        f.debug_tuple("Prefetch").field(&held).finish()
+    }
+}
+
+impl Prefetch {
+    /// Starts `versions`/`req`'s listing now and keeps it for the next
+    /// [`Prefetch::list`] of the same prefix.
+    pub(crate) fn start(&self, versions: bool, req: ListRequest) {
+        let prefix = req.prefix.clone();
+        let stream = list_keys(versions, req);
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((prefix, stream));
+    }
+
+    /// The listing started for `req`'s prefix, or a new one.
+    pub(crate) fn list(&self, versions: bool, req: ListRequest) -> ItemStream<'static> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match held.take() {
+            Some((prefix, stream)) if prefix == req.prefix => stream,
+            _ => list_keys(versions, req),
+        }
+    }
+}
+
 /// Lists the request's bucket: every version of every key (one item per
 /// key) when `versions`, else the current objects.
 pub(crate) fn list_keys(versions: bool, req: ListRequest) -> ItemStream<'static> {

@@ -16,7 +16,7 @@ use escrow_sync_core::{
     ServerSideRef, Sink,
 };
 
-use crate::list::{ListRequest, list_keys};
+use crate::list::{ListRequest, Prefetch};
 use std::sync::Arc;
 
 use crate::multipart::{MultipartOptions, PartBudget, SOURCE_ETAG_META, SourceHead};
@@ -38,6 +38,7 @@ pub struct S3Sink {
     versions: bool,
     cleanup: Cleanup,
     list_ranges: usize,
+    prefetched: Prefetch,
 }
 
 /// The background clean-up of a sink's copies that were dropped half-way
@@ -91,6 +92,7 @@ impl S3Sink {
             versions: false,
             cleanup: Cleanup::default(),
             list_ranges: crate::list::DEFAULT_LIST_RANGES,
+            prefetched: Prefetch::default(),
         }
     }
 
@@ -113,6 +115,25 @@ impl S3Sink {
     pub fn with_list_ranges(mut self, ranges: usize) -> Self {
         self.list_ranges = ranges.max(1);
         self
+    }
+
+    /// Starts listing `scope` now, before the copy asks for it (while the
+    /// checks before a run are made): the next listing of the same scope
+    /// takes this one. Listing changes nothing.
+    pub fn prefetch(&self, scope: &Scope) {
+        self.prefetched.start(self.versions, self.list_request(scope));
+    }
+
+    fn list_request(&self, scope: &Scope) -> ListRequest {
+        ListRequest {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.dest_key(&scope.prefix),
+            strip: self.dest_prefix.len(),
+            owner: self.owner.clone(),
+            pacer: self.pacer.clone(),
+            ranges: self.list_ranges,
+        }
     }
 
     /// When and how objects are copied in parts (UploadPartCopy).
@@ -441,24 +462,13 @@ impl Sink for S3Sink {
     }
 
     fn list(&self, scope: &Scope) -> ItemStream<'_> {
-        let prefix = self.dest_key(&scope.prefix);
         // escrow-sync's own upload journal is not escrow data.
-        list_keys(
-            self.versions,
-            ListRequest {
-                client: self.client.clone(),
-                bucket: self.bucket.clone(),
-                prefix,
-                strip: self.dest_prefix.len(),
-                owner: self.owner.clone(),
-                pacer: self.pacer.clone(),
-                ranges: self.list_ranges,
-            },
-        )
-        .try_filter(|item| {
-            futures::future::ready(!item.key.starts_with(crate::journal::JOURNAL_DIR))
-        })
-        .boxed()
+        self.prefetched
+            .list(self.versions, self.list_request(scope))
+            .try_filter(|item| {
+                futures::future::ready(!item.key.starts_with(crate::journal::JOURNAL_DIR))
+            })
+            .boxed()
     }
 
     async fn checksum(&self, item: &Item) -> Result<Option<String>> {

@@ -11,7 +11,7 @@ use escrow_sync_core::{
     Item, ItemStream, Payload, RequestPacer, Result, Scope, ServerSideRef, Source,
 };
 
-use crate::list::{ListRequest, list_keys};
+use crate::list::{ListRequest, Prefetch};
 use crate::range::S3Range;
 use crate::tags::{TAGS_COPIED_ATTR, TagMode};
 use crate::util::{TAG_PREFIX, s3_error, url};
@@ -28,6 +28,7 @@ pub struct S3Source {
     versions: bool,
     tags: TagMode,
     list_ranges: usize,
+    prefetched: Prefetch,
 }
 
 impl S3Source {
@@ -43,6 +44,7 @@ impl S3Source {
             versions: false,
             tags: TagMode::default(),
             list_ranges: crate::list::DEFAULT_LIST_RANGES,
+            prefetched: Prefetch::default(),
         }
     }
 
@@ -112,6 +114,30 @@ impl S3Source {
 }
 
 impl S3Source {
+    /// Starts listing `scope` now, before the copy asks for it (while the
+    /// checks before a run are made): the next listing of the same scope
+    /// takes this one. Listing changes nothing.
+    pub fn prefetch(&self, scope: &Scope) {
+        self.prefetched.start(self.versions, self.list_request(scope));
+    }
+
+    fn list_request(&self, scope: &Scope) -> ListRequest {
+        let prefix = if scope.prefix.starts_with(&self.prefix) {
+            scope.prefix.clone()
+        } else {
+            format!("{}{}", self.prefix, scope.prefix)
+        };
+        ListRequest {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            prefix,
+            strip: 0,
+            owner: self.owner.clone(),
+            pacer: self.pacer.clone(),
+            ranges: self.list_ranges,
+        }
+    }
+
     /// The tags of `key` (of one version, if given).
     async fn object_tags(
         &self,
@@ -190,23 +216,7 @@ impl Source for S3Source {
     }
 
     fn list(&self, scope: &Scope) -> ItemStream<'_> {
-        let prefix = if scope.prefix.starts_with(&self.prefix) {
-            scope.prefix.clone()
-        } else {
-            format!("{}{}", self.prefix, scope.prefix)
-        };
-        list_keys(
-            self.versions,
-            ListRequest {
-                client: self.client.clone(),
-                bucket: self.bucket.clone(),
-                prefix,
-                strip: 0,
-                owner: self.owner.clone(),
-                pacer: self.pacer.clone(),
-                ranges: self.list_ranges,
-            },
-        )
+        self.prefetched.list(self.versions, self.list_request(scope))
     }
 
     async fn checksum(&self, item: &Item) -> Result<Option<String>> {

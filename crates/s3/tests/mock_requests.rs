@@ -1046,3 +1046,30 @@ async fn split_listings_come_back_whole_and_in_key_order() {
     let stripped: Vec<String> = want.iter().map(|k| k["data/".len()..].to_string()).collect();
     assert!(got == stripped, "the sink's split listing is whole and in order");
 }
+
+/// A prefetched listing starts before anyone reads it (the checks before a
+/// run overlap its first pages), and the next listing of the same scope
+/// takes it instead of listing again; another scope lists anew.
+#[tokio::test]
+async fn a_prefetched_listing_runs_before_it_is_read_and_is_taken_once() {
+    let list = one_object("k", 1, "\"e\"");
+    let c = client(&[&list]);
+    let source = S3Source::from_client(c.clone(), "src");
+    source.prefetch(&Scope::all());
+    for _ in 0..100 {
+        if list.num_calls() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(list.num_calls(), 1, "listed before anyone asked");
+    let got: Vec<Item> = source.list(&Scope::all()).try_collect().await.unwrap();
+    assert_eq!((got.len(), list.num_calls()), (1, 1), "the prefetched listing was taken");
+    let _: Vec<Item> = source.list(&Scope::all()).try_collect().await.unwrap();
+    assert_eq!(list.num_calls(), 2, "taken once: the next listing lists");
+    let sink = S3Sink::from_client(c, "dst");
+    sink.prefetch(&Scope::with_prefix("a/"));
+    let _: Vec<Item> = sink.list(&Scope::with_prefix("b/")).try_collect().await.unwrap();
+    let _: Vec<Item> = sink.list(&Scope::with_prefix("a/")).try_collect().await.unwrap();
+    assert_eq!(list.num_calls(), 4, "another scope lists anew; the prefetched one is taken");
+}
