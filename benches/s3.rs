@@ -10,6 +10,13 @@
 //! Each measurement runs in a child process of this binary, so its peak RSS
 //! (VmHWM) is its own. The emulator is the bottleneck for the S3 figures:
 //! they compare strategies on one server, not S3's own speed.
+//!
+//! With `--peers` (`cargo xtask bench s3 --store s3s-fs --peers`, which
+//! installs the tools and sets the environment read by [`Peers::from_env`]),
+//! it measures escrow-sync beside s5cmd, rclone and a raw CopyObject client
+//! instead, rounds interleaved, every run on a fresh s3s-fs server, and prints
+//! one `PEERS` line per measurement for xtask's ratio tables
+//! (docs/benchmarks.md).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -54,7 +54,8 @@ commands:
                      run on a fresh s3s-fs server (on /dev/shm when it has room), rounds
                      interleaved: objects/s bucket to bucket, a no-op re-run, streams across two
                      endpoints with peak RSS; ratio tables with escrow-sync = 1.00. Sizes:
-                     ESCROW_SYNC_BENCH_OBJECTS (10000), _LARGE (4), _LARGE_MIB (256), _ROUNDS (2)
+                     ESCROW_SYNC_BENCH_OBJECTS (10000), _LARGE (4), _LARGE_MIB (256), _ROUNDS (2);
+                     ESCROW_SYNC_BENCH_PROFILE (dev) is the cargo profile of the bench binary
   dist               cargo build --release -p escrow-sync-cli --locked, then into target/dist/:
                      the binary, shell completions (bash, zsh, fish, powershell, elvish) in
                      completions/ and man pages in man/man1/, written by the binary itself

@@ -568,6 +568,19 @@ fn summary(samples: &[Sample], tables: &[Table; 3]) -> String {
     out
 }
 
+/// The cargo profile of the bench binary: `ESCROW_SYNC_BENCH_PROFILE`, default `dev` (the
+/// profile the tests share, so no second build of the AWS stack).
+fn profile_from(value: Option<&str>) -> Result<String> {
+    let profile = value.map(str::trim).filter(|v| !v.is_empty()).unwrap_or("dev");
+    if !profile.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        bail!(
+            "ESCROW_SYNC_BENCH_PROFILE={profile:?} is not a cargo profile name: use `dev` (the \
+             default) or `release`"
+        );
+    }
+    Ok(profile.to_owned())
+}
+
 /// Runs the peers benchmark: installs s3s-fs and the peers, runs the bench binary's `--peers`
 /// mode with `extra` passed through, echoes its output and prints the tables.
 pub fn bench(paths: &Paths, extra: &[String]) -> Result<ExitCode> {
@@ -578,8 +591,18 @@ pub fn bench(paths: &Paths, extra: &[String]) -> Result<ExitCode> {
     let logs = paths.target.join("bench-peers").join("logs");
     println!("peers: s3s-fs data directories in {}", data.note);
     println!("peers: logs of the last run of each contender in {}", paths.display(&logs));
+    let profile = profile_from(std::env::var("ESCROW_SYNC_BENCH_PROFILE").ok().as_deref())?;
+    println!(
+        "peers: escrow-sync and the raw client built with cargo profile `{profile}`{}",
+        if profile == "dev" {
+            " (unoptimized, like the other benches: set ESCROW_SYNC_BENCH_PROFILE=release to \
+             measure the code rather than the debug build; the peers are release Go binaries)"
+        } else {
+            ""
+        }
+    );
     let mut cmd = process::cargo(paths);
-    cmd.args(["bench", "-p", "escrow-sync-benches", "--profile", "dev", "--bench", "s3", "--"]);
+    cmd.args(["bench", "-p", "escrow-sync-benches", "--profile", &profile, "--bench", "s3", "--"]);
     cmd.arg("--peers").args(extra);
     cmd.env("ESCROW_SYNC_BENCH_S3S_FS", &s3s_fs)
         .env("ESCROW_SYNC_BENCH_S5CMD", &tools.s5cmd)
@@ -754,6 +777,15 @@ mod tests {
         assert!(text.contains("escrow-sync reaches 40 % of it"), "{text}");
         assert!(text.contains("128 MiB/s at 1.00 MiB peak RSS (1.00)"), "{text}");
         assert_eq!(text.matches("|---|---|---|---|---|").count(), 4, "{text}");
+    }
+
+    #[test]
+    fn the_profile_defaults_to_dev_and_refuses_what_is_not_a_name() {
+        assert_eq!(profile_from(None).expect("default"), "dev");
+        assert_eq!(profile_from(Some(" ")).expect("default"), "dev");
+        assert_eq!(profile_from(Some("release")).expect("named"), "release");
+        let err = profile_from(Some("release --offline")).expect_err("refused").to_string();
+        assert!(err.contains("ESCROW_SYNC_BENCH_PROFILE"), "{err}");
     }
 
     #[test]
