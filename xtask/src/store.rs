@@ -29,29 +29,7 @@ impl S3sFs {
     /// Installs s3s-fs if needed and starts it.
     pub fn start(paths: &Paths) -> Result<Self> {
         let root = paths.target.join("s3s-fs");
-        let bin = root.join("bin").join("s3s-fs");
-        let marker = root.join(format!("installed-{VERSION}"));
-        if !bin.is_file() || !marker.is_file() {
-            println!("==> installing s3s-fs {VERSION} into {}", root.display());
-            let status = process::run_status(
-                process::cargo(paths)
-                    .args([
-                        "install",
-                        "s3s-fs",
-                        "--version",
-                        VERSION,
-                        "--features",
-                        "binary",
-                        "--locked",
-                        "--root",
-                    ])
-                    .arg(&root),
-            )?;
-            if !status.success() {
-                bail!("installing s3s-fs {VERSION} failed ({status})");
-            }
-            std::fs::write(&marker, VERSION).context("writing the install marker")?;
-        }
+        let bin = install(paths)?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let data = root.join(format!("data-{port}"));
         std::fs::create_dir_all(&data).context("creating the s3s-fs data directory")?;
@@ -76,6 +54,36 @@ impl S3sFs {
         println!("s3s-fs: started at {} (pid {})", server.endpoint, server.child.id());
         Ok(server)
     }
+}
+
+/// Installs s3s-fs [`VERSION`] under `target/s3s-fs` unless its marker says it is there;
+/// returns the binary.
+pub fn install(paths: &Paths) -> Result<PathBuf> {
+    let root = paths.target.join("s3s-fs");
+    let bin = root.join("bin").join("s3s-fs");
+    let marker = root.join(format!("installed-{VERSION}"));
+    if !bin.is_file() || !marker.is_file() {
+        println!("==> installing s3s-fs {VERSION} into {}", root.display());
+        let status = process::run_status(
+            process::cargo(paths)
+                .args([
+                    "install",
+                    "s3s-fs",
+                    "--version",
+                    VERSION,
+                    "--features",
+                    "binary",
+                    "--locked",
+                    "--root",
+                ])
+                .arg(&root),
+        )?;
+        if !status.success() {
+            bail!("installing s3s-fs {VERSION} failed ({status})");
+        }
+        std::fs::write(&marker, VERSION).context("writing the install marker")?;
+    }
+    Ok(bin)
 }
 
 impl Drop for S3sFs {
