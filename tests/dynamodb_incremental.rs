@@ -3,7 +3,8 @@
 //! on) asks DynamoDB for the changes since and stores them as an
 //! incremental generation; `restore --at` composes the generations (after
 //! the second run: the source as it is; between the runs: the first
-//! state); a planted incremental generation is ignored; a base generation
+//! state); `verify` compares the primary with the composed state; a
+//! planted incremental generation is ignored; a base generation
 //! gone is an error naming it.
 //!
 //! DynamoDB exports a window of 15 minutes at least and no suite waits that
@@ -169,6 +170,12 @@ checkpoint_table = "{}"
     assert_eq!(m2["export_from_time"], m1["watermark"], "{m2}");
     let second_state = all_items(&primary_admin, &source).await;
     assert_ne!(first_state, second_state);
+
+    // verify compares the primary with the composed state.
+    let verify = cli(&["verify", "--config", cfg, "--output", "json"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    let job = &verify.json()["jobs"][0];
+    assert_eq!((job["missing"].as_u64(), job["different"].as_u64()), (Some(0), Some(0)), "{job}");
 
     // Right after: under DynamoDB's 15 minutes, nothing is asked for.
     let third = run();
