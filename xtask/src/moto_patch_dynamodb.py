@@ -22,9 +22,11 @@ The gap: moto keeps no item history and exports the whole table whatever
 the type asked for (no manifest); its LatestRestorableDateTime stays at the
 time recovery was enabled.
 
-What this patch does: every write to a table (PutItem, UpdateItem,
-DeleteItem, and the batch and transaction writes built on them) appends
-`(time, keys, old image, new image)` to a change log kept on the table; an
+What this patch does: every write to a table with point-in-time recovery on
+(PutItem, UpdateItem, DeleteItem, and the batch and transaction writes built
+on them) appends `(time, keys, old image, new image)` to a change log kept
+on the table (AWS cannot export changes from before recovery was on either;
+other tables pay nothing); an
 incremental export compacts the log entries in `[ExportFromTime,
 ExportToTime)` per item (first old image, last new image, last write time)
 and writes AWS's files above; a window under 15 minutes or over 24 hours is
@@ -80,9 +82,15 @@ def _image(item):
     return None if item is None else item.to_json()["Attributes"]
 
 
+def _recovering(table):
+    """Whether point-in-time recovery is on: changes are kept only then."""
+    pitr = table.continuous_backups.get("PointInTimeRecoveryDescription", {})
+    return pitr.get("PointInTimeRecoveryStatus") == "ENABLED"
+
+
 def _record(table, old, new):
     image = new if new is not None else old
-    if image is None:
+    if image is None or not _recovering(table):
         return
     keys = {
         name: image[name]
@@ -96,7 +104,7 @@ def _record(table, old, new):
 def _current(table, attrs):
     """The image of the item with the key in `attrs`, if any."""
     hash_value = attrs.get(table.hash_key_attr) if isinstance(attrs, dict) else None
-    if hash_value is None:
+    if hash_value is None or not _recovering(table):
         return None
     range_value = attrs.get(table.range_key_attr) if table.range_key_attr else None
     try:
@@ -258,6 +266,10 @@ def _incremental_lines(table, start, end, view):
     return lines
 
 
+def _iso(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))
+
+
 def backup_to_s3_file(self, s3_backend):
     if self.escrow_spec is None:
         return _backup_to_s3_file(self, s3_backend)
@@ -283,15 +295,14 @@ def backup_to_s3_file(self, s3_backend):
         key_name=files_key,
         value=(json.dumps(files) + "\n").encode(),
     )
-    iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))  # noqa: E731
     summary = {
         "version": "2023-08-01",
         "exportArn": self.arn,
-        "startTime": iso(started),
-        "endTime": iso(time.time()),
+        "startTime": _iso(started),
+        "endTime": _iso(time.time()),
         "tableArn": self.table.table_arn,
-        "exportFromTime": iso(start),
-        "exportToTime": iso(end),
+        "exportFromTime": _iso(start),
+        "exportToTime": _iso(end),
         "s3Bucket": self.s3_bucket,
         "s3Prefix": self.s3_prefix,
         "s3SseAlgorithm": "AES256",
