@@ -53,13 +53,14 @@ const CLIENT_ENV_REMOVED: &[&str] = &[
 const LAUNCHER: &str = include_str!("moto_server_escrow.py");
 
 /// The launcher's patch modules, one per service, written beside it.
-const PATCHES: [(&str, &str); 6] = [
+const PATCHES: [(&str, &str); 7] = [
     ("moto_patch_ec2.py", include_str!("moto_patch_ec2.py")),
     ("moto_patch_rds.py", include_str!("moto_patch_rds.py")),
     ("moto_patch_redshift.py", include_str!("moto_patch_redshift.py")),
     ("moto_patch_iam.py", include_str!("moto_patch_iam.py")),
     ("moto_patch_cloudwatch.py", include_str!("moto_patch_cloudwatch.py")),
     ("moto_patch_s3.py", include_str!("moto_patch_s3.py")),
+    ("moto_patch_dynamodb.py", include_str!("moto_patch_dynamodb.py")),
 ];
 
 /// The files of one emulator installation under `<target>/emulator`.

@@ -18,6 +18,9 @@ turns it on) evaluates scoped policies as AWS does.
 moto_patch_s3.py makes a cross-account CopyObject copy the source's tags
 (TaggingDirective=COPY), as AWS does.
 
+moto_patch_dynamodb.py models incremental DynamoDB exports (a change log
+per table) and a LatestRestorableDateTime that follows the clock.
+
 moto_patch_cloudwatch.py speaks CloudWatch's RPC v2 CBOR protocol (the one
 the AWS SDK for Rust uses) for the metrics escrow-sync publishes.
 
@@ -42,6 +45,7 @@ import moto_patch_redshift  # noqa: E402,F401
 import moto_patch_iam  # noqa: E402,F401
 import moto_patch_cloudwatch  # noqa: E402,F401
 import moto_patch_s3  # noqa: E402,F401
+import moto_patch_dynamodb  # noqa: E402,F401
 
 if __name__ == "__main__":
     from moto.server import main
