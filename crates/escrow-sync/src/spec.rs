@@ -240,6 +240,7 @@ impl CloudTrailJob {
             part_size: None,
             max_parts: None,
             part_concurrency: None,
+            memory_limit: default_memory_limit(),
             object_lock: self.object_lock.clone(),
             versions: false,
             mode: None,
@@ -819,6 +820,10 @@ fn default_concurrency() -> usize {
     64
 }
 
+fn default_memory_limit() -> ByteSize {
+    ByteSize(escrow_sync_s3::DEFAULT_MEMORY_LIMIT)
+}
+
 fn default_stale_hours() -> u64 {
     24
 }
@@ -845,12 +850,18 @@ pub struct S3Job {
     /// Objects larger than this are copied in parts (default 256 MiB; objects
     /// over 5 GiB always are). Bytes, or a string such as "512MiB".
     pub multipart_threshold: Option<ByteSize>,
-    /// Preferred part size (default 64 MiB; raised to keep within max_parts).
+    /// Preferred part size (default 64 MiB server-side; streamed, derived
+    /// from `memory_limit`; raised to keep within max_parts).
     pub part_size: Option<ByteSize>,
     /// Most parts per object (default and maximum 10000).
     pub max_parts: Option<u32>,
     /// Part copies in flight at once across all objects of the job (default 64).
     pub part_concurrency: Option<usize>,
+    /// Streamed copies: the most bytes the job holds in memory at once
+    /// (default "256MiB", at least 5 MiB); their part size and concurrency
+    /// are derived from it unless set.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: ByteSize,
     /// Object Lock retention set on every copy.
     pub object_lock: Option<ObjectLockConfig>,
     /// Copy every version of every key, oldest first.
@@ -898,6 +909,27 @@ pub(crate) fn percent_problem(key: &str, value: u8) -> Option<String> {
              check off)"
         )
     })
+}
+
+/// Why a job's `memory_limit` cannot work, if it cannot: below S3's
+/// smallest part, or (streamed) below its `part_size`, since a streamed
+/// part is held in memory whole.
+fn memory_problem(job: &S3Job, streamed: bool) -> Option<String> {
+    let ByteSize(limit) = job.memory_limit;
+    if limit < escrow_sync_s3::MIN_PART_SIZE {
+        return Some(format!(
+            "memory_limit is {limit} bytes; it must hold at least one 5 MiB part: set it to \"5MiB\" \
+             or more (default \"256MiB\")"
+        ));
+    }
+    match job.part_size {
+        Some(ByteSize(part)) if streamed && part > limit => Some(format!(
+            "part_size ({part} bytes) is larger than memory_limit ({limit} bytes), and this job \
+             streams, holding each part in memory whole: raise memory_limit to at least part_size, \
+             or lower part_size (or leave part_size out to derive it from memory_limit)"
+        )),
+        _ => None,
+    }
 }
 
 /// `object_lock = { mode = "COMPLIANCE" | "GOVERNANCE", days = N }`.
@@ -1021,7 +1053,7 @@ impl S3Job {
         if let Some(c) = self.part_concurrency {
             m = m.with_part_concurrency(c);
         }
-        m
+        m.with_memory_limit(self.memory_limit.0)
     }
 
     /// The protection every copy of this job gets.
@@ -1370,6 +1402,9 @@ impl Config {
                 return Err(Error::invalid_config(format!(
                     "{at}: part_size is {p} bytes; S3 parts are 5 MiB to 5 GiB"
                 )));
+            }
+            if let Some(problem) = memory_problem(job, self.streams(job)) {
+                return Err(Error::invalid_config(format!("{at}: {problem}")));
             }
             if !names.insert(job.name()) {
                 return Err(Error::invalid_config(format!(
@@ -2104,6 +2139,58 @@ concurrency = 8
         let plain = GOOD.split("[[s3]]").next().unwrap();
         let e = Config::parse(&format!("{plain}{job}"), "c").unwrap_err().to_string();
         assert!(e.contains("needs [escrow] manifest_bucket") && e.contains("native-export"), "{e}");
+    }
+
+    #[test]
+    fn memory_limit_parses_and_bounds_streamed_parts() {
+        const MIB: u64 = 1 << 20;
+        // Default 256 MiB: streamed copies in 32 MiB parts, 8 at once;
+        // server-side copies keep 64 MiB parts, 64 at once.
+        let c = Config::parse(GOOD, "c").unwrap();
+        assert_eq!(c.s3[0].memory_limit, ByteSize(256 * MIB));
+        let m = c.s3[0].multipart();
+        assert_eq!((m.memory_limit(), m.stream_part_size()), (256 * MIB, 32 * MIB));
+        assert_eq!((m.stream_parts_in_flight(), m.part_concurrency()), (8, 64));
+        assert_eq!(m.part_size_for(1 << 30).unwrap(), 64 * MIB);
+        // A size with a unit, or bytes.
+        let text = GOOD.replace("concurrency = 8", "memory_limit = \"48MiB\"\nmode = \"stream\"");
+        let c = Config::parse(&text, "c").unwrap();
+        assert_eq!(c.s3[1].memory_limit, ByteSize(48 * MIB));
+        assert_eq!(
+            c.s3[1].multipart().streaming_summary(),
+            "memory_limit 48 MiB → 6 MiB parts, 8 in flight"
+        );
+        let text = GOOD.replace("concurrency = 8", "memory_limit = 16777216");
+        assert_eq!(Config::parse(&text, "c").unwrap().s3[1].memory_limit, ByteSize(16 * MIB));
+        // Explicit part settings win, within the limit.
+        let text = GOOD.replace(
+            "concurrency = 8",
+            "memory_limit = \"64MiB\"\npart_size = \"16MiB\"\npart_concurrency = 2\nmode = \"stream\"",
+        );
+        let m = Config::parse(&text, "c").unwrap().s3[1].multipart();
+        assert_eq!((m.stream_part_size(), m.stream_parts_in_flight()), (16 * MIB, 2));
+        // Too small to hold one part.
+        let bad = GOOD.replace("concurrency = 8", "memory_limit = \"4MiB\"");
+        let err = Config::parse(&bad, "c").unwrap_err();
+        assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+        assert!(err.to_string().contains("memory_limit is 4194304 bytes"), "{err}");
+        // A streamed part larger than the limit: named, with the fix.
+        let over = "memory_limit = \"32MiB\"\npart_size = \"64MiB\"";
+        let bad = GOOD.replace("concurrency = 8", &format!("{over}\nmode = \"stream\""));
+        let err = Config::parse(&bad, "c").unwrap_err();
+        assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+        let text = err.to_string();
+        assert!(text.contains("[[s3]] #2 (logs)"), "{text}");
+        assert!(
+            text.contains(
+                "part_size (67108864 bytes) is larger than memory_limit (33554432 bytes)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("raise memory_limit"), "{text}");
+        // Server-side copies hold no parts in memory: no such limit.
+        let text = GOOD.replace("concurrency = 8", over);
+        assert!(Config::parse(&text, "c").is_ok());
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub const DEFAULT_STALE_UPLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
 /// bucket: a [`CopyJob`] of an [`S3Source`] and an [`S3Sink`] that, in a
 /// run, first aborts the multipart uploads an interrupted run left behind
 /// (see [`S3Sink::abort_stale_uploads`]) and says so in the report's
-/// warnings.
+/// warnings. A streamed job's report notes how its memory limit is spent
+/// ([`crate::MultipartOptions::streaming_summary`]).
 ///
 /// ```no_run
 /// use escrow_sync_core::{Job, JobContext, Mode};
@@ -128,6 +129,9 @@ impl Job for S3CopyJob {
         self.sink().settle().await;
         let mut report = run?;
         report.warnings.extend(warnings);
+        if self.source().streaming() && mode != Mode::Verify {
+            report.notes.push(format!("streamed: {}", self.sink().multipart().streaming_summary()));
+        }
         Ok(report)
     }
 }

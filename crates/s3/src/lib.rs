@@ -14,6 +14,9 @@
 //! in parts with UploadPartCopy, all objects' parts drawing on one budget,
 //! then CompleteMultipartUpload; any failure aborts the upload. A multipart
 //! copy records the source ETag in its metadata ([`SOURCE_ETAG_META`]).
+//! Streamed copies ([`S3Source::with_streaming`]) hold at most the sink's
+//! memory limit of bytes at once ([`MultipartOptions::with_memory_limit`],
+//! default 256 MiB), their part size and concurrency derived from it.
 //!
 //! An object is up to date when its size and ETag match, or, for a
 //! multipart copy, when its recorded source ETag matches.
@@ -74,7 +77,9 @@ pub use lease::{
 };
 pub use list::DEFAULT_LIST_RANGES;
 pub use manifest::{DEFAULT_MANIFEST_PART_SIZE, MANIFEST_CONTENT_TYPE, ManifestStore};
-pub use multipart::{MAX_PARTS, MIN_PART_SIZE, MultipartOptions, SOURCE_ETAG_META, part_ranges};
+pub use multipart::{
+    DEFAULT_MEMORY_LIMIT, MAX_PARTS, MIN_PART_SIZE, MultipartOptions, SOURCE_ETAG_META, part_ranges,
+};
 pub use protect::{LockMode, ObjectLock, Protection};
 pub use restore::{
     S3RestoreSource, bucket_exists, compare_with_target, create_bucket, delete_bucket_and_contents,

@@ -31,13 +31,45 @@ pub const MAX_PARTS: u32 = 10_000;
 /// whose own ETag differs from the source's.
 pub const SOURCE_ETAG_META: &str = "escrow-sync-source-etag";
 
+/// The default bound on the bytes a sink's streamed copies hold at once
+/// ([`MultipartOptions::with_memory_limit`]).
+pub const DEFAULT_MEMORY_LIMIT: u64 = 256 * MIB;
+/// The part size of server-side copies, unless set.
+const DEFAULT_PART_SIZE: u64 = 64 * MIB;
+/// The part copies in flight at once, unless set.
+const DEFAULT_PART_CONCURRENCY: usize = 64;
+/// Streamed copies get this many parts out of their memory limit, unless
+/// the part size is set.
+const STREAM_PARTS_PER_BUDGET: u64 = 8;
+/// The largest part a streamed copy derives from its memory limit.
+const MAX_DERIVED_PART_SIZE: u64 = 64 * MIB;
+
 /// When and how objects are copied in parts.
+///
+/// Server-side copies (UploadPartCopy) move no bytes through this process:
+/// they are bounded by the part concurrency alone. Streamed copies (a
+/// ranged read, then PutObject or UploadPart) are also bounded by the
+/// memory limit: each read claims its size from one budget per sink before
+/// it starts and holds it until its bytes are sent. Unless set, their part
+/// size and concurrency are derived from that limit.
+///
+/// ```
+/// use escrow_sync_s3::MultipartOptions;
+/// const MIB: u64 = 1024 * 1024;
+/// let o = MultipartOptions::new().with_memory_limit(256 * MIB);
+/// assert_eq!(o.stream_part_size(), 32 * MIB);
+/// assert_eq!(o.stream_parts_in_flight(), 8);
+/// assert_eq!(o.streaming_summary(), "memory_limit 256 MiB → 32 MiB parts, 8 in flight");
+/// // Server-side copies keep their own part size and concurrency.
+/// assert_eq!((o.part_size_for(1024 * MIB).unwrap(), o.part_concurrency()), (64 * MIB, 64));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MultipartOptions {
     threshold: u64,
-    part_size: u64,
+    part_size: Option<u64>,
     max_parts: u32,
-    part_concurrency: usize,
+    part_concurrency: Option<usize>,
+    memory_limit: u64,
     part_retry: RetryPolicy,
 }
 
@@ -45,17 +77,19 @@ impl Default for MultipartOptions {
     fn default() -> Self {
         MultipartOptions {
             threshold: 256 * MIB,
-            part_size: 64 * MIB,
+            part_size: None,
             max_parts: MAX_PARTS,
-            part_concurrency: 64,
+            part_concurrency: None,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
             part_retry: RetryPolicy::default(),
         }
     }
 }
 
 impl MultipartOptions {
-    /// Defaults: objects over 256 MiB in 64 MiB parts, at most 10,000 parts,
-    /// 64 part copies at once across all objects.
+    /// Defaults: objects over 256 MiB copied server-side in 64 MiB parts, at
+    /// most 10,000 parts, 64 part copies at once across all objects;
+    /// streamed copies within 256 MiB of memory (32 MiB parts, 8 at once).
     pub fn new() -> Self {
         Self::default()
     }
@@ -68,9 +102,10 @@ impl MultipartOptions {
     }
 
     /// The preferred part size (raised when an object would need more than
-    /// `max_parts` parts; at least 5 MiB).
+    /// `max_parts` parts; at least 5 MiB). Default: 64 MiB for server-side
+    /// copies; for streamed copies, derived from the memory limit.
     pub fn with_part_size(mut self, bytes: u64) -> Self {
-        self.part_size = bytes;
+        self.part_size = Some(bytes);
         self
     }
 
@@ -80,9 +115,26 @@ impl MultipartOptions {
         self
     }
 
-    /// Part copies in flight at once, across all objects of a sink.
+    /// Part copies in flight at once, across all objects of a sink (default
+    /// 64). Streamed parts are further bounded by the memory limit.
     pub fn with_part_concurrency(mut self, n: usize) -> Self {
-        self.part_concurrency = n.max(1);
+        self.part_concurrency = Some(n.max(1));
+        self
+    }
+
+    /// The most bytes a sink's streamed copies hold at once (default
+    /// [`DEFAULT_MEMORY_LIMIT`]; at least 5 MiB, S3's smallest part).
+    ///
+    /// Every streamed read (a whole object sent in one PutObject, or one
+    /// part) claims its size from this budget before it starts and keeps
+    /// it until its bytes are sent. A part larger than the whole budget
+    /// (an explicit part size above it, or a part size raised to stay
+    /// within `max_parts`) claims the whole budget: it runs alone, and
+    /// still runs. Server-side copies do not draw on it. The process needs
+    /// this much and its own working memory besides (runtime, SDK, HTTP
+    /// buffers).
+    pub fn with_memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = bytes.max(MIN_PART_SIZE);
         self
     }
 
@@ -97,17 +149,64 @@ impl MultipartOptions {
         self.threshold.min(MAX_PART_SIZE)
     }
 
-    /// The part concurrency.
+    /// The part concurrency: part copies in flight at once across all
+    /// objects of a sink.
     pub fn part_concurrency(&self) -> usize {
-        self.part_concurrency
+        self.part_concurrency.unwrap_or(DEFAULT_PART_CONCURRENCY)
     }
 
-    /// The part size for an object of `size` bytes: the preferred size, raised
-    /// so that there are at most `max_parts` parts, rounded up to a whole MiB,
-    /// at least 5 MiB. Fails when even 5 GiB parts are not enough.
+    /// The memory limit of streamed copies, in bytes.
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_limit
+    }
+
+    /// The preferred part size of streamed copies: the one set, else an
+    /// eighth of the memory limit, rounded down to a whole MiB, within 5 to
+    /// 64 MiB.
+    pub fn stream_part_size(&self) -> u64 {
+        self.part_size.unwrap_or_else(|| {
+            (self.memory_limit / STREAM_PARTS_PER_BUDGET / MIB * MIB)
+                .clamp(MIN_PART_SIZE, MAX_DERIVED_PART_SIZE)
+        })
+    }
+
+    /// Streamed parts in flight at once: as many parts of
+    /// [`MultipartOptions::stream_part_size`] as fit the memory limit (at
+    /// least one), at most the part concurrency.
+    pub fn stream_parts_in_flight(&self) -> usize {
+        let fit = (self.memory_limit / self.stream_part_size().max(1)).max(1);
+        usize::try_from(fit).unwrap_or(usize::MAX).min(self.part_concurrency())
+    }
+
+    /// One line for a streamed job's report, such as
+    /// `memory_limit 256 MiB → 32 MiB parts, 8 in flight`.
+    pub fn streaming_summary(&self) -> String {
+        format!(
+            "memory_limit {} → {} parts, {} in flight",
+            mib(self.memory_limit),
+            mib(self.stream_part_size()),
+            self.stream_parts_in_flight()
+        )
+    }
+
+    /// The part size of a server-side copy of an object of `size` bytes:
+    /// the preferred size, raised so that there are at most `max_parts`
+    /// parts, rounded up to a whole MiB, at least 5 MiB. Fails when even
+    /// 5 GiB parts are not enough.
     pub fn part_size_for(&self, size: u64) -> Result<u64> {
+        self.sized(self.part_size.unwrap_or(DEFAULT_PART_SIZE), size)
+    }
+
+    /// The part size of a streamed copy of an object of `size` bytes: as
+    /// [`MultipartOptions::part_size_for`], from
+    /// [`MultipartOptions::stream_part_size`].
+    pub fn stream_part_size_for(&self, size: u64) -> Result<u64> {
+        self.sized(self.stream_part_size(), size)
+    }
+
+    fn sized(&self, preferred: u64, size: u64) -> Result<u64> {
         let needed = size.div_ceil(u64::from(self.max_parts));
-        let part = self.part_size.max(needed).max(MIN_PART_SIZE).div_ceil(MIB) * MIB;
+        let part = preferred.max(needed).max(MIN_PART_SIZE).div_ceil(MIB) * MIB;
         if part > MAX_PART_SIZE {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -123,6 +222,17 @@ impl MultipartOptions {
     }
 }
 
+/// `bytes` for people: whole MiB when it is one, else KiB or bytes.
+fn mib(bytes: u64) -> String {
+    if bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes.is_multiple_of(1024) {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 /// The inclusive byte ranges of the parts of an object of `size` bytes.
 pub fn part_ranges(size: u64, part_size: u64) -> Vec<(u64, u64)> {
     (0..size.div_ceil(part_size))
@@ -133,13 +243,46 @@ pub fn part_ranges(size: u64, part_size: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// The shared part budget of one sink.
+/// The shared budgets of one sink: part copies in flight (every multipart
+/// copy), and the bytes its streamed reads hold (streamed copies only).
 #[derive(Debug, Clone)]
-pub(crate) struct PartBudget(pub(crate) Arc<Semaphore>);
+pub(crate) struct PartBudget {
+    pub(crate) parts: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    /// The byte budget's size, in its units.
+    units: u32,
+}
+
+/// The byte budget counts in KiB: a claim of up to 4 TiB fits a `u32`.
+const BUDGET_UNIT: u64 = 1024;
 
 impl PartBudget {
-    pub(crate) fn new(n: usize) -> Self {
-        PartBudget(Arc::new(Semaphore::new(n)))
+    pub(crate) fn new(options: &MultipartOptions) -> Self {
+        let units = u32::try_from(options.memory_limit().div_ceil(BUDGET_UNIT).max(1))
+            .unwrap_or(u32::MAX)
+            .min(u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX));
+        PartBudget {
+            parts: Arc::new(Semaphore::new(options.part_concurrency())),
+            bytes: Arc::new(Semaphore::new(units as usize)),
+            units,
+        }
+    }
+
+    /// Claims `bytes` of the memory budget for a streamed read, waiting
+    /// until they are free; held until the permit is dropped. A claim
+    /// larger than the whole budget takes the whole budget: it waits for
+    /// every other claim to end, then runs alone, so it never waits forever.
+    pub(crate) async fn claim_bytes(
+        &self,
+        bytes: u64,
+        op: &'static str,
+        resource: &str,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT)).unwrap_or(u32::MAX).min(self.units);
+        self.bytes
+            .acquire_many(units)
+            .await
+            .map_err(|_| Error::new(ErrorKind::Cancelled, op, resource, ""))
     }
 }
 
@@ -324,7 +467,10 @@ impl S3Sink {
         from: PartSource<'_>,
         dest_key: &str,
     ) -> Result<Receipt> {
-        let part_size = self.multipart().part_size_for(item.size)?;
+        let part_size = match from {
+            PartSource::Copy { .. } => self.multipart().part_size_for(item.size)?,
+            PartSource::Read(_) => self.multipart().stream_part_size_for(item.size)?,
+        };
         let open = self.open_upload(head, tagging, &sums, dest_key).await?;
         let upload_id = open.upload_id.clone();
         let res =
@@ -425,11 +571,11 @@ impl S3Sink {
         let parts = part_ranges(item.size, part_size).into_iter().enumerate().map(|(i, (a, b))| {
             let failed = &failed;
             async move {
-                // The permit bounds the parts in flight across all objects,
-                // and so the bytes a streamed copy holds in memory.
+                // The permit bounds the parts in flight across all objects;
+                // a streamed part also claims its bytes (`upload_part`).
                 let _permit = self
                     .part_budget()
-                    .0
+                    .parts
                     .acquire()
                     .await
                     .map_err(|_| Error::new(ErrorKind::Cancelled, op, dest_key, ""))?;
@@ -584,6 +730,13 @@ impl S3Sink {
         last: u64,
         resource: &str,
     ) -> Result<(Option<String>, Option<String>)> {
+        // The part's bytes are claimed before they are read and released
+        // once UploadPart has sent them (each attempt claims anew: a retry
+        // waiting out its back-off holds nothing).
+        let _claim =
+            self.part_budget().claim_bytes(last - first + 1, "s3:UploadPart", resource).await?;
+        // The body is the read's buffer itself (`Bytes` is shared, not
+        // copied), so a part is held once.
         let bytes = data.read_range(first, last).await?;
         let len = bytes.len() as i64;
         let out = self
@@ -755,6 +908,39 @@ mod tests {
         assert_eq!(part_ranges(10, 5), [(0, 4), (5, 9)]);
         assert_eq!(part_ranges(1, 5), [(0, 0)]);
         assert!(part_ranges(0, 5).is_empty());
+    }
+
+    #[test]
+    fn streamed_parts_are_derived_from_the_memory_limit_unless_set() {
+        let at = |limit: u64| {
+            let o = MultipartOptions::new().with_memory_limit(limit);
+            (o.stream_part_size(), o.stream_parts_in_flight())
+        };
+        assert_eq!(at(256 * MIB), (32 * MIB, 8));
+        assert_eq!(at(48 * MIB), (6 * MIB, 8));
+        // Within 5 to 64 MiB, whole MiB.
+        assert_eq!(at(5 * MIB), (5 * MIB, 1));
+        assert_eq!(at(20 * MIB), (5 * MIB, 4));
+        assert_eq!(at(100 * MIB), (12 * MIB, 8));
+        assert_eq!(at(4096 * MIB), (64 * MIB, 64));
+        // Below one part: raised to one part.
+        assert_eq!(MultipartOptions::new().with_memory_limit(1).memory_limit(), MIN_PART_SIZE);
+        // The part concurrency caps the parts in flight.
+        let o = MultipartOptions::new().with_memory_limit(8192 * MIB);
+        assert_eq!((o.stream_part_size(), o.stream_parts_in_flight()), (64 * MIB, 64));
+        // Explicit settings win; the limit still bounds the parts in flight.
+        let o = MultipartOptions::new()
+            .with_memory_limit(64 * MIB)
+            .with_part_size(24 * MIB)
+            .with_part_concurrency(16);
+        assert_eq!((o.stream_part_size(), o.stream_parts_in_flight()), (24 * MIB, 2));
+        assert_eq!(o.streaming_summary(), "memory_limit 64 MiB → 24 MiB parts, 2 in flight");
+        // Streamed part sizes also keep within max_parts.
+        let o = MultipartOptions::new().with_max_parts(2);
+        assert_eq!(o.stream_part_size_for(100 * MIB).unwrap(), 50 * MIB);
+        // Server-side copies ignore the limit.
+        let o = MultipartOptions::new().with_memory_limit(16 * MIB);
+        assert_eq!((o.part_size_for(1 << 30).unwrap(), o.part_concurrency()), (64 * MIB, 64));
     }
 
     #[test]

@@ -21,10 +21,10 @@ use escrow_sync_aws::sdk_error;
 impl S3Sink {
     /// Writes `body` as one of escrow-sync's own records at `key` (under the
     /// destination prefix), with content type `content_type` and a SHA-256
-    /// checksum S3 checks: in one PutObject up to a part's size
-    /// ([`MultipartOptions::part_size_for`](crate::MultipartOptions::part_size_for)),
+    /// checksum S3 checks: in one PutObject up to a streamed part's size
+    /// ([`MultipartOptions::stream_part_size_for`](crate::MultipartOptions::stream_part_size_for)),
     /// otherwise in a multipart upload that reads `body` part by part (memory:
-    /// the part concurrency × the part size) and is aborted on any failure.
+    /// within the sink's memory limit) and is aborted on any failure.
     /// Either way the object appears whole or not at all. Protected as every
     /// copy of this sink is ([`S3Sink::with_protection`]). One attempt: the
     /// caller retries retryable errors (parts are retried on their own).
@@ -48,7 +48,7 @@ impl S3Sink {
         }
         let size = body.len();
         let item = Item::new(key, ItemKind::Object, size, "");
-        if size > self.multipart().part_size_for(size)? {
+        if size > self.multipart().stream_part_size_for(size)? {
             let head = SourceHead {
                 metadata: Default::default(),
                 content_type: Some(content_type.to_string()),
@@ -64,9 +64,12 @@ impl S3Sink {
             let from = PartSource::Read(body.as_ref());
             return self.upload_in_parts(&item, head, None, sums, from, &dest_key).await;
         }
-        let _permit = self.part_budget().0.acquire().await.map_err(|_| {
-            Error::new(ErrorKind::Cancelled, "s3:PutObject", url(self.bucket(), &dest_key), "")
-        })?;
+        let resource = url(self.bucket(), &dest_key);
+        let _permit =
+            self.part_budget().parts.acquire().await.map_err(|_| {
+                Error::new(ErrorKind::Cancelled, "s3:PutObject", resource.clone(), "")
+            })?;
+        let _claim = self.part_budget().claim_bytes(size, "s3:PutObject", &resource).await?;
         let data = if size == 0 { Bytes::new() } else { body.read_range(0, size - 1).await? };
         let req = self
             .client()

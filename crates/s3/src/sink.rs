@@ -79,7 +79,7 @@ impl S3Sink {
     /// A sink into `bucket`, using `client` (escrow credentials).
     pub fn from_client(client: Client, bucket: impl Into<String>) -> Self {
         let multipart = MultipartOptions::default();
-        let budget = PartBudget::new(multipart.part_concurrency());
+        let budget = PartBudget::new(&multipart);
         S3Sink {
             client,
             bucket: bucket.into(),
@@ -136,9 +136,12 @@ impl S3Sink {
         }
     }
 
-    /// When and how objects are copied in parts (UploadPartCopy).
+    /// When and how objects are copied in parts (UploadPartCopy, or
+    /// UploadPart when streamed), and the memory streamed copies may hold
+    /// ([`MultipartOptions::with_memory_limit`]). The sink's budgets are
+    /// shared by its clones.
     pub fn with_multipart(mut self, options: MultipartOptions) -> Self {
-        self.budget = PartBudget::new(options.part_concurrency());
+        self.budget = PartBudget::new(&options);
         self.multipart = options;
         self
     }
@@ -201,7 +204,8 @@ impl S3Sink {
         &self.protection
     }
 
-    pub(crate) fn multipart(&self) -> &MultipartOptions {
+    /// The multipart settings and memory limit ([`S3Sink::with_multipart`]).
+    pub fn multipart(&self) -> &MultipartOptions {
         &self.multipart
     }
 
@@ -374,9 +378,10 @@ impl S3Sink {
         Ok(receipt(bytes, copied))
     }
 
-    /// A streamed copy: one PutObject up to a part's size, parts beyond;
-    /// every read draws on the part budget, so memory stays under
-    /// `part_concurrency × part size` plus a small constant.
+    /// A streamed copy: one PutObject up to a streamed part's size, parts
+    /// beyond; every read claims its bytes from the sink's memory budget
+    /// first and holds them until they are sent, so the bytes in flight
+    /// stay within the memory limit.
     async fn stream_in(&self, item: &Item, data: Arc<dyn RangeRead>) -> Result<Receipt> {
         let dest_key = self.dest_key(&item.key);
         if data.len() != item.size {
@@ -392,13 +397,16 @@ impl S3Sink {
                 ),
             ));
         }
-        let part_size = self.multipart.part_size_for(item.size)?;
+        let part_size = self.multipart.stream_part_size_for(item.size)?;
         if item.size > part_size {
             return self.multipart_stream(item, data.as_ref(), &dest_key).await;
         }
-        let _permit = self.budget.0.acquire().await.map_err(|_| {
-            Error::new(ErrorKind::Cancelled, "s3:PutObject", url(&self.bucket, &dest_key), "")
-        })?;
+        let resource = url(&self.bucket, &dest_key);
+        let _permit =
+            self.budget.parts.acquire().await.map_err(|_| {
+                Error::new(ErrorKind::Cancelled, "s3:PutObject", resource.clone(), "")
+            })?;
+        let _claim = self.budget.claim_bytes(item.size, "s3:PutObject", &resource).await?;
         self.put(item, Payload::Ranged(data)).await
     }
 

@@ -111,6 +111,11 @@ impl S3Source {
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
+
+    /// Whether this source streams bytes ([`S3Source::with_streaming`]).
+    pub fn streaming(&self) -> bool {
+        self.streaming
+    }
 }
 
 impl S3Source {
