@@ -196,6 +196,9 @@ async fn child(args: &[String]) {
             // measures); otherwise 8 MiB parts, 8 in flight.
             let multipart = if args.get(5).map(String::as_str) == Some("defaults") {
                 MultipartOptions::new()
+            } else if let Some(mib) = args.get(5).and_then(|a| a.strip_prefix("memory-mib=")) {
+                // The library's defaults under another `memory_limit`.
+                MultipartOptions::new().with_memory_limit(mib.parse::<u64>().expect("MiB") * MIB)
             } else {
                 MultipartOptions::new()
                     .with_threshold(8 * MIB)
@@ -619,8 +622,9 @@ async fn check(client: &aws_sdk_s3::Client, bucket: &str, keys: u64, bytes: u64,
 
 /// The contenders of the small-object workloads, run in this order each round.
 const SMALL: [&str; 4] = ["escrow-sync", "s5cmd", "rclone", "raw"];
-/// The contenders of the streamed workload (s5cmd cannot span endpoints).
-const STREAMED: [&str; 2] = ["escrow-sync", "rclone"];
+/// The contenders of the streamed workload (s5cmd cannot span endpoints):
+/// escrow-sync at its default `memory_limit` (256 MiB) and at 32 MiB.
+const STREAMED: [&str; 3] = ["escrow-sync", "escrow-sync-32mib", "rclone"];
 
 /// The copy and no-op re-run of `tool` on a fresh server seeded with the
 /// small objects.
@@ -706,6 +710,11 @@ fn streamed_run(
         "escrow-sync" => {
             escrow_child(src, Some(dst), &["sync", "big", "big", "stream", "bytes", "defaults"])
         }
+        "escrow-sync-32mib" => escrow_child(
+            src,
+            Some(dst),
+            &["sync", "big", "big", "stream", "bytes", "memory-mib=32"],
+        ),
         "rclone" => rclone(peers, &[("from", src), ("to", dst)], &["copy", "from:big", "to:big"]),
         other => unreachable!("{other}"),
     };
