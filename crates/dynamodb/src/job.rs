@@ -665,7 +665,7 @@ impl TableJob {
         };
         if all_done
             && first_error.is_none()
-            && let Err(e) = self.settle_changes(mode, &scanner, breaker, &mut report).await
+            && let Err(e) = self.settle_changes(mode, &scanner, breaker, None, &mut report).await
         {
             first_error = Some(e);
         }
@@ -951,12 +951,15 @@ impl TableJob {
     /// After a whole scan: writes the held-back changes when they are
     /// within the share after all (or escrow is small), else reports the
     /// `mass-change` finding. Plan and accepted runs get a warning when the
-    /// changes are over the share.
+    /// changes are over the share. The held-back items written are re-read
+    /// from the primary, or taken from `known` (an incremental export's
+    /// images by key text) when given.
     async fn settle_changes(
         &self,
         mode: Mode,
         scanner: &TableScanner,
         breaker: Breaker,
+        known: Option<&HashMap<String, Record>>,
         report: &mut Report,
     ) -> Result<()> {
         let percent = self.max_change_percent;
@@ -1014,7 +1017,14 @@ impl TableJob {
         // Within the share after all: the held-back changes are written as
         // the primary holds them now (their earlier states into the history
         // first, like every write).
-        let items = scanner.get_items(breaker.held).await?;
+        let items = match known {
+            Some(known) => breaker
+                .held
+                .iter()
+                .filter_map(|k| known.get(&self.keys.key_text(k).ok()?).cloned())
+                .collect(),
+            None => scanner.get_items(breaker.held).await?,
+        };
         if items.is_empty() {
             return Ok(());
         }
@@ -1290,9 +1300,13 @@ impl TableJob {
             ));
         }
         let (mut puts, mut deleted) = (Vec::new(), 0u64);
-        for (_, (_, change)) in changes {
+        let mut images = HashMap::new();
+        for (key, (_, change)) in changes {
             match change {
-                Change::Put { item, .. } => puts.push(item),
+                Change::Put { item, .. } => {
+                    images.insert(key, item.clone());
+                    puts.push(item);
+                }
                 Change::Delete { .. } => deleted += 1,
             }
         }
@@ -1329,12 +1343,12 @@ impl TableJob {
             let mut s = shared.lock().expect("job lock");
             (s.report.take().expect("report"), std::mem::take(&mut s.breaker))
         };
-        // Held-back changes within the share after all are read again from
-        // the primary by key (as after a scan); over it, a finding.
+        // Held-back changes within the share after all are written as the
+        // export has them; over it, a finding.
         let scanner =
             TableScanner::from_client(self.primary.clone(), self.source.name(), self.read_units)
                 .with_options(self.options.clone());
-        self.settle_changes(Mode::Run, &scanner, breaker, &mut report).await?;
+        self.settle_changes(Mode::Run, &scanner, breaker, Some(&images), &mut report).await?;
         report.throttled += scanner.budget().throttles();
         if report.copied > 0 {
             self.sink.record_run(&self.started).await?;
