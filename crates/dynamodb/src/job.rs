@@ -1171,7 +1171,22 @@ impl TableJob {
                     time_text(from),
                     time_text(to)
                 ));
-                let mut report = self.apply_export(inc, from, to, report).await?;
+                // The run manifest's item list of a run says which keys the
+                // primary held then (restore --at keeps only those): an
+                // incremental run sees only the changed keys, so it lists
+                // none, and restore --at after it takes every item escrow
+                // held (deleted ones too) rather than too few.
+                let mut job = self.clone();
+                job.item_log = None;
+                let mut report = job.apply_export(inc, from, to, report).await?;
+                if self.item_log.is_some() {
+                    report.notes.push(
+                        "the run manifest lists no items for an incremental run (it sees only \
+                         the changes): restore --at a time after it restores every item escrow \
+                         held then, including items the primary had deleted"
+                            .into(),
+                    );
+                }
                 let whole = !report.cancelled && report.failed == 0 && report.held_back == 0;
                 self.move_watermark(
                     store,
