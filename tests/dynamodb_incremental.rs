@@ -35,6 +35,78 @@ async fn clock(ddb: &Client, table: &str, behind: u64) {
         .expect("tag the source table");
 }
 
+/// A new source table with point-in-time recovery on and `items` items,
+/// its clock an hour behind the wall clock (set before recovery is
+/// enabled: its earliest restorable time is read from the table's clock),
+/// then ten seconds on, so that the first export's time is past every
+/// write.
+async fn source_with_recovery(ddb: &Client, items: usize) -> String {
+    let source = create_source(ddb).await;
+    clock(ddb, &source, 3600).await;
+    ddb.update_continuous_backups()
+        .table_name(&source)
+        .point_in_time_recovery_specification(
+            PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(true)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    put_items(ddb, &source, (0..items).map(item)).await;
+    clock(ddb, &source, 3590).await;
+    source
+}
+
+/// Twenty minutes on in `table`'s clock: item 100 added, item 1 replaced,
+/// item 2 updated, item 3 deleted; then ten seconds on.
+async fn four_changes(ddb: &Client, table: &str) {
+    clock(ddb, table, 2400).await;
+    put_items(ddb, table, [item(100)].into_iter()).await;
+    let mut replaced = item(1);
+    replaced.insert("status".into(), AttributeValue::S("refunded".into()));
+    put_items(ddb, table, [replaced].into_iter()).await;
+    let key = |i: usize| {
+        let it = item(i);
+        [("customer", it["customer"].clone()), ("seq", it["seq"].clone())]
+    };
+    let mut update = ddb
+        .update_item()
+        .table_name(table)
+        .update_expression("SET amount = :a")
+        .expression_attribute_values(":a", AttributeValue::N("9.99".into()));
+    for (k, v) in key(2) {
+        update = update.key(k, v);
+    }
+    update.send().await.unwrap();
+    let mut delete = ddb.delete_item().table_name(table);
+    for (k, v) in key(3) {
+        delete = delete.key(k, v);
+    }
+    delete.send().await.unwrap();
+    clock(ddb, table, 2390).await;
+}
+
+/// `restore --apply` of job `orders` into the recovery account, with
+/// `extra` arguments.
+fn restore(cfg: &str, extra: &[&str]) -> escrow_sync_e2e::Outcome {
+    let mut args = vec![
+        "restore",
+        "--config",
+        cfg,
+        "--job",
+        "orders",
+        "--target-role-arn",
+        "arn:aws:iam::333333333333:role/recovery",
+        "--output",
+        "json",
+        "--apply",
+    ];
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
 /// Waits for the next whole second of the wall clock (at most one) and
 /// returns it as RFC 3339: later than anything started before the call,
 /// earlier than anything started after.
@@ -71,25 +143,7 @@ async fn incremental_generations_follow_the_changes_and_restore_composes_them() 
     let recovery = escrow_sync_dynamodb::client(&admin("333333333333").await);
     let escrow_session = admin(ESCROW).await;
     let es3 = s3(&escrow_session);
-    let source = create_source(&primary_admin).await;
-    // The table's clock an hour behind, before recovery is enabled (its
-    // earliest restorable time is read from the table's clock).
-    clock(&primary_admin, &source, 3600).await;
-    primary_admin
-        .update_continuous_backups()
-        .table_name(&source)
-        .point_in_time_recovery_specification(
-            PointInTimeRecoverySpecification::builder()
-                .point_in_time_recovery_enabled(true)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    put_items(&primary_admin, &source, (0..40).map(item)).await;
-    // Ten seconds on: the first export's time is past every write above.
-    clock(&primary_admin, &source, 3590).await;
+    let source = source_with_recovery(&primary_admin, 40).await;
 
     let bucket = unique("escrow-incr");
     let manifests = unique("incr-manifests");
@@ -131,30 +185,7 @@ checkpoint_table = "{}"
 
     // Twenty minutes on in the table's clock: one item added, one
     // replaced, one updated, one deleted.
-    clock(&primary_admin, &source, 2400).await;
-    put_items(&primary_admin, &source, [item(100)].into_iter()).await;
-    let mut replaced = item(1);
-    replaced.insert("status".into(), AttributeValue::S("refunded".into()));
-    put_items(&primary_admin, &source, [replaced].into_iter()).await;
-    let key = |i: usize| {
-        let it = item(i);
-        [("customer", it["customer"].clone()), ("seq", it["seq"].clone())]
-    };
-    let mut update = primary_admin
-        .update_item()
-        .table_name(&source)
-        .update_expression("SET amount = :a")
-        .expression_attribute_values(":a", AttributeValue::N("9.99".into()));
-    for (k, v) in key(2) {
-        update = update.key(k, v);
-    }
-    update.send().await.unwrap();
-    let mut delete = primary_admin.delete_item().table_name(&source);
-    for (k, v) in key(3) {
-        delete = delete.key(k, v);
-    }
-    delete.send().await.unwrap();
-    clock(&primary_admin, &source, 2390).await;
+    four_changes(&primary_admin, &source).await;
 
     // Second run: the changes since the first export's time, four of them.
     let second = run();
@@ -184,22 +215,7 @@ checkpoint_table = "{}"
     assert!(notes(job).contains("nothing exported"), "{job}");
     assert_eq!(generations(&es3, &bucket).await.len(), 2);
 
-    let restore = |extra: &[&str]| {
-        let mut args = vec![
-            "restore",
-            "--config",
-            cfg,
-            "--job",
-            "orders",
-            "--target-role-arn",
-            "arn:aws:iam::333333333333:role/recovery",
-            "--output",
-            "json",
-            "--apply",
-        ];
-        args.extend_from_slice(extra);
-        cli(&args)
-    };
+    let restore = |extra: &[&str]| restore(cfg, extra);
     let after = next_second().await;
     // After the second run: the full generation and the changes on top.
     let now_table = unique("restored-now");
@@ -280,22 +296,7 @@ async fn a_table_job_applies_the_changes_since_its_watermark_and_keeps_deleted_i
     let escrow_ddb = escrow_sync_dynamodb::client(&escrow_session);
     let recovery = escrow_sync_dynamodb::client(&admin("333333333333").await);
     let es3 = s3(&escrow_session);
-    let source = create_source(&primary_admin).await;
-    clock(&primary_admin, &source, 3600).await;
-    primary_admin
-        .update_continuous_backups()
-        .table_name(&source)
-        .point_in_time_recovery_specification(
-            PointInTimeRecoverySpecification::builder()
-                .point_in_time_recovery_enabled(true)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    put_items(&primary_admin, &source, (0..30).map(item)).await;
-    clock(&primary_admin, &source, 3590).await;
+    let source = source_with_recovery(&primary_admin, 30).await;
 
     let history = unique("incr-history");
     create_bucket(&es3, &history, true).await;
@@ -327,22 +328,8 @@ checkpoint_table = "{cp}"
     let between = next_second().await;
 
     // Twenty minutes on in the table's clock: one added, one replaced, one
-    // deleted.
-    clock(&primary_admin, &source, 2400).await;
-    put_items(&primary_admin, &source, [item(100)].into_iter()).await;
-    let mut replaced = item(1);
-    replaced.insert("status".into(), AttributeValue::S("refunded".into()));
-    put_items(&primary_admin, &source, [replaced].into_iter()).await;
-    let gone = item(3);
-    primary_admin
-        .delete_item()
-        .table_name(&source)
-        .key("customer", gone["customer"].clone())
-        .key("seq", gone["seq"].clone())
-        .send()
-        .await
-        .unwrap();
-    clock(&primary_admin, &source, 2390).await;
+    // updated, one deleted.
+    four_changes(&primary_admin, &source).await;
 
     // Second run: the changes only, staged under the history bucket's
     // staging prefix; the deleted item stays in escrow.
@@ -350,7 +337,7 @@ checkpoint_table = "{cp}"
     assert_eq!(second.code, 0, "{second:?}");
     let job = &second.json()["jobs"][0];
     assert!(text(job).contains("incremental export of the changes"), "{job}");
-    assert_eq!(job["copied"].as_u64(), Some(2), "{job}");
+    assert_eq!(job["copied"].as_u64(), Some(3), "{job}");
     assert_eq!(job["retained"].as_u64(), Some(1), "{job}");
     assert!(text(job).contains("kept in escrow"), "{job}");
     let staged: Vec<String> = keys(&es3, &history)
@@ -373,22 +360,7 @@ checkpoint_table = "{cp}"
     // The item history holds the state the change replaced: escrow as of
     // between the runs is the first state, item for item.
     let then_table = unique("restored-table-then");
-    let out = cli(&[
-        "restore",
-        "--config",
-        cfg,
-        "--job",
-        "orders",
-        "--target-role-arn",
-        "arn:aws:iam::333333333333:role/recovery",
-        "--target-table",
-        &then_table,
-        "--at",
-        &between,
-        "--output",
-        "json",
-        "--apply",
-    ]);
+    let out = restore(cfg, &["--target-table", &then_table, "--at", &between]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(all_items(&recovery, &then_table).await, first_state);
 

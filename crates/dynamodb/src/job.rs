@@ -1134,11 +1134,11 @@ impl TableJob {
                 plan_export(mark.as_ref(), to, earliest)
             }
         };
-        match plan {
+        let (mut report, next) = match plan {
             ExportPlan::Skip { reason } => {
                 report.notes.push(reason);
                 report.elapsed = began.elapsed();
-                Ok(report)
+                return Ok(report);
             }
             ExportPlan::Full { at, reason } => {
                 // A scan that starts after `at` holds every change before
@@ -1150,20 +1150,7 @@ impl TableJob {
                 let mut scanned = job.execute_scan(Mode::Run).await?;
                 scanned.warnings.splice(0..0, report.warnings);
                 scanned.notes.insert(0, reason);
-                let whole = !scanned.cancelled
-                    && scanned.failed == 0
-                    && scanned.held_back == 0
-                    && scanned.findings.is_empty();
-                self.move_watermark(
-                    store,
-                    whole,
-                    self.watermark_at(at),
-                    watermark.as_ref(),
-                    &mut scanned,
-                )
-                .await?;
-                scanned.elapsed = began.elapsed();
-                Ok(scanned)
+                (scanned, at)
             }
             ExportPlan::Incremental { from, to, .. } => {
                 report.notes.push(format!(
@@ -1187,19 +1174,18 @@ impl TableJob {
                             .into(),
                     );
                 }
-                let whole = !report.cancelled && report.failed == 0 && report.held_back == 0;
-                self.move_watermark(
-                    store,
-                    whole,
-                    self.watermark_at(to),
-                    watermark.as_ref(),
-                    &mut report,
-                )
-                .await?;
-                report.elapsed = began.elapsed();
-                Ok(report)
+                (report, to)
             }
-        }
+        };
+        // Everything applied: nothing failed, held back or cancelled.
+        let whole = !report.cancelled
+            && report.failed == 0
+            && report.held_back == 0
+            && report.findings.is_empty();
+        self.move_watermark(store, whole, self.watermark_at(next), watermark.as_ref(), &mut report)
+            .await?;
+        report.elapsed = began.elapsed();
+        Ok(report)
     }
 
     /// Saves `next` as the watermark when the run applied everything

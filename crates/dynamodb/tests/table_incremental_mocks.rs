@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput;
 use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput;
 use aws_sdk_dynamodb::operation::describe_export::DescribeExportOutput;
@@ -36,7 +35,9 @@ use serde_json::json;
 
 mod common;
 
-use escrow_sync_core::{Mode, Report, RetryPolicy};
+use common::{Store, batch_get, fast, item, pk_of, store, v_of};
+
+use escrow_sync_core::{Mode, Report};
 use escrow_sync_dynamodb::checkpoint::TableWatermark;
 use escrow_sync_dynamodb::history::History;
 use escrow_sync_dynamodb::json::Record;
@@ -49,7 +50,6 @@ const STARTED: &str = "2026-11-28T12:00:00Z";
 const GENERATION: &str = "20261128T120000000Z";
 const STAGED: &str = "dynamodb-history/.staging/orders/20261128T120000000Z/";
 
-type Store = Arc<Mutex<BTreeMap<String, Record>>>;
 type Rows = Arc<Mutex<BTreeMap<(String, String), Record>>>;
 
 fn secs(t: &str) -> u64 {
@@ -60,55 +60,8 @@ fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-fn item(pk: &str, v: u32) -> Record {
-    HashMap::from([
-        ("pk".to_string(), AttributeValue::S(pk.to_string())),
-        ("v".to_string(), AttributeValue::N(v.to_string())),
-    ])
-}
-
-fn pk_of(r: &Record) -> String {
-    match &r["pk"] {
-        AttributeValue::S(s) => s.clone(),
-        other => panic!("{other:?}"),
-    }
-}
-
-fn v_of(r: &Record) -> String {
-    match &r["v"] {
-        AttributeValue::N(n) => n.clone(),
-        other => panic!("{other:?}"),
-    }
-}
-
-fn store(items: impl IntoIterator<Item = Record>) -> Store {
-    Arc::new(Mutex::new(items.into_iter().map(|r| (pk_of(&r), r)).collect()))
-}
-
-fn fast() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 2,
-        initial_backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(2),
-    }
-}
-
 fn client(rules: &[&Rule]) -> Client {
     mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, rules)
-}
-
-fn batch_get(table: &'static str, data: Store) -> Rule {
-    mock!(Client::batch_get_item)
-        .match_requests(move |r| r.request_items().and_then(|m| m.get(table)).is_some())
-        .then_compute_output(move |r| {
-            let data = data.lock().unwrap();
-            let found: Vec<Record> = r.request_items().unwrap()[table]
-                .keys()
-                .iter()
-                .filter_map(|k| data.get(&pk_of(k)).cloned())
-                .collect();
-            BatchGetItemOutput::builder().responses(table, found).build()
-        })
 }
 
 /// Change lines of an incremental export, written at `micros`.

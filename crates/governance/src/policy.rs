@@ -1283,6 +1283,22 @@ impl<'a> Ctx<'a> {
         out
     }
 
+    /// The bucket policy statement letting the primary's reader role write
+    /// a native export job's staging prefix, and only that.
+    fn staging_write(&self, j: &crate::inventory::TableGrant) -> Value {
+        let mut s = allow(
+            sid("PrimaryReaderNativeExport", &j.name),
+            &["s3:PutObject", "s3:AbortMultipartUpload"],
+            vec![format!(
+                "arn:aws:s3:::{}/{}*",
+                j.staging_bucket().unwrap_or_default(),
+                j.staging().unwrap_or_default()
+            )],
+        );
+        s["Principal"] = json!({"AWS": self.reader_arn});
+        s
+    }
+
     /// The settings every escrow bucket must have.
     fn escrow_buckets(&self) -> BTreeMap<String, Value> {
         let mut uses: BTreeMap<String, (bool, Vec<String>, Vec<Value>)> = BTreeMap::new();
@@ -1299,13 +1315,7 @@ impl<'a> Ctx<'a> {
                 if j.native_export {
                     // The staging prefix only: nothing the primary writes
                     // lands where restore and verify read.
-                    let mut s = allow(
-                        sid("PrimaryReaderNativeExport", &j.name),
-                        &["s3:PutObject", "s3:AbortMultipartUpload"],
-                        vec![format!("arn:aws:s3:::{b}/{}*", j.staging().unwrap_or_default())],
-                    );
-                    s["Principal"] = json!({"AWS": self.reader_arn});
-                    e.2.push(s);
+                    e.2.push(self.staging_write(j));
                 }
             }
             if let Some(b) = &j.history_bucket {
@@ -1314,13 +1324,7 @@ impl<'a> Ctx<'a> {
                 if j.native_export && j.dest_bucket.is_none() {
                     // native-incremental table job: the staging prefix only,
                     // beside the history, never under it.
-                    let mut s = allow(
-                        sid("PrimaryReaderNativeExport", &j.name),
-                        &["s3:PutObject", "s3:AbortMultipartUpload"],
-                        vec![format!("arn:aws:s3:::{b}/{}*", j.staging().unwrap_or_default())],
-                    );
-                    s["Principal"] = json!({"AWS": self.reader_arn});
-                    e.2.push(s);
+                    e.2.push(self.staging_write(j));
                 }
             }
         }
