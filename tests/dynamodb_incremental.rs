@@ -35,6 +35,78 @@ async fn clock(ddb: &Client, table: &str, behind: u64) {
         .expect("tag the source table");
 }
 
+/// A new source table with point-in-time recovery on and `items` items,
+/// its clock an hour behind the wall clock (set before recovery is
+/// enabled: its earliest restorable time is read from the table's clock),
+/// then ten seconds on, so that the first export's time is past every
+/// write.
+async fn source_with_recovery(ddb: &Client, items: usize) -> String {
+    let source = create_source(ddb).await;
+    clock(ddb, &source, 3600).await;
+    ddb.update_continuous_backups()
+        .table_name(&source)
+        .point_in_time_recovery_specification(
+            PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(true)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    put_items(ddb, &source, (0..items).map(item)).await;
+    clock(ddb, &source, 3590).await;
+    source
+}
+
+/// Twenty minutes on in `table`'s clock: item 100 added, item 1 replaced,
+/// item 2 updated, item 3 deleted; then ten seconds on.
+async fn four_changes(ddb: &Client, table: &str) {
+    clock(ddb, table, 2400).await;
+    put_items(ddb, table, [item(100)].into_iter()).await;
+    let mut replaced = item(1);
+    replaced.insert("status".into(), AttributeValue::S("refunded".into()));
+    put_items(ddb, table, [replaced].into_iter()).await;
+    let key = |i: usize| {
+        let it = item(i);
+        [("customer", it["customer"].clone()), ("seq", it["seq"].clone())]
+    };
+    let mut update = ddb
+        .update_item()
+        .table_name(table)
+        .update_expression("SET amount = :a")
+        .expression_attribute_values(":a", AttributeValue::N("9.99".into()));
+    for (k, v) in key(2) {
+        update = update.key(k, v);
+    }
+    update.send().await.unwrap();
+    let mut delete = ddb.delete_item().table_name(table);
+    for (k, v) in key(3) {
+        delete = delete.key(k, v);
+    }
+    delete.send().await.unwrap();
+    clock(ddb, table, 2390).await;
+}
+
+/// `restore --apply` of job `orders` into the recovery account, with
+/// `extra` arguments.
+fn restore(cfg: &str, extra: &[&str]) -> escrow_sync_e2e::Outcome {
+    let mut args = vec![
+        "restore",
+        "--config",
+        cfg,
+        "--job",
+        "orders",
+        "--target-role-arn",
+        "arn:aws:iam::333333333333:role/recovery",
+        "--output",
+        "json",
+        "--apply",
+    ];
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
 /// Waits for the next whole second of the wall clock (at most one) and
 /// returns it as RFC 3339: later than anything started before the call,
 /// earlier than anything started after.
@@ -71,25 +143,7 @@ async fn incremental_generations_follow_the_changes_and_restore_composes_them() 
     let recovery = escrow_sync_dynamodb::client(&admin("333333333333").await);
     let escrow_session = admin(ESCROW).await;
     let es3 = s3(&escrow_session);
-    let source = create_source(&primary_admin).await;
-    // The table's clock an hour behind, before recovery is enabled (its
-    // earliest restorable time is read from the table's clock).
-    clock(&primary_admin, &source, 3600).await;
-    primary_admin
-        .update_continuous_backups()
-        .table_name(&source)
-        .point_in_time_recovery_specification(
-            PointInTimeRecoverySpecification::builder()
-                .point_in_time_recovery_enabled(true)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    put_items(&primary_admin, &source, (0..40).map(item)).await;
-    // Ten seconds on: the first export's time is past every write above.
-    clock(&primary_admin, &source, 3590).await;
+    let source = source_with_recovery(&primary_admin, 40).await;
 
     let bucket = unique("escrow-incr");
     let manifests = unique("incr-manifests");
@@ -131,30 +185,7 @@ checkpoint_table = "{}"
 
     // Twenty minutes on in the table's clock: one item added, one
     // replaced, one updated, one deleted.
-    clock(&primary_admin, &source, 2400).await;
-    put_items(&primary_admin, &source, [item(100)].into_iter()).await;
-    let mut replaced = item(1);
-    replaced.insert("status".into(), AttributeValue::S("refunded".into()));
-    put_items(&primary_admin, &source, [replaced].into_iter()).await;
-    let key = |i: usize| {
-        let it = item(i);
-        [("customer", it["customer"].clone()), ("seq", it["seq"].clone())]
-    };
-    let mut update = primary_admin
-        .update_item()
-        .table_name(&source)
-        .update_expression("SET amount = :a")
-        .expression_attribute_values(":a", AttributeValue::N("9.99".into()));
-    for (k, v) in key(2) {
-        update = update.key(k, v);
-    }
-    update.send().await.unwrap();
-    let mut delete = primary_admin.delete_item().table_name(&source);
-    for (k, v) in key(3) {
-        delete = delete.key(k, v);
-    }
-    delete.send().await.unwrap();
-    clock(&primary_admin, &source, 2390).await;
+    four_changes(&primary_admin, &source).await;
 
     // Second run: the changes since the first export's time, four of them.
     let second = run();
@@ -184,22 +215,7 @@ checkpoint_table = "{}"
     assert!(notes(job).contains("nothing exported"), "{job}");
     assert_eq!(generations(&es3, &bucket).await.len(), 2);
 
-    let restore = |extra: &[&str]| {
-        let mut args = vec![
-            "restore",
-            "--config",
-            cfg,
-            "--job",
-            "orders",
-            "--target-role-arn",
-            "arn:aws:iam::333333333333:role/recovery",
-            "--output",
-            "json",
-            "--apply",
-        ];
-        args.extend_from_slice(extra);
-        cli(&args)
-    };
+    let restore = |extra: &[&str]| restore(cfg, extra);
     let after = next_second().await;
     // After the second run: the full generation and the changes on top.
     let now_table = unique("restored-now");
@@ -264,4 +280,94 @@ checkpoint_table = "{}"
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains(&g1) && out.stderr.contains("gap"), "{}", out.stderr);
     assert!(recovery.describe_table().table_name(&gap_table).send().await.is_err());
+}
+
+/// A table job in `mode = "native-incremental"`: the first run scans the
+/// table into the escrow table and saves the scan's start as the
+/// watermark (in the checkpoint table); the next (the table's clock 20
+/// minutes on) applies only the changes DynamoDB exports since, staged in
+/// the history bucket: puts written (the replaced state kept in the item
+/// history first), the item deleted in the primary kept in escrow and
+/// reported; a run right after asks DynamoDB for nothing.
+#[tokio::test]
+async fn a_table_job_applies_the_changes_since_its_watermark_and_keeps_deleted_items() {
+    let primary_admin = escrow_sync_dynamodb::client(&admin(PRIMARY).await);
+    let escrow_session = admin(ESCROW).await;
+    let escrow_ddb = escrow_sync_dynamodb::client(&escrow_session);
+    let recovery = escrow_sync_dynamodb::client(&admin("333333333333").await);
+    let es3 = s3(&escrow_session);
+    let source = source_with_recovery(&primary_admin, 30).await;
+
+    let history = unique("incr-history");
+    create_bucket(&es3, &history, true).await;
+    let dest = unique("escrow-incr-orders");
+    let cp = unique("cp");
+    let path = config_with_jobs(&format!(
+        r#"[[dynamodb]]
+name = "orders"
+source_table = "{source}"
+dest_table = "{dest}"
+mode = "native-incremental"
+history_bucket = "{history}"
+checkpoint_table = "{cp}"
+"#
+    ));
+    let cfg = path.to_str().unwrap();
+    let run = || cli(&["run", "--config", cfg, "--output", "json"]);
+    let text = |v: &Value| format!("{} {}", v["notes"], v["warnings"]);
+
+    // First run: a full scan; its start is the watermark.
+    let first = run();
+    assert_eq!(first.code, 0, "{first:?}");
+    let job = &first.json()["jobs"][0];
+    assert!(text(job).contains("full scan: first run"), "{job}");
+    assert!(text(job).contains("watermark"), "{job}");
+    assert_eq!(job["copied"].as_u64(), Some(30), "{job}");
+    let first_state = all_items(&primary_admin, &source).await;
+    assert_eq!(all_items(&escrow_ddb, &dest).await, first_state);
+    let between = next_second().await;
+
+    // Twenty minutes on in the table's clock: one added, one replaced, one
+    // updated, one deleted.
+    four_changes(&primary_admin, &source).await;
+
+    // Second run: the changes only, staged under the history bucket's
+    // staging prefix; the deleted item stays in escrow.
+    let second = run();
+    assert_eq!(second.code, 0, "{second:?}");
+    let job = &second.json()["jobs"][0];
+    assert!(text(job).contains("incremental export of the changes"), "{job}");
+    assert_eq!(job["copied"].as_u64(), Some(3), "{job}");
+    assert_eq!(job["retained"].as_u64(), Some(1), "{job}");
+    assert!(text(job).contains("kept in escrow"), "{job}");
+    let staged: Vec<String> = keys(&es3, &history)
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with(&format!("dynamodb-history/.staging/{source}/")))
+        .collect();
+    assert!(!staged.is_empty(), "DynamoDB's export is staged in the history bucket");
+    let escrow_now = all_items(&escrow_ddb, &dest).await;
+    let second_state = all_items(&primary_admin, &source).await;
+    assert_eq!(escrow_now.len(), 31, "30 + 1 added, the deleted one kept");
+    for (k, digest) in &second_state {
+        assert_eq!(escrow_now.get(k), Some(digest), "{k}: escrow holds what the primary holds");
+    }
+    let deleted: Vec<&String> =
+        first_state.keys().filter(|k| !second_state.contains_key(*k)).collect();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(escrow_now.get(deleted[0]), first_state.get(deleted[0]), "kept as it was");
+
+    // The item history holds the state the change replaced: escrow as of
+    // between the runs is the first state, item for item.
+    let then_table = unique("restored-table-then");
+    let out = restore(cfg, &["--target-table", &then_table, "--at", &between]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(all_items(&recovery, &then_table).await, first_state);
+
+    // Right after: under DynamoDB's 15 minutes, nothing is asked for.
+    let third = run();
+    assert_eq!(third.code, 0, "{third:?}");
+    let job = &third.json()["jobs"][0];
+    assert!(text(job).contains("nothing exported"), "{job}");
+    assert_eq!(job["copied"].as_u64(), Some(0), "{job}");
 }

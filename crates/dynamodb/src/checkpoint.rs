@@ -127,6 +127,37 @@ fn chunks(text: &str, max: usize) -> Vec<&str> {
     out
 }
 
+/// The watermark of a `native-incremental` table job: the point in time
+/// its escrow table holds every change up to (the start of a full scan
+/// that completed, or the end of an incremental export applied whole). It
+/// is kept only here, in escrow's checkpoint table (`job` =
+/// `<job>#incremental`, `part` = `watermark`), never read from anything the
+/// primary can write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableWatermark {
+    /// The point in time (whole seconds).
+    pub time: std::time::SystemTime,
+    /// The source table's ARN it belongs to.
+    pub source_arn: String,
+    /// The source table's id (a re-created table has another).
+    pub table_id: String,
+    /// The escrow table (`dynamodb://<table>`).
+    pub destination: String,
+}
+
+impl TableWatermark {
+    /// Whether it belongs to this source table (same ARN and id) and
+    /// destination.
+    pub fn belongs_to(&self, arn: &str, table_id: &str, destination: &str) -> bool {
+        self.source_arn == arn && self.table_id == table_id && self.destination == destination
+    }
+}
+
+/// The checkpoint table's `job` of `job`'s watermark.
+pub fn watermark_row(job: &str) -> String {
+    format!("{job}#incremental")
+}
+
 /// Checkpoints in an escrow DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
@@ -412,6 +443,53 @@ impl CheckpointStore {
             .await
             .map_err(|e| sdk_error(e, "dynamodb:DeleteItem", self.resource(job)))?;
         Ok(())
+    }
+
+    /// `job`'s watermark ([`TableWatermark`]), if one was saved; a row that
+    /// does not read as one is an error naming it and what to delete.
+    pub async fn load_watermark(&self, job: &str) -> Result<Option<TableWatermark>> {
+        let row = watermark_row(job);
+        let Some(item) = self.get(&row, "watermark").await? else { return Ok(None) };
+        let text = |k: &str| match item.get(k) {
+            Some(AttributeValue::S(v)) => Some(v.clone()),
+            _ => None,
+        };
+        let time = text("time").and_then(|t| escrow_sync_core::time::parse_rfc3339(&t));
+        match (time, text("source_arn"), text("table_id"), text("destination")) {
+            (Some(time), Some(source_arn), Some(table_id), Some(destination)) => {
+                Ok(Some(TableWatermark { time, source_arn, table_id, destination }))
+            }
+            _ => Err(Error::new(
+                ErrorKind::PreconditionFailed,
+                "read watermark",
+                self.resource(&row),
+                format!(
+                    "the watermark item is incomplete (time, source_arn, table_id, destination): \
+                     delete item (job {row}, part watermark) from table {}; the next run takes a \
+                     full scan",
+                    self.table
+                ),
+            )),
+        }
+    }
+
+    /// Saves `job`'s watermark, creating the table if needed (one PutItem:
+    /// the old watermark stands until the new one is whole).
+    pub async fn save_watermark(&self, job: &str, w: &TableWatermark) -> Result<()> {
+        let row = watermark_row(job);
+        self.put(
+            &row,
+            HashMap::from([
+                ("job".to_string(), s(row.clone())),
+                ("part".to_string(), s("watermark")),
+                ("time".to_string(), s(escrow_sync_core::rfc3339(w.time))),
+                ("source_arn".to_string(), s(w.source_arn.clone())),
+                ("table_id".to_string(), s(w.table_id.clone())),
+                ("destination".to_string(), s(w.destination.clone())),
+                ("updated_at".to_string(), s(escrow_sync_aws::now_rfc3339())),
+            ]),
+        )
+        .await
     }
 
     /// Deletes `job`'s checkpoint (a finished scan).

@@ -53,8 +53,8 @@ use escrow_sync_core::{
 use crate::checkpoint::{CheckpointStore, SavedScan};
 use crate::compare::{compare, tally};
 use crate::incremental::{
-    Change, ExportPlan, KIND_FULL, KIND_INCREMENTAL, Link, ViewType, Watermark, check_base, micros,
-    plan_export, read_changes_capped, time_text,
+    Change, ChangeLine, ExportPlan, KIND_FULL, KIND_INCREMENTAL, Link, ViewType, Watermark,
+    check_base, micros, plan_export, read_changes_capped, time_text,
 };
 use crate::json::{Record, from_line, to_line};
 use crate::keys::{KeySchema, KeySetDigest, content_digest};
@@ -522,7 +522,7 @@ fn plan_from_json(v: &Value) -> Option<ExportPlan> {
 /// Refuses a finished export whose description is not the export asked
 /// for: another export type, or another window or export time than
 /// requested (a watermark comes from what escrow-sync asked, checked here).
-fn check_reported(
+pub(crate) fn check_reported(
     plan: &ExportPlan,
     d: &aws_sdk_dynamodb::types::ExportDescription,
     arn: &str,
@@ -668,13 +668,13 @@ pub struct ExportJob {
 
 /// One data file of a native export in the staging prefix, as DynamoDB's
 /// manifest describes it.
-struct StagedFile {
+pub(crate) struct StagedFile {
     /// The key relative to the generation's staging prefix.
-    key: String,
+    pub(crate) key: String,
     /// Items, as manifest-files.json says.
-    items: Option<u64>,
+    pub(crate) items: Option<u64>,
     /// MD5 of the object, base64, as manifest-files.json says.
-    md5: Option<String>,
+    pub(crate) md5: Option<String>,
 }
 
 /// The default staging prefix of native exports for `dest_prefix`:
@@ -686,12 +686,38 @@ pub fn default_staging_prefix(dest_prefix: &str) -> String {
 
 /// How a native export is asked for and waited on.
 #[derive(Debug, Clone)]
-struct Native {
+pub(crate) struct Native {
     bucket: String,
     bucket_owner: String,
     kms_key_id: Option<String>,
     timeout: Duration,
     max_poll: Duration,
+}
+
+impl Native {
+    /// Exports into `bucket` (owned by `bucket_owner`), encrypted with
+    /// `kms_key_id` when given; waited on for 6 hours at most, polled at
+    /// most every 30 s.
+    pub(crate) fn new(
+        bucket: impl Into<String>,
+        bucket_owner: impl Into<String>,
+        kms_key_id: Option<String>,
+    ) -> Self {
+        Native {
+            bucket: bucket.into(),
+            bucket_owner: bucket_owner.into(),
+            kms_key_id,
+            timeout: Duration::from_secs(6 * 3600),
+            max_poll: Duration::from_secs(30),
+        }
+    }
+
+    /// Waits at most `timeout`, polling at most every `max_poll`.
+    pub(crate) fn with_timeout(mut self, timeout: Duration, max_poll: Duration) -> Self {
+        self.timeout = timeout;
+        self.max_poll = max_poll.max(Duration::from_millis(1));
+        self
+    }
 }
 
 /// Where generations go: the escrow bucket, as a [`Sink`] to write files
@@ -764,13 +790,7 @@ impl ExportJob {
         bucket_owner: impl Into<String>,
         kms_key_id: Option<String>,
     ) -> Self {
-        self.native = Some(Native {
-            bucket: bucket.into(),
-            bucket_owner: bucket_owner.into(),
-            kms_key_id,
-            timeout: Duration::from_secs(6 * 3600),
-            max_poll: Duration::from_secs(30),
-        });
+        self.native = Some(Native::new(bucket, bucket_owner, kms_key_id));
         self
     }
 
@@ -801,10 +821,7 @@ impl ExportJob {
     /// Native export: how long to wait for the export (default 6 hours; a
     /// run that stops waiting leaves a checkpoint and the next run waits on).
     pub fn with_export_timeout(mut self, timeout: Duration, max_poll: Duration) -> Self {
-        if let Some(n) = &mut self.native {
-            n.timeout = timeout;
-            n.max_poll = max_poll.max(Duration::from_millis(1));
-        }
+        self.native = self.native.take().map(|n| n.with_timeout(timeout, max_poll));
         self
     }
 
@@ -1033,63 +1050,21 @@ impl ExportJob {
             Some(arn) => arn,
             None => {
                 save(None).await?;
-                let mut req = self
-                    .primary
-                    .export_table_to_point_in_time()
-                    .table_arn(self.source.arn())
-                    .s3_bucket(&native.bucket)
-                    .s3_bucket_owner(&native.bucket_owner)
-                    .s3_prefix(format!("{}{generation}", self.staged_prefix()))
-                    .export_format(aws_sdk_dynamodb::types::ExportFormat::DynamodbJson)
-                    .client_token(format!("escrow-sync-{generation}"));
-                if let Some(key) = &native.kms_key_id {
-                    req = req
-                        .s3_sse_algorithm(aws_sdk_dynamodb::types::S3SseAlgorithm::Kms)
-                        .s3_sse_kms_key_id(key);
-                }
-                req = match (&plan, self.incremental) {
-                    (Some(ExportPlan::Incremental { from, to, .. }), Some(view)) => {
-                        use aws_sdk_dynamodb::types::{
-                            ExportType, ExportViewType, IncrementalExportSpecification,
-                        };
-                        let view = match view {
-                            ViewType::NewAndOldImages => ExportViewType::NewAndOldImages,
-                            ViewType::NewImage => ExportViewType::NewImage,
-                        };
-                        req.export_type(ExportType::IncrementalExport)
-                            .incremental_export_specification(
-                                IncrementalExportSpecification::builder()
-                                    .export_from_time(aws_smithy_types::DateTime::from(*from))
-                                    .export_to_time(aws_smithy_types::DateTime::from(*to))
-                                    .export_view_type(view)
-                                    .build(),
-                            )
-                    }
-                    (Some(ExportPlan::Full { at, .. }), _) => req
-                        .export_type(aws_sdk_dynamodb::types::ExportType::FullExport)
-                        .export_time(aws_smithy_types::DateTime::from(*at)),
-                    _ => req,
-                };
-                let out = req.send().await.map_err(|e| {
-                    escrow_sync_aws::sdk_error(
-                        e,
-                        "dynamodb:ExportTableToPointInTime",
-                        format!("table {}", self.source.arn()),
-                    )
-                })?;
-                let arn = out.export_description.and_then(|d| d.export_arn).ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Failed,
-                        "dynamodb:ExportTableToPointInTime",
-                        self.source.arn(),
-                        "no export ARN in the answer",
-                    )
-                })?;
+                let arn = request_export(
+                    &self.primary,
+                    &self.source,
+                    native,
+                    format!("{}{generation}", self.staged_prefix()),
+                    &generation,
+                    plan.as_ref(),
+                    self.incremental,
+                )
+                .await?;
                 save(Some(&arn)).await?;
                 arn
             }
         };
-        let waited = self.wait_export(native, &arn).await;
+        let waited = wait_export(&self.primary, native, &arn, &self.cancel).await;
         if let Err(e) = &waited
             && e.kind() == ErrorKind::NotFound
         {
@@ -1170,7 +1145,7 @@ impl ExportJob {
         let expected = description.item_count().map(|n| n.max(0) as u64);
         let staged = format!("{}{generation}/", self.staged_prefix());
         let completed =
-            match self.native_files(&staged, &description, window.is_some(), &mut report).await {
+            match self.area().files(&staged, &description, window.is_some(), &mut report).await {
                 Ok(files) => match self.copy_staged(&generation, &staged, files, window).await {
                     Ok((keys, written)) => {
                         self.complete(&generation, keys, written, extra, expected).await
@@ -1253,39 +1228,7 @@ impl ExportJob {
         let watermark = self.watermark(&mut report.notes).await?;
         let now = escrow_sync_core::time::parse_rfc3339(&self.started)
             .unwrap_or_else(std::time::SystemTime::now);
-        let (earliest, latest) = match self
-            .primary
-            .describe_continuous_backups()
-            .table_name(self.source.name())
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let pitr = out
-                    .continuous_backups_description
-                    .and_then(|d| d.point_in_time_recovery_description);
-                let time = |t: Option<&aws_smithy_types::DateTime>| {
-                    t.and_then(|t| std::time::SystemTime::try_from(*t).ok())
-                };
-                (
-                    pitr.as_ref().and_then(|p| time(p.earliest_restorable_date_time())),
-                    pitr.as_ref().and_then(|p| time(p.latest_restorable_date_time())),
-                )
-            }
-            Err(e) => {
-                let e = escrow_sync_aws::sdk_error(
-                    e,
-                    "dynamodb:DescribeContinuousBackups",
-                    self.source.name(),
-                );
-                report.warnings.push(format!(
-                    "could not read the point-in-time recovery window ({}): asking up to this \
-                     run's time",
-                    e.chain()
-                ));
-                (None, None)
-            }
-        };
+        let (earliest, latest) = pitr_window(&self.primary, &self.source, report).await;
         let to = latest.map_or(now, |l| l.min(now));
         Ok(plan_export(watermark.as_ref(), to, earliest))
     }
@@ -1311,57 +1254,8 @@ impl ExportJob {
         let mut keys = Vec::new();
         let mut written = BTreeMap::new();
         for file in files {
-            let from = format!("{staged}{}", file.key);
-            let name = format!("{}{from}", self.location);
-            let data = self.fetch(&from, self.data_cap()).await?.ok_or_else(|| {
-                Error::new(
-                    ErrorKind::PreconditionFailed,
-                    "copy native export",
-                    &name,
-                    "DynamoDB's manifest lists this data file but the staging prefix lacks it",
-                )
-            })?;
-            let refuse = |what: String| {
-                Error::new(
-                    ErrorKind::PreconditionFailed,
-                    "copy native export",
-                    &name,
-                    format!(
-                        "{what}: the staged file is not the one DynamoDB wrote (altered in the \
-                         staging prefix?); the next run asks for a new export"
-                    ),
-                )
-            };
-            if let Some(md5) = &file.md5 {
-                let actual = aws_smithy_types::base64::encode(md5::Md5::digest(&data).as_slice());
-                if &actual != md5 {
-                    return Err(refuse(format!(
-                        "its MD5 is {actual}, DynamoDB's manifest says {md5}"
-                    )));
-                }
-            }
-            let (items, bytes) = match window {
-                // Change lines, each checked against the key schema and the
-                // window asked for.
-                Some(w) => {
-                    let changes = read_changes_capped(
-                        &data,
-                        &name,
-                        self.data_cap(),
-                        Some(&self.keys),
-                        Some(w),
-                    )?;
-                    (changes.len() as u64, gunzipped_len(&data))
-                }
-                None => count_data_file(&data, &name, self.data_cap())?,
-            };
-            if let Some(n) = file.items
-                && n != items
-            {
-                return Err(refuse(format!(
-                    "it holds {items} items, DynamoDB's manifest says {n}"
-                )));
-            }
+            let StagedData { data, items, bytes, .. } =
+                self.area().read_staged(staged, &file, self.data_cap(), &self.keys, window).await?;
             let key = format!("native/{}", file.key);
             let compressed_bytes = data.len() as u64;
             let sha256 = self.put(&format!("{dir}{key}"), data, "application/gzip").await?;
@@ -1375,97 +1269,6 @@ impl ExportJob {
         Ok((keys, written))
     }
 
-    /// The data files of a finished native export, relative to `dir` (the
-    /// staging prefix of its generation): those DynamoDB's own manifest
-    /// (manifest-summary.json, then manifest-files.json) lists, with the
-    /// MD5 and item count it gives, when the export has one; otherwise the
-    /// `.gz` files under `…/data/` (the emulator writes no manifest).
-    async fn native_files(
-        &self,
-        dir: &str,
-        description: &aws_sdk_dynamodb::types::ExportDescription,
-        incremental: bool,
-        report: &mut Report,
-    ) -> Result<Vec<StagedFile>> {
-        let relative = |key: &str| key.strip_prefix(dir).map(str::to_string);
-        if let Some(summary_key) = description.export_manifest()
-            && let Some(summary) = self.fetch(summary_key, MANIFEST_CAP).await?
-        {
-            let bad = |what: String| {
-                Error::new(
-                    ErrorKind::PreconditionFailed,
-                    "read native export manifest",
-                    format!("{}{summary_key}", self.location),
-                    what,
-                )
-            };
-            let summary: Value = serde_json::from_slice(&summary)
-                .map_err(|e| bad(format!("manifest-summary.json is not JSON: {e}")))?;
-            let files_key = summary["manifestFilesS3Key"]
-                .as_str()
-                .filter(|k| !k.is_empty())
-                .ok_or_else(|| bad("manifest-summary.json names no manifestFilesS3Key".into()))?;
-            let listing = self.fetch(files_key, MANIFEST_CAP).await?.ok_or_else(|| {
-                Error::new(
-                    ErrorKind::NotFound,
-                    "read native export manifest",
-                    format!("{}{files_key}", self.location),
-                    "manifest-summary.json names a manifest-files.json that is missing",
-                )
-            })?;
-            let text = String::from_utf8_lossy(&listing);
-            let mut keys = Vec::new();
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let v: Value = serde_json::from_str(line).map_err(|e| {
-                    bad(format!("manifest-files.json has a line that is not JSON: {e}"))
-                })?;
-                let key = v["dataFileS3Key"].as_str().and_then(relative).filter(|k| {
-                    !k.is_empty() && !k.split('/').any(|p| p == ".." || p == "." || p.is_empty())
-                });
-                let key = key.ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Failed,
-                        "read native export manifest",
-                        format!("{}{files_key}", self.location),
-                        format!("a line names no data file under {dir}: {line}"),
-                    )
-                })?;
-                keys.push(StagedFile {
-                    key,
-                    items: v["itemCount"].as_u64(),
-                    md5: v["md5Checksum"].as_str().map(String::from),
-                });
-            }
-            return Ok(keys);
-        }
-        if incremental {
-            return Err(Error::new(
-                ErrorKind::PreconditionFailed,
-                "read native export manifest",
-                format!("{}{dir}", self.location),
-                "the incremental export has no DynamoDB manifest (manifest-summary.json and \
-                 manifest-files.json): its files are not trusted; the next run asks for a new \
-                 export",
-            ));
-        }
-        report.warnings.push(format!(
-            "the native export has no DynamoDB manifest: took the data files listed under \
-             {}{dir} (their item count must add up to DynamoDB's)",
-            self.location
-        ));
-        let mut keys = Vec::new();
-        let mut list = self.reader.list(&Scope::with_prefix(dir));
-        while let Some(item) = list.try_next().await? {
-            if let Some(rel) = relative(&item.key)
-                && rel.contains("/data/")
-                && rel.ends_with(".gz")
-            {
-                keys.push(StagedFile { key: rel, items: None, md5: None });
-            }
-        }
-        Ok(keys)
-    }
-
     /// Deletes this job's checkpoint after a failure that the next run must
     /// not resume; a failure to delete it is logged, not returned (the
     /// failure that led here is the one to report).
@@ -1474,45 +1277,6 @@ impl ExportJob {
             && let Err(e) = store.clear(&self.name).await
         {
             tracing::warn!(job = %self.name, error = %e.chain(), "could not clear the checkpoint");
-        }
-    }
-
-    /// Polls DescribeExport with capped exponential intervals until the
-    /// export ends (`Some`), or cancellation (`None`); fails on timeout.
-    async fn wait_export(
-        &self,
-        native: &Native,
-        arn: &str,
-    ) -> Result<Option<aws_sdk_dynamodb::types::ExportDescription>> {
-        let polling = Polling::new("dynamodb:DescribeExport", arn)
-            .with_first_pause(Duration::from_millis(200))
-            .with_max_pause(native.max_poll)
-            .with_timeout(native.timeout)
-            .with_deadline_error(
-                ErrorKind::Transient,
-                "still in progress",
-                "the next run goes on waiting for it",
-            )
-            .with_cancel(self.cancel.clone());
-        let done =
-            poll_until(&polling, || async {
-                let out =
-                    self.primary.describe_export().export_arn(arn).send().await.map_err(|e| {
-                        escrow_sync_aws::sdk_error(e, "dynamodb:DescribeExport", arn)
-                    })?;
-                let d = out.export_description.ok_or_else(|| {
-                    Error::new(ErrorKind::Failed, "dynamodb:DescribeExport", arn, "no description")
-                })?;
-                match d.export_status() {
-                    Some(s) if s.as_str() != "IN_PROGRESS" => Ok(Polled::Done(d)),
-                    s => Ok(Polled::Pending(s.map_or("unknown", |s| s.as_str()).to_string())),
-                }
-            })
-            .await;
-        match done {
-            Ok(d) => Ok(Some(d)),
-            Err(e) if e.kind() == ErrorKind::Cancelled => Ok(None),
-            Err(e) => Err(e),
         }
     }
 
@@ -1773,18 +1537,12 @@ impl ExportJob {
     /// Reads one object of the escrow bucket, if it exists, failing when it
     /// is over `cap` bytes.
     async fn fetch(&self, key: &str, cap: u64) -> Result<Option<Bytes>> {
-        let mut list = self.reader.list(&Scope::with_prefix(key));
-        while let Some(item) = list.try_next().await? {
-            if item.key == key {
-                let name = format!("{}{key}", self.location);
-                if item.size > cap {
-                    return Err(over_cap("read escrow object", &name, "the object", cap));
-                }
-                let payload = self.reader.read(&item).await?;
-                return Ok(Some(collect_capped(payload, &name, cap).await?));
-            }
-        }
-        Ok(None)
+        self.area().fetch(key, cap).await
+    }
+
+    /// The escrow bucket as the native export's staging area.
+    fn area(&self) -> StagingArea {
+        StagingArea { reader: self.reader.clone(), location: self.location.clone() }
     }
 
     /// The cap on one data file of this job ([`data_file_cap`]).
@@ -2138,6 +1896,335 @@ impl escrow_sync_core::Job for ExportJob {
         job.retry = ctx.retry();
         job.options = job.options.with_retry(ctx.retry());
         ExportJob::execute(&job, mode).await
+    }
+}
+
+/// Asks the primary (the reader role's `primary` client) for a native
+/// export of `source` into `native`'s bucket under `s3_prefix`, with the
+/// client token of `generation` (a run that stops before saving the ARN
+/// asks again and gets the same export): the full export at the plan's
+/// time, or the incremental window with `view`. Returns the export's ARN.
+pub(crate) async fn request_export(
+    primary: &Client,
+    source: &TableInfo,
+    native: &Native,
+    s3_prefix: String,
+    generation: &str,
+    plan: Option<&ExportPlan>,
+    view: Option<ViewType>,
+) -> Result<String> {
+    let mut req = primary
+        .export_table_to_point_in_time()
+        .table_arn(source.arn())
+        .s3_bucket(&native.bucket)
+        .s3_bucket_owner(&native.bucket_owner)
+        .s3_prefix(s3_prefix)
+        .export_format(aws_sdk_dynamodb::types::ExportFormat::DynamodbJson)
+        .client_token(format!("escrow-sync-{generation}"));
+    if let Some(key) = &native.kms_key_id {
+        req = req
+            .s3_sse_algorithm(aws_sdk_dynamodb::types::S3SseAlgorithm::Kms)
+            .s3_sse_kms_key_id(key);
+    }
+    req = match (plan, view) {
+        (Some(ExportPlan::Incremental { from, to, .. }), Some(view)) => {
+            use aws_sdk_dynamodb::types::{
+                ExportType, ExportViewType, IncrementalExportSpecification,
+            };
+            let view = match view {
+                ViewType::NewAndOldImages => ExportViewType::NewAndOldImages,
+                ViewType::NewImage => ExportViewType::NewImage,
+            };
+            req.export_type(ExportType::IncrementalExport).incremental_export_specification(
+                IncrementalExportSpecification::builder()
+                    .export_from_time(aws_smithy_types::DateTime::from(*from))
+                    .export_to_time(aws_smithy_types::DateTime::from(*to))
+                    .export_view_type(view)
+                    .build(),
+            )
+        }
+        (Some(ExportPlan::Full { at, .. }), _) => req
+            .export_type(aws_sdk_dynamodb::types::ExportType::FullExport)
+            .export_time(aws_smithy_types::DateTime::from(*at)),
+        _ => req,
+    };
+    let out = req.send().await.map_err(|e| {
+        escrow_sync_aws::sdk_error(
+            e,
+            "dynamodb:ExportTableToPointInTime",
+            format!("table {}", source.arn()),
+        )
+    })?;
+    out.export_description.and_then(|d| d.export_arn).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Failed,
+            "dynamodb:ExportTableToPointInTime",
+            source.arn(),
+            "no export ARN in the answer",
+        )
+    })
+}
+
+/// Polls DescribeExport with capped exponential intervals until the
+/// export ends (`Some`), or cancellation (`None`); fails on timeout.
+pub(crate) async fn wait_export(
+    primary: &Client,
+    native: &Native,
+    arn: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<aws_sdk_dynamodb::types::ExportDescription>> {
+    let polling = Polling::new("dynamodb:DescribeExport", arn)
+        .with_first_pause(Duration::from_millis(200))
+        .with_max_pause(native.max_poll)
+        .with_timeout(native.timeout)
+        .with_deadline_error(
+            ErrorKind::Transient,
+            "still in progress",
+            "the next run goes on waiting for it",
+        )
+        .with_cancel(cancel.clone());
+    let done = poll_until(&polling, || async {
+        let out = primary
+            .describe_export()
+            .export_arn(arn)
+            .send()
+            .await
+            .map_err(|e| escrow_sync_aws::sdk_error(e, "dynamodb:DescribeExport", arn))?;
+        let d = out.export_description.ok_or_else(|| {
+            Error::new(ErrorKind::Failed, "dynamodb:DescribeExport", arn, "no description")
+        })?;
+        match d.export_status() {
+            Some(s) if s.as_str() != "IN_PROGRESS" => Ok(Polled::Done(d)),
+            s => Ok(Polled::Pending(s.map_or("unknown", |s| s.as_str()).to_string())),
+        }
+    })
+    .await;
+    match done {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.kind() == ErrorKind::Cancelled => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The window point-in-time recovery of `source` reaches (earliest,
+/// latest restorable time), when DynamoDB says; a failure to read it is a
+/// warning in `report` (the run then asks up to its own time).
+pub(crate) async fn pitr_window(
+    primary: &Client,
+    source: &TableInfo,
+    report: &mut Report,
+) -> (Option<std::time::SystemTime>, Option<std::time::SystemTime>) {
+    match primary.describe_continuous_backups().table_name(source.name()).send().await {
+        Ok(out) => {
+            let pitr = out
+                .continuous_backups_description
+                .and_then(|d| d.point_in_time_recovery_description);
+            let time = |t: Option<&aws_smithy_types::DateTime>| {
+                t.and_then(|t| std::time::SystemTime::try_from(*t).ok())
+            };
+            (
+                pitr.as_ref().and_then(|p| time(p.earliest_restorable_date_time())),
+                pitr.as_ref().and_then(|p| time(p.latest_restorable_date_time())),
+            )
+        }
+        Err(e) => {
+            let e =
+                escrow_sync_aws::sdk_error(e, "dynamodb:DescribeContinuousBackups", source.name());
+            report.warnings.push(format!(
+                "could not read the point-in-time recovery window ({}): asking up to this run's \
+                 time",
+                e.chain()
+            ));
+            (None, None)
+        }
+    }
+}
+
+/// One staged data file, read and checked ([`StagingArea::read_staged`]).
+pub(crate) struct StagedData {
+    /// The file as DynamoDB wrote it (gzip).
+    pub(crate) data: Bytes,
+    /// Items (lines) it holds.
+    pub(crate) items: u64,
+    /// Its decompressed length.
+    pub(crate) bytes: u64,
+    /// An incremental export's change lines, each checked.
+    pub(crate) changes: Vec<ChangeLine>,
+}
+
+/// The escrow bucket DynamoDB's native exports are staged in, read with
+/// escrow credentials: `location` names it in reports.
+#[derive(Clone)]
+pub(crate) struct StagingArea {
+    pub(crate) reader: Arc<dyn Source>,
+    pub(crate) location: String,
+}
+
+impl StagingArea {
+    /// Reads one object, if it exists, failing when it is over `cap` bytes.
+    pub(crate) async fn fetch(&self, key: &str, cap: u64) -> Result<Option<Bytes>> {
+        let mut list = self.reader.list(&Scope::with_prefix(key));
+        while let Some(item) = list.try_next().await? {
+            if item.key == key {
+                let name = format!("{}{key}", self.location);
+                if item.size > cap {
+                    return Err(over_cap("read escrow object", &name, "the object", cap));
+                }
+                let payload = self.reader.read(&item).await?;
+                return Ok(Some(collect_capped(payload, &name, cap).await?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads the staged data file `file` of the export under `staged`
+    /// (at most `cap` bytes) and checks it against what DynamoDB's manifest
+    /// says of it (MD5, item count); with `window`, each change line
+    /// against the key schema `keys` and the window asked for.
+    pub(crate) async fn read_staged(
+        &self,
+        staged: &str,
+        file: &StagedFile,
+        cap: u64,
+        keys: &KeySchema,
+        window: Option<(u64, u64)>,
+    ) -> Result<StagedData> {
+        let from = format!("{staged}{}", file.key);
+        let name = format!("{}{from}", self.location);
+        let data = self.fetch(&from, cap).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::PreconditionFailed,
+                "copy native export",
+                &name,
+                "DynamoDB's manifest lists this data file but the staging prefix lacks it",
+            )
+        })?;
+        let refuse = |what: String| {
+            Error::new(
+                ErrorKind::PreconditionFailed,
+                "copy native export",
+                &name,
+                format!(
+                    "{what}: the staged file is not the one DynamoDB wrote (altered in the \
+                     staging prefix?); the next run asks for a new export"
+                ),
+            )
+        };
+        if let Some(md5) = &file.md5 {
+            let actual = aws_smithy_types::base64::encode(md5::Md5::digest(&data).as_slice());
+            if &actual != md5 {
+                return Err(refuse(format!("its MD5 is {actual}, DynamoDB's manifest says {md5}")));
+            }
+        }
+        let (items, bytes, changes) = match window {
+            // Change lines, each checked against the key schema and the
+            // window asked for.
+            Some(w) => {
+                let changes = read_changes_capped(&data, &name, cap, Some(keys), Some(w))?;
+                (changes.len() as u64, gunzipped_len(&data), changes)
+            }
+            None => {
+                let (items, bytes) = count_data_file(&data, &name, cap)?;
+                (items, bytes, Vec::new())
+            }
+        };
+        if let Some(n) = file.items
+            && n != items
+        {
+            return Err(refuse(format!("it holds {items} items, DynamoDB's manifest says {n}")));
+        }
+        Ok(StagedData { data, items, bytes, changes })
+    }
+
+    /// The data files of a finished native export, relative to `dir` (the
+    /// staging prefix of its generation): those DynamoDB's own manifest
+    /// (manifest-summary.json, then manifest-files.json) lists, with the
+    /// MD5 and item count it gives, when the export has one; otherwise the
+    /// `.gz` files under `…/data/` (the emulator writes no manifest).
+    pub(crate) async fn files(
+        &self,
+        dir: &str,
+        description: &aws_sdk_dynamodb::types::ExportDescription,
+        incremental: bool,
+        report: &mut Report,
+    ) -> Result<Vec<StagedFile>> {
+        let relative = |key: &str| key.strip_prefix(dir).map(str::to_string);
+        if let Some(summary_key) = description.export_manifest()
+            && let Some(summary) = self.fetch(summary_key, MANIFEST_CAP).await?
+        {
+            let bad = |what: String| {
+                Error::new(
+                    ErrorKind::PreconditionFailed,
+                    "read native export manifest",
+                    format!("{}{summary_key}", self.location),
+                    what,
+                )
+            };
+            let summary: Value = serde_json::from_slice(&summary)
+                .map_err(|e| bad(format!("manifest-summary.json is not JSON: {e}")))?;
+            let files_key = summary["manifestFilesS3Key"]
+                .as_str()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| bad("manifest-summary.json names no manifestFilesS3Key".into()))?;
+            let listing = self.fetch(files_key, MANIFEST_CAP).await?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    "read native export manifest",
+                    format!("{}{files_key}", self.location),
+                    "manifest-summary.json names a manifest-files.json that is missing",
+                )
+            })?;
+            let text = String::from_utf8_lossy(&listing);
+            let mut keys = Vec::new();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let v: Value = serde_json::from_str(line).map_err(|e| {
+                    bad(format!("manifest-files.json has a line that is not JSON: {e}"))
+                })?;
+                let key = v["dataFileS3Key"].as_str().and_then(relative).filter(|k| {
+                    !k.is_empty() && !k.split('/').any(|p| p == ".." || p == "." || p.is_empty())
+                });
+                let key = key.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Failed,
+                        "read native export manifest",
+                        format!("{}{files_key}", self.location),
+                        format!("a line names no data file under {dir}: {line}"),
+                    )
+                })?;
+                keys.push(StagedFile {
+                    key,
+                    items: v["itemCount"].as_u64(),
+                    md5: v["md5Checksum"].as_str().map(String::from),
+                });
+            }
+            return Ok(keys);
+        }
+        if incremental {
+            return Err(Error::new(
+                ErrorKind::PreconditionFailed,
+                "read native export manifest",
+                format!("{}{dir}", self.location),
+                "the incremental export has no DynamoDB manifest (manifest-summary.json and \
+                 manifest-files.json): its files are not trusted; the next run asks for a new \
+                 export",
+            ));
+        }
+        report.warnings.push(format!(
+            "the native export has no DynamoDB manifest: took the data files listed under \
+             {}{dir} (their item count must add up to DynamoDB's)",
+            self.location
+        ));
+        let mut keys = Vec::new();
+        let mut list = self.reader.list(&Scope::with_prefix(dir));
+        while let Some(item) = list.try_next().await? {
+            if let Some(rel) = relative(&item.key)
+                && rel.contains("/data/")
+                && rel.ends_with(".gz")
+            {
+                keys.push(StagedFile { key: rel, items: None, md5: None });
+            }
+        }
+        Ok(keys)
     }
 }
 

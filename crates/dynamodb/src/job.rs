@@ -51,12 +51,18 @@ use futures::{StreamExt, TryStreamExt};
 use escrow_sync_core::{
     CancellationToken, CopyReason, Error, ErrorKind, Failure, Finding, Item, ItemKind, ItemLog,
     ItemOutcome, ItemRecord, Job, JobContext, KeyDigest, MassChangeGuard, Mode, ProgressEvent,
-    ProgressFn, Report, Result,
+    ProgressFn, Report, Result, Source,
 };
 
-use crate::checkpoint::{CheckpointStore, SavedScan};
+use crate::checkpoint::{CheckpointStore, SavedScan, TableWatermark};
 use crate::compare::{Comparison, compare, tally};
+use crate::export::{
+    Native, StagingArea, check_reported, generation_id, pitr_window, request_export, wait_export,
+};
 use crate::history::{Event, History};
+use crate::incremental::{
+    Change, ExportPlan, Watermark, micros, plan_export, time_text, whole_second,
+};
 use crate::json::{Record, to_line};
 use crate::keys::{KeySchema, KeySetDigest, content_digest};
 use crate::pair::item_of;
@@ -163,7 +169,26 @@ pub struct TableJob {
     item_log: Option<ItemLog>,
     max_change_percent: u8,
     accept_mass_change: bool,
+    incremental: Option<Incremental>,
+    scan_state: String,
 }
+
+/// How a `native-incremental` table job asks for and reads its exports.
+#[derive(Clone)]
+struct Incremental {
+    native: Native,
+    area: StagingArea,
+    staging: String,
+    data_cap: u64,
+}
+
+/// The segment number history objects of changes applied from an
+/// incremental export carry (no scan segment has it).
+const INCREMENTAL_SEGMENT: u32 = 99_998;
+
+/// Puts applied per page of an incremental export (one escrow lookup and
+/// one write round each).
+const INCREMENTAL_PAGE: usize = 1000;
 
 /// The segment number history objects of held-back changes written at the
 /// end of a run carry (no scan segment has it).
@@ -271,7 +296,50 @@ impl TableJob {
             item_log: None,
             max_change_percent: DEFAULT_MAX_CHANGE_PERCENT,
             accept_mass_change: false,
+            incremental: None,
+            scan_state: String::new(),
         })
+    }
+
+    /// `mode = "native-incremental"`: a run asks DynamoDB (through the
+    /// primary's reader role) for an incremental export of the changes
+    /// since the job's watermark, staged in escrow bucket `bucket` (owned by
+    /// `bucket_owner`, encrypted with `kms_key_id` when given) under
+    /// `<staging_prefix><table>/<generation>/` and read back with `reader`
+    /// (escrow credentials). Each staged file is checked against
+    /// DynamoDB's manifest (MD5, item count) and each change line against
+    /// the key schema and the window; then the puts are applied like a
+    /// scan's page (item history first, mass-change breaker), deletions are
+    /// counted and never applied, and only then the watermark moves (kept
+    /// in the checkpoint table, [`crate::checkpoint::TableWatermark`]). A
+    /// first run, or a gap DynamoDB cannot export incrementally, scans the
+    /// table; a completed scan's start time becomes the watermark. Needs
+    /// [`TableJob::with_checkpoints`].
+    pub fn with_native_incremental(
+        mut self,
+        bucket: impl Into<String>,
+        bucket_owner: impl Into<String>,
+        kms_key_id: Option<String>,
+        staging_prefix: impl Into<String>,
+        reader: Arc<dyn Source>,
+    ) -> Self {
+        let bucket = bucket.into();
+        self.incremental = Some(Incremental {
+            area: StagingArea { reader, location: format!("s3://{bucket}/") },
+            native: Native::new(bucket, bucket_owner, kms_key_id),
+            staging: staging_prefix.into(),
+            data_cap: crate::export::data_file_cap(crate::export::DEFAULT_FILE_SIZE),
+        });
+        self
+    }
+
+    /// `native-incremental`: how long to wait for an export (default 6
+    /// hours), polling at most every `max_poll`.
+    pub fn with_export_timeout(mut self, timeout: Duration, max_poll: Duration) -> Self {
+        if let Some(i) = &mut self.incremental {
+            i.native = i.native.clone().with_timeout(timeout, max_poll);
+        }
+        self
     }
 
     /// Keeps item history: before a run writes items into the escrow table,
@@ -465,9 +533,19 @@ impl TableJob {
     }
 
     /// Runs the job in `mode`: plan (compare, write nothing), run (create
-    /// or fix the escrow table, write what is missing or changed) or
-    /// verify (compare, count, check the escrow table's protection).
+    /// or fix the escrow table, write what is missing or changed; with
+    /// [`TableJob::with_native_incremental`], only the changes since the
+    /// watermark) or verify (compare, count, check the escrow table's
+    /// protection).
     pub async fn execute(&self, mode: Mode) -> Result<Report> {
+        match &self.incremental {
+            Some(inc) if mode == Mode::Run => self.run_incremental(inc).await,
+            _ => self.execute_scan(mode).await,
+        }
+    }
+
+    /// The scan path of [`TableJob::execute`].
+    async fn execute_scan(&self, mode: Mode) -> Result<Report> {
         let began = Instant::now();
         let mut report =
             Report::new(mode, format!("dynamodb://{}", self.source.name()), self.destination());
@@ -587,7 +665,7 @@ impl TableJob {
         };
         if all_done
             && first_error.is_none()
-            && let Err(e) = self.settle_changes(mode, &scanner, breaker, &mut report).await
+            && let Err(e) = self.settle_changes(mode, &scanner, breaker, None, &mut report).await
         {
             first_error = Some(e);
         }
@@ -654,7 +732,7 @@ impl TableJob {
             destination: self.destination(),
             segments,
             checkpoints,
-            sink_state: String::new(),
+            sink_state: self.scan_state.clone(),
         }
     }
 
@@ -873,12 +951,15 @@ impl TableJob {
     /// After a whole scan: writes the held-back changes when they are
     /// within the share after all (or escrow is small), else reports the
     /// `mass-change` finding. Plan and accepted runs get a warning when the
-    /// changes are over the share.
+    /// changes are over the share. The held-back items written are re-read
+    /// from the primary, or taken from `known` (an incremental export's
+    /// images by key text) when given.
     async fn settle_changes(
         &self,
         mode: Mode,
         scanner: &TableScanner,
         breaker: Breaker,
+        known: Option<&HashMap<String, Record>>,
         report: &mut Report,
     ) -> Result<()> {
         let percent = self.max_change_percent;
@@ -936,7 +1017,14 @@ impl TableJob {
         // Within the share after all: the held-back changes are written as
         // the primary holds them now (their earlier states into the history
         // first, like every write).
-        let items = scanner.get_items(breaker.held).await?;
+        let items = match known {
+            Some(known) => breaker
+                .held
+                .iter()
+                .filter_map(|k| known.get(&self.keys.key_text(k).ok()?).cloned())
+                .collect(),
+            None => scanner.get_items(breaker.held).await?,
+        };
         if items.is_empty() {
             return Ok(());
         }
@@ -968,6 +1056,305 @@ impl TableJob {
     fn dead_letter(&self) -> &DeadLetter {
         self.dead_letter
             .get_or_init(|| DeadLetter::new(&self.dead_letter_dir, &self.name, &self.started))
+    }
+}
+
+/// `native-incremental` runs (see [`TableJob::with_native_incremental`]).
+impl TableJob {
+    /// This run's time as a point in time (the start, or now).
+    fn started_at(&self) -> std::time::SystemTime {
+        escrow_sync_core::time::parse_rfc3339(&self.started)
+            .unwrap_or_else(std::time::SystemTime::now)
+    }
+
+    /// A watermark of this job's source and escrow table at `time`.
+    fn watermark_at(&self, time: std::time::SystemTime) -> TableWatermark {
+        TableWatermark {
+            time: whole_second(time),
+            source_arn: self.source.arn().to_string(),
+            table_id: self.source.table_id().to_string(),
+            destination: self.destination(),
+        }
+    }
+
+    async fn run_incremental(&self, inc: &Incremental) -> Result<Report> {
+        let began = Instant::now();
+        let store = self.checkpoints.as_ref().ok_or_else(|| {
+            Error::invalid_config(format!(
+                "job {}: mode = \"native-incremental\" keeps its watermark in the checkpoint \
+                 table: give the job a checkpoint store",
+                self.name
+            ))
+        })?;
+        let mut report = Report::new(
+            Mode::Run,
+            format!("dynamodb://{}", self.source.name()),
+            self.destination(),
+        );
+        // An interrupted full scan goes on first; its start is the watermark
+        // it earns.
+        let resumed = store.load(&self.name).await?.and_then(|saved| {
+            let v: serde_json::Value = serde_json::from_str(&saved.sink_state).ok()?;
+            escrow_sync_core::time::parse_rfc3339(v["scan_started"].as_str()?)
+        });
+        let watermark = match store.load_watermark(&self.name).await? {
+            Some(w)
+                if w.belongs_to(self.source.arn(), self.source.table_id(), &self.destination()) =>
+            {
+                Some(w)
+            }
+            Some(w) => {
+                report.warnings.push(format!(
+                    "the saved watermark belongs to {} (table id {}) into {}, not this job's \
+                     table: not used",
+                    w.source_arn, w.table_id, w.destination
+                ));
+                None
+            }
+            None => None,
+        };
+        let plan = match resumed {
+            Some(at) => ExportPlan::Full {
+                at,
+                reason: "went on with the interrupted full scan of an earlier run".into(),
+            },
+            None => {
+                let (earliest, latest) =
+                    pitr_window(&self.primary, &self.source, &mut report).await;
+                let now = self.started_at();
+                let to = latest.map_or(now, |l| l.min(now));
+                let mark = watermark.as_ref().map(|w| Watermark {
+                    generation: format!(
+                        "{} in checkpoint table {}",
+                        crate::checkpoint::watermark_row(&self.name),
+                        store.table()
+                    ),
+                    time: w.time,
+                });
+                plan_export(mark.as_ref(), to, earliest)
+            }
+        };
+        let (mut report, next) = match plan {
+            ExportPlan::Skip { reason } => {
+                report.notes.push(reason);
+                report.elapsed = began.elapsed();
+                return Ok(report);
+            }
+            ExportPlan::Full { at, reason } => {
+                // A scan that starts after `at` holds every change before
+                // it: the next incremental export replays all after it.
+                let at = whole_second(at.min(self.started_at()));
+                let reason = reason.replacen("full export", "full scan", 1);
+                let mut job = self.clone();
+                job.scan_state = serde_json::json!({"scan_started": time_text(at)}).to_string();
+                let mut scanned = job.execute_scan(Mode::Run).await?;
+                scanned.warnings.splice(0..0, report.warnings);
+                scanned.notes.insert(0, reason);
+                (scanned, at)
+            }
+            ExportPlan::Incremental { from, to, .. } => {
+                report.notes.push(format!(
+                    "incremental export of the changes from {} to {}",
+                    time_text(from),
+                    time_text(to)
+                ));
+                // The run manifest's item list of a run says which keys the
+                // primary held then (restore --at keeps only those): an
+                // incremental run sees only the changed keys, so it lists
+                // none, and restore --at after it takes every item escrow
+                // held (deleted ones too) rather than too few.
+                let mut job = self.clone();
+                job.item_log = None;
+                let mut report = job.apply_export(inc, from, to, report).await?;
+                if self.item_log.is_some() {
+                    report.notes.push(
+                        "the run manifest lists no items for an incremental run (it sees only \
+                         the changes): restore --at a time after it restores every item escrow \
+                         held then, including items the primary had deleted"
+                            .into(),
+                    );
+                }
+                (report, to)
+            }
+        };
+        // Everything applied: nothing failed, held back or cancelled.
+        let whole = !report.cancelled
+            && report.failed == 0
+            && report.held_back == 0
+            && report.findings.is_empty();
+        self.move_watermark(store, whole, self.watermark_at(next), watermark.as_ref(), &mut report)
+            .await?;
+        report.elapsed = began.elapsed();
+        Ok(report)
+    }
+
+    /// Saves `next` as the watermark when the run applied everything
+    /// (`whole`); otherwise keeps `old` and says so.
+    async fn move_watermark(
+        &self,
+        store: &CheckpointStore,
+        whole: bool,
+        next: TableWatermark,
+        old: Option<&TableWatermark>,
+        report: &mut Report,
+    ) -> Result<()> {
+        if whole {
+            store.save_watermark(&self.name, &next).await?;
+            report.notes.push(format!(
+                "watermark {} saved (checkpoint table {}): the next run exports the changes \
+                 from there",
+                time_text(next.time),
+                store.table()
+            ));
+        } else {
+            report.warnings.push(format!(
+                "not every change was applied: the watermark stays at {}, and the next run \
+                 exports again from there",
+                old.map_or("none (the next run scans the table)".to_string(), |w| time_text(
+                    w.time
+                ))
+            ));
+        }
+        Ok(())
+    }
+
+    /// Asks for the incremental export of `[from, to)`, waits for it,
+    /// checks what DynamoDB reports and each staged file, and applies the
+    /// changes: puts as a scan's page would write them (item history
+    /// first, mass-change breaker), deletions counted and never applied.
+    async fn apply_export(
+        &self,
+        inc: &Incremental,
+        from: std::time::SystemTime,
+        to: std::time::SystemTime,
+        mut report: Report,
+    ) -> Result<Report> {
+        let generation = generation_id(&self.started);
+        let staged = format!("{}{}/{generation}/", inc.staging, self.source.name());
+        let plan = ExportPlan::Incremental { base: String::new(), from, to };
+        let arn = request_export(
+            &self.primary,
+            &self.source,
+            &inc.native,
+            staged.trim_end_matches('/').to_string(),
+            &generation,
+            Some(&plan),
+            Some(crate::incremental::ViewType::NewImage),
+        )
+        .await?;
+        let Some(description) = wait_export(&self.primary, &inc.native, &arn, &self.cancel).await?
+        else {
+            report.cancelled = true;
+            report.warnings.push(format!(
+                "stopped waiting for incremental export {arn}: nothing applied; the next run \
+                 exports again from the watermark"
+            ));
+            return Ok(report);
+        };
+        let status =
+            description.export_status().map(|s| s.as_str().to_string()).unwrap_or_default();
+        if status != "COMPLETED" {
+            return Err(Error::new(
+                ErrorKind::Failed,
+                "dynamodb:DescribeExport",
+                &arn,
+                format!(
+                    "the export ended {status}: {} {} (nothing applied; the next run exports \
+                     again from the watermark)",
+                    description.failure_code().unwrap_or_default(),
+                    description.failure_message().unwrap_or_default()
+                ),
+            ));
+        }
+        check_reported(&plan, &description, &arn)?;
+        let files = inc.area.files(&staged, &description, true, &mut report).await?;
+        let window = Some((micros(from), micros(to)));
+        // One change per key: the latest write (DynamoDB compacts an item's
+        // changes in a window; a key twice keeps the later line).
+        let mut changes: BTreeMap<String, (Option<u64>, Change)> = BTreeMap::new();
+        let mut lines = 0u64;
+        for file in &files {
+            let data =
+                inc.area.read_staged(&staged, file, inc.data_cap, &self.keys, window).await?;
+            lines += data.items;
+            for c in data.changes {
+                let key = self.keys.key_text(c.change.keys())?;
+                match changes.get(&key) {
+                    Some((t, _)) if *t > c.write_micros => {}
+                    _ => {
+                        changes.insert(key, (c.write_micros, c.change));
+                    }
+                }
+            }
+        }
+        if let Some(n) = description.item_count()
+            && n.max(0) as u64 != lines
+        {
+            return Err(Error::new(
+                ErrorKind::PreconditionFailed,
+                "read incremental export",
+                format!("{}{staged}", inc.area.location),
+                format!(
+                    "its files hold {lines} changes, DynamoDB reports {n}: nothing applied; the \
+                     next run exports again from the watermark"
+                ),
+            ));
+        }
+        let (mut puts, mut deleted) = (Vec::new(), 0u64);
+        let mut images = HashMap::new();
+        for (key, (_, change)) in changes {
+            match change {
+                Change::Put { item, .. } => {
+                    images.insert(key, item.clone());
+                    puts.push(item);
+                }
+                Change::Delete { .. } => deleted += 1,
+            }
+        }
+        if deleted > 0 {
+            // As a scan leaves items deleted in the primary in escrow.
+            report.retained += deleted;
+            report.notes.push(format!(
+                "{deleted} item(s) deleted in the primary in the window: kept in escrow table {} \
+                 (escrow never deletes)",
+                self.sink.name()
+            ));
+        }
+        let ensured = self.sink.ensure(&self.source, &self.source_account, &self.started).await?;
+        match &self.history {
+            Some(h) => report.notes.push(format!("item history: {}", h.describe())),
+            None => report.warnings.push(format!(
+                "no item history: a change applied replaces escrow table {}'s copy; set \
+                 history_bucket on the job",
+                self.sink.name()
+            )),
+        }
+        let mut shared = Shared { report: Some(report), ..Shared::default() };
+        shared.breaker.escrow_count = ensured.item_count;
+        let shared = Arc::new(Mutex::new(shared));
+        let mut pages = Vec::new();
+        while !puts.is_empty() {
+            let rest = puts.split_off(puts.len().min(INCREMENTAL_PAGE));
+            pages.push(std::mem::replace(&mut puts, rest));
+        }
+        for page in pages {
+            self.page(Mode::Run, true, INCREMENTAL_SEGMENT, page, &shared).await?;
+        }
+        let (mut report, breaker) = {
+            let mut s = shared.lock().expect("job lock");
+            (s.report.take().expect("report"), std::mem::take(&mut s.breaker))
+        };
+        // Held-back changes within the share after all are written as the
+        // export has them; over it, a finding.
+        let scanner =
+            TableScanner::from_client(self.primary.clone(), self.source.name(), self.read_units)
+                .with_options(self.options.clone());
+        self.settle_changes(Mode::Run, &scanner, breaker, Some(&images), &mut report).await?;
+        report.throttled += scanner.budget().throttles();
+        if report.copied > 0 {
+            self.sink.record_run(&self.started).await?;
+        }
+        Ok(report)
     }
 }
 

@@ -6,12 +6,10 @@
 //! share, `--accept-mass-change` and `max_change_percent = 100` write every
 //! change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput;
 use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
 use aws_sdk_dynamodb::operation::scan::ScanOutput;
@@ -21,67 +19,15 @@ use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
 mod common;
 
-use escrow_sync_core::{Mode, Report, RetryPolicy};
+use common::{Store, batch_get, fast, item, pk_of, store, v_of};
+
+use escrow_sync_core::{Mode, Report};
 use escrow_sync_dynamodb::json::Record;
 use escrow_sync_dynamodb::{EscrowTable, ScanOptions, TableInfo, TableJob};
-
-type Store = Arc<Mutex<BTreeMap<String, Record>>>;
-
-fn item(pk: &str, v: u32) -> Record {
-    HashMap::from([
-        ("pk".to_string(), AttributeValue::S(pk.to_string())),
-        ("v".to_string(), AttributeValue::N(v.to_string())),
-    ])
-}
-
-fn pk_of(r: &Record) -> String {
-    match &r["pk"] {
-        AttributeValue::S(s) => s.clone(),
-        other => panic!("{other:?}"),
-    }
-}
-
-fn v_of(r: &Record) -> String {
-    match &r["v"] {
-        AttributeValue::N(n) => n.clone(),
-        other => panic!("{other:?}"),
-    }
-}
-
-fn store(items: impl IntoIterator<Item = Record>) -> Store {
-    Arc::new(Mutex::new(items.into_iter().map(|r| (pk_of(&r), r)).collect()))
-}
-
-fn fast() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 3,
-        initial_backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(2),
-    }
-}
 
 fn client(rules: &[Rule]) -> Client {
     let rules: Vec<&Rule> = rules.iter().collect();
     mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules)
-}
-
-/// BatchGetItem on `table` answered from `data` (consistent reads only).
-fn batch_get(table: &'static str, data: Store) -> Rule {
-    mock!(Client::batch_get_item)
-        .match_requests(move |r| {
-            r.request_items()
-                .and_then(|m| m.get(table))
-                .is_some_and(|k| k.consistent_read() == Some(true))
-        })
-        .then_compute_output(move |r| {
-            let data = data.lock().unwrap();
-            let found: Vec<Record> = r.request_items().unwrap()[table]
-                .keys()
-                .iter()
-                .filter_map(|k| data.get(&pk_of(k)).cloned())
-                .collect();
-            BatchGetItemOutput::builder().responses(table, found).build()
-        })
 }
 
 /// The primary `orders`, keyed by `pk`: DescribeTable and friends, a Scan of

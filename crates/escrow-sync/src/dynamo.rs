@@ -202,6 +202,24 @@ async fn run(
     .with_dead_letter_dir(job.dead_letter_dir.clone().unwrap_or_else(|| ".".into()))
     .with_max_change_percent(job.max_change_percent)
     .with_history(history(config, job, sessions));
+    let table = match (job.incremental(), job.staging_bucket(), job.staging_prefix()) {
+        (true, Some(bucket), Some(staging)) => {
+            // Staged in the history bucket (escrow's, versioned), read back
+            // with escrow credentials.
+            let owner = Some(sessions.escrow.account_id().to_string()).filter(|o| !o.is_empty());
+            let reader = S3Source::from_client(escrow_sync_s3::client(&sessions.escrow), bucket)
+                .with_streaming(true)
+                .with_expected_owner(owner);
+            table.with_native_incremental(
+                bucket,
+                sessions.escrow.account_id(),
+                config.escrow.kms_key_id.clone(),
+                staging,
+                Arc::new(reader),
+            )
+        }
+        _ => table,
+    };
     let mut report = Job::execute(&table, mode, ctx).await?;
     if mode == Mode::Verify
         && let Some(reader) = history_reader(job, &sessions.escrow)

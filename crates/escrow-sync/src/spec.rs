@@ -616,16 +616,28 @@ impl DynamoDbJob {
     }
 
     /// A native export job's staging prefix (`staging_prefix`, default
-    /// `<dest_prefix>.staging/`); `None` for other jobs.
+    /// `<dest_prefix>.staging/`; a native-incremental table job stages in
+    /// its history bucket, default `<history_prefix>.staging/`); `None` for
+    /// other jobs.
     pub fn staging_prefix(&self) -> Option<String> {
-        if !self.native_export() || self.dest_bucket.is_none() {
-            return None;
-        }
-        Some(self.staging_prefix.clone().unwrap_or_else(|| {
-            escrow_sync_core::layout::staging_prefix(
-                self.dest_prefix.as_deref().unwrap_or_default(),
-            )
-        }))
+        let base = match (&self.dest_bucket, &self.history_bucket) {
+            _ if !self.native_export() => return None,
+            (Some(_), _) => self.dest_prefix.clone().unwrap_or_default(),
+            (None, Some(_)) if self.incremental() => self.history_prefix(),
+            _ => return None,
+        };
+        Some(
+            self.staging_prefix
+                .clone()
+                .unwrap_or_else(|| escrow_sync_core::layout::staging_prefix(&base)),
+        )
+    }
+
+    /// The escrow bucket a native export stages in: `dest_bucket`, or a
+    /// native-incremental table job's `history_bucket`.
+    pub fn staging_bucket(&self) -> Option<&str> {
+        self.staging_prefix()?;
+        self.dest_bucket.as_deref().or(self.history_bucket.as_deref())
     }
 }
 
@@ -1315,7 +1327,10 @@ impl Config {
         for (i, job) in self.dynamodb.iter().enumerate() {
             let at = format!("{origin}: [[dynamodb]] #{} ({})", i + 1, job.name());
             validate_dynamodb(job, &at)?;
-            if job.incremental() && self.escrow.manifest_bucket.is_none() {
+            if job.incremental()
+                && job.dest_bucket.is_some()
+                && self.escrow.manifest_bucket.is_none()
+            {
                 return Err(Error::invalid_config(format!(
                     "{at}: mode = \"native-incremental\" needs [escrow] manifest_bucket: a run \
                      exports the changes since the newest generation a run manifest records, and \
@@ -1451,6 +1466,16 @@ impl Config {
                 if let Some(bucket) = &job.history_bucket {
                     let prefix = format!("{}{table}/", job.history_prefix());
                     places.push((job.name(), "item history", objects(bucket, &prefix)));
+                    if let Some(staging) = job.staging_prefix() {
+                        // native-incremental: DynamoDB's exports, beside
+                        // (not under) the history.
+                        let prefix = format!("{staging}{}/", job.source_table);
+                        places.push((
+                            job.name(),
+                            "native export staging",
+                            objects(bucket, &prefix),
+                        ));
+                    }
                 }
             }
             if let Some(bucket) = &job.dest_bucket {
@@ -1732,17 +1757,19 @@ fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
             job.history_prefix.as_deref().unwrap_or_default()
         ));
     }
-    if job.native_export() && job.dest_bucket.is_none() {
-        let mode = if job.incremental() { "native-incremental" } else { "native-export" };
-        return bad(format!(
-            "mode = \"{mode}\" writes into an escrow bucket: set dest_bucket and dest_prefix \
-             instead of dest_table{}",
-            if job.incremental() {
-                " (an escrow table job keeps itself incremental with mode = \"scan\")"
-            } else {
-                ""
-            }
-        ));
+    if job.native_export() && !job.incremental() && job.dest_bucket.is_none() {
+        return bad("mode = \"native-export\" writes into an escrow bucket: set dest_bucket and \
+             dest_prefix instead of dest_table (an escrow table job exports only its changes \
+             with mode = \"native-incremental\" and history_bucket)"
+            .into());
+    }
+    if job.incremental() && job.dest_bucket.is_none() && job.history_bucket.is_none() {
+        return bad("mode = \"native-incremental\" on an escrow table job needs history_bucket: \
+             DynamoDB's incremental exports are staged under <history_prefix>.staging/ in that \
+             escrow-owned, versioned bucket, and every state a change replaces is kept there; \
+             set history_bucket (or dest_bucket and dest_prefix instead of dest_table for export \
+             generations)"
+            .into());
     }
     if let Some(staging) = &job.staging_prefix {
         if !job.native_export() {
@@ -2125,16 +2152,36 @@ concurrency = 8
         let j = &c.dynamodb[0];
         assert!(j.incremental() && j.native_export());
         assert_eq!(j.staging_prefix().as_deref(), Some("dynamodb/.staging/"));
-        // Without a bucket.
+        // An escrow table job: it needs a history bucket to stage in.
         let table = job
             .replace("dest_bucket = \"b\"\ndest_prefix = \"dynamodb/\"\n", "dest_table = \"e\"\n");
         let e = Config::parse(&format!("{base}{table}"), "c").unwrap_err();
         assert_eq!(e.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
         let e = e.to_string();
         assert!(
-            e.contains("mode = \"native-incremental\"") && e.contains("set dest_bucket"),
+            e.contains("mode = \"native-incremental\"")
+                && e.contains("needs history_bucket")
+                && e.contains("set history_bucket"),
             "{e}"
         );
+        // With one, it stages beside the history, and needs no run
+        // manifests (its watermark is kept in the checkpoint table).
+        let plain = GOOD.split("[[s3]]").next().unwrap();
+        let table = format!("{table}history_bucket = \"h\"\n");
+        let c = Config::parse(&format!("{plain}{table}"), "c").unwrap();
+        let j = &c.dynamodb[0];
+        assert_eq!(j.staging_prefix().as_deref(), Some("dynamodb-history/.staging/"));
+        assert_eq!(j.staging_bucket(), Some("h"));
+        let places = c.escrow_places();
+        assert!(
+            places.iter().any(|(_, what, p)| *what == "native export staging"
+                && p.to_string().contains("dynamodb-history/.staging/orders/")),
+            "{places:?}"
+        );
+        // native-export stays an export job's mode.
+        let native = table.replace("native-incremental", "native-export");
+        let e = Config::parse(&format!("{plain}{native}"), "c").unwrap_err().to_string();
+        assert!(e.contains("set dest_bucket") && e.contains("native-incremental"), "{e}");
         // Without run manifests, no watermark could be trusted.
         let plain = GOOD.split("[[s3]]").next().unwrap();
         let e = Config::parse(&format!("{plain}{job}"), "c").unwrap_err().to_string();

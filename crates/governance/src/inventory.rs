@@ -133,18 +133,29 @@ pub struct TableGrant {
 
 impl TableGrant {
     /// Where a native export job's exports land: `<staging_prefix><table>/`
-    /// (the default staging prefix is `<dest_prefix>.staging/`); `None` for
-    /// other jobs.
+    /// (the default staging prefix is `<dest_prefix>.staging/`, or
+    /// `<history_prefix>.staging/` for a native-incremental table job);
+    /// `None` for other jobs.
     pub fn staging(&self) -> Option<String> {
+        self.staging_bucket()?;
+        let prefix = if !self.staging_prefix.is_empty() {
+            self.staging_prefix.clone()
+        } else if self.dest_bucket.is_some() {
+            format!("{}.staging/", self.dest_prefix)
+        } else {
+            format!("{}.staging/", self.history_prefix)
+        };
+        Some(format!("{prefix}{}/", self.source_table))
+    }
+
+    /// The escrow bucket a native export stages in: the export job's
+    /// `dest_bucket`, or a native-incremental table job's history bucket;
+    /// `None` for other jobs.
+    pub fn staging_bucket(&self) -> Option<&str> {
         if !self.native_export {
             return None;
         }
-        let prefix = if self.staging_prefix.is_empty() {
-            format!("{}.staging/", self.dest_prefix)
-        } else {
-            self.staging_prefix.clone()
-        };
-        Some(format!("{prefix}{}/", self.source_table))
+        self.dest_bucket.as_deref().or(self.history_bucket.as_deref())
     }
 }
 

@@ -457,7 +457,7 @@ impl<'a> Ctx<'a> {
                 ));
                 // Only the staging prefix: escrow-sync copies each export
                 // from there into its generation with escrow credentials.
-                let bucket = j.dest_bucket.clone().unwrap_or_default();
+                let bucket = j.staging_bucket().unwrap_or_default();
                 out.push(allow(
                     sid("ExportWrite", &j.name),
                     &["s3:PutObject", "s3:AbortMultipartUpload"],
@@ -839,6 +839,11 @@ impl<'a> Ctx<'a> {
                 // by restore --at and verify.
                 let u = buckets.entry(b).or_default();
                 u.prefixes.insert(format!("{}{table}/", j.history_prefix));
+                if let Some(staging) = j.staging() {
+                    // native-incremental: the exports are read here, checked
+                    // and applied to the escrow table.
+                    u.reads.insert(staging);
+                }
             }
         }
         if let Some(m) = &inv.manifest {
@@ -1278,6 +1283,22 @@ impl<'a> Ctx<'a> {
         out
     }
 
+    /// The bucket policy statement letting the primary's reader role write
+    /// a native export job's staging prefix, and only that.
+    fn staging_write(&self, j: &crate::inventory::TableGrant) -> Value {
+        let mut s = allow(
+            sid("PrimaryReaderNativeExport", &j.name),
+            &["s3:PutObject", "s3:AbortMultipartUpload"],
+            vec![format!(
+                "arn:aws:s3:::{}/{}*",
+                j.staging_bucket().unwrap_or_default(),
+                j.staging().unwrap_or_default()
+            )],
+        );
+        s["Principal"] = json!({"AWS": self.reader_arn});
+        s
+    }
+
     /// The settings every escrow bucket must have.
     fn escrow_buckets(&self) -> BTreeMap<String, Value> {
         let mut uses: BTreeMap<String, (bool, Vec<String>, Vec<Value>)> = BTreeMap::new();
@@ -1294,18 +1315,17 @@ impl<'a> Ctx<'a> {
                 if j.native_export {
                     // The staging prefix only: nothing the primary writes
                     // lands where restore and verify read.
-                    let mut s = allow(
-                        sid("PrimaryReaderNativeExport", &j.name),
-                        &["s3:PutObject", "s3:AbortMultipartUpload"],
-                        vec![format!("arn:aws:s3:::{b}/{}*", j.staging().unwrap_or_default())],
-                    );
-                    s["Principal"] = json!({"AWS": self.reader_arn});
-                    e.2.push(s);
+                    e.2.push(self.staging_write(j));
                 }
             }
             if let Some(b) = &j.history_bucket {
                 let e = uses.entry(b.clone()).or_default();
                 e.1.push(format!("{} (item history)", j.name));
+                if j.native_export && j.dest_bucket.is_none() {
+                    // native-incremental table job: the staging prefix only,
+                    // beside the history, never under it.
+                    e.2.push(self.staging_write(j));
+                }
             }
         }
         if let Some(m) = &self.inv.manifest {
@@ -1710,6 +1730,38 @@ mod tests {
         let p = generate(&without);
         assert!(!p.escrow.operator_policy.to_string().contains("cloudwatch"));
         assert!(cloudformation(&without).1.get("Parameters").is_none());
+    }
+
+    #[test]
+    fn a_native_incremental_table_job_lets_the_primary_write_only_its_staging_prefix() {
+        let inv = Inventory {
+            region: "us-east-1".into(),
+            escrow_account: "222222222222".into(),
+            primary_account: "111111111111".into(),
+            dynamodb: vec![crate::inventory::TableGrant {
+                name: "orders".into(),
+                source_table: "orders".into(),
+                dest_table: Some("escrow-orders".into()),
+                native_export: true,
+                staging_prefix: "dynamodb-history/.staging/".into(),
+                checkpoint_table: "cp".into(),
+                history_bucket: Some("hist".into()),
+                history_prefix: "dynamodb-history/".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let p = generate(&inv);
+        let staged = "arn:aws:s3:::hist/dynamodb-history/.staging/orders/*";
+        let reader = p.primary.reader_role.permission_policy.to_string();
+        assert!(reader.contains("dynamodb:ExportTableToPointInTime"), "{reader}");
+        assert!(reader.contains(staged), "{reader}");
+        let bucket = p.escrow.buckets["hist"].to_string();
+        assert!(bucket.contains("PrimaryReaderNativeExportOrders"), "{bucket}");
+        assert!(bucket.contains(staged), "{bucket}");
+        // Nothing of the history itself is the primary's to write.
+        assert!(!bucket.contains("arn:aws:s3:::hist/dynamodb-history/escrow-orders"), "{bucket}");
+        assert!(!reader.contains("arn:aws:s3:::hist/dynamodb-history/escrow-orders"), "{reader}");
     }
 
     #[test]

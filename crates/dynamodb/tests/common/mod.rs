@@ -1,6 +1,8 @@
-//! Mock rules shared by the DynamoDB mock suites.
+//! Mock rules and items shared by the DynamoDB mock suites.
+#![allow(dead_code)]
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput;
 use aws_sdk_dynamodb::operation::describe_continuous_backups::DescribeContinuousBackupsOutput;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
 use aws_sdk_dynamodb::operation::describe_time_to_live::DescribeTimeToLiveOutput;
@@ -11,6 +13,74 @@ use aws_sdk_dynamodb::types::{
     TableDescription, TableStatus, Tag,
 };
 use aws_smithy_mocks::{Rule, mock};
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use escrow_sync_core::RetryPolicy;
+use escrow_sync_dynamodb::json::Record;
+
+/// Items by `pk`, a fake table's content.
+pub type Store = Arc<Mutex<BTreeMap<String, Record>>>;
+
+/// The item `{pk, v}`.
+pub fn item(pk: &str, v: u32) -> Record {
+    HashMap::from([
+        ("pk".to_string(), AttributeValue::S(pk.to_string())),
+        ("v".to_string(), AttributeValue::N(v.to_string())),
+    ])
+}
+
+/// An item's `pk`.
+pub fn pk_of(r: &Record) -> String {
+    match &r["pk"] {
+        AttributeValue::S(s) => s.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// An item's `v`.
+pub fn v_of(r: &Record) -> String {
+    match &r["v"] {
+        AttributeValue::N(n) => n.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A fake table holding `items`.
+pub fn store(items: impl IntoIterator<Item = Record>) -> Store {
+    Arc::new(Mutex::new(items.into_iter().map(|r| (pk_of(&r), r)).collect()))
+}
+
+/// BatchGetItem on `table` answered from `data` (consistent reads only).
+pub fn batch_get(table: &'static str, data: Store) -> Rule {
+    mock!(Client::batch_get_item)
+        .match_requests(move |r| {
+            r.request_items()
+                .and_then(|m| m.get(table))
+                .is_some_and(|k| k.consistent_read() == Some(true))
+        })
+        .then_compute_output(move |r| {
+            let data = data.lock().unwrap();
+            let found: Vec<Record> = r.request_items().unwrap()[table]
+                .keys()
+                .iter()
+                .filter_map(|k| data.get(&pk_of(k)).cloned())
+                .collect();
+            BatchGetItemOutput::builder().responses(table, found).build()
+        })
+}
+
+/// Retries that take milliseconds.
+pub fn fast() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(2),
+    }
+}
 
 /// An active table `name` of account 111111111111 keyed by `pk` (S), with
 /// deletion protection on.

@@ -538,8 +538,10 @@ fn escrow_tables(a: &Auditor) -> BTreeMap<String, (Vec<String>, bool)> {
             let e = out.entry(t.clone()).or_insert((Vec::new(), false));
             e.0.push(format!("job {}", j.name));
         }
-        // Scans (table jobs, scan exports) keep checkpoints; native exports do not.
-        if !j.native_export && !j.checkpoint_table.is_empty() {
+        // Scans (table jobs, scan exports) keep checkpoints; native exports
+        // do not, but a native-incremental table job keeps its watermark
+        // (and its full runs' scan checkpoints) there.
+        if (!j.native_export || j.dest_table.is_some()) && !j.checkpoint_table.is_empty() {
             let e = out.entry(j.checkpoint_table.clone()).or_insert((Vec::new(), true));
             if !e.0.iter().any(|u| u == "scan checkpoints") {
                 e.0.push("scan checkpoints".to_string());
@@ -1345,11 +1347,20 @@ mod tests {
                     checkpoint_table: "cp2".into(),
                     ..Default::default()
                 },
+                TableGrant {
+                    name: "i".into(),
+                    dest_table: Some("escrow-items".into()),
+                    native_export: true,
+                    history_bucket: Some("h".into()),
+                    checkpoint_table: "cp3".into(),
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };
         let t = escrow_tables(&auditor(inv));
-        assert_eq!(t.keys().collect::<Vec<_>>(), ["cp2", "escrow-orders"]);
+        // A native-incremental table job keeps its watermark in cp3.
+        assert_eq!(t.keys().collect::<Vec<_>>(), ["cp2", "cp3", "escrow-items", "escrow-orders"]);
         assert!(!t["escrow-orders"].1);
     }
 
