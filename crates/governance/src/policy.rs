@@ -872,9 +872,12 @@ impl<'a> Ctx<'a> {
                 &check,
                 vec![format!("arn:aws:s3:::{bucket}")],
             ));
+            // GetObjectTagging: `verify` compares the escrow copy's tags
+            // with the source's.
             let mut write = vec![
                 "s3:PutObject",
                 "s3:GetObject",
+                "s3:GetObjectTagging",
                 "s3:PutObjectTagging",
                 "s3:AbortMultipartUpload",
             ];
