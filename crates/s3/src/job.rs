@@ -76,13 +76,13 @@ impl S3CopyJob {
         self
     }
 
-    /// Starts both listings now, ahead of [`Job::execute`] (which takes
-    /// them): the checks and the lease before a run then overlap the first
-    /// listing pages. Listing changes nothing.
+    /// Starts the source's listing now, ahead of [`Job::execute`] (which
+    /// takes it): the checks and the lease before a run then overlap its
+    /// first pages. Listing changes nothing. The escrow side is listed only
+    /// once the job runs, under its lease: a listing made before the lease
+    /// could miss what another run copied meanwhile and copy it again.
     pub fn prefetch(&self) {
-        let scope = self.copy.scope();
-        self.source().prefetch(scope);
-        self.sink().prefetch(scope);
+        self.source().prefetch(self.copy.scope());
     }
 
     /// The pair and its settings.

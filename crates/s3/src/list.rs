@@ -95,14 +95,35 @@ impl Lister {
     }
 
     /// The pages of the keys `k` with `start < k <= until` (`until` `None`:
-    /// to the end).
+    /// to the end). Keys at or before a `StartAfter` start are dropped (a
+    /// store that ignores it still yields each key once), and a store that
+    /// hands back the continuation token it was given is an error, not an
+    /// endless listing.
     fn range(self: Arc<Self>, start: Start, until: Option<String>) -> Pages {
+        let floor = match &start {
+            Start::After(k) => Some(k.clone()),
+            Start::Beginning | Start::Token(_) => None,
+        };
         futures::stream::try_unfold(Some(start), move |state| {
-            let (lister, until) = (self.clone(), until.clone());
+            let (lister, until, floor) = (self.clone(), until.clone(), floor.clone());
             async move {
                 let Some(start) = state else { return Ok(None) };
                 let page = lister.page(&start).await?;
+                if let (Start::Token(given), Some(next)) = (&start, &page.next)
+                    && given == next
+                {
+                    return Err(escrow_sync_core::Error::new(
+                        escrow_sync_core::ErrorKind::Failed,
+                        "s3:ListObjectsV2",
+                        format!("s3://{}/{}", lister.bucket, lister.prefix),
+                        "the store returned the continuation token it was given: the listing \
+                         would never end",
+                    ));
+                }
                 let mut objects = page.objects;
+                if let Some(floor) = &floor {
+                    objects.retain(|o| o.key().unwrap_or("") > floor.as_str());
+                }
                 let mut next = page.next.map(Start::Token);
                 if let Some(end) = &until
                     && let Some(cut) =

@@ -60,6 +60,16 @@ impl RangeRead for S3Range {
         while let Some(chunk) = body.try_next().await.map_err(|e| {
             Error::new(ErrorKind::Transient, "s3:GetObject", resource.clone(), "").with_source(e)
         })? {
+            if (buf.len() + chunk.len()) as u64 > want {
+                // A store that sends more than the range asked for is not
+                // read on: the part's memory claim holds `want` bytes.
+                return Err(Error::new(
+                    ErrorKind::Transient,
+                    "s3:GetObject",
+                    resource,
+                    format!("got more than the {want} bytes asked for"),
+                ));
+            }
             buf.extend_from_slice(&chunk);
         }
         let data = buf.freeze();

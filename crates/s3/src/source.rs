@@ -160,9 +160,10 @@ impl S3Source {
         .await
     }
 
-    /// The attributes that carry the tags of a server-side copy: none when
-    /// S3 copies them itself ([`TAGS_COPIED_ATTR`] says so) or when they
-    /// are not copied; else the tags read from the source.
+    /// The attributes that carry the tags of a server-side copy: the
+    /// marker [`TAGS_COPIED_ATTR`] when S3 copies them itself, nothing when
+    /// they are not copied, else the tags read from the source (as `tag:`
+    /// attributes, so no tag can pass for the marker).
     async fn copy_tags(
         &self,
         key: &str,
@@ -172,7 +173,7 @@ impl S3Source {
             TagMode::Copy => {
                 Ok(BTreeMap::from([(TAGS_COPIED_ATTR.to_string(), "COPY".to_string())]))
             }
-            TagMode::Explicit => self.object_tags(key, version).await,
+            TagMode::Explicit => self.object_tags(key, version).await.map(prefixed),
             TagMode::None => Ok(BTreeMap::new()),
         }
     }
@@ -259,7 +260,7 @@ impl Source for S3Source {
             return Ok(Payload::Reference(
                 ServerSideRef::new("s3", &self.bucket, &item.key, &item.fingerprint)
                     .with_owner(self.owner.clone())
-                    .with_attributes(prefixed(tags)),
+                    .with_attributes(tags),
             ));
         }
         // A PutObject cannot copy tags: streamed copies set them.
@@ -301,9 +302,7 @@ impl Source for S3Source {
     }
 }
 
-/// Tags as payload attributes (`tag:KEY`); the copy-directive marker as is.
+/// Tags as payload attributes (`tag:KEY`).
 fn prefixed(tags: BTreeMap<String, String>) -> BTreeMap<String, String> {
-    tags.into_iter()
-        .map(|(k, v)| if k == TAGS_COPIED_ATTR { (k, v) } else { (format!("{TAG_PREFIX}{k}"), v) })
-        .collect()
+    tags.into_iter().map(|(k, v)| (format!("{TAG_PREFIX}{k}"), v)).collect()
 }

@@ -1073,3 +1073,94 @@ async fn a_prefetched_listing_runs_before_it_is_read_and_is_taken_once() {
     let _: Vec<Item> = sink.list(&Scope::with_prefix("a/")).try_collect().await.unwrap();
     assert_eq!(list.num_calls(), 4, "another scope lists anew; the prefetched one is taken");
 }
+
+/// A primary tag named like escrow-sync's copy marker is a tag like any
+/// other: in `explicit` mode it is set on the copy, never taken for the
+/// marker (which would copy with `TaggingDirective=COPY` and no tags).
+#[tokio::test]
+async fn a_tag_named_like_the_copy_marker_is_copied_as_a_tag() {
+    let tagging = mock!(Client::get_object_tagging).then_output(|| {
+        GetObjectTaggingOutput::builder()
+            .tag_set(Tag::builder().key("tagging-directive").value("x").build().unwrap())
+            .build()
+            .unwrap()
+    });
+    let copy = mock!(Client::copy_object)
+        .match_requests(|r| {
+            r.tagging_directive() == Some(&TaggingDirective::Replace)
+                && r.tagging() == Some("tagging-directive=x")
+        })
+        .then_output(|| CopyObjectOutput::builder().build());
+    let c = client(&[&tagging, &copy]);
+    let source = S3Source::from_client(c.clone(), "src").with_tags(TagMode::Explicit);
+    let item = Item::new("k", ItemKind::Object, 1, "\"e\"");
+    let payload = source.read(&item).await.unwrap();
+    S3Sink::from_client(c, "dst").write(&item, payload).await.unwrap();
+    assert_eq!(copy.num_calls(), 1);
+}
+
+/// A store that ignores `StartAfter` (every range restarts at the first
+/// key) still yields each key once and in order; one that hands back the
+/// continuation token it was given fails instead of listing forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_survive_stores_that_ignore_start_after_and_stop_on_a_stuck_token() {
+    let keys: Vec<String> = (0..2500).map(|i| format!("k{i:05}")).collect();
+    let served = keys.clone();
+    let ignoring = mock!(Client::list_objects_v2).then_compute_output(move |req| {
+        let after = req.continuation_token().unwrap_or("");
+        let page: Vec<&String> = served.iter().filter(|k| k.as_str() > after).take(1001).collect();
+        let mut out = ListObjectsV2Output::builder();
+        for k in page.iter().take(1000) {
+            out = out.contents(object(k, 1, "\"e\""));
+        }
+        if page.len() > 1000 {
+            out = out.is_truncated(true).next_continuation_token(page[999].clone());
+        }
+        out.build()
+    });
+    let c = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&ignoring]);
+    let got: Vec<String> = S3Source::from_client(c, "src")
+        .list(&Scope::all())
+        .map_ok(|i| i.key)
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(got == keys, "each key once, in order ({} listed)", got.len());
+
+    let stuck = mock!(Client::list_objects_v2).then_compute_output(|req| {
+        ListObjectsV2Output::builder()
+            .contents(object(&format!("x{}", req.continuation_token().unwrap_or("")), 1, "\"e\""))
+            .is_truncated(true)
+            .next_continuation_token("same")
+            .build()
+    });
+    let c = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&stuck]);
+    let err = S3Source::from_client(c, "src")
+        .with_list_ranges(1)
+        .list(&Scope::all())
+        .try_collect::<Vec<Item>>()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("continuation token it was given"), "{err}");
+}
+
+/// A ranged GET answered with more bytes than asked is not read on (the
+/// part's memory claim holds only what was asked).
+#[tokio::test]
+async fn a_ranged_read_stops_at_a_body_longer_than_the_range() {
+    let head = mock!(Client::head_object)
+        .then_output(|| HeadObjectOutput::builder().content_length(10).build());
+    let get = mock!(Client::get_object).then_output(|| {
+        aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
+            .body(aws_sdk_s3::primitives::ByteStream::from(vec![0u8; 64 * 1024]))
+            .build()
+    });
+    let c = client(&[&head, &get]);
+    let source = S3Source::from_client(c, "src").with_streaming(true).with_tags(TagMode::None);
+    let item = Item::new("k", ItemKind::Object, 10, "\"e\"");
+    let Payload::Ranged(range) = source.read(&item).await.unwrap() else {
+        panic!("a streamed read")
+    };
+    let err = range.read_range(0, 9).await.unwrap_err();
+    assert!(err.to_string().contains("more than the 10 bytes asked for"), "{err}");
+}
