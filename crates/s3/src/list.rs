@@ -28,9 +28,13 @@ use escrow_sync_core::{Item, ItemKind, ItemStream, RequestPacer, Result};
 
 /// Pages a listing fetches ahead of its reader.
 pub(crate) const READAHEAD: usize = 2;
-/// Key ranges listed at once by default, once a listing is longer than a
-/// page.
+/// Key ranges listed at once by default, once a listing is longer than
+/// [`SPLIT_AFTER_PAGES`] pages.
 pub const DEFAULT_LIST_RANGES: usize = 8;
+/// Pages listed one after the other before the rest is split: a bucket of up
+/// to this many pages (10,000 keys) costs no request beyond its pages, and
+/// the split points are sampled from all of them.
+pub const SPLIT_AFTER_PAGES: usize = 10;
 /// The most split points taken from a first page.
 const MAX_SPLIT_POINTS: usize = 64;
 /// How many character positions, up to the first page's varying one, are
@@ -56,9 +60,10 @@ struct Page {
 }
 
 /// Where a range's first request starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 enum Start {
     /// At the beginning of the prefix.
+    #[default]
     Beginning,
     /// After a key (`StartAfter`).
     After(String),
@@ -91,6 +96,17 @@ impl Lister {
             Some(t) if out.is_truncated().unwrap_or(false) && !t.is_empty() => Some(t.to_string()),
             _ => None,
         };
+        if let (Start::Token(given), Some(next)) = (start, &next)
+            && given == next
+        {
+            return Err(escrow_sync_core::Error::new(
+                escrow_sync_core::ErrorKind::Failed,
+                "s3:ListObjectsV2",
+                format!("s3://{}/{}", self.bucket, self.prefix),
+                "the store returned the continuation token it was given: the listing would \
+                 never end",
+            ));
+        }
         Ok(Page { objects: out.contents.unwrap_or_default(), next })
     }
 
@@ -109,17 +125,6 @@ impl Lister {
             async move {
                 let Some(start) = state else { return Ok(None) };
                 let page = lister.page(&start).await?;
-                if let (Start::Token(given), Some(next)) = (&start, &page.next)
-                    && given == next
-                {
-                    return Err(escrow_sync_core::Error::new(
-                        escrow_sync_core::ErrorKind::Failed,
-                        "s3:ListObjectsV2",
-                        format!("s3://{}/{}", lister.bucket, lister.prefix),
-                        "the store returned the continuation token it was given: the listing \
-                         would never end",
-                    ));
-                }
                 let mut objects = page.objects;
                 if let Some(floor) = &floor {
                     objects.retain(|o| o.key().unwrap_or("") > floor.as_str());
@@ -159,34 +164,76 @@ pub(crate) struct ListRequest {
 pub(crate) fn list_objects(req: ListRequest) -> ItemStream<'static> {
     let ListRequest { client, bucket, prefix, strip, owner, pacer, ranges } = req;
     let lister = Arc::new(Lister { client, bucket, prefix, owner, pacer });
-    let head = async move {
-        let first = lister.page(&Start::Beginning).await?;
-        let rest: Pages = match first.next {
-            None => futures::stream::empty().boxed(),
-            Some(token) => {
-                let keys: Vec<&str> = first.objects.iter().filter_map(|o| o.key()).collect();
-                let points = if ranges > 1 {
-                    split_points(&keys, &lister.prefix, MAX_SPLIT_POINTS)
-                } else {
-                    Vec::new()
-                };
-                match keys.last() {
-                    Some(last) if !points.is_empty() => {
-                        split(lister.clone(), last.to_string(), points, ranges)
-                    }
-                    _ => lister.clone().range(Start::Token(token), None),
-                }
+    let start = Phase::Sequential(Sampled { start: Start::Beginning, ..Sampled::default() });
+    let pages = futures::stream::try_unfold(start, move |phase| {
+        let lister = lister.clone();
+        async move {
+            match phase {
+                Phase::Sequential(sample) => sample.next(lister, ranges).await,
+                Phase::Split(mut rest) => match rest.next().await {
+                    Some(Ok(page)) => Ok(Some((page, Phase::Split(rest)))),
+                    Some(Err(e)) => Err(e),
+                    None => Ok(None),
+                },
+                Phase::Done => Ok(None),
             }
-        };
-        Ok::<_, escrow_sync_core::Error>(
-            futures::stream::once(futures::future::ready(Ok(first.objects))).chain(rest),
-        )
-    };
-    let pages = ahead(futures::stream::once(head).try_flatten().boxed(), READAHEAD);
-    pages
+        }
+    });
+    ahead(pages.boxed(), READAHEAD)
         .map_ok(move |objects| futures::stream::iter(items(objects, strip).map(Ok)))
         .try_flatten()
         .boxed()
+}
+
+/// Where a listing is: its first pages one after the other, then (past
+/// [`SPLIT_AFTER_PAGES`]) the rest in key ranges.
+enum Phase {
+    Sequential(Sampled),
+    Split(Pages),
+    Done,
+}
+
+/// The first pages of a listing, and what they tell of its keys.
+#[derive(Default)]
+struct Sampled {
+    start: Start,
+    pages: usize,
+    first: Option<String>,
+    alphabet: std::collections::BTreeSet<char>,
+}
+
+impl Sampled {
+    /// The next page, and the phase after it.
+    async fn next(
+        mut self,
+        lister: Arc<Lister>,
+        ranges: usize,
+    ) -> Result<Option<(Vec<Object>, Phase)>> {
+        let page = lister.page(&self.start).await?;
+        let Some(token) = page.next else { return Ok(Some((page.objects, Phase::Done))) };
+        let keys = page.objects.iter().filter_map(|o| o.key());
+        for key in keys.clone() {
+            self.alphabet.extend(key.get(lister.prefix.len()..).unwrap_or("").chars());
+        }
+        if self.first.is_none() {
+            self.first = keys.clone().next().map(str::to_string);
+        }
+        self.pages += 1;
+        let last = keys.clone().next_back().map(str::to_string);
+        if ranges > 1
+            && self.pages >= SPLIT_AFTER_PAGES
+            && let (Some(first), Some(last)) = (&self.first, last)
+        {
+            let alphabet: Vec<char> = self.alphabet.iter().copied().collect();
+            let points = split_points(first, &last, &alphabet, &lister.prefix, MAX_SPLIT_POINTS);
+            if !points.is_empty() {
+                let rest = split(lister, last, points, ranges);
+                return Ok(Some((page.objects, Phase::Split(rest))));
+            }
+        }
+        self.start = Start::Token(token);
+        Ok(Some((page.objects, Phase::Sequential(self))))
+    }
 }
 
 /// The keys after `last` as ranges cut at `points` (ascending, all above
@@ -210,19 +257,20 @@ fn split(lister: Arc<Lister>, last: String, points: Vec<String>, ranges: usize) 
         .boxed()
 }
 
-/// Split points for the keys after a first page of `keys` (ascending):
-/// for the last few character positions up to the one where the page's
-/// keys start to differ, the last key's stem up to that position followed by
-/// each character the page uses that sorts above the last key's own. Every
-/// point sorts above the last key and starts with `prefix`; at most `max`,
-/// ascending.
-pub(crate) fn split_points(keys: &[&str], prefix: &str, max: usize) -> Vec<String> {
-    let (Some(first), Some(last)) = (keys.first(), keys.last()) else { return Vec::new() };
-    let mut alphabet: Vec<char> =
-        keys.iter().flat_map(|k| k.get(prefix.len()..).unwrap_or("").chars()).collect();
-    alphabet.sort_unstable();
-    alphabet.dedup();
-    // Where the page's keys begin to differ (a char boundary of both).
+/// Split points for the keys after the first pages of a listing, which ran
+/// from `first` to `last` using the characters of `alphabet`: for the last
+/// few character positions up to the one where `first` and `last` differ,
+/// the last key's stem up to that position followed by each character of
+/// the alphabet that sorts above the last key's own. Every point sorts above
+/// `last` and starts with `prefix`; at most `max`, ascending.
+pub(crate) fn split_points(
+    first: &str,
+    last: &str,
+    alphabet: &[char],
+    prefix: &str,
+    max: usize,
+) -> Vec<String> {
+    // Where the keys begin to differ (a char boundary of both).
     let differ = first
         .char_indices()
         .zip(last.chars())
@@ -238,7 +286,7 @@ pub(crate) fn split_points(keys: &[&str], prefix: &str, max: usize) -> Vec<Strin
             let stem = &last[..at];
             alphabet.iter().filter(move |c| **c > own).map(move |c| format!("{stem}{c}"))
         })
-        .filter(|p| p.as_str() > *last)
+        .filter(|p| p.as_str() > last)
         .collect();
     points.sort_unstable();
     points.dedup();
@@ -353,28 +401,30 @@ pub(crate) fn list_keys(versions: bool, req: ListRequest) -> ItemStream<'static>
 mod tests {
     use super::split_points;
 
+    fn digits() -> Vec<char> {
+        ('0'..='9').collect()
+    }
+
     #[test]
-    fn split_points_cut_the_keys_after_a_numbered_page() {
-        let keys: Vec<String> = (0..1000).map(|i| format!("obj/{i:06}")).collect();
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let points = split_points(&keys, "obj/", 64);
-        // Digits after the page: obj/001..obj/009, obj/01..obj/09, obj/1..obj/9.
-        assert!(points.contains(&"obj/001".to_string()), "{points:?}");
+    fn split_points_cut_the_keys_after_numbered_pages() {
+        let points = split_points("obj/000000", "obj/009999", &digits(), "obj/", 64);
+        // Past obj/009999: obj/01..obj/09, then obj/1..obj/9.
         assert!(points.contains(&"obj/01".to_string()), "{points:?}");
         assert!(points.contains(&"obj/1".to_string()), "{points:?}");
-        assert!(points.iter().all(|p| p.as_str() > "obj/000999" && p.starts_with("obj/")));
+        assert!(points.iter().all(|p| p.as_str() > "obj/009999" && p.starts_with("obj/")));
         assert!(points.windows(2).all(|w| w[0] < w[1]), "ascending: {points:?}");
-        assert!(split_points(&keys, "obj/", 5).len() <= 5);
+        assert!(split_points("obj/000000", "obj/009999", &digits(), "obj/", 5).len() <= 5);
     }
 
     #[test]
     fn split_points_stay_within_the_prefix_and_above_the_page() {
-        assert!(split_points(&[], "p/", 8).is_empty());
         // One key: nothing differs; points still sort above it.
-        let points = split_points(&["p/abc"], "p/", 64);
+        let abc: Vec<char> = "abc".chars().collect();
+        let points = split_points("p/abc", "p/abc", &abc, "p/", 64);
         assert!(points.iter().all(|p| p.as_str() > "p/abc" && p.starts_with("p/")), "{points:?}");
         // Multibyte characters cut on character boundaries.
-        let points = split_points(&["p/é1", "p/é2", "p/ü3"], "p/", 64);
+        let chars: Vec<char> = "é123ü".chars().collect();
+        let points = split_points("p/é1", "p/ü3", &chars, "p/", 64);
         assert!(points.iter().all(|p| p.as_str() > "p/ü3" && p.starts_with("p/")), "{points:?}");
     }
 }
