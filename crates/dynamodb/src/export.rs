@@ -1273,14 +1273,14 @@ impl ExportJob {
             .await
             .map_err(staged_error)
         {
-                Ok(files) => match self.copy_staged(&generation, &staged, files, window).await {
-                    Ok((keys, written)) => {
-                        self.complete(&generation, keys, written, extra, expected).await
-                    }
-                    Err(e) => Err(e),
-                },
+            Ok(files) => match self.copy_staged(&generation, &staged, files, window).await {
+                Ok((keys, written)) => {
+                    self.complete(&generation, keys, written, extra, expected).await
+                }
                 Err(e) => Err(e),
-            };
+            },
+            Err(e) => Err(e),
+        };
         let files = match completed {
             Ok(files) => files,
             Err(e) => {
