@@ -576,15 +576,12 @@ pub(crate) fn check_reported(
     };
     match plan {
         ExportPlan::Incremental { from, to, .. } => {
-            // AWS always reports an incremental export's type, window and
-            // export time: an answer without them is not trusted.
+            // DynamoDB reports an incremental export's type and window: an
+            // answer without them is not trusted.
             match d.export_type() {
                 Some(ExportType::IncrementalExport) => {}
                 Some(t) => return Err(refuse(format!("DynamoDB reports a {} export", t.as_str()))),
                 None => return Err(refuse("DynamoDB reports no export type".into())),
-            }
-            if d.export_time().is_none() {
-                return Err(refuse("DynamoDB reports no export time".into()));
             }
             let Some(spec) = d.incremental_export_specification() else {
                 return Err(refuse("DynamoDB reports no incremental export window".into()));
@@ -609,7 +606,9 @@ pub(crate) fn check_reported(
             {
                 return Err(refuse(format!("DynamoDB reports a {} export", t.as_str())));
             }
-            if !same(d.export_time(), *at) {
+            // A full export of a native-incremental job sets the
+            // watermark: DynamoDB must report the time it exported.
+            if d.export_time().is_none() || !same(d.export_time(), *at) {
                 return Err(refuse(format!(
                     "DynamoDB reports the export time {}, escrow-sync asked for {}",
                     shown(d.export_time()),

@@ -303,7 +303,6 @@ fn completed(summary: String, items: i64, from: u64, to: u64) -> Rule {
             .item_count(items)
             .export_manifest(&summary)
             .export_type(ExportType::IncrementalExport)
-            .export_time(DateTime::from_secs(to as i64))
             .incremental_export_specification(
                 IncrementalExportSpecification::builder()
                     .export_from_time(DateTime::from_secs(from as i64))
