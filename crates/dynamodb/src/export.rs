@@ -53,13 +53,23 @@ use escrow_sync_core::{
 use crate::checkpoint::{CheckpointStore, SavedScan};
 use crate::compare::{compare, tally};
 use crate::incremental::{
-    Change, ChangeLine, ExportPlan, KIND_FULL, KIND_INCREMENTAL, Link, ViewType, Watermark,
+    self, Change, ChangeLine, ExportPlan, KIND_FULL, KIND_INCREMENTAL, Link, ViewType, Watermark,
     check_base, micros, plan_export, read_changes_capped, time_text,
 };
 use crate::json::{Record, from_line, to_line};
 use crate::keys::{KeySchema, KeySetDigest, content_digest};
 use crate::scan::{Checkpoint, ScanOptions, TableScanner, starting_points};
 use crate::table::TableInfo;
+
+/// How long a native-incremental job's chain of incremental generations
+/// grows on top of its full export before a run makes a full export again
+/// (`full_export_every`, 7 days).
+pub const DEFAULT_FULL_EXPORT_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long after its window ended a started (checkpointed) export is
+/// still waited on and completed; an older one is dropped and the run
+/// plans anew (DynamoDB exports a window of 24 hours at most).
+pub const RESUME_LIMIT: Duration = incremental::MAX_WINDOW;
 
 /// The manifest's format tag.
 pub const FORMAT: &str = "escrow-sync-dynamodb-export/1";
@@ -496,6 +506,28 @@ fn from_secs(v: &Value) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + Duration::from_secs(v.as_u64()?))
 }
 
+/// The RFC 3339 time a generation id names (`20261128T193500123Z`).
+fn generation_time(id: &str) -> String {
+    let d = id.get(..15).unwrap_or_default();
+    match (d.get(..4), d.get(4..6), d.get(6..8), d.get(9..11), d.get(11..13), d.get(13..15)) {
+        (Some(y), Some(mo), Some(da), Some(h), Some(mi), Some(se)) => {
+            format!("{y}-{mo}-{da}T{h}:{mi}:{se}Z")
+        }
+        _ => String::new(),
+    }
+}
+
+/// A duration as config would write it (`7d`, `12h`, `90m`, `30s`).
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// The plan of a started export, as its checkpoint keeps it.
 fn plan_to_json(plan: &ExportPlan) -> Value {
     match plan {
@@ -544,13 +576,20 @@ pub(crate) fn check_reported(
     };
     match plan {
         ExportPlan::Incremental { from, to, .. } => {
-            if let Some(t) = d.export_type()
-                && *t != ExportType::IncrementalExport
-            {
-                return Err(refuse(format!("DynamoDB reports a {} export", t.as_str())));
+            // DynamoDB reports an incremental export's type and window: an
+            // answer without them is not trusted.
+            match d.export_type() {
+                Some(ExportType::IncrementalExport) => {}
+                Some(t) => return Err(refuse(format!("DynamoDB reports a {} export", t.as_str()))),
+                None => return Err(refuse("DynamoDB reports no export type".into())),
             }
-            if let Some(spec) = d.incremental_export_specification()
-                && (!same(spec.export_from_time(), *from) || !same(spec.export_to_time(), *to))
+            let Some(spec) = d.incremental_export_specification() else {
+                return Err(refuse("DynamoDB reports no incremental export window".into()));
+            };
+            if spec.export_from_time().is_none()
+                || spec.export_to_time().is_none()
+                || !same(spec.export_from_time(), *from)
+                || !same(spec.export_to_time(), *to)
             {
                 return Err(refuse(format!(
                     "DynamoDB reports the window {} to {}, escrow-sync asked for {} to {}",
@@ -567,7 +606,9 @@ pub(crate) fn check_reported(
             {
                 return Err(refuse(format!("DynamoDB reports a {} export", t.as_str())));
             }
-            if !same(d.export_time(), *at) {
+            // A full export of a native-incremental job sets the
+            // watermark: DynamoDB must report the time it exported.
+            if d.export_time().is_none() || !same(d.export_time(), *at) {
                 return Err(refuse(format!(
                     "DynamoDB reports the export time {}, escrow-sync asked for {}",
                     shown(d.export_time()),
@@ -578,6 +619,37 @@ pub(crate) fn check_reported(
         ExportPlan::Skip { .. } => {}
     }
     Ok(())
+}
+
+/// The end of the window a plan exports (its export time for a full one).
+fn plan_end(plan: &ExportPlan) -> Option<std::time::SystemTime> {
+    match plan {
+        ExportPlan::Full { at, .. } => Some(*at),
+        ExportPlan::Incremental { to, .. } => Some(*to),
+        ExportPlan::Skip { .. } => None,
+    }
+}
+
+/// An error reading what DynamoDB staged (a data file or its manifest): one
+/// that another try would meet again (not gzip, not UTF-8, not DynamoDB
+/// JSON, …) is [`ErrorKind::PreconditionFailed`], which drops the
+/// checkpoint so that the next run asks for a new export rather than
+/// re-reading the same bad file every run; a passing failure (throttled,
+/// transient, access denied, cancelled) stays as it is.
+fn staged_error(e: Error) -> Error {
+    match e.kind() {
+        ErrorKind::PreconditionFailed
+        | ErrorKind::Throttled
+        | ErrorKind::Transient
+        | ErrorKind::AccessDenied
+        | ErrorKind::Cancelled => e,
+        _ => Error::new(
+            ErrorKind::PreconditionFailed,
+            "copy native export",
+            "staged export",
+            format!("{}; the next run asks for a new export", e.chain()),
+        ),
+    }
 }
 
 /// The decompressed length of a gzip data file (already read once, under
@@ -662,6 +734,7 @@ pub struct ExportJob {
     difference_limit: usize,
     native: Option<Native>,
     incremental: Option<ViewType>,
+    full_export_every: Duration,
     item_log: Option<ItemLog>,
     recorded: Option<BTreeMap<String, String>>,
 }
@@ -773,6 +846,7 @@ impl ExportJob {
             difference_limit: 1000,
             native: None,
             incremental: None,
+            full_export_every: DEFAULT_FULL_EXPORT_EVERY,
             item_log: None,
             recorded: None,
         })
@@ -804,6 +878,16 @@ impl ExportJob {
     /// ([`crate::incremental::plan_export`]).
     pub fn with_incremental(mut self, view: ViewType) -> Self {
         self.incremental = Some(view);
+        self
+    }
+
+    /// Native incremental export: how long a chain of incremental
+    /// generations may grow on top of its full export before a run makes a
+    /// full export again (default [`DEFAULT_FULL_EXPORT_EVERY`], 7 days):
+    /// `verify` and `restore` read the whole chain, and one lost
+    /// generation breaks every later point of it.
+    pub fn with_full_export_every(mut self, every: Duration) -> Self {
+        self.full_export_every = every.max(Duration::from_secs(1));
         self
     }
 
@@ -1004,6 +1088,33 @@ impl ExportJob {
                 plan_from_json(&v["plan"]),
             ))
         });
+        let now = self.started_at();
+        let resumed = match resumed {
+            // Saved before DynamoDB accepted the request (it refused it, or
+            // the run stopped): the saved window may be one DynamoDB no
+            // longer exports (point-in-time recovery turned off and on, a
+            // day gone by), so this run plans anew.
+            Some((generation, None, _)) => {
+                self.forget().await;
+                report.notes.push(format!(
+                    "dropped the plan of generation {generation} that an earlier run saved but \
+                     DynamoDB never started: planned anew"
+                ));
+                None
+            }
+            Some((generation, Some(arn), Some(plan)))
+                if plan_end(&plan)
+                    .is_some_and(|end| now.duration_since(end).is_ok_and(|d| d > RESUME_LIMIT)) =>
+            {
+                self.forget().await;
+                report.warnings.push(format!(
+                    "dropped native export {arn} (generation {generation}) that an earlier run \
+                     started for a window that ended more than 24 hours ago: planned anew"
+                ));
+                None
+            }
+            other => other,
+        };
         let (generation, known_arn, plan) = match resumed {
             Some((generation, arn, plan)) => {
                 report.notes.push(format!(
@@ -1050,7 +1161,7 @@ impl ExportJob {
             Some(arn) => arn,
             None => {
                 save(None).await?;
-                let arn = request_export(
+                let requested = request_export(
                     &self.primary,
                     &self.source,
                     native,
@@ -1059,7 +1170,18 @@ impl ExportJob {
                     plan.as_ref(),
                     self.incremental,
                 )
-                .await?;
+                .await;
+                let arn = match requested {
+                    Ok(arn) => arn,
+                    Err(e) => {
+                        // Refused as asked (a window DynamoDB no longer
+                        // exports, …): the next run plans anew.
+                        if e.kind() == ErrorKind::PreconditionFailed {
+                            self.forget().await;
+                        }
+                        return Err(e);
+                    }
+                };
                 save(Some(&arn)).await?;
                 arn
             }
@@ -1144,16 +1266,20 @@ impl ExportJob {
         }
         let expected = description.item_count().map(|n| n.max(0) as u64);
         let staged = format!("{}{generation}/", self.staged_prefix());
-        let completed =
-            match self.area().files(&staged, &description, window.is_some(), &mut report).await {
-                Ok(files) => match self.copy_staged(&generation, &staged, files, window).await {
-                    Ok((keys, written)) => {
-                        self.complete(&generation, keys, written, extra, expected).await
-                    }
-                    Err(e) => Err(e),
-                },
+        let completed = match self
+            .area()
+            .files(&staged, &description, window.is_some(), &mut report)
+            .await
+            .map_err(staged_error)
+        {
+            Ok(files) => match self.copy_staged(&generation, &staged, files, window).await {
+                Ok((keys, written)) => {
+                    self.complete(&generation, keys, written, extra, expected).await
+                }
                 Err(e) => Err(e),
-            };
+            },
+            Err(e) => Err(e),
+        };
         let files = match completed {
             Ok(files) => files,
             Err(e) => {
@@ -1210,6 +1336,42 @@ impl ExportJob {
             ));
             return Ok(None);
         };
+        // Changes are only worth exporting on top of a chain that reaches
+        // back to a full export: a broken one is re-based by a full export
+        // (and so is one grown older than full_export_every).
+        let chain = if Link::from_manifest(&generation, &manifest).incremental() {
+            match self.chain(&generation, choice.manifest_sha256.as_deref()).await {
+                Ok(chain) => chain,
+                Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                    notes.push(format!(
+                        "full export: the chain of generation {generation} does not reach back \
+                         to a full export ({}); a full export starts a new chain",
+                        e.chain()
+                    ));
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            vec![(generation.clone(), manifest.clone())]
+        };
+        let (full, full_manifest) = &chain[0];
+        let full_time = full_manifest["watermark"]
+            .as_str()
+            .and_then(escrow_sync_core::time::parse_rfc3339)
+            .or_else(|| escrow_sync_core::time::parse_rfc3339(&generation_time(full)));
+        if let Some(t) = full_time
+            && self.started_at().duration_since(t).is_ok_and(|d| d >= self.full_export_every)
+        {
+            notes.push(format!(
+                "full export: the chain's full export (generation {full}, at {}) is older than \
+                 full_export_every ({}), after {} incremental generation(s)",
+                time_text(t),
+                humanize(self.full_export_every),
+                chain.len() - 1
+            ));
+            return Ok(None);
+        }
         let time = escrow_sync_core::time::parse_rfc3339(text).ok_or_else(|| {
             Error::new(
                 ErrorKind::PreconditionFailed,
@@ -1226,11 +1388,16 @@ impl ExportJob {
     /// and the earliest time point-in-time recovery reaches.
     async fn plan_incremental(&self, report: &mut Report) -> Result<ExportPlan> {
         let watermark = self.watermark(&mut report.notes).await?;
-        let now = escrow_sync_core::time::parse_rfc3339(&self.started)
-            .unwrap_or_else(std::time::SystemTime::now);
+        let now = self.started_at();
         let (earliest, latest) = pitr_window(&self.primary, &self.source, report).await;
         let to = latest.map_or(now, |l| l.min(now));
         Ok(plan_export(watermark.as_ref(), to, earliest))
+    }
+
+    /// This run's start time.
+    fn started_at(&self) -> std::time::SystemTime {
+        escrow_sync_core::time::parse_rfc3339(&self.started)
+            .unwrap_or_else(std::time::SystemTime::now)
     }
 
     /// Where this table's native exports land: `<staging_prefix><table>/`.
@@ -1254,8 +1421,11 @@ impl ExportJob {
         let mut keys = Vec::new();
         let mut written = BTreeMap::new();
         for file in files {
-            let StagedData { data, items, bytes, .. } =
-                self.area().read_staged(staged, &file, self.data_cap(), &self.keys, window).await?;
+            let StagedData { data, items, bytes, .. } = self
+                .area()
+                .read_staged(staged, &file, self.data_cap(), &self.keys, window)
+                .await
+                .map_err(staged_error)?;
             let key = format!("native/{}", file.key);
             let compressed_bytes = data.len() as u64;
             let sha256 = self.put(&format!("{dir}{key}"), data, "application/gzip").await?;
@@ -1949,11 +2119,28 @@ pub(crate) async fn request_export(
         _ => req,
     };
     let out = req.send().await.map_err(|e| {
-        escrow_sync_aws::sdk_error(
+        use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+        let refused =
+            e.as_service_error().and_then(|s| s.code()).is_some_and(|c| REFUSED.contains(&c));
+        let e = escrow_sync_aws::sdk_error(
             e,
             "dynamodb:ExportTableToPointInTime",
             format!("table {}", source.arn()),
-        )
+        );
+        if refused {
+            Error::new(
+                ErrorKind::PreconditionFailed,
+                "dynamodb:ExportTableToPointInTime",
+                format!("table {}", source.arn()),
+                format!(
+                    "{}: DynamoDB refused the export as asked; the next run plans anew (a full \
+                     export when the window can no longer be exported)",
+                    e.message()
+                ),
+            )
+        } else {
+            e
+        }
     })?;
     out.export_description.and_then(|d| d.export_arn).ok_or_else(|| {
         Error::new(
@@ -1964,6 +2151,16 @@ pub(crate) async fn request_export(
         )
     })
 }
+
+/// The error codes of ExportTableToPointInTime that refuse the request as
+/// asked (asking the same again is refused again).
+const REFUSED: &[&str] = &[
+    "ValidationException",
+    "InvalidExportTimeException",
+    "PointInTimeRecoveryUnavailableException",
+    "ExportConflictException",
+    "IdempotentParameterMismatchException",
+];
 
 /// Polls DescribeExport with capped exponential intervals until the
 /// export ends (`Some`), or cancellation (`None`); fails on timeout.

@@ -250,8 +250,8 @@ pub fn parse_change_line(line: &str) -> Result<ChangeLine> {
 
 /// Checks a change against the table's key schema and the export's
 /// window `[from, to)` in microseconds: `Keys` holds exactly the key
-/// attributes, a `NewImage` has the same key, and the write time (when
-/// given) lies in the window.
+/// attributes, a `NewImage` has the same key, and, with a window, the
+/// write time is given and lies in it.
 pub fn check_change(schema: &KeySchema, c: &ChangeLine, window: Option<(u64, u64)>) -> Result<()> {
     let keys = c.change.keys();
     let expected: Vec<&str> = schema.names().collect();
@@ -266,12 +266,21 @@ pub fn check_change(schema: &KeySchema, c: &ChangeLine, window: Option<(u64, u64
     {
         return Err(bad("\"NewImage\" has another key than \"Keys\"".into()));
     }
-    if let (Some(t), Some((from, to))) = (c.write_micros, window)
-        && !(from..to).contains(&t)
-    {
-        return Err(bad(format!(
-            "written at {t} µs since 1970, outside the export's window [{from}, {to})"
-        )));
+    if let Some((from, to)) = window {
+        // DynamoDB writes the write time on every change line: one without
+        // it cannot be placed in the window.
+        let Some(t) = c.write_micros else {
+            return Err(bad(
+                "no Metadata.WriteTimestampMicros (DynamoDB writes it on every change line): \
+                 it cannot be placed in the export's window"
+                    .into(),
+            ));
+        };
+        if !(from..to).contains(&t) {
+            return Err(bad(format!(
+                "written at {t} µs since 1970, outside the export's window [{from}, {to})"
+            )));
+        }
     }
     Ok(())
 }
@@ -511,6 +520,12 @@ mod tests {
         check_change(&schema, &ok, Some((10, 100))).unwrap();
         let e = check_change(&schema, &ok, Some((60, 100))).unwrap_err();
         assert!(e.chain().contains("outside the export's window"), "{}", e.chain());
+        // No write time: it cannot be placed in the window.
+        let untimed =
+            parse_change_line(r#"{"Keys":{"pk":{"S":"a"}},"NewImage":{"pk":{"S":"a"}}}"#).unwrap();
+        check_change(&schema, &untimed, None).unwrap();
+        let e = check_change(&schema, &untimed, Some((10, 100))).unwrap_err();
+        assert!(e.chain().contains("WriteTimestampMicros"), "{}", e.chain());
         let other =
             parse_change_line(r#"{"Keys":{"pk":{"S":"a"}},"NewImage":{"pk":{"S":"b"}}}"#).unwrap();
         assert!(check_change(&schema, &other, None).is_err());

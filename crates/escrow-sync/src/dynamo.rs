@@ -183,6 +183,9 @@ async fn run(
             if job.incremental() {
                 export =
                     export.with_incremental(escrow_sync_dynamodb::incremental::ViewType::default());
+                if let Some(every) = job.full_export_every() {
+                    export = export.with_full_export_every(every);
+                }
             }
         }
         return Job::execute(&export, mode, ctx).await;

@@ -515,6 +515,10 @@ pub struct DynamoDbJob {
     /// bucket policy lets the primary write; escrow-sync checks each export
     /// there against DynamoDB's manifest and copies it into the generation.
     pub staging_prefix: Option<String>,
+    /// `native-incremental` export generations: how long a chain of
+    /// incremental generations grows on top of its full export before a
+    /// run makes a full export again (default `7d`).
+    pub full_export_every: Option<String>,
     /// Scan segments; default one per GiB of table, at least `workers`.
     pub segments: Option<u32>,
     /// Segments scanned at once (default 8).
@@ -601,6 +605,11 @@ impl DynamoDbJob {
     /// The job's name.
     pub fn name(&self) -> String {
         self.name.clone().unwrap_or_else(|| format!("dynamodb:{}", self.source_table))
+    }
+
+    /// `full_export_every` (checked when the config was validated), if set.
+    pub fn full_export_every(&self) -> Option<std::time::Duration> {
+        self.full_export_every.as_deref().and_then(|t| parse_duration("full_export_every", t).ok())
     }
 
     /// Whether DynamoDB's native export (full or incremental) writes the
@@ -1771,6 +1780,18 @@ fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
              generations)"
             .into());
     }
+    if let Some(every) = &job.full_export_every {
+        if !job.incremental() || job.dest_bucket.is_none() {
+            return bad(
+                "full_export_every goes with mode = \"native-incremental\" and dest_bucket (a \
+                 chain of export generations); an escrow table job keeps no chain: remove it"
+                    .into(),
+            );
+        }
+        if let Err(why) = parse_duration("full_export_every", every) {
+            return bad(why);
+        }
+    }
     if let Some(staging) = &job.staging_prefix {
         if !job.native_export() {
             return bad(
@@ -2152,6 +2173,18 @@ concurrency = 8
         let j = &c.dynamodb[0];
         assert!(j.incremental() && j.native_export());
         assert_eq!(j.staging_prefix().as_deref(), Some("dynamodb/.staging/"));
+        assert_eq!(j.full_export_every(), None, "the default is the library's");
+        let every = format!("{base}{job}full_export_every = \"2d\"\n");
+        let c = Config::parse(&every, "c").unwrap();
+        assert_eq!(
+            c.dynamodb[0].full_export_every(),
+            Some(std::time::Duration::from_secs(172_800))
+        );
+        let e = Config::parse(&every.replace("\"2d\"", "\"soon\""), "c").unwrap_err();
+        assert!(e.to_string().contains("full_export_every is \"soon\""), "{e}");
+        let e =
+            Config::parse(&every.replace("native-incremental", "native-export"), "c").unwrap_err();
+        assert!(e.to_string().contains("full_export_every goes with"), "{e}");
         // An escrow table job: it needs a history bucket to stage in.
         let table = job
             .replace("dest_bucket = \"b\"\ndest_prefix = \"dynamodb/\"\n", "dest_table = \"e\"\n");
