@@ -493,21 +493,17 @@ impl Source for S3RestoreSource {
     async fn read(&self, item: &Item) -> Result<Payload> {
         let key = self.escrow_key(&item.key);
         let version = item.version.clone();
-        let tags = self
-            .client
-            .get_object_tagging()
-            .bucket(&self.bucket)
-            .key(&key)
-            .set_version_id(version.clone())
-            .set_expected_bucket_owner(self.owner.clone())
-            .send()
-            .await
-            .map_err(|e| s3_error(e, "s3:GetObjectTagging", url(&self.bucket, &key)))?;
-        let mut attributes: BTreeMap<String, String> = tags
-            .tag_set()
-            .iter()
-            .map(|t| (format!("{TAG_PREFIX}{}", t.key()), t.value().to_string()))
-            .collect();
+        let tags = crate::tags::object_tags(
+            &self.client,
+            &self.bucket,
+            &key,
+            version.as_deref(),
+            self.owner.clone(),
+            None,
+        )
+        .await?;
+        let mut attributes: BTreeMap<String, String> =
+            tags.into_iter().map(|(k, v)| (format!("{TAG_PREFIX}{k}"), v)).collect();
         let head = self
             .client
             .head_object()
