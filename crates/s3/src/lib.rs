@@ -75,7 +75,7 @@ pub use lease::{
     BUCKET_LEASE_PREFIX, DEFAULT_LEASE_TTL, Lease, LeaseEnd, LeaseGuard, LeaseHolder, LeaseRecord,
     LeaseStore, host_name,
 };
-pub use list::DEFAULT_LIST_RANGES;
+pub use list::{DEFAULT_LIST_RANGES, SPLIT_AFTER_PAGES};
 pub use manifest::{DEFAULT_MANIFEST_PART_SIZE, MANIFEST_CONTENT_TYPE, ManifestStore};
 pub use multipart::{
     DEFAULT_MEMORY_LIMIT, MAX_PARTS, MIN_PART_SIZE, MultipartOptions, SOURCE_ETAG_META, part_ranges,

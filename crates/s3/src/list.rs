@@ -4,9 +4,10 @@
 //!   moment it is made, a few pages ahead of whoever reads it, so a
 //!   primary's and an escrow's listing overlap each other and the planning
 //!   (bounded: at most [`READAHEAD`] pages wait per listing).
-//! - **Split past one page.** When the first page is truncated, the keys
-//!   after it are cut into key ranges at split points sampled from that
-//!   page ([`split_points`]), and up to `ranges` ranges are listed at once
+//! - **Split past its first pages.** When a listing is longer than
+//!   [`SPLIT_AFTER_PAGES`] pages, the keys after them are cut into key
+//!   ranges at split points sampled from those pages ([`split_points`]), and
+//!   up to `ranges` ranges are listed at once
 //!   (`StartAfter` the range's start, stopping past its end). The ranges are
 //!   disjoint and read back in order, so the listing stays in S3's key order
 //!   and its memory stays bounded by the ranges in flight, whatever the
@@ -35,9 +36,9 @@ pub const DEFAULT_LIST_RANGES: usize = 8;
 /// to this many pages (10,000 keys) costs no request beyond its pages, and
 /// the split points are sampled from all of them.
 pub const SPLIT_AFTER_PAGES: usize = 10;
-/// The most split points taken from a first page.
+/// The most split points taken from a listing's first pages.
 const MAX_SPLIT_POINTS: usize = 64;
-/// How many character positions, up to the first page's varying one, are
+/// How many character positions, up to the first pages' varying one, are
 /// split (each earlier position is a coarser cut of the keys after the page).
 const SPLIT_DEPTH: usize = 4;
 
@@ -154,13 +155,13 @@ pub(crate) struct ListRequest {
     pub(crate) strip: usize,
     pub(crate) owner: Option<String>,
     pub(crate) pacer: Option<RequestPacer>,
-    /// Key ranges listed at once past the first page (1: one listing).
+    /// Key ranges listed at once past the first pages (1: one listing).
     pub(crate) ranges: usize,
 }
 
 /// Lists the request's bucket under its prefix, page by page in key order,
 /// yielding items whose keys have the first `strip` bytes removed; up to
-/// `ranges` key ranges at once past the first page.
+/// `ranges` key ranges at once past its first [`SPLIT_AFTER_PAGES`] pages.
 pub(crate) fn list_objects(req: ListRequest) -> ItemStream<'static> {
     let ListRequest { client, bucket, prefix, strip, owner, pacer, ranges } = req;
     let lister = Arc::new(Lister { client, bucket, prefix, owner, pacer });

@@ -88,7 +88,8 @@ impl S3Source {
         self.tags
     }
 
-    /// Key ranges listed at once once a listing is longer than a page
+    /// Key ranges listed at once once a listing is longer than
+    /// [`crate::SPLIT_AFTER_PAGES`] pages
     /// (default [`crate::DEFAULT_LIST_RANGES`]; 1: one listing from start
     /// to end).
     pub fn with_list_ranges(mut self, ranges: usize) -> Self {
