@@ -424,6 +424,34 @@ object_lock = {{ mode = "GOVERNANCE", days = 1 }}
     let f = finding(&doc, "s3.bucket.public-access-block", &format!("s3://{plain}"));
     assert!(f["problem"].as_str().unwrap().contains("RestrictPublicBuckets"), "{f}");
 
+    // A lifecycle rule that ages out every noncurrent version.
+    {
+        use aws_sdk_s3::types::{
+            BucketLifecycleConfiguration, ExpirationStatus, LifecycleRule, LifecycleRuleFilter,
+            NoncurrentVersionExpiration,
+        };
+        let rule = LifecycleRule::builder()
+            .id("tidy")
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix("").build())
+            .noncurrent_version_expiration(
+                NoncurrentVersionExpiration::builder().noncurrent_days(30).build(),
+            )
+            .build()
+            .unwrap();
+        s3.put_bucket_lifecycle_configuration()
+            .bucket(plain)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder().rules(rule).build().unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let doc = p.expect(&world, &config, "s3.bucket.lifecycle-expiry", &format!("s3://{plain}"));
+        let f = finding(&doc, "s3.bucket.lifecycle-expiry", &format!("s3://{plain}"));
+        assert!(f["problem"].as_str().unwrap().contains("rule tidy"), "{f}");
+    }
+
     let policy = format!(
         r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow",
         "Principal":{{"AWS":"arn:aws:iam::333333333333:root"}},"Action":"s3:GetObject",
@@ -480,6 +508,8 @@ object_lock = {{ mode = "GOVERNANCE", days = 1 }}
         .await
         .unwrap();
     p.repaired("s3.bucket-acl.foreign-grantee", &format!("s3://{plain}"));
+    s3.delete_bucket_lifecycle().bucket(plain).send().await.unwrap();
+    p.repaired("s3.bucket.lifecycle-expiry", &format!("s3://{plain}"));
     p.expect(&world, &config, "s3.bucket.missing", &format!("s3://{manifests}"));
 
     // The text output: one line per finding, then the summary.

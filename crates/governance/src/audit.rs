@@ -22,7 +22,9 @@
 //!   missing (`s3.bucket.missing`), without versioning (`s3.bucket.versioning`),
 //!   without Object Lock where a job asks for it (`s3.bucket.object-lock`),
 //!   without all four public access block flags
-//!   (`s3.bucket.public-access-block`).
+//!   (`s3.bucket.public-access-block`), or with an enabled lifecycle rule
+//!   that expires current or noncurrent versions under an escrow prefix or
+//!   by tag (`s3.bucket.lifecycle-expiry`).
 //! - **Escrow tables** (table jobs' escrow tables, the checkpoint tables):
 //!   missing (`dynamodb.table.missing`; a checkpoint table not created yet is
 //!   fine), without point-in-time recovery (`dynamodb.table.pitr`) or

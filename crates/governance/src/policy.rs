@@ -1069,6 +1069,7 @@ impl<'a> Ctx<'a> {
                     "s3:GetBucketAcl",
                     "s3:GetBucketObjectLockConfiguration",
                     "s3:GetBucketPublicAccessBlock",
+                    "s3:GetLifecycleConfiguration",
                 ],
                 buckets.iter().map(|b| format!("arn:aws:s3:::{b}")).collect(),
             ));

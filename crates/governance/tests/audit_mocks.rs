@@ -204,6 +204,24 @@ async fn other_failures_end_the_audit() {
 
 // ------------------------------------------------------------------ S3
 
+/// GetBucketLifecycleConfiguration of a bucket without rules.
+fn no_lifecycle() -> Rule {
+    mock!(aws_sdk_s3::Client::get_bucket_lifecycle_configuration).then_error(|| {
+        aws_sdk_s3::operation::get_bucket_lifecycle_configuration::GetBucketLifecycleConfigurationError::generic(
+            ErrorMetadata::builder().code("NoSuchLifecycleConfiguration").build(),
+        )
+    })
+}
+
+/// GetBucketLifecycleConfiguration answering `rules`.
+fn lifecycle(rules: Vec<aws_sdk_s3::types::LifecycleRule>) -> Rule {
+    mock!(aws_sdk_s3::Client::get_bucket_lifecycle_configuration).then_output(move || {
+        aws_sdk_s3::operation::get_bucket_lifecycle_configuration::GetBucketLifecycleConfigurationOutput::builder()
+            .set_rules(Some(rules.clone()))
+            .build()
+    })
+}
+
 fn s3_inventory() -> Inventory {
     Inventory {
         s3: vec![
@@ -356,8 +374,33 @@ async fn bucket_settings_and_policies_are_checked_per_escrow_bucket() {
             .match_requests(|r| r.bucket() == Some("esc-locked"))
             .then_output(owner_only_acl),
     ];
-    let rules: Vec<&Rule> =
-        versioning.iter().chain([&lock]).chain(&pab).chain(&policy).chain(&acl).collect();
+    let rules_of_assets = {
+        use aws_sdk_s3::types::{ExpirationStatus, LifecycleRule, NoncurrentVersionExpiration};
+        let rule = LifecycleRule::builder()
+            .id("tidy")
+            .status(ExpirationStatus::Enabled)
+            .noncurrent_version_expiration(
+                NoncurrentVersionExpiration::builder().noncurrent_days(30).build(),
+            )
+            .build()
+            .unwrap();
+        mock!(aws_sdk_s3::Client::get_bucket_lifecycle_configuration)
+            .match_requests(|r| r.bucket() == Some("esc-assets"))
+            .then_output(move || {
+                aws_sdk_s3::operation::get_bucket_lifecycle_configuration::GetBucketLifecycleConfigurationOutput::builder()
+                    .rules(rule.clone())
+                    .build()
+            })
+    };
+    let lifecycles = [rules_of_assets, no_lifecycle()];
+    let rules: Vec<&Rule> = versioning
+        .iter()
+        .chain([&lock])
+        .chain(&pab)
+        .chain(&policy)
+        .chain(&acl)
+        .chain(&lifecycles)
+        .collect();
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules);
     let found = Auditor::new(s3_inventory()).with_s3_client(s3).run().await.unwrap();
     assert_eq!(
@@ -365,6 +408,7 @@ async fn bucket_settings_and_policies_are_checked_per_escrow_bucket() {
         [
             (Severity::High, "s3.bucket-acl.foreign-grantee", "s3://esc-assets"),
             (Severity::High, "s3.bucket-policy.foreign-principal", "s3://esc-assets"),
+            (Severity::High, "s3.bucket.lifecycle-expiry", "s3://esc-assets"),
             (Severity::High, "s3.bucket.missing", "s3://esc-gone"),
             (Severity::High, "s3.bucket.object-lock", "s3://esc-locked"),
             (Severity::High, "s3.bucket.public-access-block", "s3://esc-assets"),
@@ -394,6 +438,10 @@ async fn bucket_settings_and_policies_are_checked_per_escrow_bucket() {
     );
     assert!(text("s3.bucket.versioning", "s3://esc-assets").contains("suspended"));
     assert!(text("s3.bucket.missing", "s3://esc-gone").contains("run manifests"));
+    assert!(
+        text("s3.bucket.lifecycle-expiry", "s3://esc-assets")
+            .contains("lifecycle rule tidy expires noncurrent versions")
+    );
     assert!(text("audit.access-denied", "s3://esc-locked").contains("s3:GetBucketPolicy"));
     let acl_leak = text("s3.bucket-acl.foreign-grantee", "s3://esc-assets");
     assert!(acl_leak.contains("canonical user primary-canonical-id (READ)"), "{acl_leak}");
@@ -431,6 +479,7 @@ async fn a_clean_bucket_gives_no_finding() {
             )
         }),
         mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
+        no_lifecycle(),
     ];
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules.iter().collect::<Vec<_>>());
     let inv = Inventory {
@@ -444,7 +493,7 @@ async fn a_clean_bucket_gives_no_finding() {
     };
     let found = Auditor::new(inv).with_s3_client(s3).run().await.unwrap();
     assert!(found.is_empty(), "{found:?}");
-    assert_eq!(rules.iter().map(Rule::num_calls).collect::<Vec<_>>(), [1, 1, 1, 1, 1]);
+    assert_eq!(rules.iter().map(Rule::num_calls).collect::<Vec<_>>(), [1, 1, 1, 1, 1, 1]);
 }
 
 // ------------------------------------------------------------------ KMS
@@ -610,6 +659,7 @@ async fn export_bucket_findings(policy: &'static str) -> Vec<Finding> {
         mock!(aws_sdk_s3::Client::get_bucket_policy)
             .then_output(move || GetBucketPolicyOutput::builder().policy(policy).build()),
         mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
+        no_lifecycle(),
     ];
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules);
     Auditor::new(inv).with_s3_client(s3).run().await.unwrap()
@@ -1023,4 +1073,77 @@ async fn the_primary_reaching_an_escrow_bucket_is_a_finding() {
         .unwrap();
     assert!(found.is_empty(), "{found:?}");
     assert_eq!(kms_rule.num_calls(), 0);
+}
+
+/// Lifecycle rules: only enabled rules that expire versions under an escrow
+/// prefix are findings; a rule filtered by tag counts wherever it points,
+/// since the primary can plant the tags that copies carry.
+#[tokio::test]
+async fn lifecycle_rules_that_expire_escrow_data_are_found() {
+    use aws_sdk_s3::types::{
+        ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, Tag,
+    };
+    let expire = |id: &str, filter: LifecycleRuleFilter, on: bool| {
+        LifecycleRule::builder()
+            .id(id)
+            .status(if on { ExpirationStatus::Enabled } else { ExpirationStatus::Disabled })
+            .filter(filter)
+            .expiration(LifecycleExpiration::builder().days(7).build())
+            .build()
+            .unwrap()
+    };
+    let prefix = |p: &str| LifecycleRuleFilter::builder().prefix(p).build();
+    let tagged = LifecycleRuleFilter::builder()
+        .tag(Tag::builder().key("tmp").value("yes").build().unwrap())
+        .build();
+    let markers_only = LifecycleRule::builder()
+        .id("markers")
+        .status(ExpirationStatus::Enabled)
+        .filter(prefix(""))
+        .expiration(LifecycleExpiration::builder().expired_object_delete_marker(true).build())
+        .build()
+        .unwrap();
+    let rules = vec![
+        expire("disabled", prefix(""), false),
+        expire("elsewhere", prefix("scratch/"), true),
+        expire("wider", prefix("esc"), true),
+        expire("tagged", tagged, true),
+        markers_only,
+    ];
+    let s3_rules = [
+        mock!(aws_sdk_s3::Client::get_bucket_versioning).then_output(|| {
+            GetBucketVersioningOutput::builder().status(BucketVersioningStatus::Enabled).build()
+        }),
+        mock!(aws_sdk_s3::Client::get_public_access_block).then_output(|| {
+            GetPublicAccessBlockOutput::builder()
+                .public_access_block_configuration(all_blocked())
+                .build()
+        }),
+        mock!(aws_sdk_s3::Client::get_bucket_policy).then_error(|| {
+            GetBucketPolicyError::generic(
+                ErrorMetadata::builder().code("NoSuchBucketPolicy").build(),
+            )
+        }),
+        mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
+        lifecycle(rules),
+    ];
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &s3_rules.iter().collect::<Vec<_>>());
+    let inv = Inventory {
+        s3: vec![S3Grant {
+            name: "j".into(),
+            dest_bucket: "esc".into(),
+            dest_prefix: "escrow/".into(),
+            ..Default::default()
+        }],
+        ..inventory()
+    };
+    let found = Auditor::new(inv).with_s3_client(s3).run().await.unwrap();
+    let problems: Vec<&str> = found
+        .iter()
+        .filter(|f| f.check == "s3.bucket.lifecycle-expiry")
+        .map(|f| f.problem.as_str())
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("rule wider expires current versions")));
+    assert!(problems.iter().any(|p| p.contains("rule tagged") && p.contains("plant")));
 }

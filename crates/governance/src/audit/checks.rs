@@ -116,6 +116,8 @@ pub(super) async fn iam_trust(
 struct EscrowBucket {
     object_lock: bool,
     uses: Vec<String>,
+    /// The key prefixes escrow data lives under (empty: the whole bucket).
+    prefixes: Vec<String>,
     /// Key prefixes where native exports land (`<staging_prefix><table>/`):
     /// the only place a principal outside escrow may write.
     staging: Vec<String>,
@@ -124,24 +126,25 @@ struct EscrowBucket {
 fn escrow_buckets(a: &Auditor) -> BTreeMap<String, EscrowBucket> {
     let inv = &a.inventory;
     let mut out: BTreeMap<String, EscrowBucket> = BTreeMap::new();
-    let mut add = |bucket: &str, lock: bool, use_: String| {
+    let mut add = |bucket: &str, lock: bool, use_: String, prefix: &str| {
         let b = out.entry(bucket.to_string()).or_default();
         b.object_lock |= lock;
         b.uses.push(use_);
+        b.prefixes.push(prefix.to_string());
     };
     for j in &inv.s3 {
-        add(&j.dest_bucket, j.object_lock, format!("job {}", j.name));
+        add(&j.dest_bucket, j.object_lock, format!("job {}", j.name), &j.dest_prefix);
     }
     for j in &inv.dynamodb {
         if let Some(b) = &j.dest_bucket {
-            add(b, j.object_lock, format!("job {}", j.name));
+            add(b, j.object_lock, format!("job {}", j.name), &j.dest_prefix);
         }
         if let Some(b) = &j.history_bucket {
-            add(b, false, format!("job {} (item history)", j.name));
+            add(b, false, format!("job {} (item history)", j.name), &j.history_prefix);
         }
     }
     if let Some(m) = &inv.manifest {
-        add(&m.bucket, m.object_lock, "run manifests".to_string());
+        add(&m.bucket, m.object_lock, "run manifests".to_string(), &m.prefix);
     }
     for j in &inv.dynamodb {
         if let (Some(b), Some(staging)) = (&j.dest_bucket, j.staging()) {
@@ -156,6 +159,98 @@ pub(super) async fn buckets(a: &Auditor, s3: &aws_sdk_s3::Client, f: &mut Findin
         bucket_check(a, s3, &bucket, &need, f).await?;
     }
     Ok(())
+}
+
+/// Lifecycle rules that expire escrow data: a rule that is enabled, expires
+/// current versions (`Expiration` by days or date) or noncurrent ones
+/// (`NoncurrentVersionExpiration`), and covers an escrow prefix. A rule
+/// filtered by tag covers every prefix: tags are copied from the primary,
+/// so its attacker can plant them.
+async fn lifecycle_check(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    need: &EscrowBucket,
+    resource: &str,
+    uses: &str,
+    f: &mut Findings,
+) -> Result<()> {
+    let rules = match s3.get_bucket_lifecycle_configuration().bucket(bucket).send().await {
+        Ok(out) => out.rules.unwrap_or_default(),
+        Err(e) if code(&e).as_deref() == Some("NoSuchLifecycleConfiguration") => return Ok(()),
+        Err(e) => {
+            let err = sdk_error(e, "s3:GetLifecycleConfiguration", resource);
+            return f.could_not(err, &format!("the lifecycle rules of escrow bucket {bucket}"));
+        }
+    };
+    for rule in rules {
+        if rule.status() != &aws_sdk_s3::types::ExpirationStatus::Enabled {
+            continue;
+        }
+        let current = rule.expiration().is_some_and(|e| e.days().is_some() || e.date().is_some());
+        let noncurrent = rule.noncurrent_version_expiration().is_some();
+        if !current && !noncurrent {
+            continue;
+        }
+        let (prefix, tagged) = rule_scope(&rule);
+        let covered = tagged
+            || need
+                .prefixes
+                .iter()
+                .any(|p| p.starts_with(&prefix) || prefix.starts_with(p.as_str()));
+        if !covered {
+            continue;
+        }
+        let id = rule.id().unwrap_or("(no id)");
+        let what = match (current, noncurrent) {
+            (true, true) => "current and noncurrent versions",
+            (true, false) => "current versions",
+            _ => "noncurrent versions",
+        };
+        let scope = if tagged {
+            format!(
+                "objects with its tags (tags are copied from the primary, so it can plant them), prefix {prefix:?}"
+            )
+        } else {
+            format!("prefix {prefix:?}")
+        };
+        f.push(Finding::high(
+            "s3.bucket.lifecycle-expiry",
+            resource,
+            format!(
+                "escrow bucket {bucket} ({uses}): lifecycle rule {id} expires {what} of {scope}, \
+                 so escrow data (and every pre-incident version) ages out without a delete by \
+                 anyone"
+            ),
+            format!(
+                "remove the rule's expiration from the escrow prefixes (aws s3api \
+                 put-bucket-lifecycle-configuration --bucket {bucket} ..., or \
+                 delete-bucket-lifecycle --bucket {bucket}); Object Lock retention keeps locked \
+                 versions whatever the rules"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A lifecycle rule's key prefix (empty: the whole bucket), and whether it
+/// is filtered by tag.
+fn rule_scope(rule: &aws_sdk_s3::types::LifecycleRule) -> (String, bool) {
+    #[allow(deprecated)]
+    let legacy = rule.prefix().map(str::to_string);
+    match rule.filter() {
+        Some(filter) => {
+            let and = filter.and();
+            let prefix = filter
+                .prefix()
+                .or_else(|| and.and_then(|a| a.prefix()))
+                .map(str::to_string)
+                .or(legacy)
+                .unwrap_or_default();
+            let tagged = filter.tag().is_some() || and.is_some_and(|a| !a.tags().is_empty());
+            (prefix, tagged)
+        }
+        None => (legacy.unwrap_or_default(), false),
+    }
 }
 
 async fn bucket_check(
@@ -236,6 +331,7 @@ async fn bucket_check(
             }
         }
     }
+    lifecycle_check(s3, bucket, need, &resource, &uses, f).await?;
     match s3.get_public_access_block().bucket(bucket).send().await {
         Ok(out) => {
             let c = out.public_access_block_configuration();
