@@ -452,6 +452,47 @@ object_lock = {{ mode = "GOVERNANCE", days = 1 }}
         assert!(f["problem"].as_str().unwrap().contains("rule tidy"), "{f}");
     }
 
+    // Replication of the escrow bucket to another account's bucket.
+    {
+        use aws_sdk_s3::types::{
+            Destination, ReplicationConfiguration, ReplicationRule, ReplicationRuleStatus,
+        };
+        let rule = ReplicationRule::builder()
+            .id("out")
+            .status(ReplicationRuleStatus::Enabled)
+            .priority(1)
+            .filter(aws_sdk_s3::types::ReplicationRuleFilter::builder().prefix("").build())
+            .delete_marker_replication(
+                aws_sdk_s3::types::DeleteMarkerReplication::builder()
+                    .status(aws_sdk_s3::types::DeleteMarkerReplicationStatus::Disabled)
+                    .build(),
+            )
+            .destination(
+                Destination::builder()
+                    .bucket("arn:aws:s3:::somebody-elses")
+                    .account("333333333333")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        s3.put_bucket_replication()
+            .bucket(locked)
+            .replication_configuration(
+                ReplicationConfiguration::builder()
+                    .role("arn:aws:iam::222222222222:role/replication")
+                    .rules(rule)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let doc = p.expect(&world, &config, "s3.bucket.replication-out", &format!("s3://{locked}"));
+        let f = finding(&doc, "s3.bucket.replication-out", &format!("s3://{locked}"));
+        assert!(f["problem"].as_str().unwrap().contains("333333333333"), "{f}");
+    }
+
     let policy = format!(
         r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow",
         "Principal":{{"AWS":"arn:aws:iam::333333333333:root"}},"Action":"s3:GetObject",
@@ -510,6 +551,8 @@ object_lock = {{ mode = "GOVERNANCE", days = 1 }}
     p.repaired("s3.bucket-acl.foreign-grantee", &format!("s3://{plain}"));
     s3.delete_bucket_lifecycle().bucket(plain).send().await.unwrap();
     p.repaired("s3.bucket.lifecycle-expiry", &format!("s3://{plain}"));
+    s3.delete_bucket_replication().bucket(locked).send().await.unwrap();
+    p.repaired("s3.bucket.replication-out", &format!("s3://{locked}"));
     p.expect(&world, &config, "s3.bucket.missing", &format!("s3://{manifests}"));
 
     // The text output: one line per finding, then the summary.

@@ -24,7 +24,8 @@
 //!   without all four public access block flags
 //!   (`s3.bucket.public-access-block`), or with an enabled lifecycle rule
 //!   that expires current or noncurrent versions under an escrow prefix or
-//!   by tag (`s3.bucket.lifecycle-expiry`).
+//!   by tag (`s3.bucket.lifecycle-expiry`), or replicating to another account
+//!   or a bucket escrow does not own (`s3.bucket.replication-out`).
 //! - **Escrow tables** (table jobs' escrow tables, the checkpoint tables):
 //!   missing (`dynamodb.table.missing`; a checkpoint table not created yet is
 //!   fine), without point-in-time recovery (`dynamodb.table.pitr`) or

@@ -1070,6 +1070,7 @@ impl<'a> Ctx<'a> {
                     "s3:GetBucketObjectLockConfiguration",
                     "s3:GetBucketPublicAccessBlock",
                     "s3:GetLifecycleConfiguration",
+                    "s3:GetReplicationConfiguration",
                 ],
                 buckets.iter().map(|b| format!("arn:aws:s3:::{b}")).collect(),
             ));

@@ -213,6 +213,15 @@ fn no_lifecycle() -> Rule {
     })
 }
 
+/// GetBucketReplication of a bucket without replication.
+fn no_replication() -> Rule {
+    mock!(aws_sdk_s3::Client::get_bucket_replication).then_error(|| {
+        aws_sdk_s3::operation::get_bucket_replication::GetBucketReplicationError::generic(
+            ErrorMetadata::builder().code("ReplicationConfigurationNotFoundError").build(),
+        )
+    })
+}
+
 /// GetBucketLifecycleConfiguration answering `rules`.
 fn lifecycle(rules: Vec<aws_sdk_s3::types::LifecycleRule>) -> Rule {
     mock!(aws_sdk_s3::Client::get_bucket_lifecycle_configuration).then_output(move || {
@@ -392,7 +401,7 @@ async fn bucket_settings_and_policies_are_checked_per_escrow_bucket() {
                     .build()
             })
     };
-    let lifecycles = [rules_of_assets, no_lifecycle()];
+    let lifecycles = [rules_of_assets, no_lifecycle(), no_replication()];
     let rules: Vec<&Rule> = versioning
         .iter()
         .chain([&lock])
@@ -480,6 +489,7 @@ async fn a_clean_bucket_gives_no_finding() {
         }),
         mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
         no_lifecycle(),
+        no_replication(),
     ];
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules.iter().collect::<Vec<_>>());
     let inv = Inventory {
@@ -493,7 +503,7 @@ async fn a_clean_bucket_gives_no_finding() {
     };
     let found = Auditor::new(inv).with_s3_client(s3).run().await.unwrap();
     assert!(found.is_empty(), "{found:?}");
-    assert_eq!(rules.iter().map(Rule::num_calls).collect::<Vec<_>>(), [1, 1, 1, 1, 1, 1]);
+    assert_eq!(rules.iter().map(Rule::num_calls).collect::<Vec<_>>(), [1, 1, 1, 1, 1, 1, 1]);
 }
 
 // ------------------------------------------------------------------ KMS
@@ -660,6 +670,7 @@ async fn export_bucket_findings(policy: &'static str) -> Vec<Finding> {
             .then_output(move || GetBucketPolicyOutput::builder().policy(policy).build()),
         mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
         no_lifecycle(),
+        no_replication(),
     ];
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules);
     Auditor::new(inv).with_s3_client(s3).run().await.unwrap()
@@ -1126,6 +1137,7 @@ async fn lifecycle_rules_that_expire_escrow_data_are_found() {
         }),
         mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
         lifecycle(rules),
+        no_replication(),
     ];
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &s3_rules.iter().collect::<Vec<_>>());
     let inv = Inventory {
@@ -1146,4 +1158,88 @@ async fn lifecycle_rules_that_expire_escrow_data_are_found() {
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(problems.iter().any(|p| p.contains("rule wider expires current versions")));
     assert!(problems.iter().any(|p| p.contains("rule tagged") && p.contains("plant")));
+}
+
+/// Replication out of escrow: a rule to another account, or to a bucket
+/// escrow does not own, is a finding; one to escrow's own bucket is not,
+/// nor a disabled rule.
+#[tokio::test]
+async fn replication_out_of_escrow_is_found() {
+    use aws_sdk_s3::operation::get_bucket_replication::GetBucketReplicationOutput;
+    use aws_sdk_s3::operation::head_bucket::HeadBucketError;
+    use aws_sdk_s3::types::ReplicationRuleStatus as Status;
+    use aws_sdk_s3::types::{Destination, ReplicationConfiguration, ReplicationRule};
+    let rule = |id: &str, bucket: &str, account: Option<&str>, on: bool| {
+        ReplicationRule::builder()
+            .id(id)
+            .status(if on { Status::Enabled } else { Status::Disabled })
+            .destination(
+                Destination::builder()
+                    .bucket(format!("arn:aws:s3:::{bucket}"))
+                    .set_account(account.map(str::to_string))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let rules = vec![
+        rule("to-other-account", "theirs", Some("333333333333"), true),
+        rule("to-unowned", "elsewhere", None, true),
+        rule("to-own", "esc-copy", None, true),
+        rule("to-own-account", "esc-copy2", Some("222222222222"), true),
+        rule("off", "theirs", Some("333333333333"), false),
+    ];
+    let s3_rules = [
+        mock!(aws_sdk_s3::Client::get_bucket_versioning).then_output(|| {
+            GetBucketVersioningOutput::builder().status(BucketVersioningStatus::Enabled).build()
+        }),
+        mock!(aws_sdk_s3::Client::get_public_access_block).then_output(|| {
+            GetPublicAccessBlockOutput::builder()
+                .public_access_block_configuration(all_blocked())
+                .build()
+        }),
+        mock!(aws_sdk_s3::Client::get_bucket_policy).then_error(|| {
+            GetBucketPolicyError::generic(
+                ErrorMetadata::builder().code("NoSuchBucketPolicy").build(),
+            )
+        }),
+        mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
+        no_lifecycle(),
+        mock!(aws_sdk_s3::Client::get_bucket_replication).then_output(move || {
+            GetBucketReplicationOutput::builder()
+                .replication_configuration(
+                    ReplicationConfiguration::builder()
+                        .role("arn:aws:iam::222222222222:role/replication")
+                        .set_rules(Some(rules.clone()))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        }),
+        mock!(aws_sdk_s3::Client::head_bucket)
+            .match_requests(|r| {
+                r.bucket() == Some("esc-copy") && r.expected_bucket_owner() == Some("222222222222")
+            })
+            .then_output(|| {
+                aws_sdk_s3::operation::head_bucket::HeadBucketOutput::builder().build()
+            }),
+        mock!(aws_sdk_s3::Client::head_bucket).then_error(|| {
+            HeadBucketError::generic(ErrorMetadata::builder().code("AccessDenied").build())
+        }),
+    ];
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &s3_rules.iter().collect::<Vec<_>>());
+    let inv = Inventory {
+        s3: vec![S3Grant { name: "j".into(), dest_bucket: "esc".into(), ..Default::default() }],
+        ..inventory()
+    };
+    let found = Auditor::new(inv).with_s3_client(s3).run().await.unwrap();
+    let problems: Vec<&str> = found
+        .iter()
+        .filter(|f| f.check == "s3.bucket.replication-out")
+        .map(|f| f.problem.as_str())
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("to-other-account") && p.contains("333333333333")));
+    assert!(problems.iter().any(|p| p.contains("to-unowned") && p.contains("does not own")));
 }

@@ -232,6 +232,67 @@ async fn lifecycle_check(
     Ok(())
 }
 
+/// Replication out of an escrow bucket: an enabled rule whose destination
+/// is not shown to be the escrow account's (its `Account` another account,
+/// or no `Account` and a destination bucket that is not escrow's own by
+/// `ExpectedBucketOwner`) copies escrow data out of escrow.
+async fn replication_check(
+    a: &Auditor,
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    resource: &str,
+    uses: &str,
+    f: &mut Findings,
+) -> Result<()> {
+    let own = &a.inventory.escrow_account;
+    let config = match s3.get_bucket_replication().bucket(bucket).send().await {
+        Ok(out) => out.replication_configuration,
+        Err(e) if code(&e).as_deref() == Some("ReplicationConfigurationNotFoundError") => None,
+        Err(e) => {
+            let err = sdk_error(e, "s3:GetReplicationConfiguration", resource);
+            return f.could_not(err, &format!("the replication of escrow bucket {bucket}"));
+        }
+    };
+    let Some(config) = config else { return Ok(()) };
+    for rule in config.rules() {
+        if rule.status() != &aws_sdk_s3::types::ReplicationRuleStatus::Enabled {
+            continue;
+        }
+        let Some(dest) = rule.destination() else { continue };
+        let target = dest.bucket().trim_start_matches("arn:aws:s3:::").to_string();
+        let outside = match dest.account() {
+            Some(account) => (account != own).then(|| format!("account {account}")),
+            None => {
+                let owned = s3
+                    .head_bucket()
+                    .bucket(&target)
+                    .expected_bucket_owner(own)
+                    .send()
+                    .await
+                    .is_ok();
+                (!owned).then(|| format!("a bucket the escrow account {own} does not own"))
+            }
+        };
+        if let Some(whose) = outside {
+            let id = rule.id().unwrap_or("(no id)");
+            f.push(Finding::high(
+                "s3.bucket.replication-out",
+                resource,
+                format!(
+                    "escrow bucket {bucket} ({uses}): replication rule {id} copies escrow data to \
+                     s3://{target}, {whose}: outside escrow"
+                ),
+                format!(
+                    "remove the rule (aws s3api delete-bucket-replication --bucket {bucket}, or \
+                     put-bucket-replication without it); replicate only to buckets of the escrow \
+                     account {own}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A lifecycle rule's key prefix (empty: the whole bucket), and whether it
 /// is filtered by tag.
 fn rule_scope(rule: &aws_sdk_s3::types::LifecycleRule) -> (String, bool) {
@@ -332,6 +393,7 @@ async fn bucket_check(
         }
     }
     lifecycle_check(s3, bucket, need, &resource, &uses, f).await?;
+    replication_check(a, s3, bucket, &resource, &uses, f).await?;
     match s3.get_public_access_block().bucket(bucket).send().await {
         Ok(out) => {
             let c = out.public_access_block_configuration();
