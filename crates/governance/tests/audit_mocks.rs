@@ -213,6 +213,28 @@ fn no_lifecycle() -> Rule {
     })
 }
 
+/// The answers of a bucket with versioning on, every public access block
+/// flag set, no policy and an owner-only ACL (the checks other tests are not
+/// about).
+fn settled_bucket() -> Vec<Rule> {
+    vec![
+        mock!(aws_sdk_s3::Client::get_bucket_versioning).then_output(|| {
+            GetBucketVersioningOutput::builder().status(BucketVersioningStatus::Enabled).build()
+        }),
+        mock!(aws_sdk_s3::Client::get_public_access_block).then_output(|| {
+            GetPublicAccessBlockOutput::builder()
+                .public_access_block_configuration(all_blocked())
+                .build()
+        }),
+        mock!(aws_sdk_s3::Client::get_bucket_policy).then_error(|| {
+            GetBucketPolicyError::generic(
+                ErrorMetadata::builder().code("NoSuchBucketPolicy").build(),
+            )
+        }),
+        mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
+    ]
+}
+
 /// GetBucketReplication of a bucket without replication.
 fn no_replication() -> Rule {
     mock!(aws_sdk_s3::Client::get_bucket_replication).then_error(|| {
@@ -1121,24 +1143,8 @@ async fn lifecycle_rules_that_expire_escrow_data_are_found() {
         expire("tagged", tagged, true),
         markers_only,
     ];
-    let s3_rules = [
-        mock!(aws_sdk_s3::Client::get_bucket_versioning).then_output(|| {
-            GetBucketVersioningOutput::builder().status(BucketVersioningStatus::Enabled).build()
-        }),
-        mock!(aws_sdk_s3::Client::get_public_access_block).then_output(|| {
-            GetPublicAccessBlockOutput::builder()
-                .public_access_block_configuration(all_blocked())
-                .build()
-        }),
-        mock!(aws_sdk_s3::Client::get_bucket_policy).then_error(|| {
-            GetBucketPolicyError::generic(
-                ErrorMetadata::builder().code("NoSuchBucketPolicy").build(),
-            )
-        }),
-        mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
-        lifecycle(rules),
-        no_replication(),
-    ];
+    let mut s3_rules = settled_bucket();
+    s3_rules.extend([lifecycle(rules), no_replication()]);
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &s3_rules.iter().collect::<Vec<_>>());
     let inv = Inventory {
         s3: vec![S3Grant {
@@ -1190,21 +1196,8 @@ async fn replication_out_of_escrow_is_found() {
         rule("to-own-account", "esc-copy2", Some("222222222222"), true),
         rule("off", "theirs", Some("333333333333"), false),
     ];
-    let s3_rules = [
-        mock!(aws_sdk_s3::Client::get_bucket_versioning).then_output(|| {
-            GetBucketVersioningOutput::builder().status(BucketVersioningStatus::Enabled).build()
-        }),
-        mock!(aws_sdk_s3::Client::get_public_access_block).then_output(|| {
-            GetPublicAccessBlockOutput::builder()
-                .public_access_block_configuration(all_blocked())
-                .build()
-        }),
-        mock!(aws_sdk_s3::Client::get_bucket_policy).then_error(|| {
-            GetBucketPolicyError::generic(
-                ErrorMetadata::builder().code("NoSuchBucketPolicy").build(),
-            )
-        }),
-        mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
+    let mut s3_rules = settled_bucket();
+    s3_rules.extend([
         no_lifecycle(),
         mock!(aws_sdk_s3::Client::get_bucket_replication).then_output(move || {
             GetBucketReplicationOutput::builder()
@@ -1227,7 +1220,7 @@ async fn replication_out_of_escrow_is_found() {
         mock!(aws_sdk_s3::Client::head_bucket).then_error(|| {
             HeadBucketError::generic(ErrorMetadata::builder().code("AccessDenied").build())
         }),
-    ];
+    ]);
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &s3_rules.iter().collect::<Vec<_>>());
     let inv = Inventory {
         s3: vec![S3Grant { name: "j".into(), dest_bucket: "esc".into(), ..Default::default() }],
