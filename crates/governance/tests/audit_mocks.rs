@@ -486,10 +486,8 @@ async fn bucket_settings_and_policies_are_checked_per_escrow_bucket() {
 
 #[tokio::test]
 async fn a_clean_bucket_gives_no_finding() {
-    let rules = [
-        mock!(aws_sdk_s3::Client::get_bucket_versioning).then_output(|| {
-            GetBucketVersioningOutput::builder().status(BucketVersioningStatus::Enabled).build()
-        }),
+    let mut rules = settled_bucket();
+    rules.extend([
         mock!(aws_sdk_s3::Client::get_object_lock_configuration).then_output(|| {
             GetObjectLockConfigurationOutput::builder()
                 .object_lock_configuration(
@@ -499,20 +497,9 @@ async fn a_clean_bucket_gives_no_finding() {
                 )
                 .build()
         }),
-        mock!(aws_sdk_s3::Client::get_public_access_block).then_output(|| {
-            GetPublicAccessBlockOutput::builder()
-                .public_access_block_configuration(all_blocked())
-                .build()
-        }),
-        mock!(aws_sdk_s3::Client::get_bucket_policy).then_error(|| {
-            GetBucketPolicyError::generic(
-                ErrorMetadata::builder().code("NoSuchBucketPolicy").build(),
-            )
-        }),
-        mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
         no_lifecycle(),
         no_replication(),
-    ];
+    ]);
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules.iter().collect::<Vec<_>>());
     let inv = Inventory {
         s3: vec![S3Grant {
