@@ -16,7 +16,7 @@ use escrow_sync_core::{
     ServerSideRef, Sink,
 };
 
-use crate::list::{ListRequest, Prefetch};
+use crate::list::{ListRequest, list_keys};
 use std::sync::Arc;
 
 use crate::multipart::{MultipartOptions, PartBudget, SOURCE_ETAG_META, SourceHead};
@@ -38,7 +38,6 @@ pub struct S3Sink {
     versions: bool,
     cleanup: Cleanup,
     list_ranges: usize,
-    prefetched: Prefetch,
 }
 
 /// The background clean-up of a sink's copies that were dropped half-way
@@ -92,7 +91,6 @@ impl S3Sink {
             versions: false,
             cleanup: Cleanup::default(),
             list_ranges: crate::list::DEFAULT_LIST_RANGES,
-            prefetched: Prefetch::default(),
         }
     }
 
@@ -116,13 +114,6 @@ impl S3Sink {
     pub fn with_list_ranges(mut self, ranges: usize) -> Self {
         self.list_ranges = ranges.max(1);
         self
-    }
-
-    /// Starts listing `scope` now, before the copy asks for it (while the
-    /// checks before a run are made): the next listing of the same scope
-    /// takes this one. Listing changes nothing.
-    pub fn prefetch(&self, scope: &Scope) {
-        self.prefetched.start(self.versions, self.list_request(scope));
     }
 
     fn list_request(&self, scope: &Scope) -> ListRequest {
@@ -472,8 +463,7 @@ impl Sink for S3Sink {
 
     fn list(&self, scope: &Scope) -> ItemStream<'_> {
         // escrow-sync's own upload journal is not escrow data.
-        self.prefetched
-            .list(self.versions, self.list_request(scope))
+        list_keys(self.versions, self.list_request(scope))
             .try_filter(|item| {
                 futures::future::ready(!item.key.starts_with(crate::journal::JOURNAL_DIR))
             })

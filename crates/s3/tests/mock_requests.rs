@@ -1054,7 +1054,7 @@ async fn split_listings_come_back_whole_and_in_key_order() {
 async fn a_prefetched_listing_runs_before_it_is_read_and_is_taken_once() {
     let list = one_object("k", 1, "\"e\"");
     let c = client(&[&list]);
-    let source = S3Source::from_client(c.clone(), "src");
+    let source = S3Source::from_client(c, "src");
     source.prefetch(&Scope::all());
     for _ in 0..100 {
         if list.num_calls() == 1 {
@@ -1067,10 +1067,9 @@ async fn a_prefetched_listing_runs_before_it_is_read_and_is_taken_once() {
     assert_eq!((got.len(), list.num_calls()), (1, 1), "the prefetched listing was taken");
     let _: Vec<Item> = source.list(&Scope::all()).try_collect().await.unwrap();
     assert_eq!(list.num_calls(), 2, "taken once: the next listing lists");
-    let sink = S3Sink::from_client(c, "dst");
-    sink.prefetch(&Scope::with_prefix("a/"));
-    let _: Vec<Item> = sink.list(&Scope::with_prefix("b/")).try_collect().await.unwrap();
-    let _: Vec<Item> = sink.list(&Scope::with_prefix("a/")).try_collect().await.unwrap();
+    source.prefetch(&Scope::with_prefix("a/"));
+    let _: Vec<Item> = source.list(&Scope::with_prefix("b/")).try_collect().await.unwrap();
+    let _: Vec<Item> = source.list(&Scope::with_prefix("a/")).try_collect().await.unwrap();
     assert_eq!(list.num_calls(), 4, "another scope lists anew; the prefetched one is taken");
 }
 
