@@ -953,14 +953,20 @@ fn memory_problem(job: &S3Job, streamed: bool) -> Option<String> {
     }
 }
 
-/// `object_lock = { mode = "COMPLIANCE" | "GOVERNANCE", days = N }`.
+/// `object_lock = { mode = "COMPLIANCE" | "GOVERNANCE", days = N,
+/// renew_within_days = M }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectLockConfig {
     /// `COMPLIANCE` or `GOVERNANCE`.
     pub mode: String,
-    /// Days of retention from each copy.
+    /// Days of retention from each copy, and from each renewal.
     pub days: u32,
+    /// Every run extends to `days` from now the retention of the copies
+    /// (of objects still in the primary) whose lock ends within this many
+    /// days. Default: a quarter of `days` (at least 1).
+    #[serde(default)]
+    pub renew_within_days: Option<u32>,
 }
 
 /// Protection with the escrow key and, when configured, Object Lock.
@@ -969,8 +975,13 @@ pub(crate) fn protection(
     kms_key_id: Option<String>,
 ) -> escrow_sync_s3::Protection {
     let lock = lock.and_then(|l| {
-        escrow_sync_s3::LockMode::parse(&l.mode)
-            .map(|mode| escrow_sync_s3::ObjectLock { mode, days: l.days })
+        escrow_sync_s3::LockMode::parse(&l.mode).map(|mode| {
+            let lock = escrow_sync_s3::ObjectLock::new(mode, l.days);
+            match l.renew_within_days {
+                Some(days) => lock.with_renew_within_days(days),
+                None => lock,
+            }
+        })
     });
     escrow_sync_s3::Protection::new().with_kms_key_id(kms_key_id).with_object_lock(lock)
 }
@@ -984,7 +995,18 @@ impl ObjectLockConfig {
                 self.mode
             ));
         }
-        (self.days == 0).then(|| "object_lock days must be at least 1".to_string())
+        if self.days == 0 {
+            return Some("object_lock days must be at least 1".to_string());
+        }
+        match self.renew_within_days {
+            Some(w) if w == 0 || w > self.days => Some(format!(
+                "object_lock renew_within_days is {w}: it must be from 1 to days ({}); leave it \
+                 out for a quarter of days ({})",
+                self.days,
+                escrow_sync_s3::ObjectLock::default_renew_within(self.days)
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -1264,6 +1286,11 @@ impl Config {
                 "{origin}: [escrow] lease_ttl_seconds is {ttl}: use {MIN_LEASE_TTL_SECONDS} to \
                  {MAX_LEASE_TTL_SECONDS} seconds (a running job renews its lease every third of it)"
             )));
+        }
+        if let Some(problem) =
+            self.escrow.manifest_object_lock.as_ref().and_then(ObjectLockConfig::problem)
+        {
+            return Err(Error::invalid_config(format!("{origin}: [escrow] manifest_{problem}")));
         }
         if self.jobs().is_empty() {
             return Err(Error::invalid_config(format!(

@@ -48,6 +48,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use escrow_sync_core::layout::RETENTION_DIR;
 use escrow_sync_core::{Error, Result, tags};
 
 use crate::inventory::{Ec2Grant, Inventory, RdsGrant, RedshiftGrant};
@@ -820,6 +821,11 @@ impl<'a> Ctx<'a> {
             let u = buckets.entry(&j.dest_bucket).or_default();
             u.prefixes.insert(j.dest_prefix.clone());
             u.journals.insert(format!("{}.escrow-sync-uploads/", j.dest_prefix));
+            if j.object_lock {
+                // The retention ledger: a due object is removed once its
+                // copies are renewed and filed again.
+                u.journals.insert(format!("{}{RETENTION_DIR}", j.dest_prefix));
+            }
             u.lock |= j.object_lock;
             u.versions |= j.versions;
         }
@@ -827,6 +833,10 @@ impl<'a> Ctx<'a> {
             if let Some(b) = &j.dest_bucket {
                 let u = buckets.entry(b).or_default();
                 u.prefixes.insert(format!("{}{}/", j.dest_prefix, j.source_table));
+                if j.object_lock {
+                    u.journals
+                        .insert(format!("{}{}/{RETENTION_DIR}", j.dest_prefix, j.source_table));
+                }
                 u.lock |= j.object_lock;
                 if let Some(staging) = j.staging() {
                     // Native exports are read here, checked and copied
@@ -849,6 +859,12 @@ impl<'a> Ctx<'a> {
         if let Some(m) = &inv.manifest {
             let u = buckets.entry(&m.bucket).or_default();
             u.prefixes.insert(m.prefix.clone());
+            if m.object_lock {
+                // Run manifests' and verification records' retention
+                // ledgers.
+                u.journals.insert(format!("{}{RETENTION_DIR}", m.prefix));
+                u.journals.insert(format!("{}verifications/{RETENTION_DIR}", m.prefix));
+            }
             u.lock |= m.object_lock;
         } else {
             // Without a manifest bucket, jobs keep their leases (one run
@@ -882,7 +898,10 @@ impl<'a> Ctx<'a> {
                 "s3:AbortMultipartUpload",
             ];
             if u.lock {
+                // GetObjectRetention: HeadObject shows a copy's lock only
+                // with it (verify, and renewals that never shorten a lock).
                 write.push("s3:PutObjectRetention");
+                write.push("s3:GetObjectRetention");
             }
             if u.versions {
                 write.push("s3:GetObjectVersion");
@@ -897,7 +916,8 @@ impl<'a> Ctx<'a> {
             }
             if !u.journals.is_empty() {
                 // The only deletes: escrow-sync's own multipart journal
-                // entries (a versioned bucket keeps a delete marker).
+                // entries and retention ledger objects (a versioned bucket
+                // keeps a delete marker).
                 let journals: Vec<String> =
                     u.journals.iter().map(|p| format!("arn:aws:s3:::{bucket}/{p}*")).collect();
                 out.push(allow(format!("EscrowJournal{name}"), &["s3:DeleteObject"], journals));
