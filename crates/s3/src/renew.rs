@@ -35,7 +35,7 @@
 //! under the destination prefix only, and keys under the ledger's own folder
 //! are never copied from the primary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -271,6 +271,10 @@ impl S3Sink {
         let mut renewal = Renewal::default();
         let until = now + days(lock.days);
         let pass = Pass { lock, now, until, still_wanted: &still_wanted };
+        // A key filed twice (a copy made by this run and entered again by
+        // a first pass; a batch written again after a failed removal) is
+        // renewed and filed once.
+        let mut seen = HashSet::new();
         if !entries.iter().any(|(k, _)| k == STARTED) {
             // The first pass with a lock: every copy escrow holds, batch by
             // batch (those already locked beyond the window are only filed).
@@ -284,7 +288,7 @@ impl S3Sink {
                 .try_chunks(BATCH);
             let mut whole = true;
             while let Some(keys) = copies.try_next().await.map_err(|e| e.1)? {
-                whole &= self.renew_batch(keys, &pass, &mut renewal).await;
+                whole &= self.renew_batch(keys, &pass, &mut seen, &mut renewal).await;
             }
             if whole {
                 self.write_ledger_marker(&prefix).await?;
@@ -303,7 +307,7 @@ impl S3Sink {
                     continue;
                 }
             };
-            if self.renew_batch(keys, &pass, &mut renewal).await {
+            if self.renew_batch(keys, &pass, &mut seen, &mut renewal).await {
                 self.remove_ledger(&prefix, &name).await;
             }
         }
@@ -317,14 +321,16 @@ impl S3Sink {
     /// settled (renewed, current or dropped, and filed).
     async fn renew_batch<F, Fut>(
         &self,
-        keys: Vec<String>,
+        mut keys: Vec<String>,
         pass: &Pass<'_, F>,
+        seen: &mut HashSet<String>,
         renewal: &mut Renewal,
     ) -> bool
     where
         F: Fn(String) -> Fut,
         Fut: Future<Output = Result<bool>>,
     {
+        keys.retain(|k| seen.insert(k.clone()));
         let results: Vec<(String, Result<Step>)> = futures::stream::iter(keys)
             .map(|key| async move {
                 let step = self.renew_one(&key, pass).await;
