@@ -822,12 +822,8 @@ pub(crate) async fn prune(
                 }
             }
         };
-        let (held, delete): (Vec<_>, Vec<_>) =
-            plan.delete.into_iter().partition(|c| locked.contains_key(&c.id));
-        outcome.kept.extend(held.into_iter().map(|copy| {
-            let why = locked.get(&copy.id).cloned().unwrap_or_default();
-            Kept { copy, reasons: vec![why] }
-        }));
+        let (held, delete) = hold_locked(plan.delete, &locked);
+        outcome.kept.extend(held);
         plans.push((*what, *store, delete));
     }
     let total: usize = mine.iter().map(|(_, _, c)| c.len()).sum();
@@ -880,6 +876,24 @@ pub(crate) async fn prune(
         outcome.notes.push("dry run: nothing was deleted (add --apply to delete)".into());
     }
     outcome
+}
+
+/// Splits the copies the rules let go into those a lock keeps (`locked`:
+/// id to why), kept with that reason, and those to delete.
+fn hold_locked(
+    delete: Vec<EscrowCopy>,
+    locked: &std::collections::BTreeMap<String, String>,
+) -> (Vec<Kept>, Vec<EscrowCopy>) {
+    let (held, delete): (Vec<_>, Vec<_>) =
+        delete.into_iter().partition(|c| locked.contains_key(&c.id));
+    let held = held
+        .into_iter()
+        .map(|copy| {
+            let why = locked.get(&copy.id).cloned().unwrap_or_default();
+            Kept { copy, reasons: vec![why] }
+        })
+        .collect();
+    (held, delete)
 }
 
 /// Deletes one copy, retrying retryable errors a few times.
@@ -1153,6 +1167,28 @@ keep_last = 2
         assert_eq!(claimant(&copy(None, "snap-1", "vol-1"), &one), None);
         let two = vec![("a".to_string(), vec![]), ("b".to_string(), vec![])];
         assert_eq!(claimant(&copy(Some("b"), "snap-1", "vol-1"), &two), Some("b"));
+    }
+
+    #[test]
+    fn a_locked_copy_is_kept_with_its_lock_never_deleted() {
+        let copy = |id: &str| EscrowCopy {
+            id: id.into(),
+            source: id.into(),
+            lineage: "vol-a".into(),
+            created: "2026-11-01T00:00:00Z".into(),
+            complete: true,
+            copied: None,
+            job: None,
+        };
+        let locked = std::collections::BTreeMap::from([(
+            "snap-locked".to_string(),
+            "locked (compliance) until 2027-01-05T00:00:00Z".to_string(),
+        )]);
+        let (kept, delete) = hold_locked(vec![copy("snap-locked"), copy("snap-free")], &locked);
+        assert_eq!(delete, [copy("snap-free")]);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].copy.id, "snap-locked");
+        assert_eq!(kept[0].reasons, ["locked (compliance) until 2027-01-05T00:00:00Z"]);
     }
 
     #[test]

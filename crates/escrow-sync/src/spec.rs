@@ -2472,6 +2472,45 @@ concurrency = 8
     }
 
     #[test]
+    fn an_ec2_lock_parses_and_bad_values_name_the_job_and_the_fix() {
+        let base = GOOD.split("[[s3]]").next().unwrap().to_string();
+        let ok = format!(
+            "{base}[[ec2]]\nname = \"amis\"\n\
+             lock = {{ mode = \"compliance\", days = 30, cool_off_hours = 24 }}\n"
+        );
+        let c = Config::parse(&ok, "c").unwrap();
+        let lock = c.ec2[0].lock.as_ref().unwrap();
+        assert_eq!((lock.days, lock.cool_off_hours, lock.renew_within_days()), (30, 24, 8));
+        #[cfg(feature = "ec2")]
+        {
+            let l = c.ec2[0].snapshot_lock().unwrap();
+            assert_eq!(l.mode, escrow_sync_ec2::LockMode::Compliance);
+            assert_eq!((l.days, l.cool_off_hours, l.renew_within_days), (30, 24, 8));
+        }
+        let refused = |from: &str, to: &str, why: &str| {
+            let err = Config::parse(&ok.replacen(from, to, 1), "c").unwrap_err();
+            assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+            let err = err.to_string();
+            assert!(err.contains("[[ec2]] (amis)") && err.contains(why), "{from} -> {to}: {err}");
+        };
+        refused("\"compliance\"", "\"legal-hold\"", "is not \"compliance\" or \"governance\"");
+        refused("days = 30", "days = 0", "set 1 to 36500");
+        refused(
+            "cool_off_hours = 24",
+            "cool_off_hours = 73",
+            "set 0 (no cooling-off period) to 72",
+        );
+        refused("\"compliance\"", "\"governance\"", "applies to mode = \"compliance\" only");
+        refused("cool_off_hours = 24", "renew_within_days = 31", "set at most 30");
+        let unknown = Config::parse(&ok.replace("cool_off_hours", "retain"), "c").unwrap_err();
+        assert!(unknown.to_string().contains("unknown field `retain`"), "{unknown}");
+        let gov = ok
+            .replace("\"compliance\", days = 30, cool_off_hours = 24", "\"governance\", days = 9");
+        let c = Config::parse(&gov, "c").unwrap();
+        assert_eq!(c.ec2[0].lock.as_ref().unwrap().renew_within_days(), 3);
+    }
+
+    #[test]
     fn rds_and_redshift_jobs_parse_and_bad_keys_are_refused() {
         let base = GOOD.split("[[s3]]").next().unwrap().to_string();
         let ok = format!(
