@@ -31,6 +31,11 @@
 //!   fine), without point-in-time recovery (`dynamodb.table.pitr`) or
 //!   deletion protection (`dynamodb.table.deletion-protection`), or with TTL
 //!   (`dynamodb.table.ttl`).
+//! - **Snapshot copies** (see `copies`): without the lock their job asks for
+//!   (`ec2.snapshot.unlocked`, `ec2.image.deregistration-unprotected`), or
+//!   under an AWS-managed key ([`Severity::Medium`]:
+//!   `ec2.snapshot.aws-managed-key`, `rds.snapshot.aws-managed-key`,
+//!   `redshift.snapshot.aws-managed-key`).
 //! - **The escrow key** (`[escrow] kms_key_id`; aliases resolve with
 //!   DescribeKey): missing, in another account, disabled, pending deletion
 //!   (`kms.key.missing`, `kms.key.foreign-account`, `kms.key.disabled`,
@@ -67,6 +72,7 @@
 //! ```
 
 mod checks;
+mod copies;
 mod principals;
 
 use std::fmt;
@@ -357,6 +363,7 @@ impl Auditor {
         if let Some(redshift) = &self.escrow.redshift {
             checks::redshift_shares(self, redshift, &mut f).await?;
         }
+        copies::check(self, &mut f).await?;
         if let Some(ct) = &self.escrow.cloudtrail {
             checks::trails(self, ct, &mut f).await?;
         }

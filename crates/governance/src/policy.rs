@@ -1131,6 +1131,22 @@ impl<'a> Ctx<'a> {
                 ],
                 vec!["*".into()],
             ));
+            if inv.ec2.iter().any(|j| j.lock.is_some()) {
+                out.push(allow(
+                    "AuditEc2Locks",
+                    &["ec2:DescribeLockedSnapshots"],
+                    vec!["*".into()],
+                ));
+            }
+        }
+        if !inv.ec2.is_empty() || !inv.rds.is_empty() || !inv.redshift.is_empty() {
+            // Which key each escrow snapshot copy is under: an AWS-managed
+            // one (aws/ebs, aws/rds, aws/redshift) is a finding.
+            out.push(allow(
+                "AuditCopyKeys",
+                &["kms:DescribeKey"],
+                vec![format!("arn:aws:kms:{region}:{escrow}:key/*")],
+            ));
         }
         if !inv.rds.is_empty() {
             out.push(allow(
@@ -1177,6 +1193,32 @@ impl<'a> Ctx<'a> {
             out.push(allow("DescribeEc2Copies", &describe, vec!["*".into()]));
             out.push(allow("CopyEc2", &copy, res.clone()));
             out.push(allow("TagEc2Copies", &["ec2:CreateTags"], res.clone()));
+            let locks = inv.ec2.iter().any(|j| j.lock.is_some());
+            if locks || inv.ec2.iter().any(|j| j.prunes) {
+                // Runs read locks to renew them, prune to keep locked copies.
+                // AWS's rule: DescribeLockedSnapshots takes Resource "*".
+                out.push(allow("ReadEc2Locks", &["ec2:DescribeLockedSnapshots"], vec!["*".into()]));
+            }
+            if locks {
+                // Only escrow's own copies (their provenance tag): lock and
+                // protect, never unlock or disable.
+                let snapshots = vec![format!("arn:aws:ec2:{region}::snapshot/*")];
+                out.push(when(
+                    allow("LockEc2Copies", &["ec2:LockSnapshot"], snapshots),
+                    provenance.clone(),
+                ));
+                if inv.ec2.iter().any(|j| j.lock.is_some() && j.images) {
+                    let images = vec![format!("arn:aws:ec2:{region}::image/*")];
+                    out.push(when(
+                        allow(
+                            "ProtectEc2Images",
+                            &["ec2:EnableImageDeregistrationProtection"],
+                            images,
+                        ),
+                        provenance.clone(),
+                    ));
+                }
+            }
             if inv.ec2.iter().any(|j| j.prunes) {
                 let mut delete = vec!["ec2:DeleteSnapshot"];
                 if images {
