@@ -515,11 +515,13 @@ async fn a_lock_protects_every_copy_from_the_next_run_on_and_prune_keeps_locked_
     append(&config, "lock = { mode = \"compliance\", days = 30, cool_off_hours = 1 }\n");
     let verify = escrow_sync_e2e::cli(&["verify", "--config", cfg, "--output", "json"]);
     assert_ne!(verify.code, 0, "{verify:?}");
-    let problems = verify.json()["jobs"][0]["findings"].to_string();
+    let findings = verify.json()["jobs"][0]["findings"].clone();
     for copy in &copies {
+        let problem = format!("escrow copy {copy}: it has no snapshot lock");
         assert!(
-            problems.contains(&format!("unprotected: escrow copy {copy}: it has no snapshot lock")),
-            "{problems}"
+            findings.as_array().unwrap().iter().any(|f| f["kind"] == "unprotected"
+                && f["problem"].as_str().unwrap().starts_with(&problem)),
+            "{findings}"
         );
     }
 

@@ -317,7 +317,7 @@ pub(crate) fn unlocked_problem(
         None => "it has no snapshot lock".to_string(),
     };
     format!(
-        "unprotected: {what}: {state}, while the job's lock asks for {} days in {} mode; the \
+        "{what}: {state}, while the job's lock asks for {} days in {} mode; the \
          next run locks it",
         lock.days,
         lock.mode.as_str()

@@ -377,7 +377,7 @@ impl Sink for AmiSink {
         if let Some(want) = &self.lock {
             if !lock::protected(&copy) {
                 problems.push(format!(
-                    "unprotected: escrow copy {id} has no deregistration protection ({}), while \
+                    "escrow copy {id} has no deregistration protection ({}), while \
                      the job's lock asks for it; the next run turns it on",
                     copy.deregistration_protection().unwrap_or("disabled")
                 ));
