@@ -73,6 +73,7 @@
 
 mod checks;
 mod copies;
+mod hardening;
 mod principals;
 
 use std::fmt;
@@ -177,6 +178,7 @@ struct EscrowClients {
     rds: Option<aws_sdk_rds::Client>,
     redshift: Option<aws_sdk_redshift::Client>,
     cloudtrail: Option<aws_sdk_cloudtrail::Client>,
+    sts: Option<aws_sdk_sts::Client>,
 }
 
 /// The primary's clients, for the isolation probes.
@@ -240,7 +242,8 @@ impl Auditor {
             .with_ec2_client(aws_sdk_ec2::Client::new(conf))
             .with_rds_client(aws_sdk_rds::Client::new(conf))
             .with_redshift_client(aws_sdk_redshift::Client::new(conf))
-            .with_cloudtrail_client(aws_sdk_cloudtrail::Client::new(conf));
+            .with_cloudtrail_client(aws_sdk_cloudtrail::Client::new(conf))
+            .with_sts_client(aws_sdk_sts::Client::new(conf));
         if let Some(region) = conf.region() {
             a.escrow_region = region.to_string();
         }
@@ -330,6 +333,14 @@ impl Auditor {
         self
     }
 
+    /// Tells the runner (the identity running the audit, by
+    /// GetCallerIdentity) from other IAM users with this client; without it
+    /// every IAM user is reported.
+    pub fn with_sts_client(mut self, client: aws_sdk_sts::Client) -> Self {
+        self.escrow.sts = Some(client);
+        self
+    }
+
     /// Attribute lookups in flight at once (snapshot and image shares);
     /// default 8, at least 1.
     pub fn with_concurrency(mut self, n: usize) -> Self {
@@ -344,6 +355,7 @@ impl Auditor {
         self.check_accounts(&mut f);
         if let Some(iam) = &self.escrow.iam {
             checks::iam_trust(self, iam, &mut f).await?;
+            hardening::iam_users(self, iam, &mut f).await?;
         }
         if let Some(s3) = &self.escrow.s3 {
             checks::buckets(self, s3, &mut f).await?;

@@ -1068,6 +1068,13 @@ impl<'a> Ctx<'a> {
         // AWS's rule: ListRoles and the CloudTrail and EC2 Describe* take "*".
         let mut out = vec![
             allow("AuditRoleTrust", &["iam:ListRoles"], vec!["*".into()]),
+            // IAM users and their access keys beyond the runner's.
+            allow("AuditIamUsers", &["iam:ListUsers"], vec!["*".into()]),
+            allow(
+                "AuditAccessKeys",
+                &["iam:ListAccessKeys"],
+                vec![format!("arn:aws:iam::{escrow}:user/*")],
+            ),
             allow(
                 "AuditTrails",
                 &["cloudtrail:DescribeTrails", "cloudtrail:GetTrailStatus"],
@@ -1091,6 +1098,7 @@ impl<'a> Ctx<'a> {
                     "s3:GetBucketPublicAccessBlock",
                     "s3:GetLifecycleConfiguration",
                     "s3:GetReplicationConfiguration",
+                    "s3:GetEncryptionConfiguration",
                 ],
                 buckets.iter().map(|b| format!("arn:aws:s3:::{b}")).collect(),
             ));

@@ -185,6 +185,7 @@ const UNSCOPABLE: &[&str] = &[
     // The audit looks at every role, trail and snapshot share the escrow
     // holds, not only those the config names.
     "iam:ListRoles",
+    "iam:ListUsers",
     "cloudtrail:DescribeTrails",
     "cloudtrail:ListTrails",
     "cloudtrail:GetTrailStatus",
@@ -418,7 +419,14 @@ fn the_escrow_side_writes_its_own_resources_and_deletes_only_where_pruning() {
     let write = list(&by_sid(&all, "EscrowWriteEscrowAssets")["Action"]);
     assert!(write.contains(&"s3:PutObjectRetention".to_string()), "object lock: {write:?}");
     let journal = by_sid(&all, "EscrowJournalEscrowAssets");
-    assert_eq!(journal["Resource"], "arn:aws:s3:::escrow-assets/.escrow-sync-uploads/*");
+    // The upload journal and, under Object Lock, the retention ledger.
+    assert_eq!(
+        journal["Resource"],
+        serde_json::json!([
+            "arn:aws:s3:::escrow-assets/.escrow-sync-retention/*",
+            "arn:aws:s3:::escrow-assets/.escrow-sync-uploads/*"
+        ])
+    );
     assert!(
         list(&by_sid(&all, "EscrowWriteEscrowManifests")["Resource"])
             .contains(&"arn:aws:s3:::escrow-manifests/runs/*".to_string())
