@@ -274,9 +274,9 @@ fn all_blocked() -> PublicAccessBlockConfiguration {
         .build()
 }
 
-/// A clean escrow bucket: versioned (Object Lock when `locked`), public
-/// access blocked.
-async fn clean_bucket(s3: &aws_sdk_s3::Client, name: &str, locked: bool) {
+/// A clean escrow bucket: versioned, with Object Lock when `locked`, public
+/// access blocked, encrypting with the escrow key `key` by default.
+async fn clean_bucket(s3: &aws_sdk_s3::Client, name: &str, locked: bool, key: &str) {
     let mut create = s3.create_bucket().bucket(name);
     if locked {
         create = create.object_lock_enabled_for_bucket(true);
@@ -298,6 +298,36 @@ async fn clean_bucket(s3: &aws_sdk_s3::Client, name: &str, locked: bool) {
         .send()
         .await
         .expect("public access block");
+    default_encryption(s3, name, key).await;
+}
+
+/// Makes `key` (SSE-KMS) the default encryption of `bucket`.
+async fn default_encryption(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) {
+    use aws_sdk_s3::types::{
+        ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+        ServerSideEncryptionRule,
+    };
+    let by_default = ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(ServerSideEncryption::AwsKms)
+        .kms_master_key_id(key)
+        .build()
+        .unwrap();
+    s3.put_bucket_encryption()
+        .bucket(bucket)
+        .server_side_encryption_configuration(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(by_default)
+                        .bucket_key_enabled(true)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("default encryption");
 }
 
 /// `(check, resource)` of every finding, sorted.
@@ -369,8 +399,8 @@ async fn escrow_buckets_clean_then_each_violation_found() {
     let world = World::start().await;
     let s3 = s3(&world.escrow);
     let (plain, locked, manifests) = ("escrow-assets", "escrow-locked", "escrow-manifests");
-    clean_bucket(&s3, plain, false).await;
-    clean_bucket(&s3, locked, true).await;
+    clean_bucket(&s3, plain, true, &world.key).await;
+    clean_bucket(&s3, locked, true, &world.key).await;
     let config = world.config(&format!(
         r#"[[s3]]
 name = "assets"
@@ -518,7 +548,7 @@ object_lock = {{ mode = "GOVERNANCE", days = 1 }}
 
     // A job asking for Object Lock on a bucket without it; a manifest
     // bucket that does not exist.
-    clean_bucket(&s3, "escrow-unlocked", false).await;
+    clean_bucket(&s3, "escrow-unlocked", false, &world.key).await;
     let text = std::fs::read_to_string(&config).unwrap();
     let text =
         text.replacen("[escrow]\n", &format!("[escrow]\nmanifest_bucket = \"{manifests}\"\n"), 1)
@@ -554,6 +584,20 @@ object_lock = {{ mode = "GOVERNANCE", days = 1 }}
     s3.delete_bucket_replication().bucket(locked).send().await.unwrap();
     p.repaired("s3.bucket.replication-out", &format!("s3://{locked}"));
     p.expect(&world, &config, "s3.bucket.missing", &format!("s3://{manifests}"));
+
+    // No default encryption with the escrow key; a bucket of a job that
+    // asks for no lock, without Object Lock.
+    s3.delete_bucket_encryption().bucket(plain).send().await.unwrap();
+    p.expect(&world, &config, "s3.bucket.default-encryption", &format!("s3://{plain}"));
+    default_encryption(&s3, plain, &world.key).await;
+    p.repaired("s3.bucket.default-encryption", &format!("s3://{plain}"));
+    clean_bucket(&s3, "escrow-open", false, &world.key).await;
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "\n[[s3]]\nname = \"open\"\nsource_bucket = \"primary-data\"\ndest_bucket = \"escrow-open\"\n";
+    std::fs::write(&config, text).unwrap();
+    let doc = p.expect(&world, &config, "s3.bucket.object-lock-off", "s3://escrow-open");
+    let f = finding(&doc, "s3.bucket.object-lock-off", "s3://escrow-open");
+    assert_eq!(f["severity"], "medium", "{f}");
 
     // The text output: one line per finding, then the summary.
     let text = world.audit(&config, &["--output", "text"]);
@@ -597,6 +641,13 @@ async fn escrow_table_and_key_clean_then_each_violation_found() {
         )
         .billing_mode(BillingMode::PayPerRequest)
         .deletion_protection_enabled(true)
+        .sse_specification(
+            aws_sdk_dynamodb::types::SseSpecification::builder()
+                .enabled(true)
+                .sse_type(aws_sdk_dynamodb::types::SseType::Kms)
+                .kms_master_key_id(&world.key)
+                .build(),
+        )
         .send()
         .await
         .expect("create the escrow table");
@@ -650,6 +701,17 @@ dest_table = "{table}"
     ddb.update_table().table_name(table).deletion_protection_enabled(false).send().await.unwrap();
     p.expect(&world, &config, "dynamodb.table.deletion-protection", &resource);
 
+    // Encryption back to DynamoDB's own key.
+    ddb.update_table()
+        .table_name(table)
+        .sse_specification(
+            aws_sdk_dynamodb::types::SseSpecification::builder().enabled(false).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    p.expect(&world, &config, "dynamodb.table.sse", &resource);
+
     // The key: a policy admitting the primary, then disabled, then
     // scheduled for deletion.
     let kms = aws_sdk_kms::Client::new(world.escrow.sdk_config());
@@ -682,8 +744,12 @@ dest_table = "{table}"
 
     // A table job whose escrow table is gone.
     ddb.delete_table().table_name(table).send().await.unwrap();
-    for check in ["dynamodb.table.pitr", "dynamodb.table.ttl", "dynamodb.table.deletion-protection"]
-    {
+    for check in [
+        "dynamodb.table.pitr",
+        "dynamodb.table.ttl",
+        "dynamodb.table.deletion-protection",
+        "dynamodb.table.sse",
+    ] {
         p.repaired(check, &resource);
     }
     p.expect(&world, &config, "dynamodb.table.missing", &resource);
@@ -694,7 +760,7 @@ async fn roles_trails_and_the_primarys_reach_are_found() {
     let world = World::start().await;
     let s3 = s3(&world.escrow);
     let bucket = "escrow-isolated";
-    clean_bucket(&s3, bucket, false).await;
+    clean_bucket(&s3, bucket, true, &world.key).await;
     let config = world.config(&format!(
         "[[s3]]\nname = \"assets\"\nsource_bucket = \"primary-data\"\ndest_bucket = \"{bucket}\"\n"
     ));
@@ -739,6 +805,18 @@ async fn roles_trails_and_the_primarys_reach_are_found() {
         "iam.trust.foreign-principal",
         &format!("arn:aws:iam::{ESCROW}:role/open-door"),
     );
+
+    // An IAM user with an access key, beside the runner (escrow-admin,
+    // whose keys assume the operator role, is not reported).
+    {
+        let _iam = world.iam_writes();
+        iam.create_user().user_name("intruder").send().await.unwrap();
+        iam.create_access_key().user_name("intruder").send().await.unwrap();
+    }
+    let intruder = format!("arn:aws:iam::{ESCROW}:user/intruder");
+    p.expected.push(("iam.user.present".into(), intruder.clone()));
+    let doc = p.expect(&world, &config, "iam.user.access-key", &intruder);
+    assert_eq!(finding(&doc, "iam.user.present", &intruder)["severity"], "low");
 
     // The trail stops: nothing logs the escrow.
     let ct = aws_sdk_cloudtrail::Client::new(world.escrow.sdk_config());
@@ -937,7 +1015,7 @@ tags = { backup = "true" }
 #[tokio::test]
 async fn fail_on_levels_unreachable_primary_same_account_and_bad_config() {
     let world = World::start().await;
-    clean_bucket(&s3(&world.escrow), "escrow-levels", false).await;
+    clean_bucket(&s3(&world.escrow), "escrow-levels", true, &world.key).await;
     let config = world.config(
         "[[s3]]\nname = \"j\"\nsource_bucket = \"primary-data\"\ndest_bucket = \"escrow-levels\"\n",
     );

@@ -164,20 +164,36 @@ impl PrimaryAccount {
 pub struct Session {
     config: SdkConfig,
     account_id: String,
+    /// The credentials a role was assumed with, when there is a role.
+    base: Option<SdkConfig>,
 }
 
 impl Session {
     /// A session from an SDK configuration whose account id is already known
     /// (embedders and tests; nothing is checked).
     pub fn from_parts(config: SdkConfig, account_id: impl Into<String>) -> Self {
-        Session { config, account_id: account_id.into() }
+        Session { config, account_id: account_id.into(), base: None }
+    }
+
+    /// Records the configuration whose credentials assumed this session's
+    /// role: the identity that runs escrow-sync (the audit tells it from
+    /// other IAM users).
+    pub fn with_base(mut self, base: SdkConfig) -> Self {
+        self.base = Some(base);
+        self
+    }
+
+    /// The configuration of the identity that runs escrow-sync: the
+    /// credentials the session's role was assumed with, or the session's own.
+    pub fn runner_config(&self) -> &SdkConfig {
+        self.base.as_ref().unwrap_or(&self.config)
     }
 
     /// A session from an SDK configuration; the account id is read with STS
     /// GetCallerIdentity.
     pub async fn identify(config: SdkConfig, label: &str) -> Result<Self> {
         let account_id = caller_identity(&config, label, None).await?;
-        Ok(Session { config, account_id })
+        Ok(Session { config, account_id, base: None })
     }
 
     /// A session in another account through `role_arn`, assumed with this
@@ -682,6 +698,7 @@ impl Connector {
 
     async fn escrow_session(&self, escrow: &EscrowAccount) -> Result<(SdkConfig, Session)> {
         let mut escrow_conf = self.escrow_base(escrow).await?;
+        let base = escrow.role_arn.as_ref().map(|_| escrow_conf.clone());
         if let Some(arn) = &escrow.role_arn {
             let mut b = AssumeRoleProvider::builder(arn)
                 .session_name(escrow.session_name.as_deref().unwrap_or("escrow-sync"))
@@ -710,6 +727,10 @@ impl Connector {
             let tried = Tried::escrow(escrow, self.base.is_some());
             let id = caller_identity(&escrow_conf, &escrow_label, Some(&tried)).await?;
             Session::from_parts(escrow_conf.clone(), id)
+        };
+        let escrow_session = match base {
+            Some(base) => escrow_session.with_base(base),
+            None => escrow_session,
         };
         if let Some(id) = &escrow.account_id
             && escrow_session.account_id() != id

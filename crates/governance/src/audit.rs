@@ -243,7 +243,9 @@ impl Auditor {
             .with_rds_client(aws_sdk_rds::Client::new(conf))
             .with_redshift_client(aws_sdk_redshift::Client::new(conf))
             .with_cloudtrail_client(aws_sdk_cloudtrail::Client::new(conf))
-            .with_sts_client(aws_sdk_sts::Client::new(conf));
+            // The runner: the identity whose credentials assumed the
+            // escrow role (or the session's own).
+            .with_sts_client(aws_sdk_sts::Client::new(escrow.runner_config()));
         if let Some(region) = conf.region() {
             a.escrow_region = region.to_string();
         }
