@@ -175,15 +175,15 @@ fn dynamodb(warn: &mut Warn<'_>, job: &DynamoDbJob, keyed: bool) {
     if let (Some(table), false) = (&job.dest_table, keyed) {
         let history = match &job.history_bucket {
             Some(b) => {
-                format!(" and its item history in s3://{b}/{}{table}/", job.history_prefix())
+                format!(" and its item history in s3://{b}/{}{table}/ are", job.history_prefix())
             }
-            None => String::new(),
+            None => " is".to_string(),
         };
         warn(
             UNENCRYPTED,
             KMS,
             format!(
-                "escrow table {table}{history} are not encrypted with an escrow-owned KMS key \
+                "escrow table {table}{history} not encrypted with an escrow-owned KMS key \
                  (a table escrow-sync creates gets DynamoDB's default, an AWS-owned key); \
                  {SET_KMS}"
             ),
@@ -433,6 +433,17 @@ object_lock = { mode = "GOVERNANCE", days = 30 }
             text("amis").contains("AMI and EBS snapshot copies land under the escrow's AWS-managed key (aws/ebs), which restore cannot share"),
             "{}",
             text("amis")
+        );
+        let bare = warnings(
+            &PROTECTED
+                .replace("kms_key_id = \"arn:aws:kms:us-east-1:222222222222:key/escrow\"\n", "")
+                .replace("history_bucket = \"escrow-history\"\n", ""),
+        );
+        assert!(
+            only(&bare, "orders")
+                .warning
+                .starts_with("escrow table escrow-orders is not encrypted"),
+            "{bare:#?}"
         );
         assert!(text("trail").starts_with("log copies in s3://escrow-trails/ct/"));
         assert!(text(ESCROW).starts_with("run manifests in s3://escrow-manifests/"));
