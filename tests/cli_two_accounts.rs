@@ -86,6 +86,79 @@ async fn plan_run_verify_rerun_with_json_reports() {
     assert!(text.stdout.contains("run: copied 0 (0 B), skipped 40, failed 0"), "{}", text.stdout);
 }
 
+/// The protection warnings of a plan/run/verify JSON document, as
+/// `(job, setting)` pairs.
+fn protection(doc: &Value) -> Vec<(String, String)> {
+    let all = doc["protection_warnings"].as_array().unwrap_or_else(|| panic!("{doc}"));
+    all.iter()
+        .map(|w| (w["job"].as_str().unwrap().into(), w["setting"].as_str().unwrap().into()))
+        .collect()
+}
+
+#[tokio::test]
+async fn plan_and_every_report_warn_of_unlocked_and_unkeyed_copies_without_failing() {
+    let pair = seeded("warn", 1).await;
+    let cfg = config_for(&pair.source_bucket, &pair.dest_bucket, "");
+    let cfg = cfg.to_str().unwrap();
+    let expected = vec![
+        ("job".to_string(), "object_lock".to_string()),
+        ("job".into(), "[escrow] kms_key_id".into()),
+    ];
+
+    // plan says so in text, one line each, naming the job, the place and the key.
+    let plan = cli(&["plan", "--config", cfg]);
+    assert_eq!(plan.code, 0, "a warning is no failure: {plan:?}");
+    let warned: Vec<&str> =
+        plan.stdout.lines().filter(|l| l.starts_with("warning: job: ")).collect();
+    assert_eq!(warned.len(), 2, "{}", plan.stdout);
+    let unlocked = format!("copies in s3://{}/ are not locked", pair.dest_bucket);
+    assert!(
+        warned[0].contains(&unlocked) && warned[0].contains("set object_lock = {"),
+        "{warned:?}"
+    );
+    assert!(warned[1].contains("set [escrow] kms_key_id"), "{warned:?}");
+
+    // Every report carries them: run and verify, and a plan stopped by a check.
+    let run = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let doc = run.json();
+    assert_eq!(protection(&doc), expected);
+    assert!(
+        doc["protection_warnings"][0]["warning"].as_str().unwrap().contains(&unlocked),
+        "{doc}"
+    );
+    assert_eq!(doc["protection_warnings"][0]["kind"], "unlocked");
+    assert_eq!(n(job(&doc), "copied"), 1);
+    let verify = cli(&["verify", "--config", cfg, "--output", "json"]);
+    assert_eq!((verify.code, protection(&verify.json())), (0, expected.clone()), "{verify:?}");
+    let absent = config_for(&pair.source_bucket, &unique("absent"), "");
+    let stopped = cli(&["plan", "--config", absent.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(stopped.code, 2, "{stopped:?}");
+    assert_eq!(protection(&stopped.json()).len(), 2, "{stopped:?}");
+
+    // Locked and under the escrow key: not a word.
+    let locked = unique("warn-locked");
+    escrow_sync_e2e::create_locked_bucket(&pair.escrow, &locked).await;
+    let key = escrow_sync_e2e::create_kms_key(&admin(escrow_sync_e2e::ESCROW).await).await;
+    let text = std::fs::read_to_string(config_for(
+        &pair.source_bucket,
+        &locked,
+        "object_lock = { mode = \"GOVERNANCE\", days = 1 }",
+    ))
+    .unwrap()
+    .replace(
+        "account_id = \"222222222222\"",
+        &format!("account_id = \"222222222222\"\nkms_key_id = \"{key}\""),
+    );
+    let protected = write_config(&text);
+    let protected = protected.to_str().unwrap();
+    let plan = cli(&["plan", "--config", protected]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(!plan.stdout.contains("warning:"), "{}", plan.stdout);
+    let run = cli(&["run", "--config", protected, "--output", "json"]);
+    assert_eq!((run.code, protection(&run.json())), (0, vec![]), "{run:?}");
+}
+
 #[tokio::test]
 async fn changed_objects_are_copied_again_and_deleted_ones_stay_in_escrow() {
     let pair = seeded("change", 10).await;

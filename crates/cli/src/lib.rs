@@ -413,8 +413,12 @@ async fn jobs(
     };
     let progress = progress::Progress::new(command, global.stats_interval, global.log_format);
     let started = RunInfo::start();
+    // Said even when the run stops before its jobs (a refused check).
+    let mut warned = Vec::new();
     let result = async {
-        let runner = Runner::new(load(&args.config.path)?)
+        let config = load(&args.config.path)?;
+        warned = config.protection_warnings_for(options.job.as_deref());
+        let runner = Runner::new(config)
             .with_cancellation(cancel)
             .with_stop(signals.stop.clone())
             .with_drain_timeout(global.drain_timeout)
@@ -426,9 +430,9 @@ async fn jobs(
         }
     }
     .await;
-    let (info, jobs, fatal_error) = match result {
-        Ok(run) => (run.info, run.jobs, None),
-        Err(e) => (started, Vec::new(), Some(e)),
+    let (info, jobs, warned, fatal_error) = match result {
+        Ok(run) => (run.info, run.jobs, run.protection_warnings, None),
+        Err(e) => (started, Vec::new(), warned, Some(e)),
     };
     let code = match &fatal_error {
         Some(e) => render::error_code(e),
@@ -438,11 +442,13 @@ async fn jobs(
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Json => {
-            let doc = escrow_sync::doc::jobs(&info, mode, &jobs, fatal_error.as_ref(), code);
+            let doc =
+                escrow_sync::doc::jobs(&info, mode, &jobs, &warned, fatal_error.as_ref(), code);
             let _ = writeln!(stdout, "{}", redact::redact(&doc));
         }
         OutputFormat::Text => {
             let _ = write!(stdout, "{}", redact::redact(&output::text(mode, &jobs)));
+            let _ = write!(stdout, "{}", redact::redact(&output::protection(&warned)));
         }
     }
     if let Some(e) = &fatal_error {
@@ -453,7 +459,11 @@ async fn jobs(
             eprintln!("error: job {}: {}", j.name, redact::redact(&e.chain()));
         }
     }
-    report::write(&target, || HumanReport::of_jobs(&info, mode, &jobs, code), code)
+    report::write(
+        &target,
+        || HumanReport::of_jobs(&info, mode, &jobs, code).with_protection_warnings(&warned),
+        code,
+    )
 }
 
 /// `status`: prints each job's freshness; exit 3 when one is stale.

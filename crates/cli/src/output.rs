@@ -35,6 +35,11 @@ fn reason(r: CopyReason) -> &'static str {
 /// How many planned copies the text output lists by key.
 const PLAN_TEXT_LIMIT: usize = 50;
 
+/// The config's protection warnings, one line each (nothing when none).
+pub fn protection(warnings: &[escrow_sync::ProtectionWarning]) -> String {
+    warnings.iter().map(|w| format!("warning: {w}\n")).collect()
+}
+
 /// The text rendering.
 pub fn text(mode: Mode, jobs: &[JobOutcome]) -> String {
     use std::fmt::Write;

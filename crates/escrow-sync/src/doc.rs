@@ -11,7 +11,7 @@ use serde::Serialize;
 use escrow_sync_core::{Error, Mode, Report};
 
 use crate::restore::RestoreReport;
-use crate::{JobOutcome, PruneOutcome};
+use crate::{JobOutcome, ProtectionWarning, PruneOutcome};
 
 /// The version of the documents' shape: raised when a field changes
 /// meaning or goes away (new fields do not raise it).
@@ -142,6 +142,7 @@ struct JsonDoc<'a> {
     ok: bool,
     command: &'a str,
     jobs: Vec<JsonJob<'a>>,
+    protection_warnings: &'a [ProtectionWarning],
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     exit_code: u8,
@@ -155,11 +156,15 @@ fn command_name(mode: Mode) -> &'static str {
     }
 }
 
-/// The document of `plan`, `run` and `verify` (`--offline` too).
+/// The document of `plan`, `run` and `verify` (`--offline` too), with
+/// the config's `protection_warnings` ([`crate::Run::protection_warnings`],
+/// or [`crate::spec::Config::protection_warnings_for`] when the command
+/// stopped before its jobs).
 pub fn jobs(
     run: &RunInfo,
     mode: Mode,
     jobs: &[JobOutcome],
+    protection_warnings: &[ProtectionWarning],
     fatal: Option<&Error>,
     code: u8,
 ) -> String {
@@ -219,6 +224,7 @@ pub fn jobs(
         ok: code == 0,
         command: command_name(mode),
         jobs,
+        protection_warnings,
         error: fatal.map(Error::chain),
         exit_code: code,
     };

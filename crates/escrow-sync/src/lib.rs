@@ -16,6 +16,8 @@
 //! - [`status`]: the age of each job's newest verified copy, from escrow
 //!   alone;
 //! - [`doc`]: the JSON document of every command, as the binary prints it;
+//! - [`protection`]: what a config leaves unlocked or not under an escrow
+//!   key, said at plan time and in every report;
 //! - `governance`: least-privilege policies and the isolation audit.
 //!
 //! The service crates are re-exported ([`core`], [`aws`], [`s3`], and
@@ -91,6 +93,7 @@ pub mod governance;
 mod lease;
 mod manifest;
 mod metrics;
+pub mod protection;
 pub mod report;
 pub mod restore;
 mod runner;
@@ -120,6 +123,7 @@ pub use escrow_sync_s3 as s3;
 
 pub use doc::RunInfo;
 pub use manifest::SOURCE as OFFLINE_SOURCE;
+pub use protection::ProtectionWarning;
 pub use runner::{JobOutcome, Observer, Run, RunOptions, Runner};
 pub use snapshots::{PruneFailure, PruneOutcome};
 
@@ -200,7 +204,8 @@ impl Runner {
         );
         let jobs = manifest::verify_offline(self.config(), options.job.as_deref(), &escrow).await?;
         info.finish();
-        Ok(Run { info, jobs })
+        let protection_warnings = self.config().protection_warnings_for(options.job.as_deref());
+        Ok(Run { info, jobs, protection_warnings })
     }
 
     /// `prune`: the keep_* retention of the selected snapshot jobs applied

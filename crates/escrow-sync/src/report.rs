@@ -136,6 +136,13 @@ impl HumanReport {
         }
     }
 
+    /// With the config's protection warnings among the notes (one line
+    /// each, `warning: <job>: ...`).
+    pub fn with_protection_warnings(mut self, warnings: &[crate::ProtectionWarning]) -> Self {
+        self.notes.extend(warnings.iter().map(|w| format!("warning: {w}")));
+        self
+    }
+
     /// The report of a `plan`, `run` or `verify`.
     pub fn of_jobs(info: &RunInfo, mode: Mode, jobs: &[JobOutcome], exit_code: u8) -> Self {
         let command = match mode {

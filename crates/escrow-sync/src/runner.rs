@@ -57,6 +57,10 @@ pub struct Run {
     pub info: crate::doc::RunInfo,
     /// Each selected job's outcome, in config order.
     pub jobs: Vec<JobOutcome>,
+    /// What the config leaves unlocked or not encrypted with an escrow key,
+    /// for the selected jobs and the run manifests
+    /// ([`Config::protection_warnings_for`]): never a failure.
+    pub protection_warnings: Vec<crate::ProtectionWarning>,
 }
 
 /// What a caller watches while jobs run (a terminal's progress bars).
@@ -466,7 +470,8 @@ impl Runner {
             }
         }
         info.finish();
-        Ok(Run { info, jobs: outcomes })
+        let protection_warnings = config.protection_warnings_for(options.job.as_deref());
+        Ok(Run { info, jobs: outcomes, protection_warnings })
     }
 }
 
