@@ -372,8 +372,22 @@ impl Planted {
         Planted { expected: Vec::new() }
     }
 
-    /// Adds `check` on `resource`, audits, compares; returns the document.
+    /// Adds `check` on `resource` (high), audits, compares; returns the
+    /// document.
     fn expect(&mut self, world: &World, config: &Path, check: &str, resource: &str) -> Value {
+        self.expect_at(world, config, "high", check, resource)
+    }
+
+    /// [`Planted::expect`] of a finding of `severity` (some high finding is
+    /// planted already: the audit still exits 3).
+    fn expect_at(
+        &mut self,
+        world: &World,
+        config: &Path,
+        severity: &str,
+        check: &str,
+        resource: &str,
+    ) -> Value {
         self.expected.push((check.to_string(), resource.to_string()));
         self.expected.sort();
         self.expected.dedup();
@@ -383,7 +397,7 @@ impl Planted {
         let doc = out.json();
         assert_eq!(doc["exit_code"], 3);
         let f = finding(&doc, check, resource);
-        assert_eq!(f["severity"], "high", "{f}");
+        assert_eq!(f["severity"], severity, "{f}");
         assert!(!f["fix"].as_str().unwrap().is_empty(), "{f}");
         doc
     }
@@ -588,16 +602,23 @@ object_lock = {{ mode = "GOVERNANCE", days = 1 }}
     // No default encryption with the escrow key; a bucket of a job that
     // asks for no lock, without Object Lock.
     s3.delete_bucket_encryption().bucket(plain).send().await.unwrap();
-    p.expect(&world, &config, "s3.bucket.default-encryption", &format!("s3://{plain}"));
+    p.expect_at(
+        &world,
+        &config,
+        "medium",
+        "s3.bucket.default-encryption",
+        &format!("s3://{plain}"),
+    );
     default_encryption(&s3, plain, &world.key).await;
     p.repaired("s3.bucket.default-encryption", &format!("s3://{plain}"));
     clean_bucket(&s3, "escrow-open", false, &world.key).await;
     let text = std::fs::read_to_string(&config).unwrap()
         + "\n[[s3]]\nname = \"open\"\nsource_bucket = \"primary-data\"\ndest_bucket = \"escrow-open\"\n";
     std::fs::write(&config, text).unwrap();
-    let doc = p.expect(&world, &config, "s3.bucket.object-lock-off", "s3://escrow-open");
+    let doc =
+        p.expect_at(&world, &config, "medium", "s3.bucket.object-lock-off", "s3://escrow-open");
     let f = finding(&doc, "s3.bucket.object-lock-off", "s3://escrow-open");
-    assert_eq!(f["severity"], "medium", "{f}");
+    assert!(f["fix"].as_str().unwrap().contains("--object-lock-enabled-for-bucket"), "{f}");
 
     // The text output: one line per finding, then the summary.
     let text = world.audit(&config, &["--output", "text"]);
@@ -608,21 +629,24 @@ object_lock = {{ mode = "GOVERNANCE", days = 1 }}
         text.stdout
     );
     assert!(
-        text.stdout.lines().last().unwrap().contains("4 finding(s): 4 high"),
+        text.stdout.lines().last().unwrap().contains("5 finding(s): 4 high, 1 medium"),
         "{}",
         text.stdout
     );
 }
 
-#[tokio::test]
-async fn escrow_table_and_key_clean_then_each_violation_found() {
+/// An escrow table keyed on `pk`, encrypted with `key` (else DynamoDB's own
+/// key), with deletion protection when `protected`.
+async fn create_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: Option<&str>,
+    protected: bool,
+) {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType,
-        PointInTimeRecoverySpecification, ScalarAttributeType, TimeToLiveSpecification,
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        SseSpecification, SseType,
     };
-    let world = World::start().await;
-    let ddb = aws_sdk_dynamodb::Client::new(world.escrow.sdk_config());
-    let table = "escrow-orders";
     ddb.create_table()
         .table_name(table)
         .key_schema(
@@ -640,17 +664,26 @@ async fn escrow_table_and_key_clean_then_each_violation_found() {
                 .unwrap(),
         )
         .billing_mode(BillingMode::PayPerRequest)
-        .deletion_protection_enabled(true)
-        .sse_specification(
-            aws_sdk_dynamodb::types::SseSpecification::builder()
+        .deletion_protection_enabled(protected)
+        .set_sse_specification(key.map(|k| {
+            SseSpecification::builder()
                 .enabled(true)
-                .sse_type(aws_sdk_dynamodb::types::SseType::Kms)
-                .kms_master_key_id(&world.key)
-                .build(),
-        )
+                .sse_type(SseType::Kms)
+                .kms_master_key_id(k)
+                .build()
+        }))
         .send()
         .await
         .expect("create the escrow table");
+}
+
+#[tokio::test]
+async fn escrow_table_and_key_clean_then_each_violation_found() {
+    use aws_sdk_dynamodb::types::{PointInTimeRecoverySpecification, TimeToLiveSpecification};
+    let world = World::start().await;
+    let ddb = aws_sdk_dynamodb::Client::new(world.escrow.sdk_config());
+    let table = "escrow-orders";
+    create_table(&ddb, table, Some(&world.key), true).await;
     let pitr = |on: bool| {
         ddb.update_continuous_backups()
             .table_name(table)
@@ -701,15 +734,11 @@ dest_table = "{table}"
     ddb.update_table().table_name(table).deletion_protection_enabled(false).send().await.unwrap();
     p.expect(&world, &config, "dynamodb.table.deletion-protection", &resource);
 
-    // Encryption back to DynamoDB's own key.
-    ddb.update_table()
-        .table_name(table)
-        .sse_specification(
-            aws_sdk_dynamodb::types::SseSpecification::builder().enabled(false).build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    // The table made anew under DynamoDB's own key (moto keeps a table's
+    // encryption through UpdateTable): PITR off again, TTL gone.
+    ddb.delete_table().table_name(table).send().await.unwrap();
+    create_table(&ddb, table, None, false).await;
+    p.repaired("dynamodb.table.ttl", &resource);
     p.expect(&world, &config, "dynamodb.table.sse", &resource);
 
     // The key: a policy admitting the primary, then disabled, then
@@ -815,7 +844,7 @@ async fn roles_trails_and_the_primarys_reach_are_found() {
     }
     let intruder = format!("arn:aws:iam::{ESCROW}:user/intruder");
     p.expected.push(("iam.user.present".into(), intruder.clone()));
-    let doc = p.expect(&world, &config, "iam.user.access-key", &intruder);
+    let doc = p.expect_at(&world, &config, "low", "iam.user.access-key", &intruder);
     assert_eq!(finding(&doc, "iam.user.present", &intruder)["severity"], "low");
 
     // The trail stops: nothing logs the escrow.
