@@ -29,7 +29,7 @@ const INCIDENT_SCRIPT: &str = include_str!("demo_incident.py");
 const IAM_SCRIPT: &str = include_str!("demo_iam.py");
 
 /// The demo's escrow-sync configuration; must agree with [`SEED_SCRIPT`].
-const DEMO_CONFIG: &str = r#"[escrow]
+pub const DEMO_CONFIG: &str = r#"[escrow]
 region = "us-east-1"
 role_arn = "arn:aws:iam::222222222222:role/escrow-operator"
 account_id = "222222222222"

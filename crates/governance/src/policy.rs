@@ -558,6 +558,10 @@ impl<'a> Ctx<'a> {
         let ami_ids: Vec<&String> = j.ids.iter().filter(|i| i.starts_with("ami-")).collect();
         let tags = tag_condition(&j.tags);
         let escrow = self.escrow_acct;
+        // Snapshots only: ec2:Add/userId and ec2:Remove/userId are keys of
+        // ModifySnapshotAttribute, not of ModifyImageAttribute (the Service
+        // Authorization Reference lists no account key for images): a
+        // statement for images guarded by them would never match on AWS.
         let share = json!({"StringEquals": {"ec2:Add/userId": escrow}});
         let unshare = json!({"StringEquals": {"ec2:Remove/userId": escrow}});
         // Snapshots: those named, else those tagged. An AMI's backing
@@ -596,13 +600,11 @@ impl<'a> Ctx<'a> {
             } else {
                 (vec![format!("arn:aws:ec2:{region}::image/*")], tags.clone())
             };
+            // Sharing and unsharing are one action on images, with no
+            // key for the account: one statement, selected AMIs only.
             out.push(when(
-                allow(sid("ShareImages", &j.name), &["ec2:ModifyImageAttribute"], img_res.clone()),
-                merge(share.clone(), img_tags.clone()),
-            ));
-            out.push(when(
-                allow(sid("UnshareImages", &j.name), &["ec2:ModifyImageAttribute"], img_res),
-                merge(unshare.clone(), img_tags),
+                allow(sid("ShareImages", &j.name), &["ec2:ModifyImageAttribute"], img_res),
+                img_tags,
             ));
         }
         if j.reencrypt_key.is_some() {
@@ -628,28 +630,31 @@ impl<'a> Ctx<'a> {
             // selection's: they are shared by that tag.
             let reencrypted = format!("aws:ResourceTag/{}", tags::REENCRYPTED_FROM);
             let reenc = json!({"Null": {reencrypted: "false"}});
-            for (action, prefix, r) in [
-                (
-                    "ec2:ModifySnapshotAttribute",
-                    "Snapshots",
-                    format!("arn:aws:ec2:{region}::snapshot/*"),
+            let snapshots = format!("arn:aws:ec2:{region}::snapshot/*");
+            out.push(when(
+                allow(
+                    sid("ShareReencryptedSnapshots", &j.name),
+                    &["ec2:ModifySnapshotAttribute"],
+                    vec![snapshots.clone()],
                 ),
-                ("ec2:ModifyImageAttribute", "Images", format!("arn:aws:ec2:{region}::image/*")),
-            ] {
-                if prefix == "Images" && !j.images {
-                    continue;
-                }
+                merge(share.clone(), reenc.clone()),
+            ));
+            out.push(when(
+                allow(
+                    sid("UnshareReencryptedSnapshots", &j.name),
+                    &["ec2:ModifySnapshotAttribute"],
+                    vec![snapshots],
+                ),
+                merge(unshare.clone(), reenc.clone()),
+            ));
+            if j.images {
                 out.push(when(
                     allow(
-                        sid(&format!("ShareReencrypted{prefix}"), &j.name),
-                        &[action],
-                        vec![r.clone()],
+                        sid("ShareReencryptedImages", &j.name),
+                        &["ec2:ModifyImageAttribute"],
+                        vec![format!("arn:aws:ec2:{region}::image/*")],
                     ),
-                    merge(share.clone(), reenc.clone()),
-                ));
-                out.push(when(
-                    allow(sid(&format!("UnshareReencrypted{prefix}"), &j.name), &[action], vec![r]),
-                    merge(unshare.clone(), reenc.clone()),
+                    reenc,
                 ));
             }
         }
@@ -716,10 +721,12 @@ impl<'a> Ctx<'a> {
     fn reader_redshift(&self, j: &RedshiftGrant, notes: &mut Vec<String>) -> Vec<Value> {
         let (region, acct) = (self.region, self.primary_acct);
         let snap = |id: &str| format!("arn:aws:redshift:{region}:{acct}:snapshot:*/{id}");
+        // AWS's rule: DescribeClusterSnapshots takes no resource, so only
+        // "*" matches it (scoped to snapshots it would never be allowed).
         let mut out = vec![allow(
             sid("DescribeRedshift", &j.name),
             &["redshift:DescribeClusterSnapshots"],
-            vec![snap("*"), format!("arn:aws:redshift:{region}:{acct}:cluster:*")],
+            vec!["*".into()],
         )];
         let mut named: Vec<String> =
             j.ids.iter().filter(|i| !i.starts_with("rs:")).map(|i| snap(i)).collect();
@@ -1399,6 +1406,16 @@ impl<'a> Ctx<'a> {
                  `audit` reports any grant that lets the primary write elsewhere"
                     .into(),
             );
+        }
+        for j in self.inv.ec2.iter().filter(|j| j.images) {
+            notes.push(format!(
+                "job {}: AWS has no condition key for the accounts an AMI is shared with \
+                 (ec2:Add/userId is a key of snapshots only), so the reader role may share the \
+                 job's AMIs with any account: escrow-sync shares them with the escrow account \
+                 only; turn on block public access for AMIs in the primary \
+                 (ec2:EnableImageBlockPublicAccess) so that no one can make them public",
+                j.name
+            ));
         }
         if !self.inv.s3.is_empty() {
             notes.push(

@@ -290,14 +290,11 @@ fn the_reader_role_reads_and_shares_and_never_deletes() {
 fn sharing_is_limited_to_the_escrow_account() {
     let p = policy::generate(&inventory());
     let all = statements(&p.primary.reader_role.permission_policy);
-    let mut seen = 0;
+    let (mut snapshots, mut images) = (0, 0);
     for s in &all {
         let actions = list(&s["Action"]);
-        if actions
-            .iter()
-            .any(|a| a == "ec2:ModifySnapshotAttribute" || a == "ec2:ModifyImageAttribute")
-        {
-            seen += 1;
+        if actions.iter().any(|a| a == "ec2:ModifySnapshotAttribute") {
+            snapshots += 1;
             let c = &s["Condition"]["StringEquals"];
             let add = c.get("ec2:Add/userId");
             let remove = c.get("ec2:Remove/userId");
@@ -307,8 +304,31 @@ fn sharing_is_limited_to_the_escrow_account() {
             );
             assert!(add.is_none() || remove.is_none(), "{s}");
         }
+        if actions.iter().any(|a| a == "ec2:ModifyImageAttribute") {
+            images += 1;
+            assert_eq!(actions, ["ec2:ModifyImageAttribute"], "{s}");
+            // AWS sets no account key for ModifyImageAttribute: a statement
+            // guarded by one would never match (tests/policy_reference.rs).
+            let text = s.to_string();
+            assert!(!text.contains("userId"), "{s}");
+            // Selected AMIs only: named, tagged, or re-encrypted by escrow-sync.
+            assert!(
+                s["Resource"] != "*"
+                    && (s["Resource"] != "arn:aws:ec2:us-east-1::image/*"
+                        || s.get("Condition").is_some()),
+                "{s}"
+            );
+        }
     }
-    assert!(seen >= 4, "share and unshare of snapshots and images: {seen}");
+    assert!(snapshots >= 4, "share and unshare of snapshots: {snapshots}");
+    assert_eq!(images, 1, "one statement shares and unshares the named AMIs");
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("job amis") && n.contains("ec2:EnableImageBlockPublicAccess")),
+        "{:?}",
+        p.notes
+    );
     // Tag-selected snapshots are shared only when tagged.
     let ebs = by_sid(&all, "ShareSnapshotsEbs");
     assert_eq!(ebs["Condition"]["StringEquals"]["aws:ResourceTag/backup"], "true");
