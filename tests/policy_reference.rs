@@ -605,6 +605,7 @@ fn everything() -> Inventory {
             namespace: "EscrowSync".into(),
             alarms: vec![JobAlarm { job: "assets".into(), max_age_seconds: 3600 }],
         }),
+        recycle_bin_days: Some(30),
     }
 }
 

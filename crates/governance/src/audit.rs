@@ -35,6 +35,10 @@
 //!   DescribeKey): missing, in another account, disabled, pending deletion
 //!   (`kms.key.missing`, `kms.key.foreign-account`, `kms.key.disabled`,
 //!   `kms.key.pending-deletion`, `kms.key.unusable`).
+//! - **Recycle Bin** (with `[[ec2]]` jobs; [`Severity::Medium`],
+//!   `rbin.rule.missing`): no locked Region-level retention rule keeping
+//!   deleted EBS snapshots (and, with AMI jobs, AMIs) at least `[escrow]
+//!   recycle_bin_days`, so one deletion of an escrow copy is final.
 //! - **CloudTrail**: no trail logging in the escrow account's region
 //!   (`cloudtrail.not-logging`, naming each stopped trail); a stopped trail
 //!   beside one that logs is [`Severity::Low`] (`cloudtrail.trail.stopped`).
@@ -68,6 +72,7 @@
 
 mod checks;
 mod principals;
+pub(crate) mod recycle_bin;
 
 use std::fmt;
 
@@ -171,6 +176,7 @@ struct EscrowClients {
     rds: Option<aws_sdk_rds::Client>,
     redshift: Option<aws_sdk_redshift::Client>,
     cloudtrail: Option<aws_sdk_cloudtrail::Client>,
+    rbin: Option<aws_sdk_rbin::Client>,
 }
 
 /// The primary's clients, for the isolation probes.
@@ -234,7 +240,8 @@ impl Auditor {
             .with_ec2_client(aws_sdk_ec2::Client::new(conf))
             .with_rds_client(aws_sdk_rds::Client::new(conf))
             .with_redshift_client(aws_sdk_redshift::Client::new(conf))
-            .with_cloudtrail_client(aws_sdk_cloudtrail::Client::new(conf));
+            .with_cloudtrail_client(aws_sdk_cloudtrail::Client::new(conf))
+            .with_rbin_client(aws_sdk_rbin::Client::new(conf));
         if let Some(region) = conf.region() {
             a.escrow_region = region.to_string();
         }
@@ -324,6 +331,13 @@ impl Auditor {
         self
     }
 
+    /// Checks the escrow's Recycle Bin rules with this client (with
+    /// `[[ec2]]` jobs).
+    pub fn with_rbin_client(mut self, client: aws_sdk_rbin::Client) -> Self {
+        self.escrow.rbin = Some(client);
+        self
+    }
+
     /// Attribute lookups in flight at once (snapshot and image shares);
     /// default 8, at least 1.
     pub fn with_concurrency(mut self, n: usize) -> Self {
@@ -359,6 +373,9 @@ impl Auditor {
         }
         if let Some(ct) = &self.escrow.cloudtrail {
             checks::trails(self, ct, &mut f).await?;
+        }
+        if let Some(rbin) = &self.escrow.rbin {
+            recycle_bin::check(self, rbin, &mut f).await?;
         }
         if let Some(primary) = &self.primary {
             checks::isolation(self, primary, &mut f).await;

@@ -1134,6 +1134,15 @@ impl<'a> Ctx<'a> {
                 ],
             ));
         }
+        if !crate::audit::recycle_bin::rules(inv).is_empty() {
+            // AWS's rule: ListRules takes no resource.
+            out.push(allow("AuditRecycleBinRules", &["rbin:ListRules"], vec!["*".into()]));
+            out.push(allow(
+                "AuditRecycleBinRule",
+                &["rbin:GetRule"],
+                vec![format!("arn:aws:rbin:{region}:{escrow}:rule/*")],
+            ));
+        }
         if !inv.redshift.is_empty() {
             out.push(allow(
                 "AuditRedshiftShares",
@@ -1599,6 +1608,14 @@ impl<'a> Ctx<'a> {
                     }),
                 );
             }
+        }
+        // Recycle Bin: a deleted escrow snapshot or AMI copy stays
+        // recoverable for recycle_bin_days (locked Region-level rules).
+        for rule in crate::audit::recycle_bin::rules(self.inv) {
+            resources.insert(
+                rule.logical_id.into(),
+                crate::audit::recycle_bin::template_resource(self.inv, &rule),
+            );
         }
         let mut parameters = Map::new();
         if let Some(m) = &self.inv.metrics

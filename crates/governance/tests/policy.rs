@@ -125,6 +125,7 @@ fn inventory() -> Inventory {
             dest_prefix: "ct/".into(),
         }],
         metrics: None,
+        recycle_bin_days: Some(10),
     }
 }
 
@@ -190,6 +191,8 @@ const UNSCOPABLE: &[&str] = &[
     "ec2:DescribeImageAttribute",
     // CloudTrail's public keys belong to no account.
     "cloudtrail:ListPublicKeys",
+    // Recycle Bin lists rules per account and region.
+    "rbin:ListRules",
 ];
 
 #[test]
@@ -716,4 +719,49 @@ fn an_inventory_no_escrow_can_be_built_from_is_refused() {
         let err = policy::check(&inv).unwrap_err().to_string();
         assert!(err.contains(says), "{says}: {err}");
     }
+}
+
+#[test]
+fn the_escrow_template_locks_recycle_bin_rules_for_ec2_copies() {
+    let inv = inventory();
+    let (_, escrow) = policy::cloudformation(&inv);
+    for (logical, kind) in
+        [("RecycleBinEbsSnapshots", "EBS_SNAPSHOT"), ("RecycleBinImages", "EC2_IMAGE")]
+    {
+        let r = &escrow["Resources"][logical];
+        assert_eq!(r["Type"], "AWS::Rbin::Rule", "{logical}: {r}");
+        assert_eq!(r["DeletionPolicy"], "Retain");
+        let p = &r["Properties"];
+        assert_eq!(p["ResourceType"], kind);
+        // recycle_bin_days of the inventory, in days.
+        assert_eq!(
+            p["RetentionPeriod"],
+            serde_json::json!({"RetentionPeriodValue": 10, "RetentionPeriodUnit": "DAYS"})
+        );
+        // Locked, so Region-level: AWS cannot lock a rule with resource tags.
+        assert_eq!(
+            p["LockConfiguration"],
+            serde_json::json!({"UnlockDelayValue": 10, "UnlockDelayUnit": "DAYS"})
+        );
+        assert!(p.get("ResourceTags").is_none() && p.get("ExcludeResourceTags").is_none(), "{p}");
+    }
+    // The audit reads them.
+    let audit = statements(&policy::generate(&inv).escrow.audit_policy);
+    assert_eq!(list(&by_sid(&audit, "AuditRecycleBinRules")["Action"]), ["rbin:ListRules"]);
+    assert_eq!(
+        list(&by_sid(&audit, "AuditRecycleBinRule")["Resource"]),
+        ["arn:aws:rbin:us-east-1:222222222222:rule/*"]
+    );
+    // No AMI job: the snapshot rule only; no EC2 job: none.
+    let snapshots_only = Inventory {
+        ec2: inventory().ec2.into_iter().filter(|j| !j.images).collect(),
+        ..inventory()
+    };
+    let (_, escrow) = policy::cloudformation(&snapshots_only);
+    assert!(escrow["Resources"]["RecycleBinEbsSnapshots"].is_object());
+    assert!(escrow["Resources"].get("RecycleBinImages").is_none());
+    let none = Inventory { ec2: vec![], ..inventory() };
+    let (_, escrow) = policy::cloudformation(&none);
+    assert!(!escrow.to_string().contains("AWS::Rbin::Rule"));
+    assert!(!policy::generate(&none).escrow.audit_policy.to_string().contains("rbin:"));
 }
