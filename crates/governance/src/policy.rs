@@ -1669,6 +1669,16 @@ impl<'a> Ctx<'a> {
                 );
             }
         }
+        let mut outputs =
+            json!({"OperatorRoleArn": {"Value": {"Fn::GetAtt": ["OperatorRole", "Arn"]}}});
+        let mut conditions = Map::new();
+        if !self.inv.rds.is_empty() || !self.inv.redshift.is_empty() {
+            self.backup_vault(key_ref.as_ref(), &mut parameters, &mut conditions, &mut resources);
+            outputs["BackupVaultArn"] = json!({
+                "Condition": "BackupVaultEnabled",
+                "Value": {"Fn::GetAtt": ["EscrowBackupVault", "BackupVaultArn"]},
+            });
+        }
         let mut t = json!({
             "AWSTemplateFormatVersion": "2010-09-09",
             "Description": format!(
@@ -1676,15 +1686,95 @@ impl<'a> Ctx<'a> {
                 self.escrow_acct
             ),
             "Resources": resources,
-            "Outputs": {"OperatorRoleArn": {"Value": {"Fn::GetAtt": ["OperatorRole", "Arn"]}}},
+            "Outputs": outputs,
         });
         if !parameters.is_empty() {
             t["Parameters"] = Value::Object(parameters);
+        }
+        if !conditions.is_empty() {
+            t["Conditions"] = Value::Object(conditions);
         }
         if !metadata.is_empty() {
             t["Metadata"] = json!({"EscrowSync": metadata});
         }
         t
+    }
+}
+
+impl Ctx<'_> {
+    /// RDS and Redshift copies have no native lock: an AWS Backup vault
+    /// under Vault Lock in escrow, off unless `EnableBackupVault` is
+    /// `true`. Recovery points in it (copied in by the primary's AWS Backup
+    /// plans, `CopyIntoBackupVault`, the one thing the vault lets the
+    /// primary do) cannot be deleted before `BackupVaultMinRetentionDays`,
+    /// by anyone once the lock's grace period (`ChangeableForDays`) is
+    /// over.
+    fn backup_vault(
+        &self,
+        key: Option<&Value>,
+        parameters: &mut Map<String, Value>,
+        conditions: &mut Map<String, Value>,
+        resources: &mut Map<String, Value>,
+    ) {
+        parameters.insert(
+            "EnableBackupVault".into(),
+            json!({
+                "Type": "String",
+                "AllowedValues": ["true", "false"],
+                "Default": "false",
+                "Description": "true: an AWS Backup vault under Vault Lock (compliance mode) for RDS, Aurora and Redshift recovery points, which have no lock of their own",
+            }),
+        );
+        parameters.insert(
+            "BackupVaultMinRetentionDays".into(),
+            json!({
+                "Type": "Number",
+                "Default": 35,
+                "MinValue": 1,
+                "Description": "Vault Lock: no recovery point in the vault can be deleted before this many days",
+            }),
+        );
+        parameters.insert(
+            "BackupVaultChangeableForDays".into(),
+            json!({
+                "Type": "Number",
+                "Default": 3,
+                "MinValue": 3,
+                "Description": "Vault Lock grace period: after it the lock can be removed by no one (compliance mode)",
+            }),
+        );
+        conditions.insert(
+            "BackupVaultEnabled".into(),
+            json!({"Fn::Equals": [{"Ref": "EnableBackupVault"}, "true"]}),
+        );
+        let mut props = json!({
+            "BackupVaultName": "escrow-sync-vault",
+            "LockConfiguration": {
+                "MinRetentionDays": {"Ref": "BackupVaultMinRetentionDays"},
+                "ChangeableForDays": {"Ref": "BackupVaultChangeableForDays"},
+            },
+            // The primary may copy recovery points in, nothing else.
+            "AccessPolicy": document(vec![json!({
+                "Sid": "PrimaryCopiesInOnly",
+                "Effect": "Allow",
+                "Principal": {"AWS": format!("arn:aws:iam::{}:root", self.primary_acct)},
+                "Action": "backup:CopyIntoBackupVault",
+                "Resource": "*",
+            })]),
+        });
+        if let Some(k) = key {
+            props["EncryptionKeyArn"] = k.clone();
+        }
+        resources.insert(
+            "EscrowBackupVault".into(),
+            json!({
+                "Type": "AWS::Backup::BackupVault",
+                "Condition": "BackupVaultEnabled",
+                "DeletionPolicy": "Retain",
+                "UpdateReplacePolicy": "Retain",
+                "Properties": props,
+            }),
+        );
     }
 }
 

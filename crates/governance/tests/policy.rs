@@ -765,3 +765,41 @@ fn the_escrow_template_locks_recycle_bin_rules_for_ec2_copies() {
     assert!(!escrow.to_string().contains("AWS::Rbin::Rule"));
     assert!(!policy::generate(&none).escrow.audit_policy.to_string().contains("rbin:"));
 }
+
+#[test]
+fn rds_and_redshift_get_an_optional_locked_backup_vault_in_escrow() {
+    let (_, escrow) = policy::cloudformation(&inventory());
+    assert_eq!(escrow["Parameters"]["EnableBackupVault"]["Default"], "false");
+    assert_eq!(
+        escrow["Conditions"]["BackupVaultEnabled"],
+        serde_json::json!({"Fn::Equals": [{"Ref": "EnableBackupVault"}, "true"]})
+    );
+    let vault = &escrow["Resources"]["EscrowBackupVault"];
+    assert_eq!(vault["Type"], "AWS::Backup::BackupVault");
+    assert_eq!(vault["Condition"], "BackupVaultEnabled", "off unless enabled");
+    assert_eq!(vault["DeletionPolicy"], "Retain");
+    let lock = &vault["Properties"]["LockConfiguration"];
+    assert_eq!(lock["MinRetentionDays"], serde_json::json!({"Ref": "BackupVaultMinRetentionDays"}));
+    assert_eq!(
+        lock["ChangeableForDays"],
+        serde_json::json!({"Ref": "BackupVaultChangeableForDays"}),
+        "compliance mode after the grace period"
+    );
+    assert_eq!(escrow["Parameters"]["BackupVaultChangeableForDays"]["MinValue"], 3);
+    // Encrypted with the escrow key the template creates.
+    assert_eq!(
+        vault["Properties"]["EncryptionKeyArn"],
+        serde_json::json!({"Fn::GetAtt": ["EscrowKey", "Arn"]})
+    );
+    // The primary may only copy recovery points in.
+    let access = statements(&vault["Properties"]["AccessPolicy"]);
+    assert_eq!(access.len(), 1);
+    assert_eq!(list(&access[0]["Action"]), ["backup:CopyIntoBackupVault"]);
+    assert_eq!(access[0]["Principal"]["AWS"], format!("arn:aws:iam::{PRIMARY}:root"));
+    assert_eq!(escrow["Outputs"]["BackupVaultArn"]["Condition"], "BackupVaultEnabled");
+    // Without RDS or Redshift jobs, no vault.
+    let none = Inventory { rds: vec![], redshift: vec![], ..inventory() };
+    let (_, escrow) = policy::cloudformation(&none);
+    assert!(escrow["Resources"].get("EscrowBackupVault").is_none());
+    assert!(escrow.get("Conditions").is_none());
+}
