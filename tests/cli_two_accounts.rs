@@ -538,6 +538,47 @@ async fn verify_reports_escrow_copies_without_the_configured_retention() {
 }
 
 #[tokio::test]
+async fn each_run_renews_the_locks_of_copies_still_in_the_primary() {
+    let pair = seeded("renew", 3).await;
+    let locked = unique("renew-dst");
+    escrow_sync_e2e::create_locked_bucket(&pair.escrow, &locked).await;
+    // A one-day lock renewed within one day: every copy is due at every
+    // run, so two runs a moment apart show the renewal.
+    let cfg = config_for(
+        &pair.source_bucket,
+        &locked,
+        "object_lock = { mode = \"GOVERNANCE\", days = 1, renew_within_days = 1 }",
+    );
+    let cfg = cfg.to_str().unwrap();
+    let until = |key: &'static str| {
+        let (escrow, bucket) = (pair.escrow.clone(), locked.clone());
+        async move {
+            let head = escrow.head_object().bucket(&bucket).key(key).send().await.unwrap();
+            std::time::SystemTime::try_from(*head.object_lock_retain_until_date().unwrap()).unwrap()
+        }
+    };
+    let out = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let notes = job(&out.json())["notes"].to_string();
+    assert!(notes.contains("the retention ledger now holds every copy"), "{notes}");
+    let first = [until("obj/000").await, until("obj/001").await];
+
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    pair.primary.delete_object().bucket(&pair.source_bucket).key("obj/000").send().await.unwrap();
+    let out = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let notes = job(&out.json())["notes"].to_string();
+    assert!(notes.contains("retention: renewed 2 escrow copies"), "{notes}");
+    assert!(notes.contains("1 no longer in the primary"), "{notes}");
+    // Still in the primary: renewed. Deleted there: its lock runs out.
+    assert!(until("obj/001").await > first[1], "obj/001 renewed");
+    assert_eq!(until("obj/000").await, first[0], "obj/000 left to lapse");
+    // The ledger is escrow-sync's own: not an escrow item, never verified
+    // as one, and its folder is not copied from the primary.
+    assert_eq!(cli(&["verify", "--config", cfg]).code, 0);
+}
+
+#[tokio::test]
 async fn stream_mode_copies_through_this_process_in_parts() {
     let pair = seeded("stream", 3).await;
     let big: Bytes = (0..11 * 1024 * 1024u32).map(|i| (i % 239) as u8).collect::<Vec<_>>().into();

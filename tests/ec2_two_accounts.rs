@@ -472,3 +472,89 @@ async fn a_flood_of_fresh_snapshots_neither_floods_escrow_nor_prunes_its_history
         assert_eq!(escrow_copies(&escrow_admin, id).await.len(), 1, "{id} kept");
     }
 }
+
+/// The EBS Snapshot Locks of `ids` in the escrow: id to lock state.
+async fn lock_states(ec2: &aws_sdk_ec2::Client, ids: &[String]) -> BTreeMap<String, String> {
+    ec2.describe_locked_snapshots()
+        .set_snapshot_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .expect("describe locked snapshots")
+        .snapshots()
+        .iter()
+        .filter_map(|s| Some((s.snapshot_id()?.to_string(), s.lock_state()?.as_str().to_string())))
+        .collect()
+}
+
+/// Issue 17: `[[ec2]] lock`. Copies made before the job asked for a lock
+/// are `unprotected` in verify; the next run locks them (then makes no lock
+/// call while the locks are far from lapsing); prune keeps a locked copy,
+/// naming its lock, where the keep_* rules would let it go; the lock holds
+/// against the escrow account's own DeleteSnapshot. (moto models the lock
+/// through xtask's patch; tests/crates/ec2 mocks pin AWS's request shapes.)
+#[tokio::test]
+async fn a_lock_protects_every_copy_from_the_next_run_on_and_prune_keeps_locked_copies() {
+    let primary_admin = escrow_sync_ec2::client(&admin(PRIMARY).await);
+    let escrow_admin = escrow_sync_ec2::client(&admin(ESCROW).await);
+    let tag = escrow_sync_e2e::unique("lock");
+    let volume = new_volume(&primary_admin).await;
+    let ids = snapshots_of(&primary_admin, &volume, &tag, 2).await;
+    let config = escrow_sync_e2e::config_with_jobs(&format!(
+        "[[ec2]]\nname = \"{tag}\"\ninclude = [\"snapshots\"]\ntags = {{ backup = \"{tag}\" }}\n"
+    ));
+    let cfg = config.to_str().unwrap();
+    let run = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.json()["jobs"][0]["copied"].as_u64(), Some(2), "{}", run.stdout);
+    let copies: Vec<String> =
+        [escrow_copies(&escrow_admin, &ids[0]).await, escrow_copies(&escrow_admin, &ids[1]).await]
+            .concat();
+    assert_eq!(copies.len(), 2);
+    assert!(lock_states(&escrow_admin, &copies).await.is_empty(), "no lock asked yet");
+
+    // The job asks for a lock: the copies it made before are unprotected.
+    append(&config, "lock = { mode = \"compliance\", days = 30, cool_off_hours = 1 }\n");
+    let verify = escrow_sync_e2e::cli(&["verify", "--config", cfg, "--output", "json"]);
+    assert_ne!(verify.code, 0, "{verify:?}");
+    let findings = verify.json()["jobs"][0]["findings"].clone();
+    for copy in &copies {
+        let problem = format!("escrow copy {copy}: it has no snapshot lock");
+        assert!(
+            findings.as_array().unwrap().iter().any(|f| f["kind"] == "unprotected"
+                && f["problem"].as_str().unwrap().starts_with(&problem)),
+            "{findings}"
+        );
+    }
+
+    // The next run locks them; the one after makes no lock call.
+    let run = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let notes = run.json()["jobs"][0]["notes"].to_string();
+    assert!(notes.contains("locks: 2 escrow copies locked, 0 locks renewed"), "{notes}");
+    let states = lock_states(&escrow_admin, &copies).await;
+    assert_eq!(states.values().collect::<Vec<_>>(), ["compliance-cooloff"; 2], "{states:?}");
+    let again = escrow_sync_e2e::cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(!again.json()["jobs"][0]["notes"].to_string().contains("locks:"), "{}", again.stdout);
+    let verify = escrow_sync_e2e::cli(&["verify", "--config", cfg, "--output", "json"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+
+    // keep_last = 1 lets the older copy go, but its lock keeps it.
+    append(&config, "keep_last = 1\nkeep_within_days = 0\nmax_delete_percent = 100\n");
+    let pruned = escrow_sync_e2e::cli(&["prune", "--config", cfg, "--apply", "--output", "json"]);
+    assert_eq!(pruned.code, 0, "{pruned:?}");
+    let j = &pruned.json()["jobs"][0];
+    assert!(sources(j, "deleted").is_empty(), "{j}");
+    assert!(j["failures"].as_array().unwrap().is_empty(), "never tried: {j}");
+    assert!(j["kept"].to_string().contains("locked (compliance) until "), "{j}");
+    assert_eq!(escrow_copies(&escrow_admin, &ids[0]).await.len(), 1, "the locked copy stays");
+    let text = escrow_sync_e2e::cli(&["prune", "--config", cfg]);
+    assert!(text.stdout.contains("locked (compliance) until"), "{}", text.stdout);
+
+    // The escrow account itself cannot delete a locked copy.
+    let refused = escrow_admin.delete_snapshot().snapshot_id(&copies[0]).send().await;
+    let code = refused
+        .as_ref()
+        .err()
+        .and_then(|e| aws_sdk_ec2::error::ProvideErrorMetadata::code(e).map(str::to_string));
+    assert_eq!(code.as_deref(), Some("SnapshotLocked"), "{refused:?}");
+}

@@ -298,3 +298,216 @@ def copy_image_response(self):
 
 
 AmisResponse.copy_image = copy_image_response
+
+
+# --- Snapshot locks and AMI deregistration protection ------------------------
+# Gap 6: moto 5.2.5 has no EBS Snapshot Lock (LockSnapshot,
+# DescribeLockedSnapshots) and no AMI deregistration protection
+# (EnableImageDeregistrationProtection, DisableImageDeregistrationProtection,
+# DescribeImages' DeregistrationProtection). A small model of AWS's rules:
+# a lock per snapshot (mode, duration or expiration date, the compliance
+# cooling-off period); a compliance lock past its cooling-off period can only
+# be extended; DeleteSnapshot is refused while a lock is in force (error code
+# SnapshotLocked: AWS documents none, the production code never relies on it,
+# as prune does not try to delete a locked copy); DeregisterImage is refused
+# while protection is on, and for 24 hours after it is turned off when it was
+# turned on with the cooldown.
+
+import datetime as _dt  # noqa: E402
+
+from moto.ec2.models.amis import AmiBackend as _AmiBackend  # noqa: E402
+
+
+def _utcnow():
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _parse_time(text):
+    return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _locks(backend):
+    return backend.__dict__.setdefault("snapshot_locks", {})
+
+
+def _lock_state(lock, now):
+    if lock["expires"] <= now:
+        return "expired"
+    if lock["mode"] == "compliance" and lock.get("cool_off_until") and now < lock["cool_off_until"]:
+        return "compliance-cooloff"
+    return lock["mode"]
+
+
+def _lock_info(backend, snapshot_id, lock, now):
+    info = {
+        "OwnerId": backend.account_id,
+        "SnapshotId": snapshot_id,
+        "LockState": _lock_state(lock, now),
+        "LockCreatedOn": lock["created"],
+        "LockDurationStartTime": lock["start"],
+        "LockExpiresOn": lock["expires"],
+    }
+    if lock.get("duration") is not None:
+        info["LockDuration"] = lock["duration"]
+    if lock.get("cool_off") is not None:
+        info["CoolOffPeriod"] = lock["cool_off"]
+        info["CoolOffPeriodExpiresOn"] = lock["cool_off_until"]
+    return info
+
+
+def lock_snapshot_response(self):
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    snapshot_id = self._get_param("SnapshotId")
+    if snapshot_id not in backend.snapshots:
+        raise InvalidSnapshotIdError()
+    mode = self._get_param("LockMode")
+    duration = self._get_int_param("LockDuration")
+    expiration = self._get_param("ExpirationDate")
+    cool_off = self._get_int_param("CoolOffPeriod")
+    if mode not in ("compliance", "governance"):
+        raise EC2ClientError("InvalidParameterValue", f"invalid LockMode {mode}")
+    if (duration is None) == (expiration is None):
+        raise EC2ClientError(
+            "InvalidParameterCombination", "specify either LockDuration or ExpirationDate"
+        )
+    if cool_off is not None and (mode != "compliance" or not 1 <= cool_off <= 72):
+        raise EC2ClientError(
+            "InvalidParameterValue",
+            "CoolOffPeriod is 1 to 72 hours, for compliance mode only",
+        )
+    now = _utcnow()
+    expires = now + _dt.timedelta(days=duration) if duration is not None else _parse_time(expiration)
+    locks = _locks(backend)
+    current = locks.get(snapshot_id)
+    if current is not None and _lock_state(current, now) == "compliance":
+        if mode != "compliance" or expires < current["expires"] or cool_off is not None:
+            raise EC2ClientError(
+                "InvalidParameterCombination",
+                "a snapshot locked in compliance mode after its cooling-off period can only "
+                "have its lock extended",
+            )
+    lock = {
+        "mode": mode,
+        "duration": duration,
+        "created": current["created"] if current and _lock_state(current, now) != "expired" else now,
+        "start": now,
+        "expires": expires,
+    }
+    if cool_off is not None:
+        lock["cool_off"] = cool_off
+        lock["cool_off_until"] = now + _dt.timedelta(hours=cool_off)
+    locks[snapshot_id] = lock
+    info = _lock_info(backend, snapshot_id, lock, now)
+    info.pop("OwnerId")
+    return ActionResult(info)
+
+
+def describe_locked_snapshots_response(self):
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    ids = self._get_param("SnapshotIds", [])
+    now = _utcnow()
+    locks = _locks(backend)
+    found = [
+        _lock_info(backend, i, locks[i], now)
+        for i in sorted(locks)
+        if i in backend.snapshots and (not ids or i in ids)
+    ]
+    start = int(self._get_param("NextToken") or 0)
+    size = self._get_int_param("MaxResults") or 1000
+    page = found[start : start + size]
+    result = {"Snapshots": page}
+    if start + size < len(found):
+        result["NextToken"] = str(start + size)
+    return ActionResult(result)
+
+
+ElasticBlockStore.lock_snapshot = lock_snapshot_response
+ElasticBlockStore.describe_locked_snapshots = describe_locked_snapshots_response
+
+_delete_snapshot = EBSBackend.delete_snapshot
+
+
+def delete_snapshot_locked(self, snapshot_id):
+    lock = _locks(self).get(snapshot_id)
+    if lock is not None and _lock_state(lock, _utcnow()) != "expired":
+        raise EC2ClientError(
+            "SnapshotLocked",
+            f"The snapshot {snapshot_id} is locked ({_lock_state(lock, _utcnow())}) until "
+            f"{lock['expires'].isoformat()} and cannot be deleted",
+        )
+    return _delete_snapshot(self, snapshot_id)
+
+
+EBSBackend.delete_snapshot = delete_snapshot_locked
+
+
+def _protection(image, now):
+    """DescribeImages' DeregistrationProtection of `image`."""
+    state = image.__dict__.get("deregistration_protection_state")
+    if state is None:
+        return "disabled"
+    if state["enabled"]:
+        return "enabled-with-cooldown" if state["cooldown"] else "enabled-without-cooldown"
+    if state.get("until") and now < state["until"]:
+        return "disabled-until " + state["until"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "disabled"
+
+
+# Ami objects answer DescribeImages through the serializer, which reads
+# attributes by name: `deregistration_protection` is computed on read.
+Ami.deregistration_protection = property(lambda self: _protection(self, _utcnow()))
+
+
+def enable_image_deregistration_protection_response(self):
+    self.error_on_dryrun()
+    image_id = self._get_param("ImageId")
+    image = self.ec2_backend.amis.get(image_id)
+    if image is None:
+        raise InvalidAMIIdError(image_id)
+    image.__dict__["deregistration_protection_state"] = {
+        "enabled": True,
+        "cooldown": self._get_bool_param("WithCooldown", False),
+    }
+    return ActionResult({"Return": "true"})
+
+
+def disable_image_deregistration_protection_response(self):
+    self.error_on_dryrun()
+    image_id = self._get_param("ImageId")
+    image = self.ec2_backend.amis.get(image_id)
+    if image is None:
+        raise InvalidAMIIdError(image_id)
+    state = image.__dict__.get("deregistration_protection_state")
+    if state is not None and state["enabled"]:
+        until = _utcnow() + _dt.timedelta(hours=24) if state["cooldown"] else None
+        image.__dict__["deregistration_protection_state"] = {
+            "enabled": False,
+            "cooldown": False,
+            "until": until,
+        }
+    return ActionResult({"Return": "false"})
+
+
+AmisResponse.enable_image_deregistration_protection = (
+    enable_image_deregistration_protection_response
+)
+AmisResponse.disable_image_deregistration_protection = (
+    disable_image_deregistration_protection_response
+)
+
+_deregister_image = _AmiBackend.deregister_image
+
+
+def deregister_image_protected(self, ami_id):
+    image = self.amis.get(ami_id)
+    if image is not None and _protection(image, _utcnow()) != "disabled":
+        raise EC2ClientError(
+            "InvalidParameterValue",
+            f"Cannot deregister {ami_id}: deregistration protection is enabled",
+        )
+    return _deregister_image(self, ami_id)
+
+
+_AmiBackend.deregister_image = deregister_image_protected

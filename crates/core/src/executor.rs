@@ -19,6 +19,7 @@ use futures::stream::{BoxStream, FuturesUnordered};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use crate::report::UNPROTECTED;
 use crate::{
     Action, AdaptiveLimit, ChangeTally, CopyPlan, CopyReason, Difference, Error, ErrorKind,
     Failure, Finding, Item, MassChangeGuard, Mode, Policy, Report, Result, Scope, Sink, Source,
@@ -828,7 +829,9 @@ impl Executor {
                 if !problems.is_empty() {
                     report.unprotected += 1;
                     report.findings.extend(
-                        problems.into_iter().map(|problem| Finding::new(key.clone(), problem)),
+                        problems.into_iter().map(|problem| {
+                            Finding::new(key.clone(), problem).with_kind(UNPROTECTED)
+                        }),
                     );
                 }
                 self.emit(ProgressEvent::Skipped { key, size });

@@ -6,6 +6,11 @@
 /// run leases live (one object per job).
 pub const LEASE_PREFIX: &str = ".escrow-sync/leases/";
 
+/// The folder, under a destination prefix (an S3 job's, an export job's
+/// table, the manifest prefix), of the retention ledger: the schedule of
+/// Object Lock renewals (`escrow_sync_s3::S3Sink::renew_retention`).
+pub const RETENTION_DIR: &str = ".escrow-sync-retention/";
+
 /// The default key prefix of a DynamoDB table job's item history in its
 /// `history_bucket`.
 pub const HISTORY_PREFIX: &str = "dynamodb-history/";

@@ -54,9 +54,9 @@ pub use item::{Item, ItemKind};
 pub use job::{CopyJob, Job, JobContext, StopAfterDrain};
 pub use pace::{AdaptiveLimit, RequestPacer, paced};
 pub use plan::{Action, CopyPlan, CopyReason, PlanSummary, Policy, plan_stream};
-pub use report::{Difference, Failure, Finding, KeyDigest, Mode, Report};
+pub use report::{Difference, Failure, Finding, KeyDigest, Mode, Report, UNPROTECTED};
 pub use retention::{
-    EscrowCopy, Kept, PruneLimits, PrunePlan, Retained, Retention, cap_new_per_lineage,
+    EscrowCopy, Kept, LockUpkeep, PruneLimits, PrunePlan, Retained, Retention, cap_new_per_lineage,
     newest_per_group, over_delete_limit, select as select_retained, select_within,
     within_retention,
 };

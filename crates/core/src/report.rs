@@ -53,6 +53,11 @@ pub struct Difference {
     pub status: Option<String>,
 }
 
+/// The kind of a [`Finding`] about an escrow copy without the protection
+/// its job configures: no encryption with the escrow key, no Object Lock
+/// or snapshot lock, or a lock that has lapsed.
+pub const UNPROTECTED: &str = "unprotected";
+
 /// A problem verify found with an escrow copy: configured protection
 /// missing, a checksum mismatch, or (CloudTrail) a break in a log file
 /// integrity chain, with the time range it leaves unproven.

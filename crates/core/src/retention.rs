@@ -51,6 +51,58 @@ pub trait Retained: Send + Sync {
     /// Deletes one copy (and what belongs only to it, e.g. an AMI copy's
     /// snapshots). Called only by `prune --apply`.
     async fn delete_copy(&self, copy: &EscrowCopy) -> Result<()>;
+
+    /// The copies among `copies` that a lock in force keeps from deletion
+    /// (an EBS Snapshot Lock, AMI deregistration protection), by id, each
+    /// with why (e.g. `locked (compliance) until 2027-01-05T00:00:00Z`):
+    /// `prune` keeps them instead of trying to delete them. Read whatever
+    /// the store is configured to do, as a lock set earlier still holds.
+    /// The default: a store without locks has none.
+    async fn locked(
+        &self,
+        copies: &[EscrowCopy],
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        let _ = copies;
+        Ok(Default::default())
+    }
+
+    /// Keeps `copies` (complete copies of one job) locked as the store is
+    /// configured to: locks those without a lock in force and extends the
+    /// locks that lapse soon, never shortening one; a run calls it after
+    /// copying. The default: a store without locks does nothing.
+    async fn keep_locked(&self, copies: &[EscrowCopy]) -> Result<LockUpkeep> {
+        let _ = copies;
+        Ok(LockUpkeep::default())
+    }
+}
+
+/// What [`Retained::keep_locked`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LockUpkeep {
+    /// Locks set on copies that had none in force (new copies, copies made
+    /// before the job asked for a lock, lapsed locks).
+    pub locked: u64,
+    /// Locks extended because they lapse within the renewal window.
+    pub renewed: u64,
+    /// Images given deregistration protection.
+    pub protected: u64,
+    /// Locks and protections already in force and not due (no call made).
+    pub unchanged: u64,
+}
+
+impl LockUpkeep {
+    /// Whether any lock or protection was set or extended.
+    pub fn changed(&self) -> bool {
+        self.locked + self.renewed + self.protected > 0
+    }
+
+    /// Adds `other`'s counts.
+    pub fn absorb(&mut self, other: LockUpkeep) {
+        self.locked += other.locked;
+        self.renewed += other.renewed;
+        self.protected += other.protected;
+        self.unchanged += other.unchanged;
+    }
 }
 
 /// How many copies `prune` keeps per lineage. Copies kept by any rule are

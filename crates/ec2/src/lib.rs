@@ -25,10 +25,12 @@
 #![deny(missing_docs)]
 
 mod api;
+mod lock;
 pub mod restore;
 mod sink;
 mod source;
 
+pub use lock::{LockMode, SnapshotLock};
 pub use sink::{AmiSink, EbsSnapshotSink, provenance_tags};
 pub use source::{AmiSource, EbsSnapshotSource};
 

@@ -140,9 +140,12 @@ async fn run(
         // kind takes it) and has nothing to guard here.
         let s3 = escrow_sync_s3::client(&sessions.escrow);
         let owner = Some(sessions.escrow.account_id().to_string()).filter(|o| !o.is_empty());
+        let table_prefix =
+            format!("{}{}/", job.dest_prefix.clone().unwrap_or_default(), job.source_table);
         let files = S3Sink::from_client(s3.clone(), bucket)
             .with_expected_owner(owner.clone())
-            .with_protection(job.protection(config.escrow.kms_key_id.clone()));
+            .with_protection(job.protection(config.escrow.kms_key_id.clone()))
+            .with_ledger_scope(table_prefix);
         let reader =
             S3Source::from_client(s3, bucket).with_streaming(true).with_expected_owner(owner);
         let mut export = ExportJob::new(
@@ -151,7 +154,7 @@ async fn run(
             checked.source,
             sessions.primary.account_id(),
             ExportTarget {
-                files: Arc::new(files),
+                files: Arc::new(files.clone()),
                 reader: Arc::new(reader),
                 location: format!("s3://{bucket}/"),
                 dest_prefix: job.dest_prefix.clone().unwrap_or_default(),
@@ -188,7 +191,24 @@ async fn run(
                 }
             }
         }
-        return Job::execute(&export, mode, ctx).await;
+        let run = Job::execute(&export, mode, ctx).await;
+        if mode != Mode::Run || job.object_lock.is_none() {
+            return run;
+        }
+        // Rolling retention of the generation files: each is kept for good
+        // (a generation is never replaced), so each is renewed. The files
+        // written go into the ledger even when the run failed.
+        let flushed = files.flush_ledger().await;
+        let mut report = run?;
+        let renewal = match flushed {
+            Ok(()) if !ctx.cancellation().is_cancelled() && !ctx.stop().is_cancelled() => {
+                files.renew_retention(|_| async { Ok(true) }).await
+            }
+            Ok(()) => return Ok(report),
+            Err(e) => Err(e),
+        };
+        escrow_sync_s3::Renewal::fold(renewal, "export generation files", &mut report);
+        return Ok(report);
     }
     let table = TableJob::new(
         job.name(),

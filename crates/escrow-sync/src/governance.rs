@@ -4,7 +4,8 @@
 use escrow_sync_core::{Error, Result};
 use escrow_sync_governance::Inventory;
 use escrow_sync_governance::inventory::{
-    Ec2Grant, ManifestLocation, RdsGrant, RedshiftGrant, S3Grant, TableGrant, TrailGrant,
+    Ec2Grant, Ec2LockGrant, ManifestLocation, RdsGrant, RedshiftGrant, S3Grant, TableGrant,
+    TrailGrant,
 };
 
 use crate::spec::Config;
@@ -113,6 +114,10 @@ pub fn inventory(config: &Config, escrow_account: Option<&str>) -> Result<Invent
                 ids: j.ids.clone(),
                 reencrypt_key: j.reencrypt_key_id.clone(),
                 prunes: j.retention().is_set(),
+                lock: j
+                    .lock
+                    .as_ref()
+                    .map(|l| Ec2LockGrant { mode: l.mode.to_ascii_lowercase(), days: l.days }),
             })
             .collect(),
         rds: config

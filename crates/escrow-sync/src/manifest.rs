@@ -38,12 +38,14 @@ fn store_at(config: &Config, escrow: &Session, below: &str) -> Option<ManifestSt
     let prefix = config.escrow.manifest_prefix.clone().unwrap_or_else(|| DEFAULT_PREFIX.into());
     let prefix = format!("{prefix}{below}");
     let owner = Some(escrow.account_id().to_string()).filter(|a| !a.is_empty());
-    let lock = config.escrow.manifest_object_lock.as_ref().map(|l| (l.mode.clone(), l.days));
+    let protection = crate::spec::protection(
+        config.escrow.manifest_object_lock.as_ref(),
+        config.escrow.kms_key_id.clone(),
+    );
     Some(
         ManifestStore::new(escrow_sync_s3::client(escrow), bucket, prefix)
             .with_expected_owner(owner)
-            .with_kms_key_id(config.escrow.kms_key_id.clone())
-            .with_object_lock(lock),
+            .with_protection(protection),
     )
 }
 
@@ -188,7 +190,21 @@ pub(crate) async fn write(
     };
     let bucket = config.escrow.manifest_bucket.as_deref().unwrap_or_default();
     let what = if verification { "verification record" } else { "run manifest" };
+    let renew = written.is_ok() && config.escrow.manifest_object_lock.is_some();
     record_written(bucket, what, written, outcomes);
+    if renew {
+        renew_records(&store, what, outcomes).await;
+    }
+}
+
+/// Rolling retention of the records under the store's prefix (every one is
+/// kept for good, so every one whose lock ends within the window is
+/// renewed): told in the first job report; a record that could not be
+/// renewed is a failure of the run (its lock would lapse).
+async fn renew_records(store: &ManifestStore, what: &str, outcomes: &mut [JobOutcome]) {
+    let renewal = store.renew_retention().await;
+    let Some(report) = outcomes.iter_mut().find_map(|o| o.report.as_mut()) else { return };
+    escrow_sync_s3::Renewal::fold(renewal, &format!("{what}s"), report);
 }
 
 /// Tells each job's report where the manifest went, or why it did not:

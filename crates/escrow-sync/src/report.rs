@@ -90,8 +90,11 @@ pub fn fix_for(kind: &str) -> &'static str {
              before trusting either side"
         }
         "unprotected" => {
-            "set the job's object_lock (or the escrow kms_key_id) and run again; escrow copies \
-             without protection can be deleted by an escrow insider"
+            "set the job's object_lock or lock (or the escrow kms_key_id) and run again: each run \
+             locks copies without a lock and renews those whose lock ends within \
+             renew_within_days; a lapsed lock means runs stopped or the retention ledger was \
+             removed, so find out why; escrow copies without protection can be deleted by an \
+             escrow insider"
         }
         "prune-limit" => {
             "look at why so many copies would go; prune with --accept-mass-delete only if that is intended"

@@ -154,7 +154,8 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions, cap: Option<u32>
                 .with_reencrypt_key_id(job.reencrypt_key_id.clone());
                 let store = escrow_sync_ec2::AmiSink::from_client(escrow_ec2.clone(), &region)
                     .with_kms_key_id(key.clone())
-                    .with_job(job_tag.clone());
+                    .with_job(job_tag.clone())
+                    .with_lock(job.snapshot_lock());
                 let in_flight = job.max_in_flight.unwrap_or(100);
                 parts.push(Part {
                     what: "AMIs",
@@ -173,7 +174,8 @@ fn parts(config: &Config, job: JobRef<'_>, sessions: &Sessions, cap: Option<u32>
                 .with_reencrypt_key_id(job.reencrypt_key_id.clone());
                 let store = escrow_sync_ec2::EbsSnapshotSink::from_client(escrow_ec2, &region)
                     .with_kms_key_id(key.clone())
-                    .with_job(job_tag.clone());
+                    .with_job(job_tag.clone())
+                    .with_lock(job.snapshot_lock());
                 let in_flight = job.max_in_flight.unwrap_or(20);
                 parts.push(Part {
                     what: "EBS snapshots",
@@ -279,12 +281,14 @@ pub(crate) fn escrow_stores(
             let ec2 = escrow_sync_ec2::client(escrow);
             if job.includes("images") {
                 let sink = escrow_sync_ec2::AmiSink::from_client(ec2.clone(), &region)
-                    .with_kms_key_id(key.clone());
+                    .with_kms_key_id(key.clone())
+                    .with_lock(job.snapshot_lock());
                 stores.push(("AMIs", Box::new(sink)));
             }
             if job.includes("snapshots") {
                 let sink = escrow_sync_ec2::EbsSnapshotSink::from_client(ec2, &region)
-                    .with_kms_key_id(key);
+                    .with_kms_key_id(key)
+                    .with_lock(job.snapshot_lock());
                 stores.push(("EBS snapshots", Box::new(sink)));
             }
         }
@@ -403,6 +407,9 @@ async fn run(
     let cap = if ctx.accept_mass_change() { None } else { new_copies_cap(job) };
     let parts = parts(config, job, sessions, cap);
     let mut report = execute_parts(&parts, mode, ctx).await?;
+    if mode == Mode::Run && !report.cancelled {
+        keep_locked(config, job, &parts, &mut report).await;
+    }
     if let Some(cap) = cap {
         let held: Vec<(&str, Item)> = parts
             .iter()
@@ -438,6 +445,56 @@ async fn run(
         );
     }
     Ok(report)
+}
+
+/// Keeps the job's escrow copies locked, as its stores are configured to
+/// (`[[ec2]] lock`; other stores do nothing): each store's copies that this
+/// job claims ([`claimant`]), complete ones locked where no lock is in
+/// force and renewed where the lock lapses within the window. A failure is
+/// the run's failure (the copies stay deletable until a run locks them).
+async fn keep_locked(config: &Config, job: JobRef<'_>, parts: &[Part], report: &mut Report) {
+    if !locks(job) {
+        return;
+    }
+    let jobs = jobs_of_kind(config, job);
+    let name = job.name();
+    let mut total = escrow_sync_core::LockUpkeep::default();
+    for part in parts {
+        let outcome = async {
+            let copies: Vec<EscrowCopy> = part
+                .store
+                .copies()
+                .await?
+                .into_iter()
+                .filter(|c| claimant(c, &jobs) == Some(name.as_str()))
+                .collect();
+            part.store.keep_locked(&copies).await
+        }
+        .await;
+        match outcome {
+            Ok(upkeep) => total.absorb(upkeep),
+            Err(e) => {
+                report.failed += 1;
+                report.failures.push(escrow_sync_core::Failure::new(
+                    format!("lock of escrow {}", part.what),
+                    &e,
+                    0,
+                ));
+            }
+        }
+    }
+    if total.changed() {
+        report.notes.push(format!(
+            "locks: {} escrow copies locked, {} locks renewed, {} AMI copies given deregistration \
+             protection ({} locks in force and not due)",
+            total.locked, total.renewed, total.protected, total.unchanged
+        ));
+    }
+}
+
+/// Whether a job keeps its copies locked.
+fn locks(job: JobRef<'_>) -> bool {
+    matches!(job, JobRef::Ec2(j) if j.lock.is_some())
 }
 
 /// Records what the breaker held back: one `mass-change` finding for the
@@ -752,7 +809,22 @@ pub(crate) async fn prune(
         let plan =
             escrow_sync_core::select_within(copies, &retention, limits.keep_within_days, now);
         outcome.kept.extend(plan.keep);
-        plans.push((*what, *store, plan.delete));
+        // A copy a lock keeps is never tried: kept, with its lock.
+        let locked = if plan.delete.is_empty() {
+            Default::default()
+        } else {
+            match store.locked(&plan.delete).await {
+                Ok(l) => l,
+                Err(e) => {
+                    outcome.error =
+                        Some(format!("reading the locks of escrow {what}: {}", e.chain()));
+                    return outcome;
+                }
+            }
+        };
+        let (held, delete) = hold_locked(plan.delete, &locked);
+        outcome.kept.extend(held);
+        plans.push((*what, *store, delete));
     }
     let total: usize = mine.iter().map(|(_, _, c)| c.len()).sum();
     let deleting: usize = plans.iter().map(|(_, _, d)| d.len()).sum();
@@ -804,6 +876,24 @@ pub(crate) async fn prune(
         outcome.notes.push("dry run: nothing was deleted (add --apply to delete)".into());
     }
     outcome
+}
+
+/// Splits the copies the rules let go into those a lock keeps (`locked`:
+/// id to why), kept with that reason, and those to delete.
+fn hold_locked(
+    delete: Vec<EscrowCopy>,
+    locked: &std::collections::BTreeMap<String, String>,
+) -> (Vec<Kept>, Vec<EscrowCopy>) {
+    let (held, delete): (Vec<_>, Vec<_>) =
+        delete.into_iter().partition(|c| locked.contains_key(&c.id));
+    let held = held
+        .into_iter()
+        .map(|copy| {
+            let why = locked.get(&copy.id).cloned().unwrap_or_default();
+            Kept { copy, reasons: vec![why] }
+        })
+        .collect();
+    (held, delete)
 }
 
 /// Deletes one copy, retrying retryable errors a few times.
@@ -1077,6 +1167,28 @@ keep_last = 2
         assert_eq!(claimant(&copy(None, "snap-1", "vol-1"), &one), None);
         let two = vec![("a".to_string(), vec![]), ("b".to_string(), vec![])];
         assert_eq!(claimant(&copy(Some("b"), "snap-1", "vol-1"), &two), Some("b"));
+    }
+
+    #[test]
+    fn a_locked_copy_is_kept_with_its_lock_never_deleted() {
+        let copy = |id: &str| EscrowCopy {
+            id: id.into(),
+            source: id.into(),
+            lineage: "vol-a".into(),
+            created: "2026-11-01T00:00:00Z".into(),
+            complete: true,
+            copied: None,
+            job: None,
+        };
+        let locked = std::collections::BTreeMap::from([(
+            "snap-locked".to_string(),
+            "locked (compliance) until 2027-01-05T00:00:00Z".to_string(),
+        )]);
+        let (kept, delete) = hold_locked(vec![copy("snap-locked"), copy("snap-free")], &locked);
+        assert_eq!(delete, [copy("snap-free")]);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].copy.id, "snap-locked");
+        assert_eq!(kept[0].reasons, ["locked (compliance) until 2027-01-05T00:00:00Z"]);
     }
 
     #[test]

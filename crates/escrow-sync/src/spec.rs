@@ -397,6 +397,10 @@ snapshot_job!(
         /// A customer key in the primary, shared with the escrow, to re-encrypt
         /// snapshots under the AWS-managed key with before sharing them.
         pub reencrypt_key_id: Option<String>,
+        /// EBS Snapshot Lock on every escrow snapshot copy (AMI backing
+        /// snapshots included) and deregistration protection on every escrow
+        /// AMI copy, renewed every run.
+        pub lock: Option<SnapshotLockConfig>,
     }
 );
 
@@ -404,6 +408,85 @@ impl Ec2Job {
     /// Whether the job copies `what` (`images` or `snapshots`).
     pub fn includes(&self, what: &str) -> bool {
         self.include.as_ref().is_none_or(|i| i.iter().any(|w| w.as_str() == what))
+    }
+
+    /// The job's snapshot lock, as the EC2 sinks take it.
+    #[cfg(feature = "ec2")]
+    pub(crate) fn snapshot_lock(&self) -> Option<escrow_sync_ec2::SnapshotLock> {
+        let l = self.lock.as_ref()?;
+        let mode = escrow_sync_ec2::LockMode::parse(&l.mode)?;
+        Some(
+            escrow_sync_ec2::SnapshotLock::new(mode, l.days)
+                .with_cool_off_hours(l.cool_off_hours)
+                .with_renew_within_days(l.renew_within_days()),
+        )
+    }
+}
+
+/// `[[ec2]] lock = { mode = "compliance" | "governance", days = N,
+/// cool_off_hours = H, renew_within_days = R }`: EBS Snapshot Lock on every
+/// escrow snapshot copy, deregistration protection on every AMI copy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotLockConfig {
+    /// `compliance` (nobody can lift or shorten the lock once any
+    /// cooling-off period is over) or `governance` (who holds
+    /// `ec2:UnlockSnapshot` can).
+    pub mode: String,
+    /// Days each lock lasts, from when it is set or renewed.
+    pub days: u32,
+    /// Compliance mode: hours after locking during which the lock can still
+    /// be lifted (0, the default: none; at most 72, AWS's limit).
+    #[serde(default)]
+    pub cool_off_hours: u32,
+    /// A lock lapsing within this many days is renewed to now + `days`
+    /// (default: a quarter of `days`, rounded up).
+    pub renew_within_days: Option<u32>,
+}
+
+impl SnapshotLockConfig {
+    /// The renewal window in days.
+    pub fn renew_within_days(&self) -> u32 {
+        self.renew_within_days.unwrap_or(self.days.div_ceil(4))
+    }
+
+    /// Why this setting is invalid, if it is.
+    fn problem(&self) -> Option<String> {
+        let mode = self.mode.to_ascii_lowercase();
+        if mode != "compliance" && mode != "governance" {
+            return Some(format!(
+                "lock mode {:?} is not \"compliance\" or \"governance\": set one of them",
+                self.mode
+            ));
+        }
+        if self.days == 0 || self.days > 36_500 {
+            return Some(format!(
+                "lock days = {} is out of range: set 1 to 36500 (AWS's limit)",
+                self.days
+            ));
+        }
+        if self.cool_off_hours > 72 {
+            return Some(format!(
+                "lock cool_off_hours = {} is over AWS's limit: set 0 (no cooling-off period) to 72",
+                self.cool_off_hours
+            ));
+        }
+        if self.cool_off_hours > 0 && mode == "governance" {
+            return Some(
+                "lock cool_off_hours applies to mode = \"compliance\" only (a governance lock can \
+                 be lifted anyway): remove it or use compliance"
+                    .into(),
+            );
+        }
+        let renew = self.renew_within_days();
+        if renew > self.days {
+            return Some(format!(
+                "lock renew_within_days = {renew} is more than days = {}: set at most {} (a \
+                 renewal extends a lock to now + days)",
+                self.days, self.days
+            ));
+        }
+        None
     }
 }
 
@@ -958,14 +1041,20 @@ fn memory_problem(job: &S3Job, streamed: bool) -> Option<String> {
     }
 }
 
-/// `object_lock = { mode = "COMPLIANCE" | "GOVERNANCE", days = N }`.
+/// `object_lock = { mode = "COMPLIANCE" | "GOVERNANCE", days = N,
+/// renew_within_days = M }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectLockConfig {
     /// `COMPLIANCE` or `GOVERNANCE`.
     pub mode: String,
-    /// Days of retention from each copy.
+    /// Days of retention from each copy, and from each renewal.
     pub days: u32,
+    /// Every run extends to `days` from now the retention of the copies
+    /// (of objects still in the primary) whose lock ends within this many
+    /// days. Default: a quarter of `days` (at least 1).
+    #[serde(default)]
+    pub renew_within_days: Option<u32>,
 }
 
 /// Protection with the escrow key and, when configured, Object Lock.
@@ -974,8 +1063,13 @@ pub(crate) fn protection(
     kms_key_id: Option<String>,
 ) -> escrow_sync_s3::Protection {
     let lock = lock.and_then(|l| {
-        escrow_sync_s3::LockMode::parse(&l.mode)
-            .map(|mode| escrow_sync_s3::ObjectLock { mode, days: l.days })
+        escrow_sync_s3::LockMode::parse(&l.mode).map(|mode| {
+            let lock = escrow_sync_s3::ObjectLock::new(mode, l.days);
+            match l.renew_within_days {
+                Some(days) => lock.with_renew_within_days(days),
+                None => lock,
+            }
+        })
     });
     escrow_sync_s3::Protection::new().with_kms_key_id(kms_key_id).with_object_lock(lock)
 }
@@ -989,7 +1083,18 @@ impl ObjectLockConfig {
                 self.mode
             ));
         }
-        (self.days == 0).then(|| "object_lock days must be at least 1".to_string())
+        if self.days == 0 {
+            return Some("object_lock days must be at least 1".to_string());
+        }
+        match self.renew_within_days {
+            Some(w) if w == 0 || w > self.days => Some(format!(
+                "object_lock renew_within_days is {w}: it must be from 1 to days ({}); leave it \
+                 out for a quarter of days ({})",
+                self.days,
+                escrow_sync_s3::ObjectLock::default_renew_within(self.days)
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -1277,6 +1382,11 @@ impl Config {
                 "{origin}: [escrow] recycle_bin_days is {days}: use 1 to {MAX_RECYCLE_BIN_DAYS} \
                  days (Recycle Bin's retention range; default {DEFAULT_RECYCLE_BIN_DAYS})"
             )));
+        }
+        if let Some(problem) =
+            self.escrow.manifest_object_lock.as_ref().and_then(ObjectLockConfig::problem)
+        {
+            return Err(Error::invalid_config(format!("{origin}: [escrow] manifest_{problem}")));
         }
         if self.jobs().is_empty() {
             return Err(Error::invalid_config(format!(
@@ -1687,6 +1797,9 @@ fn validate_ec2(job: &Ec2Job) -> Option<String> {
         job.retention(),
     ) {
         return Some(p);
+    }
+    if let Some(problem) = job.lock.as_ref().and_then(SnapshotLockConfig::problem) {
+        return Some(problem);
     }
     if let Some(id) = job.ids.iter().find(|i| !i.starts_with("snap-") && !i.starts_with("ami-")) {
         return Some(format!("ids: {id:?} is not an AMI (ami-...) or EBS snapshot id (snap-...)"));
@@ -2405,6 +2518,45 @@ concurrency = 8
         let c = Config::parse(&both, "c").unwrap();
         assert!(c.ec2[0].includes("images") && c.ec2[0].includes("snapshots"));
         assert_eq!(c.ec2[0].retention().keep_last, Some(7));
+    }
+
+    #[test]
+    fn an_ec2_lock_parses_and_bad_values_name_the_job_and_the_fix() {
+        let base = GOOD.split("[[s3]]").next().unwrap().to_string();
+        let ok = format!(
+            "{base}[[ec2]]\nname = \"amis\"\n\
+             lock = {{ mode = \"compliance\", days = 30, cool_off_hours = 24 }}\n"
+        );
+        let c = Config::parse(&ok, "c").unwrap();
+        let lock = c.ec2[0].lock.as_ref().unwrap();
+        assert_eq!((lock.days, lock.cool_off_hours, lock.renew_within_days()), (30, 24, 8));
+        #[cfg(feature = "ec2")]
+        {
+            let l = c.ec2[0].snapshot_lock().unwrap();
+            assert_eq!(l.mode, escrow_sync_ec2::LockMode::Compliance);
+            assert_eq!((l.days, l.cool_off_hours, l.renew_within_days), (30, 24, 8));
+        }
+        let refused = |from: &str, to: &str, why: &str| {
+            let err = Config::parse(&ok.replacen(from, to, 1), "c").unwrap_err();
+            assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+            let err = err.to_string();
+            assert!(err.contains("[[ec2]] (amis)") && err.contains(why), "{from} -> {to}: {err}");
+        };
+        refused("\"compliance\"", "\"legal-hold\"", "is not \"compliance\" or \"governance\"");
+        refused("days = 30", "days = 0", "set 1 to 36500");
+        refused(
+            "cool_off_hours = 24",
+            "cool_off_hours = 73",
+            "set 0 (no cooling-off period) to 72",
+        );
+        refused("\"compliance\"", "\"governance\"", "applies to mode = \"compliance\" only");
+        refused("cool_off_hours = 24", "renew_within_days = 31", "set at most 30");
+        let unknown = Config::parse(&ok.replace("cool_off_hours", "retain"), "c").unwrap_err();
+        assert!(unknown.to_string().contains("unknown field `retain`"), "{unknown}");
+        let gov = ok
+            .replace("\"compliance\", days = 30, cool_off_hours = 24", "\"governance\", days = 9");
+        let c = Config::parse(&gov, "c").unwrap();
+        assert_eq!(c.ec2[0].lock.as_ref().unwrap().renew_within_days(), 3);
     }
 
     #[test]

@@ -31,6 +31,11 @@
 //!   fine), without point-in-time recovery (`dynamodb.table.pitr`) or
 //!   deletion protection (`dynamodb.table.deletion-protection`), or with TTL
 //!   (`dynamodb.table.ttl`).
+//! - **Snapshot copies** (see `copies`): without the lock their job asks for
+//!   (`ec2.snapshot.unlocked`, `ec2.image.deregistration-unprotected`), or
+//!   under an AWS-managed key ([`Severity::Medium`]:
+//!   `ec2.snapshot.aws-managed-key`, `rds.snapshot.aws-managed-key`,
+//!   `redshift.snapshot.aws-managed-key`).
 //! - **The escrow key** (`[escrow] kms_key_id`; aliases resolve with
 //!   DescribeKey): missing, in another account, disabled, pending deletion
 //!   (`kms.key.missing`, `kms.key.foreign-account`, `kms.key.disabled`,
@@ -71,6 +76,8 @@
 //! ```
 
 mod checks;
+mod copies;
+mod hardening;
 mod principals;
 pub(crate) mod recycle_bin;
 
@@ -177,6 +184,7 @@ struct EscrowClients {
     redshift: Option<aws_sdk_redshift::Client>,
     cloudtrail: Option<aws_sdk_cloudtrail::Client>,
     rbin: Option<aws_sdk_rbin::Client>,
+    sts: Option<aws_sdk_sts::Client>,
 }
 
 /// The primary's clients, for the isolation probes.
@@ -241,7 +249,8 @@ impl Auditor {
             .with_rds_client(aws_sdk_rds::Client::new(conf))
             .with_redshift_client(aws_sdk_redshift::Client::new(conf))
             .with_cloudtrail_client(aws_sdk_cloudtrail::Client::new(conf))
-            .with_rbin_client(aws_sdk_rbin::Client::new(conf));
+            .with_rbin_client(aws_sdk_rbin::Client::new(conf))
+            .with_sts_client(aws_sdk_sts::Client::new(conf));
         if let Some(region) = conf.region() {
             a.escrow_region = region.to_string();
         }
@@ -338,6 +347,14 @@ impl Auditor {
         self
     }
 
+    /// Tells the runner (the identity running the audit, by
+    /// GetCallerIdentity) from other IAM users with this client; without it
+    /// every IAM user is reported.
+    pub fn with_sts_client(mut self, client: aws_sdk_sts::Client) -> Self {
+        self.escrow.sts = Some(client);
+        self
+    }
+
     /// Attribute lookups in flight at once (snapshot and image shares);
     /// default 8, at least 1.
     pub fn with_concurrency(mut self, n: usize) -> Self {
@@ -352,6 +369,7 @@ impl Auditor {
         self.check_accounts(&mut f);
         if let Some(iam) = &self.escrow.iam {
             checks::iam_trust(self, iam, &mut f).await?;
+            hardening::iam_users(self, iam, &mut f).await?;
         }
         if let Some(s3) = &self.escrow.s3 {
             checks::buckets(self, s3, &mut f).await?;
@@ -371,6 +389,7 @@ impl Auditor {
         if let Some(redshift) = &self.escrow.redshift {
             checks::redshift_shares(self, redshift, &mut f).await?;
         }
+        copies::check(self, &mut f).await?;
         if let Some(ct) = &self.escrow.cloudtrail {
             checks::trails(self, ct, &mut f).await?;
         }

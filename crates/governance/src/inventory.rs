@@ -191,6 +191,18 @@ pub struct Ec2Grant {
     pub reencrypt_key: Option<String>,
     /// Whether prune may delete copies (retention is set).
     pub prunes: bool,
+    /// The EBS Snapshot Lock the job keeps on its copies (and deregistration
+    /// protection on its AMI copies), if it asks for one.
+    pub lock: Option<Ec2LockGrant>,
+}
+
+/// An `[[ec2]]` job's `lock`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ec2LockGrant {
+    /// `compliance` or `governance`.
+    pub mode: String,
+    /// Days each lock lasts.
+    pub days: u32,
 }
 
 /// One `[[rds]]` job.

@@ -48,6 +48,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use escrow_sync_core::layout::RETENTION_DIR;
 use escrow_sync_core::{Error, Result, tags};
 
 use crate::inventory::{Ec2Grant, Inventory, RdsGrant, RedshiftGrant};
@@ -827,6 +828,11 @@ impl<'a> Ctx<'a> {
             let u = buckets.entry(&j.dest_bucket).or_default();
             u.prefixes.insert(j.dest_prefix.clone());
             u.journals.insert(format!("{}.escrow-sync-uploads/", j.dest_prefix));
+            if j.object_lock {
+                // The retention ledger: a due object is removed once its
+                // copies are renewed and filed again.
+                u.journals.insert(format!("{}{RETENTION_DIR}", j.dest_prefix));
+            }
             u.lock |= j.object_lock;
             u.versions |= j.versions;
         }
@@ -834,6 +840,10 @@ impl<'a> Ctx<'a> {
             if let Some(b) = &j.dest_bucket {
                 let u = buckets.entry(b).or_default();
                 u.prefixes.insert(format!("{}{}/", j.dest_prefix, j.source_table));
+                if j.object_lock {
+                    u.journals
+                        .insert(format!("{}{}/{RETENTION_DIR}", j.dest_prefix, j.source_table));
+                }
                 u.lock |= j.object_lock;
                 if let Some(staging) = j.staging() {
                     // Native exports are read here, checked and copied
@@ -856,6 +866,12 @@ impl<'a> Ctx<'a> {
         if let Some(m) = &inv.manifest {
             let u = buckets.entry(&m.bucket).or_default();
             u.prefixes.insert(m.prefix.clone());
+            if m.object_lock {
+                // Run manifests' and verification records' retention
+                // ledgers.
+                u.journals.insert(format!("{}{RETENTION_DIR}", m.prefix));
+                u.journals.insert(format!("{}verifications/{RETENTION_DIR}", m.prefix));
+            }
             u.lock |= m.object_lock;
         } else {
             // Without a manifest bucket, jobs keep their leases (one run
@@ -889,7 +905,10 @@ impl<'a> Ctx<'a> {
                 "s3:AbortMultipartUpload",
             ];
             if u.lock {
+                // GetObjectRetention: HeadObject shows a copy's lock only
+                // with it (verify, and renewals that never shorten a lock).
                 write.push("s3:PutObjectRetention");
+                write.push("s3:GetObjectRetention");
             }
             if u.versions {
                 write.push("s3:GetObjectVersion");
@@ -904,7 +923,8 @@ impl<'a> Ctx<'a> {
             }
             if !u.journals.is_empty() {
                 // The only deletes: escrow-sync's own multipart journal
-                // entries (a versioned bucket keeps a delete marker).
+                // entries and retention ledger objects (a versioned bucket
+                // keeps a delete marker).
                 let journals: Vec<String> =
                     u.journals.iter().map(|p| format!("arn:aws:s3:::{bucket}/{p}*")).collect();
                 out.push(allow(format!("EscrowJournal{name}"), &["s3:DeleteObject"], journals));
@@ -1055,6 +1075,13 @@ impl<'a> Ctx<'a> {
         // AWS's rule: ListRoles and the CloudTrail and EC2 Describe* take "*".
         let mut out = vec![
             allow("AuditRoleTrust", &["iam:ListRoles"], vec!["*".into()]),
+            // IAM users and their access keys beyond the runner's.
+            allow("AuditIamUsers", &["iam:ListUsers"], vec!["*".into()]),
+            allow(
+                "AuditAccessKeys",
+                &["iam:ListAccessKeys"],
+                vec![format!("arn:aws:iam::{escrow}:user/*")],
+            ),
             allow(
                 "AuditTrails",
                 &["cloudtrail:DescribeTrails", "cloudtrail:GetTrailStatus"],
@@ -1078,6 +1105,7 @@ impl<'a> Ctx<'a> {
                     "s3:GetBucketPublicAccessBlock",
                     "s3:GetLifecycleConfiguration",
                     "s3:GetReplicationConfiguration",
+                    "s3:GetEncryptionConfiguration",
                 ],
                 buckets.iter().map(|b| format!("arn:aws:s3:::{b}")).collect(),
             ));
@@ -1117,6 +1145,22 @@ impl<'a> Ctx<'a> {
                     "ec2:DescribeImageAttribute",
                 ],
                 vec!["*".into()],
+            ));
+            if inv.ec2.iter().any(|j| j.lock.is_some()) {
+                out.push(allow(
+                    "AuditEc2Locks",
+                    &["ec2:DescribeLockedSnapshots"],
+                    vec!["*".into()],
+                ));
+            }
+        }
+        if !inv.ec2.is_empty() || !inv.rds.is_empty() || !inv.redshift.is_empty() {
+            // Which key each escrow snapshot copy is under: an AWS-managed
+            // one (aws/ebs, aws/rds, aws/redshift) is a finding.
+            out.push(allow(
+                "AuditCopyKeys",
+                &["kms:DescribeKey"],
+                vec![format!("arn:aws:kms:{region}:{escrow}:key/*")],
             ));
         }
         if !inv.rds.is_empty() {
@@ -1173,6 +1217,32 @@ impl<'a> Ctx<'a> {
             out.push(allow("DescribeEc2Copies", &describe, vec!["*".into()]));
             out.push(allow("CopyEc2", &copy, res.clone()));
             out.push(allow("TagEc2Copies", &["ec2:CreateTags"], res.clone()));
+            let locks = inv.ec2.iter().any(|j| j.lock.is_some());
+            if locks || inv.ec2.iter().any(|j| j.prunes) {
+                // Runs read locks to renew them, prune to keep locked copies.
+                // AWS's rule: DescribeLockedSnapshots takes Resource "*".
+                out.push(allow("ReadEc2Locks", &["ec2:DescribeLockedSnapshots"], vec!["*".into()]));
+            }
+            if locks {
+                // Only escrow's own copies (their provenance tag): lock and
+                // protect, never unlock or disable.
+                let snapshots = vec![format!("arn:aws:ec2:{region}::snapshot/*")];
+                out.push(when(
+                    allow("LockEc2Copies", &["ec2:LockSnapshot"], snapshots),
+                    provenance.clone(),
+                ));
+                if inv.ec2.iter().any(|j| j.lock.is_some() && j.images) {
+                    let images = vec![format!("arn:aws:ec2:{region}::image/*")];
+                    out.push(when(
+                        allow(
+                            "ProtectEc2Images",
+                            &["ec2:EnableImageDeregistrationProtection"],
+                            images,
+                        ),
+                        provenance.clone(),
+                    ));
+                }
+            }
             if inv.ec2.iter().any(|j| j.prunes) {
                 let mut delete = vec!["ec2:DeleteSnapshot"];
                 if images {

@@ -152,7 +152,8 @@ async fn trust_policies_of_every_shape_are_read_across_pages() {
                 .build()
                 .unwrap()
         });
-    let iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&page1, &page2]);
+    let users = no_users();
+    let iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&page1, &page2, &users]);
     let found = Auditor::new(inventory()).with_iam_client(iam).run().await.unwrap();
     assert_eq!((page1.num_calls(), page2.num_calls()), (1, 1));
     let arn = |n: &str| format!("arn:aws:iam::{ESCROW}:role/{n}");
@@ -180,7 +181,8 @@ async fn access_denied_on_list_roles_is_a_medium_finding() {
             ErrorMetadata::builder().code("AccessDenied").message("not allowed").build(),
         )
     });
-    let iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&denied]);
+    let users = no_users();
+    let iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, [&denied, &users]);
     let found = Auditor::new(inventory()).with_iam_client(iam).run().await.unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].severity, Severity::Medium);
@@ -232,7 +234,60 @@ fn settled_bucket() -> Vec<Rule> {
             )
         }),
         mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
+        lock_enabled(),
+        sse_s3(),
     ]
+}
+
+/// GetObjectLockConfiguration of a bucket with Object Lock.
+fn lock_enabled() -> Rule {
+    mock!(aws_sdk_s3::Client::get_object_lock_configuration).then_output(|| {
+        GetObjectLockConfigurationOutput::builder()
+            .object_lock_configuration(
+                aws_sdk_s3::types::ObjectLockConfiguration::builder()
+                    .object_lock_enabled(aws_sdk_s3::types::ObjectLockEnabled::Enabled)
+                    .build(),
+            )
+            .build()
+    })
+}
+
+/// GetBucketEncryption of a bucket encrypting with SSE-S3 by default.
+fn sse_s3() -> Rule {
+    mock!(aws_sdk_s3::Client::get_bucket_encryption).then_output(|| {
+        use aws_sdk_s3::types::{
+            ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+            ServerSideEncryptionRule,
+        };
+        aws_sdk_s3::operation::get_bucket_encryption::GetBucketEncryptionOutput::builder()
+            .server_side_encryption_configuration(
+                ServerSideEncryptionConfiguration::builder()
+                    .rules(
+                        ServerSideEncryptionRule::builder()
+                            .apply_server_side_encryption_by_default(
+                                ServerSideEncryptionByDefault::builder()
+                                    .sse_algorithm(ServerSideEncryption::Aes256)
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    })
+}
+
+/// ListUsers of an account without IAM users.
+fn no_users() -> Rule {
+    mock!(aws_sdk_iam::Client::list_users).then_output(|| {
+        aws_sdk_iam::operation::list_users::ListUsersOutput::builder()
+            .set_users(Some(Vec::new()))
+            .is_truncated(false)
+            .build()
+            .unwrap()
+    })
 }
 
 /// GetBucketReplication of a bucket without replication.
@@ -423,7 +478,18 @@ async fn bucket_settings_and_policies_are_checked_per_escrow_bucket() {
                     .build()
             })
     };
-    let lifecycles = [rules_of_assets, no_lifecycle(), no_replication()];
+    let assets_locked = mock!(aws_sdk_s3::Client::get_object_lock_configuration)
+        .match_requests(|r| r.bucket() == Some("esc-assets"))
+        .then_output(|| {
+            GetObjectLockConfigurationOutput::builder()
+                .object_lock_configuration(
+                    aws_sdk_s3::types::ObjectLockConfiguration::builder()
+                        .object_lock_enabled(aws_sdk_s3::types::ObjectLockEnabled::Enabled)
+                        .build(),
+                )
+                .build()
+        });
+    let lifecycles = [rules_of_assets, no_lifecycle(), no_replication(), assets_locked, sse_s3()];
     let rules: Vec<&Rule> = versioning
         .iter()
         .chain([&lock])
@@ -487,19 +553,7 @@ async fn bucket_settings_and_policies_are_checked_per_escrow_bucket() {
 #[tokio::test]
 async fn a_clean_bucket_gives_no_finding() {
     let mut rules = settled_bucket();
-    rules.extend([
-        mock!(aws_sdk_s3::Client::get_object_lock_configuration).then_output(|| {
-            GetObjectLockConfigurationOutput::builder()
-                .object_lock_configuration(
-                    aws_sdk_s3::types::ObjectLockConfiguration::builder()
-                        .object_lock_enabled(aws_sdk_s3::types::ObjectLockEnabled::Enabled)
-                        .build(),
-                )
-                .build()
-        }),
-        no_lifecycle(),
-        no_replication(),
-    ]);
+    rules.extend([no_lifecycle(), no_replication()]);
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules.iter().collect::<Vec<_>>());
     let inv = Inventory {
         s3: vec![S3Grant {
@@ -512,7 +566,7 @@ async fn a_clean_bucket_gives_no_finding() {
     };
     let found = Auditor::new(inv).with_s3_client(s3).run().await.unwrap();
     assert!(found.is_empty(), "{found:?}");
-    assert_eq!(rules.iter().map(Rule::num_calls).collect::<Vec<_>>(), [1, 1, 1, 1, 1, 1, 1]);
+    assert_eq!(rules.iter().map(Rule::num_calls).collect::<Vec<_>>(), [1; 8]);
 }
 
 // ------------------------------------------------------------------ KMS
@@ -680,6 +734,8 @@ async fn export_bucket_findings(policy: &'static str) -> Vec<Finding> {
         mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(owner_only_acl),
         no_lifecycle(),
         no_replication(),
+        lock_enabled(),
+        sse_s3(),
     ];
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules);
     Auditor::new(inv).with_s3_client(s3).run().await.unwrap()
@@ -818,10 +874,12 @@ async fn escrow_tables_need_pitr_deletion_protection_and_no_ttl() {
             (Severity::High, "dynamodb.table.deletion-protection", "dynamodb://escrow-orders"),
             (Severity::High, "dynamodb.table.missing", "dynamodb://escrow-users"),
             (Severity::High, "dynamodb.table.pitr", "dynamodb://escrow-orders"),
+            (Severity::High, "dynamodb.table.sse", "dynamodb://escrow-orders"),
             (Severity::High, "dynamodb.table.ttl", "dynamodb://escrow-orders"),
         ]
     );
-    assert!(found[3].problem.contains("expires"), "{found:?}");
+    assert!(found[3].problem.contains("AWS owned key"), "{found:?}");
+    assert!(found[4].problem.contains("expires"), "{found:?}");
     assert_eq!(rules.iter().map(Rule::num_calls).collect::<Vec<_>>(), [1, 1, 1, 1, 1]);
 }
 

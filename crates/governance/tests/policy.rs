@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use escrow_sync_governance::inventory::{
-    Ec2Grant, Inventory, ManifestLocation, RdsGrant, RedshiftGrant, S3Grant, TableGrant, TrailGrant,
+    Ec2Grant, Ec2LockGrant, Inventory, ManifestLocation, RdsGrant, RedshiftGrant, S3Grant,
+    TableGrant, TrailGrant,
 };
 use escrow_sync_governance::policy::{self, EXTERNAL_ID_PLACEHOLDER};
 
@@ -175,6 +176,7 @@ fn by_sid<'a>(all: &'a [Value], sid: &str) -> &'a Value {
 const UNSCOPABLE: &[&str] = &[
     "ec2:DescribeSnapshots",
     "ec2:DescribeImages",
+    "ec2:DescribeLockedSnapshots",
     "s3:ListAllMyBuckets",
     "rds:DescribeEvents",
     "rds:DescribeDBSnapshots",
@@ -184,6 +186,7 @@ const UNSCOPABLE: &[&str] = &[
     // The audit looks at every role, trail and snapshot share the escrow
     // holds, not only those the config names.
     "iam:ListRoles",
+    "iam:ListUsers",
     "cloudtrail:DescribeTrails",
     "cloudtrail:ListTrails",
     "cloudtrail:GetTrailStatus",
@@ -439,7 +442,14 @@ fn the_escrow_side_writes_its_own_resources_and_deletes_only_where_pruning() {
     let write = list(&by_sid(&all, "EscrowWriteEscrowAssets")["Action"]);
     assert!(write.contains(&"s3:PutObjectRetention".to_string()), "object lock: {write:?}");
     let journal = by_sid(&all, "EscrowJournalEscrowAssets");
-    assert_eq!(journal["Resource"], "arn:aws:s3:::escrow-assets/.escrow-sync-uploads/*");
+    // The upload journal and, under Object Lock, the retention ledger.
+    assert_eq!(
+        journal["Resource"],
+        serde_json::json!([
+            "arn:aws:s3:::escrow-assets/.escrow-sync-retention/*",
+            "arn:aws:s3:::escrow-assets/.escrow-sync-uploads/*"
+        ])
+    );
     assert!(
         list(&by_sid(&all, "EscrowWriteEscrowManifests")["Resource"])
             .contains(&"arn:aws:s3:::escrow-manifests/runs/*".to_string())
@@ -490,6 +500,53 @@ fn the_escrow_side_writes_its_own_resources_and_deletes_only_where_pruning() {
     let key = by_sid(&all, "UseEscrowKey");
     assert_eq!(key["Resource"], "arn:aws:kms:us-east-1:222222222222:key/*");
     assert_eq!(key["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"], "alias/escrow");
+}
+
+#[test]
+fn ec2_locks_are_granted_with_a_lock_only_and_on_escrow_copies_only() {
+    let mut inv = inventory();
+    for j in &mut inv.ec2 {
+        j.prunes = false;
+    }
+    let plain = policy::generate(&inv);
+    let text = plain.escrow.operator_policy.to_string();
+    for a in [
+        "ec2:LockSnapshot",
+        "ec2:EnableImageDeregistrationProtection",
+        "ec2:DescribeLockedSnapshots",
+    ] {
+        assert!(!text.contains(a), "{a} without a lock or prune");
+    }
+    assert!(!plain.escrow.audit_policy.to_string().contains("ec2:DescribeLockedSnapshots"));
+    let amis = inv.ec2.iter_mut().find(|j| j.images).unwrap();
+    amis.lock = Some(Ec2LockGrant { mode: "compliance".into(), days: 30 });
+    let p = policy::generate(&inv);
+    let all = statements(&p.escrow.operator_policy);
+    let lock = by_sid(&all, "LockEc2Copies");
+    assert_eq!(list(&lock["Action"]), ["ec2:LockSnapshot"]);
+    assert_eq!(list(&lock["Resource"]), ["arn:aws:ec2:us-east-1::snapshot/*"]);
+    assert_eq!(
+        lock["Condition"]["StringEquals"]["aws:ResourceTag/escrow-sync:source-account"],
+        PRIMARY
+    );
+    let protect = by_sid(&all, "ProtectEc2Images");
+    assert_eq!(list(&protect["Action"]), ["ec2:EnableImageDeregistrationProtection"]);
+    assert_eq!(list(&protect["Resource"]), ["arn:aws:ec2:us-east-1::image/*"]);
+    assert_eq!(
+        protect["Condition"]["StringEquals"]["aws:ResourceTag/escrow-sync:source-account"],
+        PRIMARY
+    );
+    assert_eq!(by_sid(&all, "ReadEc2Locks")["Resource"], "*");
+    let text = p.escrow.operator_policy.to_string();
+    for never in ["ec2:UnlockSnapshot", "ec2:DisableImageDeregistrationProtection"] {
+        assert!(!text.contains(never), "{never} granted");
+    }
+    let audit = statements(&p.escrow.audit_policy);
+    assert_eq!(list(&by_sid(&audit, "AuditEc2Locks")["Action"]), ["ec2:DescribeLockedSnapshots"]);
+    assert_eq!(
+        list(&by_sid(&audit, "AuditCopyKeys")["Resource"]),
+        ["arn:aws:kms:us-east-1:222222222222:key/*"]
+    );
 }
 
 #[test]

@@ -20,6 +20,15 @@ use crate::util::{PaceExt, s3_error, url};
 /// under it are never listed as escrow items.
 pub const JOURNAL_DIR: &str = ".escrow-sync-uploads/";
 
+/// Whether `key` (under the destination prefix) falls in one of
+/// escrow-sync's own folders there: the upload journal ([`JOURNAL_DIR`]) or
+/// the retention ledger ([`crate::RETENTION_DIR`]). Such keys are never
+/// listed as escrow items, never copied from the primary and never written
+/// as records.
+pub(crate) fn own_folder(key: &str) -> bool {
+    key.starts_with(JOURNAL_DIR) || key.starts_with(crate::renew::RETENTION_DIR)
+}
+
 /// The largest journal entry escrow-sync writes (a key name, at most 1,024
 /// bytes): anything larger under [`JOURNAL_DIR`] is not its own.
 const MAX_JOURNAL_ENTRY: u64 = 1024;

@@ -61,6 +61,7 @@ mod multipart;
 mod protect;
 mod range;
 mod record;
+mod renew;
 mod restore;
 mod sink;
 mod source;
@@ -81,6 +82,7 @@ pub use multipart::{
     DEFAULT_MEMORY_LIMIT, MAX_PARTS, MIN_PART_SIZE, MultipartOptions, SOURCE_ETAG_META, part_ranges,
 };
 pub use protect::{LockMode, ObjectLock, Protection};
+pub use renew::{RETENTION_DIR, Renewal};
 pub use restore::{
     S3RestoreSource, bucket_exists, compare_with_target, create_bucket, delete_bucket_and_contents,
     object_sha256,

@@ -51,7 +51,7 @@ pub const DEFAULT_MANIFEST_PART_SIZE: u64 = 64 * 1024 * 1024;
 ///     .with_protection(
 ///         Protection::new()
 ///             .with_kms_key_id(Some("alias/escrow".into()))
-///             .with_object_lock(Some(ObjectLock { mode: LockMode::Compliance, days: 30 })),
+///             .with_object_lock(Some(ObjectLock::new(LockMode::Compliance, 30))),
 ///     );
 /// let key = store.put_spooled(&id, spooled).await?;
 /// let (latest, manifest) = store.latest().await?.expect("just written");
@@ -75,10 +75,12 @@ impl ManifestStore {
         bucket: impl Into<String>,
         prefix: impl Into<String>,
     ) -> Self {
+        let prefix = prefix.into();
         ManifestStore {
             sink: S3Sink::from_client(s3, bucket)
-                .with_multipart(Self::multipart(DEFAULT_MANIFEST_PART_SIZE)),
-            prefix: prefix.into(),
+                .with_multipart(Self::multipart(DEFAULT_MANIFEST_PART_SIZE))
+                .with_ledger_scope(prefix.clone()),
+            prefix,
             protection: Protection::new(),
             retry: RetryPolicy::default(),
             invalid_lock: None,
@@ -131,7 +133,7 @@ impl ManifestStore {
         let lock = match lock {
             None => None,
             Some((mode, days)) => match LockMode::parse(&mode) {
-                Some(mode) => Some(ObjectLock { mode, days }),
+                Some(mode) => Some(ObjectLock::new(mode, days)),
                 None => {
                     self.invalid_lock = Some(format!(
                         "manifest object_lock mode {mode:?} is not COMPLIANCE or GOVERNANCE: set \
@@ -203,6 +205,14 @@ impl ManifestStore {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Extends the Object Lock retention of the records under this store's
+    /// prefix whose lock ends within the renewal window (records are kept
+    /// for good: every one is renewed); see [`S3Sink::renew_retention`].
+    /// Nothing to do without a lock.
+    pub async fn renew_retention(&self) -> Result<crate::Renewal> {
+        self.sink.renew_retention(|_| async { Ok(true) }).await
     }
 
     /// Aborts the multipart uploads of manifests (and of anything else this

@@ -34,16 +34,37 @@ impl LockMode {
     }
 }
 
-/// Retention set on every copy: `mode` for `days` days from the copy.
+/// Retention set on every copy: `mode` for `days` days from the copy,
+/// extended to `days` from the run by every run once fewer than
+/// `renew_within_days` are left ([`crate::S3Sink::renew_retention`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectLock {
     /// The mode.
     pub mode: LockMode,
-    /// Days of retention from the time of the copy.
+    /// Days of retention from the time of the copy (or of the renewal).
     pub days: u32,
+    /// Renewed when fewer days than this are left (default: a quarter of
+    /// `days`, at least 1).
+    pub renew_within_days: u32,
 }
 
 impl ObjectLock {
+    /// `mode` for `days` days, renewed within the last quarter of them.
+    pub fn new(mode: LockMode, days: u32) -> Self {
+        ObjectLock { mode, days, renew_within_days: Self::default_renew_within(days) }
+    }
+
+    /// The default renewal window: a quarter of `days`, at least one day.
+    pub fn default_renew_within(days: u32) -> u32 {
+        days.div_ceil(4).max(1)
+    }
+
+    /// Renews when fewer than `days` are left.
+    pub fn with_renew_within_days(mut self, days: u32) -> Self {
+        self.renew_within_days = days;
+        self
+    }
+
     /// The retain-until time for a copy made now.
     pub fn retain_until(&self) -> SystemTime {
         SystemTime::now() + Duration::from_secs(u64::from(self.days) * 86_400)

@@ -28,21 +28,35 @@ impl S3Sink {
     /// Either way the object appears whole or not at all. Protected as every
     /// copy of this sink is ([`S3Sink::with_protection`]). One attempt: the
     /// caller retries retryable errors (parts are retried on their own).
+    /// Under Object Lock the record enters the retention ledger, renewed
+    /// like every copy ([`S3Sink::renew_retention`]).
     pub async fn write_record(
         &self,
         key: &str,
         body: Arc<dyn RangeRead>,
         content_type: &str,
     ) -> Result<Receipt> {
+        let receipt = self.put_record(key, body, content_type).await?;
+        self.ledger_record(&self.dest_key(key)).await?;
+        Ok(receipt)
+    }
+
+    async fn put_record(
+        &self,
+        key: &str,
+        body: Arc<dyn RangeRead>,
+        content_type: &str,
+    ) -> Result<Receipt> {
         let dest_key = format!("{}{key}", self.dest_prefix());
-        if key.starts_with(crate::journal::JOURNAL_DIR) {
+        if crate::journal::own_folder(key) {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 "s3:PutObject",
                 url(self.bucket(), &dest_key),
                 format!(
-                    "the key falls in escrow-sync's upload journal folder {}: choose another key",
-                    crate::journal::JOURNAL_DIR
+                    "the key falls in escrow-sync's own folder {} or {}: choose another key",
+                    crate::journal::JOURNAL_DIR,
+                    crate::renew::RETENTION_DIR
                 ),
             ));
         }

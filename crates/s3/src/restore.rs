@@ -446,9 +446,8 @@ impl Source for S3RestoreSource {
                 {
                     // escrow-sync's own multipart journal (under the job's
                     // escrow prefix) is not data.
-                    let journal = key
-                        .strip_prefix(strip.as_str())
-                        .is_some_and(|k| k.starts_with(crate::journal::JOURNAL_DIR));
+                    let journal =
+                        key.strip_prefix(strip.as_str()).is_some_and(crate::journal::own_folder);
                     let unstripped = key.strip_prefix(strip.as_str()).unwrap_or(&key);
                     if journal || only.as_ref().is_some_and(|keys| !keys.contains(unstripped)) {
                         continue;

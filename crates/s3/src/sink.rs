@@ -38,6 +38,8 @@ pub struct S3Sink {
     versions: bool,
     cleanup: Cleanup,
     list_ranges: usize,
+    ledger: crate::renew::Ledger,
+    ledger_scope: String,
 }
 
 /// The background clean-up of a sink's copies that were dropped half-way
@@ -91,6 +93,8 @@ impl S3Sink {
             versions: false,
             cleanup: Cleanup::default(),
             list_ranges: crate::list::DEFAULT_LIST_RANGES,
+            ledger: crate::renew::Ledger::default(),
+            ledger_scope: String::new(),
         }
     }
 
@@ -101,6 +105,24 @@ impl S3Sink {
     /// does).
     pub async fn settle(&self) {
         self.cleanup.settle().await;
+    }
+
+    pub(crate) fn ledger(&self) -> &crate::renew::Ledger {
+        &self.ledger
+    }
+
+    /// What the retention ledger covers, under the destination prefix
+    /// (default: all of it): the ledger lives in `<scope>` and a first
+    /// renewal pass enters the copies there
+    /// ([`S3Sink::renew_retention`]). For a sink that writes several
+    /// stores' objects into one bucket (export generations of one table).
+    pub fn with_ledger_scope(mut self, scope: impl Into<String>) -> Self {
+        self.ledger_scope = scope.into();
+        self
+    }
+
+    pub(crate) fn ledger_scope(&self) -> &str {
+        &self.ledger_scope
     }
 
     pub(crate) fn cleanup(&self) -> &Cleanup {
@@ -222,7 +244,7 @@ impl S3Sink {
         &self.bucket
     }
 
-    fn dest_key(&self, key: &str) -> String {
+    pub(crate) fn dest_key(&self, key: &str) -> String {
         format!("{}{}", self.dest_prefix, key)
     }
 
@@ -464,9 +486,7 @@ impl Sink for S3Sink {
     fn list(&self, scope: &Scope) -> ItemStream<'_> {
         // escrow-sync's own upload journal is not escrow data.
         list_keys(self.versions, self.list_request(scope))
-            .try_filter(|item| {
-                futures::future::ready(!item.key.starts_with(crate::journal::JOURNAL_DIR))
-            })
+            .try_filter(|item| futures::future::ready(!crate::journal::own_folder(&item.key)))
             .boxed()
     }
 
@@ -564,26 +584,29 @@ impl Sink for S3Sink {
     }
 
     async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
-        if item.key.starts_with(crate::journal::JOURNAL_DIR) {
+        if crate::journal::own_folder(&item.key) {
             // Only escrow-sync writes its own records: a source key there
-            // could plant journal entries that a later run acts on.
+            // could plant journal or ledger entries that a later run acts on.
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 "s3:CopyObject",
                 url(&self.bucket, &self.dest_key(&item.key)),
                 format!(
-                    "the key falls in escrow-sync's own journal folder {}: not copied, so \
+                    "the key falls in escrow-sync's own folder {} or {}: not copied, so \
                      that nothing in the primary can write escrow-sync's records; rename the \
                      object in the primary, or give the job a prefix that leaves it out",
-                    crate::journal::JOURNAL_DIR
+                    crate::journal::JOURNAL_DIR,
+                    crate::renew::RETENTION_DIR
                 ),
             ));
         }
-        match payload {
+        let receipt = match payload {
             Payload::Reference(r) if self.versions => self.write_versions(item, r).await,
             Payload::Reference(r) => self.copy(item, r).await,
             Payload::Ranged(r) => self.stream_in(item, r).await,
             bytes => self.put(item, bytes).await,
-        }
+        }?;
+        self.ledger_record(&self.dest_key(&item.key)).await?;
+        Ok(receipt)
     }
 }

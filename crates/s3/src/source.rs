@@ -144,6 +144,26 @@ impl S3Source {
         }
     }
 
+    /// Whether the primary still holds `key` (HeadObject: only a 404 is
+    /// "no"; any other error is an error, never taken for a deletion).
+    pub(crate) async fn contains(&self, key: &str) -> Result<bool> {
+        let res = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_expected_bucket_owner(self.owner.clone())
+            .send()
+            .paced(self.pacer.as_ref())
+            .await
+            .map_err(|e| s3_error(e, "s3:HeadObject", url(&self.bucket, key)));
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == escrow_sync_core::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The tags of `key` (of one version, if given).
     async fn object_tags(
         &self,

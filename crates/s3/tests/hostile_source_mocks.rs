@@ -63,6 +63,6 @@ async fn a_source_key_in_the_journal_folder_is_refused_without_a_request() {
     let payload = Payload::from_bytes("abc".into(), Default::default());
     let err = sink(&rules).write(&item, payload).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
-    assert!(err.to_string().contains("journal folder"), "{err}");
+    assert!(err.to_string().contains(escrow_sync_s3::JOURNAL_DIR), "{err}");
     assert_eq!(put.num_calls(), 0);
 }

@@ -258,7 +258,7 @@ const KEY_ARN: &str = "arn:aws:kms:us-east-1:222222222222:key/escrow";
 fn protection(mode: LockMode, days: u32) -> Protection {
     Protection::new()
         .with_kms_key_id(Some(KEY_ARN.into()))
-        .with_object_lock(Some(ObjectLock { mode, days }))
+        .with_object_lock(Some(ObjectLock::new(mode, days)))
 }
 
 async fn text_of(spooled: &Spooled) -> Vec<u8> {

@@ -668,10 +668,10 @@ async fn protected_copies_carry_the_escrow_key_retention_and_the_source_etag() {
     let sink = S3Sink::from_client(client(&[&head, &copy]), "dst").with_protection(
         escrow_sync_s3::Protection::new()
             .with_kms_key_id(Some("alias/escrow".into()))
-            .with_object_lock(Some(escrow_sync_s3::ObjectLock {
-                mode: escrow_sync_s3::LockMode::Compliance,
-                days: 30,
-            })),
+            .with_object_lock(Some(escrow_sync_s3::ObjectLock::new(
+                escrow_sync_s3::LockMode::Compliance,
+                30,
+            ))),
     );
     let (item, src) = big_ref(1024);
     let receipt = sink.write(&item, Payload::Reference(src)).await.unwrap();

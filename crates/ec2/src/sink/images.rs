@@ -19,6 +19,7 @@ use escrow_sync_core::{
 };
 
 use crate::api::*;
+use crate::lock::{self, SnapshotLock};
 
 /// The escrow account's copies of AMIs (with their snapshots), encrypted
 /// with the escrow key, found by their provenance tag.
@@ -28,6 +29,7 @@ pub struct AmiSink {
     region: String,
     kms_key_id: Option<String>,
     job: Option<String>,
+    lock: Option<SnapshotLock>,
     timeout: Duration,
     max_poll: Duration,
 }
@@ -41,6 +43,7 @@ impl AmiSink {
             region: region.into(),
             kms_key_id: None,
             job: None,
+            lock: None,
             timeout: Duration::from_secs(12 * 3600),
             max_poll: Duration::from_secs(60),
         }
@@ -58,6 +61,16 @@ impl AmiSink {
     /// that `prune` tells the job's copies from escrow's records alone.
     pub fn with_job(mut self, job: Option<String>) -> Self {
         self.job = job;
+        self
+    }
+
+    /// Keeps every copy's backing snapshots under EBS Snapshot Lock as
+    /// `lock` says and every copy under deregistration protection (with the
+    /// 24-hour cooldown in compliance mode):
+    /// [`Retained::keep_locked`] sets and renews them; `verify` reports a
+    /// copy without them as `unprotected`. `None` (the default): neither.
+    pub fn with_lock(mut self, lock: Option<SnapshotLock>) -> Self {
+        self.lock = lock;
         self
     }
 
@@ -361,6 +374,24 @@ impl Sink for AmiSink {
                 ids.len() - snapshots.len()
             ));
         }
+        if let Some(want) = &self.lock {
+            if !lock::protected(&copy) {
+                problems.push(format!(
+                    "escrow copy {id} has no deregistration protection ({}), while \
+                     the job's lock asks for it; the next run turns it on",
+                    copy.deregistration_protection().unwrap_or("disabled")
+                ));
+            }
+            let locks = lock::describe_locks(&self.ec2, &ids, &self.resource(&item.key)).await?;
+            let now = lock::now();
+            for snapshot in &ids {
+                let current = locks.get(snapshot);
+                if !current.is_some_and(|l| l.in_force(now)) {
+                    let what = format!("escrow copy {id} (backing snapshot {snapshot})");
+                    problems.push(lock::unlocked_problem(&what, current, want));
+                }
+            }
+        }
         Ok(problems)
     }
 }
@@ -393,6 +424,74 @@ impl Retained for AmiSink {
                 })
             })
             .collect())
+    }
+
+    /// The copies deregistration protection keeps (on, or within its
+    /// cooldown), or whose backing snapshots a lock in force keeps.
+    async fn locked(&self, copies: &[EscrowCopy]) -> Result<BTreeMap<String, String>> {
+        let wanted: std::collections::BTreeSet<&str> =
+            copies.iter().map(|c| c.id.as_str()).collect();
+        let images: Vec<Image> = self
+            .copies_of(None)
+            .await?
+            .into_iter()
+            .filter(|i| i.image_id().is_some_and(|id| wanted.contains(id)))
+            .collect();
+        let backing: Vec<String> = images.iter().flat_map(backing_snapshots).collect();
+        let locks = lock::describe_locks(&self.ec2, &backing, &Retained::describe(self)).await?;
+        let now = lock::now();
+        let mut out = BTreeMap::new();
+        for image in &images {
+            let id = image.image_id().unwrap_or_default().to_string();
+            let mut why = Vec::new();
+            if lock::protection_holds(image) {
+                why.push(format!(
+                    "deregistration protection ({})",
+                    image.deregistration_protection().unwrap_or_default()
+                ));
+            }
+            for snapshot in backing_snapshots(image) {
+                if let Some(l) = locks.get(&snapshot).filter(|l| l.in_force(now)) {
+                    why.push(format!("backing snapshot {snapshot} {}", l.reason()));
+                }
+            }
+            if !why.is_empty() {
+                out.insert(id, why.join(", "));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Turns deregistration protection on for the complete `copies` without
+    /// it, and locks (or renews the locks of) their backing snapshots
+    /// (nothing without a `lock`).
+    async fn keep_locked(&self, copies: &[EscrowCopy]) -> Result<escrow_sync_core::LockUpkeep> {
+        let Some(want) = &self.lock else {
+            return Ok(Default::default());
+        };
+        let wanted: std::collections::BTreeSet<&str> =
+            copies.iter().filter(|c| c.complete).map(|c| c.id.as_str()).collect();
+        if wanted.is_empty() {
+            return Ok(Default::default());
+        }
+        let resource = Retained::describe(self);
+        let images: Vec<Image> = self
+            .copies_of(None)
+            .await?
+            .into_iter()
+            .filter(|i| i.image_id().is_some_and(|id| wanted.contains(id)))
+            .collect();
+        let mut upkeep = escrow_sync_core::LockUpkeep::default();
+        for image in images.iter().filter(|i| !lock::protected(i)) {
+            let id = image.image_id().unwrap_or_default();
+            lock::protect_image(&self.ec2, id, want, &resource).await?;
+            upkeep.protected += 1;
+        }
+        let backing: Vec<String> = images.iter().flat_map(backing_snapshots).collect();
+        let snapshots =
+            lock::keep_snapshots_locked(&self.ec2, want, &backing, lock::now(), &resource).await?;
+        upkeep.absorb(snapshots);
+        Ok(upkeep)
     }
 
     /// Deregisters the copy, then deletes its backing snapshots (found

@@ -15,6 +15,7 @@ use escrow_sync_core::{
 };
 
 use crate::api::*;
+use crate::lock::{self, SnapshotLock};
 
 /// The provenance tags of an escrow copy of `snapshot_id`.
 pub fn provenance_tags(
@@ -44,6 +45,7 @@ pub struct EbsSnapshotSink {
     region: String,
     kms_key_id: Option<String>,
     job: Option<String>,
+    lock: Option<SnapshotLock>,
     timeout: Duration,
     max_poll: Duration,
     /// Every escrow-sync copy escrow held when first asked after the last
@@ -64,6 +66,7 @@ impl EbsSnapshotSink {
             region: region.into(),
             kms_key_id: None,
             job: None,
+            lock: None,
             timeout: Duration::from_secs(12 * 3600),
             max_poll: Duration::from_secs(60),
             known: Default::default(),
@@ -120,6 +123,15 @@ impl EbsSnapshotSink {
     /// that `prune` tells the job's copies from escrow's records alone.
     pub fn with_job(mut self, job: Option<String>) -> Self {
         self.job = job;
+        self
+    }
+
+    /// Keeps every copy under EBS Snapshot Lock as `lock` says
+    /// ([`Retained::keep_locked`](escrow_sync_core::Retained::keep_locked)
+    /// locks and renews; `verify` reports a copy without a lock in force as
+    /// `unprotected`). `None` (the default): copies are not locked.
+    pub fn with_lock(mut self, lock: Option<SnapshotLock>) -> Self {
+        self.lock = lock;
         self
     }
 
@@ -293,9 +305,20 @@ impl Sink for EbsSnapshotSink {
             return Ok(vec!["no completed escrow copy".to_string()]);
         };
         let id = copy.snapshot_id().unwrap_or("?");
-        Ok(key_problem(id, copy.encrypted(), copy.kms_key_id(), self.kms_key_id.as_deref())
-            .into_iter()
-            .collect())
+        let mut problems: Vec<String> =
+            key_problem(id, copy.encrypted(), copy.kms_key_id(), self.kms_key_id.as_deref())
+                .into_iter()
+                .collect();
+        if let Some(want) = &self.lock {
+            let ids = [id.to_string()];
+            let locks = lock::describe_locks(&self.ec2, &ids, &self.resource(&item.key)).await?;
+            let current = locks.get(id);
+            if !current.is_some_and(|l| l.in_force(lock::now())) {
+                let what = format!("escrow copy {id}");
+                problems.push(lock::unlocked_problem(&what, current, want));
+            }
+        }
+        Ok(problems)
     }
 }
 
@@ -336,6 +359,35 @@ impl escrow_sync_core::Retained for EbsSnapshotSink {
                 })
             })
             .collect())
+    }
+
+    /// The copies a snapshot lock in force keeps (whatever this sink's own
+    /// `lock` says: a lock set earlier holds).
+    async fn locked(
+        &self,
+        copies: &[escrow_sync_core::EscrowCopy],
+    ) -> Result<BTreeMap<String, String>> {
+        let ids: Vec<String> = copies.iter().map(|c| c.id.clone()).collect();
+        let now = lock::now();
+        Ok(lock::describe_locks(&self.ec2, &ids, "escrow snapshots")
+            .await?
+            .into_iter()
+            .filter(|(_, l)| l.in_force(now))
+            .map(|(id, l)| (id, l.reason()))
+            .collect())
+    }
+
+    /// Locks the complete `copies` without a lock in force and renews the
+    /// locks lapsing within the window (nothing without a `lock`).
+    async fn keep_locked(
+        &self,
+        copies: &[escrow_sync_core::EscrowCopy],
+    ) -> Result<escrow_sync_core::LockUpkeep> {
+        let Some(want) = &self.lock else {
+            return Ok(Default::default());
+        };
+        let ids: Vec<String> = copies.iter().filter(|c| c.complete).map(|c| c.id.clone()).collect();
+        lock::keep_snapshots_locked(&self.ec2, want, &ids, lock::now(), "escrow snapshots").await
     }
 
     async fn delete_copy(&self, copy: &escrow_sync_core::EscrowCopy) -> Result<()> {

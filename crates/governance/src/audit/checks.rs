@@ -155,8 +155,9 @@ fn escrow_buckets(a: &Auditor) -> BTreeMap<String, EscrowBucket> {
 }
 
 pub(super) async fn buckets(a: &Auditor, s3: &aws_sdk_s3::Client, f: &mut Findings) -> Result<()> {
+    let key = super::hardening::escrow_key(a).await;
     for (bucket, need) in escrow_buckets(a) {
-        bucket_check(a, s3, &bucket, &need, f).await?;
+        bucket_check(a, s3, &bucket, &need, key.as_deref(), f).await?;
     }
     Ok(())
 }
@@ -319,6 +320,7 @@ async fn bucket_check(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     need: &EscrowBucket,
+    key: Option<&str>,
     f: &mut Findings,
 ) -> Result<()> {
     let resource = format!("s3://{bucket}");
@@ -392,6 +394,7 @@ async fn bucket_check(
             }
         }
     }
+    super::hardening::bucket(s3, bucket, need.object_lock, &uses, key, f).await?;
     lifecycle_check(s3, bucket, need, &resource, &uses, f).await?;
     replication_check(a, s3, bucket, &resource, &uses, f).await?;
     match s3.get_public_access_block().bucket(bucket).send().await {
@@ -714,11 +717,14 @@ pub(super) async fn tables(
     ddb: &aws_sdk_dynamodb::Client,
     f: &mut Findings,
 ) -> Result<()> {
+    let key = super::hardening::escrow_key(a).await;
     for (table, (uses, lazy)) in escrow_tables(a) {
         let resource = format!("dynamodb://{table}");
         let uses = uses.join(", ");
         match ddb.describe_table().table_name(&table).send().await {
             Ok(out) => {
+                let sse = out.table().and_then(|t| t.sse_description());
+                super::hardening::table_sse(&table, &uses, sse, key.as_deref(), f);
                 let protected =
                     out.table().and_then(|t| t.deletion_protection_enabled()).unwrap_or(false);
                 if !protected {
