@@ -977,7 +977,57 @@ tags = { backup = "true" }
         .send()
         .await
         .unwrap();
-    // Escrow-owned, unshared: clean.
+    // The escrow template's locked Recycle Bin rules (xtask's rbin model).
+    let rbin = aws_sdk_rbin::Client::new(world.escrow.sdk_config());
+    let lock = || {
+        aws_sdk_rbin::types::LockConfiguration::builder()
+            .unlock_delay(
+                aws_sdk_rbin::types::UnlockDelay::builder()
+                    .unlock_delay_value(14)
+                    .unlock_delay_unit(aws_sdk_rbin::types::UnlockDelayUnit::Days)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    };
+    let mut rules = Vec::new();
+    for kind in [
+        aws_sdk_rbin::types::ResourceType::EbsSnapshot,
+        aws_sdk_rbin::types::ResourceType::Ec2Image,
+    ] {
+        let rule = rbin
+            .create_rule()
+            .resource_type(kind)
+            .retention_period(
+                aws_sdk_rbin::types::RetentionPeriod::builder()
+                    .retention_period_value(14)
+                    .retention_period_unit(aws_sdk_rbin::types::RetentionPeriodUnit::Days)
+                    .build()
+                    .unwrap(),
+            )
+            .lock_configuration(lock())
+            .send()
+            .await
+            .expect("create a locked Recycle Bin rule");
+        rules.push(rule.identifier().unwrap().to_string());
+    }
+    // Escrow-owned, unshared, deletions recoverable: clean.
+    assert_clean(&world.audit(&config, &[]));
+
+    // An unlocked rule no longer counts (medium: exit 0 unless --fail-on).
+    rbin.unlock_rule().identifier(&rules[0]).send().await.expect("unlock");
+    let out = world.audit(&config, &["--fail-on", "medium"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert_eq!(found(&out), [("rbin.rule.missing".to_string(), "rbin://EBS_SNAPSHOT".to_string())]);
+    let f = finding(&out.json(), "rbin.rule.missing", "rbin://EBS_SNAPSHOT").clone();
+    assert_eq!(f["severity"], "medium");
+    assert!(f["problem"].as_str().unwrap().contains("pending_unlock"), "{f}");
+    rbin.lock_rule()
+        .identifier(&rules[0])
+        .lock_configuration(lock())
+        .send()
+        .await
+        .expect("lock again");
     assert_clean(&world.audit(&config, &[]));
 
     let mut p = Planted::new();

@@ -1,5 +1,8 @@
 //! `cargo xtask test`: the whole check, as `.ci/run` and the README run it.
 //!
+//! Besides the build, fmt, cargo-deny and the tests, it installs the pinned policy tools
+//! ([`policy_tools`]) and runs cfn-lint on both CloudFormation templates of the demo's config.
+//!
 //! One compile serves clippy, the tests and the `escrow-sync` binary (DESIGN.md §5): the build
 //! runs with `RUSTC_WORKSPACE_WRAPPER=clippy-driver` and `CLIPPY_ARGS` (what
 //! `cargo clippy -- -D warnings` sets), and every later cargo step gets exactly the same
@@ -14,6 +17,7 @@ use anyhow::{Context, Result};
 
 use crate::emulator;
 use crate::paths::Paths;
+use crate::policy_tools;
 use crate::process::{self, describe, failure_code, probe, run_status, secs};
 
 /// Separator `cargo clippy` puts after each argument in `CLIPPY_ARGS`.
@@ -235,6 +239,18 @@ pub fn test(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
         steps.skip("deny", "cargo-deny is not installed; `cargo install --locked cargo-deny`");
     }
 
+    // The pinned policy checkers (once), then cfn-lint on both templates of the demo's config;
+    // the reference data goes to tests/policy_reference.rs through the environment.
+    println!("\n==> policy tools");
+    let tools_started = Instant::now();
+    let tools = policy_tools::ensure_installed(paths)?;
+    steps.0.push(Step {
+        name: "policy tools".to_owned(),
+        passed: Some(true),
+        note: secs(tools_started.elapsed()),
+    });
+    steps.run("cfn-lint", &mut policy_tools::lint_templates(&tools, &paths.escrow_sync_bin())?)?;
+
     let tests_status = {
         println!("\n==> emulator");
         let emulator_started = Instant::now();
@@ -258,6 +274,7 @@ pub fn test(paths: &Paths, extra: Vec<String>) -> Result<ExitCode> {
             runner.args(["test", "--workspace", "--no-fail-fast"]);
         }
         runner.args(&extra);
+        runner.env(policy_tools::REFERENCE_ENV, &tools.reference);
         // Each fault test writes its count here (escrow_sync_testkit::record_faults).
         let counts_dir = paths.target.join(FAULT_COUNTS_DIR);
         match std::fs::remove_dir_all(&counts_dir) {

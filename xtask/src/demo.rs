@@ -28,8 +28,11 @@ const INCIDENT_SCRIPT: &str = include_str!("demo_incident.py");
 /// Creates the IAM identities from `escrow-sync policy` (see the file).
 const IAM_SCRIPT: &str = include_str!("demo_iam.py");
 
+/// Creates the escrow template's Recycle Bin rules (see the file).
+const RBIN_SCRIPT: &str = include_str!("demo_rbin.py");
+
 /// The demo's escrow-sync configuration; must agree with [`SEED_SCRIPT`].
-const DEMO_CONFIG: &str = r#"[escrow]
+pub const DEMO_CONFIG: &str = r#"[escrow]
 region = "us-east-1"
 role_arn = "arn:aws:iam::222222222222:role/escrow-operator"
 account_id = "222222222222"
@@ -477,6 +480,7 @@ fn audit_under_iam(
     if !status.success() {
         bail!("creating the roles from the generated policies failed ({status})");
     }
+    recycle_bin_rules(paths, files, bin, config, endpoint)?;
     let keys = fs::read_to_string(&keys).with_context(|| format!("reading {}", keys.display()))?;
     let (Some(key_id), Some(secret)) = (keys.lines().next(), keys.lines().nth(1)) else {
         bail!("demo_iam.py wrote no access key for the runner");
@@ -493,6 +497,46 @@ fn audit_under_iam(
     drop(enforced);
     println!("IAM enforcement off");
     result
+}
+
+/// The escrow administrator's part of the escrow template: its locked
+/// Recycle Bin rules, created from `escrow-sync policy --output
+/// cloudformation` ([`RBIN_SCRIPT`]), so the audit finds them.
+fn recycle_bin_rules(
+    paths: &Paths,
+    files: &Files,
+    bin: &Path,
+    config: &Path,
+    endpoint: &str,
+) -> Result<()> {
+    let demo_dir = config.parent().expect("the config is in the demo directory");
+    let mut templates = Command::new(bin);
+    templates
+        .args(["policy", "--output", "cloudformation", "--config"])
+        .arg(config)
+        .current_dir(demo_dir);
+    emulator::apply_client_env(&mut templates, paths, endpoint);
+    let out = templates.output().context("running escrow-sync policy --output cloudformation")?;
+    if !out.status.success() {
+        bail!(
+            "`escrow-sync policy --output cloudformation` exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let path = demo_dir.join("templates.json");
+    fs::write(&path, &out.stdout).with_context(|| format!("writing {}", path.display()))?;
+    let script = files.dir.join("demo_rbin.py");
+    fs::write(&script, RBIN_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+    let mut cmd = Command::new(files.python());
+    cmd.arg(&script).arg(endpoint).arg(&path);
+    emulator::apply_client_env(&mut cmd, paths, endpoint);
+    println!("the escrow template's locked Recycle Bin rules, from {}:", paths.display(&path));
+    let status = run_status(&mut cmd)?;
+    if !status.success() {
+        bail!("creating the escrow's Recycle Bin rules failed ({status})");
+    }
+    Ok(())
 }
 
 /// Runs one escrow-sync command with its output on the terminal; fails unless it exits 0.

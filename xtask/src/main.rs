@@ -6,6 +6,8 @@
 //! - `cargo xtask demo`: two accounts on the emulator, then `escrow-sync plan/run/verify`.
 //! - `cargo xtask bench [-- ARGS]`: the criterion benchmarks; `bench s3 [--store s3s-fs]
 //!   [--peers]`: the S3 benchmark, with `--peers` beside s5cmd and rclone.
+//! - `cargo xtask policy-tools`: the pinned policy checkers (AWS's authorization reference data,
+//!   cfn-lint) under `target/policy-tools`; lints the demo's CloudFormation templates.
 //! - `cargo xtask dist`: the release binary, its shell completions and man pages in
 //!   `target/dist/`.
 //!
@@ -19,6 +21,7 @@ mod dist;
 mod emulator;
 mod paths;
 mod peers;
+mod policy_tools;
 mod process;
 mod store;
 
@@ -56,6 +59,9 @@ commands:
                      endpoints with peak RSS; ratio tables with escrow-sync = 1.00. Sizes:
                      ESCROW_SYNC_BENCH_OBJECTS (10000), _LARGE (4), _LARGE_MIB (256), _ROUNDS (2);
                      ESCROW_SYNC_BENCH_PROFILE (dev) is the cargo profile of the bench binary
+  policy-tools       install parliament==1.6.4 (its copy of AWS's Service Authorization Reference)
+                     and cfn-lint (pinned) into target/policy-tools/venv, print the reference's
+                     path for tests/policy_reference.rs, and cfn-lint the demo's templates
   dist               cargo build --release -p escrow-sync-cli --locked, then into target/dist/:
                      the binary, shell completions (bash, zsh, fish, powershell, elvish) in
                      completions/ and man pages in man/man1/, written by the binary itself
@@ -93,6 +99,8 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             demo::demo(&paths)
         }
         "bench" => bench(&paths, passthrough(rest)),
+        "policy-tools" if rest.is_empty() => policy_tools::command(&paths),
+        "policy-tools" => bail!("`policy-tools` takes no arguments (got {rest:?})"),
         "dist" if rest.is_empty() => dist::dist(&paths),
         "dist" => bail!("`dist` takes no arguments (got {rest:?})"),
         "help" | "-h" | "--help" => {

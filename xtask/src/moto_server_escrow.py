@@ -24,6 +24,9 @@ per table) and a LatestRestorableDateTime that follows the clock.
 moto_patch_cloudwatch.py speaks CloudWatch's RPC v2 CBOR protocol (the one
 the AWS SDK for Rust uses) for the metrics escrow-sync publishes.
 
+moto_patch_rbin.py models Recycle Bin retention rules (create, list, get,
+lock, unlock, delete), which moto lacks.
+
 The patches live beside this file, one module per service (moto_patch_*.py,
 written next to it by xtask).
 """
@@ -46,6 +49,7 @@ import moto_patch_iam  # noqa: E402,F401
 import moto_patch_cloudwatch  # noqa: E402,F401
 import moto_patch_s3  # noqa: E402,F401
 import moto_patch_dynamodb  # noqa: E402,F401
+import moto_patch_rbin  # noqa: E402,F401
 
 if __name__ == "__main__":
     from moto.server import main

@@ -153,6 +153,7 @@ pub fn inventory(config: &Config, escrow_account: Option<&str>) -> Result<Invent
                 dest_prefix: j.dest_prefix.clone(),
             })
             .collect(),
+        recycle_bin_days: Some(config.recycle_bin_days()),
         metrics: (config.escrow.metrics == Some(crate::spec::MetricsKind::Cloudwatch)).then(|| {
             escrow_sync_governance::inventory::MetricsGrant {
                 namespace: escrow_sync_core::layout::METRICS_NAMESPACE.into(),

@@ -443,6 +443,7 @@ impl Runner {
             outcome.streamed = streamed;
             if let Some(report) = outcome.report.as_mut() {
                 report.warnings.extend(warnings.iter().cloned());
+                report.notes.extend(backup_vault_note(kind).map(str::to_string));
             }
             outcome.error = lease::job_error(outcome.error.take(), lease_lost);
             outcomes.push(outcome);
@@ -525,6 +526,16 @@ impl<'a> Ready<'a> {
     }
 }
 
+/// The note of every `[[rds]]` and `[[redshift]]` report: those copies
+/// have no native lock (issue 17, point 2).
+pub(crate) fn backup_vault_note(kind: &str) -> Option<&'static str> {
+    matches!(kind, "rds" | "redshift").then_some(
+        "RDS and Redshift snapshot copies have no lock of their own: the escrow operator can \
+         delete them; for copies nobody can delete, enable the escrow template's AWS Backup \
+         vault with Vault Lock (policy --output cloudformation, parameter EnableBackupVault)",
+    )
+}
+
 /// The escrow side of an `[[s3]]` job, with escrow credentials.
 pub(crate) fn s3_sink(config: &Config, job: &S3Job, escrow: &escrow_sync_aws::Session) -> S3Sink {
     S3Sink::from_client(escrow_sync_s3::client(escrow), &job.dest_bucket)
@@ -555,4 +566,18 @@ pub(crate) fn s3_job(config: &Config, job: &S3Job, sessions: &Sessions) -> S3Cop
         .with_options(ExecutorOptions::new().with_concurrency(job.concurrency))
         .with_max_change_percent(job.max_change_percent)
         .with_abort_stale_uploads_after(Some(age))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rds_and_redshift_reports_recommend_the_locked_backup_vault() {
+        for kind in ["rds", "redshift"] {
+            let note = super::backup_vault_note(kind).unwrap();
+            assert!(note.contains("EnableBackupVault") && note.contains("Vault Lock"), "{note}");
+        }
+        for kind in ["s3", "dynamodb", "ec2", "cloudtrail"] {
+            assert_eq!(super::backup_vault_note(kind), None);
+        }
+    }
 }

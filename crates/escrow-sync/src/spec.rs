@@ -897,6 +897,11 @@ pub struct EscrowSection {
     /// (replaced atomically), e.g.
     /// `/var/lib/node_exporter/textfile_collector/escrow_sync.prom`.
     pub metrics_file: Option<String>,
+    /// How long Recycle Bin keeps a deleted escrow EBS snapshot or AMI
+    /// (default [`DEFAULT_RECYCLE_BIN_DAYS`], 1 to 365): the retention of
+    /// the locked rules `policy --output cloudformation` emits for `[[ec2]]`
+    /// jobs, and the least `audit` accepts.
+    pub recycle_bin_days: Option<u32>,
 }
 
 /// `[primary]`: the account being backed up.
@@ -1368,6 +1373,14 @@ impl Config {
             return Err(Error::invalid_config(format!(
                 "{origin}: [escrow] lease_ttl_seconds is {ttl}: use {MIN_LEASE_TTL_SECONDS} to \
                  {MAX_LEASE_TTL_SECONDS} seconds (a running job renews its lease every third of it)"
+            )));
+        }
+        if let Some(days) = self.escrow.recycle_bin_days
+            && !(1..=MAX_RECYCLE_BIN_DAYS).contains(&days)
+        {
+            return Err(Error::invalid_config(format!(
+                "{origin}: [escrow] recycle_bin_days is {days}: use 1 to {MAX_RECYCLE_BIN_DAYS} \
+                 days (Recycle Bin's retention range; default {DEFAULT_RECYCLE_BIN_DAYS})"
             )));
         }
         if let Some(problem) =
@@ -1957,6 +1970,10 @@ fn validate_dynamodb(job: &DynamoDbJob, at: &str) -> Result<()> {
 
 /// The shortest lease a config may ask for, in seconds.
 pub const MIN_LEASE_TTL_SECONDS: u64 = 10;
+/// `[escrow] recycle_bin_days` when not set.
+pub const DEFAULT_RECYCLE_BIN_DAYS: u32 = 14;
+/// The longest `[escrow] recycle_bin_days` (Recycle Bin's limit).
+pub const MAX_RECYCLE_BIN_DAYS: u32 = 365;
 /// The longest lease a config may ask for, in seconds (a day).
 pub const MAX_LEASE_TTL_SECONDS: u64 = 86_400;
 
@@ -1977,6 +1994,11 @@ pub enum LeasePlace {
 }
 
 impl Config {
+    /// `[escrow] recycle_bin_days`, or [`DEFAULT_RECYCLE_BIN_DAYS`].
+    pub fn recycle_bin_days(&self) -> u32 {
+        self.escrow.recycle_bin_days.unwrap_or(DEFAULT_RECYCLE_BIN_DAYS)
+    }
+
     /// How long a lease lasts unless renewed.
     pub fn lease_ttl(&self) -> std::time::Duration {
         self.escrow
@@ -2682,6 +2704,21 @@ concurrency = 8
         let rds = c.jobs().into_iter().find(|j| j.name() == "rds").unwrap();
         let LeasePlace::Nowhere(why) = c.lease_place(&rds) else { panic!("no lease") };
         assert!(why.contains("not prevented") && why.contains("manifest_bucket"), "{why}");
+    }
+
+    #[test]
+    fn recycle_bin_days_defaults_to_14_and_must_be_1_to_365() {
+        let c = Config::parse(GOOD, "escrow.toml").unwrap();
+        assert_eq!(c.recycle_bin_days(), 14);
+        let text = GOOD.replace("[escrow]", "[escrow]\nrecycle_bin_days = 365");
+        assert_eq!(Config::parse(&text, "escrow.toml").unwrap().recycle_bin_days(), 365);
+        for bad in ["0", "366"] {
+            let text = GOOD.replace("[escrow]", &format!("[escrow]\nrecycle_bin_days = {bad}"));
+            let err = Config::parse(&text, "escrow.toml").unwrap_err();
+            assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+            let err = err.to_string();
+            assert!(err.contains("recycle_bin_days is") && err.contains("1 to 365"), "{err}");
+        }
     }
 
     #[test]

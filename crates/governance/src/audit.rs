@@ -40,6 +40,10 @@
 //!   DescribeKey): missing, in another account, disabled, pending deletion
 //!   (`kms.key.missing`, `kms.key.foreign-account`, `kms.key.disabled`,
 //!   `kms.key.pending-deletion`, `kms.key.unusable`).
+//! - **Recycle Bin** (with `[[ec2]]` jobs; [`Severity::Medium`],
+//!   `rbin.rule.missing`): no locked Region-level retention rule keeping
+//!   deleted EBS snapshots (and, with AMI jobs, AMIs) at least `[escrow]
+//!   recycle_bin_days`, so one deletion of an escrow copy is final.
 //! - **CloudTrail**: no trail logging in the escrow account's region
 //!   (`cloudtrail.not-logging`, naming each stopped trail); a stopped trail
 //!   beside one that logs is [`Severity::Low`] (`cloudtrail.trail.stopped`).
@@ -75,6 +79,7 @@ mod checks;
 mod copies;
 mod hardening;
 mod principals;
+pub(crate) mod recycle_bin;
 
 use std::fmt;
 
@@ -178,6 +183,7 @@ struct EscrowClients {
     rds: Option<aws_sdk_rds::Client>,
     redshift: Option<aws_sdk_redshift::Client>,
     cloudtrail: Option<aws_sdk_cloudtrail::Client>,
+    rbin: Option<aws_sdk_rbin::Client>,
     sts: Option<aws_sdk_sts::Client>,
 }
 
@@ -243,6 +249,7 @@ impl Auditor {
             .with_rds_client(aws_sdk_rds::Client::new(conf))
             .with_redshift_client(aws_sdk_redshift::Client::new(conf))
             .with_cloudtrail_client(aws_sdk_cloudtrail::Client::new(conf))
+            .with_rbin_client(aws_sdk_rbin::Client::new(conf))
             // The runner: the identity whose credentials assumed the
             // escrow role (or the session's own).
             .with_sts_client(aws_sdk_sts::Client::new(escrow.runner_config()));
@@ -335,6 +342,13 @@ impl Auditor {
         self
     }
 
+    /// Checks the escrow's Recycle Bin rules with this client (with
+    /// `[[ec2]]` jobs).
+    pub fn with_rbin_client(mut self, client: aws_sdk_rbin::Client) -> Self {
+        self.escrow.rbin = Some(client);
+        self
+    }
+
     /// Tells the runner (the identity running the audit, by
     /// GetCallerIdentity) from other IAM users with this client; without it
     /// every IAM user is reported.
@@ -380,6 +394,9 @@ impl Auditor {
         copies::check(self, &mut f).await?;
         if let Some(ct) = &self.escrow.cloudtrail {
             checks::trails(self, ct, &mut f).await?;
+        }
+        if let Some(rbin) = &self.escrow.rbin {
+            recycle_bin::check(self, rbin, &mut f).await?;
         }
         if let Some(primary) = &self.primary {
             checks::isolation(self, primary, &mut f).await;

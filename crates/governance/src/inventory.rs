@@ -36,6 +36,21 @@ pub struct Inventory {
     /// `[escrow] metrics = "cloudwatch"`: the PutMetricData grant and the
     /// alarms.
     pub metrics: Option<MetricsGrant>,
+    /// `[escrow] recycle_bin_days`: how long the escrow's Recycle Bin rules
+    /// keep a deleted EBS snapshot or AMI copy (`None`:
+    /// [`DEFAULT_RECYCLE_BIN_DAYS`]; see [`Inventory::recycle_bin_days`]).
+    pub recycle_bin_days: Option<u32>,
+}
+
+/// How long Recycle Bin keeps a deleted escrow snapshot or AMI when the
+/// config does not say.
+pub const DEFAULT_RECYCLE_BIN_DAYS: u32 = 14;
+
+impl Inventory {
+    /// The Recycle Bin retention the escrow's rules must have, in days.
+    pub fn recycle_bin_days(&self) -> u32 {
+        self.recycle_bin_days.unwrap_or(DEFAULT_RECYCLE_BIN_DAYS)
+    }
 }
 
 /// CloudWatch metrics in the escrow account: `cloudwatch:PutMetricData` on

@@ -559,6 +559,10 @@ impl<'a> Ctx<'a> {
         let ami_ids: Vec<&String> = j.ids.iter().filter(|i| i.starts_with("ami-")).collect();
         let tags = tag_condition(&j.tags);
         let escrow = self.escrow_acct;
+        // Snapshots only: ec2:Add/userId and ec2:Remove/userId are keys of
+        // ModifySnapshotAttribute, not of ModifyImageAttribute (the Service
+        // Authorization Reference lists no account key for images): a
+        // statement for images guarded by them would never match on AWS.
         let share = json!({"StringEquals": {"ec2:Add/userId": escrow}});
         let unshare = json!({"StringEquals": {"ec2:Remove/userId": escrow}});
         // Snapshots: those named, else those tagged. An AMI's backing
@@ -597,13 +601,11 @@ impl<'a> Ctx<'a> {
             } else {
                 (vec![format!("arn:aws:ec2:{region}::image/*")], tags.clone())
             };
+            // Sharing and unsharing are one action on images, with no
+            // key for the account: one statement, selected AMIs only.
             out.push(when(
-                allow(sid("ShareImages", &j.name), &["ec2:ModifyImageAttribute"], img_res.clone()),
-                merge(share.clone(), img_tags.clone()),
-            ));
-            out.push(when(
-                allow(sid("UnshareImages", &j.name), &["ec2:ModifyImageAttribute"], img_res),
-                merge(unshare.clone(), img_tags),
+                allow(sid("ShareImages", &j.name), &["ec2:ModifyImageAttribute"], img_res),
+                img_tags,
             ));
         }
         if j.reencrypt_key.is_some() {
@@ -629,28 +631,31 @@ impl<'a> Ctx<'a> {
             // selection's: they are shared by that tag.
             let reencrypted = format!("aws:ResourceTag/{}", tags::REENCRYPTED_FROM);
             let reenc = json!({"Null": {reencrypted: "false"}});
-            for (action, prefix, r) in [
-                (
-                    "ec2:ModifySnapshotAttribute",
-                    "Snapshots",
-                    format!("arn:aws:ec2:{region}::snapshot/*"),
+            let snapshots = format!("arn:aws:ec2:{region}::snapshot/*");
+            out.push(when(
+                allow(
+                    sid("ShareReencryptedSnapshots", &j.name),
+                    &["ec2:ModifySnapshotAttribute"],
+                    vec![snapshots.clone()],
                 ),
-                ("ec2:ModifyImageAttribute", "Images", format!("arn:aws:ec2:{region}::image/*")),
-            ] {
-                if prefix == "Images" && !j.images {
-                    continue;
-                }
+                merge(share.clone(), reenc.clone()),
+            ));
+            out.push(when(
+                allow(
+                    sid("UnshareReencryptedSnapshots", &j.name),
+                    &["ec2:ModifySnapshotAttribute"],
+                    vec![snapshots],
+                ),
+                merge(unshare.clone(), reenc.clone()),
+            ));
+            if j.images {
                 out.push(when(
                     allow(
-                        sid(&format!("ShareReencrypted{prefix}"), &j.name),
-                        &[action],
-                        vec![r.clone()],
+                        sid("ShareReencryptedImages", &j.name),
+                        &["ec2:ModifyImageAttribute"],
+                        vec![format!("arn:aws:ec2:{region}::image/*")],
                     ),
-                    merge(share.clone(), reenc.clone()),
-                ));
-                out.push(when(
-                    allow(sid(&format!("UnshareReencrypted{prefix}"), &j.name), &[action], vec![r]),
-                    merge(unshare.clone(), reenc.clone()),
+                    reenc,
                 ));
             }
         }
@@ -717,10 +722,12 @@ impl<'a> Ctx<'a> {
     fn reader_redshift(&self, j: &RedshiftGrant, notes: &mut Vec<String>) -> Vec<Value> {
         let (region, acct) = (self.region, self.primary_acct);
         let snap = |id: &str| format!("arn:aws:redshift:{region}:{acct}:snapshot:*/{id}");
+        // AWS's rule: DescribeClusterSnapshots takes no resource, so only
+        // "*" matches it (scoped to snapshots it would never be allowed).
         let mut out = vec![allow(
             sid("DescribeRedshift", &j.name),
             &["redshift:DescribeClusterSnapshots"],
-            vec![snap("*"), format!("arn:aws:redshift:{region}:{acct}:cluster:*")],
+            vec!["*".into()],
         )];
         let mut named: Vec<String> =
             j.ids.iter().filter(|i| !i.starts_with("rs:")).map(|i| snap(i)).collect();
@@ -1171,6 +1178,15 @@ impl<'a> Ctx<'a> {
                 ],
             ));
         }
+        if !crate::audit::recycle_bin::rules(inv).is_empty() {
+            // AWS's rule: ListRules takes no resource.
+            out.push(allow("AuditRecycleBinRules", &["rbin:ListRules"], vec!["*".into()]));
+            out.push(allow(
+                "AuditRecycleBinRule",
+                &["rbin:GetRule"],
+                vec![format!("arn:aws:rbin:{region}:{escrow}:rule/*")],
+            ));
+        }
         if !inv.redshift.is_empty() {
             out.push(allow(
                 "AuditRedshiftShares",
@@ -1470,6 +1486,16 @@ impl<'a> Ctx<'a> {
                     .into(),
             );
         }
+        for j in self.inv.ec2.iter().filter(|j| j.images) {
+            notes.push(format!(
+                "job {}: AWS has no condition key for the accounts an AMI is shared with \
+                 (ec2:Add/userId is a key of snapshots only), so the reader role may share the \
+                 job's AMIs with any account: escrow-sync shares them with the escrow account \
+                 only; turn on block public access for AMIs in the primary \
+                 (ec2:EnableImageBlockPublicAccess) so that no one can make them public",
+                j.name
+            ));
+        }
         if !self.inv.s3.is_empty() {
             notes.push(
                 "source objects encrypted with a customer key of the primary also need that \
@@ -1653,6 +1679,14 @@ impl<'a> Ctx<'a> {
                 );
             }
         }
+        // Recycle Bin: a deleted escrow snapshot or AMI copy stays
+        // recoverable for recycle_bin_days (locked Region-level rules).
+        for rule in crate::audit::recycle_bin::rules(self.inv) {
+            resources.insert(
+                rule.logical_id.into(),
+                crate::audit::recycle_bin::template_resource(self.inv, &rule),
+            );
+        }
         let mut parameters = Map::new();
         if let Some(m) = &self.inv.metrics
             && !m.alarms.is_empty()
@@ -1705,6 +1739,16 @@ impl<'a> Ctx<'a> {
                 );
             }
         }
+        let mut outputs =
+            json!({"OperatorRoleArn": {"Value": {"Fn::GetAtt": ["OperatorRole", "Arn"]}}});
+        let mut conditions = Map::new();
+        if !self.inv.rds.is_empty() || !self.inv.redshift.is_empty() {
+            self.backup_vault(key_ref.as_ref(), &mut parameters, &mut conditions, &mut resources);
+            outputs["BackupVaultArn"] = json!({
+                "Condition": "BackupVaultEnabled",
+                "Value": {"Fn::GetAtt": ["EscrowBackupVault", "BackupVaultArn"]},
+            });
+        }
         let mut t = json!({
             "AWSTemplateFormatVersion": "2010-09-09",
             "Description": format!(
@@ -1712,15 +1756,95 @@ impl<'a> Ctx<'a> {
                 self.escrow_acct
             ),
             "Resources": resources,
-            "Outputs": {"OperatorRoleArn": {"Value": {"Fn::GetAtt": ["OperatorRole", "Arn"]}}},
+            "Outputs": outputs,
         });
         if !parameters.is_empty() {
             t["Parameters"] = Value::Object(parameters);
+        }
+        if !conditions.is_empty() {
+            t["Conditions"] = Value::Object(conditions);
         }
         if !metadata.is_empty() {
             t["Metadata"] = json!({"EscrowSync": metadata});
         }
         t
+    }
+}
+
+impl Ctx<'_> {
+    /// RDS and Redshift copies have no native lock: an AWS Backup vault
+    /// under Vault Lock in escrow, off unless `EnableBackupVault` is
+    /// `true`. Recovery points in it (copied in by the primary's AWS Backup
+    /// plans, `CopyIntoBackupVault`, the one thing the vault lets the
+    /// primary do) cannot be deleted before `BackupVaultMinRetentionDays`,
+    /// by anyone once the lock's grace period (`ChangeableForDays`) is
+    /// over.
+    fn backup_vault(
+        &self,
+        key: Option<&Value>,
+        parameters: &mut Map<String, Value>,
+        conditions: &mut Map<String, Value>,
+        resources: &mut Map<String, Value>,
+    ) {
+        parameters.insert(
+            "EnableBackupVault".into(),
+            json!({
+                "Type": "String",
+                "AllowedValues": ["true", "false"],
+                "Default": "false",
+                "Description": "true: an AWS Backup vault under Vault Lock (compliance mode) for RDS, Aurora and Redshift recovery points, which have no lock of their own",
+            }),
+        );
+        parameters.insert(
+            "BackupVaultMinRetentionDays".into(),
+            json!({
+                "Type": "Number",
+                "Default": 35,
+                "MinValue": 1,
+                "Description": "Vault Lock: no recovery point in the vault can be deleted before this many days",
+            }),
+        );
+        parameters.insert(
+            "BackupVaultChangeableForDays".into(),
+            json!({
+                "Type": "Number",
+                "Default": 3,
+                "MinValue": 3,
+                "Description": "Vault Lock grace period: after it the lock can be removed by no one (compliance mode)",
+            }),
+        );
+        conditions.insert(
+            "BackupVaultEnabled".into(),
+            json!({"Fn::Equals": [{"Ref": "EnableBackupVault"}, "true"]}),
+        );
+        let mut props = json!({
+            "BackupVaultName": "escrow-sync-vault",
+            "LockConfiguration": {
+                "MinRetentionDays": {"Ref": "BackupVaultMinRetentionDays"},
+                "ChangeableForDays": {"Ref": "BackupVaultChangeableForDays"},
+            },
+            // The primary may copy recovery points in, nothing else.
+            "AccessPolicy": document(vec![json!({
+                "Sid": "PrimaryCopiesInOnly",
+                "Effect": "Allow",
+                "Principal": {"AWS": format!("arn:aws:iam::{}:root", self.primary_acct)},
+                "Action": "backup:CopyIntoBackupVault",
+                "Resource": "*",
+            })]),
+        });
+        if let Some(k) = key {
+            props["EncryptionKeyArn"] = k.clone();
+        }
+        resources.insert(
+            "EscrowBackupVault".into(),
+            json!({
+                "Type": "AWS::Backup::BackupVault",
+                "Condition": "BackupVaultEnabled",
+                "DeletionPolicy": "Retain",
+                "UpdateReplacePolicy": "Retain",
+                "Properties": props,
+            }),
+        );
     }
 }
 

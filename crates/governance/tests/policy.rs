@@ -126,6 +126,7 @@ fn inventory() -> Inventory {
             dest_prefix: "ct/".into(),
         }],
         metrics: None,
+        recycle_bin_days: Some(10),
     }
 }
 
@@ -193,6 +194,8 @@ const UNSCOPABLE: &[&str] = &[
     "ec2:DescribeImageAttribute",
     // CloudTrail's public keys belong to no account.
     "cloudtrail:ListPublicKeys",
+    // Recycle Bin lists rules per account and region.
+    "rbin:ListRules",
 ];
 
 #[test]
@@ -293,14 +296,11 @@ fn the_reader_role_reads_and_shares_and_never_deletes() {
 fn sharing_is_limited_to_the_escrow_account() {
     let p = policy::generate(&inventory());
     let all = statements(&p.primary.reader_role.permission_policy);
-    let mut seen = 0;
+    let (mut snapshots, mut images) = (0, 0);
     for s in &all {
         let actions = list(&s["Action"]);
-        if actions
-            .iter()
-            .any(|a| a == "ec2:ModifySnapshotAttribute" || a == "ec2:ModifyImageAttribute")
-        {
-            seen += 1;
+        if actions.iter().any(|a| a == "ec2:ModifySnapshotAttribute") {
+            snapshots += 1;
             let c = &s["Condition"]["StringEquals"];
             let add = c.get("ec2:Add/userId");
             let remove = c.get("ec2:Remove/userId");
@@ -310,8 +310,31 @@ fn sharing_is_limited_to_the_escrow_account() {
             );
             assert!(add.is_none() || remove.is_none(), "{s}");
         }
+        if actions.iter().any(|a| a == "ec2:ModifyImageAttribute") {
+            images += 1;
+            assert_eq!(actions, ["ec2:ModifyImageAttribute"], "{s}");
+            // AWS sets no account key for ModifyImageAttribute: a statement
+            // guarded by one would never match (tests/policy_reference.rs).
+            let text = s.to_string();
+            assert!(!text.contains("userId"), "{s}");
+            // Selected AMIs only: named, tagged, or re-encrypted by escrow-sync.
+            assert!(
+                s["Resource"] != "*"
+                    && (s["Resource"] != "arn:aws:ec2:us-east-1::image/*"
+                        || s.get("Condition").is_some()),
+                "{s}"
+            );
+        }
     }
-    assert!(seen >= 4, "share and unshare of snapshots and images: {seen}");
+    assert!(snapshots >= 4, "share and unshare of snapshots: {snapshots}");
+    assert_eq!(images, 1, "one statement shares and unshares the named AMIs");
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("job amis") && n.contains("ec2:EnableImageBlockPublicAccess")),
+        "{:?}",
+        p.notes
+    );
     // Tag-selected snapshots are shared only when tagged.
     let ebs = by_sid(&all, "ShareSnapshotsEbs");
     assert_eq!(ebs["Condition"]["StringEquals"]["aws:ResourceTag/backup"], "true");
@@ -753,4 +776,87 @@ fn an_inventory_no_escrow_can_be_built_from_is_refused() {
         let err = policy::check(&inv).unwrap_err().to_string();
         assert!(err.contains(says), "{says}: {err}");
     }
+}
+
+#[test]
+fn the_escrow_template_locks_recycle_bin_rules_for_ec2_copies() {
+    let inv = inventory();
+    let (_, escrow) = policy::cloudformation(&inv);
+    for (logical, kind) in
+        [("RecycleBinEbsSnapshots", "EBS_SNAPSHOT"), ("RecycleBinImages", "EC2_IMAGE")]
+    {
+        let r = &escrow["Resources"][logical];
+        assert_eq!(r["Type"], "AWS::Rbin::Rule", "{logical}: {r}");
+        assert_eq!(r["DeletionPolicy"], "Retain");
+        let p = &r["Properties"];
+        assert_eq!(p["ResourceType"], kind);
+        // recycle_bin_days of the inventory, in days.
+        assert_eq!(
+            p["RetentionPeriod"],
+            serde_json::json!({"RetentionPeriodValue": 10, "RetentionPeriodUnit": "DAYS"})
+        );
+        // Locked, so Region-level: AWS cannot lock a rule with resource tags.
+        assert_eq!(
+            p["LockConfiguration"],
+            serde_json::json!({"UnlockDelayValue": 10, "UnlockDelayUnit": "DAYS"})
+        );
+        assert!(p.get("ResourceTags").is_none() && p.get("ExcludeResourceTags").is_none(), "{p}");
+    }
+    // The audit reads them.
+    let audit = statements(&policy::generate(&inv).escrow.audit_policy);
+    assert_eq!(list(&by_sid(&audit, "AuditRecycleBinRules")["Action"]), ["rbin:ListRules"]);
+    assert_eq!(
+        list(&by_sid(&audit, "AuditRecycleBinRule")["Resource"]),
+        ["arn:aws:rbin:us-east-1:222222222222:rule/*"]
+    );
+    // No AMI job: the snapshot rule only; no EC2 job: none.
+    let snapshots_only = Inventory {
+        ec2: inventory().ec2.into_iter().filter(|j| !j.images).collect(),
+        ..inventory()
+    };
+    let (_, escrow) = policy::cloudformation(&snapshots_only);
+    assert!(escrow["Resources"]["RecycleBinEbsSnapshots"].is_object());
+    assert!(escrow["Resources"].get("RecycleBinImages").is_none());
+    let none = Inventory { ec2: vec![], ..inventory() };
+    let (_, escrow) = policy::cloudformation(&none);
+    assert!(!escrow.to_string().contains("AWS::Rbin::Rule"));
+    assert!(!policy::generate(&none).escrow.audit_policy.to_string().contains("rbin:"));
+}
+
+#[test]
+fn rds_and_redshift_get_an_optional_locked_backup_vault_in_escrow() {
+    let (_, escrow) = policy::cloudformation(&inventory());
+    assert_eq!(escrow["Parameters"]["EnableBackupVault"]["Default"], "false");
+    assert_eq!(
+        escrow["Conditions"]["BackupVaultEnabled"],
+        serde_json::json!({"Fn::Equals": [{"Ref": "EnableBackupVault"}, "true"]})
+    );
+    let vault = &escrow["Resources"]["EscrowBackupVault"];
+    assert_eq!(vault["Type"], "AWS::Backup::BackupVault");
+    assert_eq!(vault["Condition"], "BackupVaultEnabled", "off unless enabled");
+    assert_eq!(vault["DeletionPolicy"], "Retain");
+    let lock = &vault["Properties"]["LockConfiguration"];
+    assert_eq!(lock["MinRetentionDays"], serde_json::json!({"Ref": "BackupVaultMinRetentionDays"}));
+    assert_eq!(
+        lock["ChangeableForDays"],
+        serde_json::json!({"Ref": "BackupVaultChangeableForDays"}),
+        "compliance mode after the grace period"
+    );
+    assert_eq!(escrow["Parameters"]["BackupVaultChangeableForDays"]["MinValue"], 3);
+    // Encrypted with the escrow key the template creates.
+    assert_eq!(
+        vault["Properties"]["EncryptionKeyArn"],
+        serde_json::json!({"Fn::GetAtt": ["EscrowKey", "Arn"]})
+    );
+    // The primary may only copy recovery points in.
+    let access = statements(&vault["Properties"]["AccessPolicy"]);
+    assert_eq!(access.len(), 1);
+    assert_eq!(list(&access[0]["Action"]), ["backup:CopyIntoBackupVault"]);
+    assert_eq!(access[0]["Principal"]["AWS"], format!("arn:aws:iam::{PRIMARY}:root"));
+    assert_eq!(escrow["Outputs"]["BackupVaultArn"]["Condition"], "BackupVaultEnabled");
+    // Without RDS or Redshift jobs, no vault.
+    let none = Inventory { rds: vec![], redshift: vec![], ..inventory() };
+    let (_, escrow) = policy::cloudformation(&none);
+    assert!(escrow["Resources"].get("EscrowBackupVault").is_none());
+    assert!(escrow.get("Conditions").is_none());
 }
