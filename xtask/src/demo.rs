@@ -41,6 +41,8 @@ kms_key_id = "alias/escrow-demo"
 # Every run writes its manifest here; `verify --offline` checks against it,
 # and `status` reads how fresh each job's newest verified copy is.
 manifest_bucket = "escrow-manifests"
+# Manifests are locked too, their retention renewed like every copy's.
+manifest_object_lock = { mode = "COMPLIANCE", days = 30 }
 # After each run and status: per-job metrics in the escrow account's
 # CloudWatch (namespace EscrowSync, dimension Job); `policy --output
 # cloudformation` adds an alarm per job with a max_age.
@@ -61,6 +63,10 @@ part_size = "8MiB"
 # `status` calls the job stale (exit 3) when its newest verified copy is
 # older than this; also its CloudWatch alarm's threshold.
 max_age = "26h"
+# Every copy locked for 30 days (COMPLIANCE: nobody, not even the escrow's
+# root, can delete it or shorten the lock); each run extends the locks of
+# copies still in the primary once fewer than renew_within_days are left.
+object_lock = { mode = "COMPLIANCE", days = 30, renew_within_days = 7 }
 
 [[s3]]
 name = "logs"
@@ -71,6 +77,7 @@ dest_bucket = "escrow-prod-logs"
 mode = "stream"
 part_size = "5MiB"
 part_concurrency = 4
+object_lock = { mode = "COMPLIANCE", days = 30 }
 
 [[dynamodb]]
 # Table to table: the escrow table is created as a clone (key schema, GSI,
@@ -93,6 +100,7 @@ source_table = "orders"
 dest_bucket = "escrow-exports"
 dest_prefix = "dynamodb/"
 segments = 4
+object_lock = { mode = "COMPLIANCE", days = 30 }
 
 [[ec2]]
 # AMIs (with their backing snapshots) and EBS snapshots tagged backup=true:
@@ -102,6 +110,10 @@ name = "ec2"
 include = ["images", "snapshots"]
 tags = { backup = "true" }
 keep_last = 1
+# EBS Snapshot Lock on every copy (AMI backing snapshots too) and
+# deregistration protection on every AMI copy; renewed by each run, and
+# `prune` never deletes a locked copy.
+lock = { mode = "compliance", days = 30 }
 
 [[rds]]
 # RDS DB snapshots and Aurora cluster snapshots tagged backup=true.
@@ -129,6 +141,7 @@ dest_prefix = "cloudtrail/"
 # The emulator has no ListPublicKeys: the seed script saved its signing
 # key's public half here (the shape of `aws cloudtrail list-public-keys`).
 public_keys_file = "cloudtrail-public-keys.json"
+object_lock = { mode = "COMPLIANCE", days = 30 }
 "#;
 
 /// The package that holds the binary the demo runs.

@@ -118,9 +118,13 @@ def s3_client(endpoint, sess):
     )
 
 
-def create_bucket(s3, bucket):
+def create_bucket(s3, bucket, locked=False):
+    """Creates `bucket` (with Object Lock, and so versioning, when `locked`)."""
     try:
-        s3.create_bucket(Bucket=bucket)
+        if locked:
+            s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+        else:
+            s3.create_bucket(Bucket=bucket)
     except ClientError as err:
         if err.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
             raise
@@ -519,40 +523,41 @@ def main():
     kms.create_alias(AliasName=ESCROW_KEY_ALIAS, TargetKeyId=key["KeyId"])
 
     dest = s3_client(endpoint, escrow)
-    create_bucket(dest, DEST_BUCKET)
+    create_bucket(dest, DEST_BUCKET, locked=True)
     dest.put_bucket_versioning(
         Bucket=DEST_BUCKET, VersioningConfiguration={"Status": "Enabled"}
     )
 
-    create_bucket(dest, LOGS_DEST_BUCKET)
+    create_bucket(dest, LOGS_DEST_BUCKET, locked=True)
     dest.put_bucket_versioning(
         Bucket=LOGS_DEST_BUCKET, VersioningConfiguration={"Status": "Enabled"}
     )
 
-    create_bucket(dest, EXPORTS_BUCKET)
+    create_bucket(dest, EXPORTS_BUCKET, locked=True)
     dest.put_bucket_versioning(
         Bucket=EXPORTS_BUCKET, VersioningConfiguration={"Status": "Enabled"}
     )
 
-    create_bucket(dest, TRAIL_DEST_BUCKET)
+    create_bucket(dest, TRAIL_DEST_BUCKET, locked=True)
     dest.put_bucket_versioning(
         Bucket=TRAIL_DEST_BUCKET, VersioningConfiguration={"Status": "Enabled"}
     )
 
-    create_bucket(dest, HISTORY_BUCKET)
+    create_bucket(dest, HISTORY_BUCKET, locked=True)
     dest.put_bucket_versioning(
         Bucket=HISTORY_BUCKET, VersioningConfiguration={"Status": "Enabled"}
     )
 
     # Every run's manifest goes here.
-    create_bucket(dest, MANIFEST_BUCKET)
+    create_bucket(dest, MANIFEST_BUCKET, locked=True)
     dest.put_bucket_versioning(
         Bucket=MANIFEST_BUCKET, VersioningConfiguration={"Status": "Enabled"}
     )
 
-    # What `escrow-sync audit` expects of an escrow: public access blocked on
-    # every escrow bucket, and a CloudTrail trail logging the escrow account.
-    create_bucket(dest, TRAIL_BUCKET)
+    # What `escrow-sync audit` expects of an escrow: Object Lock, default
+    # encryption with the escrow key and public access blocked on every
+    # escrow bucket, and a CloudTrail trail logging the escrow account.
+    create_bucket(dest, TRAIL_BUCKET, locked=True)
     dest.put_bucket_versioning(Bucket=TRAIL_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     escrow_buckets = (
         DEST_BUCKET,
@@ -564,6 +569,21 @@ def main():
         HISTORY_BUCKET,
     )
     for bucket in escrow_buckets:
+        # Whatever lands without a key of its own is under the escrow key.
+        dest.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": key["Arn"],
+                        },
+                        "BucketKeyEnabled": True,
+                    }
+                ]
+            },
+        )
         dest.put_public_access_block(
             Bucket=bucket,
             PublicAccessBlockConfiguration={
