@@ -1,4 +1,4 @@
-"""moto 5.2.5: the resource IAM enforcement sees for DynamoDB, KMS and RDS requests.
+"""moto 5.2.5: the resource IAM enforcement sees for DynamoDB, KMS, RDS and IAM requests.
 
 With IAM enforcement on (`INITIAL_NO_AUTH_ACTION_COUNT`, or
 `POST /moto-api/reset-auth`), moto checks each request's action against the
@@ -22,12 +22,16 @@ so nothing else changes.
   (`DBSnapshotIdentifier`) or cluster snapshot (`DBClusterSnapshotIdentifier`)
   but no target (`Target...`: copies are authorised against both on AWS, so
   they keep `*`); `*` otherwise, as for the listings.
+- IAM: moto's own (a role's ARN), else the user's ARN for requests that name
+  one user (`UserName`: the audit's ListAccessKeys); `*` otherwise
+  (ListUsers, ListRoles).
 """
 
 import json
 from collections.abc import Mapping
 
 from moto.dynamodb.responses import DynamoHandler
+from moto.iam.responses import IamResponse
 from moto.kms.models import kms_backends
 from moto.kms.responses import KmsResponse
 from moto.rds.responses import RDSResponse
@@ -99,6 +103,20 @@ def _rds_resource(self):
     return "*"
 
 
+_iam_roles = IamResponse._determine_resource
+
+
+def _iam_resource(self):
+    resource = _iam_roles(self)  # moto's own: a role's ARN
+    if resource != "*":
+        return resource
+    user = (self.data.get("UserName") or [None])[0]
+    if isinstance(user, str) and user:
+        return f"arn:aws:iam::{self.current_account}:user/{user}"
+    return "*"
+
+
 DynamoHandler._determine_resource = _dynamodb_resource
+IamResponse._determine_resource = _iam_resource
 KmsResponse._determine_resource = _kms_resource
 RDSResponse._determine_resource = _rds_resource

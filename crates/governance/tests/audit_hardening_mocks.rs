@@ -116,7 +116,7 @@ fn otherwise_settled() -> Vec<Rule> {
 #[tokio::test]
 async fn buckets_without_object_lock_or_the_escrow_key_by_default_are_medium() {
     let inv = Inventory {
-        s3: ["plain", "other-key", "sealed", "none"]
+        s3: ["plain", "other-key", "sealed", "none", "alias"]
             .map(|b| S3Grant {
                 name: b.into(),
                 dest_bucket: format!("esc-{b}"),
@@ -160,13 +160,54 @@ async fn buckets_without_object_lock_or_the_escrow_key_by_default_are_medium() {
                         .build(),
                 )
             }),
+        // An alias KMS resolves to the escrow key.
+        mock!(aws_sdk_s3::Client::get_bucket_encryption)
+            .match_requests(|r| r.bucket() == Some("esc-alias"))
+            .then_output(|| sse(ServerSideEncryption::AwsKms, Some("alias/escrow"))),
         // The key id alone names the same key as its ARN.
         mock!(aws_sdk_s3::Client::get_bucket_encryption)
             .then_output(|| sse(ServerSideEncryption::AwsKms, Some("k1"))),
     ];
     rules.extend(otherwise_settled());
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules.iter().collect::<Vec<_>>());
-    let found = Auditor::new(inv).with_s3_client(s3).run().await.unwrap();
+    let describe = mock!(aws_sdk_kms::Client::describe_key)
+        .match_requests(|r| r.key_id() == Some("alias/escrow"))
+        .then_output(|| {
+            aws_sdk_kms::operation::describe_key::DescribeKeyOutput::builder()
+                .key_metadata(
+                    aws_sdk_kms::types::KeyMetadata::builder()
+                        .key_id("k1")
+                        .arn(KEY)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        });
+    // KMS also answers the key's own checks (audit_mocks covers them: only
+    // the S3 findings are looked at here).
+    let escrow_key = mock!(aws_sdk_kms::Client::describe_key).then_output(|| {
+        aws_sdk_kms::operation::describe_key::DescribeKeyOutput::builder()
+            .key_metadata(
+                aws_sdk_kms::types::KeyMetadata::builder()
+                    .key_id("k1")
+                    .arn(KEY)
+                    .aws_account_id(ESCROW)
+                    .key_state(aws_sdk_kms::types::KeyState::Enabled)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    });
+    let policy = mock!(aws_sdk_kms::Client::get_key_policy).then_output(|| {
+        aws_sdk_kms::operation::get_key_policy::GetKeyPolicyOutput::builder().build()
+    });
+    let grants = mock!(aws_sdk_kms::Client::list_grants)
+        .then_output(|| aws_sdk_kms::operation::list_grants::ListGrantsOutput::builder().build());
+    let kms =
+        mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&describe, &escrow_key, &policy, &grants]);
+    let found = Auditor::new(inv).with_s3_client(s3).with_kms_client(kms).run().await.unwrap();
+    let found: Vec<Finding> = found.into_iter().filter(|f| f.check.starts_with("s3.")).collect();
+    assert!(describe.num_calls() >= 1);
     assert_eq!(
         checks(&found),
         [

@@ -394,7 +394,7 @@ async fn bucket_check(
             }
         }
     }
-    super::hardening::bucket(s3, bucket, need.object_lock, &uses, key, f).await?;
+    super::hardening::bucket(a, s3, bucket, need.object_lock, &uses, key, f).await?;
     lifecycle_check(s3, bucket, need, &resource, &uses, f).await?;
     replication_check(a, s3, bucket, &resource, &uses, f).await?;
     match s3.get_public_access_block().bucket(bucket).send().await {
@@ -724,7 +724,7 @@ pub(super) async fn tables(
         match ddb.describe_table().table_name(&table).send().await {
             Ok(out) => {
                 let sse = out.table().and_then(|t| t.sse_description());
-                super::hardening::table_sse(&table, &uses, sse, key.as_deref(), f);
+                super::hardening::table_sse(a, &table, &uses, sse, key.as_deref(), f).await;
                 let protected =
                     out.table().and_then(|t| t.deletion_protection_enabled()).unwrap_or(false);
                 if !protected {

@@ -48,9 +48,28 @@ fn same_key(want: &str, got: &str) -> bool {
     !want.starts_with("alias/") && !want.contains(":alias/") && id(want) == id(got)
 }
 
+/// Whether the key a service reports (`got`) is the escrow key (`want`):
+/// the same key, or, when `got` is an alias or a key id (S3's default
+/// encryption keeps what was set, and an alias is valid there), the key KMS
+/// resolves it to.
+async fn is_escrow_key(a: &Auditor, want: &str, got: &str) -> bool {
+    if same_key(want, got) {
+        return true;
+    }
+    if got.starts_with("arn:") && got.contains(":key/") {
+        return false;
+    }
+    let Some(kms) = &a.escrow.kms else { return false };
+    match kms.describe_key().key_id(got).send().await {
+        Ok(out) => out.key_metadata.and_then(|m| m.arn).is_some_and(|arn| same_key(want, &arn)),
+        Err(_) => false,
+    }
+}
+
 /// Object Lock (when no job asks for it) and default encryption of one
 /// escrow bucket.
 pub(super) async fn bucket(
+    a: &Auditor,
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     lock_asked: bool,
@@ -109,8 +128,12 @@ pub(super) async fn bucket(
                 (None, _) => Some("has no default encryption".to_string()),
                 (Some((alg, got)), Some(want)) => {
                     let kms = alg.starts_with("aws:kms");
+                    let escrow = match got {
+                        Some(got) if kms => is_escrow_key(a, want, got).await,
+                        _ => false,
+                    };
                     match got {
-                        Some(got) if kms && same_key(want, got) => None,
+                        _ if escrow => None,
                         Some(got) if kms => Some(format!(
                             "encrypts by default with {got}, not the escrow key {want}"
                         )),
@@ -166,7 +189,8 @@ fn push_encryption(
 }
 
 /// The encryption of one escrow table, from its description.
-pub(super) fn table_sse(
+pub(super) async fn table_sse(
+    a: &Auditor,
     table: &str,
     uses: &str,
     desc: Option<&aws_sdk_dynamodb::types::SseDescription>,
@@ -177,9 +201,13 @@ pub(super) fn table_sse(
     let resource = format!("dynamodb://{table}");
     let on = desc.and_then(|d| d.status()).is_some_and(|s| matches!(s, SseStatus::Enabled));
     let got = desc.filter(|_| on).and_then(|d| d.kms_master_key_arn());
+    let escrow = match (got, key) {
+        (Some(got), Some(want)) => is_escrow_key(a, want, got).await,
+        _ => false,
+    };
     let problem = match (got, key) {
+        _ if escrow => return,
         (None, _) => "is encrypted with an AWS owned key".to_string(),
-        (Some(got), Some(want)) if same_key(want, got) => return,
         (Some(got), Some(want)) => format!("is encrypted with {got}, not the escrow key {want}"),
         (Some(got), None) => format!(
             "is encrypted with {got}, and the config names no escrow key ([escrow] kms_key_id)"
