@@ -140,12 +140,9 @@ async fn run(
         // kind takes it) and has nothing to guard here.
         let s3 = escrow_sync_s3::client(&sessions.escrow);
         let owner = Some(sessions.escrow.account_id().to_string()).filter(|o| !o.is_empty());
-        let table_prefix =
-            format!("{}{}/", job.dest_prefix.clone().unwrap_or_default(), job.source_table);
-        let files = S3Sink::from_client(s3.clone(), bucket)
-            .with_expected_owner(owner.clone())
-            .with_protection(job.protection(config.escrow.kms_key_id.clone()))
-            .with_ledger_scope(table_prefix);
+        let files = export_files(config, job, &sessions.escrow).unwrap_or_else(|| {
+            S3Sink::from_client(s3.clone(), bucket).with_expected_owner(owner.clone())
+        });
         let reader =
             S3Source::from_client(s3, bucket).with_streaming(true).with_expected_owner(owner);
         let mut export = ExportJob::new(
@@ -196,17 +193,18 @@ async fn run(
             return run;
         }
         // Rolling retention of the generation files: each is kept for good
-        // (a generation is never replaced), so each is renewed. The files
-        // written go into the ledger even when the run failed.
-        let flushed = files.flush_ledger().await;
-        let mut report = run?;
-        let renewal = match flushed {
-            Ok(()) if !ctx.cancellation().is_cancelled() && !ctx.stop().is_cancelled() => {
-                files.renew_retention(|_| async { Ok(true) }).await
-            }
-            Ok(()) => return Ok(report),
-            Err(e) => Err(e),
+        // (a generation is never replaced), so each is renewed, even when
+        // the export failed (the primary must not stop renewals). A hard
+        // stop only writes the ledger.
+        let renewal = if ctx.cancellation().is_cancelled() {
+            files.flush_ledger().await.map(|()| escrow_sync_s3::Renewal::default())
+        } else {
+            files.renew_retention(|_| async { Ok(true) }).await
         };
+        if let Err(e) = &renewal {
+            tracing::error!(job = %job.name(), error = %e.chain(), "export generation files: retention not renewed");
+        }
+        let mut report = run?;
         escrow_sync_s3::Renewal::fold(renewal, "export generation files", &mut report);
         return Ok(report);
     }
@@ -293,6 +291,26 @@ async fn check_history(
     report.unprotected += checked.findings.len() as u64;
     report.findings.extend(checked.findings);
     Ok(())
+}
+
+/// The sink of an export job's generation files (escrow credentials, the
+/// job's protection, its retention ledger under `<dest_prefix><table>/`);
+/// `None` for a table job.
+pub(crate) fn export_files(
+    config: &Config,
+    job: &DynamoDbJob,
+    escrow: &escrow_sync_aws::Session,
+) -> Option<S3Sink> {
+    let bucket = job.dest_bucket.as_ref()?;
+    let owner = Some(escrow.account_id().to_string()).filter(|o| !o.is_empty());
+    let table_prefix =
+        format!("{}{}/", job.dest_prefix.clone().unwrap_or_default(), job.source_table);
+    Some(
+        S3Sink::from_client(escrow_sync_s3::client(escrow), bucket)
+            .with_expected_owner(owner)
+            .with_protection(job.protection(config.escrow.kms_key_id.clone()))
+            .with_ledger_scope(table_prefix),
+    )
 }
 
 /// The item history of a table job, when it keeps one: objects through an

@@ -243,12 +243,72 @@ impl Runner {
     /// selected job, so a run that never starts is not mere missing data.
     pub async fn run(&self, mode: Mode, options: &RunOptions) -> Result<Run, Error> {
         let result = self.run_jobs(mode, options).await;
-        if let (Err(e), Mode::Run) = (&result, mode)
-            && self.config.escrow.metrics_on()
-        {
-            self.publish_stopped(options, e).await;
+        if let (Err(e), Mode::Run) = (&result, mode) {
+            if e.kind() != escrow_sync_core::ErrorKind::Cancelled {
+                self.renew_stopped(options).await;
+            }
+            if self.config.escrow.metrics_on() {
+                self.publish_stopped(options, e).await;
+            }
         }
         result
+    }
+
+    /// Rolling retention of a run that stopped before its jobs (a refused
+    /// check, a primary that cannot be reached or was made unreachable):
+    /// with escrow credentials alone, the locks of the selected S3 jobs'
+    /// copies, export generation files and run manifests that end within
+    /// the window are extended, the primary not being asked whether it still
+    /// holds them, so that an attacker who breaks the primary cannot make
+    /// escrow's locks lapse by waiting. Best effort: what happens is logged.
+    async fn renew_stopped(&self, options: &RunOptions) {
+        let config = &self.config;
+        let Ok(jobs) = config.select(options.job.as_deref()) else { return };
+        let Ok(escrow) = self.escrow_session().await else { return };
+        let mut sinks: Vec<(String, S3Sink)> = Vec::new();
+        for job in &jobs {
+            match *job {
+                JobRef::S3(j) if j.object_lock.is_some() => {
+                    sinks.push((j.name(), s3_sink(config, j, &escrow)));
+                }
+                #[cfg(feature = "dynamodb")]
+                JobRef::DynamoDb(j) if j.object_lock.is_some() => {
+                    if let Some(files) = dynamo::export_files(config, j, &escrow) {
+                        sinks.push((j.name(), files));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (name, sink) in sinks {
+            match sink.renew_retention(|_| async { Ok(true) }).await {
+                Ok(r) => {
+                    if let Some(line) = r.summary("escrow copies") {
+                        tracing::warn!(job = %name, "run stopped before its jobs; {line}");
+                    }
+                    for f in &r.failures {
+                        tracing::error!(job = %name, key = %f.key, error = %f.error, "retention not renewed");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(job = %name, error = %e.chain(), "retention not renewed");
+                }
+            }
+        }
+        if config.escrow.manifest_object_lock.is_some()
+            && let Some(store) = crate::manifest::store(config, &escrow)
+        {
+            match store.renew_retention().await {
+                Ok(r) => {
+                    if let Some(line) = r.summary("run manifests") {
+                        tracing::warn!("run stopped before its jobs; {line}");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e.chain(), "run manifests: retention not renewed")
+                }
+            }
+        }
     }
 
     /// Publishes one failure per selected job of a run that stopped before

@@ -887,7 +887,9 @@ impl<'a> Ctx<'a> {
             if u.lock {
                 check.push("s3:GetBucketObjectLockConfiguration");
             }
-            if u.versions {
+            // Renewals look at every version of a due key (a rewritten
+            // object's earlier ones, those under a delete marker).
+            if u.versions || u.lock {
                 check.push("s3:ListBucketVersions");
             }
             out.push(allow(
@@ -910,7 +912,7 @@ impl<'a> Ctx<'a> {
                 write.push("s3:PutObjectRetention");
                 write.push("s3:GetObjectRetention");
             }
-            if u.versions {
+            if u.versions || u.lock {
                 write.push("s3:GetObjectVersion");
             }
             let objects: Vec<String> =

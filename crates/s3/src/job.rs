@@ -104,19 +104,16 @@ impl S3CopyJob {
 impl S3CopyJob {
     /// Rolling retention: the escrow copies of objects still in the primary
     /// whose lock ends within the window get `days` more
-    /// ([`S3Sink::renew_retention`]); a copy that cannot be renewed is a
-    /// failure of the run (its lock would lapse).
-    async fn renew(&self, report: &mut Report) {
+    /// ([`S3Sink::renew_retention`]; nothing without Object Lock).
+    async fn renewal(&self) -> Result<crate::Renewal> {
         let dest = self.sink().dest_key("");
         let source = self.source();
-        let renewal = self
-            .sink()
+        self.sink()
             .renew_retention(|key: String| {
                 let key = key.strip_prefix(dest.as_str()).unwrap_or(&key).to_string();
                 async move { source.contains(&key).await }
             })
-            .await;
-        crate::Renewal::fold(renewal, "escrow copies", report);
+            .await
     }
 }
 
@@ -146,24 +143,35 @@ impl Job for S3CopyJob {
         let run = self.copy.execute(mode, ctx).await;
         // Copies a hard stop dropped half-way abort their uploads meanwhile.
         self.sink().settle().await;
-        // The locked copies made go into the retention ledger even when the
-        // run failed: they are in escrow and must be renewed.
-        let flushed = if mode == Mode::Run { self.sink().flush_ledger().await } else { Ok(()) };
-        let mut report = run?;
+        // Rolling retention, even when the copy failed (a primary that
+        // refuses or floods the copy must not stop renewals: the primary is
+        // only asked whether it still holds an object, and a refusal keeps
+        // the copy locked). A hard stop only writes the ledger.
+        let renewal = match mode {
+            Mode::Run if !ctx.cancellation().is_cancelled() => Some(self.renewal().await),
+            Mode::Run => Some(self.sink().flush_ledger().await.map(|()| crate::Renewal::default())),
+            _ => None,
+        };
+        let mut report = match run {
+            Ok(report) => report,
+            Err(e) => {
+                match &renewal {
+                    Some(Ok(r)) => {
+                        if let Some(line) = r.summary("escrow copies") {
+                            tracing::warn!(job = %self.describe(), "{line}");
+                        }
+                    }
+                    Some(Err(err)) => {
+                        tracing::error!(job = %self.describe(), error = %err.chain(), "retention not renewed");
+                    }
+                    None => {}
+                }
+                return Err(e);
+            }
+        };
         report.warnings.extend(warnings);
-        if let Err(e) = flushed {
-            report.failed += 1;
-            report.failures.push(escrow_sync_core::Failure::new(
-                format!("{}{}", self.sink().dest_key(""), crate::RETENTION_DIR),
-                &e,
-                1,
-            ));
-        } else if mode == Mode::Run
-            && self.sink().protection().object_lock.is_some()
-            && !ctx.cancellation().is_cancelled()
-            && !ctx.stop().is_cancelled()
-        {
-            self.renew(&mut report).await;
+        if let Some(renewal) = renewal {
+            crate::Renewal::fold(renewal, "escrow copies", &mut report);
         }
         if self.source().streaming() && mode != Mode::Verify {
             report.notes.push(format!("streamed: {}", self.sink().multipart().streaming_summary()));

@@ -62,6 +62,9 @@ const BATCH: usize = 10_000;
 /// 1,024 bytes, JSON-escaped): anything larger is not escrow-sync's.
 const MAX_LEDGER_OBJECT: i64 = 64 << 20;
 
+/// The longest a locked write waits in memory before the ledger holds it.
+const FLUSH_AFTER: Duration = Duration::from_secs(60);
+
 /// Renewals in flight at once.
 const CONCURRENCY: usize = 16;
 
@@ -102,6 +105,12 @@ pub struct Renewal {
     /// Whether this pass entered every copy escrow holds (a job's first
     /// pass with a lock).
     pub started: bool,
+    /// Whether this pass swept every copy escrow holds (the first pass, and
+    /// once per lock period after).
+    pub swept: bool,
+    /// Copies renewed because the primary could not say whether it still
+    /// holds them (refused or unreachable): kept locked.
+    pub unchecked: u64,
 }
 
 impl Renewal {
@@ -125,7 +134,12 @@ impl Renewal {
 
     /// One line for a run report, or `None` when nothing was due.
     pub fn summary(&self, what: &str) -> Option<String> {
-        if self.renewed == 0 && self.lapsing == 0 && self.failures.is_empty() && !self.started {
+        if self.renewed == 0
+            && self.lapsing == 0
+            && self.unchecked == 0
+            && self.failures.is_empty()
+            && !self.swept
+        {
             return None;
         }
         let mut parts = vec![format!("retention: renewed {} {what}", self.renewed)];
@@ -138,11 +152,22 @@ impl Renewal {
                 self.lapsing
             ));
         }
+        if self.unchecked > 0 {
+            parts.push(format!(
+                "{} renewed without the primary saying it still holds them (it could not be asked)",
+                self.unchecked
+            ));
+        }
         if !self.failures.is_empty() {
-            parts.push(format!("{} could not be renewed", self.failures.len()));
+            parts.push(format!(
+                "{} could not be renewed (tried again next run)",
+                self.failures.len()
+            ));
         }
         if self.started {
             parts.push("the retention ledger now holds every copy".to_string());
+        } else if self.swept {
+            parts.push("every copy swept (once per lock period)".to_string());
         }
         Some(parts.join("; "))
     }
@@ -173,9 +198,10 @@ impl S3Sink {
         let Some(lock) = self.protection().object_lock else { return Ok(()) };
         let full = {
             let mut p = self.ledger().0.lock().unwrap_or_else(|e| e.into_inner());
-            p.since.get_or_insert_with(SystemTime::now);
+            let since = *p.since.get_or_insert_with(SystemTime::now);
             p.keys.push(key.to_string());
-            p.keys.len() >= BATCH
+            // Full, or held long enough: what a crash would lose stays small.
+            p.keys.len() >= BATCH || since.elapsed().unwrap_or_default() >= FLUSH_AFTER
         };
         if full { self.flush_ledger_with(lock).await } else { Ok(()) }
     }
@@ -256,28 +282,40 @@ impl S3Sink {
         let now = SystemTime::now();
         let due = day(now + days(lock.renew_within_days));
         let prefix = self.ledger_prefix();
-        let entries: Vec<(String, i64)> = crate::list::list_objects(crate::list::ListRequest {
-            client: self.client().clone(),
-            bucket: self.bucket().to_string(),
-            prefix: prefix.clone(),
-            strip: prefix.len(),
-            owner: self.owner().map(str::to_string),
-            pacer: self.pacer().cloned(),
-            ranges: 1,
-        })
-        .map_ok(|item| (item.key, item.size as i64))
-        .try_collect()
-        .await?;
+        let entries: Vec<(String, i64, Option<SystemTime>)> =
+            crate::list::list_objects(crate::list::ListRequest {
+                client: self.client().clone(),
+                bucket: self.bucket().to_string(),
+                prefix: prefix.clone(),
+                strip: prefix.len(),
+                owner: self.owner().map(str::to_string),
+                pacer: self.pacer().cloned(),
+                ranges: 1,
+            })
+            .map_ok(|item| (item.key, item.size as i64, item.modified))
+            .try_collect()
+            .await?;
         let mut renewal = Renewal::default();
         let until = now + days(lock.days);
         let pass = Pass { lock, now, until, still_wanted: &still_wanted };
         // A key filed twice (a copy made by this run and entered again by
-        // a first pass; a batch written again after a failed removal) is
-        // renewed and filed once.
+        // a sweep; a batch written again after a failed removal) is renewed
+        // and filed once.
         let mut seen = HashSet::new();
-        if !entries.iter().any(|(k, _)| k == STARTED) {
-            // The first pass with a lock: every copy escrow holds, batch by
-            // batch (those already locked beyond the window are only filed).
+        // The sweep: every copy escrow holds, batch by batch (those locked
+        // beyond the window are only filed). On a job's first pass with a
+        // lock, and again once a lock period has gone by since the last
+        // one: whatever never reached the ledger (a crash before a batch
+        // was written) is found and locked before it could lapse.
+        let sweep_every = days(lock.days.saturating_sub(lock.renew_within_days).max(1));
+        let swept = entries.iter().find(|(k, _, _)| k == STARTED).map(|(_, _, m)| *m);
+        let sweep = match swept {
+            None => true,
+            Some(at) => {
+                at.is_none_or(|at| now.duration_since(at).unwrap_or_default() >= sweep_every)
+            }
+        };
+        if sweep {
             let dest = self.dest_prefix().to_string();
             let mut copies = self
                 .list(&Scope::with_prefix(self.ledger_scope()))
@@ -286,22 +324,24 @@ impl S3Sink {
                 // store's ledger or journal).
                 .try_filter(|key| futures::future::ready(!in_own_folder(key)))
                 .try_chunks(BATCH);
-            let mut whole = true;
             while let Some(keys) = copies.try_next().await.map_err(|e| e.1)? {
-                whole &= self.renew_batch(keys, &pass, &mut seen, &mut renewal).await;
+                self.renew_batch(keys, &pass, &mut seen, &mut renewal).await;
             }
-            if whole {
-                self.write_ledger_marker(&prefix).await?;
-                renewal.started = true;
-            }
+            // The listing is complete; keys that failed are filed under
+            // today, so the next run tries them again.
+            self.write_ledger_marker(&prefix).await?;
+            renewal.started = swept.is_none();
+            renewal.swept = true;
         }
-        for (name, size) in entries {
+        for (name, size, _) in entries {
             // `<YYYY-MM-DD>/<batch>`: due when the day is within the window.
             if !name.split_once('/').is_some_and(|(d, _)| d.len() == 10 && d <= due.as_str()) {
                 continue;
             }
             let keys = match self.read_ledger(&prefix, &name, size).await {
                 Ok(keys) => keys,
+                // Another run (the manifests' ledger is shared) settled it.
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => {
                     renewal.failures.push(Failure::new(format!("{prefix}{name}"), &e, 1));
                     continue;
@@ -331,35 +371,39 @@ impl S3Sink {
         Fut: Future<Output = Result<bool>>,
     {
         keys.retain(|k| seen.insert(k.clone()));
-        let results: Vec<(String, Result<Step>)> = futures::stream::iter(keys)
+        let results: Vec<(String, Result<Settled>)> = futures::stream::iter(keys)
             .map(|key| async move {
-                let step = self.renew_one(&key, pass).await;
-                (key, step)
+                let settled = self.renew_one(&key, pass).await;
+                (key, settled)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        let mut whole = true;
+        let today = day(pass.now);
         let mut filed: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (key, step) in results {
-            match step {
-                Ok(Step::Renewed) => {
-                    renewal.renewed += 1;
-                    filed.entry(day(pass.until)).or_default().push(key);
+        for (key, settled) in results {
+            match settled {
+                Ok(s) => {
+                    renewal.renewed += s.renewed;
+                    renewal.current += s.current;
+                    renewal.unchecked += u64::from(s.unchecked);
+                    if s.lapsing {
+                        renewal.lapsing += 1;
+                    }
+                    match s.next {
+                        Some(d) => filed.entry(d).or_default().push(key),
+                        None => renewal.dropped += 1,
+                    }
                 }
-                Ok(Step::Current(d)) => {
-                    renewal.current += 1;
-                    filed.entry(d).or_default().push(key);
-                }
-                Ok(Step::Lapsing) => renewal.lapsing += 1,
-                Ok(Step::Gone) => renewal.dropped += 1,
                 Err(e) => {
-                    whole = false;
-                    renewal.failures.push(Failure::new(key, &e, 1));
+                    // Tried again by the next run.
+                    renewal.failures.push(Failure::new(key.as_str(), &e, 1));
+                    filed.entry(today.clone()).or_default().push(key);
                 }
             }
         }
         // Filed again before the due object is removed.
+        let mut whole = true;
         for (d, keys) in &filed {
             if let Err(e) = self.write_ledger(d, keys).await {
                 whole = false;
@@ -420,55 +464,137 @@ impl S3Sink {
         Ok(keys)
     }
 
-    async fn renew_one<F, Fut>(&self, key: &str, pass: &Pass<'_, F>) -> Result<Step>
+    /// Renews every version escrow keeps of `key` whose lock ends within
+    /// the window (a rewritten object's earlier versions, and versions under
+    /// a delete marker, included), when `still_wanted(key)` keeps it; says
+    /// when the key is due next.
+    async fn renew_one<F, Fut>(&self, key: &str, pass: &Pass<'_, F>) -> Result<Settled>
     where
         F: Fn(String) -> Fut,
         Fut: Future<Output = Result<bool>>,
     {
-        let head = match self.head_escrow(key, None).await {
-            Ok(head) => head,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Step::Gone),
-            Err(e) => return Err(e),
-        };
-        let Some(version) = head.version_id().filter(|v| *v != "null").map(str::to_string) else {
-            return Ok(Step::Gone);
-        };
-        let held = head.object_lock_retain_until_date().and_then(|d| SystemTime::try_from(*d).ok());
         let Pass { lock, now, until, still_wanted } = *pass;
         let window = now + days(lock.renew_within_days);
-        if let Some(held) = held
-            && held > window
-        {
-            return Ok(Step::Current(day(held)));
-        }
-        if !still_wanted(key.to_string()).await? {
-            return Ok(Step::Lapsing);
-        }
-        if held.is_some_and(|h| h >= until) {
-            return Ok(Step::Current(day(held.unwrap_or(until))));
-        }
-        // A COMPLIANCE lock cannot become GOVERNANCE; keep the stronger.
-        let mode = match (head.object_lock_mode(), lock.mode) {
-            (Some(aws_sdk_s3::types::ObjectLockMode::Compliance), _)
-            | (_, LockMode::Compliance) => aws_sdk_s3::types::ObjectLockRetentionMode::Compliance,
-            _ => aws_sdk_s3::types::ObjectLockRetentionMode::Governance,
+        let mut settled = Settled::default();
+        let mut next: Option<SystemTime> = None;
+        let earliest = |t: SystemTime, next: &mut Option<SystemTime>| {
+            *next = Some(next.map_or(t, |n| n.min(t)));
         };
-        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
-            .mode(mode)
-            .retain_until_date(aws_smithy_types::DateTime::from(until))
-            .build();
-        self.client()
-            .put_object_retention()
-            .bucket(self.bucket())
-            .key(key)
-            .version_id(&version)
-            .retention(retention)
-            .set_expected_bucket_owner(self.owner().map(str::to_string))
-            .send()
-            .paced(self.pacer())
-            .await
-            .map_err(|e| s3_error(e, "s3:PutObjectRetention", url(self.bucket(), key)))?;
-        Ok(Step::Renewed)
+        let mut wanted: Option<bool> = None;
+        for version in self.versions_of(key).await? {
+            let head = match self.head_escrow(key, Some(&version)).await {
+                Ok(head) => head,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let held =
+                head.object_lock_retain_until_date().and_then(|d| SystemTime::try_from(*d).ok());
+            if let Some(held) = held
+                && held > window
+            {
+                settled.current += 1;
+                earliest(held, &mut next);
+                continue;
+            }
+            let keep = match wanted {
+                Some(w) => w,
+                None => {
+                    let w = match still_wanted(key.to_string()).await {
+                        Ok(w) => w,
+                        Err(e) => {
+                            // The primary cannot say (refused, unreachable):
+                            // keep the copy locked rather than let it lapse.
+                            tracing::warn!(key, error = %e.chain(), "could not tell whether the primary still holds it: renewed");
+                            settled.unchecked = true;
+                            true
+                        }
+                    };
+                    wanted = Some(w);
+                    w
+                }
+            };
+            if !keep {
+                // Its lock runs out on its date; looked at again every run
+                // until then (the object may come back).
+                if held.is_some_and(|h| h > now) {
+                    settled.lapsing = true;
+                    earliest(now, &mut next);
+                }
+                continue;
+            }
+            if held.is_some_and(|h| h >= until) {
+                earliest(held.unwrap_or(until), &mut next);
+                settled.current += 1;
+                continue;
+            }
+            // A COMPLIANCE lock cannot become GOVERNANCE; keep the stronger.
+            let mode = match (head.object_lock_mode(), lock.mode) {
+                (Some(aws_sdk_s3::types::ObjectLockMode::Compliance), _)
+                | (_, LockMode::Compliance) => {
+                    aws_sdk_s3::types::ObjectLockRetentionMode::Compliance
+                }
+                _ => aws_sdk_s3::types::ObjectLockRetentionMode::Governance,
+            };
+            let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+                .mode(mode)
+                .retain_until_date(aws_smithy_types::DateTime::from(until))
+                .build();
+            self.client()
+                .put_object_retention()
+                .bucket(self.bucket())
+                .key(key)
+                .version_id(&version)
+                .retention(retention)
+                .set_expected_bucket_owner(self.owner().map(str::to_string))
+                .send()
+                .paced(self.pacer())
+                .await
+                .map_err(|e| s3_error(e, "s3:PutObjectRetention", url(self.bucket(), key)))?;
+            settled.renewed += 1;
+            earliest(until, &mut next);
+        }
+        settled.next = next.map(day);
+        Ok(settled)
+    }
+
+    /// The version ids escrow keeps of exactly `key`, newest first (delete
+    /// markers left out: the versions under one are still escrow's).
+    async fn versions_of(&self, key: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client()
+                .list_object_versions()
+                .bucket(self.bucket())
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .set_expected_bucket_owner(self.owner().map(str::to_string))
+                .send()
+                .paced(self.pacer())
+                .await
+                .map_err(|e| s3_error(e, "s3:ListObjectVersions", url(self.bucket(), key)))?;
+            let mut past = false;
+            for v in page.versions() {
+                if v.key() != Some(key) {
+                    // Longer keys sort after this one: its versions are done.
+                    past = true;
+                    break;
+                }
+                if let Some(id) = v.version_id().filter(|id| *id != "null") {
+                    out.push(id.to_string());
+                }
+            }
+            if past || !page.is_truncated().unwrap_or(false) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     async fn write_ledger_marker(&self, prefix: &str) -> Result<()> {
@@ -522,12 +648,15 @@ impl<F> Clone for Pass<'_, F> {
 
 impl<F> Copy for Pass<'_, F> {}
 
-enum Step {
-    Renewed,
-    /// Retention ends after the window: filed under this day.
-    Current(String),
-    Lapsing,
-    Gone,
+/// What became of one key's versions.
+#[derive(Default)]
+struct Settled {
+    renewed: u64,
+    current: u64,
+    lapsing: bool,
+    unchecked: bool,
+    /// The day the key is due next; `None`: nothing left to renew.
+    next: Option<String>,
 }
 
 /// Whether any folder of `key` is one of escrow-sync's own.

@@ -11,11 +11,14 @@ use aws_sdk_s3::operation::copy_object::CopyObjectOutput;
 use aws_sdk_s3::operation::delete_object::DeleteObjectOutput;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::operation::put_object::PutObjectOutput;
 use aws_sdk_s3::operation::put_object_retention::PutObjectRetentionOutput;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CopyObjectResult, Object, ObjectLockMode, ObjectLockRetentionMode};
+use aws_sdk_s3::types::{
+    CopyObjectResult, Object, ObjectLockMode, ObjectLockRetentionMode, ObjectVersion,
+};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::DateTime;
@@ -30,7 +33,54 @@ fn day(t: SystemTime) -> String {
 }
 
 fn client(rules: &[&Rule]) -> Client {
-    mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules.iter().copied())
+    // Unless a test says otherwise, escrow keeps one version of each key,
+    // `v<key>`.
+    let one_version = mock!(Client::list_object_versions).then_compute_output(|r| {
+        let key = r.prefix().unwrap_or_default().to_string();
+        ListObjectVersionsOutput::builder()
+            .versions(ObjectVersion::builder().key(&key).version_id(format!("v{key}")).build())
+            .is_truncated(false)
+            .build()
+    });
+    let mut all: Vec<&Rule> = rules.to_vec();
+    all.push(&one_version);
+    mock_client!(aws_sdk_s3, RuleMode::MatchAny, all)
+}
+
+/// ListObjectVersions of `key`: these versions (newest first), then a
+/// longer key that must not be taken for one of them.
+fn versions(key: &'static str, ids: &'static [&'static str]) -> Rule {
+    mock!(Client::list_object_versions)
+        .match_requests(move |r| r.prefix() == Some(key))
+        .then_output(move || {
+            let mut out = ListObjectVersionsOutput::builder();
+            for id in ids {
+                out = out.versions(ObjectVersion::builder().key(key).version_id(*id).build());
+            }
+            out.versions(
+                ObjectVersion::builder().key(format!("{key}-longer")).version_id("x").build(),
+            )
+            .is_truncated(false)
+            .build()
+        })
+}
+
+/// HeadObject of one version of an escrow copy, locked `mode` until `until`.
+fn head_version(
+    key: &'static str,
+    version: &'static str,
+    mode: ObjectLockMode,
+    until: SystemTime,
+) -> Rule {
+    mock!(Client::head_object)
+        .match_requests(move |r| r.key() == Some(key) && r.version_id() == Some(version))
+        .then_output(move || {
+            HeadObjectOutput::builder()
+                .version_id(version)
+                .object_lock_mode(mode.clone())
+                .object_lock_retain_until_date(DateTime::from(until))
+                .build()
+        })
 }
 
 fn sink(client: Client, mode: LockMode) -> S3Sink {
@@ -41,12 +91,24 @@ fn sink(client: Client, mode: LockMode) -> S3Sink {
 }
 
 fn listing(prefix: &'static str, keys: Vec<String>) -> Rule {
+    listing_at(prefix, keys, SystemTime::now())
+}
+
+/// A listing whose objects were all last modified at `modified`.
+fn listing_at(prefix: &'static str, keys: Vec<String>, modified: SystemTime) -> Rule {
     mock!(Client::list_objects_v2).match_requests(move |r| r.prefix() == Some(prefix)).then_output(
         move || {
             ListObjectsV2Output::builder()
                 .set_contents(Some(
                     keys.iter()
-                        .map(|k| Object::builder().key(k).size(10).e_tag("\"e\"").build())
+                        .map(|k| {
+                            Object::builder()
+                                .key(k)
+                                .size(10)
+                                .e_tag("\"e\"")
+                                .last_modified(DateTime::from(modified))
+                                .build()
+                        })
                         .collect(),
                 ))
                 .is_truncated(false)
@@ -239,20 +301,21 @@ async fn steady_state_reads_only_due_days_and_keeps_a_compliance_lock() {
     let mut read = read.lock().unwrap().clone();
     read.sort();
     assert_eq!(read, [due_file, planted]);
-    assert_eq!((r.renewed, r.dropped, r.started), (2, 2, false), "{r:?}");
+    // Named in both due objects: renewed once (a gone copy dropped once).
+    assert_eq!((r.renewed, r.dropped, r.started), (1, 1, false), "{r:?}");
     let renewed = renewed.lock().unwrap().clone();
     assert!(
         renewed.iter().all(|(k, _, m, _)| k == "p/b" && *m == ObjectLockRetentionMode::Compliance)
     );
     // Filed again before the due objects were removed.
-    assert_eq!(ledger_keys(&written, &day(now + 30 * DAY)), ["p/b", "p/b"]);
+    assert_eq!(ledger_keys(&written, &day(now + 30 * DAY)), ["p/b"]);
     let mut deleted = deleted.lock().unwrap().clone();
     deleted.sort();
     assert_eq!(deleted, [due_file, planted]);
 }
 
 #[tokio::test]
-async fn a_refused_renewal_is_a_failure_and_keeps_its_ledger_object() {
+async fn a_refused_renewal_is_a_failure_and_is_filed_for_the_next_run() {
     let now = SystemTime::now();
     let due = day(now + DAY);
     let due_file: &'static str =
@@ -285,7 +348,10 @@ async fn a_refused_renewal_is_a_failure_and_keeps_its_ledger_object() {
     assert_eq!(r.failures.len(), 1, "{r:?}");
     assert_eq!(r.failures[0].key, "p/b");
     assert!(r.failures[0].error.contains("PutObjectRetention"), "{}", r.failures[0].error);
-    assert_eq!(deletes.num_calls(), 0, "the due object stays for the next run");
+    // Filed under today (due at the next run), then the due object goes:
+    // nothing else in it is tried twice.
+    assert_eq!(ledger_keys(&written, &day(now)), ["p/b"]);
+    assert_eq!(deletes.num_calls(), 1);
 }
 
 #[tokio::test]
@@ -322,4 +388,111 @@ async fn a_source_key_in_the_ledger_folder_is_never_copied() {
     let err = sink.write(&item, Payload::Reference(src)).await.unwrap_err();
     assert!(err.to_string().contains(RETENTION_DIR), "{err}");
     assert_eq!(copy.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn every_version_of_a_rewritten_object_stays_locked_and_a_refusing_primary_keeps_locks() {
+    let now = SystemTime::now();
+    let due = day(now + DAY);
+    let due_file: &'static str =
+        Box::leak(format!("p/.escrow-sync-retention/{due}/1.jsonl").into_boxed_str());
+    let ledger = listing(
+        "p/.escrow-sync-retention/",
+        vec!["p/.escrow-sync-retention/started".into(), due_file.into()],
+    );
+    let get = mock!(Client::get_object).then_output(|| {
+        GetObjectOutput::builder()
+            .body(ByteStream::from_static(b"{\"key\":\"p/r\"}\n{\"key\":\"p/m\"}\n"))
+            .build()
+    });
+    // p/r was rewritten by the primary's attacker: escrow keeps the
+    // pre-attack version `old` under the new one, both due. p/m's current
+    // version is a delete marker (listed apart): the version under it is
+    // still escrow's.
+    let r_versions = versions("p/r", &["new", "old"]);
+    let m_versions = versions("p/m", &["under"]);
+    let heads = [
+        head_version("p/r", "new", ObjectLockMode::Compliance, now + DAY),
+        head_version("p/r", "old", ObjectLockMode::Compliance, now + DAY),
+        head_version("p/m", "under", ObjectLockMode::Compliance, now + DAY),
+    ];
+    let renewed = Renewed::default();
+    let put_ret = put_retention(renewed.clone());
+    let written = Written::default();
+    let put = put_object(written.clone());
+    let delete = mock!(Client::delete_object).then_output(|| DeleteObjectOutput::builder().build());
+    let mut rules: Vec<&Rule> =
+        vec![&ledger, &get, &r_versions, &m_versions, &put_ret, &put, &delete];
+    rules.extend(heads.iter());
+    let sink = sink(client(&rules), LockMode::Compliance);
+
+    // The primary refuses to say whether it holds p/m: kept locked.
+    let r = sink
+        .renew_retention(|key: String| async move {
+            if key == "p/m" {
+                Err(escrow_sync_core::Error::new(
+                    escrow_sync_core::ErrorKind::AccessDenied,
+                    "s3:HeadObject",
+                    key,
+                    "refused",
+                ))
+            } else {
+                Ok(true)
+            }
+        })
+        .await
+        .unwrap();
+
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!((r.renewed, r.unchecked), (3, 1), "{r:?}");
+    let mut got: Vec<(String, String)> =
+        renewed.lock().unwrap().iter().map(|(k, v, _, _)| (k.clone(), v.clone())).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("p/m".to_string(), "under".to_string()),
+            ("p/r".to_string(), "new".to_string()),
+            ("p/r".to_string(), "old".to_string()),
+        ]
+    );
+    assert_eq!(ledger_keys(&written, &day(now + 30 * DAY)), ["p/m", "p/r"]);
+    assert!(r.summary("escrow copies").unwrap().contains("1 renewed without the primary"));
+}
+
+#[tokio::test]
+async fn a_sweep_once_per_lock_period_finds_copies_the_ledger_lost() {
+    let now = SystemTime::now();
+    // The last sweep was 24 days ago; days 30 - renew_within_days 7 = 23.
+    let ledger = listing_at(
+        "p/.escrow-sync-retention/",
+        vec!["p/.escrow-sync-retention/started".into()],
+        now - 24 * DAY,
+    );
+    // A copy whose ledger batch was lost (a crash before it was written),
+    // its lock due.
+    let copies = listing("p/", vec!["p/lost".into()]);
+    let lost = head("p/lost", ObjectLockMode::Compliance, now + DAY);
+    let renewed = Renewed::default();
+    let put_ret = put_retention(renewed.clone());
+    let written = Written::default();
+    let put = put_object(written.clone());
+    let sink = sink(client(&[&ledger, &copies, &lost, &put_ret, &put]), LockMode::Compliance);
+    let r = sink.renew_retention(|_| async { Ok(true) }).await.unwrap();
+    assert_eq!((r.renewed, r.swept, r.started), (1, true, false), "{r:?}");
+    assert_eq!(copies.num_calls(), 1);
+    assert!(written.lock().unwrap().iter().any(|(k, _)| k == "p/.escrow-sync-retention/started"));
+
+    // Swept a moment ago: no sweep.
+    let ledger =
+        listing("p/.escrow-sync-retention/", vec!["p/.escrow-sync-retention/started".into()]);
+    let copies = listing("p/", vec!["p/lost".into()]);
+    let sink = sink_again(client(&[&ledger, &copies]));
+    let r = sink.renew_retention(|_| async { Ok(true) }).await.unwrap();
+    assert_eq!((r.renewed, r.swept), (0, false), "{r:?}");
+    assert_eq!(copies.num_calls(), 0);
+}
+
+fn sink_again(client: Client) -> S3Sink {
+    sink(client, LockMode::Compliance)
 }
