@@ -649,6 +649,19 @@ async fn each_run_renews_the_locks_of_copies_still_in_the_primary() {
     // The ledger is escrow-sync's own: not an escrow item, never verified
     // as one, and its folder is not copied from the primary.
     assert_eq!(cli(&["verify", "--config", cfg]).code, 0);
+
+    // The primary's attacker breaks the primary (the source bucket gone):
+    // the run stops before its jobs (exit 2), and the locks due are renewed
+    // all the same, with escrow credentials alone.
+    let second = until("obj/001").await;
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    for key in ["obj/001", "obj/002"] {
+        pair.primary.delete_object().bucket(&pair.source_bucket).key(key).send().await.unwrap();
+    }
+    pair.primary.delete_bucket().bucket(&pair.source_bucket).send().await.unwrap();
+    let out = cli(&["run", "--config", cfg]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(until("obj/001").await > second, "renewed by the stopped run: {}", out.stderr);
 }
 
 #[tokio::test]

@@ -281,7 +281,7 @@ impl Runner {
             }
         }
         for (name, sink) in sinks {
-            match sink.renew_retention(|_| async { Ok(true) }).await {
+            match sink.renew_due(|_| async { Ok(true) }).await {
                 Ok(r) => {
                     if let Some(line) = r.summary("escrow copies") {
                         tracing::warn!(job = %name, "run stopped before its jobs; {line}");
@@ -298,7 +298,7 @@ impl Runner {
         if config.escrow.manifest_object_lock.is_some()
             && let Some(store) = crate::manifest::store(config, &escrow)
         {
-            match store.renew_retention().await {
+            match store.renew_due().await {
                 Ok(r) => {
                     if let Some(line) = r.summary("run manifests") {
                         tracing::warn!("run stopped before its jobs; {line}");

@@ -215,6 +215,12 @@ impl ManifestStore {
         self.sink.renew_retention(|_| async { Ok(true) }).await
     }
 
+    /// [`ManifestStore::renew_retention`] of the due days only (no sweep;
+    /// nothing written where no ledger was started).
+    pub async fn renew_due(&self) -> Result<crate::Renewal> {
+        self.sink.renew_due(|_| async { Ok(true) }).await
+    }
+
     /// Aborts the multipart uploads of manifests (and of anything else this
     /// store's sink journals at the bucket's root) that an interrupted run
     /// left behind more than `older_than` ago; see

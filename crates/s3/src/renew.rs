@@ -136,6 +136,7 @@ impl Renewal {
     pub fn summary(&self, what: &str) -> Option<String> {
         if self.renewed == 0
             && self.lapsing == 0
+            && self.dropped == 0
             && self.unchecked == 0
             && self.failures.is_empty()
             && !self.swept
@@ -150,6 +151,12 @@ impl Renewal {
             parts.push(format!(
                 "{} no longer in the primary (their locks lapse on their dates)",
                 self.lapsing
+            ));
+        }
+        if self.dropped > 0 {
+            parts.push(format!(
+                "{} ledger entries name no escrow copy any more (every version gone)",
+                self.dropped
             ));
         }
         if self.unchecked > 0 {
@@ -277,6 +284,25 @@ impl S3Sink {
         F: Fn(String) -> Fut,
         Fut: Future<Output = Result<bool>>,
     {
+        self.renew_pass(still_wanted, true).await
+    }
+
+    /// [`S3Sink::renew_retention`] of the ledger's due days only: no sweep,
+    /// and nothing written where no ledger was started (a run that stopped
+    /// before its jobs changes nothing but the locks already scheduled).
+    pub async fn renew_due<F, Fut>(&self, still_wanted: F) -> Result<Renewal>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<bool>>,
+    {
+        self.renew_pass(still_wanted, false).await
+    }
+
+    async fn renew_pass<F, Fut>(&self, still_wanted: F, may_sweep: bool) -> Result<Renewal>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<bool>>,
+    {
         let Some(lock) = self.protection().object_lock else { return Ok(Renewal::default()) };
         self.flush_ledger_with(lock).await?;
         let now = SystemTime::now();
@@ -309,12 +335,13 @@ impl S3Sink {
         // was written) is found and locked before it could lapse.
         let sweep_every = days(lock.days.saturating_sub(lock.renew_within_days).max(1));
         let swept = entries.iter().find(|(k, _, _)| k == STARTED).map(|(_, _, m)| *m);
-        let sweep = match swept {
-            None => true,
-            Some(at) => {
-                at.is_none_or(|at| now.duration_since(at).unwrap_or_default() >= sweep_every)
-            }
-        };
+        let sweep = may_sweep
+            && match swept {
+                None => true,
+                Some(at) => {
+                    at.is_none_or(|at| now.duration_since(at).unwrap_or_default() >= sweep_every)
+                }
+            };
         if sweep {
             let dest = self.dest_prefix().to_string();
             let mut copies = self
