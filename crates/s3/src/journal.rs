@@ -8,7 +8,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_s3::primitives::ByteStream;
 use futures::TryStreamExt;
 
 use escrow_sync_core::{ErrorKind, Result};
@@ -41,36 +40,13 @@ impl S3Sink {
     /// Records an upload in progress.
     pub(crate) async fn journal_open(&self, dest_key: &str, upload_id: &str) -> Result<()> {
         let key = self.journal_key(upload_id);
-        self.client()
-            .put_object()
-            .bucket(self.bucket())
-            .key(&key)
-            .body(ByteStream::from(dest_key.as_bytes().to_vec()))
-            .content_type("text/plain")
-            .set_expected_bucket_owner(self.owner().map(str::to_string))
-            .send()
-            .paced(self.pacer())
-            .await
-            .map_err(|e| s3_error(e, "s3:PutObject", url(self.bucket(), &key)))?;
-        Ok(())
+        self.put_own(&key, dest_key.as_bytes().to_vec(), "text/plain").await
     }
 
     /// Forgets an upload that was completed or aborted (best effort: a
     /// leftover entry only makes a later run look for the upload again).
     pub(crate) async fn journal_close(&self, upload_id: &str) {
-        let key = self.journal_key(upload_id);
-        let res = self
-            .client()
-            .delete_object()
-            .bucket(self.bucket())
-            .key(&key)
-            .set_expected_bucket_owner(self.owner().map(str::to_string))
-            .send()
-            .paced(self.pacer())
-            .await;
-        if let Err(e) = res {
-            tracing::warn!(key, error = %s3_error(e, "s3:DeleteObject", key.clone()).chain(), "journal entry left behind");
-        }
+        self.delete_own(&self.journal_key(upload_id), "journal entry").await;
     }
 
     /// Aborts the multipart uploads escrow-sync started under this sink's
@@ -104,29 +80,7 @@ impl S3Sink {
                 continue;
             }
             let journal = self.journal_key(&upload_id);
-            let body = self
-                .client()
-                .get_object()
-                .bucket(self.bucket())
-                .key(&journal)
-                .set_expected_bucket_owner(self.owner().map(str::to_string))
-                .send()
-                .paced(self.pacer())
-                .await
-                .map_err(|e| s3_error(e, "s3:GetObject", url(self.bucket(), &journal)))?
-                .body
-                .collect()
-                .await
-                .map_err(|e| {
-                    escrow_sync_core::Error::new(
-                        ErrorKind::Transient,
-                        "s3:GetObject",
-                        journal.clone(),
-                        "",
-                    )
-                    .with_source(e)
-                })?
-                .into_bytes();
+            let body = self.get_own(&journal).await?;
             let dest_key = String::from_utf8_lossy(&body).into_owned();
             let res = self
                 .client()

@@ -58,6 +58,7 @@ mod lease;
 mod list;
 mod manifest;
 mod multipart;
+mod own;
 mod protect;
 mod range;
 mod record;

@@ -40,7 +40,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_s3::primitives::ByteStream;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
@@ -259,18 +258,7 @@ impl S3Sink {
             std::process::id(),
             batch_id()
         );
-        self.client()
-            .put_object()
-            .bucket(self.bucket())
-            .key(&key)
-            .body(ByteStream::from(body))
-            .content_type("application/x-ndjson")
-            .set_expected_bucket_owner(self.owner().map(str::to_string))
-            .send()
-            .paced(self.pacer())
-            .await
-            .map_err(|e| s3_error(e, "s3:PutObject", url(self.bucket(), &key)))?;
-        Ok(())
+        self.put_own(&key, body, "application/x-ndjson").await
     }
 
     /// The rolling renewal pass (see the module docs): extends to now +
@@ -453,24 +441,7 @@ impl S3Sink {
                 ),
             ));
         }
-        let body = self
-            .client()
-            .get_object()
-            .bucket(self.bucket())
-            .key(&key)
-            .set_expected_bucket_owner(self.owner().map(str::to_string))
-            .send()
-            .paced(self.pacer())
-            .await
-            .map_err(|e| s3_error(e, "s3:GetObject", url(self.bucket(), &key)))?
-            .body
-            .collect()
-            .await
-            .map_err(|e| {
-                Error::new(ErrorKind::Transient, "s3:GetObject", url(self.bucket(), &key), "")
-                    .with_source(e)
-            })?
-            .into_bytes();
+        let body = self.get_own(&key).await?;
         let root = self.ledger_root();
         let mut keys = Vec::new();
         for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
@@ -625,37 +596,13 @@ impl S3Sink {
     }
 
     async fn write_ledger_marker(&self, prefix: &str) -> Result<()> {
-        let key = format!("{prefix}{STARTED}");
-        self.client()
-            .put_object()
-            .bucket(self.bucket())
-            .key(&key)
-            .body(ByteStream::from_static(b""))
-            .set_expected_bucket_owner(self.owner().map(str::to_string))
-            .send()
-            .paced(self.pacer())
-            .await
-            .map_err(|e| s3_error(e, "s3:PutObject", url(self.bucket(), &key)))?;
-        Ok(())
+        self.put_own(&format!("{prefix}{STARTED}"), Vec::new(), "text/plain").await
     }
 
     /// Removes a due ledger object whose entries are all filed again (best
     /// effort: a leftover is read again, at the cost of its HEADs).
     async fn remove_ledger(&self, prefix: &str, name: &str) {
-        let key = format!("{prefix}{name}");
-        let res = self
-            .client()
-            .delete_object()
-            .bucket(self.bucket())
-            .key(&key)
-            .set_expected_bucket_owner(self.owner().map(str::to_string))
-            .send()
-            .paced(self.pacer())
-            .await;
-        if let Err(e) = res {
-            let err = s3_error(e, "s3:DeleteObject", url(self.bucket(), &key));
-            tracing::warn!(key, error = %err.chain(), "retention ledger object left behind");
-        }
+        self.delete_own(&format!("{prefix}{name}"), "retention ledger object").await;
     }
 }
 
