@@ -127,6 +127,8 @@ async fn copies_a_locking_job_left_unlocked_or_unprotected_are_found() {
         snapshot("snap-locked", tags::SOURCE_SNAPSHOT_ID, Some("amis"), ESCROW_KEY),
         snapshot("snap-open", tags::SOURCE_SNAPSHOT_ID, Some("amis"), ESCROW_KEY),
         snapshot("snap-backing", tags::SOURCE_IMAGE_ID, Some("amis"), ESCROW_KEY),
+        // Locked, but in governance mode where the job asks for compliance.
+        snapshot("snap-gov", tags::SOURCE_SNAPSHOT_ID, Some("amis"), ESCROW_KEY),
         // Another job's, and an untagged copy (not every job locks): fine.
         snapshot("snap-plain", tags::SOURCE_SNAPSHOT_ID, Some("plain"), ESCROW_KEY),
         snapshot("snap-untagged", tags::SOURCE_SNAPSHOT_ID, None, ESCROW_KEY),
@@ -138,7 +140,9 @@ async fn copies_a_locking_job_left_unlocked_or_unprotected_are_found() {
     ];
     let [a, b, c, d, e] = ec2_listings(snapshots, images);
     let locks = mock!(aws_sdk_ec2::Client::describe_locked_snapshots)
-        .match_requests(|r| r.snapshot_ids() == ["snap-backing", "snap-locked", "snap-open"])
+        .match_requests(|r| {
+            r.snapshot_ids() == ["snap-backing", "snap-gov", "snap-locked", "snap-open"]
+        })
         .then_output(|| {
             DescribeLockedSnapshotsOutput::builder()
                 .snapshots(
@@ -146,6 +150,13 @@ async fn copies_a_locking_job_left_unlocked_or_unprotected_are_found() {
                         .snapshot_id("snap-locked")
                         .lock_state(LockState::Compliance)
                         .lock_expires_on(DateTime::from_secs(now() + 20 * 86_400))
+                        .build(),
+                )
+                .snapshots(
+                    LockedSnapshotsInfo::builder()
+                        .snapshot_id("snap-gov")
+                        .lock_state(LockState::Governance)
+                        .lock_expires_on(DateTime::from_secs(now() + 36_500 * 86_400))
                         .build(),
                 )
                 .snapshots(
@@ -165,8 +176,11 @@ async fn copies_a_locking_job_left_unlocked_or_unprotected_are_found() {
             (Severity::High, "ec2.image.deregistration-unprotected", "ami-open"),
             (Severity::High, "ec2.snapshot.unlocked", "snap-backing"),
             (Severity::High, "ec2.snapshot.unlocked", "snap-open"),
+            (Severity::High, "ec2.snapshot.weak-lock", "snap-gov"),
         ]
     );
+    assert!(found[3].problem.contains("locked in governance mode until"), "{found:?}");
+    assert!(found[3].fix.contains("--lock-mode compliance --lock-duration 30"), "{found:?}");
     assert!(found[1].problem.contains("compliance lock of 30 days"), "{found:?}");
     assert!(found[2].fix.contains("--lock-mode compliance --lock-duration 30"), "{found:?}");
     assert_eq!(locks.num_calls(), 1);

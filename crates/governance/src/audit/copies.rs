@@ -6,6 +6,9 @@
 //!   snapshots included) without an EBS Snapshot Lock in force, when its job
 //!   (its `escrow-sync:job` tag; for an untagged copy, every `[[ec2]]` job)
 //!   asks for a `lock`.
+//! - `ec2.snapshot.weak-lock` (high): a copy locked in governance mode
+//!   when its job asks for compliance (`ec2:LockSnapshot` can shorten a
+//!   governance lock).
 //! - `ec2.image.deregistration-unprotected` (high): an AMI copy without
 //!   deregistration protection, when its job asks for a `lock`.
 //! - `ec2.snapshot.aws-managed-key`, `rds.snapshot.aws-managed-key`,
@@ -107,15 +110,23 @@ fn in_force(info: &aws_sdk_ec2::types::LockedSnapshotsInfo, now: i64) -> bool {
         && info.lock_expires_on().is_none_or(|t| t.secs() > now)
 }
 
-/// The ids among `ids` with a lock in force: DescribeLockedSnapshots by
-/// ids (200 a request), each request paged.
+/// A lock in force: its mode (`compliance` for both compliance states, or
+/// `governance`) and its expiry (RFC 3339, when reported).
+struct InForce {
+    mode: &'static str,
+    until: Option<String>,
+}
+
+/// The ids among `ids` with a lock in force, with its mode:
+/// DescribeLockedSnapshots by ids (200 a request), each request paged.
 async fn locked(
     ec2: &aws_sdk_ec2::Client,
     ids: &[String],
     resource: &str,
-) -> Result<std::collections::BTreeSet<String>> {
+) -> Result<BTreeMap<String, InForce>> {
+    use aws_sdk_ec2::types::LockState as S;
     let now = escrow_sync_core::time::epoch(std::time::SystemTime::now());
-    let mut out = std::collections::BTreeSet::new();
+    let mut out = BTreeMap::new();
     for chunk in ids.chunks(200) {
         let mut token: Option<String> = None;
         loop {
@@ -126,13 +137,16 @@ async fn locked(
                 .send()
                 .await
                 .map_err(|e| sdk_error(e, "ec2:DescribeLockedSnapshots", resource))?;
-            out.extend(
-                page.snapshots()
-                    .iter()
-                    .filter(|i| in_force(i, now))
-                    .filter_map(|i| i.snapshot_id())
-                    .map(str::to_string),
-            );
+            out.extend(page.snapshots().iter().filter(|i| in_force(i, now)).filter_map(|i| {
+                let mode = match i.lock_state() {
+                    Some(S::Governance) => "governance",
+                    _ => "compliance",
+                };
+                let until = i.lock_expires_on().map(|t| {
+                    escrow_sync_core::rfc3339(escrow_sync_core::time::from_epoch(t.secs()))
+                });
+                Some((i.snapshot_id()?.to_string(), InForce { mode, until }))
+            }));
             match page.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_string()),
                 _ => break,
@@ -146,6 +160,28 @@ fn aws_key_fix(kind: &str, id: &str) -> String {
     format!(
         "set [escrow] kms_key_id to the escrow's customer-managed key so new copies use it; \
          copy {kind} {id} once more under that key (then prune the old copy)"
+    )
+}
+
+/// `ec2.snapshot.weak-lock`: a governance lock in force on a copy whose
+/// job asks for compliance.
+fn weak_lock(id: &str, held: &InForce, lock: &Ec2LockGrant) -> Finding {
+    let until = held.until.as_deref().map(|u| format!(" until {u}")).unwrap_or_default();
+    Finding::high(
+        "ec2.snapshot.weak-lock",
+        id,
+        format!(
+            "escrow EBS snapshot copy {id} is locked in governance mode{until}, while its job \
+             asks for a compliance lock of {} days: whoever holds ec2:LockSnapshot (the escrow \
+             operator role among them) can shorten a governance lock and then delete the copy",
+            lock.days
+        ),
+        format!(
+            "run `escrow-sync run` (each run locks the job's copies again in compliance mode), \
+             or aws ec2 lock-snapshot --snapshot-id {id} --lock-mode compliance \
+             --lock-duration {}",
+            lock.days
+        ),
     )
 }
 
@@ -205,7 +241,13 @@ async fn ec2_copies(
     if !ids.is_empty() {
         match locked(ec2, &ids, &resource).await {
             Ok(in_force) => {
-                for (id, lock) in wanted.iter().filter(|(id, _)| !in_force.contains(*id)) {
+                for (id, lock) in &wanted {
+                    if let Some(held) = in_force.get(id) {
+                        if lock.mode == "compliance" && held.mode == "governance" {
+                            f.push(weak_lock(id, held, lock));
+                        }
+                        continue;
+                    }
                     f.push(Finding::high(
                         "ec2.snapshot.unlocked",
                         id.as_str(),
