@@ -1216,7 +1216,36 @@ impl<'a> Ctx<'a> {
             // AWS's rule: EC2 Describe* take Resource "*".
             out.push(allow("DescribeEc2Copies", &describe, vec!["*".into()]));
             out.push(allow("CopyEc2", &copy, res.clone()));
-            out.push(allow("TagEc2Copies", &["ec2:CreateTags"], res.clone()));
+            // Copies are tagged only as they are made (the sinks tag through
+            // CopySnapshot's and CopyImage's TagSpecifications): an existing
+            // copy's escrow-sync:* tags cannot be changed, so no copy can be
+            // retagged out of its job (and out of its lock's renewal).
+            let mut create = vec!["CopySnapshot"];
+            if images {
+                create.push("CopyImage");
+            }
+            out.push(when(
+                allow("TagEc2Copies", &["ec2:CreateTags"], res.clone()),
+                json!({"StringEquals": {"ec2:CreateAction": create}}),
+            ));
+            if images {
+                // The AMI sink gives an image copy's backing snapshots the
+                // image's provenance tags when CopyImage left them without:
+                // only snapshots that carry no provenance tag yet, so no
+                // escrow copy (each carries one) can be retagged this way.
+                let untagged = json!({"Null": {
+                    format!("aws:ResourceTag/{}", tags::SOURCE_IMAGE_ID): "true",
+                    format!("aws:ResourceTag/{}", tags::SOURCE_SNAPSHOT_ID): "true",
+                }});
+                out.push(when(
+                    allow(
+                        "TagEc2BackingSnapshots",
+                        &["ec2:CreateTags"],
+                        vec![format!("arn:aws:ec2:{region}::snapshot/*")],
+                    ),
+                    untagged,
+                ));
+            }
             let locks = inv.ec2.iter().any(|j| j.lock.is_some());
             if locks || inv.ec2.iter().any(|j| j.prunes) {
                 // Runs read locks to renew them, prune to keep locked copies.
