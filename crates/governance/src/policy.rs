@@ -1800,6 +1800,11 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// The default Vault Lock `MaxRetentionDays` of the escrow's backup vault:
+/// ten years. A recovery point the primary copies in with a longer (or no)
+/// expiry is refused, so planted recovery points cost escrow at most this.
+const MAX_VAULT_RETENTION_DAYS: u32 = 3650;
+
 impl Ctx<'_> {
     /// RDS and Redshift copies have no native lock: an AWS Backup vault
     /// under Vault Lock in escrow, off unless `EnableBackupVault` is
@@ -1807,7 +1812,10 @@ impl Ctx<'_> {
     /// plans, `CopyIntoBackupVault`, the one thing the vault lets the
     /// primary do) cannot be deleted before `BackupVaultMinRetentionDays`,
     /// by anyone once the lock's grace period (`ChangeableForDays`) is
-    /// over.
+    /// over. `BackupVaultMaxRetentionDays` (default 3650, ten years) bounds
+    /// what the primary can plant: the vault refuses a copy whose lifecycle
+    /// keeps it longer (or forever), so whatever the primary copies in
+    /// expires within that many days and escrow pays for it no longer.
     fn backup_vault(
         &self,
         key: Option<&Value>,
@@ -1834,6 +1842,16 @@ impl Ctx<'_> {
             }),
         );
         parameters.insert(
+            "BackupVaultMaxRetentionDays".into(),
+            json!({
+                "Type": "Number",
+                "Default": MAX_VAULT_RETENTION_DAYS,
+                "MinValue": 1,
+                "MaxValue": 36500,
+                "Description": "Vault Lock: a recovery point whose lifecycle keeps it longer than this many days (or forever) cannot be copied in, so what the primary copies in expires within it; at least BackupVaultMinRetentionDays",
+            }),
+        );
+        parameters.insert(
             "BackupVaultChangeableForDays".into(),
             json!({
                 "Type": "Number",
@@ -1850,6 +1868,7 @@ impl Ctx<'_> {
             "BackupVaultName": "escrow-sync-vault",
             "LockConfiguration": {
                 "MinRetentionDays": {"Ref": "BackupVaultMinRetentionDays"},
+                "MaxRetentionDays": {"Ref": "BackupVaultMaxRetentionDays"},
                 "ChangeableForDays": {"Ref": "BackupVaultChangeableForDays"},
             },
             // The primary may copy recovery points in, nothing else.

@@ -857,6 +857,10 @@ fn rds_and_redshift_get_an_optional_locked_backup_vault_in_escrow() {
     assert_eq!(vault["DeletionPolicy"], "Retain");
     let lock = &vault["Properties"]["LockConfiguration"];
     assert_eq!(lock["MinRetentionDays"], serde_json::json!({"Ref": "BackupVaultMinRetentionDays"}));
+    // What the primary copies in (or plants) expires within a bound.
+    assert_eq!(lock["MaxRetentionDays"], serde_json::json!({"Ref": "BackupVaultMaxRetentionDays"}));
+    let max = &escrow["Parameters"]["BackupVaultMaxRetentionDays"];
+    assert_eq!((max["Default"].as_u64(), max["MaxValue"].as_u64()), (Some(3650), Some(36500)));
     assert_eq!(
         lock["ChangeableForDays"],
         serde_json::json!({"Ref": "BackupVaultChangeableForDays"}),
