@@ -7,7 +7,10 @@
 //! compliance mode when asked), and renewed, once it lapses within
 //! `renew_within_days`, with `ExpirationDate = now + days`: a lock is never
 //! shortened, and a renewal never weakens a lock's mode (a compliance lock
-//! stays one whatever the job says).
+//! stays one whatever the job says). A governance lock on a copy whose job
+//! asks for compliance is locked again in compliance mode (AWS lets a
+//! governance lock change to compliance): a governance lock holds nothing
+//! against whoever may call `ec2:LockSnapshot`, which can shorten it.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -24,7 +27,9 @@ pub enum LockMode {
     /// Nobody can unlock or shorten the lock once its cooling-off period
     /// (if any) is over; the snapshot cannot be deleted before it lapses.
     Compliance,
-    /// Users allowed `ec2:UnlockSnapshot` can unlock or shorten it.
+    /// Users allowed `ec2:UnlockSnapshot` can unlock it, and users allowed
+    /// `ec2:LockSnapshot` can shorten it (to a moment from now) or change
+    /// its mode.
     Governance,
 }
 
@@ -125,6 +130,12 @@ impl LockView {
         locked && self.expires.is_none_or(|t| t > epoch(now))
     }
 
+    /// Whether it is weaker than `lock` asks: a governance lock when the
+    /// job asks for compliance.
+    pub fn weaker_than(&self, lock: &SnapshotLock) -> bool {
+        lock.mode == LockMode::Compliance && self.mode() == Some(LockMode::Governance)
+    }
+
     /// The lock's mode: compliance for both compliance states.
     fn mode(&self) -> Option<LockMode> {
         match self.state.as_str() {
@@ -152,7 +163,8 @@ impl LockView {
 pub(crate) enum LockAction {
     /// In force and not due: nothing.
     Keep,
-    /// No lock in force: LockSnapshot with the job's mode and duration.
+    /// No lock in force, or one weaker than the job's (governance when it
+    /// asks for compliance): LockSnapshot with the job's mode and duration.
     Lock,
     /// Lapses within the window: LockSnapshot with this mode and
     /// ExpirationDate (epoch seconds), later than the lock's expiry.
@@ -165,7 +177,11 @@ pub(crate) fn lock_action(
     lock: &SnapshotLock,
     now: SystemTime,
 ) -> LockAction {
-    let Some(current) = current.filter(|c| c.in_force(now)) else {
+    let Some(current) = current.filter(|c| c.in_force(now) && !c.weaker_than(lock)) else {
+        // No lock in force, or a governance lock where the job asks for
+        // compliance: locked again in compliance mode for `days` from now
+        // (AWS allows governance -> compliance). However long the governance
+        // lock ran, whoever may call ec2:LockSnapshot could shorten it.
         return LockAction::Lock;
     };
     let now = epoch(now);
@@ -304,24 +320,36 @@ pub(crate) async fn protect_image(
     Ok(())
 }
 
-/// The `verify` problem of a copy whose snapshot `id` has no lock in force
-/// (`lock` asks for one); starts with `unprotected: `.
-pub(crate) fn unlocked_problem(
+/// The `verify` problem of a copy whose snapshot has no lock in force, or
+/// one weaker than `lock` asks (governance where it asks for compliance);
+/// `None` when its lock holds as asked at `now`.
+pub(crate) fn lock_problem(
     what: &str,
     current: Option<&LockView>,
     lock: &SnapshotLock,
-) -> String {
+    now: SystemTime,
+) -> Option<String> {
     let state = match current {
+        Some(v) if v.in_force(now) && v.weaker_than(lock) => {
+            return Some(format!(
+                "{what}: its snapshot lock is {}, while the job's lock asks for compliance \
+                 mode: whoever holds ec2:LockSnapshot can shorten a governance lock and then \
+                 delete the copy; the next run locks it in compliance mode for {} days",
+                v.reason(),
+                lock.days
+            ));
+        }
+        Some(v) if v.in_force(now) => return None,
         Some(v) if v.state == "expired" => "its snapshot lock expired".to_string(),
         Some(v) => format!("its snapshot lock is not in force ({})", v.reason()),
         None => "it has no snapshot lock".to_string(),
     };
-    format!(
+    Some(format!(
         "{what}: {state}, while the job's lock asks for {} days in {} mode; the \
          next run locks it",
         lock.days,
         lock.mode.as_str()
-    )
+    ))
 }
 
 /// Now, for lock decisions.
@@ -368,6 +396,29 @@ mod tests {
         assert!(matches!(lock_action(Some(&held), &long, now), LockAction::Renew { .. }));
         let longer = LockView { expires: Some(epoch(now) + 4 * 86_400), ..held };
         assert_eq!(lock_action(Some(&longer), &long, now), LockAction::Keep);
+    }
+
+    #[test]
+    fn a_governance_lock_is_locked_again_in_compliance_when_the_job_asks_for_it() {
+        let now = SystemTime::now();
+        let lock = SnapshotLock::new(LockMode::Compliance, 30);
+        // An insider's governance lock for 100 years: still relocked, since
+        // ec2:LockSnapshot can shorten it.
+        let planted = view("governance", 36_500, now);
+        assert_eq!(lock_action(Some(&planted), &lock, now), LockAction::Lock);
+        let near = view("governance", 2, now);
+        assert_eq!(lock_action(Some(&near), &lock, now), LockAction::Lock);
+        let problem = lock_problem("escrow copy snap-1", Some(&planted), &lock, now).unwrap();
+        assert!(problem.contains("locked (governance) until"), "{problem}");
+        assert!(problem.contains("asks for compliance mode"), "{problem}");
+        // Compliance (cooling off or not) is kept; a governance job takes
+        // either.
+        let cooling = view("compliance-cooloff", 29, now);
+        assert_eq!(lock_action(Some(&cooling), &lock, now), LockAction::Keep);
+        assert_eq!(lock_problem("c", Some(&cooling), &lock, now), None);
+        let gov = SnapshotLock::new(LockMode::Governance, 30);
+        assert_eq!(lock_action(Some(&planted), &gov, now), LockAction::Keep);
+        assert_eq!(lock_problem("c", Some(&planted), &gov, now), None);
     }
 
     #[test]

@@ -130,6 +130,27 @@ async fn copies_without_a_lock_in_force_are_locked_with_the_jobs_mode_duration_a
         ]
     );
 
+    // A governance lock (an insider's, for 100 years) where the job asks
+    // for compliance: locked again, in compliance mode for the job's days.
+    let describe = describe_locks(
+        &["snap-gov", "snap-comp"],
+        vec![vec![
+            locked("snap-gov", LockState::Governance, 36_500),
+            locked("snap-comp", LockState::Compliance, 29),
+        ]],
+    );
+    let calls = Locks::default();
+    let lock = lock_rule(&calls);
+    let sink = EbsSnapshotSink::from_client(ec2(&[&describe, &lock]), "us-east-1")
+        .with_lock(Some(SnapshotLock::new(LockMode::Compliance, 30).with_cool_off_hours(12)));
+    let upkeep =
+        sink.keep_locked(&[copy("snap-gov", true), copy("snap-comp", true)]).await.unwrap();
+    assert_eq!((upkeep.locked, upkeep.unchanged), (1, 1), "{upkeep:?}");
+    assert_eq!(
+        calls.lock().unwrap().clone(),
+        [("snap-gov".into(), "compliance".into(), Some(30), Some(12), None)]
+    );
+
     // Governance: no cooling-off period is sent (AWS refuses one).
     let describe = describe_locks(&["snap-new"], vec![vec![]]);
     let calls = Locks::default();
@@ -330,9 +351,27 @@ async fn verify_reports_copies_without_a_lock_in_force_as_unprotected() {
     assert!(problems[0].starts_with("escrow copy snap-copy: it has no snapshot lock"));
 
     let held =
-        describe_locks(&["snap-copy"], vec![vec![locked("snap-copy", LockState::Governance, 3)]]);
+        describe_locks(&["snap-copy"], vec![vec![locked("snap-copy", LockState::Compliance, 3)]]);
     let sink = EbsSnapshotSink::from_client(ec2(&[&listing, &held]), "us-east-1")
         .with_lock(Some(SnapshotLock::new(LockMode::Compliance, 30)));
+    assert_eq!(sink.audit(&item).await.unwrap(), Vec::<String>::new());
+
+    // A governance lock where the job asks for compliance: reported (it can
+    // be shortened by whoever holds ec2:LockSnapshot); fine for a
+    // governance job.
+    let weaker =
+        describe_locks(&["snap-copy"], vec![vec![locked("snap-copy", LockState::Governance, 3)]]);
+    let sink = EbsSnapshotSink::from_client(ec2(&[&listing, &weaker]), "us-east-1")
+        .with_lock(Some(SnapshotLock::new(LockMode::Compliance, 30)));
+    let problems = sink.audit(&item).await.unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("escrow copy snap-copy: its snapshot lock is locked (governance)"),
+        "{problems:?}"
+    );
+    assert!(problems[0].contains("asks for compliance mode"), "{problems:?}");
+    let sink = EbsSnapshotSink::from_client(ec2(&[&listing, &weaker]), "us-east-1")
+        .with_lock(Some(SnapshotLock::new(LockMode::Governance, 30)));
     assert_eq!(sink.audit(&item).await.unwrap(), Vec::<String>::new());
 
     // An AMI copy without deregistration protection, one snapshot unlocked.

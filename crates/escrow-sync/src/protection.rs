@@ -36,7 +36,7 @@ pub struct ProtectionWarning {
     /// `[escrow] kms_key_id`, `[escrow] manifest_object_lock`,
     /// `independent_copy`), or for RDS and Redshift, which have no native
     /// lock, the `policy --format cloudformation` parameter
-    /// `BackupVaultLock`.
+    /// `EnableBackupVault`.
     pub setting: &'static str,
     /// What is unprotected, why it matters and what to set: one line.
     pub warning: String,
@@ -59,7 +59,7 @@ impl std::fmt::Display for ProtectionWarning {
 const SET_KMS: &str = "set [escrow] kms_key_id to a customer-managed KMS key of the escrow account";
 const LOCK_EXAMPLE: &str = "{ mode = \"COMPLIANCE\", days = N }";
 const VAULT: &str = "copy them into an escrow AWS Backup vault with Vault Lock, which policy \
-                     --format cloudformation (BackupVaultLock parameter) can create";
+                     --format cloudformation (EnableBackupVault parameter) can create";
 
 impl Config {
     /// Every protection warning of this config, in job order (S3 first, as
@@ -102,16 +102,21 @@ impl Config {
             let mut warn = |kind, setting, warning: String| {
                 all.push(ProtectionWarning { job: ESCROW.into(), kind, setting, warning });
             };
-            if self.escrow.manifest_object_lock.is_none() {
-                warn(
+            let setting = "[escrow] manifest_object_lock";
+            match &self.escrow.manifest_object_lock {
+                None => warn(
                     UNLOCKED,
-                    "[escrow] manifest_object_lock",
+                    setting,
                     format!(
                         "run manifests in s3://{bucket}/{prefix} are not locked: an escrow insider \
                          can delete them, and verify --offline, status and restore trust them; set \
                          [escrow] manifest_object_lock = {LOCK_EXAMPLE}"
                     ),
-                );
+                ),
+                Some(l) if governance(&l.mode) => {
+                    warn(UNLOCKED, setting, governance_s3("run manifests", bucket, prefix, setting))
+                }
+                Some(_) => {}
             }
             if !keyed {
                 warn(UNENCRYPTED, KMS, unkeyed("run manifests", bucket, prefix));
@@ -142,8 +147,8 @@ fn objects(
     prefix: &str,
     lock: &Option<ObjectLockConfig>,
 ) {
-    if lock.is_none() {
-        warn(
+    match lock {
+        None => warn(
             UNLOCKED,
             "object_lock",
             format!(
@@ -151,8 +156,25 @@ fn objects(
                  them; set object_lock = {LOCK_EXAMPLE} in the job (the bucket needs Object Lock \
                  enabled)"
             ),
-        );
+        ),
+        Some(l) if governance(&l.mode) => {
+            warn(UNLOCKED, "object_lock", governance_s3(what, bucket, prefix, "object_lock"))
+        }
+        Some(_) => {}
     }
+}
+
+/// Whether a lock mode is governance (any case).
+fn governance(mode: &str) -> bool {
+    mode.eq_ignore_ascii_case("governance")
+}
+
+/// Objects under `s3://bucket/prefix` locked in GOVERNANCE mode.
+fn governance_s3(what: &str, bucket: &str, prefix: &str, setting: &str) -> String {
+    format!(
+        "{what} in s3://{bucket}/{prefix} are locked in GOVERNANCE mode, which can be lifted by \
+         whoever holds s3:BypassGovernanceRetention; set {setting} mode = \"COMPLIANCE\""
+    )
 }
 
 /// Objects under `s3://bucket/prefix` written without the escrow key.
@@ -207,8 +229,8 @@ fn ec2(warn: &mut Warn<'_>, job: &Ec2Job, keyed: bool) {
             ),
         );
     }
-    if job.lock.is_none() {
-        warn(
+    match &job.lock {
+        None => warn(
             UNLOCKED,
             "lock",
             format!(
@@ -216,7 +238,16 @@ fn ec2(warn: &mut Warn<'_>, job: &Ec2Job, keyed: bool) {
                  = {{ mode = \"compliance\", days = N }} in the job (EBS Snapshot Lock and AMI \
                  deregistration protection)"
             ),
-        );
+        ),
+        Some(l) if governance(&l.mode) => warn(
+            UNLOCKED,
+            "lock",
+            format!(
+                "{what} are locked in governance mode, which can be lifted by whoever holds \
+                 ec2:LockSnapshot (the escrow operator role does); set lock mode = \"compliance\""
+            ),
+        ),
+        Some(_) => {}
     }
 }
 
@@ -239,7 +270,7 @@ fn rds(warn: &mut Warn<'_>, job: &RdsJob, keyed: bool) {
     }
     warn(
         UNLOCKED,
-        "BackupVaultLock",
+        "EnableBackupVault",
         format!("{what} have no native lock: an escrow insider can delete them; {VAULT}"),
     );
 }
@@ -269,7 +300,7 @@ fn redshift(warn: &mut Warn<'_>, job: &RedshiftJob, keyed: bool) {
     }
     warn(
         UNLOCKED,
-        "BackupVaultLock",
+        "EnableBackupVault",
         format!(
             "Redshift snapshot copies have no native lock: an escrow insider can delete them; {VAULT}"
         ),
@@ -321,7 +352,7 @@ lock = { mode = "compliance", days = 30 }
 name = "trail"
 dest_bucket = "escrow-trails"
 dest_prefix = "ct/"
-object_lock = { mode = "GOVERNANCE", days = 30 }
+object_lock = { mode = "COMPLIANCE", days = 30 }
 "#;
 
     fn warnings(text: &str) -> Vec<ProtectionWarning> {
@@ -379,7 +410,7 @@ object_lock = { mode = "GOVERNANCE", days = 30 }
             "{w}"
         );
 
-        let trail = with("object_lock = { mode = \"GOVERNANCE\", days = 30 }\n", "");
+        let trail = with(&format!("dest_prefix = \"ct/\"\n{lock}"), "dest_prefix = \"ct/\"\n");
         let w = only(&trail, "trail");
         assert_eq!((w.kind, w.setting), (UNLOCKED, "object_lock"));
         assert!(
@@ -463,6 +494,48 @@ object_lock = { mode = "GOVERNANCE", days = 30 }
     }
 
     #[test]
+    fn governance_locks_are_warned_of_as_liftable() {
+        let gov = |from: &str, to: &str| {
+            assert!(PROTECTED.contains(from), "{from}");
+            PROTECTED.replacen(from, to, 1)
+        };
+        // An S3 job's copies.
+        let s3 = warnings(&gov(
+            "dest_prefix = \"assets/\"\nobject_lock = { mode = \"COMPLIANCE\"",
+            "dest_prefix = \"assets/\"\nobject_lock = { mode = \"GOVERNANCE\"",
+        ));
+        let w = only(&s3, "assets");
+        assert_eq!((w.kind, w.setting), (UNLOCKED, "object_lock"));
+        assert_eq!(
+            w.warning,
+            "copies in s3://escrow-assets/assets/ are locked in GOVERNANCE mode, which can be \
+             lifted by whoever holds s3:BypassGovernanceRetention; set object_lock mode = \
+             \"COMPLIANCE\""
+        );
+        // The run manifests.
+        let manifests = warnings(&gov(
+            "manifest_object_lock = { mode = \"COMPLIANCE\"",
+            "manifest_object_lock = { mode = \"GOVERNANCE\"",
+        ));
+        let w = only(&manifests, ESCROW);
+        assert_eq!((w.kind, w.setting), (UNLOCKED, "[escrow] manifest_object_lock"));
+        assert!(w.warning.contains("s3:BypassGovernanceRetention"), "{w}");
+        // EC2 copies: ec2:LockSnapshot shortens a governance lock.
+        let ec2 = warnings(&gov(
+            "lock = { mode = \"compliance\", days = 30 }",
+            "lock = { mode = \"governance\", days = 30 }",
+        ));
+        let w = only(&ec2, "amis");
+        assert_eq!((w.kind, w.setting), (UNLOCKED, "lock"));
+        assert!(
+            w.warning.starts_with("AMI and EBS snapshot copies are locked in governance mode")
+                && w.warning.contains("whoever holds ec2:LockSnapshot")
+                && w.warning.ends_with("set lock mode = \"compliance\""),
+            "{w}"
+        );
+    }
+
+    #[test]
     fn rds_and_redshift_copies_point_to_a_locked_backup_vault() {
         let text = format!(
             "{PROTECTED}[[rds]]\ninclude = [\"cluster\"]\n[[redshift]]\nindependent_copy = true\n"
@@ -472,11 +545,11 @@ object_lock = { mode = "GOVERNANCE", days = 30 }
             [("rds", "Aurora cluster snapshot copies"), ("redshift", "Redshift snapshot copies")]
         {
             let w = only(&all, job);
-            assert_eq!((w.kind, w.setting), (UNLOCKED, "BackupVaultLock"), "{w}");
+            assert_eq!((w.kind, w.setting), (UNLOCKED, "EnableBackupVault"), "{w}");
             assert!(
                 w.warning.starts_with(&format!("{what} have no native lock"))
                     && w.warning
-                        .contains("policy --format cloudformation (BackupVaultLock parameter)"),
+                        .contains("policy --format cloudformation (EnableBackupVault parameter)"),
                 "{w}"
             );
         }

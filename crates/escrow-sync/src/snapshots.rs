@@ -449,16 +449,23 @@ async fn run(
 
 /// Keeps the job's escrow copies locked, as its stores are configured to
 /// (`[[ec2]] lock`; other stores do nothing): each store's copies that this
-/// job claims ([`claimant`]), complete ones locked where no lock is in
-/// force and renewed where the lock lapses within the window. A failure is
-/// the run's failure (the copies stay deletable until a run locks them).
+/// job claims ([`claimant`]) and its keep_* retention keeps
+/// ([`lock_upkept`]), complete ones locked where no lock is in force and
+/// renewed where the lock lapses within the window. A copy the retention
+/// lets go keeps its lock until it lapses, and `prune` deletes it after. A
+/// failure is the run's failure (the copies stay deletable until a run
+/// locks them).
 async fn keep_locked(config: &Config, job: JobRef<'_>, parts: &[Part], report: &mut Report) {
     if !locks(job) {
         return;
     }
     let jobs = jobs_of_kind(config, job);
     let name = job.name();
+    let retention = retention_of(job).unwrap_or_default();
+    let keep_within = limits_of(job).keep_within_days;
+    let now = std::time::SystemTime::now();
     let mut total = escrow_sync_core::LockUpkeep::default();
+    let mut let_go = 0;
     for part in parts {
         let outcome = async {
             let copies: Vec<EscrowCopy> = part
@@ -468,7 +475,9 @@ async fn keep_locked(config: &Config, job: JobRef<'_>, parts: &[Part], report: &
                 .into_iter()
                 .filter(|c| claimant(c, &jobs) == Some(name.as_str()))
                 .collect();
-            part.store.keep_locked(&copies).await
+            let (upkept, gone) = lock_upkept(&copies, &retention, keep_within, now);
+            let_go += gone;
+            part.store.keep_locked(&upkept).await
         }
         .await;
         match outcome {
@@ -490,6 +499,26 @@ async fn keep_locked(config: &Config, job: JobRef<'_>, parts: &[Part], report: &
             total.locked, total.renewed, total.protected, total.unchanged
         ));
     }
+    if let_go > 0 {
+        report.notes.push(format!(
+            "locks: {let_go} escrow copies the keep_* retention lets go are neither locked nor \
+             renewed: each keeps its lock until it lapses, then `prune` deletes it"
+        ));
+    }
+}
+
+/// The copies whose locks a run keeps: those the retention keeps (what
+/// `prune` keeps by the keep_* rules and the `keep_within_days` floor, at
+/// `now`), and how many it lets go (their locks are left to lapse, so that
+/// `prune` can delete them once they have).
+fn lock_upkept(
+    copies: &[EscrowCopy],
+    retention: &Retention,
+    keep_within_days: u32,
+    now: std::time::SystemTime,
+) -> (Vec<EscrowCopy>, usize) {
+    let plan = escrow_sync_core::select_within(copies, retention, keep_within_days, now);
+    (plan.keep.into_iter().map(|k| k.copy).collect(), plan.delete.len())
 }
 
 /// Whether a job keeps its copies locked.
@@ -1189,6 +1218,107 @@ keep_last = 2
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].copy.id, "snap-locked");
         assert_eq!(kept[0].reasons, ["locked (compliance) until 2027-01-05T00:00:00Z"]);
+    }
+
+    /// An escrow of `copies` that records which copies it is asked to
+    /// keep locked.
+    struct Locking {
+        copies: Vec<EscrowCopy>,
+        asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for Locking {
+        fn describe(&self) -> String {
+            "mem://locking".into()
+        }
+        fn list(&self, _: &Scope) -> ItemStream<'_> {
+            futures::stream::empty().boxed()
+        }
+        async fn write(
+            &self,
+            item: &Item,
+            _: Payload,
+        ) -> escrow_sync_core::Result<escrow_sync_core::Receipt> {
+            Ok(escrow_sync_core::Receipt::new(1, Some(item.key.clone())))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Retained for Locking {
+        fn describe(&self) -> String {
+            "mem://locking".into()
+        }
+        async fn copies(&self) -> escrow_sync_core::Result<Vec<EscrowCopy>> {
+            Ok(self.copies.clone())
+        }
+        async fn delete_copy(&self, _: &EscrowCopy) -> escrow_sync_core::Result<()> {
+            Ok(())
+        }
+        async fn keep_locked(
+            &self,
+            copies: &[EscrowCopy],
+        ) -> escrow_sync_core::Result<escrow_sync_core::LockUpkeep> {
+            self.asked.lock().unwrap().extend(copies.iter().map(|c| c.id.clone()));
+            Ok(escrow_sync_core::LockUpkeep { renewed: copies.len() as u64, ..Default::default() })
+        }
+    }
+
+    #[tokio::test]
+    async fn only_copies_the_retention_keeps_have_their_locks_renewed() {
+        let text = CONFIG.replace(
+            "[[ec2]]\nkeep_last = 2\n",
+            "[[ec2]]\nname = \"vols\"\nkeep_last = 2\nkeep_within_days = 0\n\
+             lock = { mode = \"compliance\", days = 30 }\n",
+        );
+        let config = Config::parse(&text, "c").unwrap();
+        let job = JobRef::Ec2(&config.ec2[0]);
+        let copy = |id: &str, day: u32, job: &str| EscrowCopy {
+            id: id.into(),
+            source: format!("src-{id}"),
+            lineage: "vol-a".into(),
+            created: format!("2026-11-{day:02}T00:00:00Z"),
+            complete: true,
+            copied: Some(format!("2026-11-{day:02}T01:00:00Z")),
+            job: Some(job.to_string()),
+        };
+        // keep_last 2: c3 and c4 are kept, c1 and c2 let go (their locks
+        // lapse, then prune deletes them); another job's copy is never this
+        // job's to lock.
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = Locking {
+            copies: vec![
+                copy("c1", 1, "vols"),
+                copy("c2", 2, "vols"),
+                copy("c3", 3, "vols"),
+                copy("c4", 4, "vols"),
+                copy("o1", 4, "other"),
+            ],
+            asked: asked.clone(),
+        };
+        let mut parts = vec![part(Vec::new(), Escrow::default(), None)];
+        parts[0].store = Box::new(store);
+        let mut report = Report::new(Mode::Run, "mem://primary", "mem://locking");
+        keep_locked(&config, job, &parts, &mut report).await;
+        assert_eq!(report.failed, 0, "{report:?}");
+        let mut asked = asked.lock().unwrap().clone();
+        asked.sort();
+        assert_eq!(asked, ["c3", "c4"]);
+        let notes = report.notes.join("\n");
+        assert!(notes.contains("0 escrow copies locked, 2 locks renewed"), "{notes}");
+        assert!(notes.contains("2 escrow copies the keep_* retention lets go"), "{notes}");
+
+        // keep_within_days keeps (and so locks) young copies too.
+        let now = escrow_sync_core::time::from_epoch(
+            escrow_sync_core::epoch_seconds("2026-11-05T00:00:00Z").unwrap(),
+        );
+        let copies: Vec<_> =
+            ["c1", "c2", "c3", "c4"].iter().zip(1..).map(|(id, d)| copy(id, d, "vols")).collect();
+        let retention = config.ec2[0].retention();
+        let (kept, gone) = lock_upkept(&copies, &retention, 3, now);
+        let mut kept: Vec<_> = kept.iter().map(|c| c.id.as_str()).collect();
+        kept.sort();
+        assert_eq!((kept, gone), (vec!["c2", "c3", "c4"], 1));
     }
 
     #[test]

@@ -431,7 +431,8 @@ impl Ec2Job {
 pub struct SnapshotLockConfig {
     /// `compliance` (nobody can lift or shorten the lock once any
     /// cooling-off period is over) or `governance` (who holds
-    /// `ec2:UnlockSnapshot` can).
+    /// `ec2:UnlockSnapshot` can lift it, and who holds `ec2:LockSnapshot`,
+    /// the operator role included, can shorten it).
     pub mode: String,
     /// Days each lock lasts, from when it is set or renewed.
     pub days: u32,

@@ -33,6 +33,9 @@
 //!   (`dynamodb.table.ttl`).
 //! - **Snapshot copies** (see `copies`): without the lock their job asks for
 //!   (`ec2.snapshot.unlocked`, `ec2.image.deregistration-unprotected`), or
+//!   only a governance lock when it asks for compliance
+//!   (`ec2.snapshot.weak-lock`), tagged with a job the config does not have
+//!   (`ec2.snapshot.unclaimed`, `ec2.image.unclaimed`), or
 //!   under an AWS-managed key ([`Severity::Medium`]:
 //!   `ec2.snapshot.aws-managed-key`, `rds.snapshot.aws-managed-key`,
 //!   `redshift.snapshot.aws-managed-key`).

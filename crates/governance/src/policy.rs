@@ -1218,7 +1218,36 @@ impl<'a> Ctx<'a> {
             // AWS's rule: EC2 Describe* take Resource "*".
             out.push(allow("DescribeEc2Copies", &describe, vec!["*".into()]));
             out.push(allow("CopyEc2", &copy, res.clone()));
-            out.push(allow("TagEc2Copies", &["ec2:CreateTags"], res.clone()));
+            // Copies are tagged only as they are made (the sinks tag through
+            // CopySnapshot's and CopyImage's TagSpecifications): an existing
+            // copy's escrow-sync:* tags cannot be changed, so no copy can be
+            // retagged out of its job (and out of its lock's renewal).
+            let mut create = vec!["CopySnapshot"];
+            if images {
+                create.push("CopyImage");
+            }
+            out.push(when(
+                allow("TagEc2Copies", &["ec2:CreateTags"], res.clone()),
+                json!({"StringEquals": {"ec2:CreateAction": create}}),
+            ));
+            if images {
+                // The AMI sink gives an image copy's backing snapshots the
+                // image's provenance tags when CopyImage left them without:
+                // only snapshots that carry no provenance tag yet, so no
+                // escrow copy (each carries one) can be retagged this way.
+                let untagged = json!({"Null": {
+                    format!("aws:ResourceTag/{}", tags::SOURCE_IMAGE_ID): "true",
+                    format!("aws:ResourceTag/{}", tags::SOURCE_SNAPSHOT_ID): "true",
+                }});
+                out.push(when(
+                    allow(
+                        "TagEc2BackingSnapshots",
+                        &["ec2:CreateTags"],
+                        vec![format!("arn:aws:ec2:{region}::snapshot/*")],
+                    ),
+                    untagged,
+                ));
+            }
             let locks = inv.ec2.iter().any(|j| j.lock.is_some());
             if locks || inv.ec2.iter().any(|j| j.prunes) {
                 // Runs read locks to renew them, prune to keep locked copies.
@@ -1773,6 +1802,11 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// The default Vault Lock `MaxRetentionDays` of the escrow's backup vault:
+/// ten years. A recovery point the primary copies in with a longer (or no)
+/// expiry is refused, so planted recovery points cost escrow at most this.
+const MAX_VAULT_RETENTION_DAYS: u32 = 3650;
+
 impl Ctx<'_> {
     /// RDS and Redshift copies have no native lock: an AWS Backup vault
     /// under Vault Lock in escrow, off unless `EnableBackupVault` is
@@ -1780,7 +1814,10 @@ impl Ctx<'_> {
     /// plans, `CopyIntoBackupVault`, the one thing the vault lets the
     /// primary do) cannot be deleted before `BackupVaultMinRetentionDays`,
     /// by anyone once the lock's grace period (`ChangeableForDays`) is
-    /// over.
+    /// over. `BackupVaultMaxRetentionDays` (default 3650, ten years) bounds
+    /// what the primary can plant: the vault refuses a copy whose lifecycle
+    /// keeps it longer (or forever), so whatever the primary copies in
+    /// expires within that many days and escrow pays for it no longer.
     fn backup_vault(
         &self,
         key: Option<&Value>,
@@ -1807,6 +1844,16 @@ impl Ctx<'_> {
             }),
         );
         parameters.insert(
+            "BackupVaultMaxRetentionDays".into(),
+            json!({
+                "Type": "Number",
+                "Default": MAX_VAULT_RETENTION_DAYS,
+                "MinValue": 1,
+                "MaxValue": 36500,
+                "Description": "Vault Lock: a recovery point whose lifecycle keeps it longer than this many days (or forever) cannot be copied in, so what the primary copies in expires within it; at least BackupVaultMinRetentionDays",
+            }),
+        );
+        parameters.insert(
             "BackupVaultChangeableForDays".into(),
             json!({
                 "Type": "Number",
@@ -1823,6 +1870,7 @@ impl Ctx<'_> {
             "BackupVaultName": "escrow-sync-vault",
             "LockConfiguration": {
                 "MinRetentionDays": {"Ref": "BackupVaultMinRetentionDays"},
+                "MaxRetentionDays": {"Ref": "BackupVaultMaxRetentionDays"},
                 "ChangeableForDays": {"Ref": "BackupVaultChangeableForDays"},
             },
             // The primary may copy recovery points in, nothing else.

@@ -127,6 +127,11 @@ async fn copies_a_locking_job_left_unlocked_or_unprotected_are_found() {
         snapshot("snap-locked", tags::SOURCE_SNAPSHOT_ID, Some("amis"), ESCROW_KEY),
         snapshot("snap-open", tags::SOURCE_SNAPSHOT_ID, Some("amis"), ESCROW_KEY),
         snapshot("snap-backing", tags::SOURCE_IMAGE_ID, Some("amis"), ESCROW_KEY),
+        // Locked, but in governance mode where the job asks for compliance.
+        snapshot("snap-gov", tags::SOURCE_SNAPSHOT_ID, Some("amis"), ESCROW_KEY),
+        // Retagged to a job the config does not have: found, and held to
+        // the strictest lock (locked here, so only unclaimed).
+        snapshot("snap-retagged", tags::SOURCE_SNAPSHOT_ID, Some("gone"), ESCROW_KEY),
         // Another job's, and an untagged copy (not every job locks): fine.
         snapshot("snap-plain", tags::SOURCE_SNAPSHOT_ID, Some("plain"), ESCROW_KEY),
         snapshot("snap-untagged", tags::SOURCE_SNAPSHOT_ID, None, ESCROW_KEY),
@@ -135,10 +140,15 @@ async fn copies_a_locking_job_left_unlocked_or_unprotected_are_found() {
         image("ami-open", "disabled", "amis"),
         image("ami-safe", "enabled-with-cooldown", "amis"),
         image("ami-plain", "disabled", "plain"),
+        // Retagged out of its job: unclaimed, and held to the strictest lock.
+        image("ami-retagged", "disabled", "gone"),
     ];
     let [a, b, c, d, e] = ec2_listings(snapshots, images);
     let locks = mock!(aws_sdk_ec2::Client::describe_locked_snapshots)
-        .match_requests(|r| r.snapshot_ids() == ["snap-backing", "snap-locked", "snap-open"])
+        .match_requests(|r| {
+            r.snapshot_ids()
+                == ["snap-backing", "snap-gov", "snap-locked", "snap-open", "snap-retagged"]
+        })
         .then_output(|| {
             DescribeLockedSnapshotsOutput::builder()
                 .snapshots(
@@ -146,6 +156,20 @@ async fn copies_a_locking_job_left_unlocked_or_unprotected_are_found() {
                         .snapshot_id("snap-locked")
                         .lock_state(LockState::Compliance)
                         .lock_expires_on(DateTime::from_secs(now() + 20 * 86_400))
+                        .build(),
+                )
+                .snapshots(
+                    LockedSnapshotsInfo::builder()
+                        .snapshot_id("snap-retagged")
+                        .lock_state(LockState::Compliance)
+                        .lock_expires_on(DateTime::from_secs(now() + 3 * 86_400))
+                        .build(),
+                )
+                .snapshots(
+                    LockedSnapshotsInfo::builder()
+                        .snapshot_id("snap-gov")
+                        .lock_state(LockState::Governance)
+                        .lock_expires_on(DateTime::from_secs(now() + 36_500 * 86_400))
                         .build(),
                 )
                 .snapshots(
@@ -163,12 +187,20 @@ async fn copies_a_locking_job_left_unlocked_or_unprotected_are_found() {
         checks(&found),
         [
             (Severity::High, "ec2.image.deregistration-unprotected", "ami-open"),
+            (Severity::High, "ec2.image.deregistration-unprotected", "ami-retagged"),
+            (Severity::High, "ec2.image.unclaimed", "ami-retagged"),
+            (Severity::High, "ec2.snapshot.unclaimed", "snap-retagged"),
             (Severity::High, "ec2.snapshot.unlocked", "snap-backing"),
             (Severity::High, "ec2.snapshot.unlocked", "snap-open"),
+            (Severity::High, "ec2.snapshot.weak-lock", "snap-gov"),
         ]
     );
-    assert!(found[1].problem.contains("compliance lock of 30 days"), "{found:?}");
-    assert!(found[2].fix.contains("--lock-mode compliance --lock-duration 30"), "{found:?}");
+    assert!(found[3].problem.contains("escrow-sync:job=gone"), "{found:?}");
+    assert!(found[3].problem.contains("(compliance mode, 30 days)"), "{found:?}");
+    assert!(found[6].problem.contains("locked in governance mode until"), "{found:?}");
+    assert!(found[6].fix.contains("--lock-mode compliance --lock-duration 30"), "{found:?}");
+    assert!(found[4].problem.contains("compliance lock of 30 days"), "{found:?}");
+    assert!(found[5].fix.contains("--lock-mode compliance --lock-duration 30"), "{found:?}");
     assert_eq!(locks.num_calls(), 1);
 
     // Without any lock asked (and no KMS client), the copies are not listed.

@@ -1239,6 +1239,8 @@ async fn replication_out_of_escrow_is_found() {
         rule("to-unowned", "elsewhere", None, true),
         rule("to-own", "esc-copy", None, true),
         rule("to-own-account", "esc-copy2", Some("222222222222"), true),
+        // Account names escrow, but the bucket is someone else's.
+        rule("to-posing-account", "theirs2", Some("222222222222"), true),
         rule("off", "theirs", Some("333333333333"), false),
     ];
     let mut s3_rules = settled_bucket();
@@ -1257,7 +1259,8 @@ async fn replication_out_of_escrow_is_found() {
         }),
         mock!(aws_sdk_s3::Client::head_bucket)
             .match_requests(|r| {
-                r.bucket() == Some("esc-copy") && r.expected_bucket_owner() == Some("222222222222")
+                matches!(r.bucket(), Some("esc-copy" | "esc-copy2"))
+                    && r.expected_bucket_owner() == Some("222222222222")
             })
             .then_output(|| {
                 aws_sdk_s3::operation::head_bucket::HeadBucketOutput::builder().build()
@@ -1277,7 +1280,13 @@ async fn replication_out_of_escrow_is_found() {
         .filter(|f| f.check == "s3.bucket.replication-out")
         .map(|f| f.problem.as_str())
         .collect();
-    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems.len(), 3, "{problems:?}");
     assert!(problems.iter().any(|p| p.contains("to-other-account") && p.contains("333333333333")));
     assert!(problems.iter().any(|p| p.contains("to-unowned") && p.contains("does not own")));
+    assert!(
+        problems.iter().any(|p| p.contains("to-posing-account")
+            && p.contains("s3://theirs2")
+            && p.contains("does not own")),
+        "{problems:?}"
+    );
 }

@@ -541,6 +541,26 @@ fn ec2_locks_are_granted_with_a_lock_only_and_on_escrow_copies_only() {
     for never in ["ec2:UnlockSnapshot", "ec2:DisableImageDeregistrationProtection"] {
         assert!(!text.contains(never), "{never} granted");
     }
+    // Copies are tagged only as they are made: an existing copy's
+    // escrow-sync:job tag cannot be changed to slip it out of its lock.
+    let tag = by_sid(&all, "TagEc2Copies");
+    assert_eq!(list(&tag["Action"]), ["ec2:CreateTags"]);
+    assert_eq!(
+        tag["Condition"]["StringEquals"]["ec2:CreateAction"],
+        serde_json::json!(["CopySnapshot", "CopyImage"])
+    );
+    // After the copy, only backing snapshots without any provenance tag.
+    let backing = by_sid(&all, "TagEc2BackingSnapshots");
+    assert_eq!(list(&backing["Resource"]), ["arn:aws:ec2:us-east-1::snapshot/*"]);
+    assert_eq!(backing["Condition"]["Null"]["aws:ResourceTag/escrow-sync:source-image-id"], "true");
+    assert_eq!(
+        backing["Condition"]["Null"]["aws:ResourceTag/escrow-sync:source-snapshot-id"],
+        "true"
+    );
+    let unconditioned = all.iter().filter(|s| {
+        list(&s["Action"]).iter().any(|a| a == "ec2:CreateTags") && s["Condition"].is_null()
+    });
+    assert_eq!(unconditioned.count(), 0, "CreateTags is never unconditioned");
     let audit = statements(&p.escrow.audit_policy);
     assert_eq!(list(&by_sid(&audit, "AuditEc2Locks")["Action"]), ["ec2:DescribeLockedSnapshots"]);
     assert_eq!(
@@ -837,6 +857,10 @@ fn rds_and_redshift_get_an_optional_locked_backup_vault_in_escrow() {
     assert_eq!(vault["DeletionPolicy"], "Retain");
     let lock = &vault["Properties"]["LockConfiguration"];
     assert_eq!(lock["MinRetentionDays"], serde_json::json!({"Ref": "BackupVaultMinRetentionDays"}));
+    // What the primary copies in (or plants) expires within a bound.
+    assert_eq!(lock["MaxRetentionDays"], serde_json::json!({"Ref": "BackupVaultMaxRetentionDays"}));
+    let max = &escrow["Parameters"]["BackupVaultMaxRetentionDays"];
+    assert_eq!((max["Default"].as_u64(), max["MaxValue"].as_u64()), (Some(3650), Some(36500)));
     assert_eq!(
         lock["ChangeableForDays"],
         serde_json::json!({"Ref": "BackupVaultChangeableForDays"}),

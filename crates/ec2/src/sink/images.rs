@@ -385,11 +385,8 @@ impl Sink for AmiSink {
             let locks = lock::describe_locks(&self.ec2, &ids, &self.resource(&item.key)).await?;
             let now = lock::now();
             for snapshot in &ids {
-                let current = locks.get(snapshot);
-                if !current.is_some_and(|l| l.in_force(now)) {
-                    let what = format!("escrow copy {id} (backing snapshot {snapshot})");
-                    problems.push(lock::unlocked_problem(&what, current, want));
-                }
+                let what = format!("escrow copy {id} (backing snapshot {snapshot})");
+                problems.extend(lock::lock_problem(&what, locks.get(snapshot), want, now));
             }
         }
         Ok(problems)

@@ -312,11 +312,8 @@ impl Sink for EbsSnapshotSink {
         if let Some(want) = &self.lock {
             let ids = [id.to_string()];
             let locks = lock::describe_locks(&self.ec2, &ids, &self.resource(&item.key)).await?;
-            let current = locks.get(id);
-            if !current.is_some_and(|l| l.in_force(lock::now())) {
-                let what = format!("escrow copy {id}");
-                problems.push(lock::unlocked_problem(&what, current, want));
-            }
+            let what = format!("escrow copy {id}");
+            problems.extend(lock::lock_problem(&what, locks.get(id), want, lock::now()));
         }
         Ok(problems)
     }

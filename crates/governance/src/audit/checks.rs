@@ -234,9 +234,12 @@ async fn lifecycle_check(
 }
 
 /// Replication out of an escrow bucket: an enabled rule whose destination
-/// is not shown to be the escrow account's (its `Account` another account,
-/// or no `Account` and a destination bucket that is not escrow's own by
-/// `ExpectedBucketOwner`) copies escrow data out of escrow.
+/// is not shown to be the escrow account's copies escrow data out of
+/// escrow. The destination bucket's owner is always checked (HeadBucket
+/// with `ExpectedBucketOwner` = the escrow account), whatever the rule's
+/// `Account` says: `Account` only names the account that owner override
+/// hands the replicas to, and a rule can name escrow there while the bucket
+/// belongs to someone else.
 async fn replication_check(
     a: &Auditor,
     s3: &aws_sdk_s3::Client,
@@ -261,18 +264,15 @@ async fn replication_check(
         }
         let Some(dest) = rule.destination() else { continue };
         let target = dest.bucket().trim_start_matches("arn:aws:s3:::").to_string();
+        let owned =
+            s3.head_bucket().bucket(&target).expected_bucket_owner(own).send().await.is_ok();
         let outside = match dest.account() {
-            Some(account) => (account != own).then(|| format!("account {account}")),
-            None => {
-                let owned = s3
-                    .head_bucket()
-                    .bucket(&target)
-                    .expected_bucket_owner(own)
-                    .send()
-                    .await
-                    .is_ok();
-                (!owned).then(|| format!("a bucket the escrow account {own} does not own"))
-            }
+            Some(account) if account != own => Some(format!("account {account}")),
+            Some(_) if !owned => Some(format!(
+                "a bucket the escrow account {own} does not own (though the rule names {own} \
+                 as its account)"
+            )),
+            _ => (!owned).then(|| format!("a bucket the escrow account {own} does not own")),
         };
         if let Some(whose) = outside {
             let id = rule.id().unwrap_or("(no id)");

@@ -6,8 +6,16 @@
 //!   snapshots included) without an EBS Snapshot Lock in force, when its job
 //!   (its `escrow-sync:job` tag; for an untagged copy, every `[[ec2]]` job)
 //!   asks for a `lock`.
+//! - `ec2.snapshot.weak-lock` (high): a copy locked in governance mode
+//!   when its job asks for compliance (`ec2:LockSnapshot` can shorten a
+//!   governance lock).
 //! - `ec2.image.deregistration-unprotected` (high): an AMI copy without
 //!   deregistration protection, when its job asks for a `lock`.
+//! - `ec2.snapshot.unclaimed`, `ec2.image.unclaimed` (high): an escrow copy
+//!   whose `escrow-sync:job` tag names no configured `[[ec2]]` job, while a
+//!   job asks for a `lock`: no run keeps it locked (a copy retagged out of
+//!   its job would slip out that way). It is held to the strictest lock of
+//!   the jobs for the checks above.
 //! - `ec2.snapshot.aws-managed-key`, `rds.snapshot.aws-managed-key`,
 //!   `redshift.snapshot.aws-managed-key` (medium): a copy encrypted under an
 //!   AWS-managed key (aws/ebs, aws/rds, aws/redshift; kms:DescribeKey says
@@ -90,14 +98,63 @@ fn tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
 }
 
 /// The lock the job of a copy asks for: the job its `escrow-sync:job` tag
-/// names; for an untagged copy, a lock every `[[ec2]]` job asks for.
+/// names; for an untagged copy, a lock every `[[ec2]]` job asks for; for a
+/// copy whose tag names no configured job (retagged, say, to slip out of
+/// its job's lock), the strictest lock any job asks for.
 fn lock_for<'a>(a: &'a Auditor, job: Option<&str>) -> Option<&'a Ec2LockGrant> {
     let jobs = &a.inventory.ec2;
     match job {
-        Some(name) => jobs.iter().find(|j| j.name == name)?.lock.as_ref(),
+        Some(name) => match jobs.iter().find(|j| j.name == name) {
+            Some(j) => j.lock.as_ref(),
+            None => strictest(a),
+        },
         None if jobs.iter().all(|j| j.lock.is_some()) => jobs.first()?.lock.as_ref(),
         None => None,
     }
+}
+
+/// The strictest lock of the `[[ec2]]` jobs: compliance before governance,
+/// then the most days.
+fn strictest(a: &Auditor) -> Option<&Ec2LockGrant> {
+    a.inventory
+        .ec2
+        .iter()
+        .filter_map(|j| j.lock.as_ref())
+        .max_by_key(|l| (l.mode == "compliance", l.days))
+}
+
+/// The `escrow-sync:job` tag of an escrow copy when it names no configured
+/// `[[ec2]]` job (`None` for an untagged copy or one of a configured job).
+fn unclaimed<'a>(a: &Auditor, job: Option<&'a str>) -> Option<&'a str> {
+    job.filter(|name| !a.inventory.ec2.iter().any(|j| j.name == *name))
+}
+
+/// `ec2.snapshot.unclaimed` / `ec2.image.unclaimed`: an escrow copy whose
+/// `escrow-sync:job` tag names no configured job, while some job asks for
+/// a lock. No run keeps its lock, so it lapses and the copy can then be
+/// deleted; it is held to the strictest lock of the jobs.
+fn unclaimed_finding(kind: &str, id: &str, job: &str, lock: &Ec2LockGrant) -> Finding {
+    let (check, what) = match kind {
+        "image" => ("ec2.image.unclaimed", "AMI copy"),
+        _ => ("ec2.snapshot.unclaimed", "EBS snapshot copy"),
+    };
+    Finding::high(
+        check,
+        id,
+        format!(
+            "escrow {what} {id} carries escrow-sync:job={job}, which names no [[ec2]] job of \
+             the config: no run keeps it locked or protected, so once its lock lapses it can \
+             be deleted (a copy retagged out of its job slips out that way); held to the \
+             strictest lock of the jobs ({} mode, {} days)",
+            lock.mode, lock.days
+        ),
+        format!(
+            "tag {id} with escrow-sync:job naming the job that made it (aws ec2 create-tags \
+             --resources {id} --tags Key={},Value=JOB), or add that job back to the config; \
+             find who retagged it in the escrow account's CloudTrail (CreateTags)",
+            tags::JOB
+        ),
+    )
 }
 
 /// Whether a DescribeLockedSnapshots entry keeps its snapshot at `now`.
@@ -107,15 +164,23 @@ fn in_force(info: &aws_sdk_ec2::types::LockedSnapshotsInfo, now: i64) -> bool {
         && info.lock_expires_on().is_none_or(|t| t.secs() > now)
 }
 
-/// The ids among `ids` with a lock in force: DescribeLockedSnapshots by
-/// ids (200 a request), each request paged.
+/// A lock in force: its mode (`compliance` for both compliance states, or
+/// `governance`) and its expiry (RFC 3339, when reported).
+struct InForce {
+    mode: &'static str,
+    until: Option<String>,
+}
+
+/// The ids among `ids` with a lock in force, with its mode:
+/// DescribeLockedSnapshots by ids (200 a request), each request paged.
 async fn locked(
     ec2: &aws_sdk_ec2::Client,
     ids: &[String],
     resource: &str,
-) -> Result<std::collections::BTreeSet<String>> {
+) -> Result<BTreeMap<String, InForce>> {
+    use aws_sdk_ec2::types::LockState as S;
     let now = escrow_sync_core::time::epoch(std::time::SystemTime::now());
-    let mut out = std::collections::BTreeSet::new();
+    let mut out = BTreeMap::new();
     for chunk in ids.chunks(200) {
         let mut token: Option<String> = None;
         loop {
@@ -126,13 +191,16 @@ async fn locked(
                 .send()
                 .await
                 .map_err(|e| sdk_error(e, "ec2:DescribeLockedSnapshots", resource))?;
-            out.extend(
-                page.snapshots()
-                    .iter()
-                    .filter(|i| in_force(i, now))
-                    .filter_map(|i| i.snapshot_id())
-                    .map(str::to_string),
-            );
+            out.extend(page.snapshots().iter().filter(|i| in_force(i, now)).filter_map(|i| {
+                let mode = match i.lock_state() {
+                    Some(S::Governance) => "governance",
+                    _ => "compliance",
+                };
+                let until = i.lock_expires_on().map(|t| {
+                    escrow_sync_core::rfc3339(escrow_sync_core::time::from_epoch(t.secs()))
+                });
+                Some((i.snapshot_id()?.to_string(), InForce { mode, until }))
+            }));
             match page.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_string()),
                 _ => break,
@@ -146,6 +214,28 @@ fn aws_key_fix(kind: &str, id: &str) -> String {
     format!(
         "set [escrow] kms_key_id to the escrow's customer-managed key so new copies use it; \
          copy {kind} {id} once more under that key (then prune the old copy)"
+    )
+}
+
+/// `ec2.snapshot.weak-lock`: a governance lock in force on a copy whose
+/// job asks for compliance.
+fn weak_lock(id: &str, held: &InForce, lock: &Ec2LockGrant) -> Finding {
+    let until = held.until.as_deref().map(|u| format!(" until {u}")).unwrap_or_default();
+    Finding::high(
+        "ec2.snapshot.weak-lock",
+        id,
+        format!(
+            "escrow EBS snapshot copy {id} is locked in governance mode{until}, while its job \
+             asks for a compliance lock of {} days: whoever holds ec2:LockSnapshot (the escrow \
+             operator role among them) can shorten a governance lock and then delete the copy",
+            lock.days
+        ),
+        format!(
+            "run `escrow-sync run` (each run locks the job's copies again in compliance mode), \
+             or aws ec2 lock-snapshot --snapshot-id {id} --lock-mode compliance \
+             --lock-duration {}",
+            lock.days
+        ),
     )
 }
 
@@ -197,15 +287,25 @@ async fn ec2_copies(
                 aws_key_fix("snapshot", id),
             ));
         }
-        if let Some(lock) = lock_for(a, tag(s.tags(), tags::JOB)) {
+        let job = tag(s.tags(), tags::JOB);
+        if let Some(lock) = lock_for(a, job) {
             wanted.insert(id.to_string(), lock);
+            if let Some(job) = unclaimed(a, job) {
+                f.push(unclaimed_finding("snapshot", id, job, lock));
+            }
         }
     }
     let ids: Vec<String> = wanted.keys().cloned().collect();
     if !ids.is_empty() {
         match locked(ec2, &ids, &resource).await {
             Ok(in_force) => {
-                for (id, lock) in wanted.iter().filter(|(id, _)| !in_force.contains(*id)) {
+                for (id, lock) in &wanted {
+                    if let Some(held) = in_force.get(id) {
+                        if lock.mode == "compliance" && held.mode == "governance" {
+                            f.push(weak_lock(id, held, lock));
+                        }
+                        continue;
+                    }
                     f.push(Finding::high(
                         "ec2.snapshot.unlocked",
                         id.as_str(),
@@ -226,7 +326,10 @@ async fn ec2_copies(
             Err(err) => f.could_not(err, "the locks of escrow EBS snapshot copies")?,
         }
     }
-    if !a.inventory.ec2.iter().any(|j| j.images && j.lock.is_some()) {
+    // Images of a locking job, or unclaimed ones (held to the strictest
+    // lock), may need protection.
+    let jobs = &a.inventory.ec2;
+    if !jobs.iter().any(|j| j.images) || !jobs.iter().any(|j| j.lock.is_some()) {
         return Ok(());
     }
     let resource = format!("ec2 images of account {own}");
@@ -248,7 +351,12 @@ async fn ec2_copies(
             let Some(id) = image.image_id() else { continue };
             let protected =
                 image.deregistration_protection().is_some_and(|p| p.starts_with("enabled"));
-            if protected || lock_for(a, tag(image.tags(), tags::JOB)).is_none() {
+            let job = tag(image.tags(), tags::JOB);
+            let Some(lock) = lock_for(a, job) else { continue };
+            if let Some(job) = unclaimed(a, job) {
+                f.push(unclaimed_finding("image", id, job, lock));
+            }
+            if protected {
                 continue;
             }
             f.push(Finding::high(
