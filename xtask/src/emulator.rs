@@ -402,19 +402,13 @@ fn ensure_installed(paths: &Paths, files: &Files) -> Result<()> {
         return Ok(());
     }
     fs::create_dir_all(&files.dir).with_context(|| format!("creating {}", files.dir.display()))?;
-    if !files.python().is_file() {
-        println!("emulator: creating {}", paths.display(&files.venv));
-        let status =
-            Command::new("python3").arg("-m").arg("venv").arg(&files.venv).status().context(
-                "could not run `python3`: the emulator needs Python 3 with the venv module on PATH",
-            )?;
-        if !status.success() {
-            bail!(
-                "`python3 -m venv {}` failed ({status}); on Debian/Ubuntu install python3-venv",
-                files.venv.display()
-            );
-        }
-    }
+    crate::paths::ensure_venv(
+        paths,
+        "emulator",
+        &files.venv,
+        &files.python(),
+        "the emulator needs Python 3 with the venv module on PATH",
+    )?;
     println!(
         "emulator: installing {MOTO_REQUIREMENT} into {} (once; pip log {})",
         paths.display(&files.venv),

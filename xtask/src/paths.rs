@@ -63,3 +63,26 @@ impl Paths {
         path.strip_prefix(&self.root).unwrap_or(path).display().to_string()
     }
 }
+
+/// Creates the Python virtual environment `venv` unless its interpreter
+/// `python` is there already; `who` (e.g. `emulator`) prefixes the message
+/// and `need` says what it is for when `python3` cannot be run.
+pub fn ensure_venv(paths: &Paths, who: &str, venv: &Path, python: &Path, need: &str) -> Result<()> {
+    if python.is_file() {
+        return Ok(());
+    }
+    println!("{who}: creating {}", paths.display(venv));
+    let status = std::process::Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(venv)
+        .status()
+        .with_context(|| format!("could not run `python3`: {need}"))?;
+    if !status.success() {
+        anyhow::bail!(
+            "`python3 -m venv {}` failed ({status}); on Debian/Ubuntu install python3-venv",
+            venv.display()
+        );
+    }
+    Ok(())
+}

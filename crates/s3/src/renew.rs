@@ -59,7 +59,7 @@ const BATCH: usize = 10_000;
 
 /// The largest ledger object read (a batch of [`BATCH`] keys of at most
 /// 1,024 bytes, JSON-escaped): anything larger is not escrow-sync's.
-const MAX_LEDGER_OBJECT: i64 = 64 << 20;
+const MAX_LEDGER_OBJECT: u64 = 64 << 20;
 
 /// The longest a locked write waits in memory before the ledger holds it.
 const FLUSH_AFTER: Duration = Duration::from_secs(60);
@@ -296,19 +296,7 @@ impl S3Sink {
         let now = SystemTime::now();
         let due = day(now + days(lock.renew_within_days));
         let prefix = self.ledger_prefix();
-        let entries: Vec<(String, i64, Option<SystemTime>)> =
-            crate::list::list_objects(crate::list::ListRequest {
-                client: self.client().clone(),
-                bucket: self.bucket().to_string(),
-                prefix: prefix.clone(),
-                strip: prefix.len(),
-                owner: self.owner().map(str::to_string),
-                pacer: self.pacer().cloned(),
-                ranges: 1,
-            })
-            .map_ok(|item| (item.key, item.size as i64, item.modified))
-            .try_collect()
-            .await?;
+        let entries = self.list_own(&prefix).await?;
         let mut renewal = Renewal::default();
         let until = now + days(lock.days);
         let pass = Pass { lock, now, until, still_wanted: &still_wanted };
@@ -428,7 +416,7 @@ impl S3Sink {
         whole
     }
 
-    async fn read_ledger(&self, prefix: &str, name: &str, size: i64) -> Result<Vec<String>> {
+    async fn read_ledger(&self, prefix: &str, name: &str, size: u64) -> Result<Vec<String>> {
         let key = format!("{prefix}{name}");
         if size > MAX_LEDGER_OBJECT {
             return Err(Error::new(
