@@ -591,3 +591,57 @@ async fn a_planted_generation_is_ignored_by_verify_and_restore() {
         refused.stderr
     );
 }
+
+#[tokio::test]
+async fn generation_files_are_locked_renewed_and_a_lapsed_lock_is_unprotected() {
+    use aws_sdk_s3::types::{ObjectLockRetention, ObjectLockRetentionMode};
+    let primary_admin = escrow_sync_dynamodb::client(&admin(PRIMARY).await);
+    let es3 = s3(&admin(ESCROW).await);
+    let source = create_source(&primary_admin).await;
+    put_items(&primary_admin, &source, (0..30).map(item)).await;
+    let bucket = unique("escrow-locked-exports");
+    escrow_sync_e2e::create_locked_bucket(&es3, &bucket).await;
+    let path = config(
+        &source,
+        &bucket,
+        &format!(
+            "checkpoint_table = \"{}\"\nobject_lock = {{ mode = \"GOVERNANCE\", days = 1 }}",
+            unique("cp")
+        ),
+    );
+    let cfg = path.to_str().unwrap();
+    let run = cli(&["run", "--config", cfg, "--output", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let notes = run.json()["jobs"][0]["notes"].to_string();
+    assert!(notes.contains("retention: renewed"), "{notes}");
+    assert_eq!(cli(&["verify", "--config", cfg]).code, 0);
+
+    // An escrow insider with the governance bypass shortens one data
+    // file's lock; once it runs out, verify reports the file.
+    let (dir, manifest) = only_generation(&es3, &bucket).await;
+    let file = format!("{dir}{}", manifest["files"][0]["key"].as_str().unwrap());
+    let soon = std::time::SystemTime::now() + Duration::from_secs(1);
+    es3.put_object_retention()
+        .bucket(&bucket)
+        .key(&file)
+        .bypass_governance_retention(true)
+        .retention(
+            ObjectLockRetention::builder()
+                .mode(ObjectLockRetentionMode::Governance)
+                .retain_until_date(aws_smithy_types::DateTime::from(soon))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let out = cli(&["verify", "--config", cfg, "--output", "json"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    let findings = out.json()["jobs"][0]["findings"].clone();
+    let found = findings.as_array().unwrap().iter().any(|f| {
+        f["kind"] == "unprotected"
+            && f["key"].as_str().unwrap().ends_with(&file)
+            && f["problem"].as_str().unwrap().contains("Object Lock retention has expired")
+    });
+    assert!(found, "{findings}");
+}

@@ -1980,6 +1980,24 @@ impl ExportJob {
                             ));
                             continue;
                         }
+                        // Its protection: the escrow key, and a lock still
+                        // in force where the job locks (renewed every run).
+                        if self.files.audits() {
+                            let item = Item::new(
+                                format!("{dir}{}", stat.key),
+                                ItemKind::Object,
+                                data.len() as u64,
+                                "",
+                            );
+                            let problems = self.files.audit(&item).await?;
+                            if !problems.is_empty() {
+                                report.unprotected += 1;
+                            }
+                            report.findings.extend(problems.into_iter().map(|p| {
+                                Finding::new(url.clone(), p)
+                                    .with_kind(escrow_sync_core::UNPROTECTED)
+                            }));
+                        }
                         if incremental {
                             for c in read_changes_capped(&data, &url, self.data_cap(), None, None)?
                             {
