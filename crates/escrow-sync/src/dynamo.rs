@@ -201,12 +201,12 @@ async fn run(
         } else {
             files.renew_retention(|_| async { Ok(true) }).await
         };
-        if let Err(e) = &renewal {
-            tracing::error!(job = %job.name(), error = %e.chain(), "export generation files: retention not renewed");
-        }
-        let mut report = run?;
-        escrow_sync_s3::Renewal::fold(renewal, "export generation files", &mut report);
-        return Ok(report);
+        return escrow_sync_s3::Renewal::settle(
+            run,
+            Some(renewal),
+            &job.name(),
+            "export generation files",
+        );
     }
     let table = TableJob::new(
         job.name(),

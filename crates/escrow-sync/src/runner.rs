@@ -280,34 +280,21 @@ impl Runner {
                 _ => {}
             }
         }
+        // Nothing reports for a run stopped before its jobs: the log tells.
         for (name, sink) in sinks {
-            match sink.renew_due(|_| async { Ok(true) }).await {
-                Ok(r) => {
-                    if let Some(line) = r.summary("escrow copies") {
-                        tracing::warn!(job = %name, "run stopped before its jobs; {line}");
-                    }
-                    for f in &r.failures {
-                        tracing::error!(job = %name, key = %f.key, error = %f.error, "retention not renewed");
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(job = %name, error = %e.chain(), "retention not renewed");
-                }
-            }
+            let renewal = sink.renew_due(|_| async { Ok(true) }).await;
+            let job = format!("{name} (run stopped before its jobs)");
+            escrow_sync_s3::Renewal::log(&renewal, &job, "escrow copies");
         }
         if config.escrow.manifest_object_lock.is_some()
             && let Some(store) = crate::manifest::store(config, &escrow)
         {
-            match store.renew_due().await {
-                Ok(r) => {
-                    if let Some(line) = r.summary("run manifests") {
-                        tracing::warn!("run stopped before its jobs; {line}");
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e.chain(), "run manifests: retention not renewed")
-                }
-            }
+            let renewal = store.renew_due().await;
+            escrow_sync_s3::Renewal::log(
+                &renewal,
+                "(run stopped before its jobs)",
+                "run manifests",
+            );
         }
     }
 

@@ -376,11 +376,16 @@ impl Auditor {
             checks::iam_trust(self, iam, &mut f).await?;
             hardening::iam_users(self, iam, &mut f).await?;
         }
+        // The escrow key as KMS resolves it, once for buckets and tables.
+        let key = match (&self.escrow.s3, &self.escrow.dynamodb) {
+            (None, None) => None,
+            _ => hardening::escrow_key(self).await,
+        };
         if let Some(s3) = &self.escrow.s3 {
-            checks::buckets(self, s3, &mut f).await?;
+            checks::buckets(self, s3, key.as_deref(), &mut f).await?;
         }
         if let Some(ddb) = &self.escrow.dynamodb {
-            checks::tables(self, ddb, &mut f).await?;
+            checks::tables(self, ddb, key.as_deref(), &mut f).await?;
         }
         if let Some(kms) = &self.escrow.kms {
             checks::key(self, kms, &mut f).await?;

@@ -152,27 +152,8 @@ impl Job for S3CopyJob {
             Mode::Run => Some(self.sink().flush_ledger().await.map(|()| crate::Renewal::default())),
             _ => None,
         };
-        let mut report = match run {
-            Ok(report) => report,
-            Err(e) => {
-                match &renewal {
-                    Some(Ok(r)) => {
-                        if let Some(line) = r.summary("escrow copies") {
-                            tracing::warn!(job = %self.describe(), "{line}");
-                        }
-                    }
-                    Some(Err(err)) => {
-                        tracing::error!(job = %self.describe(), error = %err.chain(), "retention not renewed");
-                    }
-                    None => {}
-                }
-                return Err(e);
-            }
-        };
+        let mut report = crate::Renewal::settle(run, renewal, &self.describe(), "escrow copies")?;
         report.warnings.extend(warnings);
-        if let Some(renewal) = renewal {
-            crate::Renewal::fold(renewal, "escrow copies", &mut report);
-        }
         if self.source().streaming() && mode != Mode::Verify {
             report.notes.push(format!("streamed: {}", self.sink().multipart().streaming_summary()));
         }

@@ -113,6 +113,50 @@ pub struct Renewal {
 }
 
 impl Renewal {
+    /// A job's outcome with its renewal pass (`None`: no pass, as in
+    /// `verify`): the renewal folded into the report ([`Renewal::fold`]),
+    /// or, when the job failed, logged ([`Renewal::log`]) and the job's
+    /// error returned.
+    pub fn settle(
+        run: Result<Report>,
+        renewal: Option<Result<Renewal>>,
+        job: &str,
+        what: &str,
+    ) -> Result<Report> {
+        match run {
+            Ok(mut report) => {
+                if let Some(renewal) = renewal {
+                    Renewal::fold(renewal, what, &mut report);
+                }
+                Ok(report)
+            }
+            Err(e) => {
+                if let Some(renewal) = &renewal {
+                    Renewal::log(renewal, job, what);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Tells a renewal pass's outcome where no report carries it (a job
+    /// that failed, a run stopped before its jobs): its summary as a
+    /// warning, each copy that could not be renewed and a ledger that could
+    /// not be read as errors.
+    pub fn log(result: &Result<Renewal>, job: &str, what: &str) {
+        match result {
+            Ok(r) => {
+                if let Some(line) = r.summary(what) {
+                    tracing::warn!(job, "{line}");
+                }
+                for f in &r.failures {
+                    tracing::error!(job, key = %f.key, error = %f.error, "{what}: retention not renewed");
+                }
+            }
+            Err(e) => tracing::error!(job, error = %e.chain(), "{what}: retention not renewed"),
+        }
+    }
+
     /// Tells a renewal pass's outcome in `report`: its summary as a note,
     /// each copy that could not be renewed as a failure (its lock would
     /// lapse), and a pass that could not read the ledger as one failure.
@@ -300,9 +344,11 @@ impl S3Sink {
         let mut renewal = Renewal::default();
         let until = now + days(lock.days);
         let pass = Pass { lock, now, until, still_wanted: &still_wanted };
-        // A key filed twice (a copy made by this run and entered again by
-        // a sweep; a batch written again after a failed removal) is renewed
-        // and filed once.
+        // A key named by several due objects (a batch written again after
+        // a failed removal; a copy filed by this run and by a sweep) is
+        // renewed and filed once. Only due keys are remembered: a sweep's
+        // keys are not (memory stays with the window, not the bucket), so a
+        // key both swept and due is looked at twice once per lock period.
         let mut seen = HashSet::new();
         // The sweep: every copy escrow holds, batch by batch (those locked
         // beyond the window are only filed). On a job's first pass with a
@@ -328,7 +374,7 @@ impl S3Sink {
                 .try_filter(|key| futures::future::ready(!in_own_folder(key)))
                 .try_chunks(BATCH);
             while let Some(keys) = copies.try_next().await.map_err(|e| e.1)? {
-                self.renew_batch(keys, &pass, &mut seen, &mut renewal).await;
+                self.renew_batch(keys, &pass, &mut HashSet::new(), &mut renewal).await;
             }
             // The listing is complete; keys that failed are filed under
             // today, so the next run tries them again.

@@ -314,16 +314,16 @@ async fn steady_state_reads_only_due_days_and_keeps_a_compliance_lock() {
     assert_eq!(deleted, [due_file, planted]);
 }
 
+/// The listing of a started ledger with one object due tomorrow.
+fn started_ledger_due_tomorrow(now: SystemTime) -> Rule {
+    let due = format!("p/.escrow-sync-retention/{}/1.jsonl", day(now + DAY));
+    listing("p/.escrow-sync-retention/", vec!["p/.escrow-sync-retention/started".into(), due])
+}
+
 #[tokio::test]
 async fn a_refused_renewal_is_a_failure_and_is_filed_for_the_next_run() {
     let now = SystemTime::now();
-    let due = day(now + DAY);
-    let due_file: &'static str =
-        Box::leak(format!("p/.escrow-sync-retention/{due}/1.jsonl").into_boxed_str());
-    let ledger = listing(
-        "p/.escrow-sync-retention/",
-        vec!["p/.escrow-sync-retention/started".into(), due_file.into()],
-    );
+    let ledger = started_ledger_due_tomorrow(now);
     let get = mock!(Client::get_object).then_output(|| {
         GetObjectOutput::builder().body(ByteStream::from_static(b"{\"key\":\"p/b\"}\n")).build()
     });
@@ -393,13 +393,7 @@ async fn a_source_key_in_the_ledger_folder_is_never_copied() {
 #[tokio::test]
 async fn every_version_of_a_rewritten_object_stays_locked_and_a_refusing_primary_keeps_locks() {
     let now = SystemTime::now();
-    let due = day(now + DAY);
-    let due_file: &'static str =
-        Box::leak(format!("p/.escrow-sync-retention/{due}/1.jsonl").into_boxed_str());
-    let ledger = listing(
-        "p/.escrow-sync-retention/",
-        vec!["p/.escrow-sync-retention/started".into(), due_file.into()],
-    );
+    let ledger = started_ledger_due_tomorrow(now);
     let get = mock!(Client::get_object).then_output(|| {
         GetObjectOutput::builder()
             .body(ByteStream::from_static(b"{\"key\":\"p/r\"}\n{\"key\":\"p/m\"}\n"))

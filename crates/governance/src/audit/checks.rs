@@ -154,10 +154,16 @@ fn escrow_buckets(a: &Auditor) -> BTreeMap<String, EscrowBucket> {
     out
 }
 
-pub(super) async fn buckets(a: &Auditor, s3: &aws_sdk_s3::Client, f: &mut Findings) -> Result<()> {
-    let key = super::hardening::escrow_key(a).await;
+/// The escrow buckets' checks; `key` is the escrow key as KMS resolves it
+/// ([`super::hardening::escrow_key`]).
+pub(super) async fn buckets(
+    a: &Auditor,
+    s3: &aws_sdk_s3::Client,
+    key: Option<&str>,
+    f: &mut Findings,
+) -> Result<()> {
     for (bucket, need) in escrow_buckets(a) {
-        bucket_check(a, s3, &bucket, &need, key.as_deref(), f).await?;
+        bucket_check(a, s3, &bucket, &need, key, f).await?;
     }
     Ok(())
 }
@@ -712,19 +718,20 @@ fn escrow_tables(a: &Auditor) -> BTreeMap<String, (Vec<String>, bool)> {
     out
 }
 
+/// The escrow tables' checks; `key` as for [`buckets`].
 pub(super) async fn tables(
     a: &Auditor,
     ddb: &aws_sdk_dynamodb::Client,
+    key: Option<&str>,
     f: &mut Findings,
 ) -> Result<()> {
-    let key = super::hardening::escrow_key(a).await;
     for (table, (uses, lazy)) in escrow_tables(a) {
         let resource = format!("dynamodb://{table}");
         let uses = uses.join(", ");
         match ddb.describe_table().table_name(&table).send().await {
             Ok(out) => {
                 let sse = out.table().and_then(|t| t.sse_description());
-                super::hardening::table_sse(a, &table, &uses, sse, key.as_deref(), f).await;
+                super::hardening::table_sse(a, &table, &uses, sse, key, f).await;
                 let protected =
                     out.table().and_then(|t| t.deletion_protection_enabled()).unwrap_or(false);
                 if !protected {
