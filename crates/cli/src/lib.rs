@@ -21,6 +21,8 @@ mod progress;
 pub mod redact;
 mod render;
 mod report;
+#[cfg(feature = "cloudtrail")]
+pub mod trail;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -121,6 +123,11 @@ pub enum Command {
     /// compares every object with escrow byte for byte, and deletes what it
     /// created.
     Restore(RestoreArgs),
+    /// Read the escrowed CloudTrail logs of a [[cloudtrail]] job, from
+    /// escrow alone: `trail events` (a forensic timeline of proven events)
+    /// and `trail athena` (a table over the escrow copy).
+    #[cfg(feature = "cloudtrail")]
+    Trail(trail::TrailArgs),
     /// Write shell completions or man pages (for packagers: `cargo xtask dist`).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -370,6 +377,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Status(a) => status(&a).await,
         Command::Restore(a) => restore(&a, cancel, global).await,
         Command::Prune(a) => prune(&a, cancel, global).await,
+        #[cfg(feature = "cloudtrail")]
+        Command::Trail(a) => trail::run(&a).await,
         Command::Generate(a) => generate::run(&a),
     }
 }

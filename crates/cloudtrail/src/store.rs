@@ -65,6 +65,23 @@ pub trait TrailStore: Send + Sync {
     }
     /// Where `bucket`/`key` is kept, for reports.
     fn location(&self, bucket: &str, key: &str) -> String;
+    /// The folders right under `prefix` (a prefix ending in `/`) of the log
+    /// bucket `bucket`: each `prefix<name>/`, in key order. By default from
+    /// [`TrailStore::list`]; a store that can list by delimiter reads only
+    /// the folder names.
+    async fn folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        for key in self.list(bucket, prefix).await? {
+            let Some((name, _)) = key.strip_prefix(prefix).and_then(|r| r.split_once('/')) else {
+                continue;
+            };
+            let folder = format!("{prefix}{name}/");
+            if out.last() != Some(&folder) {
+                out.push(folder);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The escrow copy of log buckets: `bucket`/`key` is kept at
@@ -121,6 +138,59 @@ impl EscrowTrailStore {
                 unvalidated_trails: Vec::new(),
             })
             .collect())
+    }
+
+    /// The log buckets escrow holds files of, and under each the key
+    /// prefixes trails deliver to (the folders holding `AWSLogs/`, found
+    /// by listing folders, at most four levels down): `(bucket, key
+    /// prefix)` pairs, read without listing the files themselves.
+    pub async fn roots(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for folder in self.common_prefixes(&self.prefix).await? {
+            let Some(bucket) = folder.strip_prefix(&self.prefix).and_then(|b| b.strip_suffix('/'))
+            else {
+                continue;
+            };
+            let mut level = vec![String::new()];
+            for _ in 0..=4 {
+                let mut next = Vec::new();
+                for at in level {
+                    for sub in TrailStore::folders(self, bucket, &at).await? {
+                        if sub.ends_with("/AWSLogs/") || sub == "AWSLogs/" {
+                            out.push((bucket.to_string(), at.trim_matches('/').to_string()));
+                        } else {
+                            next.push(sub);
+                        }
+                    }
+                }
+                level = next;
+                if level.is_empty() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The folders (common prefixes) right under `prefix` of the escrow
+    /// bucket.
+    async fn common_prefixes(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.escrow_bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err(e, "s3:ListObjectsV2", prefix))?;
+            out.extend(
+                page.common_prefixes().iter().filter_map(|p| p.prefix()).map(str::to_string),
+            );
+        }
+        Ok(out)
     }
 
     /// The escrow key of `bucket`/`key`.
@@ -184,6 +254,16 @@ impl TrailStore for EscrowTrailStore {
             }
         }
         Ok(keys)
+    }
+
+    async fn folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let strip = self.escrow_key(bucket, "");
+        Ok(self
+            .common_prefixes(&self.escrow_key(bucket, prefix))
+            .await?
+            .into_iter()
+            .filter_map(|p| p.strip_prefix(&strip).map(str::to_string))
+            .collect())
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>> {
