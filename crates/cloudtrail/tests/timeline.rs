@@ -178,3 +178,52 @@ async fn tampered_planted_and_forged_files_are_marked_unverified() {
         && e.problem.as_ref().is_some_and(|p| p.kind == "digest-unsigned")));
     assert!(log.contains("/CloudTrail/"));
 }
+
+/// A store that counts the log files of one day folder read so far.
+struct Counting {
+    inner: MemoryStore,
+    day: &'static str,
+    read: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl escrow_sync_cloudtrail::TrailStore for Counting {
+    async fn list(&self, b: &str, p: &str) -> escrow_sync_core::Result<Vec<String>> {
+        self.inner.list(b, p).await
+    }
+    async fn get(
+        &self,
+        b: &str,
+        k: &str,
+    ) -> escrow_sync_core::Result<Option<escrow_sync_cloudtrail::StoredObject>> {
+        if k.contains("/CloudTrail/") && k.contains(self.day) {
+            self.read.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.get(b, k).await
+    }
+    fn location(&self, b: &str, k: &str) -> String {
+        self.inner.location(b, k)
+    }
+}
+
+#[tokio::test]
+async fn a_day_is_handed_over_before_the_next_day_is_read() {
+    // Three days of files: the first day's events reach the sink before
+    // any log file of the last day is read (memory holds one day).
+    let mem = store(&trail().hours(parse_rfc3339("2026-11-01T20:00:00Z").unwrap(), 30, 1));
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = Counting { inner: mem, day: "/2026/11/03/", read: read.clone() };
+    let keys = Keyring::new(vec![trail().public_key()]);
+    let mut seen = Vec::new();
+    let mut sink = |e: TimelineEvent| {
+        seen.push((e.event.time.clone(), read.load(std::sync::atomic::Ordering::SeqCst)));
+        Ok(())
+    };
+    let roots = vec![(BUCKET.to_string(), "audit".to_string())];
+    let summary = timeline(&counting, &keys, &roots, &EventQuery::new(), &mut sink).await.unwrap();
+    assert_eq!((summary.days, summary.verified_files), (3, 30));
+    let first_day: Vec<_> = seen.iter().filter(|(t, _)| t.starts_with("2026-11-01")).collect();
+    assert_eq!(first_day.len(), 4);
+    assert!(first_day.iter().all(|(_, n)| *n == 0), "{seen:?}");
+    assert!(seen.last().unwrap().1 > 0);
+}
