@@ -102,11 +102,17 @@ pub(crate) async fn run(args: &TrailArgs) -> u8 {
     }
 }
 
-/// Control characters (a terminal's escapes, line breaks) in what the
+/// Control characters (a terminal's escapes, line breaks) and the
+/// invisible characters that reorder or hide text (bidirectional controls,
+/// zero-width characters, line and paragraph separators) in what the
 /// primary can write into a log (object keys, user agents) shown escaped.
 fn clean(text: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c as u32, 0x061C | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2069 | 0xFEFF)
+    };
     text.chars()
-        .flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] })
+        .flat_map(|c| if hidden(c) { c.escape_unicode().collect() } else { vec![c] })
         .collect()
 }
 
@@ -272,8 +278,15 @@ async fn events(args: &EventsArgs) -> u8 {
             return crate::render::error_code(&e);
         }
     };
-    let _ = finish(&mut writer, &summary);
-    if summary.unverified_files > 0 { exit::DIFFERENCES } else { exit::OK }
+    if let Err(e) = finish(&mut writer, &summary) {
+        eprintln!("error: writing the events: {e}");
+        return exit::ITEMS_FAILED;
+    }
+    if summary.unverified_files > 0 || summary.missing_files > 0 {
+        exit::DIFFERENCES
+    } else {
+        exit::OK
+    }
 }
 
 /// Writes the spooled unverified events and the summary.
@@ -293,15 +306,7 @@ fn finish(w: &mut Writer, s: &TimelineSummary) -> std::io::Result<()> {
             for l in spooled.lines() {
                 writeln!(w.out, "{}", l?)?;
             }
-            for (file, kind, detail) in &s.problems {
-                writeln!(w.out, "unverified file {}: {kind}: {}", clean(file), clean(detail))?;
-            }
-            writeln!(
-                w.out,
-                "\n{} event(s) from {} verified log file(s) over {} day(s); {} event(s) in {} \
-                 unverified file(s)",
-                s.events, s.verified_files, s.days, s.unverified_events, s.unverified_files
-            )?;
+            write!(w.out, "{}", summary_text(s))?;
         }
         EventsFormat::Json => {
             write!(w.out, "\n  ],\n  \"unverified\": [")?;
@@ -319,9 +324,35 @@ fn finish(w: &mut Writer, s: &TimelineSummary) -> std::io::Result<()> {
             for l in spooled.lines() {
                 writeln!(w.out, "{}", l?)?;
             }
+            // The rows are data; what was wrong goes to stderr.
+            eprint!("{}", summary_text(s));
         }
     }
     w.out.flush()
+}
+
+/// The problems, warnings and counts of a timeline, as text.
+fn summary_text(s: &TimelineSummary) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (file, kind, detail) in &s.problems {
+        let _ = writeln!(out, "unverified file {}: {kind}: {}", clean(file), clean(detail));
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "warning: {}", clean(w));
+    }
+    let _ = writeln!(
+        out,
+        "\n{} event(s) from {} verified log file(s) over {} day(s); {} event(s) in {} \
+         unverified file(s); {} log file(s) a proven digest lists are missing from escrow",
+        s.events,
+        s.verified_files,
+        s.days,
+        s.unverified_events,
+        s.unverified_files,
+        s.missing_files
+    );
+    out
 }
 
 async fn athena(args: &AthenaArgs) -> u8 {
@@ -370,7 +401,8 @@ mod tests {
 
     #[test]
     fn what_the_primary_wrote_cannot_steer_the_terminal_or_a_spreadsheet() {
-        assert_eq!(clean("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(clean("a\nb\x1b[31m"), "a\\u{a}b\\u{1b}[31m");
+        assert_eq!(clean("key\u{202e}gpj.exe"), "key\\u{202e}gpj.exe");
         assert_eq!(cell("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
         assert_eq!(cell("203.0.113.9"), "203.0.113.9");
     }

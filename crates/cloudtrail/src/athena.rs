@@ -112,10 +112,26 @@ fn is_org(s: &str) -> bool {
     })
 }
 
+/// A region's name as AWS writes it (`us-east-1`, `us-gov-west-1`).
 fn is_region(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    let parts: Vec<&str> = s.split('-').collect();
+    s.len() <= 32
+        && parts.len() >= 3
+        && parts[0].len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A real day (`yyyy/mm/dd`) between CloudTrail's start (2013) and now.
+fn is_day(day: &str) -> bool {
+    let Some(t) = crate::time::parse_rfc3339(&format!("{}T00:00:00Z", day.replace('/', "-")))
+    else {
+        return false;
+    };
+    let now = crate::time::epoch(std::time::SystemTime::now());
+    crate::time::rfc3339(t)[..10].replace('-', "/") == day && day >= "2013/01/01" && t <= now
 }
 
 /// S3's bucket naming rules (the characters), and a key prefix of plain
@@ -208,11 +224,11 @@ pub async fn athena_ddl(
                     parts.push(last(&first).to_string());
                     at = first;
                 }
-                if parts.len() == 3 {
-                    let day = parts.join("/");
-                    if group.2.as_ref().is_none_or(|d| &day < d) {
-                        group.2 = Some(day);
-                    }
+                let day = parts.join("/");
+                if parts.len() == 3 && !is_day(&day) {
+                    out.skipped.push(format!("{bucket}/{r}{day}/: not a day CloudTrail wrote"));
+                } else if parts.len() == 3 && group.2.as_ref().is_none_or(|d| &day < d) {
+                    group.2 = Some(day);
                 }
             }
         }
@@ -291,8 +307,9 @@ fn queries(table: &str) -> Vec<(String, String)> {
     let last_days = "day >= date_format(current_date - interval '30' day, '%Y/%m/%d')";
     vec![
         (
-            "Destructive events of the last 30 days, oldest first (what `trail events \
-             --destructive` lists)"
+            "Destructive events of the last 30 days, oldest first (the calls `trail events \
+             --destructive` selects; Athena checks no digest and reads the current version of \
+             each file, planted ones included: prove what matters with `trail events`)"
                 .into(),
             format!(
                 "SELECT eventtime, useridentity.arn, sourceipaddress, eventsource, eventname, \
@@ -305,16 +322,17 @@ fn queries(table: &str) -> Vec<(String, String)> {
             "Console logins by principal and source IP (a new IP stands out)".into(),
             format!(
                 "SELECT useridentity.arn, sourceipaddress, count(*) AS logins, min(eventtime) AS \
-                 first, max(eventtime) AS last\nFROM `{table}`\nWHERE eventname = 'ConsoleLogin'\n\
-                 GROUP BY useridentity.arn, sourceipaddress\nORDER BY first;"
+                 first, max(eventtime) AS last\nFROM `{table}`\nWHERE {last_days}\n  AND eventname = \
+                 'ConsoleLogin'\nGROUP BY useridentity.arn, sourceipaddress\nORDER BY first;"
             ),
         ),
         (
             "Access keys created, updated or deleted".into(),
             format!(
                 "SELECT eventtime, useridentity.arn, sourceipaddress, eventname, \
-                 requestparameters\nFROM `{table}`\nWHERE eventsource = 'iam.amazonaws.com' AND \
-                 eventname LIKE '%AccessKey%'\nORDER BY eventtime;"
+                 requestparameters\nFROM `{table}`\nWHERE {last_days}\n  AND eventsource = \
+                 'iam.amazonaws.com' AND eventname LIKE '%AccessKey%' AND readonly = 'false'\nORDER \
+                 BY eventtime;"
             ),
         ),
         (
@@ -348,6 +366,9 @@ mod tests {
         assert!(is_account("111122223333") && !is_account("11112222333'"));
         assert!(is_org("o-abcdef1234") && !is_org("o-abc") && !is_org("o-abcdef1234'"));
         assert!(is_region("eu-west-1") && !is_region("eu-west-1'") && !is_region(""));
+        assert!(is_region("us-gov-west-1") && !is_region("xx-fake") && !is_region("eu-west-x"));
+        assert!(is_day("2026/11/01") && !is_day("0000/00/00") && !is_day("1000/01/01"));
+        assert!(!is_day("2026/02/30") && !is_day("2999/01/01"));
         assert!(is_plain("logs/2026") && !is_plain("a'b") && !is_plain("a}b") && !is_plain("a$b"));
         assert_eq!(table_name("Prod Trail!", 0), "cloudtrail_prod_trail");
         assert_eq!(table_name("t", 2), "cloudtrail_t_2");

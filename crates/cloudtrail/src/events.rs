@@ -21,7 +21,9 @@ use crate::time::parse_rfc3339;
 
 /// The events `--destructive` selects, as (event source, event name) globs:
 /// what deletes data or its copies, or weakens logging, keys, access or
-/// protection. `docs/forensics.md` lists the same pairs.
+/// protection. A call CloudTrail marks `readOnly` is never selected
+/// (`ListAccessKeys` matches `*AccessKey*` but changes nothing).
+/// `docs/forensics.md` lists the same pairs.
 pub const DESTRUCTIVE: &[(&str, &str)] = &[
     // Data and its copies gone.
     ("*", "Delete*"),
@@ -38,12 +40,23 @@ pub const DESTRUCTIVE: &[(&str, &str)] = &[
     ("cloudtrail.amazonaws.com", "UpdateTrail"),
     ("cloudtrail.amazonaws.com", "PutEventSelectors"),
     ("config.amazonaws.com", "StopConfigurationRecorder"),
+    ("cloudtrail.amazonaws.com", "StopEventDataStoreIngestion"),
+    ("cloudtrail.amazonaws.com", "UpdateEventDataStore"),
     ("guardduty.amazonaws.com", "UpdateDetector"),
+    ("guardduty.amazonaws.com", "DisassociateFromAdministratorAccount"),
+    ("guardduty.amazonaws.com", "StopMonitoringMembers"),
+    ("guardduty.amazonaws.com", "CreateFilter"),
+    ("securityhub.amazonaws.com", "DisableSecurityHub"),
+    ("securityhub.amazonaws.com", "BatchDisableStandards"),
     // Keys disabled or destroyed.
     ("kms.amazonaws.com", "ScheduleKeyDeletion"),
     ("kms.amazonaws.com", "DisableKey"),
     ("kms.amazonaws.com", "DisableKeyRotation"),
     ("kms.amazonaws.com", "CreateGrant"),
+    ("kms.amazonaws.com", "RevokeGrant"),
+    ("kms.amazonaws.com", "RetireGrant"),
+    ("kms.amazonaws.com", "UpdateAlias"),
+    ("kms.amazonaws.com", "ImportKeyMaterial"),
     // Access opened, credentials made, trust changed.
     ("*", "Put*Policy"),
     ("iam.amazonaws.com", "*AccessKey*"),
@@ -52,15 +65,35 @@ pub const DESTRUCTIVE: &[(&str, &str)] = &[
     ("iam.amazonaws.com", "CreateLoginProfile"),
     ("iam.amazonaws.com", "UpdateLoginProfile"),
     ("iam.amazonaws.com", "DeactivateMFADevice"),
+    ("iam.amazonaws.com", "Detach*Policy"),
+    ("iam.amazonaws.com", "CreatePolicyVersion"),
+    ("iam.amazonaws.com", "SetDefaultPolicyVersion"),
+    ("iam.amazonaws.com", "Put*PermissionsBoundary"),
+    ("iam.amazonaws.com", "AddUserToGroup"),
+    ("iam.amazonaws.com", "CreateUser"),
+    ("iam.amazonaws.com", "CreateRole"),
+    ("iam.amazonaws.com", "CreateSAMLProvider"),
+    ("iam.amazonaws.com", "UpdateSAMLProvider"),
+    ("iam.amazonaws.com", "CreateOpenIDConnectProvider"),
+    ("ec2.amazonaws.com", "AuthorizeSecurityGroupIngress"),
+    ("ec2.amazonaws.com", "ModifyInstanceAttribute"),
     ("ec2.amazonaws.com", "ModifySnapshotAttribute"),
     ("ec2.amazonaws.com", "ModifyImageAttribute"),
     ("rds.amazonaws.com", "ModifyDBSnapshotAttribute"),
     ("rds.amazonaws.com", "ModifyDBClusterSnapshotAttribute"),
     ("redshift.amazonaws.com", "AuthorizeSnapshotAccess"),
+    ("redshift.amazonaws.com", "ModifyCluster"),
+    ("redshift.amazonaws.com", "ModifyClusterSnapshot"),
+    ("redshift.amazonaws.com", "DisableSnapshotCopy"),
+    ("backup.amazonaws.com", "UpdateRecoveryPointLifecycle"),
     ("s3.amazonaws.com", "PutBucketAcl"),
     ("s3.amazonaws.com", "PutObjectAcl"),
     ("s3.amazonaws.com", "PutBucketPublicAccessBlock"),
+    ("s3.amazonaws.com", "PutBucketOwnershipControls"),
+    ("s3.amazonaws.com", "PutPublicAccessBlock"),
     ("organizations.amazonaws.com", "LeaveOrganization"),
+    ("organizations.amazonaws.com", "DetachPolicy"),
+    ("organizations.amazonaws.com", "RemoveAccountFromOrganization"),
     // Protection weakened.
     ("s3.amazonaws.com", "PutBucketVersioning"),
     ("s3.amazonaws.com", "PutBucketReplication"),
@@ -150,7 +183,8 @@ pub struct Event {
     pub error_code: Option<String>,
     /// `eventID`.
     pub event_id: String,
-    /// Whether [`DESTRUCTIVE`] lists it.
+    /// Whether [`DESTRUCTIVE`] lists it and CloudTrail does not mark it
+    /// `readOnly`.
     pub destructive: bool,
     /// The whole record, as logged.
     pub record: Value,
@@ -213,7 +247,9 @@ impl Event {
             principal,
             role,
             source_ip: s(&["sourceIPAddress"]),
-            destructive: is_destructive(&event_source, &event_name),
+            destructive: is_destructive(&event_source, &event_name)
+                && !matches!(record.get("readOnly"), Some(Value::Bool(true)))
+                && text(&record, &["readOnly"]).as_deref() != Some("true"),
             event_source,
             event_name,
             region: s(&["awsRegion"]),
@@ -399,6 +435,11 @@ mod tests {
         );
         assert_eq!(svc.principal, "backup.amazonaws.com");
         assert!(parse_log_file(b"{\"Records\": 3}").is_err());
+        let mut read = record("ListAccessKeys", "iam.amazonaws.com", "1.2.3.4", "arn:x");
+        read["readOnly"] = json!(true);
+        assert!(!Event::from_record(read).destructive, "a read call is never destructive");
+        let detach = record("DetachRolePolicy", "iam.amazonaws.com", "1.2.3.4", "arn:x");
+        assert!(Event::from_record(detach).destructive);
     }
 
     #[test]

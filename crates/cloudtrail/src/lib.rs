@@ -41,7 +41,9 @@ pub use digest::{
 };
 pub use events::{DESTRUCTIVE, Event, EventQuery, is_destructive, parse_log_file};
 pub use keys::{KeySource, Keyring, ListPublicKeys, PublicKey, SignatureCheck};
-pub use store::{EscrowTrailStore, MAX_STORED_BYTES, StoredObject, StoredVersion, TrailStore};
+pub use store::{
+    EscrowTrailStore, MAX_PREFIX_DEPTH, MAX_STORED_BYTES, StoredObject, StoredVersion, TrailStore,
+};
 pub use timeline::{EventSink, TimelineEvent, TimelineSummary, Unproven, timeline};
 pub use trails::{Trail, describe_trails};
 pub use validate::{FindingKind, IntegrityFinding, Location, Options, Validation, root, validate};

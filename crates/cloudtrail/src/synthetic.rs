@@ -445,6 +445,29 @@ impl crate::TrailStore for MemoryStore {
             .and_then(|v| i.and_then(|i| v.get(i)))
             .and_then(|o| o.as_ref().map(|o| o.body.clone())))
     }
+    async fn get_version_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+    ) -> escrow_sync_core::Result<Option<crate::StoredObject>> {
+        let m = self.lock();
+        let i: Option<usize> = version.strip_prefix('v').and_then(|v| v.parse().ok());
+        Ok(m.get(&(bucket.to_string(), key.to_string()))
+            .and_then(|v| i.and_then(|i| v.get(i)))
+            .cloned()
+            .flatten())
+    }
+    async fn deleted(&self, bucket: &str, prefix: &str) -> escrow_sync_core::Result<Vec<String>> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|((b, k), v)| {
+                b == bucket && k.starts_with(prefix) && v.last().is_some_and(Option::is_none)
+            })
+            .map(|((_, k), _)| k.clone())
+            .collect())
+    }
     fn location(&self, bucket: &str, key: &str) -> String {
         format!("memory://{bucket}/{key}")
     }

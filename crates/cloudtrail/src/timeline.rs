@@ -5,7 +5,11 @@
 //! that is not proven (planted: no digest lists it; altered: its hash
 //! differs; its digest's signature fails) are handed over apart, marked
 //! with why. When escrow holds an earlier version of an altered file that
-//! hashes right, that original's events are the proven ones.
+//! hashes right, that original's events are the proven ones; likewise a
+//! digest overwritten in escrow is read from its newest earlier version
+//! whose signature verifies, and a file or digest under a delete marker
+//! from the version under it. A log file a proven digest lists that escrow
+//! does not hold at all is a problem (`log-missing`).
 //!
 //! Memory stays with one day: the files of a trail are read day folder by
 //! day folder (`…/CloudTrail/<region>/<yyyy>/<mm>/<dd>/`), with that day's
@@ -30,8 +34,12 @@ use crate::store::TrailStore;
 use crate::time::{parse_rfc3339, rfc3339};
 use crate::validate::{FindingKind, root};
 
-/// How many files are read at once.
-const READ_CONCURRENCY: usize = 16;
+/// How many files are read at once (each decompressed under the caps of
+/// [`MAX_UNCOMPRESSED`] and [`MAX_DIGEST_UNCOMPRESSED`]).
+const READ_CONCURRENCY: usize = 4;
+
+/// CloudTrail began in November 2013: no file is older.
+const FIRST_YEAR: i64 = 2013;
 
 /// At most this many unproven files are named in a [`TimelineSummary`].
 const MAX_PROBLEMS: usize = 1000;
@@ -78,7 +86,7 @@ impl<F: FnMut(TimelineEvent) -> Result<()> + Send> EventSink for F {
 /// What a timeline read.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TimelineSummary {
-    /// Day folders read.
+    /// Days with log files (or missing ones).
     pub days: u64,
     /// Log files read.
     pub log_files: u64,
@@ -90,6 +98,12 @@ pub struct TimelineSummary {
     pub events: u64,
     /// Selected events of unproven files.
     pub unverified_events: u64,
+    /// Log files a proven digest lists that escrow does not hold (or holds
+    /// only under a delete marker).
+    pub missing_files: u64,
+    /// What the reader must know though it is no event: regions whose keys
+    /// could not be had, folders left out.
+    pub warnings: Vec<String>,
     /// Unproven files (the first [`MAX_PROBLEMS`]): file, kind, detail.
     pub problems: Vec<(String, String, String)>,
 }
@@ -103,16 +117,72 @@ struct Place {
     days: BTreeSet<String>,
 }
 
+/// A region's name as AWS writes it (`us-east-1`, `us-gov-west-1`).
+fn is_region(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Epoch seconds of the start of `yyyy/mm/dd`, when it is a real day
+/// between CloudTrail's start and tomorrow.
+fn day_start(day: &str) -> Option<i64> {
+    let parts: Vec<&str> = day.split('/').collect();
+    let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() != 3 || !digits(parts[0], 4) || !digits(parts[1], 2) || !digits(parts[2], 2) {
+        return None;
+    }
+    let t = parse_rfc3339(&format!("{}T00:00:00Z", day.replace('/', "-")))?;
+    // The parse must not have rolled the date over (02/30).
+    let now = crate::time::epoch(std::time::SystemTime::now());
+    (day_of(t) == day && parts[0].parse::<i64>().ok()? >= FIRST_YEAR && t <= now + 86_400)
+        .then_some(t)
+}
+
 /// `yyyy/mm/dd` of an epoch second.
 fn day_of(secs: i64) -> String {
     rfc3339(secs)[..10].replace('-', "/")
 }
 
+/// The day `n` days after `yyyy/mm/dd` (before, when negative).
+fn add_days(day: &str, n: i64) -> String {
+    parse_rfc3339(&format!("{}T00:00:00Z", day.replace('/', "-")))
+        .map(|t| day_of(t + n * 86_400))
+        .unwrap_or_default()
+}
+
 /// The day after `yyyy/mm/dd`.
 fn next_day(day: &str) -> String {
-    parse_rfc3339(&format!("{}T00:00:00Z", day.replace('/', "-")))
-        .map(|t| day_of(t + 86_400))
-        .unwrap_or_default()
+    add_days(day, 1)
+}
+
+/// The real day folders under `folder` (`…/<yyyy>/<mm>/<dd>/`) that
+/// `wanted` takes; others are named in `skipped`.
+async fn day_folders(
+    store: &dyn TrailStore,
+    bucket: &str,
+    folder: &str,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+    skipped: &mut Vec<String>,
+) -> Result<BTreeSet<String>> {
+    let mut days = BTreeSet::new();
+    for y in store.folders(bucket, folder).await? {
+        for m in store.folders(bucket, &y).await? {
+            for d in store.folders(bucket, &m).await? {
+                let day = format!("{}/{}/{}", last(&y), last(&m), last(&d));
+                if day_start(&day).is_none() {
+                    skipped.push(format!("s3://{bucket}/{d}: not a day folder CloudTrail writes"));
+                } else if wanted(&day) {
+                    days.insert(day);
+                }
+            }
+        }
+    }
+    Ok(days)
 }
 
 /// The name of the last folder of `prefix` (`a/b/` → `b`).
@@ -130,10 +200,12 @@ pub async fn timeline(
     sink: &mut dyn EventSink,
 ) -> Result<TimelineSummary> {
     let (from, to) = query.range();
-    // Files are foldered by delivery, a little after their events.
+    let mut summary = TimelineSummary::default();
+    // Files are foldered by delivery, after their events (CloudTrail
+    // delivers within minutes; two days leave room for late ones).
     let first = from.map(day_of);
-    let last_day = to.map(|t| next_day(&day_of(t)));
-    let wanted = |day: &str| {
+    let last_day = to.map(|t| add_days(&day_of(t), 2));
+    let wanted = move |day: &str| {
         first.as_deref().is_none_or(|f| day >= f) && last_day.as_deref().is_none_or(|l| day <= l)
     };
     let mut places = Vec::new();
@@ -148,15 +220,29 @@ pub async fn timeline(
             }
         }
         for scope in scopes {
-            for region in store.folders(bucket, &format!("{scope}CloudTrail/")).await? {
-                let mut days = BTreeSet::new();
-                for y in store.folders(bucket, &region).await? {
-                    for m in store.folders(bucket, &y).await? {
-                        for d in store.folders(bucket, &m).await? {
-                            let day = format!("{}/{}/{}", last(&y), last(&m), last(&d));
-                            if wanted(&day) {
-                                days.insert(day);
-                            }
+            let mut regions: BTreeSet<String> = BTreeSet::new();
+            for marker in ["CloudTrail/", "CloudTrail-Digest/"] {
+                for r in store.folders(bucket, &format!("{scope}{marker}")).await? {
+                    if is_region(last(&r)) {
+                        regions.insert(last(&r).to_string());
+                    } else {
+                        summary.warnings.push(format!("s3://{bucket}/{r}: not a region, left out"));
+                    }
+                }
+            }
+            for region in regions {
+                let logs = format!("{scope}CloudTrail/{region}/");
+                let digests = format!("{scope}CloudTrail-Digest/{region}/");
+                let mut days =
+                    day_folders(store, bucket, &logs, &wanted, &mut summary.warnings).await?;
+                // A day whose log files are all gone (or under delete
+                // markers) is found through its digests (a digest of a day
+                // lists files of that day and the day before).
+                let any = |_: &str| true;
+                for d in day_folders(store, bucket, &digests, &any, &mut summary.warnings).await? {
+                    for day in [add_days(&d, -1), d] {
+                        if wanted(&day) {
+                            days.insert(day);
                         }
                     }
                 }
@@ -164,25 +250,43 @@ pub async fn timeline(
                     bucket: bucket.clone(),
                     root: root.clone(),
                     scope: scope.strip_prefix(&root).unwrap_or(&scope).to_string(),
-                    region: last(&region).to_string(),
+                    region,
                     days,
                 });
             }
         }
     }
     let all_days: BTreeSet<&String> = places.iter().flat_map(|p| &p.days).collect();
-    let mut summary = TimelineSummary::default();
     let (Some(first_day), Some(last_day)) = (all_days.first(), all_days.last()) else {
         return Ok(summary);
     };
+    // Keys valid over the days read, asked region by region: a region whose
+    // keys cannot be had (a planted folder name, CloudTrail unreachable)
+    // leaves its digests unproven, and says so, instead of stopping.
+    let now = crate::time::epoch(std::time::SystemTime::now());
+    let key_from = day_start(first_day).unwrap_or(now).clamp(EARLIEST, now);
+    let key_to =
+        (day_start(last_day).unwrap_or(now) + 2 * 86_400).clamp(key_from, now.max(key_from));
     let regions: BTreeSet<String> = places.iter().map(|p| p.region.clone()).collect();
-    let at = |d: &str| parse_rfc3339(&format!("{}T00:00:00Z", d.replace('/', "-"))).unwrap_or(0);
-    let keyring = keys.keyring(&regions, at(first_day), at(last_day) + 2 * 86_400).await?;
+    let mut keyring = Keyring::default();
+    for region in regions {
+        match keys.keyring(&BTreeSet::from([region.clone()]), key_from, key_to).await {
+            Ok(k) => keyring.extend(k),
+            Err(e) => summary.warnings.push(format!(
+                "CloudTrail's public keys of {region} could not be had ({}): its digests prove \
+                 nothing, so its events are listed as unverified",
+                e.chain()
+            )),
+        }
+    }
     for day in all_days.iter().copied() {
-        summary.days += 1;
+        let (files, missing) = (summary.log_files, summary.missing_files);
         let mut proven: Vec<TimelineEvent> = Vec::new();
         for place in places.iter().filter(|p| p.days.contains(day)) {
             read_day(store, &keyring, place, day, query, &mut proven, sink, &mut summary).await?;
+        }
+        if (summary.log_files, summary.missing_files) != (files, missing) {
+            summary.days += 1;
         }
         proven.sort_by(|a, b| {
             (a.event.epoch, &a.event.event_id).cmp(&(b.event.epoch, &b.event.event_id))
@@ -195,11 +299,17 @@ pub async fn timeline(
     Ok(summary)
 }
 
+/// Log file validation began in 2015: keys are not asked for before.
+const EARLIEST: i64 = 1_420_070_400;
+
 /// A log file's hash as a digest lists it, and whether that digest is
 /// proven by its signature.
 type Signed = BTreeMap<String, (String, std::result::Result<(), Unproven>)>;
 
-/// The log files the digests of `day` and the next day list.
+/// The log files the digests of `day` and the next day list. Each digest
+/// is its current version when that verifies and names where it is, else
+/// the newest earlier escrow version that does (an overwritten or
+/// delete-marked digest), else its current content, unproven.
 async fn digests(
     store: &dyn TrailStore,
     keyring: &Keyring,
@@ -210,27 +320,17 @@ async fn digests(
     for d in [day.to_string(), next_day(day)] {
         let folder =
             format!("{}{}CloudTrail-Digest/{}/{d}/", place.root, place.scope, place.region);
-        let keys = store.list(&place.bucket, &folder).await?;
-        let read: Vec<_> = futures::stream::iter(keys)
+        let mut keys = store.list(&place.bucket, &folder).await?;
+        keys.extend(store.deleted(&place.bucket, &folder).await?);
+        let bucket = place.bucket.as_str();
+        let mut reads = futures::stream::iter(keys)
             .map(|key| async move {
-                Ok::<_, escrow_sync_core::Error>((store.get(&place.bucket, &key).await?, key))
+                let found = proven_digest(store, keyring, bucket, &key).await?;
+                Ok::<_, escrow_sync_core::Error>((key, found))
             })
-            .buffered(READ_CONCURRENCY)
-            .try_collect()
-            .await?;
-        for (obj, key) in read {
-            let Some(obj) = obj.filter(|o| !o.over_cap()) else { continue };
-            let Some((content, digest)) = gunzip_capped(&obj.body, MAX_DIGEST_UNCOMPRESSED)
-                .ok()
-                .and_then(|c| serde_json::from_slice::<Digest>(&c).ok().map(|d| (c, d)))
-            else {
-                continue;
-            };
-            let proof = signature(keyring, &digest, &content, obj.metadata.get(SIGNATURE_META))
-                .map_err(|(kind, why)| Unproven {
-                    kind: kind.as_str(),
-                    detail: format!("its digest s3://{}/{key} {why}", place.bucket),
-                });
+            .buffered(READ_CONCURRENCY);
+        while let Some((_key, found)) = reads.try_next().await? {
+            let Some((digest, proof)) = found else { continue };
             for entry in digest.log_files {
                 if entry.s3_bucket != place.bucket {
                     continue;
@@ -246,6 +346,62 @@ async fn digests(
         }
     }
     Ok(signed)
+}
+
+/// A digest, parsed (`None`: it is not one) and checked: proven when it
+/// names where it is kept and its signature verifies.
+type Checked = (Option<Digest>, std::result::Result<(), Unproven>);
+
+fn check_digest(keyring: &Keyring, bucket: &str, key: &str, obj: &crate::StoredObject) -> Checked {
+    let here = format!("its digest s3://{bucket}/{key}");
+    let unproven = |kind: FindingKind, why: &str| {
+        Err(Unproven { kind: kind.as_str(), detail: format!("{here} {why}") })
+    };
+    if obj.over_cap() {
+        return (None, unproven(FindingKind::DigestInvalidSignature, "is too large to be one"));
+    }
+    let parsed = gunzip_capped(&obj.body, MAX_DIGEST_UNCOMPRESSED)
+        .ok()
+        .and_then(|c| serde_json::from_slice::<Digest>(&c).ok().map(|d| (c, d)));
+    let Some((content, digest)) = parsed else {
+        return (None, unproven(FindingKind::DigestInvalidSignature, "is not a digest file"));
+    };
+    if digest.digest_s3_bucket != bucket || digest.digest_s3_object != key {
+        let why = format!(
+            "names s3://{}/{}: moved or forged",
+            digest.digest_s3_bucket, digest.digest_s3_object
+        );
+        return (Some(digest), unproven(FindingKind::ChainBroken, &why));
+    }
+    match signature(keyring, &digest, &content, obj.metadata.get(SIGNATURE_META)) {
+        Ok(()) => (Some(digest), Ok(())),
+        Err((kind, why)) => (Some(digest), unproven(kind, &why)),
+    }
+}
+
+/// The digest at `key` and what proves it (see [`digests`]); `None` when
+/// nothing of it can be read as a digest.
+async fn proven_digest(
+    store: &dyn TrailStore,
+    keyring: &Keyring,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(Digest, std::result::Result<(), Unproven>)>> {
+    let mut failed: Checked = (None, Ok(()));
+    if let Some(obj) = store.get(bucket, key).await? {
+        failed = check_digest(keyring, bucket, key, &obj);
+        if let (Some(d), Ok(())) = failed {
+            return Ok(Some((d, Ok(()))));
+        }
+    }
+    for v in store.earlier_versions(bucket, key).await? {
+        if let Some(obj) = store.get_version_object(bucket, key, &v.version_id).await?
+            && let (Some(d), Ok(())) = check_digest(keyring, bucket, key, &obj)
+        {
+            return Ok(Some((d, Ok(()))));
+        }
+    }
+    Ok(failed.0.map(|d| (d, failed.1)))
 }
 
 /// Whether a digest's signature verifies.
@@ -287,21 +443,25 @@ struct Read {
     original: Option<(String, Vec<u8>)>,
 }
 
+/// Reads one log file (its current version; `deleted`: it is under a
+/// delete marker) and, when a proven digest lists it with another hash or
+/// it is gone, the newest earlier version that hashes right.
 async fn read_log(
     store: &dyn TrailStore,
     bucket: &str,
     key: String,
+    deleted: bool,
     signed: &Signed,
-) -> Result<Option<Read>> {
-    let Some(obj) = store.get(bucket, &key).await? else { return Ok(None) };
-    let content = if obj.over_cap() {
-        Err(format!(
+) -> Result<Read> {
+    let current = if deleted { None } else { store.get(bucket, &key).await? };
+    let content = match &current {
+        None => Err("a delete marker hides it in escrow".to_string()),
+        Some(obj) if obj.over_cap() => Err(format!(
             "larger than {} MiB: not a CloudTrail file",
             crate::store::MAX_STORED_BYTES >> 20
-        ))
-    } else {
-        gunzip_capped(&obj.body, MAX_UNCOMPRESSED)
-            .map_err(|e| format!("not readable as gzip ({e})"))
+        )),
+        Some(obj) => gunzip_capped(&obj.body, MAX_UNCOMPRESSED)
+            .map_err(|e| format!("not readable as gzip ({e})")),
     };
     let (proof, original) = match (signed.get(&key), &content) {
         (None, _) => (
@@ -315,9 +475,13 @@ async fn read_log(
         (Some((_, Err(why))), _) => (Err(why.clone()), None),
         (Some((hash, Ok(()))), Ok(c)) if sha256_hex(c).eq_ignore_ascii_case(hash) => (Ok(()), None),
         (Some((hash, Ok(()))), _) => {
-            let why = match &content {
-                Ok(c) => format!("SHA-256 {} but its digest says {hash}", sha256_hex(c)),
-                Err(e) => e.clone(),
+            let (kind, why) = match &content {
+                Ok(c) => (
+                    FindingKind::LogAltered,
+                    format!("SHA-256 {} but its digest says {hash}", sha256_hex(c)),
+                ),
+                Err(e) if current.is_none() => (FindingKind::LogMissing, e.clone()),
+                Err(e) => (FindingKind::LogAltered, e.clone()),
             };
             let mut original = None;
             for v in store.earlier_versions(bucket, &key).await? {
@@ -331,10 +495,17 @@ async fn read_log(
                     break;
                 }
             }
-            (Err(Unproven { kind: FindingKind::LogAltered.as_str(), detail: why }), original)
+            (Err(Unproven { kind: kind.as_str(), detail: why }), original)
         }
     };
-    Ok(Some(Read { key, content, proof, original }))
+    Ok(Read { key, content, proof, original })
+}
+
+/// Records an unproven file in the summary.
+fn problem(summary: &mut TimelineSummary, file: &str, p: &Unproven) {
+    if summary.problems.len() < MAX_PROBLEMS {
+        summary.problems.push((file.to_string(), p.kind.to_string(), p.detail.clone()));
+    }
 }
 
 /// Reads one day folder of one place.
@@ -351,26 +522,34 @@ async fn read_day(
 ) -> Result<()> {
     let signed = digests(store, keyring, place, day).await?;
     let folder = format!("{}{}CloudTrail/{}/{day}/", place.root, place.scope, place.region);
-    let keys = store.list(&place.bucket, &folder).await?;
+    let mut keys: Vec<(String, bool)> =
+        store.list(&place.bucket, &folder).await?.into_iter().map(|k| (k, false)).collect();
+    keys.extend(store.deleted(&place.bucket, &folder).await?.into_iter().map(|k| (k, true)));
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     let signed = &signed;
     let mut reads = futures::stream::iter(keys)
-        .map(|key| read_log(store, &place.bucket, key, signed))
+        .map(|(key, deleted)| read_log(store, &place.bucket, key, deleted, signed))
         .buffered(READ_CONCURRENCY);
     while let Some(read) = reads.try_next().await? {
-        let Some(read) = read else { continue };
+        seen.insert(read.key.clone());
         summary.log_files += 1;
         let file = format!("s3://{}/{}", place.bucket, read.key);
         if let Some((version, content)) = &read.original {
             let at = format!("{file}?versionId={version}");
-            for event in parse_log_file(content).unwrap_or_default() {
-                if query.matches(&event) {
-                    proven.push(TimelineEvent {
-                        event,
-                        log_file: at.clone(),
-                        verified: true,
-                        problem: None,
-                    });
+            match parse_log_file(content) {
+                Ok(events) => {
+                    proven.extend(events.into_iter().filter(|e| query.matches(e)).map(|event| {
+                        TimelineEvent { event, log_file: at.clone(), verified: true, problem: None }
+                    }))
                 }
+                Err(e) => problem(
+                    summary,
+                    &at,
+                    &Unproven {
+                        kind: FindingKind::LogAltered.as_str(),
+                        detail: format!("proven by its digest, but its events cannot be read: {e}"),
+                    },
+                ),
             }
         }
         let events = match &read.content {
@@ -385,42 +564,62 @@ async fn read_day(
                 }));
             }
             (proof, events) => {
-                summary.unverified_files += 1;
-                let problem = proof.err().unwrap_or_else(|| Unproven {
-                    kind: FindingKind::LogAltered.as_str(),
-                    detail: "proven, but not a log file".into(),
-                });
-                let problem = match (&events, &read.original) {
+                if proof.as_ref().is_err_and(|p| p.kind == FindingKind::LogMissing.as_str()) {
+                    summary.missing_files += 1;
+                } else {
+                    summary.unverified_files += 1;
+                }
+                let problem_here = match proof {
+                    Err(p) => p,
+                    Ok(()) => Unproven {
+                        kind: FindingKind::LogAltered.as_str(),
+                        detail: "proven by its digest, but its events cannot be read".into(),
+                    },
+                };
+                let problem_here = match (&events, &read.original) {
                     (_, Some((v, _))) => Unproven {
                         detail: format!(
                             "{}; escrow holds the original as version {v}",
-                            problem.detail
+                            problem_here.detail
                         ),
-                        ..problem
+                        ..problem_here
                     },
-                    (Err(e), None) => Unproven {
-                        detail: format!("{}; unreadable: {e}", problem.detail),
-                        ..problem
+                    (Err(e), None) if read.content.is_ok() => Unproven {
+                        detail: format!("{}; unreadable: {e}", problem_here.detail),
+                        ..problem_here
                     },
-                    _ => problem,
+                    _ => problem_here,
                 };
-                if summary.problems.len() < MAX_PROBLEMS {
-                    summary.problems.push((
-                        file.clone(),
-                        problem.kind.to_string(),
-                        problem.detail.clone(),
-                    ));
-                }
+                problem(summary, &file, &problem_here);
                 for event in events.unwrap_or_default().into_iter().filter(|e| query.matches(e)) {
                     summary.unverified_events += 1;
                     sink.event(TimelineEvent {
                         event,
                         log_file: file.clone(),
                         verified: false,
-                        problem: Some(problem.clone()),
+                        problem: Some(problem_here.clone()),
                     })?;
                 }
             }
+        }
+    }
+    // What a proven digest lists in this folder and escrow does not hold.
+    for (key, (_, proof)) in signed.range(folder.clone()..) {
+        if !key.starts_with(&folder) {
+            break;
+        }
+        if proof.is_ok() && !seen.contains(key) {
+            summary.missing_files += 1;
+            problem(
+                summary,
+                &format!("s3://{}/{key}", place.bucket),
+                &Unproven {
+                    kind: FindingKind::LogMissing.as_str(),
+                    detail: "listed by a proven digest, but escrow does not hold it: its events \
+                             are lost to this timeline (run verify on the job)"
+                        .into(),
+                },
+            );
         }
     }
     Ok(())

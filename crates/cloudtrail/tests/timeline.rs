@@ -227,3 +227,111 @@ async fn a_day_is_handed_over_before_the_next_day_is_read() {
     assert!(first_day.iter().all(|(_, n)| *n == 0), "{seen:?}");
     assert!(seen.last().unwrap().1 > 0);
 }
+
+/// The intrusion's log file and the digest that lists it.
+fn intrusion_files(all: &[SyntheticFile]) -> (SyntheticFile, SyntheticFile) {
+    let log = all
+        .iter()
+        .find(|f| f.key.contains("/CloudTrail/") && f.key.contains("T12"))
+        .unwrap()
+        .clone();
+    let digest = all
+        .iter()
+        .find(|f| {
+            f.key.contains("CloudTrail-Digest")
+                && escrow_sync_cloudtrail::gunzip(&f.body)
+                    .map(|c| String::from_utf8_lossy(&c).contains(&log.key))
+                    .unwrap_or(false)
+        })
+        .unwrap()
+        .clone();
+    (log, digest)
+}
+
+const INTRUSION: [&str; 4] = ["intrusion-2", "intrusion-3", "intrusion-4", "intrusion-5"];
+
+#[tokio::test]
+async fn an_overwritten_digest_and_log_are_read_from_escrows_originals() {
+    // The intruder copies another hour's genuinely signed digest (and its
+    // signature) over the intrusion's digest and rewrites the intrusion's
+    // log: escrow copies both as new versions.
+    let all = files("2026-11-01T10:00:00Z", 4);
+    let (log, digest) = intrusion_files(&all);
+    let other = all.iter().find(|f| f.key.contains("CloudTrail-Digest") && f.key != digest.key);
+    let mem = store(&all);
+    mem.put(&SyntheticFile { key: digest.key.clone(), ..other.unwrap().clone() });
+    let empty = serde_json::json!({"Records": []});
+    mem.put(&SyntheticFile { body: gzip(empty.to_string().as_bytes()), ..log.clone() });
+    let (events, summary) = read(&mem, EventQuery::new().destructive(true)).await;
+    assert_eq!(ids(&events, true), INTRUSION, "{summary:?}");
+    assert!(summary.problems.iter().any(|(f, k, _)| f.ends_with(&log.key) && k == "log-altered"));
+}
+
+#[tokio::test]
+async fn delete_markers_hide_nothing_and_a_missing_file_is_counted() {
+    // An insider puts delete markers on the intrusion's log and digest.
+    let all = files("2026-11-01T10:00:00Z", 4);
+    let (log, digest) = intrusion_files(&all);
+    let mem = store(&all);
+    mem.delete(&log.key);
+    mem.delete(&digest.key);
+    let (events, summary) = read(&mem, EventQuery::new().destructive(true)).await;
+    assert_eq!(ids(&events, true), INTRUSION, "{summary:?}");
+    assert_eq!(summary.missing_files, 1, "{summary:?}");
+    assert!(summary.problems.iter().any(|(f, k, d)| f.ends_with(&log.key)
+        && k == "log-missing"
+        && d.contains("delete marker")));
+
+    // A file escrow never got (or lost with every version) is counted too.
+    let without = MemoryStore::new(BUCKET);
+    all.iter().filter(|f| f.key != log.key).for_each(|f| without.put(f));
+    let (events, summary) = read(&without, EventQuery::new().destructive(true)).await;
+    assert!(ids(&events, true).is_empty());
+    assert_eq!(summary.missing_files, 1);
+    assert!(summary.problems.iter().any(|(f, k, _)| f.ends_with(&log.key) && k == "log-missing"));
+}
+
+/// CloudTrail's keys for us-east-1 only; any other region fails.
+struct OneRegion(Keyring);
+
+#[async_trait::async_trait]
+impl escrow_sync_cloudtrail::KeySource for OneRegion {
+    async fn keyring(
+        &self,
+        regions: &std::collections::BTreeSet<String>,
+        _: i64,
+        _: i64,
+    ) -> escrow_sync_core::Result<Keyring> {
+        if regions.iter().all(|r| r == "us-east-1") {
+            Ok(self.0.clone())
+        } else {
+            Err(escrow_sync_core::Error::invalid_config("no such region"))
+        }
+    }
+}
+
+#[tokio::test]
+async fn planted_region_and_day_folders_do_not_stop_the_timeline() {
+    let all = files("2026-11-01T10:00:00Z", 4);
+    let mem = store(&all);
+    let fake = SyntheticTrail::new(ACCOUNT, "xx-fake-1", "main", BUCKET, "audit/");
+    fake.hours(parse_rfc3339("2026-11-01T10:00:00Z").unwrap(), 1, 2)
+        .iter()
+        .for_each(|f| mem.put(f));
+    let bad_day = "audit/AWSLogs/111111111111/CloudTrail/us-east-1/0000/00/00/x.json.gz";
+    mem.put(&SyntheticFile { key: bad_day.into(), body: vec![0], metadata: Default::default() });
+    let keys = OneRegion(Keyring::new(vec![trail().public_key()]));
+    let mut events = Vec::new();
+    let mut sink = |e: TimelineEvent| {
+        events.push(e);
+        Ok(())
+    };
+    let roots = vec![(BUCKET.to_string(), "audit".to_string())];
+    let query = EventQuery::new().destructive(true);
+    let summary = timeline(&mem, &keys, &roots, &query, &mut sink).await.unwrap();
+    assert_eq!(ids(&events, true), INTRUSION);
+    // The planted region's events come unverified, with a warning.
+    assert!(events.iter().any(|e| !e.verified && e.event.event_name == "DeleteBucket"));
+    assert!(summary.warnings.iter().any(|w| w.contains("xx-fake-1")), "{:?}", summary.warnings);
+    assert!(summary.warnings.iter().any(|w| w.contains("0000/00/00")), "{:?}", summary.warnings);
+}
