@@ -76,7 +76,8 @@ pub use batch::csv::{
     parse_report_manifest,
 };
 pub use batch::{
-    BATCH_DIR, BatchControl, BatchJobState, BatchOptions, DEFAULT_BATCH_THRESHOLD, Engine,
+    BatchControl, BatchJobState, BatchOptions, DEFAULT_BATCH_PREFIX, DEFAULT_BATCH_THRESHOLD,
+    Engine,
 };
 pub use check::{check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket};
 pub use job::{DEFAULT_STALE_UPLOAD_AGE, S3CopyJob};

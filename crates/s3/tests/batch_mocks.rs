@@ -268,17 +268,14 @@ async fn create_job_carries_every_destination_setting() {
                     == [JobManifestFieldName::Bucket, JobManifestFieldName::Key]
                 && {
                     let a = m.location().unwrap().object_arn();
-                    a.starts_with("arn:aws:s3:::escrow-batch/jobs/batch/")
-                        && a.ends_with("/manifest.csv")
+                    a.starts_with("arn:aws:s3:::escrow-batch/jobs/") && a.ends_with("/manifest.csv")
                 }
                 && m.location().unwrap().e_tag() == "m1"
                 && rep.enabled()
                 && rep.bucket() == Some("arn:aws:s3:::escrow-batch")
                 && rep.format() == Some(&JobReportFormat::ReportCsv20180820)
                 && rep.report_scope() == Some(&JobReportScope::AllTasks)
-                && rep
-                    .prefix()
-                    .is_some_and(|p| p.starts_with("jobs/batch/") && p.ends_with("/report"))
+                && rep.prefix().is_some_and(|p| p.starts_with("jobs/") && p.ends_with("/report"))
                 && op.target_resource() == Some("arn:aws:s3:::escrow")
                 && op.target_key_prefix().is_none()
                 && op.sse_aws_kms_key_id() == Some(KMS)

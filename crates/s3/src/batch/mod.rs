@@ -39,10 +39,11 @@ use self::csv::{ManifestRow, TaskResult};
 /// Operations (`batch_threshold`).
 pub const DEFAULT_BATCH_THRESHOLD: u64 = 1_000_000;
 
-/// The folder, under `batch_prefix`, of escrow-sync's Batch Operations
-/// records: per job pair, the record of its last job, and per plan, the
-/// manifest, the planned objects and the completion report.
-pub const BATCH_DIR: &str = "batch/";
+/// The default key prefix (`batch_prefix`) of escrow-sync's Batch
+/// Operations files: under it, per job pair, the record of its last job,
+/// and per plan, the manifest, the planned objects and the completion
+/// report.
+pub const DEFAULT_BATCH_PREFIX: &str = "escrow-sync/batch/";
 
 /// Which engine copies a run's objects (`[[s3]] engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -177,7 +178,7 @@ impl BatchOptions {
             account_id: account_id.into(),
             role_arn: role_arn.into(),
             bucket: bucket.into(),
-            prefix: String::new(),
+            prefix: DEFAULT_BATCH_PREFIX.to_string(),
             wait: true,
             first_pause: Duration::from_secs(5),
             max_pause: Duration::from_secs(60),
@@ -185,7 +186,8 @@ impl BatchOptions {
         }
     }
 
-    /// The key prefix of the manifests, records and reports (`batch_prefix`).
+    /// The key prefix of the manifests, records and reports (`batch_prefix`,
+    /// default [`DEFAULT_BATCH_PREFIX`]).
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -311,10 +313,19 @@ fn pair_folder(options: &BatchOptions, job: &S3CopyJob) -> String {
         job.sink().dest_prefix()
     );
     let id = csv::client_token(pair.as_bytes(), "pair");
-    format!("{}{BATCH_DIR}{}/", options.prefix, &id[..16])
+    format!("{}{}/", options.prefix, &id[..16])
 }
 
 impl S3CopyJob {
+    /// Whether a run waits for its Batch Operations job (`run --no-wait`:
+    /// no). Nothing without the batch engine.
+    pub fn with_batch_wait(mut self, wait: bool) -> Self {
+        if let Some((_, options)) = &mut self.batch {
+            options.wait = wait;
+        }
+        self
+    }
+
     /// The escrow bucket of the batch files, read and written with the
     /// sink's credentials and owner check.
     fn batch_store(&self, options: &BatchOptions) -> S3Sink {
