@@ -136,3 +136,62 @@ async fn a_no_wait_job_is_folded_by_the_next_run_and_its_failed_tasks_retried() 
         Some(&b"rewritten after the plan"[..])
     );
 }
+
+/// The CLI: `run --no-wait` returns once the job is created, `status` shows
+/// the job not yet folded (in text and in JSON, which keeps to its schema),
+/// and the next `run` folds it in.
+#[tokio::test]
+async fn run_no_wait_then_status_then_run_folds_the_job() {
+    use escrow_sync_e2e::{ESCROW_ROLE, READER_ROLE, cli, write_config};
+    let t = Setup::new("batchcli").await;
+    t.pair.put("a.txt", "one").await;
+    t.pair.put("b,c.txt", "two").await;
+    let manifests = unique("batchcli-runs");
+    create_bucket(&t.pair.escrow, &manifests, true).await;
+    let cfg = write_config(&format!(
+        r#"[escrow]
+region = "us-east-1"
+role_arn = "{ESCROW_ROLE}"
+account_id = "{ESCROW}"
+manifest_bucket = "{manifests}"
+batch_role_arn = "arn:aws:iam::{ESCROW}:role/escrow-batch"
+
+[primary]
+account_id = "{PRIMARY}"
+role_arn = "{READER_ROLE}"
+external_id = "test-external-id"
+
+[[s3]]
+name = "bulk"
+source_bucket = "{}"
+dest_bucket = "{}"
+engine = "batch-operations"
+batch_bucket = "{}"
+"#,
+        t.pair.source_bucket, t.pair.dest_bucket, t.batch_bucket
+    ));
+    let cfg = cfg.to_str().unwrap();
+    let first = cli(&["run", "-c", cfg, "--no-wait", "--output", "json"]);
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    assert_eq!(t.pair.escrow_get("a.txt").await, None, "nothing copied yet");
+
+    let status = cli(&["status", "-c", cfg, "--output", "json"]);
+    let doc = status.json();
+    let job = &doc["jobs"][0]["batch_job"];
+    assert_eq!(job["folded"], false, "{doc:#}");
+    assert!(job["job_id"].as_str().is_some_and(|id| !id.is_empty()), "{doc:#}");
+    let schema = escrow_sync_e2e::workspace_root().join("docs/schema/status.schema.json");
+    let mut schemas = boon::Schemas::new();
+    let id = boon::Compiler::new().compile(schema.to_str().unwrap(), &mut schemas).unwrap();
+    schemas.validate(&doc, id).unwrap_or_else(|e| panic!("status breaks its schema: {e:#}"));
+    let text = cli(&["status", "-c", cfg]);
+    assert!(text.stdout.contains("batch job "), "{}", text.stdout);
+
+    let second = cli(&["run", "-c", cfg, "--output", "json"]);
+    assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
+    assert_eq!(t.pair.escrow_get("a.txt").await.as_deref(), Some(&b"one"[..]));
+    assert_eq!(t.pair.escrow_get("b,c.txt").await.as_deref(), Some(&b"two"[..]));
+    let doc = cli(&["status", "-c", cfg, "--output", "json"]).json();
+    assert_eq!(doc["jobs"][0]["batch_job"]["folded"], true, "{doc:#}");
+    assert_eq!(doc["jobs"][0]["last_run"]["copied"], 2, "{doc:#}");
+}
