@@ -15,7 +15,9 @@ What AWS does, and what this models:
   `--no-wait` run both have something to see.
 - S3PutObjectCopy runs CopyObject per task, as the job's account (with its
   SSE-KMS key, Object Lock mode and retain-until date, and the copy's
-  metadata and tags), into TargetResource under TargetKeyPrefix + "/".
+  metadata and tags), into TargetResource under TargetKeyPrefix + "/"; an
+  object modified after UnModifiedSinceConstraint fails its task with 412
+  PreconditionFailed.
   A manifest whose ETag differs from the given one fails the job.
 - The completion report (Report_CSV_20180820) goes to the report bucket:
   {Prefix}/job-{id}/results/{uuid}.csv with one line per task (Bucket, Key
@@ -54,6 +56,17 @@ def _arn_bucket_key(arn):
     rest = arn.split(":::", 1)[1]
     bucket, _, key = rest.partition("/")
     return bucket, key
+
+
+def _naive(value):
+    # A timestamp as moto keeps them: naive UTC, whole seconds.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.replace(microsecond=0)
+    return None
 
 
 def _iso(value):
@@ -159,6 +172,7 @@ def _run(account, job):
     target, _ = _arn_bucket_key(copy.get("TargetResource", "arn:aws:s3:::/"))
     prefix = copy.get("TargetKeyPrefix") or ""
     kms = copy.get("SSEAwsKmsKeyId")
+    unmodified_since = _naive(copy.get("UnModifiedSinceConstraint"))
     rows = []
     for line in manifest.value.decode("utf-8").splitlines():
         if not line:
@@ -173,6 +187,11 @@ def _run(account, job):
             if src is None:
                 rows.append((bucket, raw_key, version or "", "failed", "NoSuchKey", "404",
                              "The specified key does not exist."))
+                continue
+            # x-amz-copy-source-if-unmodified-since, compared in whole seconds.
+            if unmodified_since and src.last_modified.replace(microsecond=0) > unmodified_since:
+                rows.append((bucket, raw_key, version or "", "failed", "PreconditionFailed", "412",
+                             "At least one of the pre-conditions you specified did not hold"))
                 continue
             dest = f"{prefix}/{key}" if prefix else key
             backend.copy_object(

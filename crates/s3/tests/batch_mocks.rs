@@ -74,6 +74,8 @@ struct World {
     statuses: Vec<DescribeJobOutput>,
     /// Whether the run waits for its job.
     wait: bool,
+    /// The pair's job record in escrow, if any (JSON).
+    record: Option<String>,
 }
 
 impl World {
@@ -86,11 +88,13 @@ impl World {
             copy_etag: "\"a\"",
             statuses: vec![describe(JobStatus::Complete, 1, 0)],
             wait: true,
+            record: None,
         }
     }
 }
 
 struct Rules {
+    record_get: Rule,
     src_list: Rule,
     dst_list: Rule,
     batch_list: Rule,
@@ -122,7 +126,15 @@ impl Rules {
         }
         let last = statuses.last().cloned().unwrap();
         let describe = describe.output(move || last.clone()).repeatedly().build();
+        let (record, record2) = (w.record.clone(), w.record.clone());
         Rules {
+            record_get: mock!(Client::get_object)
+                .match_requests(|r| r.key().is_some_and(|k| k.ends_with("/job.json")))
+                .then_output(move || {
+                    GetObjectOutput::builder()
+                        .body(ByteStream::from(record2.clone().unwrap_or_default().into_bytes()))
+                        .build()
+                }),
             src_list: mock!(Client::list_objects_v2)
                 .match_requests(|r| r.bucket() == Some("prod"))
                 .then_output(|| {
@@ -132,6 +144,7 @@ impl Rules {
                                 .key(ODD)
                                 .size(5)
                                 .e_tag("\"a\"")
+                                .last_modified(aws_sdk_s3::primitives::DateTime::from_secs(1_700_000_000))
                                 .checksum_algorithm(ChecksumAlgorithm::Crc32C)
                                 .build(),
                         )
@@ -140,9 +153,24 @@ impl Rules {
             dst_list: mock!(Client::list_objects_v2)
                 .match_requests(|r| r.bucket() == Some("escrow"))
                 .then_output(|| ListObjectsV2Output::builder().build()),
-            batch_list: mock!(Client::list_objects_v2)
-                .match_requests(|r| r.bucket() == Some("escrow-batch"))
-                .then_output(|| ListObjectsV2Output::builder().build()),
+            batch_list: {
+                let asked = Arc::new(Mutex::new(String::new()));
+                let seen = asked.clone();
+                mock!(Client::list_objects_v2)
+                    .match_requests(move |r| {
+                        *asked.lock().unwrap() = r.prefix().unwrap_or("").to_string();
+                        r.bucket() == Some("escrow-batch")
+                    })
+                    .then_output(move || {
+                        let mut out = ListObjectsV2Output::builder();
+                        let prefix = seen.lock().unwrap().clone();
+                        if record.is_some() && prefix.ends_with("job.json") {
+                            // The record itself, listed under its own key.
+                            out = out.contents(Object::builder().key(prefix).size(10).build());
+                        }
+                        out.build()
+                    })
+            },
             put: mock!(Client::put_object)
                 .match_requests(|r| r.expected_bucket_owner() == Some("222222222222"))
                 .then_output(|| PutObjectOutput::builder().e_tag("\"m1\"").build()),
@@ -208,6 +236,7 @@ impl Rules {
     fn job(&self, wait: bool) -> S3CopyJob {
         let primary = s3(&[&self.src_list]);
         let escrow = s3(&[
+            &self.record_get,
             &self.dst_list,
             &self.batch_list,
             &self.put,
@@ -282,6 +311,8 @@ async fn create_job_carries_every_destination_setting() {
                 && op.object_lock_mode() == Some(&S3ObjectLockMode::Compliance)
                 && op.object_lock_retain_until_date().is_some()
                 && op.checksum_algorithm() == Some(&S3ChecksumAlgorithm::Crc32C)
+                && op.un_modified_since_constraint()
+                    == Some(&aws_smithy_types::DateTime::from_secs(1_700_000_000))
         })
         .then_output(|| CreateJobOutput::builder().job_id("job-1").build());
     let job = {
@@ -429,6 +460,21 @@ async fn the_same_plan_sends_the_same_client_token() {
     assert_eq!(tokens.len(), 2);
     assert_eq!(tokens[0], tokens[1]);
     assert_eq!(tokens[0].len(), 64);
+}
+
+#[tokio::test]
+async fn a_new_job_after_a_folded_one_gets_another_token_so_failed_tasks_are_retried() {
+    let w = World::new();
+    let rules = Rules::new(&w);
+    rules.job(true).execute(Mode::Run, &JobContext::new()).await.unwrap();
+    let mut after = World::new();
+    after.record =
+        Some(r#"{"job_id":"job-0","token":"t","folder":"jobs/x/","folded":true}"#.into());
+    let rules = Rules::new(&after);
+    rules.job(true).execute(Mode::Run, &JobContext::new()).await.unwrap();
+    let (first, second) = (w.tokens.lock().unwrap().clone(), after.tokens.lock().unwrap().clone());
+    assert_eq!((first.len(), second.len()), (1, 1));
+    assert_ne!(first[0], second[0], "the same plan after a folded job is a new job");
 }
 
 #[tokio::test]

@@ -385,7 +385,11 @@ impl S3CopyJob {
         let mut report = Report::new(Mode::Run, self.source().describe(), self.sink().describe());
         // A job an earlier run left: fold it in first (its copies then plan
         // as in escrow, its failures are retried below).
-        if let Some(record) = self.read_record(options).await?
+        let last = self.read_record(options).await?;
+        // The job this pair ran last: a new job after it gets another token,
+        // so the tasks it failed are retried even when the plan is the same.
+        let previous = last.as_ref().map(|r| r.job_id.clone());
+        if let Some(record) = last
             && !record.folded
         {
             let d = describe(options, &record.job_id).await?;
@@ -476,7 +480,7 @@ impl S3CopyJob {
         if batched.is_empty() {
             return Ok(Some(report));
         }
-        let (record, described) = self.submit(options, &batched).await?;
+        let (record, described) = self.submit(options, &batched, previous.as_deref()).await?;
         report.notes.push(format!(
             "batch job {} copies {} object(s) with S3 Batch Operations",
             record.job_id,
@@ -506,6 +510,7 @@ impl S3CopyJob {
         &self,
         options: &BatchOptions,
         items: &[Item],
+        previous: Option<&str>,
     ) -> Result<(JobRecord, Described)> {
         let rows: Vec<ManifestRow> = items
             .iter()
@@ -519,15 +524,21 @@ impl S3CopyJob {
         let manifest = csv::manifest_csv(&rows, versions);
         let algorithm = job_checksum(items);
         let protection = self.sink().protection();
+        // Copy only what was not rewritten since it was listed: the newest
+        // modification time among the planned objects (a rewrite after the
+        // plan fails its task with 412, and the next run copies it again).
+        let unmodified_since = items.iter().filter_map(|i| i.modified).max();
         let settings = format!(
-            "{}|{}|{}|{:?}|{:?}|{:?}|{}",
+            "{}|{}|{}|{:?}|{:?}|{:?}|{}|{:?}|after {}",
             self.sink().bucket(),
             self.sink().dest_prefix(),
             options.role_arn,
             protection.kms_key_id,
             protection.object_lock,
             algorithm,
-            versions
+            versions,
+            unmodified_since.map(escrow_sync_core::time::epoch),
+            previous.unwrap_or("none")
         );
         let token = csv::client_token(&manifest, &settings);
         let folder = format!("{}{}/", pair_folder(options, self), &token[..32]);
@@ -572,6 +583,9 @@ impl S3CopyJob {
         let mut copy = S3CopyObjectOperation::builder()
             .target_resource(arn(self.sink().bucket()))
             .metadata_directive(S3MetadataDirective::Copy)
+            .set_un_modified_since_constraint(
+                unmodified_since.map(aws_smithy_types::DateTime::from),
+            )
             .set_checksum_algorithm(algorithm.map(|a| S3ChecksumAlgorithm::from(a.as_str())));
         let prefix = self.sink().dest_prefix().trim_end_matches('/');
         if !prefix.is_empty() {
