@@ -61,6 +61,7 @@ impl S3CopyJob {
         options: Option<crate::BatchOptions>,
     ) -> Self {
         self.batch = options.filter(|_| engine != crate::Engine::Direct).map(|o| (engine, o));
+        self.place_copy_records();
         self
     }
 

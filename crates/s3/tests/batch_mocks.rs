@@ -516,3 +516,111 @@ async fn auto_below_the_threshold_copies_directly() {
     assert_eq!(copy.num_calls(), 1);
     assert_eq!(rules.create.num_calls(), 0);
 }
+
+/// A record object written: its key and body.
+type Recorded = (String, Vec<u8>);
+
+/// Under the escrow key a copy has an ETag of its own and a Batch Copy
+/// cannot record the source's in metadata: the checked copies are recorded
+/// beside the job's files, and the next plan takes such a copy for the
+/// source's instead of copying it again.
+#[tokio::test]
+async fn batch_copies_under_the_escrow_key_are_recorded_and_not_copied_again() {
+    let mut w = World::new();
+    w.copy_etag = "\"kms-etag\"";
+    let recorded: Arc<Mutex<Option<Recorded>>> = Arc::default();
+    let rules = Rules::new(&w);
+    let rec = recorded.clone();
+    let put = mock!(Client::put_object)
+        .match_requests(move |r| {
+            if let (Some(k), Some(b)) = (r.key(), r.body().bytes())
+                && k.contains("/copies/")
+            {
+                *rec.lock().unwrap() = Some((k.to_string(), b.to_vec()));
+            }
+            r.expected_bucket_owner() == Some("222222222222")
+        })
+        .then_output(|| PutObjectOutput::builder().e_tag("\"m1\"").build());
+    let options = |c: &Rules| {
+        BatchOptions::new(
+            BatchControl::from_client(control(&[&c.create, &c.describe])),
+            "222222222222",
+            "arn:aws:iam::222222222222:role/escrow-batch",
+            "escrow-batch",
+        )
+        .with_prefix("jobs/")
+        .with_polling(
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+            Duration::from_secs(30),
+        )
+    };
+    let sink = |client: Client| {
+        S3Sink::from_client(client, "escrow")
+            .with_expected_owner(Some("222222222222".into()))
+            .with_protection(Protection::new().with_kms_key_id(Some(KMS.into())))
+    };
+    let first = S3CopyJob::new(
+        S3Source::from_client(s3(&[&rules.src_list]), "prod"),
+        sink(s3(&[
+            &rules.dst_list,
+            &rules.batch_list,
+            &put,
+            &rules.get_plan,
+            &rules.get_manifest,
+            &rules.get_result,
+            &rules.head,
+        ])),
+    )
+    .with_abort_stale_uploads_after(None)
+    .with_engine(Engine::BatchOperations, Some(options(&rules)));
+    let report = first.execute(Mode::Run, &JobContext::new()).await.unwrap();
+    assert_eq!(report.copied, 1, "{report:#?}");
+    let (record_key, body) = recorded.lock().unwrap().clone().expect("the copies are recorded");
+    let copies: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        copies,
+        serde_json::json!([{"key": ODD, "escrow_etag": "\"kms-etag\"", "source_etag": "\"a\""}])
+    );
+
+    // The next run: escrow lists the copy with its own ETag.
+    let next = Rules::new(&World::new());
+    let dst_list = mock!(Client::list_objects_v2)
+        .match_requests(|r| r.bucket() == Some("escrow"))
+        .then_output(|| {
+            ListObjectsV2Output::builder()
+                .contents(Object::builder().key(ODD).size(5).e_tag("\"kms-etag\"").build())
+                .build()
+        });
+    let (k1, k2) = (record_key.clone(), record_key.clone());
+    let records_list = mock!(Client::list_objects_v2)
+        .match_requests(|r| {
+            r.bucket() == Some("escrow-batch")
+                && r.prefix().is_some_and(|p| p.ends_with("/copies/"))
+        })
+        .then_output(move || {
+            ListObjectsV2Output::builder()
+                .contents(Object::builder().key(k1.clone()).size(100).build())
+                .build()
+        });
+    let body2 = body.clone();
+    let records_get = mock!(Client::get_object)
+        .match_requests(move |r| r.key() == Some(k2.as_str()))
+        .then_output(move || {
+            GetObjectOutput::builder().body(ByteStream::from(body2.clone())).build()
+        });
+    let head =
+        mock!(Client::head_object).match_requests(|r| r.key() == Some(ODD)).then_output(|| {
+            HeadObjectOutput::builder().content_length(5).e_tag("\"kms-etag\"").build()
+        });
+    let second = S3CopyJob::new(
+        S3Source::from_client(s3(&[&next.src_list]), "prod"),
+        sink(s3(&[&records_list, &records_get, &dst_list, &next.batch_list, &head])),
+    )
+    .with_abort_stale_uploads_after(None)
+    .with_engine(Engine::BatchOperations, Some(options(&next)));
+    let report = second.execute(Mode::Run, &JobContext::new()).await.unwrap();
+    assert_eq!((report.skipped, report.copied), (1, 0), "{report:#?}");
+    assert_eq!(next.create.num_calls(), 0, "no job for a copy already made");
+    assert_eq!(records_get.num_calls(), 1);
+}

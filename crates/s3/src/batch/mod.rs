@@ -12,7 +12,10 @@
 //! (in parts) in the same run. A record of the job is kept in escrow, so
 //! `status` shows a job a `--no-wait` run left and the next run folds it in.
 
+mod copies;
 pub(crate) mod csv;
+
+pub(crate) use copies::CopyRecords;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -324,6 +327,14 @@ impl S3CopyJob {
             options.wait = wait;
         }
         self
+    }
+
+    /// Tells the sink where this pair's records of batch copies are.
+    pub(crate) fn place_copy_records(&self) {
+        if let Some((_, options)) = &self.batch {
+            let prefix = format!("{}copies/", pair_folder(options, self));
+            self.sink().batch_copies().place(self.batch_store(options), prefix);
+        }
     }
 
     /// The escrow bucket of the batch files, read and written with the
@@ -714,6 +725,8 @@ impl S3CopyJob {
                 d.reasons.join("; ")
             )
         };
+        let kms = self.sink().protection().kms_key_id.is_some();
+        let mut checked = Vec::new();
         for p in planned {
             let item = Item::new(
                 p.key.clone(),
@@ -744,12 +757,28 @@ impl S3CopyJob {
                     format!("not in the completion report ({job_reason})"),
                 )),
             };
-            if outcome.is_ok() {
-                self.sink().ledger_record(&self.sink().dest_key(&p.key)).await?;
+            if let Ok(etag) = &outcome {
+                let key = self.sink().dest_key(&p.key);
+                if kms && let Some(etag) = etag {
+                    checked.push(copies::Copied {
+                        key: key.clone(),
+                        escrow_etag: etag.clone(),
+                        source_etag: p.etag.clone(),
+                    });
+                }
+                self.sink().ledger_record(&key).await?;
             }
             record_outcome(report, ctx, &item, outcome.map(|f| (p.size, f, 0)));
         }
         self.sink().flush_ledger().await?;
+        if !checked.is_empty()
+            && let Some(prefix) = self.sink().batch_copies().prefix()
+        {
+            let key = format!("{prefix}{}.json", &record.token[..32.min(record.token.len())]);
+            let body = serde_json::to_vec(&checked).unwrap_or_default();
+            store.put_own(&key, body, "application/json").await?;
+            self.sink().batch_copies().forget().await;
+        }
         let folded = JobRecord { folded: true, ..record.clone() };
         self.write_record(options, &folded).await
     }
