@@ -1668,6 +1668,13 @@ impl Config {
         }
         for job in &self.s3 {
             places.push((job.name(), "copies", objects(&job.dest_bucket, &job.dest_prefix)));
+            // Batch Operations manifests, reports and records of checked
+            // copies: a copied primary key must never land on them.
+            if let (true, Some(bucket)) = (job.engine() != S3Engine::Direct, &job.batch_bucket) {
+                let prefix =
+                    job.batch_prefix.as_deref().unwrap_or(escrow_sync_s3::DEFAULT_BATCH_PREFIX);
+                places.push((job.name(), "batch files", objects(bucket, prefix)));
+            }
         }
         for job in &self.cloudtrail {
             places.push((job.name(), "log copies", objects(&job.dest_bucket, &job.dest_prefix)));
@@ -1722,7 +1729,9 @@ impl Config {
             for (owner_b, what_b, b) in &places[i + 1..] {
                 let shared_checkpoints =
                     *what_a == "checkpoint table" && *what_b == "checkpoint table";
-                if shared_checkpoints || !a.overlaps(b) {
+                // Each job pair keeps its batch files in a folder of its own.
+                let shared_batch = *what_a == "batch files" && *what_b == "batch files";
+                if shared_checkpoints || shared_batch || !a.overlaps(b) {
                     continue;
                 }
                 let same_job = owner_a == owner_b;
@@ -2215,6 +2224,30 @@ concurrency = 8
     fn with(rest: &str) -> Result<Config> {
         let head = GOOD.split("[[s3]]").next().unwrap();
         Config::parse(&format!("{head}{rest}"), "escrow.toml")
+    }
+
+    #[test]
+    fn batch_files_under_copies_are_refused_and_may_be_shared_between_jobs() {
+        let job = |name: &str, batch_prefix: &str| {
+            format!(
+                "[[s3]]\nname = \"{name}\"\nsource_bucket = \"src-{name}\"\ndest_bucket = \
+                 \"esc\"\ndest_prefix = \"{name}/\"\nengine = \"batch-operations\"\n\
+                 batch_bucket = \"esc\"\nbatch_prefix = \"{batch_prefix}\"\n"
+            )
+        };
+        let head = "[escrow]\naccount_id = \"222222222222\"\nbatch_role_arn = \
+                    \"arn:aws:iam::222222222222:role/b\"\n[primary]\naccount_id = \"111111111111\"\n";
+        let ok = format!("{head}{}{}", job("a", "batch/"), job("b", "batch/"));
+        Config::parse(&ok, "t.toml").unwrap();
+        let bad = format!("{head}{}", job("a", "a/batch/"));
+        let err = Config::parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("batch files") && err.contains("overlap"), "{err}");
+        let no_role = format!(
+            "[escrow]\naccount_id = \"222222222222\"\n[primary]\naccount_id = \"111111111111\"\n{}",
+            job("a", "batch/")
+        );
+        let err = Config::parse(&no_role, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("batch_role_arn"), "{err}");
     }
 
     #[test]
