@@ -1770,6 +1770,23 @@ impl<'a> Ctx<'a> {
                 },
             }),
         );
+        if let Some(batch) = &p.escrow.batch_role {
+            resources.insert(
+                "BatchRole".into(),
+                json!({
+                    "Type": "AWS::IAM::Role",
+                    "Properties": {
+                        "RoleName": batch.name,
+                        "Description": "escrow-sync: S3 Batch Operations copies into the escrow; no delete, no write in the primary",
+                        "AssumeRolePolicyDocument": batch.trust_policy,
+                        "Policies": [{
+                            "PolicyName": "escrow-sync-batch",
+                            "PolicyDocument": batch.permission_policy,
+                        }],
+                    },
+                }),
+            );
+        }
         let mut metadata = Map::new();
         let mut key_ref = None;
         if let (Some(k), Some(policy)) = (&self.escrow_key, &p.escrow.kms_key_policy) {
@@ -2132,6 +2149,10 @@ mod tests {
         // The primary's bucket policy lets the batch role read, nothing more.
         let bp = p.primary.bucket_policies["prod-bulk"].to_string();
         assert!(bp.contains(role_arn) && !bp.contains("Put"), "{bp}");
+        let (_, escrow) = cloudformation(&inv);
+        let template = &escrow["Resources"]["BatchRole"];
+        assert_eq!(template["Type"], "AWS::IAM::Role");
+        assert_eq!(template["Properties"]["RoleName"], "escrow-batch");
         // Without a batch engine: no role, no CreateJob.
         let without = Inventory { batch: None, ..inv };
         let p = generate(&without);
