@@ -323,6 +323,11 @@ pub struct RunArgs {
     /// back and exits 3 with a `mass-change` finding).
     #[arg(long)]
     pub accept_mass_change: bool,
+    /// Return once each S3 Batch Operations job (`engine =
+    /// "batch-operations"`) is created instead of waiting for it: `status`
+    /// shows the job, the next run folds its report in.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// Arguments of `verify`.
@@ -355,7 +360,8 @@ pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Plan(a) => jobs(Mode::Plan, &a, RunOptions::new(), false, cancel, global).await,
         Command::Run(a) => {
-            let options = RunOptions::new().accept_mass_change(a.accept_mass_change);
+            let options =
+                RunOptions::new().accept_mass_change(a.accept_mass_change).no_wait(a.no_wait);
             jobs(Mode::Run, &a.job, options, false, cancel, global).await
         }
         Command::Verify(a) => {

@@ -36,6 +36,7 @@ pub const DEFAULT_STALE_UPLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
 pub struct S3CopyJob {
     copy: CopyJob<S3Source, S3Sink>,
     abort_stale_after: Option<Duration>,
+    pub(crate) batch: Option<(crate::Engine, crate::BatchOptions)>,
 }
 
 impl S3CopyJob {
@@ -47,7 +48,21 @@ impl S3CopyJob {
         S3CopyJob {
             copy: CopyJob::new(source, sink).with_scope(scope),
             abort_stale_after: Some(DEFAULT_STALE_UPLOAD_AGE),
+            batch: None,
         }
+    }
+
+    /// Copies a run's objects with `engine`; Batch Operations (always, or
+    /// above `auto`'s threshold) with `options` (see [`crate::BatchOptions`]).
+    /// Plans and verifies stay direct.
+    pub fn with_engine(
+        mut self,
+        engine: crate::Engine,
+        options: Option<crate::BatchOptions>,
+    ) -> Self {
+        self.batch = options.filter(|_| engine != crate::Engine::Direct).map(|o| (engine, o));
+        self.place_copy_records();
+        self
     }
 
     /// Only what `scope` selects (by default: the source's prefix).
@@ -140,7 +155,16 @@ impl Job for S3CopyJob {
                 )),
             }
         }
-        let run = self.copy.execute(mode, ctx).await;
+        let run = match (&self.batch, mode) {
+            (Some((engine, options)), Mode::Run) => {
+                match self.execute_batch(*engine, options, ctx).await {
+                    Ok(Some(report)) => Ok(report),
+                    Ok(None) => self.copy.execute(mode, ctx).await,
+                    Err(e) => Err(e),
+                }
+            }
+            _ => self.copy.execute(mode, ctx).await,
+        };
         // Copies a hard stop dropped half-way abort their uploads meanwhile.
         self.sink().settle().await;
         // Rolling retention, even when the copy failed (a primary that
