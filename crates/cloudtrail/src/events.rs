@@ -152,7 +152,7 @@ const RESOURCE_PARAMETERS: &[&str] = &[
 ];
 
 /// One CloudTrail event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Event {
     /// `eventTime` as logged (RFC 3339).
     pub time: String,

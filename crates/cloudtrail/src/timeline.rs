@@ -41,6 +41,10 @@ const READ_CONCURRENCY: usize = 4;
 /// CloudTrail began in November 2013: no file is older.
 const FIRST_YEAR: i64 = 2013;
 
+/// A day holds at most this many proven events in memory; beyond, they are
+/// sorted into runs in temporary files, merged when the day is handed over.
+const SPILL_EVENTS: usize = 100_000;
+
 /// At most this many unproven files are named in a [`TimelineSummary`].
 const MAX_PROBLEMS: usize = 1000;
 
@@ -106,6 +110,105 @@ pub struct TimelineSummary {
     pub warnings: Vec<String>,
     /// Unproven files (the first [`MAX_PROBLEMS`]): file, kind, detail.
     pub problems: Vec<(String, String, String)>,
+}
+
+/// A day's proven events: in memory up to `spill` of them, beyond that
+/// sorted into runs in anonymous temporary files, merged in time order when
+/// the day is handed over. Memory stays with `spill` events whatever a day
+/// holds (an intruder can flood a day with real, cheap calls).
+struct DayBuffer {
+    spill: usize,
+    events: Vec<TimelineEvent>,
+    runs: Vec<std::io::Lines<std::io::BufReader<std::fs::File>>>,
+}
+
+/// What a run keeps of an event (a proven one has no problem).
+#[derive(Serialize, serde::Deserialize)]
+struct Spilled {
+    event: Event,
+    log_file: String,
+}
+
+fn spill_error(e: impl std::fmt::Display) -> escrow_sync_core::Error {
+    escrow_sync_core::Error::new(
+        escrow_sync_core::ErrorKind::Transient,
+        "spill",
+        "a temporary file",
+        format!("{e}: set TMPDIR to a folder with room"),
+    )
+}
+
+fn order(e: &TimelineEvent) -> (i64, &str) {
+    (e.event.epoch, e.event.event_id.as_str())
+}
+
+impl DayBuffer {
+    fn new(spill: usize) -> Self {
+        DayBuffer { spill: spill.max(1), events: Vec::new(), runs: Vec::new() }
+    }
+
+    fn push(&mut self, e: TimelineEvent) -> Result<()> {
+        self.events.push(e);
+        if self.events.len() >= self.spill { self.write_run() } else { Ok(()) }
+    }
+
+    fn write_run(&mut self) -> Result<()> {
+        use std::io::{Seek, Write};
+        self.events.sort_by(|a, b| order(a).cmp(&order(b)));
+        let mut file = tempfile::tempfile().map_err(spill_error)?;
+        {
+            let mut w = std::io::BufWriter::new(&mut file);
+            for e in self.events.drain(..) {
+                serde_json::to_writer(&mut w, &Spilled { event: e.event, log_file: e.log_file })
+                    .map_err(spill_error)?;
+                w.write_all(b"\n").map_err(spill_error)?;
+            }
+            w.flush().map_err(spill_error)?;
+        }
+        file.rewind().map_err(spill_error)?;
+        use std::io::BufRead;
+        self.runs.push(std::io::BufReader::new(file).lines());
+        Ok(())
+    }
+
+    /// Hands every event over in time order; returns how many.
+    fn hand_over(mut self, sink: &mut dyn EventSink) -> Result<u64> {
+        let mut n = 0;
+        if self.runs.is_empty() {
+            self.events.sort_by(|a, b| order(a).cmp(&order(b)));
+            for e in self.events {
+                n += 1;
+                sink.event(e)?;
+            }
+            return Ok(n);
+        }
+        if !self.events.is_empty() {
+            self.write_run()?;
+        }
+        let next = |run: &mut std::io::Lines<std::io::BufReader<std::fs::File>>| -> Result<Option<TimelineEvent>> {
+            let Some(line) = run.next() else { return Ok(None) };
+            let s: Spilled = serde_json::from_str(&line.map_err(spill_error)?).map_err(spill_error)?;
+            let mut event = s.event;
+            event.epoch = parse_rfc3339(&event.time).unwrap_or(0);
+            Ok(Some(TimelineEvent { event, log_file: s.log_file, verified: true, problem: None }))
+        };
+        let mut heads: Vec<Option<TimelineEvent>> = Vec::with_capacity(self.runs.len());
+        for run in &mut self.runs {
+            heads.push(next(run)?);
+        }
+        loop {
+            let Some(i) = (0..heads.len()).filter(|&i| heads[i].is_some()).min_by(|&a, &b| {
+                order(heads[a].as_ref().unwrap()).cmp(&order(heads[b].as_ref().unwrap()))
+            }) else {
+                return Ok(n);
+            };
+            let e = std::mem::replace(&mut heads[i], next(&mut self.runs[i])?);
+            if let Some(e) = e {
+                n += 1;
+                sink.event(e)?;
+            }
+        }
+    }
 }
 
 /// One (account path, region) of a root, with its day folders.
@@ -281,20 +384,14 @@ pub async fn timeline(
     }
     for day in all_days.iter().copied() {
         let (files, missing) = (summary.log_files, summary.missing_files);
-        let mut proven: Vec<TimelineEvent> = Vec::new();
+        let mut proven = DayBuffer::new(SPILL_EVENTS);
         for place in places.iter().filter(|p| p.days.contains(day)) {
             read_day(store, &keyring, place, day, query, &mut proven, sink, &mut summary).await?;
         }
         if (summary.log_files, summary.missing_files) != (files, missing) {
             summary.days += 1;
         }
-        proven.sort_by(|a, b| {
-            (a.event.epoch, &a.event.event_id).cmp(&(b.event.epoch, &b.event.event_id))
-        });
-        summary.events += proven.len() as u64;
-        for e in proven {
-            sink.event(e)?;
-        }
+        summary.events += proven.hand_over(sink)?;
     }
     Ok(summary)
 }
@@ -516,7 +613,7 @@ async fn read_day(
     place: &Place,
     day: &str,
     query: &EventQuery,
-    proven: &mut Vec<TimelineEvent>,
+    proven: &mut DayBuffer,
     sink: &mut dyn EventSink,
     summary: &mut TimelineSummary,
 ) -> Result<()> {
@@ -538,9 +635,15 @@ async fn read_day(
             let at = format!("{file}?versionId={version}");
             match parse_log_file(content) {
                 Ok(events) => {
-                    proven.extend(events.into_iter().filter(|e| query.matches(e)).map(|event| {
-                        TimelineEvent { event, log_file: at.clone(), verified: true, problem: None }
-                    }))
+                    for event in events.into_iter().filter(|e| query.matches(e)) {
+                        let log_file = at.clone();
+                        proven.push(TimelineEvent {
+                            event,
+                            log_file,
+                            verified: true,
+                            problem: None,
+                        })?;
+                    }
                 }
                 Err(e) => problem(
                     summary,
@@ -559,9 +662,15 @@ async fn read_day(
         match (read.proof, events) {
             (Ok(()), Ok(events)) => {
                 summary.verified_files += 1;
-                proven.extend(events.into_iter().filter(|e| query.matches(e)).map(|event| {
-                    TimelineEvent { event, log_file: file.clone(), verified: true, problem: None }
-                }));
+                for event in events.into_iter().filter(|e| query.matches(e)) {
+                    let log_file = file.clone();
+                    proven.push(TimelineEvent {
+                        event,
+                        log_file,
+                        verified: true,
+                        problem: None,
+                    })?;
+                }
             }
             (proof, events) => {
                 if proof.as_ref().is_err_and(|p| p.kind == FindingKind::LogMissing.as_str()) {
@@ -623,4 +732,36 @@ async fn read_day(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_past_the_spill_size_comes_back_whole_and_in_order() {
+        let mut buffer = DayBuffer::new(3);
+        let times = [7, 3, 9, 1, 8, 2, 6, 5, 4, 0, 3];
+        for (i, t) in times.iter().enumerate() {
+            let mut event = Event::from_record(serde_json::json!({
+                "eventTime": rfc3339(1_800_000_000 + t), "eventID": format!("e{i}"),
+                "requestParameters": {"key": "a\nb"}}));
+            event.epoch = 1_800_000_000 + t;
+            buffer
+                .push(TimelineEvent { event, log_file: "f".into(), verified: true, problem: None })
+                .unwrap();
+        }
+        assert_eq!(buffer.runs.len(), 3);
+        let mut out = Vec::new();
+        let mut sink = |e: TimelineEvent| {
+            out.push((e.event.epoch - 1_800_000_000, e.event.resources.clone()));
+            Ok(())
+        };
+        assert_eq!(buffer.hand_over(&mut sink).unwrap(), times.len() as u64);
+        let got: Vec<i64> = out.iter().map(|(t, _)| *t).collect();
+        let mut want = times.to_vec();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(out.iter().all(|(_, r)| r == &["key=a\nb".to_string()]));
+    }
 }
