@@ -256,6 +256,11 @@ async fn trail_events_reads_the_intrusion_from_escrow_and_marks_what_the_intrude
     let out = events(&["--destructive", "--output", "json"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let doc = out.json();
+    escrow_sync_e2e::assert_schema("trail-events", &doc);
+    assert_eq!(
+        (doc["command"].as_str(), doc["exit_code"].as_u64()),
+        (Some("trail events"), Some(0))
+    );
     let intrusion = ["intrusion-2", "intrusion-3", "intrusion-4", "intrusion-5"];
     assert_eq!(event_ids(&doc, "events"), intrusion);
     assert_eq!(event_ids(&doc, "unverified"), Vec::<String>::new());
@@ -290,6 +295,8 @@ async fn trail_events_reads_the_intrusion_from_escrow_and_marks_what_the_intrude
     let out = events(&["--destructive", "--output", "json"]);
     assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
     let doc = out.json();
+    escrow_sync_e2e::assert_schema("trail-events", &doc);
+    assert_eq!((doc["ok"].as_bool(), doc["exit_code"].as_u64()), (Some(false), Some(3)));
     assert_eq!(event_ids(&doc, "events"), intrusion);
     assert!(doc["events"][0]["log_file"].as_str().unwrap().contains("?versionId="), "{doc:#}");
     assert_eq!(event_ids(&doc, "unverified"), ["rewritten"]);
@@ -314,6 +321,20 @@ async fn trail_events_reads_the_intrusion_from_escrow_and_marks_what_the_intrude
         format!("LOCATION 's3://{}/cloudtrail/{}/audit/AWSLogs/'", w.dest, w.trail.bucket);
     assert!(out.stdout.contains(&location), "{}", out.stdout);
     assert!(out.stdout.contains(&format!("'projection.account.values'='{PRIMARY}'")));
+    let out = cli(&[
+        "trail",
+        "athena",
+        "--config",
+        w.config.to_str().unwrap(),
+        "--job",
+        "trail",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc = out.json();
+    escrow_sync_e2e::assert_schema("trail-athena", &doc);
+    assert_eq!(doc["tables"].as_array().map(Vec::len), Some(1), "{doc:#}");
 
     // Bad input: exit 2, naming the fix.
     for (extra, says) in [
@@ -325,7 +346,19 @@ async fn trail_events_reads_the_intrusion_from_escrow_and_marks_what_the_intrude
         assert_eq!(out.code, 2, "{extra:?}: {}", out.stderr);
         assert!(out.stderr.contains(says), "{extra:?}: {}", out.stderr);
     }
-    let out = cli(&["trail", "events", "--config", w.config.to_str().unwrap(), "--job", "nope"]);
+    let out = cli(&[
+        "trail",
+        "events",
+        "--config",
+        w.config.to_str().unwrap(),
+        "--job",
+        "nope",
+        "--output",
+        "json",
+    ]);
     assert_eq!(out.code, 2);
+    let doc = out.json();
+    escrow_sync_e2e::assert_schema("trail-events", &doc);
+    assert!(doc["error"].as_str().is_some_and(|e| e.contains("nope")), "{doc:#}");
     assert!(out.stderr.contains("no [[cloudtrail]] job named \"nope\""), "{}", out.stderr);
 }

@@ -799,3 +799,16 @@ impl Drop for PrivateEmulator {
         let _ = self.child.wait();
     }
 }
+
+/// Validates `doc` against `docs/schema/<schema>.schema.json`.
+pub fn assert_schema(schema: &str, doc: &serde_json::Value) {
+    let path = workspace_root().join("docs/schema").join(format!("{schema}.schema.json"));
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    let id = compiler
+        .compile(path.to_str().unwrap(), &mut schemas)
+        .unwrap_or_else(|e| panic!("{} does not compile: {e:#}", path.display()));
+    if let Err(e) = schemas.validate(doc, id) {
+        panic!("the {schema} document breaks its schema: {e:#}\n{doc:#}");
+    }
+}

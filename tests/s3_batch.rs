@@ -184,10 +184,7 @@ batch_bucket = "{}"
     let job = &doc["jobs"][0]["batch_job"];
     assert_eq!(job["folded"], false, "{doc:#}");
     assert!(job["job_id"].as_str().is_some_and(|id| !id.is_empty()), "{doc:#}");
-    let schema = escrow_sync_e2e::workspace_root().join("docs/schema/status.schema.json");
-    let mut schemas = boon::Schemas::new();
-    let id = boon::Compiler::new().compile(schema.to_str().unwrap(), &mut schemas).unwrap();
-    schemas.validate(&doc, id).unwrap_or_else(|e| panic!("status breaks its schema: {e:#}"));
+    escrow_sync_e2e::assert_schema("status", &doc);
     let text = cli(&["status", "-c", cfg]);
     assert!(text.stdout.contains("batch job "), "{}", text.stdout);
 

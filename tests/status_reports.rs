@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use escrow_sync_e2e::{
-    BucketPair, ESCROW, Outcome, PRIMARY, admin, cli, create_bucket, unique, workspace_root,
+    BucketPair, ESCROW, Outcome, PRIMARY, admin, assert_schema, cli, create_bucket, unique,
     write_config,
 };
 
@@ -45,19 +45,6 @@ dest_bucket = "{}"
         pair.source_bucket, pair.dest_bucket
     ));
     (pair, cfg.to_str().unwrap().to_string())
-}
-
-/// Validates `doc` against `docs/schema/<schema>.schema.json`.
-fn assert_schema(schema: &str, doc: &Value) {
-    let path = workspace_root().join("docs/schema").join(format!("{schema}.schema.json"));
-    let mut schemas = boon::Schemas::new();
-    let mut compiler = boon::Compiler::new();
-    let id = compiler
-        .compile(path.to_str().unwrap(), &mut schemas)
-        .unwrap_or_else(|e| panic!("{} does not compile: {e:#}", path.display()));
-    if let Err(e) = schemas.validate(doc, id) {
-        panic!("the {schema} document breaks its schema: {e:#}\n{doc:#}");
-    }
 }
 
 fn json(out: &Outcome) -> Value {

@@ -259,42 +259,50 @@ async fn events(args: &EventsArgs) -> u8 {
     let head = match args.output {
         EventsFormat::Text => String::new(),
         EventsFormat::Json => format!(
-            "{{\n  \"command\": \"trail events\",\n  \"job\": {},\n  \"events\": [",
+            "{{\n  \"job\": {},\n  \"events\": [",
             serde_json::to_string(&args.job).unwrap_or_default()
         ),
         EventsFormat::Csv => format!("{}\n", CSV_HEADER.join(",")),
     };
     let _ = writer.out.write_all(head.as_bytes());
+    let started = escrow_sync::RunInfo::start();
     let result = async {
         let config = load(&args.config.path)?;
         Runner::new(config).trail_events(&request, &mut writer).await
     }
     .await;
-    let summary = match result {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = writer.out.flush();
-            fatal(&e);
-            return crate::render::error_code(&e);
-        }
+    let (info, summary, error) = match result {
+        Ok((info, summary)) => (info, Some(summary), None),
+        Err(e) => (started.finished(), None, Some(e)),
     };
-    if let Err(e) = finish(&mut writer, &summary) {
+    let code = match (&summary, &error) {
+        (_, Some(e)) => crate::render::error_code(e),
+        (Some(s), None) if s.unverified_files > 0 || s.missing_files > 0 => exit::DIFFERENCES,
+        _ => exit::OK,
+    };
+    let tail = escrow_sync::doc::head_fields(&info, "trail events", error.as_ref(), code);
+    if let Err(e) = finish(&mut writer, summary.as_ref(), tail) {
         eprintln!("error: writing the events: {e}");
         return exit::ITEMS_FAILED;
     }
-    if summary.unverified_files > 0 || summary.missing_files > 0 {
-        exit::DIFFERENCES
-    } else {
-        exit::OK
+    if let Some(e) = &error {
+        fatal(e);
     }
+    code
 }
 
-/// Writes the spooled unverified events and the summary.
-fn finish(w: &mut Writer, s: &TimelineSummary) -> std::io::Result<()> {
+/// Writes the spooled unverified events and the summary (none when the
+/// command failed), and, in JSON, the head's fields (`tail`).
+fn finish(
+    w: &mut Writer,
+    summary: Option<&TimelineSummary>,
+    tail: serde_json::Map<String, serde_json::Value>,
+) -> std::io::Result<()> {
     w.spool.rewind()?;
     let spooled = BufReader::new(w.spool.try_clone()?);
-    match w.format {
-        EventsFormat::Text => {
+    match (w.format, summary) {
+        (EventsFormat::Text | EventsFormat::Csv, None) => {}
+        (EventsFormat::Text, Some(s)) => {
             if w.unproven > 0 {
                 writeln!(
                     w.out,
@@ -308,19 +316,23 @@ fn finish(w: &mut Writer, s: &TimelineSummary) -> std::io::Result<()> {
             }
             write!(w.out, "{}", summary_text(s))?;
         }
-        EventsFormat::Json => {
+        (EventsFormat::Json, s) => {
             write!(w.out, "\n  ],\n  \"unverified\": [")?;
             for l in spooled.lines() {
                 write!(w.out, "{}", l?)?;
                 writeln!(w.out)?;
             }
-            writeln!(
+            write!(
                 w.out,
-                "  ],\n  \"summary\": {}\n}}",
-                serde_json::to_string(s).unwrap_or_else(|_| "null".into())
+                "  ],\n  \"summary\": {}",
+                serde_json::to_string(&s).unwrap_or_else(|_| "null".into())
             )?;
+            for (k, v) in tail {
+                write!(w.out, ",\n  {}: {}", serde_json::Value::from(k), v)?;
+            }
+            writeln!(w.out, "\n}}")?;
         }
-        EventsFormat::Csv => {
+        (EventsFormat::Csv, Some(s)) => {
             for l in spooled.lines() {
                 writeln!(w.out, "{}", l?)?;
             }
@@ -356,24 +368,33 @@ fn summary_text(s: &TimelineSummary) -> String {
 }
 
 async fn athena(args: &AthenaArgs) -> u8 {
+    let started = escrow_sync::RunInfo::start();
     let result = async {
         let config = load(&args.config.path)?;
-        Runner::new(config).trail_athena(&args.job).await
+        let (info, ddl) = Runner::new(config).trail_athena(&args.job).await?;
+        if ddl.tables.is_empty() {
+            return Err(escrow_sync::Error::invalid_config(format!(
+                "job {}: escrow holds no CloudTrail log folder Athena can read: run the job first",
+                args.job
+            )));
+        }
+        Ok((info, ddl))
     }
     .await;
-    let ddl = match result {
-        Ok(d) => d,
-        Err(e) => {
-            fatal(&e);
-            return crate::render::error_code(&e);
-        }
+    let (info, result) = match result {
+        Ok((info, ddl)) => (info, Ok(ddl)),
+        Err(e) => (started.finished(), Err(e)),
+    };
+    let code = match &result {
+        Ok(_) => exit::OK,
+        Err(e) => crate::render::error_code(e),
     };
     let mut out = std::io::stdout().lock();
-    match args.output {
-        crate::OutputFormat::Json => {
-            let _ = writeln!(out, "{}", serde_json::to_string_pretty(&ddl).unwrap_or_default());
+    match (args.output, &result) {
+        (crate::OutputFormat::Json, _) => {
+            let _ = writeln!(out, "{}", escrow_sync::doc::athena(&info, &result, code));
         }
-        crate::OutputFormat::Text => {
+        (crate::OutputFormat::Text, Ok(ddl)) => {
             for t in &ddl.tables {
                 let _ = writeln!(out, "-- Table {} over {}\n{}\n", t.table, t.location, t.ddl);
                 for (title, sql) in &t.queries {
@@ -384,15 +405,12 @@ async fn athena(args: &AthenaArgs) -> u8 {
                 let _ = writeln!(out, "-- left out (not a name AWS writes): {}", clean(s));
             }
         }
+        (crate::OutputFormat::Text, Err(_)) => {}
     }
-    if ddl.tables.is_empty() {
-        eprintln!(
-            "error: job {}: escrow holds no CloudTrail log folder Athena can read: run the job first",
-            args.job
-        );
-        return exit::FATAL;
+    if let Err(e) = &result {
+        fatal(e);
     }
-    exit::OK
+    code
 }
 
 #[cfg(test)]

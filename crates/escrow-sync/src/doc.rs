@@ -290,6 +290,50 @@ pub fn status(
     with_head(run, doc)
 }
 
+/// The head's fields (and `ok`, `command`, `error`, `exit_code`) of a
+/// document written as it goes, such as `trail events --output json`:
+/// its events come first, these fields last (a JSON object's fields have
+/// no order).
+pub fn head_fields(
+    run: &RunInfo,
+    command: &str,
+    error: Option<&Error>,
+    exit_code: u8,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut head = match serde_json::to_value(Head::of(run)) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    head.insert("ok".into(), (exit_code == 0).into());
+    head.insert("command".into(), command.into());
+    if let Some(e) = error {
+        head.insert("error".into(), e.chain().into());
+    }
+    head.insert("exit_code".into(), exit_code.into());
+    head
+}
+
+/// The document of `trail athena --output json`: each table's DDL and
+/// example queries, and the folders left out, after the head.
+#[cfg(feature = "cloudtrail")]
+pub fn athena(
+    run: &RunInfo,
+    result: &Result<escrow_sync_cloudtrail::AthenaDdl, Error>,
+    exit_code: u8,
+) -> String {
+    let mut doc = serde_json::Value::Object(head_fields(
+        run,
+        "trail athena",
+        result.as_ref().err(),
+        exit_code,
+    ));
+    if let (Some(d), Ok(ddl)) = (doc.as_object_mut(), result) {
+        d.insert("tables".into(), serde_json::to_value(&ddl.tables).unwrap_or_default());
+        d.insert("skipped".into(), serde_json::to_value(&ddl.skipped).unwrap_or_default());
+    }
+    serde_json::to_string_pretty(&doc).expect("documents serialise")
+}
+
 /// The document of `policy --output json`: the policies, after the head.
 pub fn policy(run: &RunInfo, policies: serde_json::Value) -> String {
     let head = serde_json::json!({ "ok": true, "command": "policy", "exit_code": 0 });

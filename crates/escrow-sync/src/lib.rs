@@ -268,22 +268,39 @@ impl Runner {
         &self,
         request: &EventsRequest,
         sink: &mut dyn cloudtrail::EventSink,
-    ) -> Result<cloudtrail::TimelineSummary, Error> {
+    ) -> Result<(RunInfo, cloudtrail::TimelineSummary), Error> {
         // Bad input is refused before any credential is asked for.
         trail::job_named(self.config(), &request.job)?;
         request.query()?;
-        let escrow = self.escrow_session().await?;
-        trail::events(self.config(), request, &escrow, sink).await
+        let (mut info, escrow) = self.escrow_info().await?;
+        let summary = trail::events(self.config(), request, &escrow, sink).await?;
+        info.finish();
+        Ok((info, summary))
     }
 
     /// `trail athena`: the Athena DDL (partition projection by account,
     /// region and day) and example queries over one `[[cloudtrail]]` job's
     /// escrow copy, from escrow's folder names alone.
     #[cfg(feature = "cloudtrail")]
-    pub async fn trail_athena(&self, job: &str) -> Result<cloudtrail::AthenaDdl, Error> {
+    pub async fn trail_athena(&self, job: &str) -> Result<(RunInfo, cloudtrail::AthenaDdl), Error> {
         trail::job_named(self.config(), job)?;
+        let (mut info, escrow) = self.escrow_info().await?;
+        let ddl = trail::athena(self.config(), job, &escrow).await?;
+        info.finish();
+        Ok((info, ddl))
+    }
+
+    /// The escrow session, and a [`RunInfo`] started now naming both
+    /// accounts.
+    #[cfg(feature = "cloudtrail")]
+    async fn escrow_info(&self) -> Result<(RunInfo, escrow_sync_aws::Session), Error> {
+        let info = RunInfo::start();
         let escrow = self.escrow_session().await?;
-        trail::athena(self.config(), job, &escrow).await
+        let info = info.with_accounts(
+            Some(escrow.account_id().to_string()),
+            Some(self.config().primary.account_id.clone()),
+        );
+        Ok((info, escrow))
     }
 
     /// Restores one job's data from escrow (see [`restore`]), reporting its
