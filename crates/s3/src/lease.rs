@@ -366,7 +366,7 @@ enum Condition<'a> {
 /// Whether `e` says another writer won a conditional write: 412
 /// PreconditionFailed, or 409 ConditionalRequestConflict (S3's answer when
 /// two conditional writes of one key overlap).
-fn lost_race(e: &Error) -> bool {
+pub(crate) fn lost_race(e: &Error) -> bool {
     e.kind() == ErrorKind::PreconditionFailed
         || e.message().contains("ConditionalRequestConflict")
         || e.chain().contains("(409)")

@@ -40,6 +40,7 @@ pub struct S3Sink {
     list_ranges: usize,
     ledger: crate::renew::Ledger,
     ledger_scope: String,
+    range: crate::KeyRange,
 }
 
 /// The background clean-up of a sink's copies that were dropped half-way
@@ -95,6 +96,7 @@ impl S3Sink {
             list_ranges: crate::list::DEFAULT_LIST_RANGES,
             ledger: crate::renew::Ledger::default(),
             ledger_scope: String::new(),
+            range: crate::KeyRange::all(),
         }
     }
 
@@ -138,6 +140,15 @@ impl S3Sink {
         self
     }
 
+    /// Lists only the keys in `range` (logical keys, below the destination
+    /// prefix): one part of a sharded run ([`crate::shard`]), whose source
+    /// lists the same range, so the plan never takes a key outside it for
+    /// missing.
+    pub fn with_key_range(mut self, range: crate::KeyRange) -> Self {
+        self.range = range;
+        self
+    }
+
     fn list_request(&self, scope: &Scope) -> ListRequest {
         ListRequest {
             client: self.client.clone(),
@@ -147,6 +158,7 @@ impl S3Sink {
             owner: self.owner.clone(),
             pacer: self.pacer.clone(),
             ranges: self.list_ranges,
+            range: self.range.prefixed(&self.dest_prefix),
         }
     }
 
