@@ -19,15 +19,21 @@ pub(crate) struct JobLease {
 /// Takes `job`'s lease for run `run_id` and keeps it renewed; a lost lease
 /// cancels `cancel` (the job's own token). A lease another run holds is an
 /// error naming that run and the expiry (nothing of the job is touched).
-pub(crate) async fn take(
+/// Of one part of a sharded run when `shard` is given: each part holds a
+/// lease of its own, `<job>.part-I-of-N.json` beside the job's.
+pub(crate) async fn take_part(
     config: &Config,
     job: JobRef<'_>,
     sessions: &Sessions,
     run_id: &str,
     cancel: &CancellationToken,
+    shard: Option<escrow_sync_s3::Shard>,
 ) -> Result<JobLease, Error> {
     let (bucket, key) = match config.lease_place(&job) {
-        LeasePlace::Object { bucket, key } => (bucket, key),
+        LeasePlace::Object { bucket, key } => match shard {
+            Some(shard) => (bucket, crate::shard::part_lease_key(&key, shard)),
+            None => (bucket, key),
+        },
         LeasePlace::Nowhere(why) => {
             return Ok(JobLease {
                 guard: None,
@@ -43,7 +49,11 @@ pub(crate) async fn take(
         .with_expected_owner((!escrow_id.is_empty()).then(|| escrow_id.to_string()))
         .with_kms_key_id(config.escrow.kms_key_id.clone());
     let location = store.location();
-    let lease = store.acquire(&LeaseHolder::this_process(job.name(), run_id)).await?;
+    let holder = match shard {
+        Some(shard) => format!("{} part {shard}", job.name()),
+        None => job.name(),
+    };
+    let lease = store.acquire(&LeaseHolder::this_process(holder, run_id)).await?;
     let mut warnings = Vec::new();
     if let Some(prev) = lease.previous().filter(|p| p.released.is_none()) {
         warnings.push(format!(

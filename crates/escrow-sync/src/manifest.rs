@@ -127,6 +127,7 @@ pub(crate) fn summary_of(name: &str, report: Option<&Report>, error: Option<&Err
         different: r.different,
         unprotected: r.unprotected,
         elapsed_ms: u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX),
+        shard: None,
         error,
         notes: r
             .notes

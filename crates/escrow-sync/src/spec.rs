@@ -250,6 +250,7 @@ impl CloudTrailJob {
             allow_unversioned_dest: self.allow_unversioned_dest,
             max_change_percent: self.max_change_percent,
             max_age: self.max_age.clone(),
+            shard_boundaries: None,
         }
     }
 
@@ -1004,6 +1005,12 @@ pub struct S3Job {
     /// the job is reported `stale` (`status --max-age` overrides it); also the
     /// threshold of the job's CloudFormation alarm.
     pub max_age: Option<String>,
+    /// `run --shard I/N`: the N-1 keys that cut the job into N parts
+    /// (sorted as S3 lists keys, distinct). Part 1 holds the keys up to and
+    /// including the first, part N those after the last. Without it, a
+    /// sharded run samples boundaries once per job and N and keeps them in
+    /// the manifest bucket.
+    pub shard_boundaries: Option<Vec<String>>,
 }
 
 /// The default `max_change_percent`.
@@ -1512,6 +1519,11 @@ impl Config {
                 return Err(Error::invalid_config(format!(
                     "{at}: concurrency and part_concurrency must be at least 1"
                 )));
+            }
+            if let Some(keys) = &job.shard_boundaries
+                && let Err(problem) = escrow_sync_s3::Boundaries::new(keys.clone())
+            {
+                return Err(Error::invalid_config(format!("{at}: {problem}")));
             }
             if let Some(problem) = job.object_lock.as_ref().and_then(ObjectLockConfig::problem) {
                 return Err(Error::invalid_config(format!("{at}: {problem}")));
