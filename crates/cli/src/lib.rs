@@ -316,6 +316,12 @@ pub struct RunArgs {
     /// back and exits 3 with a `mass-change` finding).
     #[arg(long)]
     pub accept_mass_change: bool,
+    /// Run only part I of N of each selected S3 job (e.g. `--shard 2/4`):
+    /// N runners with `--shard 1/N` to `N/N` share each job, each part a key
+    /// range under its own lease; other jobs run in part 1 only. Needs
+    /// `[escrow] manifest_bucket`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<escrow_sync::s3::Shard>,
 }
 
 /// Arguments of `verify`.
@@ -348,7 +354,8 @@ pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Plan(a) => jobs(Mode::Plan, &a, RunOptions::new(), false, cancel, global).await,
         Command::Run(a) => {
-            let options = RunOptions::new().accept_mass_change(a.accept_mass_change);
+            let options =
+                RunOptions::new().accept_mass_change(a.accept_mass_change).set_shard(a.shard);
             jobs(Mode::Run, &a.job, options, false, cancel, global).await
         }
         Command::Verify(a) => {
