@@ -365,9 +365,9 @@ pub(crate) async fn status(
 struct Parts {
     /// The last run's parts, when the job's newest run record is a part.
     runs: Option<crate::shard::Merge<LastRun>>,
-    /// The newest verified part of each part, under the cut of the newest
-    /// verified part record.
-    verified: Option<crate::shard::Merge<VerifiedCopy>>,
+    /// The newest verified run of each part, per cut (N and boundaries):
+    /// the first cut whose parts are all found is the newest verified copy.
+    verified: Vec<crate::shard::Merge<VerifiedCopy>>,
 }
 
 impl Parts {
@@ -505,8 +505,15 @@ fn take(out: &mut [JobStatus], parts: &mut [Parts], manifest: &Manifest, verific
             if let Some(m) = acc.runs.as_mut().filter(|m| !m.whole()) {
                 m.offer(part, run);
             }
-            if s.last_verified.is_none() && summary.verified() {
-                let m = acc.verified.get_or_insert_with(|| crate::shard::Merge::new(part));
+            if s.last_verified.is_none() && summary.verified() && !part.boundaries.is_empty() {
+                let at = match acc.verified.iter().position(|m| m.cut.same_cut(part)) {
+                    Some(at) => at,
+                    None => {
+                        acc.verified.push(crate::shard::Merge::new(part));
+                        acc.verified.len() - 1
+                    }
+                };
+                let m = &mut acc.verified[at];
                 m.offer(part, copy);
                 if m.whole() {
                     // Read newest first: the part offered last is the
@@ -729,6 +736,16 @@ mod tests {
         assert_eq!(gap.shards.as_ref().unwrap().missing, vec!["2/3".to_string()]);
         assert_eq!(gap.findings[0].kind.as_deref(), Some(INCOMPLETE_SHARDS));
         assert_eq!(gap.last_verified.as_ref().unwrap().run_id, "r1");
+
+        // A newer cut with a part missing: the older cut's whole set is
+        // the newest verified copy.
+        let moved = merged(&[
+            m("r1", part("a", 1, 2, "old")),
+            m("r2", part("a", 2, 2, "old")),
+            m("r3", part("a", 1, 2, "new")),
+        ]);
+        assert_eq!(moved.last_run.as_ref().unwrap().outcome, RunOutcome::Incomplete);
+        assert_eq!(moved.last_verified.as_ref().unwrap().run_id, "r1");
 
         // A failed part: the merged run is failed, and no verified copy.
         let failed = merged(&[
