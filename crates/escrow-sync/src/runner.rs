@@ -270,6 +270,10 @@ impl Runner {
     /// holds them, so that an attacker who breaks the primary cannot make
     /// escrow's locks lapse by waiting. Best effort: what happens is logged.
     async fn renew_stopped(&self, options: &RunOptions) {
+        // A sharded run renews in part 1 only (see `S3CopyJob::with_part`).
+        if options.shard.is_some_and(|s| !s.is_first()) {
+            return;
+        }
         let config = &self.config;
         let Ok(jobs) = config.select(options.job.as_deref()) else { return };
         let Ok(escrow) = self.escrow_session().await else { return };
