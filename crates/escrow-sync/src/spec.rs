@@ -2674,6 +2674,22 @@ concurrency = 8
     }
 
     #[test]
+    fn shard_boundaries_parse_and_unsorted_or_repeated_ones_name_the_job_and_the_fix() {
+        let job = |b: &str| {
+            format!("[[s3]]\nsource_bucket = \"a\"\ndest_bucket = \"b\"\nshard_boundaries = {b}\n")
+        };
+        let c = with(&job(r#"["logs/", "media/"]"#)).unwrap();
+        assert_eq!(c.s3[0].shard_boundaries.as_deref().unwrap(), ["logs/", "media/"]);
+        assert!(with(&job("[]")).is_ok(), "no boundaries: one part");
+        for bad in [r#"["media/", "logs/"]"#, r#"["a", "a"]"#, r#"[""]"#] {
+            let err = with(&job(bad)).unwrap_err();
+            assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+            let text = err.to_string();
+            assert!(text.contains("s3:a") && text.contains("shard boundar"), "{text}");
+        }
+    }
+
+    #[test]
     fn leases_live_in_the_manifest_bucket_else_outside_every_copied_key_space() {
         let c = Config::parse(GOOD, "c").unwrap();
         let jobs = c.jobs();
