@@ -13,6 +13,9 @@ use escrow_sync_e2e::{
     unique, write_config,
 };
 
+/// The recovery account's role (`restore` writes there, never into escrow).
+const RECOVERY_ROLE: &str = "arn:aws:iam::333333333333:role/recovery";
+
 /// The keys every test bucket holds: `obj/00`..`obj/29` and a few others
 /// around them in S3's order (a multibyte one last).
 fn test_keys() -> Vec<String> {
@@ -151,6 +154,31 @@ async fn a_four_way_sharded_run_merges_to_what_an_unsharded_run_copies() {
     let offline = cli(&["verify", "-c", &cfg, "--offline", "--output", "json"]);
     assert_eq!(offline.code, 0, "{offline:?}");
     assert_eq!(summary_counts(&offline).1, test_keys().len() as u64, "{}", offline.stdout);
+
+    // restore --at takes the keys the primary held from the four parts
+    // together (a dry run: nothing is written).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let now = escrow_sync_core::rfc3339(std::time::SystemTime::now());
+    let dry = cli(&[
+        "restore",
+        "-c",
+        &cfg,
+        "--job",
+        "assets",
+        "--target-role-arn",
+        RECOVERY_ROLE,
+        "--target-bucket",
+        "not-created",
+        "--at",
+        &now,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    let r = &dry.json()["restore"];
+    assert_eq!(r["restored"].as_u64(), Some(test_keys().len() as u64), "{r}");
+    let want = format!("only the {} keys the primary held then", test_keys().len());
+    assert!(r["notes"].to_string().contains(&want), "{r}");
 
     // A second sharded run changes nothing.
     for p in run_parts(&cfg, &[1, 2, 3, 4], 4) {

@@ -282,6 +282,8 @@ pub(crate) async fn keys_at(
     at: std::time::SystemTime,
 ) -> Result<Option<KeysAt>, Error> {
     let Some(store) = store(config, escrow) else { return Ok(None) };
+    // The parts of sharded runs, per cut, until every part of one is found.
+    let mut cuts: Vec<crate::shard::Merge<KeysAt>> = Vec::new();
     for key in store.keys().await?.iter().rev() {
         // A run id starts with its start time: a run that started after
         // `at` cannot have finished by then.
@@ -299,22 +301,36 @@ pub(crate) async fn keys_at(
         if incomplete(&record).is_some() {
             continue;
         }
-        // A part of a sharded run lists its key range only: never taken
-        // for the whole job's keys (restore --at reads a whole run).
-        if record.summary.as_ref().is_some_and(|s| s.shard.is_some()) {
-            continue;
-        }
+        let part = record.summary.as_ref().and_then(|s| s.shard.clone());
         let keys = record
             .items
             .into_iter()
             .filter(|i| i.outcome != ItemOutcome::Retained)
             .map(|i| i.key)
             .collect();
-        return Ok(Some(KeysAt {
-            run_id: manifest.header.run_id,
-            finished_at: manifest.end.finished_at,
-            keys,
-        }));
+        let run =
+            KeysAt { run_id: manifest.header.run_id, finished_at: manifest.end.finished_at, keys };
+        let Some(part) = part else { return Ok(Some(run)) };
+        // A part lists its key range only: the job's keys are those of
+        // every part of one cut (N and boundaries), each its newest run.
+        if part.boundaries.is_empty() {
+            continue;
+        }
+        let at = match cuts.iter().position(|m| m.cut.same_cut(&part)) {
+            Some(at) => at,
+            None => {
+                cuts.push(crate::shard::Merge::new(&part));
+                cuts.len() - 1
+            }
+        };
+        cuts[at].offer(&part, run);
+        if cuts[at].whole() {
+            let parts: Vec<KeysAt> = cuts.swap_remove(at).parts.into_iter().flatten().collect();
+            let run_id = parts.iter().map(|p| p.run_id.as_str()).collect::<Vec<_>>().join(", ");
+            let finished_at = parts.iter().map(|p| p.finished_at.clone()).max().unwrap_or_default();
+            let keys = parts.into_iter().flat_map(|p| p.keys).collect();
+            return Ok(Some(KeysAt { run_id, finished_at, keys }));
+        }
     }
     Ok(None)
 }

@@ -19,7 +19,8 @@
 //!   succeeds. A part with no record under that cut (never run, or run with
 //!   other boundaries or another N) is *missing*, and a job with a missing
 //!   or failed part is never reported whole: `status` says which part and
-//!   the age of the merged copy is that of its oldest part.
+//!   the age of the merged copy is that of its oldest part. `restore --at`
+//!   takes the primary's keys from every part of one cut the same way.
 
 use escrow_sync_aws::Sessions;
 use escrow_sync_core::manifest::ShardPart;
