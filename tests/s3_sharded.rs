@@ -322,3 +322,43 @@ fn manifest_of(cfg: &str) -> String {
     let line = text.lines().find(|l| l.starts_with("manifest_bucket")).unwrap();
     line.split('"').nth(1).unwrap().to_string()
 }
+
+/// A lease record another run holds until an hour from now.
+fn held_lease(job: &str) -> Vec<u8> {
+    let now = std::time::SystemTime::now();
+    serde_json::to_vec(&serde_json::json!({
+        "job": job,
+        "host": "other-host",
+        "pid": 4242,
+        "run_id": "other-run",
+        "started": escrow_sync_core::rfc3339(now),
+        "expires": escrow_sync_core::rfc3339(now + std::time::Duration::from_secs(3600)),
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_whole_run_and_the_parts_of_one_job_never_run_at_once() {
+    let (pair, cfg, manifests) = setup("shardlease", "").await;
+    let put = |key: &'static str, body: Vec<u8>| {
+        let (client, bucket) = (pair.escrow.clone(), manifests.clone());
+        async move {
+            client.put_object().bucket(bucket).key(key).body(body.into()).send().await.unwrap();
+        }
+    };
+    // Part 2/2 is running elsewhere: a whole run leaves the job alone.
+    put("escrow-sync/manifests/leases/assets.part-2-of-2.json", held_lease("assets part 2/2"))
+        .await;
+    let whole = cli(&["run", "-c", &cfg]);
+    assert_eq!(whole.code, 2, "{whole:?}");
+    assert!(whole.stderr.contains("running in parts") && whole.stderr.contains("other-host"));
+    assert!(keys(&pair.escrow, &pair.dest_bucket).await.is_empty(), "nothing copied");
+    // Another part may run beside it.
+    assert_eq!(run_parts(&cfg, &[1], 2)[0].code, 0);
+
+    // The job is running whole: a part leaves it alone.
+    put("escrow-sync/manifests/leases/assets.json", held_lease("assets")).await;
+    let part = &run_parts(&cfg, &[2], 3)[0];
+    assert_eq!(part.code, 2, "{part:?}");
+    assert!(part.stderr.contains("running whole"), "{part:?}");
+}

@@ -29,10 +29,16 @@ pub(crate) async fn take_part(
     cancel: &CancellationToken,
     shard: Option<escrow_sync_s3::Shard>,
 ) -> Result<JobLease, Error> {
-    let (bucket, key) = match config.lease_place(&job) {
+    // A part and a whole run of one job hold different leases: each checks,
+    // once it holds its own, that none of the other kind is held (two that
+    // start at once both see the other and both stop: never both run).
+    let (bucket, key, others) = match config.lease_place(&job) {
         LeasePlace::Object { bucket, key } => match shard {
-            Some(shard) => (bucket, crate::shard::part_lease_key(&key, shard)),
-            None => (bucket, key),
+            Some(shard) => (bucket, crate::shard::part_lease_key(&key, shard), key),
+            None => {
+                let parts = crate::shard::part_lease_prefix(&key);
+                (bucket, key, parts)
+            }
         },
         LeasePlace::Nowhere(why) => {
             return Ok(JobLease {
@@ -44,6 +50,7 @@ pub(crate) async fn take_part(
         }
     };
     let escrow_id = sessions.escrow.account_id();
+    let lease_bucket = bucket.clone();
     let store = LeaseStore::from_client(escrow_sync_s3::client(&sessions.escrow), bucket, key)
         .with_ttl(config.lease_ttl())
         .with_expected_owner((!escrow_id.is_empty()).then(|| escrow_id.to_string()))
@@ -54,6 +61,33 @@ pub(crate) async fn take_part(
         None => job.name(),
     };
     let lease = store.acquire(&LeaseHolder::this_process(holder, run_id)).await?;
+    let conflict = match store.held_under(&others).await {
+        Ok(held) => held.into_iter().next().map(|(key, record)| {
+            let (what, fix) = match shard {
+                Some(_) => ("whole (without --shard)", "wait for it to end"),
+                None => ("in parts (run --shard)", "wait for the parts to end"),
+            };
+            Error::new(
+                ErrorKind::PreconditionFailed,
+                "lease",
+                format!("s3://{lease_bucket}/{key}"),
+                format!(
+                    "job {} is running {what}: {} holds its lease until {}; this run leaves the \
+                     job alone ({fix}, or for that lease to expire if the run died)",
+                    job.name(),
+                    record.holder(),
+                    record.expires
+                ),
+            )
+        }),
+        Err(e) => Some(e),
+    };
+    if let Some(e) = conflict {
+        if let Err(release) = lease.release().await {
+            tracing::warn!(error = %release.chain(), "a lease was not released: it expires by itself");
+        }
+        return Err(e);
+    }
     let mut warnings = Vec::new();
     if let Some(prev) = lease.previous().filter(|p| p.released.is_none()) {
         warnings.push(format!(

@@ -78,8 +78,12 @@ pub fn boundaries_key(config: &Config, name: &str, parts: u32) -> String {
 
 /// The lease key of a part: `<job>.json` becomes `<job>.part-I-of-N.json`.
 pub(crate) fn part_lease_key(key: &str, shard: Shard) -> String {
-    let stem = key.strip_suffix(".json").unwrap_or(key);
-    format!("{stem}.part-{}-of-{}.json", shard.index(), shard.count())
+    format!("{}{}-of-{}.json", part_lease_prefix(key), shard.index(), shard.count())
+}
+
+/// What the lease keys of a job's parts start with: `<job>.part-`.
+pub(crate) fn part_lease_prefix(key: &str) -> String {
+    format!("{}.part-", key.strip_suffix(".json").unwrap_or(key))
 }
 
 /// The part of `job` that `shard` runs: its key range from the job's
