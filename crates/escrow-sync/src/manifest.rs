@@ -741,7 +741,9 @@ pub(crate) async fn verify_offline(
                     "verify --offline",
                     format!("job {name}"),
                     format!(
-                        "the newest sharded run ({count} parts) has no complete run of part(s)                          {} cut by the same boundaries, so escrow cannot be vouched for offline:                          run them to completion (escrow-sync run --shard {})",
+                        "the newest sharded run ({count} parts) has no complete run of part(s) \
+                         {} cut by the same boundaries, so escrow cannot be vouched for offline: \
+                         run them to completion (escrow-sync run --shard {})",
                         missing.join(", "),
                         missing.first().cloned().unwrap_or_default()
                     ),

@@ -345,7 +345,8 @@ impl Runner {
             crate::shard::check(config, mode)?;
             if !jobs.iter().any(|j| matches!(j, JobRef::S3(_))) {
                 return Err(Error::invalid_config(
-                    "--shard cuts S3 jobs into parts, and no [[s3]] job is selected: select one                      (--job) or run without --shard",
+                    "--shard cuts S3 jobs into parts, and no [[s3]] job is selected: select one \
+                     (--job) or run without --shard",
                 ));
             }
             // Jobs of other kinds run once, in part 1.

@@ -411,7 +411,8 @@ impl Parts {
         let mut problems = Vec::new();
         if !missing.is_empty() {
             problems.push(format!(
-                "part(s) {} have no run cut by these boundaries (not run yet, still running, or                  run with other boundaries or another N): run them with --shard",
+                "part(s) {} have no run cut by these boundaries (not run yet, still running, or \
+                 run with other boundaries or another N): run them with --shard",
                 missing.join(", ")
             ));
         }
@@ -436,7 +437,8 @@ impl Parts {
                 Finding::new(
                     &s.name,
                     format!(
-                        "the last sharded run ({count} parts) lacks part(s) {}: until each part                          has run with the same boundaries, escrow is not vouched for as a whole",
+                        "the last sharded run ({count} parts) lacks part(s) {}: until each part \
+                         has run with the same boundaries, escrow is not vouched for as a whole",
                         missing.join(", ")
                     ),
                 )
