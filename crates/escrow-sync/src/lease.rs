@@ -32,12 +32,13 @@ pub(crate) async fn take_part(
     // A part and a whole run of one job hold different leases: each checks,
     // once it holds its own, that none of the other kind is held (two that
     // start at once both see the other and both stop: never both run).
+    // Only S3 jobs have parts.
     let (bucket, key, others) = match config.lease_place(&job) {
         LeasePlace::Object { bucket, key } => match shard {
-            Some(shard) => (bucket, crate::shard::part_lease_key(&key, shard), key),
+            Some(shard) => (bucket, crate::shard::part_lease_key(&key, shard), Some(key)),
             None => {
                 let parts = crate::shard::part_lease_prefix(&key);
-                (bucket, key, parts)
+                (bucket, key, matches!(job, JobRef::S3(_)).then_some(parts))
             }
         },
         LeasePlace::Nowhere(why) => {
@@ -61,7 +62,11 @@ pub(crate) async fn take_part(
         None => job.name(),
     };
     let lease = store.acquire(&LeaseHolder::this_process(holder, run_id)).await?;
-    let conflict = match store.held_under(&others).await {
+    let held = match &others {
+        Some(others) => store.held_under(others).await,
+        None => Ok(Vec::new()),
+    };
+    let conflict = match held {
         Ok(held) => held.into_iter().next().map(|(key, record)| {
             let (what, fix) = match shard {
                 Some(_) => ("whole (without --shard)", "wait for it to end"),
