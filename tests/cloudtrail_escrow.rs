@@ -10,7 +10,9 @@
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use escrow_sync_cloudtrail::synthetic::{SyntheticFile, SyntheticTrail, gzip};
+use escrow_sync_cloudtrail::synthetic::{
+    INTRUDER_IP, SyntheticFile, SyntheticTrail, gzip, intrusion,
+};
 use escrow_sync_cloudtrail::time::rfc3339;
 use escrow_sync_e2e::{ESCROW, PRIMARY, admin, cli, create_bucket, s3, unique};
 
@@ -31,6 +33,11 @@ impl World {
     /// A trail in the primary delivering to a fresh log bucket under
     /// `audit/`, three hours of its files there, and an escrow bucket.
     async fn new() -> World {
+        World::with(|trail, start| trail.hours(start, 3, 3)).await
+    }
+
+    /// As [`World::new`], with the files `files(trail, start)` makes.
+    async fn with(files: impl Fn(&SyntheticTrail, i64) -> Vec<SyntheticFile>) -> World {
         let primary_session = admin(PRIMARY).await;
         let primary = s3(&primary_session);
         let bucket = unique("ct-logs");
@@ -48,7 +55,7 @@ impl World {
         let trail = SyntheticTrail::new(PRIMARY, "us-east-1", &name, &bucket, "audit/");
         let now = escrow_sync_cloudtrail::time::epoch(std::time::SystemTime::now());
         let start = now - now.rem_euclid(3600) - 3 * 3600;
-        let files = trail.hours(start, 3, 3);
+        let files = files(&trail, start);
         for f in &files {
             put(&primary, &bucket, f).await;
         }
@@ -214,4 +221,111 @@ async fn bad_cloudtrail_jobs_are_refused_before_anything_is_copied() {
     assert!(out.stderr.contains("list-public-keys"), "{out:?}");
     let listed = w.escrow.list_objects_v2().bucket(&w.dest).send().await.unwrap();
     assert_eq!(listed.key_count(), Some(0), "nothing was copied");
+}
+
+/// The event ids of a `trail events --output json` list.
+fn event_ids(doc: &serde_json::Value, list: &str) -> Vec<String> {
+    doc[list].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().into()).collect()
+}
+
+#[tokio::test]
+async fn trail_events_reads_the_intrusion_from_escrow_and_marks_what_the_intruder_rewrote() {
+    // Hour 1's first log file holds a scripted intrusion; the rest is the
+    // team's ordinary work.
+    let w = World::with(|trail, start| {
+        trail.hours_with(start, 3, 3, |h, i, at| {
+            if (h, i) == (1, 0) {
+                intrusion(PRIMARY, at - 1200)
+            } else {
+                vec![serde_json::json!({"eventTime": rfc3339(at - 30),
+                    "eventSource": "s3.amazonaws.com", "eventName": "GetObject",
+                    "eventID": format!("get-{h}-{i}"), "sourceIPAddress": "198.51.100.10",
+                    "recipientAccountId": PRIMARY})]
+            }
+        })
+    })
+    .await;
+    let (code, run) = w.cli("run", &[]);
+    assert_eq!(code, 0, "{run:#}");
+    let events = |extra: &[&str]| {
+        let mut args = vec!["trail", "events", "--config", w.config.to_str().unwrap()];
+        args.extend_from_slice(&["--job", "trail"]);
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    let out = events(&["--destructive", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let doc = out.json();
+    let intrusion = ["intrusion-2", "intrusion-3", "intrusion-4", "intrusion-5"];
+    assert_eq!(event_ids(&doc, "events"), intrusion);
+    assert_eq!(event_ids(&doc, "unverified"), Vec::<String>::new());
+    assert_eq!(doc["summary"]["verified_files"], 9, "{doc:#}");
+    assert_eq!(doc["events"][2]["source_ip"], INTRUDER_IP);
+    assert_eq!(doc["events"][2]["event_name"], "DeleteBucket");
+    // By address, and as a text timeline.
+    let out = events(&["--source-ip", &format!("{INTRUDER_IP}/32")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().filter(|l| l.contains(INTRUDER_IP)).collect();
+    assert_eq!(lines.len(), 5, "{}", out.stdout);
+    assert!(lines[0].contains("signin:ConsoleLogin") && lines[4].contains("ec2:DeleteSnapshot"));
+    assert!(lines[3].contains("bucketName=prod-data"), "{}", lines[3]);
+
+    // The intruder rewrites the log of the intrusion without it; the next
+    // run copies the rewrite as a new escrow version. The timeline still
+    // lists the intrusion, proven, from escrow's original version, and
+    // lists the rewrite apart, unverified; the exit code says so.
+    let log = w.log(3);
+    let rewritten = serde_json::json!({"Records": [{"eventTime": rfc3339(w.start + 3700),
+        "eventSource": "s3.amazonaws.com", "eventName": "DeleteObject", "eventID": "rewritten",
+        "sourceIPAddress": "198.51.100.10", "recipientAccountId": PRIMARY}]});
+    put(
+        &w.primary,
+        &w.trail.bucket,
+        &SyntheticFile { body: gzip(rewritten.to_string().as_bytes()), ..log.clone() },
+    )
+    .await;
+    let (code, run) = w.cli("run", &[]);
+    assert_eq!(code, 0, "{run:#}");
+    assert_eq!(run["jobs"][0]["copied"], 1, "{run:#}");
+    let out = events(&["--destructive", "--output", "json"]);
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    let doc = out.json();
+    assert_eq!(event_ids(&doc, "events"), intrusion);
+    assert!(doc["events"][0]["log_file"].as_str().unwrap().contains("?versionId="), "{doc:#}");
+    assert_eq!(event_ids(&doc, "unverified"), ["rewritten"]);
+    assert_eq!(doc["unverified"][0]["problem"]["kind"], "log-altered");
+    let out = events(&["--destructive"]);
+    assert_eq!(out.code, 3);
+    let (head, tail) = out.stdout.split_once("UNVERIFIED:").expect("an unverified section");
+    assert!(
+        !head.contains("DeleteObject") && tail.contains("UNVERIFIED(log-altered)"),
+        "{}",
+        out.stdout
+    );
+    let out = events(&["--output", "csv", "--event-name", "Delete*"]);
+    assert_eq!(out.code, 3);
+    assert!(out.stdout.starts_with("time,principal,source_ip,"), "{}", out.stdout);
+    assert_eq!(out.stdout.lines().count(), 1 + 2 + 1, "{}", out.stdout);
+
+    // Athena over the escrow copy.
+    let out = cli(&["trail", "athena", "--config", w.config.to_str().unwrap(), "--job", "trail"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let location =
+        format!("LOCATION 's3://{}/cloudtrail/{}/audit/AWSLogs/'", w.dest, w.trail.bucket);
+    assert!(out.stdout.contains(&location), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!("'projection.account.values'='{PRIMARY}'")));
+
+    // Bad input: exit 2, naming the fix.
+    for (extra, says) in [
+        (vec!["--source-ip", "10.0.0.0/99"], "203.0.113.0/24"),
+        (vec!["--from", "yesterday"], "RFC 3339"),
+        (vec!["--event-name", "Delete["], "glob"),
+    ] {
+        let out = events(&extra);
+        assert_eq!(out.code, 2, "{extra:?}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{extra:?}: {}", out.stderr);
+    }
+    let out = cli(&["trail", "events", "--config", w.config.to_str().unwrap(), "--job", "nope"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("no [[cloudtrail]] job named \"nope\""), "{}", out.stderr);
 }

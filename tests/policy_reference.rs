@@ -41,8 +41,8 @@ use std::sync::OnceLock;
 use serde_json::{Value, json};
 
 use escrow_sync_governance::inventory::{
-    Ec2Grant, Inventory, JobAlarm, ManifestLocation, MetricsGrant, RdsGrant, RedshiftGrant,
-    S3Grant, TableGrant, TrailGrant,
+    BatchGrant, Ec2Grant, Inventory, JobAlarm, ManifestLocation, MetricsGrant, RdsGrant,
+    RedshiftGrant, S3Grant, TableGrant, TrailGrant,
 };
 use escrow_sync_governance::policy;
 
@@ -512,6 +512,13 @@ fn everything() -> Inventory {
                 ..Default::default()
             },
             S3Grant {
+                name: "bulk".into(),
+                source_bucket: "prod-bulk".into(),
+                dest_bucket: "escrow-bulk".into(),
+                object_lock: true,
+                ..Default::default()
+            },
+            S3Grant {
                 name: "offsite".into(),
                 source_bucket: "prod-offsite".into(),
                 dest_bucket: "escrow-offsite".into(),
@@ -606,6 +613,14 @@ fn everything() -> Inventory {
             alarms: vec![JobAlarm { job: "assets".into(), max_age_seconds: 3600 }],
         }),
         recycle_bin_days: Some(30),
+        batch: Some(BatchGrant {
+            role_arn: format!("arn:aws:iam::{ESCROW}:role/escrow-batch"),
+            jobs: vec!["bulk".into()],
+            files: BTreeMap::from([(
+                "escrow-batch".into(),
+                std::collections::BTreeSet::from(["escrow-sync/batch/".into()]),
+            )]),
+        }),
     }
 }
 

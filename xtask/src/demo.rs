@@ -354,7 +354,7 @@ for job in jobs:
 "#;
 
 /// How many `escrow-sync` steps the incident drill runs.
-const INCIDENT_STEPS: usize = 7;
+const INCIDENT_STEPS: usize = 8;
 
 /// The incident escrow-sync exists for, after the drills: the primary's
 /// attacker overwrites every object of `prod-assets` with random bytes and
@@ -442,7 +442,16 @@ fn incident(
         state.as_os_str(),
         targets[0].2.as_ref(),
         targets[1].2.as_ref(),
-    ])
+    ])?;
+    // What the intruder did, from the escrowed CloudTrail alone: each event
+    // proven by a digest CloudTrail signed (the seeded trail's last hour
+    // holds the intrusion).
+    println!("\n==> the forensic timeline: what the intruder did, from the escrowed CloudTrail");
+    let mut timeline = Command::new(bin);
+    timeline.args(["trail", "events", "--config"]).arg(config);
+    timeline.args(["--job", "trail", "--destructive"]).current_dir(demo_dir);
+    emulator::apply_client_env(&mut timeline, paths, endpoint);
+    run_step(paths, bin, first + 7, of, &mut timeline)
 }
 
 /// The closing audit. The emulator keeps the accounts apart only with IAM

@@ -344,6 +344,53 @@ def iso(t):
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+TEAM_IP = "198.51.100.10"
+INTRUDER_IP = "203.0.113.66"
+TEAM = {
+    "type": "AssumedRole",
+    "arn": f"arn:aws:sts::{PRIMARY_ACCOUNT}:assumed-role/deploy/ci",
+    "accountId": PRIMARY_ACCOUNT,
+}
+
+
+def intrusion(at):
+    """The scripted intrusion in the trail's last hour (`trail events
+    --destructive` in the demo lists it): the admin user's console login from
+    a new address, an access key for a new user, CloudTrail's logging
+    stopped, then the incident's deletions, a few minutes apart from `at`."""
+    admin = {
+        "type": "IAMUser",
+        "arn": f"arn:aws:iam::{PRIMARY_ACCOUNT}:user/admin",
+        "accountId": PRIMARY_ACCOUNT,
+        "userName": "admin",
+    }
+    steps = [
+        ("signin.amazonaws.com", "ConsoleLogin", None),
+        ("iam.amazonaws.com", "CreateAccessKey", {"userName": "backdoor"}),
+        ("cloudtrail.amazonaws.com", "StopLogging", {"name": TRAIL_NAME}),
+        ("s3.amazonaws.com", "DeleteObject", {"bucketName": SOURCE_BUCKET, "key": "reports/q1.csv"}),
+        ("dynamodb.amazonaws.com", "DeleteItem", {"tableName": TABLE}),
+        ("ec2.amazonaws.com", "DeleteSnapshot", {"snapshotId": "snap-0a1b2c3d4e5f67890"}),
+    ]
+    return [
+        {
+            "eventVersion": "1.08",
+            "userIdentity": admin,
+            "eventTime": iso(at + datetime.timedelta(minutes=n)),
+            "eventSource": source,
+            "eventName": name,
+            "awsRegion": REGION,
+            "sourceIPAddress": INTRUDER_IP,
+            "userAgent": "aws-cli/2.15.0",
+            "requestParameters": params,
+            "eventID": f"intrusion-{n + 1}",
+            "readOnly": False,
+            "recipientAccountId": PRIMARY_ACCOUNT,
+        }
+        for n, (source, name, params) in enumerate(steps)
+    ]
+
+
 def seed_trail(endpoint, primary, keys_path):
     """A trail in the primary with log file validation, and the last hours
     of its delivery. The emulator writes no CloudTrail files, so they are
@@ -388,27 +435,30 @@ def seed_trail(endpoint, primary, keys_path):
     start = now.replace(minute=0, second=0, microsecond=0) - TRAIL_HOURS * hour
     root = f"{TRAIL_PREFIX}/AWSLogs/{PRIMARY_ACCOUNT}"
     previous = None  # (key, sha256, signature) of the previous digest
-    names = ["PutObject", "GetObject", "DeleteBucket", "CreateUser"]
+    names = ["PutObject", "GetObject", "ListBuckets", "GetBucketAcl"]
     for h in range(TRAIL_HOURS):
         begin, end = start + h * hour, start + (h + 1) * hour
         entries = []
         for i in range(TRAIL_LOGS_PER_HOUR):
             at = begin + (i + 1) * hour / (TRAIL_LOGS_PER_HOUR + 1)
             event = iso(at - datetime.timedelta(seconds=30))
-            body = json.dumps(
+            records = [
                 {
-                    "Records": [
-                        {
-                            "eventVersion": "1.08",
-                            "eventTime": event,
-                            "eventSource": "s3.amazonaws.com",
-                            "eventName": names[i % len(names)],
-                            "awsRegion": REGION,
-                            "recipientAccountId": PRIMARY_ACCOUNT,
-                        }
-                    ]
+                    "eventVersion": "1.08",
+                    "eventTime": event,
+                    "eventSource": "s3.amazonaws.com",
+                    "eventName": names[i % len(names)],
+                    "awsRegion": REGION,
+                    "sourceIPAddress": TEAM_IP,
+                    "userIdentity": TEAM,
+                    "eventID": f"team-{h}-{i}",
+                    "recipientAccountId": PRIMARY_ACCOUNT,
                 }
-            ).encode()
+            ]
+            if (h, i) == (TRAIL_HOURS - 1, 0):
+                records = intrusion(at - datetime.timedelta(minutes=10)) + records
+            times = sorted(r["eventTime"] for r in records)
+            body = json.dumps({"Records": records}).encode()
             log_key = (
                 f"{root}/CloudTrail/{REGION}/{at:%Y/%m/%d}/"
                 f"{PRIMARY_ACCOUNT}_CloudTrail_{REGION}_{at:%Y%m%dT%H%M}Z_h{h}i{i}.json.gz"
@@ -425,8 +475,8 @@ def seed_trail(endpoint, primary, keys_path):
                     "s3Object": log_key,
                     "hashValue": hashlib.sha256(body).hexdigest(),
                     "hashAlgorithm": "SHA-256",
-                    "newestEventTime": event,
-                    "oldestEventTime": event,
+                    "newestEventTime": times[-1],
+                    "oldestEventTime": times[0],
                 }
             )
         digest_key = (

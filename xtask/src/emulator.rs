@@ -53,7 +53,7 @@ const CLIENT_ENV_REMOVED: &[&str] = &[
 const LAUNCHER: &str = include_str!("moto_server_escrow.py");
 
 /// The launcher's patch modules, one per service, written beside it.
-const PATCHES: [(&str, &str); 8] = [
+const PATCHES: [(&str, &str); 9] = [
     ("moto_patch_ec2.py", include_str!("moto_patch_ec2.py")),
     ("moto_patch_rds.py", include_str!("moto_patch_rds.py")),
     ("moto_patch_redshift.py", include_str!("moto_patch_redshift.py")),
@@ -62,6 +62,7 @@ const PATCHES: [(&str, &str); 8] = [
     ("moto_patch_s3.py", include_str!("moto_patch_s3.py")),
     ("moto_patch_dynamodb.py", include_str!("moto_patch_dynamodb.py")),
     ("moto_patch_rbin.py", include_str!("moto_patch_rbin.py")),
+    ("moto_patch_s3control.py", include_str!("moto_patch_s3control.py")),
 ];
 
 /// The files of one emulator installation under `<target>/emulator`.

@@ -27,6 +27,10 @@ the AWS SDK for Rust uses) for the metrics escrow-sync publishes.
 moto_patch_rbin.py models Recycle Bin retention rules (create, list, get,
 lock, unlock, delete), which moto lacks.
 
+moto_patch_s3control.py models S3 Batch Operations Copy jobs (CreateJob,
+DescribeJob, the tasks run as CopyObject, AWS's completion report), which
+moto lacks.
+
 The patches live beside this file, one module per service (moto_patch_*.py,
 written next to it by xtask).
 """
@@ -50,6 +54,7 @@ import moto_patch_cloudwatch  # noqa: E402,F401
 import moto_patch_s3  # noqa: E402,F401
 import moto_patch_dynamodb  # noqa: E402,F401
 import moto_patch_rbin  # noqa: E402,F401
+import moto_patch_s3control  # noqa: E402,F401
 
 if __name__ == "__main__":
     from moto.server import main

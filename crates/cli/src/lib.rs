@@ -21,6 +21,8 @@ mod progress;
 pub mod redact;
 mod render;
 mod report;
+#[cfg(feature = "cloudtrail")]
+pub mod trail;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -121,6 +123,11 @@ pub enum Command {
     /// compares every object with escrow byte for byte, and deletes what it
     /// created.
     Restore(RestoreArgs),
+    /// Read the escrowed CloudTrail logs of a [[cloudtrail]] job, from
+    /// escrow alone: `trail events` (a forensic timeline of proven events)
+    /// and `trail athena` (a table over the escrow copy).
+    #[cfg(feature = "cloudtrail")]
+    Trail(trail::TrailArgs),
     /// Write shell completions or man pages (for packagers: `cargo xtask dist`).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -322,6 +329,11 @@ pub struct RunArgs {
     /// `[escrow] manifest_bucket`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<escrow_sync::s3::Shard>,
+    /// Return once each S3 Batch Operations job (`engine =
+    /// "batch-operations"`) is created instead of waiting for it: `status`
+    /// shows the job, the next run folds its report in.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// Arguments of `verify`.
@@ -354,8 +366,10 @@ pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Plan(a) => jobs(Mode::Plan, &a, RunOptions::new(), false, cancel, global).await,
         Command::Run(a) => {
-            let options =
-                RunOptions::new().accept_mass_change(a.accept_mass_change).set_shard(a.shard);
+            let options = RunOptions::new()
+                .accept_mass_change(a.accept_mass_change)
+                .no_wait(a.no_wait)
+                .set_shard(a.shard);
             jobs(Mode::Run, &a.job, options, false, cancel, global).await
         }
         Command::Verify(a) => {
@@ -377,6 +391,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Status(a) => status(&a).await,
         Command::Restore(a) => restore(&a, cancel, global).await,
         Command::Prune(a) => prune(&a, cancel, global).await,
+        #[cfg(feature = "cloudtrail")]
+        Command::Trail(a) => trail::run(&a).await,
         Command::Generate(a) => generate::run(&a),
     }
 }

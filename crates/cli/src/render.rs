@@ -89,6 +89,18 @@ pub(crate) fn status_text(r: &escrow_sync::status::StatusReport) -> String {
                 let _ = writeln!(s, "  newest verified copy: none{limit}");
             }
         }
+        if let Some(b) = &j.batch_job {
+            let _ = writeln!(
+                s,
+                "  batch job {}: {}, {} of {} task(s) succeeded, {} failed{}",
+                b.job_id,
+                b.status,
+                b.succeeded,
+                b.total,
+                b.failed,
+                if b.folded { "" } else { " (the next run folds it in)" }
+            );
+        }
         for f in &j.findings {
             let _ = writeln!(
                 s,

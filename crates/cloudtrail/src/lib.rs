@@ -20,21 +20,31 @@
 //! ```
 #![deny(missing_docs)]
 
+mod athena;
 mod digest;
+mod events;
 mod keys;
 mod store;
 #[cfg(feature = "test-util")]
 pub mod synthetic;
 pub mod time;
+mod timeline;
 mod trails;
 mod validate;
 
+pub use athena::{
+    AthenaDdl, AthenaTable, COLUMNS as ATHENA_COLUMNS, PARTITIONS as ATHENA_PARTITIONS, athena_ddl,
+};
 pub use digest::{
     Digest, DigestName, LogFileEntry, LogName, MAX_DIGEST_UNCOMPRESSED, MAX_UNCOMPRESSED,
     SIGNATURE_ALGORITHM_META, SIGNATURE_META, gunzip, gunzip_capped, sha256_hex, sha256_of_gunzip,
 };
+pub use events::{DESTRUCTIVE, Event, EventQuery, is_destructive, parse_log_file};
 pub use keys::{KeySource, Keyring, ListPublicKeys, PublicKey, SignatureCheck};
-pub use store::{EscrowTrailStore, MAX_STORED_BYTES, StoredObject, StoredVersion, TrailStore};
+pub use store::{
+    EscrowTrailStore, MAX_PREFIX_DEPTH, MAX_STORED_BYTES, StoredObject, StoredVersion, TrailStore,
+};
+pub use timeline::{EventSink, TimelineEvent, TimelineSummary, Unproven, timeline};
 pub use trails::{Trail, describe_trails};
 pub use validate::{FindingKind, IntegrityFinding, Location, Options, Validation, root, validate};
 

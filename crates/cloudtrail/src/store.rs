@@ -16,6 +16,11 @@ use escrow_sync_core::Result;
 /// at most one byte more, so that [`StoredObject::over_cap`] tells.
 pub const MAX_STORED_BYTES: u64 = 64 << 20;
 
+/// How many folders deep a trail's key prefix is looked for in escrow
+/// (S3 allows a prefix of up to 200 characters: a hundred one-letter
+/// folders; trails rarely use more than two).
+pub const MAX_PREFIX_DEPTH: usize = 32;
+
 /// A file's bytes and user metadata.
 #[derive(Debug, Clone)]
 pub struct StoredObject {
@@ -63,8 +68,43 @@ pub trait TrailStore: Send + Sync {
     ) -> Result<Option<Vec<u8>>> {
         Ok(None)
     }
+    /// One version of `bucket`/`key` with its user metadata (a digest's
+    /// signature). By default [`TrailStore::get_version`] without metadata.
+    async fn get_version_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+    ) -> Result<Option<StoredObject>> {
+        Ok(self
+            .get_version(bucket, key, version)
+            .await?
+            .map(|body| StoredObject { body, metadata: BTreeMap::new() }))
+    }
+    /// The keys under `prefix` whose current version is a delete marker
+    /// (escrow keeps what is under it), in key order; by default none.
+    async fn deleted(&self, _bucket: &str, _prefix: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
     /// Where `bucket`/`key` is kept, for reports.
     fn location(&self, bucket: &str, key: &str) -> String;
+    /// The folders right under `prefix` (a prefix ending in `/`) of the log
+    /// bucket `bucket`: each `prefix<name>/`, in key order. By default from
+    /// [`TrailStore::list`]; a store that can list by delimiter reads only
+    /// the folder names.
+    async fn folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        for key in self.list(bucket, prefix).await? {
+            let Some((name, _)) = key.strip_prefix(prefix).and_then(|r| r.split_once('/')) else {
+                continue;
+            };
+            let folder = format!("{prefix}{name}/");
+            if out.last() != Some(&folder) {
+                out.push(folder);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The escrow copy of log buckets: `bucket`/`key` is kept at
@@ -121,6 +161,59 @@ impl EscrowTrailStore {
                 unvalidated_trails: Vec::new(),
             })
             .collect())
+    }
+
+    /// The log buckets escrow holds files of, and under each the key
+    /// prefixes trails deliver to (the folders holding `AWSLogs/`, found
+    /// by listing folders, at most [`MAX_PREFIX_DEPTH`] levels down): `(bucket, key
+    /// prefix)` pairs, read without listing the files themselves.
+    pub async fn roots(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for folder in self.common_prefixes(&self.prefix).await? {
+            let Some(bucket) = folder.strip_prefix(&self.prefix).and_then(|b| b.strip_suffix('/'))
+            else {
+                continue;
+            };
+            let mut level = vec![String::new()];
+            for _ in 0..=MAX_PREFIX_DEPTH {
+                let mut next = Vec::new();
+                for at in level {
+                    for sub in TrailStore::folders(self, bucket, &at).await? {
+                        if sub.ends_with("/AWSLogs/") || sub == "AWSLogs/" {
+                            out.push((bucket.to_string(), at.trim_matches('/').to_string()));
+                        } else {
+                            next.push(sub);
+                        }
+                    }
+                }
+                level = next;
+                if level.is_empty() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The folders (common prefixes) right under `prefix` of the escrow
+    /// bucket.
+    async fn common_prefixes(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.escrow_bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err(e, "s3:ListObjectsV2", prefix))?;
+            out.extend(
+                page.common_prefixes().iter().filter_map(|p| p.prefix()).map(str::to_string),
+            );
+        }
+        Ok(out)
     }
 
     /// The escrow key of `bucket`/`key`.
@@ -186,6 +279,16 @@ impl TrailStore for EscrowTrailStore {
         Ok(keys)
     }
 
+    async fn folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let strip = self.escrow_key(bucket, "");
+        Ok(self
+            .common_prefixes(&self.escrow_key(bucket, prefix))
+            .await?
+            .into_iter()
+            .filter_map(|p| p.strip_prefix(&strip).map(str::to_string))
+            .collect())
+    }
+
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<StoredObject>> {
         let ekey = self.escrow_key(bucket, key);
         let out = match self.client.get_object().bucket(&self.escrow_bucket).key(&ekey).send().await
@@ -244,6 +347,15 @@ impl TrailStore for EscrowTrailStore {
     }
 
     async fn get_version(&self, bucket: &str, key: &str, version: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_version_object(bucket, key, version).await?.map(|o| o.body))
+    }
+
+    async fn get_version_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+    ) -> Result<Option<StoredObject>> {
         let ekey = self.escrow_key(bucket, key);
         let got = self
             .client
@@ -254,8 +366,47 @@ impl TrailStore for EscrowTrailStore {
             .send()
             .await
             .map_err(|e| self.err(e, "s3:GetObject", &ekey))?;
+        let metadata = got.metadata().cloned().unwrap_or_default().into_iter().collect();
         // A version over the cap is not a CloudTrail file: not an original.
-        Ok(collect(got.body).await.ok().filter(|b| b.len() as u64 <= MAX_STORED_BYTES))
+        Ok(collect(got.body)
+            .await
+            .ok()
+            .filter(|b| b.len() as u64 <= MAX_STORED_BYTES)
+            .map(|body| StoredObject { body, metadata }))
+    }
+
+    async fn deleted(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let full = self.escrow_key(bucket, prefix);
+        let strip = self.escrow_key(bucket, "");
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.escrow_bucket)
+                .prefix(&full)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.err(e, "s3:ListObjectVersions", &full))?;
+            for m in page.delete_markers().iter().filter(|m| m.is_latest() == Some(true)) {
+                if let Some(k) = m.key().and_then(|k| k.strip_prefix(&strip)) {
+                    out.push(k.to_string());
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() && version_marker.is_none() {
+                break;
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     fn location(&self, bucket: &str, key: &str) -> String {

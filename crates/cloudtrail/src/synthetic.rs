@@ -167,6 +167,27 @@ impl SyntheticTrail {
     /// `logs_per_hour` log files an hour and one digest at the end of each
     /// hour, chained to the previous one. Files come in delivery order.
     pub fn hours(&self, start: i64, hours: usize, logs_per_hour: usize) -> Vec<SyntheticFile> {
+        self.hours_with(start, hours, logs_per_hour, |h, i, at| {
+            vec![serde_json::json!({
+                "eventVersion": "1.08",
+                "eventTime": rfc3339(at - 30),
+                "eventSource": "s3.amazonaws.com",
+                "eventName": if i % 2 == 0 { "PutObject" } else { "DeleteBucket" },
+                "eventID": format!("{h}-{i}"),
+                "recipientAccountId": self.account,
+            })]
+        })
+    }
+
+    /// As [`SyntheticTrail::hours`], with the records of log file `i` of
+    /// hour `h`, written at `at`, from `records(h, i, at)`.
+    pub fn hours_with(
+        &self,
+        start: i64,
+        hours: usize,
+        logs_per_hour: usize,
+        records: impl Fn(usize, usize, i64) -> Vec<serde_json::Value>,
+    ) -> Vec<SyntheticFile> {
         let mut files = Vec::new();
         let mut previous: Option<(Digest, String, String)> = None; // digest, sha, signature
         for h in 0..hours as i64 {
@@ -174,24 +195,24 @@ impl SyntheticTrail {
             let mut entries = Vec::new();
             for i in 0..logs_per_hour as i64 {
                 let at = from + (i + 1) * 3600 / (logs_per_hour as i64 + 1);
-                let content = serde_json::json!({"Records": [{
-                    "eventVersion": "1.08",
-                    "eventTime": rfc3339(at - 30),
-                    "eventSource": "s3.amazonaws.com",
-                    "eventName": if i % 2 == 0 { "PutObject" } else { "DeleteBucket" },
-                    "eventID": format!("{h}-{i}"),
-                    "recipientAccountId": self.account,
-                }]})
-                .to_string()
-                .into_bytes();
+                let records = records(h as usize, i as usize, at);
+                let times: Vec<i64> = records
+                    .iter()
+                    .filter_map(|r| r["eventTime"].as_str().and_then(crate::time::parse_rfc3339))
+                    .collect();
+                let (oldest, newest) = (
+                    times.iter().min().copied().unwrap_or(at - 30),
+                    times.iter().max().copied().unwrap_or(at - 30),
+                );
+                let content = serde_json::json!({ "Records": records }).to_string().into_bytes();
                 let key = self.log_key(at, &format!("h{h}i{i}"));
                 entries.push(LogFileEntry {
                     s3_bucket: self.bucket.clone(),
                     s3_object: key.clone(),
                     hash_value: sha256_hex(&content),
                     hash_algorithm: "SHA-256".into(),
-                    newest_event_time: Some(rfc3339(at - 30)),
-                    oldest_event_time: Some(rfc3339(at - 30)),
+                    newest_event_time: Some(rfc3339(newest)),
+                    oldest_event_time: Some(rfc3339(oldest)),
                 });
                 files.push(SyntheticFile { key, body: gzip(&content), metadata: BTreeMap::new() });
             }
@@ -220,5 +241,234 @@ impl SyntheticTrail {
             files.push(file);
         }
         files
+    }
+}
+
+/// One record of a scripted intrusion (see [`intrusion`]).
+fn record(
+    account: &str,
+    at: i64,
+    id: &str,
+    (source, name): (&str, &str),
+    identity: serde_json::Value,
+    ip: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "eventVersion": "1.08",
+        "userIdentity": identity,
+        "eventTime": rfc3339(at),
+        "eventSource": source,
+        "eventName": name,
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": ip,
+        "userAgent": "aws-cli/2.15.0",
+        "requestParameters": params,
+        "eventID": id,
+        "readOnly": false,
+        "eventType": "AwsApiCall",
+        "recipientAccountId": account,
+    })
+}
+
+/// The address a scripted intrusion comes from.
+pub const INTRUDER_IP: &str = "203.0.113.66";
+
+/// A scripted intrusion into `account`, starting at `at` (epoch seconds):
+/// a console login of the `admin` user from a new address
+/// ([`INTRUDER_IP`]), an access key created for a new user, CloudTrail's
+/// logging stopped, a bucket and a snapshot deleted, each a few minutes
+/// apart, with the event ids `intrusion-1` … `intrusion-5` in order; and
+/// ordinary work of the team (reads, writes) from their usual address
+/// around it. Returns the records, in time order.
+pub fn intrusion(account: &str, at: i64) -> Vec<serde_json::Value> {
+    let admin = serde_json::json!({"type": "IAMUser", "principalId": "AIDAADMIN",
+        "arn": format!("arn:aws:iam::{account}:user/admin"), "accountId": account,
+        "userName": "admin"});
+    let team = serde_json::json!({"type": "AssumedRole", "principalId": "AROATEAM:ci",
+        "arn": format!("arn:aws:sts::{account}:assumed-role/deploy/ci"), "accountId": account,
+        "sessionContext": {"sessionIssuer": {"type": "Role",
+            "arn": format!("arn:aws:iam::{account}:role/deploy"), "accountId": account}}});
+    let ip = INTRUDER_IP;
+    vec![
+        record(
+            account,
+            at - 600,
+            "team-1",
+            ("s3.amazonaws.com", "PutObject"),
+            team.clone(),
+            "198.51.100.10",
+            serde_json::json!({"bucketName": "prod-data", "key": "a.csv"}),
+        ),
+        record(
+            account,
+            at,
+            "intrusion-1",
+            ("signin.amazonaws.com", "ConsoleLogin"),
+            admin.clone(),
+            ip,
+            serde_json::Value::Null,
+        ),
+        record(
+            account,
+            at + 120,
+            "intrusion-2",
+            ("iam.amazonaws.com", "CreateAccessKey"),
+            admin.clone(),
+            ip,
+            serde_json::json!({"userName": "backdoor"}),
+        ),
+        record(
+            account,
+            at + 240,
+            "intrusion-3",
+            ("cloudtrail.amazonaws.com", "StopLogging"),
+            admin.clone(),
+            ip,
+            serde_json::json!({"name": format!("arn:aws:cloudtrail:us-east-1:{account}:trail/main")}),
+        ),
+        record(
+            account,
+            at + 300,
+            "team-2",
+            ("s3.amazonaws.com", "GetObject"),
+            team,
+            "198.51.100.10",
+            serde_json::json!({"bucketName": "prod-data", "key": "a.csv"}),
+        ),
+        record(
+            account,
+            at + 360,
+            "intrusion-4",
+            ("s3.amazonaws.com", "DeleteBucket"),
+            admin.clone(),
+            ip,
+            serde_json::json!({"bucketName": "prod-data"}),
+        ),
+        record(
+            account,
+            at + 480,
+            "intrusion-5",
+            ("ec2.amazonaws.com", "DeleteSnapshot"),
+            admin,
+            ip,
+            serde_json::json!({"snapshotId": "snap-0123456789abcdef0"}),
+        ),
+    ]
+}
+
+/// Versions of each (bucket, key), oldest first; `None` is a delete marker.
+type Versions = BTreeMap<(String, String), Vec<Option<crate::StoredObject>>>;
+
+/// An in-memory versioned [`crate::TrailStore`] of one log bucket, like the
+/// escrow bucket (every version kept; version ids `v0`, `v1`, …).
+#[derive(Clone)]
+pub struct MemoryStore {
+    bucket: String,
+    versions: std::sync::Arc<std::sync::Mutex<Versions>>,
+}
+
+impl MemoryStore {
+    /// An empty store of `bucket`.
+    pub fn new(bucket: &str) -> Self {
+        MemoryStore { bucket: bucket.into(), versions: Default::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Versions> {
+        self.versions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores `f` as a new version.
+    pub fn put(&self, f: &SyntheticFile) {
+        let obj = crate::StoredObject { body: f.body.clone(), metadata: f.metadata.clone() };
+        self.lock().entry((self.bucket.clone(), f.key.clone())).or_default().push(Some(obj));
+    }
+
+    /// Puts a delete marker on `key`.
+    pub fn delete(&self, key: &str) {
+        self.lock().entry((self.bucket.clone(), key.into())).or_default().push(None);
+    }
+
+    /// The current version of `key` (panics when there is none).
+    pub fn current(&self, key: &str) -> crate::StoredObject {
+        self.lock()[&(self.bucket.clone(), key.to_string())]
+            .last()
+            .cloned()
+            .flatten()
+            .expect("a current version")
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::TrailStore for MemoryStore {
+    async fn list(&self, bucket: &str, prefix: &str) -> escrow_sync_core::Result<Vec<String>> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|((b, k), v)| {
+                b == bucket && k.starts_with(prefix) && v.last().is_some_and(Option::is_some)
+            })
+            .map(|((_, k), _)| k.clone())
+            .collect())
+    }
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> escrow_sync_core::Result<Option<crate::StoredObject>> {
+        Ok(self.lock().get(&(bucket.into(), key.into())).and_then(|v| v.last().cloned().flatten()))
+    }
+    async fn earlier_versions(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> escrow_sync_core::Result<Vec<crate::StoredVersion>> {
+        let m = self.lock();
+        let Some(v) = m.get(&(bucket.into(), key.into())) else { return Ok(Vec::new()) };
+        Ok(v[..v.len().saturating_sub(1)]
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, o)| o.is_some())
+            .map(|(i, _)| crate::StoredVersion { version_id: format!("v{i}"), stored_at: None })
+            .collect())
+    }
+    async fn get_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+    ) -> escrow_sync_core::Result<Option<Vec<u8>>> {
+        let m = self.lock();
+        let i: Option<usize> = version.strip_prefix('v').and_then(|v| v.parse().ok());
+        Ok(m.get(&(bucket.to_string(), key.to_string()))
+            .and_then(|v| i.and_then(|i| v.get(i)))
+            .and_then(|o| o.as_ref().map(|o| o.body.clone())))
+    }
+    async fn get_version_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+    ) -> escrow_sync_core::Result<Option<crate::StoredObject>> {
+        let m = self.lock();
+        let i: Option<usize> = version.strip_prefix('v').and_then(|v| v.parse().ok());
+        Ok(m.get(&(bucket.to_string(), key.to_string()))
+            .and_then(|v| i.and_then(|i| v.get(i)))
+            .cloned()
+            .flatten())
+    }
+    async fn deleted(&self, bucket: &str, prefix: &str) -> escrow_sync_core::Result<Vec<String>> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|((b, k), v)| {
+                b == bucket && k.starts_with(prefix) && v.last().is_some_and(Option::is_none)
+            })
+            .map(|((_, k), _)| k.clone())
+            .collect())
+    }
+    fn location(&self, bucket: &str, key: &str) -> String {
+        format!("memory://{bucket}/{key}")
     }
 }

@@ -7,93 +7,25 @@
 //! bucket copied by a run.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use aws_sdk_cloudtrail::Client;
 use aws_sdk_cloudtrail::operation::list_public_keys::ListPublicKeysOutput;
 use aws_sdk_cloudtrail::types::PublicKey as SdkKey;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use aws_smithy_types::{Blob, DateTime};
 
-use escrow_sync_cloudtrail::synthetic::{SyntheticFile, SyntheticTrail, gzip};
+use escrow_sync_cloudtrail::synthetic::{MemoryStore, SyntheticFile, SyntheticTrail, gzip};
 use escrow_sync_cloudtrail::{
-    Digest, FindingKind, Keyring, ListPublicKeys, Location, Options, StoredObject, StoredVersion,
-    TrailStore, Validation, gunzip, time::parse_rfc3339, validate,
+    Digest, FindingKind, Keyring, ListPublicKeys, Location, Options, Validation, gunzip,
+    time::parse_rfc3339, validate,
 };
 
 const BUCKET: &str = "primary-trail-logs";
 const START: &str = "2026-11-01T10:00:00Z";
 
-/// Versions of each (bucket, key), oldest first; `None` is a delete marker.
-type Versions = BTreeMap<(String, String), Vec<Option<StoredObject>>>;
-
-/// An in-memory versioned store.
-#[derive(Default, Clone)]
-struct Memory(Arc<Mutex<Versions>>);
-
-impl Memory {
-    fn put(&self, f: &SyntheticFile) {
-        let obj = StoredObject { body: f.body.clone(), metadata: f.metadata.clone() };
-        self.0.lock().unwrap().entry((BUCKET.into(), f.key.clone())).or_default().push(Some(obj));
-    }
-    fn delete(&self, key: &str) {
-        self.0.lock().unwrap().get_mut(&(BUCKET.into(), key.into())).unwrap().push(None);
-    }
-    fn current(&self, key: &str) -> StoredObject {
-        self.0.lock().unwrap()[&(BUCKET.to_string(), key.to_string())]
-            .last()
-            .cloned()
-            .flatten()
-            .unwrap()
-    }
-}
-
-#[async_trait]
-impl TrailStore for Memory {
-    async fn list(&self, bucket: &str, prefix: &str) -> escrow_sync_core::Result<Vec<String>> {
-        let m = self.0.lock().unwrap();
-        Ok(m.iter()
-            .filter(|((b, k), v)| {
-                b == bucket && k.starts_with(prefix) && v.last().unwrap().is_some()
-            })
-            .map(|((_, k), _)| k.clone())
-            .collect())
-    }
-    async fn get(&self, bucket: &str, key: &str) -> escrow_sync_core::Result<Option<StoredObject>> {
-        let m = self.0.lock().unwrap();
-        Ok(m.get(&(bucket.into(), key.into())).and_then(|v| v.last().cloned().flatten()))
-    }
-    async fn earlier_versions(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> escrow_sync_core::Result<Vec<StoredVersion>> {
-        let m = self.0.lock().unwrap();
-        let Some(v) = m.get(&(bucket.into(), key.into())) else { return Ok(Vec::new()) };
-        Ok(v[..v.len() - 1]
-            .iter()
-            .enumerate()
-            .rev()
-            .filter(|(_, o)| o.is_some())
-            .map(|(i, _)| StoredVersion { version_id: format!("v{i}"), stored_at: None })
-            .collect())
-    }
-    async fn get_version(
-        &self,
-        bucket: &str,
-        key: &str,
-        version: &str,
-    ) -> escrow_sync_core::Result<Option<Vec<u8>>> {
-        let m = self.0.lock().unwrap();
-        let i: usize = version.trim_start_matches('v').parse().unwrap();
-        Ok(m[&(bucket.to_string(), key.to_string())][i].as_ref().map(|o| o.body.clone()))
-    }
-    fn location(&self, bucket: &str, key: &str) -> String {
-        format!("memory://{bucket}/{key}")
-    }
-}
+/// The in-memory versioned store of `synthetic`, holding `BUCKET`.
+type Memory = MemoryStore;
 
 fn trail() -> &'static SyntheticTrail {
     static T: std::sync::OnceLock<SyntheticTrail> = std::sync::OnceLock::new();
@@ -107,7 +39,7 @@ fn stored() -> (Memory, Vec<SyntheticFile>) {
 
 /// `hours` hours, three log files an hour, stored.
 fn stored_hours(hours: usize) -> (Memory, Vec<SyntheticFile>) {
-    let mem = Memory::default();
+    let mem = Memory::new(BUCKET);
     let files = trail().hours(parse_rfc3339(START).unwrap(), hours, 3);
     for f in &files {
         mem.put(f);

@@ -9,6 +9,7 @@ use escrow_sync_governance::inventory::{
 };
 
 use crate::spec::Config;
+use std::collections::BTreeMap;
 
 /// The inventory of `config`. The escrow account is the config's
 /// `[escrow] account_id`, else `escrow_account` (from STS, when connected),
@@ -55,7 +56,30 @@ pub fn inventory(config: &Config, escrow_account: Option<&str>) -> Result<Invent
             streamed: config.streams(&s3),
         });
     }
+    let batch_jobs: Vec<&crate::spec::S3Job> =
+        config.s3.iter().filter(|j| j.engine() != crate::spec::S3Engine::Direct).collect();
+    let batch = match (&config.escrow.batch_role_arn, batch_jobs.is_empty()) {
+        (Some(role), false) => {
+            let mut files: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+            for j in &batch_jobs {
+                if let Some(bucket) = &j.batch_bucket {
+                    files.entry(bucket.clone()).or_default().insert(
+                        j.batch_prefix
+                            .clone()
+                            .unwrap_or_else(|| escrow_sync_s3::DEFAULT_BATCH_PREFIX.to_string()),
+                    );
+                }
+            }
+            Some(escrow_sync_governance::inventory::BatchGrant {
+                role_arn: role.clone(),
+                jobs: batch_jobs.iter().map(|j| j.name()).collect(),
+                files,
+            })
+        }
+        _ => None,
+    };
     Ok(Inventory {
+        batch,
         region,
         escrow_account: escrow.to_string(),
         primary_account: config.primary.account_id.clone(),

@@ -127,6 +127,8 @@ pub use manifest::SOURCE as OFFLINE_SOURCE;
 pub use protection::ProtectionWarning;
 pub use runner::{JobOutcome, Observer, Run, RunOptions, Runner};
 pub use snapshots::{PruneFailure, PruneOutcome};
+#[cfg(feature = "cloudtrail")]
+pub use trail::EventsRequest;
 
 /// What a command came to, whatever its kind; the binary turns it into an
 /// exit code (0, 1, 3, 2 in this order).
@@ -254,6 +256,35 @@ impl Runner {
         report.warnings.extend(metrics::publish(self.config(), &escrow, &[], &report).await);
         info.finish();
         Ok((info, report))
+    }
+
+    /// `trail events`: the escrowed CloudTrail events of one
+    /// `[[cloudtrail]]` job that `request` selects, from escrow alone,
+    /// handed to `sink` day by day (memory stays with one day). An event is
+    /// proven (`verified`) only when its log file hashes to what a digest
+    /// signed with CloudTrail's public keys lists; events of other files
+    /// come marked with why, apart from the day's proven ones.
+    #[cfg(feature = "cloudtrail")]
+    pub async fn trail_events(
+        &self,
+        request: &EventsRequest,
+        sink: &mut dyn cloudtrail::EventSink,
+    ) -> Result<cloudtrail::TimelineSummary, Error> {
+        // Bad input is refused before any credential is asked for.
+        trail::job_named(self.config(), &request.job)?;
+        request.query()?;
+        let escrow = self.escrow_session().await?;
+        trail::events(self.config(), request, &escrow, sink).await
+    }
+
+    /// `trail athena`: the Athena DDL (partition projection by account,
+    /// region and day) and example queries over one `[[cloudtrail]]` job's
+    /// escrow copy, from escrow's folder names alone.
+    #[cfg(feature = "cloudtrail")]
+    pub async fn trail_athena(&self, job: &str) -> Result<cloudtrail::AthenaDdl, Error> {
+        trail::job_named(self.config(), job)?;
+        let escrow = self.escrow_session().await?;
+        trail::athena(self.config(), job, &escrow).await
     }
 
     /// Restores one job's data from escrow (see [`restore`]), reporting its

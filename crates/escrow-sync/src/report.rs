@@ -529,6 +529,7 @@ mod tests {
                     .with_kind(crate::status::STALE),
             ],
             shards: None,
+            batch_job: None,
         };
         StatusReport { jobs: vec![job], warnings: vec!["skipped one".into()] }
     }

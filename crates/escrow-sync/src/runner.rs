@@ -87,6 +87,9 @@ pub struct RunOptions {
     pub checksums: bool,
     /// `run`: let a mass change through (`run --accept-mass-change`).
     pub accept_mass_change: bool,
+    /// `run`: return once each Batch Operations job is created (`run
+    /// --no-wait`); `status` shows it, the next run folds it in.
+    pub no_wait: bool,
     /// `run`: only this part of each selected S3 job (`run --shard I/N`,
     /// see [`crate::shard`]); other jobs run in part 1 only.
     pub shard: Option<escrow_sync_s3::Shard>,
@@ -115,6 +118,11 @@ impl RunOptions {
     /// Let a mass change through.
     pub fn accept_mass_change(mut self, on: bool) -> Self {
         self.accept_mass_change = on;
+        self
+    }
+    /// Do not wait for Batch Operations jobs (`run --no-wait`).
+    pub fn no_wait(mut self, on: bool) -> Self {
+        self.no_wait = on;
         self
     }
     /// Run only this part of each selected S3 job, or whole jobs.
@@ -523,8 +531,10 @@ impl Runner {
                         part_notes = notes.clone();
                         Box::new(with_part(s3_job(config, job, &sessions), range.clone(), *first))
                     }
-                    (Some(built), _) => Box::new(built),
-                    (None, _) => Box::new(s3_job(config, job, &sessions)),
+                    (Some(built), _) => Box::new(built.with_batch_wait(!options.no_wait)),
+                    (None, _) => {
+                        Box::new(s3_job(config, job, &sessions).with_batch_wait(!options.no_wait))
+                    }
                 },
                 Ready::Snapshots(job) => {
                     Box::new(snapshots::SnapshotJob { config, job, sessions: &sessions })
@@ -690,6 +700,38 @@ pub(crate) fn s3_job(config: &Config, job: &S3Job, sessions: &Sessions) -> S3Cop
         .with_options(ExecutorOptions::new().with_concurrency(job.concurrency))
         .with_max_change_percent(job.max_change_percent)
         .with_abort_stale_uploads_after(Some(age))
+        .with_engine(s3_engine(job), batch_options(config, job, &sessions.escrow))
+}
+
+/// The engine of an `[[s3]]` job (validated: batch settings are set).
+fn s3_engine(job: &S3Job) -> escrow_sync_s3::Engine {
+    use crate::spec::S3Engine;
+    let threshold = job.batch_threshold.unwrap_or(escrow_sync_s3::DEFAULT_BATCH_THRESHOLD);
+    match job.engine() {
+        S3Engine::Direct => escrow_sync_s3::Engine::Direct,
+        S3Engine::BatchOperations => escrow_sync_s3::Engine::BatchOperations,
+        S3Engine::Auto => escrow_sync_s3::Engine::Auto { threshold },
+    }
+}
+
+/// The Batch Operations settings of an `[[s3]]` job, if it may use them.
+pub(crate) fn batch_options(
+    config: &Config,
+    job: &S3Job,
+    escrow: &escrow_sync_aws::Session,
+) -> Option<escrow_sync_s3::BatchOptions> {
+    if job.engine() == crate::spec::S3Engine::Direct {
+        return None;
+    }
+    let (bucket, role) = (job.batch_bucket.as_ref()?, config.escrow.batch_role_arn.as_ref()?);
+    let control = escrow_sync_s3::BatchControl::for_session(escrow);
+    Some(
+        escrow_sync_s3::BatchOptions::new(control, escrow.account_id(), role, bucket).with_prefix(
+            job.batch_prefix
+                .clone()
+                .unwrap_or_else(|| escrow_sync_s3::DEFAULT_BATCH_PREFIX.to_string()),
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -98,6 +98,14 @@ pub(crate) async fn part(
     run_id: &str,
 ) -> Result<Part, Error> {
     let name = job.name();
+    if job.engine() != crate::spec::S3Engine::Direct {
+        return Err(Error::invalid_config(format!(
+            "[[s3]] ({name}) has engine = \"{}\": a Batch Operations job already runs the copy \
+             inside S3 and keeps one job record per job, so it is not cut into parts; run it \
+             without --shard (--job), or set engine = \"direct\"",
+            job.engine()
+        )));
+    }
     let (boundaries, whence) = match &job.shard_boundaries {
         Some(keys) => {
             let b = Boundaries::new(keys.clone())

@@ -80,6 +80,19 @@ config_words!(
 );
 
 config_words!(
+    /// `[[s3]] engine`: what copies a run's objects.
+    S3Engine, "engine" {
+        /// escrow-sync, one CopyObject (or multipart copy) per object.
+        Direct = "direct",
+        /// One S3 Batch Operations Copy job per run, in the escrow account.
+        BatchOperations = "batch-operations",
+        /// Batch Operations when a run would copy more than
+        /// `batch_threshold` objects, else direct.
+        Auto = "auto",
+    }
+);
+
+config_words!(
     /// `[[dynamodb]] mode`: how a table is read.
     TableMode, "mode" {
         /// A parallel Scan under a read budget.
@@ -250,6 +263,10 @@ impl CloudTrailJob {
             allow_unversioned_dest: self.allow_unversioned_dest,
             max_change_percent: self.max_change_percent,
             max_age: self.max_age.clone(),
+            engine: None,
+            batch_threshold: None,
+            batch_bucket: None,
+            batch_prefix: None,
             shard_boundaries: None,
         }
     }
@@ -904,6 +921,10 @@ pub struct EscrowSection {
     /// the locked rules `policy --output cloudformation` emits for `[[ec2]]`
     /// jobs, and the least `audit` accepts.
     pub recycle_bin_days: Option<u32>,
+    /// The role S3 Batch Operations runs `[[s3]] engine =
+    /// "batch-operations"` copies as (trusted by
+    /// `batchoperations.s3.amazonaws.com`; `policy` writes it).
+    pub batch_role_arn: Option<String>,
 }
 
 /// `[primary]`: the account being backed up.
@@ -1005,12 +1026,73 @@ pub struct S3Job {
     /// the job is reported `stale` (`status --max-age` overrides it); also the
     /// threshold of the job's CloudFormation alarm.
     pub max_age: Option<String>,
+    /// `direct` (the default), `batch-operations` or `auto` (Batch
+    /// Operations above `batch_threshold` objects to copy).
+    pub engine: Option<S3Engine>,
+    /// `engine = "auto"`: the object count above which a run uses Batch
+    /// Operations (default 1,000,000).
+    pub batch_threshold: Option<u64>,
+    /// The escrow bucket of the Batch Operations manifests, job records and
+    /// completion reports (needed by `engine = "batch-operations"` and
+    /// `"auto"`).
+    pub batch_bucket: Option<String>,
+    /// The key prefix of those files (default `escrow-sync/batch/`).
+    pub batch_prefix: Option<String>,
     /// `run --shard I/N`: the N-1 keys that cut the job into N parts
     /// (sorted as S3 lists keys, distinct). Part 1 holds the keys up to and
     /// including the first, part N those after the last. Without it, a
     /// sharded run samples boundaries once per job and N and keeps them in
     /// the manifest bucket.
     pub shard_boundaries: Option<Vec<String>>,
+}
+
+impl S3Job {
+    /// The engine, `direct` unless set.
+    pub fn engine(&self) -> S3Engine {
+        self.engine.unwrap_or(S3Engine::Direct)
+    }
+
+    /// Why this job's batch settings cannot work, if they cannot.
+    fn batch_problem(&self, escrow: &EscrowSection, streams: bool) -> Option<String> {
+        if self.engine() == S3Engine::Direct {
+            return None;
+        }
+        let engine = self.engine();
+        if self.batch_bucket.as_deref().is_none_or(|b| b.trim().is_empty()) {
+            return Some(format!(
+                "engine = \"{engine}\" needs batch_bucket: an escrow bucket for the job's \
+                 manifests and completion reports"
+            ));
+        }
+        if escrow.batch_role_arn.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            return Some(format!(
+                "engine = \"{engine}\" needs [escrow] batch_role_arn: the role S3 Batch \
+                 Operations runs the copy as (`escrow-sync policy` writes it)"
+            ));
+        }
+        if escrow.account_id.is_none() {
+            return Some(format!(
+                "engine = \"{engine}\" needs [escrow] account_id: S3 Control jobs are created \
+                 in a named account"
+            ));
+        }
+        if self.versions {
+            return Some(format!(
+                "engine = \"{engine}\" copies the current version of each key; versions = true \
+                 copies every version: drop one of them"
+            ));
+        }
+        if streams {
+            return Some(format!(
+                "engine = \"{engine}\" copies server-side in S3; this job streams (mode = \
+                 \"stream\" or different endpoint_url): drop one of them"
+            ));
+        }
+        if self.batch_threshold == Some(0) {
+            return Some("batch_threshold must be at least 1".into());
+        }
+        None
+    }
 }
 
 /// The default `max_change_percent`.
@@ -1566,6 +1648,9 @@ impl Config {
             if let Some(problem) = memory_problem(job, self.streams(job)) {
                 return Err(Error::invalid_config(format!("{at}: {problem}")));
             }
+            if let Some(problem) = job.batch_problem(&self.escrow, self.streams(job)) {
+                return Err(Error::invalid_config(format!("{at}: {problem}")));
+            }
             if !names.insert(job.name()) {
                 return Err(Error::invalid_config(format!(
                     "{at}: the job name {} is used twice: give each job its own name",
@@ -1595,6 +1680,13 @@ impl Config {
         }
         for job in &self.s3 {
             places.push((job.name(), "copies", objects(&job.dest_bucket, &job.dest_prefix)));
+            // Batch Operations manifests, reports and records of checked
+            // copies: a copied primary key must never land on them.
+            if let (true, Some(bucket)) = (job.engine() != S3Engine::Direct, &job.batch_bucket) {
+                let prefix =
+                    job.batch_prefix.as_deref().unwrap_or(escrow_sync_s3::DEFAULT_BATCH_PREFIX);
+                places.push((job.name(), "batch files", objects(bucket, prefix)));
+            }
         }
         for job in &self.cloudtrail {
             places.push((job.name(), "log copies", objects(&job.dest_bucket, &job.dest_prefix)));
@@ -1649,7 +1741,9 @@ impl Config {
             for (owner_b, what_b, b) in &places[i + 1..] {
                 let shared_checkpoints =
                     *what_a == "checkpoint table" && *what_b == "checkpoint table";
-                if shared_checkpoints || !a.overlaps(b) {
+                // Each job pair keeps its batch files in a folder of its own.
+                let shared_batch = *what_a == "batch files" && *what_b == "batch files";
+                if shared_checkpoints || shared_batch || !a.overlaps(b) {
                     continue;
                 }
                 let same_job = owner_a == owner_b;
@@ -2142,6 +2236,30 @@ concurrency = 8
     fn with(rest: &str) -> Result<Config> {
         let head = GOOD.split("[[s3]]").next().unwrap();
         Config::parse(&format!("{head}{rest}"), "escrow.toml")
+    }
+
+    #[test]
+    fn batch_files_under_copies_are_refused_and_may_be_shared_between_jobs() {
+        let job = |name: &str, batch_prefix: &str| {
+            format!(
+                "[[s3]]\nname = \"{name}\"\nsource_bucket = \"src-{name}\"\ndest_bucket = \
+                 \"esc\"\ndest_prefix = \"{name}/\"\nengine = \"batch-operations\"\n\
+                 batch_bucket = \"esc\"\nbatch_prefix = \"{batch_prefix}\"\n"
+            )
+        };
+        let head = "[escrow]\naccount_id = \"222222222222\"\nbatch_role_arn = \
+                    \"arn:aws:iam::222222222222:role/b\"\n[primary]\naccount_id = \"111111111111\"\n";
+        let ok = format!("{head}{}{}", job("a", "batch/"), job("b", "batch/"));
+        Config::parse(&ok, "t.toml").unwrap();
+        let bad = format!("{head}{}", job("a", "a/batch/"));
+        let err = Config::parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("batch files") && err.contains("overlap"), "{err}");
+        let no_role = format!(
+            "[escrow]\naccount_id = \"222222222222\"\n[primary]\naccount_id = \"111111111111\"\n{}",
+            job("a", "batch/")
+        );
+        let err = Config::parse(&no_role, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("batch_role_arn"), "{err}");
     }
 
     #[test]

@@ -184,6 +184,10 @@ pub struct JobStatus {
     /// The parts of the last run, when it was sharded (`run --shard`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shards: Option<ShardStatus>,
+    /// An `[[s3]]` job with `engine = "batch-operations"` or `"auto"`: its
+    /// last S3 Batch Operations job, as S3 Control describes it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_job: Option<BatchJob>,
 }
 
 /// The finding kind of a job whose last sharded run lacks a part (never
@@ -213,6 +217,25 @@ pub struct PartStatus {
     pub part: String,
     /// The part's last run.
     pub run: LastRun,
+}
+
+/// The last S3 Batch Operations job of an `[[s3]]` job.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct BatchJob {
+    /// The job id.
+    pub job_id: String,
+    /// Its status (`Active`, `Complete`, `Failed`...).
+    pub status: String,
+    /// Tasks in the job.
+    pub total: u64,
+    /// Tasks that succeeded so far.
+    pub succeeded: u64,
+    /// Tasks that failed so far.
+    pub failed: u64,
+    /// Whether a run has folded its completion report in (else the next
+    /// run does).
+    pub folded: bool,
 }
 
 /// Every selected job's status.
@@ -292,6 +315,7 @@ pub(crate) async fn status(
             max_age_seconds: request.max_age.or_else(|| j.max_age()).map(|d| d.as_secs()),
             findings: Vec::new(),
             shards: None,
+            batch_job: None,
         })
         .collect();
     let mut warnings = Vec::new();
@@ -355,6 +379,18 @@ pub(crate) async fn status(
     for (s, p) in out.iter_mut().zip(parts) {
         p.finish(s);
         judge(s, now);
+    }
+    for (s, job) in out.iter_mut().zip(&jobs) {
+        if let crate::spec::JobRef::S3(j) = job {
+            match batch_job(config, j, escrow).await {
+                Ok(b) => s.batch_job = b,
+                Err(e) => warnings.push(format!(
+                    "could not read the batch job of {}: {}",
+                    s.name,
+                    e.chain()
+                )),
+            }
+        }
     }
     Ok(StatusReport { jobs: out, warnings })
 }
@@ -540,6 +576,33 @@ fn take(out: &mut [JobStatus], parts: &mut [Parts], manifest: &Manifest, verific
     }
 }
 
+/// The last Batch Operations job of a batch-engine `[[s3]]` job (its
+/// record in escrow, described by S3 Control).
+async fn batch_job(
+    config: &Config,
+    job: &crate::spec::S3Job,
+    escrow: &Session,
+) -> Result<Option<BatchJob>, Error> {
+    let Some(options) = crate::runner::batch_options(config, job, escrow) else {
+        return Ok(None);
+    };
+    // The source only names the pair: nothing is asked of the primary.
+    let source =
+        escrow_sync_s3::S3Source::from_client(escrow_sync_s3::client(escrow), &job.source_bucket)
+            .with_prefix(&job.prefix);
+    let sink = crate::runner::s3_sink(config, job, escrow);
+    let pair = escrow_sync_s3::S3CopyJob::new(source, sink)
+        .with_engine(escrow_sync_s3::Engine::BatchOperations, Some(options));
+    Ok(pair.batch_state().await?.map(|b| BatchJob {
+        job_id: b.job_id,
+        status: b.status,
+        total: b.total,
+        succeeded: b.succeeded,
+        failed: b.failed,
+        folded: b.folded,
+    }))
+}
+
 /// The age of the newest verified copy, and the `stale` finding.
 fn judge(s: &mut JobStatus, now: SystemTime) {
     let verified_at =
@@ -592,6 +655,7 @@ mod tests {
             max_age_seconds: max_age,
             findings: Vec::new(),
             shards: None,
+            batch_job: None,
         }
     }
 

@@ -340,3 +340,144 @@ async fn validate(
     }
     Ok(proven)
 }
+
+/// What `trail events` asks for: one `[[cloudtrail]]` job's escrowed
+/// events, selected as the options of the command say (`None`: no
+/// condition). Times are RFC 3339, or a day (`2026-12-01`: from its start,
+/// or to its end).
+#[derive(Debug, Clone, Default)]
+pub struct EventsRequest {
+    /// The `[[cloudtrail]]` job.
+    pub job: String,
+    /// `--from`.
+    pub from: Option<String>,
+    /// `--to`.
+    pub to: Option<String>,
+    /// `--event-name` (a glob).
+    pub event_name: Option<String>,
+    /// `--principal` (a glob over ARNs).
+    pub principal: Option<String>,
+    /// `--source-ip` (a CIDR block or an address).
+    pub source_ip: Option<String>,
+    /// `--destructive`.
+    pub destructive: bool,
+}
+
+impl EventsRequest {
+    /// The query; bad input is an error naming the option and the fix.
+    pub fn query(&self) -> Result<escrow_sync_cloudtrail::EventQuery> {
+        let time = |flag: &str, text: &Option<String>, end_of_day: bool| {
+            let text = text.as_deref().map(|t| match (t.len(), end_of_day) {
+                (10, false) => format!("{t}T00:00:00Z"),
+                (10, true) => format!("{t}T23:59:59Z"),
+                _ => t.to_string(),
+            });
+            escrow_sync_core::time::parse_option(flag, text.as_deref())
+                .map(|t| t.map(escrow_sync_core::time::epoch))
+        };
+        let mut q = escrow_sync_cloudtrail::EventQuery::new().destructive(self.destructive);
+        if let Some(t) = time("--from", &self.from, false)? {
+            q = q.from(t);
+        }
+        if let Some(t) = time("--to", &self.to, true)? {
+            q = q.to(t);
+        }
+        if let (Some(f), Some(t)) = q.range()
+            && f > t
+        {
+            return Err(Error::invalid_config(format!(
+                "--from {} is after --to {}: swap them",
+                self.from.as_deref().unwrap_or_default(),
+                self.to.as_deref().unwrap_or_default()
+            )));
+        }
+        if let Some(g) = &self.event_name {
+            q = q.event_name(g)?;
+        }
+        if let Some(g) = &self.principal {
+            q = q.principal(g)?;
+        }
+        if let Some(c) = &self.source_ip {
+            q = q.source_ip(c)?;
+        }
+        Ok(q)
+    }
+}
+
+/// The `[[cloudtrail]]` job named `name`.
+pub(crate) fn job_named<'a>(config: &'a Config, name: &str) -> Result<&'a CloudTrailJob> {
+    config.cloudtrail.iter().find(|j| j.name() == name).ok_or_else(|| {
+        let known: Vec<_> = config.cloudtrail.iter().map(CloudTrailJob::name).collect();
+        Error::invalid_config(format!(
+            "no [[cloudtrail]] job named {name:?}: the config has {}",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ))
+    })
+}
+
+/// The log locations (log bucket, key prefix) escrow holds for `job`, found
+/// from escrow's folders alone (only `source_bucket`'s, when set).
+async fn roots(job: &CloudTrailJob, store: &EscrowTrailStore) -> Result<Vec<(String, String)>> {
+    let mut roots = store.roots().await?;
+    if let Some(bucket) = &job.source_bucket {
+        roots.retain(|(b, _)| b == bucket);
+    }
+    if roots.is_empty() {
+        return Err(Error::invalid_config(format!(
+            "job {}: escrow holds no CloudTrail files in s3://{}/{}: run the job first",
+            job.name(),
+            job.dest_bucket,
+            job.dest_prefix
+        )));
+    }
+    Ok(roots)
+}
+
+/// `trail events`: the job's escrowed events the request selects, from
+/// escrow alone, handed to `sink` (see [`escrow_sync_cloudtrail::timeline`]):
+/// an event is proven only once its log file's hash is the one a digest
+/// signed by CloudTrail lists; others come marked.
+pub(crate) async fn events(
+    config: &Config,
+    request: &EventsRequest,
+    escrow: &Session,
+    sink: &mut dyn escrow_sync_cloudtrail::EventSink,
+) -> Result<escrow_sync_cloudtrail::TimelineSummary> {
+    let job = job_named(config, &request.job)?;
+    let query = request.query()?;
+    let keys = match &job.public_keys_file {
+        Some(path) => Some(read_keys(job, path)?),
+        None => None,
+    };
+    let store = store(job, escrow);
+    let roots = roots(job, &store).await?;
+    let session = escrow.clone();
+    let asked = ListPublicKeys::new(move |region: &str| {
+        escrow_sync_cloudtrail::client(&session, Some(region))
+    });
+    let keys: &dyn KeySource = match &keys {
+        Some(k) => k,
+        None => &asked,
+    };
+    escrow_sync_cloudtrail::timeline(&store, keys, &roots, &query, sink).await
+}
+
+/// `trail athena`: the Athena DDL and example queries over the job's
+/// escrow copy, from escrow's folders alone.
+pub(crate) async fn athena(
+    config: &Config,
+    job: &str,
+    escrow: &Session,
+) -> Result<escrow_sync_cloudtrail::AthenaDdl> {
+    let job = job_named(config, job)?;
+    let store = store(job, escrow);
+    let roots = roots(job, &store).await?;
+    escrow_sync_cloudtrail::athena_ddl(
+        &store,
+        &job.name(),
+        &job.dest_bucket,
+        &job.dest_prefix,
+        &roots,
+    )
+    .await
+}

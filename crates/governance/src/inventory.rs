@@ -40,6 +40,21 @@ pub struct Inventory {
     /// keep a deleted EBS snapshot or AMI copy (`None`:
     /// [`DEFAULT_RECYCLE_BIN_DAYS`]; see [`Inventory::recycle_bin_days`]).
     pub recycle_bin_days: Option<u32>,
+    /// `[[s3]] engine = "batch-operations"` (or `"auto"`): the escrow's
+    /// batch role and where its jobs' files go.
+    pub batch: Option<BatchGrant>,
+}
+
+/// The S3 Batch Operations role of the escrow and what its jobs touch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchGrant {
+    /// `[escrow] batch_role_arn`.
+    pub role_arn: String,
+    /// The `[[s3]]` jobs (by name) that may copy with Batch Operations.
+    pub jobs: Vec<String>,
+    /// Per batch bucket, the key prefixes of the manifests, job records
+    /// and completion reports.
+    pub files: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// How long Recycle Bin keeps a deleted escrow snapshot or AMI when the

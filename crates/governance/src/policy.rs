@@ -124,6 +124,13 @@ pub struct EscrowPolicies {
     pub kms_key_policy: Option<Value>,
     /// Per escrow bucket, the settings it must have.
     pub buckets: BTreeMap<String, Value>,
+    /// The role S3 Batch Operations copies as (`[[s3]] engine =
+    /// "batch-operations"`): trusted by `batchoperations.s3.amazonaws.com`
+    /// for this account only; reads the jobs' source prefixes and the
+    /// manifests, writes the escrow prefixes and the completion reports,
+    /// deletes nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_role: Option<Role>,
 }
 
 /// Refuses an inventory no escrow policy can be written for: account ids
@@ -214,6 +221,7 @@ pub fn generate(inv: &Inventory) -> Policies {
         audit_policy: document(ctx.audit_statements()),
         kms_key_policy: ctx.escrow_key.as_ref().map(|_| document(ctx.escrow_key_statements())),
         buckets: ctx.escrow_buckets(),
+        batch_role: ctx.batch_role(),
     };
     notes.extend(ctx.notes());
     Policies {
@@ -777,6 +785,20 @@ impl<'a> Ctx<'a> {
             );
             s["Principal"] = json!({"AWS": self.operator});
             out.entry(j.source_bucket.clone()).or_default().push(s);
+            if let Some(role) = self.batch_role_for(j) {
+                let mut b = allow(
+                    sid("EscrowBatchPull", &j.name),
+                    &[
+                        "s3:GetObject",
+                        "s3:GetObjectVersion",
+                        "s3:GetObjectTagging",
+                        "s3:GetObjectVersionTagging",
+                    ],
+                    vec![format!("arn:aws:s3:::{}/{}*", j.source_bucket, j.prefix)],
+                );
+                b["Principal"] = json!({"AWS": role});
+                out.entry(j.source_bucket.clone()).or_default().push(b);
+            }
         }
         out.into_iter().map(|(k, v)| (k, Value::Array(v))).collect()
     }
@@ -1013,6 +1035,7 @@ impl<'a> Ctx<'a> {
             ));
         }
         out.extend(self.operator_snapshots());
+        out.extend(self.operator_batch());
         if let Some(key) = &self.escrow_key {
             let (res, cond) = key.scope(region);
             out.push(when(
@@ -1390,6 +1413,15 @@ impl<'a> Ctx<'a> {
         );
         grants["Principal"] = json!({"AWS": self.operator});
         let mut out = vec![admin, use_key, grants];
+        if let Some(b) = &self.inv.batch {
+            let mut batch = allow(
+                "BatchRoleEncryptsCopies",
+                &["kms:GenerateDataKey", "kms:Decrypt"],
+                vec!["*".into()],
+            );
+            batch["Principal"] = json!({"AWS": b.role_arn});
+            out.push(batch);
+        }
         if self.inv.dynamodb.iter().any(|j| j.native_export) {
             let mut export = when(
                 allow(
@@ -1403,6 +1435,108 @@ impl<'a> Ctx<'a> {
             out.push(export);
         }
         out
+    }
+
+    /// The batch role's ARN when job `j` may copy with Batch Operations.
+    fn batch_role_for(&self, j: &crate::inventory::S3Grant) -> Option<&str> {
+        let b = self.inv.batch.as_ref()?;
+        (!j.streamed && b.jobs.contains(&j.name)).then_some(b.role_arn.as_str())
+    }
+
+    /// The operator's half of Batch Operations: create and describe jobs,
+    /// pass the batch role to S3 Batch Operations only, and write and read
+    /// the jobs' files.
+    fn operator_batch(&self) -> Vec<Value> {
+        let Some(b) = &self.inv.batch else { return Vec::new() };
+        let mut out = vec![
+            allow("BatchCreateJobs", &["s3:CreateJob"], vec!["*".into()]),
+            allow(
+                "BatchDescribeJobs",
+                &["s3:DescribeJob"],
+                vec![format!("arn:aws:s3:{}:{}:job/*", self.region, self.escrow_acct)],
+            ),
+            when(
+                allow("BatchPassRole", &["iam:PassRole"], vec![b.role_arn.clone()]),
+                json!({"StringEquals": {"iam:PassedToService": "batchoperations.s3.amazonaws.com"}}),
+            ),
+        ];
+        for (bucket, prefixes) in &b.files {
+            let objects: Vec<String> =
+                prefixes.iter().map(|p| format!("arn:aws:s3:::{bucket}/{p}*")).collect();
+            out.push(allow(sid("BatchFiles", bucket), &["s3:PutObject", "s3:GetObject"], objects));
+            out.push(when(
+                allow(sid("BatchListFiles", bucket), &["s3:ListBucket"], vec![format!("arn:aws:s3:::{bucket}")]),
+                json!({"StringLike": {"s3:prefix": prefixes.iter().map(|p| format!("{p}*")).collect::<Vec<_>>()}}),
+            ));
+        }
+        out
+    }
+
+    /// The batch role: trusted by S3 Batch Operations on behalf of this
+    /// account only; reads the batch jobs' source prefixes and the
+    /// manifests; writes the escrow prefixes (with their Object Lock
+    /// retention) and the completion reports; no delete, no write in the
+    /// primary.
+    fn batch_role(&self) -> Option<Role> {
+        let b = self.inv.batch.as_ref()?;
+        let name = b.role_arn.rsplit('/').next().unwrap_or(&b.role_arn).to_string();
+        let trust = vec![json!({
+            "Sid": "S3BatchOperationsAssumes",
+            "Effect": "Allow",
+            "Principal": {"Service": "batchoperations.s3.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:SourceAccount": self.escrow_acct}},
+        })];
+        let mut out = Vec::new();
+        for j in self.inv.s3.iter().filter(|j| self.batch_role_for(j).is_some()) {
+            out.push(allow(
+                sid("BatchReadSource", &j.name),
+                &[
+                    "s3:GetObject",
+                    "s3:GetObjectVersion",
+                    "s3:GetObjectTagging",
+                    "s3:GetObjectVersionTagging",
+                ],
+                vec![format!("arn:aws:s3:::{}/{}*", j.source_bucket, j.prefix)],
+            ));
+            let mut write = vec!["s3:PutObject", "s3:PutObjectTagging"];
+            if j.object_lock {
+                write.push("s3:PutObjectRetention");
+            }
+            out.push(allow(
+                sid("BatchWriteEscrow", &j.name),
+                &write,
+                vec![format!("arn:aws:s3:::{}/{}*", j.dest_bucket, j.dest_prefix)],
+            ));
+        }
+        for (bucket, prefixes) in &b.files {
+            let objects: Vec<String> =
+                prefixes.iter().map(|p| format!("arn:aws:s3:::{bucket}/{p}*")).collect();
+            out.push(allow(
+                sid("BatchReadManifests", bucket),
+                &["s3:GetObject", "s3:GetObjectVersion"],
+                objects.clone(),
+            ));
+            out.push(allow(sid("BatchWriteReports", bucket), &["s3:PutObject"], objects));
+            out.push(allow(
+                sid("BatchReportBucket", bucket),
+                &["s3:GetBucketLocation"],
+                vec![format!("arn:aws:s3:::{bucket}")],
+            ));
+        }
+        if let Some(key) = &self.escrow_key {
+            let (res, cond) = key.scope(self.region);
+            out.push(when(
+                allow("BatchUseEscrowKey", &["kms:GenerateDataKey", "kms:Decrypt"], vec![res]),
+                cond,
+            ));
+        }
+        Some(Role {
+            name,
+            arn: b.role_arn.clone(),
+            trust_policy: document(trust),
+            permission_policy: document(out),
+        })
     }
 
     /// The bucket policy statement letting the primary's reader role write
@@ -1636,6 +1770,23 @@ impl<'a> Ctx<'a> {
                 },
             }),
         );
+        if let Some(batch) = &p.escrow.batch_role {
+            resources.insert(
+                "BatchRole".into(),
+                json!({
+                    "Type": "AWS::IAM::Role",
+                    "Properties": {
+                        "RoleName": batch.name,
+                        "Description": "escrow-sync: S3 Batch Operations copies into the escrow; no delete, no write in the primary",
+                        "AssumeRolePolicyDocument": batch.trust_policy,
+                        "Policies": [{
+                            "PolicyName": "escrow-sync-batch",
+                            "PolicyDocument": batch.permission_policy,
+                        }],
+                    },
+                }),
+            );
+        }
         let mut metadata = Map::new();
         let mut key_ref = None;
         if let (Some(k), Some(policy)) = (&self.escrow_key, &p.escrow.kms_key_policy) {
@@ -1938,6 +2089,76 @@ fn merge(a: Value, b: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_batch_role_is_trusted_by_batch_operations_and_never_deletes_or_writes_the_primary() {
+        let role_arn = "arn:aws:iam::222222222222:role/escrow-batch";
+        let inv = Inventory {
+            region: "us-east-1".into(),
+            escrow_account: "222222222222".into(),
+            primary_account: "111111111111".into(),
+            escrow_kms_key: Some("arn:aws:kms:us-east-1:222222222222:key/k".into()),
+            s3: vec![crate::inventory::S3Grant {
+                name: "bulk".into(),
+                source_bucket: "prod-bulk".into(),
+                dest_bucket: "escrow-bulk".into(),
+                object_lock: true,
+                ..Default::default()
+            }],
+            batch: Some(crate::inventory::BatchGrant {
+                role_arn: role_arn.into(),
+                jobs: vec!["bulk".into()],
+                files: BTreeMap::from([(
+                    "escrow-batch".into(),
+                    BTreeSet::from(["escrow-sync/batch/".to_string()]),
+                )]),
+            }),
+            ..Default::default()
+        };
+        let p = generate(&inv);
+        let role = p.escrow.batch_role.expect("a batch role");
+        assert_eq!(role.arn, role_arn);
+        let trust = &role.trust_policy["Statement"][0];
+        assert_eq!(trust["Principal"]["Service"], "batchoperations.s3.amazonaws.com");
+        assert_eq!(trust["Condition"]["StringEquals"]["aws:SourceAccount"], "222222222222");
+        let perms = role.permission_policy.to_string();
+        assert!(!perms.contains("Delete"), "no delete anywhere: {perms}");
+        for s in role.permission_policy["Statement"].as_array().unwrap() {
+            let text = s.to_string();
+            if text.contains("prod-bulk") {
+                assert!(!text.contains("Put"), "no write on the primary: {text}");
+            }
+        }
+        assert!(perms.contains("s3:PutObjectRetention"), "{perms}");
+        assert!(perms.contains("arn:aws:s3:::escrow-batch/escrow-sync/batch/*"), "{perms}");
+        // The operator creates and describes jobs and passes only this role,
+        // only to S3 Batch Operations.
+        let op = p.escrow.operator_policy.to_string();
+        assert!(op.contains("s3:CreateJob") && op.contains("s3:DescribeJob"), "{op}");
+        let pass = p.escrow.operator_policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Action"] == "iam:PassRole")
+            .unwrap();
+        assert_eq!(pass["Resource"], role_arn);
+        assert_eq!(
+            pass["Condition"]["StringEquals"]["iam:PassedToService"],
+            "batchoperations.s3.amazonaws.com"
+        );
+        // The primary's bucket policy lets the batch role read, nothing more.
+        let bp = p.primary.bucket_policies["prod-bulk"].to_string();
+        assert!(bp.contains(role_arn) && !bp.contains("Put"), "{bp}");
+        let (_, escrow) = cloudformation(&inv);
+        let template = &escrow["Resources"]["BatchRole"];
+        assert_eq!(template["Type"], "AWS::IAM::Role");
+        assert_eq!(template["Properties"]["RoleName"], "escrow-batch");
+        // Without a batch engine: no role, no CreateJob.
+        let without = Inventory { batch: None, ..inv };
+        let p = generate(&without);
+        assert!(p.escrow.batch_role.is_none());
+        assert!(!p.escrow.operator_policy.to_string().contains("CreateJob"));
+    }
 
     #[test]
     fn metrics_grant_put_metric_data_on_the_namespace_and_an_alarm_per_job_with_a_max_age() {

@@ -127,6 +127,7 @@ fn inventory() -> Inventory {
         }],
         metrics: None,
         recycle_bin_days: Some(10),
+        batch: None,
     }
 }
 

@@ -36,6 +36,7 @@ pub const DEFAULT_STALE_UPLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
 pub struct S3CopyJob {
     copy: CopyJob<S3Source, S3Sink>,
     abort_stale_after: Option<Duration>,
+    pub(crate) batch: Option<(crate::Engine, crate::BatchOptions)>,
     /// A part of a sharded run: the whole job's sink (for the retention
     /// pass) and whether this part runs the job-wide chores.
     part: Option<Part>,
@@ -57,6 +58,7 @@ impl S3CopyJob {
         S3CopyJob {
             copy: CopyJob::new(source, sink).with_scope(scope),
             abort_stale_after: Some(DEFAULT_STALE_UPLOAD_AGE),
+            batch: None,
             part: None,
         }
     }
@@ -81,8 +83,23 @@ impl S3CopyJob {
         S3CopyJob {
             copy,
             abort_stale_after: self.abort_stale_after.filter(|_| first),
+            // A part copies directly (sharded runs refuse other engines).
+            batch: None,
             part: Some(Part { whole, first }),
         }
+    }
+
+    /// Copies a run's objects with `engine`; Batch Operations (always, or
+    /// above `auto`'s threshold) with `options` (see [`crate::BatchOptions`]).
+    /// Plans and verifies stay direct.
+    pub fn with_engine(
+        mut self,
+        engine: crate::Engine,
+        options: Option<crate::BatchOptions>,
+    ) -> Self {
+        self.batch = options.filter(|_| engine != crate::Engine::Direct).map(|o| (engine, o));
+        self.place_copy_records();
+        self
     }
 
     /// Only what `scope` selects (by default: the source's prefix).
@@ -181,7 +198,16 @@ impl Job for S3CopyJob {
                 )),
             }
         }
-        let run = self.copy.execute(mode, ctx).await;
+        let run = match (&self.batch, mode) {
+            (Some((engine, options)), Mode::Run) => {
+                match self.execute_batch(*engine, options, ctx).await {
+                    Ok(Some(report)) => Ok(report),
+                    Ok(None) => self.copy.execute(mode, ctx).await,
+                    Err(e) => Err(e),
+                }
+            }
+            _ => self.copy.execute(mode, ctx).await,
+        };
         // Copies a hard stop dropped half-way abort their uploads meanwhile.
         self.sink().settle().await;
         // Rolling retention, even when the copy failed (a primary that

@@ -40,6 +40,7 @@ pub struct S3Sink {
     list_ranges: usize,
     ledger: crate::renew::Ledger,
     ledger_scope: String,
+    batch_copies: crate::batch::CopyRecords,
     range: crate::KeyRange,
 }
 
@@ -96,6 +97,7 @@ impl S3Sink {
             list_ranges: crate::list::DEFAULT_LIST_RANGES,
             ledger: crate::renew::Ledger::default(),
             ledger_scope: String::new(),
+            batch_copies: crate::batch::CopyRecords::default(),
             range: crate::KeyRange::all(),
         }
     }
@@ -107,6 +109,12 @@ impl S3Sink {
     /// does).
     pub async fn settle(&self) {
         self.cleanup.settle().await;
+    }
+
+    /// The records of copies Batch Operations jobs made under the escrow
+    /// key (see `confirm_same`).
+    pub(crate) fn batch_copies(&self) -> &crate::batch::CopyRecords {
+        &self.batch_copies
     }
 
     pub(crate) fn ledger(&self) -> &crate::renew::Ledger {
@@ -591,6 +599,11 @@ impl Sink for S3Sink {
         let key = self.dest_key(&item.key);
         let out = self.head_escrow(&key, None).await?;
         let recorded = out.metadata().and_then(|m| m.get(SOURCE_ETAG_META));
+        if recorded.is_none() && out.e_tag() == Some(escrow.fingerprint.as_str()) {
+            // A Batch Operations copy cannot carry the record: its job's
+            // own record of checked copies says instead.
+            return self.batch_copies.confirms(&key, &escrow.fingerprint, &item.fingerprint).await;
+        }
         Ok(out.e_tag() == Some(escrow.fingerprint.as_str())
             && recorded.map(String::as_str) == Some(item.fingerprint.as_str()))
     }
