@@ -306,6 +306,21 @@ async fn bad_shard_input_exits_2_naming_the_fix() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("sorted and distinct"), "{out:?}");
 
+    // A Batch Operations job is not cut into parts.
+    let batch = config(
+        &pair,
+        &manifest_of(&cfg),
+        "engine = \"batch-operations\"\nbatch_bucket = \"batch-files\"",
+    );
+    let text = std::fs::read_to_string(&batch).unwrap().replace(
+        "[primary]",
+        &format!("batch_role_arn = \"arn:aws:iam::{ESCROW}:role/escrow-batch\"\n\n[primary]"),
+    );
+    let batch = write_config(&text);
+    let out = cli(&["run", "-c", batch.to_str().unwrap(), "--shard", "1/2"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("engine = \"batch-operations\""), "{out:?}");
+
     let no_manifests = write_config(
         &std::fs::read_to_string(&cfg)
             .unwrap()
