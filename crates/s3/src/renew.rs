@@ -266,6 +266,16 @@ impl S3Sink {
         }
     }
 
+    /// Enters locked writes whose retention ends at `until` (a Batch
+    /// Operations job's, fixed when the job was created) in the ledger,
+    /// filed under that day. Nothing without Object Lock.
+    pub(crate) async fn ledger_file(&self, until: SystemTime, keys: &[String]) -> Result<()> {
+        if self.protection().object_lock.is_none() {
+            return Ok(());
+        }
+        self.write_ledger(&day(until), keys).await
+    }
+
     async fn flush_ledger_with(&self, lock: ObjectLock) -> Result<()> {
         let (keys, since) = {
             let mut p = self.ledger().0.lock().unwrap_or_else(|e| e.into_inner());

@@ -76,6 +76,15 @@ struct World {
     wait: bool,
     /// The pair's job record in escrow, if any (JSON).
     record: Option<String>,
+    /// The source object's ETag (listed, planned and read again).
+    src_etag: &'static str,
+    /// The source's LastModified as HeadObject answers after the job (it
+    /// was listed at 1,700,000,000).
+    src_modified_after: i64,
+    /// More source keys, listed after the odd one.
+    extra_src: Vec<&'static str>,
+    /// The KMS key the escrow copy says it is encrypted with.
+    copy_kms: &'static str,
 }
 
 impl World {
@@ -89,6 +98,10 @@ impl World {
             statuses: vec![describe(JobStatus::Complete, 1, 0)],
             wait: true,
             record: None,
+            src_etag: "\"a\"",
+            src_modified_after: 1_700_000_000,
+            extra_src: Vec::new(),
+            copy_kms: KMS,
         }
     }
 }
@@ -103,6 +116,7 @@ struct Rules {
     get_manifest: Rule,
     get_result: Rule,
     head: Rule,
+    src_head: Rule,
     create: Rule,
     describe: Rule,
 }
@@ -127,6 +141,8 @@ impl Rules {
         let last = statuses.last().cloned().unwrap();
         let describe = describe.output(move || last.clone()).repeatedly().build();
         let (record, record2) = (w.record.clone(), w.record.clone());
+        let (src_etag, extra) = (w.src_etag, w.extra_src.clone());
+        let (modified_after, copy_kms) = (w.src_modified_after, w.copy_kms);
         Rules {
             record_get: mock!(Client::get_object)
                 .match_requests(|r| r.key().is_some_and(|k| k.ends_with("/job.json")))
@@ -137,18 +153,23 @@ impl Rules {
                 }),
             src_list: mock!(Client::list_objects_v2)
                 .match_requests(|r| r.bucket() == Some("prod"))
-                .then_output(|| {
-                    ListObjectsV2Output::builder()
-                        .contents(
+                .then_output(move || {
+                    let mut keys = vec![ODD];
+                    keys.extend(extra.iter().copied());
+                    keys.sort();
+                    let mut out = ListObjectsV2Output::builder();
+                    for k in keys {
+                        out = out.contents(
                             Object::builder()
-                                .key(ODD)
+                                .key(k)
                                 .size(5)
-                                .e_tag("\"a\"")
+                                .e_tag(src_etag)
                                 .last_modified(aws_sdk_s3::primitives::DateTime::from_secs(1_700_000_000))
                                 .checksum_algorithm(ChecksumAlgorithm::Crc32C)
                                 .build(),
-                        )
-                        .build()
+                        );
+                    }
+                    out.build()
                 }),
             dst_list: mock!(Client::list_objects_v2)
                 .match_requests(|r| r.bucket() == Some("escrow"))
@@ -176,8 +197,9 @@ impl Rules {
                 .then_output(|| PutObjectOutput::builder().e_tag("\"m1\"").build()),
             get_plan: mock!(Client::get_object)
                 .match_requests(|r| r.key().is_some_and(|k| k.ends_with("/plan.json")))
-                .then_output(|| {
-                    let plan = serde_json::json!([{"key": ODD, "size": 5, "etag": "\"a\""}]);
+                .then_output(move || {
+                    let plan = serde_json::json!([{"key": ODD, "size": 5, "etag": src_etag,
+                        "modified": 1_700_000_000}]);
                     GetObjectOutput::builder()
                         .body(ByteStream::from(serde_json::to_vec(&plan).unwrap()))
                         .build()
@@ -214,7 +236,16 @@ impl Rules {
                     HeadObjectOutput::builder()
                         .content_length(5)
                         .e_tag(etag)
-                        .ssekms_key_id(KMS)
+                        .ssekms_key_id(copy_kms)
+                        .build()
+                }),
+            src_head: mock!(Client::head_object)
+                .match_requests(|r| r.bucket() == Some("prod") && r.key() == Some(ODD))
+                .then_output(move || {
+                    HeadObjectOutput::builder()
+                        .content_length(5)
+                        .e_tag(src_etag)
+                        .last_modified(aws_sdk_s3::primitives::DateTime::from_secs(modified_after))
                         .build()
                 }),
             create: {
@@ -234,7 +265,7 @@ impl Rules {
     }
 
     fn job(&self, wait: bool) -> S3CopyJob {
-        let primary = s3(&[&self.src_list]);
+        let primary = s3(&[&self.src_list, &self.src_head]);
         let escrow = s3(&[
             &self.record_get,
             &self.dst_list,
@@ -561,7 +592,7 @@ async fn batch_copies_under_the_escrow_key_are_recorded_and_not_copied_again() {
             .with_protection(Protection::new().with_kms_key_id(Some(KMS.into())))
     };
     let first = S3CopyJob::new(
-        S3Source::from_client(s3(&[&rules.src_list]), "prod"),
+        S3Source::from_client(s3(&[&rules.src_list, &rules.src_head]), "prod"),
         sink(s3(&[
             &rules.dst_list,
             &rules.batch_list,
