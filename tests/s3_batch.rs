@@ -196,3 +196,58 @@ batch_bucket = "{}"
     assert_eq!(doc["jobs"][0]["batch_job"]["folded"], true, "{doc:#}");
     assert_eq!(doc["jobs"][0]["last_run"]["copied"], 2, "{doc:#}");
 }
+
+/// A source object uploaded in parts gets a new ETag from a Batch Copy (a
+/// CopyObject): its copy counts once the source is still the planned
+/// object, and the next run copies it no more. A key in escrow-sync's own
+/// folders fails as the direct path fails it and never reaches a job.
+#[tokio::test]
+async fn copies_of_multipart_objects_verify_once_and_own_folder_keys_stay_out() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let t = Setup::new("batchparts").await;
+    let (c, bucket) = (&t.pair.primary, &t.pair.source_bucket);
+    let up = c.create_multipart_upload().bucket(bucket).key("parts.bin").send().await.unwrap();
+    let id = up.upload_id().unwrap();
+    let mut parts = Vec::new();
+    let first = vec![b'p'; 5 << 20];
+    for (n, body) in [(1, first.clone()), (2, b"tail".to_vec())] {
+        let out = c
+            .upload_part()
+            .bucket(bucket)
+            .key("parts.bin")
+            .upload_id(id)
+            .part_number(n)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+        parts.push(CompletedPart::builder().part_number(n).e_tag(out.e_tag().unwrap()).build());
+    }
+    c.complete_multipart_upload()
+        .bucket(bucket)
+        .key("parts.bin")
+        .upload_id(id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await
+        .unwrap();
+    t.pair.put("plain.txt", "plain").await;
+    t.pair.put(".escrow-sync-uploads/planted", "a journal entry from the primary").await;
+
+    let report = t.run(true).await;
+    assert_eq!((report.copied, report.failed), (2, 1), "{report:#?}");
+    assert_eq!(report.failures[0].key, ".escrow-sync-uploads/planted");
+    assert_eq!(report.failures[0].kind, escrow_sync_core::ErrorKind::Unsupported);
+    let mut want = first;
+    want.extend_from_slice(b"tail");
+    assert_eq!(t.pair.escrow_get("parts.bin").await.as_deref(), Some(&want[..]));
+    assert!(
+        !t.pair.escrow_keys().await.iter().any(|k| k.starts_with(".escrow-sync-uploads/")),
+        "the planted key is never copied"
+    );
+
+    let again = t.run(true).await;
+    assert_eq!((again.copied, again.skipped, again.failed), (0, 2, 1), "{again:#?}");
+    let manifests = t.batch_files().await.iter().filter(|k| k.ends_with("/manifest.csv")).count();
+    assert_eq!(manifests, 1, "no second job for copies already made");
+}
