@@ -21,6 +21,7 @@ const KEYS: [&str; 3] = ["plain.txt", "a,comma.txt", "per%cent + space/and;\"quo
 struct Setup {
     pair: BucketPair,
     batch_bucket: String,
+    protection: escrow_sync_s3::Protection,
 }
 
 impl Setup {
@@ -28,7 +29,7 @@ impl Setup {
         let pair = BucketPair::new(name).await;
         let batch_bucket = unique(&format!("{name}-batch"));
         create_bucket(&pair.escrow, &batch_bucket, true).await;
-        Setup { pair, batch_bucket }
+        Setup { pair, batch_bucket, protection: escrow_sync_s3::Protection::new() }
     }
 
     async fn job(&self, wait: bool) -> S3CopyJob {
@@ -36,7 +37,8 @@ impl Setup {
         let source = S3Source::from_client(s3(&s.primary), &self.pair.source_bucket)
             .with_expected_owner(Some(PRIMARY.into()));
         let sink = S3Sink::from_client(s3(&s.escrow), &self.pair.dest_bucket)
-            .with_expected_owner(Some(ESCROW.into()));
+            .with_expected_owner(Some(ESCROW.into()))
+            .with_protection(self.protection.clone());
         let options = BatchOptions::new(
             BatchControl::for_session(&s.escrow),
             ESCROW,
@@ -250,4 +252,26 @@ async fn copies_of_multipart_objects_verify_once_and_own_folder_keys_stay_out() 
     assert_eq!((again.copied, again.skipped, again.failed), (0, 2, 1), "{again:#?}");
     let manifests = t.batch_files().await.iter().filter(|k| k.ends_with("/manifest.csv")).count();
     assert_eq!(manifests, 1, "no second job for copies already made");
+}
+
+/// Under the escrow key every copy has an ETag of its own: a job's copies
+/// count once the source, read again after the job, is still the planned
+/// object; they are recorded, so the next run copies nothing, and an
+/// object rewritten later is copied again (its record names the old
+/// source ETag).
+#[tokio::test]
+async fn copies_under_the_escrow_key_are_checked_against_the_source_and_recorded() {
+    let mut t = Setup::new("batchkms").await;
+    let key = escrow_sync_e2e::create_kms_key(&sessions().await.escrow).await;
+    t.protection = escrow_sync_s3::Protection::new().with_kms_key_id(Some(key));
+    t.pair.put("one.txt", "first").await;
+    t.pair.put("two.txt", "second").await;
+    let report = t.run(true).await;
+    assert_eq!((report.copied, report.failed), (2, 0), "{report:#?}");
+    let again = t.run(true).await;
+    assert_eq!((again.copied, again.skipped), (0, 2), "{again:#?}");
+    t.pair.put("two.txt", "second, rewritten").await;
+    let third = t.run(true).await;
+    assert_eq!((third.copied, third.skipped, third.failed), (1, 1, 0), "{third:#?}");
+    assert_eq!(t.pair.escrow_get("two.txt").await.as_deref(), Some(&b"second, rewritten"[..]));
 }
