@@ -955,6 +955,12 @@ async fn a_job_s3_control_no_longer_knows_is_recorded_folded() {
     );
     assert_eq!(rules.create.num_calls(), 1, "the plan is copied by a new job");
     assert_eq!(report.copied, 1, "{report:#?}");
+    // `status` shows such a job as gone instead of failing.
+    let state = job.batch_state().await.unwrap().expect("the record");
+    assert_eq!(
+        (state.job_id.as_str(), state.status.as_str()),
+        ("job-gone", escrow_sync_s3::JOB_GONE)
+    );
 }
 
 /// A task answers a manifest row only by the row's exact string: a report

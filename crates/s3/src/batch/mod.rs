@@ -48,6 +48,10 @@ pub const DEFAULT_BATCH_THRESHOLD: u64 = 1_000_000;
 /// report.
 pub const DEFAULT_BATCH_PREFIX: &str = "escrow-sync/batch/";
 
+/// The status `status` shows for a job S3 Control no longer knows (it
+/// keeps a job's record for 90 days).
+pub const JOB_GONE: &str = "Gone";
+
 /// Which engine copies a run's objects (`[[s3]] engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Engine {
@@ -392,7 +396,21 @@ impl S3CopyJob {
     pub async fn batch_state(&self) -> Result<Option<BatchJobState>> {
         let Some((_, options)) = &self.batch else { return Ok(None) };
         let Some(record) = self.read_record(options).await? else { return Ok(None) };
-        let d = describe(options, &record.job_id).await?;
+        let d = match describe(options, &record.job_id).await {
+            // S3 Control forgets a job 90 days on: shown as gone (the next
+            // run records it folded), not an error that stops `status`.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Ok(Some(BatchJobState {
+                    job_id: record.job_id,
+                    status: JOB_GONE.to_string(),
+                    total: 0,
+                    succeeded: 0,
+                    failed: 0,
+                    folded: record.folded,
+                }));
+            }
+            other => other?,
+        };
         Ok(Some(BatchJobState {
             job_id: record.job_id,
             status: d.status.as_str().to_string(),
