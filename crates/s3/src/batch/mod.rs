@@ -854,7 +854,8 @@ impl S3CopyJob {
         }
         for p in planned {
             let field = csv::encode_key(&p.key);
-            if tasks.get(&field).is_some_and(|t| t.succeeded) {
+            // A key the report lists twice may have been copied too.
+            if twice.contains(&field) || tasks.get(&field).is_some_and(|t| t.succeeded) {
                 locked.push(self.sink().dest_key(&p.key));
             }
             let item = Item::new(
