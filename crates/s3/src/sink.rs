@@ -601,7 +601,7 @@ impl Sink for S3Sink {
         // A single-part copy of a source uploaded in parts ("…-N") has an
         // ETag of its own too (a Batch Copy's, recorded beside the job).
         let other_etag_possible = escrow.fingerprint.contains('-')
-            || item.fingerprint.contains('-')
+            || crate::util::uploaded_in_parts(&item.fingerprint)
             || self.protection.kms_key_id.is_some();
         if item.size != escrow.size || !other_etag_possible {
             return Ok(false);

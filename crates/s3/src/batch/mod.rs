@@ -901,7 +901,7 @@ impl S3CopyJob {
             // or of a source uploaded in parts) is recorded once checked, so
             // the next plan takes it for the source's.
             if let Ok(Some(etag)) = &outcome
-                && (kms || p.etag.contains('-'))
+                && (kms || crate::util::uploaded_in_parts(&p.etag))
             {
                 checked.push(copies::Copied {
                     key: self.sink().dest_key(&p.key),
@@ -955,7 +955,7 @@ impl S3CopyJob {
         let size = head.content_length().unwrap_or(-1);
         let etag = head.e_tag().map(str::to_string);
         let kms = &self.sink().protection().kms_key_id;
-        let in_parts = p.etag.contains('-');
+        let in_parts = crate::util::uploaded_in_parts(&p.etag);
         let mut problems = Vec::new();
         if size != p.size as i64 {
             problems.push(format!("{size} bytes, planned {}", p.size));
