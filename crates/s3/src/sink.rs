@@ -313,9 +313,13 @@ impl S3Sink {
             .set_expected_bucket_owner(self.owner.clone())
             .set_expected_source_bucket_owner(src.owner.clone());
         let extra_meta = crate::util::metadata(&src.attributes);
-        req = if self.protection.kms_key_id.is_some() || !extra_meta.is_empty() {
-            // An SSE-KMS copy gets an ETag unlike the source's: record the
-            // source ETag so later runs can confirm the copy (confirm_same).
+        req = if self.protection.kms_key_id.is_some()
+            || !extra_meta.is_empty()
+            || crate::util::uploaded_in_parts(&src.fingerprint)
+        {
+            // An SSE-KMS copy, and a one-request copy of an object uploaded
+            // in parts, get an ETag unlike the source's: record the source
+            // ETag so later runs can confirm the copy (confirm_same).
             // Version copies record the source version id and time.
             let head = self.head_source(&src).await?;
             let mut meta = head.metadata;
