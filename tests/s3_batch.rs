@@ -275,3 +275,36 @@ async fn copies_under_the_escrow_key_are_checked_against_the_source_and_recorded
     assert_eq!((third.copied, third.skipped, third.failed), (1, 1, 0), "{third:#?}");
     assert_eq!(t.pair.escrow_get("two.txt").await.as_deref(), Some(&b"second, rewritten"[..]));
 }
+
+/// S3 Control forgets a job 90 days on (DescribeJob: 404
+/// NotFoundException): a record of such a job that no run folded shows as
+/// gone in `status`, and the next run records it folded with a warning and
+/// copies what escrow lacks, instead of failing every run.
+#[tokio::test]
+async fn a_job_s3_control_forgot_does_not_stop_the_runs() {
+    let t = Setup::new("batchgone").await;
+    t.pair.put("a.txt", "one").await;
+    let pair = format!("{}/\n{}/", t.pair.source_bucket, t.pair.dest_bucket);
+    let folder = &escrow_sync_s3::client_token(pair.as_bytes(), "pair")[..16];
+    let record = r#"{"job_id":"00000000-0000-0000-0000-000000000000","token":"t","folder":"escrow-sync/batch/x/","folded":false}"#;
+    t.pair
+        .escrow
+        .put_object()
+        .bucket(&t.batch_bucket)
+        .key(format!("{}{folder}/job.json", escrow_sync_s3::DEFAULT_BATCH_PREFIX))
+        .body(record.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let state = t.job(true).await.batch_state().await.unwrap().expect("the record");
+    assert_eq!(state.status, escrow_sync_s3::JOB_GONE, "{state:?}");
+
+    let report = t.run(true).await;
+    assert!(
+        report.warnings.iter().any(|w| w.contains("gone from S3 Control")),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!((report.copied, report.failed), (1, 0), "{report:#?}");
+    assert_eq!(t.pair.escrow_get("a.txt").await.as_deref(), Some(&b"one"[..]));
+}

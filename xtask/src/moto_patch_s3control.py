@@ -9,7 +9,8 @@ What AWS does, and what this models:
   VersionId], keys URL-encoded) whose object ARN and ETag it is given; the
   same ClientRequestToken returns the job created before instead of a second
   one. With ConfirmationRequired = false the job runs by itself.
-- DescribeJob (GET /v20180820/jobs/{id}) tells the job's status and progress.
+- DescribeJob (GET /v20180820/jobs/{id}) tells the job's status and progress
+  (a job it does not know: 404 NotFoundException).
   Here a job is New when created, Active when first described, and runs
   all its tasks at the second DescribeJob, so a client's polling and a
   `--no-wait` run both have something to see.
@@ -148,9 +149,16 @@ def describe_job(self):
     job_id = self._get_param("JobId")
     job = _JOBS.get((account, job_id))
     if job is None:
-        from moto.core.exceptions import JsonRESTError
-
-        raise JsonRESTError("NotFoundException", f"no job {job_id}")
+        # AWS forgets a job 90 days on: 404 NotFoundException, as S3
+        # Control's wrapped XML error.
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<ErrorResponse><Error>'
+            "<Code>NotFoundException</Code>"
+            + _el("Message", f"The specified job {job_id} was not found")
+            + f"</Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+        )
+        # (moto takes the status from the headers' "status").
+        return 404, {"content-type": "application/xml", "status": 404}, body
     job["Looks"] += 1
     if job["Status"] == "New":
         job["Status"] = "Active"
