@@ -3,6 +3,9 @@
 //!
 //! - objects/s for N small objects bucket to bucket, server-side, against a
 //!   naive sequential CopyObject loop (the baseline);
+//! - the same as a sharded run (`run --shard I/N`): 2 and 4 processes at
+//!   once, each copying its key range, beside one process (the boundaries
+//!   are sampled once before, as a job's are stored once);
 //! - MiB/s for large objects, server-side in parts and streamed;
 //! - the planner's keys/s and peak RSS at 10k, 100k and 1M keys, streaming
 //!   merge against the in-memory batch plan (the baseline).
@@ -215,6 +218,25 @@ async fn child(args: &[String]) {
             let units = if args[4] == "bytes" { r.bytes_copied } else { r.copied };
             report(start.elapsed(), units);
         }
+        "part" => {
+            // One part of a sharded run: the source's and the sink's
+            // listings cut to the part's key range (boundaries as args).
+            let (src, dst) = (&args[1], &args[2]);
+            let shard = escrow_sync_s3::Shard::parse(&args[3]).expect("I/N");
+            let boundaries =
+                escrow_sync_s3::Boundaries::new(args[4..].to_vec()).expect("boundaries");
+            let range = boundaries.range(shard).expect("range");
+            let (primary, escrow) = clients().await;
+            let source = S3Source::from_client(primary, src).with_key_range(range.clone());
+            let sink = S3Sink::from_client(escrow, dst).with_key_range(range);
+            let start = Instant::now();
+            let r = Executor::new(ExecutorOptions::new().with_concurrency(64))
+                .execute(Mode::Run, &source, &sink, &Scope::all())
+                .await
+                .expect("run");
+            assert_eq!(r.failed, 0, "{:?}", r.failures);
+            report(start.elapsed(), r.copied);
+        }
         "raw" => {
             // The server's limit: CopyObject, 64 in flight, fed by a listing
             // of the source as it goes (any tool has to discover the keys);
@@ -284,6 +306,44 @@ async fn child(args: &[String]) {
         }
         other => panic!("unknown scenario {other}"),
     }
+}
+
+/// A sharded run of `src` into `dst` in `n` child processes at once, cut by
+/// boundaries sampled from `src` (before the clock starts): (seconds from
+/// the first start to the last end, units of all parts, the largest peak
+/// RSS of one part).
+fn measure_sharded(rt: &tokio::runtime::Runtime, src: &str, dst: &str, n: u32) -> (f64, u64, u64) {
+    let boundaries = rt.block_on(async {
+        let (primary, _) = clients().await;
+        let source = S3Source::from_client(primary, src);
+        escrow_sync_s3::sample_boundaries(&source, &Scope::all(), n).await.expect("sample").0
+    });
+    let start = Instant::now();
+    let children: Vec<Child> = (1..=n)
+        .map(|i| {
+            Command::new(std::env::current_exe().expect("self"))
+                .arg("--child")
+                .args(["part", src, dst, &format!("{i}/{n}")])
+                .args(boundaries.keys())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a part")
+        })
+        .collect();
+    let (mut units, mut rss) = (0, 0);
+    for child in children {
+        let out = child.wait_with_output().expect("a part ends");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("RESULT "))
+            .unwrap_or_else(|| panic!("a part failed: {}", String::from_utf8_lossy(&out.stderr)));
+        let f: Vec<&str> = line.split_whitespace().collect();
+        units += f[2].parse::<u64>().unwrap();
+        rss = rss.max(f[3].parse::<u64>().unwrap());
+    }
+    (start.elapsed().as_secs_f64(), units, rss)
 }
 
 /// Runs one scenario in a child process: (seconds, units, peak RSS KiB).
@@ -787,6 +847,22 @@ fn main() {
         ours.2,
         (ours.1 as f64 / ours.0) / (naive.1 as f64 / naive.0)
     );
+    println!("\nsharded run (run --shard I/N, N processes at once, concurrency 64 each):");
+    println!(
+        "  one process                   {:>9.1} objects/s  peak RSS {:>7} KiB  (baseline)",
+        ours.1 as f64 / ours.0,
+        ours.2
+    );
+    for n in [2, 4] {
+        let sharded = measure_sharded(&rt, &small, &d(&format!("bench-shard{n}")), n);
+        assert_eq!(sharded.1, objects as u64, "{n} parts copy every object once");
+        println!(
+            "  {n} shards                      {:>9.1} objects/s  peak RSS {:>7} KiB  ({:.2}x the baseline; RSS of the largest part)",
+            sharded.1 as f64 / sharded.0,
+            sharded.2,
+            (sharded.1 as f64 / sharded.0) / (ours.1 as f64 / ours.0)
+        );
+    }
 
     let server = measure(&["sync", &big, &d("bench-parts"), "server-side", "bytes"]);
     let stream = measure(&["sync", &big, &d("bench-stream"), "stream", "bytes"]);

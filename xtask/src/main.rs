@@ -47,7 +47,7 @@ commands:
   demo               build the escrow-sync binary (only it: no tests, no clippy), seed two
                      accounts on the emulator, then escrow-sync plan/run/verify/...
   bench [-- ARGS]    cargo bench -p escrow-sync-benches ARGS (criterion: planner, executor)
-  bench s3           S3 objects/s and MiB/s on the emulator against baselines, peak RSS
+  bench s3           S3 objects/s (one process, 2 and 4 shards) and MiB/s on the emulator against baselines, peak RSS
   bench dynamodb     DynamoDB items/s (scan, table copy, re-run, export) on the emulator against baselines
   bench snapshots    EBS snapshots escrowed per second on the emulator against an SDK loop
   bench s3 --store s3s-fs   the same on a local s3s-fs server (installed pinned under target/)

@@ -323,6 +323,12 @@ pub struct RunArgs {
     /// back and exits 3 with a `mass-change` finding).
     #[arg(long)]
     pub accept_mass_change: bool,
+    /// Run only part I of N of each selected S3 job (e.g. `--shard 2/4`):
+    /// N runners with `--shard 1/N` to `N/N` share each job, each part a key
+    /// range under its own lease; other jobs run in part 1 only. Needs
+    /// `[escrow] manifest_bucket`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<escrow_sync::s3::Shard>,
     /// Return once each S3 Batch Operations job (`engine =
     /// "batch-operations"`) is created instead of waiting for it: `status`
     /// shows the job, the next run folds its report in.
@@ -360,8 +366,10 @@ pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Plan(a) => jobs(Mode::Plan, &a, RunOptions::new(), false, cancel, global).await,
         Command::Run(a) => {
-            let options =
-                RunOptions::new().accept_mass_change(a.accept_mass_change).no_wait(a.no_wait);
+            let options = RunOptions::new()
+                .accept_mass_change(a.accept_mass_change)
+                .no_wait(a.no_wait)
+                .set_shard(a.shard);
             jobs(Mode::Run, &a.job, options, false, cancel, global).await
         }
         Command::Verify(a) => {

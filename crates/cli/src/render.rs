@@ -49,6 +49,27 @@ pub(crate) fn status_text(r: &escrow_sync::status::StatusReport) -> String {
                 let _ = writeln!(s, "  last run: none recorded");
             }
         }
+        if let Some(sh) = &j.shards {
+            let parts: Vec<String> =
+                sh.parts.iter().map(|p| format!("{} {}", p.part, p.run.outcome.as_str())).collect();
+            let missing = if sh.missing.is_empty() {
+                String::new()
+            } else {
+                format!("; missing {}", sh.missing.join(", "))
+            };
+            let _ = writeln!(
+                s,
+                "  sharded: {} parts ({}){missing}; boundaries {}",
+                sh.count,
+                parts.join(", "),
+                sh.boundaries
+            );
+        }
+        if let Some(error) =
+            j.last_run.as_ref().and_then(|r| r.error.as_ref()).filter(|_| j.shards.is_some())
+        {
+            let _ = writeln!(s, "  last run: {error}");
+        }
         let limit = j.max_age_seconds.map(|m| format!(" (max age {})", age(m))).unwrap_or_default();
         match (&j.last_verified, j.seconds_since_last_verified_copy) {
             (Some(v), Some(a)) => {

@@ -216,6 +216,37 @@ impl EscrowTrailStore {
         Ok(out)
     }
 
+    /// Every page of ListObjectVersions under `prefix` of the escrow
+    /// bucket, handed to `each`.
+    async fn version_pages(
+        &self,
+        prefix: &str,
+        mut each: impl FnMut(&aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput),
+    ) -> Result<()> {
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.escrow_bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.err(e, "s3:ListObjectVersions", prefix))?;
+            each(&page);
+            if page.is_truncated() != Some(true) {
+                return Ok(());
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() && version_marker.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
     /// The escrow key of `bucket`/`key`.
     pub fn escrow_key(&self, bucket: &str, key: &str) -> String {
         format!("{}{bucket}/{key}", self.prefix)
@@ -312,18 +343,7 @@ impl TrailStore for EscrowTrailStore {
     async fn earlier_versions(&self, bucket: &str, key: &str) -> Result<Vec<StoredVersion>> {
         let ekey = self.escrow_key(bucket, key);
         let mut versions = Vec::new();
-        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
-        loop {
-            let page = self
-                .client
-                .list_object_versions()
-                .bucket(&self.escrow_bucket)
-                .prefix(&ekey)
-                .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
-                .send()
-                .await
-                .map_err(|e| self.err(e, "s3:ListObjectVersions", &ekey))?;
+        self.version_pages(&ekey, |page| {
             for v in page.versions() {
                 if v.key() != Some(ekey.as_str()) || v.is_latest() == Some(true) {
                     continue;
@@ -334,15 +354,8 @@ impl TrailStore for EscrowTrailStore {
                     stored_at: v.last_modified().map(|t| escrow_sync_aws::time::fmt_time(Some(t))),
                 });
             }
-            if page.is_truncated() != Some(true) {
-                break;
-            }
-            key_marker = page.next_key_marker().map(str::to_string);
-            version_marker = page.next_version_id_marker().map(str::to_string);
-            if key_marker.is_none() && version_marker.is_none() {
-                break;
-            }
-        }
+        })
+        .await?;
         Ok(versions)
     }
 
@@ -379,32 +392,14 @@ impl TrailStore for EscrowTrailStore {
         let full = self.escrow_key(bucket, prefix);
         let strip = self.escrow_key(bucket, "");
         let mut out = Vec::new();
-        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
-        loop {
-            let page = self
-                .client
-                .list_object_versions()
-                .bucket(&self.escrow_bucket)
-                .prefix(&full)
-                .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
-                .send()
-                .await
-                .map_err(|e| self.err(e, "s3:ListObjectVersions", &full))?;
+        self.version_pages(&full, |page| {
             for m in page.delete_markers().iter().filter(|m| m.is_latest() == Some(true)) {
                 if let Some(k) = m.key().and_then(|k| k.strip_prefix(&strip)) {
                     out.push(k.to_string());
                 }
             }
-            if page.is_truncated() != Some(true) {
-                break;
-            }
-            key_marker = page.next_key_marker().map(str::to_string);
-            version_marker = page.next_version_id_marker().map(str::to_string);
-            if key_marker.is_none() && version_marker.is_none() {
-                break;
-            }
-        }
+        })
+        .await?;
         out.sort();
         Ok(out)
     }

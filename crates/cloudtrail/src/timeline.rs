@@ -152,6 +152,15 @@ impl DayBuffer {
         if self.events.len() >= self.spill { self.write_run() } else { Ok(()) }
     }
 
+    /// The events of a proven log file that `query` selects.
+    fn push_selected(&mut self, events: Vec<Event>, query: &EventQuery, file: &str) -> Result<()> {
+        for event in events.into_iter().filter(|e| query.matches(e)) {
+            let log_file = file.to_string();
+            self.push(TimelineEvent { event, log_file, verified: true, problem: None })?;
+        }
+        Ok(())
+    }
+
     fn write_run(&mut self) -> Result<()> {
         use std::io::{Seek, Write};
         self.events.sort_by(|a, b| order(a).cmp(&order(b)));
@@ -634,17 +643,7 @@ async fn read_day(
         if let Some((version, content)) = &read.original {
             let at = format!("{file}?versionId={version}");
             match parse_log_file(content) {
-                Ok(events) => {
-                    for event in events.into_iter().filter(|e| query.matches(e)) {
-                        let log_file = at.clone();
-                        proven.push(TimelineEvent {
-                            event,
-                            log_file,
-                            verified: true,
-                            problem: None,
-                        })?;
-                    }
-                }
+                Ok(events) => proven.push_selected(events, query, &at)?,
                 Err(e) => problem(
                     summary,
                     &at,
@@ -662,15 +661,7 @@ async fn read_day(
         match (read.proof, events) {
             (Ok(()), Ok(events)) => {
                 summary.verified_files += 1;
-                for event in events.into_iter().filter(|e| query.matches(e)) {
-                    let log_file = file.clone();
-                    proven.push(TimelineEvent {
-                        event,
-                        log_file,
-                        verified: true,
-                        problem: None,
-                    })?;
-                }
+                proven.push_selected(events, query, &file)?;
             }
             (proof, events) => {
                 if proof.as_ref().is_err_and(|p| p.kind == FindingKind::LogMissing.as_str()) {

@@ -234,6 +234,35 @@ pub struct JobSummary {
     /// How long the job took, in milliseconds.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub elapsed_ms: u64,
+    /// The part of a sharded run (`run --shard I/N`) this summary is of:
+    /// its items are that part's key range only. Absent: the whole job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardPart>,
+}
+
+/// One part of a sharded run, as its manifest records it: the parts of a
+/// job are merged only when they agree on `count` and `boundaries`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShardPart {
+    /// `I`, from 1.
+    pub index: u32,
+    /// `N`.
+    pub count: u32,
+    /// The digest of the boundaries that cut the job (`sha256:<hex>`).
+    pub boundaries: String,
+    /// The part's exclusive lower bound, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// The part's inclusive upper bound, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+impl ShardPart {
+    /// Whether `other` is a part of the same cut (same N, same boundaries).
+    pub fn same_cut(&self, other: &ShardPart) -> bool {
+        self.count == other.count && self.boundaries == other.boundaries
+    }
 }
 
 impl JobSummary {

@@ -19,15 +19,28 @@ pub(crate) struct JobLease {
 /// Takes `job`'s lease for run `run_id` and keeps it renewed; a lost lease
 /// cancels `cancel` (the job's own token). A lease another run holds is an
 /// error naming that run and the expiry (nothing of the job is touched).
-pub(crate) async fn take(
+/// Of one part of a sharded run when `shard` is given: each part holds a
+/// lease of its own, `<job>.part-I-of-N.json` beside the job's.
+pub(crate) async fn take_part(
     config: &Config,
     job: JobRef<'_>,
     sessions: &Sessions,
     run_id: &str,
     cancel: &CancellationToken,
+    shard: Option<escrow_sync_s3::Shard>,
 ) -> Result<JobLease, Error> {
-    let (bucket, key) = match config.lease_place(&job) {
-        LeasePlace::Object { bucket, key } => (bucket, key),
+    // A part and a whole run of one job hold different leases: each checks,
+    // once it holds its own, that none of the other kind is held (two that
+    // start at once both see the other and both stop: never both run).
+    // Only S3 jobs have parts.
+    let (bucket, key, others) = match config.lease_place(&job) {
+        LeasePlace::Object { bucket, key } => match shard {
+            Some(shard) => (bucket, crate::shard::part_lease_key(&key, shard), Some(key)),
+            None => {
+                let parts = crate::shard::part_lease_prefix(&key);
+                (bucket, key, matches!(job, JobRef::S3(_)).then_some(parts))
+            }
+        },
         LeasePlace::Nowhere(why) => {
             return Ok(JobLease {
                 guard: None,
@@ -38,12 +51,48 @@ pub(crate) async fn take(
         }
     };
     let escrow_id = sessions.escrow.account_id();
+    let lease_bucket = bucket.clone();
     let store = LeaseStore::from_client(escrow_sync_s3::client(&sessions.escrow), bucket, key)
         .with_ttl(config.lease_ttl())
         .with_expected_owner((!escrow_id.is_empty()).then(|| escrow_id.to_string()))
         .with_kms_key_id(config.escrow.kms_key_id.clone());
     let location = store.location();
-    let lease = store.acquire(&LeaseHolder::this_process(job.name(), run_id)).await?;
+    let holder = match shard {
+        Some(shard) => format!("{} part {shard}", job.name()),
+        None => job.name(),
+    };
+    let lease = store.acquire(&LeaseHolder::this_process(holder, run_id)).await?;
+    let held = match &others {
+        Some(others) => store.held_under(others).await,
+        None => Ok(Vec::new()),
+    };
+    let conflict = match held {
+        Ok(held) => held.into_iter().next().map(|(key, record)| {
+            let (what, fix) = match shard {
+                Some(_) => ("whole (without --shard)", "wait for it to end"),
+                None => ("in parts (run --shard)", "wait for the parts to end"),
+            };
+            Error::new(
+                ErrorKind::PreconditionFailed,
+                "lease",
+                format!("s3://{lease_bucket}/{key}"),
+                format!(
+                    "job {} is running {what}: {} holds its lease until {}; this run leaves the \
+                     job alone ({fix}, or for that lease to expire if the run died)",
+                    job.name(),
+                    record.holder(),
+                    record.expires
+                ),
+            )
+        }),
+        Err(e) => Some(e),
+    };
+    if let Some(e) = conflict {
+        if let Err(release) = lease.release().await {
+            tracing::warn!(error = %release.chain(), "a lease was not released: it expires by itself");
+        }
+        return Err(e);
+    }
     let mut warnings = Vec::new();
     if let Some(prev) = lease.previous().filter(|p| p.released.is_none()) {
         warnings.push(format!(

@@ -97,6 +97,7 @@ pub mod protection;
 pub mod report;
 pub mod restore;
 mod runner;
+pub mod shard;
 mod snapshots;
 pub mod spec;
 pub mod stats;

@@ -127,6 +127,7 @@ pub(crate) fn summary_of(name: &str, report: Option<&Report>, error: Option<&Err
         different: r.different,
         unprotected: r.unprotected,
         elapsed_ms: u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX),
+        shard: None,
         error,
         notes: r
             .notes
@@ -281,6 +282,8 @@ pub(crate) async fn keys_at(
     at: std::time::SystemTime,
 ) -> Result<Option<KeysAt>, Error> {
     let Some(store) = store(config, escrow) else { return Ok(None) };
+    // The parts of sharded runs, per cut, until every part of one is found.
+    let mut cuts: Vec<crate::shard::Merge<KeysAt>> = Vec::new();
     for key in store.keys().await?.iter().rev() {
         // A run id starts with its start time: a run that started after
         // `at` cannot have finished by then.
@@ -298,17 +301,36 @@ pub(crate) async fn keys_at(
         if incomplete(&record).is_some() {
             continue;
         }
+        let part = record.summary.as_ref().and_then(|s| s.shard.clone());
         let keys = record
             .items
             .into_iter()
             .filter(|i| i.outcome != ItemOutcome::Retained)
             .map(|i| i.key)
             .collect();
-        return Ok(Some(KeysAt {
-            run_id: manifest.header.run_id,
-            finished_at: manifest.end.finished_at,
-            keys,
-        }));
+        let run =
+            KeysAt { run_id: manifest.header.run_id, finished_at: manifest.end.finished_at, keys };
+        let Some(part) = part else { return Ok(Some(run)) };
+        // A part lists its key range only: the job's keys are those of
+        // every part of one cut (N and boundaries), each its newest run.
+        if part.boundaries.is_empty() {
+            continue;
+        }
+        let at = match cuts.iter().position(|m| m.cut.same_cut(&part)) {
+            Some(at) => at,
+            None => {
+                cuts.push(crate::shard::Merge::new(&part));
+                cuts.len() - 1
+            }
+        };
+        cuts[at].offer(&part, run);
+        if cuts[at].whole() {
+            let parts: Vec<KeysAt> = cuts.swap_remove(at).parts.into_iter().flatten().collect();
+            let run_id = parts.iter().map(|p| p.run_id.as_str()).collect::<Vec<_>>().join(", ");
+            let finished_at = parts.iter().map(|p| p.finished_at.clone()).max().unwrap_or_default();
+            let keys = parts.into_iter().flat_map(|p| p.keys).collect();
+            return Ok(Some(KeysAt { run_id, finished_at, keys }));
+        }
     }
     Ok(None)
 }
@@ -546,6 +568,68 @@ struct Newest {
     /// Per job, the newest run that did not finish it, when that run is
     /// newer than the one in `complete` (or there is none).
     unfinished: BTreeMap<String, UnfinishedRun>,
+    /// Per job whose newest record is a part of a sharded run: the newest
+    /// complete run of each part cut by the same boundaries.
+    sharded: BTreeMap<String, crate::shard::Merge<CompleteRun>>,
+    /// Jobs whose newest record is of a whole run (parts older than it are
+    /// not looked at).
+    whole: std::collections::BTreeSet<String>,
+}
+
+impl Newest {
+    /// Whether `job`'s newest complete run (whole, or every part) is found.
+    fn settled(&self, job: &str) -> bool {
+        self.complete.contains_key(job) || self.sharded.get(job).is_some_and(|m| m.whole())
+    }
+
+    /// Takes `record` of `job` from the manifest at `key` as a part of a
+    /// sharded run, if it is one and the job's newest records are parts;
+    /// whether it was a part.
+    fn part(
+        &mut self,
+        job: &str,
+        key: &str,
+        manifest: &escrow_sync_core::manifest::Manifest,
+        record: &mut Option<JobRecord>,
+    ) -> bool {
+        let Some(part) = record.as_ref().and_then(|r| r.summary.as_ref()?.shard.clone()) else {
+            self.whole.insert(job.to_string());
+            return false;
+        };
+        if self.whole.contains(job) {
+            // A part older than the job's newest whole run.
+            return true;
+        }
+        let Some(taken) = record.take() else { return true };
+        let run_id = manifest.header.run_id.clone();
+        if let Some(why) = incomplete(&taken).or_else(|| {
+            part.boundaries.is_empty().then(|| "failed before its boundaries were known".into())
+        }) {
+            self.unfinished.entry(job.to_string()).or_insert(UnfinishedRun {
+                run_id: format!("{run_id}, part {}/{}", part.index, part.count),
+                why,
+                items: taken.items.len(),
+            });
+            if !part.boundaries.is_empty() {
+                self.sharded
+                    .entry(job.to_string())
+                    .or_insert_with(|| crate::shard::Merge::new(&part));
+            }
+            return true;
+        }
+        let merge =
+            self.sharded.entry(job.to_string()).or_insert_with(|| crate::shard::Merge::new(&part));
+        merge.offer(
+            &part,
+            CompleteRun {
+                key: key.to_string(),
+                run_id: format!("{run_id} (part {}/{})", part.index, part.count),
+                finished_at: manifest.end.finished_at.clone(),
+                record: taken,
+            },
+        );
+        true
+    }
 }
 
 /// Reads manifests newest first until each of `jobs` is found complete (a
@@ -555,15 +639,19 @@ async fn newest_complete(store: &ManifestStore, jobs: &[String]) -> Result<Newes
     let keys = store.keys().await?;
     let mut newest = Newest { manifests: keys.len(), ..Newest::default() };
     for key in keys.iter().rev() {
-        if jobs.iter().all(|j| newest.complete.contains_key(j)) {
+        if jobs.iter().all(|j| newest.settled(j)) {
             break;
         }
         let mut manifest = store.read(key).await?;
         for job in jobs {
-            if newest.complete.contains_key(job) {
+            if newest.settled(job) {
                 continue;
             }
-            let Some(record) = manifest.jobs.remove(job) else { continue };
+            let mut record = manifest.jobs.remove(job);
+            if newest.part(job, key, &manifest, &mut record) {
+                continue;
+            }
+            let Some(record) = record else { continue };
             match incomplete(&record) {
                 None => {
                     newest.complete.insert(
@@ -621,9 +709,46 @@ pub(crate) async fn verify_offline(
             JobRef::S3(j) => config.streams(j),
             _ => false,
         };
-        let complete = found.complete.remove(&name);
+        let mut complete = found.complete.remove(&name);
         let unfinished = found.unfinished.remove(&name);
+        let mut sharded_gap = None;
+        if let Some(merge) = found.sharded.remove(&name) {
+            // The parts of one sharded run, as one run of the whole job.
+            if merge.whole() {
+                let runs: Vec<CompleteRun> = merge.parts.into_iter().flatten().collect();
+                let mut items = Vec::new();
+                for r in &runs {
+                    items.extend(r.record.items.iter().cloned());
+                }
+                complete = Some(CompleteRun {
+                    key: runs.iter().map(|r| r.key.as_str()).collect::<Vec<_>>().join(", "),
+                    run_id: runs.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>().join(", "),
+                    finished_at: runs
+                        .iter()
+                        .map(|r| r.finished_at.clone())
+                        .max()
+                        .unwrap_or_default(),
+                    record: JobRecord { kind: kind.to_string(), items, summary: None },
+                });
+            } else {
+                sharded_gap = Some((merge.cut.count, merge.missing()));
+            }
+        }
         let result = async {
+            if let Some((count, missing)) = sharded_gap {
+                return Err(Error::new(
+                    ErrorKind::Failed,
+                    "verify --offline",
+                    format!("job {name}"),
+                    format!(
+                        "the newest sharded run ({count} parts) has no complete run of part(s) \
+                         {} cut by the same boundaries, so escrow cannot be vouched for offline: \
+                         run them to completion (escrow-sync run --shard {})",
+                        missing.join(", "),
+                        missing.first().cloned().unwrap_or_default()
+                    ),
+                ));
+            }
             let Some(run) = complete else {
                 return Err(match unfinished {
                     None => Error::invalid_config(format!(

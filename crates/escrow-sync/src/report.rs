@@ -528,6 +528,7 @@ mod tests {
                 escrow_sync_core::Finding::new("assets", "no verified copy: none recorded")
                     .with_kind(crate::status::STALE),
             ],
+            shards: None,
             batch_job: None,
         };
         StatusReport { jobs: vec![job], warnings: vec!["skipped one".into()] }

@@ -90,6 +90,9 @@ pub struct RunOptions {
     /// `run`: return once each Batch Operations job is created (`run
     /// --no-wait`); `status` shows it, the next run folds it in.
     pub no_wait: bool,
+    /// `run`: only this part of each selected S3 job (`run --shard I/N`,
+    /// see [`crate::shard`]); other jobs run in part 1 only.
+    pub shard: Option<escrow_sync_s3::Shard>,
 }
 
 impl RunOptions {
@@ -120,6 +123,11 @@ impl RunOptions {
     /// Do not wait for Batch Operations jobs (`run --no-wait`).
     pub fn no_wait(mut self, on: bool) -> Self {
         self.no_wait = on;
+        self
+    }
+    /// Run only this part of each selected S3 job, or whole jobs.
+    pub fn set_shard(mut self, shard: Option<escrow_sync_s3::Shard>) -> Self {
+        self.shard = shard;
         self
     }
 }
@@ -270,6 +278,10 @@ impl Runner {
     /// holds them, so that an attacker who breaks the primary cannot make
     /// escrow's locks lapse by waiting. Best effort: what happens is logged.
     async fn renew_stopped(&self, options: &RunOptions) {
+        // A sharded run renews in part 1 only (see `S3CopyJob::with_part`).
+        if options.shard.is_some_and(|s| !s.is_first()) {
+            return;
+        }
         let config = &self.config;
         let Ok(jobs) = config.select(options.job.as_deref()) else { return };
         let Ok(escrow) = self.escrow_session().await else { return };
@@ -335,7 +347,21 @@ impl Runner {
         let (checksums, accept_mass_change) = (options.checksums, options.accept_mass_change);
         let cancel = &self.cancel;
         let (stop, _drain) = self.hard_stop();
-        let jobs = config.select(options.job.as_deref())?;
+        let mut jobs = config.select(options.job.as_deref())?;
+        let shard = options.shard;
+        if let Some(shard) = shard {
+            crate::shard::check(config, mode)?;
+            if !jobs.iter().any(|j| matches!(j, JobRef::S3(_))) {
+                return Err(Error::invalid_config(
+                    "--shard cuts S3 jobs into parts, and no [[s3]] job is selected: select one \
+                     (--job) or run without --shard",
+                ));
+            }
+            // Jobs of other kinds run once, in part 1.
+            if !shard.is_first() {
+                jobs.retain(|j| matches!(j, JobRef::S3(_)));
+            }
+        }
         let sessions = self.sessions().await?;
         let primary = escrow_sync_s3::client(&sessions.primary);
         let escrow = escrow_sync_s3::client(&sessions.escrow);
@@ -358,6 +384,8 @@ impl Runner {
         let mut s3_jobs: Vec<Option<S3CopyJob>> = jobs
             .iter()
             .map(|job| match *job {
+                // A part lists its own range, once its boundaries are known.
+                JobRef::S3(_) if shard.is_some() => None,
                 JobRef::S3(j) => Some(s3_job(config, j, &sessions)),
                 _ => None,
             })
@@ -431,9 +459,38 @@ impl Runner {
             // One run per job: `run` holds the job's lease while it runs, and
             // the job gets a token of its own that a lost lease cancels.
             let cancel = cancel.child_token();
-            let held = match mode {
-                Mode::Run => {
-                    match lease::take(config, job.job_ref(), &sessions, &run_id, &cancel).await {
+            // A part of a sharded run: its key range first (boundaries are
+            // agreed on before the part's lease, which is the part's own).
+            let job_shard = shard.filter(|_| matches!(job, Ready::S3(_)));
+            let part = match (&job, job_shard) {
+                (Ready::S3(j), Some(shard)) => {
+                    let source = s3_job(config, j, &sessions).source().clone();
+                    Some(crate::shard::part(config, j, &sessions, &source, shard, &run_id).await)
+                }
+                _ => None,
+            };
+            let shard_record = match (&part, job_shard) {
+                (Some(Ok(p)), _) => Some(p.record.clone()),
+                (_, Some(shard)) => Some(crate::shard::unknown_part(shard)),
+                _ => None,
+            };
+            let part = match part {
+                Some(Err(e)) => Err(e),
+                Some(Ok(p)) => Ok(Some(p)),
+                None => Ok(None),
+            };
+            let held = match (mode, &part) {
+                (Mode::Run, Ok(_)) => {
+                    match lease::take_part(
+                        config,
+                        job.job_ref(),
+                        &sessions,
+                        &run_id,
+                        &cancel,
+                        job_shard,
+                    )
+                    .await
+                    {
                         Ok(lease) => Some(lease),
                         Err(e) => {
                             // Held by another run (or unreadable): this job
@@ -443,14 +500,16 @@ impl Runner {
                             }
                             let result = Err(e);
                             if let Some(m) = manifest.as_mut() {
-                                m.job_end(manifest::summary(&name, &result));
+                                let mut summary = manifest::summary(&name, &result);
+                                summary.shard = shard_record.clone();
+                                m.job_end(summary);
                             }
                             outcomes.push(JobOutcome::new(name, kind, result));
                             continue;
                         }
                     }
                 }
-                Mode::Plan | Mode::Verify => None,
+                _ => None,
             };
             let ctx = JobContext::new()
                 .with_cancellation(cancel.clone())
@@ -460,10 +519,20 @@ impl Runner {
                 .with_accept_mass_change(accept_mass_change)
                 .with_verify_checksums(checksums);
             let streamed = matches!(job, Ready::S3(j) if config.streams(j));
+            let part = part.map(|p| {
+                p.map(|p| {
+                    (S3CopyJob::with_part, p.range, p.notes, job_shard.is_none_or(|s| s.is_first()))
+                })
+            });
+            let mut part_notes = Vec::new();
             let runnable: Box<dyn Job + '_> = match job {
-                Ready::S3(job) => match s3_jobs[index].take() {
-                    Some(built) => Box::new(built.with_batch_wait(!options.no_wait)),
-                    None => {
+                Ready::S3(job) => match (s3_jobs[index].take(), &part) {
+                    (_, Ok(Some((with_part, range, notes, first)))) => {
+                        part_notes = notes.clone();
+                        Box::new(with_part(s3_job(config, job, &sessions), range.clone(), *first))
+                    }
+                    (Some(built), _) => Box::new(built.with_batch_wait(!options.no_wait)),
+                    (None, _) => {
                         Box::new(s3_job(config, job, &sessions).with_batch_wait(!options.no_wait))
                     }
                 },
@@ -485,7 +554,13 @@ impl Runner {
                     sessions: &sessions,
                 }),
             };
-            let result = runnable.execute(mode, &ctx).await;
+            let result = match part {
+                Err(e) => Err(e),
+                Ok(_) => runnable.execute(mode, &ctx).await.map(|mut report| {
+                    report.notes.extend(part_notes);
+                    report
+                }),
+            };
             let (result, lease_lost) = match held {
                 Some(lease) => lease.end(result).await,
                 None => (result, None),
@@ -494,7 +569,9 @@ impl Runner {
                 o.job_finished(&name);
             }
             if let Some(m) = manifest.as_mut() {
-                m.job_end(manifest::summary(&name, &result));
+                let mut summary = manifest::summary(&name, &result);
+                summary.shard = shard_record;
+                m.job_end(summary);
             }
             let mut outcome = JobOutcome::new(name, kind, result);
             outcome.streamed = streamed;

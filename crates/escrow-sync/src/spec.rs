@@ -267,6 +267,7 @@ impl CloudTrailJob {
             batch_threshold: None,
             batch_bucket: None,
             batch_prefix: None,
+            shard_boundaries: None,
         }
     }
 
@@ -1037,6 +1038,12 @@ pub struct S3Job {
     pub batch_bucket: Option<String>,
     /// The key prefix of those files (default `escrow-sync/batch/`).
     pub batch_prefix: Option<String>,
+    /// `run --shard I/N`: the N-1 keys that cut the job into N parts
+    /// (sorted as S3 lists keys, distinct). Part 1 holds the keys up to and
+    /// including the first, part N those after the last. Without it, a
+    /// sharded run samples boundaries once per job and N and keeps them in
+    /// the manifest bucket.
+    pub shard_boundaries: Option<Vec<String>>,
 }
 
 impl S3Job {
@@ -1607,6 +1614,11 @@ impl Config {
                 return Err(Error::invalid_config(format!(
                     "{at}: concurrency and part_concurrency must be at least 1"
                 )));
+            }
+            if let Some(keys) = &job.shard_boundaries
+                && let Err(problem) = escrow_sync_s3::Boundaries::new(keys.clone())
+            {
+                return Err(Error::invalid_config(format!("{at}: {problem}")));
             }
             if let Some(problem) = job.object_lock.as_ref().and_then(ObjectLockConfig::problem) {
                 return Err(Error::invalid_config(format!("{at}: {problem}")));
@@ -2812,6 +2824,22 @@ concurrency = 8
         let missing = GOOD.replace("dest_bucket = \"escrow-logs\"", "");
         let err = Config::parse(&missing, "c").unwrap_err().to_string();
         assert!(err.contains("missing field `dest_bucket`"), "{err}");
+    }
+
+    #[test]
+    fn shard_boundaries_parse_and_unsorted_or_repeated_ones_name_the_job_and_the_fix() {
+        let job = |b: &str| {
+            format!("[[s3]]\nsource_bucket = \"a\"\ndest_bucket = \"b\"\nshard_boundaries = {b}\n")
+        };
+        let c = with(&job(r#"["logs/", "media/"]"#)).unwrap();
+        assert_eq!(c.s3[0].shard_boundaries.as_deref().unwrap(), ["logs/", "media/"]);
+        assert!(with(&job("[]")).is_ok(), "no boundaries: one part");
+        for bad in [r#"["media/", "logs/"]"#, r#"["a", "a"]"#, r#"[""]"#] {
+            let err = with(&job(bad)).unwrap_err();
+            assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig);
+            let text = err.to_string();
+            assert!(text.contains("s3:a") && text.contains("shard boundar"), "{text}");
+        }
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub enum RunOutcome {
     Cancelled,
     /// The job could not run.
     Error,
+    /// A sharded run with parts that have no run under its boundaries.
+    Incomplete,
 }
 
 impl RunOutcome {
@@ -97,6 +99,7 @@ impl RunOutcome {
             RunOutcome::Findings => "findings",
             RunOutcome::Cancelled => "cancelled",
             RunOutcome::Error => "error",
+            RunOutcome::Incomplete => "incomplete",
         }
     }
 }
@@ -175,12 +178,45 @@ pub struct JobStatus {
     /// The largest age allowed, in seconds, if any.
     pub max_age_seconds: Option<u64>,
     /// `stale` when the newest verified copy is older than that (or there
-    /// is none).
+    /// is none); [`INCOMPLETE_SHARDS`] when the last sharded run lacks a
+    /// part.
     pub findings: Vec<Finding>,
+    /// The parts of the last run, when it was sharded (`run --shard`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardStatus>,
     /// An `[[s3]]` job with `engine = "batch-operations"` or `"auto"`: its
     /// last S3 Batch Operations job, as S3 Control describes it now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_job: Option<BatchJob>,
+}
+
+/// The finding kind of a job whose last sharded run lacks a part (never
+/// run under the same boundaries, or still running).
+pub const INCOMPLETE_SHARDS: &str = "incomplete-shards";
+
+/// The parts of a job's last sharded run: the newest record of each part
+/// cut by the same boundaries.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct ShardStatus {
+    /// N.
+    pub count: u32,
+    /// The digest of the boundaries.
+    pub boundaries: String,
+    /// The parts found, in order.
+    pub parts: Vec<PartStatus>,
+    /// The parts with no run under these boundaries (`I/N`).
+    pub missing: Vec<String>,
+}
+
+/// One part's newest run.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct PartStatus {
+    /// `I/N`.
+    pub part: String,
+    /// The part's last run.
+    pub run: LastRun,
 }
 
 /// The last S3 Batch Operations job of an `[[s3]]` job.
@@ -278,13 +314,15 @@ pub(crate) async fn status(
             seconds_since_last_verified_copy: None,
             max_age_seconds: request.max_age.or_else(|| j.max_age()).map(|d| d.as_secs()),
             findings: Vec::new(),
+            shards: None,
             batch_job: None,
         })
         .collect();
     let mut warnings = Vec::new();
+    let mut parts: Vec<Parts> = out.iter().map(|_| Parts::default()).collect();
     for record in records {
-        let done = |s: &JobStatus| s.last_verified.is_some() && s.last_run.is_some();
-        if out.iter().all(done) {
+        let done = |(s, p): (&JobStatus, &Parts)| s.last_verified.is_some() && p.has_run(s);
+        if out.iter().zip(&parts).all(done) {
             break;
         }
         // Past the horizon of every job still without a verified copy, and
@@ -296,7 +334,7 @@ pub(crate) async fn status(
             .map(|s| s.max_age_seconds.map(Duration::from_secs))
             .try_fold(Duration::ZERO, |acc, m| m.map(|m| acc.max(m)));
         if let (Some(started), Some(horizon)) = (started, horizon)
-            && out.iter().all(|s| s.last_run.is_some())
+            && out.iter().zip(&parts).all(|(s, p)| p.has_run(s))
             && now.duration_since(started).unwrap_or_default() > horizon + CLOCK_SKEW
         {
             break;
@@ -305,7 +343,8 @@ pub(crate) async fn status(
         // verified copy; a verification record only for the latter.
         let wanted = out
             .iter()
-            .any(|s| s.last_verified.is_none() || (!record.verification && s.last_run.is_none()));
+            .zip(&parts)
+            .any(|(s, p)| s.last_verified.is_none() || (!record.verification && !p.has_run(s)));
         if !wanted {
             continue;
         }
@@ -335,9 +374,10 @@ pub(crate) async fn status(
             ));
             continue;
         }
-        take(&mut out, &manifest, record.verification);
+        take(&mut out, &mut parts, &manifest, record.verification);
     }
-    for s in &mut out {
+    for (s, p) in out.iter_mut().zip(parts) {
+        p.finish(s);
         judge(s, now);
     }
     for (s, job) in out.iter_mut().zip(&jobs) {
@@ -355,33 +395,183 @@ pub(crate) async fn status(
     Ok(StatusReport { jobs: out, warnings })
 }
 
+/// What the part records of a sharded job add up to so far (records are
+/// read newest first).
+#[derive(Default)]
+struct Parts {
+    /// The last run's parts, when the job's newest run record is a part.
+    runs: Option<crate::shard::Merge<LastRun>>,
+    /// The newest verified run of each part, per cut (N and boundaries):
+    /// the first cut whose parts are all found is the newest verified copy.
+    verified: Vec<crate::shard::Merge<VerifiedCopy>>,
+}
+
+impl Parts {
+    /// Whether the job's last run is known (a whole run, or every part).
+    fn has_run(&self, s: &JobStatus) -> bool {
+        s.last_run.is_some() || self.runs.as_ref().is_some_and(|m| m.whole())
+    }
+
+    /// The last run of the parts, merged: the counts added up, the worst
+    /// outcome (`incomplete` when a part is missing), from the first start
+    /// to the last finish.
+    fn finish(self, s: &mut JobStatus) {
+        let Some(merge) = self.runs else { return };
+        if s.last_run.is_some() {
+            return;
+        }
+        let found: Vec<(usize, &LastRun)> = merge
+            .parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
+            .collect();
+        let missing = merge.missing();
+        let Some(newest) = found.iter().map(|(_, r)| *r).max_by(|a, b| a.run_id.cmp(&b.run_id))
+        else {
+            return;
+        };
+        let worst = found.iter().map(|(_, r)| r.outcome).max_by_key(|o| severity(*o));
+        let outcome = if missing.is_empty() {
+            worst.unwrap_or(RunOutcome::Ok)
+        } else {
+            RunOutcome::Incomplete
+        };
+        let sum = |f: fn(&LastRun) -> u64| found.iter().map(|(_, r)| f(r)).sum::<u64>();
+        let count = merge.cut.count;
+        let failed_parts: Vec<String> = found
+            .iter()
+            .filter(|(_, r)| r.outcome != RunOutcome::Ok)
+            .map(|(i, r)| format!("{}/{count} {}", i + 1, r.outcome.as_str()))
+            .collect();
+        let mut problems = Vec::new();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "part(s) {} have no run cut by these boundaries (not run yet, still running, or \
+                 run with other boundaries or another N): run them with --shard",
+                missing.join(", ")
+            ));
+        }
+        if !failed_parts.is_empty() {
+            problems.push(format!("part(s) {}", failed_parts.join(", ")));
+        }
+        s.last_run = Some(LastRun {
+            run_id: newest.run_id.clone(),
+            started_at: found.iter().map(|(_, r)| r.started_at.clone()).min().unwrap_or_default(),
+            finished_at: found.iter().map(|(_, r)| r.finished_at.clone()).max().unwrap_or_default(),
+            outcome,
+            copied: sum(|r| r.copied),
+            skipped: sum(|r| r.skipped),
+            failed: sum(|r| r.failed),
+            bytes_copied: sum(|r| r.bytes_copied),
+            findings: sum(|r| r.findings),
+            duration_seconds: found.iter().map(|(_, r)| r.duration_seconds).fold(0.0, f64::max),
+            error: (!problems.is_empty()).then(|| problems.join("; ")),
+        });
+        if !missing.is_empty() {
+            s.findings.push(
+                Finding::new(
+                    &s.name,
+                    format!(
+                        "the last sharded run ({count} parts) lacks part(s) {}: until each part \
+                         has run with the same boundaries, escrow is not vouched for as a whole",
+                        missing.join(", ")
+                    ),
+                )
+                .with_kind(INCOMPLETE_SHARDS),
+            );
+        }
+        s.shards = Some(ShardStatus {
+            count,
+            boundaries: merge.cut.boundaries.clone(),
+            parts: found
+                .iter()
+                .map(|(i, r)| PartStatus { part: format!("{}/{count}", i + 1), run: (*r).clone() })
+                .collect(),
+            missing,
+        });
+    }
+}
+
+/// How bad an outcome is, to pick the worst of a sharded run's parts.
+fn severity(o: RunOutcome) -> u8 {
+    match o {
+        RunOutcome::Ok => 0,
+        RunOutcome::Failed => 1,
+        RunOutcome::Findings => 2,
+        RunOutcome::Cancelled => 3,
+        RunOutcome::Incomplete => 4,
+        RunOutcome::Error => 5,
+    }
+}
+
 /// Fills in what `manifest` says of the jobs that still lack it.
-fn take(out: &mut [JobStatus], manifest: &Manifest, verification: bool) {
-    for s in out.iter_mut() {
+fn take(out: &mut [JobStatus], parts: &mut [Parts], manifest: &Manifest, verification: bool) {
+    for (s, acc) in out.iter_mut().zip(parts.iter_mut()) {
         let Some(record) = manifest.jobs.get(&s.name) else { continue };
         let Some(summary) = &record.summary else { continue };
-        if !verification && s.last_run.is_none() {
-            s.last_run = Some(LastRun {
-                run_id: manifest.header.run_id.clone(),
-                started_at: manifest.header.started_at.clone(),
-                finished_at: manifest.end.finished_at.clone(),
-                outcome: RunOutcome::of(summary),
-                copied: summary.copied,
-                skipped: summary.skipped,
-                failed: summary.failed,
-                bytes_copied: summary.bytes_copied,
-                findings: summary.findings.len() as u64,
-                duration_seconds: summary.elapsed_ms as f64 / 1000.0,
-                error: summary.error.clone(),
-            });
+        let run = LastRun {
+            run_id: manifest.header.run_id.clone(),
+            started_at: manifest.header.started_at.clone(),
+            finished_at: manifest.end.finished_at.clone(),
+            outcome: RunOutcome::of(summary),
+            copied: summary.copied,
+            skipped: summary.skipped,
+            failed: summary.failed,
+            bytes_copied: summary.bytes_copied,
+            findings: summary.findings.len() as u64,
+            duration_seconds: summary.elapsed_ms as f64 / 1000.0,
+            error: summary.error.clone(),
+        };
+        let copy = VerifiedCopy {
+            run_id: manifest.header.run_id.clone(),
+            started_at: manifest.header.started_at.clone(),
+            finished_at: manifest.end.finished_at.clone(),
+            by: if verification { VerifiedBy::Verify } else { VerifiedBy::Run },
+        };
+        // A part of a sharded run stands for its key range only: it counts
+        // once every part of its cut has a record.
+        if let (Some(part), false) = (&summary.shard, verification) {
+            if s.last_run.is_none() && acc.runs.is_none() {
+                if part.boundaries.is_empty() {
+                    // It failed before it knew its boundaries.
+                    s.last_run = Some(run.clone());
+                } else {
+                    acc.runs = Some(crate::shard::Merge::new(part));
+                }
+            }
+            if let Some(m) = acc.runs.as_mut().filter(|m| !m.whole()) {
+                m.offer(part, run);
+            }
+            if s.last_verified.is_none() && summary.verified() && !part.boundaries.is_empty() {
+                let at = match acc.verified.iter().position(|m| m.cut.same_cut(part)) {
+                    Some(at) => at,
+                    None => {
+                        acc.verified.push(crate::shard::Merge::new(part));
+                        acc.verified.len() - 1
+                    }
+                };
+                let m = &mut acc.verified[at];
+                m.offer(part, copy);
+                if m.whole() {
+                    // Read newest first: the part offered last is the
+                    // oldest, and the merged copy is as old as it.
+                    let oldest = m
+                        .parts
+                        .iter()
+                        .flatten()
+                        .min_by(|a, b| a.started_at.cmp(&b.started_at))
+                        .cloned();
+                    s.last_verified = oldest;
+                }
+            }
+            continue;
+        }
+        if !verification && s.last_run.is_none() && acc.runs.is_none() {
+            s.last_run = Some(run);
         }
         if s.last_verified.is_none() && summary.verified() {
-            s.last_verified = Some(VerifiedCopy {
-                run_id: manifest.header.run_id.clone(),
-                started_at: manifest.header.started_at.clone(),
-                finished_at: manifest.end.finished_at.clone(),
-                by: if verification { VerifiedBy::Verify } else { VerifiedBy::Run },
-            });
+            s.last_verified = Some(copy);
         }
     }
 }
@@ -464,6 +654,7 @@ mod tests {
             seconds_since_last_verified_copy: None,
             max_age_seconds: max_age,
             findings: Vec::new(),
+            shards: None,
             batch_job: None,
         }
     }
@@ -494,11 +685,12 @@ mod tests {
             held_back: 3,
             ..summary("b")
         };
-        take(&mut out, &manifest("r2", false, &[failed, held]), false);
+        let mut parts = vec![Parts::default(), Parts::default()];
+        take(&mut out, &mut parts, &manifest("r2", false, &[failed, held]), false);
         assert_eq!(out[0].last_run.as_ref().unwrap().outcome, RunOutcome::Failed);
         assert_eq!(out[1].last_run.as_ref().unwrap().outcome, RunOutcome::Findings);
         assert!(out.iter().all(|s| s.last_verified.is_none()));
-        take(&mut out, &manifest("r1", false, &[summary("a"), summary("b")]), false);
+        take(&mut out, &mut parts, &manifest("r1", false, &[summary("a"), summary("b")]), false);
         // The older run does not replace the last run, but vouches for a copy.
         assert_eq!(out[0].last_run.as_ref().unwrap().run_id, "r2");
         assert_eq!(out[0].last_verified.as_ref().unwrap().run_id, "r1");
@@ -510,7 +702,8 @@ mod tests {
         let mut out = vec![status("a", None), status("b", None)];
         let different = JobSummary { different: 1, copied: 0, ..summary("b") };
         let clean = JobSummary { copied: 0, skipped: 5, ..summary("a") };
-        take(&mut out, &manifest("v1", true, &[clean, different]), true);
+        let mut parts = vec![Parts::default(), Parts::default()];
+        take(&mut out, &mut parts, &manifest("v1", true, &[clean, different]), true);
         assert_eq!(out[0].last_verified.as_ref().unwrap().by, VerifiedBy::Verify);
         assert!(out[0].last_run.is_none(), "a verify is not a run");
         assert!(out[1].last_verified.is_none());
@@ -553,5 +746,80 @@ mod tests {
         assert_eq!(future.seconds_since_last_verified_copy, Some(0));
         let report = StatusReport { jobs: vec![fresh, old], warnings: vec![] };
         assert_eq!(report.verdict(), Verdict::Findings);
+    }
+
+    fn part(job: &str, index: u32, count: u32, cut: &str) -> JobSummary {
+        let shard = escrow_sync_core::manifest::ShardPart {
+            index,
+            count,
+            boundaries: cut.into(),
+            ..Default::default()
+        };
+        JobSummary { shard: Some(shard), ..summary(job) }
+    }
+
+    /// Reads `manifests` (made oldest first, listed newest first) as
+    /// `status` does, for job `a`.
+    fn merged(manifests: &[Manifest]) -> JobStatus {
+        let mut out = vec![status("a", Some(3600))];
+        let mut parts = vec![Parts::default()];
+        for m in manifests.iter().rev() {
+            take(&mut out, &mut parts, m, false);
+        }
+        let mut s = out.pop().unwrap();
+        parts.pop().unwrap().finish(&mut s);
+        s
+    }
+
+    #[test]
+    fn the_parts_of_a_sharded_run_are_merged_and_a_missing_or_failed_part_is_not_ok() {
+        let m = |id: &str, s: JobSummary| manifest(id, false, &[s]);
+        // A whole run, then parts 1, 2, 3 of 3.
+        let whole = merged(&[
+            m("r1", summary("a")),
+            m("r2", part("a", 1, 3, "d")),
+            m("r3", part("a", 2, 3, "d")),
+            m("r4", part("a", 3, 3, "d")),
+        ]);
+        let run = whole.last_run.as_ref().unwrap();
+        assert_eq!((run.outcome, run.copied, run.run_id.as_str()), (RunOutcome::Ok, 6, "r4"));
+        // The merged copy is as old as its oldest part.
+        assert_eq!(whole.last_verified.as_ref().unwrap().run_id, "r2");
+        assert_eq!(whole.shards.as_ref().unwrap().parts.len(), 3);
+        assert!(whole.findings.is_empty());
+
+        // Part 2 ran with other boundaries: missing under the newest cut;
+        // the whole run r1 is the newest verified copy.
+        let gap = merged(&[
+            m("r1", summary("a")),
+            m("r2", part("a", 1, 3, "d")),
+            m("r3", part("a", 2, 3, "other")),
+            m("r4", part("a", 3, 3, "d")),
+        ]);
+        let run = gap.last_run.as_ref().unwrap();
+        assert_eq!(run.outcome, RunOutcome::Incomplete);
+        assert!(run.error.as_ref().unwrap().contains("2/3"), "{run:?}");
+        assert_eq!(gap.shards.as_ref().unwrap().missing, vec!["2/3".to_string()]);
+        assert_eq!(gap.findings[0].kind.as_deref(), Some(INCOMPLETE_SHARDS));
+        assert_eq!(gap.last_verified.as_ref().unwrap().run_id, "r1");
+
+        // A newer cut with a part missing: the older cut's whole set is
+        // the newest verified copy.
+        let moved = merged(&[
+            m("r1", part("a", 1, 2, "old")),
+            m("r2", part("a", 2, 2, "old")),
+            m("r3", part("a", 1, 2, "new")),
+        ]);
+        assert_eq!(moved.last_run.as_ref().unwrap().outcome, RunOutcome::Incomplete);
+        assert_eq!(moved.last_verified.as_ref().unwrap().run_id, "r1");
+
+        // A failed part: the merged run is failed, and no verified copy.
+        let failed = merged(&[
+            m("r2", part("a", 1, 2, "d")),
+            m("r3", JobSummary { failed: 2, ..part("a", 2, 2, "d") }),
+        ]);
+        assert_eq!(failed.last_run.as_ref().unwrap().outcome, RunOutcome::Failed);
+        assert!(failed.last_verified.is_none());
+        assert!(failed.last_run.as_ref().unwrap().error.as_ref().unwrap().contains("2/2 failed"));
     }
 }

@@ -37,6 +37,16 @@ pub struct S3CopyJob {
     copy: CopyJob<S3Source, S3Sink>,
     abort_stale_after: Option<Duration>,
     pub(crate) batch: Option<(crate::Engine, crate::BatchOptions)>,
+    /// A part of a sharded run: the whole job's sink (for the retention
+    /// pass) and whether this part runs the job-wide chores.
+    part: Option<Part>,
+}
+
+/// What a part of a sharded run keeps of the whole job.
+#[derive(Debug)]
+struct Part {
+    whole: S3Sink,
+    first: bool,
 }
 
 impl S3CopyJob {
@@ -49,6 +59,33 @@ impl S3CopyJob {
             copy: CopyJob::new(source, sink).with_scope(scope),
             abort_stale_after: Some(DEFAULT_STALE_UPLOAD_AGE),
             batch: None,
+            part: None,
+        }
+    }
+
+    /// Runs only the keys in `range`, one part of a sharded run
+    /// ([`crate::shard`]): the primary's and escrow's listings are both cut
+    /// to it. Only the part that is `first` aborts stale uploads and makes
+    /// the rolling retention pass (over the whole job's ledger: the ledger's
+    /// due objects mix keys of every part, and concurrent passes would file
+    /// them again twice); the others only write the ledger entries of
+    /// their own locked copies, which never race (each batch is an object
+    /// of its own).
+    pub fn with_part(self, range: crate::KeyRange, first: bool) -> Self {
+        let whole = self.sink().clone();
+        let copy = CopyJob::new(
+            self.source().clone().with_key_range(range.clone()),
+            whole.clone().with_key_range(range),
+        )
+        .with_scope(self.copy.scope().clone())
+        .with_options(self.copy.options().clone())
+        .with_max_change_percent(self.copy.max_change_percent());
+        S3CopyJob {
+            copy,
+            abort_stale_after: self.abort_stale_after.filter(|_| first),
+            // A part copies directly (sharded runs refuse other engines).
+            batch: None,
+            part: Some(Part { whole, first }),
         }
     }
 
@@ -121,14 +158,20 @@ impl S3CopyJob {
     /// whose lock ends within the window get `days` more
     /// ([`S3Sink::renew_retention`]; nothing without Object Lock).
     async fn renewal(&self) -> Result<crate::Renewal> {
-        let dest = self.sink().dest_key("");
+        let sink = match &self.part {
+            None => self.sink(),
+            Some(Part { first: false, .. }) => {
+                return self.sink().flush_ledger().await.map(|()| crate::Renewal::default());
+            }
+            Some(Part { whole, first: true }) => whole,
+        };
+        let dest = sink.dest_key("");
         let source = self.source();
-        self.sink()
-            .renew_retention(|key: String| {
-                let key = key.strip_prefix(dest.as_str()).unwrap_or(&key).to_string();
-                async move { source.contains(&key).await }
-            })
-            .await
+        sink.renew_retention(|key: String| {
+            let key = key.strip_prefix(dest.as_str()).unwrap_or(&key).to_string();
+            async move { source.contains(&key).await }
+        })
+        .await
     }
 }
 

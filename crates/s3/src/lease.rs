@@ -284,6 +284,39 @@ impl LeaseStore {
         )
     }
 
+    /// The leases held now (neither expired nor released) among the lease
+    /// objects of this bucket whose keys start with `prefix`, this store's
+    /// own excepted: (key, record). A sharded run's part and a whole run of
+    /// the same job hold different leases and check each other's with it.
+    pub async fn held_under(&self, prefix: &str) -> Result<Vec<(String, LeaseRecord)>> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                sdk_error(e, "s3:ListObjectsV2", format!("s3://{}/{prefix}", self.bucket))
+            })?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+        }
+        let now = SystemTime::now();
+        let mut held = Vec::new();
+        for key in keys.into_iter().filter(|k| *k != self.key) {
+            let other = LeaseStore { key: key.clone(), ..self.clone() };
+            if let Some((record, _)) = other.read().await?
+                && !record.expired_at(now)
+            {
+                held.push((key, record));
+            }
+        }
+        Ok(held)
+    }
+
     /// The lease object and its ETag, or `None` when there is none.
     pub async fn read(&self) -> Result<Option<(LeaseRecord, String)>> {
         let out = match self
@@ -366,7 +399,7 @@ enum Condition<'a> {
 /// Whether `e` says another writer won a conditional write: 412
 /// PreconditionFailed, or 409 ConditionalRequestConflict (S3's answer when
 /// two conditional writes of one key overlap).
-fn lost_race(e: &Error) -> bool {
+pub(crate) fn lost_race(e: &Error) -> bool {
     e.kind() == ErrorKind::PreconditionFailed
         || e.message().contains("ConditionalRequestConflict")
         || e.chain().contains("(409)")

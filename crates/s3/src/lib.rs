@@ -65,6 +65,7 @@ mod range;
 mod record;
 mod renew;
 mod restore;
+pub mod shard;
 mod sink;
 mod source;
 mod tags;
@@ -96,6 +97,10 @@ pub use renew::{RETENTION_DIR, Renewal};
 pub use restore::{
     S3RestoreSource, bucket_exists, compare_with_target, create_bucket, delete_bucket_and_contents,
     object_sha256,
+};
+pub use shard::{
+    AgreedBoundaries, Boundaries, BoundaryRecord, BoundaryStore, KeyRange, KeySampler, MAX_SHARDS,
+    Shard, sample_boundaries,
 };
 pub use sink::S3Sink;
 pub use source::S3Source;

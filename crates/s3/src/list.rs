@@ -23,6 +23,7 @@ use aws_sdk_s3::types::Object;
 use futures::stream::BoxStream;
 use futures::{SinkExt, Stream, StreamExt, TryStreamExt};
 
+use crate::shard::KeyRange;
 use crate::util::PaceExt;
 use escrow_sync_aws::sdk_error;
 use escrow_sync_core::{Item, ItemKind, ItemStream, RequestPacer, Result};
@@ -52,6 +53,9 @@ struct Lister {
     prefix: String,
     owner: Option<String>,
     pacer: Option<RequestPacer>,
+    /// Only keys in this range (full keys): the first request starts after
+    /// its lower bound, and the listing stops past its upper bound.
+    range: KeyRange,
 }
 
 /// One page: its objects and the token of the next, if truncated.
@@ -75,7 +79,7 @@ enum Start {
 impl Lister {
     async fn page(&self, start: &Start) -> Result<Page> {
         let (after, token) = match start {
-            Start::Beginning => (None, None),
+            Start::Beginning => (self.range.after().map(str::to_string), None),
             Start::After(k) => (Some(k.clone()), None),
             Start::Token(t) => (None, Some(t.clone())),
         };
@@ -108,7 +112,20 @@ impl Lister {
                  never end",
             ));
         }
-        Ok(Page { objects: out.contents.unwrap_or_default(), next })
+        let mut objects = out.contents.unwrap_or_default();
+        let mut next = next;
+        // Only the range's keys: none at or before its start (a store that
+        // ignores StartAfter), and none past its end (the listing stops).
+        if !self.range.is_all() {
+            objects.retain(|o| self.range.after().is_none_or(|a| o.key().unwrap_or("") > a));
+            if let Some(end) = self.range.until()
+                && let Some(cut) = objects.iter().position(|o| o.key().unwrap_or("") > end)
+            {
+                objects.truncate(cut);
+                next = None;
+            }
+        }
+        Ok(Page { objects, next })
     }
 
     /// The pages of the keys `k` with `start < k <= until` (`until` `None`:
@@ -157,14 +174,16 @@ pub(crate) struct ListRequest {
     pub(crate) pacer: Option<RequestPacer>,
     /// Key ranges listed at once past the first pages (1: one listing).
     pub(crate) ranges: usize,
+    /// Only keys in this range (full keys; [`KeyRange::all`]: every key).
+    pub(crate) range: KeyRange,
 }
 
 /// Lists the request's bucket under its prefix, page by page in key order,
 /// yielding items whose keys have the first `strip` bytes removed; up to
 /// `ranges` key ranges at once past its first [`SPLIT_AFTER_PAGES`] pages.
 pub(crate) fn list_objects(req: ListRequest) -> ItemStream<'static> {
-    let ListRequest { client, bucket, prefix, strip, owner, pacer, ranges } = req;
-    let lister = Arc::new(Lister { client, bucket, prefix, owner, pacer });
+    let ListRequest { client, bucket, prefix, strip, owner, pacer, ranges, range } = req;
+    let lister = Arc::new(Lister { client, bucket, prefix, owner, pacer, range });
     let start = Phase::Sequential(Sampled { start: Start::Beginning, ..Sampled::default() });
     let pages = futures::stream::try_unfold(start, move |phase| {
         let lister = lister.clone();
@@ -226,7 +245,12 @@ impl Sampled {
             && let (Some(first), Some(last)) = (&self.first, last)
         {
             let alphabet: Vec<char> = self.alphabet.iter().copied().collect();
-            let points = split_points(first, &last, &alphabet, &lister.prefix, MAX_SPLIT_POINTS);
+            let mut points =
+                split_points(first, &last, &alphabet, &lister.prefix, MAX_SPLIT_POINTS);
+            // Past the range's end, a split range would hold nothing.
+            if let Some(end) = lister.range.until() {
+                points.retain(|p| p.as_str() < end);
+            }
             if !points.is_empty() {
                 let rest = split(lister, last, points, ranges);
                 return Ok(Some((page.objects, Phase::Split(rest))));
@@ -391,8 +415,16 @@ impl Prefetch {
 /// key) when `versions`, else the current objects.
 pub(crate) fn list_keys(versions: bool, req: ListRequest) -> ItemStream<'static> {
     if versions {
-        let ListRequest { client, bucket, prefix, strip, owner, pacer, .. } = req;
-        crate::versions::list_versions(pacer, client, bucket, prefix, strip, owner)
+        let ListRequest { client, bucket, prefix, strip, owner, pacer, range, .. } = req;
+        let all = crate::versions::list_versions(pacer, client, bucket, prefix, strip, owner);
+        if range.is_all() {
+            return all;
+        }
+        // ListObjectVersions has no StartAfter of its own here: the keys
+        // outside the range are dropped (the range is of full keys, the
+        // items' are stripped).
+        let range = range.stripped(strip);
+        all.try_filter(move |item| futures::future::ready(range.contains(&item.key))).boxed()
     } else {
         list_objects(req)
     }

@@ -27,6 +27,7 @@ impl S3Sink {
             owner: self.owner().map(str::to_string),
             pacer: self.pacer().cloned(),
             ranges: 1,
+            range: crate::KeyRange::all(),
         })
         .map_ok(|item| (item.key, item.size, item.modified))
         .try_collect()

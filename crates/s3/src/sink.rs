@@ -41,6 +41,7 @@ pub struct S3Sink {
     ledger: crate::renew::Ledger,
     ledger_scope: String,
     batch_copies: crate::batch::CopyRecords,
+    range: crate::KeyRange,
 }
 
 /// The background clean-up of a sink's copies that were dropped half-way
@@ -97,6 +98,7 @@ impl S3Sink {
             ledger: crate::renew::Ledger::default(),
             ledger_scope: String::new(),
             batch_copies: crate::batch::CopyRecords::default(),
+            range: crate::KeyRange::all(),
         }
     }
 
@@ -146,6 +148,15 @@ impl S3Sink {
         self
     }
 
+    /// Lists only the keys in `range` (logical keys, below the destination
+    /// prefix): one part of a sharded run ([`crate::shard`]), whose source
+    /// lists the same range, so the plan never takes a key outside it for
+    /// missing.
+    pub fn with_key_range(mut self, range: crate::KeyRange) -> Self {
+        self.range = range;
+        self
+    }
+
     fn list_request(&self, scope: &Scope) -> ListRequest {
         ListRequest {
             client: self.client.clone(),
@@ -155,6 +166,7 @@ impl S3Sink {
             owner: self.owner.clone(),
             pacer: self.pacer.clone(),
             ranges: self.list_ranges,
+            range: self.range.prefixed(&self.dest_prefix),
         }
     }
 

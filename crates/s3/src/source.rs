@@ -29,6 +29,7 @@ pub struct S3Source {
     tags: TagMode,
     list_ranges: usize,
     prefetched: Prefetch,
+    range: crate::KeyRange,
 }
 
 impl S3Source {
@@ -45,6 +46,7 @@ impl S3Source {
             tags: TagMode::default(),
             list_ranges: crate::list::DEFAULT_LIST_RANGES,
             prefetched: Prefetch::default(),
+            range: crate::KeyRange::all(),
         }
     }
 
@@ -97,6 +99,21 @@ impl S3Source {
         self
     }
 
+    /// Lists only the keys in `range` (one part of a sharded run,
+    /// [`crate::shard`]): the listing starts after the range's lower bound
+    /// and stops past its upper one. A listing started ahead of this
+    /// ([`S3Source::prefetch`]) is not taken.
+    pub fn with_key_range(mut self, range: crate::KeyRange) -> Self {
+        self.range = range;
+        self.prefetched = Prefetch::default();
+        self
+    }
+
+    /// The key range listed ([`crate::KeyRange::all`] unless a part).
+    pub fn key_range(&self) -> &crate::KeyRange {
+        &self.range
+    }
+
     /// Paces every request of this source (`max_requests_per_second`).
     pub fn with_pacer(mut self, pacer: Option<RequestPacer>) -> Self {
         self.pacer = pacer;
@@ -141,6 +158,7 @@ impl S3Source {
             owner: self.owner.clone(),
             pacer: self.pacer.clone(),
             ranges: self.list_ranges,
+            range: self.range.clone(),
         }
     }
 

@@ -1,0 +1,250 @@
+//! `run --shard I/N`: which part of each selected S3 job this process
+//! runs, with which boundaries, under which lease; and how `status` and
+//! `verify --offline` put the parts of a job back together.
+//!
+//! The cut itself is `escrow_sync_s3::shard`. Here:
+//!
+//! - **Boundaries** come from the job's `shard_boundaries`, else from the
+//!   record `<manifest_prefix>shards/<job>/<N>.json` in the manifest bucket,
+//!   sampled and stored by the first part that needs it
+//!   ([`escrow_sync_s3::BoundaryStore::agree`]).
+//! - **Leases**: each part holds its own, `<job>.part-I-of-N.json` beside
+//!   the job's.
+//! - **One run of N parts.** Each part writes its own run manifest; its
+//!   job summary names the part ([`ShardPart`]: I, N and the digest of the
+//!   boundaries). N processes need not agree on a run id: a sharded run of
+//!   a job is the newest record of each part `1..=N` that agree on N and
+//!   the boundaries with the job's newest part record. So one part that
+//!   failed is run again alone, and the job is whole again once it
+//!   succeeds. A part with no record under that cut (never run, or run with
+//!   other boundaries or another N) is *missing*, and a job with a missing
+//!   or failed part is never reported whole: `status` says which part and
+//!   the age of the merged copy is that of its oldest part. `restore --at`
+//!   takes the primary's keys from every part of one cut the same way.
+
+use escrow_sync_aws::Sessions;
+use escrow_sync_core::manifest::ShardPart;
+use escrow_sync_core::{Error, Scope};
+use escrow_sync_s3::{
+    Boundaries, BoundaryRecord, BoundaryStore, KeyRange, S3Source, Shard, sample_boundaries,
+};
+
+use crate::spec::{Config, S3Job};
+
+/// The folder of the stored boundaries, under the manifest prefix.
+pub const SHARDS_DIR: &str = "shards/";
+
+/// The part of `job` that `shard` runs.
+pub(crate) struct Part {
+    /// Its keys.
+    pub(crate) range: KeyRange,
+    /// What its manifest records.
+    pub(crate) record: ShardPart,
+    /// What the report says of it.
+    pub(crate) notes: Vec<String>,
+}
+
+/// Refuses `--shard` where it cannot work: outside `run`, or without a
+/// manifest bucket (the parts' manifests are merged from there).
+pub(crate) fn check(config: &Config, mode: escrow_sync_core::Mode) -> Result<(), Error> {
+    if mode != escrow_sync_core::Mode::Run {
+        return Err(Error::invalid_config(
+            "--shard cuts a run into parts: use it with `run` (plan and verify take the whole job)",
+        ));
+    }
+    if config.escrow.manifest_bucket.is_none() {
+        return Err(Error::invalid_config(
+            "run --shard needs [escrow] manifest_bucket: each part writes its run manifest there, \
+             status and verify --offline merge the parts from there, and sampled boundaries are \
+             kept there; set manifest_bucket",
+        ));
+    }
+    Ok(())
+}
+
+/// The manifest prefix of `config`.
+fn manifest_prefix(config: &Config) -> String {
+    config
+        .escrow
+        .manifest_prefix
+        .clone()
+        .unwrap_or_else(|| escrow_sync_core::manifest::DEFAULT_PREFIX.to_string())
+}
+
+/// Where the sampled boundaries of job `name` for `parts` parts are kept.
+pub fn boundaries_key(config: &Config, name: &str, parts: u32) -> String {
+    format!("{}{SHARDS_DIR}{name}/{parts}.json", manifest_prefix(config))
+}
+
+/// The lease key of a part: `<job>.json` becomes `<job>.part-I-of-N.json`.
+pub(crate) fn part_lease_key(key: &str, shard: Shard) -> String {
+    format!("{}{}-of-{}.json", part_lease_prefix(key), shard.index(), shard.count())
+}
+
+/// What the lease keys of a job's parts start with: `<job>.part-`.
+pub(crate) fn part_lease_prefix(key: &str) -> String {
+    format!("{}.part-", key.strip_suffix(".json").unwrap_or(key))
+}
+
+/// The part of `job` that `shard` runs: its key range from the job's
+/// boundaries (configured, else agreed on in escrow, sampled from
+/// `source` by the first part to need them).
+pub(crate) async fn part(
+    config: &Config,
+    job: &S3Job,
+    sessions: &Sessions,
+    source: &S3Source,
+    shard: Shard,
+    run_id: &str,
+) -> Result<Part, Error> {
+    let name = job.name();
+    if job.engine() != crate::spec::S3Engine::Direct {
+        return Err(Error::invalid_config(format!(
+            "[[s3]] ({name}) has engine = \"{}\": a Batch Operations job already runs the copy \
+             inside S3 and keeps one job record per job, so it is not cut into parts; run it \
+             without --shard (--job), or set engine = \"direct\"",
+            job.engine()
+        )));
+    }
+    let (boundaries, whence) = match &job.shard_boundaries {
+        Some(keys) => {
+            let b = Boundaries::new(keys.clone())
+                .map_err(|why| Error::invalid_config(format!("[[s3]] ({name}): {why}")))?;
+            (b, "shard_boundaries in the config".to_string())
+        }
+        None => {
+            let bucket = config.escrow.manifest_bucket.clone().ok_or_else(|| {
+                Error::invalid_config("run --shard needs [escrow] manifest_bucket")
+            })?;
+            let escrow_id = sessions.escrow.account_id();
+            let store = BoundaryStore::from_client(
+                escrow_sync_s3::client(&sessions.escrow),
+                bucket,
+                boundaries_key(config, &name, shard.count()),
+            )
+            .with_expected_owner(crate::runner::known(escrow_id))
+            .with_kms_key_id(config.escrow.kms_key_id.clone());
+            let scope = Scope::with_prefix(&job.prefix);
+            let agreed = store
+                .agree(shard.count(), || async {
+                    let (b, listed) = sample_boundaries(source, &scope, shard.count()).await?;
+                    Ok(BoundaryRecord::new(&name, &b, listed, run_id))
+                })
+                .await?;
+            let how = if agreed.made_here { "sampled by this run" } else { "stored" };
+            let r = &agreed.record;
+            let whence = format!(
+                "{how} at {} ({}, from {} listed keys, by {})",
+                store.location(),
+                r.made_at,
+                r.listed_keys,
+                r.made_by
+            );
+            (agreed.boundaries, whence)
+        }
+    };
+    let range = boundaries
+        .range(shard)
+        .map_err(|e| Error::invalid_config(format!("[[s3]] ({name}): {}", e.message())))?;
+    let record = ShardPart {
+        index: shard.index(),
+        count: shard.count(),
+        boundaries: boundaries.digest(),
+        after: range.after().map(str::to_string),
+        until: range.until().map(str::to_string),
+    };
+    let mut notes = vec![format!(
+        "part {shard} of a sharded run: {range}; boundaries {} ({whence})",
+        record.boundaries
+    )];
+    if !shard.is_first() {
+        notes.push(
+            "the rolling retention pass and the clean-up of stale uploads are part 1's".into(),
+        );
+    }
+    Ok(Part { range, record, notes })
+}
+
+/// A part record that failed before its boundaries were known: it counts
+/// as a part of no cut (never merged), so the job is not whole.
+pub(crate) fn unknown_part(shard: Shard) -> ShardPart {
+    ShardPart { index: shard.index(), count: shard.count(), ..ShardPart::default() }
+}
+
+/// The parts of one job found newest first, merged under the cut of the
+/// newest part record.
+#[derive(Debug, Clone)]
+pub(crate) struct Merge<T> {
+    /// The cut: N and the boundaries' digest (of the newest part record).
+    pub(crate) cut: ShardPart,
+    /// Per part index (1-based, `index - 1`), the newest record taken.
+    pub(crate) parts: Vec<Option<T>>,
+}
+
+impl<T> Merge<T> {
+    /// A merge under `cut`.
+    pub(crate) fn new(cut: &ShardPart) -> Self {
+        Merge { cut: cut.clone(), parts: (0..cut.count).map(|_| None).collect() }
+    }
+
+    /// Takes `value` for `part` if it is of this cut and its index has
+    /// nothing yet; whether it was taken.
+    pub(crate) fn offer(&mut self, part: &ShardPart, value: T) -> bool {
+        if !self.cut.same_cut(part) || part.boundaries.is_empty() {
+            return false;
+        }
+        match self.parts.get_mut(part.index.saturating_sub(1) as usize) {
+            Some(slot @ None) if part.index >= 1 => {
+                *slot = Some(value);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether every part has a record.
+    pub(crate) fn whole(&self) -> bool {
+        self.parts.iter().all(Option::is_some)
+    }
+
+    /// The parts without a record, as `I/N`.
+    pub(crate) fn missing(&self) -> Vec<String> {
+        self.parts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_none())
+            .map(|(i, _)| format!("{}/{}", i + 1, self.cut.count))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(index: u32, count: u32, boundaries: &str) -> ShardPart {
+        ShardPart { index, count, boundaries: boundaries.into(), ..ShardPart::default() }
+    }
+
+    #[test]
+    fn a_merge_takes_the_newest_of_each_part_of_one_cut_and_names_the_missing() {
+        let mut m = Merge::new(&part(2, 3, "d1"));
+        assert!(m.offer(&part(2, 3, "d1"), "new 2"));
+        assert!(!m.offer(&part(2, 3, "d1"), "older 2"), "the newest of a part is kept");
+        assert!(!m.offer(&part(1, 3, "d0"), "other boundaries"));
+        assert!(!m.offer(&part(1, 4, "d1"), "other N"));
+        assert!(!m.offer(&part(1, 3, ""), "a part that never knew its cut"));
+        assert!(!m.offer(&part(4, 3, "d1"), "out of range"));
+        assert!(m.offer(&part(3, 3, "d1"), "3"));
+        assert!(!m.whole());
+        assert_eq!(m.missing(), vec!["1/3".to_string()]);
+        assert!(m.offer(&part(1, 3, "d1"), "1"));
+        assert!(m.whole() && m.missing().is_empty());
+    }
+
+    #[test]
+    fn part_leases_sit_beside_the_jobs() {
+        let s = Shard::new(2, 4).unwrap();
+        assert_eq!(part_lease_key("m/leases/s3:a.json", s), "m/leases/s3:a.part-2-of-4.json");
+    }
+}

@@ -1,0 +1,130 @@
+//! The listings of a sharded run's parts, against a mocked ListObjectsV2
+//! that serves a key space as S3 does: each part starts after its lower
+//! bound and stops past its upper one, split or not, on the source and the
+//! sink alike; the parts together are the whole listing, each key once.
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+use aws_sdk_s3::types::Object;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use futures::TryStreamExt;
+
+use escrow_sync_core::{Scope, Sink, Source};
+use escrow_sync_s3::{Boundaries, KeyRange, S3Sink, S3Source, Shard};
+
+/// Each request: (StartAfter, continuation token).
+type Requests = Arc<Mutex<Vec<(Option<String>, Option<String>)>>>;
+
+/// ListObjectsV2 over `keys` (sorted), 1,000 a page, after `StartAfter` or
+/// the continuation token (the last key sent); records each request.
+fn keyspace(keys: Vec<String>, requests: Requests) -> Client {
+    let rule = mock!(Client::list_objects_v2).then_compute_output(move |req| {
+        requests.lock().unwrap().push((
+            req.start_after().map(str::to_string),
+            req.continuation_token().map(str::to_string),
+        ));
+        let after = req.continuation_token().or(req.start_after()).unwrap_or("");
+        let prefix = req.prefix().unwrap_or("");
+        let page: Vec<&String> = keys
+            .iter()
+            .filter(|k| k.as_str() > after && k.starts_with(prefix))
+            .take(1001)
+            .collect();
+        let mut out = ListObjectsV2Output::builder();
+        for k in page.iter().take(1000) {
+            out = out.contents(Object::builder().key(k.as_str()).size(1).e_tag("\"e\"").build());
+        }
+        if page.len() > 1000 {
+            out = out.is_truncated(true).next_continuation_token(page[999].clone());
+        }
+        out.build()
+    });
+    mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule])
+}
+
+fn keys() -> Vec<String> {
+    let mut keys: Vec<String> = (0..30_000).map(|i| format!("data/obj/{i:06}")).collect();
+    keys.extend(
+        ["data/obj/001", "data/obj/0~", "data/obj/Z", "data/obj/é", "data/obj/01/x"]
+            .map(String::from),
+    );
+    keys.extend((0..1500).map(|i| format!("data/z{i}")));
+    keys.push("other/outside".to_string());
+    keys.sort();
+    keys
+}
+
+/// Boundaries on keys, between keys and past every key; part 2 is longer
+/// than the pages a listing reads before it splits.
+fn boundaries() -> Boundaries {
+    Boundaries::new(
+        ["data/obj/000050", "data/obj/025000", "data/obj/025000x", "data/obj/é", "data/zz"]
+            .map(String::from)
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parts_list_their_ranges_and_together_the_whole_key_space() {
+    let keys = keys();
+    let requests: Requests = Arc::default();
+    let c = keyspace(keys.clone(), requests.clone());
+    let want: Vec<String> = keys.iter().filter(|k| k.starts_with("data/")).cloned().collect();
+    let b = boundaries();
+    let n = b.parts();
+    for ranges in [1, 8] {
+        let mut all = Vec::new();
+        for i in 1..=n {
+            let range = b.range(Shard::new(i, n).unwrap()).unwrap();
+            requests.lock().unwrap().clear();
+            let source = S3Source::from_client(c.clone(), "src")
+                .with_prefix("data/")
+                .with_list_ranges(ranges)
+                .with_key_range(range.clone());
+            let got: Vec<String> =
+                source.list(&Scope::all()).map_ok(|i| i.key).try_collect().await.unwrap();
+            assert!(got.iter().all(|k| range.contains(k)), "part {i}/{n}: only its range");
+            assert!(got.windows(2).all(|w| w[0] < w[1]), "part {i}/{n}: in key order");
+            let requests = requests.lock().unwrap().clone();
+            assert_eq!(
+                requests[0].0.as_deref(),
+                range.after(),
+                "part {i}/{n} starts after its bound"
+            );
+            if i == 2 && ranges > 1 {
+                let split = requests.iter().filter(|r| r.0.is_some()).count();
+                assert!(split >= 2, "part 2 is listed in key ranges ({split} StartAfter)");
+            }
+            all.extend(got);
+        }
+        assert!(all == want, "ranges {ranges}: the parts make the whole listing, each key once");
+    }
+    // Part 1 ends at data/obj/000050: one page, no request past it.
+    requests.lock().unwrap().clear();
+    let first = b.range(Shard::new(1, n).unwrap()).unwrap();
+    let source = S3Source::from_client(c.clone(), "src").with_prefix("data/").with_key_range(first);
+    let got: Vec<String> =
+        source.list(&Scope::all()).map_ok(|i| i.key).try_collect().await.unwrap();
+    assert_eq!(got.last().map(String::as_str), Some("data/obj/000050"));
+    assert_eq!(requests.lock().unwrap().len(), 1, "stops past its upper bound");
+}
+
+#[tokio::test]
+async fn the_sink_cuts_its_listing_to_the_same_range_below_its_dest_prefix() {
+    // Escrow holds the logical keys under `esc/`.
+    let keys: Vec<String> = ["a", "b", "c", "c/1", "d", "e"].map(|k| format!("esc/{k}")).into();
+    let requests: Requests = Arc::default();
+    let c = keyspace(keys, requests.clone());
+    let range = KeyRange::new(Some("b".into()), Some("c/1".into()));
+    let sink = S3Sink::from_client(c, "dst").with_dest_prefix("esc/").with_key_range(range);
+    let got: Vec<String> = sink.list(&Scope::all()).map_ok(|i| i.key).try_collect().await.unwrap();
+    assert_eq!(got, ["c", "c/1"]);
+    assert_eq!(
+        requests.lock().unwrap()[0].0.as_deref(),
+        Some("esc/b"),
+        "StartAfter below the prefix"
+    );
+}
