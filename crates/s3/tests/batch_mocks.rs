@@ -90,6 +90,8 @@ struct World {
     copy_kms: &'static str,
     /// Every object written into escrow: key and body.
     puts: Arc<Mutex<Vec<Recorded>>>,
+    /// The CRC32C checksums HeadObject answers: of the copy, of the source.
+    crc: (Option<&'static str>, Option<&'static str>),
 }
 
 impl World {
@@ -108,6 +110,7 @@ impl World {
             extra_src: Vec::new(),
             copy_kms: KMS,
             puts: Arc::default(),
+            crc: (None, None),
         }
     }
 }
@@ -149,6 +152,7 @@ impl Rules {
         let (record, record2) = (w.record.clone(), w.record.clone());
         let (src_etag, extra) = (w.src_etag, w.extra_src.clone());
         let (modified_after, copy_kms) = (w.src_modified_after, w.copy_kms);
+        let (copy_crc, src_crc) = w.crc;
         Rules {
             record_get: mock!(Client::get_object)
                 .match_requests(|r| r.key().is_some_and(|k| k.ends_with("/job.json")))
@@ -251,6 +255,7 @@ impl Rules {
                         .content_length(5)
                         .e_tag(etag)
                         .ssekms_key_id(copy_kms)
+                        .set_checksum_crc32_c(copy_crc.map(str::to_string))
                         .build()
                 }),
             src_head: mock!(Client::head_object)
@@ -260,6 +265,7 @@ impl Rules {
                         .content_length(5)
                         .e_tag(src_etag)
                         .last_modified(aws_sdk_s3::primitives::DateTime::from_secs(modified_after))
+                        .set_checksum_crc32_c(src_crc.map(str::to_string))
                         .build()
                 }),
             create: {
@@ -984,4 +990,26 @@ async fn report_rows_match_the_manifest_string_exactly_and_once() {
     assert_eq!((report.copied, report.failed), (0, 1), "{report:#?}");
     assert!(report.failures[0].error.contains("more than once"), "{report:#?}");
     assert!(report.findings.iter().any(|f| format!("{f:?}").contains("more than once")));
+}
+
+/// A rewrite within the second of the listing leaves LastModified as
+/// listed: where the source and the copy both carry a full-object checksum,
+/// they must agree (a checksum of parts, "…-N", is not compared).
+#[tokio::test]
+async fn a_copy_whose_checksum_is_not_the_sources_is_not_counted() {
+    let mut w = World::new();
+    w.copy_etag = "\"kms-etag\"";
+    w.crc = (Some("AAAAAA=="), Some("BBBBBB=="));
+    let (_, report) = run(&w).await;
+    assert_eq!((report.copied, report.failed), (0, 1), "{report:#?}");
+    assert!(report.failures[0].error.contains("CRC32C checksum"), "{report:#?}");
+    assert!(w.written("/copies/").is_empty());
+
+    for crc in [(Some("AAAAAA=="), Some("AAAAAA==")), (Some("AAAAAA=="), Some("BBBBBB==-2"))] {
+        let mut w = World::new();
+        w.copy_etag = "\"kms-etag\"";
+        w.crc = crc;
+        let (_, report) = run(&w).await;
+        assert_eq!((report.copied, report.failed), (1, 0), "{crc:?}: {report:#?}");
+    }
 }
