@@ -941,9 +941,14 @@ impl S3CopyJob {
         if !checked.is_empty()
             && let Some(prefix) = self.sink().batch_copies().prefix()
         {
-            let key = format!("{prefix}{}.json", &record.token[..32.min(record.token.len())]);
-            let body = serde_json::to_vec(&checked).unwrap_or_default();
-            store.put_own(&key, body, "application/json").await?;
+            // In files of at most RECORDS_PER_FILE copies: each stays well
+            // under the size a reader takes (1,024-byte keys included).
+            let token = &record.token[..32.min(record.token.len())];
+            for (n, chunk) in checked.chunks(copies::RECORDS_PER_FILE).enumerate() {
+                let key = format!("{prefix}{token}-{n:05}.json");
+                let body = serde_json::to_vec(chunk).unwrap_or_default();
+                store.put_own(&key, body, "application/json").await?;
+            }
             self.sink().batch_copies().forget().await;
         }
         let folded = JobRecord { folded: true, ..record.clone() };
