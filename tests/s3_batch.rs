@@ -21,6 +21,7 @@ const KEYS: [&str; 3] = ["plain.txt", "a,comma.txt", "per%cent + space/and;\"quo
 struct Setup {
     pair: BucketPair,
     batch_bucket: String,
+    protection: escrow_sync_s3::Protection,
 }
 
 impl Setup {
@@ -28,7 +29,7 @@ impl Setup {
         let pair = BucketPair::new(name).await;
         let batch_bucket = unique(&format!("{name}-batch"));
         create_bucket(&pair.escrow, &batch_bucket, true).await;
-        Setup { pair, batch_bucket }
+        Setup { pair, batch_bucket, protection: escrow_sync_s3::Protection::new() }
     }
 
     async fn job(&self, wait: bool) -> S3CopyJob {
@@ -36,7 +37,8 @@ impl Setup {
         let source = S3Source::from_client(s3(&s.primary), &self.pair.source_bucket)
             .with_expected_owner(Some(PRIMARY.into()));
         let sink = S3Sink::from_client(s3(&s.escrow), &self.pair.dest_bucket)
-            .with_expected_owner(Some(ESCROW.into()));
+            .with_expected_owner(Some(ESCROW.into()))
+            .with_protection(self.protection.clone());
         let options = BatchOptions::new(
             BatchControl::for_session(&s.escrow),
             ESCROW,
@@ -195,4 +197,114 @@ batch_bucket = "{}"
     let doc = cli(&["status", "-c", cfg, "--output", "json"]).json();
     assert_eq!(doc["jobs"][0]["batch_job"]["folded"], true, "{doc:#}");
     assert_eq!(doc["jobs"][0]["last_run"]["copied"], 2, "{doc:#}");
+}
+
+/// A source object uploaded in parts gets a new ETag from a Batch Copy (a
+/// CopyObject): its copy counts once the source is still the planned
+/// object, and the next run copies it no more. A key in escrow-sync's own
+/// folders fails as the direct path fails it and never reaches a job.
+#[tokio::test]
+async fn copies_of_multipart_objects_verify_once_and_own_folder_keys_stay_out() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let t = Setup::new("batchparts").await;
+    let (c, bucket) = (&t.pair.primary, &t.pair.source_bucket);
+    let up = c.create_multipart_upload().bucket(bucket).key("parts.bin").send().await.unwrap();
+    let id = up.upload_id().unwrap();
+    let mut parts = Vec::new();
+    let first = vec![b'p'; 5 << 20];
+    for (n, body) in [(1, first.clone()), (2, b"tail".to_vec())] {
+        let out = c
+            .upload_part()
+            .bucket(bucket)
+            .key("parts.bin")
+            .upload_id(id)
+            .part_number(n)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+        parts.push(CompletedPart::builder().part_number(n).e_tag(out.e_tag().unwrap()).build());
+    }
+    c.complete_multipart_upload()
+        .bucket(bucket)
+        .key("parts.bin")
+        .upload_id(id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await
+        .unwrap();
+    t.pair.put("plain.txt", "plain").await;
+    t.pair.put(".escrow-sync-uploads/planted", "a journal entry from the primary").await;
+
+    let report = t.run(true).await;
+    assert_eq!((report.copied, report.failed), (2, 1), "{report:#?}");
+    assert_eq!(report.failures[0].key, ".escrow-sync-uploads/planted");
+    assert_eq!(report.failures[0].kind, escrow_sync_core::ErrorKind::Unsupported);
+    let mut want = first;
+    want.extend_from_slice(b"tail");
+    assert_eq!(t.pair.escrow_get("parts.bin").await.as_deref(), Some(&want[..]));
+    assert!(
+        !t.pair.escrow_keys().await.iter().any(|k| k.starts_with(".escrow-sync-uploads/")),
+        "the planted key is never copied"
+    );
+
+    let again = t.run(true).await;
+    assert_eq!((again.copied, again.skipped, again.failed), (0, 2, 1), "{again:#?}");
+    let manifests = t.batch_files().await.iter().filter(|k| k.ends_with("/manifest.csv")).count();
+    assert_eq!(manifests, 1, "no second job for copies already made");
+}
+
+/// Under the escrow key every copy has an ETag of its own: a job's copies
+/// count once the source, read again after the job, is still the planned
+/// object; they are recorded, so the next run copies nothing, and an
+/// object rewritten later is copied again (its record names the old
+/// source ETag).
+#[tokio::test]
+async fn copies_under_the_escrow_key_are_checked_against_the_source_and_recorded() {
+    let mut t = Setup::new("batchkms").await;
+    let key = escrow_sync_e2e::create_kms_key(&sessions().await.escrow).await;
+    t.protection = escrow_sync_s3::Protection::new().with_kms_key_id(Some(key));
+    t.pair.put("one.txt", "first").await;
+    t.pair.put("two.txt", "second").await;
+    let report = t.run(true).await;
+    assert_eq!((report.copied, report.failed), (2, 0), "{report:#?}");
+    let again = t.run(true).await;
+    assert_eq!((again.copied, again.skipped), (0, 2), "{again:#?}");
+    t.pair.put("two.txt", "second, rewritten").await;
+    let third = t.run(true).await;
+    assert_eq!((third.copied, third.skipped, third.failed), (1, 1, 0), "{third:#?}");
+    assert_eq!(t.pair.escrow_get("two.txt").await.as_deref(), Some(&b"second, rewritten"[..]));
+}
+
+/// S3 Control forgets a job 90 days on (DescribeJob: 404
+/// NotFoundException): a record of such a job that no run folded shows as
+/// gone in `status`, and the next run records it folded with a warning and
+/// copies what escrow lacks, instead of failing every run.
+#[tokio::test]
+async fn a_job_s3_control_forgot_does_not_stop_the_runs() {
+    let t = Setup::new("batchgone").await;
+    t.pair.put("a.txt", "one").await;
+    let pair = format!("{}/\n{}/", t.pair.source_bucket, t.pair.dest_bucket);
+    let folder = &escrow_sync_s3::client_token(pair.as_bytes(), "pair")[..16];
+    let record = r#"{"job_id":"00000000-0000-0000-0000-000000000000","token":"t","folder":"escrow-sync/batch/x/","folded":false}"#;
+    t.pair
+        .escrow
+        .put_object()
+        .bucket(&t.batch_bucket)
+        .key(format!("{}{folder}/job.json", escrow_sync_s3::DEFAULT_BATCH_PREFIX))
+        .body(record.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let state = t.job(true).await.batch_state().await.unwrap().expect("the record");
+    assert_eq!(state.status, escrow_sync_s3::JOB_GONE, "{state:?}");
+
+    let report = t.run(true).await;
+    assert!(
+        report.warnings.iter().any(|w| w.contains("gone from S3 Control")),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!((report.copied, report.failed), (1, 0), "{report:#?}");
+    assert_eq!(t.pair.escrow_get("a.txt").await.as_deref(), Some(&b"one"[..]));
 }

@@ -9,7 +9,8 @@ What AWS does, and what this models:
   VersionId], keys URL-encoded) whose object ARN and ETag it is given; the
   same ClientRequestToken returns the job created before instead of a second
   one. With ConfirmationRequired = false the job runs by itself.
-- DescribeJob (GET /v20180820/jobs/{id}) tells the job's status and progress.
+- DescribeJob (GET /v20180820/jobs/{id}) tells the job's status and progress
+  (a job it does not know: 404 NotFoundException).
   Here a job is New when created, Active when first described, and runs
   all its tasks at the second DescribeJob, so a client's polling and a
   `--no-wait` run both have something to see.
@@ -17,7 +18,13 @@ What AWS does, and what this models:
   SSE-KMS key, Object Lock mode and retain-until date, and the copy's
   metadata and tags), into TargetResource under TargetKeyPrefix + "/"; an
   object modified after UnModifiedSinceConstraint fails its task with 412
-  PreconditionFailed.
+  PreconditionFailed. A copy gets a new ETag (one CopyObject: the MD5 of
+  its bytes, even for a source uploaded in parts). With ChecksumAlgorithm
+  the copy's checksum is computed anew with that algorithm (CopyObject's
+  x-amz-checksum-algorithm); without it the source's is kept. Metadata:
+  MetadataDirective COPY keeps the source's user metadata and content
+  headers; REPLACE takes NewObjectMetadata's UserMetadata and content
+  headers instead.
   A manifest whose ETag differs from the given one fails the job.
 - The completion report (Report_CSV_20180820) goes to the report bucket:
   {Prefix}/job-{id}/results/{uuid}.csv with one line per task (Bucket, Key
@@ -39,6 +46,7 @@ from datetime import datetime, timezone
 from xml.sax.saxutils import escape
 
 from moto.s3.models import s3_backends
+from moto.s3.utils import compute_checksum
 from moto.s3control import urls
 from moto.s3control.responses import S3ControlResponse
 
@@ -88,6 +96,27 @@ def _el(name, value):
     return f"<{name}>{escape(str(value))}</{name}>" if value is not None else ""
 
 
+def _user_metadata(new):
+    # NewObjectMetadata.UserMetadata as parsed from the XML: entries of
+    # key/value, one (a dict) or several (a list).
+    um = (new or {}).get("UserMetadata") or {}
+    entries = um.get("entry", um) if isinstance(um, dict) else um
+    if isinstance(entries, dict) and "key" in entries:
+        entries = [entries]
+    if isinstance(entries, dict):
+        return {f"x-amz-meta-{k}": v for k, v in entries.items()}
+    return {f"x-amz-meta-{e.get('key')}": e.get("value") for e in entries or []}
+
+
+_CONTENT = {
+    "ContentType": "Content-Type",
+    "CacheControl": "Cache-Control",
+    "ContentDisposition": "Content-Disposition",
+    "ContentEncoding": "Content-Encoding",
+    "ContentLanguage": "Content-Language",
+}
+
+
 def create_job(self):
     account = self._get_param("AccountId")
     token = self._get_param("ClientRequestToken")
@@ -120,9 +149,16 @@ def describe_job(self):
     job_id = self._get_param("JobId")
     job = _JOBS.get((account, job_id))
     if job is None:
-        from moto.core.exceptions import JsonRESTError
-
-        raise JsonRESTError("NotFoundException", f"no job {job_id}")
+        # AWS forgets a job 90 days on: 404 NotFoundException, as S3
+        # Control's wrapped XML error.
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<ErrorResponse><Error>'
+            "<Code>NotFoundException</Code>"
+            + _el("Message", f"The specified job {job_id} was not found")
+            + f"</Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+        )
+        # (moto takes the status from the headers' "status").
+        return 404, {"content-type": "application/xml", "status": 404}, body
     job["Looks"] += 1
     if job["Status"] == "New":
         job["Status"] = "Active"
@@ -194,17 +230,35 @@ def _run(account, job):
                              "At least one of the pre-conditions you specified did not hold"))
                 continue
             dest = f"{prefix}/{key}" if prefix else key
+            replace = copy.get("MetadataDirective") == "REPLACE"
+            metadata = None
+            if replace:
+                new = copy.get("NewObjectMetadata") or {}
+                metadata = _user_metadata(new)
+                metadata.update({h: new[f] for f, h in _CONTENT.items() if new.get(f)})
             backend.copy_object(
                 src,
                 target,
                 dest,
                 encryption="aws:kms" if kms else None,
                 kms_key_id=kms,
-                mdirective="COPY",
+                mdirective="REPLACE" if replace else "COPY",
+                metadata=metadata,
                 lock_mode=copy.get("ObjectLockMode"),
                 lock_legal_status=copy.get("ObjectLockLegalHoldStatus"),
                 lock_until=_iso(copy.get("ObjectLockRetainUntilDate")),
             )
+            new_key = backend.get_object(target, dest)
+            if new_key is not None:
+                # One CopyObject: a single-part object, whatever the source.
+                new_key.multipart = None
+                new_key._etag = None
+                algorithm = copy.get("ChecksumAlgorithm")
+                if algorithm:
+                    new_key.checksum_algorithm = algorithm
+                    new_key.checksum_value = compute_checksum(
+                        new_key.value, algorithm=algorithm
+                    ).decode("utf-8")
             rows.append((bucket, raw_key, version or "", "succeeded", "", "200", "Successful"))
         except Exception as e:  # noqa: BLE001 - each task's failure is reported, as AWS does
             code = getattr(e, "error_type", type(e).__name__)

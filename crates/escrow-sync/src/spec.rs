@@ -1091,6 +1091,19 @@ impl S3Job {
         if self.batch_threshold == Some(0) {
             return Some("batch_threshold must be at least 1".into());
         }
+        // A Batch Copy's TargetKeyPrefix is joined to the key with one "/"
+        // by S3: only a prefix ending in exactly one "/" puts each copy
+        // where escrow-sync (and every later run) looks for it.
+        let p = &self.dest_prefix;
+        if !p.is_empty()
+            && (!p.ends_with('/') || p.ends_with("//") || p.trim_end_matches('/').is_empty())
+        {
+            return Some(format!(
+                "engine = \"{engine}\" needs dest_prefix empty or ending in exactly one \"/\" \
+                 (S3 Batch Operations writes <prefix>/<key>), not {p:?}: set dest_prefix = \"{}/\"",
+                p.trim_end_matches('/')
+            ));
+        }
         None
     }
 }
@@ -2260,6 +2273,28 @@ concurrency = 8
         );
         let err = Config::parse(&no_role, "t.toml").unwrap_err().to_string();
         assert!(err.contains("batch_role_arn"), "{err}");
+    }
+
+    #[test]
+    fn batch_engine_needs_a_dest_prefix_ending_in_one_slash() {
+        let job = |prefix: &str| {
+            format!(
+                "[escrow]\naccount_id = \"222222222222\"\nbatch_role_arn = \
+                 \"arn:aws:iam::222222222222:role/b\"\n[primary]\naccount_id = \"111111111111\"\n\
+                 [[s3]]\nname = \"a\"\nsource_bucket = \"src\"\ndest_bucket = \"esc\"\n\
+                 dest_prefix = \"{prefix}\"\nengine = \"batch-operations\"\n\
+                 batch_bucket = \"esc-batch\"\n"
+            )
+        };
+        for ok in ["", "a/", "a/b/"] {
+            Config::parse(&job(ok), "t.toml").unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        for bad in ["a", "a//", "/", "a/b"] {
+            let err = Config::parse(&job(bad), "t.toml").unwrap_err();
+            assert_eq!(err.kind(), escrow_sync_core::ErrorKind::InvalidConfig, "{bad:?}");
+            let text = err.to_string();
+            assert!(text.contains("dest_prefix") && text.contains("exactly one"), "{text}");
+        }
     }
 
     #[test]

@@ -1414,10 +1414,14 @@ impl<'a> Ctx<'a> {
         grants["Principal"] = json!({"AWS": self.operator});
         let mut out = vec![admin, use_key, grants];
         if let Some(b) = &self.inv.batch {
-            let mut batch = allow(
-                "BatchRoleEncryptsCopies",
-                &["kms:GenerateDataKey", "kms:Decrypt"],
-                vec!["*".into()],
+            // Only through S3 (the copies it writes), never directly.
+            let mut batch = when(
+                allow(
+                    "BatchRoleEncryptsCopies",
+                    &["kms:GenerateDataKey", "kms:Decrypt"],
+                    vec!["*".into()],
+                ),
+                json!({"StringEquals": {"kms:ViaService": format!("s3.{}.amazonaws.com", self.region)}}),
             );
             batch["Principal"] = json!({"AWS": b.role_arn});
             out.push(batch);
@@ -1449,7 +1453,11 @@ impl<'a> Ctx<'a> {
     fn operator_batch(&self) -> Vec<Value> {
         let Some(b) = &self.inv.batch else { return Vec::new() };
         let mut out = vec![
-            allow("BatchCreateJobs", &["s3:CreateJob"], vec!["*".into()]),
+            // Copy jobs only: no job that deletes, tags or restores.
+            when(
+                allow("BatchCreateJobs", &["s3:CreateJob"], vec!["*".into()]),
+                json!({"StringEquals": {"s3:RequestJobOperation": "S3PutObjectCopy"}}),
+            ),
             allow(
                 "BatchDescribeJobs",
                 &["s3:DescribeJob"],
@@ -1485,7 +1493,12 @@ impl<'a> Ctx<'a> {
             "Effect": "Allow",
             "Principal": {"Service": "batchoperations.s3.amazonaws.com"},
             "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"aws:SourceAccount": self.escrow_acct}},
+            // Jobs of this account only (the confused deputy: the service
+            // acting for another account's job).
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": self.escrow_acct},
+                "ArnLike": {"aws:SourceArn": format!("arn:aws:s3:{}:{}:job/*", self.region, self.escrow_acct)},
+            },
         })];
         let mut out = Vec::new();
         for j in self.inv.s3.iter().filter(|j| self.batch_role_for(j).is_some()) {
@@ -1528,7 +1541,10 @@ impl<'a> Ctx<'a> {
             let (res, cond) = key.scope(self.region);
             out.push(when(
                 allow("BatchUseEscrowKey", &["kms:GenerateDataKey", "kms:Decrypt"], vec![res]),
-                cond,
+                merge(
+                    cond,
+                    json!({"StringEquals": {"kms:ViaService": format!("s3.{}.amazonaws.com", self.region)}}),
+                ),
             ));
         }
         Some(Role {
@@ -2121,6 +2137,31 @@ mod tests {
         let trust = &role.trust_policy["Statement"][0];
         assert_eq!(trust["Principal"]["Service"], "batchoperations.s3.amazonaws.com");
         assert_eq!(trust["Condition"]["StringEquals"]["aws:SourceAccount"], "222222222222");
+        assert_eq!(
+            trust["Condition"]["ArnLike"]["aws:SourceArn"],
+            "arn:aws:s3:us-east-1:222222222222:job/*"
+        );
+        let key_use = role.permission_policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == "BatchUseEscrowKey")
+            .expect("the batch role uses the escrow key");
+        assert_eq!(
+            key_use["Condition"]["StringEquals"]["kms:ViaService"],
+            "s3.us-east-1.amazonaws.com"
+        );
+        let encrypts = p.escrow.kms_key_policy.as_ref().expect("a key policy")["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == "BatchRoleEncryptsCopies")
+            .cloned()
+            .expect("the key policy lets the batch role encrypt");
+        assert_eq!(
+            encrypts["Condition"]["StringEquals"]["kms:ViaService"],
+            "s3.us-east-1.amazonaws.com"
+        );
         let perms = role.permission_policy.to_string();
         assert!(!perms.contains("Delete"), "no delete anywhere: {perms}");
         for s in role.permission_policy["Statement"].as_array().unwrap() {
@@ -2135,6 +2176,16 @@ mod tests {
         // only to S3 Batch Operations.
         let op = p.escrow.operator_policy.to_string();
         assert!(op.contains("s3:CreateJob") && op.contains("s3:DescribeJob"), "{op}");
+        let create = p.escrow.operator_policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Action"] == "s3:CreateJob")
+            .unwrap();
+        assert_eq!(
+            create["Condition"]["StringEquals"]["s3:RequestJobOperation"], "S3PutObjectCopy",
+            "copy jobs only"
+        );
         let pass = p.escrow.operator_policy["Statement"]
             .as_array()
             .unwrap()

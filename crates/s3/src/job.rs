@@ -201,8 +201,15 @@ impl Job for S3CopyJob {
         let run = match (&self.batch, mode) {
             (Some((engine, options)), Mode::Run) => {
                 match self.execute_batch(*engine, options, ctx).await {
-                    Ok(Some(report)) => Ok(report),
-                    Ok(None) => self.copy.execute(mode, ctx).await,
+                    Ok(crate::batch::Batched::Done(report)) => Ok(report),
+                    Ok(crate::batch::Batched::Direct(folded)) => {
+                        // A job an earlier run left, folded before `auto`
+                        // chose the direct path: its outcome stays reported.
+                        self.copy.execute(mode, ctx).await.map(|mut report| {
+                            report.absorb(folded);
+                            report
+                        })
+                    }
                     Err(e) => Err(e),
                 }
             }

@@ -73,12 +73,12 @@ mod util;
 mod versions;
 
 pub use batch::csv::{
-    ManifestRow, ReportFiles, TaskResult, client_token, manifest_csv, parse_report_csv,
+    ManifestRow, ReportFiles, TaskResult, client_token, encode_key, manifest_csv, parse_report_csv,
     parse_report_manifest,
 };
 pub use batch::{
     BatchControl, BatchJobState, BatchOptions, DEFAULT_BATCH_PREFIX, DEFAULT_BATCH_THRESHOLD,
-    Engine,
+    Engine, JOB_GONE,
 };
 pub use check::{check_dest_bucket, check_dest_protection, check_kms_key, check_source_bucket};
 pub use job::{DEFAULT_STALE_UPLOAD_AGE, S3CopyJob};

@@ -266,6 +266,21 @@ impl S3Sink {
         }
     }
 
+    /// Enters locked writes whose retention ends at `until` (a Batch
+    /// Operations job's, fixed when the job was created) in the ledger,
+    /// filed under that day. Nothing without Object Lock.
+    pub(crate) async fn ledger_file(&self, until: SystemTime, keys: &[String]) -> Result<()> {
+        if self.protection().object_lock.is_none() {
+            return Ok(());
+        }
+        // In ledger objects of at most BATCH entries, as the renewal pass
+        // reads them (a larger object is not taken for escrow-sync's).
+        for chunk in keys.chunks(BATCH) {
+            self.write_ledger(&day(until), chunk).await?;
+        }
+        Ok(())
+    }
+
     async fn flush_ledger_with(&self, lock: ObjectLock) -> Result<()> {
         let (keys, since) = {
             let mut p = self.ledger().0.lock().unwrap_or_else(|e| e.into_inner());
@@ -678,4 +693,39 @@ fn batch_id() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    /// A Batch Operations job's copies are filed under the job's own day in
+    /// ledger objects the renewal pass reads (at most BATCH entries each).
+    #[tokio::test]
+    async fn a_jobs_copies_are_filed_under_its_day_in_readable_objects() {
+        let keys_seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = keys_seen.clone();
+        let put = mock!(aws_sdk_s3::Client::put_object)
+            .match_requests(move |r| {
+                let lines = r.body().bytes().map(|b| b.split(|c| *c == b'\n').count() - 1);
+                seen.lock().unwrap().push((r.key().unwrap_or("").to_string(), lines));
+                true
+            })
+            .then_output(|| aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build());
+        let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&put]);
+        let sink = S3Sink::from_client(client, "escrow").with_protection(
+            crate::Protection::new()
+                .with_object_lock(Some(ObjectLock::new(LockMode::Governance, 30))),
+        );
+        let keys: Vec<String> = (0..2 * BATCH + 5).map(|i| format!("k{i}")).collect();
+        let until = SystemTime::UNIX_EPOCH + Duration::from_secs(1_797_000_000);
+        sink.ledger_file(until, &keys).await.unwrap();
+        let seen = keys_seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "{:?}", seen.iter().map(|(_, n)| n).collect::<Vec<_>>());
+        for (key, lines) in &seen {
+            assert!(key.starts_with(&format!("{RETENTION_DIR}2026-12-11/")), "{key}");
+            assert!(lines.is_some_and(|n| n <= BATCH), "{key}: {lines:?}");
+        }
+    }
 }

@@ -264,6 +264,25 @@ impl S3Sink {
         &self.bucket
     }
 
+    /// The error of a source key in escrow-sync's own folders (journal,
+    /// retention ledger): only escrow-sync writes its own records, a
+    /// source key there could plant journal or ledger entries that a later
+    /// run acts on. Every engine refuses such a key with this error.
+    pub(crate) fn own_folder_refusal(&self, key: &str) -> Error {
+        Error::new(
+            ErrorKind::Unsupported,
+            "s3:CopyObject",
+            url(&self.bucket, &self.dest_key(key)),
+            format!(
+                "the key falls in escrow-sync's own folder {} or {}: not copied, so \
+                 that nothing in the primary can write escrow-sync's records; rename the \
+                 object in the primary, or give the job a prefix that leaves it out",
+                crate::journal::JOURNAL_DIR,
+                crate::renew::RETENTION_DIR
+            ),
+        )
+    }
+
     pub(crate) fn dest_key(&self, key: &str) -> String {
         format!("{}{}", self.dest_prefix, key)
     }
@@ -306,9 +325,13 @@ impl S3Sink {
             .set_expected_bucket_owner(self.owner.clone())
             .set_expected_source_bucket_owner(src.owner.clone());
         let extra_meta = crate::util::metadata(&src.attributes);
-        req = if self.protection.kms_key_id.is_some() || !extra_meta.is_empty() {
-            // An SSE-KMS copy gets an ETag unlike the source's: record the
-            // source ETag so later runs can confirm the copy (confirm_same).
+        req = if self.protection.kms_key_id.is_some()
+            || !extra_meta.is_empty()
+            || crate::util::uploaded_in_parts(&src.fingerprint)
+        {
+            // An SSE-KMS copy, and a one-request copy of an object uploaded
+            // in parts, get an ETag unlike the source's: record the source
+            // ETag so later runs can confirm the copy (confirm_same).
             // Version copies record the source version id and time.
             let head = self.head_source(&src).await?;
             let mut meta = head.metadata;
@@ -591,8 +614,11 @@ impl Sink for S3Sink {
         }
         // Multipart copies (ETag "…-N") and SSE-KMS copies hold the same
         // bytes under another ETag; they record the source ETag in metadata.
-        let other_etag_possible =
-            escrow.fingerprint.contains('-') || self.protection.kms_key_id.is_some();
+        // A single-part copy of a source uploaded in parts ("…-N") has an
+        // ETag of its own too (a Batch Copy's, recorded beside the job).
+        let other_etag_possible = escrow.fingerprint.contains('-')
+            || crate::util::uploaded_in_parts(&item.fingerprint)
+            || self.protection.kms_key_id.is_some();
         if item.size != escrow.size || !other_etag_possible {
             return Ok(false);
         }
@@ -610,20 +636,7 @@ impl Sink for S3Sink {
 
     async fn write(&self, item: &Item, payload: Payload) -> Result<Receipt> {
         if crate::journal::own_folder(&item.key) {
-            // Only escrow-sync writes its own records: a source key there
-            // could plant journal or ledger entries that a later run acts on.
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "s3:CopyObject",
-                url(&self.bucket, &self.dest_key(&item.key)),
-                format!(
-                    "the key falls in escrow-sync's own folder {} or {}: not copied, so \
-                     that nothing in the primary can write escrow-sync's records; rename the \
-                     object in the primary, or give the job a prefix that leaves it out",
-                    crate::journal::JOURNAL_DIR,
-                    crate::renew::RETENTION_DIR
-                ),
-            ));
+            return Err(self.own_folder_refusal(&item.key));
         }
         let receipt = match payload {
             Payload::Reference(r) if self.versions => self.write_versions(item, r).await,

@@ -162,6 +162,23 @@ impl S3Source {
         }
     }
 
+    /// HeadObject of `key` in the primary, with its checksum.
+    pub(crate) async fn head(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput> {
+        self.client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .set_expected_bucket_owner(self.owner.clone())
+            .send()
+            .paced(self.pacer.as_ref())
+            .await
+            .map_err(|e| s3_error(e, "s3:HeadObject", url(&self.bucket, key)))
+    }
+
     /// Whether the primary still holds `key` (HeadObject: only a 404 is
     /// "no"; any other error is an error, never taken for a deletion).
     pub(crate) async fn contains(&self, key: &str) -> Result<bool> {

@@ -206,3 +206,26 @@ mod tests {
         assert_eq!(metadata(&a).get("ignored").map(String::as_str), Some("v"));
     }
 }
+
+/// Whether `etag` is the ETag of an object uploaded in parts (`"<hex>-<n>"`):
+/// a copy of it made in one CopyObject has an ETag of its own.
+pub(crate) fn uploaded_in_parts(etag: &str) -> bool {
+    let etag = etag.trim_matches('"');
+    etag.rsplit_once('-').is_some_and(|(hex, n)| {
+        !hex.is_empty()
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+#[cfg(test)]
+mod parts_tests {
+    #[test]
+    fn etags_of_objects_uploaded_in_parts() {
+        assert!(super::uploaded_in_parts("\"9b2cf535f27731c974343645a3985328-3\""));
+        assert!(!super::uploaded_in_parts("\"9b2cf535f27731c974343645a3985328\""));
+        assert!(!super::uploaded_in_parts("\"src-etag\""));
+        assert!(!super::uploaded_in_parts("\"-3\""));
+    }
+}

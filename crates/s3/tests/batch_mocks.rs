@@ -24,6 +24,9 @@ use aws_sdk_s3control::types::{
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
 use escrow_sync_core::{ErrorKind, Job, JobContext, Mode, Report};
+
+/// A record object written: its key and body.
+type Recorded = (String, Vec<u8>);
 use escrow_sync_s3::{
     BatchControl, BatchOptions, Engine, LockMode, ObjectLock, Protection, S3CopyJob, S3Sink,
     S3Source,
@@ -76,6 +79,19 @@ struct World {
     wait: bool,
     /// The pair's job record in escrow, if any (JSON).
     record: Option<String>,
+    /// The source object's ETag (listed, planned and read again).
+    src_etag: &'static str,
+    /// The source's LastModified as HeadObject answers after the job (it
+    /// was listed at 1,700,000,000).
+    src_modified_after: i64,
+    /// More source keys, listed after the odd one.
+    extra_src: Vec<&'static str>,
+    /// The KMS key the escrow copy says it is encrypted with.
+    copy_kms: &'static str,
+    /// Every object written into escrow: key and body.
+    puts: Arc<Mutex<Vec<Recorded>>>,
+    /// The CRC32C checksums HeadObject answers: of the copy, of the source.
+    crc: (Option<&'static str>, Option<&'static str>),
 }
 
 impl World {
@@ -89,6 +105,12 @@ impl World {
             statuses: vec![describe(JobStatus::Complete, 1, 0)],
             wait: true,
             record: None,
+            src_etag: "\"a\"",
+            src_modified_after: 1_700_000_000,
+            extra_src: Vec::new(),
+            copy_kms: KMS,
+            puts: Arc::default(),
+            crc: (None, None),
         }
     }
 }
@@ -103,6 +125,7 @@ struct Rules {
     get_manifest: Rule,
     get_result: Rule,
     head: Rule,
+    src_head: Rule,
     create: Rule,
     describe: Rule,
 }
@@ -127,6 +150,9 @@ impl Rules {
         let last = statuses.last().cloned().unwrap();
         let describe = describe.output(move || last.clone()).repeatedly().build();
         let (record, record2) = (w.record.clone(), w.record.clone());
+        let (src_etag, extra) = (w.src_etag, w.extra_src.clone());
+        let (modified_after, copy_kms) = (w.src_modified_after, w.copy_kms);
+        let (copy_crc, src_crc) = w.crc;
         Rules {
             record_get: mock!(Client::get_object)
                 .match_requests(|r| r.key().is_some_and(|k| k.ends_with("/job.json")))
@@ -137,18 +163,23 @@ impl Rules {
                 }),
             src_list: mock!(Client::list_objects_v2)
                 .match_requests(|r| r.bucket() == Some("prod"))
-                .then_output(|| {
-                    ListObjectsV2Output::builder()
-                        .contents(
+                .then_output(move || {
+                    let mut keys = vec![ODD];
+                    keys.extend(extra.iter().copied());
+                    keys.sort();
+                    let mut out = ListObjectsV2Output::builder();
+                    for k in keys {
+                        out = out.contents(
                             Object::builder()
-                                .key(ODD)
+                                .key(k)
                                 .size(5)
-                                .e_tag("\"a\"")
+                                .e_tag(src_etag)
                                 .last_modified(aws_sdk_s3::primitives::DateTime::from_secs(1_700_000_000))
                                 .checksum_algorithm(ChecksumAlgorithm::Crc32C)
                                 .build(),
-                        )
-                        .build()
+                        );
+                    }
+                    out.build()
                 }),
             dst_list: mock!(Client::list_objects_v2)
                 .match_requests(|r| r.bucket() == Some("escrow"))
@@ -171,13 +202,22 @@ impl Rules {
                         out.build()
                     })
             },
-            put: mock!(Client::put_object)
-                .match_requests(|r| r.expected_bucket_owner() == Some("222222222222"))
-                .then_output(|| PutObjectOutput::builder().e_tag("\"m1\"").build()),
+            put: {
+                let puts = w.puts.clone();
+                mock!(Client::put_object)
+                    .match_requests(move |r| {
+                        if let (Some(k), Some(b)) = (r.key(), r.body().bytes()) {
+                            puts.lock().unwrap().push((k.to_string(), b.to_vec()));
+                        }
+                        r.expected_bucket_owner() == Some("222222222222")
+                    })
+                    .then_output(|| PutObjectOutput::builder().e_tag("\"m1\"").build())
+            },
             get_plan: mock!(Client::get_object)
                 .match_requests(|r| r.key().is_some_and(|k| k.ends_with("/plan.json")))
-                .then_output(|| {
-                    let plan = serde_json::json!([{"key": ODD, "size": 5, "etag": "\"a\""}]);
+                .then_output(move || {
+                    let plan = serde_json::json!([{"key": ODD, "size": 5, "etag": src_etag,
+                        "modified": 1_700_000_000}]);
                     GetObjectOutput::builder()
                         .body(ByteStream::from(serde_json::to_vec(&plan).unwrap()))
                         .build()
@@ -214,7 +254,18 @@ impl Rules {
                     HeadObjectOutput::builder()
                         .content_length(5)
                         .e_tag(etag)
-                        .ssekms_key_id(KMS)
+                        .ssekms_key_id(copy_kms)
+                        .set_checksum_crc32_c(copy_crc.map(str::to_string))
+                        .build()
+                }),
+            src_head: mock!(Client::head_object)
+                .match_requests(|r| r.bucket() == Some("prod") && r.key() == Some(ODD))
+                .then_output(move || {
+                    HeadObjectOutput::builder()
+                        .content_length(5)
+                        .e_tag(src_etag)
+                        .last_modified(aws_sdk_s3::primitives::DateTime::from_secs(modified_after))
+                        .set_checksum_crc32_c(src_crc.map(str::to_string))
                         .build()
                 }),
             create: {
@@ -234,7 +285,7 @@ impl Rules {
     }
 
     fn job(&self, wait: bool) -> S3CopyJob {
-        let primary = s3(&[&self.src_list]);
+        let primary = s3(&[&self.src_list, &self.src_head]);
         let escrow = s3(&[
             &self.record_get,
             &self.dst_list,
@@ -517,9 +568,6 @@ async fn auto_below_the_threshold_copies_directly() {
     assert_eq!(rules.create.num_calls(), 0);
 }
 
-/// A record object written: its key and body.
-type Recorded = (String, Vec<u8>);
-
 /// Under the escrow key a copy has an ETag of its own and a Batch Copy
 /// cannot record the source's in metadata: the checked copies are recorded
 /// beside the job's files, and the next plan takes such a copy for the
@@ -561,7 +609,7 @@ async fn batch_copies_under_the_escrow_key_are_recorded_and_not_copied_again() {
             .with_protection(Protection::new().with_kms_key_id(Some(KMS.into())))
     };
     let first = S3CopyJob::new(
-        S3Source::from_client(s3(&[&rules.src_list]), "prod"),
+        S3Source::from_client(s3(&[&rules.src_list, &rules.src_head]), "prod"),
         sink(s3(&[
             &rules.dst_list,
             &rules.batch_list,
@@ -623,4 +671,345 @@ async fn batch_copies_under_the_escrow_key_are_recorded_and_not_copied_again() {
     assert_eq!((report.skipped, report.copied), (1, 0), "{report:#?}");
     assert_eq!(next.create.num_calls(), 0, "no job for a copy already made");
     assert_eq!(records_get.num_calls(), 1);
+}
+
+impl World {
+    /// The bodies written under keys containing `part`, as text.
+    fn written(&self, part: &str) -> Vec<(String, String)> {
+        self.puts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.contains(part))
+            .map(|(k, b)| (k.clone(), String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
+
+    /// An unfolded record of job-1 (its files under `jobs/x/`), as an
+    /// earlier `--no-wait` run leaves it.
+    fn left_job(&mut self, retain_until: Option<i64>) {
+        let until = retain_until.map(|u| format!(",\"retain_until\":{u}")).unwrap_or_default();
+        self.record = Some(format!(
+            r#"{{"job_id":"job-1","token":"t0","folder":"jobs/x/","folded":false{until}}}"#
+        ));
+        *self.report_prefix.lock().unwrap() = "jobs/x/report".into();
+    }
+}
+
+/// The attack: under the escrow key the copy's ETag proves nothing, and the
+/// job's one UnModifiedSinceConstraint (the newest planned modification)
+/// lets through a key rewritten after it was listed when another key was
+/// written later still. The source is read again after the job: rewritten
+/// since the listing, the copy does not count and is not recorded as
+/// checked (else `confirm_same` would take the attacker's bytes for the
+/// planned object forever).
+#[tokio::test]
+async fn a_source_rewritten_after_the_listing_is_not_counted_under_the_escrow_key() {
+    let mut w = World::new();
+    w.copy_etag = "\"kms-etag\"";
+    w.src_modified_after = 1_700_000_100;
+    let (rules, report) = run(&w).await;
+    assert_eq!((report.copied, report.failed), (0, 1), "{report:#?}");
+    assert_eq!(report.failures[0].kind, ErrorKind::PreconditionFailed);
+    assert!(report.failures[0].error.contains("modified after it was listed"), "{report:#?}");
+    assert_eq!(rules.src_head.num_calls(), 1, "the source is read again after the job");
+    assert!(w.written("/copies/").is_empty(), "a rewritten copy is never recorded as checked");
+
+    // Unchanged since the listing: counted and recorded.
+    let mut w = World::new();
+    w.copy_etag = "\"kms-etag\"";
+    let (_, report) = run(&w).await;
+    assert_eq!((report.copied, report.failed), (1, 0), "{report:#?}");
+    assert_eq!(w.written("/copies/").len(), 1);
+}
+
+/// The direct path refuses keys in escrow-sync's own folders (journal,
+/// retention ledger); the batch path fails them the same way and never
+/// names them in a manifest.
+#[tokio::test]
+async fn keys_in_escrow_syncs_own_folders_never_reach_a_manifest() {
+    let mut w = World::new();
+    w.extra_src = vec![".escrow-sync-uploads/planted", ".escrow-sync-retention/2026-12-07/x.jsonl"];
+    let (_, report) = run(&w).await;
+    let manifests = w.written("/manifest.csv");
+    assert_eq!(manifests.len(), 1);
+    assert!(!manifests[0].1.contains(".escrow-sync"), "{}", manifests[0].1);
+    assert_eq!((report.copied, report.failed), (1, 2), "{report:#?}");
+    for f in &report.failures {
+        assert!(f.key.starts_with(".escrow-sync-"), "{f:?}");
+        assert_eq!(f.kind, ErrorKind::Unsupported);
+        assert!(f.error.contains("escrow-sync's own folder"), "{f:?}");
+    }
+}
+
+/// A source uploaded in parts (ETag "…-N") gets a new ETag from a Batch
+/// Copy: the copy counts once the source still is the planned object, is
+/// recorded, and the next plan takes it for the source's.
+#[tokio::test]
+async fn copies_of_objects_uploaded_in_parts_verify_and_are_not_copied_again() {
+    let mut w = World::new();
+    w.src_etag = "\"a-2\"";
+    w.copy_etag = "\"whole\"";
+    let rules = Rules::new(&w);
+    let options = |c: &Rules| {
+        BatchOptions::new(
+            BatchControl::from_client(control(&[&c.create, &c.describe])),
+            "222222222222",
+            "arn:aws:iam::222222222222:role/escrow-batch",
+            "escrow-batch",
+        )
+        .with_prefix("jobs/")
+        .with_polling(
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+            Duration::from_secs(30),
+        )
+    };
+    let sink = |client: Client| {
+        S3Sink::from_client(client, "escrow").with_expected_owner(Some("222222222222".into()))
+    };
+    let first = S3CopyJob::new(
+        S3Source::from_client(s3(&[&rules.src_list, &rules.src_head]), "prod"),
+        sink(s3(&[
+            &rules.dst_list,
+            &rules.batch_list,
+            &rules.put,
+            &rules.get_plan,
+            &rules.get_manifest,
+            &rules.get_result,
+            &rules.head,
+        ])),
+    )
+    .with_abort_stale_uploads_after(None)
+    .with_engine(Engine::BatchOperations, Some(options(&rules)));
+    let report = first.execute(Mode::Run, &JobContext::new()).await.unwrap();
+    assert_eq!((report.copied, report.failed), (1, 0), "{report:#?}");
+    assert_eq!(rules.src_head.num_calls(), 1);
+    let recorded = w.written("/copies/");
+    assert_eq!(recorded.len(), 1);
+    let (record_key, body) = recorded[0].clone();
+    let copies: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        copies,
+        serde_json::json!([{"key": ODD, "escrow_etag": "\"whole\"", "source_etag": "\"a-2\""}])
+    );
+
+    // The next run: escrow lists the copy with its own ETag.
+    let mut again = World::new();
+    again.src_etag = "\"a-2\"";
+    let next = Rules::new(&again);
+    let dst_list = mock!(Client::list_objects_v2)
+        .match_requests(|r| r.bucket() == Some("escrow"))
+        .then_output(|| {
+            ListObjectsV2Output::builder()
+                .contents(Object::builder().key(ODD).size(5).e_tag("\"whole\"").build())
+                .build()
+        });
+    let k1 = record_key.clone();
+    let records_list = mock!(Client::list_objects_v2)
+        .match_requests(|r| {
+            r.bucket() == Some("escrow-batch")
+                && r.prefix().is_some_and(|p| p.ends_with("/copies/"))
+        })
+        .then_output(move || {
+            ListObjectsV2Output::builder()
+                .contents(Object::builder().key(k1.clone()).size(100).build())
+                .build()
+        });
+    let records_get = mock!(Client::get_object)
+        .match_requests(move |r| r.key() == Some(record_key.as_str()))
+        .then_output(move || {
+            GetObjectOutput::builder().body(ByteStream::from(body.clone().into_bytes())).build()
+        });
+    let head = mock!(Client::head_object)
+        .match_requests(|r| r.key() == Some(ODD))
+        .then_output(|| HeadObjectOutput::builder().content_length(5).e_tag("\"whole\"").build());
+    let second = S3CopyJob::new(
+        S3Source::from_client(s3(&[&next.src_list]), "prod"),
+        sink(s3(&[&records_list, &records_get, &dst_list, &next.batch_list, &head])),
+    )
+    .with_abort_stale_uploads_after(None)
+    .with_engine(Engine::BatchOperations, Some(options(&next)));
+    let report = second.execute(Mode::Run, &JobContext::new()).await.unwrap();
+    assert_eq!((report.skipped, report.copied), (1, 0), "{report:#?}");
+    assert_eq!(next.create.num_calls(), 0, "no job for a copy already made");
+}
+
+/// A job's copies are locked until the date fixed when the job was
+/// created; a job folded days later must file them under that date, not
+/// the fold's, and every copy AWS made is filed, even one whose check
+/// fails (its lock must not lapse unrenewed).
+#[tokio::test]
+async fn a_folded_job_files_every_copy_under_its_own_retain_until_day() {
+    let mut w = World::new();
+    w.left_job(Some(1_797_000_000)); // 2026-12-11
+    w.copy_kms = "arn:aws:kms:us-east-1:222222222222:key/other";
+    let (_, report) = run(&w).await;
+    assert!(report.failed >= 1, "the copy under another key fails its check: {report:#?}");
+    let day = w.written(".escrow-sync-retention/2026-12-11/");
+    assert_eq!(day.len(), 1, "{:?}", w.written(".escrow-sync-retention/"));
+    assert!(day[0].1.contains("odd,key"), "{}", day[0].1);
+    // The new job this run made is filed under its own date (30 days on).
+    let files: Vec<_> = w.written(".jsonl");
+    assert_eq!(files.len(), 2, "{files:?}");
+}
+
+/// `auto` under its threshold copies directly, and the job an earlier run
+/// left, folded first, stays in the report.
+#[tokio::test]
+async fn auto_under_the_threshold_keeps_the_folded_jobs_report() {
+    let mut w = World::new();
+    w.left_job(None);
+    let rules = Rules::new(&w);
+    let options = BatchOptions::new(
+        BatchControl::from_client(control(&[&rules.create, &rules.describe])),
+        "222222222222",
+        "arn:aws:iam::222222222222:role/escrow-batch",
+        "escrow-batch",
+    )
+    .with_prefix("jobs/");
+    let copy = mock!(Client::copy_object)
+        .match_requests(|r| r.bucket() == Some("escrow") && r.key() == Some(ODD))
+        .then_output(|| aws_sdk_s3::operation::copy_object::CopyObjectOutput::builder().build());
+    let tagging = mock!(Client::get_object_tagging).then_output(|| {
+        aws_sdk_s3::operation::get_object_tagging::GetObjectTaggingOutput::builder()
+            .set_tag_set(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let job = S3CopyJob::new(
+        S3Source::from_client(s3(&[&rules.src_list, &tagging]), "prod"),
+        S3Sink::from_client(
+            s3(&[
+                &rules.record_get,
+                &rules.dst_list,
+                &rules.batch_list,
+                &rules.put,
+                &rules.get_plan,
+                &rules.get_manifest,
+                &rules.get_result,
+                &rules.head,
+                &copy,
+            ]),
+            "escrow",
+        )
+        .with_expected_owner(Some("222222222222".into())),
+    )
+    .with_abort_stale_uploads_after(None)
+    .with_engine(Engine::Auto { threshold: 1000 }, Some(options));
+    let report = job.execute(Mode::Run, &JobContext::new()).await.unwrap();
+    assert_eq!(copy.num_calls(), 1, "the plan under the threshold is copied directly");
+    assert_eq!(rules.create.num_calls(), 0);
+    assert_eq!(report.copied, 2, "the folded job's copy and the direct one: {report:#?}");
+    assert!(w.written("job.json").iter().any(|(_, b)| b.contains("\"folded\":true")));
+}
+
+/// S3 Control forgets a job 90 days on: a record of such a job that no
+/// run folded must not stop every later run. It is recorded folded with a
+/// warning, and the plan copies what escrow lacks.
+#[tokio::test]
+async fn a_job_s3_control_no_longer_knows_is_recorded_folded() {
+    let mut w = World::new();
+    w.record =
+        Some(r#"{"job_id":"job-gone","token":"t0","folder":"jobs/x/","folded":false}"#.into());
+    let rules = Rules::new(&w);
+    let gone = mock!(aws_sdk_s3control::Client::describe_job)
+        .match_requests(|r| r.job_id() == Some("job-gone"))
+        .then_error(|| {
+            aws_sdk_s3control::operation::describe_job::DescribeJobError::NotFoundException(
+                aws_sdk_s3control::types::error::NotFoundException::builder()
+                    .message("The specified job was not found")
+                    .meta(
+                        aws_smithy_types::error::ErrorMetadata::builder()
+                            .code("NotFoundException")
+                            .message("The specified job was not found")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+    let mut job = rules.job(true);
+    job = job.with_engine(
+        Engine::BatchOperations,
+        Some(
+            BatchOptions::new(
+                BatchControl::from_client(control(&[&gone, &rules.create, &rules.describe])),
+                "222222222222",
+                "arn:aws:iam::222222222222:role/escrow-batch",
+                "escrow-batch",
+            )
+            .with_prefix("jobs/")
+            .with_polling(
+                Duration::from_millis(1),
+                Duration::from_millis(2),
+                Duration::from_secs(30),
+            ),
+        ),
+    );
+    let report = job.execute(Mode::Run, &JobContext::new()).await.unwrap();
+    assert_eq!(gone.num_calls(), 1);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("job-gone") && w.contains("gone")),
+        "{report:#?}"
+    );
+    assert!(
+        w.written("job.json")
+            .iter()
+            .any(|(_, b)| b.contains("\"job-gone\"") && b.contains("\"folded\":true")),
+        "{:?}",
+        w.written("job.json")
+    );
+    assert_eq!(rules.create.num_calls(), 1, "the plan is copied by a new job");
+    assert_eq!(report.copied, 1, "{report:#?}");
+    // `status` shows such a job as gone instead of failing.
+    let state = job.batch_state().await.unwrap().expect("the record");
+    assert_eq!(
+        (state.job_id.as_str(), state.status.as_str()),
+        ("job-gone", escrow_sync_s3::JOB_GONE)
+    );
+}
+
+/// A task answers a manifest row only by the row's exact string: a report
+/// row that decodes to the key but is written otherwise does not count, nor
+/// does a key the report lists twice.
+#[tokio::test]
+async fn report_rows_match_the_manifest_string_exactly_and_once() {
+    let row = "odd%2Ckey%0A100%25%2B%20%22x%22.txt";
+    // Lower-case escapes: the same key once decoded, not the row written.
+    let mut w = World::new();
+    w.result_csv = format!("prod,{},,succeeded,,200,Successful\n", row.to_lowercase());
+    let (_, report) = run(&w).await;
+    assert_eq!((report.copied, report.failed), (0, 1), "{report:#?}");
+    assert!(report.failures[0].error.contains("not in the completion report"), "{report:#?}");
+    assert!(!report.findings.is_empty(), "the stray row is a finding");
+
+    let mut w = World::new();
+    w.result_csv =
+        format!("prod,{row},,succeeded,,200,Successful\nprod,{row},,failed,InternalError,500,x\n");
+    let (_, report) = run(&w).await;
+    assert_eq!((report.copied, report.failed), (0, 1), "{report:#?}");
+    assert!(report.failures[0].error.contains("more than once"), "{report:#?}");
+    assert!(report.findings.iter().any(|f| format!("{f:?}").contains("more than once")));
+}
+
+/// A rewrite within the second of the listing leaves LastModified as
+/// listed: where the source and the copy both carry a full-object checksum,
+/// they must agree (a checksum of parts, "…-N", is not compared).
+#[tokio::test]
+async fn a_copy_whose_checksum_is_not_the_sources_is_not_counted() {
+    let mut w = World::new();
+    w.copy_etag = "\"kms-etag\"";
+    w.crc = (Some("AAAAAA=="), Some("BBBBBB=="));
+    let (_, report) = run(&w).await;
+    assert_eq!((report.copied, report.failed), (0, 1), "{report:#?}");
+    assert!(report.failures[0].error.contains("CRC32C checksum"), "{report:#?}");
+    assert!(w.written("/copies/").is_empty());
+
+    for crc in [(Some("AAAAAA=="), Some("AAAAAA==")), (Some("AAAAAA=="), Some("BBBBBB==-2"))] {
+        let mut w = World::new();
+        w.copy_etag = "\"kms-etag\"";
+        w.crc = crc;
+        let (_, report) = run(&w).await;
+        assert_eq!((report.copied, report.failed), (1, 0), "{crc:?}: {report:#?}");
+    }
 }

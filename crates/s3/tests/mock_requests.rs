@@ -1163,3 +1163,42 @@ async fn a_ranged_read_stops_at_a_body_longer_than_the_range() {
     let err = range.read_range(0, 9).await.unwrap_err();
     assert!(err.to_string().contains("more than the 10 bytes asked for"), "{err}");
 }
+
+/// A one-request copy of an object uploaded in parts gets an ETag of its
+/// own (the MD5 of the bytes, not "…-N"): the copy records the source ETag,
+/// so the next plan confirms it instead of copying it again every run.
+#[tokio::test]
+async fn a_single_copy_of_an_object_uploaded_in_parts_records_the_source_etag() {
+    const PARTS: &str = "\"9b2cf535f27731c974343645a3985328-2\"";
+    let head = mock!(Client::head_object)
+        .match_requests(|r| r.bucket() == Some("src") && r.if_match() == Some(PARTS))
+        .then_output(|| HeadObjectOutput::builder().content_type("text/plain").build());
+    let copy = mock!(Client::copy_object)
+        .match_requests(|r| {
+            r.metadata_directive() == Some(&MetadataDirective::Replace)
+                && r.metadata().and_then(|m| m.get(SOURCE_ETAG_META)).map(String::as_str)
+                    == Some(PARTS)
+                && r.content_type() == Some("text/plain")
+        })
+        .then_output(|| {
+            CopyObjectOutput::builder()
+                .copy_object_result(CopyObjectResult::builder().e_tag("\"whole\"").build())
+                .build()
+        });
+    let sink = S3Sink::from_client(client(&[&head, &copy]), "dst")
+        .with_expected_owner(Some("222222222222".into()));
+    let item = Item::new("obj", ItemKind::Object, 6 * MIB, PARTS);
+    let src = ServerSideRef::new("s3", "src", "obj", PARTS);
+    sink.write(&item, Payload::Reference(src)).await.unwrap();
+    assert_eq!(copy.num_calls(), 1, "the copy records the source ETag");
+
+    // The next plan: escrow lists the copy's own ETag; its record confirms it.
+    let escrow_head = mock!(Client::head_object)
+        .match_requests(|r| r.bucket() == Some("dst") && r.key() == Some("obj"))
+        .then_output(|| {
+            HeadObjectOutput::builder().e_tag("\"whole\"").metadata(SOURCE_ETAG_META, PARTS).build()
+        });
+    let sink = S3Sink::from_client(client(&[&escrow_head]), "dst");
+    let escrow = Item::new("obj", ItemKind::Object, 6 * MIB, "\"whole\"");
+    assert!(sink.confirm_same(&item, &escrow).await.unwrap());
+}

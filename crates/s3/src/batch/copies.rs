@@ -20,6 +20,11 @@ use crate::S3Sink;
 /// Record files larger than this are not read (escrow is read under caps).
 const MAX_RECORD_BYTES: u64 = 256 << 20;
 
+/// Copies per record file written: at most about 6.3 KB each (a 1,024-byte
+/// key of control characters is 6 KB as JSON, and two ETags), so a file
+/// stays under [`MAX_RECORD_BYTES`] whatever its keys.
+pub(crate) const RECORDS_PER_FILE: usize = 20_000;
+
 /// One checked batch copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Copied {

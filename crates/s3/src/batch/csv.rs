@@ -32,7 +32,7 @@ pub fn manifest_csv(rows: &[ManifestRow], with_versions: bool) -> Vec<u8> {
     for row in rows {
         out.push_str(&row.bucket);
         out.push(',');
-        out.extend(utf8_percent_encode(&row.key, KEY));
+        out.push_str(&encode_key(&row.key));
         if with_versions {
             out.push(',');
             out.extend(utf8_percent_encode(row.version.as_deref().unwrap_or(""), KEY));
@@ -40,6 +40,12 @@ pub fn manifest_csv(rows: &[ManifestRow], with_versions: bool) -> Vec<u8> {
         out.push('\n');
     }
     out.into_bytes()
+}
+
+/// A key as a manifest row holds it (URL-encoded): the exact string a
+/// completion report echoes in its key field.
+pub fn encode_key(key: &str) -> String {
+    utf8_percent_encode(key, KEY).to_string()
 }
 
 /// The `ClientRequestToken` of a job: the SHA-256 of its manifest and
@@ -65,6 +71,9 @@ pub struct TaskResult {
     pub bucket: String,
     /// The source key, decoded.
     pub key: String,
+    /// The key field exactly as the report holds it (still encoded): a
+    /// task answers a manifest row only when this is the row's string.
+    pub key_field: String,
     /// The source version, if the manifest named one.
     pub version: Option<String>,
     /// Whether the task succeeded (`TaskStatus` = `succeeded`).
@@ -167,6 +176,7 @@ fn task(fields: &[String]) -> std::result::Result<TaskResult, String> {
     Ok(TaskResult {
         bucket: fields[0].clone(),
         key,
+        key_field: fields[1].clone(),
         version: opt(2),
         succeeded,
         error_code: opt(4),
@@ -324,6 +334,7 @@ mod tests {
             prop_assert!(problems.is_empty(), "{:?}", problems);
             prop_assert_eq!(tasks.len(), 1);
             prop_assert_eq!(&tasks[0].key, &key);
+            prop_assert_eq!(&tasks[0].key_field, &encode_key(&key));
             prop_assert_eq!(tasks[0].succeeded, ok);
             prop_assert_eq!(&tasks[0].message, &message);
         }

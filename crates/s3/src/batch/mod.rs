@@ -17,7 +17,7 @@ pub(crate) mod csv;
 
 pub(crate) use copies::CopyRecords;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_s3control::types::{
@@ -30,7 +30,7 @@ use escrow_sync_core::{
     Action, Error, ErrorKind, Failure, Finding, Item, ItemOutcome, ItemRecord, JobContext,
     MassChangeGuard, Mode, Report, Result, Sink, Source,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::util::{PaceExt, url};
@@ -47,6 +47,13 @@ pub const DEFAULT_BATCH_THRESHOLD: u64 = 1_000_000;
 /// and per plan, the manifest, the planned objects and the completion
 /// report.
 pub const DEFAULT_BATCH_PREFIX: &str = "escrow-sync/batch/";
+
+/// Copies checked against the plan at once when a job is folded.
+const CHECKS_AT_ONCE: usize = 32;
+
+/// The status `status` shows for a job S3 Control no longer knows (it
+/// keeps a job's record for 90 days).
+pub const JOB_GONE: &str = "Gone";
 
 /// Which engine copies a run's objects (`[[s3]] engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -226,6 +233,11 @@ struct JobRecord {
     folder: String,
     /// Whether a run has folded the job's report in.
     folded: bool,
+    /// The Object Lock retain-until date the job gives its copies (epoch
+    /// seconds), fixed when the job is created: its copies are filed in the
+    /// retention ledger under this day, whenever the job is folded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retain_until: Option<i64>,
 }
 
 /// One planned object, as recorded beside the manifest.
@@ -234,6 +246,19 @@ struct Planned {
     key: String,
     size: u64,
     etag: String,
+    /// The source's LastModified as listed (epoch seconds): after the job
+    /// the source must still be this object for its copy to count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    modified: Option<i64>,
+}
+
+/// What a batch run did: a report, or (`auto` under its threshold) the
+/// report of an earlier job it folded, for the direct run to take in.
+pub(crate) enum Batched {
+    /// The run is done.
+    Done(Report),
+    /// The caller runs direct and adds this report (a folded job's) to it.
+    Direct(Report),
 }
 
 /// What `status` shows of a pair's last Batch Operations job.
@@ -374,7 +399,21 @@ impl S3CopyJob {
     pub async fn batch_state(&self) -> Result<Option<BatchJobState>> {
         let Some((_, options)) = &self.batch else { return Ok(None) };
         let Some(record) = self.read_record(options).await? else { return Ok(None) };
-        let d = describe(options, &record.job_id).await?;
+        let d = match describe(options, &record.job_id).await {
+            // S3 Control forgets a job 90 days on: shown as gone (the next
+            // run records it folded), not an error that stops `status`.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Ok(Some(BatchJobState {
+                    job_id: record.job_id,
+                    status: JOB_GONE.to_string(),
+                    total: 0,
+                    succeeded: 0,
+                    failed: 0,
+                    folded: record.folded,
+                }));
+            }
+            other => other?,
+        };
         Ok(Some(BatchJobState {
             job_id: record.job_id,
             status: d.status.as_str().to_string(),
@@ -385,14 +424,15 @@ impl S3CopyJob {
         }))
     }
 
-    /// A run with the batch engine (see the module docs). `None`: `auto`
-    /// found too few objects to copy, the caller runs direct.
+    /// A run with the batch engine (see the module docs).
+    /// [`Batched::Direct`]: `auto` found too few objects to copy, the caller
+    /// runs direct and adds the report of the earlier job folded here.
     pub(crate) async fn execute_batch(
         &self,
         engine: Engine,
         options: &BatchOptions,
         ctx: &JobContext,
-    ) -> Result<Option<Report>> {
+    ) -> Result<Batched> {
         let mut report = Report::new(Mode::Run, self.source().describe(), self.sink().describe());
         // A job an earlier run left: fold it in first (its copies then plan
         // as in escrow, its failures are retried below).
@@ -403,19 +443,42 @@ impl S3CopyJob {
         if let Some(record) = last
             && !record.folded
         {
-            let d = describe(options, &record.job_id).await?;
-            if !d.done() && !options.wait {
-                report.notes.push(format!(
-                    "batch job {} is still {}: no new job until it ends",
-                    record.job_id,
-                    d.status.as_str()
-                ));
-                return Ok(Some(report));
+            match describe(options, &record.job_id).await {
+                // S3 keeps a job's record for 90 days: a job it no longer
+                // knows cannot be folded. Its copies that escrow holds plan
+                // as in escrow; everything else is planned and copied again.
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    report.warnings.push(format!(
+                        "batch job {} is gone from S3 Control ({}): its report is not folded; \
+                         this run plans everything again",
+                        record.job_id,
+                        e.chain()
+                    ));
+                    self.write_record(options, &JobRecord { folded: true, ..record.clone() })
+                        .await?;
+                }
+                Err(e) => return Err(e),
+                Ok(d) => {
+                    if !d.done() && !options.wait {
+                        report.notes.push(format!(
+                            "batch job {} is still {}: no new job until it ends",
+                            record.job_id,
+                            d.status.as_str()
+                        ));
+                        return Ok(Batched::Done(report));
+                    }
+                    let d = if d.done() { d } else { wait(options, &record.job_id, ctx).await? };
+                    self.fold(options, &record, &d, ctx, &mut report).await?;
+                }
             }
-            let d = if d.done() { d } else { wait(options, &record.job_id, ctx).await? };
-            self.fold(options, &record, &d, ctx, &mut report).await?;
         }
 
+        // What the fold found; this run's plan is counted apart (`auto`
+        // may hand the plan to the direct path, which counts it again).
+        let folded = std::mem::replace(
+            &mut report,
+            Report::new(Mode::Run, self.source().describe(), self.sink().describe()),
+        );
         let exec = self.copy_job().executor(ctx);
         let source: &dyn Source = self.source();
         let sink: &dyn Sink = self.sink();
@@ -428,6 +491,12 @@ impl S3CopyJob {
                 escrow_items += 1;
             }
             match a {
+                Action::Copy { item, .. } if crate::journal::own_folder(&item.key) => {
+                    // The direct path refuses these keys (S3Sink::write):
+                    // the same failure here, before any manifest names them.
+                    let e = self.sink().own_folder_refusal(&item.key);
+                    record_outcome(&mut report, ctx, &item, Err(e));
+                }
                 Action::Copy { item, escrow, .. } => {
                     if let Some(e) = &escrow
                         && sink.confirm_same(&item, e).await?
@@ -451,7 +520,7 @@ impl S3CopyJob {
         if let Engine::Auto { threshold } = engine
             && (copies.len() as u64) <= threshold
         {
-            return Ok(None);
+            return Ok(Batched::Direct(folded));
         }
         // The mass-change breaker, as the direct path applies it.
         let guard = MassChangeGuard::for_job(
@@ -488,8 +557,9 @@ impl S3CopyJob {
                 outcome.map(|r| (r.bytes, r.fingerprint, r.parts)),
             );
         }
+        report.absorb(folded);
         if batched.is_empty() {
-            return Ok(Some(report));
+            return Ok(Batched::Done(report));
         }
         let (record, described) = self.submit(options, &batched, previous.as_deref()).await?;
         report.notes.push(format!(
@@ -503,12 +573,12 @@ impl S3CopyJob {
                  folds its report in",
                 record.job_id
             ));
-            return Ok(Some(report));
+            return Ok(Batched::Done(report));
         }
         let d =
             if described.done() { described } else { wait(options, &record.job_id, ctx).await? };
         self.fold(options, &record, &d, ctx, &mut report).await?;
-        Ok(Some(report))
+        Ok(Batched::Done(report))
     }
 
     fn describe_pair(&self) -> String {
@@ -558,7 +628,12 @@ impl S3CopyJob {
         let etag = put_etag(&store, &manifest_key, manifest, "text/csv").await?;
         let planned: Vec<Planned> = items
             .iter()
-            .map(|i| Planned { key: i.key.clone(), size: i.size, etag: i.fingerprint.clone() })
+            .map(|i| Planned {
+                key: i.key.clone(),
+                size: i.size,
+                etag: i.fingerprint.clone(),
+                modified: i.modified.map(escrow_sync_core::time::epoch),
+            })
             .collect();
         store
             .put_own(
@@ -607,12 +682,11 @@ impl S3CopyJob {
                 S3ObjectMetadata::builder().sse_algorithm(S3SseAlgorithm::Kms).build(),
             );
         }
-        if let Some(lock) = &protection.object_lock {
+        let retain_until = protection.object_lock.map(|l| l.retain_until());
+        if let (Some(lock), Some(until)) = (&protection.object_lock, retain_until) {
             copy = copy
                 .object_lock_mode(S3ObjectLockMode::from(lock.mode.as_str()))
-                .object_lock_retain_until_date(aws_smithy_types::DateTime::from(
-                    lock.retain_until(),
-                ));
+                .object_lock_retain_until_date(aws_smithy_types::DateTime::from(until));
         }
         let report = JobReport::builder()
             .enabled(true)
@@ -646,7 +720,13 @@ impl S3CopyJob {
                 "S3 Control answered without a job id",
             ));
         }
-        let record = JobRecord { job_id, token, folder, folded: false };
+        let record = JobRecord {
+            job_id,
+            token,
+            folder,
+            folded: false,
+            retain_until: retain_until.map(escrow_sync_core::time::epoch),
+        };
         self.write_record(options, &record).await?;
         let d = describe(options, &record.job_id).await?;
         Ok((record, d))
@@ -677,7 +757,11 @@ impl S3CopyJob {
                     ),
                 )
             })?;
+        // Tasks by their key field exactly as the manifest row held it (a
+        // decoded key could be written two ways); a row twice is not
+        // trusted either way.
         let mut tasks: HashMap<String, TaskResult> = HashMap::new();
+        let mut twice: HashSet<String> = HashSet::new();
         if d.status != JobStatus::Failed || d.total > 0 {
             let manifest_key =
                 format!("{}report/job-{}/manifest.json", record.folder, record.job_id);
@@ -700,7 +784,32 @@ impl S3CopyJob {
                                 report.findings.push(Finding::new(url(&bucket, &key), p));
                             }
                             for t in read {
-                                tasks.insert(t.key.clone(), t);
+                                if t.bucket != self.source().bucket() {
+                                    report.findings.push(Finding::new(
+                                        url(&bucket, &key),
+                                        format!(
+                                            "the completion report names a task in bucket {} \
+                                             for key {:?}, not the job's source: not counted",
+                                            t.bucket, t.key
+                                        ),
+                                    ));
+                                    continue;
+                                }
+                                if tasks.contains_key(&t.key_field) || twice.contains(&t.key_field)
+                                {
+                                    report.findings.push(Finding::new(
+                                        url(&bucket, &key),
+                                        format!(
+                                            "the completion report lists the task of key {:?} \
+                                             more than once: the key counts as failed",
+                                            t.key
+                                        ),
+                                    ));
+                                    tasks.remove(&t.key_field);
+                                    twice.insert(t.key_field.clone());
+                                    continue;
+                                }
+                                tasks.insert(t.key_field.clone(), t);
                             }
                         }
                     }
@@ -727,16 +836,69 @@ impl S3CopyJob {
         };
         let kms = self.sink().protection().kms_key_id.is_some();
         let mut checked = Vec::new();
-        for p in planned {
+        // Every copy AWS says it made carries the job's lock, checked or
+        // not: each is filed in the ledger under the job's retain-until day
+        // (an older record without it: today, which the next renewal pass
+        // files again under the copy's real day).
+        let mut locked = Vec::new();
+        let planned_fields: HashSet<String> =
+            planned.iter().map(|p| csv::encode_key(&p.key)).collect();
+        for (field, t) in &tasks {
+            if !planned_fields.contains(field) {
+                report.findings.push(Finding::new(
+                    url(self.source().bucket(), &t.key),
+                    format!(
+                        "the completion report of batch job {} lists key {:?}, which the job's \
+                         manifest does not hold: not counted",
+                        record.job_id, field
+                    ),
+                ));
+            }
+        }
+        // The checks (a HeadObject of the copy, and of the source where the
+        // copy's ETag proves nothing) run CHECKS_AT_ONCE at a time, in plan
+        // order: one at a time, a million-object job would take hours.
+        let mut checks: Vec<Option<Result<Option<String>>>> = Vec::with_capacity(planned.len());
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        for p in &planned {
+            let field = csv::encode_key(&p.key);
+            let go = !twice.contains(&field) && tasks.get(&field).is_some_and(|t| t.succeeded);
+            in_flight.push_back(self.check_if(p, go));
+            if in_flight.len() >= CHECKS_AT_ONCE
+                && let Some(done) = in_flight.next().await
+            {
+                checks.push(done);
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            checks.push(done);
+        }
+        drop(in_flight);
+        for (p, check) in planned.into_iter().zip(checks) {
+            let field = csv::encode_key(&p.key);
+            // A key the report lists twice may have been copied too.
+            if twice.contains(&field) || tasks.get(&field).is_some_and(|t| t.succeeded) {
+                locked.push(self.sink().dest_key(&p.key));
+            }
             let item = Item::new(
                 p.key.clone(),
                 escrow_sync_core::ItemKind::Object,
                 p.size,
                 p.etag.clone(),
             );
-            let outcome = match tasks.get(&p.key) {
-                Some(t) if t.succeeded => self.check_copy(&p).await,
-                Some(t) => Err(Error::new(
+            let outcome = match (check, tasks.get(&field)) {
+                (Some(checked), _) => checked,
+                (None, _) if twice.contains(&field) => Err(Error::new(
+                    ErrorKind::Failed,
+                    "s3:CopyObject (batch)",
+                    url(self.sink().bucket(), &self.sink().dest_key(&p.key)),
+                    format!(
+                        "the completion report of batch job {} lists this key more than once: \
+                         not taken as copied; the next run copies it again",
+                        record.job_id
+                    ),
+                )),
+                (None, Some(t)) => Err(Error::new(
                     task_kind(t),
                     "s3:CopyObject (batch)",
                     url(self.sink().bucket(), &self.sink().dest_key(&p.key)),
@@ -750,65 +912,141 @@ impl S3CopyJob {
                     .trim_end()
                     .to_string(),
                 )),
-                None => Err(Error::new(
+                (None, None) => Err(Error::new(
                     ErrorKind::Failed,
                     "s3:CopyObject (batch)",
                     url(self.sink().bucket(), &self.sink().dest_key(&p.key)),
                     format!("not in the completion report ({job_reason})"),
                 )),
             };
-            if let Ok(etag) = &outcome {
-                let key = self.sink().dest_key(&p.key);
-                if kms && let Some(etag) = etag {
-                    checked.push(copies::Copied {
-                        key: key.clone(),
-                        escrow_etag: etag.clone(),
-                        source_etag: p.etag.clone(),
-                    });
-                }
-                self.sink().ledger_record(&key).await?;
+            // A copy whose ETag is not the source's (under the escrow key,
+            // or of a source uploaded in parts) is recorded once checked, so
+            // the next plan takes it for the source's.
+            if let Ok(Some(etag)) = &outcome
+                && (kms || crate::util::uploaded_in_parts(&p.etag))
+            {
+                checked.push(copies::Copied {
+                    key: self.sink().dest_key(&p.key),
+                    escrow_etag: etag.clone(),
+                    source_etag: p.etag.clone(),
+                });
             }
             record_outcome(report, ctx, &item, outcome.map(|f| (p.size, f, 0)));
         }
-        self.sink().flush_ledger().await?;
+        let until = record
+            .retain_until
+            .map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64))
+            .unwrap_or_else(std::time::SystemTime::now);
+        self.sink().ledger_file(until, &locked).await?;
         if !checked.is_empty()
             && let Some(prefix) = self.sink().batch_copies().prefix()
         {
-            let key = format!("{prefix}{}.json", &record.token[..32.min(record.token.len())]);
-            let body = serde_json::to_vec(&checked).unwrap_or_default();
-            store.put_own(&key, body, "application/json").await?;
+            // In files of at most RECORDS_PER_FILE copies: each stays well
+            // under the size a reader takes (1,024-byte keys included).
+            let token = &record.token[..32.min(record.token.len())];
+            for (n, chunk) in checked.chunks(copies::RECORDS_PER_FILE).enumerate() {
+                let key = format!("{prefix}{token}-{n:05}.json");
+                let body = serde_json::to_vec(chunk).unwrap_or_default();
+                store.put_own(&key, body, "application/json").await?;
+            }
             self.sink().batch_copies().forget().await;
         }
         let folded = JobRecord { folded: true, ..record.clone() };
         self.write_record(options, &folded).await
     }
 
-    /// Checks an object the job says it copied against the plan: size and
-    /// ETag (an SSE-KMS copy has an ETag of its own: size, encryption key),
-    /// so a primary that rewrote the object between plan and copy is
-    /// caught. Returns the copy's ETag.
+    /// [`Self::check_copy`] when `go`.
+    async fn check_if(&self, p: &Planned, go: bool) -> Option<Result<Option<String>>> {
+        if go { Some(self.check_copy(p).await) } else { None }
+    }
+
+    /// Checks an object the job says it copied against the plan: its size,
+    /// and that it holds the planned bytes. Without an escrow key a copy of
+    /// a single-part object has the source's ETag (the MD5 of its bytes):
+    /// compared with the plan's. Under the escrow key, or for a source
+    /// uploaded in parts, the copy's ETag is its own, so the source is read
+    /// again (HeadObject) after the job: its ETag and LastModified must
+    /// still be the plan's (any rewrite since the listing changes
+    /// LastModified), so the job can only have copied the planned object;
+    /// full-object checksums, where both carry one, must agree too. Returns
+    /// the copy's ETag.
     async fn check_copy(&self, p: &Planned) -> Result<Option<String>> {
         let key = self.sink().dest_key(&p.key);
-        let head = self.sink().head_escrow(&key, None).await?;
+        let sink = self.sink();
+        let head = sink
+            .client()
+            .head_object()
+            .bucket(sink.bucket())
+            .key(&key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .set_expected_bucket_owner(sink.owner().map(str::to_string))
+            .send()
+            .paced(sink.pacer())
+            .await
+            .map_err(|e| crate::util::s3_error(e, "s3:HeadObject", url(sink.bucket(), &key)))?;
         let size = head.content_length().unwrap_or(-1);
         let etag = head.e_tag().map(str::to_string);
         let kms = &self.sink().protection().kms_key_id;
+        let in_parts = crate::util::uploaded_in_parts(&p.etag);
         let mut problems = Vec::new();
         if size != p.size as i64 {
             problems.push(format!("{size} bytes, planned {}", p.size));
         }
         match kms {
-            None if etag.as_deref() != Some(p.etag.as_str()) => problems.push(format!(
-                "ETag {}, planned {}",
-                etag.as_deref().unwrap_or("none"),
-                p.etag
-            )),
+            None if !in_parts && etag.as_deref() != Some(p.etag.as_str()) => problems
+                .push(format!("ETag {}, planned {}", etag.as_deref().unwrap_or("none"), p.etag)),
             Some(want)
                 if !head.ssekms_key_id().is_some_and(|got| crate::protect::same_key(want, got)) =>
             {
                 problems.push("not encrypted with the escrow key".to_string())
             }
             _ => {}
+        }
+        if problems.is_empty() && (kms.is_some() || in_parts) {
+            match self.source().head(&p.key).await {
+                Ok(src) => {
+                    if src.e_tag() != Some(p.etag.as_str()) {
+                        problems.push(format!(
+                            "the source's ETag is now {}, planned {}",
+                            src.e_tag().unwrap_or("none"),
+                            p.etag
+                        ));
+                    }
+                    let now = src.last_modified().map(|d| d.secs());
+                    match p.modified {
+                        None => problems.push(
+                            "the plan holds no modification time to check the source against"
+                                .to_string(),
+                        ),
+                        Some(m) if now != Some(m) => problems.push(format!(
+                            "the source was modified after it was listed ({} seconds after \
+                             the epoch, listed {m})",
+                            now.map(|n| n.to_string()).unwrap_or_else(|| "unknown".into())
+                        )),
+                        Some(_) => {}
+                    }
+                    for (name, a, b) in [
+                        ("CRC64NVME", src.checksum_crc64_nvme(), head.checksum_crc64_nvme()),
+                        ("CRC32", src.checksum_crc32(), head.checksum_crc32()),
+                        ("CRC32C", src.checksum_crc32_c(), head.checksum_crc32_c()),
+                        ("SHA1", src.checksum_sha1(), head.checksum_sha1()),
+                        ("SHA256", src.checksum_sha256(), head.checksum_sha256()),
+                    ] {
+                        // A checksum of parts ("…-N") is not the whole object's.
+                        if let (Some(a), Some(b)) = (a, b)
+                            && !a.contains('-')
+                            && !b.contains('-')
+                            && a != b
+                        {
+                            problems.push(format!("{name} checksum {b}, the source's {a}"));
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    problems.push("the source is gone".to_string())
+                }
+                Err(e) => return Err(e),
+            }
         }
         if problems.is_empty() {
             Ok(etag)
