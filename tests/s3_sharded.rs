@@ -362,14 +362,24 @@ async fn a_whole_run_and_the_parts_of_one_job_never_run_at_once() {
         }
     };
     // Part 2/2 is running elsewhere: a whole run leaves the job alone.
-    put("escrow-sync/manifests/leases/assets.part-2-of-2.json", held_lease("assets part 2/2"))
+    put("escrow-sync/manifests/leases/parts/assets/2-of-2.json", held_lease("assets part 2/2"))
         .await;
     let whole = cli(&["run", "-c", &cfg]);
     assert_eq!(whole.code, 2, "{whole:?}");
     assert!(whole.stderr.contains("running in parts") && whole.stderr.contains("other-host"));
     assert!(keys(&pair.escrow, &pair.dest_bucket).await.is_empty(), "nothing copied");
-    // Another part may run beside it.
+    // Another part of the same cut may run beside it.
     assert_eq!(run_parts(&cfg, &[1], 2)[0].code, 0);
+    // A part of another cut may not: 1/4 and 3/8 overlap 2/2's keys (and
+    // 1/4 would run retention beside 1/2).
+    for (i, n) in [(1, 4), (3, 8)] {
+        let part = &run_parts(&cfg, &[i], n)[0];
+        assert_eq!(part.code, 2, "{i}/{n}: {part:?}");
+        assert!(
+            part.stderr.contains("cut into 2 parts") && part.stderr.contains("other-host"),
+            "{i}/{n}: {part:?}"
+        );
+    }
 
     // The job is running whole: a part leaves it alone.
     put("escrow-sync/manifests/leases/assets.json", held_lease("assets")).await;

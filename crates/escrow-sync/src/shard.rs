@@ -8,8 +8,11 @@
 //!   record `<manifest_prefix>shards/<job>/<N>.json` in the manifest bucket,
 //!   sampled and stored by the first part that needs it
 //!   ([`escrow_sync_s3::BoundaryStore::agree`]).
-//! - **Leases**: each part holds its own, `<job>.part-I-of-N.json` beside
-//!   the job's.
+//! - **Leases**: each part holds its own, `<leases>/parts/<job>/I-of-N.json`
+//!   (a folder of the job's own). A part refuses to run while the job runs
+//!   whole or while a part of the job cut into another number of parts
+//!   runs (their key ranges overlap, and both would be part 1); a whole run
+//!   refuses while any part runs.
 //! - **One run of N parts.** Each part writes its own run manifest; its
 //!   job summary names the part ([`ShardPart`]: I, N and the digest of the
 //!   boundaries). N processes need not agree on a run id: a sharded run of
@@ -76,14 +79,28 @@ pub fn boundaries_key(config: &Config, name: &str, parts: u32) -> String {
     format!("{}{SHARDS_DIR}{name}/{parts}.json", manifest_prefix(config))
 }
 
-/// The lease key of a part: `<job>.json` becomes `<job>.part-I-of-N.json`.
-pub(crate) fn part_lease_key(key: &str, shard: Shard) -> String {
-    format!("{}{}-of-{}.json", part_lease_prefix(key), shard.index(), shard.count())
+/// The folder of the leases of job `name`'s parts, given the job's own
+/// lease key `<leases>/<name>.json`: `<leases>/parts/<name>/`. A folder of
+/// the job's own: no other job's lease (`<leases>/<other>.json`) is in it.
+pub(crate) fn part_lease_dir(key: &str, name: &str) -> String {
+    let dir = key.strip_suffix(&format!("{name}.json")).unwrap_or(key);
+    format!("{dir}parts/{name}/")
 }
 
-/// What the lease keys of a job's parts start with: `<job>.part-`.
-pub(crate) fn part_lease_prefix(key: &str) -> String {
-    format!("{}.part-", key.strip_suffix(".json").unwrap_or(key))
+/// The lease key of part `shard` of job `name`:
+/// `<leases>/parts/<name>/I-of-N.json`.
+pub(crate) fn part_lease_key(key: &str, name: &str, shard: Shard) -> String {
+    format!("{}{}-of-{}.json", part_lease_dir(key, name), shard.index(), shard.count())
+}
+
+/// The part a lease name in a job's part folder is of (`I-of-N.json`);
+/// `None` for any other name.
+pub(crate) fn parse_part_lease(name: &str) -> Option<Shard> {
+    let (i, n) = name.strip_suffix(".json")?.split_once("-of-")?;
+    if i.starts_with('+') || n.starts_with('+') {
+        return None;
+    }
+    Shard::new(i.parse().ok()?, n.parse().ok()?).ok()
 }
 
 /// The part of `job` that `shard` runs: its key range from the job's
@@ -243,8 +260,16 @@ mod tests {
     }
 
     #[test]
-    fn part_leases_sit_beside_the_jobs() {
+    fn part_leases_sit_in_a_folder_of_the_jobs_own() {
         let s = Shard::new(2, 4).unwrap();
-        assert_eq!(part_lease_key("m/leases/s3:a.json", s), "m/leases/s3:a.part-2-of-4.json");
+        let key = part_lease_key("m/leases/s3:a.json", "s3:a", s);
+        assert_eq!(key, "m/leases/parts/s3:a/2-of-4.json");
+        // A bucket named like a part lease of another job's is no part lease.
+        let other = "m/leases/s3:a.part-1-of-2.json.json";
+        assert!(!other.starts_with(&part_lease_dir("m/leases/s3:a.json", "s3:a")));
+        assert_eq!(parse_part_lease("2-of-4.json"), Some(s));
+        for bad in ["2-of-4", "x-of-4.json", "5-of-4.json", "+2-of-4.json", "2-of-4.json.json"] {
+            assert_eq!(parse_part_lease(bad), None, "{bad}");
+        }
     }
 }
