@@ -387,3 +387,43 @@ async fn a_whole_run_and_the_parts_of_one_job_never_run_at_once() {
     assert_eq!(part.code, 2, "{part:?}");
     assert!(part.stderr.contains("running whole"), "{part:?}");
 }
+
+#[tokio::test]
+async fn part_1_failing_before_its_job_still_renews_the_escrow_locks() {
+    let mut pair = BucketPair::new("shardrenew").await;
+    for key in ["obj/01", "obj/02", "obj/03"] {
+        pair.put(key, key).await;
+    }
+    let locked = unique("shardrenew-dst");
+    escrow_sync_e2e::create_locked_bucket(&pair.escrow, &locked).await;
+    pair.dest_bucket = locked.clone();
+    let manifests = unique("manifests");
+    create_bucket(&pair.escrow, &manifests, true).await;
+    // A one-day lock renewed within one day: due at every run.
+    let lock = "object_lock = { mode = \"GOVERNANCE\", days = 1, renew_within_days = 1 }";
+    let cfg = config(&pair, &manifests, lock);
+    for p in run_parts(&cfg, &[1, 2], 2) {
+        assert_eq!(p.code, 0, "{p:?}");
+    }
+    let until = || {
+        let (escrow, bucket) = (pair.escrow.clone(), locked.clone());
+        async move {
+            let head = escrow.head_object().bucket(&bucket).key("obj/01").send().await.unwrap();
+            std::time::SystemTime::try_from(*head.object_lock_retain_until_date().unwrap()).unwrap()
+        }
+    };
+    let before = until().await;
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    // The stored boundaries are refused (edited): part 1 fails before its
+    // job runs, and renews the locks with escrow credentials all the same.
+    let key = "escrow-sync/manifests/shards/assets/2.json";
+    let body = get(&pair.escrow, &manifests, key).await.expect("stored boundaries");
+    let mut record: Value = serde_json::from_slice(&body).unwrap();
+    record["boundaries"] = serde_json::json!(["obj/00"]);
+    let body = serde_json::to_vec(&record).unwrap();
+    pair.escrow.put_object().bucket(&manifests).key(key).body(body.into()).send().await.unwrap();
+    let failed = &run_parts(&cfg, &[1], 2)[0];
+    assert_ne!(failed.code, 0, "{failed:?}");
+    assert!(failed.stderr.contains("edited"), "{failed:?}");
+    assert!(until().await > before, "renewed by the failed part 1: {}", failed.stderr);
+}

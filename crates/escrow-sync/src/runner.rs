@@ -474,6 +474,18 @@ impl Runner {
                 (_, Some(shard)) => Some(crate::shard::unknown_part(shard)),
                 _ => None,
             };
+            // Part 1 renews the job's escrow locks; failing before its job
+            // runs (the primary denies or throttles the sampling listing, a
+            // stored boundary record is refused) it renews them all the same
+            // with escrow credentials alone, as a whole run stopped before
+            // its jobs does: an attacker who breaks the primary cannot make
+            // escrow's locks lapse by failing part 1 every time.
+            if let (Some(Err(e)), Ready::S3(j), Some(shard)) = (&part, &job, job_shard)
+                && shard.is_first()
+                && e.kind() != escrow_sync_core::ErrorKind::Cancelled
+            {
+                renew_part_stopped(config, j, &sessions.escrow).await;
+            }
             let part = match part {
                 Some(Err(e)) => Err(e),
                 Some(Ok(p)) => Ok(Some(p)),
@@ -495,6 +507,11 @@ impl Runner {
                         Err(e) => {
                             // Held by another run (or unreadable): this job
                             // is left alone, the others still run.
+                            if let (Ready::S3(j), Some(shard)) = (&job, job_shard)
+                                && shard.is_first()
+                            {
+                                renew_part_stopped(config, j, &sessions.escrow).await;
+                            }
                             if let Some(o) = &self.observer {
                                 o.job_finished(&name);
                             }
@@ -611,6 +628,21 @@ impl Runner {
 }
 
 /// An account id, unless unknown (an S3-compatible store stated none).
+/// The escrow-only retention pass of part 1 of a sharded run that failed
+/// before its job ran: the locks of `job`'s escrow copies that end within
+/// the window are extended without asking the primary (as
+/// [`Runner::run`] does for a run stopped before its jobs). Best effort:
+/// what happens is logged.
+async fn renew_part_stopped(config: &Config, job: &S3Job, escrow: &escrow_sync_aws::Session) {
+    if job.object_lock.is_none() {
+        return;
+    }
+    let sink = s3_sink(config, job, escrow);
+    let renewal = sink.renew_due(|_| async { Ok(true) }).await;
+    let name = format!("{} (part 1 stopped before its job)", job.name());
+    escrow_sync_s3::Renewal::log(&renewal, &name, "escrow copies");
+}
+
 pub(crate) fn known(id: &str) -> Option<String> {
     (!id.is_empty()).then(|| id.to_string())
 }
