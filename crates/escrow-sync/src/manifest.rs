@@ -313,7 +313,7 @@ pub(crate) async fn keys_at(
         let Some(part) = part else { return Ok(Some(run)) };
         // A part lists its key range only: the job's keys are those of
         // every part of one cut (N and boundaries), each its newest run.
-        if part.boundaries.is_empty() {
+        if part.boundaries.is_empty() || !crate::shard::usable_part(&part, job, key) {
             continue;
         }
         let at = match cuts.iter().position(|m| m.cut.same_cut(&part)) {
@@ -598,6 +598,9 @@ impl Newest {
         };
         if self.whole.contains(job) {
             // A part older than the job's newest whole run.
+            return true;
+        }
+        if !crate::shard::usable_part(&part, job, key) {
             return true;
         }
         let Some(taken) = record.take() else { return true };

@@ -188,6 +188,25 @@ pub(crate) fn unknown_part(shard: Shard) -> ShardPart {
     ShardPart { index: shard.index(), count: shard.count(), ..ShardPart::default() }
 }
 
+/// Whether a part record read from a manifest can be of a sharded run:
+/// 1 ≤ index ≤ count ≤ [`escrow_sync_s3::MAX_SHARDS`] (a manifest is escrow
+/// data an insider may have edited: its numbers are not trusted to size
+/// anything). When not, a warning naming the record, and it is skipped.
+pub(crate) fn usable_part(part: &ShardPart, job: &str, whence: &str) -> bool {
+    let ok =
+        part.index >= 1 && part.index <= part.count && part.count <= escrow_sync_s3::MAX_SHARDS;
+    if !ok {
+        tracing::warn!(
+            "job {job}: the part record in {whence} says part {}/{}, which no sharded run writes \
+             (1 <= I <= N <= {}): it is skipped (find out who edited that manifest)",
+            part.index,
+            part.count,
+            escrow_sync_s3::MAX_SHARDS
+        );
+    }
+    ok
+}
+
 /// The parts of one job found newest first, merged under the cut of the
 /// newest part record.
 #[derive(Debug, Clone)]
@@ -199,9 +218,11 @@ pub(crate) struct Merge<T> {
 }
 
 impl<T> Merge<T> {
-    /// A merge under `cut`.
+    /// A merge under `cut` (of at most [`escrow_sync_s3::MAX_SHARDS`]
+    /// parts: a larger count makes a merge that is never whole).
     pub(crate) fn new(cut: &ShardPart) -> Self {
-        Merge { cut: cut.clone(), parts: (0..cut.count).map(|_| None).collect() }
+        let count = if cut.count <= escrow_sync_s3::MAX_SHARDS { cut.count } else { 0 };
+        Merge { cut: cut.clone(), parts: (0..count).map(|_| None).collect() }
     }
 
     /// Takes `value` for `part` if it is of this cut and its index has
@@ -219,9 +240,12 @@ impl<T> Merge<T> {
         }
     }
 
-    /// Whether every part has a record.
+    /// Whether every part has a record (and the cut has parts and a
+    /// digest: a merge of nothing is never whole).
     pub(crate) fn whole(&self) -> bool {
-        self.parts.iter().all(Option::is_some)
+        !self.parts.is_empty()
+            && !self.cut.boundaries.is_empty()
+            && self.parts.iter().all(Option::is_some)
     }
 
     /// The parts without a record, as `I/N`.
@@ -257,6 +281,19 @@ mod tests {
         assert_eq!(m.missing(), vec!["1/3".to_string()]);
         assert!(m.offer(&part(1, 3, "d1"), "1"));
         assert!(m.whole() && m.missing().is_empty());
+    }
+
+    #[test]
+    fn part_records_out_of_range_are_skipped_and_a_merge_of_nothing_is_never_whole() {
+        assert!(usable_part(&part(1, 1, "d"), "j", "m"));
+        assert!(usable_part(&part(256, 256, "d"), "j", "m"));
+        for bad in [part(0, 3, "d"), part(4, 3, "d"), part(1, 0, "d"), part(1, u32::MAX, "d")] {
+            assert!(!usable_part(&bad, "j", "m"), "{bad:?}");
+        }
+        assert!(!Merge::<()>::new(&part(0, 0, "d")).whole(), "count 0");
+        assert!(!Merge::<()>::new(&part(1, u32::MAX, "d")).whole(), "count past MAX_SHARDS");
+        let mut empty = Merge::new(&part(1, 1, ""));
+        assert!(!empty.offer(&part(1, 1, ""), ()) && !empty.whole(), "no digest");
     }
 
     #[test]

@@ -532,6 +532,9 @@ fn take(out: &mut [JobStatus], parts: &mut [Parts], manifest: &Manifest, verific
         // A part of a sharded run stands for its key range only: it counts
         // once every part of its cut has a record.
         if let (Some(part), false) = (&summary.shard, verification) {
+            if !crate::shard::usable_part(part, &s.name, &manifest.header.run_id) {
+                continue;
+            }
             if s.last_run.is_none() && acc.runs.is_none() {
                 if part.boundaries.is_empty() {
                     // It failed before it knew its boundaries.
