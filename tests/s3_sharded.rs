@@ -427,3 +427,23 @@ async fn part_1_failing_before_its_job_still_renews_the_escrow_locks() {
     assert!(failed.stderr.contains("edited"), "{failed:?}");
     assert!(until().await > before, "renewed by the failed part 1: {}", failed.stderr);
 }
+
+#[tokio::test]
+async fn a_whole_run_refused_by_the_parts_does_not_hide_them() {
+    let (pair, cfg, manifests) = setup("shardhide", "").await;
+    for p in run_parts(&cfg, &[1, 2], 2) {
+        assert_eq!(p.code, 0, "{p:?}");
+    }
+    // A part runs again elsewhere: a whole run is refused (its manifest
+    // records the refusal), and the complete set of parts still stands.
+    let key = "escrow-sync/manifests/leases/parts/assets/2-of-2.json";
+    let body = held_lease("assets part 2/2");
+    pair.escrow.put_object().bucket(&manifests).key(key).body(body.into()).send().await.unwrap();
+    let whole = cli(&["run", "-c", &cfg]);
+    assert_eq!(whole.code, 2, "{whole:?}");
+    let offline = cli(&["verify", "--offline", "-c", &cfg]);
+    assert_eq!(offline.code, 0, "{offline:?}");
+    let (code, job) = status(&cfg);
+    assert_eq!(code, 0, "{job:#}");
+    assert_eq!(job["last_run"]["outcome"], "ok", "{job:#}");
+}

@@ -593,7 +593,12 @@ impl Newest {
         record: &mut Option<JobRecord>,
     ) -> bool {
         let Some(part) = record.as_ref().and_then(|r| r.summary.as_ref()?.shard.clone()) else {
-            self.whole.insert(job.to_string());
+            // A whole run that did not finish the job (refused by a part's
+            // lease, failed, interrupted) does not end the merging of the
+            // parts older than it: a complete set of them is still found.
+            if record.as_ref().is_some_and(|r| incomplete(r).is_none()) {
+                self.whole.insert(job.to_string());
+            }
             return false;
         };
         if self.whole.contains(job) {
