@@ -447,3 +447,20 @@ async fn a_whole_run_refused_by_the_parts_does_not_hide_them() {
     assert_eq!(code, 0, "{job:#}");
     assert_eq!(job["last_run"]["outcome"], "ok", "{job:#}");
 }
+
+#[tokio::test]
+async fn a_small_job_rewritten_in_the_primary_trips_the_breaker_in_every_part() {
+    // 35 keys cut 4 ways: about 9 escrow items a part, under the whole
+    // job's minimum of 20 but over a part's (5).
+    let (pair, cfg, _) = setup("shardmass", "").await;
+    for p in run_parts(&cfg, &[1, 2, 3, 4], 4) {
+        assert_eq!(p.code, 0, "{p:?}");
+    }
+    for key in test_keys() {
+        pair.put(&key, format!("{key} encrypted by the attacker")).await;
+    }
+    for (i, p) in run_parts(&cfg, &[1, 2, 3, 4], 4).iter().enumerate() {
+        assert_eq!(p.code, 3, "part {}/4: {p:?}", i + 1);
+        assert!(p.stdout.contains("mass-change"), "part {}/4: {p:?}", i + 1);
+    }
+}

@@ -536,17 +536,13 @@ impl Runner {
                 .with_accept_mass_change(accept_mass_change)
                 .with_verify_checksums(checksums);
             let streamed = matches!(job, Ready::S3(j) if config.streams(j));
-            let part = part.map(|p| {
-                p.map(|p| {
-                    (S3CopyJob::with_part, p.range, p.notes, job_shard.is_none_or(|s| s.is_first()))
-                })
-            });
+            let part = part.map(|p| p.map(|p| (S3CopyJob::with_part, p.range, p.notes, job_shard)));
             let mut part_notes = Vec::new();
             let runnable: Box<dyn Job + '_> = match job {
                 Ready::S3(job) => match (s3_jobs[index].take(), &part) {
-                    (_, Ok(Some((with_part, range, notes, first)))) => {
+                    (_, Ok(Some((with_part, range, notes, Some(shard))))) => {
                         part_notes = notes.clone();
-                        Box::new(with_part(s3_job(config, job, &sessions), range.clone(), *first))
+                        Box::new(with_part(s3_job(config, job, &sessions), range.clone(), *shard))
                     }
                     (Some(built), _) => Box::new(built.with_batch_wait(!options.no_wait)),
                     (None, _) => {
