@@ -192,3 +192,42 @@ async fn the_largest_boundary_record_stored_is_read_back() {
     let again = store.agree(256, || async { unreachable!("stored") }).await.unwrap();
     assert!(!again.made_here && again.boundaries == b);
 }
+
+#[tokio::test]
+async fn a_versioned_part_lists_from_its_lower_bound_and_stops_past_its_upper_one() {
+    let keys: Vec<String> = (0..5000).map(|i| format!("v/{i:05}")).collect();
+    let markers: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let seen = markers.clone();
+    let rule = mock!(Client::list_object_versions).then_compute_output(move |req| {
+        seen.lock().unwrap().push(req.key_marker().map(str::to_string));
+        let after = req.key_marker().unwrap_or("");
+        let page: Vec<&String> = keys.iter().filter(|k| k.as_str() > after).take(1001).collect();
+        let mut out =
+            aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput::builder();
+        for k in page.iter().take(1000) {
+            out = out.versions(
+                aws_sdk_s3::types::ObjectVersion::builder()
+                    .key(k.as_str())
+                    .version_id("v1")
+                    .is_latest(true)
+                    .e_tag("\"e\"")
+                    .size(1)
+                    .build(),
+            );
+        }
+        if page.len() > 1000 {
+            out = out.is_truncated(true).next_key_marker(page[999].clone());
+        }
+        out.build()
+    });
+    let c = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule]);
+    let range = KeyRange::new(Some("v/01000".into()), Some("v/01500".into()));
+    let source = S3Source::from_client(c, "src").with_versions(true).with_key_range(range);
+    let got: Vec<String> =
+        source.list(&Scope::all()).map_ok(|i| i.key).try_collect().await.unwrap();
+    assert_eq!(got.len(), 500, "{:?}", got.first());
+    assert_eq!(got.first().map(String::as_str), Some("v/01001"));
+    assert_eq!(got.last().map(String::as_str), Some("v/01500"));
+    let markers = markers.lock().unwrap().clone();
+    assert_eq!(markers, [Some("v/01000".to_string())], "one page, from the lower bound");
+}
