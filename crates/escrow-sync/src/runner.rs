@@ -506,12 +506,9 @@ impl Runner {
                         Ok(lease) => Some(lease),
                         Err(e) => {
                             // Held by another run (or unreadable): this job
-                            // is left alone, the others still run.
-                            if let (Ready::S3(j), Some(shard)) = (&job, job_shard)
-                                && shard.is_first()
-                            {
-                                renew_part_stopped(config, j, &sessions.escrow).await;
-                            }
+                            // is left alone, the others still run. (Part 1
+                            // refused by a lease does not renew: the holder
+                            // may be making the retention pass right now.)
                             if let Some(o) = &self.observer {
                                 o.job_finished(&name);
                             }
