@@ -326,7 +326,9 @@ pub(crate) async fn status(
             break;
         }
         // Past the horizon of every job still without a verified copy, and
-        // every job has its last run: nothing older can change the verdict.
+        // every job has its last run (or an unfinished whole run, which
+        // parts older than the horizon do not displace): nothing older can
+        // change the verdict.
         let started = escrow_sync_core::manifest::run_started(&record.run_id);
         let horizon = out
             .iter()
@@ -334,7 +336,7 @@ pub(crate) async fn status(
             .map(|s| s.max_age_seconds.map(Duration::from_secs))
             .try_fold(Duration::ZERO, |acc, m| m.map(|m| acc.max(m)));
         if let (Some(started), Some(horizon)) = (started, horizon)
-            && out.iter().zip(&parts).all(|(s, p)| p.has_run(s))
+            && out.iter().zip(&parts).all(|(s, p)| p.has_run(s) || p.unfinished_whole.is_some())
             && now.duration_since(started).unwrap_or_default() > horizon + CLOCK_SKEW
         {
             break;
