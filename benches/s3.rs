@@ -220,17 +220,20 @@ async fn child(args: &[String]) {
         }
         "part" => {
             // One part of a sharded run: the source's and the sink's
-            // listings cut to the part's key range (boundaries as args).
+            // listings cut to the part's key range (boundaries as args),
+            // copied by the executor with the concurrency given (not the
+            // whole `run --shard`: no lease, boundary record or manifest).
             let (src, dst) = (&args[1], &args[2]);
             let shard = escrow_sync_s3::Shard::parse(&args[3]).expect("I/N");
+            let concurrency: usize = args[4].parse().expect("concurrency");
             let boundaries =
-                escrow_sync_s3::Boundaries::new(args[4..].to_vec()).expect("boundaries");
+                escrow_sync_s3::Boundaries::new(args[5..].to_vec()).expect("boundaries");
             let range = boundaries.range(shard).expect("range");
             let (primary, escrow) = clients().await;
             let source = S3Source::from_client(primary, src).with_key_range(range.clone());
             let sink = S3Sink::from_client(escrow, dst).with_key_range(range);
             let start = Instant::now();
-            let r = Executor::new(ExecutorOptions::new().with_concurrency(64))
+            let r = Executor::new(ExecutorOptions::new().with_concurrency(concurrency))
                 .execute(Mode::Run, &source, &sink, &Scope::all())
                 .await
                 .expect("run");
@@ -309,9 +312,10 @@ async fn child(args: &[String]) {
 }
 
 /// A sharded run of `src` into `dst` in `n` child processes at once, cut by
-/// boundaries sampled from `src` (before the clock starts): (seconds from
-/// the first start to the last end, units of all parts, the largest peak
-/// RSS of one part).
+/// boundaries sampled from `src` (before the clock starts), 64 / `n` copies
+/// in flight in each (64 in all, as the one-process baseline): (seconds
+/// from the first start to the last end, units of all parts, the largest
+/// peak RSS of one part).
 fn measure_sharded(rt: &tokio::runtime::Runtime, src: &str, dst: &str, n: u32) -> (f64, u64, u64) {
     let boundaries = rt.block_on(async {
         let (primary, _) = clients().await;
@@ -323,7 +327,7 @@ fn measure_sharded(rt: &tokio::runtime::Runtime, src: &str, dst: &str, n: u32) -
         .map(|i| {
             Command::new(std::env::current_exe().expect("self"))
                 .arg("--child")
-                .args(["part", src, dst, &format!("{i}/{n}")])
+                .args(["part", src, dst, &format!("{i}/{n}"), &(64 / n).max(1).to_string()])
                 .args(boundaries.keys())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -847,7 +851,10 @@ fn main() {
         ours.2,
         (ours.1 as f64 / ours.0) / (naive.1 as f64 / naive.0)
     );
-    println!("\nsharded run (run --shard I/N, N processes at once, concurrency 64 each):");
+    println!(
+        "\nsharded copy (N processes at once, each the executor over its part's key range, \
+         64 / N copies in flight each: 64 in all, as the baseline):"
+    );
     println!(
         "  one process                   {:>9.1} objects/s  peak RSS {:>7} KiB  (baseline)",
         ours.1 as f64 / ours.0,

@@ -362,18 +362,105 @@ async fn a_whole_run_and_the_parts_of_one_job_never_run_at_once() {
         }
     };
     // Part 2/2 is running elsewhere: a whole run leaves the job alone.
-    put("escrow-sync/manifests/leases/assets.part-2-of-2.json", held_lease("assets part 2/2"))
+    put("escrow-sync/manifests/leases/parts/assets/2-of-2.json", held_lease("assets part 2/2"))
         .await;
     let whole = cli(&["run", "-c", &cfg]);
     assert_eq!(whole.code, 2, "{whole:?}");
     assert!(whole.stderr.contains("running in parts") && whole.stderr.contains("other-host"));
     assert!(keys(&pair.escrow, &pair.dest_bucket).await.is_empty(), "nothing copied");
-    // Another part may run beside it.
+    // Another part of the same cut may run beside it.
     assert_eq!(run_parts(&cfg, &[1], 2)[0].code, 0);
+    // A part of another cut may not: 1/4 and 3/8 overlap 2/2's keys (and
+    // 1/4 would run retention beside 1/2).
+    for (i, n) in [(1, 4), (3, 8)] {
+        let part = &run_parts(&cfg, &[i], n)[0];
+        assert_eq!(part.code, 2, "{i}/{n}: {part:?}");
+        assert!(
+            part.stderr.contains("cut into 2 parts") && part.stderr.contains("other-host"),
+            "{i}/{n}: {part:?}"
+        );
+    }
 
     // The job is running whole: a part leaves it alone.
     put("escrow-sync/manifests/leases/assets.json", held_lease("assets")).await;
     let part = &run_parts(&cfg, &[2], 3)[0];
     assert_eq!(part.code, 2, "{part:?}");
     assert!(part.stderr.contains("running whole"), "{part:?}");
+}
+
+#[tokio::test]
+async fn part_1_failing_before_its_job_still_renews_the_escrow_locks() {
+    let mut pair = BucketPair::new("shardrenew").await;
+    for key in ["obj/01", "obj/02", "obj/03"] {
+        pair.put(key, key).await;
+    }
+    let locked = unique("shardrenew-dst");
+    escrow_sync_e2e::create_locked_bucket(&pair.escrow, &locked).await;
+    pair.dest_bucket = locked.clone();
+    let manifests = unique("manifests");
+    create_bucket(&pair.escrow, &manifests, true).await;
+    // A one-day lock renewed within one day: due at every run.
+    let lock = "object_lock = { mode = \"GOVERNANCE\", days = 1, renew_within_days = 1 }";
+    let cfg = config(&pair, &manifests, lock);
+    for p in run_parts(&cfg, &[1, 2], 2) {
+        assert_eq!(p.code, 0, "{p:?}");
+    }
+    let until = || {
+        let (escrow, bucket) = (pair.escrow.clone(), locked.clone());
+        async move {
+            let head = escrow.head_object().bucket(&bucket).key("obj/01").send().await.unwrap();
+            std::time::SystemTime::try_from(*head.object_lock_retain_until_date().unwrap()).unwrap()
+        }
+    };
+    let before = until().await;
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    // The stored boundaries are refused (edited): part 1 fails before its
+    // job runs, and renews the locks with escrow credentials all the same.
+    let key = "escrow-sync/manifests/shards/assets/2.json";
+    let body = get(&pair.escrow, &manifests, key).await.expect("stored boundaries");
+    let mut record: Value = serde_json::from_slice(&body).unwrap();
+    record["boundaries"] = serde_json::json!(["obj/00"]);
+    let body = serde_json::to_vec(&record).unwrap();
+    pair.escrow.put_object().bucket(&manifests).key(key).body(body.into()).send().await.unwrap();
+    let failed = &run_parts(&cfg, &[1], 2)[0];
+    assert_ne!(failed.code, 0, "{failed:?}");
+    assert!(failed.stderr.contains("edited"), "{failed:?}");
+    assert!(until().await > before, "renewed by the failed part 1: {}", failed.stderr);
+}
+
+#[tokio::test]
+async fn a_whole_run_refused_by_the_parts_does_not_hide_them() {
+    let (pair, cfg, manifests) = setup("shardhide", "").await;
+    for p in run_parts(&cfg, &[1, 2], 2) {
+        assert_eq!(p.code, 0, "{p:?}");
+    }
+    // A part runs again elsewhere: a whole run is refused (its manifest
+    // records the refusal), and the complete set of parts still stands.
+    let key = "escrow-sync/manifests/leases/parts/assets/2-of-2.json";
+    let body = held_lease("assets part 2/2");
+    pair.escrow.put_object().bucket(&manifests).key(key).body(body.into()).send().await.unwrap();
+    let whole = cli(&["run", "-c", &cfg]);
+    assert_eq!(whole.code, 2, "{whole:?}");
+    let offline = cli(&["verify", "--offline", "-c", &cfg]);
+    assert_eq!(offline.code, 0, "{offline:?}");
+    let (code, job) = status(&cfg);
+    assert_eq!(code, 0, "{job:#}");
+    assert_eq!(job["last_run"]["outcome"], "ok", "{job:#}");
+}
+
+#[tokio::test]
+async fn a_small_job_rewritten_in_the_primary_trips_the_breaker_in_every_part() {
+    // 35 keys cut 4 ways: about 9 escrow items a part, under the whole
+    // job's minimum of 20 but over a part's (5).
+    let (pair, cfg, _) = setup("shardmass", "").await;
+    for p in run_parts(&cfg, &[1, 2, 3, 4], 4) {
+        assert_eq!(p.code, 0, "{p:?}");
+    }
+    for key in test_keys() {
+        pair.put(&key, format!("{key} encrypted by the attacker")).await;
+    }
+    for (i, p) in run_parts(&cfg, &[1, 2, 3, 4], 4).iter().enumerate() {
+        assert_eq!(p.code, 3, "part {}/4: {p:?}", i + 1);
+        assert!(p.stdout.contains("mass-change"), "part {}/4: {p:?}", i + 1);
+    }
 }

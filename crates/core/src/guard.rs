@@ -62,6 +62,14 @@ impl MassChangeGuard {
         (!accepted && !guard.is_off()).then_some(guard)
     }
 
+    /// The minimum for one part of a job cut into `parts` (a sharded run):
+    /// [`Self::MIN_ITEMS`] shared among the parts, rounded up, so that a job
+    /// that would trip the breaker whole trips it in its parts too (each part
+    /// counts only the escrow items of its key range).
+    pub fn min_items_per_part(parts: u32) -> u64 {
+        Self::MIN_ITEMS.div_ceil(u64::from(parts.max(1)))
+    }
+
     /// Sets how many escrow items a job needs before the breaker can trip.
     pub fn with_min_items(mut self, n: u64) -> Self {
         self.min_items = n;
@@ -167,6 +175,18 @@ impl ChangeTally {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_small_job_cut_in_parts_still_trips_in_each_part() {
+        // 20 escrow items, all rewritten, cut 4 ways: 5 a part.
+        let per_part = MassChangeGuard::min_items_per_part(4);
+        assert_eq!(per_part, 5);
+        assert!(MassChangeGuard::new(25).with_min_items(per_part).exceeded(5, 5));
+        assert!(!MassChangeGuard::new(25).exceeded(5, 5), "the whole job's minimum would not");
+        assert_eq!(MassChangeGuard::min_items_per_part(3), 7, "rounded up");
+        assert_eq!(MassChangeGuard::min_items_per_part(256), 1);
+        assert_eq!(MassChangeGuard::min_items_per_part(1), MassChangeGuard::MIN_ITEMS);
+    }
 
     #[test]
     fn a_hundred_percent_or_an_acceptance_turns_it_off() {

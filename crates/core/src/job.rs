@@ -301,6 +301,7 @@ pub struct CopyJob<S, K> {
     scope: Scope,
     options: ExecutorOptions,
     max_change_percent: u8,
+    mass_change_min_items: u64,
 }
 
 impl<S: Source, K: Sink> CopyJob<S, K> {
@@ -314,6 +315,7 @@ impl<S: Source, K: Sink> CopyJob<S, K> {
             scope: Scope::all(),
             options: ExecutorOptions::new(),
             max_change_percent: MassChangeGuard::DEFAULT_PERCENT,
+            mass_change_min_items: MassChangeGuard::MIN_ITEMS,
         }
     }
 
@@ -336,6 +338,14 @@ impl<S: Source, K: Sink> CopyJob<S, K> {
     /// context accepts a mass change has no breaker.
     pub fn with_max_change_percent(mut self, percent: u8) -> Self {
         self.max_change_percent = percent;
+        self
+    }
+
+    /// How many escrow items the job needs before the breaker can trip
+    /// ([`MassChangeGuard::MIN_ITEMS`] unless set; a part of a sharded run
+    /// takes [`MassChangeGuard::min_items_per_part`]).
+    pub fn with_mass_change_min_items(mut self, n: u64) -> Self {
+        self.mass_change_min_items = n;
         self
     }
 
@@ -366,7 +376,8 @@ impl<S: Source, K: Sink> CopyJob<S, K> {
 
     /// The executor this job runs with `ctx`.
     pub fn executor(&self, ctx: &JobContext) -> Executor {
-        let guard = MassChangeGuard::for_job(self.max_change_percent, ctx.accept_mass_change());
+        let guard = MassChangeGuard::for_job(self.max_change_percent, ctx.accept_mass_change())
+            .map(|g| g.with_min_items(self.mass_change_min_items));
         ctx.executor(self.options.clone().with_mass_change_guard(guard))
     }
 }

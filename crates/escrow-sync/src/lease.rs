@@ -20,7 +20,8 @@ pub(crate) struct JobLease {
 /// cancels `cancel` (the job's own token). A lease another run holds is an
 /// error naming that run and the expiry (nothing of the job is touched).
 /// Of one part of a sharded run when `shard` is given: each part holds a
-/// lease of its own, `<job>.part-I-of-N.json` beside the job's.
+/// lease of its own, `<leases>/parts/<job>/I-of-N.json` (a folder of the
+/// job's own, so no other job's lease name can be taken for a part's).
 pub(crate) async fn take_part(
     config: &Config,
     job: JobRef<'_>,
@@ -29,18 +30,24 @@ pub(crate) async fn take_part(
     cancel: &CancellationToken,
     shard: Option<escrow_sync_s3::Shard>,
 ) -> Result<JobLease, Error> {
-    // A part and a whole run of one job hold different leases: each checks,
-    // once it holds its own, that none of the other kind is held (two that
-    // start at once both see the other and both stop: never both run).
-    // Only S3 jobs have parts.
-    let (bucket, key, others) = match config.lease_place(&job) {
-        LeasePlace::Object { bucket, key } => match shard {
-            Some(shard) => (bucket, crate::shard::part_lease_key(&key, shard), Some(key)),
-            None => {
-                let parts = crate::shard::part_lease_prefix(&key);
-                (bucket, key, matches!(job, JobRef::S3(_)).then_some(parts))
+    // A part and a whole run of one job hold different leases, and so do
+    // parts of one job cut in different numbers: each checks, once it holds
+    // its own, that none it excludes is held (two that start at once both
+    // see the other and both stop: never both run). Only S3 jobs have parts.
+    let name = job.name();
+    let (bucket, key, whole_key, parts_dir) = match config.lease_place(&job) {
+        LeasePlace::Object { bucket, key } => {
+            let parts = crate::shard::part_lease_dir(&key, &name);
+            match shard {
+                Some(shard) => {
+                    (bucket, crate::shard::part_lease_key(&key, &name, shard), Some(key), parts)
+                }
+                None => {
+                    let parts = matches!(job, JobRef::S3(_)).then_some(parts);
+                    (bucket, key, None, parts.unwrap_or_default())
+                }
             }
-        },
+        }
         LeasePlace::Nowhere(why) => {
             return Ok(JobLease {
                 guard: None,
@@ -52,34 +59,30 @@ pub(crate) async fn take_part(
     };
     let escrow_id = sessions.escrow.account_id();
     let lease_bucket = bucket.clone();
-    let store = LeaseStore::from_client(escrow_sync_s3::client(&sessions.escrow), bucket, key)
+    let client = escrow_sync_s3::client(&sessions.escrow);
+    let store = LeaseStore::from_client(client, bucket, key)
         .with_ttl(config.lease_ttl())
         .with_expected_owner((!escrow_id.is_empty()).then(|| escrow_id.to_string()))
         .with_kms_key_id(config.escrow.kms_key_id.clone());
     let location = store.location();
     let holder = match shard {
-        Some(shard) => format!("{} part {shard}", job.name()),
-        None => job.name(),
+        Some(shard) => format!("{name} part {shard}"),
+        None => name.clone(),
     };
     let lease = store.acquire(&LeaseHolder::this_process(holder, run_id)).await?;
-    let held = match &others {
-        Some(others) => store.held_under(others).await,
-        None => Ok(Vec::new()),
-    };
-    let conflict = match held {
-        Ok(held) => held.into_iter().next().map(|(key, record)| {
-            let (what, fix) = match shard {
-                Some(_) => ("whole (without --shard)", "wait for it to end"),
-                None => ("in parts (run --shard)", "wait for the parts to end"),
+    let conflict = match excluding(&store, whole_key.as_deref(), &parts_dir, shard).await {
+        Ok(held) => held.map(|(key, record, what)| {
+            let fix = match shard {
+                Some(_) if what.starts_with("whole") => "wait for it to end",
+                _ => "wait for those parts to end",
             };
             Error::new(
                 ErrorKind::PreconditionFailed,
                 "lease",
                 format!("s3://{lease_bucket}/{key}"),
                 format!(
-                    "job {} is running {what}: {} holds its lease until {}; this run leaves the \
-                     job alone ({fix}, or for that lease to expire if the run died)",
-                    job.name(),
+                    "job {name} is running {what}: {} holds its lease until {}; this run leaves \
+                     the job alone ({fix}, or for that lease to expire if the run died)",
                     record.holder(),
                     record.expires
                 ),
@@ -147,6 +150,50 @@ impl JobLease {
         });
         (result, lost)
     }
+}
+
+/// The first live lease that excludes the run holding `store`: (key,
+/// record, what that run is doing). A whole run (no `shard`) is excluded by
+/// any part of its job; a part by the whole run (`whole_key`) and by any
+/// part of the job cut in another number of parts (parts of one cut run
+/// side by side: their key ranges do not overlap).
+async fn excluding(
+    store: &LeaseStore,
+    whole_key: Option<&str>,
+    parts_dir: &str,
+    shard: Option<escrow_sync_s3::Shard>,
+) -> Result<Option<(String, escrow_sync_s3::LeaseRecord, String)>, Error> {
+    if let Some(whole) = whole_key
+        && let Some((key, record)) =
+            store.held_under(whole).await?.into_iter().find(|(k, _)| k == whole)
+    {
+        return Ok(Some((key, record, "whole (without --shard)".to_string())));
+    }
+    if parts_dir.is_empty() {
+        return Ok(None);
+    }
+    for (key, record) in store.held_under(parts_dir).await? {
+        let Some(other) = key.strip_prefix(parts_dir).and_then(crate::shard::parse_part_lease)
+        else {
+            continue;
+        };
+        match shard {
+            None => {
+                return Ok(Some((key, record, format!("in parts (run --shard, part {other})"))));
+            }
+            Some(own) if other.count() != own.count() => {
+                let what = format!(
+                    "cut into {} parts (part {other} runs), and this part is of a cut into {}: \
+                     their key ranges overlap",
+                    other.count(),
+                    own.count()
+                );
+                return Ok(Some((key, record, what)));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(None)
 }
 
 /// The error a job ends with, given the lease it lost: the lease's, unless

@@ -313,7 +313,7 @@ pub(crate) async fn keys_at(
         let Some(part) = part else { return Ok(Some(run)) };
         // A part lists its key range only: the job's keys are those of
         // every part of one cut (N and boundaries), each its newest run.
-        if part.boundaries.is_empty() {
+        if part.boundaries.is_empty() || !crate::shard::usable_part(&part, job, key) {
             continue;
         }
         let at = match cuts.iter().position(|m| m.cut.same_cut(&part)) {
@@ -593,11 +593,19 @@ impl Newest {
         record: &mut Option<JobRecord>,
     ) -> bool {
         let Some(part) = record.as_ref().and_then(|r| r.summary.as_ref()?.shard.clone()) else {
-            self.whole.insert(job.to_string());
+            // A whole run that did not finish the job (refused by a part's
+            // lease, failed, interrupted) does not end the merging of the
+            // parts older than it: a complete set of them is still found.
+            if record.as_ref().is_some_and(|r| incomplete(r).is_none()) {
+                self.whole.insert(job.to_string());
+            }
             return false;
         };
         if self.whole.contains(job) {
             // A part older than the job's newest whole run.
+            return true;
+        }
+        if !crate::shard::usable_part(&part, job, key) {
             return true;
         }
         let Some(taken) = record.take() else { return true };

@@ -474,6 +474,18 @@ impl Runner {
                 (_, Some(shard)) => Some(crate::shard::unknown_part(shard)),
                 _ => None,
             };
+            // Part 1 renews the job's escrow locks; failing before its job
+            // runs (the primary denies or throttles the sampling listing, a
+            // stored boundary record is refused) it renews them all the same
+            // with escrow credentials alone, as a whole run stopped before
+            // its jobs does: an attacker who breaks the primary cannot make
+            // escrow's locks lapse by failing part 1 every time.
+            if let (Some(Err(e)), Ready::S3(j), Some(shard)) = (&part, &job, job_shard)
+                && shard.is_first()
+                && e.kind() != escrow_sync_core::ErrorKind::Cancelled
+            {
+                renew_part_stopped(config, j, &sessions.escrow).await;
+            }
             let part = match part {
                 Some(Err(e)) => Err(e),
                 Some(Ok(p)) => Ok(Some(p)),
@@ -494,7 +506,9 @@ impl Runner {
                         Ok(lease) => Some(lease),
                         Err(e) => {
                             // Held by another run (or unreadable): this job
-                            // is left alone, the others still run.
+                            // is left alone, the others still run. (Part 1
+                            // refused by a lease does not renew: the holder
+                            // may be making the retention pass right now.)
                             if let Some(o) = &self.observer {
                                 o.job_finished(&name);
                             }
@@ -519,17 +533,13 @@ impl Runner {
                 .with_accept_mass_change(accept_mass_change)
                 .with_verify_checksums(checksums);
             let streamed = matches!(job, Ready::S3(j) if config.streams(j));
-            let part = part.map(|p| {
-                p.map(|p| {
-                    (S3CopyJob::with_part, p.range, p.notes, job_shard.is_none_or(|s| s.is_first()))
-                })
-            });
+            let part = part.map(|p| p.map(|p| (S3CopyJob::with_part, p.range, p.notes, job_shard)));
             let mut part_notes = Vec::new();
             let runnable: Box<dyn Job + '_> = match job {
                 Ready::S3(job) => match (s3_jobs[index].take(), &part) {
-                    (_, Ok(Some((with_part, range, notes, first)))) => {
+                    (_, Ok(Some((with_part, range, notes, Some(shard))))) => {
                         part_notes = notes.clone();
-                        Box::new(with_part(s3_job(config, job, &sessions), range.clone(), *first))
+                        Box::new(with_part(s3_job(config, job, &sessions), range.clone(), *shard))
                     }
                     (Some(built), _) => Box::new(built.with_batch_wait(!options.no_wait)),
                     (None, _) => {
@@ -611,6 +621,21 @@ impl Runner {
 }
 
 /// An account id, unless unknown (an S3-compatible store stated none).
+/// The escrow-only retention pass of part 1 of a sharded run that failed
+/// before its job ran: the locks of `job`'s escrow copies that end within
+/// the window are extended without asking the primary (as
+/// [`Runner::run`] does for a run stopped before its jobs). Best effort:
+/// what happens is logged.
+async fn renew_part_stopped(config: &Config, job: &S3Job, escrow: &escrow_sync_aws::Session) {
+    if job.object_lock.is_none() {
+        return;
+    }
+    let sink = s3_sink(config, job, escrow);
+    let renewal = sink.renew_due(|_| async { Ok(true) }).await;
+    let name = format!("{} (part 1 stopped before its job)", job.name());
+    escrow_sync_s3::Renewal::log(&renewal, &name, "escrow copies");
+}
+
 pub(crate) fn known(id: &str) -> Option<String> {
     (!id.is_empty()).then(|| id.to_string())
 }

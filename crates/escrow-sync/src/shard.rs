@@ -8,8 +8,11 @@
 //!   record `<manifest_prefix>shards/<job>/<N>.json` in the manifest bucket,
 //!   sampled and stored by the first part that needs it
 //!   ([`escrow_sync_s3::BoundaryStore::agree`]).
-//! - **Leases**: each part holds its own, `<job>.part-I-of-N.json` beside
-//!   the job's.
+//! - **Leases**: each part holds its own, `<leases>/parts/<job>/I-of-N.json`
+//!   (a folder of the job's own). A part refuses to run while the job runs
+//!   whole or while a part of the job cut into another number of parts
+//!   runs (their key ranges overlap, and both would be part 1); a whole run
+//!   refuses while any part runs.
 //! - **One run of N parts.** Each part writes its own run manifest; its
 //!   job summary names the part ([`ShardPart`]: I, N and the digest of the
 //!   boundaries). N processes need not agree on a run id: a sharded run of
@@ -76,14 +79,28 @@ pub fn boundaries_key(config: &Config, name: &str, parts: u32) -> String {
     format!("{}{SHARDS_DIR}{name}/{parts}.json", manifest_prefix(config))
 }
 
-/// The lease key of a part: `<job>.json` becomes `<job>.part-I-of-N.json`.
-pub(crate) fn part_lease_key(key: &str, shard: Shard) -> String {
-    format!("{}{}-of-{}.json", part_lease_prefix(key), shard.index(), shard.count())
+/// The folder of the leases of job `name`'s parts, given the job's own
+/// lease key `<leases>/<name>.json`: `<leases>/parts/<name>/`. A folder of
+/// the job's own: no other job's lease (`<leases>/<other>.json`) is in it.
+pub(crate) fn part_lease_dir(key: &str, name: &str) -> String {
+    let dir = key.strip_suffix(&format!("{name}.json")).unwrap_or(key);
+    format!("{dir}parts/{name}/")
 }
 
-/// What the lease keys of a job's parts start with: `<job>.part-`.
-pub(crate) fn part_lease_prefix(key: &str) -> String {
-    format!("{}.part-", key.strip_suffix(".json").unwrap_or(key))
+/// The lease key of part `shard` of job `name`:
+/// `<leases>/parts/<name>/I-of-N.json`.
+pub(crate) fn part_lease_key(key: &str, name: &str, shard: Shard) -> String {
+    format!("{}{}-of-{}.json", part_lease_dir(key, name), shard.index(), shard.count())
+}
+
+/// The part a lease name in a job's part folder is of (`I-of-N.json`);
+/// `None` for any other name.
+pub(crate) fn parse_part_lease(name: &str) -> Option<Shard> {
+    let (i, n) = name.strip_suffix(".json")?.split_once("-of-")?;
+    if i.starts_with('+') || n.starts_with('+') {
+        return None;
+    }
+    Shard::new(i.parse().ok()?, n.parse().ok()?).ok()
 }
 
 /// The part of `job` that `shard` runs: its key range from the job's
@@ -171,6 +188,25 @@ pub(crate) fn unknown_part(shard: Shard) -> ShardPart {
     ShardPart { index: shard.index(), count: shard.count(), ..ShardPart::default() }
 }
 
+/// Whether a part record read from a manifest can be of a sharded run:
+/// 1 ≤ index ≤ count ≤ [`escrow_sync_s3::MAX_SHARDS`] (a manifest is escrow
+/// data an insider may have edited: its numbers are not trusted to size
+/// anything). When not, a warning naming the record, and it is skipped.
+pub(crate) fn usable_part(part: &ShardPart, job: &str, whence: &str) -> bool {
+    let ok =
+        part.index >= 1 && part.index <= part.count && part.count <= escrow_sync_s3::MAX_SHARDS;
+    if !ok {
+        tracing::warn!(
+            "job {job}: the part record in {whence} says part {}/{}, which no sharded run writes \
+             (1 <= I <= N <= {}): it is skipped (find out who edited that manifest)",
+            part.index,
+            part.count,
+            escrow_sync_s3::MAX_SHARDS
+        );
+    }
+    ok
+}
+
 /// The parts of one job found newest first, merged under the cut of the
 /// newest part record.
 #[derive(Debug, Clone)]
@@ -182,9 +218,11 @@ pub(crate) struct Merge<T> {
 }
 
 impl<T> Merge<T> {
-    /// A merge under `cut`.
+    /// A merge under `cut` (of at most [`escrow_sync_s3::MAX_SHARDS`]
+    /// parts: a larger count makes a merge that is never whole).
     pub(crate) fn new(cut: &ShardPart) -> Self {
-        Merge { cut: cut.clone(), parts: (0..cut.count).map(|_| None).collect() }
+        let count = if cut.count <= escrow_sync_s3::MAX_SHARDS { cut.count } else { 0 };
+        Merge { cut: cut.clone(), parts: (0..count).map(|_| None).collect() }
     }
 
     /// Takes `value` for `part` if it is of this cut and its index has
@@ -202,9 +240,12 @@ impl<T> Merge<T> {
         }
     }
 
-    /// Whether every part has a record.
+    /// Whether every part has a record (and the cut has parts and a
+    /// digest: a merge of nothing is never whole).
     pub(crate) fn whole(&self) -> bool {
-        self.parts.iter().all(Option::is_some)
+        !self.parts.is_empty()
+            && !self.cut.boundaries.is_empty()
+            && self.parts.iter().all(Option::is_some)
     }
 
     /// The parts without a record, as `I/N`.
@@ -243,8 +284,29 @@ mod tests {
     }
 
     #[test]
-    fn part_leases_sit_beside_the_jobs() {
+    fn part_records_out_of_range_are_skipped_and_a_merge_of_nothing_is_never_whole() {
+        assert!(usable_part(&part(1, 1, "d"), "j", "m"));
+        assert!(usable_part(&part(256, 256, "d"), "j", "m"));
+        for bad in [part(0, 3, "d"), part(4, 3, "d"), part(1, 0, "d"), part(1, u32::MAX, "d")] {
+            assert!(!usable_part(&bad, "j", "m"), "{bad:?}");
+        }
+        assert!(!Merge::<()>::new(&part(0, 0, "d")).whole(), "count 0");
+        assert!(!Merge::<()>::new(&part(1, u32::MAX, "d")).whole(), "count past MAX_SHARDS");
+        let mut empty = Merge::new(&part(1, 1, ""));
+        assert!(!empty.offer(&part(1, 1, ""), ()) && !empty.whole(), "no digest");
+    }
+
+    #[test]
+    fn part_leases_sit_in_a_folder_of_the_jobs_own() {
         let s = Shard::new(2, 4).unwrap();
-        assert_eq!(part_lease_key("m/leases/s3:a.json", s), "m/leases/s3:a.part-2-of-4.json");
+        let key = part_lease_key("m/leases/s3:a.json", "s3:a", s);
+        assert_eq!(key, "m/leases/parts/s3:a/2-of-4.json");
+        // A bucket named like a part lease of another job's is no part lease.
+        let other = "m/leases/s3:a.part-1-of-2.json.json";
+        assert!(!other.starts_with(&part_lease_dir("m/leases/s3:a.json", "s3:a")));
+        assert_eq!(parse_part_lease("2-of-4.json"), Some(s));
+        for bad in ["2-of-4", "x-of-4.json", "5-of-4.json", "+2-of-4.json", "2-of-4.json.json"] {
+            assert_eq!(parse_part_lease(bad), None, "{bad}");
+        }
     }
 }

@@ -326,7 +326,9 @@ pub(crate) async fn status(
             break;
         }
         // Past the horizon of every job still without a verified copy, and
-        // every job has its last run: nothing older can change the verdict.
+        // every job has its last run (or an unfinished whole run, which
+        // parts older than the horizon do not displace): nothing older can
+        // change the verdict.
         let started = escrow_sync_core::manifest::run_started(&record.run_id);
         let horizon = out
             .iter()
@@ -334,7 +336,7 @@ pub(crate) async fn status(
             .map(|s| s.max_age_seconds.map(Duration::from_secs))
             .try_fold(Duration::ZERO, |acc, m| m.map(|m| acc.max(m)));
         if let (Some(started), Some(horizon)) = (started, horizon)
-            && out.iter().zip(&parts).all(|(s, p)| p.has_run(s))
+            && out.iter().zip(&parts).all(|(s, p)| p.has_run(s) || p.unfinished_whole.is_some())
             && now.duration_since(started).unwrap_or_default() > horizon + CLOCK_SKEW
         {
             break;
@@ -404,6 +406,11 @@ struct Parts {
     /// The newest verified run of each part, per cut (N and boundaries):
     /// the first cut whose parts are all found is the newest verified copy.
     verified: Vec<crate::shard::Merge<VerifiedCopy>>,
+    /// The newest whole run, when it did not finish the job (refused by a
+    /// part's lease, failed, interrupted) and nothing newer is known: the
+    /// last run unless every part of the newest cut of older parts is found
+    /// (a run that did nothing must not hide a complete set of parts).
+    unfinished_whole: Option<LastRun>,
 }
 
 impl Parts {
@@ -416,10 +423,13 @@ impl Parts {
     /// outcome (`incomplete` when a part is missing), from the first start
     /// to the last finish.
     fn finish(self, s: &mut JobStatus) {
-        let Some(merge) = self.runs else { return };
         if s.last_run.is_some() {
             return;
         }
+        let Some(merge) = self.runs.filter(|m| m.whole() || self.unfinished_whole.is_none()) else {
+            s.last_run = self.unfinished_whole;
+            return;
+        };
         let found: Vec<(usize, &LastRun)> = merge
             .parts
             .iter()
@@ -532,6 +542,9 @@ fn take(out: &mut [JobStatus], parts: &mut [Parts], manifest: &Manifest, verific
         // A part of a sharded run stands for its key range only: it counts
         // once every part of its cut has a record.
         if let (Some(part), false) = (&summary.shard, verification) {
+            if !crate::shard::usable_part(part, &s.name, &manifest.header.run_id) {
+                continue;
+            }
             if s.last_run.is_none() && acc.runs.is_none() {
                 if part.boundaries.is_empty() {
                     // It failed before it knew its boundaries.
@@ -568,7 +581,18 @@ fn take(out: &mut [JobStatus], parts: &mut [Parts], manifest: &Manifest, verific
             continue;
         }
         if !verification && s.last_run.is_none() && acc.runs.is_none() {
-            s.last_run = Some(run);
+            match acc.unfinished_whole.take() {
+                // An older whole run: the unfinished one is the last run.
+                Some(newer) => s.last_run = Some(newer),
+                None if matches!(
+                    run.outcome,
+                    RunOutcome::Error | RunOutcome::Cancelled | RunOutcome::Incomplete
+                ) =>
+                {
+                    acc.unfinished_whole = Some(run);
+                }
+                None => s.last_run = Some(run),
+            }
         }
         if s.last_verified.is_none() && summary.verified() {
             s.last_verified = Some(copy);
@@ -769,6 +793,32 @@ mod tests {
         let mut s = out.pop().unwrap();
         parts.pop().unwrap().finish(&mut s);
         s
+    }
+
+    #[test]
+    fn a_whole_run_that_did_not_finish_does_not_hide_a_complete_set_of_parts() {
+        let m = |id: &str, s: JobSummary| manifest(id, false, &[s]);
+        let refused =
+            || JobSummary { error: Some("job a is running in parts".into()), ..summary("a") };
+        // Parts 1, 2 of 2, then a whole run refused by their leases.
+        let s = merged(&[
+            m("r1", part("a", 1, 2, "d")),
+            m("r2", part("a", 2, 2, "d")),
+            m("r3", refused()),
+        ]);
+        let run = s.last_run.as_ref().unwrap();
+        assert_eq!((run.outcome, run.run_id.as_str()), (RunOutcome::Ok, "r2"), "{run:?}");
+        assert_eq!(s.last_verified.as_ref().unwrap().run_id, "r1");
+        assert!(s.shards.is_some() && s.findings.is_empty(), "{s:?}");
+        // Without a complete set of parts, or after an older whole run, the
+        // unfinished whole run is the last run.
+        for older in [m("r2", part("a", 2, 3, "d")), m("r2", summary("a"))] {
+            let s = merged(&[m("r1", part("a", 1, 3, "d")), older, m("r3", refused())]);
+            let run = s.last_run.as_ref().unwrap();
+            assert_eq!((run.outcome, run.run_id.as_str()), (RunOutcome::Error, "r3"), "{run:?}");
+        }
+        let s = merged(&[m("r3", refused())]);
+        assert_eq!(s.last_run.as_ref().unwrap().run_id, "r3");
     }
 
     #[test]

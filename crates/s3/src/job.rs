@@ -65,13 +65,19 @@ impl S3CopyJob {
 
     /// Runs only the keys in `range`, one part of a sharded run
     /// ([`crate::shard`]): the primary's and escrow's listings are both cut
-    /// to it. Only the part that is `first` aborts stale uploads and makes
+    /// to it. Only `shard`'s part 1 aborts stale uploads and makes
     /// the rolling retention pass (over the whole job's ledger: the ledger's
     /// due objects mix keys of every part, and concurrent passes would file
     /// them again twice); the others only write the ledger entries of
     /// their own locked copies, which never race (each batch is an object
     /// of its own).
-    pub fn with_part(self, range: crate::KeyRange, first: bool) -> Self {
+    ///
+    /// The mass-change breaker of a part needs only
+    /// [`escrow_sync_core::MassChangeGuard::min_items_per_part`] escrow items
+    /// (each part counts those of its range only): a job that would trip it
+    /// whole trips it in parts.
+    pub fn with_part(self, range: crate::KeyRange, shard: crate::Shard) -> Self {
+        let first = shard.is_first();
         let whole = self.sink().clone();
         let copy = CopyJob::new(
             self.source().clone().with_key_range(range.clone()),
@@ -79,7 +85,10 @@ impl S3CopyJob {
         )
         .with_scope(self.copy.scope().clone())
         .with_options(self.copy.options().clone())
-        .with_max_change_percent(self.copy.max_change_percent());
+        .with_max_change_percent(self.copy.max_change_percent())
+        .with_mass_change_min_items(escrow_sync_core::MassChangeGuard::min_items_per_part(
+            shard.count(),
+        ));
         S3CopyJob {
             copy,
             abort_stale_after: self.abort_stale_after.filter(|_| first),

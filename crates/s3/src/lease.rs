@@ -285,9 +285,11 @@ impl LeaseStore {
     }
 
     /// The leases held now (neither expired nor released) among the lease
-    /// objects of this bucket whose keys start with `prefix`, this store's
-    /// own excepted: (key, record). A sharded run's part and a whole run of
-    /// the same job hold different leases and check each other's with it.
+    /// objects of this bucket whose keys start with `prefix` and hold no
+    /// further `/` (the objects of one folder, not of its subfolders), this
+    /// store's own excepted: (key, record). A sharded run's part and a whole
+    /// run of the same job hold different leases and check each other's
+    /// with it.
     pub async fn held_under(&self, prefix: &str) -> Result<Vec<(String, LeaseRecord)>> {
         let mut keys = Vec::new();
         let mut pages = self
@@ -295,6 +297,7 @@ impl LeaseStore {
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
+            .delimiter("/")
             .set_expected_bucket_owner(self.expected_owner.clone())
             .into_paginator()
             .send();

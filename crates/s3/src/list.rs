@@ -416,15 +416,24 @@ impl Prefetch {
 pub(crate) fn list_keys(versions: bool, req: ListRequest) -> ItemStream<'static> {
     if versions {
         let ListRequest { client, bucket, prefix, strip, owner, pacer, range, .. } = req;
-        let all = crate::versions::list_versions(pacer, client, bucket, prefix, strip, owner);
+        // A part starts at its lower bound (KeyMarker: the keys after it)
+        // and stops past its upper one, so N parts list the bucket's
+        // versions once between them, not N times.
+        let after = range.after().map(str::to_string);
+        let head = prefix.get(..strip).unwrap_or_default().to_string();
+        let all =
+            crate::versions::list_versions(pacer, client, bucket, prefix, strip, owner, after);
         if range.is_all() {
             return all;
         }
-        // ListObjectVersions has no StartAfter of its own here: the keys
-        // outside the range are dropped (the range is of full keys, the
-        // items' are stripped).
+        // The range is of full keys, the items' are stripped of `head`.
+        let until = range.until().map(str::to_string);
+        let past =
+            move |key: &str| until.as_deref().is_some_and(|u| format!("{head}{key}").as_str() > u);
         let range = range.stripped(strip);
-        all.try_filter(move |item| futures::future::ready(range.contains(&item.key))).boxed()
+        all.try_take_while(move |item| futures::future::ready(Ok(!past(&item.key))))
+            .try_filter(move |item| futures::future::ready(range.contains(&item.key)))
+            .boxed()
     } else {
         list_objects(req)
     }

@@ -51,6 +51,11 @@ pub const SAMPLE_KEYS: usize = 4096;
 /// The longest boundary (S3's longest key, in bytes).
 const MAX_BOUNDARY_BYTES: usize = 1024;
 
+/// The most bytes a stored boundary record may hold: [`MAX_SHARDS`] keys of
+/// [`MAX_BOUNDARY_BYTES`] each, every byte escaped in JSON at worst (`\u0001`
+/// is six bytes for one), with room for the indentation and other fields.
+const MAX_RECORD_BYTES: usize = (MAX_SHARDS as usize + 8) * (MAX_BOUNDARY_BYTES * 6 + 64);
+
 /// The format tag of a stored boundary record.
 pub const BOUNDARIES_FORMAT: &str = "escrow-sync-shard-boundaries/1";
 
@@ -332,13 +337,31 @@ impl KeySampler {
             }
         }
         let base = keys.last().cloned().or_else(|| self.kept.last().cloned()).unwrap_or_default();
+        let above = short_key_above(&base);
         let mut extra = 0;
         while keys.len() < n - 1 {
             extra += 1;
-            keys.push(format!("{base}\u{10ffff}{extra:04}"));
+            keys.push(format!("{above}{extra:04}"));
         }
         Boundaries { keys }
     }
+}
+
+/// A short key prefix above `base` in S3's order (UTF-8 bytes), so that
+/// `<it><anything>` sorts after `base` however long `base` is: `base` up to
+/// its first character below U+10FFFF, that character's successor in its
+/// place. Only a `base` made of U+10FFFF alone (or empty) is kept whole.
+fn short_key_above(base: &str) -> String {
+    for (at, c) in base.char_indices() {
+        let next = match c as u32 {
+            0xD7FF => Some('\u{E000}'),
+            n => char::from_u32(n + 1),
+        };
+        if let Some(next) = next {
+            return format!("{}{next}", &base[..at]);
+        }
+    }
+    base.to_string()
 }
 
 /// Samples boundaries for `parts` parts from one listing of `source`'s
@@ -355,7 +378,21 @@ pub async fn sample_boundaries(
     while let Some(item) = items.try_next().await? {
         sampler.push(&item.key);
     }
-    Ok((sampler.boundaries(parts), sampler.seen()))
+    let sampled = sampler.boundaries(parts);
+    // Checked before they are stored: boundaries that would be refused once
+    // stored are never stored.
+    let checked = Boundaries::new(sampled.keys).map_err(|why| {
+        Error::new(
+            ErrorKind::Unsupported,
+            "shard boundaries",
+            source.bucket().to_string(),
+            format!(
+                "the boundaries sampled from the listing cannot be used ({why}): give the job \
+                 shard_boundaries in the config"
+            ),
+        )
+    })?;
+    Ok((checked, sampler.seen()))
 }
 
 /// A stored set of boundaries (JSON), as [`BoundaryStore`] writes it.
@@ -490,7 +527,7 @@ impl BoundaryStore {
                 return if err.kind() == ErrorKind::NotFound { Ok(None) } else { Err(err) };
             }
         };
-        if out.content_length().unwrap_or(0) > (MAX_SHARDS as i64 + 8) * 4096 {
+        if out.content_length().unwrap_or(0) > MAX_RECORD_BYTES as i64 {
             return Err(self.refused("it is larger than any boundary record"));
         }
         let body = out.body.collect().await.map_err(|e| {
@@ -507,9 +544,12 @@ impl BoundaryStore {
             "shard boundaries",
             self.location(),
             format!(
-                "{why}; escrow-sync did not write it so and will not cut the job by it: give the \
-                 job shard_boundaries in the config (they replace the stored set), after finding \
-                 out who wrote it"
+                "{why}; escrow-sync did not write it so and will not cut the job by it. Find \
+                 out who wrote it (its versions in the bucket say when), then either give the \
+                 job shard_boundaries in the config (they replace the stored set), or remove \
+                 the record so that the next part samples the job again; the parts cut by \
+                 other boundaries are never merged with the earlier parts, so run every part \
+                 again"
             ),
         )
     }
@@ -528,6 +568,9 @@ impl BoundaryStore {
             return self.checked(record, parts, false);
         }
         let record = make().await?;
+        // Checked before it is stored: a record this build would refuse once
+        // stored (order, count, digest, size) is never stored.
+        self.checked(record.clone(), parts, true)?;
         match self.create(&record).await {
             Ok(()) => self.checked(record, parts, true),
             Err(e) if crate::lease::lost_race(&e) => match self.read().await? {
@@ -553,6 +596,18 @@ impl BoundaryStore {
         let body = serde_json::to_vec_pretty(record).map_err(|e| {
             Error::new(ErrorKind::Failed, "shard boundaries", self.location(), e.to_string())
         })?;
+        if body.len() > MAX_RECORD_BYTES {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "shard boundaries",
+                self.location(),
+                format!(
+                    "the boundary record would be {} bytes, more than the {MAX_RECORD_BYTES} a \
+                     record may hold: give the job shard_boundaries in the config",
+                    body.len()
+                ),
+            ));
+        }
         let mut req = self
             .client
             .put_object()
@@ -652,6 +707,20 @@ mod tests {
         assert_eq!(b.parts(), 4);
         assert!(Boundaries::new(b.keys().to_vec()).is_ok());
         assert_eq!(KeySampler::new().boundaries(3).parts(), 3);
+    }
+
+    #[test]
+    fn boundaries_padded_above_a_key_of_s3s_longest_stay_within_its_limit() {
+        // The primary holds one key of 1,024 bytes (S3's limit): the padding
+        // above it must be a key S3 could hold, and above it.
+        let high = format!("{}k", "\u{10ffff}".repeat(200));
+        for (base, most) in [("k".repeat(1024), 5), (high, 806), ("\u{d7ff}".into(), 7)] {
+            let mut s = KeySampler::new();
+            s.push(&base);
+            let b = s.boundaries(4);
+            assert!(Boundaries::new(b.keys().to_vec()).is_ok(), "{:?}", b.keys());
+            assert!(b.keys().iter().all(|k| k.len() <= most && *k > base), "{:?}", b.keys());
+        }
     }
 
     fn key() -> impl Strategy<Value = String> {

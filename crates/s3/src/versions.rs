@@ -81,8 +81,9 @@ pub(crate) fn list_versions(
     prefix: String,
     strip: usize,
     owner: Option<String>,
+    after: Option<String>,
 ) -> ItemStream<'static> {
-    let rows = version_rows(client, bucket, prefix, owner, pacer).peekable();
+    let rows = version_rows(client, bucket, prefix, owner, pacer, after).peekable();
     futures::stream::unfold((rows, false), move |(mut rows, done)| async move {
         if done {
             return None;
@@ -115,7 +116,8 @@ pub(crate) async fn versions_of(
     pacer: Option<RequestPacer>,
 ) -> Result<Vec<Version>> {
     let mut out = Vec::new();
-    let mut rows = version_rows(client.clone(), bucket.to_string(), key.to_string(), owner, pacer);
+    let mut rows =
+        version_rows(client.clone(), bucket.to_string(), key.to_string(), owner, pacer, None);
     while let Some((k, v)) = rows.try_next().await? {
         if k == key {
             out.push(v);
@@ -126,15 +128,17 @@ pub(crate) async fn versions_of(
 }
 
 /// ListObjectVersions, page by page: `(key, version)` in key order, newest
-/// version first within a key.
+/// version first within a key; after the key `after` when given (its
+/// `KeyMarker`: a part of a sharded run starts past its lower bound).
 fn version_rows(
     client: Client,
     bucket: String,
     prefix: String,
     owner: Option<String>,
     pacer: Option<RequestPacer>,
+    after: Option<String>,
 ) -> futures::stream::BoxStream<'static, Result<(String, Version)>> {
-    let start = Page { key_marker: None, version_marker: None, done: false };
+    let start = Page { key_marker: after, version_marker: None, done: false };
     futures::stream::try_unfold(start, move |mut page| {
         let (client, bucket, prefix, owner, pacer) =
             (client.clone(), bucket.clone(), prefix.clone(), owner.clone(), pacer.clone());

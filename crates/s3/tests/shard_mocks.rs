@@ -128,3 +128,106 @@ async fn the_sink_cuts_its_listing_to_the_same_range_below_its_dest_prefix() {
         "StartAfter below the prefix"
     );
 }
+
+/// A boundary store over one mocked object: GetObject answers 404 until
+/// PutObject stores a body, then that body; the bodies put are counted.
+fn boundary_store() -> (escrow_sync_s3::BoundaryStore, Arc<Mutex<Option<Vec<u8>>>>) {
+    let stored: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+    let none = stored.clone();
+    let missing = mock!(Client::get_object)
+        .match_requests(move |_| none.lock().unwrap().is_none())
+        .then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(404).unwrap(),
+                aws_smithy_types::body::SdkBody::empty(),
+            )
+        });
+    let held = stored.clone();
+    let get = mock!(Client::get_object).then_compute_output(move |_| {
+        let body = held.lock().unwrap().clone().unwrap();
+        aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
+            .content_length(body.len() as i64)
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .build()
+    });
+    let put_into = stored.clone();
+    let put = mock!(Client::put_object).then_compute_output(move |req| {
+        *put_into.lock().unwrap() = Some(req.body().bytes().unwrap().to_vec());
+        aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build()
+    });
+    let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&missing, &get, &put]);
+    let store = escrow_sync_s3::BoundaryStore::from_client(client, "m", "shards/j/3.json");
+    (store, stored)
+}
+
+#[tokio::test]
+async fn a_boundary_record_that_would_be_refused_is_never_stored() {
+    let (store, stored) = boundary_store();
+    let b = Boundaries::new(vec!["a".into(), "b".into()]).unwrap();
+    let agreed = store
+        .agree(3, || async {
+            let mut record = escrow_sync_s3::BoundaryRecord::new("j", &b, 2, "run");
+            record.digest = "sha256:00".into();
+            Ok(record)
+        })
+        .await;
+    assert!(agreed.is_err(), "{agreed:?}");
+    assert!(stored.lock().unwrap().is_none(), "a record this build refuses is not stored");
+}
+
+#[tokio::test]
+async fn the_largest_boundary_record_stored_is_read_back() {
+    // 255 boundaries of about 1,024 bytes of control characters each: JSON
+    // escapes each byte as six.
+    let (store, stored) = boundary_store();
+    let keys: Vec<String> = (0..255).map(|i| format!("{}{i:03}", "\u{1}".repeat(1020))).collect();
+    let b = Boundaries::new(keys).unwrap();
+    let agreed = store
+        .agree(256, || async { Ok(escrow_sync_s3::BoundaryRecord::new("j", &b, 256, "run")) })
+        .await
+        .unwrap();
+    assert!(agreed.made_here);
+    let len = stored.lock().unwrap().as_ref().map(Vec::len).unwrap();
+    assert!(len > 1_500_000, "{len}");
+    let again = store.agree(256, || async { unreachable!("stored") }).await.unwrap();
+    assert!(!again.made_here && again.boundaries == b);
+}
+
+#[tokio::test]
+async fn a_versioned_part_lists_from_its_lower_bound_and_stops_past_its_upper_one() {
+    let keys: Vec<String> = (0..5000).map(|i| format!("v/{i:05}")).collect();
+    let markers: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let seen = markers.clone();
+    let rule = mock!(Client::list_object_versions).then_compute_output(move |req| {
+        seen.lock().unwrap().push(req.key_marker().map(str::to_string));
+        let after = req.key_marker().unwrap_or("");
+        let page: Vec<&String> = keys.iter().filter(|k| k.as_str() > after).take(1001).collect();
+        let mut out =
+            aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput::builder();
+        for k in page.iter().take(1000) {
+            out = out.versions(
+                aws_sdk_s3::types::ObjectVersion::builder()
+                    .key(k.as_str())
+                    .version_id("v1")
+                    .is_latest(true)
+                    .e_tag("\"e\"")
+                    .size(1)
+                    .build(),
+            );
+        }
+        if page.len() > 1000 {
+            out = out.is_truncated(true).next_key_marker(page[999].clone());
+        }
+        out.build()
+    });
+    let c = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule]);
+    let range = KeyRange::new(Some("v/01000".into()), Some("v/01500".into()));
+    let source = S3Source::from_client(c, "src").with_versions(true).with_key_range(range);
+    let got: Vec<String> =
+        source.list(&Scope::all()).map_ok(|i| i.key).try_collect().await.unwrap();
+    assert_eq!(got.len(), 500, "{:?}", got.first());
+    assert_eq!(got.first().map(String::as_str), Some("v/01001"));
+    assert_eq!(got.last().map(String::as_str), Some("v/01500"));
+    let markers = markers.lock().unwrap().clone();
+    assert_eq!(markers, [Some("v/01000".to_string())], "one page, from the lower bound");
+}
