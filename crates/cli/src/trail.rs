@@ -148,7 +148,7 @@ fn cell(text: &str) -> String {
     }
 }
 
-const CSV_HEADER: [&str; 11] = [
+const CSV_HEADER: [&str; 13] = [
     "time",
     "principal",
     "source_ip",
@@ -156,6 +156,8 @@ const CSV_HEADER: [&str; 11] = [
     "event_name",
     "resources",
     "error_code",
+    "account",
+    "region",
     "verified",
     "problem",
     "event_id",
@@ -172,6 +174,8 @@ fn csv_row(w: &mut csv::Writer<Vec<u8>>, e: &TimelineEvent) -> csv::Result<()> {
         cell(&ev.event_name),
         cell(&ev.resources.join(" ")),
         cell(ev.error_code.as_deref().unwrap_or_default()),
+        cell(&ev.account),
+        cell(&ev.region),
         e.verified.to_string(),
         e.problem.as_ref().map(|p| cell(&format!("{}: {}", p.kind, p.detail))).unwrap_or_default(),
         cell(&ev.event_id),

@@ -219,6 +219,12 @@ pub struct PartStatus {
     pub run: LastRun,
 }
 
+/// An RFC 3339 time as an instant, for comparing (`None`, first, when it
+/// does not read as one).
+fn instant(time: &str) -> Option<std::time::SystemTime> {
+    escrow_sync_core::time::parse_rfc3339(time)
+}
+
 /// The last S3 Batch Operations job of an `[[s3]]` job.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
@@ -467,8 +473,18 @@ impl Parts {
         }
         s.last_run = Some(LastRun {
             run_id: newest.run_id.clone(),
-            started_at: found.iter().map(|(_, r)| r.started_at.clone()).min().unwrap_or_default(),
-            finished_at: found.iter().map(|(_, r)| r.finished_at.clone()).max().unwrap_or_default(),
+            started_at: found
+                .iter()
+                .map(|(_, r)| &r.started_at)
+                .min_by_key(|t| instant(t))
+                .cloned()
+                .unwrap_or_default(),
+            finished_at: found
+                .iter()
+                .map(|(_, r)| &r.finished_at)
+                .max_by_key(|t| instant(t))
+                .cloned()
+                .unwrap_or_default(),
             outcome,
             copied: sum(|r| r.copied),
             skipped: sum(|r| r.skipped),
@@ -568,12 +584,17 @@ fn take(out: &mut [JobStatus], parts: &mut [Parts], manifest: &Manifest, verific
                 m.offer(part, copy);
                 if m.whole() {
                     // Read newest first: the part offered last is the
-                    // oldest, and the merged copy is as old as it.
+                    // oldest, and the merged copy is as old as it. Times are
+                    // compared as instants, not as text (RFC 3339 text
+                    // with fractions of different lengths does not sort);
+                    // parts started in the same instant are told apart by
+                    // run id, so the answer never depends on the order they
+                    // were offered in.
                     let oldest = m
                         .parts
                         .iter()
                         .flatten()
-                        .min_by(|a, b| a.started_at.cmp(&b.started_at))
+                        .min_by_key(|p| (instant(&p.started_at), p.run_id.clone()))
                         .cloned();
                     s.last_verified = oldest;
                 }
