@@ -225,24 +225,9 @@ fn instant(time: &str) -> Option<std::time::SystemTime> {
     escrow_sync_core::time::parse_rfc3339(time)
 }
 
-/// The last S3 Batch Operations job of an `[[s3]]` job.
-#[derive(Debug, Clone, Serialize)]
-#[non_exhaustive]
-pub struct BatchJob {
-    /// The job id.
-    pub job_id: String,
-    /// Its status (`Active`, `Complete`, `Failed`...).
-    pub status: String,
-    /// Tasks in the job.
-    pub total: u64,
-    /// Tasks that succeeded so far.
-    pub succeeded: u64,
-    /// Tasks that failed so far.
-    pub failed: u64,
-    /// Whether a run has folded its completion report in (else the next
-    /// run does).
-    pub folded: bool,
-}
+/// The last S3 Batch Operations job of an `[[s3]]` job: the s3 crate's
+/// own account of it.
+pub use escrow_sync_s3::BatchJobState as BatchJob;
 
 /// Every selected job's status.
 #[derive(Debug, Clone, Serialize)]
@@ -638,14 +623,7 @@ async fn batch_job(
     let sink = crate::runner::s3_sink(config, job, escrow);
     let pair = escrow_sync_s3::S3CopyJob::new(source, sink)
         .with_engine(escrow_sync_s3::Engine::BatchOperations, Some(options));
-    Ok(pair.batch_state().await?.map(|b| BatchJob {
-        job_id: b.job_id,
-        status: b.status,
-        total: b.total,
-        succeeded: b.succeeded,
-        failed: b.failed,
-        folded: b.folded,
-    }))
+    pair.batch_state().await
 }
 
 /// The age of the newest verified copy, and the `stale` finding.

@@ -261,9 +261,10 @@ pub(crate) enum Batched {
     Direct(Report),
 }
 
-/// What `status` shows of a pair's last Batch Operations job.
+/// What `status` shows of a pair's last Batch Operations job (its JSON is
+/// `status`'s `batch_job`).
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BatchJobState {
     /// The job id.
     pub job_id: String,
